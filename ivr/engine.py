@@ -1,0 +1,434 @@
+"""The call engine: a call's state plus one input gives the next state, its TwiML and log.
+
+Pure: no HTTP, no database, no clock of its own (`now` is passed in), so every rule about
+timeouts, wrong keys and escalation is tested without a server. The web layer stores the
+state, sends the TwiML and appends the log.
+
+Every TwiML action URL carries the step number `s` the next request must answer. The web
+layer uses it to recognise a request Twilio delivered twice, so no attempt counts twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.prompts import BASE_LANGUAGE, Catalogs
+from ivr.tree import (
+    CompiledMenu,
+    CompiledTree,
+    HangupNode,
+    HoursNode,
+    LanguageNode,
+    MenuNode,
+    Option,
+    QueueNode,
+    SayNode,
+    TransferNode,
+    match_speech,
+    normalise_speech,
+)
+
+# Webhook paths under IVR_PUBLIC_URL. voice, status and fallback are what an operator enters
+# in the Twilio console; the others only ever appear in TwiML this engine writes.
+VOICE_PATH = "/twilio/voice"
+STATUS_PATH = "/twilio/status"
+FALLBACK_PATH = "/twilio/fallback"
+GATHER_PATH = "/twilio/gather"
+DIAL_PATH = "/twilio/dial"
+QUEUE_EXIT_PATH = "/twilio/queue-exit"
+WAIT_PATH = "/twilio/wait"
+
+MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
+MAX_TRAIL = 10
+MAX_REQUEUES = 3
+
+
+@dataclass(frozen=True)
+class Links:
+    """Absolute URLs Twilio will call back; `base` is IVR_PUBLIC_URL (what signatures cover)."""
+
+    base: str
+
+    def _url(self, path: str, **query: Any) -> str:
+        return f"{self.base}{path}?{urlencode(query)}" if query else f"{self.base}{path}"
+
+    def gather(self, step: int) -> str:
+        return self._url(GATHER_PATH, s=step)
+
+    def dial(self, step: int) -> str:
+        return self._url(DIAL_PATH, s=step)
+
+    def queue_exit(self, step: int) -> str:
+        return self._url(QUEUE_EXIT_PATH, s=step)
+
+    def wait(self, language: str, queue: str) -> str:
+        return self._url(WAIT_PATH, lang=language, queue=queue)
+
+
+class CallState(BaseModel):
+    """Everything the engine needs between two webhooks; stored as JSON keyed by CallSid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node: str
+    lang: str = BASE_LANGUAGE
+    no_input: int = 0
+    invalid: int = 0
+    trail: tuple[str, ...] = ()  # menus the caller came through, newest last (the back key)
+    facts: dict[str, str] = {}  # non-secret facts collected on the way: topic, queue, ...
+    ended: bool = False
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keys:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Speech:
+    text: str
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Silence:
+    pass
+
+
+@dataclass(frozen=True)
+class DialDone:
+    status: str
+
+
+@dataclass(frozen=True)
+class QueueExit:
+    result: str
+
+
+Input = Keys | Speech | Silence | DialDone | QueueExit
+InputKind = Literal["dtmf", "speech", "silence", "dial", "queue"]
+
+
+def input_kind(event: Input) -> InputKind:
+    kinds: dict[type, InputKind] = {Keys: "dtmf", Speech: "speech", Silence: "silence",
+                                    DialDone: "dial", QueueExit: "queue"}
+    return kinds[type(event)]
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of a call's event log. Never holds what the caller typed beyond a menu key."""
+
+    node: str
+    kind: str  # entered | input | escalated | ended
+    input_kind: str | None = None
+    option: str | None = None
+    prompt_key: str | None = None
+    outcome: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    state: CallState
+    twiml: str
+    log: list[LogEntry]
+
+
+def begin(tree: CompiledTree, *, links: Links, step: int, now: datetime) -> Step:
+    """A new call: enter the start node."""
+    turn = _Turn(tree, links, step, now)
+    state = turn.enter(tree.tree.start, CallState(node=tree.tree.start))
+    return turn.finish(state)
+
+
+def advance(tree: CompiledTree, state: CallState, event: Input, *, links: Links, step: int,
+            now: datetime) -> Step:
+    """Apply one input to a call in progress."""
+    turn = _Turn(tree, links, step, now)
+    if state.ended:
+        turn.response.hangup()
+        return turn.finish(state)
+    node = tree.node(state.node)
+    if isinstance(node, MenuNode):
+        new = turn.on_menu(tree.menus[state.node], state, event)
+    elif isinstance(node, LanguageNode):
+        new = turn.on_language(node, state, event)
+    elif isinstance(node, QueueNode) and isinstance(event, QueueExit):
+        new = turn.on_queue_exit(node, state, event)
+    elif isinstance(node, TransferNode) and isinstance(event, DialDone):
+        new = turn.on_dial_done(node, state, event)
+    else:
+        # An input the node does not take (a stale or reordered request): present it again.
+        turn.log.append(LogEntry(state.node, "input", input_kind(event), outcome="ignored"))
+        new = turn.present(state)
+    return turn.finish(new)
+
+
+def hold_twiml(catalogs: Catalogs, language: str, music_url: str | None) -> str:
+    """The <Enqueue waitUrl> document: Twilio plays it, then asks for it again."""
+    response = VoiceResponse()
+    _say(response, catalogs, "hold", language)
+    if music_url:
+        response.play(music_url)
+    else:
+        response.pause(length=20)
+    return str(response)
+
+
+def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:
+    """What a caller hears when the hotline itself failed: an apology and an agent queue."""
+    response = VoiceResponse()
+    for language in catalogs.languages:
+        _say(response, catalogs, "fallback_apology", language)
+    response.enqueue(queue, wait_url=links.wait(BASE_LANGUAGE, queue), wait_url_method="POST")
+    return str(response)
+
+
+def _say(parent: VoiceResponse | Gather, catalogs: Catalogs, key: str, language: str, /,
+         **variables: Any) -> None:
+    u = catalogs.render(key, language, **variables)
+    if u.audio:
+        parent.play(u.audio)
+    else:
+        parent.say(u.text, voice=u.voice, language=u.say_language)
+
+
+class _Turn:
+    """One webhook's worth of work: collects TwiML and log entries while moving the state."""
+
+    def __init__(self, tree: CompiledTree, links: Links, step: int, now: datetime) -> None:
+        self.tree = tree
+        self.links = links
+        self.step = step
+        self.now = now
+        self.response = VoiceResponse()
+        self.log: list[LogEntry] = []
+
+    def finish(self, state: CallState) -> Step:
+        return Step(state, str(self.response), self.log)
+
+    def say(self, key: str, language: str, /, **variables: Any) -> None:
+        _say(self.response, self.tree.catalogs, key, language, **variables)
+
+    # -- moving between nodes
+
+    def enter(self, name: str, state: CallState, trail: tuple[str, ...] | None = None) -> CallState:
+        """Move to `name`, running pass-through nodes, until a node waits for the caller."""
+        for _ in range(MAX_HOPS):
+            node = self.tree.node(name)
+            facts = {**state.facts, "topic": node.topic} if node.topic else state.facts
+            state = state.model_copy(update={
+                "node": name, "no_input": 0, "invalid": 0, "facts": facts,
+                "trail": state.trail if trail is None else trail,
+            })
+            trail = None
+            prompt = getattr(node, "prompt", None)
+            self.log.append(LogEntry(name, "entered", prompt_key=prompt, detail={"node_kind": node.kind}))
+            if isinstance(node, SayNode):
+                self.say(node.prompt, state.lang)
+                name = node.next
+            elif isinstance(node, HoursNode):
+                local = self.now.astimezone(ZoneInfo(node.timezone))
+                is_open = node.is_open(local.date(), local.time())
+                self.log[-1] = LogEntry(name, "entered", outcome="open" if is_open else "closed",
+                                        detail={"node_kind": node.kind})
+                name = node.on_open if is_open else node.on_closed
+            else:
+                return self.present(state, first=True)
+        # Unreachable for a loaded tree; still, never leave a caller in silence.
+        self.log.append(LogEntry(name, "escalated", outcome="too_many_hops"))
+        self.say("fallback_apology", state.lang)
+        self.response.hangup()
+        return state.model_copy(update={"ended": True})
+
+    def present(self, state: CallState, *, first: bool = False, short: bool = False) -> CallState:
+        """The TwiML for the node the caller is waiting at."""
+        node = self.tree.node(state.node)
+        if isinstance(node, MenuNode):
+            key = node.short_prompt if short and node.short_prompt else node.prompt
+            self.gather_menu(self.tree.menus[state.node], state, key)
+        elif isinstance(node, LanguageNode):
+            self.gather_language(node, state)
+        elif isinstance(node, QueueNode):
+            if node.prompt and first:
+                self.say(node.prompt, state.lang)
+            self.response.enqueue(
+                node.queue, action=self.links.queue_exit(self.step), method="POST",
+                wait_url=self.links.wait(state.lang, node.queue), wait_url_method="POST",
+            )
+            facts = {**state.facts, "queue": node.queue, "priority": node.priority}
+            state = state.model_copy(update={"facts": facts})
+            self.log.append(LogEntry(state.node, "queued", outcome=node.queue,
+                                     detail={"priority": node.priority}))
+        elif isinstance(node, TransferNode):
+            if node.prompt and first:
+                self.say(node.prompt, state.lang)
+            self.response.dial(node.number, action=self.links.dial(self.step), method="POST",
+                               timeout=node.timeout)
+        elif isinstance(node, HangupNode):
+            self.say(node.prompt or "goodbye", state.lang)
+            self.response.hangup()
+            self.log.append(LogEntry(state.node, "ended", outcome="hangup"))
+            state = state.model_copy(update={"ended": True})
+        return state
+
+    def gather_menu(self, menu: CompiledMenu, state: CallState, prompt_key: str) -> None:
+        catalog = self.tree.catalogs.catalog(state.lang)
+        hints = menu.hints.get(state.lang) or menu.hints.get(BASE_LANGUAGE)
+        speech = {"language": catalog.speech_language, "hints": hints, "speech_timeout": "auto"}
+        gather = Gather(action=self.links.gather(self.step), method="POST", num_digits=1,
+                        timeout=menu.node.timeout, action_on_empty_result=True,
+                        input="dtmf speech" if hints else "dtmf", **(speech if hints else {}))
+        _say(gather, self.tree.catalogs, prompt_key, state.lang)
+        self.response.append(gather)
+        # If Twilio ever goes past the Gather (no actionOnEmptyResult), silence still reaches us.
+        self.response.redirect(self.links.gather(self.step), method="POST")
+
+    def gather_language(self, node: LanguageNode, state: CallState) -> None:
+        catalogs = self.tree.catalogs
+        has_speech = any(o.speech for o in node.options)
+        speech = {"hints": ", ".join(w for o in node.options for w in o.speech), "speech_timeout": "auto"}
+        gather = Gather(action=self.links.gather(self.step), method="POST", num_digits=1,
+                        timeout=node.timeout, action_on_empty_result=True,
+                        input="dtmf speech" if has_speech else "dtmf", **(speech if has_speech else {}))
+        if node.prompt and state.no_input == 0 and state.invalid == 0:
+            for language in catalogs.languages:
+                _say(gather, catalogs, node.prompt, language)
+        for option in node.options:
+            _say(gather, catalogs, node.option_prompt, option.language, key=option.key)
+        self.response.append(gather)
+        self.response.redirect(self.links.gather(self.step), method="POST")
+
+    # -- inputs at each kind of waiting node
+
+    def on_menu(self, menu: CompiledMenu, state: CallState, event: Input) -> CallState:
+        node, name = menu.node, state.node
+        kind = input_kind(event)
+        if isinstance(event, Silence):
+            return self.no_input(node, state)
+        if isinstance(event, Keys):
+            digits = event.digits
+            if digits == node.repeat_key:
+                self.log.append(LogEntry(name, "input", kind, option="repeat"))
+                return self.present(state)
+            if node.back_key is not None and digits == node.back_key and state.trail:
+                self.log.append(LogEntry(name, "input", kind, option="back"))
+                return self.enter(state.trail[-1], state, trail=state.trail[:-1])
+            if digits == node.operator_key and node.operator:
+                self.log.append(LogEntry(name, "input", kind, option="operator", outcome=node.operator))
+                return self.enter(node.operator, state)
+            option = menu.by_key.get(digits)
+        elif isinstance(event, Speech):
+            option = match_speech(menu, state.lang, event.text)
+        else:
+            option = None
+        if option is None:
+            return self.invalid(node, state, event)
+        return self.choose(name, option, state, event)
+
+    def choose(self, name: str, option: Option, state: CallState, event: Input) -> CallState:
+        label = option.key if option.key is not None else option.target
+        detail: dict[str, Any] = {}
+        if isinstance(event, Speech):
+            detail["confidence"] = event.confidence
+        self.log.append(LogEntry(name, "input", input_kind(event), option=label, outcome=option.target,
+                                 detail=detail))
+        return self.enter(option.target, state, trail=(*state.trail, name)[-MAX_TRAIL:])
+
+    def no_input(self, node: MenuNode, state: CallState) -> CallState:
+        count = state.no_input + 1
+        if count >= node.max_no_input:
+            self.log.append(LogEntry(state.node, "escalated", "silence", outcome=node.on_no_input,
+                                     detail={"reason": "max_no_input", "count": count}))
+            return self.enter(node.on_no_input, state)
+        self.log.append(LogEntry(state.node, "input", "silence", outcome="reprompt", detail={"count": count}))
+        if node.no_input_prompt:
+            self.say(node.no_input_prompt, state.lang)
+        return self.present(state.model_copy(update={"no_input": count}))
+
+    def invalid(self, node: MenuNode, state: CallState, event: Input) -> CallState:
+        count = state.invalid + 1
+        # What was pressed or said is not kept: a caller may type a secret at the wrong prompt.
+        detail: dict[str, Any] = {"count": count}
+        if isinstance(event, Keys):
+            detail["length"] = len(event.digits)
+        if count >= node.max_invalid:
+            self.log.append(LogEntry(state.node, "escalated", input_kind(event), outcome=node.on_invalid,
+                                     detail={**detail, "reason": "max_invalid"}))
+            return self.enter(node.on_invalid, state)
+        self.log.append(LogEntry(state.node, "input", input_kind(event), outcome="invalid", detail=detail))
+        if node.invalid_prompt:
+            self.say(node.invalid_prompt, state.lang)
+        return self.present(state.model_copy(update={"invalid": count}), short=True)
+
+    def on_language(self, node: LanguageNode, state: CallState, event: Input) -> CallState:
+        chosen = None
+        if isinstance(event, Keys):
+            chosen = next((o for o in node.options if o.key == event.digits), None)
+        elif isinstance(event, Speech):
+            heard = normalise_speech(event.text)
+            chosen = next((o for o in node.options
+                           if any(normalise_speech(w) in heard for w in o.speech if w.strip())), None)
+        if chosen is not None:
+            self.log.append(LogEntry(state.node, "input", input_kind(event), option=chosen.key,
+                                     outcome=chosen.language))
+            return self.enter(node.next, state.model_copy(update={"lang": chosen.language}))
+        attempts = state.no_input + state.invalid + 1
+        outcome = "silence" if isinstance(event, Silence) else "invalid"
+        if attempts >= node.max_attempts:
+            # A caller who cannot choose still gets help, in the base language.
+            self.log.append(LogEntry(state.node, "escalated", input_kind(event), outcome=BASE_LANGUAGE,
+                                     detail={"reason": outcome, "count": attempts}))
+            return self.enter(node.next, state.model_copy(update={"lang": BASE_LANGUAGE}))
+        self.log.append(LogEntry(state.node, "input", input_kind(event), outcome=outcome,
+                                 detail={"count": attempts}))
+        counter = "no_input" if isinstance(event, Silence) else "invalid"
+        return self.present(state.model_copy(update={counter: getattr(state, counter) + 1}))
+
+    def on_queue_exit(self, node: QueueNode, state: CallState, event: QueueExit) -> CallState:
+        result = event.result
+        if result in ("bridged", "hangup"):
+            self.log.append(LogEntry(state.node, "ended", "queue", outcome=result))
+            if result == "bridged":
+                self.say("goodbye", state.lang)
+            self.response.hangup()
+            return state.model_copy(update={"ended": True})
+        self.log.append(LogEntry(state.node, "input", "queue", outcome=result))
+        if node.on_leave:
+            return self.enter(node.on_leave, state)
+        # Left unserved (queue full, an error): apologise and queue again, a bounded number of times.
+        requeues = int(state.facts.get("requeues", "0")) + 1
+        if requeues > MAX_REQUEUES:
+            self.say("fallback_apology", state.lang)
+            self.say("goodbye", state.lang)
+            self.response.hangup()
+            self.log.append(LogEntry(state.node, "ended", "queue", outcome="requeue_limit"))
+            return state.model_copy(update={"ended": True})
+        self.say("fallback_apology", state.lang)
+        return self.present(state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}}))
+
+    def on_dial_done(self, node: TransferNode, state: CallState, event: DialDone) -> CallState:
+        if event.status in ("completed", "answered"):
+            self.log.append(LogEntry(state.node, "ended", "dial", outcome=event.status))
+            self.response.hangup()
+            return state.model_copy(update={"ended": True})
+        self.log.append(LogEntry(state.node, "input", "dial", outcome=event.status))
+        if node.on_failure:
+            return self.enter(node.on_failure, state)
+        self.say("goodbye", state.lang)
+        self.response.hangup()
+        return state.model_copy(update={"ended": True})

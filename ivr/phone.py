@@ -1,0 +1,324 @@
+"""A phone that calls the hotline exactly as Twilio would, for people and for tests.
+
+It signs every request with the auth token (X-Twilio-Signature over the URL and form),
+sends Twilio's parameters, and follows the TwiML it gets back: it speaks <Say>, waits at
+<Gather> for the party's keys or words and posts them to the action (an empty result too,
+when actionOnEmptyResult is set), follows <Redirect>, holds in <Enqueue> by polling the
+waitUrl, reports a <Dial>'s outcome to its action, and sends the status callback when the
+call ends. `ivr dial` puts a person (or a `--keys` script) on the line; tests put a script.
+
+The HTTP client is injected (`httpx.Client`): a real one for a running server, the app's
+TestClient in tests.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from ivr.engine import STATUS_PATH, VOICE_PATH
+from ivr.exceptions import PhoneError
+
+MAX_REQUESTS = 400  # per call; a hotline that loops forever is a bug the phone reports
+
+
+# -- what the party on the line does -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Press:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Speak:
+    words: str
+    confidence: float = 0.92
+
+
+@dataclass(frozen=True)
+class Silent:
+    pass
+
+
+@dataclass(frozen=True)
+class HangUp:
+    pass
+
+
+Answer = Press | Speak | Silent | HangUp
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A <Gather> the party is asked to answer, with what it said."""
+
+    said: list[str]
+    input: str
+    num_digits: int | None
+    timeout: int | None
+    in_queue: bool = False
+
+
+class Party(Protocol):
+    def hear(self, text: str) -> None: ...
+    def answer(self, prompt: Prompt) -> Answer: ...
+    def keep_holding(self, queue: str, polls: int) -> bool: ...
+    def dial_outcome(self, number: str) -> str: ...
+
+
+def parse_script(spec: str) -> list[Answer]:
+    """`--keys "1,2,#"`: one answer per prompt; `-` or empty is silence, `say:words` is speech."""
+    answers: list[Answer] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if item in ("", "-"):
+            answers.append(Silent())
+        elif item.lower().startswith("say:"):
+            answers.append(Speak(item[4:].strip()))
+        elif re.fullmatch(r"[0-9*#]+", item):
+            answers.append(Press(item))
+        else:
+            raise ValueError(f"'{item}' is not keys (0-9 * #), '-' for silence, or say:words")
+    return answers
+
+
+@dataclass
+class ScriptedParty:
+    """Answers prompts from a list; hangs up when the list runs out."""
+
+    answers: list[Answer]
+    hold_polls: int = 1
+    dial_status: str = "completed"
+    on_hear: Callable[[str], None] | None = None
+    on_answer: Callable[[Answer], None] | None = None
+    heard: list[str] = field(default_factory=list)
+
+    def hear(self, text: str) -> None:
+        self.heard.append(text)
+        if self.on_hear:
+            self.on_hear(text)
+
+    def answer(self, prompt: Prompt) -> Answer:
+        choice = self.answers.pop(0) if self.answers else HangUp()
+        if self.on_answer:
+            self.on_answer(choice)
+        return choice
+
+    def keep_holding(self, queue: str, polls: int) -> bool:
+        return polls < self.hold_polls
+
+    def dial_outcome(self, number: str) -> str:
+        return self.dial_status
+
+
+# -- the call ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CallRecord:
+    call_sid: str
+    heard: list[str] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
+    queue: str | None = None
+    hold_polls: int = 0
+    dialed: str | None = None
+    ended_by: str = ""  # "hotline" or "caller"
+
+    @property
+    def transcript(self) -> str:
+        return "\n".join(self.heard)
+
+
+class _Ended(Exception):
+    def __init__(self, by: str) -> None:
+        self.by = by
+
+
+class Phone:
+    """Places calls to the hotline at `public_url` as Twilio would."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        public_url: str,
+        auth_token: str,
+        account_sid: str = "AC" + "0" * 32,
+        server_url: str | None = None,
+        check_twiml: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.public_url = public_url.rstrip("/")
+        self.server_url = server_url.rstrip("/") if server_url else None
+        self.account_sid = account_sid
+        self.validator = RequestValidator(auth_token)
+        self.check_twiml = check_twiml
+
+    def call(self, party: Party, *, from_number: str = "+15005550006", to_number: str = "+15005550001",
+             call_sid: str | None = None) -> CallRecord:
+        record = CallRecord(call_sid or "CA" + uuid.uuid4().hex)
+        base = {"AccountSid": self.account_sid, "CallSid": record.call_sid, "From": from_number,
+                "To": to_number, "Caller": from_number, "Called": to_number, "Direction": "inbound",
+                "ApiVersion": "2010-04-01"}
+        started = time.monotonic()
+        session = _Session(self, party, record, base)
+        try:
+            doc = session.post(self.public_url + VOICE_PATH, {"CallStatus": "ringing"})
+            while True:
+                doc = session.run(doc)
+        except _Ended as end:
+            record.ended_by = end.by
+        duration = max(1, round(time.monotonic() - started))
+        session.post(self.public_url + STATUS_PATH,
+                     {"CallStatus": "completed", "CallDuration": str(duration), "SequenceNumber": "0",
+                      "CallbackSource": "call-progress-events"}, expect_twiml=False)
+        return record
+
+    def signed_post(self, url: str, params: dict[str, str]) -> httpx.Response:
+        signature = self.validator.compute_signature(url, params)
+        target = url
+        if self.server_url and url.startswith(self.public_url):
+            target = self.server_url + url[len(self.public_url):]
+        try:
+            return self.client.post(target, data=params, headers={"X-Twilio-Signature": signature})
+        except httpx.HTTPError as exc:
+            raise PhoneError(f"cannot reach the hotline at {target}: {exc}") from None
+
+
+class _Session:
+    def __init__(self, phone: Phone, party: Party, record: CallRecord, base: dict[str, str]) -> None:
+        self.phone = phone
+        self.party = party
+        self.record = record
+        self.base = base
+
+    def post(self, url: str, extra: dict[str, str], *, expect_twiml: bool = True) -> ET.Element:
+        if len(self.record.requests) >= MAX_REQUESTS:
+            raise PhoneError(f"more than {MAX_REQUESTS} requests in one call: the hotline is looping")
+        params = {**self.base, "CallStatus": "in-progress", **extra}
+        self.record.requests.append((url, params))
+        response = self.phone.signed_post(url, params)
+        if response.status_code >= 400 or (expect_twiml and response.status_code != 200):
+            raise PhoneError(f"{url} answered {response.status_code}: {response.text[:200]}")
+        if not expect_twiml:
+            return ET.Element("Response")
+        body = response.text
+        self.record.documents.append(body)
+        if self.phone.check_twiml:
+            self.phone.check_twiml(body)
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as exc:
+            raise PhoneError(f"{url} answered something that is not XML: {exc}") from None
+        if root.tag != "Response":
+            raise PhoneError(f"{url} answered <{root.tag}>, not a TwiML <Response>")
+        return root
+
+    def hear(self, verb: ET.Element) -> str | None:
+        if verb.tag == "Say":
+            text = "".join(verb.itertext()).strip()
+        elif verb.tag == "Play":
+            text = f"[audio {(verb.text or '').strip()}]"
+        else:
+            return None
+        self.record.heard.append(text)
+        self.party.hear(text)
+        return text
+
+    def run(self, doc: ET.Element, *, in_queue: bool = False) -> ET.Element:
+        """Play one document; return the next document Twilio would fetch."""
+        for verb in doc:
+            tag = verb.tag
+            if tag in ("Say", "Play", "Pause"):
+                self.hear(verb)
+            elif tag == "Gather":
+                said = [t for t in (self.hear(v) for v in verb) if t]
+                answer = self.party.answer(Prompt(
+                    said, verb.get("input", "dtmf"), _int(verb.get("numDigits")), _int(verb.get("timeout")),
+                    in_queue))
+                self.record.answers.append(answer)
+                action = verb.get("action") or self.record.requests[-1][0]
+                if isinstance(answer, HangUp):
+                    raise _Ended("caller")
+                if isinstance(answer, Press):
+                    return self.post(action, {"Digits": answer.digits, "FinishedOnKey": ""})
+                if isinstance(answer, Speak):
+                    return self.post(action, {"SpeechResult": answer.words, "Confidence": str(answer.confidence)})
+                if verb.get("actionOnEmptyResult") == "true":
+                    return self.post(action, {})
+            elif tag == "Redirect":
+                return self.post((verb.text or "").strip(), {})
+            elif tag == "Enqueue":
+                return self.enqueue(verb)
+            elif tag == "Dial":
+                return self.dial(verb)
+            elif tag in ("Hangup", "Reject"):
+                raise _Ended("hotline")
+            elif tag == "Leave" and in_queue:
+                raise _Left()
+            else:
+                raise PhoneError(f"the phone does not know <{tag}>")
+        if in_queue:
+            return doc  # Twilio asks for the waitUrl again
+        raise _Ended("hotline")  # end of the document: Twilio hangs up
+
+    def enqueue(self, verb: ET.Element) -> ET.Element:
+        queue = (verb.text or "").strip()
+        self.record.queue = queue
+        wait_url, action = verb.get("waitUrl"), verb.get("action")
+        polls, entered = 0, time.monotonic()
+        result = "hangup"
+        try:
+            while True:
+                waited = str(round(time.monotonic() - entered))
+                if wait_url:
+                    wait_doc = self.post(wait_url, {
+                        "QueueSid": "QU" + "0" * 32, "QueuePosition": "1", "QueueTime": waited,
+                        "AvgQueueTime": waited, "CurrentQueueSize": "1", "MaxQueueSize": "100"})
+                    # A <Gather> or <Redirect> in the hold loop leads to another hold document.
+                    while (following := self.run(wait_doc, in_queue=True)) is not wait_doc:
+                        wait_doc = following
+                polls += 1
+                self.record.hold_polls = polls
+                if not self.party.keep_holding(queue, polls):
+                    break
+        except _Left:
+            result = "leave"
+        except _Ended as end:
+            if end.by == "hotline":
+                raise
+        if action:
+            doc = self.post(action, {"QueueResult": result, "QueueSid": "QU" + "0" * 32,
+                                     "QueueTime": str(round(time.monotonic() - entered))})
+            if result == "leave":
+                return doc
+        raise _Ended("caller" if result == "hangup" else "hotline")
+
+    def dial(self, verb: ET.Element) -> ET.Element:
+        number = (verb.text or "").strip() or "".join(verb.itertext()).strip()
+        self.record.dialed = number
+        status = self.party.dial_outcome(number)
+        action = verb.get("action")
+        if action:
+            return self.post(action, {"DialCallStatus": status, "DialCallDuration": "0"})
+        raise _Ended("hotline")
+
+
+class _Left(Exception):
+    pass
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+

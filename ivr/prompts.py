@@ -1,0 +1,159 @@
+"""What the hotline says: one catalog per language (prompts/en.yaml, prompts/zh-CN.yaml).
+
+A prompt is TTS text (with `{name}` variables; `{name:digits}` reads a number digit by
+digit, as a ticket number must be) or an audio URL to <Play>. A key missing from a
+language falls back to the base language (English), and `ivr routes check` reports it.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+
+from ivr.exceptions import Problem, SourceError
+from ivr.yamlfile import YamlDoc, load_text, read_source
+
+BASE_LANGUAGE = "en"
+FORMAT_SPECS = {"", "digits"}
+# Twilio's <Say voice> pattern (see the TwiML schema's voiceType).
+VOICE_PATTERN = r"^(man|woman|Polly\.[A-Za-z]+(-Neural|-Generative)?|Google\.[a-zA-Z]{2,3}-[a-zA-Z0-9]+-[a-zA-Z0-9\-]+)$"
+
+
+class AudioPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    audio: HttpUrl
+    text: str | None = Field(default=None, description="transcript, shown by `ivr dial`")
+
+
+class CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    name: str = Field(min_length=1, description="the language's own name, e.g. 中文")
+    voice: str = Field(pattern=VOICE_PATTERN)
+    say_language: str = Field(min_length=2, description="<Say language>, e.g. en-US, cmn-CN")
+    speech_language: str = Field(min_length=2, description="<Gather language>, e.g. cmn-Hans-CN")
+    prompts: dict[str, str | AudioPrompt]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One thing said or played: exactly one of text / audio is what Twilio gets."""
+
+    key: str
+    text: str | None
+    audio: str | None
+    voice: str
+    say_language: str
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+class _Formatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec == "digits":
+            # Twilio's TTS reads "1 2 3 4" digit by digit; "1234" would be "one thousand...".
+            return " ".join(str(value))
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _Formatter()
+
+
+@dataclass(frozen=True)
+class Catalogs:
+    """Every language's catalog; the base language is the fallback for missing keys."""
+
+    by_language: Mapping[str, CatalogFile]
+    sources: Mapping[str, str]  # language -> file text, kept so a tree version can be stored whole
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.by_language)
+
+    def has(self, key: str, language: str) -> bool:
+        cat = self.by_language.get(language)
+        return cat is not None and key in cat.prompts
+
+    def catalog(self, language: str) -> CatalogFile:
+        return self.by_language.get(language) or self.by_language[BASE_LANGUAGE]
+
+    def render(self, key: str, language: str, /, **variables: Any) -> Utterance:
+        cat = self.catalog(language)
+        value = cat.prompts.get(key)
+        if value is None:
+            cat = self.by_language[BASE_LANGUAGE]
+            value = cat.prompts[key]
+        if isinstance(value, AudioPrompt):
+            return Utterance(key, value.text, str(value.audio), cat.voice, cat.say_language)
+        return Utterance(key, _FORMATTER.vformat(value, (), _Blank(variables)), None, cat.voice,
+                         cat.say_language)
+
+
+def check_template(text: str) -> str | None:
+    """Why a prompt template is unusable, or None."""
+    try:
+        for _, field, spec, _ in _FORMATTER.parse(text):
+            if field is not None and spec not in FORMAT_SPECS:
+                return f"unknown format '{{{field}:{spec}}}' (allowed: {{name}}, {{name:digits}})"
+            if field == "":
+                return "empty variable '{}' (escape a literal brace as '{{')"
+    except ValueError as exc:
+        return f"bad template: {exc}"
+    return None
+
+
+def parse_catalog(doc: YamlDoc, expected_language: str | None = None) -> CatalogFile:
+    problems: list[Problem] = []
+    try:
+        cat = CatalogFile.model_validate(doc.data)
+    except ValidationError as exc:
+        raise SourceError([doc.problem(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+    if expected_language and cat.language != expected_language:
+        problems.append(doc.problem(("language",),
+                                    f"file is named for '{expected_language}' but says '{cat.language}'"))
+    for key, value in cat.prompts.items():
+        if isinstance(value, str):
+            why = check_template(value)
+            if why:
+                problems.append(doc.problem(("prompts", key), why))
+    if problems:
+        raise SourceError(problems)
+    return cat
+
+
+def load_catalogs(directory: Path | str) -> Catalogs:
+    """Every `<language>.yaml` in `directory`; the base language must be among them."""
+    folder = Path(directory)
+    files = sorted(folder.glob("*.yaml"))
+    problems: list[Problem] = []
+    cats: dict[str, CatalogFile] = {}
+    sources: dict[str, str] = {}
+    for f in files:
+        try:
+            text = read_source(f)
+            cats[f.stem] = parse_catalog(load_text(text, str(f)), f.stem)
+            sources[f.stem] = text
+        except SourceError as exc:
+            problems.extend(exc.problems)
+    if not problems and BASE_LANGUAGE not in cats:
+        problems.append(Problem(str(folder), None, "", f"no {BASE_LANGUAGE}.yaml: the base catalog is required"))
+    if problems:
+        raise SourceError(problems)
+    # Base language first: it is the default and the fallback.
+    ordered = {BASE_LANGUAGE: cats[BASE_LANGUAGE], **cats}
+    return Catalogs(ordered, {lang: sources[lang] for lang in ordered})
+
+
+def catalogs_from_sources(sources: Mapping[str, str]) -> Catalogs:
+    """Rebuild catalogs from stored file texts (an older tree version)."""
+    cats = {lang: parse_catalog(load_text(text, f"{lang}.yaml"), lang) for lang, text in sources.items()}
+    ordered = {BASE_LANGUAGE: cats[BASE_LANGUAGE], **cats}
+    return Catalogs(ordered, dict(sources))

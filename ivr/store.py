@@ -1,0 +1,198 @@
+"""Persistence: keyword-only functions over a SQLAlchemy Connection, each its own transaction.
+
+The webhook hot path is `load_call` (one read) then `create_call` or `save_step` (one write
+transaction: the call row and its new log lines together). Core, not the ORM: these run
+on every key press.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ivr.db import call_events, calls, tree_versions
+from ivr.engine import CallState, LogEntry
+from ivr.tree import CompiledTree
+
+OPEN = "in-progress"
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+STALE = "stale"  # closed by age: its final status callback never came
+
+
+@dataclass(frozen=True)
+class CallRow:
+    call_sid: str
+    tree_version: str
+    step: int
+    state: CallState
+    last_twiml: str
+    status: str
+
+
+def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
+    with conn.begin():
+        row = conn.execute(
+            select(calls.c.call_sid, calls.c.tree_version, calls.c.step, calls.c.state,
+                   calls.c.last_twiml, calls.c.status).where(calls.c.call_sid == call_sid)
+        ).one_or_none()
+    if row is None:
+        return None
+    return CallRow(row.call_sid, row.tree_version, row.step, CallState.model_validate(row.state),
+                   row.last_twiml, row.status)
+
+
+def _event_rows(call_sid: str, step: int, now: datetime, log: Sequence[LogEntry]) -> list[dict[str, Any]]:
+    return [
+        {"call_sid": call_sid, "step": step, "at": now, "node": e.node, "kind": e.kind,
+         "input_kind": e.input_kind, "option": e.option, "prompt_key": e.prompt_key,
+         "outcome": e.outcome, "detail": e.detail or None}
+        for e in log
+    ]
+
+
+def create_call(
+    conn: Connection,
+    *,
+    call_sid: str,
+    account_sid: str | None,
+    from_number: str | None,
+    to_number: str | None,
+    tree_version: str,
+    step: int,
+    state: CallState,
+    twiml: str,
+    log: Sequence[LogEntry],
+    now: datetime,
+) -> bool:
+    """Insert a new call with its first log lines; False if the CallSid already exists."""
+    try:
+        with conn.begin():
+            conn.execute(insert(calls).values(
+                call_sid=call_sid, account_sid=account_sid, from_number=from_number,
+                to_number=to_number, tree_version=tree_version, step=step,
+                state=state.model_dump(mode="json"), last_twiml=twiml, status=OPEN,
+                started_at=now, updated_at=now,
+            ))
+            if log:
+                conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
+    except IntegrityError:
+        return False
+    return True
+
+
+def save_step(
+    conn: Connection,
+    *,
+    call_sid: str,
+    expected_step: int,
+    state: CallState,
+    twiml: str,
+    log: Sequence[LogEntry],
+    now: datetime,
+) -> bool:
+    """Move a call from `expected_step` to the next; False if another request got there first."""
+    step = expected_step + 1
+    with conn.begin():
+        moved = conn.execute(
+            update(calls)
+            .where(calls.c.call_sid == call_sid, calls.c.step == expected_step)
+            .values(step=step, state=state.model_dump(mode="json"), last_twiml=twiml, updated_at=now)
+        ).rowcount
+        if moved != 1:
+            return False
+        if log:
+            conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
+    return True
+
+
+def record_status(
+    conn: Connection,
+    *,
+    call_sid: str,
+    status: str,
+    duration_seconds: int | None,
+    sequence: int | None,
+    now: datetime,
+) -> bool:
+    """Apply a status callback; False for an unknown call or one older than what we have."""
+    values: dict[str, Any] = {"status": status, "updated_at": now, "status_sequence": sequence}
+    if status in FINAL_STATUSES:
+        values["ended_at"] = now
+        values["duration_seconds"] = duration_seconds
+    newer = (
+        or_(calls.c.status_sequence.is_(None), calls.c.status_sequence < sequence)
+        if sequence is not None else calls.c.status_sequence.is_(None)
+    )
+    with conn.begin():
+        step = conn.execute(
+            update(calls)
+            .where(calls.c.call_sid == call_sid, calls.c.ended_at.is_(None), newer)
+            .values(**values)
+            .returning(calls.c.step)
+        ).scalar_one_or_none()
+        if step is None:
+            return False
+        conn.execute(insert(call_events).values(
+            call_sid=call_sid, step=step, at=now, kind="status", outcome=status,
+            detail={"duration": duration_seconds} if duration_seconds is not None else None,
+        ))
+    return True
+
+
+def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) -> int:
+    """Close calls that went quiet longer than `max_age` without a final status callback."""
+    with conn.begin():
+        return conn.execute(
+            update(calls)
+            .where(and_(calls.c.ended_at.is_(None), calls.c.updated_at < now - max_age))
+            .values(status=STALE, ended_at=now)
+        ).rowcount
+
+
+def store_tree_version(conn: Connection, *, tree: CompiledTree, loaded_by: str, now: datetime) -> bool:
+    """Record a loaded tree (its text and prompts) so calls that began on it can finish on it."""
+    try:
+        with conn.begin():
+            if conn.execute(select(tree_versions.c.version).where(tree_versions.c.version == tree.version)).first():
+                return False
+            conn.execute(insert(tree_versions).values(
+                version=tree.version, file=tree.file, source=tree.source,
+                prompts=dict(tree.catalogs.sources), loaded_at=now, loaded_by=loaded_by,
+            ))
+    except IntegrityError:  # another instance stored the same version at the same moment
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class StoredTree:
+    version: str
+    file: str
+    source: str
+    prompts: Mapping[str, str]
+
+
+def load_tree_version(conn: Connection, *, version: str) -> StoredTree | None:
+    with conn.begin():
+        row = conn.execute(select(tree_versions).where(tree_versions.c.version == version)).one_or_none()
+    return None if row is None else StoredTree(row.version, row.file, row.source, row.prompts)
+
+
+def call_log(conn: Connection, *, call_sid: str) -> list[dict[str, Any]]:
+    """A call's event log, oldest first."""
+    with conn.begin():
+        rows = conn.execute(
+            select(call_events).where(call_events.c.call_sid == call_sid).order_by(call_events.c.id)
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def get_call(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
+    with conn.begin():
+        row = conn.execute(select(calls).where(calls.c.call_sid == call_sid)).mappings().one_or_none()
+    return None if row is None else dict(row)

@@ -1,0 +1,466 @@
+"""The call tree: its schema, the checks that refuse a bad tree, and the compiled form.
+
+An operator writes `routes/*.yaml`. Every node has a `kind`; each kind says exactly what
+happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style:
+
+    menu      prompt (short_prompt when presented again), options by DTMF key and/or spoken
+              keywords per language, `timeout`, `max_no_input` -> `on_no_input`,
+              `max_invalid` -> `on_invalid`, repeat/back/operator keys
+    say       play a prompt, then go on to `next` (no input)
+    language  choose the caller's language, then `next`; silence keeps the base language
+    hours     business hours in a time zone with holiday dates -> `on_open` / `on_closed`
+    queue     hand the caller to a named agent queue with a priority (<Enqueue>)
+    transfer  dial a number (<Dial>); `on_failure` if nobody answers
+    hangup    say goodbye and end the call
+
+`load_tree` validates the whole graph and compiles it once; every error names the file,
+the line and the node path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ivr.exceptions import Problem, SourceError
+from ivr.prompts import BASE_LANGUAGE, Catalogs, catalogs_from_sources, load_catalogs
+from ivr.yamlfile import PathKey, YamlDoc, load_text, read_source
+
+Key = Annotated[str, Field(pattern=r"^[0-9*#]$", description="one keypad key")]
+NodeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+PromptKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+Priority = Literal["emergency", "high", "normal"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Prompts the engine itself says, whatever the tree: every catalog must be able to say them.
+ENGINE_PROMPTS = ("goodbye", "hold", "fallback_apology")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Node(_Model):
+    topic: str | None = Field(default=None, description="recorded as the call's topic when entered")
+
+
+class Option(_Model):
+    key: Key | None = None
+    speech: dict[str, list[Annotated[str, Field(min_length=1, max_length=100)]]] = {}
+    target: NodeName
+
+    @model_validator(mode="after")
+    def _reachable_somehow(self) -> Option:
+        if self.key is None and not self.speech:
+            raise ValueError("an option needs a key, spoken keywords, or both")
+        return self
+
+
+class MenuNode(_Node):
+    kind: Literal["menu"]
+    prompt: PromptKey
+    short_prompt: PromptKey | None = None
+    options: list[Option] = Field(min_length=1)
+    timeout: int = Field(default=6, ge=1, le=60)
+    # Twilio's <Gather> has one timeout; menus take one key, so this only applies when a
+    # future multi-key menu waits for more digits.
+    inter_digit_timeout: int = Field(default=3, ge=1, le=30)
+    max_no_input: int = Field(default=3, ge=1, le=10)
+    on_no_input: NodeName
+    no_input_prompt: PromptKey | None = "no_input"
+    max_invalid: int = Field(default=3, ge=1, le=10)
+    on_invalid: NodeName
+    invalid_prompt: PromptKey | None = "invalid"
+    repeat_key: Key | None = "*"
+    back_key: Key | None = None
+    operator_key: Key | None = None
+    operator: NodeName | None = None
+
+    @model_validator(mode="after")
+    def _operator_pair(self) -> MenuNode:
+        if (self.operator_key is None) != (self.operator is None):
+            raise ValueError("operator_key and operator go together")
+        return self
+
+
+class LanguageOption(_Model):
+    key: Key
+    language: str
+    speech: list[str] = []
+
+
+class LanguageNode(_Node):
+    kind: Literal["language"]
+    prompt: PromptKey | None = Field(default=None, description="said in every language first")
+    option_prompt: PromptKey = Field(default="language_option", description="said per option in its language")
+    options: list[LanguageOption] = Field(min_length=1)
+    timeout: int = Field(default=5, ge=1, le=60)
+    max_attempts: int = Field(default=2, ge=1, le=5)
+    next: NodeName
+
+
+class SayNode(_Node):
+    kind: Literal["say"]
+    prompt: PromptKey
+    next: NodeName
+
+
+_RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class HoursNode(_Node):
+    kind: Literal["hours"]
+    timezone: str
+    weekly: dict[Weekday, list[str]] = Field(description='e.g. mon: ["09:00-18:00"]')
+    holidays: list[date] = []
+    on_open: NodeName
+    on_closed: NodeName
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name like Asia/Singapore)") from None
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _ranges(cls, value: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
+        for day, ranges in value.items():
+            for r in ranges:
+                m = _RANGE.match(r)
+                if not m or (m[3] == "24" and m[4] != "00") or r[:5] >= r[6:]:
+                    raise ValueError(f"{day}: '{r}' is not a range like 09:00-18:00")
+        return value
+
+    def is_open(self, local_day: date, local_time: time) -> bool:
+        if local_day in self.holidays:
+            return False
+        now = local_time.strftime("%H:%M")
+        return any(r[:5] <= now < r[6:] for r in self.weekly.get(WEEKDAYS[local_day.weekday()], []))
+
+
+class QueueNode(_Node):
+    kind: Literal["queue"]
+    prompt: PromptKey | None = None
+    queue: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    priority: Priority = "normal"
+    on_leave: NodeName | None = Field(default=None, description="if the caller leaves the queue unserved")
+
+
+class TransferNode(_Node):
+    kind: Literal["transfer"]
+    prompt: PromptKey | None = None
+    number: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164")
+    timeout: int = Field(default=30, ge=5, le=120)
+    on_failure: NodeName | None = None
+
+
+class HangupNode(_Node):
+    kind: Literal["hangup"]
+    prompt: PromptKey | None = None
+
+
+Node = Annotated[
+    Union[MenuNode, SayNode, LanguageNode, HoursNode, QueueNode, TransferNode, HangupNode],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+# Nodes the engine passes straight through: a cycle made only of these would never stop.
+PASS_THROUGH = (SayNode, HoursNode)
+
+
+class TreeFile(_Model):
+    start: NodeName
+    max_menu_depth: int = Field(default=5, ge=1, le=20)
+    menu_defaults: dict[str, Any] = {}
+    nodes: dict[NodeName, Node] = Field(min_length=1)
+
+
+# -- compiled form --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledMenu:
+    node: MenuNode
+    by_key: Mapping[str, Option]
+    # language -> [(normalised keyword, option)], longest keyword first
+    by_speech: Mapping[str, list[tuple[str, Option]]]
+    hints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CompiledTree:
+    """A validated tree, with its lookups built once; immutable, shared by every request."""
+
+    file: str
+    version: str
+    source: str
+    tree: TreeFile
+    catalogs: Catalogs
+    menus: Mapping[str, CompiledMenu]
+    warnings: list[Problem] = field(default_factory=list)
+
+    def node(self, name: str) -> Node:
+        return self.tree.nodes[name]
+
+
+def normalise_speech(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:
+    heard = normalise_speech(said)
+    if not heard:
+        return None
+    for lang in dict.fromkeys((language, BASE_LANGUAGE)):
+        for keyword, option in menu.by_speech.get(lang, ()):
+            if keyword in heard:
+                return option
+    return None
+
+
+def _compile_menu(node: MenuNode) -> CompiledMenu:
+    by_key = {o.key: o for o in node.options if o.key is not None}
+    by_speech: dict[str, list[tuple[str, Option]]] = {}
+    for option in node.options:
+        for lang, words in option.speech.items():
+            by_speech.setdefault(lang, []).extend((normalise_speech(w), option) for w in words)
+    for entries in by_speech.values():
+        entries.sort(key=lambda e: -len(e[0]))
+    hints = {lang: ", ".join(w for w, _ in entries)[:2000] for lang, entries in by_speech.items()}
+    return CompiledMenu(node, by_key, by_speech, hints)
+
+
+# -- loading and checking ---------------------------------------------------------------------
+
+
+def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
+    """Every static (relative path, target) the node can move a caller to."""
+    if isinstance(node, MenuNode):
+        for i, option in enumerate(node.options):
+            yield ("options", i, "target"), option.target
+        yield ("on_no_input",), node.on_no_input
+        yield ("on_invalid",), node.on_invalid
+        if node.operator:
+            yield ("operator",), node.operator
+    elif isinstance(node, SayNode | LanguageNode):
+        yield ("next",), node.next
+    elif isinstance(node, HoursNode):
+        yield ("on_open",), node.on_open
+        yield ("on_closed",), node.on_closed
+    elif isinstance(node, QueueNode) and node.on_leave:
+        yield ("on_leave",), node.on_leave
+    elif isinstance(node, TransferNode) and node.on_failure:
+        yield ("on_failure",), node.on_failure
+
+
+def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
+    for name in ("prompt", "short_prompt", "no_input_prompt", "invalid_prompt", "option_prompt"):
+        value = getattr(node, name, None)
+        if value:
+            yield (name,), value
+
+
+def _apply_menu_defaults(doc: YamlDoc, problems: list[Problem]) -> dict[str, Any] | None:
+    data = doc.data
+    if not isinstance(data, dict):
+        problems.append(doc.problem((), "a call tree is a mapping with `start` and `nodes`"))
+        return None
+    defaults = data.get("menu_defaults") or {}
+    if not isinstance(defaults, dict):
+        return data
+    allowed = set(MenuNode.model_fields) - {"kind", "prompt", "options"}
+    for key in defaults:
+        if key not in allowed:
+            problems.append(doc.problem(("menu_defaults", key), f"'{key}' is not a menu setting"))
+    nodes = data.get("nodes")
+    if isinstance(nodes, dict):
+        data = dict(data)
+        data["nodes"] = {
+            name: ({**defaults, **n} if isinstance(n, dict) and n.get("kind") == "menu" else n)
+            for name, n in nodes.items()
+        }
+    return data
+
+
+def _check_graph(doc: YamlDoc, tree: TreeFile, catalogs: Catalogs) -> list[Problem]:
+    problems: list[Problem] = []
+    nodes = tree.nodes
+
+    def at(name: str, rel: PathKey, message: str, severity: str = "error") -> None:
+        problems.append(doc.problem(("nodes", name, *rel), message, severity))
+
+    if tree.start not in nodes:
+        problems.append(doc.problem(("start",), f"unknown node '{tree.start}'"))
+    for name, node in nodes.items():
+        for rel, target in edges(node):
+            if target not in nodes:
+                at(name, rel, f"unknown node '{target}'")
+        if isinstance(node, MenuNode):
+            _check_menu_keys(name, node, catalogs, at)
+        if isinstance(node, LanguageNode):
+            seen: dict[str, int] = {}
+            for i, lo in enumerate(node.options):
+                if lo.key in seen:
+                    at(name, ("options", i, "key"), f"key '{lo.key}' is already options[{seen[lo.key]}]")
+                seen.setdefault(lo.key, i)
+                if lo.language not in catalogs.by_language:
+                    at(name, ("options", i, "language"),
+                       f"no prompt catalog for language '{lo.language}' (have: {', '.join(catalogs.languages)})")
+        for rel, key in prompt_keys(node):
+            _check_prompt(key, catalogs, lambda m, s, rel=rel, name=name: at(name, rel, m, s))  # type: ignore[misc]
+    for key in ENGINE_PROMPTS:
+        _check_prompt(key, catalogs, lambda m, s: problems.append(Problem(doc.file, None, "", m, s)))  # type: ignore[arg-type]
+    if problems:
+        return problems
+
+    # Reachability and depth: breadth-first from start, counting menus passed through.
+    depth = {tree.start: 0}
+    order = deque([tree.start])
+    while order:
+        name = order.popleft()
+        node = nodes[name]
+        step = 1 if isinstance(node, MenuNode | LanguageNode) else 0
+        for _, target in edges(node):
+            if target not in depth:
+                depth[target] = depth[name] + step
+                order.append(target)
+    for name, node in nodes.items():
+        if name not in depth:
+            at(name, (), "unreachable: no path from the start node leads here")
+        elif isinstance(node, MenuNode) and depth[name] >= tree.max_menu_depth:
+            at(name, (), f"menu is {depth[name] + 1} menus deep; the limit is max_menu_depth={tree.max_menu_depth}")
+    problems.extend(_pass_through_cycles(doc, nodes))
+    return problems
+
+
+def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> None:
+    used: dict[str, str] = {}
+    special = {"repeat_key": node.repeat_key, "back_key": node.back_key, "operator_key": node.operator_key}
+    for field_name, key in special.items():
+        if key is None:
+            continue
+        if key in used:
+            at(name, (field_name,), f"key '{key}' is already the {used[key]}")
+        used.setdefault(key, field_name)
+    words: dict[tuple[str, str], int] = {}
+    for i, option in enumerate(node.options):
+        if option.key is not None:
+            if option.key in used:
+                at(name, ("options", i, "key"), f"key '{option.key}' is already {used[option.key]}")
+            used.setdefault(option.key, f"options[{i}]")
+        for lang, keywords in option.speech.items():
+            if lang not in catalogs.by_language:
+                at(name, ("options", i, "speech", lang), f"no prompt catalog for language '{lang}'")
+            for word in keywords:
+                norm = (lang, normalise_speech(word))
+                if norm in words and words[norm] != i:
+                    at(name, ("options", i, "speech", lang), f"keyword '{word}' is already options[{words[norm]}]")
+                words.setdefault(norm, i)
+    if len(node.options) > 9:
+        at(name, ("options",), f"{len(node.options)} options: callers cannot hold more than 9 in mind", "warning")
+
+
+def _check_prompt(key: str, catalogs: Catalogs, report: Any) -> None:
+    if not catalogs.has(key, BASE_LANGUAGE):
+        report(f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog", "error")
+        return
+    for lang in catalogs.languages:
+        if not catalogs.has(key, lang):
+            report(f"prompt '{key}' has no {lang} translation; {BASE_LANGUAGE} is said instead", "warning")
+
+
+def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:
+    """Cycles of say/hours nodes only: the engine would loop without ever waiting for input."""
+    problems: list[Problem] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, stack: list[str]) -> None:
+        state[name] = 1
+        stack.append(name)
+        for _, target in edges(nodes[name]):
+            if not isinstance(nodes.get(target), PASS_THROUGH):
+                continue
+            if state.get(target) == 1:
+                loop = " -> ".join([*stack[stack.index(target):], target])
+                problems.append(doc.problem(("nodes", target), f"loop with no input or exit: {loop}"))
+            elif target not in state:
+                visit(target, stack)
+        stack.pop()
+        state[name] = 2
+
+    for name, node in nodes.items():
+        if isinstance(node, PASS_THROUGH) and name not in state:
+            visit(name, [])
+    return problems
+
+
+def version_of(source: str, catalogs: Catalogs) -> str:
+    blob = json.dumps({"tree": source, "prompts": dict(catalogs.sources)}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
+    """Validate a tree's text against the catalogs and compile it; SourceError lists every error."""
+    doc = load_text(source, file)
+    problems: list[Problem] = []
+    data = _apply_menu_defaults(doc, problems)
+    if problems or data is None:
+        raise SourceError(problems)
+    try:
+        tree = TreeFile.model_validate(data)
+    except ValidationError as exc:
+        raise SourceError([_validation_problem(doc, e) for e in exc.errors()]) from None
+    problems = _check_graph(doc, tree, catalogs)
+    if any(p.severity == "error" for p in problems):
+        raise SourceError(problems)
+    menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
+    return CompiledTree(file, version_of(source, catalogs), source, tree, catalogs, menus, problems)
+
+
+def _validation_problem(doc: YamlDoc, err: Any) -> Problem:
+    loc = tuple(err["loc"])
+    message = err["msg"]
+    if err["type"] == "union_tag_invalid":
+        message = f"unknown kind {err['input'].get('kind')!r}; expected one of: {err['ctx']['expected_tags']}"
+    elif err["type"] == "union_tag_not_found":
+        message = "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup)"
+    elif err["type"] == "extra_forbidden":
+        message = f"unknown setting '{loc[-1]}'"
+    elif err["type"] == "missing":
+        message = f"'{loc[-1]}' is required"
+    return doc.problem(loc, message)
+
+
+def load_tree(routes: Path | str, prompts_dir: Path | str) -> CompiledTree:
+    """Load, validate and compile a tree file with the prompt catalogs; SourceError on any error."""
+    catalogs = load_catalogs(prompts_dir)
+    path = Path(routes)
+    return compile_source(read_source(path), str(path), catalogs)
+
+
+def tree_from_stored(source: str, file: str, prompt_sources: Mapping[str, str]) -> CompiledTree:
+    """Rebuild a tree version stored in the database (a call that began on an older version)."""
+    return compile_source(source, file, catalogs_from_sources(prompt_sources))
+
+
+def check_tree(routes: Path | str, prompts_dir: Path | str) -> list[Problem]:
+    """Every error and warning for a tree file; never raises for a bad file."""
+    try:
+        return load_tree(routes, prompts_dir).warnings
+    except SourceError as exc:
+        return exc.problems
+

@@ -1,0 +1,222 @@
+"""The web layer: thin FastAPI adapters from Twilio's webhooks to `Hotline`.
+
+Every /twilio/* request must carry a valid X-Twilio-Signature for IVR_PUBLIC_URL + path +
+query, or it gets 403 and nothing happens. A webhook that fails inside answers with the
+fallback TwiML (apology, agent queue), never a 500: a caller must not hear Twilio's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from ivr import engine
+from ivr.db import create_db_engine
+from ivr.hotline import Caller, Clock, Hotline, utcnow
+from ivr.settings import Settings
+from ivr.tree import CompiledTree, load_tree
+
+log = logging.getLogger("ivr.web")
+
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+TWIML = "application/xml"
+MAX_DIGITS = 64
+MAX_SPEECH = 1000
+
+
+def get_hotline(request: Request) -> Hotline:
+    hotline: Hotline = request.app.state.hotline
+    return hotline
+
+
+HotlineDep = Annotated[Hotline, Depends(get_hotline)]
+
+
+async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
+    """The request's form, if and only if Twilio signed exactly this URL and these parameters."""
+    form = await request.form()
+    url = hotline.settings.base_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    validator: RequestValidator = request.app.state.validator
+    if not signature or not validator.validate(url, form, signature, algorithm):
+        log.warning("refused unsigned or mis-signed request to %s", request.url.path)
+        raise HTTPException(status_code=403, detail="invalid Twilio signature")
+    return form
+
+
+TwilioForm = Annotated[FormData, Depends(twilio_form)]
+
+
+def _text(form: FormData, name: str, limit: int = 256) -> str:
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _int(form: FormData, name: str) -> int | None:
+    value = _text(form, name, 16)
+    return int(value) if value.isdigit() else None
+
+
+def _call_sid(form: FormData) -> str:
+    sid = _text(form, "CallSid", 64)
+    if not CALL_SID.match(sid):
+        raise HTTPException(status_code=400, detail="CallSid missing or malformed")
+    return sid
+
+
+def _twiml(body: str) -> Response:
+    return Response(content=body, media_type=TWIML)
+
+
+def _safely(hotline: Hotline, call_sid: str, work: Callable[[], str]) -> Response:
+    try:
+        return _twiml(work())
+    except Exception:
+        # Database down, a bug: whatever it is, the caller reaches a person. The traceback
+        # goes to the server log only; it never holds the caller's input (no SQL parameters).
+        log.exception("webhook failed for call %s; answered with the fallback", call_sid)
+        return _twiml(hotline.fallback())
+
+
+def _input(form: FormData) -> engine.Input:
+    digits = _text(form, "Digits", MAX_DIGITS)
+    if digits:
+        return engine.Keys(digits)
+    speech = _text(form, "SpeechResult", MAX_SPEECH).strip()
+    if speech:
+        try:
+            confidence: float | None = float(_text(form, "Confidence", 16))
+        except ValueError:
+            confidence = None
+        return engine.Speech(speech, confidence)
+    return engine.Silence()
+
+
+router = APIRouter(prefix="/twilio", tags=["twilio"])
+Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
+
+
+@router.post("/voice")
+def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
+    caller = Caller(_call_sid(form), _text(form, "AccountSid", 64) or None,
+                    _text(form, "From", 32) or None, _text(form, "To", 32) or None)
+    return _safely(hotline, caller.call_sid, lambda: hotline.start(caller))
+
+
+@router.post("/gather")
+def gather(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
+    sid = _call_sid(form)
+    return _safely(hotline, sid, lambda: hotline.advance(sid, s, _input(form)))
+
+
+@router.post("/dial")
+def dial(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
+    sid = _call_sid(form)
+    event = engine.DialDone(_text(form, "DialCallStatus", 32) or "failed")
+    return _safely(hotline, sid, lambda: hotline.advance(sid, s, event))
+
+
+@router.post("/queue-exit")
+def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
+    sid = _call_sid(form)
+    event = engine.QueueExit(_text(form, "QueueResult", 32) or "error")
+    return _safely(hotline, sid, lambda: hotline.advance(sid, s, event))
+
+
+@router.post("/wait")
+def wait(_form: TwilioForm, hotline: HotlineDep, lang: str = Query(default="en", max_length=16)) -> Response:
+    return _twiml(hotline.hold(lang))
+
+
+@router.post("/status", status_code=204)
+def status(form: TwilioForm, hotline: HotlineDep) -> Response:
+    sid = _call_sid(form)
+    call_status = _text(form, "CallStatus", 32)
+    try:
+        hotline.status(sid, call_status, duration=_int(form, "CallDuration"),
+                       sequence=_int(form, "SequenceNumber"))
+    except Exception:
+        # Twilio retries nothing here and nobody is listening on the line; a call left open
+        # is closed by age later.
+        log.exception("status callback for %s not recorded", sid)
+    return Response(status_code=204)
+
+
+@router.post("/fallback")
+def fallback(_form: TwilioForm, hotline: HotlineDep) -> Response:
+    return _twiml(hotline.fallback())
+
+
+def create_app(
+    settings: Settings,
+    *,
+    tree: CompiledTree | None = None,
+    db: Engine | None = None,
+    clock: Clock = utcnow,
+) -> FastAPI:
+    """The ASGI app. Raises SourceError for a bad tree: the server must not start on one."""
+    tree = tree or load_tree(settings.routes, settings.prompts_dir)
+    db = db or create_db_engine(settings.database_url)
+    hotline = Hotline(settings, tree, db, clock=clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(hotline.record_tree, "startup")
+        except Exception:
+            log.exception("could not record tree version %s", tree.version)
+        sweeper = asyncio.create_task(_sweep(hotline))
+        yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+    app = FastAPI(title="Exchange support hotline (IVR)", lifespan=lifespan)
+    app.state.hotline = hotline
+    app.state.validator = RequestValidator(settings.twilio_auth_token)
+    app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "tree": hotline.trees.current.version}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> Response:
+        try:
+            with hotline.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return Response('{"status": "database unavailable"}', status_code=503, media_type="application/json")
+        return Response('{"status": "ready"}', media_type="application/json")
+
+    return app
+
+
+async def _sweep(hotline: Hotline) -> None:
+    """Close calls whose final status callback never came, now and then every interval."""
+    while True:
+        try:
+            closed = await run_in_threadpool(hotline.close_stale_calls)
+            if closed:
+                log.info("closed %d calls with no final status callback", closed)
+        except Exception:
+            log.exception("closing stale calls failed; will try again")
+        await asyncio.sleep(hotline.settings.sweep_interval_seconds)

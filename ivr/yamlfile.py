@@ -1,0 +1,146 @@
+"""Operator YAML read safely, with the line of every value kept for error messages.
+
+PyYAML's SafeLoader builds the data; a walk over the composed node graph records
+where each path starts. Duplicate mapping keys (which YAML silently collapses) and
+alias bombs (which expand exponentially when validated) are refused here, before
+any schema sees the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ivr.exceptions import Problem, SourceError
+
+PathKey = tuple[str | int, ...]
+
+MAX_BYTES = 1_000_000
+# Counted with aliases expanded: what pydantic would walk. Far above any real tree.
+MAX_EXPANDED_NODES = 200_000
+
+
+@dataclass
+class YamlDoc:
+    """Parsed data plus a map from each path to the line it starts on (1-based)."""
+
+    file: str
+    data: Any
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    def line_of(self, path: PathKey) -> int | None:
+        """The line of `path`, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+    def locate(self, loc: tuple[Any, ...]) -> tuple[PathKey, int | None]:
+        """Map a validator's loc (which may hold union tags absent from the file) to a path."""
+        path: PathKey = ()
+        for part in loc:
+            if (*path, part) in self.lines:
+                path = (*path, part)
+        return path, self.line_of(path)
+
+    def problem(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> Problem:
+        path, line = self.locate(loc)
+        return Problem(self.file, line, dotted(path), message, "warning" if severity == "warning" else "error")
+
+
+def dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_text(text: str, file: str) -> YamlDoc:
+    if len(text.encode()) > MAX_BYTES:
+        raise SourceError([Problem(file, None, "", f"file is larger than {MAX_BYTES} bytes")])
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SourceError([Problem(file, 1, "", "file is empty")])
+        doc = YamlDoc(file, None)
+        problems: list[Problem] = []
+        _walk(node, (), doc, problems, {}, set())
+        if problems:
+            raise SourceError(problems)
+        doc.data = loader.construct_document(node)
+        return doc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise SourceError([Problem(file, line, "", f"not valid YAML: {reason}")]) from None
+    except yaml.YAMLError as exc:
+        raise SourceError([Problem(file, None, "", f"not valid YAML: {exc}")]) from None
+    except RecursionError:
+        raise SourceError([Problem(file, None, "", "nested too deeply")]) from None
+    finally:
+        loader.dispose()
+
+
+def read_source(path: Path | str) -> str:
+    """A file's text, or a SourceError saying why it cannot be read."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise SourceError([Problem(str(p), None, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError([Problem(str(p), None, "", "not UTF-8 text")]) from None
+
+
+def load_file(path: Path | str) -> YamlDoc:
+    return load_text(read_source(path), str(path))
+
+
+def _walk(
+    node: yaml.Node,
+    path: PathKey,
+    doc: YamlDoc,
+    problems: list[Problem],
+    sizes: dict[int, int],
+    active: set[int],
+) -> int:
+    """Record lines; return the node's size with aliases expanded (memoised per node)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in active:
+        problems.append(Problem(doc.file, node.start_mark.line + 1, dotted(path), "recursive alias"))
+        return 0
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    active.add(id(node))
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                problems.append(
+                    Problem(doc.file, line, dotted((*path, key)), f"duplicate key (first on line {seen[key]})")
+                )
+            seen.setdefault(key, line)
+            doc.lines.setdefault((*path, key), line)
+            size += _walk(value_node, (*path, key), doc, problems, sizes, active)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            size += _walk(item, (*path, index), doc, problems, sizes, active)
+    active.discard(id(node))
+    sizes[id(node)] = size
+    if size > MAX_EXPANDED_NODES and not problems:
+        problems.append(
+            Problem(doc.file, node.start_mark.line + 1, dotted(path),
+                    f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)")
+        )
+    return size

@@ -1,0 +1,160 @@
+"""Shared fixtures: settings, both databases, the app, and the Twilio-like phone.
+
+Tests that take `database_url` run twice, on SQLite and on PostgreSQL. PostgreSQL is
+required: if it does not answer, those tests fail loudly instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from lxml import etree
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from ivr.db import create_db_engine, metadata, upgrade
+from ivr.phone import Phone
+from ivr.settings import PROJECT_ROOT, Settings
+from ivr.tree import CompiledTree, load_tree
+from ivr.web import create_app
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+TOKEN = "0123456789abcdef0123456789abcdef"
+PUBLIC_URL = "https://hotline.example.test"
+PG_ADMIN_URL = os.environ.get("IVR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"TWILIO_AUTH_TOKEN": TOKEN, "IVR_PUBLIC_URL": PUBLIC_URL,
+                                 "IVR_DATABASE_URL": "sqlite://", "IVR_HOLD_MUSIC_URL": None}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class FakeClock:
+    """The app's clock, moved by the test (a Monday inside business hours by default)."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+# -- TwiML schema -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def check_twiml() -> Callable[[str], None]:
+    schema = etree.XMLSchema(etree.parse(str(HERE / "twiml_schema" / "voice.xsd")))
+
+    def check(body: str) -> None:
+        doc = etree.fromstring(body.encode())
+        if not schema.validate(doc):
+            errors = "\n".join(f"line {e.line}: {e.message}" for e in schema.error_log)
+            raise AssertionError(f"invalid TwiML:\n{errors}\n{body}")
+
+    return check
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "ivr.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"ivr_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for the suite and does not answer at {PG_ADMIN_URL}: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "ivr.sqlite3"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_database_url")
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in reversed(metadata.sorted_tables))
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+# -- trees, app, phone --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mini_tree() -> CompiledTree:
+    return load_tree(DATA / "mini.yaml", DATA / "prompts")
+
+
+@pytest.fixture(scope="session")
+def hotline_tree() -> CompiledTree:
+    return load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", PROJECT_ROOT / "prompts")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(IVR_DATABASE_URL=database_url)
+
+
+@pytest.fixture
+def app(settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeClock) -> FastAPI:
+    """The app on the default hotline tree."""
+    return create_app(settings, tree=hotline_tree, db=db, clock=clock)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def phone(client: TestClient, check_twiml: Callable[[str], None]) -> Phone:
+    """The Twilio-like driver: signs, follows TwiML, validates every document against the schema."""
+    return Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)

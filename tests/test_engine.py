@@ -1,0 +1,240 @@
+"""The engine alone: state + input -> state, TwiML, log. No server, no database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from lxml import etree
+
+from ivr.engine import (
+    CallState,
+    DialDone,
+    Keys,
+    Links,
+    QueueExit,
+    Silence,
+    Speech,
+    Step,
+    advance,
+    begin,
+    fallback_twiml,
+    hold_twiml,
+)
+from ivr.tree import CompiledTree
+
+LINKS = Links("https://hotline.example.test")
+MONDAY_NOON_SGT = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+SATURDAY_SGT = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+CHRISTMAS_SGT = datetime(2026, 12, 25, 4, 0, tzinfo=UTC)
+
+
+def said(step: Step) -> list[str]:
+    root = etree.fromstring(step.twiml.encode())
+    return [el.text or "" for el in root.iter("Say")]
+
+
+def verbs(step: Step) -> list[str]:
+    return [el.tag for el in etree.fromstring(step.twiml.encode())]
+
+
+class Call:
+    """Drives the engine the way the web layer does, checking each document."""
+
+    def __init__(self, tree: CompiledTree, check: Callable[[str], None], now: datetime = MONDAY_NOON_SGT):
+        self.tree, self.check, self.now, self.n = tree, check, now, 1
+        self.step = begin(tree, links=LINKS, step=1, now=now)
+        check(self.step.twiml)
+
+    def send(self, event: object) -> Step:
+        self.n += 1
+        self.step = advance(self.tree, self.step.state, event, links=LINKS, step=self.n, now=self.now)  # type: ignore[arg-type]
+        self.check(self.step.twiml)
+        return self.step
+
+    @property
+    def state(self) -> CallState:
+        return self.step.state
+
+
+@pytest.fixture
+def call(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> Call:
+    return Call(mini_tree, check_twiml)
+
+
+def test_first_answer_offers_every_language_in_its_own_voice(call: Call) -> None:
+    assert call.state.node == "language"
+    assert said(call.step) == ["Welcome to the test line.", "欢迎致电测试热线。",
+                               "For English, press 1.", "普通话服务请按2。"]
+    root = etree.fromstring(call.step.twiml.encode())
+    voices = [s.get("voice") for s in root.iter("Say")]
+    assert voices == ["Polly.Joanna-Neural", "Polly.Zhiyu-Neural", "Polly.Joanna-Neural", "Polly.Zhiyu-Neural"]
+    gather = root.find("Gather")
+    assert gather is not None and gather.get("action") == "https://hotline.example.test/twilio/gather?s=1"
+    assert gather.get("actionOnEmptyResult") == "true"
+
+
+def test_choosing_mandarin_speaks_mandarin_from_then_on(call: Call) -> None:
+    step = call.send(Keys("2"))
+    assert call.state.lang == "zh-CN" and call.state.node == "main"
+    gather = etree.fromstring(step.twiml.encode()).find("Gather")
+    assert gather is not None and gather.get("language") == "cmn-Hans-CN"
+    assert said(step) == ["主菜单。求助请按1,更多请按2,人工服务请按0。"]
+    assert "?s=2" in (gather.get("action") or "")
+
+
+def test_language_by_speech(call: Call) -> None:
+    call.send(Speech("中文", 0.8))
+    assert call.state.lang == "zh-CN"
+
+
+def test_silence_at_language_choice_continues_in_english(call: Call) -> None:
+    call.send(Silence())
+    assert call.state.node == "language"
+    call.send(Silence())
+    assert (call.state.node, call.state.lang) == ("main", "en")
+    assert call.step.log[0].kind == "escalated"
+
+
+def test_menu_option_by_key_and_by_speech_reach_the_same_node(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> None:
+    by_key, by_voice = Call(mini_tree, check_twiml), Call(mini_tree, check_twiml)
+    by_key.send(Keys("1"))
+    by_voice.send(Keys("1"))
+    by_key.send(Keys("1"))
+    by_voice.send(Speech("my account was HACKED!", 0.9))
+    assert by_key.state.node == by_voice.state.node == "emergency"
+    assert by_voice.step.log[0].input_kind == "speech"
+    assert by_key.state.facts["priority"] == "emergency"
+
+
+def test_mandarin_keyword_routes_to_emergency(call: Call) -> None:
+    call.send(Keys("2"))
+    step = call.send(Speech("我的账户被盗了"))
+    assert call.state.node == "emergency"
+    enqueue = etree.fromstring(step.twiml.encode()).find("Enqueue")
+    assert enqueue is not None and enqueue.text == "security"
+    assert enqueue.get("waitUrl") == "https://hotline.example.test/twilio/wait?lang=zh-CN&queue=security"
+
+
+def test_no_input_reprompts_then_escalates_after_max(call: Call) -> None:
+    call.send(Keys("1"))
+    first = call.send(Silence())
+    assert said(first)[0] == "Sorry, I did not hear anything."
+    assert call.state.no_input == 1 and call.state.node == "main"
+    call.send(Silence())
+    assert call.state.no_input == 2
+    step = call.send(Silence())  # the third silence: max_no_input defaults to 3
+    assert call.state.node == "agent"
+    assert [e.kind for e in step.log][:1] == ["escalated"]
+    assert step.log[0].detail["reason"] == "max_no_input"
+
+
+def test_invalid_key_uses_short_prompt_and_escalates_after_max(call: Call) -> None:
+    call.send(Keys("1"))
+    step = call.send(Keys("7"))
+    assert said(step) == ["Sorry, that is not a valid choice.", "Press 1, 2 or 0."]
+    assert step.log[0].outcome == "invalid" and step.log[0].detail == {"count": 1, "length": 1}
+    call.send(Keys("8"))
+    call.send(Speech("pizza"))
+    assert call.state.node == "agent"
+
+
+def test_repeat_key_replays_full_prompt_without_counting(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("9"))
+    step = call.send(Keys("*"))
+    assert said(step) == ["Main menu. Press 1 for help, 2 for more, 0 for an agent."]
+    assert call.state.invalid == 1
+
+
+def test_operator_key_reaches_an_agent(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    assert call.state.node == "agent" and call.state.facts["queue"] == "general"
+
+
+def test_back_key_returns_to_previous_menu(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("2"))
+    assert call.state.trail == ("main",)
+    call.send(Keys("#"))
+    assert call.state.node == "main" and call.state.trail == ()
+
+
+@pytest.mark.parametrize(("now", "expected"), [(MONDAY_NOON_SGT, "agent"), (SATURDAY_SGT, "closed"),
+                                               (CHRISTMAS_SGT, "closed")])
+def test_hours_node_by_local_time_and_holidays(mini_tree: CompiledTree, check_twiml: Callable[[str], None],
+                                               now: datetime, expected: str) -> None:
+    call = Call(mini_tree, check_twiml, now)
+    call.send(Keys("1"))
+    call.send(Keys("2"))
+    step = call.send(Keys("1"))  # advice (say) -> hours -> agent or closed, in one answer
+    assert call.state.node == expected
+    assert said(step)[0] == "Never share your two-factor code."
+    assert call.state.facts["topic"] == "security_tips"
+
+
+def test_closed_says_fallback_translation_and_hangs_up(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> None:
+    call = Call(mini_tree, check_twiml, SATURDAY_SGT)
+    call.send(Keys("2"))
+    call.send(Keys("2"))
+    step = call.send(Keys("1"))
+    assert said(step) == ["Never share your two-factor code.", "We are closed."]  # no zh-CN: English
+    assert verbs(step)[-1] == "Hangup" and call.state.ended
+
+
+def test_queue_exit_after_agent_ends_the_call(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    step = call.send(QueueExit("bridged"))
+    assert call.state.ended and verbs(step)[-1] == "Hangup"
+
+
+def test_queue_error_requeues_with_an_apology_then_stops(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    for _ in range(3):
+        step = call.send(QueueExit("queue-full"))
+        assert verbs(step)[-1] == "Enqueue"
+    step = call.send(QueueExit("queue-full"))
+    assert call.state.ended and verbs(step)[-1] == "Hangup"
+
+
+def test_input_a_node_does_not_take_is_ignored_and_the_node_presented_again(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    step = call.send(DialDone("completed"))
+    assert call.state.node == "agent" and verbs(step) == ["Enqueue"]
+    assert step.log[0].outcome == "ignored"
+
+
+def test_ended_call_only_hangs_up(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    call.send(QueueExit("hangup"))
+    step = call.send(Keys("1"))
+    assert verbs(step) == ["Hangup"] and step.log == []
+
+
+def test_invalid_input_never_logs_what_was_typed(call: Call) -> None:
+    call.send(Keys("1"))
+    step = call.send(Keys("987654"))
+    assert "987654" not in repr(step.log)
+    step = call.send(Speech("my pin is 987654"))
+    assert "987654" not in repr(step.log)
+
+
+def test_hold_and_fallback_documents(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> None:
+    hold = hold_twiml(mini_tree.catalogs, "zh-CN", "https://example.test/music.mp3")
+    check_twiml(hold)
+    assert "请稍候" in hold and "<Play>https://example.test/music.mp3</Play>" in hold
+    fallback = fallback_twiml(mini_tree.catalogs, LINKS, "general")
+    check_twiml(fallback)
+    root = etree.fromstring(fallback.encode())
+    assert [e.tag for e in root] == ["Say", "Say", "Enqueue"]
+    assert root[2].text == "general"
+
+
+def test_ticket_numbers_are_read_digit_by_digit(mini_tree: CompiledTree) -> None:
+    assert mini_tree.catalogs.render("ticket", "en", ticket="4821").text == "Your ticket is 4 8 2 1."
