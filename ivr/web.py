@@ -183,6 +183,7 @@ def create_app(
             await run_in_threadpool(hotline.record_tree, "startup")
         except Exception:
             log.exception("could not record tree version %s", tree.version)
+        await _sweep_once(hotline)
         sweeper = asyncio.create_task(_sweep(hotline))
         yield
         sweeper.cancel()
@@ -210,13 +211,17 @@ def create_app(
     return app
 
 
+async def _sweep_once(hotline: Hotline) -> None:
+    try:
+        closed = await run_in_threadpool(hotline.close_stale_calls)
+        if closed:
+            log.info("closed %d calls with no final status callback", closed)
+    except Exception:
+        log.exception("closing stale calls failed; will try again")
+
+
 async def _sweep(hotline: Hotline) -> None:
-    """Close calls whose final status callback never came, now and then every interval."""
+    """Close calls whose final status callback never came, every interval."""
     while True:
-        try:
-            closed = await run_in_threadpool(hotline.close_stale_calls)
-            if closed:
-                log.info("closed %d calls with no final status callback", closed)
-        except Exception:
-            log.exception("closing stale calls failed; will try again")
         await asyncio.sleep(hotline.settings.sweep_interval_seconds)
+        await _sweep_once(hotline)

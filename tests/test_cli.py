@@ -1,0 +1,146 @@
+"""The `ivr` console script as a person runs it: a real server process and a real dial."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from ivr.db import calls, create_db_engine
+from ivr.settings import PROJECT_ROOT
+from tests.conftest import DATA, TOKEN
+
+IVR = str(Path(sys.executable).parent / "ivr")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IVR, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IVR_", "TWILIO_"))}
+    env.update({"TWILIO_AUTH_TOKEN": TOKEN, "IVR_DATABASE_URL": f"sqlite:///{tmp_path}/ivr.sqlite3"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    database_url: str
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_DATABASE_URL=database_url)
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([IVR, "serve", "--port", str(port)], env=env, cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("ivr serve did not come up:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.1)
+        yield Server(url, env, database_url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(server: Server, tmp_path: Path) -> None:
+    result = run(["dial", "--keys", "1,1", "--hold", "2"], server.env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "caller: presses 1" in out
+    assert "queued in 'security'" in out
+    assert "Traceback" not in out + result.stderr
+    engine = create_db_engine(server.database_url)
+    with engine.connect() as conn:
+        row = conn.execute(select(calls.c.status, calls.c.state)).one()
+    engine.dispose()
+    assert row.status == "completed" and row.state["facts"]["priority"] == "emergency"
+
+
+def test_dial_by_voice_in_mandarin(server: Server, tmp_path: Path) -> None:
+    result = run(["dial", "--keys", "2,say:我的账户被盗了"], server.env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "queued in 'security'" in result.stdout
+
+
+def test_interactive_dial_reads_keys_from_the_terminal(server: Server, tmp_path: Path) -> None:
+    result = run(["dial"], server.env, tmp_path, stdin="1\n0\nq\n")
+    assert result.returncode == 0, result.stderr
+    assert "queued in 'general'" in result.stdout
+    assert "ended by the caller" in result.stdout
+
+
+def test_serve_refuses_a_bad_tree_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((DATA / "mini.yaml").read_text().replace("target: more", "target: nowhere"))
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_ROUTES=str(bad),
+                   IVR_PROMPTS=str(DATA / "prompts"))
+    result = run(["serve", "--port", str(free_port())], env, tmp_path, timeout=30)
+    assert result.returncode == 1
+    assert f"{bad}:" in result.stderr and "nodes.main.options[1].target: unknown node 'nowhere'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9")
+    del env["TWILIO_AUTH_TOKEN"]
+    result = run(["serve"], env, tmp_path, timeout=30)
+    assert result.returncode == 1
+    assert "TWILIO_AUTH_TOKEN is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_placeholder_token(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", TWILIO_AUTH_TOKEN="changeme")
+    result = run(["serve"], env, tmp_path, timeout=30)
+    assert result.returncode == 1 and "TWILIO_AUTH_TOKEN" in result.stderr
+
+
+def test_dial_without_a_server_says_so(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL=f"http://127.0.0.1:{free_port()}")
+    result = run(["dial", "--keys", "1"], env, tmp_path, timeout=30)
+    assert result.returncode == 1
+    assert "cannot reach the hotline" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9")
+    result = run(["db", "upgrade"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ivr.sqlite3").exists()
+
+
+def test_default_tree_checks_clean() -> None:
+    result = run(["routes", "check", str(PROJECT_ROOT / "routes" / "hotline.yaml")], dict(os.environ), PROJECT_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout and "0 warning(s)" in result.stdout

@@ -1,0 +1,264 @@
+"""The webhooks over HTTP: signatures, idempotency, restarts, outages, status callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from lxml import etree
+from sqlalchemy import Engine, func, select
+
+from ivr.db import call_events, calls, create_db_engine
+from ivr.phone import HangUp, Phone, Press, Prompt, ScriptedParty, Silent
+from ivr.settings import Settings
+from ivr.store import call_log, get_call
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, make_settings
+
+VOICE = PUBLIC_URL + "/twilio/voice"
+STATUS = PUBLIC_URL + "/twilio/status"
+FALLBACK = PUBLIC_URL + "/twilio/fallback"
+SID = "CA" + "1" * 32
+
+
+@pytest.fixture
+def mini_app(settings: Settings, mini_tree: CompiledTree, db: Engine, clock: FakeClock) -> FastAPI:
+    return create_app(settings, tree=mini_tree, db=db, clock=clock)
+
+
+@pytest.fixture
+def mini_client(mini_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(mini_app) as c:
+        yield c
+
+
+@pytest.fixture
+def mini_phone(mini_client: TestClient, check_twiml: Callable[[str], None]) -> Phone:
+    return Phone(mini_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+
+def count(db: Engine, table: Any) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def base_params(sid: str = SID) -> dict[str, str]:
+    return {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001",
+            "CallStatus": "ringing"}
+
+
+# -- signatures -------------------------------------------------------------------------------
+
+
+def test_unsigned_request_is_refused_and_nothing_is_stored(mini_client: TestClient, db: Engine) -> None:
+    response = mini_client.post(VOICE, data=base_params())
+    assert response.status_code == 403
+    assert count(db, calls) == 0
+
+
+@pytest.mark.parametrize("tamper", ["other_url", "other_param", "other_token", "garbage"])
+def test_wrongly_signed_requests_are_refused(mini_client: TestClient, mini_phone: Phone, db: Engine,
+                                             tamper: str) -> None:
+    params = base_params()
+    signer = Phone(mini_client, public_url=PUBLIC_URL,
+                   auth_token="f" * 32 if tamper == "other_token" else TOKEN).validator
+    signed_url = VOICE + "?s=2" if tamper == "other_url" else VOICE
+    signature = signer.compute_signature(signed_url, params)
+    if tamper == "other_param":
+        params["CallSid"] = "CA" + "2" * 32  # a replay for another call
+    if tamper == "garbage":
+        signature = "not-a-signature"
+    response = mini_client.post(VOICE, data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+    assert count(db, calls) == 0
+
+
+def test_every_twilio_path_requires_a_signature(mini_client: TestClient) -> None:
+    for path in ("voice", "gather?s=1", "dial?s=1", "queue-exit?s=1", "wait", "status", "fallback"):
+        assert mini_client.post(f"{PUBLIC_URL}/twilio/{path}", data=base_params()).status_code == 403, path
+
+
+def test_signed_request_with_malformed_call_sid_is_a_4xx(mini_phone: Phone) -> None:
+    response = mini_phone.signed_post(VOICE, {**base_params(), "CallSid": "../../etc"})
+    assert response.status_code == 400
+
+
+# -- the call and its log -----------------------------------------------------------------------
+
+
+def test_call_state_and_log_are_stored_per_call_sid(mini_phone: Phone, db: Engine) -> None:
+    record = mini_phone.call(ScriptedParty([Press("1"), Press("2"), Press("1")], hold_polls=1))
+    assert record.queue == "general"  # advice -> hours (Monday 11:00 in Singapore: open) -> agent
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+        events = call_log(conn, call_sid=record.call_sid)
+    assert row is not None
+    assert row["status"] == "completed" and row["duration_seconds"] is not None
+    assert row["state"]["node"] == "agent" and row["state"]["facts"]["topic"] == "security_tips"
+    entered = [e["node"] for e in events if e["kind"] == "entered"]
+    assert entered == ["language", "main", "more", "advice", "hours", "agent"]
+    inputs = [(e["node"], e["input_kind"], e["option"]) for e in events if e["kind"] == "input"]
+    assert inputs == [("language", "dtmf", "1"), ("main", "dtmf", "2"), ("more", "dtmf", "1")]
+    hours = next(e for e in events if e["node"] == "hours")
+    assert hours["outcome"] == "open"
+    assert events[-1]["kind"] == "status" and events[-1]["outcome"] == "completed"
+
+
+def test_twilio_repeating_a_request_does_not_count_twice(mini_phone: Phone, db: Engine) -> None:
+    record = mini_phone.call(ScriptedParty([Press("1"), Press("9")]))
+    invalid_url, invalid_params = record.requests[2]
+    assert invalid_params["Digits"] == "9"
+    with db.connect() as conn:
+        before = call_log(conn, call_sid=record.call_sid)
+    again = mini_phone.signed_post(invalid_url, invalid_params)
+    assert again.status_code == 200
+    assert again.text == record.documents[2]  # the very same answer
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+        assert call_log(conn, call_sid=record.call_sid) == before
+    assert row is not None and row["state"]["invalid"] == 1
+
+
+def test_repeated_first_request_answers_the_same_and_stores_one_call(mini_phone: Phone, db: Engine) -> None:
+    first = mini_phone.signed_post(VOICE, base_params())
+    second = mini_phone.signed_post(VOICE, base_params())
+    assert first.status_code == second.status_code == 200 and first.text == second.text
+    assert count(db, calls) == 1
+
+
+def test_server_restart_between_key_presses_continues_the_call(
+    settings: Settings, mini_tree: CompiledTree, database_url: str, clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    first_db, second_db = create_db_engine(database_url), create_db_engine(database_url)
+    first = TestClient(create_app(settings, tree=mini_tree, db=first_db, clock=clock))
+    second = TestClient(create_app(settings, tree=mini_tree, db=second_db, clock=clock))
+    first.__enter__()
+    phone = Phone(first, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    answers = [Press("2"), Press("7"), Press("2")]
+
+    class Restarting(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) == 1:  # after the invalid key: kill the server, start another
+                first.__exit__(None, None, None)
+                first_db.dispose()
+                second.__enter__()
+                phone.client = second
+            return super().answer(prompt)
+
+    try:
+        record = phone.call(Restarting(answers))
+    finally:
+        second.__exit__(None, None, None)
+        second_db.dispose()
+    assert record.heard[-1] == "More menu. Press 1 to hear advice. Press hash to go back."
+    assert "主菜单。求助请按1,更多请按2,人工服务请按0。" in record.heard  # still in Mandarin after restart
+
+
+# -- outages and odd input -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken_client(mini_tree: CompiledTree, clock: FakeClock) -> Iterator[TestClient]:
+    """The app with a database that does not answer (nothing listens on port 1)."""
+    dead = create_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    settings = make_settings(IVR_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    with TestClient(create_app(settings, tree=mini_tree, db=dead, clock=clock)) as c:
+        yield c
+
+
+def test_database_outage_hands_callers_to_an_agent_not_an_error(
+    broken_client: TestClient, check_twiml: Callable[[str], None]
+) -> None:
+    phone = Phone(broken_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    record = phone.call(ScriptedParty([]))
+    assert record.queue == "general"
+    assert record.heard[0] == "Sorry, we are having trouble. Connecting you to an agent."
+    assert broken_client.get("/readyz").status_code == 503
+    assert broken_client.get("/healthz").status_code == 200
+
+
+def test_fallback_url_answers_from_memory(broken_client: TestClient, check_twiml: Callable[[str], None]) -> None:
+    phone = Phone(broken_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    response = phone.signed_post(FALLBACK, {**base_params(), "ErrorCode": "11200"})
+    assert response.status_code == 200
+    check_twiml(response.text)
+    root = etree.fromstring(response.content)
+    assert [e.tag for e in root] == ["Say", "Say", "Enqueue"] and root[2].text == "general"
+
+
+def test_gather_for_an_unknown_call_gets_an_agent(mini_phone: Phone, check_twiml: Callable[[str], None]) -> None:
+    response = mini_phone.signed_post(PUBLIC_URL + "/twilio/gather?s=3", {**base_params(), "Digits": "1"})
+    assert response.status_code == 200
+    check_twiml(response.text)
+    assert "<Enqueue" in response.text
+
+
+@pytest.mark.parametrize("digits", ["1" * 10_000, "\x00\x01", "١٢٣", "<Say>hi</Say>"])
+def test_strange_digits_are_an_invalid_choice_not_an_error(
+    mini_phone: Phone, db: Engine, check_twiml: Callable[[str], None], digits: str
+) -> None:
+    record = mini_phone.call(ScriptedParty([Press("1")]))
+    url, params = record.requests[-2]  # the gather at the main menu (the last is the status callback)
+    assert "main" in record.heard[-1].lower() or record.heard
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+    assert row is not None
+    step_url = url.rsplit("?", 1)[0] + f"?s={row['step']}"
+    response = mini_phone.signed_post(step_url, {**params, "Digits": digits})
+    assert response.status_code == 200
+    check_twiml(response.text)
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+    assert row is not None and row["state"]["invalid"] == 1
+
+
+# -- status callbacks ---------------------------------------------------------------------------
+
+
+def test_status_callback_closes_the_call_and_ignores_older_sequence(mini_phone: Phone, db: Engine) -> None:
+    mini_phone.signed_post(VOICE, base_params())
+    status = {**base_params(), "CallStatus": "completed", "CallDuration": "42", "SequenceNumber": "3"}
+    assert mini_phone.signed_post(STATUS, status).status_code == 204
+    older = {**status, "CallStatus": "in-progress", "SequenceNumber": "1"}
+    assert mini_phone.signed_post(STATUS, older).status_code == 204
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=SID)
+    assert row is not None
+    assert (row["status"], row["duration_seconds"]) == ("completed", 42)
+    assert row["ended_at"] is not None
+
+
+def test_status_callback_for_unknown_call_is_accepted_and_ignored(mini_phone: Phone, db: Engine) -> None:
+    status = {**base_params(), "CallStatus": "completed", "CallDuration": "5"}
+    assert mini_phone.signed_post(STATUS, status).status_code == 204
+    assert count(db, calls) == 0 and count(db, call_events) == 0
+
+
+def test_calls_whose_callbacks_never_come_are_closed_by_age(
+    settings: Settings, mini_tree: CompiledTree, db: Engine, clock: FakeClock, mini_phone: Phone
+) -> None:
+    mini_phone.signed_post(VOICE, base_params())
+    clock.advance(hours=5)
+    with TestClient(create_app(settings, tree=mini_tree, db=db, clock=clock)):
+        pass
+    with db.connect() as conn:
+        assert get_call(conn, call_sid=SID)["status"] == "in-progress"  # type: ignore[index]
+    clock.advance(hours=2)  # now 7 h > IVR_CALL_MAX_AGE (6 h)
+    with TestClient(create_app(settings, tree=mini_tree, db=db, clock=clock)):
+        pass
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=SID)
+    assert row is not None and row["status"] == "stale" and row["ended_at"] is not None
+
+
+def test_caller_hanging_up_at_a_prompt_sends_completed(mini_phone: Phone, db: Engine) -> None:
+    record = mini_phone.call(ScriptedParty([Silent(), HangUp()]))
+    assert record.ended_by == "caller"
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+    assert row is not None and row["status"] == "completed"
