@@ -196,8 +196,8 @@ class TreeFile(_Model):
 class CompiledMenu:
     node: MenuNode
     by_key: Mapping[str, Option]
-    # language -> [(normalised keyword, option)], longest keyword first
-    by_speech: Mapping[str, list[tuple[str, Option]]]
+    # language -> [(option, its normalised keywords)], in the operator's option order
+    by_speech: Mapping[str, list[tuple[Option, tuple[str, ...]]]]
     hints: Mapping[str, str]
 
 
@@ -222,25 +222,30 @@ def normalise_speech(text: str) -> str:
 
 
 def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:
+    """The first option, in the order the operator listed them, with a keyword in what was heard.
+
+    Order, not keyword length, decides: "someone hacked my account and withdrew everything"
+    must reach the emergency option listed first, not the withdrawals one.
+    """
     heard = normalise_speech(said)
     if not heard:
         return None
     for lang in dict.fromkeys((language, BASE_LANGUAGE)):
-        for keyword, option in menu.by_speech.get(lang, ()):
-            if keyword in heard:
+        for option, keywords in menu.by_speech.get(lang, ()):
+            if any(k in heard for k in keywords):
                 return option
     return None
 
 
 def _compile_menu(node: MenuNode) -> CompiledMenu:
     by_key = {o.key: o for o in node.options if o.key is not None}
-    by_speech: dict[str, list[tuple[str, Option]]] = {}
+    by_speech: dict[str, list[tuple[Option, tuple[str, ...]]]] = {}
     for option in node.options:
         for lang, words in option.speech.items():
-            by_speech.setdefault(lang, []).extend((normalise_speech(w), option) for w in words)
-    for entries in by_speech.values():
-        entries.sort(key=lambda e: -len(e[0]))
-    hints = {lang: ", ".join(w for w, _ in entries)[:2000] for lang, entries in by_speech.items()}
+            keywords = tuple(k for k in (normalise_speech(w) for w in words) if k)
+            by_speech.setdefault(lang, []).append((option, keywords))
+    hints = {lang: ", ".join(w for _, words in entries for w in words)[:2000]
+             for lang, entries in by_speech.items()}
     return CompiledMenu(node, by_key, by_speech, hints)
 
 

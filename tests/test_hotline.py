@@ -1,0 +1,174 @@
+"""The default call tree (routes/hotline.yaml) end to end, as callers would use it.
+
+Scenario tests go through the Twilio-like phone only: it signs each request, follows the
+TwiML it gets and validates every document against Twilio's schema.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from lxml import etree
+from sqlalchemy import Engine
+
+from ivr.engine import CallState, Input, Keys, Links, Silence, Speech, advance, begin
+from ivr.phone import Answer, Phone, Press, ScriptedParty, Silent, Speak
+from ivr.store import call_log, get_call
+from ivr.tree import CompiledTree, HangupNode, MenuNode, QueueNode
+from tests.conftest import FakeClock
+
+
+def call(phone: Phone, *answers: Answer, hold: int = 1):  # type: ignore[no-untyped-def]
+    return phone.call(ScriptedParty(list(answers), hold_polls=hold))
+
+
+# -- the emergency path -----------------------------------------------------------------------
+
+
+def test_hijacked_caller_reaches_security_queue_with_two_keys(phone: Phone, db: Engine) -> None:
+    record = call(phone, Press("1"), Press("1"))
+    assert record.queue == "security"
+    assert len(record.answers) == 2  # language, then the first main-menu option: nothing else
+    assert any("password" in line.lower() and "2fa" in line.lower().replace("two-factor", "2fa")
+               or "never ask" in line.lower() for line in record.heard)
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+    assert row is not None
+    assert row["state"]["facts"] == {"topic": "account_hijack", "queue": "security", "priority": "emergency"}
+
+
+@pytest.mark.parametrize(("language_key", "words"), [
+    ("1", "my account was hacked"),
+    ("1", "someone hacked my account and withdrew everything"),  # emergency beats withdrawals
+    ("1", "there are transactions I didn't make"),
+    ("2", "我的账户被盗了"),
+    ("2", "有人盗号还提币了"),
+])
+def test_saying_hacked_reaches_the_emergency_path(phone: Phone, language_key: str, words: str) -> None:
+    record = call(phone, Press(language_key), Speak(words))
+    assert record.queue == "security"
+
+
+def test_mandarin_caller_hears_mandarin_voice_all_the_way(phone: Phone) -> None:
+    record = call(phone, Press("2"), Press("1"))
+    after_choice = record.documents[1:]
+    voices = {s.get("voice") for doc in after_choice for s in etree.fromstring(doc.encode()).iter("Say")}
+    assert voices == {"Polly.Zhiyu-Neural"}
+    assert any("密码" in line for line in record.heard)
+
+
+def test_suspicious_login_offers_the_emergency_freeze(phone: Phone) -> None:
+    record = call(phone, Press("1"), Press("2"), Press("3"), Press("1"))
+    assert record.queue == "security"
+
+
+# -- never turned away -------------------------------------------------------------------------
+
+
+def test_silence_at_the_main_menu_reaches_an_agent(phone: Phone) -> None:
+    # Two silences at the language choice (English is kept), three at the main menu.
+    record = call(phone, *[Silent()] * 5)
+    assert record.queue == "general"
+    assert record.ended_by == "caller"  # the hotline never hung up on them
+
+
+def test_wrong_keys_at_the_main_menu_reach_an_agent(phone: Phone) -> None:
+    record = call(phone, Press("1"), Press("#"), Press("#"), Press("#"))
+    assert record.queue == "general"
+
+
+def test_zero_reaches_an_agent_from_the_main_menu(phone: Phone) -> None:
+    assert call(phone, Press("1"), Press("0")).queue == "general"
+
+
+# -- self-help leaves --------------------------------------------------------------------------
+
+
+def test_deposit_not_credited_gives_txid_advice_then_payments_agent(phone: Phone, db: Engine) -> None:
+    record = call(phone, Press("1"), Press("3"), Press("1"), Press("1"))
+    assert any("T X I D" in line and "network" in line for line in record.heard)  # spelled for TTS
+    assert record.queue == "payments"
+    with db.connect() as conn:
+        topics = {e["node"] for e in call_log(conn, call_sid=record.call_sid) if e["kind"] == "entered"}
+    assert {"deposits_menu", "deposits_not_credited", "agent_payments"} <= topics
+
+
+def test_products_queue_respects_business_hours(phone: Phone, clock: FakeClock) -> None:
+    clock.now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)  # Saturday noon in Singapore
+    record = call(phone, Press("1"), Press("8"), Press("1"), Press("1"))
+    assert record.queue == "general"  # closed: told so, and still handed to a person
+
+
+def test_star_repeats_and_hash_goes_back(phone: Phone) -> None:
+    record = call(phone, Press("1"), Press("3"), Press("#"), Press("*"))
+    main_prompts = [line for line in record.heard if "press 1" in line.lower() and "stolen" in line.lower()]
+    assert len(main_prompts) == 3  # first time, after # (back), after * (repeat)
+
+
+# -- the whole tree, every key, both languages ---------------------------------------------------
+
+INPUTS: tuple[Input, ...] = (*(Keys(k) for k in "0123456789*#"), Silence(), Speech("hacked"))
+
+
+def test_every_node_every_key_both_languages_gives_valid_twiml_and_no_dead_end(
+    hotline_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    links, now = Links("https://hotline.example.test"), datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+    first = begin(hotline_tree, links=links, step=1, now=now)
+    check_twiml(first.twiml)
+    seen: set[tuple[str, str, int, int]] = set()
+    todo: deque[CallState] = deque([first.state])
+    visited_nodes: set[str] = set()
+    while todo:
+        state = todo.popleft()
+        key = (state.node, state.lang, state.no_input, state.invalid)
+        if key in seen or state.ended:
+            continue
+        seen.add(key)
+        visited_nodes.add(state.node)
+        for event in INPUTS:
+            step = advance(hotline_tree, state, event, links=links, step=2, now=now)
+            check_twiml(step.twiml)
+            root = etree.fromstring(step.twiml.encode())
+            last = root[-1].tag if len(root) else None
+            # Every answer either waits for the caller, queues them, or ends deliberately.
+            assert last in ("Redirect", "Enqueue", "Hangup", "Dial"), (state.node, event, step.twiml)
+            if last == "Hangup":
+                assert isinstance(hotline_tree.node(step.state.node), HangupNode), (state.node, event)
+            todo.append(step.state.model_copy(update={"trail": step.state.trail[-2:]}))
+    assert visited_nodes >= {n for n, node in hotline_tree.tree.nodes.items()
+                             if isinstance(node, MenuNode | QueueNode)}
+    assert {lang for _, lang, _, _ in seen} == {"en", "zh-CN"}
+
+
+def test_every_escalation_leads_to_a_person(hotline_tree: CompiledTree) -> None:
+    """Silence and wrong keys never end a call: each menu escalates (via say/hours) to a queue."""
+    nodes = hotline_tree.tree.nodes
+
+    def ends_in_queue(name: str, depth: int = 0) -> bool:
+        node = nodes[name]
+        if isinstance(node, QueueNode):
+            return True
+        nxt = [t for t in (getattr(node, a, None) for a in ("next", "on_open", "on_closed")) if t]
+        return bool(nxt) and depth < 10 and all(ends_in_queue(t, depth + 1) for t in nxt)
+
+    for name, node in nodes.items():
+        if isinstance(node, MenuNode):
+            assert ends_in_queue(node.on_no_input), name
+            assert ends_in_queue(node.on_invalid), name
+            assert node.operator is not None and ends_in_queue(node.operator), name
+
+
+def test_main_menu_follows_the_contract(hotline_tree: CompiledTree) -> None:
+    menu = hotline_tree.menus["main_menu"]
+    targets = {k: o.target for k, o in menu.by_key.items()}
+    assert targets["1"] == "emergency"
+    assert set(targets) == set("123456789")
+    assert (menu.node.operator_key, menu.node.repeat_key) == ("0", "*")
+    first_option = menu.node.options[0]
+    assert first_option.key == "1"
+    emergency_queue = hotline_tree.node("emergency_queue")
+    assert isinstance(emergency_queue, QueueNode) and emergency_queue.priority == "emergency"
