@@ -9,11 +9,25 @@ from typing import Annotated
 import typer
 
 from ivr.exceptions import ConfigError, IVRError, PhoneError, SourceError
-from ivr.phone import Answer, HangUp, Phone, Press, Prompt, ScriptedParty, Silent, Speak, parse_script
+from ivr.phone import (
+    Answer,
+    HangUp,
+    Phone,
+    Press,
+    Prompt,
+    ScriptedParty,
+    Silent,
+    Speak,
+    parse_script,
+)
 from ivr.settings import PROJECT_ROOT, Settings, load_settings
 
-app = typer.Typer(help="Exchange support hotline (Twilio Voice IVR).", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Exchange support hotline (Twilio Voice IVR).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 routes_app = typer.Typer(help="Check call tree files.", no_args_is_help=True)
 db_app = typer.Typer(help="The hotline's database.", no_args_is_help=True)
 app.add_typer(routes_app, name="routes")
@@ -52,12 +66,21 @@ def serve(
     try:
         upgrade(settings.database_url)
     except Exception as exc:  # the driver's own message says what is wrong (host, auth, file)
-        raise _fail(f"refusing to start: cannot upgrade the database: {type(exc).__name__}: {exc}") from None
+        raise _fail(
+            f"refusing to start: cannot upgrade the database: {type(exc).__name__}: {exc}"
+        ) from None
     typer.echo(f"call tree {tree.file} version {tree.version}: {len(tree.tree.nodes)} nodes")
-    typer.echo(f"Twilio voice URL: {settings.base_url}/twilio/voice (status: /twilio/status, "
-               f"fallback: /twilio/fallback)")
-    uvicorn.run(create_app(settings, tree=tree), host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips="*")
+    typer.echo(
+        f"Twilio voice URL: {settings.base_url}/twilio/voice (status: /twilio/status, "
+        f"fallback: /twilio/fallback)"
+    )
+    uvicorn.run(
+        create_app(settings, tree=tree),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )
 
 
 @db_app.command("upgrade")
@@ -76,9 +99,10 @@ def db_upgrade() -> None:
 @routes_app.command("check")
 def routes_check(
     file: Annotated[Path, typer.Argument(help="call tree YAML file")],
-    prompts: Annotated[Path, typer.Option(help="prompt catalogs folder")] = PROJECT_ROOT / "prompts",
+    prompts: Annotated[Path, typer.Option(help="prompt catalogs folder")] = PROJECT_ROOT
+    / "prompts",
 ) -> None:
-    """Validate a call tree with the prompt catalogs; print every error and warning (exit 1 on errors)."""
+    """Validate a call tree with the prompt catalogs: every error and warning (exit 1 on errors)."""
     from ivr.tree import load_tree
 
     try:
@@ -90,8 +114,10 @@ def routes_check(
         raise _fail(f"{file}: {errors} error(s); the tree would be refused") from None
     for problem in tree.warnings:
         typer.echo(str(problem))
-    typer.echo(f"{file}: OK, {len(tree.tree.nodes)} nodes, {len(tree.warnings)} warning(s), "
-               f"version {tree.version}")
+    typer.echo(
+        f"{file}: OK, {len(tree.tree.nodes)} nodes, {len(tree.warnings)} warning(s), "
+        f"version {tree.version}"
+    )
 
 
 class TerminalParty:
@@ -128,13 +154,23 @@ class TerminalParty:
 
 @app.command()
 def dial(
-    keys: Annotated[str | None, typer.Option(
-        help='scripted call: one answer per prompt, e.g. "1,2,#"; "-" is silence, "say:words" speaks')] = None,
+    keys: Annotated[
+        str | None,
+        typer.Option(
+            help='scripted call, one answer per prompt: "1,2,#"; "-" is silence; "say:words" speaks'
+        ),
+    ] = None,
     from_number: Annotated[str, typer.Option("--from", help="caller ID")] = "+15005550006",
     to_number: Annotated[str, typer.Option("--to", help="the hotline's number")] = "+15005550001",
-    url: Annotated[str | None, typer.Option(
-        help="where the server listens, if not at IVR_PUBLIC_URL (e.g. behind a tunnel)")] = None,
-    hold: Annotated[int, typer.Option(help="hold-loop rounds to wait in a queue before hanging up")] = 1,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="where the server listens, if not at IVR_PUBLIC_URL (e.g. behind a tunnel)"
+        ),
+    ] = None,
+    hold: Annotated[
+        int, typer.Option(help="hold-loop rounds to wait in a queue before hanging up")
+    ] = 1,
 ) -> None:
     """Call the running hotline as Twilio would, from the terminal."""
     import httpx
@@ -146,10 +182,18 @@ def dial(
             answers = parse_script(keys)
         except ValueError as exc:
             raise _fail(f"--keys: {exc}") from None
-        party = ScriptedParty(answers, hold_polls=hold, on_hear=lambda t: typer.echo(f"  hotline: {t}"),
-                              on_answer=lambda a: typer.echo(f"  caller: {_describe(a)}"))
-    phone = Phone(httpx.Client(timeout=15), public_url=settings.base_url,
-                  auth_token=settings.twilio_auth_token, server_url=url)
+        party = ScriptedParty(
+            answers,
+            hold_polls=hold,
+            on_hear=lambda t: typer.echo(f"  hotline: {t}"),
+            on_answer=lambda a: typer.echo(f"  caller: {_describe(a)}"),
+        )
+    phone = Phone(
+        httpx.Client(timeout=15),
+        public_url=settings.base_url,
+        auth_token=settings.twilio_auth_token,
+        server_url=url,
+    )
     typer.echo(f"calling {settings.base_url}/twilio/voice from {from_number}")
     try:
         record = phone.call(party, from_number=from_number, to_number=to_number)

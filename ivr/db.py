@@ -85,8 +85,12 @@ calls = Table(
 call_events = Table(
     "call_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    Column("call_sid", String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"), nullable=False),
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "call_sid", String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"), nullable=False
+    ),
     Column("step", Integer, nullable=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("node", String(64)),
@@ -112,8 +116,10 @@ tree_versions = Table(
 
 
 def normalise_url(url: str) -> str:
-    """Accept the URL forms people paste (postgres://, postgresql://) and pick the psycopg 3 driver."""
-    u = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    """Accept the URL forms people paste (postgres://, postgresql://); use the psycopg 3 driver."""
+    u = make_url(
+        url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    )
     if u.drivername == "postgresql":
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)

@@ -120,8 +120,13 @@ InputKind = Literal["dtmf", "speech", "silence", "dial", "queue"]
 
 
 def input_kind(event: Input) -> InputKind:
-    kinds: dict[type, InputKind] = {Keys: "dtmf", Speech: "speech", Silence: "silence",
-                                    DialDone: "dial", QueueExit: "queue"}
+    kinds: dict[type, InputKind] = {
+        Keys: "dtmf",
+        Speech: "speech",
+        Silence: "silence",
+        DialDone: "dial",
+        QueueExit: "queue",
+    }
     return kinds[type(event)]
 
 
@@ -155,8 +160,9 @@ def begin(tree: CompiledTree, *, links: Links, step: int, now: datetime) -> Step
     return turn.finish(state)
 
 
-def advance(tree: CompiledTree, state: CallState, event: Input, *, links: Links, step: int,
-            now: datetime) -> Step:
+def advance(
+    tree: CompiledTree, state: CallState, event: Input, *, links: Links, step: int, now: datetime
+) -> Step:
     """Apply one input to a call in progress."""
     turn = _Turn(tree, links, step, now)
     if state.ended:
@@ -198,8 +204,9 @@ def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:
     return str(response)
 
 
-def _say(parent: VoiceResponse | Gather, catalogs: Catalogs, key: str, language: str, /,
-         **variables: Any) -> None:
+def _say(
+    parent: VoiceResponse | Gather, catalogs: Catalogs, key: str, language: str, /, **variables: Any
+) -> None:
     u = catalogs.render(key, language, **variables)
     if u.audio:
         parent.play(u.audio)
@@ -231,21 +238,32 @@ class _Turn:
         for _ in range(MAX_HOPS):
             node = self.tree.node(name)
             facts = {**state.facts, "topic": node.topic} if node.topic else state.facts
-            state = state.model_copy(update={
-                "node": name, "no_input": 0, "invalid": 0, "facts": facts,
-                "trail": state.trail if trail is None else trail,
-            })
+            state = state.model_copy(
+                update={
+                    "node": name,
+                    "no_input": 0,
+                    "invalid": 0,
+                    "facts": facts,
+                    "trail": state.trail if trail is None else trail,
+                }
+            )
             trail = None
             prompt = getattr(node, "prompt", None)
-            self.log.append(LogEntry(name, "entered", prompt_key=prompt, detail={"node_kind": node.kind}))
+            self.log.append(
+                LogEntry(name, "entered", prompt_key=prompt, detail={"node_kind": node.kind})
+            )
             if isinstance(node, SayNode):
                 self.say(node.prompt, state.lang)
                 name = node.next
             elif isinstance(node, HoursNode):
                 local = self.now.astimezone(ZoneInfo(node.timezone))
                 is_open = node.is_open(local.date(), local.time())
-                self.log[-1] = LogEntry(name, "entered", outcome="open" if is_open else "closed",
-                                        detail={"node_kind": node.kind})
+                self.log[-1] = LogEntry(
+                    name,
+                    "entered",
+                    outcome="open" if is_open else "closed",
+                    detail={"node_kind": node.kind},
+                )
                 name = node.on_open if is_open else node.on_closed
             else:
                 return self.present(state, first=True)
@@ -267,18 +285,25 @@ class _Turn:
             if node.prompt and first:
                 self.say(node.prompt, state.lang)
             self.response.enqueue(
-                node.queue, action=self.links.queue_exit(self.step), method="POST",
-                wait_url=self.links.wait(state.lang, node.queue), wait_url_method="POST",
+                node.queue,
+                action=self.links.queue_exit(self.step),
+                method="POST",
+                wait_url=self.links.wait(state.lang, node.queue),
+                wait_url_method="POST",
             )
             facts = {**state.facts, "queue": node.queue, "priority": node.priority}
             state = state.model_copy(update={"facts": facts})
-            self.log.append(LogEntry(state.node, "queued", outcome=node.queue,
-                                     detail={"priority": node.priority}))
+            self.log.append(
+                LogEntry(
+                    state.node, "queued", outcome=node.queue, detail={"priority": node.priority}
+                )
+            )
         elif isinstance(node, TransferNode):
             if node.prompt and first:
                 self.say(node.prompt, state.lang)
-            self.response.dial(node.number, action=self.links.dial(self.step), method="POST",
-                               timeout=node.timeout)
+            self.response.dial(
+                node.number, action=self.links.dial(self.step), method="POST", timeout=node.timeout
+            )
         elif isinstance(node, HangupNode):
             self.say(node.prompt or "goodbye", state.lang)
             self.response.hangup()
@@ -290,9 +315,15 @@ class _Turn:
         catalog = self.tree.catalogs.catalog(state.lang)
         hints = menu.hints.get(state.lang) or menu.hints.get(BASE_LANGUAGE)
         speech = {"language": catalog.speech_language, "hints": hints, "speech_timeout": "auto"}
-        gather = Gather(action=self.links.gather(self.step), method="POST", num_digits=1,
-                        timeout=menu.node.timeout, action_on_empty_result=True,
-                        input="dtmf speech" if hints else "dtmf", **(speech if hints else {}))
+        gather = Gather(
+            action=self.links.gather(self.step),
+            method="POST",
+            num_digits=1,
+            timeout=menu.node.timeout,
+            action_on_empty_result=True,
+            input="dtmf speech" if hints else "dtmf",
+            **(speech if hints else {}),
+        )
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
         self.response.append(gather)
         # If Twilio ever goes past the Gather (no actionOnEmptyResult), silence still reaches us.
@@ -301,10 +332,19 @@ class _Turn:
     def gather_language(self, node: LanguageNode, state: CallState) -> None:
         catalogs = self.tree.catalogs
         has_speech = any(o.speech for o in node.options)
-        speech = {"hints": ", ".join(w for o in node.options for w in o.speech), "speech_timeout": "auto"}
-        gather = Gather(action=self.links.gather(self.step), method="POST", num_digits=1,
-                        timeout=node.timeout, action_on_empty_result=True,
-                        input="dtmf speech" if has_speech else "dtmf", **(speech if has_speech else {}))
+        speech = {
+            "hints": ", ".join(w for o in node.options for w in o.speech),
+            "speech_timeout": "auto",
+        }
+        gather = Gather(
+            action=self.links.gather(self.step),
+            method="POST",
+            num_digits=1,
+            timeout=node.timeout,
+            action_on_empty_result=True,
+            input="dtmf speech" if has_speech else "dtmf",
+            **(speech if has_speech else {}),
+        )
         if node.prompt and state.no_input == 0 and state.invalid == 0:
             for language in catalogs.languages:
                 _say(gather, catalogs, node.prompt, language)
@@ -329,7 +369,9 @@ class _Turn:
                 self.log.append(LogEntry(name, "input", kind, option="back"))
                 return self.enter(state.trail[-1], state, trail=state.trail[:-1])
             if digits == node.operator_key and node.operator:
-                self.log.append(LogEntry(name, "input", kind, option="operator", outcome=node.operator))
+                self.log.append(
+                    LogEntry(name, "input", kind, option="operator", outcome=node.operator)
+                )
                 return self.enter(node.operator, state)
             option = menu.by_key.get(digits)
         elif isinstance(event, Speech):
@@ -345,17 +387,29 @@ class _Turn:
         detail: dict[str, Any] = {}
         if isinstance(event, Speech):
             detail["confidence"] = event.confidence
-        self.log.append(LogEntry(name, "input", input_kind(event), option=label, outcome=option.target,
-                                 detail=detail))
+        self.log.append(
+            LogEntry(
+                name, "input", input_kind(event), option=label, outcome=option.target, detail=detail
+            )
+        )
         return self.enter(option.target, state, trail=(*state.trail, name)[-MAX_TRAIL:])
 
     def no_input(self, node: MenuNode, state: CallState) -> CallState:
         count = state.no_input + 1
         if count >= node.max_no_input:
-            self.log.append(LogEntry(state.node, "escalated", "silence", outcome=node.on_no_input,
-                                     detail={"reason": "max_no_input", "count": count}))
+            self.log.append(
+                LogEntry(
+                    state.node,
+                    "escalated",
+                    "silence",
+                    outcome=node.on_no_input,
+                    detail={"reason": "max_no_input", "count": count},
+                )
+            )
             return self.enter(node.on_no_input, state)
-        self.log.append(LogEntry(state.node, "input", "silence", outcome="reprompt", detail={"count": count}))
+        self.log.append(
+            LogEntry(state.node, "input", "silence", outcome="reprompt", detail={"count": count})
+        )
         if node.no_input_prompt:
             self.say(node.no_input_prompt, state.lang)
         return self.present(state.model_copy(update={"no_input": count}))
@@ -367,10 +421,19 @@ class _Turn:
         if isinstance(event, Keys):
             detail["length"] = len(event.digits)
         if count >= node.max_invalid:
-            self.log.append(LogEntry(state.node, "escalated", input_kind(event), outcome=node.on_invalid,
-                                     detail={**detail, "reason": "max_invalid"}))
+            self.log.append(
+                LogEntry(
+                    state.node,
+                    "escalated",
+                    input_kind(event),
+                    outcome=node.on_invalid,
+                    detail={**detail, "reason": "max_invalid"},
+                )
+            )
             return self.enter(node.on_invalid, state)
-        self.log.append(LogEntry(state.node, "input", input_kind(event), outcome="invalid", detail=detail))
+        self.log.append(
+            LogEntry(state.node, "input", input_kind(event), outcome="invalid", detail=detail)
+        )
         if node.invalid_prompt:
             self.say(node.invalid_prompt, state.lang)
         return self.present(state.model_copy(update={"invalid": count}), short=True)
@@ -381,21 +444,44 @@ class _Turn:
             chosen = next((o for o in node.options if o.key == event.digits), None)
         elif isinstance(event, Speech):
             heard = normalise_speech(event.text)
-            chosen = next((o for o in node.options
-                           if any(normalise_speech(w) in heard for w in o.speech if w.strip())), None)
+            chosen = next(
+                (
+                    o
+                    for o in node.options
+                    if any(normalise_speech(w) in heard for w in o.speech if w.strip())
+                ),
+                None,
+            )
         if chosen is not None:
-            self.log.append(LogEntry(state.node, "input", input_kind(event), option=chosen.key,
-                                     outcome=chosen.language))
+            self.log.append(
+                LogEntry(
+                    state.node,
+                    "input",
+                    input_kind(event),
+                    option=chosen.key,
+                    outcome=chosen.language,
+                )
+            )
             return self.enter(node.next, state.model_copy(update={"lang": chosen.language}))
         attempts = state.no_input + state.invalid + 1
         outcome = "silence" if isinstance(event, Silence) else "invalid"
         if attempts >= node.max_attempts:
             # A caller who cannot choose still gets help, in the base language.
-            self.log.append(LogEntry(state.node, "escalated", input_kind(event), outcome=BASE_LANGUAGE,
-                                     detail={"reason": outcome, "count": attempts}))
+            self.log.append(
+                LogEntry(
+                    state.node,
+                    "escalated",
+                    input_kind(event),
+                    outcome=BASE_LANGUAGE,
+                    detail={"reason": outcome, "count": attempts},
+                )
+            )
             return self.enter(node.next, state.model_copy(update={"lang": BASE_LANGUAGE}))
-        self.log.append(LogEntry(state.node, "input", input_kind(event), outcome=outcome,
-                                 detail={"count": attempts}))
+        self.log.append(
+            LogEntry(
+                state.node, "input", input_kind(event), outcome=outcome, detail={"count": attempts}
+            )
+        )
         counter = "no_input" if isinstance(event, Silence) else "invalid"
         return self.present(state.model_copy(update={counter: getattr(state, counter) + 1}))
 
@@ -410,7 +496,8 @@ class _Turn:
         self.log.append(LogEntry(state.node, "input", "queue", outcome=result))
         if node.on_leave:
             return self.enter(node.on_leave, state)
-        # Left unserved (queue full, an error): apologise and queue again, a bounded number of times.
+        # Left unserved (queue full, an error): apologise and queue again, a bounded number of
+        # times.
         requeues = int(state.facts.get("requeues", "0")) + 1
         if requeues > MAX_REQUEUES:
             self.say("fallback_apology", state.lang)
@@ -419,7 +506,9 @@ class _Turn:
             self.log.append(LogEntry(state.node, "ended", "queue", outcome="requeue_limit"))
             return state.model_copy(update={"ended": True})
         self.say("fallback_apology", state.lang)
-        return self.present(state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}}))
+        return self.present(
+            state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}})
+        )
 
     def on_dial_done(self, node: TransferNode, state: CallState, event: DialDone) -> CallState:
         if event.status in ("completed", "answered"):

@@ -53,7 +53,9 @@ class TreeRegistry:
         with db.connect() as conn:
             stored = store.load_tree_version(conn, version=version)
         if stored is None:
-            log.warning("tree version %s is not stored; continuing on %s", version, self.current.version)
+            log.warning(
+                "tree version %s is not stored; continuing on %s", version, self.current.version
+            )
             return self.current
         tree = tree_from_stored(stored.source, stored.file, stored.prompts)
         with self._lock:
@@ -62,7 +64,9 @@ class TreeRegistry:
 
 
 class Hotline:
-    def __init__(self, settings: Settings, tree: CompiledTree, db: Engine, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, settings: Settings, tree: CompiledTree, db: Engine, *, clock: Clock = utcnow
+    ) -> None:
         self.settings = settings
         self.trees = TreeRegistry(tree)
         self.db = db
@@ -79,9 +83,17 @@ class Hotline:
             now = self.clock()
             step = engine.begin(tree, links=self.links, step=1, now=now)
             created = store.create_call(
-                conn, call_sid=caller.call_sid, account_sid=caller.account_sid,
-                from_number=caller.from_number, to_number=caller.to_number, tree_version=tree.version,
-                step=1, state=step.state, twiml=step.twiml, log=step.log, now=now,
+                conn,
+                call_sid=caller.call_sid,
+                account_sid=caller.account_sid,
+                from_number=caller.from_number,
+                to_number=caller.to_number,
+                tree_version=tree.version,
+                step=1,
+                state=step.state,
+                twiml=step.twiml,
+                log=step.log,
+                now=now,
             )
             if created:
                 return step.twiml
@@ -95,13 +107,22 @@ class Hotline:
                 log.warning("input for unknown call %s: handing it to an agent", call_sid)
                 return self.fallback()
             if step != row.step:
-                # Twilio repeated an earlier request (or it arrived late): the same answer, no count.
+                # Twilio repeated an earlier request (or it came late): same answer, no count.
                 return row.last_twiml
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
-            result = engine.advance(tree, row.state, event, links=self.links, step=row.step + 1, now=now)
-            saved = store.save_step(conn, call_sid=call_sid, expected_step=row.step, state=result.state,
-                                    twiml=result.twiml, log=result.log, now=now)
+            result = engine.advance(
+                tree, row.state, event, links=self.links, step=row.step + 1, now=now
+            )
+            saved = store.save_step(
+                conn,
+                call_sid=call_sid,
+                expected_step=row.step,
+                state=result.state,
+                twiml=result.twiml,
+                log=result.log,
+                now=now,
+            )
             return result.twiml if saved else self._answer_again(conn, call_sid)
 
     def _answer_again(self, conn: Connection, call_sid: str) -> str:
@@ -109,10 +130,18 @@ class Hotline:
         row = store.load_call(conn, call_sid=call_sid)
         return row.last_twiml if row is not None else self.fallback()
 
-    def status(self, call_sid: str, status: str, *, duration: int | None, sequence: int | None) -> bool:
+    def status(
+        self, call_sid: str, status: str, *, duration: int | None, sequence: int | None
+    ) -> bool:
         with self.db.connect() as conn:
-            return store.record_status(conn, call_sid=call_sid, status=status, duration_seconds=duration,
-                                       sequence=sequence, now=self.clock())
+            return store.record_status(
+                conn,
+                call_sid=call_sid,
+                status=status,
+                duration_seconds=duration,
+                sequence=sequence,
+                now=self.clock(),
+            )
 
     def hold(self, language: str) -> str:
         """The queue hold loop; from memory, no database."""
@@ -122,14 +151,20 @@ class Hotline:
 
     def fallback(self) -> str:
         """For when anything failed: from memory alone, apologise and queue for an agent."""
-        return engine.fallback_twiml(self.trees.current.catalogs, self.links, self.settings.fallback_queue)
+        return engine.fallback_twiml(
+            self.trees.current.catalogs, self.links, self.settings.fallback_queue
+        )
 
     def close_stale_calls(self) -> int:
         with self.db.connect() as conn:
             return store.close_stale_calls(
-                conn, now=self.clock(), max_age=timedelta(seconds=self.settings.call_max_age_seconds)
+                conn,
+                now=self.clock(),
+                max_age=timedelta(seconds=self.settings.call_max_age_seconds),
             )
 
     def record_tree(self, loaded_by: str) -> None:
         with self.db.connect() as conn:
-            store.store_tree_version(conn, tree=self.trees.current, loaded_by=loaded_by, now=self.clock())
+            store.store_tree_version(
+                conn, tree=self.trees.current, loaded_by=loaded_by, now=self.clock()
+            )

@@ -165,12 +165,25 @@ class Phone:
         self.validator = RequestValidator(auth_token)
         self.check_twiml = check_twiml
 
-    def call(self, party: Party, *, from_number: str = "+15005550006", to_number: str = "+15005550001",
-             call_sid: str | None = None) -> CallRecord:
+    def call(
+        self,
+        party: Party,
+        *,
+        from_number: str = "+15005550006",
+        to_number: str = "+15005550001",
+        call_sid: str | None = None,
+    ) -> CallRecord:
         record = CallRecord(call_sid or "CA" + uuid.uuid4().hex)
-        base = {"AccountSid": self.account_sid, "CallSid": record.call_sid, "From": from_number,
-                "To": to_number, "Caller": from_number, "Called": to_number, "Direction": "inbound",
-                "ApiVersion": "2010-04-01"}
+        base = {
+            "AccountSid": self.account_sid,
+            "CallSid": record.call_sid,
+            "From": from_number,
+            "To": to_number,
+            "Caller": from_number,
+            "Called": to_number,
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        }
         started = time.monotonic()
         session = _Session(self, party, record, base)
         try:
@@ -180,16 +193,23 @@ class Phone:
         except _Ended as end:
             record.ended_by = end.by
         duration = max(1, round(time.monotonic() - started))
-        session.post(self.public_url + STATUS_PATH,
-                     {"CallStatus": "completed", "CallDuration": str(duration), "SequenceNumber": "0",
-                      "CallbackSource": "call-progress-events"}, expect_twiml=False)
+        session.post(
+            self.public_url + STATUS_PATH,
+            {
+                "CallStatus": "completed",
+                "CallDuration": str(duration),
+                "SequenceNumber": "0",
+                "CallbackSource": "call-progress-events",
+            },
+            expect_twiml=False,
+        )
         return record
 
     def signed_post(self, url: str, params: dict[str, str]) -> httpx.Response:
         signature = self.validator.compute_signature(url, params)
         target = url
         if self.server_url and url.startswith(self.public_url):
-            target = self.server_url + url[len(self.public_url):]
+            target = self.server_url + url[len(self.public_url) :]
         try:
             return self.client.post(target, data=params, headers={"X-Twilio-Signature": signature})
         except httpx.HTTPError as exc:
@@ -197,7 +217,9 @@ class Phone:
 
 
 class _Session:
-    def __init__(self, phone: Phone, party: Party, record: CallRecord, base: dict[str, str]) -> None:
+    def __init__(
+        self, phone: Phone, party: Party, record: CallRecord, base: dict[str, str]
+    ) -> None:
         self.phone = phone
         self.party = party
         self.record = record
@@ -205,7 +227,9 @@ class _Session:
 
     def post(self, url: str, extra: dict[str, str], *, expect_twiml: bool = True) -> ET.Element:
         if len(self.record.requests) >= MAX_REQUESTS:
-            raise PhoneError(f"more than {MAX_REQUESTS} requests in one call: the hotline is looping")
+            raise PhoneError(
+                f"more than {MAX_REQUESTS} requests in one call: the hotline is looping"
+            )
         params = {**self.base, "CallStatus": "in-progress", **extra}
         self.record.requests.append((url, params))
         response = self.phone.signed_post(url, params)
@@ -244,9 +268,15 @@ class _Session:
                 self.hear(verb)
             elif tag == "Gather":
                 said = [t for t in (self.hear(v) for v in verb) if t]
-                answer = self.party.answer(Prompt(
-                    said, verb.get("input", "dtmf"), _int(verb.get("numDigits")), _int(verb.get("timeout")),
-                    in_queue))
+                answer = self.party.answer(
+                    Prompt(
+                        said,
+                        verb.get("input", "dtmf"),
+                        _int(verb.get("numDigits")),
+                        _int(verb.get("timeout")),
+                        in_queue,
+                    )
+                )
                 self.record.answers.append(answer)
                 action = verb.get("action") or self.record.requests[-1][0]
                 if isinstance(answer, HangUp):
@@ -254,7 +284,9 @@ class _Session:
                 if isinstance(answer, Press):
                     return self.post(action, {"Digits": answer.digits, "FinishedOnKey": ""})
                 if isinstance(answer, Speak):
-                    return self.post(action, {"SpeechResult": answer.words, "Confidence": str(answer.confidence)})
+                    return self.post(
+                        action, {"SpeechResult": answer.words, "Confidence": str(answer.confidence)}
+                    )
                 if verb.get("actionOnEmptyResult") == "true":
                     return self.post(action, {})
             elif tag == "Redirect":
@@ -283,9 +315,17 @@ class _Session:
             while True:
                 waited = str(round(time.monotonic() - entered))
                 if wait_url:
-                    wait_doc = self.post(wait_url, {
-                        "QueueSid": "QU" + "0" * 32, "QueuePosition": "1", "QueueTime": waited,
-                        "AvgQueueTime": waited, "CurrentQueueSize": "1", "MaxQueueSize": "100"})
+                    wait_doc = self.post(
+                        wait_url,
+                        {
+                            "QueueSid": "QU" + "0" * 32,
+                            "QueuePosition": "1",
+                            "QueueTime": waited,
+                            "AvgQueueTime": waited,
+                            "CurrentQueueSize": "1",
+                            "MaxQueueSize": "100",
+                        },
+                    )
                     # A <Gather> or <Redirect> in the hold loop leads to another hold document.
                     while (following := self.run(wait_doc, in_queue=True)) is not wait_doc:
                         wait_doc = following
@@ -299,8 +339,14 @@ class _Session:
             if end.by == "hotline":
                 raise
         if action:
-            doc = self.post(action, {"QueueResult": result, "QueueSid": "QU" + "0" * 32,
-                                     "QueueTime": str(round(time.monotonic() - entered))})
+            doc = self.post(
+                action,
+                {
+                    "QueueResult": result,
+                    "QueueSid": "QU" + "0" * 32,
+                    "QueueTime": str(round(time.monotonic() - entered)),
+                },
+            )
             if result == "leave":
                 return doc
         raise _Ended("caller" if result == "hangup" else "hotline")
@@ -321,4 +367,3 @@ class _Left(Exception):
 
 def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
-

@@ -21,7 +21,10 @@ from ivr.yamlfile import YamlDoc, load_text, read_source
 BASE_LANGUAGE = "en"
 FORMAT_SPECS = {"", "digits"}
 # Twilio's <Say voice> pattern (see the TwiML schema's voiceType).
-VOICE_PATTERN = r"^(man|woman|Polly\.[A-Za-z]+(-Neural|-Generative)?|Google\.[a-zA-Z]{2,3}-[a-zA-Z0-9]+-[a-zA-Z0-9\-]+)$"
+VOICE_PATTERN = (
+    r"^(man|woman|Polly\.[A-Za-z]+(-Neural|-Generative)?"
+    r"|Google\.[a-zA-Z]{2,3}-[a-zA-Z0-9]+-[a-zA-Z0-9\-]+)$"
+)
 
 
 class AudioPrompt(BaseModel):
@@ -61,7 +64,7 @@ class _Formatter(string.Formatter):
         if format_spec == "digits":
             # Twilio's TTS reads "1 2 3 4" digit by digit; "1234" would be "one thousand...".
             return " ".join(str(value))
-        return super().format_field(value, format_spec)
+        return str(super().format_field(value, format_spec))
 
 
 _FORMATTER = _Formatter()
@@ -93,8 +96,9 @@ class Catalogs:
             value = cat.prompts[key]
         if isinstance(value, AudioPrompt):
             return Utterance(key, value.text, str(value.audio), cat.voice, cat.say_language)
-        return Utterance(key, _FORMATTER.vformat(value, (), _Blank(variables)), None, cat.voice,
-                         cat.say_language)
+        return Utterance(
+            key, _FORMATTER.vformat(value, (), _Blank(variables)), None, cat.voice, cat.say_language
+        )
 
 
 def check_template(text: str) -> str | None:
@@ -117,8 +121,11 @@ def parse_catalog(doc: YamlDoc, expected_language: str | None = None) -> Catalog
     except ValidationError as exc:
         raise SourceError([doc.problem(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from None
     if expected_language and cat.language != expected_language:
-        problems.append(doc.problem(("language",),
-                                    f"file is named for '{expected_language}' but says '{cat.language}'"))
+        problems.append(
+            doc.problem(
+                ("language",), f"file is named for '{expected_language}' but says '{cat.language}'"
+            )
+        )
     for key, value in cat.prompts.items():
         if isinstance(value, str):
             why = check_template(value)
@@ -144,7 +151,9 @@ def load_catalogs(directory: Path | str) -> Catalogs:
         except SourceError as exc:
             problems.extend(exc.problems)
     if not problems and BASE_LANGUAGE not in cats:
-        problems.append(Problem(str(folder), None, "", f"no {BASE_LANGUAGE}.yaml: the base catalog is required"))
+        problems.append(
+            Problem(str(folder), None, "", f"no {BASE_LANGUAGE}.yaml: the base catalog is required")
+        )
     if problems:
         raise SourceError(problems)
     # Base language first: it is the default and the fallback.
@@ -154,6 +163,8 @@ def load_catalogs(directory: Path | str) -> Catalogs:
 
 def catalogs_from_sources(sources: Mapping[str, str]) -> Catalogs:
     """Rebuild catalogs from stored file texts (an older tree version)."""
-    cats = {lang: parse_catalog(load_text(text, f"{lang}.yaml"), lang) for lang, text in sources.items()}
+    cats = {
+        lang: parse_catalog(load_text(text, f"{lang}.yaml"), lang) for lang, text in sources.items()
+    }
     ordered = {BASE_LANGUAGE: cats[BASE_LANGUAGE], **cats}
     return Catalogs(ordered, dict(sources))

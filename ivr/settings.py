@@ -30,24 +30,32 @@ class Settings(BaseSettings):
     twilio_auth_token: Annotated[str, Field(validation_alias="TWILIO_AUTH_TOKEN", repr=False)]
     twilio_account_sid: str = Field(default="", validation_alias="TWILIO_ACCOUNT_SID")
     public_url: AnyHttpUrl = Field(validation_alias="IVR_PUBLIC_URL")
-    routes: Path = Field(default=PROJECT_ROOT / "routes" / "hotline.yaml", validation_alias="IVR_ROUTES")
+    routes: Path = Field(
+        default=PROJECT_ROOT / "routes" / "hotline.yaml", validation_alias="IVR_ROUTES"
+    )
     prompts_dir: Path = Field(default=PROJECT_ROOT / "prompts", validation_alias="IVR_PROMPTS")
     # Played between hold messages; Twilio's own public hold-music bucket by default.
     hold_music_url: AnyHttpUrl | None = Field(
-        default=AnyHttpUrl("http://com.twilio.sounds.music.s3.amazonaws.com/MARKOVICHAMP-Borghestral.mp3"),
+        default=AnyHttpUrl(
+            "http://com.twilio.sounds.music.s3.amazonaws.com/MARKOVICHAMP-Borghestral.mp3"
+        ),
         validation_alias="IVR_HOLD_MUSIC_URL",
     )
     fallback_queue: str = Field(default="general", validation_alias="IVR_FALLBACK_QUEUE")
-    # Twilio ends a call after 4 hours by default; a call silent for longer than this lost its callback.
+    # Twilio ends a call after 4 hours by default: a call quiet for longer lost its callback.
     call_max_age_seconds: int = Field(default=6 * 3600, ge=300, validation_alias="IVR_CALL_MAX_AGE")
-    sweep_interval_seconds: float = Field(default=300.0, gt=0, validation_alias="IVR_SWEEP_INTERVAL")
+    sweep_interval_seconds: float = Field(
+        default=300.0, gt=0, validation_alias="IVR_SWEEP_INTERVAL"
+    )
 
     @field_validator("twilio_auth_token")
     @classmethod
     def _token_is_real(cls, value: str) -> str:
         value = value.strip()
         if len(value) < 16 or value.lower() in _PLACEHOLDER_TOKENS:
-            raise ValueError("must be the real Twilio auth token (32 characters), not a placeholder")
+            raise ValueError(
+                "must be the real Twilio auth token (32 characters), not a placeholder"
+            )
         return value
 
     @field_validator("fallback_queue")

@@ -37,20 +37,43 @@ class CallRow:
 def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
     with conn.begin():
         row = conn.execute(
-            select(calls.c.call_sid, calls.c.tree_version, calls.c.step, calls.c.state,
-                   calls.c.last_twiml, calls.c.status).where(calls.c.call_sid == call_sid)
+            select(
+                calls.c.call_sid,
+                calls.c.tree_version,
+                calls.c.step,
+                calls.c.state,
+                calls.c.last_twiml,
+                calls.c.status,
+            ).where(calls.c.call_sid == call_sid)
         ).one_or_none()
     if row is None:
         return None
-    return CallRow(row.call_sid, row.tree_version, row.step, CallState.model_validate(row.state),
-                   row.last_twiml, row.status)
+    return CallRow(
+        row.call_sid,
+        row.tree_version,
+        row.step,
+        CallState.model_validate(row.state),
+        row.last_twiml,
+        row.status,
+    )
 
 
-def _event_rows(call_sid: str, step: int, now: datetime, log: Sequence[LogEntry]) -> list[dict[str, Any]]:
+def _event_rows(
+    call_sid: str, step: int, now: datetime, log: Sequence[LogEntry]
+) -> list[dict[str, Any]]:
     return [
-        {"call_sid": call_sid, "step": step, "at": now, "node": e.node, "kind": e.kind,
-         "input_kind": e.input_kind, "option": e.option, "prompt_key": e.prompt_key,
-         "outcome": e.outcome, "detail": e.detail or None}
+        {
+            "call_sid": call_sid,
+            "step": step,
+            "at": now,
+            "node": e.node,
+            "kind": e.kind,
+            "input_kind": e.input_kind,
+            "option": e.option,
+            "prompt_key": e.prompt_key,
+            "outcome": e.outcome,
+            "detail": e.detail or None,
+        }
         for e in log
     ]
 
@@ -72,12 +95,21 @@ def create_call(
     """Insert a new call with its first log lines; False if the CallSid already exists."""
     try:
         with conn.begin():
-            conn.execute(insert(calls).values(
-                call_sid=call_sid, account_sid=account_sid, from_number=from_number,
-                to_number=to_number, tree_version=tree_version, step=step,
-                state=state.model_dump(mode="json"), last_twiml=twiml, status=OPEN,
-                started_at=now, updated_at=now,
-            ))
+            conn.execute(
+                insert(calls).values(
+                    call_sid=call_sid,
+                    account_sid=account_sid,
+                    from_number=from_number,
+                    to_number=to_number,
+                    tree_version=tree_version,
+                    step=step,
+                    state=state.model_dump(mode="json"),
+                    last_twiml=twiml,
+                    status=OPEN,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
             if log:
                 conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
     except IntegrityError:
@@ -101,7 +133,9 @@ def save_step(
         moved = conn.execute(
             update(calls)
             .where(calls.c.call_sid == call_sid, calls.c.step == expected_step)
-            .values(step=step, state=state.model_dump(mode="json"), last_twiml=twiml, updated_at=now)
+            .values(
+                step=step, state=state.model_dump(mode="json"), last_twiml=twiml, updated_at=now
+            )
         ).rowcount
         if moved != 1:
             return False
@@ -126,7 +160,8 @@ def record_status(
         values["duration_seconds"] = duration_seconds
     newer = (
         or_(calls.c.status_sequence.is_(None), calls.c.status_sequence < sequence)
-        if sequence is not None else calls.c.status_sequence.is_(None)
+        if sequence is not None
+        else calls.c.status_sequence.is_(None)
     )
     with conn.begin():
         step = conn.execute(
@@ -137,10 +172,16 @@ def record_status(
         ).scalar_one_or_none()
         if step is None:
             return False
-        conn.execute(insert(call_events).values(
-            call_sid=call_sid, step=step, at=now, kind="status", outcome=status,
-            detail={"duration": duration_seconds} if duration_seconds is not None else None,
-        ))
+        conn.execute(
+            insert(call_events).values(
+                call_sid=call_sid,
+                step=step,
+                at=now,
+                kind="status",
+                outcome=status,
+                detail={"duration": duration_seconds} if duration_seconds is not None else None,
+            )
+        )
     return True
 
 
@@ -154,16 +195,26 @@ def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) ->
         ).rowcount
 
 
-def store_tree_version(conn: Connection, *, tree: CompiledTree, loaded_by: str, now: datetime) -> bool:
+def store_tree_version(
+    conn: Connection, *, tree: CompiledTree, loaded_by: str, now: datetime
+) -> bool:
     """Record a loaded tree (its text and prompts) so calls that began on it can finish on it."""
     try:
         with conn.begin():
-            if conn.execute(select(tree_versions.c.version).where(tree_versions.c.version == tree.version)).first():
+            if conn.execute(
+                select(tree_versions.c.version).where(tree_versions.c.version == tree.version)
+            ).first():
                 return False
-            conn.execute(insert(tree_versions).values(
-                version=tree.version, file=tree.file, source=tree.source,
-                prompts=dict(tree.catalogs.sources), loaded_at=now, loaded_by=loaded_by,
-            ))
+            conn.execute(
+                insert(tree_versions).values(
+                    version=tree.version,
+                    file=tree.file,
+                    source=tree.source,
+                    prompts=dict(tree.catalogs.sources),
+                    loaded_at=now,
+                    loaded_by=loaded_by,
+                )
+            )
     except IntegrityError:  # another instance stored the same version at the same moment
         return False
     return True
@@ -179,20 +230,30 @@ class StoredTree:
 
 def load_tree_version(conn: Connection, *, version: str) -> StoredTree | None:
     with conn.begin():
-        row = conn.execute(select(tree_versions).where(tree_versions.c.version == version)).one_or_none()
+        row = conn.execute(
+            select(tree_versions).where(tree_versions.c.version == version)
+        ).one_or_none()
     return None if row is None else StoredTree(row.version, row.file, row.source, row.prompts)
 
 
 def call_log(conn: Connection, *, call_sid: str) -> list[dict[str, Any]]:
     """A call's event log, oldest first."""
     with conn.begin():
-        rows = conn.execute(
-            select(call_events).where(call_events.c.call_sid == call_sid).order_by(call_events.c.id)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                select(call_events)
+                .where(call_events.c.call_sid == call_sid)
+                .order_by(call_events.c.id)
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]
 
 
 def get_call(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
     with conn.begin():
-        row = conn.execute(select(calls).where(calls.c.call_sid == call_sid)).mappings().one_or_none()
+        row = (
+            conn.execute(select(calls).where(calls.c.call_sid == call_sid)).mappings().one_or_none()
+        )
     return None if row is None else dict(row)

@@ -103,7 +103,9 @@ class LanguageOption(_Model):
 class LanguageNode(_Node):
     kind: Literal["language"]
     prompt: PromptKey | None = Field(default=None, description="said in every language first")
-    option_prompt: PromptKey = Field(default="language_option", description="said per option in its language")
+    option_prompt: PromptKey = Field(
+        default="language_option", description="said per option in its language"
+    )
     options: list[LanguageOption] = Field(min_length=1)
     timeout: int = Field(default=5, ge=1, le=60)
     max_attempts: int = Field(default=2, ge=1, le=5)
@@ -133,7 +135,9 @@ class HoursNode(_Node):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name like Asia/Singapore)") from None
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name like Asia/Singapore)"
+            ) from None
         return value
 
     @field_validator("weekly")
@@ -158,7 +162,9 @@ class QueueNode(_Node):
     prompt: PromptKey | None = None
     queue: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     priority: Priority = "normal"
-    on_leave: NodeName | None = Field(default=None, description="if the caller leaves the queue unserved")
+    on_leave: NodeName | None = Field(
+        default=None, description="if the caller leaves the queue unserved"
+    )
 
 
 class TransferNode(_Node):
@@ -244,8 +250,10 @@ def _compile_menu(node: MenuNode) -> CompiledMenu:
         for lang, words in option.speech.items():
             keywords = tuple(k for k in (normalise_speech(w) for w in words) if k)
             by_speech.setdefault(lang, []).append((option, keywords))
-    hints = {lang: ", ".join(w for _, words in entries for w in words)[:2000]
-             for lang, entries in by_speech.items()}
+    hints = {
+        lang: ", ".join(w for _, words in entries for w in words)[:2000]
+        for lang, entries in by_speech.items()
+    }
     return CompiledMenu(node, by_key, by_speech, hints)
 
 
@@ -320,15 +328,27 @@ def _check_graph(doc: YamlDoc, tree: TreeFile, catalogs: Catalogs) -> list[Probl
             seen: dict[str, int] = {}
             for i, lo in enumerate(node.options):
                 if lo.key in seen:
-                    at(name, ("options", i, "key"), f"key '{lo.key}' is already options[{seen[lo.key]}]")
+                    at(
+                        name,
+                        ("options", i, "key"),
+                        f"key '{lo.key}' is already options[{seen[lo.key]}]",
+                    )
                 seen.setdefault(lo.key, i)
                 if lo.language not in catalogs.by_language:
-                    at(name, ("options", i, "language"),
-                       f"no prompt catalog for language '{lo.language}' (have: {', '.join(catalogs.languages)})")
+                    at(
+                        name,
+                        ("options", i, "language"),
+                        f"no prompt catalog for language '{lo.language}' "
+                        f"(have: {', '.join(catalogs.languages)})",
+                    )
         for rel, key in prompt_keys(node):
-            _check_prompt(key, catalogs, lambda m, s, rel=rel, name=name: at(name, rel, m, s))  # type: ignore[misc]
+            for message, severity in _prompt_findings(key, catalogs):
+                at(name, rel, message, severity)
     for key in ENGINE_PROMPTS:
-        _check_prompt(key, catalogs, lambda m, s: problems.append(Problem(doc.file, None, "", m, s)))  # type: ignore[arg-type]
+        for message, severity in _prompt_findings(key, catalogs):
+            problems.append(
+                Problem(doc.file, None, "", f"{message} (the engine says it)", severity)
+            )
     if problems:
         return problems
 
@@ -347,14 +367,23 @@ def _check_graph(doc: YamlDoc, tree: TreeFile, catalogs: Catalogs) -> list[Probl
         if name not in depth:
             at(name, (), "unreachable: no path from the start node leads here")
         elif isinstance(node, MenuNode) and depth[name] >= tree.max_menu_depth:
-            at(name, (), f"menu is {depth[name] + 1} menus deep; the limit is max_menu_depth={tree.max_menu_depth}")
+            at(
+                name,
+                (),
+                f"menu is {depth[name] + 1} menus deep; "
+                f"the limit is max_menu_depth={tree.max_menu_depth}",
+            )
     problems.extend(_pass_through_cycles(doc, nodes))
     return problems
 
 
 def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> None:
     used: dict[str, str] = {}
-    special = {"repeat_key": node.repeat_key, "back_key": node.back_key, "operator_key": node.operator_key}
+    special = {
+        "repeat_key": node.repeat_key,
+        "back_key": node.back_key,
+        "operator_key": node.operator_key,
+    }
     for field_name, key in special.items():
         if key is None:
             continue
@@ -373,19 +402,29 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
             for word in keywords:
                 norm = (lang, normalise_speech(word))
                 if norm in words and words[norm] != i:
-                    at(name, ("options", i, "speech", lang), f"keyword '{word}' is already options[{words[norm]}]")
+                    at(
+                        name,
+                        ("options", i, "speech", lang),
+                        f"keyword '{word}' is already options[{words[norm]}]",
+                    )
                 words.setdefault(norm, i)
     if len(node.options) > 9:
-        at(name, ("options",), f"{len(node.options)} options: callers cannot hold more than 9 in mind", "warning")
+        at(
+            name,
+            ("options",),
+            f"{len(node.options)} options: callers cannot hold more than 9 in mind",
+            "warning",
+        )
 
 
-def _check_prompt(key: str, catalogs: Catalogs, report: Any) -> None:
+def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["error", "warning"]]]:
     if not catalogs.has(key, BASE_LANGUAGE):
-        report(f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog", "error")
-        return
-    for lang in catalogs.languages:
-        if not catalogs.has(key, lang):
-            report(f"prompt '{key}' has no {lang} translation; {BASE_LANGUAGE} is said instead", "warning")
+        return [(f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog", "error")]
+    return [
+        (f"prompt '{key}' has no {lang} translation; {BASE_LANGUAGE} is said instead", "warning")
+        for lang in catalogs.languages
+        if not catalogs.has(key, lang)
+    ]
 
 
 def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:
@@ -400,8 +439,10 @@ def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Proble
             if not isinstance(nodes.get(target), PASS_THROUGH):
                 continue
             if state.get(target) == 1:
-                loop = " -> ".join([*stack[stack.index(target):], target])
-                problems.append(doc.problem(("nodes", target), f"loop with no input or exit: {loop}"))
+                loop = " -> ".join([*stack[stack.index(target) :], target])
+                problems.append(
+                    doc.problem(("nodes", target), f"loop with no input or exit: {loop}")
+                )
             elif target not in state:
                 visit(target, stack)
         stack.pop()
@@ -414,7 +455,9 @@ def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Proble
 
 
 def version_of(source: str, catalogs: Catalogs) -> str:
-    blob = json.dumps({"tree": source, "prompts": dict(catalogs.sources)}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {"tree": source, "prompts": dict(catalogs.sources)}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -440,7 +483,8 @@ def _validation_problem(doc: YamlDoc, err: Any) -> Problem:
     loc = tuple(err["loc"])
     message = err["msg"]
     if err["type"] == "union_tag_invalid":
-        message = f"unknown kind {err['input'].get('kind')!r}; expected one of: {err['ctx']['expected_tags']}"
+        kind = err["input"].get("kind")
+        message = f"unknown kind {kind!r}; expected one of: {err['ctx']['expected_tags']}"
     elif err["type"] == "union_tag_not_found":
         message = "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup)"
     elif err["type"] == "extra_forbidden":
@@ -468,4 +512,3 @@ def check_tree(routes: Path | str, prompts_dir: Path | str) -> list[Problem]:
         return load_tree(routes, prompts_dir).warnings
     except SourceError as exc:
         return exc.problems
-

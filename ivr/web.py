@@ -116,8 +116,12 @@ Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
 
 @router.post("/voice")
 def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
-    caller = Caller(_call_sid(form), _text(form, "AccountSid", 64) or None,
-                    _text(form, "From", 32) or None, _text(form, "To", 32) or None)
+    caller = Caller(
+        _call_sid(form),
+        _text(form, "AccountSid", 64) or None,
+        _text(form, "From", 32) or None,
+        _text(form, "To", 32) or None,
+    )
     return _safely(hotline, caller.call_sid, lambda: hotline.start(caller))
 
 
@@ -142,7 +146,9 @@ def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Respons
 
 
 @router.post("/wait")
-def wait(_form: TwilioForm, hotline: HotlineDep, lang: str = Query(default="en", max_length=16)) -> Response:
+def wait(
+    _form: TwilioForm, hotline: HotlineDep, lang: str = Query(default="en", max_length=16)
+) -> Response:
     return _twiml(hotline.hold(lang))
 
 
@@ -151,8 +157,12 @@ def status(form: TwilioForm, hotline: HotlineDep) -> Response:
     sid = _call_sid(form)
     call_status = _text(form, "CallStatus", 32)
     try:
-        hotline.status(sid, call_status, duration=_int(form, "CallDuration"),
-                       sequence=_int(form, "SequenceNumber"))
+        hotline.status(
+            sid,
+            call_status,
+            duration=_int(form, "CallDuration"),
+            sequence=_int(form, "SequenceNumber"),
+        )
     except Exception:
         # Twilio retries nothing here and nobody is listening on the line; a call left open
         # is closed by age later.
@@ -205,7 +215,9 @@ def create_app(
             with hotline.db.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:
-            return Response('{"status": "database unavailable"}', status_code=503, media_type="application/json")
+            return Response(
+                '{"status": "database unavailable"}', status_code=503, media_type="application/json"
+            )
         return Response('{"status": "ready"}', media_type="application/json")
 
     return app

@@ -49,7 +49,9 @@ class YamlDoc:
 
     def problem(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> Problem:
         path, line = self.locate(loc)
-        return Problem(self.file, line, dotted(path), message, "warning" if severity == "warning" else "error")
+        return Problem(
+            self.file, line, dotted(path), message, "warning" if severity == "warning" else "error"
+        )
 
 
 def dotted(path: PathKey) -> str:
@@ -116,7 +118,9 @@ def _walk(
     if id(node) in sizes:
         return sizes[id(node)]
     if id(node) in active:
-        problems.append(Problem(doc.file, node.start_mark.line + 1, dotted(path), "recursive alias"))
+        problems.append(
+            Problem(doc.file, node.start_mark.line + 1, dotted(path), "recursive alias")
+        )
         return 0
     doc.lines.setdefault(path, node.start_mark.line + 1)
     active.add(id(node))
@@ -128,7 +132,12 @@ def _walk(
             line = key_node.start_mark.line + 1
             if key in seen and key != "<<":
                 problems.append(
-                    Problem(doc.file, line, dotted((*path, key)), f"duplicate key (first on line {seen[key]})")
+                    Problem(
+                        doc.file,
+                        line,
+                        dotted((*path, key)),
+                        f"duplicate key (first on line {seen[key]})",
+                    )
                 )
             seen.setdefault(key, line)
             doc.lines.setdefault((*path, key), line)
@@ -140,7 +149,11 @@ def _walk(
     sizes[id(node)] = size
     if size > MAX_EXPANDED_NODES and not problems:
         problems.append(
-            Problem(doc.file, node.start_mark.line + 1, dotted(path),
-                    f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)")
+            Problem(
+                doc.file,
+                node.start_mark.line + 1,
+                dotted(path),
+                f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)",
+            )
         )
     return size

@@ -30,12 +30,18 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC_URL = "https://hotline.example.test"
-PG_ADMIN_URL = os.environ.get("IVR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "IVR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"TWILIO_AUTH_TOKEN": TOKEN, "IVR_PUBLIC_URL": PUBLIC_URL,
-                                 "IVR_DATABASE_URL": "sqlite://", "IVR_HOLD_MUSIC_URL": None}
+    values: dict[str, object] = {
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "IVR_PUBLIC_URL": PUBLIC_URL,
+        "IVR_DATABASE_URL": "sqlite://",
+        "IVR_HOLD_MUSIC_URL": None,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -87,7 +93,9 @@ def pg_database_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for the suite and does not answer at {PG_ADMIN_URL}: {exc}")
+        pytest.fail(
+            f"PostgreSQL is required for the suite and does not answer at {PG_ADMIN_URL}: {exc}"
+        )
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     upgrade(url)
     yield url

@@ -28,14 +28,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IVR, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def run(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [IVR, *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IVR_", "TWILIO_"))}
-    env.update({"TWILIO_AUTH_TOKEN": TOKEN, "IVR_DATABASE_URL": f"sqlite:///{tmp_path}/ivr.sqlite3"})
+    env.update(
+        {"TWILIO_AUTH_TOKEN": TOKEN, "IVR_DATABASE_URL": f"sqlite:///{tmp_path}/ivr.sqlite3"}
+    )
     env.update(extra)
     return env
 
@@ -53,8 +65,13 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_DATABASE_URL=database_url)
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([IVR, "serve", "--port", str(port)], env=env, cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [IVR, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -73,7 +90,9 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         log.close()
 
 
-def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(server: Server, tmp_path: Path) -> None:
+def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(
+    server: Server, tmp_path: Path
+) -> None:
     result = run(["dial", "--keys", "1,1", "--hold", "2"], server.env, tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -103,11 +122,18 @@ def test_interactive_dial_reads_keys_from_the_terminal(server: Server, tmp_path:
 def test_serve_refuses_a_bad_tree_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((DATA / "mini.yaml").read_text().replace("target: more", "target: nowhere"))
-    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_ROUTES=str(bad),
-                   IVR_PROMPTS=str(DATA / "prompts"))
+    env = base_env(
+        tmp_path,
+        IVR_PUBLIC_URL="http://127.0.0.1:9",
+        IVR_ROUTES=str(bad),
+        IVR_PROMPTS=str(DATA / "prompts"),
+    )
     result = run(["serve", "--port", str(free_port())], env, tmp_path, timeout=30)
     assert result.returncode == 1
-    assert f"{bad}:" in result.stderr and "nodes.main.options[1].target: unknown node 'nowhere'" in result.stderr
+    assert (
+        f"{bad}:" in result.stderr
+        and "nodes.main.options[1].target: unknown node 'nowhere'" in result.stderr
+    )
     assert "Traceback" not in result.stderr + result.stdout
 
 
@@ -141,6 +167,10 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
 
 
 def test_default_tree_checks_clean() -> None:
-    result = run(["routes", "check", str(PROJECT_ROOT / "routes" / "hotline.yaml")], dict(os.environ), PROJECT_ROOT)
+    result = run(
+        ["routes", "check", str(PROJECT_ROOT / "routes" / "hotline.yaml")],
+        dict(os.environ),
+        PROJECT_ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout and "0 warning(s)" in result.stdout

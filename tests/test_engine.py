@@ -42,14 +42,18 @@ def verbs(step: Step) -> list[str]:
 class Call:
     """Drives the engine the way the web layer does, checking each document."""
 
-    def __init__(self, tree: CompiledTree, check: Callable[[str], None], now: datetime = MONDAY_NOON_SGT):
+    def __init__(
+        self, tree: CompiledTree, check: Callable[[str], None], now: datetime = MONDAY_NOON_SGT
+    ):
         self.tree, self.check, self.now, self.n = tree, check, now, 1
         self.step = begin(tree, links=LINKS, step=1, now=now)
         check(self.step.twiml)
 
     def send(self, event: object) -> Step:
         self.n += 1
-        self.step = advance(self.tree, self.step.state, event, links=LINKS, step=self.n, now=self.now)  # type: ignore[arg-type]
+        self.step = advance(
+            self.tree, self.step.state, event, links=LINKS, step=self.n, now=self.now
+        )  # type: ignore[arg-type]
         self.check(self.step.twiml)
         return self.step
 
@@ -65,13 +69,25 @@ def call(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> Call:
 
 def test_first_answer_offers_every_language_in_its_own_voice(call: Call) -> None:
     assert call.state.node == "language"
-    assert said(call.step) == ["Welcome to the test line.", "欢迎致电测试热线。",
-                               "For English, press 1.", "普通话服务请按2。"]
+    assert said(call.step) == [
+        "Welcome to the test line.",
+        "欢迎致电测试热线。",
+        "For English, press 1.",
+        "普通话服务请按2。",
+    ]
     root = etree.fromstring(call.step.twiml.encode())
     voices = [s.get("voice") for s in root.iter("Say")]
-    assert voices == ["Polly.Joanna-Neural", "Polly.Zhiyu-Neural", "Polly.Joanna-Neural", "Polly.Zhiyu-Neural"]
+    assert voices == [
+        "Polly.Joanna-Neural",
+        "Polly.Zhiyu-Neural",
+        "Polly.Joanna-Neural",
+        "Polly.Zhiyu-Neural",
+    ]
     gather = root.find("Gather")
-    assert gather is not None and gather.get("action") == "https://hotline.example.test/twilio/gather?s=1"
+    assert (
+        gather is not None
+        and gather.get("action") == "https://hotline.example.test/twilio/gather?s=1"
+    )
     assert gather.get("actionOnEmptyResult") == "true"
 
 
@@ -97,7 +113,9 @@ def test_silence_at_language_choice_continues_in_english(call: Call) -> None:
     assert call.step.log[0].kind == "escalated"
 
 
-def test_menu_option_by_key_and_by_speech_reach_the_same_node(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> None:
+def test_menu_option_by_key_and_by_speech_reach_the_same_node(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
     by_key, by_voice = Call(mini_tree, check_twiml), Call(mini_tree, check_twiml)
     by_key.send(Keys("1"))
     by_voice.send(Keys("1"))
@@ -114,7 +132,10 @@ def test_mandarin_keyword_routes_to_emergency(call: Call) -> None:
     assert call.state.node == "emergency"
     enqueue = etree.fromstring(step.twiml.encode()).find("Enqueue")
     assert enqueue is not None and enqueue.text == "security"
-    assert enqueue.get("waitUrl") == "https://hotline.example.test/twilio/wait?lang=zh-CN&queue=security"
+    assert (
+        enqueue.get("waitUrl")
+        == "https://hotline.example.test/twilio/wait?lang=zh-CN&queue=security"
+    )
 
 
 def test_no_input_reprompts_then_escalates_after_max(call: Call) -> None:
@@ -162,10 +183,13 @@ def test_back_key_returns_to_previous_menu(call: Call) -> None:
     assert call.state.node == "main" and call.state.trail == ()
 
 
-@pytest.mark.parametrize(("now", "expected"), [(MONDAY_NOON_SGT, "agent"), (SATURDAY_SGT, "closed"),
-                                               (CHRISTMAS_SGT, "closed")])
-def test_hours_node_by_local_time_and_holidays(mini_tree: CompiledTree, check_twiml: Callable[[str], None],
-                                               now: datetime, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [(MONDAY_NOON_SGT, "agent"), (SATURDAY_SGT, "closed"), (CHRISTMAS_SGT, "closed")],
+)
+def test_hours_node_by_local_time_and_holidays(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None], now: datetime, expected: str
+) -> None:
     call = Call(mini_tree, check_twiml, now)
     call.send(Keys("1"))
     call.send(Keys("2"))
@@ -175,12 +199,17 @@ def test_hours_node_by_local_time_and_holidays(mini_tree: CompiledTree, check_tw
     assert call.state.facts["topic"] == "security_tips"
 
 
-def test_closed_says_fallback_translation_and_hangs_up(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> None:
+def test_closed_says_fallback_translation_and_hangs_up(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
     call = Call(mini_tree, check_twiml, SATURDAY_SGT)
     call.send(Keys("2"))
     call.send(Keys("2"))
     step = call.send(Keys("1"))
-    assert said(step) == ["Never share your two-factor code.", "We are closed."]  # no zh-CN: English
+    assert said(step) == [
+        "Never share your two-factor code.",
+        "We are closed.",
+    ]  # no zh-CN: English
     assert verbs(step)[-1] == "Hangup" and call.state.ended
 
 
@@ -225,7 +254,9 @@ def test_invalid_input_never_logs_what_was_typed(call: Call) -> None:
     assert "987654" not in repr(step.log)
 
 
-def test_hold_and_fallback_documents(mini_tree: CompiledTree, check_twiml: Callable[[str], None]) -> None:
+def test_hold_and_fallback_documents(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
     hold = hold_twiml(mini_tree.catalogs, "zh-CN", "https://example.test/music.mp3")
     check_twiml(hold)
     assert "请稍候" in hold and "<Play>https://example.test/music.mp3</Play>" in hold
@@ -237,4 +268,6 @@ def test_hold_and_fallback_documents(mini_tree: CompiledTree, check_twiml: Calla
 
 
 def test_ticket_numbers_are_read_digit_by_digit(mini_tree: CompiledTree) -> None:
-    assert mini_tree.catalogs.render("ticket", "en", ticket="4821").text == "Your ticket is 4 8 2 1."
+    assert (
+        mini_tree.catalogs.render("ticket", "en", ticket="4821").text == "Your ticket is 4 8 2 1."
+    )

@@ -47,25 +47,36 @@ def count(db: Engine, table: Any) -> int:
 
 
 def base_params(sid: str = SID) -> dict[str, str]:
-    return {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001",
-            "CallStatus": "ringing"}
+    return {
+        "CallSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "CallStatus": "ringing",
+    }
 
 
 # -- signatures -------------------------------------------------------------------------------
 
 
-def test_unsigned_request_is_refused_and_nothing_is_stored(mini_client: TestClient, db: Engine) -> None:
+def test_unsigned_request_is_refused_and_nothing_is_stored(
+    mini_client: TestClient, db: Engine
+) -> None:
     response = mini_client.post(VOICE, data=base_params())
     assert response.status_code == 403
     assert count(db, calls) == 0
 
 
 @pytest.mark.parametrize("tamper", ["other_url", "other_param", "other_token", "garbage"])
-def test_wrongly_signed_requests_are_refused(mini_client: TestClient, mini_phone: Phone, db: Engine,
-                                             tamper: str) -> None:
+def test_wrongly_signed_requests_are_refused(
+    mini_client: TestClient, mini_phone: Phone, db: Engine, tamper: str
+) -> None:
     params = base_params()
-    signer = Phone(mini_client, public_url=PUBLIC_URL,
-                   auth_token="f" * 32 if tamper == "other_token" else TOKEN).validator
+    signer = Phone(
+        mini_client,
+        public_url=PUBLIC_URL,
+        auth_token="f" * 32 if tamper == "other_token" else TOKEN,
+    ).validator
     signed_url = VOICE + "?s=2" if tamper == "other_url" else VOICE
     signature = signer.compute_signature(signed_url, params)
     if tamper == "other_param":
@@ -79,7 +90,9 @@ def test_wrongly_signed_requests_are_refused(mini_client: TestClient, mini_phone
 
 def test_every_twilio_path_requires_a_signature(mini_client: TestClient) -> None:
     for path in ("voice", "gather?s=1", "dial?s=1", "queue-exit?s=1", "wait", "status", "fallback"):
-        assert mini_client.post(f"{PUBLIC_URL}/twilio/{path}", data=base_params()).status_code == 403, path
+        assert (
+            mini_client.post(f"{PUBLIC_URL}/twilio/{path}", data=base_params()).status_code == 403
+        ), path
 
 
 def test_signed_request_with_malformed_call_sid_is_a_4xx(mini_phone: Phone) -> None:
@@ -123,7 +136,9 @@ def test_twilio_repeating_a_request_does_not_count_twice(mini_phone: Phone, db: 
     assert row is not None and row["state"]["invalid"] == 1
 
 
-def test_repeated_first_request_answers_the_same_and_stores_one_call(mini_phone: Phone, db: Engine) -> None:
+def test_repeated_first_request_answers_the_same_and_stores_one_call(
+    mini_phone: Phone, db: Engine
+) -> None:
     first = mini_phone.signed_post(VOICE, base_params())
     second = mini_phone.signed_post(VOICE, base_params())
     assert first.status_code == second.status_code == 200 and first.text == second.text
@@ -131,7 +146,10 @@ def test_repeated_first_request_answers_the_same_and_stores_one_call(mini_phone:
 
 
 def test_server_restart_between_key_presses_continues_the_call(
-    settings: Settings, mini_tree: CompiledTree, database_url: str, clock: FakeClock,
+    settings: Settings,
+    mini_tree: CompiledTree,
+    database_url: str,
+    clock: FakeClock,
     check_twiml: Callable[[str], None],
 ) -> None:
     first_db, second_db = create_db_engine(database_url), create_db_engine(database_url)
@@ -156,7 +174,9 @@ def test_server_restart_between_key_presses_continues_the_call(
         second.__exit__(None, None, None)
         second_db.dispose()
     assert record.heard[-1] == "More menu. Press 1 to hear advice. Press hash to go back."
-    assert "主菜单。求助请按1,更多请按2,人工服务请按0。" in record.heard  # still in Mandarin after restart
+    assert (
+        "主菜单。求助请按1,更多请按2,人工服务请按0。" in record.heard
+    )  # still in Mandarin after restart
 
 
 # -- outages and odd input -------------------------------------------------------------------------
@@ -165,7 +185,9 @@ def test_server_restart_between_key_presses_continues_the_call(
 @pytest.fixture
 def broken_client(mini_tree: CompiledTree, clock: FakeClock) -> Iterator[TestClient]:
     """The app with a database that does not answer (nothing listens on port 1)."""
-    dead = create_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    dead = create_db_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    )
     settings = make_settings(IVR_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
     with TestClient(create_app(settings, tree=mini_tree, db=dead, clock=clock)) as c:
         yield c
@@ -182,7 +204,9 @@ def test_database_outage_hands_callers_to_an_agent_not_an_error(
     assert broken_client.get("/healthz").status_code == 200
 
 
-def test_fallback_url_answers_from_memory(broken_client: TestClient, check_twiml: Callable[[str], None]) -> None:
+def test_fallback_url_answers_from_memory(
+    broken_client: TestClient, check_twiml: Callable[[str], None]
+) -> None:
     phone = Phone(broken_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
     response = phone.signed_post(FALLBACK, {**base_params(), "ErrorCode": "11200"})
     assert response.status_code == 200
@@ -191,8 +215,12 @@ def test_fallback_url_answers_from_memory(broken_client: TestClient, check_twiml
     assert [e.tag for e in root] == ["Say", "Say", "Enqueue"] and root[2].text == "general"
 
 
-def test_gather_for_an_unknown_call_gets_an_agent(mini_phone: Phone, check_twiml: Callable[[str], None]) -> None:
-    response = mini_phone.signed_post(PUBLIC_URL + "/twilio/gather?s=3", {**base_params(), "Digits": "1"})
+def test_gather_for_an_unknown_call_gets_an_agent(
+    mini_phone: Phone, check_twiml: Callable[[str], None]
+) -> None:
+    response = mini_phone.signed_post(
+        PUBLIC_URL + "/twilio/gather?s=3", {**base_params(), "Digits": "1"}
+    )
     assert response.status_code == 200
     check_twiml(response.text)
     assert "<Enqueue" in response.text
@@ -203,7 +231,9 @@ def test_strange_digits_are_an_invalid_choice_not_an_error(
     mini_phone: Phone, db: Engine, check_twiml: Callable[[str], None], digits: str
 ) -> None:
     record = mini_phone.call(ScriptedParty([Press("1")]))
-    url, params = record.requests[-2]  # the gather at the main menu (the last is the status callback)
+    url, params = record.requests[
+        -2
+    ]  # the gather at the main menu (the last is the status callback)
     assert "main" in record.heard[-1].lower() or record.heard
     with db.connect() as conn:
         row = get_call(conn, call_sid=record.call_sid)
@@ -220,9 +250,16 @@ def test_strange_digits_are_an_invalid_choice_not_an_error(
 # -- status callbacks ---------------------------------------------------------------------------
 
 
-def test_status_callback_closes_the_call_and_ignores_older_sequence(mini_phone: Phone, db: Engine) -> None:
+def test_status_callback_closes_the_call_and_ignores_older_sequence(
+    mini_phone: Phone, db: Engine
+) -> None:
     mini_phone.signed_post(VOICE, base_params())
-    status = {**base_params(), "CallStatus": "completed", "CallDuration": "42", "SequenceNumber": "3"}
+    status = {
+        **base_params(),
+        "CallStatus": "completed",
+        "CallDuration": "42",
+        "SequenceNumber": "3",
+    }
     assert mini_phone.signed_post(STATUS, status).status_code == 204
     older = {**status, "CallStatus": "in-progress", "SequenceNumber": "1"}
     assert mini_phone.signed_post(STATUS, older).status_code == 204
@@ -233,7 +270,9 @@ def test_status_callback_closes_the_call_and_ignores_older_sequence(mini_phone: 
     assert row["ended_at"] is not None
 
 
-def test_status_callback_for_unknown_call_is_accepted_and_ignored(mini_phone: Phone, db: Engine) -> None:
+def test_status_callback_for_unknown_call_is_accepted_and_ignored(
+    mini_phone: Phone, db: Engine
+) -> None:
     status = {**base_params(), "CallStatus": "completed", "CallDuration": "5"}
     assert mini_phone.signed_post(STATUS, status).status_code == 204
     assert count(db, calls) == 0 and count(db, call_events) == 0
