@@ -312,6 +312,8 @@ class _Turn:
         return state
 
     def gather_menu(self, menu: CompiledMenu, state: CallState, prompt_key: str) -> None:
+        # finishOnKey="": # and * are menu keys here. Twilio's default finishOnKey is "#",
+        # which would turn the back key into an empty result (heard as silence).
         catalog = self.tree.catalogs.catalog(state.lang)
         hints = menu.hints.get(state.lang) or menu.hints.get(BASE_LANGUAGE)
         speech = {"language": catalog.speech_language, "hints": hints, "speech_timeout": "auto"}
@@ -319,6 +321,7 @@ class _Turn:
             action=self.links.gather(self.step),
             method="POST",
             num_digits=1,
+            finish_on_key="",
             timeout=menu.node.timeout,
             action_on_empty_result=True,
             input="dtmf speech" if hints else "dtmf",
@@ -340,6 +343,7 @@ class _Turn:
             action=self.links.gather(self.step),
             method="POST",
             num_digits=1,
+            finish_on_key="",
             timeout=node.timeout,
             action_on_empty_result=True,
             input="dtmf speech" if has_speech else "dtmf",

@@ -282,7 +282,12 @@ class _Session:
                 if isinstance(answer, HangUp):
                     raise _Ended("caller")
                 if isinstance(answer, Press):
-                    return self.post(action, {"Digits": answer.digits, "FinishedOnKey": ""})
+                    digits, finished_on = keypad(
+                        answer.digits, verb.get("finishOnKey", "#"), _int(verb.get("numDigits"))
+                    )
+                    if digits:
+                        return self.post(action, {"Digits": digits, "FinishedOnKey": finished_on})
+                    # Only the finish key: an empty result, as if nothing was pressed.
                 if isinstance(answer, Speak):
                     return self.post(
                         action, {"SpeechResult": answer.words, "Confidence": str(answer.confidence)}
@@ -363,6 +368,21 @@ class _Session:
 
 class _Left(Exception):
     pass
+
+
+def keypad(pressed: str, finish_on_key: str, num_digits: int | None) -> tuple[str, str]:
+    """What Twilio posts for keys pressed at a <Gather>: (Digits, FinishedOnKey).
+
+    The finish key (default "#") ends input and is not part of Digits; numDigits ends it too.
+    """
+    digits = ""
+    for key in pressed:
+        if finish_on_key and key == finish_on_key:
+            return digits, key
+        digits += key
+        if num_digits and len(digits) >= num_digits:
+            break
+    return digits, ""
 
 
 def _int(value: str | None) -> int | None:

@@ -86,11 +86,15 @@ class MenuNode(_Node):
     back_key: Key | None = None
     operator_key: Key | None = None
     operator: NodeName | None = None
+    # Words that reach the operator too ("agent", "人工"), per language; options are tried first.
+    operator_speech: dict[str, list[Annotated[str, Field(min_length=1, max_length=100)]]] = {}
 
     @model_validator(mode="after")
     def _operator_pair(self) -> MenuNode:
         if (self.operator_key is None) != (self.operator is None):
             raise ValueError("operator_key and operator go together")
+        if self.operator_speech and self.operator is None:
+            raise ValueError("operator_speech needs operator (and operator_key)")
         return self
 
 
@@ -202,8 +206,8 @@ class TreeFile(_Model):
 class CompiledMenu:
     node: MenuNode
     by_key: Mapping[str, Option]
-    # language -> [(option, its normalised keywords)], in the operator's option order
-    by_speech: Mapping[str, list[tuple[Option, tuple[str, ...]]]]
+    # language -> [(option, pattern of its keywords)], in the operator's option order
+    by_speech: Mapping[str, list[tuple[Option, re.Pattern[str]]]]
     hints: Mapping[str, str]
 
 
@@ -231,29 +235,48 @@ def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:
     """The first option, in the order the operator listed them, with a keyword in what was heard.
 
     Order, not keyword length, decides: "someone hacked my account and withdrew everything"
-    must reach the emergency option listed first, not the withdrawals one.
+    must reach the emergency option listed first, not the withdrawals one. The operator's
+    words (operator_speech) come last.
     """
     heard = normalise_speech(said)
     if not heard:
         return None
     for lang in dict.fromkeys((language, BASE_LANGUAGE)):
-        for option, keywords in menu.by_speech.get(lang, ()):
-            if any(k in heard for k in keywords):
+        for option, pattern in menu.by_speech.get(lang, ()):
+            if pattern.search(heard):
                 return option
     return None
 
 
+def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
+    """Latin keywords match at the start of a word ("api" not in "capital", "deposit" in
+    "deposits"); others (Chinese has no spaces) anywhere in what was heard."""
+    parts = []
+    for word in keywords:
+        escaped = re.escape(word)
+        parts.append(
+            f"(?<![a-z0-9]){escaped}" if word[0].isascii() and word[0].isalnum() else escaped
+        )
+    return re.compile("|".join(parts))
+
+
 def _compile_menu(node: MenuNode) -> CompiledMenu:
     by_key = {o.key: o for o in node.options if o.key is not None}
-    by_speech: dict[str, list[tuple[Option, tuple[str, ...]]]] = {}
-    for option in node.options:
+    spoken = list(node.options)
+    if node.operator and node.operator_speech:
+        spoken.append(
+            Option(key=node.operator_key, speech=node.operator_speech, target=node.operator)
+        )
+    by_speech: dict[str, list[tuple[Option, re.Pattern[str]]]] = {}
+    words_by_lang: dict[str, list[str]] = {}
+    for option in spoken:
         for lang, words in option.speech.items():
-            keywords = tuple(k for k in (normalise_speech(w) for w in words) if k)
-            by_speech.setdefault(lang, []).append((option, keywords))
-    hints = {
-        lang: ", ".join(w for _, words in entries for w in words)[:2000]
-        for lang, entries in by_speech.items()
-    }
+            keywords = [k for k in (normalise_speech(w) for w in words) if k]
+            if keywords:
+                by_speech.setdefault(lang, []).append((option, _keyword_pattern(keywords)))
+                words_by_lang.setdefault(lang, []).extend(words)
+    # Twilio takes hints as a comma-separated list of words and phrases.
+    hints = {lang: ", ".join(words)[:2000] for lang, words in words_by_lang.items()}
     return CompiledMenu(node, by_key, by_speech, hints)
 
 
@@ -401,13 +424,18 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
                 at(name, ("options", i, "speech", lang), f"no prompt catalog for language '{lang}'")
             for word in keywords:
                 norm = (lang, normalise_speech(word))
-                if norm in words and words[norm] != i:
+                if not norm[1]:
+                    at(name, ("options", i, "speech", lang), f"keyword '{word}' has no letters")
+                elif norm in words and words[norm] != i:
                     at(
                         name,
                         ("options", i, "speech", lang),
                         f"keyword '{word}' is already options[{words[norm]}]",
                     )
                 words.setdefault(norm, i)
+    for lang in node.operator_speech:
+        if lang not in catalogs.by_language:
+            at(name, ("operator_speech", lang), f"no prompt catalog for language '{lang}'")
     if len(node.options) > 9:
         at(
             name,

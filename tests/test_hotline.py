@@ -196,3 +196,32 @@ def test_main_menu_follows_the_contract(hotline_tree: CompiledTree) -> None:
     assert first_option.key == "1"
     emergency_queue = hotline_tree.node("emergency_queue")
     assert isinstance(emergency_queue, QueueNode) and emergency_queue.priority == "emergency"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "queue"),
+    [
+        ("1", "can I talk to a real person", "general"),
+        ("2", "转人工", "general"),
+        ("1", "I have a question about my deposits", None),  # "deposit" starts "deposits"
+    ],
+)
+def test_spoken_requests_for_a_person(
+    phone: Phone, language_key: str, words: str, queue: str | None
+) -> None:
+    record = call(phone, Press(language_key), Speak(words), Press("1"), Press("1"))
+    if queue:
+        assert record.queue == queue
+    else:
+        assert record.queue == "payments"
+
+
+def test_latin_keywords_match_whole_word_starts_only(hotline_tree: CompiledTree) -> None:
+    from ivr.tree import match_speech
+
+    menu = hotline_tree.menus["main_menu"]
+    assert match_speech(menu, "en", "my capital is gone") is None  # not "api"
+    option = match_speech(menu, "en", "API keys")
+    assert option is not None and option.target == "api_menu"
+    option = match_speech(menu, "zh-CN", "我的API签名错误")  # Chinese: anywhere in the phrase
+    assert option is not None and option.target == "api_menu"

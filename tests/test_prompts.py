@@ -1,0 +1,280 @@
+"""ivr.prompts: per-language catalogs, templates, rendering and the fallback to English."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivr.exceptions import Problem, SourceError
+from ivr.prompts import Catalogs, catalogs_from_sources, check_template, load_catalogs
+
+DATA = Path(__file__).resolve().parent / "data" / "prompts"
+EN = (DATA / "en.yaml").read_text(encoding="utf-8")
+ZH = (DATA / "zh-CN.yaml").read_text(encoding="utf-8")
+VOICE_ERROR = "String should match pattern"
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of the only line of `text` that contains `needle`."""
+    hits = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
+    assert len(hits) == 1, f"{needle!r} is on lines {hits}"
+    return hits[0]
+
+
+def write_catalogs(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def refused(folder: Path) -> list[Problem]:
+    with pytest.raises(SourceError) as info:
+        load_catalogs(folder)
+    return info.value.problems
+
+
+def only(problems: list[Problem]) -> Problem:
+    assert len(problems) == 1, [str(p) for p in problems]
+    return problems[0]
+
+
+def with_prompt(catalog: str, key: str, value: str) -> str:
+    """`catalog` with one more prompt, appended as the last line."""
+    return catalog.rstrip("\n") + f"\n  {key}: {value}\n"
+
+
+@pytest.fixture
+def catalogs() -> Catalogs:
+    return load_catalogs(DATA)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def test_test_catalogs_load_with_english_first(catalogs: Catalogs) -> None:
+    assert catalogs.languages == ["en", "zh-CN"]
+    assert catalogs.catalog("zh-CN").name == "中文"
+    assert catalogs.sources == {"en": EN, "zh-CN": ZH}
+
+
+def test_base_language_comes_first_even_when_another_sorts_before_it(tmp_path: Path) -> None:
+    de = EN.replace("language: en", "language: de").replace("Polly.Joanna", "Polly.Vicki")
+    folder = write_catalogs(tmp_path / "p", {"de.yaml": de, "en.yaml": EN})
+    assert load_catalogs(folder).languages == ["en", "de"]
+
+
+def test_only_yaml_files_are_catalogs(tmp_path: Path) -> None:
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, "README.md": "# not a catalog {"})
+    assert load_catalogs(folder).languages == ["en"]
+
+
+def test_missing_base_catalog_is_refused(tmp_path: Path) -> None:
+    folder = write_catalogs(tmp_path / "p", {"zh-CN.yaml": ZH})
+    problem = only(refused(folder))
+    assert str(problem) == f"{folder}: error: no en.yaml: the base catalog is required"
+
+
+def test_missing_folder_is_refused_as_having_no_base_catalog(tmp_path: Path) -> None:
+    folder = tmp_path / "nope"
+    problem = only(refused(folder))
+    assert str(problem) == f"{folder}: error: no en.yaml: the base catalog is required"
+
+
+def test_language_must_match_the_file_name(tmp_path: Path) -> None:
+    zh = ZH.replace("language: zh-CN", "language: zh-TW")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh})
+    problem = only(refused(folder))
+    assert str(problem) == (
+        f"{folder / 'zh-CN.yaml'}:{line_of(zh, 'language:')}: error: language: "
+        "file is named for 'zh-CN' but says 'zh-TW'"
+    )
+
+
+@pytest.mark.parametrize("voice", ["Joanna", "alice", "Polly.", "Polly.Joanna-Standard", "Google.en"])
+def test_voice_must_match_twilios_pattern(tmp_path: Path, voice: str) -> None:
+    en = EN.replace("voice: Polly.Joanna-Neural", f"voice: {voice}")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert (problem.file, problem.line, problem.path) == (
+        str(folder / "en.yaml"),
+        line_of(en, "voice:"),
+        "voice",
+    )
+    assert VOICE_ERROR in problem.message
+
+
+@pytest.mark.parametrize(
+    "voice",
+    ["man", "woman", "Polly.Zhiyu-Neural", "Polly.Joanna-Generative", "Google.en-US-Standard-C"],
+)
+def test_twilio_voices_are_accepted(tmp_path: Path, voice: str) -> None:
+    en = EN.replace("voice: Polly.Joanna-Neural", f"voice: {voice}")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    assert load_catalogs(folder).catalog("en").voice == voice
+
+
+def test_unknown_catalog_setting_is_refused(tmp_path: Path) -> None:
+    en = EN.replace("name: English\n", "name: English\ncolour: red\n")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert (problem.line, problem.path) == (line_of(en, "colour: red"), "colour")
+    assert "Extra inputs are not permitted" in problem.message
+
+
+def test_duplicate_prompt_key_is_refused(tmp_path: Path) -> None:
+    en = with_prompt(EN, "goodbye", "Bye now.")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    first = line_of(en, "goodbye: Goodbye.")
+    second = line_of(en, "goodbye: Bye now.")
+    assert str(problem) == (
+        f"{folder / 'en.yaml'}:{second}: error: prompts.goodbye: duplicate key (first on line {first})"
+    )
+
+
+def test_catalog_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN})
+    (folder / "fr.yaml").write_bytes("language: fr\nname: Français\n".encode("latin-1"))
+    problem = only(refused(folder))
+    assert str(problem) == f"{folder / 'fr.yaml'}: error: not UTF-8 text"
+
+
+def test_empty_catalog_is_refused(tmp_path: Path) -> None:
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": ""})
+    assert str(only(refused(folder))) == f"{folder / 'zh-CN.yaml'}:1: error: file is empty"
+
+
+def test_audio_prompt_needs_a_url(tmp_path: Path) -> None:
+    en = with_prompt(EN, "music", "{audio: not-a-url}")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problems = refused(folder)
+    assert all(p.line == line_of(en, "music:") for p in problems)
+    assert any(p.path == "prompts.music.audio" and "URL" in p.message for p in problems)
+
+
+def test_every_error_in_every_catalog_is_reported(tmp_path: Path) -> None:
+    en = with_prompt(with_prompt(EN, "a", '"{x:foo}"'), "b", '"{y"')
+    zh = ZH.replace("language: zh-CN", "language: zh-TW")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en, "zh-CN.yaml": zh})
+    problems = refused(folder)
+    assert sorted((Path(p.file).name, p.line, p.path) for p in problems) == [
+        ("en.yaml", line_of(en, "a: "), "prompts.a"),
+        ("en.yaml", line_of(en, "b: "), "prompts.b"),
+        ("zh-CN.yaml", line_of(zh, "language:"), "language"),
+    ]
+    assert all(p.severity == "error" for p in problems)
+
+
+# -- templates ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("Hello {x:foo}.", "unknown format '{x:foo}' (allowed: {name}, {name:digits})"),
+        ("Hello {x:>10}.", "unknown format '{x:>10}' (allowed: {name}, {name:digits})"),
+        ("Hello {x.", "bad template: expected '}' before end of string"),
+        ("Hello x}.", "bad template: Single '}' encountered in format string"),
+        ("Hello {}.", "empty variable '{}' (escape a literal brace as '{{')"),
+    ],
+)
+def test_bad_template_is_refused_with_file_and_line(
+    tmp_path: Path, template: str, message: str
+) -> None:
+    en = EN.replace("goodbye: Goodbye.", f'goodbye: "{template}"')
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert str(problem) == (
+        f"{folder / 'en.yaml'}:{line_of(en, 'goodbye:')}: error: prompts.goodbye: {message}"
+    )
+
+
+@pytest.mark.parametrize("template", ["Press {key}.", "Ticket {ticket:digits}.", "Literal {{x}}."])
+def test_good_templates_pass(template: str) -> None:
+    assert check_template(template) is None
+
+
+@pytest.mark.parametrize("template", ["You are caller {0}.", "Hi {caller.name}.", "Hi {x[0]}.", "Hi {x!z}."])
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: check_template accepts positional, attribute, index and conversion fields "
+    "that make Catalogs.render raise (IndexError/AttributeError/ValueError) during a call",
+)
+def test_templates_that_cannot_render_are_refused(tmp_path: Path, template: str) -> None:
+    en = EN.replace("goodbye: Goodbye.", f'goodbye: "{template}"')
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert (problem.line, problem.path) == (line_of(en, "goodbye:"), "prompts.goodbye")
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def test_digits_are_read_one_by_one(catalogs: Catalogs) -> None:
+    assert catalogs.render("ticket", "en", ticket=123).text == "Your ticket is 1 2 3."
+
+
+def test_digits_keep_leading_zeros_of_a_string(catalogs: Catalogs) -> None:
+    assert catalogs.render("ticket", "en", ticket="0042").text == "Your ticket is 0 0 4 2."
+
+
+def test_missing_variable_renders_empty(catalogs: Catalogs) -> None:
+    assert catalogs.render("ticket", "en").text == "Your ticket is ."
+    assert catalogs.render("language_option", "en").text == "For English, press ."
+
+
+def test_variables_render_in_the_callers_language_and_voice(catalogs: Catalogs) -> None:
+    said = catalogs.render("language_option", "zh-CN", key="2")
+    assert said.text == "普通话服务请按2。"
+    assert said.audio is None
+    assert (said.key, said.voice, said.say_language) == (
+        "language_option",
+        "Polly.Zhiyu-Neural",
+        "cmn-CN",
+    )
+
+
+def test_escaped_braces_render_literally(tmp_path: Path) -> None:
+    en = with_prompt(EN, "braces", '"Press {{key}} then {key}."')
+    cats = load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": en}))
+    assert cats.render("braces", "en", key="5").text == "Press {key} then 5."
+
+
+def test_missing_translation_falls_back_to_english_in_the_english_voice(catalogs: Catalogs) -> None:
+    assert not catalogs.has("advice", "zh-CN")
+    said = catalogs.render("advice", "zh-CN")
+    assert said.text == "Never share your two-factor code."
+    assert (said.voice, said.say_language) == ("Polly.Joanna-Neural", "en-US")
+
+
+def test_unknown_language_uses_the_base_catalog(catalogs: Catalogs) -> None:
+    said = catalogs.render("welcome", "fr")
+    assert (said.text, said.voice) == ("Welcome to the test line.", "Polly.Joanna-Neural")
+    assert catalogs.catalog("fr").language == "en"
+
+
+def test_has(catalogs: Catalogs) -> None:
+    assert catalogs.has("advice", "en")
+    assert not catalogs.has("advice", "zh-CN")
+    assert not catalogs.has("welcome", "fr")
+    assert not catalogs.has("nope", "en")
+
+
+def test_audio_prompt_renders_as_audio(tmp_path: Path) -> None:
+    zh = with_prompt(ZH, "music", '{audio: "https://cdn.example.test/zh.mp3", text: 音乐}')
+    en = with_prompt(EN, "music", '{audio: "https://cdn.example.test/en.mp3"}')
+    cats = load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": en, "zh-CN.yaml": zh}))
+    zh_said = cats.render("music", "zh-CN", ticket=1)
+    assert (zh_said.audio, zh_said.text) == ("https://cdn.example.test/zh.mp3", "音乐")
+    assert zh_said.voice == "Polly.Zhiyu-Neural"
+    en_said = cats.render("music", "en")
+    assert (en_said.audio, en_said.text) == ("https://cdn.example.test/en.mp3", None)
+
+
+def test_stored_sources_rebuild_the_same_catalogs(catalogs: Catalogs) -> None:
+    rebuilt = catalogs_from_sources(catalogs.sources)
+    assert rebuilt.languages == catalogs.languages
+    assert rebuilt.by_language == catalogs.by_language
+    assert rebuilt.render("ticket", "zh-CN", ticket=7) == catalogs.render("ticket", "zh-CN", ticket=7)
