@@ -64,7 +64,7 @@ def serve(
     except SourceError as exc:
         raise _fail(f"refusing to start: the call tree has errors\n{exc}") from None
     try:
-        upgrade(settings.database_url)
+        upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:  # the driver's own message says what is wrong (host, auth, file)
         raise _fail(
             f"refusing to start: cannot upgrade the database: {type(exc).__name__}: {exc}"
@@ -90,7 +90,7 @@ def db_upgrade() -> None:
 
     settings = _settings()
     try:
-        upgrade(settings.database_url)
+        upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:
         raise _fail(f"cannot upgrade the database: {type(exc).__name__}: {exc}") from None
     typer.echo("database is at the newest schema")

@@ -79,7 +79,7 @@ calls = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("ended_at", UTCDateTime()),
     Column("duration_seconds", Integer),
-    Index(None, "status", "updated_at"),
+    Index(None, "ended_at", "updated_at"),  # the sweep for calls whose last callback never came
 )
 
 call_events = Table(
@@ -144,12 +144,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, migrations: Path = MIGRATIONS_DIR) -> None:
     """Bring the schema to `revision` (what `ivr serve` and `ivr db upgrade` run)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations))
     cfg.attributes["url"] = normalise_url(url)
     command.upgrade(cfg, revision)

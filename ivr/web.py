@@ -35,6 +35,7 @@ log = logging.getLogger("ivr.web")
 
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 TWIML = "application/xml"
+MAX_BODY = 64 * 1024  # Twilio's webhook forms are a few KB
 MAX_DIGITS = 64
 MAX_SPEECH = 1000
 
@@ -49,6 +50,9 @@ HotlineDep = Annotated[Hotline, Depends(get_hotline)]
 
 async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
     """The request's form, if and only if Twilio signed exactly this URL and these parameters."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise HTTPException(status_code=413, detail="request too large for a Twilio webhook")
     form = await request.form()
     url = hotline.settings.base_url + request.url.path
     if request.url.query:

@@ -16,8 +16,8 @@ VOICE_ERROR = "String should match pattern"
 
 
 def line_of(text: str, needle: str) -> int:
-    """The 1-based line of the only line of `text` that contains `needle`."""
-    hits = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
+    """The 1-based line of the only line of `text` that starts with `needle` once indented."""
+    hits = [n for n, line in enumerate(text.splitlines(), 1) if line.lstrip().startswith(needle)]
     assert len(hits) == 1, f"{needle!r} is on lines {hits}"
     return hits[0]
 

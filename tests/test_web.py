@@ -301,3 +301,12 @@ def test_caller_hanging_up_at_a_prompt_sends_completed(mini_phone: Phone, db: En
     with db.connect() as conn:
         row = get_call(conn, call_sid=record.call_sid)
     assert row is not None and row["status"] == "completed"
+
+
+def test_oversized_body_is_refused_before_parsing(mini_client: TestClient) -> None:
+    response = mini_client.post(
+        VOICE,
+        content=b"x=" + b"1" * 100_000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413

@@ -37,7 +37,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("calls", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_calls_status_updated_at"), ["status", "updated_at"], unique=False
+            batch_op.f("ix_calls_ended_at_updated_at"), ["ended_at", "updated_at"], unique=False
         )
 
     op.create_table(
@@ -89,6 +89,6 @@ def downgrade() -> None:
     op.drop_table("call_events")
     op.drop_table("tree_versions")
     with op.batch_alter_table("calls", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_calls_status_updated_at"))
+        batch_op.drop_index(batch_op.f("ix_calls_ended_at_updated_at"))
 
     op.drop_table("calls")

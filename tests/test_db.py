@@ -1,0 +1,109 @@
+"""Schema and persistence details, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from ivr.db import create_db_engine, metadata, normalise_url, upgrade
+from ivr.engine import CallState, LogEntry
+from ivr.store import close_stale_calls, create_call, get_call, load_call, save_step
+
+
+def test_migrations_match_the_models(db: Engine) -> None:
+    with db.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+def test_upgrade_twice_is_harmless_and_downgrade_works(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    upgrade(url)
+    upgrade(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
+    cfg.attributes["url"] = url
+    command.downgrade(cfg, "base")
+    engine = create_db_engine(url)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+    upgrade(url)
+
+
+def test_times_come_back_as_aware_utc(db: Engine) -> None:
+    singapore = timezone(timedelta(hours=8))
+    at = datetime(2026, 11, 23, 20, 0, tzinfo=singapore)
+    with db.connect() as conn:
+        create_call(
+            conn,
+            call_sid="CA" + "a" * 32,
+            account_sid=None,
+            from_number=None,
+            to_number=None,
+            tree_version="v",
+            step=1,
+            state=CallState(node="n"),
+            twiml="<Response/>",
+            log=[LogEntry("n", "entered")],
+            now=at,
+        )
+        row = get_call(conn, call_sid="CA" + "a" * 32)
+    assert row is not None
+    assert row["started_at"] == at and row["started_at"].tzinfo is not None
+    assert row["started_at"].utcoffset() == timedelta(0)
+
+
+def test_save_step_refuses_a_stale_step(db: Engine) -> None:
+    sid, now = "CA" + "b" * 32, datetime(2026, 1, 1, tzinfo=UTC)
+    with db.connect() as conn:
+        create_call(
+            conn,
+            call_sid=sid,
+            account_sid=None,
+            from_number=None,
+            to_number=None,
+            tree_version="v",
+            step=1,
+            state=CallState(node="a"),
+            twiml="<Response/>",
+            log=[],
+            now=now,
+        )
+        assert save_step(
+            conn,
+            call_sid=sid,
+            expected_step=1,
+            state=CallState(node="b"),
+            twiml="<Response/>",
+            log=[],
+            now=now,
+        )
+        # A concurrent copy of the same request, also read at step 1, must not apply again.
+        assert not save_step(
+            conn,
+            call_sid=sid,
+            expected_step=1,
+            state=CallState(node="c"),
+            twiml="<Response/>",
+            log=[],
+            now=now,
+        )
+        row = load_call(conn, call_sid=sid)
+        assert row is not None and (row.step, row.state.node) == (2, "b")
+        assert (
+            close_stale_calls(conn, now=now + timedelta(hours=1), max_age=timedelta(hours=2)) == 0
+        )
+        assert (
+            close_stale_calls(conn, now=now + timedelta(hours=3), max_age=timedelta(hours=2)) == 1
+        )
+
+
+def test_database_urls_people_paste_get_the_psycopg_driver() -> None:
+    assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("postgresql://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
+    assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
