@@ -96,19 +96,31 @@ class Catalogs:
             value = cat.prompts[key]
         if isinstance(value, AudioPrompt):
             return Utterance(key, value.text, str(value.audio), cat.voice, cat.say_language)
-        return Utterance(
-            key, _FORMATTER.vformat(value, (), _Blank(variables)), None, cat.voice, cat.say_language
-        )
+        try:
+            text = _FORMATTER.vformat(value, (), _Blank(variables))
+        except (IndexError, KeyError, AttributeError, ValueError):
+            # Refused at load; should a stored older catalog still hold one, say it plainly.
+            text = value.replace("{", "").replace("}", "")
+        return Utterance(key, text, None, cat.voice, cat.say_language)
 
 
 def check_template(text: str) -> str | None:
     """Why a prompt template is unusable, or None."""
     try:
-        for _, field, spec, _ in _FORMATTER.parse(text):
-            if field is not None and spec not in FORMAT_SPECS:
-                return f"unknown format '{{{field}:{spec}}}' (allowed: {{name}}, {{name:digits}})"
+        for _, field, spec, conversion in _FORMATTER.parse(text):
+            if field is None:
+                continue
             if field == "":
                 return "empty variable '{}' (escape a literal brace as '{{')"
+            if not field.isidentifier():
+                return (
+                    f"'{{{field}}}': a variable is a plain name like {{ticket}} "
+                    "(a literal brace is '{{')"
+                )
+            if conversion:
+                return f"'{{{field}!{conversion}}}': conversions are not supported"
+            if spec not in FORMAT_SPECS:
+                return f"unknown format '{{{field}:{spec}}}' (allowed: {{name}}, {{name:digits}})"
     except ValueError as exc:
         return f"bad template: {exc}"
     return None

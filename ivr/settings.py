@@ -34,7 +34,9 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "routes" / "hotline.yaml", validation_alias="IVR_ROUTES"
     )
     prompts_dir: Path = Field(default=PROJECT_ROOT / "prompts", validation_alias="IVR_PROMPTS")
-    migrations_dir: Path = Field(default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS")
+    migrations_dir: Path = Field(
+        default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS"
+    )
     # Played between hold messages; Twilio's own public hold-music bucket by default.
     hold_music_url: AnyHttpUrl | None = Field(
         default=AnyHttpUrl(

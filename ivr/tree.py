@@ -30,13 +30,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ivr.exceptions import Problem, SourceError
 from ivr.prompts import BASE_LANGUAGE, Catalogs, catalogs_from_sources, load_catalogs
 from ivr.yamlfile import PathKey, YamlDoc, load_text, read_source
 
-Key = Annotated[str, Field(pattern=r"^[0-9*#]$", description="one keypad key")]
+
+def _digit_to_str(value: Any) -> Any:
+    # `key: 2` unquoted is an int to YAML; the operator meant the key "2".
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Key = Annotated[
+    str, BeforeValidator(_digit_to_str), Field(pattern=r"^[0-9*#]$", description="one keypad key")
+]
 NodeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 PromptKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 Priority = Literal["emergency", "high", "normal"]
@@ -125,10 +142,20 @@ class SayNode(_Node):
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
+def _time_range(value: str) -> str:
+    m = _RANGE.match(value)
+    if not m or (m[3] == "24" and m[4] != "00") or value[:5] >= value[6:]:
+        raise ValueError(f"'{value}' is not a range like 09:00-18:00")
+    return value
+
+
+TimeRange = Annotated[str, AfterValidator(_time_range)]
+
+
 class HoursNode(_Node):
     kind: Literal["hours"]
     timezone: str
-    weekly: dict[Weekday, list[str]] = Field(description='e.g. mon: ["09:00-18:00"]')
+    weekly: dict[Weekday, list[TimeRange]] = Field(description='e.g. mon: ["09:00-18:00"]')
     holidays: list[date] = []
     on_open: NodeName
     on_closed: NodeName
@@ -142,16 +169,6 @@ class HoursNode(_Node):
             raise ValueError(
                 f"unknown time zone '{value}' (use an IANA name like Asia/Singapore)"
             ) from None
-        return value
-
-    @field_validator("weekly")
-    @classmethod
-    def _ranges(cls, value: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
-        for day, ranges in value.items():
-            for r in ranges:
-                m = _RANGE.match(r)
-                if not m or (m[3] == "24" and m[4] != "00") or r[:5] >= r[6:]:
-                    raise ValueError(f"{day}: '{r}' is not a range like 09:00-18:00")
         return value
 
     def is_open(self, local_day: date, local_time: time) -> bool:
@@ -310,34 +327,51 @@ def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
             yield (name,), value
 
 
-def _apply_menu_defaults(doc: YamlDoc, problems: list[Problem]) -> dict[str, Any] | None:
+Inherited = Mapping[str, set[str]]  # menu name -> settings it took from menu_defaults
+
+
+def _apply_menu_defaults(
+    doc: YamlDoc, problems: list[Problem]
+) -> tuple[dict[str, Any], Inherited] | None:
     data = doc.data
     if not isinstance(data, dict):
         problems.append(doc.problem((), "a call tree is a mapping with `start` and `nodes`"))
         return None
     defaults = data.get("menu_defaults") or {}
-    if not isinstance(defaults, dict):
-        return data
+    nodes = data.get("nodes")
+    if not isinstance(defaults, dict) or not isinstance(nodes, dict):
+        return data, {}
     allowed = set(MenuNode.model_fields) - {"kind", "prompt", "options"}
     for key in defaults:
         if key not in allowed:
             problems.append(doc.problem(("menu_defaults", key), f"'{key}' is not a menu setting"))
-    nodes = data.get("nodes")
-    if isinstance(nodes, dict):
-        data = dict(data)
-        data["nodes"] = {
-            name: ({**defaults, **n} if isinstance(n, dict) and n.get("kind") == "menu" else n)
-            for name, n in nodes.items()
-        }
-    return data
+    usable = {k: v for k, v in defaults.items() if k in allowed}
+    inherited: dict[str, set[str]] = {}
+    merged: dict[Any, Any] = {}
+    for name, node in nodes.items():
+        if isinstance(node, dict) and node.get("kind") == "menu":
+            inherited[name] = set(usable) - set(node)
+            node = {**usable, **node}
+        merged[name] = node
+    return {**data, "nodes": merged}, inherited
 
 
-def _check_graph(doc: YamlDoc, tree: TreeFile, catalogs: Catalogs) -> list[Problem]:
+def _from_defaults(loc: tuple[Any, ...], inherited: Inherited) -> tuple[Any, ...]:
+    """A problem in a setting a menu took from menu_defaults belongs to menu_defaults."""
+    if len(loc) >= 3 and loc[0] == "nodes" and loc[2] in inherited.get(str(loc[1]), ()):
+        return ("menu_defaults", *loc[2:])
+    return loc
+
+
+def _check_graph(
+    doc: YamlDoc, tree: TreeFile, catalogs: Catalogs, inherited: Inherited
+) -> list[Problem]:
     problems: list[Problem] = []
     nodes = tree.nodes
 
     def at(name: str, rel: PathKey, message: str, severity: str = "error") -> None:
-        problems.append(doc.problem(("nodes", name, *rel), message, severity))
+        loc = _from_defaults(("nodes", name, *rel), inherited)
+        problems.append(doc.problem(loc, message, severity))
 
     if tree.start not in nodes:
         problems.append(doc.problem(("start",), f"unknown node '{tree.start}'"))
@@ -372,21 +406,22 @@ def _check_graph(doc: YamlDoc, tree: TreeFile, catalogs: Catalogs) -> list[Probl
             problems.append(
                 Problem(doc.file, None, "", f"{message} (the engine says it)", severity)
             )
-    if problems:
-        return problems
 
     # Reachability and depth: breadth-first from start, counting menus passed through.
-    depth = {tree.start: 0}
-    order = deque([tree.start])
+    # Unknown targets were reported above and are skipped here, so every check still runs.
+    depth = {tree.start: 0} if tree.start in nodes else {}
+    order = deque(depth)
     while order:
         name = order.popleft()
         node = nodes[name]
         step = 1 if isinstance(node, MenuNode | LanguageNode) else 0
         for _, target in edges(node):
-            if target not in depth:
+            if target in nodes and target not in depth:
                 depth[target] = depth[name] + step
                 order.append(target)
     for name, node in nodes.items():
+        if not depth:
+            break  # no start node: that error says it all
         if name not in depth:
             at(name, (), "unreachable: no path from the start node leads here")
         elif isinstance(node, MenuNode) and depth[name] >= tree.max_menu_depth:
@@ -493,24 +528,55 @@ def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
     """Validate a tree's text against the catalogs and compile it; SourceError lists every error."""
     doc = load_text(source, file)
     problems: list[Problem] = []
-    data = _apply_menu_defaults(doc, problems)
-    if problems or data is None:
+    prepared = _apply_menu_defaults(doc, problems)
+    if prepared is None:
         raise SourceError(problems)
+    data, inherited = prepared
     try:
         tree = TreeFile.model_validate(data)
     except ValidationError as exc:
-        raise SourceError([_validation_problem(doc, e) for e in exc.errors()]) from None
-    problems = _check_graph(doc, tree, catalogs)
+        problems += [_validation_problem(doc, e, data, inherited) for e in exc.errors()]
+        raise SourceError(_unique(problems)) from None
+    problems = _unique(problems + _check_graph(doc, tree, catalogs, inherited))
     if any(p.severity == "error" for p in problems):
         raise SourceError(problems)
     menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
     return CompiledTree(file, version_of(source, catalogs), source, tree, catalogs, menus, problems)
 
 
-def _validation_problem(doc: YamlDoc, err: Any) -> Problem:
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """One report per place: a bad menu default fails in every menu that inherits it."""
+    return list(dict.fromkeys(problems))
+
+
+# What a pattern means, said to an operator instead of the regular expression.
+_PATTERN_HINTS = {
+    "key": "must be one keypad key: 0-9, * or # (in quotes)",
+    "number": "must be a phone number in E.164 form, in quotes, like '+15551230001'",
+    "queue": "must be 1-64 letters, digits, '_', '.' or '-'",
+}
+
+
+def _validation_problem(
+    doc: YamlDoc, err: Any, data: dict[str, Any], inherited: Inherited
+) -> Problem:
     loc = tuple(err["loc"])
-    message = err["msg"]
-    if err["type"] == "union_tag_invalid":
+    nodes = data.get("nodes")
+    if len(loc) >= 3 and loc[0] == "nodes" and isinstance(nodes, dict):
+        node = nodes.get(loc[1])
+        if isinstance(node, dict) and node.get("kind") == loc[2]:
+            loc = loc[:2] + loc[3:]  # pydantic's union tag; the file has no such level
+    loc = _from_defaults(loc, inherited)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if err["type"] == "string_pattern_mismatch":
+        hint = _PATTERN_HINTS.get(field_name, "is not a valid name (letters, digits, _ . -)")
+        message = f"'{err['input']}' {hint}"
+    elif err["type"] == "string_type" and field_name == "number" and isinstance(err["input"], int):
+        message = (
+            f"{_PATTERN_HINTS['number']}; unquoted, YAML reads it as the number {err['input']}"
+        )
+    elif err["type"] == "union_tag_invalid":
         kind = err["input"].get("kind")
         message = f"unknown kind {kind!r}; expected one of: {err['ctx']['expected_tags']}"
     elif err["type"] == "union_tag_not_found":
@@ -518,7 +584,7 @@ def _validation_problem(doc: YamlDoc, err: Any) -> Problem:
     elif err["type"] == "extra_forbidden":
         message = f"unknown setting '{loc[-1]}'"
     elif err["type"] == "missing":
-        message = f"'{loc[-1]}' is required"
+        message = f"'{field_name}' is required"
     return doc.problem(loc, message)
 
 

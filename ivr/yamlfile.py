@@ -61,10 +61,22 @@ def dotted(path: PathKey) -> str:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose value errors (2026-02-30, !!int x) carry the value's line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {exc}", node.start_mark
+            ) from None
+
+
 def load_text(text: str, file: str) -> YamlDoc:
     if len(text.encode()) > MAX_BYTES:
         raise SourceError([Problem(file, None, "", f"file is larger than {MAX_BYTES} bytes")])
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -77,9 +89,14 @@ def load_text(text: str, file: str) -> YamlDoc:
         doc.data = loader.construct_document(node)
         return doc
     except yaml.MarkedYAMLError as exc:
+        last_line = max(1, len(text.splitlines()))
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
+        line = min(mark.line + 1, last_line) if mark else None
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        opened = exc.context_mark
+        if opened is not None and line is not None and opened.line + 1 != line:
+            # An unclosed quote or bracket is found at the end; say where it began.
+            reason += f" (started on line {opened.line + 1})"
         raise SourceError([Problem(file, line, "", f"not valid YAML: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise SourceError([Problem(file, None, "", f"not valid YAML: {exc}")]) from None

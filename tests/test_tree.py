@@ -1,0 +1,1115 @@
+"""ivr.tree: every check that refuses (or warns about) a call tree, as the operator sees it.
+
+Each expected line is computed from the YAML written in the test, never typed in.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+from typer.testing import CliRunner
+
+from ivr.cli import app
+from ivr.exceptions import Problem, SourceError
+from ivr.prompts import load_catalogs
+from ivr.tree import (
+    CompiledTree,
+    HangupNode,
+    MenuNode,
+    QueueNode,
+    check_tree,
+    compile_source,
+    load_tree,
+    match_speech,
+    tree_from_stored,
+)
+from ivr.yamlfile import MAX_BYTES, MAX_EXPANDED_NODES
+
+DATA = Path(__file__).resolve().parent / "data"
+PROMPTS = DATA / "prompts"
+MINI = (DATA / "mini.yaml").read_text(encoding="utf-8")
+
+# A valid tree whose prompts all have a zh-CN translation: no warnings at all, so every
+# check of the graph runs on the variants below.
+BASE = """\
+start: main
+nodes:
+  main:
+    kind: menu
+    prompt: main
+    on_no_input: agent
+    on_invalid: agent
+    options:
+      - {key: "1", target: agent}
+      - {key: "2", target: bye}
+  agent:
+    kind: queue
+    prompt: connecting
+    queue: general
+  bye:
+    kind: hangup
+    prompt: goodbye
+"""
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of the only line of `text` that starts with `needle` once indented."""
+    hits = [n for n, line in enumerate(text.splitlines(), 1) if line.lstrip().startswith(needle)]
+    assert len(hits) == 1, f"{needle!r} starts lines {hits}"
+    return hits[0]
+
+
+def key_line(text: str, key: str, rest: str = "") -> int:
+    """The line of the flow-mapping option `- {key: "<key>"<rest>`."""
+    return line_of(text, f'- {{key: "{key}"{rest}')
+
+
+def write(tmp_path: Path, text: str, name: str = "tree.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def check(tmp_path: Path, text: str) -> tuple[str, list[Problem]]:
+    """The tree's file name and every problem `ivr routes check` would print."""
+    path = write(tmp_path, text)
+    return str(path), check_tree(path, PROMPTS)
+
+
+def only(problems: list[Problem]) -> Problem:
+    assert len(problems) == 1, [str(p) for p in problems]
+    return problems[0]
+
+
+def assert_at(problem: Problem, file: str, line: int, path: str, message_part: str) -> None:
+    """For messages worded by pydantic: exact place, the telling part of the message."""
+    assert (problem.file, problem.line, problem.path, problem.severity) == (
+        file,
+        line,
+        path,
+        "error",
+    ), str(problem)
+    assert message_part in problem.message, str(problem)
+
+
+def copy_prompts(tmp_path: Path) -> Path:
+    folder = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, folder)
+    return folder
+
+
+# -- good trees -------------------------------------------------------------------------------
+
+
+def test_base_tree_has_no_problem_at_all(tmp_path: Path) -> None:
+    _, problems = check(tmp_path, BASE)
+    assert problems == []
+
+
+def test_mini_tree_loads_with_only_translation_warnings() -> None:
+    tree = load_tree(DATA / "mini.yaml", PROMPTS)
+    assert tree.warnings
+    lines = MINI.splitlines()
+    for warning in tree.warnings:
+        found = re.fullmatch(
+            r"prompt '(\w+)' has no zh-CN translation; en is said instead", warning.message
+        )
+        assert found and warning.severity == "warning", str(warning)
+        assert warning.path.endswith(".prompt")
+        assert warning.line is not None
+        assert lines[warning.line - 1].strip() == f"prompt: {found[1]}"
+
+
+# -- the file itself --------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    text = BASE.replace("    queue: general\n", "    queue: general\n   broken: [\n")
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert problem.file == file
+    assert problem.line == line_of(text, "broken: [")
+    assert problem.message.startswith("not valid YAML: ")
+
+
+def test_empty_tree_file(tmp_path: Path) -> None:
+    file, problems = check(tmp_path, "# nothing here yet\n")
+    assert str(only(problems)) == f"{file}:1: error: file is empty"
+
+
+def test_tree_that_is_not_a_mapping(tmp_path: Path) -> None:
+    file, problems = check(tmp_path, "- main\n- bye\n")
+    assert str(only(problems)) == (
+        f"{file}:1: error: a call tree is a mapping with `start` and `nodes`"
+    )
+
+
+def test_tree_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "tree.yaml"
+    path.write_bytes(BASE.replace("queue: general", "queue: général").encode("latin-1"))
+    assert str(only(check_tree(path, PROMPTS))) == f"{path}: error: not UTF-8 text"
+
+
+def test_missing_tree_file(tmp_path: Path) -> None:
+    path = tmp_path / "routes" / "nope.yaml"
+    problem = only(check_tree(path, PROMPTS))
+    assert str(problem) == f"{path}: error: cannot read: No such file or directory"
+    with pytest.raises(SourceError):
+        load_tree(path, PROMPTS)
+
+
+def test_tree_file_over_the_size_limit(tmp_path: Path) -> None:
+    text = BASE + "#" + "x" * MAX_BYTES + "\n"
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == f"{file}: error: file is larger than {MAX_BYTES} bytes"
+
+
+def test_duplicate_node_name(tmp_path: Path) -> None:
+    text = BASE + "  agent:\n    kind: hangup\n"
+    file, problems = check(tmp_path, text)
+    first, second = [n for n, line in enumerate(text.splitlines(), 1) if line == "  agent:"]
+    assert str(only(problems)) == (
+        f"{file}:{second}: error: nodes.agent: duplicate key (first on line {first})"
+    )
+
+
+def test_alias_bomb_in_a_tree_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ["laughs:", "  a0: &a0 [lol, lol]"]
+    size, over = 3, None
+    for i in range(1, 10):  # 9 levels of 9 aliases: 9**9 values if expanded
+        lines.append(f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+        size = 1 + 9 * size
+        if over is None and size > MAX_EXPANDED_NODES:
+            over = i
+    text = BASE + "\n".join(lines) + "\n"
+    started = time.perf_counter()
+    file, problems = check(tmp_path, text)
+    elapsed = time.perf_counter() - started
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, f'a{over}: &a{over}')}: error: laughs.a{over}: "
+        f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)"
+    )
+    assert elapsed < 1.0
+
+
+def test_recursive_alias_in_a_tree(tmp_path: Path) -> None:
+    text = BASE.replace("    queue: general\n", "    queue: general\n    topic: &t [*t]\n")
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'topic: &t')}: error: nodes.agent.topic[0]: recursive alias"
+    )
+
+
+def test_nesting_too_deep_in_a_tree(tmp_path: Path) -> None:
+    text = BASE + "extra: " + "[" * 700 + "]" * 700 + "\n"
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == f"{file}: error: nested too deeply"
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+def test_unknown_node_kind(tmp_path: Path) -> None:
+    text = BASE + "  music:\n    kind: playlist\n"
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'music:')}: error: nodes.music: unknown kind 'playlist'; "
+        "expected one of: 'menu', 'say', 'language', 'hours', 'queue', 'transfer', 'hangup'"
+    )
+
+
+def test_missing_node_kind(tmp_path: Path) -> None:
+    text = BASE + "  music:\n    prompt: goodbye\n"
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'music:')}: error: nodes.music: "
+        "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup)"
+    )
+
+
+def test_unknown_setting(tmp_path: Path) -> None:
+    text = BASE.replace("    prompt: goodbye\n", "    prompt: goodbye\n    colour: red\n")
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'colour: red')}: error: nodes.bye.colour: unknown setting 'colour'"
+    )
+
+
+QUEUE_ERRORS = """\
+start: agent
+nodes:
+  agent:
+    kind: queue
+    queue: general
+    priority: urgent
+    colour: red
+"""
+
+
+def test_errors_in_a_queue_node_point_at_their_own_setting(tmp_path: Path) -> None:
+    _, problems = check(tmp_path, QUEUE_ERRORS)
+    assert sorted((p.line, p.path) for p in problems) == [
+        (line_of(QUEUE_ERRORS, "priority:"), "nodes.agent.priority"),
+        (line_of(QUEUE_ERRORS, "colour:"), "nodes.agent.colour"),
+    ]
+
+
+def test_unknown_top_level_setting(tmp_path: Path) -> None:
+    text = "version: 2\n" + BASE
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == f"{file}:1: error: version: unknown setting 'version'"
+
+
+def test_missing_required_setting_names_it_at_the_node(tmp_path: Path) -> None:
+    text = "menu_defaults:\n  on_invalid: agent\n" + BASE.replace("    on_no_input: agent\n", "")
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'main:')}: error: nodes.main: 'on_no_input' is required"
+    )
+
+
+def test_missing_start(tmp_path: Path) -> None:
+    text = BASE.replace("start: main\n", "")
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == f"{file}:1: error: 'start' is required"
+
+
+@pytest.mark.parametrize("key", ['"12"', "a", '"**"', '""'])
+def test_bad_option_key(tmp_path: Path, key: str) -> None:
+    text = BASE.replace('{key: "2", target: bye}', f"{{key: {key}, target: bye}}")
+    file, problems = check(tmp_path, text)
+    assert_at(
+        only(problems),
+        file,
+        line_of(text, f"- {{key: {key},"),
+        "nodes.main.options[1].key",
+        "must be one keypad key: 0-9, * or #",
+    )
+
+
+def test_unquoted_numeric_key_means_that_key(tmp_path: Path) -> None:
+    text = BASE.replace('{key: "2", target: bye}', "{key: 2, target: bye}")
+    _, problems = check(tmp_path, text)
+    assert [p for p in problems if p.severity == "error"] == []
+
+
+def test_option_without_key_or_speech(tmp_path: Path) -> None:
+    text = BASE.replace('{key: "2", target: bye}', "{target: bye}")
+    file, problems = check(tmp_path, text)
+    assert_at(
+        only(problems),
+        file,
+        line_of(text, "- {target: bye}"),
+        "nodes.main.options[1]",
+        "an option needs a key, spoken keywords, or both",
+    )
+
+
+@pytest.mark.parametrize("setting", ['operator_key: "0"', "operator: agent"])
+def test_operator_key_and_operator_go_together(tmp_path: Path, setting: str) -> None:
+    text = BASE.replace("    on_invalid: agent\n", f"    on_invalid: agent\n    {setting}\n")
+    file, problems = check(tmp_path, text)
+    assert_at(
+        only(problems),
+        file,
+        line_of(text, "main:"),
+        "nodes.main",
+        "operator_key and operator go together",
+    )
+
+
+def test_unknown_time_zone(tmp_path: Path) -> None:
+    text = hours_tree('"09:00-18:00"').replace("Asia/Singapore", "Mars/Olympus_Mons")
+    file, problems = check(tmp_path, text)
+    assert_at(
+        only(problems),
+        file,
+        line_of(text, "timezone:"),
+        "nodes.open.timezone",
+        "unknown time zone 'Mars/Olympus_Mons' (use an IANA name like Asia/Singapore)",
+    )
+
+
+def hours_tree(tuesday: str) -> str:
+    return dedent(
+        f"""\
+        start: open
+        nodes:
+          open:
+            kind: hours
+            timezone: Asia/Singapore
+            weekly:
+              mon: ["09:00-18:00"]
+              tue: [{tuesday}]
+            holidays: [2026-12-25]
+            on_open: agent
+            on_closed: bye
+          agent:
+            kind: queue
+            queue: general
+          bye:
+            kind: hangup
+        """
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", ["18:00-09:00", "25:00-26:00", "09:00-09:00", "9:00-18:00", "09:00-24:30", "09:00"]
+)
+def test_bad_business_hours_range(tmp_path: Path, bad: str) -> None:
+    text = hours_tree(f'"{bad}"')
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert (problem.file, problem.severity) == (file, "error")
+    # On the day's own line, naming the day and the range.
+    assert (problem.line, problem.path) == (line_of(text, "tue:"), "nodes.open.weekly.tue[0]")
+    assert problem.message == f"'{bad}' is not a range like 09:00-18:00"
+
+
+@pytest.mark.parametrize("good", ["09:00-24:00", "00:00-23:59"])
+def test_good_business_hours(tmp_path: Path, good: str) -> None:
+    tree = load_tree(write(tmp_path, hours_tree(f'"{good}"')), PROMPTS)
+    assert tree.tree.nodes["open"].weekly["tue"] == [good]  # type: ignore[union-attr]
+
+
+def test_unknown_weekday(tmp_path: Path) -> None:
+    text = hours_tree('"09:00-18:00"').replace("tue:", "tuesday:")
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, line_of(text, "tuesday:"), "nodes.open.weekly.tuesday", "'mon'")
+
+
+def transfer_tree(number: str) -> str:
+    return BASE.replace('{key: "2", target: bye}', '{key: "2", target: desk}') + (
+        f"  desk:\n    kind: transfer\n    number: {number}\n    on_failure: bye\n"
+    )
+
+
+@pytest.mark.parametrize("number", ['"12345678"', '"+0123456789"', '"+1 555 0100"', '"+123"'])
+def test_transfer_number_must_be_e164(tmp_path: Path, number: str) -> None:
+    text = transfer_tree(number)
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, line_of(text, "number:"), "nodes.desk.number", "in E.164 form")
+
+
+def test_unquoted_e164_number_is_refused_on_its_line(tmp_path: Path) -> None:
+    text = transfer_tree("+15005550006")  # YAML reads an int
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, line_of(text, "number:"), "nodes.desk.number", "in quotes")
+
+
+def test_good_transfer_number(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, transfer_tree('"+15005550006"')), PROMPTS)
+    assert tree.tree.nodes["desk"].number == "+15005550006"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ('"general support"', "must be 1-64 letters, digits"),
+        ("x" * 65, "at most 64 characters"),
+        ('""', "at least 1 character"),
+    ],
+)
+def test_bad_queue_name(tmp_path: Path, name: str, message: str) -> None:
+    text = BASE.replace("queue: general", f"queue: {name}")
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, line_of(text, "queue:"), "nodes.agent.queue", message)
+
+
+def test_queue_name_of_64_characters_is_fine(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, BASE.replace("queue: general", "queue: " + "q" * 64)), PROMPTS)
+    assert isinstance(tree.node("agent"), QueueNode)
+
+
+def test_bad_node_name(tmp_path: Path) -> None:
+    text = BASE + '  "two words":\n    kind: hangup\n'
+    file, problems = check(tmp_path, text)
+    assert_at(
+        only(problems),
+        file,
+        line_of(text, '"two words":'),
+        "nodes.two words",
+        "is not a valid name",
+    )
+
+
+# -- menu_defaults ------------------------------------------------------------------------------
+
+
+def test_menu_defaults_with_settings_that_are_not_menu_settings(tmp_path: Path) -> None:
+    settings = {"prompt": "welcome", "kind": "say", "colour": "red"}
+    text = "menu_defaults:\n" + "".join(f"  {k}: {v}\n" for k, v in settings.items())
+    text += "  timeout: 9\n" + BASE
+    file, problems = check(tmp_path, text)
+    assert sorted(str(p) for p in problems) == sorted(
+        f"{file}:{line_of(text, f'{key}: {value}')}: error: menu_defaults.{key}: "
+        f"'{key}' is not a menu setting"
+        for key, value in settings.items()
+    )
+
+
+def test_menu_defaults_must_be_a_mapping(tmp_path: Path) -> None:
+    text = "menu_defaults: [on_no_input]\n" + BASE
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, 1, "menu_defaults", "valid dictionary")
+
+
+MENU_DEFAULTS = """\
+start: main
+menu_defaults:
+  on_no_input: agent
+  on_invalid: agent
+  timeout: 9
+  operator_key: "0"
+  operator: agent
+nodes:
+  main:
+    kind: menu
+    prompt: main
+    timeout: 4
+    on_invalid: bye
+    options:
+      - {key: "1", target: sub}
+  sub:
+    kind: menu
+    prompt: main
+    repeat_key: null
+    options:
+      - {key: "*", target: bye}
+  agent:
+    kind: queue
+    prompt: connecting
+    queue: general
+  bye:
+    kind: hangup
+"""
+
+
+def test_menu_defaults_apply_and_a_menus_own_value_wins(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, MENU_DEFAULTS), PROMPTS)
+    assert tree.warnings == []
+    main, sub = tree.node("main"), tree.node("sub")
+    assert isinstance(main, MenuNode) and isinstance(sub, MenuNode)
+    assert (main.timeout, main.on_invalid, main.on_no_input) == (4, "bye", "agent")
+    assert (sub.timeout, sub.on_invalid, sub.on_no_input) == (9, "agent", "agent")
+    assert (sub.operator_key, sub.operator) == ("0", "agent")
+    assert sub.repeat_key is None
+    assert tree.menus["sub"].by_key["*"].target == "bye"
+    assert isinstance(tree.node("bye"), HangupNode)  # not a menu: no defaults forced on it
+
+
+def test_menu_defaults_take_part_in_the_key_checks(tmp_path: Path) -> None:
+    text = MENU_DEFAULTS.replace('operator_key: "0"', 'operator_key: "1"')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '1', ', target: sub')}: error: "
+        "nodes.main.options[0].key: key '1' is already operator_key"
+    )
+
+
+def test_bad_menu_default_value_points_at_menu_defaults(tmp_path: Path) -> None:
+    text = MENU_DEFAULTS.replace("timeout: 9", "timeout: 100")
+    _, problems = check(tmp_path, text)
+    assert problems
+    assert all(
+        p.line == line_of(text, "timeout: 100") and "timeout" in p.path + p.message
+        for p in problems
+    ), [str(p) for p in problems]
+
+
+def test_unknown_target_in_menu_defaults_points_at_menu_defaults(tmp_path: Path) -> None:
+    text = MENU_DEFAULTS.replace("on_no_input: agent", "on_no_input: nobody")
+    _, problems = check(tmp_path, text)
+    assert problems
+    assert all(
+        p.line == line_of(text, "on_no_input: nobody") and "on_no_input" in p.path + p.message
+        for p in problems
+    ), [str(p) for p in problems]
+
+
+# -- graph: targets, keys, speech, languages, prompts ---------------------------------------------
+
+ALL_EDGES = """\
+start: main
+nodes:
+  main:
+    kind: menu
+    prompt: main
+    on_no_input: no_silence
+    on_invalid: no_invalid
+    operator_key: "0"
+    operator: no_operator
+    options:
+      - {key: "1", target: no_option}
+      - {key: "2", target: lang}
+      - {key: "3", target: tip}
+      - {key: "4", target: open}
+      - {key: "5", target: agent}
+      - {key: "6", target: desk}
+  lang:
+    kind: language
+    options:
+      - {key: "1", language: en}
+    next: no_next_lang
+  tip:
+    kind: say
+    prompt: welcome
+    next: no_next_say
+  open:
+    kind: hours
+    timezone: Asia/Singapore
+    weekly: {mon: ["09:00-18:00"]}
+    on_open: no_open
+    on_closed: no_closed
+  agent:
+    kind: queue
+    queue: general
+    on_leave: no_leave
+  desk:
+    kind: transfer
+    number: "+15005550006"
+    on_failure: no_failure
+"""
+
+
+def test_every_unknown_target_is_reported_where_it_is_written(tmp_path: Path) -> None:
+    file, problems = check(tmp_path, ALL_EDGES)
+    expected = {
+        "no_silence": "nodes.main.on_no_input",
+        "no_invalid": "nodes.main.on_invalid",
+        "no_operator": "nodes.main.operator",
+        "no_option": "nodes.main.options[0].target",
+        "no_next_lang": "nodes.lang.next",
+        "no_next_say": "nodes.tip.next",
+        "no_open": "nodes.open.on_open",
+        "no_closed": "nodes.open.on_closed",
+        "no_leave": "nodes.agent.on_leave",
+        "no_failure": "nodes.desk.on_failure",
+    }
+    lines = {
+        target: next(
+            n
+            for n, line in enumerate(ALL_EDGES.splitlines(), 1)
+            if line.endswith(f" {target}}}") or line.endswith(f": {target}")
+        )
+        for target in expected
+    }
+    assert sorted(str(p) for p in problems) == sorted(
+        f"{file}:{lines[target]}: error: {path}: unknown node '{target}'"
+        for target, path in expected.items()
+    )
+
+
+def test_unknown_start_node(tmp_path: Path) -> None:
+    file, problems = check(tmp_path, BASE.replace("start: main", "start: welcome"))
+    assert str(only(problems)) == f"{file}:1: error: start: unknown node 'welcome'"
+
+
+def test_duplicate_dtmf_key_in_a_menu(tmp_path: Path) -> None:
+    text = BASE.replace('{key: "2", target: bye}', '{key: "1", target: bye}')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '1', ', target: bye')}: error: "
+        "nodes.main.options[1].key: key '1' is already options[0]"
+    )
+
+
+def test_option_key_clashing_with_the_default_repeat_key(tmp_path: Path) -> None:
+    text = BASE.replace('{key: "2", target: bye}', '{key: "*", target: bye}')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '*')}: error: "
+        "nodes.main.options[1].key: key '*' is already repeat_key"
+    )
+
+
+def test_option_key_clashing_with_back_key(tmp_path: Path) -> None:
+    text = BASE.replace("    on_invalid: agent\n", '    on_invalid: agent\n    back_key: "2"\n')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '2')}: error: "
+        "nodes.main.options[1].key: key '2' is already back_key"
+    )
+
+
+def test_operator_key_clashing_with_repeat_key(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    on_invalid: agent\n",
+        '    on_invalid: agent\n    operator_key: "*"\n    operator: agent\n',
+    )
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'operator_key:')}: error: "
+        "nodes.main.operator_key: key '*' is already the repeat_key"
+    )
+
+
+def speech_tree(first: str, second: str) -> str:
+    return BASE.replace(
+        '{key: "1", target: agent}', f'{{key: "1", speech: {first}, target: agent}}'
+    ).replace('{key: "2", target: bye}', f'{{key: "2", speech: {second}, target: bye}}')
+
+
+def test_duplicate_speech_keyword_after_normalising(tmp_path: Path) -> None:
+    text = speech_tree("{en: [Agent, Help]}", '{en: ["help!"], zh-CN: [再见]}')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '2')}: error: "
+        "nodes.main.options[1].speech.en: keyword 'help!' is already options[0]"
+    )
+
+
+def test_same_keyword_in_two_languages_is_fine(tmp_path: Path) -> None:
+    text = speech_tree("{en: [OK]}", "{zh-CN: [OK]}")
+    menu = load_tree(write(tmp_path, text), PROMPTS).menus["main"]
+    in_english, in_mandarin = match_speech(menu, "en", "ok"), match_speech(menu, "zh-CN", "OK")
+    assert in_english is not None and in_english.target == "agent"
+    assert in_mandarin is not None and in_mandarin.target == "bye"
+
+
+def test_speech_keywords_in_a_language_without_catalog(tmp_path: Path) -> None:
+    text = speech_tree("{en: [agent]}", "{fr: [au revoir]}")
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '2')}: error: "
+        "nodes.main.options[1].speech.fr: no prompt catalog for language 'fr'"
+    )
+
+
+LANGUAGE_TREE = """\
+start: lang
+nodes:
+  lang:
+    kind: language
+    prompt: welcome
+    options:
+      - {key: "1", language: en}
+      - {key: "2", language: fr, speech: [Français]}
+      - {key: "1", language: zh-CN}
+    next: bye
+  bye:
+    kind: hangup
+"""
+
+
+def test_language_options_with_unknown_catalog_or_duplicate_key(tmp_path: Path) -> None:
+    file, problems = check(tmp_path, LANGUAGE_TREE)
+    assert sorted(str(p) for p in problems) == [
+        f"{file}:{key_line(LANGUAGE_TREE, '2')}: error: nodes.lang.options[1].language: "
+        "no prompt catalog for language 'fr' (have: en, zh-CN)",
+        f"{file}:{key_line(LANGUAGE_TREE, '1', ', language: zh-CN')}: error: "
+        "nodes.lang.options[2].key: key '1' is already options[0]",
+    ]
+
+
+def test_prompt_keys_missing_from_the_base_catalog_are_errors(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    prompt: main\n",
+        "    prompt: mian\n    short_prompt: main_shrot\n    invalid_prompt: invalidd\n",
+    )
+    file, problems = check(tmp_path, text)
+    assert sorted(str(p) for p in problems) == sorted(
+        f"{file}:{line_of(text, f'{setting}: {key}')}: error: nodes.main.{setting}: "
+        f"prompt '{key}' is missing from the en catalog"
+        for setting, key in (
+            ("prompt", "mian"),
+            ("short_prompt", "main_shrot"),
+            ("invalid_prompt", "invalidd"),
+        )
+    )
+
+
+def test_default_option_prompt_of_a_language_node_is_checked(tmp_path: Path) -> None:
+    folder = copy_prompts(tmp_path)
+    en = folder / "en.yaml"
+    en.write_text(en.read_text().replace("  language_option: For English, press {key}.\n", ""))
+    text = dedent(
+        """\
+        start: lang
+        nodes:
+          lang:
+            kind: language
+            options:
+              - {key: "1", language: en}
+              - {key: "2", language: zh-CN}
+            next: bye
+          bye:
+            kind: hangup
+        """
+    )
+    path = write(tmp_path, text)
+    problems = [p for p in check_tree(path, folder) if p.severity == "error"]
+    assert [str(p) for p in problems] == [
+        # option_prompt is not written in the file: the node is the place to look
+        f"{path}:{line_of(text, 'lang:')}: error: nodes.lang: "
+        "prompt 'language_option' is missing from the en catalog"
+    ]
+
+
+def test_prompt_missing_only_from_zh_cn_is_a_warning_and_english_is_said(tmp_path: Path) -> None:
+    text = BASE.replace("    prompt: goodbye\n", "    prompt: closed\n")
+    path = write(tmp_path, text)
+    tree = load_tree(path, PROMPTS)
+    assert [str(w) for w in tree.warnings] == [
+        f"{path}:{line_of(text, 'prompt: closed')}: warning: nodes.bye.prompt: "
+        "prompt 'closed' has no zh-CN translation; en is said instead"
+    ]
+    said = tree.catalogs.render("closed", "zh-CN")
+    assert (said.text, said.voice) == ("We are closed.", "Polly.Joanna-Neural")
+
+
+def test_engine_prompts_are_required_in_the_base_catalog(tmp_path: Path) -> None:
+    folder = copy_prompts(tmp_path)
+    en = folder / "en.yaml"
+    en.write_text(en.read_text().replace("  hold: Please hold.\n", ""))
+    zh = folder / "zh-CN.yaml"
+    zh.write_text(zh.read_text().replace("  goodbye: 再见。\n", ""))
+    path = write(tmp_path, BASE)
+    problems = check_tree(path, folder)
+    engine = sorted((p for p in problems if not p.path), key=lambda p: p.severity)
+    assert [(p.file, p.line, p.severity) for p in engine] == [
+        (str(path), None, "error"),
+        (str(path), None, "warning"),
+    ]
+    assert engine[0].message.startswith("prompt 'hold' is missing from the en catalog")
+    assert engine[1].message.startswith(
+        "prompt 'goodbye' has no zh-CN translation; en is said instead"
+    )
+    assert [str(p) for p in problems if p.path] == [
+        f"{path}:{line_of(BASE, 'prompt: goodbye')}: warning: nodes.bye.prompt: "
+        "prompt 'goodbye' has no zh-CN translation; en is said instead"
+    ]
+
+
+def test_more_than_nine_options_is_only_a_warning(tmp_path: Path) -> None:
+    options = "".join(f'      - {{key: "{k}", target: agent}}\n' for k in range(10))
+    text = BASE.replace(
+        '      - {key: "1", target: agent}\n      - {key: "2", target: bye}\n', options
+    ).replace("    on_invalid: agent\n", "    on_invalid: bye\n")
+    path = write(tmp_path, text)
+    tree = load_tree(path, PROMPTS)
+    assert [str(w) for w in tree.warnings] == [
+        f"{path}:{line_of(text, 'options:')}: warning: nodes.main.options: "
+        "10 options: callers cannot hold more than 9 in mind"
+    ]
+    assert len(tree.menus["main"].by_key) == 10
+
+
+# -- graph: reachability, depth, loops ----------------------------------------------------------
+
+
+def test_unreachable_node(tmp_path: Path) -> None:
+    text = BASE + "  orphan:\n    kind: say\n    prompt: welcome\n    next: bye\n"
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'orphan:')}: error: nodes.orphan: "
+        "unreachable: no path from the start node leads here"
+    )
+
+
+def menu_chain(depth: int, limit: int) -> str:
+    text = f"start: m1\nmax_menu_depth: {limit}\n"
+    text += "menu_defaults: {on_no_input: bye, on_invalid: bye}\nnodes:\n"
+    for i in range(1, depth + 1):
+        target = f"m{i + 1}" if i < depth else "bye"
+        text += f"  m{i}:\n    kind: menu\n    prompt: main\n    options:\n"
+        text += f'      - {{key: "1", target: {target}}}\n'
+    return text + "  bye:\n    kind: hangup\n"
+
+
+def test_menu_deeper_than_max_menu_depth(tmp_path: Path) -> None:
+    text = menu_chain(depth=4, limit=2)
+    file, problems = check(tmp_path, text)
+    assert sorted(str(p) for p in problems) == [
+        f"{file}:{line_of(text, 'm3:')}: error: nodes.m3: "
+        "menu is 3 menus deep; the limit is max_menu_depth=2",
+        f"{file}:{line_of(text, 'm4:')}: error: nodes.m4: "
+        "menu is 4 menus deep; the limit is max_menu_depth=2",
+    ]
+
+
+def test_menus_at_max_menu_depth_are_fine(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, menu_chain(depth=3, limit=3)), PROMPTS)
+    assert set(tree.menus) == {"m1", "m2", "m3"}
+
+
+SAY_LOOP = """\
+start: main
+nodes:
+  main:
+    kind: menu
+    prompt: main
+    on_no_input: tip
+    on_invalid: tip
+    options:
+      - {key: "1", target: tip}
+  tip:
+    kind: say
+    prompt: welcome
+    next: more
+  more:
+    kind: say
+    prompt: connecting
+    next: tip
+"""
+
+
+def test_say_say_loop_with_no_input_is_named(tmp_path: Path) -> None:
+    file, problems = check(tmp_path, SAY_LOOP)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(SAY_LOOP, 'tip:')}: error: nodes.tip: "
+        "loop with no input or exit: tip -> more -> tip"
+    )
+
+
+def test_say_that_leads_to_itself(tmp_path: Path) -> None:
+    text = SAY_LOOP.replace("    next: more\n", "    next: tip\n").replace(
+        '      - {key: "1", target: tip}\n',
+        '      - {key: "1", target: tip}\n      - {key: "2", target: more}\n',
+    )
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'tip:')}: error: nodes.tip: loop with no input or exit: tip -> tip"
+    )
+
+
+def test_say_hours_say_loop_with_no_input_is_named(tmp_path: Path) -> None:
+    text = SAY_LOOP.replace(
+        "  more:\n    kind: say\n    prompt: connecting\n    next: tip\n",
+        "  more:\n"
+        "    kind: hours\n"
+        "    timezone: Asia/Singapore\n"
+        '    weekly: {mon: ["09:00-18:00"]}\n'
+        "    on_open: tip\n"
+        "    on_closed: main\n",
+    )
+    assert "kind: hours" in text
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'tip:')}: error: nodes.tip: "
+        "loop with no input or exit: tip -> more -> tip"
+    )
+
+
+def test_loop_through_a_menu_waits_for_input_and_is_fine(tmp_path: Path) -> None:
+    text = SAY_LOOP.replace("    next: tip\n", "    next: main\n")
+    assert load_tree(write(tmp_path, text), PROMPTS).warnings == []
+
+
+def test_several_schema_errors_are_all_reported(tmp_path: Path) -> None:
+    text = transfer_tree('"555"').replace('{key: "1", target: agent}', '{key: "12", target: agent}')
+    text = text.replace("    on_invalid: agent\n", "    on_invalid: agent\n    colour: red\n")
+    text = text.replace("  bye:\n    kind: hangup\n", "  bye:\n    kind: goodbye\n")
+    file, problems = check(tmp_path, text)
+    assert sorted((p.line, p.path) for p in problems) == [
+        (line_of(text, "colour: red"), "nodes.main.colour"),
+        (line_of(text, '- {key: "12"'), "nodes.main.options[0].key"),
+        (line_of(text, "bye:"), "nodes.bye"),
+        (line_of(text, "number:"), "nodes.desk.number"),
+    ]
+    assert all(p.file == file and p.severity == "error" for p in problems)
+
+
+def test_several_graph_errors_are_all_reported(tmp_path: Path) -> None:
+    text = speech_tree("{fr: [aide]}", "{en: [bye]}")
+    text = text.replace("    prompt: main\n", "    prompt: nope\n")
+    text = text.replace('{key: "2", speech', '{key: "1", speech')
+    text = text.replace("    on_invalid: agent\n", "    on_invalid: nobody\n")
+    text = text.replace("start: main", "start: begin")
+    _, problems = check(tmp_path, text)
+    assert sorted((p.line, p.path, p.message) for p in problems) == sorted(
+        [
+            (1, "start", "unknown node 'begin'"),
+            (line_of(text, "on_invalid:"), "nodes.main.on_invalid", "unknown node 'nobody'"),
+            (
+                line_of(text, "prompt: nope"),
+                "nodes.main.prompt",
+                "prompt 'nope' is missing from the en catalog",
+            ),
+            (
+                line_of(text, '- {key: "1", speech: {fr'),
+                "nodes.main.options[0].speech.fr",
+                "no prompt catalog for language 'fr'",
+            ),
+            (
+                line_of(text, '- {key: "1", speech: {en'),
+                "nodes.main.options[1].key",
+                "key '1' is already options[0]",
+            ),
+        ]
+    )
+
+
+def test_unreachable_node_is_reported_alongside_a_prompt_error(tmp_path: Path) -> None:
+    text = BASE.replace("prompt: connecting", "prompt: conecting")
+    text += "  orphan:\n    kind: hangup\n"
+    _, problems = check(tmp_path, text)
+    assert {p.path for p in problems} == {"nodes.agent.prompt", "nodes.orphan"}
+
+
+def with_warning(kind: str) -> tuple[str, str, str]:
+    """A tree from the tests above that has one graph error, plus a prompt with no zh-CN
+    translation (a warning): text, path and message of the error."""
+    if kind == "unreachable":
+        text = BASE.replace("prompt: goodbye", "prompt: closed") + "  orphan:\n    kind: hangup\n"
+        return text, "nodes.orphan", "unreachable: no path from the start node leads here"
+    if kind == "loop":
+        text = SAY_LOOP.replace("prompt: connecting", "prompt: advice")
+        return text, "nodes.tip", "loop with no input or exit: tip -> more -> tip"
+    text = menu_chain(depth=3, limit=2).replace("prompt: main", "prompt: more", 1)
+    return text, "nodes.m3", "menu is 3 menus deep; the limit is max_menu_depth=2"
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "loop", "depth"])
+def test_trees_for_the_next_test_do_have_a_translation_warning(tmp_path: Path, kind: str) -> None:
+    text, _, _ = with_warning(kind)
+    _, problems = check(tmp_path, text)
+    untranslated = re.findall(r"prompt: (closed|advice|more)$", text, re.MULTILINE)
+    assert len(untranslated) == 1
+    assert [p.message for p in problems if p.severity == "warning"] == [
+        f"prompt '{untranslated[0]}' has no zh-CN translation; en is said instead"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "loop", "depth"])
+def test_graph_errors_are_found_even_when_translations_are_missing(
+    tmp_path: Path, kind: str
+) -> None:
+    text, path, message = with_warning(kind)
+    _, problems = check(tmp_path, text)
+    assert any(p.severity == "warning" for p in problems)
+    assert (path, message, "error") in {(p.path, p.message, p.severity) for p in problems}
+
+
+# -- the compiled tree ----------------------------------------------------------------------------
+
+
+def test_same_text_gives_the_same_version(tmp_path: Path) -> None:
+    a = load_tree(write(tmp_path, BASE, "a.yaml"), PROMPTS)
+    b = load_tree(write(tmp_path, BASE, "b.yaml"), PROMPTS)
+    assert a.version == b.version
+    assert len(a.version) == 16
+
+
+def test_version_changes_with_the_tree_text(tmp_path: Path) -> None:
+    a = load_tree(write(tmp_path, BASE, "a.yaml"), PROMPTS)
+    b = load_tree(
+        write(tmp_path, BASE.replace("queue: general", "queue: sales"), "b.yaml"), PROMPTS
+    )
+    assert a.version != b.version
+
+
+def test_version_changes_with_a_prompt(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    before = load_tree(path, PROMPTS)
+    folder = copy_prompts(tmp_path)
+    zh = folder / "zh-CN.yaml"
+    zh.write_text(zh.read_text().replace("再见。", "再见!"))
+    after = load_tree(path, folder)
+    assert after.version != before.version
+    assert after.source == before.source
+
+
+def test_stored_tree_rebuilds_to_the_same_version(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, BASE), PROMPTS)
+    again = tree_from_stored(tree.source, tree.file, tree.catalogs.sources)
+    assert again.version == tree.version
+    assert again.tree == tree.tree
+
+
+def test_compile_source_names_the_given_file() -> None:
+    catalogs = load_catalogs(PROMPTS)
+    with pytest.raises(SourceError) as info:
+        compile_source(BASE.replace("start: main", "start: x"), "stored:v3", catalogs)
+    assert str(info.value) == "stored:v3:1: error: start: unknown node 'x'"
+    tree: CompiledTree = compile_source(BASE, "stored:v3", catalogs)
+    assert tree.file == "stored:v3"
+
+
+# -- `ivr routes check` ---------------------------------------------------------------------------
+
+
+def routes_check(path: Path, prompts: Path = PROMPTS) -> tuple[int, str, str, BaseException | None]:
+    result = CliRunner().invoke(app, ["routes", "check", str(path), "--prompts", str(prompts)])
+    return result.exit_code, result.stdout, result.output, result.exception
+
+
+def test_cli_prints_every_error_and_exits_1(tmp_path: Path) -> None:
+    text = BASE.replace("    on_invalid: agent\n", "    on_invalid: nobody\n").replace(
+        "prompt: goodbye", "prompt: bye_bye"
+    )
+    path = write(tmp_path, text)
+    code, stdout, output, exception = routes_check(path)
+    assert code == 1
+    assert isinstance(exception, SystemExit)
+    assert sorted(stdout.splitlines()) == sorted(
+        [
+            f"{path}:{line_of(text, 'on_invalid:')}: error: nodes.main.on_invalid: "
+            "unknown node 'nobody'",
+            f"{path}:{line_of(text, 'prompt: bye_bye')}: error: nodes.bye.prompt: "
+            "prompt 'bye_bye' is missing from the en catalog",
+        ]
+    )
+    assert f"{path}: 2 error(s); the tree would be refused" in output
+    assert "Traceback" not in output
+
+
+def test_cli_prints_warnings_and_ok_and_exits_0(tmp_path: Path) -> None:
+    text = BASE.replace("prompt: goodbye", "prompt: closed")
+    path = write(tmp_path, text)
+    code, stdout, output, exception = routes_check(path)
+    assert (code, exception) == (0, None)
+    lines = stdout.splitlines()
+    assert lines[0] == (
+        f"{path}:{line_of(text, 'prompt: closed')}: warning: nodes.bye.prompt: "
+        "prompt 'closed' has no zh-CN translation; en is said instead"
+    )
+    assert lines[1].startswith(f"{path}: OK, 3 nodes, 1 warning(s), version ")
+    assert len(lines) == 2
+    assert "Traceback" not in output
+
+
+def test_cli_version_is_the_trees_version(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    code, stdout, _, _ = routes_check(path)
+    assert code == 0
+    assert stdout.strip() == (
+        f"{path}: OK, 3 nodes, 0 warning(s), version {load_tree(path, PROMPTS).version}"
+    )
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    code, stdout, output, exception = routes_check(path)
+    assert code == 1 and isinstance(exception, SystemExit)
+    assert stdout.splitlines() == [f"{path}: error: cannot read: No such file or directory"]
+    assert "Traceback" not in output
+
+
+def test_cli_bad_prompt_catalogs(tmp_path: Path) -> None:
+    folder = copy_prompts(tmp_path)
+    en = folder / "en.yaml"
+    text = en.read_text().replace("goodbye: Goodbye.", 'goodbye: "Goodbye {name:upper}."')
+    en.write_text(text)
+    code, stdout, output, exception = routes_check(write(tmp_path, BASE), folder)
+    assert code == 1 and isinstance(exception, SystemExit)
+    assert stdout.splitlines() == [
+        f"{en}:{line_of(text, 'goodbye:')}: error: prompts.goodbye: "
+        "unknown format '{name:upper}' (allowed: {name}, {name:digits})"
+    ]
+    assert "Traceback" not in output
+
+
+def test_cli_impossible_holiday_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    text = hours_tree('"09:00-18:00"').replace("2026-12-25", "2026-02-30")
+    path = write(tmp_path, text)
+    code, stdout, output, exception = routes_check(path)
+    assert isinstance(exception, SystemExit), repr(exception)
+    assert code == 1
+    assert stdout.startswith(f"{path}:{line_of(text, 'holidays:')}: error: ")
+    assert "Traceback" not in output
