@@ -266,6 +266,9 @@ class _Turn:
                 )
                 name = node.on_open if is_open else node.on_closed
             else:
+                if state.trail and state.trail[-1] == name:
+                    # Back from here must leave here: replaying advice returns to this same menu.
+                    state = state.model_copy(update={"trail": state.trail[:-1]})
                 return self.present(state, first=True)
         # Unreachable for a loaded tree; still, never leave a caller in silence.
         self.log.append(LogEntry(name, "escalated", outcome="too_many_hops"))

@@ -225,3 +225,10 @@ def test_latin_keywords_match_whole_word_starts_only(hotline_tree: CompiledTree)
     assert option is not None and option.target == "api_menu"
     option = match_speech(menu, "zh-CN", "我的API签名错误")  # Chinese: anywhere in the phrase
     assert option is not None and option.target == "api_menu"
+
+
+def test_back_after_replaying_advice_leaves_the_menu(phone: Phone) -> None:
+    # deposits -> not credited (advice) -> * replays it -> # goes back to the deposits menu
+    record = call(phone, Press("1"), Press("3"), Press("1"), Press("*"), Press("#"))
+    deposits_menu = record.heard[-1]
+    assert record.heard.count(deposits_menu) == 2  # first visit, and after # (not the advice menu)
