@@ -115,6 +115,93 @@ tree_versions = Table(
 )
 
 
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # agent | supervisor | operator
+    Column("phone", String(32)),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the API token
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# The built-in identity directory. No secret is stored in a form that can be read back:
+# PIN and ID digits as argon2 hashes, the TOTP seed encrypted with IVR_SECRET_KEY.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("uid", String(32), primary_key=True),
+    Column("phone", String(32)),
+    Column("pin_hash", String(128)),
+    Column("id_last4_hash", String(128)),
+    Column("totp_secret", Text),
+    Column("totp_last_step", BigInteger),  # a TOTP code is accepted once
+    Column("frozen", Integer, nullable=False, default=0),
+    Column("frozen_at", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+verification_failures = Table(
+    "verification_failures",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("uid", String(32)),
+    Column("caller", String(32)),
+    Column("call_sid", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index(None, "uid", "at"),
+    Index(None, "caller", "at"),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticket", String(16), nullable=False, unique=True),
+    Column("call_sid", String(64), nullable=False, index=True),
+    Column("account_uid", String(32), index=True),
+    Column("caller", String(32)),
+    Column("reason", String(64), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("priority", String(16), nullable=False),  # emergency | high | normal
+    # Serving order: lane 0 (emergency) before lane 1, then by sort_at (arrival, moved earlier
+    # for high priority: aging, so normal cases still move up), then id.
+    Column("lane", Integer, nullable=False),
+    Column("sort_at", UTCDateTime(), nullable=False),
+    Column("queued", Integer, nullable=False),  # 1 while an agent can claim it
+    Column("status", String(24), nullable=False),
+    Column("flags", JSON, nullable=False),  # verification result and factors, risk signals, freeze
+    Column("path", JSON, nullable=False),  # the menus the caller went through
+    Column("parent_ticket", String(16)),
+    Column("callback_number", String(32)),
+    Column("agent_id", Integer, ForeignKey("users.id")),
+    Column("notes", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("offered_at", UTCDateTime()),
+    Column("connected_at", UTCDateTime()),
+    Column("ended_at", UTCDateTime()),
+    Index(None, "queued", "lane", "sort_at", "id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("account_uid", String(32)),
+    Column("case_id", Integer),
+    Column("reason", Text),
+    Column("result", String(32), nullable=False),
+)
+
+
 def normalise_url(url: str) -> str:
     """Accept the URL forms people paste (postgres://, postgresql://); use the psycopg 3 driver."""
     u = make_url(

@@ -21,6 +21,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.tree import (
+    HOLD_TIP_PREFIX,
     CompiledMenu,
     CompiledTree,
     HangupNode,
@@ -30,7 +31,9 @@ from ivr.tree import (
     Option,
     QueueNode,
     SayNode,
+    TicketNode,
     TransferNode,
+    VerifyNode,
     match_speech,
     normalise_speech,
 )
@@ -44,6 +47,9 @@ GATHER_PATH = "/twilio/gather"
 DIAL_PATH = "/twilio/dial"
 QUEUE_EXIT_PATH = "/twilio/queue-exit"
 WAIT_PATH = "/twilio/wait"
+CALLBACK_KEY_PATH = "/twilio/callback-request"
+CONNECT_PATH = "/twilio/connect"
+CONNECT_DONE_PATH = "/twilio/connect-done"
 
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
 MAX_TRAIL = 10
@@ -70,6 +76,15 @@ class Links:
 
     def wait(self, language: str, queue: str) -> str:
         return self._url(WAIT_PATH, lang=language, queue=queue)
+
+    def callback_request(self, language: str) -> str:
+        return self._url(CALLBACK_KEY_PATH, lang=language)
+
+    def connect(self, case_id: int, *, outbound: bool = False) -> str:
+        return self._url(CONNECT_PATH, case=case_id, out=int(outbound))
+
+    def connect_done(self, case_id: int) -> str:
+        return self._url(CONNECT_DONE_PATH, case=case_id)
 
 
 class CallState(BaseModel):
@@ -115,7 +130,29 @@ class QueueExit:
     result: str
 
 
-Input = Keys | Speech | Silence | DialDone | QueueExit
+@dataclass(frozen=True)
+class Checked:
+    """A secret factor the hotline checked: only whether it matched ever reaches the engine."""
+
+    ok: bool
+    locked: bool = False
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    ticket: str
+    status: str
+    queue: str
+    priority: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TicketLookup:
+    found: CaseSummary | None
+
+
+Input = Keys | Speech | Silence | DialDone | QueueExit | Checked | TicketLookup
 InputKind = Literal["dtmf", "speech", "silence", "dial", "queue"]
 
 
@@ -126,8 +163,46 @@ def input_kind(event: Input) -> InputKind:
         Silence: "silence",
         DialDone: "dial",
         QueueExit: "queue",
+        Checked: "dtmf",
+        TicketLookup: "dtmf",
     }
     return kinds[type(event)]
+
+
+def awaiting(tree: CompiledTree, state: CallState) -> str | None:
+    """What keyed-in digits at this point are, when the hotline must resolve them first:
+    a factor to check ("pin", "totp", ...) or "ticket". None: plain keys for the engine."""
+    if state.ended:
+        return None
+    node = tree.node(state.node)
+    if isinstance(node, TicketNode):
+        return "ticket"
+    if isinstance(node, VerifyNode):
+        step = node.steps[int(state.facts.get("verify_step", "0"))]
+        return None if step == "uid" else step
+    return None
+
+
+# -- effects: what the hotline must do besides answering ---------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenCase:
+    ticket: str
+    queue: str
+    priority: str
+    reason: str
+    flags: dict[str, str]
+    path: list[str]
+    parent_ticket: str | None = None
+
+
+@dataclass(frozen=True)
+class Freeze:
+    uid: str
+
+
+Effect = OpenCase | Freeze
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -151,20 +226,28 @@ class Step:
     state: CallState
     twiml: str
     log: list[LogEntry]
+    effects: list[Effect] = field(default_factory=list)
 
 
-def begin(tree: CompiledTree, *, links: Links, step: int, now: datetime) -> Step:
+def begin(tree: CompiledTree, *, links: Links, step: int, now: datetime, ticket: str = "") -> Step:
     """A new call: enter the start node."""
-    turn = _Turn(tree, links, step, now)
+    turn = _Turn(tree, links, step, now, ticket)
     state = turn.enter(tree.tree.start, CallState(node=tree.tree.start))
     return turn.finish(state)
 
 
 def advance(
-    tree: CompiledTree, state: CallState, event: Input, *, links: Links, step: int, now: datetime
+    tree: CompiledTree,
+    state: CallState,
+    event: Input,
+    *,
+    links: Links,
+    step: int,
+    now: datetime,
+    ticket: str = "",
 ) -> Step:
-    """Apply one input to a call in progress."""
-    turn = _Turn(tree, links, step, now)
+    """Apply one input to a call in progress. `ticket` numbers a case, should one be opened."""
+    turn = _Turn(tree, links, step, now, ticket)
     if state.ended:
         turn.response.hangup()
         return turn.finish(state)
@@ -173,10 +256,14 @@ def advance(
         new = turn.on_menu(tree.menus[state.node], state, event)
     elif isinstance(node, LanguageNode):
         new = turn.on_language(node, state, event)
-    elif isinstance(node, QueueNode) and isinstance(event, QueueExit):
-        new = turn.on_queue_exit(node, state, event)
+    elif isinstance(event, QueueExit) and "queue" in state.facts:
+        new = turn.on_queue_exit(node if isinstance(node, QueueNode) else None, state, event)
     elif isinstance(node, TransferNode) and isinstance(event, DialDone):
         new = turn.on_dial_done(node, state, event)
+    elif isinstance(node, VerifyNode) and not isinstance(event, DialDone | QueueExit):
+        new = turn.on_verify(node, state, event)
+    elif isinstance(node, TicketNode) and not isinstance(event, DialDone | QueueExit):
+        new = turn.on_ticket(node, state, event)
     else:
         # An input the node does not take (a stale or reordered request): present it again.
         turn.log.append(LogEntry(state.node, "input", input_kind(event), outcome="ignored"))
@@ -184,14 +271,98 @@ def advance(
     return turn.finish(new)
 
 
-def hold_twiml(catalogs: Catalogs, language: str, music_url: str | None) -> str:
-    """The <Enqueue waitUrl> document: Twilio plays it, then asks for it again."""
+def hold_twiml(
+    catalogs: Catalogs,
+    language: str,
+    music_url: str | None,
+    *,
+    position: int | None = None,
+    wait_minutes: int | None = None,
+    tip: int = 0,
+    callback_url: str | None = None,
+) -> str:
+    """The <Enqueue waitUrl> document: Twilio plays it, then asks for it again.
+
+    Place in line (ours, by priority, not Twilio's FIFO position) and an estimate, one
+    security tip per round (they rotate), the call-back offer, then music.
+    """
     response = VoiceResponse()
-    _say(response, catalogs, "hold", language)
+    target: VoiceResponse | Gather = response
+    if callback_url:
+        # finishOnKey="": the offer is "press 1"; nothing else may end the hold quietly.
+        target = Gather(
+            action=callback_url,
+            method="POST",
+            input="dtmf",
+            num_digits=1,
+            finish_on_key="",
+            timeout=2,
+        )
+    if position is not None:
+        _say(
+            target,
+            catalogs,
+            "hold_position",
+            language,
+            position=position,
+            minutes=max(1, wait_minutes or 1),
+        )
+    else:
+        _say(target, catalogs, "hold", language)
+    tips = sorted(
+        k for k in catalogs.catalog(BASE_LANGUAGE).prompts if k.startswith(HOLD_TIP_PREFIX)
+    )
+    if tips:
+        _say(target, catalogs, tips[tip % len(tips)], language)
+    if isinstance(target, Gather):
+        _say(target, catalogs, "hold_callback_offer", language)
+        response.append(target)
     if music_url:
         response.play(music_url)
     else:
         response.pause(length=20)
+    return str(response)
+
+
+def hangup_twiml(catalogs: Catalogs, language: str) -> str:
+    response = VoiceResponse()
+    _say(response, catalogs, "goodbye", language)
+    response.hangup()
+    return str(response)
+
+
+def leave_twiml() -> str:
+    """Sent to the hold loop when an agent has taken the case: the caller leaves the queue."""
+    response = VoiceResponse()
+    response.leave()
+    return str(response)
+
+
+def callback_confirmed_twiml(catalogs: Catalogs, language: str, *, last4: str, ticket: str) -> str:
+    response = VoiceResponse()
+    _say(response, catalogs, "callback_confirmed", language, last4=last4, ticket=ticket)
+    response.hangup()
+    return str(response)
+
+
+def connect_twiml(
+    catalogs: Catalogs,
+    language: str,
+    *,
+    agent_phone: str | None,
+    agent_name: str,
+    action: str,
+    greeting: str = "connecting_agent",
+    ticket: str = "",
+) -> str:
+    """Bridge the caller to the agent who took the case: their phone, else their Twilio Client."""
+    response = VoiceResponse()
+    _say(response, catalogs, greeting, language, ticket=ticket)
+    dial = response.dial(action=action, method="POST", timeout=25)
+    if agent_phone:
+        dial.number(agent_phone)
+    else:
+        dial.client(agent_name)
     return str(response)
 
 
@@ -217,16 +388,20 @@ def _say(
 class _Turn:
     """One webhook's worth of work: collects TwiML and log entries while moving the state."""
 
-    def __init__(self, tree: CompiledTree, links: Links, step: int, now: datetime) -> None:
+    def __init__(
+        self, tree: CompiledTree, links: Links, step: int, now: datetime, ticket: str
+    ) -> None:
         self.tree = tree
         self.links = links
         self.step = step
         self.now = now
+        self.ticket = ticket
         self.response = VoiceResponse()
         self.log: list[LogEntry] = []
+        self.effects: list[Effect] = []
 
     def finish(self, state: CallState) -> Step:
-        return Step(state, str(self.response), self.log)
+        return Step(state, str(self.response), self.log, self.effects)
 
     def say(self, key: str, language: str, /, **variables: Any) -> None:
         _say(self.response, self.tree.catalogs, key, language, **variables)
@@ -285,22 +460,28 @@ class _Turn:
         elif isinstance(node, LanguageNode):
             self.gather_language(node, state)
         elif isinstance(node, QueueNode):
-            if node.prompt and first:
-                self.say(node.prompt, state.lang)
-            self.response.enqueue(
-                node.queue,
-                action=self.links.queue_exit(self.step),
-                method="POST",
-                wait_url=self.links.wait(state.lang, node.queue),
-                wait_url_method="POST",
-            )
-            facts = {**state.facts, "queue": node.queue, "priority": node.priority}
-            state = state.model_copy(update={"facts": facts})
-            self.log.append(
-                LogEntry(
-                    state.node, "queued", outcome=node.queue, detail={"priority": node.priority}
+            if first:
+                if node.prompt:
+                    self.say(node.prompt, state.lang)
+                state = self.open_case(
+                    state,
+                    node.queue,
+                    node.priority,
+                    node.reason or node.topic or state.node,
+                    announce=node.ticket_prompt if node.announce_ticket else None,
+                    freeze=node.freeze_prompt if node.self_freeze else None,
                 )
-            )
+            state = self.enqueue(state, node.queue, node.priority)
+        elif isinstance(node, VerifyNode):
+            if first and node.prompt:
+                self.say(node.prompt, state.lang)
+            step = node.steps[int(state.facts.get("verify_step", "0"))]
+            self.gather_digits(node.step_prompt(step), state, node.timeout)
+        elif isinstance(node, TicketNode):
+            if "queue" in state.facts:  # found earlier: the caller is queued behind it
+                state = self.enqueue(state, state.facts["queue"], state.facts["priority"])
+            else:
+                self.gather_digits(node.prompt, state, node.timeout)
         elif isinstance(node, TransferNode):
             if node.prompt and first:
                 self.say(node.prompt, state.lang)
@@ -313,6 +494,69 @@ class _Turn:
             self.log.append(LogEntry(state.node, "ended", outcome="hangup"))
             state = state.model_copy(update={"ended": True})
         return state
+
+    def open_case(
+        self,
+        state: CallState,
+        queue: str,
+        priority: str,
+        reason: str,
+        *,
+        announce: str | None,
+        freeze: str | None,
+        parent_ticket: str | None = None,
+    ) -> CallState:
+        """Open the caller's case (one per queue a call reaches) and read its ticket back."""
+        facts = dict(state.facts)
+        if facts.get("ticket") and facts.get("queue") == queue:
+            return state
+        facts["ticket"] = self.ticket
+        flags: dict[str, str] = {k: facts[k] for k in ("verified", "factors", "uid") if k in facts}
+        uid = facts.get("uid") if facts.get("verified") == "yes" else None
+        if freeze and uid:
+            self.effects.append(Freeze(uid))
+            flags["self_freeze"] = "requested"
+            self.say(freeze, state.lang)
+        self.effects.append(
+            OpenCase(self.ticket, queue, priority, reason, flags, list(state.trail), parent_ticket)
+        )
+        self.log.append(
+            LogEntry(
+                state.node, "case", outcome=priority, detail={"queue": queue, "ticket": self.ticket}
+            )
+        )
+        if announce:
+            self.say(announce, state.lang, ticket=self.ticket)
+        return state.model_copy(update={"facts": facts})
+
+    def enqueue(self, state: CallState, queue: str, priority: str) -> CallState:
+        self.response.enqueue(
+            queue,
+            action=self.links.queue_exit(self.step),
+            method="POST",
+            wait_url=self.links.wait(state.lang, queue),
+            wait_url_method="POST",
+        )
+        self.log.append(
+            LogEntry(state.node, "queued", outcome=queue, detail={"priority": priority})
+        )
+        return state.model_copy(
+            update={"facts": {**state.facts, "queue": queue, "priority": priority}}
+        )
+
+    def gather_digits(self, prompt_key: str, state: CallState, timeout: int) -> None:
+        """Several digits ended by # (an account UID, a PIN, a ticket number)."""
+        gather = Gather(
+            action=self.links.gather(self.step),
+            method="POST",
+            input="dtmf",
+            finish_on_key="#",
+            timeout=timeout,
+            action_on_empty_result=True,
+        )
+        _say(gather, self.tree.catalogs, prompt_key, state.lang)
+        self.response.append(gather)
+        self.response.redirect(self.links.gather(self.step), method="POST")
 
     def gather_menu(self, menu: CompiledMenu, state: CallState, prompt_key: str) -> None:
         # finishOnKey="": # and * are menu keys here. Twilio's default finishOnKey is "#",
@@ -492,7 +736,109 @@ class _Turn:
         counter = "no_input" if isinstance(event, Silence) else "invalid"
         return self.present(state.model_copy(update={counter: getattr(state, counter) + 1}))
 
-    def on_queue_exit(self, node: QueueNode, state: CallState, event: QueueExit) -> CallState:
+    def on_verify(self, node: VerifyNode, state: CallState, event: Input) -> CallState:
+        index = int(state.facts.get("verify_step", "0"))
+        step = node.steps[index]
+        facts = dict(state.facts)
+        kind = input_kind(event)
+        if isinstance(event, Keys) and node.skip_key and event.digits == node.skip_key:
+            self.log.append(LogEntry(state.node, "verify", kind, outcome="skipped"))
+            return self.verified(node, state, "skipped")
+        if isinstance(event, Checked) and event.locked:
+            self.log.append(
+                LogEntry(state.node, "verify", kind, outcome="locked", detail={"factor": step})
+            )
+            return self.verified(node, state, "locked")
+        if (
+            step == "uid"
+            and isinstance(event, Keys)
+            and event.digits.isdigit()
+            and len(event.digits) <= 20
+        ):
+            facts["uid"] = event.digits
+            ok = True
+        else:
+            # Only a Checked verdict can pass a secret step; raw keys there never count.
+            ok = isinstance(event, Checked) and event.ok
+        # The outcome per step goes to the log, not to the caller: they hear nothing until
+        # every step is in, and then only that the details did not match.
+        self.log.append(
+            LogEntry(
+                state.node,
+                "verify",
+                kind,
+                outcome="ok" if ok else "no_match",
+                detail={"factor": step},
+            )
+        )
+        bad = facts.get("verify_bad") == "1" or not ok
+        if index + 1 < len(node.steps):
+            facts.update(verify_step=str(index + 1), verify_bad="1" if bad else "0")
+            return self.present(state.model_copy(update={"facts": facts}))
+        if not bad:
+            return self.verified(node, state.model_copy(update={"facts": facts}), "yes")
+        attempts = state.invalid + 1
+        if attempts >= node.attempts:
+            return self.verified(node, state.model_copy(update={"facts": facts}), "no")
+        self.say(node.failed_prompt, state.lang)
+        facts.update(verify_step="0", verify_bad="0")
+        return self.present(state.model_copy(update={"facts": facts, "invalid": attempts}))
+
+    def verified(self, node: VerifyNode, state: CallState, result: str) -> CallState:
+        facts = {k: v for k, v in state.facts.items() if k not in ("verify_step", "verify_bad")}
+        facts["verified"] = result
+        if result == "yes":
+            facts["factors"] = ",".join(node.steps)
+        target = {"yes": node.on_success, "locked": node.on_locked or node.on_failure}.get(
+            result, node.on_failure
+        )
+        self.log.append(LogEntry(state.node, "verified", outcome=result))
+        return self.enter(target, state.model_copy(update={"facts": facts}))
+
+    def on_ticket(self, node: TicketNode, state: CallState, event: Input) -> CallState:
+        if isinstance(event, TicketLookup) and event.found is not None:
+            case = event.found
+            self.log.append(
+                LogEntry(
+                    state.node,
+                    "input",
+                    "dtmf",
+                    outcome="found",
+                    detail={"ticket": case.ticket, "status": case.status},
+                )
+            )
+            self.say(node.status_prompt, state.lang, ticket=case.ticket)
+            self.say(f"case_status_{case.status}", state.lang)
+            self.say("ticket_requeued", state.lang)
+            facts = {**state.facts, "parent_ticket": case.ticket}
+            state = self.open_case(
+                state.model_copy(update={"facts": facts}),
+                case.queue,
+                case.priority,
+                case.reason,
+                announce=None,
+                freeze=None,
+                parent_ticket=case.ticket,
+            )
+            return self.enqueue(state, case.queue, case.priority)
+        attempts = state.invalid + 1
+        self.log.append(
+            LogEntry(
+                state.node,
+                "input",
+                input_kind(event),
+                outcome="not_found",
+                detail={"count": attempts},
+            )
+        )
+        if attempts >= node.attempts:
+            return self.enter(node.on_not_found, state)
+        self.say(node.not_found_prompt, state.lang)
+        return self.present(state.model_copy(update={"invalid": attempts}))
+
+    def on_queue_exit(
+        self, node: QueueNode | None, state: CallState, event: QueueExit
+    ) -> CallState:
         result = event.result
         if result in ("bridged", "hangup"):
             self.log.append(LogEntry(state.node, "ended", "queue", outcome=result))
@@ -501,7 +847,7 @@ class _Turn:
             self.response.hangup()
             return state.model_copy(update={"ended": True})
         self.log.append(LogEntry(state.node, "input", "queue", outcome=result))
-        if node.on_leave:
+        if node is not None and node.on_leave:
             return self.enter(node.on_leave, state)
         # Left unserved (queue full, an error): apologise and queue again, a bounded number of
         # times.

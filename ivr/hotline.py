@@ -1,22 +1,29 @@
 """What each webhook does, minus HTTP: read the call, run the engine, write the step.
 
 `Hotline` holds what every request shares (settings, the live tree and older versions, the
-database, the clock). Each method is one webhook: at most one read and one write.
+database, the clock, identity and account-action ports, the Twilio REST client). A menu key
+costs one read and one write. Secret digits are resolved here into a pass/fail before the
+engine sees them, and go no further.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Executable, select
+from sqlalchemy.exc import IntegrityError
 
-from ivr import engine, store
+from ivr import cases, engine, store
+from ivr.db import users
+from ivr.identity import AccountActions, IdentityProvider
 from ivr.settings import Settings
-from ivr.tree import CompiledTree, tree_from_stored
+from ivr.tree import CompiledTree, VerifyNode, tree_from_stored
 
 log = logging.getLogger("ivr.hotline")
 
@@ -27,6 +34,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class TwilioCalls(Protocol):
+    """The part of twilio.rest.Client the hotline uses (calls.create, calls(sid).update)."""
+
+    @property
+    def calls(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Caller:
     """What Twilio tells us about a new call."""
@@ -35,6 +49,7 @@ class Caller:
     account_sid: str | None = None
     from_number: str | None = None
     to_number: str | None = None
+    stir_verstat: str | None = None
 
 
 class TreeRegistry:
@@ -63,15 +78,33 @@ class TreeRegistry:
         return tree
 
 
+def last4(number: str | None) -> str:
+    digits = "".join(c for c in number or "" if c.isdigit())
+    return digits[-4:]
+
+
 class Hotline:
     def __init__(
-        self, settings: Settings, tree: CompiledTree, db: Engine, *, clock: Clock = utcnow
+        self,
+        settings: Settings,
+        tree: CompiledTree,
+        db: Engine,
+        *,
+        identity: IdentityProvider,
+        actions: AccountActions,
+        twilio: TwilioCalls | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
         self.trees = TreeRegistry(tree)
         self.db = db
+        self.identity = identity
+        self.actions = actions
+        self.twilio = twilio
         self.clock = clock
         self.links = engine.Links(settings.base_url)
+
+    # -- the call flow ---------------------------------------------------------------------------
 
     def start(self, caller: Caller) -> str:
         """A call comes in (or Twilio repeats that request): TwiML for its first node."""
@@ -81,7 +114,12 @@ class Hotline:
                 return row.last_twiml
             tree = self.trees.current
             now = self.clock()
-            step = engine.begin(tree, links=self.links, step=1, now=now)
+            step = engine.begin(tree, links=self.links, step=1, now=now, ticket=cases.new_ticket())
+            state = step.state
+            if caller.stir_verstat:  # a risk signal for the agent, never proof of identity
+                state = state.model_copy(
+                    update={"facts": {**state.facts, "stir_verstat": caller.stir_verstat}}
+                )
             created = store.create_call(
                 conn,
                 call_sid=caller.call_sid,
@@ -90,7 +128,7 @@ class Hotline:
                 to_number=caller.to_number,
                 tree_version=tree.version,
                 step=1,
-                state=step.state,
+                state=state,
                 twiml=step.twiml,
                 log=step.log,
                 now=now,
@@ -111,43 +149,353 @@ class Hotline:
                 return row.last_twiml
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
-            result = engine.advance(
-                tree, row.state, event, links=self.links, step=row.step + 1, now=now
-            )
-            saved = store.save_step(
-                conn,
-                call_sid=call_sid,
-                expected_step=row.step,
-                state=result.state,
-                twiml=result.twiml,
-                log=result.log,
-                now=now,
-            )
-            return result.twiml if saved else self._answer_again(conn, call_sid)
+            also: list[Executable] = []
+            if isinstance(event, engine.QueueExit) and event.result == "leave":
+                connect = self._connect_on_leave(conn, row)
+                if connect is not None:
+                    return self._save(conn, row, row.state, connect, [], now, also)
+            event = self._resolve(conn, tree, row, event, also, now)
+            for _ in range(3):  # a new ticket number collides once in millions: draw again
+                result = engine.advance(
+                    tree,
+                    row.state,
+                    event,
+                    links=self.links,
+                    step=row.step + 1,
+                    now=now,
+                    ticket=cases.new_ticket(),
+                )
+                effects = also + self._apply(conn, row, result.effects, now)
+                try:
+                    return self._save(
+                        conn, row, result.state, result.twiml, result.log, now, effects
+                    )
+                except IntegrityError:
+                    log.warning("ticket number collision on %s; drawing another", call_sid)
+            raise RuntimeError("could not store the call step")
+
+    def _save(
+        self,
+        conn: Connection,
+        row: store.CallRow,
+        state: engine.CallState,
+        twiml: str,
+        entries: list[engine.LogEntry],
+        now: datetime,
+        also: list[Executable],
+    ) -> str:
+        saved = store.save_step(
+            conn,
+            call_sid=row.call_sid,
+            expected_step=row.step,
+            state=state,
+            twiml=twiml,
+            log=entries,
+            now=now,
+            also=also,
+        )
+        return twiml if saved else self._answer_again(conn, row.call_sid)
 
     def _answer_again(self, conn: Connection, call_sid: str) -> str:
         """A concurrent copy of this request won the write: send what it sent."""
         row = store.load_call(conn, call_sid=call_sid)
         return row.last_twiml if row is not None else self.fallback()
 
+    def _resolve(
+        self,
+        conn: Connection,
+        tree: CompiledTree,
+        row: store.CallRow,
+        event: engine.Input,
+        also: list[Executable],
+        now: datetime,
+    ) -> engine.Input:
+        """Turn keyed digits the engine must not see into what they mean."""
+        awaiting = engine.awaiting(tree, row.state)
+        if awaiting is None or not isinstance(event, engine.Keys):
+            return event
+        if awaiting == "ticket":
+            digits = event.digits
+            found = cases.find_ticket(conn, ticket=digits) if digits.isdigit() else None
+            return engine.TicketLookup(found)
+        node = tree.node(row.state.node)
+        if isinstance(node, VerifyNode) and event.digits == node.skip_key:
+            return event
+        uid = row.state.facts.get("uid") or None
+        s = self.settings
+        if store.is_locked(
+            conn,
+            uid=uid,
+            caller=row.from_number,
+            now=now,
+            failures=s.lockout_failures,
+            window=timedelta(seconds=s.lockout_window_seconds),
+            duration=timedelta(seconds=s.lockout_seconds),
+        ):
+            return engine.Checked(ok=False, locked=True)
+        ok = bool(uid) and self.identity.check(
+            uid=uid or "", factor=awaiting, digits=event.digits, now=now
+        )
+        if not ok:
+            also.append(
+                store.failure(uid=uid, caller=row.from_number, call_sid=row.call_sid, now=now)
+            )
+        return engine.Checked(ok=ok)
+
+    def _apply(
+        self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
+    ) -> list[Executable]:
+        """Carry out what the engine decided: freezes now, new cases with the step's write."""
+        out: list[Executable] = []
+        froze: dict[str, str] = {}
+        for effect in effects:
+            if isinstance(effect, engine.Freeze):
+                done = self.actions.freeze(uid=effect.uid, now=now)
+                froze = {"self_freeze": "done" if done else "failed"}
+                cases.audit(
+                    conn,
+                    actor=f"caller:{row.call_sid}",
+                    action="self_freeze",
+                    uid=effect.uid,
+                    case_id=None,
+                    reason="verified caller on the emergency path",
+                    result="ok" if done else "failed",
+                    now=now,
+                )
+        for effect in effects:
+            if isinstance(effect, engine.OpenCase):
+                risk = self._risk(row, effect.flags.get("uid"))
+                out.append(
+                    cases.open_case(
+                        effect,
+                        call_sid=row.call_sid,
+                        caller=row.from_number,
+                        risk={**risk, **froze},
+                        now=now,
+                    )
+                )
+        return out
+
+    def _risk(self, row: store.CallRow, uid: str | None) -> dict[str, str]:
+        """Signals for the agent; none of them verifies anyone."""
+        risk = {"stir_verstat": row.state.facts.get("stir_verstat", "")}
+        registered = self.identity.registered_phone(uid=uid) if uid else None
+        if registered and row.from_number:
+            risk["caller_id_match"] = (
+                "yes"
+                if last4(registered) == last4(row.from_number)
+                and registered.lstrip("+") == row.from_number.lstrip("+")
+                else "no"
+            )
+        else:
+            risk["caller_id_match"] = "unknown"
+        return risk
+
+    # -- the hold loop and call-backs ------------------------------------------------------
+
+    def hold(self, call_sid: str, language: str, queue_time: int) -> str:
+        """The queue's hold loop: our place in line, a tip, the call-back offer, music."""
+        catalogs = self.trees.current.catalogs
+        lang = language if language in catalogs.by_language else catalogs.languages[0]
+        music = self.settings.hold_music_url_str
+        try:
+            with self.db.connect() as conn:
+                view = cases.case_for_call(conn, call_sid=call_sid)
+        except Exception:
+            # The database is down: keep holding from memory (a waitUrl may not <Enqueue>).
+            log.exception("hold loop without the database for %s", call_sid)
+            view = None
+        if view is None:
+            return engine.hold_twiml(catalogs, lang, music)
+        if view.row["status"] == "offered" and self.twilio is None:
+            return engine.leave_twiml()  # an agent took it: out of the queue, to the agent
+        minutes = math.ceil((view.position or 1) * self.settings.avg_handle_seconds / 60)
+        offer = self.links.callback_request(lang) if view.row["status"] == "waiting" else None
+        return engine.hold_twiml(
+            catalogs,
+            lang,
+            music,
+            position=view.position,
+            wait_minutes=minutes,
+            tip=queue_time // 30,
+            callback_url=offer,
+        )
+
+    def request_callback(
+        self, call_sid: str, digits: str, language: str, number: str | None
+    ) -> str:
+        catalogs = self.trees.current.catalogs
+        lang = language if language in catalogs.by_language else catalogs.languages[0]
+        with self.db.connect() as conn:
+            view = cases.case_for_call(conn, call_sid=call_sid)
+            if (
+                digits != "1"
+                or view is None
+                or not cases.request_callback(
+                    conn, call_sid=call_sid, number=number, now=self.clock()
+                )
+            ):
+                return self.hold(call_sid, language, 0)
+        return engine.callback_confirmed_twiml(
+            catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
+        )
+
+    def _connect_on_leave(self, conn: Connection, row: store.CallRow) -> str | None:
+        """Local mode: the hold loop sent <Leave/> because an agent took the case."""
+        view = cases.case_for_call(conn, call_sid=row.call_sid)
+        if view is None or view.row["status"] != "offered":
+            return None
+        return self.connect(view.row["id"], lang=row.state.lang)
+
+    def connect(self, case_id: int, *, lang: str | None = None, outbound: bool = False) -> str:
+        """TwiML bridging the case's caller to the agent who took it."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = cases.get_case(conn, case_id=case_id)
+            if case is None or case["agent_id"] is None:
+                return self.fallback()
+            with conn.begin():
+                agent = conn.execute(select(users).where(users.c.id == case["agent_id"])).first()
+            cases.set_status(
+                conn, case_id=case_id, status="connected", now=now, only_from=("offered",)
+            )
+            if lang is None:
+                call = store.load_call(conn, call_sid=case["call_sid"])
+                lang = call.state.lang if call else "en"
+        return engine.connect_twiml(
+            self.trees.current.catalogs,
+            lang,
+            agent_phone=agent.phone if agent else None,
+            agent_name=agent.name if agent else "agent",
+            action=self.links.connect_done(case_id),
+            greeting="callback_greeting" if outbound else "connecting_agent",
+            ticket=case["ticket"],
+        )
+
+    def connect_done(self, case_id: int, dial_status: str) -> str:
+        """The agent leg ended. Nobody answered: the case goes back to its place, the caller too."""
+        with self.db.connect() as conn:
+            case = cases.get_case(conn, case_id=case_id)
+        if case is None:
+            return self.fallback()
+        if dial_status in ("completed", "answered"):
+            with self.db.connect() as conn:
+                row = store.load_call(conn, call_sid=case["call_sid"])
+            catalogs = self.trees.current.catalogs
+            lang = row.state.lang if row else "en"
+            return engine.hangup_twiml(catalogs, lang)
+        with self.db.connect() as conn:
+            cases.requeue(conn, case_id=case_id)
+            row = store.load_call(conn, call_sid=case["call_sid"])
+        if row is None or "queue" not in row.state.facts:
+            return self.fallback()
+        return self.advance(row.call_sid, row.step, engine.QueueExit("error"))
+
     def status(
         self, call_sid: str, status: str, *, duration: int | None, sequence: int | None
     ) -> bool:
+        now = self.clock()
         with self.db.connect() as conn:
-            return store.record_status(
+            recorded = store.record_status(
                 conn,
                 call_sid=call_sid,
                 status=status,
                 duration_seconds=duration,
                 sequence=sequence,
-                now=self.clock(),
+                now=now,
+            )
+            if recorded and status in store.FINAL_STATUSES:
+                cases.abandon_for_call(conn, call_sid=call_sid, now=now)
+        return recorded
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def claim(self, agent: cases.User) -> tuple[dict[str, Any], dict[str, str]] | None:
+        """Give the agent the next case and start connecting its caller; None when none waits."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = cases.claim_next(conn, agent_id=agent.id, now=now)
+        if case is None:
+            return None
+        live = case["claimed_from"] == "waiting"
+        number = case["callback_number"] or case["caller"]
+        if live and self.twilio is not None:
+            try:
+                # Out of the queue and into TwiML that dials this agent.
+                self.twilio.calls(case["call_sid"]).update(
+                    url=self.links.connect(case["id"]), method="POST"
+                )
+                connect = {"mode": "redirected"}
+            except Exception as exc:  # the caller hung up meanwhile: the case is theirs to call
+                log.warning(
+                    "could not redirect call %s to the agent: %s",
+                    case["call_sid"],
+                    type(exc).__name__,
+                )
+                connect = {"mode": "call_back", "number": number or ""}
+        elif live:
+            connect = {"mode": "next_hold_poll"}  # the hold loop hands the caller over
+        elif self.twilio is not None and self.settings.caller_id and number:
+            self.twilio.calls.create(
+                to=number,
+                from_=self.settings.caller_id,
+                url=self.links.connect(case["id"], outbound=True),
+                method="POST",
+            )
+            connect = {"mode": "calling_back", "number": number}
+        else:
+            connect = {"mode": "call_back", "number": number or ""}
+        return case, connect
+
+    def freeze_case(self, case_id: int, agent: cases.User, reason: str) -> tuple[bool, str]:
+        """(frozen, why not). Freezing only protects; unfreezing is never done by phone."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = cases.get_case(conn, case_id=case_id)
+            if case is None:
+                return False, "no such case"
+            uid = case["account_uid"]
+            if not uid:
+                return False, "the caller gave no account UID; find the account first"
+            done = self.actions.freeze(uid=uid, now=now)
+            cases.audit(
+                conn,
+                actor=f"agent:{agent.name}",
+                action="freeze",
+                uid=uid,
+                case_id=case_id,
+                reason=reason,
+                result="ok" if done else "failed",
+                now=now,
+            )
+            flags = {**case["flags"], "agent_freeze": "done" if done else "failed"}
+            cases.set_status(conn, case_id=case_id, status=case["status"], now=now, flags=flags)
+        return done, "" if done else "the account service did not confirm the freeze"
+
+    def resolve_case(self, case_id: int, agent: cases.User, notes: str) -> bool:
+        with self.db.connect() as conn:
+            return cases.set_status(
+                conn, case_id=case_id, status="resolved", now=self.clock(), queued=0, notes=notes
             )
 
-    def hold(self, language: str) -> str:
-        """The queue hold loop; from memory, no database."""
-        catalogs = self.trees.current.catalogs
-        lang = language if language in catalogs.by_language else catalogs.languages[0]
-        return engine.hold_twiml(catalogs, lang, self.settings.hold_music_url_str)
+    def case_detail(self, case_id: int) -> dict[str, Any] | None:
+        """What an agent sees: the case, how the caller was verified (never the digits),
+        risk signals, their path through the menus, earlier cases of the account."""
+        with self.db.connect() as conn:
+            case = cases.get_case(conn, case_id=case_id)
+            if case is None:
+                return None
+            events = store.call_log(conn, call_sid=case["call_sid"])
+            earlier = (
+                cases.account_history(conn, uid=case["account_uid"], exclude=case_id)
+                if case["account_uid"]
+                else []
+            )
+        case["menu_path"] = [e["node"] for e in events if e["kind"] == "entered"]
+        case["earlier_cases"] = earlier
+        return case
+
+    # -- from memory ----------------------------------------------------------------------
 
     def fallback(self) -> str:
         """For when anything failed: from memory alone, apologise and queue for an agent."""

@@ -108,7 +108,11 @@ class ScriptedParty:
             self.on_hear(text)
 
     def answer(self, prompt: Prompt) -> Answer:
-        choice = self.answers.pop(0) if self.answers else HangUp()
+        if self.answers:
+            choice = self.answers.pop(0)
+        else:
+            # Out of answers: hang up at a prompt, but stay silent on hold (keep_holding decides).
+            choice = Silent() if prompt.in_queue else HangUp()
         if self.on_answer:
             self.on_answer(choice)
         return choice

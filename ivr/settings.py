@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ivr.exceptions import ConfigError
@@ -51,6 +51,39 @@ class Settings(BaseSettings):
         default=300.0, gt=0, validation_alias="IVR_SWEEP_INTERVAL"
     )
 
+    # Identity and account actions: the built-in directory, or the exchange's own endpoint.
+    secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)
+    identity_url: AnyHttpUrl | None = Field(default=None, validation_alias="IVR_IDENTITY_URL")
+    identity_key: str | None = Field(default=None, validation_alias="IVR_IDENTITY_KEY", repr=False)
+    identity_timeout: float = Field(
+        default=3.0, gt=0, le=10, validation_alias="IVR_IDENTITY_TIMEOUT"
+    )
+    # Lockout: this many failed factors within the window locks verification for `seconds`.
+    lockout_failures: int = Field(default=5, ge=1, validation_alias="IVR_LOCKOUT_FAILURES")
+    lockout_window_seconds: int = Field(default=1800, ge=60, validation_alias="IVR_LOCKOUT_WINDOW")
+    lockout_seconds: int = Field(default=1800, ge=60, validation_alias="IVR_LOCKOUT_SECONDS")
+    # The hold loop's wait estimate, and when the call-back offer comes first.
+    avg_handle_seconds: int = Field(default=240, ge=10, validation_alias="IVR_AVG_HANDLE_SECONDS")
+    max_wait_seconds: int = Field(default=900, ge=30, validation_alias="IVR_MAX_WAIT")
+    # The number outbound call-backs come from (a Twilio number of this account).
+    caller_id: str | None = Field(
+        default=None, pattern=r"^\+[1-9]\d{6,14}$", validation_alias="IVR_CALLER_ID"
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_key(cls, value: str | None) -> str | None:
+        if value:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(value.encode())
+            except ValueError:
+                raise ValueError(
+                    "must be a Fernet key (32 url-safe base64 bytes); `ivr keygen` prints one"
+                ) from None
+        return value or None
+
     @field_validator("twilio_auth_token")
     @classmethod
     def _token_is_real(cls, value: str) -> str:
@@ -68,6 +101,14 @@ class Settings(BaseSettings):
             raise ValueError("a Twilio queue name has 1 to 64 characters")
         return value
 
+    @model_validator(mode="after")
+    def _identity_endpoint_is_signed(self) -> Settings:
+        if self.identity_url and not (self.identity_key and len(self.identity_key) >= 16):
+            raise ValueError(
+                "IVR_IDENTITY_URL needs IVR_IDENTITY_KEY (16+ characters) to sign requests"
+            )
+        return self
+
     @property
     def hold_music_url_str(self) -> str | None:
         return str(self.hold_music_url) if self.hold_music_url else None
@@ -84,6 +125,10 @@ _ENV_NAMES = {
     "database_url": "IVR_DATABASE_URL",
     "fallback_queue": "IVR_FALLBACK_QUEUE",
     "hold_music_url": "IVR_HOLD_MUSIC_URL",
+    "secret_key": "IVR_SECRET_KEY",
+    "identity_url": "IVR_IDENTITY_URL",
+    "identity_key": "IVR_IDENTITY_KEY",
+    "caller_id": "IVR_CALLER_ID",
     "call_max_age_seconds": "IVR_CALL_MAX_AGE",
     "sweep_interval_seconds": "IVR_SWEEP_INTERVAL",
 }

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, Executable, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ivr.db import call_events, calls, tree_versions
+from ivr.db import call_events, calls, tree_versions, verification_failures
 from ivr.engine import CallState, LogEntry
 from ivr.tree import CompiledTree
 
@@ -27,6 +27,7 @@ STALE = "stale"  # closed by age: its final status callback never came
 @dataclass(frozen=True)
 class CallRow:
     call_sid: str
+    from_number: str | None
     tree_version: str
     step: int
     state: CallState
@@ -39,6 +40,7 @@ def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
         row = conn.execute(
             select(
                 calls.c.call_sid,
+                calls.c.from_number,
                 calls.c.tree_version,
                 calls.c.step,
                 calls.c.state,
@@ -50,6 +52,7 @@ def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
         return None
     return CallRow(
         row.call_sid,
+        row.from_number,
         row.tree_version,
         row.step,
         CallState.model_validate(row.state),
@@ -91,6 +94,7 @@ def create_call(
     twiml: str,
     log: Sequence[LogEntry],
     now: datetime,
+    also: Sequence[Executable] = (),
 ) -> bool:
     """Insert a new call with its first log lines; False if the CallSid already exists."""
     try:
@@ -112,6 +116,8 @@ def create_call(
             )
             if log:
                 conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
+            for statement in also:
+                conn.execute(statement)
     except IntegrityError:
         return False
     return True
@@ -126,8 +132,11 @@ def save_step(
     twiml: str,
     log: Sequence[LogEntry],
     now: datetime,
+    also: Sequence[Executable] = (),
 ) -> bool:
-    """Move a call from `expected_step` to the next; False if another request got there first."""
+    """Move a call from `expected_step` to the next; False if another request got there first.
+
+    `also` runs in the same transaction (a case opened, a failed factor counted)."""
     step = expected_step + 1
     with conn.begin():
         moved = conn.execute(
@@ -141,6 +150,8 @@ def save_step(
             return False
         if log:
             conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
+        for statement in also:
+            conn.execute(statement)
     return True
 
 
@@ -257,3 +268,48 @@ def get_call(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
             conn.execute(select(calls).where(calls.c.call_sid == call_sid)).mappings().one_or_none()
         )
     return None if row is None else dict(row)
+
+
+# -- verification lockout -------------------------------------------------------------------
+
+
+def failure(*, uid: str | None, caller: str | None, call_sid: str, now: datetime) -> Executable:
+    """The insert that counts one failed factor (never what was typed)."""
+    return insert(verification_failures).values(uid=uid, caller=caller, call_sid=call_sid, at=now)
+
+
+def is_locked(
+    conn: Connection,
+    *,
+    uid: str | None,
+    caller: str | None,
+    now: datetime,
+    failures: int,
+    window: timedelta,
+    duration: timedelta,
+) -> bool:
+    """Locked: `failures` failed factors within `window` (per UID, or per calling number), the
+    last of them less than `duration` ago. Kept in the database, so it holds across calls,
+    restarts and instances."""
+    f = verification_failures.c
+    with conn.begin():
+        for column, value in ((f.uid, uid), (f.caller, caller)):
+            if not value:
+                continue
+            times = (
+                conn.execute(
+                    select(f.at)
+                    .where(column == value, f.at > now - window - duration)
+                    .order_by(f.at.desc())
+                    .limit(failures)
+                )
+                .scalars()
+                .all()
+            )
+            if (
+                len(times) == failures
+                and times[0] - times[-1] <= window
+                and now < times[0] + duration
+            ):
+                return True
+    return False

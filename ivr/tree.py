@@ -9,7 +9,11 @@ happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style
     say       play a prompt, then go on to `next` (no input)
     language  choose the caller's language, then `next`; silence keeps the base language
     hours     business hours in a time zone with holiday dates -> `on_open` / `on_closed`
-    queue     hand the caller to a named agent queue with a priority (<Enqueue>)
+    verify    identity by keypad: `steps` (uid, phone, pin, totp, id_last4, pin_or_id_last4),
+              `attempts`, `skip_key` -> `on_success` / `on_failure` / `on_locked`; the caller is
+              never told which factor was wrong
+    ticket    look up an earlier case by its ticket number and queue the caller back to it
+    queue     open a case and hand the caller to a named agent queue with a priority
     transfer  dial a number (<Dial>); `on_failure` if nobody answers
     hangup    say goodbye and end the call
 
@@ -61,7 +65,23 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # Prompts the engine itself says, whatever the tree: every catalog must be able to say them.
-ENGINE_PROMPTS = ("goodbye", "hold", "fallback_apology")
+ENGINE_PROMPTS = (
+    "goodbye",
+    "hold",
+    "fallback_apology",
+    "hold_position",
+    "hold_callback_offer",
+    "callback_confirmed",
+    "connecting_agent",
+    "callback_greeting",
+    "ticket_requeued",
+    *(
+        f"case_status_{s}"
+        for s in ("waiting", "offered", "connected", "resolved", "abandoned", "callback_requested")
+    ),
+)
+# Tips said between hold segments, in turn: hold_tip_1, hold_tip_2, ... (optional).
+HOLD_TIP_PREFIX = "hold_tip_"
 
 
 class _Model(BaseModel):
@@ -178,14 +198,62 @@ class HoursNode(_Node):
         return any(r[:5] <= now < r[6:] for r in self.weekly.get(WEEKDAYS[local_day.weekday()], []))
 
 
+QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class QueueNode(_Node):
     kind: Literal["queue"]
     prompt: PromptKey | None = None
-    queue: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    queue: QueueName
     priority: Priority = "normal"
+    # The case's reason for agents and reports; the node's topic when not given.
+    reason: str | None = None
+    announce_ticket: bool = True
+    ticket_prompt: PromptKey = "ticket_number"
+    # A verified caller's account is frozen at once, before the wait (never unfrozen by phone).
+    self_freeze: bool = False
+    freeze_prompt: PromptKey = "account_freezing"
     on_leave: NodeName | None = Field(
         default=None, description="if the caller leaves the queue unserved"
     )
+
+
+SecretOrId = Literal["uid", "phone", "pin", "totp", "id_last4", "pin_or_id_last4"]
+DEFAULT_STEP_PROMPTS = {
+    "uid": "verify_uid",
+    "phone": "verify_phone",
+    "pin": "verify_pin",
+    "totp": "verify_totp",
+    "id_last4": "verify_id_last4",
+    "pin_or_id_last4": "verify_pin_or_id_last4",
+}
+
+
+class VerifyNode(_Node):
+    kind: Literal["verify"]
+    prompt: PromptKey | None = Field(default=None, description="said once, before the first step")
+    steps: list[SecretOrId] = Field(min_length=1)
+    step_prompts: dict[SecretOrId, PromptKey] = {}
+    attempts: int = Field(default=2, ge=1, le=5)
+    failed_prompt: PromptKey = "verify_failed"
+    skip_key: Key | None = "*"
+    timeout: int = Field(default=10, ge=3, le=60)
+    on_success: NodeName
+    on_failure: NodeName
+    on_locked: NodeName | None = None
+
+    def step_prompt(self, step: SecretOrId) -> str:
+        return self.step_prompts.get(step) or DEFAULT_STEP_PROMPTS[step]
+
+
+class TicketNode(_Node):
+    kind: Literal["ticket"]
+    prompt: PromptKey = "ticket_enter"
+    not_found_prompt: PromptKey = "ticket_not_found"
+    status_prompt: PromptKey = "ticket_status"
+    attempts: int = Field(default=2, ge=1, le=5)
+    timeout: int = Field(default=10, ge=3, le=60)
+    on_not_found: NodeName
 
 
 class TransferNode(_Node):
@@ -202,7 +270,17 @@ class HangupNode(_Node):
 
 
 Node = Annotated[
-    Union[MenuNode, SayNode, LanguageNode, HoursNode, QueueNode, TransferNode, HangupNode],  # noqa: UP007
+    Union[  # noqa: UP007
+        MenuNode,
+        SayNode,
+        LanguageNode,
+        HoursNode,
+        QueueNode,
+        TransferNode,
+        HangupNode,
+        VerifyNode,
+        TicketNode,
+    ],
     Field(discriminator="kind"),
 ]
 # Nodes the engine passes straight through: a cycle made only of these would never stop.
@@ -316,15 +394,40 @@ def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
         yield ("on_closed",), node.on_closed
     elif isinstance(node, QueueNode) and node.on_leave:
         yield ("on_leave",), node.on_leave
+    elif isinstance(node, VerifyNode):
+        yield ("on_success",), node.on_success
+        yield ("on_failure",), node.on_failure
+        if node.on_locked:
+            yield ("on_locked",), node.on_locked
+    elif isinstance(node, TicketNode):
+        yield ("on_not_found",), node.on_not_found
     elif isinstance(node, TransferNode) and node.on_failure:
         yield ("on_failure",), node.on_failure
 
 
 def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
-    for name in ("prompt", "short_prompt", "no_input_prompt", "invalid_prompt", "option_prompt"):
+    names = (
+        "prompt",
+        "short_prompt",
+        "no_input_prompt",
+        "invalid_prompt",
+        "option_prompt",
+        "failed_prompt",
+        "not_found_prompt",
+        "status_prompt",
+    )
+    for name in names:
         value = getattr(node, name, None)
         if value:
             yield (name,), value
+    if isinstance(node, QueueNode):
+        if node.announce_ticket:
+            yield ("ticket_prompt",), node.ticket_prompt
+        if node.self_freeze:
+            yield ("freeze_prompt",), node.freeze_prompt
+    if isinstance(node, VerifyNode):
+        for step in node.steps:
+            yield ("step_prompts", step), node.step_prompt(step)
 
 
 Inherited = Mapping[str, set[str]]  # menu name -> settings it took from menu_defaults
@@ -580,7 +683,10 @@ def _validation_problem(
         kind = err["input"].get("kind")
         message = f"unknown kind {kind!r}; expected one of: {err['ctx']['expected_tags']}"
     elif err["type"] == "union_tag_not_found":
-        message = "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup)"
+        message = (
+            "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
+            "verify, ticket)"
+        )
     elif err["type"] == "extra_forbidden":
         message = f"unknown setting '{loc[-1]}'"
     elif err["type"] == "missing":

@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
@@ -26,8 +27,18 @@ from twilio.request_validator import (
 )
 
 from ivr import engine
+from ivr.api import router as api_router
 from ivr.db import create_db_engine
-from ivr.hotline import Caller, Clock, Hotline, utcnow
+from ivr.deps import HotlineDep
+from ivr.hotline import Caller, Clock, Hotline, TwilioCalls, utcnow
+from ivr.identity import (
+    AccountActions,
+    HttpAccountActions,
+    HttpIdentity,
+    IdentityProvider,
+    LocalAccountActions,
+    LocalDirectory,
+)
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
 
@@ -38,14 +49,6 @@ TWIML = "application/xml"
 MAX_BODY = 64 * 1024  # Twilio's webhook forms are a few KB
 MAX_DIGITS = 64
 MAX_SPEECH = 1000
-
-
-def get_hotline(request: Request) -> Hotline:
-    hotline: Hotline = request.app.state.hotline
-    return hotline
-
-
-HotlineDep = Annotated[Hotline, Depends(get_hotline)]
 
 
 async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
@@ -125,6 +128,7 @@ def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
         _text(form, "AccountSid", 64) or None,
         _text(form, "From", 32) or None,
         _text(form, "To", 32) or None,
+        stir_verstat=_text(form, "StirVerstat", 64) or None,
     )
     return _safely(hotline, caller.call_sid, lambda: hotline.start(caller))
 
@@ -149,11 +153,35 @@ def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Respons
     return _safely(hotline, sid, lambda: hotline.advance(sid, s, event))
 
 
+Lang = Annotated[str, Query(max_length=16)]
+CaseId = Annotated[int, Query(alias="case", ge=1)]
+
+
 @router.post("/wait")
-def wait(
-    _form: TwilioForm, hotline: HotlineDep, lang: str = Query(default="en", max_length=16)
-) -> Response:
-    return _twiml(hotline.hold(lang))
+def wait(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
+    sid = _call_sid(form)
+    queue_time = _int(form, "QueueTime") or 0
+    return _safely(hotline, sid, lambda: hotline.hold(sid, lang, queue_time))
+
+
+@router.post("/callback-request")
+def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
+    sid = _call_sid(form)
+    digits, number = _text(form, "Digits", MAX_DIGITS), _text(form, "From", 32) or None
+    return _safely(hotline, sid, lambda: hotline.request_callback(sid, digits, lang, number))
+
+
+@router.post("/connect")
+def connect(form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0) -> Response:
+    sid = _call_sid(form)
+    return _safely(hotline, sid, lambda: hotline.connect(case_id, outbound=bool(out)))
+
+
+@router.post("/connect-done")
+def connect_done(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
+    sid = _call_sid(form)
+    status = _text(form, "DialCallStatus", 32) or "failed"
+    return _safely(hotline, sid, lambda: hotline.connect_done(case_id, status))
 
 
 @router.post("/status", status_code=204)
@@ -185,11 +213,31 @@ def create_app(
     tree: CompiledTree | None = None,
     db: Engine | None = None,
     clock: Clock = utcnow,
+    identity: IdentityProvider | None = None,
+    actions: AccountActions | None = None,
+    twilio: TwilioCalls | None = None,
+    http: httpx.Client | None = None,
 ) -> FastAPI:
-    """The ASGI app. Raises SourceError for a bad tree: the server must not start on one."""
+    """The ASGI app. Raises SourceError for a bad tree: the server must not start on one.
+
+    Every outside party is a parameter (the database, the clock, the identity endpoint's HTTP
+    client, the Twilio REST client): tests pass their own instead of patching."""
     tree = tree or load_tree(settings.routes, settings.prompts_dir)
     db = db or create_db_engine(settings.database_url)
-    hotline = Hotline(settings, tree, db, clock=clock)
+    if settings.identity_url and settings.identity_key:
+        client = http or httpx.Client(timeout=settings.identity_timeout)
+        url = str(settings.identity_url)
+        identity = identity or HttpIdentity(url, settings.identity_key, client)
+        actions = actions or HttpAccountActions(url, settings.identity_key, client)
+    identity = identity or LocalDirectory(db, settings.secret_key)
+    actions = actions or LocalAccountActions(db)
+    if twilio is None and settings.twilio_account_sid:
+        from twilio.rest import Client
+
+        twilio = Client(settings.twilio_account_sid, settings.twilio_auth_token)
+    hotline = Hotline(
+        settings, tree, db, identity=identity, actions=actions, twilio=twilio, clock=clock
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -208,6 +256,7 @@ def create_app(
     app.state.hotline = hotline
     app.state.validator = RequestValidator(settings.twilio_auth_token)
     app.include_router(router)
+    app.include_router(api_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

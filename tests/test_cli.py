@@ -93,7 +93,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
 def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(
     server: Server, tmp_path: Path
 ) -> None:
-    result = run(["dial", "--keys", "1,1", "--hold", "2"], server.env, tmp_path)
+    result = run(["dial", "--keys", "1,1,*", "--hold", "2"], server.env, tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "caller: presses 1" in out
@@ -107,7 +107,7 @@ def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(
 
 
 def test_dial_by_voice_in_mandarin(server: Server, tmp_path: Path) -> None:
-    result = run(["dial", "--keys", "2,say:我的账户被盗了"], server.env, tmp_path)
+    result = run(["dial", "--keys", "2,say:我的账户被盗了,*"], server.env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "queued in 'security'" in result.stdout
 

@@ -28,19 +28,26 @@ def call(phone: Phone, *answers: Answer, hold: int = 1):  # type: ignore[no-unty
 # -- the emergency path -----------------------------------------------------------------------
 
 
-def test_hijacked_caller_reaches_security_queue_with_two_keys(phone: Phone, db: Engine) -> None:
-    record = call(phone, Press("1"), Press("1"))
+def test_hijacked_caller_reaches_security_queue_without_any_details(
+    phone: Phone, db: Engine
+) -> None:
+    # Language, the first main-menu option, then * because they cannot give their UID.
+    record = call(phone, Press("1"), Press("1"), Press("*"))
     assert record.queue == "security"
-    assert len(record.answers) == 2  # language, then the first main-menu option: nothing else
+    # Nothing else was asked before the queue: the call, three answers, then the hold loop.
+    urls = [url for url, _ in record.requests]
+    assert next(i for i, u in enumerate(urls) if "/twilio/wait" in u) == 4
     assert any("never ask for your password" in line for line in record.heard)
     with db.connect() as conn:
         row = get_call(conn, call_sid=record.call_sid)
     assert row is not None
-    assert row["state"]["facts"] == {
-        "topic": "account_hijack",
-        "queue": "security",
-        "priority": "emergency",
-    }
+    facts = row["state"]["facts"]
+    assert (facts["topic"], facts["queue"], facts["priority"]) == (
+        "account_hijack",
+        "security",
+        "emergency",
+    )
+    assert facts["verified"] == "skipped"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +63,7 @@ def test_hijacked_caller_reaches_security_queue_with_two_keys(phone: Phone, db: 
 def test_saying_hacked_reaches_the_emergency_path(
     phone: Phone, language_key: str, words: str
 ) -> None:
-    record = call(phone, Press(language_key), Speak(words))
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
     assert record.queue == "security"
 
 
@@ -71,7 +78,7 @@ def test_mandarin_caller_hears_mandarin_voice_all_the_way(phone: Phone) -> None:
 
 
 def test_suspicious_login_offers_the_emergency_freeze(phone: Phone) -> None:
-    record = call(phone, Press("1"), Press("2"), Press("3"), Press("1"))
+    record = call(phone, Press("1"), Press("2"), Press("3"), Press("1"), Press("*"))
     assert record.queue == "security"
 
 

@@ -219,7 +219,8 @@ def test_unknown_node_kind(tmp_path: Path) -> None:
     file, problems = check(tmp_path, text)
     assert str(only(problems)) == (
         f"{file}:{line_of(text, 'music:')}: error: nodes.music: unknown kind 'playlist'; "
-        "expected one of: 'menu', 'say', 'language', 'hours', 'queue', 'transfer', 'hangup'"
+        "expected one of: 'menu', 'say', 'language', 'hours', 'queue', 'transfer', 'hangup', "
+        "'verify', 'ticket'"
     )
 
 
@@ -228,7 +229,8 @@ def test_missing_node_kind(tmp_path: Path) -> None:
     file, problems = check(tmp_path, text)
     assert str(only(problems)) == (
         f"{file}:{line_of(text, 'music:')}: error: nodes.music: "
-        "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup)"
+        "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
+        "verify, ticket)"
     )
 
 

@@ -1,0 +1,320 @@
+"""The case queue: cases in serving order, claims, callbacks, freezes; agents and their tokens.
+
+Serving order is (lane, sort_at, id) over cases an agent can claim (`queued` = 1):
+lane 0 holds emergencies, served before anything else whatever the order of arrival;
+lane 1 holds the rest, where a high-priority case counts as having arrived HIGH_BOOST
+earlier than it did (aging: a normal case that has waited longer still goes first).
+Callers who asked for a call back, or hung up, keep their place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Insert,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from ivr.db import audit_log, cases, users
+from ivr.engine import CaseSummary, OpenCase
+
+HIGH_BOOST = timedelta(minutes=10)
+CLAIMABLE = ("waiting", "callback_requested", "abandoned")
+ROLES = ("agent", "supervisor", "operator")
+
+
+def new_ticket() -> str:
+    """A short number a frightened caller can write down: 7 digits, no leading zero."""
+    return str(secrets.randbelow(9_000_000) + 1_000_000)
+
+
+def open_case(
+    spec: OpenCase, *, call_sid: str, caller: str | None, risk: dict[str, str], now: datetime
+) -> Insert:
+    """The insert for a new case, run by the hotline in the same transaction as the call step."""
+    lane = 0 if spec.priority == "emergency" else 1
+    sort_at = now - HIGH_BOOST if spec.priority == "high" else now
+    return insert(cases).values(
+        ticket=spec.ticket,
+        call_sid=call_sid,
+        account_uid=spec.flags.get("uid"),
+        caller=caller,
+        reason=spec.reason,
+        queue=spec.queue,
+        priority=spec.priority,
+        lane=lane,
+        sort_at=sort_at,
+        queued=1,
+        status="waiting",
+        flags={**spec.flags, **risk},
+        path=spec.path,
+        parent_ticket=spec.parent_ticket,
+        created_at=now,
+    )
+
+
+def _ahead(case: Any) -> Any:
+    """Cases served before `case` (a row or the cases table itself, aliased)."""
+    return and_(
+        cases.c.queued == 1,
+        or_(
+            cases.c.lane < case.lane,
+            and_(
+                cases.c.lane == case.lane,
+                or_(
+                    cases.c.sort_at < case.sort_at,
+                    and_(cases.c.sort_at == case.sort_at, cases.c.id < case.id),
+                ),
+            ),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class CaseView:
+    row: dict[str, Any]
+    position: int | None  # 1 = next to be served; None once it is not waiting any more
+
+
+def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
+    """The call's newest case and its place in line, in one statement."""
+    mine = cases.alias("mine")
+    ahead = select(func.count()).select_from(cases).where(_ahead(mine.c)).scalar_subquery()
+    with conn.begin():
+        row = (
+            conn.execute(
+                select(mine, ahead.label("ahead"))
+                .where(mine.c.call_sid == call_sid)
+                .order_by(mine.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    data = dict(row)
+    ahead_count = data.pop("ahead")
+    return CaseView(data, ahead_count + 1 if data["queued"] else None)
+
+
+def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Claimable cases in exactly the order agents will get them."""
+    with conn.begin():
+        rows = (
+            conn.execute(
+                select(cases)
+                .where(cases.c.queued == 1)
+                .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+    return [dict(r) for r in rows]
+
+
+def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, Any] | None:
+    """Hand the next case to an agent; each case goes to exactly one agent, however many ask."""
+    for _ in range(20):
+        with conn.begin():
+            candidate = conn.execute(
+                select(cases.c.id, cases.c.status)
+                .where(cases.c.queued == 1)
+                .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers
+            ).first()
+            if candidate is None:
+                return None
+            claimed = (
+                conn.execute(
+                    update(cases)
+                    .where(cases.c.id == candidate.id, cases.c.queued == 1)
+                    .values(
+                        queued=0,
+                        status="offered",
+                        agent_id=agent_id,
+                        offered_at=now,
+                    )
+                    .returning(*cases.c)
+                )
+                .mappings()
+                .first()
+            )
+            if claimed is not None:
+                row = dict(claimed)
+                row["claimed_from"] = candidate.status
+                return row
+    return None
+
+
+def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
+    with conn.begin():
+        row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
+    with conn.begin():
+        row = conn.execute(select(cases).where(cases.c.ticket == ticket)).first()
+    if row is None:
+        return None
+    return CaseSummary(row.ticket, row.status, row.queue, row.priority, row.reason)
+
+
+def account_history(conn: Connection, *, uid: str, exclude: int) -> list[dict[str, Any]]:
+    with conn.begin():
+        rows = (
+            conn.execute(
+                select(
+                    cases.c.id,
+                    cases.c.ticket,
+                    cases.c.reason,
+                    cases.c.status,
+                    cases.c.created_at,
+                    cases.c.notes,
+                )
+                .where(cases.c.account_uid == uid, cases.c.id != exclude)
+                .order_by(cases.c.id.desc())
+                .limit(20)
+            )
+            .mappings()
+            .all()
+        )
+    return [dict(r) for r in rows]
+
+
+def set_status(
+    conn: Connection,
+    *,
+    case_id: int,
+    status: str,
+    now: datetime,
+    only_from: tuple[str, ...] | None = None,
+    **values: Any,
+) -> bool:
+    where = [cases.c.id == case_id]
+    if only_from:
+        where.append(cases.c.status.in_(only_from))
+    if status == "connected":
+        values.setdefault("connected_at", now)
+    if status in ("resolved",):
+        values.setdefault("ended_at", now)
+    with conn.begin():
+        return (
+            conn.execute(update(cases).where(*where).values(status=status, **values)).rowcount == 1
+        )
+
+
+def requeue(conn: Connection, *, case_id: int) -> bool:
+    """An agent's phone did not answer: the case goes back to its place in line."""
+    with conn.begin():
+        return (
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")))
+                .values(
+                    status="waiting", queued=1, agent_id=None, offered_at=None, connected_at=None
+                )
+            ).rowcount
+            == 1
+        )
+
+
+def request_callback(conn: Connection, *, call_sid: str, number: str | None, now: datetime) -> bool:
+    with conn.begin():
+        return (
+            conn.execute(
+                update(cases)
+                .where(cases.c.call_sid == call_sid, cases.c.status == "waiting")
+                .values(status="callback_requested", callback_number=number)
+            ).rowcount
+            >= 1
+        )
+
+
+def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
+    """The caller hung up before an agent had them: kept, visible and claimable, for a call back."""
+    with conn.begin():
+        return conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == call_sid, cases.c.status.in_(("waiting", "offered")))
+            .values(status="abandoned", queued=1, agent_id=None, offered_at=None, ended_at=now)
+        ).rowcount
+
+
+def audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    uid: str | None,
+    case_id: int | None,
+    reason: str | None,
+    result: str,
+    now: datetime,
+) -> None:
+    with conn.begin():
+        conn.execute(
+            insert(audit_log).values(
+                at=now,
+                actor=actor,
+                action=action,
+                account_uid=uid,
+                case_id=case_id,
+                reason=reason,
+                result=result,
+            )
+        )
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    phone: str | None
+
+
+def _token_hash(token: str) -> str:
+    # Tokens are 256 random bits: a plain SHA-256 is the right hash (no dictionary to guess from).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(conn: Connection, *, name: str, role: str, phone: str | None, now: datetime) -> str:
+    """Create a user and return their API token; only its hash is stored."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    token = secrets.token_urlsafe(32)
+    try:
+        with conn.begin():
+            conn.execute(
+                insert(users).values(
+                    name=name, role=role, phone=phone, token_hash=_token_hash(token), created_at=now
+                )
+            )
+    except IntegrityError:
+        raise ValueError(f"a user named {name!r} exists already") from None
+    return token
+
+
+def user_by_token(conn: Connection, *, token: str) -> User | None:
+    with conn.begin():
+        row = conn.execute(select(users).where(users.c.token_hash == _token_hash(token))).first()
+    return User(row.id, row.name, row.role, row.phone) if row else None

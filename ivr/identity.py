@@ -1,0 +1,224 @@
+"""Who a caller is, and what may be done to their account.
+
+    IdentityProvider   check one factor a caller keyed in (True/False, never why)
+     ├── LocalDirectory    accounts table: argon2 hashes, TOTP seed encrypted with IVR_SECRET_KEY
+     └── HttpIdentity      the exchange's own endpoint, HMAC-signed JSON, fails closed
+    AccountActions     protective actions (freeze); unfreezing is never offered by phone
+     ├── LocalAccountActions   a flag in the accounts table
+     └── HttpAccountActions    the exchange's endpoint, HMAC-signed
+
+The digits a caller typed reach these functions and go no further: they are not returned,
+stored, logged or put in an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import datetime
+from typing import Literal, Protocol
+
+import httpx
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import Engine, insert, select, update
+
+from ivr.db import accounts
+from ivr.exceptions import ConfigError
+
+log = logging.getLogger("ivr.identity")
+
+Factor = Literal["uid", "phone", "pin", "totp", "id_last4", "pin_or_id_last4"]
+SECRET_FACTORS: frozenset[str] = frozenset({"pin", "totp", "id_last4", "pin_or_id_last4"})
+
+_HASHER = PasswordHasher()
+# Verifying against this when the account does not exist keeps the time the same.
+_DUMMY_HASH = _HASHER.hash("not-a-real-secret")
+
+
+class IdentityProvider(Protocol):
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool: ...
+
+    def registered_phone(self, *, uid: str) -> str | None: ...
+
+
+class AccountActions(Protocol):
+    def freeze(self, *, uid: str, now: datetime) -> bool: ...
+
+
+def _digits(value: str) -> str:
+    return "".join(c for c in value if c.isdigit())
+
+
+def _verify(stored: str | None, digits: str) -> bool:
+    try:
+        return _HASHER.verify(stored or _DUMMY_HASH, digits) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class LocalDirectory:
+    """The built-in directory in the hotline's own database."""
+
+    def __init__(self, db: Engine, secret_key: str | None) -> None:
+        self.db = db
+        self.fernet = Fernet(secret_key.encode()) if secret_key else None
+
+    def add(
+        self,
+        *,
+        uid: str,
+        pin: str | None,
+        id_last4: str | None,
+        phone: str | None,
+        totp_secret: str | None,
+        now: datetime,
+    ) -> None:
+        """Create or replace an account; secrets are hashed or encrypted before they are stored."""
+        if pin is not None and not (pin.isdigit() and len(pin) == 6):
+            raise ValueError("the phone PIN is 6 digits")
+        if id_last4 is not None and not (id_last4.isdigit() and len(id_last4) == 4):
+            raise ValueError("the ID document's last 4 are 4 digits")
+        sealed = None
+        if totp_secret:
+            if self.fernet is None:
+                raise ConfigError("IVR_SECRET_KEY is not set: it encrypts TOTP secrets at rest")
+            pyotp.TOTP(totp_secret).now()  # refuses a seed that is not base32
+            sealed = self.fernet.encrypt(totp_secret.encode()).decode()
+        row = {
+            "phone": phone,
+            "pin_hash": _HASHER.hash(pin) if pin else None,
+            "id_last4_hash": _HASHER.hash(id_last4) if id_last4 else None,
+            "totp_secret": sealed,
+            "totp_last_step": None,
+            "frozen": 0,
+            "frozen_at": None,
+        }
+        with self.db.begin() as conn:
+            if conn.execute(select(accounts.c.uid).where(accounts.c.uid == uid)).first():
+                conn.execute(update(accounts).where(accounts.c.uid == uid).values(**row))
+            else:
+                conn.execute(insert(accounts).values(uid=uid, created_at=now, **row))
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        with self.db.connect() as conn:
+            phone = conn.execute(select(accounts.c.phone).where(accounts.c.uid == uid)).scalar()
+        return phone
+
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        with self.db.connect() as conn:
+            row = conn.execute(select(accounts).where(accounts.c.uid == uid)).first()
+        if factor == "pin_or_id_last4":
+            factor = {6: "pin", 4: "id_last4"}.get(len(digits), "pin")
+        if factor == "pin":
+            return _verify(row.pin_hash if row else None, digits)
+        if factor == "id_last4":
+            return _verify(row.id_last4_hash if row else None, digits)
+        if factor == "phone":
+            registered = _digits(row.phone or "") if row else ""
+            return bool(registered) and hmac.compare_digest(registered, _digits(digits))
+        if factor == "totp":
+            return row is not None and self._check_totp(
+                uid, row.totp_secret, row.totp_last_step, digits, now
+            )
+        return False
+
+    def _check_totp(
+        self, uid: str, sealed: str | None, last_step: int | None, digits: str, now: datetime
+    ) -> bool:
+        if not sealed or self.fernet is None or len(digits) != 6:
+            return False
+        try:
+            totp = pyotp.TOTP(self.fernet.decrypt(sealed.encode()).decode())
+        except InvalidToken:
+            log.error("TOTP secret for an account cannot be decrypted with IVR_SECRET_KEY")
+            return False
+        current = totp.timecode(now)
+        for step in (current - 1, current, current + 1):  # one 30 s step either way
+            if hmac.compare_digest(totp.generate_otp(step), digits):
+                if last_step is not None and step <= last_step:
+                    return False  # this code (or an earlier one) was used already
+                with self.db.begin() as conn:
+                    # Only if nobody used this step meanwhile: the no-reuse rule across instances.
+                    used = conn.execute(
+                        update(accounts)
+                        .where(
+                            accounts.c.uid == uid,
+                            (accounts.c.totp_last_step.is_(None))
+                            | (accounts.c.totp_last_step < step),
+                        )
+                        .values(totp_last_step=step)
+                    ).rowcount
+                return used == 1
+        return False
+
+
+class LocalAccountActions:
+    def __init__(self, db: Engine) -> None:
+        self.db = db
+
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        with self.db.begin() as conn:
+            changed = conn.execute(
+                update(accounts).where(accounts.c.uid == uid).values(frozen=1, frozen_at=now)
+            ).rowcount
+        return changed == 1
+
+
+def signed_json(key: str, payload: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    """A JSON body and the headers that let the receiver check it came from us, recently."""
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(key.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return body, {
+        "content-type": "application/json",
+        "x-ivr-timestamp": stamp,
+        "x-ivr-signature": f"sha256={mac}",
+    }
+
+
+class HttpIdentity:
+    """The exchange's identity endpoint: POST {url}/verify {uid, factor, value} -> {"ok": bool}.
+
+    Any error, timeout or unexpected answer counts as not verified (fail closed); the
+    emergency path still opens the case, flagged unverified.
+    """
+
+    def __init__(self, url: str, key: str, client: httpx.Client) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.client = client
+
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        body, headers = signed_json(self.key, {"uid": uid, "factor": factor, "value": digits})
+        try:
+            response = self.client.post(f"{self.url}/verify", content=body, headers=headers)
+            return response.status_code == 200 and response.json().get("ok") is True
+        except (httpx.HTTPError, ValueError, AttributeError):
+            log.warning("identity endpoint failed for a %s check; treated as not verified", factor)
+            return False
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        return None  # the exchange's endpoint does the caller-ID comparison itself, if at all
+
+
+class HttpAccountActions:
+    """POST {url}/freeze {uid} -> 2xx when the exchange froze the account."""
+
+    def __init__(self, url: str, key: str, client: httpx.Client) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.client = client
+
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        body, headers = signed_json(self.key, {"uid": uid, "action": "freeze"})
+        try:
+            return self.client.post(f"{self.url}/freeze", content=body, headers=headers).is_success
+        except httpx.HTTPError:
+            log.warning("freeze endpoint failed")
+            return False
