@@ -212,14 +212,24 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
+def create_db_engine(url: str, *, webhook_timeouts: bool = True, **kwargs: Any) -> Engine:
+    """The engine. With webhook_timeouts, nothing waits long: Twilio gives up on a webhook after
+    15 s, and a webhook that fails fast still hands its caller to an agent (the fallback)."""
     url = normalise_url(url)
+    connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs)
+        connect_args.setdefault("timeout", 5 if webhook_timeouts else 60)
+        engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if webhook_timeouts:
+        connect_args.setdefault("connect_timeout", 3)
+        connect_args.setdefault("options", "-c statement_timeout=5000 -c lock_timeout=3000")
+        kwargs.setdefault("pool_timeout", 3)
     # hide_parameters: a failed statement's message never carries call data into a log.
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    return create_engine(
+        url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -582,7 +582,9 @@ class _Turn:
     def gather_language(self, node: LanguageNode, state: CallState) -> None:
         catalogs = self.tree.catalogs
         has_speech = any(o.speech for o in node.options)
+        # One recogniser per <Gather>; before the caller has chosen, the base language's.
         speech = {
+            "language": catalogs.catalog(BASE_LANGUAGE).speech_language,
             "hints": ", ".join(w for o in node.options for w in o.speech),
             "speech_timeout": "auto",
         }
@@ -849,19 +851,24 @@ class _Turn:
         self.log.append(LogEntry(state.node, "input", "queue", outcome=result))
         if node is not None and node.on_leave:
             return self.enter(node.on_leave, state)
-        # Left unserved (queue full, an error): apologise and queue again, a bounded number of
-        # times.
+        # Left unserved (queue full, an error): apologise and queue again; when this queue
+        # keeps failing, the tree's fallback queue. The case stays in line meanwhile.
         requeues = int(state.facts.get("requeues", "0")) + 1
-        if requeues > MAX_REQUEUES:
-            self.say("fallback_apology", state.lang)
-            self.say("goodbye", state.lang)
-            self.response.hangup()
-            self.log.append(LogEntry(state.node, "ended", "queue", outcome="requeue_limit"))
-            return state.model_copy(update={"ended": True})
+        current = state.facts["queue"]
+        fallback = self.tree.tree.fallback_queue
         self.say("fallback_apology", state.lang)
-        return self.present(
-            state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}})
-        )
+        if requeues <= MAX_REQUEUES:
+            state = state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}})
+            return self.enqueue(state, current, state.facts["priority"])
+        if current != fallback:
+            state = state.model_copy(update={"facts": {**state.facts, "requeues": "0"}})
+            return self.enqueue(state, fallback, state.facts["priority"])
+        # Even the fallback queue refuses callers: Twilio itself is failing. The case is kept
+        # (abandoned on hang-up, still claimable) so an agent calls back.
+        self.say("goodbye", state.lang)
+        self.response.hangup()
+        self.log.append(LogEntry(state.node, "ended", "queue", outcome="requeue_limit"))
+        return state.model_copy(update={"ended": True})
 
     def on_dial_done(self, node: TransferNode, state: CallState, event: DialDone) -> CallState:
         if event.status in ("completed", "answered"):
@@ -871,6 +878,10 @@ class _Turn:
         self.log.append(LogEntry(state.node, "input", "dial", outcome=event.status))
         if node.on_failure:
             return self.enter(node.on_failure, state)
-        self.say("goodbye", state.lang)
-        self.response.hangup()
-        return state.model_copy(update={"ended": True})
+        # Nobody answered and the tree says nothing more: a person in the fallback queue.
+        self.say("fallback_apology", state.lang)
+        fallback = self.tree.tree.fallback_queue
+        state = self.open_case(
+            state, fallback, "normal", node.topic or "transfer_failed", announce=None, freeze=None
+        )
+        return self.enqueue(state, fallback, "normal")

@@ -108,11 +108,9 @@ class ScriptedParty:
             self.on_hear(text)
 
     def answer(self, prompt: Prompt) -> Answer:
-        if self.answers:
-            choice = self.answers.pop(0)
-        else:
-            # Out of answers: hang up at a prompt, but stay silent on hold (keep_holding decides).
-            choice = Silent() if prompt.in_queue else HangUp()
+        # Out of answers: hang up at a prompt, but stay silent on hold (keep_holding decides).
+        fallback: Answer = Silent() if prompt.in_queue else HangUp()
+        choice = self.answers.pop(0) if self.answers else fallback
         if self.on_answer:
             self.on_answer(choice)
         return choice
@@ -292,7 +290,8 @@ class _Session:
                     if digits:
                         return self.post(action, {"Digits": digits, "FinishedOnKey": finished_on})
                     # Only the finish key: an empty result, as if nothing was pressed.
-                if isinstance(answer, Speak):
+                # Words at a keypad-only <Gather> are not heard: an empty result too.
+                if isinstance(answer, Speak) and "speech" in verb.get("input", "dtmf"):
                     return self.post(
                         action, {"SpeechResult": answer.words, "Confidence": str(answer.confidence)}
                     )

@@ -290,6 +290,8 @@ PASS_THROUGH = (SayNode, HoursNode)
 class TreeFile(_Model):
     start: NodeName
     max_menu_depth: int = Field(default=5, ge=1, le=20)
+    # Where the engine puts a caller when a queue keeps refusing them or a transfer fails.
+    fallback_queue: QueueName = "general"
     menu_defaults: dict[str, Any] = {}
     nodes: dict[NodeName, Node] = Field(min_length=1)
 
@@ -494,6 +496,15 @@ def _check_graph(
                         f"key '{lo.key}' is already options[{seen[lo.key]}]",
                     )
                 seen.setdefault(lo.key, i)
+                for word in lo.speech:
+                    if not word.isascii():
+                        at(
+                            name,
+                            ("options", i, "speech"),
+                            f"'{word}' cannot be recognised here: the language choice is heard by "
+                            f"the {BASE_LANGUAGE} speech recogniser (say 'Chinese', 'Mandarin')",
+                            "warning",
+                        )
                 if lo.language not in catalogs.by_language:
                     at(
                         name,
@@ -535,7 +546,34 @@ def _check_graph(
                 f"the limit is max_menu_depth={tree.max_menu_depth}",
             )
     problems.extend(_pass_through_cycles(doc, nodes))
+    for name, node in nodes.items():
+        if isinstance(node, MenuNode):
+            for rel, target in (
+                (("on_no_input",), node.on_no_input),
+                (("on_invalid",), node.on_invalid),
+            ):
+                if _ends_in_hangup(nodes, target):
+                    at(
+                        name,
+                        rel,
+                        f"'{target}' hangs up on callers who cannot answer; send them to a queue",
+                        "warning",
+                    )
     return problems
+
+
+def _ends_in_hangup(nodes: Mapping[str, Node], name: str) -> bool:
+    """Whether going to `name` ends the call without the caller doing anything more."""
+    seen: set[str] = set()
+    while name in nodes and name not in seen:
+        seen.add(name)
+        node = nodes[name]
+        if isinstance(node, HangupNode):
+            return True
+        if not isinstance(node, SayNode):
+            return False
+        name = node.next
+    return False
 
 
 def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> None:

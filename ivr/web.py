@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -52,18 +54,37 @@ MAX_SPEECH = 1000
 
 
 async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
-    """The request's form, if and only if Twilio signed exactly this URL and these parameters."""
+    """The request's form, if and only if Twilio signed exactly this URL and these parameters.
+
+    Twilio posts small url-encoded forms; anything else is refused before it is read whole
+    (a chunked body has no Content-Length to check up front)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise HTTPException(status_code=415, detail="Twilio webhooks are url-encoded forms")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
         raise HTTPException(status_code=413, detail="request too large for a Twilio webhook")
-    form = await request.form()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(status_code=413, detail="request too large for a Twilio webhook")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+        form = FormData([(k, v) for k, v in pairs])
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPException(status_code=400, detail="not a url-encoded form") from None
     url = hotline.settings.base_url + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get(SIGNATURE_HEADER, "")
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     validator: RequestValidator = request.app.state.validator
-    if not signature or not validator.validate(url, form, signature, algorithm):
+    try:
+        valid = bool(signature) and validator.validate(url, form, signature, algorithm)
+    except Exception:  # whatever a forged request makes the validator choke on, it is not valid
+        valid = False
+    if not valid:
         log.warning("refused unsigned or mis-signed request to %s", request.url.path)
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     return form
@@ -113,6 +134,8 @@ def _input(form: FormData) -> engine.Input:
             confidence: float | None = float(_text(form, "Confidence", 16))
         except ValueError:
             confidence = None
+        if confidence is not None and not (math.isfinite(confidence) and 0 <= confidence <= 1):
+            confidence = None  # NaN would not even store in PostgreSQL's JSON
         return engine.Speech(speech, confidence)
     return engine.Silence()
 
@@ -203,7 +226,8 @@ def status(form: TwilioForm, hotline: HotlineDep) -> Response:
 
 
 @router.post("/fallback")
-def fallback(_form: TwilioForm, hotline: HotlineDep) -> Response:
+async def fallback(_form: TwilioForm, hotline: HotlineDep) -> Response:
+    # async: no worker thread needed, so it answers even when every thread waits on the database.
     return _twiml(hotline.fallback())
 
 

@@ -13,6 +13,7 @@ from ivr.engine import (
     DialDone,
     Keys,
     Links,
+    OpenCase,
     QueueExit,
     Silence,
     Speech,
@@ -101,7 +102,7 @@ def test_choosing_mandarin_speaks_mandarin_from_then_on(call: Call) -> None:
 
 
 def test_language_by_speech(call: Call) -> None:
-    call.send(Speech("中文", 0.8))
+    call.send(Speech("Chinese please", 0.8))
     assert call.state.lang == "zh-CN"
 
 
@@ -220,14 +221,40 @@ def test_queue_exit_after_agent_ends_the_call(call: Call) -> None:
     assert call.state.ended and verbs(step)[-1] == "Hangup"
 
 
-def test_queue_error_requeues_with_an_apology_then_stops(call: Call) -> None:
+def test_a_failing_queue_moves_the_caller_to_the_fallback_queue(call: Call) -> None:
     call.send(Keys("1"))
-    call.send(Keys("0"))
+    call.send(Keys("1"))  # emergency: the security queue
     for _ in range(3):
         step = call.send(QueueExit("queue-full"))
-        assert verbs(step)[-1] == "Enqueue"
+        assert verbs(step)[-1] == "Enqueue" and ">security</Enqueue>" in step.twiml
     step = call.send(QueueExit("queue-full"))
+    assert ">general</Enqueue>" in step.twiml and not call.state.ended
+    for _ in range(3):
+        call.send(QueueExit("error"))
+    step = call.send(QueueExit("error"))  # even the fallback queue refuses: Twilio is failing
     assert call.state.ended and verbs(step)[-1] == "Hangup"
+
+
+def test_a_transfer_nobody_answers_reaches_the_fallback_queue(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    from ivr.tree import compile_source
+
+    source = (
+        mini_tree.source.replace(
+            '      - {key: "2", target: more}',
+            '      - {key: "2", target: more}\n      - {key: "3", target: desk}',
+        )
+        + '  desk:\n    kind: transfer\n    number: "+15005550009"\n'
+    )
+    tree = compile_source(source, "t.yaml", mini_tree.catalogs)
+    call = Call(tree, check_twiml)
+    call.send(Keys("1"))
+    step = call.send(Keys("3"))
+    assert verbs(step)[-1] == "Dial"
+    step = call.send(DialDone("no-answer"))
+    assert ">general</Enqueue>" in step.twiml and not call.state.ended
+    assert any(isinstance(e, OpenCase) and e.reason == "transfer_failed" for e in step.effects)
 
 
 def test_input_a_node_does_not_take_is_ignored_and_the_node_presented_again(call: Call) -> None:

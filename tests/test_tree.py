@@ -474,7 +474,7 @@ nodes:
     kind: menu
     prompt: main
     timeout: 4
-    on_invalid: bye
+    on_invalid: sub
     options:
       - {key: "1", target: sub}
   sub:
@@ -497,7 +497,7 @@ def test_menu_defaults_apply_and_a_menus_own_value_wins(tmp_path: Path) -> None:
     assert tree.warnings == []
     main, sub = tree.node("main"), tree.node("sub")
     assert isinstance(main, MenuNode) and isinstance(sub, MenuNode)
-    assert (main.timeout, main.on_invalid, main.on_no_input) == (4, "bye", "agent")
+    assert (main.timeout, main.on_invalid, main.on_no_input) == (4, "sub", "agent")
     assert (sub.timeout, sub.on_invalid, sub.on_no_input) == (9, "agent", "agent")
     assert (sub.operator_key, sub.operator) == ("0", "agent")
     assert sub.repeat_key is None
@@ -691,7 +691,7 @@ nodes:
     prompt: welcome
     options:
       - {key: "1", language: en}
-      - {key: "2", language: fr, speech: [Français]}
+      - {key: "2", language: fr, speech: [French]}
       - {key: "1", language: zh-CN}
     next: bye
   bye:
@@ -789,10 +789,12 @@ def test_engine_prompts_are_required_in_the_base_catalog(tmp_path: Path) -> None
 
 
 def test_more_than_nine_options_is_only_a_warning(tmp_path: Path) -> None:
-    options = "".join(f'      - {{key: "{k}", target: agent}}\n' for k in range(10))
+    options = "".join(
+        f'      - {{key: "{k}", target: {"bye" if k == 9 else "agent"}}}\n' for k in range(10)
+    )
     text = BASE.replace(
         '      - {key: "1", target: agent}\n      - {key: "2", target: bye}\n', options
-    ).replace("    on_invalid: agent\n", "    on_invalid: bye\n")
+    )
     path = write(tmp_path, text)
     tree = load_tree(path, PROMPTS)
     assert [str(w) for w in tree.warnings] == [
@@ -816,7 +818,7 @@ def test_unreachable_node(tmp_path: Path) -> None:
 
 def menu_chain(depth: int, limit: int) -> str:
     text = f"start: m1\nmax_menu_depth: {limit}\n"
-    text += "menu_defaults: {on_no_input: bye, on_invalid: bye}\nnodes:\n"
+    text += "menu_defaults: {on_no_input: m1, on_invalid: m1}\nnodes:\n"
     for i in range(1, depth + 1):
         target = f"m{i + 1}" if i < depth else "bye"
         text += f"  m{i}:\n    kind: menu\n    prompt: main\n    options:\n"
@@ -1115,3 +1117,21 @@ def test_cli_impossible_holiday_is_an_error_not_a_crash(tmp_path: Path) -> None:
     assert code == 1
     assert stdout.startswith(f"{path}:{line_of(text, 'holidays:')}: error: ")
     assert "Traceback" not in output
+
+
+def test_escalating_silence_to_a_hang_up_is_warned(tmp_path: Path) -> None:
+    text = BASE.replace("    on_no_input: agent\n", "    on_no_input: bye\n")
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'on_no_input: bye')}: warning: nodes.main.on_no_input: "
+        "'bye' hangs up on callers who cannot answer; send them to a queue"
+    ]
+
+
+def test_language_choice_words_the_base_recogniser_cannot_hear_are_warned(
+    tmp_path: Path,
+) -> None:
+    text = (DATA / "mini.yaml").read_text().replace("speech: [Chinese]", "speech: [中文]")
+    _, problems = check(tmp_path, text)
+    warned = [p for p in problems if "cannot be recognised" in p.message]
+    assert len(warned) == 1 and warned[0].path == "nodes.language.options[1].speech"

@@ -231,10 +231,9 @@ def test_strange_digits_are_an_invalid_choice_not_an_error(
     mini_phone: Phone, db: Engine, check_twiml: Callable[[str], None], digits: str
 ) -> None:
     record = mini_phone.call(ScriptedParty([Press("1")]))
-    url, params = record.requests[
-        -2
-    ]  # the gather at the main menu (the last is the status callback)
-    assert "main" in record.heard[-1].lower() or record.heard
+    # The gather at the main menu (the last request is the status callback).
+    url, params = record.requests[-2]
+    assert record.heard[-1].startswith("Main menu.")
     with db.connect() as conn:
         row = get_call(conn, call_sid=record.call_sid)
     assert row is not None
@@ -310,3 +309,40 @@ def test_oversized_body_is_refused_before_parsing(mini_client: TestClient) -> No
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 413
+
+
+def test_only_url_encoded_forms_are_read(mini_client: TestClient) -> None:
+    response = mini_client.post(
+        VOICE,
+        files={"f": ("a.txt", b"x")},
+        data=base_params(),
+        headers={"X-Twilio-Signature": "abc"},
+    )
+    assert response.status_code == 415
+
+
+def test_chunked_body_over_the_limit_is_refused_while_reading(mini_client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"CallSid=CA" + b"1" * 32
+        for _ in range(100):
+            yield b"&x=" + b"y" * 1000
+
+    response = mini_client.post(
+        VOICE, content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("confidence", ["NaN", "inf", "-1", "7", "abc"])
+def test_odd_speech_confidence_is_dropped_not_stored(
+    mini_phone: Phone, db: Engine, confidence: str
+) -> None:
+    record = mini_phone.call(ScriptedParty([Press("1")]))
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+    assert row is not None
+    url = PUBLIC_URL + f"/twilio/gather?s={row['step']}"
+    params = {**base_params(record.call_sid), "SpeechResult": "hacked", "Confidence": confidence}
+    response = mini_phone.signed_post(url, params)
+    assert response.status_code == 200
+    assert ">security</Enqueue>" in response.text  # routed, not the fallback's general queue
