@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +23,16 @@ from ivr.phone import (
 )
 from ivr.settings import PROJECT_ROOT, Settings, load_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from ivr.identity import LocalDirectory
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 app = typer.Typer(
     help="Exchange support hotline (Twilio Voice IVR).",
     no_args_is_help=True,
@@ -30,8 +41,14 @@ app = typer.Typer(
 )
 routes_app = typer.Typer(help="Check call tree files.", no_args_is_help=True)
 db_app = typer.Typer(help="The hotline's database.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="People who use the API: agents, supervisors, operators.", no_args_is_help=True
+)
+accounts_app = typer.Typer(help="The built-in identity directory.", no_args_is_help=True)
 app.add_typer(routes_app, name="routes")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(accounts_app, name="accounts")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -202,6 +219,147 @@ def dial(
     where = f"; queued in '{record.queue}'" if record.queue else ""
     where += f"; transferred to {record.dialed}" if record.dialed else ""
     typer.echo(f"call {record.call_sid} ended by the {record.ended_by}{where}")
+
+
+def _database(settings: Settings) -> Engine:
+    from ivr.db import create_db_engine, upgrade
+
+    try:
+        upgrade(settings.database_url, migrations=settings.migrations_dir)
+    except Exception as exc:
+        raise _fail(f"cannot open the database: {type(exc).__name__}: {exc}") from None
+    return create_db_engine(settings.database_url)
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="login name")],
+    role: Annotated[str, typer.Option(help="agent, supervisor or operator")],
+    phone: Annotated[str | None, typer.Option(help="E.164 number agents are dialled on")] = None,
+) -> None:
+    """Create a user and print their API token (shown once; only its hash is kept)."""
+    from ivr.cases import create_user
+
+    settings = _settings()
+    db = _database(settings)
+    try:
+        with db.connect() as conn:
+            token = create_user(conn, name=name, role=role, phone=phone, now=utcnow())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{role} {name} created. API token (shown once, keep it secret):\n{token}")
+
+
+def _directory(settings: Settings) -> LocalDirectory:
+    from ivr.identity import LocalDirectory
+
+    return LocalDirectory(_database(settings), settings.secret_key)
+
+
+@accounts_app.command("add")
+def accounts_add(
+    uid: Annotated[str, typer.Option(help="account UID (digits)")],
+    pin: Annotated[str | None, typer.Option(help="6-digit phone PIN")] = None,
+    id_last4: Annotated[str | None, typer.Option("--id-last4", help="ID document's last 4")] = None,
+    phone: Annotated[str | None, typer.Option(help="registered phone, E.164")] = None,
+    totp_secret: Annotated[str | None, typer.Option(help="authenticator seed (base32)")] = None,
+) -> None:
+    """Add or replace an account; secrets are stored only as argon2 hashes (TOTP: encrypted)."""
+    directory = _directory(_settings())
+    try:
+        directory.add(
+            uid=uid, pin=pin, id_last4=id_last4, phone=phone, totp_secret=totp_secret, now=utcnow()
+        )
+    except (ValueError, ConfigError) as exc:
+        raise _fail(f"account {uid}: {exc}") from None
+    typer.echo(f"account {uid} saved")
+
+
+@accounts_app.command("import")
+def accounts_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV with columns uid,pin,id_last4,phone,totp_secret")
+    ],
+) -> None:
+    """Add or replace accounts from a CSV file; every row is checked before any is saved."""
+    import csv
+
+    directory = _directory(_settings())
+    try:
+        with file.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise _fail(f"{file}: {exc.strerror}") from None
+    if not rows or "uid" not in rows[0]:
+        raise _fail(f"{file}: needs a header row with at least a uid column")
+    problems = []
+    for n, row in enumerate(rows, start=2):
+        for column, length in (("uid", None), ("pin", 6), ("id_last4", 4)):
+            value = row.get(column) or ""
+            if (column == "uid" or value) and not (
+                value.isdigit() and length in (None, len(value))
+            ):
+                what = f"{length} digits" if length else "digits"
+                problems.append(f"{file}:{n}: {column} must be {what}")
+    if problems:
+        raise _fail("\n".join(problems))
+    for n, row in enumerate(rows, start=2):
+        try:
+            directory.add(
+                uid=row["uid"],
+                pin=row.get("pin") or None,
+                id_last4=row.get("id_last4") or None,
+                phone=row.get("phone") or None,
+                totp_secret=row.get("totp_secret") or None,
+                now=utcnow(),
+            )
+        except (ValueError, ConfigError) as exc:
+            raise _fail(f"{file}:{n}: {exc} (rows before it were saved)") from None
+    typer.echo(f"{len(rows)} account(s) saved")
+
+
+DEMO_ACCOUNTS = (
+    {"uid": "10000001", "pin": "123456", "id_last4": "4321", "phone": "+15005550006"},
+    {"uid": "10000002", "pin": "654321", "id_last4": "8765", "phone": "+15005550007"},
+)
+
+
+@app.command()
+def demo() -> None:
+    """Seed demo accounts and an agent for trying the hotline locally, and print them."""
+    from ivr.cases import create_user
+
+    settings = _settings()
+    directory = _directory(settings)
+    typer.echo("demo accounts (call with ivr dial; the emergency path asks for UID and PIN):")
+    for account in DEMO_ACCOUNTS:
+        directory.add(**account, totp_secret=None, now=utcnow())
+        typer.echo(
+            f"  uid {account['uid']}  pin {account['pin']}  id-last4 {account['id_last4']}"
+            f"  phone {account['phone']}"
+        )
+    typer.echo(
+        f'  e.g. ivr dial --from {DEMO_ACCOUNTS[0]["phone"]} --keys "1,1,'
+        f'{DEMO_ACCOUNTS[0]["uid"]},{DEMO_ACCOUNTS[0]["pin"]}" --hold 3'
+    )
+    try:
+        with directory.db.connect() as conn:
+            token = create_user(conn, name="demo-agent", role="agent", phone=None, now=utcnow())
+        typer.echo(f"demo agent 'demo-agent', API token: {token}")
+        typer.echo(f"  curl -H 'Authorization: Bearer {token}' {settings.base_url}/api/queue")
+    except ValueError:
+        typer.echo(
+            "demo agent exists already (its token was shown when it was made); "
+            "add another with: ivr users add NAME --role agent"
+        )
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new key for IVR_SECRET_KEY (encrypts TOTP secrets at rest)."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode())
 
 
 def _describe(answer: Answer) -> str:

@@ -6,6 +6,8 @@ required: if it does not answer, those tests fail loudly instead of being skippe
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import uuid
@@ -19,7 +21,11 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
+from twilio.http import HttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client as TwilioClient
 
+from ivr.cases import create_user
 from ivr.db import create_db_engine, metadata, upgrade
 from ivr.phone import Phone
 from ivr.settings import PROJECT_ROOT, Settings
@@ -29,6 +35,8 @@ from ivr.web import create_app
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 TOKEN = "0123456789abcdef0123456789abcdef"
+SECRET_KEY = "q0lkSCRwEcs2w1J4yqS5o1yVLUCQdZ3N1D6oU6y2h0k="  # a Fernet key for tests only
+CALLER_ID = "+15005550001"
 PUBLIC_URL = "https://hotline.example.test"
 PG_ADMIN_URL = os.environ.get(
     "IVR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -41,6 +49,8 @@ def make_settings(**overrides: object) -> Settings:
         "IVR_PUBLIC_URL": PUBLIC_URL,
         "IVR_DATABASE_URL": "sqlite://",
         "IVR_HOLD_MUSIC_URL": None,
+        "IVR_SECRET_KEY": SECRET_KEY,
+        "IVR_CALLER_ID": CALLER_ID,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -166,3 +176,53 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def phone(client: TestClient, check_twiml: Callable[[str], None]) -> Phone:
     """The Twilio-like driver: signs, follows TwiML, validates every document against the schema."""
     return Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+
+# -- the Twilio REST API, agents ------------------------------------------------------------
+
+
+class RecordingTwilio(HttpClient):
+    """twilio.rest.Client's transport, recording each REST call instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("tests.twilio"), False)
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: object = None,
+        data: object = None,
+        headers: object = None,
+        auth: object = None,
+        timeout: object = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        self.requests.append((method, url, dict(data or {})))  # type: ignore[call-overload]
+        return TwilioResponse(
+            200 if "/Calls/" in url else 201,
+            json.dumps({"sid": "CA" + uuid.uuid4().hex, "status": "queued"}),
+        )
+
+
+@pytest.fixture
+def twilio_http() -> RecordingTwilio:
+    return RecordingTwilio()
+
+
+@pytest.fixture
+def twilio_client(twilio_http: RecordingTwilio) -> TwilioClient:
+    return TwilioClient("AC" + "0" * 32, TOKEN, http_client=twilio_http)
+
+
+def make_user(db: Engine, name: str, role: str, phone: str | None = None) -> str:
+    """A user of the JSON API; returns the bearer token."""
+    with db.connect() as conn:
+        return create_user(
+            conn, name=name, role=role, phone=phone, now=datetime(2026, 11, 23, tzinfo=UTC)
+        )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
