@@ -280,6 +280,7 @@ def hold_twiml(
     wait_minutes: int | None = None,
     tip: int = 0,
     callback_url: str | None = None,
+    offer_first: bool = False,
 ) -> str:
     """The <Enqueue waitUrl> document: Twilio plays it, then asks for it again.
 
@@ -298,6 +299,9 @@ def hold_twiml(
             finish_on_key="",
             timeout=2,
         )
+        if offer_first:
+            # Waited past IVR_MAX_WAIT: the way out comes first, before the place in line.
+            _say(target, catalogs, "hold_callback_offer", language)
     if position is not None:
         _say(
             target,
@@ -315,7 +319,8 @@ def hold_twiml(
     if tips:
         _say(target, catalogs, tips[tip % len(tips)], language)
     if isinstance(target, Gather):
-        _say(target, catalogs, "hold_callback_offer", language)
+        if not offer_first:
+            _say(target, catalogs, "hold_callback_offer", language)
         response.append(target)
     if music_url:
         response.play(music_url)

@@ -319,6 +319,7 @@ class Hotline:
             wait_minutes=minutes,
             tip=queue_time // 30,
             callback_url=offer,
+            offer_first=queue_time >= self.settings.max_wait_seconds,
         )
 
     def request_callback(

@@ -9,15 +9,19 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 from sqlalchemy import select
 
-from ivr.db import calls, create_db_engine
+from ivr.cases import user_by_token
+from ivr.db import accounts, calls, create_db_engine, users
+from ivr.identity import LocalDirectory
 from ivr.settings import PROJECT_ROOT
-from tests.conftest import DATA, TOKEN
+from tests.conftest import DATA, SECRET_KEY, TOKEN
 
 IVR = str(Path(sys.executable).parent / "ivr")
 
@@ -174,3 +178,98 @@ def test_default_tree_checks_clean() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout and "0 warning(s)" in result.stdout
+
+
+def test_users_add_prints_a_token_once_and_it_works(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9")
+    result = run(
+        ["users", "add", "alice", "--role", "agent", "--phone", "+15005559999"], env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    with engine.connect() as conn:
+        user = user_by_token(conn, token=token)
+        stored = conn.execute(select(users.c.token_hash)).scalar()
+    engine.dispose()
+    assert user is not None and (user.name, user.role) == ("alice", "agent")
+    assert stored != token and token not in (stored or "")
+    again = run(["users", "add", "alice", "--role", "agent"], env, tmp_path)
+    assert again.returncode == 1 and "exists already" in again.stderr
+    bad = run(["users", "add", "bob", "--role", "admin"], env, tmp_path)
+    assert bad.returncode == 1 and "role must be one of" in bad.stderr
+
+
+def test_accounts_add_import_and_demo(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY=SECRET_KEY)
+    added = run(
+        [
+            "accounts",
+            "add",
+            "--uid",
+            "20000001",
+            "--pin",
+            "135790",
+            "--id-last4",
+            "2468",
+            "--phone",
+            "+15005550100",
+            "--totp-secret",
+            "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        ],
+        env,
+        tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    csv = tmp_path / "accounts.csv"
+    csv.write_text(
+        "uid,pin,id_last4,phone,totp_secret\n20000002,111222,3344,+15005550101,\n"
+        "20000003,12,3344,,\n"
+    )
+    refused = run(["accounts", "import", str(csv)], env, tmp_path)
+    assert refused.returncode == 1 and f"{csv}:3: pin must be 6 digits" in refused.stderr
+    csv.write_text("uid,pin,id_last4,phone,totp_secret\n20000002,111222,3344,+15005550101,\n")
+    imported = run(["accounts", "import", str(csv)], env, tmp_path)
+    assert imported.returncode == 0 and "1 account(s) saved" in imported.stdout
+    demo = run(["demo"], env, tmp_path)
+    assert demo.returncode == 0 and "uid 10000001  pin 123456" in demo.stdout
+    assert "demo agent 'demo-agent', API token:" in demo.stdout
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    with engine.connect() as conn:
+        stored = {r.uid: r for r in conn.execute(select(accounts))}
+    engine.dispose()
+    assert set(stored) == {"10000001", "10000002", "20000001", "20000002"}
+    row = stored["20000001"]
+    assert row.pin_hash.startswith("$argon2") and "135790" not in repr(tuple(row))
+    assert row.totp_secret and "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP" not in row.totp_secret
+    directory = LocalDirectory(create_db_engine(env["IVR_DATABASE_URL"]), SECRET_KEY)
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    assert directory.check(uid="20000002", factor="pin", digits="111222", now=now)
+    assert directory.check(
+        uid="20000001",
+        factor="totp",
+        digits=pyotp.TOTP("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").at(now),
+        now=now,
+    )
+    directory.db.dispose()
+
+
+def test_totp_secret_needs_the_secret_key(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9")
+    result = run(
+        ["accounts", "add", "--uid", "1", "--totp-secret", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"],
+        env,
+        tmp_path,
+    )
+    assert result.returncode == 1 and "IVR_SECRET_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
+    result = run(["keygen"], dict(os.environ), tmp_path)
+    key = result.stdout.strip()
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY=key)
+    assert run(["db", "upgrade"], env, tmp_path).returncode == 0
+    bad = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY="nope")
+    refused = run(["db", "upgrade"], bad, tmp_path)
+    assert refused.returncode == 1 and "IVR_SECRET_KEY" in refused.stderr

@@ -298,3 +298,40 @@ def test_ticket_numbers_are_read_digit_by_digit(mini_tree: CompiledTree) -> None
     assert (
         mini_tree.catalogs.render("ticket", "en", ticket="4821").text == "Your ticket is 4 8 2 1."
     )
+
+
+def test_hold_loop_position_tips_and_the_call_back_offer(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    def sayings(twiml: str) -> list[str]:
+        return [el.text or "" for el in etree.fromstring(twiml.encode()).iter("Say")]
+
+    offer = "https://hotline.example.test/twilio/callback-request?lang=en"
+    first = hold_twiml(
+        mini_tree.catalogs, "en", None, position=3, wait_minutes=12, tip=0, callback_url=offer
+    )
+    later = hold_twiml(
+        mini_tree.catalogs,
+        "en",
+        None,
+        position=2,
+        wait_minutes=8,
+        tip=1,
+        callback_url=offer,
+        offer_first=True,
+    )
+    for doc in (first, later):
+        check_twiml(doc)
+    assert sayings(first) == [
+        "You are number 3 in line, about 12 minutes.",
+        "Tip one.",
+        "Press 1 for a call back.",
+    ]
+    # Past the maximum wait the offer comes first; the tips take turns.
+    assert sayings(later) == [
+        "Press 1 for a call back.",
+        "You are number 2 in line, about 8 minutes.",
+        "Tip two.",
+    ]
+    gather = etree.fromstring(first.encode()).find("Gather")
+    assert gather is not None and gather.get("action") == offer and gather.get("numDigits") == "1"
