@@ -386,10 +386,12 @@ class Hotline:
             lang = row.state.lang if row else "en"
             return engine.hangup_twiml(catalogs, lang)
         with self.db.connect() as conn:
-            cases.requeue(conn, case_id=case_id)
+            moved = cases.requeue(conn, case_id=case_id)
             row = store.load_call(conn, call_sid=case["call_sid"])
         if row is None or "queue" not in row.state.facts:
             return self.fallback()
+        if not moved:  # Twilio repeated this request: the caller is back in line already
+            return row.last_twiml
         return self.advance(row.call_sid, row.step, engine.QueueExit("error"))
 
     def status(

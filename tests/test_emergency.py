@@ -355,3 +355,51 @@ def test_secret_digits_never_reach_the_database_or_logs(
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as c:
         yield c
+
+
+def test_agent_not_answering_puts_the_caller_back_in_line_once(
+    client: TestClient, agent: str, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    documents: list[str] = []
+
+    def keep(body: str) -> None:
+        check_twiml(body)
+        documents.append(body)
+
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+    seen: dict[str, Any] = {}
+
+    class Unanswered(Caller):
+        def dial_outcome(self, number: str) -> str:
+            return "no-answer"
+
+    def holds(poll: int) -> bool:
+        if "claimed" not in seen:  # one agent, once; their phone does not answer
+            seen["claimed"] = api(client, agent, "POST", "/api/agents/next")
+        elif "repeated" not in seen:  # back on hold: Twilio now repeats the Dial action
+            dial = next(d for d in reversed(documents) if "<Dial" in d)
+            action = dial.split('action="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+            with db.connect() as conn:
+                sid = conn.execute(select(cases.c.call_sid)).scalar_one()
+            repeat = phone.signed_post(
+                action,
+                {
+                    "CallSid": sid,
+                    "DialCallStatus": "no-answer",
+                    "AccountSid": "AC" + "0" * 32,
+                },
+            )
+            check_twiml(repeat.text)
+            seen["repeated"] = True
+        return poll < 2
+
+    party = Unanswered([Press("1"), Press("0")], holds)
+    record = phone.call(party)
+    assert record.dialed == AGENT_PHONE and seen.get("repeated")
+    with db.connect() as conn:
+        errors = conn.execute(
+            text("SELECT count(*) FROM call_events WHERE outcome = 'error'")
+        ).scalar()
+    assert errors == 1  # one requeue, although Twilio said it twice
+    [row] = case_rows(db)
+    assert row["queued"] == 1 and row["agent_id"] is None  # in line again, not lost
