@@ -237,69 +237,73 @@ def test_hanging_up_while_waiting_abandons_but_keeps_the_case(
     assert claimed["connect"] == {"mode": "call_back", "number": "+15005550006"}
 
 
-def test_callback_request_keeps_the_place_and_an_agent_calls_back(
+@pytest.fixture
+def rest(
     settings: Settings,
     hotline_tree: CompiledTree,
     db: Engine,
     clock: FakeClock,
     check_twiml: Callable[[str], None],
     twilio_client: Any,
-    twilio_http: RecordingTwilio,
-    agent: str,
-) -> None:
+) -> Iterator[tuple[TestClient, Phone]]:
+    """The app with Twilio credentials: a REST client on a recording transport."""
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
     with TestClient(app) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-        # General queue; at the hold loop's offer the caller presses 1.
-        record = phone.call(
-            ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321"
+        yield (
+            client,
+            Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
         )
-        assert any("ending in 4 3 2 1" in line for line in record.heard)
-        assert record.ended_by == "hotline"
-        [row] = case_rows(db)
-        assert (row["status"], row["callback_number"]) == ("callback_requested", "+15005554321")
-        claimed = api(client, agent, "POST", "/api/agents/next")
-        assert claimed["connect"] == {"mode": "calling_back", "number": "+15005554321"}
-        method, url, data = twilio_http.requests[-1]
-        assert (method, url.rsplit("/", 1)[-1]) == ("POST", "Calls.json")
-        assert (data["To"], data["From"]) == ("+15005554321", CALLER_ID)
-        assert data["Url"] == f"{PUBLIC_URL}/twilio/connect?case={row['id']}&out=1"
-        # Twilio fetches that URL when the customer answers: greeted, then the agent is dialled.
-        answered = phone.signed_post(
-            data["Url"], {"CallSid": "CA" + "7" * 32, "AccountSid": "AC" + "0" * 32}
-        )
-        check_twiml(answered.text)
-        assert " ".join(row["ticket"]) in answered.text and AGENT_PHONE in answered.text
+
+
+def test_callback_request_keeps_the_place_and_an_agent_calls_back(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+    check_twiml: Callable[[str], None],
+) -> None:
+    client, phone = rest
+    # General queue; at the hold loop's offer the caller presses 1.
+    record = phone.call(
+        ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321"
+    )
+    assert any("ending in 4 3 2 1" in line for line in record.heard)
+    assert record.ended_by == "hotline"
+    [row] = case_rows(db)
+    assert (row["status"], row["callback_number"]) == ("callback_requested", "+15005554321")
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"] == {"mode": "calling_back", "number": "+15005554321"}
+    method, url, data = twilio_http.requests[-1]
+    assert (method, url.rsplit("/", 1)[-1]) == ("POST", "Calls.json")
+    assert (data["To"], data["From"]) == ("+15005554321", CALLER_ID)
+    assert data["Url"] == f"{PUBLIC_URL}/twilio/connect?case={row['id']}&out=1"
+    # Twilio fetches that URL when the customer answers: greeted, then the agent is dialled.
+    answered = phone.signed_post(
+        data["Url"], {"CallSid": "CA" + "7" * 32, "AccountSid": "AC" + "0" * 32}
+    )
+    check_twiml(answered.text)
+    assert " ".join(row["ticket"]) in answered.text and AGENT_PHONE in answered.text
 
 
 def test_agent_takes_a_live_caller_through_the_rest_api(
-    settings: Settings,
-    hotline_tree: CompiledTree,
-    db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
-    twilio_client: Any,
-    twilio_http: RecordingTwilio,
-    agent: str,
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, agent: str
 ) -> None:
-    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
-    with TestClient(app) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-        seen: dict[str, Any] = {}
+    client, phone = rest
+    seen: dict[str, Any] = {}
 
-        def holds(poll: int) -> bool:
-            seen["claimed"] = api(client, agent, "POST", "/api/agents/next")
-            return False
+    def holds(poll: int) -> bool:
+        seen["claimed"] = api(client, agent, "POST", "/api/agents/next")
+        return False
 
-        record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
-        case = seen["claimed"]["case"]
-        assert seen["claimed"]["connect"] == {"mode": "redirected", "number": None}
-        _, url, data = twilio_http.requests[-1]
-        assert url.endswith(f"/Calls/{record.call_sid}.json")
-        assert data == {
-            "Url": f"{PUBLIC_URL}/twilio/connect?case={case['id']}&out=0",
-            "Method": "POST",
-        }
+    record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    case = seen["claimed"]["case"]
+    assert seen["claimed"]["connect"] == {"mode": "redirected", "number": None}
+    _, url, data = twilio_http.requests[-1]
+    assert url.endswith(f"/Calls/{record.call_sid}.json")
+    assert data == {
+        "Url": f"{PUBLIC_URL}/twilio/connect?case={case['id']}&out=0",
+        "Method": "POST",
+    }
 
 
 def test_ticket_follow_up_queues_back_to_the_same_team(
