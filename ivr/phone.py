@@ -174,6 +174,7 @@ class Phone:
         from_number: str = "+15005550006",
         to_number: str = "+15005550001",
         call_sid: str | None = None,
+        stir_verstat: str | None = None,
     ) -> CallRecord:
         record = CallRecord(call_sid or "CA" + uuid.uuid4().hex)
         base = {
@@ -188,8 +189,11 @@ class Phone:
         }
         started = time.monotonic()
         session = _Session(self, party, record, base)
+        first = {"CallStatus": "ringing"}
+        if stir_verstat:  # SHAKEN/STIR attestation, as Twilio adds to inbound calls
+            first["StirVerstat"] = stir_verstat
         try:
-            doc = session.post(self.public_url + VOICE_PATH, {"CallStatus": "ringing"})
+            doc = session.post(self.public_url + VOICE_PATH, first)
             while True:
                 doc = session.run(doc)
         except _Ended as end:

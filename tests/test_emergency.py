@@ -89,7 +89,11 @@ def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engi
 
     def normal_caller_holds(poll: int) -> bool:
         if poll == 1:  # while the normal caller waits, the hijacked caller calls in
-            seen["victim"] = phone.call(Caller(list(HIJACK), victim_holds), from_number=VICTIM)
+            seen["victim"] = phone.call(
+                Caller(list(HIJACK), victim_holds),
+                from_number=VICTIM,
+                stir_verstat="TN-Validation-Passed-A",
+            )
         return False  # and then the normal caller hangs up
 
     # The normal caller: deposits -> not credited -> agent, in the payments queue.
@@ -117,7 +121,7 @@ def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engi
         UID,
     )
     assert case["verification"] == {"result": "yes", "factors": ["uid", "pin_or_id_last4"]}
-    assert case["risk"]["caller_id_match"] == "yes"
+    assert case["risk"] == {"caller_id_match": "yes", "stir_verstat": "TN-Validation-Passed-A"}
     assert case["freeze"] == {"self_freeze": "done"}
     assert "emergency_verify" in case["menu_path"] and "main_menu" in case["menu_path"]
     assert PIN not in repr(claimed)
