@@ -146,6 +146,7 @@ def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, A
                     .values(
                         queued=0,
                         status="offered",
+                        claimed_from=candidate.status,
                         agent_id=agent_id,
                         offered_at=now,
                     )
@@ -155,9 +156,7 @@ def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, A
                 .first()
             )
             if claimed is not None:
-                row = dict(claimed)
-                row["claimed_from"] = candidate.status
-                return row
+                return dict(claimed)
     return None
 
 
@@ -220,18 +219,29 @@ def set_status(
 
 
 def requeue(conn: Connection, *, case_id: int) -> bool:
-    """An agent's phone did not answer: the case goes back to its place in line."""
+    """An agent's phone did not answer: the case goes back to its place in line, as what it
+    was (a caller who asked for a call back, or hung up, is not on the line to redirect)."""
     with conn.begin():
         return (
             conn.execute(
                 update(cases)
                 .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")))
                 .values(
-                    status="waiting", queued=1, agent_id=None, offered_at=None, connected_at=None
+                    status=func.coalesce(cases.c.claimed_from, "waiting"),
+                    queued=1,
+                    agent_id=None,
+                    offered_at=None,
+                    connected_at=None,
                 )
             ).rowcount
             == 1
         )
+
+
+def set_flags(conn: Connection, *, case_id: int, flags: dict[str, Any]) -> None:
+    """Replace a case's flags, touching nothing else (its status may be changing meanwhile)."""
+    with conn.begin():
+        conn.execute(update(cases).where(cases.c.id == case_id).values(flags=flags))
 
 
 def request_callback(conn: Connection, *, call_sid: str, number: str | None, now: datetime) -> bool:

@@ -173,6 +173,9 @@ cases = Table(
     Column("sort_at", UTCDateTime(), nullable=False),
     Column("queued", Integer, nullable=False),  # 1 while an agent can claim it
     Column("status", String(24), nullable=False),
+    # What an agent took it from (waiting, callback_requested, abandoned): where it goes back
+    # to if the agent's phone does not answer, and whether its caller is still on the line.
+    Column("claimed_from", String(24)),
     Column("flags", JSON, nullable=False),  # verification result and factors, risk signals, freeze
     Column("path", JSON, nullable=False),  # the menus the caller went through
     Column("parent_ticket", String(16)),

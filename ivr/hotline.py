@@ -472,7 +472,7 @@ class Hotline:
                 now=now,
             )
             flags = {**case["flags"], "agent_freeze": "done" if done else "failed"}
-            cases.set_status(conn, case_id=case_id, status=case["status"], now=now, flags=flags)
+            cases.set_flags(conn, case_id=case_id, flags=flags)
         return done, "" if done else "the account service did not confirm the freeze"
 
     def resolve_case(self, case_id: int, agent: cases.User, notes: str) -> bool:

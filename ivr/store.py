@@ -296,20 +296,19 @@ def is_locked(
         for column, value in ((f.uid, uid), (f.caller, caller)):
             if not value:
                 continue
+            # Every run of `failures` consecutive failures, not only the latest: one more
+            # failure recorded during a lock (two requests racing) must not lift it.
             times = (
                 conn.execute(
                     select(f.at)
                     .where(column == value, f.at > now - window - duration)
                     .order_by(f.at.desc())
-                    .limit(failures)
+                    .limit(500)
                 )
                 .scalars()
                 .all()
             )
-            if (
-                len(times) == failures
-                and times[0] - times[-1] <= window
-                and now < times[0] + duration
-            ):
-                return True
+            for newest, oldest in zip(times, times[failures - 1 :], strict=False):
+                if newest - oldest <= window and now < newest + duration:
+                    return True
     return False

@@ -95,6 +95,7 @@ def upgrade() -> None:
         sa.Column("sort_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("queued", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=24), nullable=False),
+        sa.Column("claimed_from", sa.String(length=24), nullable=True),
         sa.Column("flags", sa.JSON(), nullable=False),
         sa.Column("path", sa.JSON(), nullable=False),
         sa.Column("parent_ticket", sa.String(length=16), nullable=True),

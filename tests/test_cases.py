@@ -1,0 +1,542 @@
+"""The case queue: serving order, claims under concurrency, requeue and callbacks; the agent API."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from ivr import cases
+from ivr.db import audit_log, users
+from ivr.engine import OpenCase
+from tests.conftest import FakeClock, bearer, make_user
+
+T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032d}"
+
+
+def add_case(
+    db: Engine,
+    n: int,
+    priority: str,
+    at: datetime,
+    *,
+    uid: str | None = None,
+    caller: str | None = "+15005550006",
+) -> int:
+    """Open case number `n` (its call is sid(n)) as the hotline does, in a transaction."""
+    spec = OpenCase(
+        ticket=str(1_000_000 + n),
+        queue="support",
+        priority=priority,
+        reason="account_access",
+        flags={"uid": uid, "verified": "yes"} if uid else {},
+        path=["main", "access"],
+    )
+    with db.begin() as conn:
+        key = conn.execute(
+            cases.open_case(spec, call_sid=sid(n), caller=caller, risk={}, now=at)
+        ).inserted_primary_key
+    assert key is not None
+    case_id: int = key[0]
+    return case_id
+
+
+def agent_id(db: Engine, name: str = "ana") -> int:
+    token = make_user(db, name, "agent", "+15005550100")
+    with db.connect() as conn:
+        user = cases.user_by_token(conn, token=token)
+    assert user is not None
+    return user.id
+
+
+def waiting_ids(db: Engine) -> list[int]:
+    with db.connect() as conn:
+        return [r["id"] for r in cases.waiting_cases(conn)]
+
+
+def claim(db: Engine, agent: int, now: datetime = T0) -> dict[str, Any] | None:
+    with db.connect() as conn:
+        return cases.claim_next(conn, agent_id=agent, now=now)
+
+
+def claim_all(db: Engine, agent: int) -> list[int]:
+    out = []
+    while (row := claim(db, agent)) is not None:
+        out.append(row["id"])
+    return out
+
+
+def position(db: Engine, n: int) -> int | None:
+    with db.connect() as conn:
+        view = cases.case_for_call(conn, call_sid=sid(n))
+    assert view is not None
+    return view.position
+
+
+def get(db: Engine, case_id: int) -> dict[str, Any]:
+    with db.connect() as conn:
+        row = cases.get_case(conn, case_id=case_id)
+    assert row is not None
+    return row
+
+
+# -- serving order --------------------------------------------------------------------------------
+
+
+def test_open_case_row(db: Engine) -> None:
+    case_id = add_case(db, 1, "high", T0, uid="10000001", caller="+15005551234")
+    row = get(db, case_id)
+    assert row["ticket"] == "1000001"
+    assert row["call_sid"] == sid(1)
+    assert row["account_uid"] == "10000001"
+    assert row["caller"] == "+15005551234"
+    assert (row["status"], row["queued"], row["lane"]) == ("waiting", 1, 1)
+    assert row["created_at"] == T0
+    assert row["sort_at"] == T0 - cases.HIGH_BOOST
+    assert row["flags"] == {"uid": "10000001", "verified": "yes"}
+    assert row["path"] == ["main", "access"]
+
+
+def test_emergency_arriving_last_is_served_first(db: Engine) -> None:
+    agent = agent_id(db)
+    normal = add_case(db, 1, "normal", T0)
+    high = add_case(db, 2, "high", T0 + MINUTE)
+    emergency = add_case(db, 3, "emergency", T0 + 30 * MINUTE)
+    assert waiting_ids(db) == [emergency, high, normal]
+    assert claim_all(db, agent) == [emergency, high, normal]
+
+
+def test_emergencies_among_themselves_first_come_first_served(db: Engine) -> None:
+    agent = agent_id(db)
+    later = add_case(db, 1, "emergency", T0 + MINUTE)
+    earlier = add_case(db, 2, "emergency", T0)
+    assert claim_all(db, agent) == [earlier, later]
+
+
+def test_high_counts_high_boost_earlier(db: Engine) -> None:
+    agent = agent_id(db)
+    boost = cases.HIGH_BOOST
+    old_normal = add_case(db, 1, "normal", T0)  # will have waited more than the boost
+    new_normal = add_case(db, 2, "normal", T0 + 5 * MINUTE)
+    high = add_case(db, 3, "high", T0 + boost + MINUTE)
+    assert waiting_ids(db) == [old_normal, high, new_normal]
+    assert claim_all(db, agent) == [old_normal, high, new_normal]
+
+
+def test_high_just_inside_the_boost_goes_first(db: Engine) -> None:
+    agent = agent_id(db)
+    normal = add_case(db, 1, "normal", T0)
+    high = add_case(db, 2, "high", T0 + cases.HIGH_BOOST - timedelta(seconds=1))
+    assert claim_all(db, agent) == [high, normal]
+
+
+def test_equal_sort_time_goes_by_arrival(db: Engine) -> None:
+    agent = agent_id(db)
+    normal = add_case(db, 1, "normal", T0)
+    high = add_case(db, 2, "high", T0 + cases.HIGH_BOOST)  # same sort_at
+    assert claim_all(db, agent) == [normal, high]
+
+
+def test_waiting_order_and_positions_match_the_claim_order(db: Engine) -> None:
+    agent = agent_id(db)
+    specs = [
+        ("normal", 0),
+        ("high", 3),
+        ("normal", 4),
+        ("emergency", 20),
+        ("high", 25),
+        ("normal", 26),
+        ("emergency", 2),
+        ("normal", 15),
+    ]
+    ids = {n: add_case(db, n, p, T0 + m * MINUTE) for n, (p, m) in enumerate(specs, start=1)}
+    by_id = {case_id: n for n, case_id in ids.items()}
+    order = waiting_ids(db)
+    assert sorted(order) == sorted(ids.values())
+    # Each call's place in line is its index in the waiting list.
+    assert [position(db, by_id[case_id]) for case_id in order] == list(range(1, len(order) + 1))
+
+    first = claim(db, agent)
+    assert first is not None and first["id"] == order[0]
+    assert position(db, by_id[order[0]]) is None  # not waiting any more
+    assert [position(db, by_id[case_id]) for case_id in order[1:]] == list(range(1, len(order)))
+    assert claim_all(db, agent) == order[1:]
+
+
+def test_case_for_call_is_the_newest_case_of_the_call(db: Engine) -> None:
+    add_case(db, 1, "normal", T0)
+    spec = OpenCase("2000001", "support", "normal", "lost_2fa", {}, [], parent_ticket="1000001")
+    with db.begin() as conn:
+        key = conn.execute(
+            cases.open_case(spec, call_sid=sid(1), caller=None, risk={}, now=T0 + MINUTE)
+        ).inserted_primary_key
+    assert key is not None
+    newer = key[0]
+    with db.connect() as conn:
+        view = cases.case_for_call(conn, call_sid=sid(1))
+        assert cases.case_for_call(conn, call_sid=sid(99)) is None
+    assert view is not None
+    assert view.row["id"] == newer and view.row["parent_ticket"] == "1000001"
+    assert view.position == 2
+
+
+def test_waiting_cases_limit(db: Engine) -> None:
+    ids = [add_case(db, n, "normal", T0 + n * MINUTE) for n in range(5)]
+    with db.connect() as conn:
+        assert [r["id"] for r in cases.waiting_cases(conn, limit=3)] == ids[:3]
+
+
+# -- claims ---------------------------------------------------------------------------------------
+
+
+def test_claim_marks_the_case_offered(db: Engine) -> None:
+    agent = agent_id(db)
+    case_id = add_case(db, 1, "normal", T0)
+    claimed = claim(db, agent, T0 + MINUTE)
+    assert claimed is not None
+    assert claimed["id"] == case_id and claimed["claimed_from"] == "waiting"
+    row = get(db, case_id)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("offered", 0, agent)
+    assert row["offered_at"] == T0 + MINUTE
+    assert claim(db, agent) is None
+    assert waiting_ids(db) == []
+
+
+def test_claim_on_an_empty_queue_is_none(db: Engine) -> None:
+    assert claim(db, agent_id(db)) is None
+
+
+CASES = 40
+CLAIMERS = 8
+
+
+def test_each_case_is_claimed_exactly_once_by_concurrent_agents(db: Engine) -> None:
+    agents = [agent_id(db, f"agent{k}") for k in range(CLAIMERS)]
+    ids = [
+        add_case(db, n, ("normal", "high", "emergency")[n % 3], T0 + n * MINUTE)
+        for n in range(CASES)
+    ]
+    start = threading.Barrier(CLAIMERS)
+
+    def claimer(agent: int) -> list[tuple[int, int]]:
+        got = []
+        with db.connect() as conn:
+            start.wait(timeout=10)
+            while (row := cases.claim_next(conn, agent_id=agent, now=T0)) is not None:
+                got.append((row["id"], row["agent_id"]))
+        return got
+
+    with ThreadPoolExecutor(CLAIMERS) as pool:
+        results = list(pool.map(claimer, agents))
+
+    claimed = [case_id for got in results for case_id, _ in got]
+    assert len(claimed) == len(set(claimed)) == CASES
+    assert sorted(claimed) == sorted(ids)
+    # Each claimer was told it got the case, and the row agrees.
+    for agent, got in zip(agents, results, strict=True):
+        for case_id, told in got:
+            assert told == agent
+            assert get(db, case_id)["agent_id"] == agent
+    assert waiting_ids(db) == []
+
+
+# -- requeue, abandon, callback -------------------------------------------------------------------
+
+
+def test_requeue_puts_a_claimed_case_back_in_its_place(db: Engine) -> None:
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    b = add_case(db, 2, "normal", T0 + MINUTE)
+    c = add_case(db, 3, "normal", T0 + 2 * MINUTE)
+    claimed = claim(db, agent)
+    assert claimed is not None and claimed["id"] == a
+    assert waiting_ids(db) == [b, c]
+    with db.connect() as conn:
+        assert cases.requeue(conn, case_id=a) is True
+        assert cases.requeue(conn, case_id=a) is False  # waiting already
+        assert cases.requeue(conn, case_id=999) is False
+    assert waiting_ids(db) == [a, b, c]
+    assert position(db, 1) == 1
+    row = get(db, a)
+    assert (row["status"], row["queued"], row["agent_id"], row["offered_at"]) == (
+        "waiting",
+        1,
+        None,
+        None,
+    )
+    assert claim_all(db, agent) == [a, b, c]
+
+
+@pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])
+def test_requeue_keeps_a_call_back_case_a_call_back(db: Engine, gone: str) -> None:
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    with db.connect() as conn:
+        if gone == "callback_requested":
+            assert cases.request_callback(conn, call_sid=sid(1), number="+15005550042", now=T0)
+        else:
+            assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
+    claimed = claim(db, agent)
+    assert claimed is not None and claimed["claimed_from"] == gone
+    with db.connect() as conn:
+        assert cases.requeue(conn, case_id=a) is True  # the agent's phone did not answer
+    assert get(db, a)["status"] == gone
+    again = claim(db, agent)
+    assert again is not None
+    assert again["id"] == a and again["claimed_from"] == gone
+
+
+def test_requeue_from_connected(db: Engine) -> None:
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    assert claim(db, agent) is not None
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=a, status="connected", now=T0 + MINUTE)
+        assert get(db, a)["connected_at"] == T0 + MINUTE
+        assert cases.requeue(conn, case_id=a) is True
+    row = get(db, a)
+    assert (row["status"], row["queued"], row["connected_at"]) == ("waiting", 1, None)
+
+
+def test_requeue_does_not_reopen_a_resolved_case(db: Engine) -> None:
+    a = add_case(db, 1, "normal", T0)
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=a, status="resolved", now=T0, queued=0)
+        assert cases.requeue(conn, case_id=a) is False
+    assert waiting_ids(db) == []
+
+
+def test_abandoned_case_stays_claimable_in_its_place(db: Engine) -> None:
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    b = add_case(db, 2, "normal", T0 + MINUTE)
+    claimed = claim(db, agent)
+    assert claimed is not None and claimed["id"] == a
+    hung_up = T0 + 3 * MINUTE
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(1), now=hung_up) == 1
+        assert cases.abandon_for_call(conn, call_sid=sid(99), now=hung_up) == 0
+    row = get(db, a)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert row["ended_at"] == hung_up
+    assert waiting_ids(db) == [a, b]
+    again = claim(db, agent)
+    assert again is not None
+    assert again["id"] == a and again["claimed_from"] == "abandoned"
+    assert again["status"] == "offered"
+
+
+def test_abandon_while_waiting_keeps_the_place(db: Engine) -> None:
+    a = add_case(db, 1, "normal", T0)
+    b = add_case(db, 2, "normal", T0 + MINUTE)
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0 + 2 * MINUTE) == 1
+        # An abandoned case is not abandoned twice, nor is a resolved one.
+        assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0 + 3 * MINUTE) == 0
+        assert cases.set_status(conn, case_id=a, status="resolved", now=T0, queued=0)
+        assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0 + 3 * MINUTE) == 0
+    assert get(db, b)["status"] == "abandoned"
+    assert get(db, a)["status"] == "resolved"
+    assert waiting_ids(db) == [b]
+
+
+def test_request_callback_only_from_waiting(db: Engine) -> None:
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    b = add_case(db, 2, "normal", T0 + MINUTE)
+    c = add_case(db, 3, "normal", T0 + 2 * MINUTE)
+    with db.connect() as conn:
+        assert cases.request_callback(conn, call_sid=sid(2), number="+15005550042", now=T0)
+        # Asked already: not again (the number stays the first one).
+        assert not cases.request_callback(conn, call_sid=sid(2), number="+15005550043", now=T0)
+        assert not cases.request_callback(conn, call_sid=sid(99), number="+1", now=T0)
+    row = get(db, b)
+    assert (row["status"], row["queued"], row["callback_number"]) == (
+        "callback_requested",
+        1,
+        "+15005550042",
+    )
+    assert waiting_ids(db) == [a, b, c]  # keeps its place
+    assert position(db, 2) == 2
+
+    first = claim(db, agent)
+    assert first is not None and first["id"] == a
+    with db.connect() as conn:
+        # Offered to an agent: too late to ask for a call back.
+        assert not cases.request_callback(conn, call_sid=sid(1), number="+15005550044", now=T0)
+    assert get(db, a)["status"] == "offered"
+    second = claim(db, agent)
+    assert second is not None
+    assert second["id"] == b and second["claimed_from"] == "callback_requested"
+    assert second["callback_number"] == "+15005550042"
+
+
+# -- users ----------------------------------------------------------------------------------------
+
+
+def test_users_tokens_are_stored_hashed(db: Engine) -> None:
+    token = make_user(db, "sam", "supervisor")
+    with db.connect() as conn:
+        user = cases.user_by_token(conn, token=token)
+        assert cases.user_by_token(conn, token=token + "x") is None
+        stored = conn.execute(select(users.c.token_hash)).scalar_one()
+    assert user is not None and (user.name, user.role) == ("sam", "supervisor")
+    assert token not in stored
+    with pytest.raises(ValueError):
+        make_user(db, "sam", "agent")
+    with pytest.raises(ValueError):
+        make_user(db, "root", "admin")
+
+
+# -- the API over HTTP ----------------------------------------------------------------------------
+
+ROUTES: list[tuple[str, str, dict[str, str] | None]] = [
+    ("GET", "/api/queue", None),
+    ("POST", "/api/agents/next", None),
+    ("POST", "/api/cases/1/freeze", {"reason": "caller reports a stolen phone"}),
+    ("POST", "/api/cases/1/resolve", {"notes": "done"}),
+]
+
+
+def call(
+    client: TestClient, method: str, url: str, body: dict[str, str] | None, token: str | None
+) -> Any:
+    headers = bearer(token) if token is not None else {}
+    return client.request(method, url, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "url", "body"), ROUTES)
+def test_api_without_a_token_is_401(
+    client: TestClient, method: str, url: str, body: dict[str, str] | None
+) -> None:
+    r = call(client, method, url, body, None)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(("method", "url", "body"), ROUTES)
+def test_api_with_a_garbage_token_is_401(
+    client: TestClient, db: Engine, method: str, url: str, body: dict[str, str] | None
+) -> None:
+    token = make_user(db, "ana", "agent")
+    for headers in (
+        bearer("not-a-token"),
+        bearer(token + "x"),
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": token},
+    ):
+        r = client.request(method, url, json=body, headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(("method", "url", "body"), ROUTES)
+def test_api_operator_is_403_everywhere(
+    client: TestClient, db: Engine, method: str, url: str, body: dict[str, str] | None
+) -> None:
+    add_case(db, 1, "normal", T0, uid="10000001")
+    token = make_user(db, "olga", "operator")
+    assert call(client, method, url, body, token).status_code == 403
+    assert waiting_ids(db) != []  # nothing was claimed or resolved
+
+
+def test_api_supervisor_sees_the_queue_but_does_not_act(client: TestClient, db: Engine) -> None:
+    case_id = add_case(db, 1, "normal", T0, uid="10000001")
+    token = make_user(db, "sam", "supervisor")
+    r = call(client, "GET", "/api/queue", None, token)
+    assert r.status_code == 200
+    assert [e["case_id"] for e in r.json()] == [case_id]
+    for method, url, body in ROUTES[1:]:
+        assert call(client, method, url, body, token).status_code == 403, url
+    row = get(db, case_id)
+    assert (row["status"], row["queued"]) == ("waiting", 1)
+
+
+def test_api_next_on_an_empty_queue(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    r = call(client, "POST", "/api/agents/next", None, token)
+    assert r.status_code == 200
+    assert r.json() == {"case": None, "connect": None}
+
+
+def test_api_next_hands_out_the_first_case(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    add_case(db, 1, "normal", T0, uid="10000001")
+    first = add_case(db, 2, "emergency", T0 + MINUTE, uid="10000002")
+    r = call(client, "POST", "/api/agents/next", None, token)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["case"]["id"] == first
+    assert body["case"]["status"] == "offered"
+    assert body["case"]["account_uid"] == "10000002"
+    assert body["case"]["verification"]["result"] == "yes"
+    assert body["connect"] == {"mode": "next_hold_poll", "number": None}
+    assert get(db, first)["status"] == "offered"
+
+
+def test_api_queue_masks_caller_numbers(client: TestClient, db: Engine, clock: FakeClock) -> None:
+    token = make_user(db, "ana", "agent")
+    a = add_case(db, 1, "normal", clock.now - 90 * timedelta(seconds=1), caller="+15005551234")
+    b = add_case(db, 2, "emergency", clock.now - MINUTE, caller="+442071838750")
+    c = add_case(db, 3, "normal", clock.now, caller=None)
+    r = call(client, "GET", "/api/queue", None, token)
+    assert r.status_code == 200
+    entries = r.json()
+    assert [(e["position"], e["case_id"]) for e in entries] == [(1, b), (2, a), (3, c)]
+    assert [e["caller"] for e in entries] == ["***8750", "***1234", ""]
+    assert [e["waiting_seconds"] for e in entries] == [60, 90, 0]
+    for number in ("5005551234", "2071838750", "15005551234"):
+        assert number not in r.text
+
+
+def test_api_freeze_unknown_case_is_404(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    r = call(client, "POST", "/api/cases/999/freeze", {"reason": "stolen phone"}, token)
+    assert r.status_code == 404
+    with db.connect() as conn:
+        assert conn.execute(select(audit_log)).first() is None
+
+
+def test_api_freeze_without_an_account_uid_is_409(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    case_id = add_case(db, 1, "normal", T0, uid=None)
+    r = call(client, "POST", f"/api/cases/{case_id}/freeze", {"reason": "stolen phone"}, token)
+    assert r.status_code == 409
+    assert "agent_freeze" not in get(db, case_id)["flags"]
+    with db.connect() as conn:
+        assert conn.execute(select(audit_log)).first() is None
+
+
+def test_api_freeze_needs_a_reason(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    case_id = add_case(db, 1, "normal", T0, uid="10000001")
+    for body in ({}, {"reason": ""}, {"reason": "x"}):
+        r = client.post(f"/api/cases/{case_id}/freeze", json=body, headers=bearer(token))
+        assert r.status_code == 422, body
+
+
+def test_api_resolve_unknown_case_is_404(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    r = call(client, "POST", "/api/cases/999/resolve", {"notes": "done"}, token)
+    assert r.status_code == 404
+
+
+def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Engine) -> None:
+    token = make_user(db, "ana", "agent")
+    case_id = add_case(db, 1, "normal", T0)
+    r = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "reset 2FA"}, token)
+    assert r.status_code == 200
+    assert r.json()["status"] == "resolved" and r.json()["notes"] == "reset 2FA"
+    assert waiting_ids(db) == []
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"] is None

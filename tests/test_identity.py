@@ -1,0 +1,549 @@
+"""Who a caller is: the built-in directory, the exchange's HTTP endpoint, and the lockout."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pyotp
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, select
+
+from ivr import store
+from ivr.db import accounts
+from ivr.exceptions import ConfigError
+from ivr.identity import HttpAccountActions, HttpIdentity, LocalDirectory
+from tests.conftest import SECRET_KEY
+
+NOW = datetime(2026, 11, 23, 3, 0, 10, tzinfo=UTC)
+SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # base32, 160 bits
+PIN = "482915"
+ID_LAST4 = "7306"
+PHONE = "+15005550006"
+STEP = timedelta(seconds=30)
+
+
+def code_at(when: datetime) -> str:
+    return pyotp.TOTP(SEED).at(when)
+
+
+# -- LocalDirectory: PIN, ID digits, phone --------------------------------------------------------
+
+
+@pytest.fixture
+def directory(db: Engine) -> LocalDirectory:
+    d = LocalDirectory(db, SECRET_KEY)
+    d.add(uid="10000001", pin=PIN, id_last4=ID_LAST4, phone=PHONE, totp_secret=SEED, now=NOW)
+    return d
+
+
+def check(d: LocalDirectory, factor: str, digits: str, uid: str = "10000001") -> bool:
+    return d.check(uid=uid, factor=factor, digits=digits, now=NOW)
+
+
+def test_pin_right_and_wrong(directory: LocalDirectory) -> None:
+    assert check(directory, "pin", PIN) is True
+    assert check(directory, "pin", "482916") is False
+    assert check(directory, "pin", "") is False
+    assert check(directory, "pin", ID_LAST4) is False
+
+
+def test_id_last4_right_and_wrong(directory: LocalDirectory) -> None:
+    assert check(directory, "id_last4", ID_LAST4) is True
+    assert check(directory, "id_last4", "7307") is False
+    assert check(directory, "id_last4", PIN) is False
+
+
+def test_phone_compares_digits_only(directory: LocalDirectory) -> None:
+    assert check(directory, "phone", PHONE) is True
+    assert check(directory, "phone", "15005550006") is True
+    assert check(directory, "phone", "+15005550007") is False
+    assert check(directory, "phone", "") is False
+
+
+def test_account_without_phone_never_matches_an_empty_number(db: Engine) -> None:
+    d = LocalDirectory(db, SECRET_KEY)
+    d.add(uid="10000002", pin=PIN, id_last4=None, phone=None, totp_secret=None, now=NOW)
+    assert check(d, "phone", "", uid="10000002") is False
+    assert check(d, "phone", "anonymous", uid="10000002") is False
+    assert check(d, "id_last4", ID_LAST4, uid="10000002") is False  # no ID digits on file
+
+
+def test_pin_or_id_last4_chooses_the_factor_by_length(directory: LocalDirectory) -> None:
+    assert check(directory, "pin_or_id_last4", PIN) is True
+    assert check(directory, "pin_or_id_last4", ID_LAST4) is True
+    assert check(directory, "pin_or_id_last4", "482916") is False
+    assert check(directory, "pin_or_id_last4", "7307") is False
+    assert check(directory, "pin_or_id_last4", "48291") is False
+    # The ID digits padded to 6 are a (wrong) PIN, not the ID digits.
+    assert check(directory, "pin_or_id_last4", "007306") is False
+
+
+def test_unknown_uid_is_false_for_every_factor(directory: LocalDirectory) -> None:
+    for factor, digits in [
+        ("pin", PIN),
+        ("id_last4", ID_LAST4),
+        ("pin_or_id_last4", PIN),
+        ("phone", PHONE),
+        ("totp", code_at(NOW)),
+    ]:
+        assert check(directory, factor, digits, uid="99999999") is False, factor
+    assert directory.registered_phone(uid="99999999") is None
+
+
+def test_unknown_factor_is_false(directory: LocalDirectory) -> None:
+    assert check(directory, "uid", "10000001") is False
+    assert check(directory, "birthday", PIN) is False
+
+
+def test_registered_phone(directory: LocalDirectory) -> None:
+    assert directory.registered_phone(uid="10000001") == PHONE
+
+
+def test_stored_row_holds_no_plaintext_secret(db: Engine, directory: LocalDirectory) -> None:
+    with db.connect() as conn:
+        row = conn.execute(select(accounts).where(accounts.c.uid == "10000001")).mappings().one()
+    for column, value in row.items():
+        text = str(value)
+        assert PIN not in text, column
+        assert ID_LAST4 not in text, column
+        assert SEED not in text, column
+    assert row["pin_hash"].startswith("$argon2")
+    assert row["id_last4_hash"].startswith("$argon2")
+    assert row["totp_secret"] != SEED
+    # Sealed with IVR_SECRET_KEY, so it can be opened with it (and only with it).
+    assert Fernet(SECRET_KEY.encode()).decrypt(row["totp_secret"].encode()).decode() == SEED
+    assert row["totp_last_step"] is None
+    assert row["frozen"] == 0
+
+
+def test_add_again_replaces_the_secrets(db: Engine, directory: LocalDirectory) -> None:
+    assert check(directory, "totp", code_at(NOW)) is True
+    directory.add(
+        uid="10000001", pin="135790", id_last4=None, phone=None, totp_secret=None, now=NOW
+    )
+    assert check(directory, "pin", PIN) is False
+    assert check(directory, "pin", "135790") is True
+    assert check(directory, "id_last4", ID_LAST4) is False
+    assert check(directory, "totp", code_at(NOW + STEP)) is False
+    with db.connect() as conn:
+        rows = conn.execute(select(accounts)).mappings().all()
+    assert len(rows) == 1
+    assert rows[0]["totp_last_step"] is None and rows[0]["phone"] is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("pin", "48291"),
+        ("pin", "4829150"),
+        ("pin", "48291a"),
+        ("id_last4", "730"),
+        ("id_last4", "73066"),
+        ("id_last4", "73o6"),
+    ],
+)
+def test_add_refuses_malformed_digits(db: Engine, field: str, value: str) -> None:
+    d = LocalDirectory(db, SECRET_KEY)
+    values: dict[str, str | None] = {"pin": PIN, "id_last4": ID_LAST4, field: value}
+    with pytest.raises(ValueError):
+        d.add(uid="10000003", phone=None, totp_secret=None, now=NOW, **values)
+    with db.connect() as conn:
+        assert conn.execute(select(accounts)).first() is None
+
+
+@pytest.mark.parametrize("seed", ["01890189018901890189018901890189", "JBSWY3DP!HPK3PXP"])
+def test_add_refuses_a_seed_that_is_not_base32(db: Engine, seed: str) -> None:
+    d = LocalDirectory(db, SECRET_KEY)
+    with pytest.raises(ValueError):
+        d.add(uid="10000003", pin=PIN, id_last4=None, phone=None, totp_secret=seed, now=NOW)
+    with db.connect() as conn:
+        assert conn.execute(select(accounts)).first() is None
+
+
+def test_totp_without_a_secret_key_is_a_config_error(db: Engine) -> None:
+    d = LocalDirectory(db, None)
+    with pytest.raises(ConfigError):
+        d.add(uid="10000003", pin=PIN, id_last4=None, phone=None, totp_secret=SEED, now=NOW)
+    # Without TOTP, no key is needed.
+    d.add(uid="10000003", pin=PIN, id_last4=None, phone=None, totp_secret=None, now=NOW)
+    assert check(d, "pin", PIN, uid="10000003") is True
+    assert check(d, "totp", code_at(NOW), uid="10000003") is False
+
+
+# -- LocalDirectory: TOTP -------------------------------------------------------------------------
+
+
+def test_the_codes_used_below_differ() -> None:
+    codes = [code_at(NOW + k * STEP) for k in (-2, -1, 0, 1, 2)]
+    assert len(set(codes)) == 5, codes  # otherwise the window tests below prove nothing
+
+
+def totp_account(db: Engine, uid: str) -> LocalDirectory:
+    d = LocalDirectory(db, SECRET_KEY)
+    d.add(uid=uid, pin=None, id_last4=None, phone=None, totp_secret=SEED, now=NOW)
+    return d
+
+
+@pytest.mark.parametrize("steps", [-1, 0, 1])
+def test_totp_accepts_one_step_either_way(db: Engine, steps: int) -> None:
+    d = totp_account(db, "20000001")
+    assert check(d, "totp", code_at(NOW + steps * STEP), uid="20000001") is True
+
+
+@pytest.mark.parametrize("steps", [-2, 2, -3, 3])
+def test_totp_refuses_two_steps_away(db: Engine, steps: int) -> None:
+    d = totp_account(db, "20000001")
+    assert check(d, "totp", code_at(NOW + steps * STEP), uid="20000001") is False
+    # A refused code does not use up the current one.
+    assert check(d, "totp", code_at(NOW), uid="20000001") is True
+
+
+def test_totp_refuses_wrong_and_malformed_codes(db: Engine) -> None:
+    d = totp_account(db, "20000001")
+    good = code_at(NOW)
+    wrong = f"{(int(good) + 1) % 1_000_000:06d}"
+    for digits in (wrong, good[:5], good + "0", "", "abcdef"):
+        assert check(d, "totp", digits, uid="20000001") is False, digits
+    assert check(d, "totp", good, uid="20000001") is True
+
+
+def test_totp_code_is_accepted_once(db: Engine) -> None:
+    d = totp_account(db, "20000001")
+    assert check(d, "totp", code_at(NOW), uid="20000001") is True
+    assert check(d, "totp", code_at(NOW), uid="20000001") is False
+    # Also later, while the code is still inside the window.
+    assert d.check(uid="20000001", factor="totp", digits=code_at(NOW), now=NOW + STEP) is False
+
+
+def test_totp_after_the_current_code_the_previous_one_is_refused(db: Engine) -> None:
+    d = totp_account(db, "20000001")
+    assert check(d, "totp", code_at(NOW), uid="20000001") is True
+    assert check(d, "totp", code_at(NOW - STEP), uid="20000001") is False
+    assert check(d, "totp", code_at(NOW + STEP), uid="20000001") is True
+    assert check(d, "totp", code_at(NOW), uid="20000001") is False
+
+
+def test_totp_used_step_is_recorded(db: Engine) -> None:
+    d = totp_account(db, "20000001")
+    assert check(d, "totp", code_at(NOW + STEP), uid="20000001") is True
+    with db.connect() as conn:
+        last = conn.execute(select(accounts.c.totp_last_step)).scalar_one()
+    assert last == pyotp.TOTP(SEED).timecode(NOW) + 1
+
+
+def test_totp_no_reuse_is_per_account(db: Engine) -> None:
+    a = totp_account(db, "20000001")
+    totp_account(db, "20000002")
+    assert check(a, "totp", code_at(NOW), uid="20000001") is True
+    assert check(a, "totp", code_at(NOW), uid="20000002") is True
+
+
+def test_totp_with_another_key_fails_closed(db: Engine) -> None:
+    totp_account(db, "20000001")
+    other = LocalDirectory(db, Fernet.generate_key().decode())
+    assert check(other, "totp", code_at(NOW), uid="20000001") is False
+    keyless = LocalDirectory(db, None)
+    assert check(keyless, "totp", code_at(NOW), uid="20000001") is False
+    # Neither used the code up.
+    assert check(LocalDirectory(db, SECRET_KEY), "totp", code_at(NOW), uid="20000001") is True
+
+
+# -- the exchange's endpoint over HTTP ------------------------------------------------------------
+
+HMAC_KEY = "exchange-shared-hmac-key"
+GOOD_UID = "10000001"
+GOOD_VALUE = "246813"
+SLEEP = 0.3  # the slow handler; the client's timeout is well below
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    valid: bool
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+class FakeExchange(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ExchangeHandler)
+        self.seen: list[Seen] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class ExchangeHandler(BaseHTTPRequestHandler):
+    """Checks the signature the way the exchange would; the path's first part picks a behaviour:
+    /ok (normal), /down (500), /slow (answers late), /garbled, /list, /string-ok (bad JSON)."""
+
+    server: FakeExchange
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes = b"") -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        stamp = self.headers.get("x-ivr-timestamp", "")
+        mac = hmac.new(HMAC_KEY.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+        valid = (
+            stamp.isdigit()
+            and abs(time.time() - int(stamp)) < 300
+            and hmac.compare_digest(
+                self.headers.get("x-ivr-signature", ""), "sha256=" + mac.hexdigest()
+            )
+        )
+        self.server.seen.append(
+            Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body, valid)
+        )
+        if not valid:
+            return self.reply(401, b'{"error":"bad signature"}')
+        mode, _, action = self.path.strip("/").partition("/")
+        payload = json.loads(body)
+        ok = payload.get("uid") == GOOD_UID and (
+            payload.get("value") == GOOD_VALUE if action == "verify" else True
+        )
+        answer = json.dumps({"ok": ok}).encode()
+        if mode == "down":
+            return self.reply(500, b'{"ok":true}')
+        if mode == "slow":
+            time.sleep(SLEEP)
+            try:
+                return self.reply(200, b'{"ok":true}')
+            except OSError:
+                return None  # the client gave up already
+        if mode == "garbled":
+            return self.reply(200, b'{"ok": tru')
+        if mode == "list":
+            return self.reply(200, b"[true]")
+        if mode == "string-ok":
+            return self.reply(200, b'{"ok":"true"}')
+        if action == "freeze":
+            return self.reply(204 if ok else 404)
+        return self.reply(200, answer)
+
+
+@pytest.fixture
+def exchange() -> Iterator[FakeExchange]:
+    server = FakeExchange()
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=2.0) as client:
+        yield client
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def verify(url: str, client: httpx.Client, *, uid: str = GOOD_UID, value: str = GOOD_VALUE) -> bool:
+    return HttpIdentity(url, HMAC_KEY, client).check(uid=uid, factor="pin", digits=value, now=NOW)
+
+
+def test_http_identity_right_pin(exchange: FakeExchange, http: httpx.Client) -> None:
+    assert verify(exchange.url + "/ok/", http) is True
+    [seen] = exchange.seen
+    assert seen.valid
+    assert seen.path == "/ok/verify"
+    assert seen.headers["content-type"] == "application/json"
+    assert seen.headers["x-ivr-signature"].startswith("sha256=")
+    assert seen.json() == {"uid": GOOD_UID, "factor": "pin", "value": GOOD_VALUE}
+
+
+def test_http_identity_wrong_pin_or_uid(exchange: FakeExchange, http: httpx.Client) -> None:
+    assert verify(exchange.url + "/ok", http, value="246814") is False
+    assert verify(exchange.url + "/ok", http, uid="10000002") is False
+    assert [s.valid for s in exchange.seen] == [True, True]
+
+
+def test_http_identity_signed_with_another_key_is_refused(
+    exchange: FakeExchange, http: httpx.Client
+) -> None:
+    identity = HttpIdentity(exchange.url + "/ok", "not-the-key", http)
+    assert identity.check(uid=GOOD_UID, factor="pin", digits=GOOD_VALUE, now=NOW) is False
+    [seen] = exchange.seen
+    assert seen.valid is False
+
+
+@pytest.mark.parametrize("mode", ["down", "garbled", "list", "string-ok"])
+def test_http_identity_bad_answers_fail_closed(
+    exchange: FakeExchange, http: httpx.Client, mode: str
+) -> None:
+    # Each of these answers carries something truthy: only a clean {"ok": true} counts.
+    assert verify(f"{exchange.url}/{mode}", http) is False
+    assert [s.valid for s in exchange.seen] == [True]
+
+
+def test_http_identity_timeout_fails_closed(exchange: FakeExchange) -> None:
+    with httpx.Client(timeout=SLEEP / 3) as quick:
+        # The slow endpoint would say {"ok": true} had the client waited for it.
+        assert verify(exchange.url + "/slow", quick) is False
+    assert [s.valid for s in exchange.seen] == [True]
+
+
+def test_http_identity_unreachable_fails_closed(http: httpx.Client) -> None:
+    assert verify(f"http://127.0.0.1:{closed_port()}", http) is False
+
+
+def test_http_identity_does_not_know_the_phone(exchange: FakeExchange, http: httpx.Client) -> None:
+    assert HttpIdentity(exchange.url, HMAC_KEY, http).registered_phone(uid=GOOD_UID) is None
+    assert exchange.seen == []
+
+
+def freeze(url: str, client: httpx.Client, *, uid: str = GOOD_UID, key: str = HMAC_KEY) -> bool:
+    return HttpAccountActions(url, key, client).freeze(uid=uid, now=NOW)
+
+
+def test_http_freeze_true_on_2xx(exchange: FakeExchange, http: httpx.Client) -> None:
+    assert freeze(exchange.url + "/ok/", http) is True
+    [seen] = exchange.seen
+    assert seen.valid and seen.path == "/ok/freeze"
+    assert seen.json() == {"uid": GOOD_UID, "action": "freeze"}
+
+
+def test_http_freeze_false_when_not_done(exchange: FakeExchange, http: httpx.Client) -> None:
+    assert freeze(exchange.url + "/ok", http, uid="10000002") is False  # 404
+    assert freeze(exchange.url + "/down", http) is False  # 500
+    assert freeze(exchange.url + "/ok", http, key="not-the-key") is False  # 401
+    assert [s.valid for s in exchange.seen] == [True, True, False]
+
+
+def test_http_freeze_unreachable_is_false(http: httpx.Client) -> None:
+    assert freeze(f"http://127.0.0.1:{closed_port()}", http) is False
+
+
+# -- lockout --------------------------------------------------------------------------------------
+
+LIMIT = 3
+WINDOW = timedelta(minutes=10)
+DURATION = timedelta(minutes=15)
+T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+
+
+def fail(db: Engine, at: datetime, *, uid: str | None = "10000001", caller: str = PHONE) -> None:
+    with db.begin() as conn:
+        conn.execute(store.failure(uid=uid, caller=caller, call_sid="CA" + "1" * 32, now=at))
+
+
+def locked(
+    db: Engine, now: datetime, *, uid: str | None = "10000001", caller: str | None = PHONE
+) -> bool:
+    with db.connect() as conn:
+        return store.is_locked(
+            conn,
+            uid=uid,
+            caller=caller,
+            now=now,
+            failures=LIMIT,
+            window=WINDOW,
+            duration=DURATION,
+        )
+
+
+def test_under_the_limit_is_not_locked(db: Engine) -> None:
+    assert locked(db, T0) is False
+    fail(db, T0)
+    fail(db, T0 + timedelta(minutes=1))
+    assert locked(db, T0 + timedelta(minutes=1)) is False
+
+
+def test_limit_reached_within_the_window_locks(db: Engine) -> None:
+    for minutes in (0, 4, 9):
+        fail(db, T0 + timedelta(minutes=minutes))
+    assert locked(db, T0 + timedelta(minutes=9)) is True
+    assert locked(db, T0 + timedelta(minutes=9, seconds=1)) is True
+
+
+def test_more_failures_than_the_limit_still_lock(db: Engine) -> None:
+    for seconds in range(0, 60 * LIMIT * 2, 60):
+        fail(db, T0 + timedelta(seconds=seconds))
+    assert locked(db, T0 + timedelta(minutes=LIMIT * 2)) is True
+
+
+def test_failures_spread_wider_than_the_window_do_not_lock(db: Engine) -> None:
+    for minutes in (0, 6, 11):  # any three span 11 minutes > 10
+        fail(db, T0 + timedelta(minutes=minutes))
+    assert locked(db, T0 + timedelta(minutes=11)) is False
+    assert locked(db, T0 + timedelta(minutes=12)) is False
+
+
+def test_a_failure_recorded_during_a_lock_does_not_lift_it(db: Engine) -> None:
+    for minutes in (0, 1, 9):  # locked: three within ten minutes
+        fail(db, T0 + timedelta(minutes=minutes))
+    fail(db, T0 + timedelta(minutes=12))  # a racing request counted one more
+    # The latest three span 11 minutes, but the lock from 0-9 still runs.
+    assert locked(db, T0 + timedelta(minutes=13)) is True
+
+
+def test_lock_ends_duration_after_the_last_failure(db: Engine) -> None:
+    last = T0 + timedelta(minutes=2)
+    for at in (T0, T0 + timedelta(minutes=1), last):
+        fail(db, at)
+    assert locked(db, last + DURATION - timedelta(seconds=1)) is True
+    assert locked(db, last + DURATION) is False
+    assert locked(db, last + DURATION + timedelta(hours=1)) is False
+
+
+def test_lock_per_calling_number_across_uids(db: Engine) -> None:
+    for n in range(LIMIT):
+        fail(db, T0 + timedelta(minutes=n), uid=f"3000000{n}", caller="+15005550099")
+    now = T0 + timedelta(minutes=LIMIT)
+    # A fresh uid from the same number is refused ...
+    assert locked(db, now, uid="39999999", caller="+15005550099") is True
+    assert locked(db, now, uid=None, caller="+15005550099") is True
+    # ... none of the uids is locked from another number ...
+    assert locked(db, now, uid="30000000", caller="+15005550098") is False
+    assert locked(db, now, uid="30000000", caller=None) is False
+    # ... and the number's lock ends like any other.
+    assert locked(db, T0 + timedelta(minutes=LIMIT - 1) + DURATION, caller="+15005550099") is False
+
+
+def test_lock_per_uid_across_calling_numbers(db: Engine) -> None:
+    for n in range(LIMIT):
+        fail(db, T0 + timedelta(minutes=n), uid="10000001", caller=f"+1500555001{n}")
+    now = T0 + timedelta(minutes=LIMIT)
+    assert locked(db, now, uid="10000001", caller="+15005550019") is True
+    assert locked(db, now, uid="10000001", caller=None) is True
+    assert locked(db, now, uid="10000002", caller="+15005550010") is False
+
+
+def test_null_uid_is_counted_per_number_only(db: Engine) -> None:
+    for n in range(LIMIT):
+        fail(db, T0 + timedelta(minutes=n), uid=None, caller="+15005550077")
+    now = T0 + timedelta(minutes=LIMIT)
+    assert locked(db, now, uid=None, caller="+15005550077") is True
+    assert locked(db, now, uid=None, caller="+15005550078") is False
+    assert locked(db, now, uid=None, caller=None) is False
+    assert locked(db, now, uid="", caller="") is False
