@@ -8,13 +8,18 @@ POST /api/cases/{id}/resolve    close the case with notes
 
 from __future__ import annotations
 
+import csv
+import io
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from ivr.cases import waiting_cases
+from ivr.calllog import CallFilter, list_calls, timeline
+from ivr.cases import User, waiting_cases
 from ivr.deps import AgentUser, HotlineDep, StaffUser
 
 router = APIRouter(prefix="/api", tags=["agents"])
@@ -163,3 +168,179 @@ def resolve(case_id: int, body: ResolveRequest, user: AgentUser, hotline: Hotlin
     detail = hotline.case_detail(case_id)
     assert detail is not None
     return _detail(detail)
+
+
+# -- supervisors: the call log --------------------------------------------------------------
+
+
+class CallSummary(BaseModel):
+    call_sid: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_seconds: int | None
+    status: str
+    outcome: str
+    topic: str | None
+    queue: str | None
+    priority: str | None
+    verified: str
+    caller: str
+    ticket: str | None
+
+
+class CallPage(BaseModel):
+    calls: list[CallSummary]
+    next_cursor: str | None
+
+
+class Event(BaseModel):
+    at: datetime
+    node: str | None
+    kind: str
+    input_kind: str | None
+    option: str | None
+    prompt_key: str | None
+    outcome: str | None
+    detail: dict[str, Any] | None
+
+
+class CaseRecord(BaseModel):
+    id: int
+    ticket: str
+    status: str
+    priority: str
+    queue: str
+    reason: str
+    verification: Verification
+    agent_id: int | None
+    created_at: datetime
+    connected_at: datetime | None
+    ended_at: datetime | None
+    notes: str | None
+
+
+class AuditRecord(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    result: str
+    reason: str | None
+
+
+class CallTimeline(BaseModel):
+    call: CallSummary
+    events: list[Event]
+    cases: list[CaseRecord]
+    audit: list[AuditRecord]
+
+
+@dataclass
+class CallQuery:
+    """The filters every call-log route takes."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    outcome: (
+        Literal["agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended"]
+        | None
+    ) = None
+    topic: str | None = Query(default=None, max_length=64)
+    queue: str | None = Query(default=None, max_length=64)
+    verified: Literal["yes", "no", "skipped", "locked", "not_attempted"] | None = None
+    emergency: bool | None = None
+    caller: str | None = Query(default=None, max_length=32, pattern=r"^\+?\d{2,15}$")
+
+    def filters(self) -> CallFilter:
+        return CallFilter(**{f: getattr(self, f) for f in CallFilter.__dataclass_fields__})
+
+
+CallQueryDep = Annotated[CallQuery, Depends()]
+
+
+def _summary(row: dict[str, Any], user: User) -> CallSummary:
+    facts = (row["state"] or {}).get("facts", {})
+    own = user.role == "agent" and row["agent_id"] == user.id
+    return CallSummary(
+        call_sid=row["call_sid"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        duration_seconds=row["duration_seconds"],
+        status=row["status"],
+        outcome=row["outcome"],
+        topic=facts.get("topic"),
+        queue=row["case_queue"] or facts.get("queue"),
+        priority=facts.get("priority"),
+        verified=facts.get("verified", "not_attempted"),
+        caller=(row["from_number"] or "") if own else mask(row["from_number"]),
+        ticket=row["ticket"],
+    )
+
+
+@router.get("/calls")
+def calls_list(
+    user: StaffUser,
+    hotline: HotlineDep,
+    query: CallQueryDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> CallPage:
+    """Calls newest first, filtered; `next_cursor` fetches the next page."""
+    try:
+        with hotline.db.connect() as conn:
+            rows, after = list_calls(conn, filters=query.filters(), limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return CallPage(calls=[_summary(r, user) for r in rows], next_cursor=after)
+
+
+CSV_COLUMNS = list(CallSummary.model_fields)
+
+
+@router.get("/calls.csv", response_class=PlainTextResponse)
+def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> PlainTextResponse:
+    """The same calls as /api/calls, all pages (up to 10,000), as CSV for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    cursor = None
+    with hotline.db.connect() as conn:
+        for _ in range(50):
+            rows, cursor = list_calls(conn, filters=query.filters(), limit=200, cursor=cursor)
+            for row in rows:
+                writer.writerow(_summary(row, user).model_dump(mode="json"))
+            if cursor is None:
+                break
+    return PlainTextResponse(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
+    )
+
+
+@router.get("/calls/{call_sid}")
+def call_timeline(
+    call_sid: Annotated[str, Path(pattern=r"^CA[0-9a-fA-F]{32}$")],
+    user: StaffUser,
+    hotline: HotlineDep,
+) -> CallTimeline:
+    """One call whole: every node, input kind, option, prompt, verification result (never
+    digits), case, agent, freeze and hang-up, in order."""
+    with hotline.db.connect() as conn:
+        found = timeline(conn, call_sid=call_sid)
+    if found is None:
+        raise HTTPException(404, "no such call")
+    return CallTimeline(
+        call=_summary(found["call"], user),
+        events=[Event(**{k: e[k] for k in Event.model_fields}) for e in found["events"]],
+        cases=[
+            CaseRecord(
+                **{k: c[k] for k in CaseRecord.model_fields if k != "verification"},
+                verification=Verification(
+                    result=(c["flags"] or {}).get("verified", "not_attempted"),
+                    factors=[f for f in (c["flags"] or {}).get("factors", "").split(",") if f],
+                ),
+            )
+            for c in found["cases"]
+        ],
+        audit=[AuditRecord(**{k: a[k] for k in AuditRecord.model_fields}) for a in found["audit"]],
+    )

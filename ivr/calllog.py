@@ -1,0 +1,185 @@
+"""The call log as supervisors read it: filtered lists, one call's timeline, CSV rows.
+
+A call's outcome is derived, not stored: from its newest case (answered by an agent,
+abandoned, call back, still queued) or, with no case, from how it ended (self-service).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
+
+from ivr.db import audit_log, call_events, calls, cases
+
+OUTCOMES = ("agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended")
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    outcome: str | None = None
+    topic: str | None = None
+    queue: str | None = None
+    verified: str | None = None  # yes, no, skipped, locked, not_attempted
+    emergency: bool | None = None
+    caller: str | None = None  # a whole number, or its last digits
+
+
+def _fact(name: str) -> ColumnElement[str]:
+    fact: ColumnElement[str] = calls.c.state[("facts", name)].as_string()
+    return fact
+
+
+_latest_case = (
+    select(cases.c.call_sid, func.max(cases.c.id).label("case_id"))
+    .group_by(cases.c.call_sid)
+    .subquery("latest_case")
+)
+_case = cases.alias("call_case")
+
+_outcome_expr = case(
+    (_case.c.status.in_(("connected", "resolved")), "agent"),
+    (_case.c.status == "abandoned", "abandoned"),
+    (_case.c.status == "callback_requested", "callback"),
+    (_case.c.id.is_not(None), "queued"),
+    (calls.c.ended_at.is_(None), "in_progress"),
+    (calls.c.status == "completed", "self_service"),
+    else_="ended",
+).label("outcome")
+
+
+def _base() -> Any:
+    return (
+        select(
+            calls.c.call_sid,
+            calls.c.from_number,
+            calls.c.started_at,
+            calls.c.ended_at,
+            calls.c.duration_seconds,
+            calls.c.status,
+            calls.c.state,
+            _outcome_expr,
+            _case.c.id.label("case_id"),
+            _case.c.ticket,
+            _case.c.queue.label("case_queue"),
+            _case.c.agent_id,
+        )
+        .select_from(calls)
+        .outerjoin(_latest_case, _latest_case.c.call_sid == calls.c.call_sid)
+        .outerjoin(_case, _case.c.id == _latest_case.c.case_id)
+    )
+
+
+def _where(f: CallFilter) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if f.since:
+        where.append(calls.c.started_at >= f.since)
+    if f.until:
+        where.append(calls.c.started_at < f.until)
+    if f.outcome:
+        where.append(_outcome_expr == f.outcome)
+    if f.topic:
+        where.append(_fact("topic") == f.topic)
+    if f.queue:
+        where.append(or_(_case.c.queue == f.queue, _fact("queue") == f.queue))
+    if f.verified == "not_attempted":
+        where.append(_fact("verified").is_(None))
+    elif f.verified:
+        where.append(_fact("verified") == f.verified)
+    if f.emergency is not None:
+        is_emergency = _fact("priority") == "emergency"
+        where.append(
+            is_emergency if f.emergency else or_(~is_emergency, _fact("priority").is_(None))
+        )
+    if f.caller:
+        digits = "".join(c for c in f.caller if c.isdigit())
+        where.append(calls.c.from_number.like(f"%{digits}"))
+    return where
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    raw = f"{row['started_at'].isoformat()}|{row['call_sid']}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this module did not make."""
+    try:
+        started, sid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(started), sid
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor from this API") from None
+
+
+def list_calls(
+    conn: Connection, *, filters: CallFilter, limit: int = 50, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Calls newest first; the cursor for the next page, if there is one."""
+    where = _where(filters)
+    if cursor:
+        started, sid = decode_cursor(cursor)
+        where.append(
+            or_(
+                calls.c.started_at < started,
+                and_(calls.c.started_at == started, calls.c.call_sid < sid),
+            )
+        )
+    query = (
+        _base()
+        .where(*where)
+        .order_by(calls.c.started_at.desc(), calls.c.call_sid.desc())
+        .limit(limit + 1)
+    )
+    with conn.begin():
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]) if more and rows else None
+
+
+def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
+    """One call whole: the call, every event in order, its cases and what was done to them."""
+    with conn.begin():
+        call = conn.execute(_base().where(calls.c.call_sid == call_sid)).mappings().first()
+        if call is None:
+            return None
+        events = (
+            conn.execute(
+                select(call_events)
+                .where(call_events.c.call_sid == call_sid)
+                .order_by(call_events.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        call_cases = (
+            conn.execute(select(cases).where(cases.c.call_sid == call_sid).order_by(cases.c.id))
+            .mappings()
+            .all()
+        )
+        audits = (
+            conn.execute(
+                select(audit_log)
+                .where(
+                    or_(
+                        audit_log.c.case_id.in_([c["id"] for c in call_cases] or [-1]),
+                        audit_log.c.actor == f"caller:{call_sid}",
+                    )
+                )
+                .order_by(audit_log.c.id)
+            )
+            .mappings()
+            .all()
+        )
+    return {
+        "call": dict(call),
+        "events": [dict(e) for e in events],
+        "cases": [dict(c) for c in call_cases],
+        "audit": [dict(a) for a in audits],
+    }

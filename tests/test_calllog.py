@@ -1,0 +1,137 @@
+"""Supervisors' call log over HTTP, checked against calls placed through the phone."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from ivr.phone import Phone, Press, ScriptedParty, Silent
+from tests.conftest import FakeClock, bearer, make_user
+
+
+@pytest.fixture
+def supervisor(db: Engine) -> str:
+    return make_user(db, "sam", "supervisor")
+
+
+@pytest.fixture
+def placed(phone: Phone, clock: FakeClock) -> dict[str, str]:
+    """Five calls a minute apart, each ending differently. Returns name -> CallSid."""
+    plan: dict[str, tuple[list[Any], str]] = {
+        "self_help": ([Press("1"), Press("3"), Press("1"), Press("9")], "+15005550101"),
+        "hijack_skip": ([Press("1"), Press("1"), Press("*")], "+15005550102"),
+        "deposits_agent": ([Press("1"), Press("3"), Press("2"), Press("1")], "+15005550103"),
+        "mandarin_general": ([Press("2"), Press("0")], "+15005550104"),
+        "silent": ([Silent(), Silent(), Silent()], "+15005550105"),  # then hangs up
+    }
+    sids = {}
+    for name, (answers, number) in plan.items():
+        clock.advance(minutes=1)
+        sids[name] = phone.call(ScriptedParty(list(answers)), from_number=number).call_sid
+    return sids
+
+
+def get(client: TestClient, token: str, path: str, **params: Any) -> Any:
+    response = client.get(path, headers=bearer(token), params=params)
+    assert response.status_code == 200, response.text
+    return response.json() if path.endswith(".csv") is False else response.text
+
+
+def sids_of(page: dict[str, Any]) -> list[str]:
+    return [c["call_sid"] for c in page["calls"]]
+
+
+def test_filters_return_exactly_the_calls_they_should(
+    client: TestClient, supervisor: str, placed: dict[str, str], clock: FakeClock
+) -> None:
+    everything = get(client, supervisor, "/api/calls")
+    assert sids_of(everything) == list(reversed(placed.values()))  # newest first
+    cases = {
+        "emergency": ({"emergency": "true"}, ["hijack_skip"]),
+        "not emergency": (
+            {"emergency": "false"},
+            ["silent", "mandarin_general", "deposits_agent", "self_help"],
+        ),
+        "topic": ({"topic": "deposits_withdrawals"}, ["deposits_agent", "self_help"]),
+        "queue": ({"queue": "general"}, ["mandarin_general"]),
+        "verified": ({"verified": "skipped"}, ["hijack_skip"]),
+        "outcome self-service": ({"outcome": "self_service"}, ["silent", "self_help"]),
+        "outcome abandoned": (
+            {"outcome": "abandoned"},
+            ["mandarin_general", "deposits_agent", "hijack_skip"],
+        ),
+        "caller": ({"caller": "0103"}, ["deposits_agent"]),
+    }
+    for what, (params, names) in cases.items():
+        page = get(client, supervisor, "/api/calls", **params)
+        assert sids_of(page) == [placed[n] for n in names], what
+    # [since, until): from the first call up to, not including, the fourth.
+    since, until = everything["calls"][-1]["started_at"], everything["calls"][1]["started_at"]
+    ranged = get(client, supervisor, "/api/calls", since=since, until=until)
+    assert sids_of(ranged) == [placed[n] for n in ("deposits_agent", "hijack_skip", "self_help")]
+
+
+def test_pages_follow_the_cursor_without_gaps_or_repeats(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = get(client, supervisor, "/api/calls", **params)
+        seen += sids_of(page)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(placed.values()))
+    bad = client.get("/api/calls", headers=bearer(supervisor), params={"cursor": "nope"})
+    assert bad.status_code == 422
+
+
+def test_csv_has_the_same_rows(client: TestClient, supervisor: str, placed: dict[str, str]) -> None:
+    listed = get(client, supervisor, "/api/calls", topic="deposits_withdrawals")
+    text = get(client, supervisor, "/api/calls.csv", topic="deposits_withdrawals")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["call_sid"] for r in rows] == sids_of(listed)
+    assert [r["outcome"] for r in rows] == [c["outcome"] for c in listed["calls"]]
+
+
+def test_supervisors_see_masked_numbers_and_agents_their_own_whole(
+    client: TestClient, supervisor: str, placed: dict[str, str], db: Engine
+) -> None:
+    page = get(client, supervisor, "/api/calls")
+    assert {c["caller"] for c in page["calls"]} == {
+        f"***{n}" for n in ("0101", "0102", "0103", "0104", "0105")
+    }
+    agent = make_user(db, "alice", "agent", "+15005559999")
+    claimed = client.post("/api/agents/next", headers=bearer(agent)).json()
+    mine = claimed["case"]["ticket"]
+    seen = {c["ticket"]: c["caller"] for c in get(client, agent, "/api/calls")["calls"]}
+    assert seen[mine].startswith("+1500555")  # their own case: the whole number
+    assert all(v.startswith("***") or v == "" for t, v in seen.items() if t != mine)
+
+
+def test_timeline_tells_the_whole_call_without_digits(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    found = get(client, supervisor, f"/api/calls/{placed['hijack_skip']}")
+    kinds = [(e["node"], e["kind"]) for e in found["events"]]
+    assert ("main_menu", "input") in kinds and ("emergency_verify", "verify") in kinds
+    assert ("emergency_queue", "case") in kinds and kinds[-1][1] == "status"
+    [case] = found["cases"]
+    assert case["priority"] == "emergency" and case["verification"]["result"] == "skipped"
+    assert found["call"]["outcome"] == "abandoned"
+    missing = client.get(f"/api/calls/CA{'0' * 32}", headers=bearer(supervisor))
+    assert missing.status_code == 404
+
+
+def test_call_log_roles(client: TestClient, db: Engine, placed: dict[str, str]) -> None:
+    operator = make_user(db, "olga", "operator")
+    for path in ("/api/calls", "/api/calls.csv", f"/api/calls/{placed['self_help']}"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=bearer(operator)).status_code == 403
