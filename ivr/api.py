@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 
 from ivr.calllog import CallFilter, list_calls, timeline
 from ivr.cases import User, waiting_cases
-from ivr.deps import AgentUser, HotlineDep, StaffUser
+from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
+from ivr.exceptions import SourceError
+from ivr.store import tree_version_list
 
 router = APIRouter(prefix="/api", tags=["agents"])
 
@@ -343,4 +345,65 @@ def call_timeline(
             for c in found["cases"]
         ],
         audit=[AuditRecord(**{k: a[k] for k in AuditRecord.model_fields}) for a in found["audit"]],
+    )
+
+
+# -- operators: the call tree ------------------------------------------------------------------
+
+
+class TreeVersion(BaseModel):
+    version: str
+    file: str
+    loaded_at: datetime
+    loaded_by: str
+    activated_at: datetime | None
+    activated_by: str | None
+    live: bool
+
+
+class Loaded(BaseModel):
+    version: str
+    nodes: int
+    warnings: list[str]
+
+
+class Rollback(BaseModel):
+    version: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
+@router.post("/routes/reload", responses={422: {"description": "the tree has errors"}})
+def routes_reload(user: OperatorUser, hotline: HotlineDep) -> Loaded:
+    """Validate the tree file and catalogs and make them live; on any error the old tree
+    stays live and every problem comes back as `file:line: error: node.path: message`."""
+    try:
+        tree = hotline.reload(by=f"operator:{user.name}")
+    except SourceError as exc:
+        raise HTTPException(
+            422,
+            {
+                "message": "the call tree has errors; the old tree stays live",
+                "problems": [str(p) for p in exc.problems],
+            },
+        ) from None
+    return Loaded(
+        version=tree.version, nodes=len(tree.tree.nodes), warnings=[str(w) for w in tree.warnings]
+    )
+
+
+@router.get("/routes/versions")
+def routes_versions(user: TreeReader, hotline: HotlineDep) -> list[TreeVersion]:
+    live = hotline.trees.current.version
+    with hotline.db.connect() as conn:
+        rows = tree_version_list(conn)
+    return [TreeVersion(**r, live=r["version"] == live) for r in rows]
+
+
+@router.post("/routes/rollback")
+def routes_rollback(body: Rollback, user: OperatorUser, hotline: HotlineDep) -> Loaded:
+    """Make an earlier version live again (calls in progress stay on theirs)."""
+    tree = hotline.rollback(body.version, by=f"operator:{user.name}")
+    if tree is None:
+        raise HTTPException(404, "no such version")
+    return Loaded(
+        version=tree.version, nodes=len(tree.tree.nodes), warnings=[str(w) for w in tree.warnings]
     )

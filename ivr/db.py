@@ -112,6 +112,9 @@ tree_versions = Table(
     Column("prompts", JSON, nullable=False),
     Column("loaded_at", UTCDateTime(), nullable=False),
     Column("loaded_by", String(64), nullable=False),
+    # The live tree is the version activated last; every instance follows it.
+    Column("activated_at", UTCDateTime(), index=True),
+    Column("activated_by", String(64)),
 )
 
 

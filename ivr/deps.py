@@ -44,3 +44,5 @@ def require(*roles: str) -> Callable[[User], User]:
 
 AgentUser = Annotated[User, Depends(require("agent"))]
 StaffUser = Annotated[User, Depends(require("agent", "supervisor"))]
+OperatorUser = Annotated[User, Depends(require("operator"))]
+TreeReader = Annotated[User, Depends(require("operator", "supervisor"))]

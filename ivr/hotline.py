@@ -23,7 +23,7 @@ from ivr import cases, engine, store
 from ivr.db import users
 from ivr.identity import AccountActions, IdentityProvider
 from ivr.settings import Settings
-from ivr.tree import CompiledTree, VerifyNode, tree_from_stored
+from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
 
 log = logging.getLogger("ivr.hotline")
 
@@ -76,6 +76,12 @@ class TreeRegistry:
         with self._lock:
             self._versions[version] = tree
         return tree
+
+    def set_current(self, tree: CompiledTree) -> None:
+        """New calls get `tree`; calls in progress keep the version they started on."""
+        with self._lock:
+            self._versions[tree.version] = tree
+            self.current = tree
 
 
 def last4(number: str | None) -> str:
@@ -514,8 +520,37 @@ class Hotline:
                 max_age=timedelta(seconds=self.settings.call_max_age_seconds),
             )
 
-    def record_tree(self, loaded_by: str) -> None:
+    # -- call trees: reload, rollback, every instance on the same version -------------------
+
+    def activate(self, tree: CompiledTree, *, by: str) -> CompiledTree:
+        """Store `tree` as a version, make it the live one everywhere, and use it here now."""
+        now = self.clock()
         with self.db.connect() as conn:
-            store.store_tree_version(
-                conn, tree=self.trees.current, loaded_by=loaded_by, now=self.clock()
-            )
+            store.store_tree_version(conn, tree=tree, loaded_by=by, now=now)
+            store.activate_tree_version(conn, version=tree.version, by=by, now=now)
+        self.trees.set_current(tree)
+        log.info("call tree version %s is live (%s)", tree.version, by)
+        return tree
+
+    def reload(self, *, by: str) -> CompiledTree:
+        """Load the tree file and catalogs again. SourceError (and the old tree stays) if bad."""
+        return self.activate(load_tree(self.settings.routes, self.settings.prompts_dir), by=by)
+
+    def rollback(self, version: str, *, by: str) -> CompiledTree | None:
+        with self.db.connect() as conn:
+            stored = store.load_tree_version(conn, version=version)
+        if stored is None:
+            return None
+        return self.activate(tree_from_stored(stored.source, stored.file, stored.prompts), by=by)
+
+    def follow_active_version(self) -> None:
+        """Another instance reloaded or rolled back: switch to the version it made live."""
+        with self.db.connect() as conn:
+            active = store.active_tree_version(conn)
+        if active and active != self.trees.current.version:
+            self.trees.set_current(self.trees.get(active, self.db))
+            log.info("following call tree version %s", active)
+
+    def record_tree(self, loaded_by: str) -> None:
+        """At start-up: the tree file this instance was started with becomes the live one."""
+        self.activate(self.trees.current, by=loaded_by)

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=300.0, gt=0, validation_alias="IVR_SWEEP_INTERVAL"
     )
+    # How often an instance checks which call-tree version is live (another may have reloaded).
+    tree_sync_seconds: float = Field(default=5.0, gt=0, validation_alias="IVR_TREE_SYNC")
+    # Reload by itself when the tree file or a prompt catalog changes (checked every 2 s).
+    watch_routes: bool = Field(default=False, validation_alias="IVR_WATCH_ROUTES")
 
     # Identity and account actions: the built-in directory, or the exchange's own endpoint.
     secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)

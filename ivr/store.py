@@ -312,3 +312,42 @@ def is_locked(
                 if newest - oldest <= window and now < newest + duration:
                     return True
     return False
+
+
+def activate_tree_version(conn: Connection, *, version: str, by: str, now: datetime) -> None:
+    """Make a stored version the live one, for every instance."""
+    with conn.begin():
+        conn.execute(
+            update(tree_versions)
+            .where(tree_versions.c.version == version)
+            .values(activated_at=now, activated_by=by)
+        )
+
+
+def active_tree_version(conn: Connection) -> str | None:
+    with conn.begin():
+        return conn.execute(
+            select(tree_versions.c.version)
+            .where(tree_versions.c.activated_at.is_not(None))
+            .order_by(tree_versions.c.activated_at.desc())
+            .limit(1)
+        ).scalar()
+
+
+def tree_version_list(conn: Connection) -> list[dict[str, Any]]:
+    with conn.begin():
+        rows = (
+            conn.execute(
+                select(
+                    tree_versions.c.version,
+                    tree_versions.c.file,
+                    tree_versions.c.loaded_at,
+                    tree_versions.c.loaded_by,
+                    tree_versions.c.activated_at,
+                    tree_versions.c.activated_by,
+                ).order_by(tree_versions.c.loaded_at.desc())
+            )
+            .mappings()
+            .all()
+        )
+    return [dict(r) for r in rows]

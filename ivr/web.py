@@ -12,7 +12,8 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Callable
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,7 @@ from ivr import engine
 from ivr.api import router as api_router
 from ivr.db import create_db_engine
 from ivr.deps import HotlineDep
+from ivr.exceptions import SourceError
 from ivr.hotline import Caller, Clock, Hotline, TwilioCalls, utcnow
 from ivr.identity import (
     AccountActions,
@@ -270,11 +272,28 @@ def create_app(
         except Exception:
             log.exception("could not record tree version %s", tree.version)
         await _sweep_once(hotline)
-        sweeper = asyncio.create_task(_sweep(hotline))
+        tasks = [
+            asyncio.create_task(_every(settings.sweep_interval_seconds, _sweep_once, hotline)),
+            asyncio.create_task(_every(settings.tree_sync_seconds, _follow, hotline)),
+        ]
+        if settings.watch_routes:
+            tasks.append(asyncio.create_task(_watch(hotline)))
+        loop = asyncio.get_running_loop()
+        hup = False
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            # SIGHUP reloads the tree file, as for most daemons (only in the main thread).
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: tasks.append(asyncio.create_task(_reload(hotline, "SIGHUP")))
+            )
+            hup = True
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        if hup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app = FastAPI(title="Exchange support hotline (IVR)", lifespan=lifespan)
     app.state.hotline = hotline
@@ -309,8 +328,41 @@ async def _sweep_once(hotline: Hotline) -> None:
         log.exception("closing stale calls failed; will try again")
 
 
-async def _sweep(hotline: Hotline) -> None:
-    """Close calls whose final status callback never came, every interval."""
+async def _every(
+    seconds: float, job: Callable[[Hotline], Awaitable[None]], hotline: Hotline
+) -> None:
     while True:
-        await asyncio.sleep(hotline.settings.sweep_interval_seconds)
-        await _sweep_once(hotline)
+        await asyncio.sleep(seconds)
+        await job(hotline)
+
+
+async def _follow(hotline: Hotline) -> None:
+    try:
+        await run_in_threadpool(hotline.follow_active_version)
+    except Exception:
+        log.exception("could not check the live call-tree version; will try again")
+
+
+async def _reload(hotline: Hotline, why: str) -> None:
+    """Reload from the files; a bad tree is logged with file:line and the old one stays live."""
+    try:
+        await run_in_threadpool(hotline.reload, by=why)
+    except SourceError as exc:
+        log.error("%s: the new call tree is refused, the old one stays live:\n%s", why, exc)
+    except Exception:
+        log.exception("%s: reloading the call tree failed; the old one stays live", why)
+
+
+def _sources(settings: Settings) -> dict[str, float]:
+    paths = [settings.routes, *sorted(settings.prompts_dir.glob("*.yaml"))]
+    return {str(p): p.stat().st_mtime for p in paths if p.exists()}
+
+
+async def _watch(hotline: Hotline) -> None:
+    seen = _sources(hotline.settings)
+    while True:
+        await asyncio.sleep(2)
+        now = _sources(hotline.settings)
+        if now != seen:
+            seen = now
+            await _reload(hotline, "file change")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -63,18 +66,14 @@ class Server:
     database_url: str
 
 
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_DATABASE_URL=database_url)
-    log = (tmp_path / "server.log").open("w")
+@contextlib.contextmanager
+def running(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`ivr serve` as a real process on IVR_PUBLIC_URL's port, until the block ends."""
+    url = env["IVR_PUBLIC_URL"]
+    port = url.rsplit(":", 1)[1]
+    log = (cwd / "server.log").open("w")
     proc = subprocess.Popen(
-        [IVR, "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        [IVR, "serve", "--port", port], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + 30
@@ -85,13 +84,21 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("ivr serve did not come up:\n" + (tmp_path / "server.log").read_text())
+                pytest.fail("ivr serve did not come up:\n" + (cwd / "server.log").read_text())
             time.sleep(0.1)
-        yield Server(url, env, database_url)
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_DATABASE_URL=database_url)
+    with running(env, tmp_path):
+        yield Server(url, env, database_url)
 
 
 def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(
@@ -273,3 +280,44 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     bad = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY="nope")
     refused = run(["db", "upgrade"], bad, tmp_path)
     assert refused.returncode == 1 and "IVR_SECRET_KEY" in refused.stderr
+
+
+def wait_for_version(url: str, old: str, seconds: float = 15) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        version = httpx.get(url + "/healthz", timeout=2).json()["tree"]
+        if version != old:
+            return str(version)
+        time.sleep(0.2)
+    return old
+
+
+@pytest.mark.parametrize("trigger", ["SIGHUP", "watch"])
+def test_a_running_server_reloads_on_sighup_or_file_change(tmp_path: Path, trigger: str) -> None:
+    routes, prompts = tmp_path / "hotline.yaml", tmp_path / "prompts"
+    shutil.copy(PROJECT_ROOT / "routes" / "hotline.yaml", routes)
+    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
+    url = f"http://127.0.0.1:{free_port()}"
+    env = base_env(
+        tmp_path,
+        IVR_PUBLIC_URL=url,
+        IVR_ROUTES=str(routes),
+        IVR_PROMPTS=str(prompts),
+        IVR_WATCH_ROUTES="true" if trigger == "watch" else "false",
+    )
+    with running(env, tmp_path) as proc:
+        before = httpx.get(url + "/healthz").json()["tree"]
+        # A broken edit first: refused, the old tree stays live.
+        routes.write_text(routes.read_text().replace("target: emergency\n", "target: nowhere\n", 1))
+        if trigger == "SIGHUP":
+            proc.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        assert httpx.get(url + "/healthz").json()["tree"] == before
+        # Then a good one.
+        routes.write_text((PROJECT_ROOT / "routes" / "hotline.yaml").read_text() + "\n# edited\n")
+        if trigger == "SIGHUP":
+            proc.send_signal(signal.SIGHUP)
+        after = wait_for_version(url, before)
+    assert after != before
+    logged = (tmp_path / "server.log").read_text()
+    assert "unknown node 'nowhere'" in logged and "the old one stays live" in logged

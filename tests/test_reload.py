@@ -1,0 +1,170 @@
+"""Hot reload: a new tree for new calls, the old one for calls in progress, never a bad one."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from ivr.db import create_db_engine
+from ivr.phone import Answer, Phone, Press, Prompt, ScriptedParty
+from ivr.settings import PROJECT_ROOT, Settings
+from ivr.web import create_app
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+
+OLD = "Main menu."
+NEW = "Main menu, version two."
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    routes, prompts = tmp_path / "hotline.yaml", tmp_path / "prompts"
+    shutil.copy(PROJECT_ROOT / "routes" / "hotline.yaml", routes)
+    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
+    return routes, prompts
+
+
+@pytest.fixture
+def settings(database_url: str, files: tuple[Path, Path]) -> Settings:
+    routes, prompts = files
+    return make_settings(
+        IVR_DATABASE_URL=database_url, IVR_ROUTES=str(routes), IVR_PROMPTS=str(prompts)
+    )
+
+
+@pytest.fixture
+def reload_client(settings: Settings, db: Engine, clock: FakeClock) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, db=db, clock=clock)) as c:
+        yield c
+
+
+@pytest.fixture
+def operator(db: Engine) -> str:
+    return make_user(db, "olga", "operator")
+
+
+def retitle(prompts: Path) -> None:
+    """An operator's edit: the main menu says something new."""
+    en = prompts / "en.yaml"
+    text = en.read_text()
+    assert text.count("  main_menu: ") == 1
+    en.write_text(
+        text.replace("  main_menu: ", '  main_menu_old_unused: "x"\n  main_menu: ', 1).replace(
+            '  main_menu_old_unused: "x"\n  main_menu: >-\n',
+            f'  main_menu_old_unused: "x"\n  main_menu: >-\n    {NEW}\n',
+            1,
+        )
+    )
+
+
+def test_reload_new_calls_get_the_new_tree_calls_in_progress_keep_theirs(
+    reload_client: TestClient,
+    operator: str,
+    files: tuple[Path, Path],
+    check_twiml: Callable[[str], None],
+) -> None:
+    _, prompts = files
+    phone = Phone(reload_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    before = reload_client.get("/healthz").json()["tree"]
+
+    class EditsMidCall(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Answer:
+            if len(self.answers) == 2:  # at the language prompt: the operator reloads
+                retitle(prompts)
+                response = reload_client.post("/api/routes/reload", headers=bearer(operator))
+                assert response.status_code == 200, response.text
+                self.reloaded = response.json()
+            return super().answer(prompt)
+
+    in_progress = EditsMidCall([Press("1"), Press("*")])
+    old_call = phone.call(in_progress)
+    new_call = phone.call(ScriptedParty([Press("1")]))
+    assert in_progress.reloaded["version"] != before
+    assert reload_client.get("/healthz").json()["tree"] == in_progress.reloaded["version"]
+    assert not any(NEW in line for line in old_call.heard)  # its own version to the end
+    assert any(NEW in line for line in new_call.heard)
+
+
+def test_a_broken_tree_is_refused_and_the_old_one_stays_live(
+    reload_client: TestClient,
+    operator: str,
+    files: tuple[Path, Path],
+    check_twiml: Callable[[str], None],
+) -> None:
+    routes, _ = files
+    before = reload_client.get("/healthz").json()["tree"]
+    text = routes.read_text()
+    routes.write_text(text.replace("target: emergency\n", "target: emergensy\n", 1))
+    response = reload_client.post("/api/routes/reload", headers=bearer(operator))
+    assert response.status_code == 422
+    problems = response.json()["detail"]["problems"]
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{routes}:") and "unknown node 'emergensy'" in problems[0]
+    assert reload_client.get("/healthz").json()["tree"] == before
+    phone = Phone(reload_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    assert phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")])).queue == "security"
+
+
+def test_versions_and_rollback(
+    reload_client: TestClient,
+    operator: str,
+    files: tuple[Path, Path],
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    _, prompts = files
+    first = reload_client.get("/healthz").json()["tree"]
+    clock.advance(minutes=1)
+    retitle(prompts)
+    second = reload_client.post("/api/routes/reload", headers=bearer(operator)).json()["version"]
+    versions = reload_client.get("/api/routes/versions", headers=bearer(operator)).json()
+    assert [(v["version"], v["live"]) for v in versions] == [(second, True), (first, False)]
+    assert versions[0]["activated_by"] == "operator:olga"
+    back = reload_client.post(
+        "/api/routes/rollback", headers=bearer(operator), json={"version": first}
+    )
+    assert back.status_code == 200 and back.json()["version"] == first
+    phone = Phone(reload_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    assert not any(NEW in line for line in phone.call(ScriptedParty([Press("1")])).heard)
+    unknown = reload_client.post(
+        "/api/routes/rollback", headers=bearer(operator), json={"version": "0" * 16}
+    )
+    assert unknown.status_code == 404
+
+
+def test_only_operators_reload(reload_client: TestClient, db: Engine) -> None:
+    agent, supervisor = make_user(db, "a", "agent"), make_user(db, "s", "supervisor")
+    assert reload_client.post("/api/routes/reload").status_code == 401
+    for token in (agent, supervisor):
+        assert reload_client.post("/api/routes/reload", headers=bearer(token)).status_code == 403
+    assert reload_client.get("/api/routes/versions", headers=bearer(supervisor)).status_code == 200
+    assert reload_client.get("/api/routes/versions", headers=bearer(agent)).status_code == 403
+
+
+def test_every_instance_follows_the_live_version(
+    settings: Settings,
+    database_url: str,
+    clock: FakeClock,
+    files: tuple[Path, Path],
+    operator: str,
+) -> None:
+    _, prompts = files
+    one_db, two_db = create_db_engine(database_url), create_db_engine(database_url)
+    one, two = (
+        create_app(settings, db=one_db, clock=clock),
+        create_app(settings, db=two_db, clock=clock),
+    )
+    try:
+        with TestClient(one) as first, TestClient(two) as second:
+            retitle(prompts)
+            new = first.post("/api/routes/reload", headers=bearer(operator)).json()["version"]
+            assert second.get("/healthz").json()["tree"] != new
+            two.state.hotline.follow_active_version()  # what its background loop does
+            assert second.get("/healthz").json()["tree"] == new
+    finally:
+        one_db.dispose()
+        two_db.dispose()
