@@ -72,6 +72,7 @@ def serve(
     import uvicorn
 
     from ivr.db import upgrade
+    from ivr.observe import log_config
     from ivr.tree import load_tree
     from ivr.web import create_app
 
@@ -97,6 +98,7 @@ def serve(
         port=port,
         proxy_headers=True,
         forwarded_allow_ips="*",
+        log_config=log_config(settings.log_format),
     )
 
 

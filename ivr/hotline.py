@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ivr import cases, engine, store
 from ivr.db import users
 from ivr.identity import AccountActions, IdentityProvider
+from ivr.observe import Metrics
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
 
@@ -100,6 +101,7 @@ class Hotline:
         actions: AccountActions,
         twilio: TwilioCalls | None = None,
         clock: Clock = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.trees = TreeRegistry(tree)
@@ -109,6 +111,7 @@ class Hotline:
         self.twilio = twilio
         self.clock = clock
         self.links = engine.Links(settings.base_url)
+        self.metrics = metrics or Metrics(db)
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -238,11 +241,13 @@ class Hotline:
             window=timedelta(seconds=s.lockout_window_seconds),
             duration=timedelta(seconds=s.lockout_seconds),
         ):
+            self.metrics.lockouts.inc()
             return engine.Checked(ok=False, locked=True)
         ok = bool(uid) and self.identity.check(
             uid=uid or "", factor=awaiting, digits=event.digits, now=now
         )
         if not ok:
+            self.metrics.verification_failures.inc()
             also.append(
                 store.failure(uid=uid, caller=row.from_number, call_sid=row.call_sid, now=now)
             )
@@ -257,6 +262,7 @@ class Hotline:
         for effect in effects:
             if isinstance(effect, engine.Freeze):
                 done = self.actions.freeze(uid=effect.uid, now=now)
+                self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
                 froze = {"self_freeze": "done" if done else "failed"}
                 cases.audit(
                     conn,
@@ -467,6 +473,7 @@ class Hotline:
             if not uid:
                 return False, "the caller gave no account UID; find the account first"
             done = self.actions.freeze(uid=uid, now=now)
+            self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
             cases.audit(
                 conn,
                 actor=f"agent:{agent.name}",

@@ -7,7 +7,7 @@ there is no default Twilio auth token and no switch that turns signature checks 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     tree_sync_seconds: float = Field(default=5.0, gt=0, validation_alias="IVR_TREE_SYNC")
     # Reload by itself when the tree file or a prompt catalog changes (checked every 2 s).
     watch_routes: bool = Field(default=False, validation_alias="IVR_WATCH_ROUTES")
+    # JSON lines for log collectors; text for a person at a terminal.
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias="IVR_LOG_FORMAT")
 
     # Identity and account actions: the built-in directory, or the exchange's own endpoint.
     secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)

@@ -13,15 +13,18 @@ import logging
 import math
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 from urllib.parse import parse_qsl
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.types import ASGIApp, Receive, Scope, Send
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
@@ -43,6 +46,8 @@ from ivr.identity import (
     LocalAccountActions,
     LocalDirectory,
 )
+from ivr.observe import CALL_SID as CURRENT_CALL
+from ivr.observe import Metrics
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
 
@@ -87,8 +92,11 @@ async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
     except Exception:  # whatever a forged request makes the validator choke on, it is not valid
         valid = False
     if not valid:
+        hotline.metrics.signature_failures.inc()
         log.warning("refused unsigned or mis-signed request to %s", request.url.path)
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
+    sid = form.get("CallSid")
+    CURRENT_CALL.set(sid if isinstance(sid, str) else None)  # on every log line of this request
     return form
 
 
@@ -143,6 +151,21 @@ def _input(form: FormData) -> engine.Input:
 
 
 router = APIRouter(prefix="/twilio", tags=["twilio"])
+TWILIO_PATHS = frozenset(
+    f"/twilio/{p}"
+    for p in (
+        "voice",
+        "gather",
+        "dial",
+        "queue-exit",
+        "wait",
+        "callback-request",
+        "connect",
+        "connect-done",
+        "status",
+        "fallback",
+    )
+)
 Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
 
 
@@ -296,10 +319,15 @@ def create_app(
                 await task
 
     app = FastAPI(title="Exchange support hotline (IVR)", lifespan=lifespan)
+    app.add_middleware(WebhookTimer, metrics=hotline.metrics)
     app.state.hotline = hotline
     app.state.validator = RequestValidator(settings.twilio_auth_token)
     app.include_router(router)
     app.include_router(api_router)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(hotline.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -317,6 +345,26 @@ def create_app(
         return Response('{"status": "ready"}', media_type="application/json")
 
     return app
+
+
+class WebhookTimer:
+    """Times each Twilio webhook (pure ASGI: no per-request task or body copy)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/twilio/"):
+            await self.app(scope, receive, send)
+            return
+        endpoint = path if path in TWILIO_PATHS else "other"  # no label per probed path
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.metrics.webhook_seconds.labels(endpoint).observe(time.perf_counter() - started)
 
 
 async def _sweep_once(hotline: Hotline) -> None:

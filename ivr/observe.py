@@ -1,0 +1,146 @@
+"""What the hotline tells its operators about itself: Prometheus metrics and JSON logs.
+
+Metrics (GET /metrics):
+    ivr_webhook_seconds{endpoint}          latency of each Twilio webhook (histogram)
+    ivr_signature_failures_total           requests refused for a missing or wrong signature
+    ivr_verification_failures_total        secret factors that did not match
+    ivr_lockouts_total                     verification attempts refused by a lockout
+    ivr_freezes_total{by,result}           account freezes (by caller or agent)
+    ivr_calls_in_progress                  calls not yet ended            } read from the
+    ivr_queue_depth{priority}              cases waiting for an agent     } database when
+    ivr_longest_wait_seconds{priority}     the oldest of them              } scraped
+
+Logs are JSON lines with the CallSid of the call being served; nothing a caller typed and no
+caller number is ever put in a log line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from ivr.db import calls, cases
+
+CALL_SID: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid", default=None)
+
+
+class Metrics:
+    """One registry per app, so that two apps in one process (tests) do not share counts."""
+
+    def __init__(self, db: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.webhook_seconds = Histogram(
+            "ivr_webhook_seconds",
+            "Twilio webhook latency",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.signature_failures = Counter(
+            "ivr_signature_failures",
+            "requests refused: missing or wrong signature",
+            registry=self.registry,
+        )
+        self.verification_failures = Counter(
+            "ivr_verification_failures", "secret factors that did not match", registry=self.registry
+        )
+        self.lockouts = Counter(
+            "ivr_lockouts", "verification refused by a lockout", registry=self.registry
+        )
+        self.freezes = Counter(
+            "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
+        )
+        self.registry.register(_FromDatabase(db))
+
+
+class _FromDatabase(Collector):
+    def __init__(self, db: Engine) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_progress = GaugeMetricFamily("ivr_calls_in_progress", "calls not yet ended")
+        depth = GaugeMetricFamily(
+            "ivr_queue_depth", "cases waiting for an agent", labels=["priority"]
+        )
+        longest = GaugeMetricFamily(
+            "ivr_longest_wait_seconds", "longest wait among them", labels=["priority"]
+        )
+        try:
+            with self.db.connect() as conn:
+                open_calls = conn.execute(
+                    select(func.count()).select_from(calls).where(calls.c.ended_at.is_(None))
+                ).scalar_one()
+                waiting = conn.execute(
+                    select(cases.c.priority, func.count(), func.min(cases.c.created_at))
+                    .where(cases.c.queued == 1)
+                    .group_by(cases.c.priority)
+                ).all()
+        except Exception:
+            return  # the database is down: no gauges rather than a failed scrape
+        in_progress.add_metric([], open_calls)
+        now = datetime.now(UTC)
+        seen = {row[0]: row for row in waiting}
+        for priority in ("emergency", "high", "normal"):
+            row = seen.get(priority)
+            depth.add_metric([priority], row[1] if row else 0)
+            oldest = row[2] if row else None
+            if oldest is not None and oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            longest.add_metric([priority], (now - oldest).total_seconds() if oldest else 0)
+        yield in_progress
+        yield depth
+        yield longest
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the call being served."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        call_sid = CALL_SID.get()
+        if call_sid:
+            line["call_sid"] = call_sid
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def log_config(fmt: str) -> dict[str, Any]:
+    """A logging config for uvicorn and the hotline's loggers: JSON lines, or plain text."""
+    formatter = (
+        {"()": JsonFormatter}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "ivr": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        },
+    }

@@ -1,0 +1,90 @@
+"""/metrics and the JSON log lines, after real calls through the phone."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from ivr.db import create_db_engine
+from ivr.observe import JsonFormatter
+from ivr.phone import Phone, Press, ScriptedParty
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, make_settings
+
+
+def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = client.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_what_happened(phone: Phone, client: TestClient) -> None:
+    # A hijack call with a wrong PIN twice, then an unsigned request.
+    phone.call(
+        ScriptedParty(
+            [
+                Press("1"),
+                Press("1"),
+                Press("10000001"),
+                Press("000000"),
+                Press("10000001"),
+                Press("111111"),
+            ]
+        ),
+        from_number="+15005550888",
+    )
+    assert client.post(f"{PUBLIC_URL}/twilio/voice", data={"CallSid": "x"}).status_code == 403
+    m = scrape(client)
+    assert m[("ivr_verification_failures_total", ())] == 2
+    assert m[("ivr_signature_failures_total", ())] == 1
+    assert m[("ivr_lockouts_total", ())] == 0
+    assert m[("ivr_webhook_seconds_count", (("endpoint", "/twilio/voice"),))] == 2
+    assert m[("ivr_webhook_seconds_count", (("endpoint", "/twilio/gather"),))] == 6
+    # The caller hung up in the queue: the case is abandoned but still waiting for a call back.
+    assert m[("ivr_queue_depth", (("priority", "emergency"),))] == 1
+    assert m[("ivr_queue_depth", (("priority", "normal"),))] == 0
+    assert m[("ivr_calls_in_progress", ())] == 0
+    assert m[("ivr_longest_wait_seconds", (("priority", "emergency"),))] >= 0
+
+
+def test_probing_unknown_paths_does_not_add_labels(client: TestClient) -> None:
+    for i in range(5):
+        client.post(f"{PUBLIC_URL}/twilio/x{i}", data={})
+    labels = {k[1] for k in scrape(client) if k[0] == "ivr_webhook_seconds_count"}
+    assert labels == {(("endpoint", "other"),)}
+
+
+def test_log_lines_are_json_with_the_call_sid_and_no_numbers(
+    hotline_tree: CompiledTree, clock: FakeClock, check_twiml: Callable[[str], None]
+) -> None:
+    # A database that does not answer makes the webhooks log (and hand callers to an agent).
+    dead = create_db_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    )
+    app = create_app(make_settings(), tree=hotline_tree, db=dead, clock=clock)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("ivr")
+    logger.addHandler(handler)
+    try:
+        with TestClient(app) as client:
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+            record = phone.call(ScriptedParty([]), from_number="+15005550321")
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    # Lines written while serving the call carry its CallSid (start-up lines have none).
+    webhook_lines = [line for line in lines if "webhook failed" in line["message"]]
+    assert webhook_lines and all(line.get("call_sid") == record.call_sid for line in webhook_lines)
+    assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    assert "5005550321" not in stream.getvalue() and "0321" not in stream.getvalue()
