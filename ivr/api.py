@@ -22,6 +22,7 @@ from ivr.calllog import CallFilter, list_calls, timeline
 from ivr.cases import User, waiting_cases
 from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
 from ivr.exceptions import SourceError
+from ivr.hotline import CaseRefused, ConnectFailed
 from ivr.store import tree_version_list
 
 router = APIRouter(prefix="/api", tags=["agents"])
@@ -142,9 +143,16 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
     ]
 
 
-@router.post("/agents/next")
+@router.post("/agents/next", responses={503: {"description": "Twilio refused; case back in line"}})
 def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
-    claimed = hotline.claim(user)
+    try:
+        claimed = hotline.claim(user)
+    except ConnectFailed:
+        raise HTTPException(
+            503,
+            "Twilio could not connect the caller; the case is back in its "
+            "place in line. Ask for the next case again.",
+        ) from None
     if claimed is None:
         return Claimed(case=None, connect=None)
     case, connect = claimed
@@ -153,20 +161,36 @@ def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     return Claimed(case=_detail(detail), connect=Connect(**connect))
 
 
-@router.post("/cases/{case_id}/freeze")
-def freeze(case_id: int, body: FreezeRequest, user: AgentUser, hotline: HotlineDep) -> FreezeResult:
-    done, why = hotline.freeze_case(case_id, user, body.reason)
-    if why == "no such case":
-        raise HTTPException(404, why)
-    if not done and why.startswith("the caller gave no"):
-        raise HTTPException(409, why)
-    return FreezeResult(frozen=done, detail=why or "frozen")
+CaseIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-@router.post("/cases/{case_id}/resolve")
-def resolve(case_id: int, body: ResolveRequest, user: AgentUser, hotline: HotlineDep) -> CaseDetail:
-    if not hotline.resolve_case(case_id, user, body.notes):
-        raise HTTPException(404, "no such case")
+@router.post("/cases/{case_id}/freeze", responses={409: {"description": "not your case"}})
+def freeze(
+    case_id: CaseIdPath, body: FreezeRequest, user: AgentUser, hotline: HotlineDep
+) -> FreezeResult:
+    """Only the agent who took the case, while they have it."""
+    try:
+        done = hotline.freeze_case(case_id, user, body.reason)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    return FreezeResult(
+        frozen=done,
+        detail="frozen"
+        if done
+        else "the account service did not confirm the freeze; it is audited as failed",
+    )
+
+
+@router.post("/cases/{case_id}/resolve", responses={409: {"description": "not your case"}})
+def resolve(
+    case_id: CaseIdPath, body: ResolveRequest, user: AgentUser, hotline: HotlineDep
+) -> CaseDetail:
+    """Only the agent who took the case, while they have it (a waiting caller is never
+    resolved away)."""
+    try:
+        hotline.resolve_case(case_id, user, body.notes)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)
     assert detail is not None
     return _detail(detail)

@@ -238,6 +238,38 @@ def requeue(conn: Connection, *, case_id: int) -> bool:
         )
 
 
+def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str]) -> int | None:
+    """Add flags to the call's newest case; its id, if it has one."""
+    with conn.begin():
+        row = conn.execute(
+            select(cases.c.id, cases.c.flags)
+            .where(cases.c.call_sid == call_sid)
+            .order_by(cases.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        conn.execute(
+            update(cases).where(cases.c.id == row.id).values(flags={**(row.flags or {}), **flags})
+        )
+        return int(row.id)
+
+
+def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
+    """Offered cases no caller was connected to since `cutoff`: back to what they were."""
+    with conn.begin():
+        return conn.execute(
+            update(cases)
+            .where(cases.c.status == "offered", cases.c.offered_at < cutoff)
+            .values(
+                status=func.coalesce(cases.c.claimed_from, "waiting"),
+                queued=1,
+                agent_id=None,
+                offered_at=None,
+            )
+        ).rowcount
+
+
 def set_flags(conn: Connection, *, case_id: int, flags: dict[str, Any]) -> None:
     """Replace a case's flags, touching nothing else (its status may be changing meanwhile)."""
     with conn.begin():

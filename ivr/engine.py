@@ -50,10 +50,13 @@ WAIT_PATH = "/twilio/wait"
 CALLBACK_KEY_PATH = "/twilio/callback-request"
 CONNECT_PATH = "/twilio/connect"
 CONNECT_DONE_PATH = "/twilio/connect-done"
+CALLBACK_STATUS_PATH = "/twilio/callback-status"
 
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
 MAX_TRAIL = 10
 MAX_REQUEUES = 3
+# Our own QueueExit result: the agent who took the case did not answer; back in line.
+AGENT_NO_ANSWER = "agent-no-answer"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ class Links:
 
     def connect_done(self, case_id: int) -> str:
         return self._url(CONNECT_DONE_PATH, case=case_id)
+
+    def callback_status(self, case_id: int) -> str:
+        return self._url(CALLBACK_STATUS_PATH, case=case_id)
 
 
 class CallState(BaseModel):
@@ -376,7 +382,14 @@ def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:
     response = VoiceResponse()
     for language in catalogs.languages:
         _say(response, catalogs, "fallback_apology", language)
-    response.enqueue(queue, wait_url=links.wait(BASE_LANGUAGE, queue), wait_url_method="POST")
+    # The action lets the hold loop hand this caller to an agent (<Leave/>) like any other.
+    response.enqueue(
+        queue,
+        action=links.queue_exit(0),
+        method="POST",
+        wait_url=links.wait(BASE_LANGUAGE, queue),
+        wait_url_method="POST",
+    )
     return str(response)
 
 
@@ -818,16 +831,18 @@ class _Turn:
             self.say(f"case_status_{case.status}", state.lang)
             self.say("ticket_requeued", state.lang)
             facts = {**state.facts, "parent_ticket": case.ticket}
+            # Knowing a ticket number proves nothing: it never jumps the emergency lane.
+            priority = "high" if case.priority == "emergency" else case.priority
             state = self.open_case(
                 state.model_copy(update={"facts": facts}),
                 case.queue,
-                case.priority,
+                priority,
                 case.reason,
                 announce=None,
                 freeze=None,
                 parent_ticket=case.ticket,
             )
-            return self.enqueue(state, case.queue, case.priority)
+            return self.enqueue(state, case.queue, priority)
         attempts = state.invalid + 1
         self.log.append(
             LogEntry(
@@ -854,6 +869,8 @@ class _Turn:
             self.response.hangup()
             return state.model_copy(update={"ended": True})
         self.log.append(LogEntry(state.node, "input", "queue", outcome=result))
+        if result == AGENT_NO_ANSWER:
+            return self.enqueue(state, state.facts["queue"], state.facts["priority"])
         if node is not None and node.on_leave:
             return self.enter(node.on_leave, state)
         # Left unserved (queue full, an error): apologise and queue again; when this queue
@@ -865,7 +882,8 @@ class _Turn:
         if requeues <= MAX_REQUEUES:
             state = state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}})
             return self.enqueue(state, current, state.facts["priority"])
-        if current != fallback:
+        if current != fallback or state.facts["priority"] == "emergency":
+            # Another queue; and a hijack victim is never hung up on, whatever fails.
             state = state.model_copy(update={"facts": {**state.facts, "requeues": "0"}})
             return self.enqueue(state, fallback, state.facts["priority"])
         # Even the fallback queue refuses callers: Twilio itself is failing. The case is kept

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, select
 from sqlalchemy.exc import IntegrityError
+from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import cases, engine, store
 from ivr.db import users
@@ -28,11 +29,28 @@ from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
 
 log = logging.getLogger("ivr.hotline")
 
+# QueueResult values for a caller we took out of the queue ourselves (REST redirect).
+DEQUEUED_ELSEWHERE = frozenset({"redirected", "bridging-in-process"})
+AGENT_NO_ANSWER = engine.AGENT_NO_ANSWER
+
 Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class ConnectFailed(Exception):
+    """Twilio refused the redirect or the call-back; the case is back in its place."""
+
+
+class CaseRefused(Exception):
+    """An agent may not do that to this case: `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
 class TwilioCalls(Protocol):
@@ -148,7 +166,20 @@ class Hotline:
 
     def advance(self, call_sid: str, step: int | None, event: engine.Input) -> str:
         """An input for a call in progress, answering step `step` of it."""
+        if isinstance(event, engine.QueueExit) and event.result in DEQUEUED_ELSEWHERE:
+            # Taken out of the queue by our own REST redirect: Twilio is already fetching
+            # the agent's TwiML; this answer is not played. Nothing to advance.
+            return str(VoiceResponse())
         with self.db.connect() as conn:
+            if isinstance(event, engine.QueueExit) and event.result == "leave":
+                # The hold loop said <Leave/> because an agent took the case (local mode). This
+                # holds for a caller the fallback queued too, who has no call row.
+                connect = self._connect_on_leave(conn, call_sid)
+                if connect is not None:
+                    row = store.load_call(conn, call_sid=call_sid)
+                    if row is None or step != row.step:
+                        return connect
+                    return self._save(conn, row, row.state, connect, [], self.clock(), [])
             row = store.load_call(conn, call_sid=call_sid)
             if row is None:
                 log.warning("input for unknown call %s: handing it to an agent", call_sid)
@@ -158,12 +189,7 @@ class Hotline:
                 return row.last_twiml
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
-            also: list[Executable] = []
-            if isinstance(event, engine.QueueExit) and event.result == "leave":
-                connect = self._connect_on_leave(conn, row)
-                if connect is not None:
-                    return self._save(conn, row, row.state, connect, [], now, also)
-            event = self._resolve(conn, tree, row, event, also, now)
+            event = self._resolve(conn, tree, row, event, now)
             for _ in range(3):  # a new ticket number collides once in millions: draw again
                 result = engine.advance(
                     tree,
@@ -174,13 +200,27 @@ class Hotline:
                     now=now,
                     ticket=cases.new_ticket(),
                 )
-                effects = also + self._apply(conn, row, result.effects, now)
+                new_cases = self._cases(row, result.effects, now)
                 try:
-                    return self._save(
-                        conn, row, result.state, result.twiml, result.log, now, effects
+                    saved = store.save_step(
+                        conn,
+                        call_sid=row.call_sid,
+                        expected_step=row.step,
+                        state=result.state,
+                        twiml=result.twiml,
+                        log=result.log,
+                        now=now,
+                        also=new_cases,
                     )
                 except IntegrityError:
                     log.warning("ticket number collision on %s; drawing another", call_sid)
+                    continue
+                if not saved:
+                    return self._answer_again(conn, call_sid)
+                # Only the request that won the step acts on the account: a duplicate
+                # delivery of this webhook never freezes twice.
+                self._freeze(conn, row, result.effects, now)
+                return result.twiml
             raise RuntimeError("could not store the call step")
 
     def _save(
@@ -216,7 +256,6 @@ class Hotline:
         tree: CompiledTree,
         row: store.CallRow,
         event: engine.Input,
-        also: list[Executable],
         now: datetime,
     ) -> engine.Input:
         """Turn keyed digits the engine must not see into what they mean."""
@@ -232,6 +271,11 @@ class Hotline:
             return event
         uid = row.state.facts.get("uid") or None
         s = self.settings
+        # Count the attempt before checking it: parallel calls guessing one account each see
+        # the others' attempts, so the lockout cannot be outrun. A match takes it back.
+        attempt = store.record_failure(
+            conn, uid=uid, caller=row.from_number, call_sid=row.call_sid, now=now
+        )
         if store.is_locked(
             conn,
             uid=uid,
@@ -240,53 +284,62 @@ class Hotline:
             failures=s.lockout_failures,
             window=timedelta(seconds=s.lockout_window_seconds),
             duration=timedelta(seconds=s.lockout_seconds),
+            exclude=attempt,
         ):
             self.metrics.lockouts.inc()
             return engine.Checked(ok=False, locked=True)
         ok = bool(uid) and self.identity.check(
             uid=uid or "", factor=awaiting, digits=event.digits, now=now
         )
-        if not ok:
+        if ok:
+            store.forget_failure(conn, failure_id=attempt)
+        else:
             self.metrics.verification_failures.inc()
-            also.append(
-                store.failure(uid=uid, caller=row.from_number, call_sid=row.call_sid, now=now)
-            )
         return engine.Checked(ok=ok)
 
-    def _apply(
-        self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
+    def _cases(
+        self, row: store.CallRow, effects: list[engine.Effect], now: datetime
     ) -> list[Executable]:
-        """Carry out what the engine decided: freezes now, new cases with the step's write."""
-        out: list[Executable] = []
-        froze: dict[str, str] = {}
+        """The cases the engine opened, written with the step."""
+        return [
+            cases.open_case(
+                effect,
+                call_sid=row.call_sid,
+                caller=row.from_number,
+                risk=self._risk(row, effect.flags.get("uid")),
+                now=now,
+            )
+            for effect in effects
+            if isinstance(effect, engine.OpenCase)
+        ]
+
+    def _freeze(
+        self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
+    ) -> None:
+        """A verified caller's self-freeze, audited and noted on their case for the agent."""
         for effect in effects:
-            if isinstance(effect, engine.Freeze):
+            if not isinstance(effect, engine.Freeze):
+                continue
+            try:
                 done = self.actions.freeze(uid=effect.uid, now=now)
-                self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
-                froze = {"self_freeze": "done" if done else "failed"}
-                cases.audit(
-                    conn,
-                    actor=f"caller:{row.call_sid}",
-                    action="self_freeze",
-                    uid=effect.uid,
-                    case_id=None,
-                    reason="verified caller on the emergency path",
-                    result="ok" if done else "failed",
-                    now=now,
-                )
-        for effect in effects:
-            if isinstance(effect, engine.OpenCase):
-                risk = self._risk(row, effect.flags.get("uid"))
-                out.append(
-                    cases.open_case(
-                        effect,
-                        call_sid=row.call_sid,
-                        caller=row.from_number,
-                        risk={**risk, **froze},
-                        now=now,
-                    )
-                )
-        return out
+            except Exception:  # the account service failed: the agent will freeze by hand
+                log.exception("self-freeze failed for a verified caller")
+                done = False
+            self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
+            result = "ok" if done else "failed"
+            case_id = cases.note_on_latest_case(
+                conn, call_sid=row.call_sid, flags={"self_freeze": "done" if done else "failed"}
+            )
+            cases.audit(
+                conn,
+                actor=f"caller:{row.call_sid}",
+                action="self_freeze",
+                uid=effect.uid,
+                case_id=case_id,
+                reason="verified caller on the emergency path",
+                result=result,
+                now=now,
+            )
 
     def _risk(self, row: store.CallRow, uid: str | None) -> dict[str, str]:
         """Signals for the agent; none of them verifies anyone."""
@@ -305,7 +358,14 @@ class Hotline:
 
     # -- the hold loop and call-backs ------------------------------------------------------
 
-    def hold(self, call_sid: str, language: str, queue_time: int) -> str:
+    def hold(
+        self,
+        call_sid: str,
+        language: str,
+        queue_time: int,
+        queue: str | None = None,
+        caller: str | None = None,
+    ) -> str:
         """The queue's hold loop: our place in line, a tip, the call-back offer, music."""
         catalogs = self.trees.current.catalogs
         lang = language if language in catalogs.by_language else catalogs.languages[0]
@@ -313,6 +373,11 @@ class Hotline:
         try:
             with self.db.connect() as conn:
                 view = cases.case_for_call(conn, call_sid=call_sid)
+                if view is None:
+                    # Queued with no case (the fallback answered this call): open one now, or
+                    # no agent would ever take this caller.
+                    self._open_orphan_case(conn, call_sid, queue, caller)
+                    view = cases.case_for_call(conn, call_sid=call_sid)
         except Exception:
             # The database is down: keep holding from memory (a waitUrl may not <Enqueue>).
             log.exception("hold loop without the database for %s", call_sid)
@@ -334,6 +399,31 @@ class Hotline:
             offer_first=queue_time >= self.settings.max_wait_seconds,
         )
 
+    def _open_orphan_case(
+        self, conn: Connection, call_sid: str, queue: str | None, caller: str | None
+    ) -> None:
+        row = store.load_call(conn, call_sid=call_sid)
+        facts = row.state.facts if row else {}
+        hijack = facts.get("priority") == "emergency" or facts.get("topic") == "account_hijack"
+        spec = engine.OpenCase(
+            ticket=cases.new_ticket(),
+            queue=queue or self.settings.fallback_queue,
+            priority="emergency" if hijack else "high",  # it already went wrong for them once
+            reason=facts.get("topic") or "fallback",
+            flags={k: facts[k] for k in ("verified", "factors", "uid") if k in facts},
+            path=list(row.state.trail) if row else [],
+        )
+        with conn.begin():
+            conn.execute(
+                cases.open_case(
+                    spec,
+                    call_sid=call_sid,
+                    caller=row.from_number if row else caller,
+                    risk={"opened_by": "hold_loop"},
+                    now=self.clock(),
+                )
+            )
+
     def request_callback(
         self, call_sid: str, digits: str, language: str, number: str | None
     ) -> str:
@@ -353,12 +443,12 @@ class Hotline:
             catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
         )
 
-    def _connect_on_leave(self, conn: Connection, row: store.CallRow) -> str | None:
+    def _connect_on_leave(self, conn: Connection, call_sid: str) -> str | None:
         """Local mode: the hold loop sent <Leave/> because an agent took the case."""
-        view = cases.case_for_call(conn, call_sid=row.call_sid)
+        view = cases.case_for_call(conn, call_sid=call_sid)
         if view is None or view.row["status"] != "offered":
             return None
-        return self.connect(view.row["id"], lang=row.state.lang)
+        return self.connect(view.row["id"])
 
     def connect(self, case_id: int, *, lang: str | None = None, outbound: bool = False) -> str:
         """TwiML bridging the case's caller to the agent who took it."""
@@ -401,10 +491,13 @@ class Hotline:
             moved = cases.requeue(conn, case_id=case_id)
             row = store.load_call(conn, call_sid=case["call_sid"])
         if row is None or "queue" not in row.state.facts:
+            # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
         if not moved:  # Twilio repeated this request: the caller is back in line already
             return row.last_twiml
-        return self.advance(row.call_sid, row.step, engine.QueueExit("error"))
+        # Back to their place, quietly: the agent's phone failing is not the caller's problem
+        # and does not count towards giving up on the queue.
+        return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
 
     def status(
         self, call_sid: str, status: str, *, duration: int | None, sequence: int | None
@@ -426,7 +519,9 @@ class Hotline:
     # -- agents ---------------------------------------------------------------------------
 
     def claim(self, agent: cases.User) -> tuple[dict[str, Any], dict[str, str]] | None:
-        """Give the agent the next case and start connecting its caller; None when none waits."""
+        """Give the agent the next case and start connecting its caller; None when none waits.
+
+        Raises ConnectFailed (and the case goes back to its place) if Twilio refuses."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.claim_next(conn, agent_id=agent.id, now=now)
@@ -434,45 +529,69 @@ class Hotline:
             return None
         live = case["claimed_from"] == "waiting"
         number = case["callback_number"] or case["caller"]
-        if live and self.twilio is not None:
-            try:
-                # Out of the queue and into TwiML that dials this agent.
+        try:
+            if live and self.twilio is not None:
+                # Out of Twilio's queue and into TwiML that dials this agent.
                 self.twilio.calls(case["call_sid"]).update(
                     url=self.links.connect(case["id"]), method="POST"
                 )
                 connect = {"mode": "redirected"}
-            except Exception as exc:  # the caller hung up meanwhile: the case is theirs to call
-                log.warning(
-                    "could not redirect call %s to the agent: %s",
-                    case["call_sid"],
-                    type(exc).__name__,
+            elif live:
+                connect = {"mode": "next_hold_poll"}  # the hold loop hands the caller over
+            elif self.twilio is not None and self.settings.caller_id and number:
+                self.twilio.calls.create(
+                    to=number,
+                    from_=self.settings.caller_id,
+                    url=self.links.connect(case["id"], outbound=True),
+                    method="POST",
+                    # Busy, no answer, failed: the case goes back in line (no connect-done
+                    # comes when the customer never picks up).
+                    status_callback=self.links.callback_status(case["id"]),
+                    status_callback_method="POST",
                 )
+                connect = {"mode": "calling_back", "number": number}
+            else:
                 connect = {"mode": "call_back", "number": number or ""}
-        elif live:
-            connect = {"mode": "next_hold_poll"}  # the hold loop hands the caller over
-        elif self.twilio is not None and self.settings.caller_id and number:
-            self.twilio.calls.create(
-                to=number,
-                from_=self.settings.caller_id,
-                url=self.links.connect(case["id"], outbound=True),
-                method="POST",
-            )
-            connect = {"mode": "calling_back", "number": number}
-        else:
-            connect = {"mode": "call_back", "number": number or ""}
+        except Exception as exc:
+            log.warning("Twilio refused to connect case %s: %s", case["id"], type(exc).__name__)
+            with self.db.connect() as conn:
+                cases.requeue(conn, case_id=case["id"])
+            raise ConnectFailed(case["id"]) from None
         return case, connect
 
-    def freeze_case(self, case_id: int, agent: cases.User, reason: str) -> tuple[bool, str]:
-        """(frozen, why not). Freezing only protects; unfreezing is never done by phone."""
+    def callback_status(self, case_id: int, call_status: str) -> None:
+        """The outbound call-back ended: if nobody answered, the case goes back in line."""
+        if call_status in ("busy", "no-answer", "failed", "canceled"):
+            with self.db.connect() as conn:
+                cases.requeue(conn, case_id=case_id)
+
+    def requeue_stale_offers(self) -> int:
+        """Cases an agent took but never reached (no answer, no callback): back in line."""
+        cutoff = self.clock() - timedelta(seconds=self.settings.offer_timeout_seconds)
+        with self.db.connect() as conn:
+            return cases.requeue_offers_before(conn, cutoff=cutoff)
+
+    def _own_case(self, conn: Connection, case_id: int, agent: cases.User) -> dict[str, Any]:
+        case = cases.get_case(conn, case_id=case_id)
+        if case is None:
+            raise CaseRefused(404, "no such case")
+        if case["agent_id"] != agent.id or case["status"] not in ("offered", "connected"):
+            raise CaseRefused(409, "not your case: take it with /api/agents/next first")
+        return case
+
+    def freeze_case(self, case_id: int, agent: cases.User, reason: str) -> bool:
+        """Freeze the case's account (audited). Freezing only protects; never unfrozen by phone."""
         now = self.clock()
         with self.db.connect() as conn:
-            case = cases.get_case(conn, case_id=case_id)
-            if case is None:
-                return False, "no such case"
+            case = self._own_case(conn, case_id, agent)
             uid = case["account_uid"]
             if not uid:
-                return False, "the caller gave no account UID; find the account first"
-            done = self.actions.freeze(uid=uid, now=now)
+                raise CaseRefused(409, "the caller gave no account UID; find the account first")
+            try:
+                done = self.actions.freeze(uid=uid, now=now)
+            except Exception:
+                log.exception("freeze failed for case %s", case_id)
+                done = False
             self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
             cases.audit(
                 conn,
@@ -486,12 +605,30 @@ class Hotline:
             )
             flags = {**case["flags"], "agent_freeze": "done" if done else "failed"}
             cases.set_flags(conn, case_id=case_id, flags=flags)
-        return done, "" if done else "the account service did not confirm the freeze"
+        return done
 
-    def resolve_case(self, case_id: int, agent: cases.User, notes: str) -> bool:
+    def resolve_case(self, case_id: int, agent: cases.User, notes: str) -> None:
+        now = self.clock()
         with self.db.connect() as conn:
-            return cases.set_status(
-                conn, case_id=case_id, status="resolved", now=self.clock(), queued=0, notes=notes
+            self._own_case(conn, case_id, agent)
+            cases.set_status(
+                conn,
+                case_id=case_id,
+                status="resolved",
+                now=now,
+                queued=0,
+                notes=notes,
+                only_from=("offered", "connected"),
+            )
+            cases.audit(
+                conn,
+                actor=f"agent:{agent.name}",
+                action="resolve",
+                uid=None,
+                case_id=case_id,
+                reason=None,
+                result="ok",
+                now=now,
             )
 
     def case_detail(self, case_id: int) -> dict[str, Any] | None:

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # The hold loop's wait estimate, and when the call-back offer comes first.
     avg_handle_seconds: int = Field(default=240, ge=10, validation_alias="IVR_AVG_HANDLE_SECONDS")
     max_wait_seconds: int = Field(default=900, ge=30, validation_alias="IVR_MAX_WAIT")
+    # A case an agent took but no caller was connected to within this time goes back in line.
+    offer_timeout_seconds: int = Field(default=600, ge=30, validation_alias="IVR_OFFER_TIMEOUT")
     # The number outbound call-backs come from (a Twilio number of this account).
     caller_id: str | None = Field(
         default=None, pattern=r"^\+[1-9]\d{6,14}$", validation_alias="IVR_CALLER_ID"

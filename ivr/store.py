@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Executable, and_, insert, or_, select, update
+from sqlalchemy import Connection, Executable, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ivr.db import call_events, calls, tree_versions, verification_failures
@@ -278,6 +278,24 @@ def failure(*, uid: str | None, caller: str | None, call_sid: str, now: datetime
     return insert(verification_failures).values(uid=uid, caller=caller, call_sid=call_sid, at=now)
 
 
+def record_failure(
+    conn: Connection, *, uid: str | None, caller: str | None, call_sid: str, now: datetime
+) -> int:
+    """Count an attempt as failed, committed at once; `forget_failure` if it matched."""
+    with conn.begin():
+        new_id: int = conn.execute(
+            failure(uid=uid, caller=caller, call_sid=call_sid, now=now).returning(  # type: ignore[attr-defined]
+                verification_failures.c.id
+            )
+        ).scalar_one()
+    return new_id
+
+
+def forget_failure(conn: Connection, *, failure_id: int) -> None:
+    with conn.begin():
+        conn.execute(delete(verification_failures).where(verification_failures.c.id == failure_id))
+
+
 def is_locked(
     conn: Connection,
     *,
@@ -287,6 +305,7 @@ def is_locked(
     failures: int,
     window: timedelta,
     duration: timedelta,
+    exclude: int | None = None,
 ) -> bool:
     """Locked: `failures` failed factors within `window` (per UID, or per calling number), the
     last of them less than `duration` ago. Kept in the database, so it holds across calls,
@@ -301,7 +320,7 @@ def is_locked(
             times = (
                 conn.execute(
                     select(f.at)
-                    .where(column == value, f.at > now - window - duration)
+                    .where(column == value, f.at > now - window - duration, f.id != (exclude or -1))
                     .order_by(f.at.desc())
                     .limit(500)
                 )

@@ -161,6 +161,7 @@ TWILIO_PATHS = frozenset(
         "wait",
         "callback-request",
         "connect",
+        "callback-status",
         "connect-done",
         "status",
         "fallback",
@@ -206,10 +207,16 @@ CaseId = Annotated[int, Query(alias="case", ge=1)]
 
 
 @router.post("/wait")
-def wait(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
+def wait(
+    form: TwilioForm,
+    hotline: HotlineDep,
+    lang: Lang = "en",
+    queue: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
+) -> Response:
     sid = _call_sid(form)
     queue_time = _int(form, "QueueTime") or 0
-    return _safely(hotline, sid, lambda: hotline.hold(sid, lang, queue_time))
+    caller = _text(form, "From", 32) or None
+    return _safely(hotline, sid, lambda: hotline.hold(sid, lang, queue_time, queue, caller))
 
 
 @router.post("/callback-request")
@@ -230,6 +237,16 @@ def connect_done(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Resp
     sid = _call_sid(form)
     status = _text(form, "DialCallStatus", 32) or "failed"
     return _safely(hotline, sid, lambda: hotline.connect_done(case_id, status))
+
+
+@router.post("/callback-status", status_code=204)
+def callback_status(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
+    """The status callback of an outbound call-back: unanswered puts the case back in line."""
+    try:
+        hotline.callback_status(case_id, _text(form, "CallStatus", 32))
+    except Exception:
+        log.exception("call-back status for case %s not recorded", case_id)
+    return Response(status_code=204)
 
 
 @router.post("/status", status_code=204)
@@ -372,8 +389,11 @@ async def _sweep_once(hotline: Hotline) -> None:
         closed = await run_in_threadpool(hotline.close_stale_calls)
         if closed:
             log.info("closed %d calls with no final status callback", closed)
+        offers = await run_in_threadpool(hotline.requeue_stale_offers)
+        if offers:
+            log.warning("%d cases taken by agents but never connected are back in line", offers)
     except Exception:
-        log.exception("closing stale calls failed; will try again")
+        log.exception("the sweep failed; will try again")
 
 
 async def _every(

@@ -187,6 +187,7 @@ class RecordingTwilio(HttpClient):
     def __init__(self) -> None:
         super().__init__(logging.getLogger("tests.twilio"), False)
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.refuse = False  # answer every REST call with Twilio's error, as in an outage
 
     def request(
         self,
@@ -200,6 +201,10 @@ class RecordingTwilio(HttpClient):
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         self.requests.append((method, url, dict(data or {})))  # type: ignore[call-overload]
+        if self.refuse:
+            return TwilioResponse(
+                503, json.dumps({"code": 20503, "message": "unavailable", "status": 503})
+            )
         return TwilioResponse(
             200 if "/Calls/" in url else 201,
             json.dumps({"sid": "CA" + uuid.uuid4().hex, "status": "queued"}),

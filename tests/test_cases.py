@@ -534,9 +534,20 @@ def test_api_resolve_unknown_case_is_404(client: TestClient, db: Engine) -> None
 
 def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Engine) -> None:
     token = make_user(db, "ana", "agent")
+    other = make_user(db, "ben", "agent")
     case_id = add_case(db, 1, "normal", T0)
+    # Nobody resolves a caller who is still waiting, and only the agent who took a case may.
+    waiting = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "x"}, token)
+    assert waiting.status_code == 409 and waiting_ids(db) == [case_id]
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == case_id
+    stolen = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "x"}, other)
+    assert stolen.status_code == 409
+    frozen_by_other = call(client, "POST", f"/api/cases/{case_id}/freeze", {"reason": "xyz"}, other)
+    assert frozen_by_other.status_code == 409
     r = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "reset 2FA"}, token)
     assert r.status_code == 200
     assert r.json()["status"] == "resolved" and r.json()["notes"] == "reset 2FA"
     assert waiting_ids(db) == []
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"] is None
+    huge = call(client, "POST", "/api/cases/99999999999999999999/resolve", {"notes": ""}, token)
+    assert huge.status_code == 422

@@ -6,6 +6,7 @@ caller holds (from the party's keep_holding, the moment a real agent would act).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, select, text
 
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.identity import LocalDirectory
-from ivr.phone import CallRecord, Phone, Press, ScriptedParty
+from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -406,8 +407,228 @@ def test_agent_not_answering_puts_the_caller_back_in_line_once(
     assert record.dialed == AGENT_PHONE and seen.get("repeated")
     with db.connect() as conn:
         errors = conn.execute(
-            text("SELECT count(*) FROM call_events WHERE outcome = 'error'")
+            text("SELECT count(*) FROM call_events WHERE outcome = 'agent-no-answer'")
         ).scalar()
-    assert errors == 1  # one requeue, although Twilio said it twice
+    assert errors == 1  # one quiet requeue, although Twilio said it twice
     [row] = case_rows(db)
     assert row["queued"] == 1 and row["agent_id"] is None  # in line again, not lost
+
+
+# -- what goes wrong around the emergency path ----------------------------------------------------
+
+
+class Counting:
+    """An outside party (identity provider, account service) that counts what it was asked."""
+
+    def __init__(self, ok: bool = False, fail: bool = False) -> None:
+        self.ok, self.fail, self.calls = ok, fail, 0
+        self.lock = threading.Lock()
+
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        with self.lock:
+            self.calls += 1
+        if self.fail:
+            raise RuntimeError("identity service down")
+        return self.ok
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        return None
+
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        with self.lock:
+            self.calls += 1
+        return True
+
+
+def app_with(
+    settings: Settings, tree: CompiledTree, db: Engine, clock: FakeClock, **parts: Any
+) -> FastAPI:
+    return create_app(settings, tree=tree, db=db, clock=clock, **parts)
+
+
+def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    agent: str,
+) -> None:
+    broken = Counting(fail=True)  # a bug in the identity service: the webhook fails inside
+    with TestClient(app_with(settings, hotline_tree, db, clock, identity=broken)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        seen: dict[str, Any] = {}
+
+        def holds(poll: int) -> bool:
+            if poll == 1:
+                seen["queue"] = api(client, agent, "GET", "/api/queue")
+                seen["claimed"] = api(client, agent, "POST", "/api/agents/next")
+            return poll < 3
+
+        record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    assert record.queue == "general"  # the fallback answered
+    assert [(e["priority"], e["reason"]) for e in seen["queue"]] == [
+        ("emergency", "account_hijack")
+    ]
+    assert seen["claimed"]["connect"]["mode"] == "next_hold_poll"
+    assert record.dialed == AGENT_PHONE  # and the agent reached them
+
+
+@pytest.mark.parametrize("what", ["redirect", "call_back"])
+def test_twilio_refusing_to_connect_puts_the_case_back(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+    what: str,
+) -> None:
+    client, phone = rest
+    seen: dict[str, Any] = {}
+    twilio_http.refuse = True
+
+    def holds(poll: int) -> bool:
+        if what == "redirect" and poll == 1:
+            seen["answer"] = client.post("/api/agents/next", headers=bearer(agent))
+        return poll < 2
+
+    answers = [Press("1"), Press("0")] + ([Press("1")] if what == "call_back" else [])
+    phone.call(Caller(answers, holds))
+    if what == "call_back":
+        seen["answer"] = client.post("/api/agents/next", headers=bearer(agent))
+    assert seen["answer"].status_code == 503
+    [row] = case_rows(db)
+    assert row["queued"] == 1 and row["agent_id"] is None
+    assert row["status"] == ("abandoned" if what == "redirect" else "callback_requested")
+
+
+def test_an_unanswered_call_back_goes_back_in_line(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "calling_back"
+    _, _, data = twilio_http.requests[-1]
+    assert data["StatusCallback"].startswith(f"{PUBLIC_URL}/twilio/callback-status?case=")
+    # Twilio reports the outbound call was not answered.
+    done = phone.signed_post(
+        data["StatusCallback"], {"CallSid": "CA" + "5" * 32, "CallStatus": "no-answer"}
+    )
+    assert done.status_code == 204
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("callback_requested", 1, None)
+
+
+def test_twilio_dequeuing_for_our_redirect_changes_nothing(phone: Phone, db: Engine) -> None:
+    record = phone.call(ScriptedParty([Press("1"), Press("0")]))
+    exit_url, params = next((u, p) for u, p in record.requests if "/twilio/queue-exit" in u)
+    with db.connect() as conn:
+        before = conn.execute(text("SELECT step, last_twiml FROM calls")).one()
+    answer = phone.signed_post(exit_url, {**params, "QueueResult": "redirected"})
+    assert answer.status_code == 200 and "<Say" not in answer.text and "<Enqueue" not in answer.text
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT step, last_twiml FROM calls")).one() == before
+
+
+def test_parallel_guesses_cannot_outrun_the_lockout(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    guesses, identity = 12, Counting(ok=False)
+    barrier = threading.Barrier(guesses)
+    with TestClient(app_with(settings, hotline_tree, db, clock, identity=identity)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+        class Guesser(ScriptedParty):
+            def answer(self, prompt: Prompt) -> Any:
+                if len(self.answers) == 1:  # at the PIN prompt: everybody guesses at once
+                    barrier.wait(timeout=30)
+                return super().answer(prompt)
+
+        def guess(n: int) -> None:
+            phone.call(
+                Guesser([Press("1"), Press("1"), Press(UID), Press(f"{n:06d}")]),
+                from_number=f"+1500555{n:04d}",
+            )
+
+        threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    # Each attempt is counted before it is checked: at most 5 guesses reach the directory
+    # (none at all if every attempt was counted before any was checked).
+    assert identity.calls <= settings.lockout_failures
+    # The others were refused as locked, not told so, and queued for the security team.
+    queued = case_rows(db)
+    assert len(queued) == guesses - identity.calls
+    assert {(r["queue"], r["flags"]["verified"]) for r in queued} == {("security", "locked")}
+
+
+def test_a_duplicated_pin_webhook_freezes_once(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    service, documents = Counting(), []
+    sid = "CA" + "d" * 32
+    with TestClient(app_with(settings, hotline_tree, db, clock, actions=service)) as client:
+
+        def keep(body: str) -> None:
+            check_twiml(body)
+            documents.append(body)
+
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+        codes: list[int] = []
+
+        class Duplicating(ScriptedParty):
+            def answer(self, prompt: Prompt) -> Any:
+                if len(self.answers) == 1:  # the PIN prompt: Twilio delivers the PIN 4 times
+                    action = documents[-1].split('action="', 1)[1].split('"', 1)[0]
+                    action = action.replace("&amp;", "&")
+                    params = {
+                        "CallSid": sid,
+                        "AccountSid": "AC" + "0" * 32,
+                        "From": VICTIM,
+                        "Digits": PIN,
+                    }
+                    threads = [
+                        threading.Thread(
+                            target=lambda: codes.append(
+                                phone.signed_post(action, params).status_code
+                            )
+                        )
+                        for _ in range(4)
+                    ]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join(timeout=30)
+                    return HangUp()
+                return super().answer(prompt)
+
+        phone.call(Duplicating(list(HIJACK)), from_number=VICTIM, call_sid=sid)
+    assert codes == [200] * 4
+    assert service.calls == 1  # one freeze, one audit, one case
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 1
+    assert len(case_rows(db)) == 1
+
+
+def test_knowing_an_emergency_ticket_does_not_jump_the_queue(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]))
+    [emergency] = case_rows(db)
+    phone.call(ScriptedParty([Press("1"), Press("9"), Press(emergency["ticket"])]))
+    follow_up = case_rows(db)[-1]
+    assert follow_up["parent_ticket"] == emergency["ticket"]
+    assert (follow_up["priority"], follow_up["lane"]) == ("high", 1)

@@ -229,10 +229,27 @@ def test_a_failing_queue_moves_the_caller_to_the_fallback_queue(call: Call) -> N
         assert verbs(step)[-1] == "Enqueue" and ">security</Enqueue>" in step.twiml
     step = call.send(QueueExit("queue-full"))
     assert ">general</Enqueue>" in step.twiml and not call.state.ended
+    for _ in range(10):  # a hijack victim is never hung up on, whatever keeps failing
+        step = call.send(QueueExit("error"))
+        assert verbs(step)[-1] == "Enqueue" and not call.state.ended
+
+
+def test_a_normal_caller_is_let_go_only_when_even_the_fallback_queue_refuses(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))  # the general queue, normal priority
     for _ in range(3):
-        call.send(QueueExit("error"))
-    step = call.send(QueueExit("error"))  # even the fallback queue refuses: Twilio is failing
+        assert verbs(call.send(QueueExit("error")))[-1] == "Enqueue"
+    step = call.send(QueueExit("error"))
     assert call.state.ended and verbs(step)[-1] == "Hangup"
+
+
+def test_an_agent_who_does_not_answer_puts_the_caller_back_quietly(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    for _ in range(10):
+        step = call.send(QueueExit("agent-no-answer"))
+        assert verbs(step) == ["Enqueue"]  # no apology, nothing counted
+    assert "requeues" not in call.state.facts
 
 
 def test_a_transfer_nobody_answers_reaches_the_fallback_queue(

@@ -1,0 +1,348 @@
+"""Contact-centre figures over a period, overall and per queue: the definitions.
+
+Every figure is computed by `figures(conn, start=..., end=...)` from the tables alone; the
+period is the half-open interval [start, end): a case created exactly at `start` counts, one
+created exactly at `end` belongs to the next period. Durations are differences of stored UTC
+timestamps, in seconds. A rate or an average with nothing to divide by is None (shown as
+"n/a"), never 0.
+
+Which rows
+    Case figures are over the cases CREATED in the period (`cases.created_at`), each under its
+    own `cases.queue`, and all of them together under "overall". A case is the caller entering
+    an agent queue (one per queue a call reaches), so a call that reaches two queues is offered
+    twice. A case is judged by its state when the report runs: its outcome is reported with the
+    period it was created in, even if the outcome came later.
+    Call figures (calls, containment, top topics) are over the calls STARTED in the period
+    (`calls.started_at`).
+
+Each case has exactly one outcome, the first of these that applies:
+    1. call back requested: the caller asked to be called back while waiting. The case's
+       status is `callback_requested`, or an agent took it from there (`claimed_from` =
+       `callback_requested`), or it has a `callback_number` (only a request sets it).
+    2. abandoned: the caller hung up before an agent answered. The case's status is
+       `abandoned`, or an agent took it from there (`claimed_from` = `abandoned`: an agent
+       calling back a caller who hung up does not turn the case into an answered one).
+    3. answered: an agent answered the caller on the call they made: `connected_at` is set.
+    4. in progress: none of these yet (waiting, or being offered to an agent); such a case
+       counts in `offered` only.
+    ("offered" below is the industry's word for a contact that reached a queue; it is not the
+    case status `offered`, which means an agent has claimed the case.)
+
+offered
+    Cases created in the period.
+answered
+    Cases whose outcome is answered.
+abandoned
+    Cases whose outcome is abandoned. The caller's wait before hanging up is the case's
+    `ended_at` - `created_at` while the case is still `abandoned` (set at the hang-up); once an
+    agent has taken it, the case's `ended_at` is the agent's, so the call's `calls.ended_at`
+    (the hang-up) is used instead. A wait that cannot be known counts as longer than any
+    threshold.
+abandonment_rate
+    abandoned / offered; None when nothing was offered.
+service level threshold
+    By the case's priority: `Thresholds.emergency` (default 20 s) for `emergency`,
+    `Thresholds.other` (default 60 s) for `high` and `normal`.
+answered_within_threshold
+    Answered cases with `connected_at` - `created_at` <= the case's threshold.
+service_level
+    answered_within_threshold / (answered + abandoned after the threshold), where an
+    abandoned case is "after the threshold" when its wait (above) is > its threshold. This is
+    the common variant that leaves short abandons out: a caller who hung up before the target
+    time could not have been answered within it, and counting them would reward callers who
+    give up quickly. Call-back requests and cases in progress are in neither part. None when
+    the denominator is 0.
+average_speed_of_answer_seconds (ASA)
+    Mean of `connected_at` - `created_at` over answered cases (call-backs and abandoned cases
+    called back are not answers); None when nothing was answered.
+average_handle_time_seconds (AHT)
+    Mean of `ended_at` - `connected_at` over cases with status `resolved` that have both
+    timestamps, whatever their outcome (answered, completed call-backs, abandoned callers an
+    agent called back): an agent handled each of them. `ended_at` is when the agent resolved
+    the case, so the time includes after-call work. Cases still connected are left out. None
+    when there are none.
+callbacks_requested
+    Cases whose outcome is call back requested.
+callbacks_completed
+    Of those, the ones an agent reached on the call back: `connected_at` is set.
+
+containment (self-service containment)
+    contained_calls / completed_calls, None when no call completed, where
+    completed_calls = calls started in the period with status `completed` (Twilio's status
+    for a call that was answered and has ended normally), and a contained call is a completed
+    call that
+      - has no case (no `cases` row with its call_sid): it never reached an agent queue;
+      - never entered a `queue` or `transfer` node (no `entered` event in `call_events`
+        whose detail.node_kind is one of them): nobody else took it either;
+      - entered at least one `say` node (an `entered` event with detail.node_kind `say`:
+        self-help advice) and has a topic (`calls.state` facts.topic): the caller heard
+        advice on their subject and then ended the call without asking for a person.
+calls
+    Calls started in the period, whatever their status.
+top_topics
+    The `top` (default 5) most frequent facts.topic of the calls started in the period (the
+    topic of the last topical node each caller reached), with the number of calls; most
+    frequent first, ties by topic name. Calls without a topic are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from ivr.db import call_events, calls, cases
+
+SELF_HELP_KINDS = ("say",)
+AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
+COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Service-level targets: an answer within this long counts as on time."""
+
+    emergency: timedelta = timedelta(seconds=20)
+    other: timedelta = timedelta(seconds=60)
+
+    def for_priority(self, priority: str) -> timedelta:
+        return self.emergency if priority == "emergency" else self.other
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    offered: int
+    answered: int
+    answered_within_threshold: int
+    abandoned: int
+    abandonment_rate: float | None
+    service_level: float | None
+    average_speed_of_answer_seconds: float | None
+    average_handle_time_seconds: float | None
+    callbacks_requested: int
+    callbacks_completed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offered": self.offered,
+            "answered": self.answered,
+            "answered_within_threshold": self.answered_within_threshold,
+            "abandoned": self.abandoned,
+            "abandonment_rate": self.abandonment_rate,
+            "service_level": self.service_level,
+            "average_speed_of_answer_seconds": self.average_speed_of_answer_seconds,
+            "average_handle_time_seconds": self.average_handle_time_seconds,
+            "callbacks_requested": self.callbacks_requested,
+            "callbacks_completed": self.callbacks_completed,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    period_start: datetime
+    period_end: datetime
+    thresholds: Thresholds
+    overall: QueueFigures
+    by_queue: dict[str, QueueFigures]
+    calls: int
+    completed_calls: int
+    contained_calls: int
+    containment: float | None
+    top_topics: list[tuple[str, int]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types: ISO 8601 datetimes, seconds for durations."""
+        return {
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "thresholds_seconds": {
+                "emergency": self.thresholds.emergency.total_seconds(),
+                "other": self.thresholds.other.total_seconds(),
+            },
+            "overall": self.overall.as_dict(),
+            "by_queue": {name: q.as_dict() for name, q in self.by_queue.items()},
+            "calls": self.calls,
+            "completed_calls": self.completed_calls,
+            "contained_calls": self.contained_calls,
+            "containment": self.containment,
+            "top_topics": [{"topic": topic, "calls": n} for topic, n in self.top_topics],
+        }
+
+
+@dataclass
+class _Tally:
+    offered: int = 0
+    answered: int = 0
+    within: int = 0
+    abandoned: int = 0
+    late_abandons: int = 0
+    callbacks_requested: int = 0
+    callbacks_completed: int = 0
+    answer_waits: list[float] = field(default_factory=list)
+    handle_times: list[float] = field(default_factory=list)
+
+    def figures(self) -> QueueFigures:
+        return QueueFigures(
+            offered=self.offered,
+            answered=self.answered,
+            answered_within_threshold=self.within,
+            abandoned=self.abandoned,
+            abandonment_rate=_ratio(self.abandoned, self.offered),
+            service_level=_ratio(self.within, self.answered + self.late_abandons),
+            average_speed_of_answer_seconds=_mean(self.answer_waits),
+            average_handle_time_seconds=_mean(self.handle_times),
+            callbacks_requested=self.callbacks_requested,
+            callbacks_completed=self.callbacks_completed,
+        )
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _seconds(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds()
+
+
+def _count_case(tallies: Iterable[_Tally], case: Any, thresholds: Thresholds) -> None:
+    """Add one case (a row of cases plus `call_ended_at`) to each tally."""
+    threshold = thresholds.for_priority(case.priority).total_seconds()
+    handled = (
+        case.status == "resolved" and case.connected_at is not None and case.ended_at is not None
+    )
+    handle = _seconds(case.ended_at, case.connected_at) if handled else None
+    callback = (
+        case.status == "callback_requested"
+        or case.claimed_from == "callback_requested"
+        or case.callback_number is not None
+    )
+    abandoned = not callback and (case.status == "abandoned" or case.claimed_from == "abandoned")
+    answered = not callback and not abandoned and case.connected_at is not None
+    late_abandon = False
+    if abandoned:
+        hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
+        late_abandon = hung_up is None or _seconds(hung_up, case.created_at) > threshold
+    wait = _seconds(case.connected_at, case.created_at) if answered else None
+    for t in tallies:
+        t.offered += 1
+        if handle is not None:
+            t.handle_times.append(handle)
+        if callback:
+            t.callbacks_requested += 1
+            t.callbacks_completed += case.connected_at is not None
+        elif abandoned:
+            t.abandoned += 1
+            t.late_abandons += late_abandon
+        elif wait is not None:
+            t.answered += 1
+            t.within += wait <= threshold
+            t.answer_waits.append(wait)
+
+
+def _topic(state: Any) -> str | None:
+    facts = state.get("facts") if isinstance(state, dict) else None
+    topic = facts.get("topic") if isinstance(facts, dict) else None
+    return topic if isinstance(topic, str) and topic else None
+
+
+def figures(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    thresholds: Thresholds = Thresholds(),  # frozen: one shared default is safe
+    top: int = 5,
+) -> Report:
+    """The figures for cases created and calls started in [start, end) (see the module)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be aware datetimes")
+    if end <= start:
+        raise ValueError("end must be after start")
+    if top < 0:
+        raise ValueError("top must be 0 or more")
+    period_calls = select(calls.c.call_sid).where(
+        calls.c.started_at >= start, calls.c.started_at < end
+    )
+    node_kind = call_events.c.detail["node_kind"].as_string()
+    with conn.begin():
+        case_rows = conn.execute(
+            select(
+                cases.c.queue,
+                cases.c.priority,
+                cases.c.status,
+                cases.c.claimed_from,
+                cases.c.callback_number,
+                cases.c.created_at,
+                cases.c.connected_at,
+                cases.c.ended_at,
+                calls.c.ended_at.label("call_ended_at"),
+            )
+            .select_from(cases.outerjoin(calls, calls.c.call_sid == cases.c.call_sid))
+            .where(cases.c.created_at >= start, cases.c.created_at < end)
+        ).all()
+        call_rows = conn.execute(
+            select(calls.c.call_sid, calls.c.status, calls.c.state).where(
+                calls.c.started_at >= start, calls.c.started_at < end
+            )
+        ).all()
+        with_case = set(
+            conn.execute(
+                select(cases.c.call_sid).where(cases.c.call_sid.in_(period_calls)).distinct()
+            ).scalars()
+        )
+        kinds_entered: dict[str, set[str]] = {}
+        for sid, kind in conn.execute(
+            select(call_events.c.call_sid, node_kind)
+            .where(
+                call_events.c.kind == "entered",
+                call_events.c.call_sid.in_(period_calls),
+                node_kind.in_(SELF_HELP_KINDS + AGENT_KINDS),
+            )
+            .distinct()
+        ):
+            kinds_entered.setdefault(sid, set()).add(kind)
+
+    overall = _Tally()
+    by_queue: dict[str, _Tally] = {}
+    for case in case_rows:
+        _count_case((overall, by_queue.setdefault(case.queue, _Tally())), case, thresholds)
+
+    completed = contained = 0
+    topics: Counter[str] = Counter()
+    for call in call_rows:
+        topic = _topic(call.state)
+        if topic is not None:
+            topics[topic] += 1
+        if call.status != COMPLETED:
+            continue
+        completed += 1
+        entered = kinds_entered.get(call.call_sid, set())
+        if (
+            call.call_sid not in with_case
+            and not entered.intersection(AGENT_KINDS)
+            and entered.intersection(SELF_HELP_KINDS)
+            and topic is not None
+        ):
+            contained += 1
+
+    return Report(
+        period_start=start,
+        period_end=end,
+        thresholds=thresholds,
+        overall=overall.figures(),
+        by_queue={name: by_queue[name].figures() for name in sorted(by_queue)},
+        calls=len(call_rows),
+        completed_calls=completed,
+        contained_calls=contained,
+        containment=_ratio(contained, completed),
+        top_topics=sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:top],
+    )
