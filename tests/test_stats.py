@@ -1,0 +1,613 @@
+"""Contact-centre figures against a hand-computed scenario, on SQLite and PostgreSQL.
+
+Every expected number below was worked out by hand from the scenario table; the arithmetic is
+in the comment next to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Connection, Engine, insert
+
+from ivr.db import call_events, calls, cases
+from ivr.stats import QueueFigures, Report, Thresholds, figures
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # the period is [10:00, 11:00)
+START = T0
+END = T0 + timedelta(hours=1)
+SECOND = timedelta(seconds=1)
+DEFAULT = Thresholds()
+
+
+def at(seconds: float) -> datetime:
+    """10:00:00 plus `seconds`."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def sid(name: str) -> str:
+    return f"CA{name:0>32}"
+
+
+def add_call(
+    conn: Connection,
+    name: str,
+    *,
+    started: datetime,
+    status: str = "completed",
+    ended: datetime | None = None,
+    topic: str | None = None,
+    entered: Sequence[tuple[str, str]] = (),
+) -> None:
+    """A call row and its log: `entered` is (node, node kind) in order, as the engine logs it."""
+    facts = {"lang": "en", **({"topic": topic} if topic else {})}
+    conn.execute(
+        insert(calls).values(
+            call_sid=sid(name),
+            tree_version="v1",
+            step=len(entered),
+            state={"node": entered[-1][0] if entered else "language", "facts": facts},
+            last_twiml="<Response/>",
+            status=status,
+            started_at=started,
+            updated_at=ended or started,
+            ended_at=ended,
+        )
+    )
+    for step, (node, kind) in enumerate(entered):
+        conn.execute(
+            insert(call_events).values(
+                call_sid=sid(name),
+                step=step,
+                at=started + timedelta(seconds=step),
+                node=node,
+                kind="entered",
+                detail={"node_kind": kind},
+            )
+        )
+        # Other log lines (here an input carrying a misleading node_kind) are not entries.
+        conn.execute(
+            insert(call_events).values(
+                call_sid=sid(name),
+                step=step,
+                at=started + timedelta(seconds=step),
+                node=node,
+                kind="input",
+                input_kind="dtmf",
+                option="1",
+                detail={"node_kind": "say"} if kind != "say" else None,
+            )
+        )
+    if status != "in-progress":
+        conn.execute(
+            insert(call_events).values(
+                call_sid=sid(name), step=len(entered), at=ended or started, kind="status"
+            )
+        )
+
+
+def add_case(
+    conn: Connection,
+    name: str,
+    *,
+    queue: str,
+    priority: str,
+    created: datetime,
+    status: str,
+    claimed_from: str | None = None,
+    callback_number: str | None = None,
+    connected: datetime | None = None,
+    ended: datetime | None = None,
+) -> None:
+    conn.execute(
+        insert(cases).values(
+            ticket=f"T-{name}",
+            call_sid=sid(name),
+            reason="test",
+            queue=queue,
+            priority=priority,
+            lane=0 if priority == "emergency" else 1,
+            sort_at=created,
+            queued=1 if status in ("waiting", "callback_requested", "abandoned") else 0,
+            status=status,
+            claimed_from=claimed_from,
+            flags={},
+            path=[],
+            callback_number=callback_number,
+            created_at=created,
+            offered_at=connected,
+            connected_at=connected,
+            ended_at=ended,
+        )
+    )
+
+
+MENU = [("language", "language"), ("main_menu", "menu")]
+
+
+def scenario(db: Engine) -> None:
+    """The hour 10:00-11:00 (offsets in seconds from 10:00:00).
+
+    case  queue     prio       created  what happened                              handle
+    C1    security  emergency     0     answered at 10 s (within 20), resolved     300 s
+    C2    security  emergency   300     answered at 30 s (outside 20), resolved    420 s
+    C3    payments  normal      600     answered at 45 s (within 60), resolved     240 s
+    C4    payments  normal      900     answered at 90 s (outside 60), still on    -
+    C5    payments  normal     1200     hung up at 5 s; an agent called back       200 s
+    C6    account   high       1500     hung up at 120 s (outside 60), not taken   -
+    C7    account   high       1800     asked for a call back; called back         500 s
+    C8    account   normal     2100     asked for a call back; not taken yet       -
+    C9    payments  normal     3000     still waiting                              -
+    No case: S1, S2 heard advice and hung up (contained); N1 hung up at a topic menu before
+    any advice; N2 heard advice and is still on the line; N3 heard advice, then was
+    transferred; N4 heard a notice without a topic and hung up at the main menu.
+    Outside: X1 (09:59, a case), X2 (11:00 exactly, advice), X3 (11:00 exactly, a case).
+    """
+    with db.begin() as conn:
+        emergency = [*MENU, ("emergency", "say"), ("emergency_queue", "queue")]
+        add_call(
+            conn, "C1", started=at(0), ended=at(315), topic="account_hijack", entered=emergency
+        )
+        add_case(
+            conn,
+            "C1",
+            queue="security",
+            priority="emergency",
+            created=at(0),  # exactly at the start of the period: counts
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(10),
+            ended=at(310),
+        )
+        add_call(
+            conn, "C2", started=at(270), ended=at(755), topic="account_hijack", entered=emergency
+        )
+        add_case(
+            conn,
+            "C2",
+            queue="security",
+            priority="emergency",
+            created=at(300),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(330),
+            ended=at(750),
+        )
+        payments = [*MENU, ("deposits_menu", "menu"), ("agent_payments", "queue")]
+        add_call(
+            conn,
+            "C3",
+            started=at(570),
+            ended=at(890),
+            topic="deposits_withdrawals",
+            entered=payments,
+        )
+        add_case(
+            conn,
+            "C3",
+            queue="payments",
+            priority="normal",
+            created=at(600),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(645),
+            ended=at(885),
+        )
+        add_call(
+            conn,
+            "C4",
+            started=at(870),
+            status="in-progress",
+            topic="deposits_withdrawals",
+            entered=payments,
+        )
+        add_case(
+            conn,
+            "C4",
+            queue="payments",
+            priority="normal",
+            created=at(900),
+            status="connected",
+            claimed_from="waiting",
+            connected=at(990),
+        )
+        # The call's end is the hang-up; the case's ended_at is the agent's resolution later.
+        add_call(
+            conn,
+            "C5",
+            started=at(1170),
+            ended=at(1205),
+            topic="deposits_withdrawals",
+            entered=payments,
+        )
+        add_case(
+            conn,
+            "C5",
+            queue="payments",
+            priority="normal",
+            created=at(1200),
+            status="resolved",
+            claimed_from="abandoned",
+            connected=at(1800),
+            ended=at(2000),
+        )
+        account = [*MENU, ("account_menu", "menu"), ("agent_account", "queue")]
+        add_call(
+            conn, "C6", started=at(1470), ended=at(1620), topic="account_access", entered=account
+        )
+        add_case(
+            conn,
+            "C6",
+            queue="account",
+            priority="high",
+            created=at(1500),
+            status="abandoned",
+            ended=at(1620),
+        )
+        add_call(
+            conn, "C7", started=at(1770), ended=at(1860), topic="account_access", entered=account
+        )
+        add_case(
+            conn,
+            "C7",
+            queue="account",
+            priority="high",
+            created=at(1800),
+            status="resolved",
+            claimed_from="callback_requested",
+            callback_number="+15005550107",
+            connected=at(2700),
+            ended=at(3200),
+        )
+        # A ticket follow-up: heard a `say` node and has a topic, but a case was opened at the
+        # ticket node (no queue node entered), so it is not contained.
+        add_call(
+            conn,
+            "C8",
+            started=at(2070),
+            ended=at(2160),
+            topic="ticket_followup",
+            entered=[*MENU, ("ticket_followup", "say"), ("ticket_lookup", "ticket")],
+        )
+        add_case(
+            conn,
+            "C8",
+            queue="account",
+            priority="normal",
+            created=at(2100),
+            status="callback_requested",
+            callback_number="+15005550108",
+        )
+        add_call(
+            conn,
+            "C9",
+            started=at(2970),
+            status="in-progress",
+            topic="deposits_withdrawals",
+            entered=payments,
+        )
+        add_case(
+            conn, "C9", queue="payments", priority="normal", created=at(3000), status="waiting"
+        )
+
+        add_call(
+            conn,
+            "S1",
+            started=at(720),
+            ended=at(840),
+            topic="deposits_withdrawals",
+            entered=[
+                *MENU,
+                ("deposits_menu", "menu"),
+                ("deposits_not_credited", "say"),
+                ("deposits_not_credited_next", "menu"),
+            ],
+        )
+        add_call(
+            conn,
+            "S2",
+            started=at(2400),
+            ended=at(2500),
+            topic="trading",
+            entered=[
+                *MENU,
+                ("trading_menu", "menu"),
+                ("trading_fees", "say"),
+                ("trading_fees_next", "menu"),
+            ],
+        )
+        add_call(
+            conn,
+            "N1",
+            started=at(2640),
+            ended=at(2660),
+            topic="kyc",
+            entered=[*MENU, ("kyc_menu", "menu")],
+        )
+        add_call(
+            conn,
+            "N2",
+            started=at(2760),
+            status="in-progress",
+            topic="kyc",
+            entered=[*MENU, ("kyc_menu", "menu"), ("kyc_upload", "say")],
+        )
+        add_call(
+            conn,
+            "N3",
+            started=at(2880),
+            ended=at(3100),
+            topic="api",
+            entered=[
+                *MENU,
+                ("api_menu", "menu"),
+                ("api_signature", "say"),
+                ("api_signature_next", "menu"),
+                ("api_desk", "transfer"),
+            ],
+        )
+        # A notice without a topic (say "we are busy today") is not self-help advice.
+        add_call(
+            conn,
+            "N4",
+            started=at(3300),
+            ended=at(3330),
+            entered=[("language", "language"), ("service_notice", "say"), ("main_menu", "menu")],
+        )
+
+        # Outside the period: none of these may count anywhere.
+        add_call(
+            conn, "X1", started=at(-60), ended=at(105), topic="account_hijack", entered=emergency
+        )
+        add_case(
+            conn,
+            "X1",
+            queue="security",
+            priority="emergency",
+            created=at(-30),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(-25),
+            ended=at(100),
+        )
+        add_call(
+            conn,
+            "X2",
+            started=at(3600),  # exactly at the end: the next period's
+            ended=at(3700),
+            topic="kyc",
+            entered=[*MENU, ("kyc_failed", "say"), ("kyc_failed_next", "menu")],
+        )
+        add_call(conn, "X3", started=at(3600), ended=at(3700), topic="trading", entered=payments)
+        add_case(
+            conn,
+            "X3",
+            queue="payments",
+            priority="normal",
+            created=at(3600),  # exactly at the end: the next period's
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(3602),
+            ended=at(3650),
+        )
+
+
+def report(db: Engine, *, thresholds: Thresholds = DEFAULT, top: int = 5) -> Report:
+    with db.connect() as conn:
+        return figures(conn, start=START, end=END, thresholds=thresholds, top=top)
+
+
+def test_scenario_overall(db: Engine) -> None:
+    scenario(db)
+    r = report(db)
+    o = r.overall
+    assert o.offered == 9  # C1..C9 (X1 before, X3 at the end)
+    assert o.answered == 4  # C1 C2 C3 C4; not C5 (abandoned) nor C7 (call back)
+    assert o.answered_within_threshold == 2  # C1 10<=20, C3 45<=60; C2 30>20, C4 90>60
+    assert o.abandoned == 2  # C5 C6
+    assert o.abandonment_rate == pytest.approx(0.2222, abs=1e-4)  # 2 / 9
+    # 2 within / (4 answered + 1 abandoned after its threshold: C6 120>60; C5 5<=60 is short)
+    assert o.service_level == pytest.approx(0.4)
+    assert o.average_speed_of_answer_seconds == pytest.approx(43.75)  # (10+30+45+90) / 4
+    # resolved after an agent had them: C1 300, C2 420, C3 240, C5 200, C7 500 = 1660 / 5
+    assert o.average_handle_time_seconds == pytest.approx(332.0)
+    assert o.callbacks_requested == 2  # C7 C8
+    assert o.callbacks_completed == 1  # C7
+
+
+def test_scenario_per_queue(db: Engine) -> None:
+    scenario(db)
+    r = report(db)
+    assert list(r.by_queue) == ["account", "payments", "security"]
+
+    assert r.by_queue["security"] == QueueFigures(
+        offered=2,  # C1 C2
+        answered=2,
+        answered_within_threshold=1,  # C1 10<=20; C2 30>20
+        abandoned=0,
+        abandonment_rate=0.0,  # 0 / 2
+        service_level=0.5,  # 1 / (2 + 0)
+        average_speed_of_answer_seconds=20.0,  # (10+30) / 2
+        average_handle_time_seconds=360.0,  # (300+420) / 2
+        callbacks_requested=0,
+        callbacks_completed=0,
+    )
+    assert r.by_queue["payments"] == QueueFigures(
+        offered=4,  # C3 C4 C5 C9
+        answered=2,  # C3 C4
+        answered_within_threshold=1,  # C3 45<=60; C4 90>60
+        abandoned=1,  # C5
+        abandonment_rate=0.25,  # 1 / 4
+        service_level=0.5,  # 1 / (2 + 0): C5 hung up at 5 s, a short abandon
+        average_speed_of_answer_seconds=67.5,  # (45+90) / 2
+        average_handle_time_seconds=220.0,  # C3 240, C5 200: 440 / 2; C4 still connected
+        callbacks_requested=0,
+        callbacks_completed=0,
+    )
+    account = r.by_queue["account"]
+    assert (account.offered, account.answered, account.answered_within_threshold) == (3, 0, 0)
+    assert account.abandoned == 1  # C6
+    assert account.abandonment_rate == pytest.approx(0.3333, abs=1e-4)  # 1 / 3
+    assert account.service_level == 0.0  # 0 / (0 + 1): C6 waited 120 > 60
+    assert account.average_speed_of_answer_seconds is None  # nothing answered
+    assert account.average_handle_time_seconds == 500.0  # C7 alone
+    assert (account.callbacks_requested, account.callbacks_completed) == (2, 1)  # C7 C8; C7
+
+
+def test_scenario_calls_containment_topics(db: Engine) -> None:
+    scenario(db)
+    r = report(db)
+    assert r.calls == 15  # C1..C9, S1 S2, N1..N4
+    # completed: C1 C2 C3 C5 C6 C7 C8, S1 S2 N1 N3 N4 = 12 (C4 C9 N2 still on the line)
+    assert r.completed_calls == 12
+    # S1 S2; not C8 (a case), N1 (no advice), N3 (transferred), N4 (advice without a topic)
+    assert r.contained_calls == 2
+    assert r.containment == pytest.approx(0.1667, abs=1e-4)  # 2 / 12
+    # deposits_withdrawals C3 C4 C5 C9 S1 = 5; account_access C6 C7 = 2; account_hijack
+    # C1 C2 = 2; kyc N1 N2 = 2; api, ticket_followup, trading 1 each; ties by name; first 5
+    assert r.top_topics == [
+        ("deposits_withdrawals", 5),
+        ("account_access", 2),
+        ("account_hijack", 2),
+        ("kyc", 2),
+        ("api", 1),
+    ]
+    assert report(db, top=2).top_topics == [("deposits_withdrawals", 5), ("account_access", 2)]
+    assert report(db, top=0).top_topics == []
+
+
+def test_custom_thresholds_change_the_service_level(db: Engine) -> None:
+    scenario(db)
+    lenient = report(db, thresholds=Thresholds(timedelta(seconds=30), timedelta(seconds=90)))
+    # within: C1 10<=30, C2 30<=30, C3 45<=90, C4 90<=90 = 4; after: C6 120>90 = 1
+    assert lenient.overall.answered_within_threshold == 4
+    assert lenient.overall.service_level == pytest.approx(0.8)  # 4 / (4 + 1)
+    assert lenient.by_queue["security"].service_level == 1.0  # 2 / 2
+    assert lenient.by_queue["payments"].service_level == 1.0  # 2 / 2
+    assert lenient.by_queue["account"].service_level == 0.0  # 0 / (0 + 1)
+
+    split = report(db, thresholds=Thresholds(emergency=timedelta(seconds=5), other=150 * SECOND))
+    # within: C3 45<=150, C4 90<=150 = 2 (C1 10>5, C2 30>5); after: none (C6 120<=150)
+    assert split.overall.answered_within_threshold == 2
+    assert split.overall.service_level == pytest.approx(0.5)  # 2 / (4 + 0)
+    assert split.by_queue["security"].service_level == 0.0  # 0 / 2
+    assert split.by_queue["payments"].service_level == 1.0  # 2 / 2
+    assert split.by_queue["account"].service_level is None  # 0 / (0 + 0): undefined
+    # The threshold moves the service level only.
+    assert split.overall.average_speed_of_answer_seconds == pytest.approx(43.75)
+    assert split.overall.abandoned == 2
+
+
+def test_empty_period(db: Engine) -> None:
+    nothing = QueueFigures(
+        offered=0,
+        answered=0,
+        answered_within_threshold=0,
+        abandoned=0,
+        abandonment_rate=None,
+        service_level=None,
+        average_speed_of_answer_seconds=None,
+        average_handle_time_seconds=None,
+        callbacks_requested=0,
+        callbacks_completed=0,
+    )
+    for populated in (False, True):
+        if populated:
+            scenario(db)  # and ask about the next hour, where nothing happened but X2 and X3
+        with db.connect() as conn:
+            r = figures(conn, start=END + timedelta(hours=1), end=END + timedelta(hours=2))
+        assert r.overall == nothing
+        assert r.by_queue == {}
+        assert (r.calls, r.completed_calls, r.contained_calls) == (0, 0, 0)
+        assert r.containment is None
+        assert r.top_topics == []
+
+
+def test_period_is_start_inclusive_end_exclusive(db: Engine) -> None:
+    micro = timedelta(microseconds=1)
+    moments = {"before": START - micro, "first": START, "last": END - micro, "after": END}
+    with db.begin() as conn:
+        for name, moment in moments.items():
+            add_call(conn, name, started=moment, ended=moment + SECOND, topic=name)
+            add_case(conn, name, queue=name, priority="normal", created=moment, status="waiting")
+    r = report(db)
+    assert list(r.by_queue) == ["first", "last"]
+    assert r.overall.offered == 2
+    assert r.calls == 2
+    assert r.top_topics == [("first", 1), ("last", 1)]
+
+
+def test_outcomes_at_the_edges(db: Engine) -> None:
+    with db.begin() as conn:
+        # An agent has claimed it and is being connected: offered, nothing else yet.
+        add_case(
+            conn,
+            "E1",
+            queue="q",
+            priority="normal",
+            created=at(0),
+            status="offered",
+            claimed_from="waiting",
+        )
+        # Asked for a call back, dropped while offered, then taken again from `abandoned`:
+        # the call-back number says it was a call-back request, completed.
+        add_case(
+            conn,
+            "E2",
+            queue="q",
+            priority="normal",
+            created=at(100),
+            status="resolved",
+            claimed_from="abandoned",
+            callback_number="+15005550109",
+            connected=at(400),
+            ended=at(460),
+        )
+        # Abandoned at 30 s (ended_at, kept by the claim), now being called back, its call
+        # row gone: the wait is unknown, so it counts as after the threshold; still connected,
+        # so no handle time (its ended_at is the hang-up, not the end of the agent's work).
+        add_case(
+            conn,
+            "E3",
+            queue="q",
+            priority="normal",
+            created=at(200),
+            status="connected",
+            claimed_from="abandoned",
+            connected=at(900),
+            ended=at(230),
+        )
+    q = report(db).by_queue["q"]
+    assert (q.offered, q.answered, q.answered_within_threshold) == (3, 0, 0)
+    assert q.abandoned == 1  # E3
+    assert q.abandonment_rate == pytest.approx(0.3333, abs=1e-4)  # 1 / 3
+    assert q.service_level == 0.0  # 0 / (0 answered + 1 abandoned after the threshold)
+    assert q.average_speed_of_answer_seconds is None
+    assert q.average_handle_time_seconds == 60.0  # E2: 460 - 400; E3 is still connected
+    assert (q.callbacks_requested, q.callbacks_completed) == (1, 1)  # E2
+
+
+def test_as_dict_is_json(db: Engine) -> None:
+    scenario(db)
+    data = json.loads(json.dumps(report(db).as_dict()))
+    assert data["period_start"] == "2026-11-23T10:00:00+00:00"
+    assert data["period_end"] == "2026-11-23T11:00:00+00:00"
+    assert data["thresholds_seconds"] == {"emergency": 20.0, "other": 60.0}
+    assert data["overall"]["offered"] == 9
+    assert data["by_queue"]["account"]["average_speed_of_answer_seconds"] is None
+    assert data["by_queue"]["payments"]["abandonment_rate"] == 0.25
+    assert data["top_topics"][0] == {"topic": "deposits_withdrawals", "calls": 5}
+    assert data["containment"] == pytest.approx(0.1667, abs=1e-4)
+
+
+def test_rejects_bad_arguments(db: Engine) -> None:
+    with db.connect() as conn:
+        with pytest.raises(ValueError, match="aware"):
+            figures(conn, start=datetime(2026, 11, 23, 10), end=END)
+        with pytest.raises(ValueError, match="after start"):
+            figures(conn, start=END, end=START)
+        with pytest.raises(ValueError, match="top"):
+            figures(conn, start=START, end=END, top=-1)
