@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
@@ -23,6 +23,7 @@ from ivr.cases import User, waiting_cases
 from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed
+from ivr.stats import Thresholds, figures
 from ivr.store import tree_version_list
 
 router = APIRouter(prefix="/api", tags=["agents"])
@@ -431,3 +432,38 @@ def routes_rollback(body: Rollback, user: OperatorUser, hotline: HotlineDep) -> 
     return Loaded(
         version=tree.version, nodes=len(tree.tree.nodes), warnings=[str(w) for w in tree.warnings]
     )
+
+
+# -- supervisors: figures ------------------------------------------------------------------------
+
+
+@router.get("/stats")
+def stats(
+    user: StaffUser,
+    hotline: HotlineDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    emergency_threshold: Annotated[int, Query(ge=1, le=3600)] = 20,
+    threshold: Annotated[int, Query(ge=1, le=3600)] = 60,
+) -> dict[str, Any]:
+    """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
+    containment and top topics over [since, until) (default: the last 24 hours), overall and
+    per queue. The definitions: ivr/stats.py, and the README."""
+    end = until or hotline.clock()
+    start = since or end - timedelta(days=1)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise HTTPException(422, "since and until need a time zone (e.g. 2026-11-23T00:00:00Z)")
+    try:
+        with hotline.db.connect() as conn:
+            report = figures(
+                conn,
+                start=start,
+                end=end,
+                thresholds=Thresholds(
+                    emergency=timedelta(seconds=emergency_threshold),
+                    other=timedelta(seconds=threshold),
+                ),
+            )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return report.as_dict()

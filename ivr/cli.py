@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ivr.exceptions import ConfigError, IVRError, PhoneError, SourceError
 from ivr.phone import (
     Answer,
+    CallRecord,
     HangUp,
+    Party,
     Phone,
     Press,
     Prompt,
@@ -49,6 +51,10 @@ app.add_typer(routes_app, name="routes")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(accounts_app, name="accounts")
+calls_app = typer.Typer(
+    help="The call log, for a terminal (caller numbers masked).", no_args_is_help=True
+)
+app.add_typer(calls_app, name="calls")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -139,6 +145,31 @@ def routes_check(
     )
 
 
+@routes_app.command("graph")
+def routes_graph(
+    file: Annotated[Path, typer.Argument(help="call tree YAML file")],
+    fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or svg")] = "mermaid",
+    prompts: Annotated[Path, typer.Option(help="prompt catalogs folder")] = PROJECT_ROOT
+    / "prompts",
+) -> None:
+    """Draw the tree: each node with its kind and prompt, each edge with its key or keyword,
+    the emergency path highlighted. Prints to standard output."""
+    from ivr import graph
+    from ivr.tree import load_tree
+
+    draw = {"mermaid": graph.mermaid, "dot": graph.dot, "svg": graph.svg}.get(fmt)
+    if draw is None:
+        raise _fail("--format must be mermaid, dot or svg")
+    try:
+        tree = load_tree(file, prompts)
+    except SourceError as exc:
+        raise _fail(f"the tree has errors:\n{exc}") from None
+    try:
+        typer.echo(draw(tree), nl=False)
+    except (graph.GraphvizMissing, graph.GraphvizFailed) as exc:
+        raise _fail(str(exc)) from None
+
+
 class TerminalParty:
     """A person at the terminal: keys to press, words to say, Enter for silence."""
 
@@ -190,11 +221,14 @@ def dial(
     hold: Annotated[
         int, typer.Option(help="hold-loop rounds to wait in a queue before hanging up")
     ] = 1,
+    routes: Annotated[
+        Path | None,
+        typer.Option(help="try this tree file in-process, no server needed (a draft)"),
+    ] = None,
+    prompts: Annotated[Path, typer.Option(help="catalogs for --routes")] = PROJECT_ROOT / "prompts",
 ) -> None:
-    """Call the running hotline as Twilio would, from the terminal."""
-    import httpx
-
-    settings = _settings()
+    """Call the hotline as Twilio would, from the terminal: the running server, or with
+    --routes a draft tree served in-process on a throwaway database."""
     party: ScriptedParty | TerminalParty = TerminalParty()
     if keys is not None:
         try:
@@ -207,15 +241,11 @@ def dial(
             on_hear=lambda t: typer.echo(f"  hotline: {t}"),
             on_answer=lambda a: typer.echo(f"  caller: {_describe(a)}"),
         )
-    phone = Phone(
-        httpx.Client(timeout=15),
-        public_url=settings.base_url,
-        auth_token=settings.twilio_auth_token,
-        server_url=url,
-    )
-    typer.echo(f"calling {settings.base_url}/twilio/voice from {from_number}")
     try:
-        record = phone.call(party, from_number=from_number, to_number=to_number)
+        if routes is not None:
+            record = _dial_draft(routes, prompts, party, from_number, to_number)
+        else:
+            record = _dial_server(party, from_number, to_number, url)
     except PhoneError as exc:
         raise _fail(str(exc)) from None
     where = f"; queued in '{record.queue}'" if record.queue else ""
@@ -362,6 +392,160 @@ def keygen() -> None:
     from cryptography.fernet import Fernet
 
     typer.echo(Fernet.generate_key().decode())
+
+
+def _call_line(row: dict[str, Any]) -> str:
+    from ivr.api import mask
+
+    facts = (row["state"] or {}).get("facts", {})
+    return (
+        f"{row['started_at']:%Y-%m-%d %H:%M:%S}  {row['call_sid']}  {mask(row['from_number']):>8}"
+        f"  {row['outcome']:<12} {facts.get('topic') or '-':<22} {facts.get('priority') or '-':<9}"
+        f" {facts.get('verified') or '-':<8} {row['ticket'] or ''}"
+    )
+
+
+@calls_app.command("list")
+def calls_list(
+    since: Annotated[datetime | None, typer.Option(help="from (ISO time, UTC if no zone)")] = None,
+    outcome: Annotated[str | None, typer.Option()] = None,
+    topic: Annotated[str | None, typer.Option()] = None,
+    queue: Annotated[str | None, typer.Option()] = None,
+    emergency: Annotated[bool | None, typer.Option("--emergency/--no-emergency")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Calls, newest first, with the same filters as GET /api/calls."""
+    from ivr.calllog import CallFilter, list_calls
+
+    db = _database(_settings())
+    start = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    with db.connect() as conn:
+        rows, _ = list_calls(
+            conn,
+            filters=CallFilter(
+                since=start, outcome=outcome, topic=topic, queue=queue, emergency=emergency
+            ),
+            limit=limit,
+        )
+    for row in rows:
+        typer.echo(_call_line(row))
+
+
+@calls_app.command("show")
+def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> None:
+    """One call's timeline: every node, input, case, agent action and the hang-up."""
+    from ivr.calllog import timeline
+
+    db = _database(_settings())
+    with db.connect() as conn:
+        found = timeline(conn, call_sid=call_sid)
+    if found is None:
+        raise _fail(f"no call {call_sid}")
+    typer.echo(_call_line(found["call"]))
+    for e in found["events"]:
+        typer.echo(_event_line(e))
+    for c in found["cases"]:
+        typer.echo(
+            f"  case {c['ticket']}: {c['priority']} in {c['queue']}, {c['status']}, "
+            f"verified {(c['flags'] or {}).get('verified', 'not_attempted')}"
+        )
+    for a in found["audit"]:
+        typer.echo(f"  {a['at']:%H:%M:%S} {a['actor']} {a['action']}: {a['result']}")
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    parts = [f"  {e['at']:%H:%M:%S}", e["kind"], e["node"] or "-"]
+    parts += [f"{k}={e[k]}" for k in ("input_kind", "option", "outcome", "prompt_key") if e[k]]
+    return " ".join(parts)
+
+
+@calls_app.command("tail")
+def calls_tail(
+    seconds: Annotated[float, typer.Option(help="stop after this long (0: until Ctrl-C)")] = 0,
+) -> None:
+    """Follow every call's events as they happen."""
+    import time
+
+    from sqlalchemy import select
+
+    from ivr.db import call_events
+
+    db = _database(_settings())
+    with db.connect() as conn:
+        last = (
+            conn.execute(select(call_events.c.id).order_by(call_events.c.id.desc())).scalar() or 0
+        )
+    stop = time.monotonic() + seconds if seconds else None
+    while stop is None or time.monotonic() < stop:
+        with db.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(call_events).where(call_events.c.id > last).order_by(call_events.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        for e in rows:
+            typer.echo(f"{e['call_sid']} {_event_line(dict(e)).strip()}")
+            last = e["id"]
+        time.sleep(0.5)
+
+
+def _dial_server(party: Party, from_number: str, to_number: str, url: str | None) -> CallRecord:
+    import httpx
+
+    settings = _settings()
+    phone = Phone(
+        httpx.Client(timeout=15),
+        public_url=settings.base_url,
+        auth_token=settings.twilio_auth_token,
+        server_url=url,
+    )
+    typer.echo(f"calling {settings.base_url}/twilio/voice from {from_number}")
+    return phone.call(party, from_number=from_number, to_number=to_number)
+
+
+def _dial_draft(
+    routes: Path, prompts: Path, party: Party, from_number: str, to_number: str
+) -> CallRecord:
+    """The same phone, against the app in this process: nothing is loaded until it is tried."""
+    import secrets
+    import tempfile
+
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette's notice about httpx is not for operators
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from ivr.db import upgrade
+    from ivr.tree import load_tree
+    from ivr.web import create_app
+
+    try:
+        tree = load_tree(routes, prompts)
+    except SourceError as exc:
+        raise _fail(f"the tree has errors:\n{exc}") from None
+    for warning in tree.warnings:
+        typer.echo(str(warning))
+    token, public = secrets.token_hex(16), "http://draft.invalid"
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/draft.sqlite3"
+        upgrade(url)
+        settings = Settings(
+            _env_file=None,
+            TWILIO_AUTH_TOKEN=token,
+            IVR_PUBLIC_URL=public,
+            IVR_DATABASE_URL=url,
+            IVR_ROUTES=str(routes),
+            IVR_PROMPTS=str(prompts),
+            IVR_HOLD_MUSIC_URL=None,
+        )
+        with TestClient(create_app(settings, tree=tree), base_url=public) as client:
+            typer.echo(f"trying {routes} (version {tree.version}) in-process")
+            return Phone(client, public_url=public, auth_token=token).call(
+                party, from_number=from_number, to_number=to_number
+            )
 
 
 def _describe(answer: Answer) -> str:

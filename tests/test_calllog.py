@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -135,3 +136,25 @@ def test_call_log_roles(client: TestClient, db: Engine, placed: dict[str, str]) 
     for path in ("/api/calls", "/api/calls.csv", f"/api/calls/{placed['self_help']}"):
         assert client.get(path).status_code == 401
         assert client.get(path, headers=bearer(operator)).status_code == 403
+
+
+def test_stats_over_http_count_the_placed_calls(
+    client: TestClient, supervisor: str, placed: dict[str, str], clock: FakeClock
+) -> None:
+    since = (clock.now - timedelta(hours=1)).isoformat()
+    until = (clock.now + timedelta(minutes=1)).isoformat()  # [since, until): the last call too
+    report = get(client, supervisor, "/api/stats", since=since, until=until)
+    # Three callers reached a queue (hijack, deposits agent, Mandarin general) and hung up.
+    assert (report["overall"]["offered"], report["overall"]["abandoned"]) == (3, 3)
+    assert report["overall"]["answered"] == 0 and report["overall"]["abandonment_rate"] == 1.0
+    assert report["calls"] == 5
+    naive = client.get(
+        "/api/stats", headers=bearer(supervisor), params={"since": "2026-01-01T00:00"}
+    )
+    assert naive.status_code == 422
+    operator = make_user_for(client)
+    assert client.get("/api/stats", headers=bearer(operator)).status_code == 403
+
+
+def make_user_for(client: TestClient) -> str:
+    return make_user(client.app.state.hotline.db, "olga", "operator")  # type: ignore[attr-defined]

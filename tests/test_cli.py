@@ -321,3 +321,49 @@ def test_a_running_server_reloads_on_sighup_or_file_change(tmp_path: Path, trigg
     assert after != before
     logged = (tmp_path / "server.log").read_text()
     assert "unknown node 'nowhere'" in logged and "the old one stays live" in logged
+
+
+def test_routes_graph_draws_each_format(tmp_path: Path) -> None:
+    tree = str(PROJECT_ROOT / "routes" / "hotline.yaml")
+    env = dict(os.environ)
+    mermaid = run(["routes", "graph", tree], env, tmp_path)
+    assert mermaid.returncode == 0 and mermaid.stdout.startswith("flowchart TD")
+    dot = run(["routes", "graph", tree, "--format", "dot"], env, tmp_path)
+    assert dot.stdout.startswith("digraph")
+    svg = run(["routes", "graph", tree, "--format", "svg"], env, tmp_path)
+    assert svg.returncode == 0, svg.stderr + " (is Graphviz installed? scripts/test installs it)"
+    assert "<svg" in svg.stdout and "emergency_queue" in svg.stdout
+    bad = run(["routes", "graph", tree, "--format", "png"], env, tmp_path)
+    assert bad.returncode == 1 and "mermaid, dot or svg" in bad.stderr
+
+
+def test_dial_routes_tries_a_draft_without_a_server_or_settings(tmp_path: Path) -> None:
+    draft = tmp_path / "draft.yaml"
+    # A draft in which main-menu 1 goes straight to the security queue.
+    draft.write_text(
+        (PROJECT_ROOT / "routes" / "hotline.yaml")
+        .read_text()
+        .replace("target: emergency\n", "target: emergency_queue\n", 1)
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no IVR_ or TWILIO_ settings
+    result = run(["dial", "--routes", str(draft), "--keys", "1,1"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "in-process" in result.stdout and "queued in 'security'" in result.stdout
+    assert "U I D" not in result.stdout  # the draft skips verification, as edited
+    assert "Warning" not in result.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(draft.read_text().replace("target: emergency\n", "target: nope\n", 1))
+    refused = run(["dial", "--routes", str(broken), "--keys", "1"], env, tmp_path)
+    assert refused.returncode == 1 and "unknown node 'nope'" in refused.stderr
+
+
+def test_calls_list_and_show_in_a_terminal(server: Server, tmp_path: Path) -> None:
+    placed = run(["dial", "--keys", "1,1,*", "--from", "+15005550987"], server.env, tmp_path)
+    sid = placed.stdout.strip().splitlines()[-1].split()[1]
+    listed = run(["calls", "list", "--emergency"], server.env, tmp_path)
+    assert listed.returncode == 0 and sid in listed.stdout and "***0987" in listed.stdout
+    assert "+15005550987" not in listed.stdout
+    shown = run(["calls", "show", sid], server.env, tmp_path)
+    assert "emergency_verify" in shown.stdout and "case " in shown.stdout
+    missing = run(["calls", "show", "CA" + "0" * 32], server.env, tmp_path)
+    assert missing.returncode == 1
