@@ -292,6 +292,8 @@ class TreeFile(_Model):
     max_menu_depth: int = Field(default=5, ge=1, le=20)
     # Where the engine puts a caller when a queue keeps refusing them or a transfer fails.
     fallback_queue: QueueName = "general"
+    # A prompt that takes longer to say than this is more than a caller can hold in mind.
+    max_prompt_seconds: int = Field(default=45, ge=5, le=600)
     menu_defaults: dict[str, Any] = {}
     nodes: dict[NodeName, Node] = Field(min_length=1)
 
@@ -546,6 +548,8 @@ def _check_graph(
                 f"the limit is max_menu_depth={tree.max_menu_depth}",
             )
     problems.extend(_pass_through_cycles(doc, nodes))
+    problems.extend(_long_prompts(doc, tree, catalogs, inherited))
+    problems.extend(_hours_bypassed(doc, nodes))
     for name, node in nodes.items():
         if isinstance(node, MenuNode):
             for rel, target in (
@@ -559,6 +563,73 @@ def _check_graph(
                         f"'{target}' hangs up on callers who cannot answer; send them to a queue",
                         "warning",
                     )
+    return problems
+
+
+def speaking_seconds(text: str) -> float:
+    """About how long TTS takes to say `text` (150 words, or 270 Chinese characters, a minute)."""
+    words = len(re.findall(r"[A-Za-z0-9]+", text))
+    hanzi = len(re.findall(r"[\u3400-\u9fff]", text))
+    return words / 2.5 + hanzi / 4.5
+
+
+def _long_prompts(
+    doc: YamlDoc, tree: TreeFile, catalogs: Catalogs, inherited: Inherited
+) -> list[Problem]:
+    problems = []
+    for name, node in tree.nodes.items():
+        for rel, key in prompt_keys(node):
+            for lang, cat in catalogs.by_language.items():
+                text = cat.prompts.get(key)
+                if not isinstance(text, str):
+                    continue
+                seconds = speaking_seconds(text)
+                if seconds > tree.max_prompt_seconds:
+                    loc = _from_defaults(("nodes", name, *rel), inherited)
+                    problems.append(
+                        doc.problem(
+                            loc,
+                            f"prompt '{key}' ({lang}) takes about {seconds:.0f} s to say: more "
+                            f"than a caller can hold in mind "
+                            f"(max_prompt_seconds={tree.max_prompt_seconds})",
+                            "warning",
+                        )
+                    )
+    return problems
+
+
+def _through_says(nodes: Mapping[str, Node], name: str) -> str:
+    """Where `name` leads once the say nodes on the way are said."""
+    seen: set[str] = set()
+    while name in nodes and name not in seen and isinstance(nodes[name], SayNode):
+        seen.add(name)
+        name = nodes[name].next  # type: ignore[union-attr]
+    return name
+
+
+def _hours_bypassed(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:
+    """A queue kept behind business hours somewhere, but reached directly from a menu option:
+    callers get there outside the hours with no closed branch."""
+    kept = {
+        _through_says(nodes, node.on_open): hours_name
+        for hours_name, node in nodes.items()
+        if isinstance(node, HoursNode)
+    }
+    problems = []
+    for name, node in nodes.items():
+        if not isinstance(node, MenuNode):
+            continue
+        for i, option in enumerate(node.options):
+            target = _through_says(nodes, option.target)
+            if target in kept and isinstance(nodes.get(target), QueueNode):
+                problems.append(
+                    doc.problem(
+                        ("nodes", name, "options", i, "target"),
+                        f"reaches queue node '{target}' directly, outside the business hours that "
+                        f"'{kept[target]}' keeps for it, with no closed branch",
+                        "warning",
+                    )
+                )
     return problems
 
 

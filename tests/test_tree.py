@@ -1135,3 +1135,26 @@ def test_language_choice_words_the_base_recogniser_cannot_hear_are_warned(
     _, problems = check(tmp_path, text)
     warned = [p for p in problems if "cannot be recognised" in p.message]
     assert len(warned) == 1 and warned[0].path == "nodes.language.options[1].speech"
+
+
+def test_a_prompt_too_long_to_hold_in_mind_is_warned(tmp_path: Path) -> None:
+    text = "max_prompt_seconds: 5\n" + BASE
+    _, problems = check(tmp_path, text)
+    long = [p for p in problems if "to say" in p.message]
+    assert long and all(p.severity == "warning" for p in long)
+    assert any(p.path == "nodes.main.prompt" and "(en)" in p.message for p in long)
+
+
+def test_a_queue_behind_hours_reached_directly_is_warned(tmp_path: Path) -> None:
+    text = (
+        (DATA / "mini.yaml")
+        .read_text()
+        .replace(
+            '      - {key: "2", target: more}',
+            '      - {key: "2", target: more}\n      - {key: "3", target: agent}',
+        )
+    )
+    _, problems = check(tmp_path, text)
+    [bypass] = [p for p in problems if "business hours" in p.message]
+    assert bypass.path == "nodes.main.options[2].target" and "'hours'" in bypass.message
+    assert bypass.severity == "warning"
