@@ -367,3 +367,21 @@ def test_calls_list_and_show_in_a_terminal(server: Server, tmp_path: Path) -> No
     assert "emergency_verify" in shown.stdout and "case " in shown.stdout
     missing = run(["calls", "show", "CA" + "0" * 32], server.env, tmp_path)
     assert missing.returncode == 1
+
+
+def test_calls_tail_follows_a_call_as_it_happens(server: Server, tmp_path: Path) -> None:
+    tail = subprocess.Popen(
+        [IVR, "calls", "tail", "--seconds", "8"],
+        env=server.env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # let it start following before the call
+    placed = run(["dial", "--keys", "1,0"], server.env, tmp_path)
+    sid = placed.stdout.strip().splitlines()[-1].split()[1]
+    out, _ = tail.communicate(timeout=30)
+    lines = [line for line in out.splitlines() if line.startswith(sid)]
+    assert any("entered main_menu" in line for line in lines)
+    assert any("queued agent_general" in line and "outcome=general" in line for line in lines)
