@@ -511,7 +511,6 @@ def _dial_draft(
     """The same phone, against the app in this process: nothing is loaded until it is tried."""
     import secrets
     import tempfile
-
     import warnings
 
     with warnings.catch_warnings():  # Starlette's notice about httpx is not for operators
