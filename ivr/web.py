@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +35,8 @@ from twilio.request_validator import (
 
 from ivr import engine
 from ivr.api import router as api_router
+from ivr.dashboard import STATIC_DIR, STATIC_PATH
+from ivr.dashboard import router as dashboard_router
 from ivr.db import create_db_engine
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
@@ -341,6 +344,8 @@ def create_app(
     app.state.validator = RequestValidator(settings.twilio_auth_token)
     app.include_router(router)
     app.include_router(api_router)
+    app.include_router(dashboard_router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:

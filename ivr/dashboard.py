@@ -1,0 +1,652 @@
+"""The web dashboard: live queue, call log and timelines, figures, and the call-tree picture.
+
+Server-rendered HTML (Jinja2, autoescaped) over the same functions as the JSON API: the queue,
+the call list and the timeline are the API's own route functions called directly, so masking
+and filtering are exactly the API's; the figures are `ivr.stats.figures`. Sign-in is with a
+user's API token, kept in an HttpOnly, SameSite=Strict cookie. Every page is sent with a
+strict Content-Security-Policy: no inline script, no inline style, nothing from elsewhere.
+
+Wire it into the app with the router and the static files:
+
+    app.include_router(router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+import jinja2
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from pydantic import TypeAdapter, ValidationError
+
+from ivr import api, graph, stats
+from ivr.cases import User, user_by_token
+from ivr.deps import HotlineDep
+from ivr.hotline import Hotline
+from ivr.tree import CompiledTree
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+PREFIX = "/dashboard"
+STATIC_PATH = f"{PREFIX}/static"
+LOGIN_PATH = f"{PREFIX}/login"
+COOKIE = "ivr_session"
+SESSION_SECONDS = 8 * 3600
+REFRESH_SECONDS = 5
+PAGE_SIZE = 50
+MAX_TOKEN = 200
+MAX_PERIOD = timedelta(days=31)
+MAX_BARS = 48
+BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
+
+STAFF = ("agent", "supervisor")
+TREE_ROLES = ("operator", "supervisor")
+PAGES = (
+    ("Queue", f"{PREFIX}/queue", STAFF),
+    ("Calls", f"{PREFIX}/calls", STAFF),
+    ("Figures", f"{PREFIX}/figures", STAFF),
+    ("Call tree", f"{PREFIX}/tree", TREE_ROLES),
+)
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+CALL_FILTERS = ("since", "until", "outcome", "topic", "queue", "verified", "emergency", "caller")
+
+CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make Origin "null"
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",  # pages hold callers' cases
+}
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def clock_text(seconds: float | None) -> str:
+    """A wait as mm:ss (minutes are not wrapped into hours: 75:03 is 75 minutes)."""
+    if seconds is None:
+        return "n/a"
+    whole = max(0, int(seconds))
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def when_text(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    if moment is None:
+        return ""
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime(fmt)
+
+
+def percent_text(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate * 100:.1f} %"
+
+
+def seconds_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} s"
+
+
+def label_text(value: str | None) -> str:
+    """A stored identifier as a person reads it: `not_attempted` -> `not attempted`."""
+    return (value or "").replace("_", " ")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        mmss=clock_text,
+        when=when_text,
+        pct=percent_text,
+        secs=seconds_text,
+        label=label_text,
+    )
+    return env
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+# -- sessions and pages ---------------------------------------------------------------------
+
+
+def _nav(user: User | None, path: str) -> list[dict[str, Any]]:
+    if user is None:
+        return []
+    return [
+        {"label": label, "href": href, "current": path.startswith(href)}
+        for label, href, roles in PAGES
+        if user.role in roles
+    ]
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    user: User | None = None,
+    status: int = 200,
+) -> Response:
+    page = {
+        "user": user,
+        "nav": _nav(user, request.url.path),
+        "static": STATIC_PATH,
+        "prefix": PREFIX,
+        **context,
+    }
+    return templates.TemplateResponse(
+        request, name, page, status_code=status, headers=SECURITY_HEADERS
+    )
+
+
+def _message(heading: str, message: str) -> dict[str, str]:
+    return {"heading": heading, "message": message}
+
+
+def redirect(location: str) -> RedirectResponse:
+    return RedirectResponse(location, status_code=303, headers=SECURITY_HEADERS)
+
+
+def session_user(request: Request, hotline: Hotline) -> User | None:
+    token = request.cookies.get(COOKIE, "")
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    with hotline.db.connect() as conn:
+        return user_by_token(conn, token=token)
+
+
+def gate(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | Response:
+    """The signed-in user if their role may see the page; otherwise the answer to send."""
+    user = session_user(request, hotline)
+    if user is None:
+        return redirect(LOGIN_PATH)
+    if user.role not in roles:
+        return render(
+            request,
+            "error.html",
+            _message(
+                "Not for your role",
+                f"This page is for the role {' or '.join(roles)}; "
+                f"you are signed in as {user.name} ({user.role}).",
+            ),
+            user=user,
+            status=403,
+        )
+    return user
+
+
+def home(user: User) -> str:
+    return f"{PREFIX}/tree" if user.role == "operator" else f"{PREFIX}/queue"
+
+
+def same_origin(request: Request, hotline: Hotline) -> bool:
+    """A browser's POST comes from our own pages (the cookie is SameSite=Strict as well)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a browser, or one that sends no Origin: SameSite still holds
+    allowed = {request.headers.get("host", ""), urlsplit(hotline.settings.base_url).netloc}
+    return urlsplit(origin).netloc in allowed - {""}
+
+
+@router.get("")
+def index(request: Request, hotline: HotlineDep) -> Response:
+    user = session_user(request, hotline)
+    return redirect(home(user) if user else LOGIN_PATH)
+
+
+@router.get("/login")
+def login_form(request: Request) -> Response:
+    return render(request, "login.html", {"error": None})
+
+
+@router.post("/login")
+def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] = "") -> Response:
+    if not same_origin(request, hotline):
+        return render(request, "login.html", {"error": "Sign in from this site."}, status=403)
+    token = token.strip()
+    user = None
+    if token and len(token) <= MAX_TOKEN:
+        with hotline.db.connect() as conn:
+            user = user_by_token(conn, token=token)
+    if user is None:
+        return render(
+            request,
+            "login.html",
+            {"error": "That token is not valid. Check it and try again."},
+            status=401,
+        )
+    response = redirect(home(user))
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=SESSION_SECONDS,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, hotline: HotlineDep) -> Response:
+    if not same_origin(request, hotline):
+        return render(
+            request, "error.html", _message("Refused", "Sign out from this site."), status=403
+        )
+    response = redirect(LOGIN_PATH)
+    response.delete_cookie(
+        COOKIE,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+# -- the live queue -------------------------------------------------------------------------
+
+
+def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
+    entries = api.queue(user, hotline)
+    return {
+        "entries": entries,
+        "emergencies": sum(e.priority == "emergency" for e in entries),
+        "updated": hotline.clock(),
+        "refresh": REFRESH_SECONDS,
+    }
+
+
+@router.get("/queue")
+def queue_page(request: Request, hotline: HotlineDep) -> Response:
+    user = gate(request, hotline, STAFF)
+    if isinstance(user, Response):
+        return user
+    return render(request, "queue.html", _queue_context(hotline, user), user=user)
+
+
+@router.get("/queue/rows")
+def queue_rows(request: Request, hotline: HotlineDep) -> Response:
+    """The queue table alone, fetched by the page every few seconds."""
+    user = gate(request, hotline, STAFF)
+    if isinstance(user, Response):
+        return user
+    return render(request, "_queue_table.html", _queue_context(hotline, user), user=user)
+
+
+# -- calls and timelines --------------------------------------------------------------------
+
+_CALL_QUERY = TypeAdapter(api.CallQuery)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time typed without a zone (the form's datetime-local) is UTC, as the pages show."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def call_query(raw: dict[str, str]) -> api.CallQuery:
+    """The API's filters from the form; empty fields mean "any". Raises ValidationError."""
+    given = {k: v.strip() for k, v in raw.items() if k in CALL_FILTERS and v.strip()}
+    query = _CALL_QUERY.validate_python(given)
+    return dataclasses.replace(query, since=as_utc(query.since), until=as_utc(query.until))
+
+
+def problems(error: ValidationError) -> list[str]:
+    return [f"{'.'.join(map(str, e['loc'])) or 'filter'}: {e['msg']}" for e in error.errors()]
+
+
+def page_link(raw: dict[str, str], cursor: str | None = None) -> str:
+    """The calls page with the same filters, at `cursor` (or the first page)."""
+    params = [(k, raw[k]) for k in CALL_FILTERS if raw.get(k)]
+    if cursor:
+        params.append(("cursor", cursor))
+    return f"{PREFIX}/calls" + (f"?{urlencode(params)}" if params else "")
+
+
+@router.get("/calls")
+def calls_page(request: Request, hotline: HotlineDep) -> Response:
+    user = gate(request, hotline, STAFF)
+    if isinstance(user, Response):
+        return user
+    raw = {k: request.query_params.get(k, "") for k in CALL_FILTERS}
+    cursor = request.query_params.get("cursor") or None
+    context: dict[str, Any] = {"form": raw, "calls": [], "next_link": None, "errors": []}
+    context["first_link"] = page_link(raw) if cursor is not None else None
+    try:
+        if cursor is not None and len(cursor) > MAX_TOKEN:
+            raise HTTPException(422, "not a cursor from this page")
+        found = api.calls_list(user, hotline, call_query(raw), PAGE_SIZE, cursor)
+    except ValidationError as exc:
+        context["errors"] = problems(exc)
+    except HTTPException as exc:
+        context["errors"] = [str(exc.detail)]
+    else:
+        context["calls"] = found.calls
+        context["next_link"] = page_link(raw, found.next_cursor) if found.next_cursor else None
+    context["filtered"] = bool(any(raw.values()))
+    status = 422 if context["errors"] else 200
+    return render(request, "calls.html", context, user=user, status=status)
+
+
+@router.get("/calls/{call_sid}")
+def timeline_page(request: Request, hotline: HotlineDep, call_sid: str) -> Response:
+    user = gate(request, hotline, STAFF)
+    if isinstance(user, Response):
+        return user
+    found = None
+    if CALL_SID.match(call_sid):
+        try:
+            found = api.call_timeline(call_sid, user, hotline)
+        except HTTPException:
+            found = None
+    if found is None:
+        context = _message("No such call", "There is no call with that id in the log.")
+        return render(request, "error.html", context, user=user, status=404)
+    return render(request, "timeline.html", {"t": found}, user=user)
+
+
+# -- figures --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
+    missing: bool
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """What the chart template draws: geometry in the SVG's own units, text already final."""
+
+    id: str
+    title: str
+    description: str
+    width: int
+    height: int
+    left: float
+    top: float
+    right: float
+    bottom: float
+    bars: list[Bar]
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    end: datetime
+    report: stats.Report
+
+
+def parse_when(raw: str, what: str) -> datetime | None:
+    """`2026-11-23T03:00` (UTC, as the form sends it) or any ISO 8601 time; '' is None."""
+    if not raw.strip():
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(raw.strip()))
+    except ValueError:
+        raise ValueError(f"{what}: not a date and time (use 2026-11-23T03:00)") from None
+
+
+def period(since: str, until: str, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end): by default the 24 hours up to the end of the current hour."""
+    end = parse_when(until, "until") or now.replace(minute=0, second=0, microsecond=0) + timedelta(
+        hours=1
+    )
+    start = parse_when(since, "since") or end - timedelta(hours=24)
+    if end <= start:
+        raise ValueError("until must be after since")
+    if end - start > MAX_PERIOD:
+        raise ValueError(f"the period can be at most {MAX_PERIOD.days} days")
+    return start, end
+
+
+def bucket_size(span: timedelta) -> timedelta:
+    for hours in BUCKET_HOURS:
+        size = timedelta(hours=hours)
+        if math.ceil(span / size) <= MAX_BARS:
+            return size
+    return timedelta(hours=math.ceil(span / timedelta(hours=MAX_BARS)))
+
+
+def buckets(hotline: Hotline, start: datetime, end: datetime, size: timedelta) -> list[Bucket]:
+    """The period's figures, one report per bucket (the last one may be shorter)."""
+    found = []
+    with hotline.db.connect() as conn:
+        at = start
+        while at < end:
+            stop = min(at + size, end)
+            found.append(Bucket(at, stop, stats.figures(conn, start=at, end=stop)))
+            at = stop
+    return found
+
+
+def nice_ceiling(value: float) -> tuple[float, float]:
+    """An axis maximum >= value and its step, from steps of 1, 2 or 5 times a power of 10."""
+    if value <= 0:
+        return 1.0, 1.0
+    magnitude = 10 ** math.floor(math.log10(value / 4))
+    for factor in (1, 2, 5, 10):
+        step = factor * magnitude
+        if value / step <= 5:
+            return math.ceil(value / step) * step, step
+    raise AssertionError("unreachable: factor 10 always fits")
+
+
+CHART_W, CHART_H = 560, 220
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 52, 10, 12, 34
+MAX_LABELS = 6
+
+
+def value_text(value: float | None, *, rate: bool) -> str:
+    if value is None:
+        return "n/a"
+    return percent_text(value) if rate else f"{value:g}"
+
+
+def bar_chart(
+    chart_id: str,
+    title: str,
+    points: Sequence[tuple[str, str, float | None]],
+    *,
+    rate: bool,
+) -> Chart:
+    """Bars for (axis label, bar title, value) points. A None value (nothing to divide by)
+    gets no bar, only its title; a 0 gets a hairline, so the two never look alike."""
+    values = [v for _, _, v in points if v is not None]
+    top, step = (1.0, 0.25) if rate else nice_ceiling(max(values, default=0))
+    left, right = MARGIN_LEFT, CHART_W - MARGIN_RIGHT
+    upper, bottom = MARGIN_TOP, CHART_H - MARGIN_BOTTOM
+    slot = (right - left) / max(1, len(points))
+    gap = min(6.0, slot * 0.25)
+    bars = []
+    for i, (_, name, value) in enumerate(points):
+        height = (bottom - upper) * (value or 0) / top
+        if value is not None:
+            height = max(height, 1.5)
+        x = left + i * slot + gap / 2
+        bars.append(
+            Bar(
+                x,
+                bottom - height,
+                slot - gap,
+                height,
+                f"{name}: {value_text(value, rate=rate)}",
+                missing=value is None,
+            )
+        )
+    stride = max(1, math.ceil(len(points) / MAX_LABELS))
+    last = len(points) - 1
+    x_ticks = [  # counted back from the newest bar, which is always labelled
+        Tick(left + (i + 0.5) * slot, label)
+        for i, (label, _, _) in enumerate(points)
+        if (last - i) % stride == 0
+    ]
+    count = round(top / step)
+    y_ticks = [
+        Tick(
+            bottom - (bottom - upper) * k / count,
+            f"{k * step * 100:.0f} %" if rate else f"{k * step:g}",
+        )
+        for k in range(count + 1)
+    ]
+    return Chart(
+        id=chart_id,
+        title=title,
+        description="; ".join(b.title for b in bars),
+        width=CHART_W,
+        height=CHART_H,
+        left=left,
+        top=upper,
+        right=right,
+        bottom=bottom,
+        bars=bars,
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+    )
+
+
+def _per(size: timedelta) -> str:
+    hours = int(size / timedelta(hours=1))
+    return "hour" if hours == 1 else f"{hours} hours"
+
+
+def charts(series: list[Bucket], size: timedelta) -> list[Chart]:
+    multi_day = series[0].start.date() != series[-1].end.date() if series else False
+    fmt = "%d/%m %H:%M" if multi_day and size >= timedelta(hours=6) else "%H:%M"
+    named = [
+        (
+            when_text(b.start, fmt),
+            f"{when_text(b.start, '%d %b %H:%M')} to {when_text(b.end, '%H:%M')}",
+        )
+        for b in series
+    ]
+    per = _per(size)
+    calls = [(x, n, float(b.report.calls)) for (x, n), b in zip(named, series, strict=True)]
+    abandon = [
+        (x, n, b.report.overall.abandonment_rate) for (x, n), b in zip(named, series, strict=True)
+    ]
+    service = [
+        (x, n, b.report.overall.service_level) for (x, n), b in zip(named, series, strict=True)
+    ]
+    return [
+        bar_chart("calls-chart", f"Calls per {per}", calls, rate=False),
+        bar_chart("abandonment-chart", f"Abandonment rate per {per}", abandon, rate=True),
+        bar_chart("service-chart", f"Service level per {per}", service, rate=True),
+    ]
+
+
+def local_input(moment: datetime) -> str:
+    return when_text(moment, "%Y-%m-%dT%H:%M")
+
+
+def figures_link(start: datetime, end: datetime) -> str:
+    query = urlencode({"since": local_input(start), "until": local_input(end)})
+    return f"{PREFIX}/figures?{query}"
+
+
+@router.get("/figures")
+def figures_page(request: Request, hotline: HotlineDep) -> Response:
+    user = gate(request, hotline, STAFF)
+    if isinstance(user, Response):
+        return user
+    since = request.query_params.get("since", "")[:40]
+    until = request.query_params.get("until", "")[:40]
+    try:
+        start, end = period(since, until, hotline.clock())
+    except ValueError as exc:
+        refused = {"errors": [str(exc)], "form": {"since": since, "until": until}, "report": None}
+        return render(request, "figures.html", refused, user=user, status=422)
+    return render(request, "figures.html", figures_context(hotline, start, end), user=user)
+
+
+def figures_context(hotline: Hotline, start: datetime, end: datetime) -> dict[str, Any]:
+    with hotline.db.connect() as conn:
+        report = stats.figures(conn, start=start, end=end)
+    size = bucket_size(end - start)
+    return {
+        "errors": [],
+        "form": {"since": local_input(start), "until": local_input(end)},
+        "report": report,
+        "charts": charts(buckets(hotline, start, end, size), size),
+        "definitions": (stats.__doc__ or "").strip(),
+        "last_week": figures_link(end - timedelta(days=7), end),
+    }
+
+
+# -- the call tree --------------------------------------------------------------------------
+
+_SVG_CACHE: dict[str, str] = {}
+
+
+def tree_svg(tree: CompiledTree) -> str:
+    """Graphviz's picture of the tree, without its XML prologue, once per tree version."""
+    cached = _SVG_CACHE.get(tree.version)
+    if cached is None:
+        text = graph.svg(tree)
+        cached = text[text.index("<svg") :]
+        if len(_SVG_CACHE) >= 8:
+            _SVG_CACHE.clear()
+        _SVG_CACHE[tree.version] = cached
+    return cached
+
+
+@router.get("/tree")
+def tree_page(request: Request, hotline: HotlineDep) -> Response:
+    user = gate(request, hotline, TREE_ROLES)
+    if isinstance(user, Response):
+        return user
+    tree = hotline.trees.current
+    context: dict[str, Any] = {"version": tree.version, "nodes": len(tree.tree.nodes)}
+    try:
+        # Graphviz escapes every label it writes; the text comes from the operators' tree file.
+        context.update(picture=Markup(tree_svg(tree)), mermaid=None, problem=None)
+    except (graph.GraphvizMissing, graph.GraphvizFailed) as exc:
+        context.update(picture=None, mermaid=graph.mermaid(tree), problem=str(exc))
+    return render(request, "tree.html", context, user=user)

@@ -1,0 +1,626 @@
+"""The web dashboard: pages over HTTP (both databases), then one run in a real browser.
+
+The HTTP tests read the HTML with lxml. The browser test starts the app as a real server
+(uvicorn on a free local port), places calls through the Twilio-like phone over HTTP while the
+callers hold, and drives Debian's Chromium with Playwright: sign in, the emergency on top of
+the live queue, the calls list, a timeline, the figures and the tree. It writes a screenshot of
+each page to test-artifacts/dashboard-<page>.png. Without /usr/bin/chromium (or Graphviz) the
+tests fail: run scripts/browser-deps.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.testclient import TestClient
+from lxml import html
+from sqlalchemy import Engine
+
+from ivr import dashboard
+from ivr.db import create_db_engine
+from ivr.graph import GraphvizMissing
+from ivr.identity import LocalDirectory
+from ivr.phone import Phone, Press, ScriptedParty
+from ivr.settings import PROJECT_ROOT, Settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+
+UID, PIN, ID4 = "10000001", "739182", "5064"
+VICTIM = "+15005550006"
+NORMAL_CALLER = "+15005550123"
+AGENT_PHONE = "+15005559999"
+HIJACK = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # English, stolen account, UID, PIN
+DEPOSITS = [Press("1"), Press("3"), Press("1"), Press("1")]  # deposits -> not credited -> agent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+PAGES = ("/dashboard/queue", "/dashboard/calls", "/dashboard/figures", "/dashboard/tree")
+
+
+def with_dashboard(app: FastAPI) -> FastAPI:
+    """The dashboard's router and static files, unless the app has them already."""
+    paths = {getattr(route, "path", None) for route in app.routes}
+    if "/dashboard/login" not in paths:
+        app.include_router(dashboard.router)
+    if dashboard.STATIC_PATH not in paths:
+        static = StaticFiles(directory=dashboard.STATIC_DIR)
+        app.mount(dashboard.STATIC_PATH, static, name="dashboard-static")
+    return app
+
+
+@pytest.fixture
+def app(settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeClock) -> FastAPI:
+    return with_dashboard(create_app(settings, tree=hotline_tree, db=db, clock=clock))
+
+
+def add_account(db: Engine, settings: Settings) -> None:
+    LocalDirectory(db, settings.secret_key).add(
+        uid=UID,
+        pin=PIN,
+        id_last4=ID4,
+        phone=VICTIM,
+        totp_secret=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+@pytest.fixture
+def placed(phone: Phone, clock: FakeClock, db: Engine, settings: Settings) -> dict[str, str]:
+    """A normal caller, then 30 s later a verified hijack victim; both hang up on hold, so
+    both cases stay in line (abandoned, for a call back). Returns name -> CallSid."""
+    add_account(db, settings)
+    normal = phone.call(ScriptedParty(list(DEPOSITS)), from_number=NORMAL_CALLER)
+    clock.advance(seconds=30)
+    hijack = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    clock.advance(seconds=95)
+    return {"normal": normal.call_sid, "hijack": hijack.call_sid}
+
+
+@pytest.fixture
+def supervisor(db: Engine) -> str:
+    return make_user(db, "sam", "supervisor")
+
+
+def login(client: TestClient, token: str) -> httpx.Response:
+    return client.post("/dashboard/login", data={"token": token}, follow_redirects=False)
+
+
+def signed_in(client: TestClient, token: str) -> TestClient:
+    assert login(client, token).status_code == 303
+    return client
+
+
+def page(client: TestClient, path: str, status: int = 200, **params: str) -> Any:
+    response = client.get(path, params=params or None, follow_redirects=False)
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("text/html")
+    return html.fromstring(response.text)
+
+
+def texts(doc: Any, xpath: str) -> list[str]:
+    return [" ".join(e.text_content().split()) for e in doc.xpath(xpath)]
+
+
+def cookie_header(response: httpx.Response) -> str:
+    [value] = response.headers.get_list("set-cookie")
+    return value
+
+
+# -- signing in -------------------------------------------------------------------------------
+
+
+def test_a_bad_token_shows_an_error_and_sets_no_cookie(client: TestClient, db: Engine) -> None:
+    for token in ("not-a-token", "", "x" * 5000):
+        response = login(client, token)
+        assert response.status_code == 401
+        assert "That token is not valid" in response.text
+        assert "set-cookie" not in response.headers
+    assert client.get("/dashboard/login").status_code == 200
+
+
+def test_a_good_token_sets_a_strict_http_only_cookie(
+    client: TestClient, app: FastAPI, db: Engine, supervisor: str
+) -> None:
+    response = login(client, supervisor)
+    assert (response.status_code, response.headers["location"]) == (303, "/dashboard/queue")
+    cookie = cookie_header(response)
+    assert cookie.startswith(f"{dashboard.COOKIE}={supervisor};")
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/dashboard"} <= flags
+    assert "secure" not in flags  # plain http here
+    with TestClient(app, base_url="https://testserver") as secure:
+        assert "secure" in cookie_header(login(secure, supervisor)).lower().split("; ")
+    # An operator lands on the tree, the one page for them.
+    operator = login(client, make_user(db, "olga", "operator"))
+    assert operator.headers["location"] == "/dashboard/tree"
+
+
+def test_signing_out_ends_the_session(client: TestClient, supervisor: str) -> None:
+    signed_in(client, supervisor)
+    page(client, "/dashboard/queue")
+    out = client.post("/dashboard/logout", follow_redirects=False)
+    assert (out.status_code, out.headers["location"]) == (303, "/dashboard/login")
+    assert "Max-Age=0" in cookie_header(out) or "expires=" in cookie_header(out).lower()
+    assert client.get("/dashboard/queue", follow_redirects=False).status_code == 303
+
+
+def test_a_post_from_another_site_is_refused(client: TestClient, supervisor: str) -> None:
+    response = client.post(
+        "/dashboard/login",
+        data={"token": supervisor},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+    same = client.post(
+        "/dashboard/login",
+        data={"token": supervisor},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert same.status_code == 303
+
+
+def test_every_page_needs_a_login(client: TestClient, placed: dict[str, str]) -> None:
+    paths = [*PAGES, "/dashboard/queue/rows", f"/dashboard/calls/{placed['hijack']}"]
+    for path in paths:
+        response = client.get(path, follow_redirects=False)
+        assert (response.status_code, response.headers["location"]) == (303, "/dashboard/login")
+    client.cookies.set(dashboard.COOKIE, "forged", path="/dashboard")
+    for path in paths:
+        assert client.get(path, follow_redirects=False).status_code == 303
+
+
+def test_each_page_needs_the_right_role(
+    client: TestClient, db: Engine, placed: dict[str, str]
+) -> None:
+    staff_pages = ["/dashboard/queue", "/dashboard/calls", "/dashboard/figures"]
+    staff_pages += [f"/dashboard/calls/{placed['hijack']}", "/dashboard/queue/rows"]
+    signed_in(client, make_user(db, "olga", "operator"))
+    for path in staff_pages:
+        doc = page(client, path, status=403)
+        assert "Not for your role" in doc.text_content()
+    page(client, "/dashboard/tree")
+    signed_in(client, make_user(db, "alice", "agent", AGENT_PHONE))
+    assert "Not for your role" in page(client, "/dashboard/tree", status=403).text_content()
+    for path in staff_pages:
+        page(client, path)
+    # The navigation offers only what the role may open.
+    assert texts(page(client, "/dashboard/queue"), "//nav//a") == ["Queue", "Calls", "Figures"]
+
+
+# -- the pages ------------------------------------------------------------------------------
+
+
+def test_queue_shows_the_emergency_first_marked_and_masked(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/queue")
+    rows = doc.xpath("//table[contains(@class,'queue')]/tbody/tr")
+    assert len(rows) == 2
+    first, second = rows
+    assert "emergency" in first.get("class").split()
+    assert texts(first, ".//span[contains(@class,'badge-emergency')]") == ["Emergency"]
+    cells = [" ".join(td.text_content().split()) for td in first.xpath("./td")]
+    # position, ticket, priority, queue, reason, verified, status, waiting, caller
+    assert cells[0] == "1" and re.fullmatch(r"\d{7}", cells[1])
+    assert cells[2:] == [
+        "Emergency",
+        "security",
+        "account hijack",
+        "yes",
+        "abandoned",
+        "01:35",
+        "***0006",
+    ]
+    assert "emergency" not in second.get("class").split()
+    assert [" ".join(td.text_content().split()) for td in second.xpath("./td")][-2:] == [
+        "02:05",
+        "***0123",
+    ]
+    source = html.tostring(doc, encoding="unicode")
+    assert "5005550006" not in source and "5005550123" not in source
+    # The fragment the page refreshes itself with: the same table, no page around it.
+    fragment = client.get("/dashboard/queue/rows")
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert fragment.text.index(">1<") < fragment.text.index("badge-emergency")
+
+
+def call_sids(doc: Any) -> list[str]:
+    return [tr.get("data-call") for tr in doc.xpath("//table[contains(@class,'calls')]/tbody/tr")]
+
+
+def test_calls_page_filters_like_the_api(
+    client: TestClient, supervisor: str, placed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signed_in(client, supervisor)
+    both = [placed["hijack"], placed["normal"]]  # newest first
+    assert call_sids(page(client, "/dashboard/calls")) == both
+    # Empty fields, as a GET form sends them, mean "any".
+    blank = {k: "" for k in dashboard.CALL_FILTERS}
+    assert call_sids(page(client, "/dashboard/calls", **blank)) == both
+    assert call_sids(page(client, "/dashboard/calls", emergency="true")) == [placed["hijack"]]
+    assert call_sids(page(client, "/dashboard/calls", emergency="false")) == [placed["normal"]]
+    assert call_sids(page(client, "/dashboard/calls", topic="deposits_withdrawals")) == [
+        placed["normal"]
+    ]
+    assert call_sids(page(client, "/dashboard/calls", verified="yes")) == [placed["hijack"]]
+    assert call_sids(page(client, "/dashboard/calls", caller="0123")) == [placed["normal"]]
+    assert call_sids(page(client, "/dashboard/calls", since="2026-11-23T03:00:10")) == [
+        placed["hijack"]
+    ]
+    assert call_sids(page(client, "/dashboard/calls", until="2026-11-23T03:00")) == []
+    filtered = page(client, "/dashboard/calls", queue="security")
+    assert filtered.xpath("//select[@name='emergency']/option[@selected]") == []
+    assert filtered.xpath("//input[@name='queue']/@value") == ["security"]
+    # Wrong input is said on the page, not a 500 or a JSON error.
+    bad = page(client, "/dashboard/calls", status=422, caller="12ab", outcome="nope")
+    problems = " ".join(texts(bad, "//*[@role='alert']//li"))
+    assert "caller" in problems and "outcome" in problems
+    assert "cursor" in page(client, "/dashboard/calls", status=422, cursor="nope").text_content()
+    # One call a page: the next link carries the filters and reaches the older call.
+    monkeypatch.setattr(dashboard, "PAGE_SIZE", 1)
+    first = page(client, "/dashboard/calls", queue="")
+    assert call_sids(first) == [placed["hijack"]]
+    [next_link] = first.xpath("//a[@rel='next']/@href")
+    second = page(client, next_link)
+    assert call_sids(second) == [placed["normal"]] and not second.xpath("//a[@rel='next']")
+
+
+def test_the_page_escapes_what_it_echoes(client: TestClient, supervisor: str) -> None:
+    signed_in(client, supervisor)
+    response = client.get("/dashboard/calls", params={"topic": "<script>alert(1)</script>"})
+    assert response.status_code == 200
+    assert "<script>alert(1)" not in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+
+
+def test_timeline_shows_the_nodes_and_no_digits(
+    client: TestClient, supervisor: str, db: Engine, placed: dict[str, str]
+) -> None:
+    signed_in(client, supervisor)
+    response = client.get(f"/dashboard/calls/{placed['hijack']}")
+    assert response.status_code == 200
+    doc = html.fromstring(response.text)
+    nodes = texts(doc, "//table[contains(@class,'timeline')]//td[@class='node']")
+    for node in ("language", "main_menu", "emergency_verify", "emergency_queue"):
+        assert node in nodes
+    assert nodes.index("emergency_verify") < nodes.index("emergency_queue")
+    assert "***0006" in response.text
+    for secret in (PIN, UID, ID4, "5005550006"):
+        assert secret not in response.text, secret
+    # Calls page -> timeline: the link in the list is this page.
+    links = page(client, "/dashboard/calls").xpath("//tbody//a/@href")
+    assert f"/dashboard/calls/{placed['hijack']}" in links
+    page(client, f"/dashboard/calls/CA{'0' * 32}", status=404)
+    page(client, "/dashboard/calls/not-a-call", status=404)
+
+
+def test_an_agent_sees_the_whole_number_only_on_their_own_case(
+    client: TestClient, db: Engine, placed: dict[str, str]
+) -> None:
+    agent = make_user(db, "alice", "agent", AGENT_PHONE)
+    claimed = client.post("/api/agents/next", headers=bearer(agent))
+    assert claimed.json()["case"]["priority"] == "emergency"  # the hijack is theirs now
+    signed_in(client, agent)
+    assert VICTIM in client.get(f"/dashboard/calls/{placed['hijack']}").text
+    other = client.get(f"/dashboard/calls/{placed['normal']}").text
+    assert NORMAL_CALLER not in other and "***0123" in other
+    queue = client.get("/dashboard/queue").text  # waiting cases are nobody's: masked
+    assert "***0123" in queue and NORMAL_CALLER not in queue
+
+
+def test_figures_page_draws_charts_and_the_per_queue_table(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/figures")
+    charts = doc.xpath("//figure[contains(@class,'chart')]/svg")
+    assert len(charts) == 3
+    titles = [c.xpath("./title")[0].text for c in charts]
+    assert titles == ["Calls per hour", "Abandonment rate per hour", "Service level per hour"]
+    # Default period: the 24 hours up to the end of the clock's hour (03:00 -> 04:00), so the
+    # last bar is 03:00-04:00 and holds both calls.
+    bars = charts[0].xpath(".//g[@class='bars']/rect/title")
+    assert len(bars) == 24
+    assert [b.text for b in bars][-1] == "23 Nov 03:00 to 04:00: 2"
+    rows = {r[0]: r[1:] for r in (texts(tr, "./*") for tr in doc.xpath("//table//tr"))}
+    assert rows["security"][:5] == ["1", "0", "0", "1", "100.0 %"]  # offered ... abandonment
+    assert rows["payments"][:5] == ["1", "0", "0", "1", "100.0 %"]
+    assert rows["All queues"][0] == "2"
+    assert doc.xpath("//a[@href='#definitions']") and doc.xpath("//*[@id='definitions']//pre")
+    # A period before the calls: nothing offered, rates are n/a (not 0).
+    empty = page(client, "/dashboard/figures", since="2026-11-20T00:00", until="2026-11-21T00:00")
+    assert "No case reached a queue" in empty.text_content()
+    assert texts(empty, "//tfoot//td")[4] == "n/a"
+    bad = page(client, "/dashboard/figures", status=422, since="2026-11-23", until="2026-11-22")
+    assert "until must be after since" in bad.text_content()
+    too_long = page(client, "/dashboard/figures", status=422, since="2026-01-01")
+    assert "at most 31 days" in too_long.text_content()
+    assert (
+        "not a date" in page(client, "/dashboard/figures", status=422, since="soon").text_content()
+    )
+
+
+def test_tree_page_draws_the_live_tree(
+    client: TestClient, supervisor: str, hotline_tree: CompiledTree
+) -> None:
+    assert shutil.which("dot"), "Graphviz `dot` is required: run scripts/browser-deps"
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/tree")
+    [svg] = doc.xpath("//figure[contains(@class,'tree-picture')]/svg")
+    labels = set(texts(svg, ".//text"))
+    assert {"main_menu", "emergency_queue"} <= labels
+    assert hotline_tree.version in doc.text_content()
+
+
+def test_tree_page_falls_back_to_mermaid_without_graphviz(
+    client: TestClient, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_graphviz(tree: CompiledTree) -> str:
+        raise GraphvizMissing()
+
+    monkeypatch.setattr(dashboard, "_SVG_CACHE", {})
+    monkeypatch.setattr(dashboard.graph, "svg", no_graphviz)
+    signed_in(client, make_user(db, "olga", "operator"))
+    doc = page(client, "/dashboard/tree")
+    assert not doc.xpath("//svg")
+    [pre] = doc.xpath("//pre[contains(@class,'mermaid-text')]")
+    assert pre.text_content().startswith("flowchart TD")
+    assert "Graphviz" in " ".join(texts(doc, "//*[@role='status']"))
+
+
+def test_every_page_is_sent_with_a_strict_policy(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    anonymous = [client.get("/dashboard/login"), client.get("/dashboard/queue")]
+    signed_in(client, supervisor)
+    paths = [*PAGES, "/dashboard/queue/rows", f"/dashboard/calls/{placed['hijack']}"]
+    responses = anonymous + [client.get(p) for p in paths]
+    for response in responses:
+        policy = response.headers["content-security-policy"]
+        assert policy == dashboard.CSP
+        assert "default-src 'self'" in policy and "unsafe-inline" not in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+        # What the policy would block must not be there: inline scripts, handlers, styles.
+        assert not re.search(r"<script(?![^>]*\bsrc=)", response.text)
+        assert not re.search(r"\son[a-z]+=|\sstyle=|<style", response.text)
+
+
+# -- in a real browser ------------------------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class HoldingCaller(ScriptedParty):
+    """A scripted caller who stays on hold until `release` is set (or an agent takes them)."""
+
+    def __init__(self, answers: list[Any], release: threading.Event) -> None:
+        super().__init__(answers)
+        self.release = release
+        self.queued = threading.Event()
+
+    def keep_holding(self, queue: str, polls: int) -> bool:
+        self.queued.set()
+        return not self.release.wait(0.3)
+
+
+class Callers:
+    """Callers on the line, each in a thread, holding in a queue until `hang_up`."""
+
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
+        self.release = threading.Event()
+        self.threads: dict[str, threading.Thread] = {}
+        self.errors: list[BaseException] = []
+
+    def call(self, answers: list[Any], number: str) -> str:
+        """Place a call and return its CallSid once the caller holds in a queue."""
+        party = HoldingCaller(answers, self.release)
+        sid = "CA" + uuid.uuid4().hex
+
+        def run() -> None:
+            try:
+                self.phone.call(party, from_number=number, call_sid=sid)
+            except BaseException as exc:  # reported by hang_up
+                self.errors.append(exc)
+
+        self.threads[sid] = threading.Thread(target=run, daemon=True)
+        self.threads[sid].start()
+        assert party.queued.wait(15), f"the caller {number} never reached a queue: {self.errors}"
+        return sid
+
+    def finished(self, sid: str) -> None:
+        """Wait for a call to end by itself (after an agent took it)."""
+        self.threads[sid].join(15)
+        assert not self.threads[sid].is_alive(), f"call {sid} did not end"
+
+    def hang_up(self) -> None:
+        self.release.set()
+        for thread in self.threads.values():
+            thread.join(15)
+        assert not self.errors, self.errors
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """The app behind a real HTTP server on a free local port; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            thread.join(0.05)
+        assert server.started, "the server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclass
+class Scene:
+    """Everything the walk through the pages uses."""
+
+    tab: Any  # playwright.sync_api.Page
+    expect: Callable[..., Any]
+    base: str
+    http: httpx.Client
+    clock: FakeClock
+    callers: Callers
+    db: Engine
+    calls: dict[str, str] = field(default_factory=dict)  # name -> CallSid
+
+    def shot(self, name: str) -> None:
+        self.tab.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+    def nav(self, label: str, path: str) -> None:
+        self.tab.get_by_role("link", name=label, exact=True).click()
+        self.expect(self.tab).to_have_url(f"{self.base}{path}")
+
+
+@pytest.fixture
+def scene(tmp_path: Path, sqlite_template: Path, hotline_tree: CompiledTree) -> Iterator[Scene]:
+    """A real server on SQLite, a phone calling it over HTTP, and Chromium on a blank tab."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/browser-deps (installs Debian's chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    path = tmp_path / "ivr.sqlite3"
+    shutil.copy(sqlite_template, path)
+    settings = make_settings(IVR_DATABASE_URL=f"sqlite:///{path}")
+    db = create_db_engine(settings.database_url)
+    add_account(db, settings)
+    clock = FakeClock()
+    app = with_dashboard(create_app(settings, tree=hotline_tree, db=db, clock=clock))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serving(app) as base, httpx.Client(timeout=10) as http, sync_playwright() as p:
+        phone = Phone(http, public_url=PUBLIC_URL, auth_token=TOKEN, server_url=base)
+        callers = Callers(phone)
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 820})
+            yield Scene(tab, expect, base, http, clock, callers, db)
+        finally:
+            browser.close()
+            callers.hang_up()
+    db.dispose()
+
+
+def test_in_a_real_browser(scene: Scene) -> None:
+    problems: list[str] = []  # console errors, failed requests, anything the CSP blocked
+    scene.tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    scene.tab.on("pageerror", lambda e: problems.append(str(e)))
+    scene.tab.on(
+        "response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
+    )
+    scene.calls["normal"] = scene.callers.call(list(DEPOSITS), NORMAL_CALLER)
+    scene.clock.advance(seconds=40)
+    scene.calls["hijack"] = scene.callers.call(list(HIJACK), VICTIM)
+    scene.clock.advance(seconds=8)
+    sign_in(scene, make_user(scene.db, "sam", "supervisor"))
+    live_queue(scene)
+    agent_takes_the_emergency(scene)
+    calls_and_timeline(scene)
+    figures_and_tree(scene)
+    assert problems == [], problems
+
+
+def sign_in(scene: Scene, token: str) -> None:
+    tab, expect = scene.tab, scene.expect
+    tab.goto(f"{scene.base}/dashboard/queue")
+    expect(tab).to_have_url(f"{scene.base}/dashboard/login")  # not signed in yet
+    tab.fill("#token", token)
+    scene.shot("login")
+    tab.click("button[type=submit]")
+    expect(tab).to_have_url(f"{scene.base}/dashboard/queue")
+
+
+def live_queue(scene: Scene) -> None:
+    """The emergency on top although it came second; a new caller appears by itself."""
+    rows = scene.tab.locator("table.queue tbody tr")
+    expect = scene.expect
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bemergency\b"))
+    expect(rows.nth(0).locator(".badge-emergency")).to_have_text("Emergency")
+    expect(rows.nth(0)).to_contain_text("***0006")
+    expect(rows.nth(1)).to_contain_text("payments")
+    scene.calls["general"] = scene.callers.call([Press("2"), Press("0")], "+15005550104")
+    scene.clock.advance(seconds=4)
+    expect(rows).to_have_count(3, timeout=9000)  # no reload: the page refreshed itself
+    expect(rows.nth(0).locator(".badge-emergency")).to_have_text("Emergency")
+    expect(rows.nth(2)).to_contain_text("general")
+    scene.shot("queue")
+
+
+def agent_takes_the_emergency(scene: Scene) -> None:
+    """Through the JSON API, as an agent would; the caller is connected on their next poll."""
+    agent = make_user(scene.db, "alice", "agent", AGENT_PHONE)
+    claimed = scene.http.post(f"{scene.base}/api/agents/next", headers=bearer(agent))
+    assert claimed.json()["case"]["ticket"], claimed.text
+    scene.callers.finished(scene.calls["hijack"])
+    rows = scene.tab.locator("table.queue tbody tr")
+    scene.expect(rows).to_have_count(2, timeout=9000)
+    scene.expect(rows.locator(".badge-emergency")).to_have_count(0)
+
+
+def calls_and_timeline(scene: Scene) -> None:
+    tab, expect, hijack = scene.tab, scene.expect, scene.calls["hijack"]
+    scene.nav("Calls", "/dashboard/calls")
+    expect(tab.locator("table.calls tbody tr")).to_have_count(3)
+    for sid in scene.calls.values():
+        expect(tab.locator(f"a[href='/dashboard/calls/{sid}']")).to_be_visible()
+    scene.shot("calls")
+    tab.locator(f"a[href='/dashboard/calls/{hijack}']").click()
+    expect(tab).to_have_url(f"{scene.base}/dashboard/calls/{hijack}")
+    nodes = tab.locator("table.timeline td.node")
+    for node in ("main_menu", "emergency_verify", "emergency_queue"):
+        expect(nodes.filter(has_text=re.compile(f"^{node}$")).first).to_be_visible()
+    expect(tab.locator(".facts")).to_contain_text("agent")  # the outcome: answered by an agent
+    expect(tab.locator("body")).not_to_contain_text(PIN)
+    scene.shot("timeline")
+
+
+def figures_and_tree(scene: Scene) -> None:
+    tab, expect = scene.tab, scene.expect
+    scene.nav("Figures", "/dashboard/figures")
+    expect(tab.locator("figure.chart svg")).to_have_count(3)
+    totals = tab.locator("table.figures tfoot td")
+    expect(totals.nth(0)).to_have_text("3")  # offered: three callers reached a queue
+    expect(totals.nth(1)).to_have_text("1")  # answered: the emergency, by the agent
+    scene.shot("figures")
+    scene.nav("Call tree", "/dashboard/tree")
+    expect(tab.locator("figure.tree-picture svg")).to_be_visible()
+    scene.shot("tree")
