@@ -124,8 +124,9 @@ def db_upgrade() -> None:
 @routes_app.command("check")
 def routes_check(
     file: Annotated[Path, typer.Argument(help="call tree YAML file")],
-    prompts: Annotated[Path, typer.Option(help="prompt catalogs folder")] = PROJECT_ROOT
-    / "prompts",
+    prompts: Annotated[
+        Path, typer.Option(envvar="IVR_PROMPTS", help="prompt catalogs folder")
+    ] = PROJECT_ROOT / "prompts",
 ) -> None:
     """Validate a call tree with the prompt catalogs: every error and warning (exit 1 on errors)."""
     from ivr.tree import load_tree
@@ -149,8 +150,9 @@ def routes_check(
 def routes_graph(
     file: Annotated[Path, typer.Argument(help="call tree YAML file")],
     fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or svg")] = "mermaid",
-    prompts: Annotated[Path, typer.Option(help="prompt catalogs folder")] = PROJECT_ROOT
-    / "prompts",
+    prompts: Annotated[
+        Path, typer.Option(envvar="IVR_PROMPTS", help="prompt catalogs folder")
+    ] = PROJECT_ROOT / "prompts",
 ) -> None:
     """Draw the tree: each node with its kind and prompt, each edge with its key or keyword,
     the emergency path highlighted. Prints to standard output."""
@@ -225,7 +227,9 @@ def dial(
         Path | None,
         typer.Option(help="try this tree file in-process, no server needed (a draft)"),
     ] = None,
-    prompts: Annotated[Path, typer.Option(help="catalogs for --routes")] = PROJECT_ROOT / "prompts",
+    prompts: Annotated[
+        Path, typer.Option(envvar="IVR_PROMPTS", help="catalogs for --routes")
+    ] = PROJECT_ROOT / "prompts",
 ) -> None:
     """Call the hotline as Twilio would, from the terminal: the running server, or with
     --routes a draft tree served in-process on a throwaway database."""

@@ -385,3 +385,13 @@ def test_calls_tail_follows_a_call_as_it_happens(server: Server, tmp_path: Path)
     lines = [line for line in out.splitlines() if line.startswith(sid)]
     assert any("entered main_menu" in line for line in lines)
     assert any("queued agent_general" in line and "outcome=general" in line for line in lines)
+
+
+def test_routes_check_finds_prompts_through_ivr_prompts(tmp_path: Path) -> None:
+    """An installed package (the Docker image) has no source checkout: IVR_PROMPTS names them."""
+    tree = DATA / "mini.yaml"
+    without = run(["routes", "check", str(tree)], dict(os.environ), tmp_path)
+    assert without.returncode == 1  # the project's catalogs lack the mini tree's prompts
+    env = dict(os.environ, IVR_PROMPTS=str(DATA / "prompts"))
+    result = run(["routes", "check", str(tree)], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
