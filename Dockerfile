@@ -1,26 +1,59 @@
-# docker build -t hotline .
-# docker run -p 8000:8000 -e TWILIO_AUTH_TOKEN=... -e IVR_PUBLIC_URL=https://... -v hotline:/data hotline
-FROM python:3.11-slim AS build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY ivr ./ivr
-RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir .
+# The hotline as an image: `ivr serve` on 0.0.0.0:8000 as an unprivileged user.
+#
+#   docker build -t hotline .
+#   docker run --rm -p 8000:8000 --env-file .env -v hotline-data:/data hotline
+#
+# Nothing secret is in the image: TWILIO_AUTH_TOKEN, IVR_PUBLIC_URL, IVR_SECRET_KEY and
+# IVR_DATABASE_URL come from the environment at run time. Without IVR_DATABASE_URL the
+# hotline uses SQLite in the /data volume (one instance only); production is PostgreSQL:
+# see docker-compose.yml and docs/production.md. Other commands run the same way:
+#   docker run --rm --env-file .env hotline db upgrade
+#   docker run --rm hotline routes check /app/routes/hotline.yaml --prompts /app/prompts
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 hotline && mkdir /data && chown hotline /data
+# One pinned base for both stages (tests/test_shipping.py checks they match): the venv built in
+# the first runs on the second's Python at the same path. Bump both lines together.
+FROM python:3.11.13-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, in their own layer: reused until pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && python -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt
+# Then the project itself, as a wheel (templates and static files are package data; the
+# README is the package's long description).
+COPY README.md ./
+COPY ivr ./ivr
+RUN /venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels . \
+ && /venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /wheels/ivr-*.whl \
+ && /venv/bin/pip check
+
+FROM python:3.11.13-slim-bookworm
+LABEL org.opencontainers.image.title="hotline" \
+      org.opencontainers.image.description="Exchange support hotline (Twilio Voice IVR)"
+RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin hotline \
+ && install -d -o hotline -g hotline -m 0750 /data
 COPY --from=build /venv /venv
 WORKDIR /app
+# Data files the package finds through settings (the defaults point into a source checkout).
+# Owned by root: the hotline reads them but cannot change them. Mount your own tree over
+# /app/routes and /app/prompts (or set IVR_ROUTES / IVR_PROMPTS) to ship a different one.
 COPY migrations ./migrations
 COPY routes ./routes
 COPY prompts ./prompts
-USER hotline
 ENV PATH=/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
     IVR_ROUTES=/app/routes/hotline.yaml \
     IVR_PROMPTS=/app/prompts \
     IVR_MIGRATIONS=/app/migrations \
     IVR_DATABASE_URL=sqlite:////data/ivr.sqlite3
-VOLUME /data
+USER 10001:10001
+VOLUME ["/data"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=3s \
-  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
-ENTRYPOINT ["ivr", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# Liveness only (the process answers); /readyz also checks the database. Slim images have no
+# curl, so Python asks; urlopen raises, and the check fails, on anything but a 2xx.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+# `ivr serve` by default; any other ivr command by naming it (e.g. `db upgrade`).
+ENTRYPOINT ["ivr"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

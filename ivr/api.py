@@ -1,4 +1,5 @@
-"""The agent-side JSON API. Bearer tokens (`ivr users add`); a wrong role gets 403, none 401.
+"""The agent-side JSON API. Bearer tokens (`ivr users add`); a wrong role gets 403, none 401;
+too many wrong tokens from one client address get 429 with Retry-After (`SignInThrottle`).
 
 GET  /api/queue                 waiting cases, in exactly the order agents get them
 POST /api/agents/next           claim the next case and connect its caller
@@ -14,19 +15,102 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.calllog import CallFilter, list_calls, timeline
-from ivr.cases import User, waiting_cases
+from ivr.cases import User, user_by_token, waiting_cases
 from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed
+from ivr.identity import SignInThrottle
 from ivr.stats import Thresholds, figures
 from ivr.store import tree_version_list
 
-router = APIRouter(prefix="/api", tags=["agents"])
+# -- errors, as the OpenAPI schema documents them ------------------------------------------
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One of FastAPI's request validation errors."""
+
+    model_config = ConfigDict(extra="allow")
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class TreeProblems(BaseModel):
+    message: str
+    problems: list[str] = Field(description="`file:line: error: node.path: message`, each")
+
+
+class Unprocessable(BaseModel):
+    detail: list[FieldError] | TreeProblems | str = Field(
+        description="the request's fields that are wrong, the call tree's problems (reload), "
+        "or why the values cannot go together (an unknown cursor, since after until)"
+    )
+
+
+def client_address(request: Request) -> str:
+    """The client as the server sees it (behind a proxy: what uvicorn's --proxy-headers and
+    --forwarded-allow-ips make of X-Forwarded-For; never the header taken on trust)."""
+    return request.client.host if request.client else "unknown"
+
+
+def too_many(wait: int) -> HTTPException:
+    return HTTPException(
+        429,
+        "too many wrong tokens from this address; try again later",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def sign_in_throttle(request: Request, hotline: HotlineDep) -> None:
+    """Before any route's own token check: refuse a client address that sent too many wrong
+    bearer tokens lately (the right token too, for a while), and count a wrong one."""
+    throttle = SignInThrottle(hotline.db)
+    client, now = client_address(request), hotline.clock()
+    wait = throttle.retry_after(client, now)
+    if wait is not None:
+        raise too_many(wait)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return  # no token at all: 401 from the route, and nothing guessed
+    with hotline.db.connect() as conn:
+        known = user_by_token(conn, token=token) is not None
+    if not known:
+        throttle.failed(client, "api", now)
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+router = APIRouter(
+    prefix="/api",
+    tags=["agents"],
+    # HTTPBearer(auto_error=False) only declares the scheme in the OpenAPI schema; the tokens
+    # are checked by the routes' user dependencies (401 without one, 403 for a wrong role).
+    dependencies=[Depends(sign_in_throttle), Depends(HTTPBearer(auto_error=False))],
+    responses={
+        401: {"model": ErrorMessage, "description": "no valid bearer token"},
+        403: {"model": ErrorMessage, "description": "not for this user's role"},
+        422: {"model": Unprocessable, "description": "the request cannot be processed"},
+        429: {
+            "model": ErrorMessage,
+            "description": "too many wrong tokens from this client address",
+            "headers": _RETRY_AFTER,
+        },
+    },
+)
+
+
+def not_found(what: str) -> dict[int | str, dict[str, Any]]:
+    return {404: {"model": ErrorMessage, "description": f"no such {what}"}}
 
 
 def mask(number: str | None) -> str:
@@ -144,7 +228,10 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
     ]
 
 
-@router.post("/agents/next", responses={503: {"description": "Twilio refused; case back in line"}})
+@router.post(
+    "/agents/next",
+    responses={503: {"model": ErrorMessage, "description": "Twilio refused; case back in line"}},
+)
 def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     try:
         claimed = hotline.claim(user)
@@ -165,7 +252,13 @@ def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
 CaseIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-@router.post("/cases/{case_id}/freeze", responses={409: {"description": "not your case"}})
+CASE_REFUSED: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorMessage, "description": "no such case"},
+    409: {"model": ErrorMessage, "description": "not your case, or no account to act on"},
+}
+
+
+@router.post("/cases/{case_id}/freeze", responses=CASE_REFUSED)
 def freeze(
     case_id: CaseIdPath, body: FreezeRequest, user: AgentUser, hotline: HotlineDep
 ) -> FreezeResult:
@@ -182,7 +275,7 @@ def freeze(
     )
 
 
-@router.post("/cases/{case_id}/resolve", responses={409: {"description": "not your case"}})
+@router.post("/cases/{case_id}/resolve", responses=CASE_REFUSED)
 def resolve(
     case_id: CaseIdPath, body: ResolveRequest, user: AgentUser, hotline: HotlineDep
 ) -> CaseDetail:
@@ -323,8 +416,12 @@ def calls_list(
 CSV_COLUMNS = list(CallSummary.model_fields)
 
 
-@router.get("/calls.csv", response_class=PlainTextResponse)
-def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> PlainTextResponse:
+class CsvResponse(PlainTextResponse):
+    media_type = "text/csv"
+
+
+@router.get("/calls.csv", response_class=CsvResponse)
+def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvResponse:
     """The same calls as /api/calls, all pages (up to 10,000), as CSV for spreadsheets."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
@@ -337,14 +434,12 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> Plai
                 writer.writerow(_summary(row, user).model_dump(mode="json"))
             if cursor is None:
                 break
-    return PlainTextResponse(
-        out.getvalue(),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
+    return CsvResponse(
+        out.getvalue(), headers={"Content-Disposition": 'attachment; filename="calls.csv"'}
     )
 
 
-@router.get("/calls/{call_sid}")
+@router.get("/calls/{call_sid}", responses=not_found("call"))
 def call_timeline(
     call_sid: Annotated[str, Path(pattern=r"^CA[0-9a-fA-F]{32}$")],
     user: StaffUser,
@@ -396,7 +491,7 @@ class Rollback(BaseModel):
     version: str = Field(pattern=r"^[0-9a-f]{16}$")
 
 
-@router.post("/routes/reload", responses={422: {"description": "the tree has errors"}})
+@router.post("/routes/reload")
 def routes_reload(user: OperatorUser, hotline: HotlineDep) -> Loaded:
     """Validate the tree file and catalogs and make them live; on any error the old tree
     stays live and every problem comes back as `file:line: error: node.path: message`."""
@@ -423,7 +518,7 @@ def routes_versions(user: TreeReader, hotline: HotlineDep) -> list[TreeVersion]:
     return [TreeVersion(**r, live=r["version"] == live) for r in rows]
 
 
-@router.post("/routes/rollback")
+@router.post("/routes/rollback", responses=not_found("version"))
 def routes_rollback(body: Rollback, user: OperatorUser, hotline: HotlineDep) -> Loaded:
     """Make an earlier version live again (calls in progress stay on theirs)."""
     tree = hotline.rollback(body.version, by=f"operator:{user.name}")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Insert,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -29,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ivr.db import audit_log, cases, users
 from ivr.engine import CaseSummary, OpenCase
+from ivr.store import writing
 
 HIGH_BOOST = timedelta(minutes=10)
 CLAIMABLE = ("waiting", "callback_requested", "abandoned")
@@ -88,21 +90,25 @@ class CaseView:
     position: int | None  # 1 = next to be served; None once it is not waiting any more
 
 
-def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
-    """The call's newest case and its place in line, in one statement."""
+def _case_for_call() -> Any:
     mine = cases.alias("mine")
     ahead = select(func.count()).select_from(cases).where(_ahead(mine.c)).scalar_subquery()
+    return (
+        select(mine, ahead.label("ahead"))
+        .where(mine.c.call_sid == bindparam("sid"))
+        .order_by(mine.c.id.desc())
+        .limit(1)
+    )
+
+
+# Built once: the hold loop asks this on every round of every waiting caller.
+_CASE_FOR_CALL = _case_for_call()
+
+
+def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
+    """The call's newest case and its place in line, in one statement."""
     with conn.begin():
-        row = (
-            conn.execute(
-                select(mine, ahead.label("ahead"))
-                .where(mine.c.call_sid == call_sid)
-                .order_by(mine.c.id.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
-        )
+        row = conn.execute(_CASE_FOR_CALL, {"sid": call_sid}).mappings().first()
     if row is None:
         return None
     data = dict(row)
@@ -129,7 +135,7 @@ def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]
 def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask."""
     for _ in range(20):
-        with conn.begin():
+        with writing(conn):
             candidate = conn.execute(
                 select(cases.c.id, cases.c.status)
                 .where(cases.c.queued == 1)
@@ -212,7 +218,7 @@ def set_status(
         values.setdefault("connected_at", now)
     if status in ("resolved",):
         values.setdefault("ended_at", now)
-    with conn.begin():
+    with writing(conn):
         return (
             conn.execute(update(cases).where(*where).values(status=status, **values)).rowcount == 1
         )
@@ -221,7 +227,7 @@ def set_status(
 def requeue(conn: Connection, *, case_id: int) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect)."""
-    with conn.begin():
+    with writing(conn):
         return (
             conn.execute(
                 update(cases)
@@ -240,7 +246,7 @@ def requeue(conn: Connection, *, case_id: int) -> bool:
 
 def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str]) -> int | None:
     """Add flags to the call's newest case; its id, if it has one."""
-    with conn.begin():
+    with writing(conn):
         row = conn.execute(
             select(cases.c.id, cases.c.flags)
             .where(cases.c.call_sid == call_sid)
@@ -257,7 +263,7 @@ def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str
 
 def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     """Offered cases no caller was connected to since `cutoff`: back to what they were."""
-    with conn.begin():
+    with writing(conn):
         return conn.execute(
             update(cases)
             .where(cases.c.status == "offered", cases.c.offered_at < cutoff)
@@ -272,12 +278,12 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
 
 def set_flags(conn: Connection, *, case_id: int, flags: dict[str, Any]) -> None:
     """Replace a case's flags, touching nothing else (its status may be changing meanwhile)."""
-    with conn.begin():
+    with writing(conn):
         conn.execute(update(cases).where(cases.c.id == case_id).values(flags=flags))
 
 
 def request_callback(conn: Connection, *, call_sid: str, number: str | None, now: datetime) -> bool:
-    with conn.begin():
+    with writing(conn):
         return (
             conn.execute(
                 update(cases)
@@ -290,7 +296,7 @@ def request_callback(conn: Connection, *, call_sid: str, number: str | None, now
 
 def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
     """The caller hung up before an agent had them: kept, visible and claimable, for a call back."""
-    with conn.begin():
+    with writing(conn):
         return conn.execute(
             update(cases)
             .where(cases.c.call_sid == call_sid, cases.c.status.in_(("waiting", "offered")))
@@ -309,7 +315,7 @@ def audit(
     result: str,
     now: datetime,
 ) -> None:
-    with conn.begin():
+    with writing(conn):
         conn.execute(
             insert(audit_log).values(
                 at=now,
@@ -345,7 +351,7 @@ def create_user(conn: Connection, *, name: str, role: str, phone: str | None, no
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     token = secrets.token_urlsafe(32)
     try:
-        with conn.begin():
+        with writing(conn):
             conn.execute(
                 insert(users).values(
                     name=name, role=role, phone=phone, token_hash=_token_hash(token), created_at=now

@@ -5,6 +5,8 @@ the call list and the timeline are the API's own route functions called directly
 and filtering are exactly the API's; the figures are `ivr.stats.figures`. Sign-in is with a
 user's API token, kept in an HttpOnly, SameSite=Strict cookie. Every page is sent with a
 strict Content-Security-Policy: no inline script, no inline style, nothing from elsewhere.
+Wrong tokens, typed at sign-in or sent as a session cookie, count against the client address
+with the JSON API's (`SignInThrottle`): past the limit every page answers 429 for a while.
 
 Wire it into the app with the router and the static files:
 
@@ -35,6 +37,7 @@ from ivr import api, graph, stats
 from ivr.cases import User, user_by_token
 from ivr.deps import HotlineDep
 from ivr.hotline import Hotline
+from ivr.identity import SignInThrottle
 from ivr.tree import CompiledTree
 
 HERE = Path(__file__).resolve().parent
@@ -158,6 +161,7 @@ def render(
     *,
     user: User | None = None,
     status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     page = {
         "user": user,
@@ -167,7 +171,7 @@ def render(
         **context,
     }
     return templates.TemplateResponse(
-        request, name, page, status_code=status, headers=SECURITY_HEADERS
+        request, name, page, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
     )
 
 
@@ -179,19 +183,74 @@ def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=SECURITY_HEADERS)
 
 
+class Blocked(Exception):
+    """Too many wrong tokens from this client address: `wait` seconds before the next try."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+def check_token(request: Request, hotline: Hotline, token: str) -> User | None:
+    """The user a token typed or sent as the cookie belongs to; a wrong one is counted against
+    the client address. Raises Blocked, whatever the token, while the address is blocked."""
+    throttle = SignInThrottle(hotline.db)
+    client, now = api.client_address(request), hotline.clock()
+    wait = throttle.retry_after(client, now)
+    if wait is not None:
+        raise Blocked(wait)
+    user = None
+    if len(token) <= MAX_TOKEN:
+        with hotline.db.connect() as conn:
+            user = user_by_token(conn, token=token)
+    if user is None:
+        throttle.failed(client, "dashboard", now)
+    return user
+
+
+def blocked_page(request: Request, blocked: Blocked) -> Response:
+    minutes = max(1, math.ceil(blocked.wait / 60))
+    return render(
+        request,
+        "login.html",
+        {
+            "error": "Too many wrong tokens were tried from your address. "
+            f"Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        },
+        status=429,
+        headers={"Retry-After": str(blocked.wait)},
+    )
+
+
 def session_user(request: Request, hotline: Hotline) -> User | None:
+    """The user of the session cookie, None without one. Raises Blocked (see check_token)."""
     token = request.cookies.get(COOKIE, "")
-    if not token or len(token) > MAX_TOKEN:
-        return None
-    with hotline.db.connect() as conn:
-        return user_by_token(conn, token=token)
+    return check_token(request, hotline, token) if token else None
+
+
+def signed_out(request: Request) -> RedirectResponse:
+    """To the sign-in page, dropping a cookie that holds no valid token (so a browser with a
+    stale one is counted once, not at every refresh)."""
+    response = redirect(LOGIN_PATH)
+    if COOKIE in request.cookies:
+        response.delete_cookie(
+            COOKIE,
+            path=PREFIX,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+    return response
 
 
 def gate(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | Response:
     """The signed-in user if their role may see the page; otherwise the answer to send."""
-    user = session_user(request, hotline)
+    try:
+        user = session_user(request, hotline)
+    except Blocked as blocked:
+        return blocked_page(request, blocked)
     if user is None:
-        return redirect(LOGIN_PATH)
+        return signed_out(request)
     if user.role not in roles:
         return render(
             request,
@@ -222,8 +281,11 @@ def same_origin(request: Request, hotline: Hotline) -> bool:
 
 @router.get("")
 def index(request: Request, hotline: HotlineDep) -> Response:
-    user = session_user(request, hotline)
-    return redirect(home(user) if user else LOGIN_PATH)
+    try:
+        user = session_user(request, hotline)
+    except Blocked as blocked:
+        return blocked_page(request, blocked)
+    return redirect(home(user)) if user else signed_out(request)
 
 
 @router.get("/login")
@@ -236,10 +298,10 @@ def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] =
     if not same_origin(request, hotline):
         return render(request, "login.html", {"error": "Sign in from this site."}, status=403)
     token = token.strip()
-    user = None
-    if token and len(token) <= MAX_TOKEN:
-        with hotline.db.connect() as conn:
-            user = user_by_token(conn, token=token)
+    try:
+        user = check_token(request, hotline, token) if token else None
+    except Blocked as blocked:
+        return blocked_page(request, blocked)
     if user is None:
         return render(
             request,

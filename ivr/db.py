@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -28,6 +28,9 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from ivr.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -218,9 +221,37 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str, *, webhook_timeouts: bool = True, **kwargs: Any) -> Engine:
+# A dead database host sends no reset: without these, a pooled connection whose peer vanished
+# waits for the kernel's retransmissions (minutes). Keepalive probes after 5 s idle, 2 s apart,
+# and unacknowledged data for 9 s, declare it dead well inside Twilio's 15 s webhook limit.
+TCP_DEAD_PEER = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 9000,
+}
+
+
+def create_db_engine(
+    url: str,
+    *,
+    webhook_timeouts: bool = True,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    **kwargs: Any,
+) -> Engine:
     """The engine. With webhook_timeouts, nothing waits long: Twilio gives up on a webhook after
-    15 s, and a webhook that fails fast still hands its caller to an agent (the fallback)."""
+    15 s, and a webhook that fails fast still hands its caller to an agent (the fallback).
+
+    Connections are checked before use (pool_pre_ping), so after a database restart or
+    failover the first request on each stale pooled connection reconnects by itself; a
+    request made while the database is down fails within a few seconds and its webhook
+    answers with the fallback. Nothing is retried here: a webhook's write is guarded by the
+    call's step, and Twilio's time limit leaves no room for waiting out an outage.
+
+    `pool_size` and `max_overflow` (IVR_DB_POOL_SIZE, IVR_DB_MAX_OVERFLOW) size the pool of a
+    PostgreSQL engine; an instance opens at most their sum."""
     url = normalise_url(url)
     connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
     if url.startswith("sqlite"):
@@ -228,13 +259,29 @@ def create_db_engine(url: str, *, webhook_timeouts: bool = True, **kwargs: Any) 
         engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if pool_size is not None:
+        kwargs.setdefault("pool_size", pool_size)
+    if max_overflow is not None:
+        kwargs.setdefault("max_overflow", max_overflow)
     if webhook_timeouts:
         connect_args.setdefault("connect_timeout", 3)
         connect_args.setdefault("options", "-c statement_timeout=5000 -c lock_timeout=3000")
+        for name, value in TCP_DEAD_PEER.items():
+            connect_args.setdefault(name, value)
         kwargs.setdefault("pool_timeout", 3)
     # hide_parameters: a failed statement's message never carries call data into a log.
     return create_engine(
         url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
+    )
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """The app's engine: IVR_DATABASE_URL with the pool sized by IVR_DB_POOL_SIZE and
+    IVR_DB_MAX_OVERFLOW."""
+    return create_db_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )
 
 

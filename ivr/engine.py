@@ -319,9 +319,7 @@ def hold_twiml(
         )
     else:
         _say(target, catalogs, "hold", language)
-    tips = sorted(
-        k for k in catalogs.catalog(BASE_LANGUAGE).prompts if k.startswith(HOLD_TIP_PREFIX)
-    )
+    tips = catalogs.keys_starting(HOLD_TIP_PREFIX)
     if tips:
         _say(target, catalogs, tips[tip % len(tips)], language)
     if isinstance(target, Gather):

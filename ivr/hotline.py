@@ -200,6 +200,16 @@ class Hotline:
                     now=now,
                     ticket=cases.new_ticket(),
                 )
+                if row.status in store.FINAL_STATUSES and any(
+                    isinstance(e, engine.OpenCase | engine.Freeze) for e in result.effects
+                ):
+                    # The final status callback came first: the caller is gone. A case opened
+                    # now would send an agent after nobody (a Gather action or a <Dial>
+                    # outcome Twilio delivered after the hang-up).
+                    log.info("input for call %s after it ended; no case opened", call_sid)
+                    ended = VoiceResponse()
+                    ended.hangup()
+                    return str(ended)
                 new_cases = self._cases(row, result.effects, now)
                 try:
                     saved = store.save_step(
@@ -413,7 +423,7 @@ class Hotline:
             flags={k: facts[k] for k in ("verified", "factors", "uid") if k in facts},
             path=list(row.state.trail) if row else [],
         )
-        with conn.begin():
+        with store.writing(conn):
             conn.execute(
                 cases.open_case(
                     spec,
@@ -512,7 +522,11 @@ class Hotline:
                 sequence=sequence,
                 now=now,
             )
-            if recorded and status in store.FINAL_STATUSES:
+            if status in store.FINAL_STATUSES and (
+                recorded or store.load_call(conn, call_sid=call_sid) is None
+            ):
+                # A caller only the fallback queued has no call row, but may have a case
+                # (opened by the hold loop): abandoned on hang-up like any other.
                 cases.abandon_for_call(conn, call_sid=call_sid, now=now)
         return recorded
 

@@ -6,6 +6,7 @@
     AccountActions     protective actions (freeze); unfreezing is never offered by phone
      ├── LocalAccountActions   a flag in the accounts table
      └── HttpAccountActions    the exchange's endpoint, HMAC-signed
+    SignInThrottle     staff sign-in: failed tokens per client address, then 429 for a while
 
 The digits a caller typed reach these functions and go no further: they are not returned,
 stored, logged or put in an exception.
@@ -17,8 +18,10 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 import httpx
@@ -28,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, insert, select, update
 
-from ivr.db import accounts
+from ivr.db import accounts, verification_failures
 from ivr.exceptions import ConfigError
 
 log = logging.getLogger("ivr.identity")
@@ -222,3 +225,73 @@ class HttpAccountActions:
         except httpx.HTTPError:
             log.warning("freeze endpoint failed")
             return False
+
+
+# -- staff sign-in ------------------------------------------------------------------------------
+
+SIGN_IN_FAILURES = 10
+SIGN_IN_WINDOW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class SignInThrottle:
+    """Failed staff sign-ins (a dashboard token, a JSON API bearer token) per client address.
+
+    `failures` wrong tokens within `window` block the address for `window` after the last of
+    them: every sign-in from it then gets 429 with Retry-After, the right token too (otherwise
+    the answer would still tell a guesser which token is right). Successful sign-ins are not
+    counted and reset nothing. The failures are rows of the verification_failures table (no
+    UID, the `caller` column holding `auth:` and a digest of the address, never the address),
+    so the limit holds across instances and restarts; the verification lockout never matches
+    them, since no caller number starts with `auth:`.
+    """
+
+    db: Engine
+    failures: int = SIGN_IN_FAILURES
+    window: timedelta = SIGN_IN_WINDOW
+
+    @staticmethod
+    def key(client: str) -> str:
+        digest = hashlib.sha256(client.encode("utf-8", "replace")).hexdigest()
+        return "auth:" + digest[:27]  # fits the caller column (32)
+
+    def retry_after(self, client: str, now: datetime) -> int | None:
+        """Seconds until `client` may try again, or None if it may now."""
+        f = verification_failures.c
+        with self.db.connect() as conn, conn.begin():
+            times = (
+                conn.execute(
+                    select(f.at)
+                    .where(
+                        f.caller == self.key(client),
+                        f.uid.is_(None),
+                        f.at > now - 2 * self.window,
+                    )
+                    .order_by(f.at.desc())
+                    .limit(500)
+                )
+                .scalars()
+                .all()
+            )
+        # Every run of `failures` within the window blocks until `window` after its newest.
+        until = max(
+            (
+                newest + self.window
+                for newest, oldest in zip(times, times[self.failures - 1 :], strict=False)
+                if newest - oldest <= self.window
+            ),
+            default=None,
+        )
+        if until is None or until <= now:
+            return None
+        wait: float = (until - now).total_seconds()
+        return max(1, math.ceil(wait))
+
+    def failed(self, client: str, where: str, now: datetime) -> None:
+        """Count one wrong token from `client` at `where` (dashboard, api)."""
+        with self.db.begin() as conn:
+            conn.execute(
+                insert(verification_failures).values(
+                    uid=None, caller=self.key(client), call_sid=f"sign-in:{where}"[:64], at=now
+                )
+            )

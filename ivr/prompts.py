@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,24 @@ class Catalogs:
 
     by_language: Mapping[str, CatalogFile]
     sources: Mapping[str, str]  # language -> file text, kept so a tree version can be stored whole
+    _keys_starting: dict[str, tuple[str, ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def languages(self) -> list[str]:
         return list(self.by_language)
+
+    def keys_starting(self, prefix: str) -> tuple[str, ...]:
+        """The base language's keys starting with `prefix`, sorted. Worked out once per prefix:
+        the hold loop asks for its tips on every round of every waiting caller."""
+        found = self._keys_starting.get(prefix)
+        if found is None:
+            found = tuple(
+                sorted(k for k in self.catalog(BASE_LANGUAGE).prompts if k.startswith(prefix))
+            )
+            self._keys_starting[prefix] = found
+        return found
 
     def has(self, key: str, language: str) -> bool:
         cat = self.by_language.get(language)

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     watch_routes: bool = Field(default=False, validation_alias="IVR_WATCH_ROUTES")
     # JSON lines for log collectors; text for a person at a terminal.
     log_format: Literal["json", "text"] = Field(default="json", validation_alias="IVR_LOG_FORMAT")
+    # PostgreSQL connections per instance: a pool of `db_pool_size` kept open, and up to
+    # `db_max_overflow` more under load. N instances open up to N x (size + overflow): keep that
+    # under the server's max_connections (docs/scaling.md). Unused with SQLite.
+    db_pool_size: int = Field(default=5, ge=1, le=100, validation_alias="IVR_DB_POOL_SIZE")
+    db_max_overflow: int = Field(default=10, ge=0, le=200, validation_alias="IVR_DB_MAX_OVERFLOW")
 
     # Identity and account actions: the built-in directory, or the exchange's own endpoint.
     secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)
@@ -139,6 +144,8 @@ _ENV_NAMES = {
     "caller_id": "IVR_CALLER_ID",
     "call_max_age_seconds": "IVR_CALL_MAX_AGE",
     "sweep_interval_seconds": "IVR_SWEEP_INTERVAL",
+    "db_pool_size": "IVR_DB_POOL_SIZE",
+    "db_max_overflow": "IVR_DB_MAX_OVERFLOW",
 }
 
 

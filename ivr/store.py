@@ -7,13 +7,27 @@ on every key press.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Executable, and_, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ivr.db import call_events, calls, tree_versions, verification_failures
 from ivr.engine import CallState, LogEntry
@@ -22,6 +36,41 @@ from ivr.tree import CompiledTree
 OPEN = "in-progress"
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 STALE = "stale"  # closed by age: its final status callback never came
+
+
+# SQLite takes one writer at a time and makes the others poll for the lock, sleeping up to
+# 100 ms between tries: under load that sleep, not the write, is the latency. Writers of one
+# process queue on a lock instead and go the moment it is free (other processes still meet
+# SQLite's own busy wait). Reentrant: a write made while another is open in the same thread
+# must not wait on itself.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+WRITE_WAIT_SECONDS = 5.0  # as SQLite's busy timeout: a webhook fails fast, to the fallback
+
+
+def _writer_lock(engine: Engine) -> threading.RLock:
+    with _WRITERS_LOCK:
+        lock = _SQLITE_WRITERS.get(engine)
+        if lock is None:
+            lock = _SQLITE_WRITERS[engine] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def writing(conn: Connection) -> Iterator[None]:
+    """A write transaction on `conn` (on SQLite, one writer of this process at a time)."""
+    if conn.dialect.name != "sqlite":
+        with conn.begin():
+            yield
+        return
+    lock = _writer_lock(conn.engine)
+    if not lock.acquire(timeout=WRITE_WAIT_SECONDS):
+        raise OperationalError("BEGIN", None, TimeoutError("waited too long to write"))
+    try:
+        with conn.begin():
+            yield
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True)
@@ -35,19 +84,34 @@ class CallRow:
     status: str
 
 
+# The hot path's statements, built once: building and hashing a statement per request costs
+# more than running it (SQLAlchemy memoises the cache key on the statement object).
+_LOAD_CALL = select(
+    calls.c.call_sid,
+    calls.c.from_number,
+    calls.c.tree_version,
+    calls.c.step,
+    calls.c.state,
+    calls.c.last_twiml,
+    calls.c.status,
+).where(calls.c.call_sid == bindparam("sid"))
+_INSERT_CALL = insert(calls)
+_INSERT_EVENTS = insert(call_events)
+_SAVE_STEP = (
+    update(calls)
+    .where(calls.c.call_sid == bindparam("sid"), calls.c.step == bindparam("expected"))
+    .values(
+        step=bindparam("new_step"),
+        state=bindparam("new_state", type_=calls.c.state.type),
+        last_twiml=bindparam("new_twiml"),
+        updated_at=bindparam("now", type_=calls.c.updated_at.type),
+    )
+)
+
+
 def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
     with conn.begin():
-        row = conn.execute(
-            select(
-                calls.c.call_sid,
-                calls.c.from_number,
-                calls.c.tree_version,
-                calls.c.step,
-                calls.c.state,
-                calls.c.last_twiml,
-                calls.c.status,
-            ).where(calls.c.call_sid == call_sid)
-        ).one_or_none()
+        row = conn.execute(_LOAD_CALL, {"sid": call_sid}).one_or_none()
     if row is None:
         return None
     return CallRow(
@@ -98,24 +162,25 @@ def create_call(
 ) -> bool:
     """Insert a new call with its first log lines; False if the CallSid already exists."""
     try:
-        with conn.begin():
+        with writing(conn):
             conn.execute(
-                insert(calls).values(
-                    call_sid=call_sid,
-                    account_sid=account_sid,
-                    from_number=from_number,
-                    to_number=to_number,
-                    tree_version=tree_version,
-                    step=step,
-                    state=state.model_dump(mode="json"),
-                    last_twiml=twiml,
-                    status=OPEN,
-                    started_at=now,
-                    updated_at=now,
-                )
+                _INSERT_CALL,
+                {
+                    "call_sid": call_sid,
+                    "account_sid": account_sid,
+                    "from_number": from_number,
+                    "to_number": to_number,
+                    "tree_version": tree_version,
+                    "step": step,
+                    "state": state.model_dump(mode="json"),
+                    "last_twiml": twiml,
+                    "status": OPEN,
+                    "started_at": now,
+                    "updated_at": now,
+                },
             )
             if log:
-                conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
+                conn.execute(_INSERT_EVENTS, _event_rows(call_sid, step, now, log))
             for statement in also:
                 conn.execute(statement)
     except IntegrityError:
@@ -138,18 +203,22 @@ def save_step(
 
     `also` runs in the same transaction (a case opened, a failed factor counted)."""
     step = expected_step + 1
-    with conn.begin():
+    with writing(conn):
         moved = conn.execute(
-            update(calls)
-            .where(calls.c.call_sid == call_sid, calls.c.step == expected_step)
-            .values(
-                step=step, state=state.model_dump(mode="json"), last_twiml=twiml, updated_at=now
-            )
+            _SAVE_STEP,
+            {
+                "sid": call_sid,
+                "expected": expected_step,
+                "new_step": step,
+                "new_state": state.model_dump(mode="json"),
+                "new_twiml": twiml,
+                "now": now,
+            },
         ).rowcount
         if moved != 1:
             return False
         if log:
-            conn.execute(insert(call_events), _event_rows(call_sid, step, now, log))
+            conn.execute(_INSERT_EVENTS, _event_rows(call_sid, step, now, log))
         for statement in also:
             conn.execute(statement)
     return True
@@ -174,7 +243,7 @@ def record_status(
         if sequence is not None
         else calls.c.status_sequence.is_(None)
     )
-    with conn.begin():
+    with writing(conn):
         step = conn.execute(
             update(calls)
             .where(calls.c.call_sid == call_sid, calls.c.ended_at.is_(None), newer)
@@ -198,7 +267,7 @@ def record_status(
 
 def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) -> int:
     """Close calls that went quiet longer than `max_age` without a final status callback."""
-    with conn.begin():
+    with writing(conn):
         return conn.execute(
             update(calls)
             .where(and_(calls.c.ended_at.is_(None), calls.c.updated_at < now - max_age))
@@ -211,7 +280,7 @@ def store_tree_version(
 ) -> bool:
     """Record a loaded tree (its text and prompts) so calls that began on it can finish on it."""
     try:
-        with conn.begin():
+        with writing(conn):
             if conn.execute(
                 select(tree_versions.c.version).where(tree_versions.c.version == tree.version)
             ).first():
@@ -282,7 +351,7 @@ def record_failure(
     conn: Connection, *, uid: str | None, caller: str | None, call_sid: str, now: datetime
 ) -> int:
     """Count an attempt as failed, committed at once; `forget_failure` if it matched."""
-    with conn.begin():
+    with writing(conn):
         new_id: int = conn.execute(
             failure(uid=uid, caller=caller, call_sid=call_sid, now=now).returning(  # type: ignore[attr-defined]
                 verification_failures.c.id
@@ -292,7 +361,7 @@ def record_failure(
 
 
 def forget_failure(conn: Connection, *, failure_id: int) -> None:
-    with conn.begin():
+    with writing(conn):
         conn.execute(delete(verification_failures).where(verification_failures.c.id == failure_id))
 
 
@@ -335,7 +404,7 @@ def is_locked(
 
 def activate_tree_version(conn: Connection, *, version: str, by: str, now: datetime) -> None:
     """Make a stored version the live one, for every instance."""
-    with conn.begin():
+    with writing(conn):
         conn.execute(
             update(tree_versions)
             .where(tree_versions.c.version == version)

@@ -783,7 +783,7 @@ def _validation_problem(
     field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if err["type"] == "string_pattern_mismatch":
         hint = _PATTERN_HINTS.get(field_name, "is not a valid name (letters, digits, _ . -)")
-        message = f"'{err['input']}' {hint}"
+        message = f"'{shown(err['input'])}' {hint}"
     elif err["type"] == "string_type" and field_name == "number" and isinstance(err["input"], int):
         message = (
             f"{_PATTERN_HINTS['number']}; unquoted, YAML reads it as the number {err['input']}"
@@ -791,6 +791,16 @@ def _validation_problem(
     elif err["type"] == "union_tag_invalid":
         kind = err["input"].get("kind")
         message = f"unknown kind {kind!r}; expected one of: {err['ctx']['expected_tags']}"
+    elif err["type"] in ("model_type", "model_attributes_type") and loc[:1] == ("nodes",):
+        message = (
+            f"a node is a mapping of settings starting with `kind`, not {_yaml_type(err['input'])}"
+        )
+    elif err["type"] == "dict_type":
+        message = (
+            f"should be a valid dictionary (`name: value` lines), not {_yaml_type(err['input'])}"
+        )
+    elif err["type"] == "list_type":
+        message = f"must be a list (one `- ` line per item), not {_yaml_type(err['input'])}"
     elif err["type"] == "union_tag_not_found":
         message = (
             "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
@@ -801,6 +811,23 @@ def _validation_problem(
     elif err["type"] == "missing":
         message = f"'{field_name}' is required"
     return doc.problem(loc, message)
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """An operator's value as it can be printed in a message: control characters escaped
+    (an ESC would otherwise drive the terminal), long values cut short."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"the {type(value).__name__} '{shown(value)}'"
 
 
 def load_tree(routes: Path | str, prompts_dir: Path | str) -> CompiledTree:

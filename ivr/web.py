@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, QueuePool, text
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,7 +38,7 @@ from ivr import engine
 from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
-from ivr.db import create_db_engine
+from ivr.db import engine_from_settings
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
 from ivr.hotline import Caller, Clock, Hotline, TwilioCalls, utcnow
@@ -61,6 +62,22 @@ TWIML = "application/xml"
 MAX_BODY = 64 * 1024  # Twilio's webhook forms are a few KB
 MAX_DIGITS = 64
 MAX_SPEECH = 1000
+MAX_INT = 2**31 - 1  # a database INTEGER
+MAX_WORKER_THREADS = 40  # anyio's default
+
+
+def worker_threads(db: Engine) -> int:
+    """Threads for sync routes: half the connections the pool may open. A webhook may hold
+    two at once (the identity directory and account actions take their own), so a burst of
+    calls can never leave every thread waiting for a connection another waiting thread holds
+    (that deadlock lasted until the pool timeout, then answered everyone with the fallback)."""
+    pool = db.pool
+    if not isinstance(pool, QueuePool):
+        return MAX_WORKER_THREADS
+    overflow: int = getattr(pool, "_max_overflow", 0)  # not public; -1 is "no limit"
+    if overflow < 0:
+        return MAX_WORKER_THREADS
+    return max(1, min(MAX_WORKER_THREADS, (pool.size() + overflow) // 2))
 
 
 async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
@@ -108,12 +125,16 @@ TwilioForm = Annotated[FormData, Depends(twilio_form)]
 
 def _text(form: FormData, name: str, limit: int = 256) -> str:
     value = form.get(name)
-    return value[:limit] if isinstance(value, str) else ""
+    # NUL: PostgreSQL's text columns refuse it, and Twilio never sends one.
+    return value.replace("\x00", "")[:limit] if isinstance(value, str) else ""
 
 
 def _int(form: FormData, name: str) -> int | None:
+    """ASCII digits that fit a database INTEGER ('²'.isdigit() is true, int('²') fails)."""
     value = _text(form, name, 16)
-    return int(value) if value.isdigit() else None
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_INT:
+        return None
+    return int(value)
 
 
 def _call_sid(form: FormData) -> str:
@@ -206,7 +227,7 @@ def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Respons
 
 
 Lang = Annotated[str, Query(max_length=16)]
-CaseId = Annotated[int, Query(alias="case", ge=1)]
+CaseId = Annotated[int, Query(alias="case", ge=1, le=MAX_INT)]
 
 
 @router.post("/wait")
@@ -292,7 +313,7 @@ def create_app(
     Every outside party is a parameter (the database, the clock, the identity endpoint's HTTP
     client, the Twilio REST client): tests pass their own instead of patching."""
     tree = tree or load_tree(settings.routes, settings.prompts_dir)
-    db = db or create_db_engine(settings.database_url)
+    db = db or engine_from_settings(settings)
     if settings.identity_url and settings.identity_key:
         client = http or httpx.Client(timeout=settings.identity_timeout)
         url = str(settings.identity_url)
@@ -310,6 +331,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads(db)
         try:
             await run_in_threadpool(hotline.record_tree, "startup")
         except Exception:

@@ -71,13 +71,19 @@ class _Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read this value: {exc}", node.start_mark
             ) from None
+        except (AttributeError, LookupError):  # PyYAML's own slip on a malformed value
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as a {kind}", node.start_mark
+            ) from None
 
 
 def load_text(text: str, file: str) -> YamlDoc:
     if len(text.encode()) > MAX_BYTES:
         raise SourceError([Problem(file, None, "", f"file is larger than {MAX_BYTES} bytes")])
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # refuses control characters (NUL, ESC, ...) up front
         node = loader.get_single_node()
         if node is None:
             raise SourceError([Problem(file, 1, "", "file is empty")])
@@ -98,12 +104,26 @@ def load_text(text: str, file: str) -> YamlDoc:
             # An unclosed quote or bracket is found at the end; say where it began.
             reason += f" (started on line {opened.line + 1})"
         raise SourceError([Problem(file, line, "", f"not valid YAML: {reason}")]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise SourceError(
+            [
+                Problem(
+                    file,
+                    line,
+                    "",
+                    f"character U+{exc.character:04X} is not allowed in a YAML file "
+                    "(a control character or NUL byte)",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise SourceError([Problem(file, None, "", f"not valid YAML: {exc}")]) from None
     except RecursionError:
         raise SourceError([Problem(file, None, "", "nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_source(path: Path | str) -> str:

@@ -1,0 +1,52 @@
+"""The benchmark harness still works: a handful of calls against a real `ivr serve`.
+
+No timing is asserted (this machine's speed is not the code's); only that every journey
+(language, menus, verification of a seeded account, hold-loop rounds, hang-up, status
+callback) completes against the server and the ceiling app without a single error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import load, server
+
+
+def test_the_generator_completes_journeys_without_errors(tmp_path: Path) -> None:
+    with server.fresh_database("sqlite", tmp_path) as url:
+        accounts = server.seed_accounts(url, 3)
+        with server.hotline(url, tmp_path) as srv:
+            stats = load.run(
+                server_url=srv.url,
+                public_url=server.PUBLIC_URL,
+                auth_token=server.AUTH_TOKEN,
+                journeys=[load.demo_journey(uid, pin, hold_polls=2) for uid, pin in accounts],
+                concurrency=3,
+                seconds=60,
+                warmup=0,
+                calls=6,
+            )
+            assert srv.rss_mb()["rss_mb"] > 0
+    assert stats.errors == {}
+    assert stats.journeys == 6
+    # voice, 6 answers, 2 hold rounds, the queue's hang-up, the status callback
+    assert len(stats.latencies) == 6 * 11
+    assert len(stats.by_endpoint["/twilio/wait"]) == 6 * 2
+
+
+def test_the_ceiling_takes_the_same_journeys(tmp_path: Path) -> None:
+    steps = len(load.demo_journey("1", "1").answers())
+    with server.ceiling(steps, tmp_path) as srv:
+        stats = load.run(
+            server_url=srv.url,
+            public_url=server.PUBLIC_URL,
+            auth_token=server.AUTH_TOKEN,
+            journeys=[load.demo_journey("20000001", "000000", hold_polls=2)],
+            concurrency=2,
+            seconds=60,
+            warmup=0,
+            calls=4,
+        )
+    assert stats.errors == {}
+    assert stats.journeys == 4
+    assert len(stats.latencies) == 4 * 11

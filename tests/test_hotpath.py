@@ -1,0 +1,135 @@
+"""The webhook hot path's database budget: one read and one write per webhook.
+
+Counted, not timed: every statement the app's engine sends is recorded
+(`before_cursor_execute`), so a change that adds a query to a menu key press or a hold-loop
+round fails here on any machine, however fast.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
+from twilio.request_validator import RequestValidator
+
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, make_settings
+
+
+@dataclass
+class Statements:
+    sql: list[str] = field(default_factory=list)
+    commits: int = 0
+
+    @property
+    def reads(self) -> list[str]:
+        return [s for s in self.sql if s.lstrip().upper().startswith("SELECT")]
+
+    @property
+    def writes(self) -> list[str]:
+        return [
+            s for s in self.sql if s.lstrip().upper().split()[0] in ("INSERT", "UPDATE", "DELETE")
+        ]
+
+
+@contextmanager
+def counting(db: Engine) -> Iterator[Statements]:
+    seen = Statements()
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.sql.append(statement)
+
+    def on_commit(_conn: Any) -> None:
+        seen.commits += 1
+
+    event.listen(db, "before_cursor_execute", on_execute)
+    event.listen(db, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(db, "before_cursor_execute", on_execute)
+        event.remove(db, "commit", on_commit)
+
+
+class Line:
+    """One call, posted as Twilio posts it, remembering where the last TwiML points."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.validator = RequestValidator(TOKEN)
+        self.base = {
+            "AccountSid": "AC" + "0" * 32,
+            "CallSid": "CA" + "1" * 32,
+            "From": "+15551230000",
+        }
+        self.doc = ET.Element("Response")
+
+    def post(self, url: str, **params: str) -> ET.Element:
+        form = {**self.base, **params}
+        signature = self.validator.compute_signature(url, form)
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        response = self.client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 200, response.text
+        self.doc = ET.fromstring(response.text)
+        return self.doc
+
+    def gather_action(self) -> str:
+        gather = self.doc.find("Gather")
+        assert gather is not None, ET.tostring(self.doc)
+        return gather.get("action", "")
+
+
+@pytest.fixture
+def line(database_url: str, hotline_tree: CompiledTree, db: Engine) -> Iterator[Line]:
+    # Background jobs far apart, so that only the webhook under test touches the database.
+    settings = make_settings(
+        IVR_DATABASE_URL=database_url, IVR_TREE_SYNC=3600, IVR_SWEEP_INTERVAL=3600
+    )
+    app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock())
+    with TestClient(app) as client:
+        yield Line(client)
+
+
+def test_a_menu_key_is_one_read_and_one_write(line: Line, db: Engine) -> None:
+    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    line.post(line.gather_action(), Digits="1")  # English: now at the main menu
+    with counting(db) as seen:
+        line.post(line.gather_action(), Digits="3")  # deposits and withdrawals
+    assert line.doc.find("Gather") is not None
+    assert len(seen.reads) == 1, seen.sql  # the call
+    assert len(seen.writes) == 2, seen.sql  # the call's new step, its log lines
+    assert seen.commits == 2, seen.sql  # the read's transaction, then one for both writes
+
+
+def test_a_hold_loop_round_is_one_read(line: Line, db: Engine) -> None:
+    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    line.post(line.gather_action(), Digits="1")
+    line.post(line.gather_action(), Digits="0")  # an agent: into a queue
+    enqueue = line.doc.find("Enqueue")
+    assert enqueue is not None, ET.tostring(line.doc)
+    wait_url = enqueue.get("waitUrl", "")
+    line.post(wait_url, QueueTime="0")  # the first round, as a warm-up
+    with counting(db) as seen:
+        line.post(wait_url, QueueTime="30")
+    assert line.doc.find("Gather/Say") is not None  # the place in line was said
+    assert len(seen.reads) == 1, seen.sql  # the case and its place in line, together
+    assert seen.writes == [], seen.sql
+
+
+def test_a_repeated_request_is_one_read(line: Line, db: Engine) -> None:
+    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    action = line.gather_action()
+    line.post(action, Digits="1")
+    with counting(db) as seen:
+        line.post(action, Digits="1")  # Twilio delivered it twice: the stored answer again
+    assert len(seen.reads) == 1, seen.sql
+    assert seen.writes == [], seen.sql

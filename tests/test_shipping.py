@@ -1,0 +1,479 @@
+"""Shipping: the Dockerfile, its build context, the wheel it builds, and docker-compose.yml.
+
+No Docker daemon is needed: the build context is made here by applying .dockerignore to the
+checkout, the builder stage's COPYs are replayed into a scratch folder, and the wheel is built
+from that with pip, as the image build does. So a file the runtime needs but the context, the
+COPYs or the package data leave out fails here, not in production.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from ivr.db import upgrade
+from ivr.settings import PROJECT_ROOT, Settings
+from ivr.tree import load_tree
+from ivr.web import TWILIO_PATHS
+
+ROOT = PROJECT_ROOT
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|_KEY$|APIKEY", re.IGNORECASE)
+# ${VAR} or ${VAR:?message} (required); a secret must come in as one of these, never as text.
+REQUIRED_VAR = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*:\?[^}]*\}$")
+
+
+# -- .dockerignore, as Docker reads it ---------------------------------------------------
+
+
+def _ignore_patterns() -> list[tuple[bool, str]]:
+    patterns = []
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line[1:].strip() if negated else line
+        patterns.append((negated, str(PurePosixPath(pattern.strip("/")))))
+    return patterns
+
+
+def _segment(pattern: str) -> str:
+    """One path segment of a Go filepath.Match pattern as a regex (`*` never crosses `/`)."""
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end]
+            out += "[" + ("^" + body[1:] if body[:1] in "!^" and body else body) + "]"
+            i = end
+        else:
+            out += re.escape(c)
+        i += 1
+    return out
+
+
+def _match(pattern: str, path: str) -> bool:
+    """Go's filepath.Match per path segment, plus `**` for any number of segments."""
+    segments = pattern.split("/")
+    regex = ""
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            regex += ".*" if last else "(?:.*/)?"
+        else:
+            regex += _segment(segment) + ("" if last else "/")
+    return re.fullmatch(regex, path) is not None
+
+
+def excluded(path: str, patterns: list[tuple[bool, str]] | None = None) -> bool:
+    """Whether Docker leaves `path` out of the context: the last pattern matching the path or
+    one of its parent folders decides (moby's patternmatcher.MatchesOrParentMatches)."""
+    patterns = _ignore_patterns() if patterns is None else patterns
+    parts = PurePosixPath(path).parts
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    result = False
+    for negated, pattern in patterns:
+        if any(_match(pattern, c) for c in candidates):
+            result = not negated
+    return result
+
+
+def _checkout_files() -> list[str]:
+    skip = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"}
+    found = []
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in skip or not path.is_file():
+            continue
+        found.append(rel.as_posix())
+    return found
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build context Docker would send: the checkout with .dockerignore applied."""
+    target = tmp_path_factory.mktemp("context")
+    patterns = _ignore_patterns()
+    for rel in _checkout_files():
+        if not excluded(rel, patterns):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, target / rel)
+    return target
+
+
+def test_the_pattern_matcher_follows_docker() -> None:
+    rules = [(False, "*"), (True, "ivr"), (False, "**/__pycache__"), (False, "**/*.sqlite3")]
+    assert excluded("tests/test_web.py", rules)
+    assert not excluded("ivr/web.py", rules)
+    assert excluded("ivr/__pycache__/web.cpython-311.pyc", rules)
+    assert excluded("ivr/sub/x.sqlite3", rules)
+    assert not _match("*.sqlite3", "data/x.sqlite3")  # `*` never crosses a folder
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".env",
+        "ivr/.env",
+        ".venv/bin/python",
+        "ivr.sqlite3",
+        "ivr.sqlite3-wal",
+        "routes/scratch.sqlite3",
+        ".git/config",
+        "tests/test_web.py",
+        "test-artifacts/queue.png",
+        "ivr/__pycache__/web.cpython-311.pyc",
+        "ivr.egg-info/PKG-INFO",
+        "docker-compose.yml",
+    ],
+)
+def test_context_leaves_out_secrets_and_local_state(path: str) -> None:
+    assert excluded(path), f"{path} would be sent to the Docker daemon"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "pyproject.toml",
+        "README.md",  # pyproject's readme: the wheel build needs it
+        "ivr/web.py",
+        "ivr/templates/base.html",
+        "ivr/static/dashboard.css",
+        "migrations/env.py",
+        "migrations/versions/0001_calls_call_events_tree_versions.py",
+        "routes/hotline.yaml",
+        "prompts/en.yaml",
+    ],
+)
+def test_context_keeps_what_the_image_needs(path: str) -> None:
+    assert not excluded(path), f"{path} is left out of the build context"
+
+
+# -- the Dockerfile --------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for kw, args in self.instructions if kw == keyword]
+
+    def env(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for args in self.all("ENV"):
+            for item in shlex.split(args):
+                key, _, value = item.partition("=")
+                values[key] = value
+        return values
+
+    def copies(self) -> list[Copy]:
+        """Each COPY with its destination made absolute (WORKDIR applied)."""
+        out = []
+        workdir = PurePosixPath("/")
+        for kw, args in self.instructions:
+            if kw == "WORKDIR":
+                workdir = workdir / args.strip()
+            if kw != "COPY":
+                continue
+            words = shlex.split(args)
+            flags = [w for w in words if w.startswith("--")]
+            paths = [w for w in words if not w.startswith("--")]
+            origin = next((f.split("=", 1)[1] for f in flags if f.startswith("--from=")), None)
+            sources, dest = paths[:-1], paths[-1]
+            into = dest.endswith("/") or dest in (".", "..") or len(sources) > 1
+            out.append(Copy(sources, workdir / dest, into, origin))
+        return out
+
+
+@dataclass
+class Copy:
+    sources: list[str]
+    dest: PurePosixPath
+    into: bool  # the destination is a folder that files go into by name
+    origin: str | None  # --from=stage
+
+
+def parse_dockerfile(text: str) -> list[Stage]:
+    logical: list[str] = []
+    buffer = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not buffer):
+            continue
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        logical.append(buffer + line)
+        buffer = ""
+    stages: list[Stage] = []
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            words = args.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=words[0], name=name))
+        elif stages:
+            stages[-1].instructions.append((keyword, args.strip()))
+        else:
+            assert keyword == "ARG", f"{keyword} before the first FROM"
+    return stages
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[Stage]:
+    found = parse_dockerfile(DOCKERFILE.read_text())
+    assert len(found) >= 2, "a builder stage and a runtime stage"
+    return found
+
+
+def _exec_form(args: str) -> list[str]:
+    assert args.startswith("["), f"exec form expected (no shell as PID 1): {args}"
+    return list(yaml.safe_load(args))
+
+
+def test_base_images_are_pinned_and_the_same(stages: list[Stage]) -> None:
+    bases = {s.base for s in stages if s.base not in {t.name for t in stages}}
+    assert len(bases) == 1, f"the venv is built and run on one Python: {bases}"
+    base = bases.pop()
+    image, _, tag = base.partition(":")
+    assert image in {"python", "docker.io/library/python"}
+    assert "$" not in base, "hadolint cannot check a base image named by an ARG"
+    assert re.fullmatch(r"3\.\d+\.\d+-slim-\w+", tag) or "@sha256:" in base, base
+
+
+def test_runtime_stage_runs_ivr_serve_unprivileged(stages: list[Stage]) -> None:
+    runtime = stages[-1]
+    users = runtime.all("USER")
+    assert users, "the runtime stage must drop root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    command = _exec_form(runtime.all("ENTRYPOINT")[-1]) + _exec_form(runtime.all("CMD")[-1])
+    assert command[:2] == ["ivr", "serve"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    port = command[command.index("--port") + 1]
+    assert runtime.all("EXPOSE") == [port]
+    (health,) = runtime.all("HEALTHCHECK")
+    assert f"127.0.0.1:{port}/healthz" in health
+    probe = _exec_form(health[health.index("CMD") + 3 :].strip())
+    assert probe[0] == "python", "slim images have no curl"
+
+
+def test_no_secret_is_baked_into_the_image(stages: list[Stage]) -> None:
+    for stage in stages:
+        for name in stage.env():
+            assert not SECRET_NAME.search(name), f"ENV {name} in the image"
+        for args in stage.all("ARG"):
+            assert not SECRET_NAME.search(args.split("=")[0]), f"ARG {args}"
+        for copy in stage.copies():
+            assert not any(".env" in s or "sqlite3" in s for s in copy.sources)
+    env = stages[-1].env()
+    assert "TWILIO_AUTH_TOKEN" not in env and "IVR_SECRET_KEY" not in env
+
+
+def test_copy_sources_are_in_the_build_context(stages: list[Stage], context: Path) -> None:
+    names = {s.name for s in stages}
+    for stage in stages:
+        for copy in stage.copies():
+            if copy.origin in names:
+                continue
+            for source in copy.sources:
+                path = context / source
+                assert path.exists(), f"COPY {source}: not in the build context"
+                if path.is_dir():
+                    assert any(p.is_file() for p in path.rglob("*")), f"COPY {source}: empty"
+
+
+def _image_path(stage: Stage, context: Path, image_path: str) -> Path:
+    """Where a file at `image_path` in the stage comes from in the build context."""
+    target = PurePosixPath(image_path)
+    for copy in reversed(stage.copies()):
+        if copy.origin is not None or len(copy.sources) != 1:
+            continue
+        source = context / copy.sources[0]
+        if source.is_dir() and (target == copy.dest or copy.dest in target.parents):
+            return source / target.relative_to(copy.dest)
+    raise AssertionError(f"{image_path} is not copied into the runtime stage")
+
+
+def test_runtime_settings_find_the_copied_tree_prompts_and_migrations(
+    stages: list[Stage], context: Path, tmp_path: Path
+) -> None:
+    """The package's defaults point into a source checkout (next to ivr/), which an installed
+    wheel does not have: the image must set these, to files its COPYs put there."""
+    runtime = stages[-1]
+    env = runtime.env()
+    for name in ("IVR_ROUTES", "IVR_PROMPTS", "IVR_MIGRATIONS"):
+        assert env.get(name, "").startswith("/"), f"the image must set {name} (absolute)"
+    routes = _image_path(runtime, context, env["IVR_ROUTES"])
+    prompts = _image_path(runtime, context, env["IVR_PROMPTS"])
+    migrations = _image_path(runtime, context, env["IVR_MIGRATIONS"])
+    tree = load_tree(routes, prompts)  # what `ivr serve` loads first; raises on any error
+    assert tree.tree.nodes
+    assert (migrations / "env.py").is_file() and list((migrations / "versions").glob("*.py"))
+    upgrade(f"sqlite:///{tmp_path / 'image.sqlite3'}", migrations=migrations)
+    database = env.get("IVR_DATABASE_URL", "")
+    assert not database or database.startswith("sqlite:////"), "a default holds no password"
+
+
+def _can_build_wheels() -> bool:
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    version = tuple(int(p) for p in re.findall(r"\d+", setuptools.__version__)[:2])
+    return version >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
+def test_the_builder_stage_builds_a_complete_wheel(
+    stages: list[Stage], context: Path, tmp_path: Path
+) -> None:
+    """Replay the builder's COPYs and build the wheel the way it does; every file of the
+    package (templates, static files, modules) must be in it, and the `ivr` command."""
+    builder = stages[0]
+    src = tmp_path / "src"
+    workdir = PurePosixPath(builder.all("WORKDIR")[0])
+    for copy in builder.copies():
+        assert copy.origin is None
+        dest = src / copy.dest.relative_to(workdir)
+        for source in copy.sources:
+            path = context / source
+            if path.is_dir():  # a folder's contents go to the destination
+                shutil.copytree(path, dest, dirs_exist_ok=True)
+            else:
+                target = dest / path.name if copy.into else dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    wheels = tmp_path / "wheels"
+    # Offline with this environment's setuptools when it can build wheels by itself (70.1+, or
+    # the `wheel` package); otherwise pip fetches pyproject's build backend, as the image does.
+    offline = ["--no-build-isolation"] if _can_build_wheels() else []
+    built = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", *offline),
+            *("--disable-pip-version-check", "--wheel-dir", str(wheels), str(src)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("ivr-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        assert "ivr = ivr.cli:main" in zf.read(entry_points).decode()
+    package = context / "ivr"
+    expected = {p.relative_to(context).as_posix() for p in package.rglob("*") if p.is_file()}
+    assert expected - names == set(), "in ivr/ but not in the wheel (package-data?)"
+    assert any(n.startswith("ivr/templates/") for n in names)
+    assert any(n.startswith("ivr/static/") for n in names)
+
+
+def test_lint_docker_passes() -> None:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "lint-docker")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- docker-compose.yml ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, object]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _services(compose: dict[str, object]) -> dict[str, dict[str, object]]:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _environment(service: dict[str, object]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    assert isinstance(env, dict)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def test_compose_builds_the_dockerfile_for_migrate_and_app(compose: dict[str, object]) -> None:
+    services = _services(compose)
+    for name, command in (("migrate", ["db", "upgrade"]), ("app", None)):
+        build = services[name]["build"]
+        assert isinstance(build, dict)
+        assert build.get("context") == "." and build.get("dockerfile", "Dockerfile") == "Dockerfile"
+        if command:
+            assert services[name]["command"] == command
+    app = services["app"]
+    assert app["command"][:1] in ([], ["serve"])  # type: ignore[index]
+    assert any(str(p).endswith(":8000") for p in app["ports"])  # type: ignore[attr-defined]
+    assert "/healthz" in str(app["healthcheck"])
+
+
+def test_compose_starts_in_order(compose: dict[str, object]) -> None:
+    services = _services(compose)
+    assert services["app"]["depends_on"] == {
+        "db": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+    assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert services["migrate"].get("restart") == "no"
+
+
+def test_compose_postgres_is_pinned_checked_and_kept(compose: dict[str, object]) -> None:
+    db = _services(compose)["db"]
+    image = str(db["image"])
+    assert re.fullmatch(r"postgres:\d+\.\d+(-\w+)?", image), f"pin the postgres tag: {image}"
+    assert "pg_isready" in str(db["healthcheck"])
+    (volume,) = db["volumes"]  # type: ignore[misc]
+    name, _, mount = str(volume).partition(":")
+    assert mount == "/var/lib/postgresql/data"
+    assert name in (compose.get("volumes") or {}), "a named volume, not a host folder"
+
+
+def test_compose_holds_no_secret(compose: dict[str, object]) -> None:
+    for name, service in _services(compose).items():
+        env_file = service.get("env_file")
+        assert env_file in (None, ".env", [".env"]), f"{name}: env_file {env_file}"
+        for key, value in _environment(service).items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED_VAR.fullmatch(value), f"{name}: {key} must be ${{VAR:?...}}"
+            if key.endswith("DATABASE_URL"):
+                user_part = value.split("://", 1)[1].split("@", 1)[0]
+                assert ":" not in user_part or "${" in user_part, f"{name}: password in URL"
+
+
+def test_compose_and_docs_name_only_real_settings_and_paths() -> None:
+    """Every IVR_* variable and /twilio/* path in the shipping files is one the code knows."""
+    known = {str(f.validation_alias) for f in Settings.model_fields.values() if f.validation_alias}
+    for path in (COMPOSE, DOCKERFILE, ROOT / "docs" / "production.md"):
+        text = path.read_text()
+        for variable in set(re.findall(r"\bIVR_[A-Z_]+\b", text)):
+            assert variable in known, f"{path.name}: {variable} is not a setting"
+        for route in set(re.findall(r"/twilio/[a-z-]+", text)):
+            assert route in TWILIO_PATHS, f"{path.name}: {route} is not served"
