@@ -4,8 +4,12 @@ Every request is signed exactly as Twilio signs it (HMAC-SHA1 over IVR_PUBLIC_UR
 query and the sorted form) and posted to the server's real address. A caller answers each
 <Gather> from its script, follows <Redirect>, holds in <Enqueue> by polling the waitUrl a
 few times, hangs up (the Enqueue action with QueueResult=hangup) and sends the final status
-callback, as Twilio would. Closed loop: each connection starts its next call as soon as the
-last one ends, so throughput is what the server gives at that concurrency.
+callback, as Twilio would. Closed loop (the default): each connection sends its next request
+as soon as the last one is answered, so throughput is what the server gives at that
+concurrency, and latency is mostly time spent queued behind the other connections. Paced
+(`rate`): the connections together send `rate` requests per second on a fixed schedule, and
+latency counts from when a request was due, not when it went out, so a slow answer that
+delays the next request is not hidden (no coordinated omission, as in wrk2).
 
 An error is a non-2xx answer, a transport failure, the fallback TwiML (the hotline failed
 inside and handed the caller to an agent), or a hold-loop document without the caller's
@@ -109,6 +113,23 @@ def summarise(stats: Stats) -> dict[str, Any]:
     }
 
 
+class Pacer:
+    """One connection's schedule: a request due every `interval` seconds from `start`."""
+
+    def __init__(self, interval: float, start: float) -> None:
+        self.interval = interval
+        self.due = start
+
+    async def slot(self) -> float:
+        """Wait for the next due time (not at all when behind) and return it."""
+        due = self.due
+        self.due += self.interval
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return due
+
+
 class JourneyFailed(Exception):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
@@ -131,7 +152,9 @@ class Caller:
         validator: RequestValidator,
         stats: Stats,
         from_number: str,
+        pacer: Pacer | None = None,
     ) -> None:
+        self.pacer = pacer
         self.session = session
         self.server_url = server_url.rstrip("/")
         self.public_url = public_url.rstrip("/")
@@ -144,7 +167,7 @@ class Caller:
         signature = self.validator.compute_signature(url, params)
         path = url[len(self.public_url) :] if url.startswith(self.public_url) else url
         endpoint = path.split("?", 1)[0]
-        started = time.perf_counter()
+        started = await self.pacer.slot() if self.pacer else time.perf_counter()
         try:
             async with self.session.post(
                 self.server_url + path,
@@ -285,8 +308,10 @@ async def drive(
     concurrency: int,
     seconds: float,
     warmup: float,
+    rate: float | None = None,
 ) -> Stats:
-    """Keep `concurrency` calls going for warmup + seconds; measure the last `seconds`."""
+    """Keep `concurrency` calls going for warmup + seconds; measure the last `seconds`.
+    With `rate`, the calls together send that many requests per second, evenly spread."""
     stats = Stats()
     validator = RequestValidator(auth_token)
     now = time.perf_counter()
@@ -303,6 +328,7 @@ async def drive(
             validator=validator,
             stats=stats,
             from_number=f"+1555{n:07d}",
+            pacer=Pacer(concurrency / rate, now + n / rate) if rate else None,
         )
         while time.perf_counter() < deadline:
             started = time.perf_counter()
@@ -333,6 +359,7 @@ def run(
     seconds: float,
     warmup: float,
     calls: int | None = None,
+    rate: float | None = None,
 ) -> Stats:
     """`drive` on its own event loop (uvloop when present: the generator shares the CPUs);
     `calls` stops after that many calls (all counted: give a zero warm-up)."""
@@ -349,6 +376,7 @@ def run(
                 concurrency=concurrency,
                 seconds=seconds,
                 warmup=warmup,
+                rate=rate,
             )
         )
     return asyncio.run(
@@ -360,5 +388,6 @@ def run(
             concurrency=concurrency,
             seconds=seconds,
             warmup=warmup,
+            rate=rate,
         )
     )

@@ -299,7 +299,16 @@ def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
     with writing(conn):
         return conn.execute(
             update(cases)
-            .where(cases.c.call_sid == call_sid, cases.c.status.in_(("waiting", "offered")))
+            .where(
+                cases.c.call_sid == call_sid,
+                (cases.c.status == "waiting")
+                # An offer of this caller, not of a call back: that is a new call, and an agent
+                # is already on it (a late or repeated status callback must not take it away).
+                | (
+                    (cases.c.status == "offered")
+                    & (func.coalesce(cases.c.claimed_from, "waiting") == "waiting")
+                ),
+            )
             .values(status="abandoned", queued=1, agent_id=None, offered_at=None, ended_at=now)
         ).rowcount
 

@@ -103,7 +103,7 @@ def serve(
         host=host,
         port=port,
         proxy_headers=True,
-        forwarded_allow_ips="*",
+        forwarded_allow_ips=settings.trusted_proxies,
         log_config=log_config(settings.log_format),
     )
 

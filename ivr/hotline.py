@@ -678,6 +678,15 @@ class Hotline:
                 max_age=timedelta(seconds=self.settings.call_max_age_seconds),
             )
 
+    def prune_failures(self) -> int:
+        """Forget failed attempts too old to count towards any lockout (kept a day at least)."""
+        s = self.settings
+        keep = max(
+            timedelta(days=1), timedelta(seconds=s.lockout_window_seconds + s.lockout_seconds)
+        )
+        with self.db.connect() as conn:
+            return store.prune_failures(conn, before=self.clock() - keep)
+
     # -- call trees: reload, rollback, every instance on the same version -------------------
 
     def activate(self, tree: CompiledTree, *, by: str) -> CompiledTree:

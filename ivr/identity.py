@@ -33,6 +33,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from ivr.db import accounts, verification_failures
 from ivr.exceptions import ConfigError
+from ivr.store import writing
 
 log = logging.getLogger("ivr.identity")
 
@@ -102,7 +103,7 @@ class LocalDirectory:
             "frozen": 0,
             "frozen_at": None,
         }
-        with self.db.begin() as conn:
+        with self.db.connect() as conn, writing(conn):
             if conn.execute(select(accounts.c.uid).where(accounts.c.uid == uid)).first():
                 conn.execute(update(accounts).where(accounts.c.uid == uid).values(**row))
             else:
@@ -146,7 +147,7 @@ class LocalDirectory:
             if hmac.compare_digest(totp.generate_otp(step), digits):
                 if last_step is not None and step <= last_step:
                     return False  # this code (or an earlier one) was used already
-                with self.db.begin() as conn:
+                with self.db.connect() as conn, writing(conn):
                     # Only if nobody used this step meanwhile: the no-reuse rule across instances.
                     used = conn.execute(
                         update(accounts)
@@ -166,7 +167,7 @@ class LocalAccountActions:
         self.db = db
 
     def freeze(self, *, uid: str, now: datetime) -> bool:
-        with self.db.begin() as conn:
+        with self.db.connect() as conn, writing(conn):
             changed = conn.execute(
                 update(accounts).where(accounts.c.uid == uid).values(frozen=1, frozen_at=now)
             ).rowcount
@@ -289,7 +290,7 @@ class SignInThrottle:
 
     def failed(self, client: str, where: str, now: datetime) -> None:
         """Count one wrong token from `client` at `where` (dashboard, api)."""
-        with self.db.begin() as conn:
+        with self.db.connect() as conn, writing(conn):
             conn.execute(
                 insert(verification_failures).values(
                     uid=None, caller=self.key(client), call_sid=f"sign-in:{where}"[:64], at=now

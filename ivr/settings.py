@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     tree_sync_seconds: float = Field(default=5.0, gt=0, validation_alias="IVR_TREE_SYNC")
     # Reload by itself when the tree file or a prompt catalog changes (checked every 2 s).
     watch_routes: bool = Field(default=False, validation_alias="IVR_WATCH_ROUTES")
+    # Peers whose X-Forwarded-For/-Proto `ivr serve` believes (uvicorn's forwarded_allow_ips:
+    # comma-separated addresses or networks, "*" for any). The sign-in throttle counts by the
+    # client address and the session cookie is Secure only over https, so a header anyone
+    # could send must not decide either: name the TLS proxy here.
+    trusted_proxies: str = Field(
+        default="127.0.0.1", min_length=1, validation_alias="IVR_TRUSTED_PROXIES"
+    )
     # JSON lines for log collectors; text for a person at a terminal.
     log_format: Literal["json", "text"] = Field(default="json", validation_alias="IVR_LOG_FORMAT")
     # PostgreSQL connections per instance: a pool of `db_pool_size` kept open, and up to

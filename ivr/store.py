@@ -365,6 +365,15 @@ def forget_failure(conn: Connection, *, failure_id: int) -> None:
         conn.execute(delete(verification_failures).where(verification_failures.c.id == failure_id))
 
 
+def prune_failures(conn: Connection, *, before: datetime) -> int:
+    """Drop counted failures (verification and sign-in) from before `before`: older than any
+    lockout or sign-in window, they decide nothing any more."""
+    with writing(conn):
+        return conn.execute(
+            delete(verification_failures).where(verification_failures.c.at < before)
+        ).rowcount
+
+
 def is_locked(
     conn: Connection,
     *,

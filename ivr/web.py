@@ -374,7 +374,9 @@ def create_app(
         return Response(generate_latest(hotline.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # On the event loop, not a worker thread: it answers even while every thread waits
+        # on the database, which is what a liveness probe must tell apart from a hung process.
         return {"status": "ok", "tree": hotline.trees.current.version}
 
     @app.get("/readyz", tags=["ops"])
@@ -419,6 +421,7 @@ async def _sweep_once(hotline: Hotline) -> None:
         offers = await run_in_threadpool(hotline.requeue_stale_offers)
         if offers:
             log.warning("%d cases taken by agents but never connected are back in line", offers)
+        await run_in_threadpool(hotline.prune_failures)
     except Exception:
         log.exception("the sweep failed; will try again")
 

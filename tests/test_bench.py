@@ -50,3 +50,23 @@ def test_the_ceiling_takes_the_same_journeys(tmp_path: Path) -> None:
     assert stats.errors == {}
     assert stats.journeys == 4
     assert len(stats.latencies) == 4 * 11
+
+
+def test_a_paced_connection_keeps_its_schedule_and_counts_from_when_it_was_due() -> None:
+    """Latency is counted from the due time; a request is never sent before it."""
+    import asyncio
+    import itertools
+    import time
+
+    async def five_slots() -> list[tuple[float, float]]:
+        pacer = load.Pacer(0.02, time.perf_counter() + 0.01)
+        slots = []
+        for _ in range(5):
+            due = await pacer.slot()
+            slots.append((due, time.perf_counter()))
+        return slots
+
+    slots = asyncio.run(five_slots())
+    dues = [due for due, _ in slots]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(dues)] == [0.02] * 4
+    assert all(sent >= due for due, sent in slots)

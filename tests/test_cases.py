@@ -551,3 +551,29 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"] is None
     huge = call(client, "POST", "/api/cases/99999999999999999999/resolve", {"notes": ""}, token)
     assert huge.status_code == 422
+
+
+@pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])
+def test_a_late_status_callback_leaves_a_call_back_with_its_agent(db: Engine, gone: str) -> None:
+    """The caller's own call ended earlier; an agent now has the case to call them back."""
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    with db.connect() as conn:
+        if gone == "callback_requested":
+            assert cases.request_callback(conn, call_sid=sid(1), number="+15005550042", now=T0)
+        else:
+            assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
+    claimed = claim(db, agent)
+    assert claimed is not None and claimed["id"] == a
+    with db.connect() as conn:  # that call's final status, late or delivered again
+        assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0 + timedelta(seconds=5)) == 0
+    assert get(db, a)["status"] == "offered" and get(db, a)["agent_id"] == agent
+
+
+def test_a_caller_who_hangs_up_while_offered_is_abandoned(db: Engine) -> None:
+    agent = agent_id(db)
+    a = add_case(db, 1, "normal", T0)
+    assert claim(db, agent) is not None
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
+    assert get(db, a)["status"] == "abandoned" and get(db, a)["agent_id"] is None

@@ -24,7 +24,7 @@ from ivr.cases import user_by_token
 from ivr.db import accounts, calls, create_db_engine, users
 from ivr.identity import LocalDirectory
 from ivr.settings import PROJECT_ROOT
-from tests.conftest import DATA, SECRET_KEY, TOKEN
+from tests.conftest import DATA, SECRET_KEY, TOKEN, make_user
 
 IVR = str(Path(sys.executable).parent / "ivr")
 
@@ -395,3 +395,24 @@ def test_routes_check_finds_prompts_through_ivr_prompts(tmp_path: Path) -> None:
     env = dict(os.environ, IVR_PROMPTS=str(DATA / "prompts"))
     result = run(["routes", "check", str(tree)], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("trusted", "secure"), [("10.9.9.9", False), ("127.0.0.1", True)])
+def test_serve_believes_forwarded_headers_only_from_trusted_proxies(
+    tmp_path: Path, trusted: str, secure: bool
+) -> None:
+    """A forged X-Forwarded-Proto from an untrusted peer does not make the session https."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_TRUSTED_PROXIES=trusted)
+    with running(env, tmp_path):
+        engine = create_db_engine(env["IVR_DATABASE_URL"])
+        token = make_user(engine, "sue", "supervisor")
+        engine.dispose()
+        response = httpx.post(
+            url + "/dashboard/login",
+            data={"token": token},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"},
+        )
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"].lower()
+    assert ("; secure" in cookie) is secure

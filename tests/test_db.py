@@ -107,3 +107,37 @@ def test_database_urls_people_paste_get_the_psycopg_driver() -> None:
     assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("postgresql://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_instances_starting_together_migrate_once() -> None:
+    """Every `ivr serve` upgrades at start: on PostgreSQL one migrates, the others wait."""
+    import subprocess
+    import sys
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"ivr_race_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    # Processes, not threads: Alembic's `context` is one per process.
+    script = "import sys; from ivr.db import upgrade; upgrade(sys.argv[1])"
+    try:
+        starts = [
+            subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in starts]
+        assert [p.returncode for p in starts] == [0, 0, 0, 0], "\n".join(errors)
+        engine = create_db_engine(url)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

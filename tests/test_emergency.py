@@ -632,3 +632,24 @@ def test_knowing_an_emergency_ticket_does_not_jump_the_queue(
     follow_up = case_rows(db)[-1]
     assert follow_up["parent_ticket"] == emergency["ticket"]
     assert (follow_up["priority"], follow_up["lane"]) == ("high", 1)
+
+
+def test_the_sweep_forgets_failures_only_once_they_can_lock_nobody(
+    app: FastAPI, phone: Phone, db: Engine, clock: FakeClock
+) -> None:
+    from ivr.db import verification_failures
+
+    def failures() -> int:
+        with db.connect() as conn:
+            return len(conn.execute(select(verification_failures.c.id)).all())
+
+    for pin in ("000001", "000002", "000003", "000004", "000005"):
+        phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press(pin)]))
+    assert failures() == 5
+    hotline = app.state.hotline
+    clock.advance(minutes=10)  # locked now: these rows are the lock
+    assert hotline.prune_failures() == 0 and failures() == 5
+    clock.advance(hours=23, minutes=40)  # long past the lock, but kept a day at least
+    assert hotline.prune_failures() == 0 and failures() == 5
+    clock.advance(hours=1, seconds=1)
+    assert hotline.prune_failures() == 5 and failures() == 0
