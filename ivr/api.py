@@ -72,21 +72,23 @@ def too_many(wait: int) -> HTTPException:
 
 
 def sign_in_throttle(request: Request, hotline: HotlineDep) -> None:
-    """Before any route's own token check: refuse a client address that sent too many wrong
-    bearer tokens lately (the right token too, for a while), and count a wrong one."""
-    throttle = SignInThrottle(hotline.db)
-    client, now = client_address(request), hotline.clock()
-    wait = throttle.retry_after(client, now)
-    if wait is not None:
-        raise too_many(wait)
+    """Before any route's own token check: a wrong bearer token is counted against the client
+    address, and refused with 429 while the address has sent too many lately. A right token
+    always passes (see `ivr.dashboard.check_token`: otherwise wrong tokens sent "from" an
+    agent's address would lock the agent out)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return  # no token at all: 401 from the route, and nothing guessed
     with hotline.db.connect() as conn:
-        known = user_by_token(conn, token=token) is not None
-    if not known:
-        throttle.failed(client, "api", now)
+        if user_by_token(conn, token=token) is not None:
+            return
+    throttle = SignInThrottle(hotline.db)
+    client, now = client_address(request), hotline.clock()
+    wait = throttle.retry_after(client, now)
+    if wait is not None:
+        raise too_many(wait)
+    throttle.failed(client, "api", now)
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}

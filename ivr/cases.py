@@ -43,9 +43,17 @@ def new_ticket() -> str:
 
 
 def open_case(
-    spec: OpenCase, *, call_sid: str, caller: str | None, risk: dict[str, str], now: datetime
+    spec: OpenCase,
+    *,
+    call_sid: str,
+    caller: str | None,
+    risk: dict[str, str],
+    now: datetime,
+    gone: bool = False,
 ) -> Insert:
-    """The insert for a new case, run by the hotline in the same transaction as the call step."""
+    """The insert for a new case, run by the hotline in the same transaction as the call step.
+    `gone`: the caller hung up already (their input came after the call ended): the case is
+    abandoned at once, kept in line for a call back like any caller who hung up waiting."""
     lane = 0 if spec.priority == "emergency" else 1
     sort_at = now - HIGH_BOOST if spec.priority == "high" else now
     return insert(cases).values(
@@ -59,11 +67,12 @@ def open_case(
         lane=lane,
         sort_at=sort_at,
         queued=1,
-        status="waiting",
+        status="abandoned" if gone else "waiting",
         flags={**spec.flags, **risk},
         path=spec.path,
         parent_ticket=spec.parent_ticket,
         created_at=now,
+        ended_at=now if gone else None,
     )
 
 

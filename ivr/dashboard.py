@@ -193,19 +193,22 @@ class Blocked(Exception):
 
 def check_token(request: Request, hotline: Hotline, token: str) -> User | None:
     """The user a token typed or sent as the cookie belongs to; a wrong one is counted against
-    the client address. Raises Blocked, whatever the token, while the address is blocked."""
+    the client address, and raises Blocked while the address is blocked. A right token always
+    passes: refusing it would let anyone who can send wrong tokens "from" an agent's address
+    lock that agent out of the queue (and a 256-bit token is not guessed anyway)."""
+    user = None
+    if len(token) <= MAX_TOKEN:
+        with hotline.db.connect() as conn:
+            user = user_by_token(conn, token=token)
+    if user is not None:
+        return user
     throttle = SignInThrottle(hotline.db)
     client, now = api.client_address(request), hotline.clock()
     wait = throttle.retry_after(client, now)
     if wait is not None:
         raise Blocked(wait)
-    user = None
-    if len(token) <= MAX_TOKEN:
-        with hotline.db.connect() as conn:
-            user = user_by_token(conn, token=token)
-    if user is None:
-        throttle.failed(client, "dashboard", now)
-    return user
+    throttle.failed(client, "dashboard", now)
+    return None
 
 
 def blocked_page(request: Request, blocked: Blocked) -> Response:

@@ -246,8 +246,10 @@ def create_db_engine(
 
     Connections are checked before use (pool_pre_ping), so after a database restart or
     failover the first request on each stale pooled connection reconnects by itself; a
-    request made while the database is down fails within a few seconds and its webhook
-    answers with the fallback. Nothing is retried here: a webhook's write is guarded by the
+    request made while the database is down (refused, reset, or a host gone) fails within a
+    few seconds and its webhook answers with the fallback. One that hangs without failing (a
+    stalled path) is not caught here: the webhook deadline in `ivr.web` answers for it.
+    Nothing is retried here: a webhook's write is guarded by the
     call's step, and Twilio's time limit leaves no room for waiting out an outage.
 
     `pool_size` and `max_overflow` (IVR_DB_POOL_SIZE, IVR_DB_MAX_OVERFLOW) size the pool of a

@@ -11,7 +11,9 @@ from ivr.cases import User, user_by_token
 from ivr.hotline import Hotline
 
 
-def get_hotline(request: Request) -> Hotline:
+async def get_hotline(request: Request) -> Hotline:
+    # async: a sync dependency would take a worker thread just to read an attribute, and the
+    # fallback URL must answer even when every thread waits on the database.
     hotline: Hotline = request.app.state.hotline
     return hotline
 

@@ -33,6 +33,15 @@ log = logging.getLogger("ivr.hotline")
 DEQUEUED_ELSEWHERE = frozenset({"redirected", "bridging-in-process"})
 AGENT_NO_ANSWER = engine.AGENT_NO_ANSWER
 
+
+def _hang_up() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+HANG_UP = _hang_up()
+
 Clock = Callable[[], datetime]
 
 
@@ -189,7 +198,7 @@ class Hotline:
                 return row.last_twiml
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
-            event = self._resolve(conn, tree, row, event, now)
+            event, counted = self._resolve(conn, tree, row, event, now)
             for _ in range(3):  # a new ticket number collides once in millions: draw again
                 result = engine.advance(
                     tree,
@@ -200,24 +209,23 @@ class Hotline:
                     now=now,
                     ticket=cases.new_ticket(),
                 )
-                if row.status in store.FINAL_STATUSES and any(
-                    isinstance(e, engine.OpenCase | engine.Freeze) for e in result.effects
-                ):
-                    # The final status callback came first: the caller is gone. A case opened
-                    # now would send an agent after nobody (a Gather action or a <Dial>
-                    # outcome Twilio delivered after the hang-up).
-                    log.info("input for call %s after it ended; no case opened", call_sid)
-                    ended = VoiceResponse()
-                    ended.hangup()
-                    return str(ended)
-                new_cases = self._cases(row, result.effects, now)
+                # The final status callback came first (a Gather action or a <Dial> outcome
+                # Twilio delivered after the hang-up): the caller is gone. What they asked for
+                # still happens (a verified victim's freeze above all), but their case waits
+                # for a call back instead of sending an agent to an empty line.
+                gone = row.status in store.FINAL_STATUSES
+                new_cases = self._cases(row, result.effects, now, gone=gone)
+                twiml = result.twiml
+                if gone and new_cases:
+                    log.info("input for call %s after it ended: a case for a call back", call_sid)
+                    twiml = HANG_UP  # nobody is there to queue
                 try:
                     saved = store.save_step(
                         conn,
                         call_sid=row.call_sid,
                         expected_step=row.step,
                         state=result.state,
-                        twiml=result.twiml,
+                        twiml=twiml,
                         log=result.log,
                         now=now,
                         also=new_cases,
@@ -226,11 +234,14 @@ class Hotline:
                     log.warning("ticket number collision on %s; drawing another", call_sid)
                     continue
                 if not saved:
+                    if counted is not None:
+                        # A copy of this request won the step and counted its own failure.
+                        store.forget_failure(conn, failure_id=counted)
                     return self._answer_again(conn, call_sid)
                 # Only the request that won the step acts on the account: a duplicate
                 # delivery of this webhook never freezes twice.
                 self._freeze(conn, row, result.effects, now)
-                return result.twiml
+                return twiml
             raise RuntimeError("could not store the call step")
 
     def _save(
@@ -267,18 +278,19 @@ class Hotline:
         row: store.CallRow,
         event: engine.Input,
         now: datetime,
-    ) -> engine.Input:
-        """Turn keyed digits the engine must not see into what they mean."""
+    ) -> tuple[engine.Input, int | None]:
+        """Turn keyed digits the engine must not see into what they mean; with the failure
+        this counted, if it did (to take back should a copy of this request win the step)."""
         awaiting = engine.awaiting(tree, row.state)
         if awaiting is None or not isinstance(event, engine.Keys):
-            return event
+            return event, None
         if awaiting == "ticket":
             digits = event.digits
             found = cases.find_ticket(conn, ticket=digits) if digits.isdigit() else None
-            return engine.TicketLookup(found)
+            return engine.TicketLookup(found), None
         node = tree.node(row.state.node)
         if isinstance(node, VerifyNode) and event.digits == node.skip_key:
-            return event
+            return event, None
         uid = row.state.facts.get("uid") or None
         s = self.settings
         # Count the attempt before checking it: parallel calls guessing one account each see
@@ -297,18 +309,18 @@ class Hotline:
             exclude=attempt,
         ):
             self.metrics.lockouts.inc()
-            return engine.Checked(ok=False, locked=True)
+            return engine.Checked(ok=False, locked=True), attempt
         ok = bool(uid) and self.identity.check(
             uid=uid or "", factor=awaiting, digits=event.digits, now=now
         )
         if ok:
             store.forget_failure(conn, failure_id=attempt)
-        else:
-            self.metrics.verification_failures.inc()
-        return engine.Checked(ok=ok)
+            return engine.Checked(ok=True), None
+        self.metrics.verification_failures.inc()
+        return engine.Checked(ok=False), attempt
 
     def _cases(
-        self, row: store.CallRow, effects: list[engine.Effect], now: datetime
+        self, row: store.CallRow, effects: list[engine.Effect], now: datetime, *, gone: bool
     ) -> list[Executable]:
         """The cases the engine opened, written with the step."""
         return [
@@ -318,6 +330,7 @@ class Hotline:
                 caller=row.from_number,
                 risk=self._risk(row, effect.flags.get("uid")),
                 now=now,
+                gone=gone,
             )
             for effect in effects
             if isinstance(effect, engine.OpenCase)

@@ -3,6 +3,7 @@
 Metrics (GET /metrics):
     ivr_webhook_seconds{endpoint}          latency of each Twilio webhook (histogram)
     ivr_signature_failures_total           requests refused for a missing or wrong signature
+    ivr_late_webhooks_total                webhooks answered from memory after the deadline
     ivr_verification_failures_total        secret factors that did not match
     ivr_lockouts_total                     verification attempts refused by a lockout
     ivr_freezes_total{by,result}           account freezes (by caller or agent)
@@ -52,6 +53,11 @@ class Metrics:
         )
         self.verification_failures = Counter(
             "ivr_verification_failures", "secret factors that did not match", registry=self.registry
+        )
+        self.late_webhooks = Counter(
+            "ivr_late_webhooks",
+            "webhooks answered from memory because the real answer was too late",
+            registry=self.registry,
         )
         self.lockouts = Counter(
             "ivr_lockouts", "verification refused by a lockout", registry=self.registry

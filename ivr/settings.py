@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(
         default="127.0.0.1", min_length=1, validation_alias="IVR_TRUSTED_PROXIES"
     )
+    # Twilio waits 15 s for a webhook, then plays its own error: past this, answer from memory.
+    webhook_deadline_seconds: float = Field(
+        default=10.0, gt=0, le=14, validation_alias="IVR_WEBHOOK_DEADLINE"
+    )
     # JSON lines for log collectors; text for a person at a terminal.
     log_format: Literal["json", "text"] = Field(default="json", validation_alias="IVR_LOG_FORMAT")
     # PostgreSQL connections per instance: a pool of `db_pool_size` kept open, and up to
@@ -129,6 +133,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _pool_fits_a_verifying_webhook(self) -> Settings:
+        # A webhook that checks a caller's PIN holds two connections at once (the call's and
+        # the identity directory's): with fewer, every PIN step would time out to the fallback.
+        if self.db_pool_size + self.db_max_overflow < 2:
+            raise ValueError("IVR_DB_POOL_SIZE + IVR_DB_MAX_OVERFLOW must be at least 2")
+        return self
+
     @property
     def hold_music_url_str(self) -> str | None:
         return str(self.hold_music_url) if self.hold_music_url else None
@@ -153,6 +165,8 @@ _ENV_NAMES = {
     "sweep_interval_seconds": "IVR_SWEEP_INTERVAL",
     "db_pool_size": "IVR_DB_POOL_SIZE",
     "db_max_overflow": "IVR_DB_MAX_OVERFLOW",
+    "webhook_deadline_seconds": "IVR_WEBHOOK_DEADLINE",
+    "trusted_proxies": "IVR_TRUSTED_PROXIES",
 }
 
 

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, QueuePool, text
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
@@ -191,6 +191,7 @@ TWILIO_PATHS = frozenset(
         "fallback",
     )
 )
+CALLBACK_PATHS = frozenset({"/twilio/status", "/twilio/callback-status"})  # answered 204
 Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
 
 
@@ -361,6 +362,7 @@ def create_app(
                 await task
 
     app = FastAPI(title="Exchange support hotline (IVR)", lifespan=lifespan)
+    app.add_middleware(WebhookDeadline, hotline=hotline, seconds=settings.webhook_deadline_seconds)
     app.add_middleware(WebhookTimer, metrics=hotline.metrics)
     app.state.hotline = hotline
     app.state.validator = RequestValidator(settings.twilio_auth_token)
@@ -391,6 +393,72 @@ def create_app(
         return Response('{"status": "ready"}', media_type="application/json")
 
     return app
+
+
+class WebhookDeadline:
+    """Answers a Twilio webhook from memory when the real answer is late.
+
+    Twilio gives up on a webhook after 15 s and plays its own error. A database that hangs
+    without dropping the connection, or every worker thread busy, can hold a webhook longer
+    than any of our timeouts: after `seconds` the caller gets the fallback (an apology and an
+    agent queue), the hold loop keeps holding, a callback gets 204. The late work goes on and
+    its answer is dropped; the call's step guard makes anything it stored harmless."""
+
+    def __init__(self, app: ASGIApp, hotline: Hotline, seconds: float) -> None:
+        self.app = app
+        self.hotline = hotline
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in TWILIO_PATHS:
+            await self.app(scope, receive, send)
+            return
+        late = False
+        answering = False
+
+        async def send_unless_late(message: Message) -> None:
+            nonlocal answering
+            if late:
+                return
+            answering = True
+            await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, receive, send_unless_late))
+        try:
+            await asyncio.wait_for(asyncio.shield(work), self.seconds)
+            return
+        except TimeoutError:
+            if answering:  # already half sent: let it finish
+                await work
+                return
+        late = True
+        work.add_done_callback(_log_late_failure)
+        log.error("webhook %s took over %g s; answered from memory", path, self.seconds)
+        self.hotline.metrics.late_webhooks.inc()
+        await self._from_memory(path, scope, send)
+
+    async def _from_memory(self, path: str, scope: Scope, send: Send) -> None:
+        if path in CALLBACK_PATHS:
+            response = Response(status_code=204)
+        elif path == "/twilio/wait":
+            lang = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("lang")
+            catalogs = self.hotline.trees.current.catalogs
+            language = lang if lang and lang in catalogs.by_language else catalogs.languages[0]
+            hold = engine.hold_twiml(catalogs, language, self.hotline.settings.hold_music_url_str)
+            response = _twiml(hold)
+        else:
+            response = _twiml(self.hotline.fallback())
+
+        async def nothing_more() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing_more, send)
+
+
+def _log_late_failure(work: asyncio.Future[None]) -> None:
+    if not work.cancelled() and work.exception() is not None:
+        log.error("a late webhook failed too", exc_info=work.exception())
 
 
 class WebhookTimer:

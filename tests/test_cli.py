@@ -89,7 +89,11 @@ def running(env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]
         yield proc
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a server behind for the next test's port
+            proc.wait(timeout=10)
         log.close()
 
 

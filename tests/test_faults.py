@@ -404,7 +404,7 @@ def _params(record: CallRecord, **extra: str) -> dict[str, str]:
     return {**{k: v for k, v in record.requests[0][1].items() if k in keep}, **extra}
 
 
-def test_a_gather_action_after_the_call_completed_opens_no_case(
+def test_a_gather_action_after_the_call_completed_leaves_a_case_for_a_call_back(
     phone: Phone, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
     # The caller hangs up at the main menu; Twilio's final status callback arrives first and
@@ -419,9 +419,31 @@ def test_a_gather_action_after_the_call_completed_opens_no_case(
     assert "<Enqueue" not in late.text  # nobody is there to queue
     with db.connect() as conn:
         after = conn.execute(select(calls.c.status, calls.c.step)).one()
-        opened = conn.execute(select(func.count()).select_from(cases)).scalar()
-    assert opened == 0  # no case for an agent to chase: the caller is gone
-    assert after == before
+        opened = conn.execute(select(cases.c.status, cases.c.queued, cases.c.agent_id)).all()
+    # What they asked for is not lost, and no agent is sent to an empty line: a call back.
+    assert [tuple(row) for row in opened] == [("abandoned", 1, None)]
+    assert after.status == "completed"
+    again = phone.signed_post(_menu_action(record), _params(record, Digits="0"))
+    assert again.text == late.text  # Twilio repeating it changes nothing more
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(cases)).scalar() == 1
+
+
+def test_a_pin_delivered_after_the_victim_hung_up_still_freezes(
+    phone: Phone, db: Engine, clock: Any
+) -> None:
+    LocalDirectory(db, SECRET_KEY).add(
+        uid="10000001", pin=PIN, id_last4=None, phone=None, totp_secret=None, now=clock.now
+    )
+    # Hijack path, UID given; the victim hangs up at the PIN prompt, then the PIN arrives.
+    record = phone.call(ScriptedParty([Press("1"), Press("1"), Press("10000001")]))
+    late = phone.signed_post(_menu_action(record), _params(record, Digits=PIN))
+    assert late.status_code == 200 and "<Hangup" in late.text
+    with db.connect() as conn:
+        frozen = conn.execute(select(accounts.c.frozen)).scalar()
+        [case] = conn.execute(select(cases.c.status, cases.c.priority, cases.c.queue)).all()
+    assert frozen == 1
+    assert tuple(case) == ("abandoned", "emergency", "security")
 
 
 def test_status_callbacks_repeated_and_reordered_for_a_queued_caller(
@@ -509,3 +531,62 @@ def test_a_caller_only_the_fallback_queued_is_abandoned_on_hang_up(
     [case] = case_rows(db, sid)
     # Not "waiting": an agent would take it as a live caller and find nobody on the line.
     assert (case["status"], case["queued"]) == ("abandoned", 1)
+
+
+# -- (d) a webhook stuck past the deadline ----------------------------------------------------
+
+
+def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
+    database_url: str,
+    db: Engine,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """A database that hangs without failing (a stalled path, every thread busy) must not hold
+    a caller past Twilio's 15 s: after IVR_WEBHOOK_DEADLINE the caller hears the fallback, the
+    hold loop keeps holding, a status callback gets its 204."""
+    from ivr.tree import load_tree
+    from ivr.web import create_app
+    from tests.conftest import PROJECT_ROOT, make_settings
+
+    stall = threading.Event()
+    released = threading.Event()
+
+    def on_checkout(*_: Any) -> None:  # the engine's own event: a connection that hangs
+        if stall.is_set():
+            released.wait(20)
+
+    from sqlalchemy import event
+
+    event.listen(db, "checkout", on_checkout)
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_WEBHOOK_DEADLINE=0.5)
+    tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", PROJECT_ROOT / "prompts")
+    app = create_app(settings, tree=tree, db=db)
+    try:
+        with TestClient(app) as client:
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+            sid = "CA" + "7" * 32
+            base = {"AccountSid": "AC" + "0" * 32, "CallSid": sid, "From": "+15005550006"}
+            assert "<Gather" in phone.signed_post(PUBLIC_URL + "/twilio/voice", base).text
+            stall.set()
+            answers = {}
+            for path, extra in (
+                ("/twilio/gather?s=1", {"Digits": "1"}),
+                ("/twilio/wait?lang=en&queue=security", {"QueueTime": "30"}),
+                ("/twilio/status", {"CallStatus": "completed", "SequenceNumber": "3"}),
+            ):
+                started = time.monotonic()
+                answers[path] = phone.signed_post(PUBLIC_URL + path, {**base, **extra})
+                assert time.monotonic() - started < 5, path
+            late = app.state.hotline.metrics.registry.get_sample_value("ivr_late_webhooks_total")
+            released.set()
+    finally:
+        released.set()
+        event.remove(db, "checkout", on_checkout)
+    menu = answers["/twilio/gather?s=1"]
+    assert menu.status_code == 200 and APOLOGY in menu.text and "<Enqueue" in menu.text
+    hold = answers["/twilio/wait?lang=en&queue=security"]
+    assert hold.status_code == 200 and "<Enqueue" not in hold.text and "holding" in hold.text
+    check_twiml(menu.text)
+    check_twiml(hold.text)
+    assert answers["/twilio/status"].status_code == 204
+    assert late == 3

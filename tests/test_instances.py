@@ -378,6 +378,19 @@ def test_bad_pool_settings_are_refused_by_name(
         load_settings(_env_file=None)
 
 
+def test_a_pool_too_small_for_a_verifying_webhook_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    monkeypatch.setenv("IVR_PUBLIC_URL", PUBLIC_URL)
+    monkeypatch.setenv("IVR_DB_POOL_SIZE", "1")
+    monkeypatch.setenv("IVR_DB_MAX_OVERFLOW", "0")
+    with pytest.raises(ConfigError, match="at least 2"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("IVR_DB_MAX_OVERFLOW", "1")
+    assert load_settings(_env_file=None).db_pool_size == 1
+
+
 def test_pooled_connections_detect_a_dead_database_host(pg: Engine) -> None:
     """Keepalives and TCP_USER_TIMEOUT on every webhook connection: a database host that
     vanished without a reset is noticed in seconds, not after minutes of retransmissions."""
