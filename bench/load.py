@@ -364,22 +364,12 @@ def run(
     """`drive` on its own event loop (uvloop when present: the generator shares the CPUs);
     `calls` stops after that many calls (all counted: give a zero warm-up)."""
     cycle = itertools.islice(itertools.cycle(journeys), calls)
+    run_loop: Any = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
 
-        return uvloop.run(
-            drive(
-                server_url=server_url,
-                public_url=public_url,
-                auth_token=auth_token,
-                journeys=cycle,
-                concurrency=concurrency,
-                seconds=seconds,
-                warmup=warmup,
-                rate=rate,
-            )
-        )
-    return asyncio.run(
+        run_loop = uvloop.run
+    stats: Stats = run_loop(
         drive(
             server_url=server_url,
             public_url=public_url,
@@ -391,3 +381,4 @@ def run(
             rate=rate,
         )
     )
+    return stats

@@ -31,6 +31,7 @@ from ivr.phone import Phone
 from ivr.prompts import load_catalogs
 from ivr.store import get_call
 from ivr.tree import compile_source
+from ivr.web import TWILIO_PATHS
 from tests.conftest import DATA, PUBLIC_URL, SECRET_KEY, FakeClock, bearer, make_user
 
 FUZZ = settings(
@@ -42,19 +43,7 @@ FUZZ = settings(
 )
 
 SIDS = ["CA" + f"{n:032x}" for n in (0xF0, 0xF1, 0xF2)]
-ROUTES = [
-    "voice",
-    "gather",
-    "dial",
-    "queue-exit",
-    "wait",
-    "callback-request",
-    "connect",
-    "connect-done",
-    "callback-status",
-    "status",
-    "fallback",
-]
+ROUTES = sorted(path.removeprefix("/twilio/") for path in TWILIO_PATHS)  # every webhook
 STEPPED = {"gather", "dial", "queue-exit"}
 CASED = {"connect", "connect-done", "callback-status"}
 
