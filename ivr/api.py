@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.calllog import CallFilter, list_calls, timeline
-from ivr.cases import User, user_by_token, waiting_cases
+from ivr.cases import User, waiting_cases
 from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed
-from ivr.identity import SignInThrottle
 from ivr.stats import Thresholds, figures
 from ivr.store import tree_version_list
 
@@ -57,47 +56,14 @@ class Unprocessable(BaseModel):
     )
 
 
-def client_address(request: Request) -> str:
-    """The client as the server sees it (behind a proxy: what uvicorn's --proxy-headers and
-    --forwarded-allow-ips make of X-Forwarded-For; never the header taken on trust)."""
-    return request.client.host if request.client else "unknown"
-
-
-def too_many(wait: int) -> HTTPException:
-    return HTTPException(
-        429,
-        "too many wrong tokens from this address; try again later",
-        headers={"Retry-After": str(wait)},
-    )
-
-
-def sign_in_throttle(request: Request, hotline: HotlineDep) -> None:
-    """Before any route's own token check: a wrong bearer token is counted against the client
-    address, and refused with 429 while the address has sent too many lately. A right token
-    always passes (see `ivr.dashboard.check_token`: otherwise wrong tokens sent "from" an
-    agent's address would lock the agent out)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return  # no token at all: 401 from the route, and nothing guessed
-    with hotline.db.connect() as conn:
-        if user_by_token(conn, token=token) is not None:
-            return
-    throttle = SignInThrottle(hotline.db)
-    client, now = client_address(request), hotline.clock()
-    wait = throttle.retry_after(client, now)
-    if wait is not None:
-        raise too_many(wait)
-    throttle.failed(client, "api", now)
-
-
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 router = APIRouter(
     prefix="/api",
     tags=["agents"],
     # HTTPBearer(auto_error=False) only declares the scheme in the OpenAPI schema; the tokens
-    # are checked by the routes' user dependencies (401 without one, 403 for a wrong role).
-    dependencies=[Depends(sign_in_throttle), Depends(HTTPBearer(auto_error=False))],
+    # are checked by the routes' user dependencies (401 without one, 403 for a wrong role, 429
+    # for too many wrong ones: `ivr.deps.current_user`).
+    dependencies=[Depends(HTTPBearer(auto_error=False))],
     responses={
         401: {"model": ErrorMessage, "description": "no valid bearer token"},
         403: {"model": ErrorMessage, "description": "not for this user's role"},

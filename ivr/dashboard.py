@@ -6,7 +6,8 @@ and filtering are exactly the API's; the figures are `ivr.stats.figures`. Sign-i
 user's API token, kept in an HttpOnly, SameSite=Strict cookie. Every page is sent with a
 strict Content-Security-Policy: no inline script, no inline style, nothing from elsewhere.
 Wrong tokens, typed at sign-in or sent as a session cookie, count against the client address
-with the JSON API's (`SignInThrottle`): past the limit every page answers 429 for a while.
+with the JSON API's (`ivr.deps.staff_user`): past the limit they are answered 429 for a while;
+a right token still signs in.
 
 Wire it into the app with the router and the static files:
 
@@ -34,10 +35,9 @@ from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
 
 from ivr import api, graph, stats
-from ivr.cases import User, user_by_token
-from ivr.deps import HotlineDep
+from ivr.cases import User
+from ivr.deps import Blocked, HotlineDep, staff_user
 from ivr.hotline import Hotline
-from ivr.identity import SignInThrottle
 from ivr.tree import CompiledTree
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ COOKIE = "ivr_session"
 SESSION_SECONDS = 8 * 3600
 REFRESH_SECONDS = 5
 PAGE_SIZE = 50
-MAX_TOKEN = 200
+MAX_CURSOR = 200
 MAX_PERIOD = timedelta(days=31)
 MAX_BARS = 48
 BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
@@ -183,32 +183,9 @@ def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=SECURITY_HEADERS)
 
 
-class Blocked(Exception):
-    """Too many wrong tokens from this client address: `wait` seconds before the next try."""
-
-    def __init__(self, wait: int) -> None:
-        super().__init__(wait)
-        self.wait = wait
-
-
 def check_token(request: Request, hotline: Hotline, token: str) -> User | None:
-    """The user a token typed or sent as the cookie belongs to; a wrong one is counted against
-    the client address, and raises Blocked while the address is blocked. A right token always
-    passes: refusing it would let anyone who can send wrong tokens "from" an agent's address
-    lock that agent out of the queue (and a 256-bit token is not guessed anyway)."""
-    user = None
-    if len(token) <= MAX_TOKEN:
-        with hotline.db.connect() as conn:
-            user = user_by_token(conn, token=token)
-    if user is not None:
-        return user
-    throttle = SignInThrottle(hotline.db)
-    client, now = api.client_address(request), hotline.clock()
-    wait = throttle.retry_after(client, now)
-    if wait is not None:
-        raise Blocked(wait)
-    throttle.failed(client, "dashboard", now)
-    return None
+    """The user a typed token or the session cookie belongs to (see `ivr.deps.staff_user`)."""
+    return staff_user(request, hotline, token, "dashboard")
 
 
 def blocked_page(request: Request, blocked: Blocked) -> Response:
@@ -413,7 +390,7 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     context: dict[str, Any] = {"form": raw, "calls": [], "next_link": None, "errors": []}
     context["first_link"] = page_link(raw) if cursor is not None else None
     try:
-        if cursor is not None and len(cursor) > MAX_TOKEN:
+        if cursor is not None and len(cursor) > MAX_CURSOR:
             raise HTTPException(422, "not a cursor from this page")
         found = api.calls_list(user, hotline, call_query(raw), PAGE_SIZE, cursor)
     except ValidationError as exc:

@@ -9,6 +9,9 @@ from fastapi import Depends, HTTPException, Request
 
 from ivr.cases import User, user_by_token
 from ivr.hotline import Hotline
+from ivr.identity import SignInThrottle
+
+MAX_TOKEN = 200  # ours are 43 characters; nothing longer is looked up
 
 
 async def get_hotline(request: Request) -> Hotline:
@@ -21,13 +24,57 @@ async def get_hotline(request: Request) -> Hotline:
 HotlineDep = Annotated[Hotline, Depends(get_hotline)]
 
 
-def current_user(request: Request, hotline: HotlineDep) -> User:
-    """The user behind `Authorization: Bearer <token>`, or 401."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def client_address(request: Request) -> str:
+    """The client as the server sees it (behind a proxy: what uvicorn's --proxy-headers and
+    --forwarded-allow-ips make of X-Forwarded-For; never the header taken on trust)."""
+    return request.client.host if request.client else "unknown"
+
+
+class Blocked(Exception):
+    """Too many wrong tokens from this client address: `wait` seconds before the next try."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+def staff_user(request: Request, hotline: Hotline, token: str, where: str) -> User | None:
+    """The user a staff token (a bearer token, a dashboard sign-in or session) belongs to.
+
+    A wrong one is counted against the client address (`SignInThrottle`), and raises Blocked
+    while the address has sent too many lately. A right token always passes: refusing it would
+    let anyone able to send wrong tokens "from" an agent's address lock that agent out of the
+    queue (and a 256-bit token is not guessed anyway)."""
     user = None
-    if scheme.lower() == "bearer" and token.strip():
+    if len(token) <= MAX_TOKEN:
         with hotline.db.connect() as conn:
-            user = user_by_token(conn, token=token.strip())
+            user = user_by_token(conn, token=token)
+    if user is not None:
+        return user
+    throttle = SignInThrottle(hotline.db)
+    client, now = client_address(request), hotline.clock()
+    wait = throttle.retry_after(client, now)
+    if wait is not None:
+        raise Blocked(wait)
+    throttle.failed(client, where, now)
+    return None
+
+
+def current_user(request: Request, hotline: HotlineDep) -> User:
+    """The user behind `Authorization: Bearer <token>`; 401 without one (nothing guessed, nothing
+    counted) or with a wrong one, 429 while the client address has sent too many wrong ones."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    user = None
+    if scheme.lower() == "bearer" and token:
+        try:
+            user = staff_user(request, hotline, token, "api")
+        except Blocked as blocked:
+            raise HTTPException(
+                429,
+                "too many wrong tokens from this address; try again later",
+                headers={"Retry-After": str(blocked.wait)},
+            ) from None
     if user is None:
         raise HTTPException(
             401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}

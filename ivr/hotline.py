@@ -392,7 +392,6 @@ class Hotline:
         """The queue's hold loop: our place in line, a tip, the call-back offer, music."""
         catalogs = self.trees.current.catalogs
         lang = language if language in catalogs.by_language else catalogs.languages[0]
-        music = self.settings.hold_music_url_str
         try:
             with self.db.connect() as conn:
                 view = cases.case_for_call(conn, call_sid=call_sid)
@@ -406,7 +405,7 @@ class Hotline:
             log.exception("hold loop without the database for %s", call_sid)
             view = None
         if view is None:
-            return engine.hold_twiml(catalogs, lang, music)
+            return self.hold_from_memory(lang)
         if view.row["status"] == "offered" and self.twilio is None:
             return engine.leave_twiml()  # an agent took it: out of the queue, to the agent
         minutes = math.ceil((view.position or 1) * self.settings.avg_handle_seconds / 60)
@@ -414,7 +413,7 @@ class Hotline:
         return engine.hold_twiml(
             catalogs,
             lang,
-            music,
+            self.settings.hold_music_url_str,
             position=view.position,
             wait_minutes=minutes,
             tip=queue_time // 30,
@@ -676,6 +675,14 @@ class Hotline:
         return case
 
     # -- from memory ----------------------------------------------------------------------
+
+    def hold_from_memory(self, language: str | None) -> str:
+        """A hold-loop round without the database: music and a tip, no place in line."""
+        catalogs = self.trees.current.catalogs
+        lang = language if language and language in catalogs.by_language else None
+        return engine.hold_twiml(
+            catalogs, lang or catalogs.languages[0], self.settings.hold_music_url_str
+        )
 
     def fallback(self) -> str:
         """For when anything failed: from memory alone, apologise and queue for an agent."""

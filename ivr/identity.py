@@ -239,11 +239,11 @@ class SignInThrottle:
     """Failed staff sign-ins (a dashboard token, a JSON API bearer token) per client address.
 
     `failures` wrong tokens within `window` block the address for `window` after the last of
-    them: every sign-in from it then gets 429 with Retry-After, the right token too (otherwise
-    the answer would still tell a guesser which token is right). Successful sign-ins are not
-    counted and reset nothing. The failures are rows of the verification_failures table (no
-    UID, the `caller` column holding `auth:` and a digest of the address, never the address),
-    so the limit holds across instances and restarts; the verification lockout never matches
+    them: every wrong token from it then gets 429 with Retry-After; a right token still passes
+    (`ivr.deps.staff_user` says why). Successful sign-ins are not counted and reset nothing.
+    The failures are rows of the verification_failures table (no UID, the `caller` column
+    holding `auth:` and a digest of the address, never the address), so the limit holds
+    across instances and restarts; the verification lockout never matches
     them, since no caller number starts with `auth:`.
     """
 

@@ -443,10 +443,7 @@ class WebhookDeadline:
             response = Response(status_code=204)
         elif path == "/twilio/wait":
             lang = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("lang")
-            catalogs = self.hotline.trees.current.catalogs
-            language = lang if lang and lang in catalogs.by_language else catalogs.languages[0]
-            hold = engine.hold_twiml(catalogs, language, self.hotline.settings.hold_music_url_str)
-            response = _twiml(hold)
+            response = _twiml(self.hotline.hold_from_memory(lang))
         else:
             response = _twiml(self.hotline.fallback())
 
