@@ -9,6 +9,7 @@ Callers who asked for a call back, or hung up, keep their place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Insert,
+    Update,
     and_,
     bindparam,
     func,
@@ -123,6 +125,25 @@ def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
     data = dict(row)
     ahead_count = data.pop("ahead")
     return CaseView(data, ahead_count + 1 if data["queued"] else None)
+
+
+def case_in_queue(conn: Connection, *, call_sid: str, queue: str) -> dict[str, Any] | None:
+    """The call's case in `queue` (its id and flags), if it has one; in the caller's
+    transaction when one is open."""
+    query = (
+        select(cases.c.id, cases.c.flags)
+        .where(cases.c.call_sid == call_sid, cases.c.queue == queue)
+        .order_by(cases.c.id.desc())
+        .limit(1)
+    )
+    with contextlib.nullcontext() if conn.in_transaction() else conn.begin():
+        row = conn.execute(query).mappings().first()
+    return None if row is None else dict(row)
+
+
+def flags_update(case_id: int, flags: dict[str, Any]) -> Update:
+    """The update that replaces a case's flags, for a transaction of the caller's."""
+    return update(cases).where(cases.c.id == case_id).values(flags=flags)
 
 
 def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:
@@ -288,7 +309,7 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
 def set_flags(conn: Connection, *, case_id: int, flags: dict[str, Any]) -> None:
     """Replace a case's flags, touching nothing else (its status may be changing meanwhile)."""
     with writing(conn):
-        conn.execute(update(cases).where(cases.c.id == case_id).values(flags=flags))
+        conn.execute(flags_update(case_id, flags))
 
 
 def request_callback(conn: Connection, *, call_sid: str, number: str | None, now: datetime) -> bool:

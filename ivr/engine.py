@@ -277,6 +277,25 @@ def advance(
     return turn.finish(new)
 
 
+def hung_up_on_the_way(tree: CompiledTree, state: CallState, *, ticket: str) -> OpenCase | None:
+    """The case of a caller who hung up on the way to an emergency queue (hearing its notice,
+    keying their UID) before the queue opened one: they asked for urgent help, so an agent
+    calls them back. None for any other caller, or one whose case is open already."""
+    target = tree.emergency_bound.get(state.node)
+    if target is None or state.ended:
+        return None
+    node = tree.node(target)
+    if not isinstance(node, QueueNode):
+        return None
+    facts = state.facts
+    if facts.get("ticket") and facts.get("queue") == node.queue:
+        return None
+    flags: dict[str, str] = {k: facts[k] for k in ("verified", "factors", "uid") if k in facts}
+    flags["hung_up_at"] = state.node
+    reason = node.reason or node.topic or target
+    return OpenCase(ticket, node.queue, node.priority, reason, flags, list(state.trail))
+
+
 def hold_twiml(
     catalogs: Catalogs,
     language: str,

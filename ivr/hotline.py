@@ -214,7 +214,10 @@ class Hotline:
                 # still happens (a verified victim's freeze above all), but their case waits
                 # for a call back instead of sending an agent to an empty line.
                 gone = row.status in store.FINAL_STATUSES
-                new_cases = self._cases(row, result.effects, now, gone=gone)
+                if gone:
+                    new_cases = self._late_cases(conn, row, result.effects, now)
+                else:
+                    new_cases = self._cases(row, result.effects, now, gone=False)
                 twiml = result.twiml
                 if gone and new_cases:
                     log.info("input for call %s after it ended: a case for a call back", call_sid)
@@ -241,6 +244,10 @@ class Hotline:
                 # Only the request that won the step acts on the account: a duplicate
                 # delivery of this webhook never freezes twice.
                 self._freeze(conn, row, result.effects, now)
+                if gone and not new_cases:
+                    # Their UID came after the hang-up, say: on the way to an emergency queue
+                    # still, they get the case the status callback could not open.
+                    self._hung_up_on_the_way(conn, row, result.state, now)
                 return twiml
             raise RuntimeError("could not store the call step")
 
@@ -335,6 +342,23 @@ class Hotline:
             for effect in effects
             if isinstance(effect, engine.OpenCase)
         ]
+
+    def _late_cases(
+        self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
+    ) -> list[Executable]:
+        """The cases input after the hang-up opened, for a call back. Where the hang-up opened
+        one in that queue already, it gains what the input added (verified, say) instead."""
+        statements: list[Executable] = []
+        for effect in effects:
+            if not isinstance(effect, engine.OpenCase):
+                continue
+            existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=effect.queue)
+            if existing is None:
+                statements += self._cases(row, [effect], now, gone=True)
+            else:
+                flags = {**existing["flags"], **effect.flags}
+                statements.append(cases.flags_update(existing["id"], flags))
+        return statements
 
     def _freeze(
         self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
@@ -526,7 +550,7 @@ class Hotline:
     ) -> bool:
         now = self.clock()
         with self.db.connect() as conn:
-            recorded = store.record_status(
+            row = store.record_status(
                 conn,
                 call_sid=call_sid,
                 status=status,
@@ -535,12 +559,45 @@ class Hotline:
                 now=now,
             )
             if status in store.FINAL_STATUSES and (
-                recorded or store.load_call(conn, call_sid=call_sid) is None
+                row is not None or store.load_call(conn, call_sid=call_sid) is None
             ):
                 # A caller only the fallback queued has no call row, but may have a case
                 # (opened by the hold loop): abandoned on hang-up like any other.
                 cases.abandon_for_call(conn, call_sid=call_sid, now=now)
-        return recorded
+                if row is not None:
+                    self._hung_up_on_the_way(conn, row, row.state, now)
+        return row is not None
+
+    def _hung_up_on_the_way(
+        self, conn: Connection, row: store.CallRow, state: engine.CallState, now: datetime
+    ) -> None:
+        """Hung up on the way to an emergency queue: the case they asked for, for a call back."""
+        tree = self.trees.get(row.tree_version, self.db)
+        for _ in range(3):  # a ticket number collision: draw again
+            spec = engine.hung_up_on_the_way(tree, state, ticket=cases.new_ticket())
+            if spec is None:
+                return
+            insert = cases.open_case(
+                spec,
+                call_sid=row.call_sid,
+                caller=row.from_number,
+                risk=self._risk(row, spec.flags.get("uid")),
+                now=now,
+                gone=True,
+            )
+            try:
+                with store.writing(conn):
+                    if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
+                        return  # the status callback and a late input both got here
+                    conn.execute(insert)
+            except IntegrityError:
+                continue
+            log.warning(
+                "call %s hung up on its way to the %s queue: a case for a call back",
+                row.call_sid,
+                spec.queue,
+            )
+            return
 
     # -- agents ---------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ class CallRow:
 
 # The hot path's statements, built once: building and hashing a statement per request costs
 # more than running it (SQLAlchemy memoises the cache key on the statement object).
-_LOAD_CALL = select(
+_CALL_ROW = (
     calls.c.call_sid,
     calls.c.from_number,
     calls.c.tree_version,
@@ -94,7 +94,8 @@ _LOAD_CALL = select(
     calls.c.state,
     calls.c.last_twiml,
     calls.c.status,
-).where(calls.c.call_sid == bindparam("sid"))
+)
+_LOAD_CALL = select(*_CALL_ROW).where(calls.c.call_sid == bindparam("sid"))
 _INSERT_CALL = insert(calls)
 _INSERT_EVENTS = insert(call_events)
 _SAVE_STEP = (
@@ -112,8 +113,10 @@ _SAVE_STEP = (
 def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
     with conn.begin():
         row = conn.execute(_LOAD_CALL, {"sid": call_sid}).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else _call_row(row)
+
+
+def _call_row(row: Any) -> CallRow:
     return CallRow(
         row.call_sid,
         row.from_number,
@@ -232,8 +235,9 @@ def record_status(
     duration_seconds: int | None,
     sequence: int | None,
     now: datetime,
-) -> bool:
-    """Apply a status callback; False for an unknown call or one older than what we have."""
+) -> CallRow | None:
+    """Apply a status callback: the call as it now is, or None for an unknown call or a
+    callback older than what we have."""
     values: dict[str, Any] = {"status": status, "updated_at": now, "status_sequence": sequence}
     if status in FINAL_STATUSES:
         values["ended_at"] = now
@@ -244,25 +248,25 @@ def record_status(
         else calls.c.status_sequence.is_(None)
     )
     with writing(conn):
-        step = conn.execute(
+        row = conn.execute(
             update(calls)
             .where(calls.c.call_sid == call_sid, calls.c.ended_at.is_(None), newer)
             .values(**values)
-            .returning(calls.c.step)
-        ).scalar_one_or_none()
-        if step is None:
-            return False
+            .returning(*_CALL_ROW)
+        ).one_or_none()
+        if row is None:
+            return None
         conn.execute(
             insert(call_events).values(
                 call_sid=call_sid,
-                step=step,
+                step=row.step,
                 at=now,
                 kind="status",
                 outcome=status,
                 detail={"duration": duration_seconds} if duration_seconds is not None else None,
             )
         )
-    return True
+    return _call_row(row)
 
 
 def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) -> int:

@@ -321,6 +321,8 @@ class CompiledTree:
     catalogs: Catalogs
     menus: Mapping[str, CompiledMenu]
     warnings: list[Problem] = field(default_factory=list)
+    # Node -> the emergency queue node a caller there is already on the way to.
+    emergency_bound: Mapping[str, str] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:
         return self.tree.nodes[name]
@@ -753,7 +755,48 @@ def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
     if any(p.severity == "error" for p in problems):
         raise SourceError(problems)
     menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
-    return CompiledTree(file, version_of(source, catalogs), source, tree, catalogs, menus, problems)
+    return CompiledTree(
+        file,
+        version_of(source, catalogs),
+        source,
+        tree,
+        catalogs,
+        menus,
+        problems,
+        emergency_bound(tree.nodes),
+    )
+
+
+# Nodes that move a caller on by themselves, whatever they key: no choice is left to make.
+_ON_THEIR_OWN = (SayNode, HoursNode, VerifyNode)
+
+
+def emergency_bound(nodes: Mapping[str, Node]) -> dict[str, str]:
+    """Each node from which the caller reaches an emergency queue without another choice of
+    theirs (a notice, an hours check, verification whatever its outcome), with that queue node.
+
+    A caller who hangs up there has already asked for emergency help: the hotline opens their
+    case anyway, for a call back, rather than lose it because they never reached the queue."""
+    bound: dict[str, str] = {}
+
+    def reach(name: str, seen: frozenset[str]) -> str | None:
+        node = nodes.get(name)
+        if isinstance(node, QueueNode):
+            return name if node.priority == "emergency" else None
+        if not isinstance(node, _ON_THEIR_OWN) or name in seen:
+            return None
+        for _, target in edges(node):
+            found = reach(target, seen | {name})
+            if found is not None:
+                return found
+        return None
+
+    for name, node in nodes.items():
+        if isinstance(node, _ON_THEIR_OWN):
+            found = reach(name, frozenset())
+            if found is not None:
+                bound[name] = found
+    return bound
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -567,8 +567,13 @@ def test_parallel_guesses_cannot_outrun_the_lockout(
     assert identity.calls <= settings.lockout_failures
     # The others were refused as locked, not told so, and queued for the security team.
     queued = case_rows(db)
-    assert len(queued) == guesses - identity.calls
-    assert {(r["queue"], r["flags"]["verified"]) for r in queued} == {("security", "locked")}
+    locked = [r for r in queued if r["flags"].get("verified") == "locked"]
+    assert len(locked) == guesses - identity.calls
+    # Those told their PIN was wrong hung up at the next prompt: on the emergency path still,
+    # so each has a case for a call back too.
+    hung_up = [r for r in queued if r["flags"].get("hung_up_at") == "emergency_verify"]
+    assert len(hung_up) == identity.calls and len(queued) == guesses
+    assert {r["queue"] for r in queued} == {"security"}
 
 
 @pytest.mark.parametrize("digits", [PIN, "000000"], ids=["right", "wrong"])
@@ -660,3 +665,56 @@ def test_the_sweep_forgets_failures_only_once_they_can_lock_nobody(
     assert hotline.prune_failures() == 0 and failures() == 5
     clock.advance(hours=1, seconds=1)
     assert hotline.prune_failures() == 5 and failures() == 0
+
+
+# -- a victim who hangs up before reaching the queue -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answers", "hung_up_at", "uid"),
+    [
+        ([Press("1"), Press("1")], "emergency_verify", None),  # at the UID prompt
+        ([Press("1"), Press("1"), Press(UID)], "emergency_verify", UID),  # at the PIN prompt
+    ],
+    ids=["before-the-uid", "before-the-pin"],
+)
+def test_a_victim_who_hangs_up_on_the_way_still_gets_an_emergency_case(
+    phone: Phone,
+    client: TestClient,
+    agent: str,
+    db: Engine,
+    answers: list[Press],
+    hung_up_at: str,
+    uid: str | None,
+) -> None:
+    phone.call(ScriptedParty(list(answers)), from_number=VICTIM)  # a party uses its list up
+    [case] = case_rows(db)
+    assert (case["status"], case["queued"]) == ("abandoned", 1)
+    assert (case["queue"], case["priority"], case["lane"]) == ("security", "emergency", 0)
+    assert case["account_uid"] == uid and case["caller"] == VICTIM
+    assert case["flags"]["hung_up_at"] == hung_up_at
+    assert case["flags"].get("verified") != "yes"
+    # First in line for the next agent, who is told whom to call back.
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["case"]["id"] == case["id"]
+    assert claimed["connect"] == {"mode": "call_back", "number": VICTIM}
+
+
+def test_a_caller_who_hangs_up_at_a_menu_opens_no_case(phone: Phone, db: Engine) -> None:
+    phone.call(ScriptedParty([Press("1")]))  # the main menu: they never asked for anything
+    phone.call(ScriptedParty([Press("1"), Press("3")]))  # deposits menu
+    assert case_rows(db) == []
+
+
+def test_a_repeated_final_status_opens_the_case_once(phone: Phone, db: Engine) -> None:
+    record = phone.call(ScriptedParty([Press("1"), Press("1")]))
+    params = {
+        k: v for k, v in record.requests[0][1].items() if k in ("AccountSid", "CallSid", "From")
+    }
+    for sequence in ("5", "6"):
+        answer = phone.signed_post(
+            PUBLIC_URL + "/twilio/status",
+            {**params, "CallStatus": "completed", "SequenceNumber": sequence},
+        )
+        assert answer.status_code == 204
+    assert len(case_rows(db)) == 1

@@ -125,6 +125,34 @@ def test_mini_tree_loads_with_only_translation_warnings() -> None:
         assert lines[warning.line - 1].strip() == f"prompt: {found[1]}"
 
 
+def test_nodes_that_lead_to_an_emergency_queue_on_their_own(hotline_tree: CompiledTree) -> None:
+    # The hijack path: its notice and its verification (whatever the outcome) lead straight to
+    # the emergency queue. Menus leave the caller a choice, so they lead nowhere by themselves.
+    assert hotline_tree.emergency_bound == {
+        "emergency": "emergency_queue",
+        "emergency_verify": "emergency_queue",
+    }
+
+
+def test_a_say_chain_and_an_hours_check_before_an_emergency_queue(tmp_path: Path) -> None:
+    text = BASE.replace(
+        '      - {key: "2", target: bye}',
+        '      - {key: "2", target: bye}\n      - {key: "3", target: notice}',
+    ) + (
+        "  notice: {kind: say, prompt: connecting, next: hours}\n"
+        "  hours:\n"
+        "    kind: hours\n"
+        "    timezone: UTC\n"
+        '    weekly: {mon: ["09:00-18:00"]}\n'
+        "    on_open: urgent\n"
+        "    on_closed: bye\n"
+        "  urgent: {kind: queue, queue: security, priority: emergency}\n"
+    )
+    tree = compile_source(text, "tree.yaml", load_catalogs(PROMPTS))
+    assert tree.emergency_bound == {"notice": "urgent", "hours": "urgent"}
+    assert compile_source(BASE, "tree.yaml", load_catalogs(PROMPTS)).emergency_bound == {}
+
+
 # -- the file itself --------------------------------------------------------------------------
 
 
