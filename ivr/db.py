@@ -5,6 +5,9 @@ SQLite is the embedded default; PostgreSQL is production. Everything here works 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -260,6 +263,7 @@ def create_db_engine(
         connect_args.setdefault("timeout", 5 if webhook_timeouts else 60)
         engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "checkout", _sqlite_patience)
         return engine
     if pool_size is not None:
         kwargs.setdefault("pool_size", pool_size)
@@ -287,13 +291,48 @@ def engine_from_settings(settings: Settings) -> Engine:
     )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the hold loop read while a webhook writes; foreign keys are off by default.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
+    record.info["busy_timeout"] = record.info["patient_ms"] = cur.execute(
+        "PRAGMA busy_timeout"
+    ).fetchone()[0]
     cur.close()
+
+
+# Work on the event loop must never wait long: every other call waits with it. In `impatient()`
+# a lock (SQLite's, or this process's writer lock in `ivr.store`) is waited for this long at
+# most; then `Busy` is raised and the work runs again in a worker thread, where waiting holds
+# up nobody else (and the webhook deadline still answers for it).
+IMPATIENT_WAIT_SECONDS = 0.02
+_impatient: ContextVar[bool] = ContextVar("ivr_db_impatient", default=False)
+
+
+class Busy(Exception):
+    """A lock was not free at once, in `impatient()`; nothing of the transaction was written."""
+
+
+@contextlib.contextmanager
+def impatient() -> Iterator[None]:
+    token = _impatient.set(True)
+    try:
+        yield
+    finally:
+        _impatient.reset(token)
+
+
+def is_impatient() -> bool:
+    return _impatient.get()
+
+
+def _sqlite_patience(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    wanted = int(IMPATIENT_WAIT_SECONDS * 1000) if _impatient.get() else record.info["patient_ms"]
+    if record.info["busy_timeout"] != wanted:
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {wanted:d}")
+        record.info["busy_timeout"] = wanted
 
 
 def upgrade(url: str, revision: str = "head", *, migrations: Path = MIGRATIONS_DIR) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import cases, engine, store
-from ivr.db import users
+from ivr.db import Busy, users
 from ivr.identity import AccountActions, IdentityProvider
 from ivr.observe import Metrics
 from ivr.settings import Settings
@@ -51,6 +51,12 @@ def utcnow() -> datetime:
 
 class ConnectFailed(Exception):
     """Twilio refused the redirect or the call-back; the case is back in its place."""
+
+
+class WouldBlock(Exception):
+    """This input needs work that may take long (a secret hashed and checked, an identity or
+    account service called): run it again where blocking is allowed. Raised before anything
+    of the input is written, so running it again is the same as running it once."""
 
 
 class CaseRefused(Exception):
@@ -117,6 +123,19 @@ def last4(number: str | None) -> str:
     return digits[-4:]
 
 
+def _checks_a_secret(tree: CompiledTree, state: engine.CallState, event: engine.Input) -> bool:
+    awaiting = engine.awaiting(tree, state)
+    return isinstance(event, engine.Keys) and awaiting is not None and awaiting != "ticket"
+
+
+def _calls_out(effects: list[engine.Effect]) -> bool:
+    """Effects that call the account service, or the identity service for the caller ID."""
+    return any(
+        isinstance(e, engine.Freeze) or (isinstance(e, engine.OpenCase) and e.flags.get("uid"))
+        for e in effects
+    )
+
+
 class Hotline:
     def __init__(
         self,
@@ -139,6 +158,8 @@ class Hotline:
         self.clock = clock
         self.links = engine.Links(settings.base_url)
         self.metrics = metrics or Metrics(db)
+        # SQLite answers in microseconds from this process: webhooks run on the event loop.
+        self.answers_on_the_loop = db.dialect.name == "sqlite"
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -173,12 +194,19 @@ class Hotline:
                 return step.twiml
             return self._answer_again(conn, caller.call_sid)
 
-    def advance(self, call_sid: str, step: int | None, event: engine.Input) -> str:
-        """An input for a call in progress, answering step `step` of it."""
+    def advance(
+        self, call_sid: str, step: int | None, event: engine.Input, *, may_block: bool = True
+    ) -> str:
+        """An input for a call in progress, answering step `step` of it.
+
+        `may_block=False` (on the event loop): raises WouldBlock, before writing anything,
+        if the input needs a secret checked or an outside service called."""
         if isinstance(event, engine.QueueExit) and event.result in DEQUEUED_ELSEWHERE:
             # Taken out of the queue by our own REST redirect: Twilio is already fetching
             # the agent's TwiML; this answer is not played. Nothing to advance.
             return str(VoiceResponse())
+        if not may_block and isinstance(event, engine.QueueExit) and event.result == "leave":
+            raise WouldBlock  # it writes twice (the case, then the step): in a thread
         with self.db.connect() as conn:
             if isinstance(event, engine.QueueExit) and event.result == "leave":
                 # The hold loop said <Leave/> because an agent took the case (local mode). This
@@ -198,6 +226,10 @@ class Hotline:
                 return row.last_twiml
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
+            if not may_block and (
+                _checks_a_secret(tree, row.state, event) or row.status in store.FINAL_STATUSES
+            ):
+                raise WouldBlock  # a secret to hash; input after the hang-up (writes twice)
             event, counted = self._resolve(conn, tree, row, event, now)
             for _ in range(3):  # a new ticket number collides once in millions: draw again
                 result = engine.advance(
@@ -213,6 +245,8 @@ class Hotline:
                 # Twilio delivered after the hang-up): the caller is gone. What they asked for
                 # still happens (a verified victim's freeze above all), but their case waits
                 # for a call back instead of sending an agent to an empty line.
+                if not may_block and _calls_out(result.effects):
+                    raise WouldBlock  # a freeze, or a case whose caller ID is compared
                 gone = row.status in store.FINAL_STATUSES
                 if gone:
                     new_cases = self._late_cases(conn, row, result.effects, now)
@@ -424,6 +458,8 @@ class Hotline:
                     # no agent would ever take this caller.
                     self._open_orphan_case(conn, call_sid, queue, caller)
                     view = cases.case_for_call(conn, call_sid=call_sid)
+        except Busy:
+            raise  # on the event loop: the caller runs it again in a thread
         except Exception:
             # The database is down: keep holding from memory (a waitUrl may not <Enqueue>).
             log.exception("hold loop without the database for %s", call_sid)

@@ -29,7 +29,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ivr.db import call_events, calls, tree_versions, verification_failures
+from ivr.db import (
+    IMPATIENT_WAIT_SECONDS,
+    Busy,
+    call_events,
+    calls,
+    is_impatient,
+    tree_versions,
+    verification_failures,
+)
 from ivr.engine import CallState, LogEntry
 from ivr.tree import CompiledTree
 
@@ -63,12 +71,20 @@ def writing(conn: Connection) -> Iterator[None]:
         with conn.begin():
             yield
         return
+    hurry = is_impatient()
     lock = _writer_lock(conn.engine)
-    if not lock.acquire(timeout=WRITE_WAIT_SECONDS):
+    if not lock.acquire(timeout=IMPATIENT_WAIT_SECONDS if hurry else WRITE_WAIT_SECONDS):
+        if hurry:
+            raise Busy("another writer of this process")
         raise OperationalError("BEGIN", None, TimeoutError("waited too long to write"))
     try:
         with conn.begin():
             yield
+    except OperationalError as exc:
+        # SQLite's own lock, held by another process (an `ivr` command, a backup).
+        if hurry and "locked" in str(exc.orig):
+            raise Busy("another process writing") from exc
+        raise
     finally:
         lock.release()
 

@@ -38,10 +38,10 @@ from ivr import engine
 from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
-from ivr.db import engine_from_settings
+from ivr.db import Busy, engine_from_settings, impatient
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
-from ivr.hotline import Caller, Clock, Hotline, TwilioCalls, utcnow
+from ivr.hotline import Caller, Clock, Hotline, TwilioCalls, WouldBlock, utcnow
 from ivr.identity import (
     AccountActions,
     HttpAccountActions,
@@ -158,6 +158,28 @@ def _safely(hotline: Hotline, call_sid: str, work: Callable[[], str]) -> Respons
         return _twiml(hotline.fallback())
 
 
+async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) -> Response:
+    """Run `work(may_block)` for a webhook, on the event loop where that is safe, else in a
+    worker thread.
+
+    On SQLite a webhook's read and write take tens of microseconds in this process, less
+    than handing the work to a thread and back, so it runs right here (`may_block=False`).
+    Work that may take long (a PIN hashed and checked, an outside service called, a lock
+    held by another writer) raises WouldBlock or Busy before writing anything and runs again
+    in a thread. A network database always goes to a thread: a slow round trip must never
+    hold up every other call."""
+    if hotline.answers_on_the_loop:
+        try:
+            with impatient():  # a lock not free at once: Busy, and on to a thread
+                return _twiml(work(False))
+        except (WouldBlock, Busy):
+            pass
+        except Exception:
+            log.exception("webhook failed for call %s; answered with the fallback", call_sid)
+            return _twiml(hotline.fallback())
+    return await run_in_threadpool(_safely, hotline, call_sid, lambda: work(True))
+
+
 def _input(form: FormData) -> engine.Input:
     digits = _text(form, "Digits", MAX_DIGITS)
     if digits:
@@ -196,7 +218,7 @@ Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
 
 
 @router.post("/voice")
-def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
+async def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
     caller = Caller(
         _call_sid(form),
         _text(form, "AccountSid", 64) or None,
@@ -204,27 +226,27 @@ def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
         _text(form, "To", 32) or None,
         stir_verstat=_text(form, "StirVerstat", 64) or None,
     )
-    return _safely(hotline, caller.call_sid, lambda: hotline.start(caller))
+    return await _answer(hotline, caller.call_sid, lambda _: hotline.start(caller))
 
 
 @router.post("/gather")
-def gather(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
-    sid = _call_sid(form)
-    return _safely(hotline, sid, lambda: hotline.advance(sid, s, _input(form)))
+async def gather(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
+    sid, event = _call_sid(form), _input(form)
+    return await _answer(hotline, sid, lambda ok: hotline.advance(sid, s, event, may_block=ok))
 
 
 @router.post("/dial")
-def dial(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
+async def dial(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
     sid = _call_sid(form)
     event = engine.DialDone(_text(form, "DialCallStatus", 32) or "failed")
-    return _safely(hotline, sid, lambda: hotline.advance(sid, s, event))
+    return await _answer(hotline, sid, lambda ok: hotline.advance(sid, s, event, may_block=ok))
 
 
 @router.post("/queue-exit")
-def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
+async def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
     sid = _call_sid(form)
     event = engine.QueueExit(_text(form, "QueueResult", 32) or "error")
-    return _safely(hotline, sid, lambda: hotline.advance(sid, s, event))
+    return await _answer(hotline, sid, lambda ok: hotline.advance(sid, s, event, may_block=ok))
 
 
 Lang = Annotated[str, Query(max_length=16)]
@@ -232,7 +254,7 @@ CaseId = Annotated[int, Query(alias="case", ge=1, le=MAX_INT)]
 
 
 @router.post("/wait")
-def wait(
+async def wait(
     form: TwilioForm,
     hotline: HotlineDep,
     lang: Lang = "en",
@@ -241,14 +263,16 @@ def wait(
     sid = _call_sid(form)
     queue_time = _int(form, "QueueTime") or 0
     caller = _text(form, "From", 32) or None
-    return _safely(hotline, sid, lambda: hotline.hold(sid, lang, queue_time, queue, caller))
+    return await _answer(hotline, sid, lambda _: hotline.hold(sid, lang, queue_time, queue, caller))
 
 
 @router.post("/callback-request")
-def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
+async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
     sid = _call_sid(form)
     digits, number = _text(form, "Digits", MAX_DIGITS), _text(form, "From", 32) or None
-    return _safely(hotline, sid, lambda: hotline.request_callback(sid, digits, lang, number))
+    return await _answer(
+        hotline, sid, lambda _: hotline.request_callback(sid, digits, lang, number)
+    )
 
 
 @router.post("/connect")

@@ -11,6 +11,7 @@ callback after the final one, a callback for an unknown CallSid) are not repeate
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -541,23 +542,29 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
     db: Engine,
     check_twiml: Callable[[str], None],
 ) -> None:
-    """A database that hangs without failing (a stalled path, every thread busy) must not hold
-    a caller past Twilio's 15 s: after IVR_WEBHOOK_DEADLINE the caller hears the fallback, the
-    hold loop keeps holding, a status callback gets its 204."""
+    """A database that hangs without failing must not hold a caller past Twilio's 15 s: after
+    IVR_WEBHOOK_DEADLINE the caller hears the fallback, the hold loop keeps holding, a status
+    callback gets its 204.
+
+    PostgreSQL: a stalled path (every connection hangs). SQLite: another process holds the
+    write lock (a backup, a long `ivr` command): the webhooks that answer on the event loop
+    must not wait for it there, or every call would wait with them."""
     from ivr.tree import load_tree
     from ivr.web import create_app
     from tests.conftest import PROJECT_ROOT, make_settings
 
     stall = threading.Event()
     released = threading.Event()
+    sqlite = database_url.startswith("sqlite")
 
     def on_checkout(*_: Any) -> None:  # the engine's own event: a connection that hangs
-        if stall.is_set():
+        if stall.is_set() and not sqlite:
             released.wait(20)
 
     from sqlalchemy import event
 
     event.listen(db, "checkout", on_checkout)
+    other_process = sqlite3.connect(database_url.removeprefix("sqlite:///")) if sqlite else None
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_WEBHOOK_DEADLINE=0.5)
     tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", PROJECT_ROOT / "prompts")
     app = create_app(settings, tree=tree, db=db)
@@ -568,6 +575,8 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
             base = {"AccountSid": "AC" + "0" * 32, "CallSid": sid, "From": "+15005550006"}
             assert "<Gather" in phone.signed_post(PUBLIC_URL + "/twilio/voice", base).text
             stall.set()
+            if other_process is not None:
+                other_process.execute("BEGIN IMMEDIATE")  # holds the write lock until rollback
             answers = {}
             for path, extra in (
                 ("/twilio/gather?s=1", {"Digits": "1"}),
@@ -581,6 +590,9 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
             released.set()
     finally:
         released.set()
+        if other_process is not None:
+            other_process.rollback()
+            other_process.close()
         event.remove(db, "checkout", on_checkout)
     menu = answers["/twilio/gather?s=1"]
     assert menu.status_code == 200 and APOLOGY in menu.text and "<Enqueue" in menu.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,9 +11,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from ivr.db import call_events, calls, create_db_engine
+from ivr.identity import LocalDirectory
 from ivr.phone import HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
@@ -363,3 +366,68 @@ def test_odd_speech_confidence_is_dropped_not_stored(
     response = mini_phone.signed_post(url, params)
     assert response.status_code == 200
     assert ">security</Enqueue>" in response.text  # routed, not the fallback's general queue
+
+
+# -- where a webhook runs ---------------------------------------------------------------------
+
+WORKER = "AnyIO worker thread"  # anyio's name for the threads sync code is sent to
+UID, PIN = "10000001", "739182"
+
+
+def _call_writes(db: Engine) -> list[tuple[str, str]]:
+    """(statement, thread) for every write to the calls table, as they happen."""
+    seen: list[tuple[str, str]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(("INSERT INTO calls ", "UPDATE calls ")):
+            seen.append((statement.split()[0], threading.current_thread().name))
+
+    event.listen(db, "before_cursor_execute", record)
+    return seen
+
+
+def test_on_sqlite_menu_keys_answer_on_the_event_loop_and_a_pin_in_a_thread(
+    phone: Phone, db: Engine, database_url: str, settings: Settings, clock: FakeClock
+) -> None:
+    LocalDirectory(db, settings.secret_key).add(
+        uid=UID, pin=PIN, id_last4=None, phone=None, totp_secret=None, now=clock.now
+    )
+    writes = _call_writes(db)
+    record = phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press(PIN)]))
+    assert record.queue == "security"
+    # The call: answered, language, emergency option, UID, PIN, hang-up in the queue, status.
+    assert [kind for kind, _ in writes] == ["INSERT"] + ["UPDATE"] * 6
+    in_thread = [thread == WORKER for _, thread in writes]
+    if database_url.startswith("sqlite"):
+        # The PIN is hashed and checked: that may take long, so never on the event loop.
+        # Status callbacks always go to a thread.
+        assert in_thread == [False, False, False, False, True, False, True]
+    else:
+        # A network database: every round trip in a thread, never holding up other calls.
+        assert all(in_thread)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: always threads
+def test_a_write_lock_held_elsewhere_moves_the_webhook_to_a_thread_not_the_fallback(
+    phone: Phone, db: Engine, database_url: str
+) -> None:
+    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), check_same_thread=False)
+
+    class Slowed(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) == 1:  # before the main-menu key: another process writes
+                other.execute("BEGIN IMMEDIATE")
+                threading.Timer(0.3, other.rollback).start()
+            return super().answer(prompt)
+
+    writes = _call_writes(db)
+    try:
+        record = phone.call(Slowed([Press("1"), Press("3")]))
+    finally:
+        other.close()
+    assert "If a deposit has not arrived" in record.transcript  # the menu, not an apology
+    loop = writes[0][1]
+    assert loop != WORKER
+    # The key's write found the lock taken and gave up on the loop at once (nothing written),
+    # then waited for it in a thread.
+    assert writes[1:4] == [("UPDATE", loop), ("UPDATE", loop), ("UPDATE", WORKER)]
