@@ -127,17 +127,19 @@ def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
     return CaseView(data, ahead_count + 1 if data["queued"] else None)
 
 
+_CASE_IN_QUEUE = (
+    select(cases.c.id, cases.c.flags)
+    .where(cases.c.call_sid == bindparam("sid"), cases.c.queue == bindparam("queue"))
+    .order_by(cases.c.id.desc())
+    .limit(1)
+)
+
+
 def case_in_queue(conn: Connection, *, call_sid: str, queue: str) -> dict[str, Any] | None:
     """The call's case in `queue` (its id and flags), if it has one; in the caller's
     transaction when one is open."""
-    query = (
-        select(cases.c.id, cases.c.flags)
-        .where(cases.c.call_sid == call_sid, cases.c.queue == queue)
-        .order_by(cases.c.id.desc())
-        .limit(1)
-    )
     with contextlib.nullcontext() if conn.in_transaction() else conn.begin():
-        row = conn.execute(query).mappings().first()
+        row = conn.execute(_CASE_IN_QUEUE, {"sid": call_sid, "queue": queue}).mappings().first()
     return None if row is None else dict(row)
 
 
@@ -274,20 +276,26 @@ def requeue(conn: Connection, *, case_id: int) -> bool:
         )
 
 
+_LATEST_CASE = (
+    select(cases.c.id, cases.c.flags)
+    .where(cases.c.call_sid == bindparam("sid"))
+    .order_by(cases.c.id.desc())
+    .limit(1)
+)
+_SET_FLAGS = (
+    update(cases)
+    .where(cases.c.id == bindparam("case_id"))
+    .values(flags=bindparam("new_flags", type_=cases.c.flags.type))
+)
+
+
 def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str]) -> int | None:
     """Add flags to the call's newest case; its id, if it has one."""
     with writing(conn):
-        row = conn.execute(
-            select(cases.c.id, cases.c.flags)
-            .where(cases.c.call_sid == call_sid)
-            .order_by(cases.c.id.desc())
-            .limit(1)
-        ).first()
+        row = conn.execute(_LATEST_CASE, {"sid": call_sid}).first()
         if row is None:
             return None
-        conn.execute(
-            update(cases).where(cases.c.id == row.id).values(flags={**(row.flags or {}), **flags})
-        )
+        conn.execute(_SET_FLAGS, {"case_id": row.id, "new_flags": {**(row.flags or {}), **flags}})
         return int(row.id)
 
 
@@ -324,23 +332,35 @@ def request_callback(conn: Connection, *, call_sid: str, number: str | None, now
         )
 
 
+_ABANDON = (
+    update(cases)
+    .where(
+        cases.c.call_sid == bindparam("sid"),
+        (cases.c.status == "waiting")
+        # An offer of this caller, not of a call back: that is a new call, and an agent is
+        # already on it (a late or repeated status callback must not take it away).
+        | (
+            (cases.c.status == "offered")
+            & (func.coalesce(cases.c.claimed_from, "waiting") == "waiting")
+        ),
+    )
+    .values(
+        status="abandoned",
+        queued=1,
+        agent_id=None,
+        offered_at=None,
+        ended_at=bindparam("now", type_=cases.c.ended_at.type),
+    )
+)
+
+
 def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
     """The caller hung up before an agent had them: kept, visible and claimable, for a call back."""
     with writing(conn):
-        return conn.execute(
-            update(cases)
-            .where(
-                cases.c.call_sid == call_sid,
-                (cases.c.status == "waiting")
-                # An offer of this caller, not of a call back: that is a new call, and an agent
-                # is already on it (a late or repeated status callback must not take it away).
-                | (
-                    (cases.c.status == "offered")
-                    & (func.coalesce(cases.c.claimed_from, "waiting") == "waiting")
-                ),
-            )
-            .values(status="abandoned", queued=1, agent_id=None, offered_at=None, ended_at=now)
-        ).rowcount
+        return conn.execute(_ABANDON, {"sid": call_sid, "now": now}).rowcount
+
+
+_INSERT_AUDIT = insert(audit_log)
 
 
 def audit(
@@ -356,15 +376,16 @@ def audit(
 ) -> None:
     with writing(conn):
         conn.execute(
-            insert(audit_log).values(
-                at=now,
-                actor=actor,
-                action=action,
-                account_uid=uid,
-                case_id=case_id,
-                reason=reason,
-                result=result,
-            )
+            _INSERT_AUDIT,
+            {
+                "at": now,
+                "actor": actor,
+                "action": action,
+                "account_uid": uid,
+                "case_id": case_id,
+                "reason": reason,
+                "result": result,
+            },
         )
 
 

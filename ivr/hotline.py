@@ -266,6 +266,9 @@ class Hotline:
                         log=result.log,
                         now=now,
                         also=new_cases,
+                        forget_failure=counted
+                        if isinstance(event, engine.Checked) and event.ok
+                        else None,
                     )
                 except IntegrityError:
                     log.warning("ticket number collision on %s; drawing another", call_sid)
@@ -320,8 +323,9 @@ class Hotline:
         event: engine.Input,
         now: datetime,
     ) -> tuple[engine.Input, int | None]:
-        """Turn keyed digits the engine must not see into what they mean; with the failure
-        this counted, if it did (to take back should a copy of this request win the step)."""
+        """Turn keyed digits the engine must not see into what they mean; with the attempt
+        this counted, if it did: taken back if it matched, or should a copy of this request
+        win the step (which counted its own)."""
         awaiting = engine.awaiting(tree, row.state)
         if awaiting is None or not isinstance(event, engine.Keys):
             return event, None
@@ -355,8 +359,7 @@ class Hotline:
             uid=uid or "", factor=awaiting, digits=event.digits, now=now
         )
         if ok:
-            store.forget_failure(conn, failure_id=attempt)
-            return engine.Checked(ok=True), None
+            return engine.Checked(ok=True), attempt  # taken back with the step it moves
         self.metrics.verification_failures.inc()
         return engine.Checked(ok=False), attempt
 
@@ -408,19 +411,20 @@ class Hotline:
                 done = False
             self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
             result = "ok" if done else "failed"
-            case_id = cases.note_on_latest_case(
-                conn, call_sid=row.call_sid, flags={"self_freeze": "done" if done else "failed"}
-            )
-            cases.audit(
-                conn,
-                actor=f"caller:{row.call_sid}",
-                action="self_freeze",
-                uid=effect.uid,
-                case_id=case_id,
-                reason="verified caller on the emergency path",
-                result=result,
-                now=now,
-            )
+            with store.writing(conn):  # the note for the agent and the audit record, together
+                case_id = cases.note_on_latest_case(
+                    conn, call_sid=row.call_sid, flags={"self_freeze": "done" if done else "failed"}
+                )
+                cases.audit(
+                    conn,
+                    actor=f"caller:{row.call_sid}",
+                    action="self_freeze",
+                    uid=effect.uid,
+                    case_id=case_id,
+                    reason="verified caller on the emergency path",
+                    result=result,
+                    now=now,
+                )
 
     def _risk(self, row: store.CallRow, uid: str | None) -> dict[str, str]:
         """Signals for the agent; none of them verifies anyone."""

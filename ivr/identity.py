@@ -29,7 +29,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from ivr.db import accounts, verification_failures
 from ivr.exceptions import ConfigError
@@ -64,6 +64,16 @@ def _verify(stored: str | None, digits: str) -> bool:
         return _HASHER.verify(stored or _DUMMY_HASH, digits) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+# Built once: a PIN check runs these on every attempt.
+_ACCOUNT = select(accounts).where(accounts.c.uid == bindparam("uid"))
+_PHONE_OF = select(accounts.c.phone).where(accounts.c.uid == bindparam("uid"))
+_FREEZE = (
+    update(accounts)
+    .where(accounts.c.uid == bindparam("account"))
+    .values(frozen=1, frozen_at=bindparam("now", type_=accounts.c.frozen_at.type))
+)
 
 
 class LocalDirectory:
@@ -111,12 +121,12 @@ class LocalDirectory:
 
     def registered_phone(self, *, uid: str) -> str | None:
         with self.db.connect() as conn:
-            phone = conn.execute(select(accounts.c.phone).where(accounts.c.uid == uid)).scalar()
+            phone = conn.execute(_PHONE_OF, {"uid": uid}).scalar()
         return phone
 
     def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
         with self.db.connect() as conn:
-            row = conn.execute(select(accounts).where(accounts.c.uid == uid)).first()
+            row = conn.execute(_ACCOUNT, {"uid": uid}).first()
         if factor == "pin_or_id_last4":
             factor = {6: "pin", 4: "id_last4"}.get(len(digits), "pin")
         if factor == "pin":
@@ -168,9 +178,7 @@ class LocalAccountActions:
 
     def freeze(self, *, uid: str, now: datetime) -> bool:
         with self.db.connect() as conn, writing(conn):
-            changed = conn.execute(
-                update(accounts).where(accounts.c.uid == uid).values(frozen=1, frozen_at=now)
-            ).rowcount
+            changed = conn.execute(_FREEZE, {"account": uid, "now": now}).rowcount
         return changed == 1
 
 

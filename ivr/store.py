@@ -66,9 +66,11 @@ def _writer_lock(engine: Engine) -> threading.RLock:
 
 @contextlib.contextmanager
 def writing(conn: Connection) -> Iterator[None]:
-    """A write transaction on `conn` (on SQLite, one writer of this process at a time)."""
+    """A write transaction on `conn` (on SQLite, one writer of this process at a time). Inside
+    a transaction already open on `conn`, the writes join it: they commit with it, or not."""
+    joining = conn.in_transaction()
     if conn.dialect.name != "sqlite":
-        with conn.begin():
+        with contextlib.nullcontext() if joining else conn.begin():
             yield
         return
     hurry = is_impatient()
@@ -78,7 +80,7 @@ def writing(conn: Connection) -> Iterator[None]:
             raise Busy("another writer of this process")
         raise OperationalError("BEGIN", None, TimeoutError("waited too long to write"))
     try:
-        with conn.begin():
+        with contextlib.nullcontext() if joining else conn.begin():
             yield
     except OperationalError as exc:
         # SQLite's own lock, held by another process (an `ivr` command, a backup).
@@ -217,10 +219,12 @@ def save_step(
     log: Sequence[LogEntry],
     now: datetime,
     also: Sequence[Executable] = (),
+    forget_failure: int | None = None,
 ) -> bool:
     """Move a call from `expected_step` to the next; False if another request got there first.
 
-    `also` runs in the same transaction (a case opened, a failed factor counted)."""
+    `also` runs in the same transaction (a case opened), and so does taking back
+    `forget_failure`, the attempt a right answer had counted (see `record_failure`)."""
     step = expected_step + 1
     with writing(conn):
         moved = conn.execute(
@@ -240,7 +244,35 @@ def save_step(
             conn.execute(_INSERT_EVENTS, _event_rows(call_sid, step, now, log))
         for statement in also:
             conn.execute(statement)
+        if forget_failure is not None:
+            conn.execute(_FORGET_FAILURE, {"id": forget_failure})
     return True
+
+
+def _record_status(final: bool, sequenced: bool) -> Executable:
+    values: dict[str, Any] = {
+        "status": bindparam("new_status"),
+        "updated_at": bindparam("now", type_=calls.c.updated_at.type),
+        "status_sequence": bindparam("sequence", type_=calls.c.status_sequence.type),
+    }
+    if final:
+        values["ended_at"] = bindparam("now", type_=calls.c.ended_at.type)
+        values["duration_seconds"] = bindparam("duration", type_=calls.c.duration_seconds.type)
+    # Only a newer callback counts (Twilio may deliver them out of order).
+    newer = (
+        or_(calls.c.status_sequence.is_(None), calls.c.status_sequence < bindparam("sequence"))
+        if sequenced
+        else calls.c.status_sequence.is_(None)
+    )
+    return (
+        update(calls)
+        .where(calls.c.call_sid == bindparam("sid"), calls.c.ended_at.is_(None), newer)
+        .values(**values)
+        .returning(*_CALL_ROW)
+    )
+
+
+_RECORD_STATUS = {(f, q): _record_status(f, q) for f in (False, True) for q in (False, True)}
 
 
 def record_status(
@@ -254,33 +286,34 @@ def record_status(
 ) -> CallRow | None:
     """Apply a status callback: the call as it now is, or None for an unknown call or a
     callback older than what we have."""
-    values: dict[str, Any] = {"status": status, "updated_at": now, "status_sequence": sequence}
-    if status in FINAL_STATUSES:
-        values["ended_at"] = now
-        values["duration_seconds"] = duration_seconds
-    newer = (
-        or_(calls.c.status_sequence.is_(None), calls.c.status_sequence < sequence)
-        if sequence is not None
-        else calls.c.status_sequence.is_(None)
-    )
+    final = status in FINAL_STATUSES
     with writing(conn):
         row = conn.execute(
-            update(calls)
-            .where(calls.c.call_sid == call_sid, calls.c.ended_at.is_(None), newer)
-            .values(**values)
-            .returning(*_CALL_ROW)
+            _RECORD_STATUS[final, sequence is not None],
+            {
+                "sid": call_sid,
+                "new_status": status,
+                "now": now,
+                "sequence": sequence,
+                "duration": duration_seconds,
+            },
         ).one_or_none()
         if row is None:
             return None
         conn.execute(
-            insert(call_events).values(
-                call_sid=call_sid,
-                step=row.step,
-                at=now,
-                kind="status",
-                outcome=status,
-                detail={"duration": duration_seconds} if duration_seconds is not None else None,
-            )
+            _INSERT_EVENTS,
+            {
+                "call_sid": call_sid,
+                "step": row.step,
+                "at": now,
+                "node": None,
+                "kind": "status",
+                "input_kind": None,
+                "option": None,
+                "prompt_key": None,
+                "outcome": status,
+                "detail": {"duration": duration_seconds} if duration_seconds is not None else None,
+            },
         )
     return _call_row(row)
 
@@ -362,27 +395,47 @@ def get_call(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
 # -- verification lockout -------------------------------------------------------------------
 
 
-def failure(*, uid: str | None, caller: str | None, call_sid: str, now: datetime) -> Executable:
-    """The insert that counts one failed factor (never what was typed)."""
-    return insert(verification_failures).values(uid=uid, caller=caller, call_sid=call_sid, at=now)
+_F = verification_failures.c
+_RECORD_FAILURE = (
+    insert(verification_failures)
+    .values(
+        uid=bindparam("b_uid"),
+        caller=bindparam("b_caller"),
+        call_sid=bindparam("sid"),
+        at=bindparam("now", type_=_F.at.type),
+    )
+    .returning(_F.id)
+)
+_FORGET_FAILURE = delete(verification_failures).where(_F.id == bindparam("id"))
+# Failures since `since`, newest first, for one UID or one calling number.
+_RECENT_FAILURES = {
+    name: select(_F.at)
+    .where(
+        column == bindparam("value"),
+        _F.at > bindparam("since", type_=_F.at.type),
+        _F.id != bindparam("exclude"),
+    )
+    .order_by(_F.at.desc())
+    .limit(500)
+    for name, column in (("uid", _F.uid), ("caller", _F.caller))
+}
 
 
 def record_failure(
     conn: Connection, *, uid: str | None, caller: str | None, call_sid: str, now: datetime
 ) -> int:
-    """Count an attempt as failed, committed at once; `forget_failure` if it matched."""
+    """Count an attempt as failed (never what was typed), committed at once so that parallel
+    attempts see it; taken back (`forget_failure`, or with the step) if it matched."""
     with writing(conn):
         new_id: int = conn.execute(
-            failure(uid=uid, caller=caller, call_sid=call_sid, now=now).returning(  # type: ignore[attr-defined]
-                verification_failures.c.id
-            )
+            _RECORD_FAILURE, {"b_uid": uid, "b_caller": caller, "sid": call_sid, "now": now}
         ).scalar_one()
     return new_id
 
 
 def forget_failure(conn: Connection, *, failure_id: int) -> None:
     with writing(conn):
-        conn.execute(delete(verification_failures).where(verification_failures.c.id == failure_id))
+        conn.execute(_FORGET_FAILURE, {"id": failure_id})
 
 
 def prune_failures(conn: Connection, *, before: datetime) -> int:
@@ -408,19 +461,17 @@ def is_locked(
     """Locked: `failures` failed factors within `window` (per UID, or per calling number), the
     last of them less than `duration` ago. Kept in the database, so it holds across calls,
     restarts and instances."""
-    f = verification_failures.c
+    since = now - window - duration
     with conn.begin():
-        for column, value in ((f.uid, uid), (f.caller, caller)):
+        for name, value in (("uid", uid), ("caller", caller)):
             if not value:
                 continue
             # Every run of `failures` consecutive failures, not only the latest: one more
             # failure recorded during a lock (two requests racing) must not lift it.
             times = (
                 conn.execute(
-                    select(f.at)
-                    .where(column == value, f.at > now - window - duration, f.id != (exclude or -1))
-                    .order_by(f.at.desc())
-                    .limit(500)
+                    _RECENT_FAILURES[name],
+                    {"value": value, "since": since, "exclude": exclude or -1},
                 )
                 .scalars()
                 .all()

@@ -453,8 +453,8 @@ T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 
 
 def fail(db: Engine, at: datetime, *, uid: str | None = "10000001", caller: str = PHONE) -> None:
-    with db.begin() as conn:
-        conn.execute(store.failure(uid=uid, caller=caller, call_sid="CA" + "1" * 32, now=at))
+    with db.connect() as conn:
+        store.record_failure(conn, uid=uid, caller=caller, call_sid="CA" + "1" * 32, now=at)
 
 
 def locked(
