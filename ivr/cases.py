@@ -9,7 +9,6 @@ Callers who asked for a call back, or hung up, keep their place.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ivr.db import audit_log, cases, users
 from ivr.engine import CaseSummary, OpenCase
-from ivr.store import writing
+from ivr.store import reading, writing
 
 HIGH_BOOST = timedelta(minutes=10)
 CLAIMABLE = ("waiting", "callback_requested", "abandoned")
@@ -42,6 +41,19 @@ ROLES = ("agent", "supervisor", "operator")
 def new_ticket() -> str:
     """A short number a frightened caller can write down: 7 digits, no leading zero."""
     return str(secrets.randbelow(9_000_000) + 1_000_000)
+
+
+_TICKET_TAKEN = select(cases.c.id).where(cases.c.ticket == bindparam("ticket"))
+
+
+def unused_ticket(conn: Connection) -> str:
+    """A ticket number no case has yet, for a write that cannot simply draw again on a
+    collision (one in millions per case already open)."""
+    with reading(conn):
+        while True:
+            ticket = new_ticket()
+            if conn.execute(_TICKET_TAKEN, {"ticket": ticket}).first() is None:
+                return ticket
 
 
 def open_case(
@@ -136,9 +148,8 @@ _CASE_IN_QUEUE = (
 
 
 def case_in_queue(conn: Connection, *, call_sid: str, queue: str) -> dict[str, Any] | None:
-    """The call's case in `queue` (its id and flags), if it has one; in the caller's
-    transaction when one is open."""
-    with contextlib.nullcontext() if conn.in_transaction() else conn.begin():
+    """The call's case in `queue` (its id and flags), if it has one."""
+    with reading(conn):
         row = conn.execute(_CASE_IN_QUEUE, {"sid": call_sid, "queue": queue}).mappings().first()
     return None if row is None else dict(row)
 

@@ -324,15 +324,31 @@ def impatient() -> Iterator[None]:
         _impatient.reset(token)
 
 
+@contextlib.contextmanager
+def patient() -> Iterator[None]:
+    """Inside `impatient()`: wait for locks as usual again (for writes that must not give up
+    halfway, once a webhook has stored its step)."""
+    token = _impatient.set(False)
+    try:
+        yield
+    finally:
+        _impatient.reset(token)
+
+
 def is_impatient() -> bool:
     return _impatient.get()
 
 
 def _sqlite_patience(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-    wanted = int(IMPATIENT_WAIT_SECONDS * 1000) if _impatient.get() else record.info["patient_ms"]
-    if record.info["busy_timeout"] != wanted:
+    sqlite_patience(dbapi_conn, record.info)
+
+
+def sqlite_patience(dbapi_conn: Any, info: dict[Any, Any]) -> None:
+    """SQLite's busy timeout for this connection as the context wants it (`impatient()`)."""
+    wanted = int(IMPATIENT_WAIT_SECONDS * 1000) if _impatient.get() else info["patient_ms"]
+    if info["busy_timeout"] != wanted:
         dbapi_conn.execute(f"PRAGMA busy_timeout = {wanted:d}")
-        record.info["busy_timeout"] = wanted
+        info["busy_timeout"] = wanted
 
 
 def upgrade(url: str, revision: str = "head", *, migrations: Path = MIGRATIONS_DIR) -> None:

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import cases, engine, store
-from ivr.db import Busy, users
-from ivr.identity import AccountActions, IdentityProvider
+from ivr.db import Busy, patient, users
+from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
 from ivr.observe import Metrics
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
@@ -57,6 +57,25 @@ class WouldBlock(Exception):
     """This input needs work that may take long (a secret hashed and checked, an identity or
     account service called): run it again where blocking is allowed. Raised before anything
     of the input is written, so running it again is the same as running it once."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A secret factor keyed in and counted towards the lockout, not checked yet (never the
+    digits: they stay with the request)."""
+
+    failure_id: int  # the counted failure, taken back if the factor matches
+    uid: str
+    factor: str
+
+
+class CheckFirst(Exception):
+    """On the event loop: the input is a secret factor, counted now. Check it in a worker
+    thread (`Hotline.check`), then advance again with `checked=(attempt, ok)`."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(attempt.factor)
+        self.attempt = attempt
 
 
 class CaseRefused(Exception):
@@ -123,19 +142,6 @@ def last4(number: str | None) -> str:
     return digits[-4:]
 
 
-def _checks_a_secret(tree: CompiledTree, state: engine.CallState, event: engine.Input) -> bool:
-    awaiting = engine.awaiting(tree, state)
-    return isinstance(event, engine.Keys) and awaiting is not None and awaiting != "ticket"
-
-
-def _calls_out(effects: list[engine.Effect]) -> bool:
-    """Effects that call the account service, or the identity service for the caller ID."""
-    return any(
-        isinstance(e, engine.Freeze) or (isinstance(e, engine.OpenCase) and e.flags.get("uid"))
-        for e in effects
-    )
-
-
 class Hotline:
     def __init__(
         self,
@@ -195,12 +201,20 @@ class Hotline:
             return self._answer_again(conn, caller.call_sid)
 
     def advance(
-        self, call_sid: str, step: int | None, event: engine.Input, *, may_block: bool = True
+        self,
+        call_sid: str,
+        step: int | None,
+        event: engine.Input,
+        *,
+        may_block: bool = True,
+        checked: tuple[Attempt, bool] | None = None,
     ) -> str:
         """An input for a call in progress, answering step `step` of it.
 
-        `may_block=False` (on the event loop): raises WouldBlock, before writing anything,
-        if the input needs a secret checked or an outside service called."""
+        `may_block=False` (on the event loop): a secret factor is counted, then CheckFirst
+        asks for it to be checked elsewhere and for this to be called again with `checked`;
+        WouldBlock (raised before anything is written) asks for the whole input to be run
+        in a thread, for an outside service or input after the hang-up."""
         if isinstance(event, engine.QueueExit) and event.result in DEQUEUED_ELSEWHERE:
             # Taken out of the queue by our own REST redirect: Twilio is already fetching
             # the agent's TwiML; this answer is not played. Nothing to advance.
@@ -218,19 +232,19 @@ class Hotline:
                         return connect
                     return self._save(conn, row, row.state, connect, [], self.clock(), [])
             row = store.load_call(conn, call_sid=call_sid)
-            if row is None:
-                log.warning("input for unknown call %s: handing it to an agent", call_sid)
-                return self.fallback()
-            if step != row.step:
+            if row is None or step != row.step:
+                if checked is not None:  # counted for a step this request no longer moves
+                    store.forget_failure(conn, failure_id=checked[0].failure_id)
+                if row is None:
+                    log.warning("input for unknown call %s: handing it to an agent", call_sid)
+                    return self.fallback()
                 # Twilio repeated an earlier request (or it came late): same answer, no count.
                 return row.last_twiml
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
-            if not may_block and (
-                _checks_a_secret(tree, row.state, event) or row.status in store.FINAL_STATUSES
-            ):
-                raise WouldBlock  # a secret to hash; input after the hang-up (writes twice)
-            event, counted = self._resolve(conn, tree, row, event, now)
+            if not may_block and row.status in store.FINAL_STATUSES:
+                raise WouldBlock  # input after the hang-up: rare, and it writes twice
+            event, counted = self._resolve(conn, tree, row, event, now, may_block, checked)
             for _ in range(3):  # a new ticket number collides once in millions: draw again
                 result = engine.advance(
                     tree,
@@ -245,8 +259,8 @@ class Hotline:
                 # Twilio delivered after the hang-up): the caller is gone. What they asked for
                 # still happens (a verified victim's freeze above all), but their case waits
                 # for a call back instead of sending an agent to an empty line.
-                if not may_block and _calls_out(result.effects):
-                    raise WouldBlock  # a freeze, or a case whose caller ID is compared
+                if not may_block and self._calls_out(result.effects):
+                    raise WouldBlock  # a freeze by the exchange's account service
                 gone = row.status in store.FINAL_STATUSES
                 if gone:
                     new_cases = self._late_cases(conn, row, result.effects, now)
@@ -279,8 +293,10 @@ class Hotline:
                         store.forget_failure(conn, failure_id=counted)
                     return self._answer_again(conn, call_sid)
                 # Only the request that won the step acts on the account: a duplicate
-                # delivery of this webhook never freezes twice.
-                self._freeze(conn, row, result.effects, now)
+                # delivery of this webhook never freezes twice. The step is stored: from here
+                # on nothing may give up on a lock and leave the freeze undone.
+                with patient():
+                    self._freeze(conn, row, result.effects, now)
                 if gone and not new_cases:
                     # Their UID came after the hang-up, say: on the way to an emergency queue
                     # still, they get the case the status callback could not open.
@@ -322,6 +338,8 @@ class Hotline:
         row: store.CallRow,
         event: engine.Input,
         now: datetime,
+        may_block: bool,
+        checked: tuple[Attempt, bool] | None,
     ) -> tuple[engine.Input, int | None]:
         """Turn keyed digits the engine must not see into what they mean; with the attempt
         this counted, if it did: taken back if it matched, or should a copy of this request
@@ -336,32 +354,53 @@ class Hotline:
         node = tree.node(row.state.node)
         if isinstance(node, VerifyNode) and event.digits == node.skip_key:
             return event, None
-        uid = row.state.facts.get("uid") or None
+        if checked is not None:
+            attempt, ok = checked
+            return self._checked(attempt, ok)
+        uid = row.state.facts.get("uid") or ""
         s = self.settings
         # Count the attempt before checking it: parallel calls guessing one account each see
         # the others' attempts, so the lockout cannot be outrun. A match takes it back.
-        attempt = store.record_failure(
-            conn, uid=uid, caller=row.from_number, call_sid=row.call_sid, now=now
+        attempt = Attempt(
+            store.record_failure(
+                conn, uid=uid or None, caller=row.from_number, call_sid=row.call_sid, now=now
+            ),
+            uid,
+            awaiting,
         )
         if store.is_locked(
             conn,
-            uid=uid,
+            uid=uid or None,
             caller=row.from_number,
             now=now,
             failures=s.lockout_failures,
             window=timedelta(seconds=s.lockout_window_seconds),
             duration=timedelta(seconds=s.lockout_seconds),
-            exclude=attempt,
+            exclude=attempt.failure_id,
         ):
             self.metrics.lockouts.inc()
-            return engine.Checked(ok=False, locked=True), attempt
-        ok = bool(uid) and self.identity.check(
-            uid=uid or "", factor=awaiting, digits=event.digits, now=now
+            return engine.Checked(ok=False, locked=True), attempt.failure_id
+        if not may_block:
+            raise CheckFirst(attempt)
+        return self._checked(attempt, self.check(attempt, event.digits))
+
+    def check(self, attempt: Attempt, digits: str) -> bool:
+        """Whether `digits` are the factor `attempt` counted. Slow on purpose (a password
+        hash, or the exchange's identity service): never on the event loop."""
+        return bool(attempt.uid) and self.identity.check(
+            uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
         )
-        if ok:
-            return engine.Checked(ok=True), attempt  # taken back with the step it moves
-        self.metrics.verification_failures.inc()
-        return engine.Checked(ok=False), attempt
+
+    def _checked(self, attempt: Attempt, ok: bool) -> tuple[engine.Input, int]:
+        if not ok:
+            self.metrics.verification_failures.inc()
+        return engine.Checked(ok=ok), attempt.failure_id  # a match is taken back with the step
+
+    def _calls_out(self, effects: list[engine.Effect]) -> bool:
+        """Effects that call the exchange's account service (a freeze, unless local)."""
+        return not isinstance(self.actions, LocalAccountActions) and any(
+            isinstance(e, engine.Freeze) for e in effects
+        )
 
     def _cases(
         self, row: store.CallRow, effects: list[engine.Effect], now: datetime, *, gone: bool
@@ -588,8 +627,13 @@ class Hotline:
     def status(
         self, call_sid: str, status: str, *, duration: int | None, sequence: int | None
     ) -> bool:
+        """Record a status callback; False if it was not news (unknown call, older, repeated).
+
+        A final one, first or repeated, leaves the ended call's cases as they must be: the
+        waiting one abandoned (kept for a call back), and the case of a caller who hung up on
+        the way to an emergency queue opened. All in one transaction, and safe to run again."""
         now = self.clock()
-        with self.db.connect() as conn:
+        with self.db.connect() as conn, store.writing(conn):
             row = store.record_status(
                 conn,
                 call_sid=call_sid,
@@ -598,14 +642,14 @@ class Hotline:
                 sequence=sequence,
                 now=now,
             )
-            if status in store.FINAL_STATUSES and (
-                row is not None or store.load_call(conn, call_sid=call_sid) is None
-            ):
-                # A caller only the fallback queued has no call row, but may have a case
-                # (opened by the hold loop): abandoned on hang-up like any other.
-                cases.abandon_for_call(conn, call_sid=call_sid, now=now)
-                if row is not None:
-                    self._hung_up_on_the_way(conn, row, row.state, now)
+            if status in store.FINAL_STATUSES:
+                call = row or store.load_call(conn, call_sid=call_sid)
+                if call is None or call.status in store.FINAL_STATUSES:
+                    # A caller only the fallback queued has no call row, but may have a case
+                    # (opened by the hold loop): abandoned on hang-up like any other.
+                    cases.abandon_for_call(conn, call_sid=call_sid, now=now)
+                if call is not None and call.status in store.FINAL_STATUSES:
+                    self._hung_up_on_the_way(conn, call, call.state, now)
         return row is not None
 
     def _hung_up_on_the_way(
@@ -613,31 +657,27 @@ class Hotline:
     ) -> None:
         """Hung up on the way to an emergency queue: the case they asked for, for a call back."""
         tree = self.trees.get(row.tree_version, self.db)
-        for _ in range(3):  # a ticket number collision: draw again
-            spec = engine.hung_up_on_the_way(tree, state, ticket=cases.new_ticket())
-            if spec is None:
-                return
-            insert = cases.open_case(
-                spec,
-                call_sid=row.call_sid,
-                caller=row.from_number,
-                risk=self._risk(row, spec.flags.get("uid")),
-                now=now,
-                gone=True,
-            )
-            try:
-                with store.writing(conn):
-                    if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
-                        return  # the status callback and a late input both got here
-                    conn.execute(insert)
-            except IntegrityError:
-                continue
-            log.warning(
-                "call %s hung up on its way to the %s queue: a case for a call back",
-                row.call_sid,
-                spec.queue,
-            )
+        spec = engine.hung_up_on_the_way(tree, state, ticket=cases.unused_ticket(conn))
+        if spec is None:
             return
+        with store.writing(conn):
+            if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
+                return  # opened already: a repeated status callback, or a late input too
+            conn.execute(
+                cases.open_case(
+                    spec,
+                    call_sid=row.call_sid,
+                    caller=row.from_number,
+                    risk=self._risk(row, spec.flags.get("uid")),
+                    now=now,
+                    gone=True,
+                )
+            )
+        log.warning(
+            "call %s hung up on its way to the %s queue: a case for a call back",
+            row.call_sid,
+            spec.queue,
+        )
 
     # -- agents ---------------------------------------------------------------------------
 

@@ -46,9 +46,16 @@ _DUMMY_HASH = _HASHER.hash("not-a-real-secret")
 
 
 class IdentityProvider(Protocol):
-    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool: ...
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        """Whether `digits` are the account's `factor`. May take long (a slow hash, a
+        service): the hotline calls it from a worker thread only."""
+        ...
 
-    def registered_phone(self, *, uid: str) -> str | None: ...
+    def registered_phone(self, *, uid: str) -> str | None:
+        """The account's phone number, for the agent's caller-ID signal; None if unknown.
+        From data at hand only (the hotline's own database, or nothing): it may run on the
+        event loop."""
+        ...
 
 
 class AccountActions(Protocol):

@@ -35,6 +35,7 @@ from ivr.db import (
     call_events,
     calls,
     is_impatient,
+    sqlite_patience,
     tree_versions,
     verification_failures,
 )
@@ -74,6 +75,9 @@ def writing(conn: Connection) -> Iterator[None]:
             yield
         return
     hurry = is_impatient()
+    fairy = conn.connection
+    if "patient_ms" in fairy.info:  # an engine of ours: set as `impatient()` says, now
+        sqlite_patience(fairy.dbapi_connection, fairy.info)
     lock = _writer_lock(conn.engine)
     if not lock.acquire(timeout=IMPATIENT_WAIT_SECONDS if hurry else WRITE_WAIT_SECONDS):
         if hurry:
@@ -89,6 +93,11 @@ def writing(conn: Connection) -> Iterator[None]:
         raise
     finally:
         lock.release()
+
+
+def reading(conn: Connection) -> contextlib.AbstractContextManager[Any]:
+    """A read transaction on `conn`; inside one already open, the read joins it."""
+    return contextlib.nullcontext() if conn.in_transaction() else conn.begin()
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ _SAVE_STEP = (
 
 
 def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
-    with conn.begin():
+    with reading(conn):
         row = conn.execute(_LOAD_CALL, {"sid": call_sid}).one_or_none()
     return None if row is None else _call_row(row)
 

@@ -15,7 +15,7 @@ import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -41,7 +41,7 @@ from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
-from ivr.hotline import Caller, Clock, Hotline, TwilioCalls, WouldBlock, utcnow
+from ivr.hotline import Caller, CheckFirst, Clock, Hotline, TwilioCalls, WouldBlock, utcnow
 from ivr.identity import (
     AccountActions,
     HttpAccountActions,
@@ -56,6 +56,7 @@ from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
 
 log = logging.getLogger("ivr.web")
+T = TypeVar("T")
 
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 TWIML = "application/xml"
@@ -158,9 +159,8 @@ def _safely(hotline: Hotline, call_sid: str, work: Callable[[], str]) -> Respons
         return _twiml(hotline.fallback())
 
 
-async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) -> Response:
-    """Run `work(may_block)` for a webhook, on the event loop where that is safe, else in a
-    worker thread.
+async def _run(hotline: Hotline, work: Callable[[bool], T]) -> T:
+    """`work(may_block)` on the event loop where that is safe, else in a worker thread.
 
     On SQLite a webhook's read and write take tens of microseconds in this process, less
     than handing the work to a thread and back, so it runs right here (`may_block=False`).
@@ -171,13 +171,44 @@ async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) 
     if hotline.answers_on_the_loop:
         try:
             with impatient():  # a lock not free at once: Busy, and on to a thread
-                return _twiml(work(False))
+                return work(False)
         except (WouldBlock, Busy):
             pass
-        except Exception:
-            log.exception("webhook failed for call %s; answered with the fallback", call_sid)
-            return _twiml(hotline.fallback())
-    return await run_in_threadpool(_safely, hotline, call_sid, lambda: work(True))
+    return await run_in_threadpool(work, True)
+
+
+async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) -> Response:
+    """A webhook's TwiML from `work`; the fallback (an agent) if anything fails inside."""
+    try:
+        return _twiml(await _run(hotline, work))
+    except Exception:
+        log.exception("webhook failed for call %s; answered with the fallback", call_sid)
+        return _twiml(hotline.fallback())
+
+
+async def _advance(
+    hotline: Hotline, call_sid: str, step: int | None, event: engine.Input
+) -> Response:
+    """An input for a call in progress. On the event loop a secret factor is counted, checked
+    in a worker thread (the hash is slow on purpose, or a service answers), and the call
+    moves on on the loop again: no database write of a webhook ever waits in a thread."""
+    try:
+        try:
+            answer = await _run(
+                hotline, lambda ok: hotline.advance(call_sid, step, event, may_block=ok)
+            )
+        except CheckFirst as first:
+            digits = event.digits if isinstance(event, engine.Keys) else ""
+            matched = await run_in_threadpool(hotline.check, first.attempt, digits)
+            checked = (first.attempt, matched)
+            answer = await _run(
+                hotline,
+                lambda ok: hotline.advance(call_sid, step, event, may_block=ok, checked=checked),
+            )
+        return _twiml(answer)
+    except Exception:
+        log.exception("webhook failed for call %s; answered with the fallback", call_sid)
+        return _twiml(hotline.fallback())
 
 
 def _input(form: FormData) -> engine.Input:
@@ -231,22 +262,23 @@ async def voice(form: TwilioForm, hotline: HotlineDep) -> Response:
 
 @router.post("/gather")
 async def gather(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
-    sid, event = _call_sid(form), _input(form)
-    return await _answer(hotline, sid, lambda ok: hotline.advance(sid, s, event, may_block=ok))
+    return await _advance(hotline, _call_sid(form), s, _input(form))
 
 
 @router.post("/dial")
 async def dial(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
     sid = _call_sid(form)
-    event = engine.DialDone(_text(form, "DialCallStatus", 32) or "failed")
-    return await _answer(hotline, sid, lambda ok: hotline.advance(sid, s, event, may_block=ok))
+    return await _advance(
+        hotline, sid, s, engine.DialDone(_text(form, "DialCallStatus", 32) or "failed")
+    )
 
 
 @router.post("/queue-exit")
 async def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
     sid = _call_sid(form)
-    event = engine.QueueExit(_text(form, "QueueResult", 32) or "error")
-    return await _answer(hotline, sid, lambda ok: hotline.advance(sid, s, event, may_block=ok))
+    return await _advance(
+        hotline, sid, s, engine.QueueExit(_text(form, "QueueResult", 32) or "error")
+    )
 
 
 Lang = Annotated[str, Query(max_length=16)]
@@ -299,15 +331,14 @@ def callback_status(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> R
 
 
 @router.post("/status", status_code=204)
-def status(form: TwilioForm, hotline: HotlineDep) -> Response:
+async def status(form: TwilioForm, hotline: HotlineDep) -> Response:
     sid = _call_sid(form)
     call_status = _text(form, "CallStatus", 32)
+    duration, sequence = _int(form, "CallDuration"), _int(form, "SequenceNumber")
     try:
-        hotline.status(
-            sid,
-            call_status,
-            duration=_int(form, "CallDuration"),
-            sequence=_int(form, "SequenceNumber"),
+        await _run(
+            hotline,
+            lambda _: hotline.status(sid, call_status, duration=duration, sequence=sequence),
         )
     except Exception:
         # Twilio retries nothing here and nobody is listening on the line; a call left open

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine, event, func, select
 
-from ivr.db import call_events, calls, create_db_engine
+from ivr.db import call_events, calls, cases, create_db_engine
 from ivr.identity import LocalDirectory
 from ivr.phone import HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
@@ -386,25 +386,31 @@ def _call_writes(db: Engine) -> list[tuple[str, str]]:
     return seen
 
 
-def test_on_sqlite_menu_keys_answer_on_the_event_loop_and_a_pin_in_a_thread(
+def test_on_sqlite_a_call_is_written_on_the_event_loop_and_its_pin_checked_in_a_thread(
     phone: Phone, db: Engine, database_url: str, settings: Settings, clock: FakeClock
 ) -> None:
     LocalDirectory(db, settings.secret_key).add(
         uid=UID, pin=PIN, id_last4=None, phone=None, totp_secret=None, now=clock.now
     )
     writes = _call_writes(db)
+    checks: list[str] = []
+
+    def record_check(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("SELECT") and "pin_hash" in statement:  # the PIN's hash, read
+            checks.append(threading.current_thread().name)
+
+    event.listen(db, "before_cursor_execute", record_check)
     record = phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press(PIN)]))
     assert record.queue == "security"
+    assert any("protective freeze" in line for line in record.heard)
     # The call: answered, language, emergency option, UID, PIN, hang-up in the queue, status.
     assert [kind for kind, _ in writes] == ["INSERT"] + ["UPDATE"] * 6
-    in_thread = [thread == WORKER for _, thread in writes]
-    if database_url.startswith("sqlite"):
-        # The PIN is hashed and checked: that may take long, so never on the event loop.
-        # Status callbacks always go to a thread.
-        assert in_thread == [False, False, False, False, True, False, True]
-    else:
-        # A network database: every round trip in a thread, never holding up other calls.
-        assert all(in_thread)
+    # The PIN is hashed and checked: that takes long on purpose, so never on the event loop.
+    assert checks and set(checks) == {WORKER}
+    in_thread = {thread == WORKER for _, thread in writes}
+    # SQLite: every write of the call on the event loop, the PIN's step and freeze included.
+    # A network database: every round trip in a thread, never holding up other calls.
+    assert in_thread == {not database_url.startswith("sqlite")}
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: always threads
@@ -431,3 +437,32 @@ def test_a_write_lock_held_elsewhere_moves_the_webhook_to_a_thread_not_the_fallb
     # The key's write found the lock taken and gave up on the loop at once (nothing written),
     # then waited for it in a thread.
     assert writes[1:4] == [("UPDATE", loop), ("UPDATE", loop), ("UPDATE", WORKER)]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_final_status_meeting_a_held_lock_is_recorded_whole_from_a_thread(
+    phone: Phone, db: Engine, database_url: str
+) -> None:
+    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), check_same_thread=False)
+
+    class HangsUpDuringABackup(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if not self.answers:  # hangs up at the UID prompt, while another process writes
+                other.execute("BEGIN IMMEDIATE")
+                threading.Timer(0.3, other.rollback).start()
+            return super().answer(prompt)
+
+    writes = _call_writes(db)
+    try:
+        record = phone.call(HangsUpDuringABackup([Press("1"), Press("1")]))
+    finally:
+        other.close()
+    loop = writes[0][1]
+    # The status found the lock taken on the loop, gave up at once, and was recorded whole in
+    # a thread: the call ended, and the hijack caller's case opened for a call back.
+    assert writes[3:] == [("UPDATE", loop), ("UPDATE", WORKER)]
+    with db.connect() as conn:
+        call = get_call(conn, call_sid=record.call_sid)
+        opened = conn.execute(select(cases.c.priority, cases.c.status)).all()
+    assert call is not None and call["status"] == "completed"
+    assert [tuple(r) for r in opened] == [("emergency", "abandoned")]
