@@ -175,38 +175,38 @@ def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]
     return [dict(r) for r in rows]
 
 
+# The next case in serving order, locked for this claim. PostgreSQL: SKIP LOCKED lets agents
+# asking at the same moment take different cases instead of queueing on one row. SQLite takes
+# one writer at a time, which serialises claims just as well.
+_NEXT_IN_LINE = (
+    select(cases.c.id)
+    .where(cases.c.queued == 1)
+    .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_CLAIM = (
+    update(cases)
+    .where(cases.c.id == _NEXT_IN_LINE, cases.c.queued == 1)
+    .values(
+        queued=0,
+        status="offered",
+        claimed_from=cases.c.status,  # the status before this update: waiting or abandoned
+        agent_id=bindparam("agent"),
+        offered_at=bindparam("now", type_=cases.c.offered_at.type),
+    )
+    .returning(*cases.c)
+)
+
+
 def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, Any] | None:
-    """Hand the next case to an agent; each case goes to exactly one agent, however many ask."""
-    for _ in range(20):
-        with writing(conn):
-            candidate = conn.execute(
-                select(cases.c.id, cases.c.status)
-                .where(cases.c.queued == 1)
-                .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers
-            ).first()
-            if candidate is None:
-                return None
-            claimed = (
-                conn.execute(
-                    update(cases)
-                    .where(cases.c.id == candidate.id, cases.c.queued == 1)
-                    .values(
-                        queued=0,
-                        status="offered",
-                        claimed_from=candidate.status,
-                        agent_id=agent_id,
-                        offered_at=now,
-                    )
-                    .returning(*cases.c)
-                )
-                .mappings()
-                .first()
-            )
-            if claimed is not None:
-                return dict(claimed)
-    return None
+    """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
+    One statement (one round trip); None when no case is waiting, or when every waiting case
+    is being claimed by another agent at this very moment."""
+    with writing(conn):
+        claimed = conn.execute(_CLAIM, {"agent": agent_id, "now": now}).mappings().first()
+    return None if claimed is None else dict(claimed)
 
 
 def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
