@@ -663,16 +663,8 @@ class Hotline:
         with store.writing(conn):
             if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
                 return  # opened already: a repeated status callback, or a late input too
-            conn.execute(
-                cases.open_case(
-                    spec,
-                    call_sid=row.call_sid,
-                    caller=row.from_number,
-                    risk=self._risk(row, spec.flags.get("uid")),
-                    now=now,
-                    gone=True,
-                )
-            )
+            for insert in self._cases(row, [spec], now, gone=True):
+                conn.execute(insert)
         log.warning(
             "call %s hung up on its way to the %s queue: a case for a call back",
             row.call_sid,

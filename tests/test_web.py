@@ -413,24 +413,41 @@ def test_on_sqlite_a_call_is_written_on_the_event_loop_and_its_pin_checked_in_a_
     assert in_thread == {not database_url.startswith("sqlite")}
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: always threads
-def test_a_write_lock_held_elsewhere_moves_the_webhook_to_a_thread_not_the_fallback(
-    phone: Phone, db: Engine, database_url: str
-) -> None:
+@pytest.fixture
+def another_process(database_url: str) -> Iterator[Callable[[], None]]:
+    """Another process on the SQLite file (a backup, an `ivr` command): calling this makes it
+    hold the write lock for 0.3 s."""
     other = sqlite3.connect(database_url.removeprefix("sqlite:///"), check_same_thread=False)
 
-    class Slowed(ScriptedParty):
-        def answer(self, prompt: Prompt) -> Any:
-            if len(self.answers) == 1:  # before the main-menu key: another process writes
-                other.execute("BEGIN IMMEDIATE")
-                threading.Timer(0.3, other.rollback).start()
-            return super().answer(prompt)
+    def writes_for_a_moment() -> None:
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, other.rollback).start()
 
+    yield writes_for_a_moment
+    other.close()
+
+
+class WhileAnotherProcessWrites(ScriptedParty):
+    """A caller whose next move (a key, or hanging up when `left` answers remain) comes while
+    another process holds SQLite's write lock."""
+
+    def __init__(self, answers: list[Any], left: int, writes: Callable[[], None]) -> None:
+        super().__init__(answers)
+        self.left, self.writes = left, writes
+
+    def answer(self, prompt: Prompt) -> Any:
+        if len(self.answers) == self.left:
+            self.writes()
+        return super().answer(prompt)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: always threads
+def test_a_write_lock_held_elsewhere_moves_the_webhook_to_a_thread_not_the_fallback(
+    phone: Phone, db: Engine, another_process: Callable[[], None]
+) -> None:
     writes = _call_writes(db)
-    try:
-        record = phone.call(Slowed([Press("1"), Press("3")]))
-    finally:
-        other.close()
+    # The main-menu key comes while the other process writes.
+    record = phone.call(WhileAnotherProcessWrites([Press("1"), Press("3")], 1, another_process))
     assert "If a deposit has not arrived" in record.transcript  # the menu, not an apology
     loop = writes[0][1]
     assert loop != WORKER
@@ -441,22 +458,11 @@ def test_a_write_lock_held_elsewhere_moves_the_webhook_to_a_thread_not_the_fallb
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_final_status_meeting_a_held_lock_is_recorded_whole_from_a_thread(
-    phone: Phone, db: Engine, database_url: str
+    phone: Phone, db: Engine, another_process: Callable[[], None]
 ) -> None:
-    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), check_same_thread=False)
-
-    class HangsUpDuringABackup(ScriptedParty):
-        def answer(self, prompt: Prompt) -> Any:
-            if not self.answers:  # hangs up at the UID prompt, while another process writes
-                other.execute("BEGIN IMMEDIATE")
-                threading.Timer(0.3, other.rollback).start()
-            return super().answer(prompt)
-
     writes = _call_writes(db)
-    try:
-        record = phone.call(HangsUpDuringABackup([Press("1"), Press("1")]))
-    finally:
-        other.close()
+    # Hangs up at the UID prompt of the hijack path while the other process writes.
+    record = phone.call(WhileAnotherProcessWrites([Press("1"), Press("1")], 0, another_process))
     loop = writes[0][1]
     # The status found the lock taken on the loop, gave up at once, and was recorded whole in
     # a thread: the call ended, and the hijack caller's case opened for a call back.
