@@ -8,6 +8,7 @@ engine sees them, and go no further.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -69,13 +70,16 @@ class Attempt:
     factor: str
 
 
-class CheckFirst(Exception):
-    """On the event loop: the input is a secret factor, counted now. Check it in a worker
-    thread (`Hotline.check`), then advance again with `checked=(attempt, ok)`."""
+class Counted(Exception):
+    """On the event loop: the input is a secret factor, and this attempt is now counted (and
+    committed) towards the lockout. Advance again with `checked=(attempt, verdict)`: locked,
+    if `locked`; otherwise whether it matched, checked in a worker thread (`Hotline.check`).
+    Everything after the count happens in that second run, so no re-run counts it again."""
 
-    def __init__(self, attempt: Attempt) -> None:
+    def __init__(self, attempt: Attempt, *, locked: bool) -> None:
         super().__init__(attempt.factor)
         self.attempt = attempt
+        self.locked = locked
 
 
 class CaseRefused(Exception):
@@ -207,14 +211,14 @@ class Hotline:
         event: engine.Input,
         *,
         may_block: bool = True,
-        checked: tuple[Attempt, bool] | None = None,
+        checked: tuple[Attempt, engine.Checked] | None = None,
     ) -> str:
         """An input for a call in progress, answering step `step` of it.
 
-        `may_block=False` (on the event loop): a secret factor is counted, then CheckFirst
-        asks for it to be checked elsewhere and for this to be called again with `checked`;
-        WouldBlock (raised before anything is written) asks for the whole input to be run
-        in a thread, for an outside service or input after the hang-up."""
+        `may_block=False` (on the event loop): a secret factor is counted, then Counted asks
+        for this to be called again with `checked` (the check made elsewhere); WouldBlock
+        (raised before anything is written) asks for the whole input to be run in a thread,
+        for an outside service or input after the hang-up."""
         if isinstance(event, engine.QueueExit) and event.result in DEQUEUED_ELSEWHERE:
             # Taken out of the queue by our own REST redirect: Twilio is already fetching
             # the agent's TwiML; this answer is not played. Nothing to advance.
@@ -245,64 +249,84 @@ class Hotline:
             if not may_block and row.status in store.FINAL_STATUSES:
                 raise WouldBlock  # input after the hang-up: rare, and it writes twice
             event, counted = self._resolve(conn, tree, row, event, now, may_block, checked)
-            for _ in range(3):  # a new ticket number collides once in millions: draw again
-                result = engine.advance(
-                    tree,
-                    row.state,
-                    event,
-                    links=self.links,
-                    step=row.step + 1,
+            return self._move(conn, tree, row, event, counted, now, may_block)
+
+    def _move(
+        self,
+        conn: Connection,
+        tree: CompiledTree,
+        row: store.CallRow,
+        event: engine.Input,
+        counted: int | None,
+        now: datetime,
+        may_block: bool,
+    ) -> str:
+        """The engine's next step for `event`, stored if no copy of this request got there
+        first; then what it asked for besides (a freeze, a case for a caller gone)."""
+        call_sid = row.call_sid
+        for _ in range(3):  # a new ticket number collides once in millions: draw again
+            result = engine.advance(
+                tree,
+                row.state,
+                event,
+                links=self.links,
+                step=row.step + 1,
+                now=now,
+                ticket=cases.new_ticket(),
+            )
+            # The final status callback came first (a Gather action or a <Dial> outcome
+            # Twilio delivered after the hang-up): the caller is gone. What they asked for
+            # still happens (a verified victim's freeze above all), but their case waits
+            # for a call back instead of sending an agent to an empty line.
+            if not may_block and self._calls_out(result.effects):
+                raise WouldBlock  # a freeze by the exchange's account service
+            gone = row.status in store.FINAL_STATUSES
+            if gone:
+                new_cases = self._late_cases(conn, row, result.effects, now)
+            else:
+                new_cases = self._cases(row, result.effects, now, gone=False)
+            twiml = result.twiml
+            if gone and new_cases:
+                log.info("input for call %s after it ended: a case for a call back", call_sid)
+                twiml = HANG_UP  # nobody is there to queue
+            try:
+                saved = store.save_step(
+                    conn,
+                    call_sid=row.call_sid,
+                    expected_step=row.step,
+                    state=result.state,
+                    twiml=twiml,
+                    log=result.log,
                     now=now,
-                    ticket=cases.new_ticket(),
+                    also=new_cases,
+                    forget_failure=counted
+                    if isinstance(event, engine.Checked) and event.ok
+                    else None,
                 )
-                # The final status callback came first (a Gather action or a <Dial> outcome
-                # Twilio delivered after the hang-up): the caller is gone. What they asked for
-                # still happens (a verified victim's freeze above all), but their case waits
-                # for a call back instead of sending an agent to an empty line.
-                if not may_block and self._calls_out(result.effects):
-                    raise WouldBlock  # a freeze by the exchange's account service
-                gone = row.status in store.FINAL_STATUSES
-                if gone:
-                    new_cases = self._late_cases(conn, row, result.effects, now)
-                else:
-                    new_cases = self._cases(row, result.effects, now, gone=False)
-                twiml = result.twiml
-                if gone and new_cases:
-                    log.info("input for call %s after it ended: a case for a call back", call_sid)
-                    twiml = HANG_UP  # nobody is there to queue
-                try:
-                    saved = store.save_step(
-                        conn,
-                        call_sid=row.call_sid,
-                        expected_step=row.step,
-                        state=result.state,
-                        twiml=twiml,
-                        log=result.log,
-                        now=now,
-                        also=new_cases,
-                        forget_failure=counted
-                        if isinstance(event, engine.Checked) and event.ok
-                        else None,
-                    )
-                except IntegrityError:
-                    log.warning("ticket number collision on %s; drawing another", call_sid)
-                    continue
-                if not saved:
-                    if counted is not None:
-                        # A copy of this request won the step and counted its own failure.
-                        store.forget_failure(conn, failure_id=counted)
-                    return self._answer_again(conn, call_sid)
-                # Only the request that won the step acts on the account: a duplicate
-                # delivery of this webhook never freezes twice. The step is stored: from here
-                # on nothing may give up on a lock and leave the freeze undone.
-                with patient():
-                    self._freeze(conn, row, result.effects, now)
-                if gone and not new_cases:
-                    # Their UID came after the hang-up, say: on the way to an emergency queue
-                    # still, they get the case the status callback could not open.
-                    self._hung_up_on_the_way(conn, row, result.state, now)
-                return twiml
-            raise RuntimeError("could not store the call step")
+            except IntegrityError:
+                log.warning("ticket number collision on %s; drawing another", call_sid)
+                continue
+            if not saved:
+                if counted is not None:
+                    # A copy of this request won the step and counted its own failure.
+                    store.forget_failure(conn, failure_id=counted)
+                return self._answer_again(conn, call_sid)
+            if isinstance(event, engine.Checked):  # counted once: by the run that stored it
+                if event.locked:
+                    self.metrics.lockouts.inc()
+                elif not event.ok:
+                    self.metrics.verification_failures.inc()
+            # Only the request that won the step acts on the account: a duplicate
+            # delivery of this webhook never freezes twice. The step is stored: from here
+            # on nothing may give up on a lock and leave the freeze undone.
+            with patient():
+                self._freeze(conn, row, result.effects, now)
+            if gone and not new_cases:
+                # Their UID came after the hang-up, say: on the way to an emergency queue
+                # still, they get the case the status callback could not open.
+                self._hung_up_on_the_way(conn, row, result.state, now)
+            return twiml
+        raise RuntimeError("could not store the call step")
 
     def _save(
         self,
@@ -339,7 +363,7 @@ class Hotline:
         event: engine.Input,
         now: datetime,
         may_block: bool,
-        checked: tuple[Attempt, bool] | None,
+        checked: tuple[Attempt, engine.Checked] | None,
     ) -> tuple[engine.Input, int | None]:
         """Turn keyed digits the engine must not see into what they mean; with the attempt
         this counted, if it did: taken back if it matched, or should a copy of this request
@@ -355,8 +379,8 @@ class Hotline:
         if isinstance(node, VerifyNode) and event.digits == node.skip_key:
             return event, None
         if checked is not None:
-            attempt, ok = checked
-            return self._checked(attempt, ok)
+            attempt, verdict = checked
+            return verdict, attempt.failure_id
         uid = row.state.facts.get("uid") or ""
         s = self.settings
         # Count the attempt before checking it: parallel calls guessing one account each see
@@ -368,7 +392,7 @@ class Hotline:
             uid,
             awaiting,
         )
-        if store.is_locked(
+        locked = store.is_locked(
             conn,
             uid=uid or None,
             caller=row.from_number,
@@ -377,12 +401,13 @@ class Hotline:
             window=timedelta(seconds=s.lockout_window_seconds),
             duration=timedelta(seconds=s.lockout_seconds),
             exclude=attempt.failure_id,
-        ):
-            self.metrics.lockouts.inc()
-            return engine.Checked(ok=False, locked=True), attempt.failure_id
+        )
         if not may_block:
-            raise CheckFirst(attempt)
-        return self._checked(attempt, self.check(attempt, event.digits))
+            raise Counted(attempt, locked=locked)
+        if locked:
+            return engine.Checked(ok=False, locked=True), attempt.failure_id
+        # A match is taken back with the step it moves.
+        return engine.Checked(ok=self.check(attempt, event.digits)), attempt.failure_id
 
     def check(self, attempt: Attempt, digits: str) -> bool:
         """Whether `digits` are the factor `attempt` counted. Slow on purpose (a password
@@ -390,11 +415,6 @@ class Hotline:
         return bool(attempt.uid) and self.identity.check(
             uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
         )
-
-    def _checked(self, attempt: Attempt, ok: bool) -> tuple[engine.Input, int]:
-        if not ok:
-            self.metrics.verification_failures.inc()
-        return engine.Checked(ok=ok), attempt.failure_id  # a match is taken back with the step
 
     def _calls_out(self, effects: list[engine.Effect]) -> bool:
         """Effects that call the exchange's account service (a freeze, unless local)."""
@@ -631,25 +651,28 @@ class Hotline:
 
         A final one, first or repeated, leaves the ended call's cases as they must be: the
         waiting one abandoned (kept for a call back), and the case of a caller who hung up on
-        the way to an emergency queue opened. All in one transaction, and safe to run again."""
+        the way to an emergency queue opened. Each of those is safe to run again, so a repeated
+        final callback (or this one run again in a thread) finishes what an earlier one left."""
         now = self.clock()
-        with self.db.connect() as conn, store.writing(conn):
-            row = store.record_status(
-                conn,
-                call_sid=call_sid,
-                status=status,
-                duration_seconds=duration,
-                sequence=sequence,
-                now=now,
-            )
-            if status in store.FINAL_STATUSES:
+        with self.db.connect() as conn:
+            with store.writing(conn):  # the status and the abandoned case: together or not at all
+                row = store.record_status(
+                    conn,
+                    call_sid=call_sid,
+                    status=status,
+                    duration_seconds=duration,
+                    sequence=sequence,
+                    now=now,
+                )
+                if status not in store.FINAL_STATUSES:
+                    return row is not None
                 call = row or store.load_call(conn, call_sid=call_sid)
                 if call is None or call.status in store.FINAL_STATUSES:
                     # A caller only the fallback queued has no call row, but may have a case
                     # (opened by the hold loop): abandoned on hang-up like any other.
                     cases.abandon_for_call(conn, call_sid=call_sid, now=now)
-                if call is not None and call.status in store.FINAL_STATUSES:
-                    self._hung_up_on_the_way(conn, call, call.state, now)
+            if call is not None and call.status in store.FINAL_STATUSES:
+                self._hung_up_on_the_way(conn, call, call.state, now)
         return row is not None
 
     def _hung_up_on_the_way(
@@ -657,14 +680,16 @@ class Hotline:
     ) -> None:
         """Hung up on the way to an emergency queue: the case they asked for, for a call back."""
         tree = self.trees.get(row.tree_version, self.db)
-        spec = engine.hung_up_on_the_way(tree, state, ticket=cases.unused_ticket(conn))
+        spec = engine.hung_up_on_the_way(tree, state, ticket="")
         if spec is None:
             return
+        # What needs reading (a free ticket number, the caller-ID signal) before the lock.
+        spec = dataclasses.replace(spec, ticket=cases.unused_ticket(conn))
+        [insert] = self._cases(row, [spec], now, gone=True)
         with store.writing(conn):
             if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
                 return  # opened already: a repeated status callback, or a late input too
-            for insert in self._cases(row, [spec], now, gone=True):
-                conn.execute(insert)
+            conn.execute(insert)
         log.warning(
             "call %s hung up on its way to the %s queue: a case for a call back",
             row.call_sid,

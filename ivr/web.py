@@ -41,7 +41,7 @@ from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
-from ivr.hotline import Caller, CheckFirst, Clock, Hotline, TwilioCalls, WouldBlock, utcnow
+from ivr.hotline import Caller, Clock, Counted, Hotline, TwilioCalls, WouldBlock, utcnow
 from ivr.identity import (
     AccountActions,
     HttpAccountActions,
@@ -197,10 +197,14 @@ async def _advance(
             answer = await _run(
                 hotline, lambda ok: hotline.advance(call_sid, step, event, may_block=ok)
             )
-        except CheckFirst as first:
-            digits = event.digits if isinstance(event, engine.Keys) else ""
-            matched = await run_in_threadpool(hotline.check, first.attempt, digits)
-            checked = (first.attempt, matched)
+        except Counted as counted:
+            if counted.locked:
+                verdict = engine.Checked(ok=False, locked=True)
+            else:
+                digits = event.digits if isinstance(event, engine.Keys) else ""
+                matched = await run_in_threadpool(hotline.check, counted.attempt, digits)
+                verdict = engine.Checked(ok=matched)
+            checked = (counted.attempt, verdict)
             answer = await _run(
                 hotline,
                 lambda ok: hotline.advance(call_sid, step, event, may_block=ok, checked=checked),

@@ -6,14 +6,18 @@ TwiML it gets and validates every document against Twilio's schema.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
 from lxml import etree
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from ivr import store
+from ivr.db import Busy, cases, impatient, verification_failures
 from ivr.engine import (
     CallState,
     CaseSummary,
@@ -29,7 +33,10 @@ from ivr.engine import (
     advance,
     begin,
 )
+from ivr.hotline import Caller, Counted, Hotline
+from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.phone import Answer, Phone, Press, ScriptedParty, Silent, Speak
+from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree, HangupNode, MenuNode, QueueNode
 from tests.conftest import FakeClock
@@ -270,3 +277,111 @@ def test_back_after_replaying_advice_leaves_the_menu(phone: Phone) -> None:
     record = call(phone, Press("1"), Press("3"), Press("1"), Press("*"), Press("#"))
     deposits_menu = record.heard[-1]
     assert record.heard.count(deposits_menu) == 2  # first visit, and after # (not the advice menu)
+
+
+# -- a secret factor on the event loop: counted once, whatever gives way ------------------------
+
+
+def _hotline_at_the_pin_prompt(
+    settings: Settings, tree: CompiledTree, db: Engine, clock: FakeClock, *, locked: bool
+) -> tuple[Hotline, str, int]:
+    directory = LocalDirectory(db, settings.secret_key)
+    directory.add(
+        uid=VICTIM_UID, pin="739182", id_last4=None, phone=None, totp_secret=None, now=clock.now
+    )
+    hotline = Hotline(
+        settings, tree, db, identity=directory, actions=LocalAccountActions(db), clock=clock
+    )
+    sid = "CA" + "e" * 32
+    hotline.start(Caller(sid, "AC" + "0" * 32, "+15005550006", "+15005550001"))
+    for step, keys in ((1, "1"), (2, "1"), (3, VICTIM_UID)):  # English, hijack, UID
+        hotline.advance(sid, step, Keys(keys))
+    if locked:  # other callers guessed this account's PIN already
+        with db.connect() as conn:
+            for _ in range(settings.lockout_failures):
+                store.record_failure(
+                    conn,
+                    uid=VICTIM_UID,
+                    caller="+15005559999",
+                    call_sid="CA" + "f" * 32,
+                    now=clock.now,
+                )
+    return hotline, sid, 4
+
+
+def _failures(db: Engine) -> int:
+    with db.connect() as conn:
+        return len(conn.execute(select(verification_failures.c.id)).all())
+
+
+@contextlib.contextmanager
+def _another_write(db: Engine) -> Iterator[None]:
+    """Another webhook's write in a worker thread, holding this process's writer lock."""
+    started, done = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with db.connect() as conn, store.writing(conn):
+            started.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    started.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+VICTIM_UID = "10000001"
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["locked-out", "wrong"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the event loop's path
+def test_a_pin_counted_on_the_loop_counts_once_when_its_step_goes_to_a_thread(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    database_url: str,
+    locked: bool,
+) -> None:
+    hotline, sid, step = _hotline_at_the_pin_prompt(
+        settings, hotline_tree, db, clock, locked=locked
+    )
+    before = _failures(db)
+    with impatient(), pytest.raises(Counted) as counted:  # on the loop: counted, committed
+        hotline.advance(sid, step, Keys("000000"), may_block=False)
+    assert counted.value.locked is locked and _failures(db) == before + 1
+    verdict = Checked(ok=False, locked=True) if locked else Checked(ok=False)
+    checked = (counted.value.attempt, verdict)
+    with _another_write(db), impatient(), pytest.raises(Busy):  # the step meets a held lock
+        hotline.advance(sid, step, Keys("000000"), may_block=False, checked=checked)
+    hotline.advance(sid, step, Keys("000000"), checked=checked)  # again, in a thread
+    assert _failures(db) == before + 1  # one keyed attempt, one count
+    with db.connect() as conn:
+        row = store.load_call(conn, call_sid=sid)
+    assert row is not None and row.step == step + 1
+
+
+class _DirectoryDown(LocalDirectory):
+    def registered_phone(self, *, uid: str) -> str | None:
+        raise TimeoutError("the directory did not answer")
+
+
+def test_a_final_status_is_recorded_even_if_the_hung_up_case_cannot_open(
+    settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> None:
+    hotline, sid, _ = _hotline_at_the_pin_prompt(settings, hotline_tree, db, clock, locked=False)
+    hotline.identity = _DirectoryDown(db, settings.secret_key)
+    with pytest.raises(TimeoutError):
+        hotline.status(sid, "completed", duration=30, sequence=9)
+    with db.connect() as conn:
+        call = get_call(conn, call_sid=sid)
+    assert call is not None and call["status"] == "completed"  # the hang-up is not lost with it
+    hotline.identity = LocalDirectory(db, settings.secret_key)
+    hotline.status(sid, "completed", duration=30, sequence=9)  # Twilio's repeat finishes it
+    with db.connect() as conn:
+        opened = conn.execute(select(cases.c.priority, cases.c.status)).all()
+    assert [tuple(r) for r in opened] == [("emergency", "abandoned")]
