@@ -772,31 +772,35 @@ _ON_THEIR_OWN = (SayNode, HoursNode, VerifyNode)
 
 
 def emergency_bound(nodes: Mapping[str, Node]) -> dict[str, str]:
-    """Each node from which the caller reaches an emergency queue without another choice of
-    theirs (a notice, an hours check, verification whatever its outcome), with that queue node.
+    """Each node from which the caller reaches an emergency queue whatever happens next, with
+    the queue node they reach: a notice, an hours check or a verification, every outcome of
+    which leads on by itself to an emergency-priority queue.
 
     A caller who hangs up there has already asked for emergency help: the hotline opens their
-    case anyway, for a call back, rather than lose it because they never reached the queue."""
-    bound: dict[str, str] = {}
+    case anyway, for a call back, rather than lose it because they never reached the queue.
+    A node with one outcome elsewhere (a verification that, failed, sends the caller to the
+    general queue) is not bound: where that caller was going is not known."""
+    found: dict[str, str | None] = {}
 
-    def reach(name: str, seen: frozenset[str]) -> str | None:
+    def reach(name: str) -> str | None:
+        if name in found:
+            return found[name]
         node = nodes.get(name)
         if isinstance(node, QueueNode):
             return name if node.priority == "emergency" else None
-        if not isinstance(node, _ON_THEIR_OWN) or name in seen:
+        if not isinstance(node, _ON_THEIR_OWN):
             return None
-        for _, target in edges(node):
-            found = reach(target, seen | {name})
-            if found is not None:
-                return found
-        return None
+        found[name] = None  # a loop of such nodes leads nowhere
+        targets = [reach(target) for _, target in edges(node)]
+        if targets and None not in targets:
+            found[name] = targets[0]
+        return found[name]
 
-    for name, node in nodes.items():
-        if isinstance(node, _ON_THEIR_OWN):
-            found = reach(name, frozenset())
-            if found is not None:
-                bound[name] = found
-    return bound
+    return {
+        name: queue
+        for name, node in nodes.items()
+        if isinstance(node, _ON_THEIR_OWN) and (queue := reach(name)) is not None
+    }
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

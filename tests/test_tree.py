@@ -145,12 +145,32 @@ def test_a_say_chain_and_an_hours_check_before_an_emergency_queue(tmp_path: Path
         "    timezone: UTC\n"
         '    weekly: {mon: ["09:00-18:00"]}\n'
         "    on_open: urgent\n"
-        "    on_closed: bye\n"
+        "    on_closed: night\n"
         "  urgent: {kind: queue, queue: security, priority: emergency}\n"
+        "  night: {kind: queue, queue: security-night, priority: emergency}\n"
     )
     tree = compile_source(text, "tree.yaml", load_catalogs(PROMPTS))
     assert tree.emergency_bound == {"notice": "urgent", "hours": "urgent"}
     assert compile_source(BASE, "tree.yaml", load_catalogs(PROMPTS)).emergency_bound == {}
+
+
+def test_a_node_with_one_outcome_elsewhere_is_not_bound_for_an_emergency_queue() -> None:
+    # Only in office hours does this lead to the security team: a caller who hangs up here may
+    # have been on their way to the general queue.
+    text = BASE.replace(
+        '      - {key: "2", target: bye}',
+        '      - {key: "2", target: bye}\n      - {key: "3", target: hours}',
+    ) + (
+        "  hours:\n"
+        "    kind: hours\n"
+        "    timezone: UTC\n"
+        '    weekly: {mon: ["09:00-18:00"]}\n'
+        "    on_open: urgent\n"
+        "    on_closed: agent\n"
+        "  urgent: {kind: queue, queue: security, priority: emergency}\n"
+    )
+    tree = compile_source(text, "tree.yaml", load_catalogs(PROMPTS))
+    assert tree.emergency_bound == {}
 
 
 # -- the file itself --------------------------------------------------------------------------
