@@ -130,7 +130,7 @@ _CASE_FOR_CALL = _case_for_call()
 
 def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
     """The call's newest case and its place in line, in one statement."""
-    with conn.begin():
+    with reading(conn):
         row = conn.execute(_CASE_FOR_CALL, {"sid": call_sid}).mappings().first()
     if row is None:
         return None
@@ -161,7 +161,7 @@ def flags_update(case_id: int, flags: dict[str, Any]) -> Update:
 
 def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:
     """Claimable cases in exactly the order agents will get them."""
-    with conn.begin():
+    with reading(conn):
         rows = (
             conn.execute(
                 select(cases)
@@ -210,13 +210,13 @@ def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, A
 
 
 def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
-    with conn.begin():
+    with reading(conn):
         row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
     return dict(row) if row else None
 
 
 def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
-    with conn.begin():
+    with reading(conn):
         row = conn.execute(select(cases).where(cases.c.ticket == ticket)).first()
     if row is None:
         return None
@@ -224,7 +224,7 @@ def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
 
 
 def account_history(conn: Connection, *, uid: str, exclude: int) -> list[dict[str, Any]]:
-    with conn.begin():
+    with reading(conn):
         rows = (
             conn.execute(
                 select(
@@ -434,6 +434,6 @@ def create_user(conn: Connection, *, name: str, role: str, phone: str | None, no
 
 
 def user_by_token(conn: Connection, *, token: str) -> User | None:
-    with conn.begin():
+    with reading(conn):
         row = conn.execute(select(users).where(users.c.token_hash == _token_hash(token))).first()
     return User(row.id, row.name, row.role, row.phone) if row else None

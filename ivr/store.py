@@ -68,10 +68,10 @@ def _writer_lock(engine: Engine) -> threading.RLock:
 @contextlib.contextmanager
 def writing(conn: Connection) -> Iterator[None]:
     """A write transaction on `conn` (on SQLite, one writer of this process at a time). Inside
-    a transaction already open on `conn`, the writes join it: they commit with it, or not."""
-    joining = conn.in_transaction()
+    one that `writing` or `reading` began on `conn`, the writes join it: they commit with it,
+    or not at all."""
     if conn.dialect.name != "sqlite":
-        with contextlib.nullcontext() if joining else conn.begin():
+        with _transaction(conn):
             yield
         return
     hurry = is_impatient()
@@ -84,20 +84,41 @@ def writing(conn: Connection) -> Iterator[None]:
             raise Busy("another writer of this process")
         raise OperationalError("BEGIN", None, TimeoutError("waited too long to write"))
     try:
-        with contextlib.nullcontext() if joining else conn.begin():
+        with _transaction(conn):
             yield
-    except OperationalError as exc:
-        # SQLite's own lock, held by another process (an `ivr` command, a backup).
-        if hurry and "locked" in str(exc.orig):
-            raise Busy("another process writing") from exc
-        raise
     finally:
         lock.release()
 
 
-def reading(conn: Connection) -> contextlib.AbstractContextManager[Any]:
-    """A read transaction on `conn`; inside one already open, the read joins it."""
-    return contextlib.nullcontext() if conn.in_transaction() else conn.begin()
+def reading(conn: Connection) -> contextlib.AbstractContextManager[None]:
+    """A read transaction on `conn`; inside one that `writing` or `reading` began, it joins."""
+    return _transaction(conn)
+
+
+_OURS = "ivr.store.transaction"
+
+
+@contextlib.contextmanager
+def _transaction(conn: Connection) -> Iterator[None]:
+    try:
+        if conn.in_transaction():
+            if conn.info.get(_OURS) is not conn.get_transaction():
+                # SQLAlchemy began it by itself (a bare execute): nobody would commit it.
+                raise RuntimeError("a transaction begun elsewhere is open on this connection")
+            yield
+            return
+        with conn.begin() as transaction:
+            conn.info[_OURS] = transaction
+            try:
+                yield
+            finally:
+                conn.info.pop(_OURS, None)
+    except OperationalError as exc:
+        # SQLite's own lock, held by another process (an `ivr` command, a backup): on the
+        # event loop, give up at once and run this elsewhere.
+        if is_impatient() and "locked" in str(exc.orig):
+            raise Busy("another process writing") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -371,7 +392,7 @@ class StoredTree:
 
 
 def load_tree_version(conn: Connection, *, version: str) -> StoredTree | None:
-    with conn.begin():
+    with reading(conn):
         row = conn.execute(
             select(tree_versions).where(tree_versions.c.version == version)
         ).one_or_none()
@@ -380,7 +401,7 @@ def load_tree_version(conn: Connection, *, version: str) -> StoredTree | None:
 
 def call_log(conn: Connection, *, call_sid: str) -> list[dict[str, Any]]:
     """A call's event log, oldest first."""
-    with conn.begin():
+    with reading(conn):
         rows = (
             conn.execute(
                 select(call_events)
@@ -394,7 +415,7 @@ def call_log(conn: Connection, *, call_sid: str) -> list[dict[str, Any]]:
 
 
 def get_call(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
-    with conn.begin():
+    with reading(conn):
         row = (
             conn.execute(select(calls).where(calls.c.call_sid == call_sid)).mappings().one_or_none()
         )
@@ -471,7 +492,7 @@ def is_locked(
     last of them less than `duration` ago. Kept in the database, so it holds across calls,
     restarts and instances."""
     since = now - window - duration
-    with conn.begin():
+    with reading(conn):
         for name, value in (("uid", uid), ("caller", caller)):
             if not value:
                 continue
@@ -502,7 +523,7 @@ def activate_tree_version(conn: Connection, *, version: str, by: str, now: datet
 
 
 def active_tree_version(conn: Connection) -> str | None:
-    with conn.begin():
+    with reading(conn):
         return conn.execute(
             select(tree_versions.c.version)
             .where(tree_versions.c.activated_at.is_not(None))
@@ -512,7 +533,7 @@ def active_tree_version(conn: Connection) -> str | None:
 
 
 def tree_version_list(conn: Connection) -> list[dict[str, Any]]:
-    with conn.begin():
+    with reading(conn):
         rows = (
             conn.execute(
                 select(
