@@ -261,6 +261,8 @@ def create_db_engine(
     connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
     if url.startswith("sqlite"):
         connect_args.setdefault("timeout", 5 if webhook_timeouts else 60)
+        if webhook_timeouts and make_url(url).database not in (None, "", ":memory:"):
+            kwargs.setdefault("pool_timeout", 3)  # a file's pool: never wait long for one
         engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "checkout", _sqlite_patience)
