@@ -845,12 +845,17 @@ class Hotline:
         )
 
     def close_stale_calls(self) -> int:
+        """Close calls whose final status callback never came, as if it had: a waiting case
+        abandoned (kept for a call back), a caller on the way to an emergency queue given one."""
+        now = self.clock()
         with self.db.connect() as conn:
-            return store.close_stale_calls(
-                conn,
-                now=self.clock(),
-                max_age=timedelta(seconds=self.settings.call_max_age_seconds),
+            closed = store.close_stale_calls(
+                conn, now=now, max_age=timedelta(seconds=self.settings.call_max_age_seconds)
             )
+            for row in closed:
+                cases.abandon_for_call(conn, call_sid=row.call_sid, now=now)
+                self._hung_up_on_the_way(conn, row, row.state, now)
+        return len(closed)
 
     def prune_failures(self) -> int:
         """Forget failed attempts too old to count towards any lockout (kept a day at least)."""

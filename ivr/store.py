@@ -348,14 +348,17 @@ def record_status(
     return _call_row(row)
 
 
-def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) -> int:
-    """Close calls that went quiet longer than `max_age` without a final status callback."""
+def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) -> list[CallRow]:
+    """Close calls that went quiet longer than `max_age` without a final status callback;
+    the calls closed, as they now are."""
     with writing(conn):
-        return conn.execute(
+        rows = conn.execute(
             update(calls)
             .where(and_(calls.c.ended_at.is_(None), calls.c.updated_at < now - max_age))
             .values(status=STALE, ended_at=now)
-        ).rowcount
+            .returning(*_CALL_ROW)
+        ).all()
+    return [_call_row(row) for row in rows]
 
 
 def store_tree_version(

@@ -385,3 +385,18 @@ def test_a_final_status_is_recorded_even_if_the_hung_up_case_cannot_open(
     with db.connect() as conn:
         opened = conn.execute(select(cases.c.priority, cases.c.status)).all()
     assert [tuple(r) for r in opened] == [("emergency", "abandoned")]
+
+
+def test_a_victim_whose_final_status_never_comes_gets_the_case_when_the_call_goes_stale(
+    settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> None:
+    hotline, sid, _ = _hotline_at_the_pin_prompt(settings, hotline_tree, db, clock, locked=False)
+    clock.advance(seconds=settings.call_max_age_seconds - 1)
+    assert hotline.close_stale_calls() == 0
+    clock.advance(seconds=2)  # quiet for longer than IVR_CALL_MAX_AGE: hung up, unheard
+    assert hotline.close_stale_calls() == 1
+    with db.connect() as conn:
+        call = get_call(conn, call_sid=sid)
+        opened = conn.execute(select(cases.c.priority, cases.c.status, cases.c.account_uid)).all()
+    assert call is not None and call["status"] == "stale"
+    assert [tuple(r) for r in opened] == [("emergency", "abandoned", VICTIM_UID)]
