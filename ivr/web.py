@@ -191,7 +191,7 @@ async def _advance(
 ) -> Response:
     """An input for a call in progress. On the event loop a secret factor is counted, checked
     in a worker thread (the hash is slow on purpose, or a service answers), and the call
-    moves on on the loop again: no database write of a webhook ever waits in a thread."""
+    moves on on the loop again: its writes do not queue in a thread behind the loop's."""
     try:
         try:
             answer = await _run(
