@@ -155,7 +155,8 @@ def case_in_queue(conn: Connection, *, call_sid: str, queue: str) -> dict[str, A
 
 
 def flags_update(case_id: int, flags: dict[str, Any]) -> Update:
-    """The update that replaces a case's flags, for a transaction of the caller's."""
+    """The update that replaces a case's flags, as a statement for the call step's own
+    transaction (`store.save_step(also=...)`); `set_flags` runs it on its own."""
     return update(cases).where(cases.c.id == case_id).values(flags=flags)
 
 
@@ -328,7 +329,7 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
 def set_flags(conn: Connection, *, case_id: int, flags: dict[str, Any]) -> None:
     """Replace a case's flags, touching nothing else (its status may be changing meanwhile)."""
     with writing(conn):
-        conn.execute(flags_update(case_id, flags))
+        conn.execute(_SET_FLAGS, {"case_id": case_id, "new_flags": flags})
 
 
 def request_callback(conn: Connection, *, call_sid: str, number: str | None, now: datetime) -> bool:

@@ -213,14 +213,19 @@ def signed_out(request: Request) -> RedirectResponse:
     stale one is counted once, not at every refresh)."""
     response = redirect(LOGIN_PATH)
     if COOKIE in request.cookies:
-        response.delete_cookie(
-            COOKIE,
-            path=PREFIX,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        _drop_session(request, response)
     return response
+
+
+def _drop_session(request: Request, response: Response) -> None:
+    """Tell the browser to forget the session cookie (the same attributes it was set with)."""
+    response.delete_cookie(
+        COOKIE,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def gate(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | Response:
@@ -309,13 +314,7 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
             request, "error.html", _message("Refused", "Sign out from this site."), status=403
         )
     response = redirect(LOGIN_PATH)
-    response.delete_cookie(
-        COOKIE,
-        path=PREFIX,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    _drop_session(request, response)
     return response
 
 

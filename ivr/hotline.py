@@ -274,12 +274,12 @@ class Hotline:
                 now=now,
                 ticket=cases.new_ticket(),
             )
+            if not may_block and self._calls_out(result.effects):
+                raise WouldBlock  # a freeze by the exchange's account service
             # The final status callback came first (a Gather action or a <Dial> outcome
             # Twilio delivered after the hang-up): the caller is gone. What they asked for
             # still happens (a verified victim's freeze above all), but their case waits
             # for a call back instead of sending an agent to an empty line.
-            if not may_block and self._calls_out(result.effects):
-                raise WouldBlock  # a freeze by the exchange's account service
             gone = row.status in store.FINAL_STATUSES
             if gone:
                 new_cases = self._late_cases(conn, row, result.effects, now)

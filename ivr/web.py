@@ -149,14 +149,19 @@ def _twiml(body: str) -> Response:
     return Response(content=body, media_type=TWIML)
 
 
+def _failed(hotline: Hotline, call_sid: str) -> Response:
+    """For a webhook that failed inside (database down, a bug): the caller reaches a person.
+    The traceback goes to the server log only; it never holds the caller's input (no SQL
+    parameters). Call it from an `except` block."""
+    log.exception("webhook failed for call %s; answered with the fallback", call_sid)
+    return _twiml(hotline.fallback())
+
+
 def _safely(hotline: Hotline, call_sid: str, work: Callable[[], str]) -> Response:
     try:
         return _twiml(work())
     except Exception:
-        # Database down, a bug: whatever it is, the caller reaches a person. The traceback
-        # goes to the server log only; it never holds the caller's input (no SQL parameters).
-        log.exception("webhook failed for call %s; answered with the fallback", call_sid)
-        return _twiml(hotline.fallback())
+        return _failed(hotline, call_sid)
 
 
 async def _run(hotline: Hotline, work: Callable[[bool], T]) -> T:
@@ -182,8 +187,7 @@ async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) 
     try:
         return _twiml(await _run(hotline, work))
     except Exception:
-        log.exception("webhook failed for call %s; answered with the fallback", call_sid)
-        return _twiml(hotline.fallback())
+        return _failed(hotline, call_sid)
 
 
 async def _advance(
@@ -211,8 +215,7 @@ async def _advance(
             )
         return _twiml(answer)
     except Exception:
-        log.exception("webhook failed for call %s; answered with the fallback", call_sid)
-        return _twiml(hotline.fallback())
+        return _failed(hotline, call_sid)
 
 
 def _input(form: FormData) -> engine.Input:

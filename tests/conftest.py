@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from twilio.http import HttpClient
 from twilio.http.response import Response as TwilioResponse
@@ -219,6 +220,23 @@ def twilio_http() -> RecordingTwilio:
 @pytest.fixture
 def twilio_client(twilio_http: RecordingTwilio) -> TwilioClient:
     return TwilioClient("AC" + "0" * 32, TOKEN, http_client=twilio_http)
+
+
+def count(db: Engine, table: Any) -> int:
+    """The rows in `table`."""
+    with db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def first_request(sid: str = "CA" + "1" * 32) -> dict[str, str]:
+    """The parameters of the first webhook of an inbound call, as Twilio sends them."""
+    return {
+        "CallSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "CallStatus": "ringing",
+    }
 
 
 def make_user(db: Engine, name: str, role: str, phone: str | None = None) -> str:

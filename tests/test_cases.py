@@ -277,8 +277,9 @@ def test_requeue_puts_a_claimed_case_back_in_its_place(db: Engine) -> None:
     assert claim_all(db, agent) == [a, b, c]
 
 
-@pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])
-def test_requeue_keeps_a_call_back_case_a_call_back(db: Engine, gone: str) -> None:
+def claimed_call_back(db: Engine, gone: str) -> tuple[int, int, dict[str, Any] | None]:
+    """An agent, a case whose caller asked for a call back or hung up waiting (`gone`), and
+    what the agent got on asking for the next case."""
     agent = agent_id(db)
     a = add_case(db, 1, "normal", T0)
     with db.connect() as conn:
@@ -286,7 +287,12 @@ def test_requeue_keeps_a_call_back_case_a_call_back(db: Engine, gone: str) -> No
             assert cases.request_callback(conn, call_sid=sid(1), number="+15005550042", now=T0)
         else:
             assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
-    claimed = claim(db, agent)
+    return agent, a, claim(db, agent)
+
+
+@pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])
+def test_requeue_keeps_a_call_back_case_a_call_back(db: Engine, gone: str) -> None:
+    agent, a, claimed = claimed_call_back(db, gone)
     assert claimed is not None and claimed["claimed_from"] == gone
     with db.connect() as conn:
         assert cases.requeue(conn, case_id=a) is True  # the agent's phone did not answer
@@ -556,14 +562,7 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
 @pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])
 def test_a_late_status_callback_leaves_a_call_back_with_its_agent(db: Engine, gone: str) -> None:
     """The caller's own call ended earlier; an agent now has the case to call them back."""
-    agent = agent_id(db)
-    a = add_case(db, 1, "normal", T0)
-    with db.connect() as conn:
-        if gone == "callback_requested":
-            assert cases.request_callback(conn, call_sid=sid(1), number="+15005550042", now=T0)
-        else:
-            assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
-    claimed = claim(db, agent)
+    agent, a, claimed = claimed_call_back(db, gone)
     assert claimed is not None and claimed["id"] == a
     with db.connect() as conn:  # that call's final status, late or delivered again
         assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0 + timedelta(seconds=5)) == 0

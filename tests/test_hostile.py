@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
 from ivr import cli
@@ -33,7 +33,17 @@ from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from ivr.yamlfile import MAX_BYTES
-from tests.conftest import DATA, PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+from tests.conftest import (
+    DATA,
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    bearer,
+    count,
+    first_request,
+    make_settings,
+    make_user,
+)
 
 BROKEN = DATA / "broken"
 PROMPTS = DATA / "prompts"
@@ -47,22 +57,7 @@ def metric(client: TestClient, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def count(db: Engine, table: Any) -> int:
-    with db.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-
 # -- signatures -------------------------------------------------------------------------------
-
-
-def first_request(sid: str = "CA" + "1" * 32) -> dict[str, str]:
-    return {
-        "CallSid": sid,
-        "AccountSid": "AC" + "0" * 32,
-        "From": "+15005550006",
-        "To": "+15005550001",
-        "CallStatus": "ringing",
-    }
 
 
 @pytest.mark.parametrize("forgery", ["missing", "wrong", "other_url", "replayed_for_another_call"])

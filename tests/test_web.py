@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, select
 
 from ivr.db import call_events, calls, cases, create_db_engine
 from ivr.identity import LocalDirectory
@@ -20,7 +20,7 @@ from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, make_settings
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, count, first_request, make_settings
 
 VOICE = PUBLIC_URL + "/twilio/voice"
 STATUS = PUBLIC_URL + "/twilio/status"
@@ -44,28 +44,13 @@ def mini_phone(mini_client: TestClient, check_twiml: Callable[[str], None]) -> P
     return Phone(mini_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
 
 
-def count(db: Engine, table: Any) -> int:
-    with db.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-
-def base_params(sid: str = SID) -> dict[str, str]:
-    return {
-        "CallSid": sid,
-        "AccountSid": "AC" + "0" * 32,
-        "From": "+15005550006",
-        "To": "+15005550001",
-        "CallStatus": "ringing",
-    }
-
-
 # -- signatures -------------------------------------------------------------------------------
 
 
 def test_unsigned_request_is_refused_and_nothing_is_stored(
     mini_client: TestClient, db: Engine
 ) -> None:
-    response = mini_client.post(VOICE, data=base_params())
+    response = mini_client.post(VOICE, data=first_request())
     assert response.status_code == 403
     assert count(db, calls) == 0
 
@@ -74,7 +59,7 @@ def test_unsigned_request_is_refused_and_nothing_is_stored(
 def test_wrongly_signed_requests_are_refused(
     mini_client: TestClient, mini_phone: Phone, db: Engine, tamper: str
 ) -> None:
-    params = base_params()
+    params = first_request()
     signer = Phone(
         mini_client,
         public_url=PUBLIC_URL,
@@ -94,12 +79,12 @@ def test_wrongly_signed_requests_are_refused(
 def test_every_twilio_path_requires_a_signature(mini_client: TestClient) -> None:
     for path in ("voice", "gather?s=1", "dial?s=1", "queue-exit?s=1", "wait", "status", "fallback"):
         assert (
-            mini_client.post(f"{PUBLIC_URL}/twilio/{path}", data=base_params()).status_code == 403
+            mini_client.post(f"{PUBLIC_URL}/twilio/{path}", data=first_request()).status_code == 403
         ), path
 
 
 def test_signed_request_with_malformed_call_sid_is_a_4xx(mini_phone: Phone) -> None:
-    response = mini_phone.signed_post(VOICE, {**base_params(), "CallSid": "../../etc"})
+    response = mini_phone.signed_post(VOICE, {**first_request(), "CallSid": "../../etc"})
     assert response.status_code == 400
 
 
@@ -142,8 +127,8 @@ def test_twilio_repeating_a_request_does_not_count_twice(mini_phone: Phone, db: 
 def test_repeated_first_request_answers_the_same_and_stores_one_call(
     mini_phone: Phone, db: Engine
 ) -> None:
-    first = mini_phone.signed_post(VOICE, base_params())
-    second = mini_phone.signed_post(VOICE, base_params())
+    first = mini_phone.signed_post(VOICE, first_request())
+    second = mini_phone.signed_post(VOICE, first_request())
     assert first.status_code == second.status_code == 200 and first.text == second.text
     assert count(db, calls) == 1
 
@@ -211,7 +196,7 @@ def test_fallback_url_answers_from_memory(
     broken_client: TestClient, check_twiml: Callable[[str], None]
 ) -> None:
     phone = Phone(broken_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-    response = phone.signed_post(FALLBACK, {**base_params(), "ErrorCode": "11200"})
+    response = phone.signed_post(FALLBACK, {**first_request(), "ErrorCode": "11200"})
     assert response.status_code == 200
     check_twiml(response.text)
     root = etree.fromstring(response.content)
@@ -222,7 +207,7 @@ def test_gather_for_an_unknown_call_gets_an_agent(
     mini_phone: Phone, check_twiml: Callable[[str], None]
 ) -> None:
     response = mini_phone.signed_post(
-        PUBLIC_URL + "/twilio/gather?s=3", {**base_params(), "Digits": "1"}
+        PUBLIC_URL + "/twilio/gather?s=3", {**first_request(), "Digits": "1"}
     )
     assert response.status_code == 200
     check_twiml(response.text)
@@ -258,7 +243,7 @@ def test_strange_digits_are_an_invalid_choice_not_an_error(
         row = get_call(conn, call_sid=sid)
     assert row is not None
     step_url = PUBLIC_URL + f"/twilio/gather?s={row['step']}"
-    response = mini_phone.signed_post(step_url, {**base_params(sid), "Digits": digits})
+    response = mini_phone.signed_post(step_url, {**first_request(sid), "Digits": digits})
     assert response.status_code == 200
     check_twiml(response.text)
     with db.connect() as conn:
@@ -272,9 +257,9 @@ def test_strange_digits_are_an_invalid_choice_not_an_error(
 def test_status_callback_closes_the_call_and_ignores_older_sequence(
     mini_phone: Phone, db: Engine
 ) -> None:
-    mini_phone.signed_post(VOICE, base_params())
+    mini_phone.signed_post(VOICE, first_request())
     status = {
-        **base_params(),
+        **first_request(),
         "CallStatus": "completed",
         "CallDuration": "42",
         "SequenceNumber": "3",
@@ -292,7 +277,7 @@ def test_status_callback_closes_the_call_and_ignores_older_sequence(
 def test_status_callback_for_unknown_call_is_accepted_and_ignored(
     mini_phone: Phone, db: Engine
 ) -> None:
-    status = {**base_params(), "CallStatus": "completed", "CallDuration": "5"}
+    status = {**first_request(), "CallStatus": "completed", "CallDuration": "5"}
     assert mini_phone.signed_post(STATUS, status).status_code == 204
     assert count(db, calls) == 0 and count(db, call_events) == 0
 
@@ -300,7 +285,7 @@ def test_status_callback_for_unknown_call_is_accepted_and_ignored(
 def test_calls_whose_callbacks_never_come_are_closed_by_age(
     settings: Settings, mini_tree: CompiledTree, db: Engine, clock: FakeClock, mini_phone: Phone
 ) -> None:
-    mini_phone.signed_post(VOICE, base_params())
+    mini_phone.signed_post(VOICE, first_request())
     clock.advance(hours=5)
     with TestClient(create_app(settings, tree=mini_tree, db=db, clock=clock)):
         pass
@@ -335,7 +320,7 @@ def test_only_url_encoded_forms_are_read(mini_client: TestClient) -> None:
     response = mini_client.post(
         VOICE,
         files={"f": ("a.txt", b"x")},
-        data=base_params(),
+        data=first_request(),
         headers={"X-Twilio-Signature": "abc"},
     )
     assert response.status_code == 415
@@ -362,7 +347,7 @@ def test_odd_speech_confidence_is_dropped_not_stored(
         row = get_call(conn, call_sid=sid)
     assert row is not None
     url = PUBLIC_URL + f"/twilio/gather?s={row['step']}"
-    params = {**base_params(sid), "SpeechResult": "hacked", "Confidence": confidence}
+    params = {**first_request(sid), "SpeechResult": "hacked", "Confidence": confidence}
     response = mini_phone.signed_post(url, params)
     assert response.status_code == 200
     assert ">security</Enqueue>" in response.text  # routed, not the fallback's general queue
