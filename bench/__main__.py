@@ -47,14 +47,14 @@ def load_once(
     if target == "ceiling":
         steps = len(load.demo_journey("1", "1").answers())
         with server.ceiling(steps, workdir) as srv:
-            stats = _drive(srv.url, journeys(seeded, args.hold_polls), args, rate)
+            stats = _drive(srv, journeys(seeded, args.hold_polls), args, rate)
             memory = srv.rss_mb()
     else:
         assert db is not None
         with server.fresh_database(db, workdir) as url:
             seeded = server.seed_accounts(url, args.accounts)
             with server.hotline(url, workdir) as srv:
-                stats = _drive(srv.url, journeys(seeded, args.hold_polls), args, rate)
+                stats = _drive(srv, journeys(seeded, args.hold_polls), args, rate)
                 memory = srv.rss_mb()
     result = {
         "target": target,
@@ -70,10 +70,14 @@ def load_once(
 
 
 def _drive(
-    url: str, calls: list[load.Journey], args: argparse.Namespace, rate: float | None = None
+    srv: server.Server,
+    calls: list[load.Journey],
+    args: argparse.Namespace,
+    rate: float | None = None,
 ) -> load.Stats:
     return load.run(
-        server_url=url,
+        server_url=srv.url,
+        server_pid=srv.process.pid,
         public_url=server.PUBLIC_URL,
         auth_token=server.AUTH_TOKEN,
         journeys=calls,
@@ -92,7 +96,9 @@ def _print_run(r: dict[str, Any]) -> None:
     print(
         f"{name:24} {r['requests_per_second']:8.1f} req/s  p50 {lat['p50']:6.2f}  "
         f"p95 {lat['p95']:6.2f}  p99 {lat['p99']:6.2f} ms  errors {r['errors']}  "
-        f"rss {r['rss_mb']} MiB (peak {r['peak_rss_mb']})",
+        f"rss {r['rss_mb']} MiB (peak {r['peak_rss_mb']})  "
+        f"cpu: server {r.get('server_cpu_share', '?')} ({r.get('server_cpu_us_per_request', '?')}"
+        f" us/req), generator {r.get('generator_cpu_share', '?')}",
         flush=True,
     )
 
@@ -136,7 +142,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
                 seeded = server.seed_accounts(url, args.accounts)
                 command = [sys.executable, "-m", "bench.profile", "--html", str(html)]
                 with server.hotline(url, workdir, command) as srv:
-                    stats = _drive(srv.url, journeys(seeded, args.hold_polls), args)
+                    stats = _drive(srv, journeys(seeded, args.hold_polls), args)
                 print(f"profiled on {db}: {load.summarise(stats)['requests']} requests")
                 text = (workdir / "hotline.log").read_text()
                 report = RESULTS / f"profile-{db}{args.label}.txt"

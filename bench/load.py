@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import resource
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -67,6 +70,10 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     journeys: int = 0
     window: tuple[float, float] = (0.0, 0.0)
+    # CPU seconds used inside the window by the server process and by this generator: the
+    # two share the machine's cores, so requests/s alone does not say which one was the limit.
+    server_cpu: float | None = None
+    generator_cpu: float | None = None
 
     def record(self, endpoint: str, started: float, seconds: float) -> None:
         if self.window[0] <= started and started + seconds <= self.window[1]:
@@ -75,6 +82,32 @@ class Stats:
 
     def in_window(self, started: float) -> bool:
         return self.window[0] <= started <= self.window[1]
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` so far (Linux /proc), None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _measure_cpu(stats: Stats, server_pid: int | None) -> None:
+    """CPU used by the server and by this generator between the window's start and end."""
+    await asyncio.sleep(max(0.0, stats.window[0] - time.perf_counter()))
+    server0 = process_cpu_seconds(server_pid) if server_pid else None
+    own0 = own_cpu_seconds()
+    await asyncio.sleep(max(0.0, stats.window[1] - time.perf_counter()))
+    server1 = process_cpu_seconds(server_pid) if server_pid else None
+    stats.generator_cpu = own_cpu_seconds() - own0
+    if server0 is not None and server1 is not None:
+        stats.server_cpu = server1 - server0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -110,7 +143,21 @@ def summarise(stats: Stats) -> dict[str, Any]:
         },
         "errors": sum(stats.errors.values()),
         "errors_by_kind": dict(stats.errors),
+        **_cpu_summary(stats, seconds, len(ms)),
     }
+
+
+def _cpu_summary(stats: Stats, seconds: float, requests: int) -> dict[str, Any]:
+    """Each process's share of one core over the window, and the server's CPU per request:
+    the cost of a request whatever the generator left the server of the machine."""
+    found: dict[str, Any] = {}
+    if stats.generator_cpu is not None and seconds:
+        found["generator_cpu_share"] = round(stats.generator_cpu / seconds, 2)
+    if stats.server_cpu is not None and seconds:
+        found["server_cpu_share"] = round(stats.server_cpu / seconds, 2)
+        if requests:
+            found["server_cpu_us_per_request"] = round(stats.server_cpu / requests * 1e6, 1)
+    return found
 
 
 class Pacer:
@@ -309,9 +356,11 @@ async def drive(
     seconds: float,
     warmup: float,
     rate: float | None = None,
+    server_pid: int | None = None,
 ) -> Stats:
     """Keep `concurrency` calls going for warmup + seconds; measure the last `seconds`.
-    With `rate`, the calls together send that many requests per second, evenly spread."""
+    With `rate`, the calls together send that many requests per second, evenly spread.
+    With `server_pid` (a process on this machine), its CPU time over the window too."""
     stats = Stats()
     validator = RequestValidator(auth_token)
     now = time.perf_counter()
@@ -345,7 +394,10 @@ async def drive(
                 stats.journeys += 1
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu = asyncio.create_task(_measure_cpu(stats, server_pid))
         await asyncio.gather(*(line(n) for n in range(concurrency)))
+        if not cpu.done():  # the calls ran out before the window closed: no figure
+            cpu.cancel()
     return stats
 
 
@@ -360,6 +412,7 @@ def run(
     warmup: float,
     calls: int | None = None,
     rate: float | None = None,
+    server_pid: int | None = None,
 ) -> Stats:
     """`drive` on its own event loop (uvloop when present: the generator shares the CPUs);
     `calls` stops after that many calls (all counted: give a zero warm-up)."""
@@ -379,6 +432,7 @@ def run(
             seconds=seconds,
             warmup=warmup,
             rate=rate,
+            server_pid=server_pid,
         )
     )
     return stats

@@ -263,6 +263,10 @@ def create_db_engine(
         connect_args.setdefault("timeout", 5 if webhook_timeouts else 60)
         if webhook_timeouts and make_url(url).database not in (None, "", ":memory:"):
             kwargs.setdefault("pool_timeout", 3)  # a file's pool: never wait long for one
+            # The most recently returned connection first: the event loop keeps reusing the
+            # one it just had, whose busy timeout is already what `impatient()` wants, instead
+            # of resetting it on whichever connection a worker thread last returned.
+            kwargs.setdefault("pool_use_lifo", True)
         engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "checkout", _sqlite_patience)

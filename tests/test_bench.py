@@ -70,3 +70,21 @@ def test_a_paced_connection_keeps_its_schedule_and_counts_from_when_it_was_due()
     dues = [due for due, _ in slots]
     assert [round(b - a, 6) for a, b in itertools.pairwise(dues)] == [0.02] * 4
     assert all(sent >= due for due, sent in slots)
+
+
+def test_cpu_time_is_read_for_a_process_and_per_request() -> None:
+    """The server's CPU per request is read from /proc; it moves as the process works."""
+    import os
+
+    before = load.process_cpu_seconds(os.getpid())
+    own = load.own_cpu_seconds()
+    while load.own_cpu_seconds() - own < 0.2:
+        sum(range(10_000))
+    after = load.process_cpu_seconds(os.getpid())
+    assert before is not None and after is not None
+    assert 0.1 <= after - before <= 1.0
+    assert load.process_cpu_seconds(2**22 + 1) is None  # no such process
+    stats = load.Stats(latencies=[0.01] * 400, window=(0.0, 2.0), server_cpu=1.0, generator_cpu=0.5)
+    summary = load.summarise(stats)
+    assert summary["server_cpu_us_per_request"] == 2500.0
+    assert summary["server_cpu_share"] == 0.5 and summary["generator_cpu_share"] == 0.25

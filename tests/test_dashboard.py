@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.testclient import TestClient
@@ -40,6 +37,7 @@ from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+from tests.support.servers import serving_app
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
 VICTIM = "+15005550006"
@@ -466,28 +464,6 @@ class Callers:
         assert not self.errors, self.errors
 
 
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """The app behind a real HTTP server on a free local port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            thread.join(0.05)
-        assert server.started, "the server did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 @dataclass
 class Scene:
     """Everything the walk through the pages uses."""
@@ -524,7 +500,7 @@ def scene(tmp_path: Path, sqlite_template: Path, hotline_tree: CompiledTree) -> 
     clock = FakeClock()
     app = with_dashboard(create_app(settings, tree=hotline_tree, db=db, clock=clock))
     ARTIFACTS.mkdir(exist_ok=True)
-    with serving(app) as base, httpx.Client(timeout=10) as http, sync_playwright() as p:
+    with serving_app(app) as base, httpx.Client(timeout=10) as http, sync_playwright() as p:
         phone = Phone(http, public_url=PUBLIC_URL, auth_token=TOKEN, server_url=base)
         callers = Callers(phone)
         browser = p.chromium.launch(

@@ -30,7 +30,7 @@ from ivr.identity import LocalDirectory
 from ivr.phone import Answer, CallRecord, Phone, Press, Prompt, ScriptedParty, Silent
 from tests.conftest import PUBLIC_URL, SECRET_KEY, TOKEN, bearer, make_user
 from tests.support.pg import truncate_all
-from tests.support.servers import Balancer, ServerProcess, server_env
+from tests.support.servers import Balancer, ServerProcess, server_env, serving_app
 from tests.support.tcpproxy import TcpProxy
 
 PIN = "739182"
@@ -569,8 +569,15 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
     tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", PROJECT_ROOT / "prompts")
     app = create_app(settings, tree=tree, db=db)
     try:
-        with TestClient(app) as client:
-            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        # A real server: the caller hears the answer when it is sent, before the late work ends.
+        with serving_app(app) as base, httpx.Client(timeout=30) as client:
+            phone = Phone(
+                client,
+                public_url=PUBLIC_URL,
+                auth_token=TOKEN,
+                server_url=base,
+                check_twiml=check_twiml,
+            )
             sid = "CA" + "7" * 32
             base = {"AccountSid": "AC" + "0" * 32, "CallSid": sid, "From": "+15005550006"}
             assert "<Gather" in phone.signed_post(PUBLIC_URL + "/twilio/voice", base).text

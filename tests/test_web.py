@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine, event, select
+from starlette.datastructures import FormData
 
 from ivr.db import call_events, calls, cases, create_db_engine
 from ivr.identity import LocalDirectory
@@ -74,6 +75,20 @@ def test_wrongly_signed_requests_are_refused(
     response = mini_client.post(VOICE, data=params, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 403
     assert count(db, calls) == 0
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_a_field_sent_twice_is_signed_over_both_values(
+    mini_client: TestClient, mini_phone: Phone, db: Engine, tamper: bool
+) -> None:
+    """Twilio's signature covers every value of a repeated field, sorted; so does the check."""
+    params = first_request()
+    pairs = [*params.items(), ("Forwarded", "b"), ("Forwarded", "a")]
+    signature = mini_phone.validator.compute_signature(VOICE, FormData(pairs))
+    sent = {**params, "Forwarded": ["b", "c" if tamper else "a"]}
+    response = mini_client.post(VOICE, data=sent, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == (403 if tamper else 200)
+    assert count(db, calls) == (0 if tamper else 1)
 
 
 def test_every_twilio_path_requires_a_signature(mini_client: TestClient) -> None:
