@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, select
@@ -289,6 +290,12 @@ class Hotline:
             if gone and new_cases:
                 log.info("input for call %s after it ended: a case for a call back", call_sid)
                 twiml = HANG_UP  # nobody is there to queue
+            # A freeze in our own accounts table is written with the step, its case's note
+            # and its audit record: one transaction, so a lock another process holds makes
+            # the whole step give way (Busy) before anything is written, and a crash cannot
+            # store the step without the freeze.
+            frozen: dict[str, bool] = {}
+            local = self._local_freezes(result.effects)
             try:
                 saved = store.save_step(
                     conn,
@@ -301,6 +308,11 @@ class Hotline:
                     also=new_cases,
                     forget_failure=counted
                     if isinstance(event, engine.Checked) and event.ok
+                    else None,
+                    then=partial(
+                        self._freeze_with_step, row=row, freezes=local, now=now, frozen=frozen
+                    )
+                    if local
                     else None,
                 )
             except IntegrityError:
@@ -316,11 +328,14 @@ class Hotline:
                     self.metrics.lockouts.inc()
                 elif not event.ok:
                     self.metrics.verification_failures.inc()
+            for done in frozen.values():
+                self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
             # Only the request that won the step acts on the account: a duplicate
             # delivery of this webhook never freezes twice. The step is stored: from here
             # on nothing may give up on a lock and leave the freeze undone.
-            with patient():
-                self._freeze(conn, row, result.effects, now)
+            if not local:
+                with patient():
+                    self._freeze(conn, row, result.effects, now)
             if gone and not new_cases:
                 # Their UID came after the hang-up, say: on the way to an emergency queue
                 # still, they get the case the status callback could not open.
@@ -456,10 +471,33 @@ class Hotline:
                 statements.append(cases.flags_update(existing["id"], flags))
         return statements
 
+    def _local_freezes(self, effects: list[engine.Effect]) -> list[engine.Freeze]:
+        """The freezes to write with the step: those of accounts in our own database."""
+        if not isinstance(self.actions, LocalAccountActions):
+            return []
+        return [e for e in effects if isinstance(e, engine.Freeze)]
+
+    def _freeze_with_step(
+        self,
+        conn: Connection,
+        row: store.CallRow,
+        freezes: list[engine.Freeze],
+        now: datetime,
+        frozen: dict[str, bool],
+    ) -> None:
+        """Inside the step's transaction: each freeze, its note and audit; `frozen` says how
+        each went, for the metrics once the step is stored."""
+        frozen.clear()  # a transaction tried again starts over
+        for effect in freezes:
+            done = LocalAccountActions.freeze_in(conn, uid=effect.uid, now=now)
+            self._note_freeze(conn, row, effect.uid, done, now)
+            frozen[effect.uid] = done
+
     def _freeze(
         self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
     ) -> None:
-        """A verified caller's self-freeze, audited and noted on their case for the agent."""
+        """A verified caller's self-freeze by the exchange's account service, once the step is
+        stored; audited and noted on their case for the agent."""
         for effect in effects:
             if not isinstance(effect, engine.Freeze):
                 continue
@@ -469,21 +507,27 @@ class Hotline:
                 log.exception("self-freeze failed for a verified caller")
                 done = False
             self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
-            result = "ok" if done else "failed"
             with store.writing(conn):  # the note for the agent and the audit record, together
-                case_id = cases.note_on_latest_case(
-                    conn, call_sid=row.call_sid, flags={"self_freeze": "done" if done else "failed"}
-                )
-                cases.audit(
-                    conn,
-                    actor=f"caller:{row.call_sid}",
-                    action="self_freeze",
-                    uid=effect.uid,
-                    case_id=case_id,
-                    reason="verified caller on the emergency path",
-                    result=result,
-                    now=now,
-                )
+                self._note_freeze(conn, row, effect.uid, done, now)
+
+    @staticmethod
+    def _note_freeze(
+        conn: Connection, row: store.CallRow, uid: str, done: bool, now: datetime
+    ) -> None:
+        """The freeze noted on the call's case for the agent, and its audit record."""
+        case_id = cases.note_on_latest_case(
+            conn, call_sid=row.call_sid, flags={"self_freeze": "done" if done else "failed"}
+        )
+        cases.audit(
+            conn,
+            actor=f"caller:{row.call_sid}",
+            action="self_freeze",
+            uid=uid,
+            case_id=case_id,
+            reason="verified caller on the emergency path",
+            result="ok" if done else "failed",
+            now=now,
+        )
 
     def _risk(self, row: store.CallRow, uid: str | None) -> dict[str, str]:
         """Signals for the agent; none of them verifies anyone."""

@@ -29,7 +29,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from ivr.db import accounts, verification_failures
 from ivr.exceptions import ConfigError
@@ -184,7 +184,13 @@ class LocalAccountActions:
         self.db = db
 
     def freeze(self, *, uid: str, now: datetime) -> bool:
-        with self.db.connect() as conn, writing(conn):
+        with self.db.connect() as conn:
+            return self.freeze_in(conn, uid=uid, now=now)
+
+    @staticmethod
+    def freeze_in(conn: Connection, *, uid: str, now: datetime) -> bool:
+        """The freeze on `conn`, joining a transaction open there (a verified call's step)."""
+        with writing(conn):
             changed = conn.execute(_FREEZE, {"account": uid, "now": now}).rowcount
         return changed == 1
 

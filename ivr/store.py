@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -250,11 +250,13 @@ def save_step(
     now: datetime,
     also: Sequence[Executable] = (),
     forget_failure: int | None = None,
+    then: Callable[[Connection], None] | None = None,
 ) -> bool:
     """Move a call from `expected_step` to the next; False if another request got there first.
 
     `also` runs in the same transaction (a case opened), and so does taking back
-    `forget_failure`, the attempt a right answer had counted (see `record_failure`)."""
+    `forget_failure`, the attempt a right answer had counted (see `record_failure`), and
+    last `then(conn)`, for writes that depend on what the ones before found (a freeze)."""
     step = expected_step + 1
     with writing(conn):
         moved = conn.execute(
@@ -276,6 +278,8 @@ def save_step(
             conn.execute(statement)
         if forget_failure is not None:
             conn.execute(_FORGET_FAILURE, {"id": forget_failure})
+        if then is not None:
+            then(conn)
     return True
 
 

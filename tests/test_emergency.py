@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.identity import LocalDirectory
@@ -163,6 +163,38 @@ def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engi
     other = next(r for t, r in rows.items() if t != ticket)
     assert other["status"] == "abandoned" and other["queued"] == 1  # kept for a call back
     assert [e["ticket"] for e in api(client, agent, "GET", "/api/queue")] == [other["ticket"]]
+
+
+def test_a_local_freeze_commits_with_the_verified_step(phone: Phone, db: Engine) -> None:
+    """The verified caller's step, their account frozen, the note on their case and the audit
+    record are one transaction: no crash, and no lock another process takes between them, can
+    store the step (the caller told "your account is frozen") without the freeze."""
+    transactions: list[list[str]] = []
+
+    def began(_conn: Any) -> None:
+        transactions.append([])
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if transactions and statement.startswith(("INSERT", "UPDATE")):
+            transactions[-1].append(" ".join(statement.split()[:3]))
+
+    event.listen(db, "begin", began)
+    event.listen(db, "before_cursor_execute", executed)
+    try:
+        record = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    finally:
+        event.remove(db, "begin", began)
+        event.remove(db, "before_cursor_execute", executed)
+    assert any("protective freeze" in line for line in record.heard)
+    freezes = [t for t in transactions if "UPDATE accounts SET" in t]
+    assert len(freezes) == 1
+    assert {"UPDATE calls SET", "INSERT INTO cases", "UPDATE cases SET"} <= set(freezes[0])
+    assert "INSERT INTO audit_log" in freezes[0]
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 1
+        audits = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
+    assert [tuple(a) for a in audits] == [("self_freeze", "ok")]
+    assert case_rows(db)[0]["flags"]["self_freeze"] == "done"
 
 
 def test_unverified_emergency_is_still_queued_first(
@@ -577,6 +609,7 @@ def test_parallel_guesses_cannot_outrun_the_lockout(
 
 
 @pytest.mark.parametrize("digits", [PIN, "000000"], ids=["right", "wrong"])
+@pytest.mark.parametrize("local", [False, True], ids=["service", "local"])
 def test_a_duplicated_pin_webhook_freezes_once_or_counts_once(
     settings: Settings,
     hotline_tree: CompiledTree,
@@ -584,10 +617,14 @@ def test_a_duplicated_pin_webhook_freezes_once_or_counts_once(
     clock: FakeClock,
     check_twiml: Callable[[str], None],
     digits: str,
+    local: bool,
 ) -> None:
+    """The exchange's account service (frozen after the step is stored) or our own accounts
+    table (frozen in the step's transaction): once either way."""
     service, documents = Counting(), []
+    parts = {} if local else {"actions": service}
     sid = "CA" + "d" * 32
-    with TestClient(app_with(settings, hotline_tree, db, clock, actions=service)) as client:
+    with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
 
         def keep(body: str) -> None:
             check_twiml(body)
@@ -627,12 +664,14 @@ def test_a_duplicated_pin_webhook_freezes_once_or_counts_once(
     with db.connect() as conn:
         audits = conn.execute(text("SELECT count(*) FROM audit_log")).scalar()
         failures = conn.execute(text("SELECT count(*) FROM verification_failures")).scalar()
+        frozen = conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar()
+    freezes = frozen if local else service.calls
     if digits == PIN:
-        assert (service.calls, audits, failures) == (1, 1, 0)  # one freeze, one audit
+        assert (freezes, audits, failures) == (1, 1, 0)  # one freeze, one audit
         assert len(case_rows(db)) == 1
     else:
         # One wrong PIN, however often Twilio delivers it: one step towards a lockout.
-        assert (service.calls, audits, failures) == (0, 0, 1)
+        assert (freezes, audits, failures) == (0, 0, 1)
 
 
 def test_knowing_an_emergency_ticket_does_not_jump_the_queue(
