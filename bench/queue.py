@@ -11,10 +11,11 @@ The places are checked again after the claims.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import re
-import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,12 +200,14 @@ def run(
             assert len(order) == size
             picks = rng.sample(sids, sample)
             before = asyncio.run(check_places(srv.url, order, picks, concurrency))
-            # Claims while the hold loop is busy with the other callers.
-            claimed: dict[str, Any] = {}
-            claimer = threading.Thread(target=lambda: claimed.update(claim_many(url, claims)))
-            claimer.start()
-            polling = asyncio.run(hold_load(srv.url, sids[: size // 2], 10, concurrency))
-            claimer.join()
+            # Claims while the hold loop is busy with the other callers. The agent claims from
+            # a process of its own, as the API's worker does: in a thread here, each claim
+            # would also wait for this process's GIL, which the load generator holds.
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as agent:
+                claiming = agent.submit(claim_many, url, claims)
+                polling = asyncio.run(hold_load(srv.url, sids[: size // 2], 10, concurrency))
+                claimed = claiming.result()
             order = serving_order(url)
             waiting = [sid for sid in sids if sid in order]
             after = asyncio.run(

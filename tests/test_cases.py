@@ -158,7 +158,10 @@ def test_waiting_order_and_positions_match_the_claim_order(db: Engine) -> None:
         ("normal", 26),
         ("emergency", 2),
         ("normal", 15),
+        ("high", 10),  # counts as arrived at 0: the same moment as the first, served after it
+        ("emergency", 20),  # two emergencies at one moment: by arrival
     ]
+    assert cases.HIGH_BOOST == 10 * MINUTE
     ids = {n: add_case(db, n, p, T0 + m * MINUTE) for n, (p, m) in enumerate(specs, start=1)}
     by_id = {case_id: n for n, case_id in ids.items()}
     order = waiting_ids(db)
