@@ -52,7 +52,7 @@ def load_once(
     else:
         assert db is not None
         with server.fresh_database(db, workdir) as url:
-            seeded = server.seed_accounts(url, args.accounts)
+            seeded = server.seed_accounts(url, args.accounts, hasher=server.HASHERS[args.hashes])
             with server.hotline(url, workdir) as srv:
                 stats = _drive(srv, journeys(seeded, args.hold_polls), args, rate)
                 memory = srv.rss_mb()
@@ -139,7 +139,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
         for db in args.db:
             html = RESULTS / f"profile-{db}{args.label}.html"
             with server.fresh_database(db, workdir) as url:
-                seeded = server.seed_accounts(url, args.accounts)
+                seeded = server.seed_accounts(
+                    url, args.accounts, hasher=server.HASHERS[args.hashes]
+                )
                 command = [sys.executable, "-m", "bench.profile", "--html", str(html)]
                 with server.hotline(url, workdir, command) as srv:
                     stats = _drive(srv, journeys(seeded, args.hold_polls), args)
@@ -295,6 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--hold-polls", type=int, default=5)
     parser.add_argument("--accounts", type=int, default=64)
+    parser.add_argument(
+        "--hashes",
+        default="cheap",
+        choices=("cheap", "production"),
+        help="argon2 cost of the seeded PINs: cheap (framework overhead) or what the hotline "
+        "stores (what a verification really costs)",
+    )
     parser.add_argument("--queue-size", type=int, default=10_000)
     parser.add_argument("--claims", type=int, default=1000)
     parser.add_argument("--sample", type=int, default=500, help="callers whose place is checked")

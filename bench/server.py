@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import create_engine, insert, text
 
 from ivr.db import accounts, create_db_engine, upgrade
+from ivr.identity import HASHER
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,8 +146,9 @@ def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
 
 
 # argon2 with a small cost: the same verify code path as production, without spending the
-# run on the deliberately slow hash (its cost is measured on its own; see __main__).
+# run on the deliberately slow hash. `--hashes production` seeds what `ivr accounts add` stores.
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+HASHERS = {"cheap": CHEAP_HASHER, "production": HASHER}
 
 
 def seed_accounts(

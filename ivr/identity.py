@@ -19,17 +19,19 @@ import hmac
 import json
 import logging
 import math
+import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Column, Connection, Engine, bindparam, insert, select, update
 
 from ivr.db import accounts, verification_failures
 from ivr.exceptions import ConfigError
@@ -40,9 +42,25 @@ log = logging.getLogger("ivr.identity")
 Factor = Literal["uid", "phone", "pin", "totp", "id_last4", "pin_or_id_last4"]
 SECRET_FACTORS: frozenset[str] = frozenset({"pin", "totp", "id_last4", "pin_or_id_last4"})
 
-_HASHER = PasswordHasher()
+# argon2id at OWASP's minimum profile (19 MiB, 2 passes, 1 lane): about 23 ms a check on
+# the benchmark machine. argon2-cffi's default (64 MiB, 3 passes, 4 lanes) took 136 ms of
+# both cores, so one 2-core instance verified at most ~10 callers a second and a wave of
+# hijack victims keying their PINs stalled every other call (bench/ANALYSIS.md). A 6-digit
+# secret is kept by the lockout and by the database staying private, not by the hash's cost.
+# Hashes made with other parameters still verify, and are made again on the next match.
+HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verifying against this when the account does not exist keeps the time the same.
-_DUMMY_HASH = _HASHER.hash("not-a-real-secret")
+_DUMMY_HASH = HASHER.hash("not-a-real-secret")
+
+
+def _cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+# Hashes a directory computes at once: all cores but one, which stays with the event loop
+# that answers every other call. More at once would only share the same cores, slower.
+HASHING_AT_ONCE = max(1, _cores() - 1)
 
 
 class IdentityProvider(Protocol):
@@ -66,13 +84,6 @@ def _digits(value: str) -> str:
     return "".join(c for c in value if c.isdigit())
 
 
-def _verify(stored: str | None, digits: str) -> bool:
-    try:
-        return _HASHER.verify(stored or _DUMMY_HASH, digits) and stored is not None
-    except (VerificationError, InvalidHashError):
-        return False
-
-
 # Built once: a PIN check runs these on every attempt.
 _ACCOUNT = select(accounts).where(accounts.c.uid == bindparam("uid"))
 _PHONE_OF = select(accounts.c.phone).where(accounts.c.uid == bindparam("uid"))
@@ -86,9 +97,18 @@ _FREEZE = (
 class LocalDirectory:
     """The built-in directory in the hotline's own database."""
 
-    def __init__(self, db: Engine, secret_key: str | None) -> None:
+    def __init__(
+        self,
+        db: Engine,
+        secret_key: str | None,
+        *,
+        hasher: PasswordHasher = HASHER,
+        hashing_at_once: int = HASHING_AT_ONCE,
+    ) -> None:
         self.db = db
         self.fernet = Fernet(secret_key.encode()) if secret_key else None
+        self.hasher = hasher
+        self._hashing = threading.BoundedSemaphore(hashing_at_once)
 
     def add(
         self,
@@ -113,8 +133,8 @@ class LocalDirectory:
             sealed = self.fernet.encrypt(totp_secret.encode()).decode()
         row = {
             "phone": phone,
-            "pin_hash": _HASHER.hash(pin) if pin else None,
-            "id_last4_hash": _HASHER.hash(id_last4) if id_last4 else None,
+            "pin_hash": self.hasher.hash(pin) if pin else None,
+            "id_last4_hash": self.hasher.hash(id_last4) if id_last4 else None,
             "totp_secret": sealed,
             "totp_last_step": None,
             "frozen": 0,
@@ -136,10 +156,13 @@ class LocalDirectory:
             row = conn.execute(_ACCOUNT, {"uid": uid}).first()
         if factor == "pin_or_id_last4":
             factor = {6: "pin", 4: "id_last4"}.get(len(digits), "pin")
-        if factor == "pin":
-            return _verify(row.pin_hash if row else None, digits)
-        if factor == "id_last4":
-            return _verify(row.id_last4_hash if row else None, digits)
+        if factor in ("pin", "id_last4"):
+            column = accounts.c.pin_hash if factor == "pin" else accounts.c.id_last4_hash
+            stored: str | None = row._mapping[column] if row else None
+            matched = self._verify(stored, digits)
+            if matched and stored and self.hasher.check_needs_rehash(stored):
+                self._rehash(uid, column, stored, digits)
+            return matched
         if factor == "phone":
             registered = _digits(row.phone or "") if row else ""
             return bool(registered) and hmac.compare_digest(registered, _digits(digits))
@@ -148,6 +171,30 @@ class LocalDirectory:
                 uid, row.totp_secret, row.totp_last_step, digits, now
             )
         return False
+
+    def _verify(self, stored: str | None, digits: str) -> bool:
+        try:
+            with self._hashing:
+                return self.hasher.verify(stored or _DUMMY_HASH, digits) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _rehash(self, uid: str, column: Column[Any], stored: str, digits: str) -> None:
+        """A matched secret hashed with other parameters, hashed again with today's (argon2's
+        own advice): checking it costs what `hasher` costs from now on. Best effort: the
+        caller is verified whatever happens here."""
+        try:
+            with self._hashing:
+                fresh = self.hasher.hash(digits)
+            with self.db.connect() as conn, writing(conn):
+                # Only if unchanged meanwhile: a secret set again since is not overwritten.
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.uid == uid, column == stored)
+                    .values({column: fresh})
+                )
+        except Exception:
+            log.exception("could not store a fresher hash of an account's secret")
 
     def _check_totp(
         self, uid: str, sealed: str | None, last_step: int | None, digits: str, now: datetime

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pyotp
 import pytest
+from argon2 import PasswordHasher
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, select
 
@@ -62,6 +63,82 @@ def test_id_last4_right_and_wrong(directory: LocalDirectory) -> None:
     assert check(directory, "id_last4", ID_LAST4) is True
     assert check(directory, "id_last4", "7307") is False
     assert check(directory, "id_last4", PIN) is False
+
+
+def stored_hashes(db: Engine, uid: str = "10000001") -> tuple[str, str]:
+    with db.connect() as conn:
+        row = conn.execute(
+            select(accounts.c.pin_hash, accounts.c.id_last4_hash).where(accounts.c.uid == uid)
+        ).one()
+    return row.pin_hash, row.id_last4_hash
+
+
+@pytest.mark.parametrize("factor", ["pin", "id_last4", "pin_or_id_last4"])
+def test_a_secret_hashed_with_other_parameters_is_hashed_again_on_a_match(
+    db: Engine, factor: str
+) -> None:
+    """Accounts stored with argon2-cffi's defaults (the 136 ms hash) cost today's price from
+    their next match on; a miss changes nothing."""
+    LocalDirectory(db, SECRET_KEY, hasher=PasswordHasher()).add(
+        uid="10000001", pin=PIN, id_last4=ID_LAST4, phone=None, totp_secret=None, now=NOW
+    )
+    directory = LocalDirectory(db, SECRET_KEY)
+    old_pin, old_id = stored_hashes(db)
+    assert directory.hasher.check_needs_rehash(old_pin)
+    right = ID_LAST4 if factor == "id_last4" else PIN
+    assert check(directory, factor, "000000" if len(right) == 6 else "0000") is False
+    assert stored_hashes(db) == (old_pin, old_id)
+    assert check(directory, factor, right) is True
+    new_pin, new_id = stored_hashes(db)
+    fresh, kept = (new_id, new_pin) if factor == "id_last4" else (new_pin, new_id)
+    assert kept == (old_pin if factor == "id_last4" else old_id)  # the other secret untouched
+    assert fresh != (old_id if factor == "id_last4" else old_pin)
+    assert not directory.hasher.check_needs_rehash(fresh)
+    assert check(directory, factor, right) is True  # and it still matches
+    assert stored_hashes(db) == (new_pin, new_id)  # once made fresh, left alone
+
+
+class Watching(PasswordHasher):
+    """A real (cheap) argon2 hasher that notes how many verifications run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=64, parallelism=1)
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)  # long enough for the other threads to arrive
+            return super().verify(hash, password)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_no_more_hashes_at_once_than_allowed(db: Engine, at_once: int) -> None:
+    """A wave of callers keying PINs hashes `at_once` at a time, the rest wait their turn:
+    the event loop keeps a core, and every check still gets its answer."""
+    hasher = Watching()
+    directory = LocalDirectory(db, SECRET_KEY, hasher=hasher, hashing_at_once=at_once)
+    directory.add(uid="10000001", pin=PIN, id_last4=None, phone=None, totp_secret=None, now=NOW)
+    results: list[bool] = []
+    start = threading.Barrier(6)
+
+    def caller(digits: str) -> None:
+        start.wait()
+        results.append(check(directory, "pin", digits))
+
+    threads = [threading.Thread(target=caller, args=(d,)) for d in [PIN] * 3 + ["000000"] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(results) == [False] * 3 + [True] * 3
+    assert hasher.most == at_once
 
 
 def test_phone_compares_digits_only(directory: LocalDirectory) -> None:
