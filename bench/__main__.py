@@ -3,6 +3,7 @@
     python -m bench                       # everything, both databases, results to bench/results
     python -m bench load --db sqlite      # one part, one database
     python -m bench profile --db sqlite   # pyinstrument of the server under load (HTML)
+    python -m bench instructions          # CPU instructions per call, SQLite (needs valgrind)
 
 Load: `--concurrency` simulated calls at once (32) for `--seconds` after `--warmup`, against
 `ivr serve` (one worker) on a fresh SQLite file and a fresh PostgreSQL database, then against
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import load, queue, server
+from bench import instructions, load, queue, server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASES = ("sqlite", "postgresql")
@@ -286,7 +287,10 @@ def write_markdown() -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "part", nargs="?", default="all", choices=("all", "load", "queue", "profile")
+        "part",
+        nargs="?",
+        default="all",
+        choices=("all", "load", "queue", "profile", "instructions"),
     )
     parser.add_argument("--db", nargs="+", default=list(DATABASES), choices=DATABASES)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -329,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
         save("queue" + args.label, {"machine": info, "runs": runs})
     if args.part == "profile":
         cmd_profile(args)
+    elif args.part == "instructions":
+        counted = instructions.measure()
+        print(json.dumps(counted, indent=2))
+        save("instructions" + args.label, {"machine": info, **counted})
     else:
         write_markdown()
     print(f"done in {time.monotonic() - started:.0f} s", file=sys.stderr)

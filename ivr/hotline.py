@@ -212,14 +212,16 @@ class Hotline:
         event: engine.Input,
         *,
         may_block: bool = True,
+        check_apart: bool = False,
         checked: tuple[Attempt, engine.Checked] | None = None,
     ) -> str:
         """An input for a call in progress, answering step `step` of it.
 
-        `may_block=False` (on the event loop): a secret factor is counted, then Counted asks
-        for this to be called again with `checked` (the check made elsewhere); WouldBlock
-        (raised before anything is written) asks for the whole input to be run in a thread,
-        for an outside service or input after the hang-up."""
+        `may_block=False` (on the event loop), or `check_apart`: a secret factor is counted,
+        then Counted asks for this to be called again with `checked` (the check made
+        elsewhere, holding no connection and no webhook thread meanwhile). `may_block=False`
+        also raises WouldBlock (before anything is written) for work that must run in a
+        thread: an outside service, or input after the hang-up."""
         if isinstance(event, engine.QueueExit) and event.result in DEQUEUED_ELSEWHERE:
             # Taken out of the queue by our own REST redirect: Twilio is already fetching
             # the agent's TwiML; this answer is not played. Nothing to advance.
@@ -249,7 +251,9 @@ class Hotline:
             now = self.clock()
             if not may_block and row.status in store.FINAL_STATUSES:
                 raise WouldBlock  # input after the hang-up: rare, and it writes twice
-            event, counted = self._resolve(conn, tree, row, event, now, may_block, checked)
+            event, counted = self._resolve(
+                conn, tree, row, event, now, may_block and not check_apart, checked
+            )  # checks here only where it may block, unless asked to check apart
             return self._move(conn, tree, row, event, counted, now, may_block)
 
     def _move(
@@ -377,12 +381,12 @@ class Hotline:
         row: store.CallRow,
         event: engine.Input,
         now: datetime,
-        may_block: bool,
+        check_here: bool,
         checked: tuple[Attempt, engine.Checked] | None,
     ) -> tuple[engine.Input, int | None]:
         """Turn keyed digits the engine must not see into what they mean; with the attempt
         this counted, if it did: taken back if it matched, or should a copy of this request
-        win the step (which counted its own)."""
+        win the step (which counted its own). Not `check_here`: Counted, once counted."""
         awaiting = engine.awaiting(tree, row.state)
         if awaiting is None or not isinstance(event, engine.Keys):
             return event, None
@@ -417,7 +421,7 @@ class Hotline:
             duration=timedelta(seconds=s.lockout_seconds),
             exclude=attempt.failure_id,
         )
-        if not may_block:
+        if not check_here:
             raise Counted(attempt, locked=locked)
         if locked:
             return engine.Checked(ok=False, locked=True), attempt.failure_id

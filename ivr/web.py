@@ -18,8 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, TypeVar
 from urllib.parse import parse_qsl
 
+import anyio
 import anyio.to_thread
 import httpx
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -209,23 +211,44 @@ async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) 
         return _failed(hotline, call_sid)
 
 
+# Threads that may be checking a secret factor at once, apart from the webhooks' threads: a
+# wave of callers keying PINs waits here (the directory hashes a few at a time) holding no
+# webhook thread and no database connection, so every other call goes on being answered.
+CHECK_THREADS = 8
+_CHECKS: RunVar[anyio.CapacityLimiter] = RunVar("ivr_checks")
+
+
+def _check_limiter() -> anyio.CapacityLimiter:
+    """This event loop's limiter for checks (as anyio keeps its default thread limiter)."""
+    try:
+        return _CHECKS.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(CHECK_THREADS)
+        _CHECKS.set(limiter)
+        return limiter
+
+
 async def _advance(
     hotline: Hotline, call_sid: str, step: int | None, event: engine.Input
 ) -> Response:
-    """An input for a call in progress. On the event loop a secret factor is counted, checked
-    in a worker thread (the hash is slow on purpose, or a service answers), and the call
-    moves on on the loop again: its writes do not queue in a thread behind the loop's."""
+    """An input for a call in progress. A secret factor is counted (on the event loop on
+    SQLite), checked in a thread of its own (the hash is slow on purpose, or a service
+    answers), and the call moves on (on the loop again on SQLite: its writes do not queue in a
+    thread behind the loop's)."""
     try:
         try:
             answer = await _run(
-                hotline, lambda ok: hotline.advance(call_sid, step, event, may_block=ok)
+                hotline,
+                lambda ok: hotline.advance(call_sid, step, event, may_block=ok, check_apart=True),
             )
         except Counted as counted:
             if counted.locked:
                 verdict = engine.Checked(ok=False, locked=True)
             else:
                 digits = event.digits if isinstance(event, engine.Keys) else ""
-                matched = await run_in_threadpool(hotline.check, counted.attempt, digits)
+                matched = await anyio.to_thread.run_sync(
+                    hotline.check, counted.attempt, digits, limiter=_check_limiter()
+                )
                 verdict = engine.Checked(ok=matched)
             checked = (counted.attempt, verdict)
             answer = await _run(

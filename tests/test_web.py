@@ -20,7 +20,7 @@ from ivr.phone import HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree
-from ivr.web import create_app
+from ivr.web import CHECK_THREADS, create_app, worker_threads
 from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, count, first_request, make_settings
 
 VOICE = PUBLIC_URL + "/twilio/voice"
@@ -472,3 +472,70 @@ def test_a_final_status_meeting_a_held_lock_is_recorded_whole_from_a_thread(
         opened = conn.execute(select(cases.c.priority, cases.c.status)).all()
     assert call is not None and call["status"] == "completed"
     assert [tuple(r) for r in opened] == [("emergency", "abandoned")]
+
+
+class Gate:
+    """An identity provider whose checks wait until the gate opens (a slow hash, a slow
+    service), noting how many are waiting."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def check(self, *, uid: str, factor: str, digits: str, now: Any) -> bool:
+        with self.lock:
+            self.waiting += 1
+        self.opened.wait(timeout=30)
+        return False
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        return None
+
+
+def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """As many callers as there are webhook threads key their PINs and wait for the check:
+    another caller's menus are answered meanwhile. The checks wait in threads of their own,
+    holding no webhook thread and no database connection."""
+    gate = Gate()
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, identity=gate)
+    busy = worker_threads(db)
+    assert busy <= CHECK_THREADS  # else not every one of them could be waiting in a check
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        victims = [
+            threading.Thread(
+                target=phone.call,
+                args=(ScriptedParty([Press("1"), Press("1"), Press(f"2000000{n}"), Press(PIN)]),),
+                kwargs={"from_number": f"+1500555010{n}"},
+            )
+            for n in range(busy)
+        ]
+        try:
+            for victim in victims:
+                victim.start()
+            for _ in range(300):
+                if gate.waiting == busy:
+                    break
+                threading.Event().wait(0.05)
+            assert gate.waiting == busy
+            other: dict[str, Any] = {}
+            caller = threading.Thread(
+                target=lambda: other.update(
+                    record=phone.call(ScriptedParty([Press("1"), Press("3")]))
+                )
+            )
+            caller.start()
+            caller.join(timeout=10)
+            assert not caller.is_alive(), "a menu waited for the PIN checks of other calls"
+            assert "If a deposit has not arrived" in other["record"].transcript
+        finally:
+            gate.opened.set()
+            for victim in victims:
+                victim.join(timeout=30)
