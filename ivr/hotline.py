@@ -431,9 +431,10 @@ class Hotline:
     def check(self, attempt: Attempt, digits: str) -> bool:
         """Whether `digits` are the factor `attempt` counted. Slow on purpose (a password
         hash, or the exchange's identity service): never on the event loop."""
-        return bool(attempt.uid) and self.identity.check(
-            uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
-        )
+        with self.metrics.checks_in_progress.track_inprogress(), self.metrics.check_seconds.time():
+            return bool(attempt.uid) and self.identity.check(
+                uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
+            )
 
     def _calls_out(self, effects: list[engine.Effect]) -> bool:
         """Effects that call the exchange's account service (a freeze, unless local)."""

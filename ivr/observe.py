@@ -6,6 +6,9 @@ Metrics (GET /metrics):
     ivr_late_webhooks_total                webhooks answered from memory after the deadline
     ivr_verification_failures_total        secret factors that did not match
     ivr_lockouts_total                     verification attempts refused by a lockout
+    ivr_verification_check_seconds         a secret factor's check, waiting for a turn included
+    ivr_verification_checks_in_progress    checks asked for and not answered yet (a wave of
+                                           victims keying PINs shows here first)
     ivr_freezes_total{by,result}           account freezes (by caller or agent)
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when
@@ -24,7 +27,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
@@ -57,6 +60,17 @@ class Metrics:
         self.late_webhooks = Counter(
             "ivr_late_webhooks",
             "webhooks answered from memory because the real answer was too late",
+            registry=self.registry,
+        )
+        self.check_seconds = Histogram(
+            "ivr_verification_check_seconds",
+            "time to check a secret factor, waiting for a turn to hash included",
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.checks_in_progress = Gauge(
+            "ivr_verification_checks_in_progress",
+            "secret factors being checked or waiting to be",
             registry=self.registry,
         )
         self.lockouts = Counter(

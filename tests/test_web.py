@@ -525,6 +525,8 @@ def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
                     break
                 threading.Event().wait(0.05)
             assert gate.waiting == busy
+            metrics = client.get("/metrics").text  # what a supervisor sees of the wave
+            assert f"ivr_verification_checks_in_progress {float(busy)}" in metrics
             other: dict[str, Any] = {}
             caller = threading.Thread(
                 target=lambda: other.update(
@@ -539,3 +541,6 @@ def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
             gate.opened.set()
             for victim in victims:
                 victim.join(timeout=30)
+        metrics = client.get("/metrics").text
+    assert "ivr_verification_checks_in_progress 0.0" in metrics
+    assert f"ivr_verification_check_seconds_count {float(busy)}" in metrics
