@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import pyotp
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Connection, Engine, bindparam, insert, select, update
@@ -47,7 +47,7 @@ SECRET_FACTORS: frozenset[str] = frozenset({"pin", "totp", "id_last4", "pin_or_i
 # both cores, so one 2-core instance verified at most ~10 callers a second and a wave of
 # hijack victims keying their PINs stalled every other call (bench/ANALYSIS.md). A 6-digit
 # secret is kept by the lockout and by the database staying private, not by the hash's cost.
-# Hashes made with other parameters still verify, and are made again on the next match.
+# Hashes made with costlier parameters still verify, and are made again on the next match.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verifying against this when the account does not exist keeps the time the same.
 _DUMMY_HASH = HASHER.hash("not-a-real-secret")
@@ -160,7 +160,7 @@ class LocalDirectory:
             column = accounts.c.pin_hash if factor == "pin" else accounts.c.id_last4_hash
             stored: str | None = row._mapping[column] if row else None
             matched = self._verify(stored, digits)
-            if matched and stored and self.hasher.check_needs_rehash(stored):
+            if matched and stored and self._costlier(stored):
                 self._rehash(uid, column, stored, digits)
             return matched
         if factor == "phone":
@@ -179,10 +179,21 @@ class LocalDirectory:
         except (VerificationError, InvalidHashError):
             return False
 
+    def _costlier(self, stored: str) -> bool:
+        """Whether checking `stored` costs more than a hash of today's parameters (one made
+        with argon2-cffi's default, say). Cheaper ones are left as they are: only tests and
+        the benchmark's cheap accounts make them, and they must stay cheap."""
+        try:
+            made = extract_parameters(stored)
+        except InvalidHashError:
+            return False
+        today = self.hasher.time_cost * self.hasher.memory_cost
+        return made.time_cost * made.memory_cost > today
+
     def _rehash(self, uid: str, column: Column[Any], stored: str, digits: str) -> None:
-        """A matched secret hashed with other parameters, hashed again with today's (argon2's
-        own advice): checking it costs what `hasher` costs from now on. Best effort: the
-        caller is verified whatever happens here."""
+        """A matched secret hashed at a higher cost, hashed again with today's parameters:
+        checking it costs what `hasher` costs from now on. Best effort: the caller is
+        verified whatever happens here."""
         try:
             with self._hashing:
                 fresh = self.hasher.hash(digits)

@@ -74,7 +74,7 @@ def stored_hashes(db: Engine, uid: str = "10000001") -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("factor", ["pin", "id_last4", "pin_or_id_last4"])
-def test_a_secret_hashed_with_other_parameters_is_hashed_again_on_a_match(
+def test_a_secret_hashed_at_a_higher_cost_is_hashed_again_on_a_match(
     db: Engine, factor: str
 ) -> None:
     """Accounts stored with argon2-cffi's defaults (the 136 ms hash) cost today's price from
@@ -96,6 +96,19 @@ def test_a_secret_hashed_with_other_parameters_is_hashed_again_on_a_match(
     assert not directory.hasher.check_needs_rehash(fresh)
     assert check(directory, factor, right) is True  # and it still matches
     assert stored_hashes(db) == (new_pin, new_id)  # once made fresh, left alone
+
+
+def test_a_cheaper_hash_is_left_as_it_is(db: Engine) -> None:
+    """The benchmark's cheap accounts must stay cheap (they measure everything but the hash)."""
+    LocalDirectory(db, SECRET_KEY, hasher=CHEAP).add(
+        uid="10000001", pin=PIN, id_last4=ID_LAST4, phone=None, totp_secret=None, now=NOW
+    )
+    before = stored_hashes(db)
+    assert check(LocalDirectory(db, SECRET_KEY), "pin", PIN) is True
+    assert stored_hashes(db) == before
+
+
+CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 
 class Watching(PasswordHasher):
