@@ -125,6 +125,7 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
             for run in runs
         ]
     return {
+        "hashes": args.hashes,
         "concurrency": args.concurrency,
         "journey": load.demo_journey("UID", "PIN", args.hold_polls).script,
         "hold_polls": args.hold_polls,
@@ -185,12 +186,70 @@ def save(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def _load_tables(loaded: dict[str, Any], heading: str, about: str) -> list[str]:
+    """The markdown tables of one load run (closed loop, then paced)."""
+    lines: list[str] = []
+    lines += [
+        f"## {heading}: {loaded['concurrency']} concurrent calls, one uvicorn worker",
+        "",
+        f"Each call: `{loaded['journey']}` (`ivr dial --keys` syntax: English, deposits menu "
+        f"and back, the emergency option, UID and PIN of a seeded account), "
+        f"{loaded['hold_polls']} hold-loop rounds, hang-up in the queue, status callback.",
+        "",
+        "| server | requests/s | of the ceiling | p50 ms | p95 ms | p99 ms | errors "
+        "| RSS MiB (peak) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    runs = [*loaded["hotline"], loaded["ceiling"]]
+    lines[-2:-2] = [
+        "1-minute load average after each run (the server and the generator share 2 cores): "
+        + ", ".join(
+            f"{r['database'] or 'ceiling'} {r.get('loadavg_1min_after', '?')}" for r in runs
+        )
+        + ". Ratios compare runs made minutes apart.",
+        "",
+    ]
+    for r in runs:
+        name = f"hotline, {r['database']}" if r["database"] else "ceiling (bench/ceiling.py)"
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {name} | {r['requests_per_second']} | {r.get('ratio_to_ceiling', 1.0):.2f} | "
+            f"{lat['p50']} | {lat['p95']} | {lat['p99']} | {r['errors']} | "
+            f"{r['rss_mb']} ({r['peak_rss_mb']}) |"
+        )
+    lines.append("")
+    if loaded.get("paced"):
+        lines += [
+            "Paced: the same calls, the connections together sending a fixed number of "
+            "requests per second; latency counts from when each request was due.",
+            "",
+            "| server | paced at req/s | served req/s | p50 ms | p95 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in loaded["paced"]:
+            lat = r["latency_ms"]
+            lines.append(
+                f"| hotline, {r['database']} | {r['paced_rate']} "
+                f"| {r['requests_per_second']} | {lat['p50']} | {lat['p95']} "
+                f"| {lat['p99']} | {r['errors']} |"
+            )
+        lines.append("")
+    if about:
+        lines[2:2] = [about, ""]
+    return lines
+
+
 def write_markdown() -> Path:
     """bench/RESULTS.md from the newest load.json and queue.json."""
     lines = ["# Benchmark results", ""]
     loaded = (
         json.loads((RESULTS / "load.json").read_text())
         if (RESULTS / "load.json").exists()
+        else None
+    )
+    hashed = (
+        json.loads((RESULTS / "load-production.json").read_text())
+        if (RESULTS / "load-production.json").exists()
         else None
     )
     queued = (
@@ -204,55 +263,19 @@ def write_markdown() -> Path:
         f"{info.get('cores', '?')} cores, "
         f"Python {info.get('python', '?')}, PostgreSQL {info.get('postgresql', '?')}; the load "
         "generator runs on the same machine. Written by `scripts/bench` from "
-        "`bench/results/load.json` and `queue.json`.",
+        "`bench/results/load.json`, `load-production.json` and `queue.json`.",
         "",
     ]
     if loaded:
-        lines += [
-            f"## Webhooks: {loaded['concurrency']} concurrent calls, one uvicorn worker",
-            "",
-            f"Each call: `{loaded['journey']}` (`ivr dial --keys` syntax: English, deposits menu "
-            f"and back, the emergency option, UID and PIN of a seeded account), "
-            f"{loaded['hold_polls']} hold-loop rounds, hang-up in the queue, status callback.",
-            "",
-            "| server | requests/s | of the ceiling | p50 ms | p95 ms | p99 ms | errors "
-            "| RSS MiB (peak) |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        runs = [*loaded["hotline"], loaded["ceiling"]]
-        lines[-2:-2] = [
-            "1-minute load average after each run (the server and the generator share 2 cores): "
-            + ", ".join(
-                f"{r['database'] or 'ceiling'} {r.get('loadavg_1min_after', '?')}" for r in runs
-            )
-            + ". Ratios compare runs made minutes apart.",
-            "",
-        ]
-        for r in runs:
-            name = f"hotline, {r['database']}" if r["database"] else "ceiling (bench/ceiling.py)"
-            lat = r["latency_ms"]
-            lines.append(
-                f"| {name} | {r['requests_per_second']} | {r.get('ratio_to_ceiling', 1.0):.2f} | "
-                f"{lat['p50']} | {lat['p95']} | {lat['p99']} | {r['errors']} | "
-                f"{r['rss_mb']} ({r['peak_rss_mb']}) |"
-            )
-        lines.append("")
-        if loaded.get("paced"):
-            lines += [
-                "Paced: the same calls, the connections together sending a fixed number of "
-                "requests per second; latency counts from when each request was due.",
-                "",
-                "| server | paced at req/s | served req/s | p50 ms | p95 ms | p99 ms | errors |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for r in loaded["paced"]:
-                lat = r["latency_ms"]
-                lines.append(
-                    f"| hotline, {r['database']} | {r['paced_rate']} "
-                    f"| {r['requests_per_second']} | {lat['p50']} | {lat['p95']} "
-                    f"| {lat['p99']} | {r['errors']} |"
-                )
-            lines.append("")
+        lines += _load_tables(loaded, "Webhooks", "")
+    if hashed:
+        lines += _load_tables(
+            hashed,
+            "Webhooks, PINs hashed as the hotline stores them",
+            "The same journeys against accounts whose PINs are hashed as `ivr accounts add` "
+            "hashes them (argon2id, OWASP's minimum profile): what a verification really costs. "
+            "Above, the seeded hashes are cheap, so the figures show everything but the hash.",
+        )
     if queued:
         lines += [
             "## The queue: callers waiting at once",
@@ -316,7 +339,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     info = machine()
     if args.part in ("all", "load"):
-        save("load" + args.label, {"machine": info, **cmd_load(args)})
+        name = "load" + args.label + ("-production" if args.hashes == "production" else "")
+        save(name, {"machine": info, **cmd_load(args)})
+    if args.part == "all" and args.hashes == "cheap":
+        hashed = argparse.Namespace(**{**vars(args), "hashes": "production"})
+        save("load-production" + args.label, {"machine": info, **cmd_load(hashed)})
     if args.part in ("all", "queue"):
         with server.workspace() as workdir:
             runs = [
