@@ -334,7 +334,9 @@ class CallQuery:
     ) = None
     topic: str | None = Query(default=None, max_length=64)
     queue: str | None = Query(default=None, max_length=64)
-    verified: Literal["yes", "no", "skipped", "locked", "not_attempted"] | None = None
+    verified: Literal["yes", "no", "skipped", "locked", "unavailable", "not_attempted"] | None = (
+        None
+    )
     emergency: bool | None = None
     caller: str | None = Query(default=None, max_length=32, pattern=r"^\+?\d{2,15}$")
 

@@ -26,7 +26,7 @@ class CallFilter:
     outcome: str | None = None
     topic: str | None = None
     queue: str | None = None
-    verified: str | None = None  # yes, no, skipped, locked, not_attempted
+    verified: str | None = None  # yes, no, skipped, locked, unavailable, not_attempted
     emergency: bool | None = None
     caller: str | None = None  # a whole number, or its last digits
 

@@ -138,10 +138,12 @@ class QueueExit:
 
 @dataclass(frozen=True)
 class Checked:
-    """A secret factor the hotline checked: only whether it matched ever reaches the engine."""
+    """A secret factor the hotline checked: only whether it matched ever reaches the engine.
+    `unavailable`: the identity service gave no verdict, so nobody can be verified now."""
 
     ok: bool
     locked: bool = False
+    unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -786,6 +788,12 @@ class _Turn:
                 LogEntry(state.node, "verify", kind, outcome="locked", detail={"factor": step})
             )
             return self.verified(node, state, "locked")
+        if isinstance(event, Checked) and event.unavailable:
+            # Asking again would only meet the same outage: on to the agent, who verifies.
+            self.log.append(
+                LogEntry(state.node, "verify", kind, outcome="unavailable", detail={"factor": step})
+            )
+            return self.verified(node, state, "unavailable")
         if (
             step == "uid"
             and isinstance(event, Keys)

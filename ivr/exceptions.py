@@ -4,6 +4,8 @@
      ├── ConfigError       settings refused at start-up (missing secret, insecure value)
      ├── SourceError       an operator's file (call tree or prompt catalog) is refused;
      │                     carries every Problem found, each with file, line and node path
+     ├── IdentityUnavailable  the exchange's identity service gave no verdict (down, slow,
+     │                     an error): the caller is neither verified nor counted as wrong
      └── PhoneError        the Twilio-like phone got something Twilio would not accept
                            (a non-2xx answer, a document that is not TwiML)
 
@@ -48,6 +50,10 @@ class SourceError(IVRError):
         self.problems = problems
         errors = [p for p in problems if p.severity == "error"]
         super().__init__("\n".join(str(p) for p in errors) or "refused")
+
+
+class IdentityUnavailable(IVRError):
+    """The identity service could not say whether a factor matches: not a wrong answer."""
 
 
 class PhoneError(IVRError):

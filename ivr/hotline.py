@@ -24,6 +24,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import cases, engine, store
 from ivr.db import Busy, patient, users
+from ivr.exceptions import IdentityUnavailable
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
 from ivr.observe import Metrics
 from ivr.settings import Settings
@@ -310,8 +311,9 @@ class Hotline:
                     log=result.log,
                     now=now,
                     also=new_cases,
+                    # A match, or no verdict at all, was no wrong guess: taken back.
                     forget_failure=counted
-                    if isinstance(event, engine.Checked) and event.ok
+                    if isinstance(event, engine.Checked) and (event.ok or event.unavailable)
                     else None,
                     then=partial(
                         self._freeze_with_step, row=row, freezes=local, now=now, frozen=frozen
@@ -330,7 +332,7 @@ class Hotline:
             if isinstance(event, engine.Checked):  # counted once: by the run that stored it
                 if event.locked:
                     self.metrics.lockouts.inc()
-                elif not event.ok:
+                elif not (event.ok or event.unavailable):
                     self.metrics.verification_failures.inc()
             for done in frozen.values():
                 self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
@@ -426,15 +428,23 @@ class Hotline:
         if locked:
             return engine.Checked(ok=False, locked=True), attempt.failure_id
         # A match is taken back with the step it moves.
-        return engine.Checked(ok=self.check(attempt, event.digits)), attempt.failure_id
+        return self.check(attempt, event.digits), attempt.failure_id
 
-    def check(self, attempt: Attempt, digits: str) -> bool:
-        """Whether `digits` are the factor `attempt` counted. Slow on purpose (a password
-        hash, or the exchange's identity service): never on the event loop."""
+    def check(self, attempt: Attempt, digits: str) -> engine.Checked:
+        """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the
+        identity service gave no verdict). Slow on purpose (a password hash, or the
+        exchange's identity service): never on the event loop."""
         with self.metrics.checks_in_progress.track_inprogress(), self.metrics.check_seconds.time():
-            return bool(attempt.uid) and self.identity.check(
-                uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
-            )
+            try:
+                return engine.Checked(
+                    ok=bool(attempt.uid)
+                    and self.identity.check(
+                        uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
+                    )
+                )
+            except IdentityUnavailable:
+                self.metrics.identity_unavailable.inc()
+                return engine.Checked(ok=False, unavailable=True)
 
     def _calls_out(self, effects: list[engine.Effect]) -> bool:
         """Effects that call the exchange's account service (a freeze, unless local)."""

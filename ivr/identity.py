@@ -2,7 +2,8 @@
 
     IdentityProvider   check one factor a caller keyed in (True/False, never why)
      ├── LocalDirectory    accounts table: argon2 hashes, TOTP seed encrypted with IVR_SECRET_KEY
-     └── HttpIdentity      the exchange's own endpoint, HMAC-signed JSON, fails closed
+     └── HttpIdentity      the exchange's own endpoint, HMAC-signed JSON; no verdict (down,
+                           an error) raises IdentityUnavailable: never verified, never counted
     AccountActions     protective actions (freeze); unfreezing is never offered by phone
      ├── LocalAccountActions   a flag in the accounts table
      └── HttpAccountActions    the exchange's endpoint, HMAC-signed
@@ -34,7 +35,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Connection, Engine, bindparam, insert, select, update
 
 from ivr.db import accounts, verification_failures
-from ivr.exceptions import ConfigError
+from ivr.exceptions import ConfigError, IdentityUnavailable
 from ivr.store import writing
 
 log = logging.getLogger("ivr.identity")
@@ -65,8 +66,9 @@ HASHING_AT_ONCE = max(1, _cores() - 1)
 
 class IdentityProvider(Protocol):
     def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
-        """Whether `digits` are the account's `factor`. May take long (a slow hash, a
-        service): the hotline calls it from a worker thread only."""
+        """Whether `digits` are the account's `factor`; IdentityUnavailable when it cannot
+        tell. May take long (a slow hash, a service): the hotline calls it from a worker
+        thread only."""
         ...
 
     def registered_phone(self, *, uid: str) -> str | None:
@@ -281,10 +283,19 @@ class HttpIdentity:
         body, headers = signed_json(self.key, {"uid": uid, "factor": factor, "value": digits})
         try:
             response = self.client.post(f"{self.url}/verify", content=body, headers=headers)
-            return response.status_code == 200 and response.json().get("ok") is True
+            if response.status_code == 200:
+                ok = response.json().get("ok")
+                if isinstance(ok, bool):
+                    return ok
         except (httpx.HTTPError, ValueError, AttributeError):
-            log.warning("identity endpoint failed for a %s check; treated as not verified", factor)
-            return False
+            pass
+        else:
+            if response.status_code in (400, 404):  # refused: an unknown or malformed account
+                return False
+        # No verdict (down, slow, an error, an answer without `ok`): the caller is neither
+        # verified nor counted as wrong, or an outage would lock out every victim who called.
+        log.warning("identity endpoint gave no verdict for a %s check", factor)
+        raise IdentityUnavailable(factor)
 
     def registered_phone(self, *, uid: str) -> str | None:
         return None  # the exchange's endpoint does the caller-ID comparison itself, if at all

@@ -9,6 +9,7 @@ Metrics (GET /metrics):
     ivr_verification_check_seconds         a secret factor's check, waiting for a turn included
     ivr_verification_checks_in_progress    checks asked for and not answered yet (a wave of
                                            victims keying PINs shows here first)
+    ivr_identity_unavailable_total         checks the identity service gave no verdict for
     ivr_freezes_total{by,result}           account freezes (by caller or agent)
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when
@@ -71,6 +72,11 @@ class Metrics:
         self.checks_in_progress = Gauge(
             "ivr_verification_checks_in_progress",
             "secret factors being checked or waiting to be",
+            registry=self.registry,
+        )
+        self.identity_unavailable = Counter(
+            "ivr_identity_unavailable",
+            "checks the identity service gave no verdict for (down, slow, an error)",
             registry=self.registry,
         )
         self.lockouts = Counter(

@@ -246,10 +246,9 @@ async def _advance(
                 verdict = engine.Checked(ok=False, locked=True)
             else:
                 digits = event.digits if isinstance(event, engine.Keys) else ""
-                matched = await anyio.to_thread.run_sync(
+                verdict = await anyio.to_thread.run_sync(
                     hotline.check, counted.attempt, digits, limiter=_check_limiter()
                 )
-                verdict = engine.Checked(ok=matched)
             checked = (counted.attempt, verdict)
             answer = await _run(
                 hotline,

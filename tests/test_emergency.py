@@ -6,11 +6,13 @@ caller holds (from the party's keep_holding, the moment a real agent would act).
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -29,6 +31,7 @@ from tests.conftest import (
     FakeClock,
     RecordingTwilio,
     bearer,
+    make_settings,
     make_user,
 )
 
@@ -195,6 +198,43 @@ def test_a_local_freeze_commits_with_the_verified_step(phone: Phone, db: Engine)
         audits = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
     assert [tuple(a) for a in audits] == [("self_freeze", "ok")]
     assert case_rows(db)[0]["flags"]["self_freeze"] == "done"
+
+
+def test_an_identity_outage_sends_victims_on_unverified_and_locks_nobody_out(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The exchange's identity service is down on the worst day: each victim reaches the
+    security team at once, flagged `unavailable`, and none of it counts towards a lockout (the
+    same victim calls six times, one more than the lockout allows)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens here
+    settings = make_settings(
+        IVR_DATABASE_URL=database_url, IVR_IDENTITY_URL=down, IVR_IDENTITY_KEY="k" * 32
+    )
+    with (
+        httpx.Client(timeout=1) as http,
+        TestClient(app_with(settings, hotline_tree, db, clock, http=http)) as client,
+    ):
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        records = [phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM) for _ in range(6)]
+        metrics = client.get("/metrics").text
+    assert [r.queue for r in records] == ["security"] * 6
+    # Straight on after the PIN: no "could not verify, try again" for an outage.
+    assert all(r.transcript.count("PIN") == 1 for r in records), records[0].transcript
+    rows = case_rows(db)
+    assert [(r["priority"], r["flags"]["verified"]) for r in rows] == [
+        ("emergency", "unavailable")
+    ] * 6
+    with db.connect() as conn:
+        failures = conn.execute(text("SELECT count(*) FROM verification_failures")).scalar()
+    assert failures == 0
+    assert "ivr_identity_unavailable_total 6.0" in metrics
+    assert "ivr_verification_failures_total 0.0" in metrics
 
 
 def test_unverified_emergency_is_still_queued_first(

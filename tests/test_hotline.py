@@ -163,6 +163,7 @@ INPUTS: tuple[Input, ...] = (
     Checked(ok=True),
     Checked(ok=False),
     Checked(ok=False, locked=True),
+    Checked(ok=False, unavailable=True),
     TicketLookup(None),
     TicketLookup(FOUND),
     QueueExit("queue-full"),

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 
 from ivr import store
 from ivr.db import accounts
-from ivr.exceptions import ConfigError
+from ivr.exceptions import ConfigError, IdentityUnavailable
 from ivr.identity import HttpAccountActions, HttpIdentity, LocalDirectory
 from tests.conftest import SECRET_KEY
 
@@ -427,6 +427,8 @@ class ExchangeHandler(BaseHTTPRequestHandler):
             return self.reply(200, b"[true]")
         if mode == "string-ok":
             return self.reply(200, b'{"ok":"true"}')
+        if mode.startswith("status-"):
+            return self.reply(int(mode.removeprefix("status-")), b'{"error":"no such account"}')
         if action == "freeze":
             return self.reply(204 if ok else 404)
         return self.reply(200, answer)
@@ -482,29 +484,41 @@ def test_http_identity_signed_with_another_key_is_refused(
     exchange: FakeExchange, http: httpx.Client
 ) -> None:
     identity = HttpIdentity(exchange.url + "/ok", "not-the-key", http)
-    assert identity.check(uid=GOOD_UID, factor="pin", digits=GOOD_VALUE, now=NOW) is False
+    # Our key, not the caller's answer, is wrong: no verdict, and no count towards a lockout.
+    with pytest.raises(IdentityUnavailable):
+        identity.check(uid=GOOD_UID, factor="pin", digits=GOOD_VALUE, now=NOW)
     [seen] = exchange.seen
     assert seen.valid is False
 
 
 @pytest.mark.parametrize("mode", ["down", "garbled", "list", "string-ok"])
-def test_http_identity_bad_answers_fail_closed(
+def test_http_identity_bad_answers_are_no_verdict(
     exchange: FakeExchange, http: httpx.Client, mode: str
 ) -> None:
-    # Each of these answers carries something truthy: only a clean {"ok": true} counts.
-    assert verify(f"{exchange.url}/{mode}", http) is False
+    # Each of these answers carries something truthy: only a clean {"ok": true} verifies, and
+    # none of them says the caller was wrong either.
+    with pytest.raises(IdentityUnavailable):
+        verify(f"{exchange.url}/{mode}", http)
     assert [s.valid for s in exchange.seen] == [True]
 
 
-def test_http_identity_timeout_fails_closed(exchange: FakeExchange) -> None:
-    with httpx.Client(timeout=SLEEP / 3) as quick:
+@pytest.mark.parametrize("status", [400, 404])
+def test_http_identity_refusing_the_account_is_a_wrong_answer(
+    exchange: FakeExchange, http: httpx.Client, status: int
+) -> None:
+    assert verify(f"{exchange.url}/status-{status}", http) is False
+
+
+def test_http_identity_timeout_is_no_verdict(exchange: FakeExchange) -> None:
+    with httpx.Client(timeout=SLEEP / 3) as quick, pytest.raises(IdentityUnavailable):
         # The slow endpoint would say {"ok": true} had the client waited for it.
-        assert verify(exchange.url + "/slow", quick) is False
+        verify(exchange.url + "/slow", quick)
     assert [s.valid for s in exchange.seen] == [True]
 
 
-def test_http_identity_unreachable_fails_closed(http: httpx.Client) -> None:
-    assert verify(f"http://127.0.0.1:{closed_port()}", http) is False
+def test_http_identity_unreachable_is_no_verdict(http: httpx.Client) -> None:
+    with pytest.raises(IdentityUnavailable):
+        verify(f"http://127.0.0.1:{closed_port()}", http)
 
 
 def test_http_identity_does_not_know_the_phone(exchange: FakeExchange, http: httpx.Client) -> None:
