@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -324,6 +325,21 @@ SIGN_IN_FAILURES = 10
 SIGN_IN_WINDOW = timedelta(minutes=5)
 
 
+def _network_of(client: str) -> str:
+    """Whose guesses count together: an IPv4 address, or an IPv6 address's /64. One IPv6
+    subscriber holds a whole /64 (2^64 addresses): counted per address, they could guess
+    without end."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client  # not an address (a test client's name): counted as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 @dataclass(frozen=True)
 class SignInThrottle:
     """Failed staff sign-ins (a dashboard token, a JSON API bearer token) per client address.
@@ -343,7 +359,7 @@ class SignInThrottle:
 
     @staticmethod
     def key(client: str) -> str:
-        digest = hashlib.sha256(client.encode("utf-8", "replace")).hexdigest()
+        digest = hashlib.sha256(_network_of(client).encode("utf-8", "replace")).hexdigest()
         return "auth:" + digest[:27]  # fits the caller column (32)
 
     def retry_after(self, client: str, now: datetime) -> int | None:

@@ -359,6 +359,18 @@ def test_dashboard_sign_in_is_throttled_per_address_after_the_limit(
     assert not any("testclient" in str(tuple(r)) for r in rows)
 
 
+def test_wrong_tokens_from_one_ipv6_subscriber_count_together(app: FastAPI, staff: str) -> None:
+    """One IPv6 subscriber holds a whole /64: a new address for every guess must not get a
+    new count. Another /64 is someone else."""
+    for n, token in enumerate(guesses(LIMIT)):
+        with TestClient(app, client=(f"2001:db8:0:1::{n + 1:x}", 40000)) as c:
+            assert sign_in(c, token).status_code == 401
+    with TestClient(app, client=("2001:db8:0:1:ffff::99", 40000)) as same_subscriber:
+        retry_after(sign_in(same_subscriber, "one-more-" + "y" * 30))
+    with TestClient(app, client=("2001:db8:0:2::1", 40000)) as neighbour:
+        assert sign_in(neighbour, "a-first-guess-" + "y" * 30).status_code == 401
+
+
 def test_successful_sign_ins_are_never_counted(
     client: TestClient, staff: str, clock: FakeClock
 ) -> None:
