@@ -119,6 +119,10 @@ class TreeRegistry:
         self._versions = {current.version: current}
         self._lock = threading.Lock()
 
+    def has(self, version: str) -> bool:
+        """Whether `version` is built already (else `get` rebuilds it: a tenth of a second)."""
+        return version in self._versions
+
     def get(self, version: str, db: Engine) -> CompiledTree:
         tree = self._versions.get(version)
         if tree is not None:
@@ -248,6 +252,8 @@ class Hotline:
                     return self.fallback()
                 # Twilio repeated an earlier request (or it came late): same answer, no count.
                 return row.last_twiml
+            if not may_block and not self.trees.has(row.tree_version):
+                raise WouldBlock  # its tree is rebuilt from the stored text: not on the loop
             tree = self.trees.get(row.tree_version, self.db)
             now = self.clock()
             if not may_block and row.status in store.FINAL_STATUSES:
@@ -959,3 +965,13 @@ class Hotline:
     def record_tree(self, loaded_by: str) -> None:
         """At start-up: the tree file this instance was started with becomes the live one."""
         self.activate(self.trees.current, by=loaded_by)
+
+    def warm_trees(self) -> int:
+        """At start-up: build the tree versions calls in progress are on (after a restart onto
+        a newer tree, say), before their next webhook needs one; how many were built."""
+        with self.db.connect() as conn:
+            versions = store.versions_in_progress(conn)
+        missing = [v for v in versions if not self.trees.has(v)]
+        for version in missing:
+            self.trees.get(version, self.db)
+        return len(missing)

@@ -352,6 +352,15 @@ def record_status(
     return _call_row(row)
 
 
+def versions_in_progress(conn: Connection) -> list[str]:
+    """The call-tree versions of calls not yet ended."""
+    with reading(conn):
+        found = conn.execute(
+            select(calls.c.tree_version).where(calls.c.ended_at.is_(None)).distinct()
+        )
+        return list(found.scalars())
+
+
 def close_stale_calls(conn: Connection, *, now: datetime, max_age: timedelta) -> list[CallRow]:
     """Close calls that went quiet longer than `max_age` without a final status callback;
     the calls closed, as they now are."""

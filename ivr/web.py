@@ -440,6 +440,10 @@ def create_app(
             await run_in_threadpool(hotline.record_tree, "startup")
         except Exception:
             log.exception("could not record tree version %s", tree.version)
+        try:
+            await run_in_threadpool(hotline.warm_trees)
+        except Exception:  # each call's webhook builds its tree itself then, in a thread
+            log.exception("could not build the tree versions of calls in progress")
         await _sweep_once(hotline)
         tasks = [
             asyncio.create_task(_every(settings.sweep_interval_seconds, _sweep_once, hotline)),

@@ -413,6 +413,85 @@ def test_on_sqlite_a_call_is_written_on_the_event_loop_and_its_pin_checked_in_a_
     assert in_thread == {not database_url.startswith("sqlite")}
 
 
+def _tree_reads(db: Engine) -> list[str]:
+    """The thread of every read of a stored call-tree version, as it happens."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM tree_versions" in statement:
+            seen.append(threading.current_thread().name)
+
+    event.listen(db, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_call_on_a_tree_this_instance_has_not_built_is_built_in_a_thread(
+    settings: Settings,
+    mini_tree: CompiledTree,
+    hotline_tree: CompiledTree,
+    database_url: str,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Instance B is up; instance A starts with another tree and takes a call, whose next key
+    reaches B. B builds the call's tree from its stored text (a tenth of a second): in a
+    worker thread, not on the event loop every other call of B waits on."""
+    db_a, db_b = create_db_engine(database_url), create_db_engine(database_url)
+    b = TestClient(create_app(settings, tree=hotline_tree, db=db_b, clock=clock))
+    a = TestClient(create_app(settings, tree=mini_tree, db=db_a, clock=clock))
+    try:
+        with b, a:
+            reads = _tree_reads(db_b)  # from here on: B has started already
+            phone = Phone(a, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+            class ToB(ScriptedParty):
+                def answer(self, prompt: Prompt) -> Any:
+                    if len(self.answers) == 1:  # the last key goes to instance B
+                        phone.client = b
+                    return super().answer(prompt)
+
+            record = phone.call(ToB([Press("2"), Press("7"), Press("2")]))
+    finally:
+        db_a.dispose()
+        db_b.dispose()
+    assert record.heard[-1] == "More menu. Press 1 to hear advice. Press hash to go back."
+    assert reads and set(reads) == {WORKER}
+
+
+def test_a_restart_builds_the_trees_of_calls_in_progress_before_their_next_key(
+    settings: Settings,
+    mini_tree: CompiledTree,
+    hotline_tree: CompiledTree,
+    database_url: str,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    first_db, second_db = create_db_engine(database_url), create_db_engine(database_url)
+    first = TestClient(create_app(settings, tree=mini_tree, db=first_db, clock=clock))
+    second = TestClient(create_app(settings, tree=hotline_tree, db=second_db, clock=clock))
+    built: list[bool] = []
+    first.__enter__()
+    phone = Phone(first, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+    class Restarting(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) == 1:  # restarted onto another tree, calls in progress
+                first.__exit__(None, None, None)
+                second.__enter__()
+                built.append(second.app.state.hotline.trees.has(mini_tree.version))
+                phone.client = second
+            return super().answer(prompt)
+
+    try:
+        record = phone.call(Restarting([Press("2"), Press("7"), Press("2")]))
+    finally:
+        second.__exit__(None, None, None)
+        first_db.dispose()
+        second_db.dispose()
+    assert built == [True]  # at start-up, before the call's next key came
+    assert record.heard[-1] == "More menu. Press 1 to hear advice. Press hash to go back."
+
+
 @pytest.fixture
 def another_process(database_url: str) -> Iterator[Callable[[], None]]:
     """Another process on the SQLite file (a backup, an `ivr` command): calling this makes it
