@@ -101,7 +101,7 @@ class QueueEntry(BaseModel):
 
 
 class Verification(BaseModel):
-    result: str = Field(description="yes, no, skipped, locked or not_attempted")
+    result: str = Field(description="yes, no, skipped, locked, unavailable or not_attempted")
     factors: list[str]
 
 

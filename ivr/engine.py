@@ -789,11 +789,14 @@ class _Turn:
             )
             return self.verified(node, state, "locked")
         if isinstance(event, Checked) and event.unavailable:
-            # Asking again would only meet the same outage: on to the agent, who verifies.
+            # Asking again would only meet the same outage: on to the agent, who verifies. A
+            # wrong answer earlier in this verification still stands: an outage (or a service
+            # an attacker can make fail) never hides it.
             self.log.append(
                 LogEntry(state.node, "verify", kind, outcome="unavailable", detail={"factor": step})
             )
-            return self.verified(node, state, "unavailable")
+            wrong_before = facts.get("verify_bad") == "1" or state.invalid > 0
+            return self.verified(node, state, "no" if wrong_before else "unavailable")
         if (
             step == "uid"
             and isinstance(event, Keys)

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import cases, engine, store
@@ -134,8 +134,9 @@ class TreeRegistry:
             log.warning(
                 "tree version %s is not stored; continuing on %s", version, self.current.version
             )
-            return self.current
-        tree = tree_from_stored(stored.source, stored.file, stored.prompts)
+            tree = self.current  # and so from now on: no read, no thread, for its every step
+        else:
+            tree = tree_from_stored(stored.source, stored.file, stored.prompts)
         with self._lock:
             self._versions[version] = tree
         return tree
@@ -440,17 +441,22 @@ class Hotline:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the
         identity service gave no verdict). Slow on purpose (a password hash, or the
         exchange's identity service): never on the event loop."""
-        with self.metrics.checks_in_progress.track_inprogress(), self.metrics.check_seconds.time():
-            try:
-                return engine.Checked(
-                    ok=bool(attempt.uid)
-                    and self.identity.check(
-                        uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
-                    )
+        try:
+            return engine.Checked(
+                ok=bool(attempt.uid)
+                and self.identity.check(
+                    uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
                 )
-            except IdentityUnavailable:
-                self.metrics.identity_unavailable.inc()
-                return engine.Checked(ok=False, unavailable=True)
+            )
+        except IdentityUnavailable:
+            pass
+        except Exception:
+            # The directory's database failed, say: no verdict either, and no count towards
+            # a lockout. The traceback holds no digits (they are no SQL parameter, and SQL
+            # parameters are hidden anyway).
+            log.exception("a %s check failed; taken as no verdict", attempt.factor)
+        self.metrics.identity_unavailable.inc()
+        return engine.Checked(ok=False, unavailable=True)
 
     def _calls_out(self, effects: list[engine.Effect]) -> bool:
         """Effects that call the exchange's account service (a freeze, unless local)."""
@@ -493,8 +499,8 @@ class Hotline:
         return statements
 
     def _local_freezes(self, effects: list[engine.Effect]) -> list[engine.Freeze]:
-        """The freezes to write with the step: those of accounts in our own database."""
-        if not isinstance(self.actions, LocalAccountActions):
+        """The freezes to write with the step: those of accounts in this very database."""
+        if not (isinstance(self.actions, LocalAccountActions) and self.actions.db is self.db):
             return []
         return [e for e in effects if isinstance(e, engine.Freeze)]
 
@@ -507,10 +513,19 @@ class Hotline:
         frozen: dict[str, bool],
     ) -> None:
         """Inside the step's transaction: each freeze, its note and audit; `frozen` says how
-        each went, for the metrics once the step is stored."""
-        frozen.clear()  # a transaction tried again starts over
+        each went, for the metrics once the step is stored. A freeze that fails (a lock on
+        the account row that does not come, say) is rolled back alone, to a savepoint: the
+        step and the victim's emergency case are stored all the same, the case flagged for
+        the agent to freeze by hand."""
+        actions = self.actions
+        assert isinstance(actions, LocalAccountActions)  # see _local_freezes
         for effect in freezes:
-            done = LocalAccountActions.freeze_in(conn, uid=effect.uid, now=now)
+            try:
+                with conn.begin_nested():
+                    done = actions.freeze_in(conn, uid=effect.uid, now=now)
+            except SQLAlchemyError:
+                log.exception("self-freeze failed for a verified caller")
+                done = False
             self._note_freeze(conn, row, effect.uid, done, now)
             frozen[effect.uid] = done
 

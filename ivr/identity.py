@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -51,18 +52,41 @@ SECRET_FACTORS: frozenset[str] = frozenset({"pin", "totp", "id_last4", "pin_or_i
 # secret is kept by the lockout and by the database staying private, not by the hash's cost.
 # Hashes made with costlier parameters still verify, and are made again on the next match.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Verifying against this when the account does not exist keeps the time the same.
+# Verifying against this when the account does not exist keeps the time the same as for an
+# account hashed with today's parameters (not for one still hashed at a costlier, older cost:
+# until its next match, a wrong answer for it takes longer than for an unknown UID).
 _DUMMY_HASH = HASHER.hash("not-a-real-secret")
 
 
-def _cores() -> int:
+def cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: those it may run on, capped by a container's CPU quota
+    (as Docker's --cpus and Kubernetes' limits set it; cgroup v2 or v1)."""
     affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
+    count = len(affinity(0)) if affinity else os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return min(count, max(1, math.ceil(quota))) if quota else count
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The CPU quota in CPUs, if one is set."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # v2: "max 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = cgroup / "cpu"
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())  # -1: no quota
+        period_us = int((v1 / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 # Hashes a directory computes at once: all cores but one, which stays with the event loop
 # that answers every other call. More at once would only share the same cores, slower.
-HASHING_AT_ONCE = max(1, _cores() - 1)
+# IVR_HASHING_AT_ONCE overrides it (several processes on one machine share its cores).
+HASHING_AT_ONCE = max(1, cores() - 1)
 
 
 class IdentityProvider(Protocol):
@@ -111,6 +135,7 @@ class LocalDirectory:
         self.db = db
         self.fernet = Fernet(secret_key.encode()) if secret_key else None
         self.hasher = hasher
+        self.hashing_at_once = hashing_at_once
         self._hashing = threading.BoundedSemaphore(hashing_at_once)
 
     def add(
@@ -268,6 +293,10 @@ def signed_json(key: str, payload: dict[str, object]) -> tuple[bytes, dict[str, 
     }
 
 
+# 4xx answers that say nothing about the caller's answer: our key refused, a timeout, a limit.
+NO_VERDICT = frozenset({401, 403, 408, 429})
+
+
 class HttpIdentity:
     """The exchange's identity endpoint: POST {url}/verify {uid, factor, value} -> {"ok": bool}.
 
@@ -291,7 +320,9 @@ class HttpIdentity:
         except (httpx.HTTPError, ValueError, AttributeError):
             pass
         else:
-            if response.status_code in (400, 404):  # refused: an unknown or malformed account
+            # Refused, as about the caller's answer (an unknown account, malformed digits): a
+            # wrong answer. Not so our own credentials refused, a timeout or a rate limit.
+            if 400 <= response.status_code < 500 and response.status_code not in NO_VERDICT:
                 return False
         # No verdict (down, slow, an error, an answer without `ok`): the caller is neither
         # verified nor counted as wrong, or an outage would lock out every victim who called.

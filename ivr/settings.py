@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=100, validation_alias="IVR_DB_POOL_SIZE")
     db_max_overflow: int = Field(default=10, ge=0, le=200, validation_alias="IVR_DB_MAX_OVERFLOW")
 
+    # PIN hashes the built-in directory computes at once per process (each about 23 ms of one
+    # core). Unset: one fewer than the CPUs the process may use. Several `ivr serve` processes
+    # on one machine share its CPUs: give each its share (docs/scaling.md).
+    hashing_at_once: int | None = Field(
+        default=None, ge=1, le=64, validation_alias="IVR_HASHING_AT_ONCE"
+    )
+
     # Identity and account actions: the built-in directory, or the exchange's own endpoint.
     secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)
     identity_url: AnyHttpUrl | None = Field(default=None, validation_alias="IVR_IDENTITY_URL")
@@ -135,8 +142,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pool_fits_a_verifying_webhook(self) -> Settings:
-        # A webhook that checks a caller's PIN holds two connections at once (the call's and
-        # the identity directory's): with fewer, every PIN step would time out to the fallback.
+        # A webhook that opens a case holds two connections at once (the call's, and the
+        # identity directory's for the caller-ID signal): with fewer, it would time out to the
+        # fallback.
         if self.db_pool_size + self.db_max_overflow < 2:
             raise ValueError("IVR_DB_POOL_SIZE + IVR_DB_MAX_OVERFLOW must be at least 2")
         return self
@@ -167,6 +175,7 @@ _ENV_NAMES = {
     "db_max_overflow": "IVR_DB_MAX_OVERFLOW",
     "webhook_deadline_seconds": "IVR_WEBHOOK_DEADLINE",
     "trusted_proxies": "IVR_TRUSTED_PROXIES",
+    "hashing_at_once": "IVR_HASHING_AT_ONCE",
 }
 
 

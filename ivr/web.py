@@ -45,6 +45,7 @@ from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
 from ivr.hotline import Caller, Clock, Counted, Hotline, TwilioCalls, WouldBlock, utcnow
 from ivr.identity import (
+    HASHING_AT_ONCE,
     AccountActions,
     HttpAccountActions,
     HttpIdentity,
@@ -71,7 +72,7 @@ MAX_WORKER_THREADS = 40  # anyio's default
 
 def worker_threads(db: Engine) -> int:
     """Threads for sync routes: half the connections the pool may open. A webhook may hold
-    two at once (the identity directory and account actions take their own), so a burst of
+    two at once (opening a case, the identity directory takes its own), so a burst of
     calls can never leave every thread waiting for a connection another waiting thread holds
     (that deadlock lasted until the pool timeout, then answered everyone with the fallback)."""
     pool = db.pool
@@ -246,9 +247,11 @@ async def _advance(
                 verdict = engine.Checked(ok=False, locked=True)
             else:
                 digits = event.digits if isinstance(event, engine.Keys) else ""
-                verdict = await anyio.to_thread.run_sync(
-                    hotline.check, counted.attempt, digits, limiter=_check_limiter()
-                )
+                metrics = hotline.metrics  # the wait for a turn counts, the wave shows
+                with metrics.checks_in_progress.track_inprogress(), metrics.check_seconds.time():
+                    verdict = await anyio.to_thread.run_sync(
+                        hotline.check, counted.attempt, digits, limiter=_check_limiter()
+                    )
             checked = (counted.attempt, verdict)
             answer = await _run(
                 hotline,
@@ -423,7 +426,9 @@ def create_app(
         url = str(settings.identity_url)
         identity = identity or HttpIdentity(url, settings.identity_key, client)
         actions = actions or HttpAccountActions(url, settings.identity_key, client)
-    identity = identity or LocalDirectory(db, settings.secret_key)
+    identity = identity or LocalDirectory(
+        db, settings.secret_key, hashing_at_once=settings.hashing_at_once or HASHING_AT_ONCE
+    )
     actions = actions or LocalAccountActions(db)
     if twilio is None and settings.twilio_account_sid:
         from twilio.rest import Client

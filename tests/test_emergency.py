@@ -16,10 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Connection, Engine, event, select, text
 
 from ivr.db import accounts, audit_log, cases, metadata
-from ivr.identity import LocalDirectory
+from ivr.exceptions import IdentityUnavailable
+from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree
@@ -235,6 +236,111 @@ def test_an_identity_outage_sends_victims_on_unverified_and_locks_nobody_out(
     assert failures == 0
     assert "ivr_identity_unavailable_total 6.0" in metrics
     assert "ivr_verification_failures_total 0.0" in metrics
+
+
+class WrongThenDown:
+    """The identity service says the first answer is wrong, then goes down."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        self.checks += 1
+        if self.checks == 1:
+            return False
+        raise IdentityUnavailable(factor)
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        return None
+
+
+def test_an_outage_after_a_wrong_answer_leaves_the_caller_flagged_unverified(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """A wrong PIN, then no verdict on the second try (an outage, or a service an attacker can
+    make fail): the agent sees `no`, not `unavailable`."""
+    identity = WrongThenDown()
+    app = app_with(settings, hotline_tree, db, clock, identity=identity)
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        record = phone.call(
+            ScriptedParty([*HIJACK[:3], Press("000000"), Press(UID), Press(PIN)]),
+            from_number=VICTIM,
+        )
+    assert identity.checks == 2 and record.queue == "security"
+    assert [(r["priority"], r["flags"]["verified"]) for r in case_rows(db)] == [("emergency", "no")]
+    with db.connect() as conn:  # the wrong answer counts; the one without a verdict does not
+        failures = conn.execute(text("SELECT count(*) FROM verification_failures")).scalar()
+    assert failures == 1
+
+
+class FreezeFails(LocalAccountActions):
+    """Our own accounts table, where the freeze statement fails (a lock that never comes)."""
+
+    def freeze_in(self, conn: Connection, *, uid: str, now: datetime) -> bool:  # type: ignore[override]
+        conn.execute(text("UPDATE no_such_table SET frozen = 1"))
+        return True
+
+
+def test_a_failed_local_freeze_still_stores_the_step_and_the_emergency_case(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The freeze is rolled back alone: the verified victim is queued with their case, which
+    tells the agent to freeze by hand, and the audit record says it failed."""
+    app = app_with(settings, hotline_tree, db, clock, actions=FreezeFails(db))
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        record = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+        metrics = client.get("/metrics").text
+    assert record.queue == "security"
+    [case] = case_rows(db)
+    assert (case["priority"], case["flags"]["verified"]) == ("emergency", "yes")
+    assert case["flags"]["self_freeze"] == "failed"
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 0
+        audits = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
+    assert [tuple(a) for a in audits] == [("self_freeze", "failed")]
+    assert 'ivr_freezes_total{by="caller",result="failed"} 1.0' in metrics
+
+
+class Broken:
+    """A directory whose own database fails mid-check."""
+
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        raise RuntimeError("the directory's database went away")
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        return None
+
+
+def test_a_check_that_fails_inside_is_no_verdict_and_no_count(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = app_with(settings, hotline_tree, db, clock, identity=Broken())
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        record = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    assert record.queue == "security"  # straight on, not the general fallback queue
+    assert [(r["priority"], r["flags"]["verified"]) for r in case_rows(db)] == [
+        ("emergency", "unavailable")
+    ]
+    with db.connect() as conn:
+        failures = conn.execute(text("SELECT count(*) FROM verification_failures")).scalar()
+    assert failures == 0
+    assert "taken as no verdict" in caplog.text and PIN not in caplog.text
 
 
 def test_unverified_emergency_is_still_queued_first(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pyotp
@@ -23,7 +25,16 @@ from sqlalchemy import Engine, select
 from ivr import store
 from ivr.db import accounts
 from ivr.exceptions import ConfigError, IdentityUnavailable
-from ivr.identity import HttpAccountActions, HttpIdentity, LocalDirectory
+from ivr.identity import (
+    HASHING_AT_ONCE,
+    HttpAccountActions,
+    HttpIdentity,
+    LocalDirectory,
+    cores,
+)
+from ivr.settings import Settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
 from tests.conftest import SECRET_KEY
 
 NOW = datetime(2026, 11, 23, 3, 0, 10, tzinfo=UTC)
@@ -109,6 +120,40 @@ def test_a_cheaper_hash_is_left_as_it_is(db: Engine) -> None:
 
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, None),  # no cgroup at all: the CPUs the process may run on
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 2),  # --cpus=1.5: two, partly
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    ],
+)
+def test_cores_follow_a_containers_cpu_quota(
+    tmp_path: Path, files: dict[str, str], expected: int | None
+) -> None:
+    """A 1-CPU container on a 64-core host hashes one PIN at a time, not 63."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    available = len(os.sched_getaffinity(0))
+    assert cores(tmp_path) == (available if expected is None else min(expected, available))
+
+
+def test_the_setting_decides_how_many_hash_at_once(
+    settings: Settings, db: Engine, mini_tree: CompiledTree
+) -> None:
+    tuned = settings.model_copy(update={"hashing_at_once": 3})
+    app = create_app(tuned, tree=mini_tree, db=db)
+    directory = app.state.hotline.identity
+    assert isinstance(directory, LocalDirectory)
+    assert directory.hashing_at_once == 3
+    default = create_app(settings, tree=mini_tree, db=db).state.hotline.identity
+    assert default.hashing_at_once == HASHING_AT_ONCE == max(1, cores() - 1)
 
 
 class Watching(PasswordHasher):
@@ -502,11 +547,19 @@ def test_http_identity_bad_answers_are_no_verdict(
     assert [s.valid for s in exchange.seen] == [True]
 
 
-@pytest.mark.parametrize("status", [400, 404])
+@pytest.mark.parametrize("status", [400, 404, 422])
 def test_http_identity_refusing_the_account_is_a_wrong_answer(
     exchange: FakeExchange, http: httpx.Client, status: int
 ) -> None:
     assert verify(f"{exchange.url}/status-{status}", http) is False
+
+
+@pytest.mark.parametrize("status", [403, 408, 429, 503])
+def test_http_identity_refusing_for_its_own_reasons_is_no_verdict(
+    exchange: FakeExchange, http: httpx.Client, status: int
+) -> None:
+    with pytest.raises(IdentityUnavailable):
+        verify(f"{exchange.url}/status-{status}", http)
 
 
 def test_http_identity_timeout_is_no_verdict(exchange: FakeExchange) -> None:
