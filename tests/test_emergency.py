@@ -610,6 +610,8 @@ class Counting:
         return self.ok
 
     def registered_phone(self, *, uid: str) -> str | None:
+        if self.fail:  # read when the case opens, in the webhook's own work
+            raise RuntimeError("identity directory down")
         return None
 
     def freeze(self, *, uid: str, now: datetime) -> bool:
@@ -632,7 +634,7 @@ def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
     check_twiml: Callable[[str], None],
     agent: str,
 ) -> None:
-    broken = Counting(fail=True)  # a bug in the identity service: the webhook fails inside
+    broken = Counting(fail=True)  # a bug in the identity directory: the webhook fails inside
     with TestClient(app_with(settings, hotline_tree, db, clock, identity=broken)) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         seen: dict[str, Any] = {}
