@@ -171,6 +171,11 @@ class Hotline:
         self.db = db
         self.identity = identity
         self.actions = actions
+        # Freezes in this very database are written with the call's step, on the event loop
+        # like it; any other account service is called once the step is stored, in a thread.
+        self.local_actions = (
+            actions if isinstance(actions, LocalAccountActions) and actions.db is db else None
+        )
         self.twilio = twilio
         self.clock = clock
         self.links = engine.Links(settings.base_url)
@@ -460,9 +465,7 @@ class Hotline:
 
     def _calls_out(self, effects: list[engine.Effect]) -> bool:
         """Effects that call the exchange's account service (a freeze, unless local)."""
-        return not isinstance(self.actions, LocalAccountActions) and any(
-            isinstance(e, engine.Freeze) for e in effects
-        )
+        return self.local_actions is None and any(isinstance(e, engine.Freeze) for e in effects)
 
     def _cases(
         self, row: store.CallRow, effects: list[engine.Effect], now: datetime, *, gone: bool
@@ -500,7 +503,7 @@ class Hotline:
 
     def _local_freezes(self, effects: list[engine.Effect]) -> list[engine.Freeze]:
         """The freezes to write with the step: those of accounts in this very database."""
-        if not (isinstance(self.actions, LocalAccountActions) and self.actions.db is self.db):
+        if self.local_actions is None:
             return []
         return [e for e in effects if isinstance(e, engine.Freeze)]
 
@@ -517,8 +520,8 @@ class Hotline:
         the account row that does not come, say) is rolled back alone, to a savepoint: the
         step and the victim's emergency case are stored all the same, the case flagged for
         the agent to freeze by hand."""
-        actions = self.actions
-        assert isinstance(actions, LocalAccountActions)  # see _local_freezes
+        actions = self.local_actions
+        assert actions is not None  # see _local_freezes
         for effect in freezes:
             try:
                 with conn.begin_nested():
@@ -981,12 +984,10 @@ class Hotline:
         """At start-up: the tree file this instance was started with becomes the live one."""
         self.activate(self.trees.current, by=loaded_by)
 
-    def warm_trees(self) -> int:
+    def warm_trees(self) -> None:
         """At start-up: build the tree versions calls in progress are on (after a restart onto
-        a newer tree, say), before their next webhook needs one; how many were built."""
+        a newer tree, say), before their next webhook needs one."""
         with self.db.connect() as conn:
             versions = store.versions_in_progress(conn)
-        missing = [v for v in versions if not self.trees.has(v)]
-        for version in missing:
+        for version in versions:
             self.trees.get(version, self.db)
-        return len(missing)

@@ -130,13 +130,13 @@ class LocalDirectory:
         secret_key: str | None,
         *,
         hasher: PasswordHasher = HASHER,
-        hashing_at_once: int = HASHING_AT_ONCE,
+        hashing_at_once: int | None = None,
     ) -> None:
         self.db = db
         self.fernet = Fernet(secret_key.encode()) if secret_key else None
         self.hasher = hasher
-        self.hashing_at_once = hashing_at_once
-        self._hashing = threading.BoundedSemaphore(hashing_at_once)
+        self.hashing_at_once = hashing_at_once or HASHING_AT_ONCE
+        self._hashing = threading.BoundedSemaphore(self.hashing_at_once)
 
     def add(
         self,

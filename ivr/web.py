@@ -45,7 +45,6 @@ from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
 from ivr.hotline import Caller, Clock, Counted, Hotline, TwilioCalls, WouldBlock, utcnow
 from ivr.identity import (
-    HASHING_AT_ONCE,
     AccountActions,
     HttpAccountActions,
     HttpIdentity,
@@ -427,7 +426,7 @@ def create_app(
         identity = identity or HttpIdentity(url, settings.identity_key, client)
         actions = actions or HttpAccountActions(url, settings.identity_key, client)
     identity = identity or LocalDirectory(
-        db, settings.secret_key, hashing_at_once=settings.hashing_at_once or HASHING_AT_ONCE
+        db, settings.secret_key, hashing_at_once=settings.hashing_at_once
     )
     actions = actions or LocalAccountActions(db)
     if twilio is None and settings.twilio_account_sid:

@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 
 from ivr.db import call_events, calls, cases, create_db_engine
 from ivr.identity import LocalDirectory
-from ivr.phone import HangUp, Phone, Press, Prompt, ScriptedParty, Silent
+from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree
@@ -148,19 +148,23 @@ def test_repeated_first_request_answers_the_same_and_stores_one_call(
     assert count(db, calls) == 1
 
 
-def test_server_restart_between_key_presses_continues_the_call(
+def call_across_a_restart(
     settings: Settings,
-    mini_tree: CompiledTree,
     database_url: str,
     clock: FakeClock,
     check_twiml: Callable[[str], None],
-) -> None:
+    *,
+    before: CompiledTree,
+    after: CompiledTree,
+    on_restart: Callable[[TestClient], object] = lambda _: None,
+) -> CallRecord:
+    """A call (main menu 2, a wrong 7, then 2) whose last key reaches a new server process on
+    `after`: the one on `before` is stopped after the wrong key, the new one started."""
     first_db, second_db = create_db_engine(database_url), create_db_engine(database_url)
-    first = TestClient(create_app(settings, tree=mini_tree, db=first_db, clock=clock))
-    second = TestClient(create_app(settings, tree=mini_tree, db=second_db, clock=clock))
+    first = TestClient(create_app(settings, tree=before, db=first_db, clock=clock))
+    second = TestClient(create_app(settings, tree=after, db=second_db, clock=clock))
     first.__enter__()
     phone = Phone(first, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-    answers = [Press("2"), Press("7"), Press("2")]
 
     class Restarting(ScriptedParty):
         def answer(self, prompt: Prompt) -> Any:
@@ -168,14 +172,27 @@ def test_server_restart_between_key_presses_continues_the_call(
                 first.__exit__(None, None, None)
                 first_db.dispose()
                 second.__enter__()
+                on_restart(second)
                 phone.client = second
             return super().answer(prompt)
 
     try:
-        record = phone.call(Restarting(answers))
+        return phone.call(Restarting([Press("2"), Press("7"), Press("2")]))
     finally:
         second.__exit__(None, None, None)
         second_db.dispose()
+
+
+def test_server_restart_between_key_presses_continues_the_call(
+    settings: Settings,
+    mini_tree: CompiledTree,
+    database_url: str,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    record = call_across_a_restart(
+        settings, database_url, clock, check_twiml, before=mini_tree, after=mini_tree
+    )
     assert record.heard[-1] == "More menu. Press 1 to hear advice. Press hash to go back."
     assert (
         "主菜单。求助请按1,更多请按2,人工服务请按0。" in record.heard
@@ -466,28 +483,18 @@ def test_a_restart_builds_the_trees_of_calls_in_progress_before_their_next_key(
     clock: FakeClock,
     check_twiml: Callable[[str], None],
 ) -> None:
-    first_db, second_db = create_db_engine(database_url), create_db_engine(database_url)
-    first = TestClient(create_app(settings, tree=mini_tree, db=first_db, clock=clock))
-    second = TestClient(create_app(settings, tree=hotline_tree, db=second_db, clock=clock))
     built: list[bool] = []
-    first.__enter__()
-    phone = Phone(first, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-
-    class Restarting(ScriptedParty):
-        def answer(self, prompt: Prompt) -> Any:
-            if len(self.answers) == 1:  # restarted onto another tree, calls in progress
-                first.__exit__(None, None, None)
-                second.__enter__()
-                built.append(second.app.state.hotline.trees.has(mini_tree.version))
-                phone.client = second
-            return super().answer(prompt)
-
-    try:
-        record = phone.call(Restarting([Press("2"), Press("7"), Press("2")]))
-    finally:
-        second.__exit__(None, None, None)
-        first_db.dispose()
-        second_db.dispose()
+    record = call_across_a_restart(
+        settings,
+        database_url,
+        clock,
+        check_twiml,
+        before=mini_tree,
+        after=hotline_tree,  # restarted onto another tree, calls in progress
+        on_restart=lambda second: built.append(
+            second.app.state.hotline.trees.has(mini_tree.version)
+        ),
+    )
     assert built == [True]  # at start-up, before the call's next key came
     assert record.heard[-1] == "More menu. Press 1 to hear advice. Press hash to go back."
 
