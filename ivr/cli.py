@@ -23,7 +23,7 @@ from ivr.phone import (
     Speak,
     parse_script,
 )
-from ivr.settings import PROJECT_ROOT, Settings, load_settings
+from ivr.settings import PROJECT_ROOT, DatabaseSettings, Settings, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -65,6 +65,14 @@ def _fail(message: str) -> typer.Exit:
 def _settings() -> Settings:
     try:
         return load_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _database_settings() -> DatabaseSettings:
+    """For commands that touch only the database: no Twilio token or public URL needed."""
+    try:
+        return load_settings(DatabaseSettings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -113,7 +121,7 @@ def db_upgrade() -> None:
     """Bring the database schema to the newest migration (run once per deployment)."""
     from ivr.db import upgrade
 
-    settings = _settings()
+    settings = _database_settings()
     try:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:
@@ -257,7 +265,7 @@ def dial(
     typer.echo(f"call {record.call_sid} ended by the {record.ended_by}{where}")
 
 
-def _database(settings: Settings) -> Engine:
+def _database(settings: DatabaseSettings) -> Engine:
     from ivr.db import create_db_engine, upgrade
 
     try:
@@ -276,8 +284,7 @@ def users_add(
     """Create a user and print their API token (shown once; only its hash is kept)."""
     from ivr.cases import create_user
 
-    settings = _settings()
-    db = _database(settings)
+    db = _database(_database_settings())
     try:
         with db.connect() as conn:
             token = create_user(conn, name=name, role=role, phone=phone, now=utcnow())
@@ -421,7 +428,7 @@ def calls_list(
     """Calls, newest first, with the same filters as GET /api/calls."""
     from ivr.calllog import CallFilter, list_calls
 
-    db = _database(_settings())
+    db = _database(_database_settings())
     start = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     with db.connect() as conn:
         rows, _ = list_calls(
@@ -440,7 +447,7 @@ def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> 
     """One call's timeline: every node, input, case, agent action and the hang-up."""
     from ivr.calllog import timeline
 
-    db = _database(_settings())
+    db = _database(_database_settings())
     with db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
     if found is None:
@@ -474,7 +481,7 @@ def calls_tail(
 
     from ivr.db import call_events
 
-    db = _database(_settings())
+    db = _database(_database_settings())
     with db.connect() as conn:
         last = (
             conn.execute(select(call_events.c.id).order_by(call_events.c.id.desc())).scalar() or 0

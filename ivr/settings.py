@@ -7,7 +7,7 @@ there is no default Twilio auth token and no switch that turns signature checks 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,13 +20,25 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PLACEHOLDER_TOKENS = {"changeme", "your_auth_token", "secret", "token", "test", "xxxxxxxx"}
 
 
-class Settings(BaseSettings):
+class DatabaseSettings(BaseSettings):
+    """What the commands that only touch the database need (`ivr db upgrade`, `ivr users add`,
+    `ivr calls ...`): a migration job is given the database and nothing else, not the
+    Twilio auth token."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = Field(
         default=f"sqlite:///{PROJECT_ROOT / 'ivr.sqlite3'}",
         validation_alias="IVR_DATABASE_URL",
     )
+    migrations_dir: Path = Field(
+        default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS"
+    )
+
+
+class Settings(DatabaseSettings):
+    """Everything `ivr serve` needs; refused whole if any of it is missing or unsafe."""
+
     twilio_auth_token: Annotated[str, Field(validation_alias="TWILIO_AUTH_TOKEN", repr=False)]
     twilio_account_sid: str = Field(default="", validation_alias="TWILIO_ACCOUNT_SID")
     public_url: AnyHttpUrl = Field(validation_alias="IVR_PUBLIC_URL")
@@ -34,9 +46,6 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "routes" / "hotline.yaml", validation_alias="IVR_ROUTES"
     )
     prompts_dir: Path = Field(default=PROJECT_ROOT / "prompts", validation_alias="IVR_PROMPTS")
-    migrations_dir: Path = Field(
-        default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS"
-    )
     # Played between hold messages; Twilio's own public hold-music bucket by default.
     hold_music_url: AnyHttpUrl | None = Field(
         default=AnyHttpUrl(
@@ -159,6 +168,8 @@ class Settings(BaseSettings):
         return str(self.public_url).rstrip("/")
 
 
+S = TypeVar("S", bound=DatabaseSettings)
+
 _ENV_NAMES = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN",
     "public_url": "IVR_PUBLIC_URL",
@@ -179,10 +190,14 @@ _ENV_NAMES = {
 }
 
 
-def load_settings(**overrides: object) -> Settings:
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(kind: type[S], **overrides: Any) -> S: ...
+def load_settings(kind: type[DatabaseSettings] = Settings, **overrides: Any) -> DatabaseSettings:
     """Settings from the environment, or a ConfigError naming each bad variable (no traceback)."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return kind(**overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -181,6 +181,29 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     assert (tmp_path / "ivr.sqlite3").exists()
 
 
+def test_database_commands_need_only_the_database(tmp_path: Path) -> None:
+    """A migration job (or a supervisor reading the call log) is not given Twilio's token."""
+    env = base_env(tmp_path)
+    del env["TWILIO_AUTH_TOKEN"]
+    upgraded = run(["db", "upgrade"], env, tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(users.c.id)).all() == []  # the schema is there
+    finally:
+        engine.dispose()
+    added = run(["users", "add", "sam", "--role", "supervisor"], env, tmp_path)
+    assert added.returncode == 0, added.stderr
+    listed = run(["calls", "list"], env, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    # What answers calls still refuses to start without them, naming what is missing.
+    served = run(["serve", "--port", str(free_port())], env, tmp_path, timeout=30)
+    assert served.returncode == 1
+    assert "TWILIO_AUTH_TOKEN is not set" in served.stderr
+    assert "IVR_PUBLIC_URL is not set" in served.stderr
+
+
 def test_default_tree_checks_clean() -> None:
     result = run(
         ["routes", "check", str(PROJECT_ROOT / "routes" / "hotline.yaml")],
@@ -282,7 +305,7 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY=key)
     assert run(["db", "upgrade"], env, tmp_path).returncode == 0
     bad = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY="nope")
-    refused = run(["db", "upgrade"], bad, tmp_path)
+    refused = run(["accounts", "add", "--uid", "1", "--pin", "123456"], bad, tmp_path)
     assert refused.returncode == 1 and "IVR_SECRET_KEY" in refused.stderr
 
 

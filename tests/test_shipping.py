@@ -456,6 +456,14 @@ def test_compose_postgres_is_pinned_checked_and_kept(compose: dict[str, object])
     assert name in (compose.get("volumes") or {}), "a named volume, not a host folder"
 
 
+def test_compose_gives_the_migration_job_the_database_alone(compose: dict[str, object]) -> None:
+    migrate = _services(compose)["migrate"]
+    assert "env_file" not in migrate
+    assert set(_environment(migrate)) == {"IVR_DATABASE_URL", "PGPASSWORD"}
+    app = _environment(_services(compose)["app"])
+    assert {"IVR_DATABASE_URL", "PGPASSWORD", "TWILIO_AUTH_TOKEN", "IVR_PUBLIC_URL"} <= set(app)
+
+
 def test_compose_holds_no_secret(compose: dict[str, object]) -> None:
     for name, service in _services(compose).items():
         env_file = service.get("env_file")
