@@ -158,6 +158,7 @@ class CaseSummary:
 @dataclass(frozen=True)
 class TicketLookup:
     found: CaseSummary | None
+    locked: bool = False  # the calling number missed too often: not looked up at all
 
 
 Input = Keys | Speech | Silence | DialDone | QueueExit | Checked | TicketLookup
@@ -871,6 +872,11 @@ class _Turn:
                 parent_ticket=case.ticket,
             )
             return self.enqueue(state, case.queue, priority)
+        if isinstance(event, TicketLookup) and event.locked:
+            # Heard as a miss (a guesser learns nothing), and on to an agent at once.
+            self.log.append(LogEntry(state.node, "input", "dtmf", outcome="locked"))
+            self.say(node.not_found_prompt, state.lang)
+            return self.enter(node.on_not_found, state)
         attempts = state.invalid + 1
         self.log.append(
             LogEntry(

@@ -405,9 +405,7 @@ class Hotline:
         if awaiting is None or not isinstance(event, engine.Keys):
             return event, None
         if awaiting == "ticket":
-            digits = event.digits
-            found = cases.find_ticket(conn, ticket=digits) if digits.isdigit() else None
-            return engine.TicketLookup(found), None
+            return self._look_up_ticket(conn, row, event.digits, now)
         node = tree.node(row.state.node)
         if isinstance(node, VerifyNode) and event.digits == node.skip_key:
             return event, None
@@ -415,7 +413,6 @@ class Hotline:
             attempt, verdict = checked
             return verdict, attempt.failure_id
         uid = row.state.facts.get("uid") or ""
-        s = self.settings
         # Count the attempt before checking it: parallel calls guessing one account each see
         # the others' attempts, so the lockout cannot be outrun. A match takes it back.
         attempt = Attempt(
@@ -425,15 +422,8 @@ class Hotline:
             uid,
             awaiting,
         )
-        locked = store.is_locked(
-            conn,
-            uid=uid or None,
-            caller=row.from_number,
-            now=now,
-            failures=s.lockout_failures,
-            window=timedelta(seconds=s.lockout_window_seconds),
-            duration=timedelta(seconds=s.lockout_seconds),
-            exclude=attempt.failure_id,
+        locked = self._locked(
+            conn, uid=uid or None, caller=row.from_number, now=now, exclude=attempt.failure_id
         )
         if not check_here:
             raise Counted(attempt, locked=locked)
@@ -441,6 +431,49 @@ class Hotline:
             return engine.Checked(ok=False, locked=True), attempt.failure_id
         # A match is taken back with the step it moves.
         return self.check(attempt, event.digits), attempt.failure_id
+
+    def _locked(
+        self,
+        conn: Connection,
+        *,
+        uid: str | None,
+        caller: str | None,
+        now: datetime,
+        exclude: int | None = None,
+    ) -> bool:
+        s = self.settings
+        return store.is_locked(
+            conn,
+            uid=uid,
+            caller=caller,
+            now=now,
+            failures=s.lockout_failures,
+            window=timedelta(seconds=s.lockout_window_seconds),
+            duration=timedelta(seconds=s.lockout_seconds),
+            exclude=exclude,
+        )
+
+    def _look_up_ticket(
+        self, conn: Connection, row: store.CallRow, digits: str, now: datetime
+    ) -> tuple[engine.TicketLookup, int | None]:
+        """The case a keyed ticket number names; with the miss this counted, if it did.
+
+        A ticket number is a weak secret (7 digits, thousands of cases open on a bad day)
+        and a found one puts the caller back in line, linked to that case, for an agent to
+        talk to: a calling number that keeps missing is locked out of lookups as it would be
+        out of verification, on the same count (`IVR_LOCKOUT_*`). Its caller still reaches
+        an agent, by the node's `on_not_found`."""
+        caller = row.from_number
+        if caller and self._locked(conn, uid=None, caller=caller, now=now):
+            log.warning("ticket lookup refused for call %s: its number is locked", row.call_sid)
+            return engine.TicketLookup(None, locked=True), None
+        found = cases.find_ticket(conn, ticket=digits) if digits.isdigit() else None
+        if found is not None or not caller or not digits:
+            return engine.TicketLookup(found), None
+        # Taken back should a copy of this request win the step (it counted its own).
+        return engine.TicketLookup(None), store.record_failure(
+            conn, uid=None, caller=caller, call_sid=row.call_sid, now=now
+        )
 
     def check(self, attempt: Attempt, digits: str) -> engine.Checked:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the

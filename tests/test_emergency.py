@@ -507,6 +507,99 @@ def test_unknown_ticket_twice_reaches_the_general_queue(phone: Phone) -> None:
     assert record.queue == "general"
 
 
+GUESSER = "+15005550123"
+
+
+def failures_counted(db: Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM verification_failures")).scalar_one())
+
+
+def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
+    phone: Phone, db: Engine, settings: Settings
+) -> None:
+    """Guessing ticket numbers (a found one is linked to its case, for an agent to talk to)
+    counts towards the calling number's lockout like a wrong PIN."""
+    phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]), from_number=VICTIM)
+    [real] = case_rows(db)
+    misses = ["1111111", "2222222", "3333333", "4444444", "5555555", "6666666"]
+    for first, second in zip(misses[::2], misses[1::2], strict=True):
+        record = phone.call(
+            ScriptedParty([Press("1"), Press("9"), Press(first), Press(second)]),
+            from_number=GUESSER,
+        )
+        assert record.queue == "general"
+    # The fifth miss locked the number: the sixth lookup was not made, nor counted.
+    assert settings.lockout_failures == 5 and failures_counted(db) == 5
+    # Now even the right number finds nothing from there, and is not looked up: to an agent.
+    locked = phone.call(
+        ScriptedParty([Press("1"), Press("9"), Press(real["ticket"])]), from_number=GUESSER
+    )
+    assert locked.queue == "general"
+    assert "could not find that ticket" in locked.transcript
+    assert [c["parent_ticket"] for c in case_rows(db)[1:]] == [None] * 4  # linked to nothing
+    assert failures_counted(db) == 5  # a refused lookup is no further guess
+    with db.connect() as conn:
+        outcome = (
+            conn.execute(
+                text("SELECT outcome FROM call_events WHERE call_sid = :sid AND kind = 'input'"),
+                {"sid": locked.call_sid},
+            )
+            .scalars()
+            .all()
+        )
+    assert "locked" in outcome
+    # Another number with the same ticket is served as before; and a hit counts nothing.
+    fine = phone.call(ScriptedParty([Press("1"), Press("9"), Press(real["ticket"])]))
+    assert fine.queue == "payments"
+    assert case_rows(db)[-1]["parent_ticket"] == real["ticket"]
+    assert failures_counted(db) == 5
+
+
+def test_a_ticket_miss_delivered_four_times_counts_once(
+    app: FastAPI, client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    documents: list[str] = []
+    codes: list[int] = []
+    sid = "CA" + "e" * 32
+
+    def keep(body: str) -> None:
+        check_twiml(body)
+        documents.append(body)
+
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+
+    class Duplicating(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) == 1:  # the ticket prompt: Twilio delivers the miss 4 times
+                action = documents[-1].split('action="', 1)[1].split('"', 1)[0]
+                params = {
+                    "CallSid": sid,
+                    "AccountSid": "AC" + "0" * 32,
+                    "From": GUESSER,
+                    "Digits": "1234567",
+                }
+                threads = [
+                    threading.Thread(
+                        target=lambda: codes.append(
+                            phone.signed_post(action.replace("&amp;", "&"), params).status_code
+                        )
+                    )
+                    for _ in range(4)
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(timeout=30)
+                return HangUp()
+            return super().answer(prompt)
+
+    script = [Press("1"), Press("9"), Press("1234567")]
+    phone.call(Duplicating(script), from_number=GUESSER, call_sid=sid)
+    assert codes == [200] * 4
+    assert failures_counted(db) == 1
+
+
 def test_secret_digits_never_reach_the_database_or_logs(
     phone: Phone, db: Engine, caplog: pytest.LogCaptureFixture, database_url: str
 ) -> None:
