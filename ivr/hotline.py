@@ -12,13 +12,13 @@ import dataclasses
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Executable, select
+from sqlalchemy import Connection, Engine, Executable, Insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -299,12 +299,9 @@ class Hotline:
             # still happens (a verified victim's freeze above all), but their case waits
             # for a call back instead of sending an agent to an empty line.
             gone = row.status in store.FINAL_STATUSES
-            if gone:
-                new_cases = self._late_cases(conn, row, result.effects, now)
-            else:
-                new_cases = self._cases(row, result.effects, now, gone=False)
+            opens = [e for e in result.effects if isinstance(e, engine.OpenCase)]
             twiml = result.twiml
-            if gone and new_cases:
+            if gone and opens:
                 log.info("input for call %s after it ended: a case for a call back", call_sid)
                 twiml = HANG_UP  # nobody is there to queue
             # A freeze in our own accounts table is written with the step, its case's note
@@ -313,6 +310,8 @@ class Hotline:
             # store the step without the freeze.
             frozen: dict[str, bool] = {}
             local = self._local_freezes(result.effects)
+            # Built before the transaction: the risk signals may ask the identity directory.
+            inserts = self._cases(row, opens, now, gone=False)
             try:
                 saved = store.save_step(
                     conn,
@@ -322,15 +321,19 @@ class Hotline:
                     twiml=twiml,
                     log=result.log,
                     now=now,
-                    also=new_cases,
                     # A match, or no verdict at all, was no wrong guess: taken back.
                     forget_failure=counted
                     if isinstance(event, engine.Checked) and (event.ok or event.unavailable)
                     else None,
                     then=partial(
-                        self._freeze_with_step, row=row, freezes=local, now=now, frozen=frozen
+                        self._with_step,
+                        row=row,
+                        opens=list(zip(opens, inserts, strict=True)),
+                        freezes=local,
+                        now=now,
+                        frozen=frozen,
                     )
-                    if local
+                    if opens or local
                     else None,
                 )
             except IntegrityError:
@@ -354,7 +357,7 @@ class Hotline:
             if not local:
                 with patient():
                     self._freeze(conn, row, result.effects, now)
-            if gone and not new_cases:
+            if gone and not opens:
                 # Their UID came after the hang-up, say: on the way to an emergency queue
                 # still, they get the case the status callback could not open.
                 self._hung_up_on_the_way(conn, row, result.state, now)
@@ -501,8 +504,8 @@ class Hotline:
         return self.local_actions is None and any(isinstance(e, engine.Freeze) for e in effects)
 
     def _cases(
-        self, row: store.CallRow, effects: list[engine.Effect], now: datetime, *, gone: bool
-    ) -> list[Executable]:
+        self, row: store.CallRow, effects: Sequence[engine.Effect], now: datetime, *, gone: bool
+    ) -> list[Insert]:
         """The cases the engine opened, written with the step."""
         return [
             cases.open_case(
@@ -517,22 +520,47 @@ class Hotline:
             if isinstance(effect, engine.OpenCase)
         ]
 
-    def _late_cases(
-        self, conn: Connection, row: store.CallRow, effects: list[engine.Effect], now: datetime
-    ) -> list[Executable]:
-        """The cases input after the hang-up opened, for a call back. Where the hang-up opened
-        one in that queue already, it gains what the input added (verified, say) instead."""
-        statements: list[Executable] = []
-        for effect in effects:
-            if not isinstance(effect, engine.OpenCase):
-                continue
-            existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=effect.queue)
+    def _with_step(
+        self,
+        conn: Connection,
+        *,
+        row: store.CallRow,
+        opens: list[tuple[engine.OpenCase, Insert]],
+        freezes: list[engine.Freeze],
+        now: datetime,
+        frozen: dict[str, bool],
+    ) -> None:
+        """Inside the step's transaction, once the call's row is updated: the cases the step
+        opened, then the freezes (whose notes go on those cases)."""
+        if opens:
+            self._open_with_step(conn, row, opens, now)
+        if freezes:
+            self._freeze_with_step(conn, row=row, freezes=freezes, now=now, frozen=frozen)
+
+    def _open_with_step(
+        self,
+        conn: Connection,
+        row: store.CallRow,
+        opens: list[tuple[engine.OpenCase, Insert]],
+        now: datetime,
+    ) -> None:
+        """The step's cases. The call's row is this transaction's now (on PostgreSQL, locked
+        by the step's update until it commits), so its status is current: a final status
+        callback that came since the call was read has finished (its waiting cases abandoned:
+        this one would be missed) or waits for this to commit (and abandons it then). A caller
+        gone gets a case for a call back; where the hang-up opened one in that queue already,
+        it gains what the input added (verified, say) instead of a second one."""
+        if store.call_status(conn, call_sid=row.call_sid) not in store.FINAL_STATUSES:
+            for _, insert_case in opens:
+                conn.execute(insert_case)
+            return
+        for spec, insert_case in opens:
+            existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue)
             if existing is None:
-                statements += self._cases(row, [effect], now, gone=True)
+                conn.execute(insert_case.values(status="abandoned", ended_at=now))
             else:
-                flags = {**existing["flags"], **effect.flags}
-                statements.append(cases.flags_update(existing["id"], flags))
-        return statements
+                flags = {**existing["flags"], **spec.flags}
+                conn.execute(cases.flags_update(existing["id"], flags))
 
     def _local_freezes(self, effects: list[engine.Effect]) -> list[engine.Freeze]:
         """The freezes to write with the step: those of accounts in this very database."""
@@ -803,6 +831,9 @@ class Hotline:
         spec = dataclasses.replace(spec, ticket=cases.unused_ticket(conn))
         [insert] = self._cases(row, [spec], now, gone=True)
         with store.writing(conn):
+            # After a late input's step (which opens its cases holding the call's row) or
+            # before it, never beside it: one case, not two.
+            store.lock_call(conn, call_sid=row.call_sid)
             if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
                 return  # opened already: a repeated status callback, or a late input too
             conn.execute(insert)

@@ -164,6 +164,25 @@ def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
     return None if row is None else _call_row(row)
 
 
+_CALL_STATUS = select(calls.c.status).where(calls.c.call_sid == bindparam("sid"))
+_LOCK_CALL = _CALL_STATUS.with_for_update()
+
+
+def call_status(conn: Connection, *, call_sid: str) -> str | None:
+    with reading(conn):
+        status: str | None = conn.execute(_CALL_STATUS, {"sid": call_sid}).scalar_one_or_none()
+    return status
+
+
+def lock_call(conn: Connection, *, call_sid: str) -> None:
+    """Inside a write transaction: hold the call's row until it ends, as a step's update of
+    it does. What checks for a case before opening one does this first, or two (a status
+    callback and a late input, say) could both find none. SQLite needs nothing: its writes
+    are one at a time already."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(_LOCK_CALL, {"sid": call_sid})
+
+
 def _call_row(row: Any) -> CallRow:
     return CallRow(
         row.call_sid,

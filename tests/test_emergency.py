@@ -986,6 +986,149 @@ def test_a_caller_who_hangs_up_at_a_menu_opens_no_case(phone: Phone, db: Engine)
     assert case_rows(db) == []
 
 
+class Pausing:
+    """The identity directory (PIN matches), pausing in its first caller-ID look-up (the one
+    a step that opens a case makes, between reading the call and storing the step) until
+    told to go on."""
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
+        return (uid, digits) == (UID, PIN)
+
+    def registered_phone(self, *, uid: str) -> str | None:
+        if not self.entered.is_set():  # the first look-up only: the status callback's is not
+            self.entered.set()
+            assert self.go.wait(30), "never told to go on"
+        return VICTIM
+
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        return True
+
+
+def test_a_final_status_between_reading_and_storing_a_step_leaves_one_case(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The victim keys their PIN and hangs up at once: Twilio posts the PIN and the final
+    status together. The status is stored (opening the hung-up victim's case) while the PIN's
+    step is still being worked out: the step finds the call ended, and the case it opens is
+    that same one, verified, waiting for a call back; not a second, live one for nobody."""
+    identity, documents, codes = Pausing(), [], []
+    parts = {"identity": identity, "actions": identity}
+    sid = "CA" + "f" * 32
+    with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
+
+        def keep(body: str) -> None:
+            check_twiml(body)
+            documents.append(body)
+
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+        base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
+
+        class KeysAndHangsUp(ScriptedParty):
+            def answer(self, prompt: Prompt) -> Any:
+                if len(self.answers) != 1:
+                    return super().answer(prompt)
+                action = documents[-1].split('action="', 1)[1].split('"', 1)[0]
+                pin = threading.Thread(
+                    target=lambda: codes.append(
+                        phone.signed_post(
+                            action.replace("&amp;", "&"), {**base, "Digits": PIN}
+                        ).status_code
+                    )
+                )
+                pin.start()
+                assert identity.entered.wait(30)  # the PIN's step: read, not stored yet
+                status = phone.signed_post(
+                    PUBLIC_URL + "/twilio/status",
+                    {**base, "CallStatus": "completed", "SequenceNumber": "9"},
+                )
+                codes.append(status.status_code)
+                identity.go.set()
+                pin.join(timeout=30)
+                return HangUp()
+
+        phone.call(KeysAndHangsUp(list(HIJACK)), from_number=VICTIM, call_sid=sid)
+    assert sorted(codes) == [200, 204]
+    [case] = case_rows(db)
+    assert (case["queue"], case["priority"], case["status"]) == (
+        "security",
+        "emergency",
+        "abandoned",
+    )
+    assert case["flags"]["verified"] == "yes" and case["flags"]["hung_up_at"] == "emergency_verify"
+
+
+def test_a_late_input_and_the_final_status_never_both_open_the_case(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The final status came first (the PIN arrives after the hang-up). Its case for a call
+    back is being opened when the PIN's step, which opens the same case, is stored: the step
+    waits for it and adds to it, rather than opening a second."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite writes one transaction at a time: these cannot overlap")
+    paused, go = threading.Event(), threading.Event()
+
+    def pause_the_first_case(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO CASES") and not paused.is_set():
+            paused.set()  # the status callback's, about to open the case
+            assert go.wait(30), "never told to go on"
+
+    service, documents, codes = Counting(ok=True), [], []
+    sid = "CA" + "9" * 32
+    parts = {"identity": service, "actions": service}
+    event.listen(db, "before_cursor_execute", pause_the_first_case)
+    try:
+        with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
+
+            def keep(body: str) -> None:
+                check_twiml(body)
+                documents.append(body)
+
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+            base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
+
+            def post(url: str, params: dict[str, str]) -> threading.Thread:
+                def run() -> None:
+                    codes.append(phone.signed_post(url, {**base, **params}).status_code)
+
+                thread = threading.Thread(target=run)
+                thread.start()
+                return thread
+
+            class HangsUpThenKeys(ScriptedParty):
+                def answer(self, prompt: Prompt) -> Any:
+                    if len(self.answers) != 1:
+                        return super().answer(prompt)
+                    action = documents[-1].split('action="', 1)[1].split('"', 1)[0]
+                    final = {"CallStatus": "completed", "SequenceNumber": "9"}
+                    status = post(PUBLIC_URL + "/twilio/status", final)
+                    assert paused.wait(30)
+                    pin = post(action.replace("&amp;", "&"), {"Digits": PIN})
+                    pin.join(timeout=2)  # done by now, unless it waits for the case's opening
+                    go.set()
+                    status.join(timeout=30)
+                    pin.join(timeout=30)
+                    return HangUp()
+
+            phone.call(HangsUpThenKeys(list(HIJACK)), from_number=VICTIM, call_sid=sid)
+    finally:
+        event.remove(db, "before_cursor_execute", pause_the_first_case)
+    assert sorted(codes) == [200, 204]
+    [case] = case_rows(db)
+    assert (case["queue"], case["status"]) == ("security", "abandoned")
+    assert case["flags"]["verified"] == "yes" and case["flags"]["hung_up_at"] == "emergency_verify"
+
+
 def test_a_repeated_final_status_opens_the_case_once(phone: Phone, db: Engine) -> None:
     record = phone.call(ScriptedParty([Press("1"), Press("1")]))
     params = {
