@@ -8,6 +8,7 @@ engine sees them, and go no further.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -418,16 +419,22 @@ class Hotline:
         uid = row.state.facts.get("uid") or ""
         # Count the attempt before checking it: parallel calls guessing one account each see
         # the others' attempts, so the lockout cannot be outrun. A match takes it back.
-        attempt = Attempt(
-            store.record_failure(
-                conn, uid=uid or None, caller=row.from_number, call_sid=row.call_sid, now=now
-            ),
-            uid,
-            awaiting,
-        )
-        locked = self._locked(
-            conn, uid=uid or None, caller=row.from_number, now=now, exclude=attempt.failure_id
-        )
+        # PostgreSQL commits the count first (under READ COMMITTED a guess sees only the
+        # committed counts of the others). SQLite writes one transaction at a time, so there
+        # the count and the look-up are one: should the look-up meet another process's lock
+        # (Busy: all of it runs again in a thread), the count goes back with it, not twice.
+        together = store.writing(conn) if self.answers_on_the_loop else contextlib.nullcontext()
+        with together:
+            attempt = Attempt(
+                store.record_failure(
+                    conn, uid=uid or None, caller=row.from_number, call_sid=row.call_sid, now=now
+                ),
+                uid,
+                awaiting,
+            )
+            locked = self._locked(
+                conn, uid=uid or None, caller=row.from_number, now=now, exclude=attempt.failure_id
+            )
         if not check_here:
             raise Counted(attempt, locked=locked)
         if locked:

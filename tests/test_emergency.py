@@ -806,6 +806,45 @@ def test_twilio_dequeuing_for_our_redirect_changes_nothing(phone: Phone, db: Eng
         assert conn.execute(text("SELECT step, last_twiml FROM calls")).one() == before
 
 
+def test_a_pin_step_run_again_for_a_lock_counts_its_guess_once(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """On SQLite the PIN is counted on the event loop; another process's lock met there sends
+    the whole step to a thread, to run again. The attempt it counted before giving way must
+    not stay counted beside the one the second run counts."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL steps run in threads: nothing gives way to run again")
+    import sqlite3
+
+    met: list[str] = []
+
+    def locked_once(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The lockout's look-up, the first time: as if a backup held the database.
+        if not met and statement.lstrip().upper().startswith("SELECT"):
+            if "verification_failures" in statement:
+                met.append(statement)
+                raise sqlite3.OperationalError("database is locked")
+
+    event.listen(db, "before_cursor_execute", locked_once)
+    try:
+        with TestClient(app_with(settings, hotline_tree, db, clock)) as client:
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+            record = phone.call(
+                ScriptedParty([Press("1"), Press("1"), Press(UID), Press("000000")])
+            )
+    finally:
+        event.remove(db, "before_cursor_execute", locked_once)
+    assert met, "the look-up never met the lock"
+    assert "could not verify those details" in record.transcript  # a wrong PIN, as it was
+    with db.connect() as conn:
+        counted = conn.execute(text("SELECT count(*) FROM verification_failures")).scalar()
+    assert counted == 1
+
+
 def test_parallel_guesses_cannot_outrun_the_lockout(
     settings: Settings,
     hotline_tree: CompiledTree,
