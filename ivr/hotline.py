@@ -348,7 +348,9 @@ class Hotline:
             if isinstance(event, engine.Checked):  # counted once: by the run that stored it
                 if event.locked:
                     self.metrics.lockouts.inc()
-                elif not (event.ok or event.unavailable):
+                elif event.unavailable:
+                    self.metrics.identity_unavailable.inc()
+                elif not event.ok:
                     self.metrics.verification_failures.inc()
             for done in frozen.values():
                 self.metrics.freezes.labels("caller", "ok" if done else "failed").inc()
@@ -503,7 +505,6 @@ class Hotline:
             # a lockout. The traceback holds no digits (they are no SQL parameter, and SQL
             # parameters are hidden anyway).
             log.exception("a %s check failed; taken as no verdict", attempt.factor)
-        self.metrics.identity_unavailable.inc()
         return engine.Checked(ok=False, unavailable=True)
 
     def _calls_out(self, effects: list[engine.Effect]) -> bool:

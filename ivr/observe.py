@@ -9,8 +9,9 @@ Metrics (GET /metrics):
     ivr_verification_check_seconds         a secret factor's check, waiting for a turn included
     ivr_verification_checks_in_progress    checks asked for and not answered yet (a wave of
                                            victims keying PINs shows here first)
-    ivr_identity_unavailable_total         checks that gave no verdict (the identity service
-                                           down or failing, the directory's database failing)
+    ivr_identity_unavailable_total         steps whose check gave no verdict (the identity
+                                           service down or failing, the directory's database
+                                           failing); a webhook Twilio repeats counts once
     ivr_freezes_total{by,result}           account freezes (by caller or agent)
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when

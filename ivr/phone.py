@@ -18,6 +18,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,9 @@ MAX_REQUESTS = 400  # per call; a hotline that loops forever is a bug the phone 
 @dataclass(frozen=True)
 class Press:
     digits: str
+    # Twilio may deliver one request more than once (a retry racing the first): these many
+    # copies are posted at once, each must get the same answer, and the call follows it.
+    deliveries: int = 1
 
 
 @dataclass(frozen=True)
@@ -231,14 +235,30 @@ class _Session:
         self.record = record
         self.base = base
 
-    def post(self, url: str, extra: dict[str, str], *, expect_twiml: bool = True) -> ET.Element:
+    def post(
+        self,
+        url: str,
+        extra: dict[str, str],
+        *,
+        expect_twiml: bool = True,
+        deliveries: int = 1,
+    ) -> ET.Element:
         if len(self.record.requests) >= MAX_REQUESTS:
             raise PhoneError(
                 f"more than {MAX_REQUESTS} requests in one call: the hotline is looping"
             )
         params = {**self.base, "CallStatus": "in-progress", **extra}
         self.record.requests.append((url, params))
-        response = self.phone.signed_post(url, params)
+        if deliveries > 1:
+            with ThreadPoolExecutor(deliveries) as pool:
+                copies = list(
+                    pool.map(lambda _: self.phone.signed_post(url, params), range(deliveries))
+                )
+            if len({(r.status_code, r.text) for r in copies}) > 1:
+                raise PhoneError(f"{url} delivered {deliveries} times gave different answers")
+            response = copies[0]
+        else:
+            response = self.phone.signed_post(url, params)
         if response.status_code >= 400 or (expect_twiml and response.status_code != 200):
             raise PhoneError(f"{url} answered {response.status_code}: {response.text[:200]}")
         if not expect_twiml:
@@ -292,7 +312,11 @@ class _Session:
                         answer.digits, verb.get("finishOnKey", "#"), _int(verb.get("numDigits"))
                     )
                     if digits:
-                        return self.post(action, {"Digits": digits, "FinishedOnKey": finished_on})
+                        return self.post(
+                            action,
+                            {"Digits": digits, "FinishedOnKey": finished_on},
+                            deliveries=answer.deliveries,
+                        )
                     # Only the finish key: an empty result, as if nothing was pressed.
                 # Words at a keypad-only <Gather> are not heard: an empty result too.
                 if isinstance(answer, Speak) and "speech" in verb.get("input", "dtmf"):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
+import httpx
 import pytest
 
-from ivr.phone import HangUp, Press, Silent, Speak, keypad, parse_script
+from ivr.exceptions import PhoneError
+from ivr.phone import HangUp, Phone, Press, ScriptedParty, Silent, Speak, keypad, parse_script
 
 
 @pytest.mark.parametrize(
@@ -35,3 +39,40 @@ def test_parse_script() -> None:
     with pytest.raises(ValueError, match="'x' is not keys"):
         parse_script("1,x")
     assert HangUp() == HangUp()
+
+
+MENU = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response>'
+    '<Gather action="https://h.test/twilio/gather" numDigits="1"><Say>Press 1.</Say></Gather>'
+    "</Response>"
+)
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["alike", "different"])
+def test_a_press_delivered_several_times_must_be_answered_alike(same: bool) -> None:
+    """`Press(deliveries=N)` posts N copies at once; a hotline that answers them differently
+    (not idempotent) fails the call."""
+    seen: list[str] = []
+    count = itertools.count()
+
+    def hotline(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/twilio/voice":
+            return httpx.Response(200, text=MENU)
+        if request.url.path == "/twilio/status":
+            return httpx.Response(204)
+        n = 0 if same else next(count)
+        return httpx.Response(200, text=f"<Response><Say>answer {n}</Say><Hangup/></Response>")
+
+    phone = Phone(
+        httpx.Client(transport=httpx.MockTransport(hotline), base_url="https://h.test"),
+        public_url="https://h.test",
+        auth_token="t" * 32,
+    )
+    party = ScriptedParty([Press("1", deliveries=3)])
+    if same:
+        record = phone.call(party)
+        assert record.heard[-1] == "answer 0" and seen.count("/twilio/gather") == 3
+    else:
+        with pytest.raises(PhoneError, match="delivered 3 times gave different answers"):
+            phone.call(party)
