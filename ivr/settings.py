@@ -106,6 +106,11 @@ class Settings(DatabaseSettings):
     # A case an agent took but no caller was connected to within this time goes back in line.
     offer_timeout_seconds: int = Field(default=600, ge=30, validation_alias="IVR_OFFER_TIMEOUT")
     # The number outbound call-backs come from (a Twilio number of this account).
+    # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
+    # Unset: /metrics answers anyone who reaches it, so keep it off the public proxy.
+    metrics_token: str | None = Field(
+        default=None, min_length=16, validation_alias="IVR_METRICS_TOKEN", repr=False
+    )
     caller_id: str | None = Field(
         default=None, pattern=r"^\+[1-9]\d{6,14}$", validation_alias="IVR_CALLER_ID"
     )
@@ -177,6 +182,7 @@ _ENV_NAMES = {
     "fallback_queue": "IVR_FALLBACK_QUEUE",
     "hold_music_url": "IVR_HOLD_MUSIC_URL",
     "secret_key": "IVR_SECRET_KEY",
+    "metrics_token": "IVR_METRICS_TOKEN",
     "identity_url": "IVR_IDENTITY_URL",
     "identity_key": "IVR_IDENTITY_KEY",
     "caller_id": "IVR_CALLER_ID",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import re
+import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ import anyio.to_thread
 import httpx
 from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, QueuePool, text
@@ -67,6 +69,12 @@ MAX_DIGITS = 64
 MAX_SPEECH = 1000
 MAX_INT = 2**31 - 1  # a database INTEGER
 MAX_WORKER_THREADS = 40  # anyio's default
+
+
+# What Prometheus sends when IVR_METRICS_TOKEN is set (its scrape `authorization`).
+ScrapeCredentials = Annotated[
+    HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))
+]
 
 
 def worker_threads(db: Engine) -> int:
@@ -483,7 +491,13 @@ def create_app(
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(credentials: ScrapeCredentials) -> Response:
+        expected = settings.metrics_token
+        if expected and not (
+            credentials
+            and secrets.compare_digest(credentials.credentials.encode(), expected.encode())
+        ):
+            return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return Response(generate_latest(hotline.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,6 +55,34 @@ def test_metrics_count_what_happened(phone: Phone, client: TestClient) -> None:
     assert m[("ivr_queue_depth", (("priority", "normal"),))] == 0
     assert m[("ivr_calls_in_progress", ())] == 0
     assert m[("ivr_longest_wait_seconds", (("priority", "emergency"),))] >= 0
+
+
+def test_metrics_need_the_scrape_token_once_one_is_set(
+    database_url: str, hotline_tree: CompiledTree
+) -> None:
+    token = "m3tr1cs-" + "x" * 24
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_METRICS_TOKEN=token)
+    with TestClient(create_app(settings, tree=hotline_tree)) as client:
+        for headers in ({}, {"Authorization": "Bearer " + "y" * 32}, {"Authorization": token}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and "ivr_" not in refused.text
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "ivr_webhook_seconds" in scraped.text
+        assert client.get("/healthz").status_code == 200  # probes need no token
+
+
+def test_a_short_metrics_token_is_refused() -> None:
+    from ivr.exceptions import ConfigError
+    from ivr.settings import load_settings
+
+    with pytest.raises(ConfigError, match="IVR_METRICS_TOKEN"):
+        load_settings(
+            _env_file=None,
+            TWILIO_AUTH_TOKEN=TOKEN,
+            IVR_PUBLIC_URL=PUBLIC_URL,
+            IVR_METRICS_TOKEN="short",
+        )
 
 
 def test_probing_unknown_paths_does_not_add_labels(client: TestClient) -> None:
