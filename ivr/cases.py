@@ -311,18 +311,22 @@ def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str
         return int(row.id)
 
 
+# An offered case no caller was connected to, back to what it was before it was claimed.
+_OFFER_BACK_IN_LINE = {
+    "status": func.coalesce(cases.c.claimed_from, "waiting"),
+    "queued": 1,
+    "agent_id": None,
+    "offered_at": None,
+}
+
+
 def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     """Offered cases no caller was connected to since `cutoff`: back to what they were."""
     with writing(conn):
         return conn.execute(
             update(cases)
             .where(cases.c.status == "offered", cases.c.offered_at < cutoff)
-            .values(
-                status=func.coalesce(cases.c.claimed_from, "waiting"),
-                queued=1,
-                agent_id=None,
-                offered_at=None,
-            )
+            .values(**_OFFER_BACK_IN_LINE)
         ).rowcount
 
 
@@ -436,5 +440,53 @@ def create_user(conn: Connection, *, name: str, role: str, phone: str | None, no
 
 def user_by_token(conn: Connection, *, token: str) -> User | None:
     with reading(conn):
-        row = conn.execute(select(users).where(users.c.token_hash == _token_hash(token))).first()
+        row = conn.execute(
+            select(users).where(
+                users.c.token_hash == _token_hash(token), users.c.revoked_at.is_(None)
+            )
+        ).first()
     return User(row.id, row.name, row.role, row.phone) if row else None
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    """Every user, oldest first: name, role, phone, created_at, revoked_at (never a token)."""
+    columns = (users.c.name, users.c.role, users.c.phone, users.c.created_at, users.c.revoked_at)
+    with reading(conn):
+        return [dict(r) for r in conn.execute(select(*columns).order_by(users.c.id)).mappings()]
+
+
+def reissue_token(conn: Connection, *, name: str) -> str:
+    """A new API token for `name` (shown once): the old one, and every dashboard session signed
+    in with it, stop working at once, on every instance. Lifts a revocation."""
+    token = secrets.token_urlsafe(32)
+    with writing(conn):
+        changed = conn.execute(
+            update(users)
+            .where(users.c.name == name)
+            .values(token_hash=_token_hash(token), revoked_at=None)
+        ).rowcount
+    if changed != 1:
+        raise ValueError(f"no user named {name!r}")
+    return token
+
+
+def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
+    """Someone left, or their token leaked: their token and sessions stop working at once, on
+    every instance, and the cases offered to them and not connected yet go back in line now
+    rather than after IVR_OFFER_TIMEOUT. A live call they are on goes on. How many cases went
+    back; ValueError if there is no such user."""
+    with writing(conn):
+        user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
+        if user_id is None:
+            raise ValueError(f"no user named {name!r}")
+        conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            # The hash of a token nobody has: the column stays unique and never matches.
+            .values(token_hash=_token_hash(secrets.token_urlsafe(32)), revoked_at=now)
+        )
+        return conn.execute(
+            update(cases)
+            .where(cases.c.status == "offered", cases.c.agent_id == user_id)
+            .values(**_OFFER_BACK_IN_LINE)
+        ).rowcount

@@ -293,6 +293,51 @@ def users_add(
     typer.echo(f"{role} {name} created. API token (shown once, keep it secret):\n{token}")
 
 
+@users_app.command("list")
+def users_list() -> None:
+    """Every user: name, role, agent phone, when created, and whether revoked (no tokens)."""
+    from ivr.cases import list_users
+
+    db = _database(_database_settings())
+    with db.connect() as conn:
+        rows = list_users(conn)
+    for row in rows:
+        state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+        phone = row["phone"] or "-"
+        typer.echo(f"{row['name']:20} {row['role']:10} {phone:16} {state}")
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="login name")]) -> None:
+    """Stop a user's token and dashboard sessions now (someone left, or a token leaked)."""
+    from ivr.cases import revoke_user
+
+    db = _database(_database_settings())
+    try:
+        with db.connect() as conn:
+            requeued = revoke_user(conn, name=name, now=utcnow())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{name} revoked: their token no longer works.")
+    if requeued:
+        typer.echo(f"{requeued} case(s) offered to them went back in line.")
+
+
+@users_app.command("token")
+def users_token(name: Annotated[str, typer.Argument(help="login name")]) -> None:
+    """Issue a user a new API token (shown once); the old one stops working. Lifts a revoke."""
+    from ivr.cases import reissue_token
+
+    db = _database(_database_settings())
+    try:
+        with db.connect() as conn:
+            token = reissue_token(conn, name=name)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"New API token for {name} (shown once, keep it secret; the old one is void):")
+    typer.echo(token)
+
+
 def _directory(settings: Settings) -> LocalDirectory:
     from ivr.identity import LocalDirectory
 

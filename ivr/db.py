@@ -133,6 +133,8 @@ users = Table(
     Column("phone", String(32)),
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the API token
     Column("created_at", UTCDateTime(), nullable=False),
+    # Set by `ivr users revoke`: the token (and any dashboard session) stopped working then.
+    Column("revoked_at", UTCDateTime()),
 )
 
 # The built-in identity directory. No secret is stored in a form that can be read back:

@@ -407,6 +407,45 @@ def test_users_tokens_are_stored_hashed(db: Engine) -> None:
         make_user(db, "root", "admin")
 
 
+def test_a_revoked_user_is_shut_out_and_their_offers_go_back_in_line(
+    client: TestClient, db: Engine
+) -> None:
+    token = make_user(db, "ana", "agent")
+    other = make_user(db, "bo", "agent")
+    add_case(db, 1, "emergency", T0)
+    add_case(db, 2, "normal", T0)
+    claimed = client.post("/api/agents/next", headers=bearer(token))
+    assert claimed.status_code == 200 and claimed.json()["case"]["id"] == 1  # offered to ana
+    with db.connect() as conn:
+        assert cases.revoke_user(conn, name="ana", now=T0 + MINUTE) == 1
+        assert cases.user_by_token(conn, token=token) is None
+        listed = {u["name"]: u for u in cases.list_users(conn)}
+        with pytest.raises(ValueError, match="no user named 'nobody'"):
+            cases.revoke_user(conn, name="nobody", now=T0)
+    assert listed["ana"]["revoked_at"] == T0 + MINUTE and listed["bo"]["revoked_at"] is None
+    assert all("token" not in key for user in listed.values() for key in user)
+    assert client.get("/api/queue", headers=bearer(token)).status_code == 401
+    # The emergency she was offered is first in line again, for the next agent.
+    assert client.post("/api/agents/next", headers=bearer(other)).json()["case"]["id"] == 1
+
+
+def test_a_new_token_voids_the_old_one_and_lifts_a_revocation(
+    client: TestClient, db: Engine
+) -> None:
+    old = make_user(db, "ana", "agent")
+    with db.connect() as conn:
+        cases.revoke_user(conn, name="ana", now=T0)
+        new = cases.reissue_token(conn, name="ana")
+        with pytest.raises(ValueError, match="no user named 'nobody'"):
+            cases.reissue_token(conn, name="nobody")
+        assert cases.user_by_token(conn, token=old) is None
+        user = cases.user_by_token(conn, token=new)
+        [listed] = cases.list_users(conn)
+    assert user is not None and user.name == "ana" and listed["revoked_at"] is None
+    assert client.get("/api/queue", headers=bearer(old)).status_code == 401
+    assert client.get("/api/queue", headers=bearer(new)).status_code == 200
+
+
 # -- the API over HTTP ----------------------------------------------------------------------------
 
 ROUTES: list[tuple[str, str, dict[str, str] | None]] = [

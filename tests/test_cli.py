@@ -299,6 +299,30 @@ def test_totp_secret_needs_the_secret_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_users_revoke_and_token_from_the_command_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    del env["TWILIO_AUTH_TOKEN"]  # user commands need the database alone
+    first = run(["users", "add", "ana", "--role", "agent"], env, tmp_path).stdout.split()[-1]
+    revoked = run(["users", "revoke", "ana"], env, tmp_path)
+    assert revoked.returncode == 0 and "ana revoked" in revoked.stdout, revoked.stderr
+    listed = run(["users", "list"], env, tmp_path)
+    assert listed.returncode == 0 and "revoked" in listed.stdout and first not in listed.stdout
+    unknown = run(["users", "revoke", "nobody"], env, tmp_path)
+    assert unknown.returncode == 1 and "no user named 'nobody'" in unknown.stderr
+    reissued = run(["users", "token", "ana"], env, tmp_path)
+    assert reissued.returncode == 0, reissued.stderr
+    second = reissued.stdout.split()[-1]
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            assert user_by_token(conn, token=first) is None
+            user = user_by_token(conn, token=second)
+    finally:
+        engine.dispose()
+    assert user is not None and user.name == "ana"
+    assert "active" in run(["users", "list"], env, tmp_path).stdout
+
+
 def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     result = run(["keygen"], dict(os.environ), tmp_path)
     key = result.stdout.strip()

@@ -157,6 +157,19 @@ def test_signing_out_ends_the_session(client: TestClient, supervisor: str) -> No
     assert client.get("/dashboard/queue", follow_redirects=False).status_code == 303
 
 
+def test_revoking_a_user_ends_their_session_at_once(
+    client: TestClient, db: Engine, supervisor: str
+) -> None:
+    from ivr.cases import revoke_user
+
+    signed_in(client, supervisor)
+    page(client, "/dashboard/queue")
+    with db.connect() as conn:
+        revoke_user(conn, name="sam", now=datetime(2026, 11, 23, tzinfo=UTC))
+    response = client.get("/dashboard/queue", follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (303, "/dashboard/login")
+
+
 def test_a_post_from_another_site_is_refused(client: TestClient, supervisor: str) -> None:
     response = client.post(
         "/dashboard/login",
