@@ -70,6 +70,7 @@ class Prompt:
     num_digits: int | None
     timeout: int | None
     in_queue: bool = False
+    action: str = ""  # where the answer is posted (a test may post something else there)
 
 
 class Party(Protocol):
@@ -294,6 +295,7 @@ class _Session:
                 self.hear(verb)
             elif tag == "Gather":
                 said = [t for t in (self.hear(v) for v in verb) if t]
+                action = verb.get("action") or self.record.requests[-1][0]
                 answer = self.party.answer(
                     Prompt(
                         said,
@@ -301,10 +303,10 @@ class _Session:
                         _int(verb.get("numDigits")),
                         _int(verb.get("timeout")),
                         in_queue,
+                        action,
                     )
                 )
                 self.record.answers.append(answer)
-                action = verb.get("action") or self.record.requests[-1][0]
                 if isinstance(answer, HangUp):
                     raise _Ended("caller")
                 if isinstance(answer, Press):

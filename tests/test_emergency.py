@@ -969,6 +969,20 @@ def test_a_caller_who_hangs_up_at_a_menu_opens_no_case(phone: Phone, db: Engine)
     assert case_rows(db) == []
 
 
+def in_background(
+    phone: Phone, url: str, params: dict[str, str], codes: list[int]
+) -> threading.Thread:
+    """Post `params` to `url` as Twilio would, from a thread of its own (started); the answer's
+    status code goes to `codes`."""
+
+    def post() -> None:
+        codes.append(phone.signed_post(url, params).status_code)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
 class Pausing:
     """The identity directory (PIN matches), pausing in its first caller-ID look-up (the one
     a step that opens a case makes, between reading the call and storing the step) until
@@ -1001,37 +1015,21 @@ def test_a_final_status_between_reading_and_storing_a_step_leaves_one_case(
     status together. The status is stored (opening the hung-up victim's case) while the PIN's
     step is still being worked out: the step finds the call ended, and the case it opens is
     that same one, verified, waiting for a call back; not a second, live one for nobody."""
-    identity, documents, codes = Pausing(), [], []
+    identity, codes = Pausing(), []
     parts = {"identity": identity, "actions": identity}
     sid = "CA" + "f" * 32
     with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
-
-        def keep(body: str) -> None:
-            check_twiml(body)
-            documents.append(body)
-
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
 
         class KeysAndHangsUp(ScriptedParty):
             def answer(self, prompt: Prompt) -> Any:
                 if len(self.answers) != 1:
                     return super().answer(prompt)
-                action = documents[-1].split('action="', 1)[1].split('"', 1)[0]
-                pin = threading.Thread(
-                    target=lambda: codes.append(
-                        phone.signed_post(
-                            action.replace("&amp;", "&"), {**base, "Digits": PIN}
-                        ).status_code
-                    )
-                )
-                pin.start()
+                pin = in_background(phone, prompt.action, {**base, "Digits": PIN}, codes)
                 assert identity.entered.wait(30)  # the PIN's step: read, not stored yet
-                status = phone.signed_post(
-                    PUBLIC_URL + "/twilio/status",
-                    {**base, "CallStatus": "completed", "SequenceNumber": "9"},
-                )
-                codes.append(status.status_code)
+                final = {**base, "CallStatus": "completed", "SequenceNumber": "9"}
+                in_background(phone, PUBLIC_URL + "/twilio/status", final, codes).join(30)
                 identity.go.set()
                 pin.join(timeout=30)
                 return HangUp()
@@ -1066,37 +1064,23 @@ def test_a_late_input_and_the_final_status_never_both_open_the_case(
             paused.set()  # the status callback's, about to open the case
             assert go.wait(30), "never told to go on"
 
-    service, documents, codes = Counting(ok=True), [], []
+    service, codes = Counting(ok=True), []
     sid = "CA" + "9" * 32
     parts = {"identity": service, "actions": service}
     event.listen(db, "before_cursor_execute", pause_the_first_case)
     try:
         with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
-
-            def keep(body: str) -> None:
-                check_twiml(body)
-                documents.append(body)
-
-            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
             base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
-
-            def post(url: str, params: dict[str, str]) -> threading.Thread:
-                def run() -> None:
-                    codes.append(phone.signed_post(url, {**base, **params}).status_code)
-
-                thread = threading.Thread(target=run)
-                thread.start()
-                return thread
 
             class HangsUpThenKeys(ScriptedParty):
                 def answer(self, prompt: Prompt) -> Any:
                     if len(self.answers) != 1:
                         return super().answer(prompt)
-                    action = documents[-1].split('action="', 1)[1].split('"', 1)[0]
-                    final = {"CallStatus": "completed", "SequenceNumber": "9"}
-                    status = post(PUBLIC_URL + "/twilio/status", final)
+                    final = {**base, "CallStatus": "completed", "SequenceNumber": "9"}
+                    status = in_background(phone, PUBLIC_URL + "/twilio/status", final, codes)
                     assert paused.wait(30)
-                    pin = post(action.replace("&amp;", "&"), {"Digits": PIN})
+                    pin = in_background(phone, prompt.action, {**base, "Digits": PIN}, codes)
                     pin.join(timeout=2)  # done by now, unless it waits for the case's opening
                     go.set()
                     status.join(timeout=30)
