@@ -265,10 +265,10 @@ class Hotline:
             now = self.clock()
             if not may_block and row.status in store.FINAL_STATUSES:
                 raise WouldBlock  # input after the hang-up: rare, and it writes twice
-            event, counted = self._resolve(
+            event, counted, also = self._resolve(
                 conn, tree, row, event, now, may_block and not check_apart, checked
             )  # checks here only where it may block, unless asked to check apart
-            return self._move(conn, tree, row, event, counted, now, may_block)
+            return self._move(conn, tree, row, event, counted, now, may_block, also)
 
     def _move(
         self,
@@ -279,6 +279,7 @@ class Hotline:
         counted: int | None,
         now: datetime,
         may_block: bool,
+        also: list[Executable],
     ) -> str:
         """The engine's next step for `event`, stored if no copy of this request got there
         first; then what it asked for besides (a freeze, a case for a caller gone)."""
@@ -322,6 +323,7 @@ class Hotline:
                     twiml=twiml,
                     log=result.log,
                     now=now,
+                    also=also,
                     # A match, or no verdict at all, was no wrong guess: taken back.
                     forget_failure=counted
                     if isinstance(event, engine.Checked) and (event.ok or event.unavailable)
@@ -340,7 +342,7 @@ class Hotline:
             except IntegrityError:
                 log.warning("ticket number collision on %s; drawing another", call_sid)
                 continue
-            if not saved:
+            if saved is None:
                 if counted is not None:
                     # A copy of this request won the step and counted its own failure.
                     store.forget_failure(conn, failure_id=counted)
@@ -360,9 +362,10 @@ class Hotline:
             if not local:
                 with patient():
                     self._freeze(conn, row, result.effects, now)
-            if gone and not opens:
-                # Their UID came after the hang-up, say: on the way to an emergency queue
-                # still, they get the case the status callback could not open.
+            if saved in store.FINAL_STATUSES and not opens:
+                # Their UID came after the hang-up, say, or the hang-up came while this step
+                # was worked out: on the way to an emergency queue now, they get the case the
+                # status callback could not open (it saw the step before).
                 self._hung_up_on_the_way(conn, row, result.state, now)
             return twiml
         raise RuntimeError("could not store the call step")
@@ -387,7 +390,7 @@ class Hotline:
             now=now,
             also=also,
         )
-        return twiml if saved else self._answer_again(conn, row.call_sid)
+        return twiml if saved is not None else self._answer_again(conn, row.call_sid)
 
     def _answer_again(self, conn: Connection, call_sid: str) -> str:
         """A concurrent copy of this request won the write: send what it sent."""
@@ -403,21 +406,23 @@ class Hotline:
         now: datetime,
         check_here: bool,
         checked: tuple[Attempt, engine.Checked] | None,
-    ) -> tuple[engine.Input, int | None]:
+    ) -> tuple[engine.Input, int | None, list[Executable]]:
         """Turn keyed digits the engine must not see into what they mean; with the attempt
-        this counted, if it did: taken back if it matched, or should a copy of this request
-        win the step (which counted its own). Not `check_here`: Counted, once counted."""
+        this counted, if it did (taken back if it matched, or should a copy of this request
+        win the step, which counted its own), and what to write with the step. Not
+        `check_here`: Counted, once counted."""
         awaiting = engine.awaiting(tree, row.state)
         if awaiting is None or not isinstance(event, engine.Keys):
-            return event, None
+            return event, None, []
         if awaiting == "ticket":
-            return self._look_up_ticket(conn, row, event.digits, now)
+            lookup, miss = self._look_up_ticket(conn, row, event.digits, now)
+            return lookup, None, miss
         node = tree.node(row.state.node)
         if isinstance(node, VerifyNode) and event.digits == node.skip_key:
-            return event, None
+            return event, None, []
         if checked is not None:
             attempt, verdict = checked
-            return verdict, attempt.failure_id
+            return verdict, attempt.failure_id, []
         uid = row.state.facts.get("uid") or ""
         # Count the attempt before checking it: parallel calls guessing one account each see
         # the others' attempts, so the lockout cannot be outrun. A match takes it back.
@@ -440,9 +445,9 @@ class Hotline:
         if not check_here:
             raise Counted(attempt, locked=locked)
         if locked:
-            return engine.Checked(ok=False, locked=True), attempt.failure_id
+            return engine.Checked(ok=False, locked=True), attempt.failure_id, []
         # A match is taken back with the step it moves.
-        return self.check(attempt, event.digits), attempt.failure_id
+        return self.check(attempt, event.digits), attempt.failure_id, []
 
     def _locked(
         self,
@@ -467,25 +472,27 @@ class Hotline:
 
     def _look_up_ticket(
         self, conn: Connection, row: store.CallRow, digits: str, now: datetime
-    ) -> tuple[engine.TicketLookup, int | None]:
-        """The case a keyed ticket number names; with the miss this counted, if it did.
+    ) -> tuple[engine.TicketLookup, list[Executable]]:
+        """The case a keyed ticket number names; with a miss, its count, to be written with
+        the step (so it counts once, whether Twilio repeats the request or the step gives way
+        to a lock and runs again).
 
         A ticket number is a weak secret (7 digits, thousands of cases open on a bad day)
         and a found one puts the caller back in line, linked to that case, for an agent to
-        talk to: a calling number that keeps missing is locked out of lookups as it would be
-        out of verification, on the same count (`IVR_LOCKOUT_*`). Its caller still reaches
-        an agent, by the node's `on_not_found`."""
-        caller = row.from_number
-        if caller and self._locked(conn, uid=None, caller=caller, now=now):
+        talk to. A calling number that keeps missing is locked out of lookups by the rule of
+        verification (`IVR_LOCKOUT_*`), counted apart from its verification failures. Its
+        caller still reaches an agent, by the node's `on_not_found`. (Guesses from one number
+        in parallel calls may pass the limit by a few: the count is checked before this one
+        is stored. A caller ID can be spoofed, too: this slows harvesting, it cannot stop it.)"""
+        bucket = store.ticket_misses(row.from_number) if row.from_number else None
+        if bucket and self._locked(conn, uid=None, caller=bucket, now=now):
             log.warning("ticket lookup refused for call %s: its number is locked", row.call_sid)
-            return engine.TicketLookup(None, locked=True), None
+            return engine.TicketLookup(None, locked=True), []
         found = cases.find_ticket(conn, ticket=digits) if digits.isdigit() else None
-        if found is not None or not caller or not digits:
-            return engine.TicketLookup(found), None
-        # Taken back should a copy of this request win the step (it counted its own).
-        return engine.TicketLookup(None), store.record_failure(
-            conn, uid=None, caller=caller, call_sid=row.call_sid, now=now
-        )
+        if found is not None or not bucket or not digits:
+            return engine.TicketLookup(found), []
+        miss = store.failure_insert(uid=None, caller=bucket, call_sid=row.call_sid, now=now)
+        return engine.TicketLookup(None), [miss]
 
     def check(self, attempt: Attempt, digits: str) -> engine.Checked:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the
@@ -531,6 +538,7 @@ class Hotline:
     def _with_step(
         self,
         conn: Connection,
+        status: str,
         *,
         row: store.CallRow,
         opens: list[tuple[engine.OpenCase, Insert]],
@@ -541,7 +549,7 @@ class Hotline:
         """Inside the step's transaction, once the call's row is updated: the cases the step
         opened, then the freezes (whose notes go on those cases)."""
         if opens:
-            self._open_with_step(conn, row, opens, now)
+            self._open_with_step(conn, row, opens, status, now)
         if freezes:
             self._freeze_with_step(conn, row=row, freezes=freezes, now=now, frozen=frozen)
 
@@ -550,15 +558,16 @@ class Hotline:
         conn: Connection,
         row: store.CallRow,
         opens: list[tuple[engine.OpenCase, Insert]],
+        status: str,
         now: datetime,
     ) -> None:
-        """The step's cases. The call's row is this transaction's now (on PostgreSQL, locked
-        by the step's update until it commits), so its status is current: a final status
+        """The step's cases. `status` is the call's as the step's update stored it (on
+        PostgreSQL the row is locked by that update until this commits): a final status
         callback that came since the call was read has finished (its waiting cases abandoned:
-        this one would be missed) or waits for this to commit (and abandons it then). A caller
-        gone gets a case for a call back; where the hang-up opened one in that queue already,
-        it gains what the input added (verified, say) instead of a second one."""
-        if store.call_status(conn, call_sid=row.call_sid) not in store.FINAL_STATUSES:
+        this one would be missed), or waits for this to commit (and abandons it then). A
+        caller gone gets a case for a call back; where the hang-up opened one in that queue
+        already, it gains what the input added (verified, say) instead of a second one."""
+        if status not in store.FINAL_STATUSES:
             for _, insert_case in opens:
                 conn.execute(insert_case)
             return

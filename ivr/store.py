@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Executable,
+    Insert,
     and_,
     bindparam,
     delete,
@@ -155,6 +156,9 @@ _SAVE_STEP = (
         last_twiml=bindparam("new_twiml"),
         updated_at=bindparam("now", type_=calls.c.updated_at.type),
     )
+    # The status as the step is stored: on PostgreSQL read under the row's lock, so a final
+    # status callback that came since the call was read is seen here.
+    .returning(calls.c.status)
 )
 
 
@@ -164,14 +168,7 @@ def load_call(conn: Connection, *, call_sid: str) -> CallRow | None:
     return None if row is None else _call_row(row)
 
 
-_CALL_STATUS = select(calls.c.status).where(calls.c.call_sid == bindparam("sid"))
-_LOCK_CALL = _CALL_STATUS.with_for_update()
-
-
-def call_status(conn: Connection, *, call_sid: str) -> str | None:
-    with reading(conn):
-        status: str | None = conn.execute(_CALL_STATUS, {"sid": call_sid}).scalar_one_or_none()
-    return status
+_LOCK_CALL = select(calls.c.status).where(calls.c.call_sid == bindparam("sid")).with_for_update()
 
 
 def lock_call(conn: Connection, *, call_sid: str) -> None:
@@ -269,16 +266,19 @@ def save_step(
     now: datetime,
     also: Sequence[Executable] = (),
     forget_failure: int | None = None,
-    then: Callable[[Connection], None] | None = None,
-) -> bool:
-    """Move a call from `expected_step` to the next; False if another request got there first.
+    then: Callable[[Connection, str], None] | None = None,
+) -> str | None:
+    """Move a call from `expected_step` to the next; the call's status as it was stored (a
+    final status callback may have come since the call was read), or None if another request
+    got there first.
 
-    `also` runs in the same transaction (a case opened), and so does taking back
+    `also` runs in the same transaction (a count towards a lockout), and so does taking back
     `forget_failure`, the attempt a right answer had counted (see `record_failure`), and
-    last `then(conn)`, for writes that depend on what the ones before found (a freeze)."""
+    last `then(conn, status)`, for writes that depend on what the ones before found (the
+    step's cases, a freeze)."""
     step = expected_step + 1
     with writing(conn):
-        moved = conn.execute(
+        status: str | None = conn.execute(
             _SAVE_STEP,
             {
                 "sid": call_sid,
@@ -288,9 +288,9 @@ def save_step(
                 "new_twiml": twiml,
                 "now": now,
             },
-        ).rowcount
-        if moved != 1:
-            return False
+        ).scalar_one_or_none()
+        if status is None:
+            return None
         if log:
             conn.execute(_INSERT_EVENTS, _event_rows(call_sid, step, now, log))
         for statement in also:
@@ -298,8 +298,8 @@ def save_step(
         if forget_failure is not None:
             conn.execute(_FORGET_FAILURE, {"id": forget_failure})
         if then is not None:
-            then(conn)
-    return True
+            then(conn, status)
+    return status
 
 
 def _record_status(final: bool, sequenced: bool) -> Executable:
@@ -496,6 +496,19 @@ def record_failure(
             _RECORD_FAILURE, {"b_uid": uid, "b_caller": caller, "sid": call_sid, "now": now}
         ).scalar_one()
     return new_id
+
+
+def failure_insert(*, uid: str | None, caller: str | None, call_sid: str, now: datetime) -> Insert:
+    """A failure counted as a statement for the call step's own transaction: it counts if,
+    and only if, the step is stored (once, however often Twilio delivers the request)."""
+    return insert(verification_failures).values(uid=uid, caller=caller, call_sid=call_sid, at=now)
+
+
+def ticket_misses(number: str) -> str:
+    """The bucket a calling number's ticket-lookup misses count in (the `caller` column):
+    apart from its verification failures, so that a victim who mistyped a ticket number is
+    not locked out of verifying, and the other way round."""
+    return f"ticket:{number}"[:32]  # the column's width
 
 
 def forget_failure(conn: Connection, *, failure_id: int) -> None:

@@ -562,11 +562,54 @@ def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
     assert fine.queue == "payments"
     assert case_rows(db)[-1]["parent_ticket"] == real["ticket"]
     assert failures_counted(db) == 5
+    # Ticket misses count apart: the same number still verifies (a victim who mistyped a
+    # ticket number is not locked out of the freeze they call for).
+    phone.call(ScriptedParty(list(HIJACK)), from_number=GUESSER)
+    assert case_rows(db)[-1]["flags"]["verified"] == "yes"
 
 
 def test_a_ticket_miss_delivered_four_times_counts_once(phone: Phone, db: Engine) -> None:
     script = [Press("1"), Press("9"), Press("1234567", deliveries=4), HangUp()]
     phone.call(ScriptedParty(script), from_number=GUESSER)  # the phone: same answer 4 times
+    assert failures_counted(db) == 1
+
+
+def test_a_ticket_step_run_again_for_a_lock_counts_its_miss_once(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """On SQLite the ticket step is stored on the event loop; another process's lock met
+    there sends it to a thread, to run again: the miss counts once."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL steps run in threads: nothing gives way to run again")
+    import sqlite3
+
+    keyed, met = threading.Event(), []
+
+    def locked_once(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        step = statement.lstrip().upper().startswith("UPDATE CALLS SET STEP")
+        if keyed.is_set() and step and not met:  # the ticket's step, as if a backup ran
+            met.append(statement)
+            raise sqlite3.OperationalError("database is locked")
+
+    class Keys(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) == 1:  # the ticket prompt
+                keyed.set()
+            return super().answer(prompt)
+
+    event.listen(db, "before_cursor_execute", locked_once)
+    try:
+        with TestClient(app_with(settings, hotline_tree, db, clock)) as client:
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+            record = phone.call(Keys([Press("1"), Press("9"), Press("1234567")]))
+    finally:
+        event.remove(db, "before_cursor_execute", locked_once)
+    assert met, "the step never met the lock"
+    assert "could not find that ticket" in record.transcript
     assert failures_counted(db) == 1
 
 
@@ -1094,6 +1137,59 @@ def test_a_late_input_and_the_final_status_never_both_open_the_case(
     [case] = case_rows(db)
     assert (case["queue"], case["status"]) == ("security", "abandoned")
     assert case["flags"]["verified"] == "yes" and case["flags"]["hung_up_at"] == "emergency_verify"
+
+
+def test_a_hang_up_while_the_step_onto_the_emergency_path_is_worked_out_gets_a_case(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The victim presses 1 ("hacked") and hangs up at once; Twilio's one final status
+    callback is stored between the step's reading the call and storing it. The status saw
+    the main menu (nowhere urgent); the step sees the hang-up as it stores: the emergency
+    case for a call back is opened all the same."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite steps run on the event loop, one at a time: nothing comes between")
+    armed, codes = threading.Event(), []
+    sid = "CA" + "8" * 32
+    base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
+    with TestClient(app_with(settings, hotline_tree, db, clock)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+        def hang_up_now(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            read = statement.lstrip().upper().startswith("SELECT CALLS.CALL_SID")
+            if armed.is_set() and read:
+                armed.clear()  # the step has read the call: the caller hangs up now
+                final = {**base, "CallStatus": "completed", "SequenceNumber": "9"}
+                in_background(phone, PUBLIC_URL + "/twilio/status", final, codes).join(30)
+
+        seen: dict[str, Any] = {}
+
+        class PressesOneAndHangsUp(ScriptedParty):
+            def answer(self, prompt: Prompt) -> Any:
+                if len(self.answers) == 1:  # the main menu: "1" and gone
+                    armed.set()
+                elif not self.answers:  # what the phone heard next: the cases by then
+                    seen["cases"] = case_rows(db)  # (before the phone's own final callback)
+                return super().answer(prompt)
+
+        event.listen(db, "after_cursor_execute", hang_up_now)
+        try:
+            phone.call(
+                PressesOneAndHangsUp([Press("1"), Press("1")]), from_number=VICTIM, call_sid=sid
+            )
+        finally:
+            event.remove(db, "after_cursor_execute", hang_up_now)
+    assert codes == [204]
+    [case] = seen["cases"]
+    assert (case["queue"], case["priority"], case["status"]) == (
+        "security",
+        "emergency",
+        "abandoned",
+    )
+    assert case["flags"]["hung_up_at"] == "emergency_verify"
 
 
 def test_a_repeated_final_status_opens_the_case_once(phone: Phone, db: Engine) -> None:
