@@ -473,8 +473,10 @@ def reissue_token(conn: Connection, *, name: str) -> str:
 def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
     """Someone left, or their token leaked: their token and sessions stop working at once, on
     every instance, and the cases offered to them and not connected yet go back in line now
-    rather than after IVR_OFFER_TIMEOUT. A live call they are on goes on. How many cases went
-    back; ValueError if there is no such user."""
+    rather than after IVR_OFFER_TIMEOUT. A live call they are on goes on (its case stays
+    theirs). A claim already past its token check as this commits still offers them its case,
+    which goes back after IVR_OFFER_TIMEOUT. How many cases went back; ValueError if there is
+    no such user."""
     with writing(conn):
         user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
         if user_id is None:

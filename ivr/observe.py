@@ -78,7 +78,7 @@ class Metrics:
         )
         self.identity_unavailable = Counter(
             "ivr_identity_unavailable",
-            "checks the identity service gave no verdict for (down, slow, an error)",
+            "verification steps stored without a verdict (identity service down, slow, failing)",
             registry=self.registry,
         )
         self.lockouts = Counter(

@@ -21,8 +21,8 @@ _PLACEHOLDER_TOKENS = {"changeme", "your_auth_token", "secret", "token", "test",
 
 
 class DatabaseSettings(BaseSettings):
-    """What the commands that only touch the database need (`ivr db upgrade`, `ivr users add`,
-    `ivr calls ...`): a migration job is given the database and nothing else, not the
+    """What the commands that only touch the database need (`ivr db upgrade`, `ivr users
+    ...`, `ivr calls ...`): a migration job is given the database and nothing else, not the
     Twilio auth token."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -105,12 +105,12 @@ class Settings(DatabaseSettings):
     max_wait_seconds: int = Field(default=900, ge=30, validation_alias="IVR_MAX_WAIT")
     # A case an agent took but no caller was connected to within this time goes back in line.
     offer_timeout_seconds: int = Field(default=600, ge=30, validation_alias="IVR_OFFER_TIMEOUT")
-    # The number outbound call-backs come from (a Twilio number of this account).
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
-    # Unset: /metrics answers anyone who reaches it, so keep it off the public proxy.
+    # Unset (or empty): /metrics answers anyone who reaches it, so keep it off the public proxy.
     metrics_token: str | None = Field(
-        default=None, min_length=16, validation_alias="IVR_METRICS_TOKEN", repr=False
+        default=None, validation_alias="IVR_METRICS_TOKEN", repr=False
     )
+    # The number outbound call-backs come from (a Twilio number of this account).
     caller_id: str | None = Field(
         default=None, pattern=r"^\+[1-9]\d{6,14}$", validation_alias="IVR_CALLER_ID"
     )
@@ -127,6 +127,14 @@ class Settings(DatabaseSettings):
                 raise ValueError(
                     "must be a Fernet key (32 url-safe base64 bytes); `ivr keygen` prints one"
                 ) from None
+        return value or None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if value and len(value) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return value or None
 
     @field_validator("twilio_auth_token")

@@ -72,17 +72,22 @@ def test_metrics_need_the_scrape_token_once_one_is_set(
         assert client.get("/healthz").status_code == 200  # probes need no token
 
 
-def test_a_short_metrics_token_is_refused() -> None:
+def test_a_short_metrics_token_is_refused_and_an_empty_one_is_unset() -> None:
     from ivr.exceptions import ConfigError
     from ivr.settings import load_settings
 
-    with pytest.raises(ConfigError, match="IVR_METRICS_TOKEN"):
-        load_settings(
+    def with_token(value: str) -> str | None:
+        return load_settings(
             _env_file=None,
             TWILIO_AUTH_TOKEN=TOKEN,
             IVR_PUBLIC_URL=PUBLIC_URL,
-            IVR_METRICS_TOKEN="short",
-        )
+            IVR_METRICS_TOKEN=value,
+        ).metrics_token
+
+    with pytest.raises(ConfigError, match="IVR_METRICS_TOKEN"):
+        with_token("short")
+    assert with_token("") is None  # as left empty in a copied .env: unset, not refused
+    assert with_token(" " + "t" * 16 + " ") == "t" * 16
 
 
 def test_probing_unknown_paths_does_not_add_labels(client: TestClient) -> None:
