@@ -365,8 +365,11 @@ class Hotline:
             if saved in store.FINAL_STATUSES and not opens:
                 # Their UID came after the hang-up, say, or the hang-up came while this step
                 # was worked out: on the way to an emergency queue now, they get the case the
-                # status callback could not open (it saw the step before).
-                self._hung_up_on_the_way(conn, row, result.state, now)
+                # status callback could not open (it saw the step before). The step is
+                # stored: a lock must be waited for here (even on the event loop, in this
+                # rare race), or nobody would open the case.
+                with patient():
+                    self._hung_up_on_the_way(conn, row, result.state, now)
             return twiml
         raise RuntimeError("could not store the call step")
 

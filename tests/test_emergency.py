@@ -1192,6 +1192,77 @@ def test_a_hang_up_while_the_step_onto_the_emergency_path_is_worked_out_gets_a_c
     assert case["flags"]["hung_up_at"] == "emergency_verify"
 
 
+@pytest.mark.parametrize("locked", [False, True], ids=["free", "another-writer"])
+def test_on_sqlite_a_hang_up_stored_while_the_step_is_worked_out_gets_a_case(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    locked: bool,
+) -> None:
+    """As above, on SQLite, where the step runs on the event loop: the final status is
+    stored by another thread (a callback sent there by a lock) between the step's reading
+    the call and storing it. The step sees it as it stores, and opens the case after, even
+    if another process holds the database for a moment then: the step is stored, so that
+    write waits for the lock rather than giving up."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL, the test above")
+    import sqlite3
+
+    app = app_with(settings, hotline_tree, db, clock)
+    hotline, sid, armed = app.state.hotline, "CA" + "7" * 32, threading.Event()
+    phase, seen, blockers = [0], {}, []
+
+    def meanwhile(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sql = statement.lstrip().upper()
+        if armed.is_set() and sql.startswith("SELECT CALLS.CALL_SID"):
+            armed.clear()  # the step has read the call: the hang-up is stored now
+            hang_up = threading.Thread(
+                target=lambda: hotline.status(sid, "completed", duration=3, sequence=9)
+            )
+            hang_up.start()
+            hang_up.join(30)
+            phase[0] = 1
+        elif phase[0] == 1 and sql.startswith("UPDATE CALLS SET STEP"):
+            phase[0] = 2  # the step's update: it commits, then the case is worked out
+        elif phase[0] == 2 and "FROM CASES" in sql:
+            phase[0] = 3  # reading for the case (a free ticket): the lock is taken now
+            if locked:
+                other = sqlite3.connect(db.url.database or "", check_same_thread=False)
+                other.isolation_level = None
+                other.execute("BEGIN IMMEDIATE")
+                blockers.append(other)
+                threading.Timer(1.0, other.rollback).start()  # held 1 s: > 20 ms, < 5 s
+
+    class PressesOneAndHangsUp(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) == 1:  # the main menu: "1" and gone
+                armed.set()
+            elif not self.answers:  # the cases by then, before the phone's own callback
+                seen["cases"] = case_rows(db)
+            return super().answer(prompt)
+
+    event.listen(db, "after_cursor_execute", meanwhile)
+    try:
+        with TestClient(app) as client:
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+            phone.call(
+                PressesOneAndHangsUp([Press("1"), Press("1")]), from_number=VICTIM, call_sid=sid
+            )
+    finally:
+        event.remove(db, "after_cursor_execute", meanwhile)
+        for other in blockers:
+            other.close()
+    assert phase[0] == 3 and len(blockers) == int(locked)
+    [case] = seen["cases"]
+    assert (case["queue"], case["priority"], case["status"]) == (
+        "security",
+        "emergency",
+        "abandoned",
+    )
+
+
 def test_a_repeated_final_status_opens_the_case_once(phone: Phone, db: Engine) -> None:
     record = phone.call(ScriptedParty([Press("1"), Press("1")]))
     params = {
