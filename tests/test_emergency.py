@@ -6,11 +6,12 @@ caller holds (from the party's keep_holding, the moment a real agent would act).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -202,11 +203,9 @@ def test_a_local_freeze_commits_with_the_verified_step(phone: Phone, db: Engine)
 
 
 def test_an_identity_outage_sends_victims_on_unverified_and_locks_nobody_out(
+    served: Served,
     database_url: str,
-    hotline_tree: CompiledTree,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """The exchange's identity service is down on the worst day: each victim reaches the
     security team at once, flagged `unavailable`, and none of it counts towards a lockout (the
@@ -217,11 +216,7 @@ def test_an_identity_outage_sends_victims_on_unverified_and_locks_nobody_out(
     settings = make_settings(
         IVR_DATABASE_URL=database_url, IVR_IDENTITY_URL=down, IVR_IDENTITY_KEY="k" * 32
     )
-    with (
-        httpx.Client(timeout=1) as http,
-        TestClient(app_with(settings, hotline_tree, db, clock, http=http)) as client,
-    ):
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with httpx.Client(timeout=1) as http, served(settings, http=http) as (client, phone):
         # The first PIN is delivered 4 times (a retry racing it): still one check without a
         # verdict in the metrics, as it is one step.
         records = [
@@ -263,18 +258,13 @@ class WrongThenDown:
 
 
 def test_an_outage_after_a_wrong_answer_leaves_the_caller_flagged_unverified(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """A wrong PIN, then no verdict on the second try (an outage, or a service an attacker can
     make fail): the agent sees `no`, not `unavailable`."""
     identity = WrongThenDown()
-    app = app_with(settings, hotline_tree, db, clock, identity=identity)
-    with TestClient(app) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(identity=identity) as (_client, phone):
         record = phone.call(
             ScriptedParty([*HIJACK[:3], Press("000000"), Press(UID), Press(PIN)]),
             from_number=VICTIM,
@@ -295,17 +285,12 @@ class FreezeFails(LocalAccountActions):
 
 
 def test_a_failed_local_freeze_still_stores_the_step_and_the_emergency_case(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """The freeze is rolled back alone: the verified victim is queued with their case, which
     tells the agent to freeze by hand, and the audit record says it failed."""
-    app = app_with(settings, hotline_tree, db, clock, actions=FreezeFails(db))
-    with TestClient(app) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(actions=FreezeFails(db)) as (client, phone):
         record = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
         metrics = client.get("/metrics").text
     assert record.queue == "security"
@@ -330,16 +315,11 @@ class Broken:
 
 
 def test_a_check_that_fails_inside_is_no_verdict_and_no_count(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = app_with(settings, hotline_tree, db, clock, identity=Broken())
-    with TestClient(app) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(identity=Broken()) as (_client, phone):
         record = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
     assert record.queue == "security"  # straight on, not the general fallback queue
     assert [(r["priority"], r["flags"]["verified"]) for r in case_rows(db)] == [
@@ -575,11 +555,8 @@ def test_a_ticket_miss_delivered_four_times_counts_once(phone: Phone, db: Engine
 
 
 def test_a_ticket_step_run_again_for_a_lock_counts_its_miss_once(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """On SQLite the ticket step is stored on the event loop; another process's lock met
     there sends it to a thread, to run again: the miss counts once."""
@@ -603,8 +580,7 @@ def test_a_ticket_step_run_again_for_a_lock_counts_its_miss_once(
 
     event.listen(db, "before_cursor_execute", locked_once)
     try:
-        with TestClient(app_with(settings, hotline_tree, db, clock)) as client:
-            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        with served() as (_client, phone):
             record = phone.call(Keys([Press("1"), Press("9"), Press("1234567")]))
     finally:
         event.remove(db, "before_cursor_execute", locked_once)
@@ -733,23 +709,42 @@ class Counting:
         return True
 
 
-def app_with(
-    settings: Settings, tree: CompiledTree, db: Engine, clock: FakeClock, **parts: Any
-) -> FastAPI:
-    return create_app(settings, tree=tree, db=db, clock=clock, **parts)
+class Served(Protocol):
+    def __call__(
+        self, own: Settings | None = None, **parts: Any
+    ) -> contextlib.AbstractContextManager[tuple[TestClient, Phone]]: ...
 
 
-def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
+@pytest.fixture
+def served(
     settings: Settings,
     hotline_tree: CompiledTree,
     db: Engine,
     clock: FakeClock,
     check_twiml: Callable[[str], None],
+) -> Served:
+    """The hotline with parts of its own (an identity directory, account actions, an HTTP
+    client, other settings), and a phone that calls it."""
+
+    @contextlib.contextmanager
+    def serve(own: Settings | None = None, **parts: Any) -> Iterator[tuple[TestClient, Phone]]:
+        app = create_app(own or settings, tree=hotline_tree, db=db, clock=clock, **parts)
+        with TestClient(app) as client:
+            yield (
+                client,
+                Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
+            )
+
+    return serve
+
+
+def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
+    served: Served,
+    db: Engine,
     agent: str,
 ) -> None:
     broken = Counting(fail=True)  # a bug in the identity directory: the webhook fails inside
-    with TestClient(app_with(settings, hotline_tree, db, clock, identity=broken)) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(identity=broken) as (client, phone):
         seen: dict[str, Any] = {}
 
         def holds(poll: int) -> bool:
@@ -827,11 +822,8 @@ def test_twilio_dequeuing_for_our_redirect_changes_nothing(phone: Phone, db: Eng
 
 
 def test_a_pin_step_run_again_for_a_lock_counts_its_guess_once(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """On SQLite the PIN is counted on the event loop; another process's lock met there sends
     the whole step to a thread, to run again. The attempt it counted before giving way must
@@ -851,8 +843,7 @@ def test_a_pin_step_run_again_for_a_lock_counts_its_guess_once(
 
     event.listen(db, "before_cursor_execute", locked_once)
     try:
-        with TestClient(app_with(settings, hotline_tree, db, clock)) as client:
-            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        with served() as (_client, phone):
             record = phone.call(
                 ScriptedParty([Press("1"), Press("1"), Press(UID), Press("000000")])
             )
@@ -866,16 +857,13 @@ def test_a_pin_step_run_again_for_a_lock_counts_its_guess_once(
 
 
 def test_parallel_guesses_cannot_outrun_the_lockout(
+    served: Served,
     settings: Settings,
-    hotline_tree: CompiledTree,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     guesses, identity = 12, Counting(ok=False)
     barrier = threading.Barrier(guesses)
-    with TestClient(app_with(settings, hotline_tree, db, clock, identity=identity)) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(identity=identity) as (_client, phone):
 
         class Guesser(ScriptedParty):
             def answer(self, prompt: Prompt) -> Any:
@@ -911,11 +899,8 @@ def test_parallel_guesses_cannot_outrun_the_lockout(
 @pytest.mark.parametrize("digits", [PIN, "000000"], ids=["right", "wrong"])
 @pytest.mark.parametrize("local", [False, True], ids=["service", "local"])
 def test_a_duplicated_pin_webhook_freezes_once_or_counts_once(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
     digits: str,
     local: bool,
 ) -> None:
@@ -923,8 +908,7 @@ def test_a_duplicated_pin_webhook_freezes_once_or_counts_once(
     table (frozen in the step's transaction): once either way."""
     service = Counting()
     parts = {} if local else {"actions": service}
-    with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(**parts) as (_client, phone):
         # Twilio delivers the PIN 4 times at once; each copy is answered alike.
         script = [*HIJACK[:-1], Press(digits, deliveries=4), HangUp()]
         phone.call(ScriptedParty(script), from_number=VICTIM)
@@ -1048,11 +1032,8 @@ class Pausing:
 
 
 def test_a_final_status_between_reading_and_storing_a_step_leaves_one_case(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """The victim keys their PIN and hangs up at once: Twilio posts the PIN and the final
     status together. The status is stored (opening the hung-up victim's case) while the PIN's
@@ -1061,8 +1042,7 @@ def test_a_final_status_between_reading_and_storing_a_step_leaves_one_case(
     identity, codes = Pausing(), []
     parts = {"identity": identity, "actions": identity}
     sid = "CA" + "f" * 32
-    with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served(**parts) as (_client, phone):
         base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
 
         class KeysAndHangsUp(ScriptedParty):
@@ -1089,11 +1069,8 @@ def test_a_final_status_between_reading_and_storing_a_step_leaves_one_case(
 
 
 def test_a_late_input_and_the_final_status_never_both_open_the_case(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """The final status came first (the PIN arrives after the hang-up). Its case for a call
     back is being opened when the PIN's step, which opens the same case, is stored: the step
@@ -1112,8 +1089,7 @@ def test_a_late_input_and_the_final_status_never_both_open_the_case(
     parts = {"identity": service, "actions": service}
     event.listen(db, "before_cursor_execute", pause_the_first_case)
     try:
-        with TestClient(app_with(settings, hotline_tree, db, clock, **parts)) as client:
-            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        with served(**parts) as (_client, phone):
             base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
 
             class HangsUpThenKeys(ScriptedParty):
@@ -1140,11 +1116,8 @@ def test_a_late_input_and_the_final_status_never_both_open_the_case(
 
 
 def test_a_hang_up_while_the_step_onto_the_emergency_path_is_worked_out_gets_a_case(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
 ) -> None:
     """The victim presses 1 ("hacked") and hangs up at once; Twilio's one final status
     callback is stored between the step's reading the call and storing it. The status saw
@@ -1155,8 +1128,7 @@ def test_a_hang_up_while_the_step_onto_the_emergency_path_is_worked_out_gets_a_c
     armed, codes = threading.Event(), []
     sid = "CA" + "8" * 32
     base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
-    with TestClient(app_with(settings, hotline_tree, db, clock)) as client:
-        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    with served() as (_client, phone):
 
         def hang_up_now(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             read = statement.lstrip().upper().startswith("SELECT CALLS.CALL_SID")
@@ -1194,11 +1166,8 @@ def test_a_hang_up_while_the_step_onto_the_emergency_path_is_worked_out_gets_a_c
 
 @pytest.mark.parametrize("locked", [False, True], ids=["free", "another-writer"])
 def test_on_sqlite_a_hang_up_stored_while_the_step_is_worked_out_gets_a_case(
-    settings: Settings,
-    hotline_tree: CompiledTree,
+    served: Served,
     db: Engine,
-    clock: FakeClock,
-    check_twiml: Callable[[str], None],
     locked: bool,
 ) -> None:
     """As above, on SQLite, where the step runs on the event loop: the final status is
@@ -1210,14 +1179,14 @@ def test_on_sqlite_a_hang_up_stored_while_the_step_is_worked_out_gets_a_case(
         pytest.skip("on PostgreSQL, the test above")
     import sqlite3
 
-    app = app_with(settings, hotline_tree, db, clock)
-    hotline, sid, armed = app.state.hotline, "CA" + "7" * 32, threading.Event()
+    sid, armed = "CA" + "7" * 32, threading.Event()
     phase, seen, blockers = [0], {}, []
 
     def meanwhile(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         sql = statement.lstrip().upper()
         if armed.is_set() and sql.startswith("SELECT CALLS.CALL_SID"):
             armed.clear()  # the step has read the call: the hang-up is stored now
+            hotline = client.app.state.hotline  # type: ignore[attr-defined]
             hang_up = threading.Thread(
                 target=lambda: hotline.status(sid, "completed", duration=3, sequence=9)
             )
@@ -1245,8 +1214,7 @@ def test_on_sqlite_a_hang_up_stored_while_the_step_is_worked_out_gets_a_case(
 
     event.listen(db, "after_cursor_execute", meanwhile)
     try:
-        with TestClient(app) as client:
-            phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        with served() as (client, phone):
             phone.call(
                 PressesOneAndHangsUp([Press("1"), Press("1")]), from_number=VICTIM, call_sid=sid
             )
