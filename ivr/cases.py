@@ -268,6 +268,15 @@ def set_status(
         )
 
 
+# A claimed case back to what it was before it was claimed (waiting, or a call back).
+_BACK_IN_LINE = {
+    "status": func.coalesce(cases.c.claimed_from, "waiting"),
+    "queued": 1,
+    "agent_id": None,
+    "offered_at": None,
+}
+
+
 def requeue(conn: Connection, *, case_id: int) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect)."""
@@ -276,13 +285,7 @@ def requeue(conn: Connection, *, case_id: int) -> bool:
             conn.execute(
                 update(cases)
                 .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")))
-                .values(
-                    status=func.coalesce(cases.c.claimed_from, "waiting"),
-                    queued=1,
-                    agent_id=None,
-                    offered_at=None,
-                    connected_at=None,
-                )
+                .values(**_BACK_IN_LINE, connected_at=None)
             ).rowcount
             == 1
         )
@@ -311,22 +314,13 @@ def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str
         return int(row.id)
 
 
-# An offered case no caller was connected to, back to what it was before it was claimed.
-_OFFER_BACK_IN_LINE = {
-    "status": func.coalesce(cases.c.claimed_from, "waiting"),
-    "queued": 1,
-    "agent_id": None,
-    "offered_at": None,
-}
-
-
 def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     """Offered cases no caller was connected to since `cutoff`: back to what they were."""
     with writing(conn):
         return conn.execute(
             update(cases)
             .where(cases.c.status == "offered", cases.c.offered_at < cutoff)
-            .values(**_OFFER_BACK_IN_LINE)
+            .values(**_BACK_IN_LINE)
         ).rowcount
 
 
@@ -490,5 +484,5 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
         return conn.execute(
             update(cases)
             .where(cases.c.status == "offered", cases.c.agent_id == user_id)
-            .values(**_OFFER_BACK_IN_LINE)
+            .values(**_BACK_IN_LINE)
         ).rowcount
