@@ -154,10 +154,14 @@ def case_in_queue(conn: Connection, *, call_sid: str, queue: str) -> dict[str, A
     return None if row is None else dict(row)
 
 
-def flags_update(case_id: int, flags: dict[str, Any]) -> Update:
-    """The update that replaces a case's flags, as a statement for the call step's own
-    transaction (`store.save_step(also=...)`); `set_flags` runs it on its own."""
-    return update(cases).where(cases.c.id == case_id).values(flags=flags)
+def merge_into(case: dict[str, Any], *, flags: dict[str, Any], uid: str | None) -> Update:
+    """What a later step adds to a call's case opened already (by its hang-up, say): the
+    flags it gathered since, and the account once the caller keyed it, so the agent who
+    calls back can act on it. A statement for the step's own transaction, or to run alone."""
+    values: dict[str, Any] = {"flags": {**(case["flags"] or {}), **flags}}
+    if uid:
+        values["account_uid"] = func.coalesce(cases.c.account_uid, uid)
+    return update(cases).where(cases.c.id == case["id"]).values(**values)
 
 
 def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:

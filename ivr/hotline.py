@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Executable, Insert, select
+from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -152,6 +152,20 @@ class TreeRegistry:
 def last4(number: str | None) -> str:
     digits = "".join(c for c in number or "" if c.isdigit())
     return digits[-4:]
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """A case a step opens: its insert, or what it adds to the call's case in the same queue
+    should one be open already (the hang-up's, when the input came after it)."""
+
+    spec: engine.OpenCase
+    insert: Insert
+    flags: dict[str, str]
+    uid: str | None
+
+    def merge_into(self, existing: dict[str, Any]) -> Update:
+        return cases.merge_into(existing, flags=self.flags, uid=self.uid)
 
 
 class Hotline:
@@ -313,7 +327,7 @@ class Hotline:
             frozen: dict[str, bool] = {}
             local = self._local_freezes(result.effects)
             # Built before the transaction: the risk signals may ask the identity directory.
-            inserts = self._cases(row, opens, now, gone=False)
+            openings = self._openings(row, opens, now, gone=False)
             try:
                 saved = store.save_step(
                     conn,
@@ -331,7 +345,7 @@ class Hotline:
                     then=partial(
                         self._with_step,
                         row=row,
-                        opens=list(zip(opens, inserts, strict=True)),
+                        opens=openings,
                         freezes=local,
                         now=now,
                         frozen=frozen,
@@ -521,22 +535,21 @@ class Hotline:
         """Effects that call the exchange's account service (a freeze, unless local)."""
         return self.local_actions is None and any(isinstance(e, engine.Freeze) for e in effects)
 
-    def _cases(
-        self, row: store.CallRow, effects: Sequence[engine.Effect], now: datetime, *, gone: bool
-    ) -> list[Insert]:
-        """The cases the engine opened, written with the step."""
-        return [
-            cases.open_case(
-                effect,
-                call_sid=row.call_sid,
-                caller=row.from_number,
-                risk=self._risk(row, effect.flags.get("uid")),
-                now=now,
-                gone=gone,
+    def _openings(
+        self, row: store.CallRow, specs: Sequence[engine.OpenCase], now: datetime, *, gone: bool
+    ) -> list[_Opening]:
+        """The cases the engine opened, to be written with the step."""
+        openings = []
+        for spec in specs:
+            uid = spec.flags.get("uid")
+            risk = self._risk(row, uid)
+            insert_case = cases.open_case(
+                spec, call_sid=row.call_sid, caller=row.from_number, risk=risk, now=now, gone=gone
             )
-            for effect in effects
-            if isinstance(effect, engine.OpenCase)
-        ]
+            # On a case opened already, a signal not known now must not hide one known then.
+            known = {k: v for k, v in risk.items() if v not in ("", "unknown")}
+            openings.append(_Opening(spec, insert_case, {**spec.flags, **known}, uid))
+        return openings
 
     def _with_step(
         self,
@@ -544,7 +557,7 @@ class Hotline:
         status: str,
         *,
         row: store.CallRow,
-        opens: list[tuple[engine.OpenCase, Insert]],
+        opens: list[_Opening],
         freezes: list[engine.Freeze],
         now: datetime,
         frozen: dict[str, bool],
@@ -560,7 +573,7 @@ class Hotline:
         self,
         conn: Connection,
         row: store.CallRow,
-        opens: list[tuple[engine.OpenCase, Insert]],
+        opens: list[_Opening],
         status: str,
         now: datetime,
     ) -> None:
@@ -571,16 +584,15 @@ class Hotline:
         caller gone gets a case for a call back; where the hang-up opened one in that queue
         already, it gains what the input added (verified, say) instead of a second one."""
         if status not in store.FINAL_STATUSES:
-            for _, insert_case in opens:
-                conn.execute(insert_case)
+            for opening in opens:
+                conn.execute(opening.insert)
             return
-        for spec, insert_case in opens:
-            existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue)
+        for opening in opens:
+            existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=opening.spec.queue)
             if existing is None:
-                conn.execute(insert_case.values(status="abandoned", ended_at=now))
+                conn.execute(opening.insert.values(status="abandoned", ended_at=now))
             else:
-                flags = {**existing["flags"], **spec.flags}
-                conn.execute(cases.flags_update(existing["id"], flags))
+                conn.execute(opening.merge_into(existing))
 
     def _local_freezes(self, effects: list[engine.Effect]) -> list[engine.Freeze]:
         """The freezes to write with the step: those of accounts in this very database."""
@@ -849,14 +861,18 @@ class Hotline:
             return
         # What needs reading (a free ticket number, the caller-ID signal) before the lock.
         spec = dataclasses.replace(spec, ticket=cases.unused_ticket(conn))
-        [insert] = self._cases(row, [spec], now, gone=True)
+        [opening] = self._openings(row, [spec], now, gone=True)
         with store.writing(conn):
             # After a late input's step (which opens its cases holding the call's row) or
             # before it, never beside it: one case, not two.
             store.lock_call(conn, call_sid=row.call_sid)
-            if cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue):
-                return  # opened already: a repeated status callback, or a late input too
-            conn.execute(insert)
+            existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=spec.queue)
+            if existing is not None:
+                # Opened already: by a repeated status callback (nothing new), or by the
+                # hang-up before this late input, which may have brought their UID.
+                conn.execute(opening.merge_into(existing))
+                return
+            conn.execute(opening.insert)
         log.warning(
             "call %s hung up on its way to the %s queue: a case for a call back",
             row.call_sid,

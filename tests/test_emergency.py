@@ -1115,6 +1115,46 @@ def test_a_late_input_and_the_final_status_never_both_open_the_case(
     assert case["flags"]["verified"] == "yes" and case["flags"]["hung_up_at"] == "emergency_verify"
 
 
+def test_a_uid_keyed_after_the_hang_up_reaches_the_case_for_the_call_back(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """The victim keys their UID and hangs up: Twilio's final status callback reaches us
+    before the Gather action with the UID. The status opens the case for a call back (no
+    account yet); the late UID must still reach it, so the agent who calls back can freeze
+    the right account rather than start from nothing."""
+    sid = "CA" + "7" * 32
+    base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": VICTIM}
+    codes: list[int] = []
+
+    class HangsUpThenTheUidArrives(ScriptedParty):
+        def answer(self, prompt: Prompt) -> Any:
+            if len(self.answers) != 2:  # at the UID prompt
+                return super().answer(prompt)
+            final = {**base, "CallStatus": "completed", "SequenceNumber": "9"}
+            codes.append(phone.signed_post(PUBLIC_URL + "/twilio/status", final).status_code)
+            [opened] = case_rows(db)
+            assert opened["account_uid"] is None and opened["status"] == "abandoned"
+            late = phone.signed_post(prompt.action, {**base, "Digits": UID})
+            codes.append(late.status_code)
+            return HangUp()
+
+    phone.call(HangsUpThenTheUidArrives(list(HIJACK)), from_number=VICTIM, call_sid=sid)
+    assert sorted(codes) == [200, 204]
+    [case] = case_rows(db)
+    assert (case["queue"], case["priority"], case["status"]) == (
+        "security",
+        "emergency",
+        "abandoned",
+    )
+    assert case["account_uid"] == UID and case["flags"]["uid"] == UID
+    assert case["flags"]["hung_up_at"] == "emergency_verify"
+    assert case["flags"]["caller_id_match"] == "yes"  # known once the UID is
+    assert case["flags"].get("verified") != "yes"
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["case"]["account_uid"] == UID
+    assert claimed["connect"] == {"mode": "call_back", "number": VICTIM}
+
+
 def test_a_hang_up_while_the_step_onto_the_emergency_path_is_worked_out_gets_a_case(
     served: Served,
     db: Engine,
