@@ -126,7 +126,12 @@ class CaseDetail(BaseModel):
 
 
 class Connect(BaseModel):
-    mode: str = Field(description="redirected, next_hold_poll, calling_back or call_back")
+    mode: str = Field(
+        description="redirected (the caller is on the way to your phone), next_hold_poll (at "
+        "their next hold round), calling_back (Twilio is calling them, then you), call_back "
+        "(dial `number` yourself) or no_number (their number was withheld: act on the account, "
+        "then resolve)"
+    )
     number: str | None = None
 
 
@@ -198,7 +203,12 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
 
 @router.post(
     "/agents/next",
-    responses={503: {"model": ErrorMessage, "description": "Twilio refused; case back in line"}},
+    responses={
+        503: {
+            "model": ErrorMessage,
+            "description": "the caller hung up as the case was taken; back in line for a call back",
+        }
+    },
 )
 def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     try:
@@ -206,8 +216,8 @@ def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     except ConnectFailed:
         raise HTTPException(
             503,
-            "Twilio could not connect the caller; the case is back in its "
-            "place in line. Ask for the next case again.",
+            "the caller hung up as you took the case; it is back in line for a "
+            "call back. Ask for the next case again.",
         ) from None
     if claimed is None:
         return Claimed(case=None, connect=None)

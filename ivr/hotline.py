@@ -21,12 +21,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import cases, engine, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
+from ivr.numbers import dialable, last4, withheld
 from ivr.observe import Metrics
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
@@ -54,7 +56,14 @@ def utcnow() -> datetime:
 
 
 class ConnectFailed(Exception):
-    """Twilio refused the redirect or the call-back; the case is back in its place."""
+    """The caller hung up as their case was taken; it is back in line, for a call back."""
+
+
+# Twilio's error for a REST redirect of a call that is not in progress any more.
+CALL_NOT_IN_PROGRESS = 21220
+# In a case's flags under "handover": the caller's next hold round takes them to the agent
+# (Twilio refused the redirect).
+HOLD_LOOP = "hold_loop"
 
 
 class WouldBlock(Exception):
@@ -147,11 +156,6 @@ class TreeRegistry:
         with self._lock:
             self._versions[tree.version] = tree
             self.current = tree
-
-
-def last4(number: str | None) -> str:
-    digits = "".join(c for c in number or "" if c.isdigit())
-    return digits[-4:]
 
 
 @dataclass(frozen=True)
@@ -447,17 +451,21 @@ class Hotline:
         # committed counts of the others). SQLite writes one transaction at a time, so there
         # the count and the look-up are one: should the look-up meet another process's lock
         # (Busy: all of it runs again in a thread), the count goes back with it, not twice.
+        # A withheld caller ID is nobody's number: counted per UID only, or one prankster
+        # could lock every caller who withholds theirs out of verifying (the tree's own limit
+        # of tries per call still holds, and a caller ID is spoofed at will anyway).
+        number = None if withheld(row.from_number) else row.from_number
         together = store.writing(conn) if self.answers_on_the_loop else contextlib.nullcontext()
         with together:
             attempt = Attempt(
                 store.record_failure(
-                    conn, uid=uid or None, caller=row.from_number, call_sid=row.call_sid, now=now
+                    conn, uid=uid or None, caller=number, call_sid=row.call_sid, now=now
                 ),
                 uid,
                 awaiting,
             )
             locked = self._locked(
-                conn, uid=uid or None, caller=row.from_number, now=now, exclude=attempt.failure_id
+                conn, uid=uid or None, caller=number, now=now, exclude=attempt.failure_id
             )
         if not check_here:
             raise Counted(attempt, locked=locked)
@@ -664,6 +672,9 @@ class Hotline:
     def _risk(self, row: store.CallRow, uid: str | None) -> dict[str, str]:
         """Signals for the agent; none of them verifies anyone."""
         risk = {"stir_verstat": row.state.facts.get("stir_verstat", "")}
+        if withheld(row.from_number):
+            risk["caller_id_match"] = "withheld"
+            return risk
         registered = self.identity.registered_phone(uid=uid) if uid else None
         if registered and row.from_number:
             risk["caller_id_match"] = (
@@ -705,10 +716,14 @@ class Hotline:
             view = None
         if view is None:
             return self.hold_from_memory(lang)
-        if view.row["status"] == "offered" and self.twilio is None:
+        if view.row["status"] == "offered" and (
+            self.twilio is None or (view.row["flags"] or {}).get("handover") == HOLD_LOOP
+        ):
             return engine.leave_twiml()  # an agent took it: out of the queue, to the agent
         minutes = math.ceil((view.position or 1) * self.settings.avg_handle_seconds / 60)
-        offer = self.links.callback_request(lang) if view.row["status"] == "waiting" else None
+        # No call back offered to a caller who withheld their number: nobody to call.
+        callable_ = view.row["status"] == "waiting" and dialable(caller or view.row["caller"])
+        offer = self.links.callback_request(lang) if callable_ else None
         return engine.hold_twiml(
             catalogs,
             lang,
@@ -755,6 +770,7 @@ class Hotline:
             if (
                 digits != "1"
                 or view is None
+                or not dialable(number)  # withheld: not offered, and nobody to call
                 or not cases.request_callback(
                     conn, call_sid=call_sid, number=number, now=self.clock()
                 )
@@ -884,43 +900,77 @@ class Hotline:
     def claim(self, agent: cases.User) -> tuple[dict[str, Any], dict[str, str]] | None:
         """Give the agent the next case and start connecting its caller; None when none waits.
 
-        Raises ConnectFailed (and the case goes back to its place) if Twilio refuses."""
+        Whatever Twilio's REST API answers, the case goes to this agent and the line moves
+        on: a refused redirect hands the caller over at their next hold round, a refused call
+        back is the agent's to dial by hand, a withheld number is nobody's to dial (the agent
+        acts on the account). Raises ConnectFailed only for a caller who hung up as they were
+        taken: their case is back in line as a call back, and asking again gets it so."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.claim_next(conn, agent_id=agent.id, now=now)
         if case is None:
             return None
-        live = case["claimed_from"] == "waiting"
-        number = case["callback_number"] or case["caller"]
+        if case["claimed_from"] == "waiting":
+            return case, self._connect_live(case, now)
+        return case, self._call_back(case)
+
+    def _connect_live(self, case: dict[str, Any], now: datetime) -> dict[str, str]:
+        if self.twilio is None:
+            return {"mode": "next_hold_poll"}  # the hold loop hands the caller over
         try:
-            if live and self.twilio is not None:
-                # Out of Twilio's queue and into TwiML that dials this agent.
-                self.twilio.calls(case["call_sid"]).update(
-                    url=self.links.connect(case["id"]), method="POST"
-                )
-                connect = {"mode": "redirected"}
-            elif live:
-                connect = {"mode": "next_hold_poll"}  # the hold loop hands the caller over
-            elif self.twilio is not None and self.settings.caller_id and number:
-                self.twilio.calls.create(
-                    to=number,
-                    from_=self.settings.caller_id,
-                    url=self.links.connect(case["id"], outbound=True),
-                    method="POST",
-                    # Busy, no answer, failed: the case goes back in line (no connect-done
-                    # comes when the customer never picks up).
-                    status_callback=self.links.callback_status(case["id"]),
-                    status_callback_method="POST",
-                )
-                connect = {"mode": "calling_back", "number": number}
-            else:
-                connect = {"mode": "call_back", "number": number or ""}
+            # Out of Twilio's queue and into TwiML that dials this agent.
+            self.twilio.calls(case["call_sid"]).update(
+                url=self.links.connect(case["id"]), method="POST"
+            )
+            return {"mode": "redirected"}
         except Exception as exc:
-            log.warning("Twilio refused to connect case %s: %s", case["id"], type(exc).__name__)
+            self.metrics.twilio_refusals.labels("redirect").inc()
+            if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS:
+                log.warning("case %s: its caller hung up as it was taken; a call back", case["id"])
+                with self.db.connect() as conn:
+                    cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
+                raise ConnectFailed(case["id"]) from None
+            # Twilio's REST API failing (an outage, a limit) while its calls go on: put back
+            # at the head of the line, the case would be taken and refused again and again.
+            log.warning(
+                "Twilio refused to redirect case %s (%s): the caller's next hold round hands "
+                "them over",
+                case["id"],
+                type(exc).__name__,
+            )
             with self.db.connect() as conn:
-                cases.requeue(conn, case_id=case["id"])
-            raise ConnectFailed(case["id"]) from None
-        return case, connect
+                flags = {**(case["flags"] or {}), "handover": HOLD_LOOP}
+                cases.set_flags(conn, case_id=case["id"], flags=flags)
+            return {"mode": "next_hold_poll"}
+
+    def _call_back(self, case: dict[str, Any]) -> dict[str, str]:
+        number = case["callback_number"] or case["caller"]
+        if not dialable(number):
+            return {"mode": "no_number"}
+        if self.twilio is None or not self.settings.caller_id:
+            return {"mode": "call_back", "number": number}
+        try:
+            self.twilio.calls.create(
+                to=number,
+                from_=self.settings.caller_id,
+                url=self.links.connect(case["id"], outbound=True),
+                method="POST",
+                # Busy, no answer, failed: the case goes back in line (no connect-done comes
+                # when the customer never picks up).
+                status_callback=self.links.callback_status(case["id"]),
+                status_callback_method="POST",
+            )
+            return {"mode": "calling_back", "number": number}
+        except Exception as exc:
+            # A number Twilio will not call (its geographic permissions, a bad number) or an
+            # outage: the agent has the number, and another phone.
+            self.metrics.twilio_refusals.labels("call_back").inc()
+            log.warning(
+                "Twilio refused to call back for case %s (%s): the agent dials",
+                case["id"],
+                type(exc).__name__,
+            )
+            return {"mode": "call_back", "number": number}
 
     def callback_status(self, case_id: int, call_status: str) -> None:
         """The outbound call-back ended: if nobody answered, the case goes back in line."""

@@ -81,6 +81,13 @@ class Metrics:
             "verification steps stored without a verdict (identity service down, slow, failing)",
             registry=self.registry,
         )
+        self.twilio_refusals = Counter(
+            "ivr_twilio_refusals",
+            "agent connections Twilio's REST API refused (redirect of a waiting caller, or a "
+            "call back); the agent was given the case all the same",
+            ["what"],
+            registry=self.registry,
+        )
         self.lockouts = Counter(
             "ivr_lockouts", "verification refused by a lockout", registry=self.registry
         )

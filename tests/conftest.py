@@ -189,6 +189,9 @@ class RecordingTwilio(HttpClient):
         super().__init__(logging.getLogger("tests.twilio"), False)
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.refuse = False  # answer every REST call with Twilio's error, as in an outage
+        # Or answer with this (HTTP status, Twilio error code), e.g. (400, 21220): a redirect
+        # of a call that has ended.
+        self.error: tuple[int, int] | None = None
 
     def request(
         self,
@@ -202,9 +205,10 @@ class RecordingTwilio(HttpClient):
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         self.requests.append((method, url, dict(data or {})))  # type: ignore[call-overload]
-        if self.refuse:
+        status, code = self.error or ((503, 20503) if self.refuse else (0, 0))
+        if status:
             return TwilioResponse(
-                503, json.dumps({"code": 20503, "message": "unavailable", "status": 503})
+                status, json.dumps({"code": code, "message": "refused", "status": status})
             )
         return TwilioResponse(
             200 if "/Calls/" in url else 201,

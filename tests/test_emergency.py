@@ -397,6 +397,58 @@ def test_lockout_holds_across_calls_and_a_restart(
         assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 0
 
 
+@pytest.mark.parametrize("withheld", ["anonymous", "+266696687"])
+def test_callers_who_withhold_their_number_are_not_locked_out_together(
+    phone: Phone, client: TestClient, agent: str, db: Engine, withheld: str
+) -> None:
+    """Every caller who withholds their number has the same caller ID. Counted per number,
+    five wrong PINs from a prankster would lock every one of them out of verifying; so such
+    callers are counted per UID only (and by the tree's tries per call)."""
+    for n in range(5):  # five wrong guesses, each on another account, all withheld
+        guess = [Press("1"), Press("1"), Press(f"2000000{n}"), Press("000000")]
+        phone.call(ScriptedParty(guess), from_number=withheld)
+    record = phone.call(ScriptedParty(list(HIJACK)), from_number=withheld)
+    assert any("protective freeze" in line for line in record.heard)
+    queue = api(client, agent, "GET", "/api/queue")
+    assert queue[-1]["verified"] == "yes"
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 1
+    victim = case_rows(db)[-1]
+    assert victim["flags"]["caller_id_match"] == "withheld"  # not "no": nothing to compare
+
+
+def test_the_same_guesses_from_one_real_number_lock_it(phone: Phone, db: Engine) -> None:
+    """The other side of the test above: from a number of its own, they lock that number."""
+    for n in range(5):
+        guess = [Press("1"), Press("1"), Press(f"2000000{n}"), Press("000000")]
+        phone.call(ScriptedParty(guess), from_number="+15005550777")
+    record = phone.call(ScriptedParty(list(HIJACK)), from_number="+15005550777")
+    assert not any("protective freeze" in line for line in record.heard)
+    assert case_rows(db)[-1]["flags"]["verified"] == "locked"
+
+
+def test_a_caller_who_withheld_their_number_is_neither_offered_nor_dialled_a_call_back(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    client, phone = rest
+    hidden = phone.call(
+        ScriptedParty([Press("1"), Press("0")], hold_polls=2), from_number="anonymous"
+    )
+    shown = phone.call(ScriptedParty([Press("1"), Press("0")], hold_polls=2))
+    assert not any("/twilio/callback-request" in doc for doc in hidden.documents)
+    assert any("/twilio/callback-request" in doc for doc in shown.documents)
+    requests_before = len(twilio_http.requests)
+    claimed = api(client, agent, "POST", "/api/agents/next")  # the withheld caller's, first
+    assert claimed["case"]["id"] == case_rows(db)[0]["id"]
+    assert claimed["connect"] == {"mode": "no_number", "number": None}
+    assert len(twilio_http.requests) == requests_before  # nothing dialled
+    claimed = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "calling_back"
+
+
 def test_hanging_up_while_waiting_abandons_but_keeps_the_case(
     phone: Phone, client: TestClient, agent: str, db: Engine
 ) -> None:
@@ -762,31 +814,81 @@ def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
     assert record.dialed == AGENT_PHONE  # and the agent reached them
 
 
-@pytest.mark.parametrize("what", ["redirect", "call_back"])
-def test_twilio_refusing_to_connect_puts_the_case_back(
+def test_twilio_refusing_a_redirect_hands_the_caller_over_at_their_next_hold_round(
     rest: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
     db: Engine,
     agent: str,
-    what: str,
 ) -> None:
+    """Twilio's REST API is failing while its calls go on (an outage of the API alone): the
+    agent keeps the case, and the caller's next hold round takes them to the agent. Put back
+    at the head of the line instead, the case would be taken and refused again and again."""
     client, phone = rest
     seen: dict[str, Any] = {}
     twilio_http.refuse = True
 
     def holds(poll: int) -> bool:
-        if what == "redirect" and poll == 1:
-            seen["answer"] = client.post("/api/agents/next", headers=bearer(agent))
-        return poll < 2
+        if poll == 1:
+            seen["claimed"] = api(client, agent, "POST", "/api/agents/next")
+            seen["next"] = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
+        return poll < 5
 
-    answers = [Press("1"), Press("0")] + ([Press("1")] if what == "call_back" else [])
-    phone.call(Caller(answers, holds))
-    if what == "call_back":
-        seen["answer"] = client.post("/api/agents/next", headers=bearer(agent))
-    assert seen["answer"].status_code == 503
+    record = phone.call(Caller([Press("1"), Press("0")], holds))
+    assert seen["claimed"]["connect"] == {"mode": "next_hold_poll", "number": None}
+    assert seen["next"] == {"case": None, "connect": None}  # nobody else is handed it
+    assert record.dialed == AGENT_PHONE  # at the very next hold round
     [row] = case_rows(db)
-    assert row["queued"] == 1 and row["agent_id"] is None
-    assert row["status"] == ("abandoned" if what == "redirect" else "callback_requested")
+    assert row["status"] == "connected" and row["flags"]["handover"] == "hold_loop"
+    metrics = client.get("/metrics").text
+    assert 'ivr_twilio_refusals_total{what="redirect"} 1.0' in metrics
+
+
+def test_a_caller_gone_as_their_case_is_taken_is_called_back(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    """The agent takes the case as its caller hangs up: Twilio refuses the redirect, the call
+    is not in progress (21220). The case is back in line as a call back, and the agent asking
+    again gets it so, whether or not the hang-up's status callback has come yet."""
+    client, phone = rest
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        twilio_http.error = (400, 21220)
+        seen["refused"] = client.post("/api/agents/next", headers=bearer(agent))
+        twilio_http.error = None
+        [row] = case_rows(db)
+        seen["row"] = (row["status"], row["queued"], row["agent_id"])
+        seen["again"] = api(client, agent, "POST", "/api/agents/next")
+        return False
+
+    phone.call(Caller([Press("1"), Press("0")], holds), from_number="+15005554321")
+    assert seen["refused"].status_code == 503
+    assert "call back" in seen["refused"].json()["detail"]
+    assert seen["row"] == ("abandoned", 1, None)
+    assert seen["again"]["connect"] == {"mode": "calling_back", "number": "+15005554321"}
+    _, url, data = twilio_http.requests[-1]
+    assert url.endswith("/Calls.json") and data["To"] == "+15005554321"
+
+
+def test_twilio_refusing_a_call_back_leaves_the_number_to_the_agent(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    twilio_http.refuse = True
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"] == {"mode": "call_back", "number": "+15005554321"}
+    assert api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")["case"] is None
+    [row] = case_rows(db)
+    assert (row["status"], row["claimed_from"]) == ("offered", "callback_requested")
+    metrics = client.get("/metrics").text
+    assert 'ivr_twilio_refusals_total{what="call_back"} 1.0' in metrics
 
 
 def test_an_unanswered_call_back_goes_back_in_line(

@@ -1,0 +1,46 @@
+"""Calling numbers: which one can call back, and which the caller withheld.
+
+Twilio posts a withheld caller ID as `anonymous` in From (since May 2023). Before that, and
+still on some older setups, as a word spelled on a phone keypad: +266696687 is ANONYMOUS,
++7378742833 RESTRICTED, and so on. None of them is anyone's number: dialling one fails, and
+one count of failed guesses for all of them would be one bucket every withheld caller shares.
+"""
+
+from __future__ import annotations
+
+import re
+
+_KEYPAD = {
+    letter: digit
+    for digit, letters in {
+        "2": "ABC",
+        "3": "DEF",
+        "4": "GHI",
+        "5": "JKL",
+        "6": "MNO",
+        "7": "PQRS",
+        "8": "TUV",
+        "9": "WXYZ",
+    }.items()
+    for letter in letters
+}
+_WORDS = ("ANONYMOUS", "RESTRICTED", "BLOCKED", "UNKNOWN", "UNAVAILABLE", "PRIVATE", "WITHHELD")
+WITHHELD = frozenset(
+    {word.lower() for word in _WORDS} | {"+" + "".join(_KEYPAD[c] for c in word) for word in _WORDS}
+)
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def withheld(number: str | None) -> bool:
+    """No caller ID: none at all, or one of the words (or keypad spellings) that say so."""
+    return not number or number.strip().lower() in WITHHELD
+
+
+def dialable(number: str | None) -> bool:
+    """A number a call back can be placed to: E.164, and not a withheld caller ID."""
+    return number is not None and not withheld(number) and E164.match(number) is not None
+
+
+def last4(number: str | None) -> str:
+    digits = "".join(c for c in number or "" if c.isdigit())
+    return digits[-4:]

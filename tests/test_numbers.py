@@ -1,0 +1,44 @@
+"""Withheld caller IDs and numbers one can call back."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.numbers import dialable, last4, withheld
+
+# What Twilio has posted in From for a caller who withheld their number: the word (today),
+# or the word spelled on a keypad (before May 2023).
+WITHHELD = [
+    "anonymous",
+    "Anonymous",
+    "+266696687",  # ANONYMOUS
+    "+7378742833",  # RESTRICTED
+    "+2562533",  # BLOCKED
+    "+8656696",  # UNKNOWN
+    "+86282452253",  # UNAVAILABLE
+    "",
+    None,
+]
+
+
+@pytest.mark.parametrize("number", WITHHELD)
+def test_a_withheld_caller_id_is_nobodys_number(number: str | None) -> None:
+    assert withheld(number)
+    assert not dialable(number)
+
+
+@pytest.mark.parametrize("number", ["+15005550006", "+8613800138000", "+447700900123"])
+def test_an_e164_number_can_be_called_back(number: str) -> None:
+    assert not withheld(number)
+    assert dialable(number)
+
+
+@pytest.mark.parametrize("number", ["client:alice", "sip:bob@example.com", "5005550006", "+0123"])
+def test_what_is_not_an_e164_number_is_not_dialled_nor_withheld(number: str) -> None:
+    assert not dialable(number)
+    assert not withheld(number)  # a caller of its own: counted on its own
+
+
+def test_last4() -> None:
+    assert last4("+1 (500) 555-0006") == "0006"
+    assert last4(None) == ""
