@@ -255,12 +255,33 @@ def freeze(
 
 @router.post("/cases/{case_id}/resolve", responses=CASE_REFUSED)
 def resolve(
-    case_id: CaseIdPath, body: ResolveRequest, user: AgentUser, hotline: HotlineDep
+    case_id: CaseIdPath, body: ResolveRequest, user: StaffUser, hotline: HotlineDep
 ) -> CaseDetail:
-    """Only the agent who took the case, while they have it (a waiting caller is never
-    resolved away)."""
+    """The agent who took the case, while they have it; or a supervisor: a case another agent
+    has (gone home, revoked), or a call back nobody has taken. Never a caller waiting on the
+    line: they are served, not resolved away."""
     try:
         hotline.resolve_case(case_id, user, body.notes)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    detail = hotline.case_detail(case_id)
+    assert detail is not None
+    return _detail(detail)
+
+
+class RequeueRequest(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+@router.post("/cases/{case_id}/requeue", responses=CASE_REFUSED)
+def requeue(
+    case_id: CaseIdPath, body: RequeueRequest, user: StaffUser, hotline: HotlineDep
+) -> CaseDetail:
+    """Back in its place in line, as it was before it was taken, for the next agent: the
+    agent who took it giving it back, or a supervisor taking it from any agent. Only a case
+    not yet connected; audited."""
+    try:
+        hotline.requeue_case(case_id, user, body.reason)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)

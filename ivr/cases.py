@@ -281,14 +281,16 @@ _BACK_IN_LINE = {
 }
 
 
-def requeue(conn: Connection, *, case_id: int) -> bool:
+def requeue(
+    conn: Connection, *, case_id: int, only_from: tuple[str, ...] = ("offered", "connected")
+) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect)."""
     with writing(conn):
         return (
             conn.execute(
                 update(cases)
-                .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")))
+                .where(cases.c.id == case_id, cases.c.status.in_(only_from))
                 .values(**_BACK_IN_LINE, connected_at=None)
             ).rowcount
             == 1

@@ -55,6 +55,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A case an agent has; and the call backs (their callers gone) waiting for one.
+HELD = ("offered", "connected")
+CALL_BACKS = ("abandoned", "callback_requested")
+
+
 class ConnectFailed(Exception):
     """The caller hung up as their case was taken; it is back in line, for a call back."""
 
@@ -984,19 +989,11 @@ class Hotline:
         with self.db.connect() as conn:
             return cases.requeue_offers_before(conn, cutoff=cutoff)
 
-    def _own_case(self, conn: Connection, case_id: int, agent: cases.User) -> dict[str, Any]:
-        case = cases.get_case(conn, case_id=case_id)
-        if case is None:
-            raise CaseRefused(404, "no such case")
-        if case["agent_id"] != agent.id or case["status"] not in ("offered", "connected"):
-            raise CaseRefused(409, "not your case: take it with /api/agents/next first")
-        return case
-
     def freeze_case(self, case_id: int, agent: cases.User, reason: str) -> bool:
         """Freeze the case's account (audited). Freezing only protects; never unfrozen by phone."""
         now = self.clock()
         with self.db.connect() as conn:
-            case = self._own_case(conn, case_id, agent)
+            case = self._case_for(conn, case_id, agent, ())  # the agent's own only
             uid = case["account_uid"]
             if not uid:
                 raise CaseRefused(409, "the caller gave no account UID; find the account first")
@@ -1020,26 +1017,69 @@ class Hotline:
             cases.set_flags(conn, case_id=case_id, flags=flags)
         return done
 
-    def resolve_case(self, case_id: int, agent: cases.User, notes: str) -> None:
+    def _case_for(
+        self, conn: Connection, case_id: int, user: cases.User, supervisor_may: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The case `user` may act on: their own while they have it; for a supervisor, any in
+        one of `supervisor_may` (an agent who went home, was revoked, or forgot it)."""
+        case = cases.get_case(conn, case_id=case_id)
+        if case is None:
+            raise CaseRefused(404, "no such case")
+        if case["agent_id"] == user.id and case["status"] in HELD:
+            return case
+        if user.role == "supervisor":
+            if case["status"] in supervisor_may:
+                return case
+            raise CaseRefused(409, f"not while the case is {case['status']}")
+        raise CaseRefused(409, "not your case: take it with /api/agents/next first")
+
+    def resolve_case(self, case_id: int, user: cases.User, notes: str) -> None:
+        """Close a case: its agent, while they have it; or a supervisor, whoever has it, and a
+        call back nobody has taken (called back by other means, a prank). Never a caller
+        waiting on the line: they are served, not resolved away."""
         now = self.clock()
         with self.db.connect() as conn:
-            self._own_case(conn, case_id, agent)
-            cases.set_status(
+            case = self._case_for(conn, case_id, user, (*HELD, *CALL_BACKS))
+            if not cases.set_status(
                 conn,
                 case_id=case_id,
                 status="resolved",
                 now=now,
                 queued=0,
                 notes=notes,
-                only_from=("offered", "connected"),
-            )
+                only_from=(case["status"],),
+            ):
+                raise CaseRefused(409, "the case changed meanwhile; look at it again")
             cases.audit(
                 conn,
-                actor=f"agent:{agent.name}",
+                actor=f"{user.role}:{user.name}",
                 action="resolve",
                 uid=None,
                 case_id=case_id,
                 reason=None,
+                result="ok",
+                now=now,
+            )
+
+    def requeue_case(self, case_id: int, user: cases.User, reason: str) -> None:
+        """Put a case taken but not yet connected back in its place in line, as it was: its
+        agent giving it back, or a supervisor taking it from an agent who cannot serve it
+        (what the offer timeout does by itself after IVR_OFFER_TIMEOUT). A connected caller
+        is talking to someone: resolved, not requeued."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = self._case_for(conn, case_id, user, ("offered",))
+            if case["status"] != "offered" or not cases.requeue(
+                conn, case_id=case_id, only_from=("offered",)
+            ):
+                raise CaseRefused(409, "only a case not yet connected goes back in line")
+            cases.audit(
+                conn,
+                actor=f"{user.role}:{user.name}",
+                action="requeue",
+                uid=None,
+                case_id=case_id,
+                reason=reason or None,
                 result="ok",
                 now=now,
             )

@@ -453,6 +453,7 @@ ROUTES: list[tuple[str, str, dict[str, str] | None]] = [
     ("POST", "/api/agents/next", None),
     ("POST", "/api/cases/1/freeze", {"reason": "caller reports a stolen phone"}),
     ("POST", "/api/cases/1/resolve", {"notes": "done"}),
+    ("POST", "/api/cases/1/requeue", {"reason": "wrong language"}),
 ]
 
 
@@ -499,14 +500,18 @@ def test_api_operator_is_403_everywhere(
     assert waiting_ids(db) != []  # nothing was claimed or resolved
 
 
-def test_api_supervisor_sees_the_queue_but_does_not_act(client: TestClient, db: Engine) -> None:
+def test_api_supervisor_sees_the_queue_but_does_not_serve_callers(
+    client: TestClient, db: Engine
+) -> None:
     case_id = add_case(db, 1, "normal", T0, uid="10000001")
     token = make_user(db, "sam", "supervisor")
     r = call(client, "GET", "/api/queue", None, token)
     assert r.status_code == 200
     assert [e["case_id"] for e in r.json()] == [case_id]
-    for method, url, body in ROUTES[1:]:
+    for method, url, body in ROUTES[1:3]:  # taking a case, freezing an account
         assert call(client, method, url, body, token).status_code == 403, url
+    for method, url, body in ROUTES[3:]:  # a waiting caller is neither resolved nor requeued
+        assert call(client, method, url, body, token).status_code == 409, url
     row = get(db, case_id)
     assert (row["status"], row["queued"]) == ("waiting", 1)
 
@@ -599,6 +604,92 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"] is None
     huge = call(client, "POST", "/api/cases/99999999999999999999/resolve", {"notes": ""}, token)
     assert huge.status_code == 422
+
+
+def audit_rows(db: Engine) -> list[tuple[str, str, str | None]]:
+    with db.connect() as conn:
+        rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()
+    return [(r["actor"], r["action"], r["reason"]) for r in rows]
+
+
+def test_a_supervisor_resolves_a_case_its_agent_left(client: TestClient, db: Engine) -> None:
+    """The agent who has the case went home, or was revoked, with it connected: only a
+    supervisor can close it. A caller still waiting on the line is never resolved away."""
+    ana = make_user(db, "ana", "agent")
+    sam = make_user(db, "sam", "supervisor")
+    taken, waiting = add_case(db, 1, "normal", T0), add_case(db, 2, "normal", T0 + MINUTE)
+    assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == taken
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=taken, status="connected", now=T0)
+        cases.revoke_user(conn, name="ana", now=T0 + MINUTE)
+    r = call(client, "POST", f"/api/cases/{taken}/resolve", {"notes": "ana left"}, sam)
+    assert r.status_code == 200 and r.json()["status"] == "resolved"
+    refused = call(client, "POST", f"/api/cases/{waiting}/resolve", {"notes": "x"}, sam)
+    assert refused.status_code == 409 and "waiting" in refused.json()["detail"]
+    assert get(db, waiting)["status"] == "waiting" and waiting_ids(db) == [waiting]
+    assert audit_rows(db) == [("supervisor:sam", "resolve", None)]
+
+
+@pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])
+def test_a_supervisor_closes_a_call_back_nobody_took(
+    client: TestClient, db: Engine, gone: str
+) -> None:
+    """A call back for a caller reached some other way, or a prank: the supervisor closes it
+    without an agent taking it first. An agent may not."""
+    ana, sam = make_user(db, "ana", "agent"), make_user(db, "sam", "supervisor")
+    case_id = add_case(db, 1, "emergency", T0)
+    with db.connect() as conn:
+        if gone == "callback_requested":
+            assert cases.request_callback(conn, call_sid=sid(1), number="+15005550042", now=T0)
+        else:
+            assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
+    by_agent = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": ""}, ana)
+    assert by_agent.status_code == 409
+    r = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "emailed"}, sam)
+    assert r.status_code == 200
+    assert (get(db, case_id)["status"], get(db, case_id)["queued"]) == ("resolved", 0)
+    assert call(client, "POST", "/api/agents/next", None, ana).json()["case"] is None
+
+
+def test_a_case_taken_goes_back_in_its_place(client: TestClient, db: Engine) -> None:
+    """Its agent gives it back (a caller who needs another language), or a supervisor takes it
+    from an agent who cannot serve it: it is back where it was, first for the next agent."""
+    ana, ben = make_user(db, "ana", "agent"), make_user(db, "ben", "agent")
+    sam = make_user(db, "sam", "supervisor")
+    first, second = add_case(db, 1, "emergency", T0), add_case(db, 2, "emergency", T0 + MINUTE)
+    assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == first
+    # Nobody but its agent or a supervisor.
+    assert call(client, "POST", f"/api/cases/{first}/requeue", {}, ben).status_code == 409
+    r = call(client, "POST", f"/api/cases/{first}/requeue", {"reason": "needs Mandarin"}, ana)
+    assert r.status_code == 200 and r.json()["status"] == "waiting"
+    assert waiting_ids(db) == [first, second]
+    assert call(client, "POST", "/api/agents/next", None, ben).json()["case"]["id"] == first
+    r = call(client, "POST", f"/api/cases/{first}/requeue", {"reason": "ben is away"}, sam)
+    assert r.status_code == 200 and get(db, first)["agent_id"] is None
+    assert waiting_ids(db) == [first, second]
+    # A caller connected to someone is talking to them: resolved, not requeued.
+    assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == first
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=first, status="connected", now=T0)
+    for who in (ana, sam):
+        assert call(client, "POST", f"/api/cases/{first}/requeue", {}, who).status_code == 409
+    assert get(db, first)["status"] == "connected"
+    assert call(client, "POST", f"/api/cases/{second}/requeue", {}, sam).status_code == 409
+    assert audit_rows(db) == [
+        ("agent:ana", "requeue", "needs Mandarin"),
+        ("supervisor:sam", "requeue", "ben is away"),
+    ]
+
+
+def test_a_requeued_call_back_stays_a_call_back(client: TestClient, db: Engine) -> None:
+    ben = make_user(db, "ben", "agent")
+    _, case_id, claimed = claimed_call_back(db, "callback_requested")  # taken by ana
+    assert claimed is not None and claimed["id"] == case_id
+    sam = make_user(db, "sam", "supervisor")
+    assert call(client, "POST", f"/api/cases/{case_id}/requeue", {}, sam).status_code == 200
+    assert get(db, case_id)["status"] == "callback_requested"
+    claimed_again = call(client, "POST", "/api/agents/next", None, ben).json()
+    assert claimed_again["connect"] == {"mode": "call_back", "number": "+15005550042"}
 
 
 @pytest.mark.parametrize("gone", ["callback_requested", "abandoned"])

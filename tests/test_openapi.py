@@ -33,6 +33,7 @@ ROLE = {
     "/api/agents/next": "agent",
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
+    "/api/cases/{case_id}/requeue": "agent",
     "/api/calls": "supervisor",
     "/api/calls.csv": "agent",
     "/api/calls/{call_sid}": "supervisor",
