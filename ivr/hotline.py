@@ -370,6 +370,8 @@ class Hotline:
                     # A copy of this request won the step and counted its own failure.
                     store.forget_failure(conn, failure_id=counted)
                 return self._answer_again(conn, call_sid)
+            if isinstance(event, engine.TicketLookup) and event.locked:
+                self.metrics.ticket_lookups_refused.inc()
             if isinstance(event, engine.Checked):  # counted once: by the run that stored it
                 if event.locked:
                     self.metrics.lockouts.inc()

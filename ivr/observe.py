@@ -91,6 +91,12 @@ class Metrics:
         self.lockouts = Counter(
             "ivr_lockouts", "verification refused by a lockout", registry=self.registry
         )
+        self.ticket_lookups_refused = Counter(
+            "ivr_ticket_lookups_refused",
+            "ticket lookups not made: the calling number missed too often (someone dialling "
+            "through ticket numbers)",
+            registry=self.registry,
+        )
         self.freezes = Counter(
             "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
         )

@@ -556,7 +556,7 @@ def failures_counted(db: Engine) -> int:
 
 
 def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
-    phone: Phone, db: Engine, settings: Settings
+    phone: Phone, client: TestClient, db: Engine, settings: Settings
 ) -> None:
     """Guessing ticket numbers (a found one is linked to its case, for an agent to talk to)
     counts towards the calling number's lockout like a wrong PIN."""
@@ -589,6 +589,8 @@ def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
             .all()
         )
     assert "locked" in outcome
+    # The sixth guess and this lookup, refused: what a supervisor's alert watches.
+    assert "ivr_ticket_lookups_refused_total 2.0" in client.get("/metrics").text
     # Another number with the same ticket is served as before; and a hit counts nothing.
     fine = phone.call(ScriptedParty([Press("1"), Press("9"), Press(real["ticket"])]))
     assert fine.queue == "payments"
