@@ -21,7 +21,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.calllog import CallFilter, list_calls, timeline
-from ivr.cases import User, waiting_cases
+from ivr.cases import User, held_by, waiting_cases
 from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed
@@ -225,6 +225,16 @@ def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     detail = hotline.case_detail(case["id"])
     assert detail is not None
     return Claimed(case=_detail(detail), connect=Connect(**connect))
+
+
+@router.get("/agents/cases")
+def my_cases(user: AgentUser, hotline: HotlineDep) -> list[CaseDetail]:
+    """The cases you have now (taken, or connected), emergencies first, then the longest held:
+    what a console shows again after a reload."""
+    with hotline.db.connect() as conn:
+        ids = held_by(conn, agent_id=user.id)
+    found = (hotline.case_detail(case_id) for case_id in ids)
+    return [_detail(raw) for raw in found if raw is not None]
 
 
 CaseIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -220,6 +220,19 @@ def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def held_by(conn: Connection, *, agent_id: int) -> list[int]:
+    """The cases an agent has now (taken, or connected): emergencies first, then the longest
+    held."""
+    with reading(conn):
+        return list(
+            conn.execute(
+                select(cases.c.id)
+                .where(cases.c.agent_id == agent_id, cases.c.status.in_(("offered", "connected")))
+                .order_by(cases.c.lane, cases.c.offered_at, cases.c.id)
+            ).scalars()
+        )
+
+
 def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
     with reading(conn):
         row = conn.execute(select(cases).where(cases.c.ticket == ticket)).first()

@@ -1,4 +1,5 @@
-"""The web dashboard: live queue, call log and timelines, figures, and the call-tree picture.
+"""The web dashboard: the agent's desk, live queue, call log and timelines, figures, and the
+call-tree picture.
 
 Server-rendered HTML (Jinja2, autoescaped) over the same functions as the JSON API: the queue,
 the call list and the timeline are the API's own route functions called directly, so masking
@@ -58,6 +59,7 @@ BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
 STAFF = ("agent", "supervisor")
 TREE_ROLES = ("operator", "supervisor")
 PAGES = (
+    ("Desk", f"{PREFIX}/desk", ("agent",)),
     ("Queue", f"{PREFIX}/queue", STAFF),
     ("Calls", f"{PREFIX}/calls", STAFF),
     ("Figures", f"{PREFIX}/figures", STAFF),
@@ -252,7 +254,9 @@ def gate(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | Res
 
 
 def home(user: User) -> str:
-    return f"{PREFIX}/tree" if user.role == "operator" else f"{PREFIX}/queue"
+    return {"operator": f"{PREFIX}/tree", "agent": f"{PREFIX}/desk"}.get(
+        user.role, f"{PREFIX}/queue"
+    )
 
 
 def same_origin(request: Request, hotline: Hotline) -> bool:
@@ -346,6 +350,130 @@ def queue_rows(request: Request, hotline: HotlineDep) -> Response:
     if isinstance(user, Response):
         return user
     return render(request, "_queue_table.html", _queue_context(hotline, user), user=user)
+
+
+# -- the agent's desk ------------------------------------------------------------------------
+
+DESK_PATH = f"{PREFIX}/desk"
+AGENTS = ("agent",)
+# What the desk says after an action (the key comes back in the query string; the words never
+# do, so nobody can make the page say anything else).
+SAID = {
+    "redirected": "The caller is being put through to your phone now.",
+    "next_hold_poll": "The caller is put through to your phone at their next hold round.",
+    "calling_back": "Twilio is calling the caller back; your phone rings when they answer.",
+    "call_back": "Call the caller back yourself: their number is on the case below.",
+    "no_number": "The caller withheld their number, so nobody can call them back. "
+    "Act on the account if they gave one, then resolve the case.",
+    "nobody": "Nobody is waiting.",
+    "hung_up": "That caller hung up as you took the case: it is back in line for a call back. "
+    "Take the next case again.",
+    "frozen": "The account is frozen.",
+    "freeze_failed": "The account service did not confirm the freeze; it is audited as failed. "
+    "Try again, or escalate.",
+    "resolved": "Case resolved.",
+    "requeued": "The case is back in its place in line.",
+}
+
+
+def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any]:
+    return {"held": api.my_cases(user, hotline), "said": SAID.get(said, ""), "error": None}
+
+
+def _desk_error(request: Request, hotline: Hotline, user: User, status: int, text: str) -> Response:
+    context = {**_desk_context(hotline, user), "error": text}
+    return render(request, "desk.html", context, user=user, status=status)
+
+
+def _done(said: str) -> RedirectResponse:
+    return redirect(f"{DESK_PATH}?{urlencode({'said': said})}")
+
+
+def _desk_user(request: Request, hotline: Hotline) -> User | Response:
+    """The agent behind a desk action, if it comes from our own pages."""
+    if not same_origin(request, hotline):
+        return render(request, "error.html", _message("Refused", "Act from this site."), status=403)
+    return gate(request, hotline, AGENTS)
+
+
+@router.get("/desk")
+def desk_page(request: Request, hotline: HotlineDep, said: str = "") -> Response:
+    user = gate(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    return render(request, "desk.html", _desk_context(hotline, user, said), user=user)
+
+
+@router.post("/desk/next")
+def desk_next(request: Request, hotline: HotlineDep) -> Response:
+    user = _desk_user(request, hotline)
+    if isinstance(user, Response):
+        return user
+    try:
+        claimed = api.next_case(user, hotline)
+    except HTTPException:  # the caller hung up as the case was taken
+        return _done("hung_up")
+    return _done(claimed.connect.mode if claimed.connect else "nobody")
+
+
+@router.post("/desk/{case_id}/freeze")
+def desk_freeze(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    user = _desk_user(request, hotline)
+    if isinstance(user, Response):
+        return user
+    try:
+        body = api.FreezeRequest(reason=reason.strip())
+        result = api.freeze(case_id, body, user, hotline)
+    except ValidationError:
+        return _desk_error(
+            request, hotline, user, 422, "Say why you freeze the account (3 to 500 characters)."
+        )
+    except HTTPException as refused:
+        return _desk_error(request, hotline, user, refused.status_code, str(refused.detail))
+    return _done("frozen" if result.frozen else "freeze_failed")
+
+
+@router.post("/desk/{case_id}/resolve")
+def desk_resolve(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    notes: Annotated[str, Form()] = "",
+) -> Response:
+    user = _desk_user(request, hotline)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline)
+    except ValidationError:
+        return _desk_error(request, hotline, user, 422, "Notes are 5000 characters at most.")
+    except HTTPException as refused:
+        return _desk_error(request, hotline, user, refused.status_code, str(refused.detail))
+    return _done("resolved")
+
+
+@router.post("/desk/{case_id}/requeue")
+def desk_requeue(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    user = _desk_user(request, hotline)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.requeue(case_id, api.RequeueRequest(reason=reason.strip()), user, hotline)
+    except ValidationError:
+        return _desk_error(request, hotline, user, 422, "A reason is 500 characters at most.")
+    except HTTPException as refused:
+        return _desk_error(request, hotline, user, refused.status_code, str(refused.detail))
+    return _done("requeued")
 
 
 # -- calls and timelines --------------------------------------------------------------------

@@ -3,9 +3,10 @@
 The HTTP tests read the HTML with lxml. The browser test starts the app as a real server
 (uvicorn on a free local port), places calls through the Twilio-like phone over HTTP while the
 callers hold, and drives Debian's Chromium with Playwright: sign in, the emergency on top of
-the live queue, the calls list, a timeline, the figures and the tree. It writes a screenshot of
-each page to test-artifacts/dashboard-<page>.png. Without /usr/bin/chromium (or Graphviz) the
-tests fail: run scripts/browser-deps.
+the live queue, an agent taking the emergency at their desk, the calls list, a timeline, the
+figures and the tree. It writes a screenshot of each page to
+test-artifacts/dashboard-<page>.png. Without /usr/bin/chromium (or Graphviz) the tests fail:
+run scripts/browser-deps.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.testclient import TestClient
 from lxml import html
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from ivr import dashboard
-from ivr.db import create_db_engine
+from ivr.db import accounts, audit_log, cases, create_db_engine
 from ivr.graph import GraphvizMissing
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty
@@ -190,6 +191,7 @@ def test_a_post_from_another_site_is_refused(client: TestClient, supervisor: str
 
 def test_every_page_needs_a_login(client: TestClient, placed: dict[str, str]) -> None:
     paths = [*PAGES, "/dashboard/queue/rows", f"/dashboard/calls/{placed['hijack']}"]
+    paths.append("/dashboard/desk")
     for path in paths:
         response = client.get(path, follow_redirects=False)
         assert (response.status_code, response.headers["location"]) == (303, "/dashboard/login")
@@ -213,7 +215,10 @@ def test_each_page_needs_the_right_role(
     for path in staff_pages:
         page(client, path)
     # The navigation offers only what the role may open.
-    assert texts(page(client, "/dashboard/queue"), "//nav//a") == ["Queue", "Calls", "Figures"]
+    nav = texts(page(client, "/dashboard/queue"), "//nav//a")
+    assert nav == ["Desk", "Queue", "Calls", "Figures"]
+    signed_in(client, make_user(db, "sam", "supervisor"))
+    assert "Not for your role" in page(client, "/dashboard/desk", status=403).text_content()
 
 
 # -- the pages ------------------------------------------------------------------------------
@@ -338,6 +343,106 @@ def test_an_agent_sees_the_whole_number_only_on_their_own_case(
     assert "***0123" in queue and NORMAL_CALLER not in queue
 
 
+# -- the agent's desk -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def agent(db: Engine) -> str:
+    return make_user(db, "alice", "agent", AGENT_PHONE)
+
+
+def act(client: TestClient, path: str, **form: str) -> httpx.Response:
+    return client.post(path, data=form or None, follow_redirects=False)
+
+
+def said(response: httpx.Response) -> str:
+    """Where a desk action sent the browser, and what the desk then says."""
+    assert response.status_code == 303, response.text[:500]
+    location = response.headers["location"]
+    assert location.startswith("/dashboard/desk?said=")
+    return location.split("said=", 1)[1]
+
+
+def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
+    client: TestClient, db: Engine, agent: str, placed: dict[str, str]
+) -> None:
+    response = login(client, agent)
+    assert response.headers["location"] == "/dashboard/desk"
+    assert "You have no case now." in page(client, "/dashboard/desk").text_content()
+    # Both callers hung up waiting: each case is a call back; the emergency comes first.
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    doc = page(client, "/dashboard/desk", said="call_back")
+    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["call_back"]]
+    [case] = doc.xpath("//section[contains(@class, 'case')]")
+    assert "emergency" in case.get("class")
+    facts = dict(zip(texts(case, ".//dt"), texts(case, ".//dd"), strict=True))
+    assert facts["Verified"].startswith("yes") and facts["Account UID"] == UID
+    assert facts["Caller"] == VICTIM  # their own case: unmasked
+    assert facts["Caller ID matches account"] == "yes"
+    assert "emergency_verify" in texts(case, ".//p[@class='path']")[0]
+    # The API's view of the same desk.
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert held["ticket"] in case.text_content() and held["account_uid"] == UID
+    # The next one too: two cases at once, the emergency first.
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    tickets = texts(page(client, "/dashboard/desk"), "//section//h2/span[@class='mono']")
+    assert len(tickets) == 2 and tickets[0] == held["ticket"]
+    assert said(act(client, "/dashboard/desk/next")) == "nobody"
+
+
+def test_the_desk_freezes_resolves_and_gives_back(
+    client: TestClient, db: Engine, agent: str, placed: dict[str, str]
+) -> None:
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    base = f"/dashboard/desk/{held['id']}"
+    # A freeze needs a reason; a refusal is shown on the desk, and nothing is done.
+    short = act(client, f"{base}/freeze", reason=" x ")
+    assert short.status_code == 422 and "Say why" in short.text
+    assert said(act(client, f"{base}/freeze", reason="caller reports SIM swap")) == "frozen"
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 1
+        entry = conn.execute(select(audit_log).order_by(audit_log.c.id.desc())).mappings().first()
+    assert entry is not None  # after the verified victim's own freeze, the agent's
+    assert (entry["actor"], entry["action"], entry["reason"]) == (
+        "agent:alice",
+        "freeze",
+        "caller reports SIM swap",
+    )
+    # Given back: in its place in line again, as the call back it was.
+    assert said(act(client, f"{base}/requeue", reason="needs Mandarin")) == "requeued"
+    queue = client.get("/api/queue", headers=bearer(agent)).json()
+    assert queue[0]["ticket"] == held["ticket"] and queue[0]["status"] == "abandoned"
+    # Not theirs any more: refused, shown, nothing changed.
+    refused = act(client, f"{base}/resolve", notes="done")
+    assert refused.status_code == 409 and "not your case" in refused.text
+    said(act(client, "/dashboard/desk/next"))
+    assert said(act(client, f"{base}/resolve", notes="frozen; told to reset 2FA")) == "resolved"
+    assert "You have no case now." in page(client, "/dashboard/desk").text_content()
+    resolved = client.get(f"/dashboard/calls/{placed['hijack']}")
+    assert resolved.status_code == 200
+    with db.connect() as conn:
+        row = conn.execute(select(cases).where(cases.c.id == held["id"])).mappings().one()
+    assert (row["status"], row["notes"]) == ("resolved", "frozen; told to reset 2FA")
+
+
+def test_desk_actions_from_another_site_or_role_do_nothing(
+    client: TestClient, db: Engine, agent: str, supervisor: str, placed: dict[str, str]
+) -> None:
+    signed_in(client, agent)
+    forged = client.post(
+        "/dashboard/desk/next", headers={"Origin": "https://evil.example"}, follow_redirects=False
+    )
+    assert forged.status_code == 403
+    assert client.get("/api/agents/cases", headers=bearer(agent)).json() == []
+    signed_in(client, supervisor)
+    assert act(client, "/dashboard/desk/next").status_code == 403
+    client.cookies.clear()
+    assert act(client, "/dashboard/desk/next").headers["location"] == "/dashboard/login"
+    assert len(client.get("/api/queue", headers=bearer(supervisor)).json()) == 2
+
+
 def test_figures_page_draws_charts_and_the_per_queue_table(
     client: TestClient, supervisor: str, placed: dict[str, str]
 ) -> None:
@@ -399,12 +504,16 @@ def test_tree_page_falls_back_to_mermaid_without_graphviz(
 
 
 def test_every_page_is_sent_with_a_strict_policy(
-    client: TestClient, supervisor: str, placed: dict[str, str]
+    client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
 ) -> None:
     anonymous = [client.get("/dashboard/login"), client.get("/dashboard/queue")]
     signed_in(client, supervisor)
     paths = [*PAGES, "/dashboard/queue/rows", f"/dashboard/calls/{placed['hijack']}"]
     responses = anonymous + [client.get(p) for p in paths]
+    signed_in(client, make_user(db, "alice", "agent", AGENT_PHONE))
+    assert client.post("/dashboard/desk/next", follow_redirects=False).status_code == 303
+    responses.append(client.get("/dashboard/desk"))  # with a case on it: every form
+    assert "/requeue" in responses[-1].text and "/freeze" in responses[-1].text
     for response in responses:
         policy = response.headers["content-security-policy"]
         assert policy == dashboard.CSP
@@ -482,6 +591,7 @@ class Scene:
     """Everything the walk through the pages uses."""
 
     tab: Any  # playwright.sync_api.Page
+    browser: Any  # playwright.sync_api.Browser: for a second user's own session
     expect: Callable[..., Any]
     base: str
     http: httpx.Client
@@ -490,8 +600,23 @@ class Scene:
     db: Engine
     calls: dict[str, str] = field(default_factory=dict)  # name -> CallSid
 
-    def shot(self, name: str) -> None:
-        self.tab.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+    problems: list[str] = field(default_factory=list)  # console errors, failed requests
+
+    def shot(self, name: str, tab: Any = None) -> None:
+        where = ARTIFACTS / f"dashboard-{name}.png"
+        (tab or self.tab).screenshot(path=str(where), full_page=True)
+
+    def watch(self, tab: Any) -> None:
+        """Console errors, uncaught exceptions and failed requests (what the CSP blocked too)."""
+        problems = self.problems
+        tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda e: problems.append(str(e)))
+
+        def failed(response: Any) -> None:
+            if response.status >= 400:
+                problems.append(f"{response.status} {response.url}")
+
+        tab.on("response", failed)
 
     def nav(self, label: str, path: str) -> None:
         self.tab.get_by_role("link", name=label, exact=True).click()
@@ -521,7 +646,7 @@ def scene(tmp_path: Path, sqlite_template: Path, hotline_tree: CompiledTree) -> 
         )
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 820})
-            yield Scene(tab, expect, base, http, clock, callers, db)
+            yield Scene(tab, browser, expect, base, http, clock, callers, db)
         finally:
             browser.close()
             callers.hang_up()
@@ -529,12 +654,7 @@ def scene(tmp_path: Path, sqlite_template: Path, hotline_tree: CompiledTree) -> 
 
 
 def test_in_a_real_browser(scene: Scene) -> None:
-    problems: list[str] = []  # console errors, failed requests, anything the CSP blocked
-    scene.tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    scene.tab.on("pageerror", lambda e: problems.append(str(e)))
-    scene.tab.on(
-        "response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
-    )
+    scene.watch(scene.tab)
     scene.calls["normal"] = scene.callers.call(list(DEPOSITS), NORMAL_CALLER)
     scene.clock.advance(seconds=40)
     scene.calls["hijack"] = scene.callers.call(list(HIJACK), VICTIM)
@@ -544,7 +664,7 @@ def test_in_a_real_browser(scene: Scene) -> None:
     agent_takes_the_emergency(scene)
     calls_and_timeline(scene)
     figures_and_tree(scene)
-    assert problems == [], problems
+    assert scene.problems == [], scene.problems
 
 
 def sign_in(scene: Scene, token: str) -> None:
@@ -575,14 +695,37 @@ def live_queue(scene: Scene) -> None:
 
 
 def agent_takes_the_emergency(scene: Scene) -> None:
-    """Through the JSON API, as an agent would; the caller is connected on their next poll."""
+    """At the agent's desk, in a browser session of their own: the emergency is theirs, the
+    caller is put through at their next hold round, and the agent resolves it; meanwhile the
+    supervisor's queue loses it by itself."""
+    expect = scene.expect
     agent = make_user(scene.db, "alice", "agent", AGENT_PHONE)
-    claimed = scene.http.post(f"{scene.base}/api/agents/next", headers=bearer(agent))
-    assert claimed.json()["case"]["ticket"], claimed.text
+    desk = scene.browser.new_context(viewport={"width": 1280, "height": 820}).new_page()
+    scene.watch(desk)
+    desk.goto(f"{scene.base}/dashboard/login")
+    desk.fill("#token", agent)
+    desk.click("button[type=submit]")
+    expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
+    expect(desk.locator(".empty")).to_have_text("You have no case now.")
+    desk.get_by_role("button", name="Take the next case").click()
+    expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["next_hold_poll"])
+    case = desk.locator("section.case")
+    expect(case).to_have_count(1)
+    expect(case).to_have_class(re.compile(r"\bemergency\b"))
+    expect(case).to_contain_text(VICTIM)  # their own case: the whole number
+    expect(case.locator(".verified-yes")).to_be_visible()
+    scene.shot("desk", desk)
     scene.callers.finished(scene.calls["hijack"])
     rows = scene.tab.locator("table.queue tbody tr")
-    scene.expect(rows).to_have_count(2, timeout=9000)
-    scene.expect(rows.locator(".badge-emergency")).to_have_count(0)
+    expect(rows).to_have_count(2, timeout=9000)
+    expect(rows.locator(".badge-emergency")).to_have_count(0)
+    desk.reload()
+    expect(case).to_contain_text("connected")
+    case.get_by_label("Notes").fill("Frozen at the caller's request; told to reset 2FA.")
+    case.get_by_role("button", name="Resolve").click()
+    expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["resolved"])
+    expect(desk.locator(".empty")).to_have_text("You have no case now.")
+    desk.context.close()
 
 
 def calls_and_timeline(scene: Scene) -> None:

@@ -31,6 +31,7 @@ FEWER = {"/api/routes/reload": 3}
 ROLE = {
     "/api/queue": "supervisor",
     "/api/agents/next": "agent",
+    "/api/agents/cases": "agent",
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
     "/api/cases/{case_id}/requeue": "agent",
