@@ -21,8 +21,15 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.calllog import CallFilter, list_calls, timeline
-from ivr.cases import User, held_by, waiting_cases
-from ivr.deps import AgentUser, HotlineDep, OperatorUser, StaffUser, TreeReader
+from ivr.cases import User, held_by, held_by_agents, waiting_cases
+from ivr.deps import (
+    AgentUser,
+    HotlineDep,
+    OperatorUser,
+    StaffUser,
+    SupervisorUser,
+    TreeReader,
+)
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed
 from ivr.stats import Thresholds, figures
@@ -177,6 +184,43 @@ def _detail(raw: dict[str, Any]) -> CaseDetail:
         created_at=raw["created_at"],
         earlier_cases=raw["earlier_cases"],
     )
+
+
+class HeldEntry(BaseModel):
+    case_id: int
+    ticket: str
+    priority: str
+    queue: str
+    reason: str
+    status: str = Field(description="offered (taken, not connected yet) or connected")
+    verified: str
+    agent: str
+    agent_revoked: bool
+    held_seconds: int = Field(description="since the agent took it")
+
+
+@router.get("/cases/held")
+def held(user: SupervisorUser, hotline: HotlineDep) -> list[HeldEntry]:
+    """Every case an agent has now, and who: emergencies first, then the longest held. A
+    supervisor takes one back (`requeue`) or closes it (`resolve`) when its agent cannot."""
+    now = hotline.clock()
+    with hotline.db.connect() as conn:
+        rows = held_by_agents(conn)
+    return [
+        HeldEntry(
+            case_id=r["id"],
+            ticket=r["ticket"],
+            priority=r["priority"],
+            queue=r["queue"],
+            reason=r["reason"],
+            status=r["status"],
+            verified=(r["flags"] or {}).get("verified", "not_attempted"),
+            agent=r["agent"],
+            agent_revoked=r["agent_revoked_at"] is not None,
+            held_seconds=max(0, int((now - (r["offered_at"] or now)).total_seconds())),
+        )
+        for r in rows
+    ]
 
 
 @router.get("/queue")

@@ -233,6 +233,32 @@ def held_by(conn: Connection, *, agent_id: int) -> list[int]:
         )
 
 
+def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Every case an agent has now, with the agent's name (and whether they were revoked):
+    emergencies first, then the longest held."""
+    with reading(conn):
+        rows = conn.execute(
+            select(
+                cases.c.id,
+                cases.c.ticket,
+                cases.c.priority,
+                cases.c.queue,
+                cases.c.reason,
+                cases.c.status,
+                cases.c.flags,
+                cases.c.offered_at,
+                cases.c.connected_at,
+                users.c.name.label("agent"),
+                users.c.revoked_at.label("agent_revoked_at"),
+            )
+            .join(users, users.c.id == cases.c.agent_id)
+            .where(cases.c.status.in_(("offered", "connected")))
+            .order_by(cases.c.lane, cases.c.offered_at, cases.c.id)
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
 def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
     with reading(conn):
         row = conn.execute(select(cases).where(cases.c.ticket == ticket)).first()

@@ -57,6 +57,7 @@ MAX_BARS = 48
 BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
 
 STAFF = ("agent", "supervisor")
+SUPERVISORS = ("supervisor",)
 TREE_ROLES = ("operator", "supervisor")
 PAGES = (
     ("Desk", f"{PREFIX}/desk", ("agent",)),
@@ -335,12 +336,71 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     }
 
 
+def _queue_page(
+    request: Request,
+    hotline: Hotline,
+    user: User,
+    *,
+    said: str = "",
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    context = {
+        **_queue_context(hotline, user),
+        # Supervisors also see the cases agents have, to take back or close: outside the part
+        # that refreshes itself, so a form is never swapped away while it is filled in.
+        "held": api.held(user, hotline) if user.role == "supervisor" else None,
+        "said": SAID.get(said, ""),
+        "error": error,
+    }
+    return render(request, "queue.html", context, user=user, status=status)
+
+
 @router.get("/queue")
-def queue_page(request: Request, hotline: HotlineDep) -> Response:
+def queue_page(request: Request, hotline: HotlineDep, said: str = "") -> Response:
     user = gate(request, hotline, STAFF)
     if isinstance(user, Response):
         return user
-    return render(request, "queue.html", _queue_context(hotline, user), user=user)
+    return _queue_page(request, hotline, user, said=said)
+
+
+@router.post("/queue/{case_id}/requeue")
+def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath) -> Response:
+    """A supervisor takes a case back from its agent: back in its place in line."""
+    user = _acting(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    body = api.RequeueRequest(reason="taken back on the dashboard")
+    try:
+        api.requeue(case_id, body, user, hotline)
+    except HTTPException as refused:
+        return _queue_page(
+            request, hotline, user, error=str(refused.detail), status=refused.status_code
+        )
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'requeued'})}")
+
+
+@router.post("/queue/{case_id}/resolve")
+def queue_resolve(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    notes: Annotated[str, Form()] = "",
+) -> Response:
+    """A supervisor closes a case its agent left (gone home, revoked)."""
+    user = _acting(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline)
+    except ValidationError:
+        error = "Notes are 5000 characters at most."
+        return _queue_page(request, hotline, user, error=error, status=422)
+    except HTTPException as refused:
+        return _queue_page(
+            request, hotline, user, error=str(refused.detail), status=refused.status_code
+        )
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'resolved'})}")
 
 
 @router.get("/queue/rows")
@@ -389,11 +449,12 @@ def _done(said: str) -> RedirectResponse:
     return redirect(f"{DESK_PATH}?{urlencode({'said': said})}")
 
 
-def _desk_user(request: Request, hotline: Hotline) -> User | Response:
-    """The agent behind a desk action, if it comes from our own pages."""
+def _acting(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | Response:
+    """The user behind a form post that changes something, if it comes from our own pages
+    (the cookie is SameSite=Strict as well) and their role may do it."""
     if not same_origin(request, hotline):
         return render(request, "error.html", _message("Refused", "Act from this site."), status=403)
-    return gate(request, hotline, AGENTS)
+    return gate(request, hotline, roles)
 
 
 @router.get("/desk")
@@ -406,7 +467,7 @@ def desk_page(request: Request, hotline: HotlineDep, said: str = "") -> Response
 
 @router.post("/desk/next")
 def desk_next(request: Request, hotline: HotlineDep) -> Response:
-    user = _desk_user(request, hotline)
+    user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:
@@ -423,7 +484,7 @@ def desk_freeze(
     case_id: api.CaseIdPath,
     reason: Annotated[str, Form()] = "",
 ) -> Response:
-    user = _desk_user(request, hotline)
+    user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:
@@ -445,7 +506,7 @@ def desk_resolve(
     case_id: api.CaseIdPath,
     notes: Annotated[str, Form()] = "",
 ) -> Response:
-    user = _desk_user(request, hotline)
+    user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:
@@ -464,7 +525,7 @@ def desk_requeue(
     case_id: api.CaseIdPath,
     reason: Annotated[str, Form()] = "",
 ) -> Response:
-    user = _desk_user(request, hotline)
+    user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:

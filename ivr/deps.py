@@ -93,5 +93,6 @@ def require(*roles: str) -> Callable[[User], User]:
 
 AgentUser = Annotated[User, Depends(require("agent"))]
 StaffUser = Annotated[User, Depends(require("agent", "supervisor"))]
+SupervisorUser = Annotated[User, Depends(require("supervisor"))]
 OperatorUser = Annotated[User, Depends(require("operator"))]
 TreeReader = Annotated[User, Depends(require("operator", "supervisor"))]

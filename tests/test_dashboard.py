@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from lxml import html
 from sqlalchemy import Engine, select
 
+from ivr import cases as cases_module
 from ivr import dashboard
 from ivr.db import accounts, audit_log, cases, create_db_engine
 from ivr.graph import GraphvizMissing
@@ -257,6 +258,50 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
     fragment = client.get("/dashboard/queue/rows")
     assert fragment.status_code == 200 and "<html" not in fragment.text
     assert fragment.text.index(">1<") < fragment.text.index("badge-emergency")
+
+
+def test_a_supervisor_takes_back_and_closes_what_agents_have(
+    client: TestClient, db: Engine, supervisor: str, placed: dict[str, str], clock: FakeClock
+) -> None:
+    """An agent took the emergency and went home; another took the deposits case, was put
+    through and was revoked. The supervisor sees both, with whom, and takes the first back
+    to the line and closes the second. Agents see no such section."""
+    alice, bob = make_user(db, "alice", "agent", AGENT_PHONE), make_user(db, "bob", "agent")
+    emergency = client.post("/api/agents/next", headers=bearer(alice)).json()["case"]
+    clock.advance(seconds=30)
+    deposits = client.post("/api/agents/next", headers=bearer(bob)).json()["case"]
+    with db.connect() as conn:
+        assert cases_module.set_status(
+            conn, case_id=deposits["id"], status="connected", now=clock()
+        )
+        cases_module.revoke_user(conn, name="bob", now=clock())
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/queue")
+    rows = doc.xpath("//table[contains(@class,'held')]/tbody/tr")
+    assert [r.get("data-ticket") for r in rows] == [emergency["ticket"], deposits["ticket"]]
+    first = [" ".join(td.text_content().split()) for td in rows[0].xpath("./td")]
+    assert first[4:8] == ["yes", "offered", "alice", "00:30"]
+    assert "revoked" in rows[1].text_content()
+    assert not rows[1].xpath(".//form[contains(@action,'/requeue')]")  # connected: close only
+    api_view = client.get("/api/cases/held", headers=bearer(supervisor)).json()
+    assert [h["ticket"] for h in api_view] == [emergency["ticket"], deposits["ticket"]]
+    assert api_view[1]["agent_revoked"] is True
+    taken_back = act(client, f"/dashboard/queue/{emergency['id']}/requeue")
+    assert taken_back.headers["location"] == "/dashboard/queue?said=requeued"
+    queue = client.get("/api/queue", headers=bearer(supervisor)).json()
+    assert queue[0]["ticket"] == emergency["ticket"]  # first in line again
+    closed = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="bob left it done")
+    assert closed.headers["location"] == "/dashboard/queue?said=resolved"
+    doc = page(client, "/dashboard/queue", said="resolved")
+    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["resolved"]]
+    assert "No agent has a case now." in doc.text_content()
+    again = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="")
+    assert again.status_code == 409 and "not while the case is resolved" in again.text
+    # An agent sees the queue without the section, and may not use its forms.
+    signed_in(client, alice)
+    assert "With agents" not in client.get("/dashboard/queue").text
+    assert act(client, f"/dashboard/queue/{emergency['id']}/requeue").status_code == 403
+    assert client.get("/api/cases/held", headers=bearer(alice)).status_code == 403
 
 
 def call_sids(doc: Any) -> list[str]:

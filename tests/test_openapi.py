@@ -32,6 +32,7 @@ ROLE = {
     "/api/queue": "supervisor",
     "/api/agents/next": "agent",
     "/api/agents/cases": "agent",
+    "/api/cases/held": "supervisor",
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
     "/api/cases/{case_id}/requeue": "agent",
