@@ -434,6 +434,7 @@ def demo() -> None:
         with directory.db.connect() as conn:
             token = create_user(conn, name="demo-agent", role="agent", phone=None, now=utcnow())
         typer.echo(f"demo agent 'demo-agent', API token: {token}")
+        typer.echo(f"  sign in with it at {settings.base_url}/dashboard (the agent's desk), or")
         typer.echo(f"  curl -H 'Authorization: Bearer {token}' {settings.base_url}/api/queue")
     except ValueError:
         typer.echo(
