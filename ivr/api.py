@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -130,6 +130,16 @@ class CaseDetail(BaseModel):
     notes: str | None
     created_at: datetime
     earlier_cases: list[dict[str, Any]]
+    callback_attempts: int = Field(default=0, description="call backs nobody answered so far")
+    claimed_from: str | None = Field(
+        default=None,
+        description="what the case was when an agent took it: waiting (a caller on the "
+        "line), abandoned or callback_requested (a call back)",
+    )
+    offer: str | None = Field(
+        default=None,
+        description="how the current offer reaches the caller (a Connect mode); none in line",
+    )
 
 
 class Connect(BaseModel):
@@ -160,8 +170,11 @@ class ResolveRequest(BaseModel):
     notes: str = Field(default="", max_length=5000)
 
 
-def _detail(raw: dict[str, Any]) -> CaseDetail:
+def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
+    """The case as `user` may see it: whole numbers only for the agent whose case it is."""
     flags = raw["flags"] or {}
+    theirs = user.role == "agent" and raw["agent_id"] == user.id
+    shown = (lambda number: number) if theirs else (lambda number: mask(number) or None)
     return CaseDetail(
         id=raw["id"],
         ticket=raw["ticket"],
@@ -170,7 +183,7 @@ def _detail(raw: dict[str, Any]) -> CaseDetail:
         reason=raw["reason"],
         queue=raw["queue"],
         account_uid=raw["account_uid"],
-        caller=raw["caller"],
+        caller=shown(raw["caller"]),
         verification=Verification(
             result=flags.get("verified", "not_attempted"),
             factors=[f for f in flags.get("factors", "").split(",") if f],
@@ -179,10 +192,13 @@ def _detail(raw: dict[str, Any]) -> CaseDetail:
         freeze={k: flags[k] for k in ("self_freeze", "agent_freeze") if k in flags},
         menu_path=raw["menu_path"],
         parent_ticket=raw["parent_ticket"],
-        callback_number=raw["callback_number"],
+        callback_number=shown(raw["callback_number"]),
         notes=raw["notes"],
         created_at=raw["created_at"],
         earlier_cases=raw["earlier_cases"],
+        callback_attempts=int(flags.get("callback_attempts", 0) or 0),
+        claimed_from=raw["claimed_from"],
+        offer=(raw["offer"] or "").split(":", 1)[0] or None,  # never the outbound call's sid
     )
 
 
@@ -193,6 +209,8 @@ class HeldEntry(BaseModel):
     queue: str
     reason: str
     status: str = Field(description="offered (taken, not connected yet) or connected")
+    claimed_from: str | None = Field(description="waiting: a caller on the line; else a call back")
+    offer: str | None = Field(description="how the offer reaches the caller (a Connect mode)")
     verified: str
     agent: str
     agent_revoked: bool
@@ -214,6 +232,8 @@ def held(user: SupervisorUser, hotline: HotlineDep) -> list[HeldEntry]:
             queue=r["queue"],
             reason=r["reason"],
             status=r["status"],
+            claimed_from=r["claimed_from"],
+            offer=(r["offer"] or "").split(":", 1)[0] or None,
             verified=(r["flags"] or {}).get("verified", "not_attempted"),
             agent=r["agent"],
             agent_revoked=r["agent_revoked_at"] is not None,
@@ -268,7 +288,7 @@ def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     case, connect = claimed
     detail = hotline.case_detail(case["id"])
     assert detail is not None
-    return Claimed(case=_detail(detail), connect=Connect(**connect))
+    return Claimed(case=_detail(detail, user), connect=Connect(**connect))
 
 
 @router.get("/agents/cases")
@@ -278,7 +298,7 @@ def my_cases(user: AgentUser, hotline: HotlineDep) -> list[CaseDetail]:
     with hotline.db.connect() as conn:
         ids = held_by(conn, agent_id=user.id)
     found = (hotline.case_detail(case_id) for case_id in ids)
-    return [_detail(raw) for raw in found if raw is not None]
+    return [_detail(raw, user) for raw in found if raw is not None]
 
 
 CaseIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -320,7 +340,7 @@ def resolve(
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)
     assert detail is not None
-    return _detail(detail)
+    return _detail(detail, user)
 
 
 class RequeueRequest(BaseModel):
@@ -329,18 +349,21 @@ class RequeueRequest(BaseModel):
 
 @router.post("/cases/{case_id}/requeue", responses=CASE_REFUSED)
 def requeue(
-    case_id: CaseIdPath, body: RequeueRequest, user: StaffUser, hotline: HotlineDep
+    case_id: CaseIdPath,
+    user: StaffUser,
+    hotline: HotlineDep,
+    body: Annotated[RequeueRequest | None, Body()] = None,
 ) -> CaseDetail:
     """Back in its place in line, as it was before it was taken, for the next agent: the
     agent who took it giving it back, or a supervisor taking it from any agent. Only a case
     not yet connected; audited."""
     try:
-        hotline.requeue_case(case_id, user, body.reason)
+        hotline.requeue_case(case_id, user, body.reason if body else "")
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)
     assert detail is not None
-    return _detail(detail)
+    return _detail(detail, user)
 
 
 # -- supervisors: the call log --------------------------------------------------------------

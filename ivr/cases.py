@@ -200,6 +200,7 @@ _CLAIM = (
         claimed_from=cases.c.status,  # the status before this update: waiting or abandoned
         agent_id=bindparam("agent"),
         offered_at=bindparam("now", type_=cases.c.offered_at.type),
+        offer=None,
     )
     .returning(*cases.c)
 )
@@ -218,6 +219,24 @@ def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
     with reading(conn):
         row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
     return dict(row) if row else None
+
+
+def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes: str) -> bool:
+    """Close the case if it is still `status`; never while its caller waits on the line (an
+    offer not yet connected of a caller who was waiting: resolved, nobody would put them
+    through, and their hang-up would leave no call back)."""
+    live_offer = (cases.c.status == "offered") & (
+        func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
+    )
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id, cases.c.status == status, ~live_offer)
+                .values(status="resolved", queued=0, notes=notes, ended_at=now, offer=None)
+            ).rowcount
+            == 1
+        )
 
 
 def held_by(conn: Connection, *, agent_id: int) -> list[int]:
@@ -245,6 +264,8 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
                 cases.c.queue,
                 cases.c.reason,
                 cases.c.status,
+                cases.c.claimed_from,
+                cases.c.offer,
                 cases.c.flags,
                 cases.c.offered_at,
                 cases.c.connected_at,
@@ -317,7 +338,39 @@ _BACK_IN_LINE = {
     "queued": 1,
     "agent_id": None,
     "offered_at": None,
+    "offer": None,
 }
+
+# How an offer reaches its caller (the case's `offer`; `Connect.mode` in the API).
+OFFER_REDIRECTED = "redirected"  # Twilio redirects the live call to TwiML dialling the agent
+OFFER_HOLD_LOOP = "next_hold_poll"  # the caller's next hold round takes them to the agent
+OFFER_CALLING = "calling_back"  # Twilio is placing the call back ("calling_back:<CallSid>")
+OFFER_BY_HAND = "call_back"  # the agent dials the number themselves
+OFFER_NO_NUMBER = "no_number"  # withheld: nobody to call; the agent acts on the account
+# Offers only the agent can finish (their own call, their own judgement): no timeout takes
+# them back, a supervisor can.
+AGENT_FINISHES = (OFFER_BY_HAND, OFFER_NO_NUMBER)
+
+
+def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> bool:
+    """Record how the agent's offer of the case reaches its caller, if it is still theirs."""
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.id == case_id,
+                    cases.c.agent_id == agent_id,
+                    cases.c.status == "offered",
+                )
+                .values(offer=offer[:80])
+            ).rowcount
+            == 1
+        )
+
+
+def calling_back(offer: str | None) -> bool:
+    return offer is not None and offer.split(":", 1)[0] == OFFER_CALLING
 
 
 def requeue(
@@ -331,6 +384,40 @@ def requeue(
                 update(cases)
                 .where(cases.c.id == case_id, cases.c.status.in_(only_from))
                 .values(**_BACK_IN_LINE, connected_at=None)
+            ).rowcount
+            == 1
+        )
+
+
+MAX_CALLBACK_DELAY = timedelta(hours=1)
+
+
+def callback_missed(
+    conn: Connection, *, case_id: int, call_sid: str, now: datetime, retry: timedelta
+) -> bool:
+    """The customer did not answer the call back (busy, no answer, failed): the case goes
+    back in line as the call back it was, but behind everyone who arrives in the next
+    `retry`, doubled at each miss (an hour at most). Back at its old place, an unreachable
+    number would be called again at once by every agent in turn while callers wait. Only
+    the offer's own outbound call counts: a late report of an earlier one changes nothing."""
+    current = cases.c.offer.in_((OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}"))
+    with writing(conn):
+        row = conn.execute(
+            select(cases.c.flags).where(
+                cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current
+            )
+        ).first()
+        if row is None:
+            return False  # delivered again, or the case moved on meanwhile
+        flags = dict(row.flags or {})
+        missed = int(flags.get("callback_attempts", "0") or 0) + 1
+        flags["callback_attempts"] = str(missed)
+        delay = min(retry * 2 ** (missed - 1), MAX_CALLBACK_DELAY)
+        return (
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current)
+                .values(**_BACK_IN_LINE, connected_at=None, sort_at=now + delay, flags=flags)
             ).rowcount
             == 1
         )
@@ -360,11 +447,17 @@ def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str
 
 
 def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
-    """Offered cases no caller was connected to since `cutoff`: back to what they were."""
+    """Offered cases no caller was connected to since `cutoff`: back to what they were. Not
+    those the agent finishes by hand (a call back they dial, a withheld number): taken back
+    in the middle of their call, another agent would call the customer again."""
     with writing(conn):
         return conn.execute(
             update(cases)
-            .where(cases.c.status == "offered", cases.c.offered_at < cutoff)
+            .where(
+                cases.c.status == "offered",
+                cases.c.offered_at < cutoff,
+                func.coalesce(cases.c.offer, "").not_in(AGENT_FINISHES),
+            )
             .values(**_BACK_IN_LINE)
         ).rowcount
 
@@ -404,6 +497,7 @@ _ABANDON = (
         queued=1,
         agent_id=None,
         offered_at=None,
+        offer=None,
         ended_at=bindparam("now", type_=cases.c.ended_at.type),
     )
 )

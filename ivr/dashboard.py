@@ -372,7 +372,7 @@ def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath
         return user
     body = api.RequeueRequest(reason="taken back on the dashboard")
     try:
-        api.requeue(case_id, body, user, hotline)
+        api.requeue(case_id, user, hotline, body)
     except HTTPException as refused:
         return _queue_page(
             request, hotline, user, error=str(refused.detail), status=refused.status_code
@@ -436,8 +436,19 @@ SAID = {
 }
 
 
+# How an offer reaches the caller, as the desk says it.
+OFFERS = {
+    "redirected": "Twilio is putting them through to your phone",
+    "next_hold_poll": "put through to your phone at their next hold round",
+    "calling_back": "Twilio is calling them back; then your phone rings",
+    "call_back": "you call them back yourself",
+    "no_number": "nobody: their number was withheld",
+}
+
+
 def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any]:
-    return {"held": api.my_cases(user, hotline), "said": SAID.get(said, ""), "error": None}
+    held = api.my_cases(user, hotline)
+    return {"held": held, "said": SAID.get(said, ""), "error": None, "offers": OFFERS}
 
 
 def _desk_error(request: Request, hotline: Hotline, user: User, status: int, text: str) -> Response:
@@ -529,7 +540,7 @@ def desk_requeue(
     if isinstance(user, Response):
         return user
     try:
-        api.requeue(case_id, api.RequeueRequest(reason=reason.strip()), user, hotline)
+        api.requeue(case_id, user, hotline, api.RequeueRequest(reason=reason.strip()))
     except ValidationError:
         return _desk_error(request, hotline, user, 422, "A reason is 500 characters at most.")
     except HTTPException as refused:

@@ -197,6 +197,9 @@ cases = Table(
     Column("offered_at", UTCDateTime()),
     Column("connected_at", UTCDateTime()),
     Column("ended_at", UTCDateTime()),
+    # How the current offer reaches its caller (`ivr.cases.OFFER_*`; for a call back Twilio is
+    # placing, with the outbound call's sid); none while the case is in line.
+    Column("offer", String(80)),
     Index(None, "queued", "lane", "sort_at", "id"),
 )
 

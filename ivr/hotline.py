@@ -66,9 +66,6 @@ class ConnectFailed(Exception):
 
 # Twilio's error for a REST redirect of a call that is not in progress any more.
 CALL_NOT_IN_PROGRESS = 21220
-# In a case's flags under "handover": the caller's next hold round takes them to the agent
-# (Twilio refused the redirect).
-HOLD_LOOP = "hold_loop"
 
 
 class WouldBlock(Exception):
@@ -724,7 +721,7 @@ class Hotline:
         if view is None:
             return self.hold_from_memory(lang)
         if view.row["status"] == "offered" and (
-            self.twilio is None or (view.row["flags"] or {}).get("handover") == HOLD_LOOP
+            self.twilio is None or view.row["offer"] == cases.OFFER_HOLD_LOOP
         ):
             return engine.leave_twiml()  # an agent took it: out of the queue, to the agent
         minutes = math.ceil((view.position or 1) * self.settings.avg_handle_seconds / 60)
@@ -795,23 +792,40 @@ class Hotline:
         return self.connect(view.row["id"])
 
     def connect(self, case_id: int, *, lang: str | None = None, outbound: bool = False) -> str:
-        """TwiML bridging the case's caller to the agent who took it."""
+        """TwiML bridging the case's caller to the agent who took it. If the offer ended on
+        the way (given back, taken back, timed out), a waiting caller goes back to their
+        place in the queue instead of to an agent who no longer has their case."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
-            if case is None or case["agent_id"] is None:
+            if case is None:
                 return self.fallback()
-            with conn.begin():
-                agent = conn.execute(select(users).where(users.c.id == case["agent_id"])).first()
-            cases.set_status(
+            agent_id = case["agent_id"]
+            ours = agent_id is not None and cases.set_status(
                 conn, case_id=case_id, status="connected", now=now, only_from=("offered",)
             )
-            if lang is None:
-                call = store.load_call(conn, call_sid=case["call_sid"])
-                lang = call.state.lang if call else "en"
+            if agent_id is not None and not ours:  # or connected already: Twilio asked again
+                again = cases.get_case(conn, case_id=case_id)
+                ours = again is not None and (again["status"], again["agent_id"]) == (
+                    "connected",
+                    agent_id,
+                )
+            if not ours:
+                log.warning("case %s: its offer ended before its caller reached the agent", case_id)
+                row = None if outbound else store.load_call(conn, call_sid=case["call_sid"])
+            else:
+                with conn.begin():
+                    agent = conn.execute(select(users).where(users.c.id == agent_id)).first()
+                if lang is None:
+                    call = store.load_call(conn, call_sid=case["call_sid"])
+                    lang = call.state.lang if call else "en"
+        if not ours:
+            if row is None or "queue" not in row.state.facts:
+                return self.fallback()
+            return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
         return engine.connect_twiml(
             self.trees.current.catalogs,
-            lang,
+            lang or "en",
             agent_phone=agent.phone if agent else None,
             agent_name=agent.name if agent else "agent",
             action=self.links.connect_done(case_id),
@@ -918,18 +932,29 @@ class Hotline:
         if case is None:
             return None
         if case["claimed_from"] == "waiting":
-            return case, self._connect_live(case, now)
-        return case, self._call_back(case)
+            connect = self._connect_live(case, agent, now)
+        else:
+            connect = self._call_back(case, agent)
+        case["offer"] = connect["mode"]
+        return case, connect
 
-    def _connect_live(self, case: dict[str, Any], now: datetime) -> dict[str, str]:
+    def _offer(self, case: dict[str, Any], agent: cases.User, offer: str) -> None:
+        with self.db.connect() as conn:
+            cases.set_offer(conn, case_id=case["id"], agent_id=agent.id, offer=offer)
+
+    def _connect_live(
+        self, case: dict[str, Any], agent: cases.User, now: datetime
+    ) -> dict[str, str]:
         if self.twilio is None:
-            return {"mode": "next_hold_poll"}  # the hold loop hands the caller over
+            self._offer(case, agent, cases.OFFER_HOLD_LOOP)
+            return {"mode": cases.OFFER_HOLD_LOOP}  # the hold loop hands the caller over
+        self._offer(case, agent, cases.OFFER_REDIRECTED)
         try:
             # Out of Twilio's queue and into TwiML that dials this agent.
             self.twilio.calls(case["call_sid"]).update(
                 url=self.links.connect(case["id"]), method="POST"
             )
-            return {"mode": "redirected"}
+            return {"mode": cases.OFFER_REDIRECTED}
         except Exception as exc:
             self.metrics.twilio_refusals.labels("redirect").inc()
             if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS:
@@ -945,19 +970,21 @@ class Hotline:
                 case["id"],
                 type(exc).__name__,
             )
-            with self.db.connect() as conn:
-                flags = {**(case["flags"] or {}), "handover": HOLD_LOOP}
-                cases.set_flags(conn, case_id=case["id"], flags=flags)
-            return {"mode": "next_hold_poll"}
+            self._offer(case, agent, cases.OFFER_HOLD_LOOP)
+            return {"mode": cases.OFFER_HOLD_LOOP}
 
-    def _call_back(self, case: dict[str, Any]) -> dict[str, str]:
+    def _call_back(self, case: dict[str, Any], agent: cases.User) -> dict[str, str]:
         number = case["callback_number"] or case["caller"]
         if not dialable(number):
-            return {"mode": "no_number"}
+            self._offer(case, agent, cases.OFFER_NO_NUMBER)
+            return {"mode": cases.OFFER_NO_NUMBER}
         if self.twilio is None or not self.settings.caller_id:
-            return {"mode": "call_back", "number": number}
+            self._offer(case, agent, cases.OFFER_BY_HAND)
+            return {"mode": cases.OFFER_BY_HAND, "number": number}
+        # Marked before the call is placed: nobody gives the case back while it rings.
+        self._offer(case, agent, cases.OFFER_CALLING)
         try:
-            self.twilio.calls.create(
+            call = self.twilio.calls.create(
                 to=number,
                 from_=self.settings.caller_id,
                 url=self.links.connect(case["id"], outbound=True),
@@ -967,7 +994,6 @@ class Hotline:
                 status_callback=self.links.callback_status(case["id"]),
                 status_callback_method="POST",
             )
-            return {"mode": "calling_back", "number": number}
         except Exception as exc:
             # A number Twilio will not call (its geographic permissions, a bad number) or an
             # outage: the agent has the number, and another phone.
@@ -977,13 +1003,21 @@ class Hotline:
                 case["id"],
                 type(exc).__name__,
             )
-            return {"mode": "call_back", "number": number}
+            self._offer(case, agent, cases.OFFER_BY_HAND)
+            return {"mode": cases.OFFER_BY_HAND, "number": number}
+        # Its status callback must be this call's: a late one of an earlier call is not news.
+        self._offer(case, agent, f"{cases.OFFER_CALLING}:{call.sid}")
+        return {"mode": cases.OFFER_CALLING, "number": number}
 
-    def callback_status(self, case_id: int, call_status: str) -> None:
-        """The outbound call-back ended: if nobody answered, the case goes back in line."""
+    def callback_status(self, case_id: int, call_status: str, call_sid: str) -> None:
+        """The outbound call-back ended: if nobody answered, the case goes back in line, to
+        be tried again later (`cases.callback_missed`)."""
         if call_status in ("busy", "no-answer", "failed", "canceled"):
+            retry = timedelta(seconds=self.settings.callback_retry_seconds)
             with self.db.connect() as conn:
-                cases.requeue(conn, case_id=case_id)
+                cases.callback_missed(
+                    conn, case_id=case_id, call_sid=call_sid, now=self.clock(), retry=retry
+                )
 
     def requeue_stale_offers(self) -> int:
         """Cases an agent took but never reached (no answer, no callback): back in line."""
@@ -1042,14 +1076,14 @@ class Hotline:
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, user, (*HELD, *CALL_BACKS))
-            if not cases.set_status(
-                conn,
-                case_id=case_id,
-                status="resolved",
-                now=now,
-                queued=0,
-                notes=notes,
-                only_from=(case["status"],),
+            if case["status"] == "offered" and (case["claimed_from"] or "waiting") == "waiting":
+                raise CaseRefused(
+                    409,
+                    "the caller is waiting on the line to be put through: serve them, or give "
+                    "the case back",
+                )
+            if not cases.resolve(
+                conn, case_id=case_id, status=case["status"], now=now, notes=notes
             ):
                 raise CaseRefused(409, "the case changed meanwhile; look at it again")
             cases.audit(
@@ -1071,6 +1105,12 @@ class Hotline:
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, user, ("offered",))
+            if cases.calling_back(case["offer"]):
+                raise CaseRefused(
+                    409,
+                    "Twilio is calling the customer back now; if they do not answer, the case "
+                    "comes back to the line by itself",
+                )
             if case["status"] != "offered" or not cases.requeue(
                 conn, case_id=case_id, only_from=("offered",)
             ):

@@ -103,6 +103,10 @@ class Settings(DatabaseSettings):
     # The hold loop's wait estimate, and when the call-back offer comes first.
     avg_handle_seconds: int = Field(default=240, ge=10, validation_alias="IVR_AVG_HANDLE_SECONDS")
     max_wait_seconds: int = Field(default=900, ge=30, validation_alias="IVR_MAX_WAIT")
+    # A call back nobody answered waits this long behind new arrivals, doubled at each miss.
+    callback_retry_seconds: int = Field(
+        default=300, ge=0, le=3600, validation_alias="IVR_CALLBACK_RETRY"
+    )
     # A case an agent took but no caller was connected to within this time goes back in line.
     offer_timeout_seconds: int = Field(default=600, ge=30, validation_alias="IVR_OFFER_TIMEOUT")
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).

@@ -382,7 +382,7 @@ def connect_done(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Resp
 def callback_status(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
     """The status callback of an outbound call-back: unanswered puts the case back in line."""
     try:
-        hotline.callback_status(case_id, _text(form, "CallStatus", 32))
+        hotline.callback_status(case_id, _text(form, "CallStatus", 32), _text(form, "CallSid", 64))
     except Exception:
         log.exception("call-back status for case %s not recorded", case_id)
     return Response(status_code=204)

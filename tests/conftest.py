@@ -192,6 +192,7 @@ class RecordingTwilio(HttpClient):
         # Or answer with this (HTTP status, Twilio error code), e.g. (400, 21220): a redirect
         # of a call that has ended.
         self.error: tuple[int, int] | None = None
+        self.sids: list[str] = []  # the call sid each answer gave, in order
 
     def request(
         self,
@@ -210,9 +211,10 @@ class RecordingTwilio(HttpClient):
             return TwilioResponse(
                 status, json.dumps({"code": code, "message": "refused", "status": status})
             )
+        sid = "CA" + uuid.uuid4().hex
+        self.sids.append(sid)
         return TwilioResponse(
-            200 if "/Calls/" in url else 201,
-            json.dumps({"sid": "CA" + uuid.uuid4().hex, "status": "queued"}),
+            200 if "/Calls/" in url else 201, json.dumps({"sid": sid, "status": "queued"})
         )
 
 

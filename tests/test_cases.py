@@ -597,6 +597,11 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
     assert stolen.status_code == 409
     frozen_by_other = call(client, "POST", f"/api/cases/{case_id}/freeze", {"reason": "xyz"}, other)
     assert frozen_by_other.status_code == 409
+    # Taken but not yet put through, the caller still waits on the line: not resolved away.
+    early = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "x"}, token)
+    assert early.status_code == 409 and "waiting on the line" in early.json()["detail"]
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=case_id, status="connected", now=T0)
     r = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "reset 2FA"}, token)
     assert r.status_code == 200
     assert r.json()["status"] == "resolved" and r.json()["notes"] == "reset 2FA"
@@ -624,6 +629,7 @@ def test_a_supervisor_resolves_a_case_its_agent_left(client: TestClient, db: Eng
         cases.revoke_user(conn, name="ana", now=T0 + MINUTE)
     r = call(client, "POST", f"/api/cases/{taken}/resolve", {"notes": "ana left"}, sam)
     assert r.status_code == 200 and r.json()["status"] == "resolved"
+    assert r.json()["caller"] == "***0006"  # not their case to call: masked
     refused = call(client, "POST", f"/api/cases/{waiting}/resolve", {"notes": "x"}, sam)
     assert refused.status_code == 409 and "waiting" in refused.json()["detail"]
     assert get(db, waiting)["status"] == "waiting" and waiting_ids(db) == [waiting]
@@ -679,6 +685,29 @@ def test_a_case_taken_goes_back_in_its_place(client: TestClient, db: Engine) -> 
         ("agent:ana", "requeue", "needs Mandarin"),
         ("supervisor:sam", "requeue", "ben is away"),
     ]
+
+
+def test_the_offer_timeout_leaves_the_agent_what_they_finish_by_hand(db: Engine) -> None:
+    """A call back the agent dials themselves, or a withheld number they act on, is theirs
+    until they resolve or give it back: taken back mid-call, another agent would call the
+    customer again. Offers Twilio connects go back in line when nobody is reached."""
+    agent = agent_id(db)
+    by_hand, no_number, live = (add_case(db, n, "normal", T0) for n in (1, 2, 3))
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
+        assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0) == 1
+    assert claim_all(db, agent) == [by_hand, no_number, live]
+    with db.connect() as conn:
+        offers = {by_hand: "call_back", no_number: "no_number", live: "redirected"}
+        for case_id, offer in offers.items():
+            assert cases.set_offer(conn, case_id=case_id, agent_id=agent, offer=offer)
+        assert cases.requeue_offers_before(conn, cutoff=T0 + timedelta(hours=1)) == 1
+    assert [get(db, c)["status"] for c in (by_hand, no_number, live)] == [
+        "offered",
+        "offered",
+        "waiting",
+    ]
+    assert get(db, live)["offer"] is None
 
 
 def test_a_requeued_call_back_stays_a_call_back(client: TestClient, db: Engine) -> None:

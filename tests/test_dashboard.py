@@ -759,6 +759,9 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     expect(case).to_have_class(re.compile(r"\bemergency\b"))
     expect(case).to_contain_text(VICTIM)  # their own case: the whole number
     expect(case.locator(".verified-yes")).to_be_visible()
+    # Not resolved while the caller waits to be put through; given back, though, it may be.
+    expect(case.get_by_role("button", name="Resolve")).to_have_count(0)
+    expect(case.get_by_role("button", name="Give back")).to_be_visible()
     scene.shot("desk", desk)
     scene.callers.finished(scene.calls["hijack"])
     rows = scene.tab.locator("table.queue tbody tr")

@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -816,6 +816,65 @@ def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
     assert record.dialed == AGENT_PHONE  # and the agent reached them
 
 
+def test_a_caller_whose_offer_ends_on_the_way_goes_back_to_their_place(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    """The agent takes the case (Twilio redirects the caller to TwiML dialling them) and gives
+    it back before Twilio fetches that TwiML: the caller is queued again in their place, not
+    put through to an agent who no longer has their case."""
+    client, phone = rest
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            claimed = api(client, agent, "POST", "/api/agents/next")
+            assert claimed["connect"]["mode"] == "redirected"
+            _, url, data = twilio_http.requests[-1]
+            api(client, agent, "POST", f"/api/cases/{claimed['case']['id']}/requeue")
+            sid = url.rsplit("/", 1)[-1].removesuffix(".json")
+            seen["answer"] = phone.signed_post(
+                data["Url"], {"CallSid": sid, "AccountSid": "AC" + "0" * 32}
+            ).text
+        return poll < 2
+
+    phone.call(Caller([Press("1"), Press("0")], holds))
+    assert "<Enqueue" in seen["answer"] and "<Dial" not in seen["answer"]
+    [row] = case_rows(db)
+    assert row["agent_id"] is None and row["offer"] is None
+
+
+def test_an_offer_handed_to_the_hold_loop_ends_with_it(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    """Twilio refused the redirect, so the caller's next hold round was to take them to the
+    agent; the case is taken back first, and the next agent's redirect works. The hold loop
+    must not also send them out of the queue: they would be put through twice."""
+    client, phone = rest
+    supervisor = make_user(db, "sam", "supervisor")
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            twilio_http.refuse = True
+            first = api(client, agent, "POST", "/api/agents/next")
+            assert first["connect"]["mode"] == "next_hold_poll"
+            api(client, supervisor, "POST", f"/api/cases/{first['case']['id']}/requeue")
+            twilio_http.refuse = False
+            seen["next"] = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
+        return poll < 3
+
+    record = phone.call(Caller([Press("1"), Press("0")], holds))
+    assert seen["next"]["connect"]["mode"] == "redirected"
+    assert record.dialed is None  # the hold loop did not hand them over as well
+    assert not any("<Leave" in doc for doc in record.documents)
+
+
 def test_twilio_refusing_a_redirect_hands_the_caller_over_at_their_next_hold_round(
     rest: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
@@ -840,7 +899,7 @@ def test_twilio_refusing_a_redirect_hands_the_caller_over_at_their_next_hold_rou
     assert seen["next"] == {"case": None, "connect": None}  # nobody else is handed it
     assert record.dialed == AGENT_PHONE  # at the very next hold round
     [row] = case_rows(db)
-    assert row["status"] == "connected" and row["flags"]["handover"] == "hold_loop"
+    assert row["status"] == "connected" and row["offer"] == "next_hold_poll"
     metrics = client.get("/metrics").text
     assert 'ivr_twilio_refusals_total{what="redirect"} 1.0' in metrics
 
@@ -893,25 +952,52 @@ def test_twilio_refusing_a_call_back_leaves_the_number_to_the_agent(
     assert 'ivr_twilio_refusals_total{what="call_back"} 1.0' in metrics
 
 
-def test_an_unanswered_call_back_goes_back_in_line(
+def test_an_unanswered_call_back_is_tried_again_later_not_at_once(
     rest: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
     db: Engine,
     agent: str,
+    clock: FakeClock,
 ) -> None:
+    """Put back at its old place, a number nobody answers would be called again at once by
+    every agent in turn while callers wait. It waits IVR_CALLBACK_RETRY behind new arrivals
+    instead, twice as long after each miss."""
     client, phone = rest
     phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "calling_back"
-    _, _, data = twilio_http.requests[-1]
-    assert data["StatusCallback"].startswith(f"{PUBLIC_URL}/twilio/callback-status?case=")
-    # Twilio reports the outbound call was not answered.
-    done = phone.signed_post(
-        data["StatusCallback"], {"CallSid": "CA" + "5" * 32, "CallStatus": "no-answer"}
-    )
-    assert done.status_code == 204
+    assert claimed["case"]["callback_attempts"] == 0
+    # Not given back while Twilio is calling: a second agent would call them too.
+    ringing = client.post(f"/api/cases/{claimed['case']['id']}/requeue", headers=bearer(agent))
+    assert ringing.status_code == 409 and "calling the customer back" in ringing.text
+
+    def missed() -> None:
+        _, _, data = twilio_http.requests[-1]
+        assert data["StatusCallback"].startswith(f"{PUBLIC_URL}/twilio/callback-status?case=")
+        # A late report of some earlier call back is not news.
+        stale = {"CallSid": "CA" + "5" * 32, "CallStatus": "no-answer"}
+        assert phone.signed_post(data["StatusCallback"], stale).status_code == 204
+        assert case_rows(db)[0]["status"] == "offered"
+        status = {"CallSid": twilio_http.sids[-1], "CallStatus": "no-answer"}
+        for _ in range(2):  # Twilio may deliver it twice: one miss all the same
+            assert phone.signed_post(data["StatusCallback"], status).status_code == 204
+
+    missed()
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("callback_requested", 1, None)
+    assert row["flags"]["callback_attempts"] == "1"
+    assert row["sort_at"] - clock() == timedelta(seconds=300)
+    # Someone who calls within those five minutes is served first; then the call back again.
+    clock.advance(seconds=60)
+    later = phone.call(ScriptedParty([Press("1"), Press("0")]), from_number="+15005550111")
+    assert api(client, agent, "POST", "/api/agents/next")["case"]["caller"] == "+15005550111"
+    again = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
+    assert again["case"]["id"] == row["id"] and again["case"]["callback_attempts"] == 1
+    missed()
+    row = case_rows(db)[0]
+    assert row["flags"]["callback_attempts"] == "2"
+    assert row["sort_at"] - clock() == timedelta(seconds=600)
+    assert later.call_sid != row["call_sid"]
 
 
 def test_twilio_dequeuing_for_our_redirect_changes_nothing(phone: Phone, db: Engine) -> None:
