@@ -821,6 +821,7 @@ def test_a_caller_whose_offer_ends_on_the_way_goes_back_to_their_place(
     twilio_http: RecordingTwilio,
     db: Engine,
     agent: str,
+    check_twiml: Callable[[str], None],
 ) -> None:
     """The agent takes the case (Twilio redirects the caller to TwiML dialling them) and gives
     it back before Twilio fetches that TwiML: the caller is queued again in their place, not
@@ -841,6 +842,7 @@ def test_a_caller_whose_offer_ends_on_the_way_goes_back_to_their_place(
         return poll < 2
 
     phone.call(Caller([Press("1"), Press("0")], holds))
+    check_twiml(seen["answer"])
     assert "<Enqueue" in seen["answer"] and "<Dial" not in seen["answer"]
     [row] = case_rows(db)
     assert row["agent_id"] is None and row["offer"] is None
@@ -1306,7 +1308,11 @@ def test_a_late_input_and_the_final_status_never_both_open_the_case(
 
 
 def test_a_uid_keyed_after_the_hang_up_reaches_the_case_for_the_call_back(
-    phone: Phone, client: TestClient, agent: str, db: Engine
+    phone: Phone,
+    client: TestClient,
+    agent: str,
+    db: Engine,
+    check_twiml: Callable[[str], None],
 ) -> None:
     """The victim keys their UID and hangs up: Twilio's final status callback reaches us
     before the Gather action with the UID. The status opens the case for a call back (no
@@ -1326,6 +1332,7 @@ def test_a_uid_keyed_after_the_hang_up_reaches_the_case_for_the_call_back(
             assert opened["account_uid"] is None and opened["status"] == "abandoned"
             late = phone.signed_post(prompt.action, {**base, "Digits": UID})
             codes.append(late.status_code)
+            check_twiml(late.text)
             return HangUp()
 
     phone.call(HangsUpThenTheUidArrives(list(HIJACK)), from_number=VICTIM, call_sid=sid)
