@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -20,10 +21,14 @@ from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from ivr.announcements import Current
+from ivr.announcements import current as current_announcement
 from ivr.calllog import CallFilter, list_calls, timeline
 from ivr.cases import User, held_by, held_by_agents, waiting_cases
 from ivr.deps import (
     AgentUser,
+    AnnouncerUser,
+    AnyUser,
     HotlineDep,
     OperatorUser,
     StaffUser,
@@ -364,6 +369,81 @@ def requeue(
     detail = hotline.case_detail(case_id)
     assert detail is not None
     return _detail(detail, user)
+
+
+# -- supervisors: the announcement callers hear first ----------------------------------------
+
+MAX_ANNOUNCEMENT = 600  # characters: about 40 seconds of speech
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class AnnouncementRequest(BaseModel):
+    texts: dict[str, str] = Field(
+        description="the text in every language callers choose in the call tree (en, zh-CN)"
+    )
+    minutes: int = Field(default=240, ge=1, le=7 * 24 * 60, description="how long it plays")
+
+
+class AnnouncementNow(BaseModel):
+    id: int
+    texts: dict[str, str]
+    set_by: str
+    set_at: datetime
+    expires_at: datetime
+
+
+class Cleared(BaseModel):
+    cleared: bool
+
+
+def _announcement(current: Current) -> AnnouncementNow:
+    return AnnouncementNow(
+        id=current.id,
+        texts=current.texts,
+        set_by=current.set_by,
+        set_at=current.set_at,
+        expires_at=current.expires_at,
+    )
+
+
+@router.get("/announcement")
+def announcement(user: AnyUser, hotline: HotlineDep) -> AnnouncementNow | None:
+    """What callers hear first now (where the call tree plays it), or null."""
+    with hotline.db.connect() as conn:
+        current = current_announcement(conn, now=hotline.clock())
+    return None if current is None else _announcement(current)
+
+
+@router.put("/announcement", responses={422: {"description": "a language missing, or text"}})
+def announce(
+    body: AnnouncementRequest, user: AnnouncerUser, hotline: HotlineDep
+) -> AnnouncementNow:
+    """Every caller hears this first (an incident, a known delay: "withdrawals are paused
+    while we investigate; your funds are safe"), in their language, for `minutes`, replacing
+    any other. A key or a word interrupts it, so nobody who knows what they need waits for it.
+    Audited."""
+    languages = set(hotline.trees.current.catalogs.languages)
+    texts = {lang: " ".join(_CONTROL.sub(" ", text).split()) for lang, text in body.texts.items()}
+    missing = sorted(languages - {lang for lang, text in texts.items() if text})
+    unknown = sorted(set(texts) - languages)
+    too_long = sorted(lang for lang, text in texts.items() if len(text) > MAX_ANNOUNCEMENT)
+    if missing or unknown or too_long:
+        problems = []
+        if missing:
+            wanted = ", ".join(missing)
+            problems.append(f"a text is needed in every language callers choose: {wanted}")
+        if unknown:
+            problems.append(f"no caller chooses {', '.join(unknown)}")
+        if too_long:
+            problems.append(f"{MAX_ANNOUNCEMENT} characters at most: {', '.join(too_long)}")
+        raise HTTPException(422, "; ".join(problems))
+    return _announcement(hotline.announce(texts, by=user, minutes=body.minutes))
+
+
+@router.delete("/announcement")
+def clear_announcement(user: AnnouncerUser, hotline: HotlineDep) -> Cleared:
+    """Callers hear no announcement any more. Audited."""
+    return Cleared(cleared=hotline.clear_announcement(by=user))
 
 
 # -- supervisors: the call log --------------------------------------------------------------

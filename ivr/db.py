@@ -218,6 +218,20 @@ audit_log = Table(
     Column("result", String(32), nullable=False),
 )
 
+# What supervisors want every caller to hear first on a bad day. One is current at most: the
+# newest neither cleared nor expired.
+announcements = Table(
+    "announcements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("texts", JSON, nullable=False),  # language -> text
+    Column("set_by", String(80), nullable=False),
+    Column("set_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("cleared_by", String(80)),
+    Column("cleared_at", UTCDateTime()),
+)
+
 
 def normalise_url(url: str) -> str:
     """Accept the URL forms people paste (postgres://, postgresql://); use the psycopg 3 driver."""

@@ -94,5 +94,7 @@ def require(*roles: str) -> Callable[[User], User]:
 AgentUser = Annotated[User, Depends(require("agent"))]
 StaffUser = Annotated[User, Depends(require("agent", "supervisor"))]
 SupervisorUser = Annotated[User, Depends(require("supervisor"))]
+AnnouncerUser = Annotated[User, Depends(require("supervisor", "operator"))]
+AnyUser = Annotated[User, Depends(require("agent", "supervisor", "operator"))]
 OperatorUser = Annotated[User, Depends(require("operator"))]
 TreeReader = Annotated[User, Depends(require("operator", "supervisor"))]

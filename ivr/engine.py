@@ -10,6 +10,7 @@ layer uses it to recognise a request Twilio delivered twice, so no attempt count
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -238,9 +239,26 @@ class Step:
     effects: list[Effect] = field(default_factory=list)
 
 
-def begin(tree: CompiledTree, *, links: Links, step: int, now: datetime, ticket: str = "") -> Step:
+@dataclass(frozen=True)
+class Announcement:
+    """What supervisors want every caller to hear first on a bad day (an incident, a known
+    delay), by language; `id` tells a caller who heard it from one who has not."""
+
+    id: str
+    texts: Mapping[str, str]
+
+
+def begin(
+    tree: CompiledTree,
+    *,
+    links: Links,
+    step: int,
+    now: datetime,
+    ticket: str = "",
+    announcement: Announcement | None = None,
+) -> Step:
     """A new call: enter the start node."""
-    turn = _Turn(tree, links, step, now, ticket)
+    turn = _Turn(tree, links, step, now, ticket, announcement)
     state = turn.enter(tree.tree.start, CallState(node=tree.tree.start))
     return turn.finish(state)
 
@@ -254,9 +272,11 @@ def advance(
     step: int,
     now: datetime,
     ticket: str = "",
+    announcement: Announcement | None = None,
 ) -> Step:
-    """Apply one input to a call in progress. `ticket` numbers a case, should one be opened."""
-    turn = _Turn(tree, links, step, now, ticket)
+    """Apply one input to a call in progress. `ticket` numbers a case, should one be opened;
+    `announcement` is played where the tree says, once per call."""
+    turn = _Turn(tree, links, step, now, ticket, announcement)
     if state.ended:
         turn.response.hangup()
         return turn.finish(state)
@@ -427,13 +447,20 @@ class _Turn:
     """One webhook's worth of work: collects TwiML and log entries while moving the state."""
 
     def __init__(
-        self, tree: CompiledTree, links: Links, step: int, now: datetime, ticket: str
+        self,
+        tree: CompiledTree,
+        links: Links,
+        step: int,
+        now: datetime,
+        ticket: str,
+        announcement: Announcement | None = None,
     ) -> None:
         self.tree = tree
         self.links = links
         self.step = step
         self.now = now
         self.ticket = ticket
+        self.announcement = announcement
         self.response = VoiceResponse()
         self.log: list[LogEntry] = []
         self.effects: list[Effect] = []
@@ -494,7 +521,15 @@ class _Turn:
         node = self.tree.node(state.node)
         if isinstance(node, MenuNode):
             key = node.short_prompt if short and node.short_prompt else node.prompt
-            self.gather_menu(self.tree.menus[state.node], state, key)
+            news = self._unheard_announcement(node, state)
+            self.gather_menu(self.tree.menus[state.node], state, key, before=news)
+            if news is not None:
+                assert self.announcement is not None
+                facts = {**state.facts, "announced": self.announcement.id}
+                state = state.model_copy(update={"facts": facts})
+                self.log.append(
+                    LogEntry(state.node, "announced", detail={"announcement": self.announcement.id})
+                )
         elif isinstance(node, LanguageNode):
             self.gather_language(node, state)
         elif isinstance(node, QueueNode):
@@ -596,7 +631,17 @@ class _Turn:
         self.response.append(gather)
         self.response.redirect(self.links.gather(self.step), method="POST")
 
-    def gather_menu(self, menu: CompiledMenu, state: CallState, prompt_key: str) -> None:
+    def _unheard_announcement(self, node: MenuNode, state: CallState) -> str | None:
+        """The announcement's text for this caller, if this menu plays it and they have not
+        heard this one yet (a caller who goes back to the menu is not told twice)."""
+        news = self.announcement
+        if not node.announcement or news is None or state.facts.get("announced") == news.id:
+            return None
+        return news.texts.get(state.lang) or None
+
+    def gather_menu(
+        self, menu: CompiledMenu, state: CallState, prompt_key: str, before: str | None = None
+    ) -> None:
         # finishOnKey="": # and * are menu keys here. Twilio's default finishOnKey is "#",
         # which would turn the back key into an empty result (heard as silence).
         catalog = self.tree.catalogs.catalog(state.lang)
@@ -612,6 +657,11 @@ class _Turn:
             input="dtmf speech" if hints else "dtmf",
             **(speech if hints else {}),
         )
+        if before:
+            # Inside the Gather: a key or a word interrupts it, so a victim who knows to press
+            # 1 is not held up by news they do not need.
+            catalog = self.tree.catalogs.catalog(state.lang)
+            gather.say(before, voice=catalog.voice, language=catalog.say_language)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
         self.response.append(gather)
         # If Twilio ever goes past the Gather (no actionOnEmptyResult), silence still reaches us.

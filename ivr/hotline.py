@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -24,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import cases, engine, store
+from ivr import announcements, cases, engine, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
@@ -203,6 +204,8 @@ class Hotline:
         self.metrics = metrics or Metrics(db)
         # SQLite answers in microseconds from this process: webhooks run on the event loop.
         self.answers_on_the_loop = db.dialect.name == "sqlite"
+        # Read from memory on the hot path; refreshed as often as the tree version is checked.
+        self.current_announcement: announcements.Current | None = None
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -214,7 +217,14 @@ class Hotline:
                 return row.last_twiml
             tree = self.trees.current
             now = self.clock()
-            step = engine.begin(tree, links=self.links, step=1, now=now, ticket=cases.new_ticket())
+            step = engine.begin(
+                tree,
+                links=self.links,
+                step=1,
+                now=now,
+                ticket=cases.new_ticket(),
+                announcement=self._announcement(now),
+            )
             state = step.state
             if caller.stir_verstat:  # a risk signal for the agent, never proof of identity
                 state = state.model_copy(
@@ -313,6 +323,7 @@ class Hotline:
                 step=row.step + 1,
                 now=now,
                 ticket=cases.new_ticket(),
+                announcement=self._announcement(now),
             )
             if not may_block and self._calls_out(result.effects):
                 raise WouldBlock  # a freeze by the exchange's account service
@@ -1203,6 +1214,61 @@ class Hotline:
         if stored is None:
             return None
         return self.activate(tree_from_stored(stored.source, stored.file, stored.prompts), by=by)
+
+    # -- announcements ----------------------------------------------------------------------
+
+    def _announcement(self, now: datetime) -> engine.Announcement | None:
+        current = self.current_announcement
+        return current.live(now) if current is not None else None
+
+    def announce(
+        self, texts: dict[str, str], *, by: cases.User, minutes: int
+    ) -> announcements.Current:
+        """Every caller hears `texts` (by language) where the tree plays the announcement,
+        for `minutes`; on every instance within IVR_TREE_SYNC seconds, here at once."""
+        now = self.clock()
+        actor = f"{by.role}:{by.name}"
+        with self.db.connect() as conn:
+            made = announcements.announce(
+                conn, texts=texts, by=actor, now=now, expires_at=now + timedelta(minutes=minutes)
+            )
+            cases.audit(
+                conn,
+                actor=actor,
+                action="announce",
+                uid=None,
+                case_id=None,
+                reason=json.dumps(texts, ensure_ascii=False),
+                result="ok",
+                now=now,
+            )
+        self.current_announcement = made
+        log.warning("announcement %s set by %s for %d minutes", made.id, actor, minutes)
+        return made
+
+    def clear_announcement(self, *, by: cases.User) -> bool:
+        now = self.clock()
+        actor = f"{by.role}:{by.name}"
+        with self.db.connect() as conn:
+            cleared = announcements.clear(conn, by=actor, now=now)
+            if cleared:
+                cases.audit(
+                    conn,
+                    actor=actor,
+                    action="announce_clear",
+                    uid=None,
+                    case_id=None,
+                    reason=None,
+                    result="ok",
+                    now=now,
+                )
+        self.current_announcement = None
+        return cleared
+
+    def refresh_announcement(self) -> None:
+        """Another instance set or cleared the announcement: play what the database says."""
+        with self.db.connect() as conn:
+            self.current_announcement = announcements.current(conn, now=self.clock())
 
     def follow_active_version(self) -> None:
         """Another instance reloaded or rolled back: switch to the version it made live."""

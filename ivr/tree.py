@@ -126,6 +126,9 @@ class MenuNode(_Node):
     operator: NodeName | None = None
     # Words that reach the operator too ("agent", "人工"), per language; options are tried first.
     operator_speech: dict[str, list[Annotated[str, Field(min_length=1, max_length=100)]]] = {}
+    # Plays the supervisors' current announcement (`PUT /api/announcement`) before its prompt,
+    # once per call; a key or a word interrupts it.
+    announcement: bool = False
 
     @model_validator(mode="after")
     def _operator_pair(self) -> MenuNode:

@@ -457,6 +457,7 @@ def create_app(
         except Exception:  # each call's webhook builds its tree itself then, in a thread
             log.exception("could not build the tree versions of calls in progress")
         await _sweep_once(hotline)
+        await _follow(hotline)  # the announcement another instance set before this one started
         tasks = [
             asyncio.create_task(_every(settings.sweep_interval_seconds, _sweep_once, hotline)),
             asyncio.create_task(_every(settings.tree_sync_seconds, _follow, hotline)),
@@ -635,6 +636,10 @@ async def _follow(hotline: Hotline) -> None:
         await run_in_threadpool(hotline.follow_active_version)
     except Exception:
         log.exception("could not check the live call-tree version; will try again")
+    try:
+        await run_in_threadpool(hotline.refresh_announcement)
+    except Exception:  # the one in memory plays on, until it expires
+        log.exception("could not check the announcement; will try again")
 
 
 async def _reload(hotline: Hotline, why: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from ivr.engine import (
+    Announcement,
     CallState,
     DialDone,
     Keys,
@@ -174,6 +175,72 @@ def test_operator_key_reaches_an_agent(call: Call) -> None:
     call.send(Keys("1"))
     call.send(Keys("0"))
     assert call.state.node == "agent" and call.state.facts["queue"] == "general"
+
+
+INCIDENT = Announcement(
+    "7", {"en": "Withdrawals are paused while we investigate.", "zh-CN": "提现暂停处理中。"}
+)
+
+
+def announced(mini_tree: CompiledTree, check: Callable[[str], None], *keys: str) -> Call:
+    """A call that hears INCIDENT wherever the tree plays it, after `keys`."""
+    call = Call(mini_tree, check)
+    for key in keys:
+        call.n += 1
+        call.step = advance(
+            mini_tree,
+            call.state,
+            Keys(key),
+            links=LINKS,
+            step=call.n,
+            now=call.now,
+            announcement=INCIDENT,
+        )
+        check(call.step.twiml)
+    return call
+
+
+def test_an_announcement_comes_first_inside_the_menu_so_a_key_cuts_it_short(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    call = announced(mini_tree, check_twiml, "2")  # Mandarin: the main menu, announcement on
+    gather = etree.fromstring(call.step.twiml.encode()).find("Gather")
+    assert gather is not None
+    says = [(el.text, el.get("language")) for el in gather.iter("Say")]
+    assert says == [
+        ("提现暂停处理中。", "cmn-CN"),
+        ("主菜单。求助请按1,更多请按2,人工服务请按0。", "cmn-CN"),
+    ]
+    assert call.state.facts["announced"] == "7"
+    assert [e.kind for e in call.step.log][-1] == "announced"
+
+
+def test_an_announcement_is_heard_once_per_call_and_only_where_the_tree_says(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    call = announced(mini_tree, check_twiml, "1", "2")  # English; "more": no announcement
+    assert call.state.node == "more" and INCIDENT.texts["en"] not in said(call.step)
+    call = announced(mini_tree, check_twiml, "1", "2", "#")  # back to the main menu
+    assert call.state.node == "main" and INCIDENT.texts["en"] not in said(call.step)
+    call = announced(mini_tree, check_twiml, "1", "9")  # an invalid key: the menu again
+    assert INCIDENT.texts["en"] not in said(call.step)
+    # A new announcement is news, even to a caller who heard the old one.
+    newer = Announcement("8", {"en": "Withdrawals are back.", "zh-CN": "提现已恢复。"})
+    step = advance(
+        mini_tree,
+        call.state,
+        Keys("9"),
+        links=LINKS,
+        step=call.n + 1,
+        now=call.now,
+        announcement=newer,
+    )
+    assert said(step)[-2:] == ["Withdrawals are back.", "Press 1, 2 or 0."]  # the short one
+    # Without one, nothing extra is said, and nothing is marked.
+    plain = Call(mini_tree, check_twiml)
+    plain.send(Keys("1"))
+    assert said(plain.step) == ["Main menu. Press 1 for help, 2 for more, 0 for an agent."]
+    assert "announced" not in plain.state.facts
 
 
 def test_back_key_returns_to_previous_menu(call: Call) -> None:

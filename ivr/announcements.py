@@ -1,0 +1,77 @@
+"""Announcements: what every caller hears first on a bad day (an incident, a known delay).
+
+A supervisor sets one, in every language of the call tree, for a while; menus marked
+`announcement: true` play it before their prompt, once per call, and a key or a word
+interrupts it. Kept in the database, so every instance plays the same one (each picks a new
+one up within IVR_TREE_SYNC seconds, the one it was set on at once); the hot path reads it
+from memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from ivr.db import announcements
+from ivr.engine import Announcement
+from ivr.store import reading, writing
+
+
+@dataclass(frozen=True)
+class Current:
+    id: int
+    texts: dict[str, str]
+    set_by: str
+    set_at: datetime
+    expires_at: datetime
+
+    def live(self, now: datetime) -> Announcement | None:
+        """What the engine plays now, or None once it has expired."""
+        return Announcement(str(self.id), self.texts) if now < self.expires_at else None
+
+
+def _current(row: Any) -> Current:
+    return Current(row.id, dict(row.texts), row.set_by, row.set_at, row.expires_at)
+
+
+def current(conn: Connection, *, now: datetime) -> Current | None:
+    """The newest announcement neither cleared nor expired."""
+    with reading(conn):
+        row = conn.execute(
+            select(announcements)
+            .where(announcements.c.cleared_at.is_(None), announcements.c.expires_at > now)
+            .order_by(announcements.c.id.desc())
+            .limit(1)
+        ).first()
+    return None if row is None else _current(row)
+
+
+def announce(
+    conn: Connection, *, texts: dict[str, str], by: str, now: datetime, expires_at: datetime
+) -> Current:
+    """Make `texts` the announcement, replacing any other."""
+    with writing(conn):
+        _clear(conn, by=by, now=now)
+        new_id = conn.execute(
+            insert(announcements)
+            .values(texts=texts, set_by=by, set_at=now, expires_at=expires_at)
+            .returning(announcements.c.id)
+        ).scalar_one()
+    return Current(int(new_id), dict(texts), by, now, expires_at)
+
+
+def clear(conn: Connection, *, by: str, now: datetime) -> bool:
+    """No announcement any more; False if there was none."""
+    with writing(conn):
+        return _clear(conn, by=by, now=now) > 0
+
+
+def _clear(conn: Connection, *, by: str, now: datetime) -> int:
+    return conn.execute(
+        update(announcements)
+        .where(announcements.c.cleared_at.is_(None), announcements.c.expires_at > now)
+        .values(cleared_at=now, cleared_by=by)
+    ).rowcount

@@ -1,0 +1,123 @@
+"""Announcements: set by a supervisor, heard first by every caller, everywhere, for a while."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from ivr.db import audit_log
+from ivr.phone import Phone, Press, ScriptedParty
+from ivr.settings import Settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
+
+EN = "We know withdrawals are paused while we investigate. Your funds are safe."
+ZH = "我们已知晓提现暂停,正在调查。您的资产安全。"
+INCIDENT = {"texts": {"en": EN, "zh-CN": ZH}, "minutes": 60}
+MAIN_MENU = "If your account has been hacked or stolen"
+EMERGENCY = "You have reached our emergency service"
+
+
+def put(client: TestClient, token: str, body: dict[str, Any]) -> Any:
+    return client.put("/api/announcement", json=body, headers=bearer(token))
+
+
+def test_every_caller_hears_it_first_in_their_language(
+    client: TestClient, phone: Phone, db: Engine
+) -> None:
+    sam = make_user(db, "sam", "supervisor")
+    made = put(client, sam, INCIDENT)
+    assert made.status_code == 200, made.text
+    assert made.json()["set_by"] == "supervisor:sam"
+    english = phone.call(ScriptedParty([Press("1")]))
+    at = english.heard.index(EN)  # after the language choice, right before the main menu
+    assert english.heard[at + 1].startswith(MAIN_MENU) and MAIN_MENU not in english.heard[:at]
+    mandarin = phone.call(ScriptedParty([Press("2")]))
+    assert ZH in mandarin.heard and EN not in mandarin.heard
+    # Told once: a caller back at the main menu does not hear it again.
+    again = phone.call(ScriptedParty([Press("1"), Press("3"), Press("#")]))
+    assert sum(line.startswith(MAIN_MENU) for line in again.heard) == 2
+    assert again.heard.count(EN) == 1
+    # Who set it, and what, is in the audit log.
+    with db.connect() as conn:
+        entry = conn.execute(select(audit_log)).mappings().one()
+    assert (entry["actor"], entry["action"]) == ("supervisor:sam", "announce")
+    assert EN in entry["reason"] and ZH in entry["reason"]
+
+
+def test_a_victim_is_not_held_up_by_it(client: TestClient, phone: Phone, db: Engine) -> None:
+    """Keys pressed while it plays cut it short: the emergency path is as fast as ever."""
+    put(client, make_user(db, "sam", "supervisor"), INCIDENT)
+    record = phone.call(ScriptedParty([Press("1"), Press("1")]))
+    assert any(line.startswith(EMERGENCY) for line in record.heard)
+    gather = next(doc for doc in record.documents if EN in doc)
+    assert gather.index("<Gather") < gather.index(EN) < gather.index("</Gather>")
+
+
+def test_it_ends_when_it_expires_or_is_cleared(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock
+) -> None:
+    sam = make_user(db, "sam", "supervisor")
+    put(client, sam, INCIDENT)
+    clock.advance(minutes=61)
+    assert client.get("/api/announcement", headers=bearer(sam)).json() is None
+    assert EN not in phone.call(ScriptedParty([Press("1")])).heard
+    put(client, sam, INCIDENT)
+    assert client.get("/api/announcement", headers=bearer(sam)).json()["texts"]["en"] == EN
+    cleared = client.delete("/api/announcement", headers=bearer(sam))
+    assert cleared.json() == {"cleared": True}
+    assert client.delete("/api/announcement", headers=bearer(sam)).json() == {"cleared": False}
+    assert EN not in phone.call(ScriptedParty([Press("1")])).heard
+    with db.connect() as conn:
+        actions = conn.execute(select(audit_log.c.action).order_by(audit_log.c.id)).scalars()
+        assert list(actions) == ["announce", "announce", "announce_clear"]
+
+
+def test_another_instance_plays_it_once_it_looks(
+    client: TestClient,
+    db: Engine,
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Set on one instance; the other reads it from the database when it checks for a new
+    tree version (every IVR_TREE_SYNC seconds), and plays it from then on."""
+    other_app = create_app(settings, tree=hotline_tree, db=db, clock=clock)
+    with TestClient(other_app) as other:
+        phone = Phone(other, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        put(client, make_user(db, "sam", "supervisor"), INCIDENT)
+        assert EN not in phone.call(ScriptedParty([Press("1")])).heard  # not looked yet
+        other_app.state.hotline.refresh_announcement()
+        assert EN in phone.call(ScriptedParty([Press("1")])).heard
+
+
+def test_only_supervisors_and_operators_set_it_and_in_every_language(
+    client: TestClient, db: Engine
+) -> None:
+    sam, olga = make_user(db, "sam", "supervisor"), make_user(db, "olga", "operator")
+    ana = make_user(db, "ana", "agent")
+    assert put(client, ana, INCIDENT).status_code == 403
+    assert client.delete("/api/announcement", headers=bearer(ana)).status_code == 403
+    assert client.get("/api/announcement", headers=bearer(ana)).status_code == 200
+    assert put(client, olga, INCIDENT).status_code == 200
+    refused = [
+        ({"texts": {"en": EN}}, "every language callers choose: zh-CN"),
+        ({"texts": {"en": EN, "zh-CN": " \x00 "}}, "every language callers choose: zh-CN"),
+        ({"texts": {"en": EN, "zh-CN": ZH, "fr": "Bonjour"}}, "no caller chooses fr"),
+        ({"texts": {"en": "x" * 601, "zh-CN": ZH}}, "600 characters at most: en"),
+        ({"texts": {"en": EN, "zh-CN": ZH}, "minutes": 0}, "minutes"),
+    ]
+    for body, why in refused:
+        r = put(client, sam, body)
+        assert r.status_code == 422 and why in r.text, (body, r.text)
+    # Control characters go; the words stay.
+    r = put(client, sam, {"texts": {"en": "Line one.\r\nLine\ttwo.", "zh-CN": ZH}})
+    assert r.json()["texts"]["en"] == "Line one. Line two."
+    assert client.get("/api/announcement", headers=bearer(sam)).json()["set_by"] == (
+        "supervisor:sam"
+    )
