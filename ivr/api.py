@@ -275,19 +275,16 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
     responses={
         503: {
             "model": ErrorMessage,
-            "description": "the caller hung up as the case was taken; back in line for a call back",
+            "description": "the case is not yours to connect after all (its caller hung up as "
+            "it was taken: back in line for a call back); ask again",
         }
     },
 )
 def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     try:
         claimed = hotline.claim(user)
-    except ConnectFailed:
-        raise HTTPException(
-            503,
-            "the caller hung up as you took the case; it is back in line for a "
-            "call back. Ask for the next case again.",
-        ) from None
+    except ConnectFailed as failed:
+        raise HTTPException(503, failed.detail) from None
     if claimed is None:
         return Claimed(case=None, connect=None)
     case, connect = claimed

@@ -232,7 +232,13 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
         return (
             conn.execute(
                 update(cases)
-                .where(cases.c.id == case_id, cases.c.status == status, ~live_offer)
+                .where(
+                    cases.c.id == case_id,
+                    cases.c.status == status,
+                    ~live_offer,
+                    # Connected, a call back is resolved like any case; ringing, it is not.
+                    (cases.c.status != "offered") | _NOT_PLACING,
+                )
                 .values(status="resolved", queued=0, notes=notes, ended_at=now, offer=None)
             ).rowcount
             == 1
@@ -373,17 +379,55 @@ def calling_back(offer: str | None) -> bool:
     return offer is not None and offer.split(":", 1)[0] == OFFER_CALLING
 
 
-def requeue(
-    conn: Connection, *, case_id: int, only_from: tuple[str, ...] = ("offered", "connected")
+def placed_by(offer: str | None, call_sid: str) -> bool:
+    """The offer is the call back Twilio placed as `call_sid` (or is placing it: its sid not
+    stored yet)."""
+    return offer in (OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}")
+
+
+def connect_offer(
+    conn: Connection, *, case_id: int, agent_id: int, now: datetime, placed: str | None
 ) -> bool:
-    """An agent's phone did not answer: the case goes back to its place in line, as what it
-    was (a caller who asked for a call back, or hung up, is not on the line to redirect)."""
+    """The caller reached the agent's TwiML: their offer is connected, if it is still that
+    agent's (and, for a call back, that call's `placed`)."""
+    where = [cases.c.id == case_id, cases.c.status == "offered", cases.c.agent_id == agent_id]
+    if placed is not None:
+        where.append(cases.c.offer.in_((OFFER_CALLING, f"{OFFER_CALLING}:{placed}")))
     with writing(conn):
         return (
             conn.execute(
-                update(cases)
-                .where(cases.c.id == case_id, cases.c.status.in_(only_from))
-                .values(**_BACK_IN_LINE, connected_at=None)
+                update(cases).where(*where).values(status="connected", connected_at=now)
+            ).rowcount
+            == 1
+        )
+
+
+# Twilio is placing the offer's call back: the customer may answer any moment, to be put
+# through to this agent. Whatever ends the offer meanwhile leaves them nobody to talk to.
+_PLACING = cases.c.offer.like(f"{OFFER_CALLING}%")
+_NOT_PLACING = cases.c.offer.is_(None) | ~_PLACING
+# An outbound call rings a minute at most (Twilio's default timeout is 60 s): a call back
+# still marked as being placed after this lost its status callback, and the sweep may take it.
+RING_AT_MOST = timedelta(minutes=2)
+
+
+def requeue(
+    conn: Connection,
+    *,
+    case_id: int,
+    only_from: tuple[str, ...] = ("offered", "connected"),
+    unless_placing: bool = False,
+) -> bool:
+    """An agent's phone did not answer: the case goes back to its place in line, as what it
+    was (a caller who asked for a call back, or hung up, is not on the line to redirect).
+    `unless_placing`: not while Twilio places its call back (given back by hand)."""
+    where = [cases.c.id == case_id, cases.c.status.in_(only_from)]
+    if unless_placing:
+        where.append(_NOT_PLACING)
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None)
             ).rowcount
             == 1
         )
@@ -403,9 +447,9 @@ def callback_missed(
     current = cases.c.offer.in_((OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}"))
     with writing(conn):
         row = conn.execute(
-            select(cases.c.flags).where(
-                cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current
-            )
+            select(cases.c.flags)
+            .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current)
+            .with_for_update()
         ).first()
         if row is None:
             return False  # delivered again, or the case moved on meanwhile
@@ -428,6 +472,7 @@ _LATEST_CASE = (
     .where(cases.c.call_sid == bindparam("sid"))
     .order_by(cases.c.id.desc())
     .limit(1)
+    .with_for_update()  # PostgreSQL: nobody else merges into these flags meanwhile
 )
 _SET_FLAGS = (
     update(cases)
@@ -457,15 +502,22 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
                 cases.c.status == "offered",
                 cases.c.offered_at < cutoff,
                 func.coalesce(cases.c.offer, "").not_in(AGENT_FINISHES),
+                _NOT_PLACING | (cases.c.offered_at < cutoff - RING_AT_MOST),
             )
             .values(**_BACK_IN_LINE)
         ).rowcount
 
 
-def set_flags(conn: Connection, *, case_id: int, flags: dict[str, Any]) -> None:
-    """Replace a case's flags, touching nothing else (its status may be changing meanwhile)."""
+def add_flags(conn: Connection, *, case_id: int, flags: dict[str, str]) -> None:
+    """Add to a case's flags, touching nothing else (its status may be changing meanwhile);
+    read and written under the row's lock, so what another writer added stays."""
     with writing(conn):
-        conn.execute(_SET_FLAGS, {"case_id": case_id, "new_flags": flags})
+        row = conn.execute(
+            select(cases.c.flags).where(cases.c.id == case_id).with_for_update()
+        ).first()
+        if row is not None:
+            merged = {**(row.flags or {}), **flags}
+            conn.execute(_SET_FLAGS, {"case_id": case_id, "new_flags": merged})
 
 
 def request_callback(conn: Connection, *, call_sid: str, number: str | None, now: datetime) -> bool:

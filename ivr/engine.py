@@ -87,8 +87,8 @@ class Links:
     def connect(self, case_id: int, *, outbound: bool = False) -> str:
         return self._url(CONNECT_PATH, case=case_id, out=int(outbound))
 
-    def connect_done(self, case_id: int) -> str:
-        return self._url(CONNECT_DONE_PATH, case=case_id)
+    def connect_done(self, case_id: int, *, outbound: bool = False) -> str:
+        return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound))
 
     def callback_status(self, case_id: int) -> str:
         return self._url(CALLBACK_STATUS_PATH, case=case_id)
@@ -375,9 +375,9 @@ def hold_twiml(
     return str(response)
 
 
-def hangup_twiml(catalogs: Catalogs, language: str) -> str:
+def hangup_twiml(catalogs: Catalogs, language: str, key: str = "goodbye") -> str:
     response = VoiceResponse()
-    _say(response, catalogs, "goodbye", language)
+    _say(response, catalogs, key, language)
     response.hangup()
     return str(response)
 

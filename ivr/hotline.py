@@ -62,7 +62,16 @@ CALL_BACKS = ("abandoned", "callback_requested")
 
 
 class ConnectFailed(Exception):
-    """The caller hung up as their case was taken; it is back in line, for a call back."""
+    """The case the agent took is not theirs to connect after all: its caller hung up as it
+    was taken (back in line for a call back), or it was taken back at that very moment."""
+
+    def __init__(self, case_id: int, detail: str) -> None:
+        super().__init__(case_id, detail)
+        self.case_id = case_id
+        self.detail = detail
+
+
+LOST_AS_TAKEN = "the case was taken back as you took it. Ask for the next case again."
 
 
 # Twilio's error for a REST redirect of a call that is not in progress any more.
@@ -802,63 +811,76 @@ class Hotline:
             return None
         return self.connect(view.row["id"])
 
-    def connect(self, case_id: int, *, lang: str | None = None, outbound: bool = False) -> str:
+    def connect(
+        self, case_id: int, *, lang: str | None = None, outbound: bool = False, call_sid: str = ""
+    ) -> str:
         """TwiML bridging the case's caller to the agent who took it. If the offer ended on
         the way (given back, taken back, timed out), a waiting caller goes back to their
-        place in the queue instead of to an agent who no longer has their case."""
+        place in the queue instead of to an agent who no longer has their case; a customer
+        answering a call back (`outbound`, the call `call_sid`) that is no longer the offer's
+        is told so, and called again later."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
             if case is None:
                 return self.fallback()
             agent_id = case["agent_id"]
-            ours = agent_id is not None and cases.set_status(
-                conn, case_id=case_id, status="connected", now=now, only_from=("offered",)
+            placed = call_sid if outbound else None
+            ours = agent_id is not None and cases.connect_offer(
+                conn, case_id=case_id, agent_id=agent_id, now=now, placed=placed
             )
             if agent_id is not None and not ours:  # or connected already: Twilio asked again
                 again = cases.get_case(conn, case_id=case_id)
-                ours = again is not None and (again["status"], again["agent_id"]) == (
-                    "connected",
-                    agent_id,
+                ours = (
+                    again is not None
+                    and (again["status"], again["agent_id"]) == ("connected", agent_id)
+                    and (placed is None or cases.placed_by(again["offer"], placed))
                 )
-            if not ours:
-                log.warning("case %s: its offer ended before its caller reached the agent", case_id)
-                row = None if outbound else store.load_call(conn, call_sid=case["call_sid"])
-            else:
+            call = store.load_call(conn, call_sid=case["call_sid"])
+            agent = None
+            if ours:
                 with conn.begin():
                     agent = conn.execute(select(users).where(users.c.id == agent_id)).first()
-                if lang is None:
-                    call = store.load_call(conn, call_sid=case["call_sid"])
-                    lang = call.state.lang if call else "en"
+        language = lang or (call.state.lang if call else "en")
         if not ours:
-            if row is None or "queue" not in row.state.facts:
+            log.warning("case %s: its offer ended before its caller reached the agent", case_id)
+            if outbound:
+                catalogs = self.trees.current.catalogs
+                return engine.hangup_twiml(catalogs, language, "callback_agent_unavailable")
+            if call is None or "queue" not in call.state.facts:
                 return self.fallback()
-            return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
+            return self.advance(call.call_sid, call.step, engine.QueueExit(AGENT_NO_ANSWER))
         return engine.connect_twiml(
             self.trees.current.catalogs,
-            lang or "en",
+            language,
             agent_phone=agent.phone if agent else None,
             agent_name=agent.name if agent else "agent",
-            action=self.links.connect_done(case_id),
+            action=self.links.connect_done(case_id, outbound=outbound),
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
         )
 
-    def connect_done(self, case_id: int, dial_status: str) -> str:
-        """The agent leg ended. Nobody answered: the case goes back to its place, the caller too."""
+    def connect_done(self, case_id: int, dial_status: str, *, outbound: bool = False) -> str:
+        """The agent leg ended. Nobody answered: the case goes back to its place, the caller
+        too; a customer we called back is told we will call again, and let go."""
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
         if case is None:
             return self.fallback()
+        with self.db.connect() as conn:
+            row = store.load_call(conn, call_sid=case["call_sid"])
+        catalogs = self.trees.current.catalogs
+        lang = row.state.lang if row else "en"
         if dial_status in ("completed", "answered"):
-            with self.db.connect() as conn:
-                row = store.load_call(conn, call_sid=case["call_sid"])
-            catalogs = self.trees.current.catalogs
-            lang = row.state.lang if row else "en"
             return engine.hangup_twiml(catalogs, lang)
+        if outbound:
+            # Their inbound call ended long ago: no queue to put them back in. The case goes
+            # back to its place, as the call back it was.
+            with self.db.connect() as conn:
+                cases.requeue(conn, case_id=case_id)
+            return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         with self.db.connect() as conn:
             moved = cases.requeue(conn, case_id=case_id)
-            row = store.load_call(conn, call_sid=case["call_sid"])
         if row is None or "queue" not in row.state.facts:
             # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
@@ -950,8 +972,11 @@ class Hotline:
         return case, connect
 
     def _offer(self, case: dict[str, Any], agent: cases.User, offer: str) -> None:
+        """Record how the offer reaches its caller; ConnectFailed if it is not the agent's
+        any more (taken back between the claim and this), so nothing is dialled for it."""
         with self.db.connect() as conn:
-            cases.set_offer(conn, case_id=case["id"], agent_id=agent.id, offer=offer)
+            if not cases.set_offer(conn, case_id=case["id"], agent_id=agent.id, offer=offer):
+                raise ConnectFailed(case["id"], LOST_AS_TAKEN)
 
     def _connect_live(
         self, case: dict[str, Any], agent: cases.User, now: datetime
@@ -972,7 +997,11 @@ class Hotline:
                 log.warning("case %s: its caller hung up as it was taken; a call back", case["id"])
                 with self.db.connect() as conn:
                     cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
-                raise ConnectFailed(case["id"]) from None
+                raise ConnectFailed(
+                    case["id"],
+                    "the caller hung up as you took the case; it is back in line for a call "
+                    "back. Ask for the next case again.",
+                ) from None
             # Twilio's REST API failing (an outage, a limit) while its calls go on: put back
             # at the head of the line, the case would be taken and refused again and again.
             log.warning(
@@ -1060,8 +1089,9 @@ class Hotline:
                 result="ok" if done else "failed",
                 now=now,
             )
-            flags = {**case["flags"], "agent_freeze": "done" if done else "failed"}
-            cases.set_flags(conn, case_id=case_id, flags=flags)
+            cases.add_flags(
+                conn, case_id=case_id, flags={"agent_freeze": "done" if done else "failed"}
+            )
         return done
 
     def _case_for(
@@ -1093,6 +1123,12 @@ class Hotline:
                     "the caller is waiting on the line to be put through: serve them, or give "
                     "the case back",
                 )
+            if cases.calling_back(case["offer"]) and case["status"] == "offered":
+                raise CaseRefused(
+                    409,
+                    "Twilio is calling the customer back now: resolve it once you have talked, "
+                    "or it comes back to the line by itself if they do not answer",
+                )
             if not cases.resolve(
                 conn, case_id=case_id, status=case["status"], now=now, notes=notes
             ):
@@ -1123,7 +1159,7 @@ class Hotline:
                     "comes back to the line by itself",
                 )
             if case["status"] != "offered" or not cases.requeue(
-                conn, case_id=case_id, only_from=("offered",)
+                conn, case_id=case_id, only_from=("offered",), unless_placing=True
             ):
                 raise CaseRefused(409, "only a case not yet connected goes back in line")
             cases.audit(

@@ -75,6 +75,7 @@ ENGINE_PROMPTS = (
     "callback_confirmed",
     "connecting_agent",
     "callback_greeting",
+    "callback_agent_unavailable",
     "ticket_requeued",
     *(
         f"case_status_{s}"

@@ -368,14 +368,14 @@ async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "
 @router.post("/connect")
 def connect(form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0) -> Response:
     sid = _call_sid(form)
-    return _safely(hotline, sid, lambda: hotline.connect(case_id, outbound=bool(out)))
+    return _safely(hotline, sid, lambda: hotline.connect(case_id, outbound=bool(out), call_sid=sid))
 
 
 @router.post("/connect-done")
-def connect_done(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
+def connect_done(form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0) -> Response:
     sid = _call_sid(form)
     status = _text(form, "DialCallStatus", 32) or "failed"
-    return _safely(hotline, sid, lambda: hotline.connect_done(case_id, status))
+    return _safely(hotline, sid, lambda: hotline.connect_done(case_id, status, outbound=bool(out)))
 
 
 @router.post("/callback-status", status_code=204)

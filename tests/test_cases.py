@@ -710,6 +710,28 @@ def test_the_offer_timeout_leaves_the_agent_what_they_finish_by_hand(db: Engine)
     assert get(db, live)["offer"] is None
 
 
+def test_an_offer_is_recorded_and_connected_only_while_it_is_that_agents(db: Engine) -> None:
+    """What the hotline records after a claim, and the connect Twilio's request makes, hold
+    only for the agent who has the case still (and, for a call back, for its own call)."""
+    ana, ben = agent_id(db), agent_id(db, "ben")
+    live, back = add_case(db, 1, "normal", T0), add_case(db, 2, "normal", T0)
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0) == 1
+    assert claim_all(db, ana) == [live, back]
+    with db.connect() as conn:
+        assert not cases.set_offer(conn, case_id=live, agent_id=ben, offer="redirected")
+        assert cases.set_offer(conn, case_id=live, agent_id=ana, offer="redirected")
+        assert cases.set_offer(conn, case_id=back, agent_id=ana, offer="calling_back:CA1")
+        # Given back by hand while Twilio places the call: refused.
+        assert not cases.requeue(conn, case_id=back, only_from=("offered",), unless_placing=True)
+        assert not cases.connect_offer(conn, case_id=live, agent_id=ben, now=T0, placed=None)
+        assert not cases.connect_offer(conn, case_id=back, agent_id=ana, now=T0, placed="CA2")
+        assert cases.connect_offer(conn, case_id=back, agent_id=ana, now=T0, placed="CA1")
+        assert cases.requeue(conn, case_id=live, only_from=("offered",), unless_placing=True)
+        assert not cases.set_offer(conn, case_id=live, agent_id=ana, offer="next_hold_poll")
+    assert get(db, live)["offer"] is None and get(db, back)["status"] == "connected"
+
+
 def test_a_requeued_call_back_stays_a_call_back(client: TestClient, db: Engine) -> None:
     ben = make_user(db, "ben", "agent")
     _, case_id, claimed = claimed_call_back(db, "callback_requested")  # taken by ana
