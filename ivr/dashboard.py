@@ -34,6 +34,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from ivr import api, graph, stats
 from ivr.cases import User
@@ -344,6 +345,7 @@ def _queue_page(
     said: str = "",
     error: str = "",
     status: int = 200,
+    drafted: dict[str, str] | None = None,
 ) -> Response:
     context = {
         **_queue_context(hotline, user),
@@ -352,6 +354,9 @@ def _queue_page(
         "held": api.held(user, hotline) if user.role == "supervisor" else None,
         "said": SAID.get(said, ""),
         "error": error,
+        "announcement": api.announcement(user, hotline) if user.role == "supervisor" else None,
+        "languages": hotline.trees.current.catalogs.languages,
+        "drafted": drafted or {},
     }
     return render(request, "queue.html", context, user=user, status=status)
 
@@ -362,6 +367,46 @@ def queue_page(request: Request, hotline: HotlineDep, said: str = "") -> Respons
     if isinstance(user, Response):
         return user
     return _queue_page(request, hotline, user, said=said)
+
+
+@router.post("/announcement")
+async def announcement_set(request: Request, hotline: HotlineDep) -> Response:
+    """A supervisor sets what every caller hears first (the form has a text per language)."""
+    user = await run_in_threadpool(_acting, request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    form = await request.form()
+    texts = {
+        lang: str(form.get(f"text-{lang}", "")) for lang in hotline.trees.current.catalogs.languages
+    }
+    try:
+        body = api.AnnouncementRequest(texts=texts, minutes=int(str(form.get("minutes", "240"))))
+        await run_in_threadpool(api.announce, body, user, hotline)
+    except (ValueError, ValidationError):
+        error = "Minutes are a whole number from 1 to 10080 (a week)."
+        return await run_in_threadpool(
+            _queue_page, request, hotline, user, error=error, status=422, drafted=texts
+        )
+    except HTTPException as refused:
+        return await run_in_threadpool(
+            _queue_page,
+            request,
+            hotline,
+            user,
+            error=str(refused.detail),
+            status=refused.status_code,
+            drafted=texts,
+        )
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'announced'})}")
+
+
+@router.post("/announcement/clear")
+def announcement_clear(request: Request, hotline: HotlineDep) -> Response:
+    user = _acting(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    api.clear_announcement(user, hotline)
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'announcement_cleared'})}")
 
 
 @router.post("/queue/{case_id}/requeue")
@@ -433,6 +478,8 @@ SAID = {
     "Try again, or escalate.",
     "resolved": "Case resolved.",
     "requeued": "The case is back in its place in line.",
+    "announced": "Every caller hears the announcement first now.",
+    "announcement_cleared": "Callers hear no announcement any more.",
 }
 
 

@@ -304,6 +304,41 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     assert client.get("/api/cases/held", headers=bearer(alice)).status_code == 403
 
 
+def test_a_supervisor_announces_to_every_caller_from_the_queue_page(
+    client: TestClient, db: Engine, supervisor: str, phone: Phone
+) -> None:
+    signed_in(client, supervisor)
+    assert "None now." in page(client, "/dashboard/queue").text_content()
+    english = "Withdrawals are paused while we investigate. Your funds are safe."
+    # A language missing: refused, what was typed is kept for another try.
+    refused = act(client, "/dashboard/announcement", **{"text-en": english, "minutes": "90"})
+    assert refused.status_code == 422 and "zh-CN" in refused.text
+    assert english in refused.text
+    done = act(
+        client,
+        "/dashboard/announcement",
+        **{"text-en": english, "text-zh-CN": "提现暂停处理中。", "minutes": "90"},
+    )
+    assert done.headers["location"] == "/dashboard/queue?said=announced"
+    doc = page(client, "/dashboard/queue", said="announced")
+    assert english in doc.text_content() and "supervisor:sam" in doc.text_content()
+    assert english in phone.call(ScriptedParty([Press("1")])).heard
+    cleared = act(client, "/dashboard/announcement/clear")
+    assert cleared.headers["location"] == "/dashboard/queue?said=announcement_cleared"
+    assert english not in phone.call(ScriptedParty([Press("1")])).heard
+    # Not from elsewhere, and not by an agent.
+    forged = client.post(
+        "/dashboard/announcement",
+        data={"text-en": "x", "text-zh-CN": "x"},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert forged.status_code == 403
+    signed_in(client, make_user(db, "alice", "agent", AGENT_PHONE))
+    assert act(client, "/dashboard/announcement/clear").status_code == 403
+    assert client.get("/api/announcement", headers=bearer(supervisor)).json() is None
+
+
 def call_sids(doc: Any) -> list[str]:
     return [tr.get("data-call") for tr in doc.xpath("//table[contains(@class,'calls')]/tbody/tr")]
 
