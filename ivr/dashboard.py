@@ -382,20 +382,10 @@ async def announcement_set(request: Request, hotline: HotlineDep) -> Response:
     try:
         body = api.AnnouncementRequest(texts=texts, minutes=int(str(form.get("minutes", "240"))))
         await run_in_threadpool(api.announce, body, user, hotline)
-    except (ValueError, ValidationError):
-        error = "Minutes are a whole number from 1 to 10080 (a week)."
+    except (ValueError, ValidationError, HTTPException) as exc:
+        status, error = _refusal(exc, "Minutes are a whole number from 1 to 10080 (a week).")
         return await run_in_threadpool(
-            _queue_page, request, hotline, user, error=error, status=422, drafted=texts
-        )
-    except HTTPException as refused:
-        return await run_in_threadpool(
-            _queue_page,
-            request,
-            hotline,
-            user,
-            error=str(refused.detail),
-            status=refused.status_code,
-            drafted=texts,
+            _queue_page, request, hotline, user, error=error, status=status, drafted=texts
         )
     return redirect(f"{PREFIX}/queue?{urlencode({'said': 'announced'})}")
 
@@ -418,10 +408,9 @@ def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath
     body = api.RequeueRequest(reason="taken back on the dashboard")
     try:
         api.requeue(case_id, user, hotline, body)
-    except HTTPException as refused:
-        return _queue_page(
-            request, hotline, user, error=str(refused.detail), status=refused.status_code
-        )
+    except HTTPException as exc:
+        status, error = _refusal(exc, "")
+        return _queue_page(request, hotline, user, error=error, status=status)
     return redirect(f"{PREFIX}/queue?{urlencode({'said': 'requeued'})}")
 
 
@@ -438,13 +427,9 @@ def queue_resolve(
         return user
     try:
         api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline)
-    except ValidationError:
-        error = "Notes are 5000 characters at most."
-        return _queue_page(request, hotline, user, error=error, status=422)
-    except HTTPException as refused:
-        return _queue_page(
-            request, hotline, user, error=str(refused.detail), status=refused.status_code
-        )
+    except (ValidationError, HTTPException) as exc:
+        status, error = _refusal(exc, TOO_LONG_NOTES)
+        return _queue_page(request, hotline, user, error=error, status=status)
     return redirect(f"{PREFIX}/queue?{urlencode({'said': 'resolved'})}")
 
 
@@ -471,8 +456,6 @@ SAID = {
     "no_number": "The caller withheld their number, so nobody can call them back. "
     "Act on the account if they gave one, then resolve the case.",
     "nobody": "Nobody is waiting.",
-    "hung_up": "That caller hung up as you took the case: it is back in line for a call back. "
-    "Take the next case again.",
     "frozen": "The account is frozen.",
     "freeze_failed": "The account service did not confirm the freeze; it is audited as failed. "
     "Try again, or escalate.",
@@ -503,6 +486,17 @@ def _desk_error(request: Request, hotline: Hotline, user: User, status: int, tex
     return render(request, "desk.html", context, user=user, status=status)
 
 
+TOO_LONG_NOTES = "Notes are 5000 characters at most."
+
+
+def _refusal(exc: Exception, invalid: str) -> tuple[int, str]:
+    """The status and words a page shows for what the API refused: its own reason, or
+    `invalid` for a form value its request model would not take."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    return 422, invalid
+
+
 def _done(said: str) -> RedirectResponse:
     return redirect(f"{DESK_PATH}?{urlencode({'said': said})}")
 
@@ -530,8 +524,8 @@ def desk_next(request: Request, hotline: HotlineDep) -> Response:
         return user
     try:
         claimed = api.next_case(user, hotline)
-    except HTTPException:  # the caller hung up as the case was taken
-        return _done("hung_up")
+    except HTTPException as exc:  # not theirs to connect after all: the API says why
+        return _desk_error(request, hotline, user, *_refusal(exc, ""))
     return _done(claimed.connect.mode if claimed.connect else "nobody")
 
 
@@ -548,12 +542,9 @@ def desk_freeze(
     try:
         body = api.FreezeRequest(reason=reason.strip())
         result = api.freeze(case_id, body, user, hotline)
-    except ValidationError:
-        return _desk_error(
-            request, hotline, user, 422, "Say why you freeze the account (3 to 500 characters)."
-        )
-    except HTTPException as refused:
-        return _desk_error(request, hotline, user, refused.status_code, str(refused.detail))
+    except (ValidationError, HTTPException) as exc:
+        why = "Say why you freeze the account (3 to 500 characters)."
+        return _desk_error(request, hotline, user, *_refusal(exc, why))
     return _done("frozen" if result.frozen else "freeze_failed")
 
 
@@ -569,10 +560,8 @@ def desk_resolve(
         return user
     try:
         api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline)
-    except ValidationError:
-        return _desk_error(request, hotline, user, 422, "Notes are 5000 characters at most.")
-    except HTTPException as refused:
-        return _desk_error(request, hotline, user, refused.status_code, str(refused.detail))
+    except (ValidationError, HTTPException) as exc:
+        return _desk_error(request, hotline, user, *_refusal(exc, TOO_LONG_NOTES))
     return _done("resolved")
 
 
@@ -588,10 +577,9 @@ def desk_requeue(
         return user
     try:
         api.requeue(case_id, user, hotline, api.RequeueRequest(reason=reason.strip()))
-    except ValidationError:
-        return _desk_error(request, hotline, user, 422, "A reason is 500 characters at most.")
-    except HTTPException as refused:
-        return _desk_error(request, hotline, user, refused.status_code, str(refused.detail))
+    except (ValidationError, HTTPException) as exc:
+        why = "A reason is 500 characters at most."
+        return _desk_error(request, hotline, user, *_refusal(exc, why))
     return _done("requeued")
 
 
