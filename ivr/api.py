@@ -372,6 +372,9 @@ def requeue(
 
 MAX_ANNOUNCEMENT = 600  # characters: about 40 seconds of speech
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# What XML 1.0 cannot carry at all (TwiML is XML): one such character in the announcement and
+# no caller's main menu could be read by Twilio.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class AnnouncementRequest(BaseModel):
@@ -424,7 +427,8 @@ def announce(
     missing = sorted(languages - {lang for lang, text in texts.items() if text})
     unknown = sorted(set(texts) - languages)
     too_long = sorted(lang for lang, text in texts.items() if len(text) > MAX_ANNOUNCEMENT)
-    if missing or unknown or too_long:
+    unsayable = sorted(lang for lang, text in texts.items() if _NOT_XML.search(text))
+    if missing or unknown or too_long or unsayable:
         problems = []
         if missing:
             wanted = ", ".join(missing)
@@ -433,6 +437,8 @@ def announce(
             problems.append(f"no caller chooses {', '.join(unknown)}")
         if too_long:
             problems.append(f"{MAX_ANNOUNCEMENT} characters at most: {', '.join(too_long)}")
+        if unsayable:
+            problems.append(f"characters no call can carry: {', '.join(unsayable)}")
         raise HTTPException(422, "; ".join(problems))
     return _announcement(hotline.announce(texts, by=user, minutes=body.minutes))
 

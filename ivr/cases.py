@@ -144,6 +144,7 @@ _CASE_IN_QUEUE = (
     .where(cases.c.call_sid == bindparam("sid"), cases.c.queue == bindparam("queue"))
     .order_by(cases.c.id.desc())
     .limit(1)
+    .with_for_update()  # PostgreSQL: its flags are merged into, nobody else's meanwhile
 )
 
 
@@ -377,6 +378,25 @@ def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> b
 
 def calling_back(offer: str | None) -> bool:
     return offer is not None and offer.split(":", 1)[0] == OFFER_CALLING
+
+
+def set_placed(conn: Connection, *, case_id: int, agent_id: int, call_sid: str) -> bool:
+    """The call back Twilio placed for the agent's offer is `call_sid`: only its reports and
+    its answer count from now on. Still the agent's offer, answered already or not."""
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.id == case_id,
+                    cases.c.agent_id == agent_id,
+                    cases.c.status.in_(("offered", "connected")),
+                    cases.c.offer == OFFER_CALLING,
+                )
+                .values(offer=f"{OFFER_CALLING}:{call_sid}"[:80])
+            ).rowcount
+            == 1
+        )
 
 
 def placed_by(offer: str | None, call_sid: str) -> bool:

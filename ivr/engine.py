@@ -10,6 +10,7 @@ layer uses it to recognise a request Twilio delivered twice, so no attempt count
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -433,6 +434,9 @@ def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:
     return str(response)
 
 
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _say(
     parent: VoiceResponse | Gather, catalogs: Catalogs, key: str, language: str, /, **variables: Any
 ) -> None:
@@ -661,7 +665,8 @@ class _Turn:
             # Inside the Gather: a key or a word interrupts it, so a victim who knows to press
             # 1 is not held up by news they do not need.
             catalog = self.tree.catalogs.catalog(state.lang)
-            gather.say(before, voice=catalog.voice, language=catalog.say_language)
+            text = _NOT_XML.sub("", before)  # refused when set; never let one break the menu
+            gather.say(text, voice=catalog.voice, language=catalog.say_language)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
         self.response.append(gather)
         # If Twilio ever goes past the Gather (no actionOnEmptyResult), silence still reaches us.

@@ -1046,7 +1046,9 @@ class Hotline:
             self._offer(case, agent, cases.OFFER_BY_HAND)
             return {"mode": cases.OFFER_BY_HAND, "number": number}
         # Its status callback must be this call's: a late one of an earlier call is not news.
-        self._offer(case, agent, f"{cases.OFFER_CALLING}:{call.sid}")
+        # (The customer may have answered already: the offer is connected then, and stays.)
+        with self.db.connect() as conn:
+            cases.set_placed(conn, case_id=case["id"], agent_id=agent.id, call_sid=str(call.sid))
         return {"mode": cases.OFFER_CALLING, "number": number}
 
     def callback_status(self, case_id: int, call_status: str, call_sid: str) -> None:
@@ -1264,7 +1266,7 @@ class Hotline:
         for `minutes`; on every instance within IVR_TREE_SYNC seconds, here at once."""
         now = self.clock()
         actor = f"{by.role}:{by.name}"
-        with self.db.connect() as conn:
+        with self.db.connect() as conn, store.writing(conn):  # with its audit, or not at all
             made = announcements.announce(
                 conn, texts=texts, by=actor, now=now, expires_at=now + timedelta(minutes=minutes)
             )
@@ -1285,7 +1287,7 @@ class Hotline:
     def clear_announcement(self, *, by: cases.User) -> bool:
         now = self.clock()
         actor = f"{by.role}:{by.name}"
-        with self.db.connect() as conn:
+        with self.db.connect() as conn, store.writing(conn):
             cleared = announcements.clear(conn, by=actor, now=now)
             if cleared:
                 cases.audit(

@@ -110,11 +110,20 @@ def test_only_supervisors_and_operators_set_it_and_in_every_language(
         ({"texts": {"en": EN, "zh-CN": " \x00 "}}, "every language callers choose: zh-CN"),
         ({"texts": {"en": EN, "zh-CN": ZH, "fr": "Bonjour"}}, "no caller chooses fr"),
         ({"texts": {"en": "x" * 601, "zh-CN": ZH}}, "600 characters at most: en"),
+        # XML cannot carry these: every caller's main menu would be unreadable to Twilio.
+        ({"texts": {"en": "Hello \uffff world", "zh-CN": ZH}}, "no call can carry: en"),
         ({"texts": {"en": EN, "zh-CN": ZH}, "minutes": 0}, "minutes"),
     ]
     for body, why in refused:
         r = put(client, sam, body)
         assert r.status_code == 422 and why in r.text, (body, r.text)
+    # A lone surrogate (JSON allows "\ud800"; no text encoding does): refused, not a 500.
+    lone = client.put(
+        "/api/announcement",
+        content='{"texts": {"en": "Paused.", "zh-CN": "\\ud800"}}',
+        headers={**bearer(sam), "Content-Type": "application/json"},
+    )
+    assert lone.status_code == 422 and "no call can carry: zh-CN" in lone.text
     # Control characters go; the words stay.
     r = put(client, sam, {"texts": {"en": "Line one.\r\nLine\ttwo.", "zh-CN": ZH}})
     assert r.json()["texts"]["en"] == "Line one. Line two."

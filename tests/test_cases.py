@@ -727,9 +727,19 @@ def test_an_offer_is_recorded_and_connected_only_while_it_is_that_agents(db: Eng
         assert not cases.connect_offer(conn, case_id=live, agent_id=ben, now=T0, placed=None)
         assert not cases.connect_offer(conn, case_id=back, agent_id=ana, now=T0, placed="CA2")
         assert cases.connect_offer(conn, case_id=back, agent_id=ana, now=T0, placed="CA1")
+        # Answered before the REST reply with its sid came back: the sid is stored all the
+        # same, on the connected offer, and it stays connected.
+        third = add_case(db, 3, "normal", T0)
+        assert cases.abandon_for_call(conn, call_sid=sid(3), now=T0) == 1
+        assert cases.claim_next(conn, agent_id=ana, now=T0)["id"] == third  # type: ignore[index]
+        assert cases.set_offer(conn, case_id=third, agent_id=ana, offer="calling_back")
+        assert cases.connect_offer(conn, case_id=third, agent_id=ana, now=T0, placed="CA9")
+        assert cases.set_placed(conn, case_id=third, agent_id=ana, call_sid="CA9")
+        assert not cases.set_placed(conn, case_id=third, agent_id=ben, call_sid="CA9")
         assert cases.requeue(conn, case_id=live, only_from=("offered",), unless_placing=True)
         assert not cases.set_offer(conn, case_id=live, agent_id=ana, offer="next_hold_poll")
     assert get(db, live)["offer"] is None and get(db, back)["status"] == "connected"
+    assert (get(db, third)["status"], get(db, third)["offer"]) == ("connected", "calling_back:CA9")
 
 
 def test_a_requeued_call_back_stays_a_call_back(client: TestClient, db: Engine) -> None:

@@ -215,6 +215,19 @@ def test_an_announcement_comes_first_inside_the_menu_so_a_key_cuts_it_short(
     assert [e.kind for e in call.step.log][-1] == "announced"
 
 
+def test_an_announcement_xml_cannot_carry_never_breaks_the_menu(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    """Refused when set; should one get through all the same, the menu still parses."""
+    broken = Announcement("9", {"en": "Paused\ufffe now.", "zh-CN": "暂停\uffff。"})
+    call = Call(mini_tree, check_twiml)
+    step = advance(
+        mini_tree, call.state, Keys("1"), links=LINKS, step=2, now=call.now, announcement=broken
+    )
+    check_twiml(step.twiml)
+    assert said(step)[0] == "Paused now."
+
+
 def test_an_announcement_is_heard_once_per_call_and_only_where_the_tree_says(
     mini_tree: CompiledTree, check_twiml: Callable[[str], None]
 ) -> None:
