@@ -110,6 +110,9 @@ class QueueEntry(BaseModel):
     verified: str
     waiting_seconds: int
     caller: str
+    not_before: datetime | None = Field(
+        default=None, description="a call back nobody answered: not offered before this"
+    )
 
 
 class Verification(BaseModel):
@@ -265,6 +268,7 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
             verified=(r["flags"] or {}).get("verified", "not_attempted"),
             waiting_seconds=max(0, int((now - r["created_at"]).total_seconds())),
             caller=mask(r["caller"]),
+            not_before=r["not_before"] if r["not_before"] and r["not_before"] > now else None,
         )
         for i, r in enumerate(rows, start=1)
     ]

@@ -186,7 +186,12 @@ def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]
 # one writer at a time, which serialises claims just as well.
 _NEXT_IN_LINE = (
     select(cases.c.id)
-    .where(cases.c.queued == 1)
+    .where(
+        cases.c.queued == 1,
+        # A call back nobody answered waits for its retry time, keeping its place meanwhile.
+        cases.c.not_before.is_(None)
+        | (cases.c.not_before <= bindparam("now", type_=cases.c.not_before.type)),
+    )
     .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -460,10 +465,10 @@ def callback_missed(
     conn: Connection, *, case_id: int, call_sid: str, now: datetime, retry: timedelta
 ) -> bool:
     """The customer did not answer the call back (busy, no answer, failed): the case goes
-    back in line as the call back it was, but behind everyone who arrives in the next
-    `retry`, doubled at each miss (an hour at most). Back at its old place, an unreachable
-    number would be called again at once by every agent in turn while callers wait. Only
-    the offer's own outbound call counts: a late report of an earlier one changes nothing."""
+    back to its place in line as the call back it was, not offered again for `retry`,
+    doubled at each miss (an hour at most). Offered again at once, an unreachable number
+    would be called by every agent in turn while callers wait. Only the offer's own outbound
+    call counts: a late report of an earlier one changes nothing."""
     current = cases.c.offer.in_((OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}"))
     with writing(conn):
         row = conn.execute(
@@ -481,7 +486,7 @@ def callback_missed(
             conn.execute(
                 update(cases)
                 .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current)
-                .values(**_BACK_IN_LINE, connected_at=None, sort_at=now + delay, flags=flags)
+                .values(**_BACK_IN_LINE, connected_at=None, not_before=now + delay, flags=flags)
             ).rowcount
             == 1
         )

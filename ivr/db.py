@@ -200,6 +200,8 @@ cases = Table(
     # How the current offer reaches its caller (`ivr.cases.OFFER_*`; for a call back Twilio is
     # placing, with the outbound call's sid); none while the case is in line.
     Column("offer", String(80)),
+    # A call back nobody answered keeps its place in line but is not offered again before this.
+    Column("not_before", UTCDateTime()),
     Index(None, "queued", "lane", "sort_at", "id"),
 )
 

@@ -103,7 +103,7 @@ class Settings(DatabaseSettings):
     # The hold loop's wait estimate, and when the call-back offer comes first.
     avg_handle_seconds: int = Field(default=240, ge=10, validation_alias="IVR_AVG_HANDLE_SECONDS")
     max_wait_seconds: int = Field(default=900, ge=30, validation_alias="IVR_MAX_WAIT")
-    # A call back nobody answered waits this long behind new arrivals, doubled at each miss.
+    # A call back nobody answered is not offered again for this long, doubled at each miss.
     callback_retry_seconds: int = Field(
         default=300, ge=0, le=3600, validation_alias="IVR_CALLBACK_RETRY"
     )

@@ -1011,17 +1011,23 @@ def test_an_unanswered_call_back_is_tried_again_later_not_at_once(
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("callback_requested", 1, None)
     assert row["flags"]["callback_attempts"] == "1"
-    assert row["sort_at"] - clock() == timedelta(seconds=300)
-    # Someone who calls within those five minutes is served first; then the call back again.
+    assert row["not_before"] - clock() == timedelta(seconds=300)
+    # In line still (first, in its old place), but not offered for those five minutes:
+    # someone who calls meanwhile is served; with nobody else, an agent gets nothing.
+    bob = make_user(db, "bob", "agent")
     clock.advance(seconds=60)
+    [first, *_] = api(client, agent, "GET", "/api/queue")
+    assert first["case_id"] == row["id"] and first["not_before"] is not None
     phone.call(ScriptedParty([Press("1"), Press("0")]), from_number="+15005550111")
     assert api(client, agent, "POST", "/api/agents/next")["case"]["caller"] == "+15005550111"
-    again = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
+    assert api(client, bob, "POST", "/api/agents/next")["case"] is None
+    clock.advance(seconds=240)
+    again = api(client, bob, "POST", "/api/agents/next")
     assert again["case"]["id"] == row["id"] and again["case"]["callback_attempts"] == 1
     missed()
     row = case_rows(db)[0]
     assert row["flags"]["callback_attempts"] == "2"
-    assert row["sort_at"] - clock() == timedelta(seconds=600)
+    assert row["not_before"] - clock() == timedelta(seconds=600)
 
 
 def test_twilio_dequeuing_for_our_redirect_changes_nothing(phone: Phone, db: Engine) -> None:
