@@ -32,6 +32,9 @@ from ivr.engine import CaseSummary, OpenCase
 from ivr.store import reading, writing
 
 HIGH_BOOST = timedelta(minutes=10)
+# A case an agent has; and the call backs (their callers gone) waiting for one.
+HELD = ("offered", "connected")
+CALL_BACKS = ("abandoned", "callback_requested")
 CLAIMABLE = ("waiting", "callback_requested", "abandoned")
 ROLES = ("agent", "supervisor", "operator")
 
@@ -258,7 +261,7 @@ def held_by(conn: Connection, *, agent_id: int) -> list[int]:
         return list(
             conn.execute(
                 select(cases.c.id)
-                .where(cases.c.agent_id == agent_id, cases.c.status.in_(("offered", "connected")))
+                .where(cases.c.agent_id == agent_id, cases.c.status.in_(HELD))
                 .order_by(cases.c.lane, cases.c.offered_at, cases.c.id)
             ).scalars()
         )
@@ -280,12 +283,11 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
                 cases.c.offer,
                 cases.c.flags,
                 cases.c.offered_at,
-                cases.c.connected_at,
                 users.c.name.label("agent"),
                 users.c.revoked_at.label("agent_revoked_at"),
             )
             .join(users, users.c.id == cases.c.agent_id)
-            .where(cases.c.status.in_(("offered", "connected")))
+            .where(cases.c.status.in_(HELD))
             .order_by(cases.c.lane, cases.c.offered_at, cases.c.id)
             .limit(limit)
         ).mappings()
@@ -395,7 +397,7 @@ def set_placed(conn: Connection, *, case_id: int, agent_id: int, call_sid: str) 
                 .where(
                     cases.c.id == case_id,
                     cases.c.agent_id == agent_id,
-                    cases.c.status.in_(("offered", "connected")),
+                    cases.c.status.in_(HELD),
                     cases.c.offer == OFFER_CALLING,
                 )
                 .values(offer=f"{OFFER_CALLING}:{call_sid}"[:80])
@@ -404,10 +406,18 @@ def set_placed(conn: Connection, *, case_id: int, agent_id: int, call_sid: str) 
         )
 
 
+def _placings(call_sid: str) -> tuple[str, str]:
+    """The offers that are the call back Twilio placed as `call_sid`: with its sid, or being
+    placed (its sid not stored yet)."""
+    return (OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}")
+
+
 def placed_by(offer: str | None, call_sid: str) -> bool:
-    """The offer is the call back Twilio placed as `call_sid` (or is placing it: its sid not
-    stored yet)."""
-    return offer in (OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}")
+    return offer in _placings(call_sid)
+
+
+def _placed_as(call_sid: str) -> Any:
+    return cases.c.offer.in_(_placings(call_sid))
 
 
 def connect_offer(
@@ -417,7 +427,7 @@ def connect_offer(
     agent's (and, for a call back, that call's `placed`)."""
     where = [cases.c.id == case_id, cases.c.status == "offered", cases.c.agent_id == agent_id]
     if placed is not None:
-        where.append(cases.c.offer.in_((OFFER_CALLING, f"{OFFER_CALLING}:{placed}")))
+        where.append(_placed_as(placed))
     with writing(conn):
         return (
             conn.execute(
@@ -440,7 +450,7 @@ def requeue(
     conn: Connection,
     *,
     case_id: int,
-    only_from: tuple[str, ...] = ("offered", "connected"),
+    only_from: tuple[str, ...] = HELD,
     unless_placing: bool = False,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
@@ -469,11 +479,11 @@ def callback_missed(
     doubled at each miss (an hour at most). Offered again at once, an unreachable number
     would be called by every agent in turn while callers wait. Only the offer's own outbound
     call counts: a late report of an earlier one changes nothing."""
-    current = cases.c.offer.in_((OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}"))
+    current = _placed_as(call_sid)
     with writing(conn):
         row = conn.execute(
             select(cases.c.flags)
-            .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current)
+            .where(cases.c.id == case_id, cases.c.status.in_(HELD), current)
             .with_for_update()
         ).first()
         if row is None:
@@ -485,7 +495,7 @@ def callback_missed(
         return (
             conn.execute(
                 update(cases)
-                .where(cases.c.id == case_id, cases.c.status.in_(("offered", "connected")), current)
+                .where(cases.c.id == case_id, cases.c.status.in_(HELD), current)
                 .values(**_BACK_IN_LINE, connected_at=None, not_before=now + delay, flags=flags)
             ).rowcount
             == 1

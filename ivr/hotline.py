@@ -56,11 +56,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# A case an agent has; and the call backs (their callers gone) waiting for one.
-HELD = ("offered", "connected")
-CALL_BACKS = ("abandoned", "callback_requested")
-
-
 class ConnectFailed(Exception):
     """The case the agent took is not theirs to connect after all: its caller hung up as it
     was taken (back in line for a call back), or it was taken back at that very moment."""
@@ -811,9 +806,7 @@ class Hotline:
             return None
         return self.connect(view.row["id"])
 
-    def connect(
-        self, case_id: int, *, lang: str | None = None, outbound: bool = False, call_sid: str = ""
-    ) -> str:
+    def connect(self, case_id: int, *, outbound: bool = False, call_sid: str = "") -> str:
         """TwiML bridging the case's caller to the agent who took it. If the offer ended on
         the way (given back, taken back, timed out), a waiting caller goes back to their
         place in the queue instead of to an agent who no longer has their case; a customer
@@ -841,7 +834,7 @@ class Hotline:
             if ours:
                 with conn.begin():
                     agent = conn.execute(select(users).where(users.c.id == agent_id)).first()
-        language = lang or (call.state.lang if call else "en")
+        language = call.state.lang if call else "en"
         if not ours:
             log.warning("case %s: its offer ended before its caller reached the agent", case_id)
             if outbound:
@@ -1104,7 +1097,7 @@ class Hotline:
         case = cases.get_case(conn, case_id=case_id)
         if case is None:
             raise CaseRefused(404, "no such case")
-        if case["agent_id"] == user.id and case["status"] in HELD:
+        if case["agent_id"] == user.id and case["status"] in cases.HELD:
             return case
         if user.role == "supervisor":
             if case["status"] in supervisor_may:
@@ -1118,7 +1111,7 @@ class Hotline:
         waiting on the line: they are served, not resolved away."""
         now = self.clock()
         with self.db.connect() as conn:
-            case = self._case_for(conn, case_id, user, (*HELD, *CALL_BACKS))
+            case = self._case_for(conn, case_id, user, (*cases.HELD, *cases.CALL_BACKS))
             if case["status"] == "offered" and (case["claimed_from"] or "waiting") == "waiting":
                 raise CaseRefused(
                     409,
