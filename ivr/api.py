@@ -35,6 +35,7 @@ from ivr.deps import (
     SupervisorUser,
     TreeReader,
 )
+from ivr.engine import NOT_XML
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed
 from ivr.stats import Thresholds, figures
@@ -376,9 +377,6 @@ def requeue(
 
 MAX_ANNOUNCEMENT = 600  # characters: about 40 seconds of speech
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-# What XML 1.0 cannot carry at all (TwiML is XML): one such character in the announcement and
-# no caller's main menu could be read by Twilio.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class AnnouncementRequest(BaseModel):
@@ -431,7 +429,7 @@ def announce(
     missing = sorted(languages - {lang for lang, text in texts.items() if text})
     unknown = sorted(set(texts) - languages)
     too_long = sorted(lang for lang, text in texts.items() if len(text) > MAX_ANNOUNCEMENT)
-    unsayable = sorted(lang for lang, text in texts.items() if _NOT_XML.search(text))
+    unsayable = sorted(lang for lang, text in texts.items() if NOT_XML.search(text))
     if missing or unknown or too_long or unsayable:
         problems = []
         if missing:

@@ -434,7 +434,8 @@ def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:
     return str(response)
 
 
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What XML 1.0 cannot carry at all (TwiML is XML).
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _say(
@@ -665,7 +666,7 @@ class _Turn:
             # Inside the Gather: a key or a word interrupts it, so a victim who knows to press
             # 1 is not held up by news they do not need.
             catalog = self.tree.catalogs.catalog(state.lang)
-            text = _NOT_XML.sub("", before)  # refused when set; never let one break the menu
+            text = NOT_XML.sub("", before)  # refused when set; never let one break the menu
             gather.say(text, voice=catalog.voice, language=catalog.say_language)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
         self.response.append(gather)
