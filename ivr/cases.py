@@ -92,22 +92,32 @@ def open_case(
 
 
 def _ahead(case: Any) -> Any:
-    """How many cases are served before `case` (a row of the cases table, aliased).
+    """How many cases are served before `case` (a row of the cases table, aliased), as of the
+    bound `now`.
 
     Three counts over disjoint ranges of the serving-order index, summed, rather than one
     count over an OR of them: each is a plain index range both databases count from the index
     alone, where the OR made PostgreSQL scan the whole table and SQLite build a set of row
-    ids, for every hold-loop round of every waiting caller."""
+    ids, for every hold-loop round of every waiting caller. Less the call backs ahead that
+    are held back until their retry time (`not_before`): agents are not offered them before
+    it, so a caller waiting on the line is not behind them now. Those are a few rows of the
+    `not_before` index, however long the line."""
     waiting = cases.c.queued == 1
 
     def count(*where: Any) -> Any:
         return select(func.count()).select_from(cases).where(waiting, *where).scalar_subquery()
 
     same_lane = cases.c.lane == case.lane
+    before = (
+        (cases.c.lane < case.lane)
+        | (same_lane & (cases.c.sort_at < case.sort_at))
+        | (same_lane & (cases.c.sort_at == case.sort_at) & (cases.c.id < case.id))
+    )
     return (
         count(cases.c.lane < case.lane)
         + count(same_lane, cases.c.sort_at < case.sort_at)
         + count(same_lane, cases.c.sort_at == case.sort_at, cases.c.id < case.id)
+        - count(cases.c.not_before > bindparam("now", type_=cases.c.not_before.type), before)
     )
 
 
@@ -131,10 +141,10 @@ def _case_for_call() -> Any:
 _CASE_FOR_CALL = _case_for_call()
 
 
-def case_for_call(conn: Connection, *, call_sid: str) -> CaseView | None:
-    """The call's newest case and its place in line, in one statement."""
+def case_for_call(conn: Connection, *, call_sid: str, now: datetime) -> CaseView | None:
+    """The call's newest case and its place in line at `now`, in one statement."""
     with reading(conn):
-        row = conn.execute(_CASE_FOR_CALL, {"sid": call_sid}).mappings().first()
+        row = conn.execute(_CASE_FOR_CALL, {"sid": call_sid, "now": now}).mappings().first()
     if row is None:
         return None
     data = dict(row)

@@ -721,12 +721,12 @@ class Hotline:
         lang = language if language in catalogs.by_language else catalogs.languages[0]
         try:
             with self.db.connect() as conn:
-                view = cases.case_for_call(conn, call_sid=call_sid)
+                view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
                 if view is None:
                     # Queued with no case (the fallback answered this call): open one now, or
                     # no agent would ever take this caller.
                     self._open_orphan_case(conn, call_sid, queue, caller)
-                    view = cases.case_for_call(conn, call_sid=call_sid)
+                    view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
         except Busy:
             raise  # on the event loop: the caller runs it again in a thread
         except Exception:
@@ -785,7 +785,7 @@ class Hotline:
         catalogs = self.trees.current.catalogs
         lang = language if language in catalogs.by_language else catalogs.languages[0]
         with self.db.connect() as conn:
-            view = cases.case_for_call(conn, call_sid=call_sid)
+            view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
             if (
                 digits != "1"
                 or view is None
@@ -801,7 +801,7 @@ class Hotline:
 
     def _connect_on_leave(self, conn: Connection, call_sid: str) -> str | None:
         """Local mode: the hold loop sent <Leave/> because an agent took the case."""
-        view = cases.case_for_call(conn, call_sid=call_sid)
+        view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
         if view is None or view.row["status"] != "offered":
             return None
         return self.connect(view.row["id"])

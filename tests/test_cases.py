@@ -78,7 +78,7 @@ def claim_all(db: Engine, agent: int) -> list[int]:
 
 def position(db: Engine, n: int) -> int | None:
     with db.connect() as conn:
-        view = cases.case_for_call(conn, call_sid=sid(n))
+        view = cases.case_for_call(conn, call_sid=sid(n), now=T0)
     assert view is not None
     return view.position
 
@@ -176,6 +176,36 @@ def test_waiting_order_and_positions_match_the_claim_order(db: Engine) -> None:
     assert claim_all(db, agent) == order[1:]
 
 
+def test_call_backs_held_back_are_not_ahead_of_a_caller_until_their_retry_time(
+    db: Engine,
+) -> None:
+    """A caller on the line hears their place among the cases agents will be offered before
+    them: a call back nobody answered, waiting for its retry time, is not one of those yet."""
+    agent = agent_id(db)
+    early, held, later = (add_case(db, n, "normal", T0 + n * MINUTE) for n in (1, 2, 3))
+    live = 4
+    live_case = add_case(db, live, "normal", T0 + 4 * MINUTE)
+    retry = T0 + 30 * MINUTE
+    with db.begin() as conn:
+        conn.execute(
+            cases.cases.update().where(cases.cases.c.id.in_([held, later])).values(not_before=retry)
+        )
+    now = retry - MINUTE
+    with db.connect() as conn:
+        view = cases.case_for_call(conn, call_sid=sid(live), now=now)
+    assert view is not None and view.position == 2  # only `early` is offered before them
+    first = claim(db, agent, now)
+    assert first is not None and first["id"] == early
+    with db.connect() as conn:
+        view = cases.case_for_call(conn, call_sid=sid(live), now=now)
+        assert view is not None and view.position == 1
+        # At the retry time the call backs are offered again, in their old places: ahead.
+        view = cases.case_for_call(conn, call_sid=sid(live), now=retry)
+        assert view is not None and view.position == 3
+    served = [claim(db, agent, retry) for _ in range(3)]
+    assert [c["id"] for c in served if c] == [held, later, live_case]
+
+
 def test_case_for_call_is_the_newest_case_of_the_call(db: Engine) -> None:
     add_case(db, 1, "normal", T0)
     spec = OpenCase("2000001", "support", "normal", "lost_2fa", {}, [], parent_ticket="1000001")
@@ -186,8 +216,8 @@ def test_case_for_call_is_the_newest_case_of_the_call(db: Engine) -> None:
     assert key is not None
     newer = key[0]
     with db.connect() as conn:
-        view = cases.case_for_call(conn, call_sid=sid(1))
-        assert cases.case_for_call(conn, call_sid=sid(99)) is None
+        view = cases.case_for_call(conn, call_sid=sid(1), now=T0)
+        assert cases.case_for_call(conn, call_sid=sid(99), now=T0) is None
     assert view is not None
     assert view.row["id"] == newer and view.row["parent_ticket"] == "1000001"
     assert view.position == 2
