@@ -19,6 +19,7 @@ Wire it into the app with the router and the static files:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -478,7 +479,34 @@ OFFERS = {
 
 def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any]:
     held = api.my_cases(user, hotline)
-    return {"held": held, "said": SAID.get(said, ""), "error": None, "offers": OFFERS}
+    return {
+        **_desk_live(hotline, user, held),
+        "held": held,
+        "said": SAID.get(said, ""),
+        "error": None,
+        "offers": OFFERS,
+        "refresh": REFRESH_SECONDS,
+    }
+
+
+def _desk_live(
+    hotline: Hotline, user: User, held: list[api.CaseDetail] | None = None
+) -> dict[str, Any]:
+    """What the desk's live line shows: the cases agents may take now (a call back held back
+    until its retry time is not one), and a version of the agent's own cases that changes
+    whenever one of them does."""
+    now = hotline.clock()
+    ready = [e for e in api.queue(user, hotline) if e.not_before is None]
+    mine = api.my_cases(user, hotline) if held is None else held
+    state = "|".join(f"{c.id}:{c.status}:{c.offer or ''}" for c in mine)
+    longest = max((e.waiting_seconds for e in ready), default=0)
+    return {
+        "waiting": len(ready),
+        "emergencies": sum(e.priority == "emergency" for e in ready),
+        "longest": clock_text(longest) if ready else "",
+        "version": hashlib.sha256(state.encode()).hexdigest()[:16],
+        "updated": now,
+    }
 
 
 def _desk_error(request: Request, hotline: Hotline, user: User, status: int, text: str) -> Response:
@@ -515,6 +543,15 @@ def desk_page(request: Request, hotline: HotlineDep, said: str = "") -> Response
     if isinstance(user, Response):
         return user
     return render(request, "desk.html", _desk_context(hotline, user, said), user=user)
+
+
+@router.get("/desk/live")
+def desk_live(request: Request, hotline: HotlineDep) -> Response:
+    """The desk's live line alone, fetched by the page every few seconds."""
+    user = gate(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    return render(request, "_desk_live.html", _desk_live(hotline, user), user=user)
 
 
 @router.post("/desk/next")

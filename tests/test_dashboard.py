@@ -470,6 +470,42 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     assert said(act(client, "/dashboard/desk/next")) == "nobody"
 
 
+def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
+    client: TestClient, db: Engine, agent: str, supervisor: str, placed: dict[str, str]
+) -> None:
+    """What the desk fetches every few seconds: the cases agents may take now, and a version
+    of the agent's own cases, which the page compares with its own to reload itself."""
+
+    def line() -> tuple[str, str]:
+        doc = page(client, "/dashboard/desk/live")
+        [version] = doc.xpath("//p[@data-version]/@data-version")
+        return texts(doc, "//p[@data-version]")[0], version
+
+    signed_in(client, agent)
+    text, empty = line()
+    assert text.startswith("2 waiting for an agent · 1 emergency · the longest for ")
+    assert page(client, "/dashboard/desk").xpath("//div[@id='desk-live']/@data-version") == [empty]
+    assert line()[1] == empty  # nothing changed, nothing to reload
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    text, taken = line()
+    assert text.startswith("1 waiting for an agent ·") and "emergenc" not in text
+    assert taken != empty
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert said(act(client, f"/dashboard/desk/{held['id']}/requeue")) == "requeued"
+    assert line()[1] == empty  # given back: the agent has no case again
+    said(act(client, "/dashboard/desk/next"))
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    text, both = line()
+    assert text.startswith("Nobody is waiting for an agent.") and both not in (empty, taken)
+    # Only agents have a desk; signed out, the sign-in form.
+    signed_in(client, supervisor)
+    page(client, "/dashboard/desk/live", status=403)
+    client.cookies.clear()
+    signed_out = client.get("/dashboard/desk/live", follow_redirects=False)
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == "/dashboard/login"
+
+
 def test_the_desk_freezes_resolves_and_gives_back(
     client: TestClient, db: Engine, agent: str, placed: dict[str, str]
 ) -> None:
@@ -798,12 +834,22 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     expect(case.get_by_role("button", name="Resolve")).to_have_count(0)
     expect(case.get_by_role("button", name="Give back")).to_be_visible()
     scene.shot("desk", desk)
+    # The agent starts typing why they would give it back; meanwhile the caller is put
+    # through. The desk says so and leaves their words alone ...
+    why = case.get_by_label("Give it back: why (optional)")
+    why.fill("needs a Mandarin speaker")
     scene.callers.finished(scene.calls["hijack"])
     rows = scene.tab.locator("table.queue tbody tr")
     expect(rows).to_have_count(2, timeout=9000)
     expect(rows.locator(".badge-emergency")).to_have_count(0)
-    desk.reload()
-    expect(case).to_contain_text("connected")
+    expect(desk.locator(".stale-desk")).to_be_visible(timeout=9000)
+    expect(why).to_have_value("needs a Mandarin speaker")
+    expect(case).not_to_contain_text("connected")
+    # ... and once they have stopped typing, it shows the case as it is now, by itself.
+    why.fill("")
+    why.blur()
+    expect(case).to_contain_text("connected", timeout=9000)
+    expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
     case.get_by_label("Notes").fill("Frozen at the caller's request; told to reset 2FA.")
     case.get_by_role("button", name="Resolve").click()
     expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["resolved"])

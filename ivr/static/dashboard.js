@@ -1,11 +1,12 @@
-// The dashboard's only script, hand-written: refreshes the live queue, and opens the call-tree
-// picture at the start of a call. Every page works without it.
+// The dashboard's only script, hand-written: refreshes the live queue and the desk's live line,
+// and opens the call-tree picture at the start of a call. Every page works without it.
 (function () {
   "use strict";
 
-  // The queue: fetch the table alone every few seconds and swap it in. Without this script
-  // a <noscript> refresh reloads the page instead.
-  function refreshQueue(live) {
+  // A live part of a page (the queue's table, the desk's line): fetch it alone every few
+  // seconds and swap it in, then `swapped()`. Without this script the queue page reloads
+  // itself (<noscript>), and an agent reloads the desk.
+  function refreshLive(live, swapped) {
     var url = live.getAttribute("data-src");
     var every = (Number(live.getAttribute("data-every")) || 5) * 1000;
 
@@ -22,6 +23,9 @@
           if (html !== null) {
             live.innerHTML = html; // our own server-rendered, escaped fragment
             live.removeAttribute("data-stale");
+            if (swapped) {
+              swapped();
+            }
           } else {
             live.setAttribute("data-stale", "true");
           }
@@ -50,9 +54,40 @@
     }
   }
 
-  var live = document.getElementById("queue-live");
-  if (live) {
-    refreshQueue(live);
+  // The desk: when one of the agent's cases changed (put through, given back, taken back),
+  // reload to show it and the actions it now allows, unless the agent is typing into one of
+  // its forms: then say so, and leave their words alone.
+  function typing() {
+    var fields = document.querySelectorAll("main input[type=text], main textarea");
+    for (var i = 0; i < fields.length; i += 1) {
+      if (fields[i].value !== "" || fields[i] === document.activeElement) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  function deskChanged(live) {
+    return function () {
+      var line = live.querySelector("[data-version]");
+      if (!line || line.getAttribute("data-version") === live.getAttribute("data-version")) {
+        return;
+      }
+      if (typing()) {
+        live.querySelector(".stale-desk").hidden = false;
+      } else {
+        window.location.assign(live.getAttribute("data-src").replace(/\/live$/, ""));
+      }
+    };
+  }
+
+  var queue = document.getElementById("queue-live");
+  if (queue) {
+    refreshLive(queue);
+  }
+  var desk = document.getElementById("desk-live");
+  if (desk) {
+    refreshLive(desk, deskChanged(desk));
   }
   var tree = document.getElementById("tree-picture");
   if (tree) {
