@@ -168,6 +168,13 @@ class Claimed(BaseModel):
 
 class FreezeRequest(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
+    account_uid: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,32}$",
+        description="the account to freeze, when the caller keyed none on the phone (they "
+        "skipped, or panicked) or keyed the wrong one: the agent found it with them. The "
+        "case's own account otherwise.",
+    )
 
 
 class FreezeResult(BaseModel):
@@ -323,7 +330,7 @@ def freeze(
 ) -> FreezeResult:
     """Only the agent who took the case, while they have it."""
     try:
-        done = hotline.freeze_case(case_id, user, body.reason)
+        done = hotline.freeze_case(case_id, user, body.reason, uid=body.account_uid)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     return FreezeResult(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Insert,
     Update,
     bindparam,
+    delete,
     func,
     insert,
     select,
@@ -27,8 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ivr.db import audit_log, cases, users
+from ivr.db import audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
+from ivr.numbers import withheld
 from ivr.store import reading, writing
 
 HIGH_BOOST = timedelta(minutes=10)
@@ -264,6 +266,19 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
         )
 
 
+def set_account(conn: Connection, *, case_id: int, uid: str) -> bool:
+    """The account an agent found for a case whose caller keyed none."""
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id, cases.c.account_uid.is_(None))
+                .values(account_uid=uid)
+            ).rowcount
+            == 1
+        )
+
+
 def held_by(conn: Connection, *, agent_id: int) -> list[int]:
     """The cases an agent has now (taken, or connected): emergencies first, then the longest
     held."""
@@ -371,6 +386,10 @@ OFFER_HOLD_LOOP = "next_hold_poll"  # the caller's next hold round takes them to
 OFFER_CALLING = "calling_back"  # Twilio is placing the call back ("calling_back:<CallSid>")
 OFFER_BY_HAND = "call_back"  # the agent dials the number themselves
 OFFER_NO_NUMBER = "no_number"  # withheld: nobody to call; the agent acts on the account
+# Connected, and the agent's phone answered (Twilio's report of the agent's <Dial>). Until
+# then a connected caller is only on their way to the agent: their phone may ring unanswered,
+# or the caller hang up meanwhile (and is then kept for a call back, as any caller waiting).
+OFFER_ANSWERED = "answered"
 # Offers only the agent can finish (their own call, their own judgement): no timeout takes
 # them back, a supervisor can.
 AGENT_FINISHES = (OFFER_BY_HAND, OFFER_NO_NUMBER)
@@ -462,17 +481,64 @@ def requeue(
     case_id: int,
     only_from: tuple[str, ...] = HELD,
     unless_placing: bool = False,
+    agent_id: int | None = None,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect).
-    `unless_placing`: not while Twilio places its call back (given back by hand)."""
+    `unless_placing`: not while Twilio places its call back (given back by hand). `agent_id`:
+    only while it is that agent's (a late report of one agent's phone must not take the case
+    from the next agent, who has it now)."""
     where = [cases.c.id == case_id, cases.c.status.in_(only_from)]
+    if agent_id is not None:
+        where.append(cases.c.agent_id == agent_id)
     if unless_placing:
         where.append(_NOT_PLACING)
     with writing(conn):
         return (
             conn.execute(
                 update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None)
+            ).rowcount
+            == 1
+        )
+
+
+def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None, now: datetime) -> bool:
+    """Twilio reports the agent's phone answered the caller: the case stays the agent's to
+    resolve. If the caller's hang-up was stored first (the two reports raced) it abandoned
+    the case for a call back; while no other agent has taken it, it is the agent's again,
+    for they have talked."""
+    mine = [cases.c.id == case_id]
+    if agent_id is not None:
+        mine.append(cases.c.agent_id == agent_id)
+    with writing(conn):
+        if (
+            conn.execute(
+                update(cases)
+                .where(*mine, cases.c.status == "connected")
+                .values(offer=OFFER_ANSWERED)
+            ).rowcount
+            == 1
+        ):
+            return True
+        if agent_id is None:
+            return False
+        return (
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.id == case_id,
+                    cases.c.status == "abandoned",
+                    cases.c.queued == 1,
+                    cases.c.connected_at.is_not(None),
+                )
+                .values(
+                    status="connected",
+                    queued=0,
+                    agent_id=agent_id,
+                    offered_at=cases.c.connected_at,
+                    offer=OFFER_ANSWERED,
+                    ended_at=None,
+                )
             ).rowcount
             == 1
         )
@@ -587,6 +653,13 @@ _ABANDON = (
         | (
             (cases.c.status == "offered")
             & (func.coalesce(cases.c.claimed_from, "waiting") == "waiting")
+        )
+        # On their way to the agent (the greeting, the agent's phone ringing): nobody has
+        # talked to them yet.
+        | (
+            (cases.c.status == "connected")
+            & (func.coalesce(cases.c.claimed_from, "waiting") == "waiting")
+            & (func.coalesce(cases.c.offer, "") != OFFER_ANSWERED)
         ),
     )
     .values(
@@ -601,9 +674,73 @@ _ABANDON = (
 
 
 def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
-    """The caller hung up before an agent had them: kept, visible and claimable, for a call back."""
+    """The caller hung up before an agent had them: kept, visible and claimable, for a call
+    back (see `tidy_call_backs` for the ones nobody can call back)."""
     with writing(conn):
-        return conn.execute(_ABANDON, {"sid": call_sid, "now": now}).rowcount
+        abandoned: int = conn.execute(_ABANDON, {"sid": call_sid, "now": now}).rowcount
+        if abandoned:
+            tidy_call_backs(conn, call_sid=call_sid)
+        return abandoned
+
+
+NOBODY_TO_CALL = "The caller withheld their number and gave no account: nobody to call back."
+
+
+def tidy_call_backs(conn: Connection, *, call_sid: str) -> int:
+    """After a caller hung up, their call backs in line: one per number, queue and account.
+
+    A frightened caller who rings and hangs up ten times (or a prankster) would otherwise
+    put ten call backs ahead of every caller waiting on the line. The best placed of them
+    stays, counting the calls (`calls_unanswered`) and taking the newest of what they
+    learnt (their flags: a later call locked out of verifying, say); the others leave the
+    line, kept and noted, still counted as abandoned. A caller who withheld their number and gave no
+    account leaves nobody to call back and nothing to act on: out of the line too. How many
+    cases left the line."""
+    with writing(conn):
+        caller = conn.execute(
+            select(cases.c.caller).where(cases.c.call_sid == call_sid).limit(1)
+        ).scalar()
+        in_line = [cases.c.queued == 1, cases.c.status.in_(CALL_BACKS)]
+        if withheld(caller):
+            return conn.execute(
+                update(cases)
+                .where(cases.c.call_sid == call_sid, cases.c.account_uid.is_(None), *in_line)
+                .values(queued=0, notes=NOBODY_TO_CALL)
+            ).rowcount
+        rows = conn.execute(
+            select(cases.c.id, cases.c.ticket, cases.c.queue, cases.c.account_uid, cases.c.flags)
+            .where(cases.c.caller == caller, *in_line)
+            .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+            .with_for_update()
+        ).all()
+        kept: dict[tuple[str, str | None], Any] = {}
+        merged: dict[int, list[int]] = {}
+        for row in rows:
+            best = kept.setdefault((row.queue, row.account_uid), row)
+            if best is not row:
+                merged.setdefault(best.id, []).append(row.id)
+        by_id = {row.id: row for row in rows}
+
+        def calls(row: Any) -> int:
+            return int((row.flags or {}).get("calls_unanswered", "1") or 1)
+
+        for best_id, others in merged.items():
+            best = by_id[best_id]
+            flags = dict(best.flags or {})
+            for other in sorted(others):  # opened later, known later
+                flags.update(by_id[other].flags or {})
+            flags["calls_unanswered"] = str(calls(best) + sum(calls(by_id[o]) for o in others))
+            conn.execute(update(cases).where(cases.c.id == best_id).values(flags=flags))
+            conn.execute(
+                update(cases)
+                .where(cases.c.id.in_(others), *in_line)
+                .values(
+                    queued=0,
+                    notes=f"The same number called again: ticket {best.ticket} is in line "
+                    "for the call back.",
+                )
+            )
+        return sum(len(others) for others in merged.values())
 
 
 _INSERT_AUDIT = insert(audit_log)
@@ -678,6 +815,53 @@ def user_by_token(conn: Connection, *, token: str) -> User | None:
     return User(row.id, row.name, row.role, row.phone) if row else None
 
 
+def open_session(conn: Connection, *, user_id: int, now: datetime, lasts: timedelta) -> str:
+    """A dashboard sign-in: the secret for the browser's cookie (only its hash is kept)."""
+    secret = secrets.token_urlsafe(32)
+    with writing(conn):
+        conn.execute(
+            insert(sessions).values(
+                secret_hash=_token_hash(secret),
+                user_id=user_id,
+                created_at=now,
+                expires_at=now + lasts,
+            )
+        )
+    return secret
+
+
+_SESSION_USER = (
+    select(users)
+    .join(sessions, sessions.c.user_id == users.c.id)
+    .where(
+        sessions.c.secret_hash == bindparam("hash"),
+        sessions.c.expires_at > bindparam("now", type_=sessions.c.expires_at.type),
+        users.c.revoked_at.is_(None),
+    )
+)
+
+
+def user_by_session(conn: Connection, *, secret: str, now: datetime) -> User | None:
+    """The user signed in with this session secret, while it lasts and they are not revoked."""
+    with reading(conn):
+        row = conn.execute(_SESSION_USER, {"hash": _token_hash(secret), "now": now}).first()
+    return User(row.id, row.name, row.role, row.phone) if row else None
+
+
+def close_session(conn: Connection, *, secret: str) -> bool:
+    with writing(conn):
+        gone: int = conn.execute(
+            delete(sessions).where(sessions.c.secret_hash == _token_hash(secret))
+        ).rowcount
+    return gone == 1
+
+
+def prune_sessions(conn: Connection, *, now: datetime) -> int:
+    with writing(conn):
+        gone: int = conn.execute(delete(sessions).where(sessions.c.expires_at <= now)).rowcount
+    return gone
+
+
 def list_users(conn: Connection) -> list[dict[str, Any]]:
     """Every user, oldest first: name, role, phone, created_at, revoked_at (never a token)."""
     columns = (users.c.name, users.c.role, users.c.phone, users.c.created_at, users.c.revoked_at)
@@ -695,6 +879,12 @@ def reissue_token(conn: Connection, *, name: str) -> str:
             .where(users.c.name == name)
             .values(token_hash=_token_hash(token), revoked_at=None)
         ).rowcount
+        # Sessions signed in with the old token (a leaked token's thief's too) end with it.
+        conn.execute(
+            delete(sessions).where(
+                sessions.c.user_id.in_(select(users.c.id).where(users.c.name == name))
+            )
+        )
     if changed != 1:
         raise ValueError(f"no user named {name!r}")
     return token
@@ -717,6 +907,7 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
             # The hash of a token nobody has: the column stays unique and never matches.
             .values(token_hash=_token_hash(secrets.token_urlsafe(32)), revoked_at=now)
         )
+        conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
         return conn.execute(
             update(cases)
             .where(cases.c.status == "offered", cases.c.agent_id == user_id)

@@ -363,6 +363,23 @@ def accounts_add(
     typer.echo(f"account {uid} saved")
 
 
+@accounts_app.command("unfreeze")
+def accounts_unfreeze(
+    uid: Annotated[str, typer.Argument(help="account UID")],
+    reason: Annotated[str, typer.Option(help="why: who checked the owner, and how")],
+) -> None:
+    """Lift an emergency freeze, audited. Adding or importing an account again never does."""
+    import getpass
+
+    if len(reason.strip()) < 3:
+        raise _fail("say why the freeze is lifted (--reason)")
+    directory = _directory(_settings())
+    actor = f"cli:{getpass.getuser()}"
+    if not directory.unfreeze(uid=uid, actor=actor, reason=reason.strip(), now=utcnow()):
+        raise _fail(f"account {uid} is not frozen (or does not exist)")
+    typer.echo(f"account {uid} unfrozen; audited as {actor}")
+
+
 @accounts_app.command("import")
 def accounts_import(
     file: Annotated[

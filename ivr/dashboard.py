@@ -38,8 +38,8 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ivr import api, graph, stats
-from ivr.cases import User
-from ivr.deps import Blocked, HotlineDep, staff_user
+from ivr.cases import User, close_session, open_session, user_by_session
+from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, staff_user, wrong_token
 from ivr.hotline import Hotline
 from ivr.tree import CompiledTree
 
@@ -208,9 +208,18 @@ def blocked_page(request: Request, blocked: Blocked) -> Response:
 
 
 def session_user(request: Request, hotline: Hotline) -> User | None:
-    """The user of the session cookie, None without one. Raises Blocked (see check_token)."""
-    token = request.cookies.get(COOKIE, "")
-    return check_token(request, hotline, token) if token else None
+    """The user of the session cookie, None without one (or with one signed out, expired, or
+    of a revoked user: counted as a wrong token, so raises Blocked as check_token does)."""
+    secret = request.cookies.get(COOKIE, "")
+    if not secret:
+        return None
+    user = None
+    if len(secret) <= MAX_TOKEN:
+        with hotline.db.connect() as conn:
+            user = user_by_session(conn, secret=secret, now=hotline.clock())
+    if user is None:
+        wrong_token(request, hotline, "dashboard")
+    return user
 
 
 def signed_out(request: Request) -> RedirectResponse:
@@ -301,10 +310,14 @@ def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] =
             {"error": "That token is not valid. Check it and try again."},
             status=401,
         )
+    with hotline.db.connect() as conn:
+        secret = open_session(
+            conn, user_id=user.id, now=hotline.clock(), lasts=timedelta(seconds=SESSION_SECONDS)
+        )
     response = redirect(home(user))
     response.set_cookie(
         COOKIE,
-        token,
+        secret,  # never the API token: a stolen cookie is one session, ended by signing out
         max_age=SESSION_SECONDS,
         path=PREFIX,
         httponly=True,
@@ -320,6 +333,10 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
         return render(
             request, "error.html", _message("Refused", "Sign out from this site."), status=403
         )
+    secret = request.cookies.get(COOKIE, "")
+    if secret and len(secret) <= MAX_TOKEN:
+        with hotline.db.connect() as conn:
+            close_session(conn, secret=secret)  # on the server: a copy of the cookie is void
     response = redirect(LOGIN_PATH)
     _drop_session(request, response)
     return response
@@ -572,15 +589,16 @@ def desk_freeze(
     hotline: HotlineDep,
     case_id: api.CaseIdPath,
     reason: Annotated[str, Form()] = "",
+    account_uid: Annotated[str, Form()] = "",
 ) -> Response:
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:
-        body = api.FreezeRequest(reason=reason.strip())
+        body = api.FreezeRequest(reason=reason.strip(), account_uid=account_uid.strip() or None)
         result = api.freeze(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
-        why = "Say why you freeze the account (3 to 500 characters)."
+        why = "Say why you freeze the account (3 to 500 characters); an account UID is digits."
         return _desk_error(request, hotline, user, *_refusal(exc, why))
     return _done("frozen" if result.frozen else "freeze_failed")
 

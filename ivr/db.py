@@ -137,6 +137,18 @@ users = Table(
     Column("revoked_at", UTCDateTime()),
 )
 
+# Dashboard sign-ins: the browser holds a random session secret, never the API token; only
+# its hash is stored. Signing out deletes the row; a revoked user's sessions stop at once.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("secret_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index(None, "expires_at"),
+)
+
 # The built-in identity directory. No secret is stored in a form that can be read back:
 # PIN and ID digits as argon2 hashes, the TOTP seed encrypted with IVR_SECRET_KEY.
 accounts = Table(
@@ -205,6 +217,8 @@ cases = Table(
     Index(None, "queued", "lane", "sort_at", "id"),
     # The call backs held back now: few, whatever the size of the table (see cases._ahead).
     Index(None, "not_before"),
+    # A number's call backs in line, to keep one (cases.tidy_call_backs).
+    Index(None, "caller"),
 )
 
 audit_log = Table(

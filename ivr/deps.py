@@ -51,13 +51,19 @@ def staff_user(request: Request, hotline: Hotline, token: str, where: str) -> Us
             user = user_by_token(conn, token=token)
     if user is not None:
         return user
+    wrong_token(request, hotline, where)
+    return None
+
+
+def wrong_token(request: Request, hotline: Hotline, where: str) -> None:
+    """Count a wrong token (or session cookie) against the client address; Blocked while it
+    has sent too many lately."""
     throttle = SignInThrottle(hotline.db)
     client, now = client_address(request), hotline.clock()
     wait = throttle.retry_after(client, now)
     if wait is not None:
         raise Blocked(wait)
     throttle.failed(client, where, now)
-    return None
 
 
 def current_user(request: Request, hotline: HotlineDep) -> User:

@@ -88,8 +88,14 @@ class Links:
     def connect(self, case_id: int, *, outbound: bool = False) -> str:
         return self._url(CONNECT_PATH, case=case_id, out=int(outbound))
 
-    def connect_done(self, case_id: int, *, outbound: bool = False) -> str:
-        return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound))
+    def connect_done(
+        self, case_id: int, *, outbound: bool = False, agent: int | None = None
+    ) -> str:
+        # The agent whose phone it dials: a late report of theirs must not touch the case
+        # once another agent has it.
+        if agent is None:
+            return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound))
+        return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound), agent=agent)
 
     def callback_status(self, case_id: int) -> str:
         return self._url(CALLBACK_STATUS_PATH, case=case_id)

@@ -722,10 +722,12 @@ class Hotline:
         try:
             with self.db.connect() as conn:
                 view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
-                if view is None:
-                    # Queued with no case (the fallback answered this call): open one now, or
-                    # no agent would ever take this caller.
-                    self._open_orphan_case(conn, call_sid, queue, caller)
+                if view is None or view.row["status"] == "resolved":
+                    # Queued with no case (the fallback answered this call), or with one
+                    # closed while they were on their way to an agent: open one now, or no
+                    # agent would ever take this caller.
+                    parent = view.row["ticket"] if view else None
+                    self._open_orphan_case(conn, call_sid, queue, caller, parent)
                     view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
         except Busy:
             raise  # on the event loop: the caller runs it again in a thread
@@ -755,7 +757,12 @@ class Hotline:
         )
 
     def _open_orphan_case(
-        self, conn: Connection, call_sid: str, queue: str | None, caller: str | None
+        self,
+        conn: Connection,
+        call_sid: str,
+        queue: str | None,
+        caller: str | None,
+        parent: str | None = None,
     ) -> None:
         row = store.load_call(conn, call_sid=call_sid)
         facts = row.state.facts if row else {}
@@ -767,6 +774,7 @@ class Hotline:
             reason=facts.get("topic") or "fallback",
             flags={k: facts[k] for k in ("verified", "factors", "uid") if k in facts},
             path=list(row.state.trail) if row else [],
+            parent_ticket=parent,
         )
         with store.writing(conn):
             conn.execute(
@@ -848,14 +856,23 @@ class Hotline:
             language,
             agent_phone=agent.phone if agent else None,
             agent_name=agent.name if agent else "agent",
-            action=self.links.connect_done(case_id, outbound=outbound),
+            action=self.links.connect_done(case_id, outbound=outbound, agent=agent_id),
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
         )
 
-    def connect_done(self, case_id: int, dial_status: str, *, outbound: bool = False) -> str:
-        """The agent leg ended. Nobody answered: the case goes back to its place, the caller
-        too; a customer we called back is told we will call again, and let go."""
+    def connect_done(
+        self,
+        case_id: int,
+        dial_status: str,
+        *,
+        outbound: bool = False,
+        agent_id: int | None = None,
+    ) -> str:
+        """The agent leg ended (`agent_id`'s phone; None from a link made before it was named).
+        Answered: the case is the agent's to resolve. Nobody answered: the case goes back to
+        its place, the caller too; a customer we called back is told we will call again, and
+        let go. A late or repeated report changes nothing the next agent has."""
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
         if case is None:
@@ -865,22 +882,28 @@ class Hotline:
         catalogs = self.trees.current.catalogs
         lang = row.state.lang if row else "en"
         if dial_status in ("completed", "answered"):
+            with self.db.connect() as conn:
+                cases.agent_answered(conn, case_id=case_id, agent_id=agent_id, now=self.clock())
             return engine.hangup_twiml(catalogs, lang)
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
             # back to its place, as the call back it was.
             with self.db.connect() as conn:
-                cases.requeue(conn, case_id=case_id)
+                cases.requeue(conn, case_id=case_id, agent_id=agent_id)
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         with self.db.connect() as conn:
-            moved = cases.requeue(conn, case_id=case_id)
+            moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id)
+            now = cases.get_case(conn, case_id=case_id) if not moved else None
         if row is None or "queue" not in row.state.facts:
             # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
-        if not moved:  # Twilio repeated this request: the caller is back in line already
+        if now is not None and (now["queued"] or now["status"] in cases.HELD):
+            # Twilio repeated this request (the caller is back in line already), or it is a
+            # late one (another agent has them now): as answered before.
             return row.last_twiml
         # Back to their place, quietly: the agent's phone failing is not the caller's problem
-        # and does not count towards giving up on the queue.
+        # and does not count towards giving up on the queue. (Their case closed meanwhile, a
+        # supervisor resolving it while the phone rang: the hold loop opens them a new one.)
         return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
 
     def status(
@@ -936,6 +959,7 @@ class Hotline:
                 conn.execute(opening.merge_into(existing))
                 return
             conn.execute(opening.insert)
+            cases.tidy_call_backs(conn, call_sid=row.call_sid)
         log.warning(
             "call %s hung up on its way to the %s queue: a case for a call back",
             row.call_sid,
@@ -1060,14 +1084,22 @@ class Hotline:
         with self.db.connect() as conn:
             return cases.requeue_offers_before(conn, cutoff=cutoff)
 
-    def freeze_case(self, case_id: int, agent: cases.User, reason: str) -> bool:
-        """Freeze the case's account (audited). Freezing only protects; never unfrozen by phone."""
+    def freeze_case(
+        self, case_id: int, agent: cases.User, reason: str, *, uid: str | None = None
+    ) -> bool:
+        """Freeze the case's account, or `uid`, the one the agent found with a caller who
+        keyed none (audited; a case with no account learns it). Freezing only protects;
+        never unfrozen by phone."""
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())  # the agent's own only
-            uid = case["account_uid"]
+            uid = uid or case["account_uid"]
             if not uid:
-                raise CaseRefused(409, "the caller gave no account UID; find the account first")
+                raise CaseRefused(
+                    409, "the caller gave no account UID: find the account with them, and give it"
+                )
+            if not case["account_uid"]:
+                cases.set_account(conn, case_id=case_id, uid=uid)
             try:
                 done = self.actions.freeze(uid=uid, now=now)
             except Exception:
@@ -1222,6 +1254,11 @@ class Hotline:
         )
         with self.db.connect() as conn:
             return store.prune_failures(conn, before=self.clock() - keep)
+
+    def prune_sessions(self) -> int:
+        """Forget dashboard sessions that have expired (they let nobody in already)."""
+        with self.db.connect() as conn:
+            return cases.prune_sessions(conn, now=self.clock())
 
     # -- call trees: reload, rollback, every instance on the same version -------------------
 

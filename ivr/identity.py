@@ -36,6 +36,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Connection, Engine, bindparam, insert, select, update
 
+from ivr.cases import audit
 from ivr.db import accounts, verification_failures
 from ivr.exceptions import ConfigError, IdentityUnavailable
 from ivr.store import writing
@@ -165,14 +166,41 @@ class LocalDirectory:
             "id_last4_hash": self.hasher.hash(id_last4) if id_last4 else None,
             "totp_secret": sealed,
             "totp_last_step": None,
-            "frozen": 0,
-            "frozen_at": None,
         }
         with self.db.connect() as conn, writing(conn):
             if conn.execute(select(accounts.c.uid).where(accounts.c.uid == uid)).first():
+                # A freeze outlives new secrets (a victim's new PIN, a nightly import): only
+                # `unfreeze`, audited, lifts it.
                 conn.execute(update(accounts).where(accounts.c.uid == uid).values(**row))
             else:
-                conn.execute(insert(accounts).values(uid=uid, created_at=now, **row))
+                conn.execute(
+                    insert(accounts).values(
+                        uid=uid, created_at=now, frozen=0, frozen_at=None, **row
+                    )
+                )
+
+    def unfreeze(self, *, uid: str, actor: str, reason: str, now: datetime) -> bool:
+        """Lift a freeze (the owner proved who they are, by the exchange's own process), with
+        its audit record in the same transaction. False if the account is not frozen."""
+        with self.db.connect() as conn, writing(conn):
+            lifted = conn.execute(
+                update(accounts)
+                .where(accounts.c.uid == uid, accounts.c.frozen == 1)
+                .values(frozen=0, frozen_at=None)
+            ).rowcount
+            if lifted != 1:
+                return False
+            audit(
+                conn,
+                actor=actor,
+                action="unfreeze",
+                uid=uid,
+                case_id=None,
+                reason=reason,
+                result="ok",
+                now=now,
+            )
+        return True
 
     def registered_phone(self, *, uid: str) -> str | None:
         with self.db.connect() as conn:

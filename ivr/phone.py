@@ -58,6 +58,12 @@ class HangUp:
     pass
 
 
+class HangsUp(Exception):
+    """A party raises this from `hear`, `keep_holding` or `dial_outcome` to hang up there and
+    then: in the middle of a prompt, on hold, or while the agent's phone rings (then no Dial
+    report comes from the phone; a test may post one itself, late)."""
+
+
 Answer = Press | Speak | Silent | HangUp
 
 
@@ -203,6 +209,8 @@ class Phone:
                 doc = session.run(doc)
         except _Ended as end:
             record.ended_by = end.by
+        except HangsUp:
+            record.ended_by = "caller"
         duration = max(1, round(time.monotonic() - started))
         session.post(
             self.public_url + STATUS_PATH,

@@ -372,10 +372,20 @@ def connect(form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0
 
 
 @router.post("/connect-done")
-def connect_done(form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0) -> Response:
+def connect_done(
+    form: TwilioForm,
+    hotline: HotlineDep,
+    case_id: CaseId,
+    out: int = 0,
+    agent: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+) -> Response:
     sid = _call_sid(form)
     status = _text(form, "DialCallStatus", 32) or "failed"
-    return _safely(hotline, sid, lambda: hotline.connect_done(case_id, status, outbound=bool(out)))
+    return _safely(
+        hotline,
+        sid,
+        lambda: hotline.connect_done(case_id, status, outbound=bool(out), agent_id=agent),
+    )
 
 
 @router.post("/callback-status", status_code=204)
@@ -619,6 +629,7 @@ async def _sweep_once(hotline: Hotline) -> None:
         if offers:
             log.warning("%d cases taken by agents but never connected are back in line", offers)
         await run_in_threadpool(hotline.prune_failures)
+        await run_in_threadpool(hotline.prune_sessions)
     except Exception:
         log.exception("the sweep failed; will try again")
 

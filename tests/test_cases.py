@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from ivr import cases
-from ivr.db import audit_log, users
+from ivr.db import accounts, audit_log, users
 from ivr.engine import OpenCase
+from ivr.identity import LocalDirectory
 from tests.conftest import FakeClock, bearer, make_user
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -591,14 +592,40 @@ def test_api_freeze_unknown_case_is_404(client: TestClient, db: Engine) -> None:
         assert conn.execute(select(audit_log)).first() is None
 
 
-def test_api_freeze_without_an_account_uid_is_409(client: TestClient, db: Engine) -> None:
+def test_an_agent_freezes_the_account_they_found_for_a_caller_who_keyed_none(
+    client: TestClient, db: Engine
+) -> None:
+    """A panicked victim skipped the account step: the agent finds the account with them and
+    freezes it by its UID; the case learns it. Without one there is nothing to freeze."""
     token = make_user(db, "ana", "agent")
-    case_id = add_case(db, 1, "normal", T0, uid=None)
-    r = call(client, "POST", f"/api/cases/{case_id}/freeze", {"reason": "stolen phone"}, token)
-    assert r.status_code == 409
-    assert "agent_freeze" not in get(db, case_id)["flags"]
+    LocalDirectory(db, None).add(
+        uid="10000002", pin=None, id_last4=None, phone=None, totp_secret=None, now=T0
+    )
+    case_id = add_case(db, 1, "emergency", T0, uid=None)
+    path = f"/api/cases/{case_id}/freeze"
+    assert call(client, "POST", path, {"reason": "stolen phone"}, token).status_code == 409
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == case_id
+    r = call(client, "POST", path, {"reason": "stolen phone"}, token)
+    assert r.status_code == 409 and "give it" in r.json()["detail"]
+    for bad in ("", "10000002a", "1" * 33):
+        body = {"reason": "stolen phone", "account_uid": bad}
+        assert call(client, "POST", path, body, token).status_code == 422, bad
     with db.connect() as conn:
         assert conn.execute(select(audit_log)).first() is None
+    body = {"reason": "caller confirmed email and last deposit", "account_uid": "10000002"}
+    r = call(client, "POST", path, body, token)
+    assert r.status_code == 200 and r.json() == {"frozen": True, "detail": "frozen"}
+    row = get(db, case_id)
+    assert (row["account_uid"], row["flags"]["agent_freeze"]) == ("10000002", "done")
+    with db.connect() as conn:
+        frozen = conn.execute(select(accounts.c.frozen).where(accounts.c.uid == "10000002"))
+        assert frozen.scalar() == 1
+        entry = conn.execute(select(audit_log)).mappings().one()
+    assert (entry["actor"], entry["account_uid"], entry["case_id"]) == (
+        "agent:ana",
+        "10000002",
+        case_id,
+    )
 
 
 def test_api_freeze_needs_a_reason(client: TestClient, db: Engine) -> None:
@@ -722,7 +749,9 @@ def test_the_offer_timeout_leaves_the_agent_what_they_finish_by_hand(db: Engine)
     until they resolve or give it back: taken back mid-call, another agent would call the
     customer again. Offers Twilio connects go back in line when nobody is reached."""
     agent = agent_id(db)
-    by_hand, no_number, live = (add_case(db, n, "normal", T0) for n in (1, 2, 3))
+    by_hand, no_number, live = (
+        add_case(db, n, "normal", T0, caller=f"+1500555010{n}") for n in (1, 2, 3)
+    )
     with db.connect() as conn:
         assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
         assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0) == 1

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import select
 
 from ivr.cases import user_by_token
-from ivr.db import accounts, calls, create_db_engine, users
-from ivr.identity import LocalDirectory
+from ivr.db import accounts, audit_log, calls, create_db_engine, users
+from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.settings import PROJECT_ROOT
 from tests.conftest import DATA, SECRET_KEY, TOKEN, make_user
 
@@ -265,6 +265,23 @@ def test_accounts_add_import_and_demo(tmp_path: Path) -> None:
     csv.write_text("uid,pin,id_last4,phone,totp_secret\n20000002,111222,3344,+15005550101,\n")
     imported = run(["accounts", "import", str(csv)], env, tmp_path)
     assert imported.returncode == 0 and "1 account(s) saved" in imported.stdout
+    # A freeze outlives a re-import of the account; `accounts unfreeze` lifts it, with a reason.
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    assert LocalAccountActions(engine).freeze(uid="20000002", now=datetime.now(UTC))
+    assert run(["accounts", "import", str(csv)], env, tmp_path).returncode == 0
+    no_reason = run(["accounts", "unfreeze", "20000002", "--reason", " "], env, tmp_path)
+    assert no_reason.returncode == 1 and "say why" in no_reason.stderr
+    with engine.connect() as conn:
+        frozen = conn.execute(select(accounts.c.frozen).where(accounts.c.uid == "20000002"))
+        assert frozen.scalar() == 1
+    lifted = run(["accounts", "unfreeze", "20000002", "--reason", "owner seen"], env, tmp_path)
+    assert lifted.returncode == 0 and "unfrozen; audited as cli:" in lifted.stdout
+    again = run(["accounts", "unfreeze", "20000002", "--reason", "owner seen"], env, tmp_path)
+    assert again.returncode == 1 and "is not frozen" in again.stderr
+    with engine.connect() as conn:
+        action = conn.execute(select(audit_log.c.action, audit_log.c.account_uid)).one()
+    engine.dispose()
+    assert tuple(action) == ("unfreeze", "20000002")
     demo = run(["demo"], env, tmp_path)
     assert demo.returncode == 0 and "uid 10000001  pin 123456" in demo.stdout
     assert "demo agent 'demo-agent', API token:" in demo.stdout

@@ -139,7 +139,12 @@ def test_a_good_token_sets_a_strict_http_only_cookie(
     response = login(client, supervisor)
     assert (response.status_code, response.headers["location"]) == (303, "/dashboard/queue")
     cookie = cookie_header(response)
-    assert cookie.startswith(f"{dashboard.COOKIE}={supervisor};")
+    # A session of its own, not the API token: a stolen cookie is one session, which signing
+    # out ends, and no key to the API.
+    assert cookie.startswith(f"{dashboard.COOKIE}=") and supervisor not in cookie
+    secret = client.cookies[dashboard.COOKIE]
+    assert client.get("/api/queue", headers=bearer(secret)).status_code == 401
+    assert client.get("/api/queue", headers=bearer(supervisor)).status_code == 200
     flags = {part.strip().lower() for part in cookie.split(";")[1:]}
     assert {"httponly", "samesite=strict", "path=/dashboard"} <= flags
     assert "secure" not in flags  # plain http here
@@ -151,11 +156,37 @@ def test_a_good_token_sets_a_strict_http_only_cookie(
 
 
 def test_signing_out_ends_the_session(client: TestClient, supervisor: str) -> None:
+    """On the server, not only in this browser: a copy of the cookie (another tab, a
+    thief's) lets nobody in once its session signed out. Other sessions go on."""
     signed_in(client, supervisor)
     page(client, "/dashboard/queue")
-    out = client.post("/dashboard/logout", follow_redirects=False)
-    assert (out.status_code, out.headers["location"]) == (303, "/dashboard/login")
-    assert "Max-Age=0" in cookie_header(out) or "expires=" in cookie_header(out).lower()
+    copy = client.cookies[dashboard.COOKIE]
+    with TestClient(client.app) as other_browser:
+        signed_in(other_browser, supervisor)
+        out = client.post("/dashboard/logout", follow_redirects=False)
+        assert (out.status_code, out.headers["location"]) == (303, "/dashboard/login")
+        assert "Max-Age=0" in cookie_header(out) or "expires=" in cookie_header(out).lower()
+        assert client.get("/dashboard/queue", follow_redirects=False).status_code == 303
+        client.cookies.set(dashboard.COOKIE, copy, path="/dashboard")
+        replayed = client.get("/dashboard/queue", follow_redirects=False)
+        assert (replayed.status_code, replayed.headers["location"]) == (303, "/dashboard/login")
+        page(other_browser, "/dashboard/queue")
+
+
+def test_a_session_lasts_eight_hours_and_a_new_token_ends_it(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str
+) -> None:
+    from ivr.cases import reissue_token
+
+    signed_in(client, supervisor)
+    clock.advance(seconds=dashboard.SESSION_SECONDS - 1)
+    page(client, "/dashboard/queue")
+    clock.advance(seconds=1)
+    assert client.get("/dashboard/queue", follow_redirects=False).status_code == 303
+    signed_in(client, supervisor)
+    page(client, "/dashboard/queue")
+    with db.connect() as conn:
+        reissue_token(conn, name="sam")  # the old token leaked: its sessions end with it
     assert client.get("/dashboard/queue", follow_redirects=False).status_code == 303
 
 
@@ -541,6 +572,33 @@ def test_the_desk_freezes_resolves_and_gives_back(
     with db.connect() as conn:
         row = conn.execute(select(cases).where(cases.c.id == held["id"])).mappings().one()
     assert (row["status"], row["notes"]) == ("resolved", "frozen; told to reset 2FA")
+
+
+def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(
+    client: TestClient, db: Engine, agent: str, placed: dict[str, str]
+) -> None:
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))  # the verified emergency, with its account
+    said(act(client, "/dashboard/desk/next"))  # the deposits caller: no account keyed
+    cases_ = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    [bare] = [c for c in cases_ if not c["account_uid"]]
+    [form] = page(client, "/dashboard/desk").xpath(
+        f"//form[@action='/dashboard/desk/{bare['id']}/freeze']"
+    )
+    assert len(form.xpath(".//input[@name='account_uid'][@required]")) == 1
+    base = f"/dashboard/desk/{bare['id']}/freeze"
+    wrong = act(client, base, reason="caller says hacked", account_uid="12ab")
+    assert wrong.status_code == 422 and "an account UID is digits" in wrong.text
+    assert said(act(client, base, reason="caller says hacked", account_uid=UID)) == "frozen"
+    [held] = [
+        c
+        for c in client.get("/api/agents/cases", headers=bearer(agent)).json()
+        if c["id"] == bare["id"]
+    ]
+    assert held["account_uid"] == UID
+    # Now it has one: the form asks only why.
+    [form] = page(client, "/dashboard/desk").xpath(f"//form[@action='{base}']")
+    assert form.xpath(".//input[@name='account_uid']") == []
 
 
 def test_desk_actions_from_another_site_or_role_do_nothing(

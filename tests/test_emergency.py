@@ -20,10 +20,11 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Connection, Engine, event, select, text
 
+from ivr.cases import NOBODY_TO_CALL
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
-from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty
+from ivr.phone import CallRecord, HangsUp, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -441,12 +442,18 @@ def test_a_caller_who_withheld_their_number_is_neither_offered_nor_dialled_a_cal
     shown = phone.call(ScriptedParty([Press("1"), Press("0")], hold_polls=2))
     assert not any("/twilio/callback-request" in doc for doc in hidden.documents)
     assert any("/twilio/callback-request" in doc for doc in shown.documents)
+    # Gone with no account keyed: nobody to call back, nothing to act on, so not in line.
+    # With the account keyed (hung up at the PIN), an agent acts on it, dialling nobody.
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number="anonymous")
+    hidden_case, shown_case, keyed_case = case_rows(db)
+    assert (hidden_case["queued"], hidden_case["notes"]) == (0, NOBODY_TO_CALL)
     requests_before = len(twilio_http.requests)
-    claimed = api(client, agent, "POST", "/api/agents/next")  # the withheld caller's, first
-    assert claimed["case"]["id"] == case_rows(db)[0]["id"]
+    claimed = api(client, agent, "POST", "/api/agents/next")  # the emergency, first
+    assert claimed["case"]["id"] == keyed_case["id"]
     assert claimed["connect"] == {"mode": "no_number", "number": None}
     assert len(twilio_http.requests) == requests_before  # nothing dialled
     claimed = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
+    assert claimed["case"]["id"] == shown_case["id"]
     assert claimed["connect"]["mode"] == "calling_back"
 
 
@@ -920,7 +927,8 @@ def test_twilio_refusing_a_redirect_hands_the_caller_over_at_their_next_hold_rou
     assert seen["next"] == {"case": None, "connect": None}  # nobody else is handed it
     assert record.dialed == AGENT_PHONE  # at the very next hold round
     [row] = case_rows(db)
-    assert row["status"] == "connected" and row["offer"] == "next_hold_poll"
+    # Handed over by the hold loop, and the agent answered: theirs to resolve.
+    assert row["status"] == "connected" and row["offer"] == "answered"
     metrics = client.get("/metrics").text
     assert 'ivr_twilio_refusals_total{what="redirect"} 1.0' in metrics
 
@@ -1208,6 +1216,54 @@ def test_a_victim_who_hangs_up_on_the_way_still_gets_an_emergency_case(
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["case"]["id"] == case["id"]
     assert claimed["connect"] == {"mode": "call_back", "number": VICTIM}
+
+
+def test_a_number_that_keeps_hanging_up_has_one_call_back_in_line(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """A frightened caller (or a prankster) rings the emergency line and hangs up, again and
+    again: one call back in line, counting the calls, not one per call ahead of everyone
+    waiting. Another account from the same number is another case."""
+    on_the_way = [Press("1"), Press("1")]  # English, stolen account, then gone
+    for _ in range(3):
+        phone.call(ScriptedParty(list(on_the_way)), from_number=VICTIM)
+    phone.call(ScriptedParty([*on_the_way, Press("10000002")]), from_number=VICTIM)
+    rows = case_rows(db)
+    assert [(r["queued"], r["account_uid"]) for r in rows] == [
+        (1, None),
+        (0, None),
+        (0, None),
+        (1, "10000002"),
+    ]
+    first = rows[0]
+    assert first["flags"]["calls_unanswered"] == "3"
+    assert all(first["ticket"] in (r["notes"] or "") for r in rows[1:3])
+    assert {r["status"] for r in rows} == {"abandoned"}  # each call still counts as abandoned
+    taken = [api(client, agent, "POST", "/api/agents/next")["case"] for _ in range(3)]
+    assert [c["id"] if c else None for c in taken] == [first["id"], rows[3]["id"], None]
+
+
+@pytest.mark.parametrize("withheld_as", ["anonymous", "+266696687"])
+def test_a_withheld_number_that_hangs_up_with_no_account_leaves_nobody_to_call(
+    phone: Phone, client: TestClient, agent: str, db: Engine, withheld_as: str
+) -> None:
+    """Nobody can call them back and there is no account to act on: the case is kept (and
+    counted as abandoned), not put in line for an agent. With the account they keyed, the
+    agent can still freeze it: that one stays in line."""
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=withheld_as)
+    phone.call(ScriptedParty([Press("1"), Press("0")]), from_number=withheld_as)  # waited, gone
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number=withheld_as)
+    rows = case_rows(db)
+    assert [(r["status"], r["queued"], r["account_uid"]) for r in rows] == [
+        ("abandoned", 0, None),
+        ("abandoned", 0, None),
+        ("abandoned", 1, UID),
+    ]
+    assert rows[0]["notes"] == rows[1]["notes"] == NOBODY_TO_CALL
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["case"]["id"] == rows[2]["id"]
+    assert claimed["connect"]["mode"] == "no_number"
+    assert api(client, agent, "POST", "/api/agents/next")["case"] is None
 
 
 def test_a_caller_who_hangs_up_at_a_menu_opens_no_case(phone: Phone, db: Engine) -> None:
@@ -1508,3 +1564,214 @@ def test_a_repeated_final_status_opens_the_case_once(phone: Phone, db: Engine) -
         )
         assert answer.status_code == 204
     assert len(case_rows(db)) == 1
+
+
+# -- a connected case and its caller's call ------------------------------------------------
+
+
+def dial_action(documents: list[str], nth: int) -> str:
+    """The action of the `nth` <Dial> the caller was sent, as Twilio would post to it."""
+    dials = [etree.fromstring(d.encode()).find("Dial") for d in documents if "<Dial" in d]
+    action = dials[nth].get("action") if dials[nth] is not None else None
+    assert action
+    return str(action)
+
+
+def keeping(check_twiml: Callable[[str], None], documents: list[str]) -> Callable[[str], None]:
+    def keep(body: str) -> None:
+        check_twiml(body)
+        documents.append(body)
+
+    return keep
+
+
+def test_a_late_report_of_one_agents_phone_leaves_the_next_agent_their_case(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """alice's phone does not answer, the caller goes back to their place, bob takes them and
+    talks to them. A late (or repeated) report of alice's unanswered Dial changes nothing:
+    bob keeps the case, and nobody else is offered a caller who is talking to bob."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+    outcomes = iter(["no-answer", "completed"])
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            return next(outcomes)
+
+    claims: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if poll == 1:  # first time on hold alice takes the case; back on hold, bob does
+            claims.append(api(client, bob if claims else alice, "POST", "/api/agents/next"))
+        return poll < 2
+
+    record = phone.call(Party([Press("1"), Press("0")], holds))
+    assert record.dialed == "+15005558888"
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["offer"]) == ("connected", 0, "answered")
+    bob_has = row["agent_id"]
+    late = phone.signed_post(
+        dial_action(documents, 0),
+        {"CallSid": row["call_sid"], "DialCallStatus": "no-answer", "AccountSid": "AC" + "0" * 32},
+    )
+    assert late.status_code == 200
+    check_twiml(late.text)
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("connected", 0, bob_has)
+    carol = make_user(db, "carol", "agent", "+15005557777")
+    assert api(client, carol, "POST", "/api/agents/next")["case"] is None
+
+
+def test_a_caller_who_hangs_up_while_the_agents_phone_rings_is_kept_for_a_call_back(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """The caller hangs up while the agent's phone rings, and the call's final status is
+    handled before the Dial's report (two instances, two webhooks at once): nobody has talked
+    to them, so the case is a call back, in its place in line, whatever the report says."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+
+    class HangsUpWhileItRings(Caller):
+        def dial_outcome(self, number: str) -> str:
+            raise HangsUp  # the phone sends the final status callback, and no Dial report
+
+    def holds(poll: int) -> bool:
+        api(client, alice, "POST", "/api/agents/next")
+        return True
+
+    record = phone.call(HangsUpWhileItRings([Press("1"), Press("0")], holds))
+    assert (record.dialed, record.ended_by) == (AGENT_PHONE, "caller")
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    done = phone.signed_post(
+        dial_action(documents, 0),
+        {"CallSid": row["call_sid"], "DialCallStatus": "no-answer", "AccountSid": "AC" + "0" * 32},
+    )
+    assert done.status_code == 200
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    # Taken again, it is a call back: the agent calls them.
+    assert api(client, alice, "POST", "/api/agents/next")["connect"]["mode"] == "call_back"
+
+
+def test_an_answered_report_after_the_hang_up_gives_the_agent_their_case_back(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """The same race the other way round: alice answered and they talked, but the call's
+    final status was handled before the Dial's report. The hang-up put the case back in line
+    for a call back; the report that alice answered gives it back to her to resolve, while
+    nobody else has taken it."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+
+    class TalksThenHangsUp(Caller):
+        def dial_outcome(self, number: str) -> str:
+            raise HangsUp
+
+    def holds(poll: int) -> bool:
+        api(client, alice, "POST", "/api/agents/next")
+        return True
+
+    phone.call(TalksThenHangsUp(list(HIJACK), holds), from_number=VICTIM)
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"]) == ("abandoned", 1)
+    answered = phone.signed_post(
+        dial_action(documents, 0),
+        {"CallSid": row["call_sid"], "DialCallStatus": "completed", "AccountSid": "AC" + "0" * 32},
+    )
+    assert answered.status_code == 200
+    check_twiml(answered.text)
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["offer"], row["ended_at"]) == (
+        "connected",
+        0,
+        "answered",
+        None,
+    )
+    [held] = api(client, alice, "GET", "/api/agents/cases")
+    assert held["id"] == row["id"]
+    assert api(client, alice, "POST", f"/api/cases/{row['id']}/resolve", json={"notes": "ok"})
+    # Had another agent taken the call back first, the report would change nothing.
+
+
+def test_a_case_closed_while_its_caller_rings_the_agent_leaves_them_a_way_to_an_agent(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """The caller reaches the TwiML dialling alice; alice went home, so a supervisor
+    resolves her case. Her phone does not answer. The caller is not dialled to her again,
+    nor held in a queue with no case in line: back on hold, they have a new case, which
+    names the closed one, and the next agent takes it."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    sam = make_user(db, "sam", "supervisor")
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    dials: list[str] = []
+    taken: list[Any] = []
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            dials.append(number)
+            if len(dials) == 1:
+                [row] = case_rows(db)
+                assert row["status"] == "connected"
+                api(client, sam, "POST", f"/api/cases/{row['id']}/resolve", json={"notes": "gone"})
+                return "no-answer"
+            return "completed"
+
+    def holds(poll: int) -> bool:
+        if not dials:
+            api(client, alice, "POST", "/api/agents/next")
+        elif not taken:
+            taken.append(api(client, bob, "POST", "/api/agents/next"))
+        return poll < 4
+
+    phone.call(Party([Press("1"), Press("0")], holds))
+    assert dials == [AGENT_PHONE, "+15005558888"]
+    closed, new = case_rows(db)
+    assert (closed["status"], new["parent_ticket"]) == ("resolved", closed["ticket"])
+    assert taken[0]["case"]["id"] == new["id"]
+    assert (new["status"], new["offer"]) == ("connected", "answered")
+
+
+def test_a_victim_who_hangs_up_as_they_are_put_through_is_called_back(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """A hijack victim is put through ('connecting you now ...') and hangs up before the
+    agent's phone is dialled: no Dial report ever comes. Nobody has talked to them, so their
+    emergency is back in line for a call back, not left with an agent whose phone never
+    rang."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+    class Party(Caller):
+        def hear(self, text: str) -> None:
+            super().hear(text)
+            if "Connecting you now" in text:
+                raise HangsUp
+
+    def holds(poll: int) -> bool:
+        api(client, alice, "POST", "/api/agents/next")
+        return poll < 3
+
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    assert (record.dialed, record.ended_by) == (None, "caller")
+    [row] = case_rows(db)
+    assert (row["priority"], row["status"], row["queued"], row["agent_id"]) == (
+        "emergency",
+        "abandoned",
+        1,
+        None,
+    )
+    again = api(client, alice, "POST", "/api/agents/next")
+    assert again["case"]["id"] == row["id"] and again["connect"]["mode"] == "call_back"

@@ -387,6 +387,8 @@ def test_successful_sign_ins_are_never_counted(
 
 
 def test_forged_session_cookies_count_as_wrong_tokens(client: TestClient, staff: str) -> None:
+    assert sign_in(client, staff).status_code == 303
+    real = client.cookies["ivr_session"]
     for token in guesses(LIMIT):
         client.cookies.set("ivr_session", token, path="/dashboard")
         page = client.get("/dashboard/queue", follow_redirects=False)
@@ -395,7 +397,9 @@ def test_forged_session_cookies_count_as_wrong_tokens(client: TestClient, staff:
     client.cookies.set("ivr_session", "forged-" + "c" * 30, path="/dashboard")
     retry_after(client.get("/dashboard/queue", follow_redirects=False))
     retry_after(client.get("/dashboard", follow_redirects=False))
-    client.cookies.set("ivr_session", staff, path="/dashboard")  # a real session still works
+    client.cookies.set("ivr_session", staff, path="/dashboard")  # an API token is no session
+    retry_after(client.get("/dashboard/queue", follow_redirects=False))
+    client.cookies.set("ivr_session", real, path="/dashboard")  # a real session still works
     assert client.get("/dashboard/queue", follow_redirects=False).status_code == 200
 
 

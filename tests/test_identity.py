@@ -23,12 +23,13 @@ from cryptography.fernet import Fernet
 from sqlalchemy import Engine, select
 
 from ivr import store
-from ivr.db import accounts
+from ivr.db import accounts, audit_log
 from ivr.exceptions import ConfigError, IdentityUnavailable
 from ivr.identity import (
     HASHING_AT_ONCE,
     HttpAccountActions,
     HttpIdentity,
+    LocalAccountActions,
     LocalDirectory,
     cores,
 )
@@ -275,6 +276,37 @@ def test_add_again_replaces_the_secrets(db: Engine, directory: LocalDirectory) -
         rows = conn.execute(select(accounts)).mappings().all()
     assert len(rows) == 1
     assert rows[0]["totp_last_step"] is None and rows[0]["phone"] is None
+
+
+def test_a_freeze_outlives_new_secrets_and_only_an_audited_unfreeze_lifts_it(
+    db: Engine, directory: LocalDirectory
+) -> None:
+    """A victim's account frozen on the phone stays frozen when their secrets are replaced
+    (a new PIN, the exchange's nightly import): lifting a freeze is a decision, on record."""
+    assert LocalAccountActions(db).freeze(uid="10000001", now=NOW)
+    directory.add(
+        uid="10000001", pin="135790", id_last4=None, phone=PHONE, totp_secret=None, now=NOW
+    )
+    with db.connect() as conn:
+        row = conn.execute(select(accounts).where(accounts.c.uid == "10000001")).mappings().one()
+    assert (row["frozen"], row["frozen_at"]) == (1, NOW)
+    later = NOW + timedelta(hours=2)
+    assert directory.unfreeze(
+        uid="10000001", actor="cli:ops", reason="owner seen at desk", now=later
+    )
+    assert not directory.unfreeze(uid="10000001", actor="cli:ops", reason="again", now=later)
+    assert not directory.unfreeze(uid="99999999", actor="cli:ops", reason="nobody", now=later)
+    with db.connect() as conn:
+        row = conn.execute(select(accounts).where(accounts.c.uid == "10000001")).mappings().one()
+        [entry] = conn.execute(select(audit_log)).mappings().all()
+    assert (row["frozen"], row["frozen_at"]) == (0, None)
+    assert (entry["actor"], entry["action"], entry["account_uid"], entry["reason"]) == (
+        "cli:ops",
+        "unfreeze",
+        "10000001",
+        "owner seen at desk",
+    )
+    assert entry["at"] == later
 
 
 @pytest.mark.parametrize(

@@ -276,17 +276,22 @@ def test_failed_verifications_on_both_instances_add_up_to_a_lockout(
     # The 5th failure (A or B) locks: then even the right PIN is not checked.
     third = attempt([a.url, b.url], ["000005", PIN])
     with pg.connect() as conn:
-        verified = [
-            r.flags["verified"]
-            for r in conn.execute(
-                select(cases.c.flags).where(cases.c.account_uid == uid).order_by(cases.c.id)
-            )
-        ]
+        rows = conn.execute(
+            select(cases.c.flags, cases.c.queued)
+            .where(cases.c.account_uid == uid)
+            .order_by(cases.c.id)
+        ).all()
         frozen = conn.execute(select(accounts.c.frozen).where(accounts.c.uid == uid)).scalar()
         failures = conn.execute(
             text("SELECT count(*) FROM verification_failures WHERE uid = :uid"), {"uid": uid}
         ).scalar()
-    assert verified == ["no", "no", "locked"]
+    # Each call hung up waiting: one call back in line for the number, the first, which
+    # carries what the latest call learnt (locked out of verifying).
+    assert [(r.flags["verified"], r.queued) for r in rows] == [
+        ("locked", 1),
+        ("no", 0),
+        ("locked", 0),
+    ]
     assert second.queue == third.queue == "security"
     assert not any("freeze" in line and "protective" in line for line in third.heard)
     assert frozen == 0

@@ -1,4 +1,5 @@
-"""the call backs held back now, found without reading the whole cases table
+"""the call backs held back now, and a number's call backs, found without reading the whole
+cases table
 
 Revision ID: 0008
 Revises: 0007
@@ -18,8 +19,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_cases_not_before"), ["not_before"], unique=False)
+        batch_op.create_index(batch_op.f("ix_cases_caller"), ["caller"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_cases_caller"))
         batch_op.drop_index(batch_op.f("ix_cases_not_before"))
