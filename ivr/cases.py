@@ -10,6 +10,7 @@ Callers who asked for a call back, or hung up, keep their place.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ivr.db import audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
-from ivr.numbers import withheld
+from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
 
 HIGH_BOOST = timedelta(minutes=10)
@@ -553,12 +554,13 @@ def callback_missed(
     """The customer did not answer the call back (busy, no answer, failed): the case goes
     back to its place in line as the call back it was, not offered again for `retry`,
     doubled at each miss (an hour at most). Offered again at once, an unreachable number
-    would be called by every agent in turn while callers wait. Only the offer's own outbound
-    call counts: a late report of an earlier one changes nothing."""
+    would be called by every agent in turn while callers wait. An emergency is tried again
+    every `retry`, never later: a hijack victim who missed one call is not left an hour. Only
+    the offer's own outbound call counts: a late report of an earlier one changes nothing."""
     current = _placed_as(call_sid)
     with writing(conn):
         row = conn.execute(
-            select(cases.c.flags)
+            select(cases.c.flags, cases.c.lane)
             .where(cases.c.id == case_id, cases.c.status.in_(HELD), current)
             .with_for_update()
         ).first()
@@ -567,7 +569,8 @@ def callback_missed(
         flags = dict(row.flags or {})
         missed = int(flags.get("callback_attempts", "0") or 0) + 1
         flags["callback_attempts"] = str(missed)
-        delay = min(retry * 2 ** (missed - 1), MAX_CALLBACK_DELAY)
+        backoff = retry if row.lane == 0 else retry * 2 ** (missed - 1)
+        delay = min(backoff, MAX_CALLBACK_DELAY)
         return (
             conn.execute(
                 update(cases)
@@ -788,10 +791,19 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
 def create_user(conn: Connection, *, name: str, role: str, phone: str | None, now: datetime) -> str:
     """Create a user and return their API token; only its hash is stored."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not USER_NAME.match(name):
+        raise ValueError(
+            "a user name is 1 to 64 letters, digits and . _ @ - (it names them in the audit)"
+        )
+    if phone is not None and not dialable(phone):
+        raise ValueError(f"{phone!r} is no number to dial: give it in E.164, like +4420...")
     token = secrets.token_urlsafe(32)
     try:
         with writing(conn):

@@ -1131,6 +1131,8 @@ class Hotline:
             raise CaseRefused(404, "no such case")
         if case["agent_id"] == user.id and case["status"] in cases.HELD:
             return case
+        if case["status"] == "resolved":
+            raise CaseRefused(409, "the case is resolved already")
         if user.role == "supervisor":
             if case["status"] in supervisor_may:
                 return case

@@ -662,6 +662,8 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
     r = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "reset 2FA"}, token)
     assert r.status_code == 200
     assert r.json()["status"] == "resolved" and r.json()["notes"] == "reset 2FA"
+    again = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "again"}, token)
+    assert again.status_code == 409 and again.json()["detail"] == "the case is resolved already"
     assert waiting_ids(db) == []
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"] is None
     huge = call(client, "POST", "/api/cases/99999999999999999999/resolve", {"notes": ""}, token)

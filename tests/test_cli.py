@@ -232,6 +232,11 @@ def test_users_add_prints_a_token_once_and_it_works(tmp_path: Path) -> None:
     assert again.returncode == 1 and "exists already" in again.stderr
     bad = run(["users", "add", "bob", "--role", "admin"], env, tmp_path)
     assert bad.returncode == 1 and "role must be one of" in bad.stderr
+    nameless = run(["users", "add", "", "--role", "agent"], env, tmp_path)
+    assert nameless.returncode == 1 and "a user name is" in nameless.stderr
+    for phone in ("call me maybe", "5551230003", "anonymous"):
+        wrong = run(["users", "add", "carl", "--role", "agent", "--phone", phone], env, tmp_path)
+        assert wrong.returncode == 1 and "E.164" in wrong.stderr, phone
 
 
 def test_accounts_add_import_and_demo(tmp_path: Path) -> None:

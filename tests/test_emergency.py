@@ -1038,6 +1038,30 @@ def test_an_unanswered_call_back_is_tried_again_later_not_at_once(
     assert row["not_before"] - clock() == timedelta(seconds=600)
 
 
+def test_an_emergency_call_back_is_tried_again_as_soon_as_the_first_time(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+    clock: FakeClock,
+) -> None:
+    """A hijack victim who missed a call back is tried again every IVR_CALLBACK_RETRY, not
+    after a wait that doubles up to an hour."""
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=VICTIM)  # hung up on the way
+    for _ in range(3):
+        claimed = api(client, agent, "POST", "/api/agents/next")
+        assert claimed["connect"]["mode"] == "calling_back"
+        _, _, data = twilio_http.requests[-1]
+        status = {"CallSid": twilio_http.sids[-1], "CallStatus": "no-answer"}
+        assert phone.signed_post(data["StatusCallback"], status).status_code == 204
+        [row] = case_rows(db)
+        assert (row["status"], row["queued"]) == ("abandoned", 1)
+        assert row["not_before"] - clock() == timedelta(seconds=300)
+        clock.advance(seconds=300)
+    assert row["flags"]["callback_attempts"] == "3"
+
+
 def test_twilio_dequeuing_for_our_redirect_changes_nothing(phone: Phone, db: Engine) -> None:
     record = phone.call(ScriptedParty([Press("1"), Press("0")]))
     exit_url, params = next((u, p) for u, p in record.requests if "/twilio/queue-exit" in u)
