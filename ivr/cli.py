@@ -229,8 +229,16 @@ def dial(
         ),
     ] = None,
     hold: Annotated[
-        int, typer.Option(help="hold-loop rounds to wait in a queue before hanging up")
+        int, typer.Option(min=0, help="hold-loop rounds to wait in a queue before hanging up")
     ] = 1,
+    hold_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=600,
+            help="seconds each hold round lasts, as its music would: time to take the case",
+        ),
+    ] = 0.0,
     routes: Annotated[
         Path | None,
         typer.Option(help="try this tree file in-process, no server needed (a draft)"),
@@ -250,6 +258,7 @@ def dial(
         party = ScriptedParty(
             answers,
             hold_polls=hold,
+            hold_seconds=hold_seconds,
             on_hear=lambda t: typer.echo(f"  hotline: {t}"),
             on_answer=lambda a: typer.echo(f"  caller: {_describe(a)}"),
         )

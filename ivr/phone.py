@@ -112,6 +112,9 @@ class ScriptedParty:
     on_hear: Callable[[str], None] | None = None
     on_answer: Callable[[Answer], None] | None = None
     heard: list[str] = field(default_factory=list)
+    # Seconds each hold round lasts, as the hold music would (0: none, as in tests): long
+    # enough for someone to take the case meanwhile.
+    hold_seconds: float = 0.0
 
     def hear(self, text: str) -> None:
         self.heard.append(text)
@@ -127,7 +130,11 @@ class ScriptedParty:
         return choice
 
     def keep_holding(self, queue: str, polls: int) -> bool:
-        return polls < self.hold_polls
+        if polls >= self.hold_polls:
+            return False
+        if self.hold_seconds:
+            time.sleep(self.hold_seconds)
+        return True
 
     def dial_outcome(self, number: str) -> str:
         return self.dial_status

@@ -121,6 +121,42 @@ def test_dial_keys_reaches_the_emergency_queue_on_a_running_server(
     assert row.status == "completed" and row.state["facts"]["priority"] == "emergency"
 
 
+HOLDING = ("--hold", "40", "--hold-seconds", "0.25")
+
+
+def test_the_readme_demo_an_agent_takes_the_caller_while_they_hold(
+    server: Server, tmp_path: Path
+) -> None:
+    """`ivr demo`, then `ivr dial ... --hold N --hold-seconds S`: the call holds long enough
+    for the demo agent to take it, and is put through to the agent at its next round."""
+    demo = run(["demo"], server.env, tmp_path)
+    token = demo.stdout.split("API token:", 1)[1].split()[0]
+    dial = subprocess.Popen(
+        [IVR, "dial", "--from", "+15005550006", "--keys", "1,1,10000001,123456", *HOLDING],
+        env=server.env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        taken = None
+        for _ in range(100):  # until the call is in line (it verifies first)
+            taken = httpx.post(server.url + "/api/agents/next", headers=auth, timeout=10).json()
+            if taken["case"]:
+                break
+            time.sleep(0.1)
+        assert taken and taken["case"]["account_uid"] == "10000001"
+        assert taken["connect"]["mode"] == "next_hold_poll"
+        out, err = dial.communicate(timeout=60)
+    finally:
+        dial.kill()
+    assert dial.returncode == 0, err
+    # Put through to the agent (no phone: their browser, by name), not hung up on hold.
+    assert "queued in 'security'; transferred to demo-agent" in out
+
+
 def test_dial_by_voice_in_mandarin(server: Server, tmp_path: Path) -> None:
     result = run(["dial", "--keys", "2,say:我的账户被盗了,*"], server.env, tmp_path)
     assert result.returncode == 0, result.stderr
