@@ -559,7 +559,7 @@ def _summary(row: dict[str, Any], user: User) -> CallSummary:
         outcome=row["outcome"],
         topic=facts.get("topic"),
         queue=row["case_queue"] or facts.get("queue"),
-        priority=facts.get("priority"),
+        priority=row["case_priority"] or facts.get("priority"),
         verified=facts.get("verified", "not_attempted"),
         caller=(row["from_number"] or "") if own else mask(row["from_number"]),
         ticket=row["ticket"],

@@ -68,6 +68,7 @@ def _base() -> Any:
             _case.c.id.label("case_id"),
             _case.c.ticket,
             _case.c.queue.label("case_queue"),
+            _case.c.priority.label("case_priority"),
             _case.c.agent_id,
         )
         .select_from(calls)
@@ -93,10 +94,10 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
     elif f.verified:
         where.append(_fact("verified") == f.verified)
     if f.emergency is not None:
-        is_emergency = _fact("priority") == "emergency"
-        where.append(
-            is_emergency if f.emergency else or_(~is_emergency, _fact("priority").is_(None))
-        )
+        # The case's priority too: a victim who hung up on the way to the emergency queue has
+        # an emergency case their call's state never reached.
+        is_emergency = func.coalesce(_case.c.priority, _fact("priority"), "") == "emergency"
+        where.append(is_emergency if f.emergency else ~is_emergency)
     if f.caller:
         digits = "".join(c for c in f.caller if c.isdigit())
         where.append(calls.c.from_number.like(f"%{digits}"))

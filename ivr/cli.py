@@ -481,9 +481,10 @@ def _call_line(row: dict[str, Any]) -> str:
     from ivr.api import mask
 
     facts = (row["state"] or {}).get("facts", {})
+    priority = row["case_priority"] or facts.get("priority") or "-"
     return (
         f"{row['started_at']:%Y-%m-%d %H:%M:%S}  {row['call_sid']}  {mask(row['from_number']):>8}"
-        f"  {row['outcome']:<12} {facts.get('topic') or '-':<22} {facts.get('priority') or '-':<9}"
+        f"  {row['outcome']:<12} {facts.get('topic') or '-':<22} {priority:<9}"
         f" {facts.get('verified') or '-':<8} {row['ticket'] or ''}"
     )
 

@@ -77,6 +77,20 @@ def test_filters_return_exactly_the_calls_they_should(
     assert sids_of(ranged) == [placed[n] for n in ("deposits_agent", "hijack_skip", "self_help")]
 
 
+def test_a_victim_who_hung_up_on_the_way_is_an_emergency_in_the_log(
+    phone: Phone, client: TestClient, supervisor: str
+) -> None:
+    """Their call's state never reached the emergency queue, but their case is an emergency:
+    the log says so, and the emergency filter finds them."""
+    gone = phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550106")
+    menu = phone.call(ScriptedParty([Press("1"), Press("3")]), from_number="+15005550107")
+    page = get(client, supervisor, "/api/calls", emergency="true")
+    assert sids_of(page) == [gone.call_sid]
+    assert page["calls"][0]["priority"] == "emergency"
+    assert page["calls"][0]["outcome"] == "abandoned"
+    assert sids_of(get(client, supervisor, "/api/calls", emergency="false")) == [menu.call_sid]
+
+
 def test_pages_follow_the_cursor_without_gaps_or_repeats(
     client: TestClient, supervisor: str, placed: dict[str, str]
 ) -> None:
