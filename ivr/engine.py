@@ -851,6 +851,18 @@ class _Turn:
                 LogEntry(state.node, "verify", kind, outcome="locked", detail={"factor": step})
             )
             return self.verified(node, state, "locked")
+        if isinstance(event, Silence) or (isinstance(event, Keys) and not event.digits):
+            # Nothing keyed is no wrong answer, and says nothing of one: the same step is asked
+            # again, once; silent again, they have not got it to hand, and a frightened caller
+            # is not kept from an agent by prompts they cannot answer: on, as if they skipped.
+            self.log.append(
+                LogEntry(state.node, "verify", kind, outcome="silent", detail={"factor": step})
+            )
+            if facts.get("verify_silent") == "1":
+                return self.verified(node, state, "skipped")
+            self.say("no_input", state.lang)
+            facts["verify_silent"] = "1"
+            return self.present(state.model_copy(update={"facts": facts}))
         if isinstance(event, Checked) and event.unavailable:
             # Asking again would only meet the same outage: on to the agent, who verifies. A
             # wrong answer earlier in this verification still stands: an outage (or a service
@@ -884,7 +896,9 @@ class _Turn:
         )
         bad = facts.get("verify_bad") == "1" or not ok
         if index + 1 < len(node.steps):
-            facts.update(verify_step=str(index + 1), verify_bad="1" if bad else "0")
+            facts.update(
+                verify_step=str(index + 1), verify_bad="1" if bad else "0", verify_silent="0"
+            )
             return self.present(state.model_copy(update={"facts": facts}))
         if not bad:
             return self.verified(node, state.model_copy(update={"facts": facts}), "yes")
@@ -892,11 +906,12 @@ class _Turn:
         if attempts >= node.attempts:
             return self.verified(node, state.model_copy(update={"facts": facts}), "no")
         self.say(node.failed_prompt, state.lang)
-        facts.update(verify_step="0", verify_bad="0")
+        facts.update(verify_step="0", verify_bad="0", verify_silent="0")
         return self.present(state.model_copy(update={"facts": facts, "invalid": attempts}))
 
     def verified(self, node: VerifyNode, state: CallState, result: str) -> CallState:
-        facts = {k: v for k, v in state.facts.items() if k not in ("verify_step", "verify_bad")}
+        transient = ("verify_step", "verify_bad", "verify_silent")
+        facts = {k: v for k, v in state.facts.items() if k not in transient}
         facts["verified"] = result
         if result == "yes":
             facts["factors"] = ",".join(node.steps)

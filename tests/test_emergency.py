@@ -24,7 +24,16 @@ from ivr.cases import NOBODY_TO_CALL
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
-from ivr.phone import CallRecord, HangsUp, HangUp, Phone, Press, Prompt, ScriptedParty
+from ivr.phone import (
+    CallRecord,
+    HangsUp,
+    HangUp,
+    Phone,
+    Press,
+    Prompt,
+    ScriptedParty,
+    Silent,
+)
 from ivr.settings import Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -357,6 +366,33 @@ def test_skipping_verification_still_opens_an_emergency_case(
     record = phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]))
     assert record.queue == "security"
     assert api(client, agent, "GET", "/api/queue")[0]["verified"] == "skipped"
+
+
+def test_a_victim_without_their_details_to_hand_is_asked_once_more_then_let_through(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """Silence at a verification step is no wrong answer: the same step again, once, with
+    "I didn't hear anything"; silent again, on to the security team as if they skipped, not
+    through a PIN prompt they cannot answer and a "could not verify". Nothing is counted
+    against the account or the number."""
+    record = phone.call(
+        ScriptedParty([Press("1"), Press("1"), Silent(), Silent()]), from_number=VICTIM
+    )
+    assert record.queue == "security"
+    heard = " ".join(record.heard)
+    assert heard.count("Please enter your account U I D") == 2
+    assert "didn't hear anything" in heard
+    assert "PIN" not in heard and "could not verify" not in heard
+    assert api(client, agent, "GET", "/api/queue")[0]["verified"] == "skipped"
+    # Silent once at each step, they still verify.
+    again = phone.call(
+        ScriptedParty([Press("1"), Press("1"), Silent(), Press(UID), Silent(), Press(PIN)]),
+        from_number="+15005550188",
+    )
+    assert any("protective freeze" in line for line in again.heard)
+    assert case_rows(db)[-1]["flags"]["verified"] == "yes"
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM verification_failures")).scalar() == 0
 
 
 def test_lockout_holds_across_calls_and_a_restart(
