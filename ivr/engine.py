@@ -949,24 +949,20 @@ class _Turn:
                 parent_ticket=case.ticket,
             )
             return self.enqueue(state, case.queue, priority)
-        if isinstance(event, TicketLookup) and event.locked:
-            # Heard as a miss (a guesser learns nothing), and on to an agent at once.
-            self.log.append(LogEntry(state.node, "input", "dtmf", outcome="locked"))
-            self.say(node.not_found_prompt, state.lang)
-            return self.enter(node.on_not_found, state)
+        # A number locked out of lookups is not looked up, and hears exactly what a miss does
+        # (asked again, then on to an agent): a guesser cannot tell the lock from a miss.
+        locked = isinstance(event, TicketLookup) and event.locked
+        silent = isinstance(event, Silence) or (isinstance(event, Keys) and not event.digits)
         attempts = state.invalid + 1
+        outcome = "locked" if locked else "silent" if silent else "not_found"
         self.log.append(
             LogEntry(
-                state.node,
-                "input",
-                input_kind(event),
-                outcome="not_found",
-                detail={"count": attempts},
+                state.node, "input", input_kind(event), outcome=outcome, detail={"count": attempts}
             )
         )
+        self.say("no_input" if silent else node.not_found_prompt, state.lang)
         if attempts >= node.attempts:
             return self.enter(node.on_not_found, state)
-        self.say(node.not_found_prompt, state.lang)
         return self.present(state.model_copy(update={"invalid": attempts}))
 
     def on_queue_exit(

@@ -605,8 +605,18 @@ def test_ticket_follow_up_queues_back_to_the_same_team(
 
 
 def test_unknown_ticket_twice_reaches_the_general_queue(phone: Phone) -> None:
+    """Each miss is said, the last one too, before the caller is handed to an agent."""
     record = phone.call(ScriptedParty([Press("1"), Press("9"), Press("1111111"), Press("2222222")]))
     assert record.queue == "general"
+    assert record.transcript.count("could not find that ticket") == 2
+
+
+def test_silence_at_the_ticket_prompt_is_not_a_ticket_not_found(phone: Phone, db: Engine) -> None:
+    record = phone.call(ScriptedParty([Press("1"), Press("9"), Silent(), Silent()]))
+    assert record.queue == "general"
+    assert record.transcript.count("didn't hear anything") == 2
+    assert "could not find that ticket" not in record.transcript
+    assert failures_counted(db) == 0
 
 
 GUESSER = "+15005550123"
@@ -633,12 +643,14 @@ def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
         assert record.queue == "general"
     # The fifth miss locked the number: the sixth lookup was not made, nor counted.
     assert settings.lockout_failures == 5 and failures_counted(db) == 5
-    # Now even the right number finds nothing from there, and is not looked up: to an agent.
+    # Now even the right number finds nothing from there, and is not looked up: heard as a
+    # miss, asked again as after a miss (the lock cannot be told from one), then an agent.
     locked = phone.call(
-        ScriptedParty([Press("1"), Press("9"), Press(real["ticket"])]), from_number=GUESSER
+        ScriptedParty([Press("1"), Press("9"), Press(real["ticket"]), Press(real["ticket"])]),
+        from_number=GUESSER,
     )
     assert locked.queue == "general"
-    assert "could not find that ticket" in locked.transcript
+    assert locked.transcript.count("could not find that ticket") == 2
     assert [c["parent_ticket"] for c in case_rows(db)[1:]] == [None] * 4  # linked to nothing
     assert failures_counted(db) == 5  # a refused lookup is no further guess
     with db.connect() as conn:
@@ -651,8 +663,8 @@ def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
             .all()
         )
     assert "locked" in outcome
-    # The sixth guess and this lookup, refused: what a supervisor's alert watches.
-    assert "ivr_ticket_lookups_refused_total 2.0" in client.get("/metrics").text
+    # The sixth guess and these two lookups, refused: what a supervisor's alert watches.
+    assert "ivr_ticket_lookups_refused_total 3.0" in client.get("/metrics").text
     # Another number with the same ticket is served as before; and a hit counts nothing.
     fine = phone.call(ScriptedParty([Press("1"), Press("9"), Press(real["ticket"])]))
     assert fine.queue == "payments"
