@@ -755,6 +755,7 @@ def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
         tree = TreeFile.model_validate(data)
     except ValidationError as exc:
         problems += [_validation_problem(doc, e, data, inherited) for e in exc.errors()]
+        problems += _check_the_rest(doc, data, exc, catalogs, inherited)
         raise SourceError(_unique(problems)) from None
     problems = _unique(problems + _check_graph(doc, tree, catalogs, inherited))
     if any(p.severity == "error" for p in problems):
@@ -770,6 +771,38 @@ def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
         problems,
         emergency_bound(tree.nodes),
     )
+
+
+def _check_the_rest(
+    doc: YamlDoc,
+    data: dict[str, Any],
+    exc: ValidationError,
+    catalogs: Catalogs,
+    inherited: Inherited,
+) -> list[Problem]:
+    """The graph's findings (unknown targets, missing prompts, ...) about the nodes that are
+    well formed, when others are not: one run of `routes check` shows every problem, not the
+    type errors first and the rest after they are fixed. What depends on the broken nodes
+    (links to them, what is reached only through them, menu depth) waits for them."""
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict):
+        return []
+    broken = {
+        str(e["loc"][1]) for e in exc.errors() if len(e["loc"]) >= 2 and e["loc"][0] == "nodes"
+    }
+    rest = {**data, "nodes": {k: v for k, v in nodes.items() if k not in broken}}
+    try:
+        partial = TreeFile.model_validate(rest)
+    except ValidationError:
+        return []  # broken beyond the nodes (start, settings): those errors say it
+    waits = {f"unknown node '{name}'" for name in broken}
+    return [
+        p
+        for p in _check_graph(doc, partial, catalogs, inherited)
+        if p.message not in waits
+        and not p.message.startswith("unreachable")
+        and "menus deep" not in p.message
+    ]
 
 
 # Nodes that move a caller on by themselves, whatever they key: no choice is left to make.

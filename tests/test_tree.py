@@ -282,6 +282,30 @@ def test_missing_node_kind(tmp_path: Path) -> None:
     )
 
 
+def test_one_check_reports_type_errors_and_the_graphs_problems_together(
+    tmp_path: Path,
+) -> None:
+    """An operator fixes a draft in one round: a wrongly typed setting in one node does not
+    hide an unknown target or a missing prompt in the others. What hangs on the broken node
+    (the link to it, what only it leads to) is not reported as well."""
+    text = BASE.replace(
+        '      - {key: "2", target: bye}',
+        '      - {key: "2", target: bye}\n      - {key: "3", target: byee}',
+    ).replace(
+        "    prompt: connecting\n    queue: general", "    prompt: connectin\n    queue: general"
+    )
+    text += "  broken:\n    kind: menu\n    prompt: main\n    timeout: soon\n    options: []\n"
+    text = text.replace('      - {key: "1", target: agent}', '      - {key: "1", target: broken}')
+    text += "  reached_by_broken_only:\n    kind: hangup\n"
+    file, problems = check(tmp_path, text)
+    found = {(p.path, p.message.split(";")[0]) for p in problems if p.severity == "error"}
+    assert ("nodes.main.options[2].target", "unknown node 'byee'") in found
+    assert any(path == "nodes.agent.prompt" and "connectin" in m for path, m in found)
+    assert any(path.startswith("nodes.broken") and "timeout" in path for path, _ in found)
+    assert not any("'broken'" in m or "unreachable" in m for _, m in found), found
+    assert all(p.file == file and p.line for p in problems if p.path)
+
+
 def test_unknown_setting(tmp_path: Path) -> None:
     text = BASE.replace("    prompt: goodbye\n", "    prompt: goodbye\n    colour: red\n")
     file, problems = check(tmp_path, text)
