@@ -485,7 +485,10 @@ class _Turn:
     # -- moving between nodes
 
     def enter(self, name: str, state: CallState, trail: tuple[str, ...] | None = None) -> CallState:
-        """Move to `name`, running pass-through nodes, until a node waits for the caller."""
+        """Move to `name`, running pass-through nodes, until a node waits for the caller. A
+        menu they passed through already in this call (back to it, or an option leading up
+        to it) is presented with its short prompt: they have heard the long one."""
+        heard = set(state.trail)
         for _ in range(MAX_HOPS):
             node = self.tree.node(name)
             facts = {**state.facts, "topic": node.topic} if node.topic else state.facts
@@ -520,7 +523,7 @@ class _Turn:
                 if state.trail and state.trail[-1] == name:
                     # Back from here must leave here: replaying advice returns to this same menu.
                     state = state.model_copy(update={"trail": state.trail[:-1]})
-                return self.present(state, first=True)
+                return self.present(state, first=True, short=name in heard)
         # Unreachable for a loaded tree; still, never leave a caller in silence.
         self.log.append(LogEntry(name, "escalated", outcome="too_many_hops"))
         self.say("fallback_apology", state.lang)
@@ -765,7 +768,7 @@ class _Turn:
         )
         if node.no_input_prompt:
             self.say(node.no_input_prompt, state.lang)
-        return self.present(state.model_copy(update={"no_input": count}))
+        return self.present(state.model_copy(update={"no_input": count}), short=True)
 
     def invalid(self, node: MenuNode, state: CallState, event: Input) -> CallState:
         count = state.invalid + 1

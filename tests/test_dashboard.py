@@ -327,7 +327,7 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     assert texts(doc, "//p[@role='status']") == [dashboard.SAID["resolved"]]
     assert "No agent has a case now." in doc.text_content()
     again = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="")
-    assert again.status_code == 409 and "not while the case is resolved" in again.text
+    assert again.status_code == 409 and "the case is resolved already" in again.text
     # An agent sees the queue without the section, and may not use its forms.
     signed_in(client, alice)
     assert "With agents" not in client.get("/dashboard/queue").text

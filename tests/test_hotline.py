@@ -276,8 +276,20 @@ def test_latin_keywords_match_whole_word_starts_only(hotline_tree: CompiledTree)
 def test_back_after_replaying_advice_leaves_the_menu(phone: Phone) -> None:
     # deposits -> not credited (advice) -> * replays it -> # goes back to the deposits menu
     record = call(phone, Press("1"), Press("3"), Press("1"), Press("*"), Press("#"))
-    deposits_menu = record.heard[-1]
-    assert record.heard.count(deposits_menu) == 2  # first visit, and after # (not the advice menu)
+    # Back at the deposits menu (not the advice menu), with its reminder: heard it already.
+    assert record.heard[-1].startswith("Press 1 for a missing deposit")
+    assert sum(line.startswith("Deposits and withdrawals.") for line in record.heard) == 1
+
+
+def test_a_menu_heard_already_is_presented_again_with_its_short_prompt(phone: Phone) -> None:
+    """The main menu is long: back to it (#), after silence, or by an option leading up to it,
+    the caller hears its reminder; they asked for the whole of it only with star."""
+    full, short = "If your account has been hacked", "Press 1 for a hacked or stolen account"
+    back = call(phone, Press("1"), Press("3"), Press("#"), Silent(), Press("*"))
+    menus = ["full" if line.startswith(full) else "short" for line in back.heard]
+    menus = [m for m, line in zip(menus, back.heard, strict=True) if line.startswith((full, short))]
+    # first visit, back with #, after the silence, and star: the whole again
+    assert menus == ["full", "short", "short", "full"]
 
 
 # -- a secret factor on the event loop: counted once, whatever gives way ------------------------
