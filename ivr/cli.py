@@ -585,7 +585,9 @@ def _dial_server(party: Party, from_number: str, to_number: str, url: str | None
         auth_token=settings.twilio_auth_token,
         server_url=url,
     )
-    typer.echo(f"calling {settings.base_url}/twilio/voice from {from_number}")
+    # The public URL is what Twilio signs; --url is where the requests actually go.
+    at = f" (at {url.rstrip('/')})" if url else ""
+    typer.echo(f"calling {settings.base_url}/twilio/voice{at} from {from_number}")
     return phone.call(party, from_number=from_number, to_number=to_number)
 
 

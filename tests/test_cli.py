@@ -208,6 +208,11 @@ def test_dial_without_a_server_says_so(tmp_path: Path) -> None:
     result = run(["dial", "--keys", "1"], env, tmp_path, timeout=30)
     assert result.returncode == 1
     assert "cannot reach the hotline" in result.stderr and "Traceback" not in result.stderr
+    # Behind a tunnel: signed for the public URL, sent where --url says, and said so.
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    tunnel = run(["dial", "--keys", "1", "--url", elsewhere], env, tmp_path, timeout=30)
+    assert f"/twilio/voice (at {elsewhere}) from" in tunnel.stdout
+    assert f"cannot reach the hotline at {elsewhere}" in tunnel.stderr
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
