@@ -1152,6 +1152,9 @@ class Hotline:
                     "the caller is waiting on the line to be put through: serve them, or give "
                     "the case back",
                 )
+            if case["priority"] == "emergency" and len(notes.strip()) < 3:
+                # Someone answers later for what was done about a stolen account.
+                raise CaseRefused(409, "say in the notes what was done about this emergency")
             if cases.calling_back(case["offer"]) and case["status"] == "offered":
                 raise CaseRefused(
                     409,

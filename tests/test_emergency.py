@@ -1773,7 +1773,12 @@ def test_an_answered_report_after_the_hang_up_gives_the_agent_their_case_back(
     )
     [held] = api(client, alice, "GET", "/api/agents/cases")
     assert held["id"] == row["id"]
-    assert api(client, alice, "POST", f"/api/cases/{row['id']}/resolve", json={"notes": "ok"})
+    # An emergency is resolved with a word on what was done.
+    resolve = f"/api/cases/{row['id']}/resolve"
+    bare = client.post(resolve, json={"notes": " "}, headers=bearer(alice))
+    assert bare.status_code == 409 and "what was done" in bare.json()["detail"]
+    notes = {"notes": "froze the account; told to reset 2FA"}
+    assert api(client, alice, "POST", f"/api/cases/{row['id']}/resolve", json=notes)
     # Had another agent taken the call back first, the report would change nothing.
 
 
