@@ -686,6 +686,50 @@ def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
         return abandoned
 
 
+def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
+    """A caller whose number has a call back in line for `queue` (the same account, or none
+    known) is on the line again, and their new case was just opened: it takes the call
+    back's place (the best of theirs in the same lane), and the call back leaves the line,
+    noted. They are served on the call instead of being rung on a busy line later. How many
+    call backs left the line. In the transaction that opened the case."""
+    with writing(conn):
+        live = conn.execute(
+            select(cases.c.id, cases.c.caller, cases.c.account_uid, cases.c.lane)
+            .add_columns(cases.c.sort_at, cases.c.ticket)
+            .where(cases.c.call_sid == call_sid, cases.c.queue == queue, cases.c.queued == 1)
+            .order_by(cases.c.id.desc())
+            .limit(1)
+        ).first()
+        if live is None or withheld(live.caller):
+            return 0
+        same_account = cases.c.account_uid.is_(None)
+        if live.account_uid:
+            same_account = same_account | (cases.c.account_uid == live.account_uid)
+        earlier = conn.execute(
+            select(cases.c.id, cases.c.lane, cases.c.sort_at)
+            .where(
+                cases.c.caller == live.caller,
+                cases.c.queue == queue,
+                cases.c.id != live.id,
+                cases.c.queued == 1,
+                cases.c.status.in_(CALL_BACKS),
+                same_account,
+            )
+            .with_for_update()
+        ).all()
+        if not earlier:
+            return 0
+        place = min([e.sort_at for e in earlier if e.lane == live.lane], default=live.sort_at)
+        if place < live.sort_at:
+            conn.execute(update(cases).where(cases.c.id == live.id).values(sort_at=place))
+        conn.execute(
+            update(cases)
+            .where(cases.c.id.in_([e.id for e in earlier]))
+            .values(queued=0, notes=f"The caller called again: ticket {live.ticket}, on the line.")
+        )
+        return len(earlier)
+
+
 NOBODY_TO_CALL = "The caller withheld their number and gave no account: nobody to call back."
 
 

@@ -613,6 +613,7 @@ class Hotline:
         if status not in store.FINAL_STATUSES:
             for opening in opens:
                 conn.execute(opening.insert)
+                cases.on_the_line_again(conn, call_sid=row.call_sid, queue=opening.spec.queue)
             return
         for opening in opens:
             existing = cases.case_in_queue(conn, call_sid=row.call_sid, queue=opening.spec.queue)

@@ -1315,6 +1315,37 @@ def test_a_number_that_keeps_hanging_up_has_one_call_back_in_line(
     assert [c["id"] if c else None for c in taken] == [first["id"], rows[3]["id"], None]
 
 
+def test_a_caller_on_the_line_again_is_served_on_the_call_in_their_old_place(
+    phone: Phone, client: TestClient, agent: str, db: Engine, clock: FakeClock
+) -> None:
+    """They hung up waiting (a call back in line), someone else did too, and they call
+    again: their new case takes the call back's place, and the agent gets them on the line,
+    not a call back to a number that is busy talking to us."""
+    again = "+15005550144"
+    phone.call(ScriptedParty([Press("1"), Press("0")]), from_number=again)
+    clock.advance(minutes=2)
+    phone.call(ScriptedParty([Press("1"), Press("0")]), from_number="+15005550145")
+    clock.advance(minutes=2)
+    old, other = case_rows(db)
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            taken.append(api(client, agent, "POST", "/api/agents/next"))
+        return poll < 3
+
+    record = phone.call(Caller([Press("1"), Press("0")], holds), from_number=again)
+    new = case_rows(db)[-1]
+    assert taken[0]["case"]["id"] == new["id"]
+    assert taken[0]["connect"]["mode"] == "next_hold_poll"  # on the line, not a call back
+    assert record.dialed == AGENT_PHONE
+    old, other = (r for r in case_rows(db) if r["id"] in (old["id"], other["id"]))
+    assert (old["queued"], old["status"]) == (0, "abandoned")
+    assert new["ticket"] in old["notes"]
+    assert (other["queued"], other["status"]) == (1, "abandoned")  # someone else's: kept
+    assert new["sort_at"] == old["sort_at"]
+
+
 @pytest.mark.parametrize("withheld_as", ["anonymous", "+266696687"])
 def test_a_withheld_number_that_hangs_up_with_no_account_leaves_nobody_to_call(
     phone: Phone, client: TestClient, agent: str, db: Engine, withheld_as: str

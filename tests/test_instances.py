@@ -285,12 +285,12 @@ def test_failed_verifications_on_both_instances_add_up_to_a_lockout(
         failures = conn.execute(
             text("SELECT count(*) FROM verification_failures WHERE uid = :uid"), {"uid": uid}
         ).scalar()
-    # Each call hung up waiting: one call back in line for the number, the first, which
-    # carries what the latest call learnt (locked out of verifying).
+    # Each call hung up waiting, and called again: one call back in line for the number, the
+    # latest call's (locked out of verifying), in the first one's place.
     assert [(r.flags["verified"], r.queued) for r in rows] == [
-        ("locked", 1),
         ("no", 0),
-        ("locked", 0),
+        ("no", 0),
+        ("locked", 1),
     ]
     assert second.queue == third.queue == "security"
     assert not any("freeze" in line and "protective" in line for line in third.heard)
