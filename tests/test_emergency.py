@@ -1730,12 +1730,16 @@ def test_a_late_report_of_one_agents_phone_leaves_the_next_agent_their_case(
     assert api(client, carol, "POST", "/api/agents/next")["case"] is None
 
 
-def test_a_caller_who_hangs_up_while_the_agents_phone_rings_is_kept_for_a_call_back(
-    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
-) -> None:
-    """The caller hangs up while the agent's phone rings, and the call's final status is
-    handled before the Dial's report (two instances, two webhooks at once): nobody has talked
-    to them, so the case is a call back, in its place in line, whatever the report says."""
+def gone_while_it_rings(
+    client: TestClient,
+    db: Engine,
+    check_twiml: Callable[[str], None],
+    answers: list[Press],
+    number: str,
+) -> tuple[str, Phone, list[str], CallRecord]:
+    """alice takes the caller at their first hold round; the caller hangs up while her phone
+    rings: the phone sends the call's final status, and no Dial report (a test posts that,
+    late). Her token, the phone, the TwiML documents the caller got, the call."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     documents: list[str] = []
     phone = Phone(
@@ -1744,13 +1748,25 @@ def test_a_caller_who_hangs_up_while_the_agents_phone_rings_is_kept_for_a_call_b
 
     class HangsUpWhileItRings(Caller):
         def dial_outcome(self, number: str) -> str:
-            raise HangsUp  # the phone sends the final status callback, and no Dial report
+            raise HangsUp
 
     def holds(poll: int) -> bool:
         api(client, alice, "POST", "/api/agents/next")
         return True
 
-    record = phone.call(HangsUpWhileItRings([Press("1"), Press("0")], holds))
+    record = phone.call(HangsUpWhileItRings(list(answers), holds), from_number=number)
+    return alice, phone, documents, record
+
+
+def test_a_caller_who_hangs_up_while_the_agents_phone_rings_is_kept_for_a_call_back(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """The caller hangs up while the agent's phone rings, and the call's final status is
+    handled before the Dial's report (two instances, two webhooks at once): nobody has talked
+    to them, so the case is a call back, in its place in line, whatever the report says."""
+    alice, phone, documents, record = gone_while_it_rings(
+        client, db, check_twiml, [Press("1"), Press("0")], VICTIM
+    )
     assert (record.dialed, record.ended_by) == (AGENT_PHONE, "caller")
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
@@ -1772,21 +1788,7 @@ def test_an_answered_report_after_the_hang_up_gives_the_agent_their_case_back(
     final status was handled before the Dial's report. The hang-up put the case back in line
     for a call back; the report that alice answered gives it back to her to resolve, while
     nobody else has taken it."""
-    alice = make_user(db, "alice", "agent", AGENT_PHONE)
-    documents: list[str] = []
-    phone = Phone(
-        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
-    )
-
-    class TalksThenHangsUp(Caller):
-        def dial_outcome(self, number: str) -> str:
-            raise HangsUp
-
-    def holds(poll: int) -> bool:
-        api(client, alice, "POST", "/api/agents/next")
-        return True
-
-    phone.call(TalksThenHangsUp(list(HIJACK), holds), from_number=VICTIM)
+    alice, phone, documents, _ = gone_while_it_rings(client, db, check_twiml, HIJACK, VICTIM)
     [row] = case_rows(db)
     assert (row["status"], row["queued"]) == ("abandoned", 1)
     answered = phone.signed_post(
