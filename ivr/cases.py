@@ -503,7 +503,7 @@ def requeue(
         )
 
 
-def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None, now: datetime) -> bool:
+def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> bool:
     """Twilio reports the agent's phone answered the caller: the case stays the agent's to
     resolve. If the caller's hang-up was stored first (the two reports raced) it abandoned
     the case for a call back; while no other agent has taken it, it is the agent's again,
@@ -714,6 +714,8 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
                 cases.c.queued == 1,
                 cases.c.status.in_(CALL_BACKS),
                 same_account,
+                # One in a better lane (an emergency) stays: the new case cannot take that.
+                cases.c.lane >= live.lane,
             )
             .with_for_update()
         ).all()
@@ -740,9 +742,9 @@ def tidy_call_backs(conn: Connection, *, call_sid: str) -> int:
     put ten call backs ahead of every caller waiting on the line. The best placed of them
     stays, counting the calls (`calls_unanswered`) and taking the newest of what they
     learnt (their flags: a later call locked out of verifying, say); the others leave the
-    line, kept and noted, still counted as abandoned. A caller who withheld their number and gave no
-    account leaves nobody to call back and nothing to act on: out of the line too. How many
-    cases left the line."""
+    line, kept and noted, still counted as abandoned. A caller who withheld their number
+    and gave no account leaves nobody to call back and nothing to act on: out of the line
+    too. How many cases left the line."""
     with writing(conn):
         caller = conn.execute(
             select(cases.c.caller).where(cases.c.call_sid == call_sid).limit(1)

@@ -884,7 +884,7 @@ class Hotline:
         lang = row.state.lang if row else "en"
         if dial_status in ("completed", "answered"):
             with self.db.connect() as conn:
-                cases.agent_answered(conn, case_id=case_id, agent_id=agent_id, now=self.clock())
+                cases.agent_answered(conn, case_id=case_id, agent_id=agent_id)
             return engine.hangup_twiml(catalogs, lang)
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
@@ -894,11 +894,11 @@ class Hotline:
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         with self.db.connect() as conn:
             moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id)
-            now = cases.get_case(conn, case_id=case_id) if not moved else None
+            current = cases.get_case(conn, case_id=case_id) if not moved else None
         if row is None or "queue" not in row.state.facts:
             # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
-        if now is not None and (now["queued"] or now["status"] in cases.HELD):
+        if current is not None and (current["queued"] or current["status"] in cases.HELD):
             # Twilio repeated this request (the caller is back in line already), or it is a
             # late one (another agent has them now): as answered before.
             return row.last_twiml
