@@ -454,7 +454,7 @@ def demo() -> None:
         )
     typer.echo(
         f'  e.g. ivr dial --from {DEMO_ACCOUNTS[0]["phone"]} --keys "1,1,'
-        f'{DEMO_ACCOUNTS[0]["uid"]},{DEMO_ACCOUNTS[0]["pin"]}" --hold 3'
+        f'{DEMO_ACCOUNTS[0]["uid"]},{DEMO_ACCOUNTS[0]["pin"]}" --hold 30 --hold-seconds 4'
     )
     try:
         with directory.db.connect() as conn:
