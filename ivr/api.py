@@ -2,6 +2,7 @@
 too many wrong tokens from one client address get 429 with Retry-After (`SignInThrottle`).
 
 GET  /api/queue                 waiting cases, in exactly the order agents get them
+GET  /api/staffing              agents at work, their handle time, the wait a new caller hears
 POST /api/agents/next           claim the next case and connect its caller
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CallFilter, list_calls, timeline
-from ivr.cases import User, held_by, held_by_agents, waiting_cases
+from ivr.cases import User, held_by, held_by_agents, ready_in_line, waiting_cases
 from ivr.deps import (
     AgentUser,
     AnnouncerUser,
@@ -280,6 +281,53 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
         )
         for i, r in enumerate(rows, start=1)
     ]
+
+
+class Staffing(BaseModel):
+    """What the hold loop's estimate is made of, and what a caller joining now would hear."""
+
+    agents_at_work: int = Field(
+        description="agents holding a case now, or who ended one in the last 30 minutes"
+    )
+    handle_seconds: float = Field(
+        description="what the estimate counts per case: the median time from an agent taking "
+        "a case to its end over the last hour, or IVR_AVG_HANDLE_SECONDS"
+    )
+    handle_measured_over: int = Field(description="cases agents ended in the last hour")
+    handle_source: Literal["measured", "setting"] = Field(
+        description="measured once agents ended 5 cases in the last hour; the setting before"
+    )
+    ready_emergencies: int = Field(description="emergencies in line that agents may take now")
+    ready_others: int = Field(description="the other cases in line that agents may take now")
+    new_caller_wait_seconds: int = Field(
+        description="the estimate a caller joining the line now at normal priority hears"
+    )
+    new_emergency_wait_seconds: int = Field(
+        description="the estimate a hijack victim joining the line now hears"
+    )
+
+
+@router.get("/staffing")
+def staffing(user: StaffUser, hotline: HotlineDep) -> Staffing:
+    now = hotline.clock()
+    figures_now = hotline.refresh_staffing()
+    with hotline.db.connect() as conn:
+        emergencies, others = ready_in_line(conn, now=now)
+    default = hotline.settings.avg_handle_seconds
+    return Staffing(
+        agents_at_work=figures_now.agents,
+        handle_seconds=round(figures_now.handle(default), 1),
+        handle_measured_over=figures_now.handled,
+        handle_source="setting" if figures_now.handle_seconds is None else "measured",
+        ready_emergencies=emergencies,
+        ready_others=others,
+        new_caller_wait_seconds=round(
+            figures_now.wait_seconds(emergencies + others + 1, default_handle=default)
+        ),
+        new_emergency_wait_seconds=round(
+            figures_now.wait_seconds(emergencies + 1, default_handle=default)
+        ),
+    )
 
 
 @router.post(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,19 +25,23 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
-from ivr.db import audit_log, cases, sessions, users
+from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
 from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
 
 HIGH_BOOST = timedelta(minutes=10)
 # A case an agent has; and the call backs (their callers gone) waiting for one.
-HELD = ("offered", "connected")
+HELD = HELD_STATUSES
+# "An agent holds it", as the partial index `ix_cases_held` says it: the statuses written into
+# the statement, not bound, or neither database could tell the index covers the query.
+HELD_NOW = cases.c.status.in_([literal(status, literal_execute=True) for status in HELD])
 CALL_BACKS = ("abandoned", "callback_requested")
 CLAIMABLE = ("waiting", "callback_requested", "abandoned")
 ROLES = ("agent", "supervisor", "operator")
@@ -287,7 +292,7 @@ def held_by(conn: Connection, *, agent_id: int) -> list[int]:
         return list(
             conn.execute(
                 select(cases.c.id)
-                .where(cases.c.agent_id == agent_id, cases.c.status.in_(HELD))
+                .where(cases.c.agent_id == agent_id, HELD_NOW)
                 .order_by(cases.c.lane, cases.c.offered_at, cases.c.id)
             ).scalars()
         )
@@ -313,11 +318,84 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
                 users.c.revoked_at.label("agent_revoked_at"),
             )
             .join(users, users.c.id == cases.c.agent_id)
-            .where(cases.c.status.in_(HELD))
+            .where(HELD_NOW)
             .order_by(cases.c.lane, cases.c.offered_at, cases.c.id)
             .limit(limit)
         ).mappings()
         return [dict(r) for r in rows]
+
+
+# -- who answers: what a caller's wait is estimated from ----------------------------------
+
+AT_WORK = timedelta(minutes=30)
+HANDLED_OVER = timedelta(hours=1)
+MIN_HANDLED = 5
+
+
+@dataclass(frozen=True)
+class Staffing:
+    """Who is answering the line, as the cases show it: what a caller's estimate divides by.
+
+    Nobody signs in to the line, so the cases say who works it: an agent is at work while they
+    hold a case and for AT_WORK after their last one ended. The handle time is the median time
+    from an agent taking a case to its end, over the cases agents ended in the last
+    HANDLED_OVER; with fewer than MIN_HANDLED of them (a quiet hour, a new install) it is
+    unknown, and the estimate takes the operator's `IVR_AVG_HANDLE_SECONDS` instead."""
+
+    agents: int = 0
+    handle_seconds: float | None = None
+    handled: int = 0  # the cases the handle time was measured over
+
+    def handle(self, default: float) -> float:
+        return default if self.handle_seconds is None else self.handle_seconds
+
+    def wait_seconds(self, position: int, *, default_handle: float) -> float:
+        """How long the caller `position`th in line waits, about: the cases ahead of them and
+        their own, shared among the agents at work (one, when none is)."""
+        return position * self.handle(default_handle) / max(1, self.agents)
+
+
+def staffing(conn: Connection, *, now: datetime) -> Staffing:
+    """Agents at work and their handle time, as of `now` (two statements; a timed job's, never
+    a webhook's)."""
+    since = now - AT_WORK
+    with reading(conn):
+        agents = conn.execute(
+            select(func.count(cases.c.agent_id.distinct())).where(
+                cases.c.agent_id.is_not(None), HELD_NOW | (cases.c.ended_at >= since)
+            )
+        ).scalar_one()
+        ended = conn.execute(
+            select(cases.c.offered_at, cases.c.ended_at)
+            .where(
+                cases.c.ended_at >= now - HANDLED_OVER,
+                cases.c.status == "resolved",
+                cases.c.agent_id.is_not(None),
+                cases.c.offered_at.is_not(None),
+            )
+            .order_by(cases.c.ended_at.desc())
+            .limit(500)
+        ).all()
+    spans = [max(0.0, (end - start).total_seconds()) for start, end in ended]
+    if len(spans) < MIN_HANDLED:
+        return Staffing(agents=agents, handled=len(spans))
+    return Staffing(agents=agents, handle_seconds=statistics.median(spans), handled=len(spans))
+
+
+def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
+    """The cases agents may take now (not the call backs held back until their retry time):
+    emergencies, and the rest."""
+    ready = (cases.c.not_before.is_(None)) | (cases.c.not_before <= now)
+    with reading(conn):
+        counts: dict[int, int] = {
+            lane: n
+            for lane, n in conn.execute(
+                select(cases.c.lane, func.count())
+                .where(cases.c.queued == 1, ready)
+                .group_by(cases.c.lane)
+            ).all()
+        }
+    return counts.get(0, 0), counts.get(1, 0)
 
 
 def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
@@ -613,6 +691,7 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
         return conn.execute(
             update(cases)
             .where(
+                HELD_NOW,  # the partial index: the offered cases among few
                 cases.c.status == "offered",
                 cases.c.offered_at < cutoff,
                 func.coalesce(cases.c.offer, "").not_in(AGENT_FINISHES),

@@ -37,7 +37,7 @@ from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ivr import api, graph, stats
+from ivr import api, engine, graph, stats
 from ivr.cases import User, close_session, open_session, user_by_session
 from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, staff_user, wrong_token
 from ivr.hotline import Hotline
@@ -135,6 +135,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(
         mmss=clock_text,
+        minutes_said=engine.minutes_said,
         when=when_text,
         pct=percent_text,
         secs=seconds_text,
@@ -349,6 +350,7 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     entries = api.queue(user, hotline)
     return {
         "entries": entries,
+        "staffing": api.staffing(user, hotline),
         "emergencies": sum(e.priority == "emergency" for e in entries),
         "updated": hotline.clock(),
         "refresh": REFRESH_SECONDS,

@@ -10,6 +10,7 @@ layer uses it to recognise a request Twilio delivered twice, so no attempt count
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -324,6 +325,12 @@ def hung_up_on_the_way(tree: CompiledTree, state: CallState, *, ticket: str) -> 
     flags["hung_up_at"] = state.node
     reason = node.reason or node.topic or target
     return OpenCase(ticket, node.queue, node.priority, reason, flags, list(state.trail))
+
+
+def minutes_said(seconds: float) -> int:
+    """A wait as the hold loop says it: whole minutes, rounded up, one at least (nobody is
+    told "about 0 minutes")."""
+    return max(1, math.ceil(seconds / 60))
 
 
 def hold_twiml(

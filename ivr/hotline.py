@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -205,11 +204,15 @@ class Hotline:
         self.twilio = twilio
         self.clock = clock
         self.links = engine.Links(settings.base_url)
-        self.metrics = metrics or Metrics(db)
+        self.metrics = metrics or Metrics(
+            db, default_handle=settings.avg_handle_seconds, clock=clock
+        )
         # SQLite answers in microseconds from this process: webhooks run on the event loop.
         self.answers_on_the_loop = db.dialect.name == "sqlite"
         # Read from memory on the hot path; refreshed as often as the tree version is checked.
         self.current_announcement: announcements.Current | None = None
+        # Who is answering, for the hold loop's estimate: refreshed with the announcement.
+        self.staffing = cases.Staffing()
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -742,7 +745,9 @@ class Hotline:
             self.twilio is None or view.row["offer"] == cases.OFFER_HOLD_LOOP
         ):
             return engine.leave_twiml()  # an agent took it: out of the queue, to the agent
-        minutes = math.ceil((view.position or 1) * self.settings.avg_handle_seconds / 60)
+        wait = self.staffing.wait_seconds(
+            view.position or 1, default_handle=self.settings.avg_handle_seconds
+        )
         # No call back offered to a caller who withheld their number: nobody to call.
         callable_ = view.row["status"] == "waiting" and dialable(caller or view.row["caller"])
         offer = self.links.callback_request(lang) if callable_ else None
@@ -751,10 +756,12 @@ class Hotline:
             lang,
             self.settings.hold_music_url_str,
             position=view.position,
-            wait_minutes=minutes,
+            wait_minutes=engine.minutes_said(wait),
             tip=queue_time // 30,
             callback_url=offer,
-            offer_first=queue_time >= self.settings.max_wait_seconds,
+            # Waited too long already, or would: told before anything else, not after a
+            # quarter of an hour, that they need not wait.
+            offer_first=max(queue_time, wait) >= self.settings.max_wait_seconds,
         )
 
     def _open_orphan_case(
@@ -1343,6 +1350,12 @@ class Hotline:
         """Another instance set or cleared the announcement: play what the database says."""
         with self.db.connect() as conn:
             self.current_announcement = announcements.current(conn, now=self.clock())
+
+    def refresh_staffing(self) -> cases.Staffing:
+        """Agents at work and their handle time, from the cases every instance shares."""
+        with self.db.connect() as conn:
+            self.staffing = cases.staffing(conn, now=self.clock())
+        return self.staffing
 
     def follow_active_version(self) -> None:
         """Another instance reloaded or rolled back: switch to the version it made live."""

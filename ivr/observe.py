@@ -16,6 +16,10 @@ Metrics (GET /metrics):
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when
     ivr_longest_wait_seconds{priority}     the oldest of them              } scraped
+    ivr_agents_at_work                     agents holding a case, or who ended one in the
+                                           last 30 minutes                 } (ivr.cases.
+    ivr_handle_seconds                     what the hold loop's estimate    }  staffing)
+                                           counts per case
 
 Logs are JSON lines with the CallSid of the call being served; nothing a caller typed and no
 caller number is ever put in a log line.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +39,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from ivr.cases import staffing
 from ivr.db import calls, cases
 
 CALL_SID: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid", default=None)
@@ -43,7 +48,7 @@ CALL_SID: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid"
 class Metrics:
     """One registry per app, so that two apps in one process (tests) do not share counts."""
 
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, *, default_handle: float, clock: Callable[[], datetime]) -> None:
         self.registry = CollectorRegistry()
         self.webhook_seconds = Histogram(
             "ivr_webhook_seconds",
@@ -100,12 +105,14 @@ class Metrics:
         self.freezes = Counter(
             "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
         )
-        self.registry.register(_FromDatabase(db))
+        self.registry.register(_FromDatabase(db, default_handle, clock))
 
 
 class _FromDatabase(Collector):
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, default_handle: float, clock: Callable[[], datetime]) -> None:
         self.db = db
+        self.default_handle = default_handle
+        self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         in_progress = GaugeMetricFamily("ivr_calls_in_progress", "calls not yet ended")
@@ -115,8 +122,10 @@ class _FromDatabase(Collector):
         longest = GaugeMetricFamily(
             "ivr_longest_wait_seconds", "longest wait among them", labels=["priority"]
         )
+        now = self.clock()
         try:
             with self.db.connect() as conn:
+                at_work = staffing(conn, now=now)  # first: it reads in a transaction of its own
                 open_calls = conn.execute(
                     select(func.count()).select_from(calls).where(calls.c.ended_at.is_(None))
                 ).scalar_one()
@@ -128,7 +137,6 @@ class _FromDatabase(Collector):
         except Exception:
             return  # the database is down: no gauges rather than a failed scrape
         in_progress.add_metric([], open_calls)
-        now = datetime.now(UTC)
         seen = {row[0]: row for row in waiting}
         for priority in ("emergency", "high", "normal"):
             row = seen.get(priority)
@@ -140,6 +148,17 @@ class _FromDatabase(Collector):
         yield in_progress
         yield depth
         yield longest
+        yield GaugeMetricFamily(
+            "ivr_agents_at_work",
+            "agents holding a case, or who ended one in the last 30 minutes",
+            value=at_work.agents,
+        )
+        yield GaugeMetricFamily(
+            "ivr_handle_seconds",
+            "what the hold loop's estimate counts per case: the median over the last hour, "
+            "or IVR_AVG_HANDLE_SECONDS",
+            value=at_work.handle(self.default_handle),
+        )
 
 
 class JsonFormatter(logging.Formatter):

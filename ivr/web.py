@@ -651,6 +651,10 @@ async def _follow(hotline: Hotline) -> None:
         await run_in_threadpool(hotline.refresh_announcement)
     except Exception:  # the one in memory plays on, until it expires
         log.exception("could not check the announcement; will try again")
+    try:
+        await run_in_threadpool(hotline.refresh_staffing)
+    except Exception:  # the estimate goes on from the last figures
+        log.exception("could not count the agents at work; will try again")
 
 
 async def _reload(hotline: Hotline, why: str) -> None:

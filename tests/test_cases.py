@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from ivr import cases
 from ivr.db import accounts, audit_log, users
@@ -831,3 +831,118 @@ def test_a_caller_who_hangs_up_while_offered_is_abandoned(db: Engine) -> None:
     with db.connect() as conn:
         assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
     assert get(db, a)["status"] == "abandoned" and get(db, a)["agent_id"] is None
+
+
+# -- who answers: the figures a caller's wait is estimated from ------------------------------
+
+
+def handle(db: Engine, agent: int, taken: datetime, ended: datetime) -> int:
+    """One case through an agent's hands as the hotline does it: taken from the line, put
+    through, resolved."""
+    case = claim(db, agent, taken)
+    assert case is not None
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=case["id"], status="connected", now=taken)
+        assert cases.resolve(conn, case_id=case["id"], status="connected", now=ended, notes="ok")
+    return int(case["id"])
+
+
+def staffing_at(db: Engine, now: datetime) -> cases.Staffing:
+    with db.connect() as conn:
+        return cases.staffing(conn, now=now)
+
+
+def test_agents_are_at_work_while_they_hold_a_case_and_for_half_an_hour_after(db: Engine) -> None:
+    ana, bo, cy, di = (agent_id(db, name) for name in ("ana", "bo", "cy", "di"))
+    for n in range(5):
+        add_case(db, n, "normal", T0 - 3 * 60 * MINUTE + n * MINUTE)
+    handle(db, cy, T0 - 2 * 60 * MINUTE, T0 - 60 * MINUTE)  # their last case, an hour ago
+    handle(db, ana, T0, T0 + 4 * MINUTE)
+    assert claim(db, bo, T0 + MINUTE) is not None  # holds it, a long call
+    taken_back = claim(db, di, T0 + 2 * MINUTE)
+    assert taken_back is not None
+    with db.connect() as conn:  # their phone did not answer: the case is in line again
+        assert cases.requeue(conn, case_id=taken_back["id"])
+    assert staffing_at(db, T0 + 5 * MINUTE).agents == 2  # ana and bo
+    assert staffing_at(db, T0 + 34 * MINUTE).agents == 2  # ana ended hers 30 minutes ago
+    assert staffing_at(db, T0 + 35 * MINUTE).agents == 1  # bo, still on his call
+    assert staffing_at(db, T0 + 5 * 60 * MINUTE).agents == 1
+
+
+def test_the_handle_time_is_the_median_of_the_last_hour_once_there_are_five(db: Engine) -> None:
+    ana, bo = agent_id(db, "ana"), agent_id(db, "bo")
+    for n in range(7):
+        add_case(db, n, "normal", T0 - 3 * 60 * MINUTE + n * MINUTE)
+    handle(db, ana, T0 - 90 * MINUTE, T0 - 62 * MINUTE)  # ended over an hour before: not counted
+    long_call = claim(db, bo, T0 - 44 * MINUTE)
+    assert long_call is not None
+    start = T0
+    for minutes in (1, 2, 3, 10):
+        handle(db, ana, start, start + minutes * MINUTE)
+        start += minutes * MINUTE
+    four = staffing_at(db, start)
+    assert (four.handle_seconds, four.handled) == (None, 4)  # too few to say: the setting
+    assert four.handle(240) == 240
+    with db.connect() as conn:  # one long case (an hour) does not make them all long
+        assert cases.set_status(conn, case_id=long_call["id"], status="connected", now=T0)
+        assert cases.resolve(
+            conn, case_id=long_call["id"], status="connected", now=start, notes="ok"
+        )
+    five = staffing_at(db, start)
+    assert (five.handle_seconds, five.handled) == (180, 5)  # the median, where the mean is 912
+
+
+def test_the_wait_is_the_cases_up_to_the_callers_own_shared_among_the_agents() -> None:
+    assert cases.Staffing(agents=4, handle_seconds=300).wait_seconds(8, default_handle=240) == 600
+    assert cases.Staffing(agents=4).wait_seconds(8, default_handle=240) == 480
+    # Nobody at work: the caller is not told a wait of nothing.
+    assert cases.Staffing(agents=0).wait_seconds(3, default_handle=240) == 720
+
+
+def test_ready_in_line_leaves_out_the_call_backs_held_back(db: Engine) -> None:
+    held_back = add_case(db, 1, "emergency", T0)
+    add_case(db, 2, "emergency", T0)
+    add_case(db, 3, "normal", T0)
+    add_case(db, 4, "high", T0)
+    with db.begin() as conn:
+        conn.execute(
+            cases.cases.update()
+            .where(cases.cases.c.id == held_back)
+            .values(not_before=T0 + 10 * MINUTE)
+        )
+    with db.connect() as conn:
+        assert cases.ready_in_line(conn, now=T0) == (1, 2)
+        assert cases.ready_in_line(conn, now=T0 + 10 * MINUTE) == (2, 2)
+
+
+def test_the_cases_agents_hold_are_found_by_their_own_index(db: Engine) -> None:
+    """Every desk asks for its agent's cases every few seconds, from a table that keeps every
+    case ever opened: the partial index `ix_cases_held` answers, which it can only while the
+    statuses are written into the statement: bound, SQLite cannot tell that it applies (nor
+    PostgreSQL, once it plans the statement for any values)."""
+    ana = agent_id(db)
+    add_case(db, 1, "normal", T0)
+    assert claim(db, ana) is not None
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(db, "before_cursor_execute", capture)
+    try:
+        with db.connect() as conn:
+            assert len(cases.held_by(conn, agent_id=ana)) == 1
+            assert len(cases.held_by_agents(conn)) == 1
+    finally:
+        event.remove(db, "before_cursor_execute", capture)
+    asked = [(s, p) for s, p in seen if "FROM cases" in s]
+    assert len(asked) == 2
+    with db.connect() as conn:
+        if db.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a tiny table: use an index if any
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        for statement, parameters in asked:
+            plan = " ".join(str(r) for r in conn.exec_driver_sql(explain + statement, parameters))
+            assert "ix_cases_held" in plan, plan

@@ -291,6 +291,36 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
     assert fragment.text.index(">1<") < fragment.text.index("badge-emergency")
 
 
+def test_a_supervisor_sees_who_is_at_work_and_the_wait_a_new_caller_hears(
+    client: TestClient, db: Engine, supervisor: str, placed: dict[str, str], clock: FakeClock
+) -> None:
+    """Two call backs in line, and one agent takes the emergency: one agent at work, no
+    handle time measured yet (IVR_AVG_HANDLE_SECONDS, 240 s), a normal case in line. A caller
+    joining now is second in line, 2 x 240 s; a hijack victim first, 240 s."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    assert client.post("/api/agents/next", headers=bearer(alice)).json()["case"]["priority"] == (
+        "emergency"
+    )
+    assert client.get("/api/staffing").status_code == 401
+    figures = client.get("/api/staffing", headers=bearer(supervisor)).json()
+    assert figures == {
+        "agents_at_work": 1,
+        "handle_seconds": 240.0,
+        "handle_measured_over": 0,
+        "handle_source": "setting",
+        "ready_emergencies": 0,
+        "ready_others": 1,
+        "new_caller_wait_seconds": 480,
+        "new_emergency_wait_seconds": 240,
+    }
+    signed_in(client, supervisor)
+    [line] = texts(page(client, "/dashboard/queue"), "//p[contains(@class,'staffing')]")
+    assert line.startswith("1 agent at work · a case takes 04:00 (IVR_AVG_HANDLE_SECONDS")
+    assert line.endswith("a caller joining now hears about 8 min, a hijack victim about 4 min")
+    scraped = client.get("/metrics").text
+    assert "ivr_agents_at_work 1.0" in scraped and "ivr_handle_seconds 240.0" in scraped
+
+
 def test_a_supervisor_takes_back_and_closes_what_agents_have(
     client: TestClient, db: Engine, supervisor: str, placed: dict[str, str], clock: FakeClock
 ) -> None:

@@ -1885,3 +1885,43 @@ def test_a_victim_who_hangs_up_as_they_are_put_through_is_called_back(
     )
     again = api(client, alice, "POST", "/api/agents/next")
     assert again["case"]["id"] == row["id"] and again["connect"]["mode"] == "call_back"
+
+
+# -- the wait a caller is told --------------------------------------------------------------
+
+DEPOSITS = [Press("1"), Press("3"), Press("1"), Press("1")]  # English, deposit not credited
+
+
+def test_the_wait_a_caller_hears_is_shared_among_the_agents_at_work(
+    phone: Phone, client: TestClient, app: FastAPI, db: Engine, settings: Settings
+) -> None:
+    """Four callers hung up waiting: four call backs in line ahead of the next caller. With
+    nobody at work the estimate is theirs alone, 5 x IVR_AVG_HANDLE_SECONDS (240 s), past
+    IVR_MAX_WAIT, so the call-back offer comes first. Two agents take a case each while the
+    caller holds: the next round says the 3 cases left shared between two agents."""
+    assert (settings.avg_handle_seconds, settings.max_wait_seconds) == (240, 900)
+    for n in range(4):
+        gone = phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number=f"+1500555020{n}")
+        assert gone.queue == "payments"
+    hotline = app.state.hotline
+    assert hotline.refresh_staffing().agents == 0
+    agents = [make_user(db, name, "agent", f"+1500555990{i}") for i, name in enumerate("bc")]
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            for token in agents:
+                assert (
+                    api(client, token, "POST", "/api/agents/next")["connect"]["mode"] == "call_back"
+                )
+            assert hotline.refresh_staffing().agents == 2
+        return poll < 2
+
+    record = phone.call(Caller(list(DEPOSITS), holds), from_number="+15005550299")
+    offer = "To have us call you back instead of waiting, press 1. You keep your place in line."
+    first = "You are number 5 in line. The estimated wait is about 20 minutes."
+    second = "You are number 3 in line. The estimated wait is about 6 minutes."
+    assert first in record.heard and second in record.heard
+    rounds = record.heard.index(first), record.heard.index(second)
+    # Round one: the way out before the long wait. Round two: the wait, then the offer.
+    assert record.heard[rounds[0] - 1] == offer
+    assert record.heard[rounds[1] - 1] != offer and offer in record.heard[rounds[1] :]

@@ -30,6 +30,7 @@ FEWER = {"/api/routes/reload": 3}
 # Which role each operation is tried with (the first role it is for).
 ROLE = {
     "/api/queue": "supervisor",
+    "/api/staffing": "supervisor",
     "/api/agents/next": "agent",
     "/api/agents/cases": "agent",
     "/api/cases/held": "supervisor",
