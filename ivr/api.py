@@ -118,7 +118,10 @@ class QueueEntry(BaseModel):
 
 
 class Verification(BaseModel):
-    result: str = Field(description="yes, no, skipped, locked, unavailable or not_attempted")
+    result: str = Field(
+        description="yes, no (details that did not match, on the last try or before the caller "
+        "hung up), skipped, locked, unavailable or not_attempted"
+    )
     factors: list[str]
 
 

@@ -916,7 +916,9 @@ class _Turn:
         if attempts >= node.attempts:
             return self.verified(node, state.model_copy(update={"facts": facts}), "no")
         self.say(node.failed_prompt, state.lang)
-        facts.update(verify_step="0", verify_bad="0", verify_silent="0")
+        # Not verified so far: what the case says if they hang up before another try (an
+        # agent calling back must not read "not attempted" after details that did not match).
+        facts.update(verify_step="0", verify_bad="0", verify_silent="0", verified="no")
         return self.present(state.model_copy(update={"facts": facts, "invalid": attempts}))
 
     def verified(self, node: VerifyNode, state: CallState, result: str) -> CallState:

@@ -455,6 +455,20 @@ def test_callers_who_withhold_their_number_are_not_locked_out_together(
     assert victim["flags"]["caller_id_match"] == "withheld"  # not "no": nothing to compare
 
 
+def test_a_caller_who_hangs_up_after_details_that_did_not_match_is_not_verified(
+    phone: Phone, db: Engine
+) -> None:
+    """One wrong PIN, then gone before the second try: the agent who calls back reads "no"
+    (details did not match), not "not attempted". Gone before finishing the first try, it is
+    "not attempted" still: nothing was checked."""
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press("000000")]))
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number="+15005550778")
+    missed, unfinished = case_rows(db)
+    assert (missed["priority"], missed["account_uid"]) == ("emergency", UID)
+    assert missed["flags"]["verified"] == "no"
+    assert "verified" not in unfinished["flags"]
+
+
 def test_the_same_guesses_from_one_real_number_lock_it(phone: Phone, db: Engine) -> None:
     """The other side of the test above: from a number of its own, they lock that number."""
     for n in range(5):
