@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
-from ivr.calllog import CallFilter, list_calls, timeline
+from ivr.calllog import CallFilter, Outcome, Verified, list_calls, timeline
 from ivr.cases import User, held_by, held_by_agents, ready_in_line, waiting_cases
 from ivr.deps import (
     AgentUser,
@@ -579,15 +579,10 @@ class CallQuery:
 
     since: datetime | None = None
     until: datetime | None = None
-    outcome: (
-        Literal["agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended"]
-        | None
-    ) = None
+    outcome: Outcome | None = None
     topic: str | None = Query(default=None, max_length=64)
     queue: str | None = Query(default=None, max_length=64)
-    verified: Literal["yes", "no", "skipped", "locked", "unavailable", "not_attempted"] | None = (
-        None
-    )
+    verified: Verified | None = None
     emergency: bool | None = None
     caller: str | None = Query(default=None, max_length=32, pattern=r"^\+?\d{2,15}$")
 

@@ -10,13 +10,20 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 
 from ivr.db import audit_log, call_events, calls, cases
 
 OUTCOMES = ("agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended")
+
+
+# How a call ended, as the log says it (`_outcome_expr`), and what its verification came to.
+Outcome = Literal[
+    "agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended"
+]
+Verified = Literal["yes", "no", "skipped", "locked", "unavailable", "not_attempted"]
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
@@ -489,30 +490,62 @@ def _call_line(row: dict[str, Any]) -> str:
     )
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+
+
 @calls_app.command("list")
 def calls_list(
     since: Annotated[datetime | None, typer.Option(help="from (ISO time, UTC if no zone)")] = None,
-    outcome: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="before (ISO time, UTC if no zone); not included")
+    ] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="how the call ended: agent, abandoned, callback, ...")
+    ] = None,
     topic: Annotated[str | None, typer.Option()] = None,
     queue: Annotated[str | None, typer.Option()] = None,
+    verified: Annotated[
+        str | None, typer.Option(help="what verification came to: yes, no, skipped, ...")
+    ] = None,
     emergency: Annotated[bool | None, typer.Option("--emergency/--no-emergency")] = None,
+    caller: Annotated[
+        str | None, typer.Option(help="the caller's whole number, or its last digits")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="the next page, as the last one said")] = None,
 ) -> None:
     """Calls, newest first, with the same filters as GET /api/calls."""
-    from ivr.calllog import CallFilter, list_calls
+    from ivr.calllog import CallFilter, Outcome, Verified, list_calls
 
+    # Checked here rather than typed as Literal: the choices live with the call log, and
+    # importing it (SQLAlchemy) for every command would slow down all of them.
+    choices = (("--outcome", outcome, Outcome), ("--verified", verified, Verified))
+    for option, value, kind in choices:
+        if value is not None and value not in get_args(kind):
+            raise _fail(f"{option}: one of {', '.join(get_args(kind))}")
+    if caller is not None and not re.fullmatch(r"\+?\d{2,15}", caller):
+        raise _fail("--caller: a phone number, or at least its last two digits")
+    filters = CallFilter(
+        since=_utc(since),
+        until=_utc(until),
+        outcome=outcome,
+        topic=topic,
+        queue=queue,
+        verified=verified,
+        emergency=emergency,
+        caller=caller,
+    )
     db = _database(_database_settings())
-    start = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    with db.connect() as conn:
-        rows, _ = list_calls(
-            conn,
-            filters=CallFilter(
-                since=start, outcome=outcome, topic=topic, queue=queue, emergency=emergency
-            ),
-            limit=limit,
-        )
+    try:
+        with db.connect() as conn:
+            rows, after = list_calls(conn, filters=filters, limit=limit, cursor=cursor)
+    except ValueError as exc:  # a cursor this command did not print
+        raise _fail(f"--cursor: {exc}") from None
     for row in rows:
         typer.echo(_call_line(row))
+    if after:
+        typer.echo(f"more: the same command with --cursor {after}", err=True)
 
 
 @calls_app.command("show")

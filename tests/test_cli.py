@@ -483,6 +483,34 @@ def test_calls_list_and_show_in_a_terminal(server: Server, tmp_path: Path) -> No
     assert missing.returncode == 1
 
 
+def test_calls_list_takes_the_api_filters_and_pages(server: Server, tmp_path: Path) -> None:
+    """Two calls: the filters of GET /api/calls pick one or the other, and a page of one says
+    how to get the next."""
+    sids = []
+    for keys, number in (("1,1,*", "+15005550987"), ("1,0", "+15005550654")):
+        placed = run(["dial", "--keys", keys, "--from", number], server.env, tmp_path)
+        sids.append(placed.stdout.strip().splitlines()[-1].split()[1])
+    hijack, other = sids
+
+    def listed(*options: str) -> list[str]:
+        result = run(["calls", "list", *options], server.env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        return [line.split()[2] for line in result.stdout.splitlines()]
+
+    assert listed("--caller", "0987") == [hijack]
+    assert listed("--verified", "skipped") == [hijack]  # * at the UID: no details to give
+    assert listed("--verified", "not_attempted") == [other]
+    assert listed("--until", "2000-01-01T00:00:00") == []
+    first = run(["calls", "list", "--limit", "1"], server.env, tmp_path)
+    assert first.stdout.split()[2] == other  # newest first
+    cursor = first.stderr.split("--cursor ")[1].split()[0]
+    assert listed("--limit", "1", "--cursor", cursor) == [hijack]
+    wrong = run(["calls", "list", "--verified", "maybe"], server.env, tmp_path)
+    assert wrong.returncode == 1 and "--verified: one of yes, no" in wrong.stderr
+    forged = run(["calls", "list", "--cursor", "bm90IGEgY3Vyc29y"], server.env, tmp_path)
+    assert forged.returncode == 1 and "--cursor: not a cursor" in forged.stderr
+
+
 def test_calls_tail_follows_a_call_as_it_happens(server: Server, tmp_path: Path) -> None:
     tail = subprocess.Popen(
         [IVR, "calls", "tail", "--seconds", "8"],
