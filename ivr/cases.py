@@ -29,6 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import case as case_when  # `case` is what this module calls a case
 from sqlalchemy.exc import IntegrityError
 
 from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
@@ -227,18 +228,29 @@ _CLAIM = (
         claimed_from=cases.c.status,  # the status before this update: waiting or abandoned
         agent_id=bindparam("agent"),
         offered_at=bindparam("now", type_=cases.c.offered_at.type),
-        offer=None,
+        # A caller waiting on the line: how they reach the agent, in the claim itself. Set by
+        # a second statement, a hold round in between saw a case taken with no way to the
+        # agent yet, and could put the caller through while the claim was being refused.
+        offer=case_when(
+            (cases.c.status == "waiting", bindparam("live_offer", type_=cases.c.offer.type)),
+            else_=None,
+        ),
     )
     .returning(*cases.c)
 )
 
 
-def claim_next(conn: Connection, *, agent_id: int, now: datetime) -> dict[str, Any] | None:
+def claim_next(
+    conn: Connection, *, agent_id: int, now: datetime, live_offer: str | None = None
+) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
     One statement (one round trip); None when no case is waiting, or when every waiting case
-    is being claimed by another agent at this very moment."""
+    is being claimed by another agent at this very moment. `live_offer`: the offer recorded
+    if the case's caller is waiting on the line (OFFER_HOLD_LOOP, OFFER_REDIRECTED); a call
+    back's offer is set once it is known how the caller will be reached."""
+    params = {"agent": agent_id, "now": now, "live_offer": live_offer}
     with writing(conn):
-        claimed = conn.execute(_CLAIM, {"agent": agent_id, "now": now}).mappings().first()
+        claimed = conn.execute(_CLAIM, params).mappings().first()
     return None if claimed is None else dict(claimed)
 
 

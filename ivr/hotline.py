@@ -985,8 +985,9 @@ class Hotline:
         acts on the account). Raises ConnectFailed only for a caller who hung up as they were
         taken: their case is back in line as a call back, and asking again gets it so."""
         now = self.clock()
+        live = cases.OFFER_HOLD_LOOP if self.twilio is None else cases.OFFER_REDIRECTED
         with self.db.connect() as conn:
-            case = cases.claim_next(conn, agent_id=agent.id, now=now)
+            case = cases.claim_next(conn, agent_id=agent.id, now=now, live_offer=live)
         if case is None:
             return None
         if case["claimed_from"] == "waiting":
@@ -1006,10 +1007,9 @@ class Hotline:
     def _connect_live(
         self, case: dict[str, Any], agent: cases.User, now: datetime
     ) -> dict[str, str]:
+        # The claim recorded the offer already (`cases.claim_next`'s live_offer).
         if self.twilio is None:
-            self._offer(case, agent, cases.OFFER_HOLD_LOOP)
             return {"mode": cases.OFFER_HOLD_LOOP}  # the hold loop hands the caller over
-        self._offer(case, agent, cases.OFFER_REDIRECTED)
         try:
             # Out of Twilio's queue and into TwiML that dials this agent.
             self.twilio.calls(case["call_sid"]).update(

@@ -946,3 +946,20 @@ def test_the_cases_agents_hold_are_found_by_their_own_index(db: Engine) -> None:
         for statement, parameters in asked:
             plan = " ".join(str(r) for r in conn.exec_driver_sql(explain + statement, parameters))
             assert "ix_cases_held" in plan, plan
+
+
+def test_the_claim_itself_says_how_a_waiting_caller_reaches_the_agent(db: Engine) -> None:
+    """No moment when a waiting caller's case is taken with no way to the agent: a hold round
+    then could put the caller through while the agent's claim was refused as taken back. A
+    call back's offer is left to be set once it is known how its caller will be reached."""
+    ana = agent_id(db)
+    waiting = add_case(db, 1, "normal", T0)
+    gone = add_case(db, 2, "normal", T0 + MINUTE)
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0 + 2 * MINUTE) == 1
+        live = cases.claim_next(conn, agent_id=ana, now=T0, live_offer=cases.OFFER_HOLD_LOOP)
+        call_back = cases.claim_next(conn, agent_id=ana, now=T0, live_offer=cases.OFFER_HOLD_LOOP)
+    assert live is not None and call_back is not None
+    assert (live["id"], live["offer"]) == (waiting, cases.OFFER_HOLD_LOOP)
+    assert (call_back["id"], call_back["offer"]) == (gone, None)
+    assert get(db, waiting)["offer"] == cases.OFFER_HOLD_LOOP
