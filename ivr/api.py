@@ -336,11 +336,16 @@ def staffing(user: StaffUser, hotline: HotlineDep) -> Staffing:
 @router.post(
     "/agents/next",
     responses={
+        409: {
+            "model": ErrorMessage,
+            "description": "you have a case still (taken or connected): resolve it, or give "
+            "it back, first",
+        },
         503: {
             "model": ErrorMessage,
             "description": "the case is not yours to connect after all (its caller hung up as "
             "it was taken: back in line for a call back); ask again",
-        }
+        },
     },
 )
 def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
@@ -348,6 +353,8 @@ def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
         claimed = hotline.claim(user)
     except ConnectFailed as failed:
         raise HTTPException(503, failed.detail) from None
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
     if claimed is None:
         return Claimed(case=None, connect=None)
     case, connect = claimed

@@ -983,10 +983,21 @@ class Hotline:
         on: a refused redirect hands the caller over at their next hold round, a refused call
         back is the agent's to dial by hand, a withheld number is nobody's to dial (the agent
         acts on the account). Raises ConnectFailed only for a caller who hung up as they were
-        taken: their case is back in line as a call back, and asking again gets it so."""
+        taken: their case is back in line as a call back, and asking again gets it so.
+        CaseRefused (409) while the agent has a case still (taken or connected)."""
         now = self.clock()
         live = cases.OFFER_HOLD_LOOP if self.twilio is None else cases.OFFER_REDIRECTED
         with self.db.connect() as conn:
+            # One case at a time, as one phone takes one call: a second would ring a phone
+            # that is busy, and its caller wait for nothing.
+            holding = cases.held_by(conn, agent_id=agent.id)
+            if holding:
+                held = cases.get_case(conn, case_id=holding[0])
+                raise CaseRefused(
+                    409,
+                    f"you have case {held['ticket'] if held else holding[0]} still: resolve "
+                    "it, or give it back, before taking the next",
+                )
             case = cases.claim_next(conn, agent_id=agent.id, now=now, live_offer=live)
         if case is None:
             return None

@@ -569,6 +569,33 @@ def test_api_next_hands_out_the_first_case(client: TestClient, db: Engine) -> No
     assert get(db, first)["status"] == "offered"
 
 
+def test_api_an_agent_has_one_case_at_a_time(client: TestClient, db: Engine) -> None:
+    """One phone, one call: while an agent has a case (taken or connected), `next` says which
+    and takes nothing, and the line stays as it was. Given back or closed, the next comes."""
+    token = make_user(db, "ana", "agent")
+    first = add_case(db, 1, "emergency", T0, uid="10000001")
+    second = add_case(db, 2, "normal", T0)
+    taken = call(client, "POST", "/api/agents/next", None, token).json()["case"]
+    assert taken["id"] == first
+
+    def refused() -> None:
+        answer = call(client, "POST", "/api/agents/next", None, token)
+        assert answer.status_code == 409
+        assert answer.json()["detail"] == (
+            f"you have case {taken['ticket']} still: resolve it, or give it back, before taking "
+            "the next"
+        )
+        assert get(db, second)["queued"] == 1  # the line as it was
+
+    refused()  # taken
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=first, status="connected", now=T0)
+    refused()  # on the phone with the caller
+    closed = call(client, "POST", f"/api/cases/{first}/resolve", {"notes": "frozen"}, token)
+    assert closed.status_code == 200, closed.text
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == second
+
+
 def test_api_queue_masks_caller_numbers(client: TestClient, db: Engine, clock: FakeClock) -> None:
     token = make_user(db, "ana", "agent")
     a = add_case(db, 1, "normal", clock.now - 90 * timedelta(seconds=1), caller="+15005551234")

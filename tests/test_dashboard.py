@@ -524,10 +524,16 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     # The API's view of the same desk.
     [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
     assert held["ticket"] in case.text_content() and held["account_uid"] == UID
-    # The next one too: two cases at once, the emergency first.
+    # One case at a time, as one phone takes one call: the next waits until this one is done.
+    refused = act(client, "/dashboard/desk/next")
+    assert refused.status_code == 409
+    assert f"you have case {held['ticket']} still" in refused.text
+    done = act(client, f"/dashboard/desk/{held['id']}/resolve", notes="frozen; called back")
+    assert said(done) == "resolved"
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
-    tickets = texts(page(client, "/dashboard/desk"), "//section//h2/span[@class='mono']")
-    assert len(tickets) == 2 and tickets[0] == held["ticket"]
+    [after] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert after["ticket"] != held["ticket"] and after["priority"] == "normal"
+    assert said(act(client, f"/dashboard/desk/{after['id']}/resolve", notes="ok")) == "resolved"
     assert said(act(client, "/dashboard/desk/next")) == "nobody"
 
 
@@ -555,9 +561,12 @@ def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     assert said(act(client, f"/dashboard/desk/{held['id']}/requeue")) == "requeued"
     assert line()[1] == empty  # given back: the agent has no case again
     said(act(client, "/dashboard/desk/next"))
+    [again] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    done = act(client, f"/dashboard/desk/{again['id']}/resolve", notes="called back")
+    assert said(done) == "resolved"
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
-    text, both = line()
-    assert text.startswith("Nobody is waiting for an agent.") and both not in (empty, taken)
+    text, other = line()
+    assert text.startswith("Nobody is waiting for an agent.") and other not in (empty, taken)
     # Only agents have a desk; signed out, the sign-in form.
     signed_in(client, supervisor)
     page(client, "/dashboard/desk/live", status=403)
@@ -607,11 +616,14 @@ def test_the_desk_freezes_resolves_and_gives_back(
 def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(
     client: TestClient, db: Engine, agent: str, placed: dict[str, str]
 ) -> None:
+    # Another agent has the verified emergency, with its account; this one gets the deposits
+    # caller, who keyed no account.
+    other = make_user(db, "bob", "agent")
+    assert client.post("/api/agents/next", headers=bearer(other)).json()["case"]["account_uid"]
     signed_in(client, agent)
-    said(act(client, "/dashboard/desk/next"))  # the verified emergency, with its account
-    said(act(client, "/dashboard/desk/next"))  # the deposits caller: no account keyed
-    cases_ = client.get("/api/agents/cases", headers=bearer(agent)).json()
-    [bare] = [c for c in cases_ if not c["account_uid"]]
+    said(act(client, "/dashboard/desk/next"))
+    [bare] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert bare["account_uid"] is None
     [form] = page(client, "/dashboard/desk").xpath(
         f"//form[@action='/dashboard/desk/{bare['id']}/freeze']"
     )

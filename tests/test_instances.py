@@ -203,6 +203,8 @@ def test_agents_on_both_instances_get_every_case_exactly_once(
                     caller=None,
                     risk={},
                     now=now - timedelta(seconds=n),
+                    # Call backs: each agent closes one before the next (one case at a time).
+                    gone=True,
                 )
             )
         waiting = {
@@ -227,6 +229,10 @@ def test_agents_on_both_instances_get_every_case_exactly_once(
                 if case is None:
                     return
                 claimed[n].append((case["id"], server.name))
+                done = http.post(f"/api/cases/{case['id']}/resolve", json={"notes": "called"})
+                if done.status_code != 200:
+                    errors.append(f"{server.name}: {done.status_code} {done.text}")
+                    return
 
     threads = [
         threading.Thread(target=take_all, args=(n, token, server))
@@ -251,7 +257,7 @@ def test_agents_on_both_instances_get_every_case_exactly_once(
     for n, taken in claimed.items():
         for case_id, _ in taken:
             row = rows[case_id]
-            assert (row.status, row.queued, row.agent_id) == ("offered", 0, users[f"agent{n}"])
+            assert (row.status, row.queued, row.agent_id) == ("resolved", 0, users[f"agent{n}"])
 
 
 def test_failed_verifications_on_both_instances_add_up_to_a_lockout(
