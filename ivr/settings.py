@@ -223,4 +223,18 @@ def load_settings(kind: type[DatabaseSettings] = Settings, **overrides: Any) -> 
             name = _ENV_NAMES.get(name, name)
             reason = "is not set" if err["type"] == "missing" else err["msg"]
             lines.append(f"{name} {reason}")
-        raise ConfigError("refusing to start: " + "; ".join(lines)) from None
+        missing = any(err["type"] == "missing" for err in exc.errors())
+        raise ConfigError("refusing to start: " + "; ".join(lines) + _where_env(missing)) from None
+
+
+def _where_env(missing: bool) -> str:
+    """Where settings are read from, when one is missing: `.env` is read from the current
+    directory, so a command run from anywhere else does not see the checkout's."""
+    if not missing or Path(".env").exists():
+        return ""
+    here = Path.cwd()
+    hint = f" (read from the environment, or from .env in the current directory: {here} has none"
+    checkout = PROJECT_ROOT / ".env"
+    if checkout.exists() and checkout.parent.resolve() != here.resolve():
+        hint += f"; run it from {checkout.parent}, where .env is"
+    return hint + ")"

@@ -243,6 +243,8 @@ def test_database_commands_need_only_the_database(tmp_path: Path) -> None:
     assert served.returncode == 1
     assert "TWILIO_AUTH_TOKEN is not set" in served.stderr
     assert "IVR_PUBLIC_URL is not set" in served.stderr
+    # Run from a directory with no .env: it says where settings are looked for.
+    assert f"from .env in the current directory: {tmp_path} has none" in served.stderr
 
 
 def test_default_tree_checks_clean() -> None:
