@@ -122,11 +122,24 @@ def _ahead(case: Any) -> Any:
         | (same_lane & (cases.c.sort_at < case.sort_at))
         | (same_lane & (cases.c.sort_at == case.sort_at) & (cases.c.id < case.id))
     )
+    # `queued + 0`: no index can answer it, so both databases count from the `not_before`
+    # index. As `queued = 1`, SQLite (no statistics) took it for the narrower term and walked
+    # the whole line: 6.5 ms a hold round with 10,000 waiting.
+    held_back = (
+        select(func.count())
+        .select_from(cases)
+        .where(
+            (cases.c.queued + 0) == 1,
+            cases.c.not_before > bindparam("now", type_=cases.c.not_before.type),
+            before,
+        )
+        .scalar_subquery()
+    )
     return (
         count(cases.c.lane < case.lane)
         + count(same_lane, cases.c.sort_at < case.sort_at)
         + count(same_lane, cases.c.sort_at == case.sort_at, cases.c.id < case.id)
-        - count(cases.c.not_before > bindparam("now", type_=cases.c.not_before.type), before)
+        - held_back
     )
 
 
