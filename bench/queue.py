@@ -4,8 +4,9 @@ Cases are seeded through the persistence functions (`cases.open_case`, the inser
 runs), a mix of emergency, high and normal priority arriving over two hours. Against the real
 server, the hold loop is polled for a sample of callers and every announced place in line is
 compared with the caller's index in the serving order (`cases.waiting_cases`); meanwhile an
-agent claims cases with `cases.claim_next` (the claim POST /api/agents/next makes; the API then
-records how the offer reaches the caller, one more update by primary key), each claim timed.
+agent claims cases with `cases.claim_next` (the claim POST /api/agents/next makes, after looking
+up the case the agent may have already; for a call back the API then records how the offer
+reaches the caller, one more update by primary key), each claim timed.
 The places are checked again after the claims.
 """
 
