@@ -119,8 +119,9 @@ class QueueEntry(BaseModel):
 
 class Verification(BaseModel):
     result: str = Field(
-        description="yes, no (details that did not match, on the last try or before the caller "
-        "hung up), skipped, locked, unavailable or not_attempted"
+        description="yes, no (details that did not match: on the last try, or on an earlier "
+        "one before the caller hung up, skipped or fell silent), skipped, locked, unavailable "
+        "or not_attempted"
     )
     factors: list[str]
 
@@ -290,13 +291,17 @@ class Staffing(BaseModel):
     """What the hold loop's estimate is made of, and what a caller joining now would hear."""
 
     agents_at_work: int = Field(
-        description="agents holding a case now, or who ended one in the last 30 minutes"
+        description="agents (not revoked) holding a case they took or were put through on in "
+        "the last 2 hours, or who ended one in the last 30 minutes"
     )
     handle_seconds: float = Field(
         description="what the estimate counts per case: the median time from an agent taking "
         "a case to its end over the last hour, or IVR_AVG_HANDLE_SECONDS"
     )
-    handle_measured_over: int = Field(description="cases agents ended in the last hour")
+    handle_measured_over: int = Field(
+        description="cases agents ended in the last hour (the latest 500; any held over 2 "
+        "hours left out: left open, not worked)"
+    )
     handle_source: Literal["measured", "setting"] = Field(
         description="measured once agents ended 5 cases in the last hour; the setting before"
     )

@@ -267,6 +267,26 @@ def claim_next(
     return None if claimed is None else dict(claimed)
 
 
+_AGENT_TURN = select(users.c.id).where(users.c.id == bindparam("agent")).with_for_update()
+
+
+def claim_if_free(
+    conn: Connection, *, agent_id: int, now: datetime, live_offer: str | None = None
+) -> tuple[dict[str, Any] | None, int | None]:
+    """One case at a time, as one phone takes one call: (the next case, None) as
+    `claim_next` gives it, or (None, the case the agent has) and nothing taken.
+
+    The check and the claim are one transaction, and two of one agent's asks (a double
+    click, two tabs, two instances) take turns: on PostgreSQL by locking the agent's row, on
+    SQLite by its one writer."""
+    with writing(conn):
+        conn.execute(_AGENT_TURN, {"agent": agent_id})
+        holding = held_by(conn, agent_id=agent_id)
+        if holding:
+            return None, holding[0]
+        return claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer), None
+
+
 def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
     with reading(conn):
         row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
@@ -355,6 +375,10 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
 AT_WORK = timedelta(minutes=30)
 HANDLED_OVER = timedelta(hours=1)
 MIN_HANDLED = 5
+MEASURED_AT_MOST = 500  # the latest cases ended, on a line busier than that an hour
+# A case held longer than this was left open (a shift ended on it), not worked: its agent is
+# not at work because of it, and its time is not a handle time.
+LEFT_AFTER = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -362,10 +386,13 @@ class Staffing:
     """Who is answering the line, as the cases show it: what a caller's estimate divides by.
 
     Nobody signs in to the line, so the cases say who works it: an agent is at work while they
-    hold a case and for AT_WORK after their last one ended. The handle time is the median time
-    from an agent taking a case to its end, over the cases agents ended in the last
-    HANDLED_OVER; with fewer than MIN_HANDLED of them (a quiet hour, a new install) it is
-    unknown, and the estimate takes the operator's `IVR_AVG_HANDLE_SECONDS` instead."""
+    hold a case taken or put through in the last LEFT_AFTER, and for AT_WORK after their last
+    one ended; a revoked agent is not. The handle time is the median time from an agent taking
+    a case to its end, over the cases agents ended in the last HANDLED_OVER (the latest
+    MEASURED_AT_MOST), leaving out any held longer than LEFT_AFTER; with fewer than MIN_HANDLED
+    of them (a quiet hour, a new install) it is unknown, and the estimate takes the operator's
+    `IVR_AVG_HANDLE_SECONDS` instead. Before anyone has taken a case (a shift starting), the
+    estimate is one agent's: too long rather than too short, and the call-back offer early."""
 
     agents: int = 0
     handle_seconds: float | None = None
@@ -384,11 +411,14 @@ def staffing(conn: Connection, *, now: datetime) -> Staffing:
     """Agents at work and their handle time, as of `now` (two statements; a timed job's, never
     a webhook's)."""
     since = now - AT_WORK
+    working = HELD_NOW & (
+        func.coalesce(cases.c.connected_at, cases.c.offered_at) >= now - LEFT_AFTER
+    )
     with reading(conn):
         agents = conn.execute(
-            select(func.count(cases.c.agent_id.distinct())).where(
-                cases.c.agent_id.is_not(None), HELD_NOW | (cases.c.ended_at >= since)
-            )
+            select(func.count(cases.c.agent_id.distinct()))
+            .join(users, users.c.id == cases.c.agent_id)
+            .where(users.c.revoked_at.is_(None), working | (cases.c.ended_at >= since))
         ).scalar_one()
         ended = conn.execute(
             select(cases.c.offered_at, cases.c.ended_at)
@@ -399,9 +429,12 @@ def staffing(conn: Connection, *, now: datetime) -> Staffing:
                 cases.c.offered_at.is_not(None),
             )
             .order_by(cases.c.ended_at.desc())
-            .limit(500)
+            .limit(MEASURED_AT_MOST)
         ).all()
-    spans = [max(0.0, (end - start).total_seconds()) for start, end in ended]
+    left = LEFT_AFTER.total_seconds()
+    spans = [
+        span for start, end in ended if (span := max(0.0, (end - start).total_seconds())) <= left
+    ]
     if len(spans) < MIN_HANDLED:
         return Staffing(agents=agents, handled=len(spans))
     return Staffing(agents=agents, handle_seconds=statistics.median(spans), handled=len(spans))

@@ -853,9 +853,13 @@ class _Turn:
         step = node.steps[index]
         facts = dict(state.facts)
         kind = input_kind(event)
+        # A wrong answer earlier in this verification stands whatever comes after: skipping,
+        # silence or an outage (which an attacker may cause) never hides it.
+        wrong_before = facts.get("verify_bad") == "1" or state.invalid > 0
+        gave_up = "no" if wrong_before else "skipped"
         if isinstance(event, Keys) and node.skip_key and event.digits == node.skip_key:
             self.log.append(LogEntry(state.node, "verify", kind, outcome="skipped"))
-            return self.verified(node, state, "skipped")
+            return self.verified(node, state, gave_up)
         if isinstance(event, Checked) and event.locked:
             self.log.append(
                 LogEntry(state.node, "verify", kind, outcome="locked", detail={"factor": step})
@@ -869,18 +873,15 @@ class _Turn:
                 LogEntry(state.node, "verify", kind, outcome="silent", detail={"factor": step})
             )
             if facts.get("verify_silent") == "1":
-                return self.verified(node, state, "skipped")
+                return self.verified(node, state, gave_up)
             self.say("no_input", state.lang)
             facts["verify_silent"] = "1"
             return self.present(state.model_copy(update={"facts": facts}))
         if isinstance(event, Checked) and event.unavailable:
-            # Asking again would only meet the same outage: on to the agent, who verifies. A
-            # wrong answer earlier in this verification still stands: an outage (or a service
-            # an attacker can make fail) never hides it.
+            # Asking again would only meet the same outage: on to the agent, who verifies.
             self.log.append(
                 LogEntry(state.node, "verify", kind, outcome="unavailable", detail={"factor": step})
             )
-            wrong_before = facts.get("verify_bad") == "1" or state.invalid > 0
             return self.verified(node, state, "no" if wrong_before else "unavailable")
         if (
             step == "uid"

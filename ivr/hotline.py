@@ -100,6 +100,19 @@ class Counted(Exception):
         self.locked = locked
 
 
+def _finish_first(held: dict[str, Any] | None, case_id: int) -> str:
+    """Why an agent gets no next case, and what to do about it."""
+    ticket = held["ticket"] if held else case_id
+    if held and held["status"] == "connected":
+        return (
+            f"you have case {ticket} on the line: resolve it when you are done, then take the next"
+        )
+    return (
+        f"you have case {ticket} still: resolve it once you have reached the caller, or give "
+        "it back, then take the next"
+    )
+
+
 class CaseRefused(Exception):
     """An agent may not do that to this case: `status` is the HTTP status to answer with."""
 
@@ -990,15 +1003,10 @@ class Hotline:
         with self.db.connect() as conn:
             # One case at a time, as one phone takes one call: a second would ring a phone
             # that is busy, and its caller wait for nothing.
-            holding = cases.held_by(conn, agent_id=agent.id)
-            if holding:
-                held = cases.get_case(conn, case_id=holding[0])
-                raise CaseRefused(
-                    409,
-                    f"you have case {held['ticket'] if held else holding[0]} still: resolve "
-                    "it, or give it back, before taking the next",
-                )
-            case = cases.claim_next(conn, agent_id=agent.id, now=now, live_offer=live)
+            case, holding = cases.claim_if_free(conn, agent_id=agent.id, now=now, live_offer=live)
+            if holding is not None:
+                held = cases.get_case(conn, case_id=holding)
+                raise CaseRefused(409, _finish_first(held, holding))
         if case is None:
             return None
         if case["claimed_from"] == "waiting":

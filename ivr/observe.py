@@ -16,9 +16,9 @@ Metrics (GET /metrics):
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when
     ivr_longest_wait_seconds{priority}     the oldest of them              } scraped
-    ivr_agents_at_work                     agents holding a case, or who ended one in the
-                                           last 30 minutes                 } (ivr.cases.
-    ivr_handle_seconds                     what the hold loop's estimate    }  staffing)
+    ivr_agents_at_work                     agents holding a case, or who    } (ivr.cases.
+                                           ended one in the last 30 minutes }  Staffing)
+    ivr_handle_seconds                     what the hold loop's estimate    }
                                            counts per case
 
 Logs are JSON lines with the CallSid of the call being served; nothing a caller typed and no
@@ -150,7 +150,8 @@ class _FromDatabase(Collector):
         yield longest
         yield GaugeMetricFamily(
             "ivr_agents_at_work",
-            "agents holding a case, or who ended one in the last 30 minutes",
+            "agents at work (ivr.cases.Staffing): holding a case, or who ended one in the last "
+            "30 minutes",
             value=at_work.agents,
         )
         yield GaugeMetricFamily(

@@ -579,22 +579,45 @@ def test_api_an_agent_has_one_case_at_a_time(client: TestClient, db: Engine) -> 
     taken = call(client, "POST", "/api/agents/next", None, token).json()["case"]
     assert taken["id"] == first
 
-    def refused() -> None:
+    def refused(detail: str) -> None:
         answer = call(client, "POST", "/api/agents/next", None, token)
         assert answer.status_code == 409
-        assert answer.json()["detail"] == (
-            f"you have case {taken['ticket']} still: resolve it, or give it back, before taking "
-            "the next"
-        )
+        assert answer.json()["detail"] == f"you have case {taken['ticket']} {detail}"
         assert get(db, second)["queued"] == 1  # the line as it was
 
-    refused()  # taken
+    refused(
+        "still: resolve it once you have reached the caller, or give it back, then take the next"
+    )
     with db.connect() as conn:
         assert cases.set_status(conn, case_id=first, status="connected", now=T0)
-    refused()  # on the phone with the caller
+    refused("on the line: resolve it when you are done, then take the next")
     closed = call(client, "POST", f"/api/cases/{first}/resolve", {"notes": "frozen"}, token)
     assert closed.status_code == 200, closed.text
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == second
+
+
+def test_one_agents_two_asks_at_once_take_one_case(db: Engine) -> None:
+    """A double click, two tabs, two instances: one agent's asks for the next case at the same
+    moment take turns, and the second finds the case the first took."""
+    ana = agent_id(db)
+    for n in range(4):
+        add_case(db, n, "normal", T0 + n * MINUTE)
+
+    def ask(barrier: threading.Barrier) -> tuple[dict[str, Any] | None, int | None]:
+        with db.connect() as conn:
+            barrier.wait(timeout=10)
+            return cases.claim_if_free(conn, agent_id=ana, now=T0)
+
+    for _ in range(10):
+        together = threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(ask, [together, together]))
+        taken = [case for case, _ in answers if case is not None]
+        [case] = taken
+        assert [holding for _, holding in answers if holding is not None] == [case["id"]]
+        with db.connect() as conn:
+            assert cases.held_by(conn, agent_id=ana) == [case["id"]]
+            assert cases.requeue(conn, case_id=case["id"])  # back in line, for the next try
 
 
 def test_api_queue_masks_caller_numbers(client: TestClient, db: Engine, clock: FakeClock) -> None:
@@ -894,7 +917,12 @@ def test_agents_are_at_work_while_they_hold_a_case_and_for_half_an_hour_after(db
     assert staffing_at(db, T0 + 5 * MINUTE).agents == 2  # ana and bo
     assert staffing_at(db, T0 + 34 * MINUTE).agents == 2  # ana ended hers 30 minutes ago
     assert staffing_at(db, T0 + 35 * MINUTE).agents == 1  # bo, still on his call
-    assert staffing_at(db, T0 + 5 * 60 * MINUTE).agents == 1
+    assert staffing_at(db, T0 + 121 * MINUTE).agents == 1  # taken two hours ago
+    # Held longer than that: left open at the end of a shift, no sign of anyone at work.
+    assert staffing_at(db, T0 + 122 * MINUTE).agents == 0
+    with db.connect() as conn:
+        cases.revoke_user(conn, name="ana", now=T0 + 5 * MINUTE)
+    assert staffing_at(db, T0 + 5 * MINUTE).agents == 1  # a revoked agent answers nobody
 
 
 def test_the_handle_time_is_the_median_of_the_last_hour_once_there_are_five(db: Engine) -> None:
@@ -918,6 +946,13 @@ def test_the_handle_time_is_the_median_of_the_last_hour_once_there_are_five(db: 
         )
     five = staffing_at(db, start)
     assert (five.handle_seconds, five.handled) == (180, 5)  # the median, where the mean is 912
+    # A case left open for hours and closed now is no handle time.
+    left = claim(db, bo, start - 3 * 60 * MINUTE)
+    assert left is not None
+    with db.connect() as conn:
+        assert cases.set_status(conn, case_id=left["id"], status="connected", now=start)
+        assert cases.resolve(conn, case_id=left["id"], status="connected", now=start, notes="x")
+    assert staffing_at(db, start).handled == 5
 
 
 def test_the_wait_is_the_cases_up_to_the_callers_own_shared_among_the_agents() -> None:
@@ -943,10 +978,10 @@ def test_ready_in_line_leaves_out_the_call_backs_held_back(db: Engine) -> None:
         assert cases.ready_in_line(conn, now=T0 + 10 * MINUTE) == (2, 2)
 
 
-def plans(db: Engine, run: Callable[[Connection], object]) -> list[str]:
-    """The query plan of each statement on the cases table that `run` makes, as the database
-    would carry it out (PostgreSQL told to use an index wherever one can serve: these tables
-    are tiny)."""
+def plans(db: Engine, run: Callable[[Connection], object]) -> list[tuple[str, str]]:
+    """Each statement on the cases table that `run` makes, with its query plan as the
+    database would carry it out (PostgreSQL told to use an index wherever one can serve:
+    these tables are tiny)."""
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -968,15 +1003,16 @@ def plans(db: Engine, run: Callable[[Connection], object]) -> list[str]:
             explain = "EXPLAIN QUERY PLAN "
         for statement, parameters in seen:
             rows = conn.exec_driver_sql(explain + statement, parameters)
-            out.append("\n".join(str(r) for r in rows))
+            out.append((statement, "\n".join(str(r) for r in rows)))
     return out
 
 
 def test_the_cases_agents_hold_are_found_by_their_own_index(db: Engine) -> None:
     """Every desk asks for its agent's cases every few seconds, from a table that keeps every
     case ever opened: the partial index `ix_cases_held` answers, which it can only while the
-    statuses are written into the statement: bound, SQLite cannot tell that it applies (nor
-    PostgreSQL, once it plans the statement for any values)."""
+    statuses are written into the statement. Bound, SQLite cannot tell that it applies, nor
+    PostgreSQL once it plans the statement for any values (which EXPLAIN with the values
+    would not show: hence the statement's own words too)."""
     ana = agent_id(db)
     add_case(db, 1, "normal", T0)
     assert claim(db, ana) is not None
@@ -987,7 +1023,9 @@ def test_the_cases_agents_hold_are_found_by_their_own_index(db: Engine) -> None:
 
     found = plans(db, run)
     assert len(found) == 2
-    assert all("ix_cases_held" in plan for plan in found), found
+    for statement, plan in found:
+        assert "IN ('offered', 'connected')" in statement, statement
+        assert "ix_cases_held" in plan, plan
 
 
 def test_a_hold_round_counts_the_call_backs_held_back_from_their_own_index(db: Engine) -> None:
@@ -999,7 +1037,7 @@ def test_a_hold_round_counts_the_call_backs_held_back_from_their_own_index(db: E
     def run(conn: Connection) -> None:
         assert cases.case_for_call(conn, call_sid=sid(1), now=T0) is not None
 
-    [plan] = plans(db, run)
+    [(_, plan)] = plans(db, run)
     assert "ix_cases_not_before" in plan, plan
 
 

@@ -525,6 +525,10 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
     assert held["ticket"] in case.text_content() and held["account_uid"] == UID
     # One case at a time, as one phone takes one call: the next waits until this one is done.
+    assert not doc.xpath("//form[@action='/dashboard/desk/next']")
+    assert texts(doc, "//p[contains(@class, 'take-after')]") == [
+        "One case at a time: resolve this one, or give it back, and then take the next."
+    ]
     refused = act(client, "/dashboard/desk/next")
     assert refused.status_code == 409
     assert f"you have case {held['ticket']} still" in refused.text

@@ -474,12 +474,17 @@ def test_a_caller_who_hangs_up_after_details_that_did_not_match_is_not_verified(
     """One wrong PIN, then gone before the second try: the agent who calls back reads "no"
     (details did not match), not "not attempted". Gone before finishing the first try, it is
     "not attempted" still: nothing was checked."""
-    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press("000000")]))
+    wrong = [Press("1"), Press("1"), Press(UID), Press("000000")]
+    phone.call(ScriptedParty(list(wrong)))
     phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number="+15005550778")
-    missed, unfinished = case_rows(db)
+    # Nor does skipping the second try, or staying silent through it, hide the first.
+    phone.call(ScriptedParty([*wrong, Press("*")]), from_number="+15005550779")
+    phone.call(ScriptedParty([*wrong, Silent(), Silent()]), from_number="+15005550780")
+    missed, unfinished, skipped, silent = case_rows(db)
     assert (missed["priority"], missed["account_uid"]) == ("emergency", UID)
     assert missed["flags"]["verified"] == "no"
     assert "verified" not in unfinished["flags"]
+    assert skipped["flags"]["verified"] == silent["flags"]["verified"] == "no"
 
 
 def test_the_same_guesses_from_one_real_number_lock_it(phone: Phone, db: Engine) -> None:
