@@ -38,7 +38,7 @@ from ivr.deps import (
 )
 from ivr.engine import NOT_XML
 from ivr.exceptions import SourceError
-from ivr.hotline import CaseRefused, ConnectFailed
+from ivr.hotline import CaseRefused, ConnectFailed, Hotline
 from ivr.stats import Thresholds, figures
 from ivr.store import tree_version_list
 
@@ -462,19 +462,24 @@ class AnnouncementNow(BaseModel):
     set_by: str
     set_at: datetime
     expires_at: datetime
+    heard_at: list[str] = Field(
+        description="the menus of the live call tree that play it first; empty: no caller "
+        "hears it (no menu has `announcement: true`)"
+    )
 
 
 class Cleared(BaseModel):
     cleared: bool
 
 
-def _announcement(current: Current) -> AnnouncementNow:
+def _announcement(current: Current, hotline: Hotline) -> AnnouncementNow:
     return AnnouncementNow(
         id=current.id,
         texts=current.texts,
         set_by=current.set_by,
         set_at=current.set_at,
         expires_at=current.expires_at,
+        heard_at=hotline.trees.current.announced_at,
     )
 
 
@@ -483,7 +488,7 @@ def announcement(user: AnyUser, hotline: HotlineDep) -> AnnouncementNow | None:
     """What callers hear first now (where the call tree plays it), or null."""
     with hotline.db.connect() as conn:
         current = current_announcement(conn, now=hotline.clock())
-    return None if current is None else _announcement(current)
+    return None if current is None else _announcement(current, hotline)
 
 
 @router.put("/announcement", responses={422: {"description": "a language missing, or text"}})
@@ -512,7 +517,7 @@ def announce(
         if unsayable:
             problems.append(f"characters no call can carry: {', '.join(unsayable)}")
         raise HTTPException(422, "; ".join(problems))
-    return _announcement(hotline.announce(texts, by=user, minutes=body.minutes))
+    return _announcement(hotline.announce(texts, by=user, minutes=body.minutes), hotline)
 
 
 @router.delete("/announcement")

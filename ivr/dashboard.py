@@ -375,6 +375,7 @@ def _queue_page(
         "said": SAID.get(said, ""),
         "error": error,
         "announcement": api.announcement(user, hotline) if user.role == "supervisor" else None,
+        "announced_at": hotline.trees.current.announced_at,
         "languages": hotline.trees.current.catalogs.languages,
         "drafted": drafted or {},
     }

@@ -333,6 +333,15 @@ class CompiledTree:
     def node(self, name: str) -> Node:
         return self.tree.nodes[name]
 
+    @property
+    def announced_at(self) -> list[str]:
+        return announced_at(self.tree.nodes)
+
+
+def announced_at(nodes: Mapping[str, Node]) -> list[str]:
+    """The menus that play the supervisors' announcement before their prompt."""
+    return [n for n, node in nodes.items() if isinstance(node, MenuNode) and node.announcement]
+
 
 def normalise_speech(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

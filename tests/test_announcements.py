@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 from ivr.db import audit_log
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
-from ivr.tree import CompiledTree
+from ivr.tree import CompiledTree, compile_source
 from ivr.web import create_app
 from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
 
@@ -131,3 +131,28 @@ def test_only_supervisors_and_operators_set_it_and_in_every_language(
     assert client.get("/api/announcement", headers=bearer(sam)).json()["set_by"] == (
         "supervisor:sam"
     )
+
+
+def test_supervisors_see_where_callers_hear_it_and_when_nobody_would(
+    client: TestClient, db: Engine, settings: Settings, clock: FakeClock, hotline_tree: CompiledTree
+) -> None:
+    """The live tree plays it at the main menu: said so. A tree whose menus play it nowhere
+    (an operator dropped `announcement: true`): the API says nobody hears it, and the queue
+    page says so before a supervisor announces anything during an incident."""
+    sam = make_user(db, "sam", "supervisor")
+    assert put(client, sam, INCIDENT).json()["heard_at"] == ["main_menu"]
+    quiet = compile_source(
+        hotline_tree.source.replace("    announcement: true", "    announcement: false"),
+        hotline_tree.file,
+        hotline_tree.catalogs,
+    )
+    assert quiet.announced_at == []
+    with TestClient(create_app(settings, tree=quiet, db=db, clock=clock)) as other:
+        assert other.get("/api/announcement", headers=bearer(sam)).json()["heard_at"] == []
+        assert other.post("/dashboard/login", data={"token": sam}).status_code == 200
+        page = other.get("/dashboard/queue").text
+    assert "No menu of the live call tree plays announcements" in page
+    assert client.post("/dashboard/login", data={"token": sam}).status_code == 200
+    page = client.get("/dashboard/queue").text
+    assert "Every caller hears this first" in page and "(at main_menu)" in page
+    assert "No menu of the live call tree" not in page
