@@ -467,10 +467,11 @@ def create_app(
         except Exception:  # each call's webhook builds its tree itself then, in a thread
             log.exception("could not build the tree versions of calls in progress")
         await _sweep_once(hotline)
-        await _follow(hotline)  # the announcement another instance set before this one started
+        follow = Following()
+        await follow(hotline)  # the announcement another instance set before this one started
         tasks = [
             asyncio.create_task(_every(settings.sweep_interval_seconds, _sweep_once, hotline)),
-            asyncio.create_task(_every(settings.tree_sync_seconds, _follow, hotline)),
+            asyncio.create_task(_every(settings.tree_sync_seconds, follow, hotline)),
         ]
         if settings.watch_routes:
             tasks.append(asyncio.create_task(_watch(hotline)))
@@ -642,19 +643,57 @@ async def _every(
         await job(hotline)
 
 
-async def _follow(hotline: Hotline) -> None:
-    try:
-        await run_in_threadpool(hotline.follow_active_version)
-    except Exception:
-        log.exception("could not check the live call-tree version; will try again")
-    try:
-        await run_in_threadpool(hotline.refresh_announcement)
-    except Exception:  # the one in memory plays on, until it expires
-        log.exception("could not check the announcement; will try again")
-    try:
-        await run_in_threadpool(hotline.refresh_staffing)
-    except Exception:  # the estimate goes on from the last figures
-        log.exception("could not count the agents at work; will try again")
+class Outage:
+    """A timed job's failures, told without burying the log while the database is down: the
+    first with its traceback, then one line a minute, then that it works again."""
+
+    def __init__(self, what: str, every: float = 60.0) -> None:
+        self.what = what
+        self.every = every
+        self.since: float | None = None
+        self.told = 0.0
+        self.tries = 0
+
+    def failed(self) -> None:
+        """Call from the `except` block: the first failure's traceback is logged."""
+        now = time.monotonic()
+        self.tries += 1
+        if self.since is None:
+            self.since = self.told = now
+            log.exception("could not %s; will try again", self.what)
+        elif now - self.told >= self.every:
+            self.told = now
+            log.warning(
+                "still cannot %s: %d tries in %.0f s", self.what, self.tries, now - self.since
+            )
+
+    def worked(self) -> None:
+        if self.since is not None:
+            log.warning("can %s again, after %d failed tries", self.what, self.tries)
+        self.since, self.tries = None, 0
+
+
+class Following:
+    """What every instance follows from the database every IVR_TREE_SYNC seconds: the live
+    tree version, the announcement, the agents at work. A job that fails keeps what it had
+    (the tree, the announcement until it expires, the last figures)."""
+
+    def __init__(self) -> None:
+        self.jobs = (
+            ("check the live call-tree version", Hotline.follow_active_version),
+            ("check the announcement", Hotline.refresh_announcement),
+            ("count the agents at work", Hotline.refresh_staffing),
+        )
+        self.outages = {what: Outage(what) for what, _ in self.jobs}
+
+    async def __call__(self, hotline: Hotline) -> None:
+        for what, job in self.jobs:
+            try:
+                await run_in_threadpool(job, hotline)
+            except Exception:
+                self.outages[what].failed()
+            else:
+                self.outages[what].worked()
 
 
 async def _reload(hotline: Hotline, why: str) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +17,13 @@ from lxml import etree
 from sqlalchemy import Engine, event, select
 from starlette.datastructures import FormData
 
-from ivr.db import call_events, calls, cases, create_db_engine
+from ivr.db import call_events, calls, cases, create_db_engine, upgrade
 from ivr.identity import LocalDirectory
 from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree
-from ivr.web import CHECK_THREADS, create_app, worker_threads
+from ivr.web import CHECK_THREADS, Following, create_app, worker_threads
 from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, count, first_request, make_settings
 
 VOICE = PUBLIC_URL + "/twilio/voice"
@@ -632,3 +635,34 @@ def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
     assert gate.waiting == wave
     assert "ivr_verification_checks_in_progress 0.0" in metrics
     assert f"ivr_verification_check_seconds_count {float(wave)}" in metrics
+
+
+def test_a_database_down_is_logged_once_per_timed_job_then_its_recovery(
+    tmp_path: Path, hotline_tree: CompiledTree, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What every instance follows every IVR_TREE_SYNC seconds (5) fails while the database is
+    down: one traceback per job, not three every five seconds that bury the outage's real
+    errors; and a line when it works again."""
+    missing = tmp_path / "not-yet"
+    url = f"sqlite:///{missing}/ivr.sqlite3"  # its directory does not exist: nothing connects
+    db = create_db_engine(url)
+    app = create_app(make_settings(IVR_DATABASE_URL=url), tree=hotline_tree, db=db)
+    follow = Following()
+    with caplog.at_level(logging.WARNING, logger="ivr.web"):
+        for _ in range(5):
+            asyncio.run(follow(app.state.hotline))
+        assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+            "could not check the live call-tree version; will try again",
+            "could not check the announcement; will try again",
+            "could not count the agents at work; will try again",
+        ]
+        missing.mkdir()
+        upgrade(url)
+        asyncio.run(follow(app.state.hotline))
+    again = [r.getMessage() for r in caplog.records if "again, after" in r.getMessage()]
+    assert again == [
+        "can check the live call-tree version again, after 5 failed tries",
+        "can check the announcement again, after 5 failed tries",
+        "can count the agents at work again, after 5 failed tries",
+    ]
+    db.dispose()
