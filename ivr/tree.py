@@ -338,6 +338,12 @@ class CompiledTree:
         return announced_at(self.tree.nodes)
 
 
+NO_ANNOUNCEMENT = (
+    "no menu plays the supervisors' announcement (announcement: true): what they announce "
+    "during an incident would reach no caller"
+)
+
+
 def announced_at(nodes: Mapping[str, Node]) -> list[str]:
     """The menus that play the supervisors' announcement before their prompt."""
     return [n for n, node in nodes.items() if isinstance(node, MenuNode) and node.announcement]
@@ -534,6 +540,8 @@ def _check_graph(
         for rel, key in prompt_keys(node):
             for message, severity in _prompt_findings(key, catalogs):
                 at(name, rel, message, severity)
+    if not announced_at(nodes):
+        problems.append(doc.problem(("start",), NO_ANNOUNCEMENT, "warning"))
     for key in ENGINE_PROMPTS:
         for message, severity in _prompt_findings(key, catalogs):
             problems.append(

@@ -18,6 +18,7 @@ from ivr.cli import app
 from ivr.exceptions import Problem, SourceError
 from ivr.prompts import load_catalogs
 from ivr.tree import (
+    NO_ANNOUNCEMENT,
     CompiledTree,
     HangupNode,
     MenuNode,
@@ -42,6 +43,7 @@ nodes:
   main:
     kind: menu
     prompt: main
+    announcement: true
     on_no_input: agent
     on_invalid: agent
     options:
@@ -76,9 +78,11 @@ def write(tmp_path: Path, text: str, name: str = "tree.yaml") -> Path:
 
 
 def check(tmp_path: Path, text: str) -> tuple[str, list[Problem]]:
-    """The tree's file name and every problem `ivr routes check` would print."""
+    """The tree's file name and every problem `ivr routes check` would print, but the warning
+    that no menu plays the announcement: these trees are fragments made to show one problem
+    each (that warning has a test of its own)."""
     path = write(tmp_path, text)
-    return str(path), check_tree(path, PROMPTS)
+    return str(path), [p for p in check_tree(path, PROMPTS) if p.message != NO_ANNOUNCEMENT]
 
 
 def only(problems: list[Problem]) -> Problem:
@@ -545,6 +549,7 @@ nodes:
   main:
     kind: menu
     prompt: main
+    announcement: true
     timeout: 4
     on_invalid: sub
     options:
@@ -920,6 +925,7 @@ nodes:
   main:
     kind: menu
     prompt: main
+    announcement: true
     on_no_input: tip
     on_invalid: tip
     options:
@@ -1230,3 +1236,15 @@ def test_a_queue_behind_hours_reached_directly_is_warned(tmp_path: Path) -> None
     [bypass] = [p for p in problems if "business hours" in p.message]
     assert bypass.path == "nodes.main.options[2].target" and "'hours'" in bypass.message
     assert bypass.severity == "warning"
+
+
+def test_a_tree_where_no_menu_plays_the_announcement_is_warned(tmp_path: Path) -> None:
+    """An operator who drops `announcement: true` (or never wrote it) would silence what
+    supervisors announce during an incident: said at the start node, as a warning."""
+    text = BASE.replace("    announcement: true\n", "", 1)
+    path = write(tmp_path, text)
+    [warning] = check_tree(path, PROMPTS)
+    assert (warning.severity, warning.line, warning.path) == ("warning", 1, "start")
+    assert warning.message == NO_ANNOUNCEMENT
+    assert load_tree(path, PROMPTS).announced_at == []
+    assert check_tree(write(tmp_path, BASE), PROMPTS) == []
