@@ -801,7 +801,8 @@ def _check_the_rest(
     """The graph's findings (unknown targets, missing prompts, ...) about the nodes that are
     well formed, when others are not: one run of `routes check` shows every problem, not the
     type errors first and the rest after they are fixed. What depends on the broken nodes
-    (links to them, what is reached only through them, menu depth) waits for them."""
+    (links to them, what is reached only through them, menu depth, whether any menu plays
+    the announcement) waits for them."""
     nodes = data.get("nodes")
     if not isinstance(nodes, dict):
         return []
@@ -820,6 +821,7 @@ def _check_the_rest(
         if p.message not in waits
         and not p.message.startswith("unreachable")
         and "menus deep" not in p.message
+        and p.message != NO_ANNOUNCEMENT
     ]
 
 

@@ -1248,3 +1248,12 @@ def test_a_tree_where_no_menu_plays_the_announcement_is_warned(tmp_path: Path) -
     assert warning.message == NO_ANNOUNCEMENT
     assert load_tree(path, PROMPTS).announced_at == []
     assert check_tree(write(tmp_path, BASE), PROMPTS) == []
+
+
+def test_a_broken_announcing_menu_is_not_taken_for_no_announcement(tmp_path: Path) -> None:
+    """The menu that plays the announcement has a type error: that error is reported, not a
+    warning that no menu plays the announcement (which waits, like the rest of what depends
+    on the broken node)."""
+    text = BASE.replace("    on_invalid: agent\n", "    on_invalid: agent\n    colour: red\n", 1)
+    problems = check_tree(write(tmp_path, text), PROMPTS)
+    assert [(p.path, p.severity) for p in problems] == [("nodes.main.colour", "error")]
