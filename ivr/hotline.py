@@ -29,7 +29,7 @@ from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
 from ivr.numbers import dialable, last4, withheld
-from ivr.observe import Metrics
+from ivr.observe import AtWork, Metrics
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
 
@@ -217,9 +217,7 @@ class Hotline:
         self.twilio = twilio
         self.clock = clock
         self.links = engine.Links(settings.base_url)
-        self.metrics = metrics or Metrics(
-            db, default_handle=settings.avg_handle_seconds, clock=clock
-        )
+        self.metrics = metrics or Metrics(db, clock=clock, at_work=self._at_work)
         # SQLite answers in microseconds from this process: webhooks run on the event loop.
         self.answers_on_the_loop = db.dialect.name == "sqlite"
         # Read from memory on the hot path; refreshed as often as the tree version is checked.
@@ -1369,6 +1367,9 @@ class Hotline:
         """Another instance set or cleared the announcement: play what the database says."""
         with self.db.connect() as conn:
             self.current_announcement = announcements.current(conn, now=self.clock())
+
+    def _at_work(self) -> AtWork:
+        return AtWork(self.staffing.agents, self.staffing.handle(self.settings.avg_handle_seconds))
 
     def refresh_staffing(self) -> cases.Staffing:
         """Agents at work and their handle time, from the cases every instance shares."""

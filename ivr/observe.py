@@ -16,10 +16,9 @@ Metrics (GET /metrics):
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when
     ivr_longest_wait_seconds{priority}     the oldest of them              } scraped
-    ivr_agents_at_work                     agents holding a case, or who    } (ivr.cases.
-                                           ended one in the last 30 minutes }  Staffing)
-    ivr_handle_seconds                     what the hold loop's estimate    }
-                                           counts per case
+    ivr_agents_at_work                     agents at work, and what a case } as this
+    ivr_handle_seconds                     takes them: the hold loop's      } instance's hold
+                                           estimate (ivr.cases.Staffing)    } loop uses them
 
 Logs are JSON lines with the CallSid of the call being served; nothing a caller typed and no
 caller number is ever put in a log line.
@@ -32,14 +31,13 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from ivr.cases import staffing
 from ivr.db import calls, cases
 
 CALL_SID: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid", default=None)
@@ -48,7 +46,9 @@ CALL_SID: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid"
 class Metrics:
     """One registry per app, so that two apps in one process (tests) do not share counts."""
 
-    def __init__(self, db: Engine, *, default_handle: float, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, db: Engine, *, clock: Callable[[], datetime], at_work: Callable[[], AtWork]
+    ) -> None:
         self.registry = CollectorRegistry()
         self.webhook_seconds = Histogram(
             "ivr_webhook_seconds",
@@ -105,13 +105,41 @@ class Metrics:
         self.freezes = Counter(
             "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
         )
-        self.registry.register(_FromDatabase(db, default_handle, clock))
+        self.registry.register(_FromDatabase(db, clock))
+        self.registry.register(_AtWork(at_work))
+
+
+class AtWork(NamedTuple):
+    agents: int
+    handle_seconds: float
+
+
+class _AtWork(Collector):
+    """The figures the hold loop's estimate uses, from memory: every IVR_TREE_SYNC seconds
+    each instance reads them from the database, and a scrape need not read them again."""
+
+    def __init__(self, at_work: Callable[[], AtWork]) -> None:
+        self.at_work = at_work
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.at_work()
+        yield GaugeMetricFamily(
+            "ivr_agents_at_work",
+            "agents at work (ivr.cases.Staffing): holding a case, or who ended one in the last "
+            "30 minutes",
+            value=now.agents,
+        )
+        yield GaugeMetricFamily(
+            "ivr_handle_seconds",
+            "what the hold loop's estimate counts per case: the median over the last hour, "
+            "or IVR_AVG_HANDLE_SECONDS",
+            value=now.handle_seconds,
+        )
 
 
 class _FromDatabase(Collector):
-    def __init__(self, db: Engine, default_handle: float, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: Engine, clock: Callable[[], datetime]) -> None:
         self.db = db
-        self.default_handle = default_handle
         self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -125,7 +153,6 @@ class _FromDatabase(Collector):
         now = self.clock()
         try:
             with self.db.connect() as conn:
-                at_work = staffing(conn, now=now)  # first: it reads in a transaction of its own
                 open_calls = conn.execute(
                     select(func.count()).select_from(calls).where(calls.c.ended_at.is_(None))
                 ).scalar_one()
@@ -148,18 +175,6 @@ class _FromDatabase(Collector):
         yield in_progress
         yield depth
         yield longest
-        yield GaugeMetricFamily(
-            "ivr_agents_at_work",
-            "agents at work (ivr.cases.Staffing): holding a case, or who ended one in the last "
-            "30 minutes",
-            value=at_work.agents,
-        )
-        yield GaugeMetricFamily(
-            "ivr_handle_seconds",
-            "what the hold loop's estimate counts per case: the median over the last hour, "
-            "or IVR_AVG_HANDLE_SECONDS",
-            value=at_work.handle(self.default_handle),
-        )
 
 
 class JsonFormatter(logging.Formatter):

@@ -680,20 +680,19 @@ class Following:
 
     def __init__(self) -> None:
         self.jobs = (
-            ("check the live call-tree version", Hotline.follow_active_version),
-            ("check the announcement", Hotline.refresh_announcement),
-            ("count the agents at work", Hotline.refresh_staffing),
+            (Outage("check the live call-tree version"), Hotline.follow_active_version),
+            (Outage("check the announcement"), Hotline.refresh_announcement),
+            (Outage("count the agents at work"), Hotline.refresh_staffing),
         )
-        self.outages = {what: Outage(what) for what, _ in self.jobs}
 
     async def __call__(self, hotline: Hotline) -> None:
-        for what, job in self.jobs:
+        for outage, job in self.jobs:
             try:
                 await run_in_threadpool(job, hotline)
             except Exception:
-                self.outages[what].failed()
+                outage.failed()
             else:
-                self.outages[what].worked()
+                outage.worked()
 
 
 async def _reload(hotline: Hotline, why: str) -> None:
