@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
-from ivr.calllog import CallFilter, Outcome, Verified, list_calls, timeline
+from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
 from ivr.cases import User, held_by, held_by_agents, ready_in_line, waiting_cases
 from ivr.deps import (
     AgentUser,
@@ -601,7 +601,7 @@ class CallQuery:
     queue: str | None = Query(default=None, max_length=64)
     verified: Verified | None = None
     emergency: bool | None = None
-    caller: str | None = Query(default=None, max_length=32, pattern=r"^\+?\d{2,15}$")
+    caller: str | None = Query(default=None, max_length=32, pattern=CALLER_PATTERN)
 
     def filters(self) -> CallFilter:
         return CallFilter(**{f: getattr(self, f) for f in CallFilter.__dataclass_fields__})

@@ -24,6 +24,8 @@ Outcome = Literal[
     "agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended"
 ]
 Verified = Literal["yes", "no", "skipped", "locked", "unavailable", "not_attempted"]
+# A caller to look for: their whole number, or its last digits (two at least).
+CALLER_PATTERN = r"^\+?\d{2,15}$"
 
 
 @dataclass(frozen=True)

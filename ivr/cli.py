@@ -516,7 +516,7 @@ def calls_list(
     cursor: Annotated[str | None, typer.Option(help="the next page, as the last one said")] = None,
 ) -> None:
     """Calls, newest first, with the same filters as GET /api/calls."""
-    from ivr.calllog import CallFilter, Outcome, Verified, list_calls
+    from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls
 
     # Checked here rather than typed as Literal: the choices live with the call log, and
     # importing it (SQLAlchemy) for every command would slow down all of them.
@@ -524,7 +524,7 @@ def calls_list(
     for option, value, kind in choices:
         if value is not None and value not in get_args(kind):
             raise _fail(f"{option}: one of {', '.join(get_args(kind))}")
-    if caller is not None and not re.fullmatch(r"\+?\d{2,15}", caller):
+    if caller is not None and not re.fullmatch(CALLER_PATTERN, caller):
         raise _fail("--caller: a phone number, or at least its last two digits")
     filters = CallFilter(
         since=_utc(since),
