@@ -1713,6 +1713,14 @@ def dial_action(documents: list[str], nth: int) -> str:
     return str(action)
 
 
+def report_dial(phone: Phone, documents: list[str], call_sid: str, status: str) -> Any:
+    """Twilio's report of the first <Dial> the caller was sent, posted now (late, say)."""
+    return phone.signed_post(
+        dial_action(documents, 0),
+        {"CallSid": call_sid, "DialCallStatus": status, "AccountSid": "AC" + "0" * 32},
+    )
+
+
 def keeping(check_twiml: Callable[[str], None], documents: list[str]) -> Callable[[str], None]:
     def keep(body: str) -> None:
         check_twiml(body)
@@ -1751,10 +1759,7 @@ def test_a_late_report_of_one_agents_phone_leaves_the_next_agent_their_case(
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["offer"]) == ("connected", 0, "answered")
     bob_has = row["agent_id"]
-    late = phone.signed_post(
-        dial_action(documents, 0),
-        {"CallSid": row["call_sid"], "DialCallStatus": "no-answer", "AccountSid": "AC" + "0" * 32},
-    )
+    late = report_dial(phone, documents, row["call_sid"], "no-answer")
     assert late.status_code == 200
     check_twiml(late.text)
     [row] = case_rows(db)
@@ -1803,10 +1808,7 @@ def test_a_caller_who_hangs_up_while_the_agents_phone_rings_is_kept_for_a_call_b
     assert (record.dialed, record.ended_by) == (AGENT_PHONE, "caller")
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
-    done = phone.signed_post(
-        dial_action(documents, 0),
-        {"CallSid": row["call_sid"], "DialCallStatus": "no-answer", "AccountSid": "AC" + "0" * 32},
-    )
+    done = report_dial(phone, documents, row["call_sid"], "no-answer")
     assert done.status_code == 200
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
@@ -1824,10 +1826,7 @@ def test_an_answered_report_after_the_hang_up_gives_the_agent_their_case_back(
     alice, phone, documents, _ = gone_while_it_rings(client, db, check_twiml, HIJACK, VICTIM)
     [row] = case_rows(db)
     assert (row["status"], row["queued"]) == ("abandoned", 1)
-    answered = phone.signed_post(
-        dial_action(documents, 0),
-        {"CallSid": row["call_sid"], "DialCallStatus": "completed", "AccountSid": "AC" + "0" * 32},
-    )
+    answered = report_dial(phone, documents, row["call_sid"], "completed")
     assert answered.status_code == 200
     check_twiml(answered.text)
     [row] = case_rows(db)
