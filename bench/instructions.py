@@ -54,7 +54,7 @@ def place_calls(calls: int, workdir: Path) -> int:
         "IVR_SWEEP_INTERVAL": "3600",
     }
     os.environ.update(env)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     requests = 0
     with TestClient(create_app(settings)) as client:
         phone = Phone(client, public_url=server.PUBLIC_URL, auth_token=server.AUTH_TOKEN)

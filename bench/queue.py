@@ -3,10 +3,12 @@
 Cases are seeded through the persistence functions (`cases.open_case`, the insert the hotline
 runs), a mix of emergency, high and normal priority arriving over two hours. Against the real
 server, the hold loop is polled for a sample of callers and every announced place in line is
-compared with the caller's index in the serving order (`cases.waiting_cases`); meanwhile an
-agent claims cases with `cases.claim_next` (the claim POST /api/agents/next makes, after looking
-up the case the agent may have already; for a call back the API then records how the offer
-reaches the caller, one more update by primary key), each claim timed.
+compared with the caller's index in the serving order (`cases.waiting_cases`). Then an agent
+claims cases with `cases.claim_next` (the claim POST /api/agents/next makes, after looking up
+the case the agent may have already), each claim timed, while the hold loop serves other
+waiting callers: first at the pace the waiting callers make it (each a round every
+`round_seconds`), then flat out (each connection sends its next round the moment the last is
+answered), which finds how many rounds the server gives and what a claim waits behind them.
 The places are checked again after the claims.
 """
 
@@ -32,6 +34,10 @@ from ivr.db import create_db_engine
 from ivr.engine import OpenCase
 
 PLACE = re.compile(r"number (\d+) in line")
+# How often a waiting caller's hold round comes, at the most: the place in line, a tip and
+# the call-back offer take about 20 s to speak, then the hold music plays (minutes), or a
+# 20 s pause without it. No round is shorter than 30 s.
+ROUND_SECONDS = 30.0
 
 
 def seed(url: str, size: int, rng: random.Random) -> list[str]:
@@ -135,20 +141,27 @@ async def check_places(
     }
 
 
-async def hold_load(base: str, sids: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
-    """Hold-loop rounds for random waiting callers, `concurrency` at a time, for `seconds`."""
+async def hold_load(
+    base: str, sids: list[str], seconds: float, concurrency: int, rate: float | None = None
+) -> dict[str, Any]:
+    """Hold-loop rounds for random waiting callers, `concurrency` at a time, for `seconds`:
+    back to back (closed loop), or with `rate` on a fixed schedule, `rate` rounds a second
+    in all, each round's time counted from when it was due."""
     validator = RequestValidator(server.AUTH_TOKEN)
     latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    deadline = start + seconds
     rng = random.Random(7)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
-        async def worker() -> None:
+        async def worker(n: int) -> None:
+            pacer = load.Pacer(concurrency / rate, start + n / rate) if rate else None
             while time.perf_counter() < deadline:
+                due = await pacer.slot() if pacer else time.perf_counter()
                 _, took = await _poll(session, base, validator, rng.choice(sids))
-                latencies.append(took)
+                latencies.append(took if pacer is None else time.perf_counter() - due)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
     ms = [v * 1000 for v in latencies]
     return {
         "rounds": len(ms),
@@ -164,12 +177,15 @@ def claim_many(url: str, count: int) -> dict[str, Any]:
     timings: list[float] = []
     try:
         with engine.connect() as conn:
-            cases.create_user(
-                conn, name="bench-agent", role="agent", phone=None, now=datetime.now(UTC)
-            )
-            agent = conn.execute(
-                text("SELECT id FROM users WHERE name = 'bench-agent'")
-            ).scalar_one()
+            agent = conn.execute(text("SELECT id FROM users WHERE name = 'bench-agent'")).scalar()
+            conn.rollback()
+            if agent is None:
+                cases.create_user(
+                    conn, name="bench-agent", role="agent", phone=None, now=datetime.now(UTC)
+                )
+                agent = conn.execute(
+                    text("SELECT id FROM users WHERE name = 'bench-agent'")
+                ).scalar_one()
             conn.rollback()
             for _ in range(count):
                 started = time.perf_counter()
@@ -189,10 +205,47 @@ def claim_many(url: str, count: int) -> dict[str, Any]:
     }
 
 
+def _ready() -> None:
+    """Nothing: run in the agent's process, it has imported this module once it returns."""
+
+
+def _claims_under_hold_load(
+    url: str,
+    base: str,
+    sids: list[str],
+    claims: int,
+    concurrency: int,
+    seconds: float,
+    *,
+    rate: float | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`claims` claims while the hold loop serves other callers, closed loop or at `rate`."""
+    # The agent claims from a process of its own, as the API's worker does: in a thread
+    # here, each claim would also wait for this process's GIL, which the load generator holds.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as agent:
+        # Started and its imports done before the clock starts: a new process importing
+        # SQLAlchemy takes a core for a second, which no agent's request pays.
+        agent.submit(_ready).result()
+        claiming = agent.submit(claim_many, url, claims)
+        polling = asyncio.run(hold_load(base, sids, seconds, concurrency, rate))
+        claimed = claiming.result()
+    return claimed, polling
+
+
 def run(
-    db: str, workdir: Path, *, size: int, claims: int, sample: int, concurrency: int
+    db: str,
+    workdir: Path,
+    *,
+    size: int,
+    claims: int,
+    sample: int,
+    concurrency: int,
+    round_seconds: float = ROUND_SECONDS,
+    hold_seconds: float = 10,
 ) -> dict[str, Any]:
     rng = random.Random(2026)
+    pace = round(size / round_seconds, 1)
     with server.fresh_database(db, workdir) as url:
         started = time.perf_counter()
         sids = seed(url, size, rng)
@@ -202,14 +255,14 @@ def run(
             assert len(order) == size
             picks = rng.sample(sids, sample)
             before = asyncio.run(check_places(srv.url, order, picks, concurrency))
-            # Claims while the hold loop is busy with the other callers. The agent claims from
-            # a process of its own, as the API's worker does: in a thread here, each claim
-            # would also wait for this process's GIL, which the load generator holds.
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as agent:
-                claiming = agent.submit(claim_many, url, claims)
-                polling = asyncio.run(hold_load(srv.url, sids[: size // 2], 10, concurrency))
-                claimed = claiming.result()
+            # First at the pace `size` callers make (a round each every `round_seconds`),
+            # then flat out: as many rounds as the server answers, back to back.
+            claimed, polling = _claims_under_hold_load(
+                url, srv.url, sids[: size // 2], claims, concurrency, hold_seconds, rate=pace
+            )
+            claimed_flat_out, polling_flat_out = _claims_under_hold_load(
+                url, srv.url, sids[: size // 2], claims, concurrency, hold_seconds, rate=None
+            )
             order = serving_order(url)
             waiting = [sid for sid in sids if sid in order]
             after = asyncio.run(
@@ -220,16 +273,23 @@ def run(
         "database": db,
         "waiting": size,
         "seeded_seconds": round(seeded_in, 1),
+        "round_seconds": round_seconds,
+        "paced_rounds_per_second": pace,
         "places_before_claims": before,
         "hold_loop_under_claims": polling,
         "claim_next": claimed,
+        "hold_loop_flat_out": polling_flat_out,
+        "claim_next_flat_out": claimed_flat_out,
         "places_after_claims": after,
         **memory,
     }
     print(
-        f"queue ({db}): {size} waiting; claim p50 {claimed['p50_ms']} p99 {claimed['p99_ms']} ms; "
-        f"hold round p99 {polling['p99_ms']} ms ({polling['rounds_per_second']}/s); places wrong "
-        f"{before['wrong']}/{before['checked']} before, {after['wrong']}/{after['checked']} after",
+        f"queue ({db}): {size} waiting; at {pace} hold rounds/s: claim p50 {claimed['p50_ms']} "
+        f"p99 {claimed['p99_ms']} ms, hold round p99 {polling['p99_ms']} ms; flat out "
+        f"({polling_flat_out['rounds_per_second']} rounds/s): claim p99 "
+        f"{claimed_flat_out['p99_ms']} ms, hold round p99 {polling_flat_out['p99_ms']} ms; "
+        f"places wrong {before['wrong']}/{before['checked']} before, "
+        f"{after['wrong']}/{after['checked']} after",
         flush=True,
     )
     return result

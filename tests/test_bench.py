@@ -88,3 +88,30 @@ def test_cpu_time_is_read_for_a_process_and_per_request() -> None:
     summary = load.summarise(stats)
     assert summary["server_cpu_us_per_request"] == 2500.0
     assert summary["server_cpu_share"] == 0.5 and summary["generator_cpu_share"] == 0.25
+
+
+def test_the_queue_benchmark_checks_every_place_and_times_claims_paced_and_flat_out(
+    tmp_path: Path,
+) -> None:
+    from bench import queue
+
+    waiting, rate_seconds = 120, 4.0  # a hold round every 4 s each: 30 rounds/s in all
+    result = queue.run(
+        "sqlite",
+        tmp_path,
+        size=waiting,
+        claims=10,
+        sample=15,
+        concurrency=3,
+        round_seconds=rate_seconds,
+        hold_seconds=1,
+    )
+    assert result["places_before_claims"]["wrong"] == 0
+    assert result["places_after_claims"]["wrong"] == 0
+    assert result["places_after_claims"]["checked"] == 15
+    assert result["claim_next"]["claims"] == result["claim_next_flat_out"]["claims"] == 10
+    assert result["paced_rounds_per_second"] == waiting / rate_seconds
+    # Paced: never a round before it is due, so at most one second's rounds and a slot per
+    # connection that was due at the deadline.
+    assert result["hold_loop_under_claims"]["rounds"] <= waiting / rate_seconds + 3
+    assert result["hold_loop_flat_out"]["rounds"] > 0
