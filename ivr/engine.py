@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from ivr.prompts import BASE_LANGUAGE, Catalogs
+from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
     HOLD_TIP_PREFIX,
     CompiledMenu,
@@ -482,12 +482,14 @@ class _Turn:
         self.response = VoiceResponse()
         self.log: list[LogEntry] = []
         self.effects: list[Effect] = []
+        # What the prompts said after a node learned it may use: `opens` after closed hours.
+        self.variables: dict[str, Any] = {}
 
     def finish(self, state: CallState) -> Step:
         return Step(state, str(self.response), self.log, self.effects)
 
     def say(self, key: str, language: str, /, **variables: Any) -> None:
-        _say(self.response, self.tree.catalogs, key, language, **variables)
+        _say(self.response, self.tree.catalogs, key, language, **{**self.variables, **variables})
 
     # -- moving between nodes
 
@@ -525,6 +527,10 @@ class _Turn:
                     outcome="open" if is_open else "closed",
                     detail={"node_kind": node.kind},
                 )
+                if not is_open:
+                    opens = node.next_opening(self.now)
+                    if opens is not None:
+                        self.variables["opens"] = Moment(opens, local)
                 name = node.on_open if is_open else node.on_closed
             else:
                 if state.trail and state.trail[-1] == name:

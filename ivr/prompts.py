@@ -3,6 +3,10 @@
 A prompt is TTS text (with `{name}` variables; `{name:digits}` reads a number digit by
 digit, as a ticket number must be) or an audio URL to <Play>. A key missing from a
 language falls back to the base language (English), and `ivr routes check` reports it.
+
+A time is said as each language says it (`calendar:`): `{opens}`, in the prompts after an
+hours check found the hours closed, is when they next begin ("Monday at 9 AM",
+"周一上午9点"), so the hours are written once, in the tree, holidays and all.
 """
 
 from __future__ import annotations
@@ -10,10 +14,19 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ivr.exceptions import Problem, SourceError
 from ivr.yamlfile import YamlDoc, load_text, read_source
@@ -33,6 +46,84 @@ class AudioPrompt(BaseModel):
     text: str | None = Field(default=None, description="transcript, shown by `ivr dial`")
 
 
+# The variables each of a calendar's templates may use.
+CALENDAR_FIELDS = {
+    "time": {"hour", "minute", "period"},
+    "time_on_the_hour": {"hour", "period"},
+    "day_time": {"day", "time"},
+}
+# Prompt variables that are times (`Moment`): a catalog that uses one needs a `calendar`.
+MOMENT_VARIABLES = frozenset({"opens"})
+
+
+class Calendar(BaseModel):
+    """How a language says a time ("Monday at 9:30 AM"). The defaults are English."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    weekdays: list[str] = Field(
+        default=["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+        min_length=7,
+        max_length=7,
+        description="Monday first",
+    )
+    today: str = "today"
+    tomorrow: str = "tomorrow"
+    clock: Literal[12, 24] = 12
+    am: str = "AM"
+    pm: str = "PM"
+    evening: str | None = Field(default=None, description="from 18:00, if said apart (晚上)")
+    time: str = "{hour}:{minute} {period}"
+    time_on_the_hour: str = Field(default="{hour} {period}", description="9 AM, not 9:00 AM")
+    day_time: str = "{day} at {time}"
+
+    @field_validator("time", "time_on_the_hour", "day_time")
+    @classmethod
+    def _template(cls, value: str, info: ValidationInfo) -> str:
+        why = check_template(value)
+        if why:
+            raise ValueError(why)
+        allowed = CALENDAR_FIELDS[info.field_name or ""]
+        for _, name, _, _ in _FORMATTER.parse(value):
+            if name is not None and name not in allowed:
+                raise ValueError(
+                    f"'{{{name}}}' is not known here (use {', '.join(sorted(allowed))})"
+                )
+        return value
+
+    def say(self, at: datetime, now: datetime) -> str:
+        """`at` as said on `now`'s day (both in the same time zone)."""
+        if at.date() == now.date():
+            day = self.today
+        elif at.date() == now.date() + timedelta(days=1):
+            day = self.tomorrow
+        else:
+            day = self.weekdays[at.weekday()]
+        hour = at.hour
+        period = ""
+        if self.clock == 12:
+            if hour < 12:
+                period = self.am
+            elif hour >= 18 and self.evening:
+                period = self.evening
+            else:
+                period = self.pm
+            hour = hour % 12 or 12
+        fields = {"hour": hour, "minute": f"{at.minute:02d}", "period": period}
+        template = self.time_on_the_hour if at.minute == 0 else self.time
+        return self.day_time.format(day=day, time=template.format(**fields).strip())
+
+
+ENGLISH = Calendar()
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A time a prompt says in the caller's language: `at`, told on `now` (same zone)."""
+
+    at: datetime
+    now: datetime
+
+
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -40,6 +131,9 @@ class CatalogFile(BaseModel):
     voice: str = Field(pattern=VOICE_PATTERN)
     say_language: str = Field(min_length=2, description="<Say language>, e.g. en-US, cmn-CN")
     speech_language: str = Field(min_length=2, description="<Gather language>, e.g. cmn-Hans-CN")
+    calendar: Calendar | None = Field(
+        default=None, description="how times are said; English if not given"
+    )
     prompts: dict[str, str | AudioPrompt]
 
 
@@ -110,6 +204,12 @@ class Catalogs:
             value = cat.prompts[key]
         if isinstance(value, AudioPrompt):
             return Utterance(key, value.text, str(value.audio), cat.voice, cat.say_language)
+        if variables:
+            calendar = cat.calendar or ENGLISH
+            variables = {
+                k: calendar.say(v.at, v.now) if isinstance(v, Moment) else v
+                for k, v in variables.items()
+            }
         try:
             text = _FORMATTER.vformat(value, (), _Blank(variables))
         except (IndexError, KeyError, AttributeError, ValueError):
@@ -157,6 +257,19 @@ def parse_catalog(doc: YamlDoc, expected_language: str | None = None) -> Catalog
             why = check_template(value)
             if why:
                 problems.append(doc.problem(("prompts", key), why))
+            elif cat.calendar is None and cat.language != BASE_LANGUAGE:
+                times = MOMENT_VARIABLES.intersection(
+                    name for _, name, _, _ in _FORMATTER.parse(value) if name
+                )
+                if times:
+                    problems.append(
+                        doc.problem(
+                            ("prompts", key),
+                            f"says a time ({{{min(times)}}}) but the catalog has no `calendar:` "
+                            f"to say it in {cat.language} (add one; `calendar: {{}}` says it "
+                            "in English)",
+                        )
+                    )
     if problems:
         raise SourceError(problems)
     return cat

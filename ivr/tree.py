@@ -31,7 +31,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -202,6 +202,21 @@ class HoursNode(_Node):
             return False
         now = local_time.strftime("%H:%M")
         return any(r[:5] <= now < r[6:] for r in self.weekly.get(WEEKDAYS[local_day.weekday()], []))
+
+    def next_opening(self, now: datetime) -> datetime | None:
+        """When these hours next begin after `now`, in the node's time zone, holidays
+        skipped; None if not within a year (every day a holiday)."""
+        zone = ZoneInfo(self.timezone)
+        local = now.astimezone(zone)
+        for ahead in range(367):
+            day = local.date() + timedelta(days=ahead)
+            if day in self.holidays:
+                continue
+            for span in sorted(self.weekly.get(WEEKDAYS[day.weekday()], [])):
+                opens = datetime.combine(day, time.fromisoformat(span[:5]), tzinfo=zone)
+                if opens > local:
+                    return opens
+        return None
 
 
 QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]

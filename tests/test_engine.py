@@ -289,8 +289,8 @@ def test_closed_says_fallback_translation_and_hangs_up(
     step = call.send(Keys("1"))
     assert said(step) == [
         "Never share your two-factor code.",
-        "We are closed.",
-    ]  # no zh-CN: English
+        "We are closed. We open again Monday at 9 AM.",
+    ]  # no zh-CN: English, and the time said the English way
     assert verbs(step)[-1] == "Hangup" and call.state.ended
 
 

@@ -142,6 +142,31 @@ def test_products_queue_respects_business_hours(phone: Phone, clock: FakeClock) 
     clock.now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)  # Saturday noon in Singapore
     record = call(phone, Press("1"), Press("8"), Press("1"), Press("1"))
     assert record.queue == "general"  # closed: told so, and still handed to a person
+    assert any("It opens again Monday at 9 AM, Singapore time." in line for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("now", "english", "mandarin"),
+    [
+        # Christmas Day is a Friday: the next opening is after the weekend.
+        (datetime(2026, 12, 25, 4, 0, tzinfo=UTC), "Monday at 9 AM", "周一上午9点"),
+        # Thursday 22:00 in Singapore: closed since 21:00, open again the next morning.
+        (datetime(2026, 12, 3, 14, 0, tzinfo=UTC), "tomorrow at 9 AM", "明天上午9点"),
+        # Monday 07:00: later the same day.
+        (datetime(2026, 11, 29, 23, 0, tzinfo=UTC), "today at 9 AM", "今天上午9点"),
+    ],
+)
+def test_a_caller_after_hours_hears_when_the_team_opens_from_the_trees_hours(
+    phone: Phone, clock: FakeClock, now: datetime, english: str, mandarin: str
+) -> None:
+    """The hours are written once, in the tree (products_hours, holidays and all); the
+    prompt says what they give, in the caller's language."""
+    clock.now = now
+    record = call(phone, Press("1"), Press("8"), Press("1"), Press("1"))
+    assert any(f"It opens again {english}, Singapore time." in line for line in record.heard)
+    record = call(phone, Press("2"), Press("8"), Press("1"), Press("1"))
+    assert record.queue == "general"
+    assert any(f"将于新加坡时间{mandarin}恢复服务" in line for line in record.heard)
 
 
 def test_star_repeats_and_hash_goes_back(phone: Phone) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from ivr.exceptions import Problem, SourceError
-from ivr.prompts import Catalogs, catalogs_from_sources, check_template, load_catalogs
+from ivr.prompts import (
+    Calendar,
+    Catalogs,
+    Moment,
+    catalogs_from_sources,
+    check_template,
+    load_catalogs,
+)
 
 DATA = Path(__file__).resolve().parent / "data" / "prompts"
 EN = (DATA / "en.yaml").read_text(encoding="utf-8")
@@ -61,6 +70,7 @@ def test_test_catalogs_load_with_english_first(catalogs: Catalogs) -> None:
 
 def test_base_language_comes_first_even_when_another_sorts_before_it(tmp_path: Path) -> None:
     de = EN.replace("language: en", "language: de").replace("Polly.Joanna", "Polly.Vicki")
+    de = with_calendar(de, "calendar: {}\n")
     folder = write_catalogs(tmp_path / "p", {"de.yaml": de, "en.yaml": EN})
     assert load_catalogs(folder).languages == ["en", "de"]
 
@@ -280,3 +290,88 @@ def test_stored_sources_rebuild_the_same_catalogs(catalogs: Catalogs) -> None:
     assert rebuilt.render("ticket", "zh-CN", ticket=7) == catalogs.render(
         "ticket", "zh-CN", ticket=7
     )
+
+
+# -- times --------------------------------------------------------------------------------------
+
+ZH_CALENDAR = """calendar:
+  weekdays: [周一, 周二, 周三, 周四, 周五, 周六, 周日]
+  today: 今天
+  tomorrow: 明天
+  am: 上午
+  pm: 下午
+  evening: 晚上
+  time: "{period}{hour}点{minute}分"
+  time_on_the_hour: "{period}{hour}点"
+  day_time: "{day}{time}"
+"""
+SGT = ZoneInfo("Asia/Singapore")
+SATURDAY_NIGHT = datetime(2026, 11, 28, 22, 15, tzinfo=SGT)
+
+
+def with_calendar(catalog: str, calendar: str) -> str:
+    return catalog.replace("prompts:\n", calendar + "prompts:\n", 1)
+
+
+@pytest.mark.parametrize(
+    ("at", "english", "mandarin"),
+    [
+        (datetime(2026, 11, 30, 9, 0, tzinfo=SGT), "Monday at 9 AM", "周一上午9点"),
+        (datetime(2026, 11, 29, 9, 30, tzinfo=SGT), "tomorrow at 9:30 AM", "明天上午9点30分"),
+        (datetime(2026, 11, 28, 23, 0, tzinfo=SGT), "today at 11 PM", "今天晚上11点"),
+        (datetime(2026, 12, 2, 12, 5, tzinfo=SGT), "Wednesday at 12:05 PM", "周三下午12点05分"),
+        (datetime(2026, 12, 3, 0, 0, tzinfo=SGT), "Thursday at 12 AM", "周四上午12点"),
+    ],
+)
+def test_a_time_is_said_in_the_callers_language(
+    tmp_path: Path, at: datetime, english: str, mandarin: str
+) -> None:
+    en = with_prompt(EN, "closed_until", '"Closed. We open {opens}."')
+    zh = with_prompt(with_calendar(ZH, ZH_CALENDAR), "closed_until", '"现在休息,{opens}开始服务。"')
+    cats = load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": en, "zh-CN.yaml": zh}))
+    moment = Moment(at, SATURDAY_NIGHT)
+    assert cats.render("closed_until", "en", opens=moment).text == f"Closed. We open {english}."
+    assert (
+        cats.render("closed_until", "zh-CN", opens=moment).text == f"现在休息,{mandarin}开始服务。"
+    )
+
+
+def test_a_24_hour_clock_says_no_period() -> None:
+    calendar = Calendar(clock=24, time="{hour}.{minute} Uhr", time_on_the_hour="{hour} Uhr")
+    assert calendar.say(datetime(2026, 12, 2, 21, 0), SATURDAY_NIGHT.replace(tzinfo=None)) == (
+        "Wednesday at 21 Uhr"
+    )
+
+
+def test_a_catalog_saying_a_time_without_a_calendar_is_refused_with_its_line(
+    tmp_path: Path,
+) -> None:
+    """Mandarin callers would hear "Monday at 9 AM" in a Mandarin voice."""
+    zh = with_prompt(ZH, "closed_until", '"{opens}开始服务。"')
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh})
+    problem = only(refused(folder))
+    assert (problem.line, problem.path) == (line_of(zh, "closed_until:"), "prompts.closed_until")
+    assert "no `calendar:` to say it in zh-CN" in problem.message
+    # English is the base language: its calendar is English by default.
+    en = with_prompt(EN, "closed_until", '"We open {opens}."')
+    load_catalogs(write_catalogs(tmp_path / "q", {"en.yaml": en}))
+
+
+@pytest.mark.parametrize(
+    ("calendar", "message"),
+    [
+        ('calendar:\n  day_time: "{day} at {hour}"\n', "'{hour}' is not known here"),
+        ('calendar:\n  time: "{hour:>3}"\n', "unknown format"),
+        ("calendar:\n  weekdays: [Mon, Tue]\n", "List should have at least 7 items"),
+        ("calendar:\n  clock: 13\n", "Input should be 12 or 24"),
+    ],
+)
+def test_a_bad_calendar_is_refused_with_its_line(
+    tmp_path: Path, calendar: str, message: str
+) -> None:
+    zh = with_calendar(ZH, calendar)
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh})
+    problem = only(refused(folder))
+    assert message in problem.message
+    assert problem.path.startswith("calendar.")
+    assert problem.line == line_of(zh, calendar.splitlines()[1].strip().split(":")[0] + ":")

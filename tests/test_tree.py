@@ -8,8 +8,10 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from textwrap import dedent
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -21,6 +23,7 @@ from ivr.tree import (
     NO_ANNOUNCEMENT,
     CompiledTree,
     HangupNode,
+    HoursNode,
     MenuNode,
     QueueNode,
     check_tree,
@@ -839,7 +842,7 @@ def test_prompt_missing_only_from_zh_cn_is_a_warning_and_english_is_said(tmp_pat
         "prompt 'closed' has no zh-CN translation; en is said instead"
     ]
     said = tree.catalogs.render("closed", "zh-CN")
-    assert (said.text, said.voice) == ("We are closed.", "Polly.Joanna-Neural")
+    assert (said.text, said.voice) == ("We are closed. We open again .", "Polly.Joanna-Neural")
 
 
 def test_engine_prompts_are_required_in_the_base_catalog(tmp_path: Path) -> None:
@@ -1257,3 +1260,64 @@ def test_a_broken_announcing_menu_is_not_taken_for_no_announcement(tmp_path: Pat
     text = BASE.replace("    on_invalid: agent\n", "    on_invalid: agent\n    colour: red\n", 1)
     problems = check_tree(write(tmp_path, text), PROMPTS)
     assert [(p.path, p.severity) for p in problems] == [("nodes.main.colour", "error")]
+
+
+# -- when business hours next begin -------------------------------------------------------------
+
+
+def hours_node(weekly: dict[str, list[str]], holidays: list[str] | None = None) -> HoursNode:
+    return HoursNode.model_validate(
+        {
+            "kind": "hours",
+            "timezone": "Asia/Singapore",
+            "weekly": weekly,
+            "holidays": holidays or [],
+            "on_open": "a",
+            "on_closed": "b",
+        }
+    )
+
+
+SGT = ZoneInfo("Asia/Singapore")
+WEEKDAYS_9_TO_6 = {d: ["09:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+@pytest.mark.parametrize(
+    ("weekly", "holidays", "now", "opens"),
+    [
+        # Saturday noon: Monday morning.
+        (WEEKDAYS_9_TO_6, [], datetime(2026, 11, 28, 12, 0), datetime(2026, 11, 30, 9, 0)),
+        # Christmas Friday a holiday, New Year's Day too: Monday, then Monday again.
+        (WEEKDAYS_9_TO_6, ["2026-12-25"], datetime(2026, 12, 24, 19, 0), datetime(2026, 12, 28, 9)),
+        (WEEKDAYS_9_TO_6, ["2026-12-28"], datetime(2026, 12, 26, 9, 0), datetime(2026, 12, 29, 9)),
+        # A lunch break, ranges in any order: the afternoon.
+        (
+            {"mon": ["13:00-18:00", "09:00-12:00"]},
+            [],
+            datetime(2026, 11, 30, 12, 30),
+            datetime(2026, 11, 30, 13, 0),
+        ),
+        (
+            {"mon": ["13:00-18:00", "09:00-12:00"]},
+            [],
+            datetime(2026, 11, 30, 8),
+            datetime(2026, 11, 30, 9),
+        ),
+        # Closed at 18:00 sharp: next Monday.
+        ({"mon": ["09:00-18:00"]}, [], datetime(2026, 11, 30, 18, 0), datetime(2026, 12, 7, 9, 0)),
+    ],
+)
+def test_hours_say_when_they_next_begin(
+    weekly: dict[str, list[str]], holidays: list[str], now: datetime, opens: datetime
+) -> None:
+    node = hours_node(weekly, holidays)
+    assert node.next_opening(now.replace(tzinfo=SGT)) == opens.replace(tzinfo=SGT)
+    # From any zone: the same moment.
+    assert node.next_opening(now.replace(tzinfo=SGT).astimezone(UTC)) == opens.replace(tzinfo=SGT)
+
+
+def test_hours_that_never_begin_within_a_year_say_none() -> None:
+    every_monday = [f"{date(2026, 11, 30) + timedelta(weeks=n)}" for n in range(60)]
+    node = hours_node({"mon": ["09:00-10:00"]}, every_monday)
+    assert node.next_opening(datetime(2026, 11, 28, tzinfo=SGT)) is None
+    assert hours_node({}).next_opening(datetime(2026, 11, 28, tzinfo=SGT)) is None
