@@ -25,15 +25,18 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
     HOLD_TIP_PREFIX,
+    SURVEY_SCALE,
     CompiledMenu,
     CompiledTree,
     HangupNode,
     HoursNode,
     LanguageNode,
     MenuNode,
+    Node,
     Option,
     QueueNode,
     SayNode,
+    SurveyNode,
     TicketNode,
     TransferNode,
     VerifyNode,
@@ -146,6 +149,13 @@ class QueueExit:
 
 
 @dataclass(frozen=True)
+class AgentDone:
+    """The agent who took `case_id` hung up while the caller stayed on the line."""
+
+    case_id: int
+
+
+@dataclass(frozen=True)
 class Checked:
     """A secret factor the hotline checked: only whether it matched ever reaches the engine.
     `unavailable`: the identity service gave no verdict, so nobody can be verified now."""
@@ -170,7 +180,7 @@ class TicketLookup:
     locked: bool = False  # the calling number missed too often: not looked up at all
 
 
-Input = Keys | Speech | Silence | DialDone | QueueExit | Checked | TicketLookup
+Input = Keys | Speech | Silence | DialDone | QueueExit | AgentDone | Checked | TicketLookup
 InputKind = Literal["dtmf", "speech", "silence", "dial", "queue"]
 
 
@@ -181,6 +191,7 @@ def input_kind(event: Input) -> InputKind:
         Silence: "silence",
         DialDone: "dial",
         QueueExit: "queue",
+        AgentDone: "dial",  # the agent's <Dial> ended
         Checked: "dtmf",
         TicketLookup: "dtmf",
     }
@@ -289,7 +300,9 @@ def advance(
         turn.response.hangup()
         return turn.finish(state)
     node = tree.node(state.node)
-    if isinstance(node, MenuNode):
+    if isinstance(event, AgentDone):
+        new = turn.on_agent_done(node, state, event)
+    elif isinstance(node, MenuNode):
         new = turn.on_menu(tree.menus[state.node], state, event)
     elif isinstance(node, LanguageNode):
         new = turn.on_language(node, state, event)
@@ -301,6 +314,8 @@ def advance(
         new = turn.on_verify(node, state, event)
     elif isinstance(node, TicketNode) and not isinstance(event, DialDone | QueueExit):
         new = turn.on_ticket(node, state, event)
+    elif isinstance(node, SurveyNode) and isinstance(event, Keys | Speech | Silence):
+        new = turn.on_survey(node, state, event)
     else:
         # An input the node does not take (a stale or reordered request): present it again.
         turn.log.append(LogEntry(state.node, "input", input_kind(event), outcome="ignored"))
@@ -588,6 +603,19 @@ class _Turn:
             self.response.dial(
                 node.number, action=self.links.dial(self.step), method="POST", timeout=node.timeout
             )
+        elif isinstance(node, SurveyNode):
+            gather = Gather(
+                action=self.links.gather(self.step),
+                method="POST",
+                input="dtmf",
+                num_digits=1,
+                finish_on_key="",
+                timeout=node.timeout,
+                action_on_empty_result=True,
+            )
+            _say(gather, self.tree.catalogs, node.prompt, state.lang)
+            self.response.append(gather)
+            self.response.redirect(self.links.gather(self.step), method="POST")
         elif isinstance(node, HangupNode):
             self.say(node.prompt or "goodbye", state.lang)
             self.response.hangup()
@@ -1018,6 +1046,40 @@ class _Turn:
         self.response.hangup()
         self.log.append(LogEntry(state.node, "ended", "queue", outcome="requeue_limit"))
         return state.model_copy(update={"ended": True})
+
+    def on_agent_done(self, node: Node, state: CallState, event: AgentDone) -> CallState:
+        """The agent hung up first: the caller goes where their queue says (a survey), or is
+        told goodbye. Twilio asking again changes nothing: the caller is where they were."""
+        served = str(event.case_id)
+        if state.facts.get("served_case") == served:
+            self.log.append(LogEntry(state.node, "input", "dial", outcome="ignored"))
+            return self.present(state)
+        detail = {"case": event.case_id}
+        self.log.append(LogEntry(state.node, "input", "dial", outcome="agent_done", detail=detail))
+        state = state.model_copy(update={"facts": {**state.facts, "served_case": served}})
+        if isinstance(node, QueueNode) and node.after_agent:
+            return self.enter(node.after_agent, state)
+        self.say("goodbye", state.lang)
+        self.response.hangup()
+        self.log.append(LogEntry(state.node, "ended", "dial", outcome="agent_done"))
+        return state.model_copy(update={"ended": True})
+
+    def on_survey(self, node: SurveyNode, state: CallState, event: Input) -> CallState:
+        """One key, 1 to 5; anything else, or nothing, is no answer. Asked once either way:
+        a caller who does not want to answer is not kept on the line for it."""
+        keys = event.digits if isinstance(event, Keys) else ""
+        score = keys if len(keys) == 1 and keys in SURVEY_SCALE else ""
+        served = state.facts.get("served_case")
+        self.log.append(
+            LogEntry(
+                state.node,
+                "survey",
+                input_kind(event),
+                outcome=score or "none",
+                detail={"case": int(served)} if served and served.isdigit() else {},
+            )
+        )
+        return self.enter(node.next, state)
 
     def on_dial_done(self, node: TransferNode, state: CallState, event: DialDone) -> CallState:
         if event.status in ("completed", "answered"):

@@ -159,6 +159,7 @@ _EDGE_LABELS = {
     "on_locked": "locked",
     "on_not_found": "not found",
     "on_leave": "leave",
+    "after_agent": "after the agent",
 }
 
 

@@ -903,7 +903,10 @@ class Hotline:
         if dial_status in ("completed", "answered"):
             with self.db.connect() as conn:
                 cases.agent_answered(conn, case_id=case_id, agent_id=agent_id)
-            return engine.hangup_twiml(catalogs, lang)
+            if outbound or row is None:
+                return engine.hangup_twiml(catalogs, lang)
+            # The caller is still on the line: where their queue says (a survey), or goodbye.
+            return self.advance(row.call_sid, row.step, engine.AgentDone(case_id))
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
             # back to its place, as the call back it was.

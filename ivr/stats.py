@@ -66,6 +66,19 @@ callbacks_requested
 callbacks_completed
     Of those, the ones an agent reached on the call back: `connected_at` is set.
 
+After-agent survey (a queue node's `after_agent` leading to a `survey` node): each asking is a
+`survey` event in `call_events` whose detail.case is the case the agent served, and whose
+outcome is the key pressed, 1 (not at all satisfied) to 5 (very), or "none" (silence, another
+key). A case asked more than once counts by its latest asking.
+surveys_asked
+    Cases whose caller was asked.
+surveys_answered
+    Of those, the ones answered with 1 to 5.
+satisfaction_average
+    Mean answer of surveys_answered; None when none.
+satisfied_rate (CSAT)
+    Answers of 4 or 5 / surveys_answered (the industry's "top two boxes"); None when none.
+
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
     completed_calls = calls started in the period with status `completed` (Twilio's status
@@ -101,6 +114,7 @@ from ivr.db import call_events, calls, cases
 SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
 COMPLETED = "completed"
+SATISFIED = 4  # of 5
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,10 @@ class QueueFigures:
     average_handle_time_seconds: float | None
     callbacks_requested: int
     callbacks_completed: int
+    surveys_asked: int
+    surveys_answered: int
+    satisfaction_average: float | None
+    satisfied_rate: float | None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +157,10 @@ class QueueFigures:
             "average_handle_time_seconds": self.average_handle_time_seconds,
             "callbacks_requested": self.callbacks_requested,
             "callbacks_completed": self.callbacks_completed,
+            "surveys_asked": self.surveys_asked,
+            "surveys_answered": self.surveys_answered,
+            "satisfaction_average": self.satisfaction_average,
+            "satisfied_rate": self.satisfied_rate,
         }
 
 
@@ -185,6 +207,8 @@ class _Tally:
     callbacks_completed: int = 0
     answer_waits: list[float] = field(default_factory=list)
     handle_times: list[float] = field(default_factory=list)
+    surveys_asked: int = 0
+    scores: list[int] = field(default_factory=list)
 
     def figures(self) -> QueueFigures:
         return QueueFigures(
@@ -198,6 +222,10 @@ class _Tally:
             average_handle_time_seconds=_mean(self.handle_times),
             callbacks_requested=self.callbacks_requested,
             callbacks_completed=self.callbacks_completed,
+            surveys_asked=self.surveys_asked,
+            surveys_answered=len(self.scores),
+            satisfaction_average=_mean([float(n) for n in self.scores]),
+            satisfied_rate=_ratio(sum(n >= SATISFIED for n in self.scores), len(self.scores)),
         )
 
 
@@ -213,8 +241,11 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds()
 
 
-def _count_case(tallies: Iterable[_Tally], case: Any, thresholds: Thresholds) -> None:
-    """Add one case (a row of cases plus `call_ended_at`) to each tally."""
+def _count_case(
+    tallies: Iterable[_Tally], case: Any, thresholds: Thresholds, survey: str | None
+) -> None:
+    """Add one case (a row of cases plus `call_ended_at`) to each tally, with its survey
+    answer (None: not asked)."""
     threshold = thresholds.for_priority(case.priority).total_seconds()
     handled = (
         case.status == "resolved" and case.connected_at is not None and case.ended_at is not None
@@ -232,8 +263,13 @@ def _count_case(tallies: Iterable[_Tally], case: Any, thresholds: Thresholds) ->
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
         late_abandon = hung_up is None or _seconds(hung_up, case.created_at) > threshold
     wait = _seconds(case.connected_at, case.created_at) if answered else None
+    score = int(survey) if survey is not None and survey.isdigit() else None
     for t in tallies:
         t.offered += 1
+        if survey is not None:
+            t.surveys_asked += 1
+            if score is not None:
+                t.scores.append(score)
         if handle is not None:
             t.handle_times.append(handle)
         if callback:
@@ -276,6 +312,7 @@ def figures(
     with conn.begin():
         case_rows = conn.execute(
             select(
+                cases.c.id,
                 cases.c.queue,
                 cases.c.priority,
                 cases.c.status,
@@ -299,6 +336,23 @@ def figures(
                 select(cases.c.call_sid).where(cases.c.call_sid.in_(period_calls)).distinct()
             ).scalars()
         )
+        # The latest answer per case (event ids grow), of the period's cases' calls.
+        surveyed = call_events.c.detail["case"].as_integer()
+        surveys: dict[int, str] = {
+            case_id: outcome
+            for case_id, outcome in conn.execute(
+                select(surveyed, call_events.c.outcome)
+                .where(
+                    call_events.c.kind == "survey",
+                    call_events.c.call_sid.in_(
+                        select(cases.c.call_sid).where(
+                            cases.c.created_at >= start, cases.c.created_at < end
+                        )
+                    ),
+                )
+                .order_by(call_events.c.id)
+            )
+        }
         kinds_entered: dict[str, set[str]] = {}
         for sid, kind in conn.execute(
             select(call_events.c.call_sid, node_kind)
@@ -314,7 +368,8 @@ def figures(
     overall = _Tally()
     by_queue: dict[str, _Tally] = {}
     for case in case_rows:
-        _count_case((overall, by_queue.setdefault(case.queue, _Tally())), case, thresholds)
+        tallies = (overall, by_queue.setdefault(case.queue, _Tally()))
+        _count_case(tallies, case, thresholds, surveys.get(case.id))
 
     completed = contained = 0
     topics: Counter[str] = Counter()

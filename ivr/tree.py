@@ -18,6 +18,8 @@ happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style
     queue     open a case and hand the caller to a named agent queue with a priority
     transfer  dial a number (<Dial>); `on_failure` if nobody answers
     hangup    say goodbye and end the call
+    survey    after an agent (a queue's `after_agent`): satisfaction 1-5 by one key, asked
+              once; any other key or silence is no answer -> `next`
 
 `load_tree` validates the whole graph and compiles it once; every error names the file,
 the line and the node path.
@@ -237,6 +239,11 @@ class QueueNode(_Node):
     on_leave: NodeName | None = Field(
         default=None, description="if the caller leaves the queue unserved"
     )
+    after_agent: NodeName | None = Field(
+        default=None,
+        description="where the caller goes when the agent hangs up first (a survey); "
+        "without it the call ends with goodbye",
+    )
 
 
 SecretOrId = Literal["uid", "phone", "pin", "totp", "id_last4", "pin_or_id_last4"]
@@ -290,6 +297,19 @@ class HangupNode(_Node):
     prompt: PromptKey | None = None
 
 
+SURVEY_SCALE = "12345"  # 5 is very satisfied
+
+
+class SurveyNode(_Node):
+    """How satisfied the caller is with the agent who just served them, 1 to 5, asked once:
+    any other key or silence is no answer, and the caller is not asked again."""
+
+    kind: Literal["survey"]
+    prompt: PromptKey
+    timeout: int = Field(default=6, ge=3, le=30)
+    next: NodeName
+
+
 Node = Annotated[
     Union[  # noqa: UP007
         MenuNode,
@@ -301,6 +321,7 @@ Node = Annotated[
         HangupNode,
         VerifyNode,
         TicketNode,
+        SurveyNode,
     ],
     Field(discriminator="kind"),
 ]
@@ -429,13 +450,16 @@ def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
         yield ("on_invalid",), node.on_invalid
         if node.operator:
             yield ("operator",), node.operator
-    elif isinstance(node, SayNode | LanguageNode):
+    elif isinstance(node, SayNode | LanguageNode | SurveyNode):
         yield ("next",), node.next
     elif isinstance(node, HoursNode):
         yield ("on_open",), node.on_open
         yield ("on_closed",), node.on_closed
-    elif isinstance(node, QueueNode) and node.on_leave:
-        yield ("on_leave",), node.on_leave
+    elif isinstance(node, QueueNode):
+        if node.on_leave:
+            yield ("on_leave",), node.on_leave
+        if node.after_agent:
+            yield ("after_agent",), node.after_agent
     elif isinstance(node, VerifyNode):
         yield ("on_success",), node.on_success
         yield ("on_failure",), node.on_failure
@@ -591,6 +615,15 @@ def _check_graph(
     problems.extend(_long_prompts(doc, tree, catalogs, inherited))
     problems.extend(_hours_bypassed(doc, nodes))
     for name, node in nodes.items():
+        for rel, target in edges(node):
+            if isinstance(nodes.get(target), SurveyNode) and rel != ("after_agent",):
+                at(
+                    name,
+                    rel,
+                    f"survey '{target}' reached before any agent: a caller there has no one to "
+                    "rate (reach it by a queue's after_agent)",
+                    "warning",
+                )
         if isinstance(node, MenuNode):
             for rel, target in (
                 (("on_no_input",), node.on_no_input),
@@ -924,7 +957,7 @@ def _validation_problem(
     elif err["type"] == "union_tag_not_found":
         message = (
             "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
-            "verify, ticket)"
+            "verify, ticket, survey)"
         )
     elif err["type"] == "extra_forbidden":
         message = f"unknown setting '{loc[-1]}'"

@@ -25,6 +25,7 @@ from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.phone import (
+    Answer,
     CallRecord,
     HangsUp,
     HangUp,
@@ -35,6 +36,7 @@ from ivr.phone import (
     Silent,
 )
 from ivr.settings import Settings
+from ivr.store import call_log
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import (
@@ -1727,6 +1729,49 @@ def keeping(check_twiml: Callable[[str], None], documents: list[str]) -> Callabl
         documents.append(body)
 
     return keep
+
+
+def test_after_the_agent_hangs_up_the_caller_rates_the_help_once_and_supervisors_read_it(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """The victim talks to alice; when alice hangs up, one question, one key: the answer is
+    the case's, in the call log and in the supervisors' figures for the security queue."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    sam = make_user(db, "sam", "supervisor")
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+    class Party(Caller):
+        def answer(self, prompt: Prompt) -> Answer:
+            # Quiet through the hold loop's call-back offer; the keys are for the menus.
+            return Silent() if prompt.in_queue else super().answer(prompt)
+
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    record = phone.call(Party([*HIJACK, Press("4")], holds))
+    assert record.dialed == AGENT_PHONE  # put through to alice, whose leg then completed
+    assert record.ended_by == "hotline"
+    assert any("how satisfied are you" in line for line in record.heard)
+    assert record.heard[-1] == "Thank you for telling us. Goodbye."
+    case_id = taken[0]["id"]
+    with db.connect() as conn:
+        events = [e for e in call_log(conn, call_sid=record.call_sid) if e["kind"] == "survey"]
+    assert [(e["outcome"], e["detail"]) for e in events] == [("4", {"case": case_id})]
+    # The case is still alice's to resolve: the survey changes nothing of it.
+    [row] = case_rows(db)
+    assert (row["status"], row["agent_id"] is not None) == ("connected", True)
+    hour = timedelta(hours=1)
+    period = {"since": row["created_at"] - hour, "until": row["created_at"] + hour}
+    stats = api(
+        client, sam, "GET", "/api/stats", params={k: v.isoformat() for k, v in period.items()}
+    )
+    figures = stats["by_queue"]["security"]
+    assert (figures["surveys_asked"], figures["surveys_answered"]) == (1, 1)
+    assert (figures["satisfaction_average"], figures["satisfied_rate"]) == (4.0, 1.0)
 
 
 def test_a_late_report_of_one_agents_phone_leaves_the_next_agent_their_case(

@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from ivr.engine import (
+    AgentDone,
     Announcement,
     CallState,
     DialDone,
@@ -299,6 +300,55 @@ def test_queue_exit_after_agent_ends_the_call(call: Call) -> None:
     call.send(Keys("0"))
     step = call.send(QueueExit("bridged"))
     assert call.state.ended and verbs(step)[-1] == "Hangup"
+
+
+def survey_log(step: Step) -> list[tuple[str | None, dict[str, object]]]:
+    return [(e.outcome, e.detail) for e in step.log if e.kind == "survey"]
+
+
+def test_after_the_agent_hangs_up_the_caller_is_asked_once_how_satisfied_they_are(
+    call: Call,
+) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))  # the general queue, whose after_agent is the survey
+    step = call.send(AgentDone(41))
+    assert call.state.node == "survey" and call.state.facts["served_case"] == "41"
+    assert said(step) == ["Press 1 to 5 for how happy you are."]
+    gather = etree.fromstring(step.twiml.encode()).find("Gather")
+    assert gather is not None
+    assert (gather.get("numDigits"), gather.get("finishOnKey"), gather.get("input")) == (
+        "1",
+        "",
+        "dtmf",
+    )
+    assert [e.outcome for e in step.log if e.kind == "input"] == ["agent_done"]
+    # Twilio asking again changes nothing: the same question, nothing logged as done twice.
+    again = call.send(AgentDone(41))
+    assert said(again) == said(step) and call.state.node == "survey"
+    assert [e.outcome for e in again.log if e.kind == "input"] == ["ignored"]
+    step = call.send(Keys("4"))
+    assert survey_log(step) == [("4", {"case": 41})]
+    assert said(step) == ["Goodbye."] and verbs(step)[-1] == "Hangup" and call.state.ended
+
+
+@pytest.mark.parametrize("answer", [Silence(), Keys("9"), Keys("0"), Keys("#"), Speech("five")])
+def test_a_survey_not_answered_with_1_to_5_is_no_answer_and_not_asked_again(
+    call: Call, answer: object
+) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    call.send(AgentDone(7))
+    step = call.send(answer)
+    assert survey_log(step) == [("none", {"case": 7})]
+    assert verbs(step)[-1] == "Hangup" and call.state.ended
+
+
+def test_a_queue_without_after_agent_says_goodbye_when_the_agent_hangs_up(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("1"))  # the emergency queue: no after_agent in this tree
+    step = call.send(AgentDone(3))
+    assert said(step) == ["Goodbye."] and verbs(step) == ["Say", "Hangup"]
+    assert call.state.ended and survey_log(step) == []
 
 
 def test_a_failing_queue_moves_the_caller_to_the_fallback_queue(call: Call) -> None:

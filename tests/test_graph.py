@@ -340,6 +340,7 @@ def test_every_static_edge_is_drawn_once_with_what_takes_the_caller_along_it(
                 word = {"on_no_input": "no input", "on_invalid": "invalid", "next": "next"}
                 word |= {"on_open": "open", "on_closed": "closed"}
                 word |= {"on_success": "ok", "on_failure": "fail", "on_not_found": "not found"}
+                word |= {"after_agent": "after the agent"}
                 assert word[str(rel[0])] in label
     assert set(pic.edges) == expected
     assert pic.edge_count == len(expected)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, select
 
 from ivr.db import call_events, calls, cases
 from ivr.stats import QueueFigures, Report, Thresholds, figures
@@ -434,6 +435,10 @@ def test_scenario_per_queue(db: Engine) -> None:
         average_handle_time_seconds=360.0,  # (300+420) / 2
         callbacks_requested=0,
         callbacks_completed=0,
+        surveys_asked=0,
+        surveys_answered=0,
+        satisfaction_average=None,
+        satisfied_rate=None,
     )
     assert r.by_queue["payments"] == QueueFigures(
         offered=4,  # C3 C4 C5 C9
@@ -446,6 +451,10 @@ def test_scenario_per_queue(db: Engine) -> None:
         average_handle_time_seconds=220.0,  # C3 240, C5 200: 440 / 2; C4 still connected
         callbacks_requested=0,
         callbacks_completed=0,
+        surveys_asked=0,
+        surveys_answered=0,
+        satisfaction_average=None,
+        satisfied_rate=None,
     )
     account = r.by_queue["account"]
     assert (account.offered, account.answered, account.answered_within_threshold) == (3, 0, 0)
@@ -513,6 +522,10 @@ def test_empty_period(db: Engine) -> None:
         average_handle_time_seconds=None,
         callbacks_requested=0,
         callbacks_completed=0,
+        surveys_asked=0,
+        surveys_answered=0,
+        satisfaction_average=None,
+        satisfied_rate=None,
     )
     for populated in (False, True):
         if populated:
@@ -611,3 +624,57 @@ def test_rejects_bad_arguments(db: Engine) -> None:
             figures(conn, start=END, end=START)
         with pytest.raises(ValueError, match="top"):
             figures(conn, start=START, end=END, top=-1)
+
+
+# -- the after-agent survey -----------------------------------------------------------------------
+
+
+def add_survey(conn: Connection, name: str, case_of: str, answer: str, *, after: float) -> None:
+    """A `survey` log line on call `name` for the case of call `case_of`, as the engine logs it."""
+    case_id = conn.execute(select(cases.c.id).where(cases.c.call_sid == sid(case_of))).scalar_one()
+    conn.execute(
+        insert(call_events).values(
+            call_sid=sid(name),
+            step=99,
+            at=at(after),
+            node="survey",
+            kind="survey",
+            input_kind="dtmf" if answer != "none" else "silence",
+            outcome=answer,
+            detail={"case": case_id},
+        )
+    )
+
+
+def test_survey_answers_count_per_case_by_the_latest_asking(db: Engine) -> None:
+    scenario(db)
+    with db.begin() as conn:
+        add_survey(conn, "C1", "C1", "5", after=320)
+        add_survey(conn, "C2", "C2", "none", after=760)  # silence, then asked again: 2
+        add_survey(conn, "C2", "C2", "2", after=770)
+        add_survey(conn, "C3", "C3", "4", after=890)
+        add_survey(conn, "C4", "C4", "none", after=1000)  # asked, not answered
+        add_survey(conn, "X1", "X1", "1", after=-30)  # a case of the hour before
+    r = report(db)
+    o = r.overall
+    assert (o.surveys_asked, o.surveys_answered) == (4, 3)  # C1 C2 C3 C4; C1 C2 C3
+    assert o.satisfaction_average == pytest.approx(11 / 3)  # (5 + 2 + 4) / 3
+    assert o.satisfied_rate == pytest.approx(2 / 3)  # C1 5, C3 4 of 3 answers
+    security, payments = r.by_queue["security"], r.by_queue["payments"]
+    assert (security.surveys_asked, security.surveys_answered) == (2, 2)  # C1 C2
+    assert security.satisfaction_average == pytest.approx(3.5)  # (5 + 2) / 2
+    assert security.satisfied_rate == pytest.approx(0.5)  # C1 of C1 C2
+    assert (payments.surveys_asked, payments.surveys_answered) == (2, 1)  # C3 C4; C3
+    assert (payments.satisfaction_average, payments.satisfied_rate) == (4.0, 1.0)
+    account = r.by_queue["account"]
+    assert (account.surveys_asked, account.satisfaction_average, account.satisfied_rate) == (
+        0,
+        None,
+        None,
+    )
+    assert report_as_json(r)["overall"]["satisfied_rate"] == pytest.approx(2 / 3)
+
+
+def report_as_json(r: Report) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(r.as_dict()))
+    return loaded

@@ -275,7 +275,7 @@ def test_unknown_node_kind(tmp_path: Path) -> None:
     assert str(only(problems)) == (
         f"{file}:{line_of(text, 'music:')}: error: nodes.music: unknown kind 'playlist'; "
         "expected one of: 'menu', 'say', 'language', 'hours', 'queue', 'transfer', 'hangup', "
-        "'verify', 'ticket'"
+        "'verify', 'ticket', 'survey'"
     )
 
 
@@ -285,7 +285,7 @@ def test_missing_node_kind(tmp_path: Path) -> None:
     assert str(only(problems)) == (
         f"{file}:{line_of(text, 'music:')}: error: nodes.music: "
         "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
-        "verify, ticket)"
+        "verify, ticket, survey)"
     )
 
 
@@ -1239,6 +1239,34 @@ def test_a_queue_behind_hours_reached_directly_is_warned(tmp_path: Path) -> None
     [bypass] = [p for p in problems if "business hours" in p.message]
     assert bypass.path == "nodes.main.options[2].target" and "'hours'" in bypass.message
     assert bypass.severity == "warning"
+
+
+def test_a_survey_reached_before_any_agent_is_warned_at_the_edge(tmp_path: Path) -> None:
+    """A survey is for after an agent (a queue's after_agent): from a menu, the caller has
+    nobody to rate, and the answer belongs to no case."""
+    text = (
+        (DATA / "mini.yaml")
+        .read_text()
+        .replace(
+            '      - {key: "2", target: more}',
+            '      - {key: "2", target: more}\n      - {key: "3", target: survey}',
+        )
+    )
+    file, problems = check(tmp_path, text)
+    [warning] = [p for p in problems if "survey" in p.message]
+    assert (warning.file, warning.severity) == (file, "warning")
+    assert (warning.line, warning.path) == (
+        line_of(text, '- {key: "3", target: survey}'),
+        "nodes.main.options[2].target",
+    )
+    assert warning.message == (
+        "survey 'survey' reached before any agent: a caller there has no one to rate "
+        "(reach it by a queue's after_agent)"
+    )
+    # The mini tree reaches it by after_agent only: nothing to say.
+    assert not [
+        p for p in check(tmp_path, (DATA / "mini.yaml").read_text())[1] if "survey" in p.message
+    ]
 
 
 def test_a_tree_where_no_menu_plays_the_announcement_is_warned(tmp_path: Path) -> None:
