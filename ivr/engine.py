@@ -527,9 +527,11 @@ class _Turn:
             )
             trail = None
             prompt = getattr(node, "prompt", None)
-            self.log.append(
-                LogEntry(name, "entered", prompt_key=prompt, detail={"node_kind": node.kind})
-            )
+            detail: dict[str, Any] = {"node_kind": node.kind}
+            served = state.facts.get("served_case")
+            if isinstance(node, SurveyNode) and served and served.isdigit():
+                detail["case"] = int(served)  # asked, whether or not they answer
+            self.log.append(LogEntry(name, "entered", prompt_key=prompt, detail=detail))
             if isinstance(node, SayNode):
                 self.say(node.prompt, state.lang)
                 name = node.next

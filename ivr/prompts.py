@@ -71,6 +71,7 @@ class Calendar(BaseModel):
     clock: Literal[12, 24] = 12
     am: str = "AM"
     pm: str = "PM"
+    noon: str | None = Field(default=None, description="12:00-12:59, if said apart (中午)")
     evening: str | None = Field(default=None, description="from 18:00, if said apart (晚上)")
     time: str = "{hour}:{minute} {period}"
     time_on_the_hour: str = Field(default="{hour} {period}", description="9 AM, not 9:00 AM")
@@ -103,6 +104,8 @@ class Calendar(BaseModel):
         if self.clock == 12:
             if hour < 12:
                 period = self.am
+            elif hour == 12 and self.noon:
+                period = self.noon
             elif hour >= 18 and self.evening:
                 period = self.evening
             else:

@@ -66,10 +66,12 @@ callbacks_requested
 callbacks_completed
     Of those, the ones an agent reached on the call back: `connected_at` is set.
 
-After-agent survey (a queue node's `after_agent` leading to a `survey` node): each asking is a
-`survey` event in `call_events` whose detail.case is the case the agent served, and whose
-outcome is the key pressed, 1 (not at all satisfied) to 5 (very), or "none" (silence, another
-key). A case asked more than once counts by its latest asking.
+After-agent survey (a queue node's `after_agent` leading to a `survey` node): the caller was
+asked when the call entered the survey node (an `entered` event whose detail.case is the case
+the agent served), and answered with a `survey` event naming the same case, whose outcome is
+the key pressed, 1 (not at all satisfied) to 5 (very), or "none" (silence, another key). A
+caller who hangs up on the question was asked and did not answer. A case asked more than once
+counts by its latest answer.
 surveys_asked
     Cases whose caller was asked.
 surveys_answered
@@ -336,23 +338,24 @@ def figures(
                 select(cases.c.call_sid).where(cases.c.call_sid.in_(period_calls)).distinct()
             ).scalars()
         )
-        # The latest answer per case (event ids grow), of the period's cases' calls.
+        # Per case asked, its latest answer ("" when none yet): the period's cases' calls.
         surveyed = call_events.c.detail["case"].as_integer()
-        surveys: dict[int, str] = {
-            case_id: outcome
-            for case_id, outcome in conn.execute(
-                select(surveyed, call_events.c.outcome)
-                .where(
-                    call_events.c.kind == "survey",
-                    call_events.c.call_sid.in_(
-                        select(cases.c.call_sid).where(
-                            cases.c.created_at >= start, cases.c.created_at < end
-                        )
-                    ),
-                )
-                .order_by(call_events.c.id)
+        surveys: dict[int, str] = {}
+        for kind, case_id, outcome in conn.execute(
+            select(call_events.c.kind, surveyed, call_events.c.outcome)
+            .where(
+                (call_events.c.kind == "survey")
+                | ((call_events.c.kind == "entered") & (node_kind == "survey")),
+                call_events.c.call_sid.in_(
+                    select(cases.c.call_sid).where(
+                        cases.c.created_at >= start, cases.c.created_at < end
+                    )
+                ),
             )
-        }
+            .order_by(call_events.c.id)
+        ):
+            if case_id is not None:
+                surveys[case_id] = outcome if kind == "survey" else surveys.get(case_id, "")
         kinds_entered: dict[str, set[str]] = {}
         for sid, kind in conn.execute(
             select(call_events.c.call_sid, node_kind)

@@ -322,6 +322,9 @@ def test_after_the_agent_hangs_up_the_caller_is_asked_once_how_satisfied_they_ar
         "dtmf",
     )
     assert [e.outcome for e in step.log if e.kind == "input"] == ["agent_done"]
+    # Asked: the case is on the survey's entry, so a caller who hangs up now still counts.
+    entered = [e.detail for e in step.log if e.kind == "entered" and e.node == "survey"]
+    assert entered == [{"node_kind": "survey", "case": 41}]
     # Twilio asking again changes nothing: the same question, nothing logged as done twice.
     again = call.send(AgentDone(41))
     assert said(again) == said(step) and call.state.node == "survey"

@@ -300,6 +300,7 @@ ZH_CALENDAR = """calendar:
   tomorrow: 明天
   am: 上午
   pm: 下午
+  noon: 中午
   evening: 晚上
   time: "{period}{hour}点{minute}分"
   time_on_the_hour: "{period}{hour}点"
@@ -319,7 +320,8 @@ def with_calendar(catalog: str, calendar: str) -> str:
         (datetime(2026, 11, 30, 9, 0, tzinfo=SGT), "Monday at 9 AM", "周一上午9点"),
         (datetime(2026, 11, 29, 9, 30, tzinfo=SGT), "tomorrow at 9:30 AM", "明天上午9点30分"),
         (datetime(2026, 11, 28, 23, 0, tzinfo=SGT), "today at 11 PM", "今天晚上11点"),
-        (datetime(2026, 12, 2, 12, 5, tzinfo=SGT), "Wednesday at 12:05 PM", "周三下午12点05分"),
+        (datetime(2026, 12, 2, 12, 5, tzinfo=SGT), "Wednesday at 12:05 PM", "周三中午12点05分"),
+        (datetime(2026, 12, 2, 13, 30, tzinfo=SGT), "Wednesday at 1:30 PM", "周三下午1点30分"),
         (datetime(2026, 12, 3, 0, 0, tzinfo=SGT), "Thursday at 12 AM", "周四上午12点"),
     ],
 )

@@ -629,9 +629,24 @@ def test_rejects_bad_arguments(db: Engine) -> None:
 # -- the after-agent survey -----------------------------------------------------------------------
 
 
-def add_survey(conn: Connection, name: str, case_of: str, answer: str, *, after: float) -> None:
-    """A `survey` log line on call `name` for the case of call `case_of`, as the engine logs it."""
+def add_survey(
+    conn: Connection, name: str, case_of: str, answer: str | None, *, after: float
+) -> None:
+    """The survey's log lines on call `name` for the case of call `case_of`, as the engine
+    logs them: entered (asked), then the answer (None: the caller hung up on the question)."""
     case_id = conn.execute(select(cases.c.id).where(cases.c.call_sid == sid(case_of))).scalar_one()
+    conn.execute(
+        insert(call_events).values(
+            call_sid=sid(name),
+            step=98,
+            at=at(after),
+            node="survey",
+            kind="entered",
+            detail={"node_kind": "survey", "case": case_id},
+        )
+    )
+    if answer is None:
+        return
     conn.execute(
         insert(call_events).values(
             call_sid=sid(name),
@@ -653,7 +668,7 @@ def test_survey_answers_count_per_case_by_the_latest_asking(db: Engine) -> None:
         add_survey(conn, "C2", "C2", "none", after=760)  # silence, then asked again: 2
         add_survey(conn, "C2", "C2", "2", after=770)
         add_survey(conn, "C3", "C3", "4", after=890)
-        add_survey(conn, "C4", "C4", "none", after=1000)  # asked, not answered
+        add_survey(conn, "C4", "C4", None, after=1000)  # hung up on the question
         add_survey(conn, "X1", "X1", "1", after=-30)  # a case of the hour before
     r = report(db)
     o = r.overall
