@@ -520,7 +520,10 @@ _BACK_IN_LINE = {
 # How an offer reaches its caller (the case's `offer`; `Connect.mode` in the API).
 OFFER_REDIRECTED = "redirected"  # Twilio redirects the live call to TwiML dialling the agent
 OFFER_HOLD_LOOP = "next_hold_poll"  # the caller's next hold round takes them to the agent
-OFFER_CALLING = "calling_back"  # Twilio is placing the call back ("calling_back:<CallSid>")
+# Twilio is placing the call back: "calling_back:~<placing>" until its CallSid is known, then
+# "calling_back:<CallSid>". `placing` is a token of this one placement, in its links: a late
+# report of an earlier call back of the case cannot be taken for this one's.
+OFFER_CALLING = "calling_back"
 OFFER_BY_HAND = "call_back"  # the agent dials the number themselves
 OFFER_NO_NUMBER = "no_number"  # withheld: nobody to call; the agent acts on the account
 # Connected, and the agent's phone answered (Twilio's report of the agent's <Dial>). Until
@@ -553,9 +556,20 @@ def calling_back(offer: str | None) -> bool:
     return offer is not None and offer.split(":", 1)[0] == OFFER_CALLING
 
 
-def set_placed(conn: Connection, *, case_id: int, agent_id: int, call_sid: str) -> bool:
-    """The call back Twilio placed for the agent's offer is `call_sid`: only its reports and
-    its answer count from now on. Still the agent's offer, answered already or not."""
+def new_placing() -> str:
+    return secrets.token_hex(8)
+
+
+def placing_offer(placing: str) -> str:
+    """The offer of a call back being placed, before Twilio has said its CallSid."""
+    return f"{OFFER_CALLING}:~{placing}"
+
+
+def set_placed(
+    conn: Connection, *, case_id: int, agent_id: int, call_sid: str, placing: str
+) -> bool:
+    """The call back Twilio placed for the agent's offer (`placing`) is `call_sid`: only its
+    reports and its answer count from now on. Still the agent's offer, answered or not."""
     with writing(conn):
         return (
             conn.execute(
@@ -564,7 +578,7 @@ def set_placed(conn: Connection, *, case_id: int, agent_id: int, call_sid: str) 
                     cases.c.id == case_id,
                     cases.c.agent_id == agent_id,
                     cases.c.status.in_(HELD),
-                    cases.c.offer == OFFER_CALLING,
+                    cases.c.offer == placing_offer(placing),
                 )
                 .values(offer=f"{OFFER_CALLING}:{call_sid}"[:80])
             ).rowcount
@@ -572,28 +586,35 @@ def set_placed(conn: Connection, *, case_id: int, agent_id: int, call_sid: str) 
         )
 
 
-def _placings(call_sid: str) -> tuple[str, str]:
-    """The offers that are the call back Twilio placed as `call_sid`: with its sid, or being
-    placed (its sid not stored yet)."""
-    return (OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}")
+def _placings(call_sid: str, placing: str | None) -> tuple[str, str]:
+    """The offers that are the call back Twilio placed as `call_sid` (for `placing`, named
+    in its links): with its sid, or still being placed. A link without `placing` (made by an
+    older version) knows only the bare offer those versions stored."""
+    return (placing_offer(placing) if placing else OFFER_CALLING, f"{OFFER_CALLING}:{call_sid}")
 
 
-def placed_by(offer: str | None, call_sid: str) -> bool:
-    return offer in _placings(call_sid)
+def placed_by(offer: str | None, call_sid: str, placing: str | None) -> bool:
+    return offer in _placings(call_sid, placing)
 
 
-def _placed_as(call_sid: str) -> Any:
-    return cases.c.offer.in_(_placings(call_sid))
+def _placed_as(call_sid: str, placing: str | None) -> Any:
+    return cases.c.offer.in_(_placings(call_sid, placing))
 
 
 def connect_offer(
-    conn: Connection, *, case_id: int, agent_id: int, now: datetime, placed: str | None
+    conn: Connection,
+    *,
+    case_id: int,
+    agent_id: int,
+    now: datetime,
+    placed: str | None,
+    placing: str | None = None,
 ) -> bool:
     """The caller reached the agent's TwiML: their offer is connected, if it is still that
-    agent's (and, for a call back, that call's `placed`)."""
+    agent's (and, for a call back, that call's `placed`, of the placement `placing`)."""
     where = [cases.c.id == case_id, cases.c.status == "offered", cases.c.agent_id == agent_id]
     if placed is not None:
-        where.append(_placed_as(placed))
+        where.append(_placed_as(placed, placing))
     with writing(conn):
         return (
             conn.execute(
@@ -685,7 +706,13 @@ MAX_CALLBACK_DELAY = timedelta(hours=1)
 
 
 def callback_missed(
-    conn: Connection, *, case_id: int, call_sid: str, now: datetime, retry: timedelta
+    conn: Connection,
+    *,
+    case_id: int,
+    call_sid: str,
+    now: datetime,
+    retry: timedelta,
+    placing: str | None = None,
 ) -> bool:
     """The customer did not answer the call back (busy, no answer, failed): the case goes
     back to its place in line as the call back it was, not offered again for `retry`,
@@ -693,7 +720,7 @@ def callback_missed(
     would be called by every agent in turn while callers wait. An emergency is tried again
     every `retry`, never later: a hijack victim who missed one call is not left an hour. Only
     the offer's own outbound call counts: a late report of an earlier one changes nothing."""
-    current = _placed_as(call_sid)
+    current = _placed_as(call_sid, placing)
     with writing(conn):
         row = conn.execute(
             select(cases.c.flags, cases.c.lane)

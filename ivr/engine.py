@@ -89,8 +89,10 @@ class Links:
     def callback_request(self, language: str) -> str:
         return self._url(CALLBACK_KEY_PATH, lang=language)
 
-    def connect(self, case_id: int, *, outbound: bool = False) -> str:
-        return self._url(CONNECT_PATH, case=case_id, out=int(outbound))
+    def connect(self, case_id: int, *, outbound: bool = False, placing: str | None = None) -> str:
+        if placing is None:
+            return self._url(CONNECT_PATH, case=case_id, out=int(outbound))
+        return self._url(CONNECT_PATH, case=case_id, out=int(outbound), placing=placing)
 
     def connect_done(
         self, case_id: int, *, outbound: bool = False, agent: int | None = None
@@ -101,8 +103,9 @@ class Links:
             return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound))
         return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound), agent=agent)
 
-    def callback_status(self, case_id: int) -> str:
-        return self._url(CALLBACK_STATUS_PATH, case=case_id)
+    def callback_status(self, case_id: int, *, placing: str) -> str:
+        # The placement: a late report of an earlier call back of the case is not this one's.
+        return self._url(CALLBACK_STATUS_PATH, case=case_id, placing=placing)
 
 
 class CallState(BaseModel):

@@ -833,7 +833,14 @@ class Hotline:
             return None
         return self.connect(view.row["id"])
 
-    def connect(self, case_id: int, *, outbound: bool = False, call_sid: str = "") -> str:
+    def connect(
+        self,
+        case_id: int,
+        *,
+        outbound: bool = False,
+        call_sid: str = "",
+        placing: str | None = None,
+    ) -> str:
         """TwiML bridging the case's caller to the agent who took it. If the offer ended on
         the way (given back, taken back, timed out), a waiting caller goes back to their
         place in the queue instead of to an agent who no longer has their case; a customer
@@ -847,14 +854,14 @@ class Hotline:
             agent_id = case["agent_id"]
             placed = call_sid if outbound else None
             ours = agent_id is not None and cases.connect_offer(
-                conn, case_id=case_id, agent_id=agent_id, now=now, placed=placed
+                conn, case_id=case_id, agent_id=agent_id, now=now, placed=placed, placing=placing
             )
             if agent_id is not None and not ours:  # or connected already: Twilio asked again
                 again = cases.get_case(conn, case_id=case_id)
                 ours = (
                     again is not None
                     and (again["status"], again["agent_id"]) == ("connected", agent_id)
-                    and (placed is None or cases.placed_by(again["offer"], placed))
+                    and (placed is None or cases.placed_by(again["offer"], placed, placing))
                 )
             call = store.load_call(conn, call_sid=case["call_sid"])
             agent = None
@@ -1067,16 +1074,17 @@ class Hotline:
             self._offer(case, agent, cases.OFFER_BY_HAND)
             return {"mode": cases.OFFER_BY_HAND, "number": number}
         # Marked before the call is placed: nobody gives the case back while it rings.
-        self._offer(case, agent, cases.OFFER_CALLING)
+        placing = cases.new_placing()
+        self._offer(case, agent, cases.placing_offer(placing))
         try:
             call = self.twilio.calls.create(
                 to=number,
                 from_=self.settings.caller_id,
-                url=self.links.connect(case["id"], outbound=True),
+                url=self.links.connect(case["id"], outbound=True, placing=placing),
                 method="POST",
                 # Busy, no answer, failed: the case goes back in line (no connect-done comes
                 # when the customer never picks up).
-                status_callback=self.links.callback_status(case["id"]),
+                status_callback=self.links.callback_status(case["id"], placing=placing),
                 status_callback_method="POST",
             )
         except Exception as exc:
@@ -1093,17 +1101,26 @@ class Hotline:
         # Its status callback must be this call's: a late one of an earlier call is not news.
         # (The customer may have answered already: the offer is connected then, and stays.)
         with self.db.connect() as conn:
-            cases.set_placed(conn, case_id=case["id"], agent_id=agent.id, call_sid=str(call.sid))
+            cases.set_placed(
+                conn, case_id=case["id"], agent_id=agent.id, call_sid=str(call.sid), placing=placing
+            )
         return {"mode": cases.OFFER_CALLING, "number": number}
 
-    def callback_status(self, case_id: int, call_status: str, call_sid: str) -> None:
+    def callback_status(
+        self, case_id: int, call_status: str, call_sid: str, placing: str | None = None
+    ) -> None:
         """The outbound call-back ended: if nobody answered, the case goes back in line, to
-        be tried again later (`cases.callback_missed`)."""
+        be tried again later (`cases.callback_missed`), if it was this placement's call."""
         if call_status in ("busy", "no-answer", "failed", "canceled"):
             retry = timedelta(seconds=self.settings.callback_retry_seconds)
             with self.db.connect() as conn:
                 cases.callback_missed(
-                    conn, case_id=case_id, call_sid=call_sid, now=self.clock(), retry=retry
+                    conn,
+                    case_id=case_id,
+                    call_sid=call_sid,
+                    now=self.clock(),
+                    retry=retry,
+                    placing=placing,
                 )
 
     def requeue_stale_offers(self) -> int:

@@ -365,10 +365,20 @@ async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "
     )
 
 
+# The call back's placement (`cases.new_placing`), in the links of the call placed for it.
+Placing = Annotated[str | None, Query(max_length=32, pattern=r"^[0-9a-f]+$")]
+
+
 @router.post("/connect")
-def connect(form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0) -> Response:
+def connect(
+    form: TwilioForm, hotline: HotlineDep, case_id: CaseId, out: int = 0, placing: Placing = None
+) -> Response:
     sid = _call_sid(form)
-    return _safely(hotline, sid, lambda: hotline.connect(case_id, outbound=bool(out), call_sid=sid))
+    return _safely(
+        hotline,
+        sid,
+        lambda: hotline.connect(case_id, outbound=bool(out), call_sid=sid, placing=placing),
+    )
 
 
 @router.post("/connect-done")
@@ -389,10 +399,14 @@ def connect_done(
 
 
 @router.post("/callback-status", status_code=204)
-def callback_status(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
+def callback_status(
+    form: TwilioForm, hotline: HotlineDep, case_id: CaseId, placing: Placing = None
+) -> Response:
     """The status callback of an outbound call-back: unanswered puts the case back in line."""
     try:
-        hotline.callback_status(case_id, _text(form, "CallStatus", 32), _text(form, "CallSid", 64))
+        hotline.callback_status(
+            case_id, _text(form, "CallStatus", 32), _text(form, "CallSid", 64), placing
+        )
     except Exception:
         log.exception("call-back status for case %s not recorded", case_id)
     return Response(status_code=204)

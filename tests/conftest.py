@@ -193,6 +193,8 @@ class RecordingTwilio(HttpClient):
         # of a call that has ended.
         self.error: tuple[int, int] | None = None
         self.sids: list[str] = []  # the call sid each answer gave, in order
+        # Run as each REST call arrives, before it is answered: what else happens meanwhile.
+        self.meanwhile: Callable[[], None] | None = None
 
     def request(
         self,
@@ -206,6 +208,8 @@ class RecordingTwilio(HttpClient):
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         self.requests.append((method, url, dict(data or {})))  # type: ignore[call-overload]
+        if self.meanwhile is not None:
+            self.meanwhile()
         status, code = self.error or ((503, 20503) if self.refuse else (0, 0))
         if status:
             return TwilioResponse(

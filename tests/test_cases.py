@@ -844,10 +844,18 @@ def test_an_offer_is_recorded_and_connected_only_while_it_is_that_agents(db: Eng
         third = add_case(db, 3, "normal", T0)
         assert cases.abandon_for_call(conn, call_sid=sid(3), now=T0) == 1
         assert cases.claim_next(conn, agent_id=ana, now=T0)["id"] == third  # type: ignore[index]
-        assert cases.set_offer(conn, case_id=third, agent_id=ana, offer="calling_back")
-        assert cases.connect_offer(conn, case_id=third, agent_id=ana, now=T0, placed="CA9")
-        assert cases.set_placed(conn, case_id=third, agent_id=ana, call_sid="CA9")
-        assert not cases.set_placed(conn, case_id=third, agent_id=ben, call_sid="CA9")
+        placing = cases.placing_offer("p1")
+        assert cases.set_offer(conn, case_id=third, agent_id=ana, offer=placing)
+        # Another placement's call (an earlier one's late answer) is not this one's.
+        assert not cases.connect_offer(
+            conn, case_id=third, agent_id=ana, now=T0, placed="CA8", placing="p0"
+        )
+        assert cases.connect_offer(
+            conn, case_id=third, agent_id=ana, now=T0, placed="CA9", placing="p1"
+        )
+        assert not cases.set_placed(conn, case_id=third, agent_id=ana, call_sid="CA9", placing="p0")
+        assert cases.set_placed(conn, case_id=third, agent_id=ana, call_sid="CA9", placing="p1")
+        assert not cases.set_placed(conn, case_id=third, agent_id=ben, call_sid="CA9", placing="p1")
         assert cases.requeue(conn, case_id=live, only_from=("offered",), unless_placing=True)
         assert not cases.set_offer(conn, case_id=live, agent_id=ana, offer="next_hold_poll")
     assert get(db, live)["offer"] is None and get(db, back)["status"] == "connected"

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -577,7 +578,10 @@ def test_callback_request_keeps_the_place_and_an_agent_calls_back(
     method, url, data = twilio_http.requests[-1]
     assert (method, url.rsplit("/", 1)[-1]) == ("POST", "Calls.json")
     assert (data["To"], data["From"]) == ("+15005554321", CALLER_ID)
-    assert data["Url"] == f"{PUBLIC_URL}/twilio/connect?case={row['id']}&out=1"
+    assert data["Url"].startswith(f"{PUBLIC_URL}/twilio/connect?case={row['id']}&out=1&placing=")
+    # This placement's token, in both its links: an earlier call back's reports are not its.
+    placing = parse_qs(urlsplit(data["Url"]).query)["placing"]
+    assert placing == parse_qs(urlsplit(data["StatusCallback"]).query)["placing"]
     # Twilio fetches that URL when the customer answers: greeted, then the agent is dialled.
     # Only that call's: another call back to them (an earlier offer's, say) is not this one.
     stale = phone.signed_post(
@@ -1118,6 +1122,39 @@ def test_an_unanswered_call_back_is_tried_again_later_not_at_once(
     row = case_rows(db)[0]
     assert row["flags"]["callback_attempts"] == "2"
     assert row["not_before"] - clock() == timedelta(seconds=600)
+
+
+def test_a_late_report_of_an_earlier_call_back_is_not_taken_for_the_one_being_placed(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+    clock: FakeClock,
+) -> None:
+    """The first call back rang out. When the case is taken again, Twilio repeats that
+    call's "no-answer" just as the second call back is being placed, before its CallSid is
+    known: the second placement is not taken for the first and put back in line."""
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    assert api(client, agent, "POST", "/api/agents/next")["connect"]["mode"] == "calling_back"
+    _, _, first = twilio_http.requests[-1]
+    first_report = {"CallSid": twilio_http.sids[-1], "CallStatus": "no-answer"}
+    assert phone.signed_post(first["StatusCallback"], first_report).status_code == 204
+    clock.advance(seconds=300)  # its retry time
+
+    late: list[int] = []
+
+    def report_the_first_again() -> None:
+        twilio_http.meanwhile = None
+        late.append(phone.signed_post(first["StatusCallback"], first_report).status_code)
+
+    twilio_http.meanwhile = report_the_first_again
+    again = api(client, agent, "POST", "/api/agents/next")
+    assert late == [204] and again["connect"]["mode"] == "calling_back"
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"]) == ("offered", 0)
+    assert row["offer"] == f"calling_back:{twilio_http.sids[-1]}"
+    assert row["flags"]["callback_attempts"] == "1"  # the first miss, once
 
 
 def test_an_emergency_call_back_is_tried_again_as_soon_as_the_first_time(
