@@ -192,6 +192,15 @@ class Catalogs:
             self._keys_starting[prefix] = found
         return found
 
+    def variables(self, key: str) -> set[str]:
+        """The variables the prompt `key` says, in any language."""
+        found: set[str] = set()
+        for cat in self.by_language.values():
+            value = cat.prompts.get(key)
+            if isinstance(value, str):
+                found.update(name for _, name, _, _ in _FORMATTER.parse(value) if name)
+        return found
+
     def has(self, key: str, language: str) -> bool:
         cat = self.by_language.get(language)
         return cat is not None and key in cat.prompts

@@ -614,6 +614,7 @@ def _check_graph(
     problems.extend(_pass_through_cycles(doc, nodes))
     problems.extend(_long_prompts(doc, tree, catalogs, inherited))
     problems.extend(_hours_bypassed(doc, nodes))
+    problems.extend(_opens_without_hours(doc, nodes, catalogs))
     for name, node in nodes.items():
         for rel, target in edges(node):
             if isinstance(nodes.get(target), SurveyNode) and rel != ("after_agent",):
@@ -700,6 +701,43 @@ def _hours_bypassed(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:
                         ("nodes", name, "options", i, "target"),
                         f"reaches queue node '{target}' directly, outside the business hours that "
                         f"'{kept[target]}' keeps for it, with no closed branch",
+                        "warning",
+                    )
+                )
+    return problems
+
+
+def _opens_without_hours(
+    doc: YamlDoc, nodes: Mapping[str, Node], catalogs: Catalogs
+) -> list[Problem]:
+    """A prompt that says `{opens}` where a caller may arrive other than from a closed hours
+    check (through say nodes only): they would hear the time left out."""
+    into: dict[str, list[tuple[str, PathKey]]] = {}
+    for name, node in nodes.items():
+        for rel, target in edges(node):
+            into.setdefault(target, []).append((name, rel))
+    known: dict[str, bool] = {}
+
+    def after_closed(name: str) -> bool:
+        if name not in known:
+            known[name] = False  # a loop of say nodes is not a closed check
+            arrivals = into.get(name, [])
+            known[name] = bool(arrivals) and all(
+                (isinstance(nodes[src], HoursNode) and rel == ("on_closed",))
+                or (isinstance(nodes[src], SayNode) and after_closed(src))
+                for src, rel in arrivals
+            )
+        return known[name]
+
+    problems = []
+    for name, node in nodes.items():
+        for rel, key in prompt_keys(node):
+            if "opens" in catalogs.variables(key) and not after_closed(name):
+                problems.append(
+                    doc.problem(
+                        ("nodes", name, *rel),
+                        f"prompt '{key}' says {{opens}}, but callers reach '{name}' other than "
+                        "from an hours check that found the hours closed: they would hear no time",
                         "warning",
                     )
                 )

@@ -834,15 +834,52 @@ def test_default_option_prompt_of_a_language_node_is_checked(tmp_path: Path) -> 
 
 
 def test_prompt_missing_only_from_zh_cn_is_a_warning_and_english_is_said(tmp_path: Path) -> None:
-    text = BASE.replace("    prompt: goodbye\n", "    prompt: closed\n")
+    text = BASE.replace("    prompt: goodbye\n", "    prompt: advice\n")
     path = write(tmp_path, text)
     tree = load_tree(path, PROMPTS)
     assert [str(w) for w in tree.warnings] == [
-        f"{path}:{line_of(text, 'prompt: closed')}: warning: nodes.bye.prompt: "
-        "prompt 'closed' has no zh-CN translation; en is said instead"
+        f"{path}:{line_of(text, 'prompt: advice')}: warning: nodes.bye.prompt: "
+        "prompt 'advice' has no zh-CN translation; en is said instead"
     ]
-    said = tree.catalogs.render("closed", "zh-CN")
-    assert (said.text, said.voice) == ("We are closed. We open again .", "Polly.Joanna-Neural")
+    said = tree.catalogs.render("advice", "zh-CN")
+    assert (said.text, said.voice) == ("Never share your two-factor code.", "Polly.Joanna-Neural")
+
+
+def test_a_prompt_saying_opens_where_no_closed_hours_check_leads_is_warned(
+    tmp_path: Path,
+) -> None:
+    """`{opens}` is known only after an hours check found the hours closed (through say nodes):
+    anywhere else the caller hears the time left out."""
+    text = BASE.replace("    prompt: goodbye\n", "    prompt: closed\n")
+    path = write(tmp_path, text)
+    opens = [w for w in load_tree(path, PROMPTS).warnings if "{opens}" in w.message]
+    assert [str(w) for w in opens] == [
+        f"{path}:{line_of(text, 'prompt: closed')}: warning: nodes.bye.prompt: "
+        "prompt 'closed' says {opens}, but callers reach 'bye' other than from an hours check "
+        "that found the hours closed: they would hear no time"
+    ]
+    # The mini tree reaches its closed prompt from the hours check's on_closed only.
+    mini = load_tree(DATA / "mini.yaml", PROMPTS)
+    assert not [w for w in mini.warnings if "{opens}" in w.message]
+    # Through a say node too; not once a menu leads there as well.
+    through_say = (
+        (DATA / "mini.yaml")
+        .read_text()
+        .replace(
+            "    on_closed: closed\n",
+            "    on_closed: sorry\n  sorry:\n    kind: say\n    prompt: advice\n    next: closed\n",
+        )
+    )
+    said = load_tree(write(tmp_path, through_say), PROMPTS)
+    assert not [w for w in said.warnings if "{opens}" in w.message]
+    from_menu = through_say.replace(
+        '      - {key: "2", target: more}',
+        '      - {key: "2", target: more}\n      - {key: "3", target: sorry}',
+    )
+    [warned] = [
+        w for w in load_tree(write(tmp_path, from_menu), PROMPTS).warnings if "{opens}" in w.message
+    ]
+    assert warned.path == "nodes.closed.prompt"
 
 
 def test_engine_prompts_are_required_in_the_base_catalog(tmp_path: Path) -> None:
@@ -1041,7 +1078,7 @@ def with_warning(kind: str) -> tuple[str, str, str]:
     """A tree from the tests above that has one graph error, plus a prompt with no zh-CN
     translation (a warning): text, path and message of the error."""
     if kind == "unreachable":
-        text = BASE.replace("prompt: goodbye", "prompt: closed") + "  orphan:\n    kind: hangup\n"
+        text = BASE.replace("prompt: goodbye", "prompt: advice") + "  orphan:\n    kind: hangup\n"
         return text, "nodes.orphan", "unreachable: no path from the start node leads here"
     if kind == "loop":
         text = SAY_LOOP.replace("prompt: connecting", "prompt: advice")
@@ -1145,14 +1182,14 @@ def test_cli_prints_every_error_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_cli_prints_warnings_and_ok_and_exits_0(tmp_path: Path) -> None:
-    text = BASE.replace("prompt: goodbye", "prompt: closed")
+    text = BASE.replace("prompt: goodbye", "prompt: advice")
     path = write(tmp_path, text)
     code, stdout, output, exception = routes_check(path)
     assert (code, exception) == (0, None)
     lines = stdout.splitlines()
     assert lines[0] == (
-        f"{path}:{line_of(text, 'prompt: closed')}: warning: nodes.bye.prompt: "
-        "prompt 'closed' has no zh-CN translation; en is said instead"
+        f"{path}:{line_of(text, 'prompt: advice')}: warning: nodes.bye.prompt: "
+        "prompt 'advice' has no zh-CN translation; en is said instead"
     )
     assert lines[1].startswith(f"{path}: OK, 3 nodes, 1 warning(s), version ")
     assert len(lines) == 2
