@@ -500,7 +500,7 @@ class _Turn:
         self.response = VoiceResponse()
         self.log: list[LogEntry] = []
         self.effects: list[Effect] = []
-        # What the prompts said after a node learned it may use: `opens` after closed hours.
+        # Variables a node on the way gives the prompts after it: `opens`, after closed hours.
         self.variables: dict[str, Any] = {}
 
     def finish(self, state: CallState) -> Step:

@@ -113,7 +113,8 @@ class Calendar(BaseModel):
             hour = hour % 12 or 12
         fields = {"hour": hour, "minute": f"{at.minute:02d}", "period": period}
         template = self.time_on_the_hour if at.minute == 0 else self.time
-        return self.day_time.format(day=day, time=template.format(**fields).strip())
+        said = _FORMATTER.format(template, **fields).strip()
+        return _FORMATTER.format(self.day_time, day=day, time=said)
 
 
 ENGLISH = Calendar()

@@ -338,6 +338,13 @@ def test_a_time_is_said_in_the_callers_language(
     )
 
 
+def test_a_calendar_may_read_the_hour_digit_by_digit() -> None:
+    calendar = Calendar(clock=24, time_on_the_hour="{hour:digits} hundred hours")
+    assert calendar.say(datetime(2026, 12, 2, 21, 0), SATURDAY_NIGHT.replace(tzinfo=None)) == (
+        "Wednesday at 2 1 hundred hours"
+    )
+
+
 def test_a_24_hour_clock_says_no_period() -> None:
     calendar = Calendar(clock=24, time="{hour}.{minute} Uhr", time_on_the_hour="{hour} Uhr")
     assert calendar.say(datetime(2026, 12, 2, 21, 0), SATURDAY_NIGHT.replace(tzinfo=None)) == (
