@@ -635,30 +635,24 @@ def add_survey(
     """The survey's log lines on call `name` for the case of call `case_of`, as the engine
     logs them: entered (asked), then the answer (None: the caller hung up on the question)."""
     case_id = conn.execute(select(cases.c.id).where(cases.c.call_sid == sid(case_of))).scalar_one()
-    conn.execute(
-        insert(call_events).values(
-            call_sid=sid(name),
-            step=98,
-            at=at(after),
-            node="survey",
-            kind="entered",
-            detail={"node_kind": "survey", "case": case_id},
+    lines: list[dict[str, Any]] = [
+        {"step": 98, "kind": "entered", "detail": {"node_kind": "survey", "case": case_id}}
+    ]
+    if answer is not None:
+        silent = answer == "none"
+        lines.append(
+            {
+                "step": 99,
+                "kind": "survey",
+                "input_kind": "silence" if silent else "dtmf",
+                "outcome": answer,
+                "detail": {"case": case_id},
+            }
         )
-    )
-    if answer is None:
-        return
-    conn.execute(
-        insert(call_events).values(
-            call_sid=sid(name),
-            step=99,
-            at=at(after),
-            node="survey",
-            kind="survey",
-            input_kind="dtmf" if answer != "none" else "silence",
-            outcome=answer,
-            detail={"case": case_id},
+    for line in lines:
+        conn.execute(
+            insert(call_events).values(call_sid=sid(name), at=at(after), node="survey", **line)
         )
-    )
 
 
 def test_survey_answers_count_per_case_by_the_latest_asking(db: Engine) -> None:

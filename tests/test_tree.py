@@ -872,10 +872,7 @@ def test_a_prompt_saying_opens_where_no_closed_hours_check_leads_is_warned(
     )
     said = load_tree(write(tmp_path, through_say), PROMPTS)
     assert not [w for w in said.warnings if "{opens}" in w.message]
-    from_menu = through_say.replace(
-        '      - {key: "2", target: more}',
-        '      - {key: "2", target: more}\n      - {key: "3", target: sorry}',
-    )
+    from_menu = mini_with_option_3("sorry", through_say)
     [warned] = [
         w for w in load_tree(write(tmp_path, from_menu), PROMPTS).warnings if "{opens}" in w.message
     ]
@@ -1263,15 +1260,16 @@ def test_a_prompt_too_long_to_hold_in_mind_is_warned(tmp_path: Path) -> None:
     assert any(p.path == "nodes.main.prompt" and "(en)" in p.message for p in long)
 
 
-def test_a_queue_behind_hours_reached_directly_is_warned(tmp_path: Path) -> None:
-    text = (
-        (DATA / "mini.yaml")
-        .read_text()
-        .replace(
-            '      - {key: "2", target: more}',
-            '      - {key: "2", target: more}\n      - {key: "3", target: agent}',
-        )
+def mini_with_option_3(target: str, text: str | None = None) -> str:
+    """The mini tree (or `text`, one like it) with one more main-menu option: 3 -> `target`."""
+    return (text or (DATA / "mini.yaml").read_text()).replace(
+        '      - {key: "2", target: more}',
+        f'      - {{key: "2", target: more}}\n      - {{key: "3", target: {target}}}',
     )
+
+
+def test_a_queue_behind_hours_reached_directly_is_warned(tmp_path: Path) -> None:
+    text = mini_with_option_3("agent")
     _, problems = check(tmp_path, text)
     [bypass] = [p for p in problems if "business hours" in p.message]
     assert bypass.path == "nodes.main.options[2].target" and "'hours'" in bypass.message
@@ -1281,14 +1279,7 @@ def test_a_queue_behind_hours_reached_directly_is_warned(tmp_path: Path) -> None
 def test_a_survey_reached_before_any_agent_is_warned_at_the_edge(tmp_path: Path) -> None:
     """A survey is for after an agent (a queue's after_agent): from a menu, the caller has
     nobody to rate, and the answer belongs to no case."""
-    text = (
-        (DATA / "mini.yaml")
-        .read_text()
-        .replace(
-            '      - {key: "2", target: more}',
-            '      - {key: "2", target: more}\n      - {key: "3", target: survey}',
-        )
-    )
+    text = mini_with_option_3("survey")
     file, problems = check(tmp_path, text)
     [warning] = [p for p in problems if "survey" in p.message]
     assert (warning.file, warning.severity) == (file, "warning")
