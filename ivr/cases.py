@@ -660,6 +660,24 @@ def requeue(
         )
 
 
+def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
+    """The agent took the call with a key (IVR_AGENT_SCREENING): the caller on their way to
+    this agent is theirs to talk to, and from now on a hang-up leaves the case with them."""
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.id == case_id,
+                    cases.c.agent_id == agent_id,
+                    cases.c.status == "connected",
+                )
+                .values(offer=OFFER_ANSWERED)
+            ).rowcount
+            == 1
+        )
+
+
 def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> bool:
     """Twilio reports the agent's phone answered the caller: the case stays the agent's to
     resolve. If the caller's hang-up was stored first (the two reports raced) it abandoned

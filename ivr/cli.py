@@ -209,7 +209,7 @@ class TerminalParty:
         return line.strip().lower() not in ("q", "quit", "hangup")
 
     def dial_outcome(self, number: str) -> str:
-        typer.echo(f"  (the hotline dials {number}; it answers)")
+        typer.echo(f"  (the hotline dials {number}; it answers, and takes the call)")
         return "completed"
 
 

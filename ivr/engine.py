@@ -57,6 +57,8 @@ CALLBACK_KEY_PATH = "/twilio/callback-request"
 CONNECT_PATH = "/twilio/connect"
 CONNECT_DONE_PATH = "/twilio/connect-done"
 CALLBACK_STATUS_PATH = "/twilio/callback-status"
+AGENT_ACCEPT_PATH = "/twilio/agent-accept"
+ACCEPT_KEY = "1"
 
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
 MAX_TRAIL = 10
@@ -102,6 +104,9 @@ class Links:
         if agent is None:
             return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound))
         return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound), agent=agent)
+
+    def agent_accept(self, case_id: int, *, agent: int) -> str:
+        return self._url(AGENT_ACCEPT_PATH, case=case_id, agent=agent)
 
     def callback_status(self, case_id: int, *, placing: str) -> str:
         # The placement: a late report of an earlier call back of the case is not this one's.
@@ -437,16 +442,51 @@ def connect_twiml(
     action: str,
     greeting: str = "connecting_agent",
     ticket: str = "",
+    screen: str | None = None,
 ) -> str:
-    """Bridge the caller to the agent who took the case: their phone, else their Twilio Client."""
+    """Bridge the caller to the agent who took the case: their phone, else their Twilio Client.
+    `screen`: the agent's leg first runs that URL's TwiML (`accept_twiml`), and the caller,
+    hearing ringing meanwhile, is put through only once the agent takes the call."""
     response = VoiceResponse()
     _say(response, catalogs, greeting, language, ticket=ticket)
-    dial = response.dial(action=action, method="POST", timeout=25)
+    if screen is None:
+        dial = response.dial(action=action, method="POST", timeout=25)
+        if agent_phone:
+            dial.number(agent_phone)
+        else:
+            dial.client(agent_name)
+        return str(response)
+    dial = response.dial(action=action, method="POST", timeout=25, answer_on_bridge=True)
     if agent_phone:
-        dial.number(agent_phone)
+        dial.number(agent_phone, url=screen, method="POST")
     else:
-        dial.client(agent_name)
+        dial.client(agent_name, url=screen, method="POST")
     return str(response)
+
+
+def accept_twiml(catalogs: Catalogs, *, ticket: str, priority: str, action: str) -> str:
+    """Said to the agent's phone when it answers: the case, and a key to take the call.
+    Nothing pressed (a voicemail that picked up): the agent's leg ends, unbridged."""
+    response = VoiceResponse()
+    gather = Gather(
+        action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=8
+    )
+    _say(gather, catalogs, "agent_accept", BASE_LANGUAGE, ticket=ticket, priority=priority)
+    response.append(gather)
+    response.hangup()
+    return str(response)
+
+
+def not_taken_twiml() -> str:
+    """The agent's leg ends without the caller put through."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def accepted_twiml() -> str:
+    """Taken: an empty document ends the agent's TwiML, and Twilio bridges the two calls."""
+    return str(VoiceResponse())
 
 
 def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:

@@ -877,6 +877,9 @@ class Hotline:
             if call is None or "queue" not in call.state.facts:
                 return self.fallback()
             return self.advance(call.call_sid, call.step, engine.QueueExit(AGENT_NO_ANSWER))
+        screen = None
+        if self.settings.agent_screening and agent_id is not None:
+            screen = self.links.agent_accept(case_id, agent=agent_id)
         return engine.connect_twiml(
             self.trees.current.catalogs,
             language,
@@ -885,7 +888,30 @@ class Hotline:
             action=self.links.connect_done(case_id, outbound=outbound, agent=agent_id),
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
+            screen=screen,
         )
+
+    def agent_accept(self, case_id: int, agent_id: int, digits: str) -> str:
+        """The agent's phone answered a screened call: first the case and a key to take it;
+        the key pressed, the caller is put through if they are still this agent's. Anything
+        else (a voicemail, another key, the case gone meanwhile) ends the agent's leg, and
+        the Dial's report puts the caller back in their place (`connect_done`)."""
+        with self.db.connect() as conn:
+            case = cases.get_case(conn, case_id=case_id)
+            if case is None or case["agent_id"] != agent_id or case["status"] != "connected":
+                return engine.not_taken_twiml()
+            if digits == "":
+                return engine.accept_twiml(
+                    self.trees.current.catalogs,
+                    ticket=case["ticket"],
+                    priority=case["priority"],
+                    action=self.links.agent_accept(case_id, agent=agent_id),
+                )
+            if digits == engine.ACCEPT_KEY and cases.agent_accepted(
+                conn, case_id=case_id, agent_id=agent_id
+            ):
+                return engine.accepted_twiml()
+        return engine.not_taken_twiml()
 
     def connect_done(
         self,
@@ -907,6 +933,16 @@ class Hotline:
             row = store.load_call(conn, call_sid=case["call_sid"])
         catalogs = self.trees.current.catalogs
         lang = row.state.lang if row else "en"
+        screened_out = (
+            self.settings.agent_screening
+            and agent_id is not None
+            and dial_status in ("completed", "answered")
+            and not (case["agent_id"] == agent_id and case["offer"] == cases.OFFER_ANSWERED)
+        )
+        if screened_out:
+            # The agent's phone answered, but nobody took the call (a voicemail, a key not
+            # pressed): nobody has talked to the caller. As if it had not answered.
+            dial_status = "no-answer"
         if dial_status in ("completed", "answered"):
             with self.db.connect() as conn:
                 cases.agent_answered(conn, case_id=case_id, agent_id=agent_id)

@@ -102,6 +102,10 @@ def parse_script(spec: str) -> list[Answer]:
     return answers
 
 
+# A party's `dial_outcome` for a phone a machine answers: Twilio reports "completed".
+VOICEMAIL = "voicemail"
+
+
 @dataclass
 class ScriptedParty:
     """Answers prompts from a list; hangs up when the list runs out."""
@@ -153,6 +157,9 @@ class CallRecord:
     queue: str | None = None
     hold_polls: int = 0
     dialed: str | None = None
+    # A screened <Dial> (IVR_AGENT_SCREENING): whether the agent took the call; None if the
+    # dialled phone was not screened.
+    agent_took: bool | None = None
     ended_by: str = ""  # "hotline" or "caller"
 
     @property
@@ -408,10 +415,49 @@ class _Session:
         number = (verb.text or "").strip() or "".join(verb.itertext()).strip()
         self.record.dialed = number
         status = self.party.dial_outcome(number)
+        target = next((child for child in verb if child.tag in ("Number", "Client")), None)
+        screen = target.get("url") if target is not None else None
+        if status == VOICEMAIL:
+            # The phone answered, by a machine: Twilio reports only that it answered.
+            status = "completed"
+            if screen:
+                self.record.agent_took = self.agent_leg(screen, number, takes=False)
+        elif screen and status in ("completed", "answered"):
+            self.record.agent_took = self.agent_leg(screen, number, takes=True)
         action = verb.get("action")
         if action:
             return self.post(action, {"DialCallStatus": status, "DialCallDuration": "0"})
         raise _Ended("hotline")
+
+    def agent_leg(self, url: str, number: str, *, takes: bool) -> bool:
+        """The dialled phone's own TwiML, as Twilio runs a <Number url> once it answers: the
+        agent presses 1 when asked (`takes`), a voicemail presses nothing. Whether the calls
+        were bridged: the agent's document ended without <Hangup>."""
+        params = {
+            "AccountSid": self.base["AccountSid"],
+            "CallSid": "CA" + uuid.uuid4().hex,
+            "ParentCallSid": self.record.call_sid,
+            "From": self.base["To"],
+            "To": number,
+            "Direction": "outbound-dial",
+            "CallStatus": "in-progress",
+        }
+        doc = self._agent_post(url, params)
+        gather = doc.find("Gather")
+        if gather is not None and takes:
+            doc = self._agent_post(gather.get("action") or url, {**params, "Digits": "1"})
+        elif gather is not None:
+            return False  # the Gather times out; the document's <Hangup/> ends the leg
+        return doc.find("Hangup") is None
+
+    def _agent_post(self, url: str, params: dict[str, str]) -> ET.Element:
+        response = self.phone.signed_post(url, params)
+        if response.status_code != 200:
+            raise PhoneError(f"{url} answered {response.status_code}: {response.text[:200]}")
+        self.record.documents.append(response.text)
+        if self.phone.check_twiml:
+            self.phone.check_twiml(response.text)
+        return ET.fromstring(response.text)
 
 
 class _Left(Exception):

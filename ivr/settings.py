@@ -109,6 +109,9 @@ class Settings(DatabaseSettings):
     )
     # A case an agent took but no caller was connected to within this time goes back in line.
     offer_timeout_seconds: int = Field(default=600, ge=30, validation_alias="IVR_OFFER_TIMEOUT")
+    # The agent's phone must take the call with a key (1) before the caller is put through: a
+    # voicemail that picks up is not an agent. Off: any answer of the agent's phone counts.
+    agent_screening: bool = Field(default=True, validation_alias="IVR_AGENT_SCREENING")
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
     # Unset (or empty): /metrics answers anyone who reaches it, so keep it off the public proxy.
     metrics_token: str | None = Field(

@@ -296,6 +296,7 @@ TWILIO_PATHS = frozenset(
         "wait",
         "callback-request",
         "connect",
+        "agent-accept",
         "callback-status",
         "connect-done",
         "status",
@@ -379,6 +380,24 @@ def connect(
         sid,
         lambda: hotline.connect(case_id, outbound=bool(out), call_sid=sid, placing=placing),
     )
+
+
+@router.post("/agent-accept")
+def agent_accept(
+    form: TwilioForm,
+    hotline: HotlineDep,
+    case_id: CaseId,
+    agent: Annotated[int, Query(ge=1, le=MAX_INT)],
+) -> Response:
+    """The agent's leg of a screened call (IVR_AGENT_SCREENING): the case said, a key to take
+    it. Anything that fails here ends the agent's leg: the caller goes back to their place."""
+    try:
+        return _twiml(hotline.agent_accept(case_id, agent, _text(form, "Digits", MAX_DIGITS)))
+    except Exception:
+        log.exception(
+            "agent's answer for case %s not handled; the caller goes back in line", case_id
+        )
+        return _twiml(engine.not_taken_twiml())
 
 
 @router.post("/connect-done")
@@ -603,6 +622,8 @@ class WebhookDeadline:
     async def _from_memory(self, path: str, scope: Scope, send: Send) -> None:
         if path in CALLBACK_PATHS:
             response = Response(status_code=204)
+        elif path == "/twilio/agent-accept":
+            response = _twiml(engine.not_taken_twiml())  # the caller goes back to their place
         elif path == "/twilio/wait":
             lang = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("lang")
             response = _twiml(self.hotline.hold_from_memory(lang))

@@ -26,6 +26,7 @@ from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.phone import (
+    VOICEMAIL,
     Answer,
     CallRecord,
     HangsUp,
@@ -1898,13 +1899,25 @@ def test_a_caller_who_hangs_up_while_the_agents_phone_rings_is_kept_for_a_call_b
     assert api(client, alice, "POST", "/api/agents/next")["connect"]["mode"] == "call_back"
 
 
+@pytest.fixture
+def unscreened(
+    database_url: str, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> Iterator[TestClient]:
+    """The hotline with IVR_AGENT_SCREENING off: any answer of the agent's phone counts."""
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=False)
+    with TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock)) as client:
+        yield client
+
+
 def test_an_answered_report_after_the_hang_up_gives_the_agent_their_case_back(
-    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+    unscreened: TestClient, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
-    """The same race the other way round: alice answered and they talked, but the call's
-    final status was handled before the Dial's report. The hang-up put the case back in line
-    for a call back; the report that alice answered gives it back to her to resolve, while
-    nobody else has taken it."""
+    """Unscreened, the same race the other way round: alice answered and they talked, but
+    the call's final status was handled before the Dial's report. The hang-up put the case
+    back in line for a call back; the report that alice answered gives it back to her to
+    resolve, while nobody else has taken it. (Screened, she took the call with a key before
+    they talked, and the hang-up leaves the case with her: the next test.)"""
+    client = unscreened
     alice, phone, documents, _ = gone_while_it_rings(client, db, check_twiml, HIJACK, VICTIM)
     [row] = case_rows(db)
     assert (row["status"], row["queued"]) == ("abandoned", 1)
@@ -1927,6 +1940,124 @@ def test_an_answered_report_after_the_hang_up_gives_the_agent_their_case_back(
     notes = {"notes": "froze the account; told to reset 2FA"}
     assert api(client, alice, "POST", f"/api/cases/{row['id']}/resolve", json=notes)
     # Had another agent taken the call back first, the report would change nothing.
+
+
+def test_a_victim_put_through_to_an_agents_voicemail_goes_back_to_their_place(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """alice's phone is answered by her voicemail. Nobody takes the call with a key, so the
+    victim is never put through to the machine: back on hold, at the head of the line, bob
+    takes them, presses 1, and they talk."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+    outcomes = iter([VOICEMAIL, "completed"])
+    seen: list[Any] = []
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            return next(outcomes)
+
+        def answer(self, prompt: Prompt) -> Answer:
+            return Silent() if prompt.in_queue else super().answer(prompt)
+
+    rounds: list[int] = []
+
+    def holds(poll: int) -> bool:
+        rounds.append(poll)
+        if len(rounds) == 1:
+            api(client, alice, "POST", "/api/agents/next")
+        elif not seen:  # back on hold after the voicemail
+            [row] = case_rows(db)
+            seen.append((row["status"], row["queued"], row["agent_id"], row["offer"]))
+            seen.append(api(client, alice, "GET", "/api/agents/cases"))
+            seen.append(api(client, bob, "POST", "/api/agents/next")["case"]["id"])
+        return len(rounds) < 6
+
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    # Between the two: the case was back in line, nobody's, and alice holds nothing.
+    assert seen[:2] == [("waiting", 1, None, None), []]
+    assert record.dialed == "+15005558888" and record.agent_took is True
+    # Both phones heard the case; only bob's key bridged a call (an empty document).
+    screens = [d for d in documents if "Press 1 to take the call" in d]
+    assert len(screens) == 2
+    bridged = [
+        d
+        for d in documents
+        if etree.fromstring(d.encode()).tag == "Response" and len(etree.fromstring(d.encode())) == 0
+    ]
+    assert len(bridged) == 1
+    [row] = case_rows(db)
+    assert (row["id"], row["status"], row["offer"]) == (seen[2], "connected", "answered")
+    assert any("how satisfied are you" in line for line in record.heard)
+
+
+def test_a_screened_agent_takes_the_call_before_the_caller_is_put_through(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """Screened: the caller hears ringing (answerOnBridge) while alice's phone says the case
+    and asks for 1. Taken, the case is hers at once: the caller's hang-up, reported before
+    the Dial's end, leaves it with her to resolve, not back in line."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+
+    def holds(poll: int) -> bool:
+        api(client, alice, "POST", "/api/agents/next")
+        return poll < 3
+
+    record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    assert record.agent_took is True
+    dial = etree.fromstring(next(d for d in documents if "<Dial" in d).encode()).find("Dial")
+    assert dial is not None and dial.get("answerOnBridge") == "true"
+    number = dial.find("Number")
+    assert number is not None and "/twilio/agent-accept?case=" in (number.get("url") or "")
+    [row] = case_rows(db)
+    assert (row["status"], row["offer"], row["queued"]) == ("connected", "answered", 0)
+    [held] = api(client, alice, "GET", "/api/agents/cases")
+    assert held["id"] == row["id"]
+
+
+def test_the_agents_screen_refuses_a_case_that_is_not_theirs_to_take(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """A screen request for a case another agent has, or no longer connected, or any key but
+    1, ends the agent's leg: nobody is put through to a phone that did not take the call."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob_id = 999
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            raise HangsUp  # before the agent's phone answers: the screen is posted by hand
+
+    phone.call(
+        Party(
+            list(HIJACK),
+            lambda poll: bool(api(client, alice, "POST", "/api/agents/next")) and poll < 3,
+        ),
+        from_number=VICTIM,
+    )
+    url = (
+        etree.fromstring(next(d for d in documents if "<Dial" in d).encode())
+        .find("Dial/Number")
+        .get("url")
+    )  # type: ignore[union-attr]
+    leg = {"CallSid": "CA" + "8" * 32, "AccountSid": "AC" + "0" * 32}
+    for wrong in (url.replace("agent=", f"agent={bob_id}&x="), url):
+        answer = phone.signed_post(wrong, {**leg, "Digits": "1"})
+        check_twiml(answer.text)
+        assert "<Hangup" in answer.text  # not bob's; and the caller hung up: not connected
+    [row] = case_rows(db)
+    assert row["offer"] != "answered"
 
 
 def test_a_case_closed_while_its_caller_rings_the_agent_leaves_them_a_way_to_an_agent(
