@@ -311,7 +311,15 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
                     # Connected, a call back is resolved like any case; ringing, it is not.
                     (cases.c.status != "offered") | _NOT_PLACING,
                 )
-                .values(status="resolved", queued=0, notes=notes, ended_at=now, offer=None)
+                .values(
+                    status="resolved",
+                    queued=0,
+                    notes=notes,
+                    ended_at=now,
+                    # Kept once the agent took the call: resolved while they still talk, the
+                    # Dial's report at the hang-up must still know they did (agent screening).
+                    offer=case_when((cases.c.offer == OFFER_ANSWERED, OFFER_ANSWERED), else_=None),
+                )
             ).rowcount
             == 1
         )

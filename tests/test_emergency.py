@@ -2023,6 +2023,42 @@ def test_a_screened_agent_takes_the_call_before_the_caller_is_put_through(
     assert held["id"] == row["id"]
 
 
+def test_a_case_resolved_while_the_agent_still_talks_lets_the_caller_go_when_they_hang_up(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """alice took the call, and resolves the case with her notes before she hangs up. The
+    Dial's report still knows she talked: the caller is asked the survey and let go, not put
+    back on hold with a new case."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            return "completed"
+
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    original = phone.signed_post
+
+    def resolving_first(url: str, params: dict[str, str]) -> Any:
+        if "/twilio/connect-done" in url:  # she resolves, then hangs up
+            notes = {"notes": "froze the account; 2FA reset explained"}
+            api(client, alice, "POST", f"/api/cases/{taken[0]['id']}/resolve", json=notes)
+        return original(url, params)
+
+    phone.signed_post = resolving_first  # type: ignore[method-assign]
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    assert record.agent_took is True
+    assert any("how satisfied are you" in line for line in record.heard)
+    [row] = case_rows(db)  # no new case: the caller was not put back on hold
+    assert (row["status"], row["offer"]) == ("resolved", "answered")
+
+
 def test_the_agents_screen_refuses_a_case_that_is_not_theirs_to_take(
     client: TestClient, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
