@@ -543,8 +543,10 @@ OFFER_ANSWERED = "answered"
 AGENT_FINISHES = (OFFER_BY_HAND, OFFER_NO_NUMBER)
 
 
-def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> bool:
-    """Record how the agent's offer of the case reaches its caller, if it is still theirs."""
+def _agents_offer(
+    conn: Connection, *, case_id: int, agent_id: int, status: str, offer: str
+) -> bool:
+    """Set the case's offer, if the case is still `agent_id`'s and `status`."""
     with writing(conn):
         return (
             conn.execute(
@@ -552,12 +554,17 @@ def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> b
                 .where(
                     cases.c.id == case_id,
                     cases.c.agent_id == agent_id,
-                    cases.c.status == "offered",
+                    cases.c.status == status,
                 )
                 .values(offer=offer[:80])
             ).rowcount
             == 1
         )
+
+
+def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> bool:
+    """Record how the agent's offer of the case reaches its caller, if it is still theirs."""
+    return _agents_offer(conn, case_id=case_id, agent_id=agent_id, status="offered", offer=offer)
 
 
 def calling_back(offer: str | None) -> bool:
@@ -671,19 +678,9 @@ def requeue(
 def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
     """The agent took the call with a key (IVR_AGENT_SCREENING): the caller on their way to
     this agent is theirs to talk to, and from now on a hang-up leaves the case with them."""
-    with writing(conn):
-        return (
-            conn.execute(
-                update(cases)
-                .where(
-                    cases.c.id == case_id,
-                    cases.c.agent_id == agent_id,
-                    cases.c.status == "connected",
-                )
-                .values(offer=OFFER_ANSWERED)
-            ).rowcount
-            == 1
-        )
+    return _agents_offer(
+        conn, case_id=case_id, agent_id=agent_id, status="connected", offer=OFFER_ANSWERED
+    )
 
 
 def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> bool:
