@@ -1102,12 +1102,24 @@ class _Turn:
         detail = {"case": event.case_id}
         self.log.append(LogEntry(state.node, "input", "dial", outcome="agent_done", detail=detail))
         state = state.model_copy(update={"facts": {**state.facts, "served_case": served}})
-        if isinstance(node, QueueNode) and node.after_agent:
-            return self.enter(node.after_agent, state)
+        after = self._after_agent(node, state.facts.get("queue"))
+        if after:
+            return self.enter(after, state)
         self.say("goodbye", state.lang)
         self.response.hangup()
         self.log.append(LogEntry(state.node, "ended", "dial", outcome="agent_done"))
         return state.model_copy(update={"ended": True})
+
+    def _after_agent(self, node: Node, queue: str | None) -> str | None:
+        """Where a caller goes after the agent: their queue node's `after_agent`. A caller
+        queued otherwise (back to an earlier case's team by a ticket node) takes it from the
+        tree's first queue node for the same queue."""
+        if isinstance(node, QueueNode):
+            return node.after_agent
+        for other in self.tree.tree.nodes.values():
+            if isinstance(other, QueueNode) and other.queue == queue:
+                return other.after_agent
+        return None
 
     def on_survey(self, node: SurveyNode, state: CallState, event: Input) -> CallState:
         """One key, 1 to 5; anything else, or nothing, is no answer. Asked once either way:

@@ -626,6 +626,14 @@ def _check_graph(
                     "rate (reach it by a queue's after_agent)",
                     "warning",
                 )
+        if isinstance(node, HoursNode) and not any(node.weekly.values()):
+            at(
+                name,
+                ("weekly",),
+                f"never open: every caller goes to '{node.on_closed}', and '{node.on_open}' "
+                "is never reached this way",
+                "warning",
+            )
         if isinstance(node, MenuNode):
             for rel, target in (
                 (("on_no_input",), node.on_no_input),

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 from ivr import store
 from ivr.db import Busy, cases, impatient, verification_failures
 from ivr.engine import (
+    AgentDone,
     CallState,
     CaseSummary,
     Checked,
@@ -169,6 +170,23 @@ def test_a_caller_after_hours_hears_when_the_team_opens_from_the_trees_hours(
     assert any(f"将于新加坡时间{mandarin}恢复服务" in line for line in record.heard)
 
 
+def test_a_caller_queued_back_by_their_ticket_is_asked_that_queues_survey(
+    hotline_tree: CompiledTree,
+) -> None:
+    """Queued back to an earlier case's team by the ticket node, the caller waits at that
+    node, not at a queue node: after the agent, the survey of the payments queue's node."""
+    links, now = Links("https://hotline.example.test"), datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+    waiting = CallState(
+        node="ticket_lookup", facts={"queue": "payments", "priority": "normal", "ticket": "7"}
+    )
+    step = advance(hotline_tree, waiting, AgentDone(12), links=links, step=5, now=now)
+    assert step.state.node == "survey" and step.state.facts["served_case"] == "12"
+    # A queue no queue node serves (the fallback's): goodbye, as before.
+    elsewhere = waiting.model_copy(update={"facts": {**waiting.facts, "queue": "overflow"}})
+    step = advance(hotline_tree, elsewhere, AgentDone(12), links=links, step=5, now=now)
+    assert step.state.ended and step.state.node == "ticket_lookup"
+
+
 def test_star_repeats_and_hash_goes_back(phone: Phone) -> None:
     record = call(phone, Press("1"), Press("3"), Press("#"), Press("*"))
     main_prompts = [
@@ -195,6 +213,7 @@ INPUTS: tuple[Input, ...] = (
     QueueExit("leave"),
     QueueExit("bridged"),
     DialDone("no-answer"),
+    AgentDone(1),
 )
 
 
@@ -227,7 +246,7 @@ def test_every_node_every_key_both_languages_gives_valid_twiml_and_no_dead_end(
             )
             if last == "Hangup":
                 # Only a goodbye node, or a caller an agent has served, is hung up on.
-                served = event == QueueExit("bridged")
+                served = event == QueueExit("bridged") or isinstance(event, AgentDone)
                 assert served or isinstance(hotline_tree.node(step.state.node), HangupNode), (
                     state.node,
                     event,

@@ -1297,6 +1297,22 @@ def test_a_survey_reached_before_any_agent_is_warned_at_the_edge(tmp_path: Path)
     ]
 
 
+def test_hours_that_are_never_open_are_warned_on_their_weekly_line(tmp_path: Path) -> None:
+    text = (DATA / "mini.yaml").read_text()
+    start = text.index("    weekly: {")
+    text = text[:start] + "    weekly: {sat: []}\n" + text[text.index("\n", start) + 1 :]
+    file, problems = check(tmp_path, text)
+    [warning] = [p for p in problems if "never open" in p.message]
+    assert (warning.file, warning.severity, warning.path) == (file, "warning", "nodes.hours.weekly")
+    assert warning.line == line_of(text, "weekly: {sat: []}")
+    assert warning.message == (
+        "never open: every caller goes to 'closed', and 'agent' is never reached this way"
+    )
+    assert not [
+        p for p in check(tmp_path, (DATA / "mini.yaml").read_text())[1] if "never open" in p.message
+    ]
+
+
 def test_a_tree_where_no_menu_plays_the_announcement_is_warned(tmp_path: Path) -> None:
     """An operator who drops `announcement: true` (or never wrote it) would silence what
     supervisors announce during an incident: said at the start node, as a warning."""
