@@ -775,8 +775,9 @@ def stats(
     threshold: Annotated[int, Query(ge=1, le=3600)] = 60,
 ) -> dict[str, Any]:
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
-    containment and top topics over [since, until) (default: the last 24 hours), overall and
-    per queue. The definitions: ivr/stats.py, and the README."""
+    after-agent surveys, containment and top topics over [since, until) (default: the last
+    24 hours), overall and per queue; per agent, the cases they handled and their surveys.
+    The definitions: ivr/stats.py, and the README."""
     end = until or hotline.clock()
     start = since or end - timedelta(days=1)
     if start.tzinfo is None or end.tzinfo is None:

@@ -81,6 +81,15 @@ satisfaction_average
 satisfied_rate (CSAT)
     Answers of 4 or 5 / surveys_answered (the industry's "top two boxes"); None when none.
 
+by_agent: per agent (`users.name`), the period's cases that agent talked to the caller on
+(`cases.agent_id` is theirs and `connected_at` is set; a case an agent gave back, or whose
+caller their phone never reached, is not theirs any more):
+handled
+    Those cases.
+average_handle_time_seconds, surveys_asked, surveys_answered, satisfaction_average,
+satisfied_rate
+    As above, over those cases.
+
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
     completed_calls = calls started in the period with status `completed` (Twilio's status
@@ -111,7 +120,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ivr.db import call_events, calls, cases
+from ivr.db import call_events, calls, cases, users
 
 SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
@@ -167,6 +176,26 @@ class QueueFigures:
 
 
 @dataclass(frozen=True)
+class AgentFigures:
+    handled: int
+    average_handle_time_seconds: float | None
+    surveys_asked: int
+    surveys_answered: int
+    satisfaction_average: float | None
+    satisfied_rate: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "handled": self.handled,
+            "average_handle_time_seconds": self.average_handle_time_seconds,
+            "surveys_asked": self.surveys_asked,
+            "surveys_answered": self.surveys_answered,
+            "satisfaction_average": self.satisfaction_average,
+            "satisfied_rate": self.satisfied_rate,
+        }
+
+
+@dataclass(frozen=True)
 class Report:
     period_start: datetime
     period_end: datetime
@@ -178,6 +207,7 @@ class Report:
     contained_calls: int
     containment: float | None
     top_topics: list[tuple[str, int]]
+    by_agent: dict[str, AgentFigures] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON types: ISO 8601 datetimes, seconds for durations."""
@@ -195,6 +225,7 @@ class Report:
             "contained_calls": self.contained_calls,
             "containment": self.containment,
             "top_topics": [{"topic": topic, "calls": n} for topic, n in self.top_topics],
+            "by_agent": {name: a.as_dict() for name, a in self.by_agent.items()},
         }
 
 
@@ -211,6 +242,16 @@ class _Tally:
     handle_times: list[float] = field(default_factory=list)
     surveys_asked: int = 0
     scores: list[int] = field(default_factory=list)
+
+    def agent_figures(self) -> AgentFigures:
+        return AgentFigures(
+            handled=self.offered,
+            average_handle_time_seconds=_mean(self.handle_times),
+            surveys_asked=self.surveys_asked,
+            surveys_answered=len(self.scores),
+            satisfaction_average=_mean([float(n) for n in self.scores]),
+            satisfied_rate=_ratio(sum(n >= SATISFIED for n in self.scores), len(self.scores)),
+        )
 
     def figures(self) -> QueueFigures:
         return QueueFigures(
@@ -324,8 +365,13 @@ def figures(
                 cases.c.connected_at,
                 cases.c.ended_at,
                 calls.c.ended_at.label("call_ended_at"),
+                users.c.name.label("agent_name"),
             )
-            .select_from(cases.outerjoin(calls, calls.c.call_sid == cases.c.call_sid))
+            .select_from(
+                cases.outerjoin(calls, calls.c.call_sid == cases.c.call_sid).outerjoin(
+                    users, users.c.id == cases.c.agent_id
+                )
+            )
             .where(cases.c.created_at >= start, cases.c.created_at < end)
         ).all()
         call_rows = conn.execute(
@@ -370,9 +416,13 @@ def figures(
 
     overall = _Tally()
     by_queue: dict[str, _Tally] = {}
+    by_agent: dict[str, _Tally] = {}
     for case in case_rows:
-        tallies = (overall, by_queue.setdefault(case.queue, _Tally()))
+        tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
         _count_case(tallies, case, thresholds, surveys.get(case.id))
+        if case.agent_name is not None and case.connected_at is not None:
+            mine = by_agent.setdefault(case.agent_name, _Tally())
+            _count_case((mine,), case, thresholds, surveys.get(case.id))
 
     completed = contained = 0
     topics: Counter[str] = Counter()
@@ -403,4 +453,5 @@ def figures(
         contained_calls=contained,
         containment=_ratio(contained, completed),
         top_topics=sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:top],
+        by_agent={name: by_agent[name].agent_figures() for name in sorted(by_agent)},
     )

@@ -27,11 +27,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.testclient import TestClient
 from lxml import html
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select, update
 
 from ivr import cases as cases_module
 from ivr import dashboard
-from ivr.db import accounts, audit_log, cases, create_db_engine
+from ivr.db import accounts, audit_log, call_events, cases, create_db_engine, users
 from ivr.graph import GraphvizMissing
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty
@@ -664,10 +664,39 @@ def test_desk_actions_from_another_site_or_role_do_nothing(
 
 
 def test_figures_page_draws_charts_and_the_per_queue_table(
-    client: TestClient, supervisor: str, placed: dict[str, str]
+    client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
 ) -> None:
     signed_in(client, supervisor)
+    assert "No agent talked to a caller" in page(client, "/dashboard/figures").text_content()
+    # One of the two cases: an agent talked to its caller, who rated them 4.
+    make_user(db, "olga", "agent")
+    with db.begin() as conn:
+        agent_id = conn.execute(select(users.c.id).where(users.c.name == "olga")).scalar_one()
+        case_id, call_sid, created = conn.execute(
+            select(cases.c.id, cases.c.call_sid, cases.c.created_at).order_by(cases.c.id)
+        ).first()  # type: ignore[misc]
+        conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(agent_id=agent_id, connected_at=created, status="connected", queued=0)
+        )
+        conn.execute(
+            insert(call_events).values(
+                call_sid=call_sid,
+                step=99,
+                at=created,
+                node="survey",
+                kind="survey",
+                input_kind="dtmf",
+                outcome="4",
+                detail={"case": case_id},
+            )
+        )
     doc = page(client, "/dashboard/figures")
+    [olga] = [
+        texts(tr, "./*") for tr in doc.xpath("//table[contains(@class,'by-agent')]//tbody/tr")
+    ]
+    assert olga == ["olga", "1", "n/a", "1 / 1", "4.0", "100.0 %"]
     charts = doc.xpath("//figure[contains(@class,'chart')]/svg")
     assert len(charts) == 3
     titles = [c.xpath("./title")[0].text for c in charts]
@@ -678,8 +707,9 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     assert len(bars) == 24
     assert [b.text for b in bars][-1] == "23 Nov 03:00 to 04:00: 2"
     rows = {r[0]: r[1:] for r in (texts(tr, "./*") for tr in doc.xpath("//table//tr"))}
-    assert rows["security"][:5] == ["1", "0", "0", "1", "100.0 %"]  # offered ... abandonment
-    assert rows["payments"][:5] == ["1", "0", "0", "1", "100.0 %"]
+    abandoned = [r for r in ("security", "payments") if rows[r][3] == "1"]
+    assert len(abandoned) == 1  # the other is olga's, answered
+    assert rows[abandoned[0]][:5] == ["1", "0", "0", "1", "100.0 %"]  # offered ... abandonment
     assert rows["All queues"][0] == "2"
     assert doc.xpath("//a[@href='#definitions']") and doc.xpath("//*[@id='definitions']//pre")
     # A period before the calls: nothing offered, rates are n/a (not 0).

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, update
 
-from ivr.db import call_events, calls, cases
-from ivr.stats import QueueFigures, Report, Thresholds, figures
+from ivr.db import call_events, calls, cases, users
+from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # the period is [10:00, 11:00)
 START = T0
@@ -687,3 +687,48 @@ def test_survey_answers_count_per_case_by_the_latest_asking(db: Engine) -> None:
 def report_as_json(r: Report) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(json.dumps(r.as_dict()))
     return loaded
+
+
+def test_per_agent_figures_count_the_cases_each_agent_talked_on(db: Engine) -> None:
+    scenario(db)
+    with db.begin() as conn:
+        ids = {}
+        for name in ("alice", "bob", "carol"):
+            ids[name] = conn.execute(
+                insert(users)
+                .values(name=name, role="agent", token_hash=f"h-{name}", created_at=T0)
+                .returning(users.c.id)
+            ).scalar_one()
+        for agent, case_names in (
+            ("alice", ["C1", "C2"]),
+            ("bob", ["C3", "C4", "C5"]),
+            ("carol", ["C9"]),  # still waiting: taken, never reached (no connected_at)
+        ):
+            for name in case_names:
+                conn.execute(
+                    update(cases).where(cases.c.call_sid == sid(name)).values(agent_id=ids[agent])
+                )
+        add_survey(conn, "C1", "C1", "5", after=320)
+        add_survey(conn, "C2", "C2", "2", after=770)
+        add_survey(conn, "C3", "C3", "4", after=890)
+        add_survey(conn, "C4", "C4", None, after=1000)
+    r = report(db)
+    assert list(r.by_agent) == ["alice", "bob"]  # carol talked to nobody
+    alice, bob = r.by_agent["alice"], r.by_agent["bob"]
+    assert alice == AgentFigures(
+        handled=2,  # C1 C2
+        average_handle_time_seconds=360.0,  # (300 + 420) / 2
+        surveys_asked=2,
+        surveys_answered=2,
+        satisfaction_average=3.5,  # (5 + 2) / 2
+        satisfied_rate=0.5,  # C1 of C1 C2
+    )
+    assert bob == AgentFigures(
+        handled=3,  # C3 C4 (still talking) C5 (called back)
+        average_handle_time_seconds=220.0,  # C3 240, C5 200; C4 not resolved yet
+        surveys_asked=2,  # C3 C4
+        surveys_answered=1,  # C3
+        satisfaction_average=4.0,
+        satisfied_rate=1.0,
+    )
+    assert report_as_json(r)["by_agent"]["bob"]["handled"] == 3
