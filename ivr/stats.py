@@ -114,7 +114,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -139,8 +139,21 @@ class Thresholds:
         return self.emergency if priority == "emergency" else self.other
 
 
+@dataclass(frozen=True, kw_only=True)
+class SurveyFigures:
+    """The after-agent survey's figures (see the module), of a queue or of an agent."""
+
+    surveys_asked: int
+    surveys_answered: int
+    satisfaction_average: float | None
+    satisfied_rate: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class QueueFigures:
+class QueueFigures(SurveyFigures):
     offered: int
     answered: int
     answered_within_threshold: int
@@ -151,48 +164,12 @@ class QueueFigures:
     average_handle_time_seconds: float | None
     callbacks_requested: int
     callbacks_completed: int
-    surveys_asked: int
-    surveys_answered: int
-    satisfaction_average: float | None
-    satisfied_rate: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "offered": self.offered,
-            "answered": self.answered,
-            "answered_within_threshold": self.answered_within_threshold,
-            "abandoned": self.abandoned,
-            "abandonment_rate": self.abandonment_rate,
-            "service_level": self.service_level,
-            "average_speed_of_answer_seconds": self.average_speed_of_answer_seconds,
-            "average_handle_time_seconds": self.average_handle_time_seconds,
-            "callbacks_requested": self.callbacks_requested,
-            "callbacks_completed": self.callbacks_completed,
-            "surveys_asked": self.surveys_asked,
-            "surveys_answered": self.surveys_answered,
-            "satisfaction_average": self.satisfaction_average,
-            "satisfied_rate": self.satisfied_rate,
-        }
 
 
 @dataclass(frozen=True)
-class AgentFigures:
+class AgentFigures(SurveyFigures):
     handled: int
     average_handle_time_seconds: float | None
-    surveys_asked: int
-    surveys_answered: int
-    satisfaction_average: float | None
-    satisfied_rate: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "handled": self.handled,
-            "average_handle_time_seconds": self.average_handle_time_seconds,
-            "surveys_asked": self.surveys_asked,
-            "surveys_answered": self.surveys_answered,
-            "satisfaction_average": self.satisfaction_average,
-            "satisfied_rate": self.satisfied_rate,
-        }
 
 
 @dataclass(frozen=True)
@@ -243,14 +220,19 @@ class _Tally:
     surveys_asked: int = 0
     scores: list[int] = field(default_factory=list)
 
+    def surveys(self) -> dict[str, Any]:
+        return {
+            "surveys_asked": self.surveys_asked,
+            "surveys_answered": len(self.scores),
+            "satisfaction_average": _mean([float(n) for n in self.scores]),
+            "satisfied_rate": _ratio(sum(n >= SATISFIED for n in self.scores), len(self.scores)),
+        }
+
     def agent_figures(self) -> AgentFigures:
         return AgentFigures(
             handled=self.offered,
             average_handle_time_seconds=_mean(self.handle_times),
-            surveys_asked=self.surveys_asked,
-            surveys_answered=len(self.scores),
-            satisfaction_average=_mean([float(n) for n in self.scores]),
-            satisfied_rate=_ratio(sum(n >= SATISFIED for n in self.scores), len(self.scores)),
+            **self.surveys(),
         )
 
     def figures(self) -> QueueFigures:
@@ -265,10 +247,7 @@ class _Tally:
             average_handle_time_seconds=_mean(self.handle_times),
             callbacks_requested=self.callbacks_requested,
             callbacks_completed=self.callbacks_completed,
-            surveys_asked=self.surveys_asked,
-            surveys_answered=len(self.scores),
-            satisfaction_average=_mean([float(n) for n in self.scores]),
-            satisfied_rate=_ratio(sum(n >= SATISFIED for n in self.scores), len(self.scores)),
+            **self.surveys(),
         )
 
 
