@@ -793,10 +793,17 @@ class HoldingCaller(ScriptedParty):
         super().__init__(answers)
         self.release = release
         self.queued = threading.Event()
+        # Held by a test: the caller's next hold round waits (music playing) until released.
+        self.gate = threading.Lock()
+        self.between_rounds = threading.Event()  # set each time the caller reaches the gate
 
     def keep_holding(self, queue: str, polls: int) -> bool:
         self.queued.set()
-        return not self.release.wait(0.3)
+        held = not self.release.wait(0.3)
+        self.between_rounds.set()
+        with self.gate:
+            pass
+        return held
 
 
 class Callers:
@@ -806,12 +813,14 @@ class Callers:
         self.phone = phone
         self.release = threading.Event()
         self.threads: dict[str, threading.Thread] = {}
+        self.parties: dict[str, HoldingCaller] = {}
         self.errors: list[BaseException] = []
 
     def call(self, answers: list[Any], number: str) -> str:
         """Place a call and return its CallSid once the caller holds in a queue."""
         party = HoldingCaller(answers, self.release)
         sid = "CA" + uuid.uuid4().hex
+        self.parties[sid] = party
 
         def run() -> None:
             try:
@@ -824,13 +833,30 @@ class Callers:
         assert party.queued.wait(15), f"the caller {number} never reached a queue: {self.errors}"
         return sid
 
+    def hold_music(self, sid: str) -> None:
+        """The caller's current hold round lasts until `next_round`: nothing they do (their
+        next round puts them through to an agent) happens while a test looks at the pages.
+        Returns once the caller is between rounds, no request of theirs on its way."""
+        party = self.parties[sid]
+        party.gate.acquire()
+        party.between_rounds.clear()
+        assert party.between_rounds.wait(15), f"call {sid} is not holding"
+
+    def next_round(self, sid: str) -> None:
+        gate = self.parties[sid].gate
+        if gate.locked():
+            gate.release()
+
     def finished(self, sid: str) -> None:
         """Wait for a call to end by itself (after an agent took it)."""
+        self.next_round(sid)
         self.threads[sid].join(15)
         assert not self.threads[sid].is_alive(), f"call {sid} did not end"
 
     def hang_up(self) -> None:
         self.release.set()
+        for sid in self.parties:
+            self.next_round(sid)
         for thread in self.threads.values():
             thread.join(15)
         assert not self.errors, self.errors
@@ -957,6 +983,9 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     desk.click("button[type=submit]")
     expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
     expect(desk.locator(".empty")).to_have_text("You have no case now.")
+    # The caller's music plays on until the desk has been looked at: their next hold round
+    # would put them through (at once here, where a round lasts 0.3 s, not minutes).
+    scene.callers.hold_music(scene.calls["hijack"])
     desk.get_by_role("button", name="Take the next case").click()
     expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["next_hold_poll"])
     case = desk.locator("section.case")
