@@ -47,11 +47,13 @@ def place_calls(calls: int, workdir: Path) -> int:
     env = {
         **server.hotline_env(url),
         "IVR_LOG_FORMAT": "text",
-        # The app's timed jobs (the sweep, the tree-version and announcement check) run by the
-        # clock, not per call: under valgrind, on a busy machine, the longer run would count
-        # more of them (seen: +20 % per call, from nothing but load). Not during the count.
+        # The app's timed jobs (the sweep, the tree-version and announcement check, offering
+        # cases to available agents) run by the clock, not per call: under valgrind, on a busy
+        # machine, the longer run would count more of them (seen: +20 % per call, from nothing
+        # but load). Not during the count.
         "IVR_TREE_SYNC": "3600",
         "IVR_SWEEP_INTERVAL": "3600",
+        "IVR_DISPATCH_INTERVAL": "3600",
     }
     os.environ.update(env)
     settings = Settings(_env_file=None)

@@ -4,6 +4,7 @@ too many wrong tokens from one client address get 429 with Retry-After (`SignInT
 GET  /api/queue                 waiting cases, in exactly the order agents get them
 GET  /api/staffing              agents at work, their handle time, the wait a new caller hears
 POST /api/agents/next           claim the next case and connect its caller
+GET|PUT /api/agents/presence    available (cases come as they come) or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
 """
@@ -291,8 +292,11 @@ class Staffing(BaseModel):
     """What the hold loop's estimate is made of, and what a caller joining now would hear."""
 
     agents_at_work: int = Field(
-        description="agents (not revoked) holding a case they took or were put through on in "
-        "the last 2 hours, or who ended one in the last 30 minutes"
+        description="agents (not revoked) who are available, or hold a case they took or were "
+        "put through on in the last 2 hours, or ended one in the last 30 minutes"
+    )
+    agents_available: int = Field(
+        description="of them, those who said they are available: offered cases as they come"
     )
     handle_seconds: float = Field(
         description="what the estimate counts per case: the median time from an agent taking "
@@ -324,6 +328,7 @@ def staffing(user: StaffUser, hotline: HotlineDep) -> Staffing:
     default = hotline.settings.avg_handle_seconds
     return Staffing(
         agents_at_work=figures_now.agents,
+        agents_available=figures_now.available,
         handle_seconds=round(figures_now.handle(default), 1),
         handle_measured_over=figures_now.handled,
         handle_source="setting" if figures_now.handle_seconds is None else "measured",
@@ -336,6 +341,40 @@ def staffing(user: StaffUser, hotline: HotlineDep) -> Staffing:
             figures_now.wait_seconds(emergencies + 1, default_handle=default)
         ),
     )
+
+
+class Presence(BaseModel):
+    """Whether cases come to the agent as they come, or only when they ask (`next`)."""
+
+    available: bool = Field(
+        description="true: offered the next case in line whenever they have none (their phone "
+        "rings within IVR_DISPATCH_INTERVAL); false (away): cases come only from `next`. An "
+        "offer their phone does not take sets them away"
+    )
+    since: datetime | None = Field(
+        default=None,
+        description="available: since when they have waited for a case (moved on as each of "
+        "their cases ends; the longest idle is offered first)",
+    )
+
+
+class PresenceChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    available: bool
+
+
+@router.get("/agents/presence")
+def get_presence(user: AgentUser, hotline: HotlineDep) -> Presence:
+    since = hotline.available_since(user)
+    return Presence(available=since is not None, since=since)
+
+
+@router.put("/agents/presence")
+def put_presence(
+    user: AgentUser, hotline: HotlineDep, change: Annotated[PresenceChange, Body()]
+) -> Presence:
+    since = hotline.set_available(user, change.available)
+    return Presence(available=since is not None, since=since)
 
 
 @router.post(

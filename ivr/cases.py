@@ -27,6 +27,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    union,
     update,
 )
 from sqlalchemy import case as case_when  # `case` is what this module calls a case
@@ -287,6 +288,66 @@ def claim_if_free(
         return claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer), None
 
 
+# -- presence: agents offered cases as they come, without asking ----------------------------
+
+
+def set_available(
+    conn: Connection, *, agent_id: int, available: bool, now: datetime
+) -> datetime | None:
+    """Available: offered cases as they come (`Hotline.dispatch`), from `now` or from when
+    they already were; away: cases come only when they ask. Their available-since after
+    this, None when away (or no such agent)."""
+    since = bindparam("now", now, type_=users.c.available_since.type)
+    with writing(conn):
+        value: datetime | None = conn.execute(
+            update(users)
+            .where(users.c.id == agent_id, users.c.role == "agent")
+            .values(
+                available_since=func.coalesce(users.c.available_since, since) if available else None
+            )
+            .returning(users.c.available_since)
+        ).scalar()
+    return value
+
+
+def available_since(conn: Connection, *, agent_id: int) -> datetime | None:
+    with reading(conn):
+        value: datetime | None = conn.execute(
+            select(users.c.available_since).where(users.c.id == agent_id)
+        ).scalar()
+    return value
+
+
+def set_away_if_available(conn: Connection, *, agent_id: int) -> bool:
+    """An offer the agent missed (their phone rang out, or nobody took the call): away, so
+    the next case is not offered to an empty desk. True if they had been available."""
+    with writing(conn):
+        went: int = conn.execute(
+            update(users)
+            .where(users.c.id == agent_id, users.c.available_since.is_not(None))
+            .values(available_since=None)
+        ).rowcount
+    return went == 1
+
+
+def agents_to_offer(conn: Connection) -> list[User]:
+    """Available agents (not revoked) who have no case now: whom the next cases are offered
+    to, the longest idle first."""
+    holding = select(cases.c.id).where(cases.c.agent_id == users.c.id, HELD_NOW).exists()
+    with reading(conn):
+        rows = conn.execute(
+            select(users.c.id, users.c.name, users.c.role, users.c.phone)
+            .where(
+                users.c.role == "agent",
+                users.c.revoked_at.is_(None),
+                users.c.available_since.is_not(None),
+                ~holding,
+            )
+            .order_by(users.c.available_since, users.c.id)
+        ).all()
+    return [User(r.id, r.name, r.role, r.phone) for r in rows]
+
+
 def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
     with reading(conn):
         row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
@@ -301,7 +362,7 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
         func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
     )
     with writing(conn):
-        return (
+        resolved = (
             conn.execute(
                 update(cases)
                 .where(
@@ -323,6 +384,18 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
             ).rowcount
             == 1
         )
+        if resolved:
+            # An available agent waits for their next case from now: the longest idle first.
+            conn.execute(
+                update(users)
+                .where(
+                    users.c.id
+                    == select(cases.c.agent_id).where(cases.c.id == case_id).scalar_subquery(),
+                    users.c.available_since.is_not(None),
+                )
+                .values(available_since=now)
+            )
+        return resolved
 
 
 def set_account(conn: Connection, *, case_id: int, uid: str) -> bool:
@@ -393,18 +466,20 @@ LEFT_AFTER = timedelta(hours=2)
 class Staffing:
     """Who is answering the line, as the cases show it: what a caller's estimate divides by.
 
-    Nobody signs in to the line, so the cases say who works it: an agent is at work while they
-    hold a case taken or put through in the last LEFT_AFTER, and for AT_WORK after their last
-    one ended; a revoked agent is not. The handle time is the median time from an agent taking
-    a case to its end, over the cases agents ended in the last HANDLED_OVER (the latest
-    MEASURED_AT_MOST), leaving out any held longer than LEFT_AFTER; with fewer than MIN_HANDLED
-    of them (a quiet hour, a new install) it is unknown, and the estimate takes the operator's
-    `IVR_AVG_HANDLE_SECONDS` instead. Before anyone has taken a case (a shift starting), the
+    An agent is at work while they say they are available (presence), while they hold a case
+    taken or put through in the last LEFT_AFTER, and for AT_WORK after their last one ended
+    (an agent who only ever asks for cases says nothing else); a revoked agent is not. The
+    handle time is the median time from an agent taking a case to its end, over the cases
+    agents ended in the last HANDLED_OVER (the latest MEASURED_AT_MOST), leaving out any held
+    longer than LEFT_AFTER; with fewer than MIN_HANDLED of them (a quiet hour, a new install)
+    it is unknown, and the estimate takes the operator's `IVR_AVG_HANDLE_SECONDS` instead.
+    Before anyone has taken a case or said they are available (a shift starting), the
     estimate is one agent's: too long rather than too short, and the call-back offer early."""
 
     agents: int = 0
     handle_seconds: float | None = None
     handled: int = 0  # the cases the handle time was measured over
+    available: int = 0  # of the agents, those who said they are available (presence)
 
     def handle(self, default: float) -> float:
         return default if self.handle_seconds is None else self.handle_seconds
@@ -416,18 +491,27 @@ class Staffing:
 
 
 def staffing(conn: Connection, *, now: datetime) -> Staffing:
-    """Agents at work and their handle time, as of `now` (two statements; a timed job's, never
-    a webhook's)."""
+    """Agents at work and their handle time, as of `now` (three statements; a timed job's,
+    never a webhook's)."""
     since = now - AT_WORK
     working = HELD_NOW & (
         func.coalesce(cases.c.connected_at, cases.c.offered_at) >= now - LEFT_AFTER
     )
     with reading(conn):
-        agents = conn.execute(
-            select(func.count(cases.c.agent_id.distinct()))
+        busy = (
+            select(cases.c.agent_id.label("id"))
             .join(users, users.c.id == cases.c.agent_id)
             .where(users.c.revoked_at.is_(None), working | (cases.c.ended_at >= since))
+        )
+        ready = select(users.c.id).where(
+            users.c.role == "agent",
+            users.c.revoked_at.is_(None),
+            users.c.available_since.is_not(None),
+        )
+        agents = conn.execute(
+            select(func.count()).select_from(union(busy, ready).subquery())
         ).scalar_one()
+        available = conn.execute(select(func.count()).select_from(ready.subquery())).scalar_one()
         ended = conn.execute(
             select(cases.c.offered_at, cases.c.ended_at)
             .where(
@@ -444,8 +528,13 @@ def staffing(conn: Connection, *, now: datetime) -> Staffing:
         span for start, end in ended if (span := max(0.0, (end - start).total_seconds())) <= left
     ]
     if len(spans) < MIN_HANDLED:
-        return Staffing(agents=agents, handled=len(spans))
-    return Staffing(agents=agents, handle_seconds=statistics.median(spans), handled=len(spans))
+        return Staffing(agents=agents, handled=len(spans), available=available)
+    return Staffing(
+        agents=agents,
+        handle_seconds=statistics.median(spans),
+        handled=len(spans),
+        available=available,
+    )
 
 
 def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
@@ -1149,8 +1238,13 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
         conn.execute(
             update(users)
             .where(users.c.id == user_id)
-            # The hash of a token nobody has: the column stays unique and never matches.
-            .values(token_hash=_token_hash(secrets.token_urlsafe(32)), revoked_at=now)
+            # The hash of a token nobody has: the column stays unique and never matches. Away:
+            # a token issued again later lifts the revocation, not the presence.
+            .values(
+                token_hash=_token_hash(secrets.token_urlsafe(32)),
+                revoked_at=now,
+                available_since=None,
+            )
         )
         conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
         return conn.execute(

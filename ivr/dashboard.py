@@ -337,7 +337,11 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
     secret = request.cookies.get(COOKIE, "")
     if secret and len(secret) <= MAX_TOKEN:
         with hotline.db.connect() as conn:
+            user = user_by_session(conn, secret=secret, now=hotline.clock())
             close_session(conn, secret=secret)  # on the server: a copy of the cookie is void
+        if user is not None and user.role in AGENTS:
+            # Gone from the desk: no case may ring their phone until they are back.
+            hotline.set_available(user, False)
     response = redirect(LOGIN_PATH)
     _drop_session(request, response)
     return response
@@ -481,6 +485,8 @@ SAID = {
     "freeze_failed": "The account service did not confirm the freeze; it is audited as failed. "
     "Try again, or escalate.",
     "resolved": "Case resolved.",
+    "available": "You are available: the next case comes to your phone by itself.",
+    "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
     "announced": "Every caller hears the announcement first now.",
     "announcement_cleared": "Callers hear no announcement any more.",
@@ -502,6 +508,7 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
     return {
         **_desk_live(hotline, user, held),
         "held": held,
+        "available": hotline.available_since(user),
         "said": SAID.get(said, ""),
         "error": None,
         "offers": OFFERS,
@@ -584,6 +591,17 @@ def desk_next(request: Request, hotline: HotlineDep) -> Response:
     except HTTPException as exc:  # not theirs to connect after all: the API says why
         return _desk_error(request, hotline, user, *_refusal(exc, ""))
     return _done(claimed.connect.mode if claimed.connect else "nobody")
+
+
+@router.post("/desk/presence")
+def desk_presence(
+    request: Request, hotline: HotlineDep, available: Annotated[str, Form()] = ""
+) -> Response:
+    user = _acting(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    since = hotline.set_available(user, available == "true")
+    return _done("available" if since is not None else "away")
 
 
 @router.post("/desk/{case_id}/freeze")

@@ -140,6 +140,10 @@ users = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     # Set by `ivr users revoke`: the token (and any dashboard session) stopped working then.
     Column("revoked_at", UTCDateTime()),
+    # An agent taking cases as they come (presence): since when they have waited for one. Set
+    # when they make themselves available, moved on as each case of theirs ends (the longest
+    # idle is offered first); None is away, and cases come only when they ask.
+    Column("available_since", UTCDateTime()),
 )
 
 # Dashboard sign-ins: the browser holds a random session secret, never the API token; only

@@ -954,11 +954,13 @@ class Hotline:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
             # back to its place, as the call back it was.
             with self.db.connect() as conn:
-                cases.requeue(conn, case_id=case_id, agent_id=agent_id)
+                moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id)
+            self._missed(case_id, agent_id, moved)
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         with self.db.connect() as conn:
             moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id)
             current = cases.get_case(conn, case_id=case_id) if not moved else None
+        self._missed(case_id, agent_id, moved)
         if row is None or "queue" not in row.state.facts:
             # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
@@ -970,6 +972,18 @@ class Hotline:
         # and does not count towards giving up on the queue. (Their case closed meanwhile, a
         # supervisor resolving it while the phone rang: the hold loop opens them a new one.)
         return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
+
+    def _missed(self, case_id: int, agent_id: int | None, moved: bool) -> None:
+        """The agent's phone did not take the case it was offered: away, if they were
+        available, so the next case does not ring an empty desk. Once, however often Twilio
+        reports it (only the report that put the case back)."""
+        if agent_id is None or not moved:
+            return
+        with self.db.connect() as conn:
+            went = cases.set_away_if_available(conn, agent_id=agent_id)
+        if went:
+            self.metrics.offers.labels("missed").inc()
+            log.warning("agent %s missed case %s: set away until they are back", agent_id, case_id)
 
     def status(
         self, call_sid: str, status: str, *, duration: int | None, sequence: int | None
@@ -1059,6 +1073,44 @@ class Hotline:
             connect = self._call_back(case, agent)
         case["offer"] = connect["mode"]
         return case, connect
+
+    def set_available(self, agent: cases.User, available: bool) -> datetime | None:
+        """Presence: available agents are offered cases as they come; away, only when they
+        ask. Since when they are available, None when away."""
+        with self.db.connect() as conn:
+            return cases.set_available(
+                conn, agent_id=agent.id, available=available, now=self.clock()
+            )
+
+    def available_since(self, agent: cases.User) -> datetime | None:
+        with self.db.connect() as conn:
+            return cases.available_since(conn, agent_id=agent.id)
+
+    def dispatch(self) -> int:
+        """Offer the cases in line to the available agents who have none, the longest idle
+        first, each as `claim` gives it (the phone rings; screened, the agent takes it with
+        1). Every instance runs this every IVR_DISPATCH_INTERVAL: the claim takes turns per
+        agent and per case, so nobody is offered two cases and no case goes to two agents.
+        How many cases were offered."""
+        with self.db.connect() as conn:
+            agents = cases.agents_to_offer(conn)
+            if not agents or not sum(cases.ready_in_line(conn, now=self.clock())):
+                return 0
+        offered = 0
+        for agent in agents:
+            try:
+                claimed = self.claim(agent)
+            except CaseRefused:
+                continue  # they took one themselves meanwhile
+            except ConnectFailed as failed:
+                log.info("case %s was not offered after all: %s", failed.case_id, failed.detail)
+                continue
+            if claimed is None:
+                break  # the line is empty
+            offered += 1
+            self.metrics.offers.labels("pushed").inc()
+            log.info("case %s offered to available agent %s", claimed[0]["id"], agent.name)
+        return offered
 
     def _offer(self, case: dict[str, Any], agent: cases.User, offer: str) -> None:
         """Record how the offer reaches its caller; ConnectFailed if it is not the agent's

@@ -105,6 +105,13 @@ class Metrics:
         self.freezes = Counter(
             "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
         )
+        self.offers = Counter(
+            "ivr_offers",
+            "cases offered to available agents without their asking (`pushed`), and those "
+            "offers their phone did not take (`missed`: the agent was set away)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.registry.register(_FromDatabase(db, clock))
         self.registry.register(_AtWork(at_work))
 

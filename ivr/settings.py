@@ -112,6 +112,11 @@ class Settings(DatabaseSettings):
     # The agent's phone must take the call with a key (1) before the caller is put through: a
     # voicemail that picks up is not an agent. Off: any answer of the agent's phone counts.
     agent_screening: bool = Field(default=True, validation_alias="IVR_AGENT_SCREENING")
+    # How often each instance offers the cases in line to the agents who said they are
+    # available and have none (presence): the most a case waits for a free agent's phone.
+    dispatch_seconds: float = Field(
+        default=1.0, gt=0, le=3600, validation_alias="IVR_DISPATCH_INTERVAL"
+    )
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
     # Unset (or empty): /metrics answers anyone who reaches it, so keep it off the public proxy.
     metrics_token: str | None = Field(

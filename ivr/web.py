@@ -505,6 +505,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_every(settings.sweep_interval_seconds, _sweep_once, hotline)),
             asyncio.create_task(_every(settings.tree_sync_seconds, follow, hotline)),
+            asyncio.create_task(_every(settings.dispatch_seconds, Dispatching(), hotline)),
         ]
         if settings.watch_routes:
             tasks.append(asyncio.create_task(_watch(hotline)))
@@ -728,6 +729,22 @@ class Following:
                 outage.failed()
             else:
                 outage.worked()
+
+
+class Dispatching:
+    """Offer the cases in line to the available agents (`Hotline.dispatch`), in a thread:
+    it may wait on Twilio's REST API. A failure is told as an outage, and tried again."""
+
+    def __init__(self) -> None:
+        self.outage = Outage("offer cases to the available agents")
+
+    async def __call__(self, hotline: Hotline) -> None:
+        try:
+            await run_in_threadpool(hotline.dispatch)
+        except Exception:
+            self.outage.failed()
+        else:
+            self.outage.worked()
 
 
 async def _reload(hotline: Hotline, why: str) -> None:

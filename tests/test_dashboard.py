@@ -305,6 +305,7 @@ def test_a_supervisor_sees_who_is_at_work_and_the_wait_a_new_caller_hears(
     figures = client.get("/api/staffing", headers=bearer(supervisor)).json()
     assert figures == {
         "agents_at_work": 1,
+        "agents_available": 0,
         "handle_seconds": 240.0,
         "handle_measured_over": 0,
         "handle_source": "setting",
@@ -315,7 +316,10 @@ def test_a_supervisor_sees_who_is_at_work_and_the_wait_a_new_caller_hears(
     }
     signed_in(client, supervisor)
     [line] = texts(page(client, "/dashboard/queue"), "//p[contains(@class,'staffing')]")
-    assert line.startswith("1 agent at work · a case takes 04:00 (IVR_AVG_HANDLE_SECONDS")
+    assert line.startswith(
+        "1 agent at work (0 available: offered cases as they come) · a case takes 04:00 "
+        "(IVR_AVG_HANDLE_SECONDS"
+    )
     assert line.endswith("a caller joining now hears about 8 min, a hijack victim about 4 min")
     scraped = client.get("/metrics").text
     assert "ivr_agents_at_work 1.0" in scraped and "ivr_handle_seconds 240.0" in scraped
@@ -541,6 +545,35 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     assert said(act(client, "/dashboard/desk/next")) == "nobody"
 
 
+def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_themselves(
+    client: TestClient, app: FastAPI, agent: str, supervisor: str, placed: dict[str, str]
+) -> None:
+    """Away, nothing comes unasked. Available, the timed job gives alice the emergency
+    without her taking it; the queue page counts her available. Signing out sets her away:
+    nobody's phone rings at an empty desk."""
+    signed_in(client, agent)
+    doc = page(client, "/dashboard/desk")
+    assert "You are away" in texts(doc, "//form[@class='presence']/p")[0]
+    hotline = app.state.hotline
+    assert hotline.dispatch() == 0
+    assert said(act(client, "/dashboard/desk/presence", available="true")) == "available"
+    doc = page(client, "/dashboard/desk", said="available")
+    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["available"]]
+    assert "You are available" in texts(doc, "//form[@class='presence']/p")[0]
+    assert hotline.dispatch() == 1
+    [case] = page(client, "/dashboard/desk").xpath("//section[contains(@class, 'case')]")
+    assert "emergency" in case.get("class")
+    with TestClient(client.app) as other_browser:
+        signed_in(other_browser, supervisor)
+        line = page(other_browser, "/dashboard/queue").xpath("//span[@class='agents-available']")
+        assert [e.text for e in line] == ["1"]
+    assert said(act(client, "/dashboard/desk/presence", available="false")) == "away"
+    assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
+    act(client, "/dashboard/desk/presence", available="true")
+    client.post("/dashboard/logout", follow_redirects=False)
+    assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
+
+
 def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     client: TestClient, db: Engine, agent: str, supervisor: str, placed: dict[str, str]
 ) -> None:
@@ -656,8 +689,17 @@ def test_desk_actions_from_another_site_or_role_do_nothing(
     )
     assert forged.status_code == 403
     assert client.get("/api/agents/cases", headers=bearer(agent)).json() == []
+    forged = client.post(
+        "/dashboard/desk/presence",
+        data={"available": "true"},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert forged.status_code == 403
+    assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
     signed_in(client, supervisor)
     assert act(client, "/dashboard/desk/next").status_code == 403
+    assert act(client, "/dashboard/desk/presence", available="true").status_code == 403
     client.cookies.clear()
     assert act(client, "/dashboard/desk/next").headers["location"] == "/dashboard/login"
     assert len(client.get("/api/queue", headers=bearer(supervisor)).json()) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Connection, Engine, event, select, text
 
-from ivr.cases import NOBODY_TO_CALL
+from ivr.cases import NOBODY_TO_CALL, revoke_user
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
@@ -2206,3 +2207,145 @@ def test_the_wait_a_caller_hears_is_shared_among_the_agents_at_work(
     # Round one: the way out before the long wait. Round two: the wait, then the offer.
     assert record.heard[rounds[0] - 1] == offer
     assert record.heard[rounds[1] - 1] != offer and offer in record.heard[rounds[1] :]
+
+
+# -- presence: available agents are offered cases without asking ----------------------------
+
+
+def presence(client: TestClient, token: str, available: bool | None = None) -> Any:
+    if available is None:
+        return api(client, token, "GET", "/api/agents/presence")
+    return api(client, token, "PUT", "/api/agents/presence", json={"available": available})
+
+
+def user_id(db: Engine, name: str) -> int:
+    with db.connect() as conn:
+        found: int = conn.execute(
+            text("SELECT id FROM users WHERE name = :n"), {"n": name}
+        ).scalar()
+    return found
+
+
+def eventually(what: Callable[[], Any], seconds: float = 15.0) -> Any:
+    """What `what` gives once it gives something: the app's timed job is on its own clock."""
+    deadline = time.monotonic() + seconds
+    while not (found := what()):
+        assert time.monotonic() < deadline, "the timed job never did it"
+        time.sleep(0.02)
+    return found
+
+
+def test_a_victim_reaches_an_available_agent_without_anyone_asking(
+    database_url: str, hotline_tree: CompiledTree, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """alice says she is available and waits. A victim joins the line; the app's own timed
+    job offers her the case (nobody asks for `next`), her phone rings with the screen, she
+    takes it with 1 and they talk. She stays available for the case after this one."""
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_DISPATCH_INTERVAL=0.05)
+    app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock())
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    with TestClient(app) as client:
+        assert presence(client, alice) == {"available": False, "since": None}
+        here = presence(client, alice, True)
+        assert here["available"] is True and here["since"] is not None
+        assert presence(client, alice, True) == here  # saying it again keeps her place
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        offered: list[Any] = []
+
+        def holds(poll: int) -> bool:
+            if not offered:
+                offered.append(
+                    eventually(lambda: [r for r in case_rows(db) if r["status"] == "offered"])
+                )
+            return poll < 5
+
+        record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+        assert presence(client, alice)["available"] is True
+        staffing = api(client, alice, "GET", "/api/staffing")
+    assert record.dialed == AGENT_PHONE and record.agent_took is True
+    [row] = case_rows(db)
+    assert (row["status"], row["agent_id"], row["lane"]) == ("connected", user_id(db, "alice"), 0)
+    assert (staffing["agents_available"], staffing["agents_at_work"]) == (1, 1)
+
+
+def test_an_offer_the_agents_phone_does_not_take_sets_them_away_and_goes_to_the_next(
+    client: TestClient,
+    app: FastAPI,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """alice has waited longest, so the victim's case is offered to her first; her voicemail
+    picks up. She is set away (the next case must not ring an empty desk), the victim goes
+    back to their place, and the next offer goes to bob, who takes it."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    presence(client, alice, True)
+    clock.advance(minutes=1)
+    presence(client, bob, True)
+    hotline = app.state.hotline
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    outcomes = iter([VOICEMAIL, "completed"])
+    dialed: list[str] = []
+    offered: list[int] = []
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            dialed.append(number)
+            return next(outcomes)
+
+    def holds(poll: int) -> bool:
+        offered.append(hotline.dispatch())
+        return poll < 6
+
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    assert dialed == [AGENT_PHONE, "+15005558888"] and record.agent_took is True
+    assert offered[0] == 1 and sum(offered) == 2  # one case, offered twice
+    assert presence(client, alice) == {"available": False, "since": None}
+    assert presence(client, bob)["available"] is True
+    [row] = case_rows(db)
+    assert (row["status"], row["agent_id"]) == ("connected", user_id(db, "bob"))
+    assert 'ivr_offers_total{outcome="missed"} 1.0' in client.get("/metrics").text
+    assert 'ivr_offers_total{outcome="pushed"} 2.0' in client.get("/metrics").text
+
+
+def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
+    phone: Phone, client: TestClient, app: FastAPI, db: Engine, clock: FakeClock
+) -> None:
+    """Three callers hung up waiting: three call backs in line. alice, then bob, say they
+    are available, and count as at work; carol is away, dave revoked. One case each,
+    alice's first; none to an agent who holds one. alice closes hers: she has now waited
+    least, but is the only agent without a case, so the third is hers. Supervisors cannot be
+    available."""
+    for n in range(3):
+        phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number=f"+1500555020{n}")
+    alice, bob, carol, dave = (
+        make_user(db, name, "agent", f"+1500555990{i}")
+        for i, name in enumerate(("alice", "bob", "carol", "dave"))
+    )
+    sam = make_user(db, "sam", "supervisor")
+    hotline = app.state.hotline
+    for token in (alice, bob, dave):
+        presence(client, token, True)
+        clock.advance(minutes=1)
+    presence(client, carol, False)
+    with db.connect() as conn:
+        revoke_user(conn, name="dave", now=clock())
+    # A shift starting: nobody has taken a case yet, and the estimate shares the line among
+    # the two available agents (not carol, away; not dave, revoked).
+    assert (hotline.refresh_staffing().agents, hotline.staffing.available) == (2, 2)
+    assert hotline.dispatch() == 2
+    holders = {r["id"]: r["agent_id"] for r in case_rows(db) if r["status"] == "offered"}
+    first, second = sorted(holders)
+    assert (holders[first], holders[second]) == (user_id(db, "alice"), user_id(db, "bob"))
+    assert hotline.dispatch() == 0  # both hold a case; carol is away, dave revoked
+    api(client, alice, "POST", f"/api/cases/{first}/resolve", json={"notes": "called back"})
+    assert datetime.fromisoformat(presence(client, alice)["since"]) == clock()
+    assert hotline.dispatch() == 1
+    third = [r for r in case_rows(db) if r["status"] == "offered" and r["id"] not in holders]
+    assert [r["agent_id"] for r in third] == [user_id(db, "alice")]
+    assert hotline.dispatch() == 0  # the line is empty
+    answer = client.put("/api/agents/presence", json={"available": True}, headers=bearer(sam))
+    assert answer.status_code == 403
+    staffing = api(client, sam, "GET", "/api/staffing")
+    assert staffing["agents_available"] == 2  # alice and bob; carol away, dave revoked

@@ -92,7 +92,10 @@ class Line:
 def line(database_url: str, hotline_tree: CompiledTree, db: Engine) -> Iterator[Line]:
     # Background jobs far apart, so that only the webhook under test touches the database.
     settings = make_settings(
-        IVR_DATABASE_URL=database_url, IVR_TREE_SYNC=3600, IVR_SWEEP_INTERVAL=3600
+        IVR_DATABASE_URL=database_url,
+        IVR_TREE_SYNC=3600,
+        IVR_SWEEP_INTERVAL=3600,
+        IVR_DISPATCH_INTERVAL=3600,
     )
     app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock())
     with TestClient(app) as client:

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +55,8 @@ def instances(
         IVR_DATABASE_URL=pg_database_url,
         IVR_SECRET_KEY=SECRET_KEY,
         IVR_LOG_FORMAT="text",
+        # Both offer cases to the available agents, often, so that their offers overlap.
+        IVR_DISPATCH_INTERVAL="0.05",
     )
     a, b = ServerProcess("a", env, workdir), ServerProcess("b", env, workdir)
     with serving(a, b):
@@ -258,6 +261,72 @@ def test_agents_on_both_instances_get_every_case_exactly_once(
         for case_id, _ in taken:
             row = rows[case_id]
             assert (row.status, row.queued, row.agent_id) == ("resolved", 0, users[f"agent{n}"])
+
+
+def test_both_instances_offer_cases_to_available_agents_each_once_one_at_a_time(
+    instances: tuple[ServerProcess, ServerProcess], pg: Engine
+) -> None:
+    """Four agents say they are available, two on each instance, and only resolve what comes
+    to them: both instances' timed jobs offer the 20 cases in line, each to one agent, and
+    never a second case to an agent who has one."""
+    a, b = instances
+    clear_queue(pg)
+    now = datetime.now(UTC)
+    with pg.begin() as conn:
+        for n in range(20):
+            spec = OpenCase(f"8{n:06d}", "general", "normal", "test", {}, [])
+            conn.execute(
+                case_queue.open_case(
+                    spec, call_sid=f"CA{n:032x}", caller=None, risk={}, now=now, gone=True
+                )
+            )
+    agents = [(make_user(pg, f"avail{n}", "agent"), (a, b)[n % 2]) for n in range(4)]
+    resolved: dict[int, list[int]] = {n: [] for n in range(len(agents))}
+    errors: list[str] = []
+
+    def resolve_what_comes(n: int, token: str, server: ServerProcess) -> None:
+        with httpx.Client(base_url=server.url, headers=bearer(token), timeout=20) as http:
+            http.put("/api/agents/presence", json={"available": True}).raise_for_status()
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < 3:  # the line is empty
+                held = http.get("/api/agents/cases").json()
+                if len(held) > 1:
+                    errors.append(f"agent {n} holds {len(held)} cases")
+                    return
+                for case in held:
+                    done = http.post(f"/api/cases/{case['id']}/resolve", json={"notes": "ok"})
+                    if done.status_code != 200:
+                        errors.append(f"{server.name}: {done.status_code} {done.text}")
+                        return
+                    resolved[n].append(case["id"])
+                    idle_since = time.monotonic()
+                time.sleep(0.02)
+
+    threads = [
+        threading.Thread(target=resolve_what_comes, args=(n, token, server))
+        for n, (token, server) in enumerate(agents)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        with pg.begin() as conn:  # away: the next tests' cases are nobody's until asked for
+            conn.execute(text("UPDATE users SET available_since = NULL"))
+    assert not errors
+    ids = [case_id for taken in resolved.values() for case_id in taken]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    pushed = [
+        float(m.group(1))
+        for server in (a, b)
+        if (m := re.search(r'ivr_offers_total\{outcome="pushed"\} (\S+)', metrics(server)))
+    ]
+    assert sum(pushed) == 20
+
+
+def metrics(server: ServerProcess) -> str:
+    return httpx.get(server.url + "/metrics", timeout=10).text
 
 
 def test_failed_verifications_on_both_instances_add_up_to_a_lockout(

@@ -32,6 +32,7 @@ ROLE = {
     "/api/queue": "supervisor",
     "/api/staffing": "supervisor",
     "/api/agents/next": "agent",
+    "/api/agents/presence": "agent",
     "/api/agents/cases": "agent",
     "/api/cases/held": "supervisor",
     "/api/announcement": "supervisor",
