@@ -5,6 +5,7 @@ GET  /api/queue                 waiting cases, in exactly the order agents get t
 GET  /api/staffing              agents at work, their handle time, the wait a new caller hears
 POST /api/agents/next           claim the next case and connect its caller
 GET|PUT /api/agents/presence    available (cases come as they come) or away
+GET  /api/agents                every agent: on a case, available, or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
 """
@@ -26,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
-from ivr.cases import User, held_by, held_by_agents, ready_in_line, waiting_cases
+from ivr.cases import (
+    User,
+    agents_presence,
+    held_by,
+    held_by_agents,
+    ready_in_line,
+    waiting_cases,
+)
 from ivr.deps import (
     AgentUser,
     AnnouncerUser,
@@ -361,6 +369,43 @@ class Presence(BaseModel):
 class PresenceChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     available: bool
+
+
+class AgentState(BaseModel):
+    """One agent as a wallboard shows them."""
+
+    name: str
+    state: Literal["on_case", "available", "away"] = Field(
+        description="on_case: they have a case (taken or connected), whether available or "
+        "not; available: waiting for the next case to come to them; away: cases come only "
+        "when they ask"
+    )
+    available: bool
+    idle_seconds: int | None = Field(
+        description="available: how long they have waited for a case (since they said so, or "
+        "since their last case ended); null when away"
+    )
+    holding: int = Field(description="the cases they have now")
+
+
+@router.get("/agents")
+def agents(user: StaffUser, hotline: HotlineDep) -> list[AgentState]:
+    """Every agent (not revoked), by name: on a case, available, or away."""
+    now = hotline.clock()
+    with hotline.db.connect() as conn:
+        rows = agents_presence(conn)
+    return [
+        AgentState(
+            name=r["name"],
+            state="on_case" if r["holding"] else ("available" if r["available_since"] else "away"),
+            available=r["available_since"] is not None,
+            idle_seconds=None
+            if r["available_since"] is None
+            else max(0, int((now - r["available_since"]).total_seconds())),
+            holding=r["holding"],
+        )
+        for r in rows
+    ]
 
 
 @router.get("/agents/presence")

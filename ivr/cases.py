@@ -348,6 +348,19 @@ def agents_to_offer(conn: Connection) -> list[User]:
     return [User(r.id, r.name, r.role, r.phone) for r in rows]
 
 
+def agents_presence(conn: Connection) -> list[dict[str, Any]]:
+    """Every agent not revoked, by name: `name`, `available_since` (None: away) and `holding`,
+    the cases they have now."""
+    holding = select(func.count()).where(cases.c.agent_id == users.c.id, HELD_NOW).scalar_subquery()
+    with reading(conn):
+        rows = conn.execute(
+            select(users.c.name, users.c.available_since, holding.label("holding"))
+            .where(users.c.role == "agent", users.c.revoked_at.is_(None))
+            .order_by(users.c.name)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
 def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
     with reading(conn):
         row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()

@@ -355,6 +355,7 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     return {
         "entries": entries,
         "staffing": api.staffing(user, hotline),
+        "agents": api.agents(user, hotline),
         "emergencies": sum(e.priority == "emergency" for e in entries),
         "updated": hotline.clock(),
         "refresh": REFRESH_SECONDS,

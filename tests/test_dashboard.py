@@ -565,8 +565,11 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
     assert "emergency" in case.get("class")
     with TestClient(client.app) as other_browser:
         signed_in(other_browser, supervisor)
-        line = page(other_browser, "/dashboard/queue").xpath("//span[@class='agents-available']")
-        assert [e.text for e in line] == ["1"]
+        queue = page(other_browser, "/dashboard/queue")
+        assert [e.text for e in queue.xpath("//span[@class='agents-available']")] == ["1"]
+        [row] = queue.xpath("//table[contains(@class, 'agents')]/tbody/tr")
+        assert row.get("data-agent") == "alice" and row.get("class") == "agent-on_case"
+        assert "available after it" in row.text_content()
     assert said(act(client, "/dashboard/desk/presence", available="false")) == "away"
     assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
     act(client, "/dashboard/desk/presence", available="true")

@@ -2339,6 +2339,13 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
     first, second = sorted(holders)
     assert (holders[first], holders[second]) == (user_id(db, "alice"), user_id(db, "bob"))
     assert hotline.dispatch() == 0  # both hold a case; carol is away, dave revoked
+    board = {a["name"]: a for a in api(client, sam, "GET", "/api/agents")}
+    assert {n: (a["state"], a["available"], a["holding"]) for n, a in board.items()} == {
+        "alice": ("on_case", True, 1),
+        "bob": ("on_case", True, 1),
+        "carol": ("away", False, 0),
+    }
+    assert board["alice"]["idle_seconds"] == 3 * 60 and board["carol"]["idle_seconds"] is None
     api(client, alice, "POST", f"/api/cases/{first}/resolve", json={"notes": "called back"})
     assert datetime.fromisoformat(presence(client, alice)["since"]) == clock()
     assert hotline.dispatch() == 1
