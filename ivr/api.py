@@ -357,7 +357,8 @@ class Presence(BaseModel):
     available: bool = Field(
         description="true: offered the next case in line whenever they have none (their phone "
         "rings within IVR_DISPATCH_INTERVAL); false (away): cases come only from `next`. An "
-        "offer their phone does not take sets them away"
+        "offer their phone does not take, a case they give back, or 8 hours without a case "
+        "set them away"
     )
     since: datetime | None = Field(
         default=None,
@@ -383,7 +384,7 @@ class AgentState(BaseModel):
     available: bool
     idle_seconds: int | None = Field(
         description="available: how long they have waited for a case (since they said so, or "
-        "since their last case ended); null when away"
+        "since their last case ended); null when away or on a case"
     )
     holding: int = Field(description="the cases they have now")
 
@@ -393,14 +394,14 @@ def agents(user: StaffUser, hotline: HotlineDep) -> list[AgentState]:
     """Every agent (not revoked), by name: on a case, available, or away."""
     now = hotline.clock()
     with hotline.db.connect() as conn:
-        rows = agents_presence(conn)
+        rows = agents_presence(conn, now=now)
     return [
         AgentState(
             name=r["name"],
             state="on_case" if r["holding"] else ("available" if r["available_since"] else "away"),
             available=r["available_since"] is not None,
             idle_seconds=None
-            if r["available_since"] is None
+            if r["available_since"] is None or r["holding"]
             else max(0, int((now - r["available_since"]).total_seconds())),
             holding=r["holding"],
         )

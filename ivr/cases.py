@@ -15,7 +15,7 @@ import secrets
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     Connection,
@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
+from ivr.numbers import WITHHELD as WITHHELD_NUMBERS
 from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
 
@@ -220,22 +221,32 @@ def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]
 # The next case in serving order, locked for this claim. PostgreSQL: SKIP LOCKED lets agents
 # asking at the same moment take different cases instead of queueing on one row. SQLite takes
 # one writer at a time, which serialises claims just as well.
-_NEXT_IN_LINE = (
-    select(cases.c.id)
-    .where(
-        cases.c.queued == 1,
-        # A call back nobody answered waits for its retry time, keeping its place meanwhile.
-        cases.c.not_before.is_(None)
-        | (cases.c.not_before <= bindparam("now", type_=cases.c.not_before.type)),
-    )
-    .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
+# A call back nobody answered waits for its retry time, keeping its place meanwhile.
+_READY = cases.c.not_before.is_(None) | (
+    cases.c.not_before <= bindparam("now", type_=cases.c.not_before.type)
 )
+# What may be offered to an available agent who did not ask (presence): only what rings
+# their phone, so that an offer nobody takes shows (and sets them away). A caller on the line;
+# and a call back, when Twilio places them, to a number it can dial. A call back dialled by
+# hand, or to a withheld number, is left for an agent who asks for it.
+_TO_CALL = func.coalesce(cases.c.callback_number, cases.c.caller)
+Only = Literal["any", "live", "ringing"]
+ONLY: dict[Only, Any] = {
+    "any": None,
+    "live": cases.c.status == "waiting",
+    "ringing": (cases.c.status == "waiting")
+    | (_TO_CALL.like("+%") & _TO_CALL.not_in(sorted(WITHHELD_NUMBERS))),
+}
+
+
+def _in_line(only: Only) -> list[Any]:
+    condition = ONLY[only]
+    return [cases.c.queued == 1, _READY, *([] if condition is None else [condition])]
+
+
 _CLAIM = (
     update(cases)
-    .where(cases.c.id == _NEXT_IN_LINE, cases.c.queued == 1)
+    .where(cases.c.queued == 1)
     .values(
         queued=0,
         status="offered",
@@ -252,85 +263,137 @@ _CLAIM = (
     )
     .returning(*cases.c)
 )
+# The next case in serving order (of those `only` allows), locked for this claim.
+_CLAIMS: dict[Only, Update] = {
+    only: _CLAIM.where(
+        cases.c.id
+        == select(cases.c.id)
+        .where(*_in_line(only))
+        .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    for only in ONLY
+}
 
 
 def claim_next(
-    conn: Connection, *, agent_id: int, now: datetime, live_offer: str | None = None
+    conn: Connection,
+    *,
+    agent_id: int,
+    now: datetime,
+    live_offer: str | None = None,
+    only: Only = "any",
 ) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
     One statement (one round trip); None when no case is waiting, or when every waiting case
     is being claimed by another agent at this very moment. `live_offer`: the offer recorded
     if the case's caller is waiting on the line (OFFER_HOLD_LOOP, OFFER_REDIRECTED); a call
-    back's offer is set once it is known how the caller will be reached."""
+    back's offer is set once it is known how the caller will be reached. `only`: the next
+    of the cases that ring the agent's phone (`ONLY`), for an offer they did not ask for."""
     params = {"agent": agent_id, "now": now, "live_offer": live_offer}
     with writing(conn):
-        claimed = conn.execute(_CLAIM, params).mappings().first()
+        claimed = conn.execute(_CLAIMS[only], params).mappings().first()
     return None if claimed is None else dict(claimed)
 
 
-_AGENT_TURN = select(users.c.id).where(users.c.id == bindparam("agent")).with_for_update()
+class NotAvailable(Exception):
+    """The agent is away (or revoked) now: no case is offered to them unasked."""
+
+
+_AGENT_TURN = (
+    select(users.c.available_since, users.c.revoked_at)
+    .where(users.c.id == bindparam("agent"))
+    .with_for_update()
+)
 
 
 def claim_if_free(
-    conn: Connection, *, agent_id: int, now: datetime, live_offer: str | None = None
+    conn: Connection,
+    *,
+    agent_id: int,
+    now: datetime,
+    live_offer: str | None = None,
+    only: Only = "any",
+    unasked: bool = False,
 ) -> tuple[dict[str, Any] | None, int | None]:
     """One case at a time, as one phone takes one call: (the next case, None) as
-    `claim_next` gives it, or (None, the case the agent has) and nothing taken.
+    `claim_next` gives it, or (None, the case the agent has) and nothing taken. `unasked`:
+    an offer to an available agent (presence), made only while they still are (else
+    NotAvailable).
 
     The check and the claim are one transaction, and two of one agent's asks (a double
     click, two tabs, two instances) take turns: on PostgreSQL by locking the agent's row, on
     SQLite by its one writer."""
     with writing(conn):
-        conn.execute(_AGENT_TURN, {"agent": agent_id})
+        agent = conn.execute(_AGENT_TURN, {"agent": agent_id}).first()
+        if unasked and (
+            agent is None or agent.revoked_at is not None or not _still_available(agent, now)
+        ):
+            raise NotAvailable(agent_id)
         holding = held_by(conn, agent_id=agent_id)
         if holding:
             return None, holding[0]
-        return claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer), None
+        case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer, only=only)
+        return case, None
+
+
+def can_offer(conn: Connection, *, now: datetime, only: Only) -> bool:
+    """Whether a case in line may be offered now (`only` as for `claim_next`)."""
+    with reading(conn):
+        found = conn.execute(select(cases.c.id).where(*_in_line(only)).limit(1), {"now": now})
+        return found.first() is not None
 
 
 # -- presence: agents offered cases as they come, without asking ----------------------------
+
+
+# Available lapses after this long without a case (each case's end moves it on), as long as a
+# dashboard session: an agent who went home without saying so is no longer counted at work
+# the next day, nor rung by its first case (an offer they miss sets them away anyway).
+AVAILABLE_AT_MOST = timedelta(hours=8)
+
+
+def _available_after(now: datetime) -> Any:
+    return users.c.available_since >= bindparam(
+        "available_after", now - AVAILABLE_AT_MOST, type_=users.c.available_since.type
+    )
+
+
+def _still_available(agent: Any, now: datetime) -> bool:
+    since: datetime | None = agent.available_since
+    return since is not None and since >= now - AVAILABLE_AT_MOST
 
 
 def set_available(
     conn: Connection, *, agent_id: int, available: bool, now: datetime
 ) -> datetime | None:
     """Available: offered cases as they come (`Hotline.dispatch`), from `now` or from when
-    they already were; away: cases come only when they ask. Their available-since after
-    this, None when away (or no such agent)."""
+    they already were (unless that lapsed); away: cases come only when they ask. Their
+    available-since after this, None when away (or no such agent)."""
     since = bindparam("now", now, type_=users.c.available_since.type)
+    kept = case_when((_available_after(now), users.c.available_since), else_=since)
     with writing(conn):
         value: datetime | None = conn.execute(
             update(users)
             .where(users.c.id == agent_id, users.c.role == "agent")
-            .values(
-                available_since=func.coalesce(users.c.available_since, since) if available else None
-            )
+            .values(available_since=kept if available else None)
             .returning(users.c.available_since)
         ).scalar()
     return value
 
 
-def available_since(conn: Connection, *, agent_id: int) -> datetime | None:
+def available_since(conn: Connection, *, agent_id: int, now: datetime) -> datetime | None:
+    """Since when the agent is available; None when away (or it lapsed)."""
     with reading(conn):
         value: datetime | None = conn.execute(
-            select(users.c.available_since).where(users.c.id == agent_id)
+            select(users.c.available_since).where(users.c.id == agent_id, _available_after(now))
         ).scalar()
     return value
 
 
-def set_away_if_available(conn: Connection, *, agent_id: int) -> bool:
-    """An offer the agent missed (their phone rang out, or nobody took the call): away, so
-    the next case is not offered to an empty desk. True if they had been available."""
-    with writing(conn):
-        went: int = conn.execute(
-            update(users)
-            .where(users.c.id == agent_id, users.c.available_since.is_not(None))
-            .values(available_since=None)
-        ).rowcount
-    return went == 1
-
-
-def agents_to_offer(conn: Connection) -> list[User]:
+def agents_to_offer(conn: Connection, *, now: datetime) -> list[User]:
     """Available agents (not revoked) who have no case now: whom the next cases are offered
     to, the longest idle first."""
     holding = select(cases.c.id).where(cases.c.agent_id == users.c.id, HELD_NOW).exists()
@@ -340,7 +403,7 @@ def agents_to_offer(conn: Connection) -> list[User]:
             .where(
                 users.c.role == "agent",
                 users.c.revoked_at.is_(None),
-                users.c.available_since.is_not(None),
+                _available_after(now),
                 ~holding,
             )
             .order_by(users.c.available_since, users.c.id)
@@ -348,13 +411,23 @@ def agents_to_offer(conn: Connection) -> list[User]:
     return [User(r.id, r.name, r.role, r.phone) for r in rows]
 
 
-def agents_presence(conn: Connection) -> list[dict[str, Any]]:
-    """Every agent not revoked, by name: `name`, `available_since` (None: away) and `holding`,
-    the cases they have now."""
+def _set_away(conn: Connection, agent_ids: list[int]) -> None:
+    if agent_ids:
+        conn.execute(
+            update(users)
+            .where(users.c.id.in_(agent_ids), users.c.available_since.is_not(None))
+            .values(available_since=None)
+        )
+
+
+def agents_presence(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
+    """Every agent not revoked, by name: `name`, `available_since` (None: away, or it lapsed)
+    and `holding`, the cases they have now."""
     holding = select(func.count()).where(cases.c.agent_id == users.c.id, HELD_NOW).scalar_subquery()
+    since = case_when((_available_after(now), users.c.available_since), else_=None)
     with reading(conn):
         rows = conn.execute(
-            select(users.c.name, users.c.available_since, holding.label("holding"))
+            select(users.c.name, since.label("available_since"), holding.label("holding"))
             .where(users.c.role == "agent", users.c.revoked_at.is_(None))
             .order_by(users.c.name)
         ).mappings()
@@ -517,9 +590,7 @@ def staffing(conn: Connection, *, now: datetime) -> Staffing:
             .where(users.c.revoked_at.is_(None), working | (cases.c.ended_at >= since))
         )
         ready = select(users.c.id).where(
-            users.c.role == "agent",
-            users.c.revoked_at.is_(None),
-            users.c.available_since.is_not(None),
+            users.c.role == "agent", users.c.revoked_at.is_(None), _available_after(now)
         )
         agents = conn.execute(
             select(func.count()).select_from(union(busy, ready).subquery())
@@ -757,24 +828,26 @@ def requeue(
     only_from: tuple[str, ...] = HELD,
     unless_placing: bool = False,
     agent_id: int | None = None,
+    away: int | None = None,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect).
     `unless_placing`: not while Twilio places its call back (given back by hand). `agent_id`:
     only while it is that agent's (a late report of one agent's phone must not take the case
-    from the next agent, who has it now)."""
+    from the next agent, who has it now). `away`: the agent who missed it, or gave it back,
+    set away in the same transaction if it went back: nothing comes to them unasked until
+    they say they are available again."""
     where = [cases.c.id == case_id, cases.c.status.in_(only_from)]
     if agent_id is not None:
         where.append(cases.c.agent_id == agent_id)
     if unless_placing:
         where.append(_NOT_PLACING)
     with writing(conn):
-        return (
-            conn.execute(
-                update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None)
-            ).rowcount
-            == 1
-        )
+        update_ = update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None)
+        moved = conn.execute(update_).rowcount == 1
+        if moved and away is not None:
+            _set_away(conn, [away])
+        return moved
 
 
 def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
@@ -897,18 +970,19 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     """Offered cases no caller was connected to since `cutoff`: back to what they were. Not
     those the agent finishes by hand (a call back they dial, a withheld number): taken back
     in the middle of their call, another agent would call the customer again."""
+    stale = (
+        HELD_NOW,  # the partial index: the offered cases among few
+        cases.c.status == "offered",
+        cases.c.offered_at < cutoff,
+        func.coalesce(cases.c.offer, "").not_in(AGENT_FINISHES),
+        _NOT_PLACING | (cases.c.offered_at < cutoff - RING_AT_MOST),
+    )
     with writing(conn):
-        return conn.execute(
-            update(cases)
-            .where(
-                HELD_NOW,  # the partial index: the offered cases among few
-                cases.c.status == "offered",
-                cases.c.offered_at < cutoff,
-                func.coalesce(cases.c.offer, "").not_in(AGENT_FINISHES),
-                _NOT_PLACING | (cases.c.offered_at < cutoff - RING_AT_MOST),
-            )
-            .values(**_BACK_IN_LINE)
-        ).rowcount
+        agents = conn.execute(select(cases.c.agent_id).where(*stale).with_for_update()).scalars()
+        # Their agents never reached the callers: away, as after an offer they missed.
+        _set_away(conn, [a for a in agents if a is not None])
+        moved: int = conn.execute(update(cases).where(*stale).values(**_BACK_IN_LINE)).rowcount
+        return moved
 
 
 def add_flags(conn: Connection, *, case_id: int, flags: dict[str, str]) -> None:

@@ -920,11 +920,14 @@ class Hotline:
         *,
         outbound: bool = False,
         agent_id: int | None = None,
+        caller_gone: bool = False,
     ) -> str:
         """The agent leg ended (`agent_id`'s phone; None from a link made before it was named).
         Answered: the case is the agent's to resolve. Nobody answered: the case goes back to
         its place, the caller too; a customer we called back is told we will call again, and
-        let go. A late or repeated report changes nothing the next agent has."""
+        let go; the agent missed it, and is set away. A late or repeated report changes
+        nothing the next agent has. `caller_gone`: the caller's own call had ended (Twilio's
+        CallStatus), so nobody missed anything: their hang-up is what ended the ringing."""
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
         if case is None:
@@ -950,17 +953,19 @@ class Hotline:
                 return engine.hangup_twiml(catalogs, lang)
             # The caller is still on the line: where their queue says (a survey), or goodbye.
             return self.advance(row.call_sid, row.step, engine.AgentDone(case_id))
+        # Canceled: the caller hung up (or the call was ended) before the agent answered.
+        missed = agent_id if dial_status != "canceled" and not caller_gone else None
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
             # back to its place, as the call back it was.
             with self.db.connect() as conn:
-                moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id)
-            self._missed(case_id, agent_id, moved)
+                moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id, away=missed)
+            self._missed(case_id, missed, moved)
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         with self.db.connect() as conn:
-            moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id)
+            moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id, away=missed)
             current = cases.get_case(conn, case_id=case_id) if not moved else None
-        self._missed(case_id, agent_id, moved)
+        self._missed(case_id, missed, moved)
         if row is None or "queue" not in row.state.facts:
             # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
@@ -974,14 +979,9 @@ class Hotline:
         return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
 
     def _missed(self, case_id: int, agent_id: int | None, moved: bool) -> None:
-        """The agent's phone did not take the case it was offered: away, if they were
-        available, so the next case does not ring an empty desk. Once, however often Twilio
-        reports it (only the report that put the case back)."""
-        if agent_id is None or not moved:
-            return
-        with self.db.connect() as conn:
-            went = cases.set_away_if_available(conn, agent_id=agent_id)
-        if went:
+        """Told once, however often Twilio reports it: only the report that put the case
+        back (which set the agent away with it)."""
+        if agent_id is not None and moved:
             self.metrics.offers.labels("missed").inc()
             log.warning("agent %s missed case %s: set away until they are back", agent_id, case_id)
 
@@ -1047,7 +1047,9 @@ class Hotline:
 
     # -- agents ---------------------------------------------------------------------------
 
-    def claim(self, agent: cases.User) -> tuple[dict[str, Any], dict[str, str]] | None:
+    def claim(
+        self, agent: cases.User, *, unasked: bool = False
+    ) -> tuple[dict[str, Any], dict[str, str]] | None:
         """Give the agent the next case and start connecting its caller; None when none waits.
 
         Whatever Twilio's REST API answers, the case goes to this agent and the line moves
@@ -1055,13 +1057,23 @@ class Hotline:
         back is the agent's to dial by hand, a withheld number is nobody's to dial (the agent
         acts on the account). Raises ConnectFailed only for a caller who hung up as they were
         taken: their case is back in line as a call back, and asking again gets it so.
-        CaseRefused (409) while the agent has a case still (taken or connected)."""
+        CaseRefused (409) while the agent has a case still (taken or connected).
+
+        `unasked`: offered to an available agent (`dispatch`): only a case that rings their
+        phone, and only while they are still available (else cases.NotAvailable)."""
         now = self.clock()
         live = cases.OFFER_HOLD_LOOP if self.twilio is None else cases.OFFER_REDIRECTED
         with self.db.connect() as conn:
             # One case at a time, as one phone takes one call: a second would ring a phone
             # that is busy, and its caller wait for nothing.
-            case, holding = cases.claim_if_free(conn, agent_id=agent.id, now=now, live_offer=live)
+            case, holding = cases.claim_if_free(
+                conn,
+                agent_id=agent.id,
+                now=now,
+                live_offer=live,
+                only=self._unasked_only if unasked else "any",
+                unasked=unasked,
+            )
             if holding is not None:
                 held = cases.get_case(conn, case_id=holding)
                 raise CaseRefused(409, _finish_first(held, holding))
@@ -1084,29 +1096,37 @@ class Hotline:
 
     def available_since(self, agent: cases.User) -> datetime | None:
         with self.db.connect() as conn:
-            return cases.available_since(conn, agent_id=agent.id)
+            return cases.available_since(conn, agent_id=agent.id, now=self.clock())
+
+    @property
+    def _unasked_only(self) -> cases.Only:
+        # Call backs ring the agent only once Twilio places them: without the REST client or
+        # IVR_CALLER_ID an agent dials them by hand, so they wait for an agent who asks.
+        return "ringing" if self.twilio is not None and self.settings.caller_id else "live"
 
     def dispatch(self) -> int:
         """Offer the cases in line to the available agents who have none, the longest idle
-        first, each as `claim` gives it (the phone rings; screened, the agent takes it with
-        1). Every instance runs this every IVR_DISPATCH_INTERVAL: the claim takes turns per
-        agent and per case, so nobody is offered two cases and no case goes to two agents.
-        How many cases were offered."""
+        first, each as `claim` gives it: their phone rings (screened, they take it with 1).
+        Only cases that ring it (`cases.ONLY`): an offer nobody takes then shows, and sets
+        them away. Every instance runs this every IVR_DISPATCH_INTERVAL: each claim locks the
+        agent's row and checks they are still available and free, so nobody is offered two
+        cases, and no case goes to two agents. How many cases were offered."""
+        now = self.clock()
         with self.db.connect() as conn:
-            agents = cases.agents_to_offer(conn)
-            if not agents or not sum(cases.ready_in_line(conn, now=self.clock())):
+            agents = cases.agents_to_offer(conn, now=now)
+            if not agents or not cases.can_offer(conn, now=now, only=self._unasked_only):
                 return 0
         offered = 0
         for agent in agents:
             try:
-                claimed = self.claim(agent)
-            except CaseRefused:
-                continue  # they took one themselves meanwhile
+                claimed = self.claim(agent, unasked=True)
+            except (CaseRefused, cases.NotAvailable):
+                continue  # they took one themselves, or went away, meanwhile
             except ConnectFailed as failed:
                 log.info("case %s was not offered after all: %s", failed.case_id, failed.detail)
                 continue
             if claimed is None:
-                break  # the line is empty
+                break  # nothing left to offer
             offered += 1
             self.metrics.offers.labels("pushed").inc()
             log.info("case %s offered to available agent %s", claimed[0]["id"], agent.name)
@@ -1323,8 +1343,14 @@ class Hotline:
                     "Twilio is calling the customer back now; if they do not answer, the case "
                     "comes back to the line by itself",
                 )
+            # Its agent gave it back, or could not serve it: away, or the next offer would
+            # bring it straight back to them.
             if case["status"] != "offered" or not cases.requeue(
-                conn, case_id=case_id, only_from=("offered",), unless_placing=True
+                conn,
+                case_id=case_id,
+                only_from=("offered",),
+                unless_placing=True,
+                away=case["agent_id"],
             ):
                 raise CaseRefused(409, "only a case not yet connected goes back in line")
             cases.audit(

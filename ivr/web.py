@@ -38,7 +38,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from ivr import engine
+from ivr import engine, store
 from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
@@ -69,6 +69,7 @@ MAX_DIGITS = 64
 MAX_SPEECH = 1000
 MAX_INT = 2**31 - 1  # a database INTEGER
 MAX_WORKER_THREADS = 40  # anyio's default
+TWILIO_REST_TIMEOUT = 10.0  # seconds; Twilio's REST API answers in well under one
 
 
 # What Prometheus sends when IVR_METRICS_TOKEN is set (its scrape `authorization`).
@@ -410,10 +411,14 @@ def connect_done(
 ) -> Response:
     sid = _call_sid(form)
     status = _text(form, "DialCallStatus", 32) or "failed"
+    # The caller's own call, as Twilio reports it with the Dial's end: ended, they hung up.
+    gone = _text(form, "CallStatus", 32) in store.FINAL_STATUSES
     return _safely(
         hotline,
         sid,
-        lambda: hotline.connect_done(case_id, status, outbound=bool(out), agent_id=agent),
+        lambda: hotline.connect_done(
+            case_id, status, outbound=bool(out), agent_id=agent, caller_gone=gone
+        ),
     )
 
 
@@ -481,9 +486,16 @@ def create_app(
     )
     actions = actions or LocalAccountActions(db)
     if twilio is None and settings.twilio_account_sid:
+        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
-        twilio = Client(settings.twilio_account_sid, settings.twilio_auth_token)
+        # A timeout: a REST call that hangs must not hold up an agent's claim (or every
+        # offer to the available agents) for ever.
+        twilio = Client(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            http_client=TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT),
+        )
     hotline = Hotline(
         settings, tree, db, identity=identity, actions=actions, twilio=twilio, clock=clock
     )

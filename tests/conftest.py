@@ -52,6 +52,9 @@ def make_settings(**overrides: object) -> Settings:
         "IVR_HOLD_MUSIC_URL": None,
         "IVR_SECRET_KEY": SECRET_KEY,
         "IVR_CALLER_ID": CALLER_ID,
+        # Cases are offered to available agents when a test says so (`Hotline.dispatch`),
+        # not by the app's timed job at a moment of its own; a test of that job sets it.
+        "IVR_DISPATCH_INTERVAL": 3600,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1064,3 +1064,124 @@ def test_the_claim_itself_says_how_a_waiting_caller_reaches_the_agent(db: Engine
     assert (live["id"], live["offer"]) == (waiting, cases.OFFER_HOLD_LOOP)
     assert (call_back["id"], call_back["offer"]) == (gone, None)
     assert get(db, waiting)["offer"] == cases.OFFER_HOLD_LOOP
+
+
+# -- presence: cases offered to available agents unasked ----------------------------------------
+
+
+def available(db: Engine, agent: int, now: datetime, yes: bool = True) -> datetime | None:
+    with db.connect() as conn:
+        return cases.set_available(conn, agent_id=agent, available=yes, now=now)
+
+
+def since(db: Engine, agent: int, now: datetime) -> datetime | None:
+    with db.connect() as conn:
+        return cases.available_since(conn, agent_id=agent, now=now)
+
+
+def unasked(db: Engine, agent: int, now: datetime, only: cases.Only = "any") -> Any:
+    with db.connect() as conn:
+        return cases.claim_if_free(conn, agent_id=agent, now=now, only=only, unasked=True)
+
+
+def test_an_unasked_claim_is_made_only_while_the_agent_is_still_available(db: Engine) -> None:
+    """The dispatcher's list of available agents is a moment old when it claims: the claim
+    itself checks, under the agent's row lock. Away, revoked, or available so long ago that
+    it lapsed: nothing is taken."""
+    case_id = add_case(db, 1, "normal", T0)
+    ana, bo = agent_id(db), agent_id(db, "bo")
+    with pytest.raises(cases.NotAvailable):
+        unasked(db, ana, T0)  # away
+    assert available(db, ana, T0) == T0
+    assert available(db, ana, T0 + MINUTE) == T0  # said again: waiting since the first time
+    lapsed = T0 + cases.AVAILABLE_AT_MOST + MINUTE
+    assert since(db, ana, lapsed) is None
+    with pytest.raises(cases.NotAvailable):
+        unasked(db, ana, lapsed)
+    available(db, bo, T0)
+    with db.connect() as conn:
+        cases.revoke_user(conn, name="bo", now=T0)
+    with pytest.raises(cases.NotAvailable):
+        unasked(db, bo, T0 + MINUTE)
+    assert waiting_ids(db) == [case_id]
+    taken, holding = unasked(db, ana, T0 + MINUTE)
+    assert (taken["id"], holding) == (case_id, None)
+    assert available(db, ana, lapsed) == lapsed  # saying it again after a lapse starts afresh
+
+
+def test_an_unasked_offer_is_only_of_a_case_that_rings_the_agents_phone(db: Engine) -> None:
+    """In line: an emergency call back to a withheld number, a call back to a real number,
+    then a caller on the line. `live` skips both call backs, `ringing` (Twilio places call
+    backs) the withheld one only; an agent who asks gets the emergency first."""
+    withheld = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
+    call_back = add_case(db, 2, "normal", T0 + MINUTE, caller="+15005550007")
+    on_the_line = add_case(db, 3, "normal", T0 + 2 * MINUTE)
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(1), now=T0 + 3 * MINUTE)
+        cases.abandon_for_call(conn, call_sid=sid(2), now=T0 + 3 * MINUTE)
+    now = T0 + 4 * MINUTE
+    agents = [agent_id(db, name) for name in ("ana", "bo", "cy")]
+    for agent in agents:
+        available(db, agent, T0)
+    with db.connect() as conn:
+        assert all(cases.can_offer(conn, now=now, only=o) for o in ("any", "live", "ringing"))
+    assert unasked(db, agents[0], now, "live")[0]["id"] == on_the_line
+    with db.connect() as conn:
+        assert not cases.can_offer(conn, now=now, only="live")
+    assert unasked(db, agents[1], now, "ringing")[0]["id"] == call_back
+    with db.connect() as conn:
+        assert not cases.can_offer(conn, now=now, only="ringing")
+    assert unasked(db, agents[2], now, "ringing") == (None, None)
+    assert waiting_ids(db) == [withheld]
+    assert claim(db, agent_id(db, "dee"), now)["id"] == withheld  # type: ignore[index]
+
+
+def test_the_available_agent_waiting_longest_is_offered_first(db: Engine) -> None:
+    """ana says she is available, then bo. ana's case (a call back) ends: she has waited
+    least now, so the next case goes to bo, and ana's wait starts again from her case's
+    end."""
+    first = add_case(db, 1, "normal", T0, caller="+15005550001")
+    second = add_case(db, 2, "normal", T0, caller="+15005550002")
+    with db.connect() as conn:
+        for n in (1, 2):
+            cases.abandon_for_call(conn, call_sid=sid(n), now=T0)
+    ana, bo = agent_id(db), agent_id(db, "bo")
+    available(db, ana, T0)
+    available(db, bo, T0 + MINUTE)
+    with db.connect() as conn:
+        assert [a.name for a in cases.agents_to_offer(conn, now=T0 + MINUTE)] == ["ana", "bo"]
+    assert unasked(db, ana, T0 + 2 * MINUTE)[0]["id"] == first
+    with db.connect() as conn:
+        assert [a.name for a in cases.agents_to_offer(conn, now=T0 + 2 * MINUTE)] == ["bo"]
+        assert cases.resolve(
+            conn, case_id=first, status="offered", now=T0 + 3 * MINUTE, notes="called back"
+        )
+        assert [a.name for a in cases.agents_to_offer(conn, now=T0 + 3 * MINUTE)] == [
+            "bo",
+            "ana",
+        ]
+    assert since(db, ana, T0 + 3 * MINUTE) == T0 + 3 * MINUTE
+    assert since(db, bo, T0 + 3 * MINUTE) == T0 + MINUTE
+    assert second in waiting_ids(db)
+
+
+def test_a_case_given_back_or_never_reached_sets_its_agent_away(db: Engine) -> None:
+    """A case back in line from an agent (given back, missed, or taken back after the
+    offer timeout) would come straight back to them at the next offer: they are set away,
+    in the same transaction, until they say they are available again. Not when the case
+    did not go back (a repeated report)."""
+    first = add_case(db, 1, "normal", T0)
+    second = add_case(db, 2, "normal", T0 + MINUTE)
+    ana, bo = agent_id(db), agent_id(db, "bo")
+    for agent in (ana, bo):
+        available(db, agent, T0)
+    unasked(db, ana, T0 + MINUTE)
+    unasked(db, bo, T0 + MINUTE)
+    with db.connect() as conn:
+        assert cases.requeue(conn, case_id=first, agent_id=ana, away=ana)
+        assert not cases.requeue(conn, case_id=first, agent_id=ana, away=bo)  # not hers now
+    assert (since(db, ana, T0 + MINUTE), since(db, bo, T0 + MINUTE)) == (None, T0)
+    with db.connect() as conn:
+        assert cases.requeue_offers_before(conn, cutoff=T0 + 2 * MINUTE) == 1
+    assert since(db, bo, T0 + 2 * MINUTE) is None
+    assert waiting_ids(db) == [first, second]

@@ -546,30 +546,49 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
 
 
 def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_themselves(
-    client: TestClient, app: FastAPI, agent: str, supervisor: str, placed: dict[str, str]
+    client: TestClient,
+    app: FastAPI,
+    phone: Phone,
+    db: Engine,
+    settings: Settings,
+    agent: str,
+    supervisor: str,
 ) -> None:
-    """Away, nothing comes unasked. Available, the timed job gives alice the emergency
-    without her taking it; the queue page counts her available. Signing out sets her away:
-    nobody's phone rings at an empty desk."""
+    """Away, nothing comes unasked. Available, the hijack victim holding on the line is
+    offered to alice without her taking it; the queue page shows her on it. Signing out
+    sets her away: nobody's phone rings at an empty desk."""
+    add_account(db, settings)
     signed_in(client, agent)
     doc = page(client, "/dashboard/desk")
     assert "You are away" in texts(doc, "//form[@class='presence']/p")[0]
     hotline = app.state.hotline
-    assert hotline.dispatch() == 0
-    assert said(act(client, "/dashboard/desk/presence", available="true")) == "available"
-    doc = page(client, "/dashboard/desk", said="available")
-    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["available"]]
-    assert "You are available" in texts(doc, "//form[@class='presence']/p")[0]
-    assert hotline.dispatch() == 1
-    [case] = page(client, "/dashboard/desk").xpath("//section[contains(@class, 'case')]")
-    assert "emergency" in case.get("class")
-    with TestClient(client.app) as other_browser:
-        signed_in(other_browser, supervisor)
-        queue = page(other_browser, "/dashboard/queue")
-        assert [e.text for e in queue.xpath("//span[@class='agents-available']")] == ["1"]
-        [row] = queue.xpath("//table[contains(@class, 'agents')]/tbody/tr")
-        assert row.get("data-agent") == "alice" and row.get("class") == "agent-on_case"
-        assert "available after it" in row.text_content()
+    seen: list[Any] = []
+
+    class Victim(ScriptedParty):
+        def keep_holding(self, queue: str, polls: int) -> bool:
+            if polls == 1:
+                seen.append(hotline.dispatch())  # away: nothing
+                seen.append(said(act(client, "/dashboard/desk/presence", available="true")))
+                doc = page(client, "/dashboard/desk", said="available")
+                seen.append(texts(doc, "//p[@role='status']"))
+                seen.append(texts(doc, "//form[@class='presence']/p")[0])
+                seen.append(hotline.dispatch())
+                desk = page(client, "/dashboard/desk")
+                seen.append(desk.xpath("//section[contains(@class, 'case')]")[0].get("class"))
+                with TestClient(client.app) as other_browser:
+                    signed_in(other_browser, supervisor)
+                    queue = page(other_browser, "/dashboard/queue")
+                    seen.append(queue.xpath("//span[@class='agents-available']")[0].text)
+                    [row] = queue.xpath("//table[contains(@class, 'agents')]/tbody/tr")
+                    seen.append((row.get("data-agent"), row.get("class")))
+                    seen.append("available after it" in row.text_content())
+            return polls < 2
+
+    phone.call(Victim(list(HIJACK)), from_number=VICTIM)
+    assert seen[:3] == [0, "available", [dashboard.SAID["available"]]]
+    assert "You are available" in seen[3]
+    assert seen[4] == 1 and "emergency" in seen[5]
+    assert seen[6:] == ["1", ("alice", "agent-on_case"), True]
     assert said(act(client, "/dashboard/desk/presence", available="false")) == "away"
     assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
     act(client, "/dashboard/desk/presence", available="true")

@@ -2310,13 +2310,18 @@ def test_an_offer_the_agents_phone_does_not_take_sets_them_away_and_goes_to_the_
 
 
 def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
-    phone: Phone, client: TestClient, app: FastAPI, db: Engine, clock: FakeClock
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
 ) -> None:
-    """Three callers hung up waiting: three call backs in line. alice, then bob, say they
-    are available, and count as at work; carol is away, dave revoked. One case each,
-    alice's first; none to an agent who holds one. alice closes hers: she has now waited
-    least, but is the only agent without a case, so the third is hers. Supervisors cannot be
-    available."""
+    """Three callers hung up waiting: three call backs in line, behind a hijack victim who
+    withheld their number. alice, then bob, say they are available, and count as at work;
+    carol is away, dave revoked. One call back each, alice's first, placed by Twilio; none
+    to an agent who holds one, and not the withheld number's (nothing would ring: it waits
+    for an agent who asks). Supervisors cannot be available."""
+    client, phone = rest
+    phone.call(Caller(list(HIJACK), lambda poll: False), from_number="anonymous")
     for n in range(3):
         phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number=f"+1500555020{n}")
     alice, bob, carol, dave = (
@@ -2324,7 +2329,7 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
         for i, name in enumerate(("alice", "bob", "carol", "dave"))
     )
     sam = make_user(db, "sam", "supervisor")
-    hotline = app.state.hotline
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
     for token in (alice, bob, dave):
         presence(client, token, True)
         clock.advance(minutes=1)
@@ -2334,10 +2339,14 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
     # A shift starting: nobody has taken a case yet, and the estimate shares the line among
     # the two available agents (not carol, away; not dave, revoked).
     assert (hotline.refresh_staffing().agents, hotline.staffing.available) == (2, 2)
+    placed = len(twilio_http.requests)
     assert hotline.dispatch() == 2
-    holders = {r["id"]: r["agent_id"] for r in case_rows(db) if r["status"] == "offered"}
-    first, second = sorted(holders)
-    assert (holders[first], holders[second]) == (user_id(db, "alice"), user_id(db, "bob"))
+    offered = {r["agent_id"]: r for r in case_rows(db) if r["status"] == "offered"}
+    assert offered.keys() == {user_id(db, "alice"), user_id(db, "bob")}
+    mine, bobs = offered[user_id(db, "alice")], offered[user_id(db, "bob")]
+    assert (mine["caller"], bobs["caller"]) == ("+15005550200", "+15005550201")
+    calls = [data["To"] for _, url, data in twilio_http.requests[placed:] if "Calls.json" in url]
+    assert calls == ["+15005550200", "+15005550201"]
     assert hotline.dispatch() == 0  # both hold a case; carol is away, dave revoked
     board = {a["name"]: a for a in api(client, sam, "GET", "/api/agents")}
     assert {n: (a["state"], a["available"], a["holding"]) for n, a in board.items()} == {
@@ -2345,14 +2354,115 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
         "bob": ("on_case", True, 1),
         "carol": ("away", False, 0),
     }
-    assert board["alice"]["idle_seconds"] == 3 * 60 and board["carol"]["idle_seconds"] is None
-    api(client, alice, "POST", f"/api/cases/{first}/resolve", json={"notes": "called back"})
-    assert datetime.fromisoformat(presence(client, alice)["since"]) == clock()
-    assert hotline.dispatch() == 1
-    third = [r for r in case_rows(db) if r["status"] == "offered" and r["id"] not in holders]
-    assert [r["agent_id"] for r in third] == [user_id(db, "alice")]
-    assert hotline.dispatch() == 0  # the line is empty
+    assert board["alice"]["idle_seconds"] is None and board["carol"]["idle_seconds"] is None
+    # The withheld victim's case is still first in line, for whoever asks: carol, away.
+    asked = api(client, carol, "POST", "/api/agents/next")
+    assert (asked["case"]["priority"], asked["connect"]["mode"]) == ("emergency", "no_number")
     answer = client.put("/api/agents/presence", json={"available": True}, headers=bearer(sam))
     assert answer.status_code == 403
     staffing = api(client, sam, "GET", "/api/staffing")
     assert staffing["agents_available"] == 2  # alice and bob; carol away, dave revoked
+
+
+def test_call_backs_an_agent_must_dial_by_hand_wait_for_an_agent_who_asks(
+    client: TestClient, app: FastAPI, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """No Twilio credentials: a call back is dialled by hand, and nothing would ring an
+    available agent's phone for it, so it is not offered unasked: a hijack victim who hung
+    up waits for an agent who asks. A caller waiting on the line behind it is offered to
+    alice, and put through to her."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    phone.call(Caller(list(HIJACK), lambda poll: False), from_number=VICTIM)
+    presence(client, alice, True)
+    hotline = app.state.hotline
+    assert hotline.dispatch() == 0
+    offered: list[int] = []
+
+    def holds(poll: int) -> bool:
+        offered.append(hotline.dispatch())
+        return poll < 4
+
+    record = phone.call(Caller(list(DEPOSITS), holds), from_number="+15005550201")
+    assert offered[0] == 1 and record.dialed == AGENT_PHONE and record.agent_took is True
+    victim, caller = case_rows(db)
+    assert (victim["status"], victim["queued"], victim["priority"]) == (
+        "abandoned",
+        1,
+        "emergency",
+    )
+    assert (caller["status"], caller["agent_id"]) == ("connected", user_id(db, "alice"))
+
+
+def test_an_agent_who_gives_a_case_back_is_set_away_and_it_goes_to_the_next(
+    client: TestClient,
+    app: FastAPI,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The victim's case is offered to alice; she gives it back. Available still, she would
+    be offered it again at once: she is set away, and it goes to bob, who takes it."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    presence(client, alice, True)
+    clock.advance(minutes=1)
+    hotline = app.state.hotline
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    seen: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            assert hotline.dispatch() == 1
+            [row] = case_rows(db)
+            api(client, alice, "POST", f"/api/cases/{row['id']}/requeue", json={"reason": "zh"})
+            seen.append(presence(client, alice))
+            seen.append(hotline.dispatch())
+            presence(client, bob, True)
+            seen.append(hotline.dispatch())
+        return poll < 4
+
+    record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    assert seen == [{"available": False, "since": None}, 0, 1]
+    assert record.dialed == "+15005558888" and record.agent_took is True
+    [row] = case_rows(db)
+    assert (row["status"], row["agent_id"]) == ("connected", user_id(db, "bob"))
+
+
+def test_a_caller_who_hangs_up_while_the_agents_phone_rings_leaves_the_agent_available(
+    client: TestClient, app: FastAPI, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """Twilio ends the Dial when the caller hangs up as alice's phone rings: `canceled`, or
+    the caller's own call reported ended. Nobody missed anything: alice stays available, and
+    the next time her phone rings she takes the call."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    presence(client, alice, True)
+    hotline = app.state.hotline
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    outcomes = iter(["canceled", "no-answer", "completed"])
+    seen: list[Any] = []
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            seen.append(presence(client, alice)["available"])
+            return next(outcomes)
+
+    original = phone.signed_post
+
+    def ended_once(url: str, params: dict[str, str]) -> Any:
+        # The second Dial ends with the caller's own call reported ended, as when they hang
+        # up while it rings (this caller hangs on, so that the third can be taken).
+        if "/twilio/connect-done" in url and params.get("DialCallStatus") == "no-answer":
+            params = {**params, "CallStatus": "completed"}
+        return original(url, params)
+
+    phone.signed_post = ended_once  # type: ignore[method-assign]
+
+    def holds(poll: int) -> bool:
+        hotline.dispatch()
+        return poll < 8
+
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    assert seen == [True, True, True] and record.agent_took is True
+    assert presence(client, alice)["available"] is True
+    assert 'ivr_offers_total{outcome="missed"}' not in client.get("/metrics").text
