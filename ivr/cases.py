@@ -1283,11 +1283,32 @@ def prune_sessions(conn: Connection, *, now: datetime) -> int:
     return gone
 
 
-def list_users(conn: Connection) -> list[dict[str, Any]]:
-    """Every user, oldest first: name, role, phone, created_at, revoked_at (never a token)."""
-    columns = (users.c.name, users.c.role, users.c.phone, users.c.created_at, users.c.revoked_at)
+def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
+    """Every user, oldest first: name, role, phone, created_at, revoked_at, available_since
+    (an agent's presence: None when away or lapsed). Never a token."""
+    since = case_when((_available_after(now), users.c.available_since), else_=None)
+    columns = (
+        users.c.name,
+        users.c.role,
+        users.c.phone,
+        users.c.created_at,
+        users.c.revoked_at,
+        since.label("available_since"),
+    )
     with reading(conn):
         return [dict(r) for r in conn.execute(select(*columns).order_by(users.c.id)).mappings()]
+
+
+def set_away_by_name(conn: Connection, *, name: str) -> bool:
+    """A supervisor sets an agent away (gone without saying so): nothing comes to them
+    unasked until they say they are available again. False if there is no such agent."""
+    with writing(conn):
+        found: int = conn.execute(
+            update(users)
+            .where(users.c.name == name, users.c.role == "agent")
+            .values(available_since=None)
+        ).rowcount
+    return found == 1
 
 
 def reissue_token(conn: Connection, *, name: str) -> str:

@@ -310,11 +310,27 @@ def users_list() -> None:
 
     db = _database(_database_settings())
     with db.connect() as conn:
-        rows = list_users(conn)
+        rows = list_users(conn, now=utcnow())
     for row in rows:
         state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+        if row["available_since"] and not row["revoked_at"]:
+            state += f", available since {row['available_since']:%Y-%m-%d %H:%M} UTC"
         phone = row["phone"] or "-"
         typer.echo(f"{row['name']:20} {row['role']:10} {phone:16} {state}")
+
+
+@users_app.command("away")
+def users_away(name: Annotated[str, typer.Argument(help="the agent's login name")]) -> None:
+    """Set an agent away (gone without saying so): no case comes to them unasked until they
+    say they are available again. They can still take cases by asking."""
+    from ivr.cases import set_away_by_name
+
+    db = _database(_database_settings())
+    with db.connect() as conn:
+        found = set_away_by_name(conn, name=name)
+    if not found:
+        raise _fail(f"no agent named {name!r}")
+    typer.echo(f"{name} is away: no case comes to them until they say they are available.")
 
 
 @users_app.command("revoke")

@@ -20,7 +20,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from ivr.cases import user_by_token
+from ivr.cases import available_since, list_users, set_available, user_by_token
 from ivr.db import accounts, audit_log, calls, create_db_engine, users
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.settings import PROJECT_ROOT
@@ -386,6 +386,31 @@ def test_users_revoke_and_token_from_the_command_line(tmp_path: Path) -> None:
         engine.dispose()
     assert user is not None and user.name == "ana"
     assert "active" in run(["users", "list"], env, tmp_path).stdout
+
+
+def test_a_supervisor_sets_an_agent_away_from_the_command_line(tmp_path: Path) -> None:
+    """ana said she is available and went home: `users list` shows it, `users away` ends it."""
+    env = base_env(tmp_path)
+    del env["TWILIO_AUTH_TOKEN"]
+    run(["users", "add", "ana", "--role", "agent"], env, tmp_path)
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            [ana] = [u for u in list_users(conn, now=datetime.now(UTC)) if u["name"] == "ana"]
+            assert ana["available_since"] is None
+            ana_id = conn.execute(select(users.c.id).where(users.c.name == "ana")).scalar_one()
+            set_available(conn, agent_id=ana_id, available=True, now=datetime.now(UTC))
+        listed = run(["users", "list"], env, tmp_path).stdout
+        assert "available since" in listed
+        away = run(["users", "away", "ana"], env, tmp_path)
+        assert away.returncode == 0 and "ana is away" in away.stdout, away.stderr
+        assert "available since" not in run(["users", "list"], env, tmp_path).stdout
+        with engine.connect() as conn:
+            assert available_since(conn, agent_id=ana_id, now=datetime.now(UTC)) is None
+    finally:
+        engine.dispose()
+    unknown = run(["users", "away", "nobody"], env, tmp_path)
+    assert unknown.returncode == 1 and "no agent named 'nobody'" in unknown.stderr
 
 
 def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
