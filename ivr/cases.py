@@ -230,12 +230,20 @@ _READY = cases.c.not_before.is_(None) | (
 # and a call back, when Twilio places them, to a number it can dial. A call back dialled by
 # hand, or to a withheld number, is left for an agent who asks for it.
 _TO_CALL = func.coalesce(cases.c.callback_number, cases.c.caller)
+# `numbers.dialable` in SQL that both databases speak: E.164 (+, a digit 1-9, 7 to 15 digits
+# in all), and not one of the keypad spellings of a withheld caller ID.
+_DIALABLE = (
+    func.length(_TO_CALL).between(8, 16)
+    & (func.substr(_TO_CALL, 1, 1) == "+")
+    & func.substr(_TO_CALL, 2, 1).between("1", "9")
+    & (func.ltrim(func.substr(_TO_CALL, 2), "0123456789") == "")
+    & _TO_CALL.not_in(sorted(WITHHELD_NUMBERS))
+)
 Only = Literal["any", "live", "ringing"]
 ONLY: dict[Only, Any] = {
     "any": None,
     "live": cases.c.status == "waiting",
-    "ringing": (cases.c.status == "waiting")
-    | (_TO_CALL.like("+%") & _TO_CALL.not_in(sorted(WITHHELD_NUMBERS))),
+    "ringing": (cases.c.status == "waiting") | _DIALABLE,
 }
 
 
@@ -448,40 +456,43 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
         func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
     )
     with writing(conn):
-        resolved = (
-            conn.execute(
-                update(cases)
-                .where(
-                    cases.c.id == case_id,
-                    cases.c.status == status,
-                    ~live_offer,
-                    # Connected, a call back is resolved like any case; ringing, it is not.
-                    (cases.c.status != "offered") | _NOT_PLACING,
-                )
-                .values(
-                    status="resolved",
-                    queued=0,
-                    notes=notes,
-                    ended_at=now,
-                    # Kept once the agent took the call: resolved while they still talk, the
-                    # Dial's report at the hang-up must still know they did (agent screening).
-                    offer=case_when((cases.c.offer == OFFER_ANSWERED, OFFER_ANSWERED), else_=None),
-                )
-            ).rowcount
-            == 1
-        )
-        if resolved:
-            # An available agent waits for their next case from now: the longest idle first.
+        done = conn.execute(
+            update(cases)
+            .where(
+                cases.c.id == case_id,
+                cases.c.status == status,
+                ~live_offer,
+                # Connected, a call back is resolved like any case; ringing, it is not.
+                (cases.c.status != "offered") | _NOT_PLACING,
+            )
+            .values(
+                status="resolved",
+                queued=0,
+                notes=notes,
+                ended_at=now,
+                # Kept once the agent took the call: resolved while they still talk, the
+                # Dial's report at the hang-up must still know they did (agent screening).
+                offer=case_when((cases.c.offer == OFFER_ANSWERED, OFFER_ANSWERED), else_=None),
+            )
+            .returning(cases.c.agent_id, cases.c.offered_at)
+        ).first()
+        if done is not None and done.agent_id is not None and done.offered_at is not None:
+            # An agent available when the case came to them waits for the next from now (the
+            # longest idle first); one whose availability had lapsed stays away.
             conn.execute(
                 update(users)
                 .where(
-                    users.c.id
-                    == select(cases.c.agent_id).where(cases.c.id == case_id).scalar_subquery(),
-                    users.c.available_since.is_not(None),
+                    users.c.id == done.agent_id,
+                    users.c.available_since
+                    >= bindparam(
+                        "offered_after",
+                        done.offered_at - AVAILABLE_AT_MOST,
+                        type_=users.c.available_since.type,
+                    ),
                 )
                 .values(available_since=now)
             )
-        return resolved
+        return done is not None
 
 
 def set_account(conn: Connection, *, case_id: int, uid: str) -> bool:
@@ -829,6 +840,7 @@ def requeue(
     unless_placing: bool = False,
     agent_id: int | None = None,
     away: int | None = None,
+    not_before: datetime | None = None,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect).
@@ -836,14 +848,16 @@ def requeue(
     only while it is that agent's (a late report of one agent's phone must not take the case
     from the next agent, who has it now). `away`: the agent who missed it, or gave it back,
     set away in the same transaction if it went back: nothing comes to them unasked until
-    they say they are available again."""
+    they say they are available again. `not_before`: nobody is offered it again until then.
+    """
     where = [cases.c.id == case_id, cases.c.status.in_(only_from)]
     if agent_id is not None:
         where.append(cases.c.agent_id == agent_id)
     if unless_placing:
         where.append(_NOT_PLACING)
     with writing(conn):
-        update_ = update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None)
+        later = {} if not_before is None else {"not_before": not_before}
+        update_ = update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None, **later)
         moved = conn.execute(update_).rowcount == 1
         if moved and away is not None:
             _set_away(conn, [away])
@@ -1343,6 +1357,13 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
         user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
         if user_id is None:
             raise ValueError(f"no user named {name!r}")
+        # The cases first, then the user's row: the order every other writer of both takes
+        # (a requeue that sets its agent away), so that two of them never wait on each other.
+        requeued: int = conn.execute(
+            update(cases)
+            .where(cases.c.status == "offered", cases.c.agent_id == user_id)
+            .values(**_BACK_IN_LINE)
+        ).rowcount
         conn.execute(
             update(users)
             .where(users.c.id == user_id)
@@ -1355,8 +1376,4 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
             )
         )
         conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-        return conn.execute(
-            update(cases)
-            .where(cases.c.status == "offered", cases.c.agent_id == user_id)
-            .values(**_BACK_IN_LINE)
-        ).rowcount
+        return requeued

@@ -1082,7 +1082,7 @@ class Hotline:
         if case["claimed_from"] == "waiting":
             connect = self._connect_live(case, agent, now)
         else:
-            connect = self._call_back(case, agent)
+            connect = self._call_back(case, agent, unasked=unasked)
         case["offer"] = connect["mode"]
         return case, connect
 
@@ -1173,7 +1173,9 @@ class Hotline:
             self._offer(case, agent, cases.OFFER_HOLD_LOOP)
             return {"mode": cases.OFFER_HOLD_LOOP}
 
-    def _call_back(self, case: dict[str, Any], agent: cases.User) -> dict[str, str]:
+    def _call_back(
+        self, case: dict[str, Any], agent: cases.User, *, unasked: bool = False
+    ) -> dict[str, str]:
         number = case["callback_number"] or case["caller"]
         if not dialable(number):
             self._offer(case, agent, cases.OFFER_NO_NUMBER)
@@ -1199,6 +1201,16 @@ class Hotline:
             # A number Twilio will not call (its geographic permissions, a bad number) or an
             # outage: the agent has the number, and another phone.
             self.metrics.twilio_refusals.labels("call_back").inc()
+            if unasked:
+                # Nothing rings the agent, who did not ask: back in its place for an agent who
+                # asks, and not offered unasked again before the call-back retry (an outage
+                # would have it taken and refused every second).
+                retry = timedelta(seconds=self.settings.callback_retry_seconds)
+                with self.db.connect() as conn:
+                    cases.requeue(
+                        conn, case_id=case["id"], agent_id=agent.id, not_before=self.clock() + retry
+                    )
+                raise ConnectFailed(case["id"], "Twilio refused to place the call back") from None
             log.warning(
                 "Twilio refused to call back for case %s (%s): the agent dials",
                 case["id"],

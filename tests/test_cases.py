@@ -451,7 +451,7 @@ def test_a_revoked_user_is_shut_out_and_their_offers_go_back_in_line(
     with db.connect() as conn:
         assert cases.revoke_user(conn, name="ana", now=T0 + MINUTE) == 1
         assert cases.user_by_token(conn, token=token) is None
-        listed = {u["name"]: u for u in cases.list_users(conn)}
+        listed = {u["name"]: u for u in cases.list_users(conn, now=T0)}
         with pytest.raises(ValueError, match="no user named 'nobody'"):
             cases.revoke_user(conn, name="nobody", now=T0)
     assert listed["ana"]["revoked_at"] == T0 + MINUTE and listed["bo"]["revoked_at"] is None
@@ -472,7 +472,7 @@ def test_a_new_token_voids_the_old_one_and_lifts_a_revocation(
             cases.reissue_token(conn, name="nobody")
         assert cases.user_by_token(conn, token=old) is None
         user = cases.user_by_token(conn, token=new)
-        [listed] = cases.list_users(conn)
+        [listed] = cases.list_users(conn, now=T0)
     assert user is not None and user.name == "ana" and listed["revoked_at"] is None
     assert client.get("/api/queue", headers=bearer(old)).status_code == 401
     assert client.get("/api/queue", headers=bearer(new)).status_code == 200
@@ -1110,15 +1110,19 @@ def test_an_unasked_claim_is_made_only_while_the_agent_is_still_available(db: En
 
 
 def test_an_unasked_offer_is_only_of_a_case_that_rings_the_agents_phone(db: Engine) -> None:
-    """In line: an emergency call back to a withheld number, a call back to a real number,
-    then a caller on the line. `live` skips both call backs, `ringing` (Twilio places call
-    backs) the withheld one only; an agent who asks gets the emergency first."""
-    withheld = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
+    """In line: emergency call backs to numbers nobody can dial (withheld, in Twilio's keypad
+    spelling too, or not E.164), a call back to a real number, then a caller on the line.
+    `live` skips every call back, `ringing` (Twilio places call backs) those it cannot dial;
+    an agent who asks gets the first emergency."""
+    undialable = ["anonymous", "+266696687", "+123", "+0123456789", "+1 555 0100", "+1555x0100"]
+    withheld = add_case(db, 1, "emergency", T0, caller=undialable[0], uid="10000001")
+    for n, number in enumerate(undialable[1:], start=10):
+        add_case(db, n, "emergency", T0, caller=number, uid=f"1000000{n}")
     call_back = add_case(db, 2, "normal", T0 + MINUTE, caller="+15005550007")
     on_the_line = add_case(db, 3, "normal", T0 + 2 * MINUTE)
     with db.connect() as conn:
-        cases.abandon_for_call(conn, call_sid=sid(1), now=T0 + 3 * MINUTE)
-        cases.abandon_for_call(conn, call_sid=sid(2), now=T0 + 3 * MINUTE)
+        for n in (1, 2, *range(10, 10 + len(undialable) - 1)):
+            cases.abandon_for_call(conn, call_sid=sid(n), now=T0 + 3 * MINUTE)
     now = T0 + 4 * MINUTE
     agents = [agent_id(db, name) for name in ("ana", "bo", "cy")]
     for agent in agents:
@@ -1132,7 +1136,7 @@ def test_an_unasked_offer_is_only_of_a_case_that_rings_the_agents_phone(db: Engi
     with db.connect() as conn:
         assert not cases.can_offer(conn, now=now, only="ringing")
     assert unasked(db, agents[2], now, "ringing") == (None, None)
-    assert waiting_ids(db) == [withheld]
+    assert len(waiting_ids(db)) == len(undialable) and waiting_ids(db)[0] == withheld
     assert claim(db, agent_id(db, "dee"), now)["id"] == withheld  # type: ignore[index]
 
 
@@ -1163,6 +1167,25 @@ def test_the_available_agent_waiting_longest_is_offered_first(db: Engine) -> Non
     assert since(db, ana, T0 + 3 * MINUTE) == T0 + 3 * MINUTE
     assert since(db, bo, T0 + 3 * MINUTE) == T0 + MINUTE
     assert second in waiting_ids(db)
+
+
+def test_a_case_asked_for_after_availability_lapsed_leaves_the_agent_away(db: Engine) -> None:
+    """bo said he was available, then nothing came for longer than AVAILABLE_AT_MOST: he is
+    away. He asks for a case himself and resolves it: still away (its end does not say he
+    is back), as he never said so again."""
+    add_case(db, 1, "normal", T0, caller="+15005550001")
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(1), now=T0)
+    bo = agent_id(db, "bo")
+    available(db, bo, T0)
+    later = T0 + cases.AVAILABLE_AT_MOST + 10 * MINUTE
+    taken = claim(db, bo, later)
+    assert taken is not None
+    with db.connect() as conn:
+        assert cases.resolve(
+            conn, case_id=taken["id"], status="offered", now=later + MINUTE, notes="called back"
+        )
+    assert since(db, bo, later + MINUTE) is None
 
 
 def test_a_case_given_back_or_never_reached_sets_its_agent_away(db: Engine) -> None:

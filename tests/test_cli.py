@@ -392,13 +392,15 @@ def test_a_supervisor_sets_an_agent_away_from_the_command_line(tmp_path: Path) -
     """ana said she is available and went home: `users list` shows it, `users away` ends it."""
     env = base_env(tmp_path)
     del env["TWILIO_AUTH_TOKEN"]
-    run(["users", "add", "ana", "--role", "agent"], env, tmp_path)
+    token = run(["users", "add", "ana", "--role", "agent"], env, tmp_path).stdout.split()[-1]
     engine = create_db_engine(env["IVR_DATABASE_URL"])
     try:
         with engine.connect() as conn:
             [ana] = [u for u in list_users(conn, now=datetime.now(UTC)) if u["name"] == "ana"]
             assert ana["available_since"] is None
-            ana_id = conn.execute(select(users.c.id).where(users.c.name == "ana")).scalar_one()
+            user = user_by_token(conn, token=token)
+            assert user is not None
+            ana_id = user.id
             set_available(conn, agent_id=ana_id, available=True, now=datetime.now(UTC))
         listed = run(["users", "list"], env, tmp_path).stdout
         assert "available since" in listed

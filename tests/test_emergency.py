@@ -2466,3 +2466,30 @@ def test_a_caller_who_hangs_up_while_the_agents_phone_rings_leaves_the_agent_ava
     assert seen == [True, True, True] and record.agent_took is True
     assert presence(client, alice)["available"] is True
     assert 'ivr_offers_total{outcome="missed"}' not in client.get("/metrics").text
+
+
+def test_a_call_back_twilio_will_not_place_goes_back_and_the_agent_stays_available(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A call back is offered to alice, who did not ask, and Twilio refuses to place it:
+    nothing would ring her phone. The case goes back to its place, not offered unasked again
+    before IVR_CALLBACK_RETRY (an outage would have it taken and refused every second), and
+    alice stays available, holding nothing."""
+    client, phone = rest
+    phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number="+15005550201")
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    presence(client, alice, True)
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    twilio_http.refuse = True
+    assert hotline.dispatch() == 0
+    [row] = case_rows(db)
+    retry = timedelta(seconds=hotline.settings.callback_retry_seconds)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert row["not_before"] == clock() + retry
+    assert presence(client, alice)["available"] is True
+    assert api(client, alice, "GET", "/api/agents/cases") == []
+    twilio_http.refuse = False
+    assert hotline.dispatch() == 0  # not before its retry time
+    clock.advance(seconds=retry.total_seconds())
+    assert hotline.dispatch() == 1
+    assert twilio_http.requests[-1][2]["To"] == "+15005550201"
