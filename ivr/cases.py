@@ -354,6 +354,16 @@ def can_offer(conn: Connection, *, now: datetime, only: Only) -> bool:
         return found.first() is not None
 
 
+def offerable(conn: Connection, *, now: datetime, only: Only) -> int:
+    """How many of the cases agents may take now could be offered (`only` as for
+    `claim_next`); the rest come only to an agent who asks."""
+    with reading(conn):
+        counted: int = conn.execute(
+            select(func.count()).select_from(cases).where(*_in_line(only)), {"now": now}
+        ).scalar_one()
+    return counted
+
+
 # -- presence: agents offered cases as they come, without asking ----------------------------
 
 

@@ -530,6 +530,7 @@ def _desk_live(
     longest = max((e.waiting_seconds for e in ready), default=0)
     return {
         "waiting": len(ready),
+        "asked_for_only": hotline.asked_for_only() if ready else 0,
         "emergencies": sum(e.priority == "emergency" for e in ready),
         "longest": clock_text(longest) if ready else "",
         "version": hashlib.sha256(state.encode()).hexdigest()[:16],

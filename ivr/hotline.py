@@ -1071,7 +1071,7 @@ class Hotline:
                 agent_id=agent.id,
                 now=now,
                 live_offer=live,
-                only=self._unasked_only if unasked else "any",
+                only=self.unasked_only if unasked else "any",
                 unasked=unasked,
             )
             if holding is not None:
@@ -1099,10 +1099,18 @@ class Hotline:
             return cases.available_since(conn, agent_id=agent.id, now=self.clock())
 
     @property
-    def _unasked_only(self) -> cases.Only:
+    def unasked_only(self) -> cases.Only:
         # Call backs ring the agent only once Twilio places them: without the REST client or
         # IVR_CALLER_ID an agent dials them by hand, so they wait for an agent who asks.
         return "ringing" if self.twilio is not None and self.settings.caller_id else "live"
+
+    def asked_for_only(self) -> int:
+        """The cases agents may take now that are never offered unasked (a call back dialled
+        by hand, or to a withheld number): they wait for an agent who asks."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            ready = sum(cases.ready_in_line(conn, now=now))
+            return ready - cases.offerable(conn, now=now, only=self.unasked_only)
 
     def dispatch(self) -> int:
         """Offer the cases in line to the available agents who have none, the longest idle
@@ -1114,7 +1122,7 @@ class Hotline:
         now = self.clock()
         with self.db.connect() as conn:
             agents = cases.agents_to_offer(conn, now=now)
-            if not agents or not cases.can_offer(conn, now=now, only=self._unasked_only):
+            if not agents or not cases.can_offer(conn, now=now, only=self.unasked_only):
                 return 0
         offered = 0
         for agent in agents:

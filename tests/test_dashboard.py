@@ -610,11 +610,14 @@ def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     signed_in(client, agent)
     text, empty = line()
     assert text.startswith("2 waiting for an agent · 1 emergency · the longest for ")
+    # Call backs with no Twilio to place them: nothing rings an available agent for them.
+    assert "· 2 of them come to nobody unasked (a call back to dial by hand" in text
     assert page(client, "/dashboard/desk").xpath("//div[@id='desk-live']/@data-version") == [empty]
     assert line()[1] == empty  # nothing changed, nothing to reload
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     text, taken = line()
     assert text.startswith("1 waiting for an agent ·") and "emergenc" not in text
+    assert "· 1 of them comes to nobody unasked" in text
     assert taken != empty
     [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
     assert said(act(client, f"/dashboard/desk/{held['id']}/requeue")) == "requeued"
