@@ -28,6 +28,7 @@ from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
 from ivr.cases import (
+    AwayReason,
     User,
     agents_presence,
     held_by,
@@ -365,6 +366,13 @@ class Presence(BaseModel):
         description="available: since when they have waited for a case (moved on as each of "
         "their cases ends; the longest idle is offered first)",
     )
+    away_reason: AwayReason | None = Field(
+        default=None,
+        description="away, and not by their own say: missed (a case rang their phone and it "
+        "did not take the call), gave_back, taken_back (by a supervisor), timed_out (a case "
+        "offered to them never reached its caller), signed_out, set_away (by a supervisor), "
+        "lapsed (8 hours without a case)",
+    )
 
 
 class PresenceChange(BaseModel):
@@ -387,6 +395,9 @@ class AgentState(BaseModel):
         "since their last case ended); null when away or on a case"
     )
     holding: int = Field(description="the cases they have now")
+    away_reason: AwayReason | None = Field(
+        default=None, description="away, and not by their own say: why (as for presence)"
+    )
 
 
 @router.get("/agents")
@@ -404,6 +415,7 @@ def agents(user: StaffUser, hotline: HotlineDep) -> list[AgentState]:
             if r["available_since"] is None or r["holding"]
             else max(0, int((now - r["available_since"]).total_seconds())),
             holding=r["holding"],
+            away_reason=r["away_reason"],
         )
         for r in rows
     ]
@@ -411,8 +423,8 @@ def agents(user: StaffUser, hotline: HotlineDep) -> list[AgentState]:
 
 @router.get("/agents/presence")
 def get_presence(user: AgentUser, hotline: HotlineDep) -> Presence:
-    since = hotline.available_since(user)
-    return Presence(available=since is not None, since=since)
+    since, why = hotline.presence(user)
+    return Presence(available=since is not None, since=since, away_reason=why)
 
 
 @router.put("/agents/presence")

@@ -384,22 +384,58 @@ def _still_available(agent: Any, now: datetime) -> bool:
     return since is not None and since >= now - AVAILABLE_AT_MOST
 
 
+# Why an agent is away when it was not their own doing: what their desk tells them.
+AwayReason = Literal[
+    "missed", "gave_back", "taken_back", "timed_out", "signed_out", "set_away", "lapsed"
+]
+AWAY_MISSED: AwayReason = "missed"  # a case rang their phone, and it did not take the call
+AWAY_GAVE_BACK: AwayReason = "gave_back"  # they gave a case back
+AWAY_TAKEN_BACK: AwayReason = "taken_back"  # a supervisor took a case of theirs back
+AWAY_TIMED_OUT: AwayReason = "timed_out"  # a case offered to them never reached its caller
+AWAY_SIGNED_OUT: AwayReason = "signed_out"  # they signed out of the dashboard
+AWAY_SET: AwayReason = "set_away"  # a supervisor set them away (`ivr users away`)
+AWAY_LAPSED: AwayReason = "lapsed"  # AVAILABLE_AT_MOST without a case (worked out, not stored)
+
+
 def set_available(
-    conn: Connection, *, agent_id: int, available: bool, now: datetime
+    conn: Connection,
+    *,
+    agent_id: int,
+    available: bool,
+    now: datetime,
+    why: AwayReason | None = None,
 ) -> datetime | None:
     """Available: offered cases as they come (`Hotline.dispatch`), from `now` or from when
-    they already were (unless that lapsed); away: cases come only when they ask. Their
-    available-since after this, None when away (or no such agent)."""
+    they already were (unless that lapsed); away: cases come only when they ask (`why`: not
+    their own doing). Their available-since after this, None when away (or no such agent)."""
     since = bindparam("now", now, type_=users.c.available_since.type)
     kept = case_when((_available_after(now), users.c.available_since), else_=since)
     with writing(conn):
         value: datetime | None = conn.execute(
             update(users)
             .where(users.c.id == agent_id, users.c.role == "agent")
-            .values(available_since=kept if available else None)
+            .values(available_since=kept if available else None, away_reason=why)
             .returning(users.c.available_since)
         ).scalar()
     return value
+
+
+def presence(
+    conn: Connection, *, agent_id: int, now: datetime
+) -> tuple[datetime | None, AwayReason | None]:
+    """(since when the agent is available, None) or (None, why they are away if it was not
+    their own doing: an AWAY_* reason, AWAY_LAPSED included)."""
+    with reading(conn):
+        row = conn.execute(
+            select(users.c.available_since, users.c.away_reason).where(users.c.id == agent_id)
+        ).first()
+    if row is None:
+        return None, None
+    if row.available_since is not None:
+        if _still_available(row, now):
+            return row.available_since, None
+        return None, AWAY_LAPSED
+    return None, row.away_reason
 
 
 def available_since(conn: Connection, *, agent_id: int, now: datetime) -> datetime | None:
@@ -429,23 +465,35 @@ def agents_to_offer(conn: Connection, *, now: datetime) -> list[User]:
     return [User(r.id, r.name, r.role, r.phone) for r in rows]
 
 
-def _set_away(conn: Connection, agent_ids: list[int]) -> None:
+def _set_away(conn: Connection, agent_ids: list[int], why: AwayReason) -> None:
+    """Those of them who were available, away now, and why (an agent away already keeps
+    their own reason)."""
     if agent_ids:
         conn.execute(
             update(users)
             .where(users.c.id.in_(agent_ids), users.c.available_since.is_not(None))
-            .values(available_since=None)
+            .values(available_since=None, away_reason=why)
         )
 
 
 def agents_presence(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
-    """Every agent not revoked, by name: `name`, `available_since` (None: away, or it lapsed)
-    and `holding`, the cases they have now."""
+    """Every agent not revoked, by name: `name`, `available_since` (None: away, or it lapsed),
+    `away_reason` (as `presence` gives it) and `holding`, the cases they have now."""
     holding = select(func.count()).where(cases.c.agent_id == users.c.id, HELD_NOW).scalar_subquery()
     since = case_when((_available_after(now), users.c.available_since), else_=None)
+    why = case_when(
+        (users.c.available_since.is_(None), users.c.away_reason),
+        (_available_after(now), None),
+        else_=AWAY_LAPSED,
+    )
     with reading(conn):
         rows = conn.execute(
-            select(users.c.name, since.label("available_since"), holding.label("holding"))
+            select(
+                users.c.name,
+                since.label("available_since"),
+                why.label("away_reason"),
+                holding.label("holding"),
+            )
             .where(users.c.role == "agent", users.c.revoked_at.is_(None))
             .order_by(users.c.name)
         ).mappings()
@@ -850,6 +898,7 @@ def requeue(
     unless_placing: bool = False,
     agent_id: int | None = None,
     away: int | None = None,
+    away_why: AwayReason = AWAY_MISSED,
     not_before: datetime | None = None,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
@@ -870,7 +919,7 @@ def requeue(
         update_ = update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None, **later)
         moved = conn.execute(update_).rowcount == 1
         if moved and away is not None:
-            _set_away(conn, [away])
+            _set_away(conn, [away], away_why)
         return moved
 
 
@@ -1004,7 +1053,7 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     with writing(conn):
         agents = conn.execute(select(cases.c.agent_id).where(*stale).with_for_update()).scalars()
         # Their agents never reached the callers: away, as after an offer they missed.
-        _set_away(conn, [a for a in agents if a is not None])
+        _set_away(conn, [a for a in agents if a is not None], AWAY_TIMED_OUT)
         moved: int = conn.execute(update(cases).where(*stale).values(**_BACK_IN_LINE)).rowcount
         return moved
 
@@ -1326,13 +1375,12 @@ def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
 def set_away_by_name(conn: Connection, *, name: str) -> bool:
     """A supervisor sets an agent away (gone without saying so): nothing comes to them
     unasked until they say they are available again. False if there is no such agent."""
+    agent = (users.c.name == name) & (users.c.role == "agent")
     with writing(conn):
-        found: int = conn.execute(
-            update(users)
-            .where(users.c.name == name, users.c.role == "agent")
-            .values(available_since=None)
-        ).rowcount
-    return found == 1
+        agent_id = conn.execute(select(users.c.id).where(agent)).scalar()
+        if agent_id is not None:
+            _set_away(conn, [agent_id], AWAY_SET)
+    return agent_id is not None
 
 
 def reissue_token(conn: Connection, *, name: str) -> str:

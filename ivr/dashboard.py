@@ -38,7 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ivr import api, engine, graph, stats
-from ivr.cases import User, close_session, open_session, user_by_session
+from ivr.cases import AWAY_SIGNED_OUT, User, close_session, open_session, user_by_session
 from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, staff_user, wrong_token
 from ivr.hotline import Hotline
 from ivr.tree import CompiledTree
@@ -341,7 +341,7 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
             close_session(conn, secret=secret)  # on the server: a copy of the cookie is void
         if user is not None and user.role in AGENTS:
             # Gone from the desk: no case may ring their phone until they are back.
-            hotline.set_available(user, False)
+            hotline.set_available(user, False, why=AWAY_SIGNED_OUT)
     response = redirect(LOGIN_PATH)
     _drop_session(request, response)
     return response
@@ -494,6 +494,19 @@ SAID = {
 }
 
 
+# Why an agent is away, when it was not their own doing, as the desk tells them.
+AWAY_REASONS = {
+    "missed": "A case rang your phone and it did not take the call (no answer, busy, a "
+    "voicemail, or no key pressed), so you were set away.",
+    "gave_back": "You gave a case back, so you were set away: it would have come straight back.",
+    "taken_back": "A supervisor took a case of yours back, so you were set away.",
+    "timed_out": "A case offered to you never reached its caller, so you were set away.",
+    "signed_out": "You signed out, so you were set away.",
+    "set_away": "A supervisor set you away.",
+    "lapsed": "Nothing came to you for 8 hours, so you are away now.",
+}
+
+
 # How an offer reaches the caller, as the desk says it.
 OFFERS = {
     "redirected": "Twilio is putting them through to your phone",
@@ -509,7 +522,8 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
     return {
         **_desk_live(hotline, user, held),
         "held": held,
-        "available": hotline.available_since(user),
+        **dict(zip(("available", "away_reason"), hotline.presence(user), strict=True)),
+        "away_reasons": AWAY_REASONS,
         "said": SAID.get(said, ""),
         "error": None,
         "offers": OFFERS,

@@ -144,6 +144,8 @@ users = Table(
     # when they make themselves available, moved on as each case of theirs ends (the longest
     # idle is offered first); None is away, and cases come only when they ask.
     Column("available_since", UTCDateTime()),
+    # Why they are away when it was not their own doing (cases.AWAY_*): what their desk says.
+    Column("away_reason", String(16)),
 )
 
 # Dashboard sign-ins: the browser holds a random session secret, never the API token; only

@@ -1086,17 +1086,21 @@ class Hotline:
         case["offer"] = connect["mode"]
         return case, connect
 
-    def set_available(self, agent: cases.User, available: bool) -> datetime | None:
+    def set_available(
+        self, agent: cases.User, available: bool, *, why: cases.AwayReason | None = None
+    ) -> datetime | None:
         """Presence: available agents are offered cases as they come; away, only when they
-        ask. Since when they are available, None when away."""
+        ask (`why`: not their own doing). Since when they are available, None when away."""
         with self.db.connect() as conn:
             return cases.set_available(
-                conn, agent_id=agent.id, available=available, now=self.clock()
+                conn, agent_id=agent.id, available=available, now=self.clock(), why=why
             )
 
-    def available_since(self, agent: cases.User) -> datetime | None:
+    def presence(self, agent: cases.User) -> tuple[datetime | None, cases.AwayReason | None]:
+        """(since when they are available, None), or (None, why they are away if it was not
+        their own doing)."""
         with self.db.connect() as conn:
-            return cases.available_since(conn, agent_id=agent.id, now=self.clock())
+            return cases.presence(conn, agent_id=agent.id, now=self.clock())
 
     @property
     def unasked_only(self) -> cases.Only:
@@ -1371,6 +1375,9 @@ class Hotline:
                 only_from=("offered",),
                 unless_placing=True,
                 away=case["agent_id"],
+                away_why=cases.AWAY_GAVE_BACK
+                if case["agent_id"] == user.id
+                else cases.AWAY_TAKEN_BACK,
             ):
                 raise CaseRefused(409, "only a case not yet connected goes back in line")
             cases.audit(

@@ -773,6 +773,8 @@ def test_a_case_taken_goes_back_in_its_place(client: TestClient, db: Engine) -> 
     ana, ben = make_user(db, "ana", "agent"), make_user(db, "ben", "agent")
     sam = make_user(db, "sam", "supervisor")
     first, second = add_case(db, 1, "emergency", T0), add_case(db, 2, "emergency", T0 + MINUTE)
+    for agent in (ana, ben):  # available: each is set away, or the case would come back
+        assert call(client, "PUT", "/api/agents/presence", {"available": True}, agent).is_success
     assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == first
     # Nobody but its agent or a supervisor.
     assert call(client, "POST", f"/api/cases/{first}/requeue", {}, ben).status_code == 409
@@ -783,6 +785,11 @@ def test_a_case_taken_goes_back_in_its_place(client: TestClient, db: Engine) -> 
     r = call(client, "POST", f"/api/cases/{first}/requeue", {"reason": "ben is away"}, sam)
     assert r.status_code == 200 and get(db, first)["agent_id"] is None
     assert waiting_ids(db) == [first, second]
+    presences = [call(client, "GET", "/api/agents/presence", None, a).json() for a in (ana, ben)]
+    assert [(p["available"], p["away_reason"]) for p in presences] == [
+        (False, "gave_back"),
+        (False, "taken_back"),
+    ]
     # A caller connected to someone is talking to them: resolved, not requeued.
     assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == first
     with db.connect() as conn:
@@ -1096,6 +1103,8 @@ def test_an_unasked_claim_is_made_only_while_the_agent_is_still_available(db: En
     assert available(db, ana, T0 + MINUTE) == T0  # said again: waiting since the first time
     lapsed = T0 + cases.AVAILABLE_AT_MOST + MINUTE
     assert since(db, ana, lapsed) is None
+    with db.connect() as conn:
+        assert cases.presence(conn, agent_id=ana, now=lapsed) == (None, cases.AWAY_LAPSED)
     with pytest.raises(cases.NotAvailable):
         unasked(db, ana, lapsed)
     available(db, bo, T0)
@@ -1201,10 +1210,17 @@ def test_a_case_given_back_or_never_reached_sets_its_agent_away(db: Engine) -> N
     unasked(db, ana, T0 + MINUTE)
     unasked(db, bo, T0 + MINUTE)
     with db.connect() as conn:
-        assert cases.requeue(conn, case_id=first, agent_id=ana, away=ana)
+        assert cases.requeue(
+            conn, case_id=first, agent_id=ana, away=ana, away_why=cases.AWAY_GAVE_BACK
+        )
         assert not cases.requeue(conn, case_id=first, agent_id=ana, away=bo)  # not hers now
     assert (since(db, ana, T0 + MINUTE), since(db, bo, T0 + MINUTE)) == (None, T0)
     with db.connect() as conn:
         assert cases.requeue_offers_before(conn, cutoff=T0 + 2 * MINUTE) == 1
+        assert cases.presence(conn, agent_id=ana, now=T0) == (None, cases.AWAY_GAVE_BACK)
+        assert cases.presence(conn, agent_id=bo, now=T0) == (None, cases.AWAY_TIMED_OUT)
     assert since(db, bo, T0 + 2 * MINUTE) is None
+    available(db, bo, T0 + 3 * MINUTE)  # back: no reason any more
+    with db.connect() as conn:
+        assert cases.presence(conn, agent_id=bo, now=T0 + 3 * MINUTE) == (T0 + 3 * MINUTE, None)
     assert waiting_ids(db) == [first, second]

@@ -20,7 +20,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from ivr.cases import available_since, list_users, set_available, user_by_token
+from ivr.cases import available_since, list_users, presence, set_available, user_by_token
 from ivr.db import accounts, audit_log, calls, create_db_engine, users
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.settings import PROJECT_ROOT
@@ -409,6 +409,7 @@ def test_a_supervisor_sets_an_agent_away_from_the_command_line(tmp_path: Path) -
         assert "available since" not in run(["users", "list"], env, tmp_path).stdout
         with engine.connect() as conn:
             assert available_since(conn, agent_id=ana_id, now=datetime.now(UTC)) is None
+            assert presence(conn, agent_id=ana_id, now=datetime.now(UTC)) == (None, "set_away")
     finally:
         engine.dispose()
     unknown = run(["users", "away", "nobody"], env, tmp_path)

@@ -590,10 +590,16 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
     assert seen[4] == 1 and "emergency" in seen[5]
     assert seen[6:] == ["1", ("alice", "agent-on_case"), True]
     assert said(act(client, "/dashboard/desk/presence", available="false")) == "away"
-    assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
+    gone = client.get("/api/agents/presence", headers=bearer(agent)).json()
+    assert (gone["available"], gone["away_reason"]) == (False, None)  # her own say
+    assert not page(client, "/dashboard/desk").xpath("//span[@class='away-reason']")
     act(client, "/dashboard/desk/presence", available="true")
     client.post("/dashboard/logout", follow_redirects=False)
-    assert client.get("/api/agents/presence", headers=bearer(agent)).json()["available"] is False
+    gone = client.get("/api/agents/presence", headers=bearer(agent)).json()
+    assert (gone["available"], gone["away_reason"]) == (False, "signed_out")
+    signed_in(client, agent)
+    [why] = texts(page(client, "/dashboard/desk"), "//span[@class='away-reason']")
+    assert why == dashboard.AWAY_REASONS["signed_out"]
 
 
 def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(

@@ -2245,7 +2245,7 @@ def test_a_victim_reaches_an_available_agent_without_anyone_asking(
     app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock())
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     with TestClient(app) as client:
-        assert presence(client, alice) == {"available": False, "since": None}
+        assert presence(client, alice) == {"available": False, "since": None, "away_reason": None}
         here = presence(client, alice, True)
         assert here["available"] is True and here["since"] is not None
         assert presence(client, alice, True) == here  # saying it again keeps her place
@@ -2301,7 +2301,9 @@ def test_an_offer_the_agents_phone_does_not_take_sets_them_away_and_goes_to_the_
     record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
     assert dialed == [AGENT_PHONE, "+15005558888"] and record.agent_took is True
     assert offered[0] == 1 and sum(offered) == 2  # one case, offered twice
-    assert presence(client, alice) == {"available": False, "since": None}
+    assert presence(client, alice) == {"available": False, "since": None, "away_reason": "missed"}
+    away = {a["name"]: a for a in api(client, bob, "GET", "/api/agents")}["alice"]
+    assert (away["state"], away["away_reason"]) == ("away", "missed")
     assert presence(client, bob)["available"] is True
     [row] = case_rows(db)
     assert (row["status"], row["agent_id"]) == ("connected", user_id(db, "bob"))
@@ -2423,7 +2425,7 @@ def test_an_agent_who_gives_a_case_back_is_set_away_and_it_goes_to_the_next(
         return poll < 4
 
     record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
-    assert seen == [{"available": False, "since": None}, 0, 1]
+    assert seen == [{"available": False, "since": None, "away_reason": "gave_back"}, 0, 1]
     assert record.dialed == "+15005558888" and record.agent_took is True
     [row] = case_rows(db)
     assert (row["status"], row["agent_id"]) == ("connected", user_id(db, "bob"))

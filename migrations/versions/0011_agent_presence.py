@@ -20,8 +20,10 @@ def upgrade() -> None:
     # Nullable, no default: adding it rewrites nothing and every agent starts away, as before.
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("available_since", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("away_reason", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_column("away_reason")
         batch_op.drop_column("available_since")
