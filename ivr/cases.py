@@ -923,6 +923,35 @@ def requeue(
         return moved
 
 
+MISSED_OFFER = "missed_offer"  # the audit action: what the figures count per agent
+
+
+def missed_offer(
+    conn: Connection, *, case_id: int, agent_id: int, dial_status: str, now: datetime
+) -> bool:
+    """The agent's phone did not take the case offered to it (Twilio's `dial_status`: no
+    answer, busy, failed; or answered with no key pressed at the screen): back to its place
+    in line, the agent away (AWAY_MISSED), and an audit record, which the figures count per
+    agent. All in one transaction, once: False for a late or repeated report."""
+    with writing(conn):
+        moved = requeue(
+            conn, case_id=case_id, agent_id=agent_id, away=agent_id, away_why=AWAY_MISSED
+        )
+        if moved:
+            name = conn.execute(select(users.c.name).where(users.c.id == agent_id)).scalar()
+            audit(
+                conn,
+                actor=f"agent:{name}",
+                action=MISSED_OFFER,
+                uid=None,
+                case_id=case_id,
+                reason=dial_status,
+                result="requeued",
+                now=now,
+            )
+    return moved
+
+
 def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
     """The agent took the call with a key (IVR_AGENT_SCREENING): the caller on their way to
     this agent is theirs to talk to, and from now on a hang-up leaves the case with them."""

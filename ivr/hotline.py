@@ -958,14 +958,11 @@ class Hotline:
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
             # back to its place, as the call back it was.
-            with self.db.connect() as conn:
-                moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id, away=missed)
-            self._missed(case_id, missed, moved)
+            moved = self._back_in_line(case_id, agent_id, missed, dial_status)
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
+        moved = self._back_in_line(case_id, agent_id, missed, dial_status)
         with self.db.connect() as conn:
-            moved = cases.requeue(conn, case_id=case_id, agent_id=agent_id, away=missed)
             current = cases.get_case(conn, case_id=case_id) if not moved else None
-        self._missed(case_id, missed, moved)
         if row is None or "queue" not in row.state.facts:
             # Queued by the fallback (no call row): back into the general queue, case kept.
             return self.fallback()
@@ -978,12 +975,22 @@ class Hotline:
         # supervisor resolving it while the phone rang: the hold loop opens them a new one.)
         return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
 
-    def _missed(self, case_id: int, agent_id: int | None, moved: bool) -> None:
-        """Told once, however often Twilio reports it: only the report that put the case
-        back (which set the agent away with it)."""
-        if agent_id is not None and moved:
+    def _back_in_line(
+        self, case_id: int, agent_id: int | None, missed: int | None, dial_status: str
+    ) -> bool:
+        """The agent's leg ended untaken: the case back to its place (only while it is
+        `agent_id`'s). `missed`: the agent whose phone did not take it, set away and counted,
+        once however often Twilio reports it."""
+        with self.db.connect() as conn:
+            if missed is None:
+                return cases.requeue(conn, case_id=case_id, agent_id=agent_id)
+            moved = cases.missed_offer(
+                conn, case_id=case_id, agent_id=missed, dial_status=dial_status, now=self.clock()
+            )
+        if moved:
             self.metrics.offers.labels("missed").inc()
-            log.warning("agent %s missed case %s: set away until they are back", agent_id, case_id)
+            log.warning("agent %s missed case %s: set away until they are back", missed, case_id)
+        return moved
 
     def status(
         self, call_sid: str, status: str, *, duration: int | None, sequence: int | None

@@ -89,6 +89,12 @@ handled
 average_handle_time_seconds, surveys_asked, surveys_answered, satisfaction_average,
 satisfied_rate
     As above, over those cases.
+missed_offers
+    Cases offered to the agent (asked for or not) that their phone did not take: rang out,
+    busy, failed, or answered with no key pressed at the screen (a voicemail). Counted when
+    it happened (`audit_log` action `missed_offer`, `at` in the period), once per offer; a
+    caller hanging up while it rang is nobody's miss. An agent with misses and no case
+    handled is listed too. Each miss also set the agent away (presence).
 
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
@@ -118,9 +124,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
-from ivr.db import call_events, calls, cases, users
+from ivr.cases import MISSED_OFFER
+from ivr.db import audit_log, call_events, calls, cases, users
 
 SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
@@ -170,6 +177,7 @@ class QueueFigures(SurveyFigures):
 class AgentFigures(SurveyFigures):
     handled: int
     average_handle_time_seconds: float | None
+    missed_offers: int = 0
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,7 @@ class _Tally:
     handle_times: list[float] = field(default_factory=list)
     surveys_asked: int = 0
     scores: list[int] = field(default_factory=list)
+    missed_offers: int = 0
 
     def surveys(self) -> dict[str, Any]:
         return {
@@ -232,6 +241,7 @@ class _Tally:
         return AgentFigures(
             handled=self.offered,
             average_handle_time_seconds=_mean(self.handle_times),
+            missed_offers=self.missed_offers,
             **self.surveys(),
         )
 
@@ -381,6 +391,15 @@ def figures(
         ):
             if case_id is not None:
                 surveys[case_id] = outcome if kind == "survey" else surveys.get(case_id, "")
+        missed = conn.execute(
+            select(audit_log.c.actor, func.count())
+            .where(
+                audit_log.c.action == MISSED_OFFER,
+                audit_log.c.at >= start,
+                audit_log.c.at < end,
+            )
+            .group_by(audit_log.c.actor)
+        ).all()
         kinds_entered: dict[str, set[str]] = {}
         for sid, kind in conn.execute(
             select(call_events.c.call_sid, node_kind)
@@ -402,6 +421,8 @@ def figures(
         if case.agent_name is not None and case.connected_at is not None:
             mine = by_agent.setdefault(case.agent_name, _Tally())
             _count_case((mine,), case, thresholds, surveys.get(case.id))
+    for actor, count in missed:
+        by_agent.setdefault(actor.removeprefix("agent:"), _Tally()).missed_offers += count
 
     completed = contained = 0
     topics: Counter[str] = Counter()

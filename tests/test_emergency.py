@@ -2308,6 +2308,11 @@ def test_an_offer_the_agents_phone_does_not_take_sets_them_away_and_goes_to_the_
     [row] = case_rows(db)
     assert (row["status"], row["agent_id"]) == ("connected", user_id(db, "bob"))
     assert 'ivr_offers_total{outcome="missed"} 1.0' in client.get("/metrics").text
+    sam = make_user(db, "sam", "supervisor")
+    clock.advance(seconds=1)  # the figures' period ends now, and the miss was at its end
+    by_agent = api(client, sam, "GET", "/api/stats")["by_agent"]
+    assert (by_agent["alice"]["missed_offers"], by_agent["bob"]["missed_offers"]) == (1, 0)
+    assert by_agent["alice"]["handled"] == 0 and by_agent["bob"]["handled"] == 1
     assert 'ivr_offers_total{outcome="pushed"} 2.0' in client.get("/metrics").text
 
 

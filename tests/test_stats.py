@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from ivr import cases as case_queue
 from ivr.db import call_events, calls, cases, users
 from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures
 
@@ -732,3 +733,26 @@ def test_per_agent_figures_count_the_cases_each_agent_talked_on(db: Engine) -> N
         satisfied_rate=1.0,
     )
     assert report_as_json(r)["by_agent"]["bob"]["handled"] == 3
+    assert (alice.missed_offers, bob.missed_offers) == (0, 0)
+
+
+def test_offers_an_agents_phone_missed_are_counted_per_agent_in_the_period(db: Engine) -> None:
+    """As the hotline records them (`cases.missed_offer`): alice missed one in the period,
+    dave two and talked to nobody (listed all the same), bob one before the period."""
+    scenario(db)
+    with db.connect() as conn:
+        for name, minutes in (("alice", 5), ("dave", 10), ("dave", 50), ("bob", -5)):
+            case_queue.audit(
+                conn,
+                actor=f"agent:{name}",
+                action=case_queue.MISSED_OFFER,
+                uid=None,
+                case_id=None,
+                reason="no-answer",
+                result="requeued",
+                now=T0 + timedelta(minutes=minutes),
+            )
+    r = report(db)
+    assert {n: a.missed_offers for n, a in r.by_agent.items()} == {"alice": 1, "dave": 2}
+    assert (r.by_agent["dave"].handled, r.by_agent["dave"].average_handle_time_seconds) == (0, None)
+    assert report_as_json(r)["by_agent"]["dave"]["missed_offers"] == 2
