@@ -519,10 +519,12 @@ OFFERS = {
 
 def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any]:
     held = api.my_cases(user, hotline)
+    available, away_reason = hotline.presence(user)
     return {
         **_desk_live(hotline, user, held),
         "held": held,
-        **dict(zip(("available", "away_reason"), hotline.presence(user), strict=True)),
+        "available": available,
+        "away_reason": away_reason,
         "away_reasons": AWAY_REASONS,
         "said": SAID.get(said, ""),
         "error": None,

@@ -449,18 +449,13 @@ def connect_twiml(
     hearing ringing meanwhile, is put through only once the agent takes the call."""
     response = VoiceResponse()
     _say(response, catalogs, greeting, language, ticket=ticket)
-    if screen is None:
-        dial = response.dial(action=action, method="POST", timeout=25)
-        if agent_phone:
-            dial.number(agent_phone)
-        else:
-            dial.client(agent_name)
-        return str(response)
-    dial = response.dial(action=action, method="POST", timeout=25, answer_on_bridge=True)
+    screened: dict[str, Any] = {} if screen is None else {"url": screen, "method": "POST"}
+    bridge: dict[str, Any] = {} if screen is None else {"answer_on_bridge": True}
+    dial = response.dial(action=action, method="POST", timeout=25, **bridge)
     if agent_phone:
-        dial.number(agent_phone, url=screen, method="POST")
+        dial.number(agent_phone, **screened)
     else:
-        dial.client(agent_name, url=screen, method="POST")
+        dial.client(agent_name, **screened)
     return str(response)
 
 

@@ -958,7 +958,7 @@ class Hotline:
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
             # back to its place, as the call back it was.
-            moved = self._back_in_line(case_id, agent_id, missed, dial_status)
+            self._back_in_line(case_id, agent_id, missed, dial_status)
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         moved = self._back_in_line(case_id, agent_id, missed, dial_status)
         with self.db.connect() as conn:

@@ -721,17 +721,12 @@ class Outage:
         self.since, self.tries = None, 0
 
 
-class Following:
-    """What every instance follows from the database every IVR_TREE_SYNC seconds: the live
-    tree version, the announcement, the agents at work. A job that fails keeps what it had
-    (the tree, the announcement until it expires, the last figures)."""
+class TimedJobs:
+    """Jobs an instance runs on a timer (`_every`), each in a thread: they read the database,
+    or wait on Twilio's REST API. A job that fails is told as an outage, and tried again at
+    the next round."""
 
-    def __init__(self) -> None:
-        self.jobs = (
-            (Outage("check the live call-tree version"), Hotline.follow_active_version),
-            (Outage("check the announcement"), Hotline.refresh_announcement),
-            (Outage("count the agents at work"), Hotline.refresh_staffing),
-        )
+    jobs: tuple[tuple[Outage, Callable[[Hotline], object]], ...] = ()
 
     async def __call__(self, hotline: Hotline) -> None:
         for outage, job in self.jobs:
@@ -743,20 +738,25 @@ class Following:
                 outage.worked()
 
 
-class Dispatching:
-    """Offer the cases in line to the available agents (`Hotline.dispatch`), in a thread:
-    it may wait on Twilio's REST API. A failure is told as an outage, and tried again."""
+class Following(TimedJobs):
+    """What every instance follows from the database every IVR_TREE_SYNC seconds: the live
+    tree version, the announcement, the agents at work. A job that fails keeps what it had
+    (the tree, the announcement until it expires, the last figures)."""
 
     def __init__(self) -> None:
-        self.outage = Outage("offer cases to the available agents")
+        self.jobs = (
+            (Outage("check the live call-tree version"), Hotline.follow_active_version),
+            (Outage("check the announcement"), Hotline.refresh_announcement),
+            (Outage("count the agents at work"), Hotline.refresh_staffing),
+        )
 
-    async def __call__(self, hotline: Hotline) -> None:
-        try:
-            await run_in_threadpool(hotline.dispatch)
-        except Exception:
-            self.outage.failed()
-        else:
-            self.outage.worked()
+
+class Dispatching(TimedJobs):
+    """Offer the cases in line to the available agents (`Hotline.dispatch`) every
+    IVR_DISPATCH_INTERVAL seconds."""
+
+    def __init__(self) -> None:
+        self.jobs = ((Outage("offer cases to the available agents"), Hotline.dispatch),)
 
 
 async def _reload(hotline: Hotline, why: str) -> None:
