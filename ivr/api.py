@@ -164,6 +164,12 @@ class CaseDetail(BaseModel):
         default=None,
         description="how the current offer reaches the caller (a Connect mode); none in line",
     )
+    accept_by: datetime | None = Field(
+        default=None,
+        description="offered to you at your desk while you were available (nothing rang your "
+        "phone for it: a call back to dial by hand, a withheld number): accept it by then "
+        "(POST /api/cases/{id}/accept), or it goes to the next agent and you are set away",
+    )
 
 
 class Connect(BaseModel):
@@ -230,6 +236,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         callback_attempts=int(flags.get("callback_attempts", 0) or 0),
         claimed_from=raw["claimed_from"],
         offer=(raw["offer"] or "").split(":", 1)[0] or None,  # never the outbound call's sid
+        accept_by=raw["accept_by"],
     )
 
 
@@ -246,6 +253,9 @@ class HeldEntry(BaseModel):
     agent: str
     agent_revoked: bool
     held_seconds: int = Field(description="since the agent took it")
+    accept_by: datetime | None = Field(
+        default=None, description="offered at the agent's desk, not accepted yet: by then"
+    )
 
 
 @router.get("/cases/held")
@@ -269,6 +279,7 @@ def held(user: SupervisorUser, hotline: HotlineDep) -> list[HeldEntry]:
             agent=r["agent"],
             agent_revoked=r["agent_revoked_at"] is not None,
             held_seconds=max(0, int((now - (r["offered_at"] or now)).total_seconds())),
+            accept_by=r["accept_by"],
         )
         for r in rows
     ]
@@ -499,6 +510,20 @@ def freeze(
         if done
         else "the account service did not confirm the freeze; it is audited as failed",
     )
+
+
+@router.post("/cases/{case_id}/accept", responses=CASE_REFUSED)
+def accept(case_id: CaseIdPath, user: AgentUser, hotline: HotlineDep) -> CaseDetail:
+    """Accept a case offered at your desk (its `accept_by`): yours to finish from now on, as
+    if you had asked for it. Accepting it again does nothing more. 409 once it is not yours:
+    not accepted in time, it went back in line."""
+    try:
+        hotline.accept_case(case_id, user)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    detail = hotline.case_detail(case_id)
+    assert detail is not None
+    return _detail(detail, user)
 
 
 @router.post("/cases/{case_id}/resolve", responses=CASE_REFUSED)

@@ -35,7 +35,6 @@ from sqlalchemy.exc import IntegrityError
 
 from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
-from ivr.numbers import WITHHELD as WITHHELD_NUMBERS
 from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
 
@@ -225,32 +224,7 @@ def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]
 _READY = cases.c.not_before.is_(None) | (
     cases.c.not_before <= bindparam("now", type_=cases.c.not_before.type)
 )
-# What may be offered to an available agent who did not ask (presence): only what rings
-# their phone, so that an offer nobody takes shows (and sets them away). A caller on the line;
-# and a call back, when Twilio places them, to a number it can dial. A call back dialled by
-# hand, or to a withheld number, is left for an agent who asks for it.
-_TO_CALL = func.coalesce(cases.c.callback_number, cases.c.caller)
-# `numbers.dialable` in SQL that both databases speak: E.164 (+, a digit 1-9, 7 to 15 digits
-# in all), and not one of the keypad spellings of a withheld caller ID.
-_DIALABLE = (
-    func.length(_TO_CALL).between(8, 16)
-    & (func.substr(_TO_CALL, 1, 1) == "+")
-    & func.substr(_TO_CALL, 2, 1).between("1", "9")
-    & (func.ltrim(func.substr(_TO_CALL, 2), "0123456789") == "")
-    & _TO_CALL.not_in(sorted(WITHHELD_NUMBERS))
-)
-Only = Literal["any", "live", "ringing"]
-ONLY: dict[Only, Any] = {
-    "any": None,
-    "live": cases.c.status == "waiting",
-    "ringing": (cases.c.status == "waiting") | _DIALABLE,
-}
-
-
-def _in_line(only: Only) -> list[Any]:
-    condition = ONLY[only]
-    return [cases.c.queued == 1, _READY, *([] if condition is None else [condition])]
-
+_IN_LINE = (cases.c.queued == 1, _READY)
 
 _CLAIM = (
     update(cases)
@@ -271,19 +245,16 @@ _CLAIM = (
     )
     .returning(*cases.c)
 )
-# The next case in serving order (of those `only` allows), locked for this claim.
-_CLAIMS: dict[Only, Update] = {
-    only: _CLAIM.where(
-        cases.c.id
-        == select(cases.c.id)
-        .where(*_in_line(only))
-        .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    for only in ONLY
-}
+# The next case in serving order, locked for this claim.
+_CLAIM_NEXT = _CLAIM.where(
+    cases.c.id
+    == select(cases.c.id)
+    .where(*_IN_LINE)
+    .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
 
 
 def claim_next(
@@ -292,17 +263,15 @@ def claim_next(
     agent_id: int,
     now: datetime,
     live_offer: str | None = None,
-    only: Only = "any",
 ) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
     One statement (one round trip); None when no case is waiting, or when every waiting case
     is being claimed by another agent at this very moment. `live_offer`: the offer recorded
     if the case's caller is waiting on the line (OFFER_HOLD_LOOP, OFFER_REDIRECTED); a call
-    back's offer is set once it is known how the caller will be reached. `only`: the next
-    of the cases that ring the agent's phone (`ONLY`), for an offer they did not ask for."""
+    back's offer is set once it is known how the caller will be reached."""
     params = {"agent": agent_id, "now": now, "live_offer": live_offer}
     with writing(conn):
-        claimed = conn.execute(_CLAIMS[only], params).mappings().first()
+        claimed = conn.execute(_CLAIM_NEXT, params).mappings().first()
     return None if claimed is None else dict(claimed)
 
 
@@ -323,7 +292,6 @@ def claim_if_free(
     agent_id: int,
     now: datetime,
     live_offer: str | None = None,
-    only: Only = "any",
     unasked: bool = False,
 ) -> tuple[dict[str, Any] | None, int | None]:
     """One case at a time, as one phone takes one call: (the next case, None) as
@@ -343,25 +311,15 @@ def claim_if_free(
         holding = held_by(conn, agent_id=agent_id)
         if holding:
             return None, holding[0]
-        case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer, only=only)
+        case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer)
         return case, None
 
 
-def can_offer(conn: Connection, *, now: datetime, only: Only) -> bool:
-    """Whether a case in line may be offered now (`only` as for `claim_next`)."""
+def can_offer(conn: Connection, *, now: datetime) -> bool:
+    """Whether a case in line may be offered now."""
     with reading(conn):
-        found = conn.execute(select(cases.c.id).where(*_in_line(only)).limit(1), {"now": now})
+        found = conn.execute(select(cases.c.id).where(*_IN_LINE).limit(1), {"now": now})
         return found.first() is not None
-
-
-def offerable(conn: Connection, *, now: datetime, only: Only) -> int:
-    """How many of the cases agents may take now could be offered (`only` as for
-    `claim_next`); the rest come only to an agent who asks."""
-    with reading(conn):
-        counted: int = conn.execute(
-            select(func.count()).select_from(cases).where(*_in_line(only)), {"now": now}
-        ).scalar_one()
-    return counted
 
 
 # -- presence: agents offered cases as they come, without asking ----------------------------
@@ -386,7 +344,14 @@ def _still_available(agent: Any, now: datetime) -> bool:
 
 # Why an agent is away when it was not their own doing: what their desk tells them.
 AwayReason = Literal[
-    "missed", "gave_back", "taken_back", "timed_out", "signed_out", "set_away", "lapsed"
+    "missed",
+    "gave_back",
+    "taken_back",
+    "timed_out",
+    "signed_out",
+    "set_away",
+    "not_accepted",
+    "lapsed",
 ]
 AWAY_MISSED: AwayReason = "missed"  # a case rang their phone, and it did not take the call
 AWAY_GAVE_BACK: AwayReason = "gave_back"  # they gave a case back
@@ -394,6 +359,7 @@ AWAY_TAKEN_BACK: AwayReason = "taken_back"  # a supervisor took a case of theirs
 AWAY_TIMED_OUT: AwayReason = "timed_out"  # a case offered to them never reached its caller
 AWAY_SIGNED_OUT: AwayReason = "signed_out"  # they signed out of the dashboard
 AWAY_SET: AwayReason = "set_away"  # a supervisor set them away (`ivr users away`)
+AWAY_NOT_ACCEPTED: AwayReason = "not_accepted"  # a case offered at their desk, not accepted
 AWAY_LAPSED: AwayReason = "lapsed"  # AVAILABLE_AT_MOST without a case (worked out, not stored)
 
 
@@ -595,6 +561,7 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
                 cases.c.offer,
                 cases.c.flags,
                 cases.c.offered_at,
+                cases.c.accept_by,
                 users.c.name.label("agent"),
                 users.c.revoked_at.label("agent_revoked_at"),
             )
@@ -765,6 +732,7 @@ _BACK_IN_LINE = {
     "agent_id": None,
     "offered_at": None,
     "offer": None,
+    "accept_by": None,
 }
 
 # How an offer reaches its caller (the case's `offer`; `Connect.mode` in the API).
@@ -780,13 +748,19 @@ OFFER_NO_NUMBER = "no_number"  # withheld: nobody to call; the agent acts on the
 # then a connected caller is only on their way to the agent: their phone may ring unanswered,
 # or the caller hang up meanwhile (and is then kept for a call back, as any caller waiting).
 OFFER_ANSWERED = "answered"
-# Offers only the agent can finish (their own call, their own judgement): no timeout takes
-# them back, a supervisor can.
+# Offers only the agent can finish (their own call, their own judgement): once accepted, no
+# timeout takes them back, a supervisor can.
 AGENT_FINISHES = (OFFER_BY_HAND, OFFER_NO_NUMBER)
 
 
 def _agents_offer(
-    conn: Connection, *, case_id: int, agent_id: int, status: str, offer: str
+    conn: Connection,
+    *,
+    case_id: int,
+    agent_id: int,
+    status: str,
+    offer: str,
+    accept_by: datetime | None = None,
 ) -> bool:
     """Set the case's offer, if the case is still `agent_id`'s and `status`."""
     with writing(conn):
@@ -798,15 +772,57 @@ def _agents_offer(
                     cases.c.agent_id == agent_id,
                     cases.c.status == status,
                 )
-                .values(offer=offer[:80])
+                .values(offer=offer[:80], accept_by=accept_by)
             ).rowcount
             == 1
         )
 
 
-def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> bool:
-    """Record how the agent's offer of the case reaches its caller, if it is still theirs."""
-    return _agents_offer(conn, case_id=case_id, agent_id=agent_id, status="offered", offer=offer)
+def set_offer(
+    conn: Connection,
+    *,
+    case_id: int,
+    agent_id: int,
+    offer: str,
+    accept_by: datetime | None = None,
+) -> bool:
+    """Record how the agent's offer of the case reaches its caller, if it is still theirs.
+    `accept_by`: an offer made at their desk, which nothing rings for (`accept_offer`)."""
+    return _agents_offer(
+        conn,
+        case_id=case_id,
+        agent_id=agent_id,
+        status="offered",
+        offer=offer,
+        accept_by=accept_by,
+    )
+
+
+def accept_offer(conn: Connection, *, case_id: int, agent_id: int) -> bool:
+    """The agent accepts the case offered at their desk: theirs to finish from now on, as if
+    they had asked for it. True while it is still theirs (accepted already, or never made
+    to be accepted); False once it went back in line, or to someone else."""
+    with writing(conn):
+        return (
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id, cases.c.agent_id == agent_id, HELD_NOW)
+                .values(accept_by=None)
+            ).rowcount
+            == 1
+        )
+
+
+def unaccepted(conn: Connection, *, now: datetime) -> list[tuple[int, int]]:
+    """The offers made at agents' desks and not accepted by their time: (case, agent)."""
+    with reading(conn):
+        rows = conn.execute(
+            select(cases.c.id, cases.c.agent_id).where(
+                HELD_NOW,  # the partial index: the offered cases among few
+                cases.c.accept_by < bindparam("now", now, type_=cases.c.accept_by.type),
+            )
+        ).all()
+    return [(r.id, r.agent_id) for r in rows if r.agent_id is not None]
 
 
 def calling_back(offer: str | None) -> bool:
@@ -900,6 +916,7 @@ def requeue(
     away: int | None = None,
     away_why: AwayReason = AWAY_MISSED,
     not_before: datetime | None = None,
+    unaccepted_at: datetime | None = None,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect).
@@ -908,12 +925,15 @@ def requeue(
     from the next agent, who has it now). `away`: the agent who missed it, or gave it back,
     set away in the same transaction if it went back: nothing comes to them unasked until
     they say they are available again. `not_before`: nobody is offered it again until then.
+    `unaccepted_at`: only an offer made at the agent's desk and not accepted by then.
     """
     where = [cases.c.id == case_id, cases.c.status.in_(only_from)]
     if agent_id is not None:
         where.append(cases.c.agent_id == agent_id)
     if unless_placing:
         where.append(_NOT_PLACING)
+    if unaccepted_at is not None:
+        where.append(cases.c.accept_by < unaccepted_at)
     with writing(conn):
         later = {} if not_before is None else {"not_before": not_before}
         update_ = update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None, **later)
@@ -926,16 +946,27 @@ def requeue(
 MISSED_OFFER = "missed_offer"  # the audit action: what the figures count per agent
 
 
+NOT_ACCEPTED = "not accepted"  # the missed offer's reason for one made at the desk
+
+
 def missed_offer(
     conn: Connection, *, case_id: int, agent_id: int, dial_status: str, now: datetime
 ) -> bool:
     """The agent's phone did not take the case offered to it (Twilio's `dial_status`: no
-    answer, busy, failed; or answered with no key pressed at the screen): back to its place
-    in line, the agent away (AWAY_MISSED), and an audit record, which the figures count per
-    agent. All in one transaction, once: False for a late or repeated report."""
+    answer, busy, failed; or answered with no key pressed at the screen), or they did not
+    accept it at their desk in time (NOT_ACCEPTED): back to its place in line, the agent away
+    (AWAY_MISSED, AWAY_NOT_ACCEPTED), and an audit record, which the figures count per agent.
+    All in one transaction, once: False for a late or repeated report, or an offer accepted
+    at the last moment."""
+    at_desk = dial_status == NOT_ACCEPTED
     with writing(conn):
         moved = requeue(
-            conn, case_id=case_id, agent_id=agent_id, away=agent_id, away_why=AWAY_MISSED
+            conn,
+            case_id=case_id,
+            agent_id=agent_id,
+            away=agent_id,
+            away_why=AWAY_NOT_ACCEPTED if at_desk else AWAY_MISSED,
+            unaccepted_at=now if at_desk else None,
         )
         if moved:
             name = conn.execute(select(users.c.name).where(users.c.id == agent_id)).scalar()
@@ -1071,7 +1102,8 @@ def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str
 def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     """Offered cases no caller was connected to since `cutoff`: back to what they were. Not
     those the agent finishes by hand (a call back they dial, a withheld number): taken back
-    in the middle of their call, another agent would call the customer again."""
+    in the middle of their call, another agent would call the customer again. (One of those
+    offered at an agent's desk goes back if not accepted in time: `unaccepted`.)"""
     stale = (
         HELD_NOW,  # the partial index: the offered cases among few
         cases.c.status == "offered",

@@ -489,6 +489,7 @@ SAID = {
     "available": "You are available: the next case comes to your phone by itself.",
     "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
+    "accepted": "The case is yours: nothing takes it back now.",
     "announced": "Every caller hears the announcement first now.",
     "announcement_cleared": "Callers hear no announcement any more.",
 }
@@ -503,6 +504,8 @@ AWAY_REASONS = {
     "timed_out": "A case offered to you never reached its caller, so you were set away.",
     "signed_out": "You signed out, so you were set away.",
     "set_away": "A supervisor set you away.",
+    "not_accepted": "A case was offered to you here and not accepted in time, so it went to "
+    "the next agent and you were set away.",
     "lapsed": "Nothing came to you for 8 hours, so you are away now.",
 }
 
@@ -530,6 +533,7 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "error": None,
         "offers": OFFERS,
         "refresh": REFRESH_SECONDS,
+        "accept_seconds": hotline.settings.accept_timeout_seconds,
     }
 
 
@@ -546,7 +550,6 @@ def _desk_live(
     longest = max((e.waiting_seconds for e in ready), default=0)
     return {
         "waiting": len(ready),
-        "asked_for_only": hotline.asked_for_only() if ready else 0,
         "emergencies": sum(e.priority == "emergency" for e in ready),
         "longest": clock_text(longest) if ready else "",
         "version": hashlib.sha256(state.encode()).hexdigest()[:16],
@@ -620,6 +623,18 @@ def desk_presence(
         return user
     since = hotline.set_available(user, available == "true")
     return _done("available" if since is not None else "away")
+
+
+@router.post("/desk/{case_id}/accept")
+def desk_accept(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath) -> Response:
+    user = _acting(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.accept(case_id, user, hotline)
+    except HTTPException as exc:
+        return _desk_error(request, hotline, user, *_refusal(exc, ""))
+    return _done("accepted")
 
 
 @router.post("/desk/{case_id}/freeze")

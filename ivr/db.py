@@ -223,6 +223,9 @@ cases = Table(
     # How the current offer reaches its caller (`ivr.cases.OFFER_*`; for a call back Twilio is
     # placing, with the outbound call's sid); none while the case is in line.
     Column("offer", String(80)),
+    # An offer made at an agent's desk, not by ringing their phone (a call back to dial by
+    # hand, a withheld number), that they have not accepted yet: by then, or it goes back.
+    Column("accept_by", UTCDateTime()),
     # A call back nobody answered keeps its place in line but is not offered again before this.
     Column("not_before", UTCDateTime()),
     Index(None, "queued", "lane", "sort_at", "id"),

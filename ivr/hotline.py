@@ -1066,8 +1066,10 @@ class Hotline:
         taken: their case is back in line as a call back, and asking again gets it so.
         CaseRefused (409) while the agent has a case still (taken or connected).
 
-        `unasked`: offered to an available agent (`dispatch`): only a case that rings their
-        phone, and only while they are still available (else cases.NotAvailable)."""
+        `unasked`: offered to an available agent (`dispatch`), only while they are still
+        available (else cases.NotAvailable). A case nothing rings their phone for (a call back
+        to dial by hand, a withheld number) is offered at their desk, to accept by
+        IVR_ACCEPT_TIMEOUT (`accept_case`)."""
         now = self.clock()
         live = cases.OFFER_HOLD_LOOP if self.twilio is None else cases.OFFER_REDIRECTED
         with self.db.connect() as conn:
@@ -1078,7 +1080,6 @@ class Hotline:
                 agent_id=agent.id,
                 now=now,
                 live_offer=live,
-                only=self.unasked_only if unasked else "any",
                 unasked=unasked,
             )
             if holding is not None:
@@ -1109,31 +1110,23 @@ class Hotline:
         with self.db.connect() as conn:
             return cases.presence(conn, agent_id=agent.id, now=self.clock())
 
-    @property
-    def unasked_only(self) -> cases.Only:
-        # Call backs ring the agent only once Twilio places them: without the REST client or
-        # IVR_CALLER_ID an agent dials them by hand, so they wait for an agent who asks.
-        return "ringing" if self.twilio is not None and self.settings.caller_id else "live"
-
-    def asked_for_only(self) -> int:
-        """The cases agents may take now that are never offered unasked (a call back dialled
-        by hand, or to a withheld number): they wait for an agent who asks."""
-        now = self.clock()
-        with self.db.connect() as conn:
-            ready = sum(cases.ready_in_line(conn, now=now))
-            return ready - cases.offerable(conn, now=now, only=self.unasked_only)
-
     def dispatch(self) -> int:
         """Offer the cases in line to the available agents who have none, the longest idle
-        first, each as `claim` gives it: their phone rings (screened, they take it with 1).
-        Only cases that ring it (`cases.ONLY`): an offer nobody takes then shows, and sets
-        them away. Every instance runs this every IVR_DISPATCH_INTERVAL: each claim locks the
-        agent's row and checks they are still available and free, so nobody is offered two
-        cases, and no case goes to two agents. How many cases were offered."""
+        first, each as `claim` gives it: their phone rings (screened, they take it with 1),
+        or, with nothing to ring it for, the case is offered at their desk to accept. An offer
+        nobody takes (or accepts in time) goes back and sets them away. Every instance runs
+        this every IVR_DISPATCH_INTERVAL: each claim locks the agent's row and checks they are
+        still available and free, so nobody is offered two cases, and no case goes to two
+        agents. How many cases were offered."""
         now = self.clock()
         with self.db.connect() as conn:
+            overdue = cases.unaccepted(conn, now=now)
+        # Back in line first, so that the next agent may be offered them on this round.
+        for case_id, agent_id in overdue:  # unless accepted at the last moment
+            self._back_in_line(case_id, agent_id, agent_id, cases.NOT_ACCEPTED)
+        with self.db.connect() as conn:
             agents = cases.agents_to_offer(conn, now=now)
-            if not agents or not cases.can_offer(conn, now=now, only=self.unasked_only):
+            if not agents or not cases.can_offer(conn, now=now):
                 return 0
         offered = 0
         for agent in agents:
@@ -1151,11 +1144,27 @@ class Hotline:
             log.info("case %s offered to available agent %s", claimed[0]["id"], agent.name)
         return offered
 
-    def _offer(self, case: dict[str, Any], agent: cases.User, offer: str) -> None:
-        """Record how the offer reaches its caller; ConnectFailed if it is not the agent's
-        any more (taken back between the claim and this), so nothing is dialled for it."""
+    def accept_case(self, case_id: int, agent: cases.User) -> None:
+        """The agent accepts the case offered at their desk: theirs to finish now. CaseRefused
+        once it is not theirs (not accepted in time: it went back, and maybe to another)."""
         with self.db.connect() as conn:
-            if not cases.set_offer(conn, case_id=case["id"], agent_id=agent.id, offer=offer):
+            if not cases.accept_offer(conn, case_id=case_id, agent_id=agent.id):
+                self._case_for(conn, case_id, agent, ())  # why not: its CaseRefused
+                raise CaseRefused(409, "the case changed meanwhile; look at it again")
+
+    def _offer(
+        self, case: dict[str, Any], agent: cases.User, offer: str, *, at_desk: bool = False
+    ) -> None:
+        """Record how the offer reaches its caller; ConnectFailed if it is not the agent's
+        any more (taken back between the claim and this), so nothing is dialled for it.
+        `at_desk`: nothing rings the agent, who did not ask: theirs once they accept it."""
+        accept_by = None
+        if at_desk:
+            accept_by = self.clock() + timedelta(seconds=self.settings.accept_timeout_seconds)
+        with self.db.connect() as conn:
+            if not cases.set_offer(
+                conn, case_id=case["id"], agent_id=agent.id, offer=offer, accept_by=accept_by
+            ):
                 raise ConnectFailed(case["id"], LOST_AS_TAKEN)
 
     def _connect_live(
@@ -1197,10 +1206,10 @@ class Hotline:
     ) -> dict[str, str]:
         number = case["callback_number"] or case["caller"]
         if not dialable(number):
-            self._offer(case, agent, cases.OFFER_NO_NUMBER)
+            self._offer(case, agent, cases.OFFER_NO_NUMBER, at_desk=unasked)
             return {"mode": cases.OFFER_NO_NUMBER}
         if self.twilio is None or not self.settings.caller_id:
-            self._offer(case, agent, cases.OFFER_BY_HAND)
+            self._offer(case, agent, cases.OFFER_BY_HAND, at_desk=unasked)
             return {"mode": cases.OFFER_BY_HAND, "number": number}
         # Marked before the call is placed: nobody gives the case back while it rings.
         placing = cases.new_placing()
@@ -1220,22 +1229,12 @@ class Hotline:
             # A number Twilio will not call (its geographic permissions, a bad number) or an
             # outage: the agent has the number, and another phone.
             self.metrics.twilio_refusals.labels("call_back").inc()
-            if unasked:
-                # Nothing rings the agent, who did not ask: back in its place for an agent who
-                # asks, and not offered unasked again before the call-back retry (an outage
-                # would have it taken and refused every second).
-                retry = timedelta(seconds=self.settings.callback_retry_seconds)
-                with self.db.connect() as conn:
-                    cases.requeue(
-                        conn, case_id=case["id"], agent_id=agent.id, not_before=self.clock() + retry
-                    )
-                raise ConnectFailed(case["id"], "Twilio refused to place the call back") from None
             log.warning(
                 "Twilio refused to call back for case %s (%s): the agent dials",
                 case["id"],
                 type(exc).__name__,
             )
-            self._offer(case, agent, cases.OFFER_BY_HAND)
+            self._offer(case, agent, cases.OFFER_BY_HAND, at_desk=unasked)
             return {"mode": cases.OFFER_BY_HAND, "number": number}
         # Its status callback must be this call's: a late one of an earlier call is not news.
         # (The customer may have answered already: the offer is connected then, and stays.)
@@ -1277,6 +1276,8 @@ class Hotline:
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())  # the agent's own only
+            if case["accept_by"] is not None:  # acting on an offer at the desk accepts it
+                cases.accept_offer(conn, case_id=case_id, agent_id=agent.id)
             uid = uid or case["account_uid"]
             if not uid:
                 raise CaseRefused(

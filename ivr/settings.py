@@ -112,6 +112,12 @@ class Settings(DatabaseSettings):
     # The agent's phone must take the call with a key (1) before the caller is put through: a
     # voicemail that picks up is not an agent. Off: any answer of the agent's phone counts.
     agent_screening: bool = Field(default=True, validation_alias="IVR_AGENT_SCREENING")
+    # A case offered to an available agent at their desk (nothing to ring their phone for: a
+    # call back to dial by hand, a withheld number) must be accepted within this time, or it
+    # goes to the next agent and they are set away: an empty desk must not hold a victim.
+    accept_timeout_seconds: int = Field(
+        default=30, ge=5, le=3600, validation_alias="IVR_ACCEPT_TIMEOUT"
+    )
     # How often each instance offers the cases in line to the agents who said they are
     # available and have none (presence): the most a case waits for a free agent's phone.
     dispatch_seconds: float = Field(

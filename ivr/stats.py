@@ -91,9 +91,10 @@ satisfied_rate
     As above, over those cases.
 missed_offers
     Cases offered to the agent (asked for or not) that their phone did not take: rang out,
-    busy, failed, or answered with no key pressed at the screen (a voicemail). Counted when
-    it happened (`audit_log` action `missed_offer`, `at` in the period), once per offer; a
-    caller hanging up while it rang is nobody's miss. An agent with misses and no case
+    busy, failed, or answered with no key pressed at the screen (a voicemail); or, offered at
+    their desk while they were available, not accepted in time (`reason` "not accepted").
+    Counted when it happened (`audit_log` action `missed_offer`, `at` in the period), once
+    per offer; a caller hanging up while it rang is nobody's miss. An agent with misses and no case
     handled is listed too. Each miss also set the agent away (presence).
 
 containment (self-service containment)

@@ -20,6 +20,7 @@ from tests.conftest import FakeClock, bearer, make_user
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+SECOND = timedelta(seconds=1)
 
 
 def sid(n: int) -> str:
@@ -1086,9 +1087,16 @@ def since(db: Engine, agent: int, now: datetime) -> datetime | None:
         return cases.available_since(conn, agent_id=agent, now=now)
 
 
-def unasked(db: Engine, agent: int, now: datetime, only: cases.Only = "any") -> Any:
+def case_row(db: Engine, case_id: int) -> dict[str, Any]:
     with db.connect() as conn:
-        return cases.claim_if_free(conn, agent_id=agent, now=now, only=only, unasked=True)
+        found = cases.get_case(conn, case_id=case_id)
+    assert found is not None
+    return found
+
+
+def unasked(db: Engine, agent: int, now: datetime) -> Any:
+    with db.connect() as conn:
+        return cases.claim_if_free(conn, agent_id=agent, now=now, unasked=True)
 
 
 def test_an_unasked_claim_is_made_only_while_the_agent_is_still_available(db: Engine) -> None:
@@ -1118,35 +1126,61 @@ def test_an_unasked_claim_is_made_only_while_the_agent_is_still_available(db: En
     assert available(db, ana, lapsed) == lapsed  # saying it again after a lapse starts afresh
 
 
-def test_an_unasked_offer_is_only_of_a_case_that_rings_the_agents_phone(db: Engine) -> None:
-    """In line: emergency call backs to numbers nobody can dial (withheld, in Twilio's keypad
-    spelling too, or not E.164), a call back to a real number, then a caller on the line.
-    `live` skips every call back, `ringing` (Twilio places call backs) those it cannot dial;
-    an agent who asks gets the first emergency."""
-    undialable = ["anonymous", "+266696687", "+123", "+0123456789", "+1 555 0100", "+1555x0100"]
-    withheld = add_case(db, 1, "emergency", T0, caller=undialable[0], uid="10000001")
-    for n, number in enumerate(undialable[1:], start=10):
-        add_case(db, n, "emergency", T0, caller=number, uid=f"1000000{n}")
-    call_back = add_case(db, 2, "normal", T0 + MINUTE, caller="+15005550007")
-    on_the_line = add_case(db, 3, "normal", T0 + 2 * MINUTE)
+def test_an_offer_at_the_desk_goes_back_unless_accepted_in_time(db: Engine) -> None:
+    """A hijack victim who withheld their number hung up: nothing can ring an agent's phone
+    for them, so ana, available, is offered the case at her desk, to accept by a time. She
+    does not: it goes back to its place (first in line), she is set away and the miss is
+    audited, in one transaction. bo is offered it next and accepts at the last moment: the
+    take-back that comes after finds nothing to take, and no offer timeout takes it later
+    (he finishes it by hand)."""
+    withheld = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
+    call_back = add_case(db, 2, "normal", T0, caller="+15005550002")
     with db.connect() as conn:
-        for n in (1, 2, *range(10, 10 + len(undialable) - 1)):
-            cases.abandon_for_call(conn, call_sid=sid(n), now=T0 + 3 * MINUTE)
-    now = T0 + 4 * MINUTE
-    agents = [agent_id(db, name) for name in ("ana", "bo", "cy")]
-    for agent in agents:
-        available(db, agent, T0)
+        for n in (1, 2):
+            cases.abandon_for_call(conn, call_sid=sid(n), now=T0)
+    ana, bo = agent_id(db), agent_id(db, "bo")
+    available(db, ana, T0)
+    available(db, bo, T0 + MINUTE)
+    now = T0 + 2 * MINUTE
+    accept_by = now + 30 * SECOND
+    taken, _ = unasked(db, ana, now)
+    assert taken["id"] == withheld
     with db.connect() as conn:
-        assert all(cases.can_offer(conn, now=now, only=o) for o in ("any", "live", "ringing"))
-    assert unasked(db, agents[0], now, "live")[0]["id"] == on_the_line
+        assert cases.set_offer(
+            conn, case_id=withheld, agent_id=ana, offer=cases.OFFER_NO_NUMBER, accept_by=accept_by
+        )
+        assert cases.unaccepted(conn, now=accept_by) == []
+        late = accept_by + SECOND
+        assert cases.unaccepted(conn, now=late) == [(withheld, ana)]
+        assert not cases.accept_offer(conn, case_id=withheld, agent_id=bo)  # not his
+        assert cases.missed_offer(
+            conn, case_id=withheld, agent_id=ana, dial_status=cases.NOT_ACCEPTED, now=late
+        )
+        assert cases.presence(conn, agent_id=ana, now=late) == (None, cases.AWAY_NOT_ACCEPTED)
+        audited = conn.execute(
+            select(audit_log.c.action, audit_log.c.reason).where(audit_log.c.case_id == withheld)
+        ).all()
+    assert [tuple(a) for a in audited] == [(cases.MISSED_OFFER, cases.NOT_ACCEPTED)]
+    assert waiting_ids(db) == [withheld, call_back]
+    row = case_row(db, withheld)
+    assert (row["agent_id"], row["offer"], row["accept_by"]) == (None, None, None)
+
+    taken, _ = unasked(db, bo, late)
+    assert taken["id"] == withheld
     with db.connect() as conn:
-        assert not cases.can_offer(conn, now=now, only="live")
-    assert unasked(db, agents[1], now, "ringing")[0]["id"] == call_back
-    with db.connect() as conn:
-        assert not cases.can_offer(conn, now=now, only="ringing")
-    assert unasked(db, agents[2], now, "ringing") == (None, None)
-    assert len(waiting_ids(db)) == len(undialable) and waiting_ids(db)[0] == withheld
-    assert claim(db, agent_id(db, "dee"), now)["id"] == withheld  # type: ignore[index]
+        cases.set_offer(
+            conn, case_id=withheld, agent_id=bo, offer=cases.OFFER_NO_NUMBER, accept_by=accept_by
+        )
+        assert cases.accept_offer(conn, case_id=withheld, agent_id=bo)
+        assert cases.accept_offer(conn, case_id=withheld, agent_id=bo)  # again: still his
+        assert cases.unaccepted(conn, now=late) == []
+        assert not cases.missed_offer(
+            conn, case_id=withheld, agent_id=bo, dial_status=cases.NOT_ACCEPTED, now=late
+        )
+        assert cases.requeue_offers_before(conn, cutoff=late + timedelta(days=1)) == 0
+        assert cases.presence(conn, agent_id=bo, now=late)[0] == T0 + MINUTE
+    row = case_row(db, withheld)
+    assert (row["status"], row["agent_id"], row["accept_by"]) == ("offered", bo, None)
 
 
 def test_the_available_agent_waiting_longest_is_offered_first(db: Engine) -> None:

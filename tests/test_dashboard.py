@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -602,6 +602,50 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
     assert why == dashboard.AWAY_REASONS["signed_out"]
 
 
+def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
+    client: TestClient,
+    app: FastAPI,
+    db: Engine,
+    settings: Settings,
+    agent: str,
+    supervisor: str,
+    placed: dict[str, str],
+) -> None:
+    """No Twilio to place call backs: the hijack victim who hung up comes to alice, available,
+    at her desk. It says by when to accept it and offers only that, or giving it back; the
+    queue page shows it waiting for her acceptance. Accepted, it is hers to act on."""
+    signed_in(client, agent)
+    act(client, "/dashboard/desk/presence", available="true")
+    hotline = app.state.hotline
+    assert hotline.dispatch() == 1
+    accept_by = hotline.clock() + timedelta(seconds=settings.accept_timeout_seconds)
+    doc = page(client, "/dashboard/desk")
+    assert doc.findtext(".//title").startswith("Accept your case · Your desk")  # another tab
+    [section] = doc.xpath("//section[contains(@class, 'case')]")
+    assert "emergency" in section.get("class")
+    [alert] = texts(section, ".//p[contains(@class, 'to-accept')]")
+    assert f"accept it by {accept_by:%H:%M:%S} UTC" in alert
+    actions = section.xpath(".//div[@class='case-actions']/form/@action")
+    assert [a.rsplit("/", 1)[1] for a in actions] == ["accept", "requeue"]
+    with TestClient(client.app) as other_browser:
+        signed_in(other_browser, supervisor)
+        [row] = texts(
+            page(other_browser, "/dashboard/queue"), "//table[contains(@class, 'held')]/tbody/tr"
+        )
+    assert f"to accept at the desk by {accept_by:%H:%M:%S}" in row
+    case_id = actions[0].split("/")[-2]
+    assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
+    doc = page(client, "/dashboard/desk", said="accepted")
+    assert doc.findtext(".//title").startswith("Your desk")
+    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["accepted"]]
+    [section] = doc.xpath("//section[contains(@class, 'case')]")
+    assert not section.xpath(".//p[contains(@class, 'to-accept')]")
+    actions = section.xpath(".//div[@class='case-actions']/form/@action")
+    assert [a.rsplit("/", 1)[1] for a in actions] == ["freeze", "resolve", "requeue"]
+    # Accepted twice (a double click): still hers, and said so.
+    assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
+
+
 def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     client: TestClient, db: Engine, agent: str, supervisor: str, placed: dict[str, str]
 ) -> None:
@@ -616,14 +660,11 @@ def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     signed_in(client, agent)
     text, empty = line()
     assert text.startswith("2 waiting for an agent · 1 emergency · the longest for ")
-    # Call backs with no Twilio to place them: nothing rings an available agent for them.
-    assert "· 2 of them come to nobody unasked (a call back to dial by hand" in text
     assert page(client, "/dashboard/desk").xpath("//div[@id='desk-live']/@data-version") == [empty]
     assert line()[1] == empty  # nothing changed, nothing to reload
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     text, taken = line()
     assert text.startswith("1 waiting for an agent ·") and "emergenc" not in text
-    assert "· 1 of them comes to nobody unasked" in text
     assert taken != empty
     [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
     assert said(act(client, f"/dashboard/desk/{held['id']}/requeue")) == "requeued"

@@ -2324,9 +2324,10 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
 ) -> None:
     """Three callers hung up waiting: three call backs in line, behind a hijack victim who
     withheld their number. alice, then bob, say they are available, and count as at work;
-    carol is away, dave revoked. One call back each, alice's first, placed by Twilio; none
-    to an agent who holds one, and not the withheld number's (nothing would ring: it waits
-    for an agent who asks). Supervisors cannot be available."""
+    carol is away, dave revoked. One case each, in serving order, alice's first: the victim
+    first, at her desk to accept (nothing can ring her phone for a withheld number), then
+    bob's call back, placed by Twilio; none to an agent who holds one. Supervisors cannot be
+    available."""
     client, phone = rest
     phone.call(Caller(list(HIJACK), lambda poll: False), from_number="anonymous")
     for n in range(3):
@@ -2351,9 +2352,14 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
     offered = {r["agent_id"]: r for r in case_rows(db) if r["status"] == "offered"}
     assert offered.keys() == {user_id(db, "alice"), user_id(db, "bob")}
     mine, bobs = offered[user_id(db, "alice")], offered[user_id(db, "bob")]
-    assert (mine["caller"], bobs["caller"]) == ("+15005550200", "+15005550201")
+    assert (mine["caller"], mine["priority"], bobs["caller"]) == (
+        "anonymous",
+        "emergency",
+        "+15005550200",
+    )
+    assert mine["accept_by"] == clock() + timedelta(seconds=30) and bobs["accept_by"] is None
     calls = [data["To"] for _, url, data in twilio_http.requests[placed:] if "Calls.json" in url]
-    assert calls == ["+15005550200", "+15005550201"]
+    assert calls == ["+15005550200"]
     assert hotline.dispatch() == 0  # both hold a case; carol is away, dave revoked
     board = {a["name"]: a for a in api(client, sam, "GET", "/api/agents")}
     assert {n: (a["state"], a["available"], a["holding"]) for n, a in board.items()} == {
@@ -2362,43 +2368,68 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
         "carol": ("away", False, 0),
     }
     assert board["alice"]["idle_seconds"] is None and board["carol"]["idle_seconds"] is None
-    # The withheld victim's case is still first in line, for whoever asks: carol, away.
+    # carol, away, asks: the next call back, hers at once (she asked), placed by Twilio.
     asked = api(client, carol, "POST", "/api/agents/next")
-    assert (asked["case"]["priority"], asked["connect"]["mode"]) == ("emergency", "no_number")
+    assert (asked["connect"]["mode"], asked["case"]["accept_by"]) == ("calling_back", None)
     answer = client.put("/api/agents/presence", json={"available": True}, headers=bearer(sam))
     assert answer.status_code == 403
     staffing = api(client, sam, "GET", "/api/staffing")
     assert staffing["agents_available"] == 2  # alice and bob; carol away, dave revoked
 
 
-def test_call_backs_an_agent_must_dial_by_hand_wait_for_an_agent_who_asks(
-    client: TestClient, app: FastAPI, db: Engine, check_twiml: Callable[[str], None]
+def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_accepted(
+    client: TestClient,
+    app: FastAPI,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
 ) -> None:
-    """No Twilio credentials: a call back is dialled by hand, and nothing would ring an
-    available agent's phone for it, so it is not offered unasked: a hijack victim who hung
-    up waits for an agent who asks. A caller waiting on the line behind it is offered to
-    alice, and put through to her."""
+    """No Twilio credentials: a call back is dialled by hand, and nothing can ring an
+    available agent's phone for it. The hijack victim who hung up is offered at alice's desk,
+    to accept within IVR_ACCEPT_TIMEOUT (30 s). She is not there: the next round takes it
+    back, sets her away and offers it to bob, who accepts. His, then: no timeout takes it
+    back, and alice's late accept is refused."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
     phone.call(Caller(list(HIJACK), lambda poll: False), from_number=VICTIM)
     presence(client, alice, True)
+    clock.advance(minutes=1)
+    presence(client, bob, True)
     hotline = app.state.hotline
-    assert hotline.dispatch() == 0
-    offered: list[int] = []
-
-    def holds(poll: int) -> bool:
-        offered.append(hotline.dispatch())
-        return poll < 4
-
-    record = phone.call(Caller(list(DEPOSITS), holds), from_number="+15005550201")
-    assert offered[0] == 1 and record.dialed == AGENT_PHONE and record.agent_took is True
-    victim, caller = case_rows(db)
-    assert (victim["status"], victim["queued"], victim["priority"]) == (
-        "abandoned",
-        1,
+    assert hotline.settings.accept_timeout_seconds == 30
+    assert hotline.dispatch() == 1
+    [offer] = api(client, alice, "GET", "/api/agents/cases")
+    assert (offer["priority"], offer["offer"], offer["callback_number"]) == (
         "emergency",
+        "call_back",
+        None,
     )
-    assert (caller["status"], caller["agent_id"]) == ("connected", user_id(db, "alice"))
+    assert offer["caller"] == VICTIM  # hers: the whole number, to dial
+    assert datetime.fromisoformat(offer["accept_by"]) == clock() + timedelta(seconds=30)
+    clock.advance(seconds=30)
+    assert hotline.dispatch() == 0  # not yet past its time; bob has nothing to be offered
+    clock.advance(seconds=1)
+    assert hotline.dispatch() == 1
+    assert presence(client, alice) == {
+        "available": False,
+        "since": None,
+        "away_reason": "not_accepted",
+    }
+    assert api(client, alice, "GET", "/api/agents/cases") == []
+    [offer] = api(client, bob, "GET", "/api/agents/cases")
+    refused = client.post(f"/api/cases/{offer['id']}/accept", headers=bearer(alice))
+    assert refused.status_code == 409
+    accepted = api(client, bob, "POST", f"/api/cases/{offer['id']}/accept")
+    assert (accepted["accept_by"], accepted["offer"]) == (None, "call_back")
+    clock.advance(seconds=hotline.settings.offer_timeout_seconds + 60)
+    assert hotline.requeue_stale_offers() == 0 and hotline.dispatch() == 0
+    [row] = case_rows(db)
+    assert (row["status"], row["agent_id"], row["queued"]) == ("offered", user_id(db, "bob"), 0)
+    assert 'ivr_offers_total{outcome="missed"} 1.0' in client.get("/metrics").text
+    sam = make_user(db, "sam", "supervisor")
+    by_agent = api(client, sam, "GET", "/api/stats")["by_agent"]
+    assert by_agent["alice"]["missed_offers"] == 1
 
 
 def test_an_agent_who_gives_a_case_back_is_set_away_and_it_goes_to_the_next(
@@ -2475,28 +2506,22 @@ def test_a_caller_who_hangs_up_while_the_agents_phone_rings_leaves_the_agent_ava
     assert 'ivr_offers_total{outcome="missed"}' not in client.get("/metrics").text
 
 
-def test_a_call_back_twilio_will_not_place_goes_back_and_the_agent_stays_available(
+def test_a_call_back_twilio_will_not_place_is_offered_at_the_desk_to_dial_by_hand(
     rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
     """A call back is offered to alice, who did not ask, and Twilio refuses to place it:
-    nothing would ring her phone. The case goes back to its place, not offered unasked again
-    before IVR_CALLBACK_RETRY (an outage would have it taken and refused every second), and
-    alice stays available, holding nothing."""
+    nothing will ring her phone. It is hers to accept at her desk and dial by hand, as if
+    she had asked and Twilio had refused; she stays available meanwhile."""
     client, phone = rest
     phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number="+15005550201")
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     presence(client, alice, True)
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     twilio_http.refuse = True
-    assert hotline.dispatch() == 0
-    [row] = case_rows(db)
-    retry = timedelta(seconds=hotline.settings.callback_retry_seconds)
-    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
-    assert row["not_before"] == clock() + retry
-    assert presence(client, alice)["available"] is True
-    assert api(client, alice, "GET", "/api/agents/cases") == []
-    twilio_http.refuse = False
-    assert hotline.dispatch() == 0  # not before its retry time
-    clock.advance(seconds=retry.total_seconds())
     assert hotline.dispatch() == 1
-    assert twilio_http.requests[-1][2]["To"] == "+15005550201"
+    [offer] = api(client, alice, "GET", "/api/agents/cases")
+    assert (offer["offer"], offer["caller"]) == ("call_back", "+15005550201")
+    assert datetime.fromisoformat(offer["accept_by"]) == clock() + timedelta(seconds=30)
+    assert presence(client, alice)["available"] is True
+    accepted = api(client, alice, "POST", f"/api/cases/{offer['id']}/accept")
+    assert accepted["accept_by"] is None

@@ -136,3 +136,21 @@ def test_a_repeated_request_is_one_read(line: Line, db: Engine) -> None:
         line.post(action, Digits="1")  # Twilio delivered it twice: the stored answer again
     assert len(seen.reads) == 1, seen.sql
     assert seen.writes == [], seen.sql
+
+
+def test_a_dispatch_round_with_nothing_to_offer_reads_little_and_writes_nothing(
+    line: Line, db: Engine
+) -> None:
+    """Every instance offers cases to available agents every second (`Hotline.dispatch`):
+    with a caller waiting and nobody available, a round is two small reads (offers at
+    desks past their time, then the available agents) and no write, so it never takes
+    SQLite's one writer from the webhooks."""
+    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    line.post(line.gather_action(), Digits="1")
+    line.post(line.gather_action(), Digits="0")  # an agent: into a queue
+    assert line.doc.find("Enqueue") is not None
+    hotline = line.client.app.state.hotline  # type: ignore[attr-defined]
+    with counting(db) as seen:
+        assert hotline.dispatch() == 0
+    assert len(seen.reads) == 2, seen.sql
+    assert seen.writes == [], seen.sql

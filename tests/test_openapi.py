@@ -37,6 +37,7 @@ ROLE = {
     "/api/agents/cases": "agent",
     "/api/cases/held": "supervisor",
     "/api/announcement": "supervisor",
+    "/api/cases/{case_id}/accept": "agent",
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
     "/api/cases/{case_id}/requeue": "agent",
