@@ -2387,8 +2387,8 @@ def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_
     """No Twilio credentials: a call back is dialled by hand, and nothing can ring an
     available agent's phone for it. The hijack victim who hung up is offered at alice's desk,
     to accept within IVR_ACCEPT_TIMEOUT (30 s). She is not there: the next round takes it
-    back, sets her away and offers it to bob, who accepts. His, then: no timeout takes it
-    back, and alice's late accept is refused."""
+    back, sets her away and offers it to bob, who freezes the account at once, which
+    accepts it. His, then: no timeout takes it back, and alice's late accept is refused."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     bob = make_user(db, "bob", "agent", "+15005558888")
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
@@ -2420,7 +2420,10 @@ def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_
     [offer] = api(client, bob, "GET", "/api/agents/cases")
     refused = client.post(f"/api/cases/{offer['id']}/accept", headers=bearer(alice))
     assert refused.status_code == 409
-    accepted = api(client, bob, "POST", f"/api/cases/{offer['id']}/accept")
+    # bob freezes the victim's account at once: acting on the case accepts it.
+    frozen = api(client, bob, "POST", f"/api/cases/{offer['id']}/freeze", json={"reason": "hijack"})
+    assert frozen["frozen"] is True
+    [accepted] = api(client, bob, "GET", "/api/agents/cases")
     assert (accepted["accept_by"], accepted["offer"]) == (None, "call_back")
     clock.advance(seconds=hotline.settings.offer_timeout_seconds + 60)
     assert hotline.requeue_stale_offers() == 0 and hotline.dispatch() == 0
