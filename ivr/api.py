@@ -28,6 +28,7 @@ from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
 from ivr.cases import (
+    USER_NAME,
     AwayReason,
     User,
     agents_presence,
@@ -444,6 +445,20 @@ def put_presence(
 ) -> Presence:
     since = hotline.set_available(user, change.available)
     return Presence(available=since is not None, since=since)
+
+
+AgentName = Annotated[str, Path(pattern=USER_NAME.pattern)]
+
+
+@router.post("/agents/{name}/away", responses=not_found("agent"))
+def set_agent_away(name: AgentName, user: SupervisorUser, hotline: HotlineDep) -> AgentState:
+    """Set an agent away who is gone without saying so (they left their desk available):
+    no case comes to them unasked until they say they are available again, and they still
+    take cases by asking. A case they have stays theirs (take it back with `requeue`).
+    Audited (`set_away`), when they were available."""
+    if not hotline.set_away(name, user):
+        raise HTTPException(404, "no such agent")
+    return next(a for a in agents(user, hotline) if a.name == name)
 
 
 @router.post(

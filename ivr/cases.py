@@ -1433,15 +1433,30 @@ def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(select(*columns).order_by(users.c.id)).mappings()]
 
 
-def set_away_by_name(conn: Connection, *, name: str) -> bool:
+SET_AWAY = "set_away"  # the audit action of a supervisor setting an agent away
+
+
+def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) -> bool:
     """A supervisor sets an agent away (gone without saying so): nothing comes to them
-    unasked until they say they are available again. False if there is no such agent."""
-    agent = (users.c.name == name) & (users.c.role == "agent")
+    unasked until they say they are available again. Audited with `actor` (who, their
+    name in `reason`), in the same transaction, if they were available. False if there is
+    no such agent (revoked ones included: they are away for good)."""
+    agent = (users.c.name == name) & (users.c.role == "agent") & users.c.revoked_at.is_(None)
     with writing(conn):
-        agent_id = conn.execute(select(users.c.id).where(agent)).scalar()
-        if agent_id is not None:
-            _set_away(conn, [agent_id], AWAY_SET)
-    return agent_id is not None
+        found = conn.execute(select(users.c.id, users.c.available_since).where(agent)).first()
+        if found is not None and found.available_since is not None:
+            _set_away(conn, [found.id], AWAY_SET)
+            audit(
+                conn,
+                actor=actor,
+                action=SET_AWAY,
+                uid=None,
+                case_id=None,
+                reason=f"agent:{name}",
+                result="ok",
+                now=now,
+            )
+    return found is not None
 
 
 def reissue_token(conn: Connection, *, name: str) -> str:

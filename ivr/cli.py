@@ -323,11 +323,13 @@ def users_list() -> None:
 def users_away(name: Annotated[str, typer.Argument(help="the agent's login name")]) -> None:
     """Set an agent away (gone without saying so): no case comes to them unasked until they
     say they are available again. They can still take cases by asking."""
+    import getpass
+
     from ivr.cases import set_away_by_name
 
     db = _database(_database_settings())
     with db.connect() as conn:
-        found = set_away_by_name(conn, name=name)
+        found = set_away_by_name(conn, name=name, actor=f"cli:{getpass.getuser()}", now=utcnow())
     if not found:
         raise _fail(f"no agent named {name!r}")
     typer.echo(f"{name} is away: no case comes to them until they say they are available.")

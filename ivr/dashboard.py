@@ -459,6 +459,21 @@ def queue_resolve(
     return redirect(f"{PREFIX}/queue?{urlencode({'said': 'resolved'})}")
 
 
+@router.post("/agents/{name}/away")
+def agent_away(request: Request, hotline: HotlineDep, name: api.AgentName) -> Response:
+    """A supervisor sets an agent away who left their desk available: nothing comes to them
+    unasked."""
+    user = _acting(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.set_agent_away(name, user, hotline)
+    except HTTPException as exc:
+        status, error = _refusal(exc, "")
+        return _queue_page(request, hotline, user, error=error, status=status)
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'set_away'})}")
+
+
 @router.get("/queue/rows")
 def queue_rows(request: Request, hotline: HotlineDep) -> Response:
     """The queue table alone, fetched by the page every few seconds."""
@@ -490,6 +505,7 @@ SAID = {
     "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
     "accepted": "The case is yours: nothing takes it back now.",
+    "set_away": "The agent is away: no case comes to them until they say they are available.",
     "announced": "Every caller hears the announcement first now.",
     "announcement_cleared": "Callers hear no announcement any more.",
 }

@@ -1104,6 +1104,14 @@ class Hotline:
                 conn, agent_id=agent.id, available=available, now=self.clock(), why=why
             )
 
+    def set_away(self, name: str, by: cases.User) -> bool:
+        """A supervisor sets the agent `name` away (gone without saying so), audited. False
+        if there is no such agent."""
+        with self.db.connect() as conn:
+            return cases.set_away_by_name(
+                conn, name=name, actor=f"{by.role}:{by.name}", now=self.clock()
+            )
+
     def presence(self, agent: cases.User) -> tuple[datetime | None, cases.AwayReason | None]:
         """(since when they are available, None), or (None, why they are away if it was not
         their own doing)."""

@@ -410,6 +410,10 @@ def test_a_supervisor_sets_an_agent_away_from_the_command_line(tmp_path: Path) -
         with engine.connect() as conn:
             assert available_since(conn, agent_id=ana_id, now=datetime.now(UTC)) is None
             assert presence(conn, agent_id=ana_id, now=datetime.now(UTC)) == (None, "set_away")
+            [(actor, action, reason)] = conn.execute(
+                select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason)
+            ).all()
+            assert (actor.split(":")[0], action, reason) == ("cli", "set_away", "agent:ana")
     finally:
         engine.dispose()
     unknown = run(["users", "away", "nobody"], env, tmp_path)

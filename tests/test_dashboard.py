@@ -646,6 +646,30 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
 
 
+def test_a_supervisor_sets_an_agent_away_from_the_queue_page(
+    client: TestClient, db: Engine, agent: str, supervisor: str
+) -> None:
+    """alice left her desk available: the queue page's agents table gives supervisors a
+    "Set away" button for her (agents see none); pressed, she is away, and the page says so."""
+    bob = make_user(db, "bob", "agent")
+    client.put("/api/agents/presence", json={"available": True}, headers=bearer(agent))
+    signed_in(client, bob)
+    [row] = page(client, "/dashboard/queue").xpath("//tr[@data-agent='alice']")
+    assert not row.xpath(".//form")
+    signed_in(client, supervisor)
+    [row] = page(client, "/dashboard/queue").xpath("//tr[@data-agent='alice']")
+    assert row.xpath(".//form/@action") == ["/dashboard/agents/alice/away"]
+    assert not page(client, "/dashboard/queue").xpath("//tr[@data-agent='bob']//form")
+    done = act(client, "/dashboard/agents/alice/away")
+    assert done.headers["location"] == "/dashboard/queue?said=set_away"
+    doc = page(client, "/dashboard/queue", said="set_away")
+    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["set_away"]]
+    [row] = doc.xpath("//tr[@data-agent='alice']")
+    assert row.get("class") == "agent-away" and not row.xpath(".//form")
+    gone = client.get("/api/agents/presence", headers=bearer(agent)).json()
+    assert gone["away_reason"] == "set_away"
+
+
 def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     client: TestClient, db: Engine, agent: str, supervisor: str, placed: dict[str, str]
 ) -> None:

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Connection, Engine, event, select, text
 
-from ivr.cases import NOBODY_TO_CALL, revoke_user
+from ivr.cases import NOBODY_TO_CALL, agents_to_offer, revoke_user
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
@@ -2528,3 +2528,31 @@ def test_a_call_back_twilio_will_not_place_is_offered_at_the_desk_to_dial_by_han
     assert presence(client, alice)["available"] is True
     accepted = api(client, alice, "POST", f"/api/cases/{offer['id']}/accept")
     assert accepted["accept_by"] is None
+
+
+def test_a_supervisor_sets_an_agent_away_who_left_their_desk_available(
+    client: TestClient, app: FastAPI, db: Engine, clock: FakeClock
+) -> None:
+    """alice went home available. sam sets her away: no case comes to her unasked, the
+    wallboard says why, and the audit says who did it (once: she was away already the
+    second time). Agents cannot; a name that is no agent's is 404."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    sam = make_user(db, "sam", "supervisor")
+    presence(client, alice, True)
+    presence(client, bob, True)
+    assert client.post("/api/agents/alice/away", headers=bearer(bob)).status_code == 403
+    state = api(client, sam, "POST", "/api/agents/alice/away")
+    assert (state["name"], state["state"], state["away_reason"]) == ("alice", "away", "set_away")
+    assert presence(client, alice) == {"available": False, "since": None, "away_reason": "set_away"}
+    assert presence(client, bob)["available"] is True
+    assert api(client, sam, "POST", "/api/agents/alice/away")["state"] == "away"
+    for name, status in (("nobody", 404), ("sam", 404), ("bad name", 422)):
+        assert client.post(f"/api/agents/{name}/away", headers=bearer(sam)).status_code == status
+    with db.connect() as conn:
+        audited = conn.execute(
+            text("SELECT actor, action, reason FROM audit_log WHERE action = 'set_away'")
+        ).all()
+    assert [tuple(a) for a in audited] == [("supervisor:sam", "set_away", "agent:alice")]
+    with db.connect() as conn:
+        assert [a.name for a in agents_to_offer(conn, now=clock())] == ["bob"]

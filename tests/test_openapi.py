@@ -33,6 +33,7 @@ ROLE = {
     "/api/staffing": "supervisor",
     "/api/agents/next": "agent",
     "/api/agents/presence": "agent",
+    "/api/agents/{name}/away": "supervisor",
     "/api/agents": "supervisor",
     "/api/agents/cases": "agent",
     "/api/cases/held": "supervisor",
