@@ -28,6 +28,7 @@ from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
 from ivr.cases import (
+    LANGUAGE_CODE,
     USER_NAME,
     AwayReason,
     User,
@@ -35,6 +36,8 @@ from ivr.cases import (
     held_by,
     held_by_agents,
     ready_in_line,
+    set_languages,
+    spoken,
     waiting_cases,
 )
 from ivr.deps import (
@@ -126,6 +129,9 @@ class QueueEntry(BaseModel):
     not_before: datetime | None = Field(
         default=None, description="a call back nobody answered: not offered before this"
     )
+    language: str | None = Field(
+        default=None, description="the language the caller chose (a prompt catalog's code)"
+    )
 
 
 class Verification(BaseModel):
@@ -164,6 +170,10 @@ class CaseDetail(BaseModel):
     offer: str | None = Field(
         default=None,
         description="how the current offer reaches the caller (a Connect mode); none in line",
+    )
+    language: str | None = Field(
+        default=None,
+        description="the language the caller chose (a prompt catalog's code): speak it to them",
     )
     accept_by: datetime | None = Field(
         default=None,
@@ -238,6 +248,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         claimed_from=raw["claimed_from"],
         offer=(raw["offer"] or "").split(":", 1)[0] or None,  # never the outbound call's sid
         accept_by=raw["accept_by"],
+        language=raw["language"],
     )
 
 
@@ -304,6 +315,7 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
             waiting_seconds=max(0, int((now - r["created_at"]).total_seconds())),
             caller=mask(r["caller"]),
             not_before=r["not_before"] if r["not_before"] and r["not_before"] > now else None,
+            language=r["language"],
         )
         for i, r in enumerate(rows, start=1)
     ]
@@ -410,6 +422,11 @@ class AgentState(BaseModel):
     away_reason: AwayReason | None = Field(
         default=None, description="away, and not by their own say: why (as for presence)"
     )
+    languages: list[str] | None = Field(
+        default=None,
+        description="the languages they speak: callers in them are offered to them first; "
+        "null: every language",
+    )
 
 
 @router.get("/agents")
@@ -428,6 +445,7 @@ def agents(user: StaffUser, hotline: HotlineDep) -> list[AgentState]:
             else max(0, int((now - r["available_since"]).total_seconds())),
             holding=r["holding"],
             away_reason=r["away_reason"],
+            languages=spoken(r["languages"]),
         )
         for r in rows
     ]
@@ -458,6 +476,46 @@ def set_agent_away(name: AgentName, user: SupervisorUser, hotline: HotlineDep) -
     Audited (`set_away`), when they were available."""
     if not hotline.set_away(name, user):
         raise HTTPException(404, "no such agent")
+    return next(a for a in agents(user, hotline) if a.name == name)
+
+
+LanguageCode = Annotated[str, Field(pattern=LANGUAGE_CODE.pattern)]
+
+
+class Languages(BaseModel):
+    languages: list[LanguageCode] | None = Field(
+        description="the languages the agent speaks (prompt catalog codes: en, zh-CN); null: "
+        "every language",
+        min_length=1,
+        max_length=16,
+    )
+
+
+@router.put(
+    "/agents/{name}/languages",
+    responses={
+        **not_found("agent"),
+        422: {"model": ErrorMessage, "description": "a language no prompt catalog speaks"},
+    },
+)
+def set_agent_languages(
+    name: AgentName, body: Languages, user: SupervisorUser, hotline: HotlineDep
+) -> AgentState:
+    """Say which languages an agent speaks (as `ivr users languages`): callers in them are
+    offered to this agent first, and callers in others only once they have waited
+    IVR_LANGUAGE_OVERFLOW (IVR_EMERGENCY_LANGUAGE_OVERFLOW in the emergency lane). Asking
+    for the next case, they get the next of all when none in their languages waits."""
+    known = hotline.trees.current.catalogs.languages
+    unknown = [code for code in body.languages or [] if code not in known]
+    if unknown:
+        raise HTTPException(
+            422,
+            f"no prompt catalog speaks {', '.join(unknown)}: callers choose from "
+            f"{', '.join(known)}",
+        )
+    with hotline.db.connect() as conn:
+        if not set_languages(conn, name=name, languages=body.languages):
+            raise HTTPException(404, "no such agent")
     return next(a for a in agents(user, hotline) if a.name == name)
 
 

@@ -75,10 +75,12 @@ def open_case(
     risk: dict[str, str],
     now: datetime,
     gone: bool = False,
+    language: str | None = None,
 ) -> Insert:
     """The insert for a new case, run by the hotline in the same transaction as the call step.
     `gone`: the caller hung up already (their input came after the call ended): the case is
-    abandoned at once, kept in line for a call back like any caller who hung up waiting."""
+    abandoned at once, kept in line for a call back like any caller who hung up waiting.
+    `language`: the one the caller chose, offered first to agents who speak it."""
     lane = 0 if spec.priority == "emergency" else 1
     sort_at = now - HIGH_BOOST if spec.priority == "high" else now
     return insert(cases).values(
@@ -98,6 +100,7 @@ def open_case(
         parent_ticket=spec.parent_ticket,
         created_at=now,
         ended_at=now if gone else None,
+        language=language,
     )
 
 
@@ -245,16 +248,54 @@ _CLAIM = (
     )
     .returning(*cases.c)
 )
-# The next case in serving order, locked for this claim.
-_CLAIM_NEXT = _CLAIM.where(
-    cases.c.id
-    == select(cases.c.id)
-    .where(*_IN_LINE)
-    .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
+# A case for an agent who speaks its caller's language (`speaks`), or one that has waited
+# long enough for such an agent (created by `overflow_at`, or `emergency_overflow_at` in the
+# emergency lane): then it is anyone's. A case with no language (opened before they were
+# kept) is anyone's too.
+_SPOKEN = (
+    cases.c.language.is_(None)
+    | cases.c.language.in_(bindparam("speaks", expanding=True))
+    | (cases.c.created_at <= bindparam("overflow_at", type_=cases.c.created_at.type))
+    | (
+        (cases.c.lane == 0)
+        & (cases.c.created_at <= bindparam("emergency_overflow_at", type_=cases.c.created_at.type))
+    )
 )
+
+
+def _claim_first(*where: Any) -> Update:
+    """The claim of the next case in serving order (of those `where` allows), locked."""
+    return _CLAIM.where(
+        cases.c.id
+        == select(cases.c.id)
+        .where(*_IN_LINE, *where)
+        .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+
+
+_CLAIM_NEXT = _claim_first()
+_CLAIM_SPOKEN = _claim_first(_SPOKEN)
+
+
+@dataclass(frozen=True)
+class LanguageWait:
+    """How long a case waits for an agent who speaks its caller's language before any agent
+    is offered it (IVR_LANGUAGE_OVERFLOW): shorter in the emergency lane."""
+
+    normal: timedelta = timedelta(0)
+    emergency: timedelta = timedelta(0)
+
+
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+
+def spoken(languages: str | None) -> list[str] | None:
+    """An agent's languages as stored ("en,zh-CN"); None: every language."""
+    found = [code for code in (languages or "").split(",") if code]
+    return found or None
 
 
 def claim_next(
@@ -263,15 +304,27 @@ def claim_next(
     agent_id: int,
     now: datetime,
     live_offer: str | None = None,
+    speaks: list[str] | None = None,
+    wait: LanguageWait = LanguageWait(),
 ) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
     One statement (one round trip); None when no case is waiting, or when every waiting case
     is being claimed by another agent at this very moment. `live_offer`: the offer recorded
     if the case's caller is waiting on the line (OFFER_HOLD_LOOP, OFFER_REDIRECTED); a call
-    back's offer is set once it is known how the caller will be reached."""
-    params = {"agent": agent_id, "now": now, "live_offer": live_offer}
+    back's offer is set once it is known how the caller will be reached. `speaks`: the
+    agent's languages; only a case in one of them, or one that has waited `wait` for such
+    an agent (None: any case)."""
+    params: dict[str, Any] = {"agent": agent_id, "now": now, "live_offer": live_offer}
+    statement = _CLAIM_NEXT
+    if speaks is not None:
+        statement = _CLAIM_SPOKEN
+        params |= {
+            "speaks": speaks,
+            "overflow_at": now - wait.normal,
+            "emergency_overflow_at": now - wait.emergency,
+        }
     with writing(conn):
-        claimed = conn.execute(_CLAIM_NEXT, params).mappings().first()
+        claimed = conn.execute(statement, params).mappings().first()
     return None if claimed is None else dict(claimed)
 
 
@@ -280,7 +333,7 @@ class NotAvailable(Exception):
 
 
 _AGENT_TURN = (
-    select(users.c.available_since, users.c.revoked_at)
+    select(users.c.available_since, users.c.revoked_at, users.c.languages)
     .where(users.c.id == bindparam("agent"))
     .with_for_update()
 )
@@ -293,11 +346,14 @@ def claim_if_free(
     now: datetime,
     live_offer: str | None = None,
     unasked: bool = False,
+    wait: LanguageWait = LanguageWait(),
 ) -> tuple[dict[str, Any] | None, int | None]:
     """One case at a time, as one phone takes one call: (the next case, None) as
     `claim_next` gives it, or (None, the case the agent has) and nothing taken. `unasked`:
     an offer to an available agent (presence), made only while they still are (else
-    NotAvailable).
+    NotAvailable). An agent who speaks only some languages is offered a case in one of them,
+    or one that has waited `wait` for such an agent; asking, they get the next case of all
+    when none of those waits (a caller is better served than an idle agent).
 
     The check and the claim are one transaction, and two of one agent's asks (a double
     click, two tabs, two instances) take turns: on PostgreSQL by locking the agent's row, on
@@ -311,7 +367,12 @@ def claim_if_free(
         holding = held_by(conn, agent_id=agent_id)
         if holding:
             return None, holding[0]
-        case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer)
+        speaks = spoken(agent.languages) if agent is not None else None
+        case = claim_next(
+            conn, agent_id=agent_id, now=now, live_offer=live_offer, speaks=speaks, wait=wait
+        )
+        if case is None and speaks is not None and not unasked:
+            case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer)
         return case, None
 
 
@@ -419,7 +480,7 @@ def agents_to_offer(conn: Connection, *, now: datetime) -> list[User]:
     holding = select(cases.c.id).where(cases.c.agent_id == users.c.id, HELD_NOW).exists()
     with reading(conn):
         rows = conn.execute(
-            select(users.c.id, users.c.name, users.c.role, users.c.phone)
+            select(users.c.id, users.c.name, users.c.role, users.c.phone, users.c.languages)
             .where(
                 users.c.role == "agent",
                 users.c.revoked_at.is_(None),
@@ -428,7 +489,7 @@ def agents_to_offer(conn: Connection, *, now: datetime) -> list[User]:
             )
             .order_by(users.c.available_since, users.c.id)
         ).all()
-    return [User(r.id, r.name, r.role, r.phone) for r in rows]
+    return [User(r.id, r.name, r.role, r.phone, r.languages) for r in rows]
 
 
 def _set_away(conn: Connection, agent_ids: list[int], why: AwayReason) -> None:
@@ -444,7 +505,8 @@ def _set_away(conn: Connection, agent_ids: list[int], why: AwayReason) -> None:
 
 def agents_presence(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
     """Every agent not revoked, by name: `name`, `available_since` (None: away, or it lapsed),
-    `away_reason` (as `presence` gives it) and `holding`, the cases they have now."""
+    `away_reason` (as `presence` gives it), `holding`, the cases they have now, and
+    `languages` (as stored; `spoken` reads it)."""
     holding = select(func.count()).where(cases.c.agent_id == users.c.id, HELD_NOW).scalar_subquery()
     since = case_when((_available_after(now), users.c.available_since), else_=None)
     why = case_when(
@@ -459,6 +521,7 @@ def agents_presence(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
                 since.label("available_since"),
                 why.label("away_reason"),
                 holding.label("holding"),
+                users.c.languages,
             )
             .where(users.c.role == "agent", users.c.revoked_at.is_(None))
             .order_by(users.c.name)
@@ -1327,6 +1390,7 @@ class User:
     name: str
     role: str
     phone: str | None
+    languages: str | None = None  # as stored: `spoken` reads it
 
 
 def _token_hash(token: str) -> str:
@@ -1419,7 +1483,7 @@ def prune_sessions(conn: Connection, *, now: datetime) -> int:
 
 def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
     """Every user, oldest first: name, role, phone, created_at, revoked_at, available_since
-    (an agent's presence: None when away or lapsed). Never a token."""
+    (an agent's presence: None when away or lapsed), languages. Never a token."""
     since = case_when((_available_after(now), users.c.available_since), else_=None)
     columns = (
         users.c.name,
@@ -1428,9 +1492,27 @@ def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
         users.c.created_at,
         users.c.revoked_at,
         since.label("available_since"),
+        users.c.languages,
     )
     with reading(conn):
         return [dict(r) for r in conn.execute(select(*columns).order_by(users.c.id)).mappings()]
+
+
+def set_languages(conn: Connection, *, name: str, languages: list[str] | None) -> bool:
+    """The languages agent `name` speaks (catalog codes); None: every language. Callers in
+    them are offered to this agent first. False if there is no such agent (or revoked);
+    ValueError for a code that is no language code."""
+    stored = None
+    if languages is not None:
+        bad = [code for code in languages if not LANGUAGE_CODE.match(code)]
+        if bad or not languages:
+            raise ValueError(f"not a language code (en, zh-CN, ...): {', '.join(bad) or '-'}")
+        stored = ",".join(sorted(set(languages)))
+        if len(stored) > users.c.languages.type.length:  # type: ignore[attr-defined]
+            raise ValueError("too many languages for one agent")
+    agent = (users.c.name == name) & (users.c.role == "agent") & users.c.revoked_at.is_(None)
+    with writing(conn):
+        return conn.execute(update(users).where(agent).values(languages=stored)).rowcount == 1
 
 
 SET_AWAY = "set_away"  # the audit action of a supervisor setting an agent away

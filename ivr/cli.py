@@ -315,6 +315,8 @@ def users_list() -> None:
         state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
         if row["available_since"] and not row["revoked_at"]:
             state += f", available since {row['available_since']:%Y-%m-%d %H:%M} UTC"
+        if row["languages"]:
+            state += f", speaks {row['languages']}"
         phone = row["phone"] or "-"
         typer.echo(f"{row['name']:20} {row['role']:10} {phone:16} {state}")
 
@@ -333,6 +335,45 @@ def users_away(name: Annotated[str, typer.Argument(help="the agent's login name"
     if not found:
         raise _fail(f"no agent named {name!r}")
     typer.echo(f"{name} is away: no case comes to them until they say they are available.")
+
+
+@users_app.command("languages")
+def users_languages(
+    name: Annotated[str, typer.Argument(help="the agent's login name")],
+    languages: Annotated[
+        str, typer.Argument(help='the languages they speak, comma-separated ("en,zh-CN"), or "all"')
+    ],
+    prompts: Annotated[
+        Path,
+        typer.Option(envvar="IVR_PROMPTS", help="the prompt catalogs callers choose from"),
+    ] = PROJECT_ROOT / "prompts",
+) -> None:
+    """Say which languages an agent speaks: callers in them are offered to this agent first,
+    and callers in others only once they have waited IVR_LANGUAGE_OVERFLOW. "all": every
+    language (the default)."""
+    from ivr.cases import set_languages
+    from ivr.prompts import load_catalogs
+
+    codes = None if languages.strip() == "all" else [c.strip() for c in languages.split(",")]
+    try:
+        known = load_catalogs(prompts).languages
+    except SourceError as exc:
+        raise _fail(str(exc)) from None
+    unknown = [c for c in codes or [] if c not in known]
+    if unknown:
+        raise _fail(
+            f"no prompt catalog speaks {', '.join(unknown)}: callers choose from {', '.join(known)}"
+        )
+    db = _database(_database_settings())
+    try:
+        with db.connect() as conn:
+            found = set_languages(conn, name=name, languages=codes)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not found:
+        raise _fail(f"no agent named {name!r}")
+    spoken = "every language" if codes is None else ", ".join(sorted(set(codes)))
+    typer.echo(f"{name} speaks {spoken}: callers in it are offered to them first.")
 
 
 @users_app.command("revoke")

@@ -146,6 +146,9 @@ users = Table(
     Column("available_since", UTCDateTime()),
     # Why they are away when it was not their own doing (cases.AWAY_*): what their desk says.
     Column("away_reason", String(16)),
+    # The languages an agent speaks (catalog codes, comma-separated: "en,zh-CN"): callers in
+    # them are offered to this agent first (cases.claim_next). None: every language.
+    Column("languages", String(64)),
 )
 
 # Dashboard sign-ins: the browser holds a random session secret, never the API token; only
@@ -226,6 +229,9 @@ cases = Table(
     # An offer made at an agent's desk, not by ringing their phone (a call back to dial by
     # hand, a withheld number), that they have not accepted yet: by then, or it goes back.
     Column("accept_by", UTCDateTime()),
+    # The language the caller chose (a catalog code): offered to an agent who speaks it first,
+    # to anyone once it has waited IVR_LANGUAGE_OVERFLOW. None (opened before): anyone.
+    Column("language", String(16)),
     # A call back nobody answered keeps its place in line but is not offered again before this.
     Column("not_before", UTCDateTime()),
     Index(None, "queued", "lane", "sort_at", "id"),

@@ -585,7 +585,13 @@ class Hotline:
             uid = spec.flags.get("uid")
             risk = self._risk(row, uid)
             insert_case = cases.open_case(
-                spec, call_sid=row.call_sid, caller=row.from_number, risk=risk, now=now, gone=gone
+                spec,
+                call_sid=row.call_sid,
+                caller=row.from_number,
+                risk=risk,
+                now=now,
+                gone=gone,
+                language=row.state.lang,
             )
             # On a case opened already, a signal not known now must not hide one known then.
             known = {k: v for k, v in risk.items() if v not in ("", "unknown")}
@@ -803,6 +809,7 @@ class Hotline:
                     caller=row.from_number if row else caller,
                     risk={"opened_by": "hold_loop"},
                     now=self.clock(),
+                    language=row.state.lang if row else None,
                 )
             )
 
@@ -1081,6 +1088,7 @@ class Hotline:
                 now=now,
                 live_offer=live,
                 unasked=unasked,
+                wait=self.language_wait,
             )
             if holding is not None:
                 held = cases.get_case(conn, case_id=holding)
@@ -1118,6 +1126,13 @@ class Hotline:
         with self.db.connect() as conn:
             return cases.presence(conn, agent_id=agent.id, now=self.clock())
 
+    @property
+    def language_wait(self) -> cases.LanguageWait:
+        return cases.LanguageWait(
+            normal=timedelta(seconds=self.settings.language_overflow_seconds),
+            emergency=timedelta(seconds=self.settings.emergency_language_overflow_seconds),
+        )
+
     def dispatch(self) -> int:
         """Offer the cases in line to the available agents who have none, the longest idle
         first, each as `claim` gives it: their phone rings (screened, they take it with 1),
@@ -1137,7 +1152,12 @@ class Hotline:
             if not agents or not cases.can_offer(conn, now=now):
                 return 0
         offered = 0
+        # Agents who speak only some languages: once nothing is left for one set of them,
+        # nothing is for another agent who speaks the same.
+        nothing_for: set[str] = set()
         for agent in agents:
+            if agent.languages in nothing_for:
+                continue
             try:
                 claimed = self.claim(agent, unasked=True)
             except (CaseRefused, cases.NotAvailable):
@@ -1146,7 +1166,10 @@ class Hotline:
                 log.info("case %s was not offered after all: %s", failed.case_id, failed.detail)
                 continue
             if claimed is None:
-                break  # nothing left to offer
+                if cases.spoken(agent.languages) is None:
+                    break  # nothing left to offer anyone
+                nothing_for.add(agent.languages or "")
+                continue
             offered += 1
             self.metrics.offers.labels("pushed").inc()
             log.info("case %s offered to available agent %s", claimed[0]["id"], agent.name)

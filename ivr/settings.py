@@ -118,6 +118,15 @@ class Settings(DatabaseSettings):
     accept_timeout_seconds: int = Field(
         default=30, ge=5, le=3600, validation_alias="IVR_ACCEPT_TIMEOUT"
     )
+    # A case waits this long for an agent who speaks its caller's language (`ivr users
+    # languages`) before any agent is offered it; less in the emergency lane, where any agent
+    # can freeze the account of a caller who verified by keypad. 0: at once.
+    language_overflow_seconds: int = Field(
+        default=60, ge=0, le=3600, validation_alias="IVR_LANGUAGE_OVERFLOW"
+    )
+    emergency_language_overflow_seconds: int = Field(
+        default=15, ge=0, le=3600, validation_alias="IVR_EMERGENCY_LANGUAGE_OVERFLOW"
+    )
     # How often each instance offers the cases in line to the agents who said they are
     # available and have none (presence): the most a case waits for a free agent's phone.
     dispatch_seconds: float = Field(

@@ -35,6 +35,7 @@ def add_case(
     *,
     uid: str | None = None,
     caller: str | None = "+15005550006",
+    language: str | None = None,
 ) -> int:
     """Open case number `n` (its call is sid(n)) as the hotline does, in a transaction."""
     spec = OpenCase(
@@ -47,7 +48,9 @@ def add_case(
     )
     with db.begin() as conn:
         key = conn.execute(
-            cases.open_case(spec, call_sid=sid(n), caller=caller, risk={}, now=at)
+            cases.open_case(
+                spec, call_sid=sid(n), caller=caller, risk={}, now=at, language=language
+            )
         ).inserted_primary_key
     assert key is not None
     case_id: int = key[0]
@@ -1258,3 +1261,75 @@ def test_a_case_given_back_or_never_reached_sets_its_agent_away(db: Engine) -> N
     with db.connect() as conn:
         assert cases.presence(conn, agent_id=bo, now=T0 + 3 * MINUTE) == (T0 + 3 * MINUTE, None)
     assert waiting_ids(db) == [first, second]
+
+
+# -- languages: callers offered first to agents who speak theirs ------------------------------
+
+
+def speaks(db: Engine, name: str, languages: list[str] | None) -> None:
+    with db.connect() as conn:
+        assert cases.set_languages(conn, name=name, languages=languages)
+
+
+def test_a_caller_goes_first_to_an_agent_who_speaks_their_language(db: Engine) -> None:
+    """In line: a Mandarin-speaking hijack victim, then an English caller, a Mandarin one,
+    and a case from before languages were kept. ana speaks English, mei Mandarin, bo every
+    language. Offered unasked, ana gets the English caller (the victim waits for mei), mei
+    and bo the victim. Once a case has waited its overflow (15 s in the emergency lane, 60 s
+    otherwise) it is anyone's; a case with no language always is. Asking, ana gets the next
+    case of all when none in English waits."""
+    wait = cases.LanguageWait(normal=timedelta(seconds=60), emergency=timedelta(seconds=15))
+    victim = add_case(db, 1, "emergency", T0, language="zh-CN")
+    english = add_case(db, 2, "normal", T0, language="en")
+    mandarin = add_case(db, 3, "normal", T0 + SECOND, language="zh-CN")
+    before = add_case(db, 4, "normal", T0 + 2 * SECOND)
+    ana, mei, bo = agent_id(db), agent_id(db, "mei"), agent_id(db, "bo")
+    speaks(db, "ana", ["en"])
+    speaks(db, "mei", ["zh-CN"])
+    for agent in (ana, mei, bo):
+        available(db, agent, T0)
+
+    def offered(agent: int, now: datetime, *, unasked: bool = True) -> int | None:
+        """The case the agent would be offered now; put back at once."""
+        with db.connect() as conn:
+            row, _ = cases.claim_if_free(conn, agent_id=agent, now=now, unasked=unasked, wait=wait)
+            if row is not None:
+                assert cases.requeue(conn, case_id=row["id"])
+        return None if row is None else int(row["id"])
+
+    soon = T0 + 10 * SECOND
+    assert [offered(a, soon) for a in (ana, mei, bo)] == [english, victim, victim]
+    assert offered(ana, T0 + 16 * SECOND) == victim  # waited 15 s: anyone's
+    with db.connect() as conn:
+        for n in (1, 2):  # the victim and the English caller are served
+            conn.execute(cases.cases.delete().where(cases.cases.c.call_sid == sid(n)))
+        conn.commit()
+    assert offered(ana, soon) == before  # no language: anyone's; Mandarin waits for mei
+    assert offered(mei, soon) == mandarin
+    assert offered(ana, T0 + 61 * SECOND) == mandarin
+    with db.connect() as conn:
+        conn.execute(cases.cases.delete().where(cases.cases.c.call_sid == sid(4)))
+        conn.commit()
+    assert offered(ana, soon) is None
+    assert offered(ana, soon, unasked=False) == mandarin  # asked: better than nobody
+
+
+def test_an_agents_languages_are_codes_and_all_means_every_one(db: Engine) -> None:
+    agent_id(db)
+
+    def stored() -> str | None:
+        with db.connect() as conn:
+            found: str | None = conn.execute(select(users.c.languages)).scalar()
+        return found
+
+    speaks(db, "ana", ["zh-CN", "en", "en"])
+    assert stored() == "en,zh-CN" and cases.spoken(stored()) == ["en", "zh-CN"]
+    speaks(db, "ana", None)
+    assert stored() is None and cases.spoken(stored()) is None
+    with db.connect() as conn:
+        assert not cases.set_languages(conn, name="nobody", languages=["en"])
+        many = [f"e{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+        for bad in (["english!"], [], ["x" * 20], many):
+            with pytest.raises(ValueError):
+                cases.set_languages(conn, name="ana", languages=bad)
+    assert stored() is None

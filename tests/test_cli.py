@@ -420,6 +420,25 @@ def test_a_supervisor_sets_an_agent_away_from_the_command_line(tmp_path: Path) -
     assert unknown.returncode == 1 and "no agent named 'nobody'" in unknown.stderr
 
 
+def test_an_operator_says_which_languages_an_agent_speaks(tmp_path: Path) -> None:
+    """Codes of the prompt catalogs, comma-separated; "all" for every language (the default)."""
+    env = base_env(tmp_path)
+    del env["TWILIO_AUTH_TOKEN"]
+    run(["users", "add", "ana", "--role", "agent"], env, tmp_path)
+    done = run(["users", "languages", "ana", "zh-CN,en"], env, tmp_path)
+    assert done.returncode == 0 and "ana speaks en, zh-CN" in done.stdout, done.stderr
+    assert "speaks en,zh-CN" in run(["users", "list"], env, tmp_path).stdout
+    unknown = run(["users", "languages", "ana", "en,fr"], env, tmp_path)
+    assert unknown.returncode == 1
+    assert "no prompt catalog speaks fr: callers choose from en, zh-CN" in unknown.stderr
+    assert "speaks en,zh-CN" in run(["users", "list"], env, tmp_path).stdout  # unchanged
+    every = run(["users", "languages", "ana", "all"], env, tmp_path)
+    assert every.returncode == 0 and "ana speaks every language" in every.stdout
+    assert "speaks" not in run(["users", "list"], env, tmp_path).stdout
+    nobody = run(["users", "languages", "nobody", "en"], env, tmp_path)
+    assert nobody.returncode == 1 and "no agent named 'nobody'" in nobody.stderr
+
+
 def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     result = run(["keygen"], dict(os.environ), tmp_path)
     key = result.stdout.strip()

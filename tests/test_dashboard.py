@@ -267,7 +267,7 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
     assert "emergency" in first.get("class").split()
     assert texts(first, ".//span[contains(@class,'badge-emergency')]") == ["Emergency"]
     cells = [" ".join(td.text_content().split()) for td in first.xpath("./td")]
-    # position, ticket, priority, queue, reason, verified, status, waiting, caller
+    # position, ticket, priority, queue, reason, verified, status, waiting, caller, language
     assert cells[0] == "1" and re.fullmatch(r"\d{7}", cells[1])
     assert cells[2:] == [
         "Emergency",
@@ -277,11 +277,13 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
         "abandoned",
         "01:35",
         "***0006",
+        "en",
     ]
     assert "emergency" not in second.get("class").split()
-    assert [" ".join(td.text_content().split()) for td in second.xpath("./td")][-2:] == [
+    assert [" ".join(td.text_content().split()) for td in second.xpath("./td")][-3:] == [
         "02:05",
         "***0123",
+        "en",
     ]
     source = html.tostring(doc, encoding="unicode")
     assert "5005550006" not in source and "5005550123" not in source
@@ -623,6 +625,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert doc.findtext(".//title").startswith("Accept your case · Your desk")  # another tab
     [section] = doc.xpath("//section[contains(@class, 'case')]")
     assert "emergency" in section.get("class")
+    assert texts(section, ".//dd[@class='case-language']") == ["en"]  # what to speak to them
     [alert] = texts(section, ".//p[contains(@class, 'to-accept')]")
     assert f"accept it by {accept_by:%H:%M:%S} UTC" in alert
     actions = section.xpath(".//div[@class='case-actions']/form/@action")

@@ -2556,3 +2556,51 @@ def test_a_supervisor_sets_an_agent_away_who_left_their_desk_available(
     assert [tuple(a) for a in audited] == [("supervisor:sam", "set_away", "agent:alice")]
     with db.connect() as conn:
         assert [a.name for a in agents_to_offer(conn, now=clock())] == ["bob"]
+
+
+def test_a_mandarin_speaking_victim_is_offered_to_the_agent_who_speaks_mandarin(
+    client: TestClient,
+    app: FastAPI,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """alice speaks English and has waited longest; mei speaks Mandarin. A victim who chose
+    中文 is offered to mei, whose phone rings; alice is passed over, still available. The
+    case says the caller's language, and a supervisor sets who speaks what."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    mei = make_user(db, "mei", "agent", "+15005558888")
+    sam = make_user(db, "sam", "supervisor")
+    for token in (alice, mei):
+        presence(client, token, True)
+        clock.advance(minutes=1)
+    for name, spoken in (("alice", ["en"]), ("mei", ["zh-CN"])):
+        state = api(client, sam, "PUT", f"/api/agents/{name}/languages", json={"languages": spoken})
+        assert state["languages"] == spoken
+    refused = client.put(
+        "/api/agents/mei/languages", json={"languages": ["fr"]}, headers=bearer(sam)
+    )
+    assert refused.status_code == 422 and "callers choose from en, zh-CN" in refused.text
+    for who, name, status in ((mei, "mei", 403), (sam, "nobody", 404)):
+        answer = client.put(
+            f"/api/agents/{name}/languages", json={"languages": None}, headers=bearer(who)
+        )
+        assert answer.status_code == status
+    hotline = app.state.hotline
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    seen: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            seen.append(hotline.dispatch())
+            seen.append(api(client, mei, "GET", "/api/agents/cases")[0]["language"])
+        return poll < 4
+
+    record = phone.call(
+        Caller([Press("2"), Press("1"), Press(UID), Press(PIN)], holds), from_number=VICTIM
+    )
+    assert seen == [1, "zh-CN"]
+    assert record.dialed == "+15005558888" and record.agent_took is True
+    assert presence(client, alice)["available"] is True
+    board = {a["name"]: a for a in api(client, sam, "GET", "/api/agents")}
+    assert (board["alice"]["state"], board["mei"]["state"]) == ("available", "on_case")

@@ -34,6 +34,7 @@ ROLE = {
     "/api/agents/next": "agent",
     "/api/agents/presence": "agent",
     "/api/agents/{name}/away": "supervisor",
+    "/api/agents/{name}/languages": "supervisor",
     "/api/agents": "supervisor",
     "/api/agents/cases": "agent",
     "/api/cases/held": "supervisor",
@@ -52,8 +53,9 @@ ROLE = {
 }
 # Values that are schema-valid but cannot go together, refused with 422 on purpose: a cursor
 # this API did not make, `since` after `until`, an announcement missing a language the live
-# call tree offers. The schema cannot say so; every other check still runs for these.
-SEMANTIC_422 = {"/api/calls", "/api/stats", "/api/announcement"}
+# call tree offers, an agent's language no prompt catalog speaks. The schema cannot say so;
+# every other check still runs for these.
+SEMANTIC_422 = {"/api/calls", "/api/stats", "/api/announcement", "/api/agents/{name}/languages"}
 
 
 @pytest.fixture
