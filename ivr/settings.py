@@ -132,6 +132,9 @@ class Settings(DatabaseSettings):
     dispatch_seconds: float = Field(
         default=1.0, gt=0, le=3600, validation_alias="IVR_DISPATCH_INTERVAL"
     )
+    # The API's reference pages (/docs, /redoc) and its schema (/openapi.json): a map of every
+    # route for whoever reaches the server. Off on a public server unless someone needs them.
+    api_docs: bool = Field(default=True, validation_alias="IVR_API_DOCS")
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
     # Unset (or empty): /metrics answers anyone who reaches it, so keep it off the public proxy.
     metrics_token: str | None = Field(

@@ -538,7 +538,14 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app = FastAPI(title="Exchange support hotline (IVR)", lifespan=lifespan)
+    docs = settings.api_docs
+    app = FastAPI(
+        title="Exchange support hotline (IVR)",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.add_middleware(WebhookDeadline, hotline=hotline, seconds=settings.webhook_deadline_seconds)
     app.add_middleware(WebhookTimer, metrics=hotline.metrics)
     app.state.hotline = hotline

@@ -72,6 +72,19 @@ def test_metrics_need_the_scrape_token_once_one_is_set(
         assert client.get("/healthz").status_code == 200  # probes need no token
 
 
+@pytest.mark.parametrize("docs", ["true", "false"])
+def test_the_api_reference_is_served_only_while_it_is_on(
+    database_url: str, hotline_tree: CompiledTree, docs: str
+) -> None:
+    """IVR_API_DOCS=false: no /docs, /redoc or /openapi.json for whoever reaches a public
+    server; the API itself answers as before."""
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_API_DOCS=docs)
+    with TestClient(create_app(settings, tree=hotline_tree)) as client:
+        served = [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")]
+        assert served == ([200] * 3 if docs == "true" else [404] * 3)
+        assert client.get("/api/queue").status_code == 401
+
+
 def test_a_short_metrics_token_is_refused_and_an_empty_one_is_unset() -> None:
     from ivr.exceptions import ConfigError
     from ivr.settings import load_settings
