@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy import case as case_when  # `case` is what this module calls a case
 from sqlalchemy.exc import IntegrityError
 
+from ivr import prompts
 from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
 from ivr.numbers import dialable, withheld
@@ -289,7 +290,7 @@ class LanguageWait:
     emergency: timedelta = timedelta(0)
 
 
-LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+LANGUAGE_CODE = re.compile(prompts.LANGUAGE_CODE)
 
 
 def spoken(languages: str | None) -> list[str] | None:

@@ -459,14 +459,27 @@ def connect_twiml(
     return str(response)
 
 
-def accept_twiml(catalogs: Catalogs, *, ticket: str, priority: str, action: str) -> str:
-    """Said to the agent's phone when it answers: the case, and a key to take the call.
-    Nothing pressed (a voicemail that picked up): the agent's leg ends, unbridged."""
+def accept_twiml(
+    catalogs: Catalogs, *, ticket: str, priority: str, action: str, language: str | None = None
+) -> str:
+    """Said to the agent's phone when it answers: the case, the language its caller chose
+    (by its catalog's English name), and a key to take the call. Nothing pressed (a
+    voicemail that picked up): the agent's leg ends, unbridged."""
     response = VoiceResponse()
     gather = Gather(
         action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=8
     )
-    _say(gather, catalogs, "agent_accept", BASE_LANGUAGE, ticket=ticket, priority=priority)
+    spoken = catalogs.by_language.get(language or "")
+    named = (spoken.english_name or spoken.name) if spoken is not None else (language or "")
+    _say(
+        gather,
+        catalogs,
+        "agent_accept",
+        BASE_LANGUAGE,
+        ticket=ticket,
+        priority=priority,
+        language=named,
+    )
     response.append(gather)
     response.hangup()
     return str(response)

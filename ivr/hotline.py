@@ -913,6 +913,7 @@ class Hotline:
                     ticket=case["ticket"],
                     priority=case["priority"],
                     action=self.links.agent_accept(case_id, agent=agent_id),
+                    language=case["language"],
                 )
             if digits == engine.ACCEPT_KEY and cases.agent_accepted(
                 conn, case_id=case_id, agent_id=agent_id

@@ -128,10 +128,20 @@ class Moment:
     now: datetime
 
 
+# A catalog's language code (BCP 47's shape: en, zh-CN, zh-Hans-CN), as cases and agents name it.
+LANGUAGE_CODE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+
+
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    language: str = Field(pattern=LANGUAGE_CODE)
     name: str = Field(min_length=1, description="the language's own name, e.g. 中文")
+    english_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="its name in English, e.g. Mandarin Chinese: how the screen on an agent's "
+        "phone (said in English) names a caller's language",
+    )
     voice: str = Field(pattern=VOICE_PATTERN)
     say_language: str = Field(min_length=2, description="<Say language>, e.g. en-US, cmn-CN")
     speech_language: str = Field(min_length=2, description="<Gather language>, e.g. cmn-Hans-CN")

@@ -2566,8 +2566,9 @@ def test_a_mandarin_speaking_victim_is_offered_to_the_agent_who_speaks_mandarin(
     check_twiml: Callable[[str], None],
 ) -> None:
     """alice speaks English and has waited longest; mei speaks Mandarin. A victim who chose
-    中文 is offered to mei, whose phone rings; alice is passed over, still available. The
-    case says the caller's language, and a supervisor sets who speaks what."""
+    中文 is offered to mei, whose phone rings and says the caller's language; alice is passed
+    over, still available. The case says the language too, and a supervisor sets who speaks
+    what."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     mei = make_user(db, "mei", "agent", "+15005558888")
     sam = make_user(db, "sam", "supervisor")
@@ -2587,7 +2588,10 @@ def test_a_mandarin_speaking_victim_is_offered_to_the_agent_who_speaks_mandarin(
         )
         assert answer.status_code == status
     hotline = app.state.hotline
-    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
     seen: list[Any] = []
 
     def holds(poll: int) -> bool:
@@ -2601,6 +2605,9 @@ def test_a_mandarin_speaking_victim_is_offered_to_the_agent_who_speaks_mandarin(
     )
     assert seen == [1, "zh-CN"]
     assert record.dialed == "+15005558888" and record.agent_took is True
+    # mei's phone, before she takes the call, hears in English what language to answer in.
+    [screen] = [d for d in documents if "Press 1 to take the call" in d]
+    assert "emergency priority, in Mandarin Chinese. Press 1" in screen
     assert presence(client, alice)["available"] is True
     board = {a["name"]: a for a in api(client, sam, "GET", "/api/agents")}
     assert (board["alice"]["state"], board["mei"]["state"]) == ("available", "on_case")
