@@ -476,7 +476,14 @@ def set_agent_away(name: AgentName, user: SupervisorUser, hotline: HotlineDep) -
     Audited (`set_away`), when they were available."""
     if not hotline.set_away(name, user):
         raise HTTPException(404, "no such agent")
-    return next(a for a in agents(user, hotline) if a.name == name)
+    return _agent_state(name, user, hotline)
+
+
+def _agent_state(name: str, user: User, hotline: Hotline) -> AgentState:
+    found = next((a for a in agents(user, hotline) if a.name == name), None)
+    if found is None:  # revoked meanwhile
+        raise HTTPException(404, "no such agent")
+    return found
 
 
 LanguageCode = Annotated[str, Field(pattern=LANGUAGE_CODE.pattern)]
@@ -513,10 +520,14 @@ def set_agent_languages(
             f"no prompt catalog speaks {', '.join(unknown)}: callers choose from "
             f"{', '.join(known)}",
         )
-    with hotline.db.connect() as conn:
-        if not set_languages(conn, name=name, languages=body.languages):
-            raise HTTPException(404, "no such agent")
-    return next(a for a in agents(user, hotline) if a.name == name)
+    try:
+        with hotline.db.connect() as conn:
+            found = set_languages(conn, name=name, languages=body.languages)
+    except ValueError as exc:  # more than the column holds
+        raise HTTPException(422, str(exc)) from None
+    if not found:
+        raise HTTPException(404, "no such agent")
+    return _agent_state(name, user, hotline)
 
 
 @router.post(

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     delete,
+    false,
     func,
     insert,
     literal,
@@ -206,7 +207,8 @@ def merge_into(case: dict[str, Any], *, flags: dict[str, Any], uid: str | None) 
 
 
 def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:
-    """Claimable cases in exactly the order agents will get them."""
+    """Claimable cases in serving order: the order agents get them in (an agent who speaks
+    only some languages may be passed a case in another: `claim_next`)."""
     with reading(conn):
         rows = (
             conn.execute(
@@ -277,8 +279,21 @@ def _claim_first(*where: Any) -> Update:
     )
 
 
+# ...and a case in a language no agent on shift speaks is anyone's at once: waiting for an
+# agent who is not there helps nobody.
+_UNCOVERED = cases.c.language.not_in(bindparam("covered", expanding=True))
 _CLAIM_NEXT = _claim_first()
-_CLAIM_SPOKEN = _claim_first(_SPOKEN)
+# (asked, some agent on shift speaks every language): the claim of an agent who speaks only
+# some. Asking, an emergency in any language comes first, as the desk promises.
+_CLAIMS_SPOKEN: dict[tuple[bool, bool], Update] = {
+    (asked, all_covered): _claim_first(
+        _SPOKEN
+        | (false() if all_covered else _UNCOVERED)
+        | ((cases.c.lane == 0) if asked else false())
+    )
+    for asked in (False, True)
+    for all_covered in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -299,6 +314,29 @@ def spoken(languages: str | None) -> list[str] | None:
     return found or None
 
 
+def covered(conn: Connection, *, now: datetime) -> list[str] | None:
+    """The languages spoken by the agents on shift (available, or with a case now): None when
+    one of them speaks every language."""
+    holding = select(cases.c.id).where(cases.c.agent_id == users.c.id, HELD_NOW).exists()
+    with reading(conn):
+        rows = conn.execute(
+            select(users.c.languages)
+            .distinct()
+            .where(
+                users.c.role == "agent",
+                users.c.revoked_at.is_(None),
+                _available_after(now) | holding,
+            )
+        ).scalars()
+        found: set[str] = set()
+        for languages in rows:
+            codes = spoken(languages)
+            if codes is None:
+                return None
+            found.update(codes)
+    return sorted(found)
+
+
 def claim_next(
     conn: Connection,
     *,
@@ -307,23 +345,29 @@ def claim_next(
     live_offer: str | None = None,
     speaks: list[str] | None = None,
     wait: LanguageWait = LanguageWait(),
+    on_shift: list[str] | None = None,
+    asked: bool = False,
 ) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
     One statement (one round trip); None when no case is waiting, or when every waiting case
     is being claimed by another agent at this very moment. `live_offer`: the offer recorded
     if the case's caller is waiting on the line (OFFER_HOLD_LOOP, OFFER_REDIRECTED); a call
     back's offer is set once it is known how the caller will be reached. `speaks`: the
-    agent's languages; only a case in one of them, or one that has waited `wait` for such
-    an agent (None: any case)."""
+    agent's languages; only a case in one of them, one that has waited `wait` for such an
+    agent, or one in a language no agent on shift speaks (`on_shift`, as `covered` gives
+    it; None: someone speaks every language). `asked`: an emergency in any language too.
+    (`speaks` None: any case.)"""
     params: dict[str, Any] = {"agent": agent_id, "now": now, "live_offer": live_offer}
     statement = _CLAIM_NEXT
     if speaks is not None:
-        statement = _CLAIM_SPOKEN
+        statement = _CLAIMS_SPOKEN[asked, on_shift is None]
         params |= {
             "speaks": speaks,
             "overflow_at": now - wait.normal,
             "emergency_overflow_at": now - wait.emergency,
         }
+        if on_shift is not None:
+            params["covered"] = on_shift
     with writing(conn):
         claimed = conn.execute(statement, params).mappings().first()
     return None if claimed is None else dict(claimed)
@@ -353,8 +397,9 @@ def claim_if_free(
     `claim_next` gives it, or (None, the case the agent has) and nothing taken. `unasked`:
     an offer to an available agent (presence), made only while they still are (else
     NotAvailable). An agent who speaks only some languages is offered a case in one of them,
-    or one that has waited `wait` for such an agent; asking, they get the next case of all
-    when none of those waits (a caller is better served than an idle agent).
+    one that has waited `wait` for such an agent, or one no agent on shift speaks the
+    language of; asking, an emergency in any language first, and the next case of all when
+    none of those waits (a caller is better served than an idle agent).
 
     The check and the claim are one transaction, and two of one agent's asks (a double
     click, two tabs, two instances) take turns: on PostgreSQL by locking the agent's row, on
@@ -369,8 +414,16 @@ def claim_if_free(
         if holding:
             return None, holding[0]
         speaks = spoken(agent.languages) if agent is not None else None
+        on_shift = None if speaks is None else covered(conn, now=now)
         case = claim_next(
-            conn, agent_id=agent_id, now=now, live_offer=live_offer, speaks=speaks, wait=wait
+            conn,
+            agent_id=agent_id,
+            now=now,
+            live_offer=live_offer,
+            speaks=speaks,
+            wait=wait,
+            on_shift=on_shift,
+            asked=not unasked,
         )
         if case is None and speaks is not None and not unasked:
             case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer)
@@ -435,10 +488,14 @@ def set_available(
 ) -> datetime | None:
     """Available: offered cases as they come (`Hotline.dispatch`), from `now` or from when
     they already were (unless that lapsed); away: cases come only when they ask (`why`: not
-    their own doing). Their available-since after this, None when away (or no such agent)."""
+    their own doing). Their available-since after this, None when away (or no such agent).
+    Away, a case offered at their desk and not accepted yet goes back in line at once: it
+    is nobody's miss, and it must not wait at a desk they left."""
     since = bindparam("now", now, type_=users.c.available_since.type)
     kept = case_when((_available_after(now), users.c.available_since), else_=since)
     with writing(conn):
+        if not available:
+            _withdraw_desk_offers(conn, agent_id)
         value: datetime | None = conn.execute(
             update(users)
             .where(users.c.id == agent_id, users.c.role == "agent")
@@ -446,6 +503,16 @@ def set_available(
             .returning(users.c.available_since)
         ).scalar()
     return value
+
+
+def _withdraw_desk_offers(conn: Connection, agent_id: int) -> None:
+    """The agent's offers at their desk not accepted yet: back in line (before the agent's
+    row is written: every writer of both takes the case first)."""
+    conn.execute(
+        update(cases)
+        .where(cases.c.agent_id == agent_id, HELD_NOW, cases.c.accept_by.is_not(None))
+        .values(**_BACK_IN_LINE)
+    )
 
 
 def presence(
@@ -1521,14 +1588,22 @@ SET_AWAY = "set_away"  # the audit action of a supervisor setting an agent away
 
 def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) -> bool:
     """A supervisor sets an agent away (gone without saying so): nothing comes to them
-    unasked until they say they are available again. Audited with `actor` (who, their
-    name in `reason`), in the same transaction, if they were available. False if there is
-    no such agent (revoked ones included: they are away for good)."""
+    unasked until they say they are available again, and a case offered at their desk and
+    not accepted yet goes back in line. Audited with `actor` (who, their name in `reason`),
+    in the same transaction, if they were available (not lapsed). False if there is no such
+    agent (revoked ones included: they are away for good)."""
     agent = (users.c.name == name) & (users.c.role == "agent") & users.c.revoked_at.is_(None)
     with writing(conn):
-        found = conn.execute(select(users.c.id, users.c.available_since).where(agent)).first()
-        if found is not None and found.available_since is not None:
-            _set_away(conn, [found.id], AWAY_SET)
+        found = conn.execute(select(users.c.id).where(agent)).scalar()
+        if found is None:
+            return False
+        _withdraw_desk_offers(conn, found)
+        changed = conn.execute(
+            update(users)
+            .where(users.c.id == found, _available_after(now))
+            .values(available_since=None, away_reason=AWAY_SET)
+        ).rowcount
+        if changed == 1:
             audit(
                 conn,
                 actor=actor,
@@ -1539,7 +1614,7 @@ def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) 
                 result="ok",
                 now=now,
             )
-    return found is not None
+    return True
 
 
 def reissue_token(conn: Connection, *, name: str) -> str:

@@ -51,6 +51,12 @@ HANG_UP = _hang_up()
 Clock = Callable[[], datetime]
 
 
+NOT_ACCEPTED_IN_TIME = (
+    "not your case: it was not accepted in time (or it is not yours to accept), and went "
+    "back in line"
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -1181,8 +1187,9 @@ class Hotline:
         once it is not theirs (not accepted in time: it went back, and maybe to another)."""
         with self.db.connect() as conn:
             if not cases.accept_offer(conn, case_id=case_id, agent_id=agent.id):
-                self._case_for(conn, case_id, agent, ())  # why not: its CaseRefused
-                raise CaseRefused(409, "the case changed meanwhile; look at it again")
+                if cases.get_case(conn, case_id=case_id) is None:
+                    raise CaseRefused(404, "no such case")
+                raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
 
     def _offer(
         self, case: dict[str, Any], agent: cases.User, offer: str, *, at_desk: bool = False
@@ -1308,8 +1315,11 @@ class Hotline:
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())  # the agent's own only
-            if case["accept_by"] is not None:  # acting on an offer at the desk accepts it
-                cases.accept_offer(conn, case_id=case_id, agent_id=agent.id)
+            # Acting on an offer at the desk accepts it; unless it went back meanwhile.
+            if case["accept_by"] is not None and not cases.accept_offer(
+                conn, case_id=case_id, agent_id=agent.id
+            ):
+                raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
             uid = uid or case["account_uid"]
             if not uid:
                 raise CaseRefused(

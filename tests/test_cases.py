@@ -1333,3 +1333,100 @@ def test_an_agents_languages_are_codes_and_all_means_every_one(db: Engine) -> No
             with pytest.raises(ValueError):
                 cases.set_languages(conn, name="ana", languages=bad)
     assert stored() is None
+
+
+def test_a_language_no_agent_on_shift_speaks_waits_for_nobody(db: Engine) -> None:
+    """Only ana is on shift, and she speaks English: a Mandarin caller is hers at once, not
+    after the overflow (nobody who speaks Mandarin is there to wait for). mei, who does,
+    comes on shift: the next Mandarin caller waits for her."""
+    wait = cases.LanguageWait(normal=timedelta(seconds=60), emergency=timedelta(seconds=15))
+    first = add_case(db, 1, "normal", T0, language="zh-CN", caller="+15005550001")
+    second = add_case(db, 2, "normal", T0 + SECOND, language="zh-CN", caller="+15005550002")
+    with db.connect() as conn:
+        for n in (1, 2):  # call backs: a case is resolved once its agent has dealt with it
+            cases.abandon_for_call(conn, call_sid=sid(n), now=T0 + SECOND)
+    ana, mei = agent_id(db), agent_id(db, "mei")
+    speaks(db, "ana", ["en"])
+    speaks(db, "mei", ["zh-CN"])
+    available(db, ana, T0)
+    soon = T0 + 5 * SECOND
+    with db.connect() as conn:
+        assert cases.covered(conn, now=soon) == ["en"]
+        taken, _ = cases.claim_if_free(conn, agent_id=ana, now=soon, unasked=True, wait=wait)
+    assert taken["id"] == first
+    available(db, mei, soon)
+    with db.connect() as conn:
+        assert cases.covered(conn, now=soon) == ["en", "zh-CN"]  # ana on her case, mei available
+        assert cases.resolve(conn, case_id=first, status="offered", now=soon, notes="ok")
+        assert cases.claim_if_free(conn, agent_id=ana, now=soon, unasked=True, wait=wait) == (
+            None,
+            None,
+        )
+    with db.connect() as conn:
+        cases.set_available(conn, agent_id=mei, available=False, now=soon)  # mei leaves
+        taken, _ = cases.claim_if_free(conn, agent_id=ana, now=soon, unasked=True, wait=wait)
+    assert taken["id"] == second
+
+
+def test_an_agent_who_asks_gets_an_emergency_in_any_language_first(db: Engine) -> None:
+    """ana speaks English and asks for the next case: the Mandarin hijack victim (5 s in line,
+    mei on shift to speak to them) comes before the English caller, as the desk promises;
+    offered unasked, ana would get the English caller."""
+    wait = cases.LanguageWait(normal=timedelta(seconds=60), emergency=timedelta(seconds=15))
+    victim = add_case(db, 1, "emergency", T0, language="zh-CN")
+    english = add_case(db, 2, "normal", T0, language="en")
+    ana, mei = agent_id(db), agent_id(db, "mei")
+    speaks(db, "ana", ["en"])
+    speaks(db, "mei", ["zh-CN"])
+    available(db, ana, T0)
+    available(db, mei, T0)
+    soon = T0 + 5 * SECOND
+    with db.connect() as conn:
+        unasked, _ = cases.claim_if_free(conn, agent_id=ana, now=soon, unasked=True, wait=wait)
+        assert unasked["id"] == english
+        assert cases.requeue(conn, case_id=english)
+        asked, _ = cases.claim_if_free(conn, agent_id=ana, now=soon, wait=wait)
+    assert asked["id"] == victim
+
+
+def test_going_away_puts_an_offer_at_the_desk_back_at_once_as_nobodys_miss(db: Engine) -> None:
+    """ana is offered a withheld victim's case at her desk, then goes away (or is set away by
+    a supervisor, or signs out) before accepting: it does not wait at her empty desk for its
+    time; it goes back, and nobody missed anything."""
+    victim = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(1), now=T0)
+    ana = agent_id(db)
+    for away in ("herself", "supervisor"):
+        available(db, ana, T0)
+        taken, _ = unasked(db, ana, T0 + MINUTE)
+        assert taken["id"] == victim
+        with db.connect() as conn:
+            cases.set_offer(
+                conn,
+                case_id=victim,
+                agent_id=ana,
+                offer=cases.OFFER_NO_NUMBER,
+                accept_by=T0 + 2 * MINUTE,
+            )
+            if away == "herself":
+                cases.set_available(conn, agent_id=ana, available=False, now=T0 + MINUTE)
+            else:
+                assert cases.set_away_by_name(conn, name="ana", actor="supervisor:sam", now=T0)
+        assert waiting_ids(db) == [victim], away
+        row = case_row(db, victim)
+        assert (row["agent_id"], row["accept_by"], row["status"]) == (None, None, "abandoned")
+    with db.connect() as conn:
+        actions = conn.execute(select(audit_log.c.action)).scalars().all()
+    assert actions == [cases.SET_AWAY]  # no missed offer; the supervisor's act audited
+
+
+def test_setting_away_an_agent_already_away_audits_nothing(db: Engine) -> None:
+    agent_id(db)
+    lapsed = T0 + cases.AVAILABLE_AT_MOST + MINUTE
+    available(db, agent_id(db, "bo"), T0)
+    with db.connect() as conn:
+        assert cases.set_away_by_name(conn, name="ana", actor="supervisor:sam", now=T0)
+        assert cases.set_away_by_name(conn, name="bo", actor="supervisor:sam", now=lapsed)
+        assert not cases.set_away_by_name(conn, name="nobody", actor="supervisor:sam", now=T0)
+        assert conn.execute(select(audit_log)).first() is None

@@ -626,6 +626,9 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     [section] = doc.xpath("//section[contains(@class, 'case')]")
     assert "emergency" in section.get("class")
     assert texts(section, ".//dd[@class='case-language']") == ["en"]  # what to speak to them
+    # Not the number yet: dialled before accepting, it could go to the next agent, who calls too.
+    assert "shown once you accept" in section.text_content()
+    assert VICTIM[-4:] not in section.text_content()
     [alert] = texts(section, ".//p[contains(@class, 'to-accept')]")
     assert f"accept it by {accept_by:%H:%M:%S} UTC" in alert
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
@@ -645,6 +648,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert not section.xpath(".//p[contains(@class, 'to-accept')]")
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
     assert [a.rsplit("/", 1)[1] for a in actions] == ["freeze", "resolve", "requeue"]
+    assert VICTIM in section.text_content()  # now the number to call
     # Accepted twice (a double click): still hers, and said so.
     assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
 

@@ -2419,7 +2419,11 @@ def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_
     assert api(client, alice, "GET", "/api/agents/cases") == []
     [offer] = api(client, bob, "GET", "/api/agents/cases")
     refused = client.post(f"/api/cases/{offer['id']}/accept", headers=bearer(alice))
-    assert refused.status_code == 409
+    assert refused.status_code == 409 and "not accepted in time" in refused.json()["detail"]
+    late = {"reason": "hijack"}
+    frozen_late = client.post(f"/api/cases/{offer['id']}/freeze", json=late, headers=bearer(alice))
+    assert frozen_late.status_code == 409  # not hers: nothing frozen on her say
+    assert client.post("/api/cases/999999/accept", headers=bearer(alice)).status_code == 404
     # bob freezes the victim's account at once: acting on the case accepts it.
     frozen = api(client, bob, "POST", f"/api/cases/{offer['id']}/freeze", json={"reason": "hijack"})
     assert frozen["frozen"] is True

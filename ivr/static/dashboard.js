@@ -20,6 +20,9 @@
           return response.ok ? response.text() : null;
         })
         .then(function (html) {
+          if (html !== null && live.contains(document.activeElement)) {
+            return; // a button in it has the focus (Set away): swap it at the next refresh
+          }
           if (html !== null) {
             live.innerHTML = html; // our own server-rendered, escaped fragment
             live.removeAttribute("data-stale");
