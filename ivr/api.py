@@ -510,8 +510,10 @@ def set_agent_languages(
 ) -> AgentState:
     """Say which languages an agent speaks (as `ivr users languages`): callers in them are
     offered to this agent first, and callers in others only once they have waited
-    IVR_LANGUAGE_OVERFLOW (IVR_EMERGENCY_LANGUAGE_OVERFLOW in the emergency lane). Asking
-    for the next case, they get the next of all when none in their languages waits."""
+    IVR_LANGUAGE_OVERFLOW (IVR_EMERGENCY_LANGUAGE_OVERFLOW in the emergency lane), or at
+    once when no agent on shift speaks their language. Asking for the next case, they get
+    an emergency in any language first, and the next of all when none in their languages
+    waits."""
     known = hotline.trees.current.catalogs.languages
     unknown = [code for code in body.languages or [] if code not in known]
     if unknown:
