@@ -909,24 +909,43 @@ def _agents_offer(
         )
 
 
-def set_offer(
+def set_offer(conn: Connection, *, case_id: int, agent_id: int, offer: str) -> bool:
+    """Record how the agent's offer of the case reaches its caller, if it is still theirs."""
+    return _agents_offer(conn, case_id=case_id, agent_id=agent_id, status="offered", offer=offer)
+
+
+DeskOffer = Literal["offered", "lost", "away"]
+
+
+def offer_at_desk(
     conn: Connection,
     *,
     case_id: int,
     agent_id: int,
     offer: str,
-    accept_by: datetime | None = None,
-) -> bool:
-    """Record how the agent's offer of the case reaches its caller, if it is still theirs.
-    `accept_by`: an offer made at their desk, which nothing rings for (`accept_offer`)."""
-    return _agents_offer(
-        conn,
-        case_id=case_id,
-        agent_id=agent_id,
-        status="offered",
-        offer=offer,
-        accept_by=accept_by,
-    )
+    now: datetime,
+    accept_by: datetime,
+) -> DeskOffer:
+    """Offer the agent's case at their desk, to accept by `accept_by` (`accept_offer`):
+    "offered"; "lost" if it is not theirs any more; "away" if they went away since it was
+    claimed for them: it is back in line, as nobody's miss. The agent's row is read under
+    its lock, after the case's (the lock order of every writer of both): going away either
+    comes first and is seen here, or comes after and withdraws this offer."""
+    with writing(conn):
+        if not _agents_offer(
+            conn,
+            case_id=case_id,
+            agent_id=agent_id,
+            status="offered",
+            offer=offer,
+            accept_by=accept_by,
+        ):
+            return "lost"
+        agent = conn.execute(_AGENT_TURN, {"agent": agent_id}).first()
+        if agent is not None and agent.revoked_at is None and _still_available(agent, now):
+            return "offered"
+        conn.execute(update(cases).where(cases.c.id == case_id).values(**_BACK_IN_LINE))
+        return "away"
 
 
 def accept_offer(conn: Connection, *, case_id: int, agent_id: int) -> bool:
@@ -1603,6 +1622,8 @@ def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) 
             .where(users.c.id == found, _available_after(now))
             .values(available_since=None, away_reason=AWAY_SET)
         ).rowcount
+        # A lapsed availability too: else the end of a case they hold would revive it.
+        _set_away(conn, [found], AWAY_SET)
         if changed == 1:
             audit(
                 conn,

@@ -1197,14 +1197,24 @@ class Hotline:
         """Record how the offer reaches its caller; ConnectFailed if it is not the agent's
         any more (taken back between the claim and this), so nothing is dialled for it.
         `at_desk`: nothing rings the agent, who did not ask: theirs once they accept it."""
-        accept_by = None
-        if at_desk:
-            accept_by = self.clock() + timedelta(seconds=self.settings.accept_timeout_seconds)
         with self.db.connect() as conn:
-            if not cases.set_offer(
-                conn, case_id=case["id"], agent_id=agent.id, offer=offer, accept_by=accept_by
-            ):
-                raise ConnectFailed(case["id"], LOST_AS_TAKEN)
+            if not at_desk:
+                if not cases.set_offer(conn, case_id=case["id"], agent_id=agent.id, offer=offer):
+                    raise ConnectFailed(case["id"], LOST_AS_TAKEN)
+                return
+            now = self.clock()
+            placed = cases.offer_at_desk(
+                conn,
+                case_id=case["id"],
+                agent_id=agent.id,
+                offer=offer,
+                now=now,
+                accept_by=now + timedelta(seconds=self.settings.accept_timeout_seconds),
+            )
+        if placed == "lost":
+            raise ConnectFailed(case["id"], LOST_AS_TAKEN)
+        if placed == "away":
+            raise ConnectFailed(case["id"], "its agent went away as it was offered: back in line")
 
     def _connect_live(
         self, case: dict[str, Any], agent: cases.User, now: datetime

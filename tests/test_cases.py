@@ -1149,8 +1149,16 @@ def test_an_offer_at_the_desk_goes_back_unless_accepted_in_time(db: Engine) -> N
     taken, _ = unasked(db, ana, now)
     assert taken["id"] == withheld
     with db.connect() as conn:
-        assert cases.set_offer(
-            conn, case_id=withheld, agent_id=ana, offer=cases.OFFER_NO_NUMBER, accept_by=accept_by
+        assert (
+            cases.offer_at_desk(
+                conn,
+                case_id=withheld,
+                agent_id=ana,
+                offer=cases.OFFER_NO_NUMBER,
+                now=now,
+                accept_by=accept_by,
+            )
+            == "offered"
         )
         assert cases.unaccepted(conn, now=accept_by) == []
         late = accept_by + SECOND
@@ -1171,8 +1179,13 @@ def test_an_offer_at_the_desk_goes_back_unless_accepted_in_time(db: Engine) -> N
     taken, _ = unasked(db, bo, late)
     assert taken["id"] == withheld
     with db.connect() as conn:
-        cases.set_offer(
-            conn, case_id=withheld, agent_id=bo, offer=cases.OFFER_NO_NUMBER, accept_by=accept_by
+        cases.offer_at_desk(
+            conn,
+            case_id=withheld,
+            agent_id=bo,
+            offer=cases.OFFER_NO_NUMBER,
+            now=late,
+            accept_by=accept_by,
         )
         assert cases.accept_offer(conn, case_id=withheld, agent_id=bo)
         assert cases.accept_offer(conn, case_id=withheld, agent_id=bo)  # again: still his
@@ -1402,13 +1415,15 @@ def test_going_away_puts_an_offer_at_the_desk_back_at_once_as_nobodys_miss(db: E
         taken, _ = unasked(db, ana, T0 + MINUTE)
         assert taken["id"] == victim
         with db.connect() as conn:
-            cases.set_offer(
+            placed = cases.offer_at_desk(
                 conn,
                 case_id=victim,
                 agent_id=ana,
                 offer=cases.OFFER_NO_NUMBER,
+                now=T0 + MINUTE,
                 accept_by=T0 + 2 * MINUTE,
             )
+            assert placed == "offered"
             if away == "herself":
                 cases.set_available(conn, agent_id=ana, available=False, now=T0 + MINUTE)
             else:
@@ -1430,3 +1445,81 @@ def test_setting_away_an_agent_already_away_audits_nothing(db: Engine) -> None:
         assert cases.set_away_by_name(conn, name="bo", actor="supervisor:sam", now=lapsed)
         assert not cases.set_away_by_name(conn, name="nobody", actor="supervisor:sam", now=T0)
         assert conn.execute(select(audit_log)).first() is None
+
+
+def test_an_agent_who_goes_away_as_a_case_is_offered_at_their_desk_is_not_given_it(
+    db: Engine,
+) -> None:
+    """The dispatch claimed a case for ana; before it is offered at her desk she goes away:
+    it goes back in line at once, as nobody's miss, not to wait at her empty desk."""
+    victim = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(1), now=T0)
+    ana = agent_id(db)
+    available(db, ana, T0)
+    assert unasked(db, ana, T0 + MINUTE)[0]["id"] == victim
+    available(db, ana, T0 + MINUTE, yes=False)
+    with db.connect() as conn:
+        placed = cases.offer_at_desk(
+            conn,
+            case_id=victim,
+            agent_id=ana,
+            offer=cases.OFFER_NO_NUMBER,
+            now=T0 + MINUTE,
+            accept_by=T0 + 2 * MINUTE,
+        )
+        assert placed == "away"
+        assert conn.execute(select(audit_log)).first() is None
+    assert waiting_ids(db) == [victim]
+    assert case_row(db, victim)["accept_by"] is None
+
+
+def test_going_away_leaves_an_agent_the_cases_they_are_serving(db: Engine) -> None:
+    """Only an offer at the desk not yet accepted goes back when its agent goes away: a
+    caller put through to them, and a desk offer they accepted, stay theirs."""
+    connected = add_case(db, 1, "normal", T0, caller="+15005550001")
+    accepted = add_case(db, 2, "emergency", T0, caller="anonymous", uid="10000001")
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(2), now=T0)
+    ana, bo = agent_id(db), agent_id(db, "bo")
+    for agent in (ana, bo):
+        available(db, agent, T0)
+    assert claim(db, ana, T0 + MINUTE)["id"] == accepted  # type: ignore[index]
+    assert claim(db, bo, T0 + MINUTE)["id"] == connected  # type: ignore[index]
+    with db.connect() as conn:
+        cases.offer_at_desk(
+            conn,
+            case_id=accepted,
+            agent_id=ana,
+            offer=cases.OFFER_NO_NUMBER,
+            now=T0 + MINUTE,
+            accept_by=T0 + 2 * MINUTE,
+        )
+        assert cases.accept_offer(conn, case_id=accepted, agent_id=ana)
+        assert cases.set_status(conn, case_id=connected, status="connected", now=T0 + MINUTE)
+        cases.set_available(conn, agent_id=ana, available=False, now=T0 + MINUTE)
+        assert cases.set_away_by_name(conn, name="bo", actor="supervisor:sam", now=T0 + MINUTE)
+    assert waiting_ids(db) == []
+    assert (case_row(db, accepted)["agent_id"], case_row(db, connected)["agent_id"]) == (ana, bo)
+
+
+def test_an_agent_set_away_after_their_availability_lapsed_stays_away(db: Engine) -> None:
+    """bo's availability lapsed while he held a case; a supervisor sets him away (nothing to
+    audit: he was away already). When his case ends he is not available again."""
+    add_case(db, 1, "normal", T0, caller="+15005550001")
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(1), now=T0)
+    bo = agent_id(db, "bo")
+    available(db, bo, T0)
+    taken = claim(db, bo, T0 + cases.AVAILABLE_AT_MOST - MINUTE)
+    assert taken is not None
+    later = T0 + cases.AVAILABLE_AT_MOST + MINUTE
+    with db.connect() as conn:
+        assert cases.set_away_by_name(conn, name="bo", actor="supervisor:sam", now=later)
+    with db.connect() as conn:
+        assert conn.execute(select(audit_log)).first() is None
+    with db.connect() as conn:
+        assert cases.resolve(
+            conn, case_id=taken["id"], status="offered", now=later + MINUTE, notes="done"
+        )
+        assert cases.presence(conn, agent_id=bo, now=later + MINUTE) == (None, cases.AWAY_SET)

@@ -21,11 +21,14 @@
         })
         .then(function (html) {
           if (html !== null && live.contains(document.activeElement)) {
-            return; // a button in it has the focus (Set away): swap it at the next refresh
+            // A button in it has the focus (Set away): swap it once the focus leaves.
+            live.setAttribute("data-paused", "true");
+            return;
           }
           if (html !== null) {
             live.innerHTML = html; // our own server-rendered, escaped fragment
             live.removeAttribute("data-stale");
+            live.removeAttribute("data-paused");
             if (swapped) {
               swapped();
             }
