@@ -1097,6 +1097,28 @@ def case_row(db: Engine, case_id: int) -> dict[str, Any]:
     return found
 
 
+def withheld_victim(db: Engine, n: int = 1) -> int:
+    """A verified hijack victim who withheld their number and hung up: a call back nothing
+    can ring an agent's phone for."""
+    victim = add_case(db, n, "emergency", T0, caller="anonymous", uid="10000001")
+    with db.connect() as conn:
+        cases.abandon_for_call(conn, call_sid=sid(n), now=T0)
+    return victim
+
+
+def at_desk(db: Engine, case_id: int, agent: int, now: datetime) -> cases.DeskOffer:
+    """Offer the agent's case at their desk, to accept within a minute."""
+    with db.connect() as conn:
+        return cases.offer_at_desk(
+            conn,
+            case_id=case_id,
+            agent_id=agent,
+            offer=cases.OFFER_NO_NUMBER,
+            now=now,
+            accept_by=now + MINUTE,
+        )
+
+
 def unasked(db: Engine, agent: int, now: datetime) -> Any:
     with db.connect() as conn:
         return cases.claim_if_free(conn, agent_id=agent, now=now, unasked=True)
@@ -1406,24 +1428,14 @@ def test_going_away_puts_an_offer_at_the_desk_back_at_once_as_nobodys_miss(db: E
     """ana is offered a withheld victim's case at her desk, then goes away (or is set away by
     a supervisor, or signs out) before accepting: it does not wait at her empty desk for its
     time; it goes back, and nobody missed anything."""
-    victim = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
-    with db.connect() as conn:
-        cases.abandon_for_call(conn, call_sid=sid(1), now=T0)
+    victim = withheld_victim(db)
     ana = agent_id(db)
     for away in ("herself", "supervisor"):
         available(db, ana, T0)
         taken, _ = unasked(db, ana, T0 + MINUTE)
         assert taken["id"] == victim
+        assert at_desk(db, victim, ana, T0 + MINUTE) == "offered"
         with db.connect() as conn:
-            placed = cases.offer_at_desk(
-                conn,
-                case_id=victim,
-                agent_id=ana,
-                offer=cases.OFFER_NO_NUMBER,
-                now=T0 + MINUTE,
-                accept_by=T0 + 2 * MINUTE,
-            )
-            assert placed == "offered"
             if away == "herself":
                 cases.set_available(conn, agent_id=ana, available=False, now=T0 + MINUTE)
             else:
@@ -1452,23 +1464,13 @@ def test_an_agent_who_goes_away_as_a_case_is_offered_at_their_desk_is_not_given_
 ) -> None:
     """The dispatch claimed a case for ana; before it is offered at her desk she goes away:
     it goes back in line at once, as nobody's miss, not to wait at her empty desk."""
-    victim = add_case(db, 1, "emergency", T0, caller="anonymous", uid="10000001")
-    with db.connect() as conn:
-        cases.abandon_for_call(conn, call_sid=sid(1), now=T0)
+    victim = withheld_victim(db)
     ana = agent_id(db)
     available(db, ana, T0)
     assert unasked(db, ana, T0 + MINUTE)[0]["id"] == victim
     available(db, ana, T0 + MINUTE, yes=False)
+    assert at_desk(db, victim, ana, T0 + MINUTE) == "away"
     with db.connect() as conn:
-        placed = cases.offer_at_desk(
-            conn,
-            case_id=victim,
-            agent_id=ana,
-            offer=cases.OFFER_NO_NUMBER,
-            now=T0 + MINUTE,
-            accept_by=T0 + 2 * MINUTE,
-        )
-        assert placed == "away"
         assert conn.execute(select(audit_log)).first() is None
     assert waiting_ids(db) == [victim]
     assert case_row(db, victim)["accept_by"] is None
@@ -1478,23 +1480,14 @@ def test_going_away_leaves_an_agent_the_cases_they_are_serving(db: Engine) -> No
     """Only an offer at the desk not yet accepted goes back when its agent goes away: a
     caller put through to them, and a desk offer they accepted, stay theirs."""
     connected = add_case(db, 1, "normal", T0, caller="+15005550001")
-    accepted = add_case(db, 2, "emergency", T0, caller="anonymous", uid="10000001")
-    with db.connect() as conn:
-        cases.abandon_for_call(conn, call_sid=sid(2), now=T0)
+    accepted = withheld_victim(db, 2)
     ana, bo = agent_id(db), agent_id(db, "bo")
     for agent in (ana, bo):
         available(db, agent, T0)
     assert claim(db, ana, T0 + MINUTE)["id"] == accepted  # type: ignore[index]
     assert claim(db, bo, T0 + MINUTE)["id"] == connected  # type: ignore[index]
+    assert at_desk(db, accepted, ana, T0 + MINUTE) == "offered"
     with db.connect() as conn:
-        cases.offer_at_desk(
-            conn,
-            case_id=accepted,
-            agent_id=ana,
-            offer=cases.OFFER_NO_NUMBER,
-            now=T0 + MINUTE,
-            accept_by=T0 + 2 * MINUTE,
-        )
         assert cases.accept_offer(conn, case_id=accepted, agent_id=ana)
         assert cases.set_status(conn, case_id=connected, status="connected", now=T0 + MINUTE)
         cases.set_available(conn, agent_id=ana, available=False, now=T0 + MINUTE)
