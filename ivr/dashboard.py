@@ -474,6 +474,28 @@ def agent_away(request: Request, hotline: HotlineDep, name: api.AgentName) -> Re
     return redirect(f"{PREFIX}/queue?{urlencode({'said': 'set_away'})}")
 
 
+@router.post("/agents/{name}/languages")
+def agent_languages(
+    request: Request,
+    hotline: HotlineDep,
+    name: api.AgentName,
+    languages: Annotated[str, Form()] = "",
+) -> Response:
+    """A supervisor says which languages an agent speaks: codes, comma-separated, or "all"."""
+    user = _acting(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    codes = [c.strip() for c in languages.split(",") if c.strip()]
+    try:
+        body = api.Languages(languages=None if codes in ([], ["all"]) else codes)
+        api.set_agent_languages(name, body, user, hotline)
+    except (ValidationError, HTTPException) as exc:
+        why = "Languages are codes of the prompt catalogs (en,zh-CN), or all."
+        status, error = _refusal(exc, why)
+        return _queue_page(request, hotline, user, error=error, status=status)
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'languages_set'})}")
+
+
 @router.get("/queue/rows")
 def queue_rows(request: Request, hotline: HotlineDep) -> Response:
     """The queue table alone, fetched by the page every few seconds."""
@@ -506,6 +528,7 @@ SAID = {
     "requeued": "The case is back in its place in line.",
     "accepted": "The case is yours: nothing takes it back now.",
     "set_away": "The agent is away: no case comes to them until they say they are available.",
+    "languages_set": "Callers in the agent's languages are offered to them first now.",
     "announced": "Every caller hears the announcement first now.",
     "announcement_cleared": "Callers hear no announcement any more.",
 }

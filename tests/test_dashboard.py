@@ -664,17 +664,46 @@ def test_a_supervisor_sets_an_agent_away_from_the_queue_page(
     [row] = page(client, "/dashboard/queue").xpath("//tr[@data-agent='alice']")
     assert not row.xpath(".//form")
     signed_in(client, supervisor)
+    away = ".//form[contains(@action, '/away')]/@action"
     [row] = page(client, "/dashboard/queue").xpath("//tr[@data-agent='alice']")
-    assert row.xpath(".//form/@action") == ["/dashboard/agents/alice/away"]
-    assert not page(client, "/dashboard/queue").xpath("//tr[@data-agent='bob']//form")
+    assert row.xpath(away) == ["/dashboard/agents/alice/away"]
+    [bobs] = page(client, "/dashboard/queue").xpath("//tr[@data-agent='bob']")
+    assert not bobs.xpath(away)  # away already
     done = act(client, "/dashboard/agents/alice/away")
     assert done.headers["location"] == "/dashboard/queue?said=set_away"
     doc = page(client, "/dashboard/queue", said="set_away")
     assert texts(doc, "//p[@role='status']") == [dashboard.SAID["set_away"]]
     [row] = doc.xpath("//tr[@data-agent='alice']")
-    assert row.get("class") == "agent-away" and not row.xpath(".//form")
+    assert row.get("class") == "agent-away" and not row.xpath(away)
     gone = client.get("/api/agents/presence", headers=bearer(agent)).json()
     assert gone["away_reason"] == "set_away"
+
+
+def test_a_supervisor_says_which_languages_an_agent_speaks_on_the_queue_page(
+    client: TestClient, agent: str, supervisor: str
+) -> None:
+    """Codes, comma-separated, or "all"; a language no catalog speaks is refused, saying
+    which ones callers choose from, and changes nothing."""
+
+    def spoken() -> Any:
+        board = client.get("/api/agents", headers=bearer(supervisor)).json()
+        return {a["name"]: a["languages"] for a in board}["alice"]
+
+    signed_in(client, agent)
+    assert not page(client, "/dashboard/queue").xpath("//form[contains(@action, '/languages')]")
+    signed_in(client, supervisor)
+    [field] = page(client, "/dashboard/queue").xpath("//input[@id='speaks-alice']")
+    assert field.get("value") == "all"
+    done = act(client, "/dashboard/agents/alice/languages", languages="zh-CN, en")
+    assert done.headers["location"] == "/dashboard/queue?said=languages_set"
+    assert spoken() == ["en", "zh-CN"]
+    [field] = page(client, "/dashboard/queue").xpath("//input[@id='speaks-alice']")
+    assert field.get("value") == "en,zh-CN"
+    refused = act(client, "/dashboard/agents/alice/languages", languages="en,fr")
+    assert refused.status_code == 422 and "callers choose from en, zh-CN" in refused.text
+    assert spoken() == ["en", "zh-CN"]
+    act(client, "/dashboard/agents/alice/languages", languages="all")
+    assert spoken() is None
 
 
 def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
