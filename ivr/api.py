@@ -38,6 +38,7 @@ from ivr.cases import (
     ready_in_line,
     set_languages,
     spoken,
+    unspoken,
     waiting_cases,
 )
 from ivr.deps import (
@@ -514,14 +515,9 @@ def set_agent_languages(
     once when no agent on shift speaks their language. Asking for the next case, they get
     an emergency in any language first, and the next of all when none in their languages
     waits."""
-    known = hotline.trees.current.catalogs.languages
-    unknown = [code for code in body.languages or [] if code not in known]
-    if unknown:
-        raise HTTPException(
-            422,
-            f"no prompt catalog speaks {', '.join(unknown)}: callers choose from "
-            f"{', '.join(known)}",
-        )
+    why_not = unspoken(body.languages, hotline.trees.current.catalogs.languages)
+    if why_not:
+        raise HTTPException(422, why_not)
     try:
         with hotline.db.connect() as conn:
             found = set_languages(conn, name=name, languages=body.languages)

@@ -314,6 +314,21 @@ def spoken(languages: str | None) -> list[str] | None:
     return found or None
 
 
+def languages_typed(text: str) -> list[str] | None:
+    """An agent's languages as a person types them: codes, comma-separated ("en, zh-CN");
+    "all", or nothing, for every language."""
+    codes = [code.strip() for code in text.split(",") if code.strip()]
+    return None if codes in ([], ["all"]) else codes
+
+
+def unspoken(codes: list[str] | None, known: list[str]) -> str | None:
+    """Why `codes` cannot be an agent's languages (one no prompt catalog speaks), or None."""
+    unknown = [code for code in codes or [] if code not in known]
+    if not unknown:
+        return None
+    return f"no prompt catalog speaks {', '.join(unknown)}: callers choose from {', '.join(known)}"
+
+
 def covered(conn: Connection, *, now: datetime) -> list[str] | None:
     """The languages spoken by the agents on shift (available, or with a case now): None when
     one of them speaks every language."""

@@ -351,19 +351,16 @@ def users_languages(
     """Say which languages an agent speaks: callers in them are offered to this agent first,
     and callers in others only once they have waited IVR_LANGUAGE_OVERFLOW. "all": every
     language (the default)."""
-    from ivr.cases import set_languages
+    from ivr.cases import languages_typed, set_languages, unspoken
     from ivr.prompts import load_catalogs
 
-    codes = None if languages.strip() == "all" else [c.strip() for c in languages.split(",")]
+    codes = languages_typed(languages)
     try:
-        known = load_catalogs(prompts).languages
+        why_not = unspoken(codes, load_catalogs(prompts).languages)
     except SourceError as exc:
         raise _fail(str(exc)) from None
-    unknown = [c for c in codes or [] if c not in known]
-    if unknown:
-        raise _fail(
-            f"no prompt catalog speaks {', '.join(unknown)}: callers choose from {', '.join(known)}"
-        )
+    if why_not:
+        raise _fail(why_not)
     db = _database(_database_settings())
     try:
         with db.connect() as conn:

@@ -38,7 +38,14 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ivr import api, engine, graph, stats
-from ivr.cases import AWAY_SIGNED_OUT, User, close_session, open_session, user_by_session
+from ivr.cases import (
+    AWAY_SIGNED_OUT,
+    User,
+    close_session,
+    languages_typed,
+    open_session,
+    user_by_session,
+)
 from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, staff_user, wrong_token
 from ivr.hotline import Hotline
 from ivr.tree import CompiledTree
@@ -387,6 +394,10 @@ def _queue_page(
     return render(request, "queue.html", context, user=user, status=status)
 
 
+def _queue_done(said: str) -> RedirectResponse:
+    return redirect(f"{PREFIX}/queue?{urlencode({'said': said})}")
+
+
 @router.get("/queue")
 def queue_page(request: Request, hotline: HotlineDep, said: str = "") -> Response:
     user = gate(request, hotline, STAFF)
@@ -413,7 +424,7 @@ async def announcement_set(request: Request, hotline: HotlineDep) -> Response:
         return await run_in_threadpool(
             _queue_page, request, hotline, user, error=error, status=status, drafted=texts
         )
-    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'announced'})}")
+    return _queue_done("announced")
 
 
 @router.post("/announcement/clear")
@@ -422,7 +433,7 @@ def announcement_clear(request: Request, hotline: HotlineDep) -> Response:
     if isinstance(user, Response):
         return user
     api.clear_announcement(user, hotline)
-    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'announcement_cleared'})}")
+    return _queue_done("announcement_cleared")
 
 
 @router.post("/queue/{case_id}/requeue")
@@ -437,7 +448,7 @@ def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath
     except HTTPException as exc:
         status, error = _refusal(exc, "")
         return _queue_page(request, hotline, user, error=error, status=status)
-    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'requeued'})}")
+    return _queue_done("requeued")
 
 
 @router.post("/queue/{case_id}/resolve")
@@ -456,7 +467,7 @@ def queue_resolve(
     except (ValidationError, HTTPException) as exc:
         status, error = _refusal(exc, TOO_LONG_NOTES)
         return _queue_page(request, hotline, user, error=error, status=status)
-    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'resolved'})}")
+    return _queue_done("resolved")
 
 
 @router.post("/agents/{name}/away")
@@ -471,7 +482,7 @@ def agent_away(request: Request, hotline: HotlineDep, name: api.AgentName) -> Re
     except HTTPException as exc:
         status, error = _refusal(exc, "")
         return _queue_page(request, hotline, user, error=error, status=status)
-    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'set_away'})}")
+    return _queue_done("set_away")
 
 
 @router.post("/agents/{name}/languages")
@@ -485,15 +496,14 @@ def agent_languages(
     user = _acting(request, hotline, SUPERVISORS)
     if isinstance(user, Response):
         return user
-    codes = [c.strip() for c in languages.split(",") if c.strip()]
     try:
-        body = api.Languages(languages=None if codes in ([], ["all"]) else codes)
+        body = api.Languages(languages=languages_typed(languages))
         api.set_agent_languages(name, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         why = "Languages are codes of the prompt catalogs (en,zh-CN), or all."
         status, error = _refusal(exc, why)
         return _queue_page(request, hotline, user, error=error, status=status)
-    return redirect(f"{PREFIX}/queue?{urlencode({'said': 'languages_set'})}")
+    return _queue_done("languages_set")
 
 
 @router.get("/queue/rows")
