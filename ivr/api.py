@@ -8,6 +8,7 @@ GET|PUT /api/agents/presence    available (cases come as they come) or away
 GET  /api/agents                every agent: on a case, available, or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
+GET  /api/oncall/pages          the on-call paged about emergencies left waiting
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from ivr import oncall
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
@@ -296,6 +298,33 @@ def held(user: SupervisorUser, hotline: HotlineDep) -> list[HeldEntry]:
         )
         for r in rows
     ]
+
+
+class Page(BaseModel):
+    """A text to the on-call about an emergency left waiting (IVR_PAGE_NUMBERS)."""
+
+    at: datetime
+    ticket: str | None = Field(description="the emergency case first in line then")
+    waiting: int = Field(description="emergency cases in line then")
+    waited_seconds: int = Field(description="how long the first of them had waited")
+    result: oncall.PageResult = Field(
+        description="`sent` to at least one number, `failed` (Twilio refused every number: "
+        "tried again a minute later), `logged` (no numbers set: the log's error is the alert), "
+        "`sending` (being sent, or the instance stopped while sending)"
+    )
+    sent: int = Field(description="numbers Twilio took the text for")
+    failed: int = Field(description="numbers it refused")
+
+
+@router.get("/oncall/pages")
+def on_call_pages(
+    user: SupervisorUser,
+    hotline: HotlineDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Page]:
+    """The on-call paged because an emergency waited IVR_PAGE_AFTER seconds, newest first."""
+    with hotline.db.connect() as conn:
+        return [Page.model_validate(row) for row in oncall.recent(conn, limit=limit)]
 
 
 @router.get("/queue")

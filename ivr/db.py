@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     event,
     text,
@@ -265,6 +266,24 @@ audit_log = Table(
     Column("case_id", Integer),
     Column("reason", Text),
     Column("result", String(32), nullable=False),
+)
+
+# The on-call paged because an emergency waited too long (`ivr.oncall`): one row a page,
+# unique by turn, so that of two instances seeing the same wait only one pages.
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("turn", Integer, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("next_at", UTCDateTime(), nullable=False),  # no page before it
+    Column("case_id", Integer),  # the emergency first in line
+    Column("waiting", Integer, nullable=False),  # emergencies in line
+    Column("waited_seconds", Integer, nullable=False),  # by the first of them
+    Column("result", String(16), nullable=False),  # sending, sent, failed, logged
+    Column("sent", Integer, nullable=False),  # numbers Twilio took the text for
+    Column("failed", Integer, nullable=False),  # numbers it refused
+    UniqueConstraint("turn", name="uq_pages_turn"),
 )
 
 # What supervisors want every caller to hear first on a bad day. One is current at most: the

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import announcements, cases, engine, store
+from ivr import announcements, cases, engine, oncall, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
@@ -128,11 +128,15 @@ class CaseRefused(Exception):
         self.detail = detail
 
 
-class TwilioCalls(Protocol):
-    """The part of twilio.rest.Client the hotline uses (calls.create, calls(sid).update)."""
+class TwilioRest(Protocol):
+    """The part of twilio.rest.Client the hotline uses (calls.create, calls(sid).update,
+    messages.create)."""
 
     @property
     def calls(self) -> Any: ...
+
+    @property
+    def messages(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ class Hotline:
         *,
         identity: IdentityProvider,
         actions: AccountActions,
-        twilio: TwilioCalls | None = None,
+        twilio: TwilioRest | None = None,
         clock: Clock = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
@@ -1597,6 +1601,50 @@ class Hotline:
         with self.db.connect() as conn:
             self.staffing = cases.staffing(conn, now=self.clock())
         return self.staffing
+
+    def page_on_call(self) -> int | None:
+        """Text the on-call numbers if the emergency case first in line has waited
+        IVR_PAGE_AFTER and the page's turn is this instance's (`ivr.oncall`): one read while
+        nothing has waited that long. The page's id, or None if none was due."""
+        now = self.clock()
+        after = timedelta(seconds=self.settings.page_after_seconds)
+        repeat = timedelta(seconds=self.settings.page_repeat_seconds)
+        with self.db.connect() as conn:
+            late = oncall.overdue(conn, now=now, after=after)
+            if late is None:
+                return None
+            page_id = oncall.take_turn(conn, now=now, overdue=late, repeat=repeat)
+        if page_id is None:
+            return None
+        text = oncall.page_text(
+            late,
+            available=self.staffing.available,
+            at_work=self.staffing.agents,
+            queue_url=f"{self.settings.base_url}/dashboard/queue",
+        )
+        sent = failed = 0
+        for number in self.settings.page_numbers:
+            try:
+                if self.twilio is None:
+                    raise RuntimeError("no Twilio REST client")
+                self.twilio.messages.create(to=number, from_=self.settings.caller_id, body=text)
+            except Exception as exc:
+                failed += 1
+                self.metrics.pages.labels("failed").inc()
+                log.warning("Twilio refused to text an on-call number (%s)", type(exc).__name__)
+            else:
+                sent += 1
+                self.metrics.pages.labels("sent").inc()
+        result: oncall.PageResult = "sent" if sent else "failed" if failed else "logged"
+        with self.db.connect() as conn:
+            oncall.record(conn, page_id=page_id, result=result, sent=sent, failed=failed, now=now)
+        if result == "logged":
+            log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)
+        elif result == "failed":
+            log.error("%s (no on-call number could be texted; trying again in a minute)", text)
+        else:
+            log.warning("%s (texted to %d on-call numbers)", text, sent)
+        return page_id
 
     def follow_active_version(self) -> None:
         """Another instance reloaded or rolled back: switch to the version it made live."""

@@ -6,15 +6,17 @@ there is no default Twilio auth token and no switch that turns signature checks 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ivr.exceptions import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+E164 = r"^\+[1-9]\d{6,14}$"
 
 # Tokens that appear in tutorials and example files; a production hotline must not run on one.
 _PLACEHOLDER_TOKENS = {"changeme", "your_auth_token", "secret", "token", "test", "xxxxxxxx"}
@@ -141,8 +143,16 @@ class Settings(DatabaseSettings):
         default=None, validation_alias="IVR_METRICS_TOKEN", repr=False
     )
     # The number outbound call-backs come from (a Twilio number of this account).
-    caller_id: str | None = Field(
-        default=None, pattern=r"^\+[1-9]\d{6,14}$", validation_alias="IVR_CALLER_ID"
+    caller_id: str | None = Field(default=None, pattern=E164, validation_alias="IVR_CALLER_ID")
+    # The on-call's phones (comma-separated), texted from IVR_CALLER_ID when the emergency
+    # case first in line has waited IVR_PAGE_AFTER seconds, and again every IVR_PAGE_REPEAT
+    # while emergencies keep waiting that long (`ivr.oncall`). None: the page is only logged.
+    page_numbers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="IVR_PAGE_NUMBERS"
+    )
+    page_after_seconds: int = Field(default=60, ge=10, le=3600, validation_alias="IVR_PAGE_AFTER")
+    page_repeat_seconds: int = Field(
+        default=900, ge=60, le=86400, validation_alias="IVR_PAGE_REPEAT"
     )
 
     @field_validator("secret_key")
@@ -177,6 +187,19 @@ class Settings(DatabaseSettings):
             )
         return value
 
+    @field_validator("page_numbers", mode="before")
+    @classmethod
+    def _page_numbers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(n.strip() for n in value.split(",") if n.strip())
+        if isinstance(value, list | tuple):
+            wrong = [str(n) for n in value if not re.fullmatch(E164, str(n))]
+            if wrong:
+                raise ValueError(
+                    f"not phone numbers in E.164 form (+ and 7 to 15 digits): {', '.join(wrong)}"
+                )
+        return value
+
     @field_validator("fallback_queue")
     @classmethod
     def _queue_name(cls, value: str) -> str:
@@ -189,6 +212,15 @@ class Settings(DatabaseSettings):
         if self.identity_url and not (self.identity_key and len(self.identity_key) >= 16):
             raise ValueError(
                 "IVR_IDENTITY_URL needs IVR_IDENTITY_KEY (16+ characters) to sign requests"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pages_can_be_sent(self) -> Settings:
+        if self.page_numbers and not (self.twilio_account_sid and self.caller_id):
+            raise ValueError(
+                "IVR_PAGE_NUMBERS needs TWILIO_ACCOUNT_SID and IVR_CALLER_ID: the on-call are "
+                "texted through Twilio, from that number"
             )
         return self
 
@@ -224,6 +256,7 @@ _ENV_NAMES = {
     "identity_url": "IVR_IDENTITY_URL",
     "identity_key": "IVR_IDENTITY_KEY",
     "caller_id": "IVR_CALLER_ID",
+    "page_numbers": "IVR_PAGE_NUMBERS",
     "call_max_age_seconds": "IVR_CALL_MAX_AGE",
     "sweep_interval_seconds": "IVR_SWEEP_INTERVAL",
     "db_pool_size": "IVR_DB_POOL_SIZE",

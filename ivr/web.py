@@ -45,7 +45,7 @@ from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
-from ivr.hotline import Caller, Clock, Counted, Hotline, TwilioCalls, WouldBlock, utcnow
+from ivr.hotline import Caller, Clock, Counted, Hotline, TwilioRest, WouldBlock, utcnow
 from ivr.identity import (
     AccountActions,
     HttpAccountActions,
@@ -467,7 +467,7 @@ def create_app(
     clock: Clock = utcnow,
     identity: IdentityProvider | None = None,
     actions: AccountActions | None = None,
-    twilio: TwilioCalls | None = None,
+    twilio: TwilioRest | None = None,
     http: httpx.Client | None = None,
 ) -> FastAPI:
     """The ASGI app. Raises SourceError for a bad tree: the server must not start on one.
@@ -747,7 +747,8 @@ class TimedJobs:
 
 class Following(TimedJobs):
     """What every instance follows from the database every IVR_TREE_SYNC seconds: the live
-    tree version, the announcement, the agents at work. A job that fails keeps what it had
+    tree version, the announcement, the agents at work, an emergency left waiting (paging
+    the on-call). A job that fails keeps what it had
     (the tree, the announcement until it expires, the last figures)."""
 
     def __init__(self) -> None:
@@ -755,6 +756,8 @@ class Following(TimedJobs):
             (Outage("check the live call-tree version"), Hotline.follow_active_version),
             (Outage("check the announcement"), Hotline.refresh_announcement),
             (Outage("count the agents at work"), Hotline.refresh_staffing),
+            # After the count: the page says how many agents are available and at work.
+            (Outage("page the on-call"), Hotline.page_on_call),
         )
 
 

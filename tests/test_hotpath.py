@@ -154,3 +154,18 @@ def test_a_dispatch_round_with_nothing_to_offer_reads_little_and_writes_nothing(
         assert hotline.dispatch() == 0
     assert len(seen.reads) == 2, seen.sql
     assert seen.writes == [], seen.sql
+
+
+def test_looking_for_an_emergency_left_waiting_is_one_read(line: Line, db: Engine) -> None:
+    """Every instance looks every IVR_TREE_SYNC seconds whether to page the on-call
+    (`Hotline.page_on_call`): with a caller waiting and no emergency overdue, that is one
+    read (the emergency lane's first case) and no write."""
+    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    line.post(line.gather_action(), Digits="1")
+    line.post(line.gather_action(), Digits="0")  # an agent: into a queue
+    assert line.doc.find("Enqueue") is not None
+    hotline = line.client.app.state.hotline  # type: ignore[attr-defined]
+    with counting(db) as seen:
+        assert hotline.page_on_call() is None
+    assert len(seen.reads) == 1, seen.sql
+    assert seen.writes == [], seen.sql

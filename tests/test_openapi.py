@@ -21,7 +21,7 @@ from sqlalchemy import Engine, delete
 
 from ivr.db import verification_failures
 from ivr.phone import Phone, Press, ScriptedParty
-from tests.conftest import bearer, make_user
+from tests.conftest import FakeClock, bearer, make_user
 
 EXAMPLES = 10
 # A reload takes the whole tree file through every check (~0.4 s) and has no parameters.
@@ -50,6 +50,7 @@ ROLE = {
     "/api/routes/versions": "supervisor",
     "/api/routes/rollback": "operator",
     "/api/stats": "agent",
+    "/api/oncall/pages": "supervisor",
 }
 # Values that are schema-valid but cannot go together, refused with 422 on purpose: a cursor
 # this API did not make, `since` after `until`, an announcement missing a language the live
@@ -59,14 +60,18 @@ SEMANTIC_422 = {"/api/calls", "/api/stats", "/api/announcement", "/api/agents/{n
 
 
 @pytest.fixture
-def seeded(phone: Phone) -> None:
-    """Calls of every shape in the log: an emergency (a case), a queued caller, a hang-up."""
+def seeded(phone: Phone, app: FastAPI, clock: FakeClock) -> None:
+    """Calls of every shape in the log: an emergency (a case), a queued caller, a hang-up;
+    and a page of the on-call about the emergency."""
     phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]), from_number="+15005550101")
     phone.call(
         ScriptedParty([Press("1"), Press("3"), Press("1"), Press("1")], hold_polls=1),
         from_number="+15005550102",
     )
     phone.call(ScriptedParty([Press("2")]), from_number="+15005550103")
+    # The emergency left waiting: the on-call paged (logged: no numbers here).
+    clock.advance(minutes=2)
+    assert app.state.hotline.page_on_call() is not None
 
 
 def conformance_test(

@@ -1,0 +1,153 @@
+"""Paging the on-call when the emergency lane waits too long.
+
+An exchange's hotline at three in the morning: nobody on shift, or everyone on a call, and a
+hijack victim in the emergency lane. Every instance looks every IVR_TREE_SYNC seconds (one
+read: the emergency case first in line). The first to see one that has waited IVR_PAGE_AFTER
+takes the page's turn and texts the on-call numbers (IVR_PAGE_NUMBERS) through Twilio: how
+many emergencies wait, the longest wait and its ticket, the agents available and at work,
+and the queue page's address. Nothing about the caller goes in it (no number, no account).
+
+Turns are rows of `pages`, unique by `turn`: two instances seeing the same wait both try to
+write the next turn, and one of them is refused, so the on-call get one text. A page holds
+the next one back until IVR_PAGE_REPEAT has passed while emergencies keep waiting; one that
+Twilio refused for every number is tried again after RETRY_FAILED. Without numbers the page
+is only logged, as an error: the log is the alert then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, desc, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ivr.db import cases, pages
+from ivr.store import reading, writing
+
+RETRY_FAILED = timedelta(minutes=1)
+
+PageResult = Literal["sending", "sent", "failed", "logged"]
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """The emergency case first in line, when it has waited too long, and the lane's size."""
+
+    case_id: int
+    ticket: str
+    language: str | None
+    waited: timedelta
+    waiting: int  # emergency cases in line now, this one included
+
+
+def _ready(now: datetime) -> Any:
+    # As the claim sees them: a call back nobody answered waits for its retry time, and
+    # nobody can take it meanwhile, so it is no agent's delay.
+    return cases.c.not_before.is_(None) | (cases.c.not_before <= now)
+
+
+def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | None:
+    """The emergency case first in line if it has waited `after` or longer (one read, down
+    the serving-order index), with how many emergencies wait; None while none has."""
+    in_lane = (cases.c.queued == 1, cases.c.lane == 0, _ready(now))
+    with reading(conn):
+        first = conn.execute(
+            select(cases.c.id, cases.c.ticket, cases.c.language, cases.c.created_at)
+            .where(*in_lane)
+            .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+            .limit(1)
+        ).first()
+        if first is None or now - first.created_at < after:
+            return None
+        waiting = conn.execute(select(func.count()).select_from(cases).where(*in_lane))
+        return Overdue(
+            case_id=first.id,
+            ticket=first.ticket,
+            language=first.language,
+            waited=now - first.created_at,
+            waiting=int(waiting.scalar_one()),
+        )
+
+
+def take_turn(
+    conn: Connection, *, now: datetime, overdue: Overdue, repeat: timedelta
+) -> int | None:
+    """The page's turn, if it is due (no page yet, or the last one's `next_at` has come) and
+    no other instance took it first: the new page's id. None otherwise."""
+    try:
+        with writing(conn):
+            last = conn.execute(
+                select(pages.c.turn, pages.c.next_at).order_by(desc(pages.c.turn)).limit(1)
+            ).first()
+            if last is not None and last.next_at > now:
+                return None
+            page_id: int = conn.execute(
+                insert(pages)
+                .values(
+                    turn=(last.turn + 1) if last else 1,
+                    at=now,
+                    next_at=now + repeat,
+                    case_id=overdue.case_id,
+                    waiting=overdue.waiting,
+                    waited_seconds=int(overdue.waited.total_seconds()),
+                    result="sending",
+                    sent=0,
+                    failed=0,
+                )
+                .returning(pages.c.id)
+            ).scalar_one()
+            return page_id
+    except IntegrityError:
+        return None  # another instance wrote this turn first: it pages
+
+
+def record(
+    conn: Connection, *, page_id: int, result: PageResult, sent: int, failed: int, now: datetime
+) -> None:
+    """What became of a page. Refused for every number: tried again after RETRY_FAILED."""
+    values: dict[str, Any] = {"result": result, "sent": sent, "failed": failed}
+    if result == "failed":
+        values["next_at"] = now + RETRY_FAILED
+    with writing(conn):
+        conn.execute(update(pages).where(pages.c.id == page_id).values(**values))
+
+
+def recent(conn: Connection, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest pages, newest first, with their cases' tickets."""
+    with reading(conn):
+        rows = conn.execute(
+            select(
+                pages.c.at,
+                pages.c.waiting,
+                pages.c.waited_seconds,
+                pages.c.result,
+                pages.c.sent,
+                pages.c.failed,
+                cases.c.ticket,
+            )
+            .select_from(pages.outerjoin(cases, cases.c.id == pages.c.case_id))
+            .order_by(desc(pages.c.turn))
+            .limit(limit)
+        ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def wait_text(waited: timedelta) -> str:
+    minutes, seconds = divmod(int(waited.total_seconds()), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def page_text(overdue: Overdue, *, available: int, at_work: int, queue_url: str) -> str:
+    """The text the on-call get: short enough for one or two SMS segments, nothing about the
+    caller but the ticket and the language they chose."""
+    callers = (
+        "1 emergency caller" if overdue.waiting == 1 else f"{overdue.waiting} emergency callers"
+    )
+    language = f", {overdue.language}" if overdue.language else ""
+    return (
+        f"Hotline: {callers} waiting, the longest {wait_text(overdue.waited)} "
+        f"(ticket {overdue.ticket}{language}). Agents available: {available}, at work: "
+        f"{at_work}. {queue_url}"
+    )
