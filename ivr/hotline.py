@@ -1604,10 +1604,12 @@ class Hotline:
 
     def page_on_call(self) -> int | None:
         """Text the on-call numbers if the emergency case first in line has waited
-        IVR_PAGE_AFTER and the page's turn is this instance's (`ivr.oncall`): one read while
-        nothing has waited that long. The page's id, or None if none was due."""
+        IVR_PAGE_AFTER, or at all while no agent is at work (as `refresh_staffing` last
+        counted them: waiting for nobody helps nobody), and the page's turn is this
+        instance's (`ivr.oncall`): one read while nothing has waited that long. The page's
+        id, or None if none was due."""
         now = self.clock()
-        after = timedelta(seconds=self.settings.page_after_seconds)
+        after = timedelta(seconds=self.settings.page_after_seconds if self.staffing.agents else 0)
         repeat = timedelta(seconds=self.settings.page_repeat_seconds)
         with self.db.connect() as conn:
             late = oncall.overdue(conn, now=now, after=after)

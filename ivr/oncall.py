@@ -2,8 +2,9 @@
 
 An exchange's hotline at three in the morning: nobody on shift, or everyone on a call, and a
 hijack victim in the emergency lane. Every instance looks every IVR_TREE_SYNC seconds (one
-read: the emergency case first in line). The first to see one that has waited IVR_PAGE_AFTER
-takes the page's turn and texts the on-call numbers (IVR_PAGE_NUMBERS) through Twilio: how
+read: the emergency case first in line). The first to see one that has waited IVR_PAGE_AFTER,
+or one at all while no agent is at work (`Hotline.page_on_call`), takes the page's turn and
+texts the on-call numbers (IVR_PAGE_NUMBERS) through Twilio: how
 many emergencies wait, the longest wait and its ticket, the agents available and at work,
 and the queue page's address. Nothing about the caller goes in it (no number, no account).
 
