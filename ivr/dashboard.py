@@ -357,10 +357,17 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
 # -- the live queue -------------------------------------------------------------------------
 
 
+PAGED_SHOWN = timedelta(hours=1)
+
+
 def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     entries = api.queue(user, hotline)
+    now = hotline.clock()
+    pages = api.on_call_pages(user, hotline, limit=1) if user.role == "supervisor" else []
     return {
         "entries": entries,
+        # The on-call paged in the last hour: whether help is on its way.
+        "paged": next((p for p in pages if now - p.at < PAGED_SHOWN), None),
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": sum(e.priority == "emergency" for e in entries),

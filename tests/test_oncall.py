@@ -154,6 +154,13 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     ]
     alice = make_user(db, "alice", "agent")
     assert client.get("/api/oncall/pages", headers=bearer(alice)).status_code == 403
+    # The queue page's live part says it to supervisors, for an hour.
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    shown = client.get("/dashboard/queue/rows").text
+    assert "The on-call were paged at" in shown and "texted to 2 numbers" in shown
+    assert f'ticket <span class="mono">{case["ticket"]}</span>' in shown
+    clock.advance(hours=1)
+    assert "paged" not in client.get("/dashboard/queue/rows").text
 
 
 def test_with_nobody_at_work_the_page_comes_at_once_and_again_after_the_repeat(
