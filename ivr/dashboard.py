@@ -604,7 +604,17 @@ def _desk_live(
     mine = api.my_cases(user, hotline) if held is None else held
     state = "|".join(f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}" for c in mine)
     longest = max((e.waiting_seconds for e in ready), default=0)
+    offered = next((c for c in mine if c.accept_by), None)
     return {
+        # A case offered at the desk, to accept: what the browser's notification says (the
+        # agent may be in another tab, or another window).
+        "offer": {
+            "id": offered.id,
+            "text": f"{offered.priority.capitalize()} case, ticket {offered.ticket}: "
+            f"accept it by {offered.accept_by:%H:%M:%S} UTC",
+        }
+        if offered and offered.accept_by
+        else None,
         "waiting": len(ready),
         "emergencies": sum(e.priority == "emergency" for e in ready),
         "longest": clock_text(longest) if ready else "",

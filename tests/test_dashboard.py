@@ -1051,6 +1051,7 @@ class Scene:
     calls: dict[str, str] = field(default_factory=dict)  # name -> CallSid
 
     problems: list[str] = field(default_factory=list)  # console errors, failed requests
+    hotline: Any = None  # ivr.hotline.Hotline: what the server's timed jobs would do, now
 
     def shot(self, name: str, tab: Any = None) -> None:
         where = ARTIFACTS / f"dashboard-{name}.png"
@@ -1096,7 +1097,9 @@ def scene(tmp_path: Path, sqlite_template: Path, hotline_tree: CompiledTree) -> 
         )
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 820})
-            yield Scene(tab, browser, expect, base, http, clock, callers, db)
+            yield Scene(
+                tab, browser, expect, base, http, clock, callers, db, hotline=app.state.hotline
+            )
         finally:
             browser.close()
             callers.hang_up()
@@ -1115,6 +1118,85 @@ def test_in_a_real_browser(scene: Scene) -> None:
     calls_and_timeline(scene)
     figures_and_tree(scene)
     assert scene.problems == [], scene.problems
+
+
+# Wraps the browser's Notification before any of the page's own script runs: the
+# notifications the desk shows, recorded where the test can read them.
+RECORD_NOTIFICATIONS = """
+(function () {
+  var Real = window.Notification;
+  function Recorded(title, options) {
+    // Kept in the tab's session storage: the desk may reload right after showing one.
+    var shown = JSON.parse(window.sessionStorage.getItem("shown-notifications") || "[]");
+    shown.push({ title: title, body: options.body, tag: options.tag });
+    window.sessionStorage.setItem("shown-notifications", JSON.stringify(shown));
+    return new Real(title, options);
+  }
+  Recorded.requestPermission = Real.requestPermission.bind(Real);
+  Object.defineProperty(Recorded, "permission", { get: function () { return Real.permission; } });
+  window.Notification = Recorded;
+})();
+"""
+SHOWN = "JSON.parse(window.sessionStorage.getItem('shown-notifications') || '[]')"
+
+
+def desk_of(scene: Scene, token: str, **context: Any) -> Any:
+    """An agent's desk, in a browser session of their own, signed in."""
+    tab = scene.browser.new_context(viewport={"width": 1280, "height": 820}, **context).new_page()
+    scene.watch(tab)
+    tab.goto(f"{scene.base}/dashboard/login")
+    tab.fill("#token", token)
+    tab.click("button[type=submit]")
+    scene.expect(tab).to_have_url(f"{scene.base}/dashboard/desk")
+    return tab
+
+
+def test_the_browser_tells_an_available_agent_of_a_case_offered_at_their_desk(
+    scene: Scene,
+) -> None:
+    """alice is available, her desk in a tab she is not looking at. A hijack victim who hid
+    their number hung up; the case comes to her desk to accept. Having allowed notifications
+    ("Notify me of offers" shows only while the browser has not been told), she gets one,
+    saying what and by when, once however often the desk reloads; bob, who has not allowed
+    them, sees the button."""
+    expect = scene.expect
+    scene.callers.phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number="anonymous")
+    alice = desk_of(
+        scene, make_user(scene.db, "alice", "agent", AGENT_PHONE), permissions=["notifications"]
+    )
+    alice.context.add_init_script(RECORD_NOTIFICATIONS)
+    alice.get_by_role("button", name="Make me available").click()
+    expect(alice.locator("#notify-state")).to_have_text("Offers show as notifications.")
+    expect(alice.get_by_role("button", name="Notify me of offers")).to_be_hidden()
+    bob = desk_of(scene, make_user(scene.db, "bob", "agent", "+15005558888"))
+    bob.get_by_role("button", name="Make me available").click()
+    expect(bob.get_by_role("button", name="Notify me of offers")).to_be_visible()
+    assert alice.evaluate(SHOWN) == []
+    assert scene.hotline.dispatch() == 1  # what every instance does every second
+    accept_by = scene.clock() + timedelta(seconds=30)
+    expect(alice).to_have_title(re.compile("^Accept your case"), timeout=9000)  # reloaded
+    with scene.db.connect() as conn:
+        [case_id] = conn.execute(select(cases.c.id).where(cases.c.status == "offered")).scalars()
+    shown: list[dict[str, str]] = []
+    for _ in range(50):  # the page's CSP allows no eval, so no wait_for_function
+        shown = alice.evaluate(SHOWN)
+        if shown:
+            break
+        alice.wait_for_timeout(100)
+    [note] = shown
+    assert note["title"] == "Accept your case"
+    assert note["tag"] == f"ivr-offer-{case_id}"
+    assert note["body"].startswith("Emergency case, ticket ")
+    assert note["body"].endswith(f"accept it by {accept_by:%H:%M:%S} UTC")
+    alice.reload()  # the agent reloads, or the desk does, by itself: not told twice
+    expect(alice.get_by_role("button", name="Accept")).to_be_visible()
+    alice.wait_for_timeout(500)
+    assert alice.evaluate(SHOWN) == [note]
+    alice.get_by_role("button", name="Accept").click()
+    expect(alice).to_have_title(re.compile("^Your desk"))
+    assert scene.problems == [], scene.problems
+    alice.context.close()
+    bob.context.close()
 
 
 def sign_in(scene: Scene, token: str) -> None:

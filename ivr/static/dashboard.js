@@ -87,13 +87,67 @@
     };
   }
 
+  // A case offered at the desk must be accepted within IVR_ACCEPT_TIMEOUT, and the agent may
+  // be in another tab or window: the browser tells them (once per offer, however often the
+  // desk reloads), if they allowed it with "Notify me of offers".
+  var NOTIFIED = "ivr-offer-notified";
+
+  function notifyOffer(live) {
+    var line = live.querySelector("[data-offer]");
+    if (!line || !("Notification" in window) || Notification.permission !== "granted") {
+      return;
+    }
+    var id = line.getAttribute("data-offer");
+    if (window.sessionStorage.getItem(NOTIFIED) === id) {
+      return;
+    }
+    window.sessionStorage.setItem(NOTIFIED, id);
+    var note = new Notification("Accept your case", {
+      body: line.getAttribute("data-offer-text"),
+      tag: "ivr-offer-" + id,
+      requireInteraction: true,
+    });
+    note.onclick = function () {
+      window.focus();
+      note.close();
+    };
+  }
+
+  function offerNotices(button, state) {
+    if (!("Notification" in window)) {
+      return;
+    }
+    function show() {
+      var permission = Notification.permission;
+      button.hidden = permission !== "default";
+      state.hidden = permission === "default";
+      state.textContent =
+        permission === "granted"
+          ? "Offers show as notifications."
+          : "Notifications are blocked for this site: offers show only here.";
+    }
+    button.addEventListener("click", function () {
+      Notification.requestPermission().then(show);
+    });
+    show();
+  }
+
   var queue = document.getElementById("queue-live");
   if (queue) {
     refreshLive(queue);
   }
   var desk = document.getElementById("desk-live");
   if (desk) {
-    refreshLive(desk, deskChanged(desk));
+    var changed = deskChanged(desk);
+    refreshLive(desk, function () {
+      notifyOffer(desk);
+      changed();
+    });
+    notifyOffer(desk);
+  }
+  var notify = document.getElementById("notify-offers");
+  if (notify) {
+    offerNotices(notify, document.getElementById("notify-state"));
   }
   var tree = document.getElementById("tree-picture");
   if (tree) {
