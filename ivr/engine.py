@@ -419,6 +419,17 @@ def hangup_twiml(catalogs: Catalogs, language: str, key: str = "goodbye") -> str
     return str(response)
 
 
+def page_call_twiml(speech: str) -> str:
+    """What an on-call phone hears when the hotline rings it about an emergency left waiting
+    (`ivr.oncall`): the page, said twice, as whoever answers may be waking up."""
+    response = VoiceResponse()
+    response.say(speech, language="en-US")
+    response.pause(length=1)
+    response.say(speech, language="en-US")
+    response.hangup()
+    return str(response)
+
+
 def leave_twiml() -> str:
     """Sent to the hold loop when an agent has taken the case: the caller leaves the queue."""
     response = VoiceResponse()

@@ -1603,7 +1603,7 @@ class Hotline:
         return self.staffing
 
     def page_on_call(self) -> int | None:
-        """Text the on-call numbers if the emergency case first in line has waited
+        """Page the on-call numbers if the emergency case first in line has waited
         IVR_PAGE_AFTER, or at all while no agent is at work (as `refresh_staffing` last
         counted them: waiting for nobody helps nobody), and the page's turn is this
         instance's (`ivr.oncall`): one read while nothing has waited that long. The page's
@@ -1624,29 +1624,55 @@ class Hotline:
             at_work=self.staffing.agents,
             queue_url=f"{self.settings.base_url}/dashboard/queue",
         )
-        sent = failed = 0
-        for number in self.settings.page_numbers:
-            try:
-                if self.twilio is None:
-                    raise RuntimeError("no Twilio REST client")
-                self.twilio.messages.create(to=number, from_=self.settings.caller_id, body=text)
-            except Exception as exc:
-                failed += 1
-                self.metrics.pages.labels("failed").inc()
-                log.warning("Twilio refused to text an on-call number (%s)", type(exc).__name__)
-            else:
-                sent += 1
-                self.metrics.pages.labels("sent").inc()
+        speech = None
+        if self.settings.page_call:
+            speech = oncall.page_speech(
+                late, available=self.staffing.available, at_work=self.staffing.agents
+            )
+        sent, failed = self._page(text, speech)
         result: oncall.PageResult = "sent" if sent else "failed" if failed else "logged"
         with self.db.connect() as conn:
             oncall.record(conn, page_id=page_id, result=result, sent=sent, failed=failed, now=now)
         if result == "logged":
             log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)
         elif result == "failed":
-            log.error("%s (no on-call number could be texted; trying again in a minute)", text)
+            log.error("%s (no on-call number could be paged; trying again in a minute)", text)
         else:
-            log.warning("%s (texted to %d on-call numbers)", text, sent)
+            log.warning("%s (sent to %d on-call numbers)", text, sent)
         return page_id
+
+    def _page(self, text: str, speech: str | None) -> tuple[int, int]:
+        """Text each on-call number (and ring it, to hear `speech`, with IVR_PAGE_CALL): how
+        many numbers Twilio took a text or a call for, and how many neither."""
+        twiml = engine.page_call_twiml(speech) if speech else None
+        sent = failed = 0
+        for number in self.settings.page_numbers:
+            reached = False
+            for by in ("sms", "call") if twiml else ("sms",):
+                try:
+                    if self.twilio is None:
+                        raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
+                    if by == "sms":
+                        self.twilio.messages.create(
+                            to=number, from_=self.settings.caller_id, body=text
+                        )
+                    else:
+                        self.twilio.calls.create(
+                            to=number, from_=self.settings.caller_id, twiml=twiml
+                        )
+                except Exception as exc:
+                    self.metrics.pages.labels(by, "failed").inc()
+                    log.warning(
+                        "Twilio refused to page an on-call number by %s (%s)",
+                        by,
+                        type(exc).__name__,
+                    )
+                else:
+                    reached = True
+                    self.metrics.pages.labels(by, "sent").inc()
+            sent += reached
+            failed += not reached
+        return sent, failed
 
     def follow_active_version(self) -> None:
         """Another instance reloaded or rolled back: switch to the version it made live."""

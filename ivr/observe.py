@@ -13,8 +13,8 @@ Metrics (GET /metrics):
                                            service down or failing, the directory's database
                                            failing); a webhook Twilio repeats counts once
     ivr_freezes_total{by,result}           account freezes (by caller or agent)
-    ivr_pages_total{result}                texts to the on-call about an emergency left
-                                           waiting (ivr.oncall), sent or refused
+    ivr_pages_total{by,result}             texts and calls to the on-call about an emergency
+                                           left waiting (ivr.oncall), sent or refused
     ivr_calls_in_progress                  calls not yet ended            } read from the
     ivr_queue_depth{priority}              cases waiting for an agent     } database when
     ivr_longest_wait_seconds{priority}     the oldest of them              } scraped
@@ -116,9 +116,10 @@ class Metrics:
         )
         self.pages = Counter(
             "ivr_pages",
-            "texts to the on-call numbers about an emergency left waiting (IVR_PAGE_NUMBERS): "
-            "`sent` (Twilio took it), `failed` (refused: tried again a minute later)",
-            ["result"],
+            "texts (`sms`) and calls (`call`, IVR_PAGE_CALL) to the on-call numbers about an "
+            "emergency left waiting (IVR_PAGE_NUMBERS): `sent` (Twilio took it), `failed` "
+            "(refused; a page no number could be sent is tried again a minute later)",
+            ["by", "result"],
             registry=self.registry,
         )
         self.registry.register(_FromDatabase(db, clock))

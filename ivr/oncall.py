@@ -4,9 +4,10 @@ An exchange's hotline at three in the morning: nobody on shift, or everyone on a
 hijack victim in the emergency lane. Every instance looks every IVR_TREE_SYNC seconds (one
 read: the emergency case first in line). The first to see one that has waited IVR_PAGE_AFTER,
 or one at all while no agent is at work (`Hotline.page_on_call`), takes the page's turn and
-texts the on-call numbers (IVR_PAGE_NUMBERS) through Twilio: how
-many emergencies wait, the longest wait and its ticket, the agents available and at work,
-and the queue page's address. Nothing about the caller goes in it (no number, no account).
+texts the on-call numbers (IVR_PAGE_NUMBERS) through Twilio, and rings them too with
+IVR_PAGE_CALL (a text may not wake anyone): how many emergencies wait, the longest wait and
+its ticket, the agents available and at work, and the queue page's address. Nothing about
+the caller goes in it (no number, no account).
 
 Turns are rows of `pages`, unique by `turn`: two instances seeing the same wait both try to
 write the next turn, and one of them is refused, so the on-call get one text. A page holds
@@ -135,17 +136,34 @@ def recent(conn: Connection, *, limit: int = 50) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+def _counted(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def wait_text(waited: timedelta) -> str:
     minutes, seconds = divmod(int(waited.total_seconds()), 60)
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
+def page_speech(overdue: Overdue, *, available: int, at_work: int) -> str:
+    """The page as a call to the on-call says it (IVR_PAGE_CALL): the ticket digit by digit,
+    no address."""
+    minutes, seconds = divmod(int(overdue.waited.total_seconds()), 60)
+    waited = _counted(seconds, "second")
+    if minutes:
+        waited = f"{_counted(minutes, 'minute')} {waited}"
+    callers = _counted(overdue.waiting, "emergency caller")
+    return (
+        f"Support hotline emergency. {callers} waiting, the longest {waited}. Ticket "
+        f"{' '.join(overdue.ticket)}. Agents available: {available}. At work: {at_work}. "
+        "Open the queue page."
+    )
+
+
 def page_text(overdue: Overdue, *, available: int, at_work: int, queue_url: str) -> str:
     """The text the on-call get: short enough for one or two SMS segments, nothing about the
     caller but the ticket and the language they chose."""
-    callers = (
-        "1 emergency caller" if overdue.waiting == 1 else f"{overdue.waiting} emergency callers"
-    )
+    callers = _counted(overdue.waiting, "emergency caller")
     language = f", {overdue.language}" if overdue.language else ""
     return (
         f"Hotline: {callers} waiting, the longest {wait_text(overdue.waited)} "

@@ -150,6 +150,8 @@ class Settings(DatabaseSettings):
     page_numbers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="IVR_PAGE_NUMBERS"
     )
+    # Ring the on-call numbers too, saying the page twice: a text may not wake anyone.
+    page_call: bool = Field(default=False, validation_alias="IVR_PAGE_CALL")
     page_after_seconds: int = Field(default=60, ge=10, le=3600, validation_alias="IVR_PAGE_AFTER")
     page_repeat_seconds: int = Field(
         default=900, ge=60, le=86400, validation_alias="IVR_PAGE_REPEAT"

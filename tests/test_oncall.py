@@ -145,7 +145,7 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     [page] = page_rows(db)
     assert (page["result"], page["sent"], page["failed"]) == ("sent", 2, 0)
     assert (page["case_id"], page["waiting"], page["waited_seconds"]) == (case["id"], 1, 60)
-    assert 'ivr_pages_total{result="sent"} 2.0' in client.get("/metrics").text
+    assert 'ivr_pages_total{by="sms",result="sent"} 2.0' in client.get("/metrics").text
     sam = make_user(db, "sam", "supervisor")
     listed = client.get("/api/oncall/pages", headers=bearer(sam))
     assert listed.status_code == 200
@@ -288,8 +288,8 @@ def test_a_page_twilio_refuses_is_tried_again_a_minute_later(
         assert hotline.page_on_call() is not None
     [page] = page_rows(db)
     assert (page["result"], page["sent"], page["failed"]) == ("failed", 0, 2)
-    assert any("no on-call number could be texted" in r.getMessage() for r in caplog.records)
-    assert 'ivr_pages_total{result="failed"} 2.0' in client.get("/metrics").text
+    assert any("no on-call number could be paged" in r.getMessage() for r in caplog.records)
+    assert 'ivr_pages_total{by="sms",result="failed"} 2.0' in client.get("/metrics").text
     twilio_http.refuse = False
     clock.advance(seconds=59)
     assert hotline.page_on_call() is None
@@ -343,6 +343,38 @@ def test_each_instance_looks_every_tree_sync(
     [body] = {t["Body"] for t in texts(twilio_http)}
     assert "1 emergency caller waiting, the longest 2 min 0 s" in body
     assert "Agents available: 0, at work: 1" in body  # bob, on the other victim's case
+
+
+def test_with_page_call_the_on_call_are_rung_too(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """IVR_PAGE_CALL: each on-call number is texted and rung, and hears the page twice
+    (TwiML given with the call: nothing of ours to fetch), the ticket digit by digit."""
+    app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_CALL=True)
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+        clock.advance(seconds=65)
+        assert look(app.state.hotline) is not None
+        metrics = client.get("/metrics").text
+    [case] = case_rows(db)
+    calls = [data for _, url, data in twilio_http.requests if url.endswith("/Calls.json")]
+    assert [(c["To"], c["From"]) for c in calls] == [(n, CALLER_ID) for n in ON_CALL]
+    assert len(texts(twilio_http)) == 2
+    twiml = calls[0]["Twiml"]
+    check_twiml(twiml)
+    spoken = (
+        "Support hotline emergency. 1 emergency caller waiting, the longest 1 minute 5 "
+        f"seconds. Ticket {' '.join(case['ticket'])}. Agents available: 0. At work: 0."
+    )
+    assert twiml.count(spoken) == 2 and "<Hangup" in twiml and VICTIM not in twiml
+    assert 'ivr_pages_total{by="call",result="sent"} 2.0' in metrics
+    assert [(p["result"], p["sent"]) for p in page_rows(db)] == [("sent", 2)]  # numbers
 
 
 @pytest.mark.parametrize(
