@@ -2439,6 +2439,50 @@ def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_
     assert by_agent["alice"]["missed_offers"] == 1
 
 
+def test_a_freeze_of_a_desk_offer_that_went_back_as_it_was_asked_does_nothing(
+    client: TestClient,
+    app: FastAPI,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """alice presses "Freeze" on the victim's case offered at her desk just as its time runs
+    out: her request has read the case as hers when the dispatch round takes it back. The
+    freeze is refused (409), and nothing is done on her say: no freeze, no audit, no flag."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    phone.call(Caller(list(HIJACK), lambda poll: False), from_number="anonymous")
+    presence(client, alice, True)
+    hotline = app.state.hotline
+    assert hotline.dispatch() == 1
+    [offer] = api(client, alice, "GET", "/api/agents/cases")
+    clock.advance(seconds=31)  # past its time; the next round has not come yet
+    armed = [True]
+    took_back: list[int] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # The freeze has just read the case, still alice's: the round runs now.
+        if armed[0] and statement.startswith("SELECT cases.id, cases.ticket, cases.call_sid"):
+            armed[0] = False
+            took_back.append(hotline.dispatch())
+
+    event.listen(db, "after_cursor_execute", meanwhile)
+    try:
+        late = {"reason": "hijack"}
+        refused = client.post(f"/api/cases/{offer['id']}/freeze", json=late, headers=bearer(alice))
+    finally:
+        event.remove(db, "after_cursor_execute", meanwhile)
+    assert took_back == [0]  # taken back (nobody else available to offer it to)
+    assert refused.status_code == 409 and "not accepted in time" in refused.json()["detail"]
+    [row] = case_rows(db)
+    assert (row["status"], row["agent_id"], row["queued"]) == ("abandoned", None, 1)
+    assert "agent_freeze" not in row["flags"]
+    with db.connect() as conn:
+        actions = conn.execute(select(audit_log.c.action, audit_log.c.actor)).all()
+    # The caller's own freeze as they verified, then alice's missed offer; nothing of hers.
+    assert [action for action, _ in actions] == ["self_freeze", "missed_offer"]
+
+
 def test_an_agent_who_gives_a_case_back_is_set_away_and_it_goes_to_the_next(
     client: TestClient,
     app: FastAPI,
