@@ -816,11 +816,29 @@ class AuditRecord(BaseModel):
     reason: str | None
 
 
+class RecordingRecord(BaseModel):
+    """A recording of a case's call with its agent (IVR_RECORD_AGENT_CALLS), kept at Twilio."""
+
+    ticket: str = Field(description="the case's")
+    recording_sid: str
+    status: Literal["completed", "absent", "failed"]
+    seconds: int | None
+    url: str | None = Field(
+        description="Twilio's media URL: fetched with the account's credentials, or found by "
+        "its sid in the Twilio Console"
+    )
+    at: datetime = Field(description="when Twilio reported it")
+
+
+_RECORDING_FIELDS = ("recording_sid", "status", "seconds", "url", "at")
+
+
 class CallTimeline(BaseModel):
     call: CallSummary
     events: list[Event]
     cases: list[CaseRecord]
     audit: list[AuditRecord]
+    recordings: list[RecordingRecord]
 
 
 @dataclass
@@ -917,6 +935,7 @@ def call_timeline(
         found = timeline(conn, call_sid=call_sid)
     if found is None:
         raise HTTPException(404, "no such call")
+    tickets = {c["id"]: c["ticket"] for c in found["cases"]}
     return CallTimeline(
         call=_summary(found["call"], user),
         events=[Event(**{k: e[k] for k in Event.model_fields}) for e in found["events"]],
@@ -931,6 +950,10 @@ def call_timeline(
             for c in found["cases"]
         ],
         audit=[AuditRecord(**{k: a[k] for k in AuditRecord.model_fields}) for a in found["audit"]],
+        recordings=[
+            RecordingRecord(ticket=tickets[r["case_id"]], **{k: r[k] for k in _RECORDING_FIELDS})
+            for r in found["recordings"]
+        ],
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 
+from ivr import recordings
 from ivr.db import audit_log, call_events, calls, cases
 
 OUTCOMES = ("agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended")
@@ -154,7 +155,8 @@ def list_calls(
 
 
 def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
-    """One call whole: the call, every event in order, its cases and what was done to them."""
+    """One call whole: the call, every event in order, its cases, what was done to them, and
+    the recordings of their calls with agents."""
     with conn.begin():
         call = conn.execute(_base().where(calls.c.call_sid == call_sid)).mappings().first()
         if call is None:
@@ -187,9 +189,11 @@ def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
             .mappings()
             .all()
         )
+    kept = recordings.of_cases(conn, case_ids=[c["id"] for c in call_cases])
     return {
         "call": dict(call),
         "events": [dict(e) for e in events],
         "cases": [dict(c) for c in call_cases],
         "audit": [dict(a) for a in audits],
+        "recordings": kept,
     }

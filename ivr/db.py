@@ -283,7 +283,24 @@ pages = Table(
     Column("result", String(16), nullable=False),  # sending, sent, failed, logged
     Column("sent", Integer, nullable=False),  # numbers Twilio took the text for
     Column("failed", Integer, nullable=False),  # numbers it refused
-    UniqueConstraint("turn", name="uq_pages_turn"),
+    UniqueConstraint("turn"),
+)
+
+# Calls with agents that Twilio recorded (IVR_RECORD_AGENT_CALLS): where the audio is (at
+# Twilio, behind the account's credentials), never the audio itself.
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", Integer, nullable=False),
+    Column("recording_sid", String(34), nullable=False),
+    Column("call_sid", String(64), nullable=False),  # the leg Twilio recorded
+    Column("status", String(16), nullable=False),  # completed, absent, failed
+    Column("url", String(255)),  # Twilio's media URL
+    Column("seconds", Integer),
+    Column("at", UTCDateTime(), nullable=False),
+    UniqueConstraint("recording_sid"),
+    Index(None, "case_id"),
 )
 
 # What supervisors want every caller to hear first on a bad day. One is current at most: the

@@ -58,6 +58,7 @@ CONNECT_PATH = "/twilio/connect"
 CONNECT_DONE_PATH = "/twilio/connect-done"
 CALLBACK_STATUS_PATH = "/twilio/callback-status"
 AGENT_ACCEPT_PATH = "/twilio/agent-accept"
+RECORDING_PATH = "/twilio/recording"
 ACCEPT_KEY = "1"
 
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
@@ -107,6 +108,9 @@ class Links:
 
     def agent_accept(self, case_id: int, *, agent: int) -> str:
         return self._url(AGENT_ACCEPT_PATH, case=case_id, agent=agent)
+
+    def recording(self, case_id: int) -> str:
+        return self._url(RECORDING_PATH, case=case_id)
 
     def callback_status(self, case_id: int, *, placing: str) -> str:
         # The placement: a late report of an earlier call back of the case is not this one's.
@@ -454,14 +458,24 @@ def connect_twiml(
     greeting: str = "connecting_agent",
     ticket: str = "",
     screen: str | None = None,
+    recording: str | None = None,
 ) -> str:
     """Bridge the caller to the agent who took the case: their phone, else their Twilio Client.
     `screen`: the agent's leg first runs that URL's TwiML (`accept_twiml`), and the caller,
-    hearing ringing meanwhile, is put through only once the agent takes the call."""
+    hearing ringing meanwhile, is put through only once the agent takes the call.
+    `recording`: Twilio records the call from the agent's answer, each side on its own
+    channel, and reports the recording to that URL; the caller is told first."""
     response = VoiceResponse()
     _say(response, catalogs, greeting, language, ticket=ticket)
-    screened: dict[str, Any] = {} if screen is None else {"url": screen, "method": "POST"}
     bridge: dict[str, Any] = {} if screen is None else {"answer_on_bridge": True}
+    if recording is not None:
+        _say(response, catalogs, "recording_notice", language)
+        bridge |= {
+            "record": "record-from-answer-dual",
+            "recording_status_callback": recording,
+            "recording_status_callback_method": "POST",
+        }
+    screened: dict[str, Any] = {} if screen is None else {"url": screen, "method": "POST"}
     dial = response.dial(action=action, method="POST", timeout=25, **bridge)
     if agent_phone:
         dial.number(agent_phone, **screened)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr import announcements, cases, engine, oncall, store
+from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
@@ -906,7 +906,32 @@ class Hotline:
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
             screen=screen,
+            recording=self.links.recording(case_id) if self.settings.record_agent_calls else None,
         )
+
+    def recorded(
+        self,
+        case_id: int,
+        *,
+        recording_sid: str,
+        call_sid: str,
+        status: str,
+        url: str | None,
+        seconds: int | None,
+    ) -> bool:
+        """Twilio reports a recording of the case's call with its agent: kept (where, how
+        long), once however often it is reported."""
+        with self.db.connect() as conn:
+            return recordings.add(
+                conn,
+                case_id=case_id,
+                recording_sid=recording_sid,
+                call_sid=call_sid,
+                status=status,
+                url=url,
+                seconds=seconds,
+                now=self.clock(),
+            )
 
     def agent_accept(self, case_id: int, agent_id: int, digits: str) -> str:
         """The agent's phone answered a screened call: first the case and a key to take it;

@@ -144,6 +144,9 @@ class Settings(DatabaseSettings):
     )
     # The number outbound call-backs come from (a Twilio number of this account).
     caller_id: str | None = Field(default=None, pattern=E164, validation_alias="IVR_CALLER_ID")
+    # Twilio records calls with agents, from the agent's answer, each side on its own channel
+    # (the audio stays at Twilio; `recordings` keeps where). Callers are told first.
+    record_agent_calls: bool = Field(default=False, validation_alias="IVR_RECORD_AGENT_CALLS")
     # The on-call's phones (comma-separated), texted from IVR_CALLER_ID when the emergency
     # case first in line has waited IVR_PAGE_AFTER seconds, and again every IVR_PAGE_REPEAT
     # while emergencies keep waiting that long (`ivr.oncall`). None: the page is only logged.

@@ -299,12 +299,15 @@ TWILIO_PATHS = frozenset(
         "connect",
         "agent-accept",
         "callback-status",
+        "recording",
         "connect-done",
         "status",
         "fallback",
     )
 )
-CALLBACK_PATHS = frozenset({"/twilio/status", "/twilio/callback-status"})  # answered 204
+CALLBACK_PATHS = frozenset(
+    {"/twilio/status", "/twilio/callback-status", "/twilio/recording"}
+)  # answered 204
 Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
 
 
@@ -433,6 +436,27 @@ def callback_status(
         )
     except Exception:
         log.exception("call-back status for case %s not recorded", case_id)
+    return Response(status_code=204)
+
+
+@router.post("/recording", status_code=204)
+def recording(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
+    """Twilio's recording status callback for a call with an agent (IVR_RECORD_AGENT_CALLS):
+    where the recording is, kept with the case."""
+    url = _text(form, "RecordingUrl", 255) or None
+    try:
+        kept = hotline.recorded(
+            case_id,
+            recording_sid=_text(form, "RecordingSid", 64),
+            call_sid=_text(form, "CallSid", 64),
+            status=_text(form, "RecordingStatus", 16),
+            url=url,
+            seconds=_int(form, "RecordingDuration"),
+        )
+        if not kept:
+            log.info("recording report for case %s not kept (repeated, or not ours)", case_id)
+    except Exception:
+        log.exception("recording for case %s not recorded", case_id)
     return Response(status_code=204)
 
 

@@ -30,8 +30,8 @@ def upgrade() -> None:
         sa.Column("result", sa.String(length=16), nullable=False),
         sa.Column("sent", sa.Integer(), nullable=False),
         sa.Column("failed", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("turn", name="uq_pages_turn"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pages")),
+        sa.UniqueConstraint("turn", name=op.f("uq_pages_turn")),
     )
 
 
