@@ -610,6 +610,7 @@ def _desk_live(
         # agent may be in another tab, or another window).
         "offer": {
             "id": offered.id,
+            "until": offered.accept_by.isoformat(),
             "text": f"{offered.priority.capitalize()} case, ticket {offered.ticket}: "
             f"accept it by {offered.accept_by:%H:%M:%S} UTC",
         }

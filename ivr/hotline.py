@@ -234,6 +234,7 @@ class Hotline:
         self.current_announcement: announcements.Current | None = None
         # Who is answering, for the hold loop's estimate: refreshed with the announcement.
         self.staffing = cases.Staffing()
+        self.staffing_at: datetime | None = None  # when `staffing` was last counted
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -1623,8 +1624,10 @@ class Hotline:
 
     def refresh_staffing(self) -> cases.Staffing:
         """Agents at work and their handle time, from the cases every instance shares."""
+        now = self.clock()
         with self.db.connect() as conn:
-            self.staffing = cases.staffing(conn, now=self.clock())
+            self.staffing = cases.staffing(conn, now=now)
+        self.staffing_at = now
         return self.staffing
 
     def page_on_call(self) -> int | None:
@@ -1634,13 +1637,22 @@ class Hotline:
         instance's (`ivr.oncall`): one read while nothing has waited that long. The page's
         id, or None if none was due."""
         now = self.clock()
-        after = timedelta(seconds=self.settings.page_after_seconds if self.staffing.agents else 0)
-        repeat = timedelta(seconds=self.settings.page_repeat_seconds)
+        after = timedelta(seconds=self.settings.page_after_seconds)
+        # Nobody at work, as counted a moment ago: not a count left from start-up, or from
+        # before the database failed (then IVR_PAGE_AFTER, as if someone were).
+        counted = self.staffing_at is not None and now - self.staffing_at <= 2 * timedelta(
+            seconds=self.settings.tree_sync_seconds
+        )
+        if counted and not self.staffing.agents:
+            after = timedelta(0)
+        sends = len(self.settings.page_numbers) * (2 if self.settings.page_call else 1)
         with self.db.connect() as conn:
             late = oncall.overdue(conn, now=now, after=after)
             if late is None:
                 return None
-            page_id = oncall.take_turn(conn, now=now, overdue=late, repeat=repeat)
+            page_id = oncall.take_turn(
+                conn, now=now, overdue=late, sending=oncall.sending_at_most(sends)
+            )
         if page_id is None:
             return None
         text = oncall.page_text(
@@ -1656,8 +1668,17 @@ class Hotline:
             )
         sent, failed = self._page(text, speech)
         result: oncall.PageResult = "sent" if sent else "failed" if failed else "logged"
+        repeat = timedelta(seconds=self.settings.page_repeat_seconds)
         with self.db.connect() as conn:
-            oncall.record(conn, page_id=page_id, result=result, sent=sent, failed=failed, now=now)
+            oncall.record(
+                conn,
+                page_id=page_id,
+                result=result,
+                sent=sent,
+                failed=failed,
+                now=self.clock(),
+                next_at=now + repeat,
+            )
         if result == "logged":
             log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)
         elif result == "failed":

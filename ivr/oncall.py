@@ -11,9 +11,11 @@ the caller goes in it (no number, no account).
 
 Turns are rows of `pages`, unique by `turn`: two instances seeing the same wait both try to
 write the next turn, and one of them is refused, so the on-call get one text. A page holds
-the next one back until IVR_PAGE_REPEAT has passed while emergencies keep waiting; one that
-Twilio refused for every number is tried again after RETRY_FAILED. Without numbers the page
-is only logged, as an error: the log is the alert then.
+the next one back until IVR_PAGE_REPEAT has passed while emergencies keep waiting (while it
+is being sent, only as long as sending may take: an instance that stops meanwhile leaves
+the page to the next); one that Twilio refused for every number is tried again after
+RETRY_FAILED. Without numbers the page is only logged, as an error: the log is the alert
+then.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from ivr.db import cases, pages
 from ivr.store import reading, writing
 
 RETRY_FAILED = timedelta(minutes=1)
+# A text or call Twilio's REST API takes or refuses within its client's timeout (10 s).
+SEND_AT_MOST = timedelta(seconds=15)
+
+
+def sending_at_most(sends: int) -> timedelta:
+    """How long a page of `sends` texts and calls, one after another, may take."""
+    return SEND_AT_MOST * sends + timedelta(seconds=30)
+
 
 PageResult = Literal["sending", "sent", "failed", "logged"]
 
@@ -52,32 +62,39 @@ def _ready(now: datetime) -> Any:
 
 def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | None:
     """The emergency case first in line if it has waited `after` or longer (one read, down
-    the serving-order index), with how many emergencies wait; None while none has."""
+    the serving-order index), with how many emergencies wait; None while none has.
+
+    A wait is counted from the case's place in line (`sort_at`): in the emergency lane, that
+    is when the caller joined it, or when they first did, for a victim who called again and
+    took their earlier call back's place. So the first in line has waited longest."""
     in_lane = (cases.c.queued == 1, cases.c.lane == 0, _ready(now))
     with reading(conn):
         first = conn.execute(
-            select(cases.c.id, cases.c.ticket, cases.c.language, cases.c.created_at)
+            select(cases.c.id, cases.c.ticket, cases.c.language, cases.c.sort_at)
             .where(*in_lane)
             .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
             .limit(1)
         ).first()
-        if first is None or now - first.created_at < after:
+        if first is None or now - first.sort_at < after:
             return None
         waiting = conn.execute(select(func.count()).select_from(cases).where(*in_lane))
         return Overdue(
             case_id=first.id,
             ticket=first.ticket,
             language=first.language,
-            waited=now - first.created_at,
+            waited=now - first.sort_at,
             waiting=int(waiting.scalar_one()),
         )
 
 
 def take_turn(
-    conn: Connection, *, now: datetime, overdue: Overdue, repeat: timedelta
+    conn: Connection, *, now: datetime, overdue: Overdue, sending: timedelta
 ) -> int | None:
     """The page's turn, if it is due (no page yet, or the last one's `next_at` has come) and
-    no other instance took it first: the new page's id. None otherwise."""
+    no other instance took it first: the new page's id. None otherwise. The turn holds the
+    next one back for `sending` only (the longest its texts and calls may take), and `record`
+    then for IVR_PAGE_REPEAT: an instance that stops while sending loses the page for no
+    longer than that."""
     try:
         with writing(conn):
             last = conn.execute(
@@ -90,7 +107,7 @@ def take_turn(
                 .values(
                     turn=(last.turn + 1) if last else 1,
                     at=now,
-                    next_at=now + repeat,
+                    next_at=now + sending,
                     case_id=overdue.case_id,
                     waiting=overdue.waiting,
                     waited_seconds=int(overdue.waited.total_seconds()),
@@ -106,12 +123,19 @@ def take_turn(
 
 
 def record(
-    conn: Connection, *, page_id: int, result: PageResult, sent: int, failed: int, now: datetime
+    conn: Connection,
+    *,
+    page_id: int,
+    result: PageResult,
+    sent: int,
+    failed: int,
+    now: datetime,
+    next_at: datetime,
 ) -> None:
-    """What became of a page. Refused for every number: tried again after RETRY_FAILED."""
+    """What became of a page, and when the next may come: `next_at`, or after RETRY_FAILED
+    when it reached no number."""
     values: dict[str, Any] = {"result": result, "sent": sent, "failed": failed}
-    if result == "failed":
-        values["next_at"] = now + RETRY_FAILED
+    values["next_at"] = now + RETRY_FAILED if result == "failed" else next_at
     with writing(conn):
         conn.execute(update(pages).where(pages.c.id == page_id).values(**values))
 

@@ -198,6 +198,7 @@ class Settings(DatabaseSettings):
         if isinstance(value, str):
             value = tuple(n.strip() for n in value.split(",") if n.strip())
         if isinstance(value, list | tuple):
+            value = tuple(dict.fromkeys(value))  # a number given twice is paged once
             wrong = [str(n) for n in value if not re.fullmatch(E164, str(n))]
             if wrong:
                 raise ValueError(
@@ -222,6 +223,8 @@ class Settings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _pages_can_be_sent(self) -> Settings:
+        if self.page_call and not self.page_numbers:
+            raise ValueError("IVR_PAGE_CALL needs IVR_PAGE_NUMBERS: the numbers to ring")
         if self.page_numbers and not (self.twilio_account_sid and self.caller_id):
             raise ValueError(
                 "IVR_PAGE_NUMBERS needs TWILIO_ACCOUNT_SID and IVR_CALLER_ID: the on-call are "

@@ -542,6 +542,7 @@ def create_app(
             asyncio.create_task(_every(settings.sweep_interval_seconds, _sweep_once, hotline)),
             asyncio.create_task(_every(settings.tree_sync_seconds, follow, hotline)),
             asyncio.create_task(_every(settings.dispatch_seconds, Dispatching(), hotline)),
+            asyncio.create_task(_every(settings.tree_sync_seconds, Paging(), hotline)),
         ]
         if settings.watch_routes:
             tasks.append(asyncio.create_task(_watch(hotline)))
@@ -771,8 +772,7 @@ class TimedJobs:
 
 class Following(TimedJobs):
     """What every instance follows from the database every IVR_TREE_SYNC seconds: the live
-    tree version, the announcement, the agents at work, an emergency left waiting (paging
-    the on-call). A job that fails keeps what it had
+    tree version, the announcement, the agents at work. A job that fails keeps what it had
     (the tree, the announcement until it expires, the last figures)."""
 
     def __init__(self) -> None:
@@ -780,9 +780,15 @@ class Following(TimedJobs):
             (Outage("check the live call-tree version"), Hotline.follow_active_version),
             (Outage("check the announcement"), Hotline.refresh_announcement),
             (Outage("count the agents at work"), Hotline.refresh_staffing),
-            # After the count: the page says how many agents are available and at work.
-            (Outage("page the on-call"), Hotline.page_on_call),
         )
+
+
+class Paging(TimedJobs):
+    """Page the on-call if an emergency was left waiting (`Hotline.page_on_call`), every
+    IVR_TREE_SYNC seconds: a job of its own, as sending may wait on Twilio's REST API."""
+
+    def __init__(self) -> None:
+        self.jobs = ((Outage("page the on-call"), Hotline.page_on_call),)
 
 
 class Dispatching(TimedJobs):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -233,6 +234,15 @@ def twilio_http() -> RecordingTwilio:
 @pytest.fixture
 def twilio_client(twilio_http: RecordingTwilio) -> TwilioClient:
     return TwilioClient("AC" + "0" * 32, TOKEN, http_client=twilio_http)
+
+
+def eventually(what: Callable[[], Any], seconds: float = 15.0) -> Any:
+    """What `what` gives once it gives something: the app's timed job is on its own clock."""
+    deadline = time.monotonic() + seconds
+    while not (found := what()):
+        assert time.monotonic() < deadline, "the timed job never did it"
+        time.sleep(0.02)
+    return found
 
 
 def count(db: Engine, table: Any) -> int:

@@ -1171,6 +1171,7 @@ def test_the_browser_tells_an_available_agent_of_a_case_offered_at_their_desk(
     bob = desk_of(scene, make_user(scene.db, "bob", "agent", "+15005558888"))
     bob.get_by_role("button", name="Make me available").click()
     expect(bob.get_by_role("button", name="Notify me of offers")).to_be_visible()
+    bob.get_by_role("button", name="Go away").click()  # the case is alice's to miss
     assert alice.evaluate(SHOWN) == []
     assert scene.hotline.dispatch() == 1  # what every instance does every second
     accept_by = scene.clock() + timedelta(seconds=30)
@@ -1192,6 +1193,22 @@ def test_the_browser_tells_an_available_agent_of_a_case_offered_at_their_desk(
     expect(alice.get_by_role("button", name="Accept")).to_be_visible()
     alice.wait_for_timeout(500)
     assert alice.evaluate(SHOWN) == [note]
+    # Not accepted in time: back in line, alice set away. Available again, she is offered
+    # the same case again: a new offer, told anew.
+    scene.clock.advance(seconds=31)
+    assert scene.hotline.dispatch() == 0
+    expect(alice).to_have_title(re.compile("^Your desk"), timeout=9000)
+    alice.get_by_role("button", name="Make me available").click()
+    assert scene.hotline.dispatch() == 1
+    expect(alice).to_have_title(re.compile("^Accept your case"), timeout=9000)
+    again = scene.clock() + timedelta(seconds=30)
+    for _ in range(50):
+        shown = alice.evaluate(SHOWN)
+        if len(shown) > 1:
+            break
+        alice.wait_for_timeout(100)
+    assert [n["tag"] for n in shown] == [note["tag"]] * 2
+    assert shown[1]["body"].endswith(f"accept it by {again:%H:%M:%S} UTC")
     alice.get_by_role("button", name="Accept").click()
     expect(alice).to_have_title(re.compile("^Your desk"))
     assert scene.problems == [], scene.problems

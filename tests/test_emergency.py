@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -49,6 +48,7 @@ from tests.conftest import (
     FakeClock,
     RecordingTwilio,
     bearer,
+    eventually,
     make_settings,
     make_user,
 )
@@ -2223,15 +2223,6 @@ def user_id(db: Engine, name: str) -> int:
         found: int = conn.execute(
             text("SELECT id FROM users WHERE name = :n"), {"n": name}
         ).scalar()
-    return found
-
-
-def eventually(what: Callable[[], Any], seconds: float = 15.0) -> Any:
-    """What `what` gives once it gives something: the app's timed job is on its own clock."""
-    deadline = time.monotonic() + seconds
-    while not (found := what()):
-        assert time.monotonic() < deadline, "the timed job never did it"
-        time.sleep(0.02)
     return found
 
 

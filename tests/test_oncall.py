@@ -17,10 +17,11 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, event, select
 from twilio.rest import Client as TwilioClient
 
+from ivr import oncall
 from ivr.db import cases, create_db_engine, pages
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.tree import CompiledTree
-from ivr.web import Following, create_app
+from ivr.web import Following, Paging, create_app
 from tests.conftest import (
     CALLER_ID,
     PUBLIC_URL,
@@ -28,6 +29,7 @@ from tests.conftest import (
     FakeClock,
     RecordingTwilio,
     bearer,
+    eventually,
     make_settings,
     make_user,
 )
@@ -243,10 +245,7 @@ def test_two_instances_writing_the_same_turn_at_once_page_once(
     twilio_http: RecordingTwilio,
 ) -> None:
     """Both read that no page was sent, and both write the first turn: the second write is
-    refused (the turn is unique), and that instance sends nothing. PostgreSQL only: that is
-    where several instances share a database (SQLite has one writer, and one instance)."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several instances run on PostgreSQL")
+    refused (the turn is unique), and that instance sends nothing."""
     client, phone = line
     phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
     clock.advance(minutes=2)
@@ -270,6 +269,131 @@ def test_two_instances_writing_the_same_turn_at_once_page_once(
     assert raced[0] is not None
     assert texts(twilio_http) == [] and len(texts(other_http)) == 2
     assert [p["turn"] for p in page_rows(db)] == [1]
+
+
+def test_an_instance_that_stops_while_paging_leaves_the_page_to_another(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+) -> None:
+    """An instance took the page's turn and stopped before sending (a deploy, a crash): the
+    turn holds the next back only as long as sending may take, not IVR_PAGE_REPEAT."""
+    client, phone = line
+    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    clock.advance(minutes=2)
+    with db.connect() as conn:
+        late = oncall.overdue(conn, now=clock(), after=timedelta(minutes=1))
+        assert late is not None
+        gone = oncall.take_turn(conn, now=clock(), overdue=late, sending=oncall.sending_at_most(2))
+    assert gone is not None  # and nothing more: the instance is gone
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    clock.advance(seconds=59)
+    assert look(hotline) is None
+    clock.advance(seconds=1)  # 30 s, and 15 s for each of the two texts
+    assert look(hotline) is not None
+    assert len(texts(twilio_http)) == 2
+    assert [p["result"] for p in page_rows(db)] == ["sending", "sent"]
+
+
+def test_the_running_server_pages_by_itself(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Nobody calls `page_on_call` here: the server's own timed jobs count nobody at work
+    and page about the victim who just joined the line."""
+    app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_TREE_SYNC=0.05)
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+        eventually(lambda: page_rows(db) and page_rows(db)[0]["result"] == "sent")
+    assert [t["To"] for t in texts(twilio_http)] == list(ON_CALL)
+
+
+def test_a_count_of_nobody_at_work_that_is_not_fresh_does_not_page_at_once(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """The instance counted nobody at work as it started; alice has made herself available
+    since, but the count has not been made again (the database failing for that job, say).
+    An old count is no reason to page at once: the emergency waits IVR_PAGE_AFTER."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    assert hotline.staffing.agents == 0  # counted at start-up
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    client.put("/api/agents/presence", headers=bearer(alice), json={"available": True})
+    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    clock.advance(seconds=30)
+    asyncio.run(Paging()(hotline))
+    assert texts(twilio_http) == []
+    clock.advance(seconds=30)
+    asyncio.run(Paging()(hotline))
+    assert len(texts(twilio_http)) == 2
+
+
+def test_a_call_back_held_back_until_its_retry_time_pages_nobody_until_then(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A victim hung up; bob called them back at once and they did not answer: their case
+    keeps its place, but nobody may take it for IVR_CALLBACK_RETRY (300 s). Nobody is late
+    for it meanwhile; once it may be taken again, it is the on-call's concern."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    taken = client.post("/api/agents/next", headers=bearer(bob)).json()
+    assert taken["connect"]["mode"] == "calling_back"
+    [placed] = [data for _, url, data in twilio_http.requests if url.endswith("/Calls.json")]
+    missed = {"CallSid": twilio_http.sids[-1], "AccountSid": "AC" + "0" * 32}
+    answer = phone.signed_post(placed["StatusCallback"], {**missed, "CallStatus": "no-answer"})
+    assert answer.status_code == 204
+    [case] = case_rows(db)
+    assert (case["queued"], case["not_before"]) == (1, clock() + timedelta(seconds=300))
+    clock.advance(seconds=299)
+    assert look(hotline) is None and texts(twilio_http) == []
+    clock.advance(seconds=1)
+    assert look(hotline) is not None
+    assert "the longest 5 min 0 s" in texts(twilio_http)[-1]["Body"]
+
+
+def test_the_first_in_line_has_waited_longest_from_their_place(
+    db: Engine, clock: FakeClock
+) -> None:
+    """A victim who calls again takes their earlier call back's place in line: they have
+    waited since then, though their case is new. That is the wait the page is about."""
+    now = clock()
+    with db.begin() as conn:
+        for n, (created, place) in enumerate(
+            [
+                (now - timedelta(seconds=30), now - timedelta(minutes=10)),
+                (now - timedelta(minutes=5), now - timedelta(minutes=5)),
+            ]
+        ):
+            conn.execute(
+                cases.insert().values(
+                    ticket=str(2_000_000 + n),
+                    call_sid="CA" + str(n) * 32,
+                    reason="account_stolen",
+                    queue="security",
+                    priority="emergency",
+                    lane=0,
+                    sort_at=place,
+                    queued=1,
+                    status="waiting",
+                    flags={},
+                    path=[],
+                    created_at=created,
+                )
+            )
+    with db.connect() as conn:
+        late = oncall.overdue(conn, now=now, after=timedelta(minutes=1))
+    assert late is not None
+    assert (late.ticket, late.waited, late.waiting) == ("2000000", timedelta(minutes=10), 2)
 
 
 def test_a_page_twilio_refuses_is_tried_again_a_minute_later(
@@ -328,8 +452,8 @@ def test_without_numbers_the_page_is_an_error_in_the_log(
 def test_each_instance_looks_every_tree_sync(
     line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
-    """The job every instance runs every IVR_TREE_SYNC seconds pages, after counting the
-    agents at work that the text names."""
+    """The jobs every instance runs every IVR_TREE_SYNC seconds count the agents at work
+    (`Following`), which the text names, and page (`Paging`)."""
     client, phone = line
     phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
     alice = make_user(db, "alice", "agent", "+15005559999")
@@ -339,7 +463,9 @@ def test_each_instance_looks_every_tree_sync(
     assert busy.json()["case"]["priority"] == "emergency"
     phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number="+15005550007")
     clock.advance(minutes=2)
-    asyncio.run(Following()(client.app.state.hotline))  # type: ignore[attr-defined]
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    asyncio.run(Following()(hotline))
+    asyncio.run(Paging()(hotline))
     [body] = {t["Body"] for t in texts(twilio_http)}
     assert "1 emergency caller waiting, the longest 2 min 0 s" in body
     assert "Agents available: 0, at work: 1" in body  # bob, on the other victim's case
@@ -398,6 +524,9 @@ def test_on_call_numbers_need_twilio_to_text_them() -> None:
             IVR_PAGE_NUMBERS="+15005550100", TWILIO_ACCOUNT_SID="AC" + "0" * 32, IVR_CALLER_ID=None
         )
     spaced = make_settings(
-        IVR_PAGE_NUMBERS=" +15005550100 , +15005550101,", TWILIO_ACCOUNT_SID="AC" + "0" * 32
+        IVR_PAGE_NUMBERS=" +15005550100 , +15005550101,+15005550100",
+        TWILIO_ACCOUNT_SID="AC" + "0" * 32,
     )
-    assert spaced.page_numbers == ON_CALL
+    assert spaced.page_numbers == ON_CALL  # the same phone is paged once
+    with pytest.raises(ValidationError, match="IVR_PAGE_CALL needs IVR_PAGE_NUMBERS"):
+        make_settings(IVR_PAGE_CALL=True)

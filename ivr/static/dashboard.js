@@ -89,7 +89,9 @@
 
   // A case offered at the desk must be accepted within IVR_ACCEPT_TIMEOUT, and the agent may
   // be in another tab or window: the browser tells them (once per offer, however often the
-  // desk reloads), if they allowed it with "Notify me of offers".
+  // desk reloads; the same case offered again is a new offer), if they allowed it with
+  // "Notify me of offers". A browser that cannot (no Notification, or one that may not be
+  // constructed, as on Android) still shows the offer on the desk.
   var NOTIFIED = "ivr-offer-notified";
 
   function notifyOffer(live) {
@@ -98,19 +100,24 @@
       return;
     }
     var id = line.getAttribute("data-offer");
-    if (window.sessionStorage.getItem(NOTIFIED) === id) {
-      return;
+    var offer = id + "@" + line.getAttribute("data-offer-until");
+    try {
+      if (window.sessionStorage.getItem(NOTIFIED) === offer) {
+        return;
+      }
+      window.sessionStorage.setItem(NOTIFIED, offer);
+      var note = new Notification("Accept your case", {
+        body: line.getAttribute("data-offer-text"),
+        tag: "ivr-offer-" + id,
+        requireInteraction: true,
+      });
+      note.onclick = function () {
+        window.focus();
+        note.close();
+      };
+    } catch (ignored) {
+      // the desk's own alert and title still say it
     }
-    window.sessionStorage.setItem(NOTIFIED, id);
-    var note = new Notification("Accept your case", {
-      body: line.getAttribute("data-offer-text"),
-      tag: "ivr-offer-" + id,
-      requireInteraction: true,
-    });
-    note.onclick = function () {
-      window.focus();
-      note.close();
-    };
   }
 
   function offerNotices(button, state) {
@@ -127,7 +134,11 @@
           : "Notifications are blocked for this site: offers show only here.";
     }
     button.addEventListener("click", function () {
-      Notification.requestPermission().then(show);
+      // Older browsers take a callback and return nothing; newer ones return a promise.
+      var asked = Notification.requestPermission(show);
+      if (asked && asked.then) {
+        asked.then(show);
+      }
     });
     show();
   }
