@@ -360,6 +360,16 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
 PAGED_SHOWN = timedelta(hours=1)
 
 
+TARGETS = stats.Thresholds()  # the figures' service-level targets, by default
+
+
+def late(entry: api.QueueEntry) -> bool:
+    """A caller on the line who has waited past their service-level target: answered now,
+    they count as late in the figures already."""
+    target = TARGETS.for_priority(entry.priority).total_seconds()
+    return entry.status == "waiting" and entry.waiting_seconds > target
+
+
 def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     entries = api.queue(user, hotline)
     now = hotline.clock()
@@ -371,6 +381,9 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": sum(e.priority == "emergency" for e in entries),
+        "late": sum(late(e) for e in entries),
+        "is_late": late,
+        "targets": TARGETS,
         "updated": hotline.clock(),
         "refresh": REFRESH_SECONDS,
     }

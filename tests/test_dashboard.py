@@ -293,6 +293,40 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
     assert fragment.text.index(">1<") < fragment.text.index("badge-emergency")
 
 
+def test_the_queue_marks_callers_on_the_line_past_their_service_level_target(
+    client: TestClient,
+    phone: Phone,
+    clock: FakeClock,
+    supervisor: str,
+    placed: dict[str, str],
+) -> None:
+    """A caller holding past the figures' target (60 s; 20 s for an emergency) is late
+    already: their wait is marked, and the status line counts them. Callers who hung up
+    (call backs) are in line, but nobody on the line is kept waiting by them."""
+    signed_in(client, supervisor)
+    seen: list[tuple[list[str], str]] = []
+
+    def look() -> None:
+        doc = page(client, "/dashboard/queue/rows")
+        late = [
+            " ".join(td.text_content().split())
+            for td in doc.xpath("//td[contains(@class, 'late')]")
+        ]
+        seen.append((late, " ".join(texts(doc, "//p[contains(@class, 'status-line')]")[0].split())))
+
+    class Holding(ScriptedParty):
+        def keep_holding(self, queue: str, polls: int) -> bool:
+            clock.advance(seconds=31)
+            look()
+            return polls < 2
+
+    phone.call(Holding([Press("1"), Press("0")]), from_number="+15005550144")
+    (on_time, line), (past, late_line) = seen[0], seen[1]
+    assert on_time == [] and "past the service-level target" not in line
+    assert past == ["01:02 (past the target)"]
+    assert "1 on the line past the service-level target (20 s for emergencies, 60 s" in late_line
+
+
 def test_a_supervisor_sees_who_is_at_work_and_the_wait_a_new_caller_hears(
     client: TestClient, db: Engine, supervisor: str, placed: dict[str, str], clock: FakeClock
 ) -> None:
