@@ -52,6 +52,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.parties import Caller
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
 VICTIM = "+15005550006"
@@ -97,17 +98,6 @@ def take_in_turn(client: TestClient, agent: str, times: int) -> list[Any]:
             done = {"notes": "called back"}
             api(client, agent, "POST", f"/api/cases/{case['id']}/resolve", json=done)
     return taken
-
-
-class Caller(ScriptedParty):
-    """A scripted caller whose wait in the queue runs `on_hold(poll)`; True keeps holding."""
-
-    def __init__(self, answers: list[Any], on_hold: Callable[[int], bool]) -> None:
-        super().__init__(answers)
-        self.on_hold = on_hold
-
-    def keep_holding(self, queue: str, polls: int) -> bool:
-        return self.on_hold(polls)
 
 
 HIJACK = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # English, stolen account, UID, PIN

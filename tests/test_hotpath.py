@@ -82,6 +82,16 @@ class Line:
         self.doc = ET.fromstring(response.text)
         return self.doc
 
+    def into_queue(self) -> ET.Element:
+        """The call from its first webhook to an agent queue: English, 0 for an agent. The
+        <Enqueue> it ends with."""
+        self.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+        self.post(self.gather_action(), Digits="1")
+        self.post(self.gather_action(), Digits="0")
+        enqueue = self.doc.find("Enqueue")
+        assert enqueue is not None, ET.tostring(self.doc)
+        return enqueue
+
     def gather_action(self) -> str:
         gather = self.doc.find("Gather")
         assert gather is not None, ET.tostring(self.doc)
@@ -114,12 +124,7 @@ def test_a_menu_key_is_one_read_and_one_write(line: Line, db: Engine) -> None:
 
 
 def test_a_hold_loop_round_is_one_read(line: Line, db: Engine) -> None:
-    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
-    line.post(line.gather_action(), Digits="1")
-    line.post(line.gather_action(), Digits="0")  # an agent: into a queue
-    enqueue = line.doc.find("Enqueue")
-    assert enqueue is not None, ET.tostring(line.doc)
-    wait_url = enqueue.get("waitUrl", "")
+    wait_url = line.into_queue().get("waitUrl", "")
     line.post(wait_url, QueueTime="0")  # the first round, as a warm-up
     with counting(db) as seen:
         line.post(wait_url, QueueTime="30")
@@ -145,10 +150,7 @@ def test_a_dispatch_round_with_nothing_to_offer_reads_little_and_writes_nothing(
     with a caller waiting and nobody available, a round is two small reads (offers at
     desks past their time, then the available agents) and no write, so it never takes
     SQLite's one writer from the webhooks."""
-    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
-    line.post(line.gather_action(), Digits="1")
-    line.post(line.gather_action(), Digits="0")  # an agent: into a queue
-    assert line.doc.find("Enqueue") is not None
+    line.into_queue()
     hotline = line.client.app.state.hotline  # type: ignore[attr-defined]
     with counting(db) as seen:
         assert hotline.dispatch() == 0
@@ -160,10 +162,7 @@ def test_looking_for_an_emergency_left_waiting_is_one_read(line: Line, db: Engin
     """Every instance looks every IVR_TREE_SYNC seconds whether to page the on-call
     (`Hotline.page_on_call`): with a caller waiting and no emergency overdue, that is one
     read (the emergency lane's first case) and no write."""
-    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
-    line.post(line.gather_action(), Digits="1")
-    line.post(line.gather_action(), Digits="0")  # an agent: into a queue
-    assert line.doc.find("Enqueue") is not None
+    line.into_queue()
     hotline = line.client.app.state.hotline  # type: ignore[attr-defined]
     with counting(db) as seen:
         assert hotline.page_on_call() is None

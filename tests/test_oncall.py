@@ -19,7 +19,7 @@ from twilio.rest import Client as TwilioClient
 
 from ivr import oncall
 from ivr.db import cases, create_db_engine, pages
-from ivr.phone import Phone, Press, ScriptedParty
+from ivr.phone import Phone, Press
 from ivr.tree import CompiledTree
 from ivr.web import Following, Paging, create_app
 from tests.conftest import (
@@ -33,6 +33,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.parties import Caller
 
 ON_CALL = ("+15005550100", "+15005550101")
 VICTIM = "+15005550006"
@@ -40,16 +41,10 @@ SKIPS_VERIFYING = [Press("1"), Press("1"), Press("*")]  # English, account stole
 DEPOSITS = [Press("1"), Press("3"), Press("1"), Press("1")]  # a routine question
 
 
-class Holding(ScriptedParty):
-    """A caller who keys `answers` (a copy: the party uses them up), then holds while
-    `on_hold(poll)` says so."""
-
-    def __init__(self, answers: list[Any], on_hold: Callable[[int], bool]) -> None:
-        super().__init__(list(answers))
-        self.on_hold = on_hold
-
-    def keep_holding(self, queue: str, polls: int) -> bool:
-        return self.on_hold(polls)
+def hijacked(phone: Phone, number: str = VICTIM) -> None:
+    """A hijack victim who skips verifying, reaches the emergency queue and hangs up there:
+    their case stays in the emergency lane, for a call back."""
+    phone.call(Caller(SKIPS_VERIFYING, lambda poll: False), from_number=number)
 
 
 def paging_app(
@@ -119,7 +114,7 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     gets one text, and no more while the victim waits on, within IVR_PAGE_REPEAT (15 min)."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    phone.call(Holding(DEPOSITS, lambda poll: False), from_number="+15005550008")
+    phone.call(Caller(DEPOSITS, lambda poll: False), from_number="+15005550008")
     bob = make_user(db, "bob", "agent", "+15005558888")
     assert client.post("/api/agents/next", headers=bearer(bob)).json()["case"] is not None
     rounds: list[tuple[timedelta, int | None]] = []
@@ -130,7 +125,7 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
         rounds.append((clock() - victims[0]["created_at"], look(hotline)))
         return poll < 12  # three minutes
 
-    phone.call(Holding(SKIPS_VERIFYING, holds), from_number=VICTIM)
+    phone.call(Caller(SKIPS_VERIFYING, holds), from_number=VICTIM)
     early = [page for waited, page in rounds if waited < timedelta(seconds=60)]
     assert early and early == [None] * len(early)
     assert rounds[len(early)][1] is not None  # the first round past a minute
@@ -176,7 +171,7 @@ def test_with_nobody_at_work_the_page_comes_at_once_and_again_after_the_repeat(
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     for number in (VICTIM, "+15005550007"):
-        phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=number)
+        hijacked(phone, number)
     clock.advance(seconds=5)
     assert look(hotline) is not None
     assert "2 emergency callers waiting, the longest 5 s" in texts(twilio_http)[0]["Body"]
@@ -204,10 +199,10 @@ def test_routine_callers_and_emergencies_an_agent_has_page_nobody(
     nor is an emergency an agent has taken."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    phone.call(Holding(DEPOSITS, lambda poll: False), from_number="+15005550008")
+    phone.call(Caller(DEPOSITS, lambda poll: False), from_number="+15005550008")
     clock.advance(hours=1)
     assert hotline.page_on_call() is None
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     alice = make_user(db, "alice", "agent", "+15005559999")
     taken = client.post("/api/agents/next", headers=bearer(alice))
     assert taken.json()["case"]["priority"] == "emergency"
@@ -229,7 +224,7 @@ def test_of_two_instances_one_pages(
     client, phone = line
     other_http = RecordingTwilio()
     other = paging_app(database_url, hotline_tree, db, clock, other_http).state.hotline
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     clock.advance(minutes=2)
     first = client.app.state.hotline.page_on_call()  # type: ignore[attr-defined]
     assert first is not None and other.page_on_call() is None
@@ -247,7 +242,7 @@ def test_two_instances_writing_the_same_turn_at_once_page_once(
     """Both read that no page was sent, and both write the first turn: the second write is
     refused (the turn is unique), and that instance sends nothing."""
     client, phone = line
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     clock.advance(minutes=2)
     other_http = RecordingTwilio()
     second = create_db_engine(database_url)  # the other instance's own connections
@@ -282,7 +277,7 @@ def test_an_instance_that_stops_while_paging_leaves_the_page_to_another(
     """An instance took the page's turn and stopped before sending (a deploy, a crash): the
     turn holds the next back only as long as sending may take, not IVR_PAGE_REPEAT."""
     client, phone = line
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     clock.advance(minutes=2)
     with db.connect() as conn:
         late = oncall.overdue(conn, now=clock(), after=timedelta(minutes=1))
@@ -311,7 +306,7 @@ def test_the_running_server_pages_by_itself(
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_TREE_SYNC=0.05)
     with TestClient(app) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-        phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+        hijacked(phone)
         eventually(lambda: page_rows(db) and page_rows(db)[0]["result"] == "sent")
     assert [t["To"] for t in texts(twilio_http)] == list(ON_CALL)
 
@@ -327,7 +322,7 @@ def test_a_count_of_nobody_at_work_that_is_not_fresh_does_not_page_at_once(
     assert hotline.staffing.agents == 0  # counted at start-up
     alice = make_user(db, "alice", "agent", "+15005559999")
     client.put("/api/agents/presence", headers=bearer(alice), json={"available": True})
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     clock.advance(seconds=30)
     asyncio.run(Paging()(hotline))
     assert texts(twilio_http) == []
@@ -344,7 +339,7 @@ def test_a_call_back_held_back_until_its_retry_time_pages_nobody_until_then(
     for it meanwhile; once it may be taken again, it is the on-call's concern."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     bob = make_user(db, "bob", "agent", "+15005558888")
     taken = client.post("/api/agents/next", headers=bearer(bob)).json()
     assert taken["connect"]["mode"] == "calling_back"
@@ -405,7 +400,7 @@ def test_a_page_twilio_refuses_is_tried_again_a_minute_later(
 ) -> None:
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     clock.advance(minutes=2)
     twilio_http.refuse = True
     with caplog.at_level(logging.WARNING, logger="ivr.hotline"):
@@ -436,7 +431,7 @@ def test_without_numbers_the_page_is_an_error_in_the_log(
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_NUMBERS="")
     with TestClient(app) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-        phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+        hijacked(phone)
         clock.advance(minutes=5)
         with caplog.at_level(logging.WARNING, logger="ivr.hotline"):
             assert app.state.hotline.page_on_call() is not None
@@ -455,13 +450,13 @@ def test_each_instance_looks_every_tree_sync(
     """The jobs every instance runs every IVR_TREE_SYNC seconds count the agents at work
     (`Following`), which the text names, and page (`Paging`)."""
     client, phone = line
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+    hijacked(phone)
     alice = make_user(db, "alice", "agent", "+15005559999")
     client.put("/api/agents/presence", headers=bearer(alice), json={"available": False})
     bob = make_user(db, "bob", "agent", "+15005558888")
     busy = client.post("/api/agents/next", headers=bearer(bob))
     assert busy.json()["case"]["priority"] == "emergency"
-    phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number="+15005550007")
+    hijacked(phone, "+15005550007")
     clock.advance(minutes=2)
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     asyncio.run(Following()(hotline))
@@ -484,7 +479,7 @@ def test_with_page_call_the_on_call_are_rung_too(
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_CALL=True)
     with TestClient(app) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-        phone.call(Holding(SKIPS_VERIFYING, lambda poll: False), from_number=VICTIM)
+        hijacked(phone)
         clock.advance(seconds=65)
         assert look(app.state.hotline) is not None
         metrics = client.get("/metrics").text

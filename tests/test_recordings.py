@@ -12,7 +12,7 @@ from lxml import etree
 from sqlalchemy import Engine
 
 from ivr.db import recordings
-from ivr.phone import CallRecord, Phone, Press, ScriptedParty
+from ivr.phone import CallRecord, Phone, Press
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import (
@@ -24,6 +24,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.parties import Caller
 
 AGENT_PHONE = "+15005559999"
 CALLER = "+15005550008"
@@ -32,15 +33,6 @@ ACCOUNT = "AC" + "0" * 32
 RECORDING = "RE" + "a" * 32
 MEDIA = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{RECORDING}"
 NOTICE = "This call will be recorded, for your protection and for the quality of our service."
-
-
-class Holding(ScriptedParty):
-    def __init__(self, answers: list[Any], on_hold: Callable[[int], bool]) -> None:
-        super().__init__(list(answers))
-        self.on_hold = on_hold
-
-    def keep_holding(self, queue: str, polls: int) -> bool:
-        return self.on_hold(polls)
 
 
 def put_through(client: TestClient, phone: Phone, agent: str) -> tuple[CallRecord, Any]:
@@ -53,7 +45,7 @@ def put_through(client: TestClient, phone: Phone, agent: str) -> tuple[CallRecor
             assert taken.status_code == 200, taken.text
         return poll < 5
 
-    record = phone.call(Holding(DEPOSITS, holds), from_number=CALLER)
+    record = phone.call(Caller(DEPOSITS, holds), from_number=CALLER)
     assert record.dialed == AGENT_PHONE and record.agent_took is True
     [dialled] = [d for d in record.documents if "<Dial" in d and AGENT_PHONE in d]
     return record, etree.fromstring(dialled.encode())
