@@ -821,7 +821,7 @@ class RecordingRecord(BaseModel):
 
     ticket: str = Field(description="the case's")
     recording_sid: str
-    status: Literal["completed", "absent", "failed"]
+    status: Literal["completed", "absent"] = Field(description="`absent`: Twilio heard no audio")
     seconds: int | None
     url: str | None = Field(
         description="Twilio's media URL: fetched with the account's credentials, or found by "

@@ -87,6 +87,7 @@ def serve(
     import uvicorn
 
     from ivr.db import upgrade
+    from ivr.hotline import recording_refused
     from ivr.observe import log_config
     from ivr.tree import load_tree
     from ivr.web import create_app
@@ -94,6 +95,9 @@ def serve(
     settings = _settings()
     try:
         tree = load_tree(settings.routes, settings.prompts_dir)
+        refused = recording_refused(settings, tree)
+        if refused is not None:
+            raise refused
     except SourceError as exc:
         raise _fail(f"refusing to start: the call tree has errors\n{exc}") from None
     try:

@@ -294,8 +294,8 @@ recordings = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("case_id", Integer, nullable=False),
     Column("recording_sid", String(34), nullable=False),
-    Column("call_sid", String(64), nullable=False),  # the leg Twilio recorded
-    Column("status", String(16), nullable=False),  # completed, absent, failed
+    Column("call_sid", String(64), nullable=False),  # the parent call: the caller's, or a call back
+    Column("status", String(16), nullable=False),  # completed, or absent (no audio)
     Column("url", String(255)),  # Twilio's media URL
     Column("seconds", Integer),
     Column("at", UTCDateTime(), nullable=False),

@@ -463,8 +463,8 @@ def connect_twiml(
     """Bridge the caller to the agent who took the case: their phone, else their Twilio Client.
     `screen`: the agent's leg first runs that URL's TwiML (`accept_twiml`), and the caller,
     hearing ringing meanwhile, is put through only once the agent takes the call.
-    `recording`: Twilio records the call from the agent's answer, each side on its own
-    channel, and reports the recording to that URL; the caller is told first."""
+    `recording`: Twilio records the call from the agent's phone answering, each side on its
+    own channel, and reports the recording to that URL; the caller is told first."""
     response = VoiceResponse()
     _say(response, catalogs, greeting, language, ticket=ticket)
     bridge: dict[str, Any] = {} if screen is None else {"answer_on_bridge": True}
@@ -474,6 +474,7 @@ def connect_twiml(
             "record": "record-from-answer-dual",
             "recording_status_callback": recording,
             "recording_status_callback_method": "POST",
+            "recording_status_callback_event": "completed absent",
         }
     screened: dict[str, Any] = {} if screen is None else {"url": screen, "method": "POST"}
     dial = response.dial(action=action, method="POST", timeout=25, **bridge)

@@ -26,10 +26,11 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, patient, users
-from ivr.exceptions import IdentityUnavailable
+from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
 from ivr.numbers import dialable, last4, withheld
 from ivr.observe import AtWork, Metrics
+from ivr.prompts import BASE_LANGUAGE
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
 
@@ -148,6 +149,29 @@ class Caller:
     from_number: str | None = None
     to_number: str | None = None
     stir_verstat: str | None = None
+
+
+RECORDING_NOTICE = "recording_notice"
+
+
+def recording_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
+    """Calls with agents are recorded (IVR_RECORD_AGENT_CALLS) only after callers are told:
+    catalogs that cannot say so are refused. (Only then: the prompt is not one every catalog
+    needs, so tree versions stored before it was shipped still serve their calls.)"""
+    if not settings.record_agent_calls or tree.catalogs.has(RECORDING_NOTICE, BASE_LANGUAGE):
+        return None
+    catalog = str(settings.prompts_dir / f"{BASE_LANGUAGE}.yaml")
+    return SourceError(
+        [
+            Problem(
+                catalog,
+                None,
+                "",
+                f"prompt '{RECORDING_NOTICE}' is missing from the {BASE_LANGUAGE} catalog: "
+                "IVR_RECORD_AGENT_CALLS records calls with agents once callers are told so",
+            )
+        ]
+    )
 
 
 class TreeRegistry:
@@ -907,7 +931,12 @@ class Hotline:
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
             screen=screen,
-            recording=self.links.recording(case_id) if self.settings.record_agent_calls else None,
+            # Told first, or not recorded (a tree refused that could not tell them, but a
+            # version another instance made live before this one's settings changed might).
+            recording=self.links.recording(case_id)
+            if self.settings.record_agent_calls
+            and self.trees.current.catalogs.has(RECORDING_NOTICE, BASE_LANGUAGE)
+            else None,
         )
 
     def recorded(
@@ -919,7 +948,7 @@ class Hotline:
         status: str,
         url: str | None,
         seconds: int | None,
-    ) -> bool:
+    ) -> recordings.Kept:
         """Twilio reports a recording of the case's call with its agent: kept (where, how
         long), once however often it is reported."""
         with self.db.connect() as conn:
@@ -1544,7 +1573,11 @@ class Hotline:
     # -- call trees: reload, rollback, every instance on the same version -------------------
 
     def activate(self, tree: CompiledTree, *, by: str) -> CompiledTree:
-        """Store `tree` as a version, make it the live one everywhere, and use it here now."""
+        """Store `tree` as a version, make it the live one everywhere, and use it here now.
+        SourceError (and the old tree stays) if it cannot serve these settings."""
+        refused = recording_refused(self.settings, tree)
+        if refused is not None:
+            raise refused
         now = self.clock()
         with self.db.connect() as conn:
             store.store_tree_version(conn, tree=tree, loaded_by=by, now=now)

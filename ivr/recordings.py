@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -18,13 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from ivr.db import cases, recordings
 from ivr.store import reading, writing
 
-RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
-CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
-# Where Twilio keeps recordings: a report naming anywhere else is not stored.
-MEDIA_URL = re.compile(
-    r"^https://api\.twilio\.com/2010-04-01/Accounts/AC[0-9a-f]{32}/Recordings/RE[0-9a-f]{32}$"
-)
-STATUSES = ("completed", "absent", "failed")
+RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+# Twilio's media URL: on api.twilio.com, or a regional host (api.dublin.ie1.twilio.com),
+# naming this recording (with an extension, or none). Anything else is not kept as its URL.
+MEDIA_URL = r"^https://api(\.[a-z0-9-]+)*\.twilio\.com/2010-04-01/Accounts/AC[0-9a-fA-F]{{32}}/Recordings/{sid}(\.(mp3|wav))?$"
+# What Twilio reports when asked for `completed absent`: kept, or none to keep (no audio).
+STATUSES = ("completed", "absent")
+
+Kept = Literal["kept", "repeated", "refused"]
 
 
 def add(
@@ -37,18 +39,21 @@ def add(
     url: str | None,
     seconds: int | None,
     now: datetime,
-) -> bool:
-    """Keep a recording of the case's call with its agent. False if it was not news (reported
-    before), or not one of ours (no such case, a sid or URL that is not Twilio's)."""
+) -> Kept:
+    """Keep a recording of the case's call with its agent (the sid always; the URL if it is
+    Twilio's URL of that recording). `repeated`: reported before; `refused`: not one of ours
+    (no such case, sids that are not Twilio's, a status not asked for)."""
     if not (RECORDING_SID.match(recording_sid) and CALL_SID.match(call_sid)):
-        return False
-    if status not in STATUSES or (url is not None and not MEDIA_URL.match(url)):
-        return False
+        return "refused"
+    if status not in STATUSES:
+        return "refused"
+    if url is not None and not re.match(MEDIA_URL.format(sid=re.escape(recording_sid)), url):
+        url = None  # found by its sid in the Twilio Console all the same
     try:
         with writing(conn):
             known = conn.execute(select(cases.c.id).where(cases.c.id == case_id)).first()
             if known is None:
-                return False
+                return "refused"
             conn.execute(
                 insert(recordings).values(
                     case_id=case_id,
@@ -60,9 +65,9 @@ def add(
                     at=now,
                 )
             )
-            return True
+            return "kept"
     except IntegrityError:
-        return False  # reported before
+        return "repeated"
 
 
 def of_cases(conn: Connection, *, case_ids: list[int]) -> list[dict[str, Any]]:

@@ -81,7 +81,6 @@ ENGINE_PROMPTS = (
     "callback_agent_unavailable",
     "ticket_requeued",
     "agent_accept",  # to the agent, before the caller is put through (IVR_AGENT_SCREENING)
-    "recording_notice",  # before the agent, when calls with agents are recorded
     *(
         f"case_status_{s}"
         for s in ("waiting", "offered", "connected", "resolved", "abandoned", "callback_requested")

@@ -45,7 +45,16 @@ from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
 from ivr.deps import HotlineDep
 from ivr.exceptions import SourceError
-from ivr.hotline import Caller, Clock, Counted, Hotline, TwilioRest, WouldBlock, utcnow
+from ivr.hotline import (
+    Caller,
+    Clock,
+    Counted,
+    Hotline,
+    TwilioRest,
+    WouldBlock,
+    recording_refused,
+    utcnow,
+)
 from ivr.identity import (
     AccountActions,
     HttpAccountActions,
@@ -453,8 +462,8 @@ def recording(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Respons
             url=url,
             seconds=_int(form, "RecordingDuration"),
         )
-        if not kept:
-            log.info("recording report for case %s not kept (repeated, or not ours)", case_id)
+        if kept == "refused":
+            log.warning("a recording report for case %s is not one of ours: not kept", case_id)
     except Exception:
         log.exception("recording for case %s not recorded", case_id)
     return Response(status_code=204)
@@ -499,6 +508,9 @@ def create_app(
     Every outside party is a parameter (the database, the clock, the identity endpoint's HTTP
     client, the Twilio REST client): tests pass their own instead of patching."""
     tree = tree or load_tree(settings.routes, settings.prompts_dir)
+    refused = recording_refused(settings, tree)
+    if refused is not None:
+        raise refused
     db = db or engine_from_settings(settings)
     if settings.identity_url and settings.identity_key:
         client = http or httpx.Client(timeout=settings.identity_timeout)

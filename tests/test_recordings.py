@@ -4,21 +4,28 @@ recording is kept with the case, once, and shown in the call's timeline."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine
 
 from ivr.db import recordings
+from ivr.exceptions import SourceError
 from ivr.phone import CallRecord, Phone, Press
-from ivr.tree import CompiledTree
+from ivr.settings import PROJECT_ROOT
+from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from tests.conftest import (
     PUBLIC_URL,
     TOKEN,
     FakeClock,
+    RecordingTwilio,
     bearer,
     count,
     make_settings,
@@ -72,6 +79,7 @@ def test_a_call_with_an_agent_is_recorded_after_the_caller_is_told(
     db: Engine,
     clock: FakeClock,
     check_twiml: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_RECORD_AGENT_CALLS=True)
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock)
@@ -80,37 +88,57 @@ def test_a_call_with_an_agent_is_recorded_after_the_caller_is_told(
     with TestClient(app) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         record, doc = put_through(client, phone, alice)
-        # Told before the agent's phone rings; recorded from the agent's answer, each side on
-        # its own channel (the agent's screen and the ringing are not the conversation).
+        # Told before the agent's phone rings; recorded from the agent's phone answering,
+        # each side on its own channel.
         said = [say.text for say in doc.iter("Say")]
         assert NOTICE in said and doc[-1].tag == "Dial"
         dial = doc.find("Dial")
         assert dial.get("record") == "record-from-answer-dual"
+        assert dial.get("recordingStatusCallbackEvent") == "completed absent"
         where = dial.get("recordingStatusCallback")
         assert where.startswith(f"{PUBLIC_URL}/twilio/recording?case=")
-        # Twilio reports the recording (twice, as it may): kept once.
-        for _ in range(2):
-            answer = phone.signed_post(where, report(record))
-            assert (answer.status_code, answer.text) == (204, "")
-        assert count(db, recordings) == 1
-        # Unsigned, or signed for another case's URL: refused, nothing kept.
+        # Twilio reports the recording (twice, as it may): kept once, the repeat no warning.
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                answer = phone.signed_post(where, report(record))
+                assert (answer.status_code, answer.text) == (204, "")
+        assert count(db, recordings) == 1 and caplog.records == []
+        # Unsigned: refused, nothing kept.
         forged = client.post(where, data=report(record, RecordingSid="RE" + "b" * 32))
         assert forged.status_code == 403
-        # Signed, but a recording somewhere that is not Twilio's: not kept.
+        # Signed for a case that does not exist: not kept, and said so in the log.
+        unknown = where.split("?")[0] + "?case=999999"
+        with caplog.at_level(logging.WARNING):
+            refused = phone.signed_post(unknown, report(record, RecordingSid="RE" + "d" * 32))
+        assert refused.status_code == 204 and count(db, recordings) == 1
+        assert "not one of ours" in caplog.text
+        # A URL that is not Twilio's URL of that recording: the sid is kept, not the URL.
         elsewhere = report(
             record, RecordingSid="RE" + "c" * 32, RecordingUrl="https://evil.example/x.mp3"
         )
         assert phone.signed_post(where, elsewhere).status_code == 204
-        assert count(db, recordings) == 1
+        # A region's host, as Twilio's non-US regions send it.
+        regional = "RE" + "e" * 32
+        dublin = (
+            f"https://api.dublin.ie1.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{regional}"
+        )
+        assert (
+            phone.signed_post(
+                where, report(record, RecordingSid=regional, RecordingUrl=dublin)
+            ).status_code
+            == 204
+        )
         timeline = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()
         [case] = timeline["cases"]
-        [kept] = timeline["recordings"]
+        kept, evil, regional_kept = timeline["recordings"]
         assert (kept["ticket"], kept["recording_sid"], kept["status"]) == (
             case["ticket"],
             RECORDING,
             "completed",
         )
         assert (kept["seconds"], kept["url"]) == (151, MEDIA)
+        assert (evil["recording_sid"], evil["url"]) == ("RE" + "c" * 32, None)
+        assert (regional_kept["recording_sid"], regional_kept["url"]) == (regional, dublin)
         client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
         page = client.get(f"/dashboard/calls/{record.call_sid}").text
         assert "<h2>Recordings</h2>" in page and RECORDING in page and "02:31" in page
@@ -124,3 +152,59 @@ def test_calls_are_not_recorded_unless_the_operator_says_so(
     dial = doc.find("Dial")
     assert dial.get("record") is None and dial.get("recordingStatusCallback") is None
     assert NOTICE not in [say.text for say in doc.iter("Say")]
+
+
+def test_a_call_back_is_recorded_after_the_customer_is_told(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_client: Any,
+    twilio_http: RecordingTwilio,
+) -> None:
+    """A victim who hung up is called back by Twilio; answering, they hear the call-back
+    greeting in Mandarin, the notice, and then the agent's phone rings, recorded."""
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_RECORD_AGENT_CALLS=True)
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        mandarin = [Press("2"), Press("0")]  # 中文, then an agent
+        phone.call(Caller(mandarin, lambda poll: False), from_number=CALLER)
+        taken = client.post("/api/agents/next", headers=bearer(alice)).json()
+        assert taken["connect"]["mode"] == "calling_back"
+        [placed] = [data for _, url, data in twilio_http.requests if url.endswith("/Calls.json")]
+        answered = phone.signed_post(
+            placed["Url"], {"CallSid": twilio_http.sids[-1], "AccountSid": ACCOUNT}
+        )
+    check_twiml(answered.text)
+    doc = etree.fromstring(answered.text.encode())
+    assert "本次通话将被录音" in "".join(say.text for say in doc.iter("Say"))
+    assert doc.find("Dial").get("record") == "record-from-answer-dual"
+
+
+def test_recording_needs_catalogs_that_tell_callers_so(
+    tmp_path: Path, hotline_tree: CompiledTree, db: Engine
+) -> None:
+    """Catalogs without `recording_notice` (an operator's own, from before it shipped) still
+    load: the prompt is needed only to record. With IVR_RECORD_AGENT_CALLS they are refused,
+    at start and on a reload, naming the catalog."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
+    for catalog in prompts.glob("*.yaml"):
+        text = catalog.read_text(encoding="utf-8")
+        catalog.write_text(
+            "\n".join(line for line in text.splitlines() if "recording_notice" not in line) + "\n",
+            encoding="utf-8",
+        )
+    routes = PROJECT_ROOT / "routes" / "hotline.yaml"
+    silent = load_tree(routes, prompts)  # not an error without recording
+    assert not silent.catalogs.has("recording_notice", "en")
+    recording = make_settings(IVR_RECORD_AGENT_CALLS=True, IVR_PROMPTS=str(prompts))
+    with pytest.raises(SourceError, match="prompt 'recording_notice' is missing from the en"):
+        create_app(recording, tree=silent, db=db)
+    app = create_app(recording, tree=hotline_tree, db=db)
+    with pytest.raises(SourceError, match="recording_notice"):
+        app.state.hotline.reload(by="test")
+    assert app.state.hotline.trees.current is hotline_tree
