@@ -54,6 +54,7 @@ DIAL_PATH = "/twilio/dial"
 QUEUE_EXIT_PATH = "/twilio/queue-exit"
 WAIT_PATH = "/twilio/wait"
 CALLBACK_KEY_PATH = "/twilio/callback-request"
+CALLBACK_NUMBER_PATH = "/twilio/callback-number"
 CONNECT_PATH = "/twilio/connect"
 CONNECT_DONE_PATH = "/twilio/connect-done"
 CALLBACK_STATUS_PATH = "/twilio/callback-status"
@@ -91,6 +92,9 @@ class Links:
 
     def callback_request(self, language: str) -> str:
         return self._url(CALLBACK_KEY_PATH, lang=language)
+
+    def callback_number(self, language: str) -> str:
+        return self._url(CALLBACK_NUMBER_PATH, lang=language)
 
     def connect(self, case_id: int, *, outbound: bool = False, placing: str | None = None) -> str:
         if placing is None:
@@ -438,6 +442,24 @@ def leave_twiml() -> str:
     """Sent to the hold loop when an agent has taken the case: the caller leaves the queue."""
     response = VoiceResponse()
     response.leave()
+    return str(response)
+
+
+CALLBACK_ENTER_NUMBER = "callback_enter_number"
+
+
+def callback_number_twiml(
+    catalogs: Catalogs, language: str, *, action: str, again: bool = False
+) -> str:
+    """A caller who withheld their number asked to be called back: the number to call, keyed
+    with its country code and #. Nothing keyed: the hold loop goes on (Twilio asks for the
+    wait URL again once this document ends), their place kept."""
+    response = VoiceResponse()
+    gather = Gather(action=action, method="POST", input="dtmf", finish_on_key="#", timeout=10)
+    if again:
+        _say(gather, catalogs, "callback_number_invalid", language)
+    _say(gather, catalogs, CALLBACK_ENTER_NUMBER, language)
+    response.append(gather)
     return str(response)
 
 

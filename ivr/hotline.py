@@ -28,9 +28,9 @@ from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
-from ivr.numbers import dialable, last4, withheld
+from ivr.numbers import dialable, keyed, last4, withheld
 from ivr.observe import AtWork, Metrics
-from ivr.prompts import BASE_LANGUAGE
+from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
 
@@ -800,8 +800,11 @@ class Hotline:
         wait = self.staffing.wait_seconds(
             view.position or 1, default_handle=self.settings.avg_handle_seconds
         )
-        # No call back offered to a caller who withheld their number: nobody to call.
-        callable_ = view.row["status"] == "waiting" and dialable(caller or view.row["caller"])
+        # A caller who withheld their number keys the one to call back on, where the
+        # catalogs can ask for it; not offered otherwise: nobody to call.
+        callable_ = view.row["status"] == "waiting" and (
+            dialable(caller or view.row["caller"]) or self._asks_for_numbers(catalogs)
+        )
         offer = self.links.callback_request(lang) if callable_ else None
         return engine.hold_twiml(
             catalogs,
@@ -855,10 +858,20 @@ class Hotline:
         lang = language if language in catalogs.by_language else catalogs.languages[0]
         with self.db.connect() as conn:
             view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
+            waiting = view is not None and view.row["status"] == "waiting"
+            # Withheld: the number to call back on, keyed (`callback_number`).
+            if (
+                digits == "1"
+                and waiting
+                and not dialable(number)
+                and self._asks_for_numbers(catalogs)
+            ):
+                action = self.links.callback_number(lang)
+                return engine.callback_number_twiml(catalogs, lang, action=action)
             if (
                 digits != "1"
                 or view is None
-                or not dialable(number)  # withheld: not offered, and nobody to call
+                or not dialable(number)  # withheld: nobody to call
                 or not cases.request_callback(
                     conn, call_sid=call_sid, number=number, now=self.clock()
                 )
@@ -866,6 +879,43 @@ class Hotline:
                 return self.hold(call_sid, language, 0)
         return engine.callback_confirmed_twiml(
             catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
+        )
+
+    def callback_number(self, call_sid: str, digits: str, language: str) -> str:
+        """A caller who withheld their number keyed the one to call them back on: their case
+        waits for a call back to it, flagged as keyed (an agent knows nobody vouched for it).
+        Not a number we can call: asked again (silence goes back to holding)."""
+        catalogs = self.trees.current.catalogs
+        lang = language if language in catalogs.by_language else catalogs.languages[0]
+        number = keyed(digits)
+        if number is None:
+            if not digits.strip("#"):
+                return self.hold(call_sid, language, 0)
+            action = self.links.callback_number(lang)
+            return engine.callback_number_twiml(catalogs, lang, action=action, again=True)
+        with self.db.connect() as conn:
+            view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
+            # Both, or neither: run again (in a thread), it would not find the case waiting.
+            with store.writing(conn):
+                asked = view is not None and cases.request_callback(
+                    conn, call_sid=call_sid, number=number, now=self.clock()
+                )
+                if view is not None and asked:
+                    flags = {"callback_keyed": "yes"}
+                    cases.add_flags(conn, case_id=view.row["id"], flags=flags)
+        if view is None or not asked:
+            return self.hold(call_sid, language, 0)  # taken meanwhile, say
+        return engine.callback_confirmed_twiml(
+            catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
+        )
+
+    @staticmethod
+    def _asks_for_numbers(catalogs: Catalogs) -> bool:
+        """The catalogs can ask a caller who withheld their number for one to call back on
+        (catalogs from before they could still serve, without the offer)."""
+        return all(
+            catalogs.has(key, BASE_LANGUAGE)
+            for key in (engine.CALLBACK_ENTER_NUMBER, "callback_number_invalid")
         )
 
     def _connect_on_leave(self, conn: Connection, call_sid: str) -> str | None:

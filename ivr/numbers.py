@@ -44,3 +44,14 @@ def dialable(number: str | None) -> bool:
 def last4(number: str | None) -> str:
     digits = "".join(c for c in number or "" if c.isdigit())
     return digits[-4:]
+
+
+def keyed(digits: str) -> str | None:
+    """The number a caller keyed to be called back on, with its country code (`00` before
+    it, as many countries dial abroad, is dropped), as E.164; None if it cannot be one."""
+    digits = digits.strip().removesuffix("#")
+    if digits.startswith("00"):
+        digits = digits[2:]
+    number = "+" + digits
+    # 8 digits at least: no short or emergency numbers (110, 911) from a keypad.
+    return number if digits.isdigit() and len(digits) >= 8 and dialable(number) else None

@@ -305,6 +305,7 @@ TWILIO_PATHS = frozenset(
         "queue-exit",
         "wait",
         "callback-request",
+        "callback-number",
         "connect",
         "agent-accept",
         "callback-status",
@@ -377,6 +378,14 @@ async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "
     return await _answer(
         hotline, sid, lambda _: hotline.request_callback(sid, digits, lang, number)
     )
+
+
+@router.post("/callback-number")
+async def callback_number(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
+    """The number a caller who withheld theirs keyed to be called back on."""
+    sid = _call_sid(form)
+    digits = _text(form, "Digits", MAX_DIGITS)
+    return await _answer(hotline, sid, lambda _: hotline.callback_number(sid, digits, lang))
 
 
 # The call back's placement (`cases.new_placing`), in the links of the call placed for it.

@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,9 +38,9 @@ from ivr.phone import (
     ScriptedParty,
     Silent,
 )
-from ivr.settings import Settings
+from ivr.settings import PROJECT_ROOT, Settings
 from ivr.store import call_log
-from ivr.tree import CompiledTree
+from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from tests.conftest import (
     CALLER_ID,
@@ -52,6 +53,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.catalogs import catalogs_without
 from tests.support.parties import Caller
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
@@ -492,7 +494,7 @@ def test_the_same_guesses_from_one_real_number_lock_it(phone: Phone, db: Engine)
     assert case_rows(db)[-1]["flags"]["verified"] == "locked"
 
 
-def test_a_caller_who_withheld_their_number_is_neither_offered_nor_dialled_a_call_back(
+def test_a_caller_who_withheld_their_number_and_keyed_none_is_not_dialled(
     rest: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
     db: Engine,
@@ -503,7 +505,8 @@ def test_a_caller_who_withheld_their_number_is_neither_offered_nor_dialled_a_cal
         ScriptedParty([Press("1"), Press("0")], hold_polls=2), from_number="anonymous"
     )
     shown = phone.call(ScriptedParty([Press("1"), Press("0")], hold_polls=2))
-    assert not any("/twilio/callback-request" in doc for doc in hidden.documents)
+    # Offered to both (the hidden caller would key a number); neither took it.
+    assert any("/twilio/callback-request" in doc for doc in hidden.documents)
     assert any("/twilio/callback-request" in doc for doc in shown.documents)
     # Gone with no account keyed: nobody to call back, nothing to act on, so not in line.
     # With the account keyed (hung up at the PIN), an agent acts on it, dialling nobody.
@@ -518,6 +521,68 @@ def test_a_caller_who_withheld_their_number_is_neither_offered_nor_dialled_a_cal
     claimed = api(client, make_user(db, "bob", "agent"), "POST", "/api/agents/next")
     assert claimed["case"]["id"] == shown_case["id"]
     assert claimed["connect"]["mode"] == "calling_back"
+
+
+def test_a_caller_who_withheld_their_number_keys_one_to_be_called_back_on(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+) -> None:
+    """Their number is hidden, so the call-back offer asks for one: keyed with its country
+    code and #. A number we cannot call is asked again; the one they key is read back (its
+    last four digits) with their ticket, kept with their place in line, flagged as keyed
+    (nobody vouched for it), and Twilio calls it when an agent takes the case."""
+    client, phone = rest
+    keys = [Press("1"), Press("0"), Press("1"), Press("911#"), Press("008613800138000#")]
+    record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
+    heard = " ".join(record.heard)
+    assert "Your number is hidden from us. Key the number we should call you back on" in heard
+    assert "That is not a number we can call." in heard
+    assert "at the number ending in 8 0 0 0" in heard and record.ended_by == "hotline"
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["callback_number"]) == (
+        "callback_requested",
+        1,
+        "+8613800138000",
+    )
+    assert row["flags"]["callback_keyed"] == "yes"
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"] == {"mode": "calling_back", "number": "+8613800138000"}
+    _, url, data = twilio_http.requests[-1]
+    assert (url.rsplit("/", 1)[-1], data["To"]) == ("Calls.json", "+8613800138000")
+
+
+def test_keying_no_number_goes_back_to_holding(phone: Phone, db: Engine) -> None:
+    """A caller who withheld their number presses 1, then keys nothing: back to holding, in
+    their place, and asked nothing more until they press 1 again."""
+    keys = [Press("1"), Press("0"), Press("1"), Silent()]
+    record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
+    assert record.heard.count("That is not a number we can call.") == 0
+    assert record.hold_polls >= 2 and record.ended_by == "caller"
+    [row] = case_rows(db)
+    assert (row["callback_number"], row["status"]) == (None, "abandoned")
+
+
+def test_catalogs_that_cannot_ask_for_a_number_offer_withheld_callers_no_call_back(
+    tmp_path: Path,
+    settings: Settings,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """An operator's catalogs from before they could ask for a number (or a tree version
+    stored then): a caller who withheld theirs is offered no call back, as before."""
+    prompts = catalogs_without(tmp_path / "prompts", "callback_enter_number")
+    tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
+    with TestClient(create_app(settings, tree=tree, db=db, clock=clock)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        hidden = phone.call(
+            ScriptedParty([Press("1"), Press("0")], hold_polls=2), from_number="anonymous"
+        )
+        shown = phone.call(ScriptedParty([Press("1"), Press("0")], hold_polls=2))
+    assert not any("/twilio/callback-request" in doc for doc in hidden.documents)
+    assert any("/twilio/callback-request" in doc for doc in shown.documents)
 
 
 def test_hanging_up_while_waiting_abandons_but_keeps_the_case(

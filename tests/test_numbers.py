@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.numbers import dialable, last4, withheld
+from ivr.numbers import dialable, keyed, last4, withheld
 
 # What Twilio has posted in From for a caller who withheld their number: the word (today),
 # or the word spelled on a keypad (before May 2023).
@@ -42,3 +42,21 @@ def test_what_is_not_an_e164_number_is_not_dialled_nor_withheld(number: str) -> 
 def test_last4() -> None:
     assert last4("+1 (500) 555-0006") == "0006"
     assert last4(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("digits", "number"),
+    [
+        ("8613800138000", "+8613800138000"),  # China, with its country code
+        ("008613800138000#", "+8613800138000"),  # 00 first, as dialled abroad from China
+        ("447700900123", "+447700900123"),
+        ("911", None),  # too short: no emergency or service numbers from a keypad
+        ("1234567", None),
+        ("0613800138000", None),  # a national number, without its country code
+        ("12345678901234567", None),  # longer than E.164 allows
+        ("86*138", None),
+        ("", None),
+    ],
+)
+def test_a_keyed_number_is_one_we_can_call_or_none(digits: str, number: str | None) -> None:
+    assert keyed(digits) == number

@@ -5,7 +5,6 @@ recording is kept with the case, once, and shown in the call's timeline."""
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.catalogs import catalogs_without
 from tests.support.parties import Caller
 
 AGENT_PHONE = "+15005559999"
@@ -190,14 +190,7 @@ def test_recording_needs_catalogs_that_tell_callers_so(
     """Catalogs without `recording_notice` (an operator's own, from before it shipped) still
     load: the prompt is needed only to record. With IVR_RECORD_AGENT_CALLS they are refused,
     at start and on a reload, naming the catalog."""
-    prompts = tmp_path / "prompts"
-    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
-    for catalog in prompts.glob("*.yaml"):
-        text = catalog.read_text(encoding="utf-8")
-        catalog.write_text(
-            "\n".join(line for line in text.splitlines() if "recording_notice" not in line) + "\n",
-            encoding="utf-8",
-        )
+    prompts = catalogs_without(tmp_path / "prompts", "recording_notice")
     routes = PROJECT_ROOT / "routes" / "hotline.yaml"
     silent = load_tree(routes, prompts)  # not an error without recording
     assert not silent.catalogs.has("recording_notice", "en")
