@@ -156,7 +156,11 @@ class CaseDetail(BaseModel):
     account_uid: str | None
     caller: str | None
     verification: Verification
-    risk: dict[str, str]
+    risk: dict[str, str] = Field(
+        description="signals only: `caller_id_match` (yes, no, unknown, withheld), "
+        "`stir_verstat` (Twilio's), `callback_keyed` (yes: the caller hid their number and "
+        "keyed the one to call back on; nobody vouched for it)"
+    )
     freeze: dict[str, str]
     menu_path: list[str]
     parent_ticket: str | None
@@ -239,7 +243,11 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
             result=flags.get("verified", "not_attempted"),
             factors=[f for f in flags.get("factors", "").split(",") if f],
         ),
-        risk={k: flags[k] for k in ("caller_id_match", "stir_verstat") if flags.get(k)},
+        risk={
+            k: flags[k]
+            for k in ("caller_id_match", "stir_verstat", "callback_keyed")
+            if flags.get(k)
+        },
         freeze={k: flags[k] for k in ("self_freeze", "agent_freeze") if k in flags},
         menu_path=raw["menu_path"],
         parent_ticket=raw["parent_ticket"],

@@ -549,6 +549,9 @@ def test_a_caller_who_withheld_their_number_keys_one_to_be_called_back_on(
     assert row["flags"]["callback_keyed"] == "yes"
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["connect"] == {"mode": "calling_back", "number": "+8613800138000"}
+    assert claimed["case"]["risk"]["callback_keyed"] == "yes"  # what the agent sees
+    client.post("/dashboard/login", data={"token": agent}, follow_redirects=False)
+    assert "keyed by the caller, who hid their number" in client.get("/dashboard/desk").text
     _, url, data = twilio_http.requests[-1]
     assert (url.rsplit("/", 1)[-1], data["To"]) == ("Calls.json", "+8613800138000")
 
