@@ -887,7 +887,7 @@ class Hotline:
         Not a number we can call: asked again (silence goes back to holding)."""
         catalogs = self.trees.current.catalogs
         lang = language if language in catalogs.by_language else catalogs.languages[0]
-        number = keyed(digits)
+        number = keyed(digits, self.settings.callback_prefixes)
         if number is None:
             if not digits.strip("#"):
                 return self.hold(call_sid, language, 0)

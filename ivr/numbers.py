@@ -46,12 +46,15 @@ def last4(number: str | None) -> str:
     return digits[-4:]
 
 
-def keyed(digits: str) -> str | None:
+def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
     """The number a caller keyed to be called back on, with its country code (`00` before
-    it, as many countries dial abroad, is dropped), as E.164; None if it cannot be one."""
+    it, as many countries dial abroad, is dropped), as E.164; None if it cannot be one, or
+    does not start with one of `prefixes` (country codes; none: any)."""
     digits = digits.strip().removesuffix("#")
     if digits.startswith("00"):
         digits = digits[2:]
     number = "+" + digits
     # 8 digits at least: no short or emergency numbers (110, 911) from a keypad.
-    return number if digits.isdigit() and len(digits) >= 8 and dialable(number) else None
+    if not (digits.isdigit() and len(digits) >= 8 and dialable(number)):
+        return None
+    return number if not prefixes or number.startswith(prefixes) else None

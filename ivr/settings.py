@@ -144,6 +144,13 @@ class Settings(DatabaseSettings):
     )
     # The number outbound call-backs come from (a Twilio number of this account).
     caller_id: str | None = Field(default=None, pattern=E164, validation_alias="IVR_CALLER_ID")
+    # The country codes a number keyed to be called back on may start with (a caller who
+    # withheld theirs keys one): "+86,+1". Empty: any, within the account's geographic
+    # permissions for voice in the Twilio Console, which are what stops a keyed premium-rate
+    # number abroad (toll fraud) costing the exchange.
+    callback_prefixes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="IVR_CALLBACK_PREFIXES"
+    )
     # Twilio records calls with agents, from the agent's answer, each side on its own channel
     # (the audio stays at Twilio; `recordings` keeps where). Callers are told first.
     record_agent_calls: bool = Field(default=False, validation_alias="IVR_RECORD_AGENT_CALLS")
@@ -206,6 +213,17 @@ class Settings(DatabaseSettings):
                 )
         return value
 
+    @field_validator("callback_prefixes", mode="before")
+    @classmethod
+    def _callback_prefixes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, list | tuple):
+            wrong = [str(p) for p in value if not re.fullmatch(r"\+[1-9][0-9]{0,3}", str(p))]
+            if wrong:
+                raise ValueError(f"not country codes (+ and 1 to 4 digits): {', '.join(wrong)}")
+        return value
+
     @field_validator("fallback_queue")
     @classmethod
     def _queue_name(cls, value: str) -> str:
@@ -265,6 +283,7 @@ _ENV_NAMES = {
     "identity_key": "IVR_IDENTITY_KEY",
     "caller_id": "IVR_CALLER_ID",
     "page_numbers": "IVR_PAGE_NUMBERS",
+    "callback_prefixes": "IVR_CALLBACK_PREFIXES",
     "call_max_age_seconds": "IVR_CALL_MAX_AGE",
     "sweep_interval_seconds": "IVR_SWEEP_INTERVAL",
     "db_pool_size": "IVR_DB_POOL_SIZE",

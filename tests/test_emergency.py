@@ -556,6 +556,23 @@ def test_a_caller_who_withheld_their_number_keys_one_to_be_called_back_on(
     assert (url.rsplit("/", 1)[-1], data["To"]) == ("Calls.json", "+8613800138000")
 
 
+def test_a_keyed_number_outside_the_countries_called_back_is_asked_again(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    only_china = settings.model_copy(update={"callback_prefixes": ("+86",)})
+    with TestClient(create_app(only_china, tree=hotline_tree, db=db, clock=clock)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        keys = [Press("1"), Press("0"), Press("1"), Press("447700900123#"), Press("8613800138000#")]
+        record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
+    assert "That is not a number we can call." in record.heard
+    [row] = case_rows(db)
+    assert row["callback_number"] == "+8613800138000"
+
+
 def test_keying_no_number_goes_back_to_holding(phone: Phone, db: Engine) -> None:
     """A caller who withheld their number presses 1, then keys nothing: back to holding, in
     their place, and asked nothing more until they press 1 again."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from ivr.numbers import dialable, keyed, last4, withheld
+from tests.conftest import make_settings
 
 # What Twilio has posted in From for a caller who withheld their number: the word (today),
 # or the word spelled on a keypad (before May 2023).
@@ -60,3 +62,19 @@ def test_last4() -> None:
 )
 def test_a_keyed_number_is_one_we_can_call_or_none(digits: str, number: str | None) -> None:
     assert keyed(digits) == number
+
+
+def test_keyed_numbers_may_be_held_to_some_country_codes() -> None:
+    """IVR_CALLBACK_PREFIXES: a number abroad, where a premium-rate line would cost the
+    exchange, is not called back on a caller's say-so."""
+    only = ("+86", "+1")
+    assert keyed("8613800138000", only) == "+8613800138000"
+    assert keyed("14155550123", only) == "+14155550123"
+    assert keyed("447700900123", only) is None
+    assert keyed("447700900123") == "+447700900123"  # none set: any
+
+
+def test_call_back_country_codes_are_checked_at_start() -> None:
+    assert make_settings(IVR_CALLBACK_PREFIXES=" +86, +1 ").callback_prefixes == ("+86", "+1")
+    with pytest.raises(ValidationError, match="not country codes"):
+        make_settings(IVR_CALLBACK_PREFIXES="86,+1")
