@@ -868,7 +868,12 @@ class Hotline:
             ):
                 action = self.links.callback_number(lang)
                 return engine.callback_number_twiml(catalogs, lang, action=action)
-            if (
+            asked_before = (
+                view is not None
+                and view.row["status"] == "callback_requested"
+                and view.row["callback_number"] == number
+            )  # Twilio delivered this twice: the same answer
+            if not asked_before and (
                 digits != "1"
                 or view is None
                 or not dialable(number)  # withheld: nobody to call
@@ -877,6 +882,7 @@ class Hotline:
                 )
             ):
                 return self.hold(call_sid, language, 0)
+        assert view is not None
         return engine.callback_confirmed_twiml(
             catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
         )
@@ -889,20 +895,24 @@ class Hotline:
         lang = language if language in catalogs.by_language else catalogs.languages[0]
         number = keyed(digits, self.settings.callback_prefixes)
         if number is None:
-            if not digits.strip("#"):
-                return self.hold(call_sid, language, 0)
             action = self.links.callback_number(lang)
             return engine.callback_number_twiml(catalogs, lang, action=action, again=True)
         with self.db.connect() as conn:
             view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
+            asked = (
+                view is not None
+                and view.row["status"] == "callback_requested"
+                and view.row["callback_number"] == number
+            )  # Twilio delivered this twice: the same answer
             # Both, or neither: run again (in a thread), it would not find the case waiting.
             with store.writing(conn):
-                asked = view is not None and cases.request_callback(
-                    conn, call_sid=call_sid, number=number, now=self.clock()
-                )
-                if view is not None and asked:
-                    flags = {"callback_keyed": "yes"}
-                    cases.add_flags(conn, case_id=view.row["id"], flags=flags)
+                if view is not None and not asked:
+                    asked = cases.request_callback(
+                        conn, call_sid=call_sid, number=number, now=self.clock()
+                    )
+                    if asked:
+                        flags = {"callback_keyed": "yes"}
+                        cases.add_flags(conn, case_id=view.row["id"], flags=flags)
         if view is None or not asked:
             return self.hold(call_sid, language, 0)  # taken meanwhile, say
         return engine.callback_confirmed_twiml(
@@ -1366,7 +1376,10 @@ class Hotline:
         if not dialable(number):
             self._offer(case, agent, cases.OFFER_NO_NUMBER, at_desk=unasked)
             return {"mode": cases.OFFER_NO_NUMBER}
-        if self.twilio is None or not self.settings.caller_id:
+        # A number the caller keyed is never dialled by Twilio on their say-so: the agent
+        # sees it (a premium-rate line abroad would cost the exchange) and dials it.
+        keyed_number = (case["flags"] or {}).get("callback_keyed") == "yes"
+        if self.twilio is None or not self.settings.caller_id or keyed_number:
             self._offer(case, agent, cases.OFFER_BY_HAND, at_desk=unasked)
             return {"mode": cases.OFFER_BY_HAND, "number": number}
         # Marked before the call is placed: nobody gives the case back while it rings.

@@ -229,6 +229,19 @@ async def _answer(hotline: Hotline, call_sid: str, work: Callable[[bool], str]) 
         return _failed(hotline, call_sid)
 
 
+async def _answer_holding(
+    hotline: Hotline, call_sid: str, language: str, work: Callable[[bool], str]
+) -> Response:
+    """A webhook of a caller holding in a queue (the call-back offer's keys): if anything
+    fails inside, a hold round from memory. The fallback's <Enqueue> is not TwiML a queue's
+    wait URL may answer with, and the caller is in line already."""
+    try:
+        return _twiml(await _run(hotline, work))
+    except Exception:
+        log.exception("webhook failed for call %s; answered with a hold round", call_sid)
+        return _twiml(hotline.hold_from_memory(language))
+
+
 # Threads that may be checking a secret factor at once, apart from the webhooks' threads: a
 # wave of callers keying PINs waits here (the directory hashes a few at a time) holding no
 # webhook thread and no database connection, so every other call goes on being answered.
@@ -315,6 +328,8 @@ TWILIO_PATHS = frozenset(
         "fallback",
     )
 )
+# Requests of a caller holding in a queue (its wait URL, the call-back offer's keys).
+HOLDING_PATHS = frozenset({"/twilio/wait", "/twilio/callback-request", "/twilio/callback-number"})
 CALLBACK_PATHS = frozenset(
     {"/twilio/status", "/twilio/callback-status", "/twilio/recording"}
 )  # answered 204
@@ -375,8 +390,8 @@ async def wait(
 async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
     sid = _call_sid(form)
     digits, number = _text(form, "Digits", MAX_DIGITS), _text(form, "From", 32) or None
-    return await _answer(
-        hotline, sid, lambda _: hotline.request_callback(sid, digits, lang, number)
+    return await _answer_holding(
+        hotline, sid, lang, lambda _: hotline.request_callback(sid, digits, lang, number)
     )
 
 
@@ -385,7 +400,9 @@ async def callback_number(form: TwilioForm, hotline: HotlineDep, lang: Lang = "e
     """The number a caller who withheld theirs keyed to be called back on."""
     sid = _call_sid(form)
     digits = _text(form, "Digits", MAX_DIGITS)
-    return await _answer(hotline, sid, lambda _: hotline.callback_number(sid, digits, lang))
+    return await _answer_holding(
+        hotline, sid, lang, lambda _: hotline.callback_number(sid, digits, lang)
+    )
 
 
 # The call back's placement (`cases.new_placing`), in the links of the call placed for it.
@@ -690,7 +707,7 @@ class WebhookDeadline:
             response = Response(status_code=204)
         elif path == "/twilio/agent-accept":
             response = _twiml(engine.not_taken_twiml())  # the caller goes back to their place
-        elif path == "/twilio/wait":
+        elif path in HOLDING_PATHS:  # a caller in a queue: a hold round, not <Enqueue>
             lang = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("lang")
             response = _twiml(self.hotline.hold_from_memory(lang))
         else:

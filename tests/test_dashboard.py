@@ -327,6 +327,29 @@ def test_the_queue_marks_callers_on_the_line_past_their_service_level_target(
     assert "1 on the line past the service-level target (20 s for emergencies, 60 s" in late_line
 
 
+def test_an_emergency_caller_is_late_after_twenty_seconds(
+    client: TestClient,
+    phone: Phone,
+    clock: FakeClock,
+    db: Engine,
+    settings: Settings,
+    supervisor: str,
+) -> None:
+    add_account(db, settings)
+    signed_in(client, supervisor)
+    seen: list[list[str]] = []
+
+    class Holding(ScriptedParty):
+        def keep_holding(self, queue: str, polls: int) -> bool:
+            clock.advance(seconds=11)
+            doc = page(client, "/dashboard/queue/rows")
+            seen.append(texts(doc, "//td[contains(@class, 'late')]"))
+            return polls < 2
+
+    phone.call(Holding(list(HIJACK)), from_number=VICTIM)
+    assert seen == [[], ["00:22 (past the target)"]]  # 11 s on time; 22 s past 20 s
+
+
 def test_a_supervisor_sees_who_is_at_work_and_the_wait_a_new_caller_hears(
     client: TestClient, db: Engine, supervisor: str, placed: dict[str, str], clock: FakeClock
 ) -> None:

@@ -531,10 +531,12 @@ def test_a_caller_who_withheld_their_number_keys_one_to_be_called_back_on(
 ) -> None:
     """Their number is hidden, so the call-back offer asks for one: keyed with its country
     code and #. A number we cannot call is asked again; the one they key is read back (its
-    last four digits) with their ticket, kept with their place in line, flagged as keyed
-    (nobody vouched for it), and Twilio calls it when an agent takes the case."""
+    last four digits) with their ticket (the same answer if Twilio delivers it twice), kept
+    with their place in line, flagged as keyed (nobody vouched for it). Twilio does not
+    dial it on the caller's say-so: the agent who takes the case sees it, and dials it."""
     client, phone = rest
-    keys = [Press("1"), Press("0"), Press("1"), Press("911#"), Press("008613800138000#")]
+    number = Press("008613800138000#", deliveries=2)
+    keys = [Press("1"), Press("0"), Press("1"), Press("911#"), number]
     record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
     heard = " ".join(record.heard)
     assert "Your number is hidden from us. Key the number we should call you back on" in heard
@@ -547,13 +549,13 @@ def test_a_caller_who_withheld_their_number_keys_one_to_be_called_back_on(
         "+8613800138000",
     )
     assert row["flags"]["callback_keyed"] == "yes"
+    placed = len(twilio_http.requests)
     claimed = api(client, agent, "POST", "/api/agents/next")
-    assert claimed["connect"] == {"mode": "calling_back", "number": "+8613800138000"}
+    assert claimed["connect"] == {"mode": "call_back", "number": "+8613800138000"}
+    assert len(twilio_http.requests) == placed  # nothing dialled by Twilio
     assert claimed["case"]["risk"]["callback_keyed"] == "yes"  # what the agent sees
     client.post("/dashboard/login", data={"token": agent}, follow_redirects=False)
     assert "keyed by the caller, who hid their number" in client.get("/dashboard/desk").text
-    _, url, data = twilio_http.requests[-1]
-    assert (url.rsplit("/", 1)[-1], data["To"]) == ("Calls.json", "+8613800138000")
 
 
 def test_a_keyed_number_outside_the_countries_called_back_is_asked_again(
@@ -573,6 +575,37 @@ def test_a_keyed_number_outside_the_countries_called_back_is_asked_again(
     assert row["callback_number"] == "+8613800138000"
 
 
+def test_a_call_back_asked_for_twice_is_answered_the_same(phone: Phone, db: Engine) -> None:
+    """Twilio delivers the caller's 1 twice: both answers confirm the call back."""
+    keys = [Press("1"), Press("0"), Press("1", deliveries=2)]
+    record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="+15005550144")
+    assert any("at the number ending in 0 1 4 4" in line for line in record.heard)
+    [row] = case_rows(db)
+    assert (row["status"], row["callback_number"]) == ("callback_requested", "+15005550144")
+
+
+def test_a_failure_while_keying_the_number_holds_on_from_memory(
+    phone: Phone, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """The database fails as the keyed number arrives: the caller, in a queue, gets a hold
+    round (the fallback's <Enqueue> is not an answer a queue's wait URL may give)."""
+    keys = [Press("1"), Press("0"), Press("1"), Silent()]
+    record = phone.call(ScriptedParty(keys, hold_polls=2), from_number="anonymous")
+    [asking] = [d for d in record.documents if "/twilio/callback-number" in d]
+    action = etree.fromstring(asking.encode()).find("Gather").get("action")
+    keyed = {"CallSid": record.call_sid, "AccountSid": "AC" + "0" * 32, "Digits": "8613800138000"}
+    with db.begin() as conn:
+        conn.execute(text("ALTER TABLE cases RENAME TO cases_away"))
+    try:
+        answer = phone.signed_post(action, keyed)
+    finally:
+        with db.begin() as conn:
+            conn.execute(text("ALTER TABLE cases_away RENAME TO cases"))
+    assert answer.status_code == 200
+    check_twiml(answer.text)
+    assert "<Enqueue" not in answer.text and "<Say" in answer.text
+
+
 def test_keying_no_number_goes_back_to_holding(phone: Phone, db: Engine) -> None:
     """A caller who withheld their number presses 1, then keys nothing: back to holding, in
     their place, and asked nothing more until they press 1 again."""
@@ -584,7 +617,9 @@ def test_keying_no_number_goes_back_to_holding(phone: Phone, db: Engine) -> None
     assert (row["callback_number"], row["status"]) == (None, "abandoned")
 
 
+@pytest.mark.parametrize("missing", ["callback_enter_number", "callback_number_invalid"])
 def test_catalogs_that_cannot_ask_for_a_number_offer_withheld_callers_no_call_back(
+    missing: str,
     tmp_path: Path,
     settings: Settings,
     db: Engine,
@@ -593,7 +628,7 @@ def test_catalogs_that_cannot_ask_for_a_number_offer_withheld_callers_no_call_ba
 ) -> None:
     """An operator's catalogs from before they could ask for a number (or a tree version
     stored then): a caller who withheld theirs is offered no call back, as before."""
-    prompts = catalogs_without(tmp_path / "prompts", "callback_enter_number")
+    prompts = catalogs_without(tmp_path / "prompts", missing)
     tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
     with TestClient(create_app(settings, tree=tree, db=db, clock=clock)) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
