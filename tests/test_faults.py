@@ -590,6 +590,7 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
                 ("/twilio/wait?lang=en&queue=security", {"QueueTime": "30"}),
                 ("/twilio/status", {"CallStatus": "completed", "SequenceNumber": "3"}),
                 ("/twilio/agent-accept?case=1&agent=1", {"Digits": "1"}),
+                ("/twilio/callback-number?lang=en", {"Digits": "8613800138000"}),
             ):
                 started = time.monotonic()
                 answers[path] = phone.signed_post(PUBLIC_URL + path, {**base, **extra})
@@ -613,5 +614,9 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
     screen = answers["/twilio/agent-accept?case=1&agent=1"]
     check_twiml(screen.text)
     assert screen.status_code == 200 and "<Hangup" in screen.text
+    # A caller keying a number to be called back on is holding in a queue: held on.
+    keyed = answers["/twilio/callback-number?lang=en"]
+    check_twiml(keyed.text)
+    assert keyed.status_code == 200 and "<Enqueue" not in keyed.text and "holding" in keyed.text
     # On SQLite the screen only reads (no such case), which the writer's lock does not hold up.
-    assert late == (3 if sqlite else 4)
+    assert late == (4 if sqlite else 5)
