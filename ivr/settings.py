@@ -22,6 +22,19 @@ E164 = r"^\+[1-9]\d{6,14}$"
 _PLACEHOLDER_TOKENS = {"changeme", "your_auth_token", "secret", "token", "test", "xxxxxxxx"}
 
 
+def _comma_list(value: object, pattern: str, what: str) -> object:
+    """A list setting given as "a, b,c" (or a list): its items, each matching `pattern`,
+    once each, in order; ValueError naming those that do not."""
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list | tuple):
+        return value
+    wrong = [str(item) for item in value if not re.fullmatch(pattern, str(item))]
+    if wrong:
+        raise ValueError(f"not {what}: {', '.join(wrong)}")
+    return tuple(dict.fromkeys(value))
+
+
 class DatabaseSettings(BaseSettings):
     """What the commands that only touch the database need (`ivr db upgrade`, `ivr users
     ...`, `ivr calls ...`): a migration job is given the database and nothing else, not the
@@ -202,27 +215,13 @@ class Settings(DatabaseSettings):
     @field_validator("page_numbers", mode="before")
     @classmethod
     def _page_numbers(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(n.strip() for n in value.split(",") if n.strip())
-        if isinstance(value, list | tuple):
-            value = tuple(dict.fromkeys(value))  # a number given twice is paged once
-            wrong = [str(n) for n in value if not re.fullmatch(E164, str(n))]
-            if wrong:
-                raise ValueError(
-                    f"not phone numbers in E.164 form (+ and 7 to 15 digits): {', '.join(wrong)}"
-                )
-        return value
+        # A number given twice is paged once.
+        return _comma_list(value, E164, "phone numbers in E.164 form (+ and 7 to 15 digits)")
 
     @field_validator("callback_prefixes", mode="before")
     @classmethod
     def _callback_prefixes(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(p.strip() for p in value.split(",") if p.strip())
-        if isinstance(value, list | tuple):
-            wrong = [str(p) for p in value if not re.fullmatch(r"\+[1-9][0-9]{0,3}", str(p))]
-            if wrong:
-                raise ValueError(f"not country codes (+ and 1 to 4 digits): {', '.join(wrong)}")
-        return value
+        return _comma_list(value, r"\+[1-9][0-9]{0,3}", "country codes (+ and 1 to 4 digits)")
 
     @field_validator("fallback_queue")
     @classmethod
