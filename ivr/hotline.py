@@ -868,21 +868,19 @@ class Hotline:
             ):
                 action = self.links.callback_number(lang)
                 return engine.callback_number_twiml(catalogs, lang, action=action)
-            asked_before = (
-                view is not None
-                and view.row["status"] == "callback_requested"
-                and view.row["callback_number"] == number
-            )  # Twilio delivered this twice: the same answer
-            if not asked_before and (
-                digits != "1"
-                or view is None
-                or not dialable(number)  # withheld: nobody to call
-                or not cases.request_callback(
-                    conn, call_sid=call_sid, number=number, now=self.clock()
-                )
-            ):
-                return self.hold(call_sid, language, 0)
-        assert view is not None
+            asked = (
+                digits == "1"
+                and view is not None
+                and dialable(number)  # withheld: nobody to call
+                and cases.request_callback(conn, call_sid=call_sid, number=number, now=self.clock())
+            )
+            if digits == "1" and not asked:
+                # Twilio delivered this twice (one after the other, or both at once): the
+                # same answer as the first got.
+                view = self._called_back_on(conn, call_sid, number)
+                asked = view is not None
+        if not asked or view is None:
+            return self.hold(call_sid, language, 0)
         return engine.callback_confirmed_twiml(
             catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
         )
@@ -899,25 +897,32 @@ class Hotline:
             return engine.callback_number_twiml(catalogs, lang, action=action, again=True)
         with self.db.connect() as conn:
             view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
-            asked = (
-                view is not None
-                and view.row["status"] == "callback_requested"
-                and view.row["callback_number"] == number
-            )  # Twilio delivered this twice: the same answer
             # Both, or neither: run again (in a thread), it would not find the case waiting.
             with store.writing(conn):
-                if view is not None and not asked:
-                    asked = cases.request_callback(
-                        conn, call_sid=call_sid, number=number, now=self.clock()
-                    )
-                    if asked:
-                        flags = {"callback_keyed": "yes"}
-                        cases.add_flags(conn, case_id=view.row["id"], flags=flags)
-        if view is None or not asked:
+                asked = view is not None and cases.request_callback(
+                    conn, call_sid=call_sid, number=number, now=self.clock()
+                )
+                if view is not None and asked:
+                    flags = {"callback_keyed": "yes"}
+                    cases.add_flags(conn, case_id=view.row["id"], flags=flags)
+            if not asked:
+                # Twilio delivered this twice (one after the other, or both at once): the
+                # same answer as the first got.
+                view = self._called_back_on(conn, call_sid, number)
+        if view is None:
             return self.hold(call_sid, language, 0)  # taken meanwhile, say
         return engine.callback_confirmed_twiml(
             catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
         )
+
+    def _called_back_on(
+        self, conn: Connection, call_sid: str, number: str | None
+    ) -> cases.CaseView | None:
+        """The call's case, if it waits for a call back to `number` already."""
+        view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
+        if view is None or view.row["status"] != "callback_requested":
+            return None
+        return view if view.row["callback_number"] == number else None
 
     @staticmethod
     def _asks_for_numbers(catalogs: Catalogs) -> bool:

@@ -575,6 +575,38 @@ def test_a_keyed_number_outside_the_countries_called_back_is_asked_again(
     assert row["callback_number"] == "+8613800138000"
 
 
+def test_a_keyed_number_delivered_twice_at_once_is_answered_the_same(
+    phone: Phone, app: FastAPI, db: Engine
+) -> None:
+    """Twilio delivers the keyed number twice, at once: the second copy reads the case as
+    waiting, and the first copy stores the number before the second writes. The second
+    finds it stored already, and answers as the first did."""
+    hotline = app.state.hotline
+    sid = "CA" + "5" * 32
+    answers: list[str] = []
+
+    def race(poll: int) -> bool:
+        armed = [True]
+
+        def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if armed[0] and statement.startswith("SELECT mine.id"):  # the case, as it is
+                armed[0] = False
+                answers.append(hotline.callback_number(sid, "8613800138000", "en"))
+
+        event.listen(db, "after_cursor_execute", meanwhile)
+        try:
+            answers.append(hotline.callback_number(sid, "8613800138000", "en"))
+        finally:
+            event.remove(db, "after_cursor_execute", meanwhile)
+        return False
+
+    phone.call(Caller([Press("1"), Press("0")], race), from_number="anonymous", call_sid=sid)
+    first, second = answers
+    assert first == second and "ending in 8 0 0 0" in first
+    [row] = case_rows(db)
+    assert (row["callback_number"], row["flags"]["callback_keyed"]) == ("+8613800138000", "yes")
+
+
 def test_a_call_back_asked_for_twice_is_answered_the_same(phone: Phone, db: Engine) -> None:
     """Twilio delivers the caller's 1 twice: both answers confirm the call back."""
     keys = [Press("1"), Press("0"), Press("1", deliveries=2)]
