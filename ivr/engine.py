@@ -93,8 +93,8 @@ class Links:
     def callback_request(self, language: str) -> str:
         return self._url(CALLBACK_KEY_PATH, lang=language)
 
-    def callback_number(self, language: str) -> str:
-        return self._url(CALLBACK_NUMBER_PATH, lang=language)
+    def callback_number(self, language: str, tries: int = 1) -> str:
+        return self._url(CALLBACK_NUMBER_PATH, lang=language, n=tries)
 
     def connect(self, case_id: int, *, outbound: bool = False, placing: str | None = None) -> str:
         if placing is None:

@@ -152,6 +152,7 @@ class Caller:
 
 
 RECORDING_NOTICE = "recording_notice"
+KEYED_TRIES = 3  # numbers a caller who withheld theirs may key to be called back on
 
 
 def recording_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
@@ -885,15 +886,18 @@ class Hotline:
             catalogs, lang, last4=last4(number), ticket=view.row["ticket"]
         )
 
-    def callback_number(self, call_sid: str, digits: str, language: str) -> str:
-        """A caller who withheld their number keyed the one to call them back on: their case
-        waits for a call back to it, flagged as keyed (an agent knows nobody vouched for it).
-        Not a number we can call: asked again (silence goes back to holding)."""
+    def callback_number(self, call_sid: str, digits: str, language: str, tries: int = 1) -> str:
+        """A caller who withheld their number keyed the one to call them back on (`tries`:
+        this is their how-manieth): their case waits for a call back to it, flagged as keyed
+        (an agent knows nobody vouched for it). Not a number we can call: asked again, up to
+        KEYED_TRIES in all, then back to holding (as silence is)."""
         catalogs = self.trees.current.catalogs
         lang = language if language in catalogs.by_language else catalogs.languages[0]
         number = keyed(digits, self.settings.callback_prefixes)
         if number is None:
-            action = self.links.callback_number(lang)
+            if tries >= KEYED_TRIES:
+                return self.hold(call_sid, language, 0)
+            action = self.links.callback_number(lang, tries + 1)
             return engine.callback_number_twiml(catalogs, lang, action=action, again=True)
         with self.db.connect() as conn:
             view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())

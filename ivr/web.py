@@ -396,12 +396,17 @@ async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "
 
 
 @router.post("/callback-number")
-async def callback_number(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
-    """The number a caller who withheld theirs keyed to be called back on."""
+async def callback_number(
+    form: TwilioForm,
+    hotline: HotlineDep,
+    lang: Lang = "en",
+    n: Annotated[int, Query(ge=1, le=100)] = 1,
+) -> Response:
+    """The number a caller who withheld theirs keyed to be called back on (their `n`th)."""
     sid = _call_sid(form)
     digits = _text(form, "Digits", MAX_DIGITS)
     return await _answer_holding(
-        hotline, sid, lang, lambda _: hotline.callback_number(sid, digits, lang)
+        hotline, sid, lang, lambda _: hotline.callback_number(sid, digits, lang, n)
     )
 
 

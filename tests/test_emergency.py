@@ -638,6 +638,19 @@ def test_a_failure_while_keying_the_number_holds_on_from_memory(
     assert "<Enqueue" not in answer.text and "<Say" in answer.text
 
 
+def test_three_numbers_we_cannot_call_go_back_to_holding(phone: Phone, db: Engine) -> None:
+    """Asked again after a number we cannot call, twice; the third goes back to holding, in
+    their place (where pressing 1 starts again)."""
+    keys = [Press("1"), Press("0"), Press("1"), Press("44#"), Press("55#"), Press("66#")]
+    record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
+    assert record.heard.count("That is not a number we can call.") == 2
+    asked = [i for i, line in enumerate(record.heard) if line.startswith("Your number is hidden")]
+    assert len(asked) == 3
+    assert any(line.startswith("You are number") for line in record.heard[asked[-1] + 1 :])
+    [row] = case_rows(db)
+    assert (row["callback_number"], row["status"]) == (None, "abandoned")
+
+
 def test_keying_no_number_goes_back_to_holding(phone: Phone, db: Engine) -> None:
     """A caller who withheld their number presses 1, then keys nothing: back to holding, in
     their place, and asked nothing more until they press 1 again."""
