@@ -21,8 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,7 +74,6 @@ PAGES = (
     ("Figures", f"{PREFIX}/figures", STAFF),
     ("Call tree", f"{PREFIX}/tree", TREE_ROLES),
 )
-CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 CALL_FILTERS = ("since", "until", "outcome", "topic", "queue", "verified", "emergency", "caller")
 
 CSP = "; ".join(
@@ -456,19 +454,35 @@ def announcement_clear(request: Request, hotline: HotlineDep) -> Response:
     return _queue_done("announcement_cleared")
 
 
-@router.post("/queue/{case_id}/requeue")
-def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath) -> Response:
-    """A supervisor takes a case back from its agent: back in its place in line."""
+def _supervisor_acts(
+    request: Request,
+    hotline: Hotline,
+    act: Callable[[User], object],
+    *,
+    said: str,
+    invalid: str = "",
+) -> Response:
+    """A supervisor's form post on the queue page: `act` through the API, then the page says
+    `said`; or the page again with what the API refused (`invalid`: for a form value its
+    request model would not take)."""
     user = _acting(request, hotline, SUPERVISORS)
     if isinstance(user, Response):
         return user
-    body = api.RequeueRequest(reason="taken back on the dashboard")
     try:
-        api.requeue(case_id, user, hotline, body)
-    except HTTPException as exc:
-        status, error = _refusal(exc, "")
+        act(user)
+    except (ValidationError, HTTPException) as exc:
+        status, error = _refusal(exc, invalid)
         return _queue_page(request, hotline, user, error=error, status=status)
-    return _queue_done("requeued")
+    return _queue_done(said)
+
+
+@router.post("/queue/{case_id}/requeue")
+def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath) -> Response:
+    """A supervisor takes a case back from its agent: back in its place in line."""
+    body = api.RequeueRequest(reason="taken back on the dashboard")
+    return _supervisor_acts(
+        request, hotline, lambda user: api.requeue(case_id, user, hotline, body), said="requeued"
+    )
 
 
 @router.post("/queue/{case_id}/resolve")
@@ -479,30 +493,22 @@ def queue_resolve(
     notes: Annotated[str, Form()] = "",
 ) -> Response:
     """A supervisor closes a case its agent left (gone home, revoked)."""
-    user = _acting(request, hotline, SUPERVISORS)
-    if isinstance(user, Response):
-        return user
-    try:
-        api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline)
-    except (ValidationError, HTTPException) as exc:
-        status, error = _refusal(exc, TOO_LONG_NOTES)
-        return _queue_page(request, hotline, user, error=error, status=status)
-    return _queue_done("resolved")
+    return _supervisor_acts(
+        request,
+        hotline,
+        lambda user: api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline),
+        said="resolved",
+        invalid=TOO_LONG_NOTES,
+    )
 
 
 @router.post("/agents/{name}/away")
 def agent_away(request: Request, hotline: HotlineDep, name: api.AgentName) -> Response:
     """A supervisor sets an agent away who left their desk available: nothing comes to them
     unasked."""
-    user = _acting(request, hotline, SUPERVISORS)
-    if isinstance(user, Response):
-        return user
-    try:
-        api.set_agent_away(name, user, hotline)
-    except HTTPException as exc:
-        status, error = _refusal(exc, "")
-        return _queue_page(request, hotline, user, error=error, status=status)
-    return _queue_done("set_away")
+    return _supervisor_acts(
+        request, hotline, lambda user: api.set_agent_away(name, user, hotline), said="set_away"
+    )
 
 
 @router.post("/agents/{name}/languages")
@@ -513,17 +519,13 @@ def agent_languages(
     languages: Annotated[str, Form()] = "",
 ) -> Response:
     """A supervisor says which languages an agent speaks: codes, comma-separated, or "all"."""
-    user = _acting(request, hotline, SUPERVISORS)
-    if isinstance(user, Response):
-        return user
-    try:
+
+    def speaks(user: User) -> None:
         body = api.Languages(languages=languages_typed(languages))
         api.set_agent_languages(name, body, user, hotline)
-    except (ValidationError, HTTPException) as exc:
-        why = "Languages are codes of the prompt catalogs (en,zh-CN), or all."
-        status, error = _refusal(exc, why)
-        return _queue_page(request, hotline, user, error=error, status=status)
-    return _queue_done("languages_set")
+
+    why = "Languages are codes of the prompt catalogs (en,zh-CN), or all."
+    return _supervisor_acts(request, hotline, speaks, said="languages_set", invalid=why)
 
 
 @router.get("/queue/rows")
@@ -834,7 +836,7 @@ def timeline_page(request: Request, hotline: HotlineDep, call_sid: str) -> Respo
     if isinstance(user, Response):
         return user
     found = None
-    if CALL_SID.match(call_sid):
+    if engine.CALL_SID.match(call_sid):
         try:
             found = api.call_timeline(call_sid, user, hotline)
         except HTTPException:

@@ -46,6 +46,9 @@ from ivr.tree import (
 
 # Webhook paths under IVR_PUBLIC_URL. voice, status and fallback are what an operator enters
 # in the Twilio console; the others only ever appear in TwiML this engine writes.
+# A Twilio Call SID, as webhooks post it and as the call log is looked up by.
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"
 FALLBACK_PATH = "/twilio/fallback"

@@ -16,10 +16,10 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ivr.db import cases, recordings
+from ivr.engine import CALL_SID
 from ivr.store import reading, writing
 
 RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
-CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 # Twilio's media URL: on api.twilio.com, or a regional host (api.dublin.ie1.twilio.com),
 # naming this recording (with an extension, or none). Anything else is not kept as its URL.
 MEDIA_URL = r"^https://api(\.[a-z0-9-]+)*\.twilio\.com/2010-04-01/Accounts/AC[0-9a-fA-F]{{32}}/Recordings/{sid}(\.(mp3|wav))?$"

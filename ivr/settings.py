@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal, TypeVar, overload
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ivr import numbers
 from ivr.exceptions import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-E164 = r"^\+[1-9]\d{6,14}$"
+E164 = numbers.E164.pattern
 
 # Tokens that appear in tutorials and example files; a production hotline must not run on one.
 _PLACEHOLDER_TOKENS = {"changeme", "your_auth_token", "secret", "token", "test", "xxxxxxxx"}

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import secrets
 import signal
 import time
@@ -71,7 +70,6 @@ from ivr.tree import CompiledTree, load_tree
 log = logging.getLogger("ivr.web")
 T = TypeVar("T")
 
-CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 TWIML = "application/xml"
 MAX_BODY = 64 * 1024  # Twilio's webhook forms are a few KB
 MAX_DIGITS = 64
@@ -179,7 +177,7 @@ def _int(form: FormData, name: str) -> int | None:
 
 def _call_sid(form: FormData) -> str:
     sid = _text(form, "CallSid", 64)
-    if not CALL_SID.match(sid):
+    if not engine.CALL_SID.match(sid):
         raise HTTPException(status_code=400, detail="CallSid missing or malformed")
     return sid
 
