@@ -9,6 +9,7 @@ GET  /api/agents                every agent: on a case, available, or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
 GET  /api/oncall/pages          the on-call paged about emergencies left waiting
+POST /api/oncall/pages/{id}/ack say you are coming: the other on-call numbers are told
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -322,6 +323,11 @@ class Page(BaseModel):
     )
     sent: int = Field(description="numbers Twilio took the text for")
     failed: int = Field(description="numbers it refused")
+    id: int
+    acked_at: datetime | None = Field(description="when someone said they were coming")
+    acked_by: str | None = Field(
+        description="who: the on-call number that pressed 1 on the page's call, or the user"
+    )
 
 
 @router.get("/oncall/pages")
@@ -333,6 +339,38 @@ def on_call_pages(
     """The on-call paged because an emergency waited IVR_PAGE_AFTER seconds, newest first."""
     with hotline.db.connect() as conn:
         return [Page.model_validate(row) for row in oncall.recent(conn, limit=limit)]
+
+
+PageIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.post(
+    "/oncall/pages/{page_id}/ack",
+    responses={
+        404: {"model": ErrorMessage, "description": "no such page"},
+        409: {"model": ErrorMessage, "description": "someone else acknowledged it first"},
+    },
+)
+def acknowledge_page(
+    page_id: PageIdPath,
+    user: SupervisorUser,
+    hotline: HotlineDep,
+    background: BackgroundTasks,
+) -> Page:
+    """You are coming: the page says so (the queue page too), the other on-call numbers are
+    texted, and the next page waits IVR_PAGE_REPEAT from now (it still comes if
+    emergencies are waiting then). Saying it again does nothing more."""
+    acked = hotline.acknowledge_page(page_id, user.name, how="api")
+    if acked is None:
+        raise HTTPException(404, "no such page")
+    if not acked.now and acked.by != user.name:
+        raise HTTPException(409, f"{acked.by} acknowledged it already, at {acked.at:%H:%M} UTC")
+    if acked.now:
+        background.add_task(hotline.tell_on_call, acked, but=user.phone)
+    with hotline.db.connect() as conn:
+        page = oncall.get(conn, page_id=page_id)
+    assert page is not None
+    return Page.model_validate(page)
 
 
 @router.get("/queue")

@@ -29,7 +29,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -528,6 +528,20 @@ def agent_languages(
     return _supervisor_acts(request, hotline, speaks, said="languages_set", invalid=why)
 
 
+@router.post("/oncall/pages/{page_id}/ack")
+def page_ack(request: Request, hotline: HotlineDep, page_id: api.PageIdPath) -> Response:
+    """A supervisor says they are coming for a page: the queue page says so, and the other
+    on-call numbers are texted (after the answer, as the API does)."""
+    tasks = BackgroundTasks()
+
+    def acknowledge(user: User) -> None:
+        api.acknowledge_page(page_id, user, hotline, tasks)
+
+    response = _supervisor_acts(request, hotline, acknowledge, said="page_acked")
+    response.background = tasks
+    return response
+
+
 @router.get("/queue/rows")
 def queue_rows(request: Request, hotline: HotlineDep) -> Response:
     """The queue table alone, fetched by the page every few seconds."""
@@ -563,6 +577,7 @@ SAID = {
     "languages_set": "Callers in the agent's languages are offered to them first now.",
     "announced": "Every caller hears the announcement first now.",
     "announcement_cleared": "Callers hear no announcement any more.",
+    "page_acked": "The page says you are coming; the other on-call numbers are texted so.",
 }
 
 

@@ -283,6 +283,10 @@ pages = Table(
     Column("result", String(16), nullable=False),  # sending, sent, failed, logged
     Column("sent", Integer, nullable=False),  # numbers Twilio took the text for
     Column("failed", Integer, nullable=False),  # numbers it refused
+    # Someone on call said they are coming (a key on the page's call, or the queue page):
+    # the on-call number that answered, or the user's name.
+    Column("acked_at", UTCDateTime()),
+    Column("acked_by", String(64)),
     UniqueConstraint("turn"),
 )
 

@@ -63,6 +63,7 @@ CONNECT_DONE_PATH = "/twilio/connect-done"
 CALLBACK_STATUS_PATH = "/twilio/callback-status"
 AGENT_ACCEPT_PATH = "/twilio/agent-accept"
 RECORDING_PATH = "/twilio/recording"
+PAGE_ACK_PATH = "/twilio/page-ack"
 ACCEPT_KEY = "1"
 
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
@@ -118,6 +119,9 @@ class Links:
 
     def recording(self, case_id: int) -> str:
         return self._url(RECORDING_PATH, case=case_id)
+
+    def page_ack(self, page_id: int) -> str:
+        return self._url(PAGE_ACK_PATH, page=page_id)
 
     def callback_status(self, case_id: int, *, placing: str) -> str:
         # The placement: a late report of an earlier call back of the case is not this one's.
@@ -430,13 +434,43 @@ def hangup_twiml(catalogs: Catalogs, language: str, key: str = "goodbye") -> str
     return str(response)
 
 
-def page_call_twiml(speech: str) -> str:
+PAGE_ACK_PROMPT = "Press 1 if you are coming."
+
+
+def page_call_twiml(speech: str, *, action: str) -> str:
     """What an on-call phone hears when the hotline rings it about an emergency left waiting
-    (`ivr.oncall`): the page, said twice, as whoever answers may be waking up."""
+    (`ivr.oncall`): the page, said twice, as whoever answers may be waking up, and a key to
+    say they are coming (`action`). A key ends the saying; nothing pressed, it hangs up."""
     response = VoiceResponse()
-    response.say(speech, language="en-US")
-    response.pause(length=1)
-    response.say(speech, language="en-US")
+    gather = Gather(
+        action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=6
+    )
+    for again in (False, True):
+        if again:
+            gather.pause(length=1)
+        gather.say(speech, language="en-US")
+        gather.say(PAGE_ACK_PROMPT, language="en-US")
+    response.append(gather)
+    response.hangup()
+    return str(response)
+
+
+def page_answer_twiml(said: str, *, ask_again: str | None = None) -> str:
+    """The hotline's answer to a key on a page's call: `said`, then goodbye, or the key asked
+    for again at `ask_again` (another key was pressed)."""
+    response = VoiceResponse()
+    response.say(said, language="en-US")
+    if ask_again is not None:
+        gather = Gather(
+            action=ask_again,
+            method="POST",
+            input="dtmf",
+            num_digits=1,
+            finish_on_key="",
+            timeout=6,
+        )
+        gather.say(PAGE_ACK_PROMPT, language="en-US")
+        response.append(gather)
     response.hangup()
     return str(response)
 

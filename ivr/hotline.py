@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -1771,7 +1771,7 @@ class Hotline:
             speech = oncall.page_speech(
                 late, available=self.staffing.available, at_work=self.staffing.agents
             )
-        sent, failed = self._page(text, speech)
+        sent, failed = self._page(page_id, text, speech)
         result: oncall.PageResult = "sent" if sent else "failed" if failed else "logged"
         repeat = timedelta(seconds=self.settings.page_repeat_seconds)
         with self.db.connect() as conn:
@@ -1792,38 +1792,84 @@ class Hotline:
             log.warning("%s (sent to %d on-call numbers)", text, sent)
         return page_id
 
-    def _page(self, text: str, speech: str | None) -> tuple[int, int]:
+    def _page(self, page_id: int, text: str, speech: str | None) -> tuple[int, int]:
         """Text each on-call number (and ring it, to hear `speech`, with IVR_PAGE_CALL): how
         many numbers Twilio took a text or a call for, and how many neither."""
-        twiml = engine.page_call_twiml(speech) if speech else None
+        twiml = (
+            engine.page_call_twiml(speech, action=self.links.page_ack(page_id)) if speech else None
+        )
         sent = failed = 0
         for number in self.settings.page_numbers:
-            reached = False
-            for by in ("sms", "call") if twiml else ("sms",):
-                try:
-                    if self.twilio is None:
-                        raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
-                    if by == "sms":
-                        self.twilio.messages.create(
-                            to=number, from_=self.settings.caller_id, body=text
-                        )
-                    else:
-                        self.twilio.calls.create(
-                            to=number, from_=self.settings.caller_id, twiml=twiml
-                        )
-                except Exception as exc:
-                    self.metrics.pages.labels(by, "failed").inc()
-                    log.warning(
-                        "Twilio refused to page an on-call number by %s (%s)",
-                        by,
-                        type(exc).__name__,
-                    )
-                else:
-                    reached = True
-                    self.metrics.pages.labels(by, "sent").inc()
+            reached = self._send_on_call("sms", number, text)
+            if twiml is not None:
+                reached = self._send_on_call("call", number, twiml) or reached
             sent += reached
             failed += not reached
         return sent, failed
+
+    def _send_on_call(self, by: Literal["sms", "call"], number: str, content: str) -> bool:
+        """A text (`content`, its body) or a call (`content`, its TwiML) to an on-call number;
+        whether Twilio took it."""
+        try:
+            if self.twilio is None:
+                raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
+            if by == "sms":
+                self.twilio.messages.create(to=number, from_=self.settings.caller_id, body=content)
+            else:
+                self.twilio.calls.create(to=number, from_=self.settings.caller_id, twiml=content)
+        except Exception as exc:
+            self.metrics.pages.labels(by, "failed").inc()
+            log.warning(
+                "Twilio refused to page an on-call number by %s (%s)", by, type(exc).__name__
+            )
+            return False
+        self.metrics.pages.labels(by, "sent").inc()
+        return True
+
+    def acknowledge_page(self, page_id: int, by: str, *, how: str) -> oncall.Acked | None:
+        """`by` (an on-call number, or a user's name) is coming for page `page_id` (`how`:
+        `phone` or `api`): recorded unless someone was first, and the next page held back
+        IVR_PAGE_REPEAT from now. Who acknowledged it; None if there is no such page."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            acked = oncall.acknowledge(
+                conn,
+                page_id=page_id,
+                by=by,
+                now=now,
+                repeat=timedelta(seconds=self.settings.page_repeat_seconds),
+            )
+        if acked is not None and acked.now:
+            self.metrics.page_acks.labels(how).inc()
+            log.warning("the page of %s was acknowledged by %s", acked.page_at, by)
+        return acked
+
+    def page_answered(
+        self, page_id: int, digits: str, number: str
+    ) -> tuple[str, oncall.Acked | None]:
+        """A key pressed on a page's call, rung at `number`: the TwiML to answer with, and the
+        acknowledgement if the key made one (the other numbers are to be told)."""
+        if digits == "":
+            return engine.not_taken_twiml(), None
+        if digits != oncall.ACK_KEY:
+            ask = self.links.page_ack(page_id)
+            return engine.page_answer_twiml("That was not 1.", ask_again=ask), None
+        # The number Twilio rang (signed): one of ours, or it is not named.
+        by = number if number in self.settings.page_numbers else "an on-call phone"
+        acked = self.acknowledge_page(page_id, by, how="phone")
+        if acked is None:
+            return engine.page_answer_twiml("This page is not known any more. Goodbye."), None
+        return engine.page_answer_twiml(oncall.ack_speech(acked)), acked if acked.now else None
+
+    def tell_on_call(self, acked: oncall.Acked, *, but: str | None = None) -> int:
+        """Text the on-call numbers (all but `but`, the one that acknowledged) who is coming:
+        the rest may stand down. How many Twilio took."""
+        text = oncall.ack_text(acked, queue_url=f"{self.settings.base_url}/dashboard/queue")
+        return sum(
+            self._send_on_call("sms", number, text)
+            for number in self.settings.page_numbers
+            if number != but
+        )
 
     def follow_active_version(self) -> None:
         """Another instance reloaded or rolled back: switch to the version it made live."""

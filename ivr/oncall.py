@@ -16,6 +16,11 @@ is being sent, only as long as sending may take: an instance that stops meanwhil
 the page to the next); one that Twilio refused for every number is tried again after
 RETRY_FAILED. Without numbers the page is only logged, as an error: the log is the alert
 then.
+
+Someone on call acknowledges a page, by pressing 1 on its call or from the queue page
+(`acknowledge`): everyone sees who is coming, the other numbers are told, and the next page
+waits IVR_PAGE_REPEAT from then. It still comes if emergencies are waiting then: whoever
+said they were coming may not have got there.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, desc, func, insert, select, update
+from sqlalchemy import Connection, case, desc, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ivr.db import cases, pages
+from ivr.numbers import last4
 from ivr.store import reading, writing
 
 RETRY_FAILED = timedelta(minutes=1)
@@ -135,29 +141,83 @@ def record(
     """What became of a page, and when the next may come: `next_at`, or after RETRY_FAILED
     when it reached no number."""
     values: dict[str, Any] = {"result": result, "sent": sent, "failed": failed}
-    values["next_at"] = now + RETRY_FAILED if result == "failed" else next_at
+    due = literal(now + RETRY_FAILED if result == "failed" else next_at, pages.c.next_at.type)
+    # Acknowledged while it was being sent (the first number pressed 1 while the next was
+    # texted): the acknowledgement's hold stands.
+    values["next_at"] = case(
+        (pages.c.acked_at.is_not(None) & (pages.c.next_at > due), pages.c.next_at), else_=due
+    )
     with writing(conn):
         conn.execute(update(pages).where(pages.c.id == page_id).values(**values))
+
+
+ACK_KEY = "1"  # on the page's call: "I am coming"
+
+
+@dataclass(frozen=True)
+class Acked:
+    """Who acknowledged a page, and when; `now`: this acknowledgement made it (False: someone
+    had already)."""
+
+    at: datetime
+    by: str
+    now: bool
+    page_at: datetime
+
+
+def acknowledge(
+    conn: Connection, *, page_id: int, by: str, now: datetime, repeat: timedelta
+) -> Acked | None:
+    """`by` is coming for page `page_id`: recorded unless someone acknowledged it first, and
+    the next page held back until `repeat` from now (the latest page's `next_at`, which may be
+    a later page's). Who acknowledged it; None if there is no such page."""
+    with writing(conn):
+        page = conn.execute(
+            select(pages.c.at, pages.c.acked_at, pages.c.acked_by)
+            .where(pages.c.id == page_id)
+            .with_for_update()
+        ).first()
+        if page is None:
+            return None
+        if page.acked_at is not None:
+            return Acked(at=page.acked_at, by=page.acked_by, now=False, page_at=page.at)
+        conn.execute(update(pages).where(pages.c.id == page_id).values(acked_at=now, acked_by=by))
+        last = conn.execute(
+            select(pages.c.id, pages.c.next_at)
+            .order_by(desc(pages.c.turn))
+            .limit(1)
+            .with_for_update()
+        ).one()
+        if last.next_at < now + repeat:
+            conn.execute(update(pages).where(pages.c.id == last.id).values(next_at=now + repeat))
+        return Acked(at=now, by=by, now=True, page_at=page.at)
+
+
+_PAGES = select(
+    pages.c.id,
+    pages.c.at,
+    pages.c.waiting,
+    pages.c.waited_seconds,
+    pages.c.result,
+    pages.c.sent,
+    pages.c.failed,
+    pages.c.acked_at,
+    pages.c.acked_by,
+    cases.c.ticket,
+).select_from(pages.outerjoin(cases, cases.c.id == pages.c.case_id))
 
 
 def recent(conn: Connection, *, limit: int = 50) -> list[dict[str, Any]]:
     """The latest pages, newest first, with their cases' tickets."""
     with reading(conn):
-        rows = conn.execute(
-            select(
-                pages.c.at,
-                pages.c.waiting,
-                pages.c.waited_seconds,
-                pages.c.result,
-                pages.c.sent,
-                pages.c.failed,
-                cases.c.ticket,
-            )
-            .select_from(pages.outerjoin(cases, cases.c.id == pages.c.case_id))
-            .order_by(desc(pages.c.turn))
-            .limit(limit)
-        ).all()
+        rows = conn.execute(_PAGES.order_by(desc(pages.c.turn)).limit(limit)).all()
     return [dict(row._mapping) for row in rows]
+
+
+def get(conn: Connection, *, page_id: int) -> dict[str, Any] | None:
+    with reading(conn):
+        row = conn.execute(_PAGES.where(pages.c.id == page_id)).first()
+    return None if row is None else dict(row._mapping)
 
 
 def _counted(n: int, thing: str) -> str:
@@ -193,4 +253,32 @@ def page_text(overdue: Overdue, *, available: int, at_work: int, queue_url: str)
         f"Hotline: {callers} waiting, the longest {wait_text(overdue.waited)} "
         f"(ticket {overdue.ticket}{language}). Agents available: {available}, at work: "
         f"{at_work}. {queue_url}"
+    )
+
+
+def _spoken_by(by: str) -> str:
+    # An on-call number is said by its last four digits, one by one; a user by name.
+    if by.startswith("+"):
+        return "the phone ending in " + " ".join(last4(by))
+    return by
+
+
+def ack_speech(acked: Acked) -> str:
+    """What the on-call phone that pressed the key hears back."""
+    if acked.now:
+        return (
+            "Thank you: the page is acknowledged, and the other on-call numbers are told you "
+            "are coming. Open the queue page."
+        )
+    return (
+        f"This page was acknowledged already, by {_spoken_by(acked.by)}, at "
+        f"{acked.at:%H:%M} UTC. Thank you."
+    )
+
+
+def ack_text(acked: Acked, *, queue_url: str) -> str:
+    """The text the other on-call numbers get once someone acknowledged a page."""
+    return (
+        f"Hotline: the page of {acked.page_at:%H:%M} UTC was acknowledged by {acked.by} at "
+        f"{acked.at:%H:%M} UTC: they are coming. {queue_url}"
     )

@@ -1,7 +1,8 @@
 """A phone that calls the hotline exactly as Twilio would, for people and for tests.
 
 It signs every request with the auth token (X-Twilio-Signature over the URL and form),
-sends Twilio's parameters, and follows the TwiML it gets back: it speaks <Say>, waits at
+sends Twilio's parameters, and follows the TwiML it gets back (or, for a call the hotline
+placed, the TwiML given with it: `Phone.answer`): it speaks <Say>, waits at
 <Gather> for the party's keys or words and posts them to the action (an empty result too,
 when actionOnEmptyResult is set), follows <Redirect>, holds in <Enqueue> by polling the
 waitUrl, reports a <Dial>'s outcome to its action, and sends the status callback when the
@@ -17,7 +18,7 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -238,6 +239,38 @@ class Phone:
         )
         return record
 
+    def answer(self, placed: Mapping[str, str], party: Party) -> CallRecord:
+        """A call the hotline placed through Twilio's REST API, answered by `party`:
+        `placed` is the form it posted to Calls.json. Twilio runs the call's `Twiml`, or
+        fetches its `Url`, and follows what it gets as on a call to the hotline; its
+        StatusCallback, if any, hears that it completed."""
+        record = CallRecord("CA" + uuid.uuid4().hex)
+        base = {
+            "AccountSid": self.account_sid,
+            "CallSid": record.call_sid,
+            "From": placed["From"],
+            "To": placed["To"],
+            "Caller": placed["From"],
+            "Called": placed["To"],
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+        }
+        session = _Session(self, party, record, base)
+        try:
+            if "Twiml" in placed:
+                doc = session.document("the call's Twiml", placed["Twiml"])
+            else:
+                doc = session.post(placed["Url"], {})
+            while True:
+                doc = session.run(doc)
+        except _Ended as end:
+            record.ended_by = end.by
+        except HangsUp:
+            record.ended_by = "caller"
+        if placed.get("StatusCallback"):
+            session.post(placed["StatusCallback"], {"CallStatus": "completed"}, expect_twiml=False)
+        return record
+
     def signed_post(self, url: str, params: dict[str, str]) -> httpx.Response:
         signature = self.validator.compute_signature(url, params)
         target = url
@@ -286,16 +319,19 @@ class _Session:
             raise PhoneError(f"{url} answered {response.status_code}: {response.text[:200]}")
         if not expect_twiml:
             return ET.Element("Response")
-        body = response.text
+        return self.document(url, response.text)
+
+    def document(self, source: str, body: str) -> ET.Element:
+        """A TwiML document from `source` (a URL that answered it), checked."""
         self.record.documents.append(body)
         if self.phone.check_twiml:
             self.phone.check_twiml(body)
         try:
             root = ET.fromstring(body)
         except ET.ParseError as exc:
-            raise PhoneError(f"{url} answered something that is not XML: {exc}") from None
+            raise PhoneError(f"{source} answered something that is not XML: {exc}") from None
         if root.tag != "Response":
-            raise PhoneError(f"{url} answered <{root.tag}>, not a TwiML <Response>")
+            raise PhoneError(f"{source} answered <{root.tag}>, not a TwiML <Response>")
         return root
 
     def hear(self, verb: ET.Element) -> str | None:
@@ -317,6 +353,8 @@ class _Session:
                 self.hear(verb)
             elif tag == "Gather":
                 said = [t for t in (self.hear(v) for v in verb) if t]
+                if not verb.get("action") and not self.record.requests:
+                    raise PhoneError("a <Gather> without an action, in TwiML given with the call")
                 action = verb.get("action") or self.record.requests[-1][0]
                 answer = self.party.answer(
                     Prompt(

@@ -590,6 +590,7 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
                 ("/twilio/wait?lang=en&queue=security", {"QueueTime": "30"}),
                 ("/twilio/status", {"CallStatus": "completed", "SequenceNumber": "3"}),
                 ("/twilio/agent-accept?case=1&agent=1", {"Digits": "1"}),
+                ("/twilio/page-ack?page=1", {"Digits": "1", "To": "+15005550100"}),
                 ("/twilio/callback-number?lang=en", {"Digits": "8613800138000"}),
             ):
                 started = time.monotonic()
@@ -614,9 +615,13 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
     screen = answers["/twilio/agent-accept?case=1&agent=1"]
     check_twiml(screen.text)
     assert screen.status_code == 200 and "<Hangup" in screen.text
+    # The on-call's key on a page's call: the call ends, the page holds as if not pressed.
+    page_key = answers["/twilio/page-ack?page=1"]
+    check_twiml(page_key.text)
+    assert page_key.status_code == 200 and "<Hangup" in page_key.text
     # A caller keying a number to be called back on is holding in a queue: held on.
     keyed = answers["/twilio/callback-number?lang=en"]
     check_twiml(keyed.text)
     assert keyed.status_code == 200 and "<Enqueue" not in keyed.text and "holding" in keyed.text
     # On SQLite the screen only reads (no such case), which the writer's lock does not hold up.
-    assert late == (4 if sqlite else 5)
+    assert late == (5 if sqlite else 6)

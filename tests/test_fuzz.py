@@ -170,6 +170,10 @@ def webhook(draw: st.DrawFn) -> Request:
             query.append(("case", case))
         if route == "connect" and draw(st.booleans()):
             query.append(("out", draw(st.one_of(st.sampled_from(["0", "1"]), VALUE))))
+    if route == "page-ack":  # a key on a call that paged the on-call
+        page = draw(st.one_of(st.integers(1, 3).map(str), NUMBER, st.none()))
+        if page is not None:
+            query.append(("page", page))
     return route, query, form
 
 

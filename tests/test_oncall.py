@@ -19,7 +19,7 @@ from twilio.rest import Client as TwilioClient
 
 from ivr import oncall
 from ivr.db import cases, create_db_engine, pages
-from ivr.phone import Phone, Press
+from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.tree import CompiledTree
 from ivr.web import Following, Paging, create_app
 from tests.conftest import (
@@ -525,3 +525,179 @@ def test_on_call_numbers_need_twilio_to_text_them() -> None:
     assert spaced.page_numbers == ON_CALL  # the same phone is paged once
     with pytest.raises(ValidationError, match="IVR_PAGE_CALL needs IVR_PAGE_NUMBERS"):
         make_settings(IVR_PAGE_CALL=True)
+
+
+# -- acknowledging a page ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def ringing(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> Iterator[tuple[TestClient, Phone]]:
+    """The hotline with IVR_PAGE_CALL: the on-call numbers are rung as well as texted."""
+    app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_CALL=True)
+    with TestClient(app) as client:
+        yield (
+            client,
+            Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
+        )
+
+
+def page_calls(twilio: RecordingTwilio) -> list[dict[str, str]]:
+    """The calls the hotline asked Twilio to place, in order: each as Twilio was given it."""
+    return [data for _, url, data in twilio.requests if url.endswith("/Calls.json")]
+
+
+def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
+    ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A victim waits with nobody at work: both on-call phones ring. The first answers five
+    minutes later, hears the page and presses 1: the page is theirs, the other number is
+    texted who is coming, and the next page waits IVR_PAGE_REPEAT from the key, not from
+    the page. The second phone, answered after, hears who acknowledged it; nothing more is
+    sent. Nobody comes after all: the victim still waits 15 minutes after the key, and the
+    on-call are paged again."""
+    client, phone = ringing
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    page_id = look(hotline)
+    assert page_id is not None
+    first, second = page_calls(twilio_http)
+    assert [first["To"], second["To"]] == list(ON_CALL)
+    texted = len(texts(twilio_http))
+    clock.advance(minutes=5)
+    answered = phone.answer(first, ScriptedParty([Press("1")]))
+    assert "Support hotline emergency." in answered.heard[0]
+    assert "Press 1 if you are coming." in answered.heard
+    assert answered.heard[-1].startswith("Thank you: the page is acknowledged")
+    assert answered.ended_by == "hotline"
+    [page] = page_rows(db)
+    assert (page["acked_by"], page["acked_at"]) == (ON_CALL[0], clock())
+    [told] = texts(twilio_http)[texted:]  # the other number only
+    assert told["To"] == ON_CALL[1]
+    assert told["Body"] == (
+        f"Hotline: the page of {page['at']:%H:%M} UTC was acknowledged by {ON_CALL[0]} at "
+        f"{clock():%H:%M} UTC: they are coming. {PUBLIC_URL}/dashboard/queue"
+    )
+    assert 'ivr_page_acks_total{by="phone"} 1.0' in client.get("/metrics").text
+
+    later = phone.answer(second, ScriptedParty([Press("1")]))
+    assert later.heard[-1] == (
+        f"This page was acknowledged already, by the phone ending in 0 1 0 0, at "
+        f"{page['acked_at']:%H:%M} UTC. Thank you."
+    )
+    assert len(texts(twilio_http)) == texted + 1 and page_rows(db)[0]["acked_by"] == ON_CALL[0]
+
+    sam = make_user(db, "sam", "supervisor")
+    [listed] = client.get("/api/oncall/pages", headers=bearer(sam)).json()
+    assert (listed["id"], listed["acked_by"]) == (page_id, ON_CALL[0])
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    shown = client.get("/dashboard/queue/rows").text
+    assert f"{ON_CALL[0]} is coming" in shown and "I am coming" not in shown
+
+    clock.advance(minutes=14)  # 19 minutes after the page, 14 after the key
+    assert look(hotline) is None
+    clock.advance(minutes=1)
+    assert look(hotline) is not None
+    assert [p["turn"] for p in page_rows(db)] == [1, 2]
+
+
+def test_a_page_call_acknowledges_only_with_1(
+    ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A voicemail that picks up presses nothing: the call ends, the page stands. A wrong key
+    is asked again; another wrong one ends the call. Nobody is told anything, and the next
+    page comes IVR_PAGE_REPEAT after the first."""
+    client, phone = ringing
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    first, second = page_calls(twilio_http)
+    texted = len(texts(twilio_http))
+    voicemail = phone.answer(first, ScriptedParty([Silent()]))
+    assert voicemail.ended_by == "hotline" and len(voicemail.requests) == 0
+    fumbled = phone.answer(second, ScriptedParty([Press("5"), Press("9")]))
+    assert fumbled.heard.count("That was not 1.") == 2
+    assert [url for url, _ in fumbled.requests] == [second_url := fumbled.requests[0][0]] * 2
+    assert second_url.startswith(f"{PUBLIC_URL}/twilio/page-ack?page=")
+    assert page_rows(db)[0]["acked_at"] is None and len(texts(twilio_http)) == texted
+    clock.advance(seconds=900)
+    assert look(hotline) is not None
+
+
+def test_a_supervisor_says_they_are_coming_from_the_queue_page(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """The text's link leads to the queue page, where "I am coming" acknowledges the page:
+    the page line says who is, the on-call numbers are texted (not the one that is the
+    supervisor's own phone). Through the API, another supervisor is refused (409, saying
+    who is coming), the same one is answered again, an agent is refused (403), an unknown
+    page is 404."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    page_id = look(hotline)
+    texted = len(texts(twilio_http))
+    sam = make_user(db, "sam", "supervisor", ON_CALL[1])
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    shown = client.get("/dashboard/queue/rows").text
+    assert "Nobody has said they are coming." in shown
+    assert f'action="/dashboard/oncall/pages/{page_id}/ack"' in shown
+    clock.advance(minutes=2)
+    acked = client.post(
+        f"/dashboard/oncall/pages/{page_id}/ack",
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert acked.status_code == 303, acked.text
+    assert "you are coming" in client.get(acked.headers["location"]).text
+    assert "sam is coming" in client.get("/dashboard/queue/rows").text
+    [told] = texts(twilio_http)[texted:]
+    assert told["To"] == ON_CALL[0]
+    assert f"acknowledged by sam at {clock():%H:%M} UTC" in told["Body"]
+    assert 'ivr_page_acks_total{by="api"} 1.0' in client.get("/metrics").text
+
+    kim = make_user(db, "kim", "supervisor")
+    refused = client.post(f"/api/oncall/pages/{page_id}/ack", headers=bearer(kim))
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == f"sam acknowledged it already, at {clock():%H:%M} UTC"
+    again = client.post(f"/api/oncall/pages/{page_id}/ack", headers=bearer(sam))
+    assert again.status_code == 200 and again.json()["acked_by"] == "sam"
+    alice = make_user(db, "alice", "agent")
+    assert client.post(f"/api/oncall/pages/{page_id}/ack", headers=bearer(alice)).status_code == 403
+    assert client.post("/api/oncall/pages/999/ack", headers=bearer(sam)).status_code == 404
+    assert len(texts(twilio_http)) == texted + 1
+
+
+def test_an_acknowledgement_while_the_page_is_sent_holds(
+    ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """The first on-call phone answers and presses 1 while the hotline is still ringing the
+    second: the page's own record of what it sent must not shorten the hold the key made."""
+    client, phone = ringing
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    pressed: list[object] = []
+
+    def first_answers_meanwhile() -> None:
+        calls = page_calls(twilio_http)
+        if len(calls) == 2 and not pressed:  # the second call is being placed
+            clock.advance(minutes=3)
+            pressed.append(phone.answer(calls[0], ScriptedParty([Press("1")])))
+
+    twilio_http.meanwhile = first_answers_meanwhile
+    assert look(hotline) is not None
+    twilio_http.meanwhile = None
+    assert pressed
+    [page] = page_rows(db)
+    assert (page["result"], page["acked_by"]) == ("sent", ON_CALL[0])
+    assert page["next_at"] == page["acked_at"] + timedelta(seconds=900)
