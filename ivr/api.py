@@ -10,6 +10,7 @@ POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by 
 POST /api/cases/{id}/resolve    close the case with notes
 GET  /api/oncall/pages          the on-call paged about emergencies left waiting
 POST /api/oncall/pages/{id}/ack say you are coming: the other on-call numbers are told
+GET  /api/recordings/{sid}      a call with an agent, as Twilio recorded it (MP3; audited)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, HTTPException, Path, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -1000,6 +1001,34 @@ def call_timeline(
             RecordingRecord(ticket=tickets[r["case_id"]], **{k: r[k] for k in _RECORDING_FIELDS})
             for r in found["recordings"]
         ],
+    )
+
+
+@router.get(
+    "/recordings/{recording_sid}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"audio/mpeg": {}}, "description": "the recording, as MP3"},
+        404: {"model": ErrorMessage, "description": "no such recording, or no audio of it"},
+        502: {"model": ErrorMessage, "description": "Twilio did not give the recording"},
+        503: {"model": ErrorMessage, "description": "no Twilio account set to fetch it with"},
+    },
+)
+def recording_audio(
+    recording_sid: Annotated[str, Path(pattern=r"^RE[0-9a-fA-F]{32}$")],
+    user: SupervisorUser,
+    hotline: HotlineDep,
+) -> StreamingResponse:
+    """A recording of a call with an agent, fetched from Twilio as it plays (nothing of it is
+    kept here). Audited: who listened to which case's call."""
+    try:
+        audio = hotline.recording_audio(recording_sid, user)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    return StreamingResponse(
+        audio,
+        media_type="audio/mpeg",
+        headers={"Cache-Control": "no-store", "Content-Disposition": "inline"},
     )
 
 

@@ -36,7 +36,7 @@ from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ivr import api, engine, graph, stats
+from ivr import api, engine, graph, recordings, stats
 from ivr.cases import (
     AWAY_SIGNED_OUT,
     User,
@@ -843,6 +843,20 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     context["filtered"] = bool(any(raw.values()))
     status = 422 if context["errors"] else 200
     return render(request, "calls.html", context, user=user, status=status)
+
+
+@router.get("/recordings/{recording_sid}")
+def recording_audio(request: Request, hotline: HotlineDep, recording_sid: str) -> Response:
+    """A recording, played on a call's page: the API's, for the signed-in supervisor."""
+    user = gate(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    if not recordings.RECORDING_SID.match(recording_sid):
+        return Response("no such recording", status_code=404, media_type="text/plain")
+    try:
+        return api.recording_audio(recording_sid, user, hotline)
+    except HTTPException as exc:
+        return Response(str(exc.detail), status_code=exc.status_code, media_type="text/plain")
 
 
 @router.get("/calls/{call_sid}")

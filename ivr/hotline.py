@@ -13,12 +13,13 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal, Protocol
 
+import httpx
 from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.base.exceptions import TwilioRestException
@@ -236,6 +237,7 @@ class Hotline:
         identity: IdentityProvider,
         actions: AccountActions,
         twilio: TwilioRest | None = None,
+        media: httpx.Client | None = None,
         clock: Clock = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
@@ -250,6 +252,8 @@ class Hotline:
             actions if isinstance(actions, LocalAccountActions) and actions.db is db else None
         )
         self.twilio = twilio
+        # Fetches recordings' audio from Twilio, with the account's credentials.
+        self.media = media
         self.clock = clock
         self.links = engine.Links(settings.base_url)
         self.metrics = metrics or Metrics(db, clock=clock, at_work=self._at_work)
@@ -1446,6 +1450,53 @@ class Hotline:
         cutoff = self.clock() - timedelta(seconds=self.settings.offer_timeout_seconds)
         with self.db.connect() as conn:
             return cases.requeue_offers_before(conn, cutoff=cutoff)
+
+    def recording_audio(self, recording_sid: str, user: cases.User) -> Iterator[bytes]:
+        """A recording's audio (MP3), fetched from Twilio with the account's credentials as
+        it is played; who listened to which case's call is audited first. CaseRefused: 404
+        (no such recording, or no audio to fetch), 503 (no Twilio account set), 502 (Twilio
+        did not give it)."""
+        with self.db.connect() as conn:
+            found = recordings.get(conn, recording_sid=recording_sid)
+        if found is None:
+            raise CaseRefused(404, "no such recording")
+        url = found["url"]
+        if found["status"] != "completed" or not url:
+            raise CaseRefused(404, "no audio of this recording: find it by its sid at Twilio")
+        if not recordings.is_media_url(url, recording_sid):  # never the credentials elsewhere
+            raise CaseRefused(404, "no audio of this recording: find it by its sid at Twilio")
+        if self.media is None:
+            raise CaseRefused(503, "TWILIO_ACCOUNT_SID is not set: nothing can fetch it")
+        try:
+            response = self.media.send(
+                self.media.build_request("GET", recordings.mp3_url(url)), stream=True
+            )
+        except httpx.HTTPError as exc:
+            self.metrics.twilio_refusals.labels("recording").inc()
+            raise CaseRefused(502, f"Twilio could not be reached ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            response.close()
+            self.metrics.twilio_refusals.labels("recording").inc()
+            raise CaseRefused(502, f"Twilio answered {response.status_code} for the recording")
+        with self.db.connect() as conn:
+            cases.audit(
+                conn,
+                actor=f"{user.role}:{user.name}",
+                action="listen",
+                uid=None,
+                case_id=found["case_id"],
+                reason=recording_sid,
+                result="played",
+                now=self.clock(),
+            )
+
+        def audio() -> Iterator[bytes]:
+            try:
+                yield from response.iter_bytes()
+            finally:
+                response.close()
+
+        return audio()
 
     def freeze_case(
         self, case_id: int, agent: cases.User, reason: str, *, uid: str | None = None

@@ -90,8 +90,9 @@ class Metrics:
         )
         self.twilio_refusals = Counter(
             "ivr_twilio_refusals",
-            "agent connections Twilio's REST API refused (redirect of a waiting caller, or a "
-            "call back); the agent was given the case all the same",
+            "what Twilio's REST API refused: an agent's connection (`redirect` of a waiting "
+            "caller, or a `call_back`; the agent was given the case all the same), or a "
+            "recording's audio a supervisor asked for (`recording`)",
             ["what"],
             registry=self.registry,
         )

@@ -47,7 +47,7 @@ def add(
         return "refused"
     if status not in STATUSES:
         return "refused"
-    if url is not None and not re.match(MEDIA_URL.format(sid=re.escape(recording_sid)), url):
+    if url is not None and not is_media_url(url, recording_sid):
         url = None  # found by its sid in the Twilio Console all the same
     try:
         with writing(conn):
@@ -79,3 +79,21 @@ def of_cases(conn: Connection, *, case_ids: list[int]) -> list[dict[str, Any]]:
             select(recordings).where(recordings.c.case_id.in_(case_ids)).order_by(recordings.c.id)
         ).mappings()
         return [dict(row) for row in rows]
+
+
+def get(conn: Connection, *, recording_sid: str) -> dict[str, Any] | None:
+    with reading(conn):
+        row = conn.execute(
+            select(recordings).where(recordings.c.recording_sid == recording_sid)
+        ).first()
+    return None if row is None else dict(row._mapping)
+
+
+def is_media_url(url: str, recording_sid: str) -> bool:
+    """Twilio's URL of this recording: the only place the account's credentials are sent."""
+    return re.match(MEDIA_URL.format(sid=re.escape(recording_sid)), url) is not None
+
+
+def mp3_url(url: str) -> str:
+    """The recording's audio as MP3 (Twilio gives WAV without an extension)."""
+    return re.sub(r"\.(mp3|wav)$", "", url) + ".mp3"

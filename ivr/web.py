@@ -560,6 +560,18 @@ async def fallback(_form: TwilioForm, hotline: HotlineDep) -> Response:
     return _twiml(hotline.fallback())
 
 
+def media_client(settings: Settings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """The HTTP client that fetches recordings from Twilio, with the account's credentials.
+    Twilio answers a recording's URL with a redirect to its storage, which httpx follows
+    without them: they go to the host they were given for only."""
+    return httpx.Client(
+        auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+        timeout=TWILIO_REST_TIMEOUT,
+        follow_redirects=True,
+        transport=transport,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -570,11 +582,13 @@ def create_app(
     actions: AccountActions | None = None,
     twilio: TwilioRest | None = None,
     http: httpx.Client | None = None,
+    media: httpx.Client | None = None,
 ) -> FastAPI:
     """The ASGI app. Raises SourceError for a bad tree: the server must not start on one.
 
     Every outside party is a parameter (the database, the clock, the identity endpoint's HTTP
-    client, the Twilio REST client): tests pass their own instead of patching."""
+    client, the Twilio REST client, the HTTP client that fetches recordings from Twilio):
+    tests pass their own instead of patching."""
     tree = tree or load_tree(settings.routes, settings.prompts_dir)
     refused = recording_refused(settings, tree)
     if refused is not None:
@@ -600,8 +614,17 @@ def create_app(
             settings.twilio_auth_token,
             http_client=TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT),
         )
+    if media is None and settings.twilio_account_sid:
+        media = media_client(settings)
     hotline = Hotline(
-        settings, tree, db, identity=identity, actions=actions, twilio=twilio, clock=clock
+        settings,
+        tree,
+        db,
+        identity=identity,
+        actions=actions,
+        twilio=twilio,
+        media=media,
+        clock=clock,
     )
 
     @contextlib.asynccontextmanager

@@ -52,6 +52,7 @@ ROLE = {
     "/api/stats": "agent",
     "/api/oncall/pages": "supervisor",
     "/api/oncall/pages/{page_id}/ack": "supervisor",
+    "/api/recordings/{recording_sid}": "supervisor",
 }
 # Values that are schema-valid but cannot go together, refused with 422 on purpose: a cursor
 # this API did not make, `since` after `until`, an announcement missing a language the live

@@ -4,11 +4,14 @@ recording is kept with the case, once, and shown in the call's timeline."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
@@ -19,7 +22,7 @@ from ivr.exceptions import SourceError
 from ivr.phone import CallRecord, Phone, Press
 from ivr.settings import PROJECT_ROOT
 from ivr.tree import CompiledTree, load_tree
-from ivr.web import create_app
+from ivr.web import create_app, media_client
 from tests.conftest import (
     PUBLIC_URL,
     TOKEN,
@@ -201,3 +204,112 @@ def test_recording_needs_catalogs_that_tell_callers_so(
     with pytest.raises(SourceError, match="recording_notice"):
         app.state.hotline.reload(by="test")
     assert app.state.hotline.trees.current is hotline_tree
+
+
+BASIC = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+
+
+class TwilioMedia:
+    """Twilio's media host, as httpx's transport: a recording's MP3 is a redirect to its
+    storage (with the account's credentials only), then the audio; each request kept."""
+
+    AUDIO = b"ID3" + bytes(range(256)) * 64  # 16 KB standing in for an MP3
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.status = 200
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.host == "api.twilio.com":
+            if request.headers.get("authorization") != BASIC:
+                return httpx.Response(401)
+            return httpx.Response(302, headers={"Location": "https://media.storage.test/x.mp3"})
+        return httpx.Response(self.status, content=self.AUDIO)
+
+
+def test_a_supervisor_listens_to_a_recording_fetched_from_twilio(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """A supervisor plays a call's recording on its page: the hotline fetches the MP3 from
+    Twilio with the account's credentials (not sent on to where Twilio redirects), passes it
+    on as it comes, and audits who listened to which case's call. An agent may not; a
+    recording with no audio, or whose URL is not Twilio's, is 404 and nothing is fetched;
+    Twilio failing is 502."""
+    media = TwilioMedia()
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_RECORD_AGENT_CALLS=True)
+    # As create_app makes it with TWILIO_ACCOUNT_SID (set here for it only: the caller is put
+    # through by the hold loop, with no REST client).
+    account = make_settings(TWILIO_ACCOUNT_SID=ACCOUNT)
+    fetcher = media_client(account, transport=httpx.MockTransport(media))
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, media=fetcher)
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    sam = make_user(db, "sam", "supervisor")
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        record, doc = put_through(client, phone, alice)
+        where = doc.find("Dial").get("recordingStatusCallback")
+        evil = "RE" + "c" * 32
+        for fields in (
+            {},
+            {"RecordingSid": evil, "RecordingUrl": "https://evil.example/x.mp3"},
+            {"RecordingSid": "RE" + "d" * 32, "RecordingStatus": "absent"},
+        ):
+            assert phone.signed_post(where, report(record, **fields)).status_code == 204
+        client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+        page = client.get(f"/dashboard/calls/{record.call_sid}").text
+        assert page.count("<audio") == 1
+        [src] = re.findall(r'<audio controls preload="none" src="([^"]+)"', page)
+        played = client.get(src)
+        assert played.status_code == 200, played.text
+        assert played.content == TwilioMedia.AUDIO
+        assert played.headers["content-type"] == "audio/mpeg"
+        assert played.headers["cache-control"] == "no-store"
+        to_twilio, to_storage = media.requests
+        assert str(to_twilio.url) == MEDIA + ".mp3"
+        assert "authorization" not in to_storage.headers
+        [audit] = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()["audit"]
+        assert (audit["actor"], audit["action"], audit["reason"]) == (
+            "supervisor:sam",
+            "listen",
+            RECORDING,
+        )
+        # Through the API, with a token: the same audio.
+        api = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
+        assert api.status_code == 200 and api.content == TwilioMedia.AUDIO
+        fetched = len(media.requests)
+        assert client.get(f"/api/recordings/{RECORDING}", headers=bearer(alice)).status_code == 403
+        for sid in (evil, "RE" + "d" * 32, "RE" + "f" * 32):
+            missing = client.get(f"/api/recordings/{sid}", headers=bearer(sam))
+            assert missing.status_code == 404, sid
+        assert len(media.requests) == fetched  # nothing sent anywhere for those
+        media.status = 500
+        failed = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
+        assert failed.status_code == 502
+        assert failed.json()["detail"] == "Twilio answered 500 for the recording"
+        assert client.get(f"/dashboard/recordings/{RECORDING}").status_code == 502
+        metrics = client.get("/metrics").text
+        assert 'ivr_twilio_refusals_total{what="recording"} 2.0' in metrics
+        audits = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()["audit"]
+        assert len(audits) == 2  # the two that played
+
+
+def test_without_a_twilio_account_nothing_can_fetch_a_recording(
+    database_url: str, hotline_tree: CompiledTree, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_RECORD_AGENT_CALLS=True)
+    app = create_app(settings, tree=hotline_tree, db=db)
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    sam = make_user(db, "sam", "supervisor")
+    with TestClient(app) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        record, doc = put_through(client, phone, alice)
+        where = doc.find("Dial").get("recordingStatusCallback")
+        assert phone.signed_post(where, report(record)).status_code == 204
+        answer = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
+        assert answer.status_code == 503
+        assert "TWILIO_ACCOUNT_SID" in answer.json()["detail"]
