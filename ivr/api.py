@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -325,6 +325,9 @@ class Page(BaseModel):
     sent: int = Field(description="numbers Twilio took the text for")
     failed: int = Field(description="numbers it refused")
     id: int
+    next_at: datetime = Field(
+        description="no page before then; the latest page may be acknowledged until then"
+    )
     acked_at: datetime | None = Field(description="when someone said they were coming")
     acked_by: str | None = Field(
         description="who: the on-call number that pressed 1 on the page's call, or the user"
@@ -343,31 +346,40 @@ def on_call_pages(
 
 
 PageIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
+OVER = (
+    "this page is over: a later one went out, or its emergencies were answered (if they "
+    "still wait, the on-call are paged again)"
+)
 
 
 @router.post(
     "/oncall/pages/{page_id}/ack",
     responses={
         404: {"model": ErrorMessage, "description": "no such page"},
-        409: {"model": ErrorMessage, "description": "someone else acknowledged it first"},
+        409: {
+            "model": ErrorMessage,
+            "description": "someone else acknowledged it first, or the page is over",
+        },
     },
 )
 def acknowledge_page(
     page_id: PageIdPath,
     user: SupervisorUser,
     hotline: HotlineDep,
-    background: BackgroundTasks,
 ) -> Page:
     """You are coming: the page says so (the queue page too), the other on-call numbers are
     texted, and the next page waits IVR_PAGE_REPEAT from now (it still comes if
-    emergencies are waiting then). Saying it again does nothing more."""
-    acked = hotline.acknowledge_page(page_id, user.name, how="api")
+    emergencies are waiting then). Saying it again does nothing more. Only the page in
+    force (the latest, until its `next_at`): one that is over would hold back the page
+    for whoever waits now."""
+    try:
+        acked = hotline.acknowledge_page(page_id, user.name, how="api", but=user.phone)
+    except oncall.PageOver:
+        raise HTTPException(409, OVER) from None
     if acked is None:
         raise HTTPException(404, "no such page")
     if not acked.now and acked.by != user.name:
         raise HTTPException(409, f"{acked.by} acknowledged it already, at {acked.at:%H:%M} UTC")
-    if acked.now:
-        background.add_task(hotline.tell_on_call, acked, but=user.phone)
     with hotline.db.connect() as conn:
         page = oncall.get(conn, page_id=page_id)
     assert page is not None

@@ -29,14 +29,14 @@ from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
-from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ivr import api, engine, graph, recordings, stats
+from ivr import api, engine, graph, oncall, recordings, stats
 from ivr.cases import (
     AWAY_SIGNED_OUT,
     User,
@@ -376,6 +376,8 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
         "entries": entries,
         # The on-call paged in the last hour: whether help is on its way.
         "paged": next((p for p in pages if now - p.at < PAGED_SHOWN), None),
+        # Only the latest page, while it holds the next back, can still be acknowledged.
+        "page_in_force": bool(pages) and oncall.in_force(pages[0], latest=True, now=now),
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": sum(e.priority == "emergency" for e in entries),
@@ -531,15 +533,13 @@ def agent_languages(
 @router.post("/oncall/pages/{page_id}/ack")
 def page_ack(request: Request, hotline: HotlineDep, page_id: api.PageIdPath) -> Response:
     """A supervisor says they are coming for a page: the queue page says so, and the other
-    on-call numbers are texted (after the answer, as the API does)."""
-    tasks = BackgroundTasks()
-
-    def acknowledge(user: User) -> None:
-        api.acknowledge_page(page_id, user, hotline, tasks)
-
-    response = _supervisor_acts(request, hotline, acknowledge, said="page_acked")
-    response.background = tasks
-    return response
+    on-call numbers are texted."""
+    return _supervisor_acts(
+        request,
+        hotline,
+        lambda user: api.acknowledge_page(page_id, user, hotline),
+        said="page_acked",
+    )
 
 
 @router.get("/queue/rows")

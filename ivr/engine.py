@@ -120,7 +120,9 @@ class Links:
     def recording(self, case_id: int) -> str:
         return self._url(RECORDING_PATH, case=case_id)
 
-    def page_ack(self, page_id: int) -> str:
+    def page_ack(self, page_id: int, *, again: bool = False) -> str:
+        if again:
+            return self._url(PAGE_ACK_PATH, page=page_id, again=1)
         return self._url(PAGE_ACK_PATH, page=page_id)
 
     def callback_status(self, case_id: int, *, placing: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
@@ -1846,19 +1846,23 @@ class Hotline:
     def _page(self, page_id: int, text: str, speech: str | None) -> tuple[int, int]:
         """Text each on-call number (and ring it, to hear `speech`, with IVR_PAGE_CALL): how
         many numbers Twilio took a text or a call for, and how many neither."""
-        twiml = (
-            engine.page_call_twiml(speech, action=self.links.page_ack(page_id)) if speech else None
-        )
+        twiml = None
+        if speech:
+            twiml = engine.page_call_twiml(speech, action=self.links.page_ack(page_id))
         sent = failed = 0
         for number in self.settings.page_numbers:
-            reached = self._send_on_call("sms", number, text)
-            if twiml is not None:
-                reached = self._send_on_call("call", number, twiml) or reached
+            reached = False
+            for by, content in (("sms", text), ("call", twiml)):
+                if content is None:
+                    continue
+                took = self._send_on_call(by, number, content)
+                self.metrics.pages.labels(by, "sent" if took else "failed").inc()
+                reached = reached or took
             sent += reached
             failed += not reached
         return sent, failed
 
-    def _send_on_call(self, by: Literal["sms", "call"], number: str, content: str) -> bool:
+    def _send_on_call(self, by: str, number: str, content: str) -> bool:
         """A text (`content`, its body) or a call (`content`, its TwiML) to an on-call number;
         whether Twilio took it."""
         try:
@@ -1869,18 +1873,21 @@ class Hotline:
             else:
                 self.twilio.calls.create(to=number, from_=self.settings.caller_id, twiml=content)
         except Exception as exc:
-            self.metrics.pages.labels(by, "failed").inc()
             log.warning(
-                "Twilio refused to page an on-call number by %s (%s)", by, type(exc).__name__
+                "Twilio refused to reach an on-call number by %s (%s)", by, type(exc).__name__
             )
             return False
-        self.metrics.pages.labels(by, "sent").inc()
         return True
 
-    def acknowledge_page(self, page_id: int, by: str, *, how: str) -> oncall.Acked | None:
+    def acknowledge_page(
+        self, page_id: int, by: str, *, how: str, but: str | None = None
+    ) -> oncall.Acked | None:
         """`by` (an on-call number, or a user's name) is coming for page `page_id` (`how`:
-        `phone` or `api`): recorded unless someone was first, and the next page held back
-        IVR_PAGE_REPEAT from now. Who acknowledged it; None if there is no such page."""
+        `phone` or `api`): recorded unless someone was first, the next page held back
+        IVR_PAGE_REPEAT from now, and the on-call numbers but `but` (the one that said so)
+        texted who is, in a thread of their own: nobody waits for Twilio for it. Who
+        acknowledged it; None if there is no such page. oncall.PageOver for a page no longer
+        in force."""
         now = self.clock()
         with self.db.connect() as conn:
             acked = oncall.acknowledge(
@@ -1892,35 +1899,47 @@ class Hotline:
             )
         if acked is not None and acked.now:
             self.metrics.page_acks.labels(how).inc()
-            log.warning("the page of %s was acknowledged by %s", acked.page_at, by)
+            who = f"the on-call phone ending {last4(by)}" if by.startswith("+") else by
+            log.warning("the page of %s was acknowledged by %s", acked.page_at, who)
+            threading.Thread(
+                target=self.tell_on_call, args=(acked,), kwargs={"but": but}, daemon=True
+            ).start()
         return acked
 
-    def page_answered(
-        self, page_id: int, digits: str, number: str
-    ) -> tuple[str, oncall.Acked | None]:
-        """A key pressed on a page's call, rung at `number`: the TwiML to answer with, and the
-        acknowledgement if the key made one (the other numbers are to be told)."""
+    def page_answered(self, page_id: int, digits: str, number: str, *, again: bool = False) -> str:
+        """A key pressed on a page's call, rung at `number`: the TwiML to answer with. A
+        wrong key is asked for again once (`again`: it was)."""
         if digits == "":
-            return engine.not_taken_twiml(), None
+            return engine.not_taken_twiml()
         if digits != oncall.ACK_KEY:
-            ask = self.links.page_ack(page_id)
-            return engine.page_answer_twiml("That was not 1.", ask_again=ask), None
+            if again:
+                return engine.page_answer_twiml("That was not 1 either. Goodbye.")
+            ask = self.links.page_ack(page_id, again=True)
+            return engine.page_answer_twiml("That was not 1.", ask_again=ask)
         # The number Twilio rang (signed): one of ours, or it is not named.
         by = number if number in self.settings.page_numbers else "an on-call phone"
-        acked = self.acknowledge_page(page_id, by, how="phone")
+        try:
+            acked = self.acknowledge_page(page_id, by, how="phone", but=number)
+        except oncall.PageOver:
+            return engine.page_answer_twiml(oncall.OVER_SPEECH)
         if acked is None:
-            return engine.page_answer_twiml("This page is not known any more. Goodbye."), None
-        return engine.page_answer_twiml(oncall.ack_speech(acked)), acked if acked.now else None
+            return engine.page_answer_twiml("This page is not known. Goodbye.")
+        return engine.page_answer_twiml(oncall.ack_speech(acked))
 
     def tell_on_call(self, acked: oncall.Acked, *, but: str | None = None) -> int:
         """Text the on-call numbers (all but `but`, the one that acknowledged) who is coming:
         the rest may stand down. How many Twilio took."""
         text = oncall.ack_text(acked, queue_url=f"{self.settings.base_url}/dashboard/queue")
-        return sum(
-            self._send_on_call("sms", number, text)
-            for number in self.settings.page_numbers
-            if number != but
-        )
+        sent = 0
+        try:
+            for number in self.settings.page_numbers:
+                if number != but:
+                    took = self._send_on_call("sms", number, text)
+                    self.metrics.page_ack_texts.labels("sent" if took else "failed").inc()
+                    sent += took
+        except Exception:  # in a thread of its own: nobody else would hear of it
+            log.exception("the on-call were not told who acknowledged the page")
+        return sent
 
     def follow_active_version(self) -> None:
         """Another instance reloaded or rolled back: switch to the version it made live."""

@@ -118,9 +118,8 @@ class Metrics:
         self.pages = Counter(
             "ivr_pages",
             "texts (`sms`) and calls (`call`, IVR_PAGE_CALL) to the on-call numbers about an "
-            "emergency left waiting (IVR_PAGE_NUMBERS), and texts saying who acknowledged a "
-            "page: `sent` (Twilio took it), `failed` (refused; a page no number could be sent "
-            "is tried again a minute later)",
+            "emergency left waiting (IVR_PAGE_NUMBERS): `sent` (Twilio took it), `failed` "
+            "(refused; a page no number could be sent is tried again a minute later)",
             ["by", "result"],
             registry=self.registry,
         )
@@ -129,6 +128,12 @@ class Metrics:
             "pages acknowledged by someone coming: a key on the page's call (`phone`), or the "
             "API and the queue page (`api`)",
             ["by"],
+            registry=self.registry,
+        )
+        self.page_ack_texts = Counter(
+            "ivr_page_ack_texts",
+            "texts telling the other on-call numbers who acknowledged a page: `sent`, `failed`",
+            ["result"],
             registry=self.registry,
         )
         self.registry.register(_FromDatabase(db, clock))

@@ -103,8 +103,12 @@ def take_turn(
     longer than that."""
     try:
         with writing(conn):
+            # Locked: an acknowledgement of the last page being written meanwhile is seen.
             last = conn.execute(
-                select(pages.c.turn, pages.c.next_at).order_by(desc(pages.c.turn)).limit(1)
+                select(pages.c.turn, pages.c.next_at)
+                .order_by(desc(pages.c.turn))
+                .limit(1)
+                .with_for_update()
             ).first()
             if last is not None and last.next_at > now:
                 return None
@@ -165,37 +169,51 @@ class Acked:
     page_at: datetime
 
 
+class PageOver(Exception):
+    """The page is not the one in force: a later page went out, or its hold has passed (its
+    emergencies were served, or the next page is due). Coming for it would hold back the
+    page for whoever waits now."""
+
+
+def in_force(page: Any, *, latest: bool, now: datetime) -> bool:
+    """Whether a page (its `next_at`), the latest one or not, may still be acknowledged."""
+    return latest and now < page.next_at
+
+
 def acknowledge(
     conn: Connection, *, page_id: int, by: str, now: datetime, repeat: timedelta
 ) -> Acked | None:
     """`by` is coming for page `page_id`: recorded unless someone acknowledged it first, and
-    the next page held back until `repeat` from now (the latest page's `next_at`, which may be
-    a later page's). Who acknowledged it; None if there is no such page."""
+    the next page held back until `repeat` from now. Who acknowledged it; None if there is no
+    such page. PageOver for a page not in force (`in_force`)."""
     with writing(conn):
+        # Locked in the order `take_turn` and `record` lock: the latest page first.
+        last = conn.execute(
+            select(pages.c.id).order_by(desc(pages.c.turn)).limit(1).with_for_update()
+        ).first()
         page = conn.execute(
-            select(pages.c.at, pages.c.acked_at, pages.c.acked_by)
+            select(pages.c.at, pages.c.next_at, pages.c.acked_at, pages.c.acked_by)
             .where(pages.c.id == page_id)
             .with_for_update()
         ).first()
-        if page is None:
+        if page is None or last is None:
             return None
         if page.acked_at is not None:
             return Acked(at=page.acked_at, by=page.acked_by, now=False, page_at=page.at)
-        conn.execute(update(pages).where(pages.c.id == page_id).values(acked_at=now, acked_by=by))
-        last = conn.execute(
-            select(pages.c.id, pages.c.next_at)
-            .order_by(desc(pages.c.turn))
-            .limit(1)
-            .with_for_update()
-        ).one()
-        if last.next_at < now + repeat:
-            conn.execute(update(pages).where(pages.c.id == last.id).values(next_at=now + repeat))
+        if not in_force(page, latest=last.id == page_id, now=now):
+            raise PageOver(page_id)
+        conn.execute(
+            update(pages)
+            .where(pages.c.id == page_id)
+            .values(acked_at=now, acked_by=by, next_at=max(page.next_at, now + repeat))
+        )
         return Acked(at=now, by=by, now=True, page_at=page.at)
 
 
 _PAGES = select(
     pages.c.id,
     pages.c.at,
+    pages.c.next_at,
     pages.c.waiting,
     pages.c.waited_seconds,
     pages.c.result,
@@ -261,6 +279,16 @@ def _spoken_by(by: str) -> str:
     if by.startswith("+"):
         return "the phone ending in " + " ".join(last4(by))
     return by
+
+
+OVER_SPEECH = (
+    "This page is over: a later one went out, or its emergencies were answered. If "
+    "emergencies still wait, you will be paged again. Goodbye."
+)
+# A key the hotline could not record (it failed, or took too long to answer).
+NOT_RECORDED_SPEECH = (
+    "Your key could not be recorded. If you are coming, say so on the queue page. Goodbye."
+)
 
 
 def ack_speech(acked: Acked) -> str:

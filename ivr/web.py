@@ -24,7 +24,6 @@ import httpx
 from anyio.lowlevel import RunVar
 from fastapi import (
     APIRouter,
-    BackgroundTasks,
     Depends,
     FastAPI,
     HTTPException,
@@ -338,8 +337,6 @@ TWILIO_PATHS = frozenset(
 )
 # Requests of a caller holding in a queue (its wait URL, the call-back offer's keys).
 HOLDING_PATHS = frozenset({"/twilio/wait", "/twilio/callback-request", "/twilio/callback-number"})
-# A staff member's phone (the agent's screen, the on-call's page): hung up from memory.
-STAFF_PATHS = frozenset({"/twilio/agent-accept", "/twilio/page-ack"})
 CALLBACK_PATHS = frozenset(
     {"/twilio/status", "/twilio/callback-status", "/twilio/recording"}
 )  # answered 204
@@ -514,27 +511,18 @@ def recording(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Respons
 def page_ack(
     form: TwilioForm,
     hotline: HotlineDep,
-    background: BackgroundTasks,
     page: Annotated[int, Query(ge=1, le=MAX_INT)],
+    again: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     """A key pressed on a call that paged the on-call (IVR_PAGE_CALL): 1 says "I am coming".
-    The other on-call numbers are texted who is, after the answer."""
-    number = _text(form, "To", 32)  # the on-call phone Twilio rang
+    The on-call phone Twilio rang is the call's `To`."""
     try:
-        twiml, acked = hotline.page_answered(page, _text(form, "Digits", MAX_DIGITS), number)
+        digits = _text(form, "Digits", MAX_DIGITS)
+        number = _text(form, "To", 32)
+        return _twiml(hotline.page_answered(page, digits, number, again=bool(again)))
     except Exception:
         log.exception("the answer to page %s was not recorded", page)
-        return _twiml(engine.not_taken_twiml())
-    if acked is not None:
-        background.add_task(_tell_on_call, hotline, acked, number)
-    return _twiml(twiml)
-
-
-def _tell_on_call(hotline: Hotline, acked: oncall.Acked, but: str | None) -> None:
-    try:
-        hotline.tell_on_call(acked, but=but)
-    except Exception:
-        log.exception("the on-call were not told who acknowledged the page")
+        return _twiml(engine.page_answer_twiml(oncall.NOT_RECORDED_SPEECH))
 
 
 @router.post("/status", status_code=204)
@@ -770,10 +758,11 @@ class WebhookDeadline:
     async def _from_memory(self, path: str, scope: Scope, send: Send) -> None:
         if path in CALLBACK_PATHS:
             response = Response(status_code=204)
-        elif path in STAFF_PATHS:
-            # The agent's leg ends (the caller goes back to their place); the on-call's
-            # page call ends (the page holds as if nothing was pressed).
-            response = _twiml(engine.not_taken_twiml())
+        elif path == "/twilio/agent-accept":
+            response = _twiml(engine.not_taken_twiml())  # the caller goes back to their place
+        elif path == "/twilio/page-ack":
+            # The late work may still record the key: the on-call are told to make sure.
+            response = _twiml(engine.page_answer_twiml(oncall.NOT_RECORDED_SPEECH))
         elif path in HOLDING_PATHS:  # a caller in a queue: a hold round, not <Enqueue>
             lang = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("lang")
             response = _twiml(self.hotline.hold_from_memory(lang))

@@ -615,10 +615,12 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
     screen = answers["/twilio/agent-accept?case=1&agent=1"]
     check_twiml(screen.text)
     assert screen.status_code == 200 and "<Hangup" in screen.text
-    # The on-call's key on a page's call: the call ends, the page holds as if not pressed.
+    # The on-call's key on a page's call: the late work may still record it, so they hear
+    # it could not be, and where to make sure.
     page_key = answers["/twilio/page-ack?page=1"]
     check_twiml(page_key.text)
     assert page_key.status_code == 200 and "<Hangup" in page_key.text
+    assert "could not be recorded" in page_key.text and "queue page" in page_key.text
     # A caller keying a number to be called back on is holding in a queue: held on.
     keyed = answers["/twilio/callback-number?lang=en"]
     check_twiml(keyed.text)

@@ -579,13 +579,16 @@ def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
     assert answered.ended_by == "hotline"
     [page] = page_rows(db)
     assert (page["acked_by"], page["acked_at"]) == (ON_CALL[0], clock())
-    [told] = texts(twilio_http)[texted:]  # the other number only
+    [told] = eventually(lambda: texts(twilio_http)[texted:])  # the other number only
     assert told["To"] == ON_CALL[1]
     assert told["Body"] == (
         f"Hotline: the page of {page['at']:%H:%M} UTC was acknowledged by {ON_CALL[0]} at "
         f"{clock():%H:%M} UTC: they are coming. {PUBLIC_URL}/dashboard/queue"
     )
-    assert 'ivr_page_acks_total{by="phone"} 1.0' in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert 'ivr_page_acks_total{by="phone"} 1.0' in metrics
+    assert 'ivr_page_ack_texts_total{result="sent"} 1.0' in metrics
+    assert 'ivr_pages_total{by="sms",result="sent"} 2.0' in metrics  # the page's own
 
     later = phone.answer(second, ScriptedParty([Press("1")]))
     assert later.heard[-1] == (
@@ -612,8 +615,9 @@ def test_a_page_call_acknowledges_only_with_1(
     ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
     """A voicemail that picks up presses nothing: the call ends, the page stands. A wrong key
-    is asked again; another wrong one ends the call. Nobody is told anything, and the next
-    page comes IVR_PAGE_REPEAT after the first."""
+    is asked again, once: another wrong one ends the call (a 1 after it would have been too
+    late). Nobody is told anything, and the next page comes IVR_PAGE_REPEAT after the
+    first."""
     client, phone = ringing
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     hijacked(phone)
@@ -623,10 +627,16 @@ def test_a_page_call_acknowledges_only_with_1(
     texted = len(texts(twilio_http))
     voicemail = phone.answer(first, ScriptedParty([Silent()]))
     assert voicemail.ended_by == "hotline" and len(voicemail.requests) == 0
-    fumbled = phone.answer(second, ScriptedParty([Press("5"), Press("9")]))
-    assert fumbled.heard.count("That was not 1.") == 2
-    assert [url for url, _ in fumbled.requests] == [second_url := fumbled.requests[0][0]] * 2
-    assert second_url.startswith(f"{PUBLIC_URL}/twilio/page-ack?page=")
+    fumbled = phone.answer(second, ScriptedParty([Press("5"), Press("9"), Press("1")]))
+    assert fumbled.heard[-3:] == [
+        "That was not 1.",
+        "Press 1 if you are coming.",
+        "That was not 1 either. Goodbye.",
+    ]
+    assert fumbled.ended_by == "hotline" and len(fumbled.requests) == 2
+    first_key, second_key = (url for url, _ in fumbled.requests)
+    assert first_key.startswith(f"{PUBLIC_URL}/twilio/page-ack?page=")
+    assert second_key == first_key + "&again=1"
     assert page_rows(db)[0]["acked_at"] is None and len(texts(twilio_http)) == texted
     clock.advance(seconds=900)
     assert look(hotline) is not None
@@ -660,7 +670,7 @@ def test_a_supervisor_says_they_are_coming_from_the_queue_page(
     assert acked.status_code == 303, acked.text
     assert "you are coming" in client.get(acked.headers["location"]).text
     assert "sam is coming" in client.get("/dashboard/queue/rows").text
-    [told] = texts(twilio_http)[texted:]
+    [told] = eventually(lambda: texts(twilio_http)[texted:])
     assert told["To"] == ON_CALL[0]
     assert f"acknowledged by sam at {clock():%H:%M} UTC" in told["Body"]
     assert 'ivr_page_acks_total{by="api"} 1.0' in client.get("/metrics").text
@@ -691,7 +701,7 @@ def test_an_acknowledgement_while_the_page_is_sent_holds(
     def first_answers_meanwhile() -> None:
         calls = page_calls(twilio_http)
         if len(calls) == 2 and not pressed:  # the second call is being placed
-            clock.advance(minutes=3)
+            clock.advance(seconds=30)
             pressed.append(phone.answer(calls[0], ScriptedParty([Press("1")])))
 
     twilio_http.meanwhile = first_answers_meanwhile
@@ -701,3 +711,60 @@ def test_an_acknowledgement_while_the_page_is_sent_holds(
     [page] = page_rows(db)
     assert (page["result"], page["acked_by"]) == ("sent", ON_CALL[0])
     assert page["next_at"] == page["acked_at"] + timedelta(seconds=900)
+
+
+def test_a_page_that_is_over_cannot_be_acknowledged(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """The victim of a page is answered; half an hour later a supervisor still finds the
+    page on the queue page. It is over: coming for it now would hold back the page for the
+    next victim. So the page says it is over (no button), the API refuses it (409), nobody
+    is texted, and a new victim is paged as soon as they have waited IVR_PAGE_AFTER."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    old = look(hotline)
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    assert client.post("/api/agents/next", headers=bearer(alice)).json()["case"] is not None
+    clock.advance(minutes=30)
+    assert look(hotline) is None
+    texted = len(texts(twilio_http))
+    sam = make_user(db, "sam", "supervisor")
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    shown = client.get("/dashboard/queue/rows").text
+    assert "the page is over" in shown and "I am coming" not in shown
+    refused = client.post(f"/api/oncall/pages/{old}/ack", headers=bearer(sam))
+    assert refused.status_code == 409 and "this page is over" in refused.json()["detail"]
+    assert page_rows(db)[0]["acked_at"] is None
+    clock.advance(minutes=1)
+    hijacked(phone, "+15005550007")
+    clock.advance(seconds=61)
+    assert look(hotline) is not None
+    assert len(texts(twilio_http)) == texted + len(ON_CALL)  # the new page, nothing else
+
+
+def test_only_the_latest_page_can_be_acknowledged(
+    ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """Nobody answered the first page's call; fifteen minutes on, the victim still waits and
+    a second page goes out. The first page's call, answered now, is over: it says so and
+    acknowledges nothing (the second page's hold is not touched); the second's works."""
+    client, phone = ringing
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    clock.advance(seconds=900)
+    assert look(hotline) is not None
+    first_call, _, second_call, _ = page_calls(twilio_http)
+    late = phone.answer(first_call, ScriptedParty([Press("1")]))
+    assert late.heard[-1].startswith("This page is over")
+    assert [p["acked_at"] for p in page_rows(db)] == [None, None]
+    held = page_rows(db)[1]["next_at"]
+    clock.advance(minutes=1)
+    taken = phone.answer(second_call, ScriptedParty([Press("1")]))
+    assert taken.heard[-1].startswith("Thank you: the page is acknowledged")
+    first, second = page_rows(db)
+    assert first["acked_at"] is None and second["acked_by"] == ON_CALL[0]
+    assert second["next_at"] == clock() + timedelta(seconds=900) > held
