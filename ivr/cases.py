@@ -78,11 +78,13 @@ def open_case(
     now: datetime,
     gone: bool = False,
     language: str | None = None,
+    text_ticket: bool = False,
 ) -> Insert:
     """The insert for a new case, run by the hotline in the same transaction as the call step.
     `gone`: the caller hung up already (their input came after the call ended): the case is
     abandoned at once, kept in line for a call back like any caller who hung up waiting.
-    `language`: the one the caller chose, offered first to agents who speak it."""
+    `language`: the one the caller chose, offered first to agents who speak it.
+    `text_ticket`: its ticket is to be texted to the caller (`tickets_to_text`)."""
     lane = 0 if spec.priority == "emergency" else 1
     sort_at = now - HIGH_BOOST if spec.priority == "high" else now
     return insert(cases).values(
@@ -103,7 +105,49 @@ def open_case(
         created_at=now,
         ended_at=now if gone else None,
         language=language,
+        ticket_text=TEXT_DUE if text_ticket else None,
     )
+
+
+# -- tickets texted to callers (IVR_TEXT_TICKETS) ----------------------------------------------
+
+TEXT_DUE = "due"
+TextResult = Literal["sent", "failed", "stale"]
+# Literally the partial index's condition (ix_cases_ticket_text_due), so both databases use it.
+_TEXT_DUE_NOW = cases.c.ticket_text == literal(TEXT_DUE, literal_execute=True)
+
+
+def tickets_to_text(conn: Connection, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Cases whose ticket is to be texted to their caller, oldest first (the partial index:
+    a few rows whatever the size of the table)."""
+    with reading(conn):
+        rows = conn.execute(
+            select(
+                cases.c.id,
+                cases.c.ticket,
+                cases.c.caller,
+                cases.c.language,
+                cases.c.created_at,
+            )
+            .where(_TEXT_DUE_NOW)
+            .order_by(cases.c.id)
+            .limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def take_ticket_text(conn: Connection, *, case_id: int) -> bool:
+    """This instance texts the case's ticket: False if another took it first."""
+    with writing(conn):
+        taken = conn.execute(
+            update(cases).where(cases.c.id == case_id, _TEXT_DUE_NOW).values(ticket_text="sending")
+        )
+        return taken.rowcount == 1
+
+
+def ticket_texted(conn: Connection, *, case_id: int, result: TextResult) -> None:
+    with writing(conn):
+        conn.execute(update(cases).where(cases.c.id == case_id).values(ticket_text=result))
 
 
 def _ahead(case: Any) -> Any:

@@ -87,7 +87,7 @@ def serve(
     import uvicorn
 
     from ivr.db import upgrade
-    from ivr.hotline import recording_refused
+    from ivr.hotline import prompts_refused
     from ivr.observe import log_config
     from ivr.tree import load_tree
     from ivr.web import create_app
@@ -95,7 +95,7 @@ def serve(
     settings = _settings()
     try:
         tree = load_tree(settings.routes, settings.prompts_dir)
-        refused = recording_refused(settings, tree)
+        refused = prompts_refused(settings, tree)
         if refused is not None:
             raise refused
     except SourceError as exc:

@@ -62,6 +62,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 # A case an agent holds now: taken from the line (offered) or put through (connected).
 HELD_STATUSES = ("offered", "connected")
 HELD_WHERE = "status IN ({})".format(", ".join(f"'{s}'" for s in HELD_STATUSES))
+# A case whose ticket is to be texted to its caller, not yet sent (IVR_TEXT_TICKETS).
+TEXT_DUE_WHERE = "ticket_text = 'due'"
 
 metadata = MetaData(
     naming_convention={
@@ -235,6 +237,9 @@ cases = Table(
     Column("language", String(16)),
     # A call back nobody answered keeps its place in line but is not offered again before this.
     Column("not_before", UTCDateTime()),
+    # Its ticket texted to its caller (IVR_TEXT_TICKETS): due, sending, sent, failed; none
+    # when it is not to be (the setting off, a number that cannot take a text).
+    Column("ticket_text", String(8)),
     Index(None, "queued", "lane", "sort_at", "id"),
     # The call backs held back now: few, whatever the size of the table (see cases._ahead).
     Index(None, "not_before"),
@@ -251,6 +256,13 @@ cases = Table(
     ),
     # Cases ended lately: who is at work, and how long a case takes them (cases.staffing).
     Index(None, "ended_at"),
+    # The few cases whose ticket is to be texted now (cases.tickets_to_text).
+    Index(
+        "ix_cases_ticket_text_due",
+        "id",
+        sqlite_where=text(TEXT_DUE_WHERE),
+        postgresql_where=text(TEXT_DUE_WHERE),
+    ),
 )
 
 audit_log = Table(

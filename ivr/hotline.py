@@ -156,24 +156,40 @@ RECORDING_NOTICE = "recording_notice"
 KEYED_TRIES = 3  # numbers a caller who withheld theirs may key to be called back on
 
 
-def recording_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
-    """Calls with agents are recorded (IVR_RECORD_AGENT_CALLS) only after callers are told:
-    catalogs that cannot say so are refused. (Only then: the prompt is not one every catalog
-    needs, so tree versions stored before it was shipped still serve their calls.)"""
-    if not settings.record_agent_calls or tree.catalogs.has(RECORDING_NOTICE, BASE_LANGUAGE):
-        return None
-    catalog = str(settings.prompts_dir / f"{BASE_LANGUAGE}.yaml")
-    return SourceError(
-        [
-            Problem(
-                catalog,
-                None,
-                "",
-                f"prompt '{RECORDING_NOTICE}' is missing from the {BASE_LANGUAGE} catalog: "
-                "IVR_RECORD_AGENT_CALLS records calls with agents once callers are told so",
-            )
-        ]
+TICKET_TEXT = "ticket_text"
+TEXT_AT_MOST = timedelta(hours=1)  # after its case opened, a ticket text is no help
+
+
+def prompts_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
+    """Catalogs that cannot say what the settings turned on are refused: calls with agents are
+    recorded (IVR_RECORD_AGENT_CALLS) only after callers are told (`recording_notice`), and
+    tickets texted (IVR_TEXT_TICKETS) in words the operator wrote (`ticket_text`). (Only
+    then: neither is a prompt every catalog needs, so tree versions stored before them still
+    serve their calls.)"""
+    needed = (
+        (
+            settings.record_agent_calls,
+            RECORDING_NOTICE,
+            "IVR_RECORD_AGENT_CALLS records calls with agents once callers are told so",
+        ),
+        (
+            settings.text_tickets,
+            TICKET_TEXT,
+            "IVR_TEXT_TICKETS texts callers their tickets in its words",
+        ),
     )
+    catalog = str(settings.prompts_dir / f"{BASE_LANGUAGE}.yaml")
+    problems = [
+        Problem(
+            catalog,
+            None,
+            "",
+            f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog: {why}",
+        )
+        for on, key, why in needed
+        if on and not tree.catalogs.has(key, BASE_LANGUAGE)
+    ]
+    return SourceError(problems) if problems else None
 
 
 class TreeRegistry:
@@ -632,6 +648,7 @@ class Hotline:
                 now=now,
                 gone=gone,
                 language=row.state.lang,
+                text_ticket=self._texts_to(row.from_number),
             )
             # On a case opened already, a signal not known now must not hide one known then.
             known = {k: v for k, v in risk.items() if v not in ("", "unknown")}
@@ -853,8 +870,60 @@ class Hotline:
                     risk={"opened_by": "hold_loop"},
                     now=self.clock(),
                     language=row.state.lang if row else None,
+                    text_ticket=self._texts_to(row.from_number if row else caller),
                 )
             )
+
+    def _texts_to(self, number: str | None) -> bool:
+        """Whether a case opened for a call from `number` gets its ticket texted: with
+        IVR_TEXT_TICKETS, to a number that can take one, in IVR_CALLBACK_PREFIXES if set."""
+        prefixes = self.settings.callback_prefixes
+        return (
+            self.settings.text_tickets
+            and dialable(number)
+            and (not prefixes or any(str(number).startswith(p) for p in prefixes))
+        )
+
+    def text_tickets(self) -> int:
+        """Text the tickets of the cases opened since the last look (`cases.tickets_to_text`)
+        to their callers, each by the instance that takes it first, in the caller's language:
+        the reference callers are told to keep. One read while there are none. Not later
+        than TEXT_AT_MOST after the case opened (an instance that was down, or the setting
+        turned off and on again): a text that late is no help, so none is sent. How many
+        texts Twilio took."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            due = cases.tickets_to_text(conn)
+        if not due:
+            return 0
+        catalogs = self.trees.current.catalogs
+        sent = 0
+        for case in due:
+            with self.db.connect() as conn:
+                if not cases.take_ticket_text(conn, case_id=case["id"]):
+                    continue  # another instance texts it
+            if now - case["created_at"] > TEXT_AT_MOST:
+                result: cases.TextResult = "stale"
+            else:
+                body = catalogs.render(
+                    TICKET_TEXT, case["language"] or BASE_LANGUAGE, ticket=case["ticket"]
+                ).text  # an audio prompt with no words: nothing to text
+                result = "sent" if body and self._text(case["caller"], body) else "failed"
+            with self.db.connect() as conn:
+                cases.ticket_texted(conn, case_id=case["id"], result=result)
+            self.metrics.ticket_texts.labels(result).inc()
+            sent += result == "sent"
+        return sent
+
+    def _text(self, number: str, body: str) -> bool:
+        try:
+            if self.twilio is None:
+                raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
+            self.twilio.messages.create(to=number, from_=self.settings.caller_id, body=body)
+        except Exception as exc:
+            log.warning("Twilio refused to text a ticket (%s)", type(exc).__name__)
+            return False
+        return True
 
     def request_callback(
         self, call_sid: str, digits: str, language: str, number: str | None
@@ -1698,7 +1767,7 @@ class Hotline:
     def activate(self, tree: CompiledTree, *, by: str) -> CompiledTree:
         """Store `tree` as a version, make it the live one everywhere, and use it here now.
         SourceError (and the old tree stays) if it cannot serve these settings."""
-        refused = recording_refused(self.settings, tree)
+        refused = prompts_refused(self.settings, tree)
         if refused is not None:
             raise refused
         now = self.clock()

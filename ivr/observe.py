@@ -130,6 +130,13 @@ class Metrics:
             ["by"],
             registry=self.registry,
         )
+        self.ticket_texts = Counter(
+            "ivr_ticket_texts",
+            "tickets texted to callers (IVR_TEXT_TICKETS): `sent` (Twilio took it), `failed` "
+            "(refused), `stale` (not sent: found over an hour after the case opened)",
+            ["result"],
+            registry=self.registry,
+        )
         self.page_ack_texts = Counter(
             "ivr_page_ack_texts",
             "texts telling the other on-call numbers who acknowledged a page: `sent`, `failed`",

@@ -158,16 +158,21 @@ class Settings(DatabaseSettings):
     )
     # The number outbound call-backs come from (a Twilio number of this account).
     caller_id: str | None = Field(default=None, pattern=E164, validation_alias="IVR_CALLER_ID")
-    # The country codes a number keyed to be called back on may start with (a caller who
-    # withheld theirs keys one): "+86,+1". Empty: any, within the account's geographic
-    # permissions for voice in the Twilio Console, which are what stops a keyed premium-rate
-    # number abroad (toll fraud) costing the exchange.
+    # The country codes of numbers the hotline contacts on a caller's say-so: a number keyed
+    # to be called back on (a caller who withheld theirs keys one), a ticket texted to the
+    # calling number (IVR_TEXT_TICKETS; caller IDs are spoofed at will): "+86,+1". Empty: any,
+    # within the account's geographic permissions (voice, SMS) in the Twilio Console, which
+    # are what stops a premium-rate number abroad (toll fraud, SMS pumping) costing the
+    # exchange.
     callback_prefixes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="IVR_CALLBACK_PREFIXES"
     )
     # Twilio records calls with agents, from the agent's answer, each side on its own channel
     # (the audio stays at Twilio; `recordings` keeps where). Callers are told first.
     record_agent_calls: bool = Field(default=False, validation_alias="IVR_RECORD_AGENT_CALLS")
+    # Text each case's ticket to the calling number, from IVR_CALLER_ID, in the caller's
+    # language (the catalogs' `ticket_text`): the reference callers are told to keep.
+    text_tickets: bool = Field(default=False, validation_alias="IVR_TEXT_TICKETS")
     # The on-call's phones (comma-separated), texted from IVR_CALLER_ID when the emergency
     # case first in line has waited IVR_PAGE_AFTER seconds, and again every IVR_PAGE_REPEAT
     # while emergencies keep waiting that long (`ivr.oncall`). None: the page is only logged.
@@ -251,6 +256,15 @@ class Settings(DatabaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _tickets_can_be_texted(self) -> Settings:
+        if self.text_tickets and not (self.twilio_account_sid and self.caller_id):
+            raise ValueError(
+                "IVR_TEXT_TICKETS needs TWILIO_ACCOUNT_SID and IVR_CALLER_ID: tickets are "
+                "texted through Twilio, from that number"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _pool_fits_a_verifying_webhook(self) -> Settings:
         # A webhook that opens a case holds two connections at once (the call's, and the
         # identity directory's for the caller-ID signal): with fewer, it would time out to the
@@ -284,6 +298,7 @@ _ENV_NAMES = {
     "caller_id": "IVR_CALLER_ID",
     "page_numbers": "IVR_PAGE_NUMBERS",
     "callback_prefixes": "IVR_CALLBACK_PREFIXES",
+    "text_tickets": "IVR_TEXT_TICKETS",
     "call_max_age_seconds": "IVR_CALL_MAX_AGE",
     "sweep_interval_seconds": "IVR_SWEEP_INTERVAL",
     "db_pool_size": "IVR_DB_POOL_SIZE",

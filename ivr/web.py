@@ -59,7 +59,7 @@ from ivr.hotline import (
     Hotline,
     TwilioRest,
     WouldBlock,
-    recording_refused,
+    prompts_refused,
     utcnow,
 )
 from ivr.identity import (
@@ -578,7 +578,7 @@ def create_app(
     client, the Twilio REST client, the HTTP client that fetches recordings from Twilio):
     tests pass their own instead of patching."""
     tree = tree or load_tree(settings.routes, settings.prompts_dir)
-    refused = recording_refused(settings, tree)
+    refused = prompts_refused(settings, tree)
     if refused is not None:
         raise refused
     db = db or engine_from_settings(settings)
@@ -635,6 +635,10 @@ def create_app(
             asyncio.create_task(_every(settings.dispatch_seconds, Dispatching(), hotline)),
             asyncio.create_task(_every(settings.tree_sync_seconds, Paging(), hotline)),
         ]
+        if settings.text_tickets:
+            tasks.append(
+                asyncio.create_task(_every(settings.tree_sync_seconds, Texting(), hotline))
+            )
         if settings.watch_routes:
             tasks.append(asyncio.create_task(_watch(hotline)))
         loop = asyncio.get_running_loop()
@@ -883,6 +887,14 @@ class Paging(TimedJobs):
 
     def __init__(self) -> None:
         self.jobs = ((Outage("page the on-call"), Hotline.page_on_call),)
+
+
+class Texting(TimedJobs):
+    """Text callers their tickets (`Hotline.text_tickets`, IVR_TEXT_TICKETS) every
+    IVR_TREE_SYNC seconds: a job of its own, as sending waits on Twilio's REST API."""
+
+    def __init__(self) -> None:
+        self.jobs = ((Outage("text callers their tickets"), Hotline.text_tickets),)
 
 
 class Dispatching(TimedJobs):

@@ -1047,6 +1047,19 @@ def test_the_cases_agents_hold_are_found_by_their_own_index(db: Engine) -> None:
         assert "ix_cases_held" in plan, plan
 
 
+def test_the_tickets_to_text_are_found_by_their_own_index(db: Engine) -> None:
+    """Every instance looks for tickets to text every IVR_TREE_SYNC seconds, in a table that
+    keeps every case ever opened: the partial index `ix_cases_ticket_text_due` answers."""
+    add_case(db, 1, "normal", T0)
+
+    def run(conn: Connection) -> None:
+        assert cases.tickets_to_text(conn) == []
+
+    [(statement, plan)] = plans(db, run)
+    assert "ticket_text = 'due'" in statement, statement
+    assert "ix_cases_ticket_text_due" in plan, plan
+
+
 def test_a_hold_round_counts_the_call_backs_held_back_from_their_own_index(db: Engine) -> None:
     """The count of call backs ahead that wait for their retry time: a few rows of the
     `not_before` index. SQLite once counted them by walking the whole line instead (6.5 ms a

@@ -158,6 +158,18 @@ def test_a_dispatch_round_with_nothing_to_offer_reads_little_and_writes_nothing(
     assert seen.writes == [], seen.sql
 
 
+def test_looking_for_tickets_to_text_is_one_read(line: Line, db: Engine) -> None:
+    """Every instance looks every IVR_TREE_SYNC seconds for tickets to text (with
+    IVR_TEXT_TICKETS, `Hotline.text_tickets`): with a caller waiting and none due, one read
+    and no write."""
+    line.into_queue()
+    hotline = line.client.app.state.hotline  # type: ignore[attr-defined]
+    with counting(db) as seen:
+        assert hotline.text_tickets() == 0
+    assert len(seen.reads) == 1, seen.sql
+    assert seen.writes == [], seen.sql
+
+
 def test_looking_for_an_emergency_left_waiting_is_one_read(line: Line, db: Engine) -> None:
     """Every instance looks every IVR_TREE_SYNC seconds whether to page the on-call
     (`Hotline.page_on_call`): with a caller waiting and no emergency overdue, that is one
