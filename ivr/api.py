@@ -190,6 +190,13 @@ class CaseDetail(BaseModel):
         "phone for it: a call back to dial by hand, a withheld number): accept it by then "
         "(POST /api/cases/{id}/accept), or it goes to the next agent and you are set away",
     )
+    ticket_text: Literal["due", "sending", "sent", "failed", "stale"] | None = Field(
+        default=None,
+        description="the ticket texted to the caller (IVR_TEXT_TICKETS): `sent` (Twilio took "
+        "it), `failed` (refused: a landline, say), `due`/`sending` (on its way), `stale` (not "
+        "sent: found over an hour late); none: not texted (the setting off, a withheld number, "
+        "or one outside IVR_CALLBACK_PREFIXES)",
+    )
 
 
 class Connect(BaseModel):
@@ -262,6 +269,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         offer=(raw["offer"] or "").split(":", 1)[0] or None,  # never the outbound call's sid
         accept_by=raw["accept_by"],
         language=raw["language"],
+        ticket_text=raw["ticket_text"],
     )
 
 

@@ -28,8 +28,10 @@ from tests.conftest import (
     TOKEN,
     FakeClock,
     RecordingTwilio,
+    bearer,
     eventually,
     make_settings,
+    make_user,
 )
 from tests.support.catalogs import catalogs_without
 from tests.support.parties import Caller
@@ -116,6 +118,15 @@ def test_each_caller_is_texted_their_ticket_once_in_their_language(
     assert [c["ticket_text"] for c in case_rows(db)] == ["sent"] * 3
     assert hotline.text_tickets() == 0 and len(texts(twilio_http)) == 3  # once
     assert 'ivr_ticket_texts_total{result="sent"} 3.0' in client.get("/metrics").text
+    # The agent who takes a case sees the caller has their ticket.
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    taken = client.post("/api/agents/next", headers=bearer(alice)).json()["case"]
+    assert (taken["ticket"], taken["ticket_text"]) == (english["ticket"], "sent")
+    client.post("/dashboard/login", data={"token": alice}, follow_redirects=False)
+    assert (
+        '<dt>Ticket texted</dt><dd class="ticket-text">yes</dd>'
+        in client.get("/dashboard/desk").text
+    )
 
 
 def test_withheld_numbers_and_numbers_outside_the_prefixes_get_no_text(
