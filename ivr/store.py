@@ -92,28 +92,44 @@ def writing(conn: Connection) -> Iterator[None]:
 
 
 def reading(conn: Connection) -> contextlib.AbstractContextManager[None]:
-    """A read transaction on `conn`; inside one that `writing` or `reading` began, it joins."""
-    return _transaction(conn)
+    """A read transaction on `conn`; inside one that `writing` or `reading` began, it joins.
+
+    On PostgreSQL a read of its own runs in autocommit: under READ COMMITTED each statement
+    sees what was committed when it began, with or without a transaction around it, so a
+    BEGIN and a COMMIT would be two round trips that buy nothing (a webhook's read was three
+    round trips; it is one). Nothing may write inside it (RuntimeError)."""
+    return _transaction(conn, read_only=conn.dialect.name == "postgresql")
 
 
 _OURS = "ivr.store.transaction"
+_AUTOCOMMIT_READ = "ivr.store.autocommit_read"
 
 
 @contextlib.contextmanager
-def _transaction(conn: Connection) -> Iterator[None]:
+def _transaction(conn: Connection, *, read_only: bool = False) -> Iterator[None]:
     try:
         if conn.in_transaction():
             if conn.info.get(_OURS) is not conn.get_transaction():
                 # SQLAlchemy began it by itself (a bare execute): nobody would commit it.
                 raise RuntimeError("a transaction begun elsewhere is open on this connection")
+            if not read_only and conn.info.get(_AUTOCOMMIT_READ):
+                raise RuntimeError("a write inside a read: it would not be one transaction")
             yield
             return
-        with conn.begin() as transaction:
-            conn.info[_OURS] = transaction
-            try:
-                yield
-            finally:
-                conn.info.pop(_OURS, None)
+        if read_only:  # the DBAPI's own flag: BEGIN and COMMIT are not sent
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.info[_AUTOCOMMIT_READ] = True
+        try:
+            with conn.begin() as transaction:
+                conn.info[_OURS] = transaction
+                try:
+                    yield
+                finally:
+                    conn.info.pop(_OURS, None)
+        finally:
+            if read_only:
+                conn.info.pop(_AUTOCOMMIT_READ, None)
+                conn.execution_options(isolation_level=conn.default_isolation_level)
     except OperationalError as exc:
         # SQLite's own lock, held by another process (an `ivr` command, a backup): on the
         # event loop, give up at once and run this elsewhere.
