@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from ivr import oncall
+from ivr import oncall, recordings
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
 from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
@@ -1029,27 +1030,37 @@ def call_timeline(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"audio/mpeg": {}}, "description": "the recording, as MP3"},
-        404: {"model": ErrorMessage, "description": "no such recording, or no audio of it"},
+        206: {"content": {"audio/mpeg": {}}, "description": "the part `Range` asked for"},
+        404: {
+            "model": ErrorMessage,
+            "description": "no such recording, no audio of it to play here, or not at Twilio "
+            "any more",
+        },
         502: {"model": ErrorMessage, "description": "Twilio did not give the recording"},
         503: {"model": ErrorMessage, "description": "no Twilio account set to fetch it with"},
     },
 )
-def recording_audio(
+async def recording_audio(
     recording_sid: Annotated[str, Path(pattern=r"^RE[0-9a-fA-F]{32}$")],
     user: SupervisorUser,
     hotline: HotlineDep,
-) -> StreamingResponse:
+    byte_range: Annotated[str | None, Header(alias="Range", max_length=100)] = None,
+) -> Response:
     """A recording of a call with an agent, fetched from Twilio as it plays (nothing of it is
-    kept here). Audited: who listened to which case's call."""
+    kept here); `Range` is passed on, as a browser seeking asks. Audited once per play (a
+    request from its start): who listened to which case's call."""
     try:
-        audio = hotline.recording_audio(recording_sid, user)
+        found = await run_in_threadpool(hotline.recording_to_play, recording_sid)
+        upstream = await hotline.open_recording(found, byte_range=byte_range)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
-    return StreamingResponse(
-        audio,
-        media_type="audio/mpeg",
-        headers={"Cache-Control": "no-store", "Content-Disposition": "inline"},
-    )
+    try:
+        if recordings.starts_a_play(byte_range):
+            await run_in_threadpool(hotline.audit_listen, found, user)
+    except BaseException:
+        await upstream.aclose()
+        raise
+    return recordings.Relay(upstream)
 
 
 # -- operators: the call tree ------------------------------------------------------------------

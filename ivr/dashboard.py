@@ -846,15 +846,15 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
 
 
 @router.get("/recordings/{recording_sid}")
-def recording_audio(request: Request, hotline: HotlineDep, recording_sid: str) -> Response:
+async def recording_audio(request: Request, hotline: HotlineDep, recording_sid: str) -> Response:
     """A recording, played on a call's page: the API's, for the signed-in supervisor."""
-    user = gate(request, hotline, SUPERVISORS)
+    user = await run_in_threadpool(gate, request, hotline, SUPERVISORS)
     if isinstance(user, Response):
         return user
     if not recordings.RECORDING_SID.match(recording_sid):
         return Response("no such recording", status_code=404, media_type="text/plain")
     try:
-        return api.recording_audio(recording_sid, user, hotline)
+        return await api.recording_audio(recording_sid, user, hotline, request.headers.get("range"))
     except HTTPException as exc:
         return Response(str(exc.detail), status_code=exc.status_code, media_type="text/plain")
 

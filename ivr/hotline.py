@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -253,7 +253,7 @@ class Hotline:
         identity: IdentityProvider,
         actions: AccountActions,
         twilio: TwilioRest | None = None,
-        media: httpx.Client | None = None,
+        media: httpx.AsyncClient | None = None,
         clock: Clock = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
@@ -1520,33 +1520,46 @@ class Hotline:
         with self.db.connect() as conn:
             return cases.requeue_offers_before(conn, cutoff=cutoff)
 
-    def recording_audio(self, recording_sid: str, user: cases.User) -> Iterator[bytes]:
-        """A recording's audio (MP3), fetched from Twilio with the account's credentials as
-        it is played; who listened to which case's call is audited first. CaseRefused: 404
-        (no such recording, or no audio to fetch), 503 (no Twilio account set), 502 (Twilio
-        did not give it)."""
+    def recording_to_play(self, recording_sid: str) -> dict[str, Any]:
+        """The recording a supervisor asked to play, if its audio can be fetched from Twilio
+        with the account's credentials: CaseRefused 404 (no such recording, no audio of it,
+        or a URL that is not api.twilio.com's: a region's host takes that region's
+        credentials), 503 (no Twilio account set)."""
         with self.db.connect() as conn:
             found = recordings.get(conn, recording_sid=recording_sid)
         if found is None:
             raise CaseRefused(404, "no such recording")
-        url = found["url"]
-        if found["status"] != "completed" or not url:
-            raise CaseRefused(404, "no audio of this recording: find it by its sid at Twilio")
-        if not recordings.is_media_url(url, recording_sid):  # never the credentials elsewhere
-            raise CaseRefused(404, "no audio of this recording: find it by its sid at Twilio")
+        if found["status"] != "completed" or not recordings.playable(found["url"], recording_sid):
+            raise CaseRefused(404, "no audio of it to play here: find it by its sid at Twilio")
         if self.media is None:
             raise CaseRefused(503, "TWILIO_ACCOUNT_SID is not set: nothing can fetch it")
+        return found
+
+    async def open_recording(
+        self, found: dict[str, Any], *, byte_range: str | None
+    ) -> httpx.Response:
+        """Twilio's answer with the recording's audio (MP3), or the part `byte_range` asks
+        for (a browser seeking), its body not read yet: whoever takes it closes it.
+        CaseRefused 404 (not at Twilio any more: deleted by its retention, or not ready
+        yet), 502 (Twilio failed or refused)."""
+        assert self.media is not None  # recording_to_play said so
+        headers = {"Range": byte_range} if byte_range else {}
+        request = self.media.build_request("GET", recordings.mp3_url(found["url"]), headers=headers)
         try:
-            response = self.media.send(
-                self.media.build_request("GET", recordings.mp3_url(url)), stream=True
-            )
+            response = await self.media.send(request, stream=True)
         except httpx.HTTPError as exc:
             self.metrics.twilio_refusals.labels("recording").inc()
             raise CaseRefused(502, f"Twilio could not be reached ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            response.close()
-            self.metrics.twilio_refusals.labels("recording").inc()
-            raise CaseRefused(502, f"Twilio answered {response.status_code} for the recording")
+        if response.status_code in (200, 206):
+            return response
+        await response.aclose()
+        if response.status_code == 404:
+            raise CaseRefused(404, "not at Twilio any more (deleted, or not ready yet)")
+        self.metrics.twilio_refusals.labels("recording").inc()
+        raise CaseRefused(502, f"Twilio answered {response.status_code} for the recording")
+
+    def audit_listen(self, found: dict[str, Any], user: cases.User) -> None:
+        """Who listened to which case's call."""
         with self.db.connect() as conn:
             cases.audit(
                 conn,
@@ -1554,18 +1567,10 @@ class Hotline:
                 action="listen",
                 uid=None,
                 case_id=found["case_id"],
-                reason=recording_sid,
+                reason=found["recording_sid"],
                 result="played",
                 now=self.clock(),
             )
-
-        def audio() -> Iterator[bytes]:
-            try:
-                yield from response.iter_bytes()
-            finally:
-                response.close()
-
-        return audio()
 
     def freeze_case(
         self, case_id: int, agent: cases.User, reason: str, *, uid: str | None = None

@@ -12,8 +12,11 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
+import httpx
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ivr.db import cases, recordings
 from ivr.engine import CALL_SID
@@ -90,8 +93,54 @@ def get(conn: Connection, *, recording_sid: str) -> dict[str, Any] | None:
 
 
 def is_media_url(url: str, recording_sid: str) -> bool:
-    """Twilio's URL of this recording: the only place the account's credentials are sent."""
-    return re.match(MEDIA_URL.format(sid=re.escape(recording_sid)), url) is not None
+    """Twilio's URL of this recording, on its own host or a region's."""
+    return re.fullmatch(MEDIA_URL.format(sid=re.escape(recording_sid)), url) is not None
+
+
+def playable(url: str | None, recording_sid: str) -> bool:
+    """Twilio's URL of this recording on api.twilio.com: the only place the account's
+    credentials are sent. A region's host (api.dublin.ie1.twilio.com) takes that region's
+    credentials, which the hotline does not have: played from the Twilio Console."""
+    return (
+        url is not None
+        and is_media_url(url, recording_sid)
+        and url.startswith("https://api.twilio.com/")
+    )
+
+
+def starts_a_play(byte_range: str | None) -> bool:
+    """A request for the audio from its start (none, or `bytes=0-`, `bytes=0-99999`): a play,
+    audited. A browser seeking asks for a later range, and Safari first probes the first two
+    bytes (`bytes=0-1`): not plays."""
+    if not byte_range:
+        return True
+    asked = re.fullmatch(r"bytes=0-(\d*)", byte_range.strip())
+    return asked is not None and (asked[1] == "" or int(asked[1]) > 1)
+
+
+class Relay(StreamingResponse):
+    """Twilio's answer with a recording's audio, passed on as it comes: its status (200, or
+    206 for a range), length and range, and Twilio's body closed however the listener
+    leaves (a body left open holds a connection of the client's pool for good)."""
+
+    PASSED_ON = ("content-length", "content-range", "accept-ranges")
+
+    def __init__(self, upstream: httpx.Response) -> None:
+        headers = {k: upstream.headers[k] for k in self.PASSED_ON if k in upstream.headers}
+        headers |= {"Cache-Control": "no-store", "Content-Disposition": "inline"}
+        super().__init__(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers=headers,
+            media_type="audio/mpeg",
+        )
+        self.upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.upstream.aclose()
 
 
 def mp3_url(url: str) -> str:

@@ -548,11 +548,14 @@ async def fallback(_form: TwilioForm, hotline: HotlineDep) -> Response:
     return _twiml(hotline.fallback())
 
 
-def media_client(settings: Settings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The HTTP client that fetches recordings from Twilio, with the account's credentials.
-    Twilio answers a recording's URL with a redirect to its storage, which httpx follows
-    without them: they go to the host they were given for only."""
-    return httpx.Client(
+def media_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The HTTP client that fetches recordings from Twilio, with the account's credentials:
+    on the event loop, so a slow Twilio holds up no webhook's thread. Should Twilio answer
+    with a redirect to its storage, httpx follows it without them: they go to the host they
+    were given for only."""
+    return httpx.AsyncClient(
         auth=(settings.twilio_account_sid, settings.twilio_auth_token),
         timeout=TWILIO_REST_TIMEOUT,
         follow_redirects=True,
@@ -570,7 +573,7 @@ def create_app(
     actions: AccountActions | None = None,
     twilio: TwilioRest | None = None,
     http: httpx.Client | None = None,
-    media: httpx.Client | None = None,
+    media: httpx.AsyncClient | None = None,
 ) -> FastAPI:
     """The ASGI app. Raises SourceError for a bad tree: the server must not start on one.
 

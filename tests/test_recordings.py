@@ -4,10 +4,12 @@ recording is kept with the case, once, and shown in the call's timeline."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, select
+from starlette.types import Message
 
-from ivr.db import recordings
+from ivr.db import cases, recordings
 from ivr.exceptions import SourceError
 from ivr.phone import CallRecord, Phone, Press
 from ivr.settings import PROJECT_ROOT
@@ -211,13 +214,18 @@ BASIC = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
 
 class TwilioMedia:
     """Twilio's media host, as httpx's transport: a recording's MP3 is a redirect to its
-    storage (with the account's credentials only), then the audio; each request kept."""
+    storage (with the account's credentials only), then the audio, a byte range of it when
+    asked (as a browser seeking asks); each request kept, and each body opened and closed
+    counted (a body left open holds a connection of the pool for good)."""
 
     AUDIO = b"ID3" + bytes(range(256)) * 64  # 16 KB standing in for an MP3
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.status = 200
+        self.opened = 0
+        self.closed = 0
+        self.stall = False  # the body's first byte never comes
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -225,77 +233,213 @@ class TwilioMedia:
             if request.headers.get("authorization") != BASIC:
                 return httpx.Response(401)
             return httpx.Response(302, headers={"Location": "https://media.storage.test/x.mp3"})
-        return httpx.Response(self.status, content=self.AUDIO)
+        if self.status != 200:
+            return httpx.Response(self.status)
+        size = len(self.AUDIO)
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
+        first, last = 0, size - 1
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "audio/mpeg"}
+        if asked:
+            first, last = int(asked[1]), min(int(asked[2] or size - 1), size - 1)
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        body = self.AUDIO[first : last + 1]
+        headers["Content-Length"] = str(len(body))
+        self.opened += 1
+        return httpx.Response(206 if asked else 200, headers=headers, stream=Body(body, self))
 
 
-def test_a_supervisor_listens_to_a_recording_fetched_from_twilio(
+class Body(httpx.AsyncByteStream):
+    def __init__(self, data: bytes, media: TwilioMedia) -> None:
+        self.data = data
+        self.media = media
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.media.stall:
+            await asyncio.sleep(60)
+        for start in range(0, len(self.data), 4096):
+            yield self.data[start : start + 4096]
+
+    async def aclose(self) -> None:
+        self.media.closed += 1
+
+
+@pytest.fixture
+def media() -> TwilioMedia:
+    return TwilioMedia()
+
+
+@pytest.fixture
+def recorded(
     database_url: str,
     hotline_tree: CompiledTree,
     db: Engine,
     clock: FakeClock,
     check_twiml: Callable[[str], None],
-) -> None:
-    """A supervisor plays a call's recording on its page: the hotline fetches the MP3 from
-    Twilio with the account's credentials (not sent on to where Twilio redirects), passes it
-    on as it comes, and audits who listened to which case's call. An agent may not; a
-    recording with no audio, or whose URL is not Twilio's, is 404 and nothing is fetched;
-    Twilio failing is 502."""
-    media = TwilioMedia()
+    media: TwilioMedia,
+) -> Iterator[tuple[TestClient, CallRecord]]:
+    """A call put through to alice and recorded, with its recording reported; Twilio's media
+    host on `media`, the media client made as create_app makes it with TWILIO_ACCOUNT_SID
+    (set here for it only: the caller is put through by the hold loop, with no REST
+    client)."""
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_RECORD_AGENT_CALLS=True)
-    # As create_app makes it with TWILIO_ACCOUNT_SID (set here for it only: the caller is put
-    # through by the hold loop, with no REST client).
     account = make_settings(TWILIO_ACCOUNT_SID=ACCOUNT)
     fetcher = media_client(account, transport=httpx.MockTransport(media))
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock, media=fetcher)
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
-    sam = make_user(db, "sam", "supervisor")
     with TestClient(app) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         record, doc = put_through(client, phone, alice)
         where = doc.find("Dial").get("recordingStatusCallback")
-        evil = "RE" + "c" * 32
-        for fields in (
-            {},
-            {"RecordingSid": evil, "RecordingUrl": "https://evil.example/x.mp3"},
-            {"RecordingSid": "RE" + "d" * 32, "RecordingStatus": "absent"},
-        ):
-            assert phone.signed_post(where, report(record, **fields)).status_code == 204
-        client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
-        page = client.get(f"/dashboard/calls/{record.call_sid}").text
-        assert page.count("<audio") == 1
-        [src] = re.findall(r'<audio controls preload="none" src="([^"]+)"', page)
-        played = client.get(src)
-        assert played.status_code == 200, played.text
-        assert played.content == TwilioMedia.AUDIO
-        assert played.headers["content-type"] == "audio/mpeg"
-        assert played.headers["cache-control"] == "no-store"
-        to_twilio, to_storage = media.requests
-        assert str(to_twilio.url) == MEDIA + ".mp3"
-        assert "authorization" not in to_storage.headers
-        [audit] = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()["audit"]
-        assert (audit["actor"], audit["action"], audit["reason"]) == (
-            "supervisor:sam",
-            "listen",
-            RECORDING,
-        )
-        # Through the API, with a token: the same audio.
-        api = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
-        assert api.status_code == 200 and api.content == TwilioMedia.AUDIO
-        fetched = len(media.requests)
-        assert client.get(f"/api/recordings/{RECORDING}", headers=bearer(alice)).status_code == 403
-        for sid in (evil, "RE" + "d" * 32, "RE" + "f" * 32):
-            missing = client.get(f"/api/recordings/{sid}", headers=bearer(sam))
-            assert missing.status_code == 404, sid
-        assert len(media.requests) == fetched  # nothing sent anywhere for those
-        media.status = 500
-        failed = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
-        assert failed.status_code == 502
-        assert failed.json()["detail"] == "Twilio answered 500 for the recording"
-        assert client.get(f"/dashboard/recordings/{RECORDING}").status_code == 502
-        metrics = client.get("/metrics").text
-        assert 'ivr_twilio_refusals_total{what="recording"} 2.0' in metrics
-        audits = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()["audit"]
-        assert len(audits) == 2  # the two that played
+        assert phone.signed_post(where, report(record)).status_code == 204
+        client.headers["X-Alice"] = alice  # for the tests that need her token
+        yield client, record
+
+
+def listens(client: TestClient, call_sid: str, token: str) -> list[dict[str, Any]]:
+    audit = client.get(f"/api/calls/{call_sid}", headers=bearer(token)).json()["audit"]
+    return [a for a in audit if a["action"] == "listen"]
+
+
+def test_a_supervisor_listens_to_a_recording_fetched_from_twilio(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
+) -> None:
+    """A supervisor plays a call's recording on its page: the hotline fetches the MP3 from
+    Twilio with the account's credentials (not sent on to where Twilio redirects) and passes
+    it on as it comes, each body closed once passed on. Seeking asks for a byte range, which
+    Twilio is asked for too. Who listened to which case's call is audited once per play, not
+    per range a browser asks for."""
+    client, record = recorded
+    sam = make_user(db, "sam", "supervisor")
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    page = client.get(f"/dashboard/calls/{record.call_sid}").text
+    [src] = re.findall(r'<audio controls preload="none" src="([^"]+)"', page)
+    played = client.get(src)
+    assert played.status_code == 200, played.text
+    assert played.content == TwilioMedia.AUDIO
+    size = str(len(TwilioMedia.AUDIO))
+    assert played.headers["content-type"] == "audio/mpeg"
+    assert played.headers["content-length"] == size
+    assert played.headers["accept-ranges"] == "bytes"
+    assert played.headers["cache-control"] == "no-store"
+    to_twilio, to_storage = media.requests
+    assert str(to_twilio.url) == MEDIA + ".mp3"
+    assert to_twilio.headers["authorization"] == BASIC
+    assert "authorization" not in to_storage.headers
+    [audit] = listens(client, record.call_sid, sam)
+    assert (audit["actor"], audit["reason"], audit["result"]) == (
+        "supervisor:sam",
+        RECORDING,
+        "played",
+    )
+    # A browser seeking, and Safari's probe of the first two bytes: ranges, not plays.
+    seek = client.get(src, headers={"Range": "bytes=8192-"})
+    assert seek.status_code == 206 and seek.content == TwilioMedia.AUDIO[8192:]
+    assert seek.headers["content-range"] == f"bytes 8192-{int(size) - 1}/{size}"
+    assert media.requests[-1].headers["range"] == "bytes=8192-"
+    probe = client.get(src, headers={"Range": "bytes=0-1"})
+    assert probe.status_code == 206 and probe.content == TwilioMedia.AUDIO[:2]
+    assert len(listens(client, record.call_sid, sam)) == 1
+    # Through the API, with a token: the same audio, another play.
+    api = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
+    assert api.status_code == 200 and api.content == TwilioMedia.AUDIO
+    assert len(listens(client, record.call_sid, sam)) == 2
+    assert media.opened == media.closed == 4
+
+
+def test_only_supervisors_play_recordings(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
+) -> None:
+    """Agents see a call's recordings listed (its timeline), but not to play: on the page, and
+    through the API or the dashboard's route, nothing is fetched for them."""
+    client, record = recorded
+    alice = client.headers.pop("X-Alice")
+    assert client.get(f"/api/recordings/{RECORDING}", headers=bearer(alice)).status_code == 403
+    client.post("/dashboard/login", data={"token": alice}, follow_redirects=False)
+    page = client.get(f"/dashboard/calls/{record.call_sid}")
+    assert page.status_code == 200 and RECORDING in page.text and "<audio" not in page.text
+    assert client.get(f"/dashboard/recordings/{RECORDING}").status_code == 403
+    assert media.requests == []
+
+
+def test_what_cannot_be_played_is_said_and_nothing_is_fetched_for_it(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
+) -> None:
+    """No such recording, no audio of it (`absent`), a URL that is not Twilio's (kept before
+    this check, or a region's host, whose recordings need that region's credentials): 404,
+    and the account's credentials go nowhere. Deleted at Twilio (its retention): 404 too.
+    Twilio failing: 502, counted."""
+    client, record = recorded
+    sam = make_user(db, "sam", "supervisor")
+    case_id = case_rows_of(db)[0]
+    for sid, status, url in (
+        ("RE" + "1" * 32, "absent", None),
+        ("RE" + "2" * 32, "completed", "https://evil.example/x.mp3"),
+        ("RE" + "3" * 32, "completed", MEDIA.replace(RECORDING, "RE" + "3" * 32) + "\n"),
+        (
+            "RE" + "4" * 32,
+            "completed",
+            MEDIA.replace("api.", "api.dublin.ie1.").replace(RECORDING, "RE" + "4" * 32),
+        ),
+    ):
+        with db.begin() as conn:
+            conn.execute(
+                insert(recordings).values(
+                    case_id=case_id,
+                    recording_sid=sid,
+                    call_sid=record.call_sid,
+                    status=status,
+                    url=url,
+                    seconds=3,
+                    at=datetime(2026, 11, 23, tzinfo=UTC),
+                )
+            )
+        answer = client.get(f"/api/recordings/{sid}", headers=bearer(sam))
+        assert answer.status_code == 404, (sid, answer.text)
+    assert client.get(f"/api/recordings/RE{'f' * 32}", headers=bearer(sam)).status_code == 404
+    assert media.requests == []
+    media.status = 404
+    gone = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
+    assert gone.status_code == 404 and "not at Twilio" in gone.json()["detail"]
+    media.status = 500
+    failed = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
+    assert failed.status_code == 502
+    assert failed.json()["detail"] == "Twilio answered 500 for the recording"
+    assert 'ivr_twilio_refusals_total{what="recording"} 1.0' in client.get("/metrics").text
+    assert listens(client, record.call_sid, sam) == []
+
+
+def test_a_listener_who_leaves_at_once_lets_twilio_go(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
+) -> None:
+    """The supervisor clicks play and leaves the page before a byte comes: Twilio's body is
+    closed all the same, or each such play would keep a connection of the pool for good."""
+    client, _ = recorded
+    sam = make_user(db, "sam", "supervisor")
+    media.stall = True
+    sent: list[Message] = []
+
+    async def gone() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": f"/api/recordings/{RECORDING}",
+        "raw_path": f"/api/recordings/{RECORDING}".encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {sam}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    client.portal.call(client.app, scope, gone, send)  # type: ignore[union-attr]
+    assert sent and sent[0]["status"] == 200
+    assert media.opened == media.closed == 1
 
 
 def test_without_a_twilio_account_nothing_can_fetch_a_recording(
@@ -313,3 +457,8 @@ def test_without_a_twilio_account_nothing_can_fetch_a_recording(
         answer = client.get(f"/api/recordings/{RECORDING}", headers=bearer(sam))
         assert answer.status_code == 503
         assert "TWILIO_ACCOUNT_SID" in answer.json()["detail"]
+
+
+def case_rows_of(db: Engine) -> list[int]:
+    with db.connect() as conn:
+        return list(conn.execute(select(cases.c.id).order_by(cases.c.id)).scalars())
