@@ -191,12 +191,13 @@ class CaseDetail(BaseModel):
         "phone for it: a call back to dial by hand, a withheld number): accept it by then "
         "(POST /api/cases/{id}/accept), or it goes to the next agent and you are set away",
     )
-    ticket_text: Literal["due", "sending", "sent", "failed", "stale"] | None = Field(
+    ticket_text: Literal["due", "sending", "sent", "failed", "stale", "skipped"] | None = Field(
         default=None,
         description="the ticket texted to the caller (IVR_TEXT_TICKETS): `sent` (Twilio took "
-        "it), `failed` (refused: a landline, say), `due`/`sending` (on its way), `stale` (not "
-        "sent: found over an hour late); none: not texted (the setting off, a withheld number, "
-        "or one outside IVR_CALLBACK_PREFIXES)",
+        "it), `failed` (refused: a landline, say), `due`/`sending` (on its way), `skipped` "
+        "(another ticket of the call, or of the number within ten minutes, was texted), "
+        "`stale` (not sent: found over an hour late); none: not texted (the setting off, a "
+        "withheld number, or one outside IVR_CALLBACK_PREFIXES)",
     )
 
 

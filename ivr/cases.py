@@ -112,37 +112,73 @@ def open_case(
 # -- tickets texted to callers (IVR_TEXT_TICKETS) ----------------------------------------------
 
 TEXT_DUE = "due"
-TextResult = Literal["sent", "failed", "stale"]
+TextResult = Literal["sent", "failed", "stale", "skipped"]
 # Literally the partial index's condition (ix_cases_ticket_text_due), so both databases use it.
 _TEXT_DUE_NOW = cases.c.ticket_text == literal(TEXT_DUE, literal_execute=True)
 
 
-def tickets_to_text(conn: Connection, *, limit: int = 20) -> list[dict[str, Any]]:
-    """Cases whose ticket is to be texted to their caller, oldest first (the partial index:
-    a few rows whatever the size of the table)."""
+def tickets_to_text(conn: Connection, *, limit: int = 20) -> list[int]:
+    """The ids of cases whose ticket is to be texted, oldest first (the partial index: a few
+    rows whatever the size of the table)."""
     with reading(conn):
+        found = conn.execute(
+            select(cases.c.id).where(_TEXT_DUE_NOW).order_by(cases.c.id).limit(limit)
+        )
+        return list(found.scalars())
+
+
+def take_tickets_to_text(conn: Connection, *, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` cases whose ticket is to be texted, oldest first, now this instance's
+    to text (`sending`): one statement; on PostgreSQL another instance's batch is skipped,
+    not waited for."""
+    due = (
+        select(cases.c.id)
+        .where(_TEXT_DUE_NOW)
+        .order_by(cases.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    with writing(conn):
         rows = conn.execute(
-            select(
+            update(cases)
+            .where(cases.c.id.in_(due))
+            .values(ticket_text="sending")
+            .returning(
                 cases.c.id,
                 cases.c.ticket,
+                cases.c.call_sid,
                 cases.c.caller,
                 cases.c.language,
                 cases.c.created_at,
             )
-            .where(_TEXT_DUE_NOW)
-            .order_by(cases.c.id)
-            .limit(limit)
         ).mappings()
-        return [dict(row) for row in rows]
+        return sorted((dict(row) for row in rows), key=lambda row: int(row["id"]))
 
 
-def take_ticket_text(conn: Connection, *, case_id: int) -> bool:
-    """This instance texts the case's ticket: False if another took it first."""
+def put_back_ticket_texts(conn: Connection, *, case_ids: list[int]) -> None:
+    """Taken to text, not texted (Twilio failing): due again, for the next round."""
     with writing(conn):
-        taken = conn.execute(
-            update(cases).where(cases.c.id == case_id, _TEXT_DUE_NOW).values(ticket_text="sending")
+        conn.execute(
+            update(cases)
+            .where(cases.c.id.in_(case_ids), cases.c.ticket_text == "sending")
+            .values(ticket_text=TEXT_DUE)
         )
-        return taken.rowcount == 1
+
+
+def texted_lately(conn: Connection, *, case: dict[str, Any], since: datetime) -> bool:
+    """Whether the case's caller has a ticket texted (or being texted, from an earlier case)
+    already: of the same call, or to the same number since `since`."""
+    texted = (cases.c.ticket_text == "sent") | (
+        (cases.c.ticket_text == "sending") & (cases.c.id < case["id"])
+    )
+    same = (cases.c.call_sid == case["call_sid"]) | (
+        (cases.c.caller == case["caller"]) & (cases.c.created_at >= since)
+    )
+    with reading(conn):
+        found = conn.execute(
+            select(cases.c.id).where(cases.c.id != case["id"], texted, same).limit(1)
+        ).first()
+    return found is not None
 
 
 def ticket_texted(conn: Connection, *, case_id: int, result: TextResult) -> None:

@@ -237,8 +237,10 @@ cases = Table(
     Column("language", String(16)),
     # A call back nobody answered keeps its place in line but is not offered again before this.
     Column("not_before", UTCDateTime()),
-    # Its ticket texted to its caller (IVR_TEXT_TICKETS): due, sending, sent, failed; none
-    # when it is not to be (the setting off, a number that cannot take a text).
+    # Its ticket texted to its caller (IVR_TEXT_TICKETS): due, sending, then sent, failed,
+    # skipped or stale (`Hotline.text_tickets`); none when it is not to be (the setting off,
+    # a number that cannot take a text). `sending` stays if its instance stopped meanwhile:
+    # nobody knows whether it went, and it is not sent twice.
     Column("ticket_text", String(8)),
     Index(None, "queued", "lane", "sort_at", "id"),
     # The call backs held back now: few, whatever the size of the table (see cases._ahead).

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,6 +159,12 @@ KEYED_TRIES = 3  # numbers a caller who withheld theirs may key to be called bac
 
 TICKET_TEXT = "ticket_text"
 TEXT_AT_MOST = timedelta(hours=1)  # after its case opened, a ticket text is no help
+TEXT_SPACING = timedelta(minutes=10)  # at most one ticket texted to a number in this time
+TEXT_BATCH = 20
+
+
+class TwilioFailing(Exception):
+    """Twilio's REST API failing (5xx, 429, unreachable): a text to try again later."""
 
 
 def prompts_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
@@ -189,6 +196,18 @@ def prompts_refused(settings: Settings, tree: CompiledTree) -> SourceError | Non
         for on, key, why in needed
         if on and not tree.catalogs.has(key, BASE_LANGUAGE)
     ]
+    if settings.text_tickets and not problems:
+        for language, file in tree.catalogs.by_language.items():
+            said = file.prompts.get(TICKET_TEXT)
+            if said is not None and not (isinstance(said, str) and "{ticket" in said):
+                problems.append(
+                    Problem(
+                        str(settings.prompts_dir / f"{language}.yaml"),
+                        None,
+                        "",
+                        f"prompt '{TICKET_TEXT}' must be words saying {{ticket}}: it is texted",
+                    )
+                )
     return SourceError(problems) if problems else None
 
 
@@ -885,45 +904,74 @@ class Hotline:
         )
 
     def text_tickets(self) -> int:
-        """Text the tickets of the cases opened since the last look (`cases.tickets_to_text`)
-        to their callers, each by the instance that takes it first, in the caller's language:
-        the reference callers are told to keep. One read while there are none. Not later
-        than TEXT_AT_MOST after the case opened (an instance that was down, or the setting
-        turned off and on again): a text that late is no help, so none is sent. How many
-        texts Twilio took."""
+        """Text the tickets of the cases opened since the last look to their callers, in
+        their language: the reference callers are told to keep. One read while none is due.
+        Each batch is taken in one statement (`cases.take_tickets_to_text`: another instance
+        takes the next), until none is left or IVR_TREE_SYNC has passed. Once per call, and
+        once per number every TEXT_SPACING (a spoofed number texted on every call is how
+        SMS pumping and harassment work): the others are `skipped`. None later than
+        TEXT_AT_MOST after the case opened (`stale`: no help by then). A text Twilio refuses
+        for good (4xx: a landline, a number it will not text) is `failed`; Twilio failing
+        (5xx, 429, unreachable) puts the rest back for the next round and raises, for the
+        job's outage log. How many texts Twilio took."""
         now = self.clock()
         with self.db.connect() as conn:
-            due = cases.tickets_to_text(conn)
-        if not due:
-            return 0
+            if not cases.tickets_to_text(conn, limit=1):
+                return 0
         catalogs = self.trees.current.catalogs
+        if not catalogs.has(TICKET_TEXT, BASE_LANGUAGE):
+            # A tree made live by an instance that does not text (older code, the setting
+            # off there): nothing to say. Left due until a tree that can say it is live.
+            log.error("the live call tree's catalogs have no '%s': no ticket texted", TICKET_TEXT)
+            return 0
         sent = 0
-        for case in due:
+        until = time.monotonic() + max(1.0, self.settings.tree_sync_seconds)
+        while time.monotonic() < until:
             with self.db.connect() as conn:
-                if not cases.take_ticket_text(conn, case_id=case["id"]):
-                    continue  # another instance texts it
-            if now - case["created_at"] > TEXT_AT_MOST:
-                result: cases.TextResult = "stale"
-            else:
-                body = catalogs.render(
-                    TICKET_TEXT, case["language"] or BASE_LANGUAGE, ticket=case["ticket"]
-                ).text  # an audio prompt with no words: nothing to text
-                result = "sent" if body and self._text(case["caller"], body) else "failed"
-            with self.db.connect() as conn:
-                cases.ticket_texted(conn, case_id=case["id"], result=result)
-            self.metrics.ticket_texts.labels(result).inc()
-            sent += result == "sent"
+                batch = cases.take_tickets_to_text(conn, limit=TEXT_BATCH)
+            if not batch:
+                break
+            for i, case in enumerate(batch):
+                try:
+                    result = self._ticket_text(case, catalogs, now)
+                except TwilioFailing:
+                    with self.db.connect() as conn:
+                        cases.put_back_ticket_texts(conn, case_ids=[c["id"] for c in batch[i:]])
+                    raise
+                with self.db.connect() as conn:
+                    cases.ticket_texted(conn, case_id=case["id"], result=result)
+                self.metrics.ticket_texts.labels(result).inc()
+                sent += result == "sent"
         return sent
 
-    def _text(self, number: str, body: str) -> bool:
+    def _ticket_text(
+        self, case: dict[str, Any], catalogs: Catalogs, now: datetime
+    ) -> cases.TextResult:
+        if now - case["created_at"] > TEXT_AT_MOST:
+            return "stale"
+        with self.db.connect() as conn:
+            lately = cases.texted_lately(conn, case=case, since=now - TEXT_SPACING)
+        if lately:
+            return "skipped"
+        body = catalogs.render(
+            TICKET_TEXT, case["language"] or BASE_LANGUAGE, ticket=case["ticket"]
+        ).text
+        if not body:  # an audio prompt with no words
+            return "failed"
         try:
             if self.twilio is None:
                 raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
-            self.twilio.messages.create(to=number, from_=self.settings.caller_id, body=body)
+            self.twilio.messages.create(to=case["caller"], from_=self.settings.caller_id, body=body)
+        except TwilioRestException as exc:
+            if 400 <= exc.status < 500 and exc.status != 429:
+                log.warning(
+                    "Twilio refused to text the ticket of case %s (%s)", case["id"], exc.code
+                )
+                return "failed"
+            raise TwilioFailing(f"Twilio answered {exc.status} to a text") from exc
         except Exception as exc:
-            log.warning("Twilio refused to text a ticket (%s)", type(exc).__name__)
-            return False
-        return True
+            raise TwilioFailing(f"no text sent ({type(exc).__name__})") from exc
+        return "sent"
 
     def request_callback(
         self, call_sid: str, digits: str, language: str, number: str | None

@@ -133,7 +133,9 @@ class Metrics:
         self.ticket_texts = Counter(
             "ivr_ticket_texts",
             "tickets texted to callers (IVR_TEXT_TICKETS): `sent` (Twilio took it), `failed` "
-            "(refused), `stale` (not sent: found over an hour after the case opened)",
+            "(refused for good: a landline), `skipped` (the call, or the number within ten "
+            "minutes, was texted a ticket already), `stale` (not sent: found over an hour "
+            "after the case opened)",
             ["result"],
             registry=self.registry,
         )

@@ -262,6 +262,12 @@ class Settings(DatabaseSettings):
                 "IVR_TEXT_TICKETS needs TWILIO_ACCOUNT_SID and IVR_CALLER_ID: tickets are "
                 "texted through Twilio, from that number"
             )
+        if self.text_tickets and not self.callback_prefixes:
+            raise ValueError(
+                "IVR_TEXT_TICKETS needs IVR_CALLBACK_PREFIXES, the country codes the exchange "
+                "serves: caller IDs are spoofed at will, and texts to premium numbers abroad "
+                "are paid by the exchange (SMS pumping)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -13,11 +13,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from twilio.rest import Client as TwilioClient
 
 from ivr.db import cases
 from ivr.exceptions import SourceError
+from ivr.hotline import TwilioFailing
 from ivr.phone import Phone, Press
 from ivr.settings import PROJECT_ROOT
 from ivr.tree import CompiledTree, load_tree
@@ -54,6 +55,7 @@ def texting_app(
         "IVR_DATABASE_URL": database_url,
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "IVR_TEXT_TICKETS": True,
+        "IVR_CALLBACK_PREFIXES": "+1,+86",
         **settings,
     }
     client = TwilioClient("AC" + "0" * 32, TOKEN, http_client=twilio)
@@ -109,11 +111,11 @@ def test_each_caller_is_texted_their_ticket_once_in_their_language(
         ("+15005550008", CALLER_ID),
     ]
     assert sent[0]["Body"] == (
-        f"Exchange support: your ticket number is {english['ticket']}. To follow it up, call "
-        "us and press 9 in the main menu. We will never ask for your password, 2FA codes or "
-        "private keys, nor ask you to move funds."
+        f"Exchange support: your ticket is {english['ticket']}. To follow it up, call and "
+        "press 9 in the menu. We never ask for passwords, 2FA codes or keys, nor to move funds."
     )
-    assert f"您的工单号是 {mandarin['ticket']}。" in sent[1]["Body"]
+    assert len(sent[0]["Body"]) <= 160  # one SMS
+    assert f"工单号{mandarin['ticket']}。" in sent[1]["Body"] and len(sent[1]["Body"]) <= 70
     assert routine["ticket"] in sent[2]["Body"]
     assert [c["ticket_text"] for c in case_rows(db)] == ["sent"] * 3
     assert hotline.text_tickets() == 0 and len(texts(twilio_http)) == 3  # once
@@ -177,17 +179,18 @@ def test_a_ticket_taken_by_another_instance_meanwhile_is_not_texted_twice(
     line: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
 ) -> None:
-    """Both instances see the case due; the other takes it while this one texts the one
-    before it: this one finds it taken and leaves it."""
+    """This instance took both due cases in one batch; while it texts the first, the other
+    instance's round finds none due: each ticket is texted once."""
     client, phone = line
     other_http = RecordingTwilio()
     other = texting_app(database_url, hotline_tree, db, clock, other_http).state.hotline
     calls(phone, HIJACKED)
     calls(phone, HIJACKED, "+15005550007")
-    twilio_http.meanwhile = lambda: other.text_tickets() if not texts(other_http) else None
-    assert client.app.state.hotline.text_tickets() == 1  # type: ignore[attr-defined]
-    assert [t["To"] for t in texts(twilio_http)] == [VICTIM]
-    assert [t["To"] for t in texts(other_http)] == ["+15005550007"]
+    rounds: list[int] = []
+    twilio_http.meanwhile = lambda: rounds.append(other.text_tickets())
+    assert client.app.state.hotline.text_tickets() == 2  # type: ignore[attr-defined]
+    assert rounds == [0, 0] and texts(other_http) == []
+    assert [t["To"] for t in texts(twilio_http)] == [VICTIM, "+15005550007"]
     assert [c["ticket_text"] for c in case_rows(db)] == ["sent", "sent"]
 
 
@@ -204,6 +207,108 @@ def test_a_text_twilio_refuses_is_recorded_and_not_tried_again(
     assert hotline.text_tickets() == 0 and len(texts(twilio_http)) == 1
     assert case_rows(db)[0]["ticket_text"] == "failed"
     assert 'ivr_ticket_texts_total{result="failed"} 1.0' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("failing", [(503, 20503), (429, 20429)])
+def test_texts_wait_while_twilio_fails_and_go_once_it_is_back(
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    failing: tuple[int, int],
+) -> None:
+    """A surge after a hack is announced, and Twilio throttling (429) or down (5xx): the
+    tickets are not lost; the round stops, says so (the timed job's outage log), and the
+    next round after Twilio is back sends them all."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    calls(phone, HIJACKED)
+    calls(phone, HIJACKED, "+15005550007")
+    twilio_http.error = failing
+    with pytest.raises(TwilioFailing):
+        hotline.text_tickets()
+    assert len(texts(twilio_http)) == 1  # the first tried, the second not
+    assert [c["ticket_text"] for c in case_rows(db)] == ["due", "due"]
+    twilio_http.error = None
+    assert hotline.text_tickets() == 2
+    assert [c["ticket_text"] for c in case_rows(db)] == ["sent", "sent"]
+
+
+def test_one_ticket_per_call_and_one_per_number_in_ten_minutes(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A caller whose case was closed while they held gets a new one from the hold loop: they
+    have the first ticket already. A number that calls again and again (or is spoofed on
+    every call) gets one text in ten minutes."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+
+    def closed_meanwhile(poll: int) -> bool:
+        if poll == 1:  # a supervisor closed it (straight in the table: the API would not)
+            with db.begin() as conn:
+                conn.execute(update(cases).values(status="resolved", queued=0))
+        return poll < 3
+
+    phone.call(Caller(DEPOSITS, closed_meanwhile), from_number=VICTIM)
+    first, reopened = case_rows(db)
+    assert first["call_sid"] == reopened["call_sid"] and reopened["ticket_text"] == "due"
+    assert hotline.text_tickets() == 1
+    assert [c["ticket_text"] for c in case_rows(db)] == ["sent", "skipped"]
+    clock.advance(minutes=5)
+    calls(phone, DEPOSITS)
+    assert hotline.text_tickets() == 0 and case_rows(db)[-1]["ticket_text"] == "skipped"
+    clock.advance(minutes=6)
+    calls(phone, DEPOSITS)
+    assert hotline.text_tickets() == 1 and case_rows(db)[-1]["ticket_text"] == "sent"
+    bodies = [t["Body"] for t in texts(twilio_http)]
+    assert len(bodies) == 2 and first["ticket"] in bodies[0]
+    assert case_rows(db)[-1]["ticket"] in bodies[1]
+    assert 'ivr_ticket_texts_total{result="skipped"} 2.0' in client.get("/metrics").text
+
+
+def test_the_hold_loops_own_case_is_texted(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine
+) -> None:
+    """The case the hold loop opens for a caller it finds without one (theirs closed while
+    they held, opened before tickets were texted) is texted like any other."""
+    client, phone = line
+
+    def closed_meanwhile(poll: int) -> bool:
+        if poll == 1:
+            with db.begin() as conn:
+                conn.execute(update(cases).values(status="resolved", queued=0, ticket_text=None))
+        return poll < 3
+
+    phone.call(Caller(DEPOSITS, closed_meanwhile), from_number=VICTIM)
+    _, reopened = case_rows(db)
+    assert client.app.state.hotline.text_tickets() == 1  # type: ignore[attr-defined]
+    [sent] = texts(twilio_http)
+    assert reopened["ticket"] in sent["Body"]
+
+
+def test_a_backlog_is_sent_in_one_round(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine
+) -> None:
+    """More tickets due than one batch takes (after an outage, or a surge): all of them in
+    one round, batch after batch."""
+    client, phone = line
+    for n in range(25):
+        calls(phone, DEPOSITS, f"+1500555{n:04d}")
+    assert client.app.state.hotline.text_tickets() == 25  # type: ignore[attr-defined]
+    assert len({t["To"] for t in texts(twilio_http)}) == 25
+
+
+def test_a_live_tree_that_cannot_say_the_text_leaves_the_tickets_due(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, tmp_path: Path
+) -> None:
+    """Another instance (older code, or the setting off there) made live a tree whose
+    catalogs have no `ticket_text`: this one sends nothing, says so, and keeps them due."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    calls(phone, HIJACKED)
+    prompts = catalogs_without(tmp_path / "prompts", "ticket_text")
+    hotline.trees.set_current(load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts))
+    assert hotline.text_tickets() == 0
+    assert texts(twilio_http) == [] and case_rows(db)[0]["ticket_text"] == "due"
 
 
 def test_a_ticket_found_an_hour_late_is_not_texted(
@@ -256,11 +361,16 @@ def test_texting_tickets_needs_twilio_and_words_to_text(
     """Catalogs without `ticket_text` (an operator's own, from before it shipped) still load;
     with IVR_TEXT_TICKETS they are refused, at start and on a reload."""
     with pytest.raises(ValidationError, match="IVR_TEXT_TICKETS needs TWILIO_ACCOUNT_SID"):
-        make_settings(IVR_TEXT_TICKETS=True)
+        make_settings(IVR_TEXT_TICKETS=True, IVR_CALLBACK_PREFIXES="+1")
+    with pytest.raises(ValidationError, match="IVR_TEXT_TICKETS needs IVR_CALLBACK_PREFIXES"):
+        make_settings(IVR_TEXT_TICKETS=True, TWILIO_ACCOUNT_SID="AC" + "0" * 32)
     prompts = catalogs_without(tmp_path / "prompts", "ticket_text")
     wordless = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
     settings = make_settings(
-        IVR_TEXT_TICKETS=True, TWILIO_ACCOUNT_SID="AC" + "0" * 32, IVR_PROMPTS=str(prompts)
+        IVR_TEXT_TICKETS=True,
+        TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        IVR_CALLBACK_PREFIXES="+1",
+        IVR_PROMPTS=str(prompts),
     )
     twilio = TwilioClient("AC" + "0" * 32, TOKEN, http_client=RecordingTwilio())
     with pytest.raises(SourceError, match="'ticket_text' is missing from the en catalog"):
