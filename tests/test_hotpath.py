@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -121,6 +122,66 @@ def test_a_menu_key_is_one_read_and_one_write(line: Line, db: Engine) -> None:
     assert len(seen.reads) == 1, seen.sql  # the call
     assert len(seen.writes) == 2, seen.sql  # the call's new step, its log lines
     assert seen.commits == 2, seen.sql  # the read's transaction, then one for both writes
+
+
+@contextmanager
+def round_trips(db: Engine, folder: Path) -> Iterator[list[str]]:
+    """What the app's connections send PostgreSQL once checked out (libpq's trace of the
+    wire protocol; the pool's check of a connection comes before): one entry per round trip,
+    a simple query's text or an extended one's statement."""
+    sent: list[str] = []
+    traced: list[Any] = []
+    trace = open(folder / "wire.txt", "w")  # noqa: SIM115 - open while connections write
+
+    def on_checkout(dbapi_conn: Any, *_: Any) -> None:
+        dbapi_conn.pgconn.trace(trace.fileno())
+        traced.append(dbapi_conn)
+
+    def on_checkin(dbapi_conn: Any, *_: Any) -> None:
+        if dbapi_conn is not None:
+            dbapi_conn.pgconn.untrace()
+
+    event.listen(db, "checkout", on_checkout)
+    event.listen(db, "checkin", on_checkin)
+    try:
+        yield sent
+    finally:
+        event.remove(db, "checkout", on_checkout)
+        event.remove(db, "checkin", on_checkin)
+        trace.close()
+    statement = ""
+    for entry in (folder / "wire.txt").read_text().splitlines():
+        fields = entry.split("\t")
+        if len(fields) < 4 or fields[1] != "F":  # the server's messages, or a wrapped line
+            continue
+        kind, rest = fields[3], " ".join(fields[4:])
+        if kind == "Query":  # simple protocol: its own round trip
+            sent.append(rest.strip().strip('"'))
+        elif kind == "Parse":
+            statement = rest.strip()
+        elif kind == "Sync":  # the end of an extended query: one round trip
+            sent.append(statement or "(a statement prepared before)")
+            statement = ""
+
+
+def test_on_postgresql_a_read_of_its_own_is_one_round_trip(
+    line: Line, db: Engine, tmp_path: Path
+) -> None:
+    """PostgreSQL at READ COMMITTED: a BEGIN and COMMIT around a webhook's one read buy
+    nothing (each statement sees what was committed as it began) and cost two round trips
+    (`store.reading` reads in autocommit). A menu key: the read, then the write's BEGIN,
+    UPDATE, INSERT and COMMIT; one transaction, the write's. (It was seven.)"""
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite is in this process: there are no round trips")
+    line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    line.post(line.gather_action(), Digits="1")
+    with round_trips(db, tmp_path) as sent:
+        line.post(line.gather_action(), Digits="3")
+    begins = [i for i, s in enumerate(sent) if s.upper().startswith("BEGIN")]
+    reads = [i for i, s in enumerate(sent) if s.strip('" ').startswith("SELECT calls.")]
+    assert len(begins) == 1 and len(reads) == 1, sent
+    assert reads[0] < begins[0], sent  # the read came before any transaction
+    assert len(sent) == 5, "\n".join(s[:60] for s in sent)
 
 
 def test_a_hold_loop_round_is_one_read(line: Line, db: Engine) -> None:
