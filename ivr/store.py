@@ -116,20 +116,24 @@ def _transaction(conn: Connection, *, read_only: bool = False) -> Iterator[None]
                 raise RuntimeError("a write inside a read: it would not be one transaction")
             yield
             return
+        # Taken now: after a disconnect, `conn.info` in a `finally` would reconnect (or
+        # raise PendingRollbackError) and hide what went wrong.
+        info = conn.info
         if read_only:  # the DBAPI's own flag: BEGIN and COMMIT are not sent
             conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.info[_AUTOCOMMIT_READ] = True
+            info[_AUTOCOMMIT_READ] = True
         try:
             with conn.begin() as transaction:
-                conn.info[_OURS] = transaction
+                info[_OURS] = transaction
                 try:
                     yield
                 finally:
-                    conn.info.pop(_OURS, None)
+                    info.pop(_OURS, None)
         finally:
             if read_only:
-                conn.info.pop(_AUTOCOMMIT_READ, None)
-                conn.execution_options(isolation_level=conn.default_isolation_level)
+                info.pop(_AUTOCOMMIT_READ, None)
+                if not conn.invalidated:  # an invalidated one the pool throws away
+                    conn.execution_options(isolation_level=conn.default_isolation_level)
     except OperationalError as exc:
         # SQLite's own lock, held by another process (an `ivr` command, a backup): on the
         # event loop, give up at once and run this elsewhere.
