@@ -439,14 +439,19 @@ def hangup_twiml(catalogs: Catalogs, language: str, key: str = "goodbye") -> str
 PAGE_ACK_PROMPT = "Press 1 if you are coming."
 
 
+def _page_key(action: str) -> Gather:
+    # One key, nothing that ends it early (finishOnKey=""): 1 or not.
+    return Gather(
+        action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=6
+    )
+
+
 def page_call_twiml(speech: str, *, action: str) -> str:
     """What an on-call phone hears when the hotline rings it about an emergency left waiting
     (`ivr.oncall`): the page, said twice, as whoever answers may be waking up, and a key to
     say they are coming (`action`). A key ends the saying; nothing pressed, it hangs up."""
     response = VoiceResponse()
-    gather = Gather(
-        action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=6
-    )
+    gather = _page_key(action)
     for again in (False, True):
         if again:
             gather.pause(length=1)
@@ -463,14 +468,7 @@ def page_answer_twiml(said: str, *, ask_again: str | None = None) -> str:
     response = VoiceResponse()
     response.say(said, language="en-US")
     if ask_again is not None:
-        gather = Gather(
-            action=ask_again,
-            method="POST",
-            input="dtmf",
-            num_digits=1,
-            finish_on_key="",
-            timeout=6,
-        )
+        gather = _page_key(ask_again)
         gather.say(PAGE_ACK_PROMPT, language="en-US")
         response.append(gather)
     response.hangup()

@@ -218,14 +218,7 @@ class Phone:
         first = {"CallStatus": "ringing"}
         if stir_verstat:  # SHAKEN/STIR attestation, as Twilio adds to inbound calls
             first["StirVerstat"] = stir_verstat
-        try:
-            doc = session.post(self.public_url + VOICE_PATH, first)
-            while True:
-                doc = session.run(doc)
-        except _Ended as end:
-            record.ended_by = end.by
-        except HangsUp:
-            record.ended_by = "caller"
+        session.play(lambda: session.post(self.public_url + VOICE_PATH, first))
         duration = max(1, round(time.monotonic() - started))
         session.post(
             self.public_url + STATUS_PATH,
@@ -256,17 +249,10 @@ class Phone:
             "ApiVersion": "2010-04-01",
         }
         session = _Session(self, party, record, base)
-        try:
-            if "Twiml" in placed:
-                doc = session.document("the call's Twiml", placed["Twiml"])
-            else:
-                doc = session.post(placed["Url"], {})
-            while True:
-                doc = session.run(doc)
-        except _Ended as end:
-            record.ended_by = end.by
-        except HangsUp:
-            record.ended_by = "caller"
+        if "Twiml" in placed:
+            session.play(lambda: session.document("the call's Twiml", placed["Twiml"]))
+        else:
+            session.play(lambda: session.post(placed["Url"], {}))
         if placed.get("StatusCallback"):
             session.post(placed["StatusCallback"], {"CallStatus": "completed"}, expect_twiml=False)
         return record
@@ -333,6 +319,17 @@ class _Session:
         if root.tag != "Response":
             raise PhoneError(f"{source} answered <{root.tag}>, not a TwiML <Response>")
         return root
+
+    def play(self, first: Callable[[], ET.Element]) -> None:
+        """The call from its `first` document until it ends, and who ended it."""
+        try:
+            doc = first()
+            while True:
+                doc = self.run(doc)
+        except _Ended as end:
+            self.record.ended_by = end.by
+        except HangsUp:
+            self.record.ended_by = "caller"
 
     def hear(self, verb: ET.Element) -> str | None:
         if verb.tag == "Say":

@@ -15,13 +15,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, event, select
-from twilio.rest import Client as TwilioClient
 
 from ivr import oncall
 from ivr.db import cases, create_db_engine, pages
 from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.tree import CompiledTree
-from ivr.web import Following, Paging, create_app
+from ivr.web import Following, Paging
 from tests.conftest import (
     CALLER_ID,
     PUBLIC_URL,
@@ -34,6 +33,7 @@ from tests.conftest import (
     make_user,
 )
 from tests.support.parties import Caller
+from tests.support.twilio import app_with_twilio, on_the_line, placed_calls, texts
 
 ON_CALL = ("+15005550100", "+15005550101")
 VICTIM = "+15005550006"
@@ -56,14 +56,8 @@ def paging_app(
     **settings: object,
 ) -> FastAPI:
     """The app with on-call numbers, its REST client on a recording transport."""
-    values: dict[str, object] = {
-        "IVR_DATABASE_URL": database_url,
-        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-        "IVR_PAGE_NUMBERS": ",".join(ON_CALL),
-        **settings,
-    }
-    client = TwilioClient("AC" + "0" * 32, TOKEN, http_client=twilio)
-    return create_app(make_settings(**values), tree=tree, db=db, clock=clock, twilio=client)
+    paging: dict[str, object] = {"IVR_PAGE_NUMBERS": ",".join(ON_CALL)}
+    return app_with_twilio(database_url, tree, db, clock, twilio, **{**paging, **settings})
 
 
 @pytest.fixture
@@ -76,16 +70,8 @@ def line(
     check_twiml: Callable[[str], None],
 ) -> Iterator[tuple[TestClient, Phone]]:
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http)
-    with TestClient(app) as client:
-        yield (
-            client,
-            Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
-        )
-
-
-def texts(twilio: RecordingTwilio) -> list[dict[str, str]]:
-    """The SMS the hotline asked Twilio to send, in order."""
-    return [data for _, url, data in twilio.requests if url.endswith("/Messages.json")]
+    with on_the_line(app, check_twiml) as line:
+        yield line
 
 
 def page_rows(db: Engine) -> list[dict[str, Any]]:
@@ -541,16 +527,8 @@ def ringing(
 ) -> Iterator[tuple[TestClient, Phone]]:
     """The hotline with IVR_PAGE_CALL: the on-call numbers are rung as well as texted."""
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_CALL=True)
-    with TestClient(app) as client:
-        yield (
-            client,
-            Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
-        )
-
-
-def page_calls(twilio: RecordingTwilio) -> list[dict[str, str]]:
-    """The calls the hotline asked Twilio to place, in order: each as Twilio was given it."""
-    return [data for _, url, data in twilio.requests if url.endswith("/Calls.json")]
+    with on_the_line(app, check_twiml) as line:
+        yield line
 
 
 def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
@@ -568,7 +546,7 @@ def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
     clock.advance(seconds=5)
     page_id = look(hotline)
     assert page_id is not None
-    first, second = page_calls(twilio_http)
+    first, second = placed_calls(twilio_http)
     assert [first["To"], second["To"]] == list(ON_CALL)
     texted = len(texts(twilio_http))
     clock.advance(minutes=5)
@@ -623,7 +601,7 @@ def test_a_page_call_acknowledges_only_with_1(
     hijacked(phone)
     clock.advance(seconds=5)
     assert look(hotline) is not None
-    first, second = page_calls(twilio_http)
+    first, second = placed_calls(twilio_http)
     texted = len(texts(twilio_http))
     voicemail = phone.answer(first, ScriptedParty([Silent()]))
     assert voicemail.ended_by == "hotline" and len(voicemail.requests) == 0
@@ -699,7 +677,7 @@ def test_an_acknowledgement_while_the_page_is_sent_holds(
     pressed: list[object] = []
 
     def first_answers_meanwhile() -> None:
-        calls = page_calls(twilio_http)
+        calls = placed_calls(twilio_http)
         if len(calls) == 2 and not pressed:  # the second call is being placed
             clock.advance(seconds=30)
             pressed.append(phone.answer(calls[0], ScriptedParty([Press("1")])))
@@ -757,7 +735,7 @@ def test_only_the_latest_page_can_be_acknowledged(
     assert look(hotline) is not None
     clock.advance(seconds=900)
     assert look(hotline) is not None
-    first_call, _, second_call, _ = page_calls(twilio_http)
+    first_call, _, second_call, _ = placed_calls(twilio_http)
     late = phone.answer(first_call, ScriptedParty([Press("1")]))
     assert late.heard[-1].startswith("This page is over")
     assert [p["acked_at"] for p in page_rows(db)] == [None, None]

@@ -36,6 +36,7 @@ from tests.conftest import (
 )
 from tests.support.catalogs import catalogs_without
 from tests.support.parties import Caller
+from tests.support.twilio import app_with_twilio, on_the_line, texts
 
 VICTIM = "+15005550006"
 HIJACKED = [Press("1"), Press("1"), Press("*")]  # English, account stolen, skip verifying
@@ -51,15 +52,8 @@ def texting_app(
     twilio: RecordingTwilio,
     **settings: object,
 ) -> FastAPI:
-    values: dict[str, object] = {
-        "IVR_DATABASE_URL": database_url,
-        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-        "IVR_TEXT_TICKETS": True,
-        "IVR_CALLBACK_PREFIXES": "+1,+86",
-        **settings,
-    }
-    client = TwilioClient("AC" + "0" * 32, TOKEN, http_client=twilio)
-    return create_app(make_settings(**values), tree=tree, db=db, clock=clock, twilio=client)
+    texting: dict[str, object] = {"IVR_TEXT_TICKETS": True, "IVR_CALLBACK_PREFIXES": "+1,+86"}
+    return app_with_twilio(database_url, tree, db, clock, twilio, **{**texting, **settings})
 
 
 @pytest.fixture
@@ -72,15 +66,8 @@ def line(
     check_twiml: Callable[[str], None],
 ) -> Iterator[tuple[TestClient, Phone]]:
     app = texting_app(database_url, hotline_tree, db, clock, twilio_http)
-    with TestClient(app) as client:
-        yield (
-            client,
-            Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
-        )
-
-
-def texts(twilio: RecordingTwilio) -> list[dict[str, str]]:
-    return [data for _, url, data in twilio.requests if url.endswith("/Messages.json")]
+    with on_the_line(app, check_twiml) as line:
+        yield line
 
 
 def case_rows(db: Engine) -> list[dict[str, Any]]:
