@@ -30,7 +30,7 @@ from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
-from ivr.numbers import dialable, keyed, last4, withheld
+from ivr.numbers import dialable, keyed, last4, withheld, within
 from ivr.observe import AtWork, Metrics
 from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.settings import Settings
@@ -896,11 +896,10 @@ class Hotline:
     def _texts_to(self, number: str | None) -> bool:
         """Whether a case opened for a call from `number` gets its ticket texted: with
         IVR_TEXT_TICKETS, to a number that can take one, in IVR_CALLBACK_PREFIXES if set."""
-        prefixes = self.settings.callback_prefixes
         return (
             self.settings.text_tickets
             and dialable(number)
-            and (not prefixes or any(str(number).startswith(p) for p in prefixes))
+            and within(str(number), self.settings.callback_prefixes)
         )
 
     def text_tickets(self) -> int:
@@ -959,9 +958,9 @@ class Hotline:
         if not body:  # an audio prompt with no words
             return "failed"
         try:
-            if self.twilio is None:
-                raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
-            self.twilio.messages.create(to=case["caller"], from_=self.settings.caller_id, body=body)
+            self._rest().messages.create(
+                to=case["caller"], from_=self.settings.caller_id, body=body
+            )
         except TwilioRestException as exc:
             if 400 <= exc.status < 500 and exc.status != 429:
                 log.warning(
@@ -1984,16 +1983,22 @@ class Hotline:
             failed += not reached
         return sent, failed
 
+    def _rest(self) -> TwilioRest:
+        """The REST client for a text or call the hotline sends itself; RuntimeError without
+        one (no TWILIO_ACCOUNT_SID): the sender treats it as Twilio failing."""
+        if self.twilio is None:
+            raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
+        return self.twilio
+
     def _send_on_call(self, by: str, number: str, content: str) -> bool:
         """A text (`content`, its body) or a call (`content`, its TwiML) to an on-call number;
         whether Twilio took it."""
         try:
-            if self.twilio is None:
-                raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
+            twilio = self._rest()
             if by == "sms":
-                self.twilio.messages.create(to=number, from_=self.settings.caller_id, body=content)
+                twilio.messages.create(to=number, from_=self.settings.caller_id, body=content)
             else:
-                self.twilio.calls.create(to=number, from_=self.settings.caller_id, twiml=content)
+                twilio.calls.create(to=number, from_=self.settings.caller_id, twiml=content)
         except Exception as exc:
             log.warning(
                 "Twilio refused to reach an on-call number by %s (%s)", by, type(exc).__name__

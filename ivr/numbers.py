@@ -57,4 +57,9 @@ def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
     # 8 digits at least: no short or emergency numbers (110, 911) from a keypad.
     if not (digits.isdigit() and len(digits) >= 8 and dialable(number)):
         return None
-    return number if not prefixes or number.startswith(prefixes) else None
+    return number if within(number, prefixes) else None
+
+
+def within(number: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether `number` starts with one of `prefixes` (country codes; none: any number)."""
+    return not prefixes or number.startswith(prefixes)
