@@ -36,6 +36,7 @@ from ivr.cases import (
     LANGUAGE_CODE,
     USER_NAME,
     AwayReason,
+    Transfer,
     User,
     agents_presence,
     held_by,
@@ -191,6 +192,11 @@ class CaseDetail(BaseModel):
         "phone for it: a call back to dial by hand, a withheld number): accept it by then "
         "(POST /api/cases/{id}/accept), or it goes to the next agent and you are set away",
     )
+    transfer: TransferInfo | None = Field(
+        default=None,
+        description="an agent sent the caller on to this queue (POST /api/cases/{id}/transfer): "
+        "who, and what they said",
+    )
     ticket_text: Literal["due", "sending", "sent", "failed", "stale", "skipped"] | None = Field(
         default=None,
         description="the ticket texted to the caller (IVR_TEXT_TICKETS): `sent` (Twilio took "
@@ -199,6 +205,20 @@ class CaseDetail(BaseModel):
         "`stale` (not sent: found over an hour late); none: not texted (the setting off, a "
         "withheld number, or one outside IVR_CALLBACK_PREFIXES)",
     )
+
+
+class TransferInfo(BaseModel):
+    by: str = Field(description="the agent who sent the caller on")
+    note: str = Field(description="what they said for the next agent")
+    to: str | None = Field(
+        default=None,
+        description="asked, the caller not there yet: the queue they are on their way to "
+        "(they go when the agent's leg ends)",
+    )
+    from_queue: str | None = Field(
+        default=None, description="made: the queue the case was in before"
+    )
+    count: int = Field(default=0, description="transfers made so far")
 
 
 class Connect(BaseModel):
@@ -272,6 +292,19 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         accept_by=raw["accept_by"],
         language=raw["language"],
         ticket_text=raw["ticket_text"],
+        transfer=_transfer(flags),
+    )
+
+
+def _transfer(flags: dict[str, str]) -> TransferInfo | None:
+    if not flags.get("transferred_by"):
+        return None
+    return TransferInfo(
+        by=flags["transferred_by"],
+        note=flags.get("transfer_note", ""),
+        to=flags.get("transfer_to") or None,
+        from_queue=flags.get("transferred_from") or None,
+        count=int(flags.get("transfers", "0") or 0),
     )
 
 
@@ -743,6 +776,74 @@ def requeue(
     detail = hotline.case_detail(case_id)
     assert detail is not None
     return _detail(detail, user)
+
+
+class TransferRequest(BaseModel):
+    queue: str = Field(
+        max_length=64,
+        description="one of the call tree's queues (GET /api/routes: its queue nodes)",
+    )
+    priority: Literal["emergency", "high", "normal"] | None = Field(
+        default=None,
+        description="in line there; the queue's own (its first queue node's) if not given. "
+        "`emergency`: a caller found to be a victim of a hijack, served first",
+    )
+    language: str | None = Field(
+        default=None,
+        max_length=16,
+        description="a prompt catalog's code: the caller speaks it (they chose another), so "
+        "agents who speak it take the case, and they hear the hotline in it. Theirs if not given",
+    )
+    note: str = Field(
+        min_length=3, max_length=500, description="for the agent who takes the case next"
+    )
+
+
+class Transferred(BaseModel):
+    mode: Literal["redirected", "on_hang_up"] = Field(
+        description="redirected: the caller is on their way now (your leg ends); on_hang_up: "
+        "they go when you hang up (no Twilio REST API, or it refused)"
+    )
+    case: CaseDetail
+
+
+@router.post(
+    "/cases/{case_id}/transfer",
+    responses={
+        **CASE_REFUSED,
+        422: {"model": ErrorMessage, "description": "no such queue or language"},
+    },
+)
+def transfer(
+    case_id: CaseIdPath, body: TransferRequest, user: AgentUser, hotline: HotlineDep
+) -> Transferred:
+    """Send the caller you are talking to on: to another team's queue, an agent who speaks
+    their language, or the emergency lane (a victim of a hijack who called about something
+    else). They hear that they are being passed on, keep their ticket, and wait in the place
+    they would have had there had they called it first. Only a caller who called in and is
+    put through to you (409: a call back has no queue to go back to). The case is yours
+    until they are back in line; audited."""
+    queues = hotline.trees.current.queues
+    if body.queue not in queues:
+        raise HTTPException(422, f"no such queue: {body.queue} (have: {', '.join(sorted(queues))})")
+    languages = hotline.trees.current.catalogs.languages
+    if body.language is not None and body.language not in languages:
+        raise HTTPException(
+            422, f"no catalog speaks {body.language} (have: {', '.join(languages)})"
+        )
+    to = Transfer(
+        queue=body.queue,
+        priority=body.priority or queues[body.queue],
+        language=body.language,
+        note=" ".join(_CONTROL.sub(" ", body.note).split()),
+    )
+    try:
+        mode = hotline.transfer_case(case_id, user, to)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    detail = hotline.case_detail(case_id)
+    assert detail is not None
+    return Transferred(mode=mode, case=_detail(detail, user))
 
 
 # -- supervisors: the announcement callers hear first ----------------------------------------

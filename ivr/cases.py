@@ -39,6 +39,7 @@ from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
 from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
+from ivr.tree import Priority
 
 HIGH_BOOST = timedelta(minutes=10)
 # A case an agent has; and the call backs (their callers gone) waiting for one.
@@ -727,22 +728,24 @@ def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes
             .returning(cases.c.agent_id, cases.c.offered_at)
         ).first()
         if done is not None and done.agent_id is not None and done.offered_at is not None:
-            # An agent available when the case came to them waits for the next from now (the
-            # longest idle first); one whose availability had lapsed stays away.
-            conn.execute(
-                update(users)
-                .where(
-                    users.c.id == done.agent_id,
-                    users.c.available_since
-                    >= bindparam(
-                        "offered_after",
-                        done.offered_at - AVAILABLE_AT_MOST,
-                        type_=users.c.available_since.type,
-                    ),
-                )
-                .values(available_since=now)
-            )
+            conn.execute(_idle_from(done.agent_id, done.offered_at, now))
         return done is not None
+
+
+def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:
+    """The agent's case ended: one available when it came to them waits for the next from
+    now (the longest idle first); one whose availability had lapsed stays away."""
+    return (
+        update(users)
+        .where(
+            users.c.id == agent_id,
+            users.c.available_since
+            >= bindparam(
+                "offered_after", offered_at - AVAILABLE_AT_MOST, type_=users.c.available_since.type
+            ),
+        )
+        .values(available_since=now)
+    )
 
 
 def set_account(conn: Connection, *, case_id: int, uid: str) -> bool:
@@ -1276,6 +1279,142 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> b
             ).rowcount
             == 1
         )
+
+
+# -- transfers: the agent on the call sends the caller on ----------------------------------
+
+# A transfer asked, in the case's flags until the caller's call is back in line.
+_ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_agent")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Where an agent sends a caller: `queue` at `priority`, to agents who speak `language`
+    (None: the caller's own, unchanged); `note` for the agent who takes it next."""
+
+    queue: str
+    priority: Priority
+    language: str | None = None
+    note: str = ""
+
+
+TransferAsked = Literal["asked", "not_yours", "call_back", "asked_already"]
+
+
+def ask_transfer(
+    conn: Connection, *, case_id: int, agent: User, to: Transfer, now: datetime
+) -> TransferAsked:
+    """The agent on the line with the case's caller sends them on (`to`): marked on the case,
+    which stays theirs until the caller's call is back in line (`transferred`, run by the
+    webhook that puts it there: Twilio's redirect, or the end of the agent's leg). Only a
+    caller who called in and is connected to this agent: a call back has no queue to go back
+    to. Audited."""
+    with writing(conn):
+        row = conn.execute(
+            select(cases.c.flags, cases.c.claimed_from, cases.c.offer)
+            .where(cases.c.id == case_id, cases.c.agent_id == agent.id)
+            .where(cases.c.status == "connected")
+            .with_for_update()
+        ).first()
+        if row is None:
+            return "not_yours"
+        if (row.claimed_from or "waiting") != "waiting" or calling_back(row.offer):
+            return "call_back"
+        flags = dict(row.flags or {})
+        if flags.get("transfer_to"):
+            return "asked_already"
+        flags |= {
+            "transfer_to": to.queue,
+            "transfer_priority": to.priority,
+            "transfer_agent": str(agent.id),
+            "transferred_by": agent.name,
+            "transfer_note": to.note,
+        }
+        if to.language:
+            flags["transfer_language"] = to.language
+        conn.execute(update(cases).where(cases.c.id == case_id).values(flags=flags))
+        audit(
+            conn,
+            actor=f"agent:{agent.name}",
+            action="transfer",
+            uid=None,
+            case_id=case_id,
+            reason=f"to {to.queue} ({to.priority}){': ' + to.note if to.note else ''}"[:500],
+            result="asked",
+            now=now,
+        )
+        return "asked"
+
+
+def transfer_asked(case: dict[str, Any]) -> Transfer | None:
+    """The transfer the case's agent asked for and its caller has not made yet."""
+    flags = case["flags"] or {}
+    if case["status"] != "connected" or not flags.get("transfer_to"):
+        return None
+    priority = flags.get("transfer_priority", "normal")
+    return Transfer(
+        queue=flags["transfer_to"],
+        priority=priority if priority in ("emergency", "high") else "normal",
+        language=flags.get("transfer_language") or None,
+        note=flags.get("transfer_note", ""),
+    )
+
+
+def transferred_away(case: dict[str, Any], agent_id: int | None) -> bool:
+    """The case went on from `agent_id` by a transfer they asked for: a report of their
+    leg's end (the <Dial> a transfer cut) is not news."""
+    flags = case["flags"] or {}
+    return (
+        agent_id is not None
+        and flags.get("transferred_agent") == str(agent_id)
+        and not (case["status"] in HELD and case["agent_id"] == agent_id)
+    )
+
+
+def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
+    """The statements that put a case whose transfer was asked (`transfer_asked`) back in
+    line where it was sent, run with its caller's call step (or their hang-up): waiting in
+    the new queue, lane and language, in the place it would have had there had the caller
+    called it first (they waited once already), nobody's; its agent free for the next. Only
+    while the case is still the asking agent's and connected: a copy of the webhook that
+    lost the call's step changes nothing."""
+    flags = dict(case["flags"] or {})
+    to = transfer_asked(case)
+    assert to is not None and case["agent_id"] is not None
+    for key in _ASKED:
+        flags.pop(key, None)
+    flags |= {
+        "transferred_from": case["queue"],
+        "transferred_agent": str(case["agent_id"]),
+        "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
+    }
+    created: datetime = case["created_at"]
+    statements = [
+        update(cases)
+        .where(
+            cases.c.id == case["id"],
+            cases.c.status == "connected",
+            cases.c.agent_id == case["agent_id"],
+        )
+        .values(
+            status="waiting",
+            queued=1,
+            agent_id=None,
+            offered_at=None,
+            offer=None,
+            accept_by=None,
+            connected_at=None,
+            queue=to.queue,
+            priority=to.priority,
+            lane=0 if to.priority == "emergency" else 1,
+            sort_at=created - HIGH_BOOST if to.priority == "high" else created,
+            language=to.language or case["language"],
+            flags=flags,
+        )
+    ]
+    if case["offered_at"] is not None:
+        statements.append(_idle_from(case["agent_id"], case["offered_at"], now))
+    return statements
 
 
 MAX_CALLBACK_DELAY = timedelta(hours=1)

@@ -572,6 +572,9 @@ SAID = {
     "available": "You are available: the next case comes to your phone by itself.",
     "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
+    "transfer_redirected": "The caller is on their way where you sent them: your phone's "
+    "call with them ends now.",
+    "transfer_on_hang_up": "The caller goes where you sent them when you hang up.",
     "accepted": "The case is yours: nothing takes it back now.",
     "set_away": "The agent is away: no case comes to them until they say they are available.",
     "languages_set": "Callers in the agent's languages are offered to them first now.",
@@ -620,6 +623,9 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "offers": OFFERS,
         "refresh": REFRESH_SECONDS,
         "accept_seconds": hotline.settings.accept_timeout_seconds,
+        # Where a caller may be sent on (the live tree's queues) and in which language.
+        "queues": hotline.trees.current.queues,
+        "languages": hotline.trees.current.catalogs.languages,
     }
 
 
@@ -787,6 +793,33 @@ def desk_requeue(
         why = "A reason is 500 characters at most."
         return _desk_error(request, hotline, user, *_refusal(exc, why))
     return _done("requeued")
+
+
+@router.post("/desk/{case_id}/transfer")
+def desk_transfer(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    queue: Annotated[str, Form()] = "",
+    priority: Annotated[str, Form()] = "",
+    language: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    user = _acting(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    try:
+        body = api.TransferRequest(
+            queue=queue,
+            priority=priority or None,
+            language=language or None,
+            note=note.strip(),
+        )
+        sent = api.transfer(case_id, body, user, hotline)
+    except (ValidationError, HTTPException) as exc:
+        why = "Choose a queue, and say why for the next agent (3 to 500 characters)."
+        return _desk_error(request, hotline, user, *_refusal(exc, why))
+    return _done(f"transfer_{sent.mode}")
 
 
 # -- calls and timelines --------------------------------------------------------------------

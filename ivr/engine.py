@@ -63,12 +63,15 @@ CONNECT_DONE_PATH = "/twilio/connect-done"
 CALLBACK_STATUS_PATH = "/twilio/callback-status"
 AGENT_ACCEPT_PATH = "/twilio/agent-accept"
 RECORDING_PATH = "/twilio/recording"
+TRANSFER_PATH = "/twilio/transfer"
 PAGE_ACK_PATH = "/twilio/page-ack"
 ACCEPT_KEY = "1"
 
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
 MAX_TRAIL = 10
 MAX_REQUEUES = 3
+# Said to a caller the agent sends on to another team (an engine prompt: every catalog has it).
+TRANSFERRED_PROMPT = "call_transferred"
 # Our own QueueExit result: the agent who took the case did not answer; back in line.
 AGENT_NO_ANSWER = "agent-no-answer"
 
@@ -116,6 +119,9 @@ class Links:
 
     def agent_accept(self, case_id: int, *, agent: int) -> str:
         return self._url(AGENT_ACCEPT_PATH, case=case_id, agent=agent)
+
+    def transfer(self, case_id: int) -> str:
+        return self._url(TRANSFER_PATH, case=case_id)
 
     def recording(self, case_id: int) -> str:
         return self._url(RECORDING_PATH, case=case_id)
@@ -181,6 +187,17 @@ class AgentDone:
 
 
 @dataclass(frozen=True)
+class Transferred:
+    """The agent who had `case_id` sent its caller on: to `queue` at `priority`, spoken to
+    in `language` from now on (None: as before)."""
+
+    case_id: int
+    queue: str
+    priority: str
+    language: str | None = None
+
+
+@dataclass(frozen=True)
 class Checked:
     """A secret factor the hotline checked: only whether it matched ever reaches the engine.
     `unavailable`: the identity service gave no verdict, so nobody can be verified now."""
@@ -205,7 +222,17 @@ class TicketLookup:
     locked: bool = False  # the calling number missed too often: not looked up at all
 
 
-Input = Keys | Speech | Silence | DialDone | QueueExit | AgentDone | Checked | TicketLookup
+Input = (
+    Keys
+    | Speech
+    | Silence
+    | DialDone
+    | QueueExit
+    | AgentDone
+    | Transferred
+    | Checked
+    | TicketLookup
+)
 InputKind = Literal["dtmf", "speech", "silence", "dial", "queue"]
 
 
@@ -217,6 +244,7 @@ def input_kind(event: Input) -> InputKind:
         DialDone: "dial",
         QueueExit: "queue",
         AgentDone: "dial",  # the agent's <Dial> ended
+        Transferred: "dial",  # ...cut by the agent's transfer
         Checked: "dtmf",
         TicketLookup: "dtmf",
     }
@@ -327,6 +355,8 @@ def advance(
     node = tree.node(state.node)
     if isinstance(event, AgentDone):
         new = turn.on_agent_done(node, state, event)
+    elif isinstance(event, Transferred):
+        new = turn.on_transferred(state, event)
     elif isinstance(node, MenuNode):
         new = turn.on_menu(tree.menus[state.node], state, event)
     elif isinstance(node, LanguageNode):
@@ -1202,6 +1232,21 @@ class _Turn:
         self.response.hangup()
         self.log.append(LogEntry(state.node, "ended", "dial", outcome="agent_done"))
         return state.model_copy(update={"ended": True})
+
+    def on_transferred(self, state: CallState, event: Transferred) -> CallState:
+        """The agent sent the caller on: told so, in the language they are sent on in (when
+        a catalog speaks it), and queued where they were sent, their case with them. The
+        hotline gives each transfer once: the webhook that loses the step answers as the
+        one that won."""
+        lang = state.lang
+        if event.language and self.tree.catalogs.has(TRANSFERRED_PROMPT, event.language):
+            lang = event.language
+        detail = {"case": event.case_id, "priority": event.priority}
+        self.log.append(LogEntry(state.node, "input", "dial", outcome="transferred", detail=detail))
+        self.say(TRANSFERRED_PROMPT, lang)
+        facts = {**state.facts, "requeues": "0"}
+        state = state.model_copy(update={"lang": lang, "facts": facts})
+        return self.enqueue(state, event.queue, event.priority)
 
     def _after_agent(self, node: Node, queue: str | None) -> str | None:
         """Where a caller goes after the agent: their queue node's `after_agent`. A caller

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
@@ -1194,6 +1194,17 @@ class Hotline:
             case = cases.get_case(conn, case_id=case_id)
         if case is None:
             return self.fallback()
+        if not outbound and agent_id is not None:
+            if case["agent_id"] == agent_id and cases.transfer_asked(case):
+                # The agent sent the caller on and hung up (or Twilio's redirect cut the
+                # leg, and this came first): where they were sent.
+                return self.transferred(case_id, caller_gone=caller_gone)
+            if cases.transferred_away(case, agent_id):
+                # The leg a transfer cut: Twilio plays none of this, the caller is on their
+                # way already.
+                with self.db.connect() as conn:
+                    sent = store.load_call(conn, call_sid=case["call_sid"])
+                return sent.last_twiml if sent is not None else HANG_UP
         with self.db.connect() as conn:
             row = store.load_call(conn, call_sid=case["call_sid"])
         catalogs = self.trees.current.catalogs
@@ -1753,6 +1764,87 @@ class Hotline:
                 result="ok",
                 now=now,
             )
+
+    def transfer_case(
+        self, case_id: int, agent: cases.User, to: cases.Transfer
+    ) -> Literal["redirected", "on_hang_up"]:
+        """The agent on the line with the case's caller sends them on (`to`, audited). With
+        Twilio's REST API their call is redirected now, ending the agent's leg ("redirected");
+        without it, or if Twilio refuses, when the agent hangs up ("on_hang_up"). The case
+        stays the agent's until the caller is back in line (`transferred`)."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = self._case_for(conn, case_id, agent, ())
+            asked = cases.ask_transfer(conn, case_id=case_id, agent=agent, to=to, now=now)
+        if asked == "not_yours":
+            raise CaseRefused(
+                409, "only a caller put through to you can be transferred: not yet, or not now"
+            )
+        if asked == "call_back":
+            raise CaseRefused(
+                409,
+                "a call back has no queue to go back to: tell the customer which team will "
+                "call, and resolve the case with notes",
+            )
+        if asked == "asked_already":
+            raise CaseRefused(409, "the caller is being transferred already: hang up to send them")
+        self.metrics.transfers.labels(to.priority).inc()
+        if self.twilio is None:
+            return "on_hang_up"
+        try:
+            # Out of the agent's <Dial>: Twilio reports the leg's end (ignored) and fetches this.
+            self.twilio.calls(case["call_sid"]).update(
+                url=self.links.transfer(case_id), method="POST"
+            )
+        except Exception as exc:
+            # Their call ended meanwhile, or Twilio's REST API fails: the end of the agent's
+            # leg (a hang-up on either side) sends them, or puts them in line for a call back.
+            self.metrics.twilio_refusals.labels("transfer").inc()
+            log.warning(
+                "Twilio refused to redirect case %s for its transfer (%s): it happens when the "
+                "agent hangs up",
+                case_id,
+                type(exc).__name__,
+            )
+            return "on_hang_up"
+        return "redirected"
+
+    def transferred(self, case_id: int, *, caller_gone: bool = False) -> str:
+        """The caller of a case whose agent sent them on (`transfer_case`) gets there: on
+        Twilio's redirect of their call, or at the end of the agent's leg, whichever comes
+        first (the other is not news). The case goes back in line where it was sent in the
+        transaction of the call's step: a copy of this webhook that loses the step answers
+        as the one that won. A caller who hung up meanwhile is in line there for a call
+        back."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = cases.get_case(conn, case_id=case_id)
+            if case is None:
+                return self.fallback()
+            row = store.load_call(conn, call_sid=case["call_sid"])
+            to = cases.transfer_asked(case)
+            if to is None:  # made already, or never asked
+                return row.last_twiml if row is not None else self.fallback()
+            moves = cases.transferred(case, now=now)
+            gone = caller_gone or (row is not None and row.status in store.FINAL_STATUSES)
+            if gone or row is None or "queue" not in row.state.facts:
+                with store.writing(conn):
+                    for statement in moves:
+                        conn.execute(statement)
+                    if gone:
+                        cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
+                log.info("case %s transferred to %s", case_id, to.queue)
+                # Queued by the fallback (no call row): back to it, their case in its new line.
+                return HANG_UP if gone else self.fallback()
+            tree = self.trees.get(row.tree_version, self.db)
+            event = engine.Transferred(case_id, to.queue, to.priority, to.language)
+            twiml = self._move(conn, tree, row, event, None, now, True, list(moves))
+            log.info("case %s transferred to %s", case_id, to.queue)
+            after = store.load_call(conn, call_sid=case["call_sid"])
+            if after is not None and after.status in store.FINAL_STATUSES:
+                # They hung up while this was stored: a call back, not a caller to wait for.
+                cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
+        return twiml
 
     def case_detail(self, case_id: int) -> dict[str, Any] | None:
         """What an agent sees: the case, how the caller was verified (never the digits),

@@ -91,8 +91,9 @@ class Metrics:
         self.twilio_refusals = Counter(
             "ivr_twilio_refusals",
             "what Twilio's REST API refused: an agent's connection (`redirect` of a waiting "
-            "caller, or a `call_back`; the agent was given the case all the same), or a "
-            "recording's audio a supervisor asked for (`recording`)",
+            "caller, or a `call_back`; the agent was given the case all the same), a caller's "
+            "`transfer` (they go when the agent hangs up), or a recording's audio a "
+            "supervisor asked for (`recording`)",
             ["what"],
             registry=self.registry,
         )
@@ -143,6 +144,12 @@ class Metrics:
             "ivr_page_ack_texts",
             "texts telling the other on-call numbers who acknowledged a page: `sent`, `failed`",
             ["result"],
+            registry=self.registry,
+        )
+        self.transfers = Counter(
+            "ivr_transfers",
+            "callers an agent sent on to another team, back in line at `priority`",
+            ["priority"],
             registry=self.registry,
         )
         self.registry.register(_FromDatabase(db, clock))

@@ -185,8 +185,13 @@ class Phone:
         account_sid: str = "AC" + "0" * 32,
         server_url: str | None = None,
         check_twiml: Callable[[str], None] | None = None,
+        redirected: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.client = client
+        # The URLs Twilio's REST API redirected a call to so far (the hotline's own REST
+        # client, as a test records it): a redirect made while an agent talks ends the
+        # <Dial>, and the call goes on at its URL.
+        self.redirected = redirected
         self.public_url = public_url.rstrip("/")
         self.server_url = server_url.rstrip("/") if server_url else None
         self.account_sid = account_sid
@@ -232,12 +237,15 @@ class Phone:
         )
         return record
 
-    def answer(self, placed: Mapping[str, str], party: Party) -> CallRecord:
+    def answer(
+        self, placed: Mapping[str, str], party: Party, *, call_sid: str | None = None
+    ) -> CallRecord:
         """A call the hotline placed through Twilio's REST API, answered by `party`:
-        `placed` is the form it posted to Calls.json. Twilio runs the call's `Twiml`, or
-        fetches its `Url`, and follows what it gets as on a call to the hotline; its
-        StatusCallback, if any, hears that it completed."""
-        record = CallRecord("CA" + uuid.uuid4().hex)
+        `placed` is the form it posted to Calls.json (`call_sid`: the sid Twilio answered
+        it with). Twilio runs the call's `Twiml`, or fetches its `Url`, and follows what it
+        gets as on a call to the hotline; its StatusCallback, if any, hears that it
+        completed."""
+        record = CallRecord(call_sid or "CA" + uuid.uuid4().hex)
         base = {
             "AccountSid": self.account_sid,
             "CallSid": record.call_sid,
@@ -406,6 +414,7 @@ class _Session:
         wait_url, action = verb.get("waitUrl"), verb.get("action")
         polls, entered = 0, time.monotonic()
         result = "hangup"
+        redirects = self._redirects()
         try:
             while True:
                 waited = str(round(time.monotonic() - entered))
@@ -426,7 +435,16 @@ class _Session:
                         wait_doc = following
                 polls += 1
                 self.record.hold_polls = polls
-                if not self.party.keep_holding(queue, polls):
+                holding = self.party.keep_holding(queue, polls)
+                if moved := self._redirects()[len(redirects) :]:
+                    # Taken out of the queue by a REST redirect: Twilio reports it to the
+                    # <Enqueue>'s action (an answer it does not play) and fetches the URL.
+                    if action:
+                        self.post(
+                            action, {"QueueResult": "redirected", "QueueSid": "QU" + "0" * 32}
+                        )
+                    return self.post(moved[-1], {})
+                if not holding:
                     break
         except _Left:
             result = "leave"
@@ -449,6 +467,7 @@ class _Session:
     def dial(self, verb: ET.Element) -> ET.Element:
         number = (verb.text or "").strip() or "".join(verb.itertext()).strip()
         self.record.dialed = number
+        redirects = self._redirects()
         status = self.party.dial_outcome(number)
         target = next((child for child in verb if child.tag in ("Number", "Client")), None)
         screen = target.get("url") if target is not None else None
@@ -460,9 +479,19 @@ class _Session:
         elif screen and status in ("completed", "answered"):
             self.record.agent_took = self.agent_leg(screen, number, takes=True)
         action = verb.get("action")
+        moved = self._redirects()[len(redirects) :]
+        if moved:
+            # Redirected while bridged: Twilio still reports the <Dial>'s end to its action,
+            # but plays none of the answer; the call goes on at the redirect's URL.
+            if action:
+                self.post(action, {"DialCallStatus": "completed", "DialCallDuration": "0"})
+            return self.post(moved[-1], {})
         if action:
             return self.post(action, {"DialCallStatus": status, "DialCallDuration": "0"})
         raise _Ended("hotline")
+
+    def _redirects(self) -> list[str]:
+        return self.phone.redirected(self.record.call_sid) if self.phone.redirected else []
 
     def agent_leg(self, url: str, number: str, *, takes: bool) -> bool:
         """The dialled phone's own TwiML, as Twilio runs a <Number url> once it answers: the

@@ -80,6 +80,7 @@ ENGINE_PROMPTS = (
     "callback_greeting",
     "callback_agent_unavailable",
     "ticket_requeued",
+    "call_transferred",  # the agent sends the caller on to another team
     "agent_accept",  # to the agent, before the caller is put through (IVR_AGENT_SCREENING)
     *(
         f"case_status_{s}"
@@ -373,6 +374,18 @@ class CompiledTree:
     @property
     def announced_at(self) -> list[str]:
         return announced_at(self.tree.nodes)
+
+    @property
+    def queues(self) -> dict[str, Priority]:
+        """The tree's queues, each with the priority its first queue node gives it; the
+        fallback queue too (normal, unless a node says otherwise): where an agent may send a
+        caller on."""
+        found: dict[str, Priority] = {}
+        for node in self.tree.nodes.values():
+            if isinstance(node, QueueNode):
+                found.setdefault(node.queue, node.priority)
+        found.setdefault(self.tree.fallback_queue, "normal")
+        return found
 
 
 NO_ANNOUNCEMENT = (

@@ -331,6 +331,7 @@ TWILIO_PATHS = frozenset(
         "callback-status",
         "recording",
         "connect-done",
+        "transfer",
         "status",
         "fallback",
     )
@@ -470,6 +471,14 @@ def connect_done(
             case_id, status, outbound=bool(out), agent_id=agent, caller_gone=gone
         ),
     )
+
+
+@router.post("/transfer")
+def transfer(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response:
+    """The caller's call, redirected out of their agent's <Dial> by the agent's transfer."""
+    sid = _call_sid(form)
+    gone = _text(form, "CallStatus", 32) in store.FINAL_STATUSES
+    return _safely(hotline, sid, lambda: hotline.transferred(case_id, caller_gone=gone))
 
 
 @router.post("/callback-status", status_code=204)

@@ -197,6 +197,7 @@ class RecordingTwilio(HttpClient):
         # of a call that has ended.
         self.error: tuple[int, int] | None = None
         self.sids: list[str] = []  # the call sid each answer gave, in order
+        self.redirects: list[tuple[str, str]] = []  # live calls moved (CallSid, Url), in order
         # Run as each REST call arrives, before it is answered: what else happens meanwhile.
         self.meanwhile: Callable[[], None] | None = None
 
@@ -219,11 +220,19 @@ class RecordingTwilio(HttpClient):
             return TwilioResponse(
                 status, json.dumps({"code": code, "message": "refused", "status": status})
             )
+        form = self.requests[-1][2]
+        if "/Calls/" in url and "Url" in form:  # a live call Twilio moved: its sid, and where
+            self.redirects.append((url.rsplit("/", 1)[-1].removesuffix(".json"), form["Url"]))
         sid = "CA" + uuid.uuid4().hex
         self.sids.append(sid)
         return TwilioResponse(
             200 if "/Calls/" in url else 201, json.dumps({"sid": sid, "status": "queued"})
         )
+
+
+def redirected(twilio: RecordingTwilio) -> Callable[[str], list[str]]:
+    """For the phone: where the hotline had Twilio redirect a call so far (what Twilio took)."""
+    return lambda call_sid: [url for sid, url in twilio.redirects if sid == call_sid]
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ ROLE = {
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
     "/api/cases/{case_id}/requeue": "agent",
+    "/api/cases/{case_id}/transfer": "agent",
     "/api/calls": "supervisor",
     "/api/calls.csv": "agent",
     "/api/calls/{call_sid}": "supervisor",
@@ -56,9 +57,15 @@ ROLE = {
 }
 # Values that are schema-valid but cannot go together, refused with 422 on purpose: a cursor
 # this API did not make, `since` after `until`, an announcement missing a language the live
-# call tree offers, an agent's language no prompt catalog speaks. The schema cannot say so;
-# every other check still runs for these.
-SEMANTIC_422 = {"/api/calls", "/api/stats", "/api/announcement", "/api/agents/{name}/languages"}
+# call tree offers, an agent's language no prompt catalog speaks, a transfer to a queue the
+# live tree does not have. The schema cannot say so; every other check still runs for these.
+SEMANTIC_422 = {
+    "/api/calls",
+    "/api/stats",
+    "/api/announcement",
+    "/api/agents/{name}/languages",
+    "/api/cases/{case_id}/transfer",
+}
 
 
 @pytest.fixture

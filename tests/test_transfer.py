@@ -1,0 +1,414 @@
+"""An agent sends the caller they are talking to on: another team, their language, the
+emergency lane. Every call goes through the Twilio-like phone; agents act through the JSON
+API at the moment a real one would (while the caller holds, or while their phone talks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from lxml import etree
+from sqlalchemy import Engine, select
+
+from ivr.db import audit_log, call_events, cases
+from ivr.phone import CallRecord, HangsUp, Phone, Press, ScriptedParty
+from ivr.settings import Settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import (
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    RecordingTwilio,
+    bearer,
+    make_user,
+    redirected,
+)
+from tests.support.parties import Caller
+from tests.support.twilio import placed_calls
+
+ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
+PAYMENTS = [Press("1"), Press("3"), Press("1"), Press("1")]  # English, deposits, not credited
+TRANSFERRED_EN = "Please hold: we are passing your call to the team who can help."
+TRANSFERRED_ZH = "请稍候,正在为您转接能够处理您问题的团队。"
+TO_SECURITY = {
+    "queue": "security",
+    "language": "zh-CN",
+    "note": "funds leaving the account now: a hijack",
+}
+
+
+class Talks(Caller):
+    """A caller who holds while `on_hold(poll)` says so, and whose call with an agent's phone
+    ends as `on_dial(number)` says (what the agent does while they talk, first)."""
+
+    def __init__(
+        self, answers: list[Any], on_hold: Callable[[int], bool], on_dial: Callable[[str], str]
+    ) -> None:
+        super().__init__(answers, on_hold)
+        self.on_dial = on_dial
+
+    def dial_outcome(self, number: str) -> str:
+        return self.on_dial(number)
+
+
+def api(client: TestClient, token: str, method: str, path: str, **kw: Any) -> Any:
+    response = client.request(method, path, headers=bearer(token), **kw)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def heard(record: CallRecord, words: str) -> bool:
+    return any(words in line for line in record.heard)
+
+
+def the_case(db: Engine) -> dict[str, Any]:
+    with db.connect() as conn:
+        [row] = conn.execute(select(cases)).mappings().all()
+    return dict(row)
+
+
+def transfers_logged(db: Engine) -> list[dict[str, Any]]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(call_events.c.detail).where(call_events.c.outcome == "transferred")
+        ).all()
+    return [r.detail for r in rows]
+
+
+@pytest.fixture
+def alice(db: Engine) -> str:
+    return make_user(db, "alice", "agent", ALICE_PHONE)
+
+
+@pytest.fixture
+def ben(db: Engine) -> str:
+    return make_user(db, "ben", "agent", BEN_PHONE)
+
+
+@pytest.fixture
+def rest(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_client: Any,
+    twilio_http: RecordingTwilio,
+) -> Iterator[tuple[TestClient, Phone]]:
+    """The app with Twilio's REST API (recorded), and a phone that follows its redirects."""
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
+    with TestClient(app) as client:
+        yield (
+            client,
+            Phone(
+                client,
+                public_url=PUBLIC_URL,
+                auth_token=TOKEN,
+                check_twiml=check_twiml,
+                redirected=redirected(twilio_http),
+            ),
+        )
+
+
+def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_callers_language(
+    phone: Phone, client: TestClient, db: Engine, alice: str, ben: str
+) -> None:
+    """Without Twilio's REST API: the caller goes when the agent hangs up. They hear it in the
+    language the agent said they speak, wait in the emergency lane of the security queue,
+    and the agent who takes them next sees who sent them and why."""
+    supervisor = make_user(db, "sam", "supervisor")
+    api(client, supervisor, "PUT", "/api/agents/ben/languages", json={"languages": ["zh-CN"]})
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if poll == 1 and "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+        elif poll == 1 and "next" not in seen:
+            seen["queue"] = api(client, ben, "GET", "/api/queue")
+            seen["next"] = api(client, ben, "POST", "/api/agents/next")
+        return poll < 3
+
+    def talks(number: str) -> str:
+        if number == ALICE_PHONE:
+            case_id = seen["first"]["case"]["id"]
+            seen["sent"] = api(
+                client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY
+            )
+            seen["alice_holds"] = api(client, alice, "GET", "/api/agents/cases")
+        return "completed"  # the agent hangs up; then ben's call ends too
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+
+    sent = seen["sent"]
+    assert sent["mode"] == "on_hang_up"
+    assert sent["case"]["transfer"] == {
+        "by": "alice",
+        "note": TO_SECURITY["note"],
+        "to": "security",
+        "from_queue": None,
+        "count": 0,
+    }
+    assert [c["status"] for c in seen["alice_holds"]] == ["connected"]  # until they hang up
+    # Told in Mandarin, then queued in security; put through to ben, who speaks it.
+    assert heard(record, TRANSFERRED_ZH) and not heard(record, TRANSFERRED_EN)
+    assert record.dialed == BEN_PHONE and record.queue == "security"
+    [waiting] = seen["queue"]
+    assert (waiting["queue"], waiting["priority"], waiting["language"]) == (
+        "security",
+        "emergency",
+        "zh-CN",
+    )
+    taken = seen["next"]["case"]
+    assert taken["ticket"] == seen["first"]["case"]["ticket"]  # the ticket they were told
+    assert taken["transfer"] == {
+        "by": "alice",
+        "note": TO_SECURITY["note"],
+        "to": None,
+        "from_queue": "payments",
+        "count": 1,
+    }
+    row = the_case(db)
+    assert (row["queue"], row["priority"], row["lane"], row["language"]) == (
+        "security",
+        "emergency",
+        0,
+        "zh-CN",
+    )
+    assert row["agent_id"] is not None and row["status"] == "connected"  # ben's now
+    assert transfers_logged(db) == [{"case": row["id"], "priority": "emergency"}]
+    assert api(client, alice, "GET", "/api/agents/cases") == []
+    with db.connect() as conn:
+        audits = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason)
+        ).all()
+    assert [tuple(a) for a in audits] == [
+        ("agent:alice", "transfer", f"to security (emergency): {TO_SECURITY['note']}")
+    ]
+
+
+def test_with_twilios_rest_api_the_caller_goes_at_once(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """Twilio redirects the caller's call out of the agent's <Dial>: it reports the leg's end
+    to the <Dial>'s action (and plays none of that answer) and fetches the transfer. The
+    caller hangs up while waiting there: a call back, in the lane they were sent to."""
+    client, phone = rest
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+        elif poll == 1:
+            seen["queue"] = api(client, alice, "GET", "/api/queue")
+        return poll < 2
+
+    def talks(number: str) -> str:
+        case_id = seen["first"]["case"]["id"]
+        seen["sent"] = api(
+            client,
+            alice,
+            "POST",
+            f"/api/cases/{case_id}/transfer",
+            json={"queue": "security", "priority": "high", "note": "a phishing link clicked"},
+        )
+        return "completed"
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+
+    assert seen["first"]["connect"]["mode"] == "redirected"
+    assert seen["sent"]["mode"] == "redirected"
+    assert record.dialed == ALICE_PHONE and record.queue == "security"
+    assert heard(record, TRANSFERRED_EN)
+    # What Twilio asked for, in order: the <Dial>'s end, then the transfer; made once.
+    urls = [url.split("?")[0].removeprefix(PUBLIC_URL) for url, _ in record.requests]
+    dial_end = urls.index("/twilio/connect-done")
+    assert urls[dial_end + 1] == "/twilio/transfer"
+    [waiting] = seen["queue"]
+    assert (waiting["queue"], waiting["priority"], waiting["language"]) == (
+        "security",
+        "high",
+        "en",
+    )
+    row = the_case(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert (row["queue"], row["priority"], row["lane"]) == ("security", "high", 1)
+    assert len(transfers_logged(db)) == 1
+
+
+def test_the_transfer_and_the_dial_report_in_either_order_and_twice_make_one_transfer(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    alice: str,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Twilio fetches the transfer before it reports the <Dial>'s end, and repeats both: the
+    same answer each time, one transfer, the call's step moved once."""
+    client, phone = rest
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+        return False
+
+    def talks(number: str) -> str:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        (sid, connect_url), (_, transfer_url) = twilio_http.redirects
+        params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "in-progress"}
+        # The <Dial> the caller is in (Twilio asking for it again gets the same).
+        dial = etree.fromstring(phone.signed_post(connect_url, params).content).find("Dial")
+        done = {**params, "DialCallStatus": "completed"}
+        seen["answers"] = [
+            phone.signed_post(transfer_url, params).text,
+            phone.signed_post(transfer_url, params).text,
+            phone.signed_post(dial.get("action"), done).text,
+            phone.signed_post(dial.get("action"), done).text,
+        ]
+        return "completed"
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    first, *others = seen["answers"]
+    check_twiml(first)
+    assert "<Enqueue" in first and TRANSFERRED_ZH in first
+    assert others == [first] * 3
+    assert record.queue == "security"  # the phone's own copies were answered the same
+    assert record.documents.count(first) == 2  # the <Dial>'s end, and the transfer
+    assert len(transfers_logged(db)) == 1
+    assert the_case(db)["flags"]["transfers"] == "1"
+
+
+def dial_action(documents: list[str]) -> str:
+    """The action of the last <Dial> the caller was sent (the agent's phone they talk to)."""
+    for body in reversed(documents):
+        dial = etree.fromstring(body.encode()).find("Dial")
+        if dial is not None:
+            return str(dial.get("action"))
+    raise AssertionError("no <Dial> yet")
+
+
+def test_a_caller_who_hangs_up_before_the_transfer_is_called_back_where_they_were_sent(
+    client: TestClient, db: Engine, alice: str, check_twiml: Callable[[str], None]
+) -> None:
+    """alice sent the caller on, and the caller hung up before she did: Twilio reports the
+    <Dial>'s end with the call over. Nobody is lost: a call back in the emergency lane of
+    the queue they were sent to, nobody's, and the next agent calls them."""
+    documents: list[str] = []
+
+    def keep(body: str) -> None:
+        check_twiml(body)
+        documents.append(body)
+
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        return True
+
+    def talks(number: str) -> str:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        sid = the_case(db)["call_sid"]
+        seen["end"] = phone.signed_post(
+            dial_action(documents),
+            {
+                "CallSid": sid,
+                "AccountSid": "AC" + "0" * 32,
+                "CallStatus": "completed",
+                "DialCallStatus": "completed",
+            },
+        )
+        raise HangsUp
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert record.ended_by == "caller"
+    check_twiml(seen["end"].text)
+    assert "<Enqueue" not in seen["end"].text
+    row = the_case(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert (row["queue"], row["priority"], row["lane"]) == ("security", "emergency", 0)
+    assert row["flags"]["transfers"] == "1" and "transfer_to" not in row["flags"]
+    again = api(client, alice, "POST", "/api/agents/next")
+    assert again["case"]["id"] == row["id"] and again["connect"]["mode"] == "call_back"
+
+
+def refused(client: TestClient, token: str, case_id: int, body: dict[str, Any]) -> tuple[int, str]:
+    response = client.post(f"/api/cases/{case_id}/transfer", json=body, headers=bearer(token))
+    return response.status_code, response.json()["detail"]
+
+
+def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_tree_has(
+    phone: Phone, client: TestClient, db: Engine, alice: str, ben: str
+) -> None:
+    sam = make_user(db, "sam", "supervisor")
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            # Taken, not put through yet: nobody is on the line with alice to send on.
+            seen["not_yet"] = refused(client, alice, seen["first"]["case"]["id"], TO_SECURITY)
+        return "twice" not in seen  # sent on: hangs up there
+
+    def talks(number: str) -> str:
+        case_id = seen["first"]["case"]["id"]
+        seen["ben"] = refused(client, ben, case_id, TO_SECURITY)
+        seen["sam"] = client.post(
+            f"/api/cases/{case_id}/transfer", json=TO_SECURITY, headers=bearer(sam)
+        ).status_code
+        seen["no_queue"] = refused(client, alice, case_id, {**TO_SECURITY, "queue": "lunar"})
+        seen["no_language"] = refused(client, alice, case_id, {**TO_SECURITY, "language": "fr"})
+        seen["no_note"] = client.post(
+            f"/api/cases/{case_id}/transfer",
+            json={**TO_SECURITY, "note": " "},
+            headers=bearer(alice),
+        ).status_code
+        seen["none"] = refused(client, alice, 999_999, TO_SECURITY)
+        seen["untouched"] = the_case(db)
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        seen["twice"] = refused(client, alice, case_id, {**TO_SECURITY, "queue": "kyc"})
+        return "completed"
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert seen["not_yet"][0] == 409 and "put through to you" in seen["not_yet"][1]
+    assert seen["ben"][0] == 409 and "not your case" in seen["ben"][1]
+    assert seen["sam"] == 403
+    assert seen["no_queue"][0] == 422 and "security" in seen["no_queue"][1]  # it lists them
+    assert seen["no_language"][0] == 422 and "zh-CN" in seen["no_language"][1]
+    assert seen["no_note"] == 422
+    assert seen["none"][0] == 404
+    untouched = seen["untouched"]
+    assert (untouched["status"], untouched["queue"]) == ("connected", "payments")
+    assert not any(k.startswith("transfer") for k in untouched["flags"])
+    assert seen["twice"][0] == 409 and "already" in seen["twice"][1]
+    assert record.queue == "security"  # the first transfer stands
+    with db.connect() as conn:
+        assert [a.action for a in conn.execute(select(audit_log.c.action))] == ["transfer"]
+
+
+def test_a_call_back_is_not_transferred(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """The customer answering a call back has no queue to go back to (their own call ended
+    long ago): the agent says which team will call, and resolves."""
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "calling_back"
+    seen: dict[str, Any] = {}
+
+    def talks(number: str) -> str:
+        seen["refused"] = refused(client, alice, claimed["case"]["id"], TO_SECURITY)
+        return "completed"
+
+    customer = Talks([], lambda poll: False, talks)
+    phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
+    assert seen["refused"][0] == 409 and "call back" in seen["refused"][1]
+    row = the_case(db)
+    assert (row["status"], row["queue"]) == ("connected", "general")
+    assert not twilio_http.redirects  # nobody moved the customer's call
