@@ -1245,7 +1245,17 @@ class _Turn:
         self.log.append(LogEntry(state.node, "input", "dial", outcome="transferred", detail=detail))
         self.say(TRANSFERRED_PROMPT, lang)
         facts = {**state.facts, "requeues": "0"}
-        state = state.model_copy(update={"lang": lang, "facts": facts})
+        # At the queue's node from now on (not entered: no prompt, no new case), so that its
+        # `on_leave` and `after_agent` are what happens to them next.
+        there = next(
+            (
+                name
+                for name, node in self.tree.tree.nodes.items()
+                if isinstance(node, QueueNode) and node.queue == event.queue
+            ),
+            state.node,
+        )
+        state = state.model_copy(update={"node": there, "lang": lang, "facts": facts})
         return self.enqueue(state, event.queue, event.priority)
 
     def _after_agent(self, node: Node, queue: str | None) -> str | None:

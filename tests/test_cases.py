@@ -1529,3 +1529,64 @@ def test_an_agent_set_away_after_their_availability_lapsed_stays_away(db: Engine
             conn, case_id=taken["id"], status="offered", now=later + MINUTE, notes="done"
         )
         assert cases.presence(conn, agent_id=bo, now=later + MINUTE) == (None, cases.AWAY_SET)
+
+
+def connected_with(db: Engine, case_id: int, agent: int, to: cases.Transfer) -> dict[str, Any]:
+    """The case put through to `agent`, who asked to send its caller on `to`."""
+    with db.connect() as conn:
+        assert cases.claim_next(conn, agent_id=agent, now=T0 + 30 * MINUTE) is not None
+        assert cases.connect_offer(
+            conn, case_id=case_id, agent_id=agent, now=T0 + 30 * MINUTE, placed=None
+        )
+        user = cases.User(id=agent, name="ana", role="agent", phone=None)
+        asked = cases.ask_transfer(conn, case_id=case_id, agent=user, to=to, now=T0 + 31 * MINUTE)
+        assert asked == "asked"
+        case = cases.get_case(conn, case_id=case_id)
+    assert case is not None
+    return case
+
+
+@pytest.mark.parametrize(
+    ("priority", "order"),
+    [
+        # An emergency lane of its own: behind the victim who called before them, ahead of
+        # the one after, whatever waits in the other lane.
+        ("emergency", ["before", "moved", "after", "normal"]),
+        # High counts HIGH_BOOST earlier than they first called: ahead of a normal case
+        # opened up to ten minutes before them.
+        ("high", ["before", "after", "moved", "normal"]),
+        ("normal", ["before", "after", "normal", "moved"]),
+    ],
+)
+def test_a_transferred_case_waits_where_it_would_had_its_caller_called_that_queue(
+    db: Engine, priority: str, order: list[str]
+) -> None:
+    """The caller waited once already: in the line they are sent to, their place is the one
+    they would have had, had they called it first."""
+    ids = {
+        "before": add_case(db, 1, "emergency", T0 - MINUTE),
+        "normal": add_case(db, 2, "normal", T0 - 5 * MINUTE),
+        "moved": add_case(db, 3, "normal", T0),
+        "after": add_case(db, 4, "emergency", T0 + MINUTE),
+    }
+    ana = agent_id(db)
+    with db.begin() as conn:  # only the case to move is in line when ana, available, takes it
+        conn.execute(cases.cases.update().where(cases.cases.c.id != ids["moved"]).values(queued=0))
+        conn.execute(users.update().values(available_since=T0 + 29 * MINUTE))
+    to = cases.Transfer(queue="security", priority=priority, language="zh-CN", note="sent")
+    case = connected_with(db, ids["moved"], ana, to)
+    assert cases.transfer_asked(case) == to
+    with db.begin() as conn:
+        for statement in cases.transferred(case, now=T0 + 32 * MINUTE):
+            conn.execute(statement)
+        conn.execute(cases.cases.update().values(queued=1))
+        since = conn.execute(select(users.c.available_since).where(users.c.id == ana)).scalar()
+    moved = get(db, ids["moved"])
+    assert moved is not None and cases.transfer_asked(moved) is None
+    assert (moved["status"], moved["agent_id"], moved["offer"]) == ("waiting", None, None)
+    assert (moved["queue"], moved["priority"], moved["language"]) == ("security", priority, "zh-CN")
+    assert moved["flags"]["transferred_from"] == "support" and moved["flags"]["transfers"] == "1"
+    names = {v: k for k, v in ids.items()}
+    assert [names[i] for i in waiting_ids(db)] == order
+    assert [names[c] for c in claim_all(db, agent_id(db, "bo"))] == order
+    assert since == T0 + 32 * MINUTE  # ana's case ended: she waits for the next from then

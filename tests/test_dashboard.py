@@ -39,6 +39,7 @@ from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+from tests.support.parties import Talks
 from tests.support.servers import serving_app
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
@@ -837,6 +838,56 @@ def test_the_desk_freezes_resolves_and_gives_back(
     with db.connect() as conn:
         row = conn.execute(select(cases).where(cases.c.id == held["id"])).mappings().one()
     assert (row["status"], row["notes"]) == ("resolved", "frozen; told to reset 2FA")
+
+
+def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
+    client: TestClient, db: Engine, agent: str, phone: Phone
+) -> None:
+    """A transfer form only on a case whose caller is put through; refused input shown on
+    the desk; sent, the desk says they go when the agent hangs up, and the next agent's desk
+    says who sent them and why."""
+    signed_in(client, agent)
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "took" not in seen:
+            seen["took"] = said(act(client, "/dashboard/desk/next"))
+            seen["before"] = page(client, "/dashboard/desk")
+        return "sent" not in seen
+
+    def talks(number: str) -> str:
+        [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+        base = f"/dashboard/desk/{held['id']}/transfer"
+        desk = page(client, "/dashboard/desk")
+        seen["queues"] = desk.xpath(
+            f"//form[@action='{base}']//select[@name='queue']/option/@value"
+        )
+        seen["short"] = act(client, base, queue="security", note="x")
+        seen["sent"] = said(
+            act(
+                client,
+                base,
+                queue="security",
+                priority="emergency",
+                language="zh-CN",
+                note="funds leaving the account now",
+            )
+        )
+        seen["after"] = page(client, "/dashboard/desk").text_content()
+        return "completed"
+
+    phone.call(Talks(list(DEPOSITS), holds, talks))
+    assert seen["took"] == "next_hold_poll"
+    assert not seen["before"].xpath("//form[contains(@action, '/transfer')]")  # not put through
+    assert {"security", "payments", "general"} <= set(seen["queues"])
+    assert seen["short"].status_code == 422 and "say why" in seen["short"].text
+    assert seen["sent"] == "transfer_on_hang_up"
+    assert "they go when you hang up" in seen["after"]
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    signed_in(client, bob)
+    said(act(client, "/dashboard/desk/next"))
+    desk = " ".join(page(client, "/dashboard/desk").text_content().split())
+    assert "from payments by alice: funds leaving the account now" in desk
 
 
 def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(

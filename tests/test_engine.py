@@ -20,6 +20,7 @@ from ivr.engine import (
     Silence,
     Speech,
     Step,
+    Transferred,
     advance,
     begin,
     fallback_twiml,
@@ -485,3 +486,34 @@ def test_hold_loop_position_tips_and_the_call_back_offer(
     ]
     gather = etree.fromstring(first.encode()).find("Gather")
     assert gather is not None and gather.get("action") == offer and gather.get("numDigits") == "1"
+
+
+def test_a_caller_sent_on_hears_so_in_their_language_and_waits_in_the_new_queue(
+    call: Call,
+) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))  # English, the general queue (whose after_agent is the survey)
+    step = call.send(Transferred(41, "security", "emergency", "zh-CN"))
+    assert said(step) == ["正在为您转接其他团队。"] and verbs(step) == ["Say", "Enqueue"]
+    enqueue = etree.fromstring(step.twiml.encode()).find("Enqueue")
+    assert enqueue is not None and enqueue.text == "security"
+    assert "lang=zh-CN" in enqueue.get("waitUrl", "") and "queue=security" in enqueue.get(
+        "waitUrl", ""
+    )
+    assert (call.state.node, call.state.lang) == ("emergency", "zh-CN")
+    assert (call.state.facts["queue"], call.state.facts["priority"]) == ("security", "emergency")
+    assert [(e.outcome, e.detail) for e in step.log if e.kind == "input"] == [
+        ("transferred", {"case": 41, "priority": "emergency"})
+    ]
+    # The security queue's node says what comes after its agent: goodbye, not the survey.
+    done = call.send(AgentDone(41))
+    assert said(done) == ["再见。"] and call.state.ended
+
+
+def test_a_caller_sent_on_in_a_language_no_catalog_speaks_keeps_their_own(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))
+    step = call.send(Transferred(41, "general", "high", "fr"))
+    assert said(step) == ["Passing you on to another team."]
+    assert (call.state.node, call.state.lang) == ("agent", "en")
+    assert call.state.facts["priority"] == "high"

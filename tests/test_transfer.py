@@ -26,7 +26,7 @@ from tests.conftest import (
     make_user,
     redirected,
 )
-from tests.support.parties import Caller
+from tests.support.parties import Talks
 from tests.support.twilio import placed_calls
 
 ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
@@ -38,20 +38,6 @@ TO_SECURITY = {
     "language": "zh-CN",
     "note": "funds leaving the account now: a hijack",
 }
-
-
-class Talks(Caller):
-    """A caller who holds while `on_hold(poll)` says so, and whose call with an agent's phone
-    ends as `on_dial(number)` says (what the agent does while they talk, first)."""
-
-    def __init__(
-        self, answers: list[Any], on_hold: Callable[[int], bool], on_dial: Callable[[str], str]
-    ) -> None:
-        super().__init__(answers, on_hold)
-        self.on_dial = on_dial
-
-    def dial_outcome(self, number: str) -> str:
-        return self.on_dial(number)
 
 
 def api(client: TestClient, token: str, method: str, path: str, **kw: Any) -> Any:

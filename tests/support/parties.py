@@ -18,3 +18,17 @@ class Caller(ScriptedParty):
 
     def keep_holding(self, queue: str, polls: int) -> bool:
         return self.on_hold(polls)
+
+
+class Talks(Caller):
+    """A caller who holds while `on_hold(poll)` says so, and whose call with an agent's phone
+    ends as `on_dial(number)` says (what the agent does while they talk, first)."""
+
+    def __init__(
+        self, answers: list[Any], on_hold: Callable[[int], bool], on_dial: Callable[[str], str]
+    ) -> None:
+        super().__init__(answers, on_hold)
+        self.on_dial = on_dial
+
+    def dial_outcome(self, number: str) -> str:
+        return self.on_dial(number)
