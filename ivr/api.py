@@ -44,6 +44,7 @@ from ivr.cases import (
     ready_in_line,
     set_languages,
     spoken,
+    transfer_asked,
     unspoken,
     waiting_cases,
 )
@@ -292,17 +293,19 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         accept_by=raw["accept_by"],
         language=raw["language"],
         ticket_text=raw["ticket_text"],
-        transfer=_transfer(flags),
+        transfer=_transfer(raw),
     )
 
 
-def _transfer(flags: dict[str, str]) -> TransferInfo | None:
+def _transfer(raw: dict[str, Any]) -> TransferInfo | None:
+    flags = raw["flags"] or {}
     if not flags.get("transferred_by"):
         return None
+    asked = transfer_asked(raw)
     return TransferInfo(
         by=flags["transferred_by"],
         note=flags.get("transfer_note", ""),
-        to=flags.get("transfer_to") or None,
+        to=asked.queue if asked else None,
         from_queue=flags.get("transferred_from") or None,
         count=int(flags.get("transfers", "0") or 0),
     )

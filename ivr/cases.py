@@ -35,7 +35,7 @@ from sqlalchemy import case as case_when  # `case` is what this module calls a c
 from sqlalchemy.exc import IntegrityError
 
 from ivr import prompts
-from ivr.db import HELD_STATUSES, audit_log, cases, sessions, users
+from ivr.db import HELD_STATUSES, audit_log, calls, cases, sessions, users
 from ivr.engine import CaseSummary, OpenCase
 from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
@@ -1308,7 +1308,9 @@ def ask_transfer(
     which stays theirs until the caller's call is back in line (`transferred`, run by the
     webhook that puts it there: Twilio's redirect, or the end of the agent's leg). Only a
     caller who called in and is connected to this agent: a call back has no queue to go back
-    to. Audited."""
+    to. The agent talked to them, or could not send them on: their offer is answered from now
+    on, so a hang-up leaves the case with them until the transfer is made (and puts it in
+    line where it was sent, for a call back). Audited."""
     with writing(conn):
         row = conn.execute(
             select(cases.c.flags, cases.c.claimed_from, cases.c.offer)
@@ -1321,7 +1323,8 @@ def ask_transfer(
         if (row.claimed_from or "waiting") != "waiting" or calling_back(row.offer):
             return "call_back"
         flags = dict(row.flags or {})
-        if flags.get("transfer_to"):
+        mine = {"flags": flags, "status": "connected", "agent_id": agent.id}
+        if transfer_asked(mine) is not None:
             return "asked_already"
         flags |= {
             "transfer_to": to.queue,
@@ -1332,7 +1335,9 @@ def ask_transfer(
         }
         if to.language:
             flags["transfer_language"] = to.language
-        conn.execute(update(cases).where(cases.c.id == case_id).values(flags=flags))
+        conn.execute(
+            update(cases).where(cases.c.id == case_id).values(flags=flags, offer=OFFER_ANSWERED)
+        )
         audit(
             conn,
             actor=f"agent:{agent.name}",
@@ -1347,9 +1352,14 @@ def ask_transfer(
 
 
 def transfer_asked(case: dict[str, Any]) -> Transfer | None:
-    """The transfer the case's agent asked for and its caller has not made yet."""
+    """The transfer the case's agent asked for and its caller has not made yet (one asked by
+    an agent who no longer has the case is nobody's to make)."""
     flags = case["flags"] or {}
-    if case["status"] != "connected" or not flags.get("transfer_to"):
+    if (
+        case["status"] != "connected"
+        or not flags.get("transfer_to")
+        or flags.get("transfer_agent") != str(case["agent_id"])
+    ):
         return None
     priority = flags.get("transfer_priority", "normal")
     return Transfer(
@@ -1369,6 +1379,18 @@ def transferred_away(case: dict[str, Any], agent_id: int | None) -> bool:
         and flags.get("transferred_agent") == str(agent_id)
         and not (case["status"] in HELD and case["agent_id"] == agent_id)
     )
+
+
+def ended_with_transfer_asked(conn: Connection) -> list[dict[str, Any]]:
+    """Cases put through whose call has ended with their transfer still asked: the report
+    of the agent's leg, which would have made it, never came."""
+    with reading(conn):
+        rows = conn.execute(
+            select(cases)
+            .join(calls, calls.c.call_sid == cases.c.call_sid)
+            .where(HELD_NOW, cases.c.status == "connected", calls.c.ended_at.is_not(None))
+        ).mappings()
+        return [dict(row) for row in rows if transfer_asked(dict(row))]
 
 
 def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:

@@ -1572,6 +1572,23 @@ class Hotline:
                     placing=placing,
                 )
 
+    def finish_stale_transfers(self) -> int:
+        """Transfers asked of calls that ended before the agent's leg reported its end (a
+        report lost): their cases in line where they were sent, for a call back. An urgent
+        case an agent sent on is never left with them."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            stale = cases.ended_with_transfer_asked(conn)
+            for case in stale:
+                with store.writing(conn):
+                    for statement in cases.transferred(case, now=now):
+                        conn.execute(statement)
+                    cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
+                log.warning(
+                    "case %s: its caller hung up before their transfer; a call back", case["id"]
+                )
+        return len(stale)
+
     def requeue_stale_offers(self) -> int:
         """Cases an agent took but never reached (no answer, no callback): back in line."""
         cutoff = self.clock() - timedelta(seconds=self.settings.offer_timeout_seconds)

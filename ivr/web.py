@@ -816,6 +816,9 @@ async def _sweep_once(hotline: Hotline) -> None:
         closed = await run_in_threadpool(hotline.close_stale_calls)
         if closed:
             log.info("closed %d calls with no final status callback", closed)
+        transfers = await run_in_threadpool(hotline.finish_stale_transfers)
+        if transfers:
+            log.warning("%d transfers of calls that ended are in line for a call back", transfers)
         offers = await run_in_threadpool(hotline.requeue_stale_offers)
         if offers:
             log.warning("%d cases taken by agents but never connected are back in line", offers)

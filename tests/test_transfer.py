@@ -398,3 +398,32 @@ def test_a_call_back_is_not_transferred(
     row = the_case(db)
     assert (row["status"], row["queue"]) == ("connected", "general")
     assert not twilio_http.redirects  # nobody moved the customer's call
+
+
+def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """The caller hung up after alice sent them on, and Twilio's report of her leg was lost:
+    the call ended, the case still hers with the transfer asked. The sweep puts it where it
+    was sent, for a call back, once."""
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        return True
+
+    def talks(number: str) -> str:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        raise HangsUp  # and no report of the <Dial> reaches the hotline
+
+    phone.call(Talks(PAYMENTS, holds, talks))
+    row = the_case(db)
+    assert (row["status"], row["flags"]["transfer_to"]) == ("connected", "security")
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    assert hotline.finish_stale_transfers() == 1
+    assert hotline.finish_stale_transfers() == 0
+    row = the_case(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert (row["queue"], row["priority"], row["lane"]) == ("security", "emergency", 0)
+    assert api(client, alice, "GET", "/api/agents/cases") == []
