@@ -14,9 +14,7 @@ from sqlalchemy import Engine, select
 
 from ivr.db import audit_log, call_events, cases
 from ivr.phone import CallRecord, HangsUp, Phone, Press, ScriptedParty
-from ivr.settings import Settings
 from ivr.tree import CompiledTree
-from ivr.web import create_app
 from tests.conftest import (
     PUBLIC_URL,
     TOKEN,
@@ -24,10 +22,9 @@ from tests.conftest import (
     RecordingTwilio,
     bearer,
     make_user,
-    redirected,
 )
 from tests.support.parties import Talks
-from tests.support.twilio import placed_calls
+from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
 ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
 PAYMENTS = [Press("1"), Press("3"), Press("1"), Press("1")]  # English, deposits, not credited
@@ -76,27 +73,17 @@ def ben(db: Engine) -> str:
 
 @pytest.fixture
 def rest(
-    settings: Settings,
+    database_url: str,
     hotline_tree: CompiledTree,
     db: Engine,
     clock: FakeClock,
     check_twiml: Callable[[str], None],
-    twilio_client: Any,
     twilio_http: RecordingTwilio,
 ) -> Iterator[tuple[TestClient, Phone]]:
     """The app with Twilio's REST API (recorded), and a phone that follows its redirects."""
-    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
-    with TestClient(app) as client:
-        yield (
-            client,
-            Phone(
-                client,
-                public_url=PUBLIC_URL,
-                auth_token=TOKEN,
-                check_twiml=check_twiml,
-                redirected=redirected(twilio_http),
-            ),
-        )
+    app = app_with_twilio(database_url, hotline_tree, db, clock, twilio_http)
+    with on_the_line(app, check_twiml, twilio_http) as line:
+        yield line
 
 
 def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_callers_language(

@@ -14,7 +14,14 @@ from twilio.rest import Client as TwilioClient
 from ivr.phone import Phone
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, RecordingTwilio, make_settings
+from tests.conftest import (
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    RecordingTwilio,
+    make_settings,
+    redirected,
+)
 
 ACCOUNT = "AC" + "0" * 32
 
@@ -39,13 +46,20 @@ def app_with_twilio(
 
 @contextmanager
 def on_the_line(
-    app: FastAPI, check_twiml: Callable[[str], None]
+    app: FastAPI, check_twiml: Callable[[str], None], twilio: RecordingTwilio | None = None
 ) -> Iterator[tuple[TestClient, Phone]]:
-    """The app running (its timed jobs too), and a phone that calls it as Twilio would."""
+    """The app running (its timed jobs too), and a phone that calls it as Twilio would (and
+    follows the redirects the app asked `twilio` for, if given)."""
     with TestClient(app) as client:
         yield (
             client,
-            Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
+            Phone(
+                client,
+                public_url=PUBLIC_URL,
+                auth_token=TOKEN,
+                check_twiml=check_twiml,
+                redirected=redirected(twilio) if twilio is not None else None,
+            ),
         )
 
 
