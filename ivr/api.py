@@ -803,9 +803,10 @@ class TransferRequest(BaseModel):
 
 
 class Transferred(BaseModel):
-    mode: Literal["redirected", "on_hang_up"] = Field(
+    mode: Literal["redirected", "on_hang_up", "call_back"] = Field(
         description="redirected: the caller is on their way now (your leg ends); on_hang_up: "
-        "they go when you hang up (no Twilio REST API, or it refused)"
+        "they go when you hang up (no Twilio REST API, or it refused); call_back: their call "
+        "had ended, so the case is in line there for a call back"
     )
     case: CaseDetail
 

@@ -1283,6 +1283,9 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> b
 
 # -- transfers: the agent on the call sends the caller on ----------------------------------
 
+# When the case was last sent on (ISO 8601, in its flags): its wait in that queue's line
+# counts from then (the figures), not from the call before the first agent took it.
+TRANSFERRED_AT = "transferred_at"
 # A transfer asked, in the case's flags until the caller's call is back in line.
 _ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_agent")
 
@@ -1396,8 +1399,9 @@ def ended_with_transfer_asked(conn: Connection) -> list[dict[str, Any]]:
 def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
     """The statements that put a case whose transfer was asked (`transfer_asked`) back in
     line where it was sent, run with its caller's call step (or their hang-up): waiting in
-    the new queue, lane and language, in the place it would have had there had the caller
-    called it first (they waited once already), nobody's; its agent free for the next. Only
+    the new queue, lane and language, joining its line now as any case of its priority
+    (those waiting there have had no help yet; an emergency's lane is served first anyway),
+    nobody's; its agent free for the next. Only
     while the case is still the asking agent's and connected: a copy of the webhook that
     lost the call's step changes nothing."""
     flags = dict(case["flags"] or {})
@@ -1409,8 +1413,8 @@ def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
         "transferred_from": case["queue"],
         "transferred_agent": str(case["agent_id"]),
         "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
+        TRANSFERRED_AT: now.isoformat(),
     }
-    created: datetime = case["created_at"]
     statements = [
         update(cases)
         .where(
@@ -1429,7 +1433,7 @@ def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
             queue=to.queue,
             priority=to.priority,
             lane=0 if to.priority == "emergency" else 1,
-            sort_at=created - HIGH_BOOST if to.priority == "high" else created,
+            sort_at=now - HIGH_BOOST if to.priority == "high" else now,
             language=to.language or case["language"],
             flags=flags,
         )

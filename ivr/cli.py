@@ -216,6 +216,9 @@ class TerminalParty:
         typer.echo(f"  (the hotline dials {number}; it answers, and takes the call)")
         return "completed"
 
+    def talk(self, number: str) -> None:
+        typer.echo("  (you talk; then the agent hangs up)")
+
 
 @app.command()
 def dial(

@@ -1720,6 +1720,14 @@ class Hotline:
                     "the caller is waiting on the line to be put through: serve them, or give "
                     "the case back",
                 )
+            sending = cases.transfer_asked(case)
+            if sending is not None:
+                # Resolved now, the caller would be told goodbye instead of being sent on.
+                raise CaseRefused(
+                    409,
+                    f"the caller is being sent on to {sending.queue}: it is resolved there, by "
+                    "the agent who takes it",
+                )
             if case["priority"] == "emergency" and len(notes.strip()) < 3:
                 # Someone answers later for what was done about a stolen account.
                 raise CaseRefused(409, "say in the notes what was done about this emergency")
@@ -1784,15 +1792,34 @@ class Hotline:
 
     def transfer_case(
         self, case_id: int, agent: cases.User, to: cases.Transfer
-    ) -> Literal["redirected", "on_hang_up"]:
+    ) -> Literal["redirected", "on_hang_up", "call_back"]:
         """The agent on the line with the case's caller sends them on (`to`, audited). With
         Twilio's REST API their call is redirected now, ending the agent's leg ("redirected");
         without it, or if Twilio refuses, when the agent hangs up ("on_hang_up"). The case
-        stays the agent's until the caller is back in line (`transferred`)."""
+        stays the agent's until the caller is back in line (`transferred`). A caller whose
+        call has ended is in line there at once, for a call back ("call_back")."""
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())
+            call = store.load_call(conn, call_sid=case["call_sid"])
+            if (
+                call is not None
+                and call.status not in store.FINAL_STATUSES
+                and call.state.facts.get("served_case") == str(case_id)
+                and self.twilio is None
+            ):
+                # Their call with the agent is over, and they are somewhere else in the tree
+                # (a survey): no hang-up of the agent's is coming to send them.
+                raise CaseRefused(
+                    409, "the caller has left your call: nothing can send them on now"
+                )
             asked = cases.ask_transfer(conn, case_id=case_id, agent=agent, to=to, now=now)
+        if asked == "asked" and (call is None or call.status in store.FINAL_STATUSES):
+            # They hung up already: no hang-up is coming to send them. In line there now, for
+            # a call back.
+            self.transferred(case_id, caller_gone=True)
+            self.metrics.transfers.labels(to.priority).inc()
+            return "call_back"
         if asked == "not_yours":
             raise CaseRefused(
                 409, "only a caller put through to you can be transferred: not yet, or not now"

@@ -85,6 +85,7 @@ class Party(Protocol):
     def answer(self, prompt: Prompt) -> Answer: ...
     def keep_holding(self, queue: str, polls: int) -> bool: ...
     def dial_outcome(self, number: str) -> str: ...
+    def talk(self, number: str) -> None: ...
 
 
 def parse_script(spec: str) -> list[Answer]:
@@ -143,6 +144,10 @@ class ScriptedParty:
 
     def dial_outcome(self, number: str) -> str:
         return self.dial_status
+
+    def talk(self, number: str) -> None:
+        """While bridged to `number` (its phone answered, the agent took the call): raise
+        HangsUp to hang up first."""
 
 
 # -- the call ---------------------------------------------------------------------------------
@@ -476,8 +481,11 @@ class _Session:
             status = "completed"
             if screen:
                 self.record.agent_took = self.agent_leg(screen, number, takes=False)
-        elif screen and status in ("completed", "answered"):
-            self.record.agent_took = self.agent_leg(screen, number, takes=True)
+        elif status in ("completed", "answered"):
+            if screen:
+                self.record.agent_took = self.agent_leg(screen, number, takes=True)
+            if not screen or self.record.agent_took:
+                self.party.talk(number)  # bridged: the caller and the agent talk
         action = verb.get("action")
         moved = self._redirects()[len(redirects) :]
         if moved:

@@ -14,6 +14,10 @@ Which rows
     period it was created in, even if the outcome came later.
     Call figures (calls, containment, top topics) are over the calls STARTED in the period
     (`calls.started_at`).
+    A case an agent sent on (a transfer) is still one case: under the queue it was sent to,
+    its waits counted from when it was sent there (its flags' `transferred_at`) instead of
+    `created_at` below, answered by the agent who answered it there. The sending agent's part
+    is in the audit log (`transfer`), not in these figures.
 
 Each case has exactly one outcome, the first of these that applies:
     1. call back requested: the caller asked to be called back while waiting. The case's
@@ -118,6 +122,7 @@ top_topics
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -127,7 +132,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ivr.cases import MISSED_OFFER
+from ivr.cases import MISSED_OFFER, TRANSFERRED_AT
 from ivr.db import audit_log, call_events, calls, cases, users
 
 SELF_HELP_KINDS = ("say",)
@@ -274,6 +279,16 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds()
 
 
+def _in_line_since(case: Any) -> datetime:
+    """When the case joined the line it is counted in: created, or sent there by an agent."""
+    sent = (case.flags or {}).get(TRANSFERRED_AT)
+    if sent:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(sent)
+    created: datetime = case.created_at
+    return created
+
+
 def _count_case(
     tallies: Iterable[_Tally], case: Any, thresholds: Thresholds, survey: str | None
 ) -> None:
@@ -290,12 +305,13 @@ def _count_case(
         or case.callback_number is not None
     )
     abandoned = not callback and (case.status == "abandoned" or case.claimed_from == "abandoned")
+    in_line = _in_line_since(case)
     answered = not callback and not abandoned and case.connected_at is not None
     late_abandon = False
     if abandoned:
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
-        late_abandon = hung_up is None or _seconds(hung_up, case.created_at) > threshold
-    wait = _seconds(case.connected_at, case.created_at) if answered else None
+        late_abandon = hung_up is None or _seconds(hung_up, in_line) > threshold
+    wait = _seconds(case.connected_at, in_line) if answered else None
     score = int(survey) if survey is not None and survey.isdigit() else None
     for t in tallies:
         t.offered += 1
@@ -352,6 +368,7 @@ def figures(
                 cases.c.claimed_from,
                 cases.c.callback_number,
                 cases.c.created_at,
+                cases.c.flags,
                 cases.c.connected_at,
                 cases.c.ended_at,
                 calls.c.ended_at.label("call_ended_at"),

@@ -1549,25 +1549,25 @@ def connected_with(db: Engine, case_id: int, agent: int, to: cases.Transfer) -> 
 @pytest.mark.parametrize(
     ("priority", "order"),
     [
-        # An emergency lane of its own: behind the victim who called before them, ahead of
-        # the one after, whatever waits in the other lane.
-        ("emergency", ["before", "moved", "after", "normal"]),
-        # High counts HIGH_BOOST earlier than they first called: ahead of a normal case
-        # opened up to ten minutes before them.
-        ("high", ["before", "after", "moved", "normal"]),
-        ("normal", ["before", "after", "normal", "moved"]),
+        # The emergency lane, at its end: behind the victims already waiting, ahead of every
+        # case of the other lane.
+        ("emergency", ["before", "after", "moved", "normal", "late"]),
+        # High counts HIGH_BOOST earlier than it was sent, as every high case does.
+        ("high", ["before", "after", "normal", "moved", "late"]),
+        ("normal", ["before", "after", "normal", "late", "moved"]),
     ],
 )
-def test_a_transferred_case_waits_where_it_would_had_its_caller_called_that_queue(
+def test_a_transferred_case_joins_its_new_line_when_it_is_sent_there(
     db: Engine, priority: str, order: list[str]
 ) -> None:
-    """The caller waited once already: in the line they are sent to, their place is the one
-    they would have had, had they called it first."""
+    """Sent on at T0 + 32 min, the caller joins that line then, as any case of its priority:
+    those waiting there have had no help yet."""
     ids = {
         "before": add_case(db, 1, "emergency", T0 - MINUTE),
         "normal": add_case(db, 2, "normal", T0 - 5 * MINUTE),
         "moved": add_case(db, 3, "normal", T0),
         "after": add_case(db, 4, "emergency", T0 + MINUTE),
+        "late": add_case(db, 5, "normal", T0 + 25 * MINUTE),
     }
     ana = agent_id(db)
     with db.begin() as conn:  # only the case to move is in line when ana, available, takes it
@@ -1586,6 +1586,7 @@ def test_a_transferred_case_waits_where_it_would_had_its_caller_called_that_queu
     assert (moved["status"], moved["agent_id"], moved["offer"]) == ("waiting", None, None)
     assert (moved["queue"], moved["priority"], moved["language"]) == ("security", priority, "zh-CN")
     assert moved["flags"]["transferred_from"] == "support" and moved["flags"]["transfers"] == "1"
+    assert moved["flags"]["transferred_at"] == (T0 + 32 * MINUTE).isoformat()
     names = {v: k for k, v in ids.items()}
     assert [names[i] for i in waiting_ids(db)] == order
     assert [names[c] for c in claim_all(db, agent_id(db, "bo"))] == order

@@ -5,6 +5,7 @@ API at the moment a real one would (while the caller holds, or while their phone
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,15 +13,18 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine, select
 
+from ivr import oncall, stats
 from ivr.db import audit_log, call_events, cases
-from ivr.phone import CallRecord, HangsUp, Phone, Press, ScriptedParty
+from ivr.phone import Answer, CallRecord, HangsUp, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.tree import CompiledTree
+from ivr.web import create_app
 from tests.conftest import (
     PUBLIC_URL,
     TOKEN,
     FakeClock,
     RecordingTwilio,
     bearer,
+    make_settings,
     make_user,
 )
 from tests.support.parties import Talks
@@ -414,3 +418,171 @@ def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
     assert (row["queue"], row["priority"], row["lane"]) == ("security", "emergency", 0)
     assert api(client, alice, "GET", "/api/agents/cases") == []
+
+
+def test_a_case_being_sent_on_is_not_resolved_away(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """alice sends the victim on and, out of habit, resolves before hanging up: refused (the
+    caller would be told goodbye instead), and the victim reaches security."""
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        return "resolve" not in seen
+
+    def talks(number: str) -> None:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        seen["resolve"] = client.post(
+            f"/api/cases/{case_id}/resolve", json={"notes": "sent on"}, headers=bearer(alice)
+        )
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert seen["resolve"].status_code == 409
+    assert "being sent on to security" in seen["resolve"].json()["detail"]
+    assert heard(record, TRANSFERRED_ZH) and record.queue == "security"
+    assert the_case(db)["status"] == "abandoned"  # hung up there: a call back, in its lane
+
+
+def test_a_caller_whose_line_dropped_is_sent_on_for_a_call_back_at_once(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """The caller's line drops while they talk to alice (the case stays hers); she sends
+    the case to security, so that team calls back: no hang-up is coming to make it, so it is
+    made now."""
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        return True
+
+    def drops(number: str) -> None:
+        raise HangsUp
+
+    phone.call(Talks(PAYMENTS, holds, drops))
+    assert the_case(db)["status"] == "connected"  # they talked: alice's to finish
+    case_id = seen["first"]["case"]["id"]
+    sent = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+    assert sent["mode"] == "call_back" and sent["case"]["transfer"]["from_queue"] == "payments"
+    row = the_case(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert (row["queue"], row["lane"]) == ("security", 0)
+    assert api(client, alice, "GET", "/api/agents/cases") == []
+
+
+class Rates(Talks):
+    """Talks, then at the survey after the agent (a keypad question, not on hold) has the
+    agent try to send them on; then hangs up."""
+
+    def __init__(self, *args: Any, at_survey: Callable[[], None]) -> None:
+        super().__init__(*args)
+        self.at_survey = at_survey
+        self.talked = False
+
+    def talk(self, number: str) -> None:
+        self.talked = True
+
+    def answer(self, prompt: Prompt) -> Answer:
+        if self.talked and not prompt.in_queue:
+            self.at_survey()
+            return HangUp()
+        return super().answer(prompt)
+
+
+def test_a_caller_who_left_the_agents_call_cannot_be_sent_on_without_twilios_rest_api(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        return True
+
+    def at_survey() -> None:
+        case_id = seen["first"]["case"]["id"]
+        seen["refused"] = refused(client, alice, case_id, TO_SECURITY)
+
+    phone.call(Rates(PAYMENTS, holds, lambda number: None, at_survey=at_survey))
+    assert seen["refused"][0] == 409 and "left your call" in seen["refused"][1]
+    assert "transfer_to" not in the_case(db)["flags"]
+
+
+def test_unscreened_a_hang_up_reported_before_the_dial_end_still_sends_the_case_on(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """IVR_AGENT_SCREENING off: nothing marks the agent's answer until the <Dial> ends. The
+    caller hangs up after alice sent them on, and the call's final status is handled before
+    the <Dial>'s report: the case is a call back in the lane it was sent to, nobody's."""
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=False)
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    documents: list[str] = []
+
+    def keep(body: str) -> None:
+        check_twiml(body)
+        documents.append(body)
+
+    with TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
+        seen: dict[str, Any] = {}
+
+        def holds(poll: int) -> bool:
+            seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+            return True
+
+        def talks(number: str) -> None:
+            case_id = seen["first"]["case"]["id"]
+            api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+            sid = the_case(db)["call_sid"]
+            base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "completed"}
+            phone.signed_post(f"{PUBLIC_URL}/twilio/status", {**base, "CallDuration": "60"})
+            phone.signed_post(dial_action(documents), {**base, "DialCallStatus": "completed"})
+            raise HangsUp
+
+        phone.call(Talks(PAYMENTS, holds, talks))
+        assert api(client, alice, "GET", "/api/agents/cases") == []
+    row = the_case(db)
+    assert (row["status"], row["agent_id"], row["queue"], row["lane"]) == (
+        "abandoned",
+        None,
+        "security",
+        0,
+    )
+
+
+def test_a_transferred_case_waits_from_when_it_was_sent_in_the_figures_and_the_pages(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock, alice: str, ben: str
+) -> None:
+    """alice talks ten minutes, then sends the victim to the emergency lane, where ben takes
+    them at once: nobody waited ten minutes for an agent, nobody is paged for it, and the
+    security queue answered within its target."""
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+        elif "next" not in seen:
+            with db.connect() as conn:
+                seen["overdue"] = oncall.overdue(conn, now=clock(), after=timedelta(seconds=60))
+            seen["next"] = api(client, ben, "POST", "/api/agents/next")
+        return poll < 2
+
+    def talks(number: str) -> None:
+        if number == ALICE_PHONE:
+            clock.advance(minutes=10)
+            case_id = seen["first"]["case"]["id"]
+            api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert record.dialed == BEN_PHONE
+    assert seen["overdue"] is None
+    with db.connect() as conn:
+        report = stats.figures(conn, start=clock() - timedelta(hours=1), end=clock())
+    security = report.by_queue["security"]
+    assert (security.answered, security.average_speed_of_answer_seconds) == (1, 0.0)
+    assert security.service_level == 1.0
+    assert "payments" not in report.by_queue  # one case: counted where it was sent

@@ -21,14 +21,15 @@ class Caller(ScriptedParty):
 
 
 class Talks(Caller):
-    """A caller who holds while `on_hold(poll)` says so, and whose call with an agent's phone
-    ends as `on_dial(number)` says (what the agent does while they talk, first)."""
+    """A caller who holds while `on_hold(poll)` says so, and who, put through to an agent's
+    phone, talks as `on_talk(number)` says (what the agent does meanwhile; HangsUp: the
+    caller hangs up first). Then the agent hangs up."""
 
     def __init__(
-        self, answers: list[Any], on_hold: Callable[[int], bool], on_dial: Callable[[str], str]
+        self, answers: list[Any], on_hold: Callable[[int], bool], on_talk: Callable[[str], Any]
     ) -> None:
         super().__init__(answers, on_hold)
-        self.on_dial = on_dial
+        self.on_talk = on_talk
 
-    def dial_outcome(self, number: str) -> str:
-        return self.on_dial(number)
+    def talk(self, number: str) -> None:
+        self.on_talk(number)
