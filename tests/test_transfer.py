@@ -284,7 +284,8 @@ def test_a_caller_who_hangs_up_before_the_transfer_is_called_back_where_they_wer
     seen: dict[str, Any] = {}
 
     def holds(poll: int) -> bool:
-        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
         return True
 
     def talks(number: str) -> str:
@@ -400,7 +401,8 @@ def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
     seen: dict[str, Any] = {}
 
     def holds(poll: int) -> bool:
-        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
         return True
 
     def talks(number: str) -> str:
@@ -428,7 +430,8 @@ def test_a_case_being_sent_on_is_not_resolved_away(
     seen: dict[str, Any] = {}
 
     def holds(poll: int) -> bool:
-        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
         return "resolve" not in seen
 
     def talks(number: str) -> None:
@@ -454,7 +457,8 @@ def test_a_caller_whose_line_dropped_is_sent_on_for_a_call_back_at_once(
     seen: dict[str, Any] = {}
 
     def holds(poll: int) -> bool:
-        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
         return True
 
     def drops(number: str) -> None:
@@ -496,7 +500,8 @@ def test_a_caller_who_left_the_agents_call_cannot_be_sent_on_without_twilios_res
     seen: dict[str, Any] = {}
 
     def holds(poll: int) -> bool:
-        seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
         return True
 
     def at_survey() -> None:
@@ -531,7 +536,8 @@ def test_unscreened_a_hang_up_reported_before_the_dial_end_still_sends_the_case_
         seen: dict[str, Any] = {}
 
         def holds(poll: int) -> bool:
-            seen.setdefault("first", api(client, alice, "POST", "/api/agents/next"))
+            if "first" not in seen:
+                seen["first"] = api(client, alice, "POST", "/api/agents/next")
             return True
 
         def talks(number: str) -> None:
@@ -586,3 +592,47 @@ def test_a_transferred_case_waits_from_when_it_was_sent_in_the_figures_and_the_p
     assert (security.answered, security.average_speed_of_answer_seconds) == (1, 0.0)
     assert security.service_level == 1.0
     assert "payments" not in report.by_queue  # one case: counted where it was sent
+
+
+def test_unscreened_the_report_of_the_leg_a_transfer_cut_is_not_news(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_http: RecordingTwilio,
+) -> None:
+    """IVR_AGENT_SCREENING off, with Twilio's REST API: the transfer is fetched first, and
+    then Twilio reports the cut leg as answered and over. That is not the agent hanging up on
+    a caller they served: the caller stays where they were sent, not told goodbye."""
+    app = app_with_twilio(
+        database_url, hotline_tree, db, clock, twilio_http, IVR_AGENT_SCREENING=False
+    )
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+    with on_the_line(app, check_twiml, twilio_http) as (client, phone):
+
+        def holds(poll: int) -> bool:
+            if "first" not in seen:
+                seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return False
+
+        def talks(number: str) -> None:
+            case_id = seen["first"]["case"]["id"]
+            api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+            (sid, connect_url), (_, transfer_url) = twilio_http.redirects
+            params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "in-progress"}
+            dial = etree.fromstring(phone.signed_post(connect_url, params).content).find("Dial")
+            seen["sent"] = phone.signed_post(transfer_url, params).text
+            seen["cut"] = phone.signed_post(
+                dial.get("action"), {**params, "DialCallStatus": "completed"}
+            ).text
+
+        record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert seen["cut"] == seen["sent"] and "<Enqueue" in seen["sent"]
+    assert record.queue == "security" and record.ended_by == "caller"
+    with db.connect() as conn:
+        outcomes = conn.execute(
+            select(call_events.c.outcome).where(call_events.c.kind == "input")
+        ).scalars()
+        assert "agent_done" not in list(outcomes)  # nobody told them goodbye
