@@ -1401,9 +1401,8 @@ def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
     line where it was sent, run with its caller's call step (or their hang-up): waiting in
     the new queue, lane and language, joining its line now as any case of its priority
     (those waiting there have had no help yet; an emergency's lane is served first anyway),
-    nobody's; its agent free for the next. Only
-    while the case is still the asking agent's and connected: a copy of the webhook that
-    lost the call's step changes nothing."""
+    nobody's; its agent free for the next. Only while the case is still the asking agent's
+    and connected: a copy of the webhook that lost the call's step changes nothing."""
     flags = dict(case["flags"] or {})
     to = transfer_asked(case)
     assert to is not None and case["agent_id"] is not None

@@ -1814,7 +1814,7 @@ class Hotline:
                     409, "the caller has left your call: nothing can send them on now"
                 )
             asked = cases.ask_transfer(conn, case_id=case_id, agent=agent, to=to, now=now)
-        if asked == "asked" and (call is None or call.status in store.FINAL_STATUSES):
+        if asked == "asked" and call is not None and call.status in store.FINAL_STATUSES:
             # They hung up already: no hang-up is coming to send them. In line there now, for
             # a call back.
             self.transferred(case_id, caller_gone=True)
