@@ -447,7 +447,9 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
             queue=r["queue"],
             status=r["status"],
             verified=(r["flags"] or {}).get("verified", "not_attempted"),
-            waiting_seconds=max(0, int((now - r["created_at"]).total_seconds())),
+            waiting_seconds=max(
+                0, int((now - (r["queued_at"] or r["created_at"])).total_seconds())
+            ),
             caller=mask(r["caller"]),
             not_before=r["not_before"] if r["not_before"] and r["not_before"] > now else None,
             language=r["language"],
@@ -788,7 +790,8 @@ class TransferRequest(BaseModel):
     )
     priority: Literal["emergency", "high", "normal"] | None = Field(
         default=None,
-        description="in line there; the queue's own (its first queue node's) if not given. "
+        description="in line there; if not given, the queue's own (its first queue node's), "
+        "or the case's if that is higher (an emergency stays one unless you say otherwise). "
         "`emergency`: a caller found to be a victim of a hijack, served first",
     )
     language: str | None = Field(
@@ -842,7 +845,7 @@ def transfer(
         note=" ".join(_CONTROL.sub(" ", body.note).split()),
     )
     try:
-        mode = hotline.transfer_case(case_id, user, to)
+        mode = hotline.transfer_case(case_id, user, to, keep_higher=body.priority is None)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)

@@ -336,13 +336,15 @@ _CLAIM = (
 # long enough for such an agent (created by `overflow_at`, or `emergency_overflow_at` in the
 # emergency lane): then it is anyone's. A case with no language (opened before they were
 # kept) is anyone's too.
+# When a case joined the line it is in: created, or sent there by an agent (a transfer).
+_joined_line = func.coalesce(cases.c.queued_at, cases.c.created_at)
 _SPOKEN = (
     cases.c.language.is_(None)
     | cases.c.language.in_(bindparam("speaks", expanding=True))
-    | (cases.c.created_at <= bindparam("overflow_at", type_=cases.c.created_at.type))
+    | (_joined_line <= bindparam("overflow_at", type_=cases.c.created_at.type))
     | (
         (cases.c.lane == 0)
-        & (cases.c.created_at <= bindparam("emergency_overflow_at", type_=cases.c.created_at.type))
+        & (_joined_line <= bindparam("emergency_overflow_at", type_=cases.c.created_at.type))
     )
 )
 
@@ -1283,9 +1285,9 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> b
 
 # -- transfers: the agent on the call sends the caller on ----------------------------------
 
-# When the case was last sent on (ISO 8601, in its flags): its wait in that queue's line
-# counts from then (the figures), not from the call before the first agent took it.
-TRANSFERRED_AT = "transferred_at"
+# A case whose caller hung up while still with the agent who sent them on: the agent asked
+# for the call back (the figures do not count it abandoned: an agent had answered them).
+SENT_AFTER_HANG_UP = "sent_after_hang_up"
 # A transfer asked, in the case's flags until the caller's call is back in line.
 _ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_agent")
 
@@ -1396,13 +1398,20 @@ def ended_with_transfer_asked(conn: Connection) -> list[dict[str, Any]]:
         return [dict(row) for row in rows if transfer_asked(dict(row))]
 
 
-def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
+def higher(one: Priority, other: Priority) -> Priority:
+    order: tuple[Priority, ...] = ("emergency", "high", "normal")
+    return one if order.index(one) <= order.index(other) else other
+
+
+def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> list[Update]:
     """The statements that put a case whose transfer was asked (`transfer_asked`) back in
     line where it was sent, run with its caller's call step (or their hang-up): waiting in
     the new queue, lane and language, joining its line now as any case of its priority
     (those waiting there have had no help yet; an emergency's lane is served first anyway),
-    nobody's; its agent free for the next. Only while the case is still the asking agent's
-    and connected: a copy of the webhook that lost the call's step changes nothing."""
+    nobody's; its agent free for the next. Sent on in the same queue at the same priority
+    (another language, say), it keeps its place. `gone`: its caller hung up while still with
+    the agent (SENT_AFTER_HANG_UP). Only while the case is still the asking agent's and
+    connected: a copy of the webhook that lost the call's step changes nothing."""
     flags = dict(case["flags"] or {})
     to = transfer_asked(case)
     assert to is not None and case["agent_id"] is not None
@@ -1412,8 +1421,15 @@ def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
         "transferred_from": case["queue"],
         "transferred_agent": str(case["agent_id"]),
         "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
-        TRANSFERRED_AT: now.isoformat(),
     }
+    if gone:
+        flags[SENT_AFTER_HANG_UP] = "yes"
+    same_line = (to.queue, to.priority) == (case["queue"], case["priority"])
+    place = (
+        {}
+        if same_line
+        else {"sort_at": now - HIGH_BOOST if to.priority == "high" else now, "queued_at": now}
+    )
     statements = [
         update(cases)
         .where(
@@ -1432,9 +1448,9 @@ def transferred(case: dict[str, Any], *, now: datetime) -> list[Update]:
             queue=to.queue,
             priority=to.priority,
             lane=0 if to.priority == "emergency" else 1,
-            sort_at=now - HIGH_BOOST if to.priority == "high" else now,
             language=to.language or case["language"],
             flags=flags,
+            **place,
         )
     ]
     if case["offered_at"] is not None:

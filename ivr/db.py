@@ -242,6 +242,9 @@ cases = Table(
     # a number that cannot take a text). `sending` stays if its instance stopped meanwhile:
     # nobody knows whether it went, and it is not sent twice.
     Column("ticket_text", String(8)),
+    # When a case an agent sent on (a transfer) joined the line it is in now; none: when it
+    # was created. Its waits count from it: language routing, the figures, the queue page.
+    Column("queued_at", UTCDateTime()),
     Index(None, "queued", "lane", "sort_at", "id"),
     # The call backs held back now: few, whatever the size of the table (see cases._ahead).
     Index(None, "not_before"),

@@ -1244,7 +1244,8 @@ class _Turn:
         detail = {"case": event.case_id, "priority": event.priority}
         self.log.append(LogEntry(state.node, "input", "dial", outcome="transferred", detail=detail))
         self.say(TRANSFERRED_PROMPT, lang)
-        facts = {**state.facts, "requeues": "0"}
+        # Served by no one there yet: the next agent's hang-up is news (their survey).
+        facts = {k: v for k, v in state.facts.items() if k != "served_case"} | {"requeues": "0"}
         # At the queue's node from now on (not entered: no prompt, no new case), so that its
         # `on_leave` and `after_agent` are what happens to them next.
         there = next(

@@ -834,6 +834,16 @@ class Hotline:
             view = None
         if view is None:
             return self.hold_from_memory(lang)
+        if cases.transfer_asked(view.row) is not None:
+            # Holding, so out of the agent's call: the webhook that was to send them on
+            # failed (the fallback queued them). Sent on now, or the case stays the agent's.
+            with self.db.connect() as conn:
+                with store.writing(conn):
+                    for statement in cases.transferred(view.row, now=self.clock()):
+                        conn.execute(statement)
+                view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
+            if view is None:
+                return self.hold_from_memory(lang)
         if view.row["status"] == "offered" and (
             self.twilio is None or view.row["offer"] == cases.OFFER_HOLD_LOOP
         ):
@@ -1581,7 +1591,7 @@ class Hotline:
             stale = cases.ended_with_transfer_asked(conn)
             for case in stale:
                 with store.writing(conn):
-                    for statement in cases.transferred(case, now=now):
+                    for statement in cases.transferred(case, now=now, gone=True):
                         conn.execute(statement)
                     cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
                 log.warning(
@@ -1721,7 +1731,7 @@ class Hotline:
                     "the case back",
                 )
             sending = cases.transfer_asked(case)
-            if sending is not None:
+            if sending is not None and user.role != "supervisor":  # who may close it anyway
                 # Resolved now, the caller would be told goodbye instead of being sent on.
                 raise CaseRefused(
                     409,
@@ -1791,16 +1801,20 @@ class Hotline:
             )
 
     def transfer_case(
-        self, case_id: int, agent: cases.User, to: cases.Transfer
+        self, case_id: int, agent: cases.User, to: cases.Transfer, *, keep_higher: bool = False
     ) -> Literal["redirected", "on_hang_up", "call_back"]:
         """The agent on the line with the case's caller sends them on (`to`, audited). With
         Twilio's REST API their call is redirected now, ending the agent's leg ("redirected");
         without it, or if Twilio refuses, when the agent hangs up ("on_hang_up"). The case
         stays the agent's until the caller is back in line (`transferred`). A caller whose
-        call has ended is in line there at once, for a call back ("call_back")."""
+        call has ended is in line there at once, for a call back ("call_back").
+        `keep_higher`: `to`'s priority is the queue's own, not the agent's choice: a case of a
+        higher one keeps it (a hijack victim sent on to the account team stays an emergency)."""
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())
+            if keep_higher:
+                to = dataclasses.replace(to, priority=cases.higher(case["priority"], to.priority))
             call = store.load_call(conn, call_sid=case["call_sid"])
             if (
                 call is not None
@@ -1869,8 +1883,8 @@ class Hotline:
             to = cases.transfer_asked(case)
             if to is None:  # made already, or never asked
                 return row.last_twiml if row is not None else self.fallback()
-            moves = cases.transferred(case, now=now)
             gone = caller_gone or (row is not None and row.status in store.FINAL_STATUSES)
+            moves = cases.transferred(case, now=now, gone=gone)
             if gone or row is None or "queue" not in row.state.facts:
                 with store.writing(conn):
                     for statement in moves:

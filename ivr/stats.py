@@ -15,9 +15,10 @@ Which rows
     Call figures (calls, containment, top topics) are over the calls STARTED in the period
     (`calls.started_at`).
     A case an agent sent on (a transfer) is still one case: under the queue it was sent to,
-    its waits counted from when it was sent there (its flags' `transferred_at`) instead of
-    `created_at` below, answered by the agent who answered it there. The sending agent's part
-    is in the audit log (`transfer`), not in these figures.
+    its waits counted from when it joined that line (`cases.queued_at`) instead of
+    `created_at` below, answered by the agent who answered it there; one whose caller hung
+    up while still with the agent who sent it is a call back that agent requested, not an
+    abandon. The sending agent's part is in the audit log (`transfer`), not in these figures.
 
 Each case has exactly one outcome, the first of these that applies:
     1. call back requested: the caller asked to be called back while waiting. The case's
@@ -122,7 +123,6 @@ top_topics
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -132,7 +132,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ivr.cases import MISSED_OFFER, TRANSFERRED_AT
+from ivr.cases import MISSED_OFFER, SENT_AFTER_HANG_UP
 from ivr.db import audit_log, call_events, calls, cases, users
 
 SELF_HELP_KINDS = ("say",)
@@ -281,12 +281,8 @@ def _seconds(later: datetime, earlier: datetime) -> float:
 
 def _in_line_since(case: Any) -> datetime:
     """When the case joined the line it is counted in: created, or sent there by an agent."""
-    sent = (case.flags or {}).get(TRANSFERRED_AT)
-    if sent:
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(sent)
-    created: datetime = case.created_at
-    return created
+    since: datetime = case.queued_at or case.created_at
+    return since
 
 
 def _count_case(
@@ -303,6 +299,7 @@ def _count_case(
         case.status == "callback_requested"
         or case.claimed_from == "callback_requested"
         or case.callback_number is not None
+        or (case.flags or {}).get(SENT_AFTER_HANG_UP) == "yes"
     )
     abandoned = not callback and (case.status == "abandoned" or case.claimed_from == "abandoned")
     in_line = _in_line_since(case)
@@ -369,6 +366,7 @@ def figures(
                 cases.c.callback_number,
                 cases.c.created_at,
                 cases.c.flags,
+                cases.c.queued_at,
                 cases.c.connected_at,
                 cases.c.ended_at,
                 calls.c.ended_at.label("call_ended_at"),

@@ -1586,8 +1586,24 @@ def test_a_transferred_case_joins_its_new_line_when_it_is_sent_there(
     assert (moved["status"], moved["agent_id"], moved["offer"]) == ("waiting", None, None)
     assert (moved["queue"], moved["priority"], moved["language"]) == ("security", priority, "zh-CN")
     assert moved["flags"]["transferred_from"] == "support" and moved["flags"]["transfers"] == "1"
-    assert moved["flags"]["transferred_at"] == (T0 + 32 * MINUTE).isoformat()
+    assert moved["queued_at"] == T0 + 32 * MINUTE
     names = {v: k for k, v in ids.items()}
     assert [names[i] for i in waiting_ids(db)] == order
     assert [names[c] for c in claim_all(db, agent_id(db, "bo"))] == order
     assert since == T0 + 32 * MINUTE  # ana's case ended: she waits for the next from then
+
+
+def test_a_case_sent_on_in_its_own_queue_and_priority_keeps_its_place(db: Engine) -> None:
+    """Sent on only to agents who speak the caller's language: the same line, the same
+    place (and its language wait from when it joined it)."""
+    first = add_case(db, 1, "normal", T0)
+    second = add_case(db, 2, "normal", T0 + MINUTE)
+    ana = agent_id(db)
+    to = cases.Transfer(queue="support", priority="normal", language="zh-CN", note="Mandarin")
+    case = connected_with(db, first, ana, to)
+    with db.begin() as conn:
+        for statement in cases.transferred(case, now=T0 + 32 * MINUTE):
+            conn.execute(statement)
+    moved = get(db, first)
+    assert (moved["sort_at"], moved["queued_at"], moved["language"]) == (T0, None, "zh-CN")
+    assert waiting_ids(db) == [first, second]

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine, select
 
+from ivr import cases as cases_module
 from ivr import oncall, stats
-from ivr.db import audit_log, call_events, cases
+from ivr.db import audit_log, call_events, cases, users
 from ivr.phone import Answer, CallRecord, HangsUp, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -32,6 +33,8 @@ from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
 ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
 PAYMENTS = [Press("1"), Press("3"), Press("1"), Press("1")]  # English, deposits, not credited
+HOUR = timedelta(hours=1)
+HIJACKED = [Press("1"), Press("1"), Press("*")]  # English, stolen account, verification skipped
 TRANSFERRED_EN = "Please hold: we are passing your call to the team who can help."
 TRANSFERRED_ZH = "请稍候,正在为您转接能够处理您问题的团队。"
 TO_SECURITY = {
@@ -473,6 +476,11 @@ def test_a_caller_whose_line_dropped_is_sent_on_for_a_call_back_at_once(
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
     assert (row["queue"], row["lane"]) == ("security", 0)
     assert api(client, alice, "GET", "/api/agents/cases") == []
+    # Answered by alice, then a call back she asked for: not a caller who gave up waiting.
+    with db.connect() as conn:
+        report = stats.figures(conn, start=row["created_at"], end=row["created_at"] + HOUR)
+    security = report.by_queue["security"]
+    assert (security.abandoned, security.callbacks_requested) == (0, 1)
 
 
 class Rates(Talks):
@@ -636,3 +644,176 @@ def test_unscreened_the_report_of_the_leg_a_transfer_cut_is_not_news(
             select(call_events.c.outcome).where(call_events.c.kind == "input")
         ).scalars()
         assert "agent_done" not in list(outcomes)  # nobody told them goodbye
+
+
+def test_a_caller_sent_on_from_the_survey_hears_the_next_agents_survey_not_the_queue(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_http: RecordingTwilio,
+    ben: str,
+) -> None:
+    """alice hung up and the caller is at her survey when she sends them on (Twilio's REST
+    API moves the call). ben serves them and hangs up: his survey, not back on hold where
+    no case of theirs waits. (Screening off: ben's phone answering is his taking the call.)"""
+    app = app_with_twilio(
+        database_url, hotline_tree, db, clock, twilio_http, IVR_AGENT_SCREENING=False
+    )
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+    with on_the_line(app, check_twiml, twilio_http) as (client, phone):
+
+        def holds(poll: int) -> bool:
+            if "first" not in seen:
+                seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+
+        def at_survey() -> None:
+            case_id = seen["first"]["case"]["id"]
+            sent = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+            assert sent["mode"] == "redirected"
+            sid, transfer_url = twilio_http.redirects[-1]
+            base = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "in-progress"}
+            assert "<Enqueue" in phone.signed_post(transfer_url, base).text
+            assert api(client, ben, "POST", "/api/agents/next")["case"]["id"] == case_id
+            _, connect_url = twilio_http.redirects[-1]
+            dial = etree.fromstring(phone.signed_post(connect_url, base).content).find("Dial")
+            assert dial is not None and BEN_PHONE in "".join(dial.itertext())
+            seen["after_ben"] = phone.signed_post(
+                str(dial.get("action")), {**base, "DialCallStatus": "completed"}
+            ).text
+
+        phone.call(Rates(PAYMENTS, holds, lambda number: None, at_survey=at_survey))
+    check_twiml(seen["after_ben"])
+    assert "<Enqueue" not in seen["after_ben"] and "<Gather" in seen["after_ben"]
+
+
+def test_a_caller_whose_transfer_failed_is_sent_on_by_the_hold_loop(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """alice sends the caller on and hangs up, and the report of her leg fails once (a
+    database blip): the fallback queues the caller. Holding, they are out of her call: the
+    hold loop sends them on, and alice is free for the next case."""
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    seen: dict[str, Any] = {}
+
+    def blip(*args: Any, **kwargs: Any) -> str:
+        del hotline.transferred  # once
+        raise RuntimeError("database blip")
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        seen["queue"] = api(client, alice, "GET", "/api/queue")
+        seen["mine"] = api(client, alice, "GET", "/api/agents/cases")
+        return False
+
+    def talks(number: str) -> None:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        hotline.transferred = blip
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert record.queue == "general"  # the fallback's queue, holding
+    [waiting] = seen["queue"]
+    assert (waiting["queue"], waiting["priority"]) == ("security", "emergency")
+    assert seen["mine"] == []
+    row = the_case(db)
+    assert (row["status"], row["lane"], row["flags"]["transfers"]) == ("abandoned", 0, "1")
+
+
+def test_a_caller_sent_to_agents_who_speak_their_language_waits_for_one_from_then(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock, alice: str
+) -> None:
+    """alice talks ten minutes and sends the caller to a Mandarin speaker. The language wait
+    (IVR_LANGUAGE_OVERFLOW, 60 s) counts from then, not from their call: carl, who speaks
+    only English, is not given them at once; a minute later he is."""
+    carl = make_user(db, "carl", "agent", "+15005550007")
+    with db.connect() as conn:
+        carl_id = conn.execute(select(users.c.id).where(users.c.name == "carl")).scalar_one()
+    seen: dict[str, Any] = {}
+    to = {"queue": "account", "priority": "high", "language": "zh-CN", "note": "speaks Mandarin"}
+
+    def carl_claims() -> Any:
+        with db.connect() as conn:
+            return cases_module.claim_next(
+                conn,
+                agent_id=carl_id,
+                now=clock(),
+                speaks=["en"],
+                wait=cases_module.LanguageWait(timedelta(seconds=60), timedelta(seconds=15)),
+                on_shift=None,
+            )
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        seen["at_once"] = carl_claims()
+        clock.advance(seconds=61)
+        seen["later"] = carl_claims()
+        return False
+
+    def talks(number: str) -> None:
+        clock.advance(minutes=10)
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=to)
+
+    phone.call(Talks(PAYMENTS, holds, talks))
+    assert seen["at_once"] is None
+    assert seen["later"] is not None and seen["later"]["language"] == "zh-CN"
+    assert carl
+
+
+def test_an_emergency_sent_on_without_a_priority_stays_an_emergency(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """A hijack victim in security sent on to the account team, the priority left to the
+    queue's own (high): still an emergency. Said outright, it is what the agent says."""
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        return False
+
+    def talks(number: str) -> None:
+        case_id = seen["first"]["case"]["id"]
+        body = {"queue": "account", "note": "their 2FA was reset by someone"}
+        seen["sent"] = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=body)
+
+    phone.call(Talks(HIJACKED, holds, talks))
+    assert seen["first"]["case"]["priority"] == "emergency"
+    assert (seen["sent"]["case"]["transfer"]["to"], the_case(db)["priority"]) == (
+        "account",
+        "emergency",
+    )
+    assert the_case(db)["lane"] == 0
+
+
+def test_a_supervisor_may_close_a_case_being_sent_on(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    sam = make_user(db, "sam", "supervisor")
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        return False
+
+    def talks(number: str) -> None:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+        seen["sam"] = api(
+            client, sam, "POST", f"/api/cases/{case_id}/resolve", json={"notes": "a prank"}
+        )
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert seen["sam"]["status"] == "resolved" and seen["sam"]["transfer"]["to"] is None
+    assert not heard(record, TRANSFERRED_ZH)  # nobody sent on: the case was closed
