@@ -883,6 +883,7 @@ def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
     assert seen["short"].status_code == 422 and "say why" in seen["short"].text
     assert seen["sent"] == "transfer_on_hang_up"
     assert "they go when you hang up" in seen["after"]
+    assert "Resolve" not in seen["after"]  # being sent on: resolved where it goes
     bob = make_user(db, "bob", "agent", "+15005558888")
     signed_in(client, bob)
     said(act(client, "/dashboard/desk/next"))
