@@ -808,8 +808,9 @@ class TransferRequest(BaseModel):
 class Transferred(BaseModel):
     mode: Literal["redirected", "on_hang_up", "call_back"] = Field(
         description="redirected: the caller is on their way now (your leg ends); on_hang_up: "
-        "they go when you hang up (no Twilio REST API, or it refused); call_back: their call "
-        "had ended, so the case is in line there for a call back"
+        "they go when you hang up (no Twilio REST API, or it refused); call_back: a call "
+        "back, or a caller whose call had ended: in line there at once, for that team to "
+        "call back"
     )
     case: CaseDetail
 
@@ -826,10 +827,11 @@ def transfer(
 ) -> Transferred:
     """Send the caller you are talking to on: to another team's queue, an agent who speaks
     their language, or the emergency lane (a victim of a hijack who called about something
-    else). They hear that they are being passed on, keep their ticket, and wait in the place
-    they would have had there had they called it first. Only a caller who called in and is
-    put through to you (409: a call back has no queue to go back to). The case is yours
-    until they are back in line; audited."""
+    else). They hear that they are being passed on, keep their ticket, and join that line
+    (the same queue at the same priority: their place kept). A caller put through to you
+    is yours until they are back in line; a call back (one you call, or Twilio called for
+    you) is in line there at once, for that team to call back (409 while Twilio is still
+    placing it). Audited."""
     queues = hotline.trees.current.queues
     if body.queue not in queues:
         raise HTTPException(422, f"no such queue: {body.queue} (have: {', '.join(sorted(queues))})")

@@ -1356,6 +1356,72 @@ def ask_transfer(
         return "asked"
 
 
+def send_call_back_on(
+    conn: Connection, *, case_id: int, agent: User, to: Transfer, now: datetime
+) -> bool:
+    """The agent who has a call back (calling the customer, or about to) sends it on (`to`):
+    back in line at once where it was sent, the call back it was, nobody's, to be called
+    again by that team, whatever becomes of the agent's own call. Not while Twilio places
+    the call (the customer may answer any moment, to be put through to this agent). False
+    if the case is not such a case of theirs. Audited."""
+    with writing(conn):
+        row = (
+            conn.execute(
+                select(cases)
+                .where(cases.c.id == case_id, cases.c.agent_id == agent.id, HELD_NOW)
+                .with_for_update()
+            )
+            .mappings()
+            .first()
+        )
+        if row is None or (row["claimed_from"] or "waiting") == "waiting":
+            return False
+        if row["status"] == "offered" and calling_back(row["offer"]):
+            return False
+        flags = {k: v for k, v in (row["flags"] or {}).items() if k not in _ASKED}
+        flags |= {
+            "transferred_from": row["queue"],
+            "transferred_agent": str(agent.id),
+            "transferred_by": agent.name,
+            "transfer_note": to.note,
+            "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
+        }
+        same_line = (to.queue, to.priority) == (row["queue"], row["priority"])
+        place = (
+            {}
+            if same_line
+            else {"sort_at": now - HIGH_BOOST if to.priority == "high" else now, "queued_at": now}
+        )
+        conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(
+                **_BACK_IN_LINE,
+                connected_at=None,
+                not_before=None,  # the agent reached them, or is about to: no retry to wait
+                queue=to.queue,
+                priority=to.priority,
+                lane=0 if to.priority == "emergency" else 1,
+                language=to.language or row["language"],
+                flags=flags,
+                **place,
+            )
+        )
+        if row["offered_at"] is not None:
+            conn.execute(_idle_from(agent.id, row["offered_at"], now))
+        audit(
+            conn,
+            actor=f"agent:{agent.name}",
+            action="transfer",
+            uid=None,
+            case_id=case_id,
+            reason=f"to {to.queue} ({to.priority}){': ' + to.note if to.note else ''}"[:500],
+            result="call_back",
+            now=now,
+        )
+        return True
+
+
 def transfer_asked(case: dict[str, Any]) -> Transfer | None:
     """The transfer the case's agent asked for and its caller has not made yet (one asked by
     an agent who no longer has the case is nobody's to make)."""

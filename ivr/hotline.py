@@ -1807,7 +1807,8 @@ class Hotline:
         Twilio's REST API their call is redirected now, ending the agent's leg ("redirected");
         without it, or if Twilio refuses, when the agent hangs up ("on_hang_up"). The case
         stays the agent's until the caller is back in line (`transferred`). A caller whose
-        call has ended is in line there at once, for a call back ("call_back").
+        call has ended, and a call back (the customer Twilio or the agent calls), are in line
+        there at once, for that team to call back ("call_back").
         `keep_higher`: `to`'s priority is the queue's own, not the agent's choice: a case of a
         higher one keeps it (a hijack victim sent on to the account team stays an emergency)."""
         now = self.clock()
@@ -1815,6 +1816,17 @@ class Hotline:
             case = self._case_for(conn, case_id, agent, ())
             if keep_higher:
                 to = dataclasses.replace(to, priority=cases.higher(case["priority"], to.priority))
+            if (case["claimed_from"] or "waiting") != "waiting":
+                # A call back: no caller of ours on the line to move. The case is sent on
+                # at once, for that team to call them back.
+                if not cases.send_call_back_on(conn, case_id=case_id, agent=agent, to=to, now=now):
+                    raise CaseRefused(
+                        409,
+                        "Twilio is calling the customer now: send the case on once you talk "
+                        "to them (it comes back to the line by itself if they do not answer)",
+                    )
+                self.metrics.transfers.labels(to.priority).inc()
+                return "call_back"
             call = store.load_call(conn, call_sid=case["call_sid"])
             if (
                 call is not None
@@ -1838,12 +1850,8 @@ class Hotline:
             raise CaseRefused(
                 409, "only a caller put through to you can be transferred: not yet, or not now"
             )
-        if asked == "call_back":
-            raise CaseRefused(
-                409,
-                "a call back has no queue to go back to: tell the customer which team will "
-                "call, and resolve the case with notes",
-            )
+        if asked == "call_back":  # it became one meanwhile
+            raise CaseRefused(409, "the case changed meanwhile; look at it again")
         if asked == "asked_already":
             raise CaseRefused(409, "the caller is being transferred already: hang up to send them")
         self.metrics.transfers.labels(to.priority).inc()

@@ -810,6 +810,8 @@ def test_the_desk_freezes_resolves_and_gives_back(
     said(act(client, "/dashboard/desk/next"))
     [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
     base = f"/dashboard/desk/{held['id']}"
+    # A call back to dial by hand may be sent on to another team, before it is dialled.
+    assert "Send the call back on to" in page(client, "/dashboard/desk").text_content()
     # A freeze needs a reason; a refusal is shown on the desk, and nothing is done.
     short = act(client, f"{base}/freeze", reason=" x ")
     assert short.status_code == 422 and "Say why" in short.text

@@ -372,27 +372,70 @@ def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_t
         assert [a.action for a in conn.execute(select(audit_log.c.action))] == ["transfer"]
 
 
-def test_a_call_back_is_not_transferred(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+def test_a_call_back_is_sent_on_for_that_team_to_call_back(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str, ben: str
 ) -> None:
-    """The customer answering a call back has no queue to go back to (their own call ended
-    long ago): the agent says which team will call, and resolves."""
+    """The customer alice calls back needs the security team: the case goes back in line at
+    once, a call back in security's lane, for that team to call; alice's call ends as any
+    call back does. Not while Twilio still places the call: they may answer any moment."""
     client, phone = rest
     phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
     claimed = api(client, alice, "POST", "/api/agents/next")
+    case_id = claimed["case"]["id"]
     assert claimed["connect"]["mode"] == "calling_back"
+    ringing = refused(client, alice, case_id, TO_SECURITY)
+    assert ringing[0] == 409 and "Twilio is calling" in ringing[1]
     seen: dict[str, Any] = {}
 
-    def talks(number: str) -> str:
-        seen["refused"] = refused(client, alice, claimed["case"]["id"], TO_SECURITY)
-        return "completed"
+    def talks(number: str) -> None:
+        seen["sent"] = api(
+            client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY
+        )
+        seen["mine"] = api(client, alice, "GET", "/api/agents/cases")
 
     customer = Talks([], lambda poll: False, talks)
-    phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
-    assert seen["refused"][0] == 409 and "call back" in seen["refused"][1]
+    record = phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
+    assert seen["sent"]["mode"] == "call_back" and seen["mine"] == []
+    assert record.ended_by == "hotline" and not twilio_http.redirects
     row = the_case(db)
-    assert (row["status"], row["queue"]) == ("connected", "general")
-    assert not twilio_http.redirects  # nobody moved the customer's call
+    assert (row["status"], row["queued"], row["agent_id"], row["offer"]) == (
+        "callback_requested",
+        1,
+        None,
+        None,
+    )
+    assert (row["queue"], row["priority"], row["lane"], row["language"]) == (
+        "security",
+        "emergency",
+        0,
+        "zh-CN",
+    )
+    again = api(client, ben, "POST", "/api/agents/next")
+    assert again["case"]["id"] == case_id and again["connect"]["mode"] == "calling_back"
+    assert again["case"]["transfer"]["from_queue"] == "general"
+    with db.connect() as conn:
+        audits = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
+    assert [tuple(a) for a in audits] == [("transfer", "call_back")]
+
+
+def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """Without Twilio's REST API alice dials call backs herself; she sees the case is the
+    security team's and sends it on before calling."""
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "call_back"
+    body = {"queue": "security", "note": "a SIM swap: security calls"}
+    sent = api(client, alice, "POST", f"/api/cases/{claimed['case']['id']}/transfer", json=body)
+    assert sent["mode"] == "call_back"
+    row = the_case(db)
+    assert (row["status"], row["agent_id"], row["queue"], row["priority"]) == (
+        "callback_requested",
+        None,
+        "security",
+        "emergency",  # the queue's own: security's node is the emergency lane
+    )
 
 
 def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
