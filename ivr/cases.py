@@ -1356,14 +1356,18 @@ def ask_transfer(
         return "asked"
 
 
+CallBackSent = Literal["sent", "not_yours", "to_accept", "by_twilio"]
+
+
 def send_call_back_on(
     conn: Connection, *, case_id: int, agent: User, to: Transfer, now: datetime
-) -> bool:
-    """The agent who has a call back (calling the customer, or about to) sends it on (`to`):
-    back in line at once where it was sent, the call back it was, nobody's, to be called
-    again by that team, whatever becomes of the agent's own call. Not while Twilio places
-    the call (the customer may answer any moment, to be put through to this agent). False
-    if the case is not such a case of theirs. Audited."""
+) -> CallBackSent:
+    """The agent who has a call back to make themselves (a number to dial by hand, or none:
+    a withheld number) sends it on (`to`): back in line at once where it was sent, the call
+    back it was, nobody's, for that team; one call back per number and account in a line
+    (`tidy_call_backs`). Not one Twilio calls for them ("by_twilio": the reports of that
+    call would come back to a case that went on), nor one offered at their desk and not
+    accepted ("to_accept"). Audited."""
     with writing(conn):
         row = (
             conn.execute(
@@ -1375,9 +1379,11 @@ def send_call_back_on(
             .first()
         )
         if row is None or (row["claimed_from"] or "waiting") == "waiting":
-            return False
-        if row["status"] == "offered" and calling_back(row["offer"]):
-            return False
+            return "not_yours"
+        if row["status"] != "offered" or row["offer"] not in AGENT_FINISHES:
+            return "by_twilio"
+        if row["accept_by"] is not None:
+            return "to_accept"
         flags = {k: v for k, v in (row["flags"] or {}).items() if k not in _ASKED}
         flags |= {
             "transferred_from": row["queue"],
@@ -1398,7 +1404,7 @@ def send_call_back_on(
             .values(
                 **_BACK_IN_LINE,
                 connected_at=None,
-                not_before=None,  # the agent reached them, or is about to: no retry to wait
+                not_before=None,  # the agent meant to call now: that team may at once
                 queue=to.queue,
                 priority=to.priority,
                 lane=0 if to.priority == "emergency" else 1,
@@ -1419,7 +1425,8 @@ def send_call_back_on(
             result="call_back",
             now=now,
         )
-        return True
+        tidy_call_backs(conn, call_sid=row["call_sid"])
+        return "sent"
 
 
 def transfer_asked(case: dict[str, Any]) -> Transfer | None:

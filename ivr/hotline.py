@@ -122,6 +122,16 @@ def _finish_first(held: dict[str, Any] | None, case_id: int) -> str:
     )
 
 
+# Why a call back was not sent on to another team (`cases.send_call_back_on`).
+CALL_BACK_NOT_SENT = {
+    "by_twilio": "a call back Twilio places cannot be sent on (the reports of its call come "
+    "back to the case): tell the customer which team will call them, and resolve the case "
+    "with notes saying so",
+    "to_accept": "accept the case first",
+    "not_yours": "the case changed meanwhile; look at it again",
+}
+
+
 class CaseRefused(Exception):
     """An agent may not do that to this case: `status` is the HTTP status to answer with."""
 
@@ -1819,12 +1829,9 @@ class Hotline:
             if (case["claimed_from"] or "waiting") != "waiting":
                 # A call back: no caller of ours on the line to move. The case is sent on
                 # at once, for that team to call them back.
-                if not cases.send_call_back_on(conn, case_id=case_id, agent=agent, to=to, now=now):
-                    raise CaseRefused(
-                        409,
-                        "Twilio is calling the customer now: send the case on once you talk "
-                        "to them (it comes back to the line by itself if they do not answer)",
-                    )
+                sent = cases.send_call_back_on(conn, case_id=case_id, agent=agent, to=to, now=now)
+                if sent != "sent":
+                    raise CaseRefused(409, CALL_BACK_NOT_SENT[sent])
                 self.metrics.transfers.labels(to.priority).inc()
                 return "call_back"
             call = store.load_call(conn, call_sid=case["call_sid"])

@@ -307,7 +307,9 @@ def _count_case(
     late_abandon = False
     if abandoned:
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
-        late_abandon = hung_up is None or _seconds(hung_up, in_line) > threshold
+        # Sent on after the hang-up (a call back): the wait was in the line they left.
+        since = in_line if hung_up is None or in_line < hung_up else case.created_at
+        late_abandon = hung_up is None or _seconds(hung_up, since) > threshold
     wait = _seconds(case.connected_at, in_line) if answered else None
     score = int(survey) if survey is not None and survey.isdigit() else None
     for t in tallies:

@@ -372,50 +372,34 @@ def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_t
         assert [a.action for a in conn.execute(select(audit_log.c.action))] == ["transfer"]
 
 
-def test_a_call_back_is_sent_on_for_that_team_to_call_back(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str, ben: str
+def test_a_call_back_twilio_places_is_not_sent_on(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
 ) -> None:
-    """The customer alice calls back needs the security team: the case goes back in line at
-    once, a call back in security's lane, for that team to call; alice's call ends as any
-    call back does. Not while Twilio still places the call: they may answer any moment."""
+    """Twilio's call back, ringing or answered: the reports of its call come back to the
+    case, so it stays alice's (she tells the customer which team will call)."""
     client, phone = rest
     phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
     claimed = api(client, alice, "POST", "/api/agents/next")
     case_id = claimed["case"]["id"]
     assert claimed["connect"]["mode"] == "calling_back"
     ringing = refused(client, alice, case_id, TO_SECURITY)
-    assert ringing[0] == 409 and "Twilio is calling" in ringing[1]
+    assert ringing[0] == 409 and "Twilio places" in ringing[1]
     seen: dict[str, Any] = {}
 
     def talks(number: str) -> None:
-        seen["sent"] = api(
-            client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY
-        )
-        seen["mine"] = api(client, alice, "GET", "/api/agents/cases")
+        seen["talking"] = refused(client, alice, case_id, TO_SECURITY)
 
     customer = Talks([], lambda poll: False, talks)
-    record = phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
-    assert seen["sent"]["mode"] == "call_back" and seen["mine"] == []
-    assert record.ended_by == "hotline" and not twilio_http.redirects
+    phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
+    assert seen["talking"][0] == 409 and "Twilio places" in seen["talking"][1]
     row = the_case(db)
-    assert (row["status"], row["queued"], row["agent_id"], row["offer"]) == (
-        "callback_requested",
-        1,
-        None,
-        None,
+    assert (row["status"], row["queue"], row["agent_id"] is not None) == (
+        "connected",
+        "general",
+        True,
     )
-    assert (row["queue"], row["priority"], row["lane"], row["language"]) == (
-        "security",
-        "emergency",
-        0,
-        "zh-CN",
-    )
-    again = api(client, ben, "POST", "/api/agents/next")
-    assert again["case"]["id"] == case_id and again["connect"]["mode"] == "calling_back"
-    assert again["case"]["transfer"]["from_queue"] == "general"
     with db.connect() as conn:
-        audits = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
-    assert [tuple(a) for a in audits] == [("transfer", "call_back")]
+        assert conn.execute(select(audit_log.c.action)).all() == []
 
 
 def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
@@ -860,3 +844,50 @@ def test_a_supervisor_may_close_a_case_being_sent_on(
     record = phone.call(Talks(PAYMENTS, holds, talks))
     assert seen["sam"]["status"] == "resolved" and seen["sam"]["transfer"]["to"] is None
     assert not heard(record, TRANSFERRED_ZH)  # nobody sent on: the case was closed
+
+
+def test_a_call_back_sent_on_where_the_number_has_one_already_is_one_call_back(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """The number called twice and hung up twice, in two queues; alice sends the first call
+    back to the other's queue: one call back there, not two calls to the same customer."""
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(PAYMENTS)), from_number="+15005554321")
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    body = {"queue": "payments", "note": "the deposit, as in their other call"}
+    api(client, alice, "POST", f"/api/cases/{claimed['case']['id']}/transfer", json=body)
+    waiting = api(client, alice, "GET", "/api/queue")
+    assert [(w["queue"], w["caller"]) for w in waiting] == [("payments", "***4321")]
+
+
+def test_a_call_back_offered_at_the_desk_is_accepted_before_it_is_sent_on(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    with db.begin() as conn:  # as dispatch offers it to an available agent, at her desk
+        conn.execute(cases.update().values(accept_by=the_case(db)["created_at"] + HOUR))
+    status, detail = refused(client, alice, claimed["case"]["id"], TO_SECURITY)
+    assert (status, detail) == (409, "accept the case first")
+
+
+def test_a_call_back_sent_on_after_a_long_wait_is_still_a_late_abandon(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock, alice: str
+) -> None:
+    """The caller waited five minutes and hung up; sent on to security since, their case is
+    still an abandon after the target in the figures (their wait was in the line they left)."""
+
+    def holds(poll: int) -> bool:
+        clock.advance(minutes=5)
+        return False
+
+    phone.call(Talks(list(PAYMENTS), holds, lambda number: None))
+    row = the_case(db)
+    clock.advance(minutes=1)
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "call_back"
+    body = {"queue": "security", "note": "security calls back"}
+    api(client, alice, "POST", f"/api/cases/{claimed['case']['id']}/transfer", json=body)
+    with db.connect() as conn:
+        report = stats.figures(conn, start=row["created_at"], end=row["created_at"] + HOUR)
+    assert (report.overall.abandoned, report.overall.service_level) == (1, 0.0)
