@@ -1343,17 +1343,33 @@ def ask_transfer(
         conn.execute(
             update(cases).where(cases.c.id == case_id).values(flags=flags, offer=OFFER_ANSWERED)
         )
-        audit(
-            conn,
-            actor=f"agent:{agent.name}",
-            action="transfer",
-            uid=None,
-            case_id=case_id,
-            reason=f"to {to.queue} ({to.priority}){': ' + to.note if to.note else ''}"[:500],
-            result="asked",
-            now=now,
-        )
+        _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="asked", now=now)
         return "asked"
+
+
+def _audit_transfer(
+    conn: Connection, *, agent: User, case_id: int, to: Transfer, result: str, now: datetime
+) -> None:
+    note = f": {to.note}" if to.note else ""
+    reason = f"to {to.queue} ({to.priority}){note}"[:500]
+    audit(
+        conn,
+        actor=f"agent:{agent.name}",
+        action="transfer",
+        uid=None,
+        case_id=case_id,
+        reason=reason,
+        result=result,
+        now=now,
+    )
+
+
+def _place(case: Any, to: Transfer, now: datetime) -> dict[str, datetime]:
+    """Where a case sent on `to` waits: the end of that line now, as any case of its
+    priority; its own place when it stays in the same queue at the same priority."""
+    if (to.queue, to.priority) == (case["queue"], case["priority"]):
+        return {}
+    return {"sort_at": now - HIGH_BOOST if to.priority == "high" else now, "queued_at": now}
 
 
 CallBackSent = Literal["sent", "not_yours", "to_accept", "by_twilio"]
@@ -1392,12 +1408,7 @@ def send_call_back_on(
             "transfer_note": to.note,
             "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
         }
-        same_line = (to.queue, to.priority) == (row["queue"], row["priority"])
-        place = (
-            {}
-            if same_line
-            else {"sort_at": now - HIGH_BOOST if to.priority == "high" else now, "queued_at": now}
-        )
+        place = _place(row, to, now)
         conn.execute(
             update(cases)
             .where(cases.c.id == case_id)
@@ -1415,16 +1426,7 @@ def send_call_back_on(
         )
         if row["offered_at"] is not None:
             conn.execute(_idle_from(agent.id, row["offered_at"], now))
-        audit(
-            conn,
-            actor=f"agent:{agent.name}",
-            action="transfer",
-            uid=None,
-            case_id=case_id,
-            reason=f"to {to.queue} ({to.priority}){': ' + to.note if to.note else ''}"[:500],
-            result="call_back",
-            now=now,
-        )
+        _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="call_back", now=now)
         tidy_call_backs(conn, call_sid=row["call_sid"])
         return "sent"
 
@@ -1497,12 +1499,7 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     }
     if gone:
         flags[SENT_AFTER_HANG_UP] = "yes"
-    same_line = (to.queue, to.priority) == (case["queue"], case["priority"])
-    place = (
-        {}
-        if same_line
-        else {"sort_at": now - HIGH_BOOST if to.priority == "high" else now, "queued_at": now}
-    )
+    place = _place(case, to, now)
     statements = [
         update(cases)
         .where(
