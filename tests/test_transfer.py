@@ -50,6 +50,22 @@ def api(client: TestClient, token: str, method: str, path: str, **kw: Any) -> An
     return response.json()
 
 
+def taken_at_first_round(
+    client: TestClient, token: str, seen: dict[str, Any], *, then_holds: bool = False
+) -> Callable[[int], bool]:
+    """A caller's hold rounds: at the first, the agent of `token` takes the case (what they
+    got in seen["first"]) and the caller holds on to be put through; in a queue after that
+    (where they were sent), they hold on only if `then_holds`."""
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, token, "POST", "/api/agents/next")
+            return True
+        return then_holds
+
+    return holds
+
+
 def heard(record: CallRecord, words: str) -> bool:
     return any(words in line for line in record.heard)
 
@@ -230,10 +246,7 @@ def test_the_transfer_and_the_dial_report_in_either_order_and_twice_make_one_tra
     client, phone = rest
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-        return False
+    holds = taken_at_first_round(client, alice, seen)
 
     def talks(number: str) -> str:
         case_id = seen["first"]["case"]["id"]
@@ -286,10 +299,7 @@ def test_a_caller_who_hangs_up_before_the_transfer_is_called_back_where_they_wer
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-        return True
+    holds = taken_at_first_round(client, alice, seen, then_holds=True)
 
     def talks(number: str) -> str:
         case_id = seen["first"]["case"]["id"]
@@ -430,10 +440,7 @@ def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
     was sent, for a call back, once."""
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-        return True
+    holds = taken_at_first_round(client, alice, seen, then_holds=True)
 
     def talks(number: str) -> str:
         case_id = seen["first"]["case"]["id"]
@@ -486,10 +493,7 @@ def test_a_caller_whose_line_dropped_is_sent_on_for_a_call_back_at_once(
     made now."""
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-        return True
+    holds = taken_at_first_round(client, alice, seen, then_holds=True)
 
     def drops(number: str) -> None:
         raise HangsUp
@@ -534,10 +538,7 @@ def test_a_caller_who_left_the_agents_call_cannot_be_sent_on_without_twilios_res
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-        return True
+    holds = taken_at_first_round(client, alice, seen, then_holds=True)
 
     def at_survey() -> None:
         case_id = seen["first"]["case"]["id"]
@@ -570,10 +571,7 @@ def test_unscreened_a_hang_up_reported_before_the_dial_end_still_sends_the_case_
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
         seen: dict[str, Any] = {}
 
-        def holds(poll: int) -> bool:
-            if "first" not in seen:
-                seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
+        holds = taken_at_first_round(client, alice, seen, then_holds=True)
 
         def talks(number: str) -> None:
             case_id = seen["first"]["case"]["id"]
@@ -646,11 +644,7 @@ def test_unscreened_the_report_of_the_leg_a_transfer_cut_is_not_news(
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
     seen: dict[str, Any] = {}
     with on_the_line(app, check_twiml, twilio_http) as (client, phone):
-
-        def holds(poll: int) -> bool:
-            if "first" not in seen:
-                seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return False
+        holds = taken_at_first_round(client, alice, seen)
 
         def talks(number: str) -> None:
             case_id = seen["first"]["case"]["id"]
@@ -691,11 +685,7 @@ def test_a_caller_sent_on_from_the_survey_hears_the_next_agents_survey_not_the_q
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
     seen: dict[str, Any] = {}
     with on_the_line(app, check_twiml, twilio_http) as (client, phone):
-
-        def holds(poll: int) -> bool:
-            if "first" not in seen:
-                seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
+        holds = taken_at_first_round(client, alice, seen, then_holds=True)
 
         def at_survey() -> None:
             case_id = seen["first"]["case"]["id"]
@@ -802,11 +792,7 @@ def test_an_emergency_sent_on_without_a_priority_stays_an_emergency(
     queue's own (high): still an emergency. Said outright, it is what the agent says."""
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
-        return False
+    holds = taken_at_first_round(client, alice, seen)
 
     def talks(number: str) -> None:
         case_id = seen["first"]["case"]["id"]
@@ -828,11 +814,7 @@ def test_a_supervisor_may_close_a_case_being_sent_on(
     sam = make_user(db, "sam", "supervisor")
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
-        return False
+    holds = taken_at_first_round(client, alice, seen)
 
     def talks(number: str) -> None:
         case_id = seen["first"]["case"]["id"]
