@@ -1364,12 +1364,31 @@ def _audit_transfer(
     )
 
 
-def _place(case: Any, to: Transfer, now: datetime) -> dict[str, datetime]:
-    """Where a case sent on `to` waits: the end of that line now, as any case of its
-    priority; its own place when it stays in the same queue at the same priority."""
-    if (to.queue, to.priority) == (case["queue"], case["priority"]):
-        return {}
-    return {"sort_at": now - HIGH_BOOST if to.priority == "high" else now, "queued_at": now}
+def _sent_on(case: Any, to: Transfer, agent_id: int, now: datetime) -> dict[str, Any]:
+    """The values of a case `agent_id` sent on `to`: back in line as what it was (a caller
+    waiting, or a call back), nobody's, in that queue, lane and language; at the end of
+    that line now, as any case of its priority, or in its own place when it stays in the
+    same queue at the same priority. Its flags say who sent it on, from where, how often
+    (the transfer asked, if any, is made)."""
+    flags = {k: v for k, v in (case["flags"] or {}).items() if k not in _ASKED}
+    flags |= {
+        "transferred_from": case["queue"],
+        "transferred_agent": str(agent_id),
+        "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
+    }
+    same_line = (to.queue, to.priority) == (case["queue"], case["priority"])
+    joined = now - HIGH_BOOST if to.priority == "high" else now
+    place = {} if same_line else {"sort_at": joined, "queued_at": now}
+    return {
+        **_BACK_IN_LINE,
+        "connected_at": None,
+        "queue": to.queue,
+        "priority": to.priority,
+        "lane": 0 if to.priority == "emergency" else 1,
+        "language": to.language or case["language"],
+        "flags": flags,
+        **place,
+    }
 
 
 CallBackSent = Literal["sent", "not_yours", "to_accept", "by_twilio"]
@@ -1400,29 +1419,13 @@ def send_call_back_on(
             return "by_twilio"
         if row["accept_by"] is not None:
             return "to_accept"
-        flags = {k: v for k, v in (row["flags"] or {}).items() if k not in _ASKED}
-        flags |= {
-            "transferred_from": row["queue"],
-            "transferred_agent": str(agent.id),
-            "transferred_by": agent.name,
-            "transfer_note": to.note,
-            "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
-        }
-        place = _place(row, to, now)
+        values = _sent_on(row, to, agent.id, now)
+        values["flags"] |= {"transferred_by": agent.name, "transfer_note": to.note}
         conn.execute(
             update(cases)
             .where(cases.c.id == case_id)
-            .values(
-                **_BACK_IN_LINE,
-                connected_at=None,
-                not_before=None,  # the agent meant to call now: that team may at once
-                queue=to.queue,
-                priority=to.priority,
-                lane=0 if to.priority == "emergency" else 1,
-                language=to.language or row["language"],
-                flags=flags,
-                **place,
-            )
+            # The agent meant to call now: that team may at once.
+            .values(**values, not_before=None)
         )
         if row["offered_at"] is not None:
             conn.execute(_idle_from(agent.id, row["offered_at"], now))
@@ -1487,19 +1490,11 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     (another language, say), it keeps its place. `gone`: its caller hung up while still with
     the agent (SENT_AFTER_HANG_UP). Only while the case is still the asking agent's and
     connected: a copy of the webhook that lost the call's step changes nothing."""
-    flags = dict(case["flags"] or {})
     to = transfer_asked(case)
     assert to is not None and case["agent_id"] is not None
-    for key in _ASKED:
-        flags.pop(key, None)
-    flags |= {
-        "transferred_from": case["queue"],
-        "transferred_agent": str(case["agent_id"]),
-        "transfers": str(int(flags.get("transfers", "0") or 0) + 1),
-    }
+    values = _sent_on(case, to, case["agent_id"], now)
     if gone:
-        flags[SENT_AFTER_HANG_UP] = "yes"
-    place = _place(case, to, now)
+        values["flags"][SENT_AFTER_HANG_UP] = "yes"
     statements = [
         update(cases)
         .where(
@@ -1507,21 +1502,7 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
             cases.c.status == "connected",
             cases.c.agent_id == case["agent_id"],
         )
-        .values(
-            status="waiting",
-            queued=1,
-            agent_id=None,
-            offered_at=None,
-            offer=None,
-            accept_by=None,
-            connected_at=None,
-            queue=to.queue,
-            priority=to.priority,
-            lane=0 if to.priority == "emergency" else 1,
-            language=to.language or case["language"],
-            flags=flags,
-            **place,
-        )
+        .values(**values)
     ]
     if case["offered_at"] is not None:
         statements.append(_idle_from(case["agent_id"], case["offered_at"], now))
