@@ -578,8 +578,16 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
                 server_url=base,
                 check_twiml=check_twiml,
             )
-            sid = "CA" + "7" * 32
-            base = {"AccountSid": "AC" + "0" * 32, "CallSid": sid, "From": "+15005550006"}
+            base = {"AccountSid": "AC" + "0" * 32, "From": "+15005550006"}
+            # Warm up (first connections, first statements compiled): on a loaded machine a
+            # cold first webhook can itself take longer than the short deadline set here.
+            for warm_up in "123":
+                warm = {**base, "CallSid": "CA" + warm_up * 32}
+                if "<Gather" in phone.signed_post(PUBLIC_URL + "/twilio/voice", warm).text:
+                    break
+            registry = app.state.hotline.metrics.registry
+            late_before = registry.get_sample_value("ivr_late_webhooks_total") or 0.0
+            base["CallSid"] = "CA" + "7" * 32
             assert "<Gather" in phone.signed_post(PUBLIC_URL + "/twilio/voice", base).text
             stall.set()
             if other_process is not None:
@@ -596,7 +604,7 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
                 started = time.monotonic()
                 answers[path] = phone.signed_post(PUBLIC_URL + path, {**base, **extra})
                 assert time.monotonic() - started < 5, path
-            late = app.state.hotline.metrics.registry.get_sample_value("ivr_late_webhooks_total")
+            late = (registry.get_sample_value("ivr_late_webhooks_total") or 0.0) - late_before
             released.set()
     finally:
         released.set()
