@@ -701,14 +701,32 @@ def get_case(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def resolve(conn: Connection, *, case_id: int, status: str, now: datetime, notes: str) -> bool:
+def resolve(
+    conn: Connection,
+    *,
+    case_id: int,
+    status: str,
+    now: datetime,
+    notes: str,
+    unless_sending: bool = False,
+) -> bool:
     """Close the case if it is still `status`; never while its caller waits on the line (an
     offer not yet connected of a caller who was waiting: resolved, nobody would put them
-    through, and their hang-up would leave no call back)."""
+    through, and their hang-up would leave no call back). `unless_sending`: nor while its
+    agent is sending its caller on (`transfer_asked`), looked at under the row's lock, since
+    an ask can land between the caller's look at the case and this write."""
     live_offer = (cases.c.status == "offered") & (
         func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
     )
     with writing(conn):
+        if unless_sending:
+            row = conn.execute(
+                select(cases.c.flags, cases.c.status, cases.c.agent_id)
+                .where(cases.c.id == case_id)
+                .with_for_update()
+            ).first()
+            if row is not None and transfer_asked(dict(row._mapping)) is not None:
+                return False
         done = conn.execute(
             update(cases)
             .where(

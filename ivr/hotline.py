@@ -1758,7 +1758,12 @@ class Hotline:
                     "or it comes back to the line by itself if they do not answer",
                 )
             if not cases.resolve(
-                conn, case_id=case_id, status=case["status"], now=now, notes=notes
+                conn,
+                case_id=case_id,
+                status=case["status"],
+                now=now,
+                notes=notes,
+                unless_sending=user.role != "supervisor",
             ):
                 raise CaseRefused(409, "the case changed meanwhile; look at it again")
             cases.audit(

@@ -1607,3 +1607,26 @@ def test_a_case_sent_on_in_its_own_queue_and_priority_keeps_its_place(db: Engine
     moved = get(db, first)
     assert (moved["sort_at"], moved["queued_at"], moved["language"]) == (T0, None, "zh-CN")
     assert waiting_ids(db) == [first, second]
+
+
+def test_a_case_being_sent_on_is_not_resolved_by_an_agent_who_looked_before_the_ask(
+    db: Engine,
+) -> None:
+    """The agent's resolve saw no transfer asked (the ask came between that look and its
+    write, from another tab or the desk): the write itself still refuses, so the caller is
+    sent on and not told goodbye. A supervisor's resolve closes it, as it may."""
+    case_id = add_case(db, 1, "normal", T0)
+    ana = agent_id(db)
+    with db.begin() as conn:
+        conn.execute(users.update().values(available_since=T0 + 29 * MINUTE))
+    to = cases.Transfer(queue="security", priority="normal", language=None, note="sent")
+    connected_with(db, case_id, ana, to)
+    with db.connect() as conn:
+        args = {"case_id": case_id, "status": "connected", "now": T0 + 32 * MINUTE, "notes": "x"}
+        assert not cases.resolve(conn, **args, unless_sending=True)
+        case = cases.get_case(conn, case_id=case_id)
+        assert case is not None and case["status"] == "connected"
+        assert cases.transfer_asked(case) == to
+        assert cases.resolve(conn, **args)
+    resolved = get(db, case_id)
+    assert resolved is not None and resolved["status"] == "resolved"
