@@ -1138,6 +1138,12 @@ def placed_by(offer: str | None, call_sid: str, placing: str | None) -> bool:
     return offer in _placings(call_sid, placing)
 
 
+def same_call_back(offer: str | None, call_sid: str, placing: str | None) -> bool:
+    """A report of the call back `call_sid` (placed as `placing`) may touch the case: no
+    other call back of it is being placed now."""
+    return not calling_back(offer) or placed_by(offer, call_sid, placing)
+
+
 def _placed_as(call_sid: str, placing: str | None) -> Any:
     return cases.c.offer.in_(_placings(call_sid, placing))
 
@@ -1150,19 +1156,24 @@ def connect_offer(
     now: datetime,
     placed: str | None,
     placing: str | None = None,
+    flags: dict[str, str] | None = None,
 ) -> bool:
     """The caller reached the agent's TwiML: their offer is connected, if it is still that
-    agent's (and, for a call back, that call's `placed`, of the placement `placing`)."""
+    agent's (and, for a call back, that call's `placed`, of the placement `placing`). A call
+    back's call is kept in the case's `flags` (CALL_BACK_SID, over those given: the case's as
+    read), to move it if the agent sends the case on while they talk."""
     where = [cases.c.id == case_id, cases.c.status == "offered", cases.c.agent_id == agent_id]
+    values: dict[str, Any] = {"status": "connected", "connected_at": now}
     if placed is not None:
         where.append(_placed_as(placed, placing))
+        values["flags"] = {**(flags or {}), CALL_BACK_SID: placed}
     with writing(conn):
-        return (
-            conn.execute(
-                update(cases).where(*where).values(status="connected", connected_at=now)
-            ).rowcount
-            == 1
-        )
+        return conn.execute(update(cases).where(*where).values(**values)).rowcount == 1
+
+
+# The call Twilio placed for a call back, once its customer answered: the call to move out
+# of the agent's <Dial> if the agent sends the case on while they talk.
+CALL_BACK_SID = "call_back_sid"
 
 
 # Twilio is placing the offer's call back: the customer may answer any moment, to be put
@@ -1308,6 +1319,8 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> b
 SENT_AFTER_HANG_UP = "sent_after_hang_up"
 # A transfer asked, in the case's flags until the caller's call is back in line.
 _ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_agent")
+# What a case sent on leaves behind: the transfer made, the call it was talked on.
+_NOT_SENT_ON = (*_ASKED, CALL_BACK_SID)
 
 
 @dataclass(frozen=True)
@@ -1345,24 +1358,31 @@ def ask_transfer(
             return "not_yours"
         if (row.claimed_from or "waiting") != "waiting" or calling_back(row.offer):
             return "call_back"
-        flags = dict(row.flags or {})
-        mine = {"flags": flags, "status": "connected", "agent_id": agent.id}
+        mine = {"flags": row.flags, "status": "connected", "agent_id": agent.id}
         if transfer_asked(mine) is not None:
             return "asked_already"
-        flags |= {
-            "transfer_to": to.queue,
-            "transfer_priority": to.priority,
-            "transfer_agent": str(agent.id),
-            "transferred_by": agent.name,
-            "transfer_note": to.note,
-        }
-        if to.language:
-            flags["transfer_language"] = to.language
         conn.execute(
-            update(cases).where(cases.c.id == case_id).values(flags=flags, offer=OFFER_ANSWERED)
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(flags=_asking(row.flags, agent, to), offer=OFFER_ANSWERED)
         )
         _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="asked", now=now)
         return "asked"
+
+
+def _asking(flags: dict[str, str] | None, agent: User, to: Transfer) -> dict[str, str]:
+    """The case's `flags` with `agent`'s transfer `to` asked (`transfer_asked`)."""
+    asked = {
+        **(flags or {}),
+        "transfer_to": to.queue,
+        "transfer_priority": to.priority,
+        "transfer_agent": str(agent.id),
+        "transferred_by": agent.name,
+        "transfer_note": to.note,
+    }
+    if to.language:
+        asked["transfer_language"] = to.language
+    return asked
 
 
 def _audit_transfer(
@@ -1388,7 +1408,7 @@ def _sent_on(case: Any, to: Transfer, agent_id: int, now: datetime) -> dict[str,
     that line now, as any case of its priority, or in its own place when it stays in the
     same queue at the same priority. Its flags say who sent it on, from where, how often
     (the transfer asked, if any, is made)."""
-    flags = {k: v for k, v in (case["flags"] or {}).items() if k not in _ASKED}
+    flags = {k: v for k, v in (case["flags"] or {}).items() if k not in _NOT_SENT_ON}
     flags |= {
         "transferred_from": case["queue"],
         "transferred_agent": str(agent_id),
@@ -1409,18 +1429,22 @@ def _sent_on(case: Any, to: Transfer, agent_id: int, now: datetime) -> dict[str,
     }
 
 
-CallBackSent = Literal["sent", "not_yours", "to_accept", "by_twilio"]
+CallBackSent = Literal["sent", "asked", "asked_already", "not_yours", "to_accept", "ringing"]
 
 
 def send_call_back_on(
     conn: Connection, *, case_id: int, agent: User, to: Transfer, now: datetime
 ) -> CallBackSent:
-    """The agent who has a call back to make themselves (a number to dial by hand, or none:
-    a withheld number) sends it on (`to`): back in line at once where it was sent, the call
-    back it was, nobody's, for that team; one call back per number and account in a line
-    (`tidy_call_backs`). Not one Twilio calls for them ("by_twilio": the reports of that
-    call would come back to a case that went on), nor one offered at their desk and not
-    accepted ("to_accept"). Audited."""
+    """The agent who has a call back sends it on (`to`). One they make themselves (a number
+    to dial by hand, or none: a withheld number): back in line at once where it was sent
+    ("sent"), the call back it was, nobody's, for that team; one call back per number and
+    account in a line (`tidy_call_backs`). One Twilio placed, whose customer answered: asked
+    ("asked"), and made as an inbound caller's is (`transferred`) when the customer's call
+    leaves the agent's (a redirect, the agent's leg ending, the call ending), so that team
+    does not call them while they still talk, nor does the agent get the next case then.
+    Not while Twilio still rings the customer ("ringing": they may answer any moment, to be
+    put through to this agent), nor one offered at their desk and not accepted
+    ("to_accept"). Audited."""
     with writing(conn):
         row = (
             conn.execute(
@@ -1433,10 +1457,20 @@ def send_call_back_on(
         )
         if row is None or (row["claimed_from"] or "waiting") == "waiting":
             return "not_yours"
-        if row["status"] != "offered" or row["offer"] not in AGENT_FINISHES:
-            return "by_twilio"
+        if row["status"] == "offered" and row["offer"] not in AGENT_FINISHES:
+            return "ringing"
         if row["accept_by"] is not None:
             return "to_accept"
+        if row["status"] == "connected":  # Twilio's call: the customer is with the agent
+            if transfer_asked(dict(row)) is not None:
+                return "asked_already"
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id)
+                .values(flags=_asking(row["flags"], agent, to))
+            )
+            _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="asked", now=now)
+            return "asked"
         values = _sent_on(row, to, agent.id, now)
         values["flags"] |= {"transferred_by": agent.name, "transfer_note": to.note}
         conn.execute(
@@ -1489,7 +1523,14 @@ def ended_with_transfer_asked(conn: Connection) -> list[dict[str, Any]]:
         rows = conn.execute(
             select(cases)
             .join(calls, calls.c.call_sid == cases.c.call_sid)
-            .where(HELD_NOW, cases.c.status == "connected", calls.c.ended_at.is_not(None))
+            .where(
+                HELD_NOW,
+                cases.c.status == "connected",
+                calls.c.ended_at.is_not(None),
+                # A call back's caller is the customer Twilio called: their call ended long
+                # ago; the end of the call back's call makes its transfer.
+                func.coalesce(cases.c.claimed_from, "waiting") == "waiting",
+            )
         ).mappings()
         return [dict(row) for row in rows if transfer_asked(dict(row))]
 
@@ -1506,13 +1547,17 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     (those waiting there have had no help yet; an emergency's lane is served first anyway),
     nobody's; its agent free for the next. Sent on in the same queue at the same priority
     (another language, say), it keeps its place. `gone`: its caller hung up while still with
-    the agent (SENT_AFTER_HANG_UP). Only while the case is still the asking agent's and
-    connected: a copy of the webhook that lost the call's step changes nothing."""
+    the agent (SENT_AFTER_HANG_UP). A call back (the customer Twilio called) goes back in
+    line the call back it was, for that team to call at once. Only while the case is still
+    the asking agent's and connected: a copy of the webhook that lost the call's step
+    changes nothing."""
     to = transfer_asked(case)
     assert to is not None and case["agent_id"] is not None
     values = _sent_on(case, to, case["agent_id"], now)
     if gone:
         values["flags"][SENT_AFTER_HANG_UP] = "yes"
+    if (case["claimed_from"] or "waiting") != "waiting":
+        values["not_before"] = None  # a call back the agent talked on: that team may at once
     statements = [
         update(cases)
         .where(

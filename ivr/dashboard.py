@@ -575,8 +575,8 @@ SAID = {
     "transfer_redirected": "The caller is on their way where you sent them: your phone's "
     "call with them ends now.",
     "transfer_on_hang_up": "The caller goes where you sent them when you hang up.",
-    "transfer_call_back": "The caller had hung up: the case is in line where you sent it, "
-    "for a call back.",
+    "transfer_call_back": "The case is in line where you sent it, for that team to call the "
+    "caller back.",
     "accepted": "The case is yours: nothing takes it back now.",
     "set_away": "The agent is away: no case comes to them until they say they are available.",
     "languages_set": "Callers in the agent's languages are offered to them first now.",

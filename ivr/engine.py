@@ -72,6 +72,8 @@ MAX_TRAIL = 10
 MAX_REQUEUES = 3
 # Said to a caller the agent sends on to another team (an engine prompt: every catalog has it).
 TRANSFERRED_PROMPT = "call_transferred"
+# A customer Twilio called back, sent on by the agent: that team calls them.
+CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
 # Our own QueueExit result: the agent who took the case did not answer; back in line.
 AGENT_NO_ANSWER = "agent-no-answer"
 
@@ -109,13 +111,21 @@ class Links:
         return self._url(CONNECT_PATH, case=case_id, out=int(outbound), placing=placing)
 
     def connect_done(
-        self, case_id: int, *, outbound: bool = False, agent: int | None = None
+        self,
+        case_id: int,
+        *,
+        outbound: bool = False,
+        agent: int | None = None,
+        placing: str | None = None,
     ) -> str:
         # The agent whose phone it dials: a late report of theirs must not touch the case
-        # once another agent has it.
-        if agent is None:
-            return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound))
-        return self._url(CONNECT_DONE_PATH, case=case_id, out=int(outbound), agent=agent)
+        # once another agent has it. A call back's placement: nor a later call back's.
+        query: dict[str, Any] = {"case": case_id, "out": int(outbound)}
+        if agent is not None:
+            query["agent"] = agent
+        if placing is not None:
+            query["placing"] = placing
+        return self._url(CONNECT_DONE_PATH, **query)
 
     def agent_accept(self, case_id: int, *, agent: int) -> str:
         return self._url(AGENT_ACCEPT_PATH, case=case_id, agent=agent)
@@ -459,9 +469,11 @@ def hold_twiml(
     return str(response)
 
 
-def hangup_twiml(catalogs: Catalogs, language: str, key: str = "goodbye") -> str:
+def hangup_twiml(
+    catalogs: Catalogs, language: str, key: str = "goodbye", /, **variables: Any
+) -> str:
     response = VoiceResponse()
-    _say(response, catalogs, key, language)
+    _say(response, catalogs, key, language, **variables)
     response.hangup()
     return str(response)
 

@@ -124,9 +124,9 @@ def _finish_first(held: dict[str, Any] | None, case_id: int) -> str:
 
 # Why a call back was not sent on to another team (`cases.send_call_back_on`).
 CALL_BACK_NOT_SENT = {
-    "by_twilio": "a call back Twilio places cannot be sent on (the reports of its call come "
-    "back to the case): tell the customer which team will call them, and resolve the case "
-    "with notes saying so",
+    "ringing": "Twilio is calling the customer now: send the case on once you talk to them "
+    "(if they do not answer, it comes back to the line by itself)",
+    "asked_already": "the case is being sent on already: it goes when the call ends",
     "to_accept": "accept the case first",
     "not_yours": "the case changed meanwhile; look at it again",
 }
@@ -1105,7 +1105,13 @@ class Hotline:
             agent_id = case["agent_id"]
             placed = call_sid if outbound else None
             ours = agent_id is not None and cases.connect_offer(
-                conn, case_id=case_id, agent_id=agent_id, now=now, placed=placed, placing=placing
+                conn,
+                case_id=case_id,
+                agent_id=agent_id,
+                now=now,
+                placed=placed,
+                placing=placing,
+                flags=case["flags"],
             )
             if agent_id is not None and not ours:  # or connected already: Twilio asked again
                 again = cases.get_case(conn, case_id=case_id)
@@ -1136,7 +1142,9 @@ class Hotline:
             language,
             agent_phone=agent.phone if agent else None,
             agent_name=agent.name if agent else "agent",
-            action=self.links.connect_done(case_id, outbound=outbound, agent=agent_id),
+            action=self.links.connect_done(
+                case_id, outbound=outbound, agent=agent_id, placing=placing if outbound else None
+            ),
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
             screen=screen,
@@ -1203,17 +1211,32 @@ class Hotline:
         outbound: bool = False,
         agent_id: int | None = None,
         caller_gone: bool = False,
+        call_sid: str = "",
+        placing: str | None = None,
     ) -> str:
         """The agent leg ended (`agent_id`'s phone; None from a link made before it was named).
         Answered: the case is the agent's to resolve. Nobody answered: the case goes back to
         its place, the caller too; a customer we called back is told we will call again, and
         let go; the agent missed it, and is set away. A late or repeated report changes
         nothing the next agent has. `caller_gone`: the caller's own call had ended (Twilio's
-        CallStatus), so nobody missed anything: their hang-up is what ended the ringing."""
+        CallStatus), so nobody missed anything: their hang-up is what ended the ringing.
+        A call back's (`outbound`: the customer's call `call_sid`, placed as `placing`): one
+        its agent sent on is another team's now, and one of an earlier placement changes
+        nothing a later one has."""
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
         if case is None:
             return self.fallback()
+        if outbound:
+            if call_sid and not cases.same_call_back(case["offer"], call_sid, placing):
+                # An earlier call back's leg: the one Twilio places now is not touched.
+                return self._to_customer(case, "callback_agent_unavailable")
+            if case["agent_id"] == agent_id and cases.transfer_asked(case):
+                # The agent sent the case on while they talked, and the call is over.
+                return self.transferred(case_id)
+            if cases.transferred_away(case, agent_id):
+                # Sent on already (the call redirected, the case made): that team calls.
+                return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)
         if not outbound and agent_id is not None:
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
                 # The agent sent the caller on and hung up (or Twilio's redirect cut the
@@ -1267,6 +1290,18 @@ class Hotline:
         # and does not count towards giving up on the queue. (Their case closed meanwhile, a
         # supervisor resolving it while the phone rang: the hold loop opens them a new one.)
         return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
+
+    def _to_customer(self, case: dict[str, Any], prompt: str) -> str:
+        """What a customer we called back hears before the call ends, in their language."""
+        return engine.hangup_twiml(
+            self.trees.current.catalogs, self._language(case), prompt, ticket=case["ticket"]
+        )
+
+    def _language(self, case: dict[str, Any]) -> str:
+        catalogs = self.trees.current.catalogs
+        return (
+            case["language"] if case["language"] in catalogs.by_language else catalogs.languages[0]
+        )
 
     def _back_in_line(
         self, case_id: int, agent_id: int | None, missed: int | None, dial_status: str
@@ -1579,7 +1614,19 @@ class Hotline:
         self, case_id: int, call_status: str, call_sid: str, placing: str | None = None
     ) -> None:
         """The outbound call-back ended: if nobody answered, the case goes back in line, to
-        be tried again later (`cases.callback_missed`), if it was this placement's call."""
+        be tried again later (`cases.callback_missed`), if it was this placement's call.
+        Answered, and sent on by its agent while they talked: made now, if the end of the
+        agent's leg did not make it (its report lost)."""
+        if call_status == "completed":
+            with self.db.connect() as conn:
+                case = cases.get_case(conn, case_id=case_id)
+            if (
+                case is not None
+                and cases.transfer_asked(case) is not None
+                and (case["flags"] or {}).get(cases.CALL_BACK_SID) == call_sid
+            ):
+                self.transferred(case_id)
+            return
         if call_status in ("busy", "no-answer", "failed", "canceled"):
             retry = timedelta(seconds=self.settings.callback_retry_seconds)
             with self.db.connect() as conn:
@@ -1822,8 +1869,9 @@ class Hotline:
         Twilio's REST API their call is redirected now, ending the agent's leg ("redirected");
         without it, or if Twilio refuses, when the agent hangs up ("on_hang_up"). The case
         stays the agent's until the caller is back in line (`transferred`). A caller whose
-        call has ended, and a call back (the customer Twilio or the agent calls), are in line
-        there at once, for that team to call back ("call_back").
+        call has ended, and a call back the agent dials, are in line there at once, for that
+        team to call back ("call_back"); a call back Twilio placed, once its customer leaves
+        the agent's call (`_call_back_sent_on`).
         `keep_higher`: `to`'s priority is the queue's own, not the agent's choice: a case of a
         higher one keeps it (a hijack victim sent on to the account team stays an emergency)."""
         now = self.clock()
@@ -1831,27 +1879,26 @@ class Hotline:
             case = self._case_for(conn, case_id, agent, ())
             if keep_higher:
                 to = dataclasses.replace(to, priority=cases.higher(case["priority"], to.priority))
+            sent: cases.CallBackSent | None = None
+            call: store.CallRow | None = None
             if (case["claimed_from"] or "waiting") != "waiting":
-                # A call back: no caller of ours on the line to move. The case is sent on
-                # at once, for that team to call them back.
                 sent = cases.send_call_back_on(conn, case_id=case_id, agent=agent, to=to, now=now)
-                if sent != "sent":
-                    raise CaseRefused(409, CALL_BACK_NOT_SENT[sent])
-                self.metrics.transfers.labels(to.priority).inc()
-                return "call_back"
-            call = store.load_call(conn, call_sid=case["call_sid"])
-            if (
-                call is not None
-                and call.status not in store.FINAL_STATUSES
-                and call.state.facts.get("served_case") == str(case_id)
-                and self.twilio is None
-            ):
-                # Their call with the agent is over, and they are somewhere else in the tree
-                # (a survey): no hang-up of the agent's is coming to send them.
-                raise CaseRefused(
-                    409, "the caller has left your call: nothing can send them on now"
-                )
-            asked = cases.ask_transfer(conn, case_id=case_id, agent=agent, to=to, now=now)
+            else:
+                call = store.load_call(conn, call_sid=case["call_sid"])
+                if (
+                    call is not None
+                    and call.status not in store.FINAL_STATUSES
+                    and call.state.facts.get("served_case") == str(case_id)
+                    and self.twilio is None
+                ):
+                    # Their call with the agent is over, and they are somewhere else in the
+                    # tree (a survey): no hang-up of the agent's is coming to send them.
+                    raise CaseRefused(
+                        409, "the caller has left your call: nothing can send them on now"
+                    )
+                asked = cases.ask_transfer(conn, case_id=case_id, agent=agent, to=to, now=now)
+        if sent is not None:  # a call back
+            return self._call_back_sent_on(case, to, sent)
         if asked == "asked" and call is not None and call.status in store.FINAL_STATUSES:
             # They hung up already: no hang-up is coming to send them. In line there now, for
             # a call back.
@@ -1887,6 +1934,38 @@ class Hotline:
             return "on_hang_up"
         return "redirected"
 
+    def _call_back_sent_on(
+        self, case: dict[str, Any], to: cases.Transfer, sent: cases.CallBackSent
+    ) -> Literal["redirected", "on_hang_up", "call_back"]:
+        """A call back sent on (`cases.send_call_back_on`): in line there already
+        ("call_back"); or, its agent talking to the customer on a call Twilio placed, that
+        call moved out of the agent's <Dial> to hear so ("redirected"), the case made now if
+        Twilio says the call has ended ("call_back"), else when it ends ("on_hang_up")."""
+        if sent not in ("sent", "asked"):
+            raise CaseRefused(409, CALL_BACK_NOT_SENT[sent])
+        self.metrics.transfers.labels(to.priority).inc()
+        case_id: int = case["id"]
+        call_sid = (case["flags"] or {}).get(cases.CALL_BACK_SID)
+        if sent == "sent":
+            return "call_back"
+        if self.twilio is None or call_sid is None:
+            return "on_hang_up"
+        try:
+            self.twilio.calls(call_sid).update(url=self.links.transfer(case_id), method="POST")
+        except Exception as exc:
+            if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS:
+                self.transferred(case_id)
+                return "call_back"
+            self.metrics.twilio_refusals.labels("transfer").inc()
+            log.warning(
+                "Twilio refused to redirect the call back of case %s for its transfer (%s): "
+                "it happens when the call ends",
+                case_id,
+                type(exc).__name__,
+            )
+            return "on_hang_up"
+        return "redirected"
+
     def transferred(self, case_id: int, *, caller_gone: bool = False) -> str:
         """The caller of a case whose agent sent them on (`transfer_case`) gets there: on
         Twilio's redirect of their call, or at the end of the agent's leg, whichever comes
@@ -1899,6 +1978,8 @@ class Hotline:
             case = cases.get_case(conn, case_id=case_id)
             if case is None:
                 return self.fallback()
+            if (case["claimed_from"] or "waiting") != "waiting":
+                return self._call_back_transferred(conn, case, now)
             row = store.load_call(conn, call_sid=case["call_sid"])
             to = cases.transfer_asked(case)
             if to is None:  # made already, or never asked
@@ -1923,6 +2004,20 @@ class Hotline:
                 # They hung up while this was stored: a call back, not a caller to wait for.
                 cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
         return twiml
+
+    def _call_back_transferred(self, conn: Connection, case: dict[str, Any], now: datetime) -> str:
+        """A call back whose agent sent it on: in line there (once however often this runs),
+        and what the customer hears before their call ends."""
+        to = cases.transfer_asked(case)
+        if to is not None:
+            with store.writing(conn):
+                for statement in cases.transferred(case, now=now):
+                    conn.execute(statement)
+                cases.tidy_call_backs(conn, call_sid=case["call_sid"])
+            log.info("case %s transferred to %s, a call back", case["id"], to.queue)
+        elif not (case["flags"] or {}).get("transferred_agent"):
+            return engine.hangup_twiml(self.trees.current.catalogs, self._language(case))
+        return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)
 
     def case_detail(self, case_id: int) -> dict[str, Any] | None:
         """What an agent sees: the case, how the caller was verified (never the digits),

@@ -81,6 +81,7 @@ ENGINE_PROMPTS = (
     "callback_agent_unavailable",
     "ticket_requeued",
     "call_transferred",  # the agent sends the caller on to another team
+    "callback_sent_on",  # the agent sends a call back on: that team calls the customer
     "agent_accept",  # to the agent, before the caller is put through (IVR_AGENT_SCREENING)
     *(
         f"case_status_{s}"

@@ -459,6 +459,7 @@ def connect_done(
     case_id: CaseId,
     out: int = 0,
     agent: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    placing: Placing = None,
 ) -> Response:
     sid = _call_sid(form)
     status = _text(form, "DialCallStatus", 32) or "failed"
@@ -468,7 +469,13 @@ def connect_done(
         hotline,
         sid,
         lambda: hotline.connect_done(
-            case_id, status, outbound=bool(out), agent_id=agent, caller_gone=gone
+            case_id,
+            status,
+            outbound=bool(out),
+            agent_id=agent,
+            caller_gone=gone,
+            call_sid=sid,
+            placing=placing,
         ),
     )
 

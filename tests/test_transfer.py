@@ -382,34 +382,198 @@ def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_t
         assert [a.action for a in conn.execute(select(audit_log.c.action))] == ["transfer"]
 
 
-def test_a_call_back_twilio_places_is_not_sent_on(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
-) -> None:
-    """Twilio's call back, ringing or answered: the reports of its call come back to the
-    case, so it stays alice's (she tells the customer which team will call)."""
-    client, phone = rest
+TO_SECURITY_EN = {"queue": "security", "note": "a SIM swap: security calls"}
+SENT_ON_EN = "they will call you back shortly"
+
+
+@pytest.fixture
+def screened_or_not(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_http: RecordingTwilio,
+) -> Iterator[tuple[TestClient, Phone]]:
+    """As `rest`, with IVR_AGENT_SCREENING as the test's parameter says."""
+    app = app_with_twilio(
+        database_url, hotline_tree, db, clock, twilio_http, IVR_AGENT_SCREENING=request.param
+    )
+    with on_the_line(app, check_twiml, twilio_http) as line:
+        yield line
+
+
+def called_back(client: TestClient, phone: Phone, token: str) -> int:
+    """A caller asked to be called back; the agent of `token` takes it, and Twilio calls."""
     phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
-    claimed = api(client, alice, "POST", "/api/agents/next")
-    case_id = claimed["case"]["id"]
+    claimed = api(client, token, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "calling_back"
-    ringing = refused(client, alice, case_id, TO_SECURITY)
-    assert ringing[0] == 409 and "Twilio places" in ringing[1]
+    return int(claimed["case"]["id"])
+
+
+def answered(phone: Phone, twilio: RecordingTwilio, on_talk: Callable[[str], Any]) -> CallRecord:
+    """The customer answers the last call Twilio placed, and talks as `on_talk` says."""
+    return phone.answer(
+        placed_calls(twilio)[-1], Talks([], lambda poll: False, on_talk), call_sid=twilio.sids[-1]
+    )
+
+
+def in_securitys_line(db: Engine) -> dict[str, Any]:
+    row = the_case(db)
+    assert (row["status"], row["queued"], row["agent_id"], row["offer"]) == (
+        "callback_requested",
+        1,
+        None,
+        None,
+    )
+    assert (row["queue"], row["priority"], row["not_before"]) == ("security", "emergency", None)
+    assert row["flags"]["transferred_from"] == "general"
+    assert not {"transfer_to", cases_module.CALL_BACK_SID} & set(row["flags"])
+    return row
+
+
+@pytest.mark.parametrize("screened_or_not", [True, False], indirect=True)
+def test_a_call_back_twilio_placed_is_sent_on_while_the_customer_talks(
+    screened_or_not: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    alice: str,
+    ben: str,
+) -> None:
+    """Twilio calls the customer back for alice. While it rings the case cannot be sent on
+    (they may answer any moment, to be put through to her). Talking, she finds it is the
+    security team's and sends it there: the customer's call is moved out of her <Dial> to
+    hear that security will call them, and ends. The case is in security's line, a call
+    back nobody has; her leg's report and the call's end are not news (not a miss of hers,
+    not a second transfer); ben takes it and Twilio calls the customer again."""
+    client, phone = screened_or_not
+    case_id = called_back(client, phone, alice)
+    ringing = refused(client, alice, case_id, TO_SECURITY_EN)
+    assert ringing[0] == 409 and "calling the customer now" in ringing[1]
     seen: dict[str, Any] = {}
 
     def talks(number: str) -> None:
-        seen["talking"] = refused(client, alice, case_id, TO_SECURITY)
+        path = f"/api/cases/{case_id}/transfer"
+        seen["sent"] = api(client, alice, "POST", path, json=TO_SECURITY_EN)
+        seen["held"] = the_case(db)
 
-    customer = Talks([], lambda poll: False, talks)
-    phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
-    assert seen["talking"][0] == 409 and "Twilio places" in seen["talking"][1]
-    row = the_case(db)
-    assert (row["status"], row["queue"], row["agent_id"] is not None) == (
+    customer = answered(phone, twilio_http, talks)
+    assert seen["sent"]["mode"] == "redirected"
+    held = seen["held"]  # hers until the customer's call left hers
+    assert (held["status"], held["agent_id"] is not None, held["queue"]) == (
         "connected",
-        "general",
         True,
+        "general",
     )
+    assert heard(customer, SENT_ON_EN) and customer.ended_by == "hotline"
+    assert customer.transcript.count(SENT_ON_EN) == 1
+    in_securitys_line(db)
+    assert api(client, alice, "GET", "/api/agents/cases") == []
     with db.connect() as conn:
-        assert conn.execute(select(audit_log.c.action)).all() == []
+        logged = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
+    assert [tuple(r) for r in logged] == [("transfer", "asked")]  # no missed offer of hers
+    again = api(client, ben, "POST", "/api/agents/next")
+    assert (again["case"]["id"], again["connect"]["mode"]) == (case_id, "calling_back")
+    assert len(placed_calls(twilio_http)) == 2
+
+
+def test_a_call_back_sent_on_goes_when_the_agent_hangs_up_if_twilio_cannot_redirect(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """Twilio's REST API fails as alice sends the call back on: it stays hers, asked (the
+    sweep, which makes inbound callers' lost transfers, leaves it: the customer still
+    talks), and goes to security when her leg ends; the customer hears so then."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+    seen: dict[str, Any] = {}
+
+    def talks(number: str) -> None:
+        twilio_http.refuse = True
+        path = f"/api/cases/{case_id}/transfer"
+        seen["sent"] = api(client, alice, "POST", path, json=TO_SECURITY_EN)
+        twilio_http.refuse = False
+        seen["again"] = refused(client, alice, case_id, TO_SECURITY_EN)
+        seen["resolve"] = client.post(
+            f"/api/cases/{case_id}/resolve", json={"notes": "done"}, headers=bearer(alice)
+        ).status_code
+        hotline = client.app.state.hotline  # type: ignore[attr-defined]
+        seen["swept"] = hotline.finish_stale_transfers()
+        seen["held"] = the_case(db)
+
+    customer = answered(phone, twilio_http, talks)
+    assert seen["sent"]["mode"] == "on_hang_up"
+    assert seen["again"][0] == 409 and "already" in seen["again"][1]
+    assert seen["resolve"] == 409
+    assert seen["swept"] == 0
+    assert (seen["held"]["status"], seen["held"]["flags"]["transfer_to"]) == (
+        "connected",
+        "security",
+    )
+    assert heard(customer, SENT_ON_EN)
+    in_securitys_line(db)
+
+
+def test_a_call_back_sent_on_after_its_call_ended_goes_at_once(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """alice talks to the customer, hangs up, and only then sends the case on (the notes of
+    a call are written after it): Twilio says the call has ended, so it goes at once."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+    answered(phone, twilio_http, lambda number: None)
+    assert the_case(db)["status"] == "connected"
+    twilio_http.error = (400, 21220)  # Twilio: the call is not in progress
+    sent = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+    assert sent["mode"] == "call_back"
+    in_securitys_line(db)
+
+
+def test_a_call_back_sent_on_whose_dial_report_was_lost_goes_with_the_calls_end(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """Twilio cannot redirect, and the customer hangs up with no report of alice's <Dial>
+    reaching the hotline: the status callback of the call Twilio placed makes the transfer."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+
+    def talks(number: str) -> None:
+        twilio_http.refuse = True
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+        twilio_http.refuse = False
+        raise HangsUp
+
+    answered(phone, twilio_http, talks)
+    in_securitys_line(db)
+
+
+def test_a_late_report_of_an_earlier_call_back_leaves_the_next_one_alone(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """alice sends a call back on and takes it again herself (she is on the security team
+    too); Twilio calls the customer a second time. A copy of the first call's <Dial> report,
+    arriving late, must not take that call back from her nor count it a miss of hers."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+
+    def talks(number: str) -> None:
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+
+    first = answered(phone, twilio_http, talks)
+    again = api(client, alice, "POST", "/api/agents/next")
+    assert (again["case"]["id"], again["connect"]["mode"]) == (case_id, "calling_back")
+    [(url, params)] = [(u, p) for u, p in first.requests if "/connect-done" in u]
+    late = phone.signed_post(url, params)
+    assert late.status_code == 200 and "<Hangup" in late.text
+    row = the_case(db)
+    assert (row["status"], row["queue"], row["queued"]) == ("offered", "security", 0)
+    assert cases_module.calling_back(row["offer"])
+    with db.connect() as conn:
+        assert (
+            conn.execute(select(users.c.away_reason).where(users.c.name == "alice")).scalar()
+            is None
+        )
+        assert [a for (a,) in conn.execute(select(audit_log.c.action))] == ["transfer"]
 
 
 def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
