@@ -829,9 +829,9 @@ def transfer(
     their language, or the emergency lane (a victim of a hijack who called about something
     else). They hear that they are being passed on, keep their ticket, and join that line
     (the same queue at the same priority: their place kept). A caller put through to you
-    is yours until they are back in line; a call back (one you call, or Twilio called for
-    you) is in line there at once, for that team to call back (409 while Twilio is still
-    placing it). Audited."""
+    is yours until they are back in line; a call back you dial is in line there at once,
+    for that team to call back; one Twilio called for you, once the customer's call leaves
+    yours (moved at once with Twilio's REST API; 409 while it still rings). Audited."""
     queues = hotline.trees.current.queues
     if body.queue not in queues:
         raise HTTPException(422, f"no such queue: {body.queue} (have: {', '.join(sorted(queues))})")
