@@ -38,9 +38,18 @@ from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+from tests.conftest import (
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    RecordingTwilio,
+    bearer,
+    make_settings,
+    make_user,
+)
 from tests.support.parties import Talks
 from tests.support.servers import serving_app
+from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
 VICTIM = "+15005550006"
@@ -1432,3 +1441,46 @@ def figures_and_tree(scene: Scene) -> None:
     scene.nav("Call tree", "/dashboard/tree")
     expect(tab.locator("figure.tree-picture svg")).to_be_visible()
     scene.shot("tree")
+
+
+def test_the_desk_sends_a_call_back_twilio_placed_on_while_the_agent_talks(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    agent: str,
+) -> None:
+    """Twilio calls the customer back for alice: no transfer form while it rings; talking,
+    the form sends it on, the customer's call is moved out of hers at once, and her desk
+    is clear of it."""
+    twilio = RecordingTwilio()
+    app = app_with_twilio(database_url, hotline_tree, db, clock, twilio)
+    with on_the_line(app, check_twiml, twilio) as (client, phone):
+        phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number=VICTIM)
+        signed_in(client, agent)
+        assert said(act(client, "/dashboard/desk/next")) == "calling_back"
+        ringing = page(client, "/dashboard/desk")
+        assert not ringing.xpath("//form[contains(@action, '/transfer')]")
+        seen: dict[str, Any] = {}
+
+        def talks(number: str) -> None:
+            desk = page(client, "/dashboard/desk")
+            [form] = desk.xpath("//form[contains(@action, '/transfer')]")
+            seen["label"] = " ".join(form.xpath("string(.//label)").split())
+            seen["sent"] = said(
+                act(client, form.get("action"), queue="security", note="a SIM swap")
+            )
+
+        placed = placed_calls(twilio)[-1]
+        customer = phone.answer(
+            placed, Talks([], lambda poll: False, talks), call_sid=twilio.sids[-1]
+        )
+        assert seen["label"] == "Send the call back on to"
+        assert seen["sent"] == "transfer_redirected"
+        assert customer.ended_by == "hotline"
+        after = page(client, "/dashboard/desk")
+        assert not after.xpath("//form[contains(@action, '/transfer')]")
+    with db.connect() as conn:
+        row = conn.execute(select(cases)).mappings().one()
+    assert (row["queue"], row["agent_id"], row["queued"]) == ("security", None, 1)
