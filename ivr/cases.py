@@ -1223,6 +1223,7 @@ def requeue(
 
 
 MISSED_OFFER = "missed_offer"  # the audit action: what the figures count per agent
+TRANSFER = "transfer"  # the audit action of a case sent on: counted per agent too
 
 
 NOT_ACCEPTED = "not accepted"  # the missed offer's reason for one made at the desk
@@ -1393,7 +1394,7 @@ def _audit_transfer(
     audit(
         conn,
         actor=f"agent:{agent.name}",
-        action="transfer",
+        action=TRANSFER,
         uid=None,
         case_id=case_id,
         reason=reason,

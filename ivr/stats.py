@@ -18,7 +18,7 @@ Which rows
     its waits counted from when it joined that line (`cases.queued_at`) instead of
     `created_at` below, answered by the agent who answered it there; one whose caller hung
     up while still with the agent who sent it is a call back that agent requested, not an
-    abandon. The sending agent's part is in the audit log (`transfer`), not in these figures.
+    abandon. The sending agent's part is their `transfers` (by_agent, below).
 
 Each case has exactly one outcome, the first of these that applies:
     1. call back requested: the caller asked to be called back while waiting. The case's
@@ -101,6 +101,12 @@ missed_offers
     Counted when it happened (`audit_log` action `missed_offer`, `at` in the period), once
     per offer; a caller hanging up while it rang is nobody's miss. An agent with misses and no case
     handled is listed too. Each miss also set the agent away (presence).
+transfers
+    Cases the agent sent on to another queue, priority or language (a caller they talked
+    to, or a call back). Counted when they sent it (`audit_log` action `transfer`, `at` in
+    the period), once per transfer. A case sent on is not the sending agent's any more, so
+    it is not in their `handled`: it is here. An agent with transfers and no case handled
+    is listed too.
 
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
@@ -132,7 +138,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ivr.cases import MISSED_OFFER, SENT_AFTER_HANG_UP
+from ivr.cases import MISSED_OFFER, SENT_AFTER_HANG_UP, TRANSFER
 from ivr.db import audit_log, call_events, calls, cases, users
 
 SELF_HELP_KINDS = ("say",)
@@ -184,6 +190,7 @@ class AgentFigures(SurveyFigures):
     handled: int
     average_handle_time_seconds: float | None
     missed_offers: int = 0
+    transfers: int = 0
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,7 @@ class _Tally:
     surveys_asked: int = 0
     scores: list[int] = field(default_factory=list)
     missed_offers: int = 0
+    transfers: int = 0
 
     def surveys(self) -> dict[str, Any]:
         return {
@@ -248,6 +256,7 @@ class _Tally:
             handled=self.offered,
             average_handle_time_seconds=_mean(self.handle_times),
             missed_offers=self.missed_offers,
+            transfers=self.transfers,
             **self.surveys(),
         )
 
@@ -409,14 +418,15 @@ def figures(
         ):
             if case_id is not None:
                 surveys[case_id] = outcome if kind == "survey" else surveys.get(case_id, "")
-        missed = conn.execute(
-            select(audit_log.c.actor, func.count())
+        agents_did = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, func.count())
             .where(
-                audit_log.c.action == MISSED_OFFER,
+                audit_log.c.action.in_((MISSED_OFFER, TRANSFER)),
+                audit_log.c.actor.like("agent:%"),
                 audit_log.c.at >= start,
                 audit_log.c.at < end,
             )
-            .group_by(audit_log.c.actor)
+            .group_by(audit_log.c.actor, audit_log.c.action)
         ).all()
         kinds_entered: dict[str, set[str]] = {}
         for sid, kind in conn.execute(
@@ -439,8 +449,12 @@ def figures(
         if case.agent_name is not None and case.connected_at is not None:
             mine = by_agent.setdefault(case.agent_name, _Tally())
             _count_case((mine,), case, thresholds, surveys.get(case.id))
-    for actor, count in missed:
-        by_agent.setdefault(actor.removeprefix("agent:"), _Tally()).missed_offers += count
+    for actor, action, count in agents_did:
+        tally = by_agent.setdefault(actor.removeprefix("agent:"), _Tally())
+        if action == MISSED_OFFER:
+            tally.missed_offers += count
+        else:
+            tally.transfers += count
 
     completed = contained = 0
     topics: Counter[str] = Counter()

@@ -756,3 +756,42 @@ def test_offers_an_agents_phone_missed_are_counted_per_agent_in_the_period(db: E
     assert {n: a.missed_offers for n, a in r.by_agent.items()} == {"alice": 1, "dave": 2}
     assert (r.by_agent["dave"].handled, r.by_agent["dave"].average_handle_time_seconds) == (0, None)
     assert report_as_json(r)["by_agent"]["dave"]["missed_offers"] == 2
+
+
+def test_cases_an_agent_sent_on_are_counted_per_agent_in_the_period(db: Engine) -> None:
+    """As the hotline records them (`cases.ask_transfer`, `send_call_back_on`): alice sent
+    two on in the period (one asked while talking, one call back), erin one and talked to
+    nobody (listed all the same), bob one before the period; alice also missed an offer."""
+    scenario(db)
+    with db.connect() as conn:
+        for name, minutes, result in (
+            ("alice", 5, "asked"),
+            ("alice", 20, "call_back"),
+            ("erin", 30, "asked"),
+            ("bob", -5, "asked"),
+        ):
+            case_queue.audit(
+                conn,
+                actor=f"agent:{name}",
+                action=case_queue.TRANSFER,
+                uid=None,
+                case_id=None,
+                reason="to security (emergency): funds leaving",
+                result=result,
+                now=T0 + timedelta(minutes=minutes),
+            )
+        case_queue.audit(
+            conn,
+            actor="agent:alice",
+            action=case_queue.MISSED_OFFER,
+            uid=None,
+            case_id=None,
+            reason="no-answer",
+            result="requeued",
+            now=T0 + timedelta(minutes=7),
+        )
+    r = report(db)
+    assert {n: a.transfers for n, a in r.by_agent.items()} == {"alice": 2, "erin": 1}
+    assert (r.by_agent["alice"].missed_offers, r.by_agent["erin"].missed_offers) == (1, 0)
+    assert r.by_agent["erin"].handled == 0
+    assert report_as_json(r)["by_agent"]["alice"]["transfers"] == 2

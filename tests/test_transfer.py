@@ -784,11 +784,17 @@ def test_a_transferred_case_waits_from_when_it_was_sent_in_the_figures_and_the_p
     assert record.dialed == BEN_PHONE
     assert seen["overdue"] is None
     with db.connect() as conn:
-        report = stats.figures(conn, start=clock() - timedelta(hours=1), end=clock())
+        # Half-open: the transfer was made at clock(), which an `end` of clock() leaves out.
+        end = clock() + timedelta(seconds=1)
+        report = stats.figures(conn, start=clock() - timedelta(hours=1), end=end)
     security = report.by_queue["security"]
     assert (security.answered, security.average_speed_of_answer_seconds) == (1, 0.0)
     assert security.service_level == 1.0
     assert "payments" not in report.by_queue  # one case: counted where it was sent
+    # ben handled it; alice's part is the transfer (her AHT would count his talk too).
+    by_agent = report.by_agent
+    assert (by_agent["ben"].handled, by_agent["ben"].transfers) == (1, 0)
+    assert (by_agent["alice"].handled, by_agent["alice"].transfers) == (0, 1)
 
 
 def test_unscreened_the_report_of_the_leg_a_transfer_cut_is_not_news(
