@@ -807,10 +807,10 @@ class TransferRequest(BaseModel):
 
 class Transferred(BaseModel):
     mode: Literal["redirected", "on_hang_up", "call_back"] = Field(
-        description="redirected: the caller is on their way now (your leg ends); on_hang_up: "
-        "they go when you hang up (no Twilio REST API, or it refused); call_back: a call "
-        "back, or a caller whose call had ended: in line there at once, for that team to "
-        "call back"
+        description="redirected: the caller (or the customer of a call back Twilio placed) is "
+        "on their way now (your leg ends); on_hang_up: they go when you hang up (no Twilio "
+        "REST API, or it refused); call_back: a call back you dial, or a case whose call had "
+        "ended: in line there at once, for that team to call back"
     )
     case: CaseDetail
 
