@@ -1032,6 +1032,16 @@ class CallQuery:
     verified: Verified | None = None
     emergency: bool | None = None
     caller: str | None = Query(default=None, max_length=32, pattern=CALLER_PATTERN)
+    ticket: str | None = Query(
+        default=None,
+        pattern=r"^[0-9]{1,16}$",
+        description="a case of the call has this ticket, or follows it up (main menu 9)",
+    )
+    account: str | None = Query(
+        default=None,
+        pattern=r"^[0-9]{1,32}$",
+        description="the account UID of a case of the call",
+    )
 
     def filters(self) -> CallFilter:
         return CallFilter(**{f: getattr(self, f) for f in CallFilter.__dataclass_fields__})

@@ -39,6 +39,8 @@ class CallFilter:
     verified: str | None = None  # yes, no, skipped, locked, unavailable, not_attempted
     emergency: bool | None = None
     caller: str | None = None  # a whole number, or its last digits
+    ticket: str | None = None  # a case of the call has it, or follows it up (main menu 9)
+    account: str | None = None  # a case of the call is about this account UID
 
 
 def _fact(name: str) -> ColumnElement[str]:
@@ -111,7 +113,17 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
     if f.caller:
         digits = "".join(c for c in f.caller if c.isdigit())
         where.append(calls.c.from_number.like(f"%{digits}"))
+    # Any case of the call, not only its latest: a call that reached two queues has two.
+    if f.ticket:
+        where.append(_has_case(or_(cases.c.ticket == f.ticket, cases.c.parent_ticket == f.ticket)))
+    if f.account:
+        where.append(_has_case(cases.c.account_uid == f.account))
     return where
+
+
+def _has_case(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    # Found from the case's own index (ticket, account_uid), then the call by its key.
+    return calls.c.call_sid.in_(select(cases.c.call_sid).where(condition))
 
 
 def encode_cursor(row: dict[str, Any]) -> str:

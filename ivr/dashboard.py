@@ -74,7 +74,7 @@ PAGES = (
     ("Figures", f"{PREFIX}/figures", STAFF),
     ("Call tree", f"{PREFIX}/tree", TREE_ROLES),
 )
-CALL_FILTERS = ("since", "until", "outcome", "topic", "queue", "verified", "emergency", "caller")
+CALL_FILTERS = tuple(f.name for f in dataclasses.fields(api.CallQuery))
 
 CSP = "; ".join(
     (

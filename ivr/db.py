@@ -218,7 +218,7 @@ cases = Table(
     Column("claimed_from", String(24)),
     Column("flags", JSON, nullable=False),  # verification result and factors, risk signals, freeze
     Column("path", JSON, nullable=False),  # the menus the caller went through
-    Column("parent_ticket", String(16)),
+    Column("parent_ticket", String(16), index=True),  # a follow-up call's (main menu 9)
     Column("callback_number", String(32)),
     Column("agent_id", Integer, ForeignKey("users.id")),
     Column("notes", Text),

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty, Silent
+from ivr.settings import Settings
 from tests.conftest import FakeClock, bearer, make_user
 
 
@@ -172,3 +174,47 @@ def test_stats_over_http_count_the_placed_calls(
 
 def make_user_for(client: TestClient) -> str:
     return make_user(client.app.state.hotline.db, "olga", "operator")  # type: ignore[attr-defined]
+
+
+def test_a_ticket_or_an_account_finds_every_call_about_it(
+    phone: Phone,
+    client: TestClient,
+    supervisor: str,
+    db: Engine,
+    settings: Settings,
+    clock: FakeClock,
+) -> None:
+    """A complaint names a ticket, a regulator an account: the log finds the call that
+    opened the ticket and the follow-ups that came back to it (main menu 9), and every call
+    whose case is about the account, a verified victim's; nothing else."""
+    LocalDirectory(db, settings.secret_key).add(
+        uid="10000001",
+        pin="739182",
+        id_last4="5064",
+        phone="+15005550006",
+        totp_secret=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    deposits = phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]))
+    clock.advance(minutes=1)  # newest first: one call a minute
+    other = phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]))
+    clock.advance(minutes=1)
+    tickets = {c["call_sid"]: c["ticket"] for c in get(client, supervisor, "/api/calls")["calls"]}
+    ticket = tickets[deposits.call_sid]
+    follow_up = phone.call(ScriptedParty([Press("1"), Press("9"), Press(ticket)]))
+    clock.advance(minutes=1)
+    victim = phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press("10000001"), Press("739182")]),
+        from_number="+15005550006",
+    )
+    found = get(client, supervisor, "/api/calls", ticket=ticket)
+    assert sids_of(found) == [follow_up.call_sid, deposits.call_sid]
+    assert sids_of(get(client, supervisor, "/api/calls", account="10000001")) == [victim.call_sid]
+    assert sids_of(get(client, supervisor, "/api/calls", ticket=tickets[other.call_sid])) == [
+        other.call_sid
+    ]
+    assert get(client, supervisor, "/api/calls", account="99999999")["calls"] == []
+    text = get(client, supervisor, "/api/calls.csv", ticket=ticket)
+    assert [r["call_sid"] for r in csv.DictReader(io.StringIO(text))] == sids_of(found)
+    bad = client.get("/api/calls", headers=bearer(supervisor), params={"ticket": "12ab"})
+    assert bad.status_code == 422
