@@ -478,7 +478,11 @@ def call_sids(doc: Any) -> list[str]:
 
 
 def test_calls_page_filters_like_the_api(
-    client: TestClient, supervisor: str, placed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    supervisor: str,
+    placed: dict[str, str],
+    db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     signed_in(client, supervisor)
     both = [placed["hijack"], placed["normal"]]  # newest first
@@ -493,6 +497,12 @@ def test_calls_page_filters_like_the_api(
     ]
     assert call_sids(page(client, "/dashboard/calls", verified="yes")) == [placed["hijack"]]
     assert call_sids(page(client, "/dashboard/calls", caller="0123")) == [placed["normal"]]
+    assert call_sids(page(client, "/dashboard/calls", account=UID)) == [placed["hijack"]]
+    with db.connect() as conn:
+        ticket = conn.execute(
+            select(cases.c.ticket).where(cases.c.call_sid == placed["normal"])
+        ).scalar_one()
+    assert call_sids(page(client, "/dashboard/calls", ticket=ticket)) == [placed["normal"]]
     assert call_sids(page(client, "/dashboard/calls", since="2026-11-23T03:00:10")) == [
         placed["hijack"]
     ]
