@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -136,6 +137,65 @@ def test_instances_starting_together_migrate_once() -> None:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         engine.dispose()
     finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_the_parent_ticket_index_is_built_without_holding_back_webhooks_writes() -> None:
+    """PostgreSQL, migration 0019 on a live hotline: a transaction writing to `cases` holds
+    the index build up (as a webhook's would), and meanwhile the next webhook's write still
+    goes through. A plain CREATE INDEX would queue it behind the build, and every call with
+    it. The upgrade finishes once the old transaction does."""
+    import threading
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"ivr_cic_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    engine = create_db_engine(url)
+    write = text("UPDATE cases SET notes = notes WHERE id = 0")  # the table's write lock
+    failed: list[BaseException] = []
+
+    def upgrade_to_0019() -> None:
+        try:
+            upgrade(url, "0019")
+        except BaseException as exc:  # seen by the test, not lost in the thread
+            failed.append(exc)
+
+    try:
+        upgrade(url, "0018")
+        with engine.connect() as old:
+            old.execute(write)  # and stays open
+            migrating = threading.Thread(target=upgrade_to_0019)
+            migrating.start()
+            with admin.connect() as conn:
+                waiting = text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                    "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
+                )
+                deadline = time.monotonic() + 30
+                while not conn.execute(waiting, {"db": name}).scalar():
+                    assert time.monotonic() < deadline, "the index build never started"
+                    time.sleep(0.05)
+            with engine.connect() as webhook:
+                webhook.execute(text("SET lock_timeout = '2s'"))
+                webhook.execute(write)  # LockNotAvailable if the build held writes back
+                webhook.commit()
+            old.rollback()
+        migrating.join(timeout=60)
+        assert not migrating.is_alive() and failed == []
+        with engine.connect() as conn:
+            indexes = {i["name"] for i in inspect(conn).get_indexes("cases")}
+        assert "ix_cases_parent_ticket" in indexes
+    finally:
+        engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

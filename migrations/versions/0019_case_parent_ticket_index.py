@@ -17,12 +17,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Few rows have a parent ticket; the build reads the table once, as every index here does
-    # (see the README's production section for running migrations).
-    with op.batch_alter_table("cases", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_cases_parent_ticket"), ["parent_ticket"], unique=False)
+    # On PostgreSQL, built CONCURRENTLY (outside the migration's transaction): a plain build
+    # holds back every write to `cases` until it ends, and webhooks write there on every
+    # call. Should it fail, PostgreSQL leaves an invalid index: drop it, and upgrade again.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_cases_parent_ticket",
+            "cases",
+            ["parent_ticket"],
+            unique=False,
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("cases", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_cases_parent_ticket"))
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_cases_parent_ticket", table_name="cases", postgresql_concurrently=True)
