@@ -1156,19 +1156,39 @@ def connect_offer(
     now: datetime,
     placed: str | None,
     placing: str | None = None,
-    flags: dict[str, str] | None = None,
 ) -> bool:
     """The caller reached the agent's TwiML: their offer is connected, if it is still that
     agent's (and, for a call back, that call's `placed`, of the placement `placing`). A call
-    back's call is kept in the case's `flags` (CALL_BACK_SID, over those given: the case's as
-    read), to move it if the agent sends the case on while they talk."""
+    back's call is kept in the case's flags (CALL_BACK_SID) until it ends (`call_back_ended`),
+    to move it if the agent sends the case on while they talk."""
     where = [cases.c.id == case_id, cases.c.status == "offered", cases.c.agent_id == agent_id]
-    values: dict[str, Any] = {"status": "connected", "connected_at": now}
     if placed is not None:
         where.append(_placed_as(placed, placing))
-        values["flags"] = {**(flags or {}), CALL_BACK_SID: placed}
     with writing(conn):
-        return conn.execute(update(cases).where(*where).values(**values)).rowcount == 1
+        connected = (
+            conn.execute(
+                update(cases).where(*where).values(status="connected", connected_at=now)
+            ).rowcount
+            == 1
+        )
+        if connected and placed is not None:
+            add_flags(conn, case_id=case_id, flags={CALL_BACK_SID: placed})
+        return connected
+
+
+def call_back_ended(conn: Connection, *, case_id: int, call_sid: str) -> bool:
+    """The call back's call `call_sid` is over (the agent's leg ended, or its status
+    callback said so): its agent sending the case on now sends it at once. Read and written
+    under the row's lock, as `send_call_back_on` reads it."""
+    with writing(conn):
+        row = conn.execute(
+            select(cases.c.flags).where(cases.c.id == case_id).with_for_update()
+        ).first()
+        if row is None or (row.flags or {}).get(CALL_BACK_SID) != call_sid:
+            return False
+        rest = {k: v for k, v in row.flags.items() if k != CALL_BACK_SID}
+        conn.execute(_SET_FLAGS, {"case_id": case_id, "new_flags": rest})
+        return True
 
 
 # The call Twilio placed for a call back, once its customer answered: the call to move out
@@ -1437,12 +1457,13 @@ def send_call_back_on(
     conn: Connection, *, case_id: int, agent: User, to: Transfer, now: datetime
 ) -> CallBackSent:
     """The agent who has a call back sends it on (`to`). One they make themselves (a number
-    to dial by hand, or none: a withheld number): back in line at once where it was sent
-    ("sent"), the call back it was, nobody's, for that team; one call back per number and
-    account in a line (`tidy_call_backs`). One Twilio placed, whose customer answered: asked
-    ("asked"), and made as an inbound caller's is (`transferred`) when the customer's call
-    leaves the agent's (a redirect, the agent's leg ending, the call ending), so that team
-    does not call them while they still talk, nor does the agent get the next case then.
+    to dial by hand, or none: a withheld number), or one Twilio placed whose call has ended:
+    back in line at once where it was sent ("sent"), the call back it was, nobody's, for that
+    team; one call back per number and account in a line (`tidy_call_backs`). One Twilio
+    placed whose customer is still on the line (its CALL_BACK_SID kept): asked ("asked"), and
+    made as an inbound caller's is (`transferred`) when the customer's call leaves the
+    agent's (a redirect, the agent's leg ending, the call ending), so that team does not
+    call them while they still talk, nor does the agent get the next case then.
     Not while Twilio still rings the customer ("ringing": they may answer any moment, to be
     put through to this agent), nor one offered at their desk and not accepted
     ("to_accept"). Audited."""
@@ -1462,7 +1483,7 @@ def send_call_back_on(
             return "ringing"
         if row["accept_by"] is not None:
             return "to_accept"
-        if row["status"] == "connected":  # Twilio's call: the customer is with the agent
+        if (row["flags"] or {}).get(CALL_BACK_SID):  # Twilio's call: they still talk
             if transfer_asked(dict(row)) is not None:
                 return "asked_already"
             conn.execute(
@@ -1549,16 +1570,19 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     nobody's; its agent free for the next. Sent on in the same queue at the same priority
     (another language, say), it keeps its place. `gone`: its caller hung up while still with
     the agent (SENT_AFTER_HANG_UP). A call back (the customer Twilio called) goes back in
-    line the call back it was, for that team to call at once. Only while the case is still
+    line the call back it was, for that team to call: at once if `gone` (their call has
+    ended), else once they have heard so (HEARD_AND_HUNG_UP). Only while the case is still
     the asking agent's and connected: a copy of the webhook that lost the call's step
     changes nothing."""
     to = transfer_asked(case)
     assert to is not None and case["agent_id"] is not None
     values = _sent_on(case, to, case["agent_id"], now)
-    if gone:
-        values["flags"][SENT_AFTER_HANG_UP] = "yes"
     if (case["claimed_from"] or "waiting") != "waiting":
-        values["not_before"] = None  # a call back the agent talked on: that team may at once
+        # A call back: called by that team once the customer has heard so and hung up, not
+        # while they still listen (busy: the next try would be a retry's wait away).
+        values["not_before"] = None if gone else now + HEARD_AND_HUNG_UP
+    elif gone:
+        values["flags"][SENT_AFTER_HANG_UP] = "yes"
     statements = [
         update(cases)
         .where(
@@ -1574,6 +1598,8 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
 
 
 MAX_CALLBACK_DELAY = timedelta(hours=1)
+# A customer sent on from a call back Twilio placed hears so (about 10 s) and is hung up on.
+HEARD_AND_HUNG_UP = timedelta(seconds=30)
 
 
 def callback_missed(

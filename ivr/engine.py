@@ -70,7 +70,7 @@ ACCEPT_KEY = "1"
 MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
 MAX_TRAIL = 10
 MAX_REQUEUES = 3
-# Said to a caller the agent sends on to another team (an engine prompt: every catalog has it).
+# Said to a caller the agent sends on to another team (`tree.LATER_ENGINE_PROMPTS`).
 TRANSFERRED_PROMPT = "call_transferred"
 # A customer Twilio called back, sent on by the agent: that team calls them.
 CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
@@ -1255,7 +1255,8 @@ class _Turn:
             lang = event.language
         detail = {"case": event.case_id, "priority": event.priority}
         self.log.append(LogEntry(state.node, "input", "dial", outcome="transferred", detail=detail))
-        self.say(TRANSFERRED_PROMPT, lang)
+        if self.tree.catalogs.has(TRANSFERRED_PROMPT, BASE_LANGUAGE):  # shipped later
+            self.say(TRANSFERRED_PROMPT, lang)
         # Served by no one there yet: the next agent's hang-up is news (their survey).
         facts = {k: v for k, v in state.facts.items() if k != "served_case"} | {"requeues": "0"}
         # At the queue's node from now on (not entered: no prompt, no new case), so that its

@@ -1111,7 +1111,6 @@ class Hotline:
                 now=now,
                 placed=placed,
                 placing=placing,
-                flags=case["flags"],
             )
             if agent_id is not None and not ours:  # or connected already: Twilio asked again
                 again = cases.get_case(conn, case_id=case_id)
@@ -1232,11 +1231,15 @@ class Hotline:
                 # An earlier call back's leg: the one Twilio places now is not touched.
                 return self._to_customer(case, "callback_agent_unavailable")
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
-                # The agent sent the case on while they talked, and the call is over.
-                return self.transferred(case_id)
+                # The agent sent the case on while they talked: made now, the customer told.
+                return self.transferred(case_id, caller_gone=caller_gone)
             if cases.transferred_away(case, agent_id):
                 # Sent on already (the call redirected, the case made): that team calls.
                 return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)
+            if call_sid:
+                # The customer's call ends with this: sent on from now, it goes at once.
+                with self.db.connect() as conn:
+                    cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
         if not outbound and agent_id is not None:
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
                 # The agent sent the caller on and hung up (or Twilio's redirect cut the
@@ -1292,10 +1295,12 @@ class Hotline:
         return self.advance(row.call_sid, row.step, engine.QueueExit(AGENT_NO_ANSWER))
 
     def _to_customer(self, case: dict[str, Any], prompt: str) -> str:
-        """What a customer we called back hears before the call ends, in their language."""
-        return engine.hangup_twiml(
-            self.trees.current.catalogs, self._language(case), prompt, ticket=case["ticket"]
-        )
+        """What a customer we called back hears before the call ends, in their language
+        (catalogs from before `prompt` was shipped: goodbye)."""
+        catalogs = self.trees.current.catalogs
+        if not catalogs.has(prompt, BASE_LANGUAGE):
+            prompt = "goodbye"
+        return engine.hangup_twiml(catalogs, self._language(case), prompt, ticket=case["ticket"])
 
     def _language(self, case: dict[str, Any]) -> str:
         catalogs = self.trees.current.catalogs
@@ -1620,12 +1625,12 @@ class Hotline:
         if call_status == "completed":
             with self.db.connect() as conn:
                 case = cases.get_case(conn, case_id=case_id)
-            if (
-                case is not None
-                and cases.transfer_asked(case) is not None
-                and (case["flags"] or {}).get(cases.CALL_BACK_SID) == call_sid
-            ):
-                self.transferred(case_id)
+                if case is None or (case["flags"] or {}).get(cases.CALL_BACK_SID) != call_sid:
+                    return
+                if cases.transfer_asked(case) is None:
+                    cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
+                    return
+            self.transferred(case_id, caller_gone=True)
             return
         if call_status in ("busy", "no-answer", "failed", "canceled"):
             retry = timedelta(seconds=self.settings.callback_retry_seconds)
@@ -1954,7 +1959,7 @@ class Hotline:
             self.twilio.calls(call_sid).update(url=self.links.transfer(case_id), method="POST")
         except Exception as exc:
             if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS:
-                self.transferred(case_id)
+                self.transferred(case_id, caller_gone=True)
                 return "call_back"
             self.metrics.twilio_refusals.labels("transfer").inc()
             log.warning(
@@ -1979,7 +1984,7 @@ class Hotline:
             if case is None:
                 return self.fallback()
             if (case["claimed_from"] or "waiting") != "waiting":
-                return self._call_back_transferred(conn, case, now)
+                return self._call_back_transferred(conn, case, now, gone=caller_gone)
             row = store.load_call(conn, call_sid=case["call_sid"])
             to = cases.transfer_asked(case)
             if to is None:  # made already, or never asked
@@ -2005,16 +2010,20 @@ class Hotline:
                 cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
         return twiml
 
-    def _call_back_transferred(self, conn: Connection, case: dict[str, Any], now: datetime) -> str:
+    def _call_back_transferred(
+        self, conn: Connection, case: dict[str, Any], now: datetime, *, gone: bool
+    ) -> str:
         """A call back whose agent sent it on: in line there (once however often this runs),
-        and what the customer hears before their call ends."""
+        and what the customer hears before their call ends, in the language they were sent
+        on in. `gone`: their call has ended."""
         to = cases.transfer_asked(case)
         if to is not None:
             with store.writing(conn):
-                for statement in cases.transferred(case, now=now):
+                for statement in cases.transferred(case, now=now, gone=gone):
                     conn.execute(statement)
                 cases.tidy_call_backs(conn, call_sid=case["call_sid"])
             log.info("case %s transferred to %s, a call back", case["id"], to.queue)
+            case = {**case, "language": to.language or case["language"]}
         elif not (case["flags"] or {}).get("transferred_agent"):
             return engine.hangup_twiml(self.trees.current.catalogs, self._language(case))
         return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)

@@ -80,14 +80,19 @@ ENGINE_PROMPTS = (
     "callback_greeting",
     "callback_agent_unavailable",
     "ticket_requeued",
-    "call_transferred",  # the agent sends the caller on to another team
-    "callback_sent_on",  # the agent sends a call back on: that team calls the customer
     "agent_accept",  # to the agent, before the caller is put through (IVR_AGENT_SCREENING)
     *(
         f"case_status_{s}"
         for s in ("waiting", "offered", "connected", "resolved", "abandoned", "callback_requested")
     ),
 )
+# Prompts the engine says that were shipped later: a catalog without one is warned of, not
+# refused, so that tree versions stored before it still serve their calls (and the engine
+# says less without it: nothing, or goodbye).
+LATER_ENGINE_PROMPTS = {
+    "call_transferred": "a caller an agent sends on hears nothing before the new queue",
+    "callback_sent_on": "a customer whose call back an agent sends on hears only goodbye",
+}
 # Tips said between hold segments, in turn: hold_tip_1, hold_tip_2, ... (optional).
 HOLD_TIP_PREFIX = "hold_tip_"
 
@@ -601,6 +606,10 @@ def _check_graph(
             problems.append(
                 Problem(doc.file, None, "", f"{message} (the engine says it)", severity)
             )
+    for key, without in LATER_ENGINE_PROMPTS.items():
+        for message, severity in _prompt_findings(key, catalogs):
+            said = f"{message}: {without}" if severity == "error" else message
+            problems.append(Problem(doc.file, None, "", said, "warning"))
 
     # Reachability and depth: breadth-first from start, counting menus passed through.
     # Unknown targets were reported above and are skipped here, so every check still runs.

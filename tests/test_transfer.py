@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,8 @@ from ivr import cases as cases_module
 from ivr import oncall, stats
 from ivr.db import audit_log, call_events, cases, users
 from ivr.phone import Answer, CallRecord, HangsUp, HangUp, Phone, Press, Prompt, ScriptedParty
-from ivr.tree import CompiledTree
+from ivr.settings import PROJECT_ROOT
+from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from tests.conftest import (
     PUBLIC_URL,
@@ -28,6 +30,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.catalogs import catalogs_without
 from tests.support.parties import Talks
 from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
@@ -419,7 +422,9 @@ def answered(phone: Phone, twilio: RecordingTwilio, on_talk: Callable[[str], Any
     )
 
 
-def in_securitys_line(db: Engine) -> dict[str, Any]:
+def in_securitys_line(db: Engine, *, not_before: Any = None) -> dict[str, Any]:
+    """The call back in security's line, nobody's: to be called from `not_before` (None: at
+    once; made while the customer was still on the line, once they have heard so)."""
     row = the_case(db)
     assert (row["status"], row["queued"], row["agent_id"], row["offer"]) == (
         "callback_requested",
@@ -427,7 +432,11 @@ def in_securitys_line(db: Engine) -> dict[str, Any]:
         None,
         None,
     )
-    assert (row["queue"], row["priority"], row["not_before"]) == ("security", "emergency", None)
+    assert (row["queue"], row["priority"], row["not_before"]) == (
+        "security",
+        "emergency",
+        not_before,
+    )
     assert row["flags"]["transferred_from"] == "general"
     assert not {"transfer_to", cases_module.CALL_BACK_SID} & set(row["flags"])
     return row
@@ -438,6 +447,7 @@ def test_a_call_back_twilio_placed_is_sent_on_while_the_customer_talks(
     screened_or_not: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
     db: Engine,
+    clock: FakeClock,
     alice: str,
     ben: str,
 ) -> None:
@@ -446,7 +456,8 @@ def test_a_call_back_twilio_placed_is_sent_on_while_the_customer_talks(
     security team's and sends it there: the customer's call is moved out of her <Dial> to
     hear that security will call them, and ends. The case is in security's line, a call
     back nobody has; her leg's report and the call's end are not news (not a miss of hers,
-    not a second transfer); ben takes it and Twilio calls the customer again."""
+    not a second transfer). Security calls once the customer has heard so and hung up, not
+    while they still listen: ben takes it then, and Twilio calls the customer again."""
     client, phone = screened_or_not
     case_id = called_back(client, phone, alice)
     ringing = refused(client, alice, case_id, TO_SECURITY_EN)
@@ -468,18 +479,24 @@ def test_a_call_back_twilio_placed_is_sent_on_while_the_customer_talks(
     )
     assert heard(customer, SENT_ON_EN) and customer.ended_by == "hotline"
     assert customer.transcript.count(SENT_ON_EN) == 1
-    in_securitys_line(db)
+    in_securitys_line(db, not_before=clock() + cases_module.HEARD_AND_HUNG_UP)
     assert api(client, alice, "GET", "/api/agents/cases") == []
     with db.connect() as conn:
         logged = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
     assert [tuple(r) for r in logged] == [("transfer", "asked")]  # no missed offer of hers
+    assert api(client, ben, "POST", "/api/agents/next")["case"] is None  # still listening
+    clock.advance(seconds=31)
     again = api(client, ben, "POST", "/api/agents/next")
     assert (again["case"]["id"], again["connect"]["mode"]) == (case_id, "calling_back")
     assert len(placed_calls(twilio_http)) == 2
 
 
 def test_a_call_back_sent_on_goes_when_the_agent_hangs_up_if_twilio_cannot_redirect(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    alice: str,
 ) -> None:
     """Twilio's REST API fails as alice sends the call back on: it stays hers, asked (the
     sweep, which makes inbound callers' lost transfers, leaves it: the customer still
@@ -511,22 +528,65 @@ def test_a_call_back_sent_on_goes_when_the_agent_hangs_up_if_twilio_cannot_redir
         "security",
     )
     assert heard(customer, SENT_ON_EN)
-    in_securitys_line(db)
+    in_securitys_line(db, not_before=clock() + cases_module.HEARD_AND_HUNG_UP)
 
 
 def test_a_call_back_sent_on_after_its_call_ended_goes_at_once(
     rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
 ) -> None:
     """alice talks to the customer, hangs up, and only then sends the case on (the notes of
-    a call are written after it): Twilio says the call has ended, so it goes at once."""
+    a call are written after it): the call's end was reported, so it goes at once, without
+    asking Twilio anything (whose REST API is failing just then)."""
     client, phone = rest
     case_id = called_back(client, phone, alice)
     answered(phone, twilio_http, lambda number: None)
     assert the_case(db)["status"] == "connected"
+    asked_before = len(twilio_http.requests)
+    twilio_http.refuse = True
+    sent = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+    assert sent["mode"] == "call_back"
+    assert len(twilio_http.requests) == asked_before
+    in_securitys_line(db)
+
+
+def test_a_call_back_sent_on_after_its_call_ended_unreported_goes_when_twilio_says_so(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """The customer hung up on alice, and neither report of it (her <Dial>'s, the call's
+    status callback) has reached the hotline when she sends the case on: Twilio refuses to
+    move a call that is not in progress, so it goes at once."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+    placed = {k: v for k, v in placed_calls(twilio_http)[-1].items() if k != "StatusCallback"}
+
+    def hangs_up(number: str) -> None:
+        raise HangsUp  # and no report of the <Dial> reaches the hotline
+
+    phone.answer(placed, Talks([], lambda poll: False, hangs_up), call_sid=twilio_http.sids[-1])
+    assert cases_module.CALL_BACK_SID in the_case(db)["flags"]  # nothing said it ended
     twilio_http.error = (400, 21220)  # Twilio: the call is not in progress
     sent = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
     assert sent["mode"] == "call_back"
     in_securitys_line(db)
+
+
+def test_a_call_back_sent_on_in_another_language_is_told_so_in_it(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """alice hears the customer speaks Mandarin and sends them to security's Mandarin
+    speakers: the customer hears that security will call them in Mandarin, whichever of
+    Twilio's requests makes the transfer (here the redirect, read before it is made)."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+    to_mandarin = {**TO_SECURITY_EN, "language": "zh-CN"}
+
+    def talks(number: str) -> None:
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=to_mandarin)
+
+    customer = answered(phone, twilio_http, talks)
+    assert heard(customer, "您的工单已转交给能够处理您问题的团队")
+    assert not heard(customer, SENT_ON_EN)
+    assert the_case(db)["language"] == "zh-CN"
 
 
 def test_a_call_back_sent_on_whose_dial_report_was_lost_goes_with_the_calls_end(
@@ -548,7 +608,11 @@ def test_a_call_back_sent_on_whose_dial_report_was_lost_goes_with_the_calls_end(
 
 
 def test_a_late_report_of_an_earlier_call_back_leaves_the_next_one_alone(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    alice: str,
 ) -> None:
     """alice sends a call back on and takes it again herself (she is on the security team
     too); Twilio calls the customer a second time. A copy of the first call's <Dial> report,
@@ -560,6 +624,7 @@ def test_a_late_report_of_an_earlier_call_back_leaves_the_next_one_alone(
         api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
 
     first = answered(phone, twilio_http, talks)
+    clock.advance(seconds=31)  # the customer has heard so
     again = api(client, alice, "POST", "/api/agents/next")
     assert (again["case"]["id"], again["connect"]["mode"]) == (case_id, "calling_back")
     [(url, params)] = [(u, p) for u, p in first.requests if "/connect-done" in u]
@@ -1043,3 +1108,55 @@ def test_a_call_back_sent_on_after_a_long_wait_is_still_a_late_abandon(
     with db.connect() as conn:
         report = stats.figures(conn, start=row["created_at"], end=row["created_at"] + HOUR)
     assert (report.overall.abandoned, report.overall.service_level) == (1, 0.0)
+
+
+@pytest.fixture
+def old_catalogs(
+    tmp_path: Path,
+    database_url: str,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_http: RecordingTwilio,
+) -> Iterator[tuple[TestClient, Phone]]:
+    """As `rest`, on an operator's catalogs (or a tree version stored) from before
+    `call_transferred` and `callback_sent_on` were shipped: warned of, not refused."""
+    prompts = catalogs_without(tmp_path / "prompts", "call_transferred", "callback_sent_on")
+    tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
+    warned = " ".join(p.message for p in tree.warnings)
+    assert "'call_transferred' is missing" in warned and "'callback_sent_on' is missing" in warned
+    app = app_with_twilio(database_url, tree, db, clock, twilio_http)
+    with on_the_line(app, check_twiml, twilio_http) as line:
+        yield line
+
+
+def test_catalogs_from_before_the_transfer_prompt_still_send_callers_on(
+    old_catalogs: tuple[TestClient, Phone], alice: str
+) -> None:
+    """The caller sent on hears nothing before the new queue's hold loop, and is there."""
+    client, phone = old_catalogs
+    seen: dict[str, Any] = {}
+    holds = taken_at_first_round(client, alice, seen)
+
+    def sends(number: str) -> None:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+
+    caller = phone.call(Talks(PAYMENTS, holds, sends))
+    assert caller.queue == "security" and not heard(caller, TRANSFERRED_EN)
+
+
+def test_catalogs_from_before_the_call_back_prompt_still_send_call_backs_on(
+    old_catalogs: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """The customer called back and sent on hears goodbye; the case is in security's line."""
+    client, phone = old_catalogs
+    case_id = called_back(client, phone, alice)
+
+    def sends(number: str) -> None:
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+
+    customer = answered(phone, twilio_http, sends)
+    assert customer.ended_by == "hotline" and not heard(customer, SENT_ON_EN)
+    assert heard(customer, "Thank you for calling. Goodbye.")
+    assert (the_case(db)["queue"], the_case(db)["agent_id"]) == ("security", None)
