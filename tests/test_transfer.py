@@ -531,15 +531,29 @@ def test_a_call_back_sent_on_goes_when_the_agent_hangs_up_if_twilio_cannot_redir
     in_securitys_line(db, not_before=clock() + cases_module.HEARD_AND_HUNG_UP)
 
 
+@pytest.mark.parametrize("reported_by", ["dial", "status_callback"])
 def test_a_call_back_sent_on_after_its_call_ended_goes_at_once(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+    reported_by: str,
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    alice: str,
 ) -> None:
-    """alice talks to the customer, hangs up, and only then sends the case on (the notes of
-    a call are written after it): the call's end was reported, so it goes at once, without
-    asking Twilio anything (whose REST API is failing just then)."""
+    """alice talks to the customer, the call ends, and only then she sends the case on (the
+    notes of a call are written after it): its end was reported (by her <Dial>'s end, or
+    by the call's status callback alone), so it goes at once, without asking Twilio
+    anything (whose REST API is failing just then)."""
     client, phone = rest
     case_id = called_back(client, phone, alice)
-    answered(phone, twilio_http, lambda number: None)
+    placed = placed_calls(twilio_http)[-1]
+
+    def talks(number: str) -> None:
+        if reported_by == "status_callback":
+            raise HangsUp  # no report of the <Dial> reaches the hotline
+
+    if reported_by == "dial":
+        placed = {k: v for k, v in placed.items() if k != "StatusCallback"}
+    phone.answer(placed, Talks([], lambda poll: False, talks), call_sid=twilio_http.sids[-1])
     assert the_case(db)["status"] == "connected"
     asked_before = len(twilio_http.requests)
     twilio_http.refuse = True
@@ -575,13 +589,16 @@ def test_a_call_back_sent_on_in_another_language_is_told_so_in_it(
 ) -> None:
     """alice hears the customer speaks Mandarin and sends them to security's Mandarin
     speakers: the customer hears that security will call them in Mandarin, whichever of
-    Twilio's requests makes the transfer (here the redirect, read before it is made)."""
+    Twilio's requests makes the transfer (here her <Dial>'s end, Twilio's REST API failing:
+    the case read before it is made)."""
     client, phone = rest
     case_id = called_back(client, phone, alice)
     to_mandarin = {**TO_SECURITY_EN, "language": "zh-CN"}
 
     def talks(number: str) -> None:
+        twilio_http.refuse = True
         api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=to_mandarin)
+        twilio_http.refuse = False
 
     customer = answered(phone, twilio_http, talks)
     assert heard(customer, "您的工单已转交给能够处理您问题的团队")
