@@ -1483,7 +1483,8 @@ def send_call_back_on(
             return "ringing"
         if row["accept_by"] is not None:
             return "to_accept"
-        if (row["flags"] or {}).get(CALL_BACK_SID):  # Twilio's call: they still talk
+        talking = row["status"] == "connected" and (row["flags"] or {}).get(CALL_BACK_SID)
+        if talking:  # on Twilio's call, which has not ended
             if transfer_asked(dict(row)) is not None:
                 return "asked_already"
             conn.execute(

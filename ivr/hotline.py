@@ -1232,7 +1232,7 @@ class Hotline:
                 return self._to_customer(case, "callback_agent_unavailable")
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
                 # The agent sent the case on while they talked: made now, the customer told.
-                return self.transferred(case_id, caller_gone=caller_gone)
+                return self.transferred(case_id, caller_gone=caller_gone, call_sid=call_sid)
             if cases.transferred_away(case, agent_id):
                 # Sent on already (the call redirected, the case made): that team calls.
                 return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)
@@ -1971,20 +1971,22 @@ class Hotline:
             return "on_hang_up"
         return "redirected"
 
-    def transferred(self, case_id: int, *, caller_gone: bool = False) -> str:
+    def transferred(self, case_id: int, *, caller_gone: bool = False, call_sid: str = "") -> str:
         """The caller of a case whose agent sent them on (`transfer_case`) gets there: on
         Twilio's redirect of their call, or at the end of the agent's leg, whichever comes
         first (the other is not news). The case goes back in line where it was sent in the
         transaction of the call's step: a copy of this webhook that loses the step answers
         as the one that won. A caller who hung up meanwhile is in line there for a call
-        back."""
+        back. A call back's (`_call_back_transferred`): `call_sid`, the call Twilio asks for."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
             if case is None:
                 return self.fallback()
             if (case["claimed_from"] or "waiting") != "waiting":
-                return self._call_back_transferred(conn, case, now, gone=caller_gone)
+                return self._call_back_transferred(
+                    conn, case, now, gone=caller_gone, call_sid=call_sid
+                )
             row = store.load_call(conn, call_sid=case["call_sid"])
             to = cases.transfer_asked(case)
             if to is None:  # made already, or never asked
@@ -2011,12 +2013,16 @@ class Hotline:
         return twiml
 
     def _call_back_transferred(
-        self, conn: Connection, case: dict[str, Any], now: datetime, *, gone: bool
+        self, conn: Connection, case: dict[str, Any], now: datetime, *, gone: bool, call_sid: str
     ) -> str:
         """A call back whose agent sent it on: in line there (once however often this runs),
         and what the customer hears before their call ends, in the language they were sent
-        on in. `gone`: their call has ended."""
+        on in. `gone`: their call has ended. `call_sid`: the call Twilio asks for, if it says
+        (a request of another call back of the case, late or stray, makes nothing)."""
         to = cases.transfer_asked(case)
+        talked_on = (case["flags"] or {}).get(cases.CALL_BACK_SID)
+        if to is not None and call_sid and talked_on and talked_on != call_sid:
+            return engine.hangup_twiml(self.trees.current.catalogs, self._language(case))
         if to is not None:
             with store.writing(conn):
                 for statement in cases.transferred(case, now=now, gone=gone):

@@ -485,7 +485,9 @@ def transfer(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Response
     """The caller's call, redirected out of their agent's <Dial> by the agent's transfer."""
     sid = _call_sid(form)
     gone = _text(form, "CallStatus", 32) in store.FINAL_STATUSES
-    return _safely(hotline, sid, lambda: hotline.transferred(case_id, caller_gone=gone))
+    return _safely(
+        hotline, sid, lambda: hotline.transferred(case_id, caller_gone=gone, call_sid=sid)
+    )
 
 
 @router.post("/callback-status", status_code=204)

@@ -1177,3 +1177,48 @@ def test_catalogs_from_before_the_call_back_prompt_still_send_call_backs_on(
     assert customer.ended_by == "hotline" and not heard(customer, SENT_ON_EN)
     assert heard(customer, "Thank you for calling. Goodbye.")
     assert (the_case(db)["queue"], the_case(db)["agent_id"]) == ("security", None)
+
+
+def test_a_late_report_of_an_earlier_call_back_does_not_make_the_next_ones_transfer(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    alice: str,
+) -> None:
+    """Screened, alice took the first call back with a key (its offer says only that it was
+    answered, not which call). She sends it on, takes it again, and talking to the customer
+    on Twilio's second call asks to send it on again (Twilio's REST API failing: made when
+    that call ends). A late copy of the first call's <Dial> report must not make it while
+    they still talk."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+
+    def sends(number: str) -> None:
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+
+    first = answered(phone, twilio_http, sends)
+    [(late_url, late_params)] = [(u, p) for u, p in first.requests if "/connect-done" in u]
+    clock.advance(seconds=31)
+    assert api(client, alice, "POST", "/api/agents/next")["case"]["id"] == case_id
+    seen: dict[str, Any] = {}
+
+    def asks_again(number: str) -> None:
+        twilio_http.refuse = True
+        to_kyc = {"queue": "kyc", "note": "a KYC matter after all"}
+        seen["sent"] = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=to_kyc)
+        twilio_http.refuse = False
+        seen["late"] = phone.signed_post(late_url, late_params)
+        seen["meanwhile"] = the_case(db)
+
+    answered(phone, twilio_http, asks_again)
+    assert seen["sent"]["mode"] == "on_hang_up"
+    assert seen["late"].status_code == 200 and "<Hangup" in seen["late"].text
+    meanwhile = seen["meanwhile"]
+    assert (meanwhile["status"], meanwhile["queue"], meanwhile["flags"]["transfer_to"]) == (
+        "connected",
+        "security",
+        "kyc",
+    )
+    row = the_case(db)  # made when the second call ended
+    assert (row["queue"], row["agent_id"], row["queued"]) == ("kyc", None, 1)
