@@ -103,8 +103,9 @@ missed_offers
     handled is listed too. Each miss also set the agent away (presence).
 transfers
     Cases the agent sent on to another queue, priority or language (a caller they talked
-    to, or a call back). Counted when they sent it (`audit_log` action `transfer`, `at` in
-    the period), once per transfer. A case sent on is not the sending agent's any more, so
+    to, or a call back). Counted when they asked for it (`audit_log` action `transfer`, `at`
+    in the period), once per transfer, made or not (a supervisor may close a case on its
+    way). A case sent on is not the sending agent's any more, so
     it is not in their `handled`: it is here. An agent with transfers and no case handled
     is listed too.
 
