@@ -1031,7 +1031,12 @@ class CallQuery:
     queue: str | None = Query(default=None, max_length=64)
     verified: Verified | None = None
     emergency: bool | None = None
-    caller: str | None = Query(default=None, max_length=32, pattern=CALLER_PATTERN)
+    caller: str | None = Query(
+        default=None,
+        max_length=32,
+        pattern=CALLER_PATTERN,
+        description="a whole number or its last digits (an agent's: the last 4 digits)",
+    )
     ticket: str | None = Query(
         default=None,
         pattern=r"^[0-9]{1,16}$",
@@ -1040,11 +1045,22 @@ class CallQuery:
     account: str | None = Query(
         default=None,
         pattern=r"^[0-9]{1,32}$",
-        description="the account UID of a case of the call",
+        description="the account UID of a case of the call (supervisors only)",
     )
 
-    def filters(self) -> CallFilter:
-        return CallFilter(**{f: getattr(self, f) for f in CallFilter.__dataclass_fields__})
+    def filters(self, user: User) -> CallFilter:
+        """The filters as `user` may use them. Agents see callers' numbers masked and no
+        account UIDs: matched against an account, a number's other digits would be read off
+        the answers one by one (the number of a crypto account's owner, what a SIM swap
+        needs). So `account` is supervisors' (403), and an agent's `caller` is matched by
+        the last 4 digits, what they see."""
+        given = {f: getattr(self, f) for f in CallFilter.__dataclass_fields__}
+        if user.role != "supervisor":
+            if self.account:
+                raise HTTPException(403, "the account filter is for supervisors")
+            if self.caller:
+                given["caller"] = "".join(c for c in self.caller if c.isdigit())[-4:]
+        return CallFilter(**given)
 
 
 CallQueryDep = Annotated[CallQuery, Depends()]
@@ -1080,7 +1096,7 @@ def calls_list(
     """Calls newest first, filtered; `next_cursor` fetches the next page."""
     try:
         with hotline.db.connect() as conn:
-            rows, after = list_calls(conn, filters=query.filters(), limit=limit, cursor=cursor)
+            rows, after = list_calls(conn, filters=query.filters(user), limit=limit, cursor=cursor)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return CallPage(calls=[_summary(r, user) for r in rows], next_cursor=after)
@@ -1100,9 +1116,10 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     cursor = None
+    filters = query.filters(user)
     with hotline.db.connect() as conn:
         for _ in range(50):
-            rows, cursor = list_calls(conn, filters=query.filters(), limit=200, cursor=cursor)
+            rows, cursor = list_calls(conn, filters=filters, limit=200, cursor=cursor)
             for row in rows:
                 writer.writerow(_summary(row, user).model_dump(mode="json"))
             if cursor is None:

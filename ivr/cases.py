@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     union,
     update,
@@ -1176,19 +1177,28 @@ def connect_offer(
         return connected
 
 
-def call_back_ended(conn: Connection, *, case_id: int, call_sid: str) -> bool:
+CallBackEnded = Literal["ended", "asked", "not_this"]
+
+
+def call_back_ended(conn: Connection, *, case_id: int, call_sid: str) -> CallBackEnded:
     """The call back's call `call_sid` is over (the agent's leg ended, or its status
-    callback said so): its agent sending the case on now sends it at once. Read and written
-    under the row's lock, as `send_call_back_on` reads it."""
+    callback said so): its agent sending the case on from now sends it at once ("ended").
+    "asked": its agent asked to send it on meanwhile (since the caller read the case), and
+    nothing more will say the call ended: the caller makes that transfer now. Read and
+    written under the row's lock, as `send_call_back_on` reads it."""
     with writing(conn):
         row = conn.execute(
-            select(cases.c.flags).where(cases.c.id == case_id).with_for_update()
+            select(cases.c.flags, cases.c.status, cases.c.agent_id)
+            .where(cases.c.id == case_id)
+            .with_for_update()
         ).first()
         if row is None or (row.flags or {}).get(CALL_BACK_SID) != call_sid:
-            return False
+            return "not_this"
+        if transfer_asked(dict(row._mapping)) is not None:
+            return "asked"
         rest = {k: v for k, v in row.flags.items() if k != CALL_BACK_SID}
         conn.execute(_SET_FLAGS, {"case_id": case_id, "new_flags": rest})
-        return True
+        return "ended"
 
 
 # The call Twilio placed for a call back, once its customer answered: the call to move out
@@ -1539,21 +1549,26 @@ def transferred_away(case: dict[str, Any], agent_id: int | None) -> bool:
     )
 
 
-def ended_with_transfer_asked(conn: Connection) -> list[dict[str, Any]]:
+def ended_with_transfer_asked(conn: Connection, *, talked_before: datetime) -> list[dict[str, Any]]:
     """Cases put through whose call has ended with their transfer still asked: the report
-    of the agent's leg, which would have made it, never came."""
+    of the agent's leg, which would have made it, never came. A call back's caller is the
+    customer Twilio called, whose call the hotline keeps no row of: its call is taken to
+    have ended when it was put through by `talked_before` (as long as any call lasts,
+    IVR_CALL_MAX_AGE), both of its reports lost."""
+    call_ended = or_(
+        (func.coalesce(cases.c.claimed_from, "waiting") == "waiting")
+        & calls.c.ended_at.is_not(None),
+        (func.coalesce(cases.c.claimed_from, "waiting") != "waiting")
+        & (
+            cases.c.connected_at
+            <= bindparam("talked_before", talked_before, type_=cases.c.connected_at.type)
+        ),
+    )
     with reading(conn):
         rows = conn.execute(
             select(cases)
-            .join(calls, calls.c.call_sid == cases.c.call_sid)
-            .where(
-                HELD_NOW,
-                cases.c.status == "connected",
-                calls.c.ended_at.is_not(None),
-                # A call back's caller is the customer Twilio called: their call ended long
-                # ago; the end of the call back's call makes its transfer.
-                func.coalesce(cases.c.claimed_from, "waiting") == "waiting",
-            )
+            .outerjoin(calls, calls.c.call_sid == cases.c.call_sid)
+            .where(HELD_NOW, cases.c.status == "connected", call_ended)
         ).mappings()
         return [dict(row) for row in rows if transfer_asked(dict(row))]
 

@@ -1251,7 +1251,7 @@ class _Turn:
         hotline gives each transfer once: the webhook that loses the step answers as the
         one that won."""
         lang = state.lang
-        if event.language and self.tree.catalogs.has(TRANSFERRED_PROMPT, event.language):
+        if event.language and event.language in self.tree.catalogs.by_language:
             lang = event.language
         detail = {"case": event.case_id, "priority": event.priority}
         self.log.append(LogEntry(state.node, "input", "dial", outcome="transferred", detail=detail))

@@ -1239,7 +1239,9 @@ class Hotline:
             if call_sid:
                 # The customer's call ends with this: sent on from now, it goes at once.
                 with self.db.connect() as conn:
-                    cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
+                    ended = cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
+                if ended == "asked":  # just now
+                    return self.transferred(case_id, caller_gone=caller_gone, call_sid=call_sid)
         if not outbound and agent_id is not None:
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
                 # The agent sent the caller on and hung up (or Twilio's redirect cut the
@@ -1628,9 +1630,10 @@ class Hotline:
                 if case is None or (case["flags"] or {}).get(cases.CALL_BACK_SID) != call_sid:
                     return
                 if cases.transfer_asked(case) is None:
-                    cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
-                    return
-            self.transferred(case_id, caller_gone=True)
+                    ended = cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
+                    if ended != "asked":  # else asked just now: made below
+                        return
+            self.transferred(case_id, caller_gone=True, call_sid=call_sid)
             return
         if call_status in ("busy", "no-answer", "failed", "canceled"):
             retry = timedelta(seconds=self.settings.callback_retry_seconds)
@@ -1647,11 +1650,17 @@ class Hotline:
     def finish_stale_transfers(self) -> int:
         """Transfers asked of calls that ended before the agent's leg reported its end (a
         report lost): their cases in line where they were sent, for a call back. An urgent
-        case an agent sent on is never left with them."""
+        case an agent sent on is never left with them (a call back's, once its call cannot
+        be going on any more: IVR_CALL_MAX_AGE after it was put through)."""
         now = self.clock()
+        talked_before = now - timedelta(seconds=self.settings.call_max_age_seconds)
         with self.db.connect() as conn:
-            stale = cases.ended_with_transfer_asked(conn)
+            stale = cases.ended_with_transfer_asked(conn, talked_before=talked_before)
             for case in stale:
+                if (case["claimed_from"] or "waiting") != "waiting":
+                    self._call_back_transferred(conn, case, now, gone=True, call_sid="")
+                    log.warning("case %s: its call back's end went unreported", case["id"])
+                    continue
                 with store.writing(conn):
                     for statement in cases.transferred(case, now=now, gone=True):
                         conn.execute(statement)

@@ -44,19 +44,26 @@ def _migrating_alone(engine: Engine) -> Iterator[None]:
         try:
             yield
         finally:
-            locker.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+            # A dead connection cannot unlock, and its session's end has freed the lock: a
+            # failure here must not hide what went wrong in the migration.
+            with contextlib.suppress(Exception):
+                locker.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
 
 
 def run_migrations_online() -> None:
     engine = create_db_engine(url, webhook_timeouts=False)  # a migration may take its time
-    with contextlib.ExitStack() as stack:
-        if engine.dialect.name == "postgresql":
-            stack.enter_context(_migrating_alone(engine))
-        with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
-            with context.begin_transaction():
-                context.run_migrations()
-    engine.dispose()
+    try:
+        with contextlib.ExitStack() as stack:
+            if engine.dialect.name == "postgresql":
+                stack.enter_context(_migrating_alone(engine))
+            with engine.connect() as connection:
+                context.configure(
+                    connection=connection, target_metadata=metadata, render_as_batch=True
+                )
+                with context.begin_transaction():
+                    context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

@@ -218,3 +218,34 @@ def test_a_ticket_or_an_account_finds_every_call_about_it(
     assert [r["call_sid"] for r in csv.DictReader(io.StringIO(text))] == sids_of(found)
     bad = client.get("/api/calls", headers=bearer(supervisor), params={"ticket": "12ab"})
     assert bad.status_code == 422
+
+
+def test_an_agent_cannot_learn_an_accounts_phone_number_from_the_log(
+    phone: Phone, client: TestClient, db: Engine, settings: Settings
+) -> None:
+    """Agents see callers' numbers masked (the last 4 digits), and no account UIDs in the
+    log. With `account` and `caller` together, an agent who is not on the case would read
+    the account holder's whole number off the answers, digit by digit: the number of a
+    crypto account's owner (what a SIM swap needs). An agent's answers must be the same
+    for any two numbers that look alike masked."""
+    LocalDirectory(db, settings.secret_key).add(
+        uid="10000001",
+        pin="739182",
+        id_last4="5064",
+        phone="+15005550006",
+        totp_secret=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press("10000001"), Press("739182")]),
+        from_number="+15005550006",
+    )
+    mallory = make_user(db, "mallory", "agent")
+
+    def answer(number: str) -> tuple[int, Any]:
+        r = client.get(
+            "/api/calls", headers=bearer(mallory), params={"account": "10000001", "caller": number}
+        )
+        return r.status_code, r.json() if r.status_code == 200 else None
+
+    assert answer("+15005550006") == answer("+15009990006")  # both ***0006 to her

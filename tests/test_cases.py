@@ -1630,3 +1630,37 @@ def test_a_case_being_sent_on_is_not_resolved_by_an_agent_who_looked_before_the_
         assert cases.resolve(conn, **args)
     resolved = get(db, case_id)
     assert resolved is not None and resolved["status"] == "resolved"
+
+
+def test_a_call_back_s_end_reported_as_its_agent_sends_it_on_is_theirs_to_make(
+    db: Engine,
+) -> None:
+    """Twilio's call back CA1 is put through to ana; she sends the case on while they talk
+    (asked). The report of CA1's end, read before her ask, must not just drop CA1 (nothing
+    else would say the call ended): `call_back_ended` says "asked", and its caller makes
+    the transfer. Without an ask it records the end; a report of another call changes
+    nothing."""
+    ana = agent_id(db)
+    asked = add_case(db, 1, "normal", T0, caller="+15005550001")
+    ended = add_case(db, 2, "normal", T0, caller="+15005550002")
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(1), now=T0) == 1
+        assert cases.abandon_for_call(conn, call_sid=sid(2), now=T0) == 1
+    assert claim_all(db, ana) == [asked, ended]
+    user = cases.User(id=ana, name="ana", role="agent", phone=None)
+    to = cases.Transfer(queue="security", priority="emergency", note="a SIM swap")
+    with db.connect() as conn:
+        for case_id, call in ((asked, "CA1"), (ended, "CA2")):
+            assert cases.set_offer(
+                conn, case_id=case_id, agent_id=ana, offer=f"calling_back:{call}"
+            )
+            assert cases.connect_offer(conn, case_id=case_id, agent_id=ana, now=T0, placed=call)
+        sent = cases.send_call_back_on(conn, case_id=asked, agent=user, to=to, now=T0)
+        assert sent == "asked"
+        assert cases.call_back_ended(conn, case_id=asked, call_sid="CA1") == "asked"
+        assert cases.call_back_ended(conn, case_id=ended, call_sid="CA9") == "not_this"
+        assert cases.call_back_ended(conn, case_id=ended, call_sid="CA2") == "ended"
+        # Ended: sent on now, it goes at once.
+        assert cases.send_call_back_on(conn, case_id=ended, agent=user, to=to, now=T0) == "sent"
+    assert get(db, asked)["flags"][cases.CALL_BACK_SID] == "CA1"
+    assert (get(db, ended)["queue"], get(db, ended)["agent_id"]) == ("security", None)

@@ -199,3 +199,59 @@ def test_the_parent_ticket_index_is_built_without_holding_back_webhooks_writes()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_an_upgrade_after_a_failed_parent_ticket_index_build_succeeds() -> None:
+    """PostgreSQL: the 0019 build of an `ivr serve` is stopped midway (the pod killed by its
+    start-up probe, a role's statement_timeout, a cancel): PostgreSQL leaves the index behind,
+    INVALID, and the schema at 0018. The next start upgrades again: it must not fail on
+    "already exists" (every instance refusing to start), nor keep the invalid index."""
+    import subprocess
+    import sys
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"ivr_cic_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    engine = create_db_engine(url)
+    script = "import sys; from ivr.db import upgrade; upgrade(sys.argv[1])"
+    try:
+        upgrade(url, "0018")
+        with engine.connect() as old:
+            old.execute(text("UPDATE cases SET notes = notes WHERE id = 0"))  # holds the build
+            start = subprocess.Popen(
+                [sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True
+            )
+            building = text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
+            )
+            with admin.connect() as conn:
+                deadline = time.monotonic() + 30
+                while (pid := conn.execute(building, {"db": name}).scalar()) is None:
+                    assert time.monotonic() < deadline, "the index build never started"
+                    time.sleep(0.05)
+                conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+            start.communicate(timeout=60)
+            assert start.returncode != 0  # that start failed, as it should
+            old.rollback()
+        upgrade(url)  # the next start: fails today with DuplicateTable
+        with engine.connect() as conn:
+            valid = conn.execute(
+                text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = 'ix_cases_parent_ticket'"
+                )
+            ).scalar()
+        assert valid is True
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

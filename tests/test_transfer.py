@@ -1222,3 +1222,76 @@ def test_a_late_report_of_an_earlier_call_back_does_not_make_the_next_ones_trans
     )
     row = the_case(db)  # made when the second call ended
     assert (row["queue"], row["agent_id"], row["queued"]) == ("kyc", None, 1)
+
+
+def test_a_call_back_sent_on_whose_calls_end_went_unreported_does_not_stay_with_its_agent(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    alice: str,
+) -> None:
+    """Twilio cannot redirect as alice sends the call back on ("on_hang_up"); the customer
+    hangs up, and neither report of it (her <Dial>'s, the call's status callback) reaches
+    the hotline (an instance restarting, a database blip). An inbound caller's transfer is
+    finished by the sweep (`finish_stale_transfers`); this one is excluded from it, and
+    alice can neither resolve it (being sent on) nor send it again (asked already): the
+    case, and alice, are stuck until a supervisor closes it (and then security never
+    calls). Hours later the sweep must have made the transfer, as it does for callers."""
+    client, phone = rest
+    case_id = called_back(client, phone, alice)
+    placed = {k: v for k, v in placed_calls(twilio_http)[-1].items() if k != "StatusCallback"}
+
+    def talks(number: str) -> None:
+        twilio_http.refuse = True
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY_EN)
+        twilio_http.refuse = False
+        raise HangsUp  # and no report of the <Dial> reaches the hotline
+
+    phone.answer(placed, Talks([], lambda poll: False, talks), call_sid=twilio_http.sids[-1])
+    clock.advance(hours=6)
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hotline.close_stale_calls()
+    hotline.finish_stale_transfers()
+    hotline.requeue_stale_offers()
+    resolve = client.post(
+        f"/api/cases/{case_id}/resolve", json={"notes": "done"}, headers=bearer(alice)
+    )
+    again = refused(client, alice, case_id, TO_SECURITY_EN)
+    row = the_case(db)
+    assert (row["status"], row["queue"], row["agent_id"]) == (
+        "callback_requested",
+        "security",
+        None,
+    ), (
+        resolve.status_code,
+        resolve.json(),
+        again,
+    )
+
+
+def test_catalogs_from_before_the_transfer_prompt_still_send_callers_on_in_their_language(
+    old_catalogs: tuple[TestClient, Phone], alice: str
+) -> None:
+    """Catalogs without `call_transferred` (an operator's older copy, a stored version): alice
+    sends the caller to security's Mandarin speakers. They hear nothing before the new
+    queue, as the fallback says, but the queue must still speak Mandarin to them: the
+    language they were sent on in does not depend on the prompt that says so."""
+    client, phone = old_catalogs
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        return poll < 2  # a round in security's line, then they hang up
+
+    def sends(number: str) -> None:
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+
+    caller = phone.call(Talks(PAYMENTS, holds, sends))
+    assert caller.queue == "security"
+    assert any("感谢您的耐心等待" in line or "您目前排在第" in line for line in caller.heard), (
+        caller.heard[-6:]
+    )
