@@ -249,3 +249,11 @@ def test_an_agent_cannot_learn_an_accounts_phone_number_from_the_log(
         return r.status_code, r.json() if r.status_code == 200 else None
 
     assert answer("+15005550006") == answer("+15009990006")  # both ***0006 to her
+    # Each way in closed on its own: the account filter is supervisors'...
+    assert answer("+15005550006")[0] == 403
+    sam = make_user(db, "sam", "supervisor")
+    by_account = client.get("/api/calls", headers=bearer(sam), params={"account": "10000001"})
+    assert len(by_account.json()["calls"]) == 1
+    # ...and an agent's caller filter matches what she sees, the last 4 digits.
+    guessed = client.get("/api/calls", headers=bearer(mallory), params={"caller": "+15009990006"})
+    assert [c["caller"] for c in guessed.json()["calls"]] == ["***0006"]
