@@ -1035,7 +1035,7 @@ class CallQuery:
         default=None,
         max_length=32,
         pattern=CALLER_PATTERN,
-        description="a whole number or its last digits (an agent's: the last 4 digits)",
+        description="a number or its last digits: matched on the last 4, as numbers are shown",
     )
     ticket: str | None = Query(
         default=None,
@@ -1049,17 +1049,16 @@ class CallQuery:
     )
 
     def filters(self, user: User) -> CallFilter:
-        """The filters as `user` may use them. Agents see callers' numbers masked and no
-        account UIDs: matched against an account, a number's other digits would be read off
-        the answers one by one (the number of a crypto account's owner, what a SIM swap
-        needs). So `account` is supervisors' (403), and an agent's `caller` is matched by
-        the last 4 digits, what they see."""
+        """The filters as `user` may use them. The log shows callers' numbers masked (the
+        last 4 digits): matched on more, a number's other digits would be read off the
+        answers one by one, with `account` the number of a crypto account's owner (what a
+        SIM swap needs). So `caller` is matched on the last 4 digits, and `account` is
+        supervisors' (403: agents see no account UIDs in the log)."""
         given = {f: getattr(self, f) for f in CallFilter.__dataclass_fields__}
-        if user.role != "supervisor":
-            if self.account:
-                raise HTTPException(403, "the account filter is for supervisors")
-            if self.caller:
-                given["caller"] = "".join(c for c in self.caller if c.isdigit())[-4:]
+        if self.account and user.role != "supervisor":
+            raise HTTPException(403, "the account filter is for supervisors")
+        if self.caller:
+            given["caller"] = "".join(c for c in self.caller if c.isdigit())[-4:]
         return CallFilter(**given)
 
 
