@@ -39,6 +39,18 @@ def placed(phone: Phone, clock: FakeClock) -> dict[str, str]:
     return sids
 
 
+def add_account(db: Engine, settings: Settings) -> None:
+    """Account 10000001 (PIN 739182), its owner's phone +15005550006."""
+    LocalDirectory(db, settings.secret_key).add(
+        uid="10000001",
+        pin="739182",
+        id_last4="5064",
+        phone="+15005550006",
+        totp_secret=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
 def get(client: TestClient, token: str, path: str, **params: Any) -> Any:
     response = client.get(path, headers=bearer(token), params=params)
     assert response.status_code == 200, response.text
@@ -187,14 +199,7 @@ def test_a_ticket_or_an_account_finds_every_call_about_it(
     """A complaint names a ticket, a regulator an account: the log finds the call that
     opened the ticket and the follow-ups that came back to it (main menu 9), and every call
     whose case is about the account, a verified victim's; nothing else."""
-    LocalDirectory(db, settings.secret_key).add(
-        uid="10000001",
-        pin="739182",
-        id_last4="5064",
-        phone="+15005550006",
-        totp_secret=None,
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    add_account(db, settings)
     deposits = phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]))
     clock.advance(minutes=1)  # newest first: one call a minute
     other = phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]))
@@ -228,14 +233,7 @@ def test_an_agent_cannot_learn_an_accounts_phone_number_from_the_log(
     the account holder's whole number off the answers, digit by digit: the number of a
     crypto account's owner (what a SIM swap needs). An agent's answers must be the same
     for any two numbers that look alike masked."""
-    LocalDirectory(db, settings.secret_key).add(
-        uid="10000001",
-        pin="739182",
-        id_last4="5064",
-        phone="+15005550006",
-        totp_secret=None,
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    add_account(db, settings)
     phone.call(
         ScriptedParty([Press("1"), Press("1"), Press("10000001"), Press("739182")]),
         from_number="+15005550006",

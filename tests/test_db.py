@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import threading
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,11 +16,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from ivr.db import create_db_engine, metadata, normalise_url, upgrade
 from ivr.engine import CallState, LogEntry
 from ivr.store import close_stale_calls, create_call, get_call, load_call, save_step
+from tests.conftest import PG_ADMIN_URL
 
 
 def test_migrations_match_the_models(db: Engine) -> None:
@@ -108,26 +115,54 @@ def test_database_urls_people_paste_get_the_psycopg_driver() -> None:
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
-def test_instances_starting_together_migrate_once() -> None:
-    """Every `ivr serve` upgrades at start: on PostgreSQL one migrates, the others wait."""
-    import subprocess
-    import sys
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import PG_ADMIN_URL
-
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[tuple[str, Engine]]:
+    """A PostgreSQL database of its own, empty (no migration run): its URL, and an admin
+    engine in autocommit (to watch and cancel its sessions). Dropped after, sessions and
+    all."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"ivr_race_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    # Processes, not threads: Alembic's `context` is one per process.
-    script = "import sys; from ivr.db import upgrade; upgrade(sys.argv[1])"
     try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, admin
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# Processes, not threads: Alembic's `context` is one per process.
+UPGRADE = "import sys; from ivr.db import upgrade; upgrade(sys.argv[1])"
+# The index build of migration 0019, held up by a lock (an open transaction writing cases).
+BUILD_WAITING = text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
+)
+WRITE_CASES = text("UPDATE cases SET notes = notes WHERE id = 0")  # the table's write lock
+
+
+def build_waiting(url: str) -> int:
+    """The pid of 0019's index build once it waits for a lock (within 30 s)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            deadline = time.monotonic() + 30
+            while (pid := conn.execute(BUILD_WAITING).scalar()) is None:
+                assert time.monotonic() < deadline, "the index build never started"
+                time.sleep(0.05)
+            return int(pid)
+    finally:
+        engine.dispose()
+
+
+def test_instances_starting_together_migrate_once() -> None:
+    """Every `ivr serve` upgrades at start: on PostgreSQL one migrates, the others wait."""
+    with scratch_database("ivr_race") as (url, _):
         starts = [
-            subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", UPGRADE, url], stderr=subprocess.PIPE, text=True
+            )
             for _ in range(4)
         ]
         errors = [p.communicate(timeout=120)[1] for p in starts]
@@ -136,10 +171,6 @@ def test_instances_starting_together_migrate_once() -> None:
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_the_parent_ticket_index_is_built_without_holding_back_webhooks_writes() -> None:
@@ -147,58 +178,35 @@ def test_the_parent_ticket_index_is_built_without_holding_back_webhooks_writes()
     the index build up (as a webhook's would), and meanwhile the next webhook's write still
     goes through. A plain CREATE INDEX would queue it behind the build, and every call with
     it. The upgrade finishes once the old transaction does."""
-    import threading
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import PG_ADMIN_URL
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"ivr_cic_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_db_engine(url)
-    write = text("UPDATE cases SET notes = notes WHERE id = 0")  # the table's write lock
     failed: list[BaseException] = []
+    with scratch_database("ivr_cic") as (url, _):
 
-    def upgrade_to_0019() -> None:
-        try:
-            upgrade(url, "0019")
-        except BaseException as exc:  # seen by the test, not lost in the thread
-            failed.append(exc)
+        def upgrade_to_0019() -> None:
+            try:
+                upgrade(url, "0019")
+            except BaseException as exc:  # seen by the test, not lost in the thread
+                failed.append(exc)
 
-    try:
         upgrade(url, "0018")
-        with engine.connect() as old:
-            old.execute(write)  # and stays open
-            migrating = threading.Thread(target=upgrade_to_0019)
-            migrating.start()
-            with admin.connect() as conn:
-                waiting = text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                    "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
-                )
-                deadline = time.monotonic() + 30
-                while not conn.execute(waiting, {"db": name}).scalar():
-                    assert time.monotonic() < deadline, "the index build never started"
-                    time.sleep(0.05)
-            with engine.connect() as webhook:
-                webhook.execute(text("SET lock_timeout = '2s'"))
-                webhook.execute(write)  # LockNotAvailable if the build held writes back
-                webhook.commit()
-            old.rollback()
-        migrating.join(timeout=60)
-        assert not migrating.is_alive() and failed == []
-        with engine.connect() as conn:
-            indexes = {i["name"] for i in inspect(conn).get_indexes("cases")}
-        assert "ix_cases_parent_ticket" in indexes
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        engine = create_db_engine(url)
+        try:
+            with engine.connect() as old:
+                old.execute(WRITE_CASES)  # and stays open
+                migrating = threading.Thread(target=upgrade_to_0019)
+                migrating.start()
+                build_waiting(url)
+                with engine.connect() as webhook:
+                    webhook.execute(text("SET lock_timeout = '2s'"))
+                    webhook.execute(WRITE_CASES)  # LockNotAvailable if writes were held back
+                    webhook.commit()
+                old.rollback()
+            migrating.join(timeout=60)
+            assert not migrating.is_alive() and failed == []
+            with engine.connect() as conn:
+                indexes = {i["name"] for i in inspect(conn).get_indexes("cases")}
+            assert "ix_cases_parent_ticket" in indexes
+        finally:
+            engine.dispose()
 
 
 def test_an_upgrade_after_a_failed_parent_ticket_index_build_succeeds() -> None:
@@ -206,52 +214,29 @@ def test_an_upgrade_after_a_failed_parent_ticket_index_build_succeeds() -> None:
     start-up probe, a role's statement_timeout, a cancel): PostgreSQL leaves the index behind,
     INVALID, and the schema at 0018. The next start upgrades again: it must not fail on
     "already exists" (every instance refusing to start), nor keep the invalid index."""
-    import subprocess
-    import sys
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import PG_ADMIN_URL
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"ivr_cic_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_db_engine(url)
-    script = "import sys; from ivr.db import upgrade; upgrade(sys.argv[1])"
-    try:
+    with scratch_database("ivr_cic") as (url, admin):
         upgrade(url, "0018")
-        with engine.connect() as old:
-            old.execute(text("UPDATE cases SET notes = notes WHERE id = 0"))  # holds the build
-            start = subprocess.Popen(
-                [sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True
-            )
-            building = text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = :db "
-                "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
-            )
-            with admin.connect() as conn:
-                deadline = time.monotonic() + 30
-                while (pid := conn.execute(building, {"db": name}).scalar()) is None:
-                    assert time.monotonic() < deadline, "the index build never started"
-                    time.sleep(0.05)
-                conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
-            start.communicate(timeout=60)
-            assert start.returncode != 0  # that start failed, as it should
-            old.rollback()
-        upgrade(url)  # the next start: fails today with DuplicateTable
-        with engine.connect() as conn:
-            valid = conn.execute(
-                text(
-                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                    "WHERE c.relname = 'ix_cases_parent_ticket'"
+        engine = create_db_engine(url)
+        try:
+            with engine.connect() as old:
+                old.execute(WRITE_CASES)  # holds the build
+                start = subprocess.Popen(
+                    [sys.executable, "-c", UPGRADE, url], stderr=subprocess.PIPE, text=True
                 )
-            ).scalar()
-        assert valid is True
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+                pid = build_waiting(url)
+                with admin.connect() as conn:
+                    conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                start.communicate(timeout=60)
+                assert start.returncode != 0  # that start failed, as it should
+                old.rollback()
+            upgrade(url)  # the next start
+            with engine.connect() as conn:
+                valid = conn.execute(
+                    text(
+                        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c "
+                        "ON c.oid = i.indexrelid WHERE c.relname = 'ix_cases_parent_ticket'"
+                    )
+                ).scalar()
+            assert valid is True
+        finally:
+            engine.dispose()
