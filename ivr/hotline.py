@@ -1105,12 +1105,7 @@ class Hotline:
             agent_id = case["agent_id"]
             placed = call_sid if outbound else None
             ours = agent_id is not None and cases.connect_offer(
-                conn,
-                case_id=case_id,
-                agent_id=agent_id,
-                now=now,
-                placed=placed,
-                placing=placing,
+                conn, case_id=case_id, agent_id=agent_id, now=now, placed=placed, placing=placing
             )
             if agent_id is not None and not ours:  # or connected already: Twilio asked again
                 again = cases.get_case(conn, case_id=case_id)

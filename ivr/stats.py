@@ -105,9 +105,8 @@ transfers
     Cases the agent sent on to another queue, priority or language (a caller they talked
     to, or a call back). Counted when they asked for it (`audit_log` action `transfer`, `at`
     in the period), once per transfer, made or not (a supervisor may close a case on its
-    way). A case sent on is not the sending agent's any more, so
-    it is not in their `handled`: it is here. An agent with transfers and no case handled
-    is listed too.
+    way). A case sent on is not the sending agent's any more, so it is not in their
+    `handled`: it is here. An agent with transfers and no case handled is listed too.
 
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
