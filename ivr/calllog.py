@@ -48,10 +48,10 @@ def _fact(name: str) -> ColumnElement[str]:
     return fact
 
 
-_latest_case = (
-    select(cases.c.call_sid, func.max(cases.c.id).label("case_id"))
-    .group_by(cases.c.call_sid)
-    .subquery("latest_case")
+# A call's latest case, looked up per call listed (the (call_sid, id) index: a few rows),
+# not grouped over every case ever opened before the page's calls are picked.
+_latest_case_id = (
+    select(func.max(cases.c.id)).where(cases.c.call_sid == calls.c.call_sid).scalar_subquery()
 )
 _case = cases.alias("call_case")
 
@@ -84,8 +84,7 @@ def _base() -> Any:
             _case.c.agent_id,
         )
         .select_from(calls)
-        .outerjoin(_latest_case, _latest_case.c.call_sid == calls.c.call_sid)
-        .outerjoin(_case, _case.c.id == _latest_case.c.case_id)
+        .outerjoin(_case, _case.c.id == _latest_case_id)
     )
 
 

@@ -94,6 +94,7 @@ calls = Table(
     Column("ended_at", UTCDateTime()),
     Column("duration_seconds", Integer),
     Index(None, "ended_at", "updated_at"),  # the sweep for calls whose last callback never came
+    Index(None, "started_at", "call_sid"),  # the call log: newest first, a page at a time
 )
 
 call_events = Table(

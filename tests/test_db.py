@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -134,21 +135,27 @@ def scratch_database(prefix: str) -> Iterator[tuple[str, Engine]]:
 
 # Processes, not threads: Alembic's `context` is one per process.
 UPGRADE = "import sys; from ivr.db import upgrade; upgrade(sys.argv[1])"
-# The index build of migration 0019, held up by a lock (an open transaction writing cases).
+# An index build of migration 0019, held up by a lock (an open transaction writing its table).
 BUILD_WAITING = text(
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-    "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
+    "AND query ILIKE 'CREATE INDEX%' AND query LIKE '%' || :index || '%' "
+    "AND wait_event_type = 'Lock'"
 )
-WRITE_CASES = text("UPDATE cases SET notes = notes WHERE id = 0")  # the table's write lock
+# A write to each table that takes the table's write lock and changes nothing.
+WRITES = {
+    "cases": text("UPDATE cases SET notes = notes WHERE id = 0"),
+    "calls": text("UPDATE calls SET status = status WHERE call_sid = ''"),
+}
+WRITE_CASES = WRITES["cases"]
 
 
-def build_waiting(url: str) -> int:
-    """The pid of 0019's index build once it waits for a lock (within 30 s)."""
+def build_waiting(url: str, index: str = "ix_cases_parent_ticket") -> int:
+    """The pid of 0019's build of `index` once it waits for a lock (within 30 s)."""
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             deadline = time.monotonic() + 30
-            while (pid := conn.execute(BUILD_WAITING).scalar()) is None:
+            while (pid := conn.execute(BUILD_WAITING, {"index": index}).scalar()) is None:
                 assert time.monotonic() < deadline, "the index build never started"
                 time.sleep(0.05)
             return int(pid)
@@ -173,11 +180,17 @@ def test_instances_starting_together_migrate_once() -> None:
         engine.dispose()
 
 
-def test_the_parent_ticket_index_is_built_without_holding_back_webhooks_writes() -> None:
-    """PostgreSQL, migration 0019 on a live hotline: a transaction writing to `cases` holds
-    the index build up (as a webhook's would), and meanwhile the next webhook's write still
-    goes through. A plain CREATE INDEX would queue it behind the build, and every call with
-    it. The upgrade finishes once the old transaction does."""
+@pytest.mark.parametrize(
+    ("table", "index"),
+    [("calls", "ix_calls_started_at_call_sid"), ("cases", "ix_cases_parent_ticket")],
+)
+def test_the_call_log_indexes_are_built_without_holding_back_webhooks_writes(
+    table: str, index: str
+) -> None:
+    """PostgreSQL, migration 0019 on a live hotline: a transaction writing to the table
+    holds its index build up (as a webhook's would), and meanwhile the next webhook's write
+    still goes through. A plain CREATE INDEX would queue it behind the build, and every call
+    with it. The upgrade finishes once the old transaction does."""
     failed: list[BaseException] = []
     with scratch_database("ivr_cic") as (url, _):
 
@@ -191,20 +204,20 @@ def test_the_parent_ticket_index_is_built_without_holding_back_webhooks_writes()
         engine = create_db_engine(url)
         try:
             with engine.connect() as old:
-                old.execute(WRITE_CASES)  # and stays open
+                old.execute(WRITES[table])  # and stays open
                 migrating = threading.Thread(target=upgrade_to_0019)
                 migrating.start()
-                build_waiting(url)
+                build_waiting(url, index)
                 with engine.connect() as webhook:
                     webhook.execute(text("SET lock_timeout = '2s'"))
-                    webhook.execute(WRITE_CASES)  # LockNotAvailable if writes were held back
+                    webhook.execute(WRITES[table])  # LockNotAvailable if writes were held back
                     webhook.commit()
                 old.rollback()
             migrating.join(timeout=60)
             assert not migrating.is_alive() and failed == []
             with engine.connect() as conn:
-                indexes = {i["name"] for i in inspect(conn).get_indexes("cases")}
-            assert "ix_cases_parent_ticket" in indexes
+                indexes = {i["name"] for i in inspect(conn).get_indexes(table)}
+            assert index in indexes
         finally:
             engine.dispose()
 
