@@ -4,6 +4,7 @@
     python -m bench load --db sqlite      # one part, one database
     python -m bench profile --db sqlite   # pyinstrument of the server under load (HTML)
     python -m bench instructions          # CPU instructions per call, SQLite (needs valgrind)
+    python -m bench calllog --calls 200000  # a page of the call log with that many calls
 
 Load: `--concurrency` simulated calls at once (32) for `--seconds` after `--warmup`, against
 `ivr serve` (one worker) on a fresh SQLite file and a fresh PostgreSQL database, then against
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import instructions, load, queue, server
+from bench import calllog, instructions, load, queue, server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASES = ("sqlite", "postgresql")
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         "part",
         nargs="?",
         default="all",
-        choices=("all", "load", "queue", "profile", "instructions"),
+        choices=("all", "load", "queue", "profile", "instructions", "calllog"),
     )
     parser.add_argument("--db", nargs="+", default=list(DATABASES), choices=DATABASES)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         help="queue: how often each waiting caller's hold round comes, for the paced phase",
     )
     parser.add_argument("--sample", type=int, default=500, help="callers whose place is checked")
+    parser.add_argument("--calls", type=int, default=200_000, help="calllog: calls in the log")
     parser.add_argument("--label", default="", help="suffix for the results file names")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -373,7 +375,12 @@ def main(argv: list[str] | None = None) -> None:
                 for db in args.db
             ]
         save("queue" + args.label, {"machine": info, "runs": runs})
-    if args.part == "profile":
+    if args.part == "calllog":
+        with server.workspace() as workdir:
+            runs = [calllog.run(db, workdir, count=args.calls) for db in args.db]
+        print(json.dumps(runs, indent=2))
+        save("calllog" + args.label, {"machine": info, "runs": runs})
+    elif args.part == "profile":
         cmd_profile(args)
     elif args.part == "instructions":
         counted = instructions.measure()

@@ -115,3 +115,16 @@ def test_the_queue_benchmark_checks_every_place_and_times_claims_paced_and_flat_
     # connection that was due at the deadline.
     assert result["hold_loop_under_claims"]["rounds"] <= waiting / rate_seconds + 3
     assert result["hold_loop_flat_out"]["rounds"] > 0
+
+
+def test_the_call_log_benchmark_lists_each_filters_first_page(tmp_path: Path) -> None:
+    """No timing asserted: each filter's page comes back with the calls it should."""
+    from bench import calllog
+
+    run = calllog.run("sqlite", tmp_path, count=1000, repeats=1)
+    pages = run["pages"]
+    assert (run["calls"], run["cases"]) == (1000, 1200)
+    assert pages["newest first"]["rows"] == 50
+    assert pages["ticket"]["rows"] == 1  # ticket 1000777: one case, one call
+    assert pages["account"]["rows"] == 1  # its cases' calls (one here: 1,000 calls)
+    assert pages["caller (last 4)"]["rows"] == 1
