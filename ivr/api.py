@@ -1108,7 +1108,14 @@ class CsvResponse(PlainTextResponse):
     media_type = "text/csv"
 
 
-@router.get("/calls.csv", response_class=CsvResponse)
+@router.get(
+    "/calls.csv",
+    # Not `response_class=CsvResponse`: the errors (403, 422, ...) are JSON, and documented so.
+    response_class=Response,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "the calls"}
+    },
+)
 def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvResponse:
     """The same calls as /api/calls, all pages (up to 10,000), as CSV for spreadsheets."""
     out = io.StringIO()
