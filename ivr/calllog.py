@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, union
 
 from ivr import recordings
 from ivr.db import audit_log, call_events, calls, cases
@@ -113,16 +113,23 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
         digits = "".join(c for c in f.caller if c.isdigit())
         where.append(calls.c.from_number.like(f"%{digits}"))
     # Any case of the call, not only its latest: a call that reached two queues has two.
-    if f.ticket:
-        where.append(_has_case(or_(cases.c.ticket == f.ticket, cases.c.parent_ticket == f.ticket)))
     if f.account:
-        where.append(_has_case(cases.c.account_uid == f.account))
+        # The account's cases from their index, then their calls by key.
+        where.append(
+            calls.c.call_sid.in_(select(cases.c.call_sid).where(cases.c.account_uid == f.account))
+        )
     return where
 
 
-def _has_case(condition: ColumnElement[bool]) -> ColumnElement[bool]:
-    # Found from the case's own index (ticket, account_uid), then the call by its key.
-    return calls.c.call_sid.in_(select(cases.c.call_sid).where(condition))
+def _ticket_calls(conn: Connection, ticket: str) -> list[str]:
+    """The calls of a ticket's case and of the follow-ups linked to it (main menu 9): a few,
+    each found from its index (the ticket's, the parent ticket's). Looked up first: in one
+    statement, SQLite walks every call newest first, testing each against the two."""
+    found = union(
+        select(cases.c.call_sid).where(cases.c.ticket == ticket),
+        select(cases.c.call_sid).where(cases.c.parent_ticket == ticket),
+    )
+    return list(conn.execute(found).scalars())
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -152,13 +159,15 @@ def list_calls(
                 and_(calls.c.started_at == started, calls.c.call_sid < sid),
             )
         )
-    query = (
-        _base()
-        .where(*where)
-        .order_by(calls.c.started_at.desc(), calls.c.call_sid.desc())
-        .limit(limit + 1)
-    )
     with conn.begin():
+        if filters.ticket:
+            where.append(calls.c.call_sid.in_(_ticket_calls(conn, filters.ticket)))
+        query = (
+            _base()
+            .where(*where)
+            .order_by(calls.c.started_at.desc(), calls.c.call_sid.desc())
+            .limit(limit + 1)
+        )
         rows = [dict(r) for r in conn.execute(query).mappings()]
     more = len(rows) > limit
     rows = rows[:limit]
