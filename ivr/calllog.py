@@ -153,6 +153,9 @@ def list_calls(
     where = _where(filters)
     if cursor:
         started, sid = decode_cursor(cursor)
+        # The first term alone is the index range a page starts from; the OR is its
+        # edge (equal times, by call sid). Without it, each page re-read those before it.
+        where.append(calls.c.started_at <= started)
         where.append(
             or_(
                 calls.c.started_at < started,

@@ -255,3 +255,57 @@ def test_an_agent_cannot_learn_an_accounts_phone_number_from_the_log(
     # ...and an agent's caller filter matches what she sees, the last 4 digits.
     guessed = client.get("/api/calls", headers=bearer(mallory), params={"caller": "+15009990006"})
     assert [c["caller"] for c in guessed.json()["calls"]] == ["***0006"]
+
+
+def test_a_page_after_the_first_starts_from_its_place_in_the_index(db: Engine) -> None:
+    """Page k reads its own calls from the (started_at, call_sid) index, not the k-1 pages
+    before it again: the cursor is a range of the index (SQLite: SEARCH ... started_at<?;
+    PostgreSQL: an Index Cond on started_at), not a filter on a scan from the newest call."""
+    from sqlalchemy import event, insert, text
+
+    from ivr.calllog import CallFilter, list_calls
+    from ivr.db import calls
+
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        {
+            "call_sid": f"CA{n:032x}",
+            "from_number": "+15005550100",
+            "tree_version": "v1",
+            "step": 1,
+            "state": {"facts": {}},
+            "last_twiml": "<Response/>",
+            "status": "completed",
+            "started_at": t0 - timedelta(seconds=n // 2),  # pairs at one time: its edge
+            "updated_at": t0,
+        }
+        for n in range(2000)
+    ]
+    with db.begin() as conn:
+        conn.execute(insert(calls), rows)
+        if db.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE calls"))  # as autovacuum would
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
+        sent.append((stmt, params))
+
+    with db.connect() as conn:
+        first, cursor = list_calls(conn, filters=CallFilter(), limit=51)
+        event.listen(db, "before_cursor_execute", capture)
+        try:
+            second, _ = list_calls(conn, filters=CallFilter(), limit=51, cursor=cursor)
+        finally:
+            event.remove(db, "before_cursor_execute", capture)
+        stmt, params = sent[-1]
+        if db.dialect.name == "sqlite":
+            found = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params)
+            plan = "\n".join(r[3] for r in found)
+            assert "ix_calls_started_at_call_sid (started_at<" in plan, plan
+        else:
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
+            assert "ix_calls_started_at_call_sid" in plan, plan
+            assert "Index Cond: (started_at" in plan, plan
+        conn.rollback()
+    listed = [(r["started_at"], r["call_sid"]) for r in first + second]
+    assert listed == sorted(listed, reverse=True) and len(set(listed)) == 102
