@@ -48,7 +48,7 @@ def _fact(name: str) -> ColumnElement[str]:
     return fact
 
 
-# A call's latest case, looked up per call listed (the (call_sid, id) index: a few rows),
+# A call's latest case, looked up per call listed (ix_cases_call_sid: a few rows),
 # not grouped over every case ever opened before the page's calls are picked.
 _latest_case_id = (
     select(func.max(cases.c.id)).where(cases.c.call_sid == calls.c.call_sid).scalar_subquery()

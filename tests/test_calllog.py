@@ -125,6 +125,9 @@ def test_pages_follow_the_cursor_without_gaps_or_repeats(
 def test_csv_has_the_same_rows(client: TestClient, supervisor: str, placed: dict[str, str]) -> None:
     listed = get(client, supervisor, "/api/calls", topic="deposits_withdrawals")
     text = get(client, supervisor, "/api/calls.csv", topic="deposits_withdrawals")
+    sent = client.get("/api/calls.csv", headers=bearer(supervisor))
+    assert sent.headers["content-type"].startswith("text/csv")
+    assert sent.headers["content-disposition"] == 'attachment; filename="calls.csv"'
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["call_sid"] for r in rows] == sids_of(listed)
     assert [r["outcome"] for r in rows] == [c["outcome"] for c in listed["calls"]]
