@@ -106,8 +106,12 @@ def _fill(url: str, count: int) -> None:
     engine.dispose()
 
 
+LATE_PAGE = 40  # newest first, the cursor followed there: a supervisor scrolling back
+
+
 def run(db: str, workdir: Path, *, count: int, repeats: int = 7) -> dict[str, Any]:
-    """Each filter's first page: median and slowest of `repeats`, in ms."""
+    """Each filter's first page, and the LATE_PAGE-th unfiltered: median and slowest of
+    `repeats`, in ms."""
     with server.fresh_database(db, workdir) as url:
         _fill(url, count)
         engine = create_db_engine(url)
@@ -119,10 +123,19 @@ def run(db: str, workdir: Path, *, count: int, repeats: int = 7) -> dict[str, An
                     started = time.perf_counter()
                     rows, _ = list_calls(conn, filters=filters, limit=50)
                     ms.append((time.perf_counter() - started) * 1000)
-                timed[name] = {
-                    "median_ms": round(statistics.median(ms), 2),
-                    "max_ms": round(max(ms), 2),
-                    "rows": len(rows),
-                }
+                timed[name] = _summary(ms, len(rows))
+            cursor = None
+            for _ in range(LATE_PAGE - 1):
+                _, cursor = list_calls(conn, filters=CallFilter(), limit=50, cursor=cursor)
+            ms = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                rows, _ = list_calls(conn, filters=CallFilter(), limit=50, cursor=cursor)
+                ms.append((time.perf_counter() - started) * 1000)
+            timed[f"newest first, page {LATE_PAGE}"] = _summary(ms, len(rows))
         engine.dispose()
     return {"db": db, "calls": count, "cases": int(count * CASES_PER_CALL), "pages": timed}
+
+
+def _summary(ms: list[float], rows: int) -> dict[str, Any]:
+    return {"median_ms": round(statistics.median(ms), 2), "max_ms": round(max(ms), 2), "rows": rows}
