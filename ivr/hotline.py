@@ -825,7 +825,7 @@ class Hotline:
     ) -> str:
         """The queue's hold loop: our place in line, a tip, the call-back offer, music."""
         catalogs = self.trees.current.catalogs
-        lang = language if language in catalogs.by_language else catalogs.languages[0]
+        lang = catalogs.spoken(language)
         try:
             with self.db.connect() as conn:
                 view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
@@ -996,7 +996,7 @@ class Hotline:
         self, call_sid: str, digits: str, language: str, number: str | None
     ) -> str:
         catalogs = self.trees.current.catalogs
-        lang = language if language in catalogs.by_language else catalogs.languages[0]
+        lang = catalogs.spoken(language)
         with self.db.connect() as conn:
             view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
             waiting = view is not None and view.row["status"] == "waiting"
@@ -1032,7 +1032,7 @@ class Hotline:
         (an agent knows nobody vouched for it). Not a number we can call: asked again, up to
         KEYED_TRIES in all, then back to holding (as silence is)."""
         catalogs = self.trees.current.catalogs
-        lang = language if language in catalogs.by_language else catalogs.languages[0]
+        lang = catalogs.spoken(language)
         number = keyed(digits, self.settings.callback_prefixes)
         if number is None:
             if tries >= KEYED_TRIES:
@@ -1297,13 +1297,8 @@ class Hotline:
         catalogs = self.trees.current.catalogs
         if not catalogs.has(prompt, BASE_LANGUAGE):
             prompt = "goodbye"
-        return engine.hangup_twiml(catalogs, self._language(case), prompt, ticket=case["ticket"])
-
-    def _language(self, case: dict[str, Any]) -> str:
-        catalogs = self.trees.current.catalogs
-        return (
-            case["language"] if case["language"] in catalogs.by_language else catalogs.languages[0]
-        )
+        language = catalogs.spoken(case["language"])
+        return engine.hangup_twiml(catalogs, language, prompt, ticket=case["ticket"])
 
     def _back_in_line(
         self, case_id: int, agent_id: int | None, missed: int | None, dial_status: str
@@ -2026,7 +2021,8 @@ class Hotline:
         to = cases.transfer_asked(case)
         talked_on = (case["flags"] or {}).get(cases.CALL_BACK_SID)
         if to is not None and call_sid and talked_on and talked_on != call_sid:
-            return engine.hangup_twiml(self.trees.current.catalogs, self._language(case))
+            catalogs = self.trees.current.catalogs
+            return engine.hangup_twiml(catalogs, catalogs.spoken(case["language"]))
         if to is not None:
             with store.writing(conn):
                 for statement in cases.transferred(case, now=now, gone=gone):
@@ -2035,7 +2031,8 @@ class Hotline:
             log.info("case %s transferred to %s, a call back", case["id"], to.queue)
             case = {**case, "language": to.language or case["language"]}
         elif not (case["flags"] or {}).get("transferred_agent"):
-            return engine.hangup_twiml(self.trees.current.catalogs, self._language(case))
+            catalogs = self.trees.current.catalogs
+            return engine.hangup_twiml(catalogs, catalogs.spoken(case["language"]))
         return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)
 
     def case_detail(self, case_id: int) -> dict[str, Any] | None:
@@ -2060,9 +2057,8 @@ class Hotline:
     def hold_from_memory(self, language: str | None) -> str:
         """A hold-loop round without the database: music and a tip, no place in line."""
         catalogs = self.trees.current.catalogs
-        lang = language if language and language in catalogs.by_language else None
         return engine.hold_twiml(
-            catalogs, lang or catalogs.languages[0], self.settings.hold_music_url_str
+            catalogs, catalogs.spoken(language), self.settings.hold_music_url_str
         )
 
     def fallback(self) -> str:

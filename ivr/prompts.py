@@ -192,6 +192,12 @@ class Catalogs:
     def languages(self) -> list[str]:
         return list(self.by_language)
 
+    def spoken(self, language: str | None) -> str:
+        """`language` if a catalog speaks it, else the first catalog's."""
+        return (
+            language if language is not None and language in self.by_language else self.languages[0]
+        )
+
     def keys_starting(self, prefix: str) -> tuple[str, ...]:
         """The base language's keys starting with `prefix`, sorted. Worked out once per prefix:
         the hold loop asks for its tips on every round of every waiting caller."""
