@@ -1260,20 +1260,27 @@ NOT_ACCEPTED = "not accepted"  # the missed offer's reason for one made at the d
 
 
 def missed_offer(
-    conn: Connection, *, case_id: int, agent_id: int, dial_status: str, now: datetime
+    conn: Connection,
+    *,
+    case_id: int,
+    agent_id: int,
+    dial_status: str,
+    now: datetime,
+    not_before: datetime | None = None,
 ) -> bool:
     """The agent's phone did not take the case offered to it (Twilio's `dial_status`: no
     answer, busy, failed; or answered with no key pressed at the screen), or they did not
     accept it at their desk in time (NOT_ACCEPTED): back to its place in line, the agent away
     (AWAY_MISSED, AWAY_NOT_ACCEPTED), and an audit record, which the figures count per agent.
     All in one transaction, once: False for a late or repeated report, or an offer accepted
-    at the last moment."""
+    at the last moment. `not_before`: offered to nobody until then."""
     at_desk = dial_status == NOT_ACCEPTED
     with writing(conn):
         moved = requeue(
             conn,
             case_id=case_id,
             agent_id=agent_id,
+            not_before=not_before,
             away=agent_id,
             away_why=AWAY_NOT_ACCEPTED if at_desk else AWAY_MISSED,
             unaccepted_at=now if at_desk else None,

@@ -1273,8 +1273,11 @@ class Hotline:
         missed = agent_id if dial_status != "canceled" and not caller_gone else None
         if outbound:
             # Their inbound call ended long ago: no queue to put them back in. The case goes
-            # back to its place, as the call back it was.
-            self._back_in_line(case_id, agent_id, missed, dial_status)
+            # back to its place, as the call back it was; still on the line to hear that we
+            # will call again, they are not rung by the next agent before they have hung up
+            # (busy: the next try would be a retry's wait away).
+            later = None if caller_gone else self.clock() + cases.HEARD_AND_HUNG_UP
+            self._back_in_line(case_id, agent_id, missed, dial_status, not_before=later)
             return engine.hangup_twiml(catalogs, lang, "callback_agent_unavailable")
         moved = self._back_in_line(case_id, agent_id, missed, dial_status)
         with self.db.connect() as conn:
@@ -1301,16 +1304,29 @@ class Hotline:
         return engine.hangup_twiml(catalogs, language, prompt, ticket=case["ticket"])
 
     def _back_in_line(
-        self, case_id: int, agent_id: int | None, missed: int | None, dial_status: str
+        self,
+        case_id: int,
+        agent_id: int | None,
+        missed: int | None,
+        dial_status: str,
+        *,
+        not_before: datetime | None = None,
     ) -> bool:
         """The agent's leg ended untaken: the case back to its place (only while it is
-        `agent_id`'s). `missed`: the agent whose phone did not take it, set away and counted,
-        once however often Twilio reports it."""
+        `agent_id`'s), offered to nobody before `not_before`. `missed`: the agent whose phone
+        did not take it, set away and counted, once however often Twilio reports it."""
         with self.db.connect() as conn:
             if missed is None:
-                return cases.requeue(conn, case_id=case_id, agent_id=agent_id)
+                return cases.requeue(
+                    conn, case_id=case_id, agent_id=agent_id, not_before=not_before
+                )
             moved = cases.missed_offer(
-                conn, case_id=case_id, agent_id=missed, dial_status=dial_status, now=self.clock()
+                conn,
+                case_id=case_id,
+                agent_id=missed,
+                dial_status=dial_status,
+                now=self.clock(),
+                not_before=not_before,
             )
         if moved:
             self.metrics.offers.labels("missed").inc()

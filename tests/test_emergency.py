@@ -55,6 +55,7 @@ from tests.conftest import (
 )
 from tests.support.catalogs import catalogs_without
 from tests.support.parties import Caller
+from tests.support.twilio import placed_calls
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
 VICTIM = "+15005550006"
@@ -763,6 +764,43 @@ def test_callback_request_keeps_the_place_and_an_agent_calls_back(
     assert "<Enqueue" not in missed.text
     [again] = case_rows(db)
     assert (again["status"], again["queued"], again["agent_id"]) == ("callback_requested", 1, None)
+
+
+def test_a_customer_who_answered_a_call_back_the_agent_missed_is_not_rung_while_listening(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+    clock: FakeClock,
+) -> None:
+    """alice is available; the hijack victim's call back is pushed to her phone. The victim
+    answers, but alice's phone rings out: they hear that we will call again, and the case is
+    back in its place. bob, available too, is not pushed it at once, which would ring the
+    victim while they still listen (busy: then a retry's wait, five minutes), but once they
+    have heard so and hung up."""
+    client, phone = rest
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=VICTIM)  # hung up on the way
+    api(client, agent, "PUT", "/api/agents/presence", json={"available": True})
+    assert hotline.dispatch() == 1
+    customer = phone.answer(
+        placed_calls(twilio_http)[-1],
+        ScriptedParty([], dial_status="no-answer"),
+        call_sid=twilio_http.sids[-1],
+    )
+    assert "call you back shortly" in customer.transcript and customer.ended_by == "hotline"
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert row["not_before"] == clock() + timedelta(seconds=30)
+    assert "callback_attempts" not in (row["flags"] or {})  # they answered: no miss of theirs
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    api(client, bob, "PUT", "/api/agents/presence", json={"available": True})
+    calls = len(placed_calls(twilio_http))
+    assert hotline.dispatch() == 0 and len(placed_calls(twilio_http)) == calls
+    clock.advance(seconds=30)
+    assert hotline.dispatch() == 1
+    assert placed_calls(twilio_http)[-1]["To"] == VICTIM and len(placed_calls(twilio_http)) > calls
+    assert case_rows(db)[0]["agent_id"] is not None
 
 
 def test_agent_takes_a_live_caller_through_the_rest_api(
