@@ -315,6 +315,10 @@ pages = Table(
     # the on-call number that answered, or the user's name.
     Column("acked_at", UTCDateTime()),
     Column("acked_by", String(64)),
+    # What an on-call number replies to the page's text to say they are coming: random, as
+    # a text's sender can be forged and only those paged should hold back the next page.
+    # None: a page of an earlier release, acknowledged by key or on the queue page only.
+    Column("ack_code", String(8)),
     UniqueConstraint("turn"),
 )
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
+from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
@@ -51,6 +52,7 @@ CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"
+SMS_PATH = "/twilio/sms"  # the number's Messaging webhook: texts to the hotline
 FALLBACK_PATH = "/twilio/fallback"
 GATHER_PATH = "/twilio/gather"
 DIAL_PATH = "/twilio/dial"
@@ -514,6 +516,14 @@ def page_answer_twiml(said: str, *, ask_again: str | None = None) -> str:
         gather.say(PAGE_ACK_PROMPT, language="en-US")
         response.append(gather)
     response.hangup()
+    return str(response)
+
+
+def text_reply_twiml(body: str | None) -> str:
+    """The answer to a text to the hotline's number: a text back saying `body`, or nothing."""
+    response = MessagingResponse()
+    if body is not None:
+        response.message(body)
     return str(response)
 
 

@@ -2219,12 +2219,13 @@ class Hotline:
         if counted and not self.staffing.agents:
             after = timedelta(0)
         sends = len(self.settings.page_numbers) * (2 if self.settings.page_call else 1)
+        code = oncall.new_ack_code()
         with self.db.connect() as conn:
             late = oncall.overdue(conn, now=now, after=after)
             if late is None:
                 return None
             page_id = oncall.take_turn(
-                conn, now=now, overdue=late, sending=oncall.sending_at_most(sends)
+                conn, now=now, overdue=late, sending=oncall.sending_at_most(sends), ack_code=code
             )
         if page_id is None:
             return None
@@ -2232,7 +2233,8 @@ class Hotline:
             late,
             available=self.staffing.available,
             at_work=self.staffing.agents,
-            queue_url=f"{self.settings.base_url}/dashboard/queue",
+            queue_url=self._queue_url,
+            ack_code=code,
         )
         speech = None
         if self.settings.page_call:
@@ -2329,6 +2331,36 @@ class Hotline:
             ).start()
         return acked
 
+    @property
+    def _queue_url(self) -> str:
+        return f"{self.settings.base_url}/dashboard/queue"
+
+    def page_texted(self, number: str, body: str) -> str | None:
+        """A text to the hotline's number from `number`: an on-call number replying to a page
+        with the code its text gave says they are coming (as pressing 1 on its call does),
+        and is answered with a text. A text from any other number is not answered: replies
+        to whoever texts are how SMS pumping costs an exchange, and callers are served by
+        phone. The code, not the sender, is what counts: a text's sender can be forged."""
+        if number not in self.settings.page_numbers:
+            return None
+        try:
+            code = oncall.ack_code_in(body)
+            if code is None:
+                return oncall.REPLY_HOW
+            with self.db.connect() as conn:
+                page_id = oncall.page_with_code(conn, code=code)
+            acked = None
+            if page_id is not None:
+                acked = self.acknowledge_page(page_id, number, how="sms", but=number)
+        except oncall.PageOver:
+            return oncall.REPLY_OVER
+        except Exception:
+            log.exception("an on-call number's reply to a page was not recorded")
+            return oncall.REPLY_NOT_RECORDED
+        if acked is None:
+            return oncall.REPLY_HOW  # no page asked for that code
+        return oncall.ack_reply(acked, number=number, queue_url=self._queue_url)
+
     def page_answered(self, page_id: int, digits: str, number: str, *, again: bool = False) -> str:
         """A key pressed on a page's call, rung at `number`: the TwiML to answer with. A
         wrong key is asked for again once (`again`: it was)."""
@@ -2352,7 +2384,7 @@ class Hotline:
     def tell_on_call(self, acked: oncall.Acked, *, but: str | None = None) -> int:
         """Text the on-call numbers (all but `but`, the one that acknowledged) who is coming:
         the rest may stand down. How many Twilio took."""
-        text = oncall.ack_text(acked, queue_url=f"{self.settings.base_url}/dashboard/queue")
+        text = oncall.ack_text(acked, queue_url=self._queue_url)
         sent = 0
         try:
             for number in self.settings.page_numbers:

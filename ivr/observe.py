@@ -126,8 +126,8 @@ class Metrics:
         )
         self.page_acks = Counter(
             "ivr_page_acks",
-            "pages acknowledged by someone coming: a key on the page's call (`phone`), or the "
-            "API and the queue page (`api`)",
+            "pages acknowledged by someone coming: a key on the page's call (`phone`), its "
+            "code texted back (`sms`), or the API and the queue page (`api`)",
             ["by"],
             registry=self.registry,
         )

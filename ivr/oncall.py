@@ -17,14 +17,16 @@ the page to the next); one that Twilio refused for every number is tried again a
 RETRY_FAILED. Without numbers the page is only logged, as an error: the log is the alert
 then.
 
-Someone on call acknowledges a page, by pressing 1 on its call or from the queue page
-(`acknowledge`): everyone sees who is coming, the other numbers are told, and the next page
-waits IVR_PAGE_REPEAT from then. It still comes if emergencies are waiting then: whoever
-said they were coming may not have got there.
+Someone on call acknowledges a page, by pressing 1 on its call, by texting back the code its
+text gives, or from the queue page (`acknowledge`): everyone sees who is coming, the other
+numbers are told, and the next page waits IVR_PAGE_REPEAT from then. It still comes if
+emergencies are waiting then: whoever said they were coming may not have got there.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -93,14 +95,34 @@ def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | N
         )
 
 
+def new_ack_code() -> str:
+    """A page's code, for its text's reply: six digits, as easy to key as a PIN."""
+    return f"{secrets.randbelow(10**ACK_CODE_DIGITS):0{ACK_CODE_DIGITS}d}"
+
+
+ACK_CODE_DIGITS = 6
+_ACK_CODE = re.compile(rf"(?<!\d)\d{{{ACK_CODE_DIGITS}}}(?!\d)")
+
+
+def ack_code_in(body: str) -> str | None:
+    """The code in a text an on-call number sent ("123456", "coming 123456"), if any."""
+    found = _ACK_CODE.search(body)
+    return found.group() if found else None
+
+
 def take_turn(
-    conn: Connection, *, now: datetime, overdue: Overdue, sending: timedelta
+    conn: Connection,
+    *,
+    now: datetime,
+    overdue: Overdue,
+    sending: timedelta,
+    ack_code: str | None = None,
 ) -> int | None:
     """The page's turn, if it is due (no page yet, or the last one's `next_at` has come) and
     no other instance took it first: the new page's id. None otherwise. The turn holds the
     next one back for `sending` only (the longest its texts and calls may take), and `record`
     then for IVR_PAGE_REPEAT: an instance that stops while sending loses the page for no
-    longer than that."""
+    longer than that. `ack_code`: what replying to its text with acknowledges it."""
     try:
         with writing(conn):
             # Locked: an acknowledgement of the last page being written meanwhile is seen.
@@ -124,6 +146,7 @@ def take_turn(
                     result="sending",
                     sent=0,
                     failed=0,
+                    ack_code=ack_code,
                 )
                 .returning(pages.c.id)
             ).scalar_one()
@@ -210,6 +233,15 @@ def acknowledge(
         return Acked(at=now, by=by, now=True, page_at=page.at)
 
 
+def page_with_code(conn: Connection, *, code: str) -> int | None:
+    """The latest page whose text asked for `code` in reply; None if none did."""
+    with reading(conn):
+        found = conn.execute(
+            select(pages.c.id).where(pages.c.ack_code == code).order_by(desc(pages.c.turn)).limit(1)
+        ).scalar()
+    return None if found is None else int(found)
+
+
 _PAGES = select(
     pages.c.id,
     pages.c.at,
@@ -262,15 +294,19 @@ def page_speech(overdue: Overdue, *, available: int, at_work: int) -> str:
     )
 
 
-def page_text(overdue: Overdue, *, available: int, at_work: int, queue_url: str) -> str:
+def page_text(
+    overdue: Overdue, *, available: int, at_work: int, queue_url: str, ack_code: str | None = None
+) -> str:
     """The text the on-call get: short enough for one or two SMS segments, nothing about the
-    caller but the ticket and the language they chose."""
+    caller but the ticket and the language they chose; what to reply to say they are coming
+    (`ack_code`)."""
     callers = _counted(overdue.waiting, "emergency caller")
     language = f", {overdue.language}" if overdue.language else ""
+    reply = f" Coming? Reply {ack_code}." if ack_code else ""
     return (
         f"Hotline: {callers} waiting, the longest {wait_text(overdue.waited)} "
         f"(ticket {overdue.ticket}{language}). Agents available: {available}, at work: "
-        f"{at_work}. {queue_url}"
+        f"{at_work}.{reply} {queue_url}"
     )
 
 
@@ -309,4 +345,31 @@ def ack_text(acked: Acked, *, queue_url: str) -> str:
     return (
         f"Hotline: the page of {acked.page_at:%H:%M} UTC was acknowledged by {acked.by} at "
         f"{acked.at:%H:%M} UTC: they are coming. {queue_url}"
+    )
+
+
+# Answers to a text from an on-call number (`Hotline.page_texted`), as texts.
+REPLY_HOW = (
+    "Hotline: to say you are coming, reply with the 6-digit code in the latest page, or say "
+    "so on the queue page."
+)
+REPLY_OVER = "Hotline: " + OVER_SPEECH.removesuffix(" Goodbye.")
+REPLY_NOT_RECORDED = (
+    "Hotline: your reply could not be recorded. If you are coming, say so on the queue page."
+)
+
+
+def ack_reply(acked: Acked, *, number: str, queue_url: str) -> str:
+    """The answer to the on-call number `number` that texted a page's code back."""
+    page = f"the page of {acked.page_at:%H:%M} UTC"
+    if acked.now:
+        return (
+            f"Hotline: thank you, {page} is acknowledged: the other on-call numbers are told "
+            f"you are coming. {queue_url}"
+        )
+    if acked.by == number:
+        return f"Hotline: you said you were coming to {page} already, at {acked.at:%H:%M} UTC."
+    return (
+        f"Hotline: {page} was acknowledged already, by {acked.by} at {acked.at:%H:%M} UTC: "
+        f"they are coming. {queue_url}"
     )

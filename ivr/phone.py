@@ -26,7 +26,7 @@ from typing import Protocol
 import httpx
 from twilio.request_validator import RequestValidator
 
-from ivr.engine import STATUS_PATH, VOICE_PATH
+from ivr.engine import SMS_PATH, STATUS_PATH, VOICE_PATH
 from ivr.exceptions import PhoneError
 
 MAX_REQUESTS = 400  # per call; a hotline that loops forever is a bug the phone reports
@@ -269,6 +269,37 @@ class Phone:
         if placed.get("StatusCallback"):
             session.post(placed["StatusCallback"], {"CallStatus": "completed"}, expect_twiml=False)
         return record
+
+    def text(
+        self,
+        body: str,
+        *,
+        from_number: str,
+        to_number: str = "+15005550001",
+        message_sid: str | None = None,
+    ) -> list[str]:
+        """An SMS to the hotline's number, as Twilio posts it to the number's Messaging
+        webhook: the texts the hotline answers with (its <Message>s), in order."""
+        sid = message_sid or "SM" + uuid.uuid4().hex
+        params = {
+            "AccountSid": self.account_sid,
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "From": from_number,
+            "To": to_number,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "ApiVersion": "2010-04-01",
+        }
+        response = self.signed_post(self.public_url + SMS_PATH, params)
+        if response.status_code != 200:
+            raise PhoneError(f"{SMS_PATH} answered {response.status_code}: {response.text:.200}")
+        doc = ET.fromstring(response.text)
+        verbs = [child.tag for child in doc]
+        if doc.tag != "Response" or set(verbs) - {"Message"}:
+            raise PhoneError(f"not a messaging TwiML response: {response.text:.200}")
+        return [(child.text or "").strip() for child in doc]
 
     def signed_post(self, url: str, params: dict[str, str]) -> httpx.Response:
         signature = self.validator.compute_signature(url, params)

@@ -82,6 +82,7 @@ TWIML = "application/xml"
 MAX_BODY = 64 * 1024  # Twilio's webhook forms are a few KB
 MAX_DIGITS = 64
 MAX_SPEECH = 1000
+MAX_TEXT = 1600  # an SMS Twilio delivers: at most 1,600 characters
 MAX_INT = 2**31 - 1  # a database INTEGER
 MAX_WORKER_THREADS = 40  # anyio's default
 TWILIO_REST_TIMEOUT = 10.0  # seconds; Twilio's REST API answers in well under one
@@ -328,6 +329,7 @@ TWILIO_PATHS = frozenset(
         "connect",
         "agent-accept",
         "page-ack",
+        "sms",
         "callback-status",
         "recording",
         "connect-done",
@@ -523,6 +525,19 @@ def recording(form: TwilioForm, hotline: HotlineDep, case_id: CaseId) -> Respons
     except Exception:
         log.exception("recording for case %s not recorded", case_id)
     return Response(status_code=204)
+
+
+@router.post("/sms")
+def sms(form: TwilioForm, hotline: HotlineDep) -> Response:
+    """A text to the hotline's number (its Messaging webhook, "A message comes in"): an
+    on-call number replying to a page with its code says they are coming, and is texted
+    back; a text from anyone else gets no answer."""
+    try:
+        reply = hotline.page_texted(_text(form, "From", 32), _text(form, "Body", MAX_TEXT))
+    except Exception:
+        log.exception("a text to the hotline was not answered")
+        reply = None
+    return _twiml(engine.text_reply_twiml(reply))
 
 
 @router.post("/page-ack")
@@ -785,6 +800,9 @@ class WebhookDeadline:
             response = Response(status_code=204)
         elif path == "/twilio/agent-accept":
             response = _twiml(engine.not_taken_twiml())  # the caller goes back to their place
+        elif path == "/twilio/sms":
+            # Nothing known of who texted: no answer (the late work may still record it).
+            response = _twiml(engine.text_reply_twiml(None))
         elif path == "/twilio/page-ack":
             # The late work may still record the key: the on-call are told to make sure.
             response = _twiml(engine.page_answer_twiml(oncall.NOT_RECORDED_SPEECH))

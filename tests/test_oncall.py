@@ -121,11 +121,12 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     [case] = [c for c in case_rows(db) if c["priority"] == "emergency"]
     body = sent[0]["Body"]
     assert body == sent[1]["Body"]
+    [page] = page_rows(db)
     assert body == (
         f"Hotline: 1 emergency caller waiting, the longest 1 min 0 s (ticket {case['ticket']}, "
-        f"en). Agents available: 0, at work: 1. {PUBLIC_URL}/dashboard/queue"
+        f"en). Agents available: 0, at work: 1. Coming? Reply {page['ack_code']}. "
+        f"{PUBLIC_URL}/dashboard/queue"
     )
-    [page] = page_rows(db)
     assert (page["result"], page["sent"], page["failed"]) == ("sent", 2, 0)
     assert (page["case_id"], page["waiting"], page["waited_seconds"]) == (case["id"], 1, 60)
     assert 'ivr_pages_total{by="sms",result="sent"} 2.0' in client.get("/metrics").text
@@ -587,6 +588,60 @@ def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
     clock.advance(minutes=1)
     assert look(hotline) is not None
     assert [p["turn"] for p in page_rows(db)] == [1, 2]
+
+
+def test_an_on_call_number_texting_the_pages_code_back_says_they_are_coming(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """Woken by the page's text, the on-call answer it: its code, as the text asks, is as
+    good as 1 on the page's call. A stranger's text gets no answer (SMS pumping), and no
+    sender alone acknowledges anything (a sender can be forged): the code of the page in
+    force does, which only the texts carried. A page no longer in force is over; the other
+    number is told who is coming, and the one who texted is answered by text."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    [first] = page_rows(db)
+    assert first["ack_code"] is not None and len(first["ack_code"]) == oncall.ACK_CODE_DIGITS
+    assert all(f"Coming? Reply {first['ack_code']}." in t["Body"] for t in texts(twilio_http))
+    clock.advance(seconds=900)  # nobody said they were coming: paged again
+    assert look(hotline) is not None
+    [_, second] = page_rows(db)
+    assert second["ack_code"] != first["ack_code"]
+    texted = len(texts(twilio_http))
+
+    stranger = "+15005550199"
+    assert phone.text(second["ack_code"], from_number=stranger) == []
+    assert phone.text("1", from_number=ON_CALL[0]) == [oncall.REPLY_HOW]
+    wrong = f"{(int(second['ack_code']) + 1) % 10**6:06d}"
+    assert phone.text(f"coming {wrong}", from_number=ON_CALL[0]) == [oncall.REPLY_HOW]
+    assert phone.text(first["ack_code"], from_number=ON_CALL[0]) == [oncall.REPLY_OVER]
+    assert [p["acked_at"] for p in page_rows(db)] == [None, None]
+    assert len(texts(twilio_http)) == texted  # nothing sent but the answers
+
+    clock.advance(minutes=2)
+    [answer] = phone.text(f"Coming, {second['ack_code']}!", from_number=ON_CALL[0])
+    assert answer == (
+        f"Hotline: thank you, the page of {second['at']:%H:%M} UTC is acknowledged: the other "
+        f"on-call numbers are told you are coming. {PUBLIC_URL}/dashboard/queue"
+    )
+    acked = page_rows(db)[1]
+    assert (acked["acked_by"], acked["acked_at"]) == (ON_CALL[0], clock())
+    [told] = eventually(lambda: texts(twilio_http)[texted:])  # the other number only
+    assert told["To"] == ON_CALL[1] and f"acknowledged by {ON_CALL[0]}" in told["Body"]
+    assert 'ivr_page_acks_total{by="sms"} 1.0' in client.get("/metrics").text
+    assert phone.text(second["ack_code"], from_number=ON_CALL[0]) == [
+        f"Hotline: you said you were coming to the page of {second['at']:%H:%M} UTC already, "
+        f"at {clock():%H:%M} UTC."
+    ]
+    [already] = phone.text(second["ack_code"], from_number=ON_CALL[1])
+    assert f"was acknowledged already, by {ON_CALL[0]} at {clock():%H:%M} UTC" in already
+    assert len(texts(twilio_http)) == texted + 1 and page_rows(db)[1]["acked_by"] == ON_CALL[0]
+    # The next page waits IVR_PAGE_REPEAT from the acknowledgement, not from the page.
+    clock.advance(seconds=899)
+    assert look(hotline) is None
 
 
 def test_a_page_call_acknowledges_only_with_1(
