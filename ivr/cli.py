@@ -111,6 +111,8 @@ def serve(
         f"Twilio voice URL: {settings.base_url}/twilio/voice (status: /twilio/status, "
         f"fallback: /twilio/fallback)"
     )
+    if settings.page_numbers:
+        typer.echo(f"Twilio messaging URL (on-call replies): {settings.base_url}/twilio/sms")
     uvicorn.run(
         create_app(settings, tree=tree),
         host=host,
