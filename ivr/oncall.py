@@ -127,12 +127,15 @@ def take_turn(
         with writing(conn):
             # Locked: an acknowledgement of the last page being written meanwhile is seen.
             last = conn.execute(
-                select(pages.c.turn, pages.c.next_at)
+                select(pages.c.turn, pages.c.at, pages.c.next_at)
                 .order_by(desc(pages.c.turn))
                 .limit(1)
                 .with_for_update()
             ).first()
-            if last is not None and last.next_at > now:
+            # The last page holds the next back only while it is about who waits now: a
+            # victim who joined the line after it (everyone it was about answered since)
+            # has nobody coming for them, and is paged for as soon as they have waited.
+            if last is not None and last.next_at > now and now - overdue.waited <= last.at:
                 return None
             page_id: int = conn.execute(
                 insert(pages)
@@ -199,8 +202,20 @@ class PageOver(Exception):
 
 
 def in_force(page: Any, *, latest: bool, now: datetime) -> bool:
-    """Whether a page (its `next_at`), the latest one or not, may still be acknowledged."""
+    """Whether a page (its `next_at`), the latest one or not, may still be acknowledged (if
+    someone it was about still waits: `_still_waiting`)."""
     return latest and now < page.next_at
+
+
+def _still_waiting(conn: Connection, *, paged_at: datetime) -> bool:
+    """Whether an emergency in line now was in line when the page of `paged_at` went out
+    (its call back held for a retry too: nobody has helped them yet)."""
+    found = conn.execute(
+        select(cases.c.id)
+        .where(cases.c.queued == 1, cases.c.lane == 0, cases.c.sort_at <= paged_at)
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def acknowledge(
@@ -224,6 +239,10 @@ def acknowledge(
         if page.acked_at is not None:
             return Acked(at=page.acked_at, by=page.acked_by, now=False, page_at=page.at)
         if not in_force(page, latest=last.id == page_id, now=now):
+            raise PageOver(page_id)
+        if not _still_waiting(conn, paged_at=page.at):
+            # Everyone it was about has been answered: coming for it would only hold back
+            # the page for a victim who joins the line next.
             raise PageOver(page_id)
         conn.execute(
             update(pages)

@@ -777,6 +777,47 @@ def test_a_page_that_is_over_cannot_be_acknowledged(
     assert len(texts(twilio_http)) == texted + len(ON_CALL)  # the new page, nothing else
 
 
+def test_a_page_holds_back_the_next_only_while_someone_it_was_about_waits(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A hack wave at night. X is paged for. Y joins while X waits: the on-call are coming
+    to the line, so no second page within IVR_PAGE_REPEAT. An agent answers X: Y, first in
+    line now, joined after the page, so nobody was told of Y, who is paged for at once (Y has
+    waited longer than IVR_PAGE_AFTER). Z joins while Y waits: held back by Y's page. Y is
+    answered: that page is over (coming for it would only hold back Z's), and Z is paged
+    for, not once the 15 minutes of Y's page are up."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    sam = make_user(db, "sam", "supervisor")
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    hijacked(phone)  # X
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    clock.advance(minutes=1)
+    hijacked(phone, "+15005550007")  # Y
+    for _ in range(3):
+        clock.advance(seconds=61)
+        assert look(hotline) is None  # X waits on, and the page is about them
+    assert client.post("/api/agents/next", headers=bearer(alice)).json()["case"] is not None
+    assert look(hotline) is not None
+    y_page = page_rows(db)[1]
+    [_, y] = case_rows(db)
+    assert (y_page["case_id"], y_page["waiting"]) == (y["id"], 1)
+    clock.advance(minutes=1)
+    hijacked(phone, "+15005550008")  # Z
+    clock.advance(seconds=61)
+    assert look(hotline) is None  # Y waits on, and Y's page is about them
+    assert client.post("/api/agents/next", headers=bearer(bob)).json()["case"]["id"] == y["id"]
+    over = client.post(f"/api/oncall/pages/{y_page['id']}/ack", headers=bearer(sam))
+    assert over.status_code == 409 and "this page is over" in over.json()["detail"]
+    assert look(hotline) is not None
+    z_page = page_rows(db)[2]
+    assert z_page["case_id"] == case_rows(db)[2]["id"] and z_page["at"] - y_page["at"] < timedelta(
+        minutes=3
+    )
+
+
 def test_only_the_latest_page_can_be_acknowledged(
     ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
