@@ -23,6 +23,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     delete,
+    desc,
     false,
     func,
     insert,
@@ -167,20 +168,29 @@ def put_back_ticket_texts(conn: Connection, *, case_ids: list[int]) -> None:
         )
 
 
-def texted_lately(conn: Connection, *, case: dict[str, Any], since: datetime) -> bool:
+def texted_lately(
+    conn: Connection, *, case: dict[str, Any], since: datetime
+) -> Literal["texted", "due"] | None:
     """Whether the case's caller has a ticket texted (or being texted, from an earlier case)
-    already: of the same call, or to the same number since `since`."""
-    texted = (cases.c.ticket_text == "sent") | (
-        (cases.c.ticket_text == "sending") & (cases.c.id < case["id"])
-    )
+    already, of the same call or to the same number since `since` ("texted"); or an earlier
+    case's still to be texted ("due": one another instance skipped as a webhook was writing
+    it, to be texted first); None: neither."""
+    earlier = cases.c.id < case["id"]
+    texted = (cases.c.ticket_text == "sent") | ((cases.c.ticket_text == "sending") & earlier)
+    due = (cases.c.ticket_text == TEXT_DUE) & earlier
     same = (cases.c.call_sid == case["call_sid"]) | (
         (cases.c.caller == case["caller"]) & (cases.c.created_at >= since)
     )
     with reading(conn):
         found = conn.execute(
-            select(cases.c.id).where(cases.c.id != case["id"], texted, same).limit(1)
+            select(texted.label("texted"))
+            .where(cases.c.id != case["id"], texted | due, same)
+            .order_by(desc(texted))
+            .limit(1)
         ).first()
-    return found is not None
+    if found is None:
+        return None
+    return "texted" if found.texted else "due"
 
 
 def ticket_texted(conn: Connection, *, case_id: int, result: TextResult) -> None:

@@ -170,7 +170,6 @@ KEYED_TRIES = 3  # numbers a caller who withheld theirs may key to be called bac
 TICKET_TEXT = "ticket_text"
 TEXT_AT_MOST = timedelta(hours=1)  # after its case opened, a ticket text is no help
 TEXT_SPACING = timedelta(minutes=10)  # at most one ticket texted to a number in this time
-TEXT_BATCH = 20
 
 
 class TwilioFailing(Exception):
@@ -925,14 +924,14 @@ class Hotline:
     def text_tickets(self) -> int:
         """Text the tickets of the cases opened since the last look to their callers, in
         their language: the reference callers are told to keep. One read while none is due.
-        Each batch is taken in one statement (`cases.take_tickets_to_text`: another instance
+        Each case is taken in one statement (`cases.take_tickets_to_text`: another instance
         takes the next), until none is left or IVR_TREE_SYNC has passed. Once per call, and
         once per number every TEXT_SPACING (a spoofed number texted on every call is how
         SMS pumping and harassment work): the others are `skipped`. None later than
         TEXT_AT_MOST after the case opened (`stale`: no help by then). A text Twilio refuses
         for good (4xx: a landline, a number it will not text) is `failed`; Twilio failing
-        (5xx, 429, unreachable) puts the rest back for the next round and raises, for the
-        job's outage log. How many texts Twilio took."""
+        (5xx, 429, unreachable), or the database failing, puts the case back for the next
+        round and raises, for the job's outage log. How many texts Twilio took."""
         now = self.clock()
         with self.db.connect() as conn:
             if not cases.tickets_to_text(conn, limit=1):
@@ -946,31 +945,50 @@ class Hotline:
         sent = 0
         until = time.monotonic() + max(1.0, self.settings.tree_sync_seconds)
         while time.monotonic() < until:
+            # One at a time: an instance that stops while texting leaves one case `sending`
+            # (whether it went nobody knows, and it is not sent twice), not a batch of them.
             with self.db.connect() as conn:
-                batch = cases.take_tickets_to_text(conn, limit=TEXT_BATCH)
-            if not batch:
+                taken = cases.take_tickets_to_text(conn, limit=1)
+            if not taken:
                 break
-            for i, case in enumerate(batch):
-                try:
-                    result = self._ticket_text(case, catalogs, now)
-                except TwilioFailing:
-                    with self.db.connect() as conn:
-                        cases.put_back_ticket_texts(conn, case_ids=[c["id"] for c in batch[i:]])
-                    raise
+            [case] = taken
+            try:
+                result = self._ticket_text(case, catalogs, now)
+            except BaseException:
+                # Not sent (Twilio failing, the database failing meanwhile): due again, for
+                # the next round; the job's outage log says why.
                 with self.db.connect() as conn:
-                    cases.ticket_texted(conn, case_id=case["id"], result=result)
-                self.metrics.ticket_texts.labels(result).inc()
-                sent += result == "sent"
+                    cases.put_back_ticket_texts(conn, case_ids=[case["id"]])
+                raise
+            if result is None:
+                # An earlier case of the caller's is due still, taken by nobody just now (a
+                # webhook was writing it): that one is texted first, and this one then
+                # skipped, on the next round.
+                with self.db.connect() as conn:
+                    cases.put_back_ticket_texts(conn, case_ids=[case["id"]])
+                break
+            with self.db.connect() as conn:
+                cases.ticket_texted(conn, case_id=case["id"], result=result)
+            self.metrics.ticket_texts.labels(result).inc()
+            sent += result == "sent"
         return sent
 
     def _ticket_text(
         self, case: dict[str, Any], catalogs: Catalogs, now: datetime
-    ) -> cases.TextResult:
+    ) -> cases.TextResult | None:
+        """Text the case's ticket: what became of it, or None to wait for the texting of an
+        earlier case of the caller's."""
         if now - case["created_at"] > TEXT_AT_MOST:
             return "stale"
+        if not self._texts_to(case["caller"]):
+            # Due before IVR_CALLBACK_PREFIXES was narrowed (SMS pumping to a country seen),
+            # or marked due by an instance with other settings: not texted after all.
+            return "skipped"
         with self.db.connect() as conn:
             lately = cases.texted_lately(conn, case=case, since=now - TEXT_SPACING)
-        if lately:
+        if lately == "due":
+            return None
+        if lately == "texted":
             return "skipped"
         body = catalogs.render(
             TICKET_TEXT, case["language"] or BASE_LANGUAGE, ticket=case["ticket"]
