@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ivr import oncall, recordings
@@ -1024,8 +1024,8 @@ class CallTimeline(BaseModel):
 class CallQuery:
     """The filters every call-log route takes."""
 
-    since: datetime | None = None
-    until: datetime | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
     outcome: Outcome | None = None
     topic: str | None = Query(default=None, max_length=64)
     queue: str | None = Query(default=None, max_length=64)
@@ -1269,8 +1269,8 @@ def routes_rollback(body: Rollback, user: OperatorUser, hotline: HotlineDep) -> 
 def stats(
     user: StaffUser,
     hotline: HotlineDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     emergency_threshold: Annotated[int, Query(ge=1, le=3600)] = 20,
     threshold: Annotated[int, Query(ge=1, le=3600)] = 60,
 ) -> dict[str, Any]:
@@ -1279,9 +1279,10 @@ def stats(
     24 hours), overall and per queue; per agent, the cases they handled and their surveys.
     The definitions: ivr/stats.py, and the README."""
     end = until or hotline.clock()
-    start = since or end - timedelta(days=1)
-    if start.tzinfo is None or end.tzinfo is None:
-        raise HTTPException(422, "since and until need a time zone (e.g. 2026-11-23T00:00:00Z)")
+    try:
+        start = since or end - timedelta(days=1)
+    except OverflowError:
+        raise HTTPException(422, "until: no day before it to start from") from None
     try:
         with hotline.db.connect() as conn:
             report = figures(

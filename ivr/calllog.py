@@ -143,7 +143,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError for a cursor this module did not make."""
     try:
         started, sid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(started), sid
+        moment = datetime.fromisoformat(started)
+        if moment.tzinfo is None:  # encode_cursor's times are aware: this one was made up
+            raise ValueError(started)
+        return moment, sid
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor from this API") from None
 

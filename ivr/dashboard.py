@@ -838,9 +838,13 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 def call_query(raw: dict[str, str]) -> api.CallQuery:
     """The API's filters from the form; empty fields mean "any". Raises ValidationError."""
-    given = {k: v.strip() for k, v in raw.items() if k in CALL_FILTERS and v.strip()}
-    query = _CALL_QUERY.validate_python(given)
-    return dataclasses.replace(query, since=as_utc(query.since), until=as_utc(query.until))
+    given: dict[str, Any] = {
+        k: v.strip() for k, v in raw.items() if k in CALL_FILTERS and v.strip()
+    }
+    for key in ("since", "until"):
+        if key in given:  # the form's datetime-local has no zone: UTC, as the pages show
+            given[key] = parse_when(given[key], key)
+    return _CALL_QUERY.validate_python(given)
 
 
 def problems(error: ValidationError) -> list[str]:
@@ -967,10 +971,13 @@ def parse_when(raw: str, what: str) -> datetime | None:
 
 def period(since: str, until: str, now: datetime) -> tuple[datetime, datetime]:
     """[start, end): by default the 24 hours up to the end of the current hour."""
-    end = parse_when(until, "until") or now.replace(minute=0, second=0, microsecond=0) + timedelta(
-        hours=1
-    )
-    start = parse_when(since, "since") or end - timedelta(hours=24)
+    try:
+        end = parse_when(until, "until") or now.replace(
+            minute=0, second=0, microsecond=0
+        ) + timedelta(hours=1)
+        start = parse_when(since, "since") or end - timedelta(hours=24)
+    except OverflowError:
+        raise ValueError("until: no day before it to start from") from None
     if end <= start:
         raise ValueError("until must be after since")
     if end - start > MAX_PERIOD:
@@ -992,7 +999,7 @@ def buckets(hotline: Hotline, start: datetime, end: datetime, size: timedelta) -
     with hotline.db.connect() as conn:
         at = start
         while at < end:
-            stop = min(at + size, end)
+            stop = end if end - at <= size else at + size  # at + size: past year 9999
             found.append(Bucket(at, stop, stats.figures(conn, start=at, end=stop)))
             at = stop
     return found

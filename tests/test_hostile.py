@@ -10,6 +10,7 @@ rate limits    a caller cycling through UIDs from one number is locked out; wron
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 from collections.abc import Callable, Iterator
@@ -511,4 +512,60 @@ def test_a_case_number_beyond_any_case_is_refused_not_failed_inside(
         PUBLIC_URL + f"/twilio/{route}?case={2**31}", first_request("CA" + "5" * 32)
     )
     assert response.status_code == 422
+    assert errors_logged(caplog) == []
+
+
+# -- crafted query strings ----------------------------------------------------------------------
+
+NAIVE_CURSOR = base64.urlsafe_b64encode(b"0001-01-01T00:00:00|CA1").decode()  # no zone
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/calls", {"since": "2026-11-23T00:00:00"}),  # no zone
+        ("/api/calls.csv", {"until": "2026-11-23T00:00:00"}),
+        ("/api/calls", {"cursor": NAIVE_CURSOR}),
+        ("/api/stats", {"until": "0001-01-01T00:00:00Z"}),  # a day before: no such year
+        ("/api/stats", {"since": "9999-12-31T23:59:59Z"}),
+        ("/api/calls", {"since": "2026-11-23T00:00:00+25:00"}),  # no such zone
+    ],
+)
+def test_crafted_times_in_the_api_are_refused_not_failed_inside(
+    client: TestClient,
+    staff: str,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    params: dict[str, str],
+) -> None:
+    caplog.clear()
+    response = client.get(path, headers=bearer(staff), params=params)
+    assert response.status_code == 422, response.text
+    assert "Traceback" not in response.text
+    assert errors_logged(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status"),
+    [
+        ("/dashboard/figures", {"until": "0001-01-01T00:00"}, 422),
+        # The last hour there is: figures of no calls, its bars ending at its end.
+        ("/dashboard/figures", {"since": "9999-12-31T23:00", "until": "9999-12-31T23:59"}, 200),
+        ("/dashboard/calls", {"cursor": NAIVE_CURSOR}, 422),
+        ("/dashboard/calls", {"since": "0001-01-01T00:00"}, 200),  # any call: all of them
+    ],
+)
+def test_crafted_times_on_the_dashboard_are_answered_on_the_page(
+    client: TestClient,
+    staff: str,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    params: dict[str, str],
+    status: int,
+) -> None:
+    sign_in(client, staff)
+    caplog.clear()
+    response = client.get(path, params=params)
+    assert response.status_code == status, response.text
+    assert "Traceback" not in response.text
     assert errors_logged(caplog) == []
