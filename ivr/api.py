@@ -258,9 +258,11 @@ class ResolveRequest(BaseModel):
 
 
 def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
-    """The case as `user` may see it: whole numbers only for the agent whose case it is."""
+    """The case as `user` may see it: whole numbers only for the agent whose case it is, once
+    they accepted it if it was offered at their desk (dialled before, it could go on to the
+    next agent, who calls too; and an agent who never accepts would collect numbers)."""
     flags = raw["flags"] or {}
-    theirs = user.role == "agent" and raw["agent_id"] == user.id
+    theirs = user.role == "agent" and raw["agent_id"] == user.id and raw["accept_by"] is None
     shown = (lambda number: number) if theirs else (lambda number: mask(number) or None)
     return CaseDetail(
         id=raw["id"],
@@ -1061,7 +1063,7 @@ CallQueryDep = Annotated[CallQuery, Depends()]
 
 def _summary(row: dict[str, Any], user: User) -> CallSummary:
     facts = (row["state"] or {}).get("facts", {})
-    own = user.role == "agent" and row["agent_id"] == user.id
+    own = user.role == "agent" and row["agent_id"] == user.id and row["case_accept_by"] is None
     return CallSummary(
         call_sid=row["call_sid"],
         started_at=row["started_at"],

@@ -82,6 +82,7 @@ def _base() -> Any:
             _case.c.queue.label("case_queue"),
             _case.c.priority.label("case_priority"),
             _case.c.agent_id,
+            _case.c.accept_by.label("case_accept_by"),
         )
         .select_from(calls)
         .outerjoin(_case, _case.c.id == _latest_case_id)

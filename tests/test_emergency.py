@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Connection, Engine, event, select, text
 
+from ivr.api import mask
 from ivr.cases import NOBODY_TO_CALL, agents_to_offer, revoke_user
 from ivr.db import accounts, audit_log, cases, metadata
 from ivr.exceptions import IdentityUnavailable
@@ -2589,7 +2590,9 @@ def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_
         "call_back",
         None,
     )
-    assert offer["caller"] == VICTIM  # hers: the whole number, to dial
+    assert offer["caller"] == mask(VICTIM)  # the whole number once she accepts
+    [logged] = api(client, alice, "GET", "/api/calls", params={"ticket": offer["ticket"]})["calls"]
+    assert logged["caller"] == mask(VICTIM)  # nor read off the call log meanwhile
     assert datetime.fromisoformat(offer["accept_by"]) == clock() + timedelta(seconds=30)
     clock.advance(seconds=30)
     assert hotline.dispatch() == 0  # not yet past its time; bob has nothing to be offered
@@ -2613,6 +2616,9 @@ def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_
     assert frozen["frozen"] is True
     [accepted] = api(client, bob, "GET", "/api/agents/cases")
     assert (accepted["accept_by"], accepted["offer"]) == (None, "call_back")
+    assert accepted["caller"] == VICTIM  # his: the whole number, to dial
+    [logged] = api(client, bob, "GET", "/api/calls", params={"ticket": offer["ticket"]})["calls"]
+    assert logged["caller"] == VICTIM
     clock.advance(seconds=hotline.settings.offer_timeout_seconds + 60)
     assert hotline.requeue_stale_offers() == 0 and hotline.dispatch() == 0
     [row] = case_rows(db)
@@ -2755,11 +2761,11 @@ def test_a_call_back_twilio_will_not_place_is_offered_at_the_desk_to_dial_by_han
     twilio_http.refuse = True
     assert hotline.dispatch() == 1
     [offer] = api(client, alice, "GET", "/api/agents/cases")
-    assert (offer["offer"], offer["caller"]) == ("call_back", "+15005550201")
+    assert (offer["offer"], offer["caller"]) == ("call_back", "***0201")  # not yet hers
     assert datetime.fromisoformat(offer["accept_by"]) == clock() + timedelta(seconds=30)
     assert presence(client, alice)["available"] is True
     accepted = api(client, alice, "POST", f"/api/cases/{offer['id']}/accept")
-    assert accepted["accept_by"] is None
+    assert (accepted["accept_by"], accepted["caller"]) == (None, "+15005550201")  # to dial
 
 
 def test_a_supervisor_sets_an_agent_away_who_left_their_desk_available(
