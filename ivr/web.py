@@ -80,6 +80,7 @@ T = TypeVar("T")
 
 TWIML = "application/xml"
 MAX_BODY = 64 * 1024  # Twilio's webhook forms are a few KB
+UNSIGNED_RECHECK = 0.25  # seconds: a webhook past its deadline, not yet known signed
 MAX_DIGITS = 64
 MAX_SPEECH = 1000
 MAX_TEXT = 1600  # an SMS Twilio delivers: at most 1,600 characters
@@ -146,6 +147,7 @@ async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     sid = form.get("CallSid")
     CURRENT_CALL.set(sid if isinstance(sid, str) else None)  # on every log line of this request
+    request.state.twilio_signed = True  # WebhookDeadline answers only this for it
     return form
 
 
@@ -748,7 +750,11 @@ class WebhookDeadline:
     without dropping the connection, or every worker thread busy, can hold a webhook longer
     than any of our timeouts: after `seconds` the caller gets the fallback (an apology and an
     agent queue), the hold loop keeps holding, a callback gets 204. The late work goes on and
-    its answer is dropped; the call's step guard makes anything it stored harmless."""
+    its answer is dropped; the call's step guard makes anything it stored harmless.
+
+    Only a request Twilio signed is answered so (`twilio_form` says when it has checked):
+    a stranger's request that trickles its body past the deadline gets nothing from memory,
+    nor an error logged or counted as a late webhook."""
 
     def __init__(self, app: ASGIApp, hotline: Hotline, seconds: float) -> None:
         self.app = app
@@ -765,6 +771,9 @@ class WebhookDeadline:
         late = False
         answering = False
         answer_from_memory: asyncio.Task[None] | None = None
+        state = scope.setdefault("state", {})  # request.state, whatever copies the scope
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle
 
         async def send_unless_late(message: Message) -> None:
             nonlocal answering
@@ -774,15 +783,20 @@ class WebhookDeadline:
             await send(message)
 
         def deadline() -> None:
-            nonlocal late, answer_from_memory
+            nonlocal late, answer_from_memory, timer
             if answering:  # already half sent: let it finish
+                return
+            if not state.get("twilio_signed"):
+                # Not (yet) known to be Twilio's: nothing is said for it. Looked at again
+                # shortly, as a signed body slow to arrive is still owed an answer in time.
+                timer = loop.call_later(UNSIGNED_RECHECK, deadline)
                 return
             late = True
             log.error("webhook %s took over %g s; answered from memory", path, self.seconds)
             self.hotline.metrics.late_webhooks.inc()
             answer_from_memory = asyncio.ensure_future(self._from_memory(path, scope, send))
 
-        timer = asyncio.get_running_loop().call_later(self.seconds, deadline)
+        timer = loop.call_later(self.seconds, deadline)
         try:
             await self.app(scope, receive, send_unless_late)
         except Exception:

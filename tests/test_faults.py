@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -635,3 +636,67 @@ def test_a_webhook_stuck_past_the_deadline_is_answered_from_memory(
     assert keyed.status_code == 200 and "<Enqueue" not in keyed.text and "holding" in keyed.text
     # On SQLite the screen only reads (no such case), which the writer's lock does not hold up.
     assert late == (5 if sqlite else 6)
+
+
+def test_only_a_signed_webhook_past_the_deadline_is_answered_from_memory(
+    database_url: str, db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stranger whose request trickles its body in past IVR_WEBHOOK_DEADLINE hears nothing
+    from memory (no TwiML, no error logged, no late webhook counted): a 403 once the body is
+    in. A body Twilio signed that was slow to arrive, to a database that hangs, still gets
+    its answer soon after the deadline (PostgreSQL: its stall is the pool's)."""
+    from sqlalchemy import event
+
+    from ivr.tree import load_tree
+    from ivr.web import create_app
+    from tests.conftest import PROJECT_ROOT, make_settings
+
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_WEBHOOK_DEADLINE=0.3)
+    tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", PROJECT_ROOT / "prompts")
+    app = create_app(settings, tree=tree, db=db)
+    registry = app.state.hotline.metrics.registry
+    url = PUBLIC_URL + "/twilio/voice"
+    form = {"AccountSid": "AC" + "0" * 32, "From": "+15005550006", "CallSid": "CA" + "8" * 32}
+    body = urlencode(form).encode()
+
+    def trickled() -> Iterator[bytes]:
+        yield body[:20]
+        time.sleep(1.0)  # past the deadline, and past a recheck or two
+        yield body[20:]
+
+    def post(base: str, client: httpx.Client, signature: str) -> httpx.Response:
+        return client.post(
+            base + "/twilio/voice",
+            content=trickled(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": signature,
+            },
+        )
+
+    stall, released = threading.Event(), threading.Event()
+
+    def on_checkout(*_: Any) -> None:
+        if stall.is_set():
+            released.wait(20)
+
+    with serving_app(app) as base, httpx.Client(timeout=30) as client:
+        caplog.clear()
+        forged = post(base, client, "not-a-signature")
+        assert forged.status_code == 403 and "<Response" not in forged.text
+        assert (registry.get_sample_value("ivr_late_webhooks_total") or 0.0) == 0.0
+        assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+        if db.dialect.name == "postgresql":
+            signature = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN).validator
+            event.listen(db, "checkout", on_checkout)
+            stall.set()
+            try:
+                started = time.monotonic()
+                answered = post(base, client, signature.compute_signature(url, form))
+                took = time.monotonic() - started
+            finally:
+                released.set()
+                event.remove(db, "checkout", on_checkout)
+            assert answered.status_code == 200 and "<Enqueue" in answered.text  # the fallback
+            assert took < 5  # the stall is 20 s
+            assert registry.get_sample_value("ivr_late_webhooks_total") == 1.0
