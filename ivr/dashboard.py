@@ -237,6 +237,13 @@ def signed_out(request: Request) -> RedirectResponse:
     return response
 
 
+def _secure(request: Request) -> bool:
+    """Whether the session cookie goes over https only: always once the hotline's public URL
+    is https, even if a proxy failed to say the request came so (X-Forwarded-Proto)."""
+    hotline: Hotline = request.app.state.hotline
+    return request.url.scheme == "https" or hotline.settings.base_url.startswith("https://")
+
+
 def _drop_session(request: Request, response: Response) -> None:
     """Tell the browser to forget the session cookie (the same attributes it was set with)."""
     response.delete_cookie(
@@ -244,7 +251,7 @@ def _drop_session(request: Request, response: Response) -> None:
         path=PREFIX,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
 
 
@@ -328,7 +335,7 @@ def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] =
         path=PREFIX,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
     return response
 
