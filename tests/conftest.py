@@ -40,6 +40,9 @@ TOKEN = "0123456789abcdef0123456789abcdef"
 SECRET_KEY = "q0lkSCRwEcs2w1J4yqS5o1yVLUCQdZ3N1D6oU6y2h0k="  # a Fernet key for tests only
 CALLER_ID = "+15005550001"
 PUBLIC_URL = "https://hotline.example.test"
+# The dashboard's cookie is Secure (the public URL is https): browsers and httpx send it
+# back over https only.
+HTTPS_CLIENT = "https://testserver"
 PG_ADMIN_URL = os.environ.get(
     "IVR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -173,7 +176,7 @@ def app(settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeC
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
+    with TestClient(app, base_url=HTTPS_CLIENT) as c:
         yield c
 
 

@@ -13,7 +13,7 @@ from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, compile_source
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
+from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
 
 EN = "We know withdrawals are paused while we investigate. Your funds are safe."
 ZH = "我们已知晓提现暂停,正在调查。您的资产安全。"
@@ -89,7 +89,7 @@ def test_another_instance_plays_it_once_it_looks(
     """Set on one instance; the other reads it from the database when it checks for a new
     tree version (every IVR_TREE_SYNC seconds), and plays it from then on."""
     other_app = create_app(settings, tree=hotline_tree, db=db, clock=clock)
-    with TestClient(other_app) as other:
+    with TestClient(other_app, base_url=HTTPS_CLIENT) as other:
         phone = Phone(other, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         put(client, make_user(db, "sam", "supervisor"), INCIDENT)
         assert EN not in phone.call(ScriptedParty([Press("1")])).heard  # not looked yet
@@ -147,7 +147,9 @@ def test_supervisors_see_where_callers_hear_it_and_when_nobody_would(
         hotline_tree.catalogs,
     )
     assert quiet.announced_at == []
-    with TestClient(create_app(settings, tree=quiet, db=db, clock=clock)) as other:
+    with TestClient(
+        create_app(settings, tree=quiet, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as other:
         assert other.get("/api/announcement", headers=bearer(sam)).json()["heard_at"] == []
         assert other.post("/dashboard/login", data={"token": sam}).status_code == 200
         page = other.get("/dashboard/queue").text

@@ -39,6 +39,7 @@ from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import (
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -157,9 +158,10 @@ def test_a_good_token_sets_a_strict_http_only_cookie(
     assert client.get("/api/queue", headers=bearer(supervisor)).status_code == 200
     flags = {part.strip().lower() for part in cookie.split(";")[1:]}
     assert {"httponly", "samesite=strict", "path=/dashboard"} <= flags
-    # Over https only, as the public URL is: though this request came over plain http (a
-    # proxy that did not say X-Forwarded-Proto), the cookie never goes back over it.
-    assert client.base_url.scheme == "http" and "secure" in flags
+    assert "secure" in flags  # over https only, as the public URL is
+    with TestClient(app) as plain:  # a proxy that did not say X-Forwarded-Proto: https
+        assert plain.base_url.scheme == "http"
+        assert "secure" in cookie_header(login(plain, supervisor)).lower().split("; ")
     settings = make_settings(
         IVR_DATABASE_URL=app.state.hotline.settings.database_url,
         IVR_PUBLIC_URL="http://localhost:8000",
@@ -178,7 +180,7 @@ def test_signing_out_ends_the_session(client: TestClient, supervisor: str) -> No
     signed_in(client, supervisor)
     page(client, "/dashboard/queue")
     copy = client.cookies[dashboard.COOKIE]
-    with TestClient(client.app) as other_browser:
+    with TestClient(client.app, base_url=HTTPS_CLIENT) as other_browser:
         signed_in(other_browser, supervisor)
         out = client.post("/dashboard/logout", follow_redirects=False)
         assert (out.status_code, out.headers["location"]) == (303, "/dashboard/login")
@@ -661,7 +663,7 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
                 seen.append(hotline.dispatch())
                 desk = page(client, "/dashboard/desk")
                 seen.append(desk.xpath("//section[contains(@class, 'case')]")[0].get("class"))
-                with TestClient(client.app) as other_browser:
+                with TestClient(client.app, base_url=HTTPS_CLIENT) as other_browser:
                     signed_in(other_browser, supervisor)
                     queue = page(other_browser, "/dashboard/queue")
                     seen.append(queue.xpath("//span[@class='agents-available']")[0].text)
@@ -717,7 +719,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert f"accept it by {accept_by:%H:%M:%S} UTC" in alert
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
     assert [a.rsplit("/", 1)[1] for a in actions] == ["accept", "requeue"]
-    with TestClient(client.app) as other_browser:
+    with TestClient(client.app, base_url=HTTPS_CLIENT) as other_browser:
         signed_in(other_browser, supervisor)
         [row] = texts(
             page(other_browser, "/dashboard/queue"), "//table[contains(@class, 'held')]/tbody/tr"

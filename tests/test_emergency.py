@@ -45,6 +45,7 @@ from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from tests.conftest import (
     CALLER_ID,
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -423,7 +424,9 @@ def test_lockout_holds_across_calls_and_a_restart(
             answers += [Press(UID), Press(pin)]
         return phone.call(ScriptedParty(answers), from_number="+15005550777")
 
-    with TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock)) as first:
+    with TestClient(
+        create_app(settings, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as first:
         hijack_call(first, ["000001", "000002"])  # failures 1, 2
         clock.advance(minutes=5)
         hijack_call(first, ["000003", "000004"])  # failures 3, 4
@@ -568,7 +571,9 @@ def test_a_keyed_number_outside_the_countries_called_back_is_asked_again(
     check_twiml: Callable[[str], None],
 ) -> None:
     only_china = settings.model_copy(update={"callback_prefixes": ("+86",)})
-    with TestClient(create_app(only_china, tree=hotline_tree, db=db, clock=clock)) as client:
+    with TestClient(
+        create_app(only_china, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         keys = [Press("1"), Press("0"), Press("1"), Press("447700900123#"), Press("8613800138000#")]
         record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
@@ -677,7 +682,9 @@ def test_catalogs_that_cannot_ask_for_a_number_offer_withheld_callers_no_call_ba
     stored then): a caller who withheld theirs is offered no call back, as before."""
     prompts = catalogs_without(tmp_path / "prompts", missing)
     tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
-    with TestClient(create_app(settings, tree=tree, db=db, clock=clock)) as client:
+    with TestClient(
+        create_app(settings, tree=tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         hidden = phone.call(
             ScriptedParty([Press("1"), Press("0")], hold_polls=2), from_number="anonymous"
@@ -709,7 +716,7 @@ def rest(
 ) -> Iterator[tuple[TestClient, Phone]]:
     """The app with Twilio credentials: a REST client on a recording transport."""
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         yield (
             client,
             Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
@@ -991,7 +998,7 @@ def test_secret_digits_never_reach_the_database_or_logs(
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:
+    with TestClient(app, base_url=HTTPS_CLIENT) as c:
         yield c
 
 
@@ -1091,7 +1098,7 @@ def served(
     @contextlib.contextmanager
     def serve(own: Settings | None = None, **parts: Any) -> Iterator[tuple[TestClient, Phone]]:
         app = create_app(own or settings, tree=hotline_tree, db=db, clock=clock, **parts)
-        with TestClient(app) as client:
+        with TestClient(app, base_url=HTTPS_CLIENT) as client:
             yield (
                 client,
                 Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml),
@@ -2100,7 +2107,9 @@ def unscreened(
 ) -> Iterator[TestClient]:
     """The hotline with IVR_AGENT_SCREENING off: any answer of the agent's phone counts."""
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=False)
-    with TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock)) as client:
+    with TestClient(
+        create_app(settings, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as client:
         yield client
 
 
@@ -2429,7 +2438,7 @@ def test_a_victim_reaches_an_available_agent_without_anyone_asking(
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_DISPATCH_INTERVAL=0.05)
     app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock())
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         assert presence(client, alice) == {"available": False, "since": None, "away_reason": None}
         here = presence(client, alice, True)
         assert here["available"] is True and here["since"] is not None

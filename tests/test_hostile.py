@@ -36,6 +36,7 @@ from ivr.web import create_app
 from ivr.yamlfile import MAX_BYTES
 from tests.conftest import (
     DATA,
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -226,7 +227,7 @@ def test_live_reload_of_a_broken_tree_keeps_the_running_one(
     check_twiml: Callable[[str], None],
 ) -> None:
     operator = make_user(db, "olga", "operator")
-    with TestClient(reload_app) as client:
+    with TestClient(reload_app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         live = client.get("/healthz").json()["tree"]
         versions = client.get("/api/routes/versions", headers=bearer(operator)).json()
@@ -347,7 +348,7 @@ def test_dashboard_sign_in_is_throttled_per_address_after_the_limit(
     assert sign_in(client, "and-another-" + "y" * 30).status_code == 429
     assert sign_in(client, staff).status_code == 303
     # Another address is not affected ...
-    with TestClient(app, client=("192.0.2.7", 40000)) as other:
+    with TestClient(app, client=("192.0.2.7", 40000), base_url=HTTPS_CLIENT) as other:
         assert sign_in(other, "a-first-guess-" + "y" * 30).status_code == 401
     # ... and this one may guess again once the wait is over.
     clock.advance(seconds=wait)
@@ -364,11 +365,15 @@ def test_wrong_tokens_from_one_ipv6_subscriber_count_together(app: FastAPI, staf
     """One IPv6 subscriber holds a whole /64: a new address for every guess must not get a
     new count. Another /64 is someone else."""
     for n, token in enumerate(guesses(LIMIT)):
-        with TestClient(app, client=(f"2001:db8:0:1::{n + 1:x}", 40000)) as c:
+        with TestClient(
+            app, client=(f"2001:db8:0:1::{n + 1:x}", 40000), base_url=HTTPS_CLIENT
+        ) as c:
             assert sign_in(c, token).status_code == 401
-    with TestClient(app, client=("2001:db8:0:1:ffff::99", 40000)) as same_subscriber:
+    with TestClient(
+        app, client=("2001:db8:0:1:ffff::99", 40000), base_url=HTTPS_CLIENT
+    ) as same_subscriber:
         retry_after(sign_in(same_subscriber, "one-more-" + "y" * 30))
-    with TestClient(app, client=("2001:db8:0:2::1", 40000)) as neighbour:
+    with TestClient(app, client=("2001:db8:0:2::1", 40000), base_url=HTTPS_CLIENT) as neighbour:
         assert sign_in(neighbour, "a-first-guess-" + "y" * 30).status_code == 401
 
 
@@ -411,8 +416,12 @@ def test_wrong_bearer_tokens_are_throttled_across_instances(
     clock: FakeClock,
     staff: str,
 ) -> None:
-    first = TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock))
-    second = TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock))
+    first = TestClient(
+        create_app(settings, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    )
+    second = TestClient(
+        create_app(settings, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    )
     with first, second:
         half = LIMIT // 2
         for i, token in enumerate(guesses(LIMIT - half)):

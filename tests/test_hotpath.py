@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, make_settings
+from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, make_settings
 
 
 @dataclass
@@ -109,7 +109,7 @@ def line(database_url: str, hotline_tree: CompiledTree, db: Engine) -> Iterator[
         IVR_DISPATCH_INTERVAL=3600,
     )
     app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock())
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         yield Line(client)
 
 

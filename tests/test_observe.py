@@ -16,7 +16,7 @@ from ivr.observe import JsonFormatter
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, make_settings
+from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, make_settings
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -62,7 +62,7 @@ def test_metrics_need_the_scrape_token_once_one_is_set(
 ) -> None:
     token = "m3tr1cs-" + "x" * 24
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_METRICS_TOKEN=token)
-    with TestClient(create_app(settings, tree=hotline_tree)) as client:
+    with TestClient(create_app(settings, tree=hotline_tree), base_url=HTTPS_CLIENT) as client:
         for headers in ({}, {"Authorization": "Bearer " + "y" * 32}, {"Authorization": token}):
             refused = client.get("/metrics", headers=headers)
             assert refused.status_code == 401 and "ivr_" not in refused.text
@@ -79,7 +79,7 @@ def test_the_api_reference_is_served_only_while_it_is_on(
     """IVR_API_DOCS=false: no /docs, /redoc or /openapi.json for whoever reaches a public
     server; the API itself answers as before."""
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_API_DOCS=docs)
-    with TestClient(create_app(settings, tree=hotline_tree)) as client:
+    with TestClient(create_app(settings, tree=hotline_tree), base_url=HTTPS_CLIENT) as client:
         served = [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")]
         assert served == ([200] * 3 if docs == "true" else [404] * 3)
         assert client.get("/api/queue").status_code == 401
@@ -124,7 +124,7 @@ def test_log_lines_are_json_with_the_call_sid_and_no_numbers(
     logger = logging.getLogger("ivr")
     logger.addHandler(handler)
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url=HTTPS_CLIENT) as client:
             phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
             record = phone.call(ScriptedParty([]), from_number="+15005550321")
     finally:

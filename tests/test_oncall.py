@@ -23,6 +23,7 @@ from ivr.tree import CompiledTree
 from ivr.web import Following, Paging
 from tests.conftest import (
     CALLER_ID,
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -291,7 +292,7 @@ def test_the_running_server_pages_by_itself(
     """Nobody calls `page_on_call` here: the server's own timed jobs count nobody at work
     and page about the victim who just joined the line."""
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_TREE_SYNC=0.05)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         hijacked(phone)
         eventually(lambda: page_rows(db) and page_rows(db)[0]["result"] == "sent")
@@ -416,7 +417,7 @@ def test_without_numbers_the_page_is_an_error_in_the_log(
     """No IVR_PAGE_NUMBERS: the page is logged as an error (what log alerts watch), once per
     IVR_PAGE_REPEAT, naming the ticket and never the caller's number."""
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_NUMBERS="")
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         hijacked(phone)
         clock.advance(minutes=5)
@@ -464,7 +465,7 @@ def test_with_page_call_the_on_call_are_rung_too(
     """IVR_PAGE_CALL: each on-call number is texted and rung, and hears the page twice
     (TwiML given with the call: nothing of ours to fetch), the ticket digit by digit."""
     app = paging_app(database_url, hotline_tree, db, clock, twilio_http, IVR_PAGE_CALL=True)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         hijacked(phone)
         clock.advance(seconds=65)

@@ -27,6 +27,7 @@ from ivr.settings import PROJECT_ROOT
 from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app, media_client
 from tests.conftest import (
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -91,7 +92,7 @@ def test_a_call_with_an_agent_is_recorded_after_the_caller_is_told(
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock)
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     sam = make_user(db, "sam", "supervisor")
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         record, doc = put_through(client, phone, alice)
         # Told before the agent's phone rings; recorded from the agent's phone answering,
@@ -174,7 +175,7 @@ def test_a_call_back_is_recorded_after_the_customer_is_told(
     settings = make_settings(IVR_DATABASE_URL=database_url, IVR_RECORD_AGENT_CALLS=True)
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         mandarin = [Press("2"), Press("0")]  # 中文, then an agent
         phone.call(Caller(mandarin, lambda poll: False), from_number=CALLER)
@@ -286,7 +287,7 @@ def recorded(
     fetcher = media_client(account, transport=httpx.MockTransport(media))
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock, media=fetcher)
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         record, doc = put_through(client, phone, alice)
         where = doc.find("Dial").get("recordingStatusCallback")
@@ -449,7 +450,7 @@ def test_without_a_twilio_account_nothing_can_fetch_a_recording(
     app = create_app(settings, tree=hotline_tree, db=db)
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     sam = make_user(db, "sam", "supervisor")
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         record, doc = put_through(client, phone, alice)
         where = doc.find("Dial").get("recordingStatusCallback")

@@ -14,7 +14,15 @@ from ivr.db import create_db_engine
 from ivr.phone import Answer, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.web import create_app
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, bearer, make_settings, make_user
+from tests.conftest import (
+    HTTPS_CLIENT,
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    bearer,
+    make_settings,
+    make_user,
+)
 
 OLD = "Main menu."
 NEW = "Main menu, version two."
@@ -38,7 +46,7 @@ def settings(database_url: str, files: tuple[Path, Path]) -> Settings:
 
 @pytest.fixture
 def reload_client(settings: Settings, db: Engine, clock: FakeClock) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db, clock=clock)) as c:
+    with TestClient(create_app(settings, db=db, clock=clock), base_url=HTTPS_CLIENT) as c:
         yield c
 
 
@@ -159,7 +167,10 @@ def test_every_instance_follows_the_live_version(
         create_app(settings, db=two_db, clock=clock),
     )
     try:
-        with TestClient(one) as first, TestClient(two) as second:
+        with (
+            TestClient(one, base_url=HTTPS_CLIENT) as first,
+            TestClient(two, base_url=HTTPS_CLIENT) as second,
+        ):
             retitle(prompts)
             new = first.post("/api/routes/reload", headers=bearer(operator)).json()["version"]
             assert second.get("/healthz").json()["tree"] != new

@@ -25,6 +25,7 @@ from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from tests.conftest import (
     CALLER_ID,
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -131,7 +132,7 @@ def test_withheld_numbers_and_numbers_outside_the_prefixes_get_no_text(
     app = texting_app(
         database_url, hotline_tree, db, clock, twilio_http, IVR_CALLBACK_PREFIXES="+86"
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         calls(phone, HIJACKED, "anonymous")
         calls(phone, HIJACKED, "+15005550007")
@@ -395,7 +396,7 @@ def test_without_the_setting_nothing_is_due_or_texted(
     check_twiml: Callable[[str], None],
 ) -> None:
     app = texting_app(database_url, hotline_tree, db, clock, twilio_http, IVR_TEXT_TICKETS=False)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         calls(phone, HIJACKED)
         assert app.state.hotline.text_tickets() == 0
@@ -411,7 +412,7 @@ def test_the_running_server_texts_by_itself(
     check_twiml: Callable[[str], None],
 ) -> None:
     app = texting_app(database_url, hotline_tree, db, clock, twilio_http, IVR_TREE_SYNC=0.05)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         calls(phone, DEPOSITS)
         eventually(lambda: texts(twilio_http))

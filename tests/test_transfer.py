@@ -22,6 +22,7 @@ from ivr.settings import PROJECT_ROOT
 from ivr.tree import CompiledTree, load_tree
 from ivr.web import create_app
 from tests.conftest import (
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -813,7 +814,9 @@ def test_unscreened_a_hang_up_reported_before_the_dial_end_still_sends_the_case_
         check_twiml(body)
         documents.append(body)
 
-    with TestClient(create_app(settings, tree=hotline_tree, db=db, clock=clock)) as client:
+    with TestClient(
+        create_app(settings, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keep)
         seen: dict[str, Any] = {}
 

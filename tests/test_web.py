@@ -25,7 +25,15 @@ from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree
 from ivr.web import CHECK_THREADS, TWILIO_PATHS, Following, create_app, worker_threads
 from ivr.web import router as twilio_router
-from tests.conftest import PUBLIC_URL, TOKEN, FakeClock, count, first_request, make_settings
+from tests.conftest import (
+    HTTPS_CLIENT,
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    count,
+    first_request,
+    make_settings,
+)
 
 VOICE = PUBLIC_URL + "/twilio/voice"
 STATUS = PUBLIC_URL + "/twilio/status"
@@ -40,7 +48,7 @@ def mini_app(settings: Settings, mini_tree: CompiledTree, db: Engine, clock: Fak
 
 @pytest.fixture
 def mini_client(mini_app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(mini_app) as c:
+    with TestClient(mini_app, base_url=HTTPS_CLIENT) as c:
         yield c
 
 
@@ -165,8 +173,12 @@ def call_across_a_restart(
     """A call (main menu 2, a wrong 7, then 2) whose last key reaches a new server process on
     `after`: the one on `before` is stopped after the wrong key, the new one started."""
     first_db, second_db = create_db_engine(database_url), create_db_engine(database_url)
-    first = TestClient(create_app(settings, tree=before, db=first_db, clock=clock))
-    second = TestClient(create_app(settings, tree=after, db=second_db, clock=clock))
+    first = TestClient(
+        create_app(settings, tree=before, db=first_db, clock=clock), base_url=HTTPS_CLIENT
+    )
+    second = TestClient(
+        create_app(settings, tree=after, db=second_db, clock=clock), base_url=HTTPS_CLIENT
+    )
     first.__enter__()
     phone = Phone(first, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
 
@@ -213,7 +225,9 @@ def broken_client(mini_tree: CompiledTree, clock: FakeClock) -> Iterator[TestCli
         "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
     )
     settings = make_settings(IVR_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
-    with TestClient(create_app(settings, tree=mini_tree, db=dead, clock=clock)) as c:
+    with TestClient(
+        create_app(settings, tree=mini_tree, db=dead, clock=clock), base_url=HTTPS_CLIENT
+    ) as c:
         yield c
 
 
@@ -323,12 +337,16 @@ def test_calls_whose_callbacks_never_come_are_closed_by_age(
 ) -> None:
     mini_phone.signed_post(VOICE, first_request())
     clock.advance(hours=5)
-    with TestClient(create_app(settings, tree=mini_tree, db=db, clock=clock)):
+    with TestClient(
+        create_app(settings, tree=mini_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ):
         pass
     with db.connect() as conn:
         assert get_call(conn, call_sid=SID)["status"] == "in-progress"  # type: ignore[index]
     clock.advance(hours=2)  # now 7 h > IVR_CALL_MAX_AGE (6 h)
-    with TestClient(create_app(settings, tree=mini_tree, db=db, clock=clock)):
+    with TestClient(
+        create_app(settings, tree=mini_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ):
         pass
     with db.connect() as conn:
         row = get_call(conn, call_sid=SID)
@@ -458,8 +476,12 @@ def test_a_call_on_a_tree_this_instance_has_not_built_is_built_in_a_thread(
     reaches B. B builds the call's tree from its stored text (a tenth of a second): in a
     worker thread, not on the event loop every other call of B waits on."""
     db_a, db_b = create_db_engine(database_url), create_db_engine(database_url)
-    b = TestClient(create_app(settings, tree=hotline_tree, db=db_b, clock=clock))
-    a = TestClient(create_app(settings, tree=mini_tree, db=db_a, clock=clock))
+    b = TestClient(
+        create_app(settings, tree=hotline_tree, db=db_b, clock=clock), base_url=HTTPS_CLIENT
+    )
+    a = TestClient(
+        create_app(settings, tree=mini_tree, db=db_a, clock=clock), base_url=HTTPS_CLIENT
+    )
     try:
         with b, a:
             reads = _tree_reads(db_b)  # from here on: B has started already
@@ -598,7 +620,7 @@ def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
     app = create_app(settings, tree=hotline_tree, db=db, clock=clock, identity=gate)
     wave = CHECK_THREADS + 2
     assert wave > worker_threads(db)  # enough to hold every webhook thread, were checks in them
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         victims = [
             threading.Thread(

@@ -15,6 +15,7 @@ from ivr.phone import Phone
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import (
+    HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
@@ -50,7 +51,7 @@ def on_the_line(
 ) -> Iterator[tuple[TestClient, Phone]]:
     """The app running (its timed jobs too), and a phone that calls it as Twilio would (and
     follows the redirects the app asked `twilio` for, if given)."""
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
         yield (
             client,
             Phone(
