@@ -242,6 +242,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class QueryNamesOnly(logging.Filter):
+    """uvicorn's access lines with the query's names and not its values, outside /twilio/:
+    `/api/calls?caller=0321&account=10000001` is logged as `/api/calls?caller&account`.
+    A supervisor's search names a caller or an account, which a log shipped elsewhere must
+    not hold; the webhooks' queries are the hotline's own (`?lang=en&queue=security`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn's access record: (client address, method, path with query, version, status)
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, _, query = args[2].partition("?")
+            if query and not path.startswith("/twilio/"):
+                names = [pair.partition("=")[0] for pair in query.split("&")]
+                record.args = (args[0], args[1], f"{path}?{'&'.join(names)}", *args[3:])
+        return True
+
+
 def log_config(fmt: str) -> dict[str, Any]:
     """A logging config for uvicorn and the hotline's loggers: JSON lines, or plain text."""
     formatter = (
@@ -253,6 +270,7 @@ def log_config(fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"query_names_only": {"()": QueryNamesOnly}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
@@ -264,6 +282,11 @@ def log_config(fmt: str) -> dict[str, Any]:
             "ivr": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
-            "uvicorn.access": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {
+                "handlers": ["default"],
+                "level": "INFO",
+                "propagate": False,
+                "filters": ["query_names_only"],
+            },
         },
     }

@@ -6,17 +6,30 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from ivr.db import create_db_engine
 from ivr.observe import JsonFormatter
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, make_settings
+from tests.conftest import (
+    HTTPS_CLIENT,
+    PUBLIC_URL,
+    SECRET_KEY,
+    TOKEN,
+    FakeClock,
+    bearer,
+    make_settings,
+    make_user,
+)
+from tests.support.servers import ServerProcess, server_env
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -135,3 +148,39 @@ def test_log_lines_are_json_with_the_call_sid_and_no_numbers(
     assert webhook_lines and all(line.get("call_sid") == record.call_sid for line in webhook_lines)
     assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
     assert "5005550321" not in stream.getvalue() and "0321" not in stream.getvalue()
+
+
+def test_access_lines_name_a_searchs_filters_without_their_values(
+    tmp_path: Path, db: Engine, database_url: str
+) -> None:
+    """`ivr serve`'s access log: a supervisor's search for a caller or an account leaves its
+    filters' names in the log, never the number or the UID; the webhooks' own queries stay
+    whole, to follow a call by."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("the log is the server's, whatever its database")
+    env = server_env(
+        TWILIO_AUTH_TOKEN=TOKEN,
+        IVR_PUBLIC_URL=PUBLIC_URL,
+        IVR_DATABASE_URL=database_url,
+        IVR_SECRET_KEY=SECRET_KEY,
+        IVR_LOG_FORMAT="json",
+    )
+    server = ServerProcess("logged", env, tmp_path)
+    supervisor = make_user(db, "sam", "supervisor")
+    server.start()
+    try:
+        searched = httpx.get(
+            server.url + "/api/calls",
+            params={"caller": "+15005550321", "account": "10000001"},
+            headers=bearer(supervisor),
+        )
+        assert searched.status_code == 200
+        held = httpx.post(server.url + "/twilio/wait?lang=en&queue=security", data={"a": "b"})
+        assert held.status_code == 403  # unsigned: logged all the same
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [line["message"] for line in lines if line["logger"] == "uvicorn.access"]
+    assert any("GET /api/calls?caller&account HTTP/1.1" in line for line in access), access
+    assert any("/twilio/wait?lang=en&queue=security" in line for line in access), access
+    assert "0321" not in server.log() and "10000001" not in server.log()
