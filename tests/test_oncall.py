@@ -273,9 +273,9 @@ def test_an_instance_that_stops_while_paging_leaves_the_page_to_another(
         gone = oncall.take_turn(conn, now=clock(), overdue=late, sending=oncall.sending_at_most(2))
     assert gone is not None  # and nothing more: the instance is gone
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    clock.advance(seconds=59)
+    clock.advance(seconds=79)
     assert look(hotline) is None
-    clock.advance(seconds=1)  # 30 s, and 15 s for each of the two texts
+    clock.advance(seconds=1)  # 30 s, and 25 s for each of the two texts
     assert look(hotline) is not None
     assert len(texts(twilio_http)) == 2
     assert [p["result"] for p in page_rows(db)] == ["sending", "sent"]
