@@ -78,8 +78,16 @@ def test_hijacked_caller_reaches_security_queue_without_any_details(
         ("1", "my account was hacked"),
         ("1", "someone hacked my account and withdrew everything"),  # emergency beats withdrawals
         ("1", "there are transactions I didn't make"),
+        ("1", "someone stole my bitcoin"),
+        ("1", "I think my account is compromised"),
+        ("1", "there is a withdrawal I did not make"),  # before withdrawals, as listed
+        ("1", "my wallet was drained"),
+        ("1", "please freeze it now"),
         ("2", "我的账户被盗了"),
         ("2", "有人盗号还提币了"),
+        ("2", "我的币被偷了"),
+        ("2", "这笔提币不是我操作的"),
+        ("2", "账户里的钱没了"),
     ],
 )
 def test_saying_hacked_reaches_the_emergency_path(
