@@ -76,6 +76,9 @@ MAX_REQUEUES = 3
 TRANSFERRED_PROMPT = "call_transferred"
 # A customer Twilio called back, sent on by the agent: that team calls them.
 CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
+# A wait of one minute, said in the singular where the language has one: optional, a
+# catalog without it says `hold_position` with 1.
+ONE_MINUTE_PROMPT = "hold_position_one_minute"
 # Our own QueueExit result: the agent who took the case did not answer; back in line.
 AGENT_NO_ANSWER = "agent-no-answer"
 
@@ -447,13 +450,15 @@ def hold_twiml(
             # Waited past IVR_MAX_WAIT: the way out comes first, before the place in line.
             _say(target, catalogs, "hold_callback_offer", language)
     if position is not None:
+        minutes = max(1, wait_minutes or 1)
+        singular = minutes == 1 and catalogs.has(ONE_MINUTE_PROMPT, language)
         _say(
             target,
             catalogs,
-            "hold_position",
+            ONE_MINUTE_PROMPT if singular else "hold_position",
             language,
             position=position,
-            minutes=max(1, wait_minutes or 1),
+            minutes=minutes,
         )
     else:
         _say(target, catalogs, "hold", language)

@@ -488,6 +488,18 @@ def test_hold_loop_position_tips_and_the_call_back_offer(
     assert gather is not None and gather.get("action") == offer and gather.get("numDigits") == "1"
 
 
+def test_a_wait_of_a_minute_is_said_in_the_singular(hotline_tree: CompiledTree) -> None:
+    """ "About 1 minutes" is wrong English; Mandarin has no plural, and says the number."""
+
+    def first_said(language: str, minutes: int) -> str:
+        twiml = hold_twiml(hotline_tree.catalogs, language, None, position=2, wait_minutes=minutes)
+        return next(etree.fromstring(twiml.encode()).iter("Say")).text or ""
+
+    assert first_said("en", 1).endswith("The estimated wait is about one minute.")
+    assert first_said("en", 2).endswith("The estimated wait is about 2 minutes.")
+    assert first_said("zh-CN", 1).endswith("预计等待约1分钟。")
+
+
 def test_a_caller_sent_on_hears_so_in_their_language_and_waits_in_the_new_queue(
     call: Call,
 ) -> None:
