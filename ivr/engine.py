@@ -780,6 +780,7 @@ class _Turn:
                     node.reason or node.topic or state.node,
                     announce=node.ticket_prompt if node.announce_ticket else None,
                     freeze=node.freeze_prompt if node.self_freeze else None,
+                    not_frozen=node.not_frozen_prompt if node.self_freeze else None,
                 )
             state = self.enqueue(state, node.queue, node.priority)
         elif isinstance(node, VerifyNode):
@@ -827,9 +828,12 @@ class _Turn:
         *,
         announce: str | None,
         freeze: str | None,
+        not_frozen: str | None = None,
         parent_ticket: str | None = None,
     ) -> CallState:
-        """Open the caller's case (one per queue a call reaches) and read its ticket back."""
+        """Open the caller's case (one per queue a call reaches) and read its ticket back.
+        `freeze`: a verified caller's account is frozen, and they are told so; `not_frozen`
+        is said to one who was not."""
         facts = dict(state.facts)
         if facts.get("ticket") and facts.get("queue") == queue:
             return state
@@ -840,6 +844,8 @@ class _Turn:
             self.effects.append(Freeze(uid))
             flags["self_freeze"] = "requested"
             self.say(freeze, state.lang)
+        elif not_frozen:
+            self.say(not_frozen, state.lang)
         self.effects.append(
             OpenCase(self.ticket, queue, priority, reason, flags, list(state.trail), parent_ticket)
         )

@@ -244,6 +244,9 @@ class QueueNode(_Node):
     # A verified caller's account is frozen at once, before the wait (never unfrozen by phone).
     self_freeze: bool = False
     freeze_prompt: PromptKey = "account_freezing"
+    # Said instead to a caller on a self_freeze queue who was not verified: nothing is frozen
+    # yet, which they must not assume (and what they can do meanwhile). Optional.
+    not_frozen_prompt: PromptKey | None = None
     on_leave: NodeName | None = Field(
         default=None, description="if the caller leaves the queue unserved"
     )
@@ -511,6 +514,8 @@ def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
             yield ("ticket_prompt",), node.ticket_prompt
         if node.self_freeze:
             yield ("freeze_prompt",), node.freeze_prompt
+            if node.not_frozen_prompt:
+                yield ("not_frozen_prompt",), node.not_frozen_prompt
     if isinstance(node, VerifyNode):
         for step in node.steps:
             yield ("step_prompts", step), node.step_prompt(step)

@@ -160,6 +160,7 @@ def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engi
     ticket = case["ticket"]
     assert any(" ".join(ticket) in line for line in victim.heard)
     assert any("protective freeze" in line for line in victim.heard)
+    assert not any("not frozen yet" in line for line in victim.heard)
     assert victim.dialed == AGENT_PHONE
     assert victim.queue == "security" and normal.queue == "payments"
 
@@ -364,6 +365,9 @@ def test_unverified_emergency_is_still_queued_first(
     assert normal.queue == "general" and record.queue == "security"
     assert not any("protective freeze" in line for line in record.heard)
     assert any("could not verify" in line for line in record.heard)  # said once, generic
+    # Nor left to believe it is frozen: told it is not yet, and what to do meanwhile.
+    [not_yet] = [line for line in record.heard if "not frozen yet" in line]
+    assert "change your password now" in not_yet
     queue = api(client, agent, "GET", "/api/queue")
     assert [(e["priority"], e["verified"]) for e in queue] == [
         ("emergency", "no"),
@@ -496,6 +500,7 @@ def test_the_same_guesses_from_one_real_number_lock_it(phone: Phone, db: Engine)
         phone.call(ScriptedParty(guess), from_number="+15005550777")
     record = phone.call(ScriptedParty(list(HIJACK)), from_number="+15005550777")
     assert not any("protective freeze" in line for line in record.heard)
+    assert any("not frozen yet" in line for line in record.heard)
     assert case_rows(db)[-1]["flags"]["verified"] == "locked"
 
 
