@@ -1185,8 +1185,11 @@ class _Turn:
             self.say(f"case_status_{case.status}", state.lang)
             self.say("ticket_requeued", state.lang)
             facts = {**state.facts, "parent_ticket": case.ticket}
-            # Knowing a ticket number proves nothing: it never jumps the emergency lane.
-            priority = "high" if case.priority == "emergency" else case.priority
+            # A victim following their emergency up (as the ticket text tells them to: main menu
+            # 9) is one still: it stays in the emergency lane, which main menu 1 opens to anyone
+            # anyway. One resolved already is a question about it: high, not an emergency.
+            resolved = case.status == "resolved"
+            priority = "high" if case.priority == "emergency" and resolved else case.priority
             state = self.open_case(
                 state.model_copy(update={"facts": facts}),
                 case.queue,

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
-from sqlalchemy import Connection, Engine, event, select, text
+from sqlalchemy import Connection, Engine, event, select, text, update
 
 from ivr.api import mask
 from ivr.cases import NOBODY_TO_CALL, agents_to_offer, revoke_user
@@ -1504,15 +1504,25 @@ def test_a_duplicated_pin_webhook_freezes_once_or_counts_once(
         assert (freezes, audits, failures) == (0, 0, 1)
 
 
-def test_knowing_an_emergency_ticket_does_not_jump_the_queue(
+def test_an_emergency_followed_up_stays_one_until_it_is_resolved(
     phone: Phone, client: TestClient, agent: str, db: Engine
 ) -> None:
+    """The victim hung up before an agent answered and calls back with their ticket (main
+    menu 9, as their ticket text says): still an emergency. Once resolved, a follow-up is a
+    question about it, high but not in the emergency lane."""
     phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]))
     [emergency] = case_rows(db)
+    assert emergency["status"] == "abandoned"
     phone.call(ScriptedParty([Press("1"), Press("9"), Press(emergency["ticket"])]))
     follow_up = case_rows(db)[-1]
     assert follow_up["parent_ticket"] == emergency["ticket"]
-    assert (follow_up["priority"], follow_up["lane"]) == ("high", 1)
+    assert (follow_up["priority"], follow_up["lane"]) == ("emergency", 0)
+    with db.begin() as conn:
+        resolved = update(cases).where(cases.c.id == emergency["id"])
+        conn.execute(resolved.values(status="resolved", queued=0))  # by an agent, since
+    phone.call(ScriptedParty([Press("1"), Press("9"), Press(emergency["ticket"])]))
+    question = case_rows(db)[-1]
+    assert (question["priority"], question["lane"]) == ("high", 1)
 
 
 def test_the_sweep_forgets_failures_only_once_they_can_lock_nobody(
