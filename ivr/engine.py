@@ -1092,7 +1092,7 @@ class _Turn:
         # silence or an outage (which an attacker may cause) never hides it.
         wrong_before = facts.get("verify_bad") == "1" or state.invalid > 0
         gave_up = "no" if wrong_before else "skipped"
-        if isinstance(event, Keys) and node.skip_key and event.digits == node.skip_key:
+        if isinstance(event, Keys) and node.skips(event.digits):
             self.log.append(LogEntry(state.node, "verify", kind, outcome="skipped"))
             return self.verified(node, state, gave_up)
         if isinstance(event, Checked) and event.locked:

@@ -556,7 +556,7 @@ class Hotline:
             lookup, miss = self._look_up_ticket(conn, row, event.digits, now)
             return lookup, None, miss
         node = tree.node(row.state.node)
-        if isinstance(node, VerifyNode) and event.digits == node.skip_key:
+        if isinstance(node, VerifyNode) and node.skips(event.digits):
             return event, None, []
         if checked is not None:
             attempt, verdict = checked

@@ -276,6 +276,9 @@ class VerifyNode(_Node):
     attempts: int = Field(default=2, ge=1, le=5)
     failed_prompt: PromptKey = "verify_failed"
     skip_key: Key | None = "*"
+    # Keyed alone at any step, what the skip key does: a caller asking for a person (0, as in
+    # every menu) is put through, not counted a wrong answer. No UID or secret is one digit.
+    operator_key: Key | None = "0"
     timeout: int = Field(default=10, ge=3, le=60)
     on_success: NodeName
     on_failure: NodeName
@@ -283,6 +286,10 @@ class VerifyNode(_Node):
 
     def step_prompt(self, step: SecretOrId) -> str:
         return self.step_prompts.get(step) or DEFAULT_STEP_PROMPTS[step]
+
+    def skips(self, digits: str) -> bool:
+        """Whether these keys skip verifying (the skip key, or the operator key, alone)."""
+        return bool(digits) and digits in (self.skip_key, self.operator_key)
 
 
 class TicketNode(_Node):

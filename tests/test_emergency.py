@@ -873,6 +873,22 @@ def failures_counted(db: Engine) -> int:
         return int(conn.execute(text("SELECT count(*) FROM verification_failures")).scalar_one())
 
 
+@pytest.mark.parametrize("at", ["uid", "pin"])
+def test_zero_at_a_verify_step_asks_for_a_person_and_is_no_wrong_answer(
+    phone: Phone, db: Engine, at: str
+) -> None:
+    """0 is how a caller asks for a person in every menu: keyed alone for the UID or the
+    PIN (neither is one digit), the victim is put through to security, as with *, and no
+    failure counts towards a lockout of their account or number."""
+    keys = [Press("1"), Press("1"), Press("0")] if at == "uid" else [*HIJACK[:3], Press("0")]
+    record = phone.call(ScriptedParty(keys), from_number=VICTIM)
+    assert record.queue == "security"
+    assert not any("could not verify" in line for line in record.heard)
+    assert failures_counted(db) == 0
+    [case] = case_rows(db)
+    assert (case["priority"], case["flags"]["verified"]) == ("emergency", "skipped")
+
+
 def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
     phone: Phone, client: TestClient, db: Engine, settings: Settings
 ) -> None:
