@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+import phonenumbers
+
 _KEYPAD = {
     letter: digit
     for digit, letters in {
@@ -49,13 +51,24 @@ def last4(number: str | None) -> str:
 def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
     """The number a caller keyed to be called back on, with its country code (`00` before
     it, as many countries dial abroad, is dropped), as E.164; None if it cannot be one, or
-    does not start with one of `prefixes` (country codes; none: any)."""
+    does not start with one of `prefixes` (country codes; none: any).
+
+    A number too long or too short for its country (libphonenumber's lengths: ten digits
+    after +1, say) is a slip of the finger: the caller is asked again, rather than waiting
+    for a call back that cannot reach them. Whether the range is assigned yet is not asked:
+    the library may lag a country's new ranges, and a real number refused is worse."""
     digits = digits.strip().removesuffix("#")
     if digits.startswith("00"):
         digits = digits[2:]
     number = "+" + digits
     # 8 digits at least: no short or emergency numbers (110, 911) from a keypad.
     if not (digits.isdigit() and len(digits) >= 8 and dialable(number)):
+        return None
+    try:
+        possible = phonenumbers.is_possible_number(phonenumbers.parse(number))
+    except phonenumbers.NumberParseException:
+        possible = False
+    if not possible:
         return None
     return number if within(number, prefixes) else None
 

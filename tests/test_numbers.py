@@ -56,6 +56,12 @@ def test_last4() -> None:
         ("1234567", None),
         ("0613800138000", None),  # a national number, without its country code
         ("12345678901234567", None),  # longer than E.164 allows
+        ("1415555012", None),  # a digit short: ten after +1
+        ("141555501234", None),  # a digit over
+        ("33612345678", "+33612345678"),  # France: nine digits after +33
+        ("336123456789", None),  # ten
+        ("3361234567", None),  # eight
+        ("999123456789", None),  # no country has code 999
         ("86*138", None),
         ("", None),
     ],
