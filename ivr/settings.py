@@ -81,8 +81,7 @@ class Settings(DatabaseSettings):
     watch_routes: bool = Field(default=False, validation_alias="IVR_WATCH_ROUTES")
     # Peers whose X-Forwarded-For/-Proto `ivr serve` believes (uvicorn's forwarded_allow_ips:
     # comma-separated addresses or networks, "*" for any). The sign-in throttle counts by the
-    # client address and the session cookie is Secure only over https, so a header anyone
-    # could send must not decide either: name the TLS proxy here.
+    # client address, so a header anyone could send must not decide it: name the TLS proxy.
     trusted_proxies: str = Field(
         default="127.0.0.1", min_length=1, validation_alias="IVR_TRUSTED_PROXIES"
     )
@@ -149,8 +148,9 @@ class Settings(DatabaseSettings):
         default=1.0, gt=0, le=3600, validation_alias="IVR_DISPATCH_INTERVAL"
     )
     # The API's reference pages (/docs, /redoc) and its schema (/openapi.json): a map of every
-    # route for whoever reaches the server. Off on a public server unless someone needs them.
-    api_docs: bool = Field(default=True, validation_alias="IVR_API_DOCS")
+    # route for whoever reaches the server. Unset: on for a local http IVR_PUBLIC_URL (a
+    # developer's), off for an https one (a public server), unless someone needs them.
+    api_docs: bool | None = Field(default=None, validation_alias="IVR_API_DOCS")
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
     # Unset (or empty): /metrics answers anyone who reaches it, so keep it off the public proxy.
     metrics_token: str | None = Field(
@@ -287,6 +287,13 @@ class Settings(DatabaseSettings):
     def base_url(self) -> str:
         """IVR_PUBLIC_URL without its trailing slash: the prefix of every URL Twilio signs."""
         return str(self.public_url).rstrip("/")
+
+    @property
+    def serves_api_docs(self) -> bool:
+        """IVR_API_DOCS, or by default whether the public URL is plain http (not public)."""
+        if self.api_docs is not None:
+            return self.api_docs
+        return not self.base_url.startswith("https://")
 
 
 S = TypeVar("S", bound=DatabaseSettings)

@@ -696,7 +696,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    docs = settings.api_docs
+    docs = settings.serves_api_docs
     app = FastAPI(
         title="Exchange support hotline (IVR)",
         lifespan=lifespan,

@@ -85,16 +85,30 @@ def test_metrics_need_the_scrape_token_once_one_is_set(
         assert client.get("/healthz").status_code == 200  # probes need no token
 
 
-@pytest.mark.parametrize("docs", ["true", "false"])
+@pytest.mark.parametrize(
+    ("docs", "public_url", "served"),
+    [
+        ("true", PUBLIC_URL, True),
+        ("false", "http://127.0.0.1:8000", False),
+        (None, PUBLIC_URL, False),  # unset, on a public (https) server: off
+        (None, "http://127.0.0.1:8000", True),  # unset, a developer's: on
+    ],
+)
 def test_the_api_reference_is_served_only_while_it_is_on(
-    database_url: str, hotline_tree: CompiledTree, docs: str
+    database_url: str,
+    hotline_tree: CompiledTree,
+    docs: str | None,
+    public_url: str,
+    served: bool,
 ) -> None:
-    """IVR_API_DOCS=false: no /docs, /redoc or /openapi.json for whoever reaches a public
-    server; the API itself answers as before."""
-    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_API_DOCS=docs)
+    """No /docs, /redoc or /openapi.json for whoever reaches a public server unless
+    IVR_API_DOCS says so; the API itself answers as before."""
+    settings = make_settings(
+        IVR_DATABASE_URL=database_url, IVR_API_DOCS=docs, IVR_PUBLIC_URL=public_url
+    )
     with TestClient(create_app(settings, tree=hotline_tree), base_url=HTTPS_CLIENT) as client:
-        served = [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")]
-        assert served == ([200] * 3 if docs == "true" else [404] * 3)
+        codes = [client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")]
+        assert codes == ([200] * 3 if served else [404] * 3)
         assert client.get("/api/queue").status_code == 401
 
 

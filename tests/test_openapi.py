@@ -21,7 +21,9 @@ from sqlalchemy import Engine, delete
 
 from ivr.db import verification_failures
 from ivr.phone import Phone, Press, ScriptedParty
-from tests.conftest import FakeClock, bearer, make_user
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import FakeClock, bearer, make_settings, make_user
 
 EXAMPLES = 10
 # A reload takes the whole tree file through every check (~0.4 s) and has no parameters.
@@ -66,6 +68,13 @@ SEMANTIC_422 = {
     "/api/agents/{name}/languages",
     "/api/cases/{case_id}/transfer",
 }
+
+
+@pytest.fixture
+def app(database_url: str, hotline_tree: CompiledTree, db: Engine, clock: FakeClock) -> FastAPI:
+    """The app with its schema served (off by default on an https public URL), to read."""
+    served = make_settings(IVR_DATABASE_URL=database_url, IVR_API_DOCS=True)
+    return create_app(served, tree=hotline_tree, db=db, clock=clock)
 
 
 @pytest.fixture
