@@ -25,7 +25,7 @@ from defusedcsv import csv  # the stdlib's, with cells that read as formulas mad
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ivr import oncall, recordings
@@ -48,6 +48,7 @@ from ivr.cases import (
     unspoken,
     waiting_cases,
 )
+from ivr.db import in_utc
 from ivr.deps import (
     AgentUser,
     AnnouncerUser,
@@ -63,6 +64,9 @@ from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
 from ivr.stats import Thresholds, figures
 from ivr.store import tree_version_list
+
+# A time in a query: with a zone (`Z`, `+08:00`), and one that is a time in UTC too.
+QueryTime = Annotated[AwareDatetime, AfterValidator(in_utc)]
 
 # -- errors, as the OpenAPI schema documents them ------------------------------------------
 
@@ -1026,8 +1030,8 @@ class CallTimeline(BaseModel):
 class CallQuery:
     """The filters every call-log route takes."""
 
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: QueryTime | None = None
+    until: QueryTime | None = None
     outcome: Outcome | None = None
     topic: str | None = Query(default=None, max_length=64)
     queue: str | None = Query(default=None, max_length=64)
@@ -1271,8 +1275,8 @@ def routes_rollback(body: Rollback, user: OperatorUser, hotline: HotlineDep) -> 
 def stats(
     user: StaffUser,
     hotline: HotlineDep,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: QueryTime | None = None,
+    until: QueryTime | None = None,
     emergency_threshold: Annotated[int, Query(ge=1, le=3600)] = 20,
     threshold: Annotated[int, Query(ge=1, le=3600)] = 60,
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, union
 
 from ivr import recordings
-from ivr.db import audit_log, call_events, calls, cases
+from ivr.db import audit_log, call_events, calls, cases, in_utc
 
 OUTCOMES = ("agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended")
 
@@ -147,7 +147,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(started)
         if moment.tzinfo is None:  # encode_cursor's times are aware: this one was made up
             raise ValueError(started)
-        return moment, sid
+        return in_utc(moment), sid
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor from this API") from None
 

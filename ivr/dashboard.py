@@ -45,6 +45,7 @@ from ivr.cases import (
     open_session,
     user_by_session,
 )
+from ivr.db import in_utc
 from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, staff_user, wrong_token
 from ivr.hotline import Hotline
 from ivr.tree import CompiledTree
@@ -881,6 +882,8 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
         found = api.calls_list(user, hotline, call_query(raw), PAGE_SIZE, cursor)
     except ValidationError as exc:
         context["errors"] = problems(exc)
+    except ValueError as exc:  # a time that is none (parse_when)
+        context["errors"] = [str(exc)]
     except HTTPException as exc:
         context["errors"] = [str(exc.detail)]
     else:
@@ -971,9 +974,14 @@ def parse_when(raw: str, what: str) -> datetime | None:
     if not raw.strip():
         return None
     try:
-        return as_utc(datetime.fromisoformat(raw.strip()))
+        moment = as_utc(datetime.fromisoformat(raw.strip()))
     except ValueError:
         raise ValueError(f"{what}: not a date and time (use 2026-11-23T03:00)") from None
+    assert moment is not None
+    try:
+        return in_utc(moment)
+    except ValueError:
+        raise ValueError(f"{what}: out of range") from None
 
 
 def period(since: str, until: str, now: datetime) -> tuple[datetime, datetime]:

@@ -40,6 +40,15 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+def in_utc(moment: datetime) -> datetime:
+    """An aware time as UTC; ValueError for one the conversion takes past year 1 or 9999
+    (`0001-01-01T00:00+14:00`): a time from a request, refused rather than a 500."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC") from None
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in and out, on SQLite too (which stores them without a zone)."""
 

@@ -527,6 +527,8 @@ def test_a_case_number_beyond_any_case_is_refused_not_failed_inside(
 # -- crafted query strings ----------------------------------------------------------------------
 
 NAIVE_CURSOR = base64.urlsafe_b64encode(b"0001-01-01T00:00:00|CA1").decode()  # no zone
+# A zone whose time is before year 1 in UTC.
+EARLY_CURSOR = base64.urlsafe_b64encode(b"0001-01-01T00:00:00+14:00|CA1").decode()
 
 
 @pytest.mark.parametrize(
@@ -538,6 +540,10 @@ NAIVE_CURSOR = base64.urlsafe_b64encode(b"0001-01-01T00:00:00|CA1").decode()  # 
         ("/api/stats", {"until": "0001-01-01T00:00:00Z"}),  # a day before: no such year
         ("/api/stats", {"since": "9999-12-31T23:59:59Z"}),
         ("/api/calls", {"since": "2026-11-23T00:00:00+25:00"}),  # no such zone
+        ("/api/calls", {"since": "0001-01-01T00:00:00+14:00"}),  # before year 1 in UTC
+        ("/api/calls.csv", {"until": "9999-12-31T23:59:59-14:00"}),  # after 9999 in UTC
+        ("/api/stats", {"since": "0001-01-01T00:00:00+14:00"}),
+        ("/api/calls", {"cursor": EARLY_CURSOR}),
     ],
 )
 def test_crafted_times_in_the_api_are_refused_not_failed_inside(
@@ -562,6 +568,11 @@ def test_crafted_times_in_the_api_are_refused_not_failed_inside(
         ("/dashboard/figures", {"since": "9999-12-31T23:00", "until": "9999-12-31T23:59"}, 200),
         ("/dashboard/calls", {"cursor": NAIVE_CURSOR}, 422),
         ("/dashboard/calls", {"since": "0001-01-01T00:00"}, 200),  # any call: all of them
+        ("/dashboard/calls", {"since": "garbage"}, 422),
+        ("/dashboard/calls", {"until": "2026-13-01T00:00"}, 422),
+        ("/dashboard/calls", {"since": "0001-01-01T00:00+14:00"}, 422),
+        ("/dashboard/calls", {"cursor": EARLY_CURSOR}, 422),
+        ("/dashboard/figures", {"since": "0001-01-01T00:00+14:00"}, 422),
     ],
 )
 def test_crafted_times_on_the_dashboard_are_answered_on_the_page(
