@@ -314,6 +314,27 @@ def test_spoken_requests_for_a_person(
         assert record.queue == "payments"
 
 
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("zh-CN", "请帮我解除冻结我的账户"),  # unfreeze: frozen by risk control
+        ("zh-CN", "你们为什么冻结我的账户"),
+        ("zh-CN", "怎么开启防盗设置"),  # anti-theft settings
+        ("en", "why is there a freeze on my withdrawals"),
+        ("en", "I am locked out of my account"),  # option 2, not an emergency
+    ],
+)
+def test_a_freeze_or_theft_setting_asked_about_is_no_emergency(
+    hotline_tree: CompiledTree, language: str, words: str
+) -> None:
+    """Words near the emergency's that a caller with another problem says: the emergency
+    lane is for victims, and a verified caller there is frozen, never unfrozen by phone."""
+    from ivr.tree import match_speech
+
+    option = match_speech(hotline_tree.menus["main_menu"], language, words)
+    assert option is None or option.target != "emergency"
+
+
 def test_latin_keywords_match_whole_word_starts_only(hotline_tree: CompiledTree) -> None:
     from ivr.tree import match_speech
 
