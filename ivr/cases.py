@@ -13,6 +13,7 @@ import hashlib
 import re
 import secrets
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     union,
     update,
 )
@@ -130,13 +132,15 @@ def tickets_to_text(conn: Connection, *, limit: int = 20) -> list[int]:
         return list(found.scalars())
 
 
-def take_tickets_to_text(conn: Connection, *, limit: int) -> list[dict[str, Any]]:
+def take_tickets_to_text(
+    conn: Connection, *, limit: int, passing: Sequence[int] = ()
+) -> list[dict[str, Any]]:
     """Up to `limit` cases whose ticket is to be texted, oldest first, now this instance's
-    to text (`sending`): one statement; on PostgreSQL another instance's batch is skipped,
-    not waited for."""
+    to text (`sending`), but not those `passing` (put back this round, to wait): one
+    statement; on PostgreSQL another instance's batch is skipped, not waited for."""
     due = (
         select(cases.c.id)
-        .where(_TEXT_DUE_NOW)
+        .where(_TEXT_DUE_NOW, cases.c.id.not_in(passing) if passing else true())
         .order_by(cases.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

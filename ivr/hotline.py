@@ -943,12 +943,13 @@ class Hotline:
             log.error("the live call tree's catalogs have no '%s': no ticket texted", TICKET_TEXT)
             return 0
         sent = 0
+        waiting: list[int] = []  # put back this round, behind a caller's earlier case
         until = time.monotonic() + max(1.0, self.settings.tree_sync_seconds)
         while time.monotonic() < until:
             # One at a time: an instance that stops while texting leaves one case `sending`
             # (whether it went nobody knows, and it is not sent twice), not a batch of them.
             with self.db.connect() as conn:
-                taken = cases.take_tickets_to_text(conn, limit=1)
+                taken = cases.take_tickets_to_text(conn, limit=1, passing=waiting)
             if not taken:
                 break
             [case] = taken
@@ -963,10 +964,11 @@ class Hotline:
             if result is None:
                 # An earlier case of the caller's is due still, taken by nobody just now (a
                 # webhook was writing it): that one is texted first, and this one then
-                # skipped, on the next round.
+                # skipped, on a later round; the other callers' go on meanwhile.
                 with self.db.connect() as conn:
                     cases.put_back_ticket_texts(conn, case_ids=[case["id"]])
-                break
+                waiting.append(case["id"])
+                continue
             with self.db.connect() as conn:
                 cases.ticket_texted(conn, case_id=case["id"], result=result)
             self.metrics.ticket_texts.labels(result).inc()
