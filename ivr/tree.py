@@ -10,10 +10,10 @@ happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style
     language  choose the caller's language, then `next`; silence keeps the base language
     hours     business hours in a time zone with holiday dates -> `on_open` / `on_closed`
     verify    identity by keypad: `steps` (uid, phone, pin, totp, id_last4, pin_or_id_last4),
-              `attempts`, `skip_key` -> `on_success` / `on_failure` / `on_locked`; the caller is
-              never told which factor was wrong; silence asks a step again once, and twice is
-              a skip; no verdict from the identity service goes to `on_failure` at once
-              (verified: unavailable)
+              `attempts`, `skip_key`, `operator_key` -> `on_success` / `on_failure` /
+              `on_locked`; the caller is never told which factor was wrong; silence asks a
+              step again once, and twice is a skip; no verdict from the identity service goes
+              to `on_failure` at once (verified: unavailable)
     ticket    look up an earlier case by its ticket number and queue the caller back to it
     queue     open a case and hand the caller to a named agent queue with a priority
     transfer  dial a number (<Dial>); `on_failure` if nobody answers
