@@ -104,7 +104,9 @@ class Links:
     def wait(self, language: str, queue: str) -> str:
         return self._url(WAIT_PATH, lang=language, queue=queue)
 
-    def callback_request(self, language: str) -> str:
+    def callback_request(self, language: str, *, confirming: bool = False) -> str:
+        if confirming:
+            return self._url(CALLBACK_KEY_PATH, lang=language, confirm=1)
         return self._url(CALLBACK_KEY_PATH, lang=language)
 
     def callback_number(self, language: str, tries: int = 1) -> str:
@@ -540,6 +542,9 @@ def leave_twiml() -> str:
 
 
 CALLBACK_ENTER_NUMBER = "callback_enter_number"
+# "1 again to confirm the call back to the number ending in ...": optional, a catalog
+# without it takes the first 1 (`callback_confirm_twiml`).
+CALLBACK_CONFIRM_PROMPT = "callback_confirm"
 
 
 def callback_number_twiml(
@@ -553,6 +558,20 @@ def callback_number_twiml(
     if again:
         _say(gather, catalogs, "callback_number_invalid", language)
     _say(gather, catalogs, CALLBACK_ENTER_NUMBER, language)
+    response.append(gather)
+    return str(response)
+
+
+def callback_confirm_twiml(catalogs: Catalogs, language: str, *, action: str, last4: str) -> str:
+    """A caller pressed 1 for a call back: the number it would go to, and 1 again to have
+    it. A key pressed by mistake (a frightened caller, a pocket) must not end their call: any
+    other key goes back to holding, and so does nothing (Twilio asks for the wait URL again
+    once this document ends), their place kept."""
+    response = VoiceResponse()
+    gather = Gather(
+        action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=6
+    )
+    _say(gather, catalogs, CALLBACK_CONFIRM_PROMPT, language, last4=last4)
     response.append(gather)
     return str(response)
 

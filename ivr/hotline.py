@@ -1013,13 +1013,33 @@ class Hotline:
         return "sent"
 
     def request_callback(
-        self, call_sid: str, digits: str, language: str, number: str | None
+        self,
+        call_sid: str,
+        digits: str,
+        language: str,
+        number: str | None,
+        *,
+        confirmed: bool = False,
     ) -> str:
+        """1 pressed while holding: asked to press 1 again for the call back to their number
+        (`confirmed`, where the catalogs can ask), then the call back is theirs; a caller
+        who withheld their number keys the one to call. Anything else: holding on."""
         catalogs = self.trees.current.catalogs
         lang = catalogs.spoken(language)
         with self.db.connect() as conn:
             view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
             waiting = view is not None and view.row["status"] == "waiting"
+            if (
+                digits == "1"
+                and waiting
+                and not confirmed
+                and dialable(number)
+                and catalogs.has(engine.CALLBACK_CONFIRM_PROMPT, lang)
+            ):
+                action = self.links.callback_request(lang, confirming=True)
+                return engine.callback_confirm_twiml(
+                    catalogs, lang, action=action, last4=last4(number)
+                )
             # Withheld: the number to call back on, keyed (`callback_number`).
             if (
                 digits == "1"

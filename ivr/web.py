@@ -399,11 +399,20 @@ async def wait(
 
 
 @router.post("/callback-request")
-async def callback_request(form: TwilioForm, hotline: HotlineDep, lang: Lang = "en") -> Response:
+async def callback_request(
+    form: TwilioForm,
+    hotline: HotlineDep,
+    lang: Lang = "en",
+    confirm: Annotated[int, Query(ge=0, le=1)] = 0,
+) -> Response:
+    """A key pressed while holding (1: a call back), or at the call back's confirmation."""
     sid = _call_sid(form)
     digits, number = _text(form, "Digits", MAX_DIGITS), _text(form, "From", 32) or None
     return await _answer_holding(
-        hotline, sid, lang, lambda _: hotline.request_callback(sid, digits, lang, number)
+        hotline,
+        sid,
+        lang,
+        lambda _: hotline.request_callback(sid, digits, lang, number, confirmed=bool(confirm)),
     )
 
 

@@ -106,6 +106,8 @@ def take_in_turn(client: TestClient, agent: str, times: int) -> list[Any]:
 
 
 HIJACK = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # English, stolen account, UID, PIN
+# English, the general queue; at the hold loop's offer 1 for a call back, and 1 to confirm.
+CALL_ME_BACK = (Press("1"), Press("0"), Press("1"), Press("1"))  # a tuple: a party pops a list
 
 
 def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engine) -> None:
@@ -619,9 +621,47 @@ def test_a_keyed_number_delivered_twice_at_once_is_answered_the_same(
     assert (row["callback_number"], row["flags"]["callback_keyed"]) == ("+8613800138000", "yes")
 
 
+@pytest.mark.parametrize("then", [Press("5"), Silent()])
+def test_a_1_pressed_by_mistake_on_hold_keeps_the_caller_on_the_line(
+    phone: Phone, db: Engine, then: Any
+) -> None:
+    """A frightened caller (or a pocket) presses 1 on hold: they hear the number the call
+    back would go to and are asked for 1 again. Another key, or nothing, and they are still
+    holding in their place: no call back, no call ended."""
+    keys = [Press("1"), Press("0"), Press("1"), then]
+    record = phone.call(ScriptedParty(keys, hold_polls=2), from_number="+15005550144")
+    asked = [i for i, line in enumerate(record.heard) if "To confirm, press 1" in line]
+    assert len(asked) == 1 and "ending in 0 1 4 4" in record.heard[asked[0]]
+    assert any(line.startswith("You are number") for line in record.heard[asked[0] + 1 :])
+    assert record.ended_by == "caller" and not any("Goodbye" in line for line in record.heard)
+    [row] = case_rows(db)
+    assert (row["status"], row["callback_number"]) == ("abandoned", None)
+
+
+def test_catalogs_without_the_confirmation_take_the_first_1(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    tmp_path: Path,
+) -> None:
+    """A tree whose catalogs were written before the confirmation: 1 asks for the call back."""
+    prompts = catalogs_without(tmp_path / "prompts", "callback_confirm")
+    tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
+    with TestClient(create_app(settings, tree=tree, db=db, clock=clock)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        keys = [Press("1"), Press("0"), Press("1")]
+        record = phone.call(ScriptedParty(keys), from_number="+15005550144")
+    assert not any("To confirm" in line for line in record.heard)
+    assert any("Goodbye" in line for line in record.heard)
+    assert case_rows(db)[0]["status"] == "callback_requested"
+
+
 def test_a_call_back_asked_for_twice_is_answered_the_same(phone: Phone, db: Engine) -> None:
-    """Twilio delivers the caller's 1 twice: both answers confirm the call back."""
-    keys = [Press("1"), Press("0"), Press("1", deliveries=2)]
+    """Twilio delivers the caller's keys twice: both answers ask to confirm, then both
+    confirm the call back."""
+    keys = [Press("1"), Press("0"), Press("1", deliveries=2), Press("1", deliveries=2)]
     record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="+15005550144")
     assert any("at the number ending in 0 1 4 4" in line for line in record.heard)
     [row] = case_rows(db)
@@ -737,9 +777,7 @@ def test_callback_request_keeps_the_place_and_an_agent_calls_back(
 ) -> None:
     client, phone = rest
     # General queue; at the hold loop's offer the caller presses 1.
-    record = phone.call(
-        ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321"
-    )
+    record = phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     assert any("ending in 4 3 2 1" in line for line in record.heard)
     assert record.ended_by == "hotline"
     [row] = case_rows(db)
@@ -1280,7 +1318,7 @@ def test_twilio_refusing_a_call_back_leaves_the_number_to_the_agent(
     agent: str,
 ) -> None:
     client, phone = rest
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     twilio_http.refuse = True
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["connect"] == {"mode": "call_back", "number": "+15005554321"}
@@ -1302,7 +1340,7 @@ def test_an_unanswered_call_back_is_tried_again_later_not_at_once(
     every agent in turn while callers wait. It waits IVR_CALLBACK_RETRY behind new arrivals
     instead, twice as long after each miss."""
     client, phone = rest
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "calling_back"
     assert claimed["case"]["callback_attempts"] == 0
@@ -1359,7 +1397,7 @@ def test_a_late_report_of_an_earlier_call_back_is_not_taken_for_the_one_being_pl
     call's "no-answer" just as the second call back is being placed, before its CallSid is
     known: the second placement is not taken for the first and put back in line."""
     client, phone = rest
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     assert api(client, agent, "POST", "/api/agents/next")["connect"]["mode"] == "calling_back"
     _, _, first = twilio_http.requests[-1]
     first_report = {"CallSid": twilio_http.sids[-1], "CallStatus": "no-answer"}

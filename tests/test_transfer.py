@@ -38,6 +38,8 @@ from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
 PAYMENTS = [Press("1"), Press("3"), Press("1"), Press("1")]  # English, deposits, not credited
 HOUR = timedelta(hours=1)
+# English, the general queue; at the hold loop's offer 1 for a call back, and 1 to confirm.
+CALL_ME_BACK = (Press("1"), Press("0"), Press("1"), Press("1"))  # a tuple: a party pops a list
 HIJACKED = [Press("1"), Press("1"), Press("*")]  # English, stolen account, verification skipped
 TRANSFERRED_EN = "Please hold: we are passing your call to the team who can help."
 TRANSFERRED_ZH = "请稍候,正在为您转接能够处理您问题的团队。"
@@ -410,7 +412,7 @@ def screened_or_not(
 
 def called_back(client: TestClient, phone: Phone, token: str) -> int:
     """A caller asked to be called back; the agent of `token` takes it, and Twilio calls."""
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     claimed = api(client, token, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "calling_back"
     return int(claimed["case"]["id"])
@@ -664,7 +666,7 @@ def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
 ) -> None:
     """Without Twilio's REST API alice dials call backs herself; she sees the case is the
     security team's and sends it on before calling."""
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     claimed = api(client, alice, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "call_back"
     body = {"queue": "security", "note": "a SIM swap: security calls"}
@@ -1088,7 +1090,7 @@ def test_a_call_back_sent_on_where_the_number_has_one_already_is_one_call_back(
 ) -> None:
     """The number called twice and hung up twice, in two queues; alice sends the first call
     back to the other's queue: one call back there, not two calls to the same customer."""
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     phone.call(ScriptedParty(list(PAYMENTS)), from_number="+15005554321")
     claimed = api(client, alice, "POST", "/api/agents/next")
     body = {"queue": "payments", "note": "the deposit, as in their other call"}
@@ -1100,7 +1102,7 @@ def test_a_call_back_sent_on_where_the_number_has_one_already_is_one_call_back(
 def test_a_call_back_offered_at_the_desk_is_accepted_before_it_is_sent_on(
     phone: Phone, client: TestClient, db: Engine, alice: str
 ) -> None:
-    phone.call(ScriptedParty([Press("1"), Press("0"), Press("1")]), from_number="+15005554321")
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
     claimed = api(client, alice, "POST", "/api/agents/next")
     with db.begin() as conn:  # as dispatch offers it to an available agent, at her desk
         conn.execute(cases.update().values(accept_by=the_case(db)["created_at"] + HOUR))
