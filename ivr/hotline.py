@@ -2274,7 +2274,8 @@ class Hotline:
             available=self.staffing.available,
             at_work=self.staffing.agents,
             queue_url=self._queue_url,
-            ack_code=code,
+            # Nobody to text it back when the page is only logged: no "Reply ..." there.
+            ack_code=code if self.settings.page_numbers else None,
         )
         speech = None
         if self.settings.page_call:

@@ -428,6 +428,7 @@ def test_without_numbers_the_page_is_an_error_in_the_log(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and case["ticket"] in errors[0]
     assert "IVR_PAGE_NUMBERS is not set" in errors[0] and "0006" not in errors[0]
+    assert "Reply" not in errors[0]  # nobody to reply
     assert texts(twilio_http) == []
     assert [(p["result"], p["sent"], p["failed"]) for p in page_rows(db)] == [("logged", 0, 0)]
 
