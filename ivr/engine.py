@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 from twilio.twiml.messaging_response import MessagingResponse
-from twilio.twiml.voice_response import Gather, VoiceResponse
+from twilio.twiml.voice_response import Gather, Play, Say, VoiceResponse
 
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
@@ -893,7 +893,11 @@ class _Turn:
         )
 
     def gather_digits(self, prompt_key: str, state: CallState, timeout: int) -> None:
-        """Several digits ended by # (an account UID, a PIN, a ticket number)."""
+        """Several digits ended by # (an account UID, a PIN, a ticket number).
+
+        What is said just before goes inside the <Gather> with the prompt, so a key stops
+        it: a victim calling again, who heard the emergency notice and the way to skip
+        already, keys their UID (or *) at once instead of waiting it out."""
         gather = Gather(
             action=self.links.gather(self.step),
             method="POST",
@@ -902,6 +906,11 @@ class _Turn:
             timeout=timeout,
             action_on_empty_result=True,
         )
+        said: list[Say | Play] = []
+        while self.response.verbs and isinstance(self.response.verbs[-1], Say | Play):
+            said.insert(0, self.response.verbs.pop())
+        for verb in said:
+            gather.append(verb)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
         self.response.append(gather)
         self.response.redirect(self.links.gather(self.step), method="POST")
