@@ -711,6 +711,9 @@ class _Turn:
         self.effects: list[Effect] = []
         # Variables a node on the way gives the prompts after it: `opens`, after closed hours.
         self.variables: dict[str, Any] = {}
+        # The verbs before this one are a say node's (a notice, advice): heard whole, never
+        # stopped by a key, which would also be taken as an answer to the prompt after it.
+        self.heard_whole = 0
 
     def finish(self, state: CallState) -> Step:
         return Step(state, str(self.response), self.log, self.effects)
@@ -746,6 +749,7 @@ class _Turn:
             self.log.append(LogEntry(name, "entered", prompt_key=prompt, detail=detail))
             if isinstance(node, SayNode):
                 self.say(node.prompt, state.lang)
+                self.heard_whole = len(self.response.verbs)
                 name = node.next
             elif isinstance(node, HoursNode):
                 local = self.now.astimezone(ZoneInfo(node.timezone))
@@ -895,9 +899,11 @@ class _Turn:
     def gather_digits(self, prompt_key: str, state: CallState, timeout: int) -> None:
         """Several digits ended by # (an account UID, a PIN, a ticket number).
 
-        What is said just before goes inside the <Gather> with the prompt, so a key stops
-        it: a victim calling again, who heard the emergency notice and the way to skip
-        already, keys their UID (or *) at once instead of waiting it out."""
+        What the asking node said just before (a verify node's intro, "could not verify")
+        goes inside the <Gather> with the prompt, so a key stops it: a victim calling again,
+        who knows the way to skip, keys their UID (or *) at once. A say node's words before
+        it (the emergency notice) are heard whole: a key there ("*" to hear the menu again,
+        a repeated 1) must not be taken for an answer to a prompt not yet heard."""
         gather = Gather(
             action=self.links.gather(self.step),
             method="POST",
@@ -907,8 +913,9 @@ class _Turn:
             action_on_empty_result=True,
         )
         said: list[Say | Play] = []
-        while self.response.verbs and isinstance(self.response.verbs[-1], Say | Play):
-            said.insert(0, self.response.verbs.pop())
+        verbs = self.response.verbs
+        while len(verbs) > self.heard_whole and isinstance(verbs[-1], Say | Play):
+            said.insert(0, verbs.pop())
         for verb in said:
             gather.append(verb)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)

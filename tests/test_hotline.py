@@ -72,16 +72,18 @@ def test_hijacked_caller_reaches_security_queue_without_any_details(
     assert facts["verified"] == "skipped"
 
 
-def test_a_key_stops_the_emergency_notice_and_counts(phone: Phone) -> None:
-    """A victim calling again has heard the notice and the way to skip: what is said before
-    the UID prompt is inside its <Gather>, so their first key stops it and is taken (Twilio
-    stops a <Gather>'s <Say> at a key), rather than making them wait it out."""
+def test_a_key_stops_the_verify_intro_but_not_the_emergency_notice(phone: Phone) -> None:
+    """A victim calling again knows the way to skip: the verify node's intro is inside the
+    UID prompt's <Gather>, so a key stops it and is taken (Twilio stops a <Gather>'s <Say>
+    at a key). The notice before it is heard whole: a key there (* to hear the menu again,
+    a repeated 1) would be taken for an answer to a prompt not yet heard."""
     record = call(phone, Press("1"), Press("1"), Press("*"))
     [asking] = [d for d in record.documents if "emergency service for stolen" in d]
     doc = etree.fromstring(asking.encode())
-    assert [child.tag for child in doc] == ["Gather", "Redirect"]
+    assert [child.tag for child in doc] == ["Say", "Gather", "Redirect"]
+    assert (doc[0].text or "").startswith("You have reached our emergency service")
     said = [say.text or "" for say in doc.find("Gather").iter("Say")]
-    assert said[0].startswith("You have reached our emergency service")
+    assert said[0].startswith("To freeze your account we first need to find it.")
     assert said[-1] == "Please enter your account U I D, then press pound."
     assert record.queue == "security"
 
