@@ -62,6 +62,7 @@ REFRESH_SECONDS = 5
 PAGE_SIZE = 50
 MAX_CURSOR = 200
 MAX_PERIOD = timedelta(days=31)
+WEEK_AFTER_TIME = datetime.min.replace(tzinfo=UTC) + timedelta(days=7)  # "last 7 days" from here
 MAX_BARS = 48
 BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
 
@@ -877,18 +878,21 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     context: dict[str, Any] = {"form": raw, "calls": [], "next_link": None, "errors": []}
     context["first_link"] = page_link(raw) if cursor is not None else None
     try:
-        if cursor is not None and len(cursor) > MAX_CURSOR:
-            raise HTTPException(422, "not a cursor from this page")
-        found = api.calls_list(user, hotline, call_query(raw), PAGE_SIZE, cursor)
+        query = call_query(raw)
     except ValidationError as exc:
         context["errors"] = problems(exc)
     except ValueError as exc:  # a time that is none (parse_when)
         context["errors"] = [str(exc)]
-    except HTTPException as exc:
-        context["errors"] = [str(exc.detail)]
     else:
-        context["calls"] = found.calls
-        context["next_link"] = page_link(raw, found.next_cursor) if found.next_cursor else None
+        try:
+            if cursor is not None and len(cursor) > MAX_CURSOR:
+                raise HTTPException(422, "not a cursor from this page")
+            found = api.calls_list(user, hotline, query, PAGE_SIZE, cursor)
+        except HTTPException as exc:
+            context["errors"] = [str(exc.detail)]
+        else:
+            context["calls"] = found.calls
+            context["next_link"] = page_link(raw, found.next_cursor) if found.next_cursor else None
     context["filtered"] = bool(any(raw.values()))
     status = 422 if context["errors"] else 200
     return render(request, "calls.html", context, user=user, status=status)
@@ -1169,7 +1173,8 @@ def figures_context(hotline: Hotline, start: datetime, end: datetime) -> dict[st
         "report": report,
         "charts": charts(buckets(hotline, start, end, size), size),
         "definitions": (stats.__doc__ or "").strip(),
-        "last_week": figures_link(end - timedelta(days=7), end),
+        # None for a period in the first week there is (year 1): no week before it.
+        "last_week": figures_link(end - timedelta(days=7), end) if end > WEEK_AFTER_TIME else None,
     }
 
 
