@@ -243,7 +243,7 @@ def _secure(request: Request) -> bool:
     """Whether the session cookie goes over https only: always once the hotline's public URL
     is https, even if a proxy failed to say the request came so (X-Forwarded-Proto)."""
     hotline: Hotline = request.app.state.hotline
-    return request.url.scheme == "https" or hotline.settings.base_url.startswith("https://")
+    return request.url.scheme == "https" or hotline.settings.public_https
 
 
 def _drop_session(request: Request, response: Response) -> None:

@@ -289,11 +289,14 @@ class Settings(DatabaseSettings):
         return str(self.public_url).rstrip("/")
 
     @property
+    def public_https(self) -> bool:
+        """Whether IVR_PUBLIC_URL is https: a public server (plain http is a developer's)."""
+        return self.public_url.scheme == "https"
+
+    @property
     def serves_api_docs(self) -> bool:
         """IVR_API_DOCS, or by default whether the public URL is plain http (not public)."""
-        if self.api_docs is not None:
-            return self.api_docs
-        return not self.base_url.startswith("https://")
+        return self.api_docs if self.api_docs is not None else not self.public_https
 
 
 S = TypeVar("S", bound=DatabaseSettings)
