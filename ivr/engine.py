@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Gather, Play, Say, VoiceResponse
 
+from ivr.numbers import last4
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
     HOLD_TIP_PREFIX,
@@ -34,6 +35,7 @@ from ivr.tree import (
     LanguageNode,
     MenuNode,
     Node,
+    NumberCheckNode,
     Option,
     QueueNode,
     SayNode,
@@ -79,6 +81,9 @@ CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
 # A wait of one minute, said in the singular where the language has one: optional, a
 # catalog without it says `hold_position` with 1.
 ONE_MINUTE_PROMPT = "hold_position_one_minute"
+# What the call found out on the way that its case carries to the agent: how the caller was
+# verified, and a number they were contacted from that is not ours (a scam to look into).
+CASE_FACTS = ("verified", "factors", "uid", "reported_number")
 # Our own QueueExit result: the agent who took the case did not answer; back in line.
 AGENT_NO_ANSWER = "agent-no-answer"
 
@@ -239,6 +244,15 @@ class TicketLookup:
     locked: bool = False  # the calling number missed too often: not looked up at all
 
 
+@dataclass(frozen=True)
+class NumberLookup:
+    """A number keyed at a number_check node, as the hotline read it: `number` the likeliest
+    reading (None: it cannot be a number), `official` whether any reading is one of ours."""
+
+    number: str | None
+    official: bool = False
+
+
 Input = (
     Keys
     | Speech
@@ -249,6 +263,7 @@ Input = (
     | Transferred
     | Checked
     | TicketLookup
+    | NumberLookup
 )
 InputKind = Literal["dtmf", "speech", "silence", "dial", "queue"]
 
@@ -264,18 +279,21 @@ def input_kind(event: Input) -> InputKind:
         Transferred: "dial",  # ...cut by the agent's transfer
         Checked: "dtmf",
         TicketLookup: "dtmf",
+        NumberLookup: "dtmf",
     }
     return kinds[type(event)]
 
 
 def awaiting(tree: CompiledTree, state: CallState) -> str | None:
     """What keyed-in digits at this point are, when the hotline must resolve them first:
-    a factor to check ("pin", "totp", ...) or "ticket". None: plain keys for the engine."""
+    a factor to check ("pin", "totp", ...), "ticket" or "number". None: plain keys."""
     if state.ended:
         return None
     node = tree.node(state.node)
     if isinstance(node, TicketNode):
         return "ticket"
+    if isinstance(node, NumberCheckNode):
+        return "number"
     if isinstance(node, VerifyNode):
         step = node.steps[int(state.facts.get("verify_step", "0"))]
         return None if step == "uid" else step
@@ -386,6 +404,8 @@ def advance(
         new = turn.on_verify(node, state, event)
     elif isinstance(node, TicketNode) and not isinstance(event, DialDone | QueueExit):
         new = turn.on_ticket(node, state, event)
+    elif isinstance(node, NumberCheckNode) and not isinstance(event, DialDone | QueueExit):
+        new = turn.on_number_check(node, state, event)
     elif isinstance(node, SurveyNode) and isinstance(event, Keys | Speech | Silence):
         new = turn.on_survey(node, state, event)
     else:
@@ -408,7 +428,7 @@ def hung_up_on_the_way(tree: CompiledTree, state: CallState, *, ticket: str) -> 
     facts = state.facts
     if facts.get("ticket") and facts.get("queue") == node.queue:
         return None
-    flags: dict[str, str] = {k: facts[k] for k in ("verified", "factors", "uid") if k in facts}
+    flags: dict[str, str] = {k: facts[k] for k in CASE_FACTS if k in facts}
     flags["hung_up_at"] = state.node
     reason = node.reason or node.topic or target
     return OpenCase(ticket, node.queue, node.priority, reason, flags, list(state.trail))
@@ -811,6 +831,8 @@ class _Turn:
                 self.say(node.prompt, state.lang)
             step = node.steps[int(state.facts.get("verify_step", "0"))]
             self.gather_digits(node.step_prompt(step), state, node.timeout)
+        elif isinstance(node, NumberCheckNode):
+            self.gather_digits(node.prompt, state, node.timeout)
         elif isinstance(node, TicketNode):
             if "queue" in state.facts:  # found earlier: the caller is queued behind it
                 state = self.enqueue(state, state.facts["queue"], state.facts["priority"])
@@ -861,7 +883,7 @@ class _Turn:
         if facts.get("ticket") and facts.get("queue") == queue:
             return state
         facts["ticket"] = self.ticket
-        flags: dict[str, str] = {k: facts[k] for k in ("verified", "factors", "uid") if k in facts}
+        flags: dict[str, str] = {k: facts[k] for k in CASE_FACTS if k in facts}
         uid = facts.get("uid") if facts.get("verified") == "yes" else None
         if freeze and uid:
             self.effects.append(Freeze(uid))
@@ -1249,6 +1271,36 @@ class _Turn:
         self.say("no_input" if silent else node.not_found_prompt, state.lang)
         if attempts >= node.attempts:
             return self.enter(node.on_not_found, state)
+        return self.present(state.model_copy(update={"invalid": attempts}))
+
+    def on_number_check(self, node: NumberCheckNode, state: CallState, event: Input) -> CallState:
+        """Ours or not, the caller hears it with the number's last four digits and goes on;
+        a number that is not ours stays with the call, for the case an agent may open. Keys
+        that are not a number, or nothing, are asked again `attempts` times in all; * or 0
+        alone is a caller who wants out: `on_failure` at once."""
+        if isinstance(event, NumberLookup) and event.number is not None:
+            outcome = "official" if event.official else "not_official"
+            self.log.append(LogEntry(state.node, "input", "dtmf", outcome=outcome))
+            prompt = node.official_prompt if event.official else node.not_official_prompt
+            self.say(prompt, state.lang, last4=last4(event.number))
+            if event.official:
+                return self.enter(node.on_official, state)
+            facts = {**state.facts, "reported_number": event.number}
+            return self.enter(node.on_not_official, state.model_copy(update={"facts": facts}))
+        if isinstance(event, Keys) and event.digits in ("*", "0"):
+            self.log.append(LogEntry(state.node, "input", "dtmf", outcome="skipped"))
+            return self.enter(node.on_failure, state)
+        silent = isinstance(event, Silence) or (isinstance(event, Keys) and not event.digits)
+        attempts = state.invalid + 1
+        outcome = "silent" if silent else "not_a_number"
+        self.log.append(
+            LogEntry(
+                state.node, "input", input_kind(event), outcome=outcome, detail={"count": attempts}
+            )
+        )
+        self.say("no_input" if silent else node.invalid_prompt, state.lang)
+        if attempts >= node.attempts:
+            return self.enter(node.on_failure, state)
         return self.present(state.model_copy(update={"invalid": attempts}))
 
     def on_queue_exit(

@@ -158,6 +158,8 @@ _EDGE_LABELS = {
     "on_success": "ok",
     "on_locked": "locked",
     "on_not_found": "not found",
+    "on_official": "ours",
+    "on_not_official": "not ours",
     "on_leave": "leave",
     "after_agent": "after the agent",
 }
@@ -214,6 +216,7 @@ _MERMAID_SHAPES = {
     "hangup": ("(((", ")))"),
     "verify": ("{{", "}}"),
     "ticket": ("[[", "]]"),
+    "number_check": ("[\\", "/]"),
 }
 # Mermaid's entity codes: inside a quoted label these would otherwise end the label, start
 # an entity (#), or be taken as markup or shape syntax by some renderers.
@@ -290,6 +293,7 @@ _DOT_SHAPES = {
     "hangup": "shape=doublecircle",
     "verify": "shape=hexagon",
     "ticket": "shape=tab",
+    "number_check": "shape=trapezium",
 }
 
 

@@ -30,7 +30,7 @@ from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
-from ivr.numbers import dialable, keyed, last4, withheld, within
+from ivr.numbers import dialable, keyed, last4, readings, withheld, within
 from ivr.observe import AtWork, Metrics
 from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.settings import Settings
@@ -85,6 +85,12 @@ class WouldBlock(Exception):
     """This input needs work that may take long (a secret hashed and checked, an identity or
     account service called): run it again where blocking is allowed. Raised before anything
     of the input is written, so running it again is the same as running it once."""
+
+
+def _number_check_result(lookup: engine.NumberLookup) -> str:
+    if lookup.number is None:
+        return "not_a_number"
+    return "official" if lookup.official else "not_official"
 
 
 @dataclass(frozen=True)
@@ -482,6 +488,8 @@ class Hotline:
                 return self._answer_again(conn, call_sid)
             if isinstance(event, engine.TicketLookup) and event.locked:
                 self.metrics.ticket_lookups_refused.inc()
+            if isinstance(event, engine.NumberLookup):
+                self.metrics.number_checks.labels(_number_check_result(event)).inc()
             if isinstance(event, engine.Checked):  # counted once: by the run that stored it
                 if event.locked:
                     self.metrics.lockouts.inc()
@@ -555,6 +563,8 @@ class Hotline:
         if awaiting == "ticket":
             lookup, miss = self._look_up_ticket(conn, row, event.digits, now)
             return lookup, None, miss
+        if awaiting == "number":
+            return self._read_number(tree, row, event), None, []
         node = tree.node(row.state.node)
         if isinstance(node, VerifyNode) and node.skips(event.digits):
             return event, None, []
@@ -635,6 +645,22 @@ class Hotline:
             return engine.TicketLookup(found), []
         miss = store.failure_insert(uid=None, caller=bucket, call_sid=row.call_sid, now=now)
         return engine.TicketLookup(None), [miss]
+
+    def _read_number(
+        self, tree: CompiledTree, row: store.CallRow, event: engine.Keys
+    ) -> engine.Input:
+        """A number keyed at a number_check node: whether any reading of it is one the
+        exchange calls or texts from (the tree's official_numbers, and IVR_CALLER_ID, which
+        call backs and ticket texts come from). * or 0 alone, or nothing, is no number."""
+        if event.digits in ("", "*", "0"):
+            return event
+        found = readings(event.digits, row.from_number)
+        ours = set(tree.tree.official_numbers)
+        if self.settings.caller_id:
+            ours.add(self.settings.caller_id)
+        return engine.NumberLookup(
+            found[0] if found else None, official=any(n in ours for n in found)
+        )
 
     def check(self, attempt: Attempt, digits: str) -> engine.Checked:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the

@@ -76,3 +76,54 @@ def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
 def within(number: str, prefixes: tuple[str, ...]) -> bool:
     """Whether `number` starts with one of `prefixes` (country codes; none: any number)."""
     return not prefixes or number.startswith(prefixes)
+
+
+SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
+
+
+def readings(digits: str, caller: str | None = None) -> list[str]:
+    """The numbers a caller may have meant by keying `digits` at "which number contacted
+    you?": E.164 numbers, the likelier first, and the digits as they are, which a short code
+    (a text from a 5- or 6-digit sender) is. Empty: nothing a number could be.
+
+    The prompt asks for the country code, but a frightened caller keys the number as it was
+    shown to them, often without it: a number of the caller's own country is read both ways
+    ("13800138000" keyed on a +86 phone is a Chinese mobile, and also a possible +1 number),
+    and a valid number before one that is only of a possible length."""
+    digits = digits.strip().removesuffix("#")
+    if not digits.isdigit() or len(digits) > 17:
+        return []
+    found: list[tuple[bool, str]] = []
+    international = digits[2:] if digits.startswith("00") else digits
+    tries: list[tuple[str, str | None]] = [("+" + international, None)]
+    region = _region(caller)
+    if region is not None:
+        tries.insert(0, (digits, region))
+    for text, region_of in tries:
+        try:
+            parsed = phonenumbers.parse(text, region_of)
+        except phonenumbers.NumberParseException:
+            continue
+        if not phonenumbers.is_possible_number(parsed):
+            continue
+        number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        if E164.match(number) and all(number != n for _, n in found):
+            found.append((not phonenumbers.is_valid_number(parsed), number))
+    ordered = [number for _, number in sorted(found, key=lambda pair: pair[0])]
+    if SHORT_CODE.match(digits):
+        ordered.append(digits)
+    return ordered
+
+
+def _region(caller: str | None) -> str | None:
+    """The country of a calling number (ISO code), if it names one."""
+    if withheld(caller) or caller is None or not E164.match(caller):
+        return None
+    try:
+        # By its country code, not the number's own range: one the library does not know
+        # (new, or a test range) still tells the country.
+        code = phonenumbers.parse(caller).country_code
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_country_code(code) if code else None
+    return region if region and region != "ZZ" else None

@@ -106,6 +106,13 @@ class Metrics:
             "through ticket numbers)",
             registry=self.registry,
         )
+        self.number_checks = Counter(
+            "ivr_number_checks",
+            "numbers callers checked (number_check): result official, not_official, or "
+            "not_a_number; a wave of not_official is a scam campaign under way",
+            ["result"],
+            registry=self.registry,
+        )
         self.freezes = Counter(
             "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
         )

@@ -15,6 +15,10 @@ happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style
               step again once, and twice is a skip; no verdict from the identity service goes
               to `on_failure` at once (verified: unavailable)
     ticket    look up an earlier case by its ticket number and queue the caller back to it
+    number_check
+              is a number that called or texted the caller one of the exchange's own (the
+              tree's `official_numbers`)? -> `on_official` / `on_not_official`; not a number
+              `attempts` times, or silence twice -> `on_failure`
     queue     open a case and hand the caller to a named agent queue with a priority
     transfer  dial a number (<Dial>); `on_failure` if nobody answers
     hangup    say goodbye and end the call
@@ -50,6 +54,7 @@ from pydantic import (
 )
 
 from ivr.exceptions import Problem, SourceError
+from ivr.numbers import E164, SHORT_CODE
 from ivr.prompts import BASE_LANGUAGE, Catalogs, catalogs_from_sources, load_catalogs
 from ivr.yamlfile import PathKey, YamlDoc, load_text, read_source
 
@@ -302,6 +307,35 @@ class TicketNode(_Node):
     on_not_found: NodeName
 
 
+def _official_number(value: str) -> str:
+    if not (E164.match(value) or SHORT_CODE.match(value)):
+        raise ValueError(
+            f"'{shown(value)}' is not a number callers can be told is ours: a phone number in "
+            "E.164 form, in quotes, like '+15551230001', or a short code of 3 to 8 digits"
+        )
+    return value
+
+
+OfficialNumber = Annotated[str, BeforeValidator(_digit_to_str), AfterValidator(_official_number)]
+
+
+class NumberCheckNode(_Node):
+    """Is the number that called or texted the caller, claiming to be the exchange, one of
+    its own (the tree's `official_numbers`, and IVR_CALLER_ID)? Either way the caller is
+    told that a number can be faked and what the exchange never asks for."""
+
+    kind: Literal["number_check"]
+    prompt: PromptKey = "number_check_enter"
+    invalid_prompt: PromptKey = "number_check_invalid"
+    official_prompt: PromptKey = "number_check_official"
+    not_official_prompt: PromptKey = "number_check_not_official"
+    attempts: int = Field(default=2, ge=1, le=5)
+    timeout: int = Field(default=15, ge=3, le=60)
+    on_official: NodeName
+    on_not_official: NodeName
+    on_failure: NodeName
+
+
 class TransferNode(_Node):
     kind: Literal["transfer"]
     prompt: PromptKey | None = None
@@ -339,6 +373,7 @@ Node = Annotated[
         HangupNode,
         VerifyNode,
         TicketNode,
+        NumberCheckNode,
         SurveyNode,
     ],
     Field(discriminator="kind"),
@@ -355,6 +390,9 @@ class TreeFile(_Model):
     # A prompt that takes longer to say than this is more than a caller can hold in mind.
     max_prompt_seconds: int = Field(default=45, ge=5, le=600)
     menu_defaults: dict[str, Any] = {}
+    # The numbers the exchange calls or texts customers from (a number_check node tells a
+    # caller whether one is ours): E.164, or short codes.
+    official_numbers: list[OfficialNumber] = []
     nodes: dict[NodeName, Node] = Field(min_length=1)
 
 
@@ -497,6 +535,10 @@ def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
             yield ("on_locked",), node.on_locked
     elif isinstance(node, TicketNode):
         yield ("on_not_found",), node.on_not_found
+    elif isinstance(node, NumberCheckNode):
+        yield ("on_official",), node.on_official
+        yield ("on_not_official",), node.on_not_official
+        yield ("on_failure",), node.on_failure
     elif isinstance(node, TransferNode) and node.on_failure:
         yield ("on_failure",), node.on_failure
 
@@ -511,6 +553,8 @@ def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
         "failed_prompt",
         "not_found_prompt",
         "status_prompt",
+        "official_prompt",
+        "not_official_prompt",
     )
     for name in names:
         value = getattr(node, name, None)
@@ -681,6 +725,24 @@ def _check_graph(
                         f"'{target}' hangs up on callers who cannot answer; send them to a queue",
                         "warning",
                     )
+        if isinstance(node, NumberCheckNode) and not tree.official_numbers:
+            at(
+                name,
+                (),
+                "the tree lists no official_numbers: every number a caller checks would be "
+                "called not ours, the exchange's own included",
+            )
+    seen_numbers: dict[str, int] = {}
+    for i, number in enumerate(tree.official_numbers):
+        if number in seen_numbers:
+            problems.append(
+                doc.problem(
+                    ("official_numbers", i),
+                    f"'{number}' is listed already (official_numbers[{seen_numbers[number]}])",
+                    "warning",
+                )
+            )
+        seen_numbers.setdefault(number, i)
     return problems
 
 
@@ -838,11 +900,13 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
     for lang in node.operator_speech:
         if lang not in catalogs.by_language:
             at(name, ("operator_speech", lang), f"no prompt catalog for language '{lang}'")
-    if len(node.options) > 9:
+    # Options reached only by speech are never read out: nothing for a caller to hold in mind.
+    keyed = [o for o in node.options if o.key is not None]
+    if len(keyed) > 9:
         at(
             name,
             ("options",),
-            f"{len(node.options)} options: callers cannot hold more than 9 in mind",
+            f"{len(keyed)} keyed options: callers cannot hold more than 9 in mind",
             "warning",
         )
 
@@ -1039,7 +1103,7 @@ def _validation_problem(
     elif err["type"] == "union_tag_not_found":
         message = (
             "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
-            "verify, ticket, survey)"
+            "verify, ticket, number_check, survey)"
         )
     elif err["type"] == "extra_forbidden":
         message = f"unknown setting '{loc[-1]}'"

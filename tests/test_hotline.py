@@ -27,6 +27,7 @@ from ivr.engine import (
     Input,
     Keys,
     Links,
+    NumberLookup,
     QueueExit,
     Silence,
     Speech,
@@ -126,6 +127,108 @@ def test_mandarin_caller_hears_mandarin_voice_all_the_way(phone: Phone) -> None:
 def test_suspicious_login_offers_the_emergency_freeze(phone: Phone) -> None:
     record = call(phone, Press("1"), Press("2"), Press("3"), Press("1"), Press("*"))
     assert record.queue == "security"
+
+
+# -- is the number that contacted me really yours? (account menu, 4) ---------------------------
+
+CHECK = (Press("1"), Press("2"), Press("4"))  # English, account access, check a number
+SCAMMER = "12025550199"  # not in routes/hotline.yaml's official_numbers
+
+
+def cases_of(db: Engine) -> list[dict[str, object]]:
+    with db.connect() as conn:
+        return [dict(r) for r in conn.execute(select(cases).order_by(cases.c.id)).mappings()]
+
+
+def checks_counted(phone: Phone, result: str) -> float:
+    for line in phone.client.get("/metrics").text.splitlines():
+        if line.startswith(f'ivr_number_checks_total{{result="{result}"}} '):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    "keyed",
+    [
+        "12025550143",  # listed in the tree, keyed with its country code
+        "15005550001",  # IVR_CALLER_ID: call backs and ticket texts come from it, unlisted
+        "55501",  # the tree's SMS short code
+        "2025550143",  # without the country code, by a caller of the same country
+    ],
+)
+def test_a_number_of_ours_is_said_to_be_ours_with_the_warning_that_numbers_can_be_faked(
+    phone: Phone, db: Engine, keyed: str
+) -> None:
+    record = call(phone, *CHECK, Press(keyed), Press("9"))
+    said = record.transcript
+    assert f"ending in {' '.join(keyed[-4:])} is one of our official numbers" in said
+    assert "anyone can fake the number" in said and "never ask for your password" in said
+    assert "not one of our numbers" not in said
+    assert record.ended_by == "hotline" and record.queue is None
+    assert cases_of(db) == []
+    assert checks_counted(phone, "official") == 1
+
+
+def test_a_number_not_ours_is_said_so_and_a_victim_who_gave_a_code_reaches_security(
+    phone: Phone, db: Engine
+) -> None:
+    """Told it was not us; one who gave the thief a code is put through to security at
+    emergency priority, the number they were contacted from on their case for the agent."""
+    record = call(phone, *CHECK, Press(SCAMMER), Press("1"), Press("*"))
+    said = record.transcript
+    assert "ending in 0 1 9 9 is not one of our numbers" in said
+    assert "Do not call it back" in said
+    assert record.queue == "security"
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency"
+    assert case["flags"]["reported_number"] == "+" + SCAMMER  # type: ignore[index]
+    assert checks_counted(phone, "not_official") == 1
+
+
+def test_a_number_not_ours_goes_with_the_caller_to_an_agent(phone: Phone, db: Engine) -> None:
+    record = call(phone, *CHECK, Press(SCAMMER), Press("0"))
+    assert record.queue == "account"
+    [case] = cases_of(db)
+    assert case["flags"]["reported_number"] == "+" + SCAMMER  # type: ignore[index]
+
+
+def test_a_mandarin_caller_keys_a_mainland_number_as_it_was_shown(phone: Phone, db: Engine) -> None:
+    """No country code: a caller on a +86 phone means a mainland number, and hears so in
+    Mandarin; the case has it in full."""
+    record = phone.call(
+        ScriptedParty([Press("2"), Press("2"), Press("4"), Press("13800138000"), Press("0")]),
+        from_number="+8613912345678",
+    )
+    assert any("尾号为 8 0 0 0 的号码不是我们的号码" in line for line in record.heard)
+    [case] = cases_of(db)
+    assert case["flags"]["reported_number"] == "+8613800138000"  # type: ignore[index]
+
+
+def test_keys_that_are_not_a_number_are_asked_again_then_an_agent(phone: Phone, db: Engine) -> None:
+    record = call(phone, *CHECK, Press("12"), Silent())
+    assert record.transcript.count("not a number we can check") == 1
+    assert record.transcript.count("didn't hear anything") == 1
+    assert "official numbers" not in record.transcript
+    assert record.queue == "account"
+    [case] = cases_of(db)
+    assert "reported_number" not in case["flags"]  # type: ignore[operator]
+    assert checks_counted(phone, "not_a_number") == 1
+
+
+@pytest.mark.parametrize("out", ["*", "0"])
+def test_star_or_zero_at_the_number_prompt_reaches_an_agent_at_once(phone: Phone, out: str) -> None:
+    record = call(phone, *CHECK, Press(out))
+    assert record.queue == "account"
+    assert "not a number we can check" not in record.transcript
+
+
+def test_saying_someone_called_pretending_to_be_us_reaches_the_number_check(
+    phone: Phone,
+) -> None:
+    record = call(
+        phone, Press("1"), Speak("someone called me pretending to be your support"), Press("9")
+    )
+    assert "enter the phone number that called or texted you" in record.transcript
 
 
 # -- never turned away -------------------------------------------------------------------------
@@ -233,6 +336,9 @@ INPUTS: tuple[Input, ...] = (
     Checked(ok=False, unavailable=True),
     TicketLookup(None),
     TicketLookup(FOUND),
+    NumberLookup("+12025550143", official=True),
+    NumberLookup("+12025550199"),
+    NumberLookup(None),
     QueueExit("queue-full"),
     QueueExit("leave"),
     QueueExit("bridged"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ivr.numbers import dialable, keyed, last4, withheld
+from ivr.numbers import dialable, keyed, last4, readings, withheld
 from tests.conftest import make_settings
 
 # What Twilio has posted in From for a caller who withheld their number: the word (today),
@@ -84,3 +84,34 @@ def test_call_back_country_codes_are_checked_at_start() -> None:
     assert make_settings(IVR_CALLBACK_PREFIXES=" +86, +1 ").callback_prefixes == ("+86", "+1")
     with pytest.raises(ValidationError, match="not country codes"):
         make_settings(IVR_CALLBACK_PREFIXES="86,+1")
+
+
+@pytest.mark.parametrize(
+    ("digits", "caller", "read"),
+    [
+        # With the country code, as asked; "00" before it as dialled abroad.
+        ("8613800138000", "+14155550123", ["+8613800138000"]),
+        ("008613800138000#", "+14155550123", ["+8613800138000"]),
+        # Without it, as the number was shown: the caller's own country first (a valid
+        # Chinese mobile), the other reading after (+1 380..., only of a possible length).
+        ("13800138000", "+8613912345678", ["+8613800138000", "+13800138000"]),
+        ("4155550100", "+14155550123", ["+14155550100"]),
+        ("0612345678", "+33612345678", ["+33612345678"]),
+        # A caller in a range the library does not know still has a country (UK drama).
+        ("01632960001", "+441632960123", ["+441632960001"]),
+        # A withheld caller ID has no country: the international reading only.
+        ("8613800138000", "anonymous", ["+8613800138000"]),
+        # Short codes, as they are; a short code is never a phone number.
+        ("55501", "+14155550123", ["55501"]),
+        ("106", None, ["106"]),
+        # Nothing a number could be.
+        ("", "+14155550123", []),
+        ("12", "+14155550123", []),
+        ("12*4", "+14155550123", []),
+        ("9" * 18, "+14155550123", []),
+    ],
+)
+def test_a_number_keyed_to_be_checked_is_read_every_way_the_caller_may_have_meant(
+    digits: str, caller: str | None, read: list[str]
+) -> None:
+    assert readings(digits, caller) == read

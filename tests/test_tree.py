@@ -275,7 +275,7 @@ def test_unknown_node_kind(tmp_path: Path) -> None:
     assert str(only(problems)) == (
         f"{file}:{line_of(text, 'music:')}: error: nodes.music: unknown kind 'playlist'; "
         "expected one of: 'menu', 'say', 'language', 'hours', 'queue', 'transfer', 'hangup', "
-        "'verify', 'ticket', 'survey'"
+        "'verify', 'ticket', 'number_check', 'survey'"
     )
 
 
@@ -285,7 +285,7 @@ def test_missing_node_kind(tmp_path: Path) -> None:
     assert str(only(problems)) == (
         f"{file}:{line_of(text, 'music:')}: error: nodes.music: "
         "a node needs a `kind` (menu, say, language, hours, queue, transfer, hangup, "
-        "verify, ticket, survey)"
+        "verify, ticket, number_check, survey)"
     )
 
 
@@ -913,9 +913,77 @@ def test_more_than_nine_options_is_only_a_warning(tmp_path: Path) -> None:
     tree = load_tree(path, PROMPTS)
     assert [str(w) for w in tree.warnings] == [
         f"{path}:{line_of(text, 'options:')}: warning: nodes.main.options: "
-        "10 options: callers cannot hold more than 9 in mind"
+        "10 keyed options: callers cannot hold more than 9 in mind"
     ]
     assert len(tree.menus["main"].by_key) == 10
+
+
+def test_options_reached_only_by_speech_do_not_count_towards_the_nine(tmp_path: Path) -> None:
+    options = "".join(f'      - {{key: "{k}", target: agent}}\n' for k in range(1, 10))
+    spoken = "      - {speech: {en: [scam]}, target: bye}\n"
+    text = BASE.replace(
+        '      - {key: "1", target: agent}\n      - {key: "2", target: bye}\n', options + spoken
+    )
+    tree = load_tree(write(tmp_path, text), PROMPTS)
+    assert [w.message for w in tree.warnings] == []
+
+
+# -- number_check and official_numbers -------------------------------------------------------------
+
+NUMBER_CHECK = """\
+  check:
+    kind: number_check
+    prompt: main
+    invalid_prompt: invalid
+    official_prompt: connecting
+    not_official_prompt: goodbye
+    on_official: bye
+    on_not_official: agent
+    on_failure: agent
+"""
+
+
+def number_check_tree(official: str) -> str:
+    text = BASE.replace('{key: "2", target: bye}', '{key: "2", target: check}') + NUMBER_CHECK
+    return text.replace("nodes:\n", official + "nodes:\n", 1)
+
+
+def test_a_number_check_with_no_official_numbers_is_refused(tmp_path: Path) -> None:
+    """Every number checked would be called not ours, the exchange's own included."""
+    text = number_check_tree("")
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert (problem.file, problem.line, problem.path, problem.severity) == (
+        file,
+        line_of(text, "check:"),
+        "nodes.check",
+        "error",
+    )
+    assert "lists no official_numbers" in problem.message
+
+
+def test_official_numbers_are_e164_or_short_codes(tmp_path: Path) -> None:
+    text = number_check_tree(
+        'official_numbers:\n  - "+12025550143"\n  - 55501\n  - "202-555-0188"\n'
+    )
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert (problem.file, problem.line, problem.path, problem.severity) == (
+        file,
+        line_of(text, '- "202-555-0188"'),
+        "official_numbers[2]",
+        "error",
+    )
+    assert "'202-555-0188' is not a number callers can be told is ours" in problem.message
+
+
+def test_an_official_number_listed_twice_is_a_warning(tmp_path: Path) -> None:
+    text = number_check_tree('official_numbers: ["+12025550143", "55501", "+12025550143"]\n')
+    tree = load_tree(write(tmp_path, text), PROMPTS)
+    assert tree.tree.official_numbers == ["+12025550143", "55501", "+12025550143"]
+    [warning] = tree.warnings
+    assert warning.path == "official_numbers[2]"
+    assert "listed already (official_numbers[0])" in warning.message
 
 
 # -- graph: reachability, depth, loops ----------------------------------------------------------
