@@ -27,6 +27,7 @@ from ivr.numbers import last4
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
     HOLD_TIP_PREFIX,
+    MAX_PASS_THROUGH,
     SURVEY_SCALE,
     CompiledMenu,
     CompiledTree,
@@ -71,7 +72,8 @@ TRANSFER_PATH = "/twilio/transfer"
 PAGE_ACK_PATH = "/twilio/page-ack"
 ACCEPT_KEY = "1"
 
-MAX_HOPS = 32  # pass-through nodes in one turn; the loader refuses cycles, this is the backstop
+# Nodes in one turn; the loader refuses cycles and longer runs, this is the backstop.
+MAX_HOPS = MAX_PASS_THROUGH
 MAX_TRAIL = 10
 MAX_REQUEUES = 3
 # Said to a caller the agent sends on to another team (`tree.LATER_ENGINE_PROMPTS`).

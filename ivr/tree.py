@@ -380,6 +380,9 @@ Node = Annotated[
 ]
 # Nodes the engine passes straight through: a cycle made only of these would never stop.
 PASS_THROUGH = (SayNode, HoursNode)
+# Nodes the engine takes a caller through in one turn: pass-through nodes, and the node
+# that waits for them.
+MAX_PASS_THROUGH = 32
 
 
 class TreeFile(_Model):
@@ -691,7 +694,11 @@ def _check_graph(
                 f"menu is {depth[name] + 1} menus deep; "
                 f"the limit is max_menu_depth={tree.max_menu_depth}",
             )
-    problems.extend(_pass_through_cycles(doc, nodes))
+    cycles = _pass_through_cycles(doc, nodes)
+    problems.extend(cycles)
+    if tree.start in nodes and not cycles:
+        _no_way_out(nodes, set(depth), at)
+        _emergency_lane(doc, nodes, tree.start, at)
     problems.extend(_long_prompts(doc, tree, catalogs, inherited))
     problems.extend(_hours_bypassed(doc, nodes))
     problems.extend(_opens_without_hours(doc, nodes, catalogs))
@@ -744,6 +751,116 @@ def _check_graph(
             )
         seen_numbers.setdefault(number, i)
     return problems
+
+
+EXITS = (QueueNode, TransferNode, HangupNode)
+NO_WAY_OUT = "no way out"
+NO_EMERGENCY = "never reaches an emergency"
+# The outcomes the hotline chooses, not the caller: the clock, a verification's verdict, a
+# number looked up. Whichever it is, a hijack victim must still reach the emergency queue.
+_OUTCOMES: dict[type, tuple[str, ...]] = {
+    HoursNode: ("on_open", "on_closed"),
+    VerifyNode: ("on_success", "on_failure", "on_locked"),
+    NumberCheckNode: ("on_official", "on_not_official", "on_failure"),
+}
+
+
+def _no_way_out(nodes: Mapping[str, Node], reachable: set[str], at: Any) -> None:
+    """Nodes a caller reaches and can never leave for a person or a goodbye: menus that only
+    lead to each other (no operator, every option and escalation to the other), a
+    verification whose failure starts it again, and so on. The caller would go round for ever."""
+    leads_to: dict[str, set[str]] = {}
+    for name, node in nodes.items():
+        for _, target in edges(node):
+            leads_to.setdefault(target, set()).add(name)
+    # An unknown target is reported as such; where it leads is not known, so not this.
+    out = {name for name, node in nodes.items() if isinstance(node, EXITS)}
+    out |= {name for name, node in nodes.items() if any(t not in nodes for _, t in edges(node))}
+    todo = list(out)
+    while todo:
+        for before in leads_to.get(todo.pop(), ()):
+            if before not in out:
+                out.add(before)
+                todo.append(before)
+    for name in nodes:
+        if name in reachable and name not in out:
+            at(
+                name,
+                (),
+                f"{NO_WAY_OUT}: from here no path reaches a queue, a transfer or a hang-up, so a "
+                "caller goes round for ever",
+            )
+
+
+def _emergency_lane(doc: YamlDoc, nodes: Mapping[str, Node], start: str, at: Any) -> None:
+    """A hijack victim reaches an emergency-priority queue whatever the hotline decides on
+    the way: out of hours, not verified, locked out. An outcome of such a decision turns
+    victims away when, followed alone (the node's other outcomes cut), either no emergency
+    queue can be reached from the start any more, or the node was on the way to one (another
+    of its outcomes leads there whatever happens) and this outcome can no longer reach one.
+    And a self-freezing queue is an emergency one."""
+    emergency = {
+        name
+        for name, node in nodes.items()
+        if isinstance(node, QueueNode) and node.priority == "emergency"
+    }
+    for name, node in nodes.items():
+        if isinstance(node, QueueNode) and node.self_freeze and node.priority != "emergency":
+            at(
+                name,
+                ("priority",),
+                f"a queue that freezes hijacked accounts (self_freeze) must be priority: "
+                f"emergency, not {node.priority}: victims would wait behind everyone",
+            )
+
+    def reached(origin: str, forced: tuple[str, str] | None = None) -> set[str]:
+        seen, todo = {origin}, [origin]
+        while todo:
+            name = todo.pop()
+            node = nodes[name]
+            cut = _OUTCOMES.get(type(node), ()) if forced and name == forced[0] else ()
+            for rel, target in edges(node):
+                if rel[0] in cut and rel[0] != forced[1]:  # type: ignore[index]
+                    continue
+                if target in nodes and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+
+    if any(t not in nodes for node in nodes.values() for _, t in edges(node)):
+        return  # unknown targets are reported; what they cut off is not known yet
+    everywhere = reached(start)
+    if not everywhere & emergency:
+        return  # a tree with no emergency lane (a test line, another product) has none to lose
+    bound = emergency | set(emergency_bound(nodes))
+    for name, node in nodes.items():
+        if name not in everywhere:
+            continue
+        outcomes = [
+            (outcome, target)
+            for outcome in _OUTCOMES.get(type(node), ())
+            if (target := getattr(node, outcome)) is not None and target in nodes
+        ]
+        on_the_way = any(target in bound for _, target in outcomes)
+        for outcome, target in outcomes:
+            if target in bound:
+                continue
+            forced = (name, outcome)
+            onward = reached(target, forced)
+            if (on_the_way and not onward & emergency) or not reached(start, forced) & emergency:
+                # Turned away, or only put in the line everyone else waits in.
+                person = any(isinstance(nodes[n], QueueNode | TransferNode) for n in onward)
+                at(
+                    name,
+                    (outcome,),
+                    f"a caller sent to '{target}' here ({outcome}) {NO_EMERGENCY} queue"
+                    + (
+                        ": only one that every other caller waits in"
+                        if person
+                        else ": a hijack victim must reach security whatever the verdict"
+                    ),
+                    "warning" if person else "error",
+                )
 
 
 def speaking_seconds(text: str) -> float:
@@ -922,29 +1039,60 @@ def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["e
 
 
 def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:
-    """Cycles of say/hours nodes only: the engine would loop without ever waiting for input."""
+    """Cycles of say/hours nodes only: the engine would loop without ever waiting for input.
+    And chains of them longer than the engine follows in one turn (`MAX_PASS_THROUGH`): the
+    caller would hear an apology and be hung up on. Walked without recursion: a tree of a
+    thousand say nodes in a row is refused with a message, not a RecursionError."""
     problems: list[Problem] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
-    def visit(name: str, stack: list[str]) -> None:
-        state[name] = 1
-        stack.append(name)
-        for _, target in edges(nodes[name]):
-            if not isinstance(nodes.get(target), PASS_THROUGH):
+    def onward(name: str) -> list[str]:
+        return [t for _, t in edges(nodes[name]) if isinstance(nodes.get(t), PASS_THROUGH)]
+
+    for root, node in nodes.items():
+        if not isinstance(node, PASS_THROUGH) or root in state:
+            continue
+        stack: list[str] = [root]
+        pending: list[list[str]] = [onward(root)]
+        state[root] = 1
+        while stack:
+            if not pending[-1]:
+                state[stack.pop()] = 2
+                pending.pop()
                 continue
+            target = pending[-1].pop(0)
             if state.get(target) == 1:
                 loop = " -> ".join([*stack[stack.index(target) :], target])
                 problems.append(
                     doc.problem(("nodes", target), f"loop with no input or exit: {loop}")
                 )
             elif target not in state:
-                visit(target, stack)
-        stack.pop()
-        state[name] = 2
-
-    for name, node in nodes.items():
-        if isinstance(node, PASS_THROUGH) and name not in state:
-            visit(name, [])
+                state[target] = 1
+                stack.append(target)
+                pending.append(onward(target))
+    if problems:
+        return problems
+    # No cycles: the longest run of pass-through nodes from each, the farthest first known.
+    longest: dict[str, int] = {}
+    order = [n for n, node in nodes.items() if isinstance(node, PASS_THROUGH)]
+    while order:
+        name = order[-1]
+        missing = [t for t in onward(name) if t not in longest]
+        if missing:
+            order.extend(missing)
+            continue
+        order.pop()
+        longest[name] = 1 + max((longest[t] for t in onward(name)), default=0)
+    followed = {t for name in longest for t in onward(name)}
+    for name, run in longest.items():
+        if run >= MAX_PASS_THROUGH and name not in followed:
+            problems.append(
+                doc.problem(
+                    ("nodes", name),
+                    f"{run} say/hours nodes in a row from here: a caller is taken through at "
+                    f"most {MAX_PASS_THROUGH - 1} before a node that waits for them",
+                )
+            )
     return problems
 
 
@@ -1014,6 +1162,8 @@ def _check_the_rest(
         for p in _check_graph(doc, partial, catalogs, inherited)
         if p.message not in waits
         and not p.message.startswith("unreachable")
+        and not p.message.startswith(NO_WAY_OUT)
+        and NO_EMERGENCY not in p.message
         and "menus deep" not in p.message
         and p.message != NO_ANNOUNCEMENT
     ]
@@ -1031,28 +1181,25 @@ def emergency_bound(nodes: Mapping[str, Node]) -> dict[str, str]:
     A caller who hangs up there has already asked for emergency help: the hotline opens their
     case anyway, for a call back, rather than lose it because they never reached the queue.
     A node with one outcome elsewhere (a verification that, failed, sends the caller to the
-    general queue) is not bound: where that caller was going is not known."""
-    found: dict[str, str | None] = {}
-
-    def reach(name: str) -> str | None:
-        if name in found:
-            return found[name]
-        node = nodes.get(name)
-        if isinstance(node, QueueNode):
-            return name if node.priority == "emergency" else None
-        if not isinstance(node, _ON_THEIR_OWN):
-            return None
-        found[name] = None  # a loop of such nodes leads nowhere
-        targets = [reach(target) for _, target in edges(node)]
-        if targets and None not in targets:
-            found[name] = targets[0]
-        return found[name]
-
-    return {
-        name: queue
+    general queue) is not bound: where that caller was going is not known, nor is one in a
+    loop of such nodes. Worked out as a fixpoint, without recursion (any tree size)."""
+    found: dict[str, str] = {
+        name: name
         for name, node in nodes.items()
-        if isinstance(node, _ON_THEIR_OWN) and (queue := reach(name)) is not None
+        if isinstance(node, QueueNode) and node.priority == "emergency"
     }
+    own = {name: node for name, node in nodes.items() if isinstance(node, _ON_THEIR_OWN)}
+    changed = True
+    while changed:
+        changed = False
+        for name, node in own.items():
+            if name in found:
+                continue
+            targets = [target for _, target in edges(node)]
+            if targets and all(t in found for t in targets):
+                found[name] = found[targets[0]]
+                changed = True
+    return {name: queue for name, queue in found.items() if name in own}
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -20,6 +20,7 @@ from ivr.cli import app
 from ivr.exceptions import Problem, SourceError
 from ivr.prompts import load_catalogs
 from ivr.tree import (
+    MAX_PASS_THROUGH,
     NO_ANNOUNCEMENT,
     CompiledTree,
     HangupNode,
@@ -1084,8 +1085,178 @@ def test_say_hours_say_loop_with_no_input_is_named(tmp_path: Path) -> None:
 
 
 def test_loop_through_a_menu_waits_for_input_and_is_fine(tmp_path: Path) -> None:
-    text = SAY_LOOP.replace("    next: tip\n", "    next: main\n")
+    text = SAY_LOOP.replace("    next: tip\n", "    next: main\n").replace(
+        '      - {key: "1", target: tip}\n',
+        '      - {key: "1", target: tip}\n      - {key: "2", target: bye}\n',
+    )
+    text += "  bye:\n    kind: hangup\n    prompt: goodbye\n"
     assert load_tree(write(tmp_path, text), PROMPTS).warnings == []
+
+
+EMERGENCY_LANE = """\
+start: main
+nodes:
+  main:
+    kind: menu
+    prompt: main
+    announcement: true
+    on_no_input: agent
+    on_invalid: agent
+    options:
+      - {key: "1", target: notice}
+      - {key: "2", target: bye}
+  notice: {kind: say, prompt: connecting, next: check}
+  check:
+    kind: verify
+    steps: [uid]
+    step_prompts: {uid: main}
+    failed_prompt: invalid
+    on_success: security
+    on_failure: security
+  security:
+    kind: queue
+    prompt: connecting
+    queue: security
+    priority: emergency
+    self_freeze: true
+    freeze_prompt: connecting
+  agent: {kind: queue, prompt: connecting, queue: general}
+  bye: {kind: hangup, prompt: goodbye}
+"""
+
+
+def test_the_emergency_lane_fragment_has_no_problem(tmp_path: Path) -> None:
+    assert check(tmp_path, EMERGENCY_LANE)[1] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "at", "path", "severity", "said"),
+    [
+        # A victim who fails verification is hung up on, or sent round the notice again for
+        # ever: refused. Only put in the general line: warned.
+        (
+            "    on_failure: security\n",
+            "    on_failure: bye\n",
+            "check.on_failure",
+            "error",
+            "'bye' here (on_failure) never reaches an emergency queue: a hijack victim",
+        ),
+        (
+            "    on_failure: security\n",
+            "    on_failure: notice\n",
+            "check.on_failure",
+            "error",
+            "'notice' here (on_failure) never reaches an emergency queue: a hijack victim",
+        ),
+        (
+            "    on_failure: security\n",
+            "    on_failure: agent\n",
+            "check.on_failure",
+            "warning",
+            "'agent' here (on_failure) never reaches an emergency queue: only one that every",
+        ),
+        (
+            "    on_success: security\n    on_failure: security\n",
+            "    on_success: security\n    on_failure: security\n    on_locked: bye\n",
+            "check.on_locked",
+            "error",
+            "'bye' here (on_locked) never reaches an emergency",
+        ),
+    ],
+)
+def test_a_verdict_that_turns_a_hijack_victim_away_is_refused(
+    tmp_path: Path, change: str, at: str, path: str, severity: str, said: str
+) -> None:
+    text = EMERGENCY_LANE.replace(change, at)
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    field = path.split(".")[1]
+    lines = enumerate(text.splitlines(), 1)
+    line = [n for n, written in lines if written.strip().startswith(field + ":")]
+    assert (problem.file, problem.line, problem.path, problem.severity) == (
+        file,
+        line[-1],
+        f"nodes.{path}",
+        severity,
+    )
+    assert said in problem.message
+
+
+def test_the_emergency_lane_behind_business_hours_is_refused(tmp_path: Path) -> None:
+    """Closed, the victim pressing 1 would hear goodbye: refused, at the closed branch."""
+    text = EMERGENCY_LANE.replace('{key: "1", target: notice}', '{key: "1", target: open}')
+    text += (
+        "  open: {kind: hours, timezone: UTC, weekly: {mon: ['09:00-17:00']},\n"
+        "         on_open: notice, on_closed: bye}\n"
+    )
+    _, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert (problem.line, problem.path, problem.severity) == (
+        line_of(text, "on_open: notice"),
+        "nodes.open.on_closed",
+        "error",
+    )
+    assert "'bye' here (on_closed) never reaches an emergency queue" in problem.message
+
+
+def test_hours_before_a_menu_that_also_leads_back_to_the_emergency_lane_are_fine(
+    tmp_path: Path,
+) -> None:
+    """A topic behind business hours whose menu offers the main menu again: the emergency
+    lane is still reached from the start, and this node was not on the way to it."""
+    text = EMERGENCY_LANE.replace('{key: "2", target: bye}', '{key: "2", target: open}')
+    text += (
+        "  open: {kind: hours, timezone: UTC, weekly: {mon: ['09:00-17:00']},\n"
+        "         on_open: topic, on_closed: bye}\n"
+        "  topic:\n    kind: menu\n    prompt: main\n    on_no_input: agent\n"
+        "    on_invalid: agent\n    options:\n      - {key: '1', target: main}\n"
+    )
+    assert check(tmp_path, text)[1] == []
+
+
+def test_a_self_freezing_queue_is_an_emergency_one(tmp_path: Path) -> None:
+    text = EMERGENCY_LANE.replace("    priority: emergency\n", "")
+    _, problems = check(tmp_path, text)
+    assert "must be priority: emergency, not normal" in only(problems).message
+    assert only(problems).severity == "error"
+
+
+def say_chain(length: int) -> str:
+    """BASE with option 1 leading through `length` say nodes in a row to the agent."""
+    text = BASE.replace('{key: "1", target: agent}', '{key: "1", target: s0}')
+    for i in range(length):
+        after = f"s{i + 1}" if i + 1 < length else "agent"
+        text += f"  s{i}:\n    kind: say\n    prompt: connecting\n    next: {after}\n"
+    return text
+
+
+def test_as_many_say_nodes_in_a_row_as_one_turn_takes_are_fine(tmp_path: Path) -> None:
+    assert check(tmp_path, say_chain(MAX_PASS_THROUGH - 1))[1] == []
+
+
+@pytest.mark.parametrize("length", [MAX_PASS_THROUGH, 3000])
+def test_more_say_nodes_in_a_row_than_one_turn_takes_are_refused(
+    tmp_path: Path, length: int
+) -> None:
+    """The engine would apologise and hang up at the 32nd; a very long run is refused with
+    the same message (once a RecursionError, and a 500 from the reload API)."""
+    text = say_chain(length)
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 's0:')}: error: nodes.s0: {length} say/hours nodes in a row "
+        f"from here: a caller is taken through at most {MAX_PASS_THROUGH - 1} before a node "
+        "that waits for them"
+    )
+
+
+def test_menus_that_only_lead_to_each_other_are_refused(tmp_path: Path) -> None:
+    """No operator, no queue, no goodbye: a caller there goes round for ever."""
+    text = SAY_LOOP.replace("    next: tip\n", "    next: main\n")
+    _, problems = check(tmp_path, text)
+    assert [(p.line, p.path, p.severity) for p in problems] == [
+        (line_of(text, name + ":"), f"nodes.{name}", "error") for name in ("main", "tip", "more")
+    ]
+    assert all(p.message.startswith("no way out: from here no path reaches") for p in problems)
 
 
 def test_several_schema_errors_are_all_reported(tmp_path: Path) -> None:
