@@ -1,7 +1,9 @@
 """The call log as supervisors read it: filtered lists, one call's timeline, CSV rows.
 
-A call's outcome is derived, not stored: from its newest case (answered by an agent,
-abandoned, call back, still queued) or, with no case, from how it ended (self-service).
+A call's outcome is derived, not stored, as the figures count it (`ivr.stats`): from its
+newest case (call back, abandoned, answered by an agent, still queued, or closed without
+anyone speaking to the caller: ended) or, with no case, from how it ended (self-service
+when the caller heard advice on their topic; otherwise ended, or still in progress).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, union
 
 from ivr import recordings
+from ivr.cases import SENT_AFTER_HANG_UP
 from ivr.db import audit_log, call_events, calls, cases, in_utc
+from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
 
 OUTCOMES = ("agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended")
 
@@ -55,13 +59,48 @@ _latest_case_id = (
 )
 _case = cases.alias("call_case")
 
+def _entered(*kinds: str) -> ColumnElement[bool]:
+    """The call entered a node of one of these kinds (its `entered` events)."""
+    return (
+        select(call_events.c.id)
+        .where(
+            call_events.c.call_sid == calls.c.call_sid,
+            call_events.c.kind == "entered",
+            call_events.c.detail["node_kind"].as_string().in_(kinds),
+        )
+        .exists()
+    )
+
+
+# The same classes as the figures (`stats._count_case`, and `stats` containment), so that
+# "yesterday's abandoned calls" lists what the abandonment rate counted: a call back asked
+# for, or made, is a call back whoever closed it; an abandoned case an agent took later is
+# still abandoned; only a caller an agent spoke to is `agent`. Without a case, self-service
+# is a call that heard advice on its topic and ended normally, never passed to a person.
 _outcome_expr = case(
-    (_case.c.status.in_(("connected", "resolved")), "agent"),
-    (_case.c.status == "abandoned", "abandoned"),
-    (_case.c.status == "callback_requested", "callback"),
-    (_case.c.id.is_not(None), "queued"),
+    (
+        or_(
+            _case.c.status == "callback_requested",
+            _case.c.claimed_from == "callback_requested",
+            _case.c.callback_number.is_not(None),
+            _case.c.flags[SENT_AFTER_HANG_UP].as_string() == "yes",
+        ),
+        "callback",
+    ),
+    (or_(_case.c.status == "abandoned", _case.c.claimed_from == "abandoned"), "abandoned"),
+    (_case.c.connected_at.is_not(None), "agent"),
+    (_case.c.status.in_(("waiting", "offered", "connected")), "queued"),
+    (_case.c.id.is_not(None), "ended"),  # closed without anyone speaking to the caller
     (calls.c.ended_at.is_(None), "in_progress"),
-    (calls.c.status == "completed", "self_service"),
+    (
+        and_(
+            calls.c.status == "completed",
+            _fact("topic").is_not(None),
+            _entered(*SELF_HELP_KINDS),
+            ~_entered(*AGENT_KINDS),
+        ),
+        "self_service",
+    ),
     else_="ended",
 ).label("outcome")
 

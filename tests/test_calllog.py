@@ -75,7 +75,10 @@ def test_filters_return_exactly_the_calls_they_should(
         "topic": ({"topic": "deposits_withdrawals"}, ["deposits_agent", "self_help"]),
         "queue": ({"queue": "general"}, ["mandarin_general"]),
         "verified": ({"verified": "skipped"}, ["hijack_skip"]),
-        "outcome self-service": ({"outcome": "self_service"}, ["silent", "self_help"]),
+        # Heard advice on their topic and ended the call: self-service. Silent, then gone
+        # from the main menu: no help of any kind, just ended.
+        "outcome self-service": ({"outcome": "self_service"}, ["self_help"]),
+        "outcome ended": ({"outcome": "ended"}, ["silent"]),
         "outcome abandoned": (
             {"outcome": "abandoned"},
             ["mandarin_general", "deposits_agent", "hijack_skip"],
@@ -327,3 +330,42 @@ def test_a_caller_id_that_reads_as_a_formula_is_text_in_the_csv(
     assert row["caller"] == "'" + formula  # Excel shows it, without the quote, as text
     [listed] = get(client, agent, "/api/calls")["calls"]
     assert listed["caller"] == formula  # the JSON as it came
+
+
+def test_the_logs_outcomes_are_what_the_figures_count(
+    phone: Phone, client: TestClient, supervisor: str, db: Engine, clock: FakeClock
+) -> None:
+    """A case an agent took after the caller hung up is still an abandoned call, a call back
+    still a call back once the agent closed it: the log lists what the abandonment rate and
+    the call backs counted, not who closed the case last."""
+    agent = make_user(db, "alice", "agent")
+    calls = {
+        "abandoned": phone.call(
+            ScriptedParty([Press("1"), Press("0")]), from_number="+15005550201"
+        ),
+        "callback": phone.call(
+            ScriptedParty([Press("1"), Press("0"), Press("1"), Press("1")]),
+            from_number="+15005550202",
+        ),
+        "hung_up_in_a_menu": phone.call(ScriptedParty([Press("1")]), from_number="+15005550203"),
+    }
+    for _ in range(2):  # the agent calls each back, then closes the case
+        taken = client.post("/api/agents/next", headers=bearer(agent)).json()["case"]
+        closed = client.post(
+            f"/api/cases/{taken['id']}/resolve", headers=bearer(agent), json={"notes": "done"}
+        )
+        assert closed.status_code == 200, closed.text
+    listed = {
+        outcome: sids_of(get(client, supervisor, "/api/calls", outcome=outcome))
+        for outcome in ("abandoned", "callback", "agent", "ended")
+    }
+    assert listed == {
+        "abandoned": [calls["abandoned"].call_sid],
+        "callback": [calls["callback"].call_sid],
+        "agent": [],
+        "ended": [calls["hung_up_in_a_menu"].call_sid],
+    }
+    day = {"since": (clock.now - timedelta(days=1)).isoformat()}
+    day["until"] = (clock.now + timedelta(minutes=1)).isoformat()
+    overall = get(client, supervisor, "/api/stats", **day)["overall"]
+    assert (overall["abandoned"], overall["callbacks_requested"], overall["answered"]) == (1, 1, 0)
