@@ -59,6 +59,7 @@ _latest_case_id = (
 )
 _case = cases.alias("call_case")
 
+
 def _entered(*kinds: str) -> ColumnElement[bool]:
     """The call entered a node of one of these kinds (its `entered` events)."""
     return (

@@ -86,6 +86,9 @@ ONE_MINUTE_PROMPT = "hold_position_one_minute"
 # What the call found out on the way that its case carries to the agent: how the caller was
 # verified, and a number they were contacted from that is not ours (a scam to look into).
 CASE_FACTS = ("verified", "factors", "uid", "reported_number")
+# Said at a victim's first hold round when the self-freeze they were told of failed: optional
+# (shipped later); without it, `account_not_frozen` where the catalog has that.
+FREEZE_FAILED_PROMPT = "account_freeze_failed"
 # Our own QueueExit result: the agent who took the case did not answer; back in line.
 AGENT_NO_ANSWER = "agent-no-answer"
 
@@ -452,13 +455,18 @@ def hold_twiml(
     tip: int = 0,
     callback_url: str | None = None,
     offer_first: bool = False,
+    news: str | None = None,
 ) -> str:
     """The <Enqueue waitUrl> document: Twilio plays it, then asks for it again.
 
-    Place in line (ours, by priority, not Twilio's FIFO position) and an estimate, one
-    security tip per round (they rotate), the call-back offer, then music.
+    `news` (a prompt key) first: what the caller must know about their case (the freeze
+    they were told of failed). Then the place in line (ours, by priority, not Twilio's FIFO
+    position) and an estimate, one security tip per round (they rotate), the call-back
+    offer, then music.
     """
     response = VoiceResponse()
+    if news:
+        _say(response, catalogs, news, language)
     target: VoiceResponse | Gather = response
     if callback_url:
         # finishOnKey="": the offer is "press 1"; nothing else may end the hold quietly.

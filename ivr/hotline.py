@@ -170,6 +170,9 @@ class Caller:
 
 
 RECORDING_NOTICE = "recording_notice"
+# Seconds in line within which a hold round is the first: Twilio asks for it as the caller
+# joins (QueueTime 0), and each round lasts longer (its words, then 20 s of music or pause).
+FIRST_ROUND = 10
 KEYED_TRIES = 3  # numbers a caller who withheld theirs may key to be called back on
 
 
@@ -896,6 +899,7 @@ class Hotline:
             catalogs,
             lang,
             self.settings.hold_music_url_str,
+            news=self._freeze_news(catalogs, view.row, queue_time),
             position=view.position,
             wait_minutes=engine.minutes_said(wait),
             tip=queue_time // 30,
@@ -904,6 +908,18 @@ class Hotline:
             # quarter of an hour, that they need not wait.
             offer_first=max(queue_time, wait) >= self.settings.max_wait_seconds,
         )
+
+    @staticmethod
+    def _freeze_news(catalogs: Catalogs, case: dict[str, Any], queue_time: int) -> str | None:
+        """A verified victim was told their account is being frozen as they joined the line;
+        the freeze failed (the account service, a lock): at the first hold round they hear
+        it is not frozen yet, and what to do meanwhile. The agent's case says it too."""
+        if queue_time >= FIRST_ROUND or (case["flags"] or {}).get("self_freeze") != "failed":
+            return None
+        for key in (engine.FREEZE_FAILED_PROMPT, "account_not_frozen"):
+            if catalogs.has(key, BASE_LANGUAGE):
+                return key
+        return None
 
     def _open_orphan_case(
         self,

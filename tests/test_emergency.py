@@ -329,6 +329,21 @@ def test_a_failed_local_freeze_still_stores_the_step_and_the_emergency_case(
         audits = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
     assert [tuple(a) for a in audits] == [("self_freeze", "failed")]
     assert 'ivr_freezes_total{by="caller",result="failed"} 1.0' in metrics
+    # Told as they joined the line that the freeze was being placed: at the first hold round,
+    # that it failed, before anything else.
+    said = record.transcript
+    told = said.index("placing a protective freeze")
+    assert said.index("could not freeze your account automatically") > told
+
+
+def test_a_frozen_victim_hears_no_word_of_a_failure_on_hold(served: Served, db: Engine) -> None:
+    with served() as (_client, phone):
+        record = phone.call(ScriptedParty(list(HIJACK), hold_polls=2), from_number=VICTIM)
+    [case] = case_rows(db)
+    assert case["flags"]["self_freeze"] == "done"
+    assert "placing a protective freeze" in record.transcript
+    assert "could not freeze" not in record.transcript
+    assert "not frozen" not in record.transcript
 
 
 class Broken:
