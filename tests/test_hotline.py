@@ -105,6 +105,12 @@ def test_a_key_stops_the_verify_intro_but_not_the_emergency_notice(phone: Phone)
         ("2", "我的币被偷了"),
         ("2", "这笔提币不是我操作的"),
         ("2", "账户里的钱没了"),
+        ("2", "有人盗了我的账户"),  # 盗 and 了 apart: 被盗 is not in it
+        ("2", "我的钱被人转走了"),
+        ("2", "我的币被人提走了"),
+        ("2", "账户里的币全没了"),
+        ("2", "有人登录了我的账户"),
+        ("1", "someone logged into my account"),
     ],
 )
 def test_saying_hacked_reaches_the_emergency_path(
@@ -220,6 +226,11 @@ def test_star_or_zero_at_the_number_prompt_reaches_an_agent_at_once(phone: Phone
     record = call(phone, *CHECK, Press(out))
     assert record.queue == "account"
     assert "not a number we can check" not in record.transcript
+
+
+def test_asking_for_customer_service_in_mandarin_reaches_an_agent(phone: Phone) -> None:
+    record = call(phone, Press("2"), Speak("我找客服"))
+    assert record.queue == "general"
 
 
 def test_saying_someone_called_pretending_to_be_us_reaches_the_number_check(
@@ -444,6 +455,10 @@ def test_spoken_requests_for_a_person(
         ("zh-CN", "怎么开启防盗设置"),  # anti-theft settings
         ("en", "why is there a freeze on my withdrawals"),
         ("en", "I am locked out of my account"),  # option 2, not an emergency
+        ("zh-CN", "我想把币转出去"),  # a withdrawal
+        ("zh-CN", "我的充值不见了"),  # a deposit not credited
+        ("zh-CN", "我登录不了我的账户"),
+        ("en", "I cannot log into my account"),
     ],
 )
 def test_a_freeze_or_theft_setting_asked_about_is_no_emergency(

@@ -99,11 +99,12 @@ def test_each_caller_is_texted_their_ticket_once_in_their_language(
         ("+15005550008", CALLER_ID),
     ]
     assert sent[0]["Body"] == (
-        f"Exchange support: your ticket is {english['ticket']}. To follow it up, call and "
-        "press 9 in the menu. We never ask for passwords, 2FA codes or keys, nor to move funds."
+        f"Exchange support: your ticket is {english['ticket']}. To follow it up, call, press 1 "
+        "for English, then 9. We never ask for passwords, 2FA codes or keys, nor to move funds."
     )
     assert len(sent[0]["Body"]) <= 160  # one SMS
-    assert f"工单号{mandarin['ticket']}。" in sent[1]["Body"] and len(sent[1]["Body"]) <= 70
+    assert f"工单号{mandarin['ticket']}。来电先按2选中文,再按9查询。" in sent[1]["Body"]
+    assert len(sent[1]["Body"]) <= 70
     assert routine["ticket"] in sent[2]["Body"]
     assert [c["ticket_text"] for c in case_rows(db)] == ["sent"] * 3
     assert hotline.text_tickets() == 0 and len(texts(twilio_http)) == 3  # once
