@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from ivr.identity import LocalDirectory
+    from ivr.tree import CompiledTree
 
 
 def utcnow() -> datetime:
@@ -93,19 +94,31 @@ def serve(
     from ivr.web import create_app
 
     settings = _settings()
+    tree: CompiledTree | None = None
+    refusal: SourceError | None = None
     try:
-        tree = load_tree(settings.routes, settings.prompts_dir)
-        refused = prompts_refused(settings, tree)
-        if refused is not None:
-            raise refused
+        loaded = load_tree(settings.routes, settings.prompts_dir)
+        refusal = prompts_refused(settings, loaded)
+        tree = loaded if refusal is None else None
     except SourceError as exc:
-        raise _fail(f"refusing to start: the call tree has errors\n{exc}") from None
+        refusal = exc
     try:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:  # the driver's own message says what is wrong (host, auth, file)
         raise _fail(
             f"refusing to start: cannot upgrade the database: {type(exc).__name__}: {exc}"
         ) from None
+    if tree is None:
+        # A file saved broken (a reload refused it, and the old tree stayed live) must not
+        # keep the hotline down at the next restart: the live version serves on, loudly.
+        tree = _live_tree(settings)
+        if tree is None:
+            raise _fail(f"refusing to start: the call tree has errors\n{refusal}")
+        typer.echo(
+            f"error: the call tree file is refused:\n{refusal}\nserving the live version "
+            f"{tree.version} from the database instead: mend the file, then reload",
+            err=True,
+        )
     typer.echo(f"call tree {tree.file} version {tree.version}: {len(tree.tree.nodes)} nodes")
     typer.echo(
         f"Twilio voice URL: {settings.base_url}/twilio/voice (status: /twilio/status, "
@@ -121,6 +134,28 @@ def serve(
         forwarded_allow_ips=settings.trusted_proxies,
         log_config=log_config(settings.log_format),
     )
+
+
+def _live_tree(settings: Settings) -> CompiledTree | None:
+    """The version live everywhere (the database says), if it still serves these settings."""
+    from ivr.hotline import prompts_refused
+    from ivr.store import active_tree_version, load_tree_version
+    from ivr.tree import tree_from_stored
+
+    engine = _database(settings)
+    try:
+        with engine.connect() as conn:
+            version = active_tree_version(conn)
+            stored = load_tree_version(conn, version=version) if version else None
+    finally:
+        engine.dispose()
+    if stored is None:
+        return None
+    try:
+        tree = tree_from_stored(stored.source, stored.file, stored.prompts, in_progress=True)
+    except SourceError:
+        return None
+    return None if prompts_refused(settings, tree) is not None else tree
 
 
 @db_app.command("upgrade")

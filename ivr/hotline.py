@@ -254,7 +254,7 @@ class TreeRegistry:
             )
             tree = self.current  # and so from now on: no read, no thread, for its every step
         else:
-            tree = tree_from_stored(stored.source, stored.file, stored.prompts)
+            tree = tree_from_stored(stored.source, stored.file, stored.prompts, in_progress=True)
         with self._lock:
             self._versions[version] = tree
         return tree
@@ -2206,6 +2206,8 @@ class Hotline:
             store.activate_tree_version(conn, version=tree.version, by=by, now=now)
         self.trees.set_current(tree)
         log.info("call tree version %s is live (%s)", tree.version, by)
+        for warning in tree.warnings:  # however it was loaded: watch, SIGHUP, API, start
+            log.warning("call tree version %s: %s", tree.version, warning)
         return tree
 
     def reload(self, *, by: str) -> CompiledTree:

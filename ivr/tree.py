@@ -736,7 +736,7 @@ def _check_graph(
             at(
                 name,
                 (),
-                "the tree lists no official_numbers: every number a caller checks would be "
+                f"the tree {NO_OFFICIAL_NUMBERS}: every number a caller checks would be "
                 "called not ours, the exchange's own included",
             )
     seen_numbers: dict[str, int] = {}
@@ -756,6 +756,12 @@ def _check_graph(
 EXITS = (QueueNode, TransferNode, HangupNode)
 NO_WAY_OUT = "no way out"
 NO_EMERGENCY = "never reaches an emergency"
+IN_A_ROW = "say/hours nodes in a row"
+FREEZE_NOT_EMERGENCY = "(self_freeze) must be priority: emergency"
+NO_OFFICIAL_NUMBERS = "lists no official_numbers"
+# Refusals added after trees were stored and live: a version rebuilt for its calls in
+# progress is only warned of them (`compile_source(in_progress=True)`).
+LATER_CHECKS = (NO_WAY_OUT, NO_EMERGENCY, IN_A_ROW, FREEZE_NOT_EMERGENCY, NO_OFFICIAL_NUMBERS)
 # The outcomes the hotline chooses, not the caller: the clock, a verification's verdict, a
 # number looked up. Whichever it is, a hijack victim must still reach the emergency queue.
 _OUTCOMES: dict[type, tuple[str, ...]] = {
@@ -809,8 +815,8 @@ def _emergency_lane(doc: YamlDoc, nodes: Mapping[str, Node], start: str, at: Any
             at(
                 name,
                 ("priority",),
-                f"a queue that freezes hijacked accounts (self_freeze) must be priority: "
-                f"emergency, not {node.priority}: victims would wait behind everyone",
+                f"a queue that freezes hijacked accounts {FREEZE_NOT_EMERGENCY}, not "
+                f"{node.priority}: victims would wait behind everyone",
             )
 
     def reached(origin: str, forced: tuple[str, str] | None = None) -> set[str]:
@@ -1089,7 +1095,7 @@ def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Proble
             problems.append(
                 doc.problem(
                     ("nodes", name),
-                    f"{run} say/hours nodes in a row from here: a caller is taken through at "
+                    f"{run} {IN_A_ROW} from here: a caller is taken through at "
                     f"most {MAX_PASS_THROUGH - 1} before a node that waits for them",
                 )
             )
@@ -1103,8 +1109,14 @@ def version_of(source: str, catalogs: Catalogs) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
-    """Validate a tree's text against the catalogs and compile it; SourceError lists every error."""
+def compile_source(
+    source: str, file: str, catalogs: Catalogs, *, in_progress: bool = False
+) -> CompiledTree:
+    """Validate a tree's text against the catalogs and compile it; SourceError lists every error.
+
+    `in_progress`: a version stored earlier, rebuilt for the calls still on it. What checks
+    added since then refuse (`LATER_CHECKS`: how a tree should treat callers, not whether the
+    engine can run it) is only warned of: those calls end as they began."""
     doc = load_text(source, file)
     problems: list[Problem] = []
     prepared = _apply_menu_defaults(doc, problems)
@@ -1118,6 +1130,13 @@ def compile_source(source: str, file: str, catalogs: Catalogs) -> CompiledTree:
         problems += _check_the_rest(doc, data, exc, catalogs, inherited)
         raise SourceError(_unique(problems)) from None
     problems = _unique(problems + _check_graph(doc, tree, catalogs, inherited))
+    if in_progress:
+        problems = [
+            Problem(p.file, p.line, p.path, p.message, "warning")
+            if any(mark in p.message for mark in LATER_CHECKS)
+            else p
+            for p in problems
+        ]
     if any(p.severity == "error" for p in problems):
         raise SourceError(problems)
     menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
@@ -1283,9 +1302,14 @@ def load_tree(routes: Path | str, prompts_dir: Path | str) -> CompiledTree:
     return compile_source(read_source(path), str(path), catalogs)
 
 
-def tree_from_stored(source: str, file: str, prompt_sources: Mapping[str, str]) -> CompiledTree:
-    """Rebuild a tree version stored in the database (a call that began on an older version)."""
-    return compile_source(source, file, catalogs_from_sources(prompt_sources))
+def tree_from_stored(
+    source: str, file: str, prompt_sources: Mapping[str, str], *, in_progress: bool = False
+) -> CompiledTree:
+    """Rebuild a tree version stored in the database: for the calls that began on it
+    (`in_progress`), or to make it live again (a rollback: checked as any new tree)."""
+    return compile_source(
+        source, file, catalogs_from_sources(prompt_sources), in_progress=in_progress
+    )
 
 
 def check_tree(routes: Path | str, prompts_dir: Path | str) -> list[Problem]:

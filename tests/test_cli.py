@@ -188,6 +188,40 @@ def test_serve_refuses_a_bad_tree_with_file_and_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_serve_on_a_file_saved_broken_serves_the_live_version_from_the_database(
+    tmp_path: Path,
+) -> None:
+    """A reload refused the file and the old tree stayed live; the next restart must not
+    take the hotline down: it serves the version the database says is live, and says why."""
+    routes = tmp_path / "hotline.yaml"
+    shipped = (PROJECT_ROOT / "routes" / "hotline.yaml").read_text(encoding="utf-8")
+    routes.write_text(shipped, encoding="utf-8")
+    url = f"http://127.0.0.1:{free_port()}"
+    env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_ROUTES=str(routes))
+    with running(env, tmp_path):
+        pass  # its version is stored, and live
+    routes.write_text(shipped.replace("target: emergency\n", "target: emergengy\n", 1))
+    with running(env, tmp_path):
+        result = run(["dial", "--keys", "1,1,*"], env, tmp_path)
+    assert "queued in 'security'" in result.stdout, result.stdout + result.stderr
+    log = (tmp_path / "server.log").read_text()
+    assert "error: the call tree file is refused" in log
+    assert "unknown node 'emergengy'" in log and "serving the live version" in log
+    assert "Traceback" not in log
+
+
+def test_serve_logs_the_trees_warnings(tmp_path: Path) -> None:
+    routes = tmp_path / "hotline.yaml"
+    routes.write_text((DATA / "mini.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    url = f"http://127.0.0.1:{free_port()}"
+    env = base_env(tmp_path, IVR_PUBLIC_URL=url, IVR_ROUTES=str(routes))
+    env["IVR_PROMPTS"] = str(DATA / "prompts")
+    with running(env, tmp_path):
+        pass
+    log = (tmp_path / "server.log").read_text()
+    assert f"{routes}:" in log and ": warning: " in log
+
+
 def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9")
     del env["TWILIO_AUTH_TOKEN"]

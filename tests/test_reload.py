@@ -117,6 +117,29 @@ def test_a_broken_tree_is_refused_and_the_old_one_stays_live(
     assert phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")])).queue == "security"
 
 
+def test_a_reload_logs_the_new_trees_warnings(
+    reload_client: TestClient,
+    operator: str,
+    files: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Reloaded by a file watch or SIGHUP, nobody reads the API's answer: the log says what
+    the new tree's warnings are (a prompt Mandarin callers will hear in English)."""
+    _, prompts = files
+    zh = prompts / "zh-CN.yaml"
+    lines = zh.read_text(encoding="utf-8").splitlines(keepends=True)
+    zh.write_text("".join(x for x in lines if not x.startswith("  emergency_notice:")))
+    with caplog.at_level("WARNING", logger="ivr.hotline"):
+        response = reload_client.post("/api/routes/reload", headers=bearer(operator))
+    assert response.status_code == 200, response.text
+    logged = [r.getMessage() for r in caplog.records if r.name == "ivr.hotline"]
+    assert any(
+        "prompt 'emergency_notice' has no zh-CN translation" in m
+        and m.startswith(f"call tree version {response.json()['version']}: ")
+        for m in logged
+    ), logged
+
+
 def test_versions_and_rollback(
     reload_client: TestClient,
     operator: str,

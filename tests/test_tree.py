@@ -1249,6 +1249,19 @@ def test_more_say_nodes_in_a_row_than_one_turn_takes_are_refused(
     )
 
 
+def test_a_stored_version_refused_by_a_later_check_still_serves_its_calls_in_progress() -> None:
+    """A tree live before the emergency-lane checks existed: refused as a new tree or as a
+    rollback, rebuilt with a warning for the calls that began on it."""
+    text = EMERGENCY_LANE.replace("    on_failure: security\n", "    on_failure: bye\n")
+    prompts = dict(load_catalogs(PROMPTS).sources)
+    with pytest.raises(SourceError, match="never reaches an emergency queue"):
+        tree_from_stored(text, "tree.yaml", prompts)
+    tree = tree_from_stored(text, "tree.yaml", prompts, in_progress=True)
+    assert [p.path for p in tree.warnings if "never reaches" in p.message] == [
+        "nodes.check.on_failure"
+    ]
+
+
 def test_menus_that_only_lead_to_each_other_are_refused(tmp_path: Path) -> None:
     """No operator, no queue, no goodbye: a caller there goes round for ever."""
     text = SAY_LOOP.replace("    next: tip\n", "    next: main\n")
