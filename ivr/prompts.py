@@ -54,6 +54,11 @@ CALENDAR_FIELDS = {
 }
 # Prompt variables that are times (`Moment`): a catalog that uses one needs a `calendar`.
 MOMENT_VARIABLES = frozenset({"opens"})
+# Every variable the hotline fills in a prompt: a name outside these is a typo that would be
+# said as nothing ("Your ticket number is ."). `render` holds the engine to the same list.
+VARIABLES = frozenset(
+    {"ticket", "last4", "key", "position", "minutes", "opens", "priority", "language"}
+)
 
 
 class Calendar(BaseModel):
@@ -218,6 +223,11 @@ class Catalogs:
                 found.update(name for _, name, _, _ in _FORMATTER.parse(value) if name)
         return found
 
+    def variables_of(self, key: str, language: str) -> set[str]:
+        """The variables `language`'s text of `key` says (none for a recording)."""
+        value = self.by_language[language].prompts.get(key)
+        return variables_in(value) if isinstance(value, str) else set()
+
     def has(self, key: str, language: str) -> bool:
         cat = self.by_language.get(language)
         return cat is not None and key in cat.prompts
@@ -233,6 +243,7 @@ class Catalogs:
             value = cat.prompts[key]
         if isinstance(value, AudioPrompt):
             return Utterance(key, value.text, str(value.audio), cat.voice, cat.say_language)
+        assert variables.keys() <= VARIABLES, f"not in prompts.VARIABLES: {set(variables)}"
         if variables:
             calendar = cat.calendar or ENGLISH
             variables = {
@@ -245,6 +256,34 @@ class Catalogs:
             # Refused at load; should a stored older catalog still hold one, say it plainly.
             text = value.replace("{", "").replace("}", "")
         return Utterance(key, text, None, cat.voice, cat.say_language)
+
+
+def variables_in(text: str) -> set[str]:
+    """The variable names a well-formed template uses."""
+    try:
+        return {name for _, name, _, _ in _FORMATTER.parse(text) if name}
+    except ValueError:
+        return set()
+
+
+def unknown_variables(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
+    """Variables no part of the hotline fills: refused in a catalog file, where an operator
+    can mend them (a stored older version is rebuilt as it was)."""
+    problems = []
+    for key, value in cat.prompts.items():
+        if not isinstance(value, str) or check_template(value):
+            continue
+        unknown = sorted(variables_in(value) - VARIABLES)
+        if unknown:
+            problems.append(
+                doc.problem(
+                    ("prompts", key),
+                    f"'{{{unknown[0]}}}' is not a variable the hotline fills (it fills "
+                    + ", ".join(f"{{{v}}}" for v in sorted(VARIABLES))
+                    + "): it would be said as nothing",
+                )
+            )
+    return problems
 
 
 def check_template(text: str) -> str | None:
@@ -314,7 +353,9 @@ def load_catalogs(directory: Path | str) -> Catalogs:
     for f in files:
         try:
             text = read_source(f)
-            cats[f.stem] = parse_catalog(load_text(text, str(f)), f.stem)
+            doc = load_text(text, str(f))
+            cats[f.stem] = parse_catalog(doc, f.stem)
+            problems.extend(unknown_variables(doc, cats[f.stem]))
             sources[f.stem] = text
         except SourceError as exc:
             problems.extend(exc.problems)

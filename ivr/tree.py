@@ -1037,11 +1037,25 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
 def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["error", "warning"]]]:
     if not catalogs.has(key, BASE_LANGUAGE):
         return [(f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog", "error")]
-    return [
-        (f"prompt '{key}' has no {lang} translation; {BASE_LANGUAGE} is said instead", "warning")
-        for lang in catalogs.languages
-        if not catalogs.has(key, lang)
-    ]
+    findings: list[tuple[str, Literal["error", "warning"]]] = []
+    said = catalogs.variables_of(key, BASE_LANGUAGE)
+    for lang in catalogs.languages:
+        if not catalogs.has(key, lang):
+            findings.append(
+                (
+                    f"prompt '{key}' has no {lang} translation; {BASE_LANGUAGE} is said instead",
+                    "warning",
+                )
+            )
+        elif missing := sorted(said - catalogs.variables_of(key, lang)):
+            findings.append(
+                (
+                    f"prompt '{key}' in {lang} does not say {{{missing[0]}}}, which "
+                    f"{BASE_LANGUAGE} does: {lang} callers do not hear it",
+                    "warning",
+                )
+            )
+    return findings
 
 
 def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:

@@ -204,6 +204,45 @@ def test_bad_template_is_refused_with_file_and_line(
     )
 
 
+def test_a_variable_the_hotline_does_not_fill_is_refused_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    """ "{tiket}" would be said as nothing: "Your ticket is ." """
+    en = EN.replace(
+        "  ticket: Your ticket is {ticket:digits}.", "  ticket: Your ticket is {tiket:digits}."
+    )
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert (problem.file, problem.line, problem.path) == (
+        str(folder / "en.yaml"),
+        line_of(en, "ticket: Your"),
+        "prompts.ticket",
+    )
+    assert problem.message.startswith("'{tiket}' is not a variable the hotline fills")
+
+
+def test_a_translation_that_leaves_out_a_variable_is_warned_of(tmp_path: Path) -> None:
+    """The Mandarin text of a prompt that says the ticket number in English, but not in
+    Mandarin: its callers never hear their ticket."""
+    from ivr.tree import check_tree
+
+    folder = write_catalogs(
+        tmp_path / "p",
+        {"en.yaml": EN, "zh-CN.yaml": with_prompt(ZH, "ticket", "您的工单已创建。")},
+    )
+    tree = tmp_path / "tree.yaml"
+    tree.write_text(
+        "start: main\nnodes:\n  main:\n    kind: queue\n    prompt: ticket\n"
+        "    queue: general\n    announce_ticket: false\n",
+        encoding="utf-8",
+    )
+    found = [str(p) for p in check_tree(tree, folder) if "does not say" in p.message]
+    assert found == [
+        f"{tree}:5: warning: nodes.main.prompt: prompt 'ticket' in zh-CN does not say "
+        "{ticket}, which en does: zh-CN callers do not hear it"
+    ]
+
+
 @pytest.mark.parametrize("template", ["Press {key}.", "Ticket {ticket:digits}.", "Literal {{x}}."])
 def test_good_templates_pass(template: str) -> None:
     assert check_template(template) is None
