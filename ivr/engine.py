@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Gather, Play, Say, VoiceResponse
 
-from ivr.numbers import last4
+from ivr.numbers import country_code, last4
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
     HOLD_TIP_PREFIX,
@@ -368,10 +368,14 @@ def begin(
     now: datetime,
     ticket: str = "",
     announcement: Announcement | None = None,
+    caller: str | None = None,
 ) -> Step:
-    """A new call: enter the start node."""
+    """A new call from `caller` (their number, if shown): enter the start node. Their
+    country calling code is kept, for a language menu's likely language."""
     turn = _Turn(tree, links, step, now, ticket, announcement)
-    state = turn.enter(tree.tree.start, CallState(node=tree.tree.start))
+    country = country_code(caller)
+    facts = {"country": country} if country else {}
+    state = turn.enter(tree.tree.start, CallState(node=tree.tree.start, facts=facts))
     return turn.finish(state)
 
 
@@ -992,7 +996,13 @@ class _Turn:
         self.response.redirect(self.links.gather(self.step), method="POST")
 
     def gather_language(self, node: LanguageNode, state: CallState) -> None:
+        """Every language's welcome, then each option in its own language; the caller's
+        likely language (by their number's country) first, and after a miss an apology in
+        each language before the options again."""
         catalogs = self.tree.catalogs
+        likely = node.likely(state.facts.get("country"))
+        languages = sorted(catalogs.languages, key=lambda lang: lang != likely)
+        options = sorted(node.options, key=lambda o: o.language != likely)
         has_speech = any(o.speech for o in node.options)
         # One recogniser per <Gather>; before the caller has chosen, the base language's.
         speech = {
@@ -1010,10 +1020,16 @@ class _Turn:
             input="dtmf speech" if has_speech else "dtmf",
             **(speech if has_speech else {}),
         )
-        if node.prompt and state.no_input == 0 and state.invalid == 0:
-            for language in catalogs.languages:
-                _say(gather, catalogs, node.prompt, language)
-        for option in node.options:
+        if state.no_input == 0 and state.invalid == 0:
+            if node.prompt:
+                for language in languages:
+                    _say(gather, catalogs, node.prompt, language)
+        else:
+            missed = "invalid" if state.invalid > state.no_input else "no_input"
+            for language in languages:
+                if catalogs.has(missed, language):
+                    _say(gather, catalogs, missed, language)
+        for option in options:
             _say(gather, catalogs, node.option_prompt, option.language, key=option.key)
         self.response.append(gather)
         self.response.redirect(self.links.gather(self.step), method="POST")
@@ -1131,17 +1147,19 @@ class _Turn:
         attempts = state.no_input + state.invalid + 1
         outcome = "silence" if isinstance(event, Silence) else "invalid"
         if attempts >= node.max_attempts:
-            # A caller who cannot choose still gets help, in the base language.
+            # A caller who cannot choose still gets help: in the language of their number's
+            # country, where the menu names one, else the base language.
+            lang = node.likely(state.facts.get("country")) or BASE_LANGUAGE
             self.log.append(
                 LogEntry(
                     state.node,
                     "escalated",
                     input_kind(event),
-                    outcome=BASE_LANGUAGE,
+                    outcome=lang,
                     detail={"reason": outcome, "count": attempts},
                 )
             )
-            return self.enter(node.next, state.model_copy(update={"lang": BASE_LANGUAGE}))
+            return self.enter(node.next, state.model_copy(update={"lang": lang}))
         self.log.append(
             LogEntry(
                 state.node, "input", input_kind(event), outcome=outcome, detail={"count": attempts}

@@ -335,6 +335,7 @@ class Hotline:
                 now=now,
                 ticket=cases.new_ticket(),
                 announcement=self._announcement(now),
+                caller=caller.from_number,
             )
             state = step.state
             if caller.stir_verstat:  # a risk signal for the agent, never proof of identity

@@ -81,6 +81,17 @@ def within(number: str, prefixes: tuple[str, ...]) -> bool:
 SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
 
 
+def country_code(number: str | None) -> str | None:
+    """A calling number's country calling code ("+86"), if it is a number at all."""
+    if withheld(number) or number is None or not E164.match(number):
+        return None
+    try:
+        code = phonenumbers.parse(number).country_code
+    except phonenumbers.NumberParseException:
+        return None
+    return f"+{code}" if code else None
+
+
 def readings(digits: str, caller: str | None = None) -> list[str]:
     """The numbers a caller may have meant by keying `digits` at "which number contacted
     you?": E.164 numbers, the likelier first, and the digits as they are, which a short code

@@ -171,7 +171,15 @@ class LanguageNode(_Node):
     options: list[LanguageOption] = Field(min_length=1)
     timeout: int = Field(default=5, ge=1, le=60)
     max_attempts: int = Field(default=2, ge=1, le=5)
+    # The likely language of a caller by their number's country calling code ("+86": zh-CN):
+    # offered first, and theirs if they choose none (else the base language).
+    by_country: dict[
+        Annotated[str, Field(pattern=r"^\+[1-9][0-9]{0,3}$")], Annotated[str, Field(min_length=1)]
+    ] = {}
     next: NodeName
+
+    def likely(self, country: str | None) -> str | None:
+        return self.by_country.get(country) if country else None
 
 
 class SayNode(_Node):
@@ -654,6 +662,15 @@ def _check_graph(
                         ("options", i, "language"),
                         f"no prompt catalog for language '{lo.language}' "
                         f"(have: {', '.join(catalogs.languages)})",
+                    )
+            offered = {lo.language for lo in node.options}
+            for code, language in node.by_country.items():
+                if language not in offered:
+                    at(
+                        name,
+                        ("by_country", code),
+                        f"'{language}' is not one of this menu's options "
+                        f"({', '.join(sorted(offered))})",
                     )
         for rel, key in prompt_keys(node):
             for message, severity in _prompt_findings(key, catalogs):
@@ -1260,7 +1277,9 @@ def _validation_problem(
     loc = _from_defaults(loc, inherited)
     message = str(err["msg"]).removeprefix("Value error, ")
     field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    if err["type"] == "string_pattern_mismatch":
+    if err["type"] == "string_pattern_mismatch" and "by_country" in loc:
+        message = f"'{shown(err['input'])}' must be a country calling code like '+86' (in quotes)"
+    elif err["type"] == "string_pattern_mismatch":
         hint = _PATTERN_HINTS.get(field_name, "is not a valid name (letters, digits, _ . -)")
         message = f"'{shown(err['input'])}' {hint}"
     elif err["type"] == "string_type" and field_name == "number" and isinstance(err["input"], int):

@@ -135,6 +135,35 @@ def test_suspicious_login_offers_the_emergency_freeze(phone: Phone) -> None:
     assert record.queue == "security"
 
 
+# -- the language menu --------------------------------------------------------------------------
+
+
+def test_a_caller_from_china_hears_mandarin_first_and_keeps_it_choosing_nothing(
+    phone: Phone,
+) -> None:
+    record = phone.call(ScriptedParty([Silent(), Silent()]), from_number="+8613912345678")
+    first = record.heard[:4]
+    assert first[0] == "您好,感谢致电交易所客服热线。"  # the welcome, Mandarin first
+    assert first.index("普通话服务请按2。") < first.index("For English, press 1.")
+    # A miss: sorry in both languages (Mandarin first), then the options again.
+    again = record.heard[4:8]
+    assert again[:2] == ["抱歉,我没有听到您的选择。", "Sorry, I didn't hear anything."]
+    # Nothing chosen: the main menu in Mandarin, not English.
+    assert record.heard[8].startswith("如果您的账户被盗")
+
+
+def test_a_caller_from_elsewhere_choosing_nothing_gets_english(phone: Phone) -> None:
+    record = phone.call(ScriptedParty([Press("5"), Silent()]), from_number="+15005550006")
+    assert record.heard[0] == "Thank you for calling the exchange support hotline."
+    assert "Sorry, that is not a valid choice." in record.heard
+    assert record.heard[-1].startswith("Main menu") or "press 1" in record.heard[-1]
+
+
+def test_a_caller_from_china_may_still_choose_english(phone: Phone) -> None:
+    record = phone.call(ScriptedParty([Press("1")]), from_number="+8613912345678")
+    assert "press 1" in record.heard[-1]
+
+
 # -- is the number that contacted me really yours? (account menu, 4) ---------------------------
 
 CHECK = (Press("1"), Press("2"), Press("4"))  # English, account access, check a number

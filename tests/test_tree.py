@@ -790,6 +790,25 @@ def test_language_options_with_unknown_catalog_or_duplicate_key(tmp_path: Path) 
     ]
 
 
+def test_a_likely_language_by_country_must_be_one_of_the_options(tmp_path: Path) -> None:
+    text = LANGUAGE_TREE.replace('      - {key: "2", language: fr, speech: [French]}\n', "")
+    text = text.replace('{key: "1", language: zh-CN}', '{key: "2", language: zh-CN}')
+    text = text.replace(
+        "    next: bye\n", '    by_country: {"+86": zh-CN, "+33": fr}\n    next: bye\n'
+    )
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'by_country:')}: error: nodes.lang.by_country.+33: 'fr' is not "
+        "one of this menu's options (en, zh-CN)",
+    ]
+    text = text.replace('"+33": fr', '"33": zh-CN')
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'by_country:')}: error: nodes.lang.by_country.33: '33' must be "
+        "a country calling code like '+86' (in quotes)",
+    ]
+
+
 def test_prompt_keys_missing_from_the_base_catalog_are_errors(tmp_path: Path) -> None:
     text = BASE.replace(
         "    prompt: main\n",
