@@ -1424,20 +1424,57 @@ class _Turn:
 
     def on_survey(self, node: SurveyNode, state: CallState, event: Input) -> CallState:
         """One key, 1 to 5; anything else, or nothing, is no answer. Asked once either way:
-        a caller who does not want to answer is not kept on the line for it."""
+        a caller who does not want to answer is not kept on the line for it. The operator
+        key: not done yet, back in line with the same team."""
         keys = event.digits if isinstance(event, Keys) else ""
         score = keys if len(keys) == 1 and keys in SURVEY_SCALE else ""
+        back = bool(keys) and keys == node.operator_key and "queue" in state.facts
         served = state.facts.get("served_case")
         self.log.append(
             LogEntry(
                 state.node,
                 "survey",
                 input_kind(event),
-                outcome=score or "none",
+                outcome=score or ("back" if back else "none"),
                 detail={"case": int(served)} if served and served.isdigit() else {},
             )
         )
-        return self.enter(node.next, state)
+        if back:
+            return self.back_in_line(state)
+        return self.enter(node.next if score else node.on_no_answer or node.next, state)
+
+    def back_in_line(self, state: CallState) -> CallState:
+        """The caller the agent left goes back in their team's line at the same priority (an
+        emergency stays one), with a new case following the last up, and is told so. From
+        the queue's node, as after a transfer: its after_agent is what comes next."""
+        queue, priority = state.facts["queue"], state.facts.get("priority", "normal")
+        parent = state.facts.get("ticket")
+        there = next(
+            (
+                name
+                for name, node in self.tree.tree.nodes.items()
+                if isinstance(node, QueueNode) and node.queue == queue
+            ),
+            state.node,
+        )
+        node = self.tree.node(there)
+        reason = (node.reason or node.topic) if isinstance(node, QueueNode) else None
+        gone = ("ticket", "served_case", "requeues")
+        facts = {k: v for k, v in state.facts.items() if k not in gone}
+        if parent:
+            facts["parent_ticket"] = parent
+        state = state.model_copy(update={"node": there, "facts": facts})
+        self.say("ticket_requeued", state.lang)
+        state = self.open_case(
+            state,
+            queue,
+            priority,
+            reason or queue,
+            announce=None,
+            freeze=None,
+            parent_ticket=parent,
+        )
+        return self.enqueue(state, queue, priority)
 
     def on_dial_done(self, node: TransferNode, state: CallState, event: DialDone) -> CallState:
         if event.status in ("completed", "answered"):

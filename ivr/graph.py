@@ -162,6 +162,7 @@ _EDGE_LABELS = {
     "on_not_official": "not ours",
     "on_leave": "leave",
     "after_agent": "after the agent",
+    "on_no_answer": "no answer",
 }
 
 

@@ -362,12 +362,17 @@ SURVEY_SCALE = "12345"  # 5 is very satisfied
 
 class SurveyNode(_Node):
     """How satisfied the caller is with the agent who just served them, 1 to 5, asked once:
-    any other key or silence is no answer, and the caller is not asked again."""
+    any other key or silence is no answer (`on_no_answer`, else `next`), and the caller is
+    not asked again. `operator_key` is a caller not done yet (cut off, or sent away too
+    soon): back in line with the same team at the same priority, a new case following the
+    last one up."""
 
     kind: Literal["survey"]
     prompt: PromptKey
     timeout: int = Field(default=6, ge=3, le=30)
+    operator_key: Key | None = "0"
     next: NodeName
+    on_no_answer: NodeName | None = None
 
 
 Node = Annotated[
@@ -531,6 +536,8 @@ def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
             yield ("operator",), node.operator
     elif isinstance(node, SayNode | LanguageNode | SurveyNode):
         yield ("next",), node.next
+        if isinstance(node, SurveyNode) and node.on_no_answer:
+            yield ("on_no_answer",), node.on_no_answer
     elif isinstance(node, HoursNode):
         yield ("on_open",), node.on_open
         yield ("on_closed",), node.on_closed

@@ -2047,6 +2047,39 @@ def report_dial(phone: Phone, documents: list[str], call_sid: str, status: str) 
     )
 
 
+def test_a_victim_not_done_when_the_agent_hangs_up_presses_0_and_is_back_with_security(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """Cut off by the agent, the victim is not asked to call again: 0 at the survey puts them
+    back in the security line, at emergency priority, with a case following the last up."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+    class Party(Caller):
+        def answer(self, prompt: Prompt) -> Answer:
+            return Silent() if prompt.in_queue else super().answer(prompt)
+
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:  # alice takes the first case; nobody the second, which waits
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    record = phone.call(Party([*HIJACK, Press("0")], holds))
+    assert record.dialed == AGENT_PHONE
+    said = record.transcript
+    assert said.index("If we have not finished helping you, press 0") < said.index(
+        "We are connecting you back to the same team."
+    )
+    first, again = case_rows(db)
+    assert (again["queue"], again["priority"]) == ("security", "emergency")
+    assert again["parent_ticket"] == first["ticket"] and again["ticket"] != first["ticket"]
+    with db.connect() as conn:
+        events = [e for e in call_log(conn, call_sid=record.call_sid) if e["kind"] == "survey"]
+    assert [e["outcome"] for e in events] == ["back"]
+
+
 def keeping(check_twiml: Callable[[str], None], documents: list[str]) -> Callable[[str], None]:
     def keep(body: str) -> None:
         check_twiml(body)

@@ -335,7 +335,7 @@ def test_after_the_agent_hangs_up_the_caller_is_asked_once_how_satisfied_they_ar
     assert said(step) == ["Goodbye."] and verbs(step)[-1] == "Hangup" and call.state.ended
 
 
-@pytest.mark.parametrize("answer", [Silence(), Keys("9"), Keys("0"), Keys("#"), Speech("five")])
+@pytest.mark.parametrize("answer", [Silence(), Keys("9"), Keys("#"), Speech("five")])
 def test_a_survey_not_answered_with_1_to_5_is_no_answer_and_not_asked_again(
     call: Call, answer: object
 ) -> None:
@@ -345,6 +345,22 @@ def test_a_survey_not_answered_with_1_to_5_is_no_answer_and_not_asked_again(
     step = call.send(answer)
     assert survey_log(step) == [("none", {"case": 7})]
     assert verbs(step)[-1] == "Hangup" and call.state.ended
+
+
+def test_zero_at_the_survey_puts_the_caller_back_in_their_teams_line(call: Call) -> None:
+    call.send(Keys("1"))
+    call.send(Keys("0"))  # the general queue
+    first = call.state.facts["ticket"]
+    call.send(AgentDone(7))
+    step = call.send(Keys("0"))
+    assert survey_log(step) == [("back", {"case": 7})]
+    assert verbs(step)[-1] == "Enqueue" and ">general</Enqueue>" in step.twiml
+    [opened] = [e for e in step.effects if isinstance(e, OpenCase)]
+    assert (opened.queue, opened.priority, opened.parent_ticket) == ("general", "normal", first)
+    assert not call.state.ended and "served_case" not in call.state.facts
+    # The next agent's hang-up asks the survey again, for their case.
+    step = call.send(AgentDone(8))
+    assert call.state.node == "survey" and call.state.facts["served_case"] == "8"
 
 
 def test_a_queue_without_after_agent_says_goodbye_when_the_agent_hangs_up(call: Call) -> None:
