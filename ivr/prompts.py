@@ -308,12 +308,29 @@ def check_template(text: str) -> str | None:
     return None
 
 
+def _catalog_problem(doc: YamlDoc, err: Any) -> Problem:
+    """Pydantic's finding, said as an operator reads the file: the setting's own name."""
+    loc = tuple(err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "missing":
+        message = f"'{loc[-1]}' is required"
+    elif err["type"] == "extra_forbidden":
+        message = f"unknown setting '{loc[-1]}'"
+    elif loc[:1] == ("prompts",) and loc[-1:] == ("[key]",):
+        loc = loc[:-1]
+        message = (
+            f"a prompt's name is a name like ticket_number, not the {type(loc[-1]).__name__} "
+            f"{loc[-1]!r} (YAML reads unquoted numbers and yes/no as such)"
+        )
+    return doc.problem(loc, message)
+
+
 def parse_catalog(doc: YamlDoc, expected_language: str | None = None) -> CatalogFile:
     problems: list[Problem] = []
     try:
         cat = CatalogFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise SourceError([doc.problem(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+        raise SourceError([_catalog_problem(doc, e) for e in exc.errors()]) from None
     if expected_language and cat.language != expected_language:
         problems.append(
             doc.problem(

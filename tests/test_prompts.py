@@ -132,7 +132,20 @@ def test_unknown_catalog_setting_is_refused(tmp_path: Path) -> None:
     folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
     problem = only(refused(folder))
     assert (problem.line, problem.path) == (line_of(en, "colour: red"), "colour")
-    assert "Extra inputs are not permitted" in problem.message
+    assert problem.message == "unknown setting 'colour'"
+
+
+def test_a_misspelt_catalog_setting_is_named_both_ways(tmp_path: Path) -> None:
+    """`voise:` for `voice:`: the unknown setting, and the one now missing, each by name."""
+    en = EN.replace("voice: ", "voise: ")
+    messages = sorted(p.message for p in refused(write_catalogs(tmp_path / "p", {"en.yaml": en})))
+    assert messages == ["'voice' is required", "unknown setting 'voise'"]
+
+
+def test_a_prompt_named_by_a_bare_number_says_so(tmp_path: Path) -> None:
+    en = with_prompt(EN, "1", '"one"')
+    problem = only(refused(write_catalogs(tmp_path / "p", {"en.yaml": en})))
+    assert problem.message.startswith("a prompt's name is a name like ticket_number, not the int 1")
 
 
 def test_duplicate_prompt_key_is_refused(tmp_path: Path) -> None:
