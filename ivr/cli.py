@@ -187,12 +187,15 @@ def routes_check(
         for problem in exc.problems:
             typer.echo(str(problem))
         errors = sum(p.severity == "error" for p in exc.problems)
-        raise _fail(f"{file}: {errors} error(s); the tree would be refused") from None
+        raise _fail(
+            f"{file}: {errors} error(s); the tree would be refused (catalogs: {prompts})"
+        ) from None
     for problem in tree.warnings:
         typer.echo(str(problem))
+    # Which catalogs: a draft's own folder is checked only when it is named (--prompts).
     typer.echo(
         f"{file}: OK, {len(tree.tree.nodes)} nodes, {len(tree.warnings)} warning(s), "
-        f"version {tree.version}"
+        f"version {tree.version} (catalogs: {prompts})"
     )
 
 

@@ -1469,7 +1469,8 @@ def test_cli_version_is_the_trees_version(tmp_path: Path) -> None:
     code, stdout, _, _ = routes_check(path)
     assert code == 0
     assert stdout.strip() == (
-        f"{path}: OK, 3 nodes, 0 warning(s), version {load_tree(path, PROMPTS).version}"
+        f"{path}: OK, 3 nodes, 0 warning(s), version {load_tree(path, PROMPTS).version} "
+        f"(catalogs: {PROMPTS})"
     )
 
 
