@@ -259,6 +259,12 @@ class FreezeResult(BaseModel):
 
 class ResolveRequest(BaseModel):
     notes: str = Field(default="", max_length=5000)
+    reached: bool = Field(
+        default=False,
+        description="a call back you dialled yourself (connect mode call_back): you spoke to "
+        "the customer. It counts as a call back made, its handle time from when you took it; "
+        "the hotline knows of every other call itself, so it is ignored there",
+    )
 
 
 def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
@@ -758,7 +764,7 @@ def resolve(
     has (gone home, revoked), or a call back nobody has taken. Never a caller waiting on the
     line: they are served, not resolved away."""
     try:
-        hotline.resolve_case(case_id, user, body.notes)
+        hotline.resolve_case(case_id, user, body.notes, reached=body.reached)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)

@@ -724,12 +724,14 @@ def resolve(
     now: datetime,
     notes: str,
     unless_sending: bool = False,
+    reached_at: datetime | None = None,
 ) -> bool:
     """Close the case if it is still `status`; never while its caller waits on the line (an
     offer not yet connected of a caller who was waiting: resolved, nobody would put them
     through, and their hang-up would leave no call back). `unless_sending`: nor while its
     agent is sending its caller on (`transfer_asked`), looked at under the row's lock, since
-    an ask can land between the caller's look at the case and this write."""
+    an ask can land between the caller's look at the case and this write. `reached_at`: the
+    agent reached the customer on a call of their own, from then (their connected_at)."""
     live_offer = (cases.c.status == "offered") & (
         func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
     )
@@ -756,6 +758,7 @@ def resolve(
                 queued=0,
                 notes=notes,
                 ended_at=now,
+                **({"connected_at": reached_at} if reached_at is not None else {}),
                 # Kept once the agent took the call: resolved while they still talk, the
                 # Dial's report at the hang-up must still know they did (agent screening).
                 offer=case_when((cases.c.offer == OFFER_ANSWERED, OFFER_ANSWERED), else_=None),

@@ -777,12 +777,14 @@ def desk_resolve(
     hotline: HotlineDep,
     case_id: api.CaseIdPath,
     notes: Annotated[str, Form()] = "",
+    reached: Annotated[bool, Form()] = False,
 ) -> Response:
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:
-        api.resolve(case_id, api.ResolveRequest(notes=notes.strip()), user, hotline)
+        body = api.ResolveRequest(notes=notes.strip(), reached=reached)
+        api.resolve(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         return _desk_error(request, hotline, user, *_refusal(exc, TOO_LONG_NOTES))
     return _done("resolved")

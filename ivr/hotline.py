@@ -1877,10 +1877,14 @@ class Hotline:
             raise CaseRefused(409, f"not while the case is {case['status']}")
         raise CaseRefused(409, "not your case: take it with /api/agents/next first")
 
-    def resolve_case(self, case_id: int, user: cases.User, notes: str) -> None:
+    def resolve_case(
+        self, case_id: int, user: cases.User, notes: str, *, reached: bool = False
+    ) -> None:
         """Close a case: its agent, while they have it; or a supervisor, whoever has it, and a
         call back nobody has taken (called back by other means, a prank). Never a caller
-        waiting on the line: they are served, not resolved away."""
+        waiting on the line: they are served, not resolved away. `reached`: a call back the
+        agent dialled themselves reached the customer (no Twilio call tells the hotline so):
+        made, and handled from when they took it."""
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, user, (*cases.HELD, *cases.CALL_BACKS))
@@ -1907,6 +1911,7 @@ class Hotline:
                     "Twilio is calling the customer back now: resolve it once you have talked, "
                     "or it comes back to the line by itself if they do not answer",
                 )
+            by_hand = case["status"] == "offered" and case["offer"] in cases.AGENT_FINISHES
             if not cases.resolve(
                 conn,
                 case_id=case_id,
@@ -1914,6 +1919,7 @@ class Hotline:
                 now=now,
                 notes=notes,
                 unless_sending=user.role != "supervisor",
+                reached_at=case["offered_at"] if reached and by_hand else None,
             ):
                 raise CaseRefused(409, "the case changed meanwhile; look at it again")
             cases.audit(
@@ -1922,7 +1928,7 @@ class Hotline:
                 action="resolve",
                 uid=None,
                 case_id=case_id,
-                reason=None,
+                reason="reached by hand" if reached and by_hand else None,
                 result="ok",
                 now=now,
             )

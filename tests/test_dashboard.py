@@ -817,8 +817,18 @@ def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     assert line()[1] == empty  # given back: the agent has no case again
     said(act(client, "/dashboard/desk/next"))
     [again] = client.get("/api/agents/cases", headers=bearer(agent)).json()
-    done = act(client, f"/dashboard/desk/{again['id']}/resolve", notes="called back")
+    # A call back the agent dials: the desk asks whether they reached the customer.
+    desk = page(client, "/dashboard/desk")
+    assert desk.xpath("//input[@type='checkbox'][@name='reached']")
+    done = act(
+        client, f"/dashboard/desk/{again['id']}/resolve", notes="called back", reached="true"
+    )
     assert said(done) == "resolved"
+    with db.connect() as conn:
+        reached = conn.execute(
+            select(cases.c.connected_at, cases.c.offered_at).where(cases.c.id == again["id"])
+        ).one()
+    assert reached.connected_at is not None and reached.connected_at == reached.offered_at
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     text, other = line()
     assert text.startswith("Nobody is waiting for an agent.") and other not in (empty, taken)

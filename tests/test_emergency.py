@@ -765,6 +765,38 @@ def test_hanging_up_while_waiting_abandons_but_keeps_the_case(
     assert claimed["connect"] == {"mode": "call_back", "number": "+15005550006"}
 
 
+@pytest.mark.parametrize("reached", [True, False])
+def test_a_call_back_the_agent_dialled_themselves_counts_as_made_when_they_say_so(
+    phone: Phone, client: TestClient, agent: str, db: Engine, clock: FakeClock, reached: bool
+) -> None:
+    """No Twilio call tells the hotline an agent reached a customer they dialled by hand:
+    their word does, at the resolve, and the figures count the call back as made, handled
+    from when they took it."""
+    phone.call(ScriptedParty(list(CALL_ME_BACK)))
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "call_back"
+    clock.advance(minutes=4)
+    api(
+        client,
+        agent,
+        "POST",
+        f"/api/cases/{claimed['case']['id']}/resolve",
+        json={"notes": "called back", "reached": reached},
+    )
+    [row] = case_rows(db)
+    assert row["status"] == "resolved"
+    period = {"since": (clock.now - timedelta(hours=1)).isoformat()}
+    period["until"] = (clock.now + timedelta(hours=1)).isoformat()
+    sam = make_user(db, "sam", "supervisor")
+    general = api(client, sam, "GET", "/api/stats", params=period)["by_queue"]["general"]
+    assert general["callbacks_completed"] == int(reached)
+    if reached:
+        assert row["connected_at"] == row["offered_at"]
+        assert general["average_handle_time_seconds"] == 240
+    else:
+        assert row["connected_at"] is None
+
+
 @pytest.fixture
 def rest(
     settings: Settings,
