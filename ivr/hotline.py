@@ -1116,7 +1116,8 @@ class Hotline:
         KEYED_TRIES in all, then back to holding (as silence is)."""
         catalogs = self.trees.current.catalogs
         lang = catalogs.spoken(language)
-        number = keyed(digits, self.settings.callback_prefixes)
+        home = self.trees.current.home_country(lang)
+        number = keyed(digits, self.settings.callback_prefixes, home)
         if number is None:
             if tries >= KEYED_TRIES:
                 return self.hold(call_sid, language, 0)

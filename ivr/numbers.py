@@ -48,7 +48,7 @@ def last4(number: str | None) -> str:
     return digits[-4:]
 
 
-def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
+def keyed(digits: str, prefixes: tuple[str, ...] = (), home: str | None = None) -> str | None:
     """The number a caller keyed to be called back on, with its country code (`00` before
     it, as many countries dial abroad, is dropped), as E.164; None if it cannot be one, or
     does not start with one of `prefixes` (country codes; none: any).
@@ -56,10 +56,16 @@ def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
     A number too long or too short for its country (libphonenumber's lengths: ten digits
     after +1, say) is a slip of the finger: the caller is asked again, rather than waiting
     for a call back that cannot reach them. Whether the range is assigned yet is not asked:
-    the library may lag a country's new ranges, and a real number refused is worse."""
+    the library may lag a country's new ranges, and a real number refused is worse. But a
+    caller keys the number they know, often without its country code: `home` (the country
+    code of the caller's language, "+86") is put before digits that make no valid number
+    as they are and a valid one after it (13800138000 is a Chinese mobile, not +1 380...)."""
     digits = digits.strip().removesuffix("#")
     if digits.startswith("00"):
         digits = digits[2:]
+    national = _at_home(digits, home) if home else None
+    if national is not None and not _valid("+" + digits):
+        return national if within(national, prefixes) else None
     number = "+" + digits
     # 8 digits at least: no short or emergency numbers (110, 911) from a keypad.
     if not (digits.isdigit() and len(digits) >= 8 and dialable(number)):
@@ -71,6 +77,28 @@ def keyed(digits: str, prefixes: tuple[str, ...] = ()) -> str | None:
     if not possible:
         return None
     return number if within(number, prefixes) else None
+
+
+def _valid(number: str) -> bool:
+    try:
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse(number)))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _at_home(digits: str, home: str) -> str | None:
+    """`digits` as a valid number of the country whose calling code is `home`, as E.164."""
+    region = phonenumbers.region_code_for_country_code(int(home.lstrip("+")))
+    if not digits.isdigit() or region == "ZZ":
+        return None
+    try:
+        parsed = phonenumbers.parse(digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return number if dialable(number) else None
 
 
 def within(number: str, prefixes: tuple[str, ...]) -> bool:

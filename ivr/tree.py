@@ -441,6 +441,16 @@ class CompiledTree:
     def node(self, name: str) -> Node:
         return self.tree.nodes[name]
 
+    def home_country(self, language: str) -> str | None:
+        """The country calling code a language menu names first for `language` ("+86" for
+        zh-CN): where a number its callers key without a country code likely is."""
+        for node in self.tree.nodes.values():
+            if isinstance(node, LanguageNode):
+                for code, lang in node.by_country.items():
+                    if lang == language:
+                        return code
+        return None
+
     @property
     def announced_at(self) -> list[str]:
         return announced_at(self.tree.nodes)

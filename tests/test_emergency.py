@@ -550,6 +550,17 @@ def test_a_caller_who_withheld_their_number_and_keyed_none_is_not_dialled(
     assert claimed["connect"]["mode"] == "calling_back"
 
 
+def test_a_mandarin_caller_who_keys_a_mainland_mobile_without_86_is_called_back_in_china(
+    rest: tuple[TestClient, Phone], db: Engine
+) -> None:
+    """13800138000 is no valid +1 number: the Mandarin menu's country (+86) is put first."""
+    _, phone = rest
+    keys = [Press("2"), Press("0"), Press("1"), Press("13800138000#")]
+    phone.call(ScriptedParty(keys, hold_polls=3), from_number="anonymous")
+    [row] = case_rows(db)
+    assert (row["status"], row["callback_number"]) == ("callback_requested", "+8613800138000")
+
+
 def test_a_caller_who_withheld_their_number_keys_one_to_be_called_back_on(
     rest: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,

@@ -70,6 +70,25 @@ def test_a_keyed_number_is_one_we_can_call_or_none(digits: str, number: str | No
     assert keyed(digits) == number
 
 
+@pytest.mark.parametrize(
+    ("digits", "number"),
+    [
+        # Keyed without 86 by a Mandarin caller: no valid +1 number, a valid Chinese mobile.
+        ("13800138000", "+8613800138000"),
+        ("8613800138000", "+8613800138000"),  # with it, as asked
+        ("14155550100", "+14155550100"),  # a valid number as keyed stays as keyed
+        ("1380013800", None),  # a digit short either way: asked again
+    ],
+)
+def test_a_number_keyed_without_its_country_code_is_read_in_the_callers_language_country(
+    digits: str, number: str | None
+) -> None:
+    assert keyed(digits, home="+86") == number
+    assert keyed(digits, ("+1",), home="+86") == (
+        number if number and number.startswith("+1") else None
+    )
+
+
 def test_keyed_numbers_may_be_held_to_some_country_codes() -> None:
     """IVR_CALLBACK_PREFIXES: a number abroad, where a premium-rate line would cost the
     exchange, is not called back on a caller's say-so."""
