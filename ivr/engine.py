@@ -1400,14 +1400,7 @@ class _Turn:
         facts = {k: v for k, v in state.facts.items() if k != "served_case"} | {"requeues": "0"}
         # At the queue's node from now on (not entered: no prompt, no new case), so that its
         # `on_leave` and `after_agent` are what happens to them next.
-        there = next(
-            (
-                name
-                for name, node in self.tree.tree.nodes.items()
-                if isinstance(node, QueueNode) and node.queue == event.queue
-            ),
-            state.node,
-        )
+        there = self._queue_node(event.queue) or state.node
         state = state.model_copy(update={"node": there, "lang": lang, "facts": facts})
         return self.enqueue(state, event.queue, event.priority)
 
@@ -1417,9 +1410,14 @@ class _Turn:
         tree's first queue node for the same queue."""
         if isinstance(node, QueueNode):
             return node.after_agent
-        for other in self.tree.tree.nodes.values():
-            if isinstance(other, QueueNode) and other.queue == queue:
-                return other.after_agent
+        other = self.tree.node(name) if queue and (name := self._queue_node(queue)) else None
+        return other.after_agent if isinstance(other, QueueNode) else None
+
+    def _queue_node(self, queue: str) -> str | None:
+        """The tree's first queue node for `queue`."""
+        for name, node in self.tree.tree.nodes.items():
+            if isinstance(node, QueueNode) and node.queue == queue:
+                return name
         return None
 
     def on_survey(self, node: SurveyNode, state: CallState, event: Input) -> CallState:
@@ -1449,14 +1447,7 @@ class _Turn:
         the queue's node, as after a transfer: its after_agent is what comes next."""
         queue, priority = state.facts["queue"], state.facts.get("priority", "normal")
         parent = state.facts.get("ticket")
-        there = next(
-            (
-                name
-                for name, node in self.tree.tree.nodes.items()
-                if isinstance(node, QueueNode) and node.queue == queue
-            ),
-            state.node,
-        )
+        there = self._queue_node(queue) or state.node
         node = self.tree.node(there)
         reason = (node.reason or node.topic) if isinstance(node, QueueNode) else None
         gone = ("ticket", "served_case", "requeues")
