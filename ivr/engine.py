@@ -1289,17 +1289,30 @@ class _Turn:
         # (asked again, then on to an agent): a guesser cannot tell the lock from a miss.
         locked = isinstance(event, TicketLookup) and event.locked
         silent = isinstance(event, Silence) or (isinstance(event, Keys) and not event.digits)
-        attempts = state.invalid + 1
-        outcome = "locked" if locked else "silent" if silent else "not_found"
+        return self.missed(
+            state,
+            event,
+            outcome="locked" if locked else "silent" if silent else "not_found",
+            said="no_input" if silent else node.not_found_prompt,
+            attempts=node.attempts,
+            then=node.on_not_found,
+        )
+
+    def missed(
+        self, state: CallState, event: Input, *, outcome: str, said: str, attempts: int, then: str
+    ) -> CallState:
+        """Digits asked for and not given usably: counted, logged, `said`; asked again, or
+        on to `then` once `attempts` in all have missed."""
+        count = state.invalid + 1
         self.log.append(
             LogEntry(
-                state.node, "input", input_kind(event), outcome=outcome, detail={"count": attempts}
+                state.node, "input", input_kind(event), outcome=outcome, detail={"count": count}
             )
         )
-        self.say("no_input" if silent else node.not_found_prompt, state.lang)
-        if attempts >= node.attempts:
-            return self.enter(node.on_not_found, state)
-        return self.present(state.model_copy(update={"invalid": attempts}))
+        self.say(said, state.lang)
+        if count >= attempts:
+            return self.enter(then, state)
+        return self.present(state.model_copy(update={"invalid": count}))
 
     def on_number_check(self, node: NumberCheckNode, state: CallState, event: Input) -> CallState:
         """Ours or not, the caller hears it with the number's last four digits and goes on;
@@ -1319,17 +1332,14 @@ class _Turn:
             self.log.append(LogEntry(state.node, "input", "dtmf", outcome="skipped"))
             return self.enter(node.on_failure, state)
         silent = isinstance(event, Silence) or (isinstance(event, Keys) and not event.digits)
-        attempts = state.invalid + 1
-        outcome = "silent" if silent else "not_a_number"
-        self.log.append(
-            LogEntry(
-                state.node, "input", input_kind(event), outcome=outcome, detail={"count": attempts}
-            )
+        return self.missed(
+            state,
+            event,
+            outcome="silent" if silent else "not_a_number",
+            said="no_input" if silent else node.invalid_prompt,
+            attempts=node.attempts,
+            then=node.on_failure,
         )
-        self.say("no_input" if silent else node.invalid_prompt, state.lang)
-        if attempts >= node.attempts:
-            return self.enter(node.on_failure, state)
-        return self.present(state.model_copy(update={"invalid": attempts}))
 
     def on_queue_exit(
         self, node: QueueNode | None, state: CallState, event: QueueExit

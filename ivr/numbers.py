@@ -88,8 +88,8 @@ def _valid(number: str) -> bool:
 
 def _at_home(digits: str, home: str) -> str | None:
     """`digits` as a valid number of the country whose calling code is `home`, as E.164."""
-    region = phonenumbers.region_code_for_country_code(int(home.lstrip("+")))
-    if not digits.isdigit() or region == "ZZ":
+    region = _region(home)
+    if not digits.isdigit() or region is None:
         return None
     try:
         parsed = phonenumbers.parse(digits, region)
@@ -135,7 +135,7 @@ def readings(digits: str, caller: str | None = None) -> list[str]:
     found: list[tuple[bool, str]] = []
     international = digits[2:] if digits.startswith("00") else digits
     tries: list[tuple[str, str | None]] = [("+" + international, None)]
-    region = _region(caller)
+    region = _region(country_code(caller))
     if region is not None:
         tries.insert(0, (digits, region))
     for text, region_of in tries:
@@ -154,15 +154,11 @@ def readings(digits: str, caller: str | None = None) -> list[str]:
     return ordered
 
 
-def _region(caller: str | None) -> str | None:
-    """The country of a calling number (ISO code), if it names one."""
-    if withheld(caller) or caller is None or not E164.match(caller):
+def _region(code: str | None) -> str | None:
+    """The country (ISO code) a country calling code ("+86") is the main one of, if any. By
+    the code, not the number's own range: one the library does not know (new, or a test
+    range) still tells the country."""
+    if not code:
         return None
-    try:
-        # By its country code, not the number's own range: one the library does not know
-        # (new, or a test range) still tells the country.
-        code = phonenumbers.parse(caller).country_code
-    except phonenumbers.NumberParseException:
-        return None
-    region = phonenumbers.region_code_for_country_code(code) if code else None
+    region = phonenumbers.region_code_for_country_code(int(code.lstrip("+")))
     return region if region and region != "ZZ" else None

@@ -2090,6 +2090,13 @@ def report_dial(phone: Phone, documents: list[str], call_sid: str, status: str) 
     )
 
 
+class QuietOnHold(Caller):
+    """Quiet through the hold loop's call-back offer; the keys are for the menus."""
+
+    def answer(self, prompt: Prompt) -> Answer:
+        return Silent() if prompt.in_queue else super().answer(prompt)
+
+
 def test_a_victim_not_done_when_the_agent_hangs_up_presses_0_and_is_back_with_security(
     client: TestClient, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
@@ -2097,11 +2104,6 @@ def test_a_victim_not_done_when_the_agent_hangs_up_presses_0_and_is_back_with_se
     back in the security line, at emergency priority, with a case following the last up."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-
-    class Party(Caller):
-        def answer(self, prompt: Prompt) -> Answer:
-            return Silent() if prompt.in_queue else super().answer(prompt)
-
     taken: list[Any] = []
 
     def holds(poll: int) -> bool:
@@ -2109,7 +2111,7 @@ def test_a_victim_not_done_when_the_agent_hangs_up_presses_0_and_is_back_with_se
             taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
         return poll < 3
 
-    record = phone.call(Party([*HIJACK, Press("0")], holds))
+    record = phone.call(QuietOnHold([*HIJACK, Press("0")], holds))
     assert record.dialed == AGENT_PHONE
     said = record.transcript
     assert said.index("If we have not finished helping you, press 0") < said.index(
@@ -2139,12 +2141,6 @@ def test_after_the_agent_hangs_up_the_caller_rates_the_help_once_and_supervisors
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     sam = make_user(db, "sam", "supervisor")
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-
-    class Party(Caller):
-        def answer(self, prompt: Prompt) -> Answer:
-            # Quiet through the hold loop's call-back offer; the keys are for the menus.
-            return Silent() if prompt.in_queue else super().answer(prompt)
-
     taken: list[Any] = []
 
     def holds(poll: int) -> bool:
@@ -2152,7 +2148,7 @@ def test_after_the_agent_hangs_up_the_caller_rates_the_help_once_and_supervisors
             taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
         return poll < 3
 
-    record = phone.call(Party([*HIJACK, Press("4")], holds))
+    record = phone.call(QuietOnHold([*HIJACK, Press("4")], holds))
     assert record.dialed == AGENT_PHONE  # put through to alice, whose leg then completed
     assert record.ended_by == "hotline"
     assert any("how satisfied are you" in line for line in record.heard)
