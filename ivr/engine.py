@@ -86,6 +86,8 @@ ONE_MINUTE_PROMPT = "hold_position_one_minute"
 # What the call found out on the way that its case carries to the agent: how the caller was
 # verified, and a number they were contacted from that is not ours (a scam to look into).
 CASE_FACTS = ("verified", "factors", "uid", "reported_number")
+# Said when no digits came where some were asked for; optional (else `no_input`).
+NO_DIGITS_PROMPT = "no_digits"
 # Said at a victim's first hold round when the self-freeze they were told of failed: optional
 # (shipped later); without it, `account_not_frozen` where the catalog has that.
 FREEZE_FAILED_PROMPT = "account_freeze_failed"
@@ -1194,7 +1196,7 @@ class _Turn:
             )
             if facts.get("verify_silent") == "1":
                 return self.verified(node, state, gave_up)
-            self.say("no_input", state.lang)
+            self.say(self.no_keys(state.lang), state.lang)
             facts["verify_silent"] = "1"
             return self.present(state.model_copy(update={"facts": facts}))
         if isinstance(event, Checked) and event.unavailable:
@@ -1293,9 +1295,17 @@ class _Turn:
             state,
             event,
             outcome="locked" if locked else "silent" if silent else "not_found",
-            said="no_input" if silent else node.not_found_prompt,
+            said=self.no_keys(state.lang) if silent else node.not_found_prompt,
             attempts=node.attempts,
             then=node.on_not_found,
+        )
+
+    def no_keys(self, language: str) -> str:
+        """What is said when no digits came where some were asked for (a UID, a ticket):
+        `no_digits` where the catalog words it apart from a menu's `no_input` (Mandarin's
+        says "your choice"), else `no_input`."""
+        return (
+            NO_DIGITS_PROMPT if self.tree.catalogs.has(NO_DIGITS_PROMPT, language) else "no_input"
         )
 
     def missed(
@@ -1336,7 +1346,7 @@ class _Turn:
             state,
             event,
             outcome="silent" if silent else "not_a_number",
-            said="no_input" if silent else node.invalid_prompt,
+            said=self.no_keys(state.lang) if silent else node.invalid_prompt,
             attempts=node.attempts,
             then=node.on_failure,
         )

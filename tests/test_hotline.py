@@ -152,6 +152,14 @@ def test_a_caller_from_china_hears_mandarin_first_and_keeps_it_choosing_nothing(
     assert record.heard[8].startswith("如果您的账户被盗")
 
 
+def test_a_mandarin_caller_silent_at_a_digits_prompt_is_told_no_keys_came_not_no_choice(
+    phone: Phone,
+) -> None:
+    record = call(phone, Press("2"), Press("9"), Silent(), Silent())
+    assert record.heard.count("抱歉,没有收到您的输入。") == 2
+    assert "抱歉,我没有听到您的选择。" not in record.heard
+
+
 def test_a_caller_from_elsewhere_choosing_nothing_gets_english(phone: Phone) -> None:
     record = phone.call(ScriptedParty([Press("5"), Silent()]), from_number="+15005550006")
     assert record.heard[0] == "Thank you for calling the exchange support hotline."
