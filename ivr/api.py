@@ -168,7 +168,9 @@ class CaseDetail(BaseModel):
     risk: dict[str, str] = Field(
         description="signals only: `caller_id_match` (yes, no, unknown, withheld), "
         "`stir_verstat` (Twilio's), `callback_keyed` (yes: the caller hid their number and "
-        "keyed the one to call back on; nobody vouched for it)"
+        "keyed the one to call back on; nobody vouched for it), `reported_number` (a number "
+        "that called or texted the caller claiming to be the exchange, and is not one of its "
+        "own: a scam to look into)"
     )
     freeze: dict[str, str]
     menu_path: list[str]
@@ -289,7 +291,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         ),
         risk={
             k: flags[k]
-            for k in ("caller_id_match", "stir_verstat", "callback_keyed")
+            for k in ("caller_id_match", "stir_verstat", "callback_keyed", "reported_number")
             if flags.get(k)
         },
         freeze={k: flags[k] for k in ("self_freeze", "agent_freeze") if k in flags},

@@ -108,6 +108,7 @@ def serve(
         raise _fail(
             f"refusing to start: cannot upgrade the database: {type(exc).__name__}: {exc}"
         ) from None
+    from_file = tree is not None
     if tree is None:
         # A file saved broken (a reload refused it, and the old tree stayed live) must not
         # keep the hotline down at the next restart: the live version serves on, loudly.
@@ -127,7 +128,7 @@ def serve(
     if settings.page_numbers:
         typer.echo(f"Twilio messaging URL (on-call replies): {settings.base_url}/twilio/sms")
     uvicorn.run(
-        create_app(settings, tree=tree),
+        create_app(settings, tree=tree, make_live=from_file),
         host=host,
         port=port,
         proxy_headers=True,

@@ -1470,7 +1470,9 @@ class _Turn:
         there = self._queue_node(queue) or state.node
         node = self.tree.node(there)
         reason = (node.reason or node.topic) if isinstance(node, QueueNode) else None
-        gone = ("ticket", "served_case", "requeues")
+        # `served_case` stays: the agent who left is done with this call (no transfer of that
+        # case takes the caller now, and a late copy of their report is still no news).
+        gone = ("ticket", "requeues")
         facts = {k: v for k, v in state.facts.items() if k not in gone}
         if parent:
             facts["parent_ticket"] = parent

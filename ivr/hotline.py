@@ -658,13 +658,17 @@ class Hotline:
         call backs and ticket texts come from). * or 0 alone, or nothing, is no number."""
         if event.digits in ("", "*", "0"):
             return event
-        found = readings(event.digits, row.from_number)
         ours = set(tree.tree.official_numbers)
         if self.settings.caller_id:
             ours.add(self.settings.caller_id)
-        return engine.NumberLookup(
-            found[0] if found else None, official=any(n in ours for n in found)
-        )
+        found = readings(event.digits, row.from_number)
+        official = [n for n in found if n in ours]
+        if official:
+            return engine.NumberLookup(official[0], official=True)
+        # Not ours: only a phone number is said back and kept with the case. A short string
+        # of digits that is none of our short codes may be a PIN keyed at the wrong prompt.
+        phones = [n for n in found if n.startswith("+")]
+        return engine.NumberLookup(phones[0] if phones else None)
 
     def check(self, attempt: Attempt, digits: str) -> engine.Checked:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the

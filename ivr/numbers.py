@@ -59,7 +59,7 @@ def keyed(digits: str, prefixes: tuple[str, ...] = (), home: str | None = None) 
     the library may lag a country's new ranges, and a real number refused is worse. But a
     caller keys the number they know, often without its country code: `home` (the country
     code of the caller's language, "+86") is put before digits that make no valid number
-    as they are and a valid one after it (13800138000 is a Chinese mobile, not +1 380...)."""
+    as they are and a valid mobile after it (13800138000 is a Chinese mobile, not +1 380...)."""
     digits = digits.strip().removesuffix("#")
     if digits.startswith("00"):
         digits = digits[2:]
@@ -87,7 +87,10 @@ def _valid(number: str) -> bool:
 
 
 def _at_home(digits: str, home: str) -> str | None:
-    """`digits` as a valid number of the country whose calling code is `home`, as E.164."""
+    """`digits` as a valid mobile number of the country whose calling code is `home`, as
+    E.164. Mobiles only: a number from abroad keyed without its own country code (a US
+    4155550123 on a Mandarin call) can be a valid landline at home too, and a stranger
+    would be called; a mobile's own pattern (China's 1[3-9] and 11 digits) is telling."""
     region = _region(home)
     if not digits.isdigit() or region is None:
         return None
@@ -95,7 +98,11 @@ def _at_home(digits: str, home: str) -> str | None:
         parsed = phonenumbers.parse(digits, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(parsed):
+    mobile = (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    )
+    if not phonenumbers.is_valid_number(parsed) or phonenumbers.number_type(parsed) not in mobile:
         return None
     number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return number if dialable(number) else None
@@ -130,8 +137,13 @@ def readings(digits: str, caller: str | None = None) -> list[str]:
     ("13800138000" keyed on a +86 phone is a Chinese mobile, and also a possible +1 number),
     and a valid number before one that is only of a possible length."""
     digits = digits.strip().removesuffix("#")
+    # Fewer than 8 digits is no phone number anyone is called from, and may be a secret keyed
+    # at the wrong prompt (a PIN, a code): never read as one, nor kept. A short code is
+    # matched by the caller of this against the listed ones, as it is.
     if not digits.isdigit() or len(digits) > 17:
         return []
+    if len(digits) < 8:
+        return [digits] if SHORT_CODE.match(digits) else []
     found: list[tuple[bool, str]] = []
     international = digits[2:] if digits.startswith("00") else digits
     tries: list[tuple[str, str | None]] = [("+" + international, None)]
@@ -149,7 +161,7 @@ def readings(digits: str, caller: str | None = None) -> list[str]:
         if E164.match(number) and all(number != n for _, n in found):
             found.append((not phonenumbers.is_valid_number(parsed), number))
     ordered = [number for _, number in sorted(found, key=lambda pair: pair[0])]
-    if SHORT_CODE.match(digits):
+    if SHORT_CODE.match(digits):  # 8 digits: a short code too, in some countries
         ordered.append(digits)
     return ordered
 

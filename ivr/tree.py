@@ -766,12 +766,19 @@ def _check_graph(
                         f"'{target}' hangs up on callers who cannot answer; send them to a queue",
                         "warning",
                     )
+        if isinstance(node, SurveyNode) and node.operator_key and node.operator_key in SURVEY_SCALE:
+            at(
+                name,
+                ("operator_key",),
+                f"'{node.operator_key}' is a score here (1-5): a caller rating the help would be "
+                "put back in line; use 0 (or null)",
+            )
         if isinstance(node, NumberCheckNode) and not tree.official_numbers:
             at(
                 name,
                 (),
-                f"the tree {NO_OFFICIAL_NUMBERS}: every number a caller checks would be "
-                "called not ours, the exchange's own included",
+                f"the tree {NO_OFFICIAL_NUMBERS}: every number a caller checks but "
+                "IVR_CALLER_ID would be called not ours, the exchange's other numbers included",
             )
     seen_numbers: dict[str, int] = {}
     for i, number in enumerate(tree.official_numbers):
@@ -1249,23 +1256,28 @@ def emergency_bound(nodes: Mapping[str, Node]) -> dict[str, str]:
     case anyway, for a call back, rather than lose it because they never reached the queue.
     A node with one outcome elsewhere (a verification that, failed, sends the caller to the
     general queue) is not bound: where that caller was going is not known, nor is one in a
-    loop of such nodes. Worked out as a fixpoint, without recursion (any tree size)."""
+    loop of such nodes. Worked out from the queues backwards, once per edge, without
+    recursion (any tree size)."""
     found: dict[str, str] = {
         name: name
         for name, node in nodes.items()
         if isinstance(node, QueueNode) and node.priority == "emergency"
     }
     own = {name: node for name, node in nodes.items() if isinstance(node, _ON_THEIR_OWN)}
-    changed = True
-    while changed:
-        changed = False
-        for name, node in own.items():
-            if name in found:
-                continue
-            targets = [target for _, target in edges(node)]
-            if targets and all(t in found for t in targets):
-                found[name] = found[targets[0]]
-                changed = True
+    # Each own node waits for its distinct targets; one bound releases those waiting on it.
+    targets = {name: [t for _, t in edges(node)] for name, node in own.items()}
+    waiting = {name: len(set(ts)) for name, ts in targets.items() if ts}
+    waits_on: dict[str, list[str]] = {}
+    for name, ts in targets.items():
+        for target in set(ts):
+            waits_on.setdefault(target, []).append(name)
+    ready = list(found)
+    while ready:
+        for name in waits_on.get(ready.pop(), ()):
+            waiting[name] -= 1
+            if waiting[name] == 0:
+                found[name] = found[targets[name][0]]
+                ready.append(name)
     return {name: queue for name, queue in found.items() if name in own}
 
 

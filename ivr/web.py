@@ -618,8 +618,12 @@ def create_app(
     twilio: TwilioRest | None = None,
     http: httpx.Client | None = None,
     media: httpx.AsyncClient | None = None,
+    make_live: bool = True,
 ) -> FastAPI:
     """The ASGI app. Raises SourceError for a bad tree: the server must not start on one.
+    `make_live`: at start, `tree` becomes the live version everywhere (the tree file's);
+    not for a tree the database said is live already, which another instance may have
+    replaced since (this one then follows it, as every instance does).
 
     Every outside party is a parameter (the database, the clock, the identity endpoint's HTTP
     client, the Twilio REST client, the HTTP client that fetches recordings from Twilio):
@@ -666,7 +670,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads(db)
         try:
-            await run_in_threadpool(hotline.record_tree, "startup")
+            if make_live:
+                await run_in_threadpool(hotline.record_tree, "startup")
         except Exception:
             log.exception("could not record tree version %s", tree.version)
         try:

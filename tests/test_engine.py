@@ -357,8 +357,11 @@ def test_zero_at_the_survey_puts_the_caller_back_in_their_teams_line(call: Call)
     assert verbs(step)[-1] == "Enqueue" and ">general</Enqueue>" in step.twiml
     [opened] = [e for e in step.effects if isinstance(e, OpenCase)]
     assert (opened.queue, opened.priority, opened.parent_ticket) == ("general", "normal", first)
-    assert not call.state.ended and "served_case" not in call.state.facts
-    # The next agent's hang-up asks the survey again, for their case.
+    assert not call.state.ended and call.state.facts["served_case"] == "7"
+    # A late copy of the first agent's report is no news; the next agent's hang-up asks the
+    # survey again, for their case.
+    step = call.send(AgentDone(7))
+    assert verbs(step)[-1] == "Enqueue" and survey_log(step) == []
     step = call.send(AgentDone(8))
     assert call.state.node == "survey" and call.state.facts["served_case"] == "8"
 

@@ -17,7 +17,7 @@ from lxml import etree
 from sqlalchemy import Engine, select
 
 from ivr import store
-from ivr.db import Busy, cases, impatient, verification_failures
+from ivr.db import Busy, calls, cases, impatient, verification_failures
 from ivr.engine import (
     AgentDone,
     CallState,
@@ -41,7 +41,7 @@ from ivr.phone import Answer, Phone, Press, ScriptedParty, Silent, Speak
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree, HangupNode, MenuNode, QueueNode
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, bearer, make_user
 
 
 def call(phone: Phone, *answers: Answer, hold: int = 1):  # type: ignore[no-untyped-def]
@@ -111,6 +111,9 @@ def test_a_key_stops_the_verify_intro_but_not_the_emergency_notice(phone: Phone)
         ("2", "账户里的币全没了"),
         ("2", "有人登录了我的账户"),
         ("1", "someone logged into my account"),
+        # Contacted by a thief posing as us, and already fell for it: a victim, not a check.
+        ("1", "someone called me pretending to be support and I gave them my two factor code"),
+        ("2", "有人冒充客服打电话,我把验证码告诉了他"),
     ],
 )
 def test_saying_hacked_reaches_the_emergency_path(
@@ -228,11 +231,26 @@ def test_a_number_not_ours_is_said_so_and_a_victim_who_gave_a_code_reaches_secur
     assert checks_counted(phone, "not_official") == 1
 
 
+def test_one_who_fell_for_a_call_from_a_number_of_ours_still_reaches_security(
+    phone: Phone, db: Engine
+) -> None:
+    """Our number, faked: a caller who gave the thief a code is a victim all the same."""
+    record = call(phone, *CHECK, Press("12025550143"), Press("1"), Press("*"))
+    assert "is one of our official numbers" in record.transcript
+    assert record.queue == "security"
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency"
+
+
 def test_a_number_not_ours_goes_with_the_caller_to_an_agent(phone: Phone, db: Engine) -> None:
     record = call(phone, *CHECK, Press(SCAMMER), Press("0"))
     assert record.queue == "account"
     [case] = cases_of(db)
     assert case["flags"]["reported_number"] == "+" + SCAMMER  # type: ignore[index]
+    # The agent who takes the case sees the number the caller was contacted from.
+    agent = make_user(db, "alice", "agent")
+    taken = phone.client.post("/api/agents/next", headers=bearer(agent)).json()["case"]
+    assert taken["risk"]["reported_number"] == "+" + SCAMMER
 
 
 def test_a_mandarin_caller_keys_a_mainland_number_as_it_was_shown(phone: Phone, db: Engine) -> None:
@@ -256,6 +274,22 @@ def test_keys_that_are_not_a_number_are_asked_again_then_an_agent(phone: Phone, 
     [case] = cases_of(db)
     assert "reported_number" not in case["flags"]  # type: ignore[operator]
     assert checks_counted(phone, "not_a_number") == 1
+
+
+@pytest.mark.parametrize("keyed", ["482913", "5064", "1234567"])
+def test_a_secret_keyed_at_the_number_prompt_is_neither_said_back_nor_kept(
+    phone: Phone, db: Engine, keyed: str
+) -> None:
+    """A PIN, an ID's last four, a code: short digits that are none of our short codes are
+    no number to check, and are not read back or stored anywhere."""
+    record = call(phone, *CHECK, Press(keyed), Press("0"))
+    assert "not a number we can check" in record.transcript
+    assert "ending in" not in record.transcript
+    assert record.queue == "account"
+    with db.connect() as conn:
+        stored = [str(v) for row in conn.execute(select(cases)).all() for v in row]
+        stored += [str(v) for row in conn.execute(select(calls)).all() for v in row]
+    assert not any(keyed in value for value in stored)
 
 
 @pytest.mark.parametrize("out", ["*", "0"])

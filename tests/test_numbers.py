@@ -78,6 +78,9 @@ def test_a_keyed_number_is_one_we_can_call_or_none(digits: str, number: str | No
         ("8613800138000", "+8613800138000"),  # with it, as asked
         ("14155550100", "+14155550100"),  # a valid number as keyed stays as keyed
         ("1380013800", None),  # a digit short either way: asked again
+        # A US number keyed without its 1 on a Mandarin call: a valid Chinese landline too,
+        # but no mobile: not called in China; asked again, as before.
+        ("4155550123", None),
     ],
 )
 def test_a_number_keyed_without_its_country_code_is_read_in_the_callers_language_country(

@@ -140,6 +140,36 @@ def test_a_reload_logs_the_new_trees_warnings(
     ), logged
 
 
+def test_an_instance_started_on_the_live_version_leaves_it_as_the_database_says(
+    settings: Settings, db: Engine, clock: FakeClock, files: tuple[Path, Path]
+) -> None:
+    """`ivr serve` on a refused file serves the version the database said was live; at its
+    start it must not make that version live again: another instance may have reloaded a
+    newer one meanwhile."""
+    from ivr.store import active_tree_version
+    from ivr.tree import load_tree
+
+    routes, prompts = files
+    with TestClient(create_app(settings, db=db, clock=clock), base_url=HTTPS_CLIENT):
+        pass
+    with db.connect() as conn:
+        first = active_tree_version(conn)
+    retitle(prompts)
+    newer = load_tree(routes, prompts)
+    assert newer.version != first
+    with TestClient(
+        create_app(settings, tree=newer, db=db, clock=clock, make_live=False),
+        base_url=HTTPS_CLIENT,
+    ):
+        pass
+    with db.connect() as conn:
+        assert active_tree_version(conn) == first
+    with TestClient(create_app(settings, tree=newer, db=db, clock=clock), base_url=HTTPS_CLIENT):
+        pass
+    with db.connect() as conn:
+        assert active_tree_version(conn) == newer.version
+
+
 def test_versions_and_rollback(
     reload_client: TestClient,
     operator: str,

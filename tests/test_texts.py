@@ -99,8 +99,8 @@ def test_each_caller_is_texted_their_ticket_once_in_their_language(
         ("+15005550008", CALLER_ID),
     ]
     assert sent[0]["Body"] == (
-        f"Exchange support: your ticket is {english['ticket']}. To follow it up, call, press 1 "
-        "for English, then 9. We never ask for passwords, 2FA codes or keys, nor to move funds."
+        f"Exchange support: your ticket is {english['ticket']}. To follow it up, call and press "
+        "1, then 9. We never ask for passwords, 2FA codes or keys, nor to move funds."
     )
     assert len(sent[0]["Body"]) <= 160  # one SMS
     assert f"工单号{mandarin['ticket']}。来电先按2选中文,再按9查询。" in sent[1]["Body"]

@@ -782,6 +782,49 @@ class Rates(Talks):
         return super().answer(prompt)
 
 
+class BackInLine(Talks):
+    """Talks; at the survey after the agent, presses 0 (not done yet: back in line), then
+    holds while `on_hold` says so."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.talked = False
+
+    def talk(self, number: str) -> None:
+        self.talked = True
+
+    def answer(self, prompt: Prompt) -> Answer:
+        if self.talked and not prompt.in_queue:
+            self.talked = False
+            return Press("0")
+        return super().answer(prompt)
+
+
+def test_the_agent_a_caller_left_for_the_line_again_cannot_send_them_on(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """Back in line from the survey, the caller is no longer on alice's call: her case
+    cannot take them anywhere (the new case, in line, is whoever takes it next)."""
+    seen: dict[str, Any] = {}
+    polls: list[int] = []
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        polls.append(poll)
+        if len(polls) == 1:
+            seen["refused"] = refused(client, alice, seen["first"]["case"]["id"], TO_SECURITY)
+        return len(polls) < 2
+
+    phone.call(BackInLine(PAYMENTS, holds, lambda number: None))
+    assert seen["refused"][0] == 409 and "left your call" in seen["refused"][1]
+    with db.connect() as conn:
+        rows = conn.execute(select(cases.c.queue, cases.c.flags).order_by(cases.c.id)).all()
+    assert [queue for queue, _ in rows] == ["payments", "payments"]
+    assert all("transfer_to" not in (flags or {}) for _, flags in rows)
+
+
 def test_a_caller_who_left_the_agents_call_cannot_be_sent_on_without_twilios_rest_api(
     phone: Phone, client: TestClient, db: Engine, alice: str
 ) -> None:

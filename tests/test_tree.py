@@ -1260,6 +1260,16 @@ def test_more_say_nodes_in_a_row_than_one_turn_takes_are_refused(
     )
 
 
+def test_a_survey_whose_back_key_is_a_score_is_refused(tmp_path: Path) -> None:
+    """0 puts a caller not done back in line; a 1-5 key there would do it to one rating."""
+    text = EMERGENCY_LANE.replace(
+        "    freeze_prompt: connecting\n", "    freeze_prompt: connecting\n    after_agent: rate\n"
+    )
+    text += "  rate: {kind: survey, prompt: main, operator_key: '5', next: bye}\n"
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, line_of(text, "rate:"), "nodes.rate.operator_key", "a score")
+
+
 def test_a_stored_version_refused_by_a_later_check_still_serves_its_calls_in_progress() -> None:
     """A tree live before the emergency-lane checks existed: refused as a new tree or as a
     rollback, rebuilt with a warning for the calls that began on it."""
