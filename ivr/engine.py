@@ -258,6 +258,8 @@ class NumberLookup:
 
     number: str | None
     official: bool = False
+    # Fewer than 8 digits, none of our short codes: not ours, and not said back nor kept.
+    short: bool = False
 
 
 Input = (
@@ -1338,6 +1340,10 @@ class _Turn:
                 return self.enter(node.on_official, state)
             facts = {**state.facts, "reported_number": event.number}
             return self.enter(node.on_not_official, state.model_copy(update={"facts": facts}))
+        if isinstance(event, NumberLookup) and event.short:
+            self.log.append(LogEntry(state.node, "input", "dtmf", outcome="not_official"))
+            self.say(node.short_code_prompt, state.lang)
+            return self.enter(node.on_not_official, state)
         if isinstance(event, Keys) and event.digits in ("*", "0"):
             self.log.append(LogEntry(state.node, "input", "dtmf", outcome="skipped"))
             return self.enter(node.on_failure, state)

@@ -88,6 +88,8 @@ class WouldBlock(Exception):
 
 
 def _number_check_result(lookup: engine.NumberLookup) -> str:
+    if lookup.short:
+        return "not_official"
     if lookup.number is None:
         return "not_a_number"
     return "official" if lookup.official else "not_official"
@@ -666,9 +668,12 @@ class Hotline:
         if official:
             return engine.NumberLookup(official[0], official=True)
         # Not ours: only a phone number is said back and kept with the case. A short string
-        # of digits that is none of our short codes may be a PIN keyed at the wrong prompt.
+        # of digits that is none of our short codes may be a PIN keyed at the wrong prompt:
+        # the caller is told it is not ours, and nothing of it is said back or kept.
         phones = [n for n in found if n.startswith("+")]
-        return engine.NumberLookup(phones[0] if phones else None)
+        if phones:
+            return engine.NumberLookup(phones[0])
+        return engine.NumberLookup(None, short=bool(found))
 
     def check(self, attempt: Attempt, digits: str) -> engine.Checked:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the
@@ -1916,7 +1921,18 @@ class Hotline:
                     "Twilio is calling the customer back now: resolve it once you have talked, "
                     "or it comes back to the line by itself if they do not answer",
                 )
-            by_hand = case["status"] == "offered" and case["offer"] in cases.AGENT_FINISHES
+            # Only the agent's own word for their own call: a call back they accepted and
+            # dialled (not a withheld caller's case, with nobody to dial; not a supervisor).
+            by_hand = (
+                case["status"] == "offered"
+                and case["offer"] == cases.OFFER_BY_HAND
+                and case["agent_id"] == user.id
+                and case["accept_by"] is None
+            )
+            if reached and not by_hand:
+                raise CaseRefused(
+                    409, "reached is for a call back you accepted and dialled yourself"
+                )
             if not cases.resolve(
                 conn,
                 case_id=case_id,
@@ -1999,14 +2015,21 @@ class Hotline:
                 sent = cases.send_call_back_on(conn, case_id=case_id, agent=agent, to=to, now=now)
             else:
                 call = store.load_call(conn, call_sid=case["call_sid"])
-                if (
+                left = (
                     call is not None
                     and call.status not in store.FINAL_STATUSES
                     and call.state.facts.get("served_case") == str(case_id)
-                    and self.twilio is None
-                ):
+                )
+                # Another case of theirs since (back in line from the survey): this one is
+                # no longer where the caller is, with or without Twilio's REST API.
+                moved_on = call is not None and call.state.facts.get("ticket") not in (
+                    None,
+                    case["ticket"],
+                )
+                if left and (self.twilio is None or moved_on):
                     # Their call with the agent is over, and they are somewhere else in the
-                    # tree (a survey): no hang-up of the agent's is coming to send them.
+                    # tree (a survey, a line): no hang-up of the agent's is coming to send
+                    # them, and Twilio's REST API must not pull them out of where they are.
                     raise CaseRefused(
                         409, "the caller has left your call: nothing can send them on now"
                     )

@@ -337,6 +337,9 @@ class NumberCheckNode(_Node):
     invalid_prompt: PromptKey = "number_check_invalid"
     official_prompt: PromptKey = "number_check_official"
     not_official_prompt: PromptKey = "number_check_not_official"
+    # A short code (fewer than 8 digits) that is not ours: said without reading it back, and
+    # not kept (it may be a secret keyed at the wrong prompt); on as for any number not ours.
+    short_code_prompt: PromptKey = "number_check_short_code"
     attempts: int = Field(default=2, ge=1, le=5)
     timeout: int = Field(default=15, ge=3, le=60)
     on_official: NodeName
@@ -583,6 +586,7 @@ def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
         "status_prompt",
         "official_prompt",
         "not_official_prompt",
+        "short_code_prompt",
     )
     for name in names:
         value = getattr(node, name, None)

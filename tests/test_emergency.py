@@ -808,6 +808,40 @@ def test_a_call_back_the_agent_dialled_themselves_counts_as_made_when_they_say_s
         assert row["connected_at"] is None
 
 
+def test_reached_is_only_the_agents_word_for_a_call_back_they_dialled(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """Nobody to dial (a caller who hid their number), or a supervisor closing an agent's
+    call back: no word of reaching anyone counts, and the figures are not inflated."""
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number="anonymous")
+    nobody = api(client, agent, "POST", "/api/agents/next")
+    assert nobody["connect"]["mode"] == "no_number"
+    refused = client.post(
+        f"/api/cases/{nobody['case']['id']}/resolve",
+        headers=bearer(agent),
+        json={"notes": "froze it", "reached": True},
+    )
+    assert refused.status_code == 409 and "dialled yourself" in refused.text
+    api(
+        client,
+        agent,
+        "POST",
+        f"/api/cases/{nobody['case']['id']}/resolve",
+        json={"notes": "froze it"},
+    )
+    phone.call(ScriptedParty(list(CALL_ME_BACK)))
+    theirs = api(client, agent, "POST", "/api/agents/next")
+    assert theirs["connect"]["mode"] == "call_back"
+    sam = make_user(db, "sam", "supervisor")
+    refused = client.post(
+        f"/api/cases/{theirs['case']['id']}/resolve",
+        headers=bearer(sam),
+        json={"notes": "closed", "reached": True},
+    )
+    assert refused.status_code == 409
+    assert all(row["connected_at"] is None for row in case_rows(db))
+
+
 @pytest.fixture
 def rest(
     settings: Settings,

@@ -231,6 +231,16 @@ def test_a_number_not_ours_is_said_so_and_a_victim_who_gave_a_code_reaches_secur
     assert checks_counted(phone, "not_official") == 1
 
 
+def test_a_scammers_short_code_leads_to_security_like_any_number_not_ours(
+    phone: Phone, db: Engine
+) -> None:
+    record = call(phone, *CHECK, Press("95555"), Press("1"), Press("*"))
+    assert "That is not one of our short codes" in record.transcript
+    assert record.queue == "security"
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency" and "reported_number" not in case["flags"]  # type: ignore[operator]
+
+
 def test_one_who_fell_for_a_call_from_a_number_of_ours_still_reaches_security(
     phone: Phone, db: Engine
 ) -> None:
@@ -281,9 +291,9 @@ def test_a_secret_keyed_at_the_number_prompt_is_neither_said_back_nor_kept(
     phone: Phone, db: Engine, keyed: str
 ) -> None:
     """A PIN, an ID's last four, a code: short digits that are none of our short codes are
-    no number to check, and are not read back or stored anywhere."""
+    not ours (as a scammer's short code is), and are not read back or stored anywhere."""
     record = call(phone, *CHECK, Press(keyed), Press("0"))
-    assert "not a number we can check" in record.transcript
+    assert "That is not one of our short codes" in record.transcript
     assert "ending in" not in record.transcript
     assert record.queue == "account"
     with db.connect() as conn:
@@ -421,6 +431,7 @@ INPUTS: tuple[Input, ...] = (
     NumberLookup("+12025550143", official=True),
     NumberLookup("+12025550199"),
     NumberLookup(None),
+    NumberLookup(None, short=True),
     QueueExit("queue-full"),
     QueueExit("leave"),
     QueueExit("bridged"),
@@ -530,6 +541,18 @@ def test_spoken_requests_for_a_person(
         ("zh-CN", "我的充值不见了"),  # a deposit not credited
         ("zh-CN", "我登录不了我的账户"),
         ("en", "I cannot log into my account"),
+        # Near the words of a victim who fell for a scam, said by callers with other problems.
+        ("zh-CN", "为什么不让我转账"),
+        ("zh-CN", "系统不让我转账到合约账户"),
+        ("zh-CN", "提现的时候它让我转账到资金账户"),
+        ("zh-CN", "我按对方的要求转了款但是对方一直不放币"),
+        ("zh-CN", "短信提示不要把验证码告诉任何人,但是我收不到验证码"),
+        ("en", "I shared my code with a friend but never got the referral bonus"),
+        ("en", "I gave them my ID and passport but verification still failed"),
+        ("en", "I already gave them my transaction ID and my deposit is still not credited"),
+        ("en", "the app made me send a selfie again"),
+        ("en", "it made me transfer to spot before withdrawing"),
+        ("en", "I gave away my old phone and need to reset two factor"),
     ],
 )
 def test_a_freeze_or_theft_setting_asked_about_is_no_emergency(

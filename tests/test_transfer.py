@@ -800,11 +800,17 @@ class BackInLine(Talks):
         return super().answer(prompt)
 
 
+@pytest.mark.parametrize("with_rest", [False, True])
 def test_the_agent_a_caller_left_for_the_line_again_cannot_send_them_on(
-    phone: Phone, client: TestClient, db: Engine, alice: str
+    request: pytest.FixtureRequest, db: Engine, alice: str, with_rest: bool
 ) -> None:
     """Back in line from the survey, the caller is no longer on alice's call: her case
-    cannot take them anywhere (the new case, in line, is whoever takes it next)."""
+    cannot take them anywhere (the new case, in line, is whoever takes it next), nor can
+    Twilio's REST API pull them out of the line they are in."""
+    if with_rest:
+        client, phone = request.getfixturevalue("rest")
+    else:
+        client, phone = request.getfixturevalue("client"), request.getfixturevalue("phone")
     seen: dict[str, Any] = {}
     polls: list[int] = []
 

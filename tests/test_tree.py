@@ -957,6 +957,7 @@ NUMBER_CHECK = """\
     invalid_prompt: invalid
     official_prompt: connecting
     not_official_prompt: goodbye
+    short_code_prompt: goodbye
     on_official: bye
     on_not_official: agent
     on_failure: agent
