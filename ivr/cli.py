@@ -139,11 +139,12 @@ def serve(
 
 def _live_tree(settings: Settings) -> CompiledTree | None:
     """The version live everywhere (the database says), if it still serves these settings."""
+    from ivr.db import create_db_engine
     from ivr.hotline import prompts_refused
     from ivr.store import active_tree_version, load_tree_version
     from ivr.tree import tree_from_stored
 
-    engine = _database(settings)
+    engine = create_db_engine(settings.database_url)  # upgraded already, by `serve`
     try:
         with engine.connect() as conn:
             version = active_tree_version(conn)

@@ -261,6 +261,13 @@ class NumberLookup:
     # Fewer than 8 digits, none of our short codes: not ours, and not said back nor kept.
     short: bool = False
 
+    @property
+    def result(self) -> str:
+        """official, not_official, or not_a_number: its log line and metric label."""
+        if self.official:
+            return "official"
+        return "not_official" if self.short or self.number is not None else "not_a_number"
+
 
 Input = (
     Keys
@@ -1332,8 +1339,7 @@ class _Turn:
         that are not a number, or nothing, are asked again `attempts` times in all; * or 0
         alone is a caller who wants out: `on_failure` at once."""
         if isinstance(event, NumberLookup) and event.number is not None:
-            outcome = "official" if event.official else "not_official"
-            self.log.append(LogEntry(state.node, "input", "dtmf", outcome=outcome))
+            self.log.append(LogEntry(state.node, "input", "dtmf", outcome=event.result))
             prompt = node.official_prompt if event.official else node.not_official_prompt
             self.say(prompt, state.lang, last4=last4(event.number))
             if event.official:
@@ -1341,7 +1347,7 @@ class _Turn:
             facts = {**state.facts, "reported_number": event.number}
             return self.enter(node.on_not_official, state.model_copy(update={"facts": facts}))
         if isinstance(event, NumberLookup) and event.short:
-            self.log.append(LogEntry(state.node, "input", "dtmf", outcome="not_official"))
+            self.log.append(LogEntry(state.node, "input", "dtmf", outcome=event.result))
             self.say(node.short_code_prompt, state.lang)
             return self.enter(node.on_not_official, state)
         if isinstance(event, Keys) and event.digits in ("*", "0"):

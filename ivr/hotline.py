@@ -87,14 +87,6 @@ class WouldBlock(Exception):
     of the input is written, so running it again is the same as running it once."""
 
 
-def _number_check_result(lookup: engine.NumberLookup) -> str:
-    if lookup.short:
-        return "not_official"
-    if lookup.number is None:
-        return "not_a_number"
-    return "official" if lookup.official else "not_official"
-
-
 @dataclass(frozen=True)
 class Attempt:
     """A secret factor keyed in and counted towards the lockout, not checked yet (never the
@@ -495,7 +487,7 @@ class Hotline:
             if isinstance(event, engine.TicketLookup) and event.locked:
                 self.metrics.ticket_lookups_refused.inc()
             if isinstance(event, engine.NumberLookup):
-                self.metrics.number_checks.labels(_number_check_result(event)).inc()
+                self.metrics.number_checks.labels(event.result).inc()
             if isinstance(event, engine.Checked):  # counted once: by the run that stored it
                 if event.locked:
                     self.metrics.lockouts.inc()
@@ -1940,7 +1932,7 @@ class Hotline:
                 now=now,
                 notes=notes,
                 unless_sending=user.role != "supervisor",
-                reached_at=case["offered_at"] if reached and by_hand else None,
+                reached_at=case["offered_at"] if reached else None,
             ):
                 raise CaseRefused(409, "the case changed meanwhile; look at it again")
             cases.audit(
@@ -1949,7 +1941,7 @@ class Hotline:
                 action="resolve",
                 uid=None,
                 case_id=case_id,
-                reason="reached by hand" if reached and by_hand else None,
+                reason="reached by hand" if reached else None,
                 result="ok",
                 now=now,
             )

@@ -220,7 +220,7 @@ class Catalogs:
         for cat in self.by_language.values():
             value = cat.prompts.get(key)
             if isinstance(value, str):
-                found.update(name for _, name, _, _ in _FORMATTER.parse(value) if name)
+                found.update(variables_in(value))
         return found
 
     def variables_of(self, key: str, language: str) -> set[str]:
@@ -343,9 +343,7 @@ def parse_catalog(doc: YamlDoc, expected_language: str | None = None) -> Catalog
             if why:
                 problems.append(doc.problem(("prompts", key), why))
             elif cat.calendar is None and cat.language != BASE_LANGUAGE:
-                times = MOMENT_VARIABLES.intersection(
-                    name for _, name, _, _ in _FORMATTER.parse(value) if name
-                )
+                times = MOMENT_VARIABLES.intersection(variables_in(value))
                 if times:
                     problems.append(
                         doc.problem(
