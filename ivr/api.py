@@ -204,6 +204,11 @@ class CaseDetail(BaseModel):
         description="an agent sent the caller on to this queue (POST /api/cases/{id}/transfer): "
         "who, and what they said",
     )
+    on_call: bool = Field(
+        default=False,
+        description="connected, and the agent's leg of the call has not ended yet: its agent "
+        "resolves it once they have hung up",
+    )
     ticket_text: Literal["due", "sending", "sent", "failed", "stale", "skipped"] | None = Field(
         default=None,
         description="the ticket texted to the caller (IVR_TEXT_TICKETS): `sent` (Twilio took "
@@ -307,6 +312,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         accept_by=raw["accept_by"],
         language=raw["language"],
         ticket_text=raw["ticket_text"],
+        on_call=raw.get("on_call", False),
         transfer=_transfer(raw),
     )
 
@@ -762,9 +768,10 @@ def accept(case_id: CaseIdPath, user: AgentUser, hotline: HotlineDep) -> CaseDet
 def resolve(
     case_id: CaseIdPath, body: ResolveRequest, user: StaffUser, hotline: HotlineDep
 ) -> CaseDetail:
-    """The agent who took the case, while they have it; or a supervisor: a case another agent
-    has (gone home, revoked), or a call back nobody has taken. Never a caller waiting on the
-    line: they are served, not resolved away."""
+    """The agent who took the case, while they have it, once their leg of the call has ended
+    (`on_call` false); or a supervisor: a case another agent has (gone home, revoked), or a
+    call back nobody has taken. Never a caller waiting on the line: they are served, not
+    resolved away."""
     try:
         hotline.resolve_case(case_id, user, body.notes, reached=body.reached)
     except CaseRefused as refused:

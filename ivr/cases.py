@@ -770,6 +770,26 @@ def resolve(
         return done is not None
 
 
+def on_the_call(
+    conn: Connection, case: dict[str, Any], *, now: datetime, longest: timedelta
+) -> bool:
+    """Its agent is still on the call with its caller: connected, and neither Twilio's report
+    of the agent's leg ending (`talk_ended_at`) nor the end of the caller's call has come,
+    nor, both reports lost, has it been connected for as long as any call lasts (`longest`).
+    A call back's customer was called by Twilio: no call row here tells its end."""
+    if case["status"] != "connected" or case["talk_ended_at"] is not None:
+        return False
+    if case["connected_at"] is None or case["connected_at"] <= now - longest:
+        return False
+    if (case["claimed_from"] or "waiting") != "waiting":
+        return True
+    with reading(conn):
+        call = conn.execute(
+            select(calls.c.ended_at).where(calls.c.call_sid == case["call_sid"])
+        ).first()
+    return call is None or call.ended_at is None
+
+
 def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:
     """The agent's case ended: one available when it came to them waits for the next from
     now (the longest idle first); one whose availability had lapsed stays away."""
@@ -984,6 +1004,7 @@ def set_status(
         where.append(cases.c.status.in_(only_from))
     if status == "connected":
         values.setdefault("connected_at", now)
+        values.setdefault("talk_ended_at", None)
     if status in ("resolved",):
         values.setdefault("ended_at", now)
     with writing(conn):
@@ -1000,6 +1021,7 @@ _BACK_IN_LINE = {
     "offered_at": None,
     "offer": None,
     "accept_by": None,
+    "talk_ended_at": None,
 }
 
 # How an offer reaches its caller (the case's `offer`; `Connect.mode` in the API).
@@ -1185,7 +1207,9 @@ def connect_offer(
     with writing(conn):
         connected = (
             conn.execute(
-                update(cases).where(*where).values(status="connected", connected_at=now)
+                update(cases)
+                .where(*where)
+                .values(status="connected", connected_at=now, talk_ended_at=None)
             ).rowcount
             == 1
         )
@@ -1325,9 +1349,11 @@ def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
     )
 
 
-def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> bool:
-    """Twilio reports the agent's phone answered the caller: the case stays the agent's to
-    resolve. If the caller's hang-up was stored first (the two reports raced) it abandoned
+def agent_answered(
+    conn: Connection, *, case_id: int, agent_id: int | None, now: datetime
+) -> bool:
+    """Twilio reports the agent's leg ended, answered: the case stays the agent's to resolve,
+    now that they have hung up (`talk_ended_at`). If the caller's hang-up was stored first (the two reports raced) it abandoned
     the case for a call back; while no other agent has taken it, it is the agent's again,
     for they have talked."""
     mine = [cases.c.id == case_id]
@@ -1338,7 +1364,7 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> b
             conn.execute(
                 update(cases)
                 .where(*mine, cases.c.status == "connected")
-                .values(offer=OFFER_ANSWERED)
+                .values(offer=OFFER_ANSWERED, talk_ended_at=now)
             ).rowcount
             == 1
         ):
@@ -1361,6 +1387,7 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None) -> b
                     offered_at=cases.c.connected_at,
                     offer=OFFER_ANSWERED,
                     ended_at=None,
+                    talk_ended_at=now,
                 )
             ).rowcount
             == 1

@@ -649,7 +649,9 @@ def _desk_live(
     now = hotline.clock()
     ready = [e for e in api.queue(user, hotline) if e.not_before is None]
     mine = api.my_cases(user, hotline) if held is None else held
-    state = "|".join(f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}" for c in mine)
+    state = "|".join(
+        f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}:{c.on_call}" for c in mine
+    )
     longest = max((e.waiting_seconds for e in ready), default=0)
     offered = next((c for c in mine if c.accept_by), None)
     return {

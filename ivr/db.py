@@ -237,6 +237,9 @@ cases = Table(
     Column("offered_at", UTCDateTime()),
     Column("connected_at", UTCDateTime()),
     Column("ended_at", UTCDateTime()),
+    # When the agent's leg of a connected case ended (Twilio's report of the <Dial>): its
+    # agent resolves it after the call, not during it. None while in line or talking.
+    Column("talk_ended_at", UTCDateTime()),
     # How the current offer reaches its caller (`ivr.cases.OFFER_*`; for a call back Twilio is
     # placing, with the outbound call's sid); none while the case is in line.
     Column("offer", String(80)),

@@ -1349,7 +1349,9 @@ class Hotline:
             dial_status = "no-answer"
         if dial_status in ("completed", "answered"):
             with self.db.connect() as conn:
-                cases.agent_answered(conn, case_id=case_id, agent_id=agent_id)
+                cases.agent_answered(
+                    conn, case_id=case_id, agent_id=agent_id, now=self.clock()
+                )
             if outbound or row is None:
                 return engine.hangup_twiml(catalogs, lang)
             # The caller is still on the line: where their queue says (a survey), or goodbye.
@@ -1904,6 +1906,14 @@ class Hotline:
                     f"the caller is being sent on to {sending.queue}: it is resolved there, by "
                     "the agent who takes it",
                 )
+            if case["agent_id"] == user.id and self._on_the_call(conn, case, now):
+                # Resolved mid-call, the handle time would end while they still talk, and
+                # they would be offered the next caller with this one on the line.
+                raise CaseRefused(
+                    409,
+                    "you are on the call with the caller still: resolve it once you have hung "
+                    "up (write your notes meanwhile)",
+                )
             if case["priority"] == "emergency" and len(notes.strip()) < 3:
                 # Someone answers later for what was done about a stolen account.
                 raise CaseRefused(409, "say in the notes what was done about this emergency")
@@ -2173,9 +2183,14 @@ class Hotline:
                 if case["account_uid"]
                 else []
             )
+            case["on_call"] = self._on_the_call(conn, case, self.clock())
         case["menu_path"] = [e["node"] for e in events if e["kind"] == "entered"]
         case["earlier_cases"] = earlier
         return case
+
+    def _on_the_call(self, conn: Connection, case: dict[str, Any], now: datetime) -> bool:
+        longest = timedelta(seconds=self.settings.call_max_age_seconds)
+        return cases.on_the_call(conn, case, now=now, longest=longest)
 
     # -- from memory ----------------------------------------------------------------------
 

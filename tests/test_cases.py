@@ -595,6 +595,8 @@ def test_api_an_agent_has_one_case_at_a_time(client: TestClient, db: Engine) -> 
     with db.connect() as conn:
         assert cases.set_status(conn, case_id=first, status="connected", now=T0)
     refused("on the line: resolve it when you are done, then take the next")
+    with db.connect() as conn:  # she hung up
+        assert cases.agent_answered(conn, case_id=first, agent_id=None, now=T0 + MINUTE)
     closed = call(client, "POST", f"/api/cases/{first}/resolve", {"notes": "frozen"}, token)
     assert closed.status_code == 200, closed.text
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == second
@@ -714,6 +716,15 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
     assert early.status_code == 409 and "waiting on the line" in early.json()["detail"]
     with db.connect() as conn:
         assert cases.set_status(conn, case_id=case_id, status="connected", now=T0)
+    # Put through, she talks to the caller: resolved once she has hung up, not before.
+    talking = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "x"}, token)
+    assert talking.status_code == 409 and "on the call" in talking.json()["detail"]
+    [mine] = call(client, "GET", "/api/agents/cases", None, token).json()
+    assert mine["on_call"] is True
+    with db.connect() as conn:
+        assert cases.agent_answered(conn, case_id=case_id, agent_id=None, now=T0 + MINUTE)
+    [mine] = call(client, "GET", "/api/agents/cases", None, token).json()
+    assert mine["on_call"] is False
     r = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "reset 2FA"}, token)
     assert r.status_code == 200
     assert r.json()["status"] == "resolved" and r.json()["notes"] == "reset 2FA"

@@ -1119,6 +1119,9 @@ class HoldingCaller(ScriptedParty):
         # Held by a test: the caller's next hold round waits (music playing) until released.
         self.gate = threading.Lock()
         self.between_rounds = threading.Event()  # set each time the caller reaches the gate
+        # Set by a test: put through, the caller talks to the agent until it is set again.
+        self.talking: threading.Event | None = None
+        self.put_through = threading.Event()
 
     def keep_holding(self, queue: str, polls: int) -> bool:
         self.queued.set()
@@ -1127,6 +1130,11 @@ class HoldingCaller(ScriptedParty):
         with self.gate:
             pass
         return held
+
+    def talk(self, number: str) -> None:
+        self.put_through.set()
+        if self.talking is not None:
+            self.talking.wait(15)
 
 
 class Callers:
@@ -1170,6 +1178,20 @@ class Callers:
         if gate.locked():
             gate.release()
 
+    def stay_on_the_call(self, sid: str) -> None:
+        """Put through, the caller and the agent talk until `agent_hangs_up`."""
+        self.parties[sid].talking = threading.Event()
+
+    def on_the_call(self, sid: str) -> None:
+        self.next_round(sid)
+        assert self.parties[sid].put_through.wait(15), f"call {sid} was not put through"
+
+    def agent_hangs_up(self, sid: str) -> None:
+        talking = self.parties[sid].talking
+        assert talking is not None
+        talking.set()
+        self.finished(sid)
+
     def finished(self, sid: str) -> None:
         """Wait for a call to end by itself (after an agent took it)."""
         self.next_round(sid)
@@ -1178,7 +1200,9 @@ class Callers:
 
     def hang_up(self) -> None:
         self.release.set()
-        for sid in self.parties:
+        for sid, party in self.parties.items():
+            if party.talking is not None:
+                party.talking.set()
             self.next_round(sid)
         for thread in self.threads.values():
             thread.join(15)
@@ -1423,7 +1447,8 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     # through. The desk says so and leaves their words alone ...
     why = case.get_by_label("Give it back: why (optional)")
     why.fill("needs a Mandarin speaker")
-    scene.callers.finished(scene.calls["hijack"])
+    scene.callers.stay_on_the_call(scene.calls["hijack"])
+    scene.callers.on_the_call(scene.calls["hijack"])
     rows = scene.tab.locator("table.queue tbody tr")
     expect(rows).to_have_count(2, timeout=9000)
     expect(rows.locator(".badge-emergency")).to_have_count(0)
@@ -1435,10 +1460,23 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     why.blur()
     expect(case).to_contain_text("connected", timeout=9000)
     expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
-    case.get_by_label("Notes").fill("Frozen at the caller's request; told to reset 2FA.")
+    # On the call, the agent writes their notes; the case is resolved once they hang up.
+    expect(case.locator(".on-call")).to_be_visible()
+    expect(case.get_by_role("button", name="Resolve")).to_be_disabled()
+    notes = "Frozen at the caller's request; told to reset 2FA."
+    case.get_by_label("Notes").fill(notes)
+    scene.callers.agent_hangs_up(scene.calls["hijack"])
+    # The desk, told the call ended, leaves the notes alone; reloaded, it keeps them.
+    expect(desk.locator(".stale-desk")).to_be_visible(timeout=9000)
+    desk.get_by_role("link", name="Reload the desk").click()
+    expect(case.locator(".on-call")).to_have_count(0)
+    expect(case.get_by_label("Notes")).to_have_value(notes)
     case.get_by_role("button", name="Resolve").click()
     expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["resolved"])
     expect(desk.locator(".empty")).to_have_text("You have no case now.")
+    # Kept no longer than their case is on the desk.
+    kept = "Object.keys(window.sessionStorage).filter(k => k.startsWith('ivr-notes-'))"
+    assert desk.evaluate(kept) == []
     desk.context.close()
 
 

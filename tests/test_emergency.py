@@ -2417,13 +2417,62 @@ def test_a_screened_agent_takes_the_call_before_the_caller_is_put_through(
     assert held["id"] == row["id"]
 
 
-def test_a_case_resolved_while_the_agent_still_talks_lets_the_caller_go_when_they_hang_up(
+def test_an_agent_resolves_her_case_once_she_has_hung_up(
     client: TestClient, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
-    """alice took the call, and resolves the case with her notes before she hangs up. The
-    Dial's report still knows she talked: the caller is asked the survey and let go, not put
-    back on hold with a new case."""
+    """alice took the call and tries to resolve the case before she hangs up: refused, for
+    she still talks (her handle time would end, and the next caller come to her phone, with
+    this one on the line). Her desk says so. Hung up, she resolves it, and her handle time
+    runs to then: the talk and the work after it."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            return "completed"
+
+    taken: list[Any] = []
+    during: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    original = phone.signed_post
+
+    def resolving_first(url: str, params: dict[str, str]) -> Any:
+        if "/twilio/connect-done" in url and not during:  # before she hangs up
+            during.append(api(client, alice, "GET", "/api/agents/cases"))
+            notes = {"notes": "froze the account; 2FA reset explained"}
+            path = f"/api/cases/{taken[0]['id']}/resolve"
+            during.append(client.post(path, headers=bearer(alice), json=notes))
+        return original(url, params)
+
+    phone.signed_post = resolving_first  # type: ignore[method-assign]
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    assert record.agent_took is True
+    [[mine], refused] = during
+    assert mine["status"] == "connected" and mine["on_call"] is True
+    assert refused.status_code == 409 and "on the call" in refused.json()["detail"]
+    assert any("how satisfied are you" in line for line in record.heard)
+    [held] = api(client, alice, "GET", "/api/agents/cases")
+    assert (held["id"], held["status"], held["on_call"]) == (taken[0]["id"], "connected", False)
+    notes = {"notes": "froze the account; 2FA reset explained"}
+    done = api(client, alice, "POST", f"/api/cases/{taken[0]['id']}/resolve", json=notes)
+    assert done["status"] == "resolved"
+    [row] = case_rows(db)  # no new case: the caller was not put back on hold
+    assert row["connected_at"] <= row["talk_ended_at"] <= row["ended_at"]
+
+
+def test_a_case_a_supervisor_resolves_while_its_agent_still_talks_lets_the_caller_go(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """A supervisor closes alice's case while she still talks (she forgot it, her desk is
+    gone): the Dial's report still knows she talked, so the caller is asked the survey and
+    let go, not put back on hold with a new case."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    sam = make_user(db, "sam", "supervisor")
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
 
     class Party(Caller):
@@ -2440,9 +2489,9 @@ def test_a_case_resolved_while_the_agent_still_talks_lets_the_caller_go_when_the
     original = phone.signed_post
 
     def resolving_first(url: str, params: dict[str, str]) -> Any:
-        if "/twilio/connect-done" in url:  # she resolves, then hangs up
-            notes = {"notes": "froze the account; 2FA reset explained"}
-            api(client, alice, "POST", f"/api/cases/{taken[0]['id']}/resolve", json=notes)
+        if "/twilio/connect-done" in url:  # sam resolves it, then she hangs up
+            notes = {"notes": "alice froze the account"}
+            api(client, sam, "POST", f"/api/cases/{taken[0]['id']}/resolve", json=notes)
         return original(url, params)
 
     phone.signed_post = resolving_first  # type: ignore[method-assign]

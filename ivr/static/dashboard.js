@@ -87,6 +87,38 @@
     };
   }
 
+  // The desk's notes survive its reloads (a case put through, an agent's leg ended, a refused
+  // action): kept in this tab until their case has left the desk.
+  var KEPT = "ivr-notes-";
+
+  function keepNotes() {
+    var storage;
+    try {
+      storage = window.sessionStorage;
+      storage.getItem(KEPT);
+    } catch (ignored) {
+      return; // storage blocked: notes last as long as the page
+    }
+    var shown = {};
+    var fields = document.querySelectorAll("textarea[data-keep]");
+    for (var i = 0; i < fields.length; i += 1) {
+      var key = fields[i].getAttribute("data-keep");
+      shown[key] = true;
+      if (fields[i].value === "" && storage.getItem(key)) {
+        fields[i].value = storage.getItem(key);
+      }
+      fields[i].addEventListener("input", function (event) {
+        storage.setItem(event.target.getAttribute("data-keep"), event.target.value);
+      });
+    }
+    for (var j = storage.length - 1; j >= 0; j -= 1) {
+      var name = storage.key(j);
+      if (name && name.indexOf(KEPT) === 0 && !shown[name]) {
+        storage.removeItem(name);
+      }
+    }
+  }
+
   // A case offered at the desk must be accepted within IVR_ACCEPT_TIMEOUT, and the agent may
   // be in another tab or window: the browser tells them (once per offer, however often the
   // desk reloads; the same case offered again is a new offer), if they allowed it with
@@ -155,6 +187,7 @@
       changed();
     });
     notifyOffer(desk);
+    keepNotes();
   }
   var notify = document.getElementById("notify-offers");
   if (notify) {
