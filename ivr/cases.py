@@ -1349,13 +1349,11 @@ def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
     )
 
 
-def agent_answered(
-    conn: Connection, *, case_id: int, agent_id: int | None, now: datetime
-) -> bool:
+def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None, now: datetime) -> bool:
     """Twilio reports the agent's leg ended, answered: the case stays the agent's to resolve,
-    now that they have hung up (`talk_ended_at`). If the caller's hang-up was stored first (the two reports raced) it abandoned
-    the case for a call back; while no other agent has taken it, it is the agent's again,
-    for they have talked."""
+    now that they have hung up (`talk_ended_at`). If the caller's hang-up was stored first
+    (the two reports raced) it abandoned the case for a call back; while no other agent has
+    taken it, it is the agent's again, for they have talked."""
     mine = [cases.c.id == case_id]
     if agent_id is not None:
         mine.append(cases.c.agent_id == agent_id)

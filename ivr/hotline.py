@@ -1349,9 +1349,7 @@ class Hotline:
             dial_status = "no-answer"
         if dial_status in ("completed", "answered"):
             with self.db.connect() as conn:
-                cases.agent_answered(
-                    conn, case_id=case_id, agent_id=agent_id, now=self.clock()
-                )
+                cases.agent_answered(conn, case_id=case_id, agent_id=agent_id, now=self.clock())
             if outbound or row is None:
                 return engine.hangup_twiml(catalogs, lang)
             # The caller is still on the line: where their queue says (a survey), or goodbye.
