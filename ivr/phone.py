@@ -430,6 +430,9 @@ class _Session:
                     return self.post(action, {})
             elif tag == "Redirect":
                 return self.post((verb.text or "").strip(), {})
+            elif in_queue and tag not in WAIT_VERBS:
+                # Twilio ends the queue with QueueResult=error: the hotline must not answer so.
+                raise PhoneError(f"<{tag}> is not TwiML a queue's wait URL may answer with")
             elif tag == "Enqueue":
                 return self.enqueue(verb)
             elif tag == "Dial":
@@ -561,6 +564,11 @@ class _Session:
         if self.phone.check_twiml:
             self.phone.check_twiml(response.text)
         return ET.fromstring(response.text)
+
+
+# What Twilio plays from a queue's waitUrl (and the documents its <Gather>s and <Redirect>s
+# lead to): https://www.twilio.com/docs/voice/twiml/enqueue#attributes-waiturl
+WAIT_VERBS = frozenset({"Play", "Say", "Pause", "Hangup", "Redirect", "Leave", "Gather"})
 
 
 class _Left(Exception):

@@ -395,7 +395,9 @@ async def wait(
     sid = _call_sid(form)
     queue_time = _int(form, "QueueTime") or 0
     caller = _text(form, "From", 32) or None
-    return await _answer(hotline, sid, lambda _: hotline.hold(sid, lang, queue_time, queue, caller))
+    return await _answer_holding(
+        hotline, sid, lang, lambda _: hotline.hold(sid, lang, queue_time, queue, caller)
+    )
 
 
 @router.post("/callback-request")

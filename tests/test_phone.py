@@ -76,3 +76,29 @@ def test_a_press_delivered_several_times_must_be_answered_alike(same: bool) -> N
     else:
         with pytest.raises(PhoneError, match="delivered 3 times gave different answers"):
             phone.call(party)
+
+
+@pytest.mark.parametrize("verb", ["Enqueue", "Dial"])
+def test_a_wait_document_may_only_hold_what_twilio_plays_there(verb: str) -> None:
+    """Twilio ends the queue with an error when a waitUrl answers with a verb it does not
+    play there (an <Enqueue>, a <Dial>): the phone refuses it, so no test passes on it."""
+
+    def hotline(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/twilio/voice":
+            text = (
+                '<Response><Enqueue waitUrl="https://h.test/twilio/wait">general</Enqueue>'
+                "</Response>"
+            )
+        elif request.url.path == "/twilio/wait":
+            text = f"<Response><Say>Sorry.</Say><{verb}>general</{verb}></Response>"
+        else:
+            return httpx.Response(204)
+        return httpx.Response(200, text=text)
+
+    phone = Phone(
+        httpx.Client(transport=httpx.MockTransport(hotline), base_url="https://h.test"),
+        public_url="https://h.test",
+        auth_token="t" * 32,
+    )
+    with pytest.raises(PhoneError, match=f"<{verb}> is not TwiML a queue's wait URL may"):
+        phone.call(ScriptedParty([]))

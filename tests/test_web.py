@@ -18,6 +18,7 @@ from sqlalchemy import Engine, event, select
 from starlette.datastructures import FormData
 
 from ivr.db import call_events, calls, cases, create_db_engine, upgrade
+from ivr.hotline import Hotline
 from ivr.identity import LocalDirectory
 from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
@@ -251,6 +252,21 @@ def test_fallback_url_answers_from_memory(
     check_twiml(response.text)
     root = etree.fromstring(response.content)
     assert [e.tag for e in root] == ["Say", "Say", "Enqueue"] and root[2].text == "general"
+
+
+def test_a_hold_round_that_fails_inside_is_a_hold_round_from_memory(
+    mini_phone: Phone, check_twiml: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue's wait URL that fails after its first read (a bug, a write that fails): the
+    caller keeps holding where they are. The fallback's <Enqueue> is not TwiML Twilio plays
+    from a wait URL: it would end their wait with an error."""
+
+    def fails(*args: Any) -> None:
+        raise RuntimeError("fails after the hold round's first read")
+
+    monkeypatch.setattr(Hotline, "_freeze_news", staticmethod(fails))
+    record = mini_phone.call(ScriptedParty([Press("1")], hold_polls=2))
+    assert record.queue is not None and record.hold_polls == 2  # the phone refuses <Enqueue>
 
 
 def test_gather_for_an_unknown_call_gets_an_agent(
