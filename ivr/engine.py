@@ -639,8 +639,10 @@ def connect_twiml(
     ticket: str = "",
     screen: str | None = None,
     recording: str | None = None,
+    caller_id: str | None = None,
 ) -> str:
     """Bridge the caller to the agent who took the case: their phone, else their Twilio Client.
+    `caller_id`: what the agent's phone shows (None: the caller's own number, Twilio's way).
     `screen`: the agent's leg first runs that URL's TwiML (`accept_twiml`), and the caller,
     hearing ringing meanwhile, is put through only once the agent takes the call.
     `recording`: Twilio records the call from the agent's phone answering, each side on its
@@ -657,6 +659,8 @@ def connect_twiml(
             "recording_status_callback_event": "completed absent",
         }
     screened: dict[str, Any] = {} if screen is None else {"url": screen, "method": "POST"}
+    if caller_id is not None:
+        bridge["caller_id"] = caller_id
     dial = response.dial(action=action, method="POST", timeout=25, **bridge)
     if agent_phone:
         dial.number(agent_phone, **screened)

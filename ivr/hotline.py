@@ -27,7 +27,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import announcements, cases, engine, oncall, recordings, store
-from ivr.db import Busy, patient, users
+from ivr.db import Busy, calls, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
 from ivr.numbers import dialable, keyed, last4, readings, withheld, within
@@ -1201,9 +1201,12 @@ class Hotline:
                 )
             call = store.load_call(conn, call_sid=case["call_sid"])
             agent = None
+            caller_id = None
             if ours:
                 with conn.begin():
                     agent = conn.execute(select(users).where(users.c.id == agent_id)).first()
+                if not outbound and call is not None and not dialable(call.from_number):
+                    caller_id = self._shown_to_agents(conn, call.call_sid)
         language = call.state.lang if call else "en"
         if not ours:
             log.warning("case %s: its offer ended before its caller reached the agent", case_id)
@@ -1227,6 +1230,7 @@ class Hotline:
             greeting="callback_greeting" if outbound else "connecting_agent",
             ticket=case["ticket"],
             screen=screen,
+            caller_id=caller_id,
             # Told first, or not recorded (a tree refused that could not tell them, but a
             # version another instance made live before this one's settings changed might).
             recording=self.links.recording(case_id)
@@ -1234,6 +1238,19 @@ class Hotline:
             and self.trees.current.catalogs.has(RECORDING_NOTICE, BASE_LANGUAGE)
             else None,
         )
+
+    def _shown_to_agents(self, conn: Connection, call_sid: str) -> str | None:
+        """The number an agent's phone shows for a caller whose own number cannot be passed
+        on (withheld, or not a number at all): carriers may refuse a call from it, which
+        Twilio reports as failed, and the agent would be set away for a call that never
+        rang. Ours: IVR_CALLER_ID, else the hotline number they called."""
+        if self.settings.caller_id:
+            return self.settings.caller_id
+        with conn.begin():
+            called = conn.execute(
+                select(calls.c.to_number).where(calls.c.call_sid == call_sid)
+            ).scalar()
+        return called if dialable(called) else None
 
     def recorded(
         self,

@@ -28,6 +28,7 @@ from twilio.request_validator import RequestValidator
 
 from ivr.engine import SMS_PATH, STATUS_PATH, VOICE_PATH
 from ivr.exceptions import PhoneError
+from ivr.numbers import E164
 
 MAX_REQUESTS = 400  # per call; a hotline that loops forever is a bug the phone reports
 
@@ -508,6 +509,11 @@ class _Session:
         self.record.dialed = number
         redirects = self._redirects()
         status = self.party.dial_outcome(number)
+        shown = verb.get("callerId") or self.base["From"]
+        if not E164.match(shown):
+            # Twilio passes the caller's own number on; a carrier may refuse a call from one
+            # that is not a number (a withheld caller ID): error 13214, the dial failed.
+            status = "failed"
         target = next((child for child in verb if child.tag in ("Number", "Client")), None)
         screen = target.get("url") if target is not None else None
         if status == VOICEMAIL:

@@ -2389,6 +2389,40 @@ def test_a_victim_put_through_to_an_agents_voicemail_goes_back_to_their_place(
     assert any("how satisfied are you" in line for line in record.heard)
 
 
+def test_a_victim_who_hid_their_number_is_put_through_with_the_hotlines_number_shown(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """A carrier may refuse a call that shows "anonymous" (Twilio error 13214: the dial
+    failed), and the agent would be set away for a call that never rang, the victim put back
+    in line, again and again. Their call to the agent shows the number they called; a
+    caller with a number of their own shows it, as Twilio does by itself."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    documents: list[str] = []
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    )
+
+    def holds(poll: int) -> bool:
+        api(client, alice, "POST", "/api/agents/next")
+        return poll < 3
+
+    def shown() -> str | None:
+        dial = etree.fromstring(next(d for d in documents if "<Dial" in d).encode()).find("Dial")
+        assert dial is not None
+        return dial.get("callerId")
+
+    record = phone.call(Caller(list(HIJACK), holds), from_number="anonymous")
+    assert record.agent_took is not False and record.dialed == AGENT_PHONE
+    assert shown() == CALLER_ID  # IVR_CALLER_ID (else the number they called)
+    [row] = case_rows(db)
+    assert (row["status"], row["offer"]) == ("connected", "answered")
+    assert api(client, alice, "GET", "/api/agents/presence")["away_reason"] is None  # no miss
+    documents.clear()
+    api(client, alice, "POST", f"/api/cases/{row['id']}/resolve", json={"notes": "frozen"})
+    phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    assert shown() is None
+
+
 def test_a_screened_agent_takes_the_call_before_the_caller_is_put_through(
     client: TestClient, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
