@@ -30,7 +30,15 @@ from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, calls, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
-from ivr.numbers import dialable, keyed, last4, readings, withheld, within
+from ivr.numbers import (
+    callable_by_twilio,
+    dialable,
+    keyed,
+    last4,
+    readings,
+    withheld,
+    within,
+)
 from ivr.observe import AtWork, Metrics
 from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.settings import Settings
@@ -1686,10 +1694,16 @@ class Hotline:
         if not dialable(number):
             self._offer(case, agent, cases.OFFER_NO_NUMBER, at_desk=unasked)
             return {"mode": cases.OFFER_NO_NUMBER}
-        # A number the caller keyed is never dialled by Twilio on their say-so: the agent
+        # A number the caller keyed is never dialled by Twilio on their say-so, nor a caller
+        # ID (spoofed at will) outside IVR_CALLBACK_PREFIXES or that costs to call: the agent
         # sees it (a premium-rate line abroad would cost the exchange) and dials it.
         keyed_number = (case["flags"] or {}).get("callback_keyed") == "yes"
-        if self.twilio is None or not self.settings.caller_id or keyed_number:
+        if (
+            self.twilio is None
+            or not self.settings.caller_id
+            or keyed_number
+            or not callable_by_twilio(number, self.settings.callback_prefixes)
+        ):
             self._offer(case, agent, cases.OFFER_BY_HAND, at_desk=unasked)
             return {"mode": cases.OFFER_BY_HAND, "number": number}
         # Marked before the call is placed: nobody gives the case back while it rings.

@@ -113,6 +113,37 @@ def within(number: str, prefixes: tuple[str, ...]) -> bool:
     return not prefixes or number.startswith(prefixes)
 
 
+# Numbers Twilio is never made to dial on a caller ID's say-so (caller IDs are spoofed at
+# will): a premium-rate or shared-cost line, or one of no known kind, would cost the
+# exchange; so would one of no country (+870, +881, +882, +883: satellite and international
+# networks, where toll fraud dials).
+_COSTLY = frozenset(
+    {
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UNKNOWN,
+    }
+)
+
+
+def callable_by_twilio(number: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether Twilio may call `number` back by itself: within IVR_CALLBACK_PREFIXES, a valid
+    number, and not one that costs its caller (premium rate, shared cost) or of no known
+    kind. Any other is dialled by an agent, who sees it first."""
+    if not within(number, prefixes):
+        return False
+    try:
+        parsed = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return False
+    return (
+        phonenumbers.is_valid_number(parsed)
+        and phonenumbers.number_type(parsed) not in _COSTLY
+        and phonenumbers.region_code_for_number(parsed)
+        not in (phonenumbers.UNKNOWN_REGION, phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY)
+    )
+
+
 SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
 
 

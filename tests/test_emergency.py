@@ -550,6 +550,45 @@ def test_a_caller_who_withheld_their_number_and_keyed_none_is_not_dialled(
     assert claimed["connect"]["mode"] == "calling_back"
 
 
+@pytest.mark.parametrize(
+    ("caller", "prefixes", "by_twilio"),
+    [
+        ("+15005550006", "", True),
+        ("+15005550006", "+86", False),  # outside IVR_CALLBACK_PREFIXES
+        ("+19005551234", "", False),  # premium rate
+        ("+882164000001", "", False),  # an international network: no country's
+    ],
+)
+def test_twilio_calls_back_only_a_caller_id_that_costs_nothing_to_call(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_client: Any,
+    twilio_http: RecordingTwilio,
+    caller: str,
+    prefixes: str,
+    by_twilio: bool,
+) -> None:
+    """Caller IDs are spoofed at will: one that hangs up in the emergency lane from a
+    premium-rate line, or from outside IVR_CALLBACK_PREFIXES, would have Twilio dial it for
+    whoever rents it. The agent gets it to dial (or not) by hand instead."""
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_CALLBACK_PREFIXES=prefixes)
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, twilio=twilio_client)
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=caller)
+        placed = len(placed_calls(twilio_http))
+        claimed = api(client, make_user(db, "ana", "agent"), "POST", "/api/agents/next")
+    if by_twilio:
+        assert claimed["connect"]["mode"] == "calling_back"
+        assert placed_calls(twilio_http)[placed:][0]["To"] == caller
+    else:
+        assert claimed["connect"] == {"mode": "call_back", "number": caller}
+        assert placed_calls(twilio_http)[placed:] == []
+
+
 def test_a_mandarin_caller_who_keys_a_mainland_mobile_without_86_is_called_back_in_china(
     rest: tuple[TestClient, Phone], db: Engine
 ) -> None:
