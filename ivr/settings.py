@@ -6,6 +6,7 @@ there is no default Twilio auth token and no switch that turns signature checks 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
@@ -50,6 +51,17 @@ class DatabaseSettings(BaseSettings):
     migrations_dir: Path = Field(
         default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS"
     )
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(DatabaseSettings):
@@ -112,7 +124,8 @@ class Settings(DatabaseSettings):
         default=3.0, gt=0, le=10, validation_alias="IVR_IDENTITY_TIMEOUT"
     )
     # Lockout: this many failed factors within the window locks verification for `seconds`.
-    lockout_failures: int = Field(default=5, ge=1, validation_alias="IVR_LOCKOUT_FAILURES")
+    # At most 10: more, and a PIN's guesses per window stop being few (a lockout in name only).
+    lockout_failures: int = Field(default=5, ge=1, le=10, validation_alias="IVR_LOCKOUT_FAILURES")
     lockout_window_seconds: int = Field(default=1800, ge=60, validation_alias="IVR_LOCKOUT_WINDOW")
     lockout_seconds: int = Field(default=1800, ge=60, validation_alias="IVR_LOCKOUT_SECONDS")
     # The hold loop's wait estimate, and when the call-back offer comes first.
@@ -235,6 +248,21 @@ class Settings(DatabaseSettings):
         if not 0 < len(value) <= 64:
             raise ValueError("a Twilio queue name has 1 to 64 characters")
         return value
+
+    @model_validator(mode="after")
+    def _nothing_secret_in_clear_text(self) -> Settings:
+        # Twilio posts what callers key to IVR_PUBLIC_URL, and the hotline sends PINs to
+        # IVR_IDENTITY_URL and believes its unsigned verdict: plain http only on this machine.
+        for name, url in (
+            ("IVR_PUBLIC_URL", self.public_url),
+            ("IVR_IDENTITY_URL", self.identity_url),
+        ):
+            if url is not None and url.scheme != "https" and not _loopback(url.host):
+                raise ValueError(
+                    f"{name} must be https: plain http only on this machine (127.0.0.1, "
+                    "localhost), or callers' PINs cross the network in clear text"
+                )
+        return self
 
     @model_validator(mode="after")
     def _identity_endpoint_is_signed(self) -> Settings:

@@ -237,6 +237,27 @@ def test_serve_refuses_a_placeholder_token(tmp_path: Path) -> None:
     assert result.returncode == 1 and "TWILIO_AUTH_TOKEN" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("IVR_PUBLIC_URL", "http://hotline.example.com"),
+        ("IVR_IDENTITY_URL", "http://10.0.0.5:8080"),
+        ("IVR_LOCKOUT_FAILURES", "1000"),
+    ],
+)
+def test_serve_refuses_settings_that_would_expose_callers(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """Plain http off this machine carries callers' PINs (Twilio's posts, the identity
+    endpoint's checks, and its unsigned verdict) across the network in clear text; a lockout
+    of a thousand guesses is none. Refused by name, before anything is served."""
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_IDENTITY_KEY="k" * 32)
+    env[name] = value
+    result = run(["serve"], env, tmp_path, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert name in result.stderr and "Traceback" not in result.stderr
+
+
 def test_dial_without_a_server_says_so(tmp_path: Path) -> None:
     env = base_env(tmp_path, IVR_PUBLIC_URL=f"http://127.0.0.1:{free_port()}")
     result = run(["dial", "--keys", "1"], env, tmp_path, timeout=30)
