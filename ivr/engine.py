@@ -88,6 +88,9 @@ ONE_MINUTE_PROMPT = "hold_position_one_minute"
 CASE_FACTS = ("verified", "factors", "uid", "reported_number")
 # Said when no digits came where some were asked for; optional (else `no_input`).
 NO_DIGITS_PROMPT = "no_digits"
+# Said when what was keyed at the UID step is no UID (too short, too long), where the
+# catalog has it; else the UID is asked for again without it.
+NOT_A_UID_PROMPT = "verify_not_a_uid"
 # Said at a victim's first hold round when the self-freeze they were told of failed: optional
 # (shipped later); without it, `account_not_frozen` where the catalog has that.
 FREEZE_FAILED_PROMPT = "account_freeze_failed"
@@ -1218,12 +1221,19 @@ class _Turn:
                 LogEntry(state.node, "verify", kind, outcome="unavailable", detail={"factor": step})
             )
             return self.verified(node, state, "no" if wrong_before else "unavailable")
-        if (
-            step == "uid"
-            and isinstance(event, Keys)
-            and event.digits.isdigit()
-            and len(event.digits) <= 20
-        ):
+        if step == "uid" and isinstance(event, Keys) and not node.is_uid(event.digits):
+            # No UID (a PIN keyed too early, a typo): nothing of it is kept, and it is no
+            # wrong answer. Asked again, once, as after silence; then on, as if skipped.
+            self.log.append(
+                LogEntry(state.node, "verify", kind, outcome="not_a_uid", detail={"factor": step})
+            )
+            if facts.get("verify_silent") == "1":
+                return self.verified(node, state, gave_up)
+            if self.tree.catalogs.has(NOT_A_UID_PROMPT, state.lang):
+                self.say(NOT_A_UID_PROMPT, state.lang)
+            facts["verify_silent"] = "1"
+            return self.present(state.model_copy(update={"facts": facts}))
+        if step == "uid" and isinstance(event, Keys):
             facts["uid"] = event.digits
             ok = True
         else:

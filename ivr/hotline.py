@@ -469,9 +469,13 @@ class Hotline:
                     log=result.log,
                     now=now,
                     also=also,
-                    # A match, or no verdict at all, was no wrong guess: taken back.
+                    # A match, or no verdict at all, was no wrong guess: taken back. Nor is
+                    # an attempt made while locked out, which was not checked: counted, the
+                    # owner's own try would keep the lock on them (and anyone calling as
+                    # them could keep it on for ever).
                     forget_failure=counted
-                    if isinstance(event, engine.Checked) and (event.ok or event.unavailable)
+                    if isinstance(event, engine.Checked)
+                    and (event.ok or event.unavailable or event.locked)
                     else None,
                     then=partial(
                         self._with_step,
@@ -573,6 +577,11 @@ class Hotline:
             return self._read_number(tree, row, event), None, []
         node = tree.node(row.state.node)
         if isinstance(node, VerifyNode) and node.skips(event.digits):
+            return event, None, []
+        if not event.digits.isdigit():
+            # `*` or `#` among them: no guess at any factor, and not checked. The engine
+            # takes raw keys at a secret step as no match (this call's tries), and the
+            # lockout, which counts guesses, does not count it.
             return event, None, []
         if checked is not None:
             attempt, verdict = checked

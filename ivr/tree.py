@@ -293,16 +293,37 @@ class VerifyNode(_Node):
     # every menu) is put through, not counted a wrong answer. No UID or secret is one digit.
     operator_key: Key | None = "0"
     timeout: int = Field(default=10, ge=3, le=60)
+    # How many digits the exchange's UIDs have. Anything else keyed at the UID step (a PIN
+    # or the ID's last 4 digits keyed a prompt too early, above all) is no UID: asked again,
+    # and never kept, sent or shown as one.
+    uid_min_digits: int = Field(default=7, ge=1, le=20)
+    uid_max_digits: int = Field(default=20, ge=1, le=20)
     on_success: NodeName
     on_failure: NodeName
     on_locked: NodeName | None = None
+
+    @model_validator(mode="after")
+    def _uid_lengths(self) -> VerifyNode:
+        if self.uid_min_digits > self.uid_max_digits:
+            raise ValueError("uid_min_digits is more than uid_max_digits")
+        return self
 
     def step_prompt(self, step: SecretOrId) -> str:
         return self.step_prompts.get(step) or DEFAULT_STEP_PROMPTS[step]
 
     def skips(self, digits: str) -> bool:
-        """Whether these keys skip verifying (the skip key, or the operator key, alone)."""
-        return bool(digits) and digits in (self.skip_key, self.operator_key)
+        """Whether these keys skip verifying: the skip key, or the operator key, alone; a
+        key no answer has (`*`) pressed again and again too (Twilio waits `timeout` for more
+        after a lone `*`, and a frightened caller presses it once more meanwhile). 000000
+        may be a PIN."""
+        return bool(digits) and any(
+            key is not None
+            and (digits == key or (not key.isdigit() and digits == key * len(digits)))
+            for key in (self.skip_key, self.operator_key)
+        )
+
+    def is_uid(self, digits: str) -> bool:
+        return digits.isdigit() and self.uid_min_digits <= len(digits) <= self.uid_max_digits
 
 
 class TicketNode(_Node):

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, event, select, text, update
 
 from ivr.api import mask
 from ivr.cases import NOBODY_TO_CALL, agents_to_offer, revoke_user
-from ivr.db import accounts, audit_log, cases, metadata
+from ivr.db import accounts, audit_log, calls, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.phone import (
@@ -400,6 +400,64 @@ def test_skipping_verification_still_opens_an_emergency_case(
     record = phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]))
     assert record.queue == "security"
     assert api(client, agent, "GET", "/api/queue")[0]["verified"] == "skipped"
+
+
+@pytest.mark.parametrize("at", ["uid", "pin"])
+def test_star_pressed_again_while_twilio_waits_for_more_is_still_a_skip(
+    phone: Phone, client: TestClient, agent: str, db: Engine, at: str
+) -> None:
+    """Twilio waits the step's timeout for more keys after a lone `*`: a frightened caller
+    presses it again meanwhile, and `**` comes. A skip still, not a UID or a wrong PIN
+    counted towards the lockout of their own number."""
+    keys = [Press("**")] if at == "uid" else [Press(UID), Press("***")]
+    record = phone.call(ScriptedParty([Press("1"), Press("1"), *keys]), from_number=VICTIM)
+    assert record.queue == "security"
+    assert not any("could not verify" in line for line in record.heard)
+    assert api(client, agent, "GET", "/api/queue")[0]["verified"] == "skipped"
+    assert failures_counted(db) == 0
+
+
+def test_keys_with_a_star_at_a_secret_step_are_no_guess_to_count(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """12*456 at the PIN prompt is a slip, not a guess at any PIN: not checked, so not
+    counted towards a lockout; it is still no match for this call's tries."""
+    record = phone.call(
+        ScriptedParty(
+            [Press("1"), Press("1"), Press(UID), Press("12*456"), Press(UID), Press(PIN)]
+        ),
+        from_number=VICTIM,
+    )
+    assert any("could not verify" in line for line in record.heard)
+    assert any("protective freeze" in line for line in record.heard)
+    assert failures_counted(db) == 0
+
+
+@pytest.mark.parametrize("keyed", [PIN, ID4, "12"])
+def test_a_pin_keyed_at_the_uid_prompt_is_no_uid_and_is_kept_nowhere(
+    phone: Phone, client: TestClient, agent: str, db: Engine, keyed: str
+) -> None:
+    """A victim keys their PIN (or the ID's last 4 digits) at the UID prompt: no UID has so
+    few digits (uid_min_digits). Asked for the UID again; it is not kept, sent to the
+    identity service, counted, or shown to an agent as the account."""
+    record = phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press(keyed), Press(UID), Press(PIN)]),
+        from_number=VICTIM,
+    )
+    heard = " ".join(record.heard)
+    assert heard.count("Please enter your account U I D") == 2
+    assert "protective freeze" in heard
+    assert failures_counted(db) == 0
+    # Twice, and on to the security team unverified, as a skip: nothing of it kept.
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(keyed), Press(keyed)]))
+    skipped = [c for c in api(client, agent, "GET", "/api/queue") if c["verified"] == "skipped"]
+    assert len(skipped) == 1
+    with db.connect() as conn:
+        kept = {row.account_uid for row in conn.execute(select(cases.c.account_uid))}
+        facts = [row.state["facts"] for row in conn.execute(select(calls.c.state))]
+    assert kept == {UID, None}
+    assert {f.get("uid") for f in facts} <= {UID, None}
+    assert failures_counted(db) == 0
 
 
 def test_a_victim_without_their_details_to_hand_is_asked_once_more_then_let_through(

@@ -1271,6 +1271,14 @@ def test_a_survey_whose_back_key_is_a_score_is_refused(tmp_path: Path) -> None:
     assert_at(only(problems), file, line_of(text, "rate:"), "nodes.rate.operator_key", "a score")
 
 
+def test_uid_lengths_that_admit_no_uid_are_refused(tmp_path: Path) -> None:
+    text = EMERGENCY_LANE.replace(
+        "    steps: [uid]\n", "    steps: [uid]\n    uid_min_digits: 9\n    uid_max_digits: 8\n"
+    )
+    file, problems = check(tmp_path, text)
+    assert_at(only(problems), file, line_of(text, "check:"), "nodes.check", "uid_min_digits")
+
+
 def test_a_stored_version_refused_by_a_later_check_still_serves_its_calls_in_progress() -> None:
     """A tree live before the emergency-lane checks existed: refused as a new tree or as a
     rollback, rebuilt with a warning for the calls that began on it."""

@@ -265,7 +265,7 @@ def test_a_hold_round_that_fails_inside_is_a_hold_round_from_memory(
         raise RuntimeError("fails after the hold round's first read")
 
     monkeypatch.setattr(Hotline, "_freeze_news", staticmethod(fails))
-    record = mini_phone.call(ScriptedParty([Press("1")], hold_polls=2))
+    record = mini_phone.call(ScriptedParty([Press("1"), Press("1")], hold_polls=2))
     assert record.queue is not None and record.hold_polls == 2  # the phone refuses <Enqueue>
 
 
