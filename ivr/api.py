@@ -178,7 +178,10 @@ class CaseDetail(BaseModel):
     callback_number: str | None
     notes: str | None
     created_at: datetime
-    earlier_cases: list[dict[str, Any]]
+    earlier_cases: list[dict[str, Any]] = Field(
+        description="the account's earlier cases, newest first; to an agent, their notes only "
+        "once the caller verified (`verification.result` yes): anyone may key an account's UID"
+    )
     callback_attempts: int = Field(default=0, description="call backs nobody answered so far")
     claimed_from: str | None = Field(
         default=None,
@@ -305,7 +308,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         callback_number=shown(raw["callback_number"]),
         notes=raw["notes"],
         created_at=raw["created_at"],
-        earlier_cases=raw["earlier_cases"],
+        earlier_cases=_earlier(raw["earlier_cases"], user, flags.get("verified")),
         callback_attempts=int(flags.get("callback_attempts", 0) or 0),
         claimed_from=raw["claimed_from"],
         offer=(raw["offer"] or "").split(":", 1)[0] or None,  # never the outbound call's sid
@@ -315,6 +318,17 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         on_call=raw.get("on_call", False),
         transfer=_transfer(raw),
     )
+
+
+def _earlier(
+    earlier: list[dict[str, Any]], user: User, verified: str | None
+) -> list[dict[str, Any]]:
+    """An account's earlier cases, as `user` may see them for a caller `verified` so: notes
+    say what the owner told us (a new email, a date of birth), which an agent must not read
+    out to someone who only keyed the UID."""
+    if user.role != "agent" or verified == "yes":
+        return earlier
+    return [{**case, "notes": None} for case in earlier]
 
 
 def _transfer(raw: dict[str, Any]) -> TransferInfo | None:
@@ -1157,18 +1171,23 @@ def call_timeline(
     hotline: HotlineDep,
 ) -> CallTimeline:
     """One call whole: every node, input kind, option, prompt, verification result (never
-    digits), case, agent, freeze and hang-up, in order."""
+    digits), case, agent, freeze and hang-up, in order. To an agent, the notes of other
+    agents' cases and the reasons other staff gave are hidden: they say what a customer
+    told us, and the log is open to every agent."""
     with hotline.db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
     if found is None:
         raise HTTPException(404, "no such call")
     tickets = {c["id"]: c["ticket"] for c in found["cases"]}
+    agent = user.role == "agent"
+    me = f"agent:{user.name}"
     return CallTimeline(
         call=_summary(found["call"], user),
         events=[Event(**{k: e[k] for k in Event.model_fields}) for e in found["events"]],
         cases=[
             CaseRecord(
-                **{k: c[k] for k in CaseRecord.model_fields if k != "verification"},
+                **{k: c[k] for k in CaseRecord.model_fields if k not in ("verification", "notes")},
+                notes=None if agent and c["agent_id"] != user.id else c["notes"],
                 verification=Verification(
                     result=(c["flags"] or {}).get("verified", "not_attempted"),
                     factors=[f for f in (c["flags"] or {}).get("factors", "").split(",") if f],
@@ -1176,7 +1195,13 @@ def call_timeline(
             )
             for c in found["cases"]
         ],
-        audit=[AuditRecord(**{k: a[k] for k in AuditRecord.model_fields}) for a in found["audit"]],
+        audit=[
+            AuditRecord(
+                **{k: a[k] for k in AuditRecord.model_fields if k != "reason"},
+                reason=None if agent and a["actor"] != me else a["reason"],
+            )
+            for a in found["audit"]
+        ],
         recordings=[
             RecordingRecord(ticket=tickets[r["case_id"]], **{k: r[k] for k in _RECORDING_FIELDS})
             for r in found["recordings"]

@@ -460,6 +460,43 @@ def test_a_pin_keyed_at_the_uid_prompt_is_no_uid_and_is_kept_nowhere(
     assert failures_counted(db) == 0
 
 
+def test_what_the_owner_told_us_is_not_shown_for_a_caller_who_only_keyed_their_uid(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """The owner's earlier case says what they told alice (a new email). Someone who keys
+    only the owner's UID and skips the PIN: bob's case shows that earlier case, not its
+    notes, which he might read out. Nor does the call log show bob alice's notes or the
+    reasons she gave. A supervisor sees them all."""
+    owner = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)  # hangs up at the notice
+    taken = api(client, agent, "POST", "/api/agents/next")["case"]
+    note = {"notes": "new email owner@mail.test; date of birth 1980-02-03"}
+    api(
+        client, agent, "POST", f"/api/cases/{taken['id']}/freeze", json={"reason": "SIM swap 3 Dec"}
+    )
+    api(client, agent, "POST", f"/api/cases/{taken['id']}/resolve", json=note)
+    phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press(UID), Press("*")]), from_number="+15005550123"
+    )
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    case = api(client, bob, "POST", "/api/agents/next")["case"]
+    assert case["verification"]["result"] == "skipped"
+    assert [(e["ticket"], e["notes"]) for e in case["earlier_cases"]] == [(taken["ticket"], None)]
+    seen_by_bob = api(client, bob, "GET", f"/api/calls/{owner.call_sid}")
+    assert [c["notes"] for c in seen_by_bob["cases"]] == [None]
+    assert {a["reason"] for a in seen_by_bob["audit"]} == {None}
+    sam = make_user(db, "sam", "supervisor")
+    for token in (agent, sam):
+        seen = api(client, token, "GET", f"/api/calls/{owner.call_sid}")
+        assert [c["notes"] for c in seen["cases"]] == [note["notes"]]
+        assert "SIM swap 3 Dec" in {a["reason"] for a in seen["audit"]}
+    # The owner, verified this time: their agent sees what they told us before.
+    api(client, bob, "POST", f"/api/cases/{case['id']}/resolve", json={"notes": "not the owner"})
+    phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    again = api(client, bob, "POST", "/api/agents/next")["case"]
+    assert again["verification"]["result"] == "yes"
+    assert note["notes"] in [e["notes"] for e in again["earlier_cases"]]
+
+
 def test_a_victim_without_their_details_to_hand_is_asked_once_more_then_let_through(
     phone: Phone, client: TestClient, agent: str, db: Engine
 ) -> None:
