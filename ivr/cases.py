@@ -1819,11 +1819,15 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
     known) is on the line again, and their new case was just opened: it takes the call
     back's place (the best of theirs in the same lane), and the call back leaves the line,
     noted. They are served on the call instead of being rung on a busy line later. How many
-    call backs left the line. In the transaction that opened the case."""
+    call backs left the line. In the transaction that opened the case.
+
+    A call back whose caller verified stays, unless this one verified too: caller IDs are
+    spoofed at will, and a call as the victim's number, keying their UID, must not take the
+    victim's case out of line (and talk an agent into "a false alarm")."""
     with writing(conn):
         live = conn.execute(
             select(cases.c.id, cases.c.caller, cases.c.account_uid, cases.c.lane)
-            .add_columns(cases.c.sort_at, cases.c.ticket)
+            .add_columns(cases.c.sort_at, cases.c.ticket, cases.c.flags)
             .where(cases.c.call_sid == call_sid, cases.c.queue == queue, cases.c.queued == 1)
             .order_by(cases.c.id.desc())
             .limit(1)
@@ -1834,7 +1838,7 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
         if live.account_uid:
             same_account = same_account | (cases.c.account_uid == live.account_uid)
         earlier = conn.execute(
-            select(cases.c.id, cases.c.lane, cases.c.sort_at)
+            select(cases.c.id, cases.c.lane, cases.c.sort_at, cases.c.flags)
             .where(
                 cases.c.caller == live.caller,
                 cases.c.queue == queue,
@@ -1847,6 +1851,8 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
             )
             .with_for_update()
         ).all()
+        if _verified(live.flags) != "yes":
+            earlier = [e for e in earlier if _verified(e.flags) != "yes"]
         if not earlier:
             return 0
         place = min([e.sort_at for e in earlier if e.lane == live.lane], default=live.sort_at)
@@ -1860,7 +1866,14 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
         return len(earlier)
 
 
+def _verified(flags: dict[str, str] | None) -> str:
+    return (flags or {}).get("verified", "not_attempted")
+
+
 NOBODY_TO_CALL = "The caller withheld their number and gave no account: nobody to call back."
+
+
+_VERIFICATION = ("verified", "factors")
 
 
 def tidy_call_backs(conn: Connection, *, call_sid: str) -> int:
@@ -1905,7 +1918,13 @@ def tidy_call_backs(conn: Connection, *, call_sid: str) -> int:
             best = by_id[best_id]
             flags = dict(best.flags or {})
             for other in sorted(others):  # opened later, known later
-                flags.update(by_id[other].flags or {})
+                later = dict(by_id[other].flags or {})
+                if flags.get("verified") == "yes" and later.get("verified") != "yes":
+                    # Once the caller proved the account theirs, a later call from the number
+                    # (spoofed at will) that did not does not undo it for the agent.
+                    for key in _VERIFICATION:
+                        later.pop(key, None)
+                flags.update(later)
             flags["calls_unanswered"] = str(calls(best) + sum(calls(by_id[o]) for o in others))
             conn.execute(update(cases).where(cases.c.id == best_id).values(flags=flags))
             conn.execute(

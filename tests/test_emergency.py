@@ -1915,6 +1915,32 @@ def test_a_caller_on_the_line_again_is_served_on_the_call_in_their_old_place(
     assert new["sort_at"] == old["sort_at"]
 
 
+def test_a_call_as_the_victims_number_does_not_take_their_verified_call_back_out_of_line(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """The victim verified and hung up at the notice: an emergency call back. Someone calls
+    as their number (spoofed), keys their UID and skips the PIN: while they hold, both cases
+    are in line, so an agent told "a false alarm" on the line cannot close the victim's
+    away. Hung up, theirs joins the victim's, which stays verified. The victim calling
+    again, verified, is served on the call in place of their call back."""
+    phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    seen: list[list[dict[str, Any]]] = []
+
+    def holds(poll: int) -> bool:
+        seen.append(case_rows(db))
+        return poll < 2
+
+    phone.call(Caller([Press("1"), Press("1"), Press(UID), Press("*")], holds), from_number=VICTIM)
+    victims, spoofed = seen[0]
+    assert victims["flags"]["verified"] == "yes" and spoofed["flags"]["verified"] == "skipped"
+    assert (victims["queued"], victims["notes"]) == (1, None)
+    victims = case_rows(db)[0]
+    assert (victims["queued"], victims["flags"]["verified"]) == (1, "yes")
+    assert victims["flags"]["factors"] == "uid,pin_or_id_last4"
+    phone.call(Caller(list(HIJACK), lambda poll: poll < 2), from_number=VICTIM)
+    assert case_rows(db)[0]["queued"] == 0  # served on the call: verified as well
+
+
 @pytest.mark.parametrize("withheld_as", ["anonymous", "+266696687"])
 def test_a_withheld_number_that_hangs_up_with_no_account_leaves_nobody_to_call(
     phone: Phone, client: TestClient, agent: str, db: Engine, withheld_as: str
