@@ -49,6 +49,11 @@ log = logging.getLogger("ivr.hotline")
 # QueueResult values for a caller we took out of the queue ourselves (REST redirect).
 DEQUEUED_ELSEWHERE = frozenset({"redirected", "bridging-in-process"})
 AGENT_NO_ANSWER = engine.AGENT_NO_ANSWER
+# Twilio's AnsweredBy for a call back placed with machine detection: a voicemail greeting
+# (machine_start, machine_end_*) or a fax. `human` and `unknown` are put through.
+MACHINE_ANSWERS = ("machine", "fax")
+# Said to a voicemail that answered a call back (the catalog's; else callback_agent_unavailable).
+CALL_BACK_VOICEMAIL = "callback_voicemail"
 
 
 def _hang_up() -> str:
@@ -1193,17 +1198,32 @@ class Hotline:
         outbound: bool = False,
         call_sid: str = "",
         placing: str | None = None,
+        answered_by: str = "",
     ) -> str:
         """TwiML bridging the case's caller to the agent who took it. If the offer ended on
         the way (given back, taken back, timed out), a waiting caller goes back to their
         place in the queue instead of to an agent who no longer has their case; a customer
         answering a call back (`outbound`, the call `call_sid`) that is no longer the offer's
-        is told so, and called again later."""
+        is told so, and called again later. A call back a machine answered (Twilio's
+        `answered_by`) is no call back made: a short message, and tried again later, as if
+        nobody had answered; the agent is not rung for a voicemail."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
             if case is None:
                 return self.fallback()
+            if outbound and answered_by.startswith(MACHINE_ANSWERS):
+                retry = timedelta(seconds=self.settings.callback_retry_seconds)
+                cases.callback_missed(
+                    conn, case_id=case_id, call_sid=call_sid, now=now, retry=retry, placing=placing
+                )
+                log.info("case %s: a machine answered its call back; tried again later", case_id)
+                catalogs = self.trees.current.catalogs
+                left = CALL_BACK_VOICEMAIL
+                return self._to_customer(
+                    case,
+                    left if catalogs.has(left, BASE_LANGUAGE) else "callback_agent_unavailable",
+                )
             agent_id = case["agent_id"]
             placed = call_sid if outbound else None
             ours = agent_id is not None and cases.connect_offer(
@@ -1724,6 +1744,9 @@ class Hotline:
                 from_=self.settings.caller_id,
                 url=self.links.connect(case["id"], outbound=True, placing=placing),
                 method="POST",
+                # A voicemail is told we will call again, and is no call back made (connect):
+                # no agent is rung to talk to a greeting.
+                machine_detection="Enable",
                 # Busy, no answer, failed: the case goes back in line (no connect-done comes
                 # when the customer never picks up).
                 status_callback=self.links.callback_status(case["id"], placing=placing),

@@ -244,13 +244,19 @@ class Phone:
         return record
 
     def answer(
-        self, placed: Mapping[str, str], party: Party, *, call_sid: str | None = None
+        self,
+        placed: Mapping[str, str],
+        party: Party,
+        *,
+        call_sid: str | None = None,
+        answered_by: str = "human",
     ) -> CallRecord:
         """A call the hotline placed through Twilio's REST API, answered by `party`:
         `placed` is the form it posted to Calls.json (`call_sid`: the sid Twilio answered
         it with). Twilio runs the call's `Twiml`, or fetches its `Url`, and follows what it
         gets as on a call to the hotline; its StatusCallback, if any, hears that it
-        completed."""
+        completed. Placed with MachineDetection, Twilio says who answered (`answered_by`:
+        human, machine_start, fax, unknown) in the Url's request."""
         record = CallRecord(call_sid or "CA" + uuid.uuid4().hex)
         base = {
             "AccountSid": self.account_sid,
@@ -266,7 +272,8 @@ class Phone:
         if "Twiml" in placed:
             session.play(lambda: session.document("the call's Twiml", placed["Twiml"]))
         else:
-            session.play(lambda: session.post(placed["Url"], {}))
+            detected = {"AnsweredBy": answered_by} if placed.get("MachineDetection") else {}
+            session.play(lambda: session.post(placed["Url"], detected))
         if placed.get("StatusCallback"):
             session.post(placed["StatusCallback"], {"CallStatus": "completed"}, expect_twiml=False)
         return record

@@ -445,7 +445,13 @@ def connect(
     return _safely(
         hotline,
         sid,
-        lambda: hotline.connect(case_id, outbound=bool(out), call_sid=sid, placing=placing),
+        lambda: hotline.connect(
+            case_id,
+            outbound=bool(out),
+            call_sid=sid,
+            placing=placing,
+            answered_by=_text(form, "AnsweredBy", 32),
+        ),
     )
 
 

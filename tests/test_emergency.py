@@ -1080,6 +1080,42 @@ def test_a_customer_who_answered_a_call_back_the_agent_missed_is_not_rung_while_
     assert case_rows(db)[0]["agent_id"] is not None
 
 
+@pytest.mark.parametrize("machine", ["machine_start", "fax"])
+def test_a_call_back_a_voicemail_answers_is_tried_again_and_rings_no_agent(
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    agent: str,
+    clock: FakeClock,
+    machine: str,
+) -> None:
+    """The victim's phone is off: their voicemail answers the call back. Twilio's machine
+    detection says so, and alice's phone is not rung to talk to a greeting: the voicemail
+    hears we will call again, and the case waits its retry as a call nobody answered. A
+    person answering is put through, as before."""
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=VICTIM)  # hung up on the way
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "calling_back"
+    placed = placed_calls(twilio_http)[-1]
+    assert placed["MachineDetection"] == "Enable"
+    voicemail = phone.answer(
+        placed, ScriptedParty([]), call_sid=twilio_http.sids[-1], answered_by=machine
+    )
+    assert voicemail.dialed is None and "call you back" in voicemail.transcript
+    [row] = case_rows(db)
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert row["flags"]["callback_attempts"] == "1"
+    assert row["not_before"] == clock() + timedelta(minutes=5)  # IVR_CALLBACK_RETRY
+    clock.advance(minutes=5)
+    again = api(client, agent, "POST", "/api/agents/next")
+    assert again["case"]["id"] == row["id"] and again["connect"]["mode"] == "calling_back"
+    person = phone.answer(
+        placed_calls(twilio_http)[-1], ScriptedParty([]), call_sid=twilio_http.sids[-1]
+    )
+    assert person.dialed == AGENT_PHONE
+
+
 def test_agent_takes_a_live_caller_through_the_rest_api(
     rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, agent: str
 ) -> None:
