@@ -1021,11 +1021,19 @@ class _Turn:
         likely = node.likely(state.facts.get("country"))
         languages = sorted(catalogs.languages, key=lambda lang: lang != likely)
         options = sorted(node.options, key=lambda o: o.language != likely)
-        has_speech = any(o.speech for o in node.options)
-        # One recogniser per <Gather>; before the caller has chosen, the base language's.
+        shortcuts = self.tree.shortcuts.get(state.node)
+        has_speech = any(o.speech for o in node.options) or bool(shortcuts and shortcuts.hints)
+        # One recogniser per <Gather>; before the caller has chosen, their likely language's
+        # (a caller from China says 中文, or 账户被盗, in Mandarin), else the base language's.
+        heard_in = (
+            likely if likely is not None and likely in catalogs.by_language else BASE_LANGUAGE
+        )
+        hints = [w for o in node.options for w in o.speech]
+        if shortcuts and heard_in in shortcuts.hints:
+            hints.append(shortcuts.hints[heard_in])
         speech = {
-            "language": catalogs.catalog(BASE_LANGUAGE).speech_language,
-            "hints": ", ".join(w for o in node.options for w in o.speech),
+            "language": catalogs.catalog(heard_in).speech_language,
+            "hints": ", ".join(hints)[:2000],
             "speech_timeout": "auto",
         }
         gather = Gather(
@@ -1139,8 +1147,13 @@ class _Turn:
 
     def on_language(self, node: LanguageNode, state: CallState, event: Input) -> CallState:
         chosen = None
+        shortcut: tuple[Option, str | None] | None = None
+        shortcuts = self.tree.shortcuts.get(state.node)
+        likely = node.likely(state.facts.get("country"))
         if isinstance(event, Keys):
             chosen = next((o for o in node.options if o.key == event.digits), None)
+            if shortcuts and event.digits in shortcuts.by_key:
+                shortcut = (shortcuts.by_key[event.digits], None)
         elif isinstance(event, Speech):
             heard = normalise_speech(event.text)
             chosen = next(
@@ -1151,6 +1164,24 @@ class _Turn:
                 ),
                 None,
             )
+            if shortcuts:
+                order = [likely or BASE_LANGUAGE, *self.tree.catalogs.languages]
+                shortcut = shortcuts.heard(event.text, list(dict.fromkeys(order)))
+        if shortcut is not None:
+            # Straight on, in the language of the words heard (or chosen with them).
+            option, spoken_in = shortcut
+            lang = chosen.language if chosen else spoken_in or likely or BASE_LANGUAGE
+            self.log.append(
+                LogEntry(
+                    state.node,
+                    "input",
+                    input_kind(event),
+                    option=option.key,
+                    outcome=f"shortcut:{option.target}",
+                    detail={"language": lang},
+                )
+            )
+            return self.enter(option.target, state.model_copy(update={"lang": lang}))
         if chosen is not None:
             self.log.append(
                 LogEntry(

@@ -34,6 +34,7 @@ from ivr.prompts import BASE_LANGUAGE
 from ivr.tree import (
     CompiledTree,
     HoursNode,
+    LanguageNode,
     MenuNode,
     Node,
     Option,
@@ -180,6 +181,8 @@ def _option_label(option: Option) -> str:
 def _edge_label(node: Node, rel: tuple[str | int, ...]) -> str:
     if isinstance(node, MenuNode) and rel[0] == "options" and isinstance(rel[1], int):
         return _option_label(node.options[rel[1]])
+    if isinstance(node, LanguageNode) and rel[0] == "shortcuts" and isinstance(rel[1], int):
+        return _option_label(node.shortcuts[rel[1]])
     if isinstance(node, MenuNode) and rel == ("operator",):
         return f"{node.operator_key} operator"
     if rel == ("on_failure",):

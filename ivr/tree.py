@@ -176,6 +176,10 @@ class LanguageNode(_Node):
     by_country: dict[
         Annotated[str, Field(pattern=r"^\+[1-9][0-9]{0,3}$")], Annotated[str, Field(min_length=1)]
     ] = {}
+    # A key or words that skip the menus from the first prompt: "my account was hacked" said
+    # at once, 0 for a person. In the language of the words heard (keyed: the language
+    # chosen with them, else the caller's likely one, else the base language).
+    shortcuts: list[Option] = []
     next: NodeName
 
     def likely(self, country: str | None) -> str | None:
@@ -449,6 +453,25 @@ class CompiledMenu:
 
 
 @dataclass(frozen=True)
+class Shortcuts:
+    """A language menu's shortcuts: by key, by the keywords of each language, and hints."""
+
+    by_key: Mapping[str, Option]
+    by_speech: Mapping[str, list[tuple[Option, re.Pattern[str]]]]
+    hints: Mapping[str, str]
+
+    def heard(self, said: str, languages: list[str]) -> tuple[Option, str] | None:
+        """The first shortcut with a keyword of one of `languages` (tried in that order) in
+        what was heard, and that language."""
+        heard = normalise_speech(said)
+        for lang in languages:
+            for option, pattern in self.by_speech.get(lang, ()):
+                if heard and pattern.search(heard):
+                    return option, lang
+        return None
+
+
+@dataclass(frozen=True)
 class CompiledTree:
     """A validated tree, with its lookups built once; immutable, shared by every request."""
 
@@ -461,6 +484,8 @@ class CompiledTree:
     warnings: list[Problem] = field(default_factory=list)
     # Node -> the emergency queue node a caller there is already on the way to.
     emergency_bound: Mapping[str, str] = field(default_factory=dict)
+    # Language node -> its shortcuts, as a menu of them (keys, words by language, hints).
+    shortcuts: Mapping[str, Shortcuts] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:
         return self.tree.nodes[name]
@@ -537,12 +562,24 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
 
 
 def _compile_menu(node: MenuNode) -> CompiledMenu:
-    by_key = {o.key: o for o in node.options if o.key is not None}
     spoken = list(node.options)
     if node.operator and node.operator_speech:
         spoken.append(
             Option(key=node.operator_key, speech=node.operator_speech, target=node.operator)
         )
+    return CompiledMenu(node, *_compiled(node.options, spoken))
+
+
+def _compile_shortcuts(node: LanguageNode) -> Shortcuts:
+    return Shortcuts(*_compiled(node.shortcuts, node.shortcuts))
+
+
+def _compiled(
+    keyed: list[Option], spoken: list[Option]
+) -> tuple[dict[str, Option], dict[str, list[tuple[Option, re.Pattern[str]]]], dict[str, str]]:
+    """Options by key, by the keywords of each language (in the operator's order), and the
+    recogniser's hints per language."""
+    by_key = {o.key: o for o in keyed if o.key is not None}
     by_speech: dict[str, list[tuple[Option, re.Pattern[str]]]] = {}
     words_by_lang: dict[str, list[str]] = {}
     for option in spoken:
@@ -553,7 +590,7 @@ def _compile_menu(node: MenuNode) -> CompiledMenu:
                 words_by_lang.setdefault(lang, []).extend(words)
     # Twilio takes hints as a comma-separated list of words and phrases.
     hints = {lang: ", ".join(words)[:2000] for lang, words in words_by_lang.items()}
-    return CompiledMenu(node, by_key, by_speech, hints)
+    return by_key, by_speech, hints
 
 
 # -- loading and checking ---------------------------------------------------------------------
@@ -569,6 +606,9 @@ def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
         if node.operator:
             yield ("operator",), node.operator
     elif isinstance(node, SayNode | LanguageNode | SurveyNode):
+        if isinstance(node, LanguageNode):
+            for i, shortcut in enumerate(node.shortcuts):
+                yield ("shortcuts", i, "target"), shortcut.target
         yield ("next",), node.next
         if isinstance(node, SurveyNode) and node.on_no_answer:
             yield ("on_no_answer",), node.on_no_answer
@@ -690,12 +730,13 @@ def _check_graph(
                     )
                 seen.setdefault(lo.key, i)
                 for word in lo.speech:
-                    if not word.isascii():
+                    if not word.isascii() and set(node.by_country.values()) <= {BASE_LANGUAGE}:
                         at(
                             name,
                             ("options", i, "speech"),
                             f"'{word}' cannot be recognised here: the language choice is heard by "
-                            f"the {BASE_LANGUAGE} speech recogniser (say 'Chinese', 'Mandarin')",
+                            f"the {BASE_LANGUAGE} speech recogniser (say 'Chinese', 'Mandarin'), "
+                            "but for callers whose country `by_country` names another language",
                             "warning",
                         )
                 if lo.language not in catalogs.by_language:
@@ -705,6 +746,20 @@ def _check_graph(
                         f"no prompt catalog for language '{lo.language}' "
                         f"(have: {', '.join(catalogs.languages)})",
                     )
+            for i, shortcut in enumerate(node.shortcuts):
+                if shortcut.key is not None and shortcut.key in seen:
+                    at(
+                        name,
+                        ("shortcuts", i, "key"),
+                        f"key '{shortcut.key}' is already options[{seen[shortcut.key]}]",
+                    )
+                for lang in shortcut.speech:
+                    if lang not in catalogs.by_language:
+                        at(
+                            name,
+                            ("shortcuts", i, "speech", lang),
+                            f"no prompt catalog for language '{lang}'",
+                        )
             offered = {lo.language for lo in node.options}
             for code, language in node.by_country.items():
                 if language not in offered:
@@ -1220,6 +1275,11 @@ def compile_source(
     if any(p.severity == "error" for p in problems):
         raise SourceError(problems)
     menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
+    shortcuts = {
+        n: _compile_shortcuts(node)
+        for n, node in tree.nodes.items()
+        if isinstance(node, LanguageNode) and node.shortcuts
+    }
     return CompiledTree(
         file,
         version_of(source, catalogs),
@@ -1229,6 +1289,7 @@ def compile_source(
         menus,
         problems,
         emergency_bound(tree.nodes),
+        shortcuts,
     )
 
 

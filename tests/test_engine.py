@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -26,7 +27,8 @@ from ivr.engine import (
     fallback_twiml,
     hold_twiml,
 )
-from ivr.tree import CompiledTree
+from ivr.tree import CompiledTree, load_tree
+from tests.conftest import DATA
 
 LINKS = Links("https://hotline.example.test")
 MONDAY_NOON_SGT = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
@@ -107,6 +109,73 @@ def test_choosing_mandarin_speaks_mandarin_from_then_on(call: Call) -> None:
 def test_language_by_speech(call: Call) -> None:
     call.send(Speech("Chinese please", 0.8))
     assert call.state.lang == "zh-CN"
+
+
+SHORTCUTS = """\
+    shortcuts:
+      - {key: "0", target: agent}
+      - {target: emergency, speech: {en: [hacked], zh-CN: [被盗]}}
+    by_country: {"+86": zh-CN}
+"""
+
+
+@pytest.fixture
+def shortcut_tree(tmp_path: Path) -> CompiledTree:
+    """The mini tree whose language menu has shortcuts: 0 for a person, and "hacked" (被盗)
+    straight to the emergency queue."""
+    text = (DATA / "mini.yaml").read_text(encoding="utf-8")
+    tree = tmp_path / "tree.yaml"
+    tree.write_text(text.replace("    next: main\n", SHORTCUTS + "    next: main\n", 1))
+    return load_tree(tree, DATA / "prompts")
+
+
+@pytest.mark.parametrize(
+    ("caller", "event", "target", "language"),
+    [
+        ("+15005550006", Speech("my account was hacked", 0.9), "emergency", "en"),
+        ("+8613912345678", Speech("我的账户被盗了", 0.9), "emergency", "zh-CN"),
+        ("+15005550006", Speech("我的账户被盗了", 0.9), "emergency", "zh-CN"),
+        ("+15005550006", Speech("Chinese, I was hacked", 0.9), "emergency", "zh-CN"),
+        ("+8613912345678", Keys("0"), "agent", "zh-CN"),  # their likely language
+        ("+15005550006", Keys("0"), "agent", "en"),
+    ],
+)
+def test_a_shortcut_at_the_language_menu_skips_the_menus(
+    shortcut_tree: CompiledTree,
+    check_twiml: Callable[[str], None],
+    caller: str,
+    event: object,
+    target: str,
+    language: str,
+) -> None:
+    """The first thing a frightened victim says is what happened, not "English": heard at
+    the language menu, it leads straight on, in the language of the words (or chosen with
+    them, or the caller's likely one); 0 reaches a person from the first prompt."""
+    first = begin(shortcut_tree, links=LINKS, step=1, now=MONDAY_NOON_SGT, caller=caller)
+    check_twiml(first.twiml)
+    step = advance(shortcut_tree, first.state, event, links=LINKS, step=2, now=MONDAY_NOON_SGT)  # type: ignore[arg-type]
+    check_twiml(step.twiml)
+    assert (step.state.node, step.state.lang) == (target, language)
+    assert "<Enqueue" in step.twiml
+
+
+def test_a_caller_from_china_is_heard_in_mandarin_at_the_language_menu(
+    shortcut_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    """They hear Mandarin first, and say 中文 or 账户被盗 in it: the recogniser is Mandarin's,
+    with the shortcut's Mandarin words as hints. Anyone else's is the base language's."""
+
+    def gather(caller: str) -> etree._Element:
+        first = begin(shortcut_tree, links=LINKS, step=1, now=MONDAY_NOON_SGT, caller=caller)
+        check_twiml(first.twiml)
+        found = etree.fromstring(first.twiml.encode()).find("Gather")
+        assert found is not None
+        return found
+
+    china = gather("+8613912345678")
+    assert china.get("language") == "cmn-Hans-CN" and "被盗" in (china.get("hints") or "")
+    other = gather("+15005550006")
+    assert other.get("language") == "en-US" and "被盗" not in (other.get("hints") or "")
 
 
 def test_silence_at_language_choice_continues_in_english(call: Call) -> None:

@@ -30,7 +30,7 @@ from ivr.graph import (
     mermaid,
     svg,
 )
-from ivr.tree import CompiledTree, MenuNode, compile_source, edges
+from ivr.tree import CompiledTree, LanguageNode, MenuNode, compile_source, edges
 
 SVG_NS = {"s": "http://www.w3.org/2000/svg"}
 FORMATS = ["mermaid", "dot"]
@@ -234,7 +234,12 @@ nodes:
 KINDS = """
 start: lang
 nodes:
-  lang: {kind: language, prompt: welcome, options: [{key: "1", language: en}], next: main}
+  lang:
+    kind: language
+    prompt: welcome
+    options: [{key: "1", language: en}]
+    shortcuts: [{key: "0", target: general}, {target: goodbye, speech: {en: [bye]}}]
+    next: main
   main:
     kind: menu
     prompt: main_menu
@@ -329,9 +334,9 @@ def test_every_static_edge_is_drawn_once_with_what_takes_the_caller_along_it(
             expected.add((name, target))
             label = pic.edges.get((name, target))
             assert label is not None, f"missing edge {name} -> {target} ({rel})"
-            if rel[0] == "options":
-                assert isinstance(node, MenuNode) and isinstance(rel[1], int)
-                option = node.options[rel[1]]
+            if rel[0] in ("options", "shortcuts"):
+                assert isinstance(node, MenuNode | LanguageNode) and isinstance(rel[1], int)
+                option = getattr(node, str(rel[0]))[rel[1]]
                 if option.key is None:  # spoken only: labelled by its first word
                     assert f'"{option.speech["en"][0]}"' in label, label
                 else:
@@ -367,6 +372,8 @@ def test_each_kind_of_edge_has_its_own_label(kinds_tree: CompiledTree, fmt: str)
     pic = picture(kinds_tree, fmt)
     assert pic.edges == {
         ("lang", "main"): "next",
+        ("lang", "general"): "0",
+        ("lang", "goodbye"): '"bye"',
         ("main", "check"): "1",
         ("main", "desk"): "2",
         ("main", "find"): "3",

@@ -790,6 +790,27 @@ def test_language_options_with_unknown_catalog_or_duplicate_key(tmp_path: Path) 
     ]
 
 
+def test_a_language_menus_shortcut_is_checked_like_an_option(tmp_path: Path) -> None:
+    """Its key may not be a language's, its words need a catalog, its target must exist."""
+    text = EMERGENCY_LANE.replace("start: main\n", "start: lang\n").replace(
+        "nodes:\n",
+        "nodes:\n"
+        "  lang:\n"
+        "    kind: language\n"
+        "    options: [{key: '1', language: en}]\n"
+        "    shortcuts:\n"
+        "      - {key: '1', target: security}\n"
+        "      - {target: secruity, speech: {fr: [pirate]}}\n"
+        "    next: main\n",
+    )
+    _, problems = check(tmp_path, text)
+    assert {(p.path, p.message.split(":")[0]) for p in problems} == {
+        ("nodes.lang.shortcuts[0].key", "key '1' is already options[0]"),
+        ("nodes.lang.shortcuts[1].target", "unknown node 'secruity'"),
+        ("nodes.lang.shortcuts[1].speech.fr", "no prompt catalog for language 'fr'"),
+    }
+
+
 def test_a_likely_language_by_country_must_be_one_of_the_options(tmp_path: Path) -> None:
     text = LANGUAGE_TREE.replace('      - {key: "2", language: fr, speech: [French]}\n', "")
     text = text.replace('{key: "1", language: zh-CN}', '{key: "2", language: zh-CN}')
