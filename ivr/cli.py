@@ -751,7 +751,7 @@ def _dial_draft(
         raise _fail(f"the tree has errors:\n{exc}") from None
     for warning in tree.warnings:
         typer.echo(str(warning))
-    token, public = secrets.token_hex(16), "http://draft.invalid"
+    token, public = secrets.token_hex(16), "https://draft.invalid"
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/draft.sqlite3"
         upgrade(url)
