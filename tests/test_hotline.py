@@ -98,17 +98,14 @@ def test_a_key_stops_the_verify_intro_but_not_the_emergency_notice(phone: Phone)
         ("1", "someone stole my bitcoin"),
         ("1", "I think my account is compromised"),
         ("1", "there is a withdrawal I did not make"),  # before withdrawals, as listed
-        ("1", "my wallet was drained"),
         ("1", "please freeze it now"),
         ("2", "我的账户被盗了"),
         ("2", "有人盗号还提币了"),
         ("2", "我的币被偷了"),
         ("2", "这笔提币不是我操作的"),
-        ("2", "账户里的钱没了"),
         ("2", "有人盗了我的账户"),  # 盗 and 了 apart: 被盗 is not in it
         ("2", "我的钱被人转走了"),
         ("2", "我的币被人提走了"),
-        ("2", "账户里的币全没了"),
         ("2", "有人登录了我的账户"),
         ("1", "someone logged into my account"),
         # Contacted by a thief posing as us, and already fell for it: a victim, not a check.
@@ -276,9 +273,12 @@ def test_a_mandarin_caller_keys_a_mainland_number_as_it_was_shown(phone: Phone, 
 
 
 def test_keys_that_are_not_a_number_are_asked_again_then_an_agent(phone: Phone, db: Engine) -> None:
-    record = call(phone, *CHECK, Press("12"), Silent())
+    """No number after two tries: asked once whether they gave a code or moved funds, and,
+    silent again, put through to an account agent."""
+    record = call(phone, *CHECK, Press("12"), Silent(), Silent())
     assert record.transcript.count("not a number we can check") == 1
-    assert record.transcript.count("didn't hear anything") == 1
+    assert record.transcript.count("didn't hear anything") == 1  # the last silence: an agent
+    assert "moved funds because of them, press 1 now" in record.transcript
     assert "official numbers" not in record.transcript
     assert record.queue == "account"
     [case] = cases_of(db)
@@ -303,10 +303,15 @@ def test_a_secret_keyed_at_the_number_prompt_is_neither_said_back_nor_kept(
 
 
 @pytest.mark.parametrize("out", ["*", "0"])
-def test_star_or_zero_at_the_number_prompt_reaches_an_agent_at_once(phone: Phone, out: str) -> None:
-    record = call(phone, *CHECK, Press(out))
+def test_star_or_zero_at_the_number_prompt_is_asked_about_a_code_then_reaches_an_agent(
+    phone: Phone, out: str
+) -> None:
+    """No number to check: the caller is asked once whether they gave a code or moved funds
+    (a victim all the same), and 0 there puts them through to an account agent."""
+    record = call(phone, *CHECK, Press(out), Press("0"))
     assert record.queue == "account"
     assert "not a number we can check" not in record.transcript
+    assert "moved funds because of them, press 1 now" in record.transcript
 
 
 def test_asking_for_customer_service_in_mandarin_reaches_an_agent(phone: Phone) -> None:
@@ -422,6 +427,7 @@ INPUTS: tuple[Input, ...] = (
     Keys("10000001"),
     Silence(),
     Speech("hacked"),
+    Speech("my money is gone"),  # spoken only: stolen, or lost trading?
     Checked(ok=True),
     Checked(ok=False),
     Checked(ok=False, locked=True),
@@ -482,14 +488,16 @@ def test_every_node_every_key_both_languages_gives_valid_twiml_and_no_dead_end(
 
 
 def test_every_escalation_leads_to_a_person(hotline_tree: CompiledTree) -> None:
-    """Silence and wrong keys never end a call: each menu escalates (via say/hours) to a queue."""
+    """Silence and wrong keys never end a call: each menu escalates (via say/hours, or the
+    emergency lane's verification, whatever its outcome) to a queue."""
     nodes = hotline_tree.tree.nodes
 
     def ends_in_queue(name: str, depth: int = 0) -> bool:
         node = nodes[name]
         if isinstance(node, QueueNode):
             return True
-        nxt = [t for t in (getattr(node, a, None) for a in ("next", "on_open", "on_closed")) if t]
+        ways = ("next", "on_open", "on_closed", "on_success", "on_failure", "on_locked")
+        nxt = [t for t in (getattr(node, a, None) for a in ways) if t]
         return bool(nxt) and depth < 10 and all(ends_in_queue(t, depth + 1) for t in nxt)
 
     for name, node in nodes.items():
@@ -719,3 +727,299 @@ def test_a_victim_whose_final_status_never_comes_gets_the_case_when_the_call_goe
         opened = conn.execute(select(cases.c.priority, cases.c.status, cases.c.account_uid)).all()
     assert call is not None and call["status"] == "stale"
     assert [tuple(r) for r in opened] == [("emergency", "abandoned", VICTIM_UID)]
+
+
+# -- victims in their own words, wherever they are in the tree -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "someone changed my password and I cannot log in"),  # not the password advice
+        ("1", "I gave someone my 2FA code"),  # not the 2FA advice
+        ("2", "我的密码被人改了 登不上了"),
+        ("2", "有人改了我的密码"),
+        ("2", "我把验证码给了别人"),
+        ("1", "money was withdrawn from my account and it was not me"),  # not deposits
+    ],
+)
+def test_a_hijack_victim_describing_it_in_their_own_words_reaches_the_emergency_lane(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """The caller does not say "hacked": they say what happened to them. Whatever else they
+    mention (a password, a login, a withdrawal), they reach the security team."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert record.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "someone called me from support and I gave them the code"),
+        ("2", "客服让我把币转到安全账户"),  # the "safe account" scam
+        ("1", "a guy on telegram told me to move my funds"),
+    ],
+)
+def test_a_scam_victim_who_gave_a_code_or_moved_funds_reaches_the_emergency_lane(
+    phone: Phone, db: Engine, language_key: str, words: str
+) -> None:
+    """Contacted by a thief posing as us, and already fell for it: the caller is put through
+    to the security team at emergency priority, not asked to key the thief's number first."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert record.queue == "security"
+    assert "enter the phone number" not in record.transcript
+    assert "请输入给您打电话或发短信的号码" not in record.transcript
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency"
+
+
+@pytest.mark.parametrize(
+    ("keys", "words"),
+    [
+        # deposits and withdrawals: "withdrew" is no withdrawal question here
+        (("1", "3"), "my account was hacked and someone withdrew everything"),
+        (("1", "3", "2"), "someone withdrew everything and it was not me"),  # after the advice
+        (("1", "2"), "someone logged into my account and changed my email"),
+        (("1", "5"), "my account was stolen"),
+        (("2", "4"), "有人盗了我的账户在乱下单"),
+        (("2", "7"), "我的账户被盗了"),
+        (("2", "8", "1"), "我的币被人转走了"),
+    ],
+)
+def test_a_victim_who_took_another_turn_is_still_heard_in_the_submenus(
+    phone: Phone, keys: tuple[str, ...], words: str
+) -> None:
+    """A victim who pressed a topic first (withdrawals, account access, trading ...) and then
+    says what happened is put through to the security team, not told "not a valid choice"."""
+    record = call(phone, *(Press(k) for k in keys), Speak(words), Press("*"))
+    assert record.queue == "security"
+    assert "not a valid choice" not in record.transcript
+    assert "您的选择无效" not in record.transcript
+
+
+def test_every_menu_after_the_main_menu_hears_a_victims_strong_words_first(
+    hotline_tree: CompiledTree,
+) -> None:
+    """Each menu's first option, spoken only, is the emergency lane with the main menu's
+    strong words: no topic or advice menu leaves a victim's words unheard."""
+    from ivr.tree import match_speech
+
+    for name, menu in hotline_tree.menus.items():
+        for language, words in (("en", "my account was hacked"), ("zh-CN", "我的账户被盗了")):
+            option = match_speech(menu, language, words)
+            assert option is not None and option.target == "emergency", (name, language)
+
+
+@pytest.mark.parametrize(
+    ("keys", "asked"),
+    [
+        (("1", "2", "1"), "If someone else changed your password, press 3 now"),
+        (("1", "2", "2"), "If someone else changed your two-factor settings"),
+        (("1", "3", "2"), "If you did not make this withdrawal yourself, press 3 now"),
+        (("2", "3", "2"), "如果这笔提现不是您本人操作的,请立即按3"),
+    ],
+)
+def test_the_password_2fa_and_withdrawal_advice_offer_the_security_team_if_it_was_not_them(
+    phone: Phone, keys: tuple[str, ...], asked: str
+) -> None:
+    """After the self-help advice, a caller who realises someone else did it presses 3 and
+    is put through to the security team."""
+    record = call(phone, *(Press(k) for k in keys), Press("3"), Press("*"))
+    assert any(asked in line for line in record.heard)
+    assert record.queue == "security"
+
+
+def test_a_caller_who_keys_no_number_but_gave_a_code_reaches_the_security_team(
+    phone: Phone, db: Engine
+) -> None:
+    """The thief wrote on a messaging app, or hid their number: nothing to key. The caller is
+    still asked whether they gave a code or moved funds, and 1 is the emergency lane, not the
+    account line."""
+    record = call(phone, *CHECK, Press("*"), Press("1"), Press("*"))
+    assert record.queue == "security"
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency"
+
+
+def test_one_who_said_someone_called_them_and_keys_no_number_is_asked_about_a_code(
+    phone: Phone,
+) -> None:
+    record = call(
+        phone,
+        Press("1"),
+        Speak("someone called me saying they were from your support"),
+        Press("*"),
+        Speak("yes I gave them a code"),
+        Press("*"),
+    )
+    assert record.queue == "security"
+
+
+# -- a trader who lost a position is a trader, not a hijack victim ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "this is fraud. you liquidated me at a price that never happened"),
+        ("2", "我合约爆仓了 钱全没了"),
+        ("2", "爆仓了 我的币没了"),
+    ],
+)
+def test_an_angry_liquidated_trader_reaches_derivatives_not_the_emergency_lane(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """Liquidated, angry, saying "fraud" or 钱没了: the caller reaches the derivatives team
+    with the liquidation advice, and is never sent into the freeze."""
+    record = call(phone, Press(language_key), Speak(words), Press("1"), Press("1"))
+    assert record.queue == "derivatives"
+    assert "emergency service" not in record.transcript
+    assert "紧急服务" not in record.transcript
+
+
+def test_the_liquidation_advice_acknowledges_the_loss_and_says_where_the_record_is(
+    phone: Phone,
+) -> None:
+    record = call(phone, Press("1"), Press("5"), Press("1"))
+    [advice] = [line for line in record.heard if "liquidation record" in line]
+    assert advice.startswith("We understand that losing a position is distressing.")
+    assert "mark price" in advice and "an agent can review the record" in advice
+    assert "stop loss" not in advice  # no lecture
+    record = call(phone, Press("2"), Press("5"), Press("1"))
+    [advice] = [line for line in record.heard if "强平记录" in line]
+    assert advice.startswith("仓位被强平,我们理解您现在的心情。")
+    assert "标记价格" in advice and "客服可以和您一起核查" in advice
+
+
+# -- advice a victim needs ---------------------------------------------------------------------
+
+
+def test_the_withdrawal_advice_asks_for_the_txid_and_warns_of_fees_to_release_it(
+    phone: Phone,
+) -> None:
+    record = call(phone, Press("1"), Press("3"), Press("2"))
+    [advice] = [line for line in record.heard if line.startswith("Check the withdrawal status")]
+    assert "T X I D or the withdrawal order ID" in advice
+    assert "We never charge a fee or a deposit to release a withdrawal" in advice
+    record = call(phone, Press("2"), Press("3"), Press("2"))
+    [advice] = [line for line in record.heard if line.startswith("请在App的资产记录中查看提现状态")]
+    assert "TXID或提现订单号" in advice and "都是骗子" in advice
+
+
+def test_the_web3_advice_tells_one_who_gave_away_a_seed_phrase_to_move_to_a_new_wallet(
+    phone: Phone,
+) -> None:
+    record = call(phone, Press("1"), Press("8"), Press("2"))
+    assert "create a new wallet now, and move your remaining funds to it" in record.transcript
+    record = call(phone, Press("2"), Press("8"), Press("2"))
+    assert "请立即创建一个新钱包,把剩余资产转到新钱包" in record.transcript
+
+
+@pytest.mark.parametrize(
+    ("keyed", "verdict"),
+    [
+        ("12025550143", "is one of our official numbers"),
+        (SCAMMER, "is not one of our numbers"),
+        ("95555", "That is not one of our short codes"),
+    ],
+)
+def test_a_number_checked_is_first_said_to_be_no_excuse_for_asking_codes_or_funds(
+    phone: Phone, keyed: str, verdict: str
+) -> None:
+    """Whatever the number, the caller first hears that whoever asked for codes or for funds
+    to be moved was not us, before whether the number is ours (a number can be faked)."""
+    record = call(phone, *CHECK, Press(keyed), Press("0"))
+    [result] = [line for line in record.heard if verdict in line]
+    assert result.startswith("If they asked you for a code, a password or a key")
+    assert result.index("it was not us") < result.index(verdict)
+
+
+def test_a_mandarin_number_check_leads_with_it_was_not_us(phone: Phone) -> None:
+    record = call(phone, Press("2"), Press("2"), Press("4"), Press("12025550143"), Press("0"))
+    [result] = [line for line in record.heard if "是我们的官方号码" in line]
+    assert result.startswith("只要对方向您索要验证码")
+    assert result.index("都不是我们") < result.index("是我们的官方号码")
+
+
+@pytest.mark.parametrize(
+    ("language_key", "never_charged", "never_called", "put_through", "untrue"),
+    [
+        (
+            "1",
+            "we never charge anything to unfreeze an account",
+            "We never call you to ask for these details",
+            "We are putting you through to our security team. Please stay on the line.",
+            "Connecting you to our security team now.",
+        ),
+        (
+            "2",
+            "解冻账户也绝不收取任何费用",
+            "我们绝不会主动打电话向您索要这些信息",
+            "我们正在为您转接安全团队,请不要挂机。",
+            "正在为您转接安全团队,请稍候。",
+        ),
+    ],
+)
+def test_the_emergency_lane_says_we_never_charge_to_unfreeze_nor_call_for_the_details(
+    phone: Phone,
+    language_key: str,
+    never_charged: str,
+    never_called: str,
+    put_through: str,
+    untrue: str,
+) -> None:
+    """A victim about to key their details hears that we never charge to unfreeze and never
+    call to ask for them; then that they are being put through and should stay on the line
+    (a ticket, their place in line and a wait follow), not that they are connected now."""
+    record = call(phone, Press(language_key), Press("1"), Press("*"))
+    assert record.queue == "security"
+    assert never_charged in record.transcript and never_called in record.transcript
+    assert put_through in record.heard and untrue not in record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "my wallet was drained"),
+        ("1", "all my money is gone"),
+        ("1", "this is fraud"),
+        ("2", "账户里的钱没了"),
+        ("2", "账户里的币全没了"),
+        ("2", "我被骗了"),
+    ],
+)
+@pytest.mark.parametrize("answer", [Press("1"), Silent()], ids=["1", "silence"])
+def test_a_caller_who_only_says_their_money_is_gone_is_asked_once_then_the_emergency_lane(
+    phone: Phone, language_key: str, words: str, answer: Answer
+) -> None:
+    """No trade, no liquidation, no word of how the money went: asked once whether someone
+    else took it, and 1, or saying nothing, is the emergency lane."""
+    record = call(phone, Press(language_key), Speak(words), answer, Press("*"))
+    assert record.queue == "security"
+    asked = next(
+        i
+        for i, line in enumerate(record.heard)
+        if line.startswith(("We are sorry your funds are missing.", "很抱歉您的资产不见了。"))
+    )
+    assert record.heard[asked + 1].startswith(
+        ("You have reached our emergency service", "这里是账户被盗紧急服务")
+    )
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "answer"),
+    [
+        ("1", "all my money is gone", Press("2")),
+        ("1", "my money is gone", Speak("I lost it trading futures")),
+        ("2", "我的钱全没了", Speak("是爆仓亏的")),
+    ],
+)
+def test_a_caller_whose_money_went_in_a_trade_says_so_and_reaches_derivatives(
+    phone: Phone, language_key: str, words: str, answer: Answer
+) -> None:
+    """Asked whether someone else took it, a trader who lost it in a liquidation presses 2
+    (or says so) and reaches the derivatives team, never the freeze."""
+    record = call(phone, Press(language_key), Speak(words), answer, Press("1"), Press("1"))
+    assert record.queue == "derivatives"
+    assert "emergency service for stolen" not in record.transcript
+    assert "紧急冻结" not in record.transcript
