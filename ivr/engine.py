@@ -44,6 +44,7 @@ from ivr.tree import (
     TicketNode,
     TransferNode,
     VerifyNode,
+    hints_of,
     match_speech,
     normalise_speech,
 )
@@ -1022,18 +1023,17 @@ class _Turn:
         languages = sorted(catalogs.languages, key=lambda lang: lang != likely)
         options = sorted(node.options, key=lambda o: o.language != likely)
         shortcuts = self.tree.shortcuts.get(state.node)
-        has_speech = any(o.speech for o in node.options) or bool(shortcuts and shortcuts.hints)
+        has_speech = any(o.speech for o in node.options) or bool(shortcuts and shortcuts.by_speech)
         # One recogniser per <Gather>; before the caller has chosen, their likely language's
         # (a caller from China says 中文, or 账户被盗, in Mandarin), else the base language's.
         heard_in = (
             likely if likely is not None and likely in catalogs.by_language else BASE_LANGUAGE
         )
         hints = [w for o in node.options for w in o.speech]
-        if shortcuts and heard_in in shortcuts.hints:
-            hints.append(shortcuts.hints[heard_in])
+        hints += [w for o in node.shortcuts for w in o.speech.get(heard_in, [])]
         speech = {
             "language": catalogs.catalog(heard_in).speech_language,
-            "hints": ", ".join(hints)[:2000],
+            "hints": hints_of(hints),
             "speech_timeout": "auto",
         }
         gather = Gather(

@@ -35,7 +35,7 @@ import hashlib
 import json
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -588,9 +588,19 @@ def _compiled(
             if keywords:
                 by_speech.setdefault(lang, []).append((option, _keyword_pattern(keywords)))
                 words_by_lang.setdefault(lang, []).extend(words)
-    # Twilio takes hints as a comma-separated list of words and phrases.
-    hints = {lang: ", ".join(words)[:2000] for lang, words in words_by_lang.items()}
+    hints = {lang: hints_of(words) for lang, words in words_by_lang.items()}
     return by_key, by_speech, hints
+
+
+# Twilio takes hints as a comma-separated list of up to 500 words and phrases (each of 100
+# characters at most, as keywords are): error 13330 past that.
+MAX_HINTS = 500
+
+
+def hints_of(words: Iterable[str]) -> str:
+    """A <Gather>'s hints: the words, each once, in order (the operator's first options'
+    first), as many as Twilio takes."""
+    return ", ".join(list(dict.fromkeys(w.replace(",", " ") for w in words))[:MAX_HINTS])
 
 
 # -- loading and checking ---------------------------------------------------------------------

@@ -446,6 +446,7 @@ def test_a_pin_keyed_at_the_uid_prompt_is_no_uid_and_is_kept_nowhere(
     )
     heard = " ".join(record.heard)
     assert heard.count("Please enter your account U I D") == 2
+    assert "That is not an account U I D" in heard
     assert "protective freeze" in heard
     assert failures_counted(db) == 0
     # Twice, and on to the security team unverified, as a skip: nothing of it kept.
@@ -1102,7 +1103,7 @@ def test_a_call_back_a_voicemail_answers_is_tried_again_and_rings_no_agent(
     voicemail = phone.answer(
         placed, ScriptedParty([]), call_sid=twilio_http.sids[-1], answered_by=machine
     )
-    assert voicemail.dialed is None and "call you back" in voicemail.transcript
+    assert voicemail.dialed is None and "We will try again shortly" in voicemail.transcript
     [row] = case_rows(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
     assert row["flags"]["callback_attempts"] == "1"

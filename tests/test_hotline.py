@@ -1023,3 +1023,31 @@ def test_a_caller_whose_money_went_in_a_trade_says_so_and_reaches_derivatives(
     assert record.queue == "derivatives"
     assert "emergency service for stolen" not in record.transcript
     assert "紧急冻结" not in record.transcript
+
+
+@pytest.mark.parametrize(
+    ("caller", "words", "language"),
+    [
+        ("+15005550006", "my account was hacked", "en"),
+        ("+15005550006", "someone logged into my account and took my bitcoin", "en"),
+        ("+8613912345678", "我的账户被盗了", "zh-CN"),
+        ("+8613912345678", "中文 有人登录了我的账户", "zh-CN"),
+    ],
+)
+def test_a_victim_who_says_what_happened_at_the_first_prompt_reaches_the_emergency_lane(
+    phone: Phone, caller: str, words: str, language: str
+) -> None:
+    """A frightened victim's first words are what happened, not "English": said at the
+    language menu, they lead straight to the emergency lane, in the language they said it
+    in (a caller from China is heard by the Mandarin recogniser there)."""
+    record = phone.call(ScriptedParty([Speak(words), Press("*")]), from_number=caller)
+    assert record.queue == "security"
+    notice = ("You have reached our emergency service", "这里是账户被盗紧急服务")
+    assert any(line.startswith(notice[language != "en"]) for line in record.heard)
+
+
+def test_zero_at_the_first_prompt_reaches_a_person(phone: Phone) -> None:
+    """As in every menu, in the caller's likely language: no main menu on the way."""
+    record = phone.call(ScriptedParty([Press("0")]), from_number="+8613912345678")
+    assert record.queue == "general"
+    assert not any(line.startswith("如果您的账户被盗") for line in record.heard)
