@@ -1697,3 +1697,15 @@ def test_hours_that_never_begin_within_a_year_say_none() -> None:
     node = hours_node({"mon": ["09:00-10:00"]}, every_monday)
     assert node.next_opening(datetime(2026, 11, 28, tzinfo=SGT)) is None
     assert hours_node({}).next_opening(datetime(2026, 11, 28, tzinfo=SGT)) is None
+
+
+def test_every_menus_keywords_reach_twilio_as_hints(hotline_tree: CompiledTree) -> None:
+    """Twilio takes up to 500 hints: every keyword of the shipped menus fits, the last
+    options' too (a cut at 2,000 characters left the main menu's later topics unhinted),
+    each once and none cut in the middle."""
+    for name, menu in hotline_tree.menus.items():
+        for lang, hints in menu.hints.items():
+            entries = hints.split(", ")
+            assert len(entries) == len(set(entries)) <= 500, name
+            spoken = [o for o, _ in menu.by_speech[lang]]
+            assert {w.replace(",", " ") for o in spoken for w in o.speech[lang]} == set(entries)
