@@ -94,6 +94,10 @@ handled
 average_handle_time_seconds, surveys_asked, surveys_answered, satisfaction_average,
 satisfied_rate
     As above, over those cases.
+average_after_call_work_seconds
+    The part of the handle time after the call: mean of `ended_at` - `talk_ended_at` (the
+    agent's leg ended; they resolve the case after it) over those of the handled cases that
+    have both; None when there are none (cases connected before talk_ended_at was kept).
 missed_offers
     Cases offered to the agent (asked for or not) that their phone did not take: rang out,
     busy, failed, or answered with no key pressed at the screen (a voicemail); or, offered at
@@ -189,6 +193,7 @@ class QueueFigures(SurveyFigures):
 class AgentFigures(SurveyFigures):
     handled: int
     average_handle_time_seconds: float | None
+    average_after_call_work_seconds: float | None = None
     missed_offers: int = 0
     transfers: int = 0
 
@@ -238,6 +243,7 @@ class _Tally:
     callbacks_completed: int = 0
     answer_waits: list[float] = field(default_factory=list)
     handle_times: list[float] = field(default_factory=list)
+    after_call_work: list[float] = field(default_factory=list)
     surveys_asked: int = 0
     scores: list[int] = field(default_factory=list)
     missed_offers: int = 0
@@ -255,6 +261,7 @@ class _Tally:
         return AgentFigures(
             handled=self.offered,
             average_handle_time_seconds=_mean(self.handle_times),
+            average_after_call_work_seconds=_mean(self.after_call_work),
             missed_offers=self.missed_offers,
             transfers=self.transfers,
             **self.surveys(),
@@ -304,6 +311,11 @@ def _count_case(
         case.status == "resolved" and case.connected_at is not None and case.ended_at is not None
     )
     handle = _seconds(case.ended_at, case.connected_at) if handled else None
+    wrap_up = (
+        _seconds(case.ended_at, case.talk_ended_at)
+        if handled and case.talk_ended_at is not None
+        else None
+    )
     callback = (
         case.status == "callback_requested"
         or case.claimed_from == "callback_requested"
@@ -329,6 +341,8 @@ def _count_case(
                 t.scores.append(score)
         if handle is not None:
             t.handle_times.append(handle)
+        if wrap_up is not None:
+            t.after_call_work.append(max(wrap_up, 0.0))
         if callback:
             t.callbacks_requested += 1
             t.callbacks_completed += case.connected_at is not None
@@ -380,6 +394,7 @@ def figures(
                 cases.c.queued_at,
                 cases.c.connected_at,
                 cases.c.ended_at,
+                cases.c.talk_ended_at,
                 calls.c.ended_at.label("call_ended_at"),
                 users.c.name.label("agent_name"),
             )

@@ -709,6 +709,13 @@ def test_per_agent_figures_count_the_cases_each_agent_talked_on(db: Engine) -> N
                 conn.execute(
                     update(cases).where(cases.c.call_sid == sid(name)).values(agent_id=ids[agent])
                 )
+        # alice hung up on C1 a minute before she resolved it, on C2 three; C3 was connected
+        # before the end of the agent's leg was kept, so it has no after-call work.
+        for name, before in (("C1", 60), ("C2", 180)):
+            this = cases.c.call_sid == sid(name)
+            ended = conn.execute(select(cases.c.ended_at).where(this)).scalar_one()
+            hung_up = ended - timedelta(seconds=before)
+            conn.execute(update(cases).where(this).values(talk_ended_at=hung_up))
         add_survey(conn, "C1", "C1", "5", after=320)
         add_survey(conn, "C2", "C2", "2", after=770)
         add_survey(conn, "C3", "C3", "4", after=890)
@@ -719,6 +726,7 @@ def test_per_agent_figures_count_the_cases_each_agent_talked_on(db: Engine) -> N
     assert alice == AgentFigures(
         handled=2,  # C1 C2
         average_handle_time_seconds=360.0,  # (300 + 420) / 2
+        average_after_call_work_seconds=120.0,  # (60 + 180) / 2: part of the handle time
         surveys_asked=2,
         surveys_answered=2,
         satisfaction_average=3.5,  # (5 + 2) / 2
