@@ -2648,6 +2648,42 @@ def test_a_screened_agent_takes_the_call_before_the_caller_is_put_through(
     assert held["id"] == row["id"]
 
 
+def talk_then(
+    client: TestClient,
+    phone: Phone,
+    agent: str,
+    before_hang_up: Callable[[int], None],
+) -> tuple[CallRecord, int]:
+    """A hijack victim whom `agent` takes while they hold and talks to; `before_hang_up(case
+    id)` runs once while they still talk (before Twilio reports the end of the agent's leg).
+    The call as the victim heard it, and the case."""
+
+    class Party(Caller):
+        def dial_outcome(self, number: str) -> str:
+            return "completed"
+
+    taken: list[int] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            taken.append(api(client, agent, "POST", "/api/agents/next")["case"]["id"])
+        return poll < 3
+
+    original = phone.signed_post
+    done: list[bool] = []
+
+    def hanging_up(url: str, params: dict[str, str]) -> Any:
+        if "/twilio/connect-done" in url and not done:
+            done.append(True)
+            before_hang_up(taken[0])
+        return original(url, params)
+
+    phone.signed_post = hanging_up  # type: ignore[method-assign]
+    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
+    assert record.agent_took is True
+    return record, taken[0]
+
+
 def test_an_agent_resolves_her_case_once_she_has_hung_up(
     client: TestClient, db: Engine, check_twiml: Callable[[str], None]
 ) -> None:
@@ -2657,40 +2693,22 @@ def test_an_agent_resolves_her_case_once_she_has_hung_up(
     runs to then: the talk and the work after it."""
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
-
-    class Party(Caller):
-        def dial_outcome(self, number: str) -> str:
-            return "completed"
-
-    taken: list[Any] = []
+    notes = {"notes": "froze the account; 2FA reset explained"}
     during: list[Any] = []
 
-    def holds(poll: int) -> bool:
-        if not taken:
-            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
-        return poll < 3
+    def tries(case_id: int) -> None:
+        during.append(api(client, alice, "GET", "/api/agents/cases"))
+        path = f"/api/cases/{case_id}/resolve"
+        during.append(client.post(path, headers=bearer(alice), json=notes))
 
-    original = phone.signed_post
-
-    def resolving_first(url: str, params: dict[str, str]) -> Any:
-        if "/twilio/connect-done" in url and not during:  # before she hangs up
-            during.append(api(client, alice, "GET", "/api/agents/cases"))
-            notes = {"notes": "froze the account; 2FA reset explained"}
-            path = f"/api/cases/{taken[0]['id']}/resolve"
-            during.append(client.post(path, headers=bearer(alice), json=notes))
-        return original(url, params)
-
-    phone.signed_post = resolving_first  # type: ignore[method-assign]
-    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
-    assert record.agent_took is True
+    record, case_id = talk_then(client, phone, alice, tries)
     [[mine], refused] = during
     assert mine["status"] == "connected" and mine["on_call"] is True
     assert refused.status_code == 409 and "on the call" in refused.json()["detail"]
     assert any("how satisfied are you" in line for line in record.heard)
     [held] = api(client, alice, "GET", "/api/agents/cases")
-    assert (held["id"], held["status"], held["on_call"]) == (taken[0]["id"], "connected", False)
-    notes = {"notes": "froze the account; 2FA reset explained"}
-    done = api(client, alice, "POST", f"/api/cases/{taken[0]['id']}/resolve", json=notes)
+    assert (held["id"], held["status"], held["on_call"]) == (case_id, "connected", False)
+    done = api(client, alice, "POST", f"/api/cases/{case_id}/resolve", json=notes)
     assert done["status"] == "resolved"
     [row] = case_rows(db)  # no new case: the caller was not put back on hold
     assert row["connected_at"] <= row["talk_ended_at"] <= row["ended_at"]
@@ -2706,28 +2724,11 @@ def test_a_case_a_supervisor_resolves_while_its_agent_still_talks_lets_the_calle
     sam = make_user(db, "sam", "supervisor")
     phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
 
-    class Party(Caller):
-        def dial_outcome(self, number: str) -> str:
-            return "completed"
+    def closes(case_id: int) -> None:
+        notes = {"notes": "alice froze the account"}
+        api(client, sam, "POST", f"/api/cases/{case_id}/resolve", json=notes)
 
-    taken: list[Any] = []
-
-    def holds(poll: int) -> bool:
-        if not taken:
-            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
-        return poll < 3
-
-    original = phone.signed_post
-
-    def resolving_first(url: str, params: dict[str, str]) -> Any:
-        if "/twilio/connect-done" in url:  # sam resolves it, then she hangs up
-            notes = {"notes": "alice froze the account"}
-            api(client, sam, "POST", f"/api/cases/{taken[0]['id']}/resolve", json=notes)
-        return original(url, params)
-
-    phone.signed_post = resolving_first  # type: ignore[method-assign]
-    record = phone.call(Party(list(HIJACK), holds), from_number=VICTIM)
-    assert record.agent_took is True
+    record, _ = talk_then(client, phone, alice, closes)
     assert any("how satisfied are you" in line for line in record.heard)
     [row] = case_rows(db)  # no new case: the caller was not put back on hold
     assert (row["status"], row["offer"]) == ("resolved", "answered")
