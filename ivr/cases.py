@@ -776,13 +776,14 @@ def on_the_call(
     """Its agent is still on the call with its caller: connected, and neither Twilio's report
     of the agent's leg ending (`talk_ended_at`) nor the end of the caller's call has come,
     nor, both reports lost, has it been connected for as long as any call lasts (`longest`).
-    A call back's customer was called by Twilio: no call row here tells its end."""
+    A call back's customer was called by Twilio: no call row here tells its end, but the
+    call's sid is kept with the case until its end is reported (`call_back_ended`)."""
     if case["status"] != "connected" or case["talk_ended_at"] is not None:
         return False
     if case["connected_at"] is None or case["connected_at"] <= now - longest:
         return False
     if (case["claimed_from"] or "waiting") != "waiting":
-        return True
+        return CALL_BACK_SID in (case["flags"] or {})
     with reading(conn):
         call = conn.execute(
             select(calls.c.ended_at).where(calls.c.call_sid == case["call_sid"])

@@ -23,7 +23,7 @@ from lxml import etree
 from sqlalchemy import Connection, Engine, event, select, text, update
 
 from ivr.api import mask
-from ivr.cases import NOBODY_TO_CALL, agents_to_offer, revoke_user
+from ivr.cases import NOBODY_TO_CALL, agents_to_offer, on_the_call, revoke_user
 from ivr.db import accounts, audit_log, calls, cases, metadata
 from ivr.exceptions import IdentityUnavailable
 from ivr.identity import LocalAccountActions, LocalDirectory
@@ -56,7 +56,7 @@ from tests.conftest import (
     make_user,
 )
 from tests.support.catalogs import catalogs_without
-from tests.support.parties import Caller
+from tests.support.parties import Caller, Talks
 from tests.support.twilio import placed_calls
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
@@ -1115,6 +1115,41 @@ def test_a_call_back_a_voicemail_answers_is_tried_again_and_rings_no_agent(
         placed_calls(twilio_http)[-1], ScriptedParty([]), call_sid=twilio_http.sids[-1]
     )
     assert person.dialed == AGENT_PHONE
+
+
+def test_a_call_back_is_resolved_once_its_call_has_ended(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, agent: str
+) -> None:
+    """alice calls the victim back through Twilio and talks to them: not resolved while
+    they talk; once the call has ended (the customer's call reported over, as when the
+    report of alice's leg is lost), it is."""
+    client, phone = rest
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=VICTIM)  # hung up on the way
+    case_id = api(client, agent, "POST", "/api/agents/next")["case"]["id"]
+    seen: list[Any] = []
+
+    def talks(number: str) -> str:
+        [mine] = api(client, agent, "GET", "/api/agents/cases")
+        seen.append(mine["on_call"])
+        path = f"/api/cases/{case_id}/resolve"
+        seen.append(client.post(path, headers=bearer(agent), json={"notes": "frozen"}).status_code)
+        return "completed"
+
+    customer = Talks([], lambda poll: False, talks)
+    phone.answer(placed_calls(twilio_http)[-1], customer, call_sid=twilio_http.sids[-1])
+    assert seen == [True, 409]
+    [mine] = api(client, agent, "GET", "/api/agents/cases")
+    assert mine["on_call"] is False
+    api(client, agent, "POST", f"/api/cases/{case_id}/resolve", json={"notes": "frozen"})
+    with db.connect() as conn:
+        case = dict(conn.execute(select(cases).where(cases.c.id == case_id)).mappings().one())
+    # Had the report of her leg been lost: the customer's call over, the call back is too.
+    case |= {"status": "connected", "talk_ended_at": None}
+    assert "call_back_sid" not in case["flags"]
+    with db.connect() as conn:
+        assert not on_the_call(conn, case, now=case["connected_at"], longest=timedelta(hours=6))
+        talking = case | {"flags": {**case["flags"], "call_back_sid": twilio_http.sids[-1]}}
+        assert on_the_call(conn, talking, now=case["connected_at"], longest=timedelta(hours=6))
 
 
 def test_agent_takes_a_live_caller_through_the_rest_api(
