@@ -1051,3 +1051,58 @@ def test_zero_at_the_first_prompt_reaches_a_person(phone: Phone) -> None:
     record = phone.call(ScriptedParty([Press("0")]), from_number="+8613912345678")
     assert record.queue == "general"
     assert not any(line.startswith("如果您的账户被盗") for line in record.heard)
+
+
+EMERGENCY_NOTICE = ("You have reached our emergency service", "这里是账户被盗紧急服务")
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [Press("1"), Speak("someone took my order")],
+        [Press("1"), Speak("support told me to transfer my funds to the futures account")],
+        [Press("1"), Speak("my identity verification did not meet the requirements")],
+        [Press("1"), Press("6"), Speak("my API key returns unauthorized")],
+        [Press("2"), Press("6"), Speak("API未授权")],
+        [Press("2"), Press("3"), Speak("我充值给了别人的地址")],
+    ],
+    ids=["order", "futures-transfer", "kyc", "api-en", "api-zh", "wrong-address"],
+)
+def test_ordinary_callers_are_not_taken_for_hijack_victims(
+    phone: Phone, answers: list[Answer]
+) -> None:
+    """Words a victim says, cut too short, are an ordinary caller's too: these reach their
+    topic, not the emergency notice and a freeze."""
+    record = phone.call(ScriptedParty([*answers, Silent()]))
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard), record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "answer"),
+    [
+        ("1", "someone else made trades on my account"),
+        ("1", "I never traded, it is just gone"),
+        ("2", "有不是我做的交易"),
+        ("2", "没有交易,钱就没了"),
+    ],
+)
+def test_a_victim_whose_money_is_gone_who_mentions_trades_is_still_a_victim(
+    phone: Phone, language_key: str, answer: str
+) -> None:
+    """Asked whether someone else took it or it went in trading, a victim's answer names
+    trades too: someone else's, or none."""
+    record = call(
+        phone,
+        Press(language_key),
+        Speak("my money is gone" if language_key == "1" else "我的钱全没了"),
+        Speak(answer),
+        Press("*"),
+    )
+    assert record.queue == "security"
+
+
+def test_a_caller_from_china_who_does_not_understand_english_gets_mandarin(phone: Phone) -> None:
+    record = phone.call(
+        ScriptedParty([Speak("我听不懂英文"), Silent()]), from_number="+8613912345678"
+    )
+    assert any(line.startswith("如果您的账户被盗") for line in record.heard)
