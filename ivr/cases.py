@@ -788,7 +788,8 @@ def on_the_call(
         call = conn.execute(
             select(calls.c.ended_at).where(calls.c.call_sid == case["call_sid"])
         ).first()
-    return call is None or call.ended_at is None
+    # No call row (the fallback queued them): nothing here tells its end; as before.
+    return call is not None and call.ended_at is None
 
 
 def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:

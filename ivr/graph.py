@@ -89,41 +89,68 @@ def emergency_paths(tree: CompiledTree) -> EmergencyPaths:
     """The emergency queues, and the nodes and edges on the shortest paths from start to them.
 
     Node v is on a shortest path from start s to queue q when d(s, v) + d(v, q) = d(s, q);
-    edge (u, v) is when d(s, u) + 1 + d(v, q) = d(s, q). Distances count edges.
+    edge (u, v) is when d(s, u) + 1 + d(v, q) = d(s, q). Distances count edges. The ways a
+    caller on a keypad can take, where there are any: a spoken-only shortcut ("hacked" said
+    at the first prompt) would hide the keys that lead there.
     """
     nodes = tree.tree.nodes
-    successors = _successors(nodes)
-    predecessors: dict[str, list[str]] = {name: [] for name in nodes}
-    for name, targets in successors.items():
-        for target in targets:
-            predecessors[target].append(name)
-    from_start = _distances(tree.tree.start, successors)
+    keyed, every = _successors(nodes, keyed_only=True), _successors(nodes)
     lit: set[str] = set()
     lit_edges: set[tuple[str, str]] = set()
     for queue, node in nodes.items():
         if not (isinstance(node, QueueNode) and node.priority == "emergency"):
             continue
         lit.add(queue)
-        if queue not in from_start:
-            continue
-        to_queue = _distances(queue, predecessors)
-        length = from_start[queue]
-        for name, targets in successors.items():
-            if name not in from_start or name not in to_queue:
-                continue
-            if from_start[name] + to_queue[name] == length:
-                lit.add(name)
-            for target in targets:
-                if target in to_queue and from_start[name] + 1 + to_queue[target] == length:
-                    lit_edges.add((name, target))
+        for successors in (keyed, every):
+            from_start = _distances(tree.tree.start, successors)
+            if queue in from_start:
+                _light(queue, successors, from_start, lit, lit_edges)
+                break
     return EmergencyPaths(frozenset(lit), frozenset(lit_edges))
 
 
-def _successors(nodes: Mapping[str, Node]) -> dict[str, list[str]]:
+def _light(
+    queue: str,
+    successors: Mapping[str, list[str]],
+    from_start: Mapping[str, int],
+    lit: set[str],
+    lit_edges: set[tuple[str, str]],
+) -> None:
+    predecessors: dict[str, list[str]] = {name: [] for name in successors}
+    for name, targets in successors.items():
+        for target in targets:
+            predecessors[target].append(name)
+    to_queue = _distances(queue, predecessors)
+    length = from_start[queue]
+    for name, targets in successors.items():
+        if name not in from_start or name not in to_queue:
+            continue
+        if from_start[name] + to_queue[name] == length:
+            lit.add(name)
+        for target in targets:
+            if target in to_queue and from_start[name] + 1 + to_queue[target] == length:
+                lit_edges.add((name, target))
+
+
+def _successors(nodes: Mapping[str, Node], *, keyed_only: bool = False) -> dict[str, list[str]]:
     return {
-        name: list(dict.fromkeys(t for _, t in edges(node) if t in nodes))
+        name: list(
+            dict.fromkeys(
+                t
+                for rel, t in edges(node)
+                if t in nodes and (not keyed_only or _keyed(node, tuple(rel)))
+            )
+        )
         for name, node in nodes.items()
     }
+
+
+def _keyed(node: Node, rel: tuple[str | int, ...]) -> bool:
+    """Whether a caller on a keypad can take this edge (not an option only said)."""
+    if rel[0] in ("options", "shortcuts") and isinstance(rel[1], int):
+        option = getattr(node, str(rel[0]))[rel[1]]
+        return not isinstance(option, Option) or option.key is not None
+    return True
 
 
 def _distances(origin: str, neighbours: Mapping[str, list[str]]) -> dict[str, int]:

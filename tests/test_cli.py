@@ -562,10 +562,13 @@ def test_routes_graph_draws_each_format(tmp_path: Path) -> None:
 def test_dial_routes_tries_a_draft_without_a_server_or_settings(tmp_path: Path) -> None:
     draft = tmp_path / "draft.yaml"
     # A draft in which main-menu 1 goes straight to the security queue.
+    option_1 = '      - key: "1"            # stolen / hacked account: emergency freeze, 24/7\n'
     draft.write_text(
         (PROJECT_ROOT / "routes" / "hotline.yaml")
         .read_text()
-        .replace("target: emergency\n", "target: emergency_queue\n", 1)
+        .replace(
+            option_1 + "        target: emergency\n", option_1 + "        target: emergency_queue\n"
+        )
     )
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no IVR_ or TWILIO_ settings
     result = run(["dial", "--routes", str(draft), "--keys", "1,1"], env, tmp_path)

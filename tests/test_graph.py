@@ -470,8 +470,9 @@ def test_every_shortest_path_is_highlighted_and_no_longer_one(
 def test_only_emergency_queues_start_a_highlight(kinds_tree: CompiledTree, fmt: str) -> None:
     pic = picture(kinds_tree, fmt)
     # security is emergency; general (normal) is reached from everywhere and stays plain.
-    assert pic.lit_nodes == {"lang", "main", "security"}
-    assert pic.lit_edges == {("lang", "main"), ("main", "security")}
+    # The keys to it (main 1, then the check), not the shorter way only said ("帮助").
+    assert pic.lit_nodes == {"lang", "main", "check", "security"}
+    assert pic.lit_edges == {("lang", "main"), ("main", "check"), ("check", "security")}
 
 
 def test_a_tree_without_an_emergency_queue_has_no_highlight(mini_tree: CompiledTree) -> None:

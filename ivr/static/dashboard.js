@@ -62,11 +62,13 @@
 
   // The desk: when one of the agent's cases changed (put through, given back, taken back),
   // reload to show it and the actions it now allows, unless the agent is typing into one of
-  // its forms: then say so, and leave their words alone.
+  // its forms: then say so, and leave their words alone. Notes the tab keeps (data-keep)
+  // survive the reload: written and left, they do not hold it up.
   function typing() {
     var fields = document.querySelectorAll("main input[type=text], main textarea");
     for (var i = 0; i < fields.length; i += 1) {
-      if (fields[i].value !== "" || fields[i] === document.activeElement) {
+      var kept = fields[i].hasAttribute("data-keep");
+      if ((fields[i].value !== "" && !kept) || fields[i] === document.activeElement) {
         return true;
       }
     }

@@ -1,6 +1,7 @@
 """cases.talk_ended_at: when the agent's leg of a connected case ended (Twilio's report of
-the <Dial>), so its agent resolves it after the call, not during it. Null while they talk, and for
-cases connected before this revision (those are resolved as before).
+the <Dial>), so its agent resolves it after the call, not during it. Null while in line or
+talking; a case connected before this revision is taken to be talked on until its caller's
+call is over (a call back: until its status callback), as any whose report is lost.
 
 Revision ID: 0021
 Revises: 0020
