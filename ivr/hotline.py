@@ -27,7 +27,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import announcements, cases, engine, oncall, recordings, store
-from ivr.db import Busy, calls, patient, users
+from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
 from ivr.numbers import (
@@ -1189,7 +1189,7 @@ class Hotline:
         view = cases.case_for_call(conn, call_sid=call_sid, now=self.clock())
         if view is None or view.row["status"] != "offered":
             return None
-        return self.connect(view.row["id"])
+        return self.connect(view.row["id"], caller=view.row["caller"])
 
     def connect(
         self,
@@ -1199,6 +1199,8 @@ class Hotline:
         call_sid: str = "",
         placing: str | None = None,
         answered_by: str = "",
+        caller: str | None = None,
+        called: str | None = None,
     ) -> str:
         """TwiML bridging the case's caller to the agent who took it. If the offer ended on
         the way (given back, taken back, timed out), a waiting caller goes back to their
@@ -1206,7 +1208,9 @@ class Hotline:
         answering a call back (`outbound`, the call `call_sid`) that is no longer the offer's
         is told so, and called again later. A call back a machine answered (Twilio's
         `answered_by`) is no call back made: a short message, and tried again later, as if
-        nobody had answered; the agent is not rung for a voicemail."""
+        nobody had answered; the agent is not rung for a voicemail. `caller`, `called`: the
+        From and To of the call Twilio asks for (the agent's phone shows the caller, or, for
+        one who hid their number, ours)."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
@@ -1238,12 +1242,14 @@ class Hotline:
                 )
             call = store.load_call(conn, call_sid=case["call_sid"])
             agent = None
-            caller_id = None
             if ours:
                 with conn.begin():
                     agent = conn.execute(select(users).where(users.c.id == agent_id)).first()
-                if not outbound and call is not None and not dialable(call.from_number):
-                    caller_id = self._shown_to_agents(conn, call.call_sid)
+        # A carrier may refuse a call showing "anonymous" (Twilio reports the dial failed),
+        # and the agent would be set away for a call that never rang: ours is shown instead.
+        caller_id = None
+        if not outbound and not dialable(caller):
+            caller_id = self.settings.caller_id or (called if dialable(called) else None)
         language = call.state.lang if call else "en"
         if not ours:
             log.warning("case %s: its offer ended before its caller reached the agent", case_id)
@@ -1275,19 +1281,6 @@ class Hotline:
             and self.trees.current.catalogs.has(RECORDING_NOTICE, BASE_LANGUAGE)
             else None,
         )
-
-    def _shown_to_agents(self, conn: Connection, call_sid: str) -> str | None:
-        """The number an agent's phone shows for a caller whose own number cannot be passed
-        on (withheld, or not a number at all): carriers may refuse a call from it, which
-        Twilio reports as failed, and the agent would be set away for a call that never
-        rang. Ours: IVR_CALLER_ID, else the hotline number they called."""
-        if self.settings.caller_id:
-            return self.settings.caller_id
-        with conn.begin():
-            called = conn.execute(
-                select(calls.c.to_number).where(calls.c.call_sid == call_sid)
-            ).scalar()
-        return called if dialable(called) else None
 
     def recorded(
         self,
@@ -1746,7 +1739,10 @@ class Hotline:
                 method="POST",
                 # A voicemail is told we will call again, and is no call back made (connect):
                 # no agent is rung to talk to a greeting.
-                machine_detection="Enable",
+                # DetectMessageEnd: a voicemail's greeting is over (the beep) before the
+                # message is left, so it is recorded; a person is put through as soon as
+                # they are told apart.
+                machine_detection="DetectMessageEnd",
                 # Busy, no answer, failed: the case goes back in line (no connect-done comes
                 # when the customer never picks up).
                 status_callback=self.links.callback_status(case["id"], placing=placing),

@@ -114,13 +114,19 @@ def within(number: str, prefixes: tuple[str, ...]) -> bool:
 
 
 # Numbers Twilio is never made to dial on a caller ID's say-so (caller IDs are spoofed at
-# will): a premium-rate or shared-cost line, or one of no known kind, would cost the
-# exchange; so would one of no country (+870, +881, +882, +883: satellite and international
-# networks, where toll fraud dials).
+# will): a premium-rate or shared-cost line, a "universal access" number, a pager or a
+# voicemail access number, or one of no known kind, would cost the exchange; so would one
+# of no country (+870, +881, +882, +883: satellite and international networks, where toll
+# fraud dials), or a personal number outside North America (the UK's 070 numbers cost as
+# much as premium rate; NANP's 5XX ones, among them Twilio's test numbers, are billed as
+# ordinary ones).
 _COSTLY = frozenset(
     {
         phonenumbers.PhoneNumberType.PREMIUM_RATE,
         phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UAN,
+        phonenumbers.PhoneNumberType.PAGER,
+        phonenumbers.PhoneNumberType.VOICEMAIL,
         phonenumbers.PhoneNumberType.UNKNOWN,
     }
 )
@@ -136,9 +142,12 @@ def callable_by_twilio(number: str, prefixes: tuple[str, ...]) -> bool:
         parsed = phonenumbers.parse(number)
     except phonenumbers.NumberParseException:
         return False
+    kind = phonenumbers.number_type(parsed)
+    personal = kind == phonenumbers.PhoneNumberType.PERSONAL_NUMBER and parsed.country_code != 1
     return (
         phonenumbers.is_valid_number(parsed)
-        and phonenumbers.number_type(parsed) not in _COSTLY
+        and kind not in _COSTLY
+        and not personal
         and phonenumbers.region_code_for_number(parsed)
         not in (phonenumbers.UNKNOWN_REGION, phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY)
     )

@@ -451,6 +451,8 @@ def connect(
             call_sid=sid,
             placing=placing,
             answered_by=_text(form, "AnsweredBy", 32),
+            caller=_text(form, "From", 32) or None,
+            called=_text(form, "To", 32) or None,
         ),
     )
 

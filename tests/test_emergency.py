@@ -57,7 +57,7 @@ from tests.conftest import (
 )
 from tests.support.catalogs import catalogs_without
 from tests.support.parties import Caller, Talks
-from tests.support.twilio import placed_calls
+from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
 UID, PIN, ID4 = "10000001", "739182", "5064"
 VICTIM = "+15005550006"
@@ -652,6 +652,8 @@ def test_a_caller_who_withheld_their_number_and_keyed_none_is_not_dialled(
         ("+15005550006", "", True),
         ("+15005550006", "+86", False),  # outside IVR_CALLBACK_PREFIXES
         ("+19005551234", "", False),  # premium rate
+        ("+447012345678", "", False),  # a UK personal number (070): as dear as premium rate
+        ("+445512345678", "", False),  # UK 055: a corporate ("universal access") number
         ("+882164000001", "", False),  # an international network: no country's
     ],
 )
@@ -1099,7 +1101,7 @@ def test_a_call_back_a_voicemail_answers_is_tried_again_and_rings_no_agent(
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "calling_back"
     placed = placed_calls(twilio_http)[-1]
-    assert placed["MachineDetection"] == "Enable"
+    assert placed["MachineDetection"] == "DetectMessageEnd"
     voicemail = phone.answer(
         placed, ScriptedParty([]), call_sid=twilio_http.sids[-1], answered_by=machine
     )
@@ -2621,18 +2623,36 @@ def test_a_victim_put_through_to_an_agents_voicemail_goes_back_to_their_place(
     assert any("how satisfied are you" in line for line in record.heard)
 
 
+@pytest.mark.parametrize("rest_api", [False, True], ids=["hold-loop", "rest-redirect"])
 def test_a_victim_who_hid_their_number_is_put_through_with_the_hotlines_number_shown(
-    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    twilio_http: RecordingTwilio,
+    rest_api: bool,
 ) -> None:
     """A carrier may refuse a call that shows "anonymous" (Twilio error 13214: the dial
     failed), and the agent would be set away for a call that never rang, the victim put back
-    in line, again and again. Their call to the agent shows the number they called; a
-    caller with a number of their own shows it, as Twilio does by itself."""
-    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    in line, again and again. Their call to the agent shows our number, whether their next
+    hold round puts them through or Twilio's REST API moves their call; a caller with a
+    number of their own shows it, as Twilio does by itself."""
     documents: list[str] = []
-    phone = Phone(
-        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=keeping(check_twiml, documents)
+    checked = keeping(check_twiml, documents)
+    app = (
+        app_with_twilio(database_url, hotline_tree, db, clock, twilio_http)
+        if rest_api
+        else create_app(
+            make_settings(IVR_DATABASE_URL=database_url), tree=hotline_tree, db=db, clock=clock
+        )
     )
+    with on_the_line(app, checked, twilio_http if rest_api else None) as (client, phone):
+        _hid_their_number(client, phone, db, documents)
+
+
+def _hid_their_number(client: TestClient, phone: Phone, db: Engine, documents: list[str]) -> None:
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
 
     def holds(poll: int) -> bool:
         api(client, alice, "POST", "/api/agents/next")
