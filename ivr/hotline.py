@@ -49,8 +49,8 @@ log = logging.getLogger("ivr.hotline")
 # QueueResult values for a caller we took out of the queue ourselves (REST redirect).
 DEQUEUED_ELSEWHERE = frozenset({"redirected", "bridging-in-process"})
 AGENT_NO_ANSWER = engine.AGENT_NO_ANSWER
-# Twilio's AnsweredBy for a call back placed with machine detection: a voicemail greeting
-# (machine_start, machine_end_*) or a fax. `human` and `unknown` are put through.
+# Twilio's AnsweredBy for a call back placed with machine detection: a voicemail (machine_*,
+# machine_end_beep say) or a fax. `human` and `unknown` are put through.
 MACHINE_ANSWERS = ("machine", "fax")
 # Said to a voicemail that answered a call back (the catalog's; else callback_agent_unavailable).
 CALL_BACK_VOICEMAIL = "callback_voicemail"
@@ -1738,10 +1738,9 @@ class Hotline:
                 url=self.links.connect(case["id"], outbound=True, placing=placing),
                 method="POST",
                 # A voicemail is told we will call again, and is no call back made (connect):
-                # no agent is rung to talk to a greeting.
-                # DetectMessageEnd: a voicemail's greeting is over (the beep) before the
-                # message is left, so it is recorded; a person is put through as soon as
-                # they are told apart.
+                # no agent is rung to talk to a greeting. DetectMessageEnd: told once the
+                # greeting is over (the beep), so the message is recorded; a person is put
+                # through as soon as they are told apart.
                 machine_detection="DetectMessageEnd",
                 # Busy, no answer, failed: the case goes back in line (no connect-done comes
                 # when the customer never picks up).

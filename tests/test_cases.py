@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, event, select
 
-from ivr import cases
+from ivr import cases, store
 from ivr.db import accounts, audit_log, users
-from ivr.engine import OpenCase
+from ivr.engine import CallState, OpenCase
 from ivr.identity import LocalDirectory
 from tests.conftest import FakeClock, bearer, make_user
 
@@ -716,6 +716,19 @@ def test_api_resolve_takes_the_case_out_of_the_queue(client: TestClient, db: Eng
     assert early.status_code == 409 and "waiting on the line" in early.json()["detail"]
     with db.connect() as conn:
         assert cases.set_status(conn, case_id=case_id, status="connected", now=T0)
+        store.create_call(  # the caller's call, on the line
+            conn,
+            call_sid=sid(1),
+            account_sid=None,
+            from_number="+15005550006",
+            to_number=None,
+            tree_version="v",
+            step=1,
+            state=CallState(node="queue"),
+            twiml="<Response/>",
+            log=[],
+            now=T0,
+        )
     # Put through, she talks to the caller: resolved once she has hung up, not before.
     talking = call(client, "POST", f"/api/cases/{case_id}/resolve", {"notes": "x"}, token)
     assert talking.status_code == 409 and "on the call" in talking.json()["detail"]
