@@ -1019,7 +1019,7 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     [olga] = [
         texts(tr, "./*") for tr in doc.xpath("//table[contains(@class,'by-agent')]//tbody/tr")
     ]
-    assert olga == ["olga", "1", "n/a", "1 / 1", "4.0", "100.0 %", "0", "0"]
+    assert olga == ["olga", "1", "n/a", "n/a", "1 / 1", "4.0", "100.0 %", "0", "0"]
     charts = doc.xpath("//figure[contains(@class,'chart')]/svg")
     assert len(charts) == 3
     titles = [c.xpath("./title")[0].text for c in charts]
