@@ -481,7 +481,8 @@ def hold_twiml(
     `news` (a prompt key) first: what the caller must know about their case (the freeze
     they were told of failed). Then the place in line (ours, by priority, not Twilio's FIFO
     position) and an estimate, one security tip per round (they rotate), the call-back
-    offer, then music.
+    offer, then music: inside the offer's <Gather>, so a caller who makes up their mind
+    while it plays is heard (keys pressed outside a <Gather> are lost).
     """
     response = VoiceResponse()
     if news:
@@ -516,14 +517,14 @@ def hold_twiml(
     tips = catalogs.keys_starting(HOLD_TIP_PREFIX)
     if tips:
         _say(target, catalogs, tips[tip % len(tips)], language)
-    if isinstance(target, Gather):
-        if not offer_first:
-            _say(target, catalogs, "hold_callback_offer", language)
-        response.append(target)
+    if isinstance(target, Gather) and not offer_first:
+        _say(target, catalogs, "hold_callback_offer", language)
     if music_url:
-        response.play(music_url)
+        target.play(music_url)
     else:
-        response.pause(length=20)
+        target.pause(length=20)
+    if isinstance(target, Gather):
+        response.append(target)
     return str(response)
 
 

@@ -576,6 +576,25 @@ def test_hold_loop_position_tips_and_the_call_back_offer(
     assert gather is not None and gather.get("action") == offer and gather.get("numDigits") == "1"
 
 
+def test_a_key_pressed_while_the_hold_music_plays_is_heard(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    """Keys pressed outside a <Gather> are lost: the music (or the pause) plays inside the
+    call-back offer's, so a caller who decides to be called back while it plays is heard.
+    With nothing to offer (a call back asked for already), it plays as it is."""
+    music = "https://example.test/hold.mp3"
+    offer = "https://hotline.example.test/twilio/callback-request?lang=en"
+    for url, verb in ((music, "Play"), (None, "Pause")):
+        offered = hold_twiml(mini_tree.catalogs, "en", url, position=1, callback_url=offer)
+        check_twiml(offered)
+        root = etree.fromstring(offered.encode())
+        assert [el.tag for el in root] == ["Gather"]
+        assert [el.tag for el in root[0]][-1] == verb
+    plain = hold_twiml(mini_tree.catalogs, "en", music, position=1)
+    check_twiml(plain)
+    assert [el.tag for el in etree.fromstring(plain.encode())] == ["Say", "Say", "Play"]
+
+
 def test_a_wait_of_a_minute_is_said_in_the_singular(hotline_tree: CompiledTree) -> None:
     """ "About 1 minutes" is wrong English; Mandarin has no plural, and says the number."""
 
