@@ -1106,3 +1106,31 @@ def test_a_caller_from_china_who_does_not_understand_english_gets_mandarin(phone
         ScriptedParty([Speak("我听不懂英文"), Silent()]), from_number="+8613912345678"
     )
     assert any(line.startswith("如果您的账户被盗") for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "advice"),
+    [
+        ("1", "my position was liquidated", "We understand that losing a position"),
+        ("2", "我的合约爆仓了", "仓位被强平,我们理解"),
+        ("1", "my withdrawal is stuck", "Check the withdrawal status in the app"),
+        ("2", "我的提现一直没到账", "请在App的资产记录中查看提现状态"),
+        ("1", "my deposit has not arrived", "A deposit is credited once it has enough"),
+        ("2", "充值没到账", "充值需要达到足够的区块确认数"),
+    ],
+)
+def test_a_caller_who_names_what_went_wrong_hears_its_advice_at_once(
+    phone: Phone, language_key: str, words: str, advice: str
+) -> None:
+    """Said at the main menu, a liquidation, a stuck withdrawal or a deposit not credited
+    leads to its advice, not to the topic's menu to choose it again by key."""
+    record = call(phone, Press(language_key), Speak(words))
+    after = record.heard[next(i for i, a in enumerate(record.answers) if isinstance(a, Speak)) :]
+    topic_menus = (
+        "Futures and derivatives.",
+        "Deposits and withdrawals.",
+        "合约交易服务",
+        "充值和提现服务",
+    )
+    assert not any(line.startswith(topic_menus) for line in after)
+    assert any(line.startswith(advice) for line in record.heard), record.heard
