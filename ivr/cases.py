@@ -962,9 +962,16 @@ def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
     return counts.get(0, 0), counts.get(1, 0)
 
 
-def find_ticket(conn: Connection, *, ticket: str) -> CaseSummary | None:
+def find_ticket(
+    conn: Connection, *, ticket: str, caller: str | None = None
+) -> CaseSummary | None:
+    """The case with this ticket number (`caller`: only if it was opened for a call from
+    that number)."""
+    where = [cases.c.ticket == ticket]
+    if caller is not None:
+        where.append(cases.c.caller == caller)
     with reading(conn):
-        row = conn.execute(select(cases).where(cases.c.ticket == ticket)).first()
+        row = conn.execute(select(cases).where(*where)).first()
     if row is None:
         return None
     return CaseSummary(row.ticket, row.status, row.queue, row.priority, row.reason)

@@ -655,9 +655,21 @@ class Hotline:
         verification (`IVR_LOCKOUT_*`), counted apart from its verification failures. Its
         caller still reaches an agent, by the node's `on_not_found`. (Guesses from one number
         in parallel calls may pass the limit by a few: the count is checked before this one
-        is stored. A caller ID can be spoofed, too: this slows harvesting, it cannot stop it.)"""
+        is stored. A caller ID can be spoofed, too: this slows harvesting, it cannot stop it.)
+
+        Locked, a number still finds an open case of its own: one opened for a call from it.
+        Misses spoofed as a victim's number would otherwise send the victim following up
+        their emergency to the general line; guessing the tickets of one number's own cases
+        harvests nothing."""
         bucket = store.ticket_misses(row.from_number) if row.from_number else None
         if bucket and self._locked(conn, uid=None, caller=bucket, now=now):
+            own = (
+                cases.find_ticket(conn, ticket=digits, caller=row.from_number)
+                if digits.isdigit() and not withheld(row.from_number)
+                else None
+            )
+            if own is not None and own.status != "resolved":
+                return engine.TicketLookup(own), []
             log.warning("ticket lookup refused for call %s: its number is locked", row.call_sid)
             return engine.TicketLookup(None, locked=True), []
         found = cases.find_ticket(conn, ticket=digits) if digits.isdigit() else None

@@ -1276,6 +1276,34 @@ def test_a_number_that_keeps_missing_tickets_is_locked_out_of_lookups(
     assert case_rows(db)[-1]["flags"]["verified"] == "yes"
 
 
+def test_misses_spoofed_as_a_victims_number_do_not_keep_them_from_their_own_ticket(
+    phone: Phone, db: Engine
+) -> None:
+    """The victim hung up on the way to the security team: an emergency case, its ticket
+    texted to them. Someone calling as their number misses tickets until it is locked out
+    of lookups. The victim, following their emergency up from their own phone, still finds
+    it, and is in the emergency lane again; another case's ticket stays refused there."""
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number=VICTIM)
+    phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]), from_number=GUESSER)
+    emergency, other = case_rows(db)
+    for first, second in (("1111111", "2222222"), ("3333333", "4444444"), ("5555555", "6666666")):
+        phone.call(
+            ScriptedParty([Press("1"), Press("9"), Press(first), Press(second)]),
+            from_number=VICTIM,
+        )
+    own = phone.call(
+        ScriptedParty([Press("1"), Press("9"), Press(emergency["ticket"])]), from_number=VICTIM
+    )
+    assert own.queue == "security"
+    followed = case_rows(db)[-1]
+    assert (followed["parent_ticket"], followed["priority"]) == (emergency["ticket"], "emergency")
+    refused = phone.call(
+        ScriptedParty([Press("1"), Press("9"), Press(other["ticket"]), Press(other["ticket"])]),
+        from_number=VICTIM,
+    )
+    assert refused.queue == "general" and case_rows(db)[-1]["parent_ticket"] is None
+
+
 def test_a_ticket_miss_delivered_four_times_counts_once(phone: Phone, db: Engine) -> None:
     script = [Press("1"), Press("9"), Press("1234567", deliveries=4), HangUp()]
     phone.call(ScriptedParty(script), from_number=GUESSER)  # the phone: same answer 4 times
