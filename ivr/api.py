@@ -97,13 +97,21 @@ class Unprocessable(BaseModel):
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+
+
+def _not_stored(response: Response) -> None:
+    # Cases hold callers' numbers and what they told us: no browser or proxy cache keeps them.
+    # (A route that returns a Response of its own says so itself: calls.csv, recordings.)
+    response.headers["Cache-Control"] = "no-store"
+
+
 router = APIRouter(
     prefix="/api",
     tags=["agents"],
     # HTTPBearer(auto_error=False) only declares the scheme in the OpenAPI schema; the tokens
     # are checked by the routes' user dependencies (401 without one, 403 for a wrong role, 429
     # for too many wrong ones: `ivr.deps.current_user`).
-    dependencies=[Depends(HTTPBearer(auto_error=False))],
+    dependencies=[Depends(HTTPBearer(auto_error=False)), Depends(_not_stored)],
     responses={
         401: {"model": ErrorMessage, "description": "no valid bearer token"},
         403: {"model": ErrorMessage, "description": "not for this user's role"},
@@ -1160,7 +1168,11 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
             if cursor is None:
                 break
     return CsvResponse(
-        out.getvalue(), headers={"Content-Disposition": 'attachment; filename="calls.csv"'}
+        out.getvalue(),
+        headers={
+            "Content-Disposition": 'attachment; filename="calls.csv"',
+            "Cache-Control": "no-store",  # returned whole: the router's header is not added
+        },
     )
 
 

@@ -962,9 +962,7 @@ def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
     return counts.get(0, 0), counts.get(1, 0)
 
 
-def find_ticket(
-    conn: Connection, *, ticket: str, caller: str | None = None
-) -> CaseSummary | None:
+def find_ticket(conn: Connection, *, ticket: str, caller: str | None = None) -> CaseSummary | None:
     """The case with this ticket number (`caller`: only if it was opened for a call from
     that number)."""
     where = [cases.c.ticket == ticket]

@@ -369,3 +369,15 @@ def test_the_logs_outcomes_are_what_the_figures_count(
     day["until"] = (clock.now + timedelta(minutes=1)).isoformat()
     overall = get(client, supervisor, "/api/stats", **day)["overall"]
     assert (overall["abandoned"], overall["callbacks_requested"], overall["answered"]) == (1, 1, 0)
+
+
+def test_nothing_the_api_answers_is_kept_by_a_cache(
+    phone: Phone, client: TestClient, supervisor: str
+) -> None:
+    """Its answers hold callers' numbers and what they told agents: a browser or a proxy
+    keeps none of them, JSON or CSV."""
+    phone.call(ScriptedParty([Press("1"), Press("0")]))
+    for path in ("/api/queue", "/api/calls", "/api/calls.csv", "/api/stats"):
+        response = client.get(path, headers=bearer(supervisor))
+        assert response.status_code == 200, path
+        assert response.headers.get("cache-control") == "no-store", path
