@@ -134,8 +134,8 @@ _COSTLY = frozenset(
 
 def callable_by_twilio(number: str, prefixes: tuple[str, ...]) -> bool:
     """Whether Twilio may call `number` back by itself: within IVR_CALLBACK_PREFIXES, a valid
-    number, and not one that costs its caller (premium rate, shared cost) or of no known
-    kind. Any other is dialled by an agent, who sees it first."""
+    number, and none of those above that cost its caller. Any other is dialled by an agent,
+    who sees it first."""
     if not within(number, prefixes):
         return False
     try:

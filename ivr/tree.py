@@ -443,32 +443,44 @@ class TreeFile(_Model):
 # -- compiled form --------------------------------------------------------------------------
 
 
+# language -> [(option, pattern of its keywords)], in the operator's option order
+BySpeech = Mapping[str, list[tuple[Option, re.Pattern[str]]]]
+
+
 @dataclass(frozen=True)
 class CompiledMenu:
     node: MenuNode
     by_key: Mapping[str, Option]
-    # language -> [(option, pattern of its keywords)], in the operator's option order
-    by_speech: Mapping[str, list[tuple[Option, re.Pattern[str]]]]
+    by_speech: BySpeech
     hints: Mapping[str, str]
 
 
 @dataclass(frozen=True)
 class Shortcuts:
-    """A language menu's shortcuts: by key, by the keywords of each language, and hints."""
+    """A language menu's shortcuts: by key, and by the keywords of each language."""
 
     by_key: Mapping[str, Option]
-    by_speech: Mapping[str, list[tuple[Option, re.Pattern[str]]]]
-    hints: Mapping[str, str]
+    by_speech: BySpeech
 
     def heard(self, said: str, languages: list[str]) -> tuple[Option, str] | None:
         """The first shortcut with a keyword of one of `languages` (tried in that order) in
         what was heard, and that language."""
-        heard = normalise_speech(said)
-        for lang in languages:
-            for option, pattern in self.by_speech.get(lang, ()):
-                if heard and pattern.search(heard):
-                    return option, lang
+        return _first_heard(self.by_speech, languages, said)
+
+
+def _first_heard(
+    by_speech: BySpeech, languages: Iterable[str], said: str
+) -> tuple[Option, str] | None:
+    """The first option, in the operator's order, with a keyword of the first of `languages`
+    that has one in what was heard; and that language."""
+    heard = normalise_speech(said)
+    if not heard:
         return None
+    for lang in languages:
+        for option, pattern in by_speech.get(lang, ()):
+            if pattern.search(heard):
+                return option, lang
+    return None
 
 
 @dataclass(frozen=True)
@@ -484,7 +496,7 @@ class CompiledTree:
     warnings: list[Problem] = field(default_factory=list)
     # Node -> the emergency queue node a caller there is already on the way to.
     emergency_bound: Mapping[str, str] = field(default_factory=dict)
-    # Language node -> its shortcuts, as a menu of them (keys, words by language, hints).
+    # Language node -> its shortcuts, as a menu of them (keys, words by language).
     shortcuts: Mapping[str, Shortcuts] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:
@@ -539,14 +551,8 @@ def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:
     must reach the emergency option listed first, not the withdrawals one. The operator's
     words (operator_speech) come last.
     """
-    heard = normalise_speech(said)
-    if not heard:
-        return None
-    for lang in dict.fromkeys((language, BASE_LANGUAGE)):
-        for option, pattern in menu.by_speech.get(lang, ()):
-            if pattern.search(heard):
-                return option
-    return None
+    found = _first_heard(menu.by_speech, dict.fromkeys((language, BASE_LANGUAGE)), said)
+    return found[0] if found else None
 
 
 def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
@@ -571,7 +577,9 @@ def _compile_menu(node: MenuNode) -> CompiledMenu:
 
 
 def _compile_shortcuts(node: LanguageNode) -> Shortcuts:
-    return Shortcuts(*_compiled(node.shortcuts, node.shortcuts))
+    # Their hints join the language menu's own when it is said (`gather_language`).
+    by_key, by_speech, _ = _compiled(node.shortcuts, node.shortcuts)
+    return Shortcuts(by_key, by_speech)
 
 
 def _compiled(
