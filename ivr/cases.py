@@ -1012,6 +1012,7 @@ def set_status(
     if status == "connected":
         values.setdefault("connected_at", now)
         values.setdefault("talk_ended_at", None)
+        values.setdefault("answered_at", None)
     if status in ("resolved",):
         values.setdefault("ended_at", now)
     with writing(conn):
@@ -1029,6 +1030,7 @@ _BACK_IN_LINE = {
     "offer": None,
     "accept_by": None,
     "talk_ended_at": None,
+    "answered_at": None,
 }
 
 # How an offer reaches its caller (the case's `offer`; `Connect.mode` in the API).
@@ -1057,8 +1059,9 @@ def _agents_offer(
     status: str,
     offer: str,
     accept_by: datetime | None = None,
+    **values: Any,
 ) -> bool:
-    """Set the case's offer, if the case is still `agent_id`'s and `status`."""
+    """Set the case's offer (and `values`), if the case is still `agent_id`'s and `status`."""
     with writing(conn):
         return (
             conn.execute(
@@ -1068,7 +1071,7 @@ def _agents_offer(
                     cases.c.agent_id == agent_id,
                     cases.c.status == status,
                 )
-                .values(offer=offer[:80], accept_by=accept_by)
+                .values(offer=offer[:80], accept_by=accept_by, **values)
             ).rowcount
             == 1
         )
@@ -1216,7 +1219,7 @@ def connect_offer(
             conn.execute(
                 update(cases)
                 .where(*where)
-                .values(status="connected", connected_at=now, talk_ended_at=None)
+                .values(status="connected", connected_at=now, talk_ended_at=None, answered_at=None)
             ).rowcount
             == 1
         )
@@ -1348,19 +1351,41 @@ def missed_offer(
     return moved
 
 
-def agent_accepted(conn: Connection, *, case_id: int, agent_id: int) -> bool:
+def agent_accepted(conn: Connection, *, case_id: int, agent_id: int, now: datetime) -> bool:
     """The agent took the call with a key (IVR_AGENT_SCREENING): the caller on their way to
-    this agent is theirs to talk to, and from now on a hang-up leaves the case with them."""
+    this agent is theirs to talk to, and from now on a hang-up leaves the case with them.
+    Answered now (`answered_at`), to the second, whatever the end of their leg reports."""
     return _agents_offer(
-        conn, case_id=case_id, agent_id=agent_id, status="connected", offer=OFFER_ANSWERED
+        conn,
+        case_id=case_id,
+        agent_id=agent_id,
+        status="connected",
+        offer=OFFER_ANSWERED,
+        answered_at=now,
     )
 
 
-def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None, now: datetime) -> bool:
+def agent_answered(
+    conn: Connection,
+    *,
+    case_id: int,
+    agent_id: int | None,
+    now: datetime,
+    talked: timedelta | None = None,
+) -> bool:
     """Twilio reports the agent's leg ended, answered: the case stays the agent's to resolve,
     now that they have hung up (`talk_ended_at`). If the caller's hang-up was stored first
     (the two reports raced) it abandoned the case for a call back; while no other agent has
-    taken it, it is the agent's again, for they have talked."""
+    taken it, it is the agent's again, for they have talked. `talked`: how long the leg
+    was answered (Twilio's DialCallDuration), which dates the answer (`answered_at`), unless
+    the agent's key dated it already; never before the caller reached the <Dial>."""
+    answered: Any = None
+    if talked is not None:
+        at = bindparam("answered", now - talked, type_=cases.c.answered_at.type)
+        answered = func.coalesce(
+            cases.c.answered_at,
+            case_when((cases.c.connected_at > at, cases.c.connected_at), else_=at),
+        )
     mine = [cases.c.id == case_id]
     if agent_id is not None:
         mine.append(cases.c.agent_id == agent_id)
@@ -1369,7 +1394,7 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None, now:
             conn.execute(
                 update(cases)
                 .where(*mine, cases.c.status == "connected")
-                .values(offer=OFFER_ANSWERED, talk_ended_at=now)
+                .values(offer=OFFER_ANSWERED, talk_ended_at=now, answered_at=answered)
             ).rowcount
             == 1
         ):
@@ -1393,6 +1418,7 @@ def agent_answered(conn: Connection, *, case_id: int, agent_id: int | None, now:
                     offer=OFFER_ANSWERED,
                     ended_at=None,
                     talk_ended_at=now,
+                    answered_at=answered,
                 )
             ).rowcount
             == 1
@@ -1489,7 +1515,9 @@ def _audit_transfer(
     )
 
 
-def _sent_on(case: Any, to: Transfer, agent_id: int, now: datetime) -> dict[str, Any]:
+def _sent_on(
+    case: Any, to: Transfer, agent_id: int, now: datetime, *, agent: str
+) -> dict[str, Any]:
     """The values of a case `agent_id` sent on `to`: back in line as what it was (a caller
     waiting, or a call back), nobody's, in that queue, lane and language; at the end of
     that line now, as any case of its priority, or in its own place when it stays in the
@@ -1503,9 +1531,12 @@ def _sent_on(case: Any, to: Transfer, agent_id: int, now: datetime) -> dict[str,
     }
     same_line = (to.queue, to.priority) == (case["queue"], case["priority"])
     joined = now - HIGH_BOOST if to.priority == "high" else now
-    place = {} if same_line else {"sort_at": joined, "queued_at": now}
+    # Kept in its place in the same line (sort_at), but its wait there starts again now:
+    # the queue page, the figures and the language wait count from it.
+    place = {"queued_at": now} if same_line else {"sort_at": joined, "queued_at": now}
     return {
         **_BACK_IN_LINE,
+        "legs": [*(case["legs"] or []), _leg(case, agent_id, agent, now)],
         "connected_at": None,
         "queue": to.queue,
         "priority": to.priority,
@@ -1513,6 +1544,27 @@ def _sent_on(case: Any, to: Transfer, agent_id: int, now: datetime) -> dict[str,
         "language": to.language or case["language"],
         "flags": flags,
         **place,
+    }
+
+
+def _leg(case: Any, agent_id: int, agent: str, now: datetime) -> dict[str, Any]:
+    """The talk `agent_id` ends now by sending the case on, for the figures (`cases.legs`):
+    the line it was in (and since when), as what (`from`: a caller waiting, or the call back
+    it was), when the caller reached the agent and when they answered (None: not known)."""
+
+    def at(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "queue": case["queue"],
+        "priority": case["priority"],
+        "from": case["claimed_from"] or "waiting",
+        "agent_id": agent_id,
+        "agent": agent,
+        "entered_at": at(case["queued_at"] or case["created_at"]),
+        "connected_at": at(case["connected_at"]),
+        "answered_at": at(case["answered_at"]),
+        "ended_at": at(now),
     }
 
 
@@ -1560,7 +1612,7 @@ def send_call_back_on(
             )
             _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="asked", now=now)
             return "asked"
-        values = _sent_on(row, to, agent.id, now)
+        values = _sent_on(row, to, agent.id, now, agent=agent.name)
         values["flags"] |= {"transferred_by": agent.name, "transfer_note": to.note}
         conn.execute(
             update(cases)
@@ -1648,7 +1700,8 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     changes nothing."""
     to = transfer_asked(case)
     assert to is not None and case["agent_id"] is not None
-    values = _sent_on(case, to, case["agent_id"], now)
+    agent = (case["flags"] or {}).get("transferred_by", "")  # `_asking` this agent
+    values = _sent_on(case, to, case["agent_id"], now, agent=agent)
     if (case["claimed_from"] or "waiting") != "waiting":
         # A call back: called by that team once the customer has heard so and hung up, not
         # while they still listen (busy: the next try would be a retry's wait away).

@@ -240,6 +240,11 @@ cases = Table(
     # When the agent's leg of a connected case ended (Twilio's report of the <Dial>): its
     # agent resolves it after the call, not during it. None while in line or talking.
     Column("talk_ended_at", UTCDateTime()),
+    # When the agent's phone picked up (the <Dial>'s end less its DialCallDuration, or the
+    # key they pressed to take the call); `connected_at` is before it rang. None until known.
+    Column("answered_at", UTCDateTime()),
+    # The talks an agent ended by sending the caller on (`ivr.cases.Leg`), earliest first.
+    Column("legs", JSON),
     # How the current offer reaches its caller (`ivr.cases.OFFER_*`; for a call back Twilio is
     # placing, with the outbound call's sid); none while the case is in line.
     Column("offer", String(80)),

@@ -439,6 +439,11 @@ def advance(
     return turn.finish(new)
 
 
+# The flag of a case opened for a caller who hung up on the way (`hung_up_on_the_way`): the
+# node they were at. Such a case never was in line (the figures do not count it offered).
+HUNG_UP_AT = "hung_up_at"
+
+
 def hung_up_on_the_way(tree: CompiledTree, state: CallState, *, ticket: str) -> OpenCase | None:
     """The case of a caller who hung up on the way to an emergency queue (hearing its notice,
     keying their UID) before the queue opened one: they asked for urgent help, so an agent
@@ -453,7 +458,7 @@ def hung_up_on_the_way(tree: CompiledTree, state: CallState, *, ticket: str) -> 
     if facts.get("ticket") and facts.get("queue") == node.queue:
         return None
     flags: dict[str, str] = {k: facts[k] for k in CASE_FACTS if k in facts}
-    flags["hung_up_at"] = state.node
+    flags[HUNG_UP_AT] = state.node
     reason = node.reason or node.topic or target
     return OpenCase(ticket, node.queue, node.priority, reason, flags, list(state.trail))
 

@@ -1336,7 +1336,7 @@ class Hotline:
                     language=case["language"],
                 )
             if digits == engine.ACCEPT_KEY and cases.agent_accepted(
-                conn, case_id=case_id, agent_id=agent_id
+                conn, case_id=case_id, agent_id=agent_id, now=self.clock()
             ):
                 return engine.accepted_twiml()
         return engine.not_taken_twiml()
@@ -1351,6 +1351,7 @@ class Hotline:
         caller_gone: bool = False,
         call_sid: str = "",
         placing: str | None = None,
+        talked: int | None = None,
     ) -> str:
         """The agent leg ended (`agent_id`'s phone; None from a link made before it was named).
         Answered: the case is the agent's to resolve. Nobody answered: the case goes back to
@@ -1360,7 +1361,8 @@ class Hotline:
         CallStatus), so nobody missed anything: their hang-up is what ended the ringing.
         A call back's (`outbound`: the customer's call `call_sid`, placed as `placing`): one
         its agent sent on is another team's now, and one of an earlier placement changes
-        nothing a later one has."""
+        nothing a later one has. `talked`: seconds the agent's phone was answered (Twilio's
+        DialCallDuration), which dates their answer for the figures."""
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
         if case is None:
@@ -1408,7 +1410,13 @@ class Hotline:
             dial_status = "no-answer"
         if dial_status in ("completed", "answered"):
             with self.db.connect() as conn:
-                cases.agent_answered(conn, case_id=case_id, agent_id=agent_id, now=self.clock())
+                cases.agent_answered(
+                    conn,
+                    case_id=case_id,
+                    agent_id=agent_id,
+                    now=self.clock(),
+                    talked=timedelta(seconds=talked) if talked is not None else None,
+                )
             if outbound or row is None:
                 return engine.hangup_twiml(catalogs, lang)
             # The caller is still on the line: where their queue says (a survey), or goodbye.

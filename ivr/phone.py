@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import httpx
@@ -192,8 +193,12 @@ class Phone:
         server_url: str | None = None,
         check_twiml: Callable[[str], None] | None = None,
         redirected: Callable[[str], list[str]] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.client = client
+        # What dates the agent's talk it reports (DialCallDuration): a test's clock, moved by
+        # its parties while they talk, or the wall clock.
+        self.clock = clock or (lambda: datetime.now(UTC))
         # The URLs Twilio's REST API redirected a call to so far (the hotline's own REST
         # client, as a test records it): a redirect made while an agent talks ends the
         # <Dial>, and the call goes on at its URL.
@@ -522,6 +527,7 @@ class _Session:
             # that is not a number (a withheld caller ID): error 13214, the dial failed.
             status = "failed"
         target = next((child for child in verb if child.tag in ("Number", "Client")), None)
+        talked = 0
         screen = target.get("url") if target is not None else None
         if status == VOICEMAIL:
             # The phone answered, by a machine: Twilio reports only that it answered.
@@ -532,17 +538,21 @@ class _Session:
             if screen:
                 self.record.agent_took = self.agent_leg(screen, number, takes=True)
             if not screen or self.record.agent_took:
+                answered = self.phone.clock()
                 self.party.talk(number)  # bridged: the caller and the agent talk
+                talked = round((self.phone.clock() - answered).total_seconds())
         action = verb.get("action")
+        # Twilio's DialCallDuration: how long the dialled phone was answered (0 if never).
+        duration = str(talked) if status in ("completed", "answered") else "0"
         moved = self._redirects()[len(redirects) :]
         if moved:
             # Redirected while bridged: Twilio still reports the <Dial>'s end to its action,
             # but plays none of the answer; the call goes on at the redirect's URL.
             if action:
-                self.post(action, {"DialCallStatus": "completed", "DialCallDuration": "0"})
+                self.post(action, {"DialCallStatus": "completed", "DialCallDuration": duration})
             return self.post(moved[-1], {})
         if action:
-            return self.post(action, {"DialCallStatus": status, "DialCallDuration": "0"})
+            return self.post(action, {"DialCallStatus": status, "DialCallDuration": duration})
         raise _Ended("hotline")
 
     def _redirects(self) -> list[str]:

@@ -144,6 +144,7 @@ from sqlalchemy import Connection, func, select
 
 from ivr.cases import MISSED_OFFER, SENT_AFTER_HANG_UP, TRANSFER
 from ivr.db import audit_log, call_events, calls, cases, users
+from ivr.engine import HUNG_UP_AT
 
 SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
@@ -157,6 +158,8 @@ class Thresholds:
 
     emergency: timedelta = timedelta(seconds=20)
     other: timedelta = timedelta(seconds=60)
+    # A caller who hangs up within this long of joining the line: a short abandon.
+    short_abandon: timedelta = timedelta(seconds=5)
 
     def for_priority(self, priority: str) -> timedelta:
         return self.emergency if priority == "emergency" else self.other
@@ -187,6 +190,9 @@ class QueueFigures(SurveyFigures):
     average_handle_time_seconds: float | None
     callbacks_requested: int
     callbacks_completed: int
+    short_abandoned: int = 0
+    abandonment_rate_without_short: float | None = None
+    hung_up_on_the_way: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,7 @@ class Report:
             "thresholds_seconds": {
                 "emergency": self.thresholds.emergency.total_seconds(),
                 "other": self.thresholds.other.total_seconds(),
+                "short_abandon": self.thresholds.short_abandon.total_seconds(),
             },
             "overall": self.overall.as_dict(),
             "by_queue": {name: q.as_dict() for name, q in self.by_queue.items()},
@@ -239,6 +246,9 @@ class _Tally:
     within: int = 0
     abandoned: int = 0
     late_abandons: int = 0
+    short_abandons: int = 0
+    hung_up_on_the_way: int = 0
+    handled: int = 0  # an agent's
     callbacks_requested: int = 0
     callbacks_completed: int = 0
     answer_waits: list[float] = field(default_factory=list)
@@ -259,7 +269,7 @@ class _Tally:
 
     def agent_figures(self) -> AgentFigures:
         return AgentFigures(
-            handled=self.offered,
+            handled=self.handled,
             average_handle_time_seconds=_mean(self.handle_times),
             average_after_call_work_seconds=_mean(self.after_call_work),
             missed_offers=self.missed_offers,
@@ -274,6 +284,11 @@ class _Tally:
             answered_within_threshold=self.within,
             abandoned=self.abandoned,
             abandonment_rate=_ratio(self.abandoned, self.offered),
+            short_abandoned=self.short_abandons,
+            abandonment_rate_without_short=_ratio(
+                self.abandoned - self.short_abandons, self.offered - self.short_abandons
+            ),
+            hung_up_on_the_way=self.hung_up_on_the_way,
             service_level=_ratio(self.within, self.answered + self.late_abandons),
             average_speed_of_answer_seconds=_mean(self.answer_waits),
             average_handle_time_seconds=_mean(self.handle_times),
@@ -301,16 +316,30 @@ def _in_line_since(case: Any) -> datetime:
     return since
 
 
+def _answered_at(case: Any) -> datetime | None:
+    """When the agent answered: their phone picked up, or, not known, the caller reached the
+    <Dial> (connected_at)."""
+    at: datetime | None = case.answered_at or case.connected_at
+    return at
+
+
+def _short(wait: float | None, thresholds: Thresholds) -> bool:
+    return wait is not None and wait <= thresholds.short_abandon.total_seconds()
+
+
 def _count_case(
     tallies: Iterable[_Tally], case: Any, thresholds: Thresholds, survey: str | None
 ) -> None:
-    """Add one case (a row of cases plus `call_ended_at`) to each tally, with its survey
-    answer (None: not asked)."""
+    """Add the last line of one case (a row of cases plus `call_ended_at`) to each tally,
+    with its survey answer (None: not asked)."""
     threshold = thresholds.for_priority(case.priority).total_seconds()
-    handled = (
-        case.status == "resolved" and case.connected_at is not None and case.ended_at is not None
+    answered_at = _answered_at(case)
+    handle = (
+        max(_seconds(case.ended_at, answered_at), 0.0)
+        if case.status == "resolved" and answered_at is not None and case.ended_at is not None
+        else None
     )
-    handle = _seconds(case.ended_at, case.connected_at) if handled else None
+    handled = handle is not None
     wrap_up = (
         _seconds(case.ended_at, case.talk_ended_at)
         if handled and case.talk_ended_at is not None
@@ -324,14 +353,16 @@ def _count_case(
     )
     abandoned = not callback and (case.status == "abandoned" or case.claimed_from == "abandoned")
     in_line = _in_line_since(case)
-    answered = not callback and not abandoned and case.connected_at is not None
-    late_abandon = False
+    answered = not callback and not abandoned and answered_at is not None
+    late_abandon = short_abandon = False
     if abandoned:
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
         # Sent on after the hang-up (a call back): the wait was in the line they left.
         since = in_line if hung_up is None or in_line < hung_up else case.created_at
-        late_abandon = hung_up is None or _seconds(hung_up, since) > threshold
-    wait = _seconds(case.connected_at, in_line) if answered else None
+        waited = _seconds(hung_up, since) if hung_up is not None else None
+        late_abandon = waited is None or waited > threshold
+        short_abandon = _short(waited, thresholds)
+    wait = max(_seconds(answered_at, in_line), 0.0) if answered and answered_at else None
     score = int(survey) if survey is not None and survey.isdigit() else None
     for t in tallies:
         t.offered += 1
@@ -349,7 +380,52 @@ def _count_case(
         elif abandoned:
             t.abandoned += 1
             t.late_abandons += late_abandon
+            t.short_abandons += short_abandon
         elif wait is not None:
+            t.answered += 1
+            t.within += wait <= threshold
+            t.answer_waits.append(wait)
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """A talk an agent ended by sending the caller on (`cases.legs`)."""
+
+    queue: str
+    priority: str
+    waiting: bool  # a caller in line (not a call back) when the agent took it
+    agent: str
+    entered_at: datetime
+    answered_at: datetime
+    ended_at: datetime
+
+    @classmethod
+    def parse(cls, leg: Any) -> _Leg | None:
+        """None for what is not a leg this module wrote (a hand-edited row)."""
+        try:
+            answered = leg.get("answered_at") or leg["connected_at"]
+            return cls(
+                queue=str(leg["queue"]),
+                priority=str(leg["priority"]),
+                waiting=leg.get("from", "waiting") == "waiting",
+                agent=str(leg.get("agent") or ""),
+                entered_at=datetime.fromisoformat(leg["entered_at"]),
+                answered_at=datetime.fromisoformat(answered),
+                ended_at=datetime.fromisoformat(leg["ended_at"]),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+
+
+def _count_leg(tallies: Iterable[_Tally], leg: _Leg, thresholds: Thresholds) -> None:
+    """Add one line a case went through before it was sent on: answered there (a caller
+    waiting) or a call back made (counted where the case is now), handled until sent on."""
+    threshold = thresholds.for_priority(leg.priority).total_seconds()
+    wait = max(_seconds(leg.answered_at, leg.entered_at), 0.0)
+    for t in tallies:
+        t.handle_times.append(max(_seconds(leg.ended_at, leg.answered_at), 0.0))
+        if leg.waiting:
+            t.offered += 1
             t.answered += 1
             t.within += wait <= threshold
             t.answer_waits.append(wait)
@@ -395,6 +471,8 @@ def figures(
                 cases.c.connected_at,
                 cases.c.ended_at,
                 cases.c.talk_ended_at,
+                cases.c.answered_at,
+                cases.c.legs,
                 calls.c.ended_at.label("call_ended_at"),
                 users.c.name.label("agent_name"),
             )
@@ -459,11 +537,25 @@ def figures(
     by_queue: dict[str, _Tally] = {}
     by_agent: dict[str, _Tally] = {}
     for case in case_rows:
-        tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
-        _count_case(tallies, case, thresholds, surveys.get(case.id))
+        if (case.flags or {}).get(HUNG_UP_AT):
+            # Never in line: the call back owed to a caller on their way to an emergency
+            # queue. Not offered; an agent who calls them back handled it.
+            overall.hung_up_on_the_way += 1
+            by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
+        else:
+            for leg in filter(None, map(_Leg.parse, case.legs or [])):
+                _count_leg((overall, by_queue.setdefault(leg.queue, _Tally())), leg, thresholds)
+                if leg.agent:
+                    theirs = by_agent.setdefault(leg.agent, _Tally())
+                    _count_leg((theirs,), leg, thresholds)
+                    theirs.handled += 1
+            tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
+            _count_case(tallies, case, thresholds, surveys.get(case.id))
         if case.agent_name is not None and case.connected_at is not None:
+            # An agent's figures are what they handled: their answers and abandons not shown.
             mine = by_agent.setdefault(case.agent_name, _Tally())
             _count_case((mine,), case, thresholds, surveys.get(case.id))
+            mine.handled += 1
     for actor, action, count in agents_did:
         tally = by_agent.setdefault(actor.removeprefix("agent:"), _Tally())
         if action == MISSED_OFFER:

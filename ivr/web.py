@@ -488,6 +488,8 @@ def connect_done(
     status = _text(form, "DialCallStatus", 32) or "failed"
     # The caller's own call, as Twilio reports it with the Dial's end: ended, they hung up.
     gone = _text(form, "CallStatus", 32) in store.FINAL_STATUSES
+    # How long the agent's phone was answered: when they picked up, for the figures.
+    talked = _int(form, "DialCallDuration")
     return _safely(
         hotline,
         sid,
@@ -499,6 +501,7 @@ def connect_done(
             caller_gone=gone,
             call_sid=sid,
             placing=placing,
+            talked=talked,
         ),
     )
 

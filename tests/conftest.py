@@ -181,9 +181,11 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def phone(client: TestClient, check_twiml: Callable[[str], None]) -> Phone:
+def phone(client: TestClient, check_twiml: Callable[[str], None], clock: FakeClock) -> Phone:
     """The Twilio-like driver: signs, follows TwiML, validates every document against the schema."""
-    return Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    return Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml, clock=clock
+    )
 
 
 # -- the Twilio REST API, agents ------------------------------------------------------------

@@ -1619,7 +1619,9 @@ def test_a_transferred_case_joins_its_new_line_when_it_is_sent_there(
 
 def test_a_case_sent_on_in_its_own_queue_and_priority_keeps_its_place(db: Engine) -> None:
     """Sent on only to agents who speak the caller's language: the same line, the same
-    place (and its language wait from when it joined it)."""
+    place; but its wait there starts again (the queue page, the figures), and so does its
+    language wait: an agent who does not speak it, the reason it was sent on, is not
+    offered it again at once."""
     first = add_case(db, 1, "normal", T0)
     second = add_case(db, 2, "normal", T0 + MINUTE)
     ana = agent_id(db)
@@ -1629,8 +1631,16 @@ def test_a_case_sent_on_in_its_own_queue_and_priority_keeps_its_place(db: Engine
         for statement in cases.transferred(case, now=T0 + 32 * MINUTE):
             conn.execute(statement)
     moved = get(db, first)
-    assert (moved["sort_at"], moved["queued_at"], moved["language"]) == (T0, None, "zh-CN")
+    assert (moved["sort_at"], moved["queued_at"], moved["language"]) == (
+        T0,
+        T0 + 32 * MINUTE,
+        "zh-CN",
+    )
     assert waiting_ids(db) == [first, second]
+    [leg] = moved["legs"]
+    assert (leg["queue"], leg["agent_id"], leg["from"]) == ("support", ana, "waiting")
+    assert leg["entered_at"] == T0.isoformat()
+    assert leg["ended_at"] == (T0 + 32 * MINUTE).isoformat()
 
 
 def test_a_case_being_sent_on_is_not_resolved_by_an_agent_who_looked_before_the_ask(

@@ -7,16 +7,24 @@ in the comment next to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from ivr import cases as case_queue
 from ivr.db import call_events, calls, cases, users
+from ivr.phone import Phone, Press, ScriptedParty
 from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import FakeClock, make_settings, make_user
+from tests.support.parties import Talks
+from tests.support.twilio import on_the_line
+from tests.test_transfer import ALICE_PHONE, BEN_PHONE, PAYMENTS, TO_SECURITY, api
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # the period is [10:00, 11:00)
 START = T0
@@ -411,6 +419,8 @@ def test_scenario_overall(db: Engine) -> None:
     assert o.answered_within_threshold == 2  # C1 10<=20, C3 45<=60; C2 30>20, C4 90>60
     assert o.abandoned == 2  # C5 C6
     assert o.abandonment_rate == pytest.approx(0.2222, abs=1e-4)  # 2 / 9
+    assert o.short_abandoned == 1  # C5 hung up at 5 s; C6 at 120 s
+    assert o.abandonment_rate_without_short == 0.125  # (2 - 1) / (9 - 1)
     # 2 within / (4 answered + 1 abandoned after its threshold: C6 120>60; C5 5<=60 is short)
     assert o.service_level == pytest.approx(0.4)
     assert o.average_speed_of_answer_seconds == pytest.approx(43.75)  # (10+30+45+90) / 4
@@ -436,6 +446,9 @@ def test_scenario_per_queue(db: Engine) -> None:
         average_handle_time_seconds=360.0,  # (300+420) / 2
         callbacks_requested=0,
         callbacks_completed=0,
+        short_abandoned=0,
+        abandonment_rate_without_short=0.0,  # 0 / 2
+        hung_up_on_the_way=0,
         surveys_asked=0,
         surveys_answered=0,
         satisfaction_average=None,
@@ -452,6 +465,9 @@ def test_scenario_per_queue(db: Engine) -> None:
         average_handle_time_seconds=220.0,  # C3 240, C5 200: 440 / 2; C4 still connected
         callbacks_requested=0,
         callbacks_completed=0,
+        short_abandoned=1,  # C5: 5 s, within the 5 s a short abandon is
+        abandonment_rate_without_short=0.0,  # (1 - 1) / (4 - 1)
+        hung_up_on_the_way=0,
         surveys_asked=0,
         surveys_answered=0,
         satisfaction_average=None,
@@ -609,7 +625,7 @@ def test_as_dict_is_json(db: Engine) -> None:
     data = json.loads(json.dumps(report(db).as_dict()))
     assert data["period_start"] == "2026-11-23T10:00:00+00:00"
     assert data["period_end"] == "2026-11-23T11:00:00+00:00"
-    assert data["thresholds_seconds"] == {"emergency": 20.0, "other": 60.0}
+    assert data["thresholds_seconds"] == {"emergency": 20.0, "other": 60.0, "short_abandon": 5.0}
     assert data["overall"]["offered"] == 9
     assert data["by_queue"]["account"]["average_speed_of_answer_seconds"] is None
     assert data["by_queue"]["payments"]["abandonment_rate"] == 0.25
@@ -803,3 +819,230 @@ def test_cases_an_agent_sent_on_are_counted_per_agent_in_the_period(db: Engine) 
     assert (r.by_agent["alice"].missed_offers, r.by_agent["erin"].missed_offers) == (1, 0)
     assert r.by_agent["erin"].handled == 0
     assert report_as_json(r)["by_agent"]["alice"]["transfers"] == 2
+
+
+# -- journeys through the phone: transfers, the ring, hang-ups on the way, short abandons -------
+
+
+def journey_report(db: Engine, clock: FakeClock) -> Report:
+    with db.connect() as conn:
+        return figures(conn, start=clock() - timedelta(hours=2), end=clock() + timedelta(hours=1))
+
+
+def sent_on_journey(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock, to: dict[str, Any]
+) -> dict[str, Any]:
+    """A caller waits 30 s in payments; alice answers, talks 600 s and sends them on (`to`);
+    ben, who speaks Mandarin, takes them at once, talks 120 s and resolves 60 s later."""
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    ben = make_user(db, "ben", "agent", BEN_PHONE)
+    sam = make_user(db, "sam", "supervisor")
+    api(client, sam, "PUT", "/api/agents/ben/languages", json={"languages": ["zh-CN"]})
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            clock.advance(seconds=30)
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+        elif "next" not in seen:
+            seen["queue"] = api(client, sam, "GET", "/api/queue")
+            seen["next"] = api(client, ben, "POST", "/api/agents/next")
+        return poll < 2
+
+    def talks(number: str) -> None:
+        if number == ALICE_PHONE:
+            clock.advance(seconds=600)
+            case_id = seen["first"]["case"]["id"]
+            api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=to)
+        else:
+            clock.advance(seconds=120)
+
+    assert phone.call(Talks(PAYMENTS, holds, talks)).dialed == BEN_PHONE
+    clock.advance(seconds=60)
+    case_id = seen["next"]["case"]["id"]
+    api(client, ben, "POST", f"/api/cases/{case_id}/resolve", json={"notes": "done"})
+    return seen
+
+
+def test_sent_on_in_the_same_queue_each_answer_counts_its_own_wait(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """Only the language changes: the caller keeps their place, but alice's ten minutes of
+    talk are not a wait in line, on the queue page or in the figures."""
+    mandarin = {"queue": "payments", "language": "zh-CN", "note": "speaks Mandarin only"}
+    seen = sent_on_journey(phone, client, db, clock, mandarin)
+    [entry] = seen["queue"]
+    assert entry["waiting_seconds"] == 0  # just sent on, not 630
+    payments = journey_report(db, clock).by_queue["payments"]
+    assert (payments.offered, payments.answered) == (2, 2)  # alice's answer, then ben's
+    assert payments.average_speed_of_answer_seconds == 15.0  # (30 + 0) / 2, not 630
+    assert payments.service_level == 1.0
+    assert payments.average_handle_time_seconds == 390.0  # (alice 600 + ben 120 + 60) / 2
+
+
+def test_sent_on_to_another_queue_the_first_answer_and_talk_stay_counted(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    sent_on_journey(phone, client, db, clock, TO_SECURITY)
+    report = journey_report(db, clock)
+    payments, security = report.by_queue["payments"], report.by_queue["security"]
+    assert (payments.answered, payments.average_speed_of_answer_seconds) == (1, 30.0)
+    assert payments.average_handle_time_seconds == 600.0
+    assert (security.answered, security.average_speed_of_answer_seconds) == (1, 0.0)
+    assert security.average_handle_time_seconds == 180.0
+    overall = report.overall
+    assert (overall.offered, overall.answered, overall.average_speed_of_answer_seconds) == (
+        2,
+        2,
+        15.0,
+    )
+    alice = report.by_agent["alice"]
+    assert (alice.handled, alice.average_handle_time_seconds, alice.transfers) == (1, 600.0, 1)
+    assert alice.average_after_call_work_seconds is None  # the case went on: no wrap-up of hers
+    ben = report.by_agent["ben"]
+    assert (ben.handled, ben.average_handle_time_seconds) == (1, 180.0)
+
+
+def test_answered_then_sent_on_and_hung_up_there_is_an_answer_and_an_abandon(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """alice answered within target; in the security line, nobody took them for 90 s."""
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            clock.advance(seconds=30)
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        clock.advance(seconds=90)
+        return False
+
+    def talks(number: str) -> None:
+        clock.advance(seconds=600)
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+
+    phone.call(Talks(PAYMENTS, holds, talks))
+    report = journey_report(db, clock)
+    assert (report.by_queue["payments"].answered, report.by_queue["payments"].abandoned) == (1, 0)
+    security = report.by_queue["security"]
+    assert (security.offered, security.answered, security.abandoned) == (1, 0, 1)
+    assert security.service_level == 0.0  # 90 s > 20 s
+    overall = report.overall
+    assert (overall.offered, overall.answered, overall.abandoned) == (2, 1, 1)
+    assert overall.average_speed_of_answer_seconds == 30.0
+    assert report.by_agent["alice"].handled == 1
+
+
+class RingsFirst(Talks):
+    """The agent's phone rings `ring` seconds before they answer."""
+
+    def __init__(self, *args: Any, clock: FakeClock, ring: float) -> None:
+        super().__init__(*args)
+        self.clock, self.ring = clock, ring
+
+    def dial_outcome(self, number: str) -> str:
+        self.clock.advance(seconds=self.ring)
+        return "completed"
+
+
+@pytest.mark.parametrize("screening", [True, False])
+def test_the_speed_of_answer_counts_the_agents_phone_ringing(
+    screening: bool,
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """45 s in line, then alice's phone rings 25 s: the caller waited 70 s for a person,
+    over the 60 s target; her handle time is her 120 s talk and 60 s wrap-up, not the ring.
+    Dated by the key she pressed to take it (screening), or else by Twilio's report of
+    how long her phone was answered (DialCallDuration)."""
+    app = create_app(
+        make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=screening),
+        tree=hotline_tree,
+        db=db,
+        clock=clock,
+    )
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+    with on_the_line(app, check_twiml) as (client, phone):
+
+        def holds(poll: int) -> bool:
+            if "first" not in seen:
+                clock.advance(seconds=45)
+                seen["first"] = api(client, alice, "POST", "/api/agents/next")
+                return True
+            return False
+
+        talks = RingsFirst(
+            PAYMENTS, holds, lambda number: clock.advance(seconds=120), clock=clock, ring=25
+        )
+        assert phone.call(talks).dialed == ALICE_PHONE
+        clock.advance(seconds=60)
+        case_id = seen["first"]["case"]["id"]
+        api(client, alice, "POST", f"/api/cases/{case_id}/resolve", json={"notes": "done"})
+    report = journey_report(db, clock)
+    payments = report.by_queue["payments"]
+    assert payments.average_speed_of_answer_seconds == 70.0
+    assert payments.service_level == 0.0
+    assert payments.average_handle_time_seconds == 180.0
+    assert report.by_agent["alice"].average_after_call_work_seconds == 60.0
+
+
+def test_a_caller_who_hung_up_on_the_way_was_never_offered_nor_abandoned(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """One victim hangs up at the UID prompt, on their way to the security line: the case
+    opened for their call back is counted apart, not as a caller the line lost."""
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        return False
+
+    hijacked = [Press("1"), Press("1"), Press("*")]
+    phone.call(Talks(hijacked, holds, lambda number: None), from_number="+15005550077")
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550006")
+    security = journey_report(db, clock).by_queue["security"]
+    assert (security.offered, security.answered, security.abandoned) == (1, 1, 0)
+    assert security.abandonment_rate == 0.0
+    assert security.hung_up_on_the_way == 1
+
+
+def test_short_abandons_are_counted_apart(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """Three callers hang up 3 s into the line (a misdial, a change of mind), one is
+    answered: the abandonment rate counts them (75 %), the rate without them does not."""
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+            return True
+        return False
+
+    def quick(poll: int) -> bool:
+        clock.advance(seconds=3)
+        return False
+
+    def slow(poll: int) -> bool:
+        clock.advance(seconds=8)
+        return False
+
+    phone.call(Talks(PAYMENTS, holds, lambda number: None), from_number="+15005550199")
+    for n in range(3):
+        phone.call(Talks(PAYMENTS, quick, lambda number: None), from_number=f"+1500555010{n}")
+    phone.call(Talks(PAYMENTS, slow, lambda number: None), from_number="+15005550109")
+    payments = journey_report(db, clock).by_queue["payments"]
+    assert (payments.offered, payments.answered, payments.abandoned) == (5, 1, 4)
+    assert payments.short_abandoned == 3
+    assert payments.abandonment_rate == 0.8
+    assert payments.abandonment_rate_without_short == 0.5  # (4 - 3) / (5 - 3)

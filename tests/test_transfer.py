@@ -898,7 +898,8 @@ def test_a_transferred_case_waits_from_when_it_was_sent_in_the_figures_and_the_p
 ) -> None:
     """alice talks ten minutes, then sends the victim to the emergency lane, where ben takes
     them at once: nobody waited ten minutes for an agent, nobody is paged for it, and the
-    security queue answered within its target."""
+    security queue answered within its target. Each line counts its own answer, and each
+    agent their own talk: alice's ten minutes are hers, not lost with the transfer."""
     seen: dict[str, Any] = {}
 
     def holds(poll: int) -> bool:
@@ -926,11 +927,16 @@ def test_a_transferred_case_waits_from_when_it_was_sent_in_the_figures_and_the_p
     security = report.by_queue["security"]
     assert (security.answered, security.average_speed_of_answer_seconds) == (1, 0.0)
     assert security.service_level == 1.0
-    assert "payments" not in report.by_queue  # one case: counted where it was sent
-    # ben handled it; alice's part is the transfer (her AHT would count his talk too).
+    payments = report.by_queue["payments"]  # answered there first, at once
+    assert (payments.offered, payments.answered, payments.abandoned) == (1, 1, 0)
+    assert (payments.average_speed_of_answer_seconds, payments.service_level) == (0.0, 1.0)
+    assert payments.average_handle_time_seconds == 600.0  # until she sent them on
+    assert (report.overall.offered, report.overall.answered) == (2, 2)
     by_agent = report.by_agent
     assert (by_agent["ben"].handled, by_agent["ben"].transfers) == (1, 0)
-    assert (by_agent["alice"].handled, by_agent["alice"].transfers) == (0, 1)
+    alice_did = by_agent["alice"]
+    assert (alice_did.handled, alice_did.transfers) == (1, 1)
+    assert alice_did.average_handle_time_seconds == 600.0
 
 
 def test_unscreened_the_report_of_the_leg_a_transfer_cut_is_not_news(

@@ -60,6 +60,7 @@ def on_the_line(
                 auth_token=TOKEN,
                 check_twiml=check_twiml,
                 redirected=redirected(twilio) if twilio is not None else None,
+                clock=app.state.hotline.clock,
             ),
         )
 
