@@ -1379,10 +1379,10 @@ def agent_answered(
     taken it, it is the agent's again, for they have talked. `talked`: how long the leg
     was answered (Twilio's DialCallDuration), which dates the answer (`answered_at`), unless
     the agent's key dated it already; never before the caller reached the <Dial>."""
-    answered: Any = None
+    dated: dict[str, Any] = {}
     if talked is not None:
         at = bindparam("answered", now - talked, type_=cases.c.answered_at.type)
-        answered = func.coalesce(
+        dated["answered_at"] = func.coalesce(
             cases.c.answered_at,
             case_when((cases.c.connected_at > at, cases.c.connected_at), else_=at),
         )
@@ -1394,7 +1394,7 @@ def agent_answered(
             conn.execute(
                 update(cases)
                 .where(*mine, cases.c.status == "connected")
-                .values(offer=OFFER_ANSWERED, talk_ended_at=now, answered_at=answered)
+                .values(offer=OFFER_ANSWERED, talk_ended_at=now, **dated)
             ).rowcount
             == 1
         ):
@@ -1418,7 +1418,7 @@ def agent_answered(
                     offer=OFFER_ANSWERED,
                     ended_at=None,
                     talk_ended_at=now,
-                    answered_at=answered,
+                    **dated,
                 )
             ).rowcount
             == 1
