@@ -581,8 +581,10 @@ def test_latin_keywords_match_whole_word_starts_only(hotline_tree: CompiledTree)
     assert match_speech(menu, "en", "my capital is gone") is None  # not "api"
     option = match_speech(menu, "en", "API keys")
     assert option is not None and option.target == "api_menu"
-    option = match_speech(menu, "zh-CN", "我的API签名错误")  # Chinese: anywhere in the phrase
+    option = match_speech(menu, "zh-CN", "我的API接口连不上")  # Chinese: anywhere in the phrase
     assert option is not None and option.target == "api_menu"
+    option = match_speech(menu, "zh-CN", "我的API签名错误")  # the error named: its advice
+    assert option is not None and option.target == "api_signature"
 
 
 def test_back_after_replaying_advice_leaves_the_menu(phone: Phone) -> None:
