@@ -1136,3 +1136,137 @@ def test_a_caller_who_names_what_went_wrong_hears_its_advice_at_once(
     )
     assert not any(line.startswith(topic_menus) for line in after)
     assert any(line.startswith(advice) for line in record.heard), record.heard
+
+
+# -- the seed article's other common problems, named at the main menu --------------------------
+
+TOPIC_MENUS = (
+    "Account access.",
+    "Deposits and withdrawals.",
+    "Identity verification.",
+    "API support.",
+    "Products and promotions.",
+    "账户登录与安全服务",
+    "充值和提现服务",
+    "实名认证服务",
+    "API技术支持",
+    "产品与活动服务",
+)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "advice"),
+    [
+        ("1", "I lost my authenticator app", "If you lost your authenticator app or your phone"),
+        ("1", "I need to reset my 2FA", "If you lost your authenticator app or your phone"),
+        ("2", "我的谷歌验证器丢了", "如果验证器App或手机丢失"),
+        ("2", "我要重置两步验证", "如果验证器App或手机丢失"),
+        ("1", "I forgot my password", "To reset your password, open our official app"),
+        ("2", "我忘记密码了", "重置密码,请打开官方App或官网"),
+        ("1", "I got a suspicious login alert", "If you did not sign in yourself, act now"),
+        ("2", "我收到了异常登录提醒", "如果这次登录不是您本人操作,请马上用可信的设备修改密码"),
+        ("1", "my KYC was rejected", "Verification usually fails when a photo is blurred"),
+        ("1", "my identity verification failed", "Verification usually fails when a photo"),
+        ("2", "我的实名认证没通过", "认证未通过,通常是因为照片模糊"),
+        ("2", "KYC被拒了", "认证未通过,通常是因为照片模糊"),
+        ("1", "I get an invalid signature error", "Most signature errors come from a wrong"),
+        ("2", "API签名验证失败", "签名验证失败,大多是时间戳不准确"),
+        ("1", "I keep getting too many requests", "A rate limit error means you sent too many"),
+        ("2", "API请求过多", "出现限频错误"),
+        ("1", "how do I set my API key permissions", "If a request is refused for permissions"),
+        ("2", "API权限不够", "如果请求因权限不足被拒绝"),
+        ("1", "I sent my USDT on the wrong network", "If you sent funds to a wrong address"),
+        ("1", "I withdrew to the wrong address", "If you sent funds to a wrong address"),
+        ("2", "我转错地址了", "如果您转错了地址或选错了网络"),
+        ("2", "我选错网络了", "如果您转错了地址或选错了网络"),
+        ("1", "I forgot the memo on my XRP deposit", "A deposit is credited once it has enough"),
+        ("2", "充值的时候忘了填标签", "充值需要达到足够的区块确认数"),
+        ("1", "my airdrop was not credited", "Rewards are usually paid after an event ends"),
+        ("1", "I didn't get my referral bonus", "Rewards are usually paid after an event ends"),
+        ("2", "我的活动奖励没到账", "活动奖励通常在活动结束"),
+        ("2", "空投没收到", "活动奖励通常在活动结束"),
+        ("1", "I want to unstake my ETH", "Each Earn product has its own rate"),
+        ("1", "my staking rewards have not arrived", "Each Earn product has its own rate"),
+        ("2", "我想赎回理财", "每款理财产品的收益率"),
+        ("2", "质押奖励没到账", "每款理财产品的收益率"),
+    ],
+)
+def test_a_caller_who_names_a_common_problem_hears_its_advice_at_once(
+    phone: Phone, language_key: str, words: str, advice: str
+) -> None:
+    """The seed article's common scenarios with advice of their own (a lost authenticator,
+    a forgotten password, a login alert, a failed KYC, an API error, a wrong address or
+    network, a memo left out, a reward or Earn redemption): said at the main menu, their
+    advice at once, not the topic's menu to choose it again by key. Earn and rewards come
+    before deposits: an airdrop not credited, 奖励没到账, is no deposit."""
+    record = call(phone, Press(language_key), Speak(words))
+    assert not any(line.startswith(TOPIC_MENUS) for line in record.heard), record.heard
+    assert any(line.startswith(advice) for line in record.heard), record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "someone hacked my account and changed my 2FA"),
+        ("1", "someone reset my two factor"),
+        ("1", "my password was changed and now I can't log in"),
+        ("1", "I forgot my password and someone logged into my account"),
+        ("1", "someone stole my phone and reset my 2FA"),
+        ("2", "有人重置了我的两步验证"),  # 有人重置, as "someone reset": not 重置两步验证's advice
+        ("2", "有人重置密码"),
+        ("2", "我的账户被盗了,谷歌验证器也被改了"),
+        ("2", "我把验证码给了别人 现在忘记密码了"),
+    ],
+)
+def test_a_victim_who_names_their_2fa_or_password_still_reaches_the_emergency_lane(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """The account's advice words follow the hijack words: a victim who names the 2FA or the
+    password the thief changed is put through to the security team, not told how to reset."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert record.queue == "security"
+    assert not any(
+        "reset your password" in line or "two-factor reset" in line for line in record.heard
+    )
+    assert not any("重置密码,请打开" in line or "申请重置两步验证" in line for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "menu"),
+    [
+        # A login that fails may be a thief's doing: the account menu, which asks.
+        ("1", "I can't log in", "Account access."),
+        ("2", "我登录不了我的账户", "账户登录与安全服务"),
+        ("2", "登录异常", "账户登录与安全服务"),  # what the app says when a login fails
+        ("1", "my 2FA was changed", "Account access."),  # changed, not lost: asked
+        # Two-step verification fails too: no KYC advice.
+        ("1", "my two step verification failed", "Account access."),
+        ("2", "谷歌认证失败", "账户登录与安全服务"),
+        ("1", "I have a question about identity verification", "Identity verification."),
+        ("1", "I have a problem with my API key", "API support."),
+        ("2", "我转错账户了", "充值和提现服务"),  # between their own accounts: no blockchain
+        ("1", "I have a question about staking", "Products and promotions."),
+    ],
+)
+def test_a_caller_who_names_only_a_topic_still_chooses_in_its_menu(
+    phone: Phone, language_key: str, words: str, menu: str
+) -> None:
+    """Words near the advice's that name no one problem: the topic's menu, as before, and
+    no advice of another topic."""
+    record = call(phone, Press(language_key), Speak(words))
+    assert any(line.startswith(menu) for line in record.heard), record.heard
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [("1", "my money is gone and I lost my phone"), ("2", "我的钱全没了 手机也丢了")],
+)
+def test_a_caller_whose_money_is_gone_with_a_lost_phone_is_asked_if_it_was_stolen(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """A lost phone may be in a thief's hands: no 2FA advice for it, the weak words' question."""
+    record = call(phone, Press(language_key), Speak(words), Silent(), Press("*"))
+    asked = ("We are sorry your funds are missing", "很抱歉您的资产不见了")
+    assert any(line.startswith(asked) for line in record.heard), record.heard
+    assert record.queue == "security"
