@@ -1331,6 +1331,7 @@ def stats(
     until: QueryTime | None = None,
     emergency_threshold: Annotated[int, Query(ge=1, le=3600)] = 20,
     threshold: Annotated[int, Query(ge=1, le=3600)] = 60,
+    short_abandon: Annotated[int, Query(ge=0, le=60)] = 5,
 ) -> dict[str, Any]:
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
     after-agent surveys, containment and top topics over [since, until) (default: the last
@@ -1350,6 +1351,7 @@ def stats(
                 thresholds=Thresholds(
                     emergency=timedelta(seconds=emergency_threshold),
                     other=timedelta(seconds=threshold),
+                    short_abandon=timedelta(seconds=short_abandon),
                 ),
             )
     except ValueError as exc:

@@ -14,11 +14,19 @@ Which rows
     period it was created in, even if the outcome came later.
     Call figures (calls, containment, top topics) are over the calls STARTED in the period
     (`calls.started_at`).
-    A case an agent sent on (a transfer) is still one case: under the queue it was sent to,
-    its waits counted from when it joined that line (`cases.queued_at`) instead of
-    `created_at` below, answered by the agent who answered it there; one whose caller hung
-    up while still with the agent who sent it is a call back that agent requested, not an
-    abandon. The sending agent's part is their `transfers` (by_agent, below).
+    A case an agent sent on (a transfer) counts in each line it went through, as the
+    industry counts a contact transferred to another queue: every line it left is in
+    `cases.legs` (kept by the transfer), answered there by the agent who sent it on, its wait
+    from when it joined that line to that agent's answer, and that agent's talk, to the
+    transfer, as their handle time (no wrap-up: the case went on). Its last line is the case
+    itself, its waits counted from when it joined that line (`cases.queued_at`) instead of
+    `created_at` below. A caller sent on within the same queue (another language) counts
+    there twice. One whose caller hung up while still with the agent who sent it is a call
+    back that agent requested, not an abandon. A call back sent on is counted once, where
+    it is now; the agent who talked to its customer before has it among their handled.
+    A case opened for a caller who hung up on their way to an emergency queue (their notice,
+    their UID; flag `hung_up_at`) never was in line: it is in no figure below but
+    `hung_up_on_the_way` (and, once an agent calls them back, that agent's).
 
 Each case has exactly one outcome, the first of these that applies:
     1. call back requested: the caller asked to be called back while waiting. The case's
@@ -28,6 +36,11 @@ Each case has exactly one outcome, the first of these that applies:
        `abandoned`, or an agent took it from there (`claimed_from` = `abandoned`: an agent
        calling back a caller who hung up does not turn the case into an answered one).
     3. answered: an agent answered the caller on the call they made: `connected_at` is set.
+       The answer is when the agent's phone picked up (`answered_at`: the key they pressed
+       to take the call, or the end of their leg less Twilio's DialCallDuration); not known
+       (a leg whose report is lost, a case from before it was kept, a call still going on
+       without screening), when the caller reached the <Dial>, before the phone rang
+       (`connected_at`).
     4. in progress: none of these yet (waiting, or being offered to an agent); such a case
        counts in `offered` only.
     ("offered" below is the industry's word for a contact that reached a queue; it is not the
@@ -45,6 +58,15 @@ abandoned
     threshold.
 abandonment_rate
     abandoned / offered; None when nothing was offered.
+short_abandoned
+    Abandoned cases whose wait (above) is known and <= `Thresholds.short_abandon` (default
+    5 s): a misdial, a change of mind, nothing the line could have done.
+abandonment_rate_without_short
+    (abandoned - short_abandoned) / (offered - short_abandoned), as call centres report it
+    beside the plain rate; None when nothing else was offered.
+hung_up_on_the_way
+    Cases opened for callers who hung up on their way to an emergency queue (above): call
+    backs owed, not offered. Per queue, the queue they were on their way to.
 service level threshold
     By the case's priority: `Thresholds.emergency` (default 20 s) for `emergency`,
     `Thresholds.other` (default 60 s) for `high` and `normal`.
@@ -58,14 +80,16 @@ service_level
     give up quickly. Call-back requests and cases in progress are in neither part. None when
     the denominator is 0.
 average_speed_of_answer_seconds (ASA)
-    Mean of `connected_at` - `created_at` over answered cases (call-backs and abandoned cases
-    called back are not answers); None when nothing was answered.
+    Mean of the answer (above) - `created_at` over answered cases (call-backs and abandoned
+    cases called back are not answers), and the answers of the lines they left; None when
+    nothing was answered.
 average_handle_time_seconds (AHT)
-    Mean of `ended_at` - `connected_at` over cases with status `resolved` that have both
-    timestamps, whatever their outcome (answered, completed call-backs, abandoned callers an
-    agent called back): an agent handled each of them. `ended_at` is when the agent resolved
-    the case, so the time includes after-call work. Cases still connected are left out. None
-    when there are none.
+    Mean of `ended_at` - the answer over cases with status `resolved` that have both,
+    whatever their outcome (answered, completed call-backs, abandoned callers an agent called
+    back): an agent handled each of them; and of each line's talk a transfer ended (above).
+    `ended_at` is when the agent resolved the case, so the time includes after-call work;
+    the phone ringing before the answer is not in it. Cases still connected are left out.
+    None when there are none.
 callbacks_requested
     Cases whose outcome is call back requested.
 callbacks_completed
@@ -88,9 +112,10 @@ satisfied_rate (CSAT)
 
 by_agent: per agent (`users.name`), the period's cases that agent talked to the caller on
 (`cases.agent_id` is theirs and `connected_at` is set; a case an agent gave back, or whose
-caller their phone never reached, is not theirs any more):
+caller their phone never reached, is not theirs any more), and the talks they ended by
+sending a caller on (`cases.legs`):
 handled
-    Those cases.
+    Those cases and talks.
 average_handle_time_seconds, surveys_asked, surveys_answered, satisfaction_average,
 satisfied_rate
     As above, over those cases.
@@ -109,8 +134,7 @@ transfers
     Cases the agent sent on to another queue, priority or language (a caller they talked
     to, or a call back). Counted when they asked for it (`audit_log` action `transfer`, `at`
     in the period), once per transfer, made or not (a supervisor may close a case on its
-    way). A case sent on is not the sending agent's any more, so it is not in their
-    `handled`: it is here. An agent with transfers and no case handled is listed too.
+    way). An agent with transfers and no case handled is listed too.
 
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
