@@ -97,6 +97,24 @@ class Settings(DatabaseSettings):
     trusted_proxies: str = Field(
         default="127.0.0.1", min_length=1, validation_alias="IVR_TRUSTED_PROXIES"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        # uvicorn ignores an entry it cannot read, and with it the proxy's headers: every
+        # user would then share the proxy's address, silently.
+        if value.strip() == "*":
+            return value
+        for entry in (e.strip() for e in value.split(",")):
+            try:
+                ipaddress.ip_network(entry)  # an address is a network of one
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is no IP address or network such as 172.30.57.0/24 "
+                    "(comma-separated; or * alone, for any peer)"
+                ) from None
+        return value
+
     # Twilio waits 15 s for a webhook, then plays its own error: past this, answer from memory.
     webhook_deadline_seconds: float = Field(
         default=10.0, gt=0, le=14, validation_alias="IVR_WEBHOOK_DEADLINE"

@@ -243,6 +243,9 @@ def test_serve_refuses_a_placeholder_token(tmp_path: Path) -> None:
         ("IVR_PUBLIC_URL", "http://hotline.example.com"),
         ("IVR_IDENTITY_URL", "http://10.0.0.5:8080"),
         ("IVR_LOCKOUT_FAILURES", "1000"),
+        # uvicorn would take it for a name, and ignore every proxy's headers, silently.
+        ("IVR_TRUSTED_PROXIES", "proxy.internal"),
+        ("IVR_TRUSTED_PROXIES", "10.0.0.1, *"),
     ],
 )
 def test_serve_refuses_settings_that_would_expose_callers(

@@ -9,6 +9,7 @@ COPYs or the package data leave out fails here, not in production.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 import shlex
 import shutil
@@ -25,6 +26,7 @@ from ivr.db import upgrade
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import load_tree
 from ivr.web import TWILIO_PATHS
+from tests.conftest import make_settings
 
 ROOT = PROJECT_ROOT
 DOCKERFILE = ROOT / "Dockerfile"
@@ -462,6 +464,23 @@ def test_compose_gives_the_migration_job_the_database_alone(compose: dict[str, o
     assert set(_environment(migrate)) == {"IVR_DATABASE_URL", "PGPASSWORD"}
     app = _environment(_services(compose)["app"])
     assert {"IVR_DATABASE_URL", "PGPASSWORD", "TWILIO_AUTH_TOKEN", "IVR_PUBLIC_URL"} <= set(app)
+
+
+def test_compose_believes_forwarded_headers_from_its_gateway_alone(
+    compose: dict[str, object],
+) -> None:
+    """Not "*": any container on the network, or anyone once the port is opened, could claim
+    any address and dodge the sign-in throttle. The proxy on the host comes from the fixed
+    subnet's gateway."""
+    trusted = _environment(_services(compose)["app"])["IVR_TRUSTED_PROXIES"]
+    default = trusted.removeprefix("${IVR_TRUSTED_PROXIES:-").removesuffix("}")
+    assert default != trusted and "*" not in default
+    networks = compose["networks"]
+    assert isinstance(networks, dict)
+    [subnet] = networks["default"]["ipam"]["config"]
+    assert default == subnet["gateway"]
+    assert ipaddress.ip_address(default) in ipaddress.ip_network(subnet["subnet"])
+    assert make_settings(IVR_TRUSTED_PROXIES=default).trusted_proxies == default
 
 
 def test_compose_holds_no_secret(compose: dict[str, object]) -> None:
