@@ -737,6 +737,12 @@ def _check_graph(
                 at(name, rel, f"unknown node '{target}'")
         if isinstance(node, MenuNode):
             _check_menu_keys(name, node, catalogs, at)
+            spoken = list(node.options)
+            if node.operator and node.operator_speech:
+                spoken.append(
+                    Option(key=node.operator_key, speech=node.operator_speech, target=node.operator)
+                )
+            _check_shadowed_words(name, spoken, len(node.options), at)
         if isinstance(node, LanguageNode):
             seen: dict[str, int] = {}
             for i, lo in enumerate(node.options):
@@ -1171,6 +1177,51 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
             f"{len(keyed)} keyed options: callers cannot hold more than 9 in mind",
             "warning",
         )
+
+
+def _check_shadowed_words(name: str, spoken: list[Option], listed: int, at: Any) -> None:
+    """A keyword an earlier option's keyword always matches first is never heard: "password"
+    after "pass" (Latin keywords match at a word's start), 密码 after 密 (Chinese, anywhere).
+    The operator meant it to lead somewhere; it leads to the earlier option. `listed`: the
+    menu's own options; the rest of `spoken` is its operator's words."""
+
+    def where(i: int) -> str:
+        return f"options[{i}]" if i < listed else "operator_speech"
+
+    earlier: dict[str, list[tuple[int, str, re.Pattern[str]]]] = {}
+    for i, option in enumerate(spoken):
+        for lang, words in option.speech.items():
+            before = earlier.setdefault(lang, [])
+            for word in words:
+                heard = normalise_speech(word)
+                if not heard:
+                    continue
+                # One that leads where this one does takes nothing from it.
+                taker = next(
+                    (
+                        (j, other)
+                        for j, other, pattern in before
+                        if spoken[j].target != option.target
+                        and normalise_speech(other) != heard  # a duplicate: an error already
+                        and pattern.search(heard)
+                    ),
+                    None,
+                )
+                if taker is not None:
+                    rel: PathKey = (
+                        ("options", i, "speech", lang) if i < listed else ("operator_speech", lang)
+                    )
+                    at(
+                        name,
+                        rel,
+                        f"keyword '{word}' is never heard: {where(taker[0])}'s '{taker[1]}' "
+                        "matches it first (Latin keywords match at the start of a word, "
+                        "Chinese anywhere; the first option listed wins)",
+                        "warning",
+                    )
+            before.extend(
+                (i, w, _keyword_pattern([n])) for w in words if (n := normalise_speech(w))
+            )
 
 
 def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["error", "warning"]]]:

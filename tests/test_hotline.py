@@ -328,6 +328,38 @@ def test_saying_someone_called_pretending_to_be_us_reaches_the_number_check(
     assert "enter the phone number that called or texted you" in record.transcript
 
 
+@pytest.mark.parametrize(
+    ("language_key", "words", "heard"),
+    [
+        # Spot trading's "trading" and 订单 are in these too: the first option listed wins.
+        ("1", "a question about futures trading", "Futures and derivatives."),
+        ("1", "my margin trading account", "Futures and derivatives."),
+        ("2", "我的合约订单有问题", "合约交易服务。"),
+        ("1", "my trading bot stopped working", "API support."),
+        ("1", "my spot trading order failed", "Spot trading and fees."),
+        # A scam call is the number check's; "I was scammed", funds gone, is asked who.
+        ("1", "I got a scam call", "enter the phone number that called or texted you"),
+        ("1", "I was scammed", "We are sorry your funds are missing."),
+    ],
+)
+def test_words_inside_another_options_words_reach_the_option_that_names_them(
+    phone: Phone, language_key: str, words: str, heard: str
+) -> None:
+    record = call(phone, Press(language_key), Speak(words), Press("9"))
+    assert heard in record.transcript, record.heard
+
+
+def test_an_upload_that_failed_hears_the_upload_advice_not_a_refused_verification(
+    phone: Phone,
+) -> None:
+    for language_key, words, advice in (
+        ("1", "my upload failed", "Take the photo in good light"),
+        ("2", "证件上传失败", "请在光线充足的地方拍摄"),
+    ):
+        record = call(phone, Press(language_key), Press("7"), Speak(words))  # 7: KYC
+        assert any(line.startswith(advice) for line in record.heard), record.heard
+
+
 # -- never turned away -------------------------------------------------------------------------
 
 

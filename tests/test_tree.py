@@ -747,6 +747,45 @@ def test_duplicate_speech_keyword_after_normalising(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "word", "taker"),
+    [
+        ("{en: [pass]}", "{en: [password]}", "password", "pass"),  # at a word's start
+        ("{en: [trading]}", '{en: ["futures trading"]}', "futures trading", "trading"),
+        ("{zh-CN: [密]}", "{zh-CN: [密码]}", "密码", "密"),  # Chinese: anywhere
+    ],
+)
+def test_a_keyword_an_earlier_options_keyword_always_takes_is_never_heard(
+    tmp_path: Path, first: str, second: str, word: str, taker: str
+) -> None:
+    """The operator meant it for the second option; every caller who says it reaches the
+    first. Said where, and which keyword takes it."""
+    text = speech_tree(first, second)
+    file, problems = check(tmp_path, text)
+    lang = "en" if word.isascii() else "zh-CN"
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '2')}: warning: nodes.main.options[1].speech.{lang}: "
+        f"keyword '{word}' is never heard: options[0]'s '{taker}' matches it first (Latin "
+        "keywords match at the start of a word, Chinese anywhere; the first option listed wins)"
+    )
+    menu = load_tree(write(tmp_path, text), PROMPTS).menus["main"]
+    heard = match_speech(menu, lang, word)
+    assert heard is not None and heard.target == "agent"  # what the warning says
+
+
+def test_a_keyword_inside_another_is_fine_the_other_way_round_or_to_the_same_place(
+    tmp_path: Path,
+) -> None:
+    """Listed first, the longer keyword is heard; to the same node, nothing is lost."""
+    _, problems = check(tmp_path, speech_tree("{en: [password]}", "{en: [pass]}"))
+    assert problems == []
+    same = BASE.replace(
+        '{key: "1", target: agent}', '{key: "1", speech: {en: [agent]}, target: agent}'
+    ).replace('{key: "2", target: bye}', '{key: "2", speech: {en: [agent now]}, target: agent}')
+    _, problems = check(tmp_path, same)
+    assert [p for p in problems if "never heard" in p.message] == []
+
+
 def test_same_keyword_in_two_languages_is_fine(tmp_path: Path) -> None:
     text = speech_tree("{en: [OK]}", "{zh-CN: [OK]}")
     menu = load_tree(write(tmp_path, text), PROMPTS).menus["main"]
