@@ -11,6 +11,7 @@ hours check found the hours closed, is when they next begin ("Monday at 9 AM",
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -286,6 +287,40 @@ def unknown_variables(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
     return problems
 
 
+# Twilio's <Say> takes at most 3,000 bytes of UTF-8 with Amazon Polly's voices (error 13521;
+# 4,096 with its basic voices, 5,000 with Google's): past it, the text is cut or refused.
+MAX_SAY_BYTES = 3000
+_TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
+
+
+def unspeakable(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
+    """Texts Twilio cannot say as written: empty (its warning 13520: the caller hears
+    nothing), longer than a <Say> takes, or tagged as SSML (escaped, the tags are read out).
+    Refused in a catalog file, where an operator can mend them; a stored older version is
+    rebuilt as it was."""
+    problems = []
+    for key, value in cat.prompts.items():
+        if not isinstance(value, str):
+            continue
+        size = len(value.encode())
+        if not value.strip():
+            why = "says nothing: Twilio refuses an empty <Say> and the caller hears silence"
+        elif size > MAX_SAY_BYTES:
+            why = (
+                f"is {size:,} bytes long: Twilio's <Say> takes at most {MAX_SAY_BYTES:,} "
+                "(UTF-8; a Chinese character is 3): split it in two prompts"
+            )
+        elif tag := _TAG.search(value):
+            why = (
+                f"'{tag.group()}' would be read out as written: the hotline escapes text, "
+                "SSML tags are not supported"
+            )
+        else:
+            continue
+        problems.append(doc.problem(("prompts", key), why))
+    return problems
+
+
 def check_template(text: str) -> str | None:
     """Why a prompt template is unusable, or None."""
     try:
@@ -371,6 +406,7 @@ def load_catalogs(directory: Path | str) -> Catalogs:
             doc = load_text(text, str(f))
             cats[f.stem] = parse_catalog(doc, f.stem)
             problems.extend(unknown_variables(doc, cats[f.stem]))
+            problems.extend(unspeakable(doc, cats[f.stem]))
             sources[f.stem] = text
         except SourceError as exc:
             problems.extend(exc.problems)

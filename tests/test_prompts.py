@@ -234,6 +234,40 @@ def test_a_variable_the_hotline_does_not_fill_is_refused_with_file_and_line(
     assert problem.message.startswith("'{tiket}' is not a variable the hotline fills")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('""', "says nothing: Twilio refuses an empty <Say> and the caller hears silence"),
+        ('"  "', "says nothing: Twilio refuses an empty <Say> and the caller hears silence"),
+        # 1,001 Chinese characters: 3,003 bytes, as Twilio counts them.
+        (
+            "再" * 1001,
+            "is 3,003 bytes long: Twilio's <Say> takes at most 3,000 (UTF-8; a Chinese "
+            "character is 3): split it in two prompts",
+        ),
+        (
+            '"<speak>Goodbye<break time=\'1s\'/></speak>"',
+            "'<speak>' would be read out as written: the hotline escapes text, SSML tags are "
+            "not supported",
+        ),
+    ],
+)
+def test_a_text_twilio_cannot_say_as_written_is_refused_with_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    en = EN.replace("goodbye: Goodbye.", f"goodbye: {text}")
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert str(problem) == (
+        f"{folder / 'en.yaml'}:{line_of(en, 'goodbye:')}: error: prompts.goodbye: {message}"
+    )
+
+
+def test_the_longest_text_a_say_takes_is_fine(tmp_path: Path) -> None:
+    en = EN.replace("goodbye: Goodbye.", f"goodbye: {'再' * 1000}")
+    load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": en}))
+
+
 def test_a_translation_that_leaves_out_a_variable_is_warned_of(tmp_path: Path) -> None:
     """The Mandarin text of a prompt that says the ticket number in English, but not in
     Mandarin: its callers never hear their ticket."""
