@@ -424,7 +424,8 @@ def load_catalogs(directory: Path | str) -> Catalogs:
 def catalogs_from_sources(sources: Mapping[str, str]) -> Catalogs:
     """Rebuild catalogs from stored file texts (an older tree version)."""
     cats = {
-        lang: parse_catalog(load_text(text, f"{lang}.yaml"), lang) for lang, text in sources.items()
+        lang: parse_catalog(load_text(text, f"{lang}.yaml", stored=True), lang)
+        for lang, text in sources.items()
     }
     ordered = {BASE_LANGUAGE: cats[BASE_LANGUAGE], **cats}
     return Catalogs(ordered, dict(sources))

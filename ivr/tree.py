@@ -31,6 +31,7 @@ the line and the node path.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -729,12 +730,21 @@ def _check_graph(
         loc = _from_defaults(("nodes", name, *rel), inherited)
         problems.append(doc.problem(loc, message, severity))
 
+    # A misspelt target, taken to mean the node it is closest to (for reachability below:
+    # one typo is one error, not one more for every node behind it).
+    meant: dict[str, str] = {}
     if tree.start not in nodes:
-        problems.append(doc.problem(("start",), f"unknown node '{tree.start}'"))
+        problems.append(
+            doc.problem(
+                ("start",), f"unknown node '{tree.start}'{_did_you_mean(tree.start, nodes)}"
+            )
+        )
     for name, node in nodes.items():
         for rel, target in edges(node):
             if target not in nodes:
-                at(name, rel, f"unknown node '{target}'")
+                at(name, rel, f"unknown node '{target}'{_did_you_mean(target, nodes)}")
+                if close := difflib.get_close_matches(target, nodes, n=1, cutoff=CLOSE):
+                    meant[target] = close[0]
         if isinstance(node, MenuNode):
             _check_menu_keys(name, node, catalogs, at)
             spoken = list(node.options)
@@ -816,7 +826,8 @@ def _check_graph(
         name = order.popleft()
         node = nodes[name]
         step = 1 if isinstance(node, MenuNode | LanguageNode) else 0
-        for _, target in edges(node):
+        for _, written in edges(node):
+            target = meant.get(written, written)
             if target in nodes and target not in depth:
                 depth[target] = depth[name] + step
                 order.append(target)
@@ -1224,9 +1235,25 @@ def _check_shadowed_words(name: str, spoken: list[Option], listed: int, at: Any)
             )
 
 
+CLOSE = 0.75  # how alike a name must be to one that exists to be offered instead
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the known name closest to a misspelt one, else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=CLOSE)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["error", "warning"]]]:
     if not catalogs.has(key, BASE_LANGUAGE):
-        return [(f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog", "error")]
+        known = catalogs.catalog(BASE_LANGUAGE).prompts
+        return [
+            (
+                f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog"
+                + _did_you_mean(key, known),
+                "error",
+            )
+        ]
     findings: list[tuple[str, Literal["error", "warning"]]] = []
     said = catalogs.variables_of(key, BASE_LANGUAGE)
     for lang in catalogs.languages:
@@ -1321,7 +1348,7 @@ def compile_source(
     `in_progress`: a version stored earlier, rebuilt for the calls still on it. What checks
     added since then refuse (`LATER_CHECKS`: how a tree should treat callers, not whether the
     engine can run it) is only warned of: those calls end as they began."""
-    doc = load_text(source, file)
+    doc = load_text(source, file, stored=in_progress)
     problems: list[Problem] = []
     prepared = _apply_menu_defaults(doc, problems)
     if prepared is None:
@@ -1389,7 +1416,7 @@ def _check_the_rest(
     return [
         p
         for p in _check_graph(doc, partial, catalogs, inherited)
-        if p.message not in waits
+        if p.message.split(" (did you mean")[0] not in waits
         and not p.message.startswith("unreachable")
         and not p.message.startswith(NO_WAY_OUT)
         and NO_EMERGENCY not in p.message

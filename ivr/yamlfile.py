@@ -78,7 +78,9 @@ class _Loader(yaml.SafeLoader):
             ) from None
 
 
-def load_text(text: str, file: str) -> YamlDoc:
+def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
+    """`stored`: a text accepted before (a tree version calls are still on), rebuilt as it
+    was: what later checks here refuse (`_lone_hash`) does not stop those calls."""
     if len(text.encode()) > MAX_BYTES:
         raise SourceError([Problem(file, None, "", f"file is larger than {MAX_BYTES} bytes")])
     loader: _Loader | None = None
@@ -89,7 +91,7 @@ def load_text(text: str, file: str) -> YamlDoc:
             raise SourceError([Problem(file, 1, "", "file is empty")])
         doc = YamlDoc(file, None)
         problems: list[Problem] = []
-        _walk(node, (), doc, problems, {}, set())
+        _walk(node, (), doc, problems, {}, set(), stored)
         if problems:
             raise SourceError(problems)
         doc.data = loader.construct_document(node)
@@ -143,6 +145,25 @@ def load_file(path: Path | str) -> YamlDoc:
     return load_text(read_source(path), str(path))
 
 
+def _lone_hash(node: yaml.Node, path: PathKey, doc: YamlDoc, problems: list[Problem]) -> None:
+    """`back_key: #` is no pound key: YAML reads an unquoted # after a space as a comment, and
+    the value as empty (null), silently. A lone # there, with nothing after it, is refused."""
+    if not isinstance(node, yaml.ScalarNode) or node.value or node.style is not None:
+        return
+    mark = node.start_mark
+    rest = str(mark.buffer or "")[mark.pointer :].split("\n", 1)[0].strip(" \t\r\x00")
+    if rest == "#":
+        problems.append(
+            Problem(
+                doc.file,
+                mark.line + 1,
+                dotted(path),
+                "'#' unquoted starts a comment, so this is empty: write \"#\" (quoted) for "
+                "the pound key, or null for none",
+            )
+        )
+
+
 def _walk(
     node: yaml.Node,
     path: PathKey,
@@ -150,6 +171,7 @@ def _walk(
     problems: list[Problem],
     sizes: dict[int, int],
     active: set[int],
+    stored: bool = False,
 ) -> int:
     """Record lines; return the node's size with aliases expanded (memoised per node)."""
     if id(node) in sizes:
@@ -178,10 +200,14 @@ def _walk(
                 )
             seen.setdefault(key, line)
             doc.lines.setdefault((*path, key), line)
-            size += _walk(value_node, (*path, key), doc, problems, sizes, active)
+            if not stored:
+                _lone_hash(value_node, (*path, key), doc, problems)
+            size += _walk(value_node, (*path, key), doc, problems, sizes, active, stored)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            size += _walk(item, (*path, index), doc, problems, sizes, active)
+            if not stored:
+                _lone_hash(item, (*path, index), doc, problems)
+            size += _walk(item, (*path, index), doc, problems, sizes, active, stored)
     active.discard(id(node))
     sizes[id(node)] = size
     if size > MAX_EXPANDED_NODES and not problems:

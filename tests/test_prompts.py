@@ -246,7 +246,7 @@ def test_a_variable_the_hotline_does_not_fill_is_refused_with_file_and_line(
             "character is 3): split it in two prompts",
         ),
         (
-            '"<speak>Goodbye<break time=\'1s\'/></speak>"',
+            "\"<speak>Goodbye<break time='1s'/></speak>\"",
             "'<speak>' would be read out as written: the hotline escapes text, SSML tags are "
             "not supported",
         ),

@@ -307,7 +307,7 @@ def test_one_check_reports_type_errors_and_the_graphs_problems_together(
     text += "  reached_by_broken_only:\n    kind: hangup\n"
     file, problems = check(tmp_path, text)
     found = {(p.path, p.message.split(";")[0]) for p in problems if p.severity == "error"}
-    assert ("nodes.main.options[2].target", "unknown node 'byee'") in found
+    assert ("nodes.main.options[2].target", "unknown node 'byee' (did you mean 'bye'?)") in found
     assert any(path == "nodes.agent.prompt" and "connectin" in m for path, m in found)
     assert any(path.startswith("nodes.broken") and "timeout" in path for path, _ in found)
     assert not any("'broken'" in m or "unreachable" in m for _, m in found), found
@@ -845,7 +845,7 @@ def test_a_language_menus_shortcut_is_checked_like_an_option(tmp_path: Path) -> 
     _, problems = check(tmp_path, text)
     assert {(p.path, p.message.split(":")[0]) for p in problems} == {
         ("nodes.lang.shortcuts[0].key", "key '1' is already options[0]"),
-        ("nodes.lang.shortcuts[1].target", "unknown node 'secruity'"),
+        ("nodes.lang.shortcuts[1].target", "unknown node 'secruity' (did you mean 'security'?)"),
         ("nodes.lang.shortcuts[1].speech.fr", "no prompt catalog for language 'fr'"),
     }
 
@@ -870,6 +870,7 @@ def test_a_likely_language_by_country_must_be_one_of_the_options(tmp_path: Path)
 
 
 def test_prompt_keys_missing_from_the_base_catalog_are_errors(tmp_path: Path) -> None:
+    """With the catalog's nearest key offered, when one is close: a typo, not a new prompt."""
     text = BASE.replace(
         "    prompt: main\n",
         "    prompt: mian\n    short_prompt: main_shrot\n    invalid_prompt: invalidd\n",
@@ -877,13 +878,30 @@ def test_prompt_keys_missing_from_the_base_catalog_are_errors(tmp_path: Path) ->
     file, problems = check(tmp_path, text)
     assert sorted(str(p) for p in problems) == sorted(
         f"{file}:{line_of(text, f'{setting}: {key}')}: error: nodes.main.{setting}: "
-        f"prompt '{key}' is missing from the en catalog"
-        for setting, key in (
-            ("prompt", "mian"),
-            ("short_prompt", "main_shrot"),
-            ("invalid_prompt", "invalidd"),
+        f"prompt '{key}' is missing from the en catalog{hint}"
+        for setting, key, hint in (
+            ("prompt", "mian", " (did you mean 'main'?)"),
+            ("short_prompt", "main_shrot", " (did you mean 'main_short'?)"),
+            ("invalid_prompt", "invalidd", " (did you mean 'invalid'?)"),
         )
     )
+
+
+def test_a_misspelt_target_is_one_error_with_the_node_meant(tmp_path: Path) -> None:
+    """Not one more "unreachable" for every node behind the typo: reachability takes the
+    closest node as meant, and the message offers it."""
+    text = BASE.replace('{key: "2", target: bye}', '{key: "2", target: by}')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{key_line(text, '2')}: error: nodes.main.options[1].target: "
+        "unknown node 'by' (did you mean 'bye'?)"
+    )
+    far = BASE.replace('{key: "2", target: bye}', '{key: "2", target: exit}')
+    file, problems = check(tmp_path, far)
+    assert sorted(p.message for p in problems) == [
+        "unknown node 'exit'",
+        "unreachable: no path from the start node leads here",
+    ]
 
 
 def test_default_option_prompt_of_a_language_node_is_checked(tmp_path: Path) -> None:

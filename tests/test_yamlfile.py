@@ -335,3 +335,28 @@ def test_moderate_nesting_is_fine() -> None:
     for _ in range(49):
         value = value[0]
     assert value == []
+
+
+def test_a_lone_unquoted_hash_is_refused_for_the_comment_it_is() -> None:
+    """`back_key: #` reads as an empty value (# starts a comment): the menus would say "pound
+    to go back" and the key would be an invalid choice. Each, on its line."""
+    text = "menu:\n  back_key: #\n  options:\n    - key: #\n      target: main\n    - #\n"
+    with pytest.raises(SourceError) as caught:
+        load_text(text, "tree.yaml")
+    hint = "'#' unquoted starts a comment, so this is empty: write \"#\" (quoted) for the pound key"
+    assert [(p.line, p.path) for p in caught.value.problems] == [
+        (2, "menu.back_key"),
+        (4, "menu.options[0].key"),
+        (6, "menu.options[1]"),
+    ]
+    assert all(p.message.startswith(hint) for p in caught.value.problems)
+
+
+def test_a_quoted_hash_an_explicit_null_or_a_real_comment_are_fine() -> None:
+    text = "a: \"#\"\nb: null\nc:   # none here, on purpose\nd: '#'\n"
+    assert load_text(text, "tree.yaml").data == {"a": "#", "b": None, "c": None, "d": "#"}
+
+
+def test_a_stored_text_with_a_lone_hash_is_rebuilt_as_it_was() -> None:
+    """A version accepted before this check, with calls still on it, still runs."""
+    assert load_text("back_key: #\n", "tree.yaml", stored=True).data == {"back_key": None}
