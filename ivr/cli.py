@@ -24,7 +24,13 @@ from ivr.phone import (
     Speak,
     parse_script,
 )
-from ivr.settings import PROJECT_ROOT, DatabaseSettings, Settings, load_settings
+from ivr.settings import (
+    PROJECT_ROOT,
+    AccountSettings,
+    DatabaseSettings,
+    Settings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -67,6 +73,14 @@ def _fail(message: str) -> typer.Exit:
 def _settings() -> Settings:
     try:
         return load_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _account_settings() -> AccountSettings:
+    """For the account directory's commands: the database and IVR_SECRET_KEY alone."""
+    try:
+        return load_settings(AccountSettings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -121,10 +135,10 @@ def serve(
             err=True,
         )
     typer.echo(f"call tree {tree.file} version {tree.version}: {len(tree.tree.nodes)} nodes")
-    typer.echo(
-        f"Twilio voice URL: {settings.base_url}/twilio/voice (status: /twilio/status, "
-        f"fallback: /twilio/fallback)"
-    )
+    # In full, as pasted into Twilio's console: a path prefix (IVR_PUBLIC_URL's) included.
+    typer.echo(f"Twilio voice URL (a call comes in): {settings.base_url}/twilio/voice")
+    typer.echo(f"Twilio status callback URL: {settings.base_url}/twilio/status")
+    typer.echo(f"Twilio fallback URL (primary handler fails): {settings.base_url}/twilio/fallback")
     if settings.page_numbers:
         typer.echo(f"Twilio messaging URL (on-call replies): {settings.base_url}/twilio/sms")
     uvicorn.run(
@@ -453,7 +467,7 @@ def users_token(name: Annotated[str, typer.Argument(help="login name")]) -> None
     typer.echo(token)
 
 
-def _directory(settings: Settings) -> LocalDirectory:
+def _directory(settings: AccountSettings) -> LocalDirectory:
     from ivr.identity import LocalDirectory
 
     return LocalDirectory(_database(settings), settings.secret_key)
@@ -468,7 +482,7 @@ def accounts_add(
     totp_secret: Annotated[str | None, typer.Option(help="authenticator seed (base32)")] = None,
 ) -> None:
     """Add or replace an account; secrets are stored only as argon2 hashes (TOTP: encrypted)."""
-    directory = _directory(_settings())
+    directory = _directory(_account_settings())
     try:
         directory.add(
             uid=uid, pin=pin, id_last4=id_last4, phone=phone, totp_secret=totp_secret, now=utcnow()
@@ -488,7 +502,7 @@ def accounts_unfreeze(
 
     if len(reason.strip()) < 3:
         raise _fail("say why the freeze is lifted (--reason)")
-    directory = _directory(_settings())
+    directory = _directory(_account_settings())
     actor = f"cli:{getpass.getuser()}"
     if not directory.unfreeze(uid=uid, actor=actor, reason=reason.strip(), now=utcnow()):
         raise _fail(f"account {uid} is not frozen (or does not exist)")
@@ -504,7 +518,7 @@ def accounts_import(
     """Add or replace accounts from a CSV file; every row is checked before any is saved."""
     import csv
 
-    directory = _directory(_settings())
+    directory = _directory(_account_settings())
     try:
         with file.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))

@@ -64,7 +64,28 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-class Settings(DatabaseSettings):
+class AccountSettings(DatabaseSettings):
+    """What the built-in account directory's commands need (`ivr accounts ...`): the database
+    and the key its authenticator seeds are encrypted with; not the Twilio auth token."""
+
+    secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_key(cls, value: str | None) -> str | None:
+        if value:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(value.encode())
+            except ValueError:
+                raise ValueError(
+                    "must be a Fernet key (32 url-safe base64 bytes); `ivr keygen` prints one"
+                ) from None
+        return value or None
+
+
+class Settings(AccountSettings):
     """Everything `ivr serve` needs; refused whole if any of it is missing or unsafe."""
 
     twilio_auth_token: Annotated[str, Field(validation_alias="TWILIO_AUTH_TOKEN", repr=False)]
@@ -134,8 +155,8 @@ class Settings(DatabaseSettings):
         default=None, ge=1, le=64, validation_alias="IVR_HASHING_AT_ONCE"
     )
 
-    # Identity and account actions: the built-in directory, or the exchange's own endpoint.
-    secret_key: str | None = Field(default=None, validation_alias="IVR_SECRET_KEY", repr=False)
+    # Identity and account actions: the built-in directory (its key: AccountSettings), or the
+    # exchange's own endpoint.
     identity_url: AnyHttpUrl | None = Field(default=None, validation_alias="IVR_IDENTITY_URL")
     identity_key: str | None = Field(default=None, validation_alias="IVR_IDENTITY_KEY", repr=False)
     identity_timeout: float = Field(
@@ -216,20 +237,6 @@ class Settings(DatabaseSettings):
     page_repeat_seconds: int = Field(
         default=900, ge=60, le=86400, validation_alias="IVR_PAGE_REPEAT"
     )
-
-    @field_validator("secret_key")
-    @classmethod
-    def _fernet_key(cls, value: str | None) -> str | None:
-        if value:
-            from cryptography.fernet import Fernet
-
-            try:
-                Fernet(value.encode())
-            except ValueError:
-                raise ValueError(
-                    "must be a Fernet key (32 url-safe base64 bytes); `ivr keygen` prints one"
-                ) from None
-        return value or None
 
     @field_validator("metrics_token")
     @classmethod
@@ -384,10 +391,15 @@ def load_settings(kind: type[DatabaseSettings] = Settings, **overrides: Any) -> 
         for err in exc.errors():
             name = str(err["loc"][0]) if err["loc"] else "settings"
             name = _ENV_NAMES.get(name, name)
-            reason = "is not set" if err["type"] == "missing" else err["msg"]
+            reason = (
+                "is not set"
+                if err["type"] == "missing"
+                else str(err["msg"]).removeprefix("Value error, ")
+            )
             lines.append(f"{name} {reason}")
         missing = any(err["type"] == "missing" for err in exc.errors())
-        raise ConfigError("refusing to start: " + "; ".join(lines) + _where_env(missing)) from None
+        refusing = "refusing to start" if kind is Settings else "refusing to run"
+        raise ConfigError(f"{refusing}: " + "; ".join(lines) + _where_env(missing)) from None
 
 
 def _where_env(missing: bool) -> str:

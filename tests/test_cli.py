@@ -220,6 +220,9 @@ def test_serve_logs_the_trees_warnings(tmp_path: Path) -> None:
         pass
     log = (tmp_path / "server.log").read_text()
     assert f"{routes}:" in log and ": warning: " in log
+    # In full, as Twilio's console takes them (with IVR_PUBLIC_URL's path prefix, if any).
+    assert f"Twilio status callback URL: {url}/twilio/status\n" in log
+    assert f"Twilio fallback URL (primary handler fails): {url}/twilio/fallback\n" in log
 
 
 def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
@@ -505,6 +508,22 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     bad = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY="nope")
     refused = run(["accounts", "add", "--uid", "1", "--pin", "123456"], bad, tmp_path)
     assert refused.returncode == 1 and "IVR_SECRET_KEY" in refused.stderr
+
+
+def test_account_commands_need_the_database_and_its_key_alone(tmp_path: Path) -> None:
+    """Run where accounts are kept (a rotation, an import): not the Twilio auth token, nor
+    the public URL, which that host need not hold."""
+    env = base_env(tmp_path, IVR_SECRET_KEY=SECRET_KEY)
+    del env["TWILIO_AUTH_TOKEN"]
+    added = run(["accounts", "add", "--uid", "20000002", "--pin", "135790"], env, tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "account 20000002 saved" in added.stdout
+    lifted = run(["accounts", "unfreeze", "20000002", "--reason", "owner checked"], env, tmp_path)
+    assert lifted.returncode == 1 and "is not frozen" in lifted.stderr
+    bad = {**env, "IVR_SECRET_KEY": "nope"}
+    refused = run(["accounts", "add", "--uid", "1", "--pin", "123456"], bad, tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("refusing to run: IVR_SECRET_KEY must be a Fernet key")
 
 
 def wait_for_version(url: str, old: str, seconds: float = 15) -> str:
