@@ -1430,6 +1430,7 @@ def agent_answered(
 # A case whose caller hung up while still with the agent who sent them on: the agent asked
 # for the call back (the figures do not count it abandoned: an agent had answered them).
 SENT_AFTER_HANG_UP = "sent_after_hang_up"
+RESOLVE = "resolve"  # the audit action of a case closed (by its agent, or a supervisor)
 # A transfer asked, in the case's flags until the caller's call is back in line.
 _ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_agent")
 # What a case sent on leaves behind: the transfer made, the call it was talked on.

@@ -2024,7 +2024,7 @@ class Hotline:
             cases.audit(
                 conn,
                 actor=f"{user.role}:{user.name}",
-                action="resolve",
+                action=cases.RESOLVE,
                 uid=None,
                 case_id=case_id,
                 reason="reached by hand" if reached else None,

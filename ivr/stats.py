@@ -88,8 +88,10 @@ average_handle_time_seconds (AHT)
     whatever their outcome (answered, completed call-backs, abandoned callers an agent called
     back): an agent handled each of them; and of each line's talk a transfer ended (above).
     `ended_at` is when the agent resolved the case, so the time includes after-call work;
-    the phone ringing before the answer is not in it. Cases still connected are left out.
-    None when there are none.
+    the phone ringing before the answer is not in it. A case someone else closed for its
+    agent (a supervisor, maybe hours later: `audit_log` action `resolve` by another) ends
+    with the agent's talk (`talk_ended_at`), no after-call work of theirs; left out when
+    that is not known. Cases still connected are left out. None when there are none.
 callbacks_requested
     Cases whose outcome is call back requested.
 callbacks_completed
@@ -122,7 +124,8 @@ satisfied_rate
 average_after_call_work_seconds
     The part of the handle time after the call: mean of `ended_at` - `talk_ended_at` (the
     agent's leg ended; they resolve the case after it) over those of the handled cases that
-    have both; None when there are none (cases connected before talk_ended_at was kept).
+    have both and that they closed themselves; None when there are none (cases connected
+    before talk_ended_at was kept).
 missed_offers
     Cases offered to the agent (asked for or not) that their phone did not take: rang out,
     busy, failed, or answered with no key pressed at the screen (a voicemail); or, offered at
@@ -166,7 +169,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ivr.cases import MISSED_OFFER, SENT_AFTER_HANG_UP, TRANSFER
+from ivr.cases import MISSED_OFFER, RESOLVE, SENT_AFTER_HANG_UP, TRANSFER
 from ivr.db import audit_log, call_events, calls, cases, users
 from ivr.engine import HUNG_UP_AT
 
@@ -352,21 +355,27 @@ def _short(wait: float | None, thresholds: Thresholds) -> bool:
 
 
 def _count_case(
-    tallies: Iterable[_Tally], case: Any, thresholds: Thresholds, survey: str | None
+    tallies: Iterable[_Tally],
+    case: Any,
+    thresholds: Thresholds,
+    survey: str | None,
+    closed_for_them: bool = False,
 ) -> None:
     """Add the last line of one case (a row of cases plus `call_ended_at`) to each tally,
-    with its survey answer (None: not asked)."""
+    with its survey answer (None: not asked). `closed_for_them`: resolved by someone else
+    than its agent (a supervisor): their handle time ends with their talk, no wrap-up."""
     threshold = thresholds.for_priority(case.priority).total_seconds()
     answered_at = _answered_at(case)
+    ended = case.talk_ended_at if closed_for_them else case.ended_at
     handle = (
-        max(_seconds(case.ended_at, answered_at), 0.0)
-        if case.status == "resolved" and answered_at is not None and case.ended_at is not None
+        max(_seconds(ended, answered_at), 0.0)
+        if case.status == "resolved" and answered_at is not None and ended is not None
         else None
     )
     handled = handle is not None
     wrap_up = (
         _seconds(case.ended_at, case.talk_ended_at)
-        if handled and case.talk_ended_at is not None
+        if handled and case.talk_ended_at is not None and not closed_for_them
         else None
     )
     callback = (
@@ -535,6 +544,22 @@ def figures(
         ):
             if case_id is not None:
                 surveys[case_id] = outcome if kind == "survey" else surveys.get(case_id, "")
+        # Who closed each case last: its agent, or someone for them (a supervisor).
+        closed_by = {
+            case_id: actor
+            for case_id, actor in conn.execute(
+                select(audit_log.c.case_id, audit_log.c.actor)
+                .where(
+                    audit_log.c.action == RESOLVE,
+                    audit_log.c.case_id.in_(
+                        select(cases.c.id).where(
+                            cases.c.created_at >= start, cases.c.created_at < end
+                        )
+                    ),
+                )
+                .order_by(audit_log.c.id)
+            )
+        }
         agents_did = conn.execute(
             select(audit_log.c.actor, audit_log.c.action, func.count())
             .where(
@@ -561,6 +586,8 @@ def figures(
     by_queue: dict[str, _Tally] = {}
     by_agent: dict[str, _Tally] = {}
     for case in case_rows:
+        closer = closed_by.get(case.id)
+        closed_for_them = closer is not None and closer != f"agent:{case.agent_name}"
         if (case.flags or {}).get(HUNG_UP_AT):
             # Never in line: the call back owed to a caller on their way to an emergency
             # queue. Not offered; an agent who calls them back handled it.
@@ -574,11 +601,11 @@ def figures(
                     _count_leg((theirs,), leg, thresholds)
                     theirs.handled += 1
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
-            _count_case(tallies, case, thresholds, surveys.get(case.id))
+            _count_case(tallies, case, thresholds, surveys.get(case.id), closed_for_them)
         if case.agent_name is not None and case.connected_at is not None:
             # An agent's figures are what they handled: their answers and abandons not shown.
             mine = by_agent.setdefault(case.agent_name, _Tally())
-            _count_case((mine,), case, thresholds, surveys.get(case.id))
+            _count_case((mine,), case, thresholds, surveys.get(case.id), closed_for_them)
             mine.handled += 1
     for actor, action, count in agents_did:
         tally = by_agent.setdefault(actor.removeprefix("agent:"), _Tally())

@@ -1046,3 +1046,38 @@ def test_short_abandons_are_counted_apart(
     assert payments.short_abandoned == 3
     assert payments.abandonment_rate == 0.8
     assert payments.abandonment_rate_without_short == 0.5  # (4 - 3) / (5 - 3)
+
+
+def test_a_case_a_supervisor_closed_for_its_agent_is_no_wrap_up_of_theirs(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """alice talks 120 s to each of two callers; she resolves the first a minute later, and
+    forgets the second, which a supervisor closes the next morning: fourteen hours are not
+    her handle time, nor her after-call work."""
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    sam = make_user(db, "sam", "supervisor")
+    taken: list[int] = []
+    for n in range(2):
+        seen: dict[str, Any] = {}
+
+        def holds(poll: int, seen: dict[str, Any] = seen) -> bool:
+            if "first" not in seen:
+                seen["first"] = api(client, alice, "POST", "/api/agents/next")
+                return True
+            return False
+
+        talks = Talks(PAYMENTS, holds, lambda number: clock.advance(seconds=120))
+        phone.call(talks, from_number=f"+1500555020{n}")
+        taken.append(seen["first"]["case"]["id"])
+        clock.advance(seconds=60)
+        if n == 0:
+            api(client, alice, "POST", f"/api/cases/{taken[0]}/resolve", json={"notes": "ok"})
+    clock.advance(hours=14)
+    api(client, sam, "POST", f"/api/cases/{taken[1]}/resolve", json={"notes": "left open"})
+    with db.connect() as conn:
+        report = figures(conn, start=clock() - timedelta(hours=16), end=clock())
+    theirs = report.by_agent["alice"]
+    assert theirs.handled == 2
+    assert theirs.average_handle_time_seconds == 150.0  # (120 + 60, then 120) / 2
+    assert theirs.average_after_call_work_seconds == 60.0  # hers alone
+    assert report.by_queue["payments"].average_handle_time_seconds == 150.0
