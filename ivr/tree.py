@@ -1497,6 +1497,23 @@ def _validation_problem(
         message = (
             f"{_PATTERN_HINTS['number']}; unquoted, YAML reads it as the number {err['input']}"
         )
+    elif loc[-1:] == ("[key]",) and isinstance(err["input"], int | float | bool):
+        loc = loc[:-1]
+        kind = "boolean" if isinstance(err["input"], bool) else "number"
+        message = (
+            f"the key {err['input']} is read by YAML as a {kind}, not text: write it in "
+            "quotes (a country code too: unquoted, +86 is the number 86)"
+        )
+    elif err["type"] == "string_type" and isinstance(err["input"], bool):
+        message = (
+            f"should be text: unquoted, YAML reads yes/no, on/off and true/false as the "
+            f"boolean {str(err['input']).lower()} (write it in quotes)"
+        )
+    elif err["type"] == "string_type" and isinstance(err["input"], int | float):
+        message = (
+            f"should be text: unquoted, YAML reads {err['input']} as a number "
+            f'(write it in quotes, "{err["input"]}")'
+        )
     elif err["type"] == "union_tag_invalid":
         kind = err["input"].get("kind")
         message = f"unknown kind {kind!r}; expected one of: {err['ctx']['expected_tags']}"

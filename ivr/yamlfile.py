@@ -101,6 +101,9 @@ def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = min(mark.line + 1, last_line) if mark else None
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        if exc.context in ("while scanning an alias", "while scanning an anchor"):
+            # `key: *` and `key: &`: the star key and an ampersand need quotes.
+            reason += ' (an unquoted * starts an alias and & an anchor: write "*" in quotes)'
         opened = exc.context_mark
         if opened is not None and line is not None and opened.line + 1 != line:
             # An unclosed quote or bracket is found at the end; say where it began.

@@ -1766,3 +1766,48 @@ def test_every_menus_keywords_reach_twilio_as_hints(hotline_tree: CompiledTree) 
             assert len(entries) == len(set(entries)) <= 500, name
             spoken = [o for o, _ in menu.by_speech[lang]]
             assert {w.replace(",", " ") for o in spoken for w in o.speech[lang]} == set(entries)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        (
+            '{key: "1", target: agent}',
+            "{key: yes, target: agent}",
+            "nodes.main.options[0].key",
+            "should be text: unquoted, YAML reads yes/no, on/off and true/false as the boolean "
+            "true (write it in quotes)",
+        ),
+        (
+            "    prompt: main\n",
+            "    prompt: 404\n",
+            "nodes.main.prompt",
+            'should be text: unquoted, YAML reads 404 as a number (write it in quotes, "404")',
+        ),
+    ],
+)
+def test_a_value_yaml_reads_as_a_boolean_or_number_says_so(
+    tmp_path: Path, old: str, new: str, path: str, message: str
+) -> None:
+    """Not pydantic's "Input should be a valid string": why the operator's text is not one."""
+    _, problems = check(tmp_path, BASE.replace(old, new, 1))
+    assert [(p.path, p.message) for p in problems if p.severity == "error"] == [(path, message)]
+
+
+def test_an_unquoted_country_code_says_yaml_read_a_number(tmp_path: Path) -> None:
+    text = LANGUAGE_TREE.replace("    next: bye\n", "    by_country: {+1: en}\n    next: bye\n")
+    _, problems = check(tmp_path, text)
+    [problem] = [p for p in problems if "by_country" in p.path]
+    assert problem.path == "nodes.lang.by_country"
+    assert problem.message == (
+        "the key 1 is read by YAML as a number, not text: write it in quotes (a country "
+        "code too: unquoted, +86 is the number 86)"
+    )
+
+
+def test_an_unquoted_star_says_it_starts_an_alias(tmp_path: Path) -> None:
+    text = BASE.replace("    on_invalid: agent\n", "    on_invalid: agent\n    repeat_key: *\n")
+    _, problems = check(tmp_path, text)
+    assert only(problems).message.endswith(
+        '(an unquoted * starts an alias and & an anchor: write "*" in quotes)'
+    )
