@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from datetime import UTC, datetime
@@ -778,11 +779,29 @@ def _dial_draft(
             IVR_PROMPTS=str(prompts),
             IVR_HOLD_MUSIC_URL=None,
         )
-        with TestClient(create_app(settings, tree=tree), base_url=public) as client:
-            typer.echo(f"trying {routes} (version {tree.version}) in-process")
-            return Phone(client, public_url=public, auth_token=token).call(
-                party, from_number=from_number, to_number=to_number
-            )
+        # Printed above once, plainly: not again as the app logs them making the draft live.
+        hotline_log = logging.getLogger("ivr.hotline")
+        said_above = _DropMessage("call tree version %s: %s")
+        hotline_log.addFilter(said_above)
+        try:
+            with TestClient(create_app(settings, tree=tree), base_url=public) as client:
+                typer.echo(f"trying {routes} (version {tree.version}) in-process")
+                return Phone(client, public_url=public, auth_token=token).call(
+                    party, from_number=from_number, to_number=to_number
+                )
+        finally:
+            hotline_log.removeFilter(said_above)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records made from one message template."""
+
+    def __init__(self, template: str) -> None:
+        super().__init__()
+        self.template = template
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.template
 
 
 def _describe(answer: Answer) -> str:

@@ -602,6 +602,12 @@ def test_dial_routes_tries_a_draft_without_a_server_or_settings(tmp_path: Path) 
     broken.write_text(draft.read_text().replace("target: emergency\n", "target: nope\n", 1))
     refused = run(["dial", "--routes", str(broken), "--keys", "1"], env, tmp_path)
     assert refused.returncode == 1 and "unknown node 'nope'" in refused.stderr
+    # A draft's warnings, once each: not again as the app makes the draft live.
+    shadowed = tmp_path / "shadowed.yaml"
+    shadowed.write_text(draft.read_text().replace("zh-CN: [现货,", "zh-CN: [合约单, 现货,", 1))
+    warned = run(["dial", "--routes", str(shadowed), "--keys", "1"], env, tmp_path)
+    out = warned.stdout + warned.stderr
+    assert warned.returncode == 0 and out.count("keyword '合约单' is never heard") == 1, out
 
 
 def test_calls_list_and_show_in_a_terminal(server: Server, tmp_path: Path) -> None:
