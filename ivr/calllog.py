@@ -73,11 +73,14 @@ def _entered(*kinds: str) -> ColumnElement[bool]:
     )
 
 
-# The same classes as the figures (`stats._count_case`, and `stats` containment), so that
-# "yesterday's abandoned calls" lists what the abandonment rate counted: a call back asked
-# for, or made, is a call back whoever closed it; an abandoned case an agent took later is
-# still abandoned; only a caller an agent spoke to is `agent`. Without a case, self-service
-# is a call that heard advice on its topic and ended normally, never passed to a person.
+# The same classes as the figures (`stats._count_case`, and `stats` containment), of a
+# call's latest case: a call back asked for, or made, is a call back whoever closed it; an
+# abandoned case an agent took later is still abandoned; only a caller an agent spoke to is
+# `agent`. Without a case, self-service is a call that heard advice on its topic and ended
+# normally, never passed to a person. Not the figures' count itself: those count every case
+# (and every line a transferred caller went through) by when it was opened, the log one row
+# per call by when it started, judged by its latest case; a caller answered, then back in
+# line from the survey and hung up, is one answer and one abandon there, "abandoned" here.
 _outcome_expr = case(
     (
         or_(
