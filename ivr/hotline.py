@@ -1373,7 +1373,9 @@ class Hotline:
                 return self._to_customer(case, "callback_agent_unavailable")
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
                 # The agent sent the case on while they talked: made now, the customer told.
-                return self.transferred(case_id, caller_gone=caller_gone, call_sid=call_sid)
+                return self.transferred(
+                    case_id, caller_gone=caller_gone, call_sid=call_sid, talked=talked
+                )
             if cases.transferred_away(case, agent_id):
                 # Sent on already (the call redirected, the case made): that team calls.
                 return self._to_customer(case, engine.CALL_BACK_SENT_ON_PROMPT)
@@ -1382,12 +1384,14 @@ class Hotline:
                 with self.db.connect() as conn:
                     ended = cases.call_back_ended(conn, case_id=case_id, call_sid=call_sid)
                 if ended == "asked":  # just now
-                    return self.transferred(case_id, caller_gone=caller_gone, call_sid=call_sid)
+                    return self.transferred(
+                        case_id, caller_gone=caller_gone, call_sid=call_sid, talked=talked
+                    )
         if not outbound and agent_id is not None:
             if case["agent_id"] == agent_id and cases.transfer_asked(case):
                 # The agent sent the caller on and hung up (or Twilio's redirect cut the
                 # leg, and this came first): where they were sent.
-                return self.transferred(case_id, caller_gone=caller_gone)
+                return self.transferred(case_id, caller_gone=caller_gone, talked=talked)
             if cases.transferred_away(case, agent_id):
                 # The leg a transfer cut: Twilio plays none of this, the caller is on their
                 # way already.
@@ -2181,18 +2185,32 @@ class Hotline:
             return "on_hang_up"
         return "redirected"
 
-    def transferred(self, case_id: int, *, caller_gone: bool = False, call_sid: str = "") -> str:
+    def transferred(
+        self,
+        case_id: int,
+        *,
+        caller_gone: bool = False,
+        call_sid: str = "",
+        talked: int | None = None,
+    ) -> str:
         """The caller of a case whose agent sent them on (`transfer_case`) gets there: on
         Twilio's redirect of their call, or at the end of the agent's leg, whichever comes
         first (the other is not news). The case goes back in line where it was sent in the
         transaction of the call's step: a copy of this webhook that loses the step answers
         as the one that won. A caller who hung up meanwhile is in line there for a call
-        back. A call back's (`_call_back_transferred`): `call_sid`, the call Twilio asks for."""
+        back. A call back's (`_call_back_transferred`): `call_sid`, the call Twilio asks for.
+        `talked`: the end of the agent's leg (DialCallDuration) made it: their answer is dated
+        by it in the talk the figures keep (`cases.legs`)."""
         now = self.clock()
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
             if case is None:
                 return self.fallback()
+            if talked is not None and case["answered_at"] is None and case["connected_at"]:
+                case = {
+                    **case,
+                    "answered_at": max(case["connected_at"], now - timedelta(seconds=talked)),
+                }
             if (case["claimed_from"] or "waiting") != "waiting":
                 return self._call_back_transferred(
                     conn, case, now, gone=caller_gone, call_sid=call_sid

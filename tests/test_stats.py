@@ -1081,3 +1081,41 @@ def test_a_case_a_supervisor_closed_for_its_agent_is_no_wrap_up_of_theirs(
     assert theirs.average_handle_time_seconds == 150.0  # (120 + 60, then 120) / 2
     assert theirs.average_after_call_work_seconds == 60.0  # hers alone
     assert report.by_queue["payments"].average_handle_time_seconds == 150.0
+
+
+def test_the_answer_of_a_talk_a_transfer_ended_counts_the_ring_too(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """No screening key to date it: alice's phone rings 20 s after the caller's 30 s in line,
+    she talks ten minutes and sends them on; the end of her leg (its DialCallDuration)
+    dates her answer, 50 s after they joined the line, in the talk the figures keep."""
+    app = create_app(
+        make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=False),
+        tree=hotline_tree,
+        db=db,
+        clock=clock,
+    )
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    seen: dict[str, Any] = {}
+    with on_the_line(app, check_twiml) as (client, phone):
+
+        def holds(poll: int) -> bool:
+            if "first" not in seen:
+                clock.advance(seconds=30)
+                seen["first"] = api(client, alice, "POST", "/api/agents/next")
+                return True
+            return False
+
+        def talks(number: str) -> None:
+            clock.advance(seconds=600)
+            case_id = seen["first"]["case"]["id"]
+            api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
+
+        phone.call(RingsFirst(PAYMENTS, holds, talks, clock=clock, ring=20))
+    payments = journey_report(db, clock).by_queue["payments"]
+    assert payments.average_speed_of_answer_seconds == 50.0
+    assert payments.average_handle_time_seconds == 600.0
