@@ -1569,6 +1569,37 @@ def _leg(case: Any, agent_id: int, agent: str, now: datetime) -> dict[str, Any]:
     }
 
 
+def date_last_leg(
+    conn: Connection, *, case: dict[str, Any], agent_id: int, answered: datetime
+) -> bool:
+    """The end of `agent_id`'s leg, reported after the redirect that sent their caller on
+    (`transferred_away`), dates their answer in the talk that transfer kept (`legs`), if
+    nothing dated it: within that talk, never before the caller reached them. Written only
+    while that talk is still the case's last (a later transfer leaves it as it was)."""
+    legs = list(case["legs"] or [])
+    last = legs[-1] if legs and isinstance(legs[-1], dict) else None
+    if last is None or last.get("agent_id") != agent_id or last.get("answered_at"):
+        return False
+    start, end = last.get("connected_at"), last.get("ended_at")
+    if not start or not end:
+        return False
+    at = min(max(answered, datetime.fromisoformat(start)), datetime.fromisoformat(end))
+    legs[-1] = {**last, "answered_at": at.isoformat()}
+    with writing(conn):
+        # The same number of talks as read: a transfer since then wrote another.
+        return (
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.id == case["id"],
+                    func.json_array_length(cases.c.legs) == len(legs),
+                )
+                .values(legs=legs)
+            ).rowcount
+            == 1
+        )
+
+
 CallBackSent = Literal["sent", "asked", "asked_already", "not_yours", "to_accept", "ringing"]
 
 

@@ -1394,8 +1394,15 @@ class Hotline:
                 return self.transferred(case_id, caller_gone=caller_gone, talked=talked)
             if cases.transferred_away(case, agent_id):
                 # The leg a transfer cut: Twilio plays none of this, the caller is on their
-                # way already.
+                # way already. What it says still dates the agent's answer, in the talk kept.
                 with self.db.connect() as conn:
+                    if talked is not None:
+                        cases.date_last_leg(
+                            conn,
+                            case=case,
+                            agent_id=agent_id,
+                            answered=self.clock() - timedelta(seconds=talked),
+                        )
                     sent = store.load_call(conn, call_sid=case["call_sid"])
                 return sent.last_twiml if sent is not None else HANG_UP
         with self.db.connect() as conn:

@@ -23,7 +23,8 @@ Which rows
     `created_at` below. A caller sent on within the same queue (another language) counts
     there twice. One whose caller hung up while still with the agent who sent it is a call
     back that agent requested, not an abandon. A call back sent on is counted once, where
-    it is now; the agent who talked to its customer before has it among their handled.
+    it is now; the agent who talked to its customer before (one Twilio put through: a call
+    back dialled by hand tells nobody whether it reached them) has it among their handled.
     A case opened for a caller who hung up on their way to an emergency queue (their notice,
     their UID; flag `hung_up_at`) never was in line: it is in no figure below but
     `hung_up_on_the_way` (and, once an agent calls them back, that agent's).
@@ -71,7 +72,8 @@ service level threshold
     By the case's priority: `Thresholds.emergency` (default 20 s) for `emergency`,
     `Thresholds.other` (default 60 s) for `high` and `normal`.
 answered_within_threshold
-    Answered cases with `connected_at` - `created_at` <= the case's threshold.
+    Answered cases whose wait, from joining the line (`created_at`, or `queued_at` for a
+    line an agent sent them to) to the answer (above), is <= the case's threshold.
 service_level
     answered_within_threshold / (answered + abandoned after the threshold), where an
     abandoned case is "after the threshold" when its wait (above) is > its threshold. This is
@@ -164,7 +166,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -434,20 +436,29 @@ class _Leg:
 
     @classmethod
     def parse(cls, leg: Any) -> _Leg | None:
-        """None for what is not a leg this module wrote (a hand-edited row)."""
+        """None for a talk nobody knows the customer was reached on (a call back dialled by
+        hand, sent on), and for what is not a leg this module wrote (a hand-edited row)."""
+
+        def at(value: Any) -> datetime:
+            when = datetime.fromisoformat(value)
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
         try:
-            answered = leg.get("answered_at") or leg["connected_at"]
             return cls(
                 queue=str(leg["queue"]),
                 priority=str(leg["priority"]),
                 waiting=leg.get("from", "waiting") == "waiting",
                 agent=str(leg.get("agent") or ""),
-                entered_at=datetime.fromisoformat(leg["entered_at"]),
-                answered_at=datetime.fromisoformat(answered),
-                ended_at=datetime.fromisoformat(leg["ended_at"]),
+                entered_at=at(leg["entered_at"]),
+                answered_at=at(leg.get("answered_at") or leg["connected_at"]),
+                ended_at=at(leg["ended_at"]),
             )
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
+
+
+def _legs(case: Any) -> list[_Leg]:
+    return [leg for leg in map(_Leg.parse, case.legs) if leg] if isinstance(case.legs, list) else []
 
 
 def _count_leg(tallies: Iterable[_Tally], leg: _Leg, thresholds: Thresholds) -> None:
@@ -588,18 +599,20 @@ def figures(
     for case in case_rows:
         closer = closed_by.get(case.id)
         closed_for_them = closer is not None and closer != f"agent:{case.agent_name}"
-        if (case.flags or {}).get(HUNG_UP_AT):
+        on_the_way = bool((case.flags or {}).get(HUNG_UP_AT))
+        for leg in _legs(case):
+            if not on_the_way:
+                _count_leg((overall, by_queue.setdefault(leg.queue, _Tally())), leg, thresholds)
+            if leg.agent:
+                theirs = by_agent.setdefault(leg.agent, _Tally())
+                _count_leg((theirs,), leg, thresholds)
+                theirs.handled += 1
+        if on_the_way:
             # Never in line: the call back owed to a caller on their way to an emergency
             # queue. Not offered; an agent who calls them back handled it.
             overall.hung_up_on_the_way += 1
             by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
         else:
-            for leg in filter(None, map(_Leg.parse, case.legs or [])):
-                _count_leg((overall, by_queue.setdefault(leg.queue, _Tally())), leg, thresholds)
-                if leg.agent:
-                    theirs = by_agent.setdefault(leg.agent, _Tally())
-                    _count_leg((theirs,), leg, thresholds)
-                    theirs.handled += 1
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
             _count_case(tallies, case, thresholds, surveys.get(case.id), closed_for_them)
         if case.agent_name is not None and case.connected_at is not None:

@@ -754,6 +754,9 @@ def _check_graph(
                 )
             _check_shadowed_words(name, spoken, len(node.options), at)
         if isinstance(node, LanguageNode):
+            _check_shadowed_words(
+                name, list(node.shortcuts), len(node.shortcuts), at, field_name="shortcuts"
+            )
             seen: dict[str, int] = {}
             for i, lo in enumerate(node.options):
                 if lo.key in seen:
@@ -1190,14 +1193,16 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
         )
 
 
-def _check_shadowed_words(name: str, spoken: list[Option], listed: int, at: Any) -> None:
+def _check_shadowed_words(
+    name: str, spoken: list[Option], listed: int, at: Any, field_name: str = "options"
+) -> None:
     """A keyword an earlier option's keyword always matches first is never heard: "password"
     after "pass" (Latin keywords match at a word's start), 密码 after 密 (Chinese, anywhere).
     The operator meant it to lead somewhere; it leads to the earlier option. `listed`: the
     menu's own options; the rest of `spoken` is its operator's words."""
 
     def where(i: int) -> str:
-        return f"options[{i}]" if i < listed else "operator_speech"
+        return f"{field_name}[{i}]" if i < listed else "operator_speech"
 
     earlier: dict[str, list[tuple[int, str, re.Pattern[str]]]] = {}
     for i, option in enumerate(spoken):
@@ -1213,14 +1218,15 @@ def _check_shadowed_words(name: str, spoken: list[Option], listed: int, at: Any)
                         (j, other)
                         for j, other, pattern in before
                         if spoken[j].target != option.target
-                        and normalise_speech(other) != heard  # a duplicate: an error already
+                        # Two options' same word is an error already (the operator's is not).
+                        and (i >= listed or normalise_speech(other) != heard)
                         and pattern.search(heard)
                     ),
                     None,
                 )
                 if taker is not None:
                     rel: PathKey = (
-                        ("options", i, "speech", lang) if i < listed else ("operator_speech", lang)
+                        (field_name, i, "speech", lang) if i < listed else ("operator_speech", lang)
                     )
                     at(
                         name,

@@ -340,6 +340,7 @@ def test_saying_someone_called_pretending_to_be_us_reaches_the_number_check(
         # A scam call is the number check's; "I was scammed", funds gone, is asked who.
         ("1", "I got a scam call", "enter the phone number that called or texted you"),
         ("1", "I was scammed", "We are sorry your funds are missing."),
+        ("1", "it was a scam and all my money is gone", "We are sorry your funds are missing."),
     ],
 )
 def test_words_inside_another_options_words_reach_the_option_that_names_them(
@@ -1244,6 +1245,7 @@ def test_a_caller_who_names_a_common_problem_hears_its_advice_at_once(
         ("1", "my password was changed and now I can't log in"),
         ("1", "I forgot my password and someone logged into my account"),
         ("1", "someone stole my phone and reset my 2FA"),
+        ("1", "they reset my password and took my bitcoin"),  # "they", as victims say it
         ("2", "有人重置了我的两步验证"),  # 有人重置, as "someone reset": not 重置两步验证's advice
         ("2", "有人重置密码"),
         ("2", "我的账户被盗了,谷歌验证器也被改了"),

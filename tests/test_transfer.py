@@ -964,13 +964,19 @@ def test_unscreened_the_report_of_the_leg_a_transfer_cut_is_not_news(
             (sid, connect_url), (_, transfer_url) = twilio_http.redirects
             params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "in-progress"}
             dial = etree.fromstring(phone.signed_post(connect_url, params).content).find("Dial")
+            seen["reached"] = clock()
+            clock.advance(seconds=315)  # her phone rang 15 s; they talked 300 s
             seen["sent"] = phone.signed_post(transfer_url, params).text
             seen["cut"] = phone.signed_post(
-                dial.get("action"), {**params, "DialCallStatus": "completed"}
+                dial.get("action"),
+                {**params, "DialCallStatus": "completed", "DialCallDuration": "300"},
             ).text
 
         record = phone.call(Talks(PAYMENTS, holds, talks))
     assert seen["cut"] == seen["sent"] and "<Enqueue" in seen["sent"]
+    # Late, the report still dates her answer in the talk the figures keep: after the ring.
+    [leg] = the_case(db)["legs"]
+    assert leg["answered_at"] == (seen["reached"] + timedelta(seconds=15)).isoformat()
     assert record.queue == "security" and record.ended_by == "caller"
     with db.connect() as conn:
         outcomes = conn.execute(

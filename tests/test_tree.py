@@ -1811,3 +1811,21 @@ def test_an_unquoted_star_says_it_starts_an_alias(tmp_path: Path) -> None:
     assert only(problems).message.endswith(
         '(an unquoted * starts an alias and & an anchor: write "*" in quotes)'
     )
+
+
+def test_an_operator_word_an_option_takes_first_is_never_heard(tmp_path: Path) -> None:
+    """The same word: no option's duplicate (an error), but the operator's words come last,
+    so "help" here leads to goodbye, never to a person."""
+    text = BASE.replace(
+        '{key: "2", target: bye}', '{key: "2", target: bye, speech: {en: [help]}}'
+    ).replace(
+        "    on_invalid: agent\n",
+        '    on_invalid: agent\n    operator_key: "0"\n    operator: agent\n'
+        "    operator_speech: {en: [help]}\n",
+    )
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'operator_speech:')}: warning: nodes.main.operator_speech.en: "
+        "keyword 'help' is never heard: options[1]'s 'help' matches it first (Latin keywords "
+        "match at the start of a word, Chinese anywhere; the first option listed wins)"
+    )
