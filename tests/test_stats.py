@@ -1119,3 +1119,34 @@ def test_the_answer_of_a_talk_a_transfer_ended_counts_the_ring_too(
     payments = journey_report(db, clock).by_queue["payments"]
     assert payments.average_speed_of_answer_seconds == 50.0
     assert payments.average_handle_time_seconds == 600.0
+
+
+def test_talks_edited_by_hand_never_break_the_figures(db: Engine) -> None:
+    """A leg without a zone is taken as UTC; one that is no leg, or legs that are no list,
+    are left out: the figures page never answers 500 for a row someone mended by hand."""
+    naive = {
+        "queue": "payments",
+        "priority": "normal",
+        "from": "waiting",
+        "agent": "",
+        "entered_at": "2026-11-23T10:00:00",
+        "connected_at": "2026-11-23T10:00:30",
+        "ended_at": "2026-11-23T10:05:30",
+    }
+    with db.begin() as conn:
+        for name, legs in (("H1", [naive, "no leg", {"queue": "x"}]), ("H2", {"not": "a list"})):
+            add_case(
+                conn,
+                name,
+                queue="security",
+                priority="normal",
+                created=at(0),
+                status="resolved",
+                claimed_from="waiting",
+                connected=at(400),
+                ended=at(500),
+            )
+            conn.execute(update(cases).where(cases.c.call_sid == sid(name)).values(legs=legs))
+    r = report(db)
+    assert r.by_queue["payments"].average_speed_of_answer_seconds == 30.0  # the naive leg
+    assert (r.overall.offered, r.overall.answered) == (3, 3)  # its line, and both cases
