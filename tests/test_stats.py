@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, insert, select, update
 
@@ -829,6 +830,41 @@ def journey_report(db: Engine, clock: FakeClock) -> Report:
         return figures(conn, start=clock() - timedelta(hours=2), end=clock() + timedelta(hours=1))
 
 
+def taken(
+    client: TestClient,
+    token: str,
+    seen: dict[str, Any],
+    clock: FakeClock,
+    *,
+    after: float = 0,
+    then_waits: float = 0,
+) -> Callable[[int], bool]:
+    """A caller's hold rounds: `after` seconds in line, the agent of `token` takes the case
+    (seen["first"]) and the caller holds on to be put through; in line again after that
+    (sent on), they wait `then_waits` seconds and hang up."""
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            clock.advance(seconds=after)
+            seen["first"] = api(client, token, "POST", "/api/agents/next")
+            return True
+        clock.advance(seconds=then_waits)
+        return False
+
+    return holds
+
+
+def screened_app(
+    database_url: str, tree: CompiledTree, db: Engine, clock: FakeClock, *, screening: bool
+) -> FastAPI:
+    return create_app(
+        make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=screening),
+        tree=tree,
+        db=db,
+        clock=clock,
+    )
+
+
 def sent_on_journey(
     phone: Phone, client: TestClient, db: Engine, clock: FakeClock, to: dict[str, Any]
 ) -> dict[str, Any]:
@@ -910,19 +946,12 @@ def test_answered_then_sent_on_and_hung_up_there_is_an_answer_and_an_abandon(
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
     seen: dict[str, Any] = {}
 
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            clock.advance(seconds=30)
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
-        clock.advance(seconds=90)
-        return False
-
     def talks(number: str) -> None:
         clock.advance(seconds=600)
         case_id = seen["first"]["case"]["id"]
         api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
 
+    holds = taken(client, alice, seen, clock, after=30, then_waits=90)
     phone.call(Talks(PAYMENTS, holds, talks))
     report = journey_report(db, clock)
     assert (report.by_queue["payments"].answered, report.by_queue["payments"].abandoned) == (1, 0)
@@ -960,23 +989,11 @@ def test_the_speed_of_answer_counts_the_agents_phone_ringing(
     over the 60 s target; her handle time is her 120 s talk and 60 s wrap-up, not the ring.
     Dated by the key she pressed to take it (screening), or else by Twilio's report of
     how long her phone was answered (DialCallDuration)."""
-    app = create_app(
-        make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=screening),
-        tree=hotline_tree,
-        db=db,
-        clock=clock,
-    )
+    app = screened_app(database_url, hotline_tree, db, clock, screening=screening)
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
     seen: dict[str, Any] = {}
     with on_the_line(app, check_twiml) as (client, phone):
-
-        def holds(poll: int) -> bool:
-            if "first" not in seen:
-                clock.advance(seconds=45)
-                seen["first"] = api(client, alice, "POST", "/api/agents/next")
-                return True
-            return False
-
+        holds = taken(client, alice, seen, clock, after=45)
         talks = RingsFirst(
             PAYMENTS, holds, lambda number: clock.advance(seconds=120), clock=clock, ring=25
         )
@@ -998,14 +1015,7 @@ def test_a_caller_who_hung_up_on_the_way_was_never_offered_nor_abandoned(
     """One victim hangs up at the UID prompt, on their way to the security line: the case
     opened for their call back is counted apart, not as a caller the line lost."""
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
-    seen: dict[str, Any] = {}
-
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
-        return False
-
+    holds = taken(client, alice, {}, clock)
     hijacked = [Press("1"), Press("1"), Press("*")]
     phone.call(Talks(hijacked, holds, lambda number: None), from_number="+15005550077")
     phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550006")
@@ -1021,13 +1031,7 @@ def test_short_abandons_are_counted_apart(
     """Three callers hang up 3 s into the line (a misdial, a change of mind), one is
     answered: the abandonment rate counts them (75 %), the rate without them does not."""
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
-    seen: dict[str, Any] = {}
-
-    def holds(poll: int) -> bool:
-        if "first" not in seen:
-            seen["first"] = api(client, alice, "POST", "/api/agents/next")
-            return True
-        return False
+    holds = taken(client, alice, {}, clock)
 
     def quick(poll: int) -> bool:
         clock.advance(seconds=3)
@@ -1056,24 +1060,18 @@ def test_a_case_a_supervisor_closed_for_its_agent_is_no_wrap_up_of_theirs(
     her handle time, nor her after-call work."""
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
     sam = make_user(db, "sam", "supervisor")
-    taken: list[int] = []
+    case_ids: list[int] = []
     for n in range(2):
         seen: dict[str, Any] = {}
-
-        def holds(poll: int, seen: dict[str, Any] = seen) -> bool:
-            if "first" not in seen:
-                seen["first"] = api(client, alice, "POST", "/api/agents/next")
-                return True
-            return False
-
+        holds = taken(client, alice, seen, clock)
         talks = Talks(PAYMENTS, holds, lambda number: clock.advance(seconds=120))
         phone.call(talks, from_number=f"+1500555020{n}")
-        taken.append(seen["first"]["case"]["id"])
+        case_ids.append(seen["first"]["case"]["id"])
         clock.advance(seconds=60)
         if n == 0:
-            api(client, alice, "POST", f"/api/cases/{taken[0]}/resolve", json={"notes": "ok"})
+            api(client, alice, "POST", f"/api/cases/{case_ids[0]}/resolve", json={"notes": "ok"})
     clock.advance(hours=14)
-    api(client, sam, "POST", f"/api/cases/{taken[1]}/resolve", json={"notes": "left open"})
+    api(client, sam, "POST", f"/api/cases/{case_ids[1]}/resolve", json={"notes": "left open"})
     with db.connect() as conn:
         report = figures(conn, start=clock() - timedelta(hours=16), end=clock())
     theirs = report.by_agent["alice"]
@@ -1093,22 +1091,11 @@ def test_the_answer_of_a_talk_a_transfer_ended_counts_the_ring_too(
     """No screening key to date it: alice's phone rings 20 s after the caller's 30 s in line,
     she talks ten minutes and sends them on; the end of her leg (its DialCallDuration)
     dates her answer, 50 s after they joined the line, in the talk the figures keep."""
-    app = create_app(
-        make_settings(IVR_DATABASE_URL=database_url, IVR_AGENT_SCREENING=False),
-        tree=hotline_tree,
-        db=db,
-        clock=clock,
-    )
+    app = screened_app(database_url, hotline_tree, db, clock, screening=False)
     alice = make_user(db, "alice", "agent", ALICE_PHONE)
     seen: dict[str, Any] = {}
     with on_the_line(app, check_twiml) as (client, phone):
-
-        def holds(poll: int) -> bool:
-            if "first" not in seen:
-                clock.advance(seconds=30)
-                seen["first"] = api(client, alice, "POST", "/api/agents/next")
-                return True
-            return False
+        holds = taken(client, alice, seen, clock, after=30)
 
         def talks(number: str) -> None:
             clock.advance(seconds=600)
