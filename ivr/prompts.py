@@ -321,6 +321,39 @@ def unspeakable(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
     return problems
 
 
+# Tags whose first part differs but name one language: Mandarin (cmn) and Cantonese (yue)
+# are Chinese (zh), as Twilio's voices and recognisers name them.
+_SAME_LANGUAGE = {"cmn": "zh", "yue": "zh", "zh": "zh"}
+
+
+def _primary(tag: str) -> str:
+    first = tag.split("-", 1)[0].lower()
+    return _SAME_LANGUAGE.get(first, first)
+
+
+def wrong_voice(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
+    """A catalog whose voice or recogniser is another language's: a zh-CN catalog said
+    with `say_language: en-US` reads Chinese characters to Mandarin callers in an English
+    voice (or not at all), and heard with an English recogniser, no Mandarin word is."""
+    problems = []
+    own = _primary(cat.language)
+    for name in ("say_language", "speech_language"):
+        tag = str(getattr(cat, name))
+        if _primary(tag) != own:
+            problems.append(
+                doc.problem(
+                    (name,),
+                    f"'{tag}' is not {cat.language}'s language: the callers of this catalog "
+                    f"would be {'spoken to' if name == 'say_language' else 'heard'} in another",
+                )
+            )
+    # Google's voices name their language ("Google.cmn-CN-Standard-A"); Polly's do not.
+    voice_tag = cat.voice.removeprefix("Google.")
+    if voice_tag != cat.voice and _primary(voice_tag) != own:
+        problems.append(doc.problem(("voice",), f"'{cat.voice}' is not a {cat.language} voice"))
+    return problems
+
+
 def check_template(text: str) -> str | None:
     """Why a prompt template is unusable, or None."""
     try:
@@ -407,6 +440,7 @@ def load_catalogs(directory: Path | str) -> Catalogs:
             cats[f.stem] = parse_catalog(doc, f.stem)
             problems.extend(unknown_variables(doc, cats[f.stem]))
             problems.extend(unspeakable(doc, cats[f.stem]))
+            problems.extend(wrong_voice(doc, cats[f.stem]))
             sources[f.stem] = text
         except SourceError as exc:
             problems.extend(exc.problems)

@@ -470,3 +470,45 @@ def test_a_bad_calendar_is_refused_with_its_line(
     assert message in problem.message
     assert problem.path.startswith("calendar.")
     assert problem.line == line_of(zh, calendar.splitlines()[1].strip().split(":")[0] + ":")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        (
+            "say_language: cmn-CN",
+            "say_language: en-US",
+            "say_language",
+            "'en-US' is not zh-CN's language: the callers of this catalog would be spoken to "
+            "in another",
+        ),
+        (
+            "speech_language: cmn-Hans-CN",
+            "speech_language: en-US",
+            "speech_language",
+            "'en-US' is not zh-CN's language: the callers of this catalog would be heard in "
+            "another",
+        ),
+        (
+            "voice: Polly.Zhiyu-Neural",
+            "voice: Google.en-US-Standard-C",
+            "voice",
+            "'Google.en-US-Standard-C' is not a zh-CN voice",
+        ),
+    ],
+)
+def test_a_catalog_said_or_heard_in_another_language_is_refused(
+    tmp_path: Path, old: str, new: str, path: str, message: str
+) -> None:
+    """Chinese text in an English voice is garbled or silence to a Mandarin caller."""
+    zh = ZH
+    assert old in zh
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh.replace(old, new)})
+    problem = only(refused(folder))
+    assert (problem.path, problem.message) == (path, message)
+
+
+def test_mandarin_and_cantonese_tags_are_chinese(tmp_path: Path) -> None:
+    zh = ZH
+    mended = zh.replace("voice: Polly.Zhiyu-Neural", "voice: Google.cmn-CN-Standard-A")
+    load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": mended}))
