@@ -361,6 +361,58 @@ def test_an_upload_that_failed_hears_the_upload_advice_not_a_refused_verificatio
         assert any(line.startswith(advice) for line in record.heard), record.heard
 
 
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "um yeah so i think somebody hacked into my account"),
+        ("1", "someone took over my account"),
+        ("1", "there are withdrawals i didnt make"),
+        ("1", "i didnt authorize this withdrawal"),
+        ("1", "somebody sent my coins to another wallet"),
+        ("1", "i got sim swapped and now my account is empty"),
+        ("1", "my password got reset and it wasnt me"),  # no apostrophe, as recognisers write
+        ("1", "a man called from your support and i told him the verification code"),
+        ("1", "they told me to transfer my funds to a secure account"),
+        ("1", "someone is trading on my account"),
+        ("1", "someone created an api key on my account"),
+        ("1", "he asked me to install anydesk"),
+        ("2", "我把验证码告诉对方了"),
+        ("2", "有人登陆了我的账户"),  # 登陆, as often written for 登录
+        ("2", "我的二次验证被人解绑了"),
+        ("2", "手机号被人换了"),
+        ("2", "有人用我的账户下单"),
+        ("2", "我收到提现成功的短信但我根本没提现"),
+        ("2", "有个假客服骗我把USDT转走了"),
+    ],
+)
+def test_a_victim_in_their_own_words_reaches_the_emergency_lane(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """Said the way victims say it (a reviewer's 300 phrasings): not the topic's menu, the
+    scam check or a retry, where a thief has minutes more."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert record.queue == "security", record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "heard"),
+    [
+        ("1", "my withdrawal didn't make it to my wallet", "Deposits and withdrawals."),
+        ("1", "the api says 401 unauthorized access", "API support."),
+        ("2", "API提示未授权的IP", "API技术支持。"),
+        ("1", "you scammers liquidated my position", "We understand that losing a position"),
+        ("1", "is this a scam", "enter the phone number that called or texted you"),
+        ("2", "有人打电话说是你们客服", "请输入给您打电话或发短信的号码"),  # 打电话说
+    ],
+)
+def test_words_near_a_victims_reach_their_own_menu(
+    phone: Phone, language_key: str, words: str, heard: str
+) -> None:
+    record = call(phone, Press(language_key), Speak(words), Press("9"))
+    assert record.queue != "security"
+    assert heard in record.transcript, record.heard
+
+
 # -- never turned away -------------------------------------------------------------------------
 
 
