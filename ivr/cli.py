@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
@@ -311,9 +311,20 @@ def dial(
     prompts: Annotated[
         Path, typer.Option(envvar="IVR_PROMPTS", help="catalogs for --routes")
     ] = PROJECT_ROOT / "prompts",
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S%z"],
+            help="with --routes: call as if it were then (with its zone, e.g. "
+            "2026-12-06T22:00+08:00), to hear business hours and holidays",
+        ),
+    ] = None,
 ) -> None:
     """Call the hotline as Twilio would, from the terminal: the running server, or with
-    --routes a draft tree served in-process on a throwaway database."""
+    --routes a draft tree served in-process on a throwaway database (with the demo
+    accounts, so verification can be walked too)."""
+    if at is not None and routes is None:
+        raise _fail("--at is for a draft (--routes): a running server keeps its own clock")
     party: ScriptedParty | TerminalParty = TerminalParty()
     if keys is not None:
         try:
@@ -329,7 +340,7 @@ def dial(
         )
     try:
         if routes is not None:
-            record = _dial_draft(routes, prompts, party, from_number, to_number)
+            record = _dial_draft(routes, prompts, party, from_number, to_number, at)
         else:
             record = _dial_server(party, from_number, to_number, url)
     except PhoneError as exc:
@@ -745,12 +756,21 @@ def _dial_server(party: Party, from_number: str, to_number: str, url: str | None
 
 
 def _dial_draft(
-    routes: Path, prompts: Path, party: Party, from_number: str, to_number: str
+    routes: Path,
+    prompts: Path,
+    party: Party,
+    from_number: str,
+    to_number: str,
+    at: datetime | None = None,
 ) -> CallRecord:
-    """The same phone, against the app in this process: nothing is loaded until it is tried."""
+    """The same phone, against the app in this process: nothing is loaded until it is tried.
+    `at`: the call's time, running on from there."""
     import secrets
     import tempfile
+    import time
     import warnings
+
+    from ivr.identity import LocalDirectory
 
     with warnings.catch_warnings():  # Starlette's notice about httpx is not for operators
         warnings.simplefilter("ignore")
@@ -779,12 +799,30 @@ def _dial_draft(
             IVR_PROMPTS=str(prompts),
             IVR_HOLD_MUSIC_URL=None,
         )
+        demo = LocalDirectory(_database(settings), None)
+        for account in DEMO_ACCOUNTS:
+            demo.add(**account, totp_secret=None, now=utcnow())
+        first = DEMO_ACCOUNTS[0]
+        typer.echo(
+            f"demo accounts to verify with: uid {first['uid']} pin {first['pin']} "
+            f"id-last4 {first['id_last4']} (and `ivr demo`'s others)"
+        )
+        clock = utcnow
+        if at is not None:
+            started = time.monotonic()
+            start = at.astimezone(UTC)
+
+            def clock() -> datetime:
+                return start + timedelta(seconds=time.monotonic() - started)
+
+            typer.echo(f"as if it were {at.isoformat()}")
         # Printed above once, plainly: not again as the app logs them making the draft live.
         hotline_log = logging.getLogger("ivr.hotline")
         said_above = _DropMessage("call tree version %s: %s")
         hotline_log.addFilter(said_above)
         try:
-            with TestClient(create_app(settings, tree=tree), base_url=public) as client:
+            app = create_app(settings, tree=tree, clock=clock)
+            with TestClient(app, base_url=public) as client:
                 typer.echo(f"trying {routes} (version {tree.version}) in-process")
                 return Phone(client, public_url=public, auth_token=token).call(
                     party, from_number=from_number, to_number=to_number

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from ivr.cases import available_since, list_users, presence, set_available, user_by_token
+from ivr.cli import DEMO_ACCOUNTS
 from ivr.db import accounts, audit_log, calls, create_db_engine, users
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.settings import PROJECT_ROOT
@@ -608,6 +609,39 @@ def test_dial_routes_tries_a_draft_without_a_server_or_settings(tmp_path: Path) 
     warned = run(["dial", "--routes", str(shadowed), "--keys", "1"], env, tmp_path)
     out = warned.stdout + warned.stderr
     assert warned.returncode == 0 and out.count("keyword '合约单' is never heard") == 1, out
+
+
+def test_a_draft_walk_at_a_given_time_hears_the_trees_hours(tmp_path: Path) -> None:
+    """An operator checks the products team's hours without waiting for Saturday."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    products = ["dial", "--routes", str(PROJECT_ROOT / "routes" / "hotline.yaml")]
+    products += ["--keys", "1,8,1,1"]
+    saturday = run([*products, "--at", "2026-11-28T12:00+08:00"], env, tmp_path)
+    assert saturday.returncode == 0, saturday.stderr
+    assert "It opens again Monday at 9 AM, Singapore time." in saturday.stdout
+    monday = run([*products, "--at", "2026-11-30T10:00+08:00"], env, tmp_path)
+    assert "It opens again" not in monday.stdout and "queued in 'products'" in monday.stdout
+    without = run([*products, "--at", "2026-11-28T12:00"], env, tmp_path)
+    assert without.returncode == 2 and "--at" in without.stderr  # a time needs its zone
+    server = run(["dial", "--keys", "1", "--at", "2026-11-28T12:00+08:00"], env, tmp_path)
+    assert server.returncode == 1 and "--at is for a draft (--routes)" in server.stderr
+
+
+def test_a_draft_walk_verifies_with_the_demo_accounts(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    account = DEMO_ACCOUNTS[0]
+    keys = f"1,1,{account['uid']},{account['pin']}"
+    result = run(
+        ["dial", "--routes", str(PROJECT_ROOT / "routes" / "hotline.yaml"), "--keys", keys],
+        env,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"uid {account['uid']} pin {account['pin']}" in result.stdout
+    assert "queued in 'security'" in result.stdout
+    assert "Because you confirmed your identity, we are placing a protective freeze" in (
+        result.stdout
+    )
 
 
 def test_calls_list_and_show_in_a_terminal(server: Server, tmp_path: Path) -> None:
