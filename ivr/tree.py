@@ -753,6 +753,7 @@ def _check_graph(
                     Option(key=node.operator_key, speech=node.operator_speech, target=node.operator)
                 )
             _check_shadowed_words(name, spoken, len(node.options), at)
+            _check_hint_count(name, spoken, at)
         if isinstance(node, LanguageNode):
             _check_shadowed_words(
                 name, list(node.shortcuts), len(node.shortcuts), at, field_name="shortcuts"
@@ -1191,6 +1192,27 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
             f"{len(keyed)} keyed options: callers cannot hold more than 9 in mind",
             "warning",
         )
+
+
+def _check_hint_count(name: str, spoken: list[Option], at: Any) -> None:
+    """Twilio takes MAX_HINTS hints per <Gather> (error 13330): past them, the last options'
+    words are heard as well as the recogniser hears them unhinted, which, for names and
+    jargon (USDT, 提币), is worse."""
+    words: dict[str, dict[str, None]] = {}
+    for option in spoken:
+        for lang, said in option.speech.items():
+            words.setdefault(lang, {}).update(dict.fromkeys(w.replace(",", " ") for w in said))
+    for lang, distinct in words.items():
+        if len(distinct) > MAX_HINTS:
+            first_left_out = list(distinct)[MAX_HINTS]
+            at(
+                name,
+                (),
+                f"{len(distinct)} {lang} keywords: Twilio takes {MAX_HINTS} hints, so from "
+                f"'{first_left_out}' on they are not hinted to its recogniser (fewer words, "
+                "or fewer options spoken here)",
+                "warning",
+            )
 
 
 def _check_shadowed_words(

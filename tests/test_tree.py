@@ -1829,3 +1829,16 @@ def test_an_operator_word_an_option_takes_first_is_never_heard(tmp_path: Path) -
         "keyword 'help' is never heard: options[1]'s 'help' matches it first (Latin keywords "
         "match at the start of a word, Chinese anywhere; the first option listed wins)"
     )
+
+
+def test_more_keywords_than_twilio_takes_hints_is_warned_of(tmp_path: Path) -> None:
+    words = ", ".join(f"w{n}x" for n in range(501))
+    text = speech_tree(f"{{en: [{words}]}}", "{en: [goodbye]}")
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'main:')}: warning: nodes.main: 502 en keywords: Twilio "
+        "takes 500 hints, so from 'w500x' on they are not hinted to its recogniser (fewer "
+        "words, or fewer options spoken here)"
+    )
+    fits = speech_tree("{en: [" + ", ".join(f"w{n}x" for n in range(499)) + "]}", "{en: [bye]}")
+    assert check(tmp_path, fits)[1] == []
