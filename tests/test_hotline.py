@@ -395,6 +395,35 @@ def test_a_victim_in_their_own_words_reaches_the_emergency_lane(
 
 
 @pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "my deposit took over an hour to arrive"),
+        ("1", "my order didn't place"),
+        ("1", "i ported my phone number to a new carrier"),
+        ("1", "why did you block my account"),
+        ("1", "support told me to send a selfie for kyc"),
+        ("1", "my api key leaked on github"),
+        ("1", "is there a hackathon"),
+        ("1", "someone is using my referral code"),
+        ("1", "i want to move my coins to a secure wallet like a ledger"),
+        ("2", "我登陆了我的账号但是看不到余额"),
+        ("2", "验证码发给我的手机收不到"),
+        ("2", "买家问我怎么告诉对方付款了"),
+        ("2", "有人用我的邀请码注册了"),
+        ("2", "我去营业厅补卡了"),
+        ("2", "为什么锁定我的账户"),
+    ],
+)
+def test_an_everyday_question_is_no_emergency(phone: Phone, language_key: str, words: str) -> None:
+    """Near a victim's words, but not theirs: the emergency lane would ask them to verify and
+    freeze their account, which no phone call undoes. (A review's 74 everyday phrasings.)"""
+    record = call(phone, Press(language_key), Speak(words), Press("9"))
+    assert record.queue != "security"
+    notice = ("You have reached our emergency service", "这里是账户被盗紧急服务")
+    assert not any(line.startswith(notice) for line in record.heard), record.heard
+
+
+@pytest.mark.parametrize(
     ("language_key", "words", "heard"),
     [
         ("1", "my withdrawal didn't make it to my wallet", "Deposits and withdrawals."),
