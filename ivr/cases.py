@@ -1580,10 +1580,12 @@ def date_last_leg(
     last = legs[-1] if legs and isinstance(legs[-1], dict) else None
     if last is None or last.get("agent_id") != agent_id or last.get("answered_at"):
         return False
-    start, end = last.get("connected_at"), last.get("ended_at")
-    if not start or not end:
+    try:
+        start = datetime.fromisoformat(last["connected_at"])
+        end = datetime.fromisoformat(last["ended_at"])
+        at = min(max(answered, start), end)
+    except (KeyError, TypeError, ValueError):  # not as `_leg` wrote it (edited by hand)
         return False
-    at = min(max(answered, datetime.fromisoformat(start)), datetime.fromisoformat(end))
     legs[-1] = {**last, "answered_at": at.isoformat()}
     with writing(conn):
         # The same number of talks as read: a transfer since then wrote another.

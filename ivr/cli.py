@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from ivr.exceptions import ConfigError, IVRError, PhoneError, SourceError
 from ivr.phone import (
@@ -325,6 +326,8 @@ def dial(
     accounts, so verification can be walked too)."""
     if at is not None and routes is None:
         raise _fail("--at is for a draft (--routes): a running server keeps its own clock")
+    if at is not None and not 1970 <= at.year <= 2200:
+        raise _fail("--at: a time between 1970 and 2200")
     party: ScriptedParty | TerminalParty = TerminalParty()
     if keys is not None:
         try:
@@ -790,8 +793,7 @@ def _dial_draft(
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/draft.sqlite3"
         upgrade(url)
-        settings = Settings(
-            _env_file=None,
+        settings = _DraftSettings(
             TWILIO_AUTH_TOKEN=token,
             IVR_PUBLIC_URL=public,
             IVR_DATABASE_URL=url,
@@ -829,6 +831,23 @@ def _dial_draft(
                 )
         finally:
             hotline_log.removeFilter(said_above)
+
+
+class _DraftSettings(Settings):
+    """A draft walk's settings: what it is given, nothing from the environment or .env. In a
+    shell set up for production, the walk's UID and PIN must not reach the exchange's
+    identity service, nor its Twilio account place a call or send a text."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 class _DropMessage(logging.Filter):

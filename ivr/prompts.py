@@ -321,9 +321,19 @@ def unspeakable(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
     return problems
 
 
-# Tags whose first part differs but name one language: Mandarin (cmn) and Cantonese (yue)
-# are Chinese (zh), as Twilio's voices and recognisers name them.
-_SAME_LANGUAGE = {"cmn": "zh", "yue": "zh", "zh": "zh"}
+# Tags whose first part differs but name one language, as Twilio's voices and recognisers
+# name them: Mandarin (cmn) and Cantonese (yue) are Chinese (zh); Norwegian no/nb/nn;
+# Filipino fil for Tagalog tl; the old codes iw (Hebrew), in (Indonesian), ji (Yiddish).
+_SAME_LANGUAGE = {
+    "cmn": "zh",
+    "yue": "zh",
+    "nb": "no",
+    "nn": "no",
+    "fil": "tl",
+    "iw": "he",
+    "in": "id",
+    "ji": "yi",
+}
 
 
 def _primary(tag: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy import Connection, Engine, event, select, update
 
 from ivr import cases, store
 from ivr.db import accounts, audit_log, users
@@ -1698,3 +1698,26 @@ def test_a_call_back_s_end_reported_as_its_agent_sends_it_on_is_theirs_to_make(
         assert cases.send_call_back_on(conn, case_id=ended, agent=user, to=to, now=T0) == "sent"
     assert get(db, asked)["flags"][cases.CALL_BACK_SID] == "CA1"
     assert (get(db, ended)["queue"], get(db, ended)["agent_id"]) == ("security", None)
+
+
+@pytest.mark.parametrize(
+    "leg",
+    [
+        {"agent_id": 7, "connected_at": None, "ended_at": "2026-11-23T02:00:00+00:00"},
+        {"agent_id": 7, "connected_at": "not a time", "ended_at": "2026-11-23T02:00:00+00:00"},
+        {"agent_id": 7, "connected_at": "2026-11-23T01:00:00", "ended_at": 5},
+        {"agent_id": 7},
+    ],
+)
+def test_a_talk_edited_by_hand_is_left_as_it_is_by_a_late_report(
+    db: Engine, leg: dict[str, Any]
+) -> None:
+    """Not as `_leg` writes it: the report of the cut leg (a webhook) changes nothing, and
+    raises nothing."""
+    case_id = add_case(db, 1, "normal", T0)
+    with db.begin() as conn:
+        conn.execute(update(cases.cases).where(cases.cases.c.id == case_id).values(legs=[leg]))
+    case = get(db, case_id)
+    with db.connect() as conn:
+        assert not cases.date_last_leg(conn, case=case, agent_id=7, answered=T0)
+    assert get(db, case_id)["legs"] == [leg]

@@ -625,10 +625,21 @@ def test_a_draft_walk_at_a_given_time_hears_the_trees_hours(tmp_path: Path) -> N
     assert without.returncode == 2 and "--at" in without.stderr  # a time needs its zone
     server = run(["dial", "--keys", "1", "--at", "2026-11-28T12:00+08:00"], env, tmp_path)
     assert server.returncode == 1 and "--at is for a draft (--routes)" in server.stderr
+    ages_ago = run([*products, "--at", "0001-01-01T00:00+01:00"], env, tmp_path)
+    assert ages_ago.returncode == 1 and "--at: a time between 1970 and 2200" in ages_ago.stderr
+    assert "Traceback" not in ages_ago.stderr
 
 
 def test_a_draft_walk_verifies_with_the_demo_accounts(tmp_path: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    """Sealed from the shell it runs in: set up for production, the walk's UID and PIN still
+    go to its demo accounts, not to the exchange's identity service (here, none listens)."""
+    production = {
+        "IVR_IDENTITY_URL": f"http://127.0.0.1:{free_port()}",
+        "IVR_IDENTITY_KEY": "k" * 32,
+        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "IVR_TEXT_TICKETS": "true",
+    }
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **production}
     account = DEMO_ACCOUNTS[0]
     keys = f"1,1,{account['uid']},{account['pin']}"
     result = run(

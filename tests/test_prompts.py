@@ -512,3 +512,20 @@ def test_mandarin_and_cantonese_tags_are_chinese(tmp_path: Path) -> None:
     zh = ZH
     mended = zh.replace("voice: Polly.Zhiyu-Neural", "voice: Google.cmn-CN-Standard-A")
     load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": mended}))
+
+
+@pytest.mark.parametrize(
+    ("language", "say", "hear"),
+    [("nb", "nb-NO", "no-NO"), ("tl", "fil-PH", "fil-PH"), ("he", "he-IL", "iw-IL")],
+)
+def test_one_language_under_its_two_codes_is_fine(
+    tmp_path: Path, language: str, say: str, hear: str
+) -> None:
+    """Twilio names Norwegian, Filipino and Hebrew by codes of their own (nb or no, fil, iw)."""
+    other = (
+        EN.replace("language: en\n", f"language: {language}\n", 1)
+        .replace("say_language: en-US", f"say_language: {say}")
+        .replace("speech_language: en-US", f"speech_language: {hear}\ncalendar: {{}}")
+    )
+    files = {"en.yaml": EN, f"{language}.yaml": other}
+    assert language in load_catalogs(write_catalogs(tmp_path / "p", files)).by_language
