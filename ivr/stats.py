@@ -598,7 +598,8 @@ def figures(
     by_agent: dict[str, _Tally] = {}
     for case in case_rows:
         closer = closed_by.get(case.id)
-        closed_for_them = closer is not None and closer != f"agent:{case.agent_name}"
+        # By name: an agent made supervisor since still closed their own case.
+        closed_for_them = closer is not None and closer.partition(":")[2] != case.agent_name
         on_the_way = bool((case.flags or {}).get(HUNG_UP_AT))
         for leg in _legs(case):
             if not on_the_way:
