@@ -1033,7 +1033,7 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     abandoned = [r for r in ("security", "payments") if rows[r][3].startswith("1")]
     assert len(abandoned) == 1  # the other is olga's, answered
     # offered ... abandonment: at once, by this clock, so a short abandon, said so
-    assert rows[abandoned[0]][:5] == ["1", "0", "0", "1 (1 short)", "100.0 % (n/a without)"]
+    assert rows[abandoned[0]][:5] == ["1", "0", "0", "1 (1 short)", "100.0 % (n/a without short)"]
     assert rows["All queues"][0] == "2"
     assert doc.xpath("//a[@href='#definitions']") and doc.xpath("//*[@id='definitions']//pre")
     # A period before the calls: nothing offered, rates are n/a (not 0).
