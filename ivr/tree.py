@@ -1226,27 +1226,15 @@ def _check_shadowed_words(
     def where(i: int) -> str:
         return f"{field_name}[{i}]" if i < listed else "operator_speech"
 
-    earlier: dict[str, list[tuple[int, str, re.Pattern[str]]]] = {}
+    # Per language, each earlier option: its index, one pattern of all its words (one
+    # search rules most out), and each word with its normal form.
+    earlier: dict[str, list[tuple[int, re.Pattern[str], list[tuple[str, str]]]]] = {}
     for i, option in enumerate(spoken):
-        for lang, words in option.speech.items():
+        for lang, said in option.speech.items():
             before = earlier.setdefault(lang, [])
-            for word in words:
+            for word in said:
                 heard = normalise_speech(word)
-                if not heard:
-                    continue
-                # One that leads where this one does takes nothing from it.
-                taker = next(
-                    (
-                        (j, other)
-                        for j, other, pattern in before
-                        if spoken[j].target != option.target
-                        # Two options' same word is an error already (the operator's is not).
-                        and (i >= listed or normalise_speech(other) != heard)
-                        and pattern.search(heard)
-                    ),
-                    None,
-                )
-                if taker is not None:
+                if heard and (taker := _taker(spoken, before, i, listed, heard)) is not None:
                     rel: PathKey = (
                         (field_name, i, "speech", lang) if i < listed else ("operator_speech", lang)
                     )
@@ -1258,9 +1246,29 @@ def _check_shadowed_words(
                         "Chinese anywhere; the first option listed wins)",
                         "warning",
                     )
-            before.extend(
-                (i, w, _keyword_pattern([n])) for w in words if (n := normalise_speech(w))
-            )
+            words = [(w, n) for w in said if (n := normalise_speech(w))]
+            if words:
+                before.append((i, _keyword_pattern([n for _, n in words]), words))
+
+
+def _taker(
+    spoken: list[Option],
+    before: list[tuple[int, re.Pattern[str], list[tuple[str, str]]]],
+    i: int,
+    listed: int,
+    heard: str,
+) -> tuple[int, str] | None:
+    """The earlier option, and its keyword, that takes what option `i`'s keyword `heard`
+    says; None if none does."""
+    for j, any_word, words in before:
+        # One that leads where this one does takes nothing from it.
+        if spoken[j].target == spoken[i].target or not any_word.search(heard):
+            continue
+        for word, normal in words:
+            # Two options' same word is an error already (the operator's is not).
+            if (i >= listed or normal != heard) and _keyword_pattern([normal]).search(heard):
+                return j, word
+    return None
 
 
 CLOSE = 0.75  # how alike a name must be to one that exists to be offered instead

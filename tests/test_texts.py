@@ -372,9 +372,12 @@ def test_a_live_tree_that_cannot_say_the_text_leaves_the_tickets_due(
     catalogs have no `ticket_text`: this one sends nothing, says so, and keeps them due."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    calls(phone, HIJACKED)
+    # Loaded before the call: between the call and the swap, the app's own timed job would
+    # text the ticket (loading a tree takes a while).
     prompts = catalogs_without(tmp_path / "prompts", "ticket_text")
-    hotline.trees.set_current(load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts))
+    mute = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
+    calls(phone, HIJACKED)
+    hotline.trees.set_current(mute)
     assert hotline.text_tickets() == 0
     assert texts(twilio_http) == [] and case_rows(db)[0]["ticket_text"] == "due"
 
