@@ -569,12 +569,18 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
 
 
 def _compile_menu(node: MenuNode) -> CompiledMenu:
+    return CompiledMenu(node, *_compiled(node.options, spoken_options(node)))
+
+
+def spoken_options(node: MenuNode) -> list[Option]:
+    """What a caller may say at a menu, in the order it is heard: its options, then the
+    operator's words."""
     spoken = list(node.options)
     if node.operator and node.operator_speech:
         spoken.append(
             Option(key=node.operator_key, speech=node.operator_speech, target=node.operator)
         )
-    return CompiledMenu(node, *_compiled(node.options, spoken))
+    return spoken
 
 
 def _compile_shortcuts(node: LanguageNode) -> Shortcuts:
@@ -609,7 +615,12 @@ MAX_HINTS = 500
 def hints_of(words: Iterable[str]) -> str:
     """A <Gather>'s hints: the words, each once, in order (the operator's first options'
     first), as many as Twilio takes."""
-    return ", ".join(list(dict.fromkeys(w.replace(",", " ") for w in words))[:MAX_HINTS])
+    return ", ".join(_hint_words(words)[:MAX_HINTS])
+
+
+def _hint_words(words: Iterable[str]) -> list[str]:
+    """The words, each once, in order, as a hint (a comma would split it in two)."""
+    return list(dict.fromkeys(w.replace(",", " ") for w in words))
 
 
 # -- loading and checking ---------------------------------------------------------------------
@@ -747,11 +758,7 @@ def _check_graph(
                     meant[target] = close[0]
         if isinstance(node, MenuNode):
             _check_menu_keys(name, node, catalogs, at)
-            spoken = list(node.options)
-            if node.operator and node.operator_speech:
-                spoken.append(
-                    Option(key=node.operator_key, speech=node.operator_speech, target=node.operator)
-                )
+            spoken = spoken_options(node)
             _check_shadowed_words(name, spoken, len(node.options), at)
             _check_hint_count(name, spoken, at)
         if isinstance(node, LanguageNode):
@@ -1198,13 +1205,14 @@ def _check_hint_count(name: str, spoken: list[Option], at: Any) -> None:
     """Twilio takes MAX_HINTS hints per <Gather> (error 13330): past them, the last options'
     words are heard as well as the recogniser hears them unhinted, which, for names and
     jargon (USDT, 提币), is worse."""
-    words: dict[str, dict[str, None]] = {}
+    words: dict[str, list[str]] = {}
     for option in spoken:
         for lang, said in option.speech.items():
-            words.setdefault(lang, {}).update(dict.fromkeys(w.replace(",", " ") for w in said))
-    for lang, distinct in words.items():
+            words.setdefault(lang, []).extend(said)
+    for lang, said in words.items():
+        distinct = _hint_words(said)
         if len(distinct) > MAX_HINTS:
-            first_left_out = list(distinct)[MAX_HINTS]
+            first_left_out = distinct[MAX_HINTS]
             at(
                 name,
                 (),
