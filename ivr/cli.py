@@ -7,7 +7,7 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
 
 import typer
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -72,25 +72,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _settings() -> Settings:
+S = TypeVar("S", bound=DatabaseSettings)
+
+
+def _settings(kind: type[S]) -> S:
+    """`kind`'s settings, or the command fails saying which are wrong: Settings for serving;
+    AccountSettings for the account directory's commands (the database and IVR_SECRET_KEY
+    alone); DatabaseSettings for those that touch only the database (no Twilio token or
+    public URL needed)."""
     try:
-        return load_settings()
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _account_settings() -> AccountSettings:
-    """For the account directory's commands: the database and IVR_SECRET_KEY alone."""
-    try:
-        return load_settings(AccountSettings)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _database_settings() -> DatabaseSettings:
-    """For commands that touch only the database: no Twilio token or public URL needed."""
-    try:
-        return load_settings(DatabaseSettings)
+        return load_settings(kind)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -109,7 +100,7 @@ def serve(
     from ivr.tree import load_tree
     from ivr.web import create_app
 
-    settings = _settings()
+    settings = _settings(Settings)
     tree: CompiledTree | None = None
     refusal: SourceError | None = None
     try:
@@ -181,7 +172,7 @@ def db_upgrade() -> None:
     """Bring the database schema to the newest migration (run once per deployment)."""
     from ivr.db import upgrade
 
-    settings = _database_settings()
+    settings = _settings(DatabaseSettings)
     try:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:
@@ -372,7 +363,7 @@ def users_add(
     """Create a user and print their API token (shown once; only its hash is kept)."""
     from ivr.cases import create_user
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
             token = create_user(conn, name=name, role=role, phone=phone, now=utcnow())
@@ -386,7 +377,7 @@ def users_list() -> None:
     """Every user: name, role, agent phone, when created, and whether revoked (no tokens)."""
     from ivr.cases import list_users
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
         rows = list_users(conn, now=utcnow())
     for row in rows:
@@ -407,7 +398,7 @@ def users_away(name: Annotated[str, typer.Argument(help="the agent's login name"
 
     from ivr.cases import set_away_by_name
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
         found = set_away_by_name(conn, name=name, actor=f"cli:{getpass.getuser()}", now=utcnow())
     if not found:
@@ -439,7 +430,7 @@ def users_languages(
         raise _fail(str(exc)) from None
     if why_not:
         raise _fail(why_not)
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
             found = set_languages(conn, name=name, languages=codes)
@@ -456,7 +447,7 @@ def users_revoke(name: Annotated[str, typer.Argument(help="login name")]) -> Non
     """Stop a user's token and dashboard sessions now (someone left, or a token leaked)."""
     from ivr.cases import revoke_user
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
             requeued = revoke_user(conn, name=name, now=utcnow())
@@ -472,7 +463,7 @@ def users_token(name: Annotated[str, typer.Argument(help="login name")]) -> None
     """Issue a user a new API token (shown once); the old one stops working. Lifts a revoke."""
     from ivr.cases import reissue_token
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
             token = reissue_token(conn, name=name)
@@ -497,7 +488,7 @@ def accounts_add(
     totp_secret: Annotated[str | None, typer.Option(help="authenticator seed (base32)")] = None,
 ) -> None:
     """Add or replace an account; secrets are stored only as argon2 hashes (TOTP: encrypted)."""
-    directory = _directory(_account_settings())
+    directory = _directory(_settings(AccountSettings))
     try:
         directory.add(
             uid=uid, pin=pin, id_last4=id_last4, phone=phone, totp_secret=totp_secret, now=utcnow()
@@ -517,7 +508,7 @@ def accounts_unfreeze(
 
     if len(reason.strip()) < 3:
         raise _fail("say why the freeze is lifted (--reason)")
-    directory = _directory(_account_settings())
+    directory = _directory(_settings(AccountSettings))
     actor = f"cli:{getpass.getuser()}"
     if not directory.unfreeze(uid=uid, actor=actor, reason=reason.strip(), now=utcnow()):
         raise _fail(f"account {uid} is not frozen (or does not exist)")
@@ -533,7 +524,7 @@ def accounts_import(
     """Add or replace accounts from a CSV file; every row is checked before any is saved."""
     import csv
 
-    directory = _directory(_account_settings())
+    directory = _directory(_settings(AccountSettings))
     try:
         with file.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -578,7 +569,7 @@ def demo() -> None:
     """Seed demo accounts and an agent for trying the hotline locally, and print them."""
     from ivr.cases import create_user
 
-    settings = _settings()
+    settings = _settings(Settings)
     directory = _directory(settings)
     typer.echo("demo accounts (call with ivr dial; the emergency path asks for UID and PIN):")
     for account in DEMO_ACCOUNTS:
@@ -670,7 +661,7 @@ def calls_list(
         emergency=emergency,
         caller=caller,
     )
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
             rows, after = list_calls(conn, filters=filters, limit=limit, cursor=cursor)
@@ -687,7 +678,7 @@ def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> 
     """One call's timeline: every node, input, case, agent action and the hang-up."""
     from ivr.calllog import timeline
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
     if found is None:
@@ -721,7 +712,7 @@ def calls_tail(
 
     from ivr.db import call_events
 
-    db = _database(_database_settings())
+    db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
         last = (
             conn.execute(select(call_events.c.id).order_by(call_events.c.id.desc())).scalar() or 0
@@ -745,7 +736,7 @@ def calls_tail(
 def _dial_server(party: Party, from_number: str, to_number: str, url: str | None) -> CallRecord:
     import httpx
 
-    settings = _settings()
+    settings = _settings(Settings)
     phone = Phone(
         httpx.Client(timeout=15),
         public_url=settings.base_url,
@@ -779,7 +770,6 @@ def _dial_draft(
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    from ivr.db import upgrade
     from ivr.tree import load_tree
     from ivr.web import create_app
 
@@ -792,7 +782,6 @@ def _dial_draft(
     token, public = secrets.token_hex(16), "https://draft.invalid"
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/draft.sqlite3"
-        upgrade(url)
         settings = _DraftSettings(
             TWILIO_AUTH_TOKEN=token,
             IVR_PUBLIC_URL=public,
