@@ -150,12 +150,16 @@ def load_file(path: Path | str) -> YamlDoc:
 
 def _lone_hash(node: yaml.Node, path: PathKey, doc: YamlDoc, problems: list[Problem]) -> None:
     """`back_key: #` is no pound key: YAML reads an unquoted # after a space as a comment, and
-    the value as empty (null), silently. A lone # there, with nothing after it, is refused."""
+    the value as empty (null), silently. A lone # there, with nothing after it, is refused; so
+    is a key field's (`back_key: # pound`), where a comment after the value is far likelier the
+    pound key written with a word about it than an empty key meant (`null` says that)."""
     if not isinstance(node, yaml.ScalarNode) or node.value or node.style is not None:
         return
     mark = node.start_mark
     rest = str(mark.buffer or "")[mark.pointer :].split("\n", 1)[0].strip(" \t\r\x00")
-    if rest == "#":
+    field = path[-1] if path else None
+    a_key = isinstance(field, str) and (field == "key" or field.endswith("_key"))
+    if rest == "#" or (a_key and rest.startswith("#")):
         problems.append(
             Problem(
                 doc.file,

@@ -352,6 +352,17 @@ def test_a_lone_unquoted_hash_is_refused_for_the_comment_it_is() -> None:
     assert all(p.message.startswith(hint) for p in caught.value.problems)
 
 
+def test_a_key_field_left_empty_by_a_comment_after_its_hash_is_refused() -> None:
+    """`back_key: # pound` is the pound key with a word about it, to its writer; to YAML, no key."""
+    text = "menu:\n  back_key: # pound key\n  skip_key:  #skip\n  repeat_key: null  # none\n"
+    with pytest.raises(SourceError) as caught:
+        load_text(text, "tree.yaml")
+    assert [(p.line, p.path) for p in caught.value.problems] == [
+        (2, "menu.back_key"),
+        (3, "menu.skip_key"),
+    ]
+
+
 def test_a_quoted_hash_an_explicit_null_or_a_real_comment_are_fine() -> None:
     text = "a: \"#\"\nb: null\nc:   # none here, on purpose\nd: '#'\n"
     assert load_text(text, "tree.yaml").data == {"a": "#", "b": None, "c": None, "d": "#"}
