@@ -322,11 +322,11 @@ def unspeakable(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
 
 
 # Tags whose first part differs but name one language, as Twilio's voices and recognisers
-# name them: Mandarin (cmn) and Cantonese (yue) are Chinese (zh); Norwegian no/nb/nn;
-# Filipino fil for Tagalog tl; the old codes iw (Hebrew), in (Indonesian), ji (Yiddish).
+# name them: Mandarin is cmn or zh; Norwegian no/nb/nn; Filipino fil for Tagalog tl; the old
+# codes iw (Hebrew), in (Indonesian), ji (Yiddish). Cantonese is spoken Chinese too, but
+# another language to the ear: yue, and zh of Hong Kong or Macau (`_primary`).
 _SAME_LANGUAGE = {
     "cmn": "zh",
-    "yue": "zh",
     "nb": "no",
     "nn": "no",
     "fil": "tl",
@@ -337,8 +337,11 @@ _SAME_LANGUAGE = {
 
 
 def _primary(tag: str) -> str:
-    first = tag.split("-", 1)[0].lower()
-    return _SAME_LANGUAGE.get(first, first)
+    parts = tag.lower().split("-")
+    if parts[0] == "zh" and ("hk" in parts or "mo" in parts or "yue" in parts):
+        # Twilio's zh-HK voices and recogniser are Cantonese; Taiwan's zh-TW is Mandarin.
+        return "yue"
+    return _SAME_LANGUAGE.get(parts[0], parts[0])
 
 
 def wrong_voice(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:

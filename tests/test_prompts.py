@@ -508,10 +508,32 @@ def test_a_catalog_said_or_heard_in_another_language_is_refused(
     assert (problem.path, problem.message) == (path, message)
 
 
-def test_mandarin_and_cantonese_tags_are_chinese(tmp_path: Path) -> None:
+def test_mandarin_tags_are_chinese(tmp_path: Path) -> None:
     zh = ZH
     mended = zh.replace("voice: Polly.Zhiyu-Neural", "voice: Google.cmn-CN-Standard-A")
+    mended = mended.replace("speech_language: cmn-Hans-CN", "speech_language: zh-TW")
     load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": mended}))
+
+
+@pytest.mark.parametrize("hear", ["yue-Hant-HK", "zh-HK"])
+def test_a_mandarin_catalog_heard_by_a_cantonese_recogniser_is_refused(
+    tmp_path: Path, hear: str
+) -> None:
+    """Written Chinese is one, but a Cantonese recogniser hears few Mandarin words."""
+    zh = ZH.replace("speech_language: cmn-Hans-CN", f"speech_language: {hear}")
+    problem = only(refused(write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh})))
+    assert problem.path == "speech_language"
+
+
+def test_a_cantonese_catalog_said_and_heard_in_cantonese_is_fine(tmp_path: Path) -> None:
+    yue = (
+        ZH.replace("language: zh-CN\n", "language: zh-HK\n", 1)
+        .replace("say_language: cmn-CN", "say_language: yue-CN")
+        .replace("voice: Polly.Zhiyu-Neural", "voice: Google.yue-HK-Standard-A")
+        .replace("speech_language: cmn-Hans-CN", "speech_language: yue-Hant-HK")
+    )
+    files = {"en.yaml": EN, "zh-HK.yaml": yue}
+    assert "zh-HK" in load_catalogs(write_catalogs(tmp_path / "p", files)).by_language
 
 
 @pytest.mark.parametrize(
