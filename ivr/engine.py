@@ -77,6 +77,12 @@ ACCEPT_KEY = "1"
 MAX_HOPS = MAX_PASS_THROUGH
 MAX_TRAIL = 10
 MAX_REQUEUES = 3
+# Twilio's QueueResult when its queue holds its max size of callers (error 14207): no fault
+# of ours, and no reason to apologise for one. Told once (optional prompt, else the
+# apology), and waited out between tries, so a full queue is not a loop of webhooks.
+QUEUE_FULL = "queue-full"
+QUEUE_FULL_PROMPT = "queue_full"
+QUEUE_FULL_PAUSE = 10
 # Said to a caller the agent sends on to another team (`tree.LATER_ENGINE_PROMPTS`).
 TRANSFERRED_PROMPT = "call_transferred"
 # A customer Twilio called back, sent on by the agent: that team calls them.
@@ -1430,11 +1436,19 @@ class _Turn:
         if node is not None and node.on_leave:
             return self.enter(node.on_leave, state)
         # Left unserved (queue full, an error): apologise and queue again; when this queue
-        # keeps failing, the tree's fallback queue. The case stays in line meanwhile.
+        # keeps failing, the tree's fallback queue. The case stays in line meanwhile: its
+        # place is the hotline's, not Twilio's queue's, so nobody loses their turn.
         requeues = int(state.facts.get("requeues", "0")) + 1
         current = state.facts["queue"]
         fallback = self.tree.tree.fallback_queue
-        self.say("fallback_apology", state.lang)
+        if result != QUEUE_FULL:
+            self.say("fallback_apology", state.lang)
+        elif "queue_full" not in state.facts:
+            full = self.tree.catalogs.has(QUEUE_FULL_PROMPT, state.lang)
+            self.say(QUEUE_FULL_PROMPT if full else "fallback_apology", state.lang)
+            state = state.model_copy(update={"facts": {**state.facts, "queue_full": "told"}})
+        if result == QUEUE_FULL:
+            self.response.pause(length=QUEUE_FULL_PAUSE)
         if requeues <= MAX_REQUEUES:
             state = state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}})
             return self.enqueue(state, current, state.facts["priority"])

@@ -98,6 +98,7 @@ ENGINE_PROMPTS = (
 LATER_ENGINE_PROMPTS = {
     "call_transferred": "a caller an agent sends on hears nothing before the new queue",
     "callback_sent_on": "a customer whose call back an agent sends on hears only goodbye",
+    "queue_full": "a caller whose Twilio queue is full is told something went wrong",
 }
 # Tips said between hold segments, in turn: hold_tip_1, hold_tip_2, ... (optional).
 HOLD_TIP_PREFIX = "hold_tip_"

@@ -456,6 +456,30 @@ def test_a_failing_queue_moves_the_caller_to_the_fallback_queue(call: Call) -> N
         assert verbs(step)[-1] == "Enqueue" and not call.state.ended
 
 
+def test_a_full_queue_is_told_once_as_busy_lines_and_waited_out_before_each_try(
+    call: Call,
+) -> None:
+    """Twilio's queue at its max size is no fault to apologise for, round after round: the
+    caller hears once that the lines are busy, then waits between tries (not a webhook loop)."""
+    call.send(Keys("1"))
+    call.send(Keys("1"))  # emergency: the security queue
+    step = call.send(QueueExit("queue-full"))
+    assert said(step) == ["Every line is busy. Please hold."]
+    assert verbs(step) == ["Say", "Pause", "Enqueue"]
+    step = call.send(QueueExit("queue-full"))
+    assert verbs(step) == ["Pause", "Enqueue"]
+    # An error after it is still one: apologised for.
+    step = call.send(QueueExit("error"))
+    assert said(step) == ["Sorry, we are having trouble. Connecting you to an agent."]
+
+
+def test_a_full_queue_in_a_language_without_its_prompt_hears_the_apology(call: Call) -> None:
+    call.send(Keys("2"))  # Mandarin: the test catalog has no queue_full
+    call.send(Keys("1"))
+    step = call.send(QueueExit("queue-full"))
+    assert said(step) == ["抱歉,系统出现问题,正在为您转接人工客服。"]
+
+
 def test_a_normal_caller_is_let_go_only_when_even_the_fallback_queue_refuses(call: Call) -> None:
     call.send(Keys("1"))
     call.send(Keys("0"))  # the general queue, normal priority
