@@ -723,17 +723,22 @@ def accepted_twiml() -> str:
     return str(VoiceResponse())
 
 
-def fallback_twiml(catalogs: Catalogs, links: Links, queue: str) -> str:
-    """What a caller hears when the hotline itself failed: an apology and an agent queue."""
+def fallback_twiml(
+    catalogs: Catalogs, links: Links, queue: str, language: str | None = None
+) -> str:
+    """What a caller hears when the hotline itself failed: an apology and an agent queue.
+    In every language, the caller's likely one (`language`, by their number) first; and
+    their hold rounds in it."""
     response = VoiceResponse()
-    for language in catalogs.languages:
-        _say(response, catalogs, "fallback_apology", language)
+    first = catalogs.spoken(language)
+    for each in sorted(catalogs.languages, key=lambda lang: lang != first):
+        _say(response, catalogs, "fallback_apology", each)
     # The action lets the hold loop hand this caller to an agent (<Leave/>) like any other.
     response.enqueue(
         queue,
         action=links.queue_exit(0),
         method="POST",
-        wait_url=links.wait(BASE_LANGUAGE, queue),
+        wait_url=links.wait(first, queue),
         wait_url_method="POST",
     )
     return str(response)
@@ -1444,7 +1449,7 @@ class _Turn:
         if result != QUEUE_FULL:
             self.say("fallback_apology", state.lang)
         elif "queue_full" not in state.facts:
-            full = self.tree.catalogs.has(QUEUE_FULL_PROMPT, state.lang)
+            full = self.tree.catalogs.has(QUEUE_FULL_PROMPT, BASE_LANGUAGE)  # shipped later
             self.say(QUEUE_FULL_PROMPT if full else "fallback_apology", state.lang)
             state = state.model_copy(update={"facts": {**state.facts, "queue_full": "told"}})
         if result == QUEUE_FULL:

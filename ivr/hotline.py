@@ -2302,10 +2302,15 @@ class Hotline:
             catalogs, catalogs.spoken(language), self.settings.hold_music_url_str
         )
 
-    def fallback(self) -> str:
-        """For when anything failed: from memory alone, apologise and queue for an agent."""
+    def fallback(self, caller: str | None = None) -> str:
+        """For when anything failed: from memory alone, apologise and queue for an agent;
+        in the caller's likely language first, by their number (`caller`), where known."""
+        tree = self.trees.current
         return engine.fallback_twiml(
-            self.trees.current.catalogs, self.links, self.settings.fallback_queue
+            tree.catalogs,
+            self.links,
+            self.settings.fallback_queue,
+            tree.likely_language(caller) if caller else None,
         )
 
     def close_stale_calls(self) -> int:

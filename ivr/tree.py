@@ -55,7 +55,7 @@ from pydantic import (
 )
 
 from ivr.exceptions import Problem, SourceError
-from ivr.numbers import E164, SHORT_CODE
+from ivr.numbers import E164, SHORT_CODE, country_code
 from ivr.prompts import BASE_LANGUAGE, Catalogs, catalogs_from_sources, load_catalogs
 from ivr.yamlfile import PathKey, YamlDoc, load_text, read_source
 
@@ -503,6 +503,15 @@ class CompiledTree:
 
     def node(self, name: str) -> Node:
         return self.tree.nodes[name]
+
+    def likely_language(self, caller: str | None) -> str | None:
+        """The language a caller likely speaks, by their number's country, as the first
+        language menu naming it says: what a fallback with no call state speaks first."""
+        country = country_code(caller)
+        for node in self.tree.nodes.values():
+            if isinstance(node, LanguageNode) and (language := node.likely(country)):
+                return language
+        return None
 
     def home_country(self, language: str) -> str | None:
         """The country calling code a language menu names first for `language` ("+86" for

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -600,9 +600,24 @@ async def status(form: TwilioForm, hotline: HotlineDep) -> Response:
 
 
 @router.post("/fallback")
-async def fallback(_form: TwilioForm, hotline: HotlineDep) -> Response:
-    # async: no worker thread needed, so it answers even when every thread waits on the database.
-    return _twiml(hotline.fallback())
+async def fallback(form: TwilioForm, hotline: HotlineDep) -> Response:
+    """Twilio could not fetch or run a webhook's TwiML (`ErrorUrl`, `ErrorCode`: a proxy's
+    502, a reset, a timeout). async: no worker thread needed, so it answers even when every
+    thread waits on the database. A caller holding in a queue keeps holding (an <Enqueue>
+    there would end their wait with an error); anyone else reaches the agent queue."""
+    failed = urlsplit(_text(form, "ErrorUrl", 2048))
+    sid, code = _text(form, "CallSid", 64), _text(form, "ErrorCode", 16)
+    log.warning(
+        "Twilio reached the fallback for call %s: error %s at %s",
+        sid if engine.CALL_SID.match(sid) else "unknown",
+        code if code.isascii() and code.isdigit() else "unknown",
+        # The path alone: its query may name a case.
+        failed.path if failed.path.isprintable() else "an unreadable URL",
+    )
+    if failed.path.endswith(tuple(HOLDING_PATHS)):
+        lang = dict(parse_qsl(failed.query)).get("lang")
+        return _twiml(hotline.hold_from_memory(lang))
+    return _twiml(hotline.fallback(_text(form, "From", 64) or None))
 
 
 def media_client(

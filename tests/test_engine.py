@@ -27,8 +27,10 @@ from ivr.engine import (
     fallback_twiml,
     hold_twiml,
 )
+from ivr.settings import PROJECT_ROOT
 from ivr.tree import CompiledTree, load_tree
 from tests.conftest import DATA
+from tests.support.catalogs import catalogs_without
 
 LINKS = Links("https://hotline.example.test")
 MONDAY_NOON_SGT = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
@@ -473,11 +475,18 @@ def test_a_full_queue_is_told_once_as_busy_lines_and_waited_out_before_each_try(
     assert said(step) == ["Sorry, we are having trouble. Connecting you to an agent."]
 
 
-def test_a_full_queue_in_a_language_without_its_prompt_hears_the_apology(call: Call) -> None:
-    call.send(Keys("2"))  # Mandarin: the test catalog has no queue_full
-    call.send(Keys("1"))
+def test_a_full_queue_with_catalogs_older_than_its_prompt_hears_the_apology(
+    tmp_path: Path, check_twiml: Callable[[str], None]
+) -> None:
+    prompts = catalogs_without(tmp_path / "prompts", "queue_full")
+    call = Call(load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts), check_twiml)
+    call.send(Keys("2"))  # Mandarin
+    call.send(Keys("1"))  # the emergency lane
+    while call.state.node != "emergency_queue" and not call.state.ended:
+        call.send(Keys("*"))  # skips verification
     step = call.send(QueueExit("queue-full"))
-    assert said(step) == ["抱歉,系统出现问题,正在为您转接人工客服。"]
+    assert said(step)[0].startswith("非常抱歉,系统暂时出现问题")
+    assert verbs(step)[-2:] == ["Pause", "Enqueue"]
 
 
 def test_a_normal_caller_is_let_go_only_when_even_the_fallback_queue_refuses(call: Call) -> None:

@@ -254,6 +254,43 @@ def test_fallback_url_answers_from_memory(
     assert [e.tag for e in root] == ["Say", "Say", "Enqueue"] and root[2].text == "general"
 
 
+def test_the_fallback_speaks_first_and_holds_in_the_callers_likely_language(
+    hotline_tree: CompiledTree, clock: FakeClock, check_twiml: Callable[[str], None]
+) -> None:
+    """A caller from China whose webhook failed hears Mandarin first, and holds in it: the
+    tree's language menu says +86 callers likely speak it. From memory, with no database."""
+    dead = create_db_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    )
+    settings = make_settings(IVR_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    app = create_app(settings, tree=hotline_tree, db=dead, clock=clock)
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        chinese = {**first_request(), "From": "+8613912345678", "ErrorCode": "11200"}
+        english = {**first_request(), "ErrorCode": "11200"}
+        answers = [phone.signed_post(FALLBACK, form) for form in (chinese, english)]
+    (zh_first, en_first) = (etree.fromstring(a.content) for a in answers)
+    assert zh_first[0].get("language") == "cmn-CN" and en_first[0].get("language") == "en-US"
+    assert [e.tag for e in zh_first] == ["Say", "Say", "Enqueue"]
+    assert "lang=zh-CN" in zh_first[2].get("waitUrl", "")
+    assert "lang=en" in en_first[2].get("waitUrl", "")
+
+
+def test_a_hold_round_twilio_could_not_fetch_falls_back_to_a_hold_round(
+    broken_client: TestClient, check_twiml: Callable[[str], None]
+) -> None:
+    """Twilio asks the fallback URL when a wait URL's request failed on the way (a proxy's
+    502, a reset): an <Enqueue> there would end the caller's wait with an error."""
+    phone = Phone(broken_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    failed = PUBLIC_URL + "/twilio/wait?lang=zh-CN&queue=security"
+    form = {**first_request(), "ErrorCode": "11205", "ErrorUrl": failed}
+    response = phone.signed_post(FALLBACK, form)
+    check_twiml(response.text)
+    assert "<Enqueue" not in response.text and "<Leave" not in response.text
+    root = etree.fromstring(response.content)
+    assert {e.get("language") for e in root.iter("Say")} == {"cmn-CN"}
+
+
 def test_a_hold_round_that_fails_inside_is_a_hold_round_from_memory(
     mini_phone: Phone, check_twiml: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
