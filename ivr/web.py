@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, QueuePool, text
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from twilio.request_validator import (
     SIGNATURE_HEADER,
@@ -748,6 +749,7 @@ def create_app(
     )
     app.add_middleware(WebhookDeadline, hotline=hotline, seconds=settings.webhook_deadline_seconds)
     app.add_middleware(WebhookTimer, metrics=hotline.metrics)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)  # outermost: before anything reads a body
     app.state.hotline = hotline
     app.state.validator = RequestValidator(settings.twilio_auth_token)
     app.include_router(router)
@@ -872,6 +874,65 @@ class WebhookDeadline:
             return {"type": "http.disconnect"}
 
         await response(scope, nothing_more, send)
+
+
+class BodyLimit:
+    """Refuses any request body over `limit` bytes (413), on every path, before a route, a
+    form parser or a sign-in check reads it: FastAPI reads a JSON or form body whole (a form's
+    files to a temporary file) before the route's dependencies run, so a stranger's 300 MB
+    would cost memory or disk first and 401 after. By Content-Length up front, and counted as
+    it arrives (a chunked body has none)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await _too_large(scope, send)
+            return
+        seen = 0
+        started = refused = False
+
+        async def counted() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit and not refused:
+                    refused = True
+                    if not started:
+                        await _too_large(scope, send)
+                    # The route sees the client gone: it stops reading and answers nobody.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out instead
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except Exception:
+            if not refused:
+                raise
+            # The route failed on the client "gone" (ClientDisconnect): answered already.
+
+
+async def _too_large(scope: Scope, send: Send) -> None:
+    response = JSONResponse({"detail": "request body too large"}, status_code=413)
+    await response(scope, _disconnected, send)
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class WebhookTimer:

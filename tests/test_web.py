@@ -445,6 +445,35 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(mini_client: TestC
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/api/cases/1/resolve", "application/json"),
+        ("/dashboard/login", "application/x-www-form-urlencoded"),
+        ("/dashboard/login", "multipart/form-data; boundary=b"),
+    ],
+)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_strangers_huge_body_is_refused_before_it_is_read_or_signed_in(
+    mini_client: TestClient, path: str, kind: str, chunked: bool
+) -> None:
+    """Not read whole into memory (or a temporary file, for a form's upload) and then 401:
+    refused as too large first, on the API and the dashboard as on the webhooks."""
+    body = b"a" * (200 * 1024)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    sent = mini_client.post(
+        path, content=chunks() if chunked else body, headers={"content-type": kind}
+    )
+    assert sent.status_code == 413
+    # A body of a usual size is read, and refused for what it is (no sign-in, a bad form).
+    small = mini_client.post(path, content=b"{}", headers={"content-type": kind})
+    assert small.status_code in (400, 401, 403, 422)
+
+
 @pytest.mark.parametrize("confidence", ["NaN", "inf", "-1", "7", "abc"])
 def test_odd_speech_confidence_is_dropped_not_stored(
     mini_phone: Phone, db: Engine, confidence: str
