@@ -31,7 +31,7 @@ from ivr.identity import HASHER
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-AUTH_TOKEN = "b3nchb3nchb3nchb3nchb3nchb3nch00"
+AUTH_TOKEN = "b3ac4b3ac4b3ac4b3ac4b3ac4b3ac400"
 PUBLIC_URL = "https://hotline.bench.test"
 PG_ADMIN_URL = os.environ.get(
     "IVR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -20,8 +20,9 @@ from ivr.exceptions import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 E164 = numbers.E164.pattern
 
-# Tokens that appear in tutorials and example files; a production hotline must not run on one.
-_PLACEHOLDER_TOKENS = {"changeme", "your_auth_token", "secret", "token", "test", "xxxxxxxx"}
+# A Twilio auth token is 32 hexadecimal digits; tutorials' and example files' placeholders
+# ("your_auth_token", "xxxx...", "changeme") are not, and one digit 32 times is no secret.
+_AUTH_TOKEN = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _comma_list(value: object, pattern: str, what: str) -> object:
@@ -250,9 +251,10 @@ class Settings(AccountSettings):
     @classmethod
     def _token_is_real(cls, value: str) -> str:
         value = value.strip()
-        if len(value) < 16 or value.lower() in _PLACEHOLDER_TOKENS:
+        if not _AUTH_TOKEN.fullmatch(value) or len(set(value.lower())) == 1:
             raise ValueError(
-                "must be the real Twilio auth token (32 characters), not a placeholder"
+                "must be the real Twilio auth token (32 hexadecimal digits, Console -> "
+                "Account -> API keys & tokens), not a placeholder"
             )
         return value
 
