@@ -128,6 +128,8 @@ def serve(
             err=True,
         )
     typer.echo(f"call tree {tree.file} version {tree.version}: {len(tree.tree.nodes)} nodes")
+    if settings.twilio_account_sid:
+        _size_twilio_queues(settings, tree)
     # In full, as pasted into Twilio's console: a path prefix (IVR_PUBLIC_URL's) included.
     typer.echo(f"Twilio voice URL (a call comes in): {settings.base_url}/twilio/voice")
     typer.echo(f"Twilio status callback URL: {settings.base_url}/twilio/status")
@@ -142,6 +144,25 @@ def serve(
         forwarded_allow_ips=settings.trusted_proxies,
         log_config=log_config(settings.log_format),
     )
+
+
+def _size_twilio_queues(settings: Settings, tree: CompiledTree) -> None:
+    """The tree's queues made to hold Twilio's most callers (`ivr.queues`). Failing, it is
+    said and the hotline serves anyway: the queues Twilio makes still hold 1,000 each."""
+    from ivr.queues import size_queues
+    from ivr.web import rest_client
+
+    try:
+        done = size_queues(rest_client(settings), [*tree.queues, settings.fallback_queue])
+    except Exception as exc:  # Twilio's refusal or the network's: said, not fatal
+        typer.echo(
+            f"warning: Twilio's queues not sized ({type(exc).__name__}: {exc}); a queue "
+            "Twilio makes holds 1,000 callers, and the next are told the lines are full",
+            err=True,
+        )
+        return
+    for line in done:
+        typer.echo(f"Twilio queue {line}")
 
 
 def _live_tree(settings: Settings) -> CompiledTree | None:

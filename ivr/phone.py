@@ -164,6 +164,7 @@ class CallRecord:
     documents: list[str] = field(default_factory=list)
     queue: str | None = None
     hold_polls: int = 0
+    refused_by_full_queues: int = 0  # <Enqueue>s Twilio answered with queue-full
     dialed: str | None = None
     # A screened <Dial> (IVR_AGENT_SCREENING): whether the agent took the call; None if the
     # dialled phone was not screened.
@@ -208,6 +209,10 @@ class Phone:
         self.account_sid = account_sid
         self.validator = RequestValidator(auth_token)
         self.check_twiml = check_twiml
+        # Queues at their max size (error 14207), each with how many more <Enqueue>s in it
+        # Twilio refuses (the caller's action told QueueResult=queue-full at once) before
+        # someone leaves it and the next is let in.
+        self.full_queues: dict[str, int] = {}
 
     def call(
         self,
@@ -462,8 +467,14 @@ class _Session:
 
     def enqueue(self, verb: ET.Element) -> ET.Element:
         queue = (verb.text or "").strip()
-        self.record.queue = queue
         wait_url, action = verb.get("waitUrl"), verb.get("action")
+        if self.phone.full_queues.get(queue, 0) > 0:
+            self.phone.full_queues[queue] -= 1
+            self.record.refused_by_full_queues += 1
+            if not action:  # Twilio would go on to the next verb; the hotline never asks so
+                raise PhoneError("a full queue's <Enqueue> has no action to report to")
+            return self.post(action, {"QueueResult": "queue-full", "QueueTime": "0"})
+        self.record.queue = queue
         polls, entered = 0, time.monotonic()
         result = "hangup"
         redirects = self._redirects()

@@ -15,7 +15,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -75,6 +75,9 @@ from ivr.observe import CALL_SID as CURRENT_CALL
 from ivr.observe import Metrics
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 log = logging.getLogger("ivr.web")
 T = TypeVar("T")
@@ -377,9 +380,15 @@ async def dial(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Respons
 @router.post("/queue-exit")
 async def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> Response:
     sid = _call_sid(form)
-    return await _advance(
-        hotline, sid, s, engine.QueueExit(_text(form, "QueueResult", 32) or "error")
-    )
+    result = _text(form, "QueueResult", 32) or "error"
+    if result == engine.QUEUE_FULL:
+        # Callers are held and tried again, their cases in line; the queue wants sizing.
+        log.error(
+            "Twilio refused call %s: its queue is full (error 14207); `ivr serve` makes the "
+            "tree's queues hold 5,000 where it has TWILIO_ACCOUNT_SID",
+            sid,
+        )
+    return await _advance(hotline, sid, s, engine.QueueExit(result))
 
 
 Lang = Annotated[str, Query(max_length=16)]
@@ -636,6 +645,19 @@ def media_client(
     )
 
 
+def rest_client(settings: Settings) -> Client:
+    """Twilio's REST client for the account. With a timeout: a REST call that hangs must not
+    hold up an agent's claim (or every offer to the available agents) for ever."""
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    return Client(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        http_client=TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT),
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -672,16 +694,7 @@ def create_app(
     )
     actions = actions or LocalAccountActions(db)
     if twilio is None and settings.twilio_account_sid:
-        from twilio.http.http_client import TwilioHttpClient
-        from twilio.rest import Client
-
-        # A timeout: a REST call that hangs must not hold up an agent's claim (or every
-        # offer to the available agents) for ever.
-        twilio = Client(
-            settings.twilio_account_sid,
-            settings.twilio_auth_token,
-            http_client=TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT),
-        )
+        twilio = rest_client(settings)
     if media is None and settings.twilio_account_sid:
         media = media_client(settings)
     hotline = Hotline(

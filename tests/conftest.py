@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -205,6 +206,10 @@ class RecordingTwilio(HttpClient):
         self.redirects: list[tuple[str, str]] = []  # live calls moved (CallSid, Url), in order
         # Run as each REST call arrives, before it is answered: what else happens meanwhile.
         self.meanwhile: Callable[[], None] | None = None
+        # The account's queues, as Twilio lists them (friendly_name, max_size, sid), a page
+        # of `queue_page` at a time.
+        self.queues: list[dict[str, object]] = []
+        self.queue_page = 50
 
     def request(
         self,
@@ -225,6 +230,9 @@ class RecordingTwilio(HttpClient):
             return TwilioResponse(
                 status, json.dumps({"code": code, "message": "refused", "status": status})
             )
+        where = urlsplit(url)
+        if method == "GET" and where.path.endswith("/Queues.json"):
+            return self._queues({**dict(parse_qsl(where.query)), **dict(params or {})})  # type: ignore[call-overload]
         form = self.requests[-1][2]
         if "/Calls/" in url and "Url" in form:  # a live call Twilio moved: its sid, and where
             self.redirects.append((url.rsplit("/", 1)[-1].removesuffix(".json"), form["Url"]))
@@ -233,6 +241,14 @@ class RecordingTwilio(HttpClient):
         return TwilioResponse(
             200 if "/Calls/" in url else 201, json.dumps({"sid": sid, "status": "queued"})
         )
+
+    def _queues(self, params: dict[str, str]) -> TwilioResponse:
+        page = int(params.get("Page", "0"))
+        start = page * self.queue_page
+        more = start + self.queue_page < len(self.queues)
+        following = f"/2010-04-01/Accounts/AC/Queues.json?Page={page + 1}" if more else None
+        body = {"queues": self.queues[start : start + self.queue_page], "next_page_uri": following}
+        return TwilioResponse(200, json.dumps(body))
 
 
 def redirected(twilio: RecordingTwilio) -> Callable[[str], list[str]]:

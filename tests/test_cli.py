@@ -211,6 +211,22 @@ def test_serve_on_a_file_saved_broken_serves_the_live_version_from_the_database(
     assert "Traceback" not in log
 
 
+def test_serve_sizes_twilios_queues_and_serves_when_twilio_cannot_be_reached(
+    tmp_path: Path,
+) -> None:
+    """With the account, serve makes the tree's queues hold 5,000 callers (`ivr.queues`,
+    tested against a recorded Twilio in test_queues); Twilio out of reach (here, through a
+    proxy nothing listens on) is said, and the hotline serves all the same."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = base_env(tmp_path, IVR_PUBLIC_URL=url, TWILIO_ACCOUNT_SID="AC" + "0" * 32)
+    env["HTTPS_PROXY"] = f"http://127.0.0.1:{free_port()}"
+    with running(env, tmp_path):
+        assert "queued in 'security'" in run(["dial", "--keys", "1,1,*"], env, tmp_path).stdout
+    log = (tmp_path / "server.log").read_text()
+    assert "warning: Twilio's queues not sized (ProxyError" in log
+    assert "Traceback" not in log
+
+
 def test_serve_logs_the_trees_warnings(tmp_path: Path) -> None:
     routes = tmp_path / "hotline.yaml"
     routes.write_text((DATA / "mini.yaml").read_text(encoding="utf-8"), encoding="utf-8")

@@ -1518,6 +1518,33 @@ def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
     assert record.dialed == AGENT_PHONE  # and the agent reached them
 
 
+def test_a_victim_whose_queue_is_full_is_held_and_reaches_the_agent_when_it_frees(
+    served: Served, db: Engine, agent: str
+) -> None:
+    """Twilio's security queue at its max size on the worst day: the victim hears once that
+    every line is busy, is held between tries (no loop of webhooks, no apology each time, no
+    fallback queue while theirs frees), keeps their case and its place, and reaches the agent
+    who takes it."""
+    with served() as (client, phone):
+        phone.full_queues["security"] = 2  # two more tries are refused, then someone leaves
+        seen: dict[str, Any] = {}
+
+        def holds(poll: int) -> bool:
+            if poll == 1:
+                seen["claimed"] = api(client, agent, "POST", "/api/agents/next")
+            return poll < 3
+
+        record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    assert record.refused_by_full_queues == 2 and record.queue == "security"
+    heard = " ".join(record.heard)
+    assert heard.count("Every line is busy right now") == 1
+    assert "something went wrong" not in heard
+    assert seen["claimed"]["case"]["priority"] == "emergency"
+    assert record.dialed == AGENT_PHONE
+    with db.connect() as conn:
+        assert len(conn.execute(select(cases.c.id)).all()) == 1  # one case, kept throughout
+
+
 def test_a_caller_whose_offer_ends_on_the_way_goes_back_to_their_place(
     rest: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
