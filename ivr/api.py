@@ -310,7 +310,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
             for k in ("caller_id_match", "stir_verstat", "callback_keyed", "reported_number")
             if flags.get(k)
         },
-        freeze={k: flags[k] for k in ("self_freeze", "agent_freeze") if k in flags},
+        freeze={k: flags[k] for k in ("self_freeze", "agent_freeze", "also_frozen") if k in flags},
         menu_path=raw["menu_path"],
         parent_ticket=raw["parent_ticket"],
         callback_number=shown(raw["callback_number"]),
@@ -1036,6 +1036,10 @@ class AuditRecord(BaseModel):
     action: str
     result: str
     reason: str | None
+    account_uid: str | None = Field(
+        description="the account acted on (a freeze's); to supervisors only, as the `account` "
+        "filter is: agents see no account UIDs in the log"
+    )
 
 
 class RecordingRecord(BaseModel):
@@ -1209,8 +1213,9 @@ def call_timeline(
         ],
         audit=[
             AuditRecord(
-                **{k: a[k] for k in AuditRecord.model_fields if k != "reason"},
+                **{k: a[k] for k in AuditRecord.model_fields if k not in ("reason", "account_uid")},
                 reason=None if agent and a["actor"] != me else a["reason"],
+                account_uid=None if agent else a["account_uid"],
             )
             for a in found["audit"]
         ],

@@ -808,14 +808,14 @@ def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:
     )
 
 
-def set_account(conn: Connection, *, case_id: int, uid: str) -> bool:
-    """The account an agent found for a case whose caller keyed none."""
+def set_account(conn: Connection, *, case_id: int, uid: str, was: str | None = None) -> bool:
+    """The account an agent found for a case whose caller keyed none (`was` None), or
+    another than the one they keyed, `was` (and did not prove theirs)."""
+    same = cases.c.account_uid.is_(None) if was is None else cases.c.account_uid == was
     with writing(conn):
         return (
             conn.execute(
-                update(cases)
-                .where(cases.c.id == case_id, cases.c.account_uid.is_(None))
-                .values(account_uid=uid)
+                update(cases).where(cases.c.id == case_id, same).values(account_uid=uid)
             ).rowcount
             == 1
         )

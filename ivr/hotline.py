@@ -54,6 +54,8 @@ AGENT_NO_ANSWER = engine.AGENT_NO_ANSWER
 MACHINE_ANSWERS = ("machine", "fax")
 # Said to a voicemail that answered a call back (the catalog's; else callback_agent_unavailable).
 CALL_BACK_VOICEMAIL = "callback_voicemail"
+# A case's flag: accounts an agent froze on it besides the one its caller verified for.
+ALSO_FROZEN = "also_frozen"
 
 
 def _hang_up() -> str:
@@ -1922,18 +1924,28 @@ class Hotline:
                 conn, case_id=case_id, agent_id=agent.id
             ):
                 raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
-            uid = uid or case["account_uid"]
+            keyed = case["account_uid"]
+            uid = uid or keyed
             if not uid:
                 raise CaseRefused(
                     409, "the caller gave no account UID: find the account with them, and give it"
                 )
-            if not case["account_uid"]:
-                cases.set_account(conn, case_id=case_id, uid=uid)
             try:
                 done = self.actions.freeze(uid=uid, now=now)
             except Exception:
                 log.exception("freeze failed for case %s", case_id)
                 done = False
+            flags = {"agent_freeze": "done" if done else "failed"}
+            if done and uid != keyed:
+                # The account frozen is found from the case (the call log's account filter):
+                # the agent found it with a caller who keyed none, or another than theirs.
+                # One the caller proved (verified) stays the case's; the other is noted.
+                proved = (case["flags"] or {}).get("verified") == "yes"
+                if keyed is None or not proved:
+                    cases.set_account(conn, case_id=case_id, uid=uid, was=keyed)
+                else:
+                    earlier = (case["flags"] or {}).get(ALSO_FROZEN, "")
+                    flags[ALSO_FROZEN] = ",".join(filter(None, [*earlier.split(","), uid]))
             self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
             cases.audit(
                 conn,
@@ -1945,9 +1957,7 @@ class Hotline:
                 result="ok" if done else "failed",
                 now=now,
             )
-            cases.add_flags(
-                conn, case_id=case_id, flags={"agent_freeze": "done" if done else "failed"}
-            )
+            cases.add_flags(conn, case_id=case_id, flags=flags)
         return done
 
     def _case_for(

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, event, select, update
+from sqlalchemy import Connection, Engine, event, insert, select, update
 
 from ivr import cases, store
-from ivr.db import accounts, audit_log, users
+from ivr.db import accounts, audit_log, calls, users
 from ivr.engine import CallState, OpenCase
 from ivr.identity import LocalDirectory
 from tests.conftest import FakeClock, bearer, make_user
@@ -683,6 +683,63 @@ def test_an_agent_freezes_the_account_they_found_for_a_caller_who_keyed_none(
         "10000002",
         case_id,
     )
+
+
+def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
+    client: TestClient, db: Engine
+) -> None:
+    """The agent freezes an account the caller did not key: the call log's account filter
+    and the timeline find which. A case's proved account stays its own (the other is noted);
+    a keyed, unproved one gives way to the account found; a freeze not done changes nothing."""
+    token = make_user(db, "ana", "agent")
+    directory = LocalDirectory(db, None)
+    for uid in ("10000001", "10000002"):
+        directory.add(uid=uid, pin=None, id_last4=None, phone=None, totp_secret=None, now=T0)
+    proved = add_case(db, 1, "emergency", T0, uid="10000002")
+    keyed = add_case(db, 2, "emergency", T0 + MINUTE, uid="10000009")
+    with db.begin() as conn:
+        for n in (1, 2):  # their calls, for the call log
+            conn.execute(
+                insert(calls).values(
+                    call_sid=sid(n),
+                    tree_version="v1",
+                    step=1,
+                    state={"node": "queue", "facts": {"lang": "en"}},
+                    last_twiml="<Response/>",
+                    status="in-progress",
+                    started_at=T0,
+                    updated_at=T0,
+                )
+            )
+    with db.connect() as conn:
+        cases.add_flags(conn, case_id=keyed, flags={"verified": "no"})
+
+    def freeze(case_id: int, uid: str) -> Any:
+        body = {"reason": "caller named it", "account_uid": uid}
+        return call(client, "POST", f"/api/cases/{case_id}/freeze", body, token).json()
+
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == proved
+    assert freeze(proved, "10000001")["frozen"] is True
+    assert freeze(proved, "99999999")["frozen"] is False  # no such account: nothing noted
+    row = get(db, proved)
+    assert (row["account_uid"], row["flags"]["also_frozen"]) == ("10000002", "10000001")
+    held = call(client, "GET", "/api/agents/cases", None, token).json()
+    assert held[0]["freeze"] == {"agent_freeze": "failed", "also_frozen": "10000001"}
+    boss = make_user(db, "sam", "supervisor")  # who answers the owner's "why am I frozen?"
+    timeline = call(client, "GET", f"/api/calls/{sid(1)}", None, boss).json()
+    assert [(a["account_uid"], a["result"]) for a in timeline["audit"]] == [
+        ("10000001", "ok"),
+        ("99999999", "failed"),
+    ]
+    # Agents see no account UIDs in the log.
+    timeline = call(client, "GET", f"/api/calls/{sid(1)}", None, token).json()
+    assert {a["account_uid"] for a in timeline["audit"]} == {None}
+    token = make_user(db, "bo", "agent")  # ana has her case
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == keyed
+    assert freeze(keyed, "10000001")["frozen"] is True
+    assert get(db, keyed)["account_uid"] == "10000001"
+    found = call(client, "GET", "/api/calls?account=10000001", None, boss)
+    assert [c["call_sid"] for c in found.json()["calls"]] == [sid(2)], found.text
 
 
 def test_api_freeze_needs_a_reason(client: TestClient, db: Engine) -> None:
