@@ -603,11 +603,27 @@ def set_available(
     they already were (unless that lapsed); away: cases come only when they ask (`why`: not
     their own doing). Their available-since after this, None when away (or no such agent).
     Away, a case offered at their desk and not accepted yet goes back in line at once: it
-    is nobody's miss, and it must not wait at a desk they left."""
+    is nobody's miss, and it must not wait at a desk they left. Signed out, so does every
+    case offered to them and not put through yet (a caller to be put through at their next
+    hold round): their phone would ring with nobody at the desk. An agent who sets
+    themselves away keeps the case they took: away is "no more cases", not "not this one"."""
     since = bindparam("now", now, type_=users.c.available_since.type)
     kept = case_when((_available_after(now), users.c.available_since), else_=since)
     with writing(conn):
-        if not available:
+        if why == AWAY_SIGNED_OUT:
+            # A caller holding to be put through, or an offer at the desk; not a call back
+            # ringing the customer now, nor one the agent accepted to dial themselves.
+            live_caller = func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.agent_id == agent_id,
+                    cases.c.status == "offered",
+                    live_caller | cases.c.accept_by.is_not(None),
+                )
+                .values(**_BACK_IN_LINE)
+            )
+        elif not available:
             _withdraw_desk_offers(conn, agent_id)
         value: datetime | None = conn.execute(
             update(users)

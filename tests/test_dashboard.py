@@ -690,6 +690,40 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
     assert why == dashboard.AWAY_REASONS["signed_out"]
 
 
+def test_signing_out_gives_back_the_caller_offered_and_not_yet_put_through(
+    client: TestClient,
+    app: FastAPI,
+    phone: Phone,
+    db: Engine,
+    settings: Settings,
+    agent: str,
+) -> None:
+    """Alice, available, is offered the victim holding on the line (put through at their
+    next hold round), and signs out: the victim is not put through to a phone nobody is at;
+    their case is back in line, first, for the next agent."""
+    add_account(db, settings)
+    signed_in(client, agent)
+    hotline = app.state.hotline
+    seen: list[Any] = []
+
+    class Victim(ScriptedParty):
+        def keep_holding(self, queue: str, polls: int) -> bool:
+            if polls == 1:
+                act(client, "/dashboard/desk/presence", available="true")
+                seen.append(hotline.dispatch())
+                [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+                seen.append(held["status"])
+                client.post("/dashboard/logout", follow_redirects=False)
+                seen.append(client.get("/api/agents/cases", headers=bearer(agent)).json())
+                queue = client.get("/api/queue", headers=bearer(agent)).json()
+                seen.append([(e["priority"], e["status"]) for e in queue])
+            return polls < 3
+
+    record = phone.call(Victim(list(HIJACK)), from_number=VICTIM)
+    assert seen == [1, "offered", [], [("emergency", "waiting")]]
+    assert record.dialed is None and record.hold_polls == 3
+
+
 def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     client: TestClient,
     app: FastAPI,
