@@ -1707,6 +1707,15 @@ def transferred_away(case: dict[str, Any], agent_id: int | None) -> bool:
     )
 
 
+def connected_of_call(conn: Connection, *, call_sid: str) -> list[dict[str, Any]]:
+    """The call's cases put through to an agent now (one, but for a bug)."""
+    with reading(conn):
+        rows = conn.execute(
+            select(cases).where(cases.c.call_sid == call_sid, cases.c.status == "connected")
+        )
+        return [dict(r._mapping) for r in rows]
+
+
 def ended_with_transfer_asked(conn: Connection, *, talked_before: datetime) -> list[dict[str, Any]]:
     """Cases put through whose call has ended with their transfer still asked: the report
     of the agent's leg, which would have made it, never came. A call back's caller is the

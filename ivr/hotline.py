@@ -1527,7 +1527,22 @@ class Hotline:
                     cases.abandon_for_call(conn, call_sid=call_sid, now=now)
             if call is not None and call.status in store.FINAL_STATUSES:
                 self._hung_up_on_the_way(conn, call, call.state, now)
+                self._sent_on_after_hang_up(conn, call_sid, now)
         return row is not None
+
+    def _sent_on_after_hang_up(self, conn: Connection, call_sid: str, now: datetime) -> None:
+        """The caller hung up while their agent was sending them on (the transfer was to
+        happen as the agent's leg ended, and its report has not come): the case goes where it
+        was sent, for a call back, now; not at the next sweep, with its agent held meanwhile
+        and told both "resolve it" and "it is resolved there"."""
+        for case in cases.connected_of_call(conn, call_sid=call_sid):
+            if cases.transfer_asked(case) is None:
+                continue
+            with store.writing(conn):
+                for statement in cases.transferred(case, now=now, gone=True):
+                    conn.execute(statement)
+                cases.abandon_for_call(conn, call_sid=call_sid, now=now)
+            log.info("case %s: its caller hung up before their transfer; a call back", case["id"])
 
     def _hung_up_on_the_way(
         self, conn: Connection, row: store.CallRow, state: engine.CallState, now: datetime

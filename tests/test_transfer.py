@@ -681,12 +681,15 @@ def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
     )
 
 
-def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
-    phone: Phone, client: TestClient, db: Engine, alice: str
+@pytest.mark.parametrize("final_status", [True, False])
+def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_calls_end(
+    phone: Phone, client: TestClient, db: Engine, alice: str, final_status: bool
 ) -> None:
     """The caller hung up after alice sent them on, and Twilio's report of her leg was lost:
-    the call ended, the case still hers with the transfer asked. The sweep puts it where it
-    was sent, for a call back, once."""
+    the call ended, the case still hers with the transfer asked. The call's final status
+    puts it where it was sent, for a call back, at once: alice is free, not told both
+    "resolve it" and "it is resolved there" until the sweep. With that report lost too, the
+    sweep does, once, when it closes the call by its age."""
     seen: dict[str, Any] = {}
 
     holds = taken_at_first_round(client, alice, seen, then_holds=True)
@@ -696,11 +699,14 @@ def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_sweep(
         api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
         raise HangsUp  # and no report of the <Dial> reaches the hotline
 
-    phone.call(Talks(PAYMENTS, holds, talks))
-    row = the_case(db)
-    assert (row["status"], row["flags"]["transfer_to"]) == ("connected", "security")
+    phone.call(Talks(PAYMENTS, holds, talks), final_status=final_status)
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    assert hotline.finish_stale_transfers() == 1
+    if not final_status:
+        row = the_case(db)
+        assert (row["status"], row["flags"]["transfer_to"]) == ("connected", "security")
+        hotline.clock.advance(seconds=hotline.settings.call_max_age_seconds + 1)
+        assert hotline.close_stale_calls() == 1
+        assert hotline.finish_stale_transfers() == 1
     assert hotline.finish_stale_transfers() == 0
     row = the_case(db)
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
