@@ -39,6 +39,7 @@ from ivr.cases import (
     Transfer,
     User,
     agents_presence,
+    earlier_transfers,
     held_by,
     held_by_agents,
     ready_in_line,
@@ -230,6 +231,12 @@ class CaseDetail(BaseModel):
     )
 
 
+class EarlierTransfer(BaseModel):
+    by: str = Field(description="the agent who sent the caller on")
+    from_queue: str = Field(description="the queue the case was in before")
+    note: str = Field(description="what they said for the next agent")
+
+
 class TransferInfo(BaseModel):
     by: str = Field(description="the agent who sent the caller on")
     note: str = Field(description="what they said for the next agent")
@@ -242,6 +249,9 @@ class TransferInfo(BaseModel):
         default=None, description="made: the queue the case was in before"
     )
     count: int = Field(default=0, description="transfers made so far")
+    earlier: list[EarlierTransfer] = Field(
+        default=[], description="the transfers made before this one, oldest first"
+    )
 
 
 class Connect(BaseModel):
@@ -350,6 +360,12 @@ def _transfer(raw: dict[str, Any]) -> TransferInfo | None:
         to=asked.queue if asked else None,
         from_queue=flags.get("transferred_from") or None,
         count=int(flags.get("transfers", "0") or 0),
+        earlier=[
+            EarlierTransfer(
+                by=t.get("by", ""), from_queue=t.get("from", ""), note=t.get("note", "")
+            )
+            for t in earlier_transfers(flags)
+        ],
     )
 
 

@@ -10,6 +10,7 @@ Callers who asked for a call back, or hung up, keep their place.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import statistics
@@ -1500,10 +1501,37 @@ def ask_transfer(
         return "asked"
 
 
+# A case's flag: the transfers made before its latest, oldest first, as a JSON list of
+# {"by", "from", "note"}: what each agent said for the next is kept for all who follow.
+EARLIER_TRANSFERS = "earlier_transfers"
+
+
+def earlier_transfers(flags: dict[str, str] | None) -> list[dict[str, str]]:
+    try:
+        found = json.loads((flags or {}).get(EARLIER_TRANSFERS) or "[]")
+    except ValueError:
+        return []
+    return [t for t in found if isinstance(t, dict)] if isinstance(found, list) else []
+
+
+def _keeping_the_last_transfer(flags: dict[str, str] | None) -> dict[str, str]:
+    """`flags` about to name a new transfer's agent and note: the last one made (not one
+    still asked, which its agent is changing) joins the earlier ones first."""
+    flags = dict(flags or {})
+    if flags.get("transferred_by") and "transfer_agent" not in flags:
+        made = {
+            "by": flags["transferred_by"],
+            "from": flags.get("transferred_from", ""),
+            "note": flags.get("transfer_note", ""),
+        }
+        flags[EARLIER_TRANSFERS] = json.dumps([*earlier_transfers(flags), made], ensure_ascii=False)
+    return flags
+
+
 def _asking(flags: dict[str, str] | None, agent: User, to: Transfer) -> dict[str, str]:
     """The case's `flags` with `agent`'s transfer `to` asked (`transfer_asked`)."""
     asked = {
-        **(flags or {}),
+        **_keeping_the_last_transfer(flags),
         "transfer_to": to.queue,
         "transfer_priority": to.priority,
         "transfer_agent": str(agent.id),
@@ -1663,6 +1691,9 @@ def send_call_back_on(
             _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="asked", now=now)
             return "asked"
         values = _sent_on(row, to, agent.id, now, agent=agent.name)
+        kept = _keeping_the_last_transfer(row["flags"]).get(EARLIER_TRANSFERS)
+        if kept:
+            values["flags"][EARLIER_TRANSFERS] = kept
         values["flags"] |= {"transferred_by": agent.name, "transfer_note": to.note}
         conn.execute(
             update(cases)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from lxml import etree
+from lxml import etree, html
 from sqlalchemy import Engine, select
 
 from ivr import cases as cases_module
@@ -152,6 +152,7 @@ def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_call
         "to": "security",
         "from_queue": None,
         "count": 0,
+        "earlier": [],
     }
     assert [c["status"] for c in seen["alice_holds"]] == ["connected"]  # until they hang up
     # Told in Mandarin, then queued in security; put through to ben, who speaks it.
@@ -171,6 +172,7 @@ def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_call
         "to": None,
         "from_queue": "payments",
         "count": 1,
+        "earlier": [],
     }
     row = the_case(db)
     assert (row["queue"], row["priority"], row["lane"], row["language"]) == (
@@ -188,6 +190,50 @@ def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_call
         ).all()
     assert [tuple(a) for a in audits] == [
         ("agent:alice", "transfer", f"to security (emergency): {TO_SECURITY['note']}")
+    ]
+
+
+def test_each_agent_a_caller_is_sent_on_to_reads_every_note_left_before(
+    phone: Phone, client: TestClient, db: Engine, alice: str, ben: str
+) -> None:
+    """alice sends the caller from payments to security, ben from security to account: cy,
+    who takes them last, reads ben's note and alice's, not ben's alone."""
+    cy = make_user(db, "cy", "agent", "+15005559997")
+    to_account = {"queue": "account", "note": "their 2FA was reset by someone"}
+    seen: dict[str, Any] = {}
+    order = [(alice, TO_SECURITY), (ben, to_account), (cy, None)]
+
+    def holds(poll: int) -> bool:
+        if poll == 1 and len(seen) < len(order):
+            agent, _ = order[len(seen)]
+            seen[agent] = api(client, agent, "POST", "/api/agents/next")
+        return poll < 3
+
+    def talks(number: str) -> str:
+        agent, to = order[len(seen) - 1]
+        if to is not None:
+            case_id = seen[agent]["case"]["id"]
+            api(client, agent, "POST", f"/api/cases/{case_id}/transfer", json=to)
+        return "completed"
+
+    phone.call(Talks(PAYMENTS, holds, talks))
+    transfer = seen[cy]["case"]["transfer"]
+    assert (transfer["by"], transfer["from_queue"], transfer["note"]) == (
+        "ben",
+        "security",
+        to_account["note"],
+    )
+    assert transfer["count"] == 2
+    assert transfer["earlier"] == [
+        {"by": "alice", "from_queue": "payments", "note": TO_SECURITY["note"]}
+    ]
+    # And at cy's desk, while the case is hers.
+    client.post("/dashboard/login", data={"token": cy}, follow_redirects=False)
+    desk = html.fromstring(client.get("/dashboard/desk").text)
+    notes = [n.text_content() for n in desk.xpath("//*[contains(@class, 'transfer-note')]")]
+    assert notes == [
+        f"from security by ben: {to_account['note']}",
+        f"from payments by alice: {TO_SECURITY['note']}",
     ]
 
 
