@@ -1392,3 +1392,120 @@ def test_a_caller_whose_money_is_gone_with_a_lost_phone_is_asked_if_it_was_stole
     asked = ("We are sorry your funds are missing", "很抱歉您的资产不见了")
     assert any(line.startswith(asked) for line in record.heard), record.heard
     assert record.queue == "security"
+
+
+# -- a Mandarin reviewer's calls: victims in their words, everyday questions in theirs ------
+
+MAIN_MENU_AGAIN = ("Press 1 for a hacked or stolen account", "账户被盗请按1,账户登录请按2")
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        # 被 not right before the verb: 被别人, 被人 ... 出去, 划走; 账号 as well as 账户.
+        "我的钱被别人转走了",
+        "我的币被别人提走了",
+        "我的USDT被人转出去了",
+        "我的资产被别人划走了",
+        "钱被人转了",
+        "我的账号被人黑了",
+        "我的账号被hack了",
+        "有人动了我的账户",
+        "有人在用我的账户交易",
+        "我的账户被别人控制了",
+        "我的账号被人登了",
+        "有陌生人登录我的账户",
+        # Fell for a scam: a fake support agent, remote control, a SIM or an email taken.
+        "我被人骗了转了币",
+        "我按照客服的要求转了币",
+        "对方让我装了向日葵",
+        "客服让我下载了ToDesk",
+        "他让我开了屏幕共享",
+        "我的手机卡被人补办了",
+        "我的邮箱被别人绑定了",
+        "我的密码泄露了",
+        "我把验证码发给别人了",
+        "我的助记词泄露了",
+        "有人用我的API下单",
+        # Asking for the freeze itself.
+        "我想冻结我的账户",
+        "请帮我把账户冻结",
+        "我要冻结账号",
+        "赶紧冻结我的账号",
+        # Cantonese-flavoured, as a Mandarin recogniser may still write it (帐 for 账).
+        "我的帐号被人盗咗",
+        "我的帐户被人用了",
+        "有人偷咗我的币",
+        "我嘅account俾人hack咗",
+    ],
+)
+def test_a_mandarin_victim_in_their_own_words_reaches_the_emergency_lane(
+    phone: Phone, words: str
+) -> None:
+    """Said at the main menu the way a Mandarin-speaking victim says it: the emergency lane,
+    not 选择无效 or a topic's menu."""
+    record = call(phone, Press("2"), Speak(words), Press("*"))
+    assert record.queue == "security", record.heard
+    assert any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+    assert not any("选择无效" in line for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "heard"),
+    [
+        # Asked how to keep an account safe, or about a freeze by risk control: not a
+        # victim's words, and nothing that names one topic: the main menu again, with 1 first.
+        ("2", "怎么防止黑客攻击我的账户", MAIN_MENU_AGAIN[1]),
+        ("2", "怎样防止账户被入侵", MAIN_MENU_AGAIN[1]),
+        ("2", "你们可以远程协助我操作吗", MAIN_MENU_AGAIN[1]),
+        ("2", "为什么要冻结账户", MAIN_MENU_AGAIN[1]),
+        ("2", "冻结账户之后怎么解冻", MAIN_MENU_AGAIN[1]),
+        ("2", "怎么申请解除冻结账户", MAIN_MENU_AGAIN[1]),
+        ("2", "手机号不是我本人的能注册吗", MAIN_MENU_AGAIN[1]),
+        ("2", "APP让我转移资产到资金账户", MAIN_MENU_AGAIN[1]),
+        ("2", "我想设置安全账户", MAIN_MENU_AGAIN[1]),
+        ("1", "how do I protect my account from hackers", MAIN_MENU_AGAIN[0]),
+        # Near the words added for victims (我要冻结账, 有人在用我的账, 有人用我的API, 密码泄露了).
+        ("2", "我要冻结多久才能解冻", MAIN_MENU_AGAIN[1]),
+        ("2", "我在用我的账户买币的时候提示错误", MAIN_MENU_AGAIN[1]),
+        # A topic named: its menu.
+        ("2", "我的API请求一直返回未经授权", "API技术支持。"),
+        ("2", "不是我本人实名认证的账户能用吗", "实名认证服务。"),
+        ("2", "怎么用我的API下单", "API技术支持。"),
+        ("2", "怎么防止密码泄露", "账户登录与安全服务。"),
+        ("2", "客服让我把资金转到合约账户", "合约交易服务。"),
+    ],
+)
+def test_a_question_near_a_victims_words_is_no_emergency_and_goes_where_it_belongs(
+    phone: Phone, language_key: str, words: str, heard: str
+) -> None:
+    """黑客, 入侵, 冻结账户, 不是我本人, 安全账户 and "hackers" are a victim's words only in a
+    victim's sentence: a verified caller in the emergency lane is frozen, and no phone call
+    unfreezes them."""
+    record = call(phone, Press(language_key), Speak(words))
+    assert record.queue != "security"
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard), record.heard
+    spoken = next(i for i, a in enumerate(record.answers) if isinstance(a, Speak))
+    assert any(line.startswith(heard) for line in record.heard[spoken:]), record.heard
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "我的USDT没了",
+        "账户里的U不见了",
+        "我的资金没了",
+        "我的账户余额变成零了",
+        "账户被清空了",
+        "我的以太坊没了",
+        "我的资产少了很多",
+        "我被人骗了",
+    ],
+)
+def test_a_mandarin_caller_whose_funds_are_gone_is_asked_once_then_the_emergency_lane(
+    phone: Phone, words: str
+) -> None:
+    """The coin or the money by name, a balance emptied, 被人骗: the weak words' question."""
+    record = call(phone, Press("2"), Speak(words), Press("1"), Press("*"))
+    assert any(line.startswith("很抱歉您的资产不见了。") for line in record.heard), record.heard
+    assert record.queue == "security"
