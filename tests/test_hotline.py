@@ -1509,3 +1509,113 @@ def test_a_mandarin_caller_whose_funds_are_gone_is_asked_once_then_the_emergency
     record = call(phone, Press("2"), Speak(words), Press("1"), Press("*"))
     assert any(line.startswith("很抱歉您的资产不见了。") for line in record.heard), record.heard
     assert record.queue == "security"
+
+
+# -- a "no" is no admission, and a loss of one's own is a trade's ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language_key", "keyed", "words"),
+    [
+        ("2", "12025550143", "我没有告诉他密码"),  # ours
+        ("2", SCAMMER, "我没有给他验证码"),  # not ours
+        ("2", "*", "我没有告诉他密码"),  # no number keyed
+        ("2", SCAMMER, "我没有把验证码告诉他"),  # 把 before it: no 验证码告诉他 admission
+        ("2", SCAMMER, "没转,我什么都没给他"),
+        ("2", "12025550143", "我没把密码告诉对方"),
+        ("1", SCAMMER, "I didn't give them the code"),
+        ("1", "12025550143", "I did not tell him my password"),
+        ("1", "*", "I didn't send them anything"),
+        ("1", SCAMMER, "I never gave them anything"),
+    ],
+)
+def test_one_who_says_they_gave_nothing_after_a_number_check_is_no_emergency(
+    phone: Phone, language_key: str, keyed: str, words: str
+) -> None:
+    """Asked whether they gave the caller a code or moved funds, a "no" that names the code
+    or the password is a no: an account agent, as silence there is, not the freeze."""
+    record = call(phone, Press(language_key), Press("2"), Press("4"), Press(keyed), Speak(words))
+    assert record.queue == "account", record.heard
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "keyed", "words"),
+    [
+        ("2", SCAMMER, "我没告诉他验证码,可是账户还是被盗了"),
+        ("2", SCAMMER, "我告诉了他密码,但是没有转账"),
+        ("2", "12025550143", "我把验证码告诉他了"),
+        ("2", "*", "我没有转账,但是币被人转走了"),
+        ("2", SCAMMER, "我按他说的转移了资产"),
+        ("2", SCAMMER, "他没给我打电话,是发短信,我把验证码发给他了"),
+        ("1", SCAMMER, "I didn't give them my password but my account was hacked"),
+        ("1", "12025550143", "I didn't give them anything but someone logged into my account"),
+        ("1", "*", "yes I gave them a code"),
+    ],
+)
+def test_one_who_gave_something_after_a_number_check_still_reaches_the_emergency_lane(
+    phone: Phone, language_key: str, keyed: str, words: str
+) -> None:
+    """A "no" to one thing and a theft or a "yes" to another is a victim's answer."""
+    record = call(
+        phone, Press(language_key), Press("2"), Press("4"), Press(keyed), Speak(words), Press("*")
+    )
+    assert record.queue == "security", record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "answer", "queue"),
+    [
+        ("2", Speak("不是被盗 是我自己亏掉的"), "derivatives"),
+        ("2", Speak("不是别人 是我自己操作失误"), "derivatives"),
+        ("1", Speak("it wasn't stolen, it was my own mistake"), "derivatives"),
+        # Spot losses: the trading team, by key or by word.
+        ("2", Speak("现货亏了"), "trading"),
+        ("2", Speak("是我炒币亏了"), "trading"),
+        ("2", Press("3"), "trading"),
+        ("1", Speak("I lost it in spot trading"), "trading"),
+        ("1", Press("3"), "trading"),
+        ("2", Speak("合约爆仓了"), "derivatives"),
+    ],
+)
+def test_a_caller_whose_money_went_in_their_own_trade_reaches_that_trades_team(
+    phone: Phone, language_key: str, answer: Answer, queue: str
+) -> None:
+    """Asked whether someone else took it: "not stolen, my own loss" is a trader's answer,
+    and a spot loss is the trading team's, not the futures menu's."""
+    words = "my money is gone" if language_key == "1" else "我的钱全没了"
+    record = call(phone, Press(language_key), Speak(words), answer, Press("0"))
+    assert record.queue == queue, record.heard
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("language_key", "answer"),
+    [
+        ("2", "我也不知道是不是被盗了"),
+        ("2", "不是我自己操作的"),
+        ("2", "不是我自己亏的,是被别人转走了"),
+        ("1", "it was not my own mistake, someone took it"),
+    ],
+)
+def test_a_victim_asked_if_it_was_a_trade_loss_is_not_taken_for_a_trader(
+    phone: Phone, language_key: str, answer: str
+) -> None:
+    words = "my money is gone" if language_key == "1" else "我的钱全没了"
+    record = call(phone, Press(language_key), Speak(words), Speak(answer), Press("*"))
+    assert record.queue == "security", record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "offered"),
+    [
+        ("1", "If you lost them in spot trading, press 3."),
+        ("2", "如果是现货交易亏损,请按3"),
+    ],
+)
+def test_the_funds_missing_question_offers_spot_losses_their_own_key(
+    phone: Phone, language_key: str, offered: str
+) -> None:
+    words = "my money is gone" if language_key == "1" else "我的钱全没了"
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert offered in record.transcript
