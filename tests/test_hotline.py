@@ -1619,3 +1619,26 @@ def test_the_funds_missing_question_offers_spot_losses_their_own_key(
     words = "my money is gone" if language_key == "1" else "我的钱全没了"
     record = call(phone, Press(language_key), Speak(words), Press("*"))
     assert offered in record.transcript
+
+
+# -- what is said -------------------------------------------------------------------------------
+
+
+def test_a_mandarin_caller_not_understood_is_not_told_their_choice_is_invalid(
+    phone: Phone,
+) -> None:
+    """A victim who has just described a theft in words the tree lacks hears that they were
+    not understood, not that their choice was wrong, and the menu again, 1 first."""
+    record = call(phone, Press("2"), Speak("今天天气很好"))
+    assert not any("选择无效" in line for line in record.heard), record.heard
+    assert "抱歉,没能识别您的选择。" in record.heard
+    assert record.heard[-1].startswith(MAIN_MENU_AGAIN[1])
+
+
+def test_the_pin_or_id_prompt_says_an_id_ending_in_x_takes_the_pin_in_both_languages(
+    phone: Phone,
+) -> None:
+    record = call(phone, Press("1"), Press("1"), Press(VICTIM_UID), Press("*"))
+    assert "If your ID number ends in X, enter your PIN instead." in record.transcript
+    record = call(phone, Press("2"), Press("1"), Press(VICTIM_UID), Press("*"))
+    assert "证件号码末位是X的,请输入PIN码。" in record.transcript
