@@ -8,6 +8,7 @@ GET|PUT /api/agents/presence    available (cases come as they come) or away
 GET  /api/agents                every agent: on a case, available, or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
+POST /api/cases/{id}/not-reached a call back dialled by hand that nobody answered: tried later
 GET  /api/oncall/pages          the on-call paged about emergencies left waiting
 POST /api/oncall/pages/{id}/ack say you are coming: the other on-call numbers are told
 GET  /api/recordings/{sid}      a call with an agent, as Twilio recorded it (MP3; audited)
@@ -812,6 +813,21 @@ def resolve(
     resolved away."""
     try:
         hotline.resolve_case(case_id, user, body.notes, reached=body.reached)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    detail = hotline.case_detail(case_id)
+    assert detail is not None
+    return _detail(detail, user)
+
+
+@router.post("/cases/{case_id}/not-reached", responses=CASE_REFUSED)
+def not_reached(case_id: CaseIdPath, user: AgentUser, hotline: HotlineDep) -> CaseDetail:
+    """A call back you dialled yourself (`offer` call_back) that nobody answered: the attempt
+    counts (`callback_attempts`), and the case goes back in line to be tried again after
+    IVR_CALLBACK_RETRY (doubled at each miss; an emergency's every time), as when Twilio's
+    call back is not answered. You stay as you were, for the next case."""
+    try:
+        hotline.not_reached(case_id, user)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)

@@ -1832,7 +1832,23 @@ def callback_missed(
     would be called by every agent in turn while callers wait. An emergency is tried again
     every `retry`, never later: a hijack victim who missed one call is not left an hour. Only
     the offer's own outbound call counts: a late report of an earlier one changes nothing."""
-    current = _placed_as(call_sid, placing)
+    return _missed(conn, case_id, _placed_as(call_sid, placing), now=now, retry=retry)
+
+
+def not_reached(
+    conn: Connection, *, case_id: int, agent_id: int, now: datetime, retry: timedelta
+) -> bool:
+    """The agent dialled the call back themselves (OFFER_BY_HAND) and nobody answered: as a
+    call back Twilio placed that was not answered (`callback_missed`), the attempt counted
+    and tried again later; the agent goes on with the next case. False if the case is not
+    that agent's call back to dial (any more)."""
+    theirs = (cases.c.agent_id == agent_id) & (cases.c.offer == OFFER_BY_HAND)
+    return _missed(conn, case_id, theirs, now=now, retry=retry)
+
+
+def _missed(
+    conn: Connection, case_id: int, current: Any, *, now: datetime, retry: timedelta
+) -> bool:
     with writing(conn):
         row = conn.execute(
             select(cases.c.flags, cases.c.lane)

@@ -581,6 +581,7 @@ SAID = {
     "available": "You are available: the next case comes to your phone by itself.",
     "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
+    "not_reached": "Nobody answered: the call back is tried again later, and counted.",
     "transfer_redirected": "The caller is on their way where you sent them: your phone's "
     "call with them ends now.",
     "transfer_on_hang_up": "The caller goes where you sent them when you hang up.",
@@ -808,6 +809,18 @@ def desk_requeue(
         why = "A reason is 500 characters at most."
         return _desk_error(request, hotline, user, *_refusal(exc, why))
     return _done("requeued")
+
+
+@router.post("/desk/{case_id}/not-reached")
+def desk_not_reached(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath) -> Response:
+    user = _acting(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.not_reached(case_id, user, hotline)
+    except HTTPException as exc:
+        return _desk_error(request, hotline, user, *_refusal(exc, ""))
+    return _done("not_reached")
 
 
 @router.post("/desk/{case_id}/transfer")

@@ -2068,6 +2068,36 @@ class Hotline:
                 now=now,
             )
 
+    def not_reached(self, case_id: int, agent: cases.User) -> None:
+        """The agent dialled the call back and nobody answered: the attempt counts, and the
+        case is tried again after IVR_CALLBACK_RETRY (doubled at each miss, as when Twilio
+        calls), not offered to the next agent at once to ring the same number again. The
+        agent stays as they were (a miss of the customer's is none of theirs). Audited."""
+        now = self.clock()
+        retry = timedelta(seconds=self.settings.callback_retry_seconds)
+        with self.db.connect() as conn:
+            case = self._case_for(conn, case_id, agent, ())  # the agent's own only
+            if case["accept_by"] is not None and not cases.accept_offer(
+                conn, case_id=case_id, agent_id=agent.id
+            ):
+                raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
+            if not cases.not_reached(
+                conn, case_id=case_id, agent_id=agent.id, now=now, retry=retry
+            ):
+                raise CaseRefused(
+                    409, "only a call back you dial yourself is not reached: this one is not"
+                )
+            cases.audit(
+                conn,
+                actor=f"agent:{agent.name}",
+                action="call_back",
+                uid=None,
+                case_id=case_id,
+                reason=None,
+                result="not_reached",
+                now=now,
+            )
+
     def requeue_case(self, case_id: int, user: cases.User, reason: str) -> None:
         """Put a case taken but not yet connected back in its place in line, as it was: its
         agent giving it back, or a supervisor taking it from an agent who cannot serve it

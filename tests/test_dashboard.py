@@ -724,6 +724,25 @@ def test_signing_out_gives_back_the_caller_offered_and_not_yet_put_through(
     assert record.dialed is None and record.hold_polls == 3
 
 
+def test_a_call_back_dialled_at_the_desk_that_nobody_answered_is_said_so(
+    client: TestClient, phone: Phone, db: Engine, agent: str
+) -> None:
+    """The desk offers "Nobody answered" beside Resolve for a call back the agent dials;
+    it counts the try, and the case leaves the desk until it is tried again."""
+    phone.call(ScriptedParty([Press("1"), Press("0")], hold_polls=1))  # hung up in line
+    signed_in(client, agent)
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    [case_id] = [c["id"] for c in client.get("/api/agents/cases", headers=bearer(agent)).json()]
+    desk = page(client, "/dashboard/desk")
+    [button] = desk.xpath("//form[@class='not-reached']/button")
+    assert button.text == "Nobody answered"
+    assert said(act(client, f"/dashboard/desk/{case_id}/not-reached")) == "not_reached"
+    assert client.get("/api/agents/cases", headers=bearer(agent)).json() == []
+    with db.connect() as conn:
+        flags = conn.execute(select(cases.c.flags).where(cases.c.id == case_id)).scalar_one()
+    assert flags["callback_attempts"] == "1"
+
+
 def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     client: TestClient,
     app: FastAPI,

@@ -256,7 +256,8 @@ def test_an_identity_outage_sends_victims_on_unverified_and_locks_nobody_out(
         metrics = client.get("/metrics").text
     assert [r.queue for r in records] == ["security"] * 6
     # Straight on after the PIN: no "could not verify, try again" for an outage.
-    assert all(r.transcript.count("PIN") == 1 for r in records), records[0].transcript
+    asked = "enter your 6 digit phone PIN"
+    assert all(r.transcript.count(asked) == 1 for r in records), records[0].transcript
     rows = case_rows(db)
     assert [(r["priority"], r["flags"]["verified"]) for r in rows] == [
         ("emergency", "unavailable")
@@ -913,6 +914,53 @@ def test_hanging_up_while_waiting_abandons_but_keeps_the_case(
     assert claimed["connect"] == {"mode": "call_back", "number": "+15005550006"}
 
 
+def test_a_call_back_the_agent_dialled_and_nobody_answered_is_tried_again_later(
+    phone: Phone, client: TestClient, agent: str, db: Engine, clock: FakeClock
+) -> None:
+    """The agent dials the customer, nobody answers: "not reached" counts the attempt and
+    puts the call back aside for IVR_CALLBACK_RETRY (doubled at the next miss), as when
+    Twilio's call is not answered; not offered to the next agent at once to ring the same
+    number again, and the agent is not set away for it. A caller on the line is no call
+    back to not reach."""
+    phone.call(ScriptedParty(list(CALL_ME_BACK)))
+    case_id = api(client, agent, "POST", "/api/agents/next")["case"]["id"]
+    detail = api(client, agent, "POST", f"/api/cases/{case_id}/not-reached")
+    assert (detail["status"], detail["callback_attempts"]) == ("callback_requested", 1)
+    assert api(client, agent, "GET", "/api/agents/presence")["away_reason"] is None
+    assert api(client, agent, "POST", "/api/agents/next")["case"] is None  # not yet
+    clock.advance(seconds=300)
+    assert api(client, agent, "POST", "/api/agents/next")["case"]["id"] == case_id
+    api(client, agent, "POST", f"/api/cases/{case_id}/not-reached")
+    clock.advance(seconds=300)
+    assert api(client, agent, "POST", "/api/agents/next")["case"] is None  # 10 min, now
+    clock.advance(seconds=300)
+    assert api(client, agent, "POST", "/api/agents/next")["case"]["id"] == case_id
+    [row] = case_rows(db)
+    assert row["flags"]["callback_attempts"] == "2"
+    with db.connect() as conn:
+        audited = conn.execute(
+            select(audit_log.c.action, audit_log.c.result).where(audit_log.c.case_id == case_id)
+        ).all()
+    assert [tuple(a) for a in audited] == [("call_back", "not_reached")] * 2
+
+
+def test_a_caller_waiting_on_the_line_is_no_call_back_to_not_reach(
+    phone: Phone, client: TestClient, agent: str
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            case_id = api(client, agent, "POST", "/api/agents/next")["case"]["id"]
+            seen["refused"] = client.post(
+                f"/api/cases/{case_id}/not-reached", headers=bearer(agent)
+            )
+        return poll < 2
+
+    phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+    assert seen["refused"].status_code == 409
+
+
 @pytest.mark.parametrize("reached", [True, False])
 def test_a_call_back_the_agent_dialled_themselves_counts_as_made_when_they_say_so(
     phone: Phone, client: TestClient, agent: str, db: Engine, clock: FakeClock, reached: bool
@@ -1358,7 +1406,12 @@ def test_secret_digits_never_reach_the_database_or_logs(
         ),
         phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press(ID4)])),
         phone.call(ScriptedParty([Press("2"), Press("1"), Press(UID), Press(PIN)])),
+        # UID and PIN keyed in one go: no UID (too long), asked again; never kept as one.
+        phone.call(
+            ScriptedParty([Press("1"), Press("1"), Press(UID + PIN), Press(UID), Press(PIN)])
+        ),
     ]
+    assert "That is not an account U I D." in " ".join(records[-1].heard)
     dump = []
     with db.connect() as conn:
         for table in metadata.sorted_tables:
