@@ -167,6 +167,17 @@ def country_code(number: str | None) -> str | None:
     return f"+{code}" if code else None
 
 
+def mainland_sms_sender(digits: str) -> str | None:
+    """A mainland China SMS sender's number (106 and more digits, keyed with or without 86):
+    how the exchange's texts, and fake ones, reach Chinese phones. No phone number, but the
+    short code a text came from, for a caller asking "was that text yours?". From 11 digits:
+    +86 10 69.. is a Beijing landline, 10 digits keyed without the 86 (nor its 0)."""
+    number = digits.removeprefix("0086").removeprefix("86") if len(digits) >= 13 else digits
+    if number.startswith("106") and 11 <= len(number) <= 20 and number.isdigit():
+        return number
+    return None
+
+
 def readings(digits: str, caller: str | None = None) -> list[str]:
     """The numbers a caller may have meant by keying `digits` at "which number contacted
     you?": E.164 numbers, the likelier first, and the digits as they are, which a short code
@@ -177,6 +188,9 @@ def readings(digits: str, caller: str | None = None) -> list[str]:
     ("13800138000" keyed on a +86 phone is a Chinese mobile, and also a possible +1 number),
     and a valid number before one that is only of a possible length."""
     digits = digits.strip().removesuffix("#")
+    sender = mainland_sms_sender(digits)
+    if sender is not None:
+        return [sender]
     # Fewer than 8 digits is no phone number anyone is called from, and may be a secret keyed
     # at the wrong prompt (a PIN, a code): never read as one, nor kept. A short code is
     # matched by the caller of this against the listed ones, as it is.

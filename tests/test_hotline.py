@@ -238,6 +238,18 @@ def test_a_scammers_short_code_leads_to_security_like_any_number_not_ours(
     assert case["priority"] == "emergency" and "reported_number" not in case["flags"]  # type: ignore[operator]
 
 
+def test_a_text_from_a_mainland_sms_sender_is_checked_as_the_short_code_it_is(
+    phone: Phone, db: Engine
+) -> None:
+    """106... is how texts reach Chinese phones, the exchange's and a scammer's: "not ours"
+    as a short code, not "that is no number we can check" twice."""
+    keys = [Press("2"), Press("2"), Press("4"), Press("1069012345678"), Press("1"), Press("*")]
+    record = phone.call(ScriptedParty(keys, hold_polls=1), from_number="+8613912345678")
+    assert "这不是我们的短信号码" in record.transcript
+    assert "不是可以核实的号码" not in record.transcript
+    assert record.queue == "security"
+
+
 def test_one_who_fell_for_a_call_from_a_number_of_ours_still_reaches_security(
     phone: Phone, db: Engine
 ) -> None:
