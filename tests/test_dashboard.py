@@ -786,7 +786,13 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     [section] = doc.xpath("//section[contains(@class, 'case')]")
     assert not section.xpath(".//p[contains(@class, 'to-accept')]")
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
-    assert [a.rsplit("/", 1)[1] for a in actions] == ["freeze", "resolve", "transfer", "requeue"]
+    assert [a.rsplit("/", 1)[1] for a in actions] == [
+        "freeze",
+        "resolve",
+        "not-reached",
+        "transfer",
+        "requeue",
+    ]
     assert VICTIM in section.text_content()  # now the number to call
     # Accepted twice (a double click): still hers, and said so.
     assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
