@@ -51,6 +51,19 @@ class Speak:
     confidence: float = 0.92
 
 
+# Han characters: what a Chinese recogniser writes, and no other does.
+_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def heard_in(words: str, language: str) -> bool:
+    """Whether a recogniser of `language` (a Gather's) would write down `words` at all:
+    Chinese speech is heard only by a Chinese one (zh, cmn, yue). Twilio's English recogniser
+    makes nothing of 我的账户被盗了; the other way round, a Mandarin one writes the English
+    words callers mix in (API, USDT), so those are passed on."""
+    chinese = language.lower().split("-")[0] in ("zh", "cmn", "yue")
+    return chinese or not _HAN.search(words)
+
+
 @dataclass(frozen=True)
 class Silent:
     pass
@@ -444,8 +457,13 @@ class _Session:
                             deliveries=answer.deliveries,
                         )
                     # Only the finish key: an empty result, as if nothing was pressed.
-                # Words at a keypad-only <Gather> are not heard: an empty result too.
-                if isinstance(answer, Speak) and "speech" in verb.get("input", "dtmf"):
+                # Words at a keypad-only <Gather> are not heard: an empty result too; nor
+                # Chinese words by a recogniser of another language (Gather `language`).
+                if (
+                    isinstance(answer, Speak)
+                    and "speech" in verb.get("input", "dtmf")
+                    and heard_in(answer.words, verb.get("language", "en-US"))
+                ):
                     return self.post(
                         action, {"SpeechResult": answer.words, "Confidence": str(answer.confidence)}
                     )

@@ -1181,6 +1181,21 @@ def test_a_victim_who_says_what_happened_at_the_first_prompt_reaches_the_emergen
     assert any(line.startswith(notice[language != "en"]) for line in record.heard)
 
 
+def test_chinese_said_at_an_english_first_prompt_is_not_heard_until_mandarin_is_chosen(
+    phone: Phone,
+) -> None:
+    """From a number the tree gives no Mandarin (here +1), the first prompt listens in English,
+    and Twilio's English recogniser makes nothing of Chinese: the caller hears the language
+    menu again, and is heard once they press 2."""
+    record = phone.call(
+        ScriptedParty([Speak("我的账户被盗了"), Press("2"), Speak("我的账户被盗了"), Press("*")]),
+        from_number="+15005550006",
+    )
+    assert record.queue == "security"
+    assert record.heard.count("For English, press 1.") == 2  # not heard the first time
+    assert any(line.startswith("这里是账户被盗紧急服务") for line in record.heard)
+
+
 def test_zero_at_the_first_prompt_reaches_a_person(phone: Phone) -> None:
     """As in every menu, in the caller's likely language: no main menu on the way."""
     record = phone.call(ScriptedParty([Press("0")]), from_number="+8613912345678")
