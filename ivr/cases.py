@@ -981,15 +981,27 @@ def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
 
 def find_ticket(conn: Connection, *, ticket: str, caller: str | None = None) -> CaseSummary | None:
     """The case with this ticket number (`caller`: only if it was opened for a call from
-    that number)."""
+    that number). Resolved, but followed up by a case still open (its caller said at the
+    survey that they were not done): that one's state, under the ticket they have; they were
+    never told the follow-up's, and "it was resolved" would be untrue."""
     where = [cases.c.ticket == ticket]
     if caller is not None:
         where.append(cases.c.caller == caller)
     with reading(conn):
         row = conn.execute(select(cases).where(*where)).first()
+        if row is not None and row.status == "resolved":
+            row = (
+                conn.execute(
+                    select(cases)
+                    .where(cases.c.parent_ticket == ticket, cases.c.status != "resolved")
+                    .order_by(cases.c.id.desc())
+                    .limit(1)
+                ).first()
+                or row
+            )
     if row is None:
         return None
-    return CaseSummary(row.ticket, row.status, row.queue, row.priority, row.reason)
+    return CaseSummary(ticket, row.status, row.queue, row.priority, row.reason)
 
 
 def account_history(conn: Connection, *, uid: str, exclude: int) -> list[dict[str, Any]]:

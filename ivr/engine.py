@@ -1446,19 +1446,24 @@ class _Turn:
         requeues = int(state.facts.get("requeues", "0")) + 1
         current = state.facts["queue"]
         fallback = self.tree.tree.fallback_queue
-        if result != QUEUE_FULL:
+        full = result == QUEUE_FULL
+        if not full:
             self.say("fallback_apology", state.lang)
         elif "queue_full" not in state.facts:
-            full = self.tree.catalogs.has(QUEUE_FULL_PROMPT, BASE_LANGUAGE)  # shipped later
-            self.say(QUEUE_FULL_PROMPT if full else "fallback_apology", state.lang)
+            told = self.tree.catalogs.has(QUEUE_FULL_PROMPT, BASE_LANGUAGE)  # shipped later
+            self.say(QUEUE_FULL_PROMPT if told else "fallback_apology", state.lang)
             state = state.model_copy(update={"facts": {**state.facts, "queue_full": "told"}})
-        if result == QUEUE_FULL:
+        else:
+            # Each try after: a word, never dead air the caller takes for a dropped call.
+            self.say("hold", state.lang)
+        if full:
             self.response.pause(length=QUEUE_FULL_PAUSE)
         if requeues <= MAX_REQUEUES:
             state = state.model_copy(update={"facts": {**state.facts, "requeues": str(requeues)}})
             return self.enqueue(state, current, state.facts["priority"])
-        if current != fallback or state.facts["priority"] == "emergency":
-            # Another queue; and a hijack victim is never hung up on, whatever fails.
+        if current != fallback or state.facts["priority"] == "emergency" or full:
+            # Another queue; a hijack victim is never hung up on, whatever fails; nor anyone
+            # a full queue refuses: the line is long, not broken, and their case is in it.
             state = state.model_copy(update={"facts": {**state.facts, "requeues": "0"}})
             return self.enqueue(state, fallback, state.facts["priority"])
         # Even the fallback queue refuses callers: Twilio itself is failing. The case is kept

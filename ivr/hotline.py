@@ -1959,8 +1959,10 @@ class Hotline:
                 if keyed is None or not proved:
                     cases.set_account(conn, case_id=case_id, uid=uid, was=keyed)
                 else:
-                    earlier = (case["flags"] or {}).get(ALSO_FROZEN, "")
-                    flags[ALSO_FROZEN] = ",".join(filter(None, [*earlier.split(","), uid]))
+                    earlier = [
+                        u for u in (case["flags"] or {}).get(ALSO_FROZEN, "").split(",") if u
+                    ]
+                    flags[ALSO_FROZEN] = ",".join(dict.fromkeys([*earlier, uid]))
             self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
             cases.audit(
                 conn,

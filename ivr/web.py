@@ -615,7 +615,10 @@ async def fallback(form: TwilioForm, hotline: HotlineDep) -> Response:
     502, a reset, a timeout). async: no worker thread needed, so it answers even when every
     thread waits on the database. A caller holding in a queue keeps holding (an <Enqueue>
     there would end their wait with an error); anyone else reaches the agent queue."""
-    failed = urlsplit(_text(form, "ErrorUrl", 2048))
+    try:
+        failed = urlsplit(_text(form, "ErrorUrl", 2048))
+    except ValueError:  # "http://[::1/...": the last resort must answer all the same
+        failed = urlsplit("")
     sid, code = _text(form, "CallSid", 64), _text(form, "ErrorCode", 16)
     log.warning(
         "Twilio reached the fallback for call %s: error %s at %s",

@@ -212,6 +212,34 @@ def test_call_backs_held_back_are_not_ahead_of_a_caller_until_their_retry_time(
     assert [c["id"] for c in served if c] == [held, later, live_case]
 
 
+def test_a_resolved_ticket_followed_up_and_still_open_is_found_as_its_follow_up(
+    db: Engine,
+) -> None:
+    """Resolved, then its caller said at the survey they were not done: their ticket finds
+    the follow-up's state (in line), not "resolved"; once that is resolved too, resolved."""
+    first = add_case(db, 1, "normal", T0)
+    with db.connect() as conn:
+        assert cases.resolve(conn, case_id=first, notes="done", now=T0, status="waiting")
+    spec = OpenCase("2000001", "payments", "high", "deposits", {}, [], parent_ticket="1000001")
+    with db.begin() as conn:
+        conn.execute(cases.open_case(spec, call_sid=sid(1), caller=None, risk={}, now=T0))
+    with db.connect() as conn:
+        found = cases.find_ticket(conn, ticket="1000001")
+        assert found is not None
+        assert (found.ticket, found.status, found.queue, found.priority) == (
+            "1000001",
+            "waiting",
+            "payments",
+            "high",
+        )
+        conn.execute(
+            update(cases.cases).where(cases.cases.c.ticket == "2000001").values(status="resolved")
+        )
+        conn.commit()
+        found = cases.find_ticket(conn, ticket="1000001")
+    assert found is not None and (found.status, found.queue) == ("resolved", "support")
+
+
 def test_case_for_call_is_the_newest_case_of_the_call(db: Engine) -> None:
     add_case(db, 1, "normal", T0)
     spec = OpenCase("2000001", "support", "normal", "lost_2fa", {}, [], parent_ticket="1000001")
@@ -720,6 +748,7 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
 
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == proved
     assert freeze(proved, "10000001")["frozen"] is True
+    assert freeze(proved, "10000001")["frozen"] is True  # again: noted once
     assert freeze(proved, "99999999")["frozen"] is False  # no such account: nothing noted
     row = get(db, proved)
     assert (row["account_uid"], row["flags"]["also_frozen"]) == ("10000002", "10000001")
@@ -728,6 +757,7 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
     boss = make_user(db, "sam", "supervisor")  # who answers the owner's "why am I frozen?"
     timeline = call(client, "GET", f"/api/calls/{sid(1)}", None, boss).json()
     assert [(a["account_uid"], a["result"]) for a in timeline["audit"]] == [
+        ("10000001", "ok"),
         ("10000001", "ok"),
         ("99999999", "failed"),
     ]

@@ -469,7 +469,7 @@ def test_a_full_queue_is_told_once_as_busy_lines_and_waited_out_before_each_try(
     assert said(step) == ["Every line is busy. Please hold."]
     assert verbs(step) == ["Say", "Pause", "Enqueue"]
     step = call.send(QueueExit("queue-full"))
-    assert verbs(step) == ["Pause", "Enqueue"]
+    assert said(step) == ["Please hold."] and verbs(step) == ["Say", "Pause", "Enqueue"]
     # An error after it is still one: apologised for.
     step = call.send(QueueExit("error"))
     assert said(step) == ["Sorry, we are having trouble. Connecting you to an agent."]
@@ -487,6 +487,16 @@ def test_a_full_queue_with_catalogs_older_than_its_prompt_hears_the_apology(
     step = call.send(QueueExit("queue-full"))
     assert said(step)[0].startswith("非常抱歉,系统暂时出现问题")
     assert verbs(step)[-2:] == ["Pause", "Enqueue"]
+
+
+def test_a_normal_caller_a_full_queue_refuses_is_held_and_never_let_go(call: Call) -> None:
+    """A full queue is a long line, not a broken one: the caller keeps trying, as long as
+    they hold (their case is in line all the while), hearing a word every try."""
+    call.send(Keys("1"))
+    call.send(Keys("0"))  # the general queue (the fallback), normal priority
+    for _ in range(20):
+        step = call.send(QueueExit("queue-full"))
+        assert verbs(step)[-3:] == ["Say", "Pause", "Enqueue"] and not call.state.ended
 
 
 def test_a_normal_caller_is_let_go_only_when_even_the_fallback_queue_refuses(call: Call) -> None:

@@ -276,6 +276,17 @@ def test_the_fallback_speaks_first_and_holds_in_the_callers_likely_language(
     assert "lang=en" in en_first[2].get("waitUrl", "")
 
 
+@pytest.mark.parametrize("error_url", ["http://[::1/twilio/wait", "https://[bad]/x", "%%%"])
+def test_the_fallback_answers_whatever_error_url_twilio_sends(
+    broken_client: TestClient, check_twiml: Callable[[str], None], error_url: str
+) -> None:
+    """The last resort: an ErrorUrl no URL parser reads is no reason to leave the caller
+    with Twilio's application error."""
+    phone = Phone(broken_client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    response = phone.signed_post(FALLBACK, {**first_request(), "ErrorUrl": error_url})
+    assert response.status_code == 200 and "<Enqueue" in response.text
+
+
 def test_a_hold_round_twilio_could_not_fetch_falls_back_to_a_hold_round(
     broken_client: TestClient, check_twiml: Callable[[str], None]
 ) -> None:
