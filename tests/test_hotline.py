@@ -1566,6 +1566,16 @@ def test_one_who_says_they_gave_nothing_after_a_number_check_is_no_emergency(
     assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
 
 
+@pytest.mark.parametrize("words", ["没有,是他打电话给了我一个链接", "没有,他挂了电话就不见了"])
+def test_a_plain_no_that_says_given_or_gone_is_not_taken_for_a_theft(
+    phone: Phone, words: str
+) -> None:
+    """给了 and 不见了 in a "no" about something else: asked again, not frozen."""
+    record = call(phone, Press("2"), Press("2"), Press("4"), Press(SCAMMER), Speak(words))
+    assert record.queue != "security"
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
 @pytest.mark.parametrize(
     ("language_key", "keyed", "words"),
     [
@@ -1578,6 +1588,10 @@ def test_one_who_says_they_gave_nothing_after_a_number_check_is_no_emergency(
         ("1", SCAMMER, "I didn't give them my password but my account was hacked"),
         ("1", "12025550143", "I didn't give them anything but someone logged into my account"),
         ("1", "*", "yes I gave them a code"),
+        ("2", SCAMMER, "我没转账,账户被盗"),
+        ("2", SCAMMER, "我没有给他验证码,但是账户被黑"),
+        ("2", SCAMMER, "我没发验证码,但是有人登录我的账户"),
+        ("2", SCAMMER, "我没有转账,我的资产被划走"),
     ],
 )
 def test_one_who_gave_something_after_a_number_check_still_reaches_the_emergency_lane(
