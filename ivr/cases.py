@@ -981,9 +981,9 @@ def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
 
 def find_ticket(conn: Connection, *, ticket: str, caller: str | None = None) -> CaseSummary | None:
     """The case with this ticket number (`caller`: only if it was opened for a call from
-    that number). Resolved, but followed up by a case still open (its caller said at the
-    survey that they were not done): that one's state, under the ticket they have; they were
-    never told the follow-up's, and "it was resolved" would be untrue."""
+    that number). Resolved, but followed up on the same call by a case still open (its caller
+    said at the survey that they were not done): that one's state, under the ticket they
+    have; they were never told the follow-up's, and "it was resolved" would be untrue."""
     where = [cases.c.ticket == ticket]
     if caller is not None:
         where.append(cases.c.caller == caller)
@@ -993,7 +993,11 @@ def find_ticket(conn: Connection, *, ticket: str, caller: str | None = None) -> 
             row = (
                 conn.execute(
                     select(cases)
-                    .where(cases.c.parent_ticket == ticket, cases.c.status != "resolved")
+                    .where(
+                        cases.c.parent_ticket == ticket,
+                        cases.c.call_sid == row.call_sid,
+                        cases.c.status != "resolved",
+                    )
                     .order_by(cases.c.id.desc())
                     .limit(1)
                 ).first()
@@ -1994,10 +1998,11 @@ def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
 
 def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
     """A caller whose number has a call back in line for `queue` (the same account, or none
-    known) is on the line again, and their new case was just opened: it takes the call
-    back's place (the best of theirs in the same lane), and the call back leaves the line,
-    noted. They are served on the call instead of being rung on a busy line later. How many
-    call backs left the line. In the transaction that opened the case.
+    known), or offered at a desk and not accepted yet, is on the line again, and their new
+    case was just opened: it takes the call back's place (the best of theirs in the same
+    lane), and the call back leaves the line (and the desk), noted. They are served on the
+    call instead of being rung on a busy line later. How many call backs left the line. In
+    the transaction that opened the case.
 
     A call back whose caller verified stays, unless this one verified too: caller IDs are
     spoofed at will, and a call as the victim's number, keying their UID, must not take the
@@ -2015,14 +2020,20 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
         same_account = cases.c.account_uid.is_(None)
         if live.account_uid:
             same_account = same_account | (cases.c.account_uid == live.account_uid)
+        # In line, or offered at an agent's desk and not accepted yet (nobody dials it yet;
+        # accepted, the agent has the number in hand, and the call back stays theirs).
+        waiting_or_at_a_desk = ((cases.c.queued == 1) & cases.c.status.in_(CALL_BACKS)) | (
+            (cases.c.status == "offered")
+            & cases.c.accept_by.is_not(None)
+            & cases.c.claimed_from.in_(CALL_BACKS)
+        )
         earlier = conn.execute(
-            select(cases.c.id, cases.c.lane, cases.c.sort_at, cases.c.flags)
+            select(cases.c.id, cases.c.lane, cases.c.sort_at, cases.c.flags, cases.c.status)
             .where(
                 cases.c.caller == live.caller,
                 cases.c.queue == queue,
                 cases.c.id != live.id,
-                cases.c.queued == 1,
-                cases.c.status.in_(CALL_BACKS),
+                waiting_or_at_a_desk,
                 same_account,
                 # One in a better lane (an emergency) stays: the new case cannot take that.
                 cases.c.lane >= live.lane,
@@ -2036,6 +2047,9 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
         place = min([e.sort_at for e in earlier if e.lane == live.lane], default=live.sort_at)
         if place < live.sort_at:
             conn.execute(update(cases).where(cases.c.id == live.id).values(sort_at=place))
+        offered = [e.id for e in earlier if e.status == "offered"]
+        if offered:  # off the agent's desk first, back to the call back it was
+            conn.execute(update(cases).where(cases.c.id.in_(offered)).values(**_BACK_IN_LINE))
         conn.execute(
             update(cases)
             .where(cases.c.id.in_([e.id for e in earlier]))

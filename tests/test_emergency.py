@@ -2097,6 +2097,32 @@ def test_a_caller_on_the_line_again_is_served_on_the_call_in_their_old_place(
     assert new["sort_at"] == old["sort_at"]
 
 
+def test_a_call_back_offered_at_a_desk_leaves_it_when_its_caller_is_on_the_line_again(
+    phone: Phone, client: TestClient, app: FastAPI, agent: str, db: Engine
+) -> None:
+    """The caller hung up waiting; their call back is offered at alice's desk, to accept.
+    Before she does, they call again: the desk offer is withdrawn (not two agents on one
+    customer, one dialling a line busy with the other), and the caller is served on the line."""
+    again = "+15005550144"
+    phone.call(ScriptedParty([Press("1"), Press("0")]), from_number=again)
+    api(client, agent, "PUT", "/api/agents/presence", json={"available": True})
+    assert app.state.hotline.dispatch() == 1
+    [offered] = api(client, agent, "GET", "/api/agents/cases")
+    assert offered["accept_by"] is not None
+    seen: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not seen:
+            seen.append(api(client, agent, "GET", "/api/agents/cases"))
+        return poll < 2
+
+    phone.call(Caller([Press("1"), Press("0")], holds), from_number=again)
+    assert offered["id"] not in [c["id"] for c in seen[0]]
+    old = next(r for r in case_rows(db) if r["id"] == offered["id"])
+    assert (old["queued"], old["status"], old["agent_id"]) == (0, "abandoned", None)
+    assert "called again" in old["notes"]
+
+
 def test_a_call_as_the_victims_number_does_not_take_their_verified_call_back_out_of_line(
     phone: Phone, client: TestClient, agent: str, db: Engine
 ) -> None:
