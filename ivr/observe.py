@@ -159,6 +159,12 @@ class Metrics:
             ["priority"],
             registry=self.registry,
         )
+        self.queue_full = Counter(
+            "ivr_queue_full",
+            "callers Twilio refused into a full queue (error 14207; each try counts): they are "
+            "held and tried again, but the queue wants sizing (`ivr serve` does it at start)",
+            registry=self.registry,
+        )
         self.registry.register(_FromDatabase(db, clock))
         self.registry.register(_AtWork(at_work))
 

@@ -382,13 +382,35 @@ async def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> R
     sid = _call_sid(form)
     result = _text(form, "QueueResult", 32) or "error"
     if result == engine.QUEUE_FULL:
-        # Callers are held and tried again, their cases in line; the queue wants sizing.
-        log.error(
-            "Twilio refused call %s: its queue is full (error 14207); `ivr serve` makes the "
-            "tree's queues hold 5,000 where it has TWILIO_ACCOUNT_SID",
-            sid,
-        )
+        hotline.metrics.queue_full.inc()
+        _queue_full.seen()
     return await _advance(hotline, sid, s, engine.QueueExit(result))
+
+
+class _QueueFull:
+    """Logs Twilio's full queues as an error, once a minute at most: each refused caller is
+    tried again every 10 s, and a thousand of them must not drown the log."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.last = -math.inf
+        self.since = 0
+
+    def seen(self) -> None:
+        self.since += 1
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            # Callers are held and tried again, their cases in line; the queue wants sizing.
+            log.error(
+                "Twilio refused %d caller(s) into a full queue (error 14207) since this was "
+                "last said; `ivr serve` makes the tree's queues hold 5,000 where it has "
+                "TWILIO_ACCOUNT_SID",
+                self.since,
+            )
+            self.last, self.since = now, 0
+
+
+_queue_full = _QueueFull()
 
 
 Lang = Annotated[str, Query(max_length=16)]

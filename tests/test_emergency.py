@@ -1588,6 +1588,8 @@ def test_a_victim_whose_queue_is_full_is_held_and_reaches_the_agent_when_it_free
             return poll < 3
 
         record = phone.call(Caller(list(HIJACK), holds), from_number=VICTIM)
+        scraped = client.get("/metrics").text
+    assert "ivr_queue_full_total 2.0" in scraped  # for the alert: the queue wants sizing
     assert record.refused_by_full_queues == 2 and record.queue == "security"
     heard = " ".join(record.heard)
     assert heard.count("Every line is busy right now") == 1
