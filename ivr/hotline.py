@@ -1536,7 +1536,9 @@ class Hotline:
         was sent, for a call back, now; not at the next sweep, with its agent held meanwhile
         and told both "resolve it" and "it is resolved there"."""
         for case in cases.connected_of_call(conn, call_sid=call_sid):
-            if cases.transfer_asked(case) is None:
+            # This call's own caller only: a call back of its case is another call, which a
+            # late copy of this one's final status says nothing of.
+            if (case["claimed_from"] or "waiting") != "waiting" or not cases.transfer_asked(case):
                 continue
             with store.writing(conn):
                 for statement in cases.transferred(case, now=now, gone=True):
