@@ -45,6 +45,7 @@ ROLE = {
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
     "/api/cases/{case_id}/requeue": "agent",
+    "/api/cases/{case_id}/not-reached": "agent",
     "/api/cases/{case_id}/transfer": "agent",
     "/api/calls": "supervisor",
     "/api/calls.csv": "agent",
