@@ -724,6 +724,23 @@ def test_signing_out_gives_back_the_caller_offered_and_not_yet_put_through(
     assert record.dialed is None and record.hold_polls == 3
 
 
+def test_the_queue_page_says_a_callers_number_was_withheld(
+    client: TestClient, phone: Phone, supervisor: str
+) -> None:
+    """Not an empty cell, which reads as "not loaded"."""
+    signed_in(client, supervisor)
+    cells: list[Any] = []
+
+    class Holding(ScriptedParty):
+        def keep_holding(self, queue: str, polls: int) -> bool:
+            rows = page(client, "/dashboard/queue").xpath("//tr[@data-ticket]")
+            cells.extend(row.xpath("./td")[8].text for row in rows)
+            return False
+
+    phone.call(Holding([Press("1"), Press("0")]), from_number="anonymous")
+    assert cells == ["withheld"]
+
+
 def test_a_call_back_dialled_at_the_desk_that_nobody_answered_is_said_so(
     client: TestClient, phone: Phone, db: Engine, agent: str
 ) -> None:
