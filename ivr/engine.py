@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Gather, Play, Say, VoiceResponse
 
-from ivr.numbers import country_code, last4
+from ivr.numbers import country_code, dialable, last4
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
     HOLD_TIP_PREFIX,
@@ -390,12 +390,17 @@ def begin(
     ticket: str = "",
     announcement: Announcement | None = None,
     caller: str | None = None,
+    called: str | None = None,
 ) -> Step:
-    """A new call from `caller` (their number, if shown): enter the start node. Their
-    country calling code is kept, for a language menu's likely language."""
+    """A new call from `caller` (their number, if shown) to `called`: enter the start node.
+    Their country calling code is kept, for a language menu's likely language; and, for a
+    caller who withheld their number, the number they called (`shown_as`): a transfer
+    node's <Dial> shows it, as a carrier may refuse a call from "anonymous" (Twilio's 13214)."""
     turn = _Turn(tree, links, step, now, ticket, announcement)
     country = country_code(caller)
     facts = {"country": country} if country else {}
+    if not dialable(caller) and dialable(called):
+        facts["shown_as"] = str(called)
     state = turn.enter(tree.tree.start, CallState(node=tree.tree.start, facts=facts))
     return turn.finish(state)
 
@@ -892,7 +897,11 @@ class _Turn:
             if node.prompt and first:
                 self.say(node.prompt, state.lang)
             self.response.dial(
-                node.number, action=self.links.dial(self.step), method="POST", timeout=node.timeout
+                node.number,
+                action=self.links.dial(self.step),
+                method="POST",
+                timeout=node.timeout,
+                caller_id=state.facts.get("shown_as"),
             )
         elif isinstance(node, SurveyNode):
             gather = Gather(

@@ -345,6 +345,7 @@ class Hotline:
                 ticket=cases.new_ticket(),
                 announcement=self._announcement(now),
                 caller=caller.from_number,
+                called=caller.to_number,
             )
             state = step.state
             if caller.stir_verstat:  # a risk signal for the agent, never proof of identity

@@ -51,10 +51,16 @@ class Call:
     """Drives the engine the way the web layer does, checking each document."""
 
     def __init__(
-        self, tree: CompiledTree, check: Callable[[str], None], now: datetime = MONDAY_NOON_SGT
+        self,
+        tree: CompiledTree,
+        check: Callable[[str], None],
+        now: datetime = MONDAY_NOON_SGT,
+        *,
+        caller: str | None = None,
+        called: str | None = None,
     ):
         self.tree, self.check, self.now, self.n = tree, check, now, 1
-        self.step = begin(tree, links=LINKS, step=1, now=now)
+        self.step = begin(tree, links=LINKS, step=1, now=now, caller=caller, called=called)
         check(self.step.twiml)
 
     def send(self, event: object) -> Step:
@@ -537,6 +543,31 @@ def test_a_transfer_nobody_answers_reaches_the_fallback_queue(
     step = call.send(DialDone("no-answer"))
     assert ">general</Enqueue>" in step.twiml and not call.state.ended
     assert any(isinstance(e, OpenCase) and e.reason == "transfer_failed" for e in step.effects)
+
+
+@pytest.mark.parametrize(
+    ("caller", "shown"), [("anonymous", "+15005550001"), ("+15005550006", None)]
+)
+def test_a_transfer_of_a_caller_who_withheld_their_number_shows_the_number_they_called(
+    mini_tree: CompiledTree, check_twiml: Callable[[str], None], caller: str, shown: str | None
+) -> None:
+    """A carrier may refuse a call from "anonymous" (Twilio's error 13214: the <Dial> fails):
+    the transfer shows the hotline's number, which the caller called, instead."""
+    from ivr.tree import compile_source
+
+    source = (
+        mini_tree.source.replace(
+            '      - {key: "2", target: more}',
+            '      - {key: "2", target: more}\n      - {key: "3", target: desk}',
+        )
+        + '  desk:\n    kind: transfer\n    number: "+15005550009"\n'
+    )
+    tree = compile_source(source, "t.yaml", mini_tree.catalogs)
+    call = Call(tree, check_twiml, caller=caller, called="+15005550001")
+    call.send(Keys("1"))
+    step = call.send(Keys("3"))
+    [dial] = etree.fromstring(step.twiml.encode()).iter("Dial")
+    assert dial.get("callerId") == shown
 
 
 def test_input_a_node_does_not_take_is_ignored_and_the_node_presented_again(call: Call) -> None:
