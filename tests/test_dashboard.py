@@ -751,6 +751,7 @@ def test_a_call_back_dialled_at_the_desk_that_nobody_answered_is_said_so(
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     [case_id] = [c["id"] for c in client.get("/api/agents/cases", headers=bearer(agent)).json()]
     desk = page(client, "/dashboard/desk")
+    assert texts(desk, "//span[contains(@class, 'case-state')]") == ["· yours to call back"]
     [button] = desk.xpath("//form[@class='not-reached']/button")
     assert button.text == "Nobody answered"
     assert said(act(client, f"/dashboard/desk/{case_id}/not-reached")) == "not_reached"
