@@ -64,6 +64,7 @@ from ivr.deps import (
 from ivr.engine import NOT_XML
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
+from ivr.numbers import withheld
 from ivr.stats import Thresholds, figures
 from ivr.store import tree_version_list
 
@@ -132,7 +133,10 @@ def not_found(what: str) -> dict[int | str, dict[str, Any]]:
 
 
 def mask(number: str | None) -> str:
-    """A caller's number as supervisors and queue lists see it: the last 4 digits only."""
+    """A caller's number as supervisors and queue lists see it: the last 4 digits only;
+    none for a withheld one (Twilio's +266696687, "ANONYMOUS" on a keypad, is no number)."""
+    if withheld(number):
+        return ""
     digits = "".join(c for c in number or "" if c.isdigit())
     return f"***{digits[-4:]}" if digits else ""
 

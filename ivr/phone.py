@@ -56,10 +56,12 @@ _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def heard_in(words: str, language: str) -> bool:
-    """Whether a recogniser of `language` (a Gather's) would write down `words` at all:
-    Chinese speech is heard only by a Chinese one (zh, cmn, yue). Twilio's English recogniser
-    makes nothing of 我的账户被盗了; the other way round, a Mandarin one writes the English
-    words callers mix in (API, USDT), so those are passed on."""
+    """Whether a recogniser of `language` (a Gather's) would write down `words` as said:
+    Chinese speech only a Chinese one (zh, cmn, yue). Twilio's docs say only that `language`
+    is the one recognised; an English recogniser may write something English-sounding for
+    我的账户被盗了, never the Chinese words a keyword matches, and the phone models that as
+    nothing understood (an empty result). A Mandarin one writes the English words callers
+    mix in (API, USDT), so those are passed on."""
     chinese = language.lower().split("-")[0] in ("zh", "cmn", "yue")
     return chinese or not _HAN.search(words)
 

@@ -724,8 +724,9 @@ def test_signing_out_gives_back_the_caller_offered_and_not_yet_put_through(
     assert record.dialed is None and record.hold_polls == 3
 
 
+@pytest.mark.parametrize("hidden", ["anonymous", "+266696687"])
 def test_the_queue_page_says_a_callers_number_was_withheld(
-    client: TestClient, phone: Phone, supervisor: str
+    client: TestClient, phone: Phone, supervisor: str, hidden: str
 ) -> None:
     """Not an empty cell, which reads as "not loaded"."""
     signed_in(client, supervisor)
@@ -737,7 +738,7 @@ def test_the_queue_page_says_a_callers_number_was_withheld(
             cells.extend(row.xpath("./td")[8].text for row in rows)
             return False
 
-    phone.call(Holding([Press("1"), Press("0")]), from_number="anonymous")
+    phone.call(Holding([Press("1"), Press("0")]), from_number=hidden)
     assert cells == ["withheld"]
 
 

@@ -1566,7 +1566,16 @@ def test_one_who_says_they_gave_nothing_after_a_number_check_is_no_emergency(
     assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
 
 
-@pytest.mark.parametrize("words", ["没有,是他打电话给了我一个链接", "没有,他挂了电话就不见了"])
+@pytest.mark.parametrize(
+    "words",
+    [
+        "没有,是他打电话给了我一个链接",
+        "没有,他挂了电话就不见了",
+        "没有,没有人登录我的账户",
+        "没人登录我的账户,我就是想确认一下",
+        "没有,他让我登录我的账户看看,我没登录",
+    ],
+)
 def test_a_plain_no_that_says_given_or_gone_is_not_taken_for_a_theft(
     phone: Phone, words: str
 ) -> None:
@@ -1592,6 +1601,12 @@ def test_a_plain_no_that_says_given_or_gone_is_not_taken_for_a_theft(
         ("2", SCAMMER, "我没有给他验证码,但是账户被黑"),
         ("2", SCAMMER, "我没发验证码,但是有人登录我的账户"),
         ("2", SCAMMER, "我没有转账,我的资产被划走"),
+        ("2", SCAMMER, "没有告诉他,但是我已经转了五千U"),
+        ("2", SCAMMER, "我没给他密码,但我按他说的转了一笔USDT"),
+        ("2", SCAMMER, "我没告诉他密码,不过我按他说的把币转了过去"),
+        ("2", SCAMMER, "我没告诉他密码,但是验证码已经给了"),
+        ("2", SCAMMER, "没有,我没给他验证码,但是我的USDT不见了"),
+        ("2", SCAMMER, "我没给他验证码,但我的币全部不见了"),
     ],
 )
 def test_one_who_gave_something_after_a_number_check_still_reaches_the_emergency_lane(
