@@ -1372,6 +1372,30 @@ def test_in_a_real_browser(scene: Scene) -> None:
     assert scene.problems == [], scene.problems
 
 
+def test_the_queue_keeps_refreshing_while_the_supervisor_types_in_an_agents_field(
+    scene: Scene,
+) -> None:
+    """The supervisor is setting alice's languages when a hijack victim calls: the line
+    shows them by itself, and the field keeps its words and the focus (only the agents'
+    table waits, marked so)."""
+    scene.watch(scene.tab)
+    expect = scene.expect
+    make_user(scene.db, "alice", "agent", AGENT_PHONE)
+    scene.calls["normal"] = scene.callers.call(list(DEPOSITS), NORMAL_CALLER)
+    sign_in(scene, make_user(scene.db, "sam", "supervisor"))
+    rows = scene.tab.locator("table.queue tbody tr")
+    expect(rows).to_have_count(1)
+    field = scene.tab.locator("#speaks-alice")
+    field.fill("zh-CN")
+    scene.calls["hijack"] = scene.callers.call(list(HIJACK), VICTIM)
+    expect(rows).to_have_count(2, timeout=12000)
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bemergency\b"))
+    expect(field).to_be_focused()
+    expect(field).to_have_value("zh-CN")
+    expect(scene.tab.locator("table.agents")).to_have_attribute("data-paused", "true")
+    assert scene.problems == [], scene.problems
+
+
 # Wraps the browser's Notification before any of the page's own script runs: the
 # notifications the desk shows, recorded where the test can read them.
 RECORD_NOTIFICATIONS = """

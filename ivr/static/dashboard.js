@@ -21,8 +21,17 @@
         })
         .then(function (html) {
           if (html !== null && live.contains(document.activeElement)) {
-            // A button in it has the focus (Set away): swap it once the focus leaves.
-            live.setAttribute("data-paused", "true");
+            // A field or button in it has the focus (an agent's languages, Set away): swap
+            // every part but the one holding it, which waits until the focus leaves. The
+            // line itself must not stop: a new emergency shows while the supervisor types.
+            if (swapAround(live, html)) {
+              live.removeAttribute("data-stale");
+              if (swapped) {
+                swapped();
+              }
+            } else {
+              live.setAttribute("data-paused", "true");
+            }
             return;
           }
           if (html !== null) {
@@ -45,6 +54,50 @@
     }
 
     window.setTimeout(refresh, every);
+  }
+
+  // Swap the live part's children for the fresh ones but the one holding the focus, which
+  // stays where it is (moved, it would lose the focus), marked paused; the fresh part of
+  // its kind (tag and class) is dropped. False when there is no such part to match it.
+  function swapAround(live, html) {
+    var fresh = document.createElement("div");
+    fresh.innerHTML = html; // our own server-rendered, escaped fragment
+    var kept = null;
+    for (var i = 0; i < live.children.length; i += 1) {
+      if (live.children[i].contains(document.activeElement)) {
+        kept = live.children[i];
+      }
+    }
+    var counterpart = null;
+    for (var k = 0; kept && k < fresh.children.length; k += 1) {
+      var part = fresh.children[k];
+      if (part.tagName === kept.tagName && part.className === kept.className) {
+        counterpart = part;
+      }
+    }
+    if (!counterpart) {
+      return false;
+    }
+    for (var j = live.children.length - 1; j >= 0; j -= 1) {
+      if (live.children[j] !== kept) {
+        live.removeChild(live.children[j]);
+      }
+    }
+    var before = true;
+    while (fresh.firstElementChild) {
+      var next = fresh.firstElementChild;
+      fresh.removeChild(next);
+      if (next === counterpart) {
+        before = false;
+      } else if (before) {
+        live.insertBefore(next, kept);
+      } else {
+        live.appendChild(next);
+      }
+    }
+    kept.setAttribute("data-paused", "true");
+    live.removeAttribute("data-paused");
+    return true;
   }
 
   // The tree is far wider than the screen: scroll its frame to the "call" marker.
