@@ -590,6 +590,14 @@ AWAY_SIGNED_OUT: AwayReason = "signed_out"  # they signed out of the dashboard
 AWAY_SET: AwayReason = "set_away"  # a supervisor set them away (`ivr users away`)
 AWAY_NOT_ACCEPTED: AwayReason = "not_accepted"  # a case offered at their desk, not accepted
 AWAY_LAPSED: AwayReason = "lapsed"  # AVAILABLE_AT_MOST without a case (worked out, not stored)
+# Away for these, an agent is not at work (`staffing`), whatever cases they ended lately.
+GONE: tuple[AwayReason, ...] = (
+    AWAY_SIGNED_OUT,
+    AWAY_SET,
+    AWAY_MISSED,
+    AWAY_NOT_ACCEPTED,
+    AWAY_TIMED_OUT,
+)
 
 
 def set_available(
@@ -896,7 +904,8 @@ class Staffing:
 
     An agent is at work while they say they are available (presence), while they hold a case
     taken or put through in the last LEFT_AFTER, and for AT_WORK after their last one ended
-    (an agent who only ever asks for cases says nothing else); a revoked agent is not. The
+    (an agent who only ever asks for cases says nothing else), unless they have gone since
+    (GONE: signed out, set away, an offer not taken); a revoked agent is not. The
     handle time is the median time from an agent taking a case to its end, over the cases
     agents ended in the last HANDLED_OVER (the latest MEASURED_AT_MOST), leaving out any held
     longer than LEFT_AFTER; with fewer than MIN_HANDLED of them (a quiet hour, a new install)
@@ -926,10 +935,18 @@ def staffing(conn: Connection, *, now: datetime) -> Staffing:
         func.coalesce(cases.c.connected_at, cases.c.offered_at) >= now - LEFT_AFTER
     )
     with reading(conn):
+        # Not one who has gone since their last case (signed out, set away by a supervisor)
+        # or whose phone or desk did not take the last offered (likely not there): counted,
+        # they halve the wait a caller is told. Away by their own say, they may still work,
+        # asking for cases.
+        still_here = func.coalesce(users.c.away_reason, "").not_in(GONE)
         busy = (
             select(cases.c.agent_id.label("id"))
             .join(users, users.c.id == cases.c.agent_id)
-            .where(users.c.revoked_at.is_(None), working | (cases.c.ended_at >= since))
+            .where(
+                users.c.revoked_at.is_(None),
+                working | ((cases.c.ended_at >= since) & still_here),
+            )
         )
         ready = select(users.c.id).where(
             users.c.role == "agent", users.c.revoked_at.is_(None), _available_after(now)

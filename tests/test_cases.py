@@ -1055,6 +1055,30 @@ def test_agents_are_at_work_while_they_hold_a_case_and_for_half_an_hour_after(db
     assert staffing_at(db, T0 + 5 * MINUTE).agents == 1  # a revoked agent answers nobody
 
 
+@pytest.mark.parametrize(
+    ("why", "at_work"),
+    [
+        (cases.AWAY_SIGNED_OUT, 0),
+        (cases.AWAY_SET, 0),
+        (cases.AWAY_NOT_ACCEPTED, 0),
+        (cases.AWAY_MISSED, 0),
+        (None, 1),  # away by her own say: she may ask for the next case
+        (cases.AWAY_GAVE_BACK, 1),
+    ],
+)
+def test_an_agent_gone_since_her_last_case_is_not_at_work(
+    db: Engine, why: cases.AwayReason | None, at_work: int
+) -> None:
+    """Counted, an agent who signed out (or was set away, or whose phone did not take the
+    last case) halves the wait a caller is told."""
+    ana = agent_id(db, "ana")
+    add_case(db, 1, "normal", T0 - MINUTE)
+    handle(db, ana, T0, T0 + 4 * MINUTE)
+    with db.connect() as conn:
+        cases.set_available(conn, agent_id=ana, available=False, now=T0 + 5 * MINUTE, why=why)
+    assert staffing_at(db, T0 + 6 * MINUTE).agents == at_work
+
+
 def test_the_handle_time_is_the_median_of_the_last_hour_once_there_are_five(db: Engine) -> None:
     ana, bo = agent_id(db, "ana"), agent_id(db, "bo")
     for n in range(7):
