@@ -156,5 +156,5 @@ def test_supervisors_see_where_callers_hear_it_and_when_nobody_would(
     assert "No menu of the live call tree plays announcements" in page
     assert client.post("/dashboard/login", data={"token": sam}).status_code == 200
     page = client.get("/dashboard/queue").text
-    assert "Every caller hears this first" in page and "(at main_menu)" in page
+    assert "Callers hear this as they reach main_menu, from now on" in page
     assert "No menu of the live call tree" not in page
