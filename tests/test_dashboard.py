@@ -11,6 +11,8 @@ run scripts/browser-deps.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import shutil
 import threading
@@ -531,6 +533,24 @@ def test_calls_page_filters_like_the_api(
     [next_link] = first.xpath("//a[@rel='next']/@href")
     second = page(client, next_link)
     assert call_sids(second) == [placed["normal"]] and not second.xpath("//a[@rel='next']")
+
+
+def test_the_calls_page_exports_what_it_found_as_csv_with_the_session(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    """No API token to find first: the page's link, filters and all, in the browser session
+    (the API's CSV answered it 401)."""
+    signed_in(client, supervisor)
+    [link] = page(client, "/dashboard/calls", emergency="true").xpath("//a[@download]/@href")
+    assert link == "/dashboard/calls.csv?emergency=true"
+    exported = client.get(link)
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [r["call_sid"] for r in rows] == [placed["hijack"]]
+    assert client.get("/dashboard/calls.csv?caller=12ab").status_code == 422
+    with TestClient(client.app, base_url=HTTPS_CLIENT) as stranger:
+        refused = stranger.get(link, follow_redirects=False)
+    assert refused.status_code == 303 and "calls.csv" not in refused.text
 
 
 def test_the_page_escapes_what_it_echoes(client: TestClient, supervisor: str) -> None:
