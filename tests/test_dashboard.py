@@ -344,6 +344,8 @@ def test_the_queue_marks_callers_on_the_line_past_their_service_level_target(
     phone.call(Holding([Press("1"), Press("0")]), from_number="+15005550144")
     (on_time, line), (past, late_line) = seen[0], seen[1]
     assert on_time == [] and "past the service-level target" not in line
+    # The two callers of `placed` hung up: call backs owed; this one holds on the line.
+    assert line.startswith("3 waiting: 1 on the line, 2 call backs owed"), line
     assert past == ["01:02 (past the target)"]
     assert "1 on the line past the service-level target (20 s for emergencies, 60 s" in late_line
 
