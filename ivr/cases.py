@@ -393,6 +393,22 @@ _CLAIMS_SPOKEN: dict[tuple[bool, bool], Update] = {
     for asked in (False, True)
     for all_covered in (False, True)
 }
+# Tried first, with the same keys: what the agent speaks in any lane, and in the emergency
+# lane whatever `_CLAIMS_SPOKEN` allows. A Mandarin speaker is not given an English call back
+# that waited out its language wait while Mandarin callers wait; an emergency still comes
+# before everything else.
+_OWN = cases.c.language.in_(bindparam("speaks", expanding=True))
+_CLAIMS_OWN_FIRST: dict[tuple[bool, bool], Update] = {
+    (asked, all_covered): _claim_first(
+        _OWN
+        | (
+            (cases.c.lane == 0)
+            & (_SPOKEN | (false() if all_covered else _UNCOVERED) | (true() if asked else false()))
+        )
+    )
+    for asked in (False, True)
+    for all_covered in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -463,7 +479,8 @@ def claim_next(
     asked: bool = False,
 ) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
-    One statement (one round trip); None when no case is waiting, or when every waiting case
+    One statement (one round trip; two for an agent who speaks only some languages, whose
+    own come first); None when no case is waiting, or when every waiting case
     is being claimed by another agent at this very moment. `live_offer`: the offer recorded
     if the case's caller is waiting on the line (OFFER_HOLD_LOOP, OFFER_REDIRECTED); a call
     back's offer is set once it is known how the caller will be reached. `speaks`: the
@@ -483,7 +500,12 @@ def claim_next(
         if on_shift is not None:
             params["covered"] = on_shift
     with writing(conn):
-        claimed = conn.execute(statement, params).mappings().first()
+        claimed = None
+        if speaks is not None:
+            first = _CLAIMS_OWN_FIRST[asked, on_shift is None]
+            claimed = conn.execute(first, params).mappings().first()
+        if claimed is None:
+            claimed = conn.execute(statement, params).mappings().first()
     return None if claimed is None else dict(claimed)
 
 

@@ -1497,6 +1497,36 @@ def test_a_caller_goes_first_to_an_agent_who_speaks_their_language(db: Engine) -
     assert offered(ana, soon, unasked=False) == mandarin  # asked: better than nobody
 
 
+def test_an_agent_gets_a_case_in_her_own_language_before_one_that_waited_out_its_own(
+    db: Engine,
+) -> None:
+    """mei speaks Mandarin only: an English call back that waited out its language wait is
+    anyone's, but not before the Mandarin caller who came after it; an emergency in any
+    language she may take still comes first of all."""
+    wait = cases.LanguageWait(normal=timedelta(seconds=60), emergency=timedelta(seconds=15))
+    english = add_case(db, 1, "normal", T0 - 10 * MINUTE, language="en")
+    mandarin = add_case(db, 2, "normal", T0, language="zh-CN")
+    mei = agent_id(db, "mei")
+    speaks(db, "mei", ["zh-CN"])
+    available(db, mei, T0)
+
+    def offered(now: datetime) -> int | None:
+        with db.connect() as conn:
+            row, _ = cases.claim_if_free(conn, agent_id=mei, now=now, unasked=True, wait=wait)
+            if row is not None:
+                assert cases.requeue(conn, case_id=row["id"])
+        return None if row is None else int(row["id"])
+
+    assert offered(T0 + SECOND) == mandarin
+    victim = add_case(db, 3, "emergency", T0 - MINUTE, language="en")  # waited out its 15 s
+    assert offered(T0 + SECOND) == victim
+    with db.connect() as conn:
+        for n in (2, 3):
+            conn.execute(cases.cases.delete().where(cases.cases.c.call_sid == sid(n)))
+        conn.commit()
+    assert offered(T0 + SECOND) == english  # hers now: nobody else's language waits
+
+
 def test_an_agents_languages_are_codes_and_all_means_every_one(db: Engine) -> None:
     agent_id(db)
 
