@@ -523,9 +523,9 @@ def test_an_agent_who_does_not_answer_puts_the_caller_back_quietly(call: Call) -
     assert "requeues" not in call.state.facts
 
 
-def test_a_transfer_nobody_answers_reaches_the_fallback_queue(
-    mini_tree: CompiledTree, check_twiml: Callable[[str], None]
-) -> None:
+@pytest.fixture
+def with_a_desk(mini_tree: CompiledTree) -> CompiledTree:
+    """The mini tree, its main menu's 3 a transfer to a desk's number."""
     from ivr.tree import compile_source
 
     source = (
@@ -535,8 +535,13 @@ def test_a_transfer_nobody_answers_reaches_the_fallback_queue(
         )
         + '  desk:\n    kind: transfer\n    number: "+15005550009"\n'
     )
-    tree = compile_source(source, "t.yaml", mini_tree.catalogs)
-    call = Call(tree, check_twiml)
+    return compile_source(source, "t.yaml", mini_tree.catalogs)
+
+
+def test_a_transfer_nobody_answers_reaches_the_fallback_queue(
+    with_a_desk: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    call = Call(with_a_desk, check_twiml)
     call.send(Keys("1"))
     step = call.send(Keys("3"))
     assert verbs(step)[-1] == "Dial"
@@ -549,21 +554,11 @@ def test_a_transfer_nobody_answers_reaches_the_fallback_queue(
     ("caller", "shown"), [("anonymous", "+15005550001"), ("+15005550006", None)]
 )
 def test_a_transfer_of_a_caller_who_withheld_their_number_shows_the_number_they_called(
-    mini_tree: CompiledTree, check_twiml: Callable[[str], None], caller: str, shown: str | None
+    with_a_desk: CompiledTree, check_twiml: Callable[[str], None], caller: str, shown: str | None
 ) -> None:
     """A carrier may refuse a call from "anonymous" (Twilio's error 13214: the <Dial> fails):
     the transfer shows the hotline's number, which the caller called, instead."""
-    from ivr.tree import compile_source
-
-    source = (
-        mini_tree.source.replace(
-            '      - {key: "2", target: more}',
-            '      - {key: "2", target: more}\n      - {key: "3", target: desk}',
-        )
-        + '  desk:\n    kind: transfer\n    number: "+15005550009"\n'
-    )
-    tree = compile_source(source, "t.yaml", mini_tree.catalogs)
-    call = Call(tree, check_twiml, caller=caller, called="+15005550001")
+    call = Call(with_a_desk, check_twiml, caller=caller, called="+15005550001")
     call.send(Keys("1"))
     step = call.send(Keys("3"))
     [dial] = etree.fromstring(step.twiml.encode()).iter("Dial")
