@@ -382,14 +382,23 @@ def _claim_first(*where: Any) -> Update:
 # agent who is not there helps nobody.
 _UNCOVERED = cases.c.language.not_in(bindparam("covered", expanding=True))
 _CLAIM_NEXT = _claim_first()
-# (asked, some agent on shift speaks every language): the claim of an agent who speaks only
-# some. Asking, an emergency in any language comes first, as the desk promises.
-_CLAIMS_SPOKEN: dict[tuple[bool, bool], Update] = {
-    (asked, all_covered): _claim_first(
+
+
+def _may_take(asked: bool, all_covered: bool) -> Any:
+    """The cases an agent who speaks only some languages may take (`_SPOKEN`, or in a
+    language nobody on shift speaks); asking, an emergency in any language too, as the desk
+    promises."""
+    return (
         _SPOKEN
         | (false() if all_covered else _UNCOVERED)
         | ((cases.c.lane == 0) if asked else false())
     )
+
+
+# (asked, some agent on shift speaks every language): the claim of an agent who speaks only
+# some.
+_CLAIMS_SPOKEN: dict[tuple[bool, bool], Update] = {
+    (asked, all_covered): _claim_first(_may_take(asked, all_covered))
     for asked in (False, True)
     for all_covered in (False, True)
 }
@@ -399,13 +408,7 @@ _CLAIMS_SPOKEN: dict[tuple[bool, bool], Update] = {
 # before everything else.
 _OWN = cases.c.language.in_(bindparam("speaks", expanding=True))
 _CLAIMS_OWN_FIRST: dict[tuple[bool, bool], Update] = {
-    (asked, all_covered): _claim_first(
-        _OWN
-        | (
-            (cases.c.lane == 0)
-            & (_SPOKEN | (false() if all_covered else _UNCOVERED) | (true() if asked else false()))
-        )
-    )
+    (asked, all_covered): _claim_first(_OWN | ((cases.c.lane == 0) & _may_take(asked, all_covered)))
     for asked in (False, True)
     for all_covered in (False, True)
 }

@@ -1528,7 +1528,8 @@ class Hotline:
                     cases.abandon_for_call(conn, call_sid=call_sid, now=now)
             if call is not None and call.status in store.FINAL_STATUSES:
                 self._hung_up_on_the_way(conn, call, call.state, now)
-                self._sent_on_after_hang_up(conn, call_sid, now)
+                if "queue" in call.state.facts:  # only a caller who reached an agent's line
+                    self._sent_on_after_hang_up(conn, call_sid, now)
         return row is not None
 
     def _sent_on_after_hang_up(self, conn: Connection, call_sid: str, now: datetime) -> None:
