@@ -221,6 +221,11 @@ class CaseDetail(BaseModel):
         description="an agent sent the caller on to this queue (POST /api/cases/{id}/transfer): "
         "who, and what they said",
     )
+    moved: MovedInfo | None = Field(
+        default=None,
+        description="a supervisor moved it in line to its priority now "
+        "(POST /api/cases/{id}/priority): who, from what, and why",
+    )
     on_call: bool = Field(
         default=False,
         description="connected, and the agent's leg of the call has not ended yet: its agent "
@@ -234,6 +239,12 @@ class CaseDetail(BaseModel):
         "`stale` (not sent: found over an hour late); none: not texted (the setting off, a "
         "withheld number, or one outside IVR_CALLBACK_PREFIXES)",
     )
+
+
+class MovedInfo(BaseModel):
+    by: str = Field(description="the supervisor (`supervisor:name`)")
+    was: str = Field(description="its priority before")
+    why: str
 
 
 class EarlierTransfer(BaseModel):
@@ -340,6 +351,13 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         ticket_text=raw["ticket_text"],
         on_call=raw.get("on_call", False),
         transfer=_transfer(raw),
+        moved=MovedInfo(
+            by=flags["priority_set_by"],
+            was=flags.get("priority_was", ""),
+            why=flags.get("priority_note", ""),
+        )
+        if flags.get("priority_set_by")
+        else None,
     )
 
 
@@ -855,6 +873,35 @@ def requeue(
     not yet connected; audited."""
     try:
         hotline.requeue_case(case_id, user, body.reason if body else "")
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    detail = hotline.case_detail(case_id)
+    assert detail is not None
+    return _detail(detail, user)
+
+
+class PriorityRequest(BaseModel):
+    priority: Literal["emergency", "high", "normal"] = Field(
+        description="`emergency`: served before every other case (a hijack victim); `high`: "
+        "as if it had arrived 10 minutes earlier; `normal`: in order of arrival"
+    )
+    reason: str = Field(min_length=3, max_length=400, description="why, for the audit log")
+
+
+@router.post("/cases/{case_id}/priority", responses=CASE_REFUSED)
+def set_priority(
+    case_id: CaseIdPath, body: PriorityRequest, user: SupervisorUser, hotline: HotlineDep
+) -> CaseDetail:
+    """Move a case waiting in line (a caller holding, or a call back owed) to another
+    priority in its queue, keeping its arrival: a caller found to be a hijack victim to the
+    emergency lane, or a case opened as an emergency by mistake out of it. The caller hears
+    their new place at their next hold round. A case an agent has is theirs to send on
+    (409). Audited, with the reason."""
+    reason = " ".join(_CONTROL.sub(" ", body.reason).split())
+    if len(reason) < 3:
+        raise HTTPException(422, "say why, in a few words")
+    try:
+        hotline.set_case_priority(case_id, user, body.priority, reason)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)

@@ -1509,7 +1509,10 @@ RESOLVE = "resolve"  # the audit action of a case closed (by its agent, or a sup
 # A transfer asked, in the case's flags until the caller's call is back in line.
 _ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_agent")
 # What a case sent on leaves behind: the transfer made, the call it was talked on.
-_NOT_SENT_ON = (*_ASKED, CALL_BACK_SID)
+# A supervisor's move in line (`set_priority`) is of the line it was in; sent on, the agent
+# chose its priority there.
+_MOVED = ("priority_set_by", "priority_was", "priority_note")
+_NOT_SENT_ON = (*_ASKED, CALL_BACK_SID, *_MOVED)
 
 
 @dataclass(frozen=True)
@@ -1827,6 +1830,42 @@ def ended_with_transfer_asked(conn: Connection, *, talked_before: datetime) -> l
             .where(HELD_NOW, cases.c.status == "connected", call_ended)
         ).mappings()
         return [dict(row) for row in rows if transfer_asked(dict(row))]
+
+
+PRIORITY = "priority"  # the audit action of a supervisor moving a case in line
+
+
+def set_priority(
+    conn: Connection, *, case_id: int, priority: Priority, supervisor: str, why: str
+) -> tuple[Priority, Priority] | None:
+    """A supervisor moves a case waiting in line (a caller holding, a call back owed) to
+    `priority`, in the same queue (`why`, for the agent who takes it): from and to, or None
+    for a case not in line (an agent has it, or it is closed). Its place is where it would
+    be had it arrived at that priority: its arrival kept (a call back's place, a transfer's
+    kept place), HIGH_BOOST earlier when high; an emergency before the rest whatever its
+    arrival."""
+    with writing(conn):
+        row = conn.execute(
+            select(cases.c.priority, cases.c.sort_at, cases.c.flags)
+            .where(cases.c.id == case_id, cases.c.queued == 1)
+            .with_for_update()  # PostgreSQL: nobody else merges into its flags meanwhile
+        ).first()
+        if row is None:
+            return None
+        was: Priority = row.priority
+        arrived = row.sort_at + HIGH_BOOST if was == "high" else row.sort_at
+        flags = {**(row.flags or {}), **dict(zip(_MOVED, (supervisor, was, why), strict=True))}
+        conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(
+                priority=priority,
+                lane=0 if priority == "emergency" else 1,
+                sort_at=arrived - HIGH_BOOST if priority == "high" else arrived,
+                flags=flags,
+            )
+        )
+        return was, priority
 
 
 def higher(one: Priority, other: Priority) -> Priority:

@@ -496,6 +496,25 @@ def queue_requeue(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath
     )
 
 
+@router.post("/queue/{case_id}/priority")
+def queue_priority(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    priority: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """A supervisor moves a waiting case to another priority: a hijack victim found in the
+    wrong line to the emergency lane, first."""
+
+    def moves(user: User) -> None:
+        body = api.PriorityRequest.model_validate({"priority": priority, "reason": reason})
+        api.set_priority(case_id, body, user, hotline)
+
+    why = "Choose a priority, and say why in a few words (3 to 400 characters)."
+    return _supervisor_acts(request, hotline, moves, said="priority_set", invalid=why)
+
+
 @router.post("/queue/{case_id}/resolve")
 def queue_resolve(
     request: Request,
@@ -581,6 +600,8 @@ SAID = {
     "available": "You are available: the next case comes to your phone by itself.",
     "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
+    "priority_set": "The case is in its new place in line; its caller hears it at their next "
+    "hold round.",
     "not_reached": "Nobody answered: the call back is tried again later, and counted.",
     "transfer_redirected": "The caller is on their way where you sent them: your phone's "
     "call with them ends now.",

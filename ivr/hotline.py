@@ -42,7 +42,7 @@ from ivr.numbers import (
 from ivr.observe import AtWork, Metrics
 from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.settings import Settings
-from ivr.tree import CompiledTree, VerifyNode, load_tree, tree_from_stored
+from ivr.tree import CompiledTree, Priority, VerifyNode, load_tree, tree_from_stored
 
 log = logging.getLogger("ivr.hotline")
 
@@ -2101,6 +2101,39 @@ class Hotline:
                 case_id=case_id,
                 reason=None,
                 result="not_reached",
+                now=now,
+            )
+
+    def set_case_priority(
+        self, case_id: int, supervisor: cases.User, priority: Priority, reason: str
+    ) -> None:
+        """A supervisor moves a case waiting in line to `priority` (a caller they learned is
+        a hijack victim to the emergency lane; a case opened as an emergency by mistake out
+        of it), keeping its arrival. Its caller hears their new place at their next hold
+        round. Audited, with the reason; in the same transaction."""
+        now = self.clock()
+        with self.db.connect() as conn, store.writing(conn):
+            actor = f"{supervisor.role}:{supervisor.name}"
+            moved = cases.set_priority(
+                conn, case_id=case_id, priority=priority, supervisor=actor, why=reason
+            )
+            if moved is None:
+                case = cases.get_case(conn, case_id=case_id)
+                if case is None:
+                    raise CaseRefused(404, "no such case")
+                raise CaseRefused(
+                    409,
+                    f"only a case waiting in line moves; this one is {case['status']}"
+                    + (" (its agent can send it on)" if case["status"] in cases.HELD else ""),
+                )
+            cases.audit(
+                conn,
+                actor=actor,
+                action=cases.PRIORITY,
+                uid=None,
+                case_id=case_id,
+                reason=f"{moved[0]} to {moved[1]}: {reason}"[:500],
+                result="ok",
                 now=now,
             )
 

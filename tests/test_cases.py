@@ -320,6 +320,38 @@ def test_each_case_is_claimed_exactly_once_by_concurrent_agents(db: Engine) -> N
 # -- requeue, abandon, callback -------------------------------------------------------------------
 
 
+def test_a_case_moved_in_line_takes_the_place_of_its_arrival_at_that_priority(
+    db: Engine,
+) -> None:
+    """Moved, a case stands where it would had it arrived at the new priority when it did:
+    high is 10 minutes earlier than its arrival (ahead of a normal case 5 minutes older),
+    normal is its arrival, emergency is first. Moved back, it is where it was."""
+    older = add_case(db, 1, "normal", T0)
+    later = add_case(db, 2, "high", T0 + 5 * MINUTE)
+    newest = add_case(db, 3, "normal", T0 + 6 * MINUTE)
+    assert waiting_ids(db) == [later, older, newest]
+
+    def move(case_id: int, to: str) -> tuple[str, str] | None:
+        with db.connect() as conn:
+            return cases.set_priority(
+                conn, case_id=case_id, priority=to, supervisor="supervisor:sam", why="test"
+            )
+
+    assert move(later, "normal") == ("high", "normal")
+    assert waiting_ids(db) == [older, later, newest]
+    assert move(newest, "high") == ("normal", "high")
+    assert waiting_ids(db) == [newest, older, later]
+    assert move(later, "high") == ("normal", "high")
+    assert waiting_ids(db) == [later, newest, older]
+    assert get(db, later)["sort_at"] == T0 - 5 * MINUTE
+    assert move(older, "emergency") == ("normal", "emergency")
+    assert waiting_ids(db) == [older, later, newest]
+    assert get(db, older)["flags"]["priority_set_by"] == "supervisor:sam"
+    claimed = claim(db, agent_id(db))
+    assert claimed is not None and claimed["id"] == older
+    assert move(older, "normal") is None  # an agent has it now
+
+
 def test_requeue_puts_a_claimed_case_back_in_its_place(db: Engine) -> None:
     agent = agent_id(db)
     a = add_case(db, 1, "normal", T0)

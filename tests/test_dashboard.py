@@ -848,6 +848,36 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
 
 
+def test_a_supervisor_moves_a_waiting_case_to_the_emergency_lane_on_the_queue_page(
+    client: TestClient, agent: str, supervisor: str, placed: dict[str, str]
+) -> None:
+    """The normal caller's row has a priority form for supervisors (agents see none); moved
+    to emergency with a reason, it is first in line; without a reason, nothing moves and
+    the page says what is missing."""
+    signed_in(client, agent)
+    assert not page(client, "/dashboard/queue").xpath("//form[contains(@action, '/priority')]")
+    signed_in(client, supervisor)
+    rows = page(client, "/dashboard/queue").xpath("//table[contains(@class, 'queue')]/tbody/tr")
+    assert [r.get("class") for r in rows] == ["emergency", "priority-normal"]
+    [action] = rows[1].xpath(".//form[contains(@action, '/priority')]/@action")
+    [chosen] = rows[1].xpath(".//select[@name='priority']/option[@selected]/@value")
+    assert chosen == "normal"
+    refused = act(client, action, priority="emergency", reason="")
+    assert refused.status_code == 422 and "say why in a few words" in refused.text
+    done = act(client, action, priority="emergency", reason="second hijack report")
+    assert done.headers["location"] == "/dashboard/queue?said=priority_set"
+    doc = page(client, "/dashboard/queue", said="priority_set")
+    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["priority_set"]]
+    rows = doc.xpath("//table[contains(@class, 'queue')]/tbody/tr")
+    assert [r.get("class") for r in rows] == ["emergency", "emergency"]
+    # Both emergencies now: the normal caller, who arrived first, is first.
+    assert rows[0].xpath(".//form/@action") == [action]
+    signed_in(client, agent)
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    [moved] = texts(page(client, "/dashboard/desk"), "//dd[@class='moved-note']")
+    assert moved == "from normal to emergency by supervisor:sam: second hijack report"
+
+
 def test_a_supervisor_sets_an_agent_away_from_the_queue_page(
     client: TestClient, db: Engine, agent: str, supervisor: str
 ) -> None:

@@ -3074,6 +3074,77 @@ def test_the_wait_a_caller_hears_is_shared_among_the_agents_at_work(
     assert record.heard[rounds[1] - 1] != offer and offer in record.heard[rounds[1] :]
 
 
+def test_a_supervisor_moves_a_holding_victim_to_the_emergency_lane(
+    phone: Phone, client: TestClient, db: Engine
+) -> None:
+    """A caller who chose deposits turns out (to a supervisor listening in, or told by
+    chat) to be a hijack victim: moved to the emergency lane, they hear at the next hold
+    round that they are first, and the next agent gets them before the call backs that came
+    before them. The audit log says who moved them, from what, and why."""
+    for n in range(2):
+        gone = phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number=f"+1500555020{n}")
+        assert gone.queue == "payments"
+    sam = make_user(db, "sam", "supervisor")
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    moved: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if poll == 1:
+            mine = api(client, sam, "GET", "/api/queue")[-1]
+            assert (mine["position"], mine["priority"]) == (3, "normal")
+            body = {"priority": "emergency", "reason": "caller says funds are leaving now"}
+            path = f"/api/cases/{mine['case_id']}/priority"
+            moved["case"] = api(client, sam, "POST", path, json=body)
+        return poll < 2
+
+    record = phone.call(Caller(list(DEPOSITS), holds), from_number="+15005550299")
+    before = "You are number 3 in line."
+    after = "You are number 1 in line."
+    assert any(before in said for said in record.heard)
+    assert any(after in said for said in record.heard)
+    assert [i for i, s in enumerate(record.heard) if before in s] < [
+        i for i, s in enumerate(record.heard) if after in s
+    ]
+    case = moved["case"]
+    assert case["priority"] == "emergency"
+    assert api(client, alice, "POST", "/api/agents/next")["case"]["id"] == case["id"]
+    with db.connect() as conn:
+        audit = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason).where(
+                audit_log.c.case_id == case["id"]
+            )
+        ).all()
+    assert [tuple(a) for a in audit] == [
+        ("supervisor:sam", "priority", "normal to emergency: caller says funds are leaving now")
+    ]
+
+
+def test_only_a_supervisor_moves_only_a_case_in_line(
+    phone: Phone, client: TestClient, db: Engine
+) -> None:
+    """An agent cannot reorder the line; a case an agent has is theirs to send on; a reason
+    is asked for; and no case is no case."""
+    gone = phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number="+15005550201")
+    assert gone.queue == "payments"
+    sam = make_user(db, "sam", "supervisor")
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    waiting = api(client, sam, "GET", "/api/queue")[0]["case_id"]
+    path = f"/api/cases/{waiting}/priority"
+    body = {"priority": "high", "reason": "VIP"}
+
+    def post(token: str, to: str, json: Any) -> httpx.Response:
+        return client.post(to, json=json, headers=bearer(token))
+
+    assert post(alice, path, body).status_code == 403
+    assert post(sam, path, {"priority": "high", "reason": "\x00\x01\x02 "}).status_code == 422
+    assert post(sam, path, {"priority": "urgent", "reason": "VIP"}).status_code == 422
+    assert post(sam, "/api/cases/999999/priority", body).status_code == 404
+    assert api(client, alice, "POST", "/api/agents/next")["case"]["id"] == waiting
+    refused = post(sam, path, body)
+    assert refused.status_code == 409 and "its agent can send it on" in refused.text
+    assert case_rows(db)[0]["priority"] == "normal"
+
+
 # -- presence: available agents are offered cases without asking ----------------------------
 
 

@@ -47,6 +47,7 @@ ROLE = {
     "/api/cases/{case_id}/requeue": "agent",
     "/api/cases/{case_id}/not-reached": "agent",
     "/api/cases/{case_id}/transfer": "agent",
+    "/api/cases/{case_id}/priority": "supervisor",
     "/api/calls": "supervisor",
     "/api/calls.csv": "agent",
     "/api/calls/{call_sid}": "supervisor",
@@ -68,6 +69,7 @@ SEMANTIC_422 = {
     "/api/announcement",
     "/api/agents/{name}/languages",
     "/api/cases/{case_id}/transfer",
+    "/api/cases/{case_id}/priority",
 }
 
 

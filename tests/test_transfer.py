@@ -731,6 +731,26 @@ def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
     )
 
 
+def test_a_case_a_supervisor_moved_says_so_until_an_agent_sends_it_on(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """The agent who takes a case a supervisor moved in line reads who moved it, from what
+    and why. Sent on, its priority is the agent's choice there, and the move is no longer
+    said: it was of the line it left."""
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
+    sam = make_user(db, "sam", "supervisor")
+    [waiting] = api(client, sam, "GET", "/api/queue")
+    why = {"priority": "high", "reason": "asked twice today"}
+    api(client, sam, "POST", f"/api/cases/{waiting['case_id']}/priority", json=why)
+    claimed = api(client, alice, "POST", "/api/agents/next")["case"]
+    assert (claimed["priority"], claimed["moved"]) == (
+        "high",
+        {"by": "supervisor:sam", "was": "normal", "why": "asked twice today"},
+    )
+    sent = api(client, alice, "POST", f"/api/cases/{claimed['id']}/transfer", json=TO_SECURITY_EN)
+    assert (sent["case"]["priority"], sent["case"]["moved"]) == ("emergency", None)
+
+
 @pytest.mark.parametrize("final_status", [True, False])
 def test_a_transfer_whose_dial_report_never_came_is_finished_by_the_calls_end(
     phone: Phone, client: TestClient, db: Engine, alice: str, final_status: bool
