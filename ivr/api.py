@@ -9,6 +9,8 @@ GET  /api/agents                every agent: on a case, available, or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
 POST /api/cases/{id}/resolve    close the case with notes
 POST /api/cases/{id}/not-reached a call back dialled by hand that nobody answered: tried later
+POST /api/cases/{id}/priority   a supervisor moves a waiting case (a victim to the emergency lane)
+GET  /api/freezes               every freeze in a period; those not confirmed and not made since
 GET  /api/oncall/pages          the on-call paged about emergencies left waiting
 POST /api/oncall/pages/{id}/ack say you are coming: the other on-call numbers are told
 GET  /api/recordings/{sid}      a call with an agent, as Twilio recorded it (MP3; audited)
@@ -32,7 +34,15 @@ from starlette.concurrency import run_in_threadpool
 from ivr import oncall, recordings
 from ivr.announcements import Current
 from ivr.announcements import current as current_announcement
-from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls, timeline
+from ivr.calllog import (
+    CALLER_PATTERN,
+    CallFilter,
+    Outcome,
+    Verified,
+    freezes,
+    list_calls,
+    timeline,
+)
 from ivr.cases import (
     LANGUAGE_CODE,
     USER_NAME,
@@ -1223,6 +1233,65 @@ def calls_list(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return CallPage(calls=[_summary(r, user) for r in rows], next_cursor=after)
+
+
+class FreezeRecord(BaseModel):
+    at: datetime
+    action: Literal["self_freeze", "freeze", "unfreeze"] = Field(
+        description="self_freeze: a verified caller's own, on the emergency path; freeze: an "
+        "agent's; unfreeze: an operator's (`ivr accounts unfreeze`)"
+    )
+    account_uid: str | None
+    by: str = Field(description="caller:CallSid, agent:name, or the operator's")
+    result: str = Field(description="ok; failed: the account service did not confirm it")
+    reason: str | None
+    ticket: str | None = Field(description="the case it was done on")
+    call_sid: str | None = Field(description="the case's call: GET /api/calls/{call_sid}")
+    frozen_after: datetime | None = Field(
+        default=None,
+        description="a failed freeze: when the account was frozen after it (by anyone). None "
+        "on a failed one: nobody has; the account may still be open to whoever took it",
+    )
+
+
+@router.get("/freezes")
+def freezes_list(
+    user: SupervisorUser,
+    hotline: HotlineDep,
+    since: QueryTime | None = None,
+    until: QueryTime | None = None,
+    open_only: Annotated[
+        bool,
+        Query(
+            alias="open",
+            description="only the failed freezes of accounts nobody has frozen since: to freeze "
+            "by hand, or escalate, now",
+        ),
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> list[FreezeRecord]:
+    """Every freeze and unfreeze in the period (by default the last 24 hours), newest first:
+    what the exchange answers for after a bad day, and, above all, the freezes the account
+    service did not confirm."""
+    since = since or (until or hotline.clock()) - timedelta(hours=24)
+    if until is not None and since >= until:
+        raise HTTPException(422, "since must be before until")
+    with hotline.db.connect() as conn:
+        rows = freezes(conn, since=since, until=until, limit=limit, open_only=open_only)
+    return [
+        FreezeRecord(
+            at=r["at"],
+            action=r["action"],
+            account_uid=r["account_uid"],
+            by=r["actor"],
+            result=r["result"],
+            reason=r["reason"],
+            ticket=r["ticket"],
+            call_sid=r["call_sid"],
+            frozen_after=r["frozen_after"],
+        )
+        for r in rows
+    ]
 
 
 CSV_COLUMNS = list(CallSummary.model_fields)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, union
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, true, union
 
 from ivr import recordings
 from ivr.cases import SENT_AFTER_HANG_UP
@@ -269,3 +269,58 @@ def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
         "audit": [dict(a) for a in audits],
         "recordings": kept,
     }
+
+
+# The audit actions of a freeze: a verified caller's own on the emergency path, an agent's,
+# and an operator's unfreeze (`ivr accounts unfreeze`).
+FREEZE_ACTIONS = ("self_freeze", "freeze", "unfreeze")
+_later = audit_log.alias("later")
+
+
+def freezes(
+    conn: Connection,
+    *,
+    since: datetime,
+    until: datetime | None,
+    limit: int,
+    open_only: bool = False,
+) -> list[dict[str, Any]]:
+    """Every freeze and unfreeze in [since, until) (None: up to now), newest first, with its
+    case's ticket and call; for one that failed (the account service did not confirm it),
+    when the account was frozen after it (`frozen_after`): None while nobody has, whatever
+    the period asked.
+    `open_only`: only those failed ones nobody has made since."""
+    frozen_after = (
+        select(func.min(_later.c.at))
+        .where(
+            _later.c.account_uid == audit_log.c.account_uid,
+            _later.c.action.in_(("self_freeze", "freeze")),
+            _later.c.result == "ok",
+            _later.c.at >= audit_log.c.at,
+        )
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            audit_log.c.at,
+            audit_log.c.action,
+            audit_log.c.account_uid,
+            audit_log.c.actor,
+            audit_log.c.result,
+            audit_log.c.reason,
+            audit_log.c.case_id,
+            cases.c.ticket,
+            cases.c.call_sid,
+            case((audit_log.c.result == "failed", frozen_after), else_=None).label("frozen_after"),
+        )
+        .outerjoin(cases, cases.c.id == audit_log.c.case_id)
+        .where(
+            audit_log.c.action.in_(FREEZE_ACTIONS),
+            audit_log.c.at >= since,
+            audit_log.c.at < until if until is not None else true(),
+        )
+        .where((audit_log.c.result == "failed") & frozen_after.is_(None) if open_only else true())
+        .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]

@@ -74,6 +74,7 @@ PAGES = (
     ("Queue", f"{PREFIX}/queue", STAFF),
     ("Calls", f"{PREFIX}/calls", STAFF),
     ("Figures", f"{PREFIX}/figures", STAFF),
+    ("Freezes", f"{PREFIX}/freezes", SUPERVISORS),
     ("Call tree", f"{PREFIX}/tree", TREE_ROLES),
 )
 CALL_FILTERS = tuple(f.name for f in dataclasses.fields(api.CallQuery))
@@ -1232,6 +1233,36 @@ def figures_context(hotline: Hotline, start: datetime, end: datetime) -> dict[st
         # None for a period in the first week there is (year 1): no week before it.
         "last_week": figures_link(end - timedelta(days=7), end) if end > WEEK_AFTER_TIME else None,
     }
+
+
+# -- freezes ---------------------------------------------------------------------------------
+
+FREEZE_PERIODS = (1, 7, 30)  # days a supervisor looks back over
+
+
+@router.get("/freezes")
+def freezes_page(request: Request, hotline: HotlineDep) -> Response:
+    """Every freeze and unfreeze of the last days, newest first; at the top, the freezes the
+    account service did not confirm and nobody has made since: accounts maybe still open to
+    whoever took them."""
+    user = gate(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    asked = request.query_params.get("days", "")
+    days = int(asked) if asked in {str(d) for d in FREEZE_PERIODS} else FREEZE_PERIODS[0]
+    since = hotline.clock() - timedelta(days=days)
+    listed = api.freezes_list(user, hotline, since=since, limit=500)
+    unconfirmed = api.freezes_list(
+        user, hotline, since=hotline.clock() - timedelta(days=FREEZE_PERIODS[-1]), open_only=True
+    )
+    context = {
+        "freezes": listed,
+        "unconfirmed": unconfirmed,
+        "days": days,
+        "periods": FREEZE_PERIODS,
+        "limit": 500,
+    }
+    return render(request, "freezes.html", context, user=user)
 
 
 # -- the call tree --------------------------------------------------------------------------

@@ -311,6 +311,8 @@ audit_log = Table(
     Column("case_id", Integer),
     Column("reason", Text),
     Column("result", String(32), nullable=False),
+    # A period's freezes (calllog.freezes), missed offers and transfers (the figures).
+    Index(None, "action", "at"),
 )
 
 # The on-call paged because an emergency waited too long (`ivr.oncall`): one row a page,

@@ -62,7 +62,13 @@ HIJACK = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # English, stolen acc
 DEPOSITS = [Press("1"), Press("3"), Press("1"), Press("1")]  # deposits -> not credited -> agent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-PAGES = ("/dashboard/queue", "/dashboard/calls", "/dashboard/figures", "/dashboard/tree")
+PAGES = (
+    "/dashboard/queue",
+    "/dashboard/calls",
+    "/dashboard/figures",
+    "/dashboard/freezes",
+    "/dashboard/tree",
+)
 
 
 def with_dashboard(app: FastAPI) -> FastAPI:
@@ -270,8 +276,11 @@ def test_each_page_needs_the_right_role(
     # The navigation offers only what the role may open.
     nav = texts(page(client, "/dashboard/queue"), "//nav//a")
     assert nav == ["Desk", "Queue", "Calls", "Figures"]
+    assert "Not for your role" in page(client, "/dashboard/freezes", status=403).text_content()
     signed_in(client, make_user(db, "sam", "supervisor"))
     assert "Not for your role" in page(client, "/dashboard/desk", status=403).text_content()
+    nav = texts(page(client, "/dashboard/freezes"), "//nav[@aria-label='Dashboard']//a")
+    assert nav == ["Queue", "Calls", "Figures", "Freezes", "Call tree"]
 
 
 # -- the pages ------------------------------------------------------------------------------
@@ -876,6 +885,50 @@ def test_a_supervisor_moves_a_waiting_case_to_the_emergency_lane_on_the_queue_pa
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     [moved] = texts(page(client, "/dashboard/desk"), "//dd[@class='moved-note']")
     assert moved == "from normal to emergency by supervisor:sam: second hijack report"
+
+
+def test_the_freezes_page_puts_the_unconfirmed_ones_nobody_made_since_first(
+    client: TestClient, db: Engine, clock: FakeClock, agent: str, supervisor: str
+) -> None:
+    """Three accounts: 1111's freeze failed and nobody froze it since (listed at the top, as
+    an alert); 2222's failed, then an agent froze it; 3333's was made. Agents do not see
+    the page."""
+
+    def froze(uid: str, actor: str, result: str, days_ago: float = 0) -> None:
+        with db.connect() as conn:
+            cases_module.audit(
+                conn,
+                actor=actor,
+                action="self_freeze" if actor.startswith("caller:") else "freeze",
+                uid=uid,
+                case_id=None,
+                reason="test",
+                result=result,
+                now=clock() - timedelta(days=days_ago),
+            )
+
+    froze("10001111", "caller:CA1", "failed", days_ago=3)
+    froze("10002222", "caller:CA2", "failed", days_ago=0.5)
+    froze("10002222", "agent:alice", "ok", days_ago=0.4)
+    froze("10003333", "agent:alice", "ok", days_ago=0.1)
+    signed_in(client, agent)
+    assert client.get("/dashboard/freezes").status_code == 403
+    assert "Freezes" not in texts(page(client, "/dashboard/queue"), "//nav//a")
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/freezes")
+    [alert] = texts(doc, "//p[@role='alert']")
+    assert alert.startswith("The account service did not confirm 1 freeze of the last 30 days")
+    [top] = doc.xpath("//section//table//tbody/tr")
+    assert top.get("class") == "freeze-failed unconfirmed" and "10001111" in top.text_content()
+    # The last day: 2222's failure (frozen since) and both freezes made; 1111's is older.
+    rows = doc.xpath("//h2[@id='period']/following::table//tbody/tr")
+    assert [r.xpath("string(td[2])") for r in rows] == ["10003333", "10002222", "10002222"]
+    assert "not confirmed; frozen at" in rows[2].text_content()
+    week = page(client, "/dashboard/freezes", days="7")
+    rows = week.xpath("//h2[@id='period']/following::table//tbody/tr")
+    assert [r.xpath("string(td[2])") for r in rows][-1] == "10001111"
+    odd = page(client, "/dashboard/freezes", days="365")  # not offered: the last day
+    assert len(odd.xpath("//h2[@id='period']/following::table//tbody/tr")) == 3
 
 
 def test_a_supervisor_sets_an_agent_away_from_the_queue_page(

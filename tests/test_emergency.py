@@ -337,6 +337,53 @@ def test_a_failed_local_freeze_still_stores_the_step_and_the_emergency_case(
     assert said.index("could not freeze your account automatically") > told
 
 
+class FreezeFailsFirst(FreezeFails):
+    """The first freeze fails (the account service down a moment); the next ones are made."""
+
+    def __init__(self, db: Engine) -> None:
+        super().__init__(db)
+        self.tries = 0
+
+    def freeze_in(self, conn: Connection, *, uid: str, now: datetime) -> bool:  # type: ignore[override]
+        self.tries += 1
+        if self.tries == 1:
+            return super().freeze_in(conn, uid=uid, now=now)
+        return LocalAccountActions.freeze_in(conn, uid=uid, now=now)
+
+
+def test_supervisors_find_the_freezes_nobody_confirmed_until_someone_makes_them(
+    served: Served, db: Engine, agent: str, clock: FakeClock
+) -> None:
+    """A victim's self-freeze fails: it is listed as open (`?open=true`) with the account,
+    the ticket and the call, for a supervisor to chase. Once the agent freezes the account
+    it is listed with when, and no longer open; a period before it lists nothing."""
+    sam = make_user(db, "sam", "supervisor")
+    with served(actions=FreezeFailsFirst(db)) as (client, phone):
+        record = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+        [case] = case_rows(db)
+        [failed] = api(client, sam, "GET", "/api/freezes", params={"open": "true"})
+        assert failed["action"] == "self_freeze" and failed["result"] == "failed"
+        assert (failed["account_uid"], failed["ticket"], failed["call_sid"]) == (
+            UID,
+            case["ticket"],
+            record.call_sid,
+        )
+        assert failed["frozen_after"] is None
+        assert client.get("/api/freezes", headers=bearer(agent)).status_code == 403
+        clock.advance(seconds=90)
+        taken = api(client, agent, "POST", "/api/agents/next")["case"]
+        why = {"reason": "self-freeze failed"}
+        assert api(client, agent, "POST", f"/api/cases/{taken['id']}/freeze", json=why)
+        assert api(client, sam, "GET", "/api/freezes", params={"open": "true"}) == []
+        made, first = api(client, sam, "GET", "/api/freezes")
+        assert (made["action"], made["result"], made["by"]) == ("freeze", "ok", "agent:alice")
+        assert first["result"] == "failed" and first["frozen_after"] == made["at"]
+        before = {"until": failed["at"]}
+        assert api(client, sam, "GET", "/api/freezes", params=before) == []
+        backwards = {"since": made["at"], "until": failed["at"]}
+        assert client.get("/api/freezes", params=backwards, headers=bearer(sam)).status_code == 422
+
+
 def test_a_frozen_victim_hears_no_word_of_a_failure_on_hold(served: Served, db: Engine) -> None:
     with served() as (_client, phone):
         record = phone.call(ScriptedParty(list(HIJACK), hold_polls=2), from_number=VICTIM)

@@ -48,6 +48,7 @@ ROLE = {
     "/api/cases/{case_id}/not-reached": "agent",
     "/api/cases/{case_id}/transfer": "agent",
     "/api/cases/{case_id}/priority": "supervisor",
+    "/api/freezes": "supervisor",
     "/api/calls": "supervisor",
     "/api/calls.csv": "agent",
     "/api/calls/{call_sid}": "supervisor",
@@ -70,6 +71,7 @@ SEMANTIC_422 = {
     "/api/agents/{name}/languages",
     "/api/cases/{case_id}/transfer",
     "/api/cases/{case_id}/priority",
+    "/api/freezes",
 }
 
 
