@@ -890,9 +890,9 @@ def test_a_supervisor_moves_a_waiting_case_to_the_emergency_lane_on_the_queue_pa
 def test_the_freezes_page_puts_the_unconfirmed_ones_nobody_made_since_first(
     client: TestClient, db: Engine, clock: FakeClock, agent: str, supervisor: str
 ) -> None:
-    """Three accounts: 1111's freeze failed and nobody froze it since (listed at the top, as
-    an alert); 2222's failed, then an agent froze it; 3333's was made. Agents do not see
-    the page."""
+    """1111's freeze failed and nobody froze it since (listed at the top, as an alert), as
+    did 4444's, frozen only before; 2222's failed, then an agent froze it; 3333's was made.
+    Agents do not see the page."""
 
     def froze(uid: str, actor: str, result: str, days_ago: float = 0) -> None:
         with db.connect() as conn:
@@ -908,6 +908,8 @@ def test_the_freezes_page_puts_the_unconfirmed_ones_nobody_made_since_first(
             )
 
     froze("10001111", "caller:CA1", "failed", days_ago=3)
+    froze("10004444", "agent:alice", "ok", days_ago=5)  # frozen before: maybe unfrozen since
+    froze("10004444", "caller:CA4", "failed", days_ago=2)
     froze("10002222", "caller:CA2", "failed", days_ago=0.5)
     froze("10002222", "agent:alice", "ok", days_ago=0.4)
     froze("10003333", "agent:alice", "ok", days_ago=0.1)
@@ -917,16 +919,17 @@ def test_the_freezes_page_puts_the_unconfirmed_ones_nobody_made_since_first(
     signed_in(client, supervisor)
     doc = page(client, "/dashboard/freezes")
     [alert] = texts(doc, "//p[@role='alert']")
-    assert alert.startswith("The account service did not confirm 1 freeze of the last 30 days")
-    [top] = doc.xpath("//section//table//tbody/tr")
-    assert top.get("class") == "freeze-failed unconfirmed" and "10001111" in top.text_content()
+    assert alert.startswith("The account service did not confirm 2 freezes of the last 30 days")
+    top = doc.xpath("//section//table//tbody/tr")
+    assert [r.xpath("string(td[2])") for r in top] == ["10004444", "10001111"]
+    assert {r.get("class") for r in top} == {"freeze-failed unconfirmed"}
     # The last day: 2222's failure (frozen since) and both freezes made; 1111's is older.
     rows = doc.xpath("//h2[@id='period']/following::table//tbody/tr")
     assert [r.xpath("string(td[2])") for r in rows] == ["10003333", "10002222", "10002222"]
     assert "not confirmed; frozen at" in rows[2].text_content()
     week = page(client, "/dashboard/freezes", days="7")
     rows = week.xpath("//h2[@id='period']/following::table//tbody/tr")
-    assert [r.xpath("string(td[2])") for r in rows][-1] == "10001111"
+    assert [r.xpath("string(td[2])") for r in rows][-3:] == ["10004444", "10001111", "10004444"]
     odd = page(client, "/dashboard/freezes", days="365")  # not offered: the last day
     assert len(odd.xpath("//h2[@id='period']/following::table//tbody/tr")) == 3
 
