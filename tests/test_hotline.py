@@ -160,6 +160,25 @@ def test_a_mandarin_caller_silent_at_a_digits_prompt_is_told_no_keys_came_not_no
     assert "抱歉,我没有听到您的选择。" not in record.heard
 
 
+@pytest.mark.parametrize(
+    ("language_key", "words", "not_understood"),
+    [
+        ("1", "please don't hang up", "Sorry, that is not a valid choice."),
+        ("1", "no don't end the call", "Sorry, that is not a valid choice."),
+        ("2", "不要挂断", "抱歉,没能识别您的选择。"),
+        ("2", "先别结束", "抱歉,没能识别您的选择。"),
+    ],
+)
+def test_asking_the_hotline_not_to_hang_up_does_not_end_the_call(
+    phone: Phone, language_key: str, words: str, not_understood: str
+) -> None:
+    """After the withdrawal advice (3, 2): "hang up" and 挂断 inside a plea not to are not
+    a choice to end the call. Nobody needs to say it to end a call: 9, or hanging up."""
+    record = call(phone, Press(language_key), Press("3"), Press("2"), Speak(words), Press("1"))
+    assert not_understood in record.heard
+    assert record.queue == "payments"
+
+
 def test_a_caller_from_elsewhere_choosing_nothing_gets_english(phone: Phone) -> None:
     record = phone.call(ScriptedParty([Press("5"), Silent()]), from_number="+15005550006")
     assert record.heard[0] == "Thank you for calling the exchange support hotline."
