@@ -1052,9 +1052,11 @@ class _Turn:
         has_speech = any(o.speech for o in node.options) or bool(shortcuts and shortcuts.by_speech)
         # One recogniser per <Gather>; before the caller has chosen, their likely language's
         # (a caller from China says 中文, or 账户被盗, in Mandarin), else the base language's.
-        heard_in = (
-            likely if likely is not None and likely in catalogs.by_language else BASE_LANGUAGE
-        )
+        # After a miss, the next language's: a Mandarin speaker from a country we could not
+        # guess (Hong Kong, Singapore, abroad) is heard in Mandarin on their second try.
+        first = likely if likely is not None and likely in catalogs.by_language else BASE_LANGUAGE
+        turns = list(dict.fromkeys([first, *catalogs.languages]))
+        heard_in = turns[(state.no_input + state.invalid) % len(turns)]
         hints = [w for o in node.options for w in o.speech]
         hints += [w for o in node.shortcuts for w in o.speech.get(heard_in, [])]
         speech = {

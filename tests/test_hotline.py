@@ -7,6 +7,7 @@ TwiML it gets and validates every document against Twilio's schema.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -1213,6 +1214,35 @@ def test_chinese_said_at_an_english_first_prompt_is_not_heard_until_mandarin_is_
     assert record.queue == "security"
     assert record.heard.count("For English, press 1.") == 2  # not heard the first time
     assert any(line.startswith("这里是账户被盗紧急服务") for line in record.heard)
+
+
+def test_a_mandarin_speaker_from_a_number_we_cannot_place_is_heard_on_the_second_try(
+    phone: Phone,
+) -> None:
+    """From Hong Kong the tree guesses no language: the first prompt listens in English and
+    makes nothing of 我的账户被盗了; the second listens in Mandarin, and the victim is on the
+    emergency path in it without a key."""
+    record = phone.call(
+        ScriptedParty([Speak("我的账户被盗了"), Speak("我的账户被盗了"), Press("*")]),
+        from_number="+85291234567",
+    )
+    assert record.queue == "security"
+    assert record.heard.count("For English, press 1.") == 2
+    assert any(line.startswith("这里是账户被盗紧急服务") for line in record.heard)
+
+
+def test_an_english_speaker_silent_at_the_first_prompt_still_gets_english(phone: Phone) -> None:
+    """The second try listens in Mandarin; an English speaker who says nothing again, or
+    says it in English, still ends in English, the language their number suggests."""
+    record = phone.call(
+        ScriptedParty([Silent(), Speak("my account was stolen"), Press("1"), Press("*")]),
+        from_number="+15005550006",
+    )
+    assert record.queue == "security"
+    assert record.heard.count("For English, press 1.") == 2
+    assert any(line.startswith("You have reached our emergency service") for line in record.heard)
+    listened = [re.findall(r'<Gather [^>]*language="([^"]+)"', d) for d in record.documents[:2]]
+    assert listened == [["en-US"], ["cmn-Hans-CN"]]
 
 
 def test_zero_at_the_first_prompt_reaches_a_person(phone: Phone) -> None:
