@@ -70,6 +70,7 @@ from ivr.deps import (
     StaffUser,
     SupervisorUser,
     TreeReader,
+    off_the_webhooks,
 )
 from ivr.engine import NOT_XML
 from ivr.exceptions import SourceError
@@ -755,20 +756,22 @@ def set_agent_languages(
     return _agent_state(name, user, hotline)
 
 
-@router.post(
-    "/agents/next",
-    responses={
-        409: {
-            "model": ErrorMessage,
-            "description": "you have a case still (taken or connected): resolve it, or give "
-            "it back, first",
+@off_the_webhooks(
+    router.post(
+        "/agents/next",
+        responses={
+            409: {
+                "model": ErrorMessage,
+                "description": "you have a case still (taken or connected): resolve it, or give "
+                "it back, first",
+            },
+            503: {
+                "model": ErrorMessage,
+                "description": "the case is not yours to connect after all (its caller hung up as "
+                "it was taken: back in line for a call back); ask again",
+            },
         },
-        503: {
-            "model": ErrorMessage,
-            "description": "the case is not yours to connect after all (its caller hung up as "
-            "it was taken: back in line for a call back); ask again",
-        },
-    },
+    )
 )
 def next_case(user: AgentUser, hotline: HotlineDep) -> Claimed:
     try:
@@ -951,12 +954,14 @@ class Transferred(BaseModel):
     case: CaseDetail
 
 
-@router.post(
-    "/cases/{case_id}/transfer",
-    responses={
-        **CASE_REFUSED,
-        422: {"model": ErrorMessage, "description": "no such queue or language"},
-    },
+@off_the_webhooks(
+    router.post(
+        "/cases/{case_id}/transfer",
+        responses={
+            **CASE_REFUSED,
+            422: {"model": ErrorMessage, "description": "no such queue or language"},
+        },
+    )
 )
 def transfer(
     case_id: CaseIdPath, body: TransferRequest, user: AgentUser, hotline: HotlineDep

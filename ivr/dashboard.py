@@ -46,7 +46,7 @@ from ivr.cases import (
     user_by_session,
 )
 from ivr.db import in_utc
-from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, staff_user, wrong_token
+from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, off_the_webhooks, staff_user, wrong_token
 from ivr.hotline import Hotline
 from ivr.tree import CompiledTree
 
@@ -741,7 +741,7 @@ def desk_live(request: Request, hotline: HotlineDep) -> Response:
     return render(request, "_desk_live.html", _desk_live(hotline, user), user=user)
 
 
-@router.post("/desk/next")
+@off_the_webhooks(router.post("/desk/next"))
 def desk_next(request: Request, hotline: HotlineDep) -> Response:
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
@@ -845,7 +845,7 @@ def desk_not_reached(request: Request, hotline: HotlineDep, case_id: api.CaseIdP
     return _done("not_reached")
 
 
-@router.post("/desk/{case_id}/transfer")
+@off_the_webhooks(router.post("/desk/{case_id}/transfer"))
 def desk_transfer(
     request: Request,
     hotline: HotlineDep,

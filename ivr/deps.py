@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
 
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, HTTPException, Request
 
 from ivr.cases import User, user_by_token
@@ -12,6 +16,43 @@ from ivr.hotline import Hotline
 from ivr.identity import SignInThrottle
 
 MAX_TOKEN = 200  # ours are 43 characters; nothing longer is looked up
+
+# Threads for work that may wait on Twilio's REST API (up to TWILIO_REST_TIMEOUT each: an
+# agent's next case, a transfer, the timed jobs that text and page), apart from the threads
+# the webhooks and the rest of the API share. A slow Twilio then holds these up alone: it
+# never leaves a caller's webhook waiting for a thread until Twilio gives up on it (15 s) and
+# plays the fallback. They hold no database connection while they wait on Twilio, and at
+# most one at a time otherwise, so they cannot tie up the pool the webhooks' threads are
+# sized to (`ivr.web.worker_threads`).
+REST_THREADS = 4
+_REST: RunVar[anyio.CapacityLimiter] = RunVar("ivr_rest")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def rest_limiter() -> anyio.CapacityLimiter:
+    """This event loop's limiter for work that may wait on Twilio (as anyio keeps its default
+    thread limiter: one per loop)."""
+    try:
+        return _REST.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(REST_THREADS)
+        _REST.set(limiter)
+        return limiter
+
+
+def calls_twilio(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """A sync route that may wait on Twilio's REST API, run in a thread of `rest_limiter`'s
+    instead of one the webhooks need. FastAPI reads its parameters from `route` (unwrapped)."""
+
+    @functools.wraps(route)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        work = functools.partial(route, *args, **kwargs)
+        return await anyio.to_thread.run_sync(work, limiter=rest_limiter())
+
+    return run
 
 
 async def get_hotline(request: Request) -> Hotline:
@@ -104,3 +145,14 @@ AnnouncerUser = Annotated[User, Depends(require("supervisor", "operator"))]
 AnyUser = Annotated[User, Depends(require("agent", "supervisor", "operator"))]
 OperatorUser = Annotated[User, Depends(require("operator"))]
 TreeReader = Annotated[User, Depends(require("operator", "supervisor"))]
+
+
+def off_the_webhooks(register: Callable[[Callable[..., Any]], object]) -> Callable[[F], F]:
+    """Register a sync route (`register`: `router.post(...)`) to run as `calls_twilio` says;
+    the function itself stays as written, for the dashboard to call in its own routes."""
+
+    def decorate(route: F) -> F:
+        register(calls_twilio(route))
+        return route
+
+    return decorate

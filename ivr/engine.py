@@ -608,9 +608,12 @@ def leave_twiml() -> str:
 
 
 CALLBACK_ENTER_NUMBER = "callback_enter_number"
-# "1 again to confirm the call back to the number ending in ...": optional, a catalog
-# without it takes the first 1 (`callback_confirm_twiml`).
+# "2 to confirm the call back to the number ending in ...": optional, a catalog without it
+# takes the first 1 (`callback_confirm_twiml`).
 CALLBACK_CONFIRM_PROMPT = "callback_confirm"
+# Not 1 again: a frightened caller pressing 1 over and over on hold (for a person, for
+# anything) would end their own call and wait for a call back instead.
+CALLBACK_CONFIRM_KEY = "2"
 
 
 def callback_number_twiml(
@@ -629,10 +632,11 @@ def callback_number_twiml(
 
 
 def callback_confirm_twiml(catalogs: Catalogs, language: str, *, action: str, last4: str) -> str:
-    """A caller pressed 1 for a call back: the number it would go to, and 1 again to have
-    it. A key pressed by mistake (a frightened caller, a pocket) must not end their call: any
-    other key goes back to holding, and so does nothing (Twilio asks for the wait URL again
-    once this document ends), their place kept."""
+    """A caller pressed 1 for a call back: the number it would go to, and
+    CALLBACK_CONFIRM_KEY to have it. A key pressed by mistake (a frightened caller, a
+    pocket) must not end their call: any other key goes back to holding, and so does
+    nothing (Twilio asks for the wait URL again once this document ends), their place
+    kept."""
     response = VoiceResponse()
     gather = Gather(
         action=action, method="POST", input="dtmf", num_digits=1, finish_on_key="", timeout=6

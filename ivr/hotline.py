@@ -21,10 +21,12 @@ from functools import partial
 from typing import Any, Literal, Protocol
 
 import httpx
+import requests
 from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from ivr import announcements, cases, engine, oncall, recordings, store
 from ivr.db import Busy, patient, users
@@ -191,7 +193,38 @@ TEXT_SPACING = timedelta(minutes=10)  # at most one ticket texted to a number in
 
 
 class TwilioFailing(Exception):
-    """Twilio's REST API failing (5xx, 429, unreachable): a text to try again later."""
+    """Twilio's REST API did not take a text (429, unreachable, refused for a reason of ours
+    such as credentials being rotated): to try again later."""
+
+
+class SentOrNot(Exception):
+    """Twilio's REST API may have taken a text, or not (no answer in time, a 500, 502 or 504,
+    the connection lost after sending): not sent again, as a text twice is worse than none."""
+
+
+# Twilio's error codes for a text the number cannot take: for good, not an outage.
+RECIPIENT_REFUSED = frozenset(
+    {
+        21211,  # not a valid phone number
+        21408,  # a region the account may not text
+        21610,  # the number replied STOP
+        21612,  # no route to the number
+        21614,  # not a mobile number
+        21635,  # a landline or unreachable carrier
+    }
+)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a REST call that raised `exc` certainly never reached Twilio: no connection
+    was made (refused, a DNS failure, the connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause = exc.args[0] if exc.args else None
+        reason = getattr(cause, "reason", cause)
+        return isinstance(reason, (NewConnectionError, NameResolutionError))
+    return False
 
 
 def prompts_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
@@ -1036,6 +1069,12 @@ class Hotline:
             [case] = taken
             try:
                 result = self._ticket_text(case, catalogs, now)
+            except SentOrNot as unknown:
+                # Left `sending`, as a text an instance stopped in the middle of is: whether
+                # it went nobody knows, and it is not sent twice.
+                log.warning("the ticket text of case %s may not have gone: %s", case["id"], unknown)
+                self.metrics.ticket_texts.labels("unknown").inc()
+                continue
             except BaseException:
                 # Not sent (Twilio failing, the database failing meanwhile): due again, for
                 # the next round; the job's outage log says why.
@@ -1083,14 +1122,20 @@ class Hotline:
                 to=case["caller"], from_=self.settings.caller_id, body=body
             )
         except TwilioRestException as exc:
-            if 400 <= exc.status < 500 and exc.status != 429:
+            if exc.code in RECIPIENT_REFUSED:
                 log.warning(
                     "Twilio refused to text the ticket of case %s (%s)", case["id"], exc.code
                 )
                 return "failed"
-            raise TwilioFailing(f"Twilio answered {exc.status} to a text") from exc
+            if exc.status >= 500 and exc.status != 503:
+                raise SentOrNot(f"Twilio answered {exc.status} to a text") from exc
+            # A 429 or a 503 (Twilio took nothing), or one of ours (credentials being
+            # rotated, the caller ID's settings): again at the next round, until stale.
+            raise TwilioFailing(f"Twilio answered {exc.status} ({exc.code}) to a text") from exc
         except Exception as exc:
-            raise TwilioFailing(f"no text sent ({type(exc).__name__})") from exc
+            if never_sent(exc):
+                raise TwilioFailing(f"no text sent ({type(exc).__name__})") from exc
+            raise SentOrNot(f"no answer to a text ({type(exc).__name__})") from exc
         return "sent"
 
     def request_callback(
@@ -1102,9 +1147,10 @@ class Hotline:
         *,
         confirmed: bool = False,
     ) -> str:
-        """1 pressed while holding: asked to press 1 again for the call back to their number
-        (`confirmed`, where the catalogs can ask), then the call back is theirs; a caller
-        who withheld their number keys the one to call. Anything else: holding on."""
+        """1 pressed while holding: asked to press CALLBACK_CONFIRM_KEY for the call back to
+        their number (`confirmed`: the answer to that, where the catalogs can ask), then the
+        call back is theirs; a caller who withheld their number keys the one to call.
+        Anything else: holding on."""
         catalogs = self.trees.current.catalogs
         lang = catalogs.spoken(language)
         with self.db.connect() as conn:
@@ -1130,13 +1176,14 @@ class Hotline:
             ):
                 action = self.links.callback_number(lang)
                 return engine.callback_number_twiml(catalogs, lang, action=action)
+            wanted = engine.CALLBACK_CONFIRM_KEY if confirmed else "1"
             asked = (
-                digits == "1"
+                digits == wanted
                 and view is not None
                 and dialable(number)  # withheld: nobody to call
                 and cases.request_callback(conn, call_sid=call_sid, number=number, now=self.clock())
             )
-            if digits == "1" and not asked:
+            if digits == wanted and not asked:
                 # Twilio delivered this twice (one after the other, or both at once): the
                 # same answer as the first got.
                 view = self._called_back_on(conn, call_sid, number)

@@ -143,7 +143,8 @@ class Metrics:
             "tickets texted to callers (IVR_TEXT_TICKETS): `sent` (Twilio took it), `failed` "
             "(refused for good: a landline), `skipped` (the call, or the number within ten "
             "minutes, was texted a ticket already), `stale` (not sent: found over an hour "
-            "after the case opened)",
+            "after the case opened), `unknown` (Twilio did not say whether it took it: not "
+            "sent again)",
             ["result"],
             registry=self.registry,
         )

@@ -34,6 +34,7 @@ from fastapi import (
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine, QueuePool, text
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -45,13 +46,14 @@ from twilio.request_validator import (
     RequestValidator,
     get_signature_algorithm,
 )
+from urllib3.util.retry import Retry
 
 from ivr import engine, oncall, store
 from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
-from ivr.deps import HotlineDep
+from ivr.deps import HotlineDep, rest_limiter
 from ivr.exceptions import SourceError
 from ivr.hotline import (
     Caller,
@@ -670,17 +672,37 @@ def media_client(
     )
 
 
+def rest_retries() -> Retry:
+    """What is asked of Twilio's REST API again, at once: a 429 (Twilio did nothing, and says
+    it is always safe to ask again) and a connection never made; twice, about 0.5 s then 1 s
+    apart (Retry-After is not waited for: an agent or a page is waiting). Never a request
+    that may have reached Twilio (a read timeout, a 5xx, a connection lost after sending):
+    a text would go twice, a customer be rung twice."""
+    return Retry(
+        total=2,
+        connect=2,
+        read=0,
+        redirect=0,
+        status=2,
+        other=0,
+        allowed_methods=None,  # every method: what is retried was never taken
+        status_forcelist=(429,),
+        backoff_factor=0.5,
+        respect_retry_after_header=False,
+        raise_on_status=False,  # the last 429 is the twilio library's to raise
+    )
+
+
 def rest_client(settings: Settings) -> Client:
     """Twilio's REST client for the account. With a timeout: a REST call that hangs must not
     hold up an agent's claim (or every offer to the available agents) for ever."""
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
-    return Client(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token,
-        http_client=TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT),
-    )
+    http = TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT)
+    assert http.session is not None  # pool_connections, the default
+    http.session.mount("https://", HTTPAdapter(max_retries=rest_retries()))
+    return Client(settings.twilio_account_sid, settings.twilio_auth_token, http_client=http)
 
 
 def create_app(
@@ -1055,11 +1077,15 @@ class TimedJobs:
     the next round."""
 
     jobs: tuple[tuple[Outage, Callable[[Hotline], object]], ...] = ()
+    # Jobs that may wait on Twilio's REST API run on `rest_limiter`'s threads, not on the
+    # webhooks' (see `ivr.deps.REST_THREADS`).
+    calls_twilio = False
 
     async def __call__(self, hotline: Hotline) -> None:
+        limiter = rest_limiter() if self.calls_twilio else None
         for outage, job in self.jobs:
             try:
-                await run_in_threadpool(job, hotline)
+                await anyio.to_thread.run_sync(job, hotline, limiter=limiter)
             except Exception:
                 outage.failed()
             else:
@@ -1083,6 +1109,8 @@ class Paging(TimedJobs):
     """Page the on-call if an emergency was left waiting (`Hotline.page_on_call`), every
     IVR_TREE_SYNC seconds: a job of its own, as sending may wait on Twilio's REST API."""
 
+    calls_twilio = True
+
     def __init__(self) -> None:
         self.jobs = ((Outage("page the on-call"), Hotline.page_on_call),)
 
@@ -1091,6 +1119,8 @@ class Texting(TimedJobs):
     """Text callers their tickets (`Hotline.text_tickets`, IVR_TEXT_TICKETS) every
     IVR_TREE_SYNC seconds: a job of its own, as sending waits on Twilio's REST API."""
 
+    calls_twilio = True
+
     def __init__(self) -> None:
         self.jobs = ((Outage("text callers their tickets"), Hotline.text_tickets),)
 
@@ -1098,6 +1128,8 @@ class Texting(TimedJobs):
 class Dispatching(TimedJobs):
     """Offer the cases in line to the available agents (`Hotline.dispatch`) every
     IVR_DISPATCH_INTERVAL seconds."""
+
+    calls_twilio = True
 
     def __init__(self) -> None:
         self.jobs = ((Outage("offer cases to the available agents"), Hotline.dispatch),)

@@ -344,7 +344,7 @@ def test_the_logs_outcomes_are_what_the_figures_count(
             ScriptedParty([Press("1"), Press("0")]), from_number="+15005550201"
         ),
         "callback": phone.call(
-            ScriptedParty([Press("1"), Press("0"), Press("1"), Press("1")]),
+            ScriptedParty([Press("1"), Press("0"), Press("1"), Press("2")]),
             from_number="+15005550202",
         ),
         "hung_up_in_a_menu": phone.call(ScriptedParty([Press("1")]), from_number="+15005550203"),

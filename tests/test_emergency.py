@@ -106,8 +106,8 @@ def take_in_turn(client: TestClient, agent: str, times: int) -> list[Any]:
 
 
 HIJACK = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # English, stolen account, UID, PIN
-# English, the general queue; at the hold loop's offer 1 for a call back, and 1 to confirm.
-CALL_ME_BACK = (Press("1"), Press("0"), Press("1"), Press("1"))  # a tuple: a party pops a list
+# English, the general queue; at the hold loop's offer 1 for a call back, and 2 to confirm.
+CALL_ME_BACK = (Press("1"), Press("0"), Press("1"), Press("2"))  # a tuple: a party pops a list
 
 
 def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engine) -> None:
@@ -832,16 +832,17 @@ def test_a_keyed_number_delivered_twice_at_once_is_answered_the_same(
     assert (row["callback_number"], row["flags"]["callback_keyed"]) == ("+8613800138000", "yes")
 
 
-@pytest.mark.parametrize("then", [Press("5"), Silent()])
+@pytest.mark.parametrize("then", [Press("1"), Press("5"), Silent()])
 def test_a_1_pressed_by_mistake_on_hold_keeps_the_caller_on_the_line(
     phone: Phone, db: Engine, then: Any
 ) -> None:
     """A frightened caller (or a pocket) presses 1 on hold: they hear the number the call
-    back would go to and are asked for 1 again. Another key, or nothing, and they are still
-    holding in their place: no call back, no call ended."""
+    back would go to and are asked for 2. 1 again (pressed over and over, for a person),
+    another key, or nothing, and they are still holding in their place: no call back, no
+    call ended."""
     keys = [Press("1"), Press("0"), Press("1"), then]
     record = phone.call(ScriptedParty(keys, hold_polls=2), from_number="+15005550144")
-    asked = [i for i, line in enumerate(record.heard) if "To confirm, press 1" in line]
+    asked = [i for i, line in enumerate(record.heard) if "To confirm, press 2" in line]
     assert len(asked) == 1 and "ending in 0 1 4 4" in record.heard[asked[0]]
     assert any(line.startswith("You are number") for line in record.heard[asked[0] + 1 :])
     assert record.ended_by == "caller" and not any("Goodbye" in line for line in record.heard)
@@ -872,7 +873,7 @@ def test_catalogs_without_the_confirmation_take_the_first_1(
 def test_a_call_back_asked_for_twice_is_answered_the_same(phone: Phone, db: Engine) -> None:
     """Twilio delivers the caller's keys twice: both answers ask to confirm, then both
     confirm the call back."""
-    keys = [Press("1"), Press("0"), Press("1", deliveries=2), Press("1", deliveries=2)]
+    keys = [Press("1"), Press("0"), Press("1", deliveries=2), Press("2", deliveries=2)]
     record = phone.call(ScriptedParty(keys, hold_polls=3), from_number="+15005550144")
     assert any("at the number ending in 0 1 4 4" in line for line in record.heard)
     [row] = case_rows(db)

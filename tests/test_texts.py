@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, event, select, update
 from twilio.rest import Client as TwilioClient
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from ivr.db import cases
 from ivr.exceptions import SourceError
@@ -66,7 +68,9 @@ def line(
     twilio_http: RecordingTwilio,
     check_twiml: Callable[[str], None],
 ) -> Iterator[tuple[TestClient, Phone]]:
-    app = texting_app(database_url, hotline_tree, db, clock, twilio_http)
+    # The tests text by hand (`Hotline.text_tickets`), at the moment they say: the app's own
+    # timed job, every IVR_TREE_SYNC, would text in between on a slow run.
+    app = texting_app(database_url, hotline_tree, db, clock, twilio_http, IVR_TREE_SYNC=3600)
     with on_the_line(app, check_twiml) as line:
         yield line
 
@@ -277,16 +281,17 @@ def test_a_text_twilio_refuses_is_recorded_and_not_tried_again(
     assert 'ivr_ticket_texts_total{result="failed"} 1.0' in client.get("/metrics").text
 
 
-@pytest.mark.parametrize("failing", [(503, 20503), (429, 20429)])
+@pytest.mark.parametrize("failing", [(503, 20503), (429, 20429), (401, 20003), (400, 21606)])
 def test_texts_wait_while_twilio_fails_and_go_once_it_is_back(
     line: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
     db: Engine,
     failing: tuple[int, int],
 ) -> None:
-    """A surge after a hack is announced, and Twilio throttling (429) or down (5xx): the
-    tickets are not lost; the round stops, says so (the timed job's outage log), and the
-    next round after Twilio is back sends them all."""
+    """A surge after a hack is announced, and Twilio throttling (429) or down (503), or
+    refusing us, not the caller (401 while credentials are rotated, 21606: the caller ID
+    cannot text yet): the tickets are not lost; the round stops, says so (the timed job's
+    outage log), and the next round after it is mended sends them all."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     calls(phone, HIJACKED)
@@ -299,6 +304,54 @@ def test_texts_wait_while_twilio_fails_and_go_once_it_is_back(
     twilio_http.error = None
     assert hotline.text_tickets() == 2
     assert [c["ticket_text"] for c in case_rows(db)] == ["sent", "sent"]
+
+
+def no_answer() -> None:
+    raise requests.exceptions.ReadTimeout("Twilio took the text, and did not answer in time")
+
+
+def no_connection() -> None:
+    refused = NewConnectionError(None, "Failed to establish a new connection")  # type: ignore[arg-type]
+    raise requests.exceptions.ConnectionError(MaxRetryError(None, "/Messages.json", refused))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("unanswered", ["500", "504", "read timeout"])
+def test_a_text_twilio_may_have_taken_is_not_sent_twice(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, unanswered: str
+) -> None:
+    """No answer in time, or a 500 or 504: Twilio may have sent it. Left `sending`, as one
+    an instance stopped in the middle of, counted `unknown`, and never sent again; the
+    round goes on with the next caller's."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    calls(phone, HIJACKED)
+    calls(phone, HIJACKED, "+15005550007")
+    if unanswered == "read timeout":
+        twilio_http.meanwhile = no_answer
+    else:
+        twilio_http.error = (int(unanswered), 20500)
+    assert hotline.text_tickets() == 0
+    assert len(texts(twilio_http)) == 2  # both tried once
+    assert [c["ticket_text"] for c in case_rows(db)] == ["sending", "sending"]
+    twilio_http.meanwhile, twilio_http.error = None, None
+    assert hotline.text_tickets() == 0 and len(texts(twilio_http)) == 2
+    assert 'ivr_ticket_texts_total{result="unknown"} 2.0' in client.get("/metrics").text
+
+
+def test_a_text_that_never_reached_twilio_goes_at_the_next_round(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine
+) -> None:
+    """No connection made (refused, DNS): Twilio never saw it. Due again, and sent."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    calls(phone, HIJACKED)
+    twilio_http.meanwhile = no_connection
+    with pytest.raises(TwilioFailing):
+        hotline.text_tickets()
+    assert case_rows(db)[0]["ticket_text"] == "due"
+    twilio_http.meanwhile = None
+    assert hotline.text_tickets() == 1
+    assert case_rows(db)[0]["ticket_text"] == "sent"
 
 
 def test_one_ticket_per_call_and_one_per_number_in_ten_minutes(

@@ -38,8 +38,8 @@ from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
 PAYMENTS = [Press("1"), Press("3"), Press("1"), Press("1")]  # English, deposits, not credited
 HOUR = timedelta(hours=1)
-# English, the general queue; at the hold loop's offer 1 for a call back, and 1 to confirm.
-CALL_ME_BACK = (Press("1"), Press("0"), Press("1"), Press("1"))  # a tuple: a party pops a list
+# English, the general queue; at the hold loop's offer 1 for a call back, and 2 to confirm.
+CALL_ME_BACK = (Press("1"), Press("0"), Press("1"), Press("2"))  # a tuple: a party pops a list
 HIJACKED = [Press("1"), Press("1"), Press("*")]  # English, stolen account, verification skipped
 TRANSFERRED_EN = "Please hold: we are passing your call to the team who can help."
 TRANSFERRED_ZH = "请稍候,正在为您转接能够处理您问题的团队。"

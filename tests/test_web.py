@@ -3,38 +3,57 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import logging
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+import requests
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
+from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine, event, select
 from starlette.datastructures import FormData
+from twilio.http.http_client import TwilioHttpClient
 
 from ivr.db import call_events, calls, cases, create_db_engine, upgrade
-from ivr.hotline import Hotline
+from ivr.deps import REST_THREADS
+from ivr.hotline import Hotline, never_sent
 from ivr.identity import LocalDirectory
 from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty, Silent
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree
-from ivr.web import CHECK_THREADS, TWILIO_PATHS, Following, create_app, worker_threads
+from ivr.web import (
+    CHECK_THREADS,
+    TWILIO_PATHS,
+    TWILIO_REST_TIMEOUT,
+    Following,
+    create_app,
+    rest_client,
+    rest_retries,
+    worker_threads,
+)
 from ivr.web import router as twilio_router
 from tests.conftest import (
     HTTPS_CLIENT,
     PUBLIC_URL,
     TOKEN,
     FakeClock,
+    RecordingTwilio,
+    bearer,
     count,
     first_request,
     make_settings,
+    make_user,
 )
+from tests.support.twilio import app_with_twilio, on_the_line
 
 VOICE = PUBLIC_URL + "/twilio/voice"
 STATUS = PUBLIC_URL + "/twilio/status"
@@ -753,6 +772,69 @@ def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
     assert f"ivr_verification_check_seconds_count {float(wave)}" in metrics
 
 
+def test_agents_waiting_on_a_slow_twilio_hold_up_no_call(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """More agents than there are webhook threads ask for their next case while Twilio's
+    REST API takes its time placing their call backs: a new caller's menus are answered
+    meanwhile. Each wait holds a thread of REST_THREADS', none of the webhooks'."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("on SQLite a webhook is answered on the event loop: no thread to wait for")
+    twilio = RecordingTwilio()
+    app = app_with_twilio(database_url, hotline_tree, db, clock, twilio)
+    wave = worker_threads(db) + 1
+    assert wave > REST_THREADS
+    gate = Gate()
+
+    def slow_twilio() -> None:
+        with gate.lock:
+            gate.waiting += 1
+        gate.opened.wait(timeout=30)
+
+    with on_the_line(app, check_twiml) as (client, phone):
+        for n in range(wave):  # callers who asked to be called back, then hung up
+            asked = phone.call(
+                ScriptedParty([Press("1"), Press("0"), Press("1"), Press("2")]),
+                from_number=f"+1500555{n:04d}",
+            )
+            assert asked.queue == "general"
+        agents = [make_user(db, f"agent{n}", "agent", f"+1500555{9000 + n}") for n in range(wave)]
+        twilio.meanwhile = slow_twilio
+        asking = [
+            threading.Thread(
+                target=client.post, args=("/api/agents/next",), kwargs={"headers": bearer(a)}
+            )
+            for a in agents
+        ]
+        try:
+            for agent in asking:
+                agent.start()
+            for _ in range(300):
+                if gate.waiting == REST_THREADS:
+                    break
+                threading.Event().wait(0.05)
+            assert gate.waiting == REST_THREADS
+            other: dict[str, Any] = {}
+            caller = threading.Thread(
+                target=lambda: other.update(
+                    record=phone.call(ScriptedParty([Press("1"), Press("3")]))
+                )
+            )
+            caller.start()
+            caller.join(timeout=10)
+            assert not caller.is_alive(), "a menu waited for Twilio's REST API"
+            assert "If a deposit has not arrived" in other["record"].transcript
+        finally:
+            gate.opened.set()
+            for agent in asking:
+                agent.join(timeout=30)
+    assert gate.waiting == wave  # every agent's call back was placed in the end
+
+
 def test_a_database_down_is_logged_once_per_timed_job_then_its_recovery(
     tmp_path: Path, hotline_tree: CompiledTree, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -782,3 +864,93 @@ def test_a_database_down_is_logged_once_per_timed_job_then_its_recovery(
         "can count the agents at work again, after 5 failed tries",
     ]
     db.dispose()
+
+
+class FakeTwilioApi(http.server.BaseHTTPRequestHandler):
+    """Twilio's REST API as a test scripts it: each request takes the next answer, a status
+    or "drop" (the connection closed with the request read: did Twilio take it?)."""
+
+    answers: ClassVar[list[int | str]] = []
+    seen: ClassVar[int] = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen += 1
+        answer = type(self).answers.pop(0)
+        if answer == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(int(answer))
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answers", "asked", "status"),
+    [
+        ([429, 429, 201], 3, 201),  # throttled twice, then taken: asked again, at once
+        ([429, 429, 429], 3, 429),  # still throttled: the twilio library raises it
+        ([500, 201], 1, 500),  # may have been taken: never asked again
+        ([503, 201], 1, 503),  # its job's next round asks again, not the transport
+        (["drop", 201], 1, None),  # the request sent, no answer: never asked again
+    ],
+)
+def test_twilios_rest_api_is_asked_again_only_for_what_it_did_not_take(
+    answers: list[int | str], asked: int, status: int | None
+) -> None:
+    """The retry policy the REST client mounts (`rest_retries`), over real HTTP: a text or
+    a call must never go twice because an answer was lost."""
+    FakeTwilioApi.answers, FakeTwilioApi.seen = list(answers), 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeTwilioApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=rest_retries()))
+    url = f"http://127.0.0.1:{server.server_address[1]}/2010-04-01/Accounts/AC/Messages.json"
+    try:
+        if status is None:
+            with pytest.raises(requests.exceptions.ConnectionError):
+                session.post(url, data={"Body": "ticket"}, timeout=5)
+        else:
+            assert session.post(url, data={"Body": "ticket"}, timeout=5).status_code == status
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert FakeTwilioApi.seen == asked
+
+
+def test_a_connection_twilio_never_accepted_is_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing listens: no request was sent, so the transport tries twice more (urllib3
+    says so as it does)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    tries = rest_retries()
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=tries))
+    with (
+        caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"),
+        pytest.raises(requests.exceptions.ConnectionError) as refused,
+    ):
+        session.post(f"http://127.0.0.1:{port}/Messages.json", data={}, timeout=5)
+    assert sum(r.getMessage().startswith("Retrying") for r in caplog.records) == 2
+    reason = refused.value.args[0]
+    assert "Max retries exceeded" in str(reason) and "NewConnectionError" in repr(reason)
+    assert never_sent(refused.value)
+
+
+def test_the_rest_client_asks_twilio_through_that_policy() -> None:
+    """The client the hotline talks to Twilio with, on its own transport: the policy above,
+    and a timeout, on the way to api.twilio.com."""
+    settings = make_settings(TWILIO_ACCOUNT_SID="AC" + "0" * 32)
+    transport = rest_client(settings).http_client
+    assert isinstance(transport, TwilioHttpClient) and transport.session is not None
+    assert transport.timeout == TWILIO_REST_TIMEOUT
+    retries = transport.session.get_adapter("https://api.twilio.com/2010-04-01").max_retries
+    assert (retries.total, retries.read, retries.status_forcelist) == (2, 0, (429,))
