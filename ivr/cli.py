@@ -128,8 +128,7 @@ def serve(
             err=True,
         )
     typer.echo(f"call tree {tree.file} version {tree.version}: {len(tree.tree.nodes)} nodes")
-    if settings.twilio_account_sid:
-        _size_twilio_queues(settings, tree)
+    sized = not settings.twilio_account_sid or _size_twilio_queues(settings, tree)
     # In full, as pasted into Twilio's console: a path prefix (IVR_PUBLIC_URL's) included.
     typer.echo(f"Twilio voice URL (a call comes in): {settings.base_url}/twilio/voice")
     typer.echo(f"Twilio status callback URL: {settings.base_url}/twilio/status")
@@ -137,7 +136,7 @@ def serve(
     if settings.page_numbers:
         typer.echo(f"Twilio messaging URL (on-call replies): {settings.base_url}/twilio/sms")
     uvicorn.run(
-        create_app(settings, tree=tree, make_live=from_file),
+        create_app(settings, tree=tree, make_live=from_file, queues_sized=sized),
         host=host,
         port=port,
         proxy_headers=True,
@@ -146,9 +145,10 @@ def serve(
     )
 
 
-def _size_twilio_queues(settings: Settings, tree: CompiledTree) -> None:
+def _size_twilio_queues(settings: Settings, tree: CompiledTree) -> bool:
     """The tree's queues made to hold Twilio's most callers (`ivr.queues`). Failing, it is
-    said and the hotline serves anyway: the queues Twilio makes still hold 1,000 each."""
+    said and the hotline serves anyway (the queues Twilio makes still hold 1,000 each), and
+    its job tries again every IVR_TREE_SYNC seconds. Whether they were sized."""
     from ivr.queues import size_queues
     from ivr.web import rest_client
 
@@ -157,12 +157,14 @@ def _size_twilio_queues(settings: Settings, tree: CompiledTree) -> None:
     except Exception as exc:  # Twilio's refusal or the network's: said, not fatal
         typer.echo(
             f"warning: Twilio's queues not sized ({type(exc).__name__}: {exc}); a queue "
-            "Twilio makes holds 1,000 callers, and the next are told the lines are full",
+            "Twilio makes holds 1,000 callers, and the next are told the lines are full; "
+            "tried again every IVR_TREE_SYNC seconds",
             err=True,
         )
-        return
+        return False
     for line in done:
         typer.echo(f"Twilio queue {line}")
+    return True
 
 
 def _live_tree(settings: Settings) -> CompiledTree | None:

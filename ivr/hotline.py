@@ -28,7 +28,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from ivr import announcements, cases, engine, oncall, recordings, store
+from ivr import announcements, cases, engine, oncall, queues, recordings, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
@@ -160,13 +160,16 @@ class CaseRefused(Exception):
 
 class TwilioRest(Protocol):
     """The part of twilio.rest.Client the hotline uses (calls.create, calls(sid).update,
-    messages.create)."""
+    messages.create, and the queues `ivr.queues` sizes)."""
 
     @property
     def calls(self) -> Any: ...
 
     @property
     def messages(self) -> Any: ...
+
+    @property
+    def queues(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,8 @@ class Hotline:
         # Who is answering, for the hold loop's estimate: refreshed with the announcement.
         self.staffing = cases.Staffing()
         self.staffing_at: datetime | None = None  # when `staffing` was last counted
+        # The Twilio queues this instance has made to hold Twilio's most (`size_queues`).
+        self.sized_queues: set[str] = set()
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -2502,6 +2507,23 @@ class Hotline:
     def reload(self, *, by: str) -> CompiledTree:
         """Load the tree file and catalogs again. SourceError (and the old tree stays) if bad."""
         return self.activate(load_tree(self.settings.routes, self.settings.prompts_dir), by=by)
+
+    def size_queues(self) -> list[str]:
+        """The live tree's queues, and the fallback's, made to hold Twilio's most callers
+        (`ivr.queues`), each once per instance: a queue a reload or rollback adds is sized
+        within IVR_TREE_SYNC seconds, not at the next restart (Twilio would make it with room
+        for 1,000). Twilio failing raises, for the job's outage log: tried at the next round.
+        What was done, a line per queue."""
+        if self.twilio is None:
+            return []
+        wanted = {*self.trees.current.queues, self.settings.fallback_queue} - self.sized_queues
+        if not wanted:
+            return []
+        done = queues.size_queues(self.twilio, wanted)
+        self.sized_queues |= wanted
+        for line in done:
+            log.info("Twilio queue %s", line)
+        return done
 
     def rollback(self, version: str, *, by: str) -> CompiledTree | None:
         with self.db.connect() as conn:

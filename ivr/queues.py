@@ -4,7 +4,9 @@ Twilio makes a queue the first time a call is `<Enqueue>`d in it, with room for 
 (100 on older accounts), and queues persist. Past that, each caller it refuses comes back to
 the `<Enqueue>` action at once with QueueResult `queue-full` (error 14207): on a hack day, when
 the security queue is longest. Twilio allows a queue up to 5,000, set through its REST API:
-`ivr serve` makes the tree's queues that size before it serves, where it has the account.
+`ivr serve` makes the tree's queues that size before it serves, where it has the account,
+and each instance's timed job (`Hotline.size_queues`) a queue a reload adds, or one Twilio
+failed to size at the start.
 """
 
 from __future__ import annotations

@@ -717,11 +717,15 @@ def create_app(
     http: httpx.Client | None = None,
     media: httpx.AsyncClient | None = None,
     make_live: bool = True,
+    queues_sized: bool = True,
 ) -> FastAPI:
     """The ASGI app. Raises SourceError for a bad tree: the server must not start on one.
     `make_live`: at start, `tree` becomes the live version everywhere (the tree file's);
     not for a tree the database said is live already, which another instance may have
     replaced since (this one then follows it, as every instance does).
+    `queues_sized`: `tree`'s Twilio queues hold Twilio's most already (`ivr serve` sized
+    them); False: the app's job sizes them (Twilio failed `ivr serve`). Either way, the job
+    sizes each queue a later tree adds.
 
     Every outside party is a parameter (the database, the clock, the identity endpoint's HTTP
     client, the Twilio REST client, the HTTP client that fetches recordings from Twilio):
@@ -754,6 +758,8 @@ def create_app(
         media=media,
         clock=clock,
     )
+    if queues_sized:
+        hotline.sized_queues = {*tree.queues, settings.fallback_queue}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -776,6 +782,8 @@ def create_app(
             asyncio.create_task(_every(settings.dispatch_seconds, Dispatching(), hotline)),
             asyncio.create_task(_every(settings.tree_sync_seconds, Paging(), hotline)),
         ]
+        if hotline.twilio is not None:
+            tasks.append(asyncio.create_task(_every(settings.tree_sync_seconds, Sizing(), hotline)))
         if settings.text_tickets:
             tasks.append(
                 asyncio.create_task(_every(settings.tree_sync_seconds, Texting(), hotline))
@@ -1133,6 +1141,17 @@ class Dispatching(TimedJobs):
 
     def __init__(self) -> None:
         self.jobs = ((Outage("offer cases to the available agents"), Hotline.dispatch),)
+
+
+class Sizing(TimedJobs):
+    """Make the live tree's Twilio queues hold Twilio's most callers (`Hotline.size_queues`)
+    every IVR_TREE_SYNC seconds: a queue a reload added, or one Twilio failed to size, once
+    each per instance."""
+
+    calls_twilio = True
+
+    def __init__(self) -> None:
+        self.jobs = ((Outage("size Twilio's queues"), Hotline.size_queues),)
 
 
 async def _reload(hotline: Hotline, why: str) -> None:
