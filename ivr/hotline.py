@@ -2801,8 +2801,23 @@ class Hotline:
             log.info("following call tree version %s", active)
 
     def record_tree(self, loaded_by: str) -> None:
-        """At start-up: the tree file this instance was started with becomes the live one."""
-        self.activate(self.trees.current, by=loaded_by)
+        """At start-up: the tree file this instance was started with becomes the live one,
+        on every instance. Another version live until now (a rollback, a reload of another
+        file) is replaced: said, as a warning, with who made it live."""
+        file = self.trees.current
+        with self.db.connect() as conn:
+            live = store.active_tree(conn)
+        if live is not None and live.version != file.version:
+            log.warning(
+                "the tree file's version %s replaces version %s, live since %s (%s), on every "
+                "instance: a restart makes the tree file live; roll back again if that was "
+                "not meant",
+                file.version,
+                live.version,
+                f"{live.activated_at:%Y-%m-%d %H:%M} UTC",
+                live.activated_by,
+            )
+        self.activate(file, by=loaded_by)
 
     def warm_trees(self) -> None:
         """At start-up: build the tree versions calls in progress are on (after a restart onto

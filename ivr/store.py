@@ -600,6 +600,21 @@ def active_tree_version(conn: Connection) -> str | None:
         ).scalar()
 
 
+def active_tree(conn: Connection) -> Any:
+    """The live version's row (version, activated_by, activated_at), or None."""
+    with reading(conn):
+        return conn.execute(
+            select(
+                tree_versions.c.version,
+                tree_versions.c.activated_by,
+                tree_versions.c.activated_at,
+            )
+            .where(tree_versions.c.activated_at.is_not(None))
+            .order_by(tree_versions.c.activated_at.desc())
+            .limit(1)
+        ).first()
+
+
 def tree_version_list(conn: Connection) -> list[dict[str, Any]]:
     with reading(conn):
         rows = (

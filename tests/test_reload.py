@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,11 +142,16 @@ def test_a_reload_logs_the_new_trees_warnings(
 
 
 def test_an_instance_started_on_the_live_version_leaves_it_as_the_database_says(
-    settings: Settings, db: Engine, clock: FakeClock, files: tuple[Path, Path]
+    settings: Settings,
+    db: Engine,
+    clock: FakeClock,
+    files: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """`ivr serve` on a refused file serves the version the database said was live; at its
     start it must not make that version live again: another instance may have reloaded a
-    newer one meanwhile."""
+    newer one meanwhile. Started on its file, an instance makes the file live everywhere,
+    and says which version that replaced (a rollback a restart undoes is not silent)."""
     from ivr.store import active_tree_version
     from ivr.tree import load_tree
 
@@ -164,10 +170,17 @@ def test_an_instance_started_on_the_live_version_leaves_it_as_the_database_says(
         pass
     with db.connect() as conn:
         assert active_tree_version(conn) == first
-    with TestClient(create_app(settings, tree=newer, db=db, clock=clock), base_url=HTTPS_CLIENT):
+    assert "replaces version" not in caplog.text
+    with (
+        caplog.at_level(logging.WARNING, logger="ivr.hotline"),
+        TestClient(create_app(settings, tree=newer, db=db, clock=clock), base_url=HTTPS_CLIENT),
+    ):
         pass
     with db.connect() as conn:
         assert active_tree_version(conn) == newer.version
+    [said] = [r.getMessage() for r in caplog.records if "replaces version" in r.getMessage()]
+    assert said.startswith(f"the tree file's version {newer.version} replaces version {first}")
+    assert "(startup)" in said
 
 
 def test_versions_and_rollback(
