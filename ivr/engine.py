@@ -44,9 +44,11 @@ from ivr.tree import (
     TicketNode,
     TransferNode,
     VerifyNode,
+    asks_again,
     hints_of,
     match_speech,
     normalise_speech,
+    spoken_key,
 )
 
 # Webhook paths under IVR_PUBLIC_URL. voice, status and fallback are what an operator enters
@@ -1099,8 +1101,16 @@ class _Turn:
         kind = input_kind(event)
         if isinstance(event, Silence):
             return self.no_input(node, state)
-        if isinstance(event, Keys):
-            digits = event.digits
+        digits = event.digits if isinstance(event, Keys) else None
+        option = None
+        if isinstance(event, Speech):
+            option = match_speech(menu, state.lang, event.text)
+            if option is None:
+                # A key said instead of pressed ("one", 按二), or "repeat": as the key.
+                digits = spoken_key(event.text)
+                if digits is None and asks_again(event.text):
+                    digits = node.repeat_key
+        if digits is not None:
             if digits == node.repeat_key:
                 self.log.append(LogEntry(name, "input", kind, option="repeat"))
                 return self.present(state)
@@ -1113,10 +1123,6 @@ class _Turn:
                 )
                 return self.enter(node.operator, state)
             option = menu.by_key.get(digits)
-        elif isinstance(event, Speech):
-            option = match_speech(menu, state.lang, event.text)
-        else:
-            option = None
         if option is None:
             return self.invalid(node, state, event)
         return self.choose(name, option, state, event)
@@ -1199,6 +1205,9 @@ class _Turn:
             if shortcuts:
                 order = [likely or BASE_LANGUAGE, *self.tree.catalogs.languages]
                 shortcut = shortcuts.heard(event.text, list(dict.fromkeys(order)))
+            said = spoken_key(event.text)  # "one", 二: the key said instead of pressed
+            if chosen is None and shortcut is None and said is not None:
+                chosen = next((o for o in node.options if o.key == said), None)
         if shortcut is not None:
             # Straight on, in the language of the words heard (or chosen with them).
             option, spoken_in = shortcut

@@ -555,6 +555,68 @@ def normalise_speech(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
+# A key said instead of pressed (no keypad tones, or a caller who talks): the whole of what
+# was heard, less the words around it ("press one", 按一, "number 1"), in any language.
+_KEY_WORDS = {
+    **{str(digit): str(digit) for digit in range(10)},
+    **dict.fromkeys(("zero", "oh", "零", "\u3007"), "0"),  # U+3007: the ideographic zero
+    **dict.fromkeys(("one", "一", "幺"), "1"),
+    **dict.fromkeys(("two", "二", "两"), "2"),
+    **dict.fromkeys(("three", "三"), "3"),
+    **dict.fromkeys(("four", "四"), "4"),
+    **dict.fromkeys(("five", "五"), "5"),
+    **dict.fromkeys(("six", "六"), "6"),
+    **dict.fromkeys(("seven", "七"), "7"),
+    **dict.fromkeys(("eight", "八"), "8"),
+    **dict.fromkeys(("nine", "九"), "9"),
+    **dict.fromkeys(("star", "asterisk", "星", "星号"), "*"),
+    **dict.fromkeys(("pound", "hash", "井", "井号"), "#"),
+}
+_AROUND_A_KEY = re.compile(
+    r"^(?:(?:please|press|push|number|option|key|button|the|请|按|请按|选|选择|数字)\s*)*"
+    r"(.+?)"
+    r"(?:\s*(?:key|button|please|号键|键|号|吧))*$"
+)
+# Asking to hear the menu again: the whole of what was heard.
+_AGAIN = frozenset(
+    {
+        "repeat",
+        "repeat that",
+        "repeat please",
+        "please repeat",
+        "again",
+        "say again",
+        "say that again",
+        "come again",
+        "pardon",
+        "sorry",
+        "what",
+        "one more time",
+        "重复",
+        "重听",
+        "再说一遍",
+        "再说一次",
+        "再听一遍",
+        "没听清",
+        "没听清楚",
+        "请再说一遍",
+    }
+)
+
+
+def spoken_key(said: str) -> str | None:
+    """The key a caller said ("one", "press 2", 按一, 井号), or None: only when that is all
+    they said, so "one of my withdrawals" is words, not 1."""
+    heard = normalise_speech(said)
+    found = _AROUND_A_KEY.match(heard)
+    return _KEY_WORDS.get(found[1]) if found else None
+
+
+def asks_again(said: str) -> bool:
+    """Whether all the caller said is to hear it again ("repeat", 再说一遍)."""
+    return normalise_speech(said) in _AGAIN
+
+
 def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:
     """The first option, in the order the operator listed them, with a keyword in what was heard.
 

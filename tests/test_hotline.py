@@ -180,6 +180,47 @@ def test_asking_the_hotline_not_to_hang_up_does_not_end_the_call(
     assert record.queue == "payments"
 
 
+@pytest.mark.parametrize(
+    ("answers", "caller", "reached"),
+    [
+        # No keypad tones, or a caller who talks: the key said, at the language menu too.
+        ([Speak("one"), Speak("three"), Speak("press 1")], "+15005550006", "A deposit is credited"),
+        ([Press("1"), Speak("number 3"), Speak("one")], "+15005550006", "A deposit is credited"),
+        ([Speak("二"), Speak("按三"), Speak("一")], "+8613912345678", "充值需要达到足够的区块"),
+        ([Press("2"), Speak("三"), Speak("按1")], "+8613912345678", "充值需要达到足够的区块"),
+    ],
+)
+def test_a_key_said_instead_of_pressed_is_that_key(
+    phone: Phone, answers: list[Answer], caller: str, reached: str
+) -> None:
+    record = phone.call(ScriptedParty(list(answers)), from_number=caller)  # a party pops
+    assert any(line.startswith(reached) for line in record.heard)
+    assert not any("not a valid choice" in line or "没能识别" in line for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("answers", "menu"),
+    [
+        ([Press("1"), Speak("repeat that")], "If your account has been hacked or stolen"),
+        ([Press("2"), Speak("再说一遍")], "如果您的账户被盗"),
+    ],
+)
+def test_asking_to_hear_a_menu_again_repeats_it_whole(
+    phone: Phone, answers: list[Answer], menu: str
+) -> None:
+    """As the repeat key does: the full menu again, not "not a valid choice" and the short
+    one, and no wrong answer counted."""
+    record = phone.call(ScriptedParty(list(answers)))
+    assert sum(line.startswith(menu) for line in record.heard) == 2
+    assert not any("not a valid choice" in line or "没能识别" in line for line in record.heard)
+
+
+def test_words_with_a_number_in_them_are_words_not_a_key(phone: Phone) -> None:
+    """ "one of my withdrawals" is the withdrawals option (3), not 1 (a hacked account)."""
+    record = call(phone, Press("1"), Speak("one of my withdrawals is missing"))
+    assert record.heard[-1].startswith("Deposits and withdrawals")
+
+
 def test_a_caller_from_elsewhere_choosing_nothing_gets_english(phone: Phone) -> None:
     record = phone.call(ScriptedParty([Press("5"), Silent()]), from_number="+15005550006")
     assert record.heard[0] == "Thank you for calling the exchange support hotline."
