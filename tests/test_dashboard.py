@@ -297,9 +297,10 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
     assert "emergency" in first.get("class").split()
     assert texts(first, ".//span[contains(@class,'badge-emergency')]") == ["Emergency"]
     cells = [" ".join(td.text_content().split()) for td in first.xpath("./td")]
-    # position, ticket, priority, queue, reason, verified, status, waiting, caller, language
+    # position, ticket, priority, queue, reason, verified, status, waiting, caller, language,
+    # and for a supervisor the form to move it in line
     assert cells[0] == "1" and re.fullmatch(r"\d{7}", cells[1])
-    assert cells[2:] == [
+    assert cells[2:-1] == [
         "Emergency",
         "security",
         "account hijack",
@@ -309,8 +310,9 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
         "***0006",
         "en",
     ]
+    assert cells[-1].startswith("Priority for ticket") and cells[-1].endswith("Move")
     assert "emergency" not in second.get("class").split()
-    assert [" ".join(td.text_content().split()) for td in second.xpath("./td")][-3:] == [
+    assert [" ".join(td.text_content().split()) for td in second.xpath("./td")][-4:-1] == [
         "02:05",
         "***0123",
         "en",
