@@ -1139,16 +1139,24 @@ class _Turn:
         )
         return self.enter(option.target, state, trail=(*state.trail, name)[-MAX_TRAIL:])
 
+    @staticmethod
+    def _missed_enough(node: MenuNode, state: CallState) -> bool:
+        """Silences and wrong keys together, with this one: as many as the larger limit. A
+        caller who is silent, then presses a wrong key, then is silent again is as lost as
+        one silent three times, and reaches a person as soon."""
+        return state.no_input + state.invalid + 1 >= max(node.max_no_input, node.max_invalid)
+
     def no_input(self, node: MenuNode, state: CallState) -> CallState:
         count = state.no_input + 1
-        if count >= node.max_no_input:
+        if count >= node.max_no_input or self._missed_enough(node, state):
+            reason = "max_no_input" if count >= node.max_no_input else "max_misses"
             self.log.append(
                 LogEntry(
                     state.node,
                     "escalated",
                     "silence",
                     outcome=node.on_no_input,
-                    detail={"reason": "max_no_input", "count": count},
+                    detail={"reason": reason, "count": count},
                 )
             )
             return self.enter(node.on_no_input, state)
@@ -1165,14 +1173,15 @@ class _Turn:
         detail: dict[str, Any] = {"count": count}
         if isinstance(event, Keys):
             detail["length"] = len(event.digits)
-        if count >= node.max_invalid:
+        if count >= node.max_invalid or self._missed_enough(node, state):
+            reason = "max_invalid" if count >= node.max_invalid else "max_misses"
             self.log.append(
                 LogEntry(
                     state.node,
                     "escalated",
                     input_kind(event),
                     outcome=node.on_invalid,
-                    detail={**detail, "reason": "max_invalid"},
+                    detail={**detail, "reason": reason},
                 )
             )
             return self.enter(node.on_invalid, state)

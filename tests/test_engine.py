@@ -242,6 +242,17 @@ def test_invalid_key_uses_short_prompt_and_escalates_after_max(call: Call) -> No
     assert call.state.node == "agent"
 
 
+def test_silences_and_wrong_keys_together_reach_a_person_as_soon(call: Call) -> None:
+    """Silent, a wrong key, silent again: three misses, as three silences would be."""
+    call.send(Keys("1"))
+    call.send(Silence())
+    call.send(Keys("7"))
+    assert call.state.node == "main"
+    step = call.send(Silence())
+    assert call.state.node == "agent"
+    assert step.log[0].kind == "escalated" and step.log[0].detail["reason"] == "max_misses"
+
+
 def test_repeat_key_replays_full_prompt_without_counting(call: Call) -> None:
     call.send(Keys("1"))
     call.send(Keys("9"))
