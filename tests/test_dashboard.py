@@ -135,6 +135,11 @@ def texts(doc: Any, xpath: str) -> list[str]:
     return [" ".join(e.text_content().split()) for e in doc.xpath(xpath)]
 
 
+# What a page says after an action (?said=), read out as a status: not the live parts'
+# announcer, which is empty until a new emergency waits.
+SAYS = "//p[@role='status'][contains(@class, 'notice')]"
+
+
 def cookie_header(response: httpx.Response) -> str:
     [value] = response.headers.get_list("set-cookie")
     return value
@@ -451,7 +456,7 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     closed = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="bob left it done")
     assert closed.headers["location"] == "/dashboard/queue?said=resolved"
     doc = page(client, "/dashboard/queue", said="resolved")
-    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["resolved"]]
+    assert texts(doc, SAYS) == [dashboard.SAID["resolved"]]
     assert "No agent has a case now." in doc.text_content()
     again = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="")
     assert again.status_code == 409 and "the case is resolved already" in again.text
@@ -644,7 +649,7 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     # Both callers hung up waiting: each case is a call back; the emergency comes first.
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     doc = page(client, "/dashboard/desk", said="call_back")
-    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["call_back"]]
+    assert texts(doc, SAYS) == [dashboard.SAID["call_back"]]
     [case] = doc.xpath("//section[contains(@class, 'case')]")
     assert "emergency" in case.get("class")
     facts = dict(zip(texts(case, ".//dt"), texts(case, ".//dd"), strict=True))
@@ -697,7 +702,7 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
                 seen.append(hotline.dispatch())  # away: nothing
                 seen.append(said(act(client, "/dashboard/desk/presence", available="true")))
                 doc = page(client, "/dashboard/desk", said="available")
-                seen.append(texts(doc, "//p[@role='status']"))
+                seen.append(texts(doc, SAYS))
                 seen.append(texts(doc, "//form[@class='presence']/p")[0])
                 seen.append(hotline.dispatch())
                 desk = page(client, "/dashboard/desk")
@@ -843,7 +848,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
     doc = page(client, "/dashboard/desk", said="accepted")
     assert doc.findtext(".//title").startswith("Your desk")
-    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["accepted"]]
+    assert texts(doc, SAYS) == [dashboard.SAID["accepted"]]
     [section] = doc.xpath("//section[contains(@class, 'case')]")
     assert not section.xpath(".//p[contains(@class, 'to-accept')]")
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
@@ -878,7 +883,7 @@ def test_a_supervisor_moves_a_waiting_case_to_the_emergency_lane_on_the_queue_pa
     done = act(client, action, priority="emergency", reason="second hijack report")
     assert done.headers["location"] == "/dashboard/queue?said=priority_set"
     doc = page(client, "/dashboard/queue", said="priority_set")
-    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["priority_set"]]
+    assert texts(doc, SAYS) == [dashboard.SAID["priority_set"]]
     rows = doc.xpath("//table[contains(@class, 'queue')]/tbody/tr")
     assert [r.get("class") for r in rows] == ["emergency", "emergency"]
     # Both emergencies now: the normal caller, who arrived first, is first.
@@ -955,7 +960,7 @@ def test_a_supervisor_sets_an_agent_away_from_the_queue_page(
     done = act(client, "/dashboard/agents/alice/away")
     assert done.headers["location"] == "/dashboard/queue?said=set_away"
     doc = page(client, "/dashboard/queue", said="set_away")
-    assert texts(doc, "//p[@role='status']") == [dashboard.SAID["set_away"]]
+    assert texts(doc, SAYS) == [dashboard.SAID["set_away"]]
     [row] = doc.xpath("//tr[@data-agent='alice']")
     assert row.get("class") == "agent-away" and not row.xpath(away)
     gone = client.get("/api/agents/presence", headers=bearer(agent)).json()
@@ -1036,6 +1041,27 @@ def test_the_desk_line_says_what_waits_and_changes_with_the_agents_cases(
     signed_out = client.get("/dashboard/desk/live", follow_redirects=False)
     assert signed_out.status_code == 303
     assert signed_out.headers["location"] == "/dashboard/login"
+
+
+def test_the_live_parts_are_not_read_out_whole_only_a_new_emergency_is(
+    client: TestClient, agent: str, supervisor: str, placed: dict[str, str]
+) -> None:
+    """The desk's line and the queue's table are swapped whole every few seconds: as live
+    regions, a screen reader would read them all again each time. Each page has instead one
+    empty status of its own, outside them, which the script fills only when a new emergency
+    waits (the browser test below)."""
+    for who, path, live in (
+        (agent, "/dashboard/desk", "desk-live"),
+        (supervisor, "/dashboard/queue", "queue-live"),
+    ):
+        signed_in(client, who)
+        doc = page(client, path)
+        [region] = doc.xpath(f"//div[@id='{live}']")
+        assert region.xpath("descendant-or-self::*[@aria-live]") == []
+        [told] = doc.xpath(f"//p[@id='{region.get('data-announce')}']")
+        assert told.get("role") == "status" and told.text_content() == ""
+        assert "visually-hidden" in told.get("class").split()
+        assert told not in region.iterdescendants()
 
 
 def test_the_desk_freezes_resolves_and_gives_back(
@@ -1515,6 +1541,31 @@ def test_the_queue_keeps_refreshing_while_the_supervisor_types_in_an_agents_fiel
     assert scene.problems == [], scene.problems
 
 
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live parts refresh every second, not every 5 s: the browser tests wait less."""
+    monkeypatch.setattr(dashboard, "REFRESH_SECONDS", 1)
+
+
+def test_the_queue_tells_a_screen_reader_of_a_new_emergency_alone(
+    scene: Scene, quick: None
+) -> None:
+    """The table is no live region (read again whole every refresh): a screen reader hears
+    of a new emergency from the page's status, said when their count goes up."""
+    scene.watch(scene.tab)
+    tab, expect, phone = scene.tab, scene.expect, scene.callers.phone
+    phone.call(ScriptedParty(list(DEPOSITS), hold_polls=1), from_number=NORMAL_CALLER)
+    sign_in(scene, make_user(scene.db, "sam", "supervisor"))
+    told = tab.locator("#queue-announce")
+    expect(tab.locator("table.queue tbody tr")).to_have_count(1)
+    tab.wait_for_timeout(1500)  # refreshed, nothing new: nothing said
+    expect(told).to_have_text("")
+    phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number=VICTIM)
+    expect(tab.locator(".emergency-count")).to_have_text("1 emergency", timeout=5000)
+    expect(told).to_have_text("New emergency waiting: 1 in line")
+    assert scene.problems == [], scene.problems
+
+
 # Wraps the browser's Notification before any of the page's own script runs: the
 # notifications the desk shows, recorded where the test can read them.
 RECORD_NOTIFICATIONS = """
@@ -1655,7 +1706,8 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     # would put them through (at once here, where a round lasts 0.3 s, not minutes).
     scene.callers.hold_music(scene.calls["hijack"])
     desk.get_by_role("button", name="Take the next case").click()
-    expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["next_hold_poll"])
+    says = desk.locator("p.notice[role=status]")  # what the desk says after an action
+    expect(says).to_have_text(dashboard.SAID["next_hold_poll"])
     case = desk.locator("section.case")
     expect(case).to_have_count(1)
     expect(case).to_have_class(re.compile(r"\bemergency\b"))
@@ -1695,7 +1747,7 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     expect(desk.locator(".stale-desk")).to_be_hidden()
     expect(case.get_by_label("Notes")).to_have_value(notes)
     case.get_by_role("button", name="Resolve").click()
-    expect(desk.get_by_role("status")).to_have_text(dashboard.SAID["resolved"])
+    expect(says).to_have_text(dashboard.SAID["resolved"])
     expect(desk.locator(".empty")).to_have_text("You have no case now.")
     # Kept no longer than their case is on the desk.
     kept = "Object.keys(window.sessionStorage).filter(k => k.startsWith('ivr-notes-'))"

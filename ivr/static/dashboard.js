@@ -9,6 +9,20 @@
   function refreshLive(live, swapped) {
     var url = live.getAttribute("data-src");
     var every = (Number(live.getAttribute("data-every")) || 5) * 1000;
+    var told = document.getElementById(live.getAttribute("data-announce") || "");
+    var emergencies = emergencyCount(live);
+
+    // The live part is not itself read out (every refresh would read it all again): a screen
+    // reader hears only that a new emergency is waiting, when their count goes up.
+    function tell() {
+      var now = emergencyCount(live);
+      if (told && now > emergencies) {
+        told.textContent = "New emergency waiting: " + now + " in line";
+      } else if (told && now < emergencies) {
+        told.textContent = ""; // so the next one is said even if the words are the same
+      }
+      emergencies = now;
+    }
 
     function refresh() {
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
@@ -26,6 +40,7 @@
             // line itself must not stop: a new emergency shows while the supervisor types.
             if (swapAround(live, html)) {
               live.removeAttribute("data-stale");
+              tell();
               if (swapped) {
                 swapped();
               }
@@ -38,6 +53,7 @@
             live.innerHTML = html; // our own server-rendered, escaped fragment
             live.removeAttribute("data-stale");
             live.removeAttribute("data-paused");
+            tell();
             if (swapped) {
               swapped();
             }
@@ -54,6 +70,12 @@
     }
 
     window.setTimeout(refresh, every);
+  }
+
+  // The emergencies waiting, as the live part shows them ("2 emergencies"; none: nothing).
+  function emergencyCount(live) {
+    var count = live.querySelector(".emergency-count");
+    return count ? parseInt(count.textContent, 10) || 0 : 0;
   }
 
   // Swap the live part's children for the fresh ones but the one holding the focus, which
