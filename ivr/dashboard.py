@@ -415,6 +415,7 @@ def _queue_page(
         # that refreshes itself, so a form is never swapped away while it is filled in.
         "held": api.held(user, hotline) if user.role == "supervisor" else None,
         "said": SAID.get(said, ""),
+        "said_failed": said in SAID_FAILED,
         "error": error,
         "announcement": api.announcement(user, hotline) if user.role == "supervisor" else None,
         "announced_at": hotline.trees.current.announced_at,
@@ -616,6 +617,8 @@ SAID = {
     "announcement_cleared": "Callers hear no announcement any more.",
     "page_acked": "The page says you are coming; the other on-call numbers are texted so.",
 }
+# Those that say an action failed: shown as an alert (read out at once), not a notice.
+SAID_FAILED = frozenset({"freeze_failed"})
 
 
 # Why an agent is away, when it was not their own doing, as the desk tells them.
@@ -653,6 +656,7 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "away_reason": away_reason,
         "away_reasons": AWAY_REASONS,
         "said": SAID.get(said, ""),
+        "said_failed": said in SAID_FAILED,
         "error": None,
         "offers": OFFERS,
         "refresh": REFRESH_SECONDS,

@@ -135,8 +135,8 @@ def texts(doc: Any, xpath: str) -> list[str]:
     return [" ".join(e.text_content().split()) for e in doc.xpath(xpath)]
 
 
-# What a page says after an action (?said=), read out as a status: not the live parts'
-# announcer, which is empty until a new emergency waits.
+# What a page says after an action (?said=), read out as a status (one that failed,
+# SAID_FAILED, is an alert): not the live parts' announcer, empty until a new emergency.
 SAYS = "//p[@role='status'][contains(@class, 'notice')]"
 
 
@@ -1077,6 +1077,11 @@ def test_the_desk_freezes_resolves_and_gives_back(
     short = act(client, f"{base}/freeze", reason=" x ")
     assert short.status_code == 422 and "Say why" in short.text
     assert said(act(client, f"{base}/freeze", reason="caller reports SIM swap")) == "frozen"
+    assert texts(page(client, "/dashboard/desk", said="frozen"), SAYS) == [dashboard.SAID["frozen"]]
+    # A freeze the account service did not confirm is an alert, not a notice like success.
+    failed = page(client, "/dashboard/desk", said="freeze_failed")
+    assert texts(failed, "//p[@role='alert'][@class='alert']") == [dashboard.SAID["freeze_failed"]]
+    assert texts(failed, SAYS) == []
     with db.connect() as conn:
         assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 1
         entry = conn.execute(select(audit_log).order_by(audit_log.c.id.desc())).mappings().first()
