@@ -1326,6 +1326,56 @@ def test_every_page_is_sent_with_a_strict_policy(
         assert not re.search(r"\son[a-z]+=|\sstyle=|<style", response.text)
 
 
+def css_rules() -> list[tuple[list[str], str]]:
+    """The stylesheet's rules: their selectors, and their declarations as written."""
+    text = (dashboard.STATIC_DIR / "dashboard.css").read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return [
+        ([s.strip() for s in selectors.split(",")], body)
+        for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", text)
+    ]
+
+
+def contrast(one: str, other: str) -> float:
+    """WCAG's contrast ratio of two #rrggbb colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_focus_rings_and_field_borders_stand_out_from_what_they_sit_on() -> None:
+    """WCAG 1.4.11: 3:1 at least, for the focus ring of every field (the notes' and the
+    announcement's textareas too) against the white and grey pages and the dark top bar,
+    and for the borders that show where a field is."""
+    rules = css_rules()
+    [(ringed, ring)] = [
+        (selectors, body) for selectors, body in rules if "input:focus" in selectors
+    ]
+    assert {"select:focus", "textarea:focus", "button:focus-visible", "a:focus-visible"} <= set(
+        ringed
+    )
+    [colour] = re.findall(r"outline:\s*\S+ solid (#[0-9a-f]{6})", ring)
+    for page_colour in ("#ffffff", "#f5f6f8", "#fdecea", "#e8f1fd"):  # white, grey, red, blue
+        assert contrast(colour, page_colour) >= 3, (colour, page_colour)
+    [on_dark] = [body for selectors, body in rules if ".topbar a:focus-visible" in selectors]
+    [top_colour] = re.findall(r"outline-color:\s*(#[0-9a-f]{6})", on_dark)
+    assert contrast(top_colour, "#17202e") >= 3
+    for kind in ("input", "select", "textarea"):
+        borders = [
+            border
+            for selectors, body in rules
+            if kind in selectors
+            for border in re.findall(r"border:\s*1px solid (#[0-9a-f]{6})", body)
+        ]
+        assert borders, kind
+        assert all(contrast(b, "#ffffff") >= 3 for b in borders), (kind, borders)
+
+
 # -- in a real browser ------------------------------------------------------------------------
 
 CHROMIUM_ARGS = [
