@@ -1621,6 +1621,28 @@ def test_the_queue_tells_a_screen_reader_of_a_new_emergency_alone(
     assert scene.problems == [], scene.problems
 
 
+def test_the_desk_tells_of_a_new_emergency_and_of_a_refresh_that_failed(
+    scene: Scene, quick: None
+) -> None:
+    """alice's desk: its line is no live region, a screen reader hears of a new emergency
+    alone; and when the line cannot refresh (the network gone), it says so, as the queue
+    page does, rather than showing an old count as if it were now."""
+    scene.watch(scene.tab)
+    expect, phone = scene.expect, scene.callers.phone
+    desk = desk_of(scene, make_user(scene.db, "alice", "agent", AGENT_PHONE))
+    line = desk.locator("#desk-live .status-line")
+    expect(line).to_contain_text("Nobody is waiting for an agent.")
+    phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number=VICTIM)
+    expect(line).to_contain_text("1 emergency", timeout=5000)
+    expect(desk.locator("#desk-announce")).to_have_text("New emergency waiting: 1 in line")
+    assert scene.problems == [], scene.problems
+    desk.route("**/dashboard/desk/live", lambda route: route.abort())
+    expect(desk.locator("#desk-live")).to_have_attribute("data-stale", "true", timeout=5000)
+    after = "getComputedStyle(document.querySelector('#desk-live .status-line'), '::after')"
+    assert "could not refresh" in desk.evaluate(f"{after}.content")
+    desk.context.close()
+
+
 # Wraps the browser's Notification before any of the page's own script runs: the
 # notifications the desk shows, recorded where the test can read them.
 RECORD_NOTIFICATIONS = """
