@@ -1602,22 +1602,38 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dashboard, "REFRESH_SECONDS", 1)
 
 
-def test_the_queue_tells_a_screen_reader_of_a_new_emergency_alone(
+def test_the_queue_tells_of_a_new_emergency_and_refreshes_around_a_row_that_left(
     scene: Scene, quick: None
 ) -> None:
-    """The table is no live region (read again whole every refresh): a screen reader hears
-    of a new emergency from the page's status, said when their count goes up."""
+    """The supervisor is typing why the only case in line should move when alice takes it:
+    the table they type in stays (its fresh self is "Nobody is waiting"), the rest of the
+    page refreshes all the same. A hijack victim calls: the line shows them, and a screen
+    reader hears of them from the page's status (the table is no live region, read again
+    whole every refresh), said when the count of emergencies goes up."""
     scene.watch(scene.tab)
     tab, expect, phone = scene.tab, scene.expect, scene.callers.phone
+    alice = make_user(scene.db, "alice", "agent", AGENT_PHONE)
     phone.call(ScriptedParty(list(DEPOSITS), hold_polls=1), from_number=NORMAL_CALLER)
     sign_in(scene, make_user(scene.db, "sam", "supervisor"))
     told = tab.locator("#queue-announce")
-    expect(tab.locator("table.queue tbody tr")).to_have_count(1)
+    line = tab.locator("#queue-live > p.status-line").first
+    table = tab.locator("#queue-live > table.queue")
+    expect(table.locator("tbody tr")).to_have_count(1)
     tab.wait_for_timeout(1500)  # refreshed, nothing new: nothing said
     expect(told).to_have_text("")
+    why = table.locator("input[name=reason]")
+    why.fill("found in the wrong line")
+    taken = scene.http.post(f"{scene.base}/api/agents/next", headers=bearer(alice))
+    assert taken.status_code == 200, taken.text
+    expect(line).to_contain_text("0 waiting", timeout=5000)
+    expect(tab.locator("#queue-live > p.empty")).to_have_text("Nobody is waiting.")
+    expect(table).to_have_attribute("data-paused", "true")
+    expect(why).to_be_focused()
+    expect(why).to_have_value("found in the wrong line")
     phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number=VICTIM)
-    expect(tab.locator(".emergency-count")).to_have_text("1 emergency", timeout=5000)
+    expect(line.locator(".emergency-count")).to_have_text("1 emergency", timeout=5000)
     expect(told).to_have_text("New emergency waiting: 1 in line")
+    expect(why).to_be_focused()
     assert scene.problems == [], scene.problems
 
 

@@ -80,39 +80,44 @@
 
   // Swap the live part's children for the fresh ones but the one holding the focus, which
   // stays where it is (moved, it would lose the focus), marked paused; the fresh part of
-  // its kind (tag and class) is dropped. False when there is no such part to match it.
+  // its kind (tag and class) is dropped. A part with none in the fresh HTML (the table
+  // whose last row was taken: "Nobody is waiting" instead) keeps its place among them,
+  // and the rest is swapped all the same. False when no part holds the focus.
   function swapAround(live, html) {
     var fresh = document.createElement("div");
     fresh.innerHTML = html; // our own server-rendered, escaped fragment
     var kept = null;
+    var place = 0; // how many parts were before it
     for (var i = 0; i < live.children.length; i += 1) {
       if (live.children[i].contains(document.activeElement)) {
         kept = live.children[i];
+        place = i;
       }
     }
+    if (!kept) {
+      return false;
+    }
     var counterpart = null;
-    for (var k = 0; kept && k < fresh.children.length; k += 1) {
+    for (var k = 0; k < fresh.children.length; k += 1) {
       var part = fresh.children[k];
       if (part.tagName === kept.tagName && part.className === kept.className) {
         counterpart = part;
       }
-    }
-    if (!counterpart) {
-      return false;
     }
     for (var j = live.children.length - 1; j >= 0; j -= 1) {
       if (live.children[j] !== kept) {
         live.removeChild(live.children[j]);
       }
     }
-    var before = true;
+    var before = counterpart ? fresh.children.length : place;
     while (fresh.firstElementChild) {
       var next = fresh.firstElementChild;
       fresh.removeChild(next);
       if (next === counterpart) {
-        before = false;
-      } else if (before) {
+        before = 0;
+      } else if (before > 0) {
         live.insertBefore(next, kept);
+        before -= 1;
       } else {
         live.appendChild(next);
       }
