@@ -446,6 +446,12 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     assert first[4:8] == ["yes", "offered", "alice", "00:30"]
     assert "revoked" in rows[1].text_content()
     assert not rows[1].xpath(".//form[contains(@action,'/requeue')]")  # connected: close only
+    # Each row's buttons say whose they are, not only "Take back", "Close" again and again.
+    assert [b.get("aria-label") for r in rows for b in r.xpath(".//button")] == [
+        f"Take back ticket {emergency['ticket']}",
+        f"Close ticket {emergency['ticket']}",
+        f"Close ticket {deposits['ticket']}",
+    ]
     api_view = client.get("/api/cases/held", headers=bearer(supervisor)).json()
     assert [h["ticket"] for h in api_view] == [emergency["ticket"], deposits["ticket"]]
     assert api_view[1]["agent_revoked"] is True
@@ -876,6 +882,9 @@ def test_a_supervisor_moves_a_waiting_case_to_the_emergency_lane_on_the_queue_pa
     rows = page(client, "/dashboard/queue").xpath("//table[contains(@class, 'queue')]/tbody/tr")
     assert [r.get("class") for r in rows] == ["emergency", "priority-normal"]
     [action] = rows[1].xpath(".//form[contains(@action, '/priority')]/@action")
+    assert [r.xpath("string(.//button/@aria-label)") for r in rows] == [
+        f"Move ticket {r.get('data-ticket')}" for r in rows
+    ]
     [chosen] = rows[1].xpath(".//select[@name='priority']/option[@selected]/@value")
     assert chosen == "normal"
     refused = act(client, action, priority="emergency", reason="")
@@ -982,6 +991,8 @@ def test_a_supervisor_says_which_languages_an_agent_speaks_on_the_queue_page(
     signed_in(client, supervisor)
     [field] = page(client, "/dashboard/queue").xpath("//input[@id='speaks-alice']")
     assert field.get("value") == "all"
+    [button] = field.xpath("following-sibling::button")
+    assert button.get("aria-label") == "Set languages for alice"
     done = act(client, "/dashboard/agents/alice/languages", languages="zh-CN, en")
     assert done.headers["location"] == "/dashboard/queue?said=languages_set"
     assert spoken() == ["en", "zh-CN"]
