@@ -1298,6 +1298,11 @@ def test_tree_page_draws_the_live_tree(
     labels = set(texts(svg, ".//text"))
     assert {"main_menu", "emergency_queue"} <= labels
     assert hotline_tree.version in doc.text_content()
+    # Far wider than the screen: scrolled by keyboard too, once tabbed to (and ringed).
+    [figure] = doc.xpath("//figure[@id='tree-picture']")
+    assert (figure.get("tabindex"), figure.get("role")) == ("0", "region")
+    assert figure.get("aria-label").startswith("Call tree picture")
+    assert any(".tree-picture:focus-visible" in selectors for selectors, _ in css_rules())
 
 
 def test_tree_page_falls_back_to_mermaid_without_graphviz(
