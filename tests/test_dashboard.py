@@ -491,6 +491,18 @@ def test_a_supervisor_announces_to_every_caller_from_the_queue_page(
     assert done.headers["location"] == "/dashboard/queue?said=announced"
     doc = page(client, "/dashboard/queue", said="announced")
     assert english in doc.text_content() and "supervisor:sam" in doc.text_content()
+    # Each text is marked with its language (a screen reader speaks the Mandarin as Mandarin),
+    # shown and to edit, in a font that has its characters.
+    assert {dd.get("lang"): dd.text for dd in doc.xpath("//section//dl//dd")} == {
+        "en": english,
+        "zh-CN": "提现暂停处理中。",
+    }
+    assert [(t.get("id"), t.get("lang")) for t in doc.xpath("//textarea")] == [
+        ("text-en", "en"),
+        ("text-zh-CN", "zh-CN"),
+    ]
+    [(_, root)] = [(s, body) for s, body in css_rules() if s == [":root"]]
+    assert '"Noto Sans CJK SC", sans-serif' in root
     assert english in phone.call(ScriptedParty([Press("1")])).heard
     cleared = act(client, "/dashboard/announcement/clear")
     assert cleared.headers["location"] == "/dashboard/queue?said=announcement_cleared"
