@@ -856,6 +856,8 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert f"accept it by {accept_by:%H:%M:%S} UTC" in alert
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
     assert [a.rsplit("/", 1)[1] for a in actions] == ["accept", "requeue"]
+    # 30 s to accept it: the desk opens (and reloads) with the focus on Accept.
+    assert texts(doc, "//*[@autofocus]") == ["Accept"]
     with TestClient(client.app, base_url=HTTPS_CLIENT) as other_browser:
         signed_in(other_browser, supervisor)
         [row] = texts(
@@ -867,6 +869,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     doc = page(client, "/dashboard/desk", said="accepted")
     assert doc.findtext(".//title").startswith("Your desk")
     assert texts(doc, SAYS) == [dashboard.SAID["accepted"]]
+    assert not doc.xpath("//*[@autofocus]")
     [section] = doc.xpath("//section[contains(@class, 'case')]")
     assert not section.xpath(".//p[contains(@class, 'to-accept')]")
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
