@@ -1336,6 +1336,21 @@ def test_tree_page_falls_back_to_mermaid_without_graphviz(
     assert "Graphviz" in " ".join(texts(doc, "//*[@role='status']"))
 
 
+def test_every_page_starts_with_a_link_to_skip_to_its_content(
+    client: TestClient, db: Engine, supervisor: str
+) -> None:
+    """A keyboard user's first Tab, on every page, offers to skip the top bar's links."""
+    docs = [page(client, "/dashboard/login")]
+    signed_in(client, supervisor)
+    docs += [page(client, path) for path in PAGES]
+    signed_in(client, make_user(db, "alice", "agent", AGENT_PHONE))
+    docs.append(page(client, "/dashboard/desk"))
+    for doc in docs:
+        first = doc.xpath("//body//*[self::a or self::button or self::input][1]")[0]
+        assert (first.get("href"), first.text) == ("#main", "Skip to main content")
+        assert len(doc.xpath("//main[@id='main']")) == 1
+
+
 def test_every_page_is_sent_with_a_strict_policy(
     client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
 ) -> None:
