@@ -1153,6 +1153,10 @@ def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
         [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
         base = f"/dashboard/desk/{held['id']}/transfer"
         desk = page(client, "/dashboard/desk")
+        resolve = base.replace("/transfer", "/resolve")
+        [seen["resolve"]] = desk.xpath(f"//form[@action='{resolve}']//button")
+        seen["why"] = texts(desk, f"//*[@id='{seen['resolve'].get('aria-describedby')}']")
+        seen["early"] = act(client, resolve, notes="done")
         seen["queues"] = desk.xpath(
             f"//form[@action='{base}']//select[@name='queue']/option/@value"
         )
@@ -1172,6 +1176,16 @@ def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
 
     phone.call(Talks(list(DEPOSITS), holds, talks))
     assert seen["took"] == "next_hold_poll"
+    # On the call, Resolve is found by Tab and says why it cannot be pressed yet; it submits
+    # nothing, and the server would refuse it anyway.
+    resolve = seen["resolve"]
+    assert (resolve.get("aria-disabled"), resolve.get("disabled"), resolve.get("type")) == (
+        "true",
+        None,
+        "button",
+    )
+    assert seen["why"][0].startswith("You are on the call: resolve it once you have hung up.")
+    assert seen["early"].status_code == 409 and "you are on the call" in seen["early"].text
     assert not seen["before"].xpath("//form[contains(@action, '/transfer')]")  # not put through
     assert {"security", "payments", "general"} <= set(seen["queues"])
     assert seen["short"].status_code == 422 and "say why" in seen["short"].text
@@ -1875,7 +1889,11 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
     # On the call, the agent writes their notes; the case is resolved once they hang up.
     expect(case.locator(".on-call")).to_be_visible()
-    expect(case.get_by_role("button", name="Resolve")).to_be_disabled()
+    resolve = case.get_by_role("button", name="Resolve")
+    expect(resolve).to_be_disabled()  # aria-disabled: still found by Tab, saying why
+    resolve.focus()
+    expect(resolve).to_be_focused()
+    expect(resolve).to_have_accessible_description(re.compile("^You are on the call: resolve"))
     notes = "Frozen at the caller's request; told to reset 2FA."
     case.get_by_label("Notes").fill(notes)
     case.get_by_label("Notes").blur()
