@@ -1697,20 +1697,48 @@ def test_the_queue_tells_of_a_new_emergency_and_refreshes_around_a_row_that_left
     assert scene.problems == [], scene.problems
 
 
-def test_the_desk_tells_of_a_new_emergency_and_of_a_refresh_that_failed(
+def test_the_desk_tells_of_a_new_emergency_keeps_choices_and_says_a_refresh_failed(
     scene: Scene, quick: None
 ) -> None:
     """alice's desk: its line is no live region, a screen reader hears of a new emergency
-    alone; and when the line cannot refresh (the network gone), it says so, as the queue
-    page does, rather than showing an old count as if it were now."""
+    alone. She takes it and chooses a priority to send it on with, then ticks "I spoke to
+    the customer": a supervisor takes the case back meanwhile, and the desk, which would
+    reload to show it, says so and leaves her choice alone. When the line cannot refresh
+    (the network gone), it says so, as the queue page does, rather than showing an old
+    count as if it were now."""
     scene.watch(scene.tab)
     expect, phone = scene.expect, scene.callers.phone
-    desk = desk_of(scene, make_user(scene.db, "alice", "agent", AGENT_PHONE))
+    alice = make_user(scene.db, "alice", "agent", AGENT_PHONE)
+    desk = desk_of(scene, alice)
     line = desk.locator("#desk-live .status-line")
     expect(line).to_contain_text("Nobody is waiting for an agent.")
     phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number=VICTIM)
     expect(line).to_contain_text("1 emergency", timeout=5000)
     expect(desk.locator("#desk-announce")).to_have_text("New emergency waiting: 1 in line")
+    desk.get_by_role("button", name="Take the next case").click()
+    expect(desk.locator("p.notice[role=status]")).to_have_text(dashboard.SAID["call_back"])
+    [case] = scene.http.get(f"{scene.base}/api/agents/cases", headers=bearer(alice)).json()
+    priority = desk.get_by_label("Priority")
+    priority.select_option("high")
+    priority.blur()
+    sam = make_user(scene.db, "sam", "supervisor")
+    back = scene.http.post(f"{scene.base}/api/cases/{case['id']}/requeue", headers=bearer(sam))
+    assert back.status_code == 200, back.text
+    stale = desk.locator(".stale-desk")
+    expect(stale).to_be_visible(timeout=5000)
+    expect(priority).to_have_value("high")
+    # The priority as it came, but the box ticked: still unsaved, the desk stays.
+    priority.select_option("")
+    reached = desk.get_by_label("I spoke to the customer")
+    reached.check()
+    reached.blur()
+    for _ in range(2):  # two refreshes
+        with desk.expect_response(lambda r: r.url.endswith("/dashboard/desk/live")):
+            pass
+    expect(reached).to_be_checked()
+    expect(stale).to_be_visible()
+    reached.uncheck()  # nothing unsaved: the desk shows the case gone, by itself
+    expect(desk.locator(".empty")).to_have_text("You have no case now.", timeout=5000)
     assert scene.problems == [], scene.problems
     desk.route("**/dashboard/desk/live", lambda route: route.abort())
     expect(desk.locator("#desk-live")).to_have_attribute("data-stale", "true", timeout=5000)

@@ -143,7 +143,8 @@
   // The desk: when one of the agent's cases changed (put through, given back, taken back),
   // reload to show it and the actions it now allows, unless the agent is typing into one of
   // its forms: then say so, and leave their words alone. Notes the tab keeps (data-keep)
-  // survive the reload: written and left, they do not hold it up.
+  // survive the reload: written and left, they do not hold it up. A choice made (the queue,
+  // priority or language to send the caller on with) or a box ticked is as unsaved.
   function typing() {
     var fields = document.querySelectorAll("main input[type=text], main textarea");
     for (var i = 0; i < fields.length; i += 1) {
@@ -152,7 +153,30 @@
         return true;
       }
     }
+    var choices = document.querySelectorAll("main select");
+    for (var j = 0; j < choices.length; j += 1) {
+      if (choices[j].selectedIndex !== firstChoice(choices[j])) {
+        return true;
+      }
+    }
+    var boxes = document.querySelectorAll("main input[type=checkbox]");
+    for (var k = 0; k < boxes.length; k += 1) {
+      if (boxes[k].checked !== boxes[k].defaultChecked) {
+        return true;
+      }
+    }
     return false;
+  }
+
+  // The option a select came with: the (last) one marked selected, else the first.
+  function firstChoice(select) {
+    var first = 0;
+    for (var i = 0; i < select.options.length; i += 1) {
+      if (select.options[i].defaultSelected) {
+        first = i;
+      }
+    }
+    return first;
   }
 
   function deskChanged(live) {
