@@ -330,6 +330,25 @@ def test_queue_shows_the_emergency_first_marked_and_masked(
     assert fragment.text.index(">1<") < fragment.text.index("badge-emergency")
 
 
+def test_the_queue_counts_what_waits_in_each_line_and_language(
+    client: TestClient, agent: str, placed: dict[str, str]
+) -> None:
+    """Where the staff are needed: each queue's count, how many of them are on the line,
+    and the longest wait there; and each language's count."""
+    signed_in(client, agent)
+    doc = page(client, "/dashboard/queue")
+    lines = {e.get("data-queue"): e for e in doc.xpath("//span[@class='line-count']")}
+    assert sorted(lines) == ["payments", "security"]
+    assert " ".join(lines["security"].text_content().split()) == (
+        "security 1 (0 on the line, longest 01:35)"
+    )
+    assert " ".join(lines["payments"].text_content().split()) == (
+        "payments 1 (0 on the line, longest 02:05)"
+    )
+    languages = texts(doc, "//span[@class='language-count']")
+    assert languages == ["en 2"]
+
+
 def test_the_queue_marks_callers_on_the_line_past_their_service_level_target(
     client: TestClient,
     phone: Phone,
