@@ -218,6 +218,23 @@ RECIPIENT_REFUSED = frozenset(
 )
 
 
+def never_taken(exc: BaseException) -> bool:
+    """Whether Twilio certainly did nothing with a request that raised `exc`: it never reached
+    Twilio, or Twilio refused it (a 4xx, a 503) rather than failing to answer (a 500, a 502,
+    a 504, no answer in time)."""
+    if isinstance(exc, TwilioRestException):
+        status = int(exc.status)
+        return status < 500 or status == 503
+    return never_sent(exc)
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A call Twilio placed, found by its sid when its answer was lost."""
+
+    sid: str
+
+
 def never_sent(exc: BaseException) -> bool:
     """Whether a REST call that raised `exc` certainly never reached Twilio: no connection
     was made (refused, a DNS failure, the connect timeout)."""
@@ -1852,16 +1869,26 @@ class Hotline:
                 status_callback_method="POST",
             )
         except Exception as exc:
-            # A number Twilio will not call (its geographic permissions, a bad number) or an
-            # outage: the agent has the number, and another phone.
-            self.metrics.twilio_refusals.labels("call_back").inc()
+            placed_sid = None if never_taken(exc) else self._placed_anyway(number)
+            if placed_sid is None:
+                # A number Twilio will not call (its geographic permissions, a bad number) or
+                # an outage: the agent has the number, and another phone.
+                self.metrics.twilio_refusals.labels("call_back").inc()
+                log.warning(
+                    "Twilio refused to call back for case %s (%s): the agent dials",
+                    case["id"],
+                    type(exc).__name__,
+                )
+                self._offer(case, agent, cases.OFFER_BY_HAND, at_desk=unasked)
+                return {"mode": cases.OFFER_BY_HAND, "number": number}
+            # No answer in time, but Twilio is placing it: the agent waits for it as for any
+            # call back, and does not ring the customer a second time by hand.
             log.warning(
-                "Twilio refused to call back for case %s (%s): the agent dials",
+                "Twilio did not answer the call back of case %s (%s), and is placing it",
                 case["id"],
                 type(exc).__name__,
             )
-            self._offer(case, agent, cases.OFFER_BY_HAND, at_desk=unasked)
-            return {"mode": cases.OFFER_BY_HAND, "number": number}
+            call = _Placed(placed_sid)
         # Its status callback must be this call's: a late one of an earlier call is not news.
         # (The customer may have answered already: the offer is connected then, and stays.)
         with self.db.connect() as conn:
@@ -1869,6 +1896,18 @@ class Hotline:
                 conn, case_id=case["id"], agent_id=agent.id, call_sid=str(call.sid), placing=placing
             )
         return {"mode": cases.OFFER_CALLING, "number": number}
+
+    def _placed_anyway(self, number: str) -> str | None:
+        """A call back Twilio gave no answer for (a read timeout, a 500): the sid of a call
+        to `number` from IVR_CALLER_ID Twilio is placing or ringing now, if it took it after
+        all. None if it has none, or cannot say (one call back per number is in line)."""
+        assert self.twilio is not None
+        try:
+            found = self.twilio.calls.list(to=number, from_=self.settings.caller_id, limit=20)
+        except Exception:
+            return None
+        live = [c for c in found if str(c.status) in ("queued", "initiated", "ringing")]
+        return str(live[0].sid) if live else None
 
     def callback_status(
         self, case_id: int, call_status: str, call_sid: str, placing: str | None = None

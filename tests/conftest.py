@@ -210,6 +210,9 @@ class RecordingTwilio(HttpClient):
         # of `queue_page` at a time.
         self.queues: list[dict[str, object]] = []
         self.queue_page = 50
+        # The calls it placed (sid, To, From), listed by a GET of Calls.json as Twilio's
+        # queued: made before `meanwhile` runs, so an answer lost there still placed one.
+        self.placed: list[dict[str, str]] = []
 
     def request(
         self,
@@ -223,6 +226,12 @@ class RecordingTwilio(HttpClient):
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         self.requests.append((method, url, dict(data or {})))  # type: ignore[call-overload]
+        where = urlsplit(url)
+        placing = method == "POST" and where.path.endswith("/Calls.json")
+        if placing and not (self.error or self.refuse):
+            form = self.requests[-1][2]
+            sid = "CA" + uuid.uuid4().hex
+            self.placed.append({"sid": sid, "to": form.get("To", ""), "from": form.get("From", "")})
         if self.meanwhile is not None:
             self.meanwhile()
         status, code = self.error or ((503, 20503) if self.refuse else (0, 0))
@@ -230,13 +239,21 @@ class RecordingTwilio(HttpClient):
             return TwilioResponse(
                 status, json.dumps({"code": code, "message": "refused", "status": status})
             )
-        where = urlsplit(url)
+        query = {**dict(parse_qsl(where.query)), **dict(params or {})}  # type: ignore[call-overload]
         if method == "GET" and where.path.endswith("/Queues.json"):
-            return self._queues({**dict(parse_qsl(where.query)), **dict(params or {})})  # type: ignore[call-overload]
+            return self._queues(query)
+        if method == "GET" and where.path.endswith("/Calls.json"):
+            listed = [
+                {**call, "status": "queued"}
+                for call in self.placed
+                if call["to"] == query.get("To", call["to"])
+                and call["from"] == query.get("From", call["from"])
+            ]
+            return TwilioResponse(200, json.dumps({"calls": listed, "next_page_uri": None}))
         form = self.requests[-1][2]
         if "/Calls/" in url and "Url" in form:  # a live call Twilio moved: its sid, and where
             self.redirects.append((url.rsplit("/", 1)[-1].removesuffix(".json"), form["Url"]))
-        sid = "CA" + uuid.uuid4().hex
+        sid = self.placed[-1]["sid"] if placing else "CA" + uuid.uuid4().hex
         self.sids.append(sid)
         return TwilioResponse(
             200 if "/Calls/" in url else 201, json.dumps({"sid": sid, "status": "queued"})

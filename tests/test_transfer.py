@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from lxml import etree, html
 from sqlalchemy import Engine, select
@@ -462,6 +463,44 @@ def called_back(client: TestClient, phone: Phone, token: str) -> int:
     claimed = api(client, token, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "calling_back"
     return int(claimed["case"]["id"])
+
+
+def test_a_call_back_twilio_placed_without_answering_is_not_dialled_again(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """Twilio took the call back and its answer was lost (no answer in time): it is found
+    among the calls Twilio is placing to that number, and alice waits for it as for any call
+    back, rather than dialling the customer herself while Twilio rings them too. The customer
+    answers, and is put through to her."""
+    client, phone = rest
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
+
+    def lose_the_answer() -> None:
+        twilio_http.meanwhile = None
+        raise requests.exceptions.ReadTimeout("Twilio took it; its answer never came")
+
+    twilio_http.meanwhile = lose_the_answer
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "calling_back"
+    [placed] = twilio_http.placed
+    assert the_case(db)["offer"] == f"calling_back:{placed['sid']}"
+    talks = Talks([], lambda poll: False, lambda number: None)
+    record = phone.answer(placed_calls(twilio_http)[-1], talks, call_sid=placed["sid"])
+    assert record.dialed is not None and the_case(db)["status"] == "connected"
+    assert len(placed_calls(twilio_http)) == 1
+
+
+def test_a_call_back_twilio_failed_to_answer_for_and_did_not_place_is_dialled_by_hand(
+    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+) -> None:
+    """A 500, and no call to that number among those Twilio is placing: alice dials it."""
+    client, phone = rest
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
+    twilio_http.error = (500, 20500)
+    claimed = api(client, alice, "POST", "/api/agents/next")
+    assert claimed["connect"] == {"mode": "call_back", "number": "+15005554321"}
+    asked = [(method, url.rsplit("/", 1)[-1]) for method, url, _ in twilio_http.requests]
+    assert asked[-2:] == [("POST", "Calls.json"), ("GET", "Calls.json")]
 
 
 def answered(phone: Phone, twilio: RecordingTwilio, on_talk: Callable[[str], Any]) -> CallRecord:

@@ -72,4 +72,8 @@ def texts(twilio: RecordingTwilio) -> list[dict[str, str]]:
 
 def placed_calls(twilio: RecordingTwilio) -> list[dict[str, str]]:
     """The calls the hotline asked Twilio to place, in order: each as Twilio was given it."""
-    return [data for _, url, data in twilio.requests if url.endswith("/Calls.json")]
+    return [
+        data
+        for method, url, data in twilio.requests
+        if method == "POST" and url.endswith("/Calls.json")
+    ]
