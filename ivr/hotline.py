@@ -94,8 +94,18 @@ class ConnectFailed(Exception):
 LOST_AS_TAKEN = "the case was taken back as you took it. Ask for the next case again."
 
 
-# Twilio's error for a REST redirect of a call that is not in progress any more.
+# Twilio's errors for a REST redirect of a call that is not in progress any more, or that it
+# no longer has (20404: ended and gone, or never this account's): nobody there to move.
 CALL_NOT_IN_PROGRESS = 21220
+CALL_NOT_FOUND = 20404
+
+
+def call_is_over(exc: BaseException) -> bool:
+    """Whether Twilio refused to redirect a call because it is over (or not there)."""
+    return isinstance(exc, TwilioRestException) and exc.code in (
+        CALL_NOT_IN_PROGRESS,
+        CALL_NOT_FOUND,
+    )
 
 
 class WouldBlock(Exception):
@@ -1810,7 +1820,7 @@ class Hotline:
             return {"mode": cases.OFFER_REDIRECTED}
         except Exception as exc:
             self.metrics.twilio_refusals.labels("redirect").inc()
-            if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS:
+            if call_is_over(exc):
                 log.warning("case %s: its caller hung up as it was taken; a call back", case["id"])
                 with self.db.connect() as conn:
                     cases.abandon_for_call(conn, call_sid=case["call_sid"], now=now)
@@ -2364,7 +2374,7 @@ class Hotline:
         try:
             self.twilio.calls(call_sid).update(url=self.links.transfer(case_id), method="POST")
         except Exception as exc:
-            if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS:
+            if call_is_over(exc):
                 self.transferred(case_id, caller_gone=True)
                 return "call_back"
             self.metrics.twilio_refusals.labels("transfer").inc()
