@@ -119,6 +119,9 @@ class Links:
     def gather(self, step: int) -> str:
         return self._url(GATHER_PATH, s=step)
 
+    def fallback(self) -> str:
+        return self._url(FALLBACK_PATH)
+
     def dial(self, step: int) -> str:
         return self._url(DIAL_PATH, s=step)
 

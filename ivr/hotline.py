@@ -1806,6 +1806,14 @@ class Hotline:
         if placed == "away":
             raise ConnectFailed(case["id"], "its agent went away as it was offered: back in line")
 
+    @property
+    def _fallback(self) -> dict[str, str]:
+        """For a call the hotline moves or places with Twilio's REST API: where Twilio goes
+        if the TwiML it is sent to cannot be fetched (an instance gone, a proxy's 502),
+        instead of "an application error" and the end of the call: the fallback URL, which
+        queues the caller for an agent (or the customer of a call back)."""
+        return {"fallback_url": self.links.fallback(), "fallback_method": "POST"}
+
     def _connect_live(
         self, case: dict[str, Any], agent: cases.User, now: datetime
     ) -> dict[str, str]:
@@ -1815,7 +1823,7 @@ class Hotline:
         try:
             # Out of Twilio's queue and into TwiML that dials this agent.
             self.twilio.calls(case["call_sid"]).update(
-                url=self.links.connect(case["id"]), method="POST"
+                url=self.links.connect(case["id"]), method="POST", **self._fallback
             )
             return {"mode": cases.OFFER_REDIRECTED}
         except Exception as exc:
@@ -1867,6 +1875,7 @@ class Hotline:
                 to=number,
                 from_=self.settings.caller_id,
                 url=self.links.connect(case["id"], outbound=True, placing=placing),
+                **self._fallback,
                 method="POST",
                 # A voicemail is told we will call again, and is no call back made (connect):
                 # no agent is rung to talk to a greeting. DetectMessageEnd: told once the
@@ -2340,7 +2349,7 @@ class Hotline:
         try:
             # Out of the agent's <Dial>: Twilio reports the leg's end (ignored) and fetches this.
             self.twilio.calls(case["call_sid"]).update(
-                url=self.links.transfer(case_id), method="POST"
+                url=self.links.transfer(case_id), method="POST", **self._fallback
             )
         except Exception as exc:
             # Their call ended meanwhile, or Twilio's REST API fails: the end of the agent's
@@ -2372,7 +2381,9 @@ class Hotline:
         if self.twilio is None or call_sid is None:
             return "on_hang_up"
         try:
-            self.twilio.calls(call_sid).update(url=self.links.transfer(case_id), method="POST")
+            self.twilio.calls(call_sid).update(
+                url=self.links.transfer(case_id), method="POST", **self._fallback
+            )
         except Exception as exc:
             if call_is_over(exc):
                 self.transferred(case_id, caller_gone=True)

@@ -1113,6 +1113,8 @@ def test_callback_request_keeps_the_place_and_an_agent_calls_back(
     assert (method, url.rsplit("/", 1)[-1]) == ("POST", "Calls.json")
     assert (data["To"], data["From"]) == ("+15005554321", CALLER_ID)
     assert data["Url"].startswith(f"{PUBLIC_URL}/twilio/connect?case={row['id']}&out=1&placing=")
+    fallback = (data["FallbackUrl"], data["FallbackMethod"])
+    assert fallback == (f"{PUBLIC_URL}/twilio/fallback", "POST")
     # This placement's token, in both its links: an earlier call back's reports are not its.
     placing = parse_qs(urlsplit(data["Url"]).query)["placing"]
     assert placing == parse_qs(urlsplit(data["StatusCallback"]).query)["placing"]
@@ -1268,6 +1270,9 @@ def test_agent_takes_a_live_caller_through_the_rest_api(
     assert data == {
         "Url": f"{PUBLIC_URL}/twilio/connect?case={case['id']}&out=0",
         "Method": "POST",
+        # Should that URL fail, the fallback queues them: no "application error", no hang-up.
+        "FallbackUrl": f"{PUBLIC_URL}/twilio/fallback",
+        "FallbackMethod": "POST",
     }
 
 

@@ -305,6 +305,8 @@ def test_the_transfer_and_the_dial_report_in_either_order_and_twice_make_one_tra
         case_id = seen["first"]["case"]["id"]
         api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
         (sid, connect_url), (_, transfer_url) = twilio_http.redirects
+        [moved] = [f for _, url, f in twilio_http.requests if f.get("Url") == transfer_url]
+        assert moved["FallbackUrl"] == f"{PUBLIC_URL}/twilio/fallback"  # never an app error
         params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "in-progress"}
         # The <Dial> the caller is in (Twilio asking for it again gets the same).
         dial = etree.fromstring(phone.signed_post(connect_url, params).content).find("Dial")
