@@ -964,6 +964,20 @@ def _check_graph(
                         f"'{target}' hangs up on callers who cannot answer; send them to a queue",
                         "warning",
                     )
+        if (
+            isinstance(node, QueueNode)
+            and node.on_leave
+            and node.priority != "emergency"  # refused in `_emergency_lane`
+            and _ends_in_hangup(nodes, node.on_leave)
+        ):
+            at(
+                name,
+                ("on_leave",),
+                f"'{node.on_leave}' hangs up on callers the queue could not take (Twilio's "
+                "queue full, an error); without on_leave they are queued again, then in the "
+                "fallback queue",
+                "warning",
+            )
         if isinstance(node, SurveyNode) and node.operator_key and node.operator_key in SURVEY_SCALE:
             at(
                 name,
@@ -1106,6 +1120,35 @@ def _emergency_lane(doc: YamlDoc, nodes: Mapping[str, Node], start: str, at: Any
                     ),
                     "warning" if person else "error",
                 )
+    # A victim the emergency queue could not serve (Twilio's queue full, an error) goes where
+    # its `on_leave` says: the hotline decides that, not the caller, so the lane must go on.
+    for name, node in nodes.items():
+        target = node.on_leave if isinstance(node, QueueNode) else None
+        if not (
+            name in everywhere
+            and isinstance(node, QueueNode)
+            and node.priority == "emergency"
+            and target in nodes
+        ):
+            continue
+        assert target is not None
+        onward = reached(target)
+        if onward & emergency:
+            continue
+        person = any(isinstance(nodes[n], QueueNode | TransferNode) for n in onward)
+        at(
+            name,
+            ("on_leave",),
+            f"a caller sent to '{target}' here (on_leave) {NO_EMERGENCY} queue"
+            + (
+                ": only one that every other caller waits in"
+                if person
+                else ": a hijack victim the queue could not take (Twilio's queue full, an "
+                "error) would be hung up on; without on_leave they are queued again, then "
+                "in the fallback queue"
+            ),
+            "warning" if person else "error",
+        )
 
 
 def speaking_seconds(text: str) -> float:

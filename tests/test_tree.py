@@ -1272,6 +1272,83 @@ def test_a_verdict_that_turns_a_hijack_victim_away_is_refused(
     assert said in problem.message
 
 
+@pytest.mark.parametrize(
+    ("on_leave", "more", "severity", "said"),
+    [
+        # Twilio's queue full: the victim hears goodbye, at once or after a word.
+        ("bye", "", "error", "'bye' here (on_leave) never reaches an emergency queue: a hijack"),
+        (
+            "sorry",
+            "  sorry: {kind: say, prompt: invalid, next: bye}\n",
+            "error",
+            "'sorry' here (on_leave) never reaches an emergency queue: a hijack victim the queue",
+        ),
+        # Put in the line everyone waits in: warned.
+        ("agent", "", "warning", "(on_leave) never reaches an emergency queue: only one that"),
+    ],
+)
+def test_an_emergency_queue_that_hangs_up_on_a_victim_it_cannot_take_is_refused(
+    tmp_path: Path, on_leave: str, more: str, severity: str, said: str
+) -> None:
+    text = EMERGENCY_LANE.replace(
+        "    freeze_prompt: connecting\n",
+        f"    freeze_prompt: connecting\n    on_leave: {on_leave}\n",
+    )
+    text += more
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert (problem.file, problem.line, problem.path, problem.severity) == (
+        file,
+        line_of(text, f"on_leave: {on_leave}"),
+        "nodes.security.on_leave",
+        severity,
+    )
+    assert said in problem.message
+
+
+@pytest.mark.parametrize(
+    ("on_leave", "more"),
+    [
+        ("main", ""),  # the menu again: 1 is the emergency lane still
+        ("again", "  again: {kind: say, prompt: connecting, next: security}\n"),
+    ],
+)
+def test_an_emergency_queue_that_sends_a_victim_it_cannot_take_back_to_the_lane_is_fine(
+    tmp_path: Path, on_leave: str, more: str
+) -> None:
+    text = EMERGENCY_LANE.replace(
+        "    freeze_prompt: connecting\n",
+        f"    freeze_prompt: connecting\n    on_leave: {on_leave}\n",
+    )
+    assert check(tmp_path, text + more)[1] == []
+
+
+def test_a_stored_version_whose_emergency_queue_hangs_up_still_serves_its_calls() -> None:
+    text = EMERGENCY_LANE.replace(
+        "    freeze_prompt: connecting\n", "    freeze_prompt: connecting\n    on_leave: bye\n"
+    )
+    prompts = dict(load_catalogs(PROMPTS).sources)
+    with pytest.raises(SourceError, match="on_leave"):
+        tree_from_stored(text, "tree.yaml", prompts)
+    tree = tree_from_stored(text, "tree.yaml", prompts, in_progress=True)
+    assert [p.path for p in tree.warnings if "never reaches" in p.message] == [
+        "nodes.security.on_leave"
+    ]
+
+
+def test_a_queue_whose_callers_it_cannot_take_are_hung_up_on_is_warned(tmp_path: Path) -> None:
+    """Not only a menu's silence: a queue's `on_leave` to goodbye ends the call of a caller
+    Twilio's full queue turned away; without it they are queued again."""
+    text = BASE.replace("    queue: general\n", "    queue: general\n    on_leave: sorry\n")
+    text += "  sorry: {kind: say, prompt: invalid, next: bye}\n"
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'on_leave: sorry')}: warning: nodes.agent.on_leave: "
+        "'sorry' hangs up on callers the queue could not take (Twilio's queue full, an error); "
+        "without on_leave they are queued again, then in the fallback queue"
+    ]
+
+
 def test_the_emergency_lane_behind_business_hours_is_refused(tmp_path: Path) -> None:
     """Closed, the victim pressing 1 would hear goodbye: refused, at the closed branch."""
     text = EMERGENCY_LANE.replace('{key: "1", target: notice}', '{key: "1", target: open}')
