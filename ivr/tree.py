@@ -830,6 +830,7 @@ def _check_graph(
                     meant[target] = close[0]
         if isinstance(node, MenuNode):
             _check_menu_keys(name, node, catalogs, at)
+            _check_keys_said(name, node, catalogs, at)
             spoken = spoken_options(node)
             _check_shadowed_words(name, spoken, len(node.options), at)
             _check_hint_count(name, spoken, at)
@@ -1009,6 +1010,8 @@ def _check_graph(
 EXITS = (QueueNode, TransferNode, HangupNode)
 NO_WAY_OUT = "no way out"
 NO_EMERGENCY = "never reaches an emergency"
+NO_EMERGENCY_KEY = "no key leads straight to an emergency"
+KEY_NOT_IN_MENU = "which this menu does not have"
 IN_A_ROW = "say/hours nodes in a row"
 FREEZE_NOT_EMERGENCY = "(self_freeze) must be priority: emergency"
 NO_OFFICIAL_NUMBERS = "lists no official_numbers"
@@ -1091,6 +1094,20 @@ def _emergency_lane(doc: YamlDoc, nodes: Mapping[str, Node], start: str, at: Any
     everywhere = reached(start)
     if not everywhere & emergency:
         return  # a tree with no emergency lane (a test line, another product) has none to lose
+    for first in _first_menus(nodes, start):
+        menu = nodes[first]
+        assert isinstance(menu, MenuNode)
+        if not any(
+            o.key is not None and _straight_to_emergency(nodes, o.target) for o in menu.options
+        ):
+            at(
+                first,
+                ("options",),
+                f"{NO_EMERGENCY_KEY} queue ({', '.join(sorted(everywhere & emergency))}), "
+                "through say or verify nodes only: the first menu callers hear must give a "
+                "hijack victim one key to security, the key its prompt tells them to press",
+                "warning",
+            )
     bound = emergency | set(emergency_bound(nodes))
     for name, node in nodes.items():
         if name not in everywhere:
@@ -1149,6 +1166,44 @@ def _emergency_lane(doc: YamlDoc, nodes: Mapping[str, Node], start: str, at: Any
             ),
             "warning" if person else "error",
         )
+
+
+def _first_menus(nodes: Mapping[str, Node], start: str) -> list[str]:
+    """The menus callers meet first: after the language menu, notices and hours checks."""
+    found: list[str] = []
+    seen: set[str] = set()
+    todo = deque([start])
+    while todo:
+        name = todo.popleft()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        node = nodes[name]
+        if isinstance(node, MenuNode):
+            found.append(name)
+        elif isinstance(node, LanguageNode | SayNode):
+            todo.append(node.next)
+        elif isinstance(node, HoursNode):
+            todo.extend((node.on_open, node.on_closed))
+    return found
+
+
+def _straight_to_emergency(nodes: Mapping[str, Node], name: str) -> bool:
+    """Whether `name` leads to an emergency-priority queue through say and verify nodes
+    only (no other menu, no hours check in between)."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        node = nodes[name]
+        if isinstance(node, QueueNode) and node.priority == "emergency":
+            return True
+        if isinstance(node, SayNode | VerifyNode):
+            todo.extend(target for _, target in edges(node))
+    return False
 
 
 def speaking_seconds(text: str) -> float:
@@ -1314,6 +1369,53 @@ def _check_menu_keys(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
             f"{len(keyed)} keyed options: callers cannot hold more than 9 in mind",
             "warning",
         )
+
+
+# How the catalogs tell a caller which key to press: "press 1", "Press star", "press the pound
+# key"; 请按1, 按井号键, 按星号键. (A list after one "press", "2 for ..., or 0 for ...", is not
+# read: only the key right after the word.)
+_SAID_KEYS = (
+    re.compile(
+        r"\bpress(?:es|ing)?\s+(?:the\s+)?([0-9](?![0-9])|star\b|pound\b|hash\b|\*|#)",
+        re.IGNORECASE,
+    ),
+    re.compile(r"按\s*([0-9](?![0-9])|星号|井号|\*|#)"),
+)
+_KEY_WORDS = {"star": "*", "pound": "#", "hash": "#", "星号": "*", "井号": "#"}
+
+
+def keys_said(text: str) -> dict[str, str]:
+    """The keys a prompt tells the caller to press, each with the first words saying so."""
+    found: dict[str, str] = {}
+    for pattern in _SAID_KEYS:
+        for m in pattern.finditer(text):
+            key = _KEY_WORDS.get(m[1].lower(), m[1])
+            found.setdefault(key, m[0])
+    return found
+
+
+def _check_keys_said(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> None:
+    """A menu prompt that tells callers to press a key the menu does not have (its option
+    moved or deleted, the prompt left as it was): the caller who does is told it is not a
+    valid choice. Every catalog's text is read."""
+    keys = {o.key for o in node.options} | {node.repeat_key, node.back_key, node.operator_key}
+    for rel, prompt in prompt_keys(node):
+        missing: dict[str, list[str]] = {}
+        for lang, cat in catalogs.by_language.items():
+            value = cat.prompts.get(prompt)
+            text = value if isinstance(value, str) else value.text if value else None
+            for key, words in keys_said(text or "").items():
+                if key not in keys:
+                    missing.setdefault(key, []).append(f'"{words}" in {lang}')
+        if missing:
+            named = "; ".join(f"key {k} ({', '.join(said)})" for k, said in missing.items())
+            at(
+                name,
+                rel,
+                f"prompt '{prompt}' names {named}, {KEY_NOT_IN_MENU} (no option, repeat, back "
+                "or operator key): a caller who presses it is told it is not a valid choice",
+                "warning",
+            )
 
 
 def _check_hint_count(name: str, spoken: list[Option], at: Any) -> None:

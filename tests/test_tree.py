@@ -20,6 +20,7 @@ from ivr.cli import app
 from ivr.exceptions import Problem, SourceError
 from ivr.prompts import load_catalogs
 from ivr.tree import (
+    KEY_NOT_IN_MENU,
     MAX_PASS_THROUGH,
     NO_ANNOUNCEMENT,
     CompiledTree,
@@ -29,6 +30,7 @@ from ivr.tree import (
     QueueNode,
     check_tree,
     compile_source,
+    keys_said,
     load_tree,
     match_speech,
     tree_from_stored,
@@ -38,6 +40,8 @@ from ivr.yamlfile import MAX_BYTES, MAX_EXPANDED_NODES
 DATA = Path(__file__).resolve().parent / "data"
 PROMPTS = DATA / "prompts"
 MINI = (DATA / "mini.yaml").read_text(encoding="utf-8")
+HOTLINE = Path(__file__).resolve().parent.parent / "routes" / "hotline.yaml"
+HOTLINE_PROMPTS = HOTLINE.parent.parent / "prompts"
 
 # A valid tree whose prompts all have a zh-CN translation: no warnings at all, so every
 # check of the graph runs on the variants below.
@@ -53,6 +57,7 @@ nodes:
     options:
       - {key: "1", target: agent}
       - {key: "2", target: bye}
+      - {key: "0", target: agent}  # its prompt says "0 for an agent"
   agent:
     kind: queue
     prompt: connecting
@@ -61,6 +66,9 @@ nodes:
     kind: hangup
     prompt: goodbye
 """
+
+
+BASE_OPTIONS = "".join(line + "\n" for line in BASE.splitlines() if line.startswith("      - "))
 
 
 def line_of(text: str, needle: str) -> int:
@@ -82,11 +90,18 @@ def write(tmp_path: Path, text: str, name: str = "tree.yaml") -> Path:
 
 
 def check(tmp_path: Path, text: str) -> tuple[str, list[Problem]]:
-    """The tree's file name and every problem `ivr routes check` would print, but the warning
-    that no menu plays the announcement: these trees are fragments made to show one problem
-    each (that warning has a test of its own)."""
+    """The tree's file name and every problem `ivr routes check` would print, but the warnings
+    that no menu plays the announcement, and that a menu's prompt names a key it lacks (the
+    fragments' menus all say the test catalogs' `main`, "1, 2, 0", whatever their keys): these
+    trees are fragments made to show one problem each (those warnings have tests of their own)."""
     path = write(tmp_path, text)
-    return str(path), [p for p in check_tree(path, PROMPTS) if p.message != NO_ANNOUNCEMENT]
+    return str(path), fragment_problems(check_tree(path, PROMPTS))
+
+
+def fragment_problems(problems: list[Problem]) -> list[Problem]:
+    return [
+        p for p in problems if p.message != NO_ANNOUNCEMENT and KEY_NOT_IN_MENU not in p.message
+    ]
 
 
 def only(problems: list[Problem]) -> Problem:
@@ -575,7 +590,7 @@ nodes:
 
 def test_menu_defaults_apply_and_a_menus_own_value_wins(tmp_path: Path) -> None:
     tree = load_tree(write(tmp_path, MENU_DEFAULTS), PROMPTS)
-    assert tree.warnings == []
+    assert fragment_problems(tree.warnings) == []
     main, sub = tree.node("main"), tree.node("sub")
     assert isinstance(main, MenuNode) and isinstance(sub, MenuNode)
     assert (main.timeout, main.on_invalid, main.on_no_input) == (4, "sub", "agent")
@@ -1004,9 +1019,7 @@ def test_more_than_nine_options_is_only_a_warning(tmp_path: Path) -> None:
     options = "".join(
         f'      - {{key: "{k}", target: {"bye" if k == 9 else "agent"}}}\n' for k in range(10)
     )
-    text = BASE.replace(
-        '      - {key: "1", target: agent}\n      - {key: "2", target: bye}\n', options
-    )
+    text = BASE.replace(BASE_OPTIONS, options)
     path = write(tmp_path, text)
     tree = load_tree(path, PROMPTS)
     assert [str(w) for w in tree.warnings] == [
@@ -1019,11 +1032,9 @@ def test_more_than_nine_options_is_only_a_warning(tmp_path: Path) -> None:
 def test_options_reached_only_by_speech_do_not_count_towards_the_nine(tmp_path: Path) -> None:
     options = "".join(f'      - {{key: "{k}", target: agent}}\n' for k in range(1, 10))
     spoken = "      - {speech: {en: [scam]}, target: bye}\n"
-    text = BASE.replace(
-        '      - {key: "1", target: agent}\n      - {key: "2", target: bye}\n', options + spoken
-    )
+    text = BASE.replace(BASE_OPTIONS, options + spoken)
     tree = load_tree(write(tmp_path, text), PROMPTS)
-    assert [w.message for w in tree.warnings] == []
+    assert [w.message for w in fragment_problems(tree.warnings)] == []
 
 
 # -- number_check and official_numbers -------------------------------------------------------------
@@ -1180,7 +1191,7 @@ def test_loop_through_a_menu_waits_for_input_and_is_fine(tmp_path: Path) -> None
         '      - {key: "1", target: tip}\n      - {key: "2", target: bye}\n',
     )
     text += "  bye:\n    kind: hangup\n    prompt: goodbye\n"
-    assert load_tree(write(tmp_path, text), PROMPTS).warnings == []
+    assert fragment_problems(load_tree(write(tmp_path, text), PROMPTS).warnings) == []
 
 
 EMERGENCY_LANE = """\
@@ -1350,14 +1361,16 @@ def test_a_queue_whose_callers_it_cannot_take_are_hung_up_on_is_warned(tmp_path:
 
 
 def test_the_emergency_lane_behind_business_hours_is_refused(tmp_path: Path) -> None:
-    """Closed, the victim pressing 1 would hear goodbye: refused, at the closed branch."""
+    """Closed, the victim pressing 1 would hear goodbye: refused, at the closed branch. (And
+    the first menu has no key straight to the emergency queue any more: warned.)"""
     text = EMERGENCY_LANE.replace('{key: "1", target: notice}', '{key: "1", target: open}')
     text += (
         "  open: {kind: hours, timezone: UTC, weekly: {mon: ['09:00-17:00']},\n"
         "         on_open: notice, on_closed: bye}\n"
     )
     _, problems = check(tmp_path, text)
-    problem = only(problems)
+    assert [p.path for p in problems if p.severity == "warning"] == ["nodes.main.options"]
+    problem = only([p for p in problems if p.severity == "error"])
     assert (problem.line, problem.path, problem.severity) == (
         line_of(text, "on_open: notice"),
         "nodes.open.on_closed",
@@ -1379,6 +1392,89 @@ def test_hours_before_a_menu_that_also_leads_back_to_the_emergency_lane_are_fine
         "    on_invalid: agent\n    options:\n      - {key: '1', target: main}\n"
     )
     assert check(tmp_path, text)[1] == []
+
+
+HIJACK_KEY = '      - key: "1"            # stolen / hacked account: emergency freeze, 24/7\n'
+
+
+def test_the_main_menu_without_its_emergency_key_is_warned(tmp_path: Path) -> None:
+    """Main menu 1 deleted (the emergency option left spoken only): its prompts still say
+    "press 1", and a victim who does is told it is not a valid choice."""
+    shipped = HOTLINE.read_text(encoding="utf-8")
+    assert HIJACK_KEY in shipped
+    text = shipped.replace(
+        HIJACK_KEY + "        target: emergency\n", "      - target: emergency\n"
+    )
+    path = write(tmp_path, text)
+    main_menu = text.index("  main_menu:\n")
+
+    def line(needle: str) -> int:
+        return text.count("\n", 0, text.index(needle, main_menu)) + 1
+
+    said = (
+        "which this menu does not have (no option, repeat, back or operator key): a caller "
+        "who presses it is told it is not a valid choice"
+    )
+    assert [str(p) for p in check_tree(path, HOTLINE_PROMPTS)] == [
+        f"{path}:{line('    prompt: main_menu')}: warning: nodes.main_menu.prompt: prompt "
+        f'\'main_menu\' names key 1 ("press 1" in en, "按1" in zh-CN), {said}',
+        f"{path}:{line('    short_prompt:')}: warning: nodes.main_menu.short_prompt: prompt "
+        f'\'main_menu_short\' names key 1 ("Press 1" in en, "按1" in zh-CN), {said}',
+        f"{path}:{line('    options:')}: warning: nodes.main_menu.options: no key leads "
+        "straight to an emergency queue (emergency_queue), through say or verify nodes only: "
+        "the first menu callers hear must give a hijack victim one key to security, the key "
+        "its prompt tells them to press",
+    ]
+
+
+def test_an_emergency_key_one_menu_further_in_is_not_the_first_menus(tmp_path: Path) -> None:
+    text = EMERGENCY_LANE.replace('{key: "1", target: notice}', '{key: "1", target: sub}')
+    text += (
+        "  sub:\n    kind: menu\n    prompt: main\n    on_no_input: agent\n"
+        "    on_invalid: agent\n    options:\n      - {key: '1', target: notice}\n"
+    )
+    _, problems = check(tmp_path, text)
+    assert [(p.line, p.path, p.severity) for p in problems] == [
+        (text.splitlines().index("    options:") + 1, "nodes.main.options", "warning")
+    ]
+    assert "no key leads straight to an emergency queue (security)" in problems[0].message
+
+
+def test_a_menu_prompt_naming_a_key_the_menu_lacks_is_warned(tmp_path: Path) -> None:
+    """The emergency option moved from 1 to 3: the prompt still says "Press 1" (and its
+    Chinese, 按0, a key this menu never had)."""
+    text = EMERGENCY_LANE.replace('{key: "1", target: notice}', '{key: "3", target: notice}')
+    path = write(tmp_path, text)
+    assert [str(p) for p in check_tree(path, PROMPTS) if p.message != NO_ANNOUNCEMENT] == [
+        f"{path}:{line_of(text, 'prompt: main')}: warning: nodes.main.prompt: prompt 'main' "
+        'names key 1 ("Press 1" in en, "按1" in zh-CN); key 0 ("按0" in zh-CN), which this menu '
+        "does not have (no option, repeat, back or operator key): a caller who presses it is "
+        "told it is not a valid choice"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        (
+            "For deposits, press 3. To hear this again, press star.",
+            {"3": "press 3", "*": "press star"},
+        ),
+        (
+            "Press 1 for a call back, or press the pound key to go back.",
+            {"1": "Press 1", "#": "press the pound"},
+        ),
+        ("Press hash to go back. Press # again.", {"#": "Press hash"}),
+        ("For English, press {key}. Press 10 digits.", {}),  # a variable, a number
+        (
+            "重听请按星号键,返回请按井号键,人工服务请按0。",
+            {"*": "按星号", "#": "按井号", "0": "按0"},
+        ),
+        ("请按1或不要挂机;按照提示操作;请输入UID,以井号键结束。", {"1": "按1"}),
+    ],
+)
+def test_the_keys_a_prompt_tells_callers_to_press(text: str, keys: dict[str, str]) -> None:
+    assert keys_said(text) == keys
 
 
 def test_a_self_freezing_queue_is_an_emergency_one(tmp_path: Path) -> None:
@@ -1893,12 +1989,14 @@ def test_an_unquoted_star_says_it_starts_an_alias(tmp_path: Path) -> None:
 def test_an_operator_word_an_option_takes_first_is_never_heard(tmp_path: Path) -> None:
     """The same word: no option's duplicate (an error), but the operator's words come last,
     so "help" here leads to goodbye, never to a person."""
-    text = BASE.replace(
-        '{key: "2", target: bye}', '{key: "2", target: bye, speech: {en: [help]}}'
-    ).replace(
-        "    on_invalid: agent\n",
-        '    on_invalid: agent\n    operator_key: "0"\n    operator: agent\n'
-        "    operator_speech: {en: [help]}\n",
+    text = (
+        BASE.replace('{key: "2", target: bye}', '{key: "2", target: bye, speech: {en: [help]}}')
+        .replace('      - {key: "0", target: agent}', "", 1)
+        .replace(
+            "    on_invalid: agent\n",
+            '    on_invalid: agent\n    operator_key: "0"\n    operator: agent\n'
+            "    operator_speech: {en: [help]}\n",
+        )
     )
     file, problems = check(tmp_path, text)
     assert str(only(problems)) == (
