@@ -930,7 +930,8 @@ def _check_graph(
     cycles = _pass_through_cycles(doc, nodes)
     problems.extend(cycles)
     if tree.start in nodes and not cycles:
-        _no_way_out(nodes, set(depth), at)
+        stuck = _no_way_out(nodes, set(depth), at)
+        _unanswered_loops(nodes, [n for n in nodes if n in depth and n not in stuck], at)
         _emergency_lane(doc, nodes, tree.start, at)
     problems.extend(_long_prompts(doc, tree, catalogs, inherited))
     problems.extend(_hours_bypassed(doc, nodes))
@@ -1014,10 +1015,18 @@ NO_EMERGENCY_KEY = "no key leads straight to an emergency"
 KEY_NOT_IN_MENU = "which this menu does not have"
 IN_A_ROW = "say/hours nodes in a row"
 FREEZE_NOT_EMERGENCY = "(self_freeze) must be priority: emergency"
+UNANSWERED_LOOP = "silence or wrong keys go round for ever"
 NO_OFFICIAL_NUMBERS = "lists no official_numbers"
 # Refusals added after trees were stored and live: a version rebuilt for its calls in
 # progress is only warned of them (`compile_source(in_progress=True)`).
-LATER_CHECKS = (NO_WAY_OUT, NO_EMERGENCY, IN_A_ROW, FREEZE_NOT_EMERGENCY, NO_OFFICIAL_NUMBERS)
+LATER_CHECKS = (
+    NO_WAY_OUT,
+    NO_EMERGENCY,
+    IN_A_ROW,
+    FREEZE_NOT_EMERGENCY,
+    NO_OFFICIAL_NUMBERS,
+    UNANSWERED_LOOP,
+)
 # The outcomes the hotline chooses, not the caller: the clock, a verification's verdict, a
 # number looked up. Whichever it is, a hijack victim must still reach the emergency queue.
 _OUTCOMES: dict[type, tuple[str, ...]] = {
@@ -1027,10 +1036,11 @@ _OUTCOMES: dict[type, tuple[str, ...]] = {
 }
 
 
-def _no_way_out(nodes: Mapping[str, Node], reachable: set[str], at: Any) -> None:
+def _no_way_out(nodes: Mapping[str, Node], reachable: set[str], at: Any) -> set[str]:
     """Nodes a caller reaches and can never leave for a person or a goodbye: menus that only
     lead to each other (no operator, every option and escalation to the other), a
-    verification whose failure starts it again, and so on. The caller would go round for ever."""
+    verification whose failure starts it again, and so on. The caller would go round for ever.
+    Returns them."""
     leads_to: dict[str, set[str]] = {}
     for name, node in nodes.items():
         for _, target in edges(node):
@@ -1044,14 +1054,82 @@ def _no_way_out(nodes: Mapping[str, Node], reachable: set[str], at: Any) -> None
             if before not in out:
                 out.add(before)
                 todo.append(before)
-    for name in nodes:
-        if name in reachable and name not in out:
-            at(
-                name,
-                (),
-                f"{NO_WAY_OUT}: from here no path reaches a queue, a transfer or a hang-up, so a "
-                "caller goes round for ever",
-            )
+    stuck = [name for name in nodes if name in reachable and name not in out]
+    for name in stuck:
+        at(
+            name,
+            (),
+            f"{NO_WAY_OUT}: from here no path reaches a queue, a transfer or a hang-up, so a "
+            "caller goes round for ever",
+        )
+    return set(stuck)
+
+
+def unanswered(node: Node) -> Iterator[tuple[PathKey, str]]:
+    """Where a node sends a caller who keys nothing, or only wrong keys: a menu's escalations,
+    a verification or number check failed, a ticket not found, a survey not answered, and
+    whatever passes on by itself (a notice, hours, the language menu's next). None from a
+    queue, a transfer or a hang-up: a person or a goodbye is reached."""
+    if isinstance(node, MenuNode):
+        yield ("on_no_input",), node.on_no_input
+        yield ("on_invalid",), node.on_invalid
+    elif isinstance(node, SayNode | LanguageNode):
+        yield ("next",), node.next
+    elif isinstance(node, HoursNode):
+        yield ("on_open",), node.on_open
+        yield ("on_closed",), node.on_closed
+    elif isinstance(node, VerifyNode):
+        yield ("on_failure",), node.on_failure
+        if node.on_locked:
+            yield ("on_locked",), node.on_locked
+    elif isinstance(node, NumberCheckNode):
+        yield ("on_failure",), node.on_failure
+    elif isinstance(node, TicketNode):
+        yield ("on_not_found",), node.on_not_found
+    elif isinstance(node, SurveyNode):
+        yield ("on_no_answer",) if node.on_no_answer else ("next",), node.on_no_answer or node.next
+
+
+def _unanswered_loops(nodes: Mapping[str, Node], roots: list[str], at: Any) -> None:
+    """Menus whose silence or wrong keys lead back to themselves (on_no_input: itself, or
+    round other menus by their escalations): a caller who cannot key (a frightened one, a
+    phone whose keys do not reach us) hears menu after menu for ever and never reaches a
+    person. Reported at the escalation that closes each loop; walked without recursion."""
+    state: dict[str, int] = {}  # 1 on the path being walked, 2 done
+    for root in roots:
+        if root in state:
+            continue
+        path: list[tuple[str, PathKey]] = []  # each node on the way, and the edge taken on
+        pending: list[list[tuple[PathKey, str]]] = []
+        name: str | None = root
+        while name is not None or pending:
+            if name is not None:
+                state[name] = 1
+                path.append((name, ()))
+                pending.append([(r, t) for r, t in unanswered(nodes[name]) if t in nodes])
+                name = None
+                continue
+            if not pending[-1]:
+                state[path.pop()[0]] = 2
+                pending.pop()
+                continue
+            rel, target = pending[-1].pop(0)
+            path[-1] = (path[-1][0], rel)
+            if state.get(target) == 1:
+                loop = path[[n for n, _ in path].index(target) :]
+                said = " -> ".join(f"{n} ({r[0]})" for n, r in loop)
+                # At a menu's escalation, where the operator meant to send the caller on.
+                menus = [(n, r) for n, r in loop if isinstance(nodes[n], MenuNode)]
+                where, edge = menus[0] if menus else loop[-1]
+                at(
+                    where,
+                    edge,
+                    f"{UNANSWERED_LOOP}: {said} -> {target}: a caller who keys nothing (or "
+                    "only wrong keys) never reaches a queue, a transfer or a hang-up; "
+                    "escalate to a queue",
+                )
+            elif target not in state:
+                name = target
 
 
 def _emergency_lane(doc: YamlDoc, nodes: Mapping[str, Node], start: str, at: Any) -> None:

@@ -23,6 +23,7 @@ from ivr.tree import (
     KEY_NOT_IN_MENU,
     MAX_PASS_THROUGH,
     NO_ANNOUNCEMENT,
+    UNANSWERED_LOOP,
     CompiledTree,
     HangupNode,
     HoursNode,
@@ -1102,12 +1103,12 @@ def test_unreachable_node(tmp_path: Path) -> None:
 
 def menu_chain(depth: int, limit: int) -> str:
     text = f"start: m1\nmax_menu_depth: {limit}\n"
-    text += "menu_defaults: {on_no_input: m1, on_invalid: m1}\nnodes:\n"
+    text += "menu_defaults: {on_no_input: agent, on_invalid: agent}\nnodes:\n"
     for i in range(1, depth + 1):
         target = f"m{i + 1}" if i < depth else "bye"
         text += f"  m{i}:\n    kind: menu\n    prompt: main\n    options:\n"
         text += f'      - {{key: "1", target: {target}}}\n'
-    return text + "  bye:\n    kind: hangup\n"
+    return text + "  bye:\n    kind: hangup\n  agent: {kind: queue, queue: general}\n"
 
 
 def test_menu_deeper_than_max_menu_depth(tmp_path: Path) -> None:
@@ -1190,7 +1191,12 @@ def test_loop_through_a_menu_waits_for_input_and_is_fine(tmp_path: Path) -> None
         '      - {key: "1", target: tip}\n',
         '      - {key: "1", target: tip}\n      - {key: "2", target: bye}\n',
     )
+    text = text.replace("    on_no_input: tip\n    on_invalid: tip\n", "")
+    text = text.replace(
+        "    options:\n", "    on_no_input: agent\n    on_invalid: agent\n    options:\n"
+    )
     text += "  bye:\n    kind: hangup\n    prompt: goodbye\n"
+    text += "  agent: {kind: queue, prompt: connecting, queue: general}\n"
     assert fragment_problems(load_tree(write(tmp_path, text), PROMPTS).warnings) == []
 
 
@@ -1270,7 +1276,8 @@ def test_a_verdict_that_turns_a_hijack_victim_away_is_refused(
 ) -> None:
     text = EMERGENCY_LANE.replace(change, at)
     file, problems = check(tmp_path, text)
-    problem = only(problems)
+    # (Back to the notice, a caller who keys nothing goes round: refused as such too.)
+    problem = only([p for p in problems if UNANSWERED_LOOP not in p.message])
     field = path.split(".")[1]
     lines = enumerate(text.splitlines(), 1)
     line = [n for n, written in lines if written.strip().startswith(field + ":")]
@@ -1551,6 +1558,88 @@ def test_menus_that_only_lead_to_each_other_are_refused(tmp_path: Path) -> None:
         (line_of(text, name + ":"), f"nodes.{name}", "error") for name in ("main", "tip", "more")
     ]
     assert all(p.message.startswith("no way out: from here no path reaches") for p in problems)
+
+
+LOOPING = (
+    "a caller who keys nothing (or only wrong keys) never reaches a queue, a transfer or a "
+    "hang-up; escalate to a queue"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "at", "more", "needle", "path", "loop"),
+    [
+        # Silence at the main menu presents the main menu again, and again.
+        (
+            "    on_no_input: agent\n",
+            "    on_no_input: main\n",
+            "",
+            "on_no_input: main",
+            "nodes.main.on_no_input",
+            "main (on_no_input) -> main",
+        ),
+        # Wrong keys: a word, then the menu again.
+        (
+            "    on_invalid: agent\n",
+            "    on_invalid: sorry\n",
+            "  sorry: {kind: say, prompt: invalid, next: main}\n",
+            "on_invalid: sorry",
+            "nodes.main.on_invalid",
+            "main (on_invalid) -> sorry (next) -> main",
+        ),
+        # Two menus that escalate to each other: the first's escalation is where it is said.
+        (
+            "    on_no_input: agent\n",
+            "    on_no_input: sub\n",
+            "  sub:\n    kind: menu\n    prompt: main\n    on_no_input: main\n"
+            "    on_invalid: agent\n    options:\n      - {key: '1', target: agent}\n",
+            "on_no_input: sub",
+            "nodes.main.on_no_input",
+            "main (on_no_input) -> sub (on_no_input) -> main",
+        ),
+    ],
+)
+def test_silence_or_wrong_keys_that_go_round_for_ever_are_refused(
+    tmp_path: Path, change: str, at: str, more: str, needle: str, path: str, loop: str
+) -> None:
+    text = BASE.replace(change, at) + more
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, needle)}: error: {path}: silence or wrong keys go round for "
+        f"ever: {loop}: {LOOPING}"
+    ]
+
+
+def test_a_silent_loop_menu_defaults_make_is_reported_there(tmp_path: Path) -> None:
+    """Every menu's silence to the main menu: the main menu's own goes round (said at
+    menu_defaults), and so does its wrong keys' sub menu's silence (said at its on_invalid)."""
+    text = MENU_DEFAULTS.replace("  on_no_input: agent\n", "  on_no_input: main\n", 1)
+    _, problems = check(tmp_path, text)
+    assert [(p.line, p.path, p.severity) for p in problems] == [
+        (line_of(text, "on_no_input: main"), "menu_defaults.on_no_input", "error"),
+        (line_of(text, "on_invalid: sub"), "nodes.main.on_invalid", "error"),
+    ]
+    assert "main (on_no_input) -> main:" in problems[0].message
+    assert "main (on_invalid) -> sub (on_no_input) -> main:" in problems[1].message
+
+
+def test_escalating_from_menu_to_menu_to_a_queue_is_fine(tmp_path: Path) -> None:
+    text = BASE.replace("    on_no_input: agent\n", "    on_no_input: sub\n") + (
+        "  sub:\n    kind: menu\n    prompt: main\n    on_no_input: agent\n"
+        "    on_invalid: agent\n    options:\n      - {key: '1', target: main}\n"
+    )
+    assert check(tmp_path, text)[1] == []
+
+
+def test_a_stored_version_whose_silence_goes_round_still_serves_its_calls() -> None:
+    text = BASE.replace("    on_no_input: agent\n", "    on_no_input: main\n")
+    prompts = dict(load_catalogs(PROMPTS).sources)
+    with pytest.raises(SourceError, match="go round for ever"):
+        tree_from_stored(text, "tree.yaml", prompts)
+    tree = tree_from_stored(text, "tree.yaml", prompts, in_progress=True)
+    assert [(p.path, p.severity) for p in tree.warnings if UNANSWERED_LOOP in p.message] == [
+        ("nodes.main.on_no_input", "warning")
+    ]
 
 
 def test_several_schema_errors_are_all_reported(tmp_path: Path) -> None:
