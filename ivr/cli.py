@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
 
 import typer
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ivr.exceptions import ConfigError, IVRError, PhoneError, SourceError
+from ivr.exceptions import ConfigError, IVRError, PhoneError, Problem, SourceError
 from ivr.phone import (
     Answer,
     CallRecord,
@@ -210,11 +211,16 @@ def routes_check(
         Path, typer.Option(envvar="IVR_PROMPTS", help="prompt catalogs folder")
     ] = PROJECT_ROOT / "prompts",
 ) -> None:
-    """Validate a call tree with the prompt catalogs: every error and warning (exit 1 on errors)."""
+    """Validate a call tree with the prompt catalogs: every error and warning (exit 1 on errors).
+    What the server's settings in this environment (or .env) turn on is checked too: a catalog
+    without `recording_notice` when IVR_RECORD_AGENT_CALLS is on, say, which reload refuses."""
     from ivr.tree import load_tree
 
     try:
         tree = load_tree(file, prompts)
+        refused = _refused_with_these_settings(tree, prompts)
+        if refused:
+            raise SourceError(tree.warnings + refused)
     except SourceError as exc:
         for problem in exc.problems:
             typer.echo(str(problem))
@@ -229,6 +235,54 @@ def routes_check(
         f"{file}: OK, {len(tree.tree.nodes)} nodes, {len(tree.warnings)} warning(s), "
         f"version {tree.version} (catalogs: {prompts})"
     )
+
+
+class _PromptSettings(BaseSettings):
+    """The settings that make prompts required (`ivr.hotline.prompts_refused`), read as the
+    server reads them (the environment, then .env), and no others: a tree is checked where
+    the Twilio token and the database are not set."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    record_agent_calls: bool = Field(default=False, validation_alias="IVR_RECORD_AGENT_CALLS")
+    text_tickets: bool = Field(default=False, validation_alias="IVR_TEXT_TICKETS")
+
+
+def _refused_with_these_settings(tree: CompiledTree, prompts: Path) -> list[Problem]:
+    """What reload and `ivr serve` would refuse in these catalogs with the settings of this
+    environment, each at its catalog line and naming the setting that made it so."""
+    from ivr.hotline import RECORDING_NOTICE, TICKET_TEXT, prompts_refused
+
+    try:
+        flags = _PromptSettings()
+    except ValidationError as exc:
+        wrong = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise _fail(f"cannot read the settings that make prompts required: {wrong}") from None
+    settings = Settings.model_construct(**flags.model_dump(), prompts_dir=prompts)
+    refusal = prompts_refused(settings, tree)
+    if refusal is None:
+        return []
+    on = {
+        RECORDING_NOTICE: "IVR_RECORD_AGENT_CALLS" if flags.record_agent_calls else None,
+        TICKET_TEXT: "IVR_TEXT_TICKETS" if flags.text_tickets else None,
+    }
+    return [_at_catalog_line(tree, p, on) for p in refusal.problems]
+
+
+def _at_catalog_line(tree: CompiledTree, problem: Problem, on: dict[str, str | None]) -> Problem:
+    """`problem` (about a catalog file, without a line) at its prompt's line, or at the
+    catalog's `prompts:` for one missing, with the setting that requires it named."""
+    named = re.match(r"prompt '([^']+)'", problem.message)
+    language = Path(problem.file).name.removesuffix(".yaml")
+    setting = on.get(named[1]) if named else None
+    settings = [setting] if setting else [name for name in on.values() if name]
+    message = (
+        f"{problem.message} ({' and '.join(settings)} {'is' if len(settings) == 1 else 'are'} "
+        "on in this environment: reload would refuse these catalogs)"
+    )
+    if not named or language not in tree.catalogs.by_language:
+        return Problem(problem.file, problem.line, problem.path, message, problem.severity)
+    found = tree.catalogs.problem(language, ("prompts", named[1]), message, problem.severity)
+    return Problem(problem.file, found.line, found.path, message, problem.severity)
 
 
 @routes_app.command("graph")

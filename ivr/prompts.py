@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from ivr.exceptions import Problem, SourceError
-from ivr.yamlfile import YamlDoc, load_text, read_source
+from ivr.yamlfile import PathKey, YamlDoc, load_text, read_source
 
 BASE_LANGUAGE = "en"
 FORMAT_SPECS = {"", "digits"}
@@ -190,6 +190,9 @@ class Catalogs:
 
     by_language: Mapping[str, CatalogFile]
     sources: Mapping[str, str]  # language -> file text, kept so a tree version can be stored whole
+    # language -> where each setting and prompt is in its file (its data dropped): findings
+    # about a catalog are said at its line.
+    places: Mapping[str, YamlDoc] = field(default_factory=dict, compare=False, repr=False)
     _keys_starting: dict[str, tuple[str, ...]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -232,6 +235,14 @@ class Catalogs:
     def has(self, key: str, language: str) -> bool:
         cat = self.by_language.get(language)
         return cat is not None and key in cat.prompts
+
+    def problem(
+        self, language: str, path: PathKey, message: str, severity: str = "error"
+    ) -> Problem:
+        """A finding about `language`'s catalog, at the line of `path` in its file (or of the
+        nearest part of it there is)."""
+        place = self.places.get(language) or YamlDoc(f"{language}.yaml", None)
+        return place.problem(path, message, severity)
 
     def catalog(self, language: str) -> CatalogFile:
         return self.by_language.get(language) or self.by_language[BASE_LANGUAGE]
@@ -446,10 +457,12 @@ def load_catalogs(directory: Path | str) -> Catalogs:
     problems: list[Problem] = []
     cats: dict[str, CatalogFile] = {}
     sources: dict[str, str] = {}
+    places: dict[str, YamlDoc] = {}
     for f in files:
         try:
             text = read_source(f)
             doc = load_text(text, str(f))
+            places[f.stem] = YamlDoc(doc.file, None, doc.lines)
             cats[f.stem] = parse_catalog(doc, f.stem)
             problems.extend(unknown_variables(doc, cats[f.stem]))
             problems.extend(unspeakable(doc, cats[f.stem]))
@@ -465,14 +478,13 @@ def load_catalogs(directory: Path | str) -> Catalogs:
         raise SourceError(problems)
     # Base language first: it is the default and the fallback.
     ordered = {BASE_LANGUAGE: cats[BASE_LANGUAGE], **cats}
-    return Catalogs(ordered, {lang: sources[lang] for lang in ordered})
+    return Catalogs(ordered, {lang: sources[lang] for lang in ordered}, places)
 
 
 def catalogs_from_sources(sources: Mapping[str, str]) -> Catalogs:
     """Rebuild catalogs from stored file texts (an older tree version)."""
-    cats = {
-        lang: parse_catalog(load_text(text, f"{lang}.yaml", stored=True), lang)
-        for lang, text in sources.items()
-    }
+    docs = {lang: load_text(text, f"{lang}.yaml", stored=True) for lang, text in sources.items()}
+    cats = {lang: parse_catalog(doc, lang) for lang, doc in docs.items()}
+    places = {lang: YamlDoc(doc.file, None, doc.lines) for lang, doc in docs.items()}
     ordered = {BASE_LANGUAGE: cats[BASE_LANGUAGE], **cats}
-    return Catalogs(ordered, dict(sources))
+    return Catalogs(ordered, dict(sources), places)

@@ -758,3 +758,59 @@ def test_serve_believes_forwarded_headers_only_from_trusted_proxies(
     assert response.status_code == 303, response.text
     cookie = response.headers["set-cookie"].lower()
     assert ("; secure" in cookie) is secure
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_routes_check_refuses_a_catalog_the_servers_settings_refuse(
+    tmp_path: Path, where: str
+) -> None:
+    """IVR_RECORD_AGENT_CALLS records calls only once callers are told: a catalog without
+    `recording_notice` is refused by reload, so by the check run with the same settings (from
+    the environment or .env, as the server reads them), at the catalog's line."""
+    prompts = tmp_path / "p"
+    shutil.copytree(DATA / "prompts", prompts)
+    edit(prompts / "en.yaml", '  recording_notice: "This call will be recorded."\n', "")
+    tree = [str(DATA / "mini.yaml"), "--prompts", str(prompts)]
+    plain = run(["routes", "check", *tree], base_env(tmp_path), tmp_path)
+    assert plain.returncode == 0, plain.stdout + plain.stderr  # not needed without recording
+    if where == ".env":
+        (tmp_path / ".env").write_text("IVR_RECORD_AGENT_CALLS=true\n")
+        env = base_env(tmp_path)
+    else:
+        env = base_env(tmp_path, IVR_RECORD_AGENT_CALLS="true")
+    result = run(["routes", "check", *tree], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    en = (prompts / "en.yaml").read_text(encoding="utf-8").splitlines()
+    refused = [line for line in result.stdout.splitlines() if ": error: " in line]
+    assert len(refused) == 1, result.stdout
+    assert refused[0].startswith(f"{prompts / 'en.yaml'}:{en.index('prompts:') + 1}: error: ")
+    assert "prompt 'recording_notice' is missing from the en catalog" in refused[0]
+    assert refused[0].endswith(
+        "(IVR_RECORD_AGENT_CALLS is on in this environment: reload would refuse these catalogs)"
+    )
+    assert "1 error(s); the tree would be refused" in result.stderr
+
+
+def test_routes_check_points_at_a_ticket_text_that_cannot_be_texted(tmp_path: Path) -> None:
+    """IVR_TEXT_TICKETS texts `ticket_text`: one that does not say {ticket} is refused."""
+    prompts = tmp_path / "p"
+    shutil.copytree(DATA / "prompts", prompts)
+    for name, said in (("en", "Your ticket is {ticket}."), ("zh-CN", "工单号。")):
+        tip = "  hold_tip_2: Tip two.\n" if name == "en" else "  hold_tip_2: 提示二。\n"
+        edit(prompts / f"{name}.yaml", tip, f"{tip}  ticket_text: {said}\n")
+    env = base_env(tmp_path, IVR_TEXT_TICKETS="1")
+    tree = [str(DATA / "mini.yaml"), "--prompts", str(prompts)]
+    result = run(["routes", "check", *tree], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    zh = (prompts / "zh-CN.yaml").read_text(encoding="utf-8").splitlines()
+    assert result.stdout.splitlines()[-1] == (
+        f"{prompts / 'zh-CN.yaml'}:{zh.index('  ticket_text: 工单号。') + 1}: error: "
+        "prompts.ticket_text: prompt 'ticket_text' must be words saying {ticket}: it is texted "
+        "(IVR_TEXT_TICKETS is on in this environment: reload would refuse these catalogs)"
+    )

@@ -551,3 +551,13 @@ def test_one_language_under_its_two_codes_is_fine(
     )
     files = {"en.yaml": EN, f"{language}.yaml": other}
     assert language in load_catalogs(write_catalogs(tmp_path / "p", files)).by_language
+
+
+def test_a_finding_about_a_catalog_is_said_at_its_line(catalogs: Catalogs) -> None:
+    """Loaded from the folder or rebuilt from a stored version, a catalog knows its lines."""
+    stored = catalogs_from_sources(catalogs.sources)
+    for cats, file in ((catalogs, str(DATA / "zh-CN.yaml")), (stored, "zh-CN.yaml")):
+        problem = cats.problem("zh-CN", ("prompts", "goodbye"), "why", "warning")
+        assert str(problem) == f"{file}:{line_of(ZH, 'goodbye:')}: warning: prompts.goodbye: why"
+        missing = cats.problem("zh-CN", ("prompts", "nope"), "why")
+        assert (missing.line, missing.path) == (line_of(ZH, "prompts:"), "prompts")
