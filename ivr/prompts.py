@@ -285,14 +285,21 @@ def unknown_variables(doc: YamlDoc, cat: CatalogFile) -> list[Problem]:
     for key, value in cat.prompts.items():
         if not isinstance(value, str) or check_template(value):
             continue
-        unknown = sorted(variables_in(value) - VARIABLES)
+        unknown = [f"'{{{v}}}'" for v in sorted(variables_in(value) - VARIABLES)]
         if unknown:
+            named = ", ".join(unknown[:-1]) + " and " + unknown[-1] if unknown[1:] else unknown[0]
             problems.append(
                 doc.problem(
                     ("prompts", key),
-                    f"'{{{unknown[0]}}}' is not a variable the hotline fills (it fills "
+                    f"{named} {'is not a variable' if len(unknown) == 1 else 'are not variables'}"
+                    " the hotline fills (it fills "
                     + ", ".join(f"{{{v}}}" for v in sorted(VARIABLES))
-                    + "): it would be said as nothing",
+                    + "): "
+                    + (
+                        "it would be said as nothing"
+                        if len(unknown) == 1
+                        else "each would be said as nothing"
+                    ),
                 )
             )
     return problems

@@ -56,7 +56,14 @@ from pydantic import (
 
 from ivr.exceptions import Problem, SourceError
 from ivr.numbers import E164, SHORT_CODE, country_code
-from ivr.prompts import BASE_LANGUAGE, Catalogs, catalogs_from_sources, load_catalogs
+from ivr.prompts import (
+    BASE_LANGUAGE,
+    MOMENT_VARIABLES,
+    VARIABLES,
+    Catalogs,
+    catalogs_from_sources,
+    load_catalogs,
+)
 from ivr.yamlfile import PathKey, YamlDoc, load_text, read_source
 
 
@@ -936,6 +943,7 @@ def _check_graph(
     problems.extend(_long_prompts(doc, tree, catalogs, inherited))
     problems.extend(_hours_bypassed(doc, nodes))
     problems.extend(_opens_without_hours(doc, nodes, catalogs))
+    problems.extend(_unfilled_variables(doc, nodes, catalogs, inherited))
     for name, node in nodes.items():
         for rel, target in edges(node):
             if isinstance(nodes.get(target), SurveyNode) and rel != ("after_agent",):
@@ -1606,12 +1614,65 @@ def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["e
         elif missing := sorted(said - catalogs.variables_of(key, lang)):
             findings.append(
                 (
-                    f"prompt '{key}' in {lang} does not say {{{missing[0]}}}, which "
-                    f"{BASE_LANGUAGE} does: {lang} callers do not hear it",
+                    f"prompt '{key}' in {lang} does not say {_braced(missing)}, which "
+                    f"{BASE_LANGUAGE} does: {lang} callers do not hear "
+                    + ("it" if len(missing) == 1 else "them"),
                     "warning",
                 )
             )
     return findings
+
+
+def _braced(names: Iterable[str]) -> str:
+    """{a}, {b} and {c}."""
+    said = [f"{{{n}}}" for n in names]
+    return ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else "".join(said)
+
+
+# The variables the engine fills in a node's prompts, by node kind and setting; any other
+# prompt of a node is said with none (but {opens}: `_opens_without_hours`).
+FILLED: dict[tuple[type, str], frozenset[str]] = {
+    (QueueNode, "ticket_prompt"): frozenset({"ticket"}),
+    (TicketNode, "status_prompt"): frozenset({"ticket"}),
+    (NumberCheckNode, "official_prompt"): frozenset({"last4"}),
+    (NumberCheckNode, "not_official_prompt"): frozenset({"last4"}),
+    (LanguageNode, "option_prompt"): frozenset({"key"}),
+}
+_FILLED_WHERE = {
+    "ticket": "a queue's ticket_prompt, a ticket node's status_prompt",
+    "last4": "a number_check's official_prompt and not_official_prompt",
+    "key": "a language menu's option_prompt",
+}
+
+
+def _unfilled_variables(
+    doc: YamlDoc, nodes: Mapping[str, Node], catalogs: Catalogs, inherited: Inherited
+) -> list[Problem]:
+    """A node's prompt saying a variable the engine does not fill there ("Your ticket is
+    {ticket}" as a menu's prompt): said as nothing, "Your ticket is ." Every such variable,
+    in any catalog, is named."""
+    problems = []
+    for name, node in nodes.items():
+        for rel, key in prompt_keys(node):
+            filled = FILLED.get((type(node), str(rel[0])), frozenset()) | MOMENT_VARIABLES
+            unfilled = sorted((catalogs.variables(key) & VARIABLES) - filled)
+            if not unfilled:
+                continue
+            where = "; ".join(
+                f"{{{v}}} is filled in {_FILLED_WHERE.get(v, 'what the engine says itself')}"
+                for v in unfilled
+            )
+            problems.append(
+                doc.problem(
+                    _from_defaults(("nodes", name, *rel), inherited),
+                    f"prompt '{key}' says {_braced(unfilled)}, which nothing fills at a "
+                    f"{node.kind}'s {rel[0]}: callers would hear nothing in "
+                    + ("its place" if len(unfilled) == 1 else "their places")
+                    + f" ({where})",
+                    "warning",
+                )
+            )
+    return problems
 
 
 def _pass_through_cycles(doc: YamlDoc, nodes: Mapping[str, Node]) -> list[Problem]:

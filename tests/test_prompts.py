@@ -234,6 +234,20 @@ def test_a_variable_the_hotline_does_not_fill_is_refused_with_file_and_line(
     assert problem.message.startswith("'{tiket}' is not a variable the hotline fills")
 
 
+def test_every_variable_the_hotline_does_not_fill_is_named(tmp_path: Path) -> None:
+    en = EN.replace(
+        "  ticket: Your ticket is {ticket:digits}.",
+        "  ticket: Your ticket {tiket:digits} is {stauts} ({ticket}).",
+    )
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": en})
+    problem = only(refused(folder))
+    assert problem.line == line_of(en, "ticket: Your")
+    assert problem.message.startswith(
+        "'{stauts}' and '{tiket}' are not variables the hotline fills (it fills "
+    )
+    assert problem.message.endswith("): each would be said as nothing")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -287,6 +301,31 @@ def test_a_translation_that_leaves_out_a_variable_is_warned_of(tmp_path: Path) -
     assert found == [
         f"{tree}:5: warning: nodes.main.prompt: prompt 'ticket' in zh-CN does not say "
         "{ticket}, which en does: zh-CN callers do not hear it"
+    ]
+
+
+def test_every_variable_a_translation_leaves_out_is_named(tmp_path: Path) -> None:
+    from ivr.tree import check_tree
+
+    folder = write_catalogs(
+        tmp_path / "p",
+        {
+            "en.yaml": EN,
+            "zh-CN.yaml": ZH.replace(
+                "我们会回拨尾号{last4:digits}。工单{ticket:digits}。", "我们会回拨您。"
+            ),
+        },
+    )
+    tree = tmp_path / "tree.yaml"
+    tree.write_text(
+        "start: main\nnodes:\n  main:\n    kind: queue\n    queue: general\n"
+        "    ticket_prompt: callback_confirmed\n",
+        encoding="utf-8",
+    )
+    found = [str(p) for p in check_tree(tree, folder) if "does not say" in p.message and p.path]
+    assert found == [
+        f"{tree}:6: warning: nodes.main.ticket_prompt: prompt 'callback_confirmed' in zh-CN "
+        "does not say {last4} and {ticket}, which en does: zh-CN callers do not hear them"
     ]
 
 

@@ -959,6 +959,41 @@ def test_prompt_missing_only_from_zh_cn_is_a_warning_and_english_is_said(tmp_pat
     assert (said.text, said.voice) == ("Never share your two-factor code.", "Polly.Joanna-Neural")
 
 
+def test_a_prompt_saying_a_variable_nothing_fills_there_is_warned(tmp_path: Path) -> None:
+    """ "Your ticket number is {ticket}" as the main menu's prompt: no ticket is open yet, and
+    the caller hears "Your ticket number is ." Every such variable is named."""
+    text = BASE.replace("    prompt: main\n", "    prompt: ticket_number\n").replace(
+        "    prompt: goodbye\n", "    prompt: callback_confirmed\n"
+    )
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'prompt: ticket_number')}: warning: nodes.main.prompt: prompt "
+        "'ticket_number' says {ticket}, which nothing fills at a menu's prompt: callers would "
+        "hear nothing in its place ({ticket} is filled in a queue's ticket_prompt, a ticket "
+        "node's status_prompt)",
+        f"{file}:{line_of(text, 'prompt: callback_confirmed')}: warning: nodes.bye.prompt: "
+        "prompt 'callback_confirmed' says {last4} and {ticket}, which nothing fills at a "
+        "hangup's prompt: callers would hear nothing in their places ({last4} is filled in a "
+        "number_check's official_prompt and not_official_prompt; {ticket} is filled in a "
+        "queue's ticket_prompt, a ticket node's status_prompt)",
+    ]
+
+
+def test_a_variable_the_engine_fills_at_that_node_is_not_warned_of(tmp_path: Path) -> None:
+    """A number check's verdict says the number's {last4}, filled there; not {ticket}."""
+    text = number_check_tree('official_numbers: ["+15551230001"]\n').replace(
+        "    not_official_prompt: goodbye\n", "    not_official_prompt: callback_confirmed\n"
+    )
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'not_official_prompt:')}: warning: "
+        "nodes.check.not_official_prompt: prompt 'callback_confirmed' says {ticket}, which "
+        "nothing fills at a number_check's not_official_prompt: callers would hear nothing in "
+        "its place ({ticket} is filled in a queue's ticket_prompt, a ticket node's "
+        "status_prompt)"
+    ]
+
+
 def test_a_prompt_saying_opens_where_no_closed_hours_check_leads_is_warned(
     tmp_path: Path,
 ) -> None:
