@@ -457,10 +457,17 @@ def parse_catalog(doc: YamlDoc, expected_language: str | None = None) -> Catalog
     return cat
 
 
+def catalog_files(folder: Path) -> list[Path]:
+    """The catalogs in `folder`: every `<language>.yaml`, but hidden files, which editors
+    leave beside the file being edited (Emacs's lock `.#en.yaml`, a link to nowhere; a
+    `.en.yaml` backup) and no operator means as a language."""
+    return sorted(f for f in folder.glob("*.yaml") if not f.name.startswith("."))
+
+
 def load_catalogs(directory: Path | str) -> Catalogs:
     """Every `<language>.yaml` in `directory`; the base language must be among them."""
     folder = Path(directory)
-    files = sorted(folder.glob("*.yaml"))
+    files = catalog_files(folder)
     problems: list[Problem] = []
     cats: dict[str, CatalogFile] = {}
     sources: dict[str, str] = {}

@@ -80,6 +80,14 @@ def test_only_yaml_files_are_catalogs(tmp_path: Path) -> None:
     assert load_catalogs(folder).languages == ["en"]
 
 
+def test_an_editors_hidden_files_beside_the_catalogs_are_not_catalogs(tmp_path: Path) -> None:
+    """Emacs's lock file, `.#en.yaml`, is a link to nowhere while en.yaml is being edited; a
+    `.en.yaml` is some tool's copy. Neither is a language, nor stops a check or a reload."""
+    folder = write_catalogs(tmp_path / "p", {"en.yaml": EN, ".en.yaml": "not: [a catalog"})
+    (folder / ".#en.yaml").symlink_to("root@host.1234:1700000000")
+    assert load_catalogs(folder).languages == ["en"]
+
+
 def test_missing_base_catalog_is_refused(tmp_path: Path) -> None:
     folder = write_catalogs(tmp_path / "p", {"zh-CN.yaml": ZH})
     problem = only(refused(folder))
