@@ -206,6 +206,14 @@ _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 def _time_range(value: str) -> str:
     m = _RANGE.match(value)
+    if m and value[6:] == "00:00" and value[:5] != "00:00":
+        raise ValueError(f"'{value}' ends at midnight: write '{value[:5]}-24:00'")
+    if m and m[3] != "24" and value[:5] > value[6:]:
+        # Open overnight: each day's ranges are that day's, so the night is two of them.
+        raise ValueError(
+            f"'{value}' runs past midnight: split it across two days, '{value[:5]}-24:00' "
+            f"on the day it starts and '00:00-{value[6:]}' on the next"
+        )
     if not m or (m[3] == "24" and m[4] != "00") or value[:5] >= value[6:]:
         raise ValueError(f"'{value}' is not a range like 09:00-18:00")
     return value
@@ -1594,10 +1602,16 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 def _prompt_findings(key: str, catalogs: Catalogs) -> list[tuple[str, Literal["error", "warning"]]]:
     if not catalogs.has(key, BASE_LANGUAGE):
         known = catalogs.catalog(BASE_LANGUAGE).prompts
+        elsewhere = [f"{lang}.yaml" for lang in catalogs.languages if catalogs.has(key, lang)]
         return [
             (
                 f"prompt '{key}' is missing from the {BASE_LANGUAGE} catalog"
-                + _did_you_mean(key, known),
+                + (
+                    f": it is in {' and '.join(elsewhere)}; add it to {BASE_LANGUAGE}.yaml "
+                    f"(what {BASE_LANGUAGE} callers hear, and every other language's fallback)"
+                    if elsewhere
+                    else _did_you_mean(key, known)
+                ),
                 "error",
             )
         ]

@@ -101,6 +101,10 @@ def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = min(mark.line + 1, last_line) if mark else None
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        lines = text.splitlines()
+        where = lines[line - 1] if line is not None and 0 < line <= len(lines) else ""
+        if "'\\t'" in reason or "\t" in where[: len(where) - len(where.lstrip(" \t"))]:
+            reason += " (a tab: indent with spaces; YAML does not take tabs for indentation)"
         if exc.context in ("while scanning an alias", "while scanning an anchor"):
             # `key: *` and `key: &`: the star key and an ampersand need quotes.
             reason += ' (an unquoted * starts an alias and & an anchor: write "*" in quotes)'

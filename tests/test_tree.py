@@ -209,6 +209,23 @@ def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
     assert problem.message.startswith("not valid YAML: ")
 
 
+@pytest.mark.parametrize("indent", ["\t", "  \t"])
+def test_a_tab_in_a_trees_indentation_says_to_indent_with_spaces(
+    tmp_path: Path, indent: str
+) -> None:
+    text = BASE.replace("    kind: hangup\n", f"{indent}kind: hangup\n")
+    file, problems = check(tmp_path, text)
+    problem = only(problems)
+    assert (problem.file, problem.line) == (
+        file,
+        text.splitlines().index(f"{indent}kind: hangup") + 1,
+    )
+    assert problem.message.startswith("not valid YAML: ")
+    assert problem.message.endswith(
+        "(a tab: indent with spaces; YAML does not take tabs for indentation)"
+    )
+
+
 def test_empty_tree_file(tmp_path: Path) -> None:
     file, problems = check(tmp_path, "# nothing here yet\n")
     assert str(only(problems)) == f"{file}:1: error: file is empty"
@@ -457,7 +474,7 @@ def hours_tree(tuesday: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "bad", ["18:00-09:00", "25:00-26:00", "09:00-09:00", "9:00-18:00", "09:00-24:30", "09:00"]
+    "bad", ["25:00-26:00", "09:00-09:00", "9:00-18:00", "09:00-24:30", "09:00", "00:00-00:00"]
 )
 def test_bad_business_hours_range(tmp_path: Path, bad: str) -> None:
     text = hours_tree(f'"{bad}"')
@@ -467,6 +484,25 @@ def test_bad_business_hours_range(tmp_path: Path, bad: str) -> None:
     # On the day's own line, naming the day and the range.
     assert (problem.line, problem.path) == (line_of(text, "tue:"), "nodes.open.weekly.tue[0]")
     assert problem.message == f"'{bad}' is not a range like 09:00-18:00"
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        (
+            "21:00-09:00",
+            "runs past midnight: split it across two days, '21:00-24:00' on the day it starts "
+            "and '00:00-09:00' on the next",
+        ),
+        ("18:00-00:00", "ends at midnight: write '18:00-24:00'"),
+    ],
+)
+def test_hours_open_overnight_say_how_to_write_them(tmp_path: Path, bad: str, said: str) -> None:
+    text = hours_tree(f'"{bad}"')
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'tue:')}: error: nodes.open.weekly.tue[0]: '{bad}' {said}"
+    )
 
 
 @pytest.mark.parametrize("good", ["09:00-24:00", "00:00-23:59"])
@@ -941,9 +977,11 @@ def test_default_option_prompt_of_a_language_node_is_checked(tmp_path: Path) -> 
     path = write(tmp_path, text)
     problems = [p for p in check_tree(path, folder) if p.severity == "error"]
     assert [str(p) for p in problems] == [
-        # option_prompt is not written in the file: the node is the place to look
+        # option_prompt is not written in the file: the node is the place to look; the
+        # prompt is in the Mandarin catalog, so no other name is offered for it
         f"{path}:{line_of(text, 'lang:')}: error: nodes.lang: "
-        "prompt 'language_option' is missing from the en catalog"
+        "prompt 'language_option' is missing from the en catalog: it is in zh-CN.yaml; add it "
+        "to en.yaml (what en callers hear, and every other language's fallback)"
     ]
 
 
