@@ -948,7 +948,7 @@ def _check_graph(
         stuck = _no_way_out(nodes, set(depth), at)
         _unanswered_loops(nodes, [n for n in nodes if n in depth and n not in stuck], at)
         _emergency_lane(doc, nodes, tree.start, at)
-    problems.extend(_long_prompts(doc, tree, catalogs, inherited))
+    problems.extend(_long_prompts(tree, catalogs))
     problems.extend(_hours_bypassed(doc, nodes))
     problems.extend(_opens_without_hours(doc, nodes, catalogs))
     problems.extend(_unfilled_variables(doc, nodes, catalogs, inherited))
@@ -1307,28 +1307,35 @@ def speaking_seconds(text: str) -> float:
     return words / 2.5 + hanzi / 4.5
 
 
-def _long_prompts(
-    doc: YamlDoc, tree: TreeFile, catalogs: Catalogs, inherited: Inherited
-) -> list[Problem]:
-    problems = []
+def _long_prompts(tree: TreeFile, catalogs: Catalogs) -> list[Problem]:
+    """Prompts too long to hold in mind: one warning per prompt and language, at the prompt's
+    line in its catalog (where it is shortened), naming the nodes that say it; a shared
+    prompt (`invalid`) is not warned of once per menu."""
+    said_at: dict[str, list[str]] = {}
     for name, node in tree.nodes.items():
-        for rel, key in prompt_keys(node):
-            for lang, cat in catalogs.by_language.items():
-                text = cat.prompts.get(key)
-                if not isinstance(text, str):
-                    continue
-                seconds = speaking_seconds(text)
-                if seconds > tree.max_prompt_seconds:
-                    loc = _from_defaults(("nodes", name, *rel), inherited)
-                    problems.append(
-                        doc.problem(
-                            loc,
-                            f"prompt '{key}' ({lang}) takes about {seconds:.0f} s to say: more "
-                            f"than a caller can hold in mind "
-                            f"(max_prompt_seconds={tree.max_prompt_seconds})",
-                            "warning",
-                        )
+        for _, key in prompt_keys(node):
+            said_at.setdefault(key, [])
+            if name not in said_at[key]:
+                said_at[key].append(name)
+    problems = []
+    for key, names in said_at.items():
+        for lang, cat in catalogs.by_language.items():
+            text = cat.prompts.get(key)
+            if not isinstance(text, str):
+                continue
+            seconds = speaking_seconds(text)
+            if seconds > tree.max_prompt_seconds:
+                where = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if names[3:] else "")
+                problems.append(
+                    catalogs.problem(
+                        lang,
+                        ("prompts", key),
+                        f"prompt '{key}' takes about {seconds:.0f} s to say: more than a caller "
+                        f"can hold in mind (the tree's max_prompt_seconds="
+                        f"{tree.max_prompt_seconds}); said at {where}",
+                        "warning",
                     )
+                )
     return problems
 
 

@@ -1948,12 +1948,30 @@ def test_language_choice_words_the_base_recogniser_cannot_hear_are_warned(
     assert len(warned) == 1 and warned[0].path == "nodes.language.options[1].speech"
 
 
-def test_a_prompt_too_long_to_hold_in_mind_is_warned(tmp_path: Path) -> None:
-    text = "max_prompt_seconds: 5\n" + BASE
-    _, problems = check(tmp_path, text)
-    long = [p for p in problems if "to say" in p.message]
-    assert long and all(p.severity == "warning" for p in long)
-    assert any(p.path == "nodes.main.prompt" and "(en)" in p.message for p in long)
+def test_a_prompt_too_long_to_hold_in_mind_is_warned_once_at_its_catalog_line(
+    tmp_path: Path,
+) -> None:
+    """The shared `invalid` prompt made long: one warning, where it is shortened (its line in
+    the catalog), naming the menus that say it; not one per menu."""
+    folder = copy_prompts(tmp_path)
+    en = folder / "en.yaml"
+    long = "Sorry, that is not a valid choice. " * 5
+    en.write_text(
+        en.read_text().replace(
+            "  invalid: Sorry, that is not a valid choice.\n", f"  invalid: {long}\n"
+        )
+    )
+    text = BASE.replace('      - {key: "0", target: agent}', '      - {key: "0", target: sub}') + (
+        "  sub:\n    kind: menu\n    prompt: main\n    on_no_input: agent\n"
+        "    on_invalid: agent\n    options:\n      - {key: '1', target: agent}\n"
+    )
+    problems = check_tree(write(tmp_path, "max_prompt_seconds: 10\n" + text), folder)
+    lines = en.read_text().splitlines()
+    assert [str(p) for p in problems if "to say" in p.message] == [
+        f"{en}:{lines.index(f'  invalid: {long}') + 1}: warning: prompts.invalid: prompt "
+        "'invalid' takes about 14 s to say: more than a caller can hold in mind (the tree's "
+        "max_prompt_seconds=10); said at main, sub"
+    ]
 
 
 def mini_with_option_3(target: str, text: str | None = None) -> str:
