@@ -75,6 +75,7 @@ from ivr.identity import (
 )
 from ivr.observe import CALL_SID as CURRENT_CALL
 from ivr.observe import Metrics
+from ivr.prompts import catalog_files
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
 
@@ -1165,7 +1166,8 @@ async def _reload(hotline: Hotline, why: str) -> None:
 
 
 def _sources(settings: Settings) -> dict[str, float]:
-    paths = [settings.routes, *sorted(settings.prompts_dir.glob("*.yaml"))]
+    # The catalogs as they are loaded: an editor's lock or backup file is none of them.
+    paths = [settings.routes, *catalog_files(settings.prompts_dir)]
     return {str(p): p.stat().st_mtime for p in paths if p.exists()}
 
 

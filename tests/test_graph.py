@@ -260,7 +260,7 @@ nodes:
   open_hours: {kind: hours, timezone: Asia/Singapore, weekly: {mon: ["09:00-18:00"]},
                on_open: general, on_closed: goodbye}
   security: {kind: queue, prompt: security_connecting, queue: security, priority: emergency,
-             on_leave: goodbye}
+             on_leave: main}
   general: {kind: queue, prompt: general_connecting, queue: general}
   goodbye: {kind: hangup, prompt: goodbye}
 """
@@ -388,7 +388,7 @@ def test_each_kind_of_edge_has_its_own_label(kinds_tree: CompiledTree, fmt: str)
         ("find", "general"): "not found",
         ("open_hours", "general"): "open",
         ("open_hours", "goodbye"): "closed",
-        ("security", "goodbye"): "leave",
+        ("security", "main"): "leave",
     }
     assert pic.nodes["check"] == ["check", "verify"]
     assert pic.nodes["desk"] == ["desk", "transfer", "+15005550009"]
