@@ -1767,6 +1767,67 @@ def test_the_funds_missing_question_offers_spot_losses_their_own_key(
     assert offered in record.transcript
 
 
+# -- the seed article's scenarios the tree lacked ------------------------------------------------
+
+# Keys after the language, what the topic's menu offers, how the advice begins, what else it
+# says, and the queue its follow-up's 1 reaches: in English, then in Mandarin.
+SEED_ADVICE = [
+    pytest.param(
+        ("1", "5", "4"),
+        "For stop-loss and take-profit orders, or slippage, press 4.",
+        "To limit your risk, set a stop-loss and a take-profit on each position",
+        ("before it can be liquidated", "keep some margin in reserve", "called slippage"),
+        "derivatives",
+        id="en-stop-loss",
+    ),
+    pytest.param(
+        ("2", "5", "4"),
+        "设置止盈止损,或者滑点问题,请按4",
+        "控制合约风险,建议给每个仓位都设置止盈止损",
+        ("不用等到被强平", "预留一些保证金", "这就是滑点"),
+        "derivatives",
+        id="zh-stop-loss",
+    ),
+]
+
+
+@pytest.mark.parametrize(("keys", "offered", "advice", "says", "queue"), SEED_ADVICE)
+def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
+    phone: Phone,
+    keys: tuple[str, ...],
+    offered: str,
+    advice: str,
+    says: tuple[str, ...],
+    queue: str,
+) -> None:
+    """The seed article's advice for a scenario no key led to: offered by the topic's menu on
+    a key of its own, said, then the follow-up's agent (1) of the topic's team."""
+    record = call(phone, *(Press(k) for k in keys), Press("1"))
+    assert offered in record.transcript, record.heard
+    [said] = [line for line in record.heard if line.startswith(advice)]
+    assert all(words in said for words in says), said
+    assert record.queue == queue
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "then", "advice"),
+    [
+        # Stop-loss and take-profit: the derivatives menu, which hears them too.
+        ("1", "how do I set a take profit", "stop loss", "To limit your risk, set a stop-loss"),
+        ("2", "止盈止损怎么设置", "我想设置止损", "控制合约风险,建议给每个仓位"),
+    ],
+)
+def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
+    phone: Phone, language_key: str, words: str, then: str | None, advice: str
+) -> None:
+    """Said at the main menu (and, where it leads to a topic's menu, said there too), the
+    scenario's advice, and never the emergency notice."""
+    answers = [Speak(words)] if then is None else [Speak(words), Speak(then)]
+    record = call(phone, Press(language_key), *answers)
+    assert any(line.startswith(advice) for line in record.heard), record.heard
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
 # -- what is said -------------------------------------------------------------------------------
 
 
