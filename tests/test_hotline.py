@@ -1788,6 +1788,22 @@ SEED_ADVICE = [
         "derivatives",
         id="zh-stop-loss",
     ),
+    pytest.param(
+        ("1", "3", "4"),
+        "To check which tokens and networks we support before you send, press 4.",
+        "Before you deposit or withdraw, check in the app that we support both the token",
+        ("the minimum amount", "Compare the contract address", "send a small test first"),
+        "payments",
+        id="en-networks",
+    ),
+    pytest.param(
+        ("2", "3", "4"),
+        "转账前查询支持的币种和网络,请按4",
+        "充值或提现前,请先在App里确认,我们支持这个币种",
+        ("最低充值数量", "请核对App里显示的合约地址", "建议先小额测试"),
+        "payments",
+        id="zh-networks",
+    ),
 ]
 
 
@@ -1815,6 +1831,11 @@ def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
         # Stop-loss and take-profit: the derivatives menu, which hears them too.
         ("1", "how do I set a take profit", "stop loss", "To limit your risk, set a stop-loss"),
         ("2", "止盈止损怎么设置", "我想设置止损", "控制合约风险,建议给每个仓位"),
+        # A token's contract address is no futures contract: the tokens and networks advice.
+        ("1", "what is the contract address for USDT", None, "Before you deposit or withdraw"),
+        ("2", "USDT的合约地址是多少", None, "充值或提现前,请先在App里确认"),
+        ("1", "a question about deposits", "which network should I use", "Before you deposit"),
+        ("2", "充值问题", "充值要用哪个网络", "充值或提现前,请先在App里确认"),
     ],
 )
 def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
@@ -1826,6 +1847,36 @@ def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
     record = call(phone, Press(language_key), *answers)
     assert any(line.startswith(advice) for line in record.heard), record.heard
     assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("answers", "advice", "says"),
+    [
+        (
+            (Press("1"), Speak("I put the wrong memo on my XRP deposit")),
+            "A deposit is credited once it has enough",
+            "If the token needs a memo or tag and you left it out or got it wrong",
+        ),
+        ((Press("2"), Speak("充值的标签填错了")), "充值需要达到足够的区块确认数", "漏填或填错了"),
+        # At the deposits menu, 填错 is a wrong address's (3): a tag is heard first.
+        (
+            (Press("2"), Press("3"), Speak("标签填错了")),
+            "充值需要达到足够的区块确认数",
+            "漏填或填错了",
+        ),
+    ],
+)
+def test_a_memo_or_tag_entered_wrong_is_a_deposit_an_agent_can_credit_not_a_wrong_address(
+    phone: Phone, answers: tuple[Answer, ...], advice: str, says: str
+) -> None:
+    """The seed article's deposit advice (核实地址, 了解不同代币的充提币规则): a memo or tag
+    got wrong, like one left out, is a deposit an agent can help credit, never the wrong
+    address's "transfers cannot be reversed"."""
+    record = call(phone, *answers)
+    [said] = [line for line in record.heard if line.startswith(advice)]
+    assert says in said
+    wrong_address = ("If you sent funds to a wrong address", "如果您转错了地址")
+    assert not any(line.startswith(wrong_address) for line in record.heard), record.heard
 
 
 # -- what is said -------------------------------------------------------------------------------
