@@ -421,6 +421,8 @@ def test_saying_someone_called_pretending_to_be_us_reaches_the_number_check(
         ("1", "I got a scam call", "enter the phone number that called or texted you"),
         ("1", "I was scammed", "We are sorry your funds are missing."),
         ("1", "it was a scam and all my money is gone", "We are sorry your funds are missing."),
+        # DeFi is heard after the weak words: a drained wallet is asked whether it was stolen.
+        ("1", "my DeFi wallet was drained", "We are sorry your funds are missing."),
     ],
 )
 def test_words_inside_another_options_words_reach_the_option_that_names_them(
@@ -1804,6 +1806,22 @@ SEED_ADVICE = [
         "payments",
         id="zh-networks",
     ),
+    pytest.param(
+        ("1", "8", "6"),
+        "For DeFi, press 6.",
+        "DeFi products run on smart contracts, and you use them at your own risk",
+        ("check every token's contract address", "revoke approvals", "to pay gas fees"),
+        "products",
+        id="en-defi",
+    ),
+    pytest.param(
+        ("2", "8", "6"),
+        "DeFi,请按6",
+        "DeFi产品运行在智能合约上,风险需要您自己承担",
+        ("核对每个代币的合约地址", "不再使用的授权请及时取消", "用来支付Gas费"),
+        "products",
+        id="zh-defi",
+    ),
 ]
 
 
@@ -1836,6 +1854,12 @@ def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
         ("2", "USDT的合约地址是多少", None, "充值或提现前,请先在App里确认"),
         ("1", "a question about deposits", "which network should I use", "Before you deposit"),
         ("2", "充值问题", "充值要用哪个网络", "充值或提现前,请先在App里确认"),
+        # DeFi: a smart contract, no futures contract either, is its advice at once; DeFi
+        # itself the products menu, which hears it too.
+        ("1", "is this smart contract safe", None, "DeFi products run on smart contracts"),
+        ("2", "这个智能合约靠谱吗", None, "DeFi产品运行在智能合约上"),
+        ("1", "I have a question about DeFi", "DeFi", "DeFi products run on smart contracts"),
+        ("2", "去中心化金融的问题", "DeFi", "DeFi产品运行在智能合约上"),
     ],
 )
 def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
@@ -1847,6 +1871,31 @@ def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
     record = call(phone, Press(language_key), *answers)
     assert any(line.startswith(advice) for line in record.heard), record.heard
     assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard)
+
+
+@pytest.mark.parametrize(
+    ("keys", "offered"),
+    [
+        (
+            ("1", "8", "6"),
+            "If funds left your wallet without you, or you approved or signed something you now"
+            " doubt, press 3 now for our security team.",
+        ),
+        (
+            ("2", "8", "6"),
+            "如果钱包里的资产不是您本人转出的,或者您授权、签名了现在觉得可疑的内容,请立即按3,"
+            "转接安全团队",
+        ),
+    ],
+)
+def test_seed_advice_on_what_a_thief_may_have_used_offers_the_security_team_on_3(
+    phone: Phone, keys: tuple[str, ...], offered: str
+) -> None:
+    """After advice on what a thief uses (a contract approved), one to whom it already
+    happened is offered the security team first, and 3 puts them in its line."""
+    record = call(phone, *(Press(k) for k in keys), Press("3"), Press("*"))
+    assert offered in record.transcript, record.heard
+    assert record.queue == "security"
 
 
 @pytest.mark.parametrize(
