@@ -1822,6 +1822,22 @@ SEED_ADVICE = [
         "products",
         id="zh-defi",
     ),
+    pytest.param(
+        ("1", "7", "4"),
+        "If you entered a detail wrongly, such as your name or date of birth, press 4.",
+        "If you entered a detail wrongly and your verification is still under review",
+        ("wait for the result", "exactly as it appears", "an agent can help you correct it"),
+        "kyc",
+        id="en-kyc-details",
+    ),
+    pytest.param(
+        ("2", "7", "4"),
+        "姓名、出生日期等信息填错了,需要修改,请按4",
+        "如果您填错了信息,而认证还在审核中",
+        ("请先等待审核结果", "按照证件上的信息逐项如实填写", "客服可以协助您更正"),
+        "kyc",
+        id="zh-kyc-details",
+    ),
 ]
 
 
@@ -1860,6 +1876,9 @@ def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
         ("2", "这个智能合约靠谱吗", None, "DeFi产品运行在智能合约上"),
         ("1", "I have a question about DeFi", "DeFi", "DeFi products run on smart contracts"),
         ("2", "去中心化金融的问题", "DeFi", "DeFi产品运行在智能合约上"),
+        # A KYC detail entered wrongly: not the documents' advice, though it names one.
+        ("1", "identity verification", "I entered my passport number wrong", "If you entered"),
+        ("2", "实名认证", "身份证号填错了", "如果您填错了信息,而认证还在审核中"),
     ],
 )
 def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
