@@ -1838,6 +1838,22 @@ SEED_ADVICE = [
         "kyc",
         id="zh-kyc-details",
     ),
+    pytest.param(
+        ("1", "6", "4"),
+        "For other errors, or data that looks wrong, press 4.",
+        "For any other error, look up its error code in the official API documentation",
+        ("An SDK listed in the documentation", "compare the result with", "full error message"),
+        "api",
+        id="en-api-errors",
+    ),
+    pytest.param(
+        ("2", "6", "4"),
+        "其他报错或数据异常,请按4",
+        "遇到其他报错,请先用错误码在官方API文档中查询",
+        ("使用官方文档中列出的SDK", "和App里显示的数据对比", "完整的报错信息"),
+        "api",
+        id="zh-api-errors",
+    ),
 ]
 
 
@@ -1879,6 +1895,9 @@ def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
         # A KYC detail entered wrongly: not the documents' advice, though it names one.
         ("1", "identity verification", "I entered my passport number wrong", "If you entered"),
         ("2", "实名认证", "身份证号填错了", "如果您填错了信息,而认证还在审核中"),
+        # An API call that fails or data that looks wrong, at the API menu.
+        ("1", "my API calls keep failing", "the call failed", "For any other error, look up"),
+        ("2", "API调用失败", "返回的数据不对", "遇到其他报错,请先用错误码"),
     ],
 )
 def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
