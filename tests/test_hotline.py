@@ -1583,7 +1583,8 @@ def test_a_mandarin_victim_in_their_own_words_reaches_the_emergency_lane(
         ("2", "手机号不是我本人的能注册吗", MAIN_MENU_AGAIN[1]),
         ("2", "APP让我转移资产到资金账户", MAIN_MENU_AGAIN[1]),
         ("2", "我想设置安全账户", MAIN_MENU_AGAIN[1]),
-        ("1", "how do I protect my account from hackers", MAIN_MENU_AGAIN[0]),
+        # A hacker who did nothing yet: the account's safety advice (main menu, said).
+        ("1", "how do I protect my account from hackers", "To keep your account safe"),
         # Near the words added for victims (我要冻结账, 有人在用我的账, 有人用我的API, 密码泄露了).
         ("2", "我要冻结多久才能解冻", MAIN_MENU_AGAIN[1]),
         ("2", "我在用我的账户买币的时候提示错误", MAIN_MENU_AGAIN[1]),
@@ -1854,6 +1855,22 @@ SEED_ADVICE = [
         "api",
         id="zh-api-errors",
     ),
+    pytest.param(
+        ("1", "2", "5"),
+        "For tips to keep your account safe, or about a link or website you doubt, press 5.",
+        "To keep your account safe, turn on two-factor authentication",
+        ("Change it from time to time", "a web address you typed yourself", "texts and emails"),
+        "account",
+        id="en-account-safety",
+    ),
+    pytest.param(
+        ("2", "2", "5"),
+        "账户安全建议,或者对收到的链接、网站有疑问,请按5",
+        "为了保护账户安全,请开启两步验证",
+        ("还要定期更换", "您自己输入的官网网址", "钓鱼网站会仿冒我们的网站"),
+        "account",
+        id="zh-account-safety",
+    ),
 ]
 
 
@@ -1898,6 +1915,11 @@ def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
         # An API call that fails or data that looks wrong, at the API menu.
         ("1", "my API calls keep failing", "the call failed", "For any other error, look up"),
         ("2", "API调用失败", "返回的数据不对", "遇到其他报错,请先用错误码"),
+        # Protecting an account before anything happened; a phishing link, at its menu.
+        ("1", "how do I protect my account from hackers", None, "To keep your account safe"),
+        ("2", "怎么保护我的账户", None, "为了保护账户安全,请开启两步验证"),
+        ("1", "I can't log in", "I clicked a phishing link", "To keep your account safe"),
+        ("2", "账户登录问题", "我点了一个钓鱼链接", "为了保护账户安全,请开启两步验证"),
     ],
 )
 def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
@@ -1924,13 +1946,22 @@ def test_a_seed_scenario_named_at_the_main_menu_reaches_its_advice(
             "如果钱包里的资产不是您本人转出的,或者您授权、签名了现在觉得可疑的内容,请立即按3,"
             "转接安全团队",
         ),
+        (
+            ("1", "2", "5"),
+            "If you typed your password or a code on a site you doubt, or gave them to anyone,"
+            " press 3 now for our security team.",
+        ),
+        (
+            ("2", "2", "5"),
+            "如果您在可疑的网站上输入过密码或验证码,或者把它们告诉了别人,请立即按3,转接安全团队",
+        ),
     ],
 )
 def test_seed_advice_on_what_a_thief_may_have_used_offers_the_security_team_on_3(
     phone: Phone, keys: tuple[str, ...], offered: str
 ) -> None:
-    """After advice on what a thief uses (a contract approved), one to whom it already
-    happened is offered the security team first, and 3 puts them in its line."""
+    """After advice on what a thief uses (a contract approved, a fake site), one to whom it
+    already happened is offered the security team first, and 3 puts them in its line."""
     record = call(phone, *(Press(k) for k in keys), Press("3"), Press("*"))
     assert offered in record.transcript, record.heard
     assert record.queue == "security"
