@@ -1968,6 +1968,28 @@ def test_seed_advice_on_what_a_thief_may_have_used_offers_the_security_team_on_3
 
 
 @pytest.mark.parametrize(
+    ("language_key", "advice", "says"),
+    [
+        (
+            "1",
+            "An order can fail or stay unfilled",
+            "If you need an agent, have the order ID ready.",
+        ),
+        ("2", "订单失败或迟迟没有成交", "如需客服协助,请准备好订单号。"),
+    ],
+)
+def test_the_failed_order_advice_says_to_have_the_order_id_ready_for_an_agent(
+    phone: Phone, language_key: str, advice: str, says: str
+) -> None:
+    """The seed article: for a trade that failed, have its order number ready (交易记录、
+    订单号), as the withdrawal advice asks for its TXID; then a trading agent by 1."""
+    record = call(phone, Press(language_key), Press("4"), Press("1"), Press("1"))
+    [said] = [line for line in record.heard if line.startswith(advice)]
+    assert said.endswith(says)
+    assert record.queue == "trading"
+
+
+@pytest.mark.parametrize(
     ("answers", "advice", "says"),
     [
         (
