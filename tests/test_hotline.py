@@ -1968,6 +1968,25 @@ def test_seed_advice_on_what_a_thief_may_have_used_offers_the_security_team_on_3
 
 
 @pytest.mark.parametrize(
+    ("language_key", "answer", "victim"),
+    [
+        ("1", "I typed my password on that site", True),
+        ("2", "我在那个网站上输入了密码", True),
+        ("1", "no I didn't enter my password anywhere", False),
+        ("2", "我没有输入过密码", False),
+    ],
+)
+def test_one_who_says_they_typed_their_password_on_a_site_they_doubt_reaches_security(
+    phone: Phone, language_key: str, answer: str, victim: bool
+) -> None:
+    """Asked after the account-safety advice, a caller who says they typed their password
+    there is put through to the security team; one who says they did not is not."""
+    record = call(phone, Press(language_key), Press("2"), Press("5"), Speak(answer), Press("*"))
+    assert (record.queue == "security") is victim, record.heard
+    assert any(line.startswith(EMERGENCY_NOTICE) for line in record.heard) is victim
+
+
+@pytest.mark.parametrize(
     ("language_key", "advice", "says"),
     [
         (
