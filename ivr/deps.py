@@ -32,15 +32,20 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def rest_limiter() -> anyio.CapacityLimiter:
-    """This event loop's limiter for work that may wait on Twilio (as anyio keeps its default
-    thread limiter: one per loop)."""
+def loop_limiter(var: RunVar[anyio.CapacityLimiter], tokens: int) -> anyio.CapacityLimiter:
+    """This event loop's limiter kept in `var`, made with `tokens` the first time (as anyio
+    keeps its default thread limiter: one per loop)."""
     try:
-        return _REST.get()
+        return var.get()
     except LookupError:
-        limiter = anyio.CapacityLimiter(REST_THREADS)
-        _REST.set(limiter)
+        limiter = anyio.CapacityLimiter(tokens)
+        var.set(limiter)
         return limiter
+
+
+def rest_limiter() -> anyio.CapacityLimiter:
+    """This event loop's limiter for work that may wait on Twilio."""
+    return loop_limiter(_REST, REST_THREADS)
 
 
 def calls_twilio(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:

@@ -53,7 +53,7 @@ from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
-from ivr.deps import HotlineDep, rest_limiter
+from ivr.deps import HotlineDep, loop_limiter, rest_limiter
 from ivr.exceptions import SourceError
 from ivr.hotline import (
     Caller,
@@ -266,13 +266,8 @@ _CHECKS: RunVar[anyio.CapacityLimiter] = RunVar("ivr_checks")
 
 
 def _check_limiter() -> anyio.CapacityLimiter:
-    """This event loop's limiter for checks (as anyio keeps its default thread limiter)."""
-    try:
-        return _CHECKS.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(CHECK_THREADS)
-        _CHECKS.set(limiter)
-        return limiter
+    """This event loop's limiter for checks."""
+    return loop_limiter(_CHECKS, CHECK_THREADS)
 
 
 async def _advance(

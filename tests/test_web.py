@@ -717,6 +717,18 @@ class Gate:
         return None
 
 
+def a_menu_is_answered_meanwhile(phone: Phone, busy_with: str) -> None:
+    """Another caller's menus are answered within 10 s while the hotline is `busy_with`."""
+    other: dict[str, Any] = {}
+    caller = threading.Thread(
+        target=lambda: other.update(record=phone.call(ScriptedParty([Press("1"), Press("3")])))
+    )
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive(), f"a menu waited for {busy_with}"
+    assert "If a deposit has not arrived" in other["record"].transcript
+
+
 def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
     settings: Settings,
     hotline_tree: CompiledTree,
@@ -752,16 +764,7 @@ def test_callers_waiting_for_their_pin_check_hold_up_no_other_call(
                     break
                 threading.Event().wait(0.05)
             assert gate.waiting == CHECK_THREADS and waiting in metrics
-            other: dict[str, Any] = {}
-            caller = threading.Thread(
-                target=lambda: other.update(
-                    record=phone.call(ScriptedParty([Press("1"), Press("3")]))
-                )
-            )
-            caller.start()
-            caller.join(timeout=10)
-            assert not caller.is_alive(), "a menu waited for the PIN checks of other calls"
-            assert "If a deposit has not arrived" in other["record"].transcript
+            a_menu_is_answered_meanwhile(phone, "the PIN checks of other calls")
         finally:
             gate.opened.set()
             for victim in victims:
@@ -818,16 +821,7 @@ def test_agents_waiting_on_a_slow_twilio_hold_up_no_call(
                     break
                 threading.Event().wait(0.05)
             assert gate.waiting == REST_THREADS
-            other: dict[str, Any] = {}
-            caller = threading.Thread(
-                target=lambda: other.update(
-                    record=phone.call(ScriptedParty([Press("1"), Press("3")]))
-                )
-            )
-            caller.start()
-            caller.join(timeout=10)
-            assert not caller.is_alive(), "a menu waited for Twilio's REST API"
-            assert "If a deposit has not arrived" in other["record"].transcript
+            a_menu_is_answered_meanwhile(phone, "Twilio's REST API")
         finally:
             gate.opened.set()
             for agent in asking:
