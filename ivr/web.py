@@ -15,7 +15,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -677,7 +677,7 @@ def rest_retries() -> Retry:
     return Retry(
         total=2,
         connect=2,
-        read=0,
+        read=False,  # re-raised as it is: a read timeout is requests' ReadTimeout
         redirect=0,
         status=2,
         other=0,
@@ -689,6 +689,25 @@ def rest_retries() -> Retry:
     )
 
 
+TWILIO_CONNECT_TIMEOUT = 3.0  # seconds; a connection to api.twilio.com is made in well under
+
+
+class TwilioAdapter(HTTPAdapter):
+    """requests' adapter for Twilio's REST API: `rest_retries`, and a connect timeout of its
+    own. The twilio library passes one number, which requests would apply to the connection
+    and to the answer alike: three tries to connect to an unreachable Twilio at 10 s each would
+    hold an agent's claim, or a page's turn (`oncall.SEND_AT_MOST`), half a minute."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=rest_retries())
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        timeout = kwargs.get("timeout")
+        if isinstance(timeout, int | float):
+            kwargs["timeout"] = (min(TWILIO_CONNECT_TIMEOUT, timeout), timeout)
+        return super().send(request, *args, **kwargs)
+
+
 def rest_client(settings: Settings) -> Client:
     """Twilio's REST client for the account. With a timeout: a REST call that hangs must not
     hold up an agent's claim (or every offer to the available agents) for ever."""
@@ -697,7 +716,7 @@ def rest_client(settings: Settings) -> Client:
 
     http = TwilioHttpClient(timeout=TWILIO_REST_TIMEOUT)
     assert http.session is not None  # pool_connections, the default
-    http.session.mount("https://", HTTPAdapter(max_retries=rest_retries()))
+    http.session.mount("https://", TwilioAdapter())
     return Client(settings.twilio_account_sid, settings.twilio_auth_token, http_client=http)
 
 

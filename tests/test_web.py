@@ -8,6 +8,7 @@ import logging
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +36,7 @@ from ivr.web import (
     TWILIO_PATHS,
     TWILIO_REST_TIMEOUT,
     Following,
+    TwilioAdapter,
     create_app,
     rest_client,
     rest_retries,
@@ -866,11 +868,13 @@ class FakeTwilioApi(http.server.BaseHTTPRequestHandler):
 
     answers: ClassVar[list[int | str]] = []
     seen: ClassVar[int] = 0
+    delay: ClassVar[float] = 0.0  # seconds before each answer
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).seen += 1
         answer = type(self).answers.pop(0)
+        time.sleep(type(self).delay)
         if answer == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -946,5 +950,30 @@ def test_the_rest_client_asks_twilio_through_that_policy() -> None:
     transport = rest_client(settings).http_client
     assert isinstance(transport, TwilioHttpClient) and transport.session is not None
     assert transport.timeout == TWILIO_REST_TIMEOUT
-    retries = transport.session.get_adapter("https://api.twilio.com/2010-04-01").max_retries
-    assert (retries.total, retries.read, retries.status_forcelist) == (2, 0, (429,))
+    adapter = transport.session.get_adapter("https://api.twilio.com/2010-04-01")
+    assert isinstance(adapter, TwilioAdapter)
+    retries = adapter.max_retries
+    assert (retries.total, retries.read, retries.status_forcelist) == (2, False, (429,))
+
+
+def test_a_slow_answer_is_waited_for_as_long_as_the_clients_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The adapter keeps the twilio library's one timeout for the answer (a connection gets
+    TWILIO_CONNECT_TIMEOUT of its own): Twilio answering in 0.5 s is no timeout at 1 s, and
+    is one at 0.2 s, not asked again."""
+    FakeTwilioApi.answers, FakeTwilioApi.seen, FakeTwilioApi.delay = [201, 201], 0, 0.5
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeTwilioApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    session = requests.Session()
+    session.mount("http://", TwilioAdapter())
+    url = f"http://127.0.0.1:{server.server_address[1]}/2010-04-01/Accounts/AC/Calls.json"
+    try:
+        assert session.post(url, data={}, timeout=1.0).status_code == 201
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            session.post(url, data={}, timeout=0.2)
+    finally:
+        FakeTwilioApi.delay = 0.0
+        server.shutdown()
+        server.server_close()
+    assert FakeTwilioApi.seen == 2
