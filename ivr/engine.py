@@ -1061,10 +1061,13 @@ class _Turn:
         has_speech = any(o.speech for o in node.options) or bool(shortcuts and shortcuts.by_speech)
         # One recogniser per <Gather>; before the caller has chosen, their likely language's
         # (a caller from China says 中文, or 账户被盗, in Mandarin), else the base language's.
-        # After a miss, the next language's: a Mandarin speaker from a country we could not
-        # guess (Hong Kong, Singapore, abroad) is heard in Mandarin on their second try.
-        first = likely if likely is not None and likely in catalogs.by_language else BASE_LANGUAGE
-        turns = list(dict.fromkeys([first, *catalogs.languages]))
+        # After a miss, the next language's where their number's country names none: a
+        # Mandarin speaker from Hong Kong, Singapore, abroad is heard in it on their second.
+        known = likely is not None and likely in catalogs.by_language
+        first = likely if known and likely is not None else BASE_LANGUAGE
+        # Only where the country says nothing: a caller from China is heard in Mandarin on
+        # every try (silent first, they may still say 我的账户被盗了).
+        turns = [first] if known else [first, *(c for c in catalogs.languages if c != first)]
         heard_in = turns[(state.no_input + state.invalid) % len(turns)]
         hints = [w for o in node.options for w in o.speech]
         hints += [w for o in node.shortcuts for w in o.speech.get(heard_in, [])]
@@ -1126,6 +1129,12 @@ class _Turn:
                 )
                 return self.enter(node.operator, state)
             option = menu.by_key.get(digits)
+            if (
+                isinstance(event, Speech)
+                and option is not None
+                and isinstance(self.tree.node(option.target), HangupNode)
+            ):
+                option = None  # "nine" misheard in "don't hang up" never ends a call
         if option is None:
             return self.invalid(node, state, event)
         return self.choose(name, option, state, event)

@@ -574,7 +574,8 @@ def normalise_speech(text: str) -> str:
 # was heard, less the words around it ("press one", 按一, "number 1"), in any language.
 _KEY_WORDS = {
     **{str(digit): str(digit) for digit in range(10)},
-    **dict.fromkeys(("zero", "oh", "零", "\u3007"), "0"),  # U+3007: the ideographic zero
+    # Not "oh": said alone it is a sigh ("Oh.") far more often than a zero.
+    **dict.fromkeys(("zero", "零", "\u3007"), "0"),  # U+3007: the ideographic zero
     **dict.fromkeys(("one", "一", "幺"), "1"),
     **dict.fromkeys(("two", "二", "两"), "2"),
     **dict.fromkeys(("three", "三"), "3"),
@@ -1482,7 +1483,7 @@ _SAID_KEYS = (
     ),
     re.compile(r"按\s*([0-9](?![0-9])|星号|井号|\*|#)"),
 )
-_KEY_WORDS = {"star": "*", "pound": "#", "hash": "#", "星号": "*", "井号": "#"}
+_PROMPT_KEY_WORDS = {"star": "*", "pound": "#", "hash": "#", "星号": "*", "井号": "#"}
 
 
 def keys_said(text: str) -> dict[str, str]:
@@ -1490,7 +1491,7 @@ def keys_said(text: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for pattern in _SAID_KEYS:
         for m in pattern.finditer(text):
-            key = _KEY_WORDS.get(m[1].lower(), m[1])
+            key = _PROMPT_KEY_WORDS.get(m[1].lower(), m[1])
             found.setdefault(key, m[0])
     return found
 

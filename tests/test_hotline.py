@@ -1297,6 +1297,31 @@ def test_an_english_speaker_silent_at_the_first_prompt_still_gets_english(phone:
     assert listened == [["en-US"], ["cmn-Hans-CN"]]
 
 
+def test_a_caller_from_china_silent_at_first_is_still_heard_in_mandarin(phone: Phone) -> None:
+    """Their number names Mandarin: every try listens in it, the second too."""
+    record = phone.call(
+        ScriptedParty([Silent(), Speak("我的账户被盗了"), Press("*")]),
+        from_number="+8613912345678",
+    )
+    assert record.queue == "security"
+    listened = [re.findall(r'<Gather [^>]*language="([^"]+)"', d) for d in record.documents[:2]]
+    assert listened == [["cmn-Hans-CN"], ["cmn-Hans-CN"]]
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [("1", "nine"), ("1", "press 9"), ("2", "九"), ("2", "按九")],
+)
+def test_a_nine_said_at_a_follow_up_menu_does_not_end_the_call(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """9 pressed ends the call; said, it may be a "nine" heard in "don't hang up" or a
+    number read out, and ends nothing: not a valid choice, then on."""
+    record = call(phone, Press(language_key), Press("3"), Press("2"), Speak(words), Press("1"))
+    assert record.queue == "payments"
+    assert any("not a valid choice" in line or "没能识别" in line for line in record.heard)
+
+
 def test_zero_at_the_first_prompt_reaches_a_person(phone: Phone) -> None:
     """As in every menu, in the caller's likely language: no main menu on the way."""
     record = phone.call(ScriptedParty([Press("0")]), from_number="+8613912345678")
