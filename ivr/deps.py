@@ -17,13 +17,13 @@ from ivr.identity import SignInThrottle
 
 MAX_TOKEN = 200  # ours are 43 characters; nothing longer is looked up
 
-# Threads for work that may wait on Twilio's REST API (up to TWILIO_REST_TIMEOUT each: an
-# agent's next case, a transfer, the timed jobs that text and page), apart from the threads
-# the webhooks and the rest of the API share. A slow Twilio then holds these up alone: it
-# never leaves a caller's webhook waiting for a thread until Twilio gives up on it (15 s) and
-# plays the fallback. They hold no database connection while they wait on Twilio, and at
-# most one at a time otherwise, so they cannot tie up the pool the webhooks' threads are
-# sized to (`ivr.web.worker_threads`).
+# Threads for the agents' work that may wait on Twilio's REST API (up to TWILIO_REST_TIMEOUT
+# each: an agent's next case, a transfer), apart from the threads the webhooks and the rest
+# of the API share, and from the timed jobs' (`ivr.web.TimedJobs`). A slow Twilio then holds
+# these up alone: it never leaves a caller's webhook waiting for a thread until Twilio gives
+# up on it (15 s) and plays the fallback. They hold no database connection while they wait
+# on Twilio, and at most one at a time otherwise, so they cannot tie up the pool the
+# webhooks' threads are sized to (`ivr.web.worker_threads`).
 REST_THREADS = 4
 _REST: RunVar[anyio.CapacityLimiter] = RunVar("ivr_rest")
 

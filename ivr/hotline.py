@@ -94,18 +94,15 @@ class ConnectFailed(Exception):
 LOST_AS_TAKEN = "the case was taken back as you took it. Ask for the next case again."
 
 
-# Twilio's errors for a REST redirect of a call that is not in progress any more, or that it
-# no longer has (20404: ended and gone, or never this account's): nobody there to move.
+# Twilio's error for a REST redirect of a call that is not in progress any more. Not 20404
+# (not found): a live call this client cannot see (another region, a subaccount) says so
+# too, and its caller is handed over at their next hold round instead.
 CALL_NOT_IN_PROGRESS = 21220
-CALL_NOT_FOUND = 20404
 
 
 def call_is_over(exc: BaseException) -> bool:
-    """Whether Twilio refused to redirect a call because it is over (or not there)."""
-    return isinstance(exc, TwilioRestException) and exc.code in (
-        CALL_NOT_IN_PROGRESS,
-        CALL_NOT_FOUND,
-    )
+    """Whether Twilio refused to redirect a call because it is over."""
+    return isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS
 
 
 class WouldBlock(Exception):
@@ -215,15 +212,15 @@ class SentOrNot(Exception):
     the connection lost after sending): not sent again, as a text twice is worse than none."""
 
 
-# Twilio's error codes for a text the number cannot take: for good, not an outage.
-RECIPIENT_REFUSED = frozenset(
+# Twilio's error codes (with a 400) for a text refused because of the account or its caller
+# ID, not the number: every text fails alike until that is mended. Any other 4xx is the
+# number's (not valid, a landline, STOP, our own number spoofed as the caller's).
+ACCOUNT_REFUSED = frozenset(
     {
-        21211,  # not a valid phone number
-        21408,  # a region the account may not text
-        21610,  # the number replied STOP
-        21612,  # no route to the number
-        21614,  # not a mobile number
-        21635,  # a landline or unreachable carrier
+        20003,  # not authenticated (credentials being rotated)
+        20005,  # the account is not active
+        21606,  # the caller ID cannot send texts (to this country)
+        21611,  # the caller ID has too many texts queued
     }
 )
 
@@ -1154,16 +1151,17 @@ class Hotline:
                 to=case["caller"], from_=self.settings.caller_id, body=body
             )
         except TwilioRestException as exc:
-            if exc.code in RECIPIENT_REFUSED:
-                log.warning(
-                    "Twilio refused to text the ticket of case %s (%s)", case["id"], exc.code
-                )
-                return "failed"
             if exc.status >= 500 and exc.status != 503:
                 raise SentOrNot(f"Twilio answered {exc.status} to a text") from exc
-            # A 429 or a 503 (Twilio took nothing), or one of ours (credentials being
-            # rotated, the caller ID's settings): again at the next round, until stale.
-            raise TwilioFailing(f"Twilio answered {exc.status} ({exc.code}) to a text") from exc
+            if exc.status in (401, 403, 429, 503) or exc.code in ACCOUNT_REFUSED:
+                # Twilio took nothing (throttled, down), or refuses us, not this number
+                # (credentials being rotated, the caller ID's settings): every text would
+                # fail alike; again at the next round, until stale.
+                raise TwilioFailing(f"Twilio answered {exc.status} ({exc.code}) to a text") from exc
+            # This number (a landline, STOP, our own number spoofed): for good, and the
+            # round goes on with the next caller's.
+            log.warning("Twilio refused to text the ticket of case %s (%s)", case["id"], exc.code)
+            return "failed"
         except Exception as exc:
             if never_sent(exc):
                 raise TwilioFailing(f"no text sent ({type(exc).__name__})") from exc
@@ -1808,10 +1806,12 @@ class Hotline:
 
     @property
     def _fallback(self) -> dict[str, str]:
-        """For a call the hotline moves or places with Twilio's REST API: where Twilio goes
-        if the TwiML it is sent to cannot be fetched (an instance gone, a proxy's 502),
-        instead of "an application error" and the end of the call: the fallback URL, which
-        queues the caller for an agent (or the customer of a call back)."""
+        """For a caller's own call the hotline moves with Twilio's REST API (to the agent who
+        took them, on where an agent sent them): where Twilio goes if the TwiML it is sent to
+        cannot be fetched (an instance gone, a proxy's 502), instead of "an application
+        error" and the end of the call: the fallback URL, which queues them for an agent with
+        their case. Not for a call back the hotline placed: its "caller" is our own number,
+        and its case waits for a call back anyway."""
         return {"fallback_url": self.links.fallback(), "fallback_method": "POST"}
 
     def _connect_live(
@@ -1875,7 +1875,6 @@ class Hotline:
                 to=number,
                 from_=self.settings.caller_id,
                 url=self.links.connect(case["id"], outbound=True, placing=placing),
-                **self._fallback,
                 method="POST",
                 # A voicemail is told we will call again, and is no call back made (connect):
                 # no agent is rung to talk to a greeting. DetectMessageEnd: told once the
@@ -1925,7 +1924,10 @@ class Hotline:
             found = self.twilio.calls.list(to=number, from_=self.settings.caller_id, limit=20)
         except Exception:
             return None
-        live = [c for c in found if str(c.status) in ("queued", "initiated", "ringing")]
+        # Answered already, too: the customer may be on the line by now.
+        live = [
+            c for c in found if str(c.status) in ("queued", "initiated", "ringing", "in-progress")
+        ]
         return str(live[0].sid) if live else None
 
     def callback_status(
@@ -2381,9 +2383,7 @@ class Hotline:
         if self.twilio is None or call_sid is None:
             return "on_hang_up"
         try:
-            self.twilio.calls(call_sid).update(
-                url=self.links.transfer(case_id), method="POST", **self._fallback
-            )
+            self.twilio.calls(call_sid).update(url=self.links.transfer(case_id), method="POST")
         except Exception as exc:
             if call_is_over(exc):
                 self.transferred(case_id, caller_gone=True)

@@ -53,7 +53,7 @@ from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
 from ivr.db import Busy, engine_from_settings, impatient
-from ivr.deps import HotlineDep, loop_limiter, rest_limiter
+from ivr.deps import HotlineDep, loop_limiter
 from ivr.exceptions import SourceError
 from ivr.hotline import (
     Caller,
@@ -1094,18 +1094,25 @@ class Outage:
         self.since, self.tries = None, 0
 
 
+# One each for the jobs that wait on Twilio (offering, paging, texting, sizing queues): each
+# job's rounds run one after another, so none waits for another's thread.
+TWILIO_JOB_THREADS = 4
+_TWILIO_JOBS: RunVar[anyio.CapacityLimiter] = RunVar("ivr_twilio_jobs")
+
+
 class TimedJobs:
     """Jobs an instance runs on a timer (`_every`), each in a thread: they read the database,
     or wait on Twilio's REST API. A job that fails is told as an outage, and tried again at
     the next round."""
 
     jobs: tuple[tuple[Outage, Callable[[Hotline], object]], ...] = ()
-    # Jobs that may wait on Twilio's REST API run on `rest_limiter`'s threads, not on the
-    # webhooks' (see `ivr.deps.REST_THREADS`).
+    # Jobs that may wait on Twilio's REST API run on threads of their own: not the webhooks'
+    # (a slow Twilio must not hold up a caller's menu), nor the agents' (`rest_limiter`: a
+    # round of texting, which lasts up to IVR_TREE_SYNC, must not hold up a claim).
     calls_twilio = False
 
     async def __call__(self, hotline: Hotline) -> None:
-        limiter = rest_limiter() if self.calls_twilio else None
+        limiter = loop_limiter(_TWILIO_JOBS, TWILIO_JOB_THREADS) if self.calls_twilio else None
         for outage, job in self.jobs:
             try:
                 await anyio.to_thread.run_sync(job, hotline, limiter=limiter)

@@ -281,6 +281,24 @@ def test_a_text_twilio_refuses_is_recorded_and_not_tried_again(
     assert 'ivr_ticket_texts_total{result="failed"} 1.0' in client.get("/metrics").text
 
 
+def test_a_number_twilio_refuses_holds_up_no_other_callers_text(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine
+) -> None:
+    """A caller who spoofed our own number (21266: To and From the same), or any number
+    Twilio refuses: that text fails for good, and the round goes on to the next caller's."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    calls(phone, HIJACKED, CALLER_ID)
+    calls(phone, HIJACKED, "+15005550007")
+
+    def refuse_our_own_number() -> None:
+        twilio_http.error = (400, 21266) if texts(twilio_http)[-1]["To"] == CALLER_ID else None
+
+    twilio_http.meanwhile = refuse_our_own_number
+    assert hotline.text_tickets() == 1
+    assert [c["ticket_text"] for c in case_rows(db)] == ["failed", "sent"]
+
+
 @pytest.mark.parametrize("failing", [(503, 20503), (429, 20429), (401, 20003), (400, 21606)])
 def test_texts_wait_while_twilio_fails_and_go_once_it_is_back(
     line: tuple[TestClient, Phone],
