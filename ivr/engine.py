@@ -26,6 +26,7 @@ from twilio.twiml.voice_response import Gather, Play, Say, VoiceResponse
 from ivr.numbers import country_code, dialable, last4
 from ivr.prompts import BASE_LANGUAGE, Catalogs, Moment
 from ivr.tree import (
+    CALLBACK_CONFIRM_PROMPT,
     HOLD_TIP_PREFIX,
     MAX_PASS_THROUGH,
     SURVEY_SCALE,
@@ -613,12 +614,9 @@ def leave_twiml() -> str:
 
 
 CALLBACK_ENTER_NUMBER = "callback_enter_number"
-# "2 to confirm the call back to the number ending in ...": optional, a catalog without it
-# takes the first 1 (`callback_confirm_twiml`).
-CALLBACK_CONFIRM_PROMPT = "callback_confirm"
-# Not 1 again: a frightened caller pressing 1 over and over on hold (for a person, for
-# anything) would end their own call and wait for a call back instead.
-CALLBACK_CONFIRM_KEY = "2"
+# "2 to confirm the call back to the number ending in ..." (`tree.CALLBACK_CONFIRM_PROMPT`,
+# `tree.CALLBACK_CONFIRM_KEY`): optional, a catalog without it takes the first 1
+# (`callback_confirm_twiml`).
 
 
 def callback_number_twiml(

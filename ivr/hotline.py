@@ -44,7 +44,15 @@ from ivr.numbers import (
 from ivr.observe import AtWork, Metrics
 from ivr.prompts import BASE_LANGUAGE, Catalogs
 from ivr.settings import Settings
-from ivr.tree import CompiledTree, Priority, VerifyNode, load_tree, tree_from_stored
+from ivr.tree import (
+    CALLBACK_CONFIRM_PROMPT,
+    CompiledTree,
+    Priority,
+    VerifyNode,
+    callback_confirm_key,
+    load_tree,
+    tree_from_stored,
+)
 
 log = logging.getLogger("ivr.hotline")
 
@@ -1191,7 +1199,7 @@ class Hotline:
                 and waiting
                 and not confirmed
                 and dialable(number)
-                and catalogs.has(engine.CALLBACK_CONFIRM_PROMPT, lang)
+                and catalogs.has(CALLBACK_CONFIRM_PROMPT, lang)
             ):
                 action = self.links.callback_request(lang, confirming=True)
                 return engine.callback_confirm_twiml(
@@ -1206,7 +1214,8 @@ class Hotline:
             ):
                 action = self.links.callback_number(lang)
                 return engine.callback_number_twiml(catalogs, lang, action=action)
-            wanted = engine.CALLBACK_CONFIRM_KEY if confirmed else "1"
+            # The key its words asked for: 2, or 1 in a catalog of a version rolled back to.
+            wanted = callback_confirm_key(catalogs, lang) if confirmed else "1"
             asked = (
                 digits == wanted
                 and view is not None

@@ -950,6 +950,7 @@ def _check_graph(
         _unanswered_loops(nodes, [n for n in nodes if n in depth and n not in stuck], at)
         _emergency_lane(doc, nodes, tree.start, at)
     problems.extend(_long_prompts(tree, catalogs))
+    problems.extend(_confirm_key_said(catalogs))
     problems.extend(_hours_bypassed(doc, nodes))
     problems.extend(_opens_without_hours(doc, nodes, catalogs))
     problems.extend(_unfilled_variables(doc, nodes, catalogs, inherited))
@@ -1306,6 +1307,41 @@ def speaking_seconds(text: str) -> float:
     words = len(re.findall(r"[A-Za-z0-9]+", text))
     hanzi = len(re.findall(r"[\u3400-\u9fff]", text))
     return words / 2.5 + hanzi / 4.5
+
+
+# The key a caller presses to confirm the call back they asked for on hold (with 1): not 1
+# again, which a frightened caller pressing 1 over and over would press (`ivr.engine`).
+CALLBACK_CONFIRM_KEY = "2"
+CALLBACK_CONFIRM_PROMPT = "callback_confirm"
+
+
+def callback_confirm_key(catalogs: Catalogs, language: str) -> str:
+    """The key `language`'s `callback_confirm` tells the caller to press: CALLBACK_CONFIRM_KEY,
+    or 1 in a catalog written before it (a version rolled back to), which must still work."""
+    text = catalogs.catalog(language).prompts.get(CALLBACK_CONFIRM_PROMPT)
+    said = keys_said(text) if isinstance(text, str) else {}
+    return "1" if "1" in said and CALLBACK_CONFIRM_KEY not in said else CALLBACK_CONFIRM_KEY
+
+
+def _confirm_key_said(catalogs: Catalogs) -> list[Problem]:
+    """A `callback_confirm` that does not name CALLBACK_CONFIRM_KEY: asking for 1 again, a
+    caller pressing 1 over and over on hold ends their own call."""
+    problems = []
+    for lang, cat in catalogs.by_language.items():
+        text = cat.prompts.get(CALLBACK_CONFIRM_PROMPT)
+        if isinstance(text, str) and CALLBACK_CONFIRM_KEY not in keys_said(text):
+            problems.append(
+                catalogs.problem(
+                    lang,
+                    ("prompts", CALLBACK_CONFIRM_PROMPT),
+                    f"'{CALLBACK_CONFIRM_PROMPT}' should tell the caller to press "
+                    f'{CALLBACK_CONFIRM_KEY} to confirm ("press {CALLBACK_CONFIRM_KEY}", '
+                    f"按{CALLBACK_CONFIRM_KEY}): 1 again would let a caller pressing 1 over and "
+                    "over end their own call; the key it names is the one taken",
+                    "warning",
+                )
+            )
+    return problems
 
 
 def _long_prompts(tree: TreeFile, catalogs: Catalogs) -> list[Problem]:

@@ -7,6 +7,7 @@ caller holds (from the party's keep_holding, the moment a real agent would act).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -867,6 +868,32 @@ def test_catalogs_without_the_confirmation_take_the_first_1(
         record = phone.call(ScriptedParty(keys), from_number="+15005550144")
     assert not any("To confirm" in line for line in record.heard)
     assert any("Goodbye" in line for line in record.heard)
+    assert case_rows(db)[0]["status"] == "callback_requested"
+
+
+def test_catalogs_that_ask_for_1_to_confirm_still_take_1(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    tmp_path: Path,
+) -> None:
+    """A version rolled back to, or an operator's older catalogs, say "To confirm, press 1":
+    the key the words name is the one taken, or the caller could never confirm. The tree
+    check warns, at the catalog's line, that 2 is the safer key."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
+    en = prompts / "en.yaml"
+    en.write_text(en.read_text().replace("To confirm, press 2.", "To confirm, press 1."))
+    tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
+    [warned] = [str(w) for w in tree.warnings if "'callback_confirm' should tell" in str(w)]
+    assert warned.startswith(f"{en}:") and "press 2" in warned
+    with TestClient(create_app(settings, tree=tree, db=db, clock=clock)) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        keys = [Press("1"), Press("0"), Press("1"), Press("1")]
+        record = phone.call(ScriptedParty(keys, hold_polls=2), from_number="+15005550144")
+    assert any("To confirm, press 1" in line for line in record.heard)
     assert case_rows(db)[0]["status"] == "callback_requested"
 
 
