@@ -220,15 +220,19 @@ class SentOrNot(Exception):
     the connection lost after sending): not sent again, as a text twice is worse than none."""
 
 
-# Twilio's error codes (with a 400) for a text refused because of the account or its caller
-# ID, not the number: every text fails alike until that is mended. Any other 4xx is the
-# number's (not valid, a landline, STOP, our own number spoofed as the caller's).
-ACCOUNT_REFUSED = frozenset(
+# Twilio's error codes for a text the number cannot take: for good, and the round goes on.
+# Any other refusal is taken for the account's or the caller ID's (credentials being
+# rotated, a caller ID that cannot text): every text would fail alike until it is mended.
+RECIPIENT_REFUSED = frozenset(
     {
-        20003,  # not authenticated (credentials being rotated)
-        20005,  # the account is not active
-        21606,  # the caller ID cannot send texts (to this country)
-        21611,  # the caller ID has too many texts queued
+        21211,  # not a valid phone number
+        21266,  # To and From the same: a caller who spoofed our own number
+        21408,  # a region the account may not text
+        21608,  # an unverified number, on a trial account
+        21610,  # the number replied STOP
+        21612,  # no route to the number
+        21614,  # not a mobile number
+        21635,  # a landline or unreachable carrier
     }
 )
 
@@ -1161,15 +1165,17 @@ class Hotline:
         except TwilioRestException as exc:
             if exc.status >= 500 and exc.status != 503:
                 raise SentOrNot(f"Twilio answered {exc.status} to a text") from exc
-            if exc.status in (401, 403, 429, 503) or exc.code in ACCOUNT_REFUSED:
-                # Twilio took nothing (throttled, down), or refuses us, not this number
-                # (credentials being rotated, the caller ID's settings): every text would
-                # fail alike; again at the next round, until stale.
-                raise TwilioFailing(f"Twilio answered {exc.status} ({exc.code}) to a text") from exc
-            # This number (a landline, STOP, our own number spoofed): for good, and the
-            # round goes on with the next caller's.
-            log.warning("Twilio refused to text the ticket of case %s (%s)", case["id"], exc.code)
-            return "failed"
+            if exc.code in RECIPIENT_REFUSED:
+                # This number (a landline, STOP, our own number spoofed): for good, and the
+                # round goes on with the next caller's.
+                log.warning(
+                    "Twilio refused to text the ticket of case %s (%s)", case["id"], exc.code
+                )
+                return "failed"
+            # Twilio took nothing (throttled, down), or refuses us (credentials being
+            # rotated, the caller ID's settings, an error not known to be the number's):
+            # every text would fail alike; again at the next round, until stale.
+            raise TwilioFailing(f"Twilio answered {exc.status} ({exc.code}) to a text") from exc
         except Exception as exc:
             if never_sent(exc):
                 raise TwilioFailing(f"no text sent ({type(exc).__name__})") from exc
@@ -1933,10 +1939,14 @@ class Hotline:
             found = self.twilio.calls.list(to=number, from_=self.settings.caller_id, limit=20)
         except Exception:
             return None
-        # Answered already, too: the customer may be on the line by now.
-        live = [
-            c for c in found if str(c.status) in ("queued", "initiated", "ringing", "in-progress")
-        ]
+        # Answered already, too (the customer may be on the line by now, after a 10 s wait and
+        # the answering-machine check), but one still ringing first: an answered call to the
+        # same number could be another case's call back.
+        going = ("queued", "initiated", "ringing", "in-progress")
+        live = sorted(
+            (c for c in found if str(c.status) in going),
+            key=lambda c: str(c.status) == "in-progress",
+        )
         return str(live[0].sid) if live else None
 
     def callback_status(

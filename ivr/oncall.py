@@ -40,8 +40,8 @@ from ivr.store import reading, writing
 
 RETRY_FAILED = timedelta(minutes=1)
 # A text or call Twilio's REST API takes or refuses within its client's timeouts: three tries
-# to connect at 3 s each, 1.5 s between them, and 10 s to read (`ivr.web.TwilioAdapter`), and
-# some.
+# to connect at 3 s each, a second between the last two, and 10 s to read
+# (`ivr.web.TwilioAdapter`), and some.
 SEND_AT_MOST = timedelta(seconds=25)
 
 

@@ -1315,21 +1315,63 @@ CALLBACK_CONFIRM_KEY = "2"
 CALLBACK_CONFIRM_PROMPT = "callback_confirm"
 
 
+_DIGIT_NAMES = {
+    **dict.fromkeys(("one", "一"), "1"),
+    **dict.fromkeys(("two", "二"), "2"),
+    **dict.fromkeys(("three", "三"), "3"),
+    **dict.fromkeys(("four", "四"), "4"),
+    **dict.fromkeys(("five", "五"), "5"),
+    **dict.fromkeys(("six", "六"), "6"),
+    **dict.fromkeys(("seven", "七"), "7"),
+    **dict.fromkeys(("eight", "八"), "8"),
+    **dict.fromkeys(("nine", "九"), "9"),
+    **dict.fromkeys(("zero", "零"), "0"),
+}
+# "press one", 按一 (not 按一下, "press once"): the digit, as keys_said reads it.
+_KEY_NAMED = re.compile(
+    r"(\bpress\s+(?:the\s+)?)(one|two|three|four|five|six|seven|eight|nine|zero)\b"
+    r"|(按\s*)([一二三四五六七八九零])(?!下)",
+    re.IGNORECASE,
+)
+
+
+# Where a sentence or a clause ends, in either language (the full-width marks Chinese uses).
+_SENTENCE_END = re.compile("[.;!?\u3002\uff1b\uff01\uff1f]")
+_CONFIRM = re.compile(r"confirm|确认", re.IGNORECASE)
+
+
+def _confirm_text(value: object) -> str:
+    """A `callback_confirm`'s words (an audio prompt's transcript), its digits' names as
+    digits."""
+    text = getattr(value, "text", value)
+    if not isinstance(text, str):
+        return ""
+    return _KEY_NAMED.sub(lambda m: (m[1] or m[3]) + _DIGIT_NAMES[(m[2] or m[4]).lower()], text)
+
+
+def confirm_keys(value: object) -> set[str]:
+    """The keys a `callback_confirm` names for confirming: in its sentences that say
+    confirm (确认), else anywhere in it."""
+    text = _confirm_text(value)
+    sentences = [s for s in _SENTENCE_END.split(text) if _CONFIRM.search(s)]
+    named = {k for s in sentences for k in keys_said(s)}
+    return named or set(keys_said(text))
+
+
 def callback_confirm_key(catalogs: Catalogs, language: str) -> str:
     """The key `language`'s `callback_confirm` tells the caller to press: CALLBACK_CONFIRM_KEY,
     or 1 in a catalog written before it (a version rolled back to), which must still work."""
-    text = catalogs.catalog(language).prompts.get(CALLBACK_CONFIRM_PROMPT)
-    said = keys_said(text) if isinstance(text, str) else {}
-    return "1" if "1" in said and CALLBACK_CONFIRM_KEY not in said else CALLBACK_CONFIRM_KEY
+    named = confirm_keys(catalogs.catalog(language).prompts.get(CALLBACK_CONFIRM_PROMPT))
+    return "1" if named == {"1"} else CALLBACK_CONFIRM_KEY
 
 
 def _confirm_key_said(catalogs: Catalogs) -> list[Problem]:
-    """A `callback_confirm` that does not name CALLBACK_CONFIRM_KEY: asking for 1 again, a
-    caller pressing 1 over and over on hold ends their own call."""
+    """A `callback_confirm` that does not name CALLBACK_CONFIRM_KEY alone for confirming:
+    asking for 1 again, a caller pressing 1 over and over on hold ends their own call."""
     problems = []
     for lang, cat in catalogs.by_language.items():
-        text = cat.prompts.get(CALLBACK_CONFIRM_PROMPT)
-        if isinstance(text, str) and CALLBACK_CONFIRM_KEY not in keys_said(text):
+        value = cat.prompts.get(CALLBACK_CONFIRM_PROMPT)
+        if value is not None and confirm_keys(value) != {CALLBACK_CONFIRM_KEY}:
             problems.append(
                 catalogs.problem(
                     lang,

@@ -15,12 +15,13 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
 import httpx
+import requests
 from anyio.lowlevel import RunVar
 from fastapi import (
     APIRouter,
@@ -670,8 +671,8 @@ def media_client(
 
 def rest_retries() -> Retry:
     """What is asked of Twilio's REST API again, at once: a 429 (Twilio did nothing, and says
-    it is always safe to ask again) and a connection never made; twice, about 0.5 s then 1 s
-    apart (Retry-After is not waited for: an agent or a page is waiting). Never a request
+    it is always safe to ask again) and a connection never made; twice, at once then a second
+    later (Retry-After is not waited for: an agent or a page is waiting). Never a request
     that may have reached Twilio (a read timeout, a 5xx, a connection lost after sending):
     a text would go twice, a customer be rung twice."""
     return Retry(
@@ -698,14 +699,22 @@ class TwilioAdapter(HTTPAdapter):
     and to the answer alike: three tries to connect to an unreachable Twilio at 10 s each would
     hold an agent's claim, or a page's turn (`oncall.SEND_AT_MOST`), half a minute."""
 
-    def __init__(self) -> None:
+    def __init__(self, connect_timeout: float = TWILIO_CONNECT_TIMEOUT) -> None:
         super().__init__(max_retries=rest_retries())
+        self.connect_timeout = connect_timeout
 
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        timeout = kwargs.get("timeout")
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
         if isinstance(timeout, int | float):
-            kwargs["timeout"] = (min(TWILIO_CONNECT_TIMEOUT, timeout), timeout)
-        return super().send(request, *args, **kwargs)
+            timeout = (min(self.connect_timeout, timeout), timeout)
+        return super().send(request, stream, timeout, verify, cert, proxies)
 
 
 def rest_client(settings: Settings) -> Client:

@@ -213,6 +213,7 @@ class RecordingTwilio(HttpClient):
         # The calls it placed (sid, To, From), listed by a GET of Calls.json as Twilio's
         # queued: made before `meanwhile` runs, so an answer lost there still placed one.
         self.placed: list[dict[str, str]] = []
+        self.placed_status = "queued"  # as those calls are listed
 
     def request(
         self,
@@ -244,7 +245,7 @@ class RecordingTwilio(HttpClient):
             return self._queues(query)
         if method == "GET" and where.path.endswith("/Calls.json"):
             listed = [
-                {**call, "status": "queued"}
+                {**call, "status": self.placed_status}
                 for call in self.placed
                 if call["to"] == query.get("To", call["to"])
                 and call["from"] == query.get("From", call["from"])

@@ -871,6 +871,14 @@ def test_catalogs_without_the_confirmation_take_the_first_1(
     assert case_rows(db)[0]["status"] == "callback_requested"
 
 
+@pytest.mark.parametrize(
+    "asking",
+    [
+        "To confirm, press 1.",
+        "To confirm, press one.",
+        "To confirm, press 1; to key another number, press 2.",
+    ],
+)
 def test_catalogs_that_ask_for_1_to_confirm_still_take_1(
     settings: Settings,
     hotline_tree: CompiledTree,
@@ -878,6 +886,7 @@ def test_catalogs_that_ask_for_1_to_confirm_still_take_1(
     clock: FakeClock,
     check_twiml: Callable[[str], None],
     tmp_path: Path,
+    asking: str,
 ) -> None:
     """A version rolled back to, or an operator's older catalogs, say "To confirm, press 1":
     the key the words name is the one taken, or the caller could never confirm. The tree
@@ -885,7 +894,7 @@ def test_catalogs_that_ask_for_1_to_confirm_still_take_1(
     prompts = tmp_path / "prompts"
     shutil.copytree(PROJECT_ROOT / "prompts", prompts)
     en = prompts / "en.yaml"
-    en.write_text(en.read_text().replace("To confirm, press 2.", "To confirm, press 1."))
+    en.write_text(en.read_text().replace("To confirm, press 2.", asking))
     tree = load_tree(PROJECT_ROOT / "routes" / "hotline.yaml", prompts)
     [warned] = [str(w) for w in tree.warnings if "'callback_confirm' should tell" in str(w)]
     assert warned.startswith(f"{en}:") and "press 2" in warned
@@ -893,7 +902,7 @@ def test_catalogs_that_ask_for_1_to_confirm_still_take_1(
         phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
         keys = [Press("1"), Press("0"), Press("1"), Press("1")]
         record = phone.call(ScriptedParty(keys, hold_polls=2), from_number="+15005550144")
-    assert any("To confirm, press 1" in line for line in record.heard)
+    assert any(asking in line for line in record.heard)
     assert case_rows(db)[0]["status"] == "callback_requested"
 
 

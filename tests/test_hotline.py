@@ -52,15 +52,6 @@ def call(phone: Phone, *answers: Answer, hold: int = 1):  # type: ignore[no-unty
 # -- the emergency path -----------------------------------------------------------------------
 
 
-def test_a_victim_keying_their_uid_has_fifteen_seconds_between_keys(phone: Phone) -> None:
-    """Looking their UID up in the app, or keying slowly in a panic: Twilio waits 15 s for
-    the next key (the first too) before it takes what was keyed, not its default 5 or 10."""
-    record = call(phone, Press("1"), Press("1"), Press("*"))
-    [asking] = [d for d in record.documents if 'finishOnKey="#"' in d][:1]
-    gather = etree.fromstring(asking.encode()).find("Gather")
-    assert gather is not None and gather.get("timeout") == "15"
-
-
 def test_hijacked_caller_reaches_security_queue_without_any_details(
     phone: Phone, db: Engine
 ) -> None:

@@ -299,7 +299,9 @@ def test_a_number_twilio_refuses_holds_up_no_other_callers_text(
     assert [c["ticket_text"] for c in case_rows(db)] == ["failed", "sent"]
 
 
-@pytest.mark.parametrize("failing", [(503, 20503), (429, 20429), (401, 20003), (400, 21606)])
+@pytest.mark.parametrize(
+    "failing", [(503, 20503), (429, 20429), (401, 20003), (400, 21606), (400, 21212), (404, 20404)]
+)
 def test_texts_wait_while_twilio_fails_and_go_once_it_is_back(
     line: tuple[TestClient, Phone],
     twilio_http: RecordingTwilio,
@@ -307,8 +309,9 @@ def test_texts_wait_while_twilio_fails_and_go_once_it_is_back(
     failing: tuple[int, int],
 ) -> None:
     """A surge after a hack is announced, and Twilio throttling (429) or down (503), or
-    refusing us, not the caller (401 while credentials are rotated, 21606: the caller ID
-    cannot text yet): the tickets are not lost; the round stops, says so (the timed job's
+    refusing us, not the caller (401 while credentials are rotated, 21606 or 21212: the
+    caller ID cannot text, or is not ours; a 404: the account's SID wrong): the tickets are
+    not lost; the round stops, says so (the timed job's
     outage log), and the next round after it is mended sends them all."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]

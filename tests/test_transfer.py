@@ -467,15 +467,21 @@ def called_back(client: TestClient, phone: Phone, token: str) -> int:
     return int(claimed["case"]["id"])
 
 
+@pytest.mark.parametrize("listed", ["queued", "in-progress"])
 def test_a_call_back_twilio_placed_without_answering_is_not_dialled_again(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, alice: str
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    alice: str,
+    listed: str,
 ) -> None:
     """Twilio took the call back and its answer was lost (no answer in time): it is found
     among the calls Twilio is placing to that number, and alice waits for it as for any call
-    back, rather than dialling the customer herself while Twilio rings them too. The customer
-    answers, and is put through to her."""
+    back, rather than dialling the customer herself while Twilio rings them too; answered
+    already (in-progress) too. The customer answers, and is put through to her."""
     client, phone = rest
     phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005554321")
+    twilio_http.placed_status = listed
 
     def lose_the_answer() -> None:
         twilio_http.meanwhile = None

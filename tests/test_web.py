@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import logging
 import socket
@@ -954,6 +955,34 @@ def test_the_rest_client_asks_twilio_through_that_policy() -> None:
     assert isinstance(adapter, TwilioAdapter)
     retries = adapter.max_retries
     assert (retries.total, retries.read, retries.status_forcelist) == (2, False, (429,))
+
+
+def test_a_connection_twilio_does_not_accept_is_given_up_in_seconds() -> None:
+    """A listener whose backlog is full takes no connection (as an unreachable Twilio): each
+    of the three tries waits the adapter's connect timeout, not the client's 5 s for an
+    answer, and the failure is one Twilio never saw."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filling = []
+    for _ in range(4):  # the backlog full: the next connection is never accepted
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        filling.append(sock)
+    session = requests.Session()
+    session.mount("http://", TwilioAdapter(connect_timeout=0.2))
+    started = time.monotonic()
+    try:
+        with pytest.raises(requests.exceptions.ConnectTimeout) as refused:
+            session.post(f"http://127.0.0.1:{port}/Messages.json", data={}, timeout=5)
+    finally:
+        for sock in [*filling, listener]:
+            sock.close()
+    assert time.monotonic() - started < 4  # 3 x 0.2 s and a second between, not 3 x 5 s
+    assert never_sent(refused.value)
 
 
 def test_a_slow_answer_is_waited_for_as_long_as_the_clients_timeout(
