@@ -1113,7 +1113,7 @@ class _Turn:
                 # A key said instead of pressed ("one", 按二), or "repeat": as the key.
                 digits = spoken_key(event.text)
                 if digits is None and asks_again(event.text):
-                    digits = node.repeat_key
+                    digits = node.repeat_key or ("*" if "*" in menu.by_key else None)
         if digits is not None:
             if digits == node.repeat_key:
                 self.log.append(LogEntry(name, "input", kind, option="repeat"))

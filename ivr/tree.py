@@ -589,7 +589,7 @@ _KEY_WORDS = {
     **dict.fromkeys(("pound", "hash", "井", "井号"), "#"),
 }
 _AROUND_A_KEY = re.compile(
-    r"^(?:(?:please|press|push|number|option|key|button|the|请|按|请按|选|选择|数字)\s*)*"
+    r"^(?:(?:please|press|push|number|option|key|button|the|嗯|好的|好|那就|那|我要|我选|我|请按|请|按|选择|选|数字)\s*)*"
     r"(.+?)"
     r"(?:\s*(?:key|button|please|号键|键|号|吧))*$"
 )
@@ -628,9 +628,14 @@ def spoken_key(said: str) -> str | None:
     return _KEY_WORDS.get(found[1]) if found else None
 
 
+# The politeness around a Mandarin "again" (能再说一遍吗, 请再说一遍吧).
+_ASKING_POLITELY = re.compile(r"^(?:你|请|麻烦|麻烦你|能|可以|能不能)+|(?:吗|吧|好吗|可以吗)+$")
+
+
 def asks_again(said: str) -> bool:
     """Whether all the caller said is to hear it again ("repeat", 再说一遍)."""
-    return normalise_speech(said) in _AGAIN
+    heard = normalise_speech(said)
+    return heard in _AGAIN or _ASKING_POLITELY.sub("", heard) in _AGAIN
 
 
 def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:

@@ -465,6 +465,13 @@ def test_an_upload_that_failed_hears_the_upload_advice_not_a_refused_verificatio
         ("2", "有人用我的账户下单"),
         ("2", "我收到提现成功的短信但我根本没提现"),
         ("2", "有个假客服骗我把USDT转走了"),
+        # A drainer's approval, phishing, a login that was not theirs (a Mandarin review).
+        ("2", "我的U被人授权转走了"),
+        ("2", "有人转走了我的USDT"),
+        ("2", "有人登录了,不是我"),
+        ("2", "我在钓鱼网站输入了助记词"),
+        ("2", "我被钓鱼了"),
+        ("2", "钱包被清空了"),
     ],
 )
 def test_a_victim_in_their_own_words_reaches_the_emergency_lane(
@@ -503,6 +510,43 @@ def test_an_everyday_question_is_no_emergency(phone: Phone, language_key: str, w
     assert record.queue != "security"
     notice = ("You have reached our emergency service", "这里是账户被盗紧急服务")
     assert not any(line.startswith(notice) for line in record.heard), record.heard
+
+
+@pytest.mark.parametrize(
+    ("keys", "words", "queue"),
+    [
+        # After the account-safety advice (2, 5): typed it, or gave it away: security; a "no":
+        # an account agent. After DeFi's (8, 6): approved or signed something, phished.
+        (["2", "5"], "我在上面输入了我的密码", "security"),
+        (["2", "5"], "我告诉别人了", "security"),
+        (["2", "5"], "我没有输入过密码", "account"),
+        (["8", "6"], "我授权了", "security"),
+        (["8", "6"], "被钓鱼了", "security"),
+    ],
+)
+def test_what_a_mandarin_caller_answers_after_the_safety_advice(
+    phone: Phone, keys: list[str], words: str, queue: str
+) -> None:
+    record = call(phone, Press("2"), *(Press(k) for k in keys), Speak(words), Press("*"))
+    assert record.queue == queue, record.heard
+
+
+@pytest.mark.parametrize(
+    ("keys", "words", "heard"),
+    [
+        (["2", "3", "1"], "再说一遍", "充值需要达到足够的区块确认数"),  # no repeat key: * replays
+        (["2"], "能再说一遍吗", "如果您的账户被盗"),
+        (["2"], "好的,按三", "充值和提现服务"),
+    ],
+)
+def test_a_mandarin_caller_asks_again_or_says_a_key_in_their_own_way(
+    phone: Phone, keys: list[str], words: str, heard: str
+) -> None:
+    record = call(phone, *(Press(k) for k in keys), Speak(words))
+    assert record.heard[-1].startswith(heard) or any(
+        line.startswith(heard) for line in record.heard[-2:]
+    ), record.heard
+    assert not any("没能识别" in line for line in record.heard)
 
 
 @pytest.mark.parametrize(
@@ -1804,7 +1848,7 @@ SEED_ADVICE = [
         ("1", "5", "4"),
         "For stop-loss and take-profit orders, or slippage, press 4.",
         "To limit your risk, set a stop-loss and a take-profit on each position",
-        ("before it can be liquidated", "keep some margin in reserve", "called slippage"),
+        ("before the position can be liquidated", "keep some margin in reserve", "called slippage"),
         "derivatives",
         id="en-stop-loss",
     ),
@@ -1812,7 +1856,7 @@ SEED_ADVICE = [
         ("2", "5", "4"),
         "设置止盈止损,或者滑点问题,请按4",
         "控制合约风险,建议给每个仓位都设置止盈止损",
-        ("不用等到被强平", "预留一些保证金", "这就是滑点"),
+        ("避免被强平", "预留一些保证金", "这就是滑点"),
         "derivatives",
         id="zh-stop-loss",
     ),
@@ -1820,7 +1864,7 @@ SEED_ADVICE = [
         ("1", "3", "4"),
         "To check which tokens and networks we support before you send, press 4.",
         "Before you deposit or withdraw, check in the app that we support both the token",
-        ("the minimum amount", "Compare the contract address", "send a small test first"),
+        ("the minimum amount", "never send funds to it", "send a small test first"),
         "payments",
         id="en-networks",
     ),
@@ -1828,7 +1872,7 @@ SEED_ADVICE = [
         ("2", "3", "4"),
         "转账前查询支持的币种和网络,请按4",
         "充值或提现前,请先在App里确认,我们支持这个币种",
-        ("最低充值数量", "请核对App里显示的合约地址", "建议先小额测试"),
+        ("最低充值数量", "千万不要往合约地址转账", "建议先小额测试"),
         "payments",
         id="zh-networks",
     ),
@@ -1836,15 +1880,19 @@ SEED_ADVICE = [
         ("1", "8", "6"),
         "For DeFi, press 6.",
         "DeFi products run on smart contracts, and you use them at your own risk",
-        ("check every token's contract address", "revoke approvals", "to pay gas fees"),
+        (
+            "check every token's contract address",
+            "never through a link someone sends",
+            "to pay gas fees",
+        ),
         "products",
         id="en-defi",
     ),
     pytest.param(
         ("2", "8", "6"),
         "DeFi,请按6",
-        "DeFi产品运行在智能合约上,风险需要您自己承担",
-        ("核对每个代币的合约地址", "不再使用的授权请及时取消", "用来支付Gas费"),
+        "DeFi产品运行在智能合约上,风险由您自行承担",
+        ("核对每个代币的合约地址", "不要点别人发来的取消授权链接", "用来支付Gas费"),
         "products",
         id="zh-defi",
     ),
