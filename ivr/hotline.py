@@ -247,13 +247,6 @@ def never_taken(exc: BaseException) -> bool:
     return never_sent(exc)
 
 
-@dataclass(frozen=True)
-class _Placed:
-    """A call Twilio placed, found by its sid when its answer was lost."""
-
-    sid: str
-
-
 def never_sent(exc: BaseException) -> bool:
     """Whether a REST call that raised `exc` certainly never reached Twilio: no connection
     was made (refused, a DNS failure, the connect timeout)."""
@@ -1886,7 +1879,7 @@ class Hotline:
         placing = cases.new_placing()
         self._offer(case, agent, cases.placing_offer(placing))
         try:
-            call = self.twilio.calls.create(
+            call_sid = self.twilio.calls.create(
                 to=number,
                 from_=self.settings.caller_id,
                 url=self.links.connect(case["id"], outbound=True, placing=placing),
@@ -1900,10 +1893,10 @@ class Hotline:
                 # when the customer never picks up).
                 status_callback=self.links.callback_status(case["id"], placing=placing),
                 status_callback_method="POST",
-            )
+            ).sid
         except Exception as exc:
-            placed_sid = None if never_taken(exc) else self._placed_anyway(number)
-            if placed_sid is None:
+            call_sid = None if never_taken(exc) else self._placed_anyway(number)
+            if call_sid is None:
                 # A number Twilio will not call (its geographic permissions, a bad number) or
                 # an outage: the agent has the number, and another phone.
                 self.metrics.twilio_refusals.labels("call_back").inc()
@@ -1921,12 +1914,11 @@ class Hotline:
                 case["id"],
                 type(exc).__name__,
             )
-            call = _Placed(placed_sid)
         # Its status callback must be this call's: a late one of an earlier call is not news.
         # (The customer may have answered already: the offer is connected then, and stays.)
         with self.db.connect() as conn:
             cases.set_placed(
-                conn, case_id=case["id"], agent_id=agent.id, call_sid=str(call.sid), placing=placing
+                conn, case_id=case["id"], agent_id=agent.id, call_sid=str(call_sid), placing=placing
             )
         return {"mode": cases.OFFER_CALLING, "number": number}
 

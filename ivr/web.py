@@ -690,7 +690,7 @@ def rest_retries() -> Retry:
     )
 
 
-TWILIO_CONNECT_TIMEOUT = 3.0  # seconds; a connection to api.twilio.com is made in well under
+TWILIO_CONNECT_TIMEOUT = 3.0  # seconds: a connection to api.twilio.com takes well under one
 
 
 class TwilioAdapter(HTTPAdapter):
@@ -1118,10 +1118,10 @@ class TimedJobs:
     # Jobs that may wait on Twilio's REST API run on threads of their own: not the webhooks'
     # (a slow Twilio must not hold up a caller's menu), nor the agents' (`rest_limiter`: a
     # round of texting, which lasts up to IVR_TREE_SYNC, must not hold up a claim).
-    calls_twilio = False
+    waits_on_twilio = False
 
     async def __call__(self, hotline: Hotline) -> None:
-        limiter = loop_limiter(_TWILIO_JOBS, TWILIO_JOB_THREADS) if self.calls_twilio else None
+        limiter = loop_limiter(_TWILIO_JOBS, TWILIO_JOB_THREADS) if self.waits_on_twilio else None
         for outage, job in self.jobs:
             try:
                 await anyio.to_thread.run_sync(job, hotline, limiter=limiter)
@@ -1148,7 +1148,7 @@ class Paging(TimedJobs):
     """Page the on-call if an emergency was left waiting (`Hotline.page_on_call`), every
     IVR_TREE_SYNC seconds: a job of its own, as sending may wait on Twilio's REST API."""
 
-    calls_twilio = True
+    waits_on_twilio = True
 
     def __init__(self) -> None:
         self.jobs = ((Outage("page the on-call"), Hotline.page_on_call),)
@@ -1158,7 +1158,7 @@ class Texting(TimedJobs):
     """Text callers their tickets (`Hotline.text_tickets`, IVR_TEXT_TICKETS) every
     IVR_TREE_SYNC seconds: a job of its own, as sending waits on Twilio's REST API."""
 
-    calls_twilio = True
+    waits_on_twilio = True
 
     def __init__(self) -> None:
         self.jobs = ((Outage("text callers their tickets"), Hotline.text_tickets),)
@@ -1168,7 +1168,7 @@ class Dispatching(TimedJobs):
     """Offer the cases in line to the available agents (`Hotline.dispatch`) every
     IVR_DISPATCH_INTERVAL seconds."""
 
-    calls_twilio = True
+    waits_on_twilio = True
 
     def __init__(self) -> None:
         self.jobs = ((Outage("offer cases to the available agents"), Hotline.dispatch),)
@@ -1179,7 +1179,7 @@ class Sizing(TimedJobs):
     every IVR_TREE_SYNC seconds: a queue a reload added, or one Twilio failed to size, once
     each per instance."""
 
-    calls_twilio = True
+    waits_on_twilio = True
 
     def __init__(self) -> None:
         self.jobs = ((Outage("size Twilio's queues"), Hotline.size_queues),)
