@@ -1059,12 +1059,11 @@ class _Turn:
         has_speech = any(o.speech for o in node.options) or bool(shortcuts and shortcuts.by_speech)
         # One recogniser per <Gather>; before the caller has chosen, their likely language's
         # (a caller from China says 中文, or 账户被盗, in Mandarin), else the base language's.
-        # After a miss, the next language's where their number's country names none: a
-        # Mandarin speaker from Hong Kong, Singapore, abroad is heard in it on their second.
+        # After a miss, the next language's, only where their number's country names none:
+        # a Mandarin speaker from Hong Kong, Singapore or abroad is heard in it on their
+        # second try, and a caller from China in Mandarin on every try.
         known = likely is not None and likely in catalogs.by_language
         first = likely if known and likely is not None else BASE_LANGUAGE
-        # Only where the country says nothing: a caller from China is heard in Mandarin on
-        # every try (silent first, they may still say 我的账户被盗了).
         turns = [first] if known else [first, *(c for c in catalogs.languages if c != first)]
         heard_in = turns[(state.no_input + state.invalid) % len(turns)]
         hints = [w for o in node.options for w in o.speech]
