@@ -457,11 +457,17 @@ class Page(BaseModel):
     waited_seconds: int = Field(description="how long the first of them had waited")
     result: oncall.PageResult = Field(
         description="`sent` to at least one number, `failed` (Twilio refused every number: "
-        "tried again a minute later), `logged` (no numbers set: the log's error is the alert), "
-        "`sending` (being sent, or the instance stopped while sending)"
+        "tried again a minute later), `undelivered` (Twilio took it, and its reports say it "
+        "reached none of those numbers: tried again a minute later), `logged` (no numbers "
+        "set: the log's error is the alert), `sending` (being sent, or the instance stopped "
+        "while sending)"
     )
-    sent: int = Field(description="numbers Twilio took the text for")
+    sent: int = Field(description="numbers Twilio took the text or call for")
     failed: int = Field(description="numbers it refused")
+    undelivered: int = Field(
+        description="of the numbers Twilio took it for, those its status callbacks say it "
+        "did not reach: the text undelivered, the call (IVR_PAGE_CALL) not answered"
+    )
     id: int
     next_at: datetime = Field(
         description="no page before then; the latest page may be acknowledged until then"

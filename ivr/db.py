@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -327,9 +328,14 @@ pages = Table(
     Column("case_id", Integer),  # the emergency first in line
     Column("waiting", Integer, nullable=False),  # emergencies in line
     Column("waited_seconds", Integer, nullable=False),  # by the first of them
-    Column("result", String(16), nullable=False),  # sending, sent, failed, logged
-    Column("sent", Integer, nullable=False),  # numbers Twilio took the text for
+    # sending, sent, failed, logged; undelivered (`page_sends`: Twilio took it for some
+    # numbers, and reached none of them)
+    Column("result", String(16), nullable=False),
+    Column("sent", Integer, nullable=False),  # numbers Twilio took a text or call for
     Column("failed", Integer, nullable=False),  # numbers it refused
+    # Of those it took, the numbers its reports say were not reached: the text undelivered,
+    # the call (IVR_PAGE_CALL) not answered.
+    Column("undelivered", Integer, nullable=False, server_default="0"),
     # Someone on call said they are coming (a key on the page's call, or the queue page):
     # the on-call number that answered, or the user's name.
     Column("acked_at", UTCDateTime()),
@@ -339,6 +345,25 @@ pages = Table(
     # None: a page of an earlier release, acknowledged by key or on the queue page only.
     Column("ack_code", String(8)),
     UniqueConstraint("turn"),
+)
+
+# Each text and call of a page, and what Twilio's status callback said became of it: a page
+# it took but that reached nobody (texts undelivered: a carrier's filter, a phone off the
+# network; calls unanswered) is sent again a minute later, as one it refused. Written before
+# the texts are sent, so a report that comes back at once finds its row. The on-call's own
+# numbers (IVR_PAGE_NUMBERS), not a caller's.
+page_sends = Table(
+    "page_sends",
+    metadata,
+    Column("page_id", Integer, nullable=False),
+    Column("number", String(32), nullable=False),
+    Column("by", String(8), nullable=False),  # sms, call
+    # sending, refused (by Twilio's API); sent (taken, nothing reported yet); delivered,
+    # undelivered (a text); answered, unanswered (a call)
+    Column("status", String(16), nullable=False),
+    Column("error", String(8)),  # Twilio's ErrorCode for a text not delivered (30003...)
+    Column("at", UTCDateTime(), nullable=False),  # of the status
+    PrimaryKeyConstraint("page_id", "number", "by"),
 )
 
 # Calls with agents that Twilio recorded (IVR_RECORD_AGENT_CALLS): where the audio is (at

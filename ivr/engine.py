@@ -74,6 +74,7 @@ AGENT_ACCEPT_PATH = "/twilio/agent-accept"
 RECORDING_PATH = "/twilio/recording"
 TRANSFER_PATH = "/twilio/transfer"
 PAGE_ACK_PATH = "/twilio/page-ack"
+PAGE_STATUS_PATH = "/twilio/page-status"
 ACCEPT_KEY = "1"
 
 # Nodes in one turn; the loader refuses cycles and longer runs, this is the backstop.
@@ -175,6 +176,9 @@ class Links:
         if again:
             return self._url(PAGE_ACK_PATH, page=page_id, again=1)
         return self._url(PAGE_ACK_PATH, page=page_id)
+
+    def page_status(self, page_id: int, by: str) -> str:
+        return self._url(PAGE_STATUS_PATH, page=page_id, by=by)
 
     def callback_status(self, case_id: int, *, placing: str) -> str:
         # The placement: a late report of an earlier call back of the case is not this one's.

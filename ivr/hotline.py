@@ -2684,14 +2684,20 @@ class Hotline:
         )
         if counted and not self.staffing.agents:
             after = timedelta(0)
-        sends = len(self.settings.page_numbers) * (2 if self.settings.page_call else 1)
+        ways: tuple[oncall.By, ...] = ("sms", "call") if self.settings.page_call else ("sms",)
+        to = [(number, by) for number in self.settings.page_numbers for by in ways]
         code = oncall.new_ack_code()
         with self.db.connect() as conn:
             late = oncall.overdue(conn, now=now, after=after)
             if late is None:
                 return None
             page_id = oncall.take_turn(
-                conn, now=now, overdue=late, sending=oncall.sending_at_most(sends), ack_code=code
+                conn,
+                now=now,
+                overdue=late,
+                sending=oncall.sending_at_most(len(to)),
+                ack_code=code,
+                to=to,
             )
         if page_id is None:
             return None
@@ -2708,45 +2714,41 @@ class Hotline:
             speech = oncall.page_speech(
                 late, available=self.staffing.available, at_work=self.staffing.agents
             )
-        sent, failed = self._page(page_id, text, speech)
-        result: oncall.PageResult = "sent" if sent else "failed" if failed else "logged"
+        refused = self._page(page_id, text, speech, to)
         repeat = timedelta(seconds=self.settings.page_repeat_seconds)
         with self.db.connect() as conn:
-            oncall.record(
-                conn,
-                page_id=page_id,
-                result=result,
-                sent=sent,
-                failed=failed,
-                now=self.clock(),
-                next_at=now + repeat,
+            result = oncall.record(
+                conn, page_id=page_id, refused=refused, now=self.clock(), next_at=now + repeat
             )
         if result == "logged":
             log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)
         elif result == "failed":
             log.error("%s (no on-call number could be paged; trying again in a minute)", text)
+        elif result == "undelivered":
+            log.error("%s (it reached no on-call number; trying again in a minute)", text)
         else:
-            log.warning("%s (sent to %d on-call numbers)", text, sent)
+            took = len({number for number, _ in to} - {number for number, _ in refused})
+            log.warning("%s (sent to %d on-call numbers)", text, took)
         return page_id
 
-    def _page(self, page_id: int, text: str, speech: str | None) -> tuple[int, int]:
-        """Text each on-call number (and ring it, to hear `speech`, with IVR_PAGE_CALL): how
-        many numbers Twilio took a text or a call for, and how many neither."""
+    def _page(
+        self, page_id: int, text: str, speech: str | None, to: list[tuple[str, oncall.By]]
+    ) -> list[tuple[str, oncall.By]]:
+        """Text each on-call number (and ring it, to hear `speech`, with IVR_PAGE_CALL), each
+        with a status callback (`page_reported`): those Twilio refused."""
         twiml = None
         if speech:
             twiml = engine.page_call_twiml(speech, action=self.links.page_ack(page_id))
-        sent = failed = 0
-        for number in self.settings.page_numbers:
-            reached = False
-            for by, content in (("sms", text), ("call", twiml)):
-                if content is None:
-                    continue
-                took = self._send_on_call(by, number, content)
-                self.metrics.pages.labels(by, "sent" if took else "failed").inc()
-                reached = reached or took
-            sent += reached
-            failed += not reached
-        return sent, failed
+        refused = []
+        for number, by in to:
+            content = text if by == "sms" else twiml
+            if content is None:
+                continue
+            took = self._send_on_call(by, number, content, self.links.page_status(page_id, by))
+            self.metrics.pages.labels(by, "sent" if took else "failed").inc()
+            if not took:
+                refused.append((number, by))
+        return refused
 
     def _rest(self) -> TwilioRest:
         """The REST client for a text or call the hotline sends itself; RuntimeError without
@@ -2755,21 +2757,66 @@ class Hotline:
             raise RuntimeError("no Twilio REST client (TWILIO_ACCOUNT_SID)")
         return self.twilio
 
-    def _send_on_call(self, by: str, number: str, content: str) -> bool:
+    def _send_on_call(
+        self, by: str, number: str, content: str, status_callback: str | None = None
+    ) -> bool:
         """A text (`content`, its body) or a call (`content`, its TwiML) to an on-call number;
         whether Twilio took it."""
+        # Twilio's default call events: `completed` only, which says answered or not.
+        reports: dict[str, str] = {"status_callback": status_callback} if status_callback else {}
         try:
             twilio = self._rest()
             if by == "sms":
-                twilio.messages.create(to=number, from_=self.settings.caller_id, body=content)
+                twilio.messages.create(
+                    to=number, from_=self.settings.caller_id, body=content, **reports
+                )
             else:
-                twilio.calls.create(to=number, from_=self.settings.caller_id, twiml=content)
+                twilio.calls.create(
+                    to=number, from_=self.settings.caller_id, twiml=content, **reports
+                )
         except Exception as exc:
             log.warning(
                 "Twilio refused to reach an on-call number by %s (%s)", by, type(exc).__name__
             )
             return False
         return True
+
+    def page_reported(
+        self, page_id: int, by: oncall.By, number: str, status: str, error: str | None
+    ) -> oncall.Report | None:
+        """Twilio's status callback for a page's text or call to `number`: a page that reached
+        none of the numbers it was taken for is sent again a minute later (`oncall`)."""
+        with self.db.connect() as conn:
+            report = oncall.reported(
+                conn,
+                page_id=page_id,
+                number=number,
+                by=by,
+                status=status,
+                error=error,
+                now=self.clock(),
+            )
+        if report is None:
+            return None
+        self.metrics.page_reports.labels(by, report.status).inc()
+        if report.status in ("undelivered", "unanswered"):
+            what = "text" if by == "sms" else "call"
+            why = f" (Twilio error {error})" if error and by == "sms" else ""
+            log.warning(
+                "the page's %s to the on-call number ending %s was %s%s",
+                what,
+                last4(number),
+                report.status,
+                why,
+            )
+        if report.reached_nobody:
+            log.error(
+                "the page of %s reached none of the %d on-call numbers Twilio took it for; "
+                "paging again in a minute",
+                report.page_at.strftime("%H:%M:%S UTC"),
+                report.sent,
+            )
+        return report
 
     def acknowledge_page(
         self, page_id: int, by: str, *, how: str, but: str | None = None

@@ -131,6 +131,13 @@ class Metrics:
             ["by", "result"],
             registry=self.registry,
         )
+        self.page_reports = Counter(
+            "ivr_page_reports",
+            "what Twilio's status callbacks said became of a page's texts (`sms`: `delivered`, "
+            "`undelivered`) and calls (`call`: `answered`, `unanswered`)",
+            ["by", "result"],
+            registry=self.registry,
+        )
         self.page_acks = Counter(
             "ivr_page_acks",
             "pages acknowledged by someone coming: a key on the page's call (`phone`), its "

@@ -21,12 +21,19 @@ Someone on call acknowledges a page, by pressing 1 on its call, by texting back 
 text gives, or from the queue page (`acknowledge`): everyone sees who is coming, the other
 numbers are told, and the next page waits IVR_PAGE_REPEAT from then. It still comes if
 emergencies are waiting then: whoever said they were coming may not have got there.
+
+Twilio taking a text is not the on-call reading it: a carrier filters it, a phone is off the
+network, a call rings out. Each text and call of a page is a row of `page_sends`, and its
+status callback says what became of it (`reported`). A page that reached none of the
+numbers Twilio took it for is sent again after RETRY_FAILED, as one Twilio refused, unless
+someone acknowledged it meanwhile.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -34,7 +41,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, case, desc, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ivr.db import cases, pages
+from ivr.db import cases, page_sends, pages
 from ivr.numbers import last4
 from ivr.store import reading, writing
 
@@ -50,7 +57,27 @@ def sending_at_most(sends: int) -> timedelta:
     return SEND_AT_MOST * sends + timedelta(seconds=30)
 
 
-PageResult = Literal["sending", "sent", "failed", "logged"]
+PageResult = Literal["sending", "sent", "failed", "undelivered", "logged"]
+By = Literal["sms", "call"]
+# What Twilio's status callbacks say became of a text (MessageStatus) or a call (CallStatus):
+# only what is final. A text's `sent` is the carrier taking it; `delivered` the phone.
+_FINAL: dict[str, dict[str, str]] = {
+    "sms": {
+        "delivered": "delivered",
+        "read": "delivered",
+        "undelivered": "undelivered",
+        "failed": "undelivered",
+    },
+    "call": {
+        "completed": "answered",
+        "busy": "unanswered",
+        "no-answer": "unanswered",
+        "failed": "unanswered",
+        "canceled": "unanswered",
+    },
+}
+_NOT_REACHED = ("refused", "undelivered", "unanswered")
+_TAKEN = ("sending", "sent", "delivered", "undelivered", "answered", "unanswered")
 
 
 @dataclass(frozen=True)
@@ -119,12 +146,14 @@ def take_turn(
     overdue: Overdue,
     sending: timedelta,
     ack_code: str | None = None,
+    to: Sequence[tuple[str, By]] = (),
 ) -> int | None:
     """The page's turn, if it is due (no page yet, or the last one's `next_at` has come) and
     no other instance took it first: the new page's id. None otherwise. The turn holds the
     next one back for `sending` only (the longest its texts and calls may take), and `record`
     then for IVR_PAGE_REPEAT: an instance that stops while sending loses the page for no
-    longer than that. `ack_code`: what replying to its text with acknowledges it."""
+    longer than that. `ack_code`: what replying to its text with acknowledges it. `to`: the
+    texts and calls it is about to send, (number, by) each, whose reports `reported` keeps."""
     try:
         with writing(conn):
             # Locked: an acknowledgement of the last page being written meanwhile is seen.
@@ -155,32 +184,183 @@ def take_turn(
                 )
                 .returning(pages.c.id)
             ).scalar_one()
+            if to:
+                conn.execute(
+                    insert(page_sends),
+                    [
+                        {
+                            "page_id": page_id,
+                            "number": number,
+                            "by": by,
+                            "status": "sending",
+                            "at": now,
+                        }
+                        for number, by in to
+                    ],
+                )
             return page_id
     except IntegrityError:
         return None  # another instance wrote this turn first: it pages
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Of a page's numbers: those Twilio took a text or call for (`sent`), those it refused
+    both (`failed`), and of the first, those its reports say neither reached."""
+
+    sent: int
+    failed: int
+    undelivered: int
+
+
+def _reach(conn: Connection, *, page_id: int) -> Reach:
+    numbers = conn.execute(
+        select(
+            page_sends.c.number,
+            func.sum(case((page_sends.c.status.in_(_TAKEN), 1), else_=0)).label("taken"),
+            func.sum(case((page_sends.c.status.in_(_NOT_REACHED), 0), else_=1)).label("maybe"),
+        )
+        .where(page_sends.c.page_id == page_id)
+        .group_by(page_sends.c.number)
+    ).all()
+    taken = [n for n in numbers if n.taken]
+    return Reach(
+        sent=len(taken),
+        failed=len(numbers) - len(taken),
+        undelivered=sum(1 for n in taken if not n.maybe),
+    )
+
+
+def _result(reach: Reach) -> PageResult:
+    if reach.sent and reach.undelivered == reach.sent:
+        return "undelivered"
+    return "sent" if reach.sent else "failed" if reach.failed else "logged"
+
+
+def _settle(conn: Connection, *, page_id: int, now: datetime, next_at: datetime | None) -> Reach:
+    """The page's counts and result from its rows, and when the next may come: `next_at`
+    (None: as it was), or after RETRY_FAILED when it reached no number. Inside `writing`."""
+    reach = _reach(conn, page_id=page_id)
+    result = _result(reach)
+    values: dict[str, Any] = {
+        "result": result,
+        "sent": reach.sent,
+        "failed": reach.failed,
+        "undelivered": reach.undelivered,
+    }
+    if result in ("failed", "undelivered"):
+        due: Any = literal(now + RETRY_FAILED, pages.c.next_at.type)
+        if next_at is None:  # reported later: never put the next page off
+            due = case((pages.c.next_at < due, pages.c.next_at), else_=due)
+    elif next_at is not None:
+        due = literal(next_at, pages.c.next_at.type)
+    else:
+        due = pages.c.next_at
+    # Acknowledged (the first number pressed 1 while the next was texted, or before the
+    # report came): the acknowledgement's hold stands.
+    values["next_at"] = case(
+        (pages.c.acked_at.is_not(None) & (pages.c.next_at > due), pages.c.next_at), else_=due
+    )
+    conn.execute(update(pages).where(pages.c.id == page_id).values(**values))
+    return reach
 
 
 def record(
     conn: Connection,
     *,
     page_id: int,
-    result: PageResult,
-    sent: int,
-    failed: int,
+    refused: Sequence[tuple[str, By]],
     now: datetime,
     next_at: datetime,
-) -> None:
-    """What became of a page, and when the next may come: `next_at`, or after RETRY_FAILED
-    when it reached no number."""
-    values: dict[str, Any] = {"result": result, "sent": sent, "failed": failed}
-    due = literal(now + RETRY_FAILED if result == "failed" else next_at, pages.c.next_at.type)
-    # Acknowledged while it was being sent (the first number pressed 1 while the next was
-    # texted): the acknowledgement's hold stands.
-    values["next_at"] = case(
-        (pages.c.acked_at.is_not(None) & (pages.c.next_at > due), pages.c.next_at), else_=due
-    )
+) -> PageResult:
+    """What became of a page's sends (Twilio took them but `refused`), and when the next may
+    come: `next_at`, or after RETRY_FAILED when it reached no number (refused, or reported
+    not reached already). The page's result."""
     with writing(conn):
-        conn.execute(update(pages).where(pages.c.id == page_id).values(**values))
+        for number, by in refused:
+            conn.execute(
+                update(page_sends)
+                .where(
+                    page_sends.c.page_id == page_id,
+                    page_sends.c.number == number,
+                    page_sends.c.by == by,
+                )
+                .values(status="refused", at=now)
+            )
+        conn.execute(
+            update(page_sends)
+            .where(page_sends.c.page_id == page_id, page_sends.c.status == "sending")
+            .values(status="sent", at=now)
+        )
+        return _result(_settle(conn, page_id=page_id, now=now, next_at=next_at))
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a status callback changed: the send's new status, and whether it left the page
+    (sent, not acknowledged) reaching nobody it was taken for."""
+
+    status: str
+    page_at: datetime
+    reached_nobody: bool
+    undelivered: int
+    sent: int
+
+
+def reported(
+    conn: Connection,
+    *,
+    page_id: int,
+    number: str,
+    by: By,
+    status: str,
+    error: str | None,
+    now: datetime,
+) -> Report | None:
+    """Twilio's status callback for one of a page's texts or calls: kept if final (and the
+    first final one: a report delivered twice counts once). None when it changes nothing
+    (not final, already known, no such send)."""
+    final = _FINAL[by].get(status)
+    if final is None:
+        return None
+    with writing(conn):
+        # Locked in the order `take_turn` and `acknowledge` lock: the latest page first.
+        conn.execute(select(pages.c.id).order_by(desc(pages.c.turn)).limit(1).with_for_update())
+        page = conn.execute(
+            select(pages.c.at, pages.c.result, pages.c.acked_at)
+            .where(pages.c.id == page_id)
+            .with_for_update()
+        ).first()
+        if page is None:
+            return None
+        changed = conn.execute(
+            update(page_sends)
+            .where(
+                page_sends.c.page_id == page_id,
+                page_sends.c.number == number,
+                page_sends.c.by == by,
+                page_sends.c.status.in_(("sending", "sent")),
+            )
+            .values(status=final, error=error if final == "undelivered" else None, at=now)
+        ).rowcount
+        if not changed:
+            return None
+        if page.result == "sending":  # `record` settles it
+            return Report(final, page.at, False, 0, 0)
+        reach = _settle(conn, page_id=page_id, now=now, next_at=None)
+    nobody = _result(reach) == "undelivered" and page.acked_at is None
+    return Report(final, page.at, nobody, reach.undelivered, reach.sent)
+
+
+def sends(conn: Connection, *, page_id: int) -> list[dict[str, Any]]:
+    """A page's texts and calls, and what became of each."""
+    with reading(conn):
+        rows = conn.execute(
+            select(page_sends)
+            .where(page_sends.c.page_id == page_id)
+            .order_by(page_sends.c.number, page_sends.c.by)
+        ).mappings()
+        return [dict(r) for r in rows]
 
 
 ACK_KEY = "1"  # on the page's call: "I am coming"
@@ -272,6 +452,7 @@ _PAGES = select(
     pages.c.result,
     pages.c.sent,
     pages.c.failed,
+    pages.c.undelivered,
     pages.c.acked_at,
     pages.c.acked_by,
     cases.c.ticket,

@@ -308,6 +308,46 @@ class Phone:
             session.post(placed["StatusCallback"], {"CallStatus": "completed"}, expect_twiml=False)
         return record
 
+    def ring_out(
+        self, placed: Mapping[str, str], status: str = "no-answer", *, call_sid: str | None = None
+    ) -> int:
+        """A call the hotline placed that nobody answered (`status`: no-answer, busy, failed,
+        canceled), as its StatusCallback hears it (`call_sid`: the sid Twilio answered it
+        with): the HTTP status of that request."""
+        params = {
+            "AccountSid": self.account_sid,
+            "CallSid": call_sid or "CA" + uuid.uuid4().hex,
+            "From": placed["From"],
+            "To": placed["To"],
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+            "CallStatus": status,
+            "CallDuration": "0",
+        }
+        return self.signed_post(placed["StatusCallback"], params).status_code
+
+    def text_reported(
+        self, sent: Mapping[str, str], status: str, *, error_code: str | None = None
+    ) -> int:
+        """What became of a text the hotline sent (`sent`: the form it posted to
+        Messages.json), as Twilio posts it to the text's StatusCallback: `status` (sent,
+        delivered, undelivered, failed), and for a text not delivered its ErrorCode (30003:
+        unreachable, 30007: filtered...). The HTTP status of that request."""
+        sid = "SM" + uuid.uuid4().hex
+        params = {
+            "AccountSid": self.account_sid,
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "From": sent["From"],
+            "To": sent["To"],
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "ApiVersion": "2010-04-01",
+        }
+        if error_code is not None:
+            params["ErrorCode"] = error_code
+        return self.signed_post(sent["StatusCallback"], params).status_code
+
     def text(
         self,
         body: str,

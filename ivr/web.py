@@ -334,6 +334,7 @@ TWILIO_PATHS = frozenset(
         "connect",
         "agent-accept",
         "page-ack",
+        "page-status",
         "sms",
         "callback-status",
         "recording",
@@ -346,7 +347,7 @@ TWILIO_PATHS = frozenset(
 # Requests of a caller holding in a queue (its wait URL, the call-back offer's keys).
 HOLDING_PATHS = frozenset({"/twilio/wait", "/twilio/callback-request", "/twilio/callback-number"})
 CALLBACK_PATHS = frozenset(
-    {"/twilio/status", "/twilio/callback-status", "/twilio/recording"}
+    {"/twilio/status", "/twilio/callback-status", "/twilio/recording", "/twilio/page-status"}
 )  # answered 204
 Step = Annotated[int | None, Query(alias="s", ge=0, le=1_000_000)]
 
@@ -593,6 +594,24 @@ def sms(form: TwilioForm, hotline: HotlineDep) -> Response:
         log.exception("a text to the hotline was not answered")
         reply = None
     return _twiml(engine.text_reply_twiml(reply))
+
+
+@router.post("/page-status", status_code=204)
+def page_status(
+    form: TwilioForm,
+    hotline: HotlineDep,
+    page: Annotated[int, Query(ge=1, le=MAX_INT)],
+    by: Annotated[oncall.By, Query()],
+) -> Response:
+    """The status callback of a page's text (MessageStatus) or call (CallStatus) to an
+    on-call number, its `To`: a page that reached nobody is sent again a minute later."""
+    status = _text(form, "MessageStatus" if by == "sms" else "CallStatus", 32)
+    try:
+        error = _text(form, "ErrorCode", 8) or None
+        hotline.page_reported(page, by, _text(form, "To", 32), status, error)
+    except Exception:
+        log.exception("the report of page %s's %s was not recorded", page, by)
+    return Response(status_code=204)
 
 
 @router.post("/page-ack")

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -671,15 +672,18 @@ def test_a_page_call_acknowledges_only_with_1(
     first, second = placed_calls(twilio_http)
     texted = len(texts(twilio_http))
     voicemail = phone.answer(first, ScriptedParty([Silent()]))
-    assert voicemail.ended_by == "hotline" and len(voicemail.requests) == 0
+    keys = {"page-ack"}  # what the call asked; its status callback reports it answered
+    asked = [url for url, _ in voicemail.requests if urlsplit(url).path.rsplit("/")[-1] in keys]
+    assert voicemail.ended_by == "hotline" and asked == []
     fumbled = phone.answer(second, ScriptedParty([Press("5"), Press("9"), Press("1")]))
     assert fumbled.heard[-3:] == [
         "That was not 1.",
         "Press 1 if you are coming.",
         "That was not 1 either. Goodbye.",
     ]
-    assert fumbled.ended_by == "hotline" and len(fumbled.requests) == 2
-    first_key, second_key = (url for url, _ in fumbled.requests)
+    asked = [url for url, _ in fumbled.requests if urlsplit(url).path.rsplit("/")[-1] in keys]
+    assert fumbled.ended_by == "hotline" and len(asked) == 2
+    first_key, second_key = asked
     assert first_key.startswith(f"{PUBLIC_URL}/twilio/page-ack?page=")
     assert second_key == first_key + "&again=1"
     assert page_rows(db)[0]["acked_at"] is None and len(texts(twilio_http)) == texted
@@ -854,3 +858,224 @@ def test_only_the_latest_page_can_be_acknowledged(
     first, second = page_rows(db)
     assert first["acked_at"] is None and second["acked_by"] == ON_CALL[0]
     assert second["next_at"] == clock() + timedelta(seconds=900) > held
+
+
+# -- what became of a page: Twilio's status callbacks --------------------------------------
+
+
+def test_a_page_whose_texts_are_not_delivered_is_sent_again_a_minute_later(
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Twilio took both texts, but a carrier filtered one (30007) and the other phone is off
+    the network (30003): nobody was woken. Once both reports are in, the page is sent again a
+    minute later, as one Twilio refused, not after IVR_PAGE_REPEAT (15 min). The same report
+    delivered twice counts once; a supervisor sees which page reached nobody."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    first, second = texts(twilio_http)
+    assert first["StatusCallback"] != second["StatusCallback"] or first["To"] != second["To"]
+    clock.advance(seconds=20)
+    assert phone.text_reported(first, "sent") == 204  # the carrier took it: nothing yet
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ivr.hotline"):
+        assert phone.text_reported(first, "undelivered", error_code="30007") == 204
+        assert phone.text_reported(first, "undelivered", error_code="30007") == 204
+    [page] = page_rows(db)
+    assert (page["result"], page["sent"], page["undelivered"]) == ("sent", 2, 1)
+    assert page["next_at"] == page["at"] + timedelta(seconds=900)  # the other may be read
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        "the page's text to the on-call number ending 0100 was undelivered (Twilio error 30007)"
+    ]
+    clock.advance(seconds=10)
+    with caplog.at_level(logging.ERROR, logger="ivr.hotline"):
+        assert phone.text_reported(second, "failed", error_code="30003") == 204
+    [page] = page_rows(db)
+    assert (page["result"], page["undelivered"]) == ("undelivered", 2)
+    assert page["next_at"] == clock() + oncall.RETRY_FAILED
+    assert any(
+        r.levelno == logging.ERROR and "reached none of the 2 on-call numbers" in r.getMessage()
+        for r in caplog.records
+    )
+    sam = make_user(db, "sam", "supervisor")
+    [listed] = client.get("/api/oncall/pages", headers=bearer(sam)).json()
+    assert (listed["result"], listed["sent"], listed["undelivered"]) == ("undelivered", 2, 2)
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    assert (
+        "it reached none of the 2 numbers Twilio took it for"
+        in client.get("/dashboard/queue/rows").text
+    )
+    metrics = client.get("/metrics").text
+    assert 'ivr_page_reports_total{by="sms",result="undelivered"} 2.0' in metrics
+
+    clock.advance(seconds=59)
+    assert look(hotline) is None
+    clock.advance(seconds=1)
+    assert look(hotline) is not None
+    assert [t["To"] for t in texts(twilio_http)[2:]] == list(ON_CALL)
+    assert [p["result"] for p in page_rows(db)] == ["undelivered", "sent"]
+
+
+def test_a_page_read_by_one_number_waits_its_repeat(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """One text was delivered, the other not: someone has it, and the page waits its
+    IVR_PAGE_REPEAT; the supervisor sees the number it did not reach."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    first, second = texts(twilio_http)
+    assert phone.text_reported(second, "delivered") == 204
+    assert phone.text_reported(first, "undelivered", error_code="30003") == 204
+    [page] = page_rows(db)
+    assert (page["result"], page["sent"], page["undelivered"]) == ("sent", 2, 1)
+    sam = make_user(db, "sam", "supervisor")
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    assert (
+        "texted to 2 numbers, <strong>1 not reached</strong>"
+        in client.get("/dashboard/queue/rows").text
+    )
+    clock.advance(minutes=14)
+    assert look(hotline) is None
+    clock.advance(minutes=1)
+    assert look(hotline) is not None
+
+
+def test_an_acknowledged_page_that_reached_nobody_else_is_not_sent_again_early(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A supervisor said they are coming (on the queue page); the texts' reports come after,
+    both undelivered: whoever is coming is coming, and the acknowledgement's hold stands."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    page_id = look(hotline)
+    sam = make_user(db, "sam", "supervisor")
+    acked = client.post(f"/api/oncall/pages/{page_id}/ack", headers=bearer(sam))
+    assert acked.status_code == 200, acked.text
+    for sent in texts(twilio_http)[:2]:
+        assert phone.text_reported(sent, "undelivered", error_code="30003") == 204
+    [page] = page_rows(db)
+    assert (page["result"], page["acked_by"]) == ("undelivered", "sam")
+    assert page["next_at"] == page["acked_at"] + timedelta(seconds=900)
+    clock.advance(minutes=2)
+    assert look(hotline) is None
+
+
+def test_a_report_while_the_page_is_still_being_sent_is_kept(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """The first text is reported undelivered at once, while the hotline still texts the
+    second number: the report is not lost, and when the second is reported too the page is
+    sent again a minute later."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    reported: list[int] = []
+
+    def first_fails_meanwhile() -> None:
+        sent = texts(twilio_http)
+        if len(sent) == 2 and not reported:  # the second text is being sent
+            reported.append(phone.text_reported(sent[0], "undelivered", error_code="30005"))
+
+    twilio_http.meanwhile = first_fails_meanwhile
+    assert look(hotline) is not None
+    twilio_http.meanwhile = None
+    assert reported == [204]
+    [page] = page_rows(db)
+    assert (page["result"], page["undelivered"]) == ("sent", 1)
+    assert phone.text_reported(texts(twilio_http)[1], "undelivered", error_code="30005") == 204
+    assert page_rows(db)[0]["result"] == "undelivered"
+    clock.advance(seconds=60)
+    assert look(hotline) is not None
+
+
+def test_a_page_reported_unreached_before_it_is_recorded_is_sent_again_early(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """With one on-call number, its text is reported undelivered before the hotline has
+    recorded what it sent: the record must not put the next page off for 15 minutes."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hotline.settings = hotline.settings.model_copy(update={"page_numbers": [ON_CALL[0]]})
+    hijacked(phone)
+    clock.advance(seconds=5)
+    sent_before: list[int] = []
+    real_send = hotline._send_on_call
+
+    def send_then_report(*args: Any, **kwargs: Any) -> bool:
+        took: bool = real_send(*args, **kwargs)
+        [sent] = texts(twilio_http)
+        sent_before.append(phone.text_reported(sent, "undelivered", error_code="30003"))
+        return took
+
+    hotline._send_on_call = send_then_report
+    assert look(hotline) is not None
+    assert sent_before == [204]
+    [page] = page_rows(db)
+    assert (page["result"], page["sent"], page["undelivered"]) == ("undelivered", 1, 1)
+    assert page["next_at"] == clock() + oncall.RETRY_FAILED
+
+
+@pytest.mark.parametrize(
+    ("call_status", "again_in_a_minute"),
+    [("no-answer", True), ("busy", True), ("completed", False)],
+)
+def test_with_page_call_a_page_reached_nobody_when_texts_and_calls_both_failed(
+    ringing: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    call_status: str,
+    again_in_a_minute: bool,
+) -> None:
+    """IVR_PAGE_CALL: a number is reached if its text was delivered or its call answered.
+    Both texts undelivered: the page reached nobody only once both calls rang out too."""
+    client, phone = ringing
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    for sent in texts(twilio_http):
+        assert phone.text_reported(sent, "undelivered", error_code="30003") == 204
+    first, second = placed_calls(twilio_http)
+    assert phone.ring_out(first) == 204
+    assert page_rows(db)[0]["result"] == "sent"  # the second phone may still ring
+    if call_status == "completed":
+        phone.answer(second, ScriptedParty([Silent()]))
+    else:
+        assert phone.ring_out(second, call_status) == 204
+    [page] = page_rows(db)
+    assert page["result"] == ("undelivered" if again_in_a_minute else "sent")
+    clock.advance(seconds=60)
+    assert (look(hotline) is not None) == again_in_a_minute
+
+
+def test_a_report_for_no_such_page_or_number_changes_nothing(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    page_id = look(hotline)
+    [sent, _] = texts(twilio_http)
+    stranger = {**sent, "To": "+15005550199"}
+    assert phone.text_reported(stranger, "undelivered", error_code="30003") == 204
+    elsewhere = {
+        **sent,
+        "StatusCallback": sent["StatusCallback"].replace(f"page={page_id}", "page=999"),
+    }
+    assert phone.text_reported(elsewhere, "undelivered", error_code="30003") == 204
+    assert (page_rows(db)[0]["result"], page_rows(db)[0]["undelivered"]) == ("sent", 0)
