@@ -1002,10 +1002,15 @@ def test_a_report_while_the_page_is_still_being_sent_is_kept(
 
 
 def test_a_page_reported_unreached_before_it_is_recorded_is_sent_again_early(
-    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With one on-call number, its text is reported undelivered before the hotline has
-    recorded what it sent: the record must not put the next page off for 15 minutes."""
+    recorded what it sent: the record must not put the next page off for 15 minutes, and
+    says so once (the report does not, before it)."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     hotline.settings = hotline.settings.model_copy(update={"page_numbers": [ON_CALL[0]]})
@@ -1021,8 +1026,11 @@ def test_a_page_reported_unreached_before_it_is_recorded_is_sent_again_early(
         return took
 
     hotline._send_on_call = send_then_report
-    assert look(hotline) is not None
+    with caplog.at_level(logging.ERROR, logger="ivr.hotline"):
+        assert look(hotline) is not None
     assert sent_before == [204]
+    [alert] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "(it reached no on-call number; trying again in a minute)" in alert
     [page] = page_rows(db)
     assert (page["result"], page["sent"], page["undelivered"]) == ("undelivered", 1, 1)
     assert page["next_at"] == clock() + oncall.RETRY_FAILED
