@@ -2685,7 +2685,9 @@ class Hotline:
         if counted and not self.staffing.agents:
             after = timedelta(0)
         ways: tuple[oncall.By, ...] = ("sms", "call") if self.settings.page_call else ("sms",)
-        to = [(number, by) for number in self.settings.page_numbers for by in ways]
+        # Every text first, then the calls: the second number's text must not wait for the
+        # first number's call to be placed.
+        to = [(number, by) for by in ways for number in self.settings.page_numbers]
         code = oncall.new_ack_code()
         with self.db.connect() as conn:
             late = oncall.overdue(conn, now=now, after=after)
@@ -2715,10 +2717,11 @@ class Hotline:
                 late, available=self.staffing.available, at_work=self.staffing.agents
             )
         refused = self._page(page_id, text, speech, to)
-        repeat = timedelta(seconds=self.settings.page_repeat_seconds)
+        # Until someone says they are coming; their acknowledgement holds IVR_PAGE_REPEAT.
+        unacked = timedelta(seconds=self.settings.page_unacked_seconds)
         with self.db.connect() as conn:
             result = oncall.record(
-                conn, page_id=page_id, refused=refused, now=self.clock(), next_at=now + repeat
+                conn, page_id=page_id, refused=refused, now=self.clock(), next_at=now + unacked
             )
         if result == "logged":
             log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)

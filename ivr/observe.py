@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 
 from ivr.db import calls, cases
 
@@ -216,21 +216,38 @@ class _FromDatabase(Collector):
             "ivr_queue_depth", "cases waiting for an agent", labels=["priority"]
         )
         longest = GaugeMetricFamily(
-            "ivr_longest_wait_seconds", "longest wait among them", labels=["priority"]
+            "ivr_longest_wait_seconds",
+            "longest wait among them; for emergencies as the on-call are paged for it: from "
+            "the victim's place in line, leaving out a call back held for its retry time",
+            labels=["priority"],
+        )
+        up = GaugeMetricFamily(
+            "ivr_database_up",
+            "1 if this scrape read the database; 0 if it could not (the other gauges are "
+            "left out then: an alert on the lane's wait sees no data, this one fires)",
         )
         now = self.clock()
+        # As `ivr.oncall.overdue` counts it, so that the gauge and the page agree: a victim
+        # who called again keeps their first place (`sort_at`), and a call back nobody may
+        # take before its retry time is nobody's delay yet.
+        ready = cases.c.not_before.is_(None) | (cases.c.not_before <= now)
+        started = case((cases.c.lane == 0, cases.c.sort_at), else_=cases.c.created_at)
         try:
             with self.db.connect() as conn:
                 open_calls = conn.execute(
                     select(func.count()).select_from(calls).where(calls.c.ended_at.is_(None))
                 ).scalar_one()
                 waiting = conn.execute(
-                    select(cases.c.priority, func.count(), func.min(cases.c.created_at))
+                    select(cases.c.priority, func.count(), func.min(case((ready, started))))
                     .where(cases.c.queued == 1)
                     .group_by(cases.c.priority)
                 ).all()
         except Exception:
+            up.add_metric([], 0)
+            yield up
             return  # the database is down: no gauges rather than a failed scrape
+        up.add_metric([], 1)
+        yield up
         in_progress.add_metric([], open_calls)
         seen = {row[0]: row for row in waiting}
         for priority in ("emergency", "high", "normal"):

@@ -46,10 +46,11 @@ from ivr.numbers import last4
 from ivr.store import reading, writing
 
 RETRY_FAILED = timedelta(minutes=1)
-# A text or call Twilio's REST API takes or refuses within its client's timeouts: three tries
-# to connect at 3 s each, a second between the last two, and 10 s to read
-# (`ivr.web.TwilioAdapter`), and some.
-SEND_AT_MOST = timedelta(seconds=25)
+# A text or call Twilio's REST API takes or refuses within its client's timeouts
+# (`ivr.web.TwilioAdapter`): three tries, each 3 s to connect and 10 s to read (a 429 is
+# retried), a second between the last two: 40 s, and some. Less, and a second instance
+# takes the turn of a page still being sent on a slow day and pages everyone again.
+SEND_AT_MOST = timedelta(seconds=45)
 
 
 def sending_at_most(sends: int) -> timedelta:
@@ -248,7 +249,9 @@ def _settle(conn: Connection, *, page_id: int, now: datetime, next_at: datetime 
         "failed": reach.failed,
         "undelivered": reach.undelivered,
     }
-    if result in ("failed", "undelivered"):
+    # Logged only (this instance has no IVR_PAGE_NUMBERS: one started without them, say):
+    # an instance that has them pages within a minute, not a quarter of an hour later.
+    if result in ("failed", "undelivered", "logged"):
         due: Any = literal(now + RETRY_FAILED, pages.c.next_at.type)
         if next_at is None:  # reported later: never put the next page off
             due = case((pages.c.next_at < due, pages.c.next_at), else_=due)

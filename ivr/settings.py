@@ -238,6 +238,12 @@ class Settings(AccountSettings):
     page_repeat_seconds: int = Field(
         default=900, ge=60, le=86400, validation_alias="IVR_PAGE_REPEAT"
     )
+    # A page nobody has acknowledged is sent again after this (while emergencies wait), not
+    # after IVR_PAGE_REPEAT: a phone on silent must not cost a victim a quarter of an hour.
+    # IVR_PAGE_REPEAT is the hold after someone said they are coming.
+    page_unacked_seconds: int = Field(
+        default=300, ge=60, le=86400, validation_alias="IVR_PAGE_UNACKED"
+    )
 
     @field_validator("metrics_token")
     @classmethod

@@ -152,14 +152,14 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     assert "paged" not in client.get("/dashboard/queue/rows").text
 
 
-def test_with_nobody_at_work_the_page_comes_at_once_and_again_after_the_repeat(
+def test_with_nobody_at_work_the_page_comes_at_once_and_again_while_unacknowledged(
     line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
     """At night nobody is at work: waiting IVR_PAGE_AFTER for an agent who is not there helps
     nobody, so the on-call are texted at the first look. Two victims hung up; they are still
-    in the emergency lane, for a call back, and nobody's until an agent takes them: the
-    on-call are texted again once IVR_PAGE_REPEAT has passed. Once agents have taken both,
-    nobody is paged."""
+    in the emergency lane, for a call back, and nobody's until an agent takes them: nobody
+    said they are coming, so the on-call are texted again once IVR_PAGE_UNACKED (5 min) has
+    passed, not IVR_PAGE_REPEAT (15 min). Once agents have taken both, nobody is paged."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     for number in (VICTIM, "+15005550007"):
@@ -168,13 +168,13 @@ def test_with_nobody_at_work_the_page_comes_at_once_and_again_after_the_repeat(
     assert look(hotline) is not None
     assert "2 emergency callers waiting, the longest 5 s" in texts(twilio_http)[0]["Body"]
     assert "Agents available: 0, at work: 0" in texts(twilio_http)[0]["Body"]
-    clock.advance(seconds=899)
+    clock.advance(seconds=299)
     assert look(hotline) is None and len(texts(twilio_http)) == 2
     clock.advance(seconds=1)
     assert look(hotline) is not None
     again = texts(twilio_http)[2:]
     assert [t["To"] for t in again] == list(ON_CALL)
-    assert "2 emergency callers waiting, the longest 15 min 5 s" in again[0]["Body"]
+    assert "2 emergency callers waiting, the longest 5 min 5 s" in again[0]["Body"]
     assert [p["turn"] for p in page_rows(db)] == [1, 2]
     for name, phone_number in (("alice", "+15005559999"), ("bob", "+15005558888")):
         agent = make_user(db, name, "agent", phone_number)
@@ -277,9 +277,9 @@ def test_an_instance_that_stops_while_paging_leaves_the_page_to_another(
         gone = oncall.take_turn(conn, now=clock(), overdue=late, sending=oncall.sending_at_most(2))
     assert gone is not None  # and nothing more: the instance is gone
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
-    clock.advance(seconds=79)
+    clock.advance(seconds=119)
     assert look(hotline) is None
-    clock.advance(seconds=1)  # 30 s, and 25 s for each of the two texts
+    clock.advance(seconds=1)  # 30 s, and 45 s for each of the two texts
     assert look(hotline) is not None
     assert len(texts(twilio_http)) == 2
     assert [p["result"] for p in page_rows(db)] == ["sending", "sent"]
@@ -548,7 +548,7 @@ def ringing(
 def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
     ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
-    """A victim waits with nobody at work: both on-call phones ring. The first answers five
+    """A victim waits with nobody at work: both on-call phones ring. The first answers four
     minutes later, hears the page and presses 1: the page is theirs, the other number is
     texted who is coming, and the next page waits IVR_PAGE_REPEAT from the key, not from
     the page. The second phone, answered after, hears who acknowledged it; nothing more is
@@ -563,7 +563,7 @@ def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
     first, second = placed_calls(twilio_http)
     assert [first["To"], second["To"]] == list(ON_CALL)
     texted = len(texts(twilio_http))
-    clock.advance(minutes=5)
+    clock.advance(minutes=4)  # within IVR_PAGE_UNACKED: the page is in force
     answered = phone.answer(first, ScriptedParty([Press("1")]))
     assert "Support hotline emergency." in answered.heard[0]
     assert "Press 1 if you are coming." in answered.heard
@@ -596,7 +596,7 @@ def test_the_on_call_who_presses_1_is_coming_and_the_others_are_told(
     shown = client.get("/dashboard/queue/rows").text
     assert f"{ON_CALL[0]} is coming" in shown and "I am coming" not in shown
 
-    clock.advance(minutes=14)  # 19 minutes after the page, 14 after the key
+    clock.advance(minutes=14)  # 18 minutes after the page, 14 after the key
     assert look(hotline) is None
     clock.advance(minutes=1)
     assert look(hotline) is not None
@@ -889,7 +889,7 @@ def test_a_page_whose_texts_are_not_delivered_is_sent_again_a_minute_later(
         assert phone.text_reported(first, "undelivered", error_code="30007") == 204
     [page] = page_rows(db)
     assert (page["result"], page["sent"], page["undelivered"]) == ("sent", 2, 1)
-    assert page["next_at"] == page["at"] + timedelta(seconds=900)  # the other may be read
+    assert page["next_at"] == page["at"] + timedelta(seconds=300)  # the other may be read
     warned = [r.getMessage() for r in caplog.records]
     assert warned == [
         "the page's text to the on-call number ending 0100 was undelivered (Twilio error 30007)"
@@ -926,8 +926,9 @@ def test_a_page_whose_texts_are_not_delivered_is_sent_again_a_minute_later(
 def test_a_page_read_by_one_number_waits_its_repeat(
     line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
-    """One text was delivered, the other not: someone has it, and the page waits its
-    IVR_PAGE_REPEAT; the supervisor sees the number it did not reach."""
+    """One text was delivered, the other not: someone has it, and the page waits as one
+    nobody acknowledged (IVR_PAGE_UNACKED); the supervisor sees the number it did not
+    reach."""
     client, phone = line
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     hijacked(phone)
@@ -944,7 +945,7 @@ def test_a_page_read_by_one_number_waits_its_repeat(
         "texted to 2 numbers, <strong>1 not reached</strong>"
         in client.get("/dashboard/queue/rows").text
     )
-    clock.advance(minutes=14)
+    clock.advance(minutes=4)
     assert look(hotline) is None
     clock.advance(minutes=1)
     assert look(hotline) is not None
@@ -1087,3 +1088,72 @@ def test_a_report_for_no_such_page_or_number_changes_nothing(
     }
     assert phone.text_reported(elsewhere, "undelivered", error_code="30003") == 204
     assert (page_rows(db)[0]["result"], page_rows(db)[0]["undelivered"]) == ("sent", 0)
+
+
+def test_the_emergency_wait_gauge_agrees_with_the_page(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A victim hung up and called again ten minutes later: they keep their first place, and
+    the page says they have waited ten minutes. So does the gauge an alert watches, not the
+    seconds since their second call."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(minutes=10)
+    hijacked(phone)
+    clock.advance(seconds=20)
+    assert look(hotline) is not None
+    assert "the longest 10 min 20 s" in texts(twilio_http)[0]["Body"]
+    gauge = 'ivr_longest_wait_seconds{priority="emergency"} '
+    [line_] = [x for x in client.get("/metrics").text.splitlines() if x.startswith(gauge)]
+    assert float(line_.removeprefix(gauge)) == 620.0
+    assert "ivr_database_up 1.0" in client.get("/metrics").text
+
+
+def test_the_page_goes_to_every_number_by_text_before_any_call(
+    ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, clock: FakeClock
+) -> None:
+    """IVR_PAGE_CALL on a slow Twilio: the second number's text must not wait for the first
+    number's call to be placed."""
+    client, phone = ringing
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(client.app.state.hotline) is not None  # type: ignore[attr-defined]
+    sent = [
+        (url.rsplit("/", 1)[-1], data["To"])
+        for method, url, data in twilio_http.requests
+        if method == "POST" and url.endswith(("/Messages.json", "/Calls.json"))
+    ]
+    assert sent == [
+        ("Messages.json", ON_CALL[0]),
+        ("Messages.json", ON_CALL[1]),
+        ("Calls.json", ON_CALL[0]),
+        ("Calls.json", ON_CALL[1]),
+    ]
+
+
+def test_an_instance_without_numbers_does_not_hold_back_the_page_of_one_with_them(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+) -> None:
+    """One instance was started without IVR_PAGE_NUMBERS (an env file missed on a deploy) and
+    took the page's turn: it can only log it. The instances that have the numbers text them
+    a minute later, not a quarter of an hour later."""
+    client, phone = line
+    bare = paging_app(
+        database_url, hotline_tree, db, clock, RecordingTwilio(), IVR_PAGE_NUMBERS=""
+    ).state.hotline
+    hijacked(phone)
+    clock.advance(minutes=2)
+    assert bare.page_on_call() is not None
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    clock.advance(seconds=59)
+    assert look(hotline) is None
+    clock.advance(seconds=1)
+    assert look(hotline) is not None
+    assert [t["To"] for t in texts(twilio_http)] == list(ON_CALL)
+    assert [p["result"] for p in page_rows(db)] == ["logged", "sent"]
