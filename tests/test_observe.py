@@ -6,16 +6,18 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from ivr.db import create_db_engine
-from ivr.observe import JsonFormatter
+from ivr.observe import JsonFormatter, _FromDatabase
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -198,3 +200,14 @@ def test_access_lines_name_a_searchs_filters_without_their_values(
     assert any("GET /api/calls?caller&account HTTP/1.1" in line for line in access), access
     assert any("/twilio/wait?lang=en&queue=security" in line for line in access), access
     assert "0321" not in server.log() and "10000001" not in server.log()
+
+
+def test_the_gauges_say_when_the_database_could_not_be_read() -> None:
+    """The database is down: the lane's gauges are left out (no made-up zero wait), and
+    `ivr_database_up` is 0, so an alert fires instead of seeing no data."""
+    unreachable = create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    registry = CollectorRegistry()
+    registry.register(_FromDatabase(unreachable, lambda: datetime.now(UTC)))
+    text = generate_latest(registry).decode()
+    assert "ivr_database_up 0.0" in text
+    assert "ivr_longest_wait_seconds{" not in text and "ivr_queue_depth{" not in text
