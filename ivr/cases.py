@@ -92,7 +92,16 @@ def open_case(
     `language`: the one the caller chose, offered first to agents who speak it.
     `text_ticket`: its ticket is to be texted to the caller (`tickets_to_text`)."""
     lane = 0 if spec.priority == "emergency" else 1
-    sort_at = now - HIGH_BOOST if spec.priority == "high" else now
+    sort_at: Any = now - HIGH_BOOST if spec.priority == "high" else now
+    if spec.keeps_place and spec.parent_ticket:
+        # Read in the insert itself: the webhook's one write, no read before it.
+        parents = cases.alias("parent")
+        place = (
+            select(parents.c.sort_at)
+            .where(parents.c.ticket == spec.parent_ticket, parents.c.lane == lane)
+            .scalar_subquery()
+        )
+        sort_at = func.coalesce(place, literal(sort_at, cases.c.sort_at.type))
     return insert(cases).values(
         ticket=spec.ticket,
         call_sid=call_sid,

@@ -348,6 +348,9 @@ class OpenCase:
     flags: dict[str, str]
     path: list[str]
     parent_ticket: str | None = None
+    # Takes the parent case's place in line (in the same lane): a caller whose agent left
+    # them was served in their turn, and must not go behind everyone who came after.
+    keeps_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -945,10 +948,11 @@ class _Turn:
         freeze: str | None,
         not_frozen: str | None = None,
         parent_ticket: str | None = None,
+        keeps_place: bool = False,
     ) -> CallState:
         """Open the caller's case (one per queue a call reaches) and read its ticket back.
         `freeze`: a verified caller's account is frozen, and they are told so; `not_frozen`
-        is said to one who was not."""
+        is said to one who was not. `keeps_place`: the case takes its parent's place."""
         facts = dict(state.facts)
         if facts.get("ticket") and facts.get("queue") == queue:
             return state
@@ -962,7 +966,16 @@ class _Turn:
         elif not_frozen:
             self.say(not_frozen, state.lang)
         self.effects.append(
-            OpenCase(self.ticket, queue, priority, reason, flags, list(state.trail), parent_ticket)
+            OpenCase(
+                self.ticket,
+                queue,
+                priority,
+                reason,
+                flags,
+                list(state.trail),
+                parent_ticket,
+                keeps_place=keeps_place and parent_ticket is not None,
+            )
         )
         self.log.append(
             LogEntry(
@@ -1619,6 +1632,7 @@ class _Turn:
             announce=None,
             freeze=None,
             parent_ticket=parent,
+            keeps_place=True,
         )
         return self.enqueue(state, queue, priority)
 

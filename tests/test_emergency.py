@@ -2618,6 +2618,38 @@ def test_a_victim_not_done_when_the_agent_hangs_up_presses_0_and_is_back_with_se
     assert [e["outcome"] for e in events] == ["back"]
 
 
+def test_a_victim_back_in_line_from_the_survey_keeps_their_place(
+    client: TestClient, db: Engine, clock: FakeClock, check_twiml: Callable[[str], None]
+) -> None:
+    """Victim A is put through to alice; a minute after A, victim B joined the line. alice's
+    leg drops before she has helped A: A presses 0 at the survey and is back in line, ahead
+    of B, who came after (not behind every victim who called meanwhile). The next agent
+    gets A."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    ben = make_user(db, "ben", "agent", "+15005557777")
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml, clock=clock
+    )
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            clock.advance(seconds=60)
+            b = Caller([Press("1"), Press("1"), Press("*")], lambda poll: False)
+            phone.call(b, from_number="+15005550102")  # B hangs up: kept for a call back
+            clock.advance(seconds=60)
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    record = phone.call(QuietOnHold([*HIJACK, Press("0")], holds), from_number="+15005550006")
+    assert record.dialed == AGENT_PHONE and taken[0]["caller"].endswith("0006")
+    first, b_case, again = case_rows(db)
+    assert again["parent_ticket"] == first["ticket"] and again["sort_at"] == first["sort_at"]
+    assert again["sort_at"] < b_case["sort_at"]
+    nxt = api(client, ben, "POST", "/api/agents/next")["case"]
+    assert nxt["ticket"] == again["ticket"]
+
+
 def keeping(check_twiml: Callable[[str], None], documents: list[str]) -> Callable[[str], None]:
     def keep(body: str) -> None:
         check_twiml(body)
