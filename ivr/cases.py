@@ -648,24 +648,42 @@ def set_available(
     Away, a case offered at their desk and not accepted yet goes back in line at once: it
     is nobody's miss, and it must not wait at a desk they left. Signed out, so does every
     case offered to them and not put through yet (a caller to be put through at their next
-    hold round): their phone would ring with nobody at the desk. An agent who sets
-    themselves away keeps the case they took: away is "no more cases", not "not this one"."""
+    hold round): their phone would ring with nobody at the desk; and every call back they
+    took to dial themselves (or to act on, the number withheld) and did not resolve, audited:
+    no timeout takes those back, and a victim's case would leave the line for good with
+    whoever went home. An agent who sets themselves away keeps the case they took: away is
+    "no more cases", not "not this one"."""
     since = bindparam("now", now, type_=users.c.available_since.type)
     kept = case_when((_available_after(now), users.c.available_since), else_=since)
     with writing(conn):
         if why == AWAY_SIGNED_OUT:
-            # A caller holding to be put through, or an offer at the desk; not a call back
-            # ringing the customer now, nor one the agent accepted to dial themselves.
+            # A caller holding to be put through, an offer at the desk, a call back left to
+            # them; not a call back Twilio is ringing the customer for now (its report puts
+            # it back if nobody answers).
             live_caller = func.coalesce(cases.c.claimed_from, "waiting") == "waiting"
+            theirs = func.coalesce(cases.c.offer, "").in_(AGENT_FINISHES)
+            mine = (cases.c.agent_id == agent_id, cases.c.status == "offered")
+            left = conn.execute(
+                select(cases.c.id, users.c.name)
+                .join(users, users.c.id == cases.c.agent_id)
+                .where(*mine, theirs, cases.c.accept_by.is_(None))
+            ).all()
             conn.execute(
                 update(cases)
-                .where(
-                    cases.c.agent_id == agent_id,
-                    cases.c.status == "offered",
-                    live_caller | cases.c.accept_by.is_not(None),
-                )
+                .where(*mine, live_caller | cases.c.accept_by.is_not(None) | theirs)
                 .values(**_BACK_IN_LINE)
             )
+            for row in left:
+                audit(
+                    conn,
+                    actor=f"agent:{row.name}",
+                    action="requeue",
+                    uid=None,
+                    case_id=row.id,
+                    reason="signed out without resolving this call back: back in its place",
+                    result="ok",
+                    now=now,
+                )
         elif not available:
             _withdraw_desk_offers(conn, agent_id)
         value: datetime | None = conn.execute(

@@ -805,6 +805,37 @@ def test_signing_out_gives_back_the_caller_offered_and_not_yet_put_through(
     assert record.dialed is None and record.hold_polls == 3
 
 
+def test_signing_out_gives_back_an_emergency_call_back_not_resolved(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock, agent: str
+) -> None:
+    """At the end of her shift alice takes an emergency call back to dial herself, and signs
+    out without resolving it. No timeout takes such a call back from an agent (she may be on
+    the phone with the customer): signing out does, audited. The victim's case is back in
+    its place for the next agent, and alice is no longer counted at work."""
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550101")
+    taken = client.post("/api/agents/next", headers=bearer(agent)).json()
+    assert (taken["connect"]["mode"], taken["case"]["priority"]) == ("call_back", "emergency")
+    signed_in(client, agent)
+    client.post("/dashboard/logout", follow_redirects=False)
+    clock.advance(minutes=1)
+    sam = make_user(db, "sam", "supervisor")
+    [back] = client.get("/api/queue", headers=bearer(sam)).json()
+    assert (back["ticket"], back["status"]) == (taken["case"]["ticket"], "abandoned")
+    with db.connect() as conn:
+        [(actor, action, reason)] = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason).where(
+                audit_log.c.case_id == taken["case"]["id"]
+            )
+        ).all()
+    assert (actor, action) == ("agent:alice", "requeue")
+    assert reason.startswith("signed out without resolving")
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    assert hotline.refresh_staffing().agents == 0
+    ben = make_user(db, "ben", "agent", "+15005557777")
+    again = client.post("/api/agents/next", headers=bearer(ben)).json()
+    assert again["case"]["ticket"] == taken["case"]["ticket"]
+
+
 @pytest.mark.parametrize("hidden", ["anonymous", "+266696687"])
 def test_the_queue_page_says_a_callers_number_was_withheld(
     client: TestClient, phone: Phone, supervisor: str, hidden: str
