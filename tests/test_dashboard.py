@@ -1184,6 +1184,51 @@ def test_the_desk_freezes_resolves_and_gives_back(
     assert (row["status"], row["notes"]) == ("resolved", "frozen; told to reset 2FA")
 
 
+def test_the_desk_freezes_the_uid_the_agent_found_when_the_caller_keyed_a_wrong_one(
+    client: TestClient, phone: Phone, db: Engine, settings: Settings, agent: str
+) -> None:
+    """A panicking victim keys a wrong (well-formed) UID, so their PIN fails, and hangs up.
+    On the call back the agent finds their right UID: the desk's freeze form takes it (not
+    required: empty freezes the one keyed), and the right account is frozen, not the
+    stranger's the caller keyed. A verified caller's form has no such field."""
+    add_account(db, settings)
+    wrong = "10000009"
+    phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press(wrong), Press(PIN)]), from_number=VICTIM
+    )
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert held["account_uid"] == wrong
+    desk = page(client, "/dashboard/desk")
+    [field] = desk.xpath("//form[contains(@action, '/freeze')]//input[@name='account_uid']")
+    assert field.get("required") is None
+    label = texts(desk, f"//label[@for='{field.get('id')}']")
+    assert label and f"keyed {wrong}" in label[0]
+    done = act(client, f"/dashboard/desk/{held['id']}/freeze", reason="hijack", account_uid=UID)
+    assert said(done) == "frozen"
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 1
+        [(frozen_uid,)] = conn.execute(
+            select(audit_log.c.account_uid).where(
+                audit_log.c.action == "freeze", audit_log.c.case_id == held["id"]
+            )
+        ).all()
+    assert frozen_uid == UID
+
+
+def test_a_verified_callers_freeze_form_has_no_uid_field(
+    client: TestClient, phone: Phone, db: Engine, settings: Settings, agent: str
+) -> None:
+    add_account(db, settings)
+    phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    desk = page(client, "/dashboard/desk")
+    assert desk.xpath("//form[contains(@action, '/freeze')]")
+    assert not desk.xpath("//form[contains(@action, '/freeze')]//input[@name='account_uid']")
+
+
 def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
     client: TestClient, db: Engine, agent: str, phone: Phone
 ) -> None:
