@@ -317,8 +317,9 @@ class ResolveRequest(BaseModel):
     reached: bool = Field(
         default=False,
         description="a call back you dialled yourself (connect mode call_back): you spoke to "
-        "the customer. It counts as a call back made, its handle time from when you took it; "
-        "the hotline knows of every other call itself, so it is ignored there",
+        "the customer. It counts as a call back made, its handle time from when you took it "
+        "(the hotline knows of every other call itself: refused there, 409). Resolving an "
+        "emergency call back of yours needs it, or an account frozen on the case",
     )
 
 

@@ -2176,6 +2176,17 @@ class Hotline:
                 raise CaseRefused(
                     409, "reached is for a call back you accepted and dialled yourself"
                 )
+            flags = case["flags"] or {}
+            acted = flags.get("agent_freeze") == "done"
+            if by_hand and case["priority"] == "emergency" and not (reached or acted):
+                # One click away from "Nobody answered", Resolve would close a hijack case
+                # nobody did anything about. A supervisor may still (a prank, a duplicate).
+                raise CaseRefused(
+                    409,
+                    'nobody was reached and the account was not frozen: tick "I spoke to the '
+                    'customer" if you did, freeze the account, or press "Nobody answered" '
+                    "(the call back is tried again)",
+                )
             if not cases.resolve(
                 conn,
                 case_id=case_id,

@@ -705,7 +705,9 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     refused = act(client, "/dashboard/desk/next")
     assert refused.status_code == 409
     assert f"you have case {held['ticket']} still" in refused.text
-    done = act(client, f"/dashboard/desk/{held['id']}/resolve", notes="frozen; called back")
+    done = act(
+        client, f"/dashboard/desk/{held['id']}/resolve", notes="frozen; called back", reached="true"
+    )
     assert said(done) == "resolved"
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     [after] = client.get("/api/agents/cases", headers=bearer(agent)).json()
@@ -1204,7 +1206,7 @@ def test_the_desk_freezes_the_uid_the_agent_found_when_the_caller_keyed_a_wrong_
     [field] = desk.xpath("//form[contains(@action, '/freeze')]//input[@name='account_uid']")
     assert field.get("required") is None
     label = texts(desk, f"//label[@for='{field.get('id')}']")
-    assert label and f"keyed {wrong}" in label[0]
+    assert label and f"this case's account is {wrong}" in label[0]
     done = act(client, f"/dashboard/desk/{held['id']}/freeze", reason="hijack", account_uid=UID)
     assert said(done) == "frozen"
     with db.connect() as conn:
@@ -1215,6 +1217,28 @@ def test_the_desk_freezes_the_uid_the_agent_found_when_the_caller_keyed_a_wrong_
             )
         ).all()
     assert frozen_uid == UID
+
+
+def test_an_emergency_call_back_is_not_resolved_with_nothing_done(
+    client: TestClient, phone: Phone, db: Engine, settings: Settings, agent: str
+) -> None:
+    """alice dials a hijack victim's call back herself; nobody answers, and she presses
+    Resolve instead of "Nobody answered": refused, the case stays hers. Once she froze the
+    account (or ticked that she spoke to them) it resolves."""
+    add_account(db, settings)
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number=VICTIM)
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert (held["priority"], held["offer"]) == ("emergency", "call_back")
+    base = f"/dashboard/desk/{held['id']}"
+    refused = act(client, f"{base}/resolve", notes="called, no answer")
+    assert refused.status_code == 409 and "nobody was reached" in refused.text
+    assert [c["id"] for c in client.get("/api/agents/cases", headers=bearer(agent)).json()] == [
+        held["id"]
+    ]
+    assert said(act(client, f"{base}/freeze", reason="hijack reported, unreachable")) == "frozen"
+    assert said(act(client, f"{base}/resolve", notes="frozen; no answer")) == "resolved"
 
 
 def test_a_verified_callers_freeze_form_has_no_uid_field(
@@ -1319,9 +1343,10 @@ def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(
         if c["id"] == bare["id"]
     ]
     assert held["account_uid"] == UID
-    # Now it has one: the form asks only why.
+    # Now it has one: the form asks why, and another UID only if that one proves wrong (the
+    # caller is not verified): empty, it freezes the one found.
     [form] = page(client, "/dashboard/desk").xpath(f"//form[@action='{base}']")
-    assert form.xpath(".//input[@name='account_uid']") == []
+    assert form.xpath(".//input[@name='account_uid'][@required]") == []
 
 
 def test_desk_actions_from_another_site_or_role_do_nothing(

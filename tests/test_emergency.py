@@ -101,7 +101,7 @@ def take_in_turn(client: TestClient, agent: str, times: int) -> list[Any]:
         case = api(client, agent, "POST", "/api/agents/next")["case"]
         taken.append(case)
         if case is not None:
-            done = {"notes": "called back"}
+            done = {"notes": "called back", "reached": True}
             api(client, agent, "POST", f"/api/cases/{case['id']}/resolve", json=done)
     return taken
 
@@ -540,7 +540,8 @@ def test_what_the_owner_told_us_is_not_shown_for_a_caller_who_only_keyed_their_u
         assert [c["notes"] for c in seen["cases"]] == [note["notes"]]
         assert "SIM swap 3 Dec" in {a["reason"] for a in seen["audit"]}
     # The owner, verified this time: their agent sees what they told us before.
-    api(client, bob, "POST", f"/api/cases/{case['id']}/resolve", json={"notes": "not the owner"})
+    talked = {"notes": "not the owner", "reached": True}
+    api(client, bob, "POST", f"/api/cases/{case['id']}/resolve", json=talked)
     phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
     again = api(client, bob, "POST", "/api/agents/next")["case"]
     assert again["verification"]["result"] == "yes"
