@@ -1155,8 +1155,8 @@ class RecordingRecord(BaseModel):
     status: Literal["completed", "absent"] = Field(description="`absent`: Twilio heard no audio")
     seconds: int | None
     url: str | None = Field(
-        description="Twilio's media URL: fetched with the account's credentials, or found by "
-        "its sid in the Twilio Console"
+        description="Twilio's media URL, to supervisors only (null to agents): fetched with the "
+        "account's credentials, or found by its sid in the Twilio Console"
     )
     at: datetime = Field(description="when Twilio reported it")
 
@@ -1353,7 +1353,8 @@ def call_timeline(
     """One call whole: every node, input kind, option, prompt, verification result (never
     digits), case, agent, freeze and hang-up, in order. To an agent, the notes of other
     agents' cases and the reasons other staff gave are hidden: they say what a customer
-    told us, and the log is open to every agent."""
+    told us, and the log is open to every agent. So are recordings' media URLs: listening
+    is supervisors', through the audited /api/recordings."""
     with hotline.db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
     if found is None:
@@ -1384,7 +1385,14 @@ def call_timeline(
             for a in found["audit"]
         ],
         recordings=[
-            RecordingRecord(ticket=tickets[r["case_id"]], **{k: r[k] for k in _RECORDING_FIELDS})
+            RecordingRecord(
+                ticket=tickets[r["case_id"]],
+                **{k: r[k] for k in _RECORDING_FIELDS if k != "url"},
+                # Twilio serves the audio at this URL to anyone who has it unless the account
+                # enforces HTTP auth on media: only supervisors, who may play it anyway (and
+                # are audited doing so, through /api/recordings), see it.
+                url=r["url"] if user.role == "supervisor" else None,
+            )
             for r in found["recordings"]
         ],
     )

@@ -362,6 +362,26 @@ def test_only_supervisors_play_recordings(
     assert media.requests == []
 
 
+def test_only_supervisors_see_a_recordings_media_url(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
+) -> None:
+    """Twilio serves the audio at its media URL to anyone who has it (unless the account
+    enforces HTTP auth on media): an agent, who may not play a recording, sees it listed
+    without its URL, the same fields, null; a supervisor sees it, and plays it audited."""
+    client, record = recorded
+    alice = client.headers.pop("X-Alice")
+    sam = make_user(db, "sam", "supervisor")
+    [seen_by_alice] = client.get(f"/api/calls/{record.call_sid}", headers=bearer(alice)).json()[
+        "recordings"
+    ]
+    [seen_by_sam] = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()[
+        "recordings"
+    ]
+    assert seen_by_alice == {**seen_by_sam, "url": None}
+    assert seen_by_sam["url"] == MEDIA and seen_by_alice["recording_sid"] == RECORDING
+    assert media.requests == []
+
+
 def test_what_cannot_be_played_is_said_and_nothing_is_fetched_for_it(
     recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
 ) -> None:
