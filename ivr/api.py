@@ -1421,14 +1421,24 @@ async def recording_audio(
 ) -> Response:
     """A recording of a call with an agent, fetched from Twilio as it plays (nothing of it is
     kept here); `Range` is passed on, as a browser seeking asks. Audited once per play (a
-    request from its start): who listened to which case's call."""
+    request from its start), and for any other range unless the same user's listen of it was
+    audited within the last 10 minutes (the ranges a player asks for while it plays): who
+    listened to which case's call."""
     try:
         found = await run_in_threadpool(hotline.recording_to_play, recording_sid)
         upstream = await hotline.open_recording(found, byte_range=byte_range)
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     try:
-        if recordings.starts_a_play(byte_range):
+        if await run_in_threadpool(
+            lambda: recordings.audited_as_a_listen(
+                hotline.db,
+                byte_range,
+                actor=f"{user.role}:{user.name}",  # as hotline.audit_listen audits it
+                recording_sid=found["recording_sid"],
+                now=hotline.clock(),
+            )
+        ):
             await run_in_threadpool(hotline.audit_listen, found, user)
     except BaseException:
         await upstream.aclose()

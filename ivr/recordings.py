@@ -9,16 +9,16 @@ and the second report changes nothing.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ivr.db import cases, recordings
+from ivr.db import audit_log, cases, recordings
 from ivr.engine import CALL_SID
 from ivr.store import reading, writing
 
@@ -108,14 +108,47 @@ def playable(url: str | None, recording_sid: str) -> bool:
     )
 
 
+# A browser's player asks for several ranges in one listen (seeking, reading ahead): one audit
+# entry covers those it asks for within this long of it. A listen longer than that, seeking
+# late, is audited again: more entries than listens, never a range unaccounted for.
+LISTEN_WINDOW = timedelta(minutes=10)
+SAFARI_PROBE = "bytes=0-1"
+
+
 def starts_a_play(byte_range: str | None) -> bool:
-    """A request for the audio from its start (none, or `bytes=0-`, `bytes=0-99999`): a play,
-    audited. A browser seeking asks for a later range, and Safari first probes the first two
-    bytes (`bytes=0-1`): not plays."""
+    """A request for the audio from its start (none, or `bytes=0-`, `bytes=0-99999`): a play.
+    A browser seeking asks for a later range, and Safari first probes the first two bytes
+    (`bytes=0-1`): not plays."""
     if not byte_range:
         return True
     asked = re.fullmatch(r"bytes=0-(\d*)", byte_range.strip())
     return asked is not None and (asked[1] == "" or int(asked[1]) > 1)
+
+
+def audited_as_a_listen(
+    db: Engine, byte_range: str | None, *, actor: str, recording_sid: str, now: datetime
+) -> bool:
+    """Whether this request of a recording by `actor` (`role:name`, as listens are audited) is
+    audited as a listen: a play always; any other range too (`bytes=1-` is the whole recording
+    but a byte), unless `actor`'s listen of this recording was audited within LISTEN_WINDOW,
+    of which it is a part. Only Safari's probe of the first two bytes, which hold no audio, is
+    never audited: it comes before the play it would otherwise make two entries of."""
+    if starts_a_play(byte_range):
+        return True
+    if (byte_range or "").strip() == SAFARI_PROBE:
+        return False
+    with db.connect() as conn, reading(conn):
+        heard = conn.execute(
+            select(audit_log.c.id)
+            .where(
+                audit_log.c.action == "listen",
+                audit_log.c.at >= now - LISTEN_WINDOW,
+                audit_log.c.actor == actor,
+                audit_log.c.reason == recording_sid,
+            )
+            .limit(1)
+        ).first()
+    return heard is None
 
 
 class Relay(StreamingResponse):

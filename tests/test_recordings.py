@@ -347,6 +347,70 @@ def test_a_supervisor_listens_to_a_recording_fetched_from_twilio(
     assert media.opened == media.closed == 4
 
 
+def test_a_range_that_is_no_part_of_an_audited_listen_is_audited(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine, clock: FakeClock
+) -> None:
+    """`bytes=1-` is the whole recording but its first byte: asked for with no listen of
+    the supervisor's audited before it, it is a listen, audited. The ranges a player asks
+    for within 10 minutes of its audited play are that listen's: no more entries. After
+    that, or asked for by another supervisor, a range is audited again."""
+    client, record = recorded
+    sam = make_user(db, "sam", "supervisor")
+    kim = make_user(db, "kim", "supervisor")
+    path = f"/api/recordings/{RECORDING}"
+    most = client.get(path, headers={**bearer(sam), "Range": "bytes=1-"})
+    assert most.status_code == 206 and most.content == TwilioMedia.AUDIO[1:]
+    [audit] = listens(client, record.call_sid, sam)
+    assert (audit["actor"], audit["reason"]) == ("supervisor:sam", RECORDING)
+    # The player goes on reading ahead and seeking, minutes into the listen.
+    clock.advance(minutes=9)
+    for part in ("bytes=8192-", "bytes=100-199", "bytes=0-1"):
+        answer = client.get(path, headers={**bearer(sam), "Range": part})
+        assert answer.status_code == 206
+    assert len(listens(client, record.call_sid, sam)) == 1
+    # Another supervisor's range is their own listen.
+    assert client.get(path, headers={**bearer(kim), "Range": "bytes=8192-"}).status_code == 206
+    assert [a["actor"] for a in listens(client, record.call_sid, sam)] == [
+        "supervisor:sam",
+        "supervisor:kim",
+    ]
+    # Over 10 minutes after sam's listen was audited, a range of his is audited again.
+    clock.advance(minutes=2)
+    assert client.get(path, headers={**bearer(sam), "Range": "bytes=8192-"}).status_code == 206
+    assert len(listens(client, record.call_sid, sam)) == 3
+    # A listen of one recording is no listen of another.
+    other = "RE" + "b" * 32
+    with db.begin() as conn:
+        conn.execute(
+            insert(recordings).values(
+                case_id=case_rows_of(db)[0],
+                recording_sid=other,
+                call_sid=record.call_sid,
+                status="completed",
+                url=MEDIA.replace(RECORDING, other),
+                seconds=3,
+                at=clock(),
+            )
+        )
+    answer = client.get(f"/api/recordings/{other}", headers={**bearer(sam), "Range": "bytes=1-"})
+    assert answer.status_code == 206
+    assert [a["reason"] for a in listens(client, record.call_sid, sam)][-1] == other
+    assert media.opened == media.closed == 7
+
+
+def test_safaris_listen_is_one_entry(
+    recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
+) -> None:
+    """Safari probes the first two bytes before it plays from the start, then seeks: one
+    listen, one entry (the probe holds no audio, and comes before any play to join)."""
+    client, record = recorded
+    sam = make_user(db, "sam", "supervisor")
+    path = f"/api/recordings/{RECORDING}"
+    for part in ("bytes=0-1", "bytes=0-", "bytes=8192-"):
+        assert client.get(path, headers={**bearer(sam), "Range": part}).status_code == 206
+    assert len(listens(client, record.call_sid, sam)) == 1
+
+
 def test_only_supervisors_play_recordings(
     recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
 ) -> None:
