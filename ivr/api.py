@@ -204,8 +204,10 @@ class CaseDetail(BaseModel):
     notes: str | None
     created_at: datetime
     earlier_cases: list[dict[str, Any]] = Field(
-        description="the account's earlier cases, newest first; to an agent, their notes only "
-        "once the caller verified (`verification.result` yes): anyone may key an account's UID"
+        description="the account's earlier cases, newest first (up to 20): id, ticket, reason, "
+        "status, created_at, notes. To an agent, whole only once the caller verified "
+        "(`verification.result` yes); else their status and created_at, the rest null: anyone "
+        "may key an account's UID, and a ticket takes them to the case's team by main menu 9"
     )
     callback_attempts: int = Field(default=0, description="call backs nobody answered so far")
     claimed_from: str | None = Field(
@@ -373,15 +375,23 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
     )
 
 
+# What an agent sees of an earlier case of the account of a caller who did not verify: that
+# there was one, when, and whether it is still open. Enough to know the account has a history
+# (or a case in line now) and to ask the caller to verify; nothing of the owner's to read out.
+_UNVERIFIED_SEES = ("status", "created_at")
+
+
 def _earlier(
     earlier: list[dict[str, Any]], user: User, verified: str | None
 ) -> list[dict[str, Any]]:
-    """An account's earlier cases, as `user` may see them for a caller `verified` so: notes
-    say what the owner told us (a new email, a date of birth), which an agent must not read
-    out to someone who only keyed the UID."""
+    """An account's earlier cases, as `user` may see them for a caller `verified` so. Anyone
+    may key an account's UID and skip the PIN: to an agent, such a caller's earlier cases are
+    their status and date only. Notes say what the owner told us (a new email, a date of
+    birth); a ticket is what main menu 9 takes to hear the case's status and be put through
+    to its team as its owner; a reason says what the owner called about."""
     if user.role != "agent" or verified == "yes":
         return earlier
-    return [{**case, "notes": None} for case in earlier]
+    return [{k: v if k in _UNVERIFIED_SEES else None for k, v in case.items()} for case in earlier]
 
 
 def _transfer(raw: dict[str, Any]) -> TransferInfo | None:

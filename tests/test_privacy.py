@@ -1,0 +1,84 @@
+"""What staff see of a customer who has not proved who they are."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from ivr.identity import LocalDirectory
+from ivr.phone import Phone, Press, ScriptedParty
+from ivr.settings import Settings
+from tests.conftest import bearer, make_user
+
+UID, PIN = "10000001", "739182"
+OWNER = "+15005550006"
+STRANGER = "+15005550123"
+OWNERS_CALL = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # a stolen account, verified
+STRANGERS_CALL = [Press("1"), Press("1"), Press(UID), Press("*")]  # the UID, the PIN skipped
+
+
+@pytest.fixture(autouse=True)
+def account(db: Engine, settings: Settings) -> None:
+    LocalDirectory(db, settings.secret_key).add(
+        uid=UID,
+        pin=PIN,
+        id_last4=None,
+        phone=OWNER,
+        totp_secret=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def api(client: TestClient, token: str, method: str, path: str, **kw: Any) -> Any:
+    response = client.request(method, path, headers=bearer(token), **kw)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_an_unverified_callers_agent_sees_no_ticket_of_the_accounts_earlier_cases(
+    phone: Phone, client: TestClient, db: Engine
+) -> None:
+    """Someone who keys the owner's UID and skips the PIN: their agent sees that the account
+    had a case, when, and that it is resolved; not its ticket (main menu 9 would take them
+    to its team as the owner), what it was about, or its notes. The owner, verified, is
+    shown it whole."""
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
+    owners = api(client, alice, "POST", "/api/agents/next")["case"]
+    notes = {"notes": "new email owner@mail.test"}
+    api(client, alice, "POST", f"/api/cases/{owners['id']}/resolve", json=notes)
+
+    phone.call(ScriptedParty(list(STRANGERS_CALL)), from_number=STRANGER)
+    strangers = api(client, alice, "POST", "/api/agents/next")["case"]
+    assert strangers["verification"]["result"] == "skipped"
+    assert strangers["earlier_cases"] == [
+        {
+            "id": None,
+            "ticket": None,
+            "reason": None,
+            "status": "resolved",
+            "created_at": owners["created_at"],
+            "notes": None,
+        }
+    ]
+    assert owners["ticket"] not in json.dumps(strangers)
+    api(
+        client,
+        alice,
+        "POST",
+        f"/api/cases/{strangers['id']}/resolve",
+        json={"notes": "not the owner"},
+    )
+
+    phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
+    again = api(client, alice, "POST", "/api/agents/next")["case"]
+    assert again["verification"]["result"] == "yes"
+    assert [(e["ticket"], e["reason"], e["notes"]) for e in again["earlier_cases"]] == [
+        (strangers["ticket"], strangers["reason"], "not the owner"),
+        (owners["ticket"], owners["reason"], notes["notes"]),
+    ]
