@@ -556,20 +556,91 @@ def _directory(settings: AccountSettings) -> LocalDirectory:
     return LocalDirectory(_database(settings), settings.secret_key)
 
 
+# The secrets `accounts add` reads from a no-echo prompt or from stdin, never from its command
+# line (kept in shell history, seen by anyone on the host in ps and /proc/PID/cmdline): named
+# as `accounts import`'s columns, with what a prompt calls them.
+ACCOUNT_SECRETS = {
+    "pin": "Phone PIN (6 digits)",
+    "id_last4": "ID document's last 4 digits",
+    "totp_secret": "Authenticator seed (base32)",
+}
+
+
+def _secrets_asked() -> dict[str, str | None]:
+    """Each secret typed twice at the terminal, without echo; none if left empty."""
+    import getpass
+
+    secrets: dict[str, str | None] = {}
+    for name, label in ACCOUNT_SECRETS.items():
+        typed = getpass.getpass(f"{label}, empty for none: ").strip()
+        if typed and getpass.getpass(f"{label}, again: ").strip() != typed:
+            raise _fail(f"{label}: the two entries differ; nothing saved")
+        secrets[name] = typed or None
+    return secrets
+
+
+def _secrets_read(text: str) -> dict[str, str | None]:
+    """`pin=...`, `id_last4=...`, `totp_secret=...` lines, each at most once; one left out
+    or empty is none. A line that is wrong is named by its number, never shown: it may be a
+    secret."""
+    secrets: dict[str, str | None] = dict.fromkeys(ACCOUNT_SECRETS)
+    seen = set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals or name not in ACCOUNT_SECRETS:
+            raise _fail(f"stdin line {n}: not pin=, id_last4= or totp_secret= (not shown)")
+        if name in seen:
+            raise _fail(f"stdin line {n}: {name} given twice")
+        seen.add(name)
+        secrets[name] = value.strip() or None
+    return secrets
+
+
+def _refused_on_the_command_line(option: str) -> typer.Exit:
+    return _fail(
+        f"{option} is not taken on the command line (it stays in shell history and shows in "
+        "ps): leave it out to be asked for it without echo, or pipe it with --secrets-stdin. "
+        "If that value is a real one, change it: it is in your shell history now"
+    )
+
+
 @accounts_app.command("add")
 def accounts_add(
     uid: Annotated[str, typer.Option(help="account UID (digits)")],
-    pin: Annotated[str | None, typer.Option(help="6-digit phone PIN")] = None,
-    id_last4: Annotated[str | None, typer.Option("--id-last4", help="ID document's last 4")] = None,
     phone: Annotated[str | None, typer.Option(help="registered phone, E.164")] = None,
-    totp_secret: Annotated[str | None, typer.Option(help="authenticator seed (base32)")] = None,
+    secrets_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--secrets-stdin",
+            help="read the secrets from stdin (a pipe or file), one a line: pin=, id_last4=, "
+            "totp_secret=; those left out are none. Without it they are asked at the terminal",
+        ),
+    ] = False,
+    pin: Annotated[str | None, typer.Option(hidden=True)] = None,
+    id_last4: Annotated[str | None, typer.Option("--id-last4", hidden=True)] = None,
+    totp_secret: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Add or replace an account; secrets are stored only as argon2 hashes (TOTP: encrypted)."""
+    """Add or replace an account (its secrets too: any not given is removed); secrets are
+    asked at the terminal without echo (or read with --secrets-stdin) and stored only as
+    argon2 hashes (TOTP: encrypted)."""
+    for option, given in (("--pin", pin), ("--id-last4", id_last4), ("--totp-secret", totp_secret)):
+        if given is not None:
+            raise _refused_on_the_command_line(option)
     directory = _directory(_settings(AccountSettings))
+    if secrets_stdin:
+        if sys.stdin.isatty():
+            # Typed there, they would be echoed on the screen.
+            raise _fail("--secrets-stdin reads a pipe or a file: at a terminal, leave it out")
+        secrets = _secrets_read(sys.stdin.read())
+    elif sys.stdin.isatty():
+        secrets = _secrets_asked()
+    else:
+        raise _fail("stdin is not a terminal to ask the secrets at: pass --secrets-stdin")
     try:
-        directory.add(
-            uid=uid, pin=pin, id_last4=id_last4, phone=phone, totp_secret=totp_secret, now=utcnow()
-        )
+        directory.add(uid=uid, phone=phone, now=utcnow(), **secrets)
     except (ValueError, ConfigError) as exc:
         raise _fail(f"account {uid}: {exc}") from None
     typer.echo(f"account {uid} saved")

@@ -363,22 +363,10 @@ def test_users_add_prints_a_token_once_and_it_works(tmp_path: Path) -> None:
 def test_accounts_add_import_and_demo(tmp_path: Path) -> None:
     env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY=SECRET_KEY)
     added = run(
-        [
-            "accounts",
-            "add",
-            "--uid",
-            "20000001",
-            "--pin",
-            "135790",
-            "--id-last4",
-            "2468",
-            "--phone",
-            "+15005550100",
-            "--totp-secret",
-            "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-        ],
+        ["accounts", "add", "--uid", "20000001", "--phone", "+15005550100", "--secrets-stdin"],
         env,
         tmp_path,
+        stdin="pin=135790\nid_last4=2468\ntotp_secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n",
     )
     assert added.returncode == 0, added.stderr
     csv = tmp_path / "accounts.csv"
@@ -434,12 +422,121 @@ def test_accounts_add_import_and_demo(tmp_path: Path) -> None:
 def test_totp_secret_needs_the_secret_key(tmp_path: Path) -> None:
     env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9")
     result = run(
-        ["accounts", "add", "--uid", "1", "--totp-secret", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"],
+        ["accounts", "add", "--uid", "1", "--secrets-stdin"],
         env,
         tmp_path,
+        stdin="totp_secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
     )
     assert result.returncode == 1 and "IVR_SECRET_KEY is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class Terminal:
+    """`ivr` run at a terminal of its own (a pseudo-terminal), as an operator types at it:
+    what it shows is what they would see, typed keys echoed unless it turned echo off."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: nothing but exec, whatever happens
+            try:
+                os.chdir(cwd)
+                os.execve(IVR, [IVR, *args], env)
+            finally:
+                os._exit(127)
+        self.shown = ""
+
+    def read_until(self, text: str, seconds: float = 30) -> None:
+        import select
+
+        deadline = time.monotonic() + seconds
+        while text not in self.shown:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"waited for {text!r}; shown: {self.shown!r}"
+            try:
+                self.shown += os.read(self.fd, 4096).decode(errors="replace")
+            except OSError:  # the child ended: the terminal is closed
+                raise AssertionError(f"{text!r} never shown: {self.shown!r}") from None
+
+    def answer(self, prompt: str, typed: str) -> None:
+        self.read_until(prompt)
+        os.write(self.fd, typed.encode() + b"\r")
+
+    def exit_code(self) -> int:
+        with contextlib.suppress(AssertionError):
+            self.read_until("\0", seconds=30)  # everything it shows, until it ends
+        os.close(self.fd)
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+
+def test_accounts_add_asks_for_the_secrets_at_the_terminal_without_echo(tmp_path: Path) -> None:
+    """No secret on the command line (shell history, ps): at a terminal each is asked for
+    twice, never echoed, and an empty answer is none. Typed differently the second time,
+    nothing is saved."""
+    env = base_env(tmp_path, IVR_SECRET_KEY=SECRET_KEY)
+    terminal = Terminal(["accounts", "add", "--uid", "20000001"], env, tmp_path)
+    terminal.answer("Phone PIN (6 digits), empty for none: ", "135790")
+    terminal.answer("Phone PIN (6 digits), again: ", "135790")
+    terminal.answer("ID document's last 4 digits, empty for none: ", "2468")
+    terminal.answer("ID document's last 4 digits, again: ", "2468")
+    terminal.answer("Authenticator seed (base32), empty for none: ", "")
+    assert terminal.exit_code() == 0, terminal.shown
+    assert "account 20000001 saved" in terminal.shown
+    assert "135790" not in terminal.shown and "2468" not in terminal.shown
+    directory = LocalDirectory(create_db_engine(env["IVR_DATABASE_URL"]), SECRET_KEY)
+    now = datetime.now(UTC)
+    try:
+        assert directory.check(uid="20000001", factor="pin", digits="135790", now=now)
+        assert directory.check(uid="20000001", factor="id_last4", digits="2468", now=now)
+        with directory.db.connect() as conn:
+            [seed] = conn.execute(select(accounts.c.totp_secret)).scalars()
+        assert seed is None
+    finally:
+        directory.db.dispose()
+    terminal = Terminal(["accounts", "add", "--uid", "20000002"], env, tmp_path)
+    terminal.answer("Phone PIN (6 digits), empty for none: ", "111111")
+    terminal.answer("Phone PIN (6 digits), again: ", "111112")
+    assert terminal.exit_code() == 1
+    assert "Phone PIN (6 digits): the two entries differ; nothing saved" in terminal.shown
+    # --secrets-stdin is for a pipe or a file: typed at the terminal, they would be echoed.
+    terminal = Terminal(["accounts", "add", "--uid", "20000002", "--secrets-stdin"], env, tmp_path)
+    assert terminal.exit_code() == 1
+    assert "--secrets-stdin reads a pipe or a file" in terminal.shown
+
+
+def test_accounts_add_takes_no_secret_on_its_command_line(tmp_path: Path) -> None:
+    """`--pin 123456` (the old way) is refused, nothing saved, the value not repeated; so
+    are --id-last4 and --totp-secret. Not at a terminal, the secrets come only with
+    --secrets-stdin; a wrong line of it is named by its number, never shown."""
+    env = base_env(tmp_path, IVR_SECRET_KEY=SECRET_KEY)
+    for option, value in (
+        ("--pin", "135790"),
+        ("--id-last4", "2468"),
+        ("--totp-secret", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+    ):
+        refused = run(["accounts", "add", "--uid", "20000001", option, value], env, tmp_path)
+        assert refused.returncode == 1, option
+        assert f"{option} is not taken on the command line" in refused.stderr
+        assert value not in refused.stdout + refused.stderr
+    piped = run(["accounts", "add", "--uid", "20000001"], env, tmp_path, stdin="pin=135790")
+    assert piped.returncode == 1 and "pass --secrets-stdin" in piped.stderr
+    for text, said in (
+        ("id_last4=2468\n135790\n", "stdin line 2: not pin=, id_last4= or totp_secret="),
+        ("pin=135790\npin=135790\n", "stdin line 2: pin given twice"),
+    ):
+        wrong = run(
+            ["accounts", "add", "--uid", "20000001", "--secrets-stdin"], env, tmp_path, text
+        )
+        assert wrong.returncode == 1 and said in wrong.stderr
+        assert "135790" not in wrong.stderr
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(accounts.c.uid)).all() == []
+    finally:
+        engine.dispose()
 
 
 def test_users_revoke_and_token_from_the_command_line(tmp_path: Path) -> None:
@@ -523,7 +620,7 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY=key)
     assert run(["db", "upgrade"], env, tmp_path).returncode == 0
     bad = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY="nope")
-    refused = run(["accounts", "add", "--uid", "1", "--pin", "123456"], bad, tmp_path)
+    refused = run(["accounts", "add", "--uid", "1", "--secrets-stdin"], bad, tmp_path, "pin=123456")
     assert refused.returncode == 1 and "IVR_SECRET_KEY" in refused.stderr
 
 
@@ -532,13 +629,15 @@ def test_account_commands_need_the_database_and_its_key_alone(tmp_path: Path) ->
     the public URL, which that host need not hold."""
     env = base_env(tmp_path, IVR_SECRET_KEY=SECRET_KEY)
     del env["TWILIO_AUTH_TOKEN"]
-    added = run(["accounts", "add", "--uid", "20000002", "--pin", "135790"], env, tmp_path)
+    added = run(
+        ["accounts", "add", "--uid", "20000002", "--secrets-stdin"], env, tmp_path, "pin=135790"
+    )
     assert added.returncode == 0, added.stderr
     assert "account 20000002 saved" in added.stdout
     lifted = run(["accounts", "unfreeze", "20000002", "--reason", "owner checked"], env, tmp_path)
     assert lifted.returncode == 1 and "is not frozen" in lifted.stderr
     bad = {**env, "IVR_SECRET_KEY": "nope"}
-    refused = run(["accounts", "add", "--uid", "1", "--pin", "123456"], bad, tmp_path)
+    refused = run(["accounts", "add", "--uid", "1", "--secrets-stdin"], bad, tmp_path, "pin=123456")
     assert refused.returncode == 1
     assert refused.stderr.startswith("refusing to run: IVR_SECRET_KEY must be a Fernet key")
 
