@@ -515,7 +515,7 @@ def test_what_the_owner_told_us_is_not_shown_for_a_caller_who_only_keyed_their_u
 ) -> None:
     """The owner's earlier case says what they told alice (a new email). Someone who keys
     only the owner's UID and skips the PIN: bob's case shows that earlier case, not its
-    notes, which he might read out. Nor does the call log show bob alice's notes or the
+    ticket or notes, which he might read out. Nor does the call log show bob alice's notes or the
     reasons she gave. A supervisor sees them all."""
     owner = phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)  # hangs up at the notice
     taken = api(client, agent, "POST", "/api/agents/next")["case"]
@@ -530,7 +530,8 @@ def test_what_the_owner_told_us_is_not_shown_for_a_caller_who_only_keyed_their_u
     bob = make_user(db, "bob", "agent", "+15005558888")
     case = api(client, bob, "POST", "/api/agents/next")["case"]
     assert case["verification"]["result"] == "skipped"
-    assert [(e["ticket"], e["notes"]) for e in case["earlier_cases"]] == [(taken["ticket"], None)]
+    assert [(e["ticket"], e["status"]) for e in case["earlier_cases"]] == [(None, "resolved")]
+    assert [e["notes"] for e in case["earlier_cases"]] == [None]
     seen_by_bob = api(client, bob, "GET", f"/api/calls/{owner.call_sid}")
     assert [c["notes"] for c in seen_by_bob["cases"]] == [None]
     assert {a["reason"] for a in seen_by_bob["audit"]} == {None}
