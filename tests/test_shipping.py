@@ -423,6 +423,53 @@ def _environment(service: dict[str, object]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}: what the file uses.
+COMPOSE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """`value` as Compose interpolates it from the shell and the project's .env (`env`)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, colon, kind, word = match.groups()
+        given = env.get(name)
+        unset = given is None or (colon == ":" and given == "")
+        if kind == "?" and unset:
+            raise AssertionError(f"Compose refuses to start: {word or name}")
+        if kind == "-" and unset:
+            return str(word)
+        return given or ""
+
+    return COMPOSE_VARIABLE.sub(one, value)
+
+
+def test_interpolate_follows_compose() -> None:
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET:-d}/${EMPTY:-d}/${EMPTY-d}/${UNSET-d}/${SET}", env) == "x/d//d/x"
+    with pytest.raises(AssertionError, match="needed"):
+        interpolate("${EMPTY:?needed}", env)
+
+
+def test_compose_gives_the_operators_database_url_to_the_app_and_the_migration(
+    compose: dict[str, object],
+) -> None:
+    """docs/production.md: "A PostgreSQL of your own works the same: set IVR_DATABASE_URL".
+    Compose reads .env for interpolation; a literal URL under `environment` would beat the
+    app's env_file, and the migration job reads no env_file at all: the operator's database
+    would be silently ignored, and the bundled one migrated and served instead."""
+    services = _services(compose)
+    db = _environment(services["db"])
+    required = {"POSTGRES_PASSWORD": "pw", "TWILIO_AUTH_TOKEN": "t", "IVR_PUBLIC_URL": "https://h"}
+    own = "postgresql://ivr@10.0.0.5:5432/ivr"
+    bundled = f"postgresql://{db['POSTGRES_USER']}@db:5432/{db['POSTGRES_DB']}"
+    for name in ("migrate", "app"):
+        environment = _environment(services[name])
+        url = environment["IVR_DATABASE_URL"]
+        assert interpolate(url, {**required, "IVR_DATABASE_URL": own}) == own, name
+        assert interpolate(url, required) == bundled, name
+        assert interpolate(url, {**required, "IVR_DATABASE_URL": ""}) == bundled, name
+
+
 def test_compose_builds_the_dockerfile_for_migrate_and_app(compose: dict[str, object]) -> None:
     services = _services(compose)
     for name, command in (("migrate", ["db", "upgrade"]), ("app", None)):
