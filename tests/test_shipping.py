@@ -494,6 +494,28 @@ def test_compose_starts_in_order(compose: dict[str, object]) -> None:
     assert services["migrate"].get("restart") == "no"
 
 
+def test_compose_app_reads_the_checkouts_tree_and_prompts(
+    compose: dict[str, object], stages: list[Stage]
+) -> None:
+    """A reload (POST /api/routes/reload, SIGHUP, IVR_WATCH_ROUTES) re-reads IVR_ROUTES and
+    IVR_PROMPTS: without this checkout's folders mounted over the image's copies, it re-reads
+    the file baked into the image, and an operator's edit never reaches a caller."""
+    env = stages[-1].env()
+    routes = PurePosixPath(env["IVR_ROUTES"])
+    wanted = {routes.parent: "routes", PurePosixPath(env["IVR_PROMPTS"]): "prompts"}
+    mounts = {}
+    for volume in _services(compose)["app"].get("volumes") or []:  # type: ignore[attr-defined]
+        source, _, rest = str(volume).partition(":")
+        target, _, mode = rest.partition(":")
+        mounts[PurePosixPath(target)] = (source, mode)
+    for target, folder in wanted.items():
+        assert target in mounts, f"nothing mounted at {target}: a reload reads the image's copy"
+        source, mode = mounts[target]
+        assert (ROOT / source).resolve() == ROOT / folder, f"{target} from {source}"
+        assert mode == "ro", "the hotline only reads its tree"
+    assert (ROOT / "routes" / routes.name).is_file(), f"IVR_ROUTES names {routes.name}"
+
+
 def test_compose_postgres_is_pinned_checked_and_kept(compose: dict[str, object]) -> None:
     db = _services(compose)["db"]
     image = str(db["image"])
