@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,36 @@ def _settings(kind: type[S]) -> S:
         raise _fail(str(exc)) from None
 
 
+# `ivr serve`'s own lines, before and beside the server's: in its log format (JSON lines by
+# default), at their level, so that what alerts on `"level": "error"` sees a refusal too.
+serve_log = logging.getLogger("ivr.cli")
+
+
+class _LogSettings(BaseSettings):
+    """IVR_LOG_FORMAT alone, read as Settings reads it (the environment, then .env): when the
+    other settings are refused, the line that says so must still be in the log's format."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    log_format: str = Field(default="json", validation_alias="IVR_LOG_FORMAT")
+
+
+def _serve_logging(fmt: str | None = None) -> None:
+    from ivr.observe import log_config
+
+    if fmt is None:
+        try:
+            fmt = _LogSettings().log_format
+        except ValidationError:  # an unreadable .env: Settings says what is wrong with it
+            fmt = "json"
+    logging.config.dictConfig(log_config("text" if fmt == "text" else "json"))
+
+
+def _refuse(message: str) -> typer.Exit:
+    """`ivr serve` will not start: said as an error in the log, and exit status 1."""
+    serve_log.error("%s", message)
+    return typer.Exit(code=1)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
@@ -101,7 +132,12 @@ def serve(
     from ivr.tree import load_tree
     from ivr.web import create_app
 
-    settings = _settings(Settings)
+    try:
+        settings = load_settings(Settings)
+    except ConfigError as exc:
+        _serve_logging()
+        raise _refuse(str(exc)) from None
+    _serve_logging(settings.log_format)
     tree: CompiledTree | None = None
     refusal: SourceError | None = None
     try:
@@ -113,7 +149,7 @@ def serve(
     try:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:  # the driver's own message says what is wrong (host, auth, file)
-        raise _fail(
+        raise _refuse(
             f"refusing to start: cannot upgrade the database: {type(exc).__name__}: {exc}"
         ) from None
     from_file = tree is not None
@@ -122,20 +158,24 @@ def serve(
         # keep the hotline down at the next restart: the live version serves on, loudly.
         tree = _live_tree(settings)
         if tree is None:
-            raise _fail(f"refusing to start: the call tree has errors\n{refusal}")
-        typer.echo(
-            f"error: the call tree file is refused:\n{refusal}\nserving the live version "
-            f"{tree.version} from the database instead: mend the file, then reload",
-            err=True,
+            raise _refuse(f"refusing to start: the call tree has errors\n{refusal}")
+        serve_log.error(
+            "the call tree file is refused:\n%s\nserving the live version %s from the "
+            "database instead: mend the file, then reload",
+            refusal,
+            tree.version,
         )
-    typer.echo(f"call tree {tree.file} version {tree.version}: {len(tree.tree.nodes)} nodes")
+    serve_log.info(
+        "call tree %s version %s: %d nodes", tree.file, tree.version, len(tree.tree.nodes)
+    )
     sized = not settings.twilio_account_sid or _size_twilio_queues(settings, tree)
     # In full, as pasted into Twilio's console: a path prefix (IVR_PUBLIC_URL's) included.
-    typer.echo(f"Twilio voice URL (a call comes in): {settings.base_url}/twilio/voice")
-    typer.echo(f"Twilio status callback URL: {settings.base_url}/twilio/status")
-    typer.echo(f"Twilio fallback URL (primary handler fails): {settings.base_url}/twilio/fallback")
+    base = settings.base_url
+    serve_log.info("Twilio voice URL (a call comes in): %s/twilio/voice", base)
+    serve_log.info("Twilio status callback URL: %s/twilio/status", base)
+    serve_log.info("Twilio fallback URL (primary handler fails): %s/twilio/fallback", base)
     if settings.page_numbers:
-        typer.echo(f"Twilio messaging URL (on-call replies): {settings.base_url}/twilio/sms")
+        serve_log.info("Twilio messaging URL (on-call replies): %s/twilio/sms", base)
     uvicorn.run(
         create_app(settings, tree=tree, make_live=from_file, queues_sized=sized),
         host=host,
@@ -156,15 +196,15 @@ def _size_twilio_queues(settings: Settings, tree: CompiledTree) -> bool:
     try:
         done = size_queues(rest_client(settings), [*tree.queues, settings.fallback_queue])
     except Exception as exc:  # Twilio's refusal or the network's: said, not fatal
-        typer.echo(
-            f"warning: Twilio's queues not sized ({type(exc).__name__}: {exc}); a queue "
-            "Twilio makes holds 1,000 callers, and the next are told the lines are full; "
-            "tried again every IVR_TREE_SYNC seconds",
-            err=True,
+        serve_log.warning(
+            "Twilio's queues not sized (%s: %s); a queue Twilio makes holds 1,000 callers, "
+            "and the next are told the lines are full; tried again every IVR_TREE_SYNC seconds",
+            type(exc).__name__,
+            exc,
         )
         return False
     for line in done:
-        typer.echo(f"Twilio queue {line}")
+        serve_log.info("Twilio queue %s", line)
     return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -58,6 +59,24 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def log_records(text: str) -> list[dict[str, str]]:
+    """`ivr serve`'s output as its log records: every line one JSON object (IVR_LOG_FORMAT's
+    default), its own startup lines as much as uvicorn's and the app's."""
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON log line: {line!r}")
+    return records
+
+
+def logged(text: str, fragment: str) -> dict[str, str]:
+    """The one record whose message says `fragment`."""
+    [record] = [r for r in log_records(text) if fragment in r["message"]]
+    return record
 
 
 @dataclass
@@ -206,8 +225,11 @@ def test_serve_on_a_file_saved_broken_serves_the_live_version_from_the_database(
         result = run(["dial", "--keys", "1,1,*"], env, tmp_path)
     assert "queued in 'security'" in result.stdout, result.stdout + result.stderr
     log = (tmp_path / "server.log").read_text()
-    assert "error: the call tree file is refused" in log
-    assert "unknown node 'emergengy'" in log and "serving the live version" in log
+    # An error in the log's format, which production.md has operators alert on.
+    refused = logged(log, "the call tree file is refused")
+    assert refused["level"] == "error" and refused["logger"] == "ivr.cli"
+    assert "unknown node 'emergengy'" in refused["message"]
+    assert "serving the live version" in refused["message"]
     assert "Traceback" not in log
 
 
@@ -223,7 +245,7 @@ def test_serve_sizes_twilios_queues_and_serves_when_twilio_cannot_be_reached(
     with running(env, tmp_path):
         assert "queued in 'security'" in run(["dial", "--keys", "1,1,*"], env, tmp_path).stdout
     log = (tmp_path / "server.log").read_text()
-    assert "warning: Twilio's queues not sized (ProxyError" in log
+    assert logged(log, "Twilio's queues not sized (ProxyError")["level"] == "warning"
     assert "Traceback" not in log
 
 
@@ -237,9 +259,10 @@ def test_serve_logs_the_trees_warnings(tmp_path: Path) -> None:
         pass
     log = (tmp_path / "server.log").read_text()
     assert f"{routes}:" in log and ": warning: " in log
+    said = [r["message"] for r in log_records(log) if r["level"] == "info"]
     # In full, as Twilio's console takes them (with IVR_PUBLIC_URL's path prefix, if any).
-    assert f"Twilio status callback URL: {url}/twilio/status\n" in log
-    assert f"Twilio fallback URL (primary handler fails): {url}/twilio/fallback\n" in log
+    assert f"Twilio status callback URL: {url}/twilio/status" in said
+    assert f"Twilio fallback URL (primary handler fails): {url}/twilio/fallback" in said
 
 
 def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
@@ -249,6 +272,36 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "TWILIO_AUTH_TOKEN is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_serve_says_why_it_refuses_to_start_as_an_error_in_the_log_format(
+    tmp_path: Path, log_format: str
+) -> None:
+    """A hotline that will not start is what an alert on `"level": "error"` must see: the
+    refusal is a log record, in IVR_LOG_FORMAT even when the other settings are refused."""
+    env = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_LOG_FORMAT=log_format)
+    del env["TWILIO_AUTH_TOKEN"]
+    result = run(["serve"], env, tmp_path, timeout=30)
+    assert result.returncode == 1 and result.stdout == ""
+    if log_format == "json":
+        [record] = log_records(result.stderr)
+        assert record["level"] == "error" and record["logger"] == "ivr.cli"
+        assert record["message"].startswith("refusing to start: TWILIO_AUTH_TOKEN is not set")
+    else:
+        [line] = result.stderr.splitlines()
+        assert " ERROR ivr.cli: refusing to start: TWILIO_AUTH_TOKEN is not set" in line
+    # The database named by a URL it cannot open: refused at the upgrade, the same way.
+    env["TWILIO_AUTH_TOKEN"] = TOKEN
+    env["IVR_DATABASE_URL"] = f"sqlite:///{tmp_path}/no/such/folder/ivr.sqlite3"
+    result = run(["serve"], env, tmp_path, timeout=30)
+    assert result.returncode == 1
+    if log_format == "json":
+        [record] = log_records(result.stderr)
+        assert record["level"] == "error"
+        assert record["message"].startswith("refusing to start: cannot upgrade the database")
+    else:
+        assert " ERROR ivr.cli: refusing to start: cannot upgrade" in result.stderr
 
 
 def test_serve_refuses_a_placeholder_token(tmp_path: Path) -> None:
