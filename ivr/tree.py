@@ -1028,7 +1028,23 @@ def _check_graph(
                 )
             )
         seen_numbers.setdefault(number, i)
+        if FICTIONAL_NUMBER.fullmatch(number):
+            problems.append(
+                doc.problem(
+                    ("official_numbers", i),
+                    f"'{number}' is a fictional number (555-0100 to 555-0199, for examples "
+                    "only): replace it with the exchange's real numbers; a real one missing "
+                    "here is called not ours to the customer it called",
+                    "warning",
+                )
+            )
     return problems
+
+
+# The North American numbers kept for fiction in every area code (NANPA: 555-0100 to
+# 555-0199). The shipped tree's examples are such numbers, so a tree still listing one has
+# not been given the exchange's own.
+FICTIONAL_NUMBER = re.compile(r"\+1[2-9]\d{2}55501\d{2}")
 
 
 EXITS = (QueueNode, TransferNode, HangupNode)

@@ -379,13 +379,18 @@ def test_database_commands_need_only_the_database(tmp_path: Path) -> None:
 
 
 def test_default_tree_checks_clean() -> None:
+    """No error, and no warning but those of its example official_numbers, which the
+    exchange's real numbers replace (production.md): still exit 0, so a deploy checks it."""
     result = run(
         ["routes", "check", str(PROJECT_ROOT / "routes" / "hotline.yaml")],
         dict(os.environ),
         PROJECT_ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK" in result.stdout and "0 warning(s)" in result.stdout
+    *warnings, summary = result.stdout.splitlines()
+    assert " OK, " in summary and f" {len(warnings)} warning(s)" in summary
+    for warning in warnings:
+        assert ": warning: official_numbers[" in warning and "is a fictional number" in warning
 
 
 def test_users_add_prints_a_token_once_and_it_works(tmp_path: Path) -> None:

@@ -1154,12 +1154,42 @@ def test_official_numbers_are_e164_or_short_codes(tmp_path: Path) -> None:
 
 
 def test_an_official_number_listed_twice_is_a_warning(tmp_path: Path) -> None:
-    text = number_check_tree('official_numbers: ["+12025550143", "55501", "+12025550143"]\n')
+    text = number_check_tree('official_numbers: ["+15551230001", "55501", "+15551230001"]\n')
     tree = load_tree(write(tmp_path, text), PROMPTS)
-    assert tree.tree.official_numbers == ["+12025550143", "55501", "+12025550143"]
+    assert tree.tree.official_numbers == ["+15551230001", "55501", "+15551230001"]
     [warning] = tree.warnings
     assert warning.path == "official_numbers[2]"
     assert "listed already (official_numbers[0])" in warning.message
+
+
+def test_a_fictional_official_number_is_warned_of_at_its_line(tmp_path: Path) -> None:
+    """NANP keeps 555-0100 to 555-0199 for fiction in every area code, and the shipped tree's
+    examples are such numbers: a tree still listing one was not given the exchange's own,
+    and a caller checking a number the exchange really called them from is told not ours."""
+    fictional = ["+12025550143", "+13125550100", "+19895550199"]
+    # Beside the range, the same digits in another country, and a short code.
+    real = ["+12025550200", "+12025550099", "+15551230001", "+442025550143", "55501"]
+    listed = "".join(f'  - "{n}"\n' for n in [*fictional, *real])
+    text = number_check_tree(f"official_numbers:\n{listed}")
+    path = write(tmp_path, text)
+    lines = [line_of(text, f'- "{number}"') for number in fictional]
+    warnings = load_tree(path, PROMPTS).warnings
+    assert [str(w) for w in warnings] == [
+        f"{path}:{lines[i]}: warning: official_numbers[{i}]: "
+        f"'{number}' is a fictional number (555-0100 to 555-0199, for examples only): "
+        "replace it with the exchange's real numbers; a real one missing here is called not "
+        "ours to the customer it called"
+        for i, number in enumerate(fictional)
+    ]
+
+
+def test_the_shipped_trees_only_warnings_are_its_example_numbers() -> None:
+    """What `routes check` says of routes/hotline.yaml until the exchange's numbers replace
+    its examples (production.md): those numbers, and nothing else."""
+    tree = load_tree(HOTLINE, HOTLINE_PROMPTS)
+    examples = [n for n in tree.tree.official_numbers if re.fullmatch(r"\+1\d{3}55501\d{2}", n)]
+    assert [w.message.split("'")[1] for w in tree.warnings] == examples
+    assert all(w.path.startswith("official_numbers[") for w in tree.warnings)
 
 
 # -- graph: reachability, depth, loops ----------------------------------------------------------
@@ -1495,7 +1525,9 @@ def test_the_main_menu_without_its_emergency_key_is_warned(tmp_path: Path) -> No
         "which this menu does not have (no option, repeat, back or operator key): a caller "
         "who presses it is told it is not a valid choice"
     )
-    assert [str(p) for p in check_tree(path, HOTLINE_PROMPTS)] == [
+    # Beside the example official_numbers' warnings, which every copy of the shipped tree has.
+    main_menus = [p for p in check_tree(path, HOTLINE_PROMPTS) if p.path.startswith("nodes.")]
+    assert [str(p) for p in main_menus] == [
         f"{path}:{line('    prompt: main_menu')}: warning: nodes.main_menu.prompt: prompt "
         f'\'main_menu\' names key 1 ("press 1" in en, "按1" in zh-CN), {said}',
         f"{path}:{line('    short_prompt:')}: warning: nodes.main_menu.short_prompt: prompt "
