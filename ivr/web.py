@@ -151,7 +151,13 @@ async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
         valid = False
     if not valid:
         hotline.metrics.signature_failures.inc()
-        log.warning("refused unsigned or mis-signed request to %s", request.url.path)
+        # The URL checked, not only the path: every request refused at once, each checked
+        # against another host or scheme than Twilio's console has, is IVR_PUBLIC_URL wrong.
+        log.warning(
+            "refused unsigned or mis-signed request to %s (signature checked against %s)",
+            request.url.path,
+            url,
+        )
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     sid = form.get("CallSid")
     CURRENT_CALL.set(sid if isinstance(sid, str) else None)  # on every log line of this request
