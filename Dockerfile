@@ -30,7 +30,12 @@ RUN /venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --w
 FROM python:3.11.13-slim-bookworm
 LABEL org.opencontainers.image.title="hotline" \
       org.opencontainers.image.description="Exchange support hotline (Twilio Voice IVR)"
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin hotline \
+# Graphviz's `dot` draws the dashboard's Tree page (without it the page shows Mermaid text).
+# Pinned to bookworm's version, as the base is: bump it when Debian's security updates do.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends graphviz=2.42.2-7+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-log-init --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin hotline \
  && install -d -o hotline -g hotline -m 0750 /data
 COPY --from=build /venv /venv
 WORKDIR /app

@@ -281,6 +281,15 @@ def test_runtime_stage_runs_ivr_serve_unprivileged(stages: list[Stage]) -> None:
     assert probe[0] == "python", "slim images have no curl"
 
 
+def test_runtime_stage_has_graphviz_for_the_tree_page(stages: list[Stage]) -> None:
+    """The dashboard's Tree page draws the tree with Graphviz's `dot`, and shows Mermaid text
+    where it is missing: the image installs it, pinned like the base image, and keeps no apt
+    lists behind."""
+    [run] = [r for r in stages[-1].all("RUN") if "apt-get install" in r]
+    assert re.search(r"apt-get install -y --no-install-recommends [^&]*\bgraphviz=\S+", run), run
+    assert "rm -rf /var/lib/apt/lists/*" in run
+
+
 def test_no_secret_is_baked_into_the_image(stages: list[Stage]) -> None:
     for stage in stages:
         for name in stage.env():
