@@ -58,13 +58,17 @@ abandoned
     (the hang-up) is used instead. A wait that cannot be known counts as longer than any
     threshold.
 abandonment_rate
-    abandoned / offered; None when nothing was offered.
+    abandoned / (answered + abandoned): of the callers whose wait in line ended, those who
+    hung up before an agent answered. Call-back requests are neither (the caller left the
+    line with a promise, not in vain), and cases in progress have no outcome yet: both are
+    out of the rate, so callers taking the call-back offer, or a line backing up, never
+    make it look better. None when nothing was answered or abandoned.
 short_abandoned
     Abandoned cases whose wait (above) is known and <= `Thresholds.short_abandon` (default
     5 s): a misdial, a change of mind, nothing the line could have done.
 abandonment_rate_without_short
-    (abandoned - short_abandoned) / (offered - short_abandoned), as call centres report it
-    beside the plain rate; None when nothing else was offered.
+    (abandoned - short_abandoned) / (answered + abandoned - short_abandoned), as call centres
+    report it beside the plain rate; None when nothing is left to divide by.
 hung_up_on_the_way
     Cases opened for callers who hung up on their way to an emergency queue (above): call
     backs owed, not offered. Per queue, the queue they were on their way to.
@@ -312,10 +316,17 @@ class _Tally:
             answered=self.answered,
             answered_within_threshold=self.within,
             abandoned=self.abandoned,
-            abandonment_rate=_ratio(self.abandoned, self.offered),
+            # Of the callers whose wait in line ended, answered or hung up: "calls offered"
+            # as ICMI counts them (answered + abandoned; callcentrehelper.com, "Service Level
+            # Threshold Calculations"). A call back asked for is no abandon (Amazon Connect,
+            # "Abandonment rate": contacts queued for callback are not counted as abandoned),
+            # nor an answer: out of both parts, so the more callers take the offer the less
+            # the rate says about those who did not. Callers still waiting have no outcome.
+            abandonment_rate=_ratio(self.abandoned, self.answered + self.abandoned),
             short_abandoned=self.short_abandons,
             abandonment_rate_without_short=_ratio(
-                self.abandoned - self.short_abandons, self.offered - self.short_abandons
+                self.abandoned - self.short_abandons,
+                self.answered + self.abandoned - self.short_abandons,
             ),
             hung_up_on_the_way=self.hung_up_on_the_way,
             service_level=_ratio(self.within, self.answered + self.late_abandons),

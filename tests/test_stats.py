@@ -419,9 +419,10 @@ def test_scenario_overall(db: Engine) -> None:
     assert o.answered == 4  # C1 C2 C3 C4; not C5 (abandoned) nor C7 (call back)
     assert o.answered_within_threshold == 2  # C1 10<=20, C3 45<=60; C2 30>20, C4 90>60
     assert o.abandoned == 2  # C5 C6
-    assert o.abandonment_rate == pytest.approx(0.2222, abs=1e-4)  # 2 / 9
+    # 2 / (4 answered + 2 abandoned): C7 C8 asked for a call back, C9 still waits
+    assert o.abandonment_rate == pytest.approx(0.3333, abs=1e-4)
     assert o.short_abandoned == 1  # C5 hung up at 5 s; C6 at 120 s
-    assert o.abandonment_rate_without_short == 0.125  # (2 - 1) / (9 - 1)
+    assert o.abandonment_rate_without_short == 0.2  # (2 - 1) / (6 - 1)
     # 2 within / (4 answered + 1 abandoned after its threshold: C6 120>60; C5 5<=60 is short)
     assert o.service_level == pytest.approx(0.4)
     assert o.average_speed_of_answer_seconds == pytest.approx(43.75)  # (10+30+45+90) / 4
@@ -441,7 +442,7 @@ def test_scenario_per_queue(db: Engine) -> None:
         answered=2,
         answered_within_threshold=1,  # C1 10<=20; C2 30>20
         abandoned=0,
-        abandonment_rate=0.0,  # 0 / 2
+        abandonment_rate=0.0,  # 0 / (2 answered + 0 abandoned)
         service_level=0.5,  # 1 / (2 + 0)
         average_speed_of_answer_seconds=20.0,  # (10+30) / 2
         average_handle_time_seconds=360.0,  # (300+420) / 2
@@ -460,14 +461,14 @@ def test_scenario_per_queue(db: Engine) -> None:
         answered=2,  # C3 C4
         answered_within_threshold=1,  # C3 45<=60; C4 90>60
         abandoned=1,  # C5
-        abandonment_rate=0.25,  # 1 / 4
+        abandonment_rate=1 / 3,  # 1 / (2 answered + 1 abandoned); C9 still waits
         service_level=0.5,  # 1 / (2 + 0): C5 hung up at 5 s, a short abandon
         average_speed_of_answer_seconds=67.5,  # (45+90) / 2
         average_handle_time_seconds=220.0,  # C3 240, C5 200: 440 / 2; C4 still connected
         callbacks_requested=0,
         callbacks_completed=0,
         short_abandoned=1,  # C5: 5 s, within the 5 s a short abandon is
-        abandonment_rate_without_short=0.0,  # (1 - 1) / (4 - 1)
+        abandonment_rate_without_short=0.0,  # (1 - 1) / (3 - 1)
         hung_up_on_the_way=0,
         surveys_asked=0,
         surveys_answered=0,
@@ -477,7 +478,7 @@ def test_scenario_per_queue(db: Engine) -> None:
     account = r.by_queue["account"]
     assert (account.offered, account.answered, account.answered_within_threshold) == (3, 0, 0)
     assert account.abandoned == 1  # C6
-    assert account.abandonment_rate == pytest.approx(0.3333, abs=1e-4)  # 1 / 3
+    assert account.abandonment_rate == 1.0  # 1 / (0 + 1): C7 C8 asked for a call back
     assert account.service_level == 0.0  # 0 / (0 + 1): C6 waited 120 > 60
     assert account.average_speed_of_answer_seconds is None  # nothing answered
     assert account.average_handle_time_seconds == 500.0  # C7 alone
@@ -614,7 +615,7 @@ def test_outcomes_at_the_edges(db: Engine) -> None:
     q = report(db).by_queue["q"]
     assert (q.offered, q.answered, q.answered_within_threshold) == (3, 0, 0)
     assert q.abandoned == 1  # E3
-    assert q.abandonment_rate == pytest.approx(0.3333, abs=1e-4)  # 1 / 3
+    assert q.abandonment_rate == 1.0  # 1 / (0 answered + 1): E1 in progress, E2 a call back
     assert q.service_level == 0.0  # 0 / (0 answered + 1 abandoned after the threshold)
     assert q.average_speed_of_answer_seconds is None
     assert q.average_handle_time_seconds == 60.0  # E2: 460 - 400; E3 is still connected
@@ -629,9 +630,76 @@ def test_as_dict_is_json(db: Engine) -> None:
     assert data["thresholds_seconds"] == {"emergency": 20.0, "other": 60.0, "short_abandon": 5.0}
     assert data["overall"]["offered"] == 9
     assert data["by_queue"]["account"]["average_speed_of_answer_seconds"] is None
-    assert data["by_queue"]["payments"]["abandonment_rate"] == 0.25
+    assert data["by_queue"]["payments"]["abandonment_rate"] == 1 / 3
     assert data["top_topics"][0] == {"topic": "deposits_withdrawals", "calls": 5}
     assert data["containment"] == pytest.approx(0.1667, abs=1e-4)
+
+
+HACK_END = T0 + timedelta(minutes=30)  # the hack day's window is [10:00, 10:30)
+
+
+def hack_day(db: Engine) -> None:
+    """Victims of a hack between 10:00 and 10:30, all in the security line (emergency,
+    target 20 s), judged at 10:30 (offsets in seconds from 10:00:00):
+
+    A1-A3    created 60, 120, 180; answered 8 s later, still talking
+    W1-W40   created 0, 20, ... 780 (by 10:13); still holding at 10:30: 17 to 30 min
+    B1-B20   created 30, 60, ... 600; pressed 1 for a call back 10 min in; not called yet
+    H1-H5    created 300, 360, ... 540; hung up after 12 min, not called back
+    """
+    hijack = [*MENU, ("emergency", "say"), ("emergency_queue", "queue")]
+    with db.begin() as conn:
+
+        def victim(name: str, created: float, **case: Any) -> None:
+            ended = case.pop("call_ended", None)
+            add_call(
+                conn,
+                name,
+                started=at(created - 30),
+                status="in-progress" if ended is None else "completed",
+                ended=None if ended is None else at(ended),
+                topic="account_hijack",
+                entered=hijack,
+            )
+            add_case(
+                conn, name, queue="security", priority="emergency", created=at(created), **case
+            )
+
+        for n in range(3):
+            created = 60 * (n + 1)
+            victim(f"A{n}", created, status="connected", connected=at(created + 8))
+        for n in range(40):
+            victim(f"W{n}", 20 * n, status="waiting")
+        for n in range(20):
+            created = 30 * (n + 1)
+            # The caller hangs up after the confirmation: their call's end is when they asked.
+            victim(
+                f"B{n}",
+                created,
+                status="callback_requested",
+                callback_number=f"+1500555{n:04d}",
+                call_ended=created + 600,
+            )
+        for n in range(5):
+            created = 300 + 60 * n
+            hung_up = created + 720
+            victim(f"H{n}", created, status="abandoned", ended=at(hung_up), call_ended=hung_up)
+
+
+def test_on_a_hack_day_the_abandonment_rate_is_of_the_callers_whose_wait_ended(
+    db: Engine,
+) -> None:
+    """5 victims hung up, 3 were answered: 62.5 % of those whose wait in line ended gave up.
+    The 40 still holding and the 20 who asked for a call back have not abandoned, nor been
+    answered: counted in neither part (divided by all 68 offered, it read 7 %)."""
+    hack_day(db)
+    with db.connect() as conn:
+        r = figures(conn, start=T0, end=HACK_END)
+    for q in (r.overall, r.by_queue["security"]):
+        assert (q.offered, q.answered, q.abandoned, q.callbacks_requested) == (68, 3, 5, 20)
+        assert q.abandonment_rate == 0.625  # 5 / (3 + 5)
+        assert q.short_abandoned == 0
+        assert q.abandonment_rate_without_short == 0.625
 
 
 def test_rejects_bad_arguments(db: Engine) -> None:
