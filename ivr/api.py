@@ -1533,8 +1533,10 @@ def stats(
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
     after-agent surveys, containment and top topics over [since, until) (default: the last
     24 hours), overall and per queue; per agent, the cases they handled and their surveys.
+    Callers still in line count by how long they have waited by now, whatever `until`.
     The definitions: ivr/stats.py, and the README."""
-    end = until or hotline.clock()
+    now = hotline.clock()
+    end = until or now
     try:
         start = since or end - timedelta(days=1)
     except OverflowError:
@@ -1550,6 +1552,7 @@ def stats(
                     other=timedelta(seconds=threshold),
                     short_abandon=timedelta(seconds=short_abandon),
                 ),
+                now=now,
             )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None

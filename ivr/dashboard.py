@@ -1076,11 +1076,12 @@ def bucket_size(span: timedelta) -> timedelta:
 def buckets(hotline: Hotline, start: datetime, end: datetime, size: timedelta) -> list[Bucket]:
     """The period's figures, one report per bucket (the last one may be shorter)."""
     found = []
+    now = hotline.clock()
     with hotline.db.connect() as conn:
         at = start
         while at < end:
             stop = end if end - at <= size else at + size  # at + size: past year 9999
-            found.append(Bucket(at, stop, stats.figures(conn, start=at, end=stop)))
+            found.append(Bucket(at, stop, stats.figures(conn, start=at, end=stop, now=now)))
             at = stop
     return found
 
@@ -1226,7 +1227,7 @@ def figures_page(request: Request, hotline: HotlineDep) -> Response:
 
 def figures_context(hotline: Hotline, start: datetime, end: datetime) -> dict[str, Any]:
     with hotline.db.connect() as conn:
-        report = stats.figures(conn, start=start, end=end)
+        report = stats.figures(conn, start=start, end=end, now=hotline.clock())
     size = bucket_size(end - start)
     return {
         "errors": [],

@@ -1,10 +1,11 @@
 """Contact-centre figures over a period, overall and per queue: the definitions.
 
-Every figure is computed by `figures(conn, start=..., end=...)` from the tables alone; the
-period is the half-open interval [start, end): a case created exactly at `start` counts, one
-created exactly at `end` belongs to the next period. Durations are differences of stored UTC
-timestamps, in seconds. A rate or an average with nothing to divide by is None (shown as
-"n/a"), never 0.
+Every figure is computed by `figures(conn, start=..., end=..., now=...)` from the tables
+alone; the period is the half-open interval [start, end): a case created exactly at `start`
+counts, one created exactly at `end` belongs to the next period. `now` is when the report
+runs (the app's clock; by default `end`): how long a caller still in line has waited.
+Durations are differences of stored UTC timestamps, in seconds. A rate or an average with
+nothing to divide by is None (shown as "n/a"), never 0.
 
 Which rows
     Case figures are over the cases CREATED in the period (`cases.created_at`), each under its
@@ -43,7 +44,8 @@ Each case has exactly one outcome, the first of these that applies:
        without screening), when the caller reached the <Dial>, before the phone rang
        (`connected_at`).
     4. in progress: none of these yet (waiting, or being offered to an agent); such a case
-       counts in `offered` only.
+       counts in `offered`, and in the service level once it has waited past its threshold
+       (below).
     ("offered" below is the industry's word for a contact that reached a queue; it is not the
     case status `offered`, which means an agent has claimed the case.)
 
@@ -78,13 +80,28 @@ service level threshold
 answered_within_threshold
     Answered cases whose wait, from joining the line (`created_at`, or `queued_at` for a
     line an agent sent them to) to the answer (above), is <= the case's threshold.
+abandoned_after_threshold
+    Abandoned cases whose wait (above) is > their threshold (or not known).
+callbacks_after_threshold
+    Call-back requests the caller made after waiting > their threshold: from joining the
+    line to the end of their call (Twilio hangs up a few seconds after the request is
+    confirmed; the call not ended yet, `now`). A call back an agent sent on after its caller
+    hung up on them (answered before) is not a request: in neither part.
+waiting_after_threshold
+    Cases in progress whose caller is still in line (status `waiting`, or `offered` to an
+    agent, not put through yet) and has waited > their threshold by `now`.
+service_level_counted
+    answered + abandoned_after_threshold + callbacks_after_threshold +
+    waiting_after_threshold: every caller who was answered, or who reached the threshold
+    unanswered.
 service_level
-    answered_within_threshold / (answered + abandoned after the threshold), where an
-    abandoned case is "after the threshold" when its wait (above) is > its threshold. This is
-    the common variant that leaves short abandons out: a caller who hung up before the target
-    time could not have been answered within it, and counting them would reward callers who
-    give up quickly. Call-back requests and cases in progress are in neither part. None when
-    the denominator is 0.
+    answered_within_threshold / service_level_counted; None when that is 0. Cisco ICM's
+    service level with "abandoned calls ignored": a call counts once it is answered or waits
+    past the threshold, less those who hung up before it (a caller who gave up within the
+    target could not have been answered within it; ICMI's formula #4). A caller who leaves
+    the line by asking for a call back counts as one who hung up would: after the
+    threshold, a miss; before, left out. A caller still waiting past it has missed it
+    already, and counts now, not only once they leave: a line backing up shows at once.
 average_speed_of_answer_seconds (ASA)
     Mean of the answer (above) - `created_at` over answered cases (call-backs and abandoned
     cases called back are not answers), and the answers of the lines they left; None when
@@ -226,6 +243,10 @@ class QueueFigures(SurveyFigures):
     short_abandoned: int = 0
     abandonment_rate_without_short: float | None = None
     hung_up_on_the_way: int = 0
+    abandoned_after_threshold: int = 0
+    callbacks_after_threshold: int = 0
+    waiting_after_threshold: int = 0
+    service_level_counted: int = 0
 
 
 @dataclass(frozen=True)
@@ -279,6 +300,8 @@ class _Tally:
     within: int = 0
     abandoned: int = 0
     late_abandons: int = 0
+    late_callbacks: int = 0  # asked for after the threshold
+    late_waiting: int = 0  # still in line, past the threshold when the report runs
     short_abandons: int = 0
     hung_up_on_the_way: int = 0
     handled: int = 0  # an agent's
@@ -310,6 +333,17 @@ class _Tally:
             **self.surveys(),
         )
 
+    def _past_the_target(self) -> int:
+        """The service level's denominator: the callers who had a service-level event, as
+        Cisco ICM counts it ("Service Data", ICM 4.5 manual: answered, or the threshold
+        reached unanswered), less those who hung up before the threshold (its "abandoned
+        calls ignored" calculation; ICMI's formula #4, callcentrehelper.com, "Service
+        Level Threshold Calculations"). A call-back request is one more way to leave the
+        line unanswered (Genesys Cloud's "flow-out"; Vonage's "breakout"): after the
+        threshold, a miss like a late abandon; before, left out like an early one. Callers
+        still waiting past it have missed it already: counted now, not when they leave."""
+        return self.answered + self.late_abandons + self.late_callbacks + self.late_waiting
+
     def figures(self) -> QueueFigures:
         return QueueFigures(
             offered=self.offered,
@@ -329,7 +363,11 @@ class _Tally:
                 self.answered + self.abandoned - self.short_abandons,
             ),
             hung_up_on_the_way=self.hung_up_on_the_way,
-            service_level=_ratio(self.within, self.answered + self.late_abandons),
+            service_level=_ratio(self.within, self._past_the_target()),
+            abandoned_after_threshold=self.late_abandons,
+            callbacks_after_threshold=self.late_callbacks,
+            waiting_after_threshold=self.late_waiting,
+            service_level_counted=self._past_the_target(),
             average_speed_of_answer_seconds=_mean(self.answer_waits),
             average_handle_time_seconds=_mean(self.handle_times),
             callbacks_requested=self.callbacks_requested,
@@ -372,11 +410,13 @@ def _count_case(
     case: Any,
     thresholds: Thresholds,
     survey: str | None,
+    now: datetime,
     closed_for_them: bool = False,
 ) -> None:
     """Add the last line of one case (a row of cases plus `call_ended_at`) to each tally,
-    with its survey answer (None: not asked). `closed_for_them`: resolved by someone else
-    than its agent (a supervisor): their handle time ends with their talk, no wrap-up."""
+    with its survey answer (None: not asked), as of `now`. `closed_for_them`: resolved by
+    someone else than its agent (a supervisor): their handle time ends with their talk, no
+    wrap-up."""
     threshold = thresholds.for_priority(case.priority).total_seconds()
     answered_at = _answered_at(case)
     ended = case.talk_ended_at if closed_for_them else case.ended_at
@@ -391,16 +431,26 @@ def _count_case(
         if handled and case.talk_ended_at is not None and not closed_for_them
         else None
     )
+    sent_after_hang_up = (case.flags or {}).get(SENT_AFTER_HANG_UP) == "yes"
     callback = (
         case.status == "callback_requested"
         or case.claimed_from == "callback_requested"
         or case.callback_number is not None
-        or (case.flags or {}).get(SENT_AFTER_HANG_UP) == "yes"
+        or sent_after_hang_up
     )
     abandoned = not callback and (case.status == "abandoned" or case.claimed_from == "abandoned")
     in_line = _in_line_since(case)
     answered = not callback and not abandoned and answered_at is not None
-    late_abandon = short_abandon = False
+    late_abandon = short_abandon = late_callback = late_waiting = False
+    if callback and not sent_after_hang_up:
+        # The confirmation ends with Twilio hanging up: the call's end is when they asked,
+        # give or take those seconds; not ended yet, they are hearing it now.
+        asked = case.call_ended_at or now
+        # Sent on since (a call back): they asked in the line they left.
+        since = in_line if in_line < asked else case.created_at
+        late_callback = _seconds(asked, since) > threshold
+    elif not abandoned and answered_at is None and case.status in ("waiting", "offered"):
+        late_waiting = _seconds(now, in_line) > threshold
     if abandoned:
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
         # Sent on after the hang-up (a call back): the wait was in the line they left.
@@ -423,6 +473,7 @@ def _count_case(
         if callback:
             t.callbacks_requested += 1
             t.callbacks_completed += case.connected_at is not None
+            t.late_callbacks += late_callback
         elif abandoned:
             t.abandoned += 1
             t.late_abandons += late_abandon
@@ -431,6 +482,8 @@ def _count_case(
             t.answered += 1
             t.within += wait <= threshold
             t.answer_waits.append(wait)
+        else:
+            t.late_waiting += late_waiting
 
 
 @dataclass(frozen=True)
@@ -499,10 +552,13 @@ def figures(
     end: datetime,
     thresholds: Thresholds = Thresholds(),  # frozen: one shared default is safe
     top: int = 5,
+    now: datetime | None = None,
 ) -> Report:
-    """The figures for cases created and calls started in [start, end) (see the module)."""
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("start and end must be aware datetimes")
+    """The figures for cases created and calls started in [start, end) (see the module), as
+    of `now` (by default the period's end)."""
+    if start.tzinfo is None or end.tzinfo is None or (now is not None and now.tzinfo is None):
+        raise ValueError("start, end and now must be aware datetimes")
+    judged = end if now is None else now
     if end <= start:
         raise ValueError("end must be after start")
     if top < 0:
@@ -626,11 +682,11 @@ def figures(
             by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
         else:
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
-            _count_case(tallies, case, thresholds, surveys.get(case.id), closed_for_them)
+            _count_case(tallies, case, thresholds, surveys.get(case.id), judged, closed_for_them)
         if case.agent_name is not None and case.connected_at is not None:
             # An agent's figures are what they handled: their answers and abandons not shown.
             mine = by_agent.setdefault(case.agent_name, _Tally())
-            _count_case((mine,), case, thresholds, surveys.get(case.id), closed_for_them)
+            _count_case((mine,), case, thresholds, surveys.get(case.id), judged, closed_for_them)
             mine.handled += 1
     for actor, action, count in agents_did:
         tally = by_agent.setdefault(actor.removeprefix("agent:"), _Tally())

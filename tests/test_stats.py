@@ -423,8 +423,12 @@ def test_scenario_overall(db: Engine) -> None:
     assert o.abandonment_rate == pytest.approx(0.3333, abs=1e-4)
     assert o.short_abandoned == 1  # C5 hung up at 5 s; C6 at 120 s
     assert o.abandonment_rate_without_short == 0.2  # (2 - 1) / (6 - 1)
-    # 2 within / (4 answered + 1 abandoned after its threshold: C6 120>60; C5 5<=60 is short)
-    assert o.service_level == pytest.approx(0.4)
+    # 2 within / (4 answered + 1 abandoned after its threshold: C6 120>60 (C5 5<=60 is
+    # short) + 0 call backs asked for after it: C7 C8 60<=60 + 1 still waiting past it at
+    # the end of the period: C9 600>60)
+    assert (o.abandoned_after_threshold, o.callbacks_after_threshold) == (1, 0)
+    assert (o.waiting_after_threshold, o.service_level_counted) == (1, 6)
+    assert o.service_level == pytest.approx(1 / 3)
     assert o.average_speed_of_answer_seconds == pytest.approx(43.75)  # (10+30+45+90) / 4
     # resolved after an agent had them: C1 300, C2 420, C3 240, C5 200, C7 500 = 1660 / 5
     assert o.average_handle_time_seconds == pytest.approx(332.0)
@@ -455,6 +459,7 @@ def test_scenario_per_queue(db: Engine) -> None:
         surveys_answered=0,
         satisfaction_average=None,
         satisfied_rate=None,
+        service_level_counted=2,
     )
     assert r.by_queue["payments"] == QueueFigures(
         offered=4,  # C3 C4 C5 C9
@@ -462,7 +467,8 @@ def test_scenario_per_queue(db: Engine) -> None:
         answered_within_threshold=1,  # C3 45<=60; C4 90>60
         abandoned=1,  # C5
         abandonment_rate=1 / 3,  # 1 / (2 answered + 1 abandoned); C9 still waits
-        service_level=0.5,  # 1 / (2 + 0): C5 hung up at 5 s, a short abandon
+        # 1 / (2 + 0 + 1): C5 hung up at 5 s, a short abandon; C9 waits 600 > 60
+        service_level=1 / 3,
         average_speed_of_answer_seconds=67.5,  # (45+90) / 2
         average_handle_time_seconds=220.0,  # C3 240, C5 200: 440 / 2; C4 still connected
         callbacks_requested=0,
@@ -474,12 +480,15 @@ def test_scenario_per_queue(db: Engine) -> None:
         surveys_answered=0,
         satisfaction_average=None,
         satisfied_rate=None,
+        waiting_after_threshold=1,  # C9
+        service_level_counted=3,  # C3 C4 C9
     )
     account = r.by_queue["account"]
     assert (account.offered, account.answered, account.answered_within_threshold) == (3, 0, 0)
     assert account.abandoned == 1  # C6
     assert account.abandonment_rate == 1.0  # 1 / (0 + 1): C7 C8 asked for a call back
-    assert account.service_level == 0.0  # 0 / (0 + 1): C6 waited 120 > 60
+    # 0 / (0 + 1): C6 waited 120 > 60; C7 and C8 asked for a call back at 60 <= 60
+    assert (account.service_level, account.service_level_counted) == (0.0, 1)
     assert account.average_speed_of_answer_seconds is None  # nothing answered
     assert account.average_handle_time_seconds == 500.0  # C7 alone
     assert (account.callbacks_requested, account.callbacks_completed) == (2, 1)  # C7 C8; C7
@@ -512,17 +521,19 @@ def test_custom_thresholds_change_the_service_level(db: Engine) -> None:
     lenient = report(db, thresholds=Thresholds(timedelta(seconds=30), timedelta(seconds=90)))
     # within: C1 10<=30, C2 30<=30, C3 45<=90, C4 90<=90 = 4; after: C6 120>90 = 1
     assert lenient.overall.answered_within_threshold == 4
-    assert lenient.overall.service_level == pytest.approx(0.8)  # 4 / (4 + 1)
+    # 4 / (4 + 1 + C9 waiting 600 > 90)
+    assert lenient.overall.service_level == pytest.approx(4 / 6)
     assert lenient.by_queue["security"].service_level == 1.0  # 2 / 2
-    assert lenient.by_queue["payments"].service_level == 1.0  # 2 / 2
+    assert lenient.by_queue["payments"].service_level == pytest.approx(2 / 3)  # 2 / (2 + 1)
     assert lenient.by_queue["account"].service_level == 0.0  # 0 / (0 + 1)
 
     split = report(db, thresholds=Thresholds(emergency=timedelta(seconds=5), other=150 * SECOND))
-    # within: C3 45<=150, C4 90<=150 = 2 (C1 10>5, C2 30>5); after: none (C6 120<=150)
+    # within: C3 45<=150, C4 90<=150 = 2 (C1 10>5, C2 30>5); after: C9 waiting 600>150
+    # (C6 120<=150)
     assert split.overall.answered_within_threshold == 2
-    assert split.overall.service_level == pytest.approx(0.5)  # 2 / (4 + 0)
+    assert split.overall.service_level == pytest.approx(0.4)  # 2 / (4 + 1)
     assert split.by_queue["security"].service_level == 0.0  # 0 / 2
-    assert split.by_queue["payments"].service_level == 1.0  # 2 / 2
+    assert split.by_queue["payments"].service_level == pytest.approx(2 / 3)  # 2 / (2 + 1)
     assert split.by_queue["account"].service_level is None  # 0 / (0 + 0): undefined
     # The threshold moves the service level only.
     assert split.overall.average_speed_of_answer_seconds == pytest.approx(43.75)
@@ -612,11 +623,25 @@ def test_outcomes_at_the_edges(db: Engine) -> None:
             connected=at(900),
             ended=at(230),
         )
+        # Closed by hand while its caller waited, never answered: nobody waits any more.
+        add_case(
+            conn,
+            "E4",
+            queue="q",
+            priority="normal",
+            created=at(300),
+            status="resolved",
+            claimed_from="waiting",
+            ended=at(400),
+        )
     q = report(db).by_queue["q"]
-    assert (q.offered, q.answered, q.answered_within_threshold) == (3, 0, 0)
+    assert (q.offered, q.answered, q.answered_within_threshold) == (4, 0, 0)
     assert q.abandoned == 1  # E3
     assert q.abandonment_rate == 1.0  # 1 / (0 answered + 1): E1 in progress, E2 a call back
-    assert q.service_level == 0.0  # 0 / (0 answered + 1 abandoned after the threshold)
+    # 0 / (0 answered + E3 abandoned after the threshold + E2 asked for a call back, its
+    # call row gone: as if asking at the end + E1 still waiting at the end, 3600 > 60;
+    # not E4, which waits no more)
+    assert (q.service_level, q.service_level_counted) == (0.0, 3)
     assert q.average_speed_of_answer_seconds is None
     assert q.average_handle_time_seconds == 60.0  # E2: 460 - 400; E3 is still connected
     assert (q.callbacks_requested, q.callbacks_completed) == (1, 1)  # E2
@@ -700,6 +725,166 @@ def test_on_a_hack_day_the_abandonment_rate_is_of_the_callers_whose_wait_ended(
         assert q.abandonment_rate == 0.625  # 5 / (3 + 5)
         assert q.short_abandoned == 0
         assert q.abandonment_rate_without_short == 0.625
+
+
+def test_on_a_hack_day_the_service_level_counts_every_victim_kept_past_the_target(
+    db: Engine,
+) -> None:
+    """3 answered within 20 s, of the 68 victims who had waited 20 s when the report ran:
+    the 5 who hung up after 12 min, the 20 who gave up holding after 10 min and asked for a
+    call back, and the 40 still holding (it read 37.5 %: 3 / (3 + 5))."""
+    hack_day(db)
+    with db.connect() as conn:
+        r = figures(conn, start=T0, end=HACK_END, now=HACK_END)
+    for q in (r.overall, r.by_queue["security"]):
+        assert q.answered_within_threshold == 3
+        assert (q.abandoned_after_threshold, q.callbacks_after_threshold) == (5, 20)
+        assert q.waiting_after_threshold == 40
+        assert q.service_level_counted == 68  # 3 + 5 + 20 + 40
+        assert q.service_level == 3 / 68
+
+
+def test_call_backs_and_callers_waiting_count_by_their_prioritys_target(db: Engine) -> None:
+    """Asked for a call back 45 s in, or waiting 45 s when the report runs: late for an
+    emergency (20 s), on time for the rest (60 s), so left out of the service level as a
+    caller who hung up before the target is. A call back with no end of call yet (the
+    caller still hears the confirmation) is judged by the wait until the report."""
+    with db.begin() as conn:
+        for prio in ("emergency", "normal"):
+            add_call(conn, f"B{prio}", started=at(0), ended=at(45))
+            add_case(
+                conn,
+                f"B{prio}",
+                queue=prio,
+                priority=prio,
+                created=at(0),
+                status="callback_requested",
+                callback_number="+15005550100",
+            )
+            add_call(conn, f"W{prio}", started=at(1155), status="in-progress")
+            add_case(
+                conn, f"W{prio}", queue=prio, priority=prio, created=at(1155), status="waiting"
+            )
+            add_call(conn, f"N{prio}", started=at(1190), status="in-progress")
+            add_case(
+                conn,
+                f"N{prio}",
+                queue=prio,
+                priority=prio,
+                created=at(1190),
+                status="callback_requested",
+                callback_number="+15005550101",
+            )
+    with db.connect() as conn:
+        r = figures(conn, start=START, end=END, now=at(1200))
+    emergency, normal = r.by_queue["emergency"], r.by_queue["normal"]
+    assert (emergency.callbacks_after_threshold, emergency.waiting_after_threshold) == (1, 1)
+    assert (emergency.service_level_counted, emergency.service_level) == (2, 0.0)
+    assert (normal.callbacks_after_threshold, normal.waiting_after_threshold) == (0, 0)
+    assert (normal.service_level_counted, normal.service_level) == (0, None)
+
+
+def test_a_call_back_an_agent_sent_on_after_the_line_dropped_is_no_late_request(
+    db: Engine,
+) -> None:
+    """Answered in payments within 10 s, the caller's line dropped ten minutes into the
+    talk, and the agent sent the case to security for a call back: the caller asked for
+    nothing and waited in no line past a target. Their answer counts in payments."""
+    leg = {
+        "queue": "payments",
+        "priority": "normal",
+        "from": "waiting",
+        "agent": "alice",
+        "entered_at": at(0).isoformat(),
+        "connected_at": at(10).isoformat(),
+        "answered_at": at(10).isoformat(),
+        "ended_at": at(700).isoformat(),
+    }
+    with db.begin() as conn:
+        add_call(conn, "D1", started=at(-30), ended=at(610))
+        add_case(
+            conn, "D1", queue="security", priority="emergency", created=at(0), status="abandoned"
+        )
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("D1"))
+            .values(legs=[leg], queued_at=at(700), flags={case_queue.SENT_AFTER_HANG_UP: "yes"})
+        )
+    r = report(db)
+    security, payments = r.by_queue["security"], r.by_queue["payments"]
+    assert (security.callbacks_requested, security.callbacks_after_threshold) == (1, 0)
+    assert (security.service_level_counted, security.service_level) == (0, None)
+    assert (payments.service_level_counted, payments.service_level) == (1, 1.0)
+
+
+def test_a_call_back_sent_on_was_asked_for_in_the_line_it_left(db: Engine) -> None:
+    """Asked for 5 min into the payments line; called back and sent on to security at
+    1000 s, where it waits as a call back: asked after the target, wherever it is now."""
+    leg = {
+        "queue": "payments",
+        "priority": "normal",
+        "from": "callback_requested",
+        "agent": "alice",
+        "entered_at": at(0).isoformat(),
+        "connected_at": at(900).isoformat(),
+        "ended_at": at(1000).isoformat(),
+    }
+    with db.begin() as conn:
+        add_call(conn, "K1", started=at(-30), ended=at(300))
+        add_case(
+            conn,
+            "K1",
+            queue="security",
+            priority="emergency",
+            created=at(0),
+            status="callback_requested",
+            callback_number="+15005550100",
+        )
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("K1"))
+            .values(legs=[leg], queued_at=at(1000))
+        )
+    security = report(db).by_queue["security"]
+    assert (security.callbacks_requested, security.callbacks_after_threshold) == (1, 1)
+    assert security.service_level == 0.0
+
+
+def test_callers_still_waiting_are_judged_when_the_report_runs(db: Engine) -> None:
+    """A caller who joined 10 s before the period's end and still waits: on time at the
+    end, late five minutes later. Without `now`, the period's end."""
+    with db.begin() as conn:
+        add_case(
+            conn, "W1", queue="q", priority="normal", created=END - 10 * SECOND, status="waiting"
+        )
+    with db.connect() as conn:
+        at_end = figures(conn, start=START, end=END).by_queue["q"]
+        later = figures(conn, start=START, end=END, now=END + timedelta(minutes=5)).by_queue["q"]
+        with pytest.raises(ValueError, match="aware"):
+            figures(conn, start=START, end=END, now=datetime(2026, 11, 23, 11))
+    assert (at_end.waiting_after_threshold, at_end.service_level) == (0, None)
+    assert (later.waiting_after_threshold, later.service_level) == (1, 0.0)
+
+
+def test_the_api_judges_callers_still_waiting_by_its_clock_not_by_until(
+    client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """Asked about a period that ended a minute ago, a caller who joined 30 s before its end
+    and still waits has waited 90 s now: past the 60 s target."""
+    with db.begin() as conn:
+        add_case(
+            conn,
+            "W1",
+            queue="payments",
+            priority="normal",
+            created=clock() - timedelta(seconds=90),
+            status="waiting",
+        )
+    token = make_user(db, "sam", "supervisor")
+    until = (clock() - timedelta(seconds=60)).isoformat()
+    data = api(client, token, "GET", "/api/stats", params={"until": until})
+    payments = data["by_queue"]["payments"]
+    assert (payments["waiting_after_threshold"], payments["service_level"]) == (1, 0.0)
 
 
 def test_rejects_bad_arguments(db: Engine) -> None:
