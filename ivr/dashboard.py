@@ -373,9 +373,12 @@ TARGETS = stats.Thresholds()  # the figures' service-level targets, by default
 
 def late(entry: api.QueueEntry) -> bool:
     """A caller on the line who has waited past their service-level target: answered now,
-    they count as late in the figures already."""
+    they count as late in the figures already. Or an emergency call back owed that long:
+    a victim who hung up or asked to be called is no less robbed meanwhile; a call back of
+    another priority has no target of its own to be late against."""
     target = TARGETS.for_priority(entry.priority).total_seconds()
-    return entry.status == "waiting" and entry.waiting_seconds > target
+    past = entry.waiting_seconds > target
+    return past and (entry.status == "waiting" or entry.priority == "emergency")
 
 
 def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
@@ -391,7 +394,8 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": sum(e.priority == "emergency" for e in entries),
-        "late": sum(late(e) for e in entries),
+        "late": sum(late(e) and e.status == "waiting" for e in entries),
+        "late_call_backs": sum(late(e) and e.status != "waiting" for e in entries),
         "is_late": late,
         "targets": TARGETS,
         "updated": hotline.clock(),
