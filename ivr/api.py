@@ -1,7 +1,7 @@
 """The agent-side JSON API. Bearer tokens (`ivr users add`); a wrong role gets 403, none 401;
 too many wrong tokens from one client address get 429 with Retry-After (`SignInThrottle`).
 
-GET  /api/queue                 waiting cases, in exactly the order agents get them
+GET  /api/queue                 waiting cases, in exactly the order agents get them (the first 500)
 GET  /api/staffing              agents at work, their handle time, the wait a new caller hears
 POST /api/agents/next           claim the next case and connect its caller
 GET|PUT /api/agents/presence    available (cases come as they come) or away
@@ -19,6 +19,7 @@ GET  /api/recordings/{sid}      a call with an agent, as Twilio recorded it (MP3
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from ivr import oncall, recordings
@@ -59,6 +61,7 @@ from ivr.cases import (
     transfer_asked,
     unspoken,
     waiting_cases,
+    waiting_counts,
 )
 from ivr.db import in_utc
 from ivr.deps import (
@@ -77,7 +80,7 @@ from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
 from ivr.numbers import withheld
 from ivr.stats import Thresholds, figures
-from ivr.store import tree_version_list
+from ivr.store import reading, tree_version_list
 
 # A time in a query: with a zone (`Z`, `+08:00`), and one that is a time in UTC too.
 QueryTime = Annotated[AwareDatetime, AfterValidator(in_utc)]
@@ -169,6 +172,47 @@ class QueueEntry(BaseModel):
     language: str | None = Field(
         default=None, description="the language the caller chose (a prompt catalog's code)"
     )
+
+
+class LineCount(BaseModel):
+    """What waits in one queue."""
+
+    queue: str
+    waiting: int
+    on_the_line: int
+    longest_seconds: int
+
+
+class LanguageCount(BaseModel):
+    language: str | None  # None: not chosen (a case opened before languages were kept)
+    waiting: int
+
+
+class QueueCounts(BaseModel):
+    """Every case in line counted, however many are listed (`WaitingLine.entries`)."""
+
+    waiting: int
+    on_the_line: int  # callers holding
+    call_backs: int  # owed to callers who hung up or asked for one
+    emergencies: int
+    late_on_the_line: int  # holding past their service-level target
+    late_call_backs: int  # emergency call backs owed past the emergency target
+    ready: int  # those agents may take now: not held back until a retry time
+    ready_emergencies: int
+    ready_longest_seconds: int  # 0 when none is ready
+    by_queue: list[LineCount]  # by queue name
+    by_language: list[LanguageCount]  # by language code, "not chosen" among them
+
+
+@dataclass(frozen=True)
+class WaitingLine:
+    entries: list[QueueEntry]  # the first QUEUE_LISTED in serving order
+    counts: QueueCounts
+
+
+QUEUE_LISTED = 500
+# The figures' default service-level targets: a wait past them is late on the queue page.
+QUEUE_TARGETS = Thresholds()
 
 
 class Verification(BaseModel):
@@ -541,11 +585,90 @@ def acknowledge_page(
     return Page.model_validate(page)
 
 
-@router.get("/queue")
-def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
+@router.get(
+    "/queue",
+    responses={
+        200: {
+            "headers": {
+                "X-Total-Count": {
+                    "description": f"every case in line; the list stops at {QUEUE_LISTED}",
+                    "schema": {"type": "integer"},
+                }
+            }
+        }
+    },
+)
+def queue(user: StaffUser, hotline: HotlineDep, response: Response) -> list[QueueEntry]:
+    """Cases in line in serving order: the first 500; `X-Total-Count` counts them all."""
+    line = waiting_line(user, hotline)
+    response.headers["X-Total-Count"] = str(line.counts.waiting)
+    return line.entries
+
+
+def _waited(now: datetime, joined: datetime) -> int:
+    return max(0, int((now - joined).total_seconds()))
+
+
+def _late_if_joined_by(now: datetime, target: timedelta) -> datetime:
+    """Waits are shown in whole seconds, and late once they show more than the target: by
+    this the count and each row's mark agree to the second."""
+    return now - timedelta(seconds=math.floor(target.total_seconds()) + 1)
+
+
+def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
+    """The first QUEUE_LISTED cases in line and the counts of all of them, in one read."""
     now = hotline.clock()
+    with hotline.db.connect() as conn, reading(conn):
+        rows = waiting_cases(conn, limit=QUEUE_LISTED)
+        counts = _queue_counts(conn, now)
+    return WaitingLine(_entries(rows, now), counts)
+
+
+def queue_counts(user: User, hotline: Hotline) -> QueueCounts:
+    """The counts alone (the desk's live line): no row read to be thrown away."""
     with hotline.db.connect() as conn:
-        rows = waiting_cases(conn)
+        return _queue_counts(conn, hotline.clock())
+
+
+def _queue_counts(conn: Connection, now: datetime) -> QueueCounts:
+    groups = waiting_counts(
+        conn,
+        now=now,
+        late_if_joined_by=_late_if_joined_by(now, QUEUE_TARGETS.other),
+        emergency_late_if_joined_by=_late_if_joined_by(now, QUEUE_TARGETS.emergency),
+    )
+    by_queue: dict[str, LineCount] = {}
+    by_language: dict[str | None, int] = {}
+    for g in groups:
+        line = by_queue.setdefault(
+            g.queue, LineCount(queue=g.queue, waiting=0, on_the_line=0, longest_seconds=0)
+        )
+        line.waiting += g.cases
+        line.on_the_line += g.cases if g.on_the_line else 0
+        line.longest_seconds = max(line.longest_seconds, _waited(now, g.first_joined))
+        by_language[g.language] = by_language.get(g.language, 0) + g.cases
+    ready = [g for g in groups if not g.held_back]
+    emergency = [g for g in groups if g.priority == "emergency"]
+    return QueueCounts(
+        waiting=sum(g.cases for g in groups),
+        on_the_line=sum(g.cases for g in groups if g.on_the_line),
+        call_backs=sum(g.cases for g in groups if not g.on_the_line),
+        emergencies=sum(g.cases for g in emergency),
+        late_on_the_line=sum(g.late for g in groups if g.on_the_line),
+        late_call_backs=sum(g.late for g in emergency if not g.on_the_line),
+        ready=sum(g.cases for g in ready),
+        ready_emergencies=sum(g.cases for g in ready if g.priority == "emergency"),
+        ready_longest_seconds=max((_waited(now, g.first_joined) for g in ready), default=0),
+        by_queue=[by_queue[name] for name in sorted(by_queue)],
+        # Sorted as the page always showed them: "not chosen" among the codes.
+        by_language=[
+            LanguageCount(language=language, waiting=n)
+            for language, n in sorted(by_language.items(), key=lambda kv: kv[0] or "not chosen")
+        ],
+    )
+
+
+def _entries(rows: list[dict[str, Any]], now: datetime) -> list[QueueEntry]:
     return [
         QueueEntry(
             position=i,
@@ -556,9 +679,7 @@ def queue(user: StaffUser, hotline: HotlineDep) -> list[QueueEntry]:
             queue=r["queue"],
             status=r["status"],
             verified=(r["flags"] or {}).get("verified", "not_attempted"),
-            waiting_seconds=max(
-                0, int((now - (r["queued_at"] or r["created_at"])).total_seconds())
-            ),
+            waiting_seconds=_waited(now, r["queued_at"] or r["created_at"]),
             caller=mask(r["caller"]),
             not_before=r["not_before"] if r["not_before"] and r["not_before"] > now else None,
             language=r["language"],

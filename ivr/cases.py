@@ -329,6 +329,78 @@ def waiting_cases(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]
     return [dict(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class WaitingCount:
+    """The cases in line of one queue, language and priority, on the line or owed a call
+    back, held back until a retry time or not (`waiting_counts`)."""
+
+    queue: str
+    language: str | None
+    priority: str
+    on_the_line: bool  # a caller holding (status waiting); else a call back owed
+    held_back: bool  # a call back nobody answered, not offered before its retry time
+    cases: int
+    late: int  # of them, those who joined the line by their priority's `late_if_joined_by`
+    first_joined: datetime  # when the longest wait among them began
+
+
+def waiting_counts(
+    conn: Connection,
+    *,
+    now: datetime,
+    late_if_joined_by: datetime,
+    emergency_late_if_joined_by: datetime,
+) -> list[WaitingCount]:
+    """Every claimable case counted, however long the line (`waiting_cases` lists at most
+    its limit), in one grouped statement: a few rows per queue and language."""
+    joined = func.coalesce(cases.c.queued_at, cases.c.created_at)
+    on_the_line = case_when((cases.c.status == "waiting", 1), else_=0)
+    held_back = case_when(
+        (cases.c.not_before > bindparam("now", type_=cases.c.created_at.type), 1), else_=0
+    )
+    late_by = case_when(
+        (
+            cases.c.priority == "emergency",
+            bindparam("emergency_late", type_=cases.c.created_at.type),
+        ),
+        else_=bindparam("late", type_=cases.c.created_at.type),
+    )
+    statement = (
+        select(
+            cases.c.queue,
+            cases.c.language,
+            cases.c.priority,
+            on_the_line,
+            held_back,
+            func.count(),
+            func.sum(case_when((joined <= late_by, 1), else_=0)),
+            func.min(joined),
+        )
+        .where(cases.c.queued == 1)
+        .group_by(cases.c.queue, cases.c.language, cases.c.priority, on_the_line, held_back)
+    )
+    values = {
+        "now": now,
+        "late": late_if_joined_by,
+        "emergency_late": emergency_late_if_joined_by,
+    }
+    with reading(conn):
+        rows = conn.execute(statement, values).all()
+    return [
+        WaitingCount(
+            queue=queue,
+            language=language,
+            priority=priority,
+            on_the_line=bool(line),
+            held_back=bool(held),
+            cases=count,
+            late=int(late or 0),
+            first_joined=first,
+        )
+        for queue, language, priority, line, held, count, late, first in rows
+    ]
+
+
 # The next case in serving order, locked for this claim. PostgreSQL: SKIP LOCKED lets agents
 # asking at the same moment take different cases instead of queueing on one row. SQLite takes
 # one writer at a time, which serialises claims just as well.

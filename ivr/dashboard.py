@@ -368,7 +368,7 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
 PAGED_SHOWN = timedelta(hours=1)
 
 
-TARGETS = stats.Thresholds()  # the figures' service-level targets, by default
+TARGETS = api.QUEUE_TARGETS  # the figures' service-level targets, by default
 
 
 def late(entry: api.QueueEntry) -> bool:
@@ -382,20 +382,22 @@ def late(entry: api.QueueEntry) -> bool:
 
 
 def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
-    entries = api.queue(user, hotline)
+    line = api.waiting_line(user, hotline)
     now = hotline.clock()
     pages = api.on_call_pages(user, hotline, limit=1) if user.role == "supervisor" else []
     return {
-        "entries": entries,
+        "entries": line.entries,
+        # Counted in the database: the list stops at api.QUEUE_LISTED.
+        "counts": line.counts,
         # The on-call paged in the last hour: whether help is on its way.
         "paged": next((p for p in pages if now - p.at < PAGED_SHOWN), None),
         # Only the latest page, while it holds the next back, can still be acknowledged.
         "page_in_force": bool(pages) and oncall.in_force(pages[0], latest=True, now=now),
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
-        "emergencies": sum(e.priority == "emergency" for e in entries),
-        "late": sum(late(e) and e.status == "waiting" for e in entries),
-        "late_call_backs": sum(late(e) and e.status != "waiting" for e in entries),
+        "emergencies": line.counts.emergencies,
+        "late": line.counts.late_on_the_line,
+        "late_call_backs": line.counts.late_call_backs,
         "is_late": late,
         "targets": TARGETS,
         "updated": hotline.clock(),
@@ -678,12 +680,11 @@ def _desk_live(
     until its retry time is not one), and a version of the agent's own cases that changes
     whenever one of them does."""
     now = hotline.clock()
-    ready = [e for e in api.queue(user, hotline) if e.not_before is None]
+    counts = api.queue_counts(user, hotline)
     mine = api.my_cases(user, hotline) if held is None else held
     state = "|".join(
         f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}:{c.on_call}" for c in mine
     )
-    longest = max((e.waiting_seconds for e in ready), default=0)
     offered = next((c for c in mine if c.accept_by), None)
     return {
         # A case offered at the desk, to accept: what the browser's notification says (the
@@ -696,9 +697,9 @@ def _desk_live(
         }
         if offered and offered.accept_by
         else None,
-        "waiting": len(ready),
-        "emergencies": sum(e.priority == "emergency" for e in ready),
-        "longest": clock_text(longest) if ready else "",
+        "waiting": counts.ready,
+        "emergencies": counts.ready_emergencies,
+        "longest": clock_text(counts.ready_longest_seconds) if counts.ready else "",
         "version": hashlib.sha256(state.encode()).hexdigest()[:16],
         "updated": now,
     }

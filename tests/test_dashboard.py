@@ -347,6 +347,7 @@ def test_the_queue_counts_what_waits_in_each_line_and_language(
     )
     languages = texts(doc, "//span[@class='language-count']")
     assert languages == ["en 2"]
+    assert not doc.xpath("//p[contains(@class, 'listed-cut')]")  # all of them are listed
 
 
 def test_the_queue_marks_callers_and_emergency_call_backs_past_their_target(
@@ -389,6 +390,105 @@ def test_the_queue_marks_callers_and_emergency_call_backs_past_their_target(
         "1 on the line, 1 emergency call back owed past the service-level target "
         "(20 s for emergencies, 60 s for the rest)"
     ) in late_line
+
+
+def in_line(
+    n: int,
+    now: datetime,
+    queue: str,
+    priority: str,
+    status: str,
+    waited: float,
+    *,
+    language: str = "en",
+    not_before: datetime | None = None,
+) -> dict[str, Any]:
+    """The row of case `n`, in line for `waited` seconds at `now`."""
+    joined = now - timedelta(seconds=waited)
+    return {
+        "ticket": f"T{n:07d}",
+        "call_sid": f"CA{n:032d}",
+        "caller": f"+1500555{n:04d}",
+        "reason": "account_hijack" if priority == "emergency" else "deposit_missing",
+        "queue": queue,
+        "priority": priority,
+        "lane": 0 if priority == "emergency" else 1,
+        "sort_at": joined,
+        "queued": 1,
+        "status": status,
+        "flags": {},
+        "path": [],
+        "created_at": joined,
+        "language": language,
+        "not_before": not_before,
+    }
+
+
+def crowd(db: Engine, now: datetime) -> None:
+    """541 cases in line, in one statement (a hack day's worth, made at once):
+
+    security  emergency  3 on the line 10 s (on time), 7 call backs owed 5 min (late), and
+                         1 more held back until a retry in 10 min (late, not ready)
+    payments  normal     520 on the line 10 min (late, en), 10 on the line 30 s (zh-CN)
+    """
+    later = now + timedelta(minutes=10)
+    kinds = (
+        [("security", "emergency", "waiting", 10, {})] * 3
+        + [("security", "emergency", "abandoned", 300, {})] * 7
+        + [("security", "emergency", "abandoned", 300, {"not_before": later})]
+        + [("payments", "normal", "waiting", 600, {})] * 520
+        + [("payments", "normal", "waiting", 30, {"language": "zh-CN"})] * 10
+    )
+    rows = [in_line(n, now, q, p, st, w, **extra) for n, (q, p, st, w, extra) in enumerate(kinds)]
+    with db.begin() as conn:
+        conn.execute(insert(cases), rows)
+
+
+def test_the_queue_counts_every_case_in_line_and_lists_the_first_500(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str, agent: str
+) -> None:
+    """The counts are of the whole line, not of the 500 rows listed; the page says the
+    list stops there. The desk's line and the API count all of them too."""
+    crowd(db, clock())
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/queue/rows")
+    assert len(doc.xpath("//table[contains(@class,'queue')]/tbody/tr")) == 500
+    [line, by_line] = texts(doc, "//p[contains(@class, 'status-line')]")[:2]
+    [cut] = texts(doc, "//p[contains(@class, 'listed-cut')]")
+    assert line.startswith(
+        "541 waiting: 533 on the line, 8 call backs owed · 11 emergencies · 520 on the line, "
+        "8 emergency call backs owed past the service-level target"
+    ), line
+    assert by_line == (
+        "By line: payments 530 (530 on the line, longest 10:00) · "
+        "security 11 (3 on the line, longest 05:00) · by language: en 531 · zh-CN 10"
+    )
+    assert cut == (
+        "Showing the first 500 of 541, in serving order; the counts above are of all of them."
+    )
+    listed = client.get("/api/queue", headers=bearer(supervisor))
+    assert (len(listed.json()), listed.headers["x-total-count"]) == (500, "541")
+    signed_in(client, agent)
+    [desk] = texts(page(client, "/dashboard/desk/live"), "//p[@data-version]")
+    # The call back held back until its retry time is no case to take now.
+    assert desk.startswith("540 waiting for an agent · 10 emergencies · the longest for 10:00")
+
+
+def test_a_wait_is_counted_late_when_it_shows_late(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str
+) -> None:
+    """Waits show in whole seconds: 20.5 s shows 00:20, on time for an emergency, and is
+    not counted late either; 21 s is both."""
+    now = clock()
+    rows = [
+        in_line(n, now, "security", "emergency", "waiting", w) for n, w in enumerate((20.5, 21))
+    ]
+    with db.begin() as conn:
+        conn.execute(insert(cases), rows)
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/queue/rows")
+    assert texts(doc, "//td[contains(@class, 'late')]") == ["00:21 late"]
+    assert texts(doc, "//strong[@class='late-count']") == ["1 on the line"]
 
 
 def test_an_emergency_caller_is_late_after_twenty_seconds(
