@@ -65,6 +65,9 @@ MAX_PERIOD = timedelta(days=31)
 WEEK_AFTER_TIME = datetime.min.replace(tzinfo=UTC) + timedelta(days=7)  # "last 7 days" from here
 MAX_BARS = 48
 BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
+# An incident is read over the last hour, in bars short enough to show it turn.
+RECENT = timedelta(hours=1)
+RECENT_BAR = timedelta(minutes=5)
 
 STAFF = ("agent", "supervisor")
 SUPERVISORS = ("supervisor",)
@@ -1070,7 +1073,20 @@ def period(since: str, until: str, now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
+def recent_period(now: datetime) -> tuple[datetime, datetime]:
+    """The hour up to the end of the current 5 minutes (at 03:32, 02:35 to 03:35): its bars
+    fall on the clock's 5 minutes, as the default period's fall on its hours."""
+    try:
+        bar_start = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
+        end = bar_start + RECENT_BAR
+        return end - RECENT, end
+    except OverflowError:
+        raise ValueError("no hour to show at the very edge of the calendar") from None
+
+
 def bucket_size(span: timedelta) -> timedelta:
+    if span <= RECENT:
+        return RECENT_BAR
     for hours in BUCKET_HOURS:
         size = timedelta(hours=hours)
         if math.ceil(span / size) <= MAX_BARS:
@@ -1177,6 +1193,8 @@ def bar_chart(
 
 
 def _per(size: timedelta) -> str:
+    if size < timedelta(hours=1):
+        return f"{int(size / timedelta(minutes=1))} minutes"
     hours = int(size / timedelta(hours=1))
     return "hour" if hours == 1 else f"{hours} hours"
 
@@ -1223,7 +1241,10 @@ def figures_page(request: Request, hotline: HotlineDep) -> Response:
     since = request.query_params.get("since", "")[:40]
     until = request.query_params.get("until", "")[:40]
     try:
-        start, end = period(since, until, hotline.clock())
+        if request.query_params.get("last") == "hour":  # a link that stays "now" when clicked
+            start, end = recent_period(hotline.clock())
+        else:
+            start, end = period(since, until, hotline.clock())
     except ValueError as exc:
         refused = {"errors": [str(exc)], "form": {"since": since, "until": until}, "report": None}
         return render(request, "figures.html", refused, user=user, status=422)

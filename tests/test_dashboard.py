@@ -1576,6 +1576,33 @@ def test_the_figures_judge_a_caller_still_holding_by_the_clock(
     ]
 
 
+def test_the_figures_of_the_last_hour_in_five_minute_bars(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str, placed: dict[str, str]
+) -> None:
+    """An incident is not averaged with a quiet morning: "Last hour" is the hour up to the
+    end of the clock's 5 minutes, in 12 bars, whenever the link is followed. A case from
+    two hours before is in the default 24 hours, not in it."""
+    with db.begin() as conn:
+        conn.execute(insert(cases), [in_line(99, clock(), "kyc", "normal", "waiting", 7200)])
+    clock.advance(minutes=30)  # 03:32:05
+    signed_in(client, supervisor)
+    day = page(client, "/dashboard/figures")
+    [link] = day.xpath("//form[contains(@class, 'filters')]//a[text()='Last hour']/@href")
+    assert link == "/dashboard/figures?last=hour"
+    hour = page(client, link)
+    assert hour.xpath("//input[@name='since']/@value") == ["2026-11-23T02:35"]
+    assert hour.xpath("//input[@name='until']/@value") == ["2026-11-23T03:35"]
+    reached = "//div[@class='tile'][span[@class='name']='reached a queue']/span[@class='value']"
+    assert (texts(day, reached), texts(hour, reached)) == (["3"], ["2"])
+    [calls] = hour.xpath("//svg[title[@id='calls-chart-title']]")
+    assert calls.xpath("./title")[0].text == "Calls per 5 minutes"
+    bars = [b.text for b in calls.xpath(".//g[@class='bars']/rect/title")]
+    assert len(bars) == 12
+    assert bars[0] == "23 Nov 02:35 to 02:40: 0"
+    assert bars[5] == "23 Nov 03:00 to 03:05: 2"  # both placed calls
+    assert bars[-1] == "23 Nov 03:30 to 03:35: 0"
+
+
 def test_tree_page_draws_the_live_tree(
     client: TestClient, supervisor: str, hotline_tree: CompiledTree
 ) -> None:
