@@ -103,6 +103,8 @@ def open_case(
         )
         sort_at = func.coalesce(place, literal(sort_at, cases.c.sort_at.type))
     return insert(cases).values(
+        # Back in the line now (its waits, the page's, count from here), in its old place.
+        queued_at=now if spec.keeps_place and spec.parent_ticket else None,
         ticket=spec.ticket,
         call_sid=call_sid,
         account_uid=spec.flags.get("uid"),

@@ -2178,6 +2178,19 @@ class Hotline:
                 )
             flags = case["flags"] or {}
             acted = flags.get("agent_freeze") == "done"
+            # A withheld number's emergency, the agent's to act on its account: frozen first.
+            no_number = (
+                case["status"] == "offered"
+                and case["offer"] == cases.OFFER_NO_NUMBER
+                and case["agent_id"] == user.id
+                and case["account_uid"] is not None
+            )
+            if no_number and case["priority"] == "emergency" and not acted:
+                raise CaseRefused(
+                    409,
+                    "the account of this emergency was not frozen, and there is nobody to call: "
+                    "freeze it, or give the case back",
+                )
             if by_hand and case["priority"] == "emergency" and not (reached or acted):
                 # One click away from "Nobody answered", Resolve would close a hijack case
                 # nobody did anything about. A supervisor may still (a prank, a duplicate).
@@ -2728,8 +2741,11 @@ class Hotline:
                 late, available=self.staffing.available, at_work=self.staffing.agents
             )
         refused = self._page(page_id, text, speech, to)
-        # Until someone says they are coming; their acknowledgement holds IVR_PAGE_REPEAT.
-        unacked = timedelta(seconds=self.settings.page_unacked_seconds)
+        # Until someone says they are coming; their acknowledgement holds IVR_PAGE_REPEAT. A
+        # shorter IVR_PAGE_REPEAT set before IVR_PAGE_UNACKED existed still holds, too.
+        unacked = timedelta(
+            seconds=min(self.settings.page_unacked_seconds, self.settings.page_repeat_seconds)
+        )
         with self.db.connect() as conn:
             result = oncall.record(
                 conn, page_id=page_id, refused=refused, now=self.clock(), next_at=now + unacked
@@ -2785,8 +2801,15 @@ class Hotline:
                     to=number, from_=self.settings.caller_id, body=content, **reports
                 )
             else:
+                # Answering machine detection: a voicemail that takes the page is no one
+                # reached (its status callback's AnsweredBy), and the page comes again in a
+                # minute. The page is said once Twilio knows, to a machine too.
                 twilio.calls.create(
-                    to=number, from_=self.settings.caller_id, twiml=content, **reports
+                    to=number,
+                    from_=self.settings.caller_id,
+                    twiml=content,
+                    machine_detection="Enable",
+                    **reports,
                 )
         except Exception as exc:
             log.warning(
@@ -2796,7 +2819,14 @@ class Hotline:
         return True
 
     def page_reported(
-        self, page_id: int, by: oncall.By, number: str, status: str, error: str | None
+        self,
+        page_id: int,
+        by: oncall.By,
+        number: str,
+        status: str,
+        error: str | None,
+        *,
+        answered_by: str | None = None,
     ) -> oncall.Report | None:
         """Twilio's status callback for a page's text or call to `number`: a page that reached
         none of the numbers it was taken for is sent again a minute later (`oncall`)."""
@@ -2809,6 +2839,7 @@ class Hotline:
                 status=status,
                 error=error,
                 now=self.clock(),
+                answered_by=answered_by,
             )
         if report is None:
             return None

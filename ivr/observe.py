@@ -40,6 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, case, func, select
 
+from ivr import oncall
 from ivr.db import calls, cases
 
 CALL_SID: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_sid", default=None)
@@ -231,7 +232,7 @@ class _FromDatabase(Collector):
         # who called again keeps their first place (`sort_at`), and a call back nobody may
         # take before its retry time is nobody's delay yet.
         ready = cases.c.not_before.is_(None) | (cases.c.not_before <= now)
-        started = case((cases.c.lane == 0, cases.c.sort_at), else_=cases.c.created_at)
+        started = case((cases.c.lane == 0, oncall.joined_lane), else_=cases.c.created_at)
         try:
             with self.db.connect() as conn:
                 open_calls = conn.execute(

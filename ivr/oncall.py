@@ -92,6 +92,13 @@ class Overdue:
     waiting: int  # emergency cases in line now, this one included
 
 
+# When a case joined the emergency lane, as a page counts its wait: its place (`sort_at`; a
+# victim who called again keeps their first call's), unless an agent had them since and they
+# came back (`queued_at`: sent on by a transfer, or back from the survey after their agent's
+# leg dropped): their place in the order is kept, but their talk was no wait.
+joined_lane = case((cases.c.queued_at > cases.c.sort_at, cases.c.queued_at), else_=cases.c.sort_at)
+
+
 def _ready(now: datetime) -> Any:
     # As the claim sees them: a call back nobody answered waits for its retry time, and
     # nobody can take it meanwhile, so it is no agent's delay.
@@ -102,25 +109,26 @@ def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | N
     """The emergency case first in line if it has waited `after` or longer (one read, down
     the serving-order index), with how many emergencies wait; None while none has.
 
-    A wait is counted from the case's place in line (`sort_at`): in the emergency lane, that
-    is when the caller joined it, or when they first did, for a victim who called again and
-    took their earlier call back's place. So the first in line has waited longest."""
+    A wait is counted from when the case joined the lane (`joined_lane`): when the caller did,
+    or first did, for a victim who called again and took their earlier call back's place;
+    or came back to it after an agent had them. The one that has waited longest is about
+    the first in line (the lane is read whole: a few thousand rows on the worst day)."""
     in_lane = (cases.c.queued == 1, cases.c.lane == 0, _ready(now))
     with reading(conn):
         first = conn.execute(
-            select(cases.c.id, cases.c.ticket, cases.c.language, cases.c.sort_at)
+            select(cases.c.id, cases.c.ticket, cases.c.language, joined_lane.label("joined"))
             .where(*in_lane)
-            .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
+            .order_by(joined_lane, cases.c.id)
             .limit(1)
         ).first()
-        if first is None or now - first.sort_at < after:
+        if first is None or now - first.joined < after:
             return None
         waiting = conn.execute(select(func.count()).select_from(cases).where(*in_lane))
         return Overdue(
             case_id=first.id,
             ticket=first.ticket,
             language=first.language,
-            waited=now - first.sort_at,
+            waited=now - first.joined,
             waiting=int(waiting.scalar_one()),
         )
 
@@ -204,6 +212,18 @@ def take_turn(
         return None  # another instance wrote this turn first: it pages
 
 
+def _lock_pages(conn: Connection, *, page_id: int) -> Any:
+    """The page's row (at, result, acked_at), locked, and before it the latest page's, in the
+    order `take_turn` and `acknowledge` lock them: `record` and a status callback arriving
+    meanwhile (`reported`) wait for each other instead of deadlocking over `page_sends`."""
+    conn.execute(select(pages.c.id).order_by(desc(pages.c.turn)).limit(1).with_for_update())
+    return conn.execute(
+        select(pages.c.at, pages.c.result, pages.c.acked_at)
+        .where(pages.c.id == page_id)
+        .with_for_update()
+    ).first()
+
+
 @dataclass(frozen=True)
 class Reach:
     """Of a page's numbers: those Twilio took a text or call for (`sent`), those it refused
@@ -280,6 +300,7 @@ def record(
     come: `next_at`, or after RETRY_FAILED when it reached no number (refused, or reported
     not reached already). The page's result."""
     with writing(conn):
+        _lock_pages(conn, page_id=page_id)
         for number, by in refused:
             conn.execute(
                 update(page_sends)
@@ -319,21 +340,20 @@ def reported(
     status: str,
     error: str | None,
     now: datetime,
+    answered_by: str | None = None,
 ) -> Report | None:
     """Twilio's status callback for one of a page's texts or calls: kept if final (and the
     first final one: a report delivered twice counts once). None when it changes nothing
-    (not final, already known, no such send)."""
+    (not final, already known, no such send). `answered_by`: Twilio's answering machine
+    detection of a call (human, machine_start, fax, unknown): a voicemail that took the page
+    woke nobody."""
     final = _FINAL[by].get(status)
+    if final == "answered" and (answered_by or "").startswith(("machine", "fax")):
+        final = "unanswered"
     if final is None:
         return None
     with writing(conn):
-        # Locked in the order `take_turn` and `acknowledge` lock: the latest page first.
-        conn.execute(select(pages.c.id).order_by(desc(pages.c.turn)).limit(1).with_for_update())
-        page = conn.execute(
-            select(pages.c.at, pages.c.result, pages.c.acked_at)
-            .where(pages.c.id == page_id)
-            .with_for_update()
-        ).first()
+        page = _lock_pages(conn, page_id=page_id)
         if page is None:
             return None
         changed = conn.execute(
@@ -397,7 +417,7 @@ def _still_waiting(conn: Connection, *, paged_at: datetime) -> bool:
     (its call back held for a retry too: nobody has helped them yet)."""
     found = conn.execute(
         select(cases.c.id)
-        .where(cases.c.queued == 1, cases.c.lane == 0, cases.c.sort_at <= paged_at)
+        .where(cases.c.queued == 1, cases.c.lane == 0, joined_lane <= paged_at)
         .limit(1)
     ).first()
     return found is not None

@@ -305,7 +305,10 @@ class Phone:
             detected = {"AnsweredBy": answered_by} if placed.get("MachineDetection") else {}
             session.play(lambda: session.post(placed["Url"], detected))
         if placed.get("StatusCallback"):
-            session.post(placed["StatusCallback"], {"CallStatus": "completed"}, expect_twiml=False)
+            status = {"CallStatus": "completed"}
+            if placed.get("MachineDetection"):  # its verdict is in the report too
+                status["AnsweredBy"] = answered_by
+            session.post(placed["StatusCallback"], status, expect_twiml=False)
         return record
 
     def ring_out(

@@ -614,7 +614,10 @@ def page_status(
     status = _text(form, "MessageStatus" if by == "sms" else "CallStatus", 32)
     try:
         error = _text(form, "ErrorCode", 8) or None
-        hotline.page_reported(page, by, _text(form, "To", 32), status, error)
+        answered_by = _text(form, "AnsweredBy", 32) or None
+        hotline.page_reported(
+            page, by, _text(form, "To", 32), status, error, answered_by=answered_by
+        )
     except Exception:
         log.exception("the report of page %s's %s was not recorded", page, by)
     return Response(status_code=204)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -880,7 +882,9 @@ def test_a_page_whose_texts_are_not_delivered_is_sent_again_a_minute_later(
     clock.advance(seconds=5)
     assert look(hotline) is not None
     first, second = texts(twilio_http)
-    assert first["StatusCallback"] != second["StatusCallback"] or first["To"] != second["To"]
+    # One report address for the page's texts: the number each is about is its `To`.
+    assert first["StatusCallback"] == second["StatusCallback"]
+    assert first["StatusCallback"].startswith(f"{PUBLIC_URL}/twilio/page-status?page=")
     clock.advance(seconds=20)
     assert phone.text_reported(first, "sent") == 204  # the carrier took it: nothing yet
     caplog.clear()
@@ -1039,7 +1043,7 @@ def test_a_page_reported_unreached_before_it_is_recorded_is_sent_again_early(
 
 @pytest.mark.parametrize(
     ("call_status", "again_in_a_minute"),
-    [("no-answer", True), ("busy", True), ("completed", False)],
+    [("no-answer", True), ("busy", True), ("completed", False), ("machine_start", True)],
 )
 def test_with_page_call_a_page_reached_nobody_when_texts_and_calls_both_failed(
     ringing: tuple[TestClient, Phone],
@@ -1049,8 +1053,10 @@ def test_with_page_call_a_page_reached_nobody_when_texts_and_calls_both_failed(
     call_status: str,
     again_in_a_minute: bool,
 ) -> None:
-    """IVR_PAGE_CALL: a number is reached if its text was delivered or its call answered.
-    Both texts undelivered: the page reached nobody only once both calls rang out too."""
+    """IVR_PAGE_CALL: a number is reached if its text was delivered or its call answered,
+    by a person (a voicemail that took it, as Twilio's answering machine detection says,
+    woke nobody). Both texts undelivered: the page reached nobody only once both calls rang
+    out too."""
     client, phone = ringing
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     hijacked(phone)
@@ -1061,8 +1067,11 @@ def test_with_page_call_a_page_reached_nobody_when_texts_and_calls_both_failed(
     first, second = placed_calls(twilio_http)
     assert phone.ring_out(first) == 204
     assert page_rows(db)[0]["result"] == "sent"  # the second phone may still ring
+    assert second["MachineDetection"] == "Enable"
     if call_status == "completed":
         phone.answer(second, ScriptedParty([Silent()]))
+    elif call_status == "machine_start":
+        phone.answer(second, ScriptedParty([Silent()]), answered_by="machine_start")
     else:
         assert phone.ring_out(second, call_status) == 204
     [page] = page_rows(db)
@@ -1157,3 +1166,95 @@ def test_an_instance_without_numbers_does_not_hold_back_the_page_of_one_with_the
     assert look(hotline) is not None
     assert [t["To"] for t in texts(twilio_http)] == list(ON_CALL)
     assert [p["result"] for p in page_rows(db)] == ["logged", "sent"]
+
+
+def test_a_report_while_the_page_is_recorded_waits_for_it(
+    db: Engine,
+    line: tuple[TestClient, Phone],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first text's report (undelivered) comes while the hotline records what it sent:
+    each waits for the other's row locks, in one order, and neither is lost to a deadlock
+    (PostgreSQL would abort one; the report's webhook then answers 204 and Twilio never
+    sends it again)."""
+    _, phone = line
+    hijacked(phone)
+    clock.advance(minutes=2)
+    to: list[tuple[str, oncall.By]] = [(ON_CALL[0], "sms"), (ON_CALL[1], "sms")]
+    with db.connect() as conn:
+        late = oncall.overdue(conn, now=clock(), after=timedelta(minutes=1))
+        assert late is not None
+        page_id = oncall.take_turn(
+            conn, now=clock(), overdue=late, sending=timedelta(minutes=2), to=to
+        )
+    assert page_id is not None
+    halfway, errors = threading.Event(), []
+    reach = oncall._reach
+
+    def slow_reach(conn: Any, *, page_id: int) -> oncall.Reach:
+        # The record has written its sends and is about to settle the page: the report
+        # comes now.
+        if threading.current_thread().name == "record" and not halfway.is_set():
+            halfway.set()
+            time.sleep(0.5)
+        return reach(conn, page_id=page_id)
+
+    monkeypatch.setattr(oncall, "_reach", slow_reach)
+
+    def record() -> None:
+        try:
+            with db.connect() as conn:
+                later = clock() + timedelta(minutes=5)
+                oncall.record(conn, page_id=page_id, refused=[], now=clock(), next_at=later)
+        except Exception as exc:
+            errors.append(exc)
+
+    def report() -> None:
+        halfway.wait(5)
+        try:
+            with db.connect() as conn:
+                oncall.reported(
+                    conn,
+                    page_id=page_id,
+                    number=ON_CALL[0],
+                    by="sms",
+                    status="undelivered",
+                    error="30003",
+                    now=clock(),
+                )
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, name="record"), threading.Thread(target=report)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert errors == []
+    [page] = page_rows(db)
+    assert (page["result"], page["undelivered"]) == ("sent", 1)
+
+
+def test_a_shorter_page_repeat_still_holds_an_unacknowledged_page_only_that_long(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """IVR_PAGE_REPEAT=120, set before IVR_PAGE_UNACKED (5 min) existed: nobody acknowledges,
+    and the page comes again after 2 minutes, not 5."""
+    app = paging_app(
+        database_url, hotline_tree, db, clock, twilio_http, IVR_TREE_SYNC=3600, IVR_PAGE_REPEAT=120
+    )
+    with on_the_line(app, check_twiml) as (client, phone):
+        hotline = client.app.state.hotline  # type: ignore[attr-defined]
+        hijacked(phone)
+        clock.advance(seconds=5)
+        assert look(hotline) is not None
+        clock.advance(seconds=119)
+        assert look(hotline) is None
+        clock.advance(seconds=1)
+        assert look(hotline) is not None
