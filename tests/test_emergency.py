@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Connection, Engine, event, select, text, update
 
+from ivr import oncall
 from ivr.api import mask
 from ivr.cases import NOBODY_TO_CALL, agents_to_offer, on_the_call, revoke_user
 from ivr.db import accounts, audit_log, calls, cases, metadata
@@ -2650,6 +2651,47 @@ def test_a_victim_back_in_line_from_the_survey_keeps_their_place(
     assert again["sort_at"] < b_case["sort_at"]
     nxt = api(client, ben, "POST", "/api/agents/next")["case"]
     assert nxt["ticket"] == again["ticket"]
+
+
+class QuietTalks(Talks):
+    """Quiet on hold; talks to the agent as `on_talk` says."""
+
+    def answer(self, prompt: Prompt) -> Answer:
+        return Silent() if prompt.in_queue else super().answer(prompt)
+
+
+def test_a_victim_back_in_line_from_the_survey_has_not_waited_their_talk(
+    client: TestClient, db: Engine, clock: FakeClock, check_twiml: Callable[[str], None]
+) -> None:
+    """The victim waited 10 s, talked 15 minutes with alice, her leg dropped, and 0 at the
+    survey put them back in their place. Their talk was no wait: the on-call are not paged
+    for a 15-minute wait, and the emergency gauge does not say one."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml, clock=clock
+    )
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            clock.advance(seconds=10)
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    def talks(number: str) -> None:
+        clock.advance(minutes=15)
+
+    skips = [Press("1"), Press("1"), Press("*"), Press("0")]
+    phone.call(QuietTalks(skips, holds, talks), from_number="+15005550006")
+    first, again = case_rows(db)
+    assert again["parent_ticket"] == first["ticket"] and again["sort_at"] == first["sort_at"]
+    with db.connect() as conn:
+        assert oncall.overdue(conn, now=clock(), after=timedelta(seconds=60)) is None
+        late = oncall.overdue(conn, now=clock() + timedelta(seconds=61), after=timedelta(0))
+    assert late is not None and late.waited < timedelta(seconds=70)
+    gauge = 'ivr_longest_wait_seconds{priority="emergency"} '
+    [line] = [x for x in client.get("/metrics").text.splitlines() if x.startswith(gauge)]
+    assert float(line.removeprefix(gauge)) < 60
 
 
 def keeping(check_twiml: Callable[[str], None], documents: list[str]) -> Callable[[str], None]:
