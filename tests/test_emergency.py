@@ -2653,6 +2653,24 @@ def test_a_victim_back_in_line_from_the_survey_keeps_their_place(
     assert nxt["ticket"] == again["ticket"]
 
 
+def test_a_withheld_numbers_emergency_is_resolved_once_its_account_is_frozen(
+    phone: Phone, client: TestClient, db: Engine
+) -> None:
+    """A hidden caller keyed their UID and hung up at the PIN: nobody to call, the agent acts
+    on the account. Resolved with nothing done, the hijack case would close with the account
+    open: refused until the agent froze it."""
+    agent = make_user(db, "alice", "agent", AGENT_PHONE)
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number="anonymous")
+    claimed = api(client, agent, "POST", "/api/agents/next")
+    assert claimed["connect"]["mode"] == "no_number"
+    case_id = claimed["case"]["id"]
+    done = {"notes": "looked at the account"}
+    refused = client.post(f"/api/cases/{case_id}/resolve", headers=bearer(agent), json=done)
+    assert refused.status_code == 409 and "was not frozen" in refused.json()["detail"]
+    api(client, agent, "POST", f"/api/cases/{case_id}/freeze", json={"reason": "hijack, hidden"})
+    api(client, agent, "POST", f"/api/cases/{case_id}/resolve", json=done)
+
+
 class QuietTalks(Talks):
     """Quiet on hold; talks to the agent as `on_talk` says."""
 
