@@ -667,6 +667,7 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "said": SAID.get(said, ""),
         "said_failed": said in SAID_FAILED,
         "error": None,
+        "typed": {},  # a refused form's words (`_desk_error`)
         "offers": OFFERS,
         "refresh": REFRESH_SECONDS,
         "accept_seconds": hotline.settings.accept_timeout_seconds,
@@ -708,8 +709,19 @@ def _desk_live(
     }
 
 
-def _desk_error(request: Request, hotline: Hotline, user: User, status: int, text: str) -> Response:
-    context = {**_desk_context(hotline, user), "error": text}
+def _desk_error(
+    request: Request,
+    hotline: Hotline,
+    user: User,
+    status: int,
+    text: str,
+    *,
+    typed: dict[str, Any] | None = None,
+) -> Response:
+    """The desk again, saying why an action was refused; `typed`: what the agent typed in
+    the refused form (`case`, `action` and its fields), shown in it again: mid-call, a
+    refused freeze or transfer must not cost them their words."""
+    context = {**_desk_context(hotline, user), "error": text, "typed": typed or {}}
     return render(request, "desk.html", context, user=user, status=status)
 
 
@@ -804,7 +816,8 @@ def desk_freeze(
         result = api.freeze(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         why = "Say why you freeze the account (3 to 500 characters); an account UID is digits."
-        return _desk_error(request, hotline, user, *_refusal(exc, why))
+        typed = {"case": case_id, "action": "freeze", "reason": reason, "uid": account_uid}
+        return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
     return _done("frozen" if result.frozen else "freeze_failed")
 
 
@@ -880,7 +893,8 @@ def desk_transfer(
         sent = api.transfer(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         why = "Choose a queue, and say why for the next agent (3 to 500 characters)."
-        return _desk_error(request, hotline, user, *_refusal(exc, why))
+        typed = {"case": case_id, "action": "transfer", "note": note}
+        return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
     return _done(f"transfer_{sent.mode}")
 
 

@@ -1260,6 +1260,7 @@ def test_the_desk_freezes_resolves_and_gives_back(
     # A freeze needs a reason; a refusal is shown on the desk, and nothing is done.
     short = act(client, f"{base}/freeze", reason=" x ")
     assert short.status_code == 422 and "Say why" in short.text
+    assert html.fromstring(short.text).xpath("//input[@name='reason']/@value")[0] == " x "
     assert said(act(client, f"{base}/freeze", reason="caller reports SIM swap")) == "frozen"
     assert texts(page(client, "/dashboard/desk", said="frozen"), SAYS) == [dashboard.SAID["frozen"]]
     # A freeze the account service did not confirm is an alert, not a notice like success.
@@ -1414,6 +1415,9 @@ def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
     assert not seen["before"].xpath("//form[contains(@action, '/transfer')]")  # not put through
     assert {"security", "payments", "general"} <= set(seen["queues"])
     assert seen["short"].status_code == 422 and "say why" in seen["short"].text
+    # What the agent typed is in the refused form again, to finish, not to type again.
+    notes = html.fromstring(seen["short"].text).xpath("//input[@name='note']/@value")
+    assert notes == ["x"]
     assert seen["sent"] == "transfer_on_hang_up"
     assert "they go when you hang up" in seen["after"]
     assert "Resolve" not in seen["after"]  # being sent on: resolved where it goes
