@@ -50,7 +50,7 @@ def test_an_unverified_callers_agent_sees_no_ticket_of_the_accounts_earlier_case
     alice = make_user(db, "alice", "agent", "+15005559999")
     phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
     owners = api(client, alice, "POST", "/api/agents/next")["case"]
-    notes = {"notes": "new email owner@mail.test"}
+    notes = {"notes": "new email owner@mail.test", "reached": True}
     api(client, alice, "POST", f"/api/cases/{owners['id']}/resolve", json=notes)
 
     phone.call(ScriptedParty(list(STRANGERS_CALL)), from_number=STRANGER)
@@ -72,7 +72,7 @@ def test_an_unverified_callers_agent_sees_no_ticket_of_the_accounts_earlier_case
         alice,
         "POST",
         f"/api/cases/{strangers['id']}/resolve",
-        json={"notes": "not the owner"},
+        json={"notes": "not the owner", "reached": True},
     )
 
     phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
