@@ -52,6 +52,20 @@ class DatabaseSettings(BaseSettings):
     migrations_dir: Path = Field(
         default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS"
     )
+    # Days caller data is kept after it ended (`ivr.retention`): purged daily by each instance
+    # and by `ivr db purge`. 0: never. Less than 31 is refused: the figures (up to 31 days)
+    # and follow-ups of recent tickets would find nothing.
+    retention_days: int = Field(default=400, ge=0, validation_alias="IVR_RETENTION_DAYS")
+
+    @field_validator("retention_days")
+    @classmethod
+    def _long_enough(cls, value: int) -> int:
+        if 0 < value < 31:
+            raise ValueError(
+                "must be 0 (never purge) or at least 31: the figures and follow-ups of "
+                "recent tickets need a month"
+            )
+        return value
 
 
 def _loopback(host: str | None) -> bool:

@@ -49,7 +49,7 @@ from twilio.request_validator import (
 )
 from urllib3.util.retry import Retry
 
-from ivr import engine, oncall, store
+from ivr import engine, oncall, retention, store
 from ivr.api import router as api_router
 from ivr.dashboard import STATIC_DIR, STATIC_PATH
 from ivr.dashboard import router as dashboard_router
@@ -840,6 +840,9 @@ def create_app(
             tasks.append(
                 asyncio.create_task(_every(settings.tree_sync_seconds, Texting(), hotline))
             )
+        tasks.append(
+            asyncio.create_task(_every(settings.sweep_interval_seconds, Purging(), hotline))
+        )
         if settings.watch_routes:
             tasks.append(asyncio.create_task(_watch(hotline)))
         loop = asyncio.get_running_loop()
@@ -1211,6 +1214,14 @@ class Sizing(TimedJobs):
 
     def __init__(self) -> None:
         self.jobs = ((Outage("size Twilio's queues"), Hotline.size_queues),)
+
+
+class Purging(TimedJobs):
+    """Delete caller data older than IVR_RETENTION_DAYS (`ivr.retention.Daily`): looked at
+    every sweep, done once a day per instance; never while the setting is 0."""
+
+    def __init__(self) -> None:
+        self.jobs = ((Outage("purge old caller data"), retention.Daily()),)
 
 
 async def _reload(hotline: Hotline, why: str) -> None:

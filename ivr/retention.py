@@ -1,0 +1,271 @@
+"""How long caller data is kept (IVR_RETENTION_DAYS).
+
+`purge` deletes what ended longer ago than the retention period: closed cases, with their
+recordings rows; the calls no remaining case belongs to, with their events; the on-call's
+pages. It never deletes a case that is still open: in line (`queued`, which includes every
+call back owed, however old), or held by an agent (offered, connected). It runs in batches,
+each its own short transaction, so that a first purge of years of data never holds the
+webhooks' locks for long; on PostgreSQL a batch another instance is deleting is skipped, not
+waited for, so several instances may run it at once.
+
+The audit log is kept: it is the record of what staff did, and the figures count missed
+offers and transfers from it. Freezes and unfreezes are kept whole (the account, who, when,
+why): security and legal must be able to answer for every freeze whatever became of its case.
+The other entries of a deleted case lose what may be personal (the free text an agent typed,
+the account), and keep who did what when.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    delete,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
+
+from ivr.cases import HELD
+from ivr.db import (
+    audit_log,
+    call_events,
+    calls,
+    cases,
+    page_sends,
+    pages,
+    recordings,
+)
+from ivr.store import reading, writing
+
+if TYPE_CHECKING:
+    from ivr.hotline import Hotline
+
+log = logging.getLogger(__name__)
+
+# Rows of the table being purged per transaction: a batch of calls takes their events with it.
+BATCH = 1000
+# Shorter than this and the figures (a period of up to 31 days) and follow-ups of recent
+# tickets (main menu 9) would find nothing: refused, as IVR_RETENTION_DAYS refuses it.
+SHORTEST = timedelta(days=31)
+FREEZE_ACTIONS = ("freeze", "self_freeze", "unfreeze")
+
+
+@dataclass(frozen=True)
+class Purged:
+    """Rows deleted (or, for a dry run, that would be), per table; `audit_blanked`: audit
+    entries of deleted cases whose reason and account were blanked."""
+
+    cases: int = 0
+    recordings: int = 0
+    calls: int = 0
+    call_events: int = 0
+    pages: int = 0
+    page_sends: int = 0
+    audit_blanked: int = 0
+
+    def __add__(self, other: Purged) -> Purged:
+        return Purged(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+    def describe(self) -> str:
+        return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in fields(self))
+
+
+def _closed() -> ColumnElement[bool]:
+    """A case nobody owes anything any more: out of the line (a call back owed is in it) and
+    held by no agent."""
+    return and_(cases.c.queued == 0, cases.c.status.not_in(HELD))
+
+
+def _old_case(cutoff: datetime) -> ColumnElement[bool]:
+    # A call back taken out of line (its caller called again) has no end of its own: it
+    # counts from its creation, as the case that replaced it is newer and is kept.
+    return and_(
+        _closed(),
+        or_(
+            cases.c.ended_at < cutoff,
+            and_(cases.c.ended_at.is_(None), cases.c.created_at < cutoff),
+        ),
+    )
+
+
+def _old_call(cutoff: datetime) -> ColumnElement[bool]:
+    """An ended call no case belongs to any more (a call without an end is swept first)."""
+    return and_(
+        calls.c.ended_at < cutoff,
+        not_(exists().where(cases.c.call_sid == calls.c.call_sid)),
+    )
+
+
+def _old_page(cutoff: datetime) -> ColumnElement[bool]:
+    # The latest page stays whatever its age: the next page's turn is counted from it.
+    latest = select(func.max(pages.c.turn)).scalar_subquery()
+    return and_(pages.c.at < cutoff, pages.c.turn < latest)
+
+
+def _blank_audit(conn: Connection, case_ids: Sequence[int]) -> int:
+    """The audit entries of cases about to go, but freezes, keep who did what and when, and
+    lose the free text and the account they may hold."""
+    blanked: int = conn.execute(
+        update(audit_log)
+        .where(
+            audit_log.c.case_id.in_(case_ids),
+            audit_log.c.action.not_in(FREEZE_ACTIONS),
+            or_(audit_log.c.reason.is_not(None), audit_log.c.account_uid.is_not(None)),
+        )
+        .values(reason=None, account_uid=None)
+    ).rowcount
+    return blanked
+
+
+def _delete_calls(conn: Connection, call_sids: Sequence[str]) -> tuple[int, int]:
+    # The events explicitly, not by the foreign key's cascade: SQLite applies it only on a
+    # connection with PRAGMA foreign_keys on, and one opened elsewhere (a backup tool, a
+    # script) would leave them behind; and so they are counted.
+    events: int = conn.execute(
+        delete(call_events).where(call_events.c.call_sid.in_(call_sids))
+    ).rowcount
+    deleted: int = conn.execute(delete(calls).where(calls.c.call_sid.in_(call_sids))).rowcount
+    return deleted, events
+
+
+def _purge_cases(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+    with writing(conn):
+        # Skipped, not waited for, when another instance's purge has them.
+        ids = list(
+            conn.execute(
+                select(cases.c.id)
+                .where(_old_case(cutoff))
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not ids:
+            return Purged()
+        found = recordings.c.case_id.in_(ids)
+        gone = conn.execute(delete(recordings).where(found)).rowcount
+        blanked = _blank_audit(conn, ids)
+        # The condition again as they are deleted: nothing can reopen them meanwhile (locked
+        # on PostgreSQL, one writer on SQLite), but a case in line is never to go by a race.
+        deleted = conn.execute(delete(cases).where(cases.c.id.in_(ids), _old_case(cutoff))).rowcount
+        return Purged(cases=deleted, recordings=gone, audit_blanked=blanked)
+
+
+def _purge_calls(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+    with writing(conn):
+        sids = list(
+            conn.execute(
+                select(calls.c.call_sid)
+                .where(_old_call(cutoff))
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not sids:
+            return Purged()
+        deleted, events = _delete_calls(conn, sids)
+        return Purged(calls=deleted, call_events=events)
+
+
+def _purge_pages(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+    with writing(conn):
+        ids = list(
+            conn.execute(
+                select(pages.c.id)
+                .where(_old_page(cutoff))
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not ids:
+            return Purged()
+        sends = conn.execute(delete(page_sends).where(page_sends.c.page_id.in_(ids))).rowcount
+        deleted = conn.execute(delete(pages).where(pages.c.id.in_(ids))).rowcount
+        return Purged(pages=deleted, page_sends=sends)
+
+
+def _checked(keep: timedelta) -> None:
+    if keep < SHORTEST:
+        raise ValueError(f"keeping data {keep} is too short: {SHORTEST.days} days at least")
+
+
+def purge(conn: Connection, *, now: datetime, keep: timedelta, batch: int = BATCH) -> Purged:
+    """Delete what ended before `now - keep` (see the module's docstring), `batch` rows of a
+    table per transaction, until nothing is left; what was deleted. Cases go first, so that
+    the calls they held go in the same run."""
+    _checked(keep)
+    cutoff = now - keep
+    total = Purged()
+    for step in (_purge_cases, _purge_calls, _purge_pages):
+        while True:
+            done = step(conn, cutoff, batch)
+            total += done
+            if done.total == 0:
+                break
+    return total
+
+
+def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
+    """What `purge` would delete now, deleting nothing (`ivr db purge --dry-run`)."""
+    _checked(keep)
+    cutoff = now - keep
+    old_cases = select(cases.c.id).where(_old_case(cutoff))
+    # A call is deleted once every case of it is: those that stay keep it.
+    staying = exists().where(cases.c.call_sid == calls.c.call_sid, not_(_old_case(cutoff)))
+    old_calls = select(calls.c.call_sid).where(calls.c.ended_at < cutoff, not_(staying))
+    old_pages = select(pages.c.id).where(_old_page(cutoff))
+
+    def count(table: Any, *where: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+    with reading(conn):
+        return Purged(
+            cases=count(cases, cases.c.id.in_(old_cases)),
+            recordings=count(recordings, recordings.c.case_id.in_(old_cases)),
+            calls=count(calls, calls.c.call_sid.in_(old_calls)),
+            call_events=count(call_events, call_events.c.call_sid.in_(old_calls)),
+            pages=count(pages, pages.c.id.in_(old_pages)),
+            page_sends=count(page_sends, page_sends.c.page_id.in_(old_pages)),
+            audit_blanked=count(
+                audit_log,
+                audit_log.c.case_id.in_(old_cases),
+                audit_log.c.action.not_in(FREEZE_ACTIONS),
+                or_(audit_log.c.reason.is_not(None), audit_log.c.account_uid.is_not(None)),
+            ),
+        )
+
+
+class Daily:
+    """The purge as an instance's timed job: called every sweep, it purges when
+    IVR_RETENTION_DAYS is set and it has not purged for a day. Counted from this process's
+    last purge, not from its start: an instance restarted more often than daily still purges.
+    Several instances purging the same day is harmless (each deletes what the others left)."""
+
+    def __init__(self, every: timedelta = timedelta(days=1)) -> None:
+        self.every = every
+        self.last: datetime | None = None
+
+    def __call__(self, hotline: Hotline) -> Purged | None:
+        days = hotline.settings.retention_days
+        now = hotline.clock()
+        if not days or (self.last is not None and now - self.last < self.every):
+            return None
+        with hotline.db.connect() as conn:
+            purged = purge(conn, now=now, keep=timedelta(days=days))
+        self.last = now
+        log.info("purged caller data ended over %d days ago: %s", days, purged.describe())
+        return purged

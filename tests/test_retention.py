@@ -1,0 +1,447 @@
+"""Retention: the purge of old caller data and its daily job."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event, func, insert, select
+
+from ivr import retention
+from ivr.db import (
+    audit_log,
+    call_events,
+    calls,
+    cases,
+    page_sends,
+    pages,
+    recordings,
+)
+from ivr.retention import Purged, purge, purgeable
+from ivr.settings import DatabaseSettings, load_settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import HTTPS_CLIENT, FakeClock, make_settings
+
+NOW = datetime(2027, 6, 1, tzinfo=UTC)
+KEEP = timedelta(days=400)
+LONG_AGO = NOW - KEEP - timedelta(days=10)
+LATELY = NOW - timedelta(days=10)
+ALICE = "+8613800138000"
+BOB = "+8613900139000"
+
+_ids = itertools.count(1)
+
+
+def add_call(
+    db: Engine, *, ended: datetime | None, number: str | None = ALICE, events: int = 2
+) -> str:
+    sid = f"CA{next(_ids):032d}"
+    started = (ended or NOW) - timedelta(minutes=5)
+    with db.begin() as conn:
+        conn.execute(
+            insert(calls).values(
+                call_sid=sid,
+                from_number=number,
+                tree_version="v1",
+                step=1,
+                state={},
+                last_twiml="<Response/>",
+                status="completed" if ended else "in-progress",
+                started_at=started,
+                updated_at=ended or started,
+                ended_at=ended,
+            )
+        )
+        for step in range(events):
+            conn.execute(
+                insert(call_events).values(call_sid=sid, step=step, at=started, kind="node")
+            )
+    return sid
+
+
+def add_case(
+    db: Engine,
+    call_sid: str,
+    *,
+    status: str = "resolved",
+    queued: int = 0,
+    ended: datetime | None = LONG_AGO,
+    created: datetime | None = None,
+    caller: str | None = ALICE,
+    callback_number: str | None = None,
+) -> int:
+    created = created or (ended or NOW) - timedelta(minutes=5)
+    with db.begin() as conn:
+        case_id: int = conn.execute(
+            insert(cases)
+            .values(
+                ticket=str(1_000_000 + next(_ids)),
+                call_sid=call_sid,
+                caller=caller,
+                reason="hijack",
+                queue="emergency",
+                priority="emergency",
+                lane=0,
+                sort_at=created,
+                queued=queued,
+                status=status,
+                flags={},
+                path=[],
+                callback_number=callback_number,
+                created_at=created,
+                ended_at=ended,
+            )
+            .returning(cases.c.id)
+        ).scalar_one()
+        conn.execute(
+            insert(recordings).values(
+                case_id=case_id,
+                recording_sid=f"RE{next(_ids):032d}",
+                call_sid=call_sid,
+                status="completed",
+                at=created,
+            )
+        )
+    return case_id
+
+
+def add_audit(db: Engine, case_id: int | None, action: str, *, at: datetime = LONG_AGO) -> int:
+    with db.begin() as conn:
+        audit_id: int = conn.execute(
+            insert(audit_log)
+            .values(
+                at=at,
+                actor="agent:ann",
+                action=action,
+                account_uid="10000001",
+                case_id=case_id,
+                reason="the caller, Alice Wong, says her phone was stolen",
+                result="ok",
+            )
+            .returning(audit_log.c.id)
+        ).scalar_one()
+    return audit_id
+
+
+def add_page(db: Engine, *, turn: int, at: datetime) -> int:
+    with db.begin() as conn:
+        page_id: int = conn.execute(
+            insert(pages)
+            .values(
+                turn=turn,
+                at=at,
+                next_at=at + timedelta(minutes=15),
+                waiting=1,
+                waited_seconds=60,
+                result="sent",
+                sent=1,
+                failed=0,
+            )
+            .returning(pages.c.id)
+        ).scalar_one()
+        conn.execute(
+            insert(page_sends).values(
+                page_id=page_id, number="+15005550009", by="sms", status="delivered", at=at
+            )
+        )
+    return page_id
+
+
+def count(db: Engine, table: Any, *where: Any) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+
+
+def exists(db: Engine, table: Any, *where: Any) -> bool:
+    return count(db, table, *where) > 0
+
+
+def run_purge(db: Engine, **kwargs: Any) -> Purged:
+    with db.connect() as conn:
+        return purge(conn, now=NOW, keep=KEEP, **kwargs)
+
+
+# -- the setting ------------------------------------------------------------------------------
+
+
+def retention_setting(monkeypatch: pytest.MonkeyPatch, value: str | None) -> int:
+    if value is None:
+        monkeypatch.delenv("IVR_RETENTION_DAYS", raising=False)
+    else:
+        monkeypatch.setenv("IVR_RETENTION_DAYS", value)
+    return load_settings(DatabaseSettings, _env_file=None).retention_days
+
+
+@pytest.mark.parametrize(("value", "days"), [(None, 400), ("0", 0), ("31", 31), ("3650", 3650)])
+def test_retention_days_default_to_400_and_0_is_never(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, days: int
+) -> None:
+    assert retention_setting(monkeypatch, value) == days
+
+
+@pytest.mark.parametrize("value", ["1", "7", "30", "-1"])
+def test_retention_shorter_than_a_month_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    with pytest.raises(Exception, match="IVR_RETENTION_DAYS"):
+        retention_setting(monkeypatch, value)
+
+
+def test_purge_refuses_too_short_a_retention(db: Engine) -> None:
+    with db.connect() as conn, pytest.raises(ValueError, match="too short"):
+        purge(conn, now=NOW, keep=timedelta(days=30))
+
+
+# -- the purge --------------------------------------------------------------------------------
+
+
+def test_old_closed_cases_go_with_their_calls_events_and_recordings(db: Engine) -> None:
+    old_call = add_call(db, ended=LONG_AGO, events=3)
+    resolved = add_case(db, old_call)
+    # A call back taken out of line because the caller called again: no end of its own.
+    replaced_call = add_call(db, ended=LONG_AGO, events=0)
+    replaced = add_case(
+        db, replaced_call, status="callback_requested", ended=None, created=LONG_AGO
+    )
+    lonely_call = add_call(db, ended=LONG_AGO, events=1)  # self-service, no case
+
+    purged = run_purge(db)
+
+    assert purged == Purged(cases=2, recordings=2, calls=3, call_events=4)
+    for case_id in (resolved, replaced):
+        assert not exists(db, cases, cases.c.id == case_id)
+        assert not exists(db, recordings, recordings.c.case_id == case_id)
+    for sid in (old_call, replaced_call, lonely_call):
+        assert not exists(db, calls, calls.c.call_sid == sid)
+        assert not exists(db, call_events, call_events.c.call_sid == sid)
+
+
+def test_open_cases_and_owed_call_backs_stay_however_old(db: Engine) -> None:
+    kept = {
+        "waiting": add_case(db, add_call(db, ended=LONG_AGO), status="waiting", queued=1),
+        # The caller hung up long ago: a call back is owed, and its case says it ended.
+        "owed call back": add_case(db, add_call(db, ended=LONG_AGO), status="abandoned", queued=1),
+        "asked call back": add_case(
+            db, add_call(db, ended=LONG_AGO), status="callback_requested", queued=1, ended=None
+        ),
+        "offered": add_case(db, add_call(db, ended=LONG_AGO), status="offered"),
+        "connected": add_case(db, add_call(db, ended=LONG_AGO), status="connected"),
+        "resolved lately": add_case(db, add_call(db, ended=LATELY), ended=LATELY),
+    }
+    with db.connect() as conn:
+        kept_calls = set(
+            conn.execute(select(cases.c.call_sid).where(cases.c.id.in_(kept.values()))).scalars()
+        )
+
+    purged = run_purge(db)
+
+    assert purged == Purged()
+    for what, case_id in kept.items():
+        assert exists(db, cases, cases.c.id == case_id), what
+        assert exists(db, recordings, recordings.c.case_id == case_id), what
+    assert count(db, calls, calls.c.call_sid.in_(kept_calls)) == len(kept_calls)
+    assert count(db, call_events) == 2 * len(kept_calls)
+
+
+def test_recent_and_unfinished_calls_stay(db: Engine) -> None:
+    recent = add_call(db, ended=LATELY)
+    in_progress = add_call(db, ended=None)
+    just_inside = add_call(db, ended=NOW - KEEP + timedelta(minutes=1))
+
+    assert run_purge(db) == Purged()
+    assert count(db, calls) == 3
+    with db.connect() as conn:
+        left = set(conn.execute(select(calls.c.call_sid)).scalars())
+    assert left == {recent, in_progress, just_inside}
+
+
+def test_a_call_stays_while_any_case_of_it_stays(db: Engine) -> None:
+    sid = add_call(db, ended=LONG_AGO)
+    old = add_case(db, sid)
+    owed = add_case(db, sid, status="abandoned", queued=1)
+
+    assert run_purge(db) == Purged(cases=1, recordings=1)
+    assert not exists(db, cases, cases.c.id == old)
+    assert exists(db, cases, cases.c.id == owed)
+    assert exists(db, calls, calls.c.call_sid == sid)
+    assert count(db, call_events, call_events.c.call_sid == sid) == 2
+
+
+def test_freezes_are_kept_whole_and_other_entries_of_purged_cases_blanked(db: Engine) -> None:
+    gone = add_case(db, add_call(db, ended=LONG_AGO))
+    stays = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    frozen = add_audit(db, gone, "freeze")
+    self_frozen = add_audit(db, gone, "self_freeze")
+    transfer = add_audit(db, gone, "transfer")
+    recent = add_audit(db, stays, "transfer")
+
+    assert run_purge(db).audit_blanked == 1
+
+    with db.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(audit_log))}
+    for kept in (frozen, self_frozen, recent):
+        assert rows[kept].account_uid == "10000001"
+        assert rows[kept].reason is not None and "stolen" in rows[kept].reason
+    blanked = rows[transfer]
+    assert (blanked.reason, blanked.account_uid) == (None, None)
+    assert (blanked.actor, blanked.action, blanked.at) == ("agent:ann", "transfer", LONG_AGO)
+
+
+def test_old_pages_go_with_their_sends_but_the_latest_turn_stays(db: Engine) -> None:
+    oldest = add_page(db, turn=1, at=LONG_AGO)
+    last = add_page(db, turn=2, at=LONG_AGO + timedelta(hours=1))
+
+    assert run_purge(db) == Purged(pages=1, page_sends=1)
+    assert not exists(db, page_sends, page_sends.c.page_id == oldest)
+    with db.connect() as conn:
+        assert list(conn.execute(select(pages.c.id)).scalars()) == [last]
+
+    recent = add_page(db, turn=3, at=LATELY)
+    assert run_purge(db) == Purged(pages=1, page_sends=1)
+    assert count(db, pages) == 1 and exists(db, pages, pages.c.id == recent)
+
+
+@pytest.fixture
+def statements(db: Engine) -> Iterator[list[tuple[str, int]]]:
+    """Each DELETE the database ran, with the rows it deleted."""
+    seen: list[tuple[str, int]] = []
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            seen.append((statement.split()[2], cursor.rowcount))
+
+    event.listen(db, "after_cursor_execute", after)
+    yield seen
+    event.remove(db, "after_cursor_execute", after)
+
+
+def test_the_purge_deletes_in_batches(db: Engine, statements: list[tuple[str, int]]) -> None:
+    for _ in range(7):
+        add_case(db, add_call(db, ended=LONG_AGO))
+
+    purged = run_purge(db, batch=3)
+
+    assert (purged.cases, purged.calls, purged.call_events) == (7, 7, 14)
+    by_table = {t: [n for table, n in statements if table == t and n] for t in ("cases", "calls")}
+    assert by_table == {"cases": [3, 3, 1], "calls": [3, 3, 1]}
+    assert count(db, cases) == count(db, calls) == 0
+
+
+def test_the_purge_is_idempotent(db: Engine) -> None:
+    add_case(db, add_call(db, ended=LONG_AGO))
+    assert run_purge(db).total > 0
+    assert run_purge(db) == Purged()
+
+
+def test_the_dry_run_counts_what_the_purge_deletes_and_deletes_nothing(db: Engine) -> None:
+    old = add_call(db, ended=LONG_AGO, events=4)
+    gone = add_case(db, old)
+    add_audit(db, gone, "transfer")
+    add_case(db, add_call(db, ended=LONG_AGO), status="abandoned", queued=1)
+    add_call(db, ended=LONG_AGO, events=1)
+    add_page(db, turn=1, at=LONG_AGO)
+    add_page(db, turn=2, at=LATELY)
+    before = [count(db, t) for t in (cases, calls, call_events, recordings, pages, page_sends)]
+
+    with db.connect() as conn:
+        would = purgeable(conn, now=NOW, keep=KEEP)
+
+    after = [count(db, t) for t in (cases, calls, call_events, recordings, pages, page_sends)]
+    assert after == before
+    assert exists(db, audit_log, audit_log.c.reason.is_not(None))
+    assert would == Purged(
+        cases=1, recordings=1, calls=2, call_events=5, pages=1, page_sends=1, audit_blanked=1
+    )
+    assert run_purge(db) == would
+
+
+def test_two_purges_at_once_delete_everything_once(db: Engine) -> None:
+    for _ in range(30):
+        add_case(db, add_call(db, ended=LONG_AGO))
+    kept = add_case(db, add_call(db, ended=LONG_AGO), status="abandoned", queued=1)
+    results: list[Purged] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(run_purge(db, batch=4))
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert failures == []
+    assert len(results) == 2
+    total = results[0] + results[1]
+    assert (total.cases, total.recordings, total.calls, total.call_events) == (30, 30, 30, 60)
+    assert count(db, cases) == 1 and exists(db, cases, cases.c.id == kept)
+    assert count(db, calls) == 1
+
+
+# -- the daily job ----------------------------------------------------------------------------
+
+
+def fake_hotline(db: Engine, clock: FakeClock, days: int) -> Any:
+    return SimpleNamespace(db=db, clock=clock, settings=SimpleNamespace(retention_days=days))
+
+
+def test_the_daily_job_purges_once_a_day_and_logs_it(
+    db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(NOW)
+    hotline = fake_hotline(db, clock, 400)
+    job = retention.Daily()
+    add_case(db, add_call(db, ended=LONG_AGO))
+
+    with caplog.at_level(logging.INFO, logger="ivr.retention"):
+        first = job(hotline)
+    assert first is not None and first.cases == 1
+    assert "cases 1" in caplog.text and "calls 1" in caplog.text
+
+    add_case(db, add_call(db, ended=LONG_AGO))
+    clock.advance(hours=23)
+    assert job(hotline) is None
+    assert count(db, cases) == 1
+    clock.advance(hours=1)
+    again = job(hotline)
+    assert again is not None and again.cases == 1
+    assert count(db, cases) == 0
+
+
+def test_the_daily_job_does_nothing_when_retention_is_0(db: Engine) -> None:
+    add_case(db, add_call(db, ended=LONG_AGO))
+    assert retention.Daily()(fake_hotline(db, FakeClock(NOW), 0)) is None
+    assert count(db, cases) == 1
+
+
+@pytest.mark.parametrize("days", [400, 0])
+def test_each_instance_runs_the_purge_as_a_timed_job(
+    database_url: str, db: Engine, hotline_tree: CompiledTree, days: int
+) -> None:
+    gone = add_case(db, add_call(db, ended=LONG_AGO))
+    settings = make_settings(
+        IVR_DATABASE_URL=database_url, IVR_SWEEP_INTERVAL=0.05, IVR_RETENTION_DAYS=days
+    )
+    app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock(NOW))
+    with TestClient(app, base_url=HTTPS_CLIENT):
+        deadline = time.monotonic() + 10
+        while exists(db, cases, cases.c.id == gone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not days:
+            time.sleep(0.5)  # ten sweeps: time enough for a purge that should not happen
+    assert exists(db, cases, cases.c.id == gone) == (days == 0)
