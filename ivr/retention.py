@@ -1,4 +1,4 @@
-"""How long caller data is kept (IVR_RETENTION_DAYS).
+"""How long caller data is kept (IVR_RETENTION_DAYS), and a caller's own erased on request.
 
 `purge` deletes what ended longer ago than the retention period: closed cases, with their
 recordings rows; the calls no remaining case belongs to, with their events; the on-call's
@@ -13,6 +13,10 @@ offers and transfers from it. Freezes and unfreezes are kept whole (the account,
 why): security and legal must be able to answer for every freeze whatever became of its case.
 The other entries of a deleted case lose what may be personal (the free text an agent typed,
 the account), and keep who did what when.
+
+`erase` deletes every call and case of one number at its owner's request, audited with the
+number's last 4 digits at most. Twilio keeps its own call logs and recordings: those are
+deleted at Twilio, not here.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from ivr.cases import HELD
+from ivr.cases import HELD, audit
 from ivr.db import (
     audit_log,
     call_events,
@@ -45,8 +49,10 @@ from ivr.db import (
     page_sends,
     pages,
     recordings,
+    verification_failures,
 )
-from ivr.store import reading, writing
+from ivr.numbers import E164, last4, withheld
+from ivr.store import reading, ticket_misses, writing
 
 if TYPE_CHECKING:
     from ivr.hotline import Hotline
@@ -59,6 +65,7 @@ BATCH = 1000
 # tickets (main menu 9) would find nothing: refused, as IVR_RETENTION_DAYS refuses it.
 SHORTEST = timedelta(days=31)
 FREEZE_ACTIONS = ("freeze", "self_freeze", "unfreeze")
+ERASE = "erase"  # the audit action of an erasure
 
 
 @dataclass(frozen=True)
@@ -269,3 +276,140 @@ class Daily:
         self.last = now
         log.info("purged caller data ended over %d days ago: %s", days, purged.describe())
         return purged
+
+
+# -- a caller's erasure ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Erased:
+    cases: int
+    recordings: int
+    calls: int
+    call_events: int
+    verification_failures: int
+    audit_blanked: int
+    # What to delete at Twilio too, which keeps its own call logs and recordings.
+    call_sids: tuple[str, ...]
+    recording_sids: tuple[str, ...]
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {getattr(self, name)}" for name in _ERASED_COUNTS)
+
+
+_ERASED_COUNTS = (
+    "cases",
+    "recordings",
+    "calls",
+    "call_events",
+    "verification_failures",
+    "audit_blanked",
+)
+
+
+class StillOpen(Exception):
+    """A case of the number is open (in line, a call back owed, held by an agent), or a call
+    from it is in progress: nothing was erased."""
+
+    def __init__(self, tickets: list[str], calls_in_progress: int) -> None:
+        super().__init__(tickets, calls_in_progress)
+        self.tickets = tickets
+        self.calls_in_progress = calls_in_progress
+
+
+def masked(number: str) -> str:
+    return f"***{last4(number)}"
+
+
+def erase(conn: Connection, *, number: str, actor: str, reason: str, now: datetime) -> Erased:
+    """Delete every call from `number` and every case whose caller or call-back number it is
+    (with the cases of its calls), their events and recordings rows, and the verification
+    failures counted against it; audited by `actor` with the counts and the number's last 4
+    digits (in `reason` too, should it hold the number). StillOpen, deleting nothing, if one of
+    those cases is open or one of those calls in progress; ValueError for a number that is not
+    E.164. One transaction: a number's rows are few."""
+    if not E164.match(number):
+        raise ValueError(f"not an E.164 number: {masked(number)}")
+    if withheld(number):  # Twilio's stand-in for every withheld caller ID: nobody's own
+        raise ValueError("a withheld caller ID is nobody's number")
+    with writing(conn):
+        from_number = list(
+            conn.execute(
+                select(calls.c.call_sid, calls.c.ended_at)
+                .where(calls.c.from_number == number)
+                .with_for_update()
+            )
+        )
+        found = list(
+            conn.execute(
+                select(cases.c.id, cases.c.ticket, cases.c.call_sid, cases.c.queued)
+                .add_columns(cases.c.status)
+                .where(
+                    or_(
+                        cases.c.caller == number,
+                        cases.c.callback_number == number,
+                        cases.c.call_sid.in_([c.call_sid for c in from_number]),
+                    )
+                )
+                .order_by(cases.c.id)
+                .with_for_update()
+            )
+        )
+        open_tickets = [c.ticket for c in found if c.queued == 1 or c.status in HELD]
+        case_ids = [c.id for c in found]
+        call_sids = {c.call_sid for c in from_number} | {c.call_sid for c in found}
+        # A call of these cases that another number's case also belongs to stays with it.
+        shared = set(
+            conn.execute(
+                select(cases.c.call_sid).where(
+                    cases.c.call_sid.in_(call_sids), cases.c.id.not_in(case_ids)
+                )
+            ).scalars()
+        )
+        call_sids -= shared
+        in_progress = conn.execute(
+            select(func.count())
+            .select_from(calls)
+            .where(calls.c.call_sid.in_(call_sids), calls.c.ended_at.is_(None))
+        ).scalar_one()
+        if open_tickets or in_progress:
+            raise StillOpen(open_tickets, int(in_progress))
+        sids = sorted(call_sids)
+        of_them = or_(recordings.c.case_id.in_(case_ids), recordings.c.call_sid.in_(sids))
+        recording_sids = tuple(
+            conn.execute(select(recordings.c.recording_sid).where(of_them)).scalars()
+        )
+        gone_recordings = conn.execute(delete(recordings).where(of_them)).rowcount
+        blanked = _blank_audit(conn, case_ids)
+        gone_cases = conn.execute(delete(cases).where(cases.c.id.in_(case_ids))).rowcount
+        gone_calls, events = _delete_calls(conn, sids)
+        failures = conn.execute(
+            delete(verification_failures).where(
+                or_(
+                    verification_failures.c.caller.in_([number, ticket_misses(number)]),
+                    verification_failures.c.call_sid.in_(sids),
+                )
+            )
+        ).rowcount
+        erased = Erased(
+            cases=gone_cases,
+            recordings=gone_recordings,
+            calls=gone_calls,
+            call_events=events,
+            verification_failures=failures,
+            audit_blanked=blanked,
+            call_sids=tuple(sids),
+            recording_sids=recording_sids,
+        )
+        said = reason.replace(number, masked(number)).replace(number[1:], masked(number))
+        audit(
+            conn,
+            actor=actor,
+            action=ERASE,
+            uid=None,
+            case_id=None,
+            reason=f"{said} (number {masked(number)}: {erased.describe()})",
+            result="ok",
+            now=now,
+        )
+        return erased

@@ -1,4 +1,4 @@
-"""Retention: the purge of old caller data and its daily job."""
+"""Retention: the purge of old caller data, its daily job, and a caller's erasure."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from ivr.db import (
     page_sends,
     pages,
     recordings,
+    verification_failures,
 )
-from ivr.retention import Purged, purge, purgeable
+from ivr.retention import Purged, StillOpen, erase, purge, purgeable
 from ivr.settings import DatabaseSettings, load_settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -445,3 +446,129 @@ def test_each_instance_runs_the_purge_as_a_timed_job(
         if not days:
             time.sleep(0.5)  # ten sweeps: time enough for a purge that should not happen
     assert exists(db, cases, cases.c.id == gone) == (days == 0)
+
+
+# -- a caller's erasure -----------------------------------------------------------------------
+
+
+def erase_alice(db: Engine, reason: str = "GDPR request #42") -> retention.Erased:
+    with db.connect() as conn:
+        return erase(conn, number=ALICE, actor="cli:ops", reason=reason, now=NOW)
+
+
+def add_failure(db: Engine, caller: str, call_sid: str) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            insert(verification_failures).values(caller=caller, call_sid=call_sid, at=LATELY)
+        )
+
+
+def test_erasure_deletes_every_call_and_case_of_the_number_and_nothing_else(db: Engine) -> None:
+    call = add_call(db, ended=LATELY)
+    by_caller = add_case(db, call, ended=LATELY)
+    # A caller who withheld their number and keyed this one to be called back on.
+    withheld_call = add_call(db, ended=LATELY, number="anonymous")
+    by_callback = add_case(
+        db, withheld_call, caller="anonymous", callback_number=ALICE, ended=LATELY
+    )
+    no_case = add_call(db, ended=LATELY)
+    add_failure(db, ALICE, no_case)
+    add_failure(db, f"ticket:{ALICE}", "CA-a-call-of-another-number")  # a ticket mistyped
+    frozen = add_audit(db, by_caller, "freeze", at=LATELY)
+    transfer = add_audit(db, by_caller, "transfer", at=LATELY)
+    bobs_call = add_call(db, ended=LATELY, number=BOB)
+    bobs_case = add_case(db, bobs_call, caller=BOB, ended=LATELY)
+    add_failure(db, BOB, bobs_call)
+    with db.connect() as conn:
+        recording_sids = set(
+            conn.execute(
+                select(recordings.c.recording_sid).where(
+                    recordings.c.case_id.in_([by_caller, by_callback])
+                )
+            ).scalars()
+        )
+
+    erased = erase_alice(db)
+
+    assert (erased.cases, erased.recordings, erased.calls, erased.call_events) == (2, 2, 3, 6)
+    assert (erased.verification_failures, erased.audit_blanked) == (2, 1)
+    assert set(erased.call_sids) == {call, withheld_call, no_case}
+    assert set(erased.recording_sids) == recording_sids
+    assert not exists(db, cases, cases.c.id.in_([by_caller, by_callback]))
+    assert not exists(db, calls, calls.c.call_sid.in_(erased.call_sids))
+    assert not exists(db, call_events, call_events.c.call_sid.in_(erased.call_sids))
+    assert not exists(db, recordings, recordings.c.case_id.in_([by_caller, by_callback]))
+    assert not exists(db, verification_failures, verification_failures.c.caller != BOB)
+    # Bob's are untouched.
+    assert exists(db, cases, cases.c.id == bobs_case)
+    assert exists(db, recordings, recordings.c.case_id == bobs_case)
+    assert count(db, call_events, call_events.c.call_sid == bobs_call) == 2
+    assert count(db, verification_failures) == 1
+    with db.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(audit_log))}
+    assert rows[frozen].reason is not None and rows[frozen].account_uid == "10000001"
+    assert (rows[transfer].reason, rows[transfer].account_uid) == (None, None)
+
+
+def test_a_call_another_numbers_case_belongs_to_stays(db: Engine) -> None:
+    withheld_call = add_call(db, ended=LATELY, number="anonymous")
+    alices = add_case(db, withheld_call, caller="anonymous", callback_number=ALICE, ended=LATELY)
+    bobs = add_case(db, withheld_call, caller="anonymous", callback_number=BOB, ended=LATELY)
+
+    erased = erase_alice(db)
+
+    assert (erased.cases, erased.calls, erased.call_sids) == (1, 0, ())
+    assert not exists(db, cases, cases.c.id == alices)
+    assert exists(db, cases, cases.c.id == bobs)
+    assert count(db, call_events, call_events.c.call_sid == withheld_call) == 2
+
+
+def test_the_erasure_is_audited_without_the_number(db: Engine) -> None:
+    add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+
+    erase_alice(db, reason=f"request from {ALICE} by email ({ALICE[1:]})")
+
+    with db.connect() as conn:
+        [entry] = conn.execute(select(audit_log).where(audit_log.c.action == "erase")).all()
+    assert entry.actor == "cli:ops"
+    assert entry.reason is not None
+    assert "***8000" in entry.reason and "cases 1" in entry.reason and "calls 1" in entry.reason
+    assert ALICE[1:] not in entry.reason  # with or without its +
+    assert "request from" in entry.reason
+
+
+@pytest.mark.parametrize(
+    ("status", "queued"),
+    [("waiting", 1), ("abandoned", 1), ("callback_requested", 1), ("offered", 0), ("connected", 0)],
+)
+def test_erasure_is_refused_while_a_case_of_the_number_is_open(
+    db: Engine, status: str, queued: int
+) -> None:
+    closed = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    open_case = add_case(db, add_call(db, ended=LATELY), status=status, queued=queued)
+    with db.connect() as conn:
+        ticket = conn.execute(select(cases.c.ticket).where(cases.c.id == open_case)).scalar()
+
+    with pytest.raises(StillOpen) as refused:
+        erase_alice(db)
+
+    assert refused.value.tickets == [ticket]
+    assert count(db, cases) == 2 and exists(db, cases, cases.c.id == closed)
+    assert count(db, calls) == 2 and count(db, recordings) == 2
+    assert not exists(db, audit_log)
+
+
+def test_erasure_is_refused_during_a_call_from_the_number(db: Engine) -> None:
+    add_call(db, ended=None)
+    with pytest.raises(StillOpen) as refused:
+        erase_alice(db)
+    assert (refused.value.tickets, refused.value.calls_in_progress) == ([], 1)
+    assert count(db, calls) == 1
+
+
+@pytest.mark.parametrize("number", ["8613800138000", "+266696687", "anonymous"])
+def test_erasure_needs_a_callers_whole_number(db: Engine, number: str) -> None:
+    add_call(db, ended=LATELY, number=number)
+    with db.connect() as conn, pytest.raises(ValueError):
+        erase(conn, number=number, actor="cli:ops", reason="asked", now=NOW)
+    assert count(db, calls) == 1
