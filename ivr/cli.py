@@ -244,6 +244,30 @@ def db_upgrade() -> None:
     typer.echo("database is at the newest schema")
 
 
+@db_app.command("purge")
+def db_purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what would be deleted, delete nothing")
+    ] = False,
+) -> None:
+    """Delete caller data that ended more than IVR_RETENTION_DAYS ago, as each instance does
+    daily: closed cases, calls no case holds, their events and recordings rows, old pages."""
+    from ivr.retention import purge, purgeable
+
+    settings = _settings(DatabaseSettings)
+    if not settings.retention_days:
+        raise _fail("IVR_RETENTION_DAYS is 0: caller data is never purged")
+    keep = timedelta(days=settings.retention_days)
+    db = _database(settings)
+    with db.connect() as conn:
+        if dry_run:
+            counts = purgeable(conn, now=utcnow(), keep=keep)
+        else:
+            counts = purge(conn, now=utcnow(), keep=keep)
+    said = "would delete" if dry_run else "deleted"
+    typer.echo(f"ended over {settings.retention_days} days ago, {said}: {counts.describe()}")
+
+
 @routes_app.command("check")
 def routes_check(
     file: Annotated[Path, typer.Argument(help="call tree YAML file")],
@@ -881,6 +905,46 @@ def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> 
         )
     for a in found["audit"]:
         typer.echo(f"  {a['at']:%H:%M:%S} {a['actor']} {a['action']}: {a['result']}")
+
+
+@calls_app.command("erase")
+def calls_erase(
+    number: Annotated[str, typer.Argument(help="the caller's whole number, E.164 (+8613...)")],
+    reason: Annotated[str, typer.Option(help="why: the caller's request, its reference")],
+) -> None:
+    """Erase a caller's data at their request: every call from the number and every case whose
+    caller or call-back number it is, with their events and recordings rows. Refused while one
+    of those cases is open or a call in progress. Audited, without the number."""
+    import getpass
+
+    from ivr.retention import StillOpen, erase
+
+    if len(reason.strip()) < 3:
+        raise _fail("say why the number's data is erased (--reason)")
+    db = _database(_settings(DatabaseSettings))
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        with db.connect() as conn:
+            erased = erase(conn, number=number, actor=actor, reason=reason.strip(), now=utcnow())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except StillOpen as exc:
+        why = []
+        if exc.tickets:
+            why.append(f"open tickets {', '.join(exc.tickets)} (resolve them first)")
+        if exc.calls_in_progress:
+            why.append(f"{exc.calls_in_progress} call(s) in progress")
+        raise _fail(f"nothing erased: {'; '.join(why)}") from None
+    typer.echo(f"erased: {erased.describe()}; audited as {actor}")
+    typer.echo(
+        "Nothing was deleted at Twilio, which keeps its own logs of these calls, of calls "
+        "and texts to the number, and the recordings: delete them there too (Console, or its "
+        "REST API)."
+    )
+    if erased.call_sids:
+        typer.echo(f"  calls: {' '.join(erased.call_sids)}")
+    if erased.recording_sids:
+        typer.echo(f"  recordings: {' '.join(erased.recording_sids)}")
 
 
 def _event_line(e: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Retention: the purge of old caller data, its daily job, and a caller's erasure."""
+"""Retention: the purge of old caller data, its daily job and command, and a caller's erasure."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, insert, select
+from typer.testing import CliRunner
 
 from ivr import retention
+from ivr.cli import app as cli_app
 from ivr.db import (
     audit_log,
     call_events,
@@ -572,3 +575,69 @@ def test_erasure_needs_a_callers_whole_number(db: Engine, number: str) -> None:
     with db.connect() as conn, pytest.raises(ValueError):
         erase(conn, number=number, actor="cli:ops", reason="asked", now=NOW)
     assert count(db, calls) == 1
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout's
+    for name in ("IVR_RETENTION_DAYS", "IVR_MIGRATIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IVR_DATABASE_URL", database_url)
+    monkeypatch.setenv("USER", "ops")
+    monkeypatch.setenv("LOGNAME", "ops")
+
+
+def ivr(*args: str) -> Any:
+    return CliRunner().invoke(cli_app, list(args))
+
+
+def test_db_purge_prints_what_it_deletes_and_the_dry_run_deletes_nothing(
+    cli_env: None, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=410)
+    add_case(db, add_call(db, ended=long_ago), ended=long_ago)
+
+    dry = ivr("db", "purge", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would delete" in dry.output and "cases 1" in dry.output and "calls 1" in dry.output
+    assert count(db, cases) == count(db, calls) == 1
+
+    done = ivr("db", "purge")
+    assert done.exit_code == 0, done.output
+    assert "deleted" in done.output and "cases 1" in done.output and "call_events 2" in done.output
+    assert count(db, cases) == count(db, calls) == 0
+
+    monkeypatch.setenv("IVR_RETENTION_DAYS", "0")
+    never = ivr("db", "purge")
+    assert never.exit_code == 1 and "never purged" in never.output
+
+
+def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
+    sid = add_call(db, ended=LATELY)
+    add_case(db, sid, ended=LATELY)
+    waiting = add_case(db, add_call(db, ended=LATELY), status="waiting", queued=1)
+    with db.connect() as conn:
+        ticket = conn.execute(select(cases.c.ticket).where(cases.c.id == waiting)).scalar()
+
+    refused = ivr("calls", "erase", ALICE, "--reason", "GDPR request #42")
+    assert refused.exit_code == 1
+    assert f"open tickets {ticket}" in refused.output and count(db, cases) == 2
+
+    with db.begin() as conn:
+        conn.execute(
+            cases.update().where(cases.c.id == waiting).values(status="resolved", queued=0)
+        )
+    done = ivr("calls", "erase", ALICE, "--reason", "GDPR request #42")
+    assert done.exit_code == 0, done.output
+    assert "cases 2" in done.output and "audited as cli:ops" in done.output
+    assert "Twilio" in done.output and sid in done.output
+    assert count(db, cases) == count(db, calls) == 0
+    with db.connect() as conn:
+        actor = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "erase"))
+        assert actor.scalar() == "cli:ops"
+
+    assert ivr("calls", "erase", "8613800138000", "--reason", "asked").exit_code == 1
+    assert ivr("calls", "erase", ALICE, "--reason", "").exit_code == 1
