@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine, event, select
 from starlette.datastructures import FormData
 from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
 
 from ivr.db import call_events, calls, cases, create_db_engine, upgrade
 from ivr.deps import REST_THREADS
@@ -1006,3 +1007,25 @@ def test_a_slow_answer_is_waited_for_as_long_as_the_clients_timeout(
         server.shutdown()
         server.server_close()
     assert FakeTwilioApi.seen == 2
+
+
+def test_a_refused_signature_logs_the_url_it_was_checked_against(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twilio signs the URL its console has; the hotline checks IVR_PUBLIC_URL + path + query.
+    Here the proxy serves the hotline under /hotline/ and IVR_PUBLIC_URL lacks the prefix:
+    every webhook is refused, and only the URL checked, beside the console's, shows why."""
+    params = first_request()
+    signed = f"{PUBLIC_URL}/hotline/twilio/voice?lang=en"  # as configured in Twilio's console
+    signature = RequestValidator(TOKEN).compute_signature(signed, params)
+    with caplog.at_level(logging.WARNING, logger="ivr.web"):
+        response = client.post(
+            "/twilio/voice?lang=en", data=params, headers={"X-Twilio-Signature": signature}
+        )
+    assert response.status_code == 403
+    [refused] = [r.getMessage() for r in caplog.records if r.name == "ivr.web"]
+    assert refused == (
+        "refused unsigned or mis-signed request to /twilio/voice "
+        f"(signature checked against {PUBLIC_URL}/twilio/voice?lang=en)"
+    )
+    assert TOKEN not in caplog.text
