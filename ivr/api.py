@@ -51,6 +51,7 @@ from ivr.cases import (
     AwayReason,
     Transfer,
     User,
+    agent_gone,
     agents_presence,
     earlier_transfers,
     held_by,
@@ -474,6 +475,17 @@ class HeldEntry(BaseModel):
     accept_by: datetime | None = Field(
         default=None, description="offered at the agent's desk, not accepted yet: by then"
     )
+    after_call_seconds: int | None = Field(
+        default=None,
+        description="since the agent's leg of the call ended (their notes, wrap-up); null "
+        "while they talk, or before they were put through",
+    )
+    agent_gone: str | None = Field(
+        default=None,
+        description="why the agent is gone, if they are: signed_out, set_away (by a "
+        "supervisor), missed, not_accepted (an offer), timed_out. Their case waits for a "
+        "supervisor to take it back or close it",
+    )
 
 
 @router.get("/cases/held")
@@ -498,6 +510,10 @@ def held(user: SupervisorUser, hotline: HotlineDep) -> list[HeldEntry]:
             agent_revoked=r["agent_revoked_at"] is not None,
             held_seconds=max(0, int((now - (r["offered_at"] or now)).total_seconds())),
             accept_by=r["accept_by"],
+            after_call_seconds=None
+            if r["talk_ended_at"] is None
+            else max(0, int((now - r["talk_ended_at"]).total_seconds())),
+            agent_gone=agent_gone(r),
         )
         for r in rows
     ]

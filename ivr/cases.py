@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     Connection,
@@ -986,7 +986,8 @@ def held_by(conn: Connection, *, agent_id: int) -> list[int]:
 
 
 def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:
-    """Every case an agent has now, with the agent's name (and whether they were revoked):
+    """Every case an agent has now, with the agent's name (whether they were revoked, and
+    why they are away: `agent_gone` tells who has gone), when their leg of the call ended:
     emergencies first, then the longest held."""
     with reading(conn):
         rows = conn.execute(
@@ -1002,8 +1003,11 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
                 cases.c.flags,
                 cases.c.offered_at,
                 cases.c.accept_by,
+                cases.c.talk_ended_at,
                 users.c.name.label("agent"),
                 users.c.revoked_at.label("agent_revoked_at"),
+                users.c.away_reason.label("agent_away_reason"),
+                users.c.available_since.label("agent_available_since"),
             )
             .join(users, users.c.id == cases.c.agent_id)
             .where(HELD_NOW)
@@ -1011,6 +1015,15 @@ def held_by_agents(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]
             .limit(limit)
         ).mappings()
         return [dict(r) for r in rows]
+
+
+def agent_gone(row: dict[str, Any]) -> AwayReason | None:
+    """Why the agent of a `held_by_agents` row is gone, if they are (signed out, set away by
+    a supervisor, missed an offer: `GONE`): their case waits for nobody but a supervisor."""
+    why = row["agent_away_reason"]
+    if row["agent_available_since"] is None and why in GONE:
+        return cast(AwayReason, why)
+    return None
 
 
 # -- who answers: what a caller's wait is estimated from ----------------------------------

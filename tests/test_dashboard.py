@@ -559,16 +559,27 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     clock.advance(seconds=30)
     deposits = client.post("/api/agents/next", headers=bearer(bob)).json()["case"]
     with db.connect() as conn:
+        alice_id = conn.execute(select(users.c.id).where(users.c.name == "alice")).scalar_one()
+    with db.connect() as conn:
         assert cases_module.set_status(
             conn, case_id=deposits["id"], status="connected", now=clock()
         )
+        # bob hung up 20 s ago and left his notes unwritten; alice's desk is empty (a
+        # supervisor set her away): nobody but a supervisor will finish either case.
+        assert cases_module.agent_answered(
+            conn, case_id=deposits["id"], agent_id=None, now=clock() - timedelta(seconds=20)
+        )
+        cases_module.set_available(conn, agent_id=alice_id, available=True, now=clock())
+        assert cases_module.set_away_by_name(conn, name="alice", actor="cli:sam", now=clock())
         cases_module.revoke_user(conn, name="bob", now=clock())
     signed_in(client, supervisor)
     doc = page(client, "/dashboard/queue")
     rows = doc.xpath("//table[contains(@class,'held')]/tbody/tr")
     assert [r.get("data-ticket") for r in rows] == [emergency["ticket"], deposits["ticket"]]
     first = [" ".join(td.text_content().split()) for td in rows[0].xpath("./td")]
-    assert first[4:8] == ["yes", "offered", "alice", "00:30"]
+    assert first[4:8] == ["yes", "offered", "alice set away", "00:30"]
+    second = [" ".join(td.text_content().split()) for td in rows[1].xpath("./td")]
+    assert second[5] == "connected · after the call for 00:20"
     assert "revoked" in rows[1].text_content()
     assert not rows[1].xpath(".//form[contains(@action,'/requeue')]")  # connected: close only
     # Each row's buttons say whose they are, not only "Take back", "Close" again and again.
@@ -580,6 +591,10 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     api_view = client.get("/api/cases/held", headers=bearer(supervisor)).json()
     assert [h["ticket"] for h in api_view] == [emergency["ticket"], deposits["ticket"]]
     assert api_view[1]["agent_revoked"] is True
+    assert [(h["agent_gone"], h["after_call_seconds"]) for h in api_view] == [
+        ("set_away", None),
+        (None, 20),
+    ]
     taken_back = act(client, f"/dashboard/queue/{emergency['id']}/requeue")
     assert taken_back.headers["location"] == "/dashboard/queue?said=requeued"
     queue = client.get("/api/queue", headers=bearer(supervisor)).json()
