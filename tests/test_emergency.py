@@ -1094,6 +1094,8 @@ def test_reached_is_only_the_agents_word_for_a_call_back_they_dialled(
         json={"notes": "froze it", "reached": True},
     )
     assert refused.status_code == 409 and "dialled yourself" in refused.text
+    freeze = {"reason": "hijack, hidden number"}
+    api(client, agent, "POST", f"/api/cases/{nobody['case']['id']}/freeze", json=freeze)
     api(
         client,
         agent,
