@@ -2747,9 +2747,10 @@ class Hotline:
             seconds=min(self.settings.page_unacked_seconds, self.settings.page_repeat_seconds)
         )
         with self.db.connect() as conn:
-            result = oncall.record(
+            reach = oncall.record(
                 conn, page_id=page_id, refused=refused, now=self.clock(), next_at=now + unacked
             )
+        result = reach.result
         if result == "logged":
             log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)
         elif result == "failed":
@@ -2757,8 +2758,7 @@ class Hotline:
         elif result == "undelivered":
             log.error("%s (it reached no on-call number; trying again in a minute)", text)
         else:
-            took = len({number for number, _ in to} - {number for number, _ in refused})
-            log.warning("%s (sent to %d on-call numbers)", text, took)
+            log.warning("%s (sent to %d on-call numbers)", text, reach.sent)
         return page_id
 
     def _page(

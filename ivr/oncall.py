@@ -78,7 +78,6 @@ _FINAL: dict[str, dict[str, str]] = {
     },
 }
 _NOT_REACHED = ("refused", "undelivered", "unanswered")
-_TAKEN = ("sending", "sent", "delivered", "undelivered", "answered", "unanswered")
 
 
 @dataclass(frozen=True)
@@ -233,12 +232,18 @@ class Reach:
     failed: int
     undelivered: int
 
+    @property
+    def result(self) -> PageResult:
+        if self.sent and self.undelivered == self.sent:
+            return "undelivered"
+        return "sent" if self.sent else "failed" if self.failed else "logged"
+
 
 def _reach(conn: Connection, *, page_id: int) -> Reach:
     numbers = conn.execute(
         select(
             page_sends.c.number,
-            func.sum(case((page_sends.c.status.in_(_TAKEN), 1), else_=0)).label("taken"),
+            func.sum(case((page_sends.c.status == "refused", 0), else_=1)).label("taken"),
             func.sum(case((page_sends.c.status.in_(_NOT_REACHED), 0), else_=1)).label("maybe"),
         )
         .where(page_sends.c.page_id == page_id)
@@ -252,17 +257,11 @@ def _reach(conn: Connection, *, page_id: int) -> Reach:
     )
 
 
-def _result(reach: Reach) -> PageResult:
-    if reach.sent and reach.undelivered == reach.sent:
-        return "undelivered"
-    return "sent" if reach.sent else "failed" if reach.failed else "logged"
-
-
 def _settle(conn: Connection, *, page_id: int, now: datetime, next_at: datetime | None) -> Reach:
     """The page's counts and result from its rows, and when the next may come: `next_at`
     (None: as it was), or after RETRY_FAILED when it reached no number. Inside `writing`."""
     reach = _reach(conn, page_id=page_id)
-    result = _result(reach)
+    result = reach.result
     values: dict[str, Any] = {
         "result": result,
         "sent": reach.sent,
@@ -295,10 +294,10 @@ def record(
     refused: Sequence[tuple[str, By]],
     now: datetime,
     next_at: datetime,
-) -> PageResult:
+) -> Reach:
     """What became of a page's sends (Twilio took them but `refused`), and when the next may
     come: `next_at`, or after RETRY_FAILED when it reached no number (refused, or reported
-    not reached already). The page's result."""
+    not reached already). What the page reached, and so its result."""
     with writing(conn):
         _lock_pages(conn, page_id=page_id)
         for number, by in refused:
@@ -316,7 +315,7 @@ def record(
             .where(page_sends.c.page_id == page_id, page_sends.c.status == "sending")
             .values(status="sent", at=now)
         )
-        return _result(_settle(conn, page_id=page_id, now=now, next_at=next_at))
+        return _settle(conn, page_id=page_id, now=now, next_at=next_at)
 
 
 @dataclass(frozen=True)
@@ -371,7 +370,7 @@ def reported(
         if page.result == "sending":  # `record` settles it
             return Report(final, page.at, False, 0, 0)
         reach = _settle(conn, page_id=page_id, now=now, next_at=None)
-    nobody = _result(reach) == "undelivered" and page.acked_at is None
+    nobody = reach.result == "undelivered" and page.acked_at is None
     return Report(final, page.at, nobody, reach.undelivered, reach.sent)
 
 
