@@ -2023,6 +2023,51 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     return statements
 
 
+def back_after_talk(conn: Connection, *, case: dict[str, Any], now: datetime) -> bool:
+    """A connected case whose call is over (the caller hung up, or the agent's leg ended
+    and the caller left) and which its agent will not finish (their phone dropped, they
+    went home): back in its own place in its line, for the next agent to call back, as
+    a transfer to the same line makes it (`_sent_on`): the talk is kept in its `legs`, so
+    the figures still count it answered, and not abandoned (SENT_AFTER_HANG_UP). Only
+    while it is still its agent's and connected."""
+    to = Transfer(queue=case["queue"], priority=case["priority"])
+    with reading(conn):
+        agent = conn.execute(select(users.c.name).where(users.c.id == case["agent_id"])).scalar()
+    values = _sent_on(case, to, case["agent_id"], now, agent=agent or "")
+    if (case["claimed_from"] or "waiting") == "waiting":
+        values |= {"status": "abandoned", "ended_at": now}
+        values["flags"][SENT_AFTER_HANG_UP] = "yes"
+    else:
+        values["not_before"] = None
+    with writing(conn):
+        moved = (
+            conn.execute(
+                update(cases)
+                .where(
+                    cases.c.id == case["id"],
+                    cases.c.status == "connected",
+                    cases.c.agent_id == case["agent_id"],
+                )
+                .values(**values)
+            ).rowcount
+            == 1
+        )
+        if moved and case["offered_at"] is not None:
+            conn.execute(_idle_from(case["agent_id"], case["offered_at"], now))
+        return moved
+
+
+def open_follow_up(conn: Connection, *, ticket: str) -> int | None:
+    """An open case of the caller's made from this one (back in line from the survey):
+    where they are now."""
+    with reading(conn):
+        return conn.execute(
+            select(cases.c.id)
+            .where(cases.c.parent_ticket == ticket, cases.c.status != "resolved")
+            .limit(1)
+        ).scalar()
+
+
 MAX_CALLBACK_DELAY = timedelta(hours=1)
 # A customer sent on from a call back Twilio placed hears so (about 10 s) and is hung up on.
 HEARD_AND_HUNG_UP = timedelta(seconds=30)

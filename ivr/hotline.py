@@ -2288,10 +2288,14 @@ class Hotline:
         """Put a case taken but not yet connected back in its place in line, as it was: its
         agent giving it back, or a supervisor taking it from an agent who cannot serve it
         (what the offer timeout does by itself after IVR_OFFER_TIMEOUT). A connected caller
-        is talking to someone: resolved, not requeued."""
+        is talking to someone: resolved, not requeued; once their call is over, a case its
+        agent will not finish goes back to its place for a call back (`_back_after_talk`)."""
         now = self.clock()
         with self.db.connect() as conn:
-            case = self._case_for(conn, case_id, user, ("offered",))
+            case = self._case_for(conn, case_id, user, ("offered", "connected"))
+            if case["status"] == "connected":
+                self._back_after_talk(conn, case, user, reason, now)
+                return
             if cases.calling_back(case["offer"]):
                 raise CaseRefused(
                     409,
@@ -2321,6 +2325,42 @@ class Hotline:
                 result="ok",
                 now=now,
             )
+
+    def _back_after_talk(
+        self,
+        conn: Connection,
+        case: dict[str, Any],
+        user: cases.User,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        """A connected case whose call is over, back in its place in line to be called back:
+        a hijack victim whose agent's phone dropped, or who hung up at the survey, while the
+        agent went home, is called again by the next agent instead of waiting on a case only
+        a supervisor's Close would end. Never while its agent is still on the call, nor when
+        the caller is back in line already (the survey's "not done yet"). Audited."""
+        if self._on_the_call(conn, case, now):
+            raise CaseRefused(
+                409, "its agent is on the call with the caller still: not while they talk"
+            )
+        follow_up = cases.open_follow_up(conn, ticket=case["ticket"])
+        if follow_up is not None:
+            raise CaseRefused(
+                409,
+                f"the caller is back in line already, as case {follow_up}: close this one",
+            )
+        if not cases.back_after_talk(conn, case=case, now=now):
+            raise CaseRefused(409, "the case changed meanwhile; look at it again")
+        cases.audit(
+            conn,
+            actor=f"{user.role}:{user.name}",
+            action="requeue",
+            uid=None,
+            case_id=case["id"],
+            reason=(f"after the call, for a call back: {reason}" if reason else None),
+            result="ok",
+            now=now,
+        )
 
     def transfer_case(
         self, case_id: int, agent: cases.User, to: cases.Transfer, *, keep_higher: bool = False

@@ -2655,6 +2655,86 @@ def test_a_victim_back_in_line_from_the_survey_keeps_their_place(
     assert nxt["ticket"] == again["ticket"]
 
 
+def test_a_supervisor_sends_a_victim_whose_agent_dropped_back_to_their_place(
+    client: TestClient, db: Engine, clock: FakeClock, check_twiml: Callable[[str], None]
+) -> None:
+    """alice's leg drops while she helps victim A, A hangs up at the survey, and alice's phone
+    is dead: her case would wait for a supervisor's Close. The supervisor sends it back
+    instead: a call back, in A's own place ahead of victim B who came after, still counted
+    answered (not abandoned), and the next agent calls A back."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    ben = make_user(db, "ben", "agent", "+15005557777")
+    sam = make_user(db, "sam", "supervisor")
+    phone = Phone(
+        client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml, clock=clock
+    )
+    taken: list[Any] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            clock.advance(seconds=60)
+            b = Caller([Press("1"), Press("1"), Press("*")], lambda poll: False)
+            phone.call(b, from_number="+15005550102")  # B hangs up: kept for a call back
+            clock.advance(seconds=60)
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    record = phone.call(QuietOnHold(list(HIJACK), holds), from_number="+15005550006")
+    assert record.dialed == AGENT_PHONE
+    a_case, b_case = case_rows(db)
+    assert (a_case["status"], a_case["talk_ended_at"] is not None) == ("connected", True)
+    security = api(client, sam, "GET", "/api/stats")["by_queue"]["security"]
+    assert (security["answered"], security["abandoned"]) == (1, 1)  # A, and B who hung up
+    clock.advance(minutes=5)
+    held = api(client, sam, "GET", "/api/cases/held")
+    assert [(h["ticket"], h["status"]) for h in held] == [(a_case["ticket"], "connected")]
+    api(client, sam, "POST", f"/api/cases/{a_case['id']}/requeue", json={"reason": "phone died"})
+    a_now, _ = case_rows(db)
+    assert (a_now["status"], a_now["agent_id"], a_now["queued"]) == ("abandoned", None, 1)
+    assert a_now["sort_at"] == a_case["sort_at"] < b_case["sort_at"]
+    security = api(client, sam, "GET", "/api/stats")["by_queue"]["security"]
+    assert (security["answered"], security["abandoned"]) == (1, 1)
+    with db.connect() as conn:
+        [why] = conn.execute(
+            select(audit_log.c.reason).where(
+                audit_log.c.action == "requeue", audit_log.c.case_id == a_case["id"]
+            )
+        ).scalars()
+    assert why == "after the call, for a call back: phone died"
+    nxt = api(client, ben, "POST", "/api/agents/next")["case"]
+    assert nxt["ticket"] == a_case["ticket"] and nxt["status"] == "offered"
+
+
+def test_a_case_whose_caller_is_still_with_its_agent_or_back_in_line_is_not_sent_back(
+    client: TestClient, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """Sent back while its agent still talks, the caller would be called twice; once the
+    survey's 0 put the caller back in line, they are there already: both refused."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    sam = make_user(db, "sam", "supervisor")
+    phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+    taken: list[Any] = []
+    refused: list[httpx.Response] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
+        return poll < 3
+
+    def talks(number: str) -> None:
+        path = f"/api/cases/{taken[0]['id']}/requeue"
+        refused.append(client.post(path, headers=bearer(sam)))
+
+    phone.call(QuietTalks([*HIJACK, Press("0")], holds, talks))
+    [mid_call] = refused
+    assert mid_call.status_code == 409 and "on the call" in mid_call.json()["detail"]
+    first, again = case_rows(db)
+    after = client.post(f"/api/cases/{first['id']}/requeue", headers=bearer(sam))
+    assert after.status_code == 409
+    assert f"back in line already, as case {again['id']}" in after.json()["detail"]
+    assert case_rows(db)[0]["status"] == "connected"
+
+
 def test_a_withheld_numbers_emergency_is_resolved_once_its_account_is_frozen(
     phone: Phone, client: TestClient, db: Engine
 ) -> None:
