@@ -2034,6 +2034,9 @@ def back_after_talk(conn: Connection, *, case: dict[str, Any], now: datetime) ->
     with reading(conn):
         agent = conn.execute(select(users.c.name).where(users.c.id == case["agent_id"])).scalar()
     values = _sent_on(case, to, case["agent_id"], now, agent=agent or "")
+    if case["talk_ended_at"] is not None:
+        # Their talk ended then: the time the case lay with an agent gone is not handled.
+        values["legs"][-1]["ended_at"] = case["talk_ended_at"].isoformat()
     if (case["claimed_from"] or "waiting") == "waiting":
         values |= {"status": "abandoned", "ended_at": now}
         values["flags"][SENT_AFTER_HANG_UP] = "yes"

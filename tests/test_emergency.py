@@ -2679,7 +2679,10 @@ def test_a_supervisor_sends_a_victim_whose_agent_dropped_back_to_their_place(
             taken.append(api(client, alice, "POST", "/api/agents/next")["case"])
         return poll < 3
 
-    record = phone.call(QuietOnHold(list(HIJACK), holds), from_number="+15005550006")
+    def talks(number: str) -> None:
+        clock.advance(minutes=3)
+
+    record = phone.call(QuietTalks(list(HIJACK), holds, talks), from_number="+15005550006")
     assert record.dialed == AGENT_PHONE
     a_case, b_case = case_rows(db)
     assert (a_case["status"], a_case["talk_ended_at"] is not None) == ("connected", True)
@@ -2694,6 +2697,7 @@ def test_a_supervisor_sends_a_victim_whose_agent_dropped_back_to_their_place(
     assert a_now["sort_at"] == a_case["sort_at"] < b_case["sort_at"]
     security = api(client, sam, "GET", "/api/stats")["by_queue"]["security"]
     assert (security["answered"], security["abandoned"]) == (1, 1)
+    assert security["average_handle_time_seconds"] == 180  # her talk, not the case's 5 min
     with db.connect() as conn:
         [why] = conn.execute(
             select(audit_log.c.reason).where(
