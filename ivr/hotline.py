@@ -2837,8 +2837,16 @@ class Hotline:
         try:
             twilio = self._rest()
             if by == "sms":
+                sender = self.settings.page_from or self.settings.caller_id
+                by_service = sender is not None and sender.startswith("MG")
                 twilio.messages.create(
-                    to=number, from_=self.settings.caller_id, body=content, **reports
+                    to=number,
+                    **({"messaging_service_sid": sender} if by_service else {"from_": sender}),
+                    body=content,
+                    # Still queued at Twilio when the next page is due, it is stale: failed
+                    # (30036) instead, it is a page that reached nobody, sent again.
+                    validity_period=min(self.settings.page_unacked_seconds, 36_000),
+                    **reports,
                 )
             else:
                 # Answering machine detection: a voicemail that takes the page is no one
@@ -2846,7 +2854,7 @@ class Hotline:
                 # minute. The page is said once Twilio knows, to a machine too.
                 twilio.calls.create(
                     to=number,
-                    from_=self.settings.caller_id,
+                    from_=self.settings.page_caller_id,
                     twiml=content,
                     machine_detection="Enable",
                     **reports,

@@ -246,6 +246,12 @@ class Settings(AccountSettings):
     page_numbers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="IVR_PAGE_NUMBERS"
     )
+    # Who pages come from: a number of the account, or a Messaging Service (MG...). None:
+    # IVR_CALLER_ID, whose per-sender queue the ticket texts share: on a hack day a page
+    # would wait behind hundreds of them (about one a second leaves a long code).
+    page_from: str | None = Field(
+        default=None, pattern=rf"{E164}|^MG[0-9a-fA-F]{{32}}$", validation_alias="IVR_PAGE_FROM"
+    )
     # Ring the on-call numbers too, saying the page twice: a text may not wake anyone.
     page_call: bool = Field(default=False, validation_alias="IVR_PAGE_CALL")
     page_after_seconds: int = Field(default=60, ge=10, le=3600, validation_alias="IVR_PAGE_AFTER")
@@ -323,12 +329,27 @@ class Settings(AccountSettings):
     def _pages_can_be_sent(self) -> Settings:
         if self.page_call and not self.page_numbers:
             raise ValueError("IVR_PAGE_CALL needs IVR_PAGE_NUMBERS: the numbers to ring")
-        if self.page_numbers and not (self.twilio_account_sid and self.caller_id):
+        if self.page_numbers and not (
+            self.twilio_account_sid and (self.caller_id or self.page_from)
+        ):
             raise ValueError(
-                "IVR_PAGE_NUMBERS needs TWILIO_ACCOUNT_SID and IVR_CALLER_ID: the on-call are "
-                "texted through Twilio, from that number"
+                "IVR_PAGE_NUMBERS needs TWILIO_ACCOUNT_SID and IVR_PAGE_FROM or IVR_CALLER_ID: "
+                "the on-call are texted through Twilio, from that number"
+            )
+        if self.page_call and not self.page_caller_id:
+            raise ValueError(
+                "IVR_PAGE_CALL needs a number to ring the on-call from: IVR_PAGE_FROM is a "
+                "Messaging Service, which sends texts only; set IVR_CALLER_ID"
             )
         return self
+
+    @property
+    def page_caller_id(self) -> str | None:
+        """The number the on-call's phones are rung from: IVR_PAGE_FROM, unless that is a
+        Messaging Service; else IVR_CALLER_ID."""
+        if self.page_from and not self.page_from.startswith("MG"):
+            return self.page_from
+        return self.caller_id
 
     @model_validator(mode="after")
     def _tickets_can_be_texted(self) -> Settings:
@@ -387,6 +408,7 @@ _ENV_NAMES = {
     "identity_url": "IVR_IDENTITY_URL",
     "identity_key": "IVR_IDENTITY_KEY",
     "caller_id": "IVR_CALLER_ID",
+    "page_from": "IVR_PAGE_FROM",
     "page_numbers": "IVR_PAGE_NUMBERS",
     "callback_prefixes": "IVR_CALLBACK_PREFIXES",
     "text_tickets": "IVR_TEXT_TICKETS",

@@ -154,6 +154,82 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     assert "paged" not in client.get("/dashboard/queue/rows").text
 
 
+PAGES_FROM = "+15005550150"
+SERVICE = "MG" + "ab" * 16
+
+
+@pytest.mark.parametrize(
+    ("page_from", "texted_as", "rung_from"),
+    [
+        (PAGES_FROM, {"From": PAGES_FROM}, PAGES_FROM),
+        (SERVICE, {"MessagingServiceSid": SERVICE}, CALLER_ID),
+    ],
+)
+def test_pages_come_from_their_own_sender_and_go_stale_before_the_next(
+    page_from: str,
+    texted_as: dict[str, str],
+    rung_from: str,
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Ticket texts go from IVR_CALLER_ID, a queue of its own at Twilio (about one a second):
+    pages from IVR_PAGE_FROM do not wait behind hundreds of them on a hack day. A Messaging
+    Service sends texts only: the page's call comes from IVR_CALLER_ID. A page text still
+    queued when the next page is due (IVR_PAGE_UNACKED) is failed by Twilio, not delivered
+    stale."""
+    app = paging_app(
+        database_url,
+        hotline_tree,
+        db,
+        clock,
+        twilio_http,
+        IVR_TREE_SYNC=3600,
+        IVR_PAGE_FROM=page_from,
+        IVR_PAGE_CALL=True,
+        IVR_PAGE_UNACKED=240,
+    )
+    with on_the_line(app, check_twiml) as (client, phone):
+        hijacked(phone)
+        clock.advance(seconds=5)
+        assert look(client.app.state.hotline) is not None  # type: ignore[attr-defined]
+    sent = texts(twilio_http)
+    assert [t["To"] for t in sent] == list(ON_CALL)
+    for text in sent:
+        assert {k: text.get(k) for k in texted_as} == texted_as
+        assert ("From" in text, "MessagingServiceSid" in text) == (
+            "From" in texted_as,
+            "MessagingServiceSid" in texted_as,
+        )
+        assert str(text["ValidityPeriod"]) == "240"
+    assert [(c["To"], c["From"]) for c in placed_calls(twilio_http)] == [
+        (n, rung_from) for n in ON_CALL
+    ]
+
+
+def test_a_messaging_service_cannot_ring_the_on_call() -> None:
+    with pytest.raises(ValidationError, match="IVR_PAGE_CALL needs a number to ring"):
+        make_settings(
+            IVR_PAGE_NUMBERS="+15005550100",
+            TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+            IVR_CALLER_ID=None,
+            IVR_PAGE_FROM=SERVICE,
+            IVR_PAGE_CALL=True,
+        )
+    texts_only = make_settings(
+        IVR_PAGE_NUMBERS="+15005550100",
+        TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        IVR_CALLER_ID=None,
+        IVR_PAGE_FROM=SERVICE,
+    )
+    assert texts_only.page_caller_id is None
+    with pytest.raises(ValidationError, match="IVR_PAGE_FROM"):
+        make_settings(IVR_PAGE_FROM="MG123")
+
+
 def test_with_nobody_at_work_the_page_comes_at_once_and_again_while_unacknowledged(
     line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
