@@ -1950,17 +1950,24 @@ PRIORITY = "priority"  # the audit action of a supervisor moving a case in line
 
 
 def set_priority(
-    conn: Connection, *, case_id: int, priority: Priority, supervisor: str, why: str
+    conn: Connection,
+    *,
+    case_id: int,
+    priority: Priority,
+    supervisor: str,
+    why: str,
+    now: datetime,
 ) -> tuple[Priority, Priority] | None:
     """A supervisor moves a case waiting in line (a caller holding, a call back owed) to
     `priority`, in the same queue (`why`, for the agent who takes it): from and to, or None
     for a case not in line (an agent has it, or it is closed). Its place is where it would
     be had it arrived at that priority: its arrival kept (a call back's place, a transfer's
     kept place), HIGH_BOOST earlier when high; an emergency before the rest whatever its
-    arrival."""
+    arrival. Moved into the emergency lane, it joined it `now` (`lane_at`), as the pager
+    counts its wait there."""
     with writing(conn):
         row = conn.execute(
-            select(cases.c.priority, cases.c.sort_at, cases.c.flags)
+            select(cases.c.priority, cases.c.sort_at, cases.c.flags, cases.c.lane_at)
             .where(cases.c.id == case_id, cases.c.queued == 1)
             .with_for_update()  # PostgreSQL: nobody else merges into its flags meanwhile
         ).first()
@@ -1977,6 +1984,9 @@ def set_priority(
                 lane=0 if priority == "emergency" else 1,
                 sort_at=arrived - HIGH_BOOST if priority == "high" else arrived,
                 flags=flags,
+                lane_at=(row.lane_at if was == "emergency" else now)
+                if priority == "emergency"
+                else None,
             )
         )
         return was, priority

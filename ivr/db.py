@@ -265,6 +265,10 @@ cases = Table(
     # When a case an agent sent on (a transfer) joined the line it is in now; none: when it
     # was created. Its waits count from it: language routing, the figures, the queue page.
     Column("queued_at", UTCDateTime()),
+    # When a supervisor moved it into the emergency lane (`cases.set_priority`); none: it
+    # was an emergency from the start, or is none. The page counts its wait there from then
+    # (`oncall.joined_lane`): a page before was about others, and holds nobody back for it.
+    Column("lane_at", UTCDateTime()),
     Index(None, "queued", "lane", "sort_at", "id"),
     # The call backs held back now: few, whatever the size of the table (see cases._ahead).
     Index(None, "not_before"),

@@ -2262,7 +2262,7 @@ class Hotline:
         with self.db.connect() as conn, store.writing(conn):
             actor = f"{supervisor.role}:{supervisor.name}"
             moved = cases.set_priority(
-                conn, case_id=case_id, priority=priority, supervisor=actor, why=reason
+                conn, case_id=case_id, priority=priority, supervisor=actor, why=reason, now=now
             )
             if moved is None:
                 case = cases.get_case(conn, case_id=case_id)
@@ -2339,7 +2339,13 @@ class Hotline:
         agent went home, is called again by the next agent instead of waiting on a case only
         a supervisor's Close would end. Never while its agent is still on the call, nor when
         the caller is back in line already (the survey's "not done yet"). Audited."""
-        if self._on_the_call(conn, case, now):
+        # Over as Twilio said so: the agent's leg ended, or the caller's call. Nothing else
+        # tells the end of a call the fallback queued, or of a call back Twilio placed.
+        over = case["talk_ended_at"] is not None
+        if not over and (case["claimed_from"] or "waiting") == "waiting":
+            call = store.load_call(conn, call_sid=case["call_sid"])
+            over = call is not None and call.status in store.FINAL_STATUSES
+        if not over or self._on_the_call(conn, case, now):
             raise CaseRefused(
                 409, "its agent is on the call with the caller still: not while they talk"
             )

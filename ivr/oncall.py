@@ -94,8 +94,10 @@ class Overdue:
 # When a case joined the emergency lane, as a page counts its wait: its place (`sort_at`; a
 # victim who called again keeps their first call's), unless an agent had them since and they
 # came back (`queued_at`: sent on by a transfer, or back from the survey after their agent's
-# leg dropped): their place in the order is kept, but their talk was no wait.
-joined_lane = case((cases.c.queued_at > cases.c.sort_at, cases.c.queued_at), else_=cases.c.sort_at)
+# leg dropped): their place in the order is kept, but their talk was no wait. A case a
+# supervisor moved into the lane joined it then (`lane_at`): no page was about it before.
+_placed = case((cases.c.queued_at > cases.c.sort_at, cases.c.queued_at), else_=cases.c.sort_at)
+joined_lane = case((cases.c.lane_at > _placed, cases.c.lane_at), else_=_placed)
 
 
 def _ready(now: datetime) -> Any:

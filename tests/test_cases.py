@@ -334,7 +334,12 @@ def test_a_case_moved_in_line_takes_the_place_of_its_arrival_at_that_priority(
     def move(case_id: int, to: str) -> tuple[str, str] | None:
         with db.connect() as conn:
             return cases.set_priority(
-                conn, case_id=case_id, priority=to, supervisor="supervisor:sam", why="test"
+                conn,
+                case_id=case_id,
+                priority=to,
+                supervisor="supervisor:sam",
+                why="test",
+                now=T0 + 7 * MINUTE,
             )
 
     assert move(later, "normal") == ("high", "normal")

@@ -154,6 +154,44 @@ def test_an_emergency_left_waiting_texts_the_on_call_once(
     assert "paged" not in client.get("/dashboard/queue/rows").text
 
 
+def test_a_caller_moved_into_the_emergency_lane_after_a_page_is_paged_for(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A deposits caller has waited 20 minutes when a victim calls; the on-call are paged
+    about the victim, whom alice takes. Then a supervisor learns the deposits caller is a
+    hijack victim too and moves them to the emergency lane: nobody was paged about them, so
+    once they have waited IVR_PAGE_AFTER there they are paged for, not held back by the page
+    before until its hold ends. The page counts their wait from the move."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    phone.call(Caller(DEPOSITS, lambda poll: False), from_number="+15005550008")
+    clock.advance(minutes=20)
+    hijacked(phone)
+    first = look(hotline)
+    assert first is not None  # nobody at work: at once
+    alice = make_user(db, "alice", "agent", "+15005558888")
+    taken = client.post("/api/agents/next", headers=bearer(alice)).json()["case"]
+    assert taken["priority"] == "emergency"
+    sam = make_user(db, "sam", "supervisor")
+    [deposits] = [c for c in case_rows(db) if c["priority"] != "emergency"]
+    clock.advance(seconds=30)
+    moved = client.post(
+        f"/api/cases/{deposits['id']}/priority",
+        headers=bearer(sam),
+        json={"priority": "emergency", "reason": "their account is being emptied"},
+    )
+    assert moved.status_code == 200
+    clock.advance(seconds=59)
+    assert look(hotline) is None  # alice is at work: IVR_PAGE_AFTER from the move
+    clock.advance(seconds=1)
+    second = look(hotline)
+    assert second is not None and second != first
+    assert (page_rows(db)[-1]["case_id"], page_rows(db)[-1]["waited_seconds"]) == (
+        deposits["id"],
+        60,
+    )
+
+
 PAGES_FROM = "+15005550150"
 SERVICE = "MG" + "ab" * 16
 
