@@ -2178,12 +2178,17 @@ class Hotline:
                 )
             flags = case["flags"] or {}
             acted = flags.get("agent_freeze") == "done"
-            # A withheld number's emergency, the agent's to act on its account: frozen first.
+            # A withheld number's emergency whose caller proved the account, but whose freeze
+            # did not happen on the call: the agent's to freeze, with nobody to call. Not one
+            # whose caller only keyed a UID: UIDs are public (referral links, P2P pages), and
+            # one anonymous call must not be enough to freeze a stranger's account.
             no_number = (
                 case["status"] == "offered"
                 and case["offer"] == cases.OFFER_NO_NUMBER
                 and case["agent_id"] == user.id
                 and case["account_uid"] is not None
+                and flags.get("verified") == "yes"
+                and flags.get("self_freeze") != "done"
             )
             if no_number and case["priority"] == "emergency" and not acted:
                 raise CaseRefused(

@@ -2739,22 +2739,44 @@ def test_a_case_whose_caller_is_still_with_its_agent_or_back_in_line_is_not_sent
     assert case_rows(db)[0]["status"] == "connected"
 
 
-def test_a_withheld_numbers_emergency_is_resolved_once_its_account_is_frozen(
+def test_a_withheld_callers_unproved_uid_is_not_frozen_to_close_their_case(
     phone: Phone, client: TestClient, db: Engine
 ) -> None:
-    """A hidden caller keyed their UID and hung up at the PIN: nobody to call, the agent acts
-    on the account. Resolved with nothing done, the hijack case would close with the account
-    open: refused until the agent froze it."""
+    """A hidden caller keyed a UID and hung up at the PIN: nobody to call, nothing proved.
+    UIDs are public (referral links, P2P pages): one anonymous call must not make the agent
+    freeze a stranger's account to close the case. Resolved with what they did, the
+    account is as it was."""
     agent = make_user(db, "alice", "agent", AGENT_PHONE)
     phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID)]), from_number="anonymous")
     claimed = api(client, agent, "POST", "/api/agents/next")
     assert claimed["connect"]["mode"] == "no_number"
     case_id = claimed["case"]["id"]
-    done = {"notes": "looked at the account"}
-    refused = client.post(f"/api/cases/{case_id}/resolve", headers=bearer(agent), json=done)
-    assert refused.status_code == 409 and "was not frozen" in refused.json()["detail"]
-    api(client, agent, "POST", f"/api/cases/{case_id}/freeze", json={"reason": "hijack, hidden"})
+    done = {"notes": "unverified, hidden number, nobody to call: not frozen"}
     api(client, agent, "POST", f"/api/cases/{case_id}/resolve", json=done)
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 0
+
+
+def test_a_withheld_victims_failed_freeze_is_made_before_their_case_closes(
+    served: Served, db: Engine
+) -> None:
+    """A hidden caller proved the account, but its freeze failed on the call, and they hung
+    up: nobody to call, the agent acts on the account. Resolved with nothing done, the
+    hijack case would close with a proved victim's account open: refused until the agent
+    froze it."""
+    agent = make_user(db, "alice", "agent", AGENT_PHONE)
+    with served(actions=FreezeFailsFirst(db)) as (client, phone):
+        phone.call(ScriptedParty(list(HIJACK)), from_number="anonymous")
+        claimed = api(client, agent, "POST", "/api/agents/next")
+        assert claimed["connect"]["mode"] == "no_number"
+        assert claimed["case"]["verification"]["result"] == "yes"
+        case_id = claimed["case"]["id"]
+        done = {"notes": "looked at the account"}
+        refused = client.post(f"/api/cases/{case_id}/resolve", headers=bearer(agent), json=done)
+        assert refused.status_code == 409 and "was not frozen" in refused.json()["detail"]
+        freeze = {"reason": "hijack, hidden"}
+        api(client, agent, "POST", f"/api/cases/{case_id}/freeze", json=freeze)
+        api(client, agent, "POST", f"/api/cases/{case_id}/resolve", json=done)
 
 
 class QuietTalks(Talks):
