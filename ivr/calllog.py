@@ -160,10 +160,19 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
         where.append(calls.c.from_number.like(f"%{digits}"))
     # Any case of the call, not only its latest: a call that reached two queues has two.
     if f.account:
-        # The account's cases from their index, then their calls by key.
-        where.append(
-            calls.c.call_sid.in_(select(cases.c.call_sid).where(cases.c.account_uid == f.account))
+        # The account's cases from their index, then their calls by key; and the cases an
+        # agent froze it on while the case is another account's (`also_frozen`), from the
+        # audit log's freezes (its action index).
+        frozen_on = select(audit_log.c.case_id).where(
+            audit_log.c.action == "freeze",
+            audit_log.c.account_uid == f.account,
+            audit_log.c.result == "ok",
         )
+        about = union(
+            select(cases.c.call_sid).where(cases.c.account_uid == f.account),
+            select(cases.c.call_sid).where(cases.c.id.in_(frozen_on)),
+        )
+        where.append(calls.c.call_sid.in_(about))
     return where
 
 

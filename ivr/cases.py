@@ -2387,6 +2387,23 @@ def tidy_call_backs(conn: Connection, *, call_sid: str) -> int:
 _INSERT_AUDIT = insert(audit_log)
 
 
+def frozen_on_case(conn: Connection, *, case_id: int) -> list[str]:
+    """The accounts agents froze on a case (the audit log's freezes that were made), oldest
+    first, each once."""
+    with reading(conn):
+        found = conn.execute(
+            select(audit_log.c.account_uid)
+            .where(
+                audit_log.c.action == "freeze",
+                audit_log.c.case_id == case_id,
+                audit_log.c.result == "ok",
+                audit_log.c.account_uid.is_not(None),
+            )
+            .order_by(audit_log.c.id)
+        ).scalars()
+        return list(dict.fromkeys(found))
+
+
 def audit(
     conn: Connection,
     *,

@@ -66,6 +66,8 @@ MACHINE_ANSWERS = ("machine", "fax")
 CALL_BACK_VOICEMAIL = "callback_voicemail"
 # A case's flag: accounts an agent froze on it besides the one its caller verified for.
 ALSO_FROZEN = "also_frozen"
+# Accounts besides the case's an agent may freeze on one case (`Hotline.freeze_case`).
+OTHER_FREEZES_AT_MOST = 2
 
 
 def _hang_up() -> str:
@@ -2072,24 +2074,40 @@ class Hotline:
                 raise CaseRefused(
                     409, "the caller gave no account UID: find the account with them, and give it"
                 )
+            frozen_here = cases.frozen_on_case(conn, case_id=case_id)
+            others = [u for u in frozen_here if u != keyed]
+            if uid != keyed and uid not in others and len(others) >= OTHER_FREEZES_AT_MOST:
+                # A victim's second account, or the right one of a mistyped UID; not a list
+                # of accounts frozen at will on one case (a stolen agent token, an insider).
+                log.warning(
+                    "case %s: agent %s refused a freeze of one more account", case_id, agent.name
+                )
+                raise CaseRefused(
+                    409,
+                    f"{len(others)} accounts besides the case's were frozen on it already: "
+                    "one case freezes no more; the next account's owner calls on a case of "
+                    "their own",
+                )
             try:
                 done = self.actions.freeze(uid=uid, now=now)
             except Exception:
                 log.exception("freeze failed for case %s", case_id)
                 done = False
-            flags = {"agent_freeze": "done" if done else "failed"}
+            # Done if any freeze on the case was: a later one failing does not undo it.
+            made = done or bool(frozen_here)
+            flags = {"agent_freeze": "done" if made else "failed"}
             if done and uid != keyed:
                 # The account frozen is found from the case (the call log's account filter):
                 # the agent found it with a caller who keyed none, or another than theirs.
-                # One the caller proved (verified) stays the case's; the other is noted.
+                # One the caller proved (verified) stays the case's; another is noted, as is
+                # every account frozen on the case that is not its account now.
                 proved = (case["flags"] or {}).get("verified") == "yes"
-                if keyed is None or not proved:
+                account = keyed if keyed is not None and proved else uid
+                if account != keyed:
                     cases.set_account(conn, case_id=case_id, uid=uid, was=keyed)
-                else:
-                    earlier = [
-                        u for u in (case["flags"] or {}).get(ALSO_FROZEN, "").split(",") if u
-                    ]
-                    flags[ALSO_FROZEN] = ",".join(dict.fromkeys([*earlier, uid]))
+                also = [u for u in dict.fromkeys([*frozen_here, uid]) if u != account]
+                if also:
+                    flags[ALSO_FROZEN] = ",".join(also)
             self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
             cases.audit(
                 conn,

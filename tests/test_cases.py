@@ -790,7 +790,8 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
     row = get(db, proved)
     assert (row["account_uid"], row["flags"]["also_frozen"]) == ("10000002", "10000001")
     held = call(client, "GET", "/api/agents/cases", None, token).json()
-    assert held[0]["freeze"] == {"agent_freeze": "failed", "also_frozen": "10000001"}
+    # A freeze that failed after one made does not say the case's freeze failed.
+    assert held[0]["freeze"] == {"agent_freeze": "done", "also_frozen": "10000001"}
     boss = make_user(db, "sam", "supervisor")  # who answers the owner's "why am I frozen?"
     timeline = call(client, "GET", f"/api/calls/{sid(1)}", None, boss).json()
     assert [(a["account_uid"], a["result"]) for a in timeline["audit"]] == [
@@ -806,7 +807,62 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
     assert freeze(keyed, "10000001")["frozen"] is True
     assert get(db, keyed)["account_uid"] == "10000001"
     found = call(client, "GET", "/api/calls?account=10000001", None, boss)
-    assert [c["call_sid"] for c in found.json()["calls"]] == [sid(2)], found.text
+    # Both: the case it is now, and the proved caller's case it was frozen on besides theirs.
+    assert sorted(c["call_sid"] for c in found.json()["calls"]) == [sid(1), sid(2)], found.text
+    found = call(client, "GET", "/api/calls?account=10000002", None, boss)
+    assert [c["call_sid"] for c in found.json()["calls"]] == [sid(1)], found.text
+
+
+def test_one_case_freezes_two_accounts_besides_its_own_at_most_and_keeps_them_all(
+    client: TestClient, db: Engine
+) -> None:
+    """An unverified caller's agent freezes the UID they keyed, then the right one found
+    with them, then a second account of theirs: each is found from the case, the first too
+    (it gave way as the case's account, and is noted). A fourth is refused before anything
+    is frozen: a stolen agent token, or an insider, does not freeze accounts at will on one
+    case."""
+    token = make_user(db, "ana", "agent")
+    directory = LocalDirectory(db, None)
+    uids = ("10000001", "10000002", "10000003", "10000004")
+    for uid in uids:
+        directory.add(uid=uid, pin=None, id_last4=None, phone=None, totp_secret=None, now=T0)
+    case_id = add_case(db, 1, "emergency", T0, uid="10000001")
+    with db.begin() as conn:
+        conn.execute(
+            insert(calls).values(
+                call_sid=sid(1),
+                tree_version="v1",
+                step=1,
+                state={"node": "queue", "facts": {"lang": "en"}},
+                last_twiml="<Response/>",
+                status="in-progress",
+                started_at=T0,
+                updated_at=T0,
+            )
+        )
+    with db.connect() as conn:
+        cases.add_flags(conn, case_id=case_id, flags={"verified": "no"})
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == case_id
+
+    def freeze(uid: str | None) -> Any:
+        body = {"reason": "caller named it", **({"account_uid": uid} if uid else {})}
+        return call(client, "POST", f"/api/cases/{case_id}/freeze", body, token)
+
+    assert freeze(None).json()["frozen"] is True  # the keyed one
+    assert freeze("10000002").json()["frozen"] is True  # the right one: now the case's
+    assert freeze("10000003").json()["frozen"] is True
+    refused = freeze("10000004")
+    assert refused.status_code == 409 and "2 accounts besides" in refused.json()["detail"]
+    assert freeze("10000003").json()["frozen"] is True  # one frozen on it already: again
+    row = get(db, case_id)
+    assert (row["account_uid"], row["flags"]["also_frozen"]) == ("10000003", "10000001,10000002")
+    with db.connect() as conn:
+        frozen = dict(conn.execute(select(accounts.c.uid, accounts.c.frozen)).all())
+    assert [frozen[u] for u in uids] == [1, 1, 1, 0]
+    boss = make_user(db, "sam", "supervisor")
+    for uid in uids[:3]:
+        found = call(client, "GET", f"/api/calls?account={uid}", None, boss).json()
+        assert [c["call_sid"] for c in found["calls"]] == [sid(1)], uid
 
 
 def test_api_freeze_needs_a_reason(client: TestClient, db: Engine) -> None:
