@@ -101,6 +101,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # "no-referrer" would make Origin "null"
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",  # pages hold callers' cases
+    # Browsers keep to https for the host from then: nobody on the café's Wi-Fi serves the
+    # sign-in page over plain http to read a token typed in. Ignored over plain http (a
+    # developer's 127.0.0.1), as RFC 6797 says; no subdomains (the exchange's other hosts).
+    "Strict-Transport-Security": "max-age=31536000",
 }
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -295,8 +299,17 @@ def same_origin(request: Request, hotline: Hotline) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True  # not a browser, or one that sends no Origin: SameSite still holds
-    allowed = {request.headers.get("host", ""), urlsplit(hotline.settings.base_url).netloc}
-    return urlsplit(origin).netloc in allowed - {""}
+    # Scheme and host: our host over plain http, on an https hotline, is a page anyone on
+    # the network can answer with, and a browser that calls both schemes of one host the
+    # same site sends it the cookie. (Behind a proxy, uvicorn's proxy headers give the
+    # request the scheme the browser used.)
+    public = urlsplit(hotline.settings.base_url)
+    allowed = {
+        (request.url.scheme, request.headers.get("host", "")),
+        (public.scheme, public.netloc),
+    }
+    seen = urlsplit(origin)
+    return (seen.scheme, seen.netloc) in {(scheme, host) for scheme, host in allowed if host}
 
 
 @router.get("")

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.testclient import TestClient
 from lxml import html
@@ -244,13 +245,45 @@ def test_a_post_from_another_site_is_refused(client: TestClient, supervisor: str
     )
     assert response.status_code == 403
     assert "set-cookie" not in response.headers
-    same = client.post(
+    # Our own host over plain http, on an https hotline: a page anyone on the network could
+    # serve, with the cookie of a browser that calls both schemes the same site.
+    plain = client.post(
         "/dashboard/login",
         data={"token": supervisor},
         headers={"Origin": "http://testserver"},
         follow_redirects=False,
     )
+    assert plain.status_code == 403 and "set-cookie" not in plain.headers
+    same = client.post(
+        "/dashboard/login",
+        data={"token": supervisor},
+        headers={"Origin": "https://testserver"},
+        follow_redirects=False,
+    )
     assert same.status_code == 303
+    # Browsers keep to https for the host from then on.
+    assert same.headers["strict-transport-security"] == "max-age=31536000"
+
+
+def test_every_dashboard_form_refuses_a_post_from_another_site(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    """Every route that acts, whatever a new one is: a foreign Origin is refused before
+    anything is done (nothing for a forged form to freeze, resolve or announce)."""
+    signed_in(client, supervisor)
+    posts = [
+        route.path
+        for route in dashboard.router.routes
+        if isinstance(route, APIRoute) and "POST" in route.methods
+    ]
+    assert len(posts) > 10
+    for path in posts:
+        concrete = re.sub(r"\{[^}]+\}", "1", path)
+        response = client.post(
+            concrete, headers={"Origin": "https://evil.example"}, follow_redirects=False
+        )
+        assert response.status_code == 403, path
+    assert client.get("/dashboard/queue").status_code == 200  # still signed in
 
 
 def test_every_page_needs_a_login(client: TestClient, placed: dict[str, str]) -> None:

@@ -829,7 +829,7 @@ def test_a_supervisor_says_they_are_coming_from_the_queue_page(
     clock.advance(minutes=2)
     acked = client.post(
         f"/dashboard/oncall/pages/{page_id}/ack",
-        headers={"Origin": "http://testserver"},
+        headers={"Origin": "https://testserver"},
         follow_redirects=False,
     )
     assert acked.status_code == 303, acked.text
