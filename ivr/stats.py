@@ -15,6 +15,8 @@ Which rows
     period it was created in, even if the outcome came later.
     Call figures (calls, containment, top topics) are over the calls STARTED in the period
     (`calls.started_at`).
+    Agent figures (`by_agent`, below) are not: they are over the work each agent TOOK in the
+    period (`cases.connected_at`), whenever its case was created.
     A case an agent sent on (a transfer) counts in each line it went through, as the
     industry counts a contact transferred to another queue: every line it left is in
     `cases.legs` (kept by the transfer), answered there by the agent who sent it on, its wait
@@ -135,10 +137,16 @@ satisfaction_average
 satisfied_rate (CSAT)
     Answers of 4 or 5 / surveys_answered (the industry's "top two boxes"); None when none.
 
-by_agent: per agent (`users.name`), the period's cases that agent talked to the caller on
-(`cases.agent_id` is theirs and `connected_at` is set; a case an agent gave back, or whose
-caller their phone never reached, is not theirs any more), and the talks they ended by
-sending a caller on (`cases.legs`):
+by_agent: per agent (`users.name`), the work they took in the period, whenever its case was
+opened: the cases that agent talked to the caller on (`cases.agent_id` is theirs) whose
+caller reached them in the period (`connected_at` in [start, end): the call put through to
+them, or their call back begun; a case an agent gave back, or whose caller their phone never
+reached, is not theirs any more), and the talks they ended by sending a caller on
+(`cases.legs`) whose caller reached them in the period. So a call back opened on the night
+shift and worked in the morning is the morning agent's, in the morning's report, while the
+queue figures above count it in the night's, when it was offered (Amazon Connect's "contacts
+handled", by the connected-to-agent time, beside its "contacts queued", by the enqueue time):
+the agents' handled cases need not add up to the queues' answered and call backs done.
 handled
     Those cases and talks.
 average_handle_time_seconds, surveys_asked, surveys_answered, satisfaction_average,
@@ -405,6 +413,11 @@ def _short(wait: float | None, thresholds: Thresholds) -> bool:
     return wait is not None and wait <= thresholds.short_abandon.total_seconds()
 
 
+def _taken_in(case: Any, start: datetime, end: datetime) -> bool:
+    """Whether the case's agent took it in [start, end): the caller reached them then."""
+    return case.connected_at is not None and start <= case.connected_at < end
+
+
 def _count_case(
     tallies: Iterable[_Tally],
     case: Any,
@@ -495,6 +508,7 @@ class _Leg:
     waiting: bool  # a caller in line (not a call back) when the agent took it
     agent: str
     entered_at: datetime
+    taken_at: datetime  # the caller reached the agent: whose period the talk is in
     answered_at: datetime
     ended_at: datetime
 
@@ -514,6 +528,7 @@ class _Leg:
                 waiting=leg.get("from", "waiting") == "waiting",
                 agent=str(leg.get("agent") or ""),
                 entered_at=at(leg["entered_at"]),
+                taken_at=at(leg.get("connected_at") or leg["answered_at"]),
                 answered_at=at(leg.get("answered_at") or leg["connected_at"]),
                 ended_at=at(leg["ended_at"]),
             )
@@ -554,8 +569,8 @@ def figures(
     top: int = 5,
     now: datetime | None = None,
 ) -> Report:
-    """The figures for cases created and calls started in [start, end) (see the module), as
-    of `now` (by default the period's end)."""
+    """The figures for cases created and calls started in [start, end), and for the work
+    agents took in it (see the module), as of `now` (by default the period's end)."""
     if start.tzinfo is None or end.tzinfo is None or (now is not None and now.tzinfo is None):
         raise ValueError("start, end and now must be aware datetimes")
     judged = end if now is None else now
@@ -567,6 +582,16 @@ def figures(
         calls.c.started_at >= start, calls.c.started_at < end
     )
     node_kind = call_events.c.detail["node_kind"].as_string()
+    opened = (cases.c.created_at >= start) & (cases.c.created_at < end)
+    taken = (
+        cases.c.agent_id.is_not(None)
+        & (cases.c.connected_at >= start)
+        & (cases.c.connected_at < end)
+    )
+    # A transfer dates the line the case joined (queued_at): a talk it ended in the period
+    # leaves queued_at in or after the period. Which talks are in it: `_Leg.taken_at`.
+    sent_on = (cases.c.queued_at >= start) & (cases.c.created_at < end)
+    counted = select(cases.c.id).where(opened | taken | sent_on)
     with conn.begin():
         case_rows = conn.execute(
             select(
@@ -592,7 +617,7 @@ def figures(
                     users, users.c.id == cases.c.agent_id
                 )
             )
-            .where(cases.c.created_at >= start, cases.c.created_at < end)
+            .where(opened | taken | sent_on)
         ).all()
         call_rows = conn.execute(
             select(calls.c.call_sid, calls.c.status, calls.c.state).where(
@@ -613,9 +638,7 @@ def figures(
                 (call_events.c.kind == "survey")
                 | ((call_events.c.kind == "entered") & (node_kind == "survey")),
                 call_events.c.call_sid.in_(
-                    select(cases.c.call_sid).where(
-                        cases.c.created_at >= start, cases.c.created_at < end
-                    )
+                    select(cases.c.call_sid).where(opened | taken | sent_on)
                 ),
             )
             .order_by(call_events.c.id)
@@ -629,11 +652,7 @@ def figures(
                 select(audit_log.c.case_id, audit_log.c.actor)
                 .where(
                     audit_log.c.action == RESOLVE,
-                    audit_log.c.case_id.in_(
-                        select(cases.c.id).where(
-                            cases.c.created_at >= start, cases.c.created_at < end
-                        )
-                    ),
+                    audit_log.c.case_id.in_(counted),
                 )
                 .order_by(audit_log.c.id)
             )
@@ -668,22 +687,24 @@ def figures(
         # By name: an agent made supervisor since still closed their own case.
         closed_for_them = closer is not None and closer.partition(":")[2] != case.agent_name
         on_the_way = bool((case.flags or {}).get(HUNG_UP_AT))
+        # Loaded for its agents' work in the period, opened before it: theirs only.
+        offered_here = start <= case.created_at < end
         for leg in _legs(case):
-            if not on_the_way:
+            if offered_here and not on_the_way:
                 _count_leg((overall, by_queue.setdefault(leg.queue, _Tally())), leg, thresholds)
-            if leg.agent:
+            if leg.agent and start <= leg.taken_at < end:
                 theirs = by_agent.setdefault(leg.agent, _Tally())
                 _count_leg((theirs,), leg, thresholds)
                 theirs.handled += 1
-        if on_the_way:
+        if offered_here and on_the_way:
             # Never in line: the call back owed to a caller on their way to an emergency
             # queue. Not offered; an agent who calls them back handled it.
             overall.hung_up_on_the_way += 1
             by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
-        else:
+        elif offered_here:
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
             _count_case(tallies, case, thresholds, surveys.get(case.id), judged, closed_for_them)
-        if case.agent_name is not None and case.connected_at is not None:
+        if case.agent_name is not None and _taken_in(case, start, end):
             # An agent's figures are what they handled: their answers and abandons not shown.
             mine = by_agent.setdefault(case.agent_name, _Tally())
             _count_case((mine,), case, thresholds, surveys.get(case.id), judged, closed_for_them)

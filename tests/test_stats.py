@@ -1390,3 +1390,92 @@ def test_talks_edited_by_hand_never_break_the_figures(db: Engine) -> None:
     r = report(db)
     assert r.by_queue["payments"].average_speed_of_answer_seconds == 30.0  # the naive leg
     assert (r.overall.offered, r.overall.answered) == (3, 3)  # its line, and both cases
+
+
+# -- an agent's work counts when they took it, not when its case was opened --------------------
+
+
+def add_agent(conn: Connection, name: str) -> int:
+    user_id: int = conn.execute(
+        insert(users)
+        .values(name=name, role="agent", token_hash=f"h-{name}", created_at=T0)
+        .returning(users.c.id)
+    ).scalar_one()
+    return user_id
+
+
+def test_an_agent_is_credited_in_the_period_they_worked_a_case_opened_before_it(
+    db: Engine,
+) -> None:
+    """P1 hung up in the hour before (09:45) and bob called them back at 10:10: the call back
+    is bob's in this hour, while the abandon stays offered in the hour it was opened. P2 is
+    offered at 10:50 and taken by bob only at 11:05: offered here, bob's next hour."""
+    with db.begin() as conn:
+        bob = add_agent(conn, "bob")
+        add_call(conn, "P1", started=at(-900), ended=at(-880))
+        add_case(
+            conn,
+            "P1",
+            queue="payments",
+            priority="normal",
+            created=at(-890),
+            status="resolved",
+            claimed_from="abandoned",
+            connected=at(600),
+            ended=at(900),
+        )
+        add_call(conn, "P2", started=at(2990), ended=at(3800))
+        add_case(
+            conn,
+            "P2",
+            queue="payments",
+            priority="normal",
+            created=at(3000),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(3900),
+            ended=at(4000),
+        )
+        conn.execute(
+            update(cases).where(cases.c.call_sid.in_([sid("P1"), sid("P2")])).values(agent_id=bob)
+        )
+    r = report(db)  # [10:00, 11:00)
+    assert (r.overall.offered, r.overall.abandoned) == (1, 0)  # P2; P1 in the hour before
+    assert r.overall.average_handle_time_seconds == 100.0  # P2's, as offered here
+    assert list(r.by_agent) == ["bob"]
+    assert r.by_agent["bob"].handled == 1  # P1, not P2
+    assert r.by_agent["bob"].average_handle_time_seconds == 300.0  # 10:10 to 10:15
+    with db.connect() as conn:
+        before = figures(conn, start=START - timedelta(hours=1), end=START)
+        after = figures(conn, start=END, end=END + timedelta(hours=1))
+    assert (before.overall.offered, before.overall.abandoned, before.by_agent) == (1, 1, {})
+    assert (after.overall.offered, after.by_agent["bob"].handled) == (0, 1)
+
+
+def test_a_talk_sent_on_counts_for_its_agent_in_the_period_they_took_it(db: Engine) -> None:
+    """Q1 was opened at 09:40 in payments; alice took it at 10:05, talked until 10:10 and
+    sent it on to security, where it waits: her talk is in this hour's figures."""
+    leg = {
+        "queue": "payments",
+        "priority": "normal",
+        "from": "waiting",
+        "agent": "alice",
+        "entered_at": at(-1200).isoformat(),
+        "connected_at": at(300).isoformat(),
+        "answered_at": at(310).isoformat(),
+        "ended_at": at(600).isoformat(),
+    }
+    with db.begin() as conn:
+        add_call(conn, "Q1", started=at(-1230), status="in-progress")
+        add_case(conn, "Q1", queue="security", priority="high", created=at(-1200), status="waiting")
+        conn.execute(
+            update(cases).where(cases.c.call_sid == sid("Q1")).values(legs=[leg], queued_at=at(600))
+        )
+    r = report(db)
+    assert r.overall.offered == 0  # opened, and first offered, in the hour before
+    alice = r.by_agent["alice"]
+    assert (alice.handled, alice.average_handle_time_seconds) == (1, 290.0)
+    with db.connect() as conn:
+        before = figures(conn, start=START - timedelta(hours=1), end=START, now=at(700))
+    assert before.by_agent == {}
+    assert before.by_queue["payments"].answered == 1  # the line it left, where it was offered
