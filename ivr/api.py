@@ -1671,7 +1671,8 @@ def stats(
 ) -> dict[str, Any]:
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
     after-agent surveys, containment and top topics over [since, until) (default: the last
-    24 hours), overall and per queue; per agent, the cases they handled and their surveys.
+    24 hours), overall and per queue; the emergencies' answers and freezes, timed from the
+    victim's call; per agent, the cases they took in the period and their surveys.
     Callers still in line count by how long they have waited by now, whatever `until`.
     The definitions: ivr/stats.py, and the README."""
     now = hotline.clock()

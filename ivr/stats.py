@@ -122,6 +122,35 @@ callbacks_requested
 callbacks_completed
     Of those, the ones an agent reached on the call back: `connected_at` is set.
 
+emergency: how the period's emergencies were served, for whoever answers for the victims
+(the security lead's "how long from a victim's call to the freeze"). Over the cases created
+in the period whose priority is `emergency` when the report runs, those whose caller hung up
+on the way included (they are no less victims). Times are from the start of the victim's
+call (`calls.started_at`: the prompts, the verification and the wait are in them, unlike
+ASA's, which start in the line). A median is the middle value (the mean of the two middle
+ones); a 90th percentile is the nearest rank: the smallest time that at least 90 % of them
+are at or under. None when there is none.
+cases
+    The emergency cases: offered + hung_up_on_the_way.
+offered, hung_up_on_the_way, answered
+    As above, for the emergency cases.
+median_seconds_to_answer, p90_seconds_to_answer
+    From the call's start to the answer (above), over the answered ones.
+frozen_by_caller
+    Cases whose verified caller froze their account on the call: an `audit_log` row
+    `self_freeze` with result `ok` on the case (`case_id`).
+frozen_by_agent
+    Of the others, the cases an agent froze an account on: a row `freeze` with result `ok`
+    on the case (whenever it was made: a freeze the morning after still counts).
+frozen
+    frozen_by_caller + frozen_by_agent.
+median_seconds_to_agent_freeze, p90_seconds_to_agent_freeze
+    From the call's start to the first such freeze of an agent's, over frozen_by_agent.
+closed_without_freeze
+    Cases resolved (status `resolved`) with no `ok` freeze on them; their tickets, in
+    `closed_without_freeze_tickets`: the ones to look at again. A freeze of the same account
+    made on another case (a follow-up call) is not seen here.
+
 After-agent survey (a queue node's `after_agent` leading to a `survey` node): the caller was
 asked when the call entered the survey node (an `entered` event whose detail.case is the case
 the agent served), and answered with a `survey` event naming the same case, whose outcome is
@@ -192,6 +221,7 @@ top_topics
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -208,6 +238,8 @@ SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
 COMPLETED = "completed"
 SATISFIED = 4  # of 5
+# The audit actions of an account frozen (`ivr.hotline`): by its verified caller, by an agent.
+SELF_FREEZE, AGENT_FREEZE = "self_freeze", "freeze"
 
 
 @dataclass(frozen=True)
@@ -266,6 +298,28 @@ class AgentFigures(SurveyFigures):
     transfers: int = 0
 
 
+@dataclass(frozen=True, kw_only=True)
+class EmergencyFigures:
+    """How the period's emergencies were answered and frozen (see the module)."""
+
+    cases: int = 0
+    offered: int = 0
+    hung_up_on_the_way: int = 0
+    answered: int = 0
+    median_seconds_to_answer: float | None = None
+    p90_seconds_to_answer: float | None = None
+    frozen: int = 0
+    frozen_by_caller: int = 0
+    frozen_by_agent: int = 0
+    median_seconds_to_agent_freeze: float | None = None
+    p90_seconds_to_agent_freeze: float | None = None
+    closed_without_freeze: int = 0
+    closed_without_freeze_tickets: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class Report:
     period_start: datetime
@@ -279,6 +333,7 @@ class Report:
     containment: float | None
     top_topics: list[tuple[str, int]]
     by_agent: dict[str, AgentFigures] = field(default_factory=dict)
+    emergency: EmergencyFigures = field(default_factory=EmergencyFigures)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON types: ISO 8601 datetimes, seconds for durations."""
@@ -298,6 +353,7 @@ class Report:
             "containment": self.containment,
             "top_topics": [{"topic": topic, "calls": n} for topic, n in self.top_topics],
             "by_agent": {name: a.as_dict() for name, a in self.by_agent.items()},
+            "emergency": self.emergency.as_dict(),
         }
 
 
@@ -316,6 +372,7 @@ class _Tally:
     callbacks_requested: int = 0
     callbacks_completed: int = 0
     answer_waits: list[float] = field(default_factory=list)
+    answers_from_call: list[float] = field(default_factory=list)  # the emergency figures'
     handle_times: list[float] = field(default_factory=list)
     after_call_work: list[float] = field(default_factory=list)
     surveys_asked: int = 0
@@ -394,6 +451,15 @@ def _mean(values: list[float]) -> float | None:
 
 def _seconds(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds()
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _p90(values: list[float]) -> float | None:
+    """The nearest rank: the smallest value at least 90 % of them are at or under."""
+    return sorted(values)[math.ceil(0.9 * len(values)) - 1] if values else None
 
 
 def _in_line_since(case: Any) -> datetime:
@@ -495,8 +561,57 @@ def _count_case(
             t.answered += 1
             t.within += wait <= threshold
             t.answer_waits.append(wait)
+            if answered_at is not None and case.call_started_at is not None:
+                t.answers_from_call.append(max(_seconds(answered_at, case.call_started_at), 0.0))
         else:
             t.late_waiting += late_waiting
+
+
+@dataclass
+class _Emergency:
+    """The emergency figures being counted: the queue tally of the cases in line, and what
+    the freezes came to for all of them."""
+
+    tally: _Tally = field(default_factory=_Tally)
+    hung_up_on_the_way: int = 0
+    by_caller: int = 0
+    by_agent: int = 0
+    to_agent_freeze: list[float] = field(default_factory=list)
+    not_frozen: list[str] = field(default_factory=list)  # the tickets of those closed so
+
+    def add(
+        self, case: Any, on_the_way: bool, first_freeze: dict[tuple[int, str], datetime]
+    ) -> None:
+        """One emergency case's freezes (its answer is counted by `_count_case`)."""
+        self.hung_up_on_the_way += on_the_way
+        agent_froze = first_freeze.get((case.id, AGENT_FREEZE))
+        if (case.id, SELF_FREEZE) in first_freeze:
+            self.by_caller += 1
+        elif agent_froze is not None:
+            self.by_agent += 1
+            # A call erased since (retention): frozen, but from when is not known.
+            if case.call_started_at is not None:
+                self.to_agent_freeze.append(max(_seconds(agent_froze, case.call_started_at), 0.0))
+        elif case.status == "resolved":
+            self.not_frozen.append(case.ticket)
+
+    def figures(self) -> EmergencyFigures:
+        answers = self.tally.answers_from_call
+        return EmergencyFigures(
+            cases=self.tally.offered + self.hung_up_on_the_way,
+            offered=self.tally.offered,
+            hung_up_on_the_way=self.hung_up_on_the_way,
+            answered=self.tally.answered,
+            median_seconds_to_answer=_median(answers),
+            p90_seconds_to_answer=_p90(answers),
+            frozen=self.by_caller + self.by_agent,
+            frozen_by_caller=self.by_caller,
+            frozen_by_agent=self.by_agent,
+            median_seconds_to_agent_freeze=_median(self.to_agent_freeze),
+            p90_seconds_to_agent_freeze=_p90(self.to_agent_freeze),
+            closed_without_freeze=len(self.not_frozen),
+            closed_without_freeze_tickets=sorted(self.not_frozen),
+        )
 
 
 @dataclass(frozen=True)
@@ -609,6 +724,8 @@ def figures(
                 cases.c.talk_ended_at,
                 cases.c.answered_at,
                 cases.c.legs,
+                cases.c.ticket,
+                calls.c.started_at.label("call_started_at"),
                 calls.c.ended_at.label("call_ended_at"),
                 users.c.name.label("agent_name"),
             )
@@ -667,6 +784,21 @@ def figures(
             )
             .group_by(audit_log.c.actor, audit_log.c.action)
         ).all()
+        # Each emergency case's first freeze that was made, by its caller and by an agent.
+        first_freeze: dict[tuple[int, str], datetime] = {
+            (case_id, action): when
+            for case_id, action, when in conn.execute(
+                select(audit_log.c.case_id, audit_log.c.action, func.min(audit_log.c.at))
+                .where(
+                    audit_log.c.action.in_((SELF_FREEZE, AGENT_FREEZE)),
+                    audit_log.c.result == "ok",
+                    audit_log.c.case_id.in_(
+                        select(cases.c.id).where(opened, cases.c.priority == "emergency")
+                    ),
+                )
+                .group_by(audit_log.c.case_id, audit_log.c.action)
+            )
+        }
         kinds_entered: dict[str, set[str]] = {}
         for sid, kind in conn.execute(
             select(call_events.c.call_sid, node_kind)
@@ -682,6 +814,7 @@ def figures(
     overall = _Tally()
     by_queue: dict[str, _Tally] = {}
     by_agent: dict[str, _Tally] = {}
+    emergency = _Emergency()
     for case in case_rows:
         closer = closed_by.get(case.id)
         # By name: an agent made supervisor since still closed their own case.
@@ -689,6 +822,8 @@ def figures(
         on_the_way = bool((case.flags or {}).get(HUNG_UP_AT))
         # Loaded for its agents' work in the period, opened before it: theirs only.
         offered_here = start <= case.created_at < end
+        if offered_here and case.priority == "emergency":
+            emergency.add(case, on_the_way, first_freeze)
         for leg in _legs(case):
             if offered_here and not on_the_way:
                 _count_leg((overall, by_queue.setdefault(leg.queue, _Tally())), leg, thresholds)
@@ -703,6 +838,8 @@ def figures(
             by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
         elif offered_here:
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
+            if case.priority == "emergency":
+                tallies.append(emergency.tally)
             _count_case(tallies, case, thresholds, surveys.get(case.id), judged, closed_for_them)
         if case.agent_name is not None and _taken_in(case, start, end):
             # An agent's figures are what they handled: their answers and abandons not shown.
@@ -746,4 +883,5 @@ def figures(
         containment=_ratio(contained, completed),
         top_topics=sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:top],
         by_agent={name: by_agent[name].agent_figures() for name in sorted(by_agent)},
+        emergency=emergency.figures(),
     )

@@ -2351,3 +2351,22 @@ def test_the_desk_sends_a_call_back_twilio_placed_on_while_the_agent_talks(
     with db.connect() as conn:
         row = conn.execute(select(cases)).mappings().one()
     assert (row["queue"], row["agent_id"], row["queued"]) == ("security", None, 1)
+
+
+def test_the_figures_page_reports_how_emergencies_were_frozen(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str, placed: dict[str, str]
+) -> None:
+    """The verified victim froze their own account on the call; another emergency was
+    resolved with no freeze: the page counts both, and links the one to look at again."""
+    with db.begin() as conn:
+        row = in_line(77, clock(), "security", "emergency", "resolved", 120)
+        conn.execute(insert(cases).values({**row, "queued": 0}))
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/figures")
+    [cells] = [
+        texts(tr, "./td") for tr in doc.xpath("//table[contains(@class,'emergency')]//tbody/tr")
+    ]
+    # cases, in line, on the way, answered, to answer, frozen (caller / agent), to freeze, closed
+    assert cells == ["2", "2", "0", "0", "n/a / n/a", "1 (1 / 0)", "n/a / n/a", "1"]
+    [link] = doc.xpath("//p[contains(@class,'closed-without-freeze')]/a")
+    assert (link.text, link.get("href")) == ("T0000077", "/dashboard/calls?ticket=T0000077")

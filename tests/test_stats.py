@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from ivr import cases as case_queue
 from ivr.db import call_events, calls, cases, users
+from ivr.engine import HUNG_UP_AT
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures
 from ivr.tree import CompiledTree
@@ -1479,3 +1480,78 @@ def test_a_talk_sent_on_counts_for_its_agent_in_the_period_they_took_it(db: Engi
         before = figures(conn, start=START - timedelta(hours=1), end=START, now=at(700))
     assert before.by_agent == {}
     assert before.by_queue["payments"].answered == 1  # the line it left, where it was offered
+
+
+# -- the emergency block: answers and freezes timed from the victim's call -----------------------
+
+
+def add_freeze(db: Engine, name: str, action: str, result: str, after: float) -> None:
+    """A freeze audited on case `name`, `after` seconds from 10:00, as the hotline audits it."""
+    with db.connect() as conn:
+        case_id = conn.execute(select(cases.c.id).where(cases.c.call_sid == sid(name))).scalar()
+    with db.connect() as conn:
+        case_queue.audit(
+            conn,
+            actor=f"caller:{sid(name)}" if action == "self_freeze" else "agent:alice",
+            action=action,
+            uid="U1",
+            case_id=case_id,
+            reason="test",
+            result=result,
+            now=at(after),
+        )
+
+
+def test_the_emergency_block_times_answers_and_freezes_from_the_call(db: Engine) -> None:
+    """C1 (call 0 s, answered 10 s) froze their own account at 5 s; C2 (call 270 s,
+    answered 330 s) had a freeze fail at 340 s and alice's made at 365 s; E3 (call 990 s,
+    answered 1020 s) was resolved after a self-freeze that failed; E4 hung up on the way.
+    C3, a payments case with a freeze, is no emergency."""
+    scenario(db)
+    with db.begin() as conn:
+        add_call(conn, "E3", started=at(990), ended=at(1100))
+        add_case(
+            conn,
+            "E3",
+            queue="security",
+            priority="emergency",
+            created=at(1000),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(1020),
+            ended=at(1200),
+        )
+        add_call(conn, "E4", started=at(1300), ended=at(1330))
+        add_case(
+            conn,
+            "E4",
+            queue="security",
+            priority="emergency",
+            created=at(1320),
+            status="callback_requested",
+        )
+        conn.execute(
+            update(cases).where(cases.c.call_sid == sid("E4")).values(flags={HUNG_UP_AT: "uid"})
+        )
+    add_freeze(db, "C1", "self_freeze", "ok", 5)
+    add_freeze(db, "C2", "freeze", "failed", 340)
+    add_freeze(db, "C2", "freeze", "ok", 365)
+    add_freeze(db, "C2", "freeze", "ok", 400)  # another account: the first counts
+    add_freeze(db, "E3", "self_freeze", "failed", 995)
+    add_freeze(db, "C3", "freeze", "ok", 700)
+    e = report(db).emergency
+    assert (e.cases, e.offered, e.hung_up_on_the_way, e.answered) == (4, 3, 1, 3)
+    assert e.median_seconds_to_answer == 30.0  # of 10, 30 (E3) and 60 (C2)
+    assert e.p90_seconds_to_answer == 60.0  # nearest rank: the 3rd of 3
+    assert (e.frozen, e.frozen_by_caller, e.frozen_by_agent) == (2, 1, 1)
+    assert e.median_seconds_to_agent_freeze == 95.0  # 365 - 270
+    assert e.p90_seconds_to_agent_freeze == 95.0
+    assert (e.closed_without_freeze, e.closed_without_freeze_tickets) == (1, ["T-E3"])
+    assert report_as_json(report(db))["emergency"]["frozen_by_agent"] == 1
+
+
+def test_a_period_without_emergencies_has_no_times_to_show(db: Engine) -> None:
+    with db.connect() as conn:
+        e = figures(conn, start=START, end=END).emergency
+    assert (e.cases, e.frozen, e.closed_without_freeze) == (0, 0, 0)
+    assert (e.median_seconds_to_answer, e.p90_seconds_to_agent_freeze) == (None, None)
