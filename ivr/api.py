@@ -1456,6 +1456,11 @@ def freezes_list(
 
 
 CSV_COLUMNS = list(CallSummary.model_fields)
+# The most rows one export holds (pages of CSV_PAGE): the whole file is built in memory.
+CSV_PAGE, CSV_PAGES = 200, 50
+CSV_MAX_ROWS = CSV_PAGE * CSV_PAGES
+# A file cut at CSV_MAX_ROWS says so in its name: what a spreadsheet user sees of it.
+CSV_CUT_NAME = f"calls-newest-{CSV_MAX_ROWS}-more-left-out.csv"
 
 
 class CsvResponse(PlainTextResponse):
@@ -1467,27 +1472,43 @@ class CsvResponse(PlainTextResponse):
     # Not `response_class=CsvResponse`: the errors (403, 422, ...) are JSON, and documented so.
     response_class=Response,
     responses={
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "the calls"}
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "the calls",
+            "headers": {
+                "X-Truncated": {
+                    "description": "`true`: more calls matched than the file holds (the"
+                    f" newest {CSV_MAX_ROWS}; the file is then named {CSV_CUT_NAME}):"
+                    " narrow since/until for the rest",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                }
+            },
+        }
     },
 )
 def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvResponse:
-    """The same calls as /api/calls, all pages (up to 10,000), as CSV for spreadsheets."""
+    """The same calls as /api/calls, all pages up to 10,000 rows, as CSV for spreadsheets.
+    More than that: the newest 10,000, `X-Truncated: true` and a file name that says so,
+    never a file that looks whole."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     cursor = None
     filters = query.filters(user)
     with hotline.db.connect() as conn:
-        for _ in range(50):
-            rows, cursor = list_calls(conn, filters=filters, limit=200, cursor=cursor)
+        for _ in range(CSV_PAGES):
+            rows, cursor = list_calls(conn, filters=filters, limit=CSV_PAGE, cursor=cursor)
             for row in rows:
                 writer.writerow(_summary(row, user).model_dump(mode="json"))
             if cursor is None:
                 break
+    # A cursor left: calls after the last page read (list_calls looked one row further).
+    cut = cursor is not None
     return CsvResponse(
         out.getvalue(),
         headers={
-            "Content-Disposition": 'attachment; filename="calls.csv"',
+            "Content-Disposition": f'attachment; filename="{CSV_CUT_NAME if cut else "calls.csv"}"',
+            "X-Truncated": "true" if cut else "false",
             "Cache-Control": "no-store",  # returned whole: the router's header is not added
         },
     )

@@ -979,8 +979,9 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
 
 @router.get("/calls.csv")
 def calls_csv(request: Request, hotline: HotlineDep) -> Response:
-    """The calls the page's filters find, all of them (up to 10,000), as the API's CSV: for
-    the signed-in user, with no API token to find first."""
+    """The calls the page's filters find, all of them (up to 10,000; more: the newest, in a
+    file named so), as the API's CSV: for the signed-in user, with no API token to find
+    first."""
     user = gate(request, hotline, STAFF)
     if isinstance(user, Response):
         return user

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
+from ivr.api import CSV_MAX_ROWS
+from ivr.db import calls
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.settings import Settings
@@ -381,3 +383,50 @@ def test_nothing_the_api_answers_is_kept_by_a_cache(
         response = client.get(path, headers=bearer(supervisor))
         assert response.status_code == 200, path
         assert response.headers.get("cache-control") == "no-store", path
+
+
+def add_calls(db: Engine, count: int, first: datetime) -> None:
+    """`count` ended calls a second apart from `first`, in one statement (as the bench makes
+    them): more than one export holds."""
+    with db.begin() as conn:
+        conn.execute(
+            insert(calls),
+            [
+                {
+                    "call_sid": f"CA{n:032d}",
+                    "from_number": "+15005550199",
+                    "tree_version": "v1",
+                    "step": 0,
+                    "state": {"node": "language", "facts": {}},
+                    "last_twiml": "<Response/>",
+                    "status": "completed",
+                    "started_at": first + timedelta(seconds=n),
+                    "updated_at": first + timedelta(seconds=n),
+                    "ended_at": first + timedelta(seconds=n + 1),
+                }
+                for n in range(count)
+            ],
+        )
+
+
+def test_the_csv_says_when_it_stopped_at_its_row_limit(
+    client: TestClient, supervisor: str, db: Engine
+) -> None:
+    """10,001 calls: the file holds the newest 10,000 and says the rest were left out, in a
+    header and in its name; narrowed to 10,000 it is whole, and says that too."""
+    first = datetime(2026, 11, 20, tzinfo=UTC)
+    add_calls(db, CSV_MAX_ROWS + 1, first)
+    cut = client.get("/api/calls.csv", headers=bearer(supervisor))
+    assert cut.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(cut.text)))
+    assert len(rows) == CSV_MAX_ROWS
+    assert rows[-1]["call_sid"] == f"CA{1:032d}"  # the oldest, CA...0, left out
+    assert cut.headers["x-truncated"] == "true"
+    assert cut.headers["content-disposition"] == (
+        'attachment; filename="calls-newest-10000-more-left-out.csv"'
+    )
+    since = (first + timedelta(seconds=1)).isoformat()
+    whole = client.get("/api/calls.csv", headers=bearer(supervisor), params={"since": since})
+    assert len(list(csv.DictReader(io.StringIO(whole.text)))) == CSV_MAX_ROWS
+    assert whole.headers["x-truncated"] == "false"
+    assert whole.headers["content-disposition"] == 'attachment; filename="calls.csv"'

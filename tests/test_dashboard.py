@@ -2370,3 +2370,16 @@ def test_the_figures_page_reports_how_emergencies_were_frozen(
     assert cells == ["2", "2", "0", "0", "n/a / n/a", "1 (1 / 0)", "n/a / n/a", "1"]
     [link] = doc.xpath("//p[contains(@class,'closed-without-freeze')]/a")
     assert (link.text, link.get("href")) == ("T0000077", "/dashboard/calls?ticket=T0000077")
+
+
+def test_the_calls_pages_export_link_says_where_the_file_stops(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    """A spreadsheet user never sees a response header: the link says how many rows a file
+    holds at most and what a file cut there is named; the session's export says it too."""
+    signed_in(client, supervisor)
+    [link] = page(client, "/dashboard/calls").xpath("//a[@download]")
+    text = " ".join(link.text_content().split())
+    assert "the newest 10,000 at most" in text
+    assert "calls-newest-10000-more-left-out.csv" in text
+    assert client.get(link.get("href")).headers["x-truncated"] == "false"
