@@ -80,7 +80,7 @@ from ivr.engine import NOT_XML
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
 from ivr.numbers import withheld
-from ivr.stats import Thresholds, figures
+from ivr.stats import Thresholds, figures, time_zone
 from ivr.store import reading, tree_version_list
 
 # A time in a query: with a zone (`Z`, `+08:00`), and one that is a time in UTC too.
@@ -1689,13 +1689,25 @@ def stats(
     emergency_threshold: Annotated[int, Query(ge=1, le=3600)] = 20,
     threshold: Annotated[int, Query(ge=1, le=3600)] = 60,
     short_abandon: Annotated[int, Query(ge=0, le=60)] = 5,
+    tz: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="IANA time zone the period is given back in (default IVR_REPORT_TZ)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
     after-agent surveys, containment and top topics over [since, until) (default: the last
     24 hours), overall and per queue; the emergencies' answers and freezes, timed from the
     victim's call; per agent, the cases they took in the period and their surveys.
     Callers still in line count by how long they have waited by now, whatever `until`.
+    The period comes back in `tz` (an IANA name: Asia/Shanghai), as does `time_zone`.
     The definitions: ivr/stats.py, and the README."""
+    try:
+        zone = time_zone(tz or hotline.settings.report_tz)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     now = hotline.clock()
     end = until or now
     try:
@@ -1717,4 +1729,4 @@ def stats(
             )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return report.as_dict()
+    return report.as_dict(zone)

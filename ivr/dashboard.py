@@ -23,7 +23,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -1070,28 +1070,31 @@ class Bucket:
     report: stats.Report
 
 
-def parse_when(raw: str, what: str) -> datetime | None:
-    """`2026-11-23T03:00` (UTC, as the form sends it) or any ISO 8601 time; '' is None."""
+def parse_when(raw: str, what: str, zone: tzinfo = UTC) -> datetime | None:
+    """`2026-11-23T03:00` (on `zone`'s clock, as the form sends it) or any ISO 8601 time;
+    '' is None."""
     if not raw.strip():
         return None
     try:
-        moment = as_utc(datetime.fromisoformat(raw.strip()))
+        moment = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise ValueError(f"{what}: not a date and time (use 2026-11-23T03:00)") from None
-    assert moment is not None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
     try:
         return in_utc(moment)
     except ValueError:
         raise ValueError(f"{what}: out of range") from None
 
 
-def period(since: str, until: str, now: datetime) -> tuple[datetime, datetime]:
-    """[start, end): by default the 24 hours up to the end of the current hour."""
+def period(since: str, until: str, now: datetime, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """[start, end), times without a zone on `zone`'s clock: by default the 24 hours up to
+    the end of the current hour there (in India, at 08:30 the end is 09:00 there)."""
     try:
-        end = parse_when(until, "until") or now.replace(
-            minute=0, second=0, microsecond=0
-        ) + timedelta(hours=1)
-        start = parse_when(since, "since") or end - timedelta(hours=24)
+        end = parse_when(until, "until", zone) or in_utc(
+            now.astimezone(zone).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        )
+        start = parse_when(since, "since", zone) or end - timedelta(hours=24)
     except OverflowError:
         raise ValueError("until: no day before it to start from") from None
     if end <= start:
@@ -1122,14 +1125,41 @@ def bucket_size(span: timedelta) -> timedelta:
     return timedelta(hours=math.ceil(span / timedelta(hours=MAX_BARS)))
 
 
-def buckets(hotline: Hotline, start: datetime, end: datetime, size: timedelta) -> list[Bucket]:
-    """The period's figures, one report per bucket (the last one may be shorter)."""
+DAY = timedelta(days=1)
+
+
+def next_mark(moment: datetime, size: timedelta, zone: tzinfo) -> datetime:
+    """The first time after `moment` that `zone`'s clock shows a whole multiple of `size`
+    from its midnight (of 24 hours: its next midnight), in UTC: where a bar ends. A size
+    that is no part of a day: `size` after `moment`. Raises OverflowError past year 9999."""
+    if DAY % size:
+        return moment + size
+    local = moment.astimezone(zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    # On the wall clock: a day with a DST change still has its bars on the hour.
+    count = (local.replace(tzinfo=None) - midnight.replace(tzinfo=None)) // size + 1
+    mark = in_utc(midnight + count * size)
+    while mark <= moment:  # a wall time the change skipped maps back before it
+        count += 1
+        mark = in_utc(midnight + count * size)
+    return mark
+
+
+def buckets(
+    hotline: Hotline, start: datetime, end: datetime, size: timedelta, zone: tzinfo = UTC
+) -> list[Bucket]:
+    """The period's figures, one report per bucket, the buckets on `zone`'s clock: each
+    ends at a multiple of `size` from its midnight, so the first and the last may be
+    shorter when the period does not begin or end on one."""
     found = []
     now = hotline.clock()
     with hotline.db.connect() as conn:
         at = start
         while at < end:
-            stop = end if end - at <= size else at + size  # at + size: past year 9999
+            try:
+                stop = min(end, next_mark(at, size, zone))
+            except (OverflowError, ValueError):  # the zone's clock past year 1 or 9999
+                stop = end
             found.append(Bucket(at, stop, stats.figures(conn, start=at, end=stop, now=now)))
             at = stop
     return found
@@ -1227,14 +1257,20 @@ def _per(size: timedelta) -> str:
     return "hour" if hours == 1 else f"{hours} hours"
 
 
-def charts(series: list[Bucket], size: timedelta) -> list[Chart]:
-    multi_day = series[0].start.date() != series[-1].end.date() if series else False
+def charts(series: list[Bucket], size: timedelta, zone: tzinfo = UTC) -> list[Chart]:
+    """The three bar charts, their times on `zone`'s clock."""
+
+    def text(moment: datetime, fmt: str) -> str:
+        return moment.astimezone(zone).strftime(fmt)
+
+    multi_day = (
+        series[0].start.astimezone(zone).date() != series[-1].end.astimezone(zone).date()
+        if series
+        else False
+    )
     fmt = "%d/%m %H:%M" if multi_day and size >= timedelta(hours=6) else "%H:%M"
     named = [
-        (
-            when_text(b.start, fmt),
-            f"{when_text(b.start, '%d %b %H:%M')} to {when_text(b.end, '%H:%M')}",
-        )
+        (text(b.start, fmt), f"{text(b.start, '%d %b %H:%M')} to {text(b.end, '%H:%M')}")
         for b in series
     ]
     per = _per(size)
@@ -1252,12 +1288,15 @@ def charts(series: list[Bucket], size: timedelta) -> list[Chart]:
     ]
 
 
-def local_input(moment: datetime) -> str:
-    return when_text(moment, "%Y-%m-%dT%H:%M")
+def local_input(moment: datetime, zone: tzinfo = UTC) -> str:
+    """A time as the form's datetime-local shows it: on `zone`'s clock."""
+    return moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M")
 
 
-def figures_link(start: datetime, end: datetime) -> str:
-    query = urlencode({"since": local_input(start), "until": local_input(end)})
+def figures_link(start: datetime, end: datetime, zone: tzinfo = UTC) -> str:
+    query = urlencode(
+        {"since": local_input(start, zone), "until": local_input(end, zone), "tz": str(zone)}
+    )
     return f"{PREFIX}/figures?{query}"
 
 
@@ -1268,29 +1307,50 @@ def figures_page(request: Request, hotline: HotlineDep) -> Response:
         return user
     since = request.query_params.get("since", "")[:40]
     until = request.query_params.get("until", "")[:40]
+    asked_tz = request.query_params.get("tz", "").strip()[:64]
+    zone: tzinfo | None = None
     try:
+        zone = stats.time_zone(asked_tz or hotline.settings.report_tz)
         if request.query_params.get("last") == "hour":  # a link that stays "now" when clicked
             start, end = recent_period(hotline.clock())
         else:
-            start, end = period(since, until, hotline.clock())
+            start, end = period(since, until, hotline.clock(), zone)
     except ValueError as exc:
-        refused = {"errors": [str(exc)], "form": {"since": since, "until": until}, "report": None}
+        form = {"since": since, "until": until, "tz": asked_tz}
+        shown = str(zone) if zone is not None else ""  # a zone that is none: said in errors
+        refused = {"errors": [str(exc)], "form": form, "report": None, "tz": shown, "tz_query": ""}
         return render(request, "figures.html", refused, user=user, status=422)
-    return render(request, "figures.html", figures_context(hotline, start, end), user=user)
+    context = figures_context(hotline, start, end, zone)
+    # The page's own links keep a zone asked for; the default one needs no saying.
+    context["tz_query"] = urlencode({"tz": asked_tz}) if asked_tz else ""
+    return render(request, "figures.html", context, user=user)
 
 
-def figures_context(hotline: Hotline, start: datetime, end: datetime) -> dict[str, Any]:
+def figures_context(
+    hotline: Hotline, start: datetime, end: datetime, zone: tzinfo = UTC
+) -> dict[str, Any]:
+    """The figures page's report over [start, end), shown on `zone`'s clock."""
     with hotline.db.connect() as conn:
         report = stats.figures(conn, start=start, end=end, now=hotline.clock())
     size = bucket_size(end - start)
+    shown = "%Y-%m-%d %H:%M"
     return {
         "errors": [],
-        "form": {"since": local_input(start), "until": local_input(end)},
+        "form": {
+            "since": local_input(start, zone),
+            "until": local_input(end, zone),
+            "tz": str(zone),
+        },
+        "tz": str(zone),
+        "period_text": f"{start.astimezone(zone).strftime(shown)} to "
+        f"{end.astimezone(zone).strftime(shown)} ({zone})",
         "report": report,
-        "charts": charts(buckets(hotline, start, end, size), size),
+        "charts": charts(buckets(hotline, start, end, size, zone), size, zone),
         "definitions": (stats.__doc__ or "").strip(),
         # None for a period in the first week there is (year 1): no week before it.
-        "last_week": figures_link(end - timedelta(days=7), end) if end > WEEK_AFTER_TIME else None,
+        "last_week": (
+            figures_link(end - timedelta(days=7), end, zone) if end > WEEK_AFTER_TIME else None
+        ),
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
 
@@ -264,6 +265,9 @@ class Settings(AccountSettings):
     page_unacked_seconds: int = Field(
         default=300, ge=60, le=86400, validation_alias="IVR_PAGE_UNACKED"
     )
+    # The time zone the figures are shown in when a request names none (`tz`): an IANA name.
+    # Their hour and day bars fall on its clock; the figures are kept in UTC whatever it is.
+    report_tz: str = Field(default="UTC", validation_alias="IVR_REPORT_TZ")
 
     @field_validator("metrics_token")
     @classmethod
@@ -272,6 +276,13 @@ class Settings(AccountSettings):
         if value and len(value) < 16:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return value or None
+
+    @field_validator("report_tz")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        if value not in zoneinfo.available_timezones():
+            raise ValueError("must be an IANA time zone name, e.g. Asia/Singapore or UTC")
+        return value
 
     @field_validator("twilio_auth_token")
     @classmethod
@@ -419,6 +430,7 @@ _ENV_NAMES = {
     "webhook_deadline_seconds": "IVR_WEBHOOK_DEADLINE",
     "trusted_proxies": "IVR_TRUSTED_PROXIES",
     "hashing_at_once": "IVR_HASHING_AT_ONCE",
+    "report_tz": "IVR_REPORT_TZ",
 }
 
 

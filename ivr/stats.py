@@ -5,7 +5,9 @@ alone; the period is the half-open interval [start, end): a case created exactly
 counts, one created exactly at `end` belongs to the next period. `now` is when the report
 runs (the app's clock; by default `end`): how long a caller still in line has waited.
 Durations are differences of stored UTC timestamps, in seconds. A rate or an average with
-nothing to divide by is None (shown as "n/a"), never 0.
+nothing to divide by is None (shown as "n/a"), never 0. The figures depend on no time zone:
+the one a report is shown in (`tz`, IVR_REPORT_TZ) only gives its period back on that clock,
+and puts the figures page's hour and day bars on its hours and midnights.
 
 Which rows
     Case figures are over the cases CREATED in the period (`cases.created_at`), each under its
@@ -220,12 +222,14 @@ top_topics
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
+import zoneinfo
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -240,6 +244,19 @@ COMPLETED = "completed"
 SATISFIED = 4  # of 5
 # The audit actions of an account frozen (`ivr.hotline`): by its verified caller, by an agent.
 SELF_FREEZE, AGENT_FREEZE = "self_freeze", "freeze"
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def time_zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone `name` (Asia/Shanghai, UTC) a report is shown in; ValueError for
+    anything else (only the names the system's tz database lists are looked up)."""
+    if name not in _zone_names():
+        raise ValueError(f"tz: not an IANA time zone name: {name[:64]!r} (e.g. Asia/Shanghai)")
+    return zoneinfo.ZoneInfo(name)
 
 
 @dataclass(frozen=True)
@@ -335,11 +352,13 @@ class Report:
     by_agent: dict[str, AgentFigures] = field(default_factory=dict)
     emergency: EmergencyFigures = field(default_factory=EmergencyFigures)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types: ISO 8601 datetimes, seconds for durations."""
+    def as_dict(self, zone: tzinfo = UTC) -> dict[str, Any]:
+        """Plain JSON types: ISO 8601 datetimes (the period's, in `zone`), seconds for
+        durations."""
         return {
-            "period_start": self.period_start.isoformat(),
-            "period_end": self.period_end.isoformat(),
+            "time_zone": str(zone),
+            "period_start": self.period_start.astimezone(zone).isoformat(),
+            "period_end": self.period_end.astimezone(zone).isoformat(),
             "thresholds_seconds": {
                 "emergency": self.thresholds.emergency.total_seconds(),
                 "other": self.thresholds.other.total_seconds(),

@@ -2383,3 +2383,64 @@ def test_the_calls_pages_export_link_says_where_the_file_stops(
     assert "the newest 10,000 at most" in text
     assert "calls-newest-10000-more-left-out.csv" in text
     assert client.get(link.get("href")).headers["x-truncated"] == "false"
+
+
+def bar_titles(doc: Any, chart: str = "calls-chart") -> list[str]:
+    [svg] = doc.xpath(f"//svg[title[@id='{chart}-title']]")
+    return [b.text for b in svg.xpath(".//g[@class='bars']/rect/title")]
+
+
+def test_the_figures_in_the_supervisors_time_zone(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    """A Shanghai supervisor's shift, 08:00 to 20:00 there, typed as they read it: the two
+    calls at 03:00 UTC are at 11:00 in its hour bars, and the page says the zone."""
+    signed_in(client, supervisor)
+    shift = {"since": "2026-11-23T08:00", "until": "2026-11-23T20:00", "tz": "Asia/Shanghai"}
+    doc = page(client, "/dashboard/figures", **shift)
+    assert doc.xpath("//input[@name='since']/@value") == ["2026-11-23T08:00"]
+    assert doc.xpath("//input[@name='until']/@value") == ["2026-11-23T20:00"]
+    assert doc.xpath("//input[@name='tz']/@value") == ["Asia/Shanghai"]
+    caption = texts(doc, "//table[contains(@class,'figures')]/caption")[0]  # by queue
+    assert caption.startswith("2026-11-23 08:00 to 2026-11-23 20:00 (Asia/Shanghai).")
+    bars = bar_titles(doc)
+    assert len(bars) == 12
+    assert bars[3] == "23 Nov 11:00 to 12:00: 2"
+    reached = "//div[@class='tile'][span[@class='name']='reached a queue']/span[@class='value']"
+    assert texts(doc, reached) == ["2"]
+    [last_hour] = doc.xpath("//a[text()='Last hour']/@href")
+    assert last_hour == "/dashboard/figures?last=hour&tz=Asia%2FShanghai"
+
+
+def test_the_default_period_and_its_bars_end_on_the_zones_hour(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    """At 03:02 UTC it is 08:32 in India (+05:30): the default 24 hours end at 09:00 there,
+    and its bars fall on its hours, not on UTC's."""
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/figures", tz="Asia/Kolkata")
+    assert doc.xpath("//input[@name='until']/@value") == ["2026-11-23T09:00"]
+    bars = bar_titles(doc)
+    assert len(bars) == 24
+    assert bars[-1] == "23 Nov 08:00 to 09:00: 2"
+
+
+def test_the_day_bars_fall_on_the_zones_midnights(
+    client: TestClient, supervisor: str, placed: dict[str, str]
+) -> None:
+    """25 days from 08:30 in Shanghai: a bar a day, each from midnight there, the first and
+    the last cut at the period's edges."""
+    signed_in(client, supervisor)
+    month = {"since": "2026-11-01T08:30", "until": "2026-11-26T08:30", "tz": "Asia/Shanghai"}
+    bars = bar_titles(page(client, "/dashboard/figures", **month))
+    assert (bars[0], bars[1]) == ("01 Nov 08:30 to 00:00: 0", "02 Nov 00:00 to 00:00: 0")
+    assert bars[22] == "23 Nov 00:00 to 00:00: 2"
+    assert bars[-1] == "26 Nov 00:00 to 08:30: 0"
+    assert len(bars) == 26
+
+
+def test_a_time_zone_that_is_none_is_refused(client: TestClient, supervisor: str) -> None:
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/figures", status=422, tz="Mars/Olympus_Mons")
+    assert "not an IANA time zone name" in doc.text_content()
+    assert doc.xpath("//input[@name='tz']/@value") == ["Mars/Olympus_Mons"]

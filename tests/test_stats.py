@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from ivr import cases as case_queue
@@ -23,7 +24,7 @@ from ivr.phone import Phone, Press, ScriptedParty
 from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import FakeClock, make_settings, make_user
+from tests.conftest import HTTPS_CLIENT, FakeClock, bearer, make_settings, make_user
 from tests.support.parties import Talks
 from tests.support.twilio import on_the_line
 from tests.test_transfer import ALICE_PHONE, BEN_PHONE, PAYMENTS, TO_SECURITY, api
@@ -1555,3 +1556,49 @@ def test_a_period_without_emergencies_has_no_times_to_show(db: Engine) -> None:
         e = figures(conn, start=START, end=END).emergency
     assert (e.cases, e.frozen, e.closed_without_freeze) == (0, 0, 0)
     assert (e.median_seconds_to_answer, e.p90_seconds_to_agent_freeze) == (None, None)
+
+
+# -- the time zone a report is shown in ------------------------------------------------------------
+
+
+def test_the_api_gives_the_period_back_in_the_zone_asked(
+    client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """A Shanghai shift asked with +08:00 comes back in Shanghai time, not as UTC; a zone
+    that is none is refused."""
+    token = make_user(db, "sam", "supervisor")
+    shift = {"since": "2026-12-05T08:00+08:00", "until": "2026-12-05T16:00+08:00"}
+    data = api(client, token, "GET", "/api/stats", params={**shift, "tz": "Asia/Shanghai"})
+    assert data["time_zone"] == "Asia/Shanghai"
+    assert (data["period_start"], data["period_end"]) == (
+        "2026-12-05T08:00:00+08:00",
+        "2026-12-05T16:00:00+08:00",
+    )
+    plain = api(client, token, "GET", "/api/stats", params=shift)
+    assert (plain["time_zone"], plain["period_start"]) == ("UTC", "2026-12-05T00:00:00+00:00")
+    for wrong in ("Mars/Olympus_Mons", "../../etc/passwd", "+08:00"):
+        refused = client.get("/api/stats", headers=bearer(token), params={**shift, "tz": wrong})
+        assert refused.status_code == 422
+        assert "not an IANA time zone name" in refused.json()["detail"]
+
+
+def test_the_report_zone_setting_is_the_default_and_must_be_a_zone(
+    database_url: str, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> None:
+    settings = make_settings(IVR_DATABASE_URL=database_url, IVR_REPORT_TZ="Asia/Singapore")
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock)
+    token = make_user(db, "sam", "supervisor")
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        data = api(
+            client,
+            token,
+            "GET",
+            "/api/stats",
+            params={"since": "2026-12-05T00:00Z", "until": "2026-12-06T00:00Z"},
+        )
+    assert (data["time_zone"], data["period_start"]) == (
+        "Asia/Singapore",
+        "2026-12-05T08:00:00+08:00",
+    )
+    with pytest.raises(ValidationError, match="IANA time zone"):
+        make_settings(IVR_REPORT_TZ="Singapore Time")
