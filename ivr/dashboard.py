@@ -916,13 +916,6 @@ def desk_transfer(
 _CALL_QUERY = TypeAdapter(api.CallQuery)
 
 
-def as_utc(moment: datetime | None) -> datetime | None:
-    """A time typed without a zone (the form's datetime-local) is UTC, as the pages show."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def call_query(raw: dict[str, str]) -> api.CallQuery:
     """The API's filters from the form; empty fields mean "any". Raises ValidationError."""
     given: dict[str, Any] = {

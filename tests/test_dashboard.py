@@ -2370,6 +2370,12 @@ def test_the_figures_page_reports_how_emergencies_were_frozen(
     assert cells == ["2", "2", "0", "0", "n/a / n/a", "1 (1 / 0)", "n/a / n/a", "1"]
     [link] = doc.xpath("//p[contains(@class,'closed-without-freeze')]/a")
     assert (link.text, link.get("href")) == ("T0000077", "/dashboard/calls?ticket=T0000077")
+    # An agent sees the counts, not the tickets (what main menu 9 takes to act as a caller).
+    agent = make_user(db, "alice", "agent")
+    stats = client.get("/api/stats", headers=bearer(agent)).json()["emergency"]
+    assert (stats["closed_without_freeze"], stats["closed_without_freeze_tickets"]) == (1, [])
+    signed_in(client, agent)
+    assert "T0000077" not in client.get("/dashboard/figures").text
 
 
 def test_the_calls_pages_export_link_says_where_the_file_stops(
