@@ -1700,8 +1700,9 @@ def stats(
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
     after-agent surveys, containment and top topics over [since, until) (default: the last
     24 hours), overall and per queue; the emergencies' answers and freezes, timed from the
-    victim's call; per agent, the cases they took in the period and their surveys.
-    Callers still in line count by how long they have waited by now, whatever `until`.
+    victim's call; per agent, the cases they took in the period and their surveys (an
+    agent sees their own only, and no tickets). Callers still in line count by how long
+    they have waited by now, whatever `until`.
     The period comes back in `tz` (an IANA name: Asia/Shanghai), as does `time_zone`.
     The definitions: ivr/stats.py, and the README."""
     try:
@@ -1734,4 +1735,6 @@ def stats(
         # A ticket is what main menu 9 takes to be put through as its case's caller: the
         # cases to look at again are a supervisor's.
         shown["emergency"]["closed_without_freeze_tickets"] = []
+        # An agent's handle times and survey scores are theirs and their supervisors'.
+        shown["by_agent"] = {n: a for n, a in shown["by_agent"].items() if n == user.name}
     return shown

@@ -2450,3 +2450,28 @@ def test_a_time_zone_that_is_none_is_refused(client: TestClient, supervisor: str
     doc = page(client, "/dashboard/figures", status=422, tz="Mars/Olympus_Mons")
     assert "not an IANA time zone name" in doc.text_content()
     assert doc.xpath("//input[@name='tz']/@value") == ["Mars/Olympus_Mons"]
+
+
+def test_an_agent_sees_their_own_figures_and_a_supervisor_everyones(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str, placed: dict[str, str]
+) -> None:
+    """Handle times and survey scores are an agent's and their supervisors': alice does not
+    read bob's, on the figures page or from the API."""
+    alice, bob = make_user(db, "alice", "agent"), make_user(db, "bob", "agent")
+    for agent in (alice, bob):
+        taken = client.post("/api/agents/next", headers=bearer(agent)).json()["case"]
+        done = {"notes": "called back, account secured", "reached": True}
+        resolved = client.post(
+            f"/api/cases/{taken['id']}/resolve", headers=bearer(agent), json=done
+        )
+        assert resolved.status_code == 200, resolved.text
+    clock.advance(seconds=1)  # the period ends now: what was taken this second is in the next
+    everyone = client.get("/api/stats", headers=bearer(supervisor)).json()["by_agent"]
+    assert sorted(everyone) == ["alice", "bob"]
+    own = client.get("/api/stats", headers=bearer(alice)).json()["by_agent"]
+    assert list(own) == ["alice"] and own["alice"] == everyone["alice"]
+    rows = "//table[contains(@class,'by-agent')]/tbody/tr/th"
+    signed_in(client, alice)
+    assert texts(page(client, "/dashboard/figures"), rows) == ["alice"]
+    signed_in(client, supervisor)
+    assert texts(page(client, "/dashboard/figures"), rows) == ["alice", "bob"]
