@@ -10,10 +10,11 @@ happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style
     language  choose the caller's language, then `next`; silence keeps the base language
     hours     business hours in a time zone with holiday dates -> `on_open` / `on_closed`
     verify    identity by keypad: `steps` (uid, phone, pin, totp, id_last4, pin_or_id_last4),
-              `attempts`, `skip_key`, `operator_key` -> `on_success` / `on_failure` /
-              `on_locked`; the caller is never told which factor was wrong; silence asks a
-              step again once, and twice is a skip; no verdict from the identity service goes
-              to `on_failure` at once (verified: unavailable)
+              at least one of them a secret (`SECRET_STEPS`), `attempts`, `skip_key`,
+              `operator_key` -> `on_success` / `on_failure` / `on_locked`; the caller is never
+              told which factor was wrong; silence asks a step again once, and twice is a skip;
+              no verdict from the identity service goes to `on_failure` at once (verified:
+              unavailable)
     ticket    look up an earlier case by its ticket number and queue the caller back to it
     number_check
               is a number that called or texted the caller one of the exchange's own (the
@@ -292,6 +293,12 @@ class QueueNode(_Node):
 
 
 SecretOrId = Literal["uid", "phone", "pin", "totp", "id_last4", "pin_or_id_last4"]
+# The steps a caller proves an account is theirs with: a UID and a phone number are no
+# secret (UIDs are on referral links and P2P pages; an attacker has the victim's number), so a
+# verification without one of these would freeze accounts and show their history on public
+# data. The same as `ivr.identity.SECRET_FACTORS`, which cannot be imported here (identity
+# imports the cases, which import the tree).
+SECRET_STEPS: frozenset[SecretOrId] = frozenset({"pin", "totp", "id_last4", "pin_or_id_last4"})
 DEFAULT_STEP_PROMPTS = {
     "uid": "verify_uid",
     "phone": "verify_phone",
@@ -908,6 +915,8 @@ def _check_graph(
                         f"'{language}' is not one of this menu's options "
                         f"({', '.join(sorted(offered))})",
                     )
+        if isinstance(node, VerifyNode):
+            _check_verify_secrets(name, node, catalogs, at)
         for rel, key in prompt_keys(node):
             for message, severity in _prompt_findings(key, catalogs):
                 at(name, rel, message, severity)
@@ -1056,6 +1065,7 @@ IN_A_ROW = "say/hours nodes in a row"
 FREEZE_NOT_EMERGENCY = "(self_freeze) must be priority: emergency"
 UNANSWERED_LOOP = "silence or wrong keys go round for ever"
 NO_OFFICIAL_NUMBERS = "lists no official_numbers"
+NO_SECRET = "asks for no secret"
 # Refusals added after trees were stored and live: a version rebuilt for its calls in
 # progress is only warned of them (`compile_source(in_progress=True)`).
 LATER_CHECKS = (
@@ -1065,6 +1075,7 @@ LATER_CHECKS = (
     FREEZE_NOT_EMERGENCY,
     NO_OFFICIAL_NUMBERS,
     UNANSWERED_LOOP,
+    NO_SECRET,
 )
 # The outcomes the hotline chooses, not the caller: the clock, a verification's verdict, a
 # number looked up. Whichever it is, a hijack victim must still reach the emergency queue.
@@ -1617,6 +1628,19 @@ def _check_keys_said(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
                 "or operator key): a caller who presses it is told it is not a valid choice",
                 "warning",
             )
+
+
+def _check_verify_secrets(name: str, node: VerifyNode, catalogs: Catalogs, at: Any) -> None:
+    """A verification must ask for a secret: "verified" frees the self-freeze and the
+    account's earlier cases for the agent."""
+    if not SECRET_STEPS & set(node.steps):
+        at(
+            name,
+            ("steps",),
+            f"{NO_SECRET} ({', '.join(node.steps)}): a UID or a phone number is no proof, "
+            "anyone who knows them would be verified, their account frozen and its earlier "
+            f"cases shown to the agent; add one of {', '.join(sorted(SECRET_STEPS))}",
+        )
 
 
 def _check_hint_count(name: str, spoken: list[Option], at: Any) -> None:

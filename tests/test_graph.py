@@ -253,7 +253,7 @@ nodes:
       - {key: "3", target: find}
       - {key: "4", target: open_hours}
       - {speech: {zh-CN: [帮助, 救命]}, target: security}
-  check: {kind: verify, steps: [uid], on_success: security, on_failure: general,
+  check: {kind: verify, steps: [uid, pin], on_success: security, on_failure: general,
           on_locked: desk}
   desk: {kind: transfer, number: "+15005550009", on_failure: general}
   find: {kind: ticket, on_not_found: general}

@@ -18,11 +18,14 @@ from typer.testing import CliRunner
 
 from ivr.cli import app
 from ivr.exceptions import Problem, SourceError
+from ivr.identity import SECRET_FACTORS
 from ivr.prompts import load_catalogs
 from ivr.tree import (
     KEY_NOT_IN_MENU,
     MAX_PASS_THROUGH,
     NO_ANNOUNCEMENT,
+    NO_SECRET,
+    SECRET_STEPS,
     UNANSWERED_LOOP,
     CompiledTree,
     HangupNode,
@@ -1318,8 +1321,8 @@ nodes:
   notice: {kind: say, prompt: connecting, next: check}
   check:
     kind: verify
-    steps: [uid]
-    step_prompts: {uid: main}
+    steps: [uid, pin]
+    step_prompts: {uid: main, pin: main}
     failed_prompt: invalid
     on_success: security
     on_failure: security
@@ -1636,10 +1639,44 @@ def test_a_survey_whose_back_key_is_a_score_is_refused(tmp_path: Path) -> None:
 
 def test_uid_lengths_that_admit_no_uid_are_refused(tmp_path: Path) -> None:
     text = EMERGENCY_LANE.replace(
-        "    steps: [uid]\n", "    steps: [uid]\n    uid_min_digits: 9\n    uid_max_digits: 8\n"
+        "    steps: [uid, pin]\n",
+        "    steps: [uid, pin]\n    uid_min_digits: 9\n    uid_max_digits: 8\n",
     )
     file, problems = check(tmp_path, text)
     assert_at(only(problems), file, line_of(text, "check:"), "nodes.check", "uid_min_digits")
+
+
+@pytest.mark.parametrize("steps", ["uid", "uid, phone", "phone"])
+def test_a_verification_that_asks_for_no_secret_is_refused(tmp_path: Path, steps: str) -> None:
+    """A UID is on referral links and P2P pages, and an attacker has the victim's number:
+    "verified" on those alone would freeze the account (self_freeze) and show the agent its
+    earlier cases, on one anonymous call."""
+    text = EMERGENCY_LANE.replace("    steps: [uid, pin]\n", f"    steps: [{steps}]\n").replace(
+        "step_prompts: {uid: main, pin: main}", "step_prompts: {uid: main, phone: main}"
+    )
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'steps:')}: error: nodes.check.steps: asks for no secret "
+        f"({steps}): a UID or a phone number is no proof, anyone who knows them would be "
+        "verified, their account frozen and its earlier cases shown to the agent; add one of "
+        "id_last4, pin, pin_or_id_last4, totp"
+    )
+
+
+def test_the_tree_and_the_identity_service_agree_on_what_a_secret_is() -> None:
+    assert SECRET_STEPS == SECRET_FACTORS
+
+
+def test_a_stored_verification_without_a_secret_still_serves_its_calls_in_progress() -> None:
+    """Refused as a new tree or a rollback; the calls that began on it end as they began."""
+    text = EMERGENCY_LANE.replace("    steps: [uid, pin]\n", "    steps: [uid]\n")
+    prompts = dict(load_catalogs(PROMPTS).sources)
+    with pytest.raises(SourceError, match="asks for no secret"):
+        tree_from_stored(text, "tree.yaml", prompts)
+    tree = tree_from_stored(text, "tree.yaml", prompts, in_progress=True)
+    assert [(p.path, p.severity) for p in tree.warnings if NO_SECRET in p.message] == [
+        ("nodes.check.steps", "warning")
+    ]
 
 
 def test_a_stored_version_refused_by_a_later_check_still_serves_its_calls_in_progress() -> None:
