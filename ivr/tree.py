@@ -1066,6 +1066,7 @@ FREEZE_NOT_EMERGENCY = "(self_freeze) must be priority: emergency"
 UNANSWERED_LOOP = "silence or wrong keys go round for ever"
 NO_OFFICIAL_NUMBERS = "lists no official_numbers"
 NO_SECRET = "asks for no secret"
+TOTP_ASKED = "asks callers for the code from their authenticator app"
 # Refusals added after trees were stored and live: a version rebuilt for its calls in
 # progress is only warned of them (`compile_source(in_progress=True)`).
 LATER_CHECKS = (
@@ -1632,7 +1633,9 @@ def _check_keys_said(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
 
 def _check_verify_secrets(name: str, node: VerifyNode, catalogs: Catalogs, at: Any) -> None:
     """A verification must ask for a secret: "verified" frees the self-freeze and the
-    account's earlier cases for the agent."""
+    account's earlier cases for the agent. And one that asks for the authenticator's code
+    contradicts the prompts that promise we never ask for it, the promise that keeps callers
+    from reading that code out to a scammer posing as us."""
     if not SECRET_STEPS & set(node.steps):
         at(
             name,
@@ -1641,6 +1644,47 @@ def _check_verify_secrets(name: str, node: VerifyNode, catalogs: Catalogs, at: A
             "anyone who knows them would be verified, their account frozen and its earlier "
             f"cases shown to the agent; add one of {', '.join(sorted(SECRET_STEPS))}",
         )
+    if "totp" in node.steps:
+        prompt = node.step_prompt("totp")
+        promised = promises_never_to_ask_for_codes(catalogs, but=prompt)
+        contradicts = (
+            f"which {', '.join(repr(key) for key in promised)} promise we never ask for"
+            if promised
+            else "what scammers posing as support ask for"
+        )
+        at(
+            name,
+            ("steps",),
+            f"a totp step {TOTP_ASKED}, {contradicts}: callers who hear us ask for it are "
+            "readier to read it out to a scammer posing as us; say in "
+            f"'{prompt}' why this call differs (only on a call they made to the number in our "
+            "app), or ask for pin or id_last4",
+            "warning",
+        )
+
+
+# A promise never to ask for a two-factor code, in a prompt of any language: never (or not
+# ever) asking, and a code of that kind, in the same prompt ("We will never ask for your
+# two-factor code"; "No one from our support team will ever ask for it", after "a two-factor
+# code"; 我们绝不会向您索要密码或两步验证码).
+_NEVER_ASK = re.compile(
+    r"\b(?:never|ever)\b[^.!?]*\bask|(?:绝不|不会)[^。!?\uff01\uff1f]*索要", re.IGNORECASE
+)
+_TWO_FACTOR_CODE = re.compile(
+    r"two-factor|two factor|\b2fa\b|authenticator|verification code|验证码", re.IGNORECASE
+)
+
+
+def promises_never_to_ask_for_codes(catalogs: Catalogs, *, but: str) -> list[str]:
+    """The prompts, in any catalog, that tell callers we never ask for their two-factor code
+    (`but` that one), in catalog order."""
+    found: dict[str, None] = {}
+    for cat in catalogs.by_language.values():
+        for key, value in cat.prompts.items():
+            text = value if isinstance(value, str) else value.text
+            if key != but and text and _NEVER_ASK.search(text) and _TWO_FACTOR_CODE.search(text):
+                found[key] = None
+    return list(found)
 
 
 def _check_hint_count(name: str, spoken: list[Option], at: Any) -> None:

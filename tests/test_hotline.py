@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import Engine, select
 
@@ -41,8 +42,9 @@ from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.phone import Answer, Phone, Press, ScriptedParty, Silent, Speak
 from ivr.settings import Settings
 from ivr.store import call_log, get_call
-from ivr.tree import CompiledTree, HangupNode, MenuNode, QueueNode
-from tests.conftest import FakeClock, bearer, make_user
+from ivr.tree import CompiledTree, HangupNode, MenuNode, QueueNode, compile_source
+from ivr.web import create_app
+from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
 
 
 def call(phone: Phone, *answers: Answer, hold: int = 1):  # type: ignore[no-untyped-def]
@@ -1217,6 +1219,53 @@ def test_the_emergency_lane_says_we_never_charge_to_unfreeze_nor_call_for_the_de
     assert record.queue == "security"
     assert never_charged in record.transcript and never_called in record.transcript
     assert put_through in record.heard and untrue not in record.heard
+
+
+@pytest.fixture
+def totp_phone(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> Iterator[Phone]:
+    """A phone to the shipped tree verifying by the authenticator's code, as an operator may
+    set it (`routes check` warns of it)."""
+    source = hotline_tree.source.replace("steps: [uid, pin_or_id_last4]", "steps: [uid, totp]")
+    assert source != hotline_tree.source
+    tree = compile_source(source, "totp.yaml", hotline_tree.catalogs)
+    with TestClient(
+        create_app(settings, tree=tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as c:
+        yield Phone(
+            c, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml, clock=clock
+        )
+
+
+@pytest.mark.parametrize(
+    ("language_key", "why"),
+    [
+        (
+            "1",
+            "We ask for this code only on a call you made yourself to the number in our app, and "
+            "no person will ever ask you to read it out.",
+        ),
+        (
+            "2",
+            "只有您自己拨打App上公布的客服电话时,才需要在这里按键输入这个验证码;任何人都绝不会让您把它念出来。",
+        ),
+    ],
+    ids=["en", "zh-CN"],
+)
+def test_a_line_asking_for_the_authenticators_code_says_why_that_is_no_scam(
+    totp_phone: Phone, language_key: str, why: str
+) -> None:
+    """Just after "we will never ask for your two-factor code", the code is asked for: the
+    caller hears why this call differs, and that nobody will ever ask them to read it out."""
+    record = call(totp_phone, Press(language_key), Press("1"), Press("10000001"), Press("*"))
+    assert record.queue == "security"
+    [asked] = [line for line in record.heard if why in line]
+    assert asked.startswith(why)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from ivr.tree import (
     NO_ANNOUNCEMENT,
     NO_SECRET,
     SECRET_STEPS,
+    TOTP_ASKED,
     UNANSWERED_LOOP,
     CompiledTree,
     HangupNode,
@@ -1665,6 +1666,46 @@ def test_a_verification_that_asks_for_no_secret_is_refused(tmp_path: Path, steps
 
 def test_the_tree_and_the_identity_service_agree_on_what_a_secret_is() -> None:
     assert SECRET_STEPS == SECRET_FACTORS
+
+
+def test_a_verification_asking_for_the_authenticators_code_is_warned_of(tmp_path: Path) -> None:
+    """ "Support asked me for my authenticator code" is the scammer's script: a line that asks
+    for it teaches callers to give it."""
+    text = EMERGENCY_LANE.replace("    steps: [uid, pin]\n", "    steps: [uid, totp]\n").replace(
+        "step_prompts: {uid: main, pin: main}", "step_prompts: {uid: main, totp: main}"
+    )
+    file, problems = check(tmp_path, text)
+    assert str(only(problems)) == (
+        f"{file}:{line_of(text, 'steps:')}: warning: nodes.check.steps: a totp step {TOTP_ASKED}, "
+        "what scammers posing as support ask for: callers who hear us ask for it are readier "
+        "to read it out to a scammer posing as us; say in 'main' why this call differs (only "
+        "on a call they made to the number in our app), or ask for pin or id_last4"
+    )
+
+
+def test_the_totp_warning_names_the_shipped_prompts_that_promise_never_to_ask_for_it(
+    tmp_path: Path,
+) -> None:
+    """The shipped line says "we will never ask for your two-factor code" before the
+    verification (and on hold, in the ticket text): a totp step there contradicts them."""
+    shipped = HOTLINE.read_text(encoding="utf-8")
+    text = shipped.replace("steps: [uid, pin_or_id_last4]", "steps: [uid, totp]")
+    assert text != shipped
+    path = write(tmp_path, text)
+    problems = [
+        p for p in check_tree(path, HOTLINE_PROMPTS) if not p.path.startswith("official_numbers")
+    ]
+    problem = only(problems)
+    assert (problem.line, problem.path, problem.severity) == (
+        line_of(text, "steps: [uid, totp]"),
+        "nodes.emergency_verify.steps",
+        "warning",
+    )
+    assert TOTP_ASKED in problem.message
+    named = problem.message.split("which ")[1].split(" promise we never ask for")[0].split(", ")
+    assert {"'emergency_notice'", "'account_2fa_advice'", "'hold_tip_1'"} <= set(named)
+    assert "'verify_totp'" not in named  # which says why it asks
+    assert "say in 'verify_totp' why this call differs" in problem.message
 
 
 def test_a_stored_verification_without_a_secret_still_serves_its_calls_in_progress() -> None:
