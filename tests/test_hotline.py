@@ -488,9 +488,69 @@ def test_a_victim_in_their_own_words_reaches_the_emergency_lane(
 @pytest.mark.parametrize(
     ("language_key", "words"),
     [
+        ("1", "someone ported my number to another sim"),
+        ("1", "somebody ported my number"),
+        ("1", "someone took my number"),
+        ("1", "someone took my phone number"),
+        ("1", "my sim stopped working"),
+        ("1", "my sim card stopped working and I got a message my number moved"),
+        ("1", "my number moved to another sim"),
+        ("2", "我的手机号被别人补卡了"),
+        ("2", "我的号码被转到别的手机上了"),
+        ("2", "号码被转移了"),
+        ("2", "手机号被过户了"),
+        ("2", "手机突然没信号了"),
+    ],
+)
+def test_a_sim_swap_victim_in_their_own_words_reaches_the_emergency_lane(
+    phone: Phone, db: Engine, language_key: str, words: str
+) -> None:
+    """A number taken to a thief's SIM is how their second factor is taken: its owner is the
+    exchange's most urgent caller, not one for the 2FA advice or "not a valid choice"."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert record.queue == "security", record.heard
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "told", "answer"),
+    [
+        (
+            "1",
+            "Press 3 too if your phone suddenly lost service, or your number moved to another "
+            "SIM: someone may have taken your number.",
+            Press("3"),
+        ),
+        ("1", "Press 3 too if your phone suddenly lost service", Speak("my phone has no service")),
+        (
+            "2",
+            "如果手机突然没信号,或者号码被转到了别的SIM卡上,可能是有人盗用了您的号码,也请按3",
+            Press("3"),
+        ),
+        ("2", "如果手机突然没信号", Speak("手机没有信号了")),
+    ],
+)
+def test_after_the_2fa_advice_a_phone_that_lost_service_reaches_the_security_team(
+    phone: Phone, db: Engine, language_key: str, told: str, answer: Answer
+) -> None:
+    """One who lost their codes because their phone suddenly lost service may be a SIM swap's
+    victim: the advice's next menu says so, and its 3 (or saying it) is the security team."""
+    record = call(phone, Press(language_key), Press("2"), Press("2"), answer, Press("*"))
+    assert any(told in line for line in record.heard), record.heard
+    assert record.queue == "security"
+    [case] = cases_of(db)
+    assert case["priority"] == "emergency"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
         ("1", "my deposit took over an hour to arrive"),
         ("1", "my order didn't place"),
         ("1", "i ported my phone number to a new carrier"),
+        ("1", "i ported my number to a new carrier"),  # "someone ported" is a SIM swap
+        ("1", "your agent took my number for a call back"),  # "someone took my number" is
         ("1", "why did you block my account"),
         ("1", "support told me to send a selfie for kyc"),
         ("1", "my api key leaked on github"),
