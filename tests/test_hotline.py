@@ -44,7 +44,16 @@ from ivr.settings import Settings
 from ivr.store import call_log, get_call
 from ivr.tree import CompiledTree, HangupNode, MenuNode, QueueNode, compile_source
 from ivr.web import create_app
-from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
+from tests.conftest import (
+    HTTPS_CLIENT,
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    RecordingTwilio,
+    bearer,
+    make_user,
+)
+from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
 
 def call(phone: Phone, *answers: Answer, hold: int = 1):  # type: ignore[no-untyped-def]
@@ -483,6 +492,78 @@ def test_a_victim_in_their_own_words_reaches_the_emergency_lane(
     scam check or a retry, where a thief has minutes more."""
     record = call(phone, Press(language_key), Speak(words), Press("*"))
     assert record.queue == "security", record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "in_the_app", "promised"),
+    [
+        (
+            "1",
+            "A reset is done only through the verification in our app, never on a call you did "
+            "not make.",
+            "an agent can help once your identity is verified",
+        ),
+        (
+            "2",
+            "重置只能通过App内的身份验证完成,绝不会在不是您主动拨打的电话里办理。",
+            "由客服核实身份后协助处理",
+        ),
+    ],
+    ids=["en", "zh-CN"],
+)
+def test_the_2fa_advice_says_a_reset_is_never_done_on_a_call_the_customer_did_not_make(
+    phone: Phone, language_key: str, in_the_app: str, promised: str
+) -> None:
+    """ "An agent can reset your 2FA" is what a scammer calling to do it says too: a reset is
+    done in the app, and never on a call the customer did not make."""
+    record = call(phone, Press(language_key), Press("2"), Press("2"), Press("9"))
+    assert any(in_the_app in line for line in record.heard), record.heard
+    assert promised not in record.transcript
+
+
+@pytest.mark.parametrize(
+    ("language_key", "greeting", "no_secrets"),
+    [
+        (
+            "1",
+            "Hello, this is exchange support returning your call about ticket",
+            "We will not ask for your PIN, password or any code on this call: if in doubt, hang "
+            "up and call the number in our app.",
+        ),
+        (
+            "2",
+            "您好,这里是交易所客服,就工单",
+            "本次通话中,我们不会向您索要PIN码、密码或任何验证码;如有疑问,请挂断,再拨打App上"
+            "公布的客服电话。",
+        ),
+    ],
+    ids=["en", "zh-CN"],
+)
+def test_a_call_back_says_it_asks_for_no_pin_or_code_and_to_call_the_apps_number_in_doubt(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    language_key: str,
+    greeting: str,
+    no_secrets: str,
+) -> None:
+    """We call whatever number called us, a spoofed one too: the customer who answers is told
+    that this call asks for no PIN, password or code, and where the real number is."""
+    twilio = RecordingTwilio()
+    app = app_with_twilio(database_url, hotline_tree, db, clock, twilio)
+    with on_the_line(app, check_twiml, twilio) as (client, phone):
+        # An agent, then 1 at the hold's offer of a call back, and 2 to confirm it.
+        call(phone, Press(language_key), Press("0"), Press("1"), Press("2"))
+        alice = make_user(db, "alice", "agent", "+15005559999")
+        claimed = client.post("/api/agents/next", headers=bearer(alice)).json()
+        assert claimed["connect"]["mode"] == "calling_back"
+        customer = phone.answer(
+            placed_calls(twilio)[-1], ScriptedParty([]), call_sid=twilio.sids[-1]
+        )
+    assert customer.heard[0].startswith(greeting), customer.heard
+    assert no_secrets in customer.heard[0]
 
 
 @pytest.mark.parametrize(
@@ -2009,7 +2090,7 @@ SEED_ADVICE = [
         ("1", "7", "4"),
         "If you entered a detail wrongly, such as your name or date of birth, press 4.",
         "If you entered a detail wrongly and your verification is still under review",
-        ("wait for the result", "exactly as it appears", "an agent can help you correct it"),
+        ("wait for the result", "exactly as it appears", "never on a call you did not make"),
         "kyc",
         id="en-kyc-details",
     ),
@@ -2017,7 +2098,11 @@ SEED_ADVICE = [
         ("2", "7", "4"),
         "姓名、出生日期等信息填错了,需要修改,请按4",
         "如果您填错了信息,而认证还在审核中",
-        ("请先等待审核结果", "按照证件上的信息逐项如实填写", "客服可以协助您更正"),
+        (
+            "请先等待审核结果",
+            "按照证件上的信息逐项如实填写",
+            "绝不会在不是您主动拨打的电话里办理",
+        ),
         "kyc",
         id="zh-kyc-details",
     ),
