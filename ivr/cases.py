@@ -16,7 +16,7 @@ import secrets
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 from sqlalchemy import (
@@ -2450,8 +2450,17 @@ def _token_hash(token: str) -> str:
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
-def create_user(conn: Connection, *, name: str, role: str, phone: str | None, now: datetime) -> str:
-    """Create a user and return their API token; only its hash is stored."""
+def create_user(
+    conn: Connection,
+    *,
+    name: str,
+    role: str,
+    phone: str | None,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> str:
+    """Create a user and return their API token, which works until `expires_at` (None:
+    never); only its hash is stored."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not USER_NAME.match(name):
@@ -2465,7 +2474,12 @@ def create_user(conn: Connection, *, name: str, role: str, phone: str | None, no
         with writing(conn):
             conn.execute(
                 insert(users).values(
-                    name=name, role=role, phone=phone, token_hash=_token_hash(token), created_at=now
+                    name=name,
+                    role=role,
+                    phone=phone,
+                    token_hash=_token_hash(token),
+                    created_at=now,
+                    token_expires_at=expires_at,
                 )
             )
     except IntegrityError:
@@ -2473,14 +2487,35 @@ def create_user(conn: Connection, *, name: str, role: str, phone: str | None, no
     return token
 
 
-def user_by_token(conn: Connection, *, token: str) -> User | None:
+def _token_owner(conn: Connection, token: str) -> Any:
     with reading(conn):
-        row = conn.execute(
+        return conn.execute(
             select(users).where(
                 users.c.token_hash == _token_hash(token), users.c.revoked_at.is_(None)
             )
         ).first()
-    return User(row.id, row.name, row.role, row.phone) if row else None
+
+
+def _expired(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is not None and expires_at <= now
+
+
+def user_by_token(conn: Connection, *, token: str, now: datetime | None = None) -> User | None:
+    """The user whose API token this is, unless it has expired by `now` (by default the
+    current time) or they are revoked."""
+    row = _token_owner(conn, token)
+    if row is None or _expired(row.token_expires_at, now or datetime.now(UTC)):
+        return None
+    return User(row.id, row.name, row.role, row.phone)
+
+
+def expired_token_owner(conn: Connection, *, token: str, now: datetime) -> User | None:
+    """The user whose API token this was, if it has expired by `now` (and they are not
+    revoked): someone to tell to ask for a new one, not a guess."""
+    row = _token_owner(conn, token)
+    if row is None or not _expired(row.token_expires_at, now):
+        return None
+    return User(row.id, row.name, row.role, row.phone)
 
 
 def open_session(conn: Connection, *, user_id: int, now: datetime, lasts: timedelta) -> str:
@@ -2498,19 +2533,23 @@ def open_session(conn: Connection, *, user_id: int, now: datetime, lasts: timede
     return secret
 
 
+_NOW = bindparam("now", type_=sessions.c.expires_at.type)
 _SESSION_USER = (
     select(users)
     .join(sessions, sessions.c.user_id == users.c.id)
     .where(
         sessions.c.secret_hash == bindparam("hash"),
-        sessions.c.expires_at > bindparam("now", type_=sessions.c.expires_at.type),
+        sessions.c.expires_at > _NOW,
         users.c.revoked_at.is_(None),
+        # A session lasts no longer than the token it was signed in with.
+        or_(users.c.token_expires_at.is_(None), users.c.token_expires_at > _NOW),
     )
 )
 
 
 def user_by_session(conn: Connection, *, secret: str, now: datetime) -> User | None:
-    """The user signed in with this session secret, while it lasts and they are not revoked."""
+    """The user signed in with this session secret, while it lasts, their token has not
+    expired and they are not revoked."""
     with reading(conn):
         row = conn.execute(_SESSION_USER, {"hash": _token_hash(secret), "now": now}).first()
     return User(row.id, row.name, row.role, row.phone) if row else None
@@ -2524,6 +2563,32 @@ def close_session(conn: Connection, *, secret: str) -> bool:
     return gone == 1
 
 
+SIGN_IN = "sign_in"  # the audit action of a dashboard sign-in
+
+
+def sign_in(
+    conn: Connection, *, user: User, now: datetime, lasts: timedelta, replacing: str | None
+) -> str:
+    """A dashboard sign-in of `user`, audited: the secret of a new session, for the browser's
+    cookie. The session of the cookie it replaces (`replacing`: its secret) ends with it, not
+    `lasts` later: a cookie the browser no longer holds must not be a session still open."""
+    with writing(conn):
+        if replacing:
+            close_session(conn, secret=replacing)
+        secret = open_session(conn, user_id=user.id, now=now, lasts=lasts)
+        audit(
+            conn,
+            actor=f"{user.role}:{user.name}",
+            action=SIGN_IN,
+            uid=None,
+            case_id=None,
+            reason=None,
+            result="ok",
+            now=now,
+        )
+    return secret
+
+
 def prune_sessions(conn: Connection, *, now: datetime) -> int:
     with writing(conn):
         gone: int = conn.execute(delete(sessions).where(sessions.c.expires_at <= now)).rowcount
@@ -2532,7 +2597,9 @@ def prune_sessions(conn: Connection, *, now: datetime) -> int:
 
 def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
     """Every user, oldest first: name, role, phone, created_at, revoked_at, available_since
-    (an agent's presence: None when away or lapsed), languages. Never a token."""
+    (an agent's presence: None when away or lapsed), languages, expires_at (when their token
+    does; None: one made before tokens expired, which never does). Never a token (nor a key
+    naming one)."""
     since = case_when((_available_after(now), users.c.available_since), else_=None)
     columns = (
         users.c.name,
@@ -2542,6 +2609,7 @@ def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
         users.c.revoked_at,
         since.label("available_since"),
         users.c.languages,
+        users.c.token_expires_at.label("expires_at"),
     )
     with reading(conn):
         return [dict(r) for r in conn.execute(select(*columns).order_by(users.c.id)).mappings()]
@@ -2600,15 +2668,16 @@ def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) 
     return True
 
 
-def reissue_token(conn: Connection, *, name: str) -> str:
-    """A new API token for `name` (shown once): the old one, and every dashboard session signed
-    in with it, stop working at once, on every instance. Lifts a revocation."""
+def reissue_token(conn: Connection, *, name: str, expires_at: datetime | None = None) -> str:
+    """A new API token for `name` (shown once), working until `expires_at` (None: never): the
+    old one, and every dashboard session signed in with it, stop working at once, on every
+    instance. Lifts a revocation."""
     token = secrets.token_urlsafe(32)
     with writing(conn):
         changed = conn.execute(
             update(users)
             .where(users.c.name == name)
-            .values(token_hash=_token_hash(token), revoked_at=None)
+            .values(token_hash=_token_hash(token), revoked_at=None, token_expires_at=expires_at)
         ).rowcount
         # Sessions signed in with the old token (a leaked token's thief's too) end with it.
         conn.execute(

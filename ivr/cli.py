@@ -495,34 +495,75 @@ def _database(settings: DatabaseSettings) -> Engine:
     return create_db_engine(settings.database_url)
 
 
+TokenDays = Annotated[
+    int | None,
+    typer.Option(
+        "--days",
+        min=1,
+        max=365,
+        help="days the token works (the dashboard sign-in too); default IVR_TOKEN_DAYS (90)",
+    ),
+]
+
+
+def _token_expiry(settings: DatabaseSettings, days: int | None) -> datetime:
+    return utcnow() + timedelta(days=days or settings.token_days)
+
+
+def _expires_text(expires_at: datetime) -> str:
+    return f"expires {expires_at:%Y-%m-%d %H:%M} UTC"
+
+
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="login name")],
     role: Annotated[str, typer.Option(help="agent, supervisor or operator")],
     phone: Annotated[str | None, typer.Option(help="E.164 number agents are dialled on")] = None,
+    days: TokenDays = None,
 ) -> None:
-    """Create a user and print their API token (shown once; only its hash is kept)."""
+    """Create a user and print their API token (shown once; only its hash is kept). It stops
+    working after IVR_TOKEN_DAYS (or --days): `ivr users token` issues the next one."""
     from ivr.cases import create_user
 
-    db = _database(_settings(DatabaseSettings))
+    settings = _settings(DatabaseSettings)
+    db = _database(settings)
+    expires_at = _token_expiry(settings, days)
     try:
         with db.connect() as conn:
-            token = create_user(conn, name=name, role=role, phone=phone, now=utcnow())
+            token = create_user(
+                conn, name=name, role=role, phone=phone, now=utcnow(), expires_at=expires_at
+            )
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"{role} {name} created. API token (shown once, keep it secret):\n{token}")
+    typer.echo(
+        f"{role} {name} created; the token {_expires_text(expires_at)}. "
+        f"API token (shown once, keep it secret):\n{token}"
+    )
+
+
+def _token_state(expires_at: datetime | None, now: datetime) -> str:
+    """What `users list` says of a token's expiry."""
+    if expires_at is None:
+        return "token never expires (made before tokens expired: rotate it with `users token`)"
+    if expires_at <= now:
+        return f"token expired {expires_at:%Y-%m-%d %H:%M} UTC"
+    return f"token {_expires_text(expires_at)}"
 
 
 @users_app.command("list")
 def users_list() -> None:
-    """Every user: name, role, agent phone, when created, and whether revoked (no tokens)."""
+    """Every user: name, role, agent phone, whether revoked, when their token expires, and
+    presence and languages (no tokens)."""
     from ivr.cases import list_users
 
     db = _database(_settings(DatabaseSettings))
+    now = utcnow()
     with db.connect() as conn:
-        rows = list_users(conn, now=utcnow())
+        rows = list_users(conn, now=now)
     for row in rows:
         state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+        if not row["revoked_at"]:
+            state += f", {_token_state(row['expires_at'], now)}"
         if row["available_since"] and not row["revoked_at"]:
             state += f", available since {row['available_since']:%Y-%m-%d %H:%M} UTC"
         if row["languages"]:
@@ -600,17 +641,25 @@ def users_revoke(name: Annotated[str, typer.Argument(help="login name")]) -> Non
 
 
 @users_app.command("token")
-def users_token(name: Annotated[str, typer.Argument(help="login name")]) -> None:
-    """Issue a user a new API token (shown once); the old one stops working. Lifts a revoke."""
+def users_token(
+    name: Annotated[str, typer.Argument(help="login name")], days: TokenDays = None
+) -> None:
+    """Issue a user a new API token (shown once); the old one stops working. Lifts a revoke.
+    The new one works for IVR_TOKEN_DAYS (or --days)."""
     from ivr.cases import reissue_token
 
-    db = _database(_settings(DatabaseSettings))
+    settings = _settings(DatabaseSettings)
+    db = _database(settings)
+    expires_at = _token_expiry(settings, days)
     try:
         with db.connect() as conn:
-            token = reissue_token(conn, name=name)
+            token = reissue_token(conn, name=name, expires_at=expires_at)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"New API token for {name} (shown once, keep it secret; the old one is void):")
+    typer.echo(
+        f"New API token for {name}, {_expires_text(expires_at)} "
+        "(shown once, keep it secret; the old one is void):"
+    )
     typer.echo(token)
 
 
@@ -796,8 +845,17 @@ def demo() -> None:
     )
     try:
         with directory.db.connect() as conn:
-            token = create_user(conn, name="demo-agent", role="agent", phone=None, now=utcnow())
+            expires_at = _token_expiry(settings, None)
+            token = create_user(
+                conn,
+                name="demo-agent",
+                role="agent",
+                phone=None,
+                now=utcnow(),
+                expires_at=expires_at,
+            )
         typer.echo(f"demo agent 'demo-agent', API token: {token}")
+        typer.echo(f"  (the token {_expires_text(expires_at)})")
         typer.echo(f"  sign in with it at {settings.base_url}/dashboard (the agent's desk), or")
         typer.echo(f"  curl -H 'Authorization: Bearer {token}' {settings.base_url}/api/queue")
     except ValueError:

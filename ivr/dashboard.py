@@ -42,11 +42,19 @@ from ivr.cases import (
     User,
     close_session,
     languages_typed,
-    open_session,
     user_by_session,
 )
 from ivr.db import in_utc
-from ivr.deps import MAX_TOKEN, Blocked, HotlineDep, off_the_webhooks, staff_user, wrong_token
+from ivr.deps import (
+    MAX_TOKEN,
+    Blocked,
+    HotlineDep,
+    TokenExpired,
+    dashboard_sign_in,
+    off_the_webhooks,
+    staff_user,
+    wrong_token,
+)
 from ivr.hotline import Hotline
 from ivr.tree import CompiledTree
 
@@ -335,6 +343,13 @@ def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] =
         user = check_token(request, hotline, token) if token else None
     except Blocked as blocked:
         return blocked_page(request, blocked)
+    except TokenExpired:
+        return render(
+            request,
+            "login.html",
+            {"error": "That token has expired. Ask an operator for a new one."},
+            status=401,
+        )
     if user is None:
         return render(
             request,
@@ -342,15 +357,20 @@ def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] =
             {"error": "That token is not valid. Check it and try again."},
             status=401,
         )
-    with hotline.db.connect() as conn:
-        secret = open_session(
-            conn, user_id=user.id, now=hotline.clock(), lasts=timedelta(seconds=SESSION_SECONDS)
-        )
+    replacing = request.cookies.get(COOKIE, "")
+    secret = dashboard_sign_in(
+        request,
+        hotline,
+        user,
+        lasts=timedelta(seconds=SESSION_SECONDS),
+        replacing=replacing if 0 < len(replacing) <= MAX_TOKEN else None,
+    )
     response = redirect(home(user))
+    # No Max-Age: the browser forgets the cookie when it closes (a shared computer); the
+    # session itself ends on the server SESSION_SECONDS after the sign-in whatever the browser.
     response.set_cookie(
         COOKIE,
         secret,  # never the API token: a stolen cookie is one session, ended by signing out
-        max_age=SESSION_SECONDS,
         path=PREFIX,
         httponly=True,
         samesite="strict",

@@ -155,6 +155,10 @@ users = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     # Set by `ivr users revoke`: the token (and any dashboard session) stopped working then.
     Column("revoked_at", UTCDateTime()),
+    # When the API token (the dashboard sign-in too) stops working, and its sessions with it:
+    # set by `ivr users add` and `ivr users token` (IVR_TOKEN_DAYS). None: never, as for the
+    # tokens made before tokens expired (`ivr users list` shows them, to be rotated).
+    Column("token_expires_at", UTCDateTime()),
     # An agent taking cases as they come (presence): since when they have waited for one. Set
     # when they make themselves available, moved on as each case of theirs ends (the longest
     # idle is offered first); None is away, and cases come only when they ask.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
@@ -11,9 +13,11 @@ import anyio.to_thread
 from anyio.lowlevel import RunVar
 from fastapi import Depends, HTTPException, Request
 
-from ivr.cases import User, user_by_token
+from ivr.cases import User, expired_token_owner, sign_in, user_by_token
 from ivr.hotline import Hotline
 from ivr.identity import SignInThrottle
+
+log = logging.getLogger("ivr.deps")
 
 MAX_TOKEN = 200  # ours are 43 characters; nothing longer is looked up
 
@@ -84,37 +88,89 @@ class Blocked(Exception):
         self.wait = wait
 
 
+class TokenExpired(Exception):
+    """The token of `user` has expired: they need a new one (`ivr users token`), and trying
+    again will not help."""
+
+    def __init__(self, user: User) -> None:
+        super().__init__(user.name)
+        self.user = user
+
+
 def staff_user(request: Request, hotline: Hotline, token: str, where: str) -> User | None:
     """The user a staff token (a bearer token, a dashboard sign-in or session) belongs to.
 
     A wrong one is counted against the client address (`SignInThrottle`), and raises Blocked
     while the address has sent too many lately. A right token always passes: refusing it would
     let anyone able to send wrong tokens "from" an agent's address lock that agent out of the
-    queue (and a 256-bit token is not guessed anyway)."""
-    user = None
+    queue (and a 256-bit token is not guessed anyway). An expired token is no right token: it
+    is counted as a wrong one, then raises TokenExpired."""
+    user = expired = None
+    now = hotline.clock()
     if len(token) <= MAX_TOKEN:
         with hotline.db.connect() as conn:
-            user = user_by_token(conn, token=token)
+            user = user_by_token(conn, token=token, now=now)
+            if user is None:
+                expired = expired_token_owner(conn, token=token, now=now)
     if user is not None:
         return user
-    wrong_token(request, hotline, where)
+    wrong_token(request, hotline, where, expired=expired)
+    if expired is not None:
+        raise TokenExpired(expired)
     return None
 
 
-def wrong_token(request: Request, hotline: Hotline, where: str) -> None:
-    """Count a wrong token (or session cookie) against the client address; Blocked while it
-    has sent too many lately."""
+def wrong_token(
+    request: Request, hotline: Hotline, where: str, *, expired: User | None = None
+) -> None:
+    """Count a wrong token or session cookie (or the token of `expired`, past its expiry)
+    against the client address, and in the metrics; Blocked while the address has sent too
+    many lately. Logged as a warning, never the token itself."""
     throttle = SignInThrottle(hotline.db)
     client, now = client_address(request), hotline.clock()
+    failures = hotline.metrics.staff_auth_failures
+    failures.labels(where, "wrong" if expired is None else "expired").inc()
     wait = throttle.retry_after(client, now)
     if wait is not None:
+        hotline.metrics.staff_auth_blocked.labels(where).inc()
         raise Blocked(wait)
     throttle.failed(client, where, now)
+    # Only while not blocked: a flood of them writes a few lines an address, the metrics the rest.
+    if expired is None:
+        log.warning("wrong staff token or session where=%s client=%s", where, client)
+    else:
+        log.warning(
+            "expired staff token user=%s role=%s where=%s client=%s: `ivr users token %s` "
+            "issues a new one",
+            expired.name,
+            expired.role,
+            where,
+            client,
+            expired.name,
+        )
+
+
+def dashboard_sign_in(
+    request: Request, hotline: Hotline, user: User, *, lasts: timedelta, replacing: str | None
+) -> str:
+    """Sign `user` in to the dashboard: the secret of their new session, for the cookie. The
+    session of the cookie it replaces (`replacing`) is closed. Audited, and logged with the
+    client address (incident response asks when and from where a token was used)."""
+    with hotline.db.connect() as conn:
+        secret = sign_in(conn, user=user, now=hotline.clock(), lasts=lasts, replacing=replacing)
+    log.info(
+        "dashboard sign-in user=%s role=%s client=%s",
+        user.name,
+        user.role,
+        client_address(request),
+    )
+    return secret
 
 
 def current_user(request: Request, hotline: HotlineDep) -> User:
     """The user behind `Authorization: Bearer <token>`; 401 without one (nothing guessed, nothing
-    counted) or with a wrong one, 429 while the client address has sent too many wrong ones."""
+    counted) or with a wrong or expired one, 429 while the client address has sent too many
+    wrong ones."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     user = None
@@ -126,6 +182,12 @@ def current_user(request: Request, hotline: HotlineDep) -> User:
                 429,
                 "too many wrong tokens from this address; try again later",
                 headers={"Retry-After": str(blocked.wait)},
+            ) from None
+        except TokenExpired:
+            raise HTTPException(
+                401,
+                "this token has expired: ask an operator for a new one (ivr users token)",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from None
     if user is None:
         raise HTTPException(

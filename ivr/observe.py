@@ -13,6 +13,12 @@ Metrics (GET /metrics):
                                            service down or failing, the directory's database
                                            failing); a webhook Twilio repeats counts once
     ivr_freezes_total{by,result}           account freezes (by caller or agent)
+    ivr_staff_auth_failures_total{where,reason}
+                                           staff tokens refused (`where`: api, dashboard;
+                                           `reason`: wrong, or expired), those answered 429
+                                           included: a rise of `wrong` is someone guessing
+    ivr_staff_auth_blocked_total{where}    of those, the ones answered 429 (their address sent
+                                           too many wrong tokens lately)
     ivr_pages_total{by,result}             texts and calls to the on-call about an emergency
                                            left waiting (ivr.oncall), sent or refused
     ivr_calls_in_progress                  calls not yet ended            } read from the
@@ -116,6 +122,21 @@ class Metrics:
         )
         self.freezes = Counter(
             "ivr_freezes", "account freezes", ["by", "result"], registry=self.registry
+        )
+        self.staff_auth_failures = Counter(
+            "ivr_staff_auth_failures",
+            "staff tokens and dashboard sessions refused, at `where` (api, dashboard), for "
+            "`reason` (wrong: no such token, session or user; expired: a user's token past its "
+            "expiry), the ones answered 429 included",
+            ["where", "reason"],
+            registry=self.registry,
+        )
+        self.staff_auth_blocked = Counter(
+            "ivr_staff_auth_blocked",
+            "staff tokens answered 429 at `where`: their client address sent too many wrong "
+            "tokens lately (ivr.identity.SignInThrottle)",
+            ["where"],
+            registry=self.registry,
         )
         self.offers = Counter(
             "ivr_offers",

@@ -57,6 +57,9 @@ class DatabaseSettings(BaseSettings):
     # and by `ivr db purge`. 0: never. Less than 31 is refused: the figures (up to 31 days)
     # and follow-ups of recent tickets would find nothing.
     retention_days: int = Field(default=400, ge=0, validation_alias="IVR_RETENTION_DAYS")
+    # Days a staff API token (the dashboard sign-in too) made by `ivr users add` or `ivr users
+    # token` works: one copied once (shell history, a screenshot) does not work forever.
+    token_days: int = Field(default=90, ge=1, le=365, validation_alias="IVR_TOKEN_DAYS")
 
     @field_validator("retention_days")
     @classmethod
@@ -431,6 +434,7 @@ _ENV_NAMES = {
     "trusted_proxies": "IVR_TRUSTED_PROXIES",
     "hashing_at_once": "IVR_HASHING_AT_ONCE",
     "report_tz": "IVR_REPORT_TZ",
+    "token_days": "IVR_TOKEN_DAYS",
 }
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,14 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from ivr.cases import available_since, list_users, presence, set_available, user_by_token
+from ivr.cases import (
+    available_since,
+    create_user,
+    list_users,
+    presence,
+    set_available,
+    user_by_token,
+)
 from ivr.cli import DEMO_ACCOUNTS
 from ivr.db import accounts, audit_log, calls, create_db_engine, users
 from ivr.identity import LocalAccountActions, LocalDirectory
@@ -971,3 +978,36 @@ def test_routes_check_points_at_a_ticket_text_that_cannot_be_texted(tmp_path: Pa
         "prompts.ticket_text: prompt 'ticket_text' must be words saying {ticket}: it is texted "
         "(IVR_TEXT_TICKETS is on in this environment: reload would refuse these catalogs)"
     )
+
+
+def test_tokens_expire_after_ivr_token_days_and_users_list_says_when(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    del env["TWILIO_AUTH_TOKEN"]
+    before = datetime.now(UTC)
+    added = run(["users", "add", "ana", "--role", "agent"], env, tmp_path)
+    assert added.returncode == 0 and "the token expires " in added.stdout, added.stderr
+    week = run(["users", "add", "ben", "--role", "agent", "--days", "7"], env, tmp_path)
+    assert week.returncode == 0, week.stderr
+    month = run(["users", "token", "ana"], {**env, "IVR_TOKEN_DAYS": "30"}, tmp_path)
+    assert month.returncode == 0 and "expires " in month.stdout, month.stderr
+    engine = create_db_engine(env["IVR_DATABASE_URL"])
+    try:
+        make_user(engine, "old", "supervisor")  # made before tokens expired: no expiry
+        with engine.connect() as conn:
+            create_user(conn, name="gone", role="agent", phone=None, now=before, expires_at=before)
+            expiry = dict(conn.execute(select(users.c.name, users.c.token_expires_at)).all())
+    finally:
+        engine.dispose()
+    after = datetime.now(UTC)
+    for name, days in (("ana", 30), ("ben", 7)):
+        assert before + timedelta(days=days) <= expiry[name] <= after + timedelta(days=days)
+    listed = {
+        line.split()[0]: line for line in run(["users", "list"], env, tmp_path).stdout.splitlines()
+    }
+    assert f"token expires {expiry['ana']:%Y-%m-%d %H:%M} UTC" in listed["ana"]
+    assert "token never expires" in listed["old"] and "rotate it" in listed["old"]
+    assert f"token expired {before:%Y-%m-%d %H:%M} UTC" in listed["gone"]
+    zero = run(["users", "add", "cy", "--role", "agent"], {**env, "IVR_TOKEN_DAYS": "0"}, tmp_path)
+    assert zero.returncode == 1 and "IVR_TOKEN_DAYS" in zero.stderr
+    too_long = run(["users", "token", "ana", "--days", "400"], env, tmp_path)
+    assert too_long.returncode == 2 and "--days" in too_long.stderr

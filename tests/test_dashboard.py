@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import shutil
 import threading
@@ -2475,3 +2476,81 @@ def test_an_agent_sees_their_own_figures_and_a_supervisor_everyones(
     assert texts(page(client, "/dashboard/figures"), rows) == ["alice"]
     signed_in(client, supervisor)
     assert texts(page(client, "/dashboard/figures"), rows) == ["alice", "bob"]
+
+
+# -- token expiry, sign-in records, the session cookie ----------------------------------------
+
+
+def test_an_expired_token_signs_in_nowhere_and_ends_its_sessions(
+    client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """A token works until its expiry, at the API and the dashboard; a session signed in with
+    it ends then too, before its 8 hours. A token made before tokens expired (none) goes on."""
+    with db.connect() as conn:
+        token = cases_module.create_user(
+            conn,
+            name="sam",
+            role="supervisor",
+            phone=None,
+            now=clock(),
+            expires_at=clock() + timedelta(hours=1),
+        )
+    old = make_user(db, "olga", "supervisor")  # no expiry: made as before the migration
+    signed_in(client, token)
+    clock.advance(minutes=59)
+    page(client, "/dashboard/queue")
+    assert client.get("/api/queue", headers=bearer(token)).status_code == 200
+    clock.advance(minutes=1)
+    ended = client.get("/dashboard/queue", follow_redirects=False)
+    assert (ended.status_code, ended.headers["location"]) == (303, "/dashboard/login")
+    refused = login(client, token)
+    assert refused.status_code == 401 and "That token has expired" in refused.text
+    assert "set-cookie" not in refused.headers
+    api = client.get("/api/queue", headers=bearer(token))
+    assert api.status_code == 401 and "expired" in api.json()["detail"]
+    clock.advance(days=400)
+    assert client.get("/api/queue", headers=bearer(old)).status_code == 200
+    signed_in(client, old)
+    page(client, "/dashboard/queue")
+
+
+def test_a_sign_in_is_logged_and_audited_without_the_token(
+    client: TestClient, db: Engine, supervisor: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="ivr"):
+        signed_in(client, supervisor)
+        assert login(client, "not-" + supervisor).status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("ivr")]
+    assert [line for line in lines if "sign-in" in line] == [
+        "dashboard sign-in user=sam role=supervisor client=testclient"
+    ]
+    [wrong] = [r for r in caplog.records if "wrong staff token" in r.getMessage()]
+    assert wrong.levelno == logging.WARNING and "where=dashboard" in wrong.getMessage()
+    assert not any(supervisor in line for line in lines)
+    with db.connect() as conn:
+        rows = conn.execute(select(audit_log.c.actor, audit_log.c.action)).all()
+    assert [tuple(r) for r in rows] == [("supervisor:sam", "sign_in")]
+
+
+def test_the_session_cookie_is_forgotten_with_the_browser(
+    client: TestClient, clock: FakeClock, supervisor: str
+) -> None:
+    """No Max-Age or Expires: a browser closed on a shared computer holds no session; the
+    server still ends it after 8 hours."""
+    cookie = cookie_header(login(client, supervisor)).lower()
+    assert "max-age" not in cookie and "expires" not in cookie
+    clock.advance(seconds=dashboard.SESSION_SECONDS)
+    assert client.get("/dashboard/queue", follow_redirects=False).status_code == 303
+
+
+def test_signing_in_again_ends_the_session_of_the_cookie_it_replaces(
+    client: TestClient, db: Engine, supervisor: str
+) -> None:
+    signed_in(client, supervisor)
+    replaced = client.cookies[dashboard.COOKIE]
+    signed_in(client, make_user(db, "olga", "operator"))  # another user, same browser
+    page(client, "/dashboard/tree")
+    with TestClient(client.app, base_url=HTTPS_CLIENT) as thief:
+        thief.cookies.set(dashboard.COOKIE, replaced, path="/dashboard")
+        gone = thief.get("/dashboard/queue", follow_redirects=False)
+        assert (gone.status_code, gone.headers["location"]) == (303, "/dashboard/login")

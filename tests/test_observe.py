@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine
 
+from ivr.cases import create_user
 from ivr.db import create_db_engine
 from ivr.observe import JsonFormatter, _FromDatabase
 from ivr.phone import Phone, Press, ScriptedParty
@@ -211,3 +212,33 @@ def test_the_gauges_say_when_the_database_could_not_be_read() -> None:
     text = generate_latest(registry).decode()
     assert "ivr_database_up 0.0" in text
     assert "ivr_longest_wait_seconds{" not in text and "ivr_queue_depth{" not in text
+
+
+def test_refused_staff_tokens_are_counted_by_where_and_why(
+    client: TestClient, db: Engine, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wrong tokens (someone guessing) apart from expired ones (someone to give a new one),
+    the 429s among them counted too; the log names an expired token's user, never a token."""
+    with db.connect() as conn:
+        expired = create_user(
+            conn, name="ana", role="agent", phone=None, now=clock(), expires_at=clock()
+        )
+    wrong = "w" * 43
+    with caplog.at_level(logging.WARNING, logger="ivr"):
+        assert client.get("/api/queue", headers=bearer(wrong)).status_code == 401
+        assert client.get("/api/queue", headers=bearer(expired)).status_code == 401
+        login = client.post("/dashboard/login", data={"token": wrong}, follow_redirects=False)
+        assert login.status_code == 401
+        for _ in range(7):  # ten refused in all (the expired one too): the next is a 429
+            assert client.get("/api/queue", headers=bearer(wrong)).status_code == 401
+        assert client.get("/api/queue", headers=bearer(wrong)).status_code == 429
+    m = scrape(client)
+    failures = "ivr_staff_auth_failures_total"
+    assert m[(failures, (("reason", "wrong"), ("where", "api")))] == 9
+    assert m[(failures, (("reason", "expired"), ("where", "api")))] == 1
+    assert m[(failures, (("reason", "wrong"), ("where", "dashboard")))] == 1
+    assert m[("ivr_staff_auth_blocked_total", (("where", "api"),))] == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([line for line in lines if "wrong staff token" in line]) == 9  # not the 429
+    assert any(line.startswith("expired staff token user=ana role=agent") for line in lines)
+    assert not any(wrong in line or expired in line for line in lines)

@@ -30,3 +30,11 @@ def test_a_placeholder_auth_token_is_refused(token: str) -> None:
 
 def test_a_real_looking_auth_token_is_taken_trimmed() -> None:
     assert make_settings(TWILIO_AUTH_TOKEN=f" {TOKEN}\n").twilio_auth_token == TOKEN
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "366"])
+def test_a_token_lifetime_of_none_or_over_a_year_is_refused(days: str) -> None:
+    """A token copied once must stop working some day: no "never", and no decade."""
+    with pytest.raises(ValidationError, match="IVR_TOKEN_DAYS"):
+        make_settings(IVR_TOKEN_DAYS=days)
+    assert make_settings().token_days == 90
