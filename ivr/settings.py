@@ -223,10 +223,16 @@ class Settings(AccountSettings):
     # developer's), off for an https one (a public server), unless someone needs them.
     api_docs: bool | None = Field(default=None, validation_alias="IVR_API_DOCS")
     # Bearer token Prometheus must send for /metrics (its `authorization` scrape setting).
-    # Unset (or empty): /metrics answers anyone who reaches it, so keep it off the public proxy.
+    # Unset (or empty): IVR_METRICS_OPEN says whether /metrics answers without one.
     metrics_token: str | None = Field(
         default=None, validation_alias="IVR_METRICS_TOKEN", repr=False
     )
+    # Whether /metrics answers anyone who reaches it while IVR_METRICS_TOKEN is unset (404
+    # otherwise). Unset: yes for a local http IVR_PUBLIC_URL (a developer's), no for an https
+    # one (a public server), as for IVR_API_DOCS: a proxy or load balancer that passes it on
+    # would show anyone when the security desk is swamped, and the lockout counters. true:
+    # Prometheus scrapes the private address without a token and the proxy keeps it out.
+    metrics_open: bool | None = Field(default=None, validation_alias="IVR_METRICS_OPEN")
     # The number outbound call-backs come from (a Twilio number of this account).
     caller_id: str | None = Field(default=None, pattern=E164, validation_alias="IVR_CALLER_ID")
     # The country codes of numbers the hotline contacts on a caller's say-so: a number keyed
@@ -407,6 +413,12 @@ class Settings(AccountSettings):
     def serves_api_docs(self) -> bool:
         """IVR_API_DOCS, or by default whether the public URL is plain http (not public)."""
         return self.api_docs if self.api_docs is not None else not self.public_https
+
+    @property
+    def serves_open_metrics(self) -> bool:
+        """Whether /metrics answers without a token, IVR_METRICS_TOKEN being unset:
+        IVR_METRICS_OPEN, or by default whether the public URL is plain http (not public)."""
+        return self.metrics_open if self.metrics_open is not None else not self.public_https
 
 
 S = TypeVar("S", bound=DatabaseSettings)

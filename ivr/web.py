@@ -883,6 +883,8 @@ def create_app(
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics(credentials: ScrapeCredentials) -> Response:
         expected = settings.metrics_token
+        if not expected and not settings.serves_open_metrics:
+            raise HTTPException(status_code=404)  # as for any path there is nothing at
         if expected and not (
             credentials
             and secrets.compare_digest(credentials.credentials.encode(), expected.encode())

@@ -60,6 +60,9 @@ def make_settings(**overrides: object) -> Settings:
         # Cases are offered to available agents when a test says so (`Hotline.dispatch`),
         # not by the app's timed job at a moment of its own; a test of that job sets it.
         "IVR_DISPATCH_INTERVAL": 3600,
+        # The tests scrape /metrics without a token; on the https PUBLIC_URL it would be 404
+        # (test_observe checks that default).
+        "IVR_METRICS_OPEN": True,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

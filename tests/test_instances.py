@@ -55,6 +55,7 @@ def instances(
         IVR_DATABASE_URL=pg_database_url,
         IVR_SECRET_KEY=SECRET_KEY,
         IVR_LOG_FORMAT="text",
+        IVR_METRICS_OPEN="true",  # scraped below without a token, on the https PUBLIC_URL
         # Both offer cases to the available agents, often, so that their offers overlap.
         IVR_DISPATCH_INTERVAL="0.05",
     )

@@ -89,6 +89,44 @@ def test_metrics_need_the_scrape_token_once_one_is_set(
 
 
 @pytest.mark.parametrize(
+    ("open_", "public_url", "scraped"),
+    [
+        (None, PUBLIC_URL, 404),  # unset, on a public (https) server: nothing there
+        (None, "http://127.0.0.1:8000", 200),  # unset, a developer's: open
+        ("true", PUBLIC_URL, 200),  # the proxy keeps it out; Prometheus scrapes privately
+        ("false", "http://127.0.0.1:8000", 404),
+    ],
+)
+def test_metrics_without_a_token_are_off_on_a_public_server(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    open_: str | None,
+    public_url: str,
+    scraped: int,
+) -> None:
+    """A proxy or load balancer that passes /metrics on must not show anyone the queue and
+    the lockout counters: without IVR_METRICS_TOKEN, an https server answers 404 unless
+    IVR_METRICS_OPEN says otherwise. With the token, it is asked for whatever the setting."""
+    settings = make_settings(
+        IVR_DATABASE_URL=database_url, IVR_METRICS_OPEN=open_, IVR_PUBLIC_URL=public_url
+    )
+    with TestClient(create_app(settings, tree=hotline_tree), base_url=HTTPS_CLIENT) as client:
+        response = client.get("/metrics")
+        assert response.status_code == scraped
+        assert ("ivr_webhook_seconds" in response.text) == (scraped == 200)
+    token = "m3tr1cs-" + "x" * 24
+    with_token = make_settings(
+        IVR_DATABASE_URL=database_url,
+        IVR_METRICS_OPEN=open_,
+        IVR_PUBLIC_URL=public_url,
+        IVR_METRICS_TOKEN=token,
+    )
+    with TestClient(create_app(with_token, tree=hotline_tree), base_url=HTTPS_CLIENT) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=bearer(token)).status_code == 200
+
+
+@pytest.mark.parametrize(
     ("docs", "public_url", "served"),
     [
         ("true", PUBLIC_URL, True),
