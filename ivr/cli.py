@@ -825,13 +825,60 @@ DEMO_ACCOUNTS = (
 )
 
 
+def _someone_elses(directory: LocalDirectory, account: dict[str, str]) -> bool:
+    """Whether a demo account's UID is an account already, with secrets other than the demo's
+    (a real customer's, on a directory in use): not one an earlier `ivr demo` seeded."""
+    from sqlalchemy import select
+
+    from ivr.db import accounts
+
+    with directory.db.connect() as conn:
+        row = conn.execute(
+            select(accounts.c.totp_secret).where(accounts.c.uid == account["uid"])
+        ).first()
+    if row is None:
+        return False
+    now = utcnow()
+    factors = (("pin", "pin"), ("id_last4", "id_last4"), ("phone", "phone"))
+    return row.totp_secret is not None or not all(
+        directory.check(uid=account["uid"], factor=factor, digits=account[key], now=now)
+        for factor, key in factors
+    )
+
+
 @app.command()
-def demo() -> None:
-    """Seed demo accounts and an agent for trying the hotline locally, and print them."""
+def demo(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="seed them even on a public server (https IVR_PUBLIC_URL), and over "
+            "accounts with the demo's UIDs and other secrets",
+        ),
+    ] = False,
+) -> None:
+    """Seed demo accounts and an agent for trying the hotline locally, and print them.
+
+    Refused on a public server, and over accounts of the same UIDs with other secrets, unless
+    --force: anyone could then verify as those accounts' owners by phone with published PINs."""
     from ivr.cases import create_user
 
     settings = _settings(Settings)
+    if settings.public_https and not force:
+        raise _fail(
+            "refusing: IVR_PUBLIC_URL is https, a public server. `ivr demo` gives accounts "
+            f"{' and '.join(a['uid'] for a in DEMO_ACCOUNTS)} published PINs (anyone could "
+            "verify as them by phone) and makes an agent. Try it on a local http "
+            "IVR_PUBLIC_URL, or add --force. Nothing was changed."
+        )
     directory = _directory(settings)
+    taken = [a["uid"] for a in DEMO_ACCOUNTS if _someone_elses(directory, a)]
+    if taken and not force:
+        raise _fail(
+            f"refusing: account(s) {', '.join(taken)} exist already with other secrets (a "
+            "customer's?): `ivr demo` would replace them with published PINs. --force "
+            "replaces them. Nothing was changed."
+        )
     typer.echo("demo accounts (call with ivr dial; the emergency path asks for UID and PIN):")
     for account in DEMO_ACCOUNTS:
         directory.add(**account, totp_secret=None, now=utcnow())

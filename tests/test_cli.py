@@ -1011,3 +1011,48 @@ def test_tokens_expire_after_ivr_token_days_and_users_list_says_when(tmp_path: P
     assert zero.returncode == 1 and "IVR_TOKEN_DAYS" in zero.stderr
     too_long = run(["users", "token", "ana", "--days", "400"], env, tmp_path)
     assert too_long.returncode == 2 and "--days" in too_long.stderr
+
+
+def test_demo_refuses_a_public_server_and_someone_elses_accounts_unless_forced(
+    tmp_path: Path,
+) -> None:
+    """Published PINs on accounts 10000001 and 10000002 would let anyone verify as their
+    owners by phone: not on an https server, nor over accounts of those UIDs with other
+    secrets (a customer's), unless --force. Refused, nothing is changed."""
+    local = base_env(tmp_path, IVR_PUBLIC_URL="http://127.0.0.1:9", IVR_SECRET_KEY=SECRET_KEY)
+    public = {**local, "IVR_PUBLIC_URL": "https://hotline.example.com"}
+    added = run(
+        ["accounts", "add", "--uid", "10000001", "--phone", "+15005550100", "--secrets-stdin"],
+        local,
+        tmp_path,
+        stdin="pin=135790\n",
+    )
+    assert added.returncode == 0, added.stderr
+    engine = create_db_engine(local["IVR_DATABASE_URL"])
+
+    def stored() -> tuple[dict[str, str | None], list[str]]:
+        with engine.connect() as conn:
+            hashes = dict(conn.execute(select(accounts.c.uid, accounts.c.pin_hash)).all())
+            names = list(conn.execute(select(users.c.name)).scalars())
+        return hashes, names
+
+    try:
+        before = stored()
+        on_https = run(["demo"], public, tmp_path)
+        assert on_https.returncode == 1 and "IVR_PUBLIC_URL is https" in on_https.stderr
+        assert "pin 123456" not in on_https.stdout and stored() == before
+        over_a_customer = run(["demo"], local, tmp_path)
+        assert over_a_customer.returncode == 1, over_a_customer.stdout
+        assert "10000001 exist already with other secrets" in over_a_customer.stderr
+        assert "pin 123456" not in over_a_customer.stdout and stored() == before
+        forced = run(["demo", "--force"], local, tmp_path)
+        assert forced.returncode == 0 and "uid 10000001  pin 123456" in forced.stdout
+        again = run(["demo"], local, tmp_path)  # its own accounts: seeded again, as before
+        assert again.returncode == 0 and "demo agent exists already" in again.stdout
+        assert run(["demo", "--force"], public, tmp_path).returncode == 0
+    finally:
+        engine.dispose()
+    directory = LocalDirectory(create_db_engine(local["IVR_DATABASE_URL"]), SECRET_KEY)
+    now = datetime.now(UTC)
+    assert directory.check(uid="10000001", factor="pin", digits="123456", now=now)
+    directory.db.dispose()
