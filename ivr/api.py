@@ -222,7 +222,16 @@ class Verification(BaseModel):
         "one before the caller hung up, skipped or fell silent), skipped, locked, unavailable "
         "or not_attempted"
     )
-    factors: list[str]
+    factors: list[str] = Field(
+        description="what matched, by name (never the digits): uid, pin, id_last4, totp, "
+        "phone; a case from before this was recorded may say pin_or_id_last4"
+    )
+    partial: bool = Field(
+        default=False,
+        description="yes, but on no PIN or authenticator code (the ID document's last 4 "
+        "digits, which leak with the ID number): weaker. The account's earlier cases stay "
+        "hidden from the agent as for an unverified caller",
+    )
 
 
 class CaseDetail(BaseModel):
@@ -240,7 +249,9 @@ class CaseDetail(BaseModel):
         "`stir_verstat` (Twilio's), `callback_keyed` (yes: the caller hid their number and "
         "keyed the one to call back on; nobody vouched for it), `reported_number` (a number "
         "that called or texted the caller claiming to be the exchange, and is not one of its "
-        "own: a scam to look into)"
+        "own: a scam to look into), `under_guessing` (`failures/numbers`: someone keyed that "
+        "many wrong answers for this account lately, from that many numbers (withheld ones "
+        "counted as one), enough to lock it: if this caller is the owner, freeze first)"
     )
     freeze: dict[str, str]
     menu_path: list[str]
@@ -377,6 +388,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
     flags = raw["flags"] or {}
     theirs = user.role == "agent" and raw["agent_id"] == user.id and raw["accept_by"] is None
     shown = (lambda number: number) if theirs else (lambda number: mask(number) or None)
+    verification = _verification(flags)
     return CaseDetail(
         id=raw["id"],
         ticket=raw["ticket"],
@@ -386,22 +398,15 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         queue=raw["queue"],
         account_uid=raw["account_uid"],
         caller=shown(raw["caller"]),
-        verification=Verification(
-            result=flags.get("verified", "not_attempted"),
-            factors=[f for f in flags.get("factors", "").split(",") if f],
-        ),
-        risk={
-            k: flags[k]
-            for k in ("caller_id_match", "stir_verstat", "callback_keyed", "reported_number")
-            if flags.get(k)
-        },
+        verification=verification,
+        risk={k: flags[k] for k in RISK_FLAGS if flags.get(k)},
         freeze={k: flags[k] for k in ("self_freeze", "agent_freeze", "also_frozen") if k in flags},
         menu_path=raw["menu_path"],
         parent_ticket=raw["parent_ticket"],
         callback_number=shown(raw["callback_number"]),
         notes=raw["notes"],
         created_at=raw["created_at"],
-        earlier_cases=_earlier(raw["earlier_cases"], user, flags.get("verified")),
+        earlier_cases=_earlier(raw["earlier_cases"], user, verification),
         callback_attempts=int(flags.get("callback_attempts", 0) or 0),
         claimed_from=raw["claimed_from"],
         offer=(raw["offer"] or "").split(":", 1)[0] or None,  # never the outbound call's sid
@@ -420,6 +425,27 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
     )
 
 
+RISK_FLAGS = (
+    "caller_id_match",
+    "stir_verstat",
+    "callback_keyed",
+    "reported_number",
+    "under_guessing",
+)
+# Factors that prove more than an ID document's digits, which leak with the ID number.
+STRONG_FACTORS = frozenset({"pin", "totp"})
+
+
+def _verification(flags: dict[str, Any]) -> Verification:
+    result = flags.get("verified", "not_attempted")
+    factors = [f for f in flags.get("factors", "").split(",") if f]
+    # A case from before the factor that matched was recorded says pin_or_id_last4: taken
+    # as it was then, not marked down after the fact.
+    strong = STRONG_FACTORS | {"pin_or_id_last4"}
+    partial = result == "yes" and not strong.intersection(factors)
+    return Verification(result=result, factors=factors, partial=partial)
+
+
 # What an agent sees of an earlier case of the account of a caller who did not verify: that
 # there was one, when, and whether it is still open. Enough to know the account has a history
 # (or a case in line now) and to ask the caller to verify; nothing of the owner's to read out.
@@ -427,14 +453,15 @@ _UNVERIFIED_SEES = ("status", "created_at")
 
 
 def _earlier(
-    earlier: list[dict[str, Any]], user: User, verified: str | None
+    earlier: list[dict[str, Any]], user: User, verification: Verification
 ) -> list[dict[str, Any]]:
-    """An account's earlier cases, as `user` may see them for a caller `verified` so. Anyone
+    """An account's earlier cases, as `user` may see them for a caller verified so. Anyone
     may key an account's UID and skip the PIN: to an agent, such a caller's earlier cases are
-    their status and date only. Notes say what the owner told us (a new email, a date of
+    their status and date only; so are those of a caller verified by ID digits alone, which
+    leak with the ID number. Notes say what the owner told us (a new email, a date of
     birth); a ticket is what main menu 9 takes to hear the case's status and be put through
     to its team as its owner; a reason says what the owner called about."""
-    if user.role != "agent" or verified == "yes":
+    if user.role != "agent" or (verification.result == "yes" and not verification.partial):
         return earlier
     return [{k: v if k in _UNVERIFIED_SEES else None for k, v in case.items()} for case in earlier]
 
@@ -1539,10 +1566,7 @@ def call_timeline(
             CaseRecord(
                 **{k: c[k] for k in CaseRecord.model_fields if k not in ("verification", "notes")},
                 notes=None if agent and c["agent_id"] != user.id else c["notes"],
-                verification=Verification(
-                    result=(c["flags"] or {}).get("verified", "not_attempted"),
-                    factors=[f for f in (c["flags"] or {}).get("factors", "").split(",") if f],
-                ),
+                verification=_verification(c["flags"] or {}),
             )
             for c in found["cases"]
         ],

@@ -208,8 +208,13 @@ verification_failures = Table(
     Column("caller", String(32)),
     Column("call_sid", String(64), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
+    # A verification failure's call: 1 with STIR/SHAKEN full attestation (Twilio's
+    # TN-Validation-Passed-A), 0 without (withheld, or any lesser or no attestation); NULL
+    # for rows of other kinds (sign-in failures, ticket misses).
+    Column("attested", Integer),
     Index(None, "uid", "at"),
     Index(None, "caller", "at"),
+    Index(None, "attested", "at"),
 )
 
 cases = Table(

@@ -96,7 +96,8 @@ CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
 ONE_MINUTE_PROMPT = "hold_position_one_minute"
 # What the call found out on the way that its case carries to the agent: how the caller was
 # verified, and a number they were contacted from that is not ours (a scam to look into).
-CASE_FACTS = ("verified", "factors", "uid", "reported_number")
+# `under_guessing`: someone keyed wrong answers for the account lately ("failures/numbers").
+CASE_FACTS = ("verified", "factors", "uid", "reported_number", "under_guessing")
 # Said when no digits came where some were asked for; optional (else `no_input`).
 NO_DIGITS_PROMPT = "no_digits"
 # Said when what was keyed at the UID step is no UID (too short, too long), where the
@@ -249,11 +250,19 @@ class Transferred:
 @dataclass(frozen=True)
 class Checked:
     """A secret factor the hotline checked: only whether it matched ever reaches the engine.
-    `unavailable`: the identity service gave no verdict, so nobody can be verified now."""
+    `unavailable`: the identity service gave no verdict, so nobody can be verified now;
+    `throttled` with it: not checked, as calls without full attestation failed too often
+    across accounts (password spraying). `factor`: the factor that matched (`pin` or
+    `id_last4` for a `pin_or_id_last4` step), its name only. `guessed`: the account's
+    failures lately and the numbers they came from, "failures/numbers", when they reach the
+    lockout rule (someone is keying wrong answers for it)."""
 
     ok: bool
     locked: bool = False
     unavailable: bool = False
+    throttled: bool = False
+    factor: str | None = None
+    guessed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1294,6 +1303,10 @@ class _Turn:
         return self.present(state.model_copy(update={counter: getattr(state, counter) + 1}))
 
     def on_verify(self, node: VerifyNode, state: CallState, event: Input) -> CallState:
+        if isinstance(event, Checked) and event.guessed:
+            # Whatever this answer was: the agent hears that the account is being guessed.
+            facts = {**state.facts, "under_guessing": event.guessed}
+            state = state.model_copy(update={"facts": facts})
         index = int(state.facts.get("verify_step", "0"))
         step = node.steps[index]
         facts = dict(state.facts)
@@ -1346,6 +1359,12 @@ class _Turn:
         else:
             # Only a Checked verdict can pass a secret step; raw keys there never count.
             ok = isinstance(event, Checked) and event.ok
+        if ok:
+            # Which factor matched (a PIN, or only the ID's last 4), for the agent to weigh.
+            matched = event.factor if isinstance(event, Checked) and event.factor else step
+            facts["verify_factors"] = ",".join(
+                [*filter(None, facts.get("verify_factors", "").split(",")), matched]
+            )
         # The outcome per step goes to the log, not to the caller: they hear nothing until
         # every step is in, and then only that the details did not match.
         self.log.append(
@@ -1371,15 +1390,17 @@ class _Turn:
         self.say(node.failed_prompt, state.lang)
         # Not verified so far: what the case says if they hang up before another try (an
         # agent calling back must not read "not attempted" after details that did not match).
-        facts.update(verify_step="0", verify_bad="0", verify_silent="0", verified="no")
+        facts.update(
+            verify_step="0", verify_bad="0", verify_silent="0", verify_factors="", verified="no"
+        )
         return self.present(state.model_copy(update={"facts": facts, "invalid": attempts}))
 
     def verified(self, node: VerifyNode, state: CallState, result: str) -> CallState:
-        transient = ("verify_step", "verify_bad", "verify_silent")
+        transient = ("verify_step", "verify_bad", "verify_silent", "verify_factors")
         facts = {k: v for k, v in state.facts.items() if k not in transient}
         facts["verified"] = result
         if result == "yes":
-            facts["factors"] = ",".join(node.steps)
+            facts["factors"] = state.facts.get("verify_factors") or ",".join(node.steps)
         target = {"yes": node.on_success, "locked": node.on_locked or node.on_failure}.get(
             result, node.on_failure
         )

@@ -31,7 +31,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from ivr import announcements, cases, engine, oncall, queues, recordings, store
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, Problem, SourceError
-from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions
+from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions, keyed_factor
 from ivr.numbers import (
     callable_by_twilio,
     dialable,
@@ -129,6 +129,9 @@ class Attempt:
     failure_id: int  # the counted failure, taken back if the factor matches
     uid: str
     factor: str
+    # Not to be checked: calls without full attestation are over their shared budget.
+    throttled: bool = False
+    guessed: str | None = None  # the account's failures lately, "failures/numbers" (locked)
 
 
 class Counted(Exception):
@@ -141,6 +144,16 @@ class Counted(Exception):
         super().__init__(attempt.factor)
         self.attempt = attempt
         self.locked = locked
+
+
+def _same_number(registered: str, number: str) -> bool:
+    """Whether a caller ID is the account's registered number."""
+    return last4(registered) == last4(number) and registered.lstrip("+") == number.lstrip("+")
+
+
+def _with_signals(verdict: engine.Checked, attempt: Attempt) -> engine.Checked:
+    """The verdict, with what the lockout's read found about the account."""
+    return dataclasses.replace(verdict, guessed=attempt.guessed) if attempt.guessed else verdict
 
 
 def _finish_first(held: dict[str, Any] | None, case_id: int) -> str:
@@ -205,6 +218,9 @@ RECORDING_NOTICE = "recording_notice"
 # joins (QueueTime 0), and each round lasts longer (its words, then 20 s of music or pause).
 FIRST_ROUND = 10
 KEYED_TRIES = 3  # numbers a caller who withheld theirs may key to be called back on
+# Twilio's StirVerstat for STIR/SHAKEN full attestation: the originating carrier vouches that
+# its customer may use the calling number. Spoofed calls do not get it; a SIM swap does.
+FULL_ATTESTATION = "TN-Validation-Passed-A"
 
 
 TICKET_TEXT = "ticket_text"
@@ -395,6 +411,8 @@ class Hotline:
         self.staffing_at: datetime | None = None  # when `staffing` was last counted
         # The Twilio queues this instance has made to hold Twilio's most (`size_queues`).
         self.sized_queues: set[str] = set()
+        # Until when this instance says no more of verification being over its shared budget.
+        self.budget_warned_until: datetime | None = None
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -580,6 +598,8 @@ class Hotline:
             if isinstance(event, engine.Checked):  # counted once: by the run that stored it
                 if event.locked:
                     self.metrics.lockouts.inc()
+                elif event.throttled:
+                    self.metrics.verification_throttled.inc()
                 elif event.unavailable:
                     self.metrics.identity_unavailable.inc()
                 elif not event.ok:
@@ -662,7 +682,7 @@ class Hotline:
             return event, None, []
         if checked is not None:
             attempt, verdict = checked
-            return verdict, attempt.failure_id, []
+            return _with_signals(verdict, attempt), attempt.failure_id, []
         uid = row.state.facts.get("uid") or ""
         # Count the attempt before checking it: parallel calls guessing one account each see
         # the others' attempts, so the lockout cannot be outrun. A match takes it back.
@@ -674,24 +694,100 @@ class Hotline:
         # could lock every caller who withholds theirs out of verifying (the tree's own limit
         # of tries per call still holds, and a caller ID is spoofed at will anyway).
         number = None if withheld(row.from_number) else row.from_number
+        # A call the carrier vouches for from the account's own number is the owner's (or a
+        # SIM swapper's): checked against such calls' failures only, so that guesses from
+        # spoofed or withheld numbers cannot lock the owner out of the self-freeze. Any other
+        # call's failures count, across accounts, towards a budget against spraying.
+        attested = number is not None and row.state.facts.get("stir_verstat") == FULL_ATTESTATION
+        owner = attested and bool(uid) and self._registered(uid, number or "")
         together = store.writing(conn) if self.answers_on_the_loop else contextlib.nullcontext()
         with together:
-            attempt = Attempt(
-                store.record_failure(
-                    conn, uid=uid or None, caller=number, call_sid=row.call_sid, now=now
-                ),
-                uid,
-                awaiting,
+            failure_id = store.record_failure(
+                conn,
+                uid=uid or None,
+                caller=number,
+                call_sid=row.call_sid,
+                now=now,
+                attested=attested,
             )
-            locked = self._locked(
-                conn, uid=uid or None, caller=number, now=now, exclude=attempt.failure_id
+            found = self._lockout(
+                conn,
+                uid=uid or None,
+                caller=number,
+                now=now,
+                exclude=failure_id,
+                owner=owner,
+                budget=not attested,
             )
+        attempt = Attempt(
+            failure_id,
+            uid,
+            awaiting,
+            throttled=found.over_budget and not found.locked,
+            guessed="/".join(map(str, found.guessed)) if found.guessed else None,
+        )
+        if attempt.throttled:
+            self._over_budget(now)
         if not check_here:
-            raise Counted(attempt, locked=locked)
-        if locked:
-            return engine.Checked(ok=False, locked=True), attempt.failure_id, []
+            raise Counted(attempt, locked=found.locked)
+        if found.locked:
+            return _with_signals(engine.Checked(ok=False, locked=True), attempt), failure_id, []
         # A match is taken back with the step it moves.
-        return self.check(attempt, event.digits), attempt.failure_id, []
+        return _with_signals(self.check(attempt, event.digits), attempt), failure_id, []
+
+    def _registered(self, uid: str, number: str) -> bool:
+        """Whether `number` is the account's registered phone number. Not known (the
+        directory failing): no count of its own, the lockout as for any other call."""
+        try:
+            registered = self.identity.registered_phone(uid=uid)
+        except Exception:
+            log.exception("could not read an account's registered number for the lockout")
+            return False
+        return bool(registered) and _same_number(registered or "", number)
+
+    def _lockout(
+        self,
+        conn: Connection,
+        *,
+        uid: str | None,
+        caller: str | None,
+        now: datetime,
+        exclude: int,
+        owner: bool,
+        budget: bool,
+    ) -> store.Lockout:
+        s = self.settings
+        return store.lockout(
+            conn,
+            uid=uid,
+            caller=caller,
+            now=now,
+            failures=s.lockout_failures,
+            window=timedelta(seconds=s.lockout_window_seconds),
+            duration=timedelta(seconds=s.lockout_seconds),
+            exclude=exclude,
+            owner=owner,
+            budget=store.Budget(
+                s.unattested_failures, timedelta(seconds=s.unattested_window_seconds)
+            )
+            if budget
+            else None,
+        )
+
+    def _over_budget(self, now: datetime) -> None:
+        """Tell the operators, once a window per instance, that secrets from withheld or
+        unattested calls are not being checked (each such attempt is counted in a metric)."""
+        if self.budget_warned_until is not None and now < self.budget_warned_until:
+            return
+        window = self.settings.unattested_window_seconds
+        self.budget_warned_until = now + timedelta(seconds=window)
+        log.warning(
+            "verification from withheld or unattested calls failed %d times within %d s "
+            "across accounts (password spraying?): their secrets are not checked; they reach "
+            "an agent unverified",
+            self.settings.unattested_failures,
+            window,
+        )
 
     def _locked(
         self,
@@ -776,13 +872,17 @@ class Hotline:
     def check(self, attempt: Attempt, digits: str) -> engine.Checked:
         """Whether `digits` are the factor `attempt` counted, or that nobody can tell now (the
         identity service gave no verdict). Slow on purpose (a password hash, or the
-        exchange's identity service): never on the event loop."""
+        exchange's identity service): never on the event loop. Not checked at all when
+        calls like this one are over their budget of failures (`Attempt.throttled`)."""
+        if attempt.throttled:
+            return engine.Checked(ok=False, unavailable=True, throttled=True)
         try:
+            ok = bool(attempt.uid) and self.identity.check(
+                uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
+            )
+            # The factor's name only: which one matched, for the agent to weigh.
             return engine.Checked(
-                ok=bool(attempt.uid)
-                and self.identity.check(
-                    uid=attempt.uid, factor=attempt.factor, digits=digits, now=self.clock()
-                )
+                ok=ok, factor=keyed_factor(attempt.factor, digits) if ok else None
             )
         except IdentityUnavailable:
             pass
@@ -939,12 +1039,7 @@ class Hotline:
             return risk
         registered = self.identity.registered_phone(uid=uid) if uid else None
         if registered and row.from_number:
-            risk["caller_id_match"] = (
-                "yes"
-                if last4(registered) == last4(row.from_number)
-                and registered.lstrip("+") == row.from_number.lstrip("+")
-                else "no"
-            )
+            risk["caller_id_match"] = "yes" if _same_number(registered, row.from_number) else "no"
         else:
             risk["caller_id_match"] = "unknown"
         return risk

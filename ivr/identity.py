@@ -108,6 +108,15 @@ class AccountActions(Protocol):
     def freeze(self, *, uid: str, now: datetime) -> bool: ...
 
 
+def keyed_factor(factor: str, digits: str) -> str:
+    """The factor keyed digits are an answer to: a `pin_or_id_last4` step's is the PIN (6
+    digits) or the ID document's last 4 (4), told by its length; any other is itself. A name
+    only, for the case's record of what matched; never the digits."""
+    if factor == "pin_or_id_last4":
+        return {6: "pin", 4: "id_last4"}.get(len(digits), "pin")
+    return factor
+
+
 def _digits(value: str) -> str:
     return "".join(c for c in value if c.isdigit())
 
@@ -210,8 +219,7 @@ class LocalDirectory:
     def check(self, *, uid: str, factor: str, digits: str, now: datetime) -> bool:
         with self.db.connect() as conn:
             row = conn.execute(_ACCOUNT, {"uid": uid}).first()
-        if factor == "pin_or_id_last4":
-            factor = {6: "pin", 4: "id_last4"}.get(len(digits), "pin")
+        factor = keyed_factor(factor, digits)
         if factor in ("pin", "id_last4"):
             column = accounts.c.pin_hash if factor == "pin" else accounts.c.id_last4_hash
             stored: str | None = row._mapping[column] if row else None

@@ -6,6 +6,9 @@ Metrics (GET /metrics):
     ivr_late_webhooks_total                webhooks answered from memory after the deadline
     ivr_verification_failures_total        secret factors that did not match
     ivr_lockouts_total                     verification attempts refused by a lockout
+    ivr_verification_throttled_total       secrets from withheld or unattested calls not
+                                           checked: such calls failed too often across
+                                           accounts (IVR_UNATTESTED_*; password spraying)
     ivr_verification_check_seconds         a secret factor's check, waiting for a turn included
     ivr_verification_checks_in_progress    checks asked for and not answered yet (a wave of
                                            victims keying PINs shows here first)
@@ -106,6 +109,12 @@ class Metrics:
         )
         self.lockouts = Counter(
             "ivr_lockouts", "verification refused by a lockout", registry=self.registry
+        )
+        self.verification_throttled = Counter(
+            "ivr_verification_throttled",
+            "secrets from withheld or unattested calls not checked: such calls failed too "
+            "often across accounts (password spraying)",
+            registry=self.registry,
         )
         self.ticket_lookups_refused = Counter(
             "ivr_ticket_lookups_refused",

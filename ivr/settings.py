@@ -186,6 +186,16 @@ class Settings(AccountSettings):
     lockout_failures: int = Field(default=5, ge=1, le=10, validation_alias="IVR_LOCKOUT_FAILURES")
     lockout_window_seconds: int = Field(default=1800, ge=60, validation_alias="IVR_LOCKOUT_WINDOW")
     lockout_seconds: int = Field(default=1800, ge=60, validation_alias="IVR_LOCKOUT_SECONDS")
+    # Password spraying: past this many failed factors from withheld or unattested calls
+    # within the window, across accounts, such calls' secrets are not checked (they reach an
+    # agent unverified). At most 500 (the lockout's read fetches that many) and a day (the
+    # sweep keeps failures that long).
+    unattested_failures: int = Field(
+        default=30, ge=5, le=500, validation_alias="IVR_UNATTESTED_FAILURES"
+    )
+    unattested_window_seconds: int = Field(
+        default=600, ge=60, le=86400, validation_alias="IVR_UNATTESTED_WINDOW"
+    )
     # The hold loop's wait estimate, and when the call-back offer comes first.
     avg_handle_seconds: int = Field(default=240, ge=10, validation_alias="IVR_AVG_HANDLE_SECONDS")
     max_wait_seconds: int = Field(default=900, ge=30, validation_alias="IVR_MAX_WAIT")

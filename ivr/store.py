@@ -20,12 +20,15 @@ from sqlalchemy import (
     Engine,
     Executable,
     Insert,
+    Integer,
     and_,
     bindparam,
     delete,
     insert,
+    literal_column,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -488,32 +491,68 @@ _RECORD_FAILURE = (
         caller=bindparam("b_caller"),
         call_sid=bindparam("sid"),
         at=bindparam("now", type_=_F.at.type),
+        attested=bindparam("b_attested"),
     )
     .returning(_F.id)
 )
 _FORGET_FAILURE = delete(verification_failures).where(_F.id == bindparam("id"))
-# Failures since `since`, newest first, for one UID or one calling number.
-_RECENT_FAILURES = {
-    name: select(_F.at)
-    .where(
-        column == bindparam("value"),
-        _F.at > bindparam("since", type_=_F.at.type),
-        _F.id != bindparam("exclude"),
+
+
+def _recent(leg: str, where: Any, *, since: str = "since", rows: Any = 500) -> Any:
+    """One leg of the lockout's read: failures since `since`, newest first."""
+    return (
+        select(literal_column(f"'{leg}'").label("leg"), _F.at, _F.caller, _F.attested)
+        .where(where, _F.at > bindparam(since, type_=_F.at.type), _F.id != bindparam("exclude"))
+        .order_by(_F.at.desc())
+        .limit(rows)
+        .subquery()
     )
-    .order_by(_F.at.desc())
-    .limit(500)
-    for name, column in (("uid", _F.uid), ("caller", _F.caller))
-}
+
+
+def _lockout_read(*, budget: bool) -> Any:
+    """Failures of the UID and of the calling number, and, for a call without full
+    attestation, the latest of every such call's within the budget's window: one read."""
+    legs = [
+        _recent("uid", _F.uid == bindparam("uid")),
+        _recent("caller", _F.caller == bindparam("caller")),
+    ]
+    if budget:
+        legs.append(
+            _recent(
+                "budget",
+                _F.attested == 0,
+                since="budget_since",
+                rows=bindparam("budget_rows", type_=Integer()),
+            )
+        )
+    return union_all(*(select(leg) for leg in legs))
+
+
+_LOCKOUT_READ = {budget: _lockout_read(budget=budget) for budget in (False, True)}
 
 
 def record_failure(
-    conn: Connection, *, uid: str | None, caller: str | None, call_sid: str, now: datetime
+    conn: Connection,
+    *,
+    uid: str | None,
+    caller: str | None,
+    call_sid: str,
+    now: datetime,
+    attested: bool | None = None,
 ) -> int:
     """Count an attempt as failed (never what was typed), committed at once so that parallel
-    attempts see it; taken back (`forget_failure`, or with the step) if it matched."""
+    attempts see it; taken back (`forget_failure`, or with the step) if it matched.
+    `attested`: whether the call came with STIR/SHAKEN full attestation."""
     with writing(conn):
         new_id: int = conn.execute(
-            _RECORD_FAILURE, {"b_uid": uid, "b_caller": caller, "sid": call_sid, "now": now}
+            _RECORD_FAILURE,
+            {
+                "b_uid": uid,
+                "b_caller": caller,
+                "sid": call_sid,
+                "now": now,
+                "b_attested": None if attested is None else int(attested),
+            },
         ).scalar_one()
     return new_id
 
@@ -545,6 +584,99 @@ def prune_failures(conn: Connection, *, before: datetime) -> int:
         ).rowcount
 
 
+@dataclass(frozen=True)
+class Budget:
+    """Failures from withheld or unattested calls, across every account, that may be made
+    within `window` before such calls' secrets stop being checked (password spraying)."""
+
+    failures: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """What the lockout's read found for one attempt.
+
+    `locked`: not to be checked. `guessed`: the failures for the UID lately and how many
+    numbers made them (withheld ones counted as one), when they reach the lockout rule:
+    someone has been keying wrong answers for this account (a call from its owner's number
+    with full attestation is checked all the same).
+    `over_budget`: withheld or unattested calls failed `Budget.failures` times or more
+    within its window, across accounts; such a call's secret is not checked."""
+
+    locked: bool
+    guessed: tuple[int, int] | None = None
+    over_budget: bool = False
+
+
+def _runs(
+    times: Sequence[datetime],
+    *,
+    failures: int,
+    window: timedelta,
+    duration: timedelta,
+    now: datetime,
+) -> bool:
+    """Whether `failures` of `times` (newest first) fall within `window`, the last of them
+    less than `duration` before `now`. Every run, not only the latest: one more failure
+    recorded during a lock (two requests racing) must not lift it."""
+    return any(
+        newest - oldest <= window and now < newest + duration
+        for newest, oldest in zip(times, times[failures - 1 :], strict=False)
+    )
+
+
+def lockout(
+    conn: Connection,
+    *,
+    uid: str | None,
+    caller: str | None,
+    now: datetime,
+    failures: int,
+    window: timedelta,
+    duration: timedelta,
+    exclude: int | None = None,
+    owner: bool = False,
+    budget: Budget | None = None,
+) -> Lockout:
+    """Locked: `failures` failed factors within `window` (per UID, or per calling number),
+    the last of them less than `duration` ago. Kept in the database, so it holds across
+    calls, restarts and instances.
+
+    `owner`: the call comes from the account's registered number with full attestation,
+    so only the failures of such calls from that number count (on any UID, its own tries
+    included): guesses from spoofed or withheld numbers cannot lock the owner out, and the
+    owner's number is still locked after its own repeated failures. `budget`: for a call
+    without full attestation, whether such calls are over the shared budget. One read."""
+    since = now - window - duration
+
+    def runs(times: Sequence[datetime]) -> bool:
+        return _runs(times, failures=failures, window=window, duration=duration, now=now)
+
+    params: dict[str, Any] = {
+        "uid": uid or None,
+        "caller": caller or None,
+        "since": since,
+        "exclude": exclude or -1,
+    }
+    if budget is not None:
+        params.update(budget_since=now - budget.window, budget_rows=budget.failures)
+    with reading(conn):
+        rows = conn.execute(_LOCKOUT_READ[budget is not None], params).all()
+    by_uid = sorted((r for r in rows if r.leg == "uid"), key=lambda r: r.at, reverse=True)
+    by_caller = sorted((r.at for r in rows if r.leg == "caller"), reverse=True)
+    if owner:
+        own = sorted((r.at for r in rows if r.leg == "caller" and r.attested == 1), reverse=True)
+        locked = runs(own)
+    else:
+        locked = runs([r.at for r in by_uid]) or runs(by_caller)
+    guessed = None
+    if runs([r.at for r in by_uid]):  # the account is locked to all but its owner's number
+        guessed = (len(by_uid), len({r.caller for r in by_uid}))
+    over = budget is not None and sum(r.leg == "budget" for r in rows) >= budget.failures
+    return Lockout(locked=locked, guessed=guessed, over_budget=over)
+
+
 def is_locked(
     conn: Connection,
     *,
@@ -556,28 +688,17 @@ def is_locked(
     duration: timedelta,
     exclude: int | None = None,
 ) -> bool:
-    """Locked: `failures` failed factors within `window` (per UID, or per calling number), the
-    last of them less than `duration` ago. Kept in the database, so it holds across calls,
-    restarts and instances."""
-    since = now - window - duration
-    with reading(conn):
-        for name, value in (("uid", uid), ("caller", caller)):
-            if not value:
-                continue
-            # Every run of `failures` consecutive failures, not only the latest: one more
-            # failure recorded during a lock (two requests racing) must not lift it.
-            times = (
-                conn.execute(
-                    _RECENT_FAILURES[name],
-                    {"value": value, "since": since, "exclude": exclude or -1},
-                )
-                .scalars()
-                .all()
-            )
-            for newest, oldest in zip(times, times[failures - 1 :], strict=False):
-                if newest - oldest <= window and now < newest + duration:
-                    return True
-    return False
+    """Whether `lockout` would lock an attempt for `uid` from `caller` (of any kind)."""
+    return lockout(
+        conn,
+        uid=uid,
+        caller=caller,
+        now=now,
+        failures=failures,
+        window=window,
+        duration=duration,
+        exclude=exclude,
+    ).locked
 
 
 def activate_tree_version(conn: Connection, *, version: str, by: str, now: datetime) -> None:

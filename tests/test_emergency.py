@@ -154,7 +154,7 @@ def test_the_hijack_story(phone: Phone, client: TestClient, agent: str, db: Engi
         "account_hijack",
         UID,
     )
-    assert case["verification"] == {"result": "yes", "factors": ["uid", "pin_or_id_last4"]}
+    assert case["verification"] == {"result": "yes", "factors": ["uid", "pin"], "partial": False}
     assert case["risk"] == {"caller_id_match": "yes", "stir_verstat": "TN-Validation-Passed-A"}
     assert case["freeze"] == {"self_freeze": "done"}
     assert "emergency_verify" in case["menu_path"] and "main_menu" in case["menu_path"]
@@ -2240,7 +2240,7 @@ def test_a_call_as_the_victims_number_does_not_take_their_verified_call_back_out
     assert (victims["queued"], victims["notes"]) == (1, None)
     victims = case_rows(db)[0]
     assert (victims["queued"], victims["flags"]["verified"]) == (1, "yes")
-    assert victims["flags"]["factors"] == "uid,pin_or_id_last4"
+    assert victims["flags"]["factors"] == "uid,pin"
     phone.call(Caller(list(HIJACK), lambda poll: poll < 2), from_number=VICTIM)
     assert case_rows(db)[0]["queued"] == 0  # served on the call: verified as well
 
@@ -3882,3 +3882,160 @@ def test_a_mandarin_speaking_victim_is_offered_to_the_agent_who_speaks_mandarin(
     assert presence(client, alice)["available"] is True
     board = {a["name"]: a for a in api(client, sam, "GET", "/api/agents")}
     assert (board["alice"]["state"], board["mei"]["state"]) == ("available", "on_case")
+
+
+# -- the lockout and the owner; what matched; spraying (the social-engineering review) ----------
+
+FULL_ATTESTATION = "TN-Validation-Passed-A"
+
+
+def guesses(*pins: str, uid: str = UID) -> list[Any]:
+    """A hijack call that keys `uid` with each of `pins` in turn."""
+    answers: list[Any] = [Press("1"), Press("1")]
+    for pin in pins:
+        answers += [Press(uid), Press(pin)]
+    return answers
+
+
+def frozen(db: Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar())
+
+
+def test_guesses_from_other_numbers_do_not_stop_the_owners_attested_call_from_freezing(
+    phone: Phone, client: TestClient, agent: str, db: Engine
+) -> None:
+    """A thief keys wrong PINs for the victim's UID from numbers of their own until it locks.
+    The owner calling from their registered number, which their carrier vouches for, is
+    still checked and frozen; their agent is told that the account is being guessed."""
+    for n in range(3):
+        phone.call(ScriptedParty(guesses("000000", "000001")), from_number=f"+1500555078{n}")
+    assert case_rows(db)[-1]["flags"]["verified"] == "locked"  # the account is locked
+    record = phone.call(
+        ScriptedParty(list(HIJACK)), from_number=VICTIM, stir_verstat=FULL_ATTESTATION
+    )
+    assert any("protective freeze" in line for line in record.heard)
+    assert frozen(db) == 1
+    victims = case_rows(db)[-1]
+    assert victims["flags"]["verified"] == "yes"
+    # 5 counted (the third caller's second try was locked: neither checked nor counted).
+    assert victims["flags"]["under_guessing"] == "5/3"
+    take_in_turn(client, agent, 3)  # the thief's three cases first, as they came first
+    case = api(client, agent, "POST", "/api/agents/next")["case"]
+    assert case["id"] == victims["id"]
+    assert case["risk"]["under_guessing"] == "5/3"
+    client.post("/dashboard/login", data={"token": agent}, follow_redirects=False)
+    desk = client.get("/dashboard/desk").text
+    assert "Someone has been keying wrong answers for this account" in desk
+    assert "If this caller is the owner, freeze first" in desk
+
+
+def test_an_attested_call_from_another_number_than_the_owners_is_locked_like_any(
+    phone: Phone, db: Engine
+) -> None:
+    """Full attestation vouches for a number, not for an owner: the thief's own phone gets
+    no count of its own for the victim's account."""
+    for n in range(3):
+        phone.call(ScriptedParty(guesses("000000", "000001")), from_number=f"+1500555078{n}")
+    thief = phone.call(
+        ScriptedParty(list(HIJACK)), from_number="+15005550790", stir_verstat=FULL_ATTESTATION
+    )
+    assert not any("protective freeze" in line for line in thief.heard)
+    assert case_rows(db)[-1]["flags"]["verified"] == "locked"
+    assert frozen(db) == 0
+
+
+def test_the_owners_attested_number_is_still_locked_by_its_own_failures(
+    phone: Phone, db: Engine
+) -> None:
+    """A count of its own is still a count: five wrong answers from the registered number
+    with full attestation (the owner mistyping, or a SIM swapper guessing) lock it."""
+    attested = {"from_number": VICTIM, "stir_verstat": FULL_ATTESTATION}
+    phone.call(ScriptedParty(guesses("000001", "000002")), **attested)
+    phone.call(ScriptedParty(guesses("000003", "000004")), **attested)
+    record = phone.call(ScriptedParty(guesses("000005", PIN)), **attested)
+    assert not any("protective freeze" in line for line in record.heard)
+    assert case_rows(db)[-1]["flags"]["verified"] == "locked"
+    assert frozen(db) == 0
+
+
+def test_the_owners_number_spoofed_without_attestation_does_not_lock_the_owner_out(
+    phone: Phone, db: Engine
+) -> None:
+    """Five misses on random UIDs from the owner's number, spoofed (no full attestation),
+    lock that number for unattested calls only: the owner's own attested call still freezes."""
+    spoofed = {"from_number": VICTIM, "stir_verstat": "TN-Validation-Passed-C"}
+    phone.call(ScriptedParty(guesses("000001", "000002", uid="20000001")), **spoofed)
+    phone.call(ScriptedParty(guesses("000003", "000004", uid="20000002")), **spoofed)
+    phone.call(ScriptedParty(guesses("000005", uid="20000003")), **spoofed)
+    again = phone.call(ScriptedParty(list(HIJACK)), **spoofed)
+    assert not any("protective freeze" in line for line in again.heard)
+    assert case_rows(db)[-1]["flags"]["verified"] == "locked"
+    owner = phone.call(
+        ScriptedParty(list(HIJACK)), from_number=VICTIM, stir_verstat=FULL_ATTESTATION
+    )
+    assert any("protective freeze" in line for line in owner.heard)
+    assert frozen(db) == 1
+
+
+@pytest.mark.parametrize(
+    ("secret", "factors", "partial"),
+    [(PIN, ["uid", "pin"], False), (ID4, ["uid", "id_last4"], True)],
+    ids=["pin", "id-last4"],
+)
+def test_the_agent_sees_which_factor_matched(
+    phone: Phone,
+    client: TestClient,
+    agent: str,
+    secret: str,
+    factors: list[str],
+    partial: bool,
+) -> None:
+    """A `pin_or_id_last4` step records the factor that matched, by name: 4 digits of an ID
+    document (which leak with the ID number) are shown to the agent as partly verified."""
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press(UID), Press(secret)]))
+    case = api(client, agent, "POST", "/api/agents/next")["case"]
+    assert case["verification"] == {"result": "yes", "factors": factors, "partial": partial}
+    client.post("/dashboard/login", data={"token": agent}, follow_redirects=False)
+    desk = client.get("/dashboard/desk").text
+    assert ("Partly verified: ID digits only" in desk) is partial
+
+
+def test_guesses_sprayed_across_accounts_from_withheld_numbers_stop_being_checked(
+    settings: Settings,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One wrong PIN tried on many UIDs, each under its own lockout, from withheld numbers:
+    past the budget, such calls' secrets are not checked (nor counted). The right PIN then
+    freezes nothing: the caller reaches an agent as `unavailable`. A call its carrier vouches
+    for is not held by it."""
+    budget = settings.model_copy(update={"unattested_failures": 5})
+    with TestClient(
+        create_app(budget, tree=hotline_tree, db=db, clock=clock), base_url=HTTPS_CLIENT
+    ) as client:
+        phone = Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, check_twiml=check_twiml)
+        for n in range(3):  # 5 failures on 5 accounts; the sixth guess is not checked
+            keys = [Press("1"), Press("1"), Press(f"2000000{n}"), Press("000000")]
+            keys += [Press(f"2100000{n}"), Press("000000")]
+            phone.call(ScriptedParty(keys), from_number="anonymous")
+        record = phone.call(ScriptedParty(list(HIJACK)), from_number="anonymous")
+        assert not any("protective freeze" in line for line in record.heard)
+        assert case_rows(db)[-1]["flags"]["verified"] == "unavailable"
+        assert case_rows(db)[-1]["priority"] == "emergency"
+        assert frozen(db) == 0
+        metrics = client.get("/metrics").text
+        assert "ivr_verification_throttled_total 2.0" in metrics
+        assert "ivr_verification_failures_total 5.0" in metrics
+        assert caplog.text.count("password spraying") == 1  # once a window
+        with db.connect() as conn:
+            counted = conn.execute(text("SELECT count(*) FROM verification_failures")).scalar()
+        assert counted == 5
+        owner = phone.call(
+            ScriptedParty(list(HIJACK)), from_number=VICTIM, stir_verstat=FULL_ATTESTATION
+        )
+        assert any("protective freeze" in line for line in owner.heard)
+        assert frozen(db) == 1

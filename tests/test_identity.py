@@ -736,3 +736,76 @@ def test_null_uid_is_counted_per_number_only(db: Engine) -> None:
     assert locked(db, now, uid=None, caller="+15005550078") is False
     assert locked(db, now, uid=None, caller=None) is False
     assert locked(db, now, uid="", caller="") is False
+
+
+def lockout(
+    db: Engine,
+    now: datetime,
+    *,
+    uid: str | None = "10000001",
+    caller: str | None = PHONE,
+    owner: bool = False,
+    budget: store.Budget | None = None,
+) -> store.Lockout:
+    with db.connect() as conn:
+        return store.lockout(
+            conn,
+            uid=uid,
+            caller=caller,
+            now=now,
+            failures=LIMIT,
+            window=WINDOW,
+            duration=DURATION,
+            owner=owner,
+            budget=budget,
+        )
+
+
+def fail_as(db: Engine, at: datetime, *, uid: str, caller: str | None, attested: bool) -> None:
+    with db.connect() as conn:
+        store.record_failure(
+            conn, uid=uid, caller=caller, call_sid="CA" + "2" * 32, now=at, attested=attested
+        )
+
+
+def test_the_owners_attested_number_counts_only_its_own_attested_failures(db: Engine) -> None:
+    """Failures for the UID from other numbers, and from the owner's number spoofed without
+    attestation, lock every call but the owner's attested one; the owner's own attested
+    failures (on any UID) lock it."""
+    for n in range(LIMIT):
+        at = T0 + timedelta(minutes=n)
+        fail_as(db, at, uid="10000001", caller=f"+1500555002{n}", attested=False)
+        fail_as(db, at, uid=f"3000000{n}", caller=PHONE, attested=False)
+    now = T0 + timedelta(minutes=LIMIT)
+    assert lockout(db, now).locked is True
+    assert lockout(db, now, owner=True).locked is False
+    assert lockout(db, now, owner=True).guessed == (LIMIT, LIMIT)  # still told: being guessed
+    for n in range(LIMIT):
+        fail_as(db, now + timedelta(minutes=n), uid=f"3100000{n}", caller=PHONE, attested=True)
+    assert lockout(db, now + timedelta(minutes=LIMIT), owner=True).locked is True
+
+
+def test_an_account_under_its_lockout_rule_is_not_said_to_be_guessed(db: Engine) -> None:
+    for n in range(LIMIT - 1):
+        fail(db, T0 + timedelta(minutes=n), caller=f"+1500555003{n}")
+    assert lockout(db, T0 + timedelta(minutes=LIMIT)).guessed is None
+    fail(db, T0 + timedelta(minutes=LIMIT), caller="anonymous")
+    assert lockout(db, T0 + timedelta(minutes=LIMIT)).guessed == (LIMIT, LIMIT)
+
+
+def test_the_budget_counts_unattested_failures_across_accounts_only(db: Engine) -> None:
+    """Withheld or unattested failures on any UID spend it; attested ones, sign-in failures
+    and ticket misses do not; nor do those from before its window."""
+    budget = store.Budget(failures=3, window=timedelta(minutes=10))
+    fail_as(db, T0 - timedelta(minutes=11), uid="40000000", caller=None, attested=False)
+    fail_as(db, T0, uid="40000001", caller=None, attested=False)
+    fail_as(db, T0, uid="40000002", caller="+15005550041", attested=False)
+    for n in range(5):
+        fail_as(db, T0, uid=f"4100000{n}", caller=PHONE, attested=True)
+        fail(db, T0, uid=None, caller=store.ticket_misses(f"+1500555004{n}"))
+    assert lockout(db, T0, uid="42000000", caller=None, budget=budget).over_budget is False
+    fail_as(db, T0, uid="40000003", caller=None, attested=False)
+    assert lockout(db, T0, uid="42000000", caller=None, budget=budget).over_budget is True
+    assert lockout(db, T0, uid="42000000", caller=None).over_budget is False  # an attested call
+    later = T0 + timedelta(minutes=10)
+    assert lockout(db, later, uid="42000000", caller=None, budget=budget).over_budget is False

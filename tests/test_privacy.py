@@ -15,7 +15,7 @@ from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
 from tests.conftest import bearer, make_user
 
-UID, PIN = "10000001", "739182"
+UID, PIN, ID4 = "10000001", "739182", "5064"
 OWNER = "+15005550006"
 STRANGER = "+15005550123"
 OWNERS_CALL = [Press("1"), Press("1"), Press(UID), Press(PIN)]  # a stolen account, verified
@@ -82,3 +82,37 @@ def test_an_unverified_callers_agent_sees_no_ticket_of_the_accounts_earlier_case
         (strangers["ticket"], strangers["reason"], "not the owner"),
         (owners["ticket"], owners["reason"], notes["notes"]),
     ]
+
+
+def test_a_caller_verified_by_id_digits_alone_sees_the_earlier_cases_as_an_unverified_one(
+    phone: Phone, client: TestClient, db: Engine, settings: Settings
+) -> None:
+    """The ID document's last 4 digits leak with the ID number (and a Chinese ID's are
+    nearly given by the holder's birth date): their agent is told the caller is only partly
+    verified, and sees the earlier cases' status and date only."""
+    LocalDirectory(db, settings.secret_key).add(
+        uid=UID,
+        pin=PIN,
+        id_last4=ID4,
+        phone=OWNER,
+        totp_secret=None,
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
+    owners = api(client, alice, "POST", "/api/agents/next")["case"]
+    notes = {"notes": "new email owner@mail.test", "reached": True}
+    api(client, alice, "POST", f"/api/cases/{owners['id']}/resolve", json=notes)
+
+    ids_only = [Press("1"), Press("1"), Press(UID), Press(ID4)]
+    phone.call(ScriptedParty(ids_only), from_number=STRANGER)
+    strangers = api(client, alice, "POST", "/api/agents/next")["case"]
+    assert strangers["verification"] == {
+        "result": "yes",
+        "factors": ["uid", "id_last4"],
+        "partial": True,
+    }
+    assert [(e["ticket"], e["notes"], e["status"]) for e in strangers["earlier_cases"]] == [
+        (None, None, "resolved")
+    ]
+    assert "owner@mail.test" not in json.dumps(strangers)
