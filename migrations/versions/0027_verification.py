@@ -7,8 +7,8 @@ from withheld or unattested calls across all accounts share one budget (password
 from rotating numbers). NULL: a row of another kind (sign-in failures, ticket misses), or one
 recorded before this revision (minutes old at most, as far as any lockout is concerned).
 
-Revision ID: 0026
-Revises: 0025
+Revision ID: 0027
+Revises: 0026
 Create Date: 2026-12-05 06:00:00.000000
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0026"
-down_revision: str | None = "0025"
+revision: str = "0027"
+down_revision: str | None = "0026"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
