@@ -34,17 +34,19 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from ivr import api, engine, graph, oncall, recordings, stats
 from ivr.cases import (
     AWAY_SIGNED_OUT,
     User,
+    _token_hash,
     close_session,
     languages_typed,
     user_by_session,
 )
-from ivr.db import in_utc
+from ivr.db import in_utc, sessions
 from ivr.deps import (
     MAX_TOKEN,
     Blocked,
@@ -192,16 +194,39 @@ def render(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
+    left = session_left(request) if user is not None else None
     page = {
         "user": user,
         "nav": _nav(user, request.url.path),
         "static": STATIC_PATH,
         "prefix": PREFIX,
+        "session_left": left,
         **context,
     }
-    return templates.TemplateResponse(
-        request, name, page, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
-    )
+    sent = {**SECURITY_HEADERS, **(headers or {})}
+    if left is not None:
+        # Read by the live parts' script at every refresh: the warning before the sign-in
+        # ends follows the server's clock, and a sign-in made anew in another tab.
+        sent[SESSION_LEFT_HEADER] = str(left)
+    return templates.TemplateResponse(request, name, page, status_code=status, headers=sent)
+
+
+SESSION_LEFT_HEADER = "X-Session-Left"
+
+
+def session_left(request: Request) -> int | None:
+    """Whole seconds until the browser's sign-in ends (sessions are not extended by use):
+    the pages warn before, so nobody is surprised mid-call. None without a live session."""
+    secret = request.cookies.get(COOKIE, "")
+    if not secret or len(secret) > MAX_TOKEN:
+        return None
+    hotline: Hotline = request.app.state.hotline
+    ends = select(sessions.c.expires_at).where(sessions.c.secret_hash == _token_hash(secret))
+    with hotline.db.connect() as conn:
+        expires_at = conn.execute(ends).scalar()
+    if expires_at is None:
+        return None
+    return max(0, int((expires_at - hotline.clock()).total_seconds()))
 
 
 def _message(heading: str, message: str) -> dict[str, str]:

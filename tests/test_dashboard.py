@@ -35,7 +35,15 @@ from sqlalchemy import Engine, insert, select, update
 
 from ivr import cases as cases_module
 from ivr import dashboard
-from ivr.db import accounts, audit_log, call_events, cases, create_db_engine, users
+from ivr.db import (
+    accounts,
+    audit_log,
+    call_events,
+    cases,
+    create_db_engine,
+    sessions,
+    users,
+)
 from ivr.graph import GraphvizMissing
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty
@@ -2554,3 +2562,45 @@ def test_signing_in_again_ends_the_session_of_the_cookie_it_replaces(
         thief.cookies.set(dashboard.COOKIE, replaced, path="/dashboard")
         gone = thief.get("/dashboard/queue", follow_redirects=False)
         assert (gone.status_code, gone.headers["location"]) == (303, "/dashboard/login")
+
+
+def test_the_desk_warns_before_the_sign_in_ends_and_keeps_what_was_typed_after(
+    scene: Scene, quick: None
+) -> None:
+    """alice is writing a transfer note on a call back when her 8 hours are nearly up: the
+    desk warns her (read out), and when the sign-in ends it stays, with her words in it,
+    and says she is signed out instead of dropping to the sign-in page. A form sent then
+    is held back; signed in again in another tab, the same desk sends it."""
+    expect = scene.expect
+    scene.callers.phone.call(ScriptedParty(list(DEPOSITS), hold_polls=1), from_number=VICTIM)
+    token = make_user(scene.db, "alice", "agent", AGENT_PHONE)
+    desk = desk_of(scene, token)
+    desk.get_by_role("button", name="Take the next case").click()
+    expect(desk).to_have_url(re.compile(r"/dashboard/desk\?said=call_back$"))
+    taken = desk.url
+    field = desk.get_by_label("For the next agent")
+    field.fill("wants the security team")
+    note = desk.locator("#session-note")
+    expect(note).to_be_empty()
+    with scene.db.begin() as conn:
+        conn.execute(update(sessions).values(expires_at=scene.clock() + timedelta(seconds=200)))
+    expect(note).to_contain_text("Your sign-in ends in 4 minutes", timeout=5000)
+    expect(note).to_have_attribute("role", "alert")
+    with scene.db.begin() as conn:
+        conn.execute(update(sessions).values(expires_at=scene.clock() - timedelta(seconds=1)))
+    expect(note).to_contain_text("You are signed out", timeout=5000)
+    expect(desk).to_have_url(taken)
+    expect(field).to_have_value("wants the security team")
+    desk.get_by_role("button", name="Transfer").click()  # held back: it would be lost
+    desk.wait_for_timeout(300)
+    expect(desk).to_have_url(taken)
+    expect(field).to_have_value("wants the security team")
+    again = desk.context.new_page()
+    again.goto(f"{scene.base}/dashboard/login")
+    again.fill("#token", token)
+    again.click("button[type=submit]")
+    expect(again).to_have_url(f"{scene.base}/dashboard/desk")
+    expect(note).to_contain_text("You are signed in again", timeout=5000)
+    desk.get_by_role("button", name="Transfer").click()
+    expect(desk.locator("p.notice[role=status]")).to_have_text(dashboard.SAID["transfer_call_back"])
+    desk.context.close()

@@ -24,16 +24,35 @@
       emergencies = now;
     }
 
+    // Said once when the line stops refreshing, and unsaid when it works again.
+    function failed() {
+      if (!live.hasAttribute("data-stale") && told) {
+        told.textContent = "Live updates failed; retrying.";
+      }
+      live.setAttribute("data-stale", "true");
+    }
+
     function refresh() {
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (response.redirected) {
-            window.location.reload(); // signed out meanwhile: on to the sign-in form
-            return null;
+            // Signed out meanwhile: the page stays, and what was typed in it (not the
+            // sign-in form in its place, mid-call); the line keeps asking, so that a
+            // sign-in made anew in another tab brings it back.
+            signedOut();
+            return SIGNED_OUT;
           }
+          signedIn();
+          sessionLeft(response.headers.get("X-Session-Left"));
           return response.ok ? response.text() : null;
         })
         .then(function (html) {
+          if (html === SIGNED_OUT) {
+            return;
+          }
+          if (html !== null && live.hasAttribute("data-stale") && told) {
+            told.textContent = "";
+          }
           if (html !== null && live.contains(document.activeElement)) {
             // A field or button in it has the focus (an agent's languages, Set away): swap
             // every part but the one holding it, which waits until the focus leaves. The
@@ -58,11 +77,11 @@
               swapped();
             }
           } else {
-            live.setAttribute("data-stale", "true");
+            failed();
           }
         })
         .catch(function () {
-          live.setAttribute("data-stale", "true"); // keep the last table; try again
+          failed(); // keep the last table; try again
         })
         .finally(function () {
           window.setTimeout(refresh, every);
@@ -71,6 +90,100 @@
 
     window.setTimeout(refresh, every);
   }
+
+  var SIGNED_OUT = {};
+
+  // The sign-in lasts a fixed time from when it was made, however busy the agent is. Warned
+  // a few minutes before, they can sign in again in another tab (its sign-in is this tab's
+  // too, the same browser's cookie); once it has ended the page stays as it is, with what
+  // was typed in it, and says so, out loud.
+  var WARN_SECONDS = 300;
+  var session = { ends: null, warned: false, out: false };
+  var note = document.getElementById("session-note");
+
+  function sessionLeft(seconds) {
+    if (seconds === null || seconds === undefined || seconds === "" || isNaN(Number(seconds))) {
+      return;
+    }
+    session.ends = Date.now() + Number(seconds) * 1000;
+    if (Number(seconds) > WARN_SECONDS && session.warned) {
+      session.warned = false; // signed in anew meanwhile
+      sayNote("", "", "", "");
+    }
+    checkSession();
+  }
+
+  function checkSession() {
+    if (session.ends === null || session.out || session.warned) {
+      return;
+    }
+    var left = (session.ends - Date.now()) / 1000;
+    if (left <= WARN_SECONDS) {
+      session.warned = true;
+      var minutes = Math.max(1, Math.ceil(left / 60));
+      sayNote(
+        "alert",
+        "Your sign-in ends in " + minutes + " minute" + (minutes > 1 ? "s" : "") +
+          ". To stay signed in, ",
+        "sign in again in a new tab",
+        ": this page keeps what you typed."
+      );
+    }
+  }
+
+  function signedOut() {
+    if (session.out) {
+      return;
+    }
+    session.out = true;
+    document.body.setAttribute("data-signed-out", "true");
+    sayNote(
+      "alert",
+      "You are signed out: your sign-in has ended, this page no longer updates, and nothing " +
+        "sent from it is done. What you typed is still here. ",
+      "Sign in again in a new tab",
+      ", then come back and send it."
+    );
+  }
+
+  function signedIn() {
+    if (!session.out) {
+      return;
+    }
+    session.out = false;
+    session.warned = false;
+    document.body.removeAttribute("data-signed-out");
+    sayNote("notice", "You are signed in again: this page updates and sends again.", "", "");
+  }
+
+  // The session note's words, with a link to the sign-in page (a new tab: this one keeps
+  // what is typed in it). Empty words empty it.
+  function sayNote(kind, before, link, after) {
+    if (!note) {
+      return;
+    }
+    note.className = kind ? kind + " session-note" : "";
+    note.textContent = before;
+    if (link) {
+      var to = document.createElement("a");
+      to.href = note.getAttribute("data-login");
+      to.target = "_blank";
+      to.rel = "noopener";
+      to.textContent = link;
+      note.appendChild(to);
+      note.appendChild(document.createTextNode(after));
+    }
+  }
+
+  // Signed out, a form sent would land on the sign-in page, its words lost: it is not sent.
+  document.addEventListener("submit", function (event) {
+    var action = event.target.getAttribute("action") || "";
+    if (session.out && !/\/logout$/.test(action)) {
+      event.preventDefault();
+      session.out = false;
+      signedOut(); // said again
+    }
+  });
 
   // The emergencies waiting, as the live part shows them ("2 emergencies"; none: nothing).
   function emergencyCount(live) {
@@ -281,6 +394,10 @@
     show();
   }
 
+  if (document.body.hasAttribute("data-session-left")) {
+    sessionLeft(document.body.getAttribute("data-session-left"));
+    window.setInterval(checkSession, 10000);
+  }
   var queue = document.getElementById("queue-live");
   if (queue) {
     refreshLive(queue);
