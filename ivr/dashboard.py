@@ -526,10 +526,14 @@ async def announcement_set(request: Request, hotline: HotlineDep) -> Response:
 
 
 @router.post("/announcement/clear")
-def announcement_clear(request: Request, hotline: HotlineDep) -> Response:
+def announcement_clear(
+    request: Request, hotline: HotlineDep, confirm: Annotated[str, Form()] = ""
+) -> Response:
     user = _acting(request, hotline, SUPERVISORS)
     if isinstance(user, Response):
         return user
+    if confirm != "yes":
+        return _queue_page(request, hotline, user, error=UNCONFIRMED_CLEAR, status=422)
     api.clear_announcement(user, hotline)
     return _queue_done("announcement_cleared")
 
@@ -590,8 +594,14 @@ def queue_resolve(
     hotline: HotlineDep,
     case_id: api.CaseIdPath,
     notes: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
     """A supervisor closes a case its agent left (gone home, revoked)."""
+    if confirm != "yes":
+        user = _acting(request, hotline, SUPERVISORS)
+        if isinstance(user, Response):
+            return user
+        return _queue_page(request, hotline, user, error=UNCONFIRMED_CLOSE, status=422)
     return _supervisor_acts(
         request,
         hotline,
@@ -784,6 +794,14 @@ def _desk_error(
 
 
 TOO_LONG_NOTES = "Notes are 5000 characters at most."
+# Refused posts of the forms whose effect cannot be taken back by who sent them: each has a
+# required box, so only a post made without the page gets these.
+UNCONFIRMED_FREEZE = (
+    "Not frozen: tick the box that names the account to freeze it (only an operator can "
+    "undo a freeze)."
+)
+UNCONFIRMED_CLOSE = "Not closed: tick that you checked the agent is done with the case."
+UNCONFIRMED_CLEAR = "Not cleared: tick that every caller stops hearing the announcement."
 
 
 def _refusal(exc: Exception, invalid: str) -> tuple[int, str]:
@@ -865,16 +883,19 @@ def desk_freeze(
     case_id: api.CaseIdPath,
     reason: Annotated[str, Form()] = "",
     account_uid: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
+    typed = {"case": case_id, "action": "freeze", "reason": reason, "uid": account_uid}
+    if confirm != "yes":  # the page's box is required; a post without it is no less refused
+        return _desk_error(request, hotline, user, 422, UNCONFIRMED_FREEZE, typed=typed)
     try:
         body = api.FreezeRequest(reason=reason.strip(), account_uid=account_uid.strip() or None)
         result = api.freeze(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         why = "Say why you freeze the account (3 to 500 characters); an account UID is digits."
-        typed = {"case": case_id, "action": "freeze", "reason": reason, "uid": account_uid}
         return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
     return _done("frozen" if result.frozen else "freeze_failed")
 

@@ -643,12 +643,18 @@ def test_a_supervisor_takes_back_and_closes_what_agents_have(
     assert taken_back.headers["location"] == "/dashboard/queue?said=requeued"
     queue = client.get("/api/queue", headers=bearer(supervisor)).json()
     assert queue[0]["ticket"] == emergency["ticket"]  # first in line again
-    closed = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="bob left it done")
+    # Closing another's case needs a box ticked that says the agent is done: not one click.
+    close = f"/dashboard/queue/{deposits['id']}/resolve"
+    unticked = act(client, close, notes="bob left it done")
+    assert unticked.status_code == 422 and "tick that you checked" in unticked.text
+    still = client.get("/api/cases/held", headers=bearer(supervisor)).json()
+    assert [h["ticket"] for h in still] == [deposits["ticket"]]
+    closed = act(client, close, notes="bob left it done", confirm="yes")
     assert closed.headers["location"] == "/dashboard/queue?said=resolved"
     doc = page(client, "/dashboard/queue", said="resolved")
     assert texts(doc, SAYS) == [dashboard.SAID["resolved"]]
     assert "No agent has a case now." in doc.text_content()
-    again = act(client, f"/dashboard/queue/{deposits['id']}/resolve", notes="")
+    again = act(client, close, notes="", confirm="yes")
     assert again.status_code == 409 and "the case is resolved already" in again.text
     # An agent sees the queue without the section, and may not use its forms.
     signed_in(client, alice)
@@ -688,7 +694,10 @@ def test_a_supervisor_announces_to_every_caller_from_the_queue_page(
     [(_, root)] = [(s, body) for s, body in css_rules() if s == [":root"]]
     assert '"Noto Sans CJK SC", sans-serif' in root
     assert english in phone.call(ScriptedParty([Press("1")])).heard
-    cleared = act(client, "/dashboard/announcement/clear")
+    unticked = act(client, "/dashboard/announcement/clear")
+    assert unticked.status_code == 422 and "Not cleared" in unticked.text
+    assert english in phone.call(ScriptedParty([Press("1")])).heard
+    cleared = act(client, "/dashboard/announcement/clear", confirm="yes")
     assert cleared.headers["location"] == "/dashboard/queue?said=announcement_cleared"
     assert english not in phone.call(ScriptedParty([Press("1")])).heard
     # Not from elsewhere, and not by an agent.
@@ -700,7 +709,7 @@ def test_a_supervisor_announces_to_every_caller_from_the_queue_page(
     )
     assert forged.status_code == 403
     signed_in(client, make_user(db, "alice", "agent", AGENT_PHONE))
-    assert act(client, "/dashboard/announcement/clear").status_code == 403
+    assert act(client, "/dashboard/announcement/clear", confirm="yes").status_code == 403
     assert client.get("/api/announcement", headers=bearer(supervisor)).json() is None
 
 
@@ -1317,10 +1326,27 @@ def test_the_desk_freezes_resolves_and_gives_back(
     # A call back to dial by hand may be sent on to another team, before it is dialled.
     assert "Send the call back on to" in page(client, "/dashboard/desk").text_content()
     # A freeze needs a reason; a refusal is shown on the desk, and nothing is done.
-    short = act(client, f"{base}/freeze", reason=" x ")
+    short = act(client, f"{base}/freeze", reason=" x ", confirm="yes")
     assert short.status_code == 422 and "Say why" in short.text
     assert html.fromstring(short.text).xpath("//input[@name='reason']/@value")[0] == " x "
-    assert said(act(client, f"{base}/freeze", reason="caller reports SIM swap")) == "frozen"
+    # Nor without the box ticked that names the account: Enter in the reason does nothing.
+    unticked = act(client, f"{base}/freeze", reason="caller reports SIM swap")
+    assert unticked.status_code == 422 and "tick the box that names the account" in unticked.text
+    assert html.fromstring(unticked.text).xpath("//input[@name='reason']/@value") == [
+        "caller reports SIM swap"
+    ]
+    with db.connect() as conn:
+        agents_freeze = select(audit_log.c.id).where(audit_log.c.action == "freeze")
+        assert conn.execute(agents_freeze).all() == []
+    [box] = page(client, "/dashboard/desk").xpath(
+        "//form[contains(@action, '/freeze')]//label[input[@name='confirm']]"
+    )
+    assert box.xpath("input/@required") == [""]
+    assert " ".join(box.text_content().split()) == (
+        f"Freeze account {UID} now: only an operator can undo it"
+    )
+    frozen = act(client, f"{base}/freeze", reason="caller reports SIM swap", confirm="yes")
+    assert said(frozen) == "frozen"
     assert texts(page(client, "/dashboard/desk", said="frozen"), SAYS) == [dashboard.SAID["frozen"]]
     # A freeze the account service did not confirm is an alert, not a notice like success.
     failed = page(client, "/dashboard/desk", said="freeze_failed")
@@ -1373,7 +1399,17 @@ def test_the_desk_freezes_the_uid_the_agent_found_when_the_caller_keyed_a_wrong_
     assert field.get("required") is None
     label = texts(desk, f"//label[@for='{field.get('id')}']")
     assert label and f"this case's account is {wrong}" in label[0]
-    done = act(client, f"/dashboard/desk/{held['id']}/freeze", reason="hijack", account_uid=UID)
+    box = texts(desk, "//form[contains(@action, '/freeze')]//label[input[@name='confirm']]")
+    assert box == [
+        f"Freeze account {wrong}, or the UID typed above now: only an operator can undo it"
+    ]
+    done = act(
+        client,
+        f"/dashboard/desk/{held['id']}/freeze",
+        reason="hijack",
+        account_uid=UID,
+        confirm="yes",
+    )
     assert said(done) == "frozen"
     with db.connect() as conn:
         assert conn.execute(select(accounts.c.frozen).where(accounts.c.uid == UID)).scalar() == 1
@@ -1403,7 +1439,8 @@ def test_an_emergency_call_back_is_not_resolved_with_nothing_done(
     assert [c["id"] for c in client.get("/api/agents/cases", headers=bearer(agent)).json()] == [
         held["id"]
     ]
-    assert said(act(client, f"{base}/freeze", reason="hijack reported, unreachable")) == "frozen"
+    froze = act(client, f"{base}/freeze", reason="hijack reported, unreachable", confirm="yes")
+    assert said(froze) == "frozen"
     assert said(act(client, f"{base}/resolve", notes="frozen; no answer")) == "resolved"
 
 
@@ -1503,9 +1540,10 @@ def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(
     )
     assert len(form.xpath(".//input[@name='account_uid'][@required]")) == 1
     base = f"/dashboard/desk/{bare['id']}/freeze"
-    wrong = act(client, base, reason="caller says hacked", account_uid="12ab")
+    wrong = act(client, base, reason="caller says hacked", account_uid="12ab", confirm="yes")
     assert wrong.status_code == 422 and "an account UID is digits" in wrong.text
-    assert said(act(client, base, reason="caller says hacked", account_uid=UID)) == "frozen"
+    done = act(client, base, reason="caller says hacked", account_uid=UID, confirm="yes")
+    assert said(done) == "frozen"
     [held] = [
         c
         for c in client.get("/api/agents/cases", headers=bearer(agent)).json()
