@@ -69,6 +69,7 @@ LOGIN_PATH = f"{PREFIX}/login"
 COOKIE = "ivr_session"
 SESSION_SECONDS = 8 * 3600
 REFRESH_SECONDS = 5
+OFFER_REFRESH_SECONDS = 1  # an available agent's desk, with 30 s to accept what comes
 PAGE_SIZE = 50
 MAX_CURSOR = 200
 MAX_PERIOD = timedelta(days=31)
@@ -738,6 +739,8 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "typed": {},  # a refused form's words (`_desk_error`)
         "offers": OFFERS,
         "refresh": REFRESH_SECONDS,
+        "offer_refresh": min(REFRESH_SECONDS, OFFER_REFRESH_SECONDS),
+        "now": hotline.clock(),
         "accept_seconds": hotline.settings.accept_timeout_seconds,
         # Where a caller may be sent on (the live tree's queues) and in which language.
         "queues": hotline.trees.current.queues,

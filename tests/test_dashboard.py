@@ -1079,7 +1079,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     shown = section.text_content().replace(ticket, "").replace(f"{accept_by:%H:%M:%S}", "")
     assert VICTIM[-4:] not in shown
     [alert] = texts(section, ".//p[contains(@class, 'to-accept')]")
-    assert f"accept it by {accept_by:%H:%M:%S} UTC" in alert
+    assert f"accept within 30 s (by {accept_by:%H:%M:%S} UTC)" in alert
     actions = section.xpath(".//div[@class='case-actions']/form/@action")
     assert [a.rsplit("/", 1)[1] for a in actions] == ["accept", "requeue"]
     # 30 s to accept it: the desk opens (and reloads) with the focus on Accept.
@@ -2203,6 +2203,14 @@ def test_the_browser_tells_an_available_agent_of_a_case_offered_at_their_desk(
     assert note["tag"] == f"ivr-offer-{case_id}"
     assert note["body"].startswith("Emergency case, ticket ")
     assert note["body"].endswith(f"accept it by {accept_by:%H:%M:%S} UTC")
+    # A screen reader hears it too, and Accept (focused) says the seconds left to press it.
+    accept = alice.get_by_role("button", name="Accept")
+    expect(accept).to_be_focused()
+    expect(accept).to_have_accessible_description(
+        re.compile(r"^Offered to you: accept within (30|29|28) s \(by "), timeout=500
+    )
+    told = alice.locator("#desk-announce")
+    expect(told).to_have_text(re.compile(r"^A case is offered to you: accept it within \d+ s"))
     alice.reload()  # the agent reloads, or the desk does, by itself: not told twice
     expect(alice.get_by_role("button", name="Accept")).to_be_visible()
     alice.wait_for_timeout(500)
@@ -2211,7 +2219,8 @@ def test_the_browser_tells_an_available_agent_of_a_case_offered_at_their_desk(
     # the same case again: a new offer, told anew.
     scene.clock.advance(seconds=31)
     assert scene.hotline.dispatch() == 0
-    expect(alice).to_have_title(re.compile("^Your desk"), timeout=9000)
+    expect(alice).to_have_title(re.compile("^Offer missed · Your desk"), timeout=9000)
+    expect(told).to_have_text(re.compile(r"^Offer missed\. A case was offered to you here"))
     alice.get_by_role("button", name="Make me available").click()
     assert scene.hotline.dispatch() == 1
     expect(alice).to_have_title(re.compile("^Accept your case"), timeout=9000)

@@ -398,6 +398,67 @@
     sessionLeft(document.body.getAttribute("data-session-left"));
     window.setInterval(checkSession, 10000);
   }
+  // A case offered at the desk is said once as the desk shows it (Accept has the focus,
+  // described by the seconds left, counted down here, where no live region reads them out
+  // every second); missed, it is said once as the desk comes back, the agent set away.
+  var OFFER_SEEN = "ivr-offer-seen";
+
+  function sayOffer(live) {
+    var told = document.getElementById("desk-announce");
+    var line = live.querySelector("[data-offer]");
+    var left = document.querySelector(".countdown[data-left]");
+    var storage = null;
+    try {
+      storage = window.sessionStorage;
+      storage.getItem(OFFER_SEEN);
+    } catch (ignored) {
+      storage = null;
+    }
+    if (line && left) {
+      sayLater(
+        told,
+        "A case is offered to you: accept it within " + left.getAttribute("data-left") +
+          " seconds, or it goes to the next agent."
+      );
+      if (storage) {
+        storage.setItem(OFFER_SEEN, line.getAttribute("data-offer"));
+      }
+      return;
+    }
+    if (storage && storage.getItem(OFFER_SEEN)) {
+      storage.removeItem(OFFER_SEEN);
+      var missed = document.querySelector('.away-reason[data-reason="not_accepted"]');
+      if (missed) {
+        sayLater(told, "Offer missed. " + missed.textContent);
+      }
+    }
+  }
+
+  // Words for a status region of a page just loaded: put in at once, a screen reader may
+  // not have found the region yet.
+  function sayLater(told, words) {
+    if (told) {
+      window.setTimeout(function () {
+        told.textContent = words;
+      }, 500);
+    }
+  }
+
+  function countDown() {
+    var counters = document.querySelectorAll(".countdown[data-left]");
+    if (!counters.length) {
+      return;
+    }
+    var start = Date.now();
+    window.setInterval(function () {
+      var gone = Math.floor((Date.now() - start) / 1000);
+      for (var i = 0; i < counters.length; i += 1) {
+        var left = Number(counters[i].getAttribute("data-left")) - gone;
+        counters[i].textContent = String(Math.max(0, left));
+      }
+    }, 1000);
+  }
+
   var queue = document.getElementById("queue-live");
   if (queue) {
     refreshLive(queue);
@@ -410,6 +471,8 @@
       changed();
     });
     notifyOffer(desk);
+    sayOffer(desk);
+    countDown();
     keepNotes();
   }
   var notify = document.getElementById("notify-offers");
