@@ -815,6 +815,16 @@ def _refusal(exc: Exception, invalid: str) -> tuple[int, str]:
     return 422, invalid
 
 
+def _invalid(exc: Exception, fields: dict[str, str]) -> list[str]:
+    """The form fields (by the names the desk's template knows them) a request model refused,
+    marked invalid on the page again; none for a refusal of the action itself."""
+    if not isinstance(exc, ValidationError):
+        return []
+    return [
+        fields[str(e["loc"][0])] for e in exc.errors() if e["loc"] and str(e["loc"][0]) in fields
+    ]
+
+
 def _done(said: str) -> RedirectResponse:
     return redirect(f"{DESK_PATH}?{urlencode({'said': said})}")
 
@@ -891,14 +901,21 @@ def desk_freeze(
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
-    typed = {"case": case_id, "action": "freeze", "reason": reason, "uid": account_uid}
+    typed: dict[str, Any] = {
+        "case": case_id,
+        "action": "freeze",
+        "reason": reason,
+        "uid": account_uid,
+    }
     if confirm != "yes":  # the page's box is required; a post without it is no less refused
+        typed["invalid"] = ["confirm"]
         return _desk_error(request, hotline, user, 422, UNCONFIRMED_FREEZE, typed=typed)
     try:
         body = api.FreezeRequest(reason=reason.strip(), account_uid=account_uid.strip() or None)
         result = api.freeze(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         why = "Say why you freeze the account (3 to 500 characters); an account UID is digits."
+        typed["invalid"] = _invalid(exc, {"reason": "reason", "account_uid": "uid"})
         return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
     return _done("frozen" if result.frozen else "freeze_failed")
 
@@ -976,6 +993,7 @@ def desk_transfer(
     except (ValidationError, HTTPException) as exc:
         why = "Choose a queue, and say why for the next agent (3 to 500 characters)."
         typed = {"case": case_id, "action": "transfer", "note": note}
+        typed["invalid"] = _invalid(exc, {"note": "note"})
         return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
     return _done(f"transfer_{sent.mode}")
 

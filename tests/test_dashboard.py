@@ -164,6 +164,14 @@ def test_a_bad_token_shows_an_error_and_sets_no_cookie(client: TestClient, db: E
         assert response.status_code == 401
         assert "That token is not valid" in response.text
         assert "set-cookie" not in response.headers
+        # Said in the title, and tied to the field it is about.
+        doc = html.fromstring(response.text)
+        assert doc.findtext(".//title").startswith("Not signed in · ")
+        [field] = doc.xpath("//input[@id='token']")
+        assert (field.get("aria-invalid"), field.get("aria-describedby")) == ("true", "login-error")
+        assert texts(doc, "//*[@id='login-error']") == [
+            "That token is not valid. Check it and try again."
+        ]
     assert client.get("/dashboard/login").status_code == 200
 
 
@@ -1093,7 +1101,7 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     case_id = actions[0].split("/")[-2]
     assert said(act(client, f"/dashboard/desk/{case_id}/accept")) == "accepted"
     doc = page(client, "/dashboard/desk", said="accepted")
-    assert doc.findtext(".//title").startswith("Your desk")
+    assert doc.findtext(".//title").startswith("Done · Your desk")
     assert texts(doc, SAYS) == [dashboard.SAID["accepted"]]
     assert not doc.xpath("//*[@autofocus]")
     [section] = doc.xpath("//section[contains(@class, 'case')]")
@@ -1542,6 +1550,12 @@ def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(
     base = f"/dashboard/desk/{bare['id']}/freeze"
     wrong = act(client, base, reason="caller says hacked", account_uid="12ab", confirm="yes")
     assert wrong.status_code == 422 and "an account UID is digits" in wrong.text
+    # The field refused is marked so, and described by why; the reason, taken, is not.
+    refused = html.fromstring(wrong.text)
+    [uid] = refused.xpath("//input[@name='account_uid']")
+    assert (uid.get("aria-invalid"), uid.get("aria-describedby")) == ("true", "desk-error")
+    assert refused.xpath("//input[@name='reason']/@aria-invalid") == []
+    assert texts(refused, "//*[@id='desk-error']")[0].startswith("Say why you freeze")
     done = act(client, base, reason="caller says hacked", account_uid=UID, confirm="yes")
     assert said(done) == "frozen"
     [held] = [
@@ -2114,6 +2128,9 @@ def test_the_desk_tells_of_a_new_emergency_keeps_choices_and_says_a_refresh_fail
     stale = desk.locator(".stale-desk")
     expect(stale).to_be_visible(timeout=5000)
     expect(priority).to_have_value("high")
+    # Said as well: a screen reader would not see the notice appear.
+    told = desk.locator("#desk-announce")
+    expect(told).to_have_text("Your cases changed. Reload the desk when you have finished typing.")
     # The priority as it came, but the box ticked: still unsaved, the desk stays.
     priority.select_option("")
     reached = desk.get_by_label("I spoke to the customer")
@@ -2129,6 +2146,7 @@ def test_the_desk_tells_of_a_new_emergency_keeps_choices_and_says_a_refresh_fail
     assert scene.problems == [], scene.problems
     desk.route("**/dashboard/desk/live", lambda route: route.abort())
     expect(desk.locator("#desk-live")).to_have_attribute("data-stale", "true", timeout=5000)
+    expect(desk.locator("#desk-announce")).to_have_text("Live updates failed; retrying.")
     after = "getComputedStyle(document.querySelector('#desk-live .status-line'), '::after')"
     assert "could not refresh" in desk.evaluate(f"{after}.content")
     desk.context.close()
@@ -2233,7 +2251,7 @@ def test_the_browser_tells_an_available_agent_of_a_case_offered_at_their_desk(
     assert [n["tag"] for n in shown] == [note["tag"]] * 2
     assert shown[1]["body"].endswith(f"accept it by {again:%H:%M:%S} UTC")
     alice.get_by_role("button", name="Accept").click()
-    expect(alice).to_have_title(re.compile("^Your desk"))
+    expect(alice).to_have_title(re.compile("^Done · Your desk"))
     assert scene.problems == [], scene.problems
     alice.context.close()
     bob.context.close()
@@ -2650,4 +2668,35 @@ def test_the_desk_warns_before_the_sign_in_ends_and_keeps_what_was_typed_after(
     expect(note).to_contain_text("You are signed in again", timeout=5000)
     desk.get_by_role("button", name="Transfer").click()
     expect(desk.locator("p.notice[role=status]")).to_have_text(dashboard.SAID["transfer_call_back"])
+    desk.context.close()
+
+
+def test_a_refused_freeze_is_said_tied_to_its_field_and_not_sent_again_by_a_reload(
+    scene: Scene,
+) -> None:
+    """alice's freeze reason is refused by the server (too short, past the browser's own
+    check): the title says it was not done, the alert has the focus, the field is marked
+    invalid and described by why, and the address is the desk's: a reload sends nothing."""
+    expect = scene.expect
+    scene.callers.phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number=VICTIM)
+    desk = desk_of(scene, make_user(scene.db, "alice", "agent", AGENT_PHONE))
+    desk.get_by_role("button", name="Take the next case").click()
+    expect(desk).to_have_title(re.compile("^Done · Your desk"))
+    expect(desk.locator("p.notice[role=status]")).to_be_focused()
+    reason = desk.get_by_label("Freeze the account: why")
+    reason.evaluate("field => field.removeAttribute('minlength')")
+    reason.fill("x")
+    desk.get_by_label(f"Freeze account {UID} now: only an operator can undo it").check()
+    desk.get_by_role("button", name="Freeze").click()
+    expect(desk).to_have_title(re.compile("^Not done · "))
+    expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
+    expect(desk.locator("#desk-error")).to_be_focused()
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    expect(reason).to_have_accessible_description(re.compile("^Say why you freeze"))
+    expect(reason).to_have_value("x")
+    posted: list[str] = []
+    desk.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    desk.reload()
+    expect(desk).to_have_title(re.compile("^Your desk"))
+    assert posted == []
     desk.context.close()

@@ -293,6 +293,7 @@
   }
 
   function deskChanged(live) {
+    var said = null;
     return function () {
       var line = live.querySelector("[data-version]");
       if (!line || line.getAttribute("data-version") === live.getAttribute("data-version")) {
@@ -300,6 +301,15 @@
       }
       if (typing()) {
         live.querySelector(".stale-desk").hidden = false;
+        // Said once per change: a screen reader would not see the notice appear.
+        var told = document.getElementById("desk-announce");
+        var version = line.getAttribute("data-version");
+        if (told && said !== version) {
+          said = version;
+          told.textContent =
+            (line.hasAttribute("data-offer") ? "A case is offered to you. " : "") +
+            "Your cases changed. Reload the desk when you have finished typing.";
+        }
       } else {
         window.location.assign(live.getAttribute("data-src").replace(/\/live$/, ""));
       }
@@ -394,6 +404,31 @@
     show();
   }
 
+  // A page that answers a form refused shows at the form's address, which takes only a
+  // POST: reloaded, it would send the form again. The address becomes the page's own.
+  function settle(live) {
+    var page = live.getAttribute("data-page");
+    if (page && window.location.pathname !== page && window.history.replaceState) {
+      window.history.replaceState(null, "", page);
+    }
+  }
+
+  // What an action did, or why it was refused, is in the page as it loads, where a screen
+  // reader may skip it: it gets the focus, unless a control asks for it (Accept).
+  function focusResult() {
+    if (document.querySelector("[autofocus]")) {
+      return;
+    }
+    var result = document.querySelector(
+      "main > p.alert[role=alert], main > p.notice[role=status]"
+    );
+    if (result) {
+      result.tabIndex = -1;
+      result.focus();
+    }
+  }
+
+  focusResult();
   if (document.body.hasAttribute("data-session-left")) {
     sessionLeft(document.body.getAttribute("data-session-left"));
     window.setInterval(checkSession, 10000);
@@ -461,10 +496,12 @@
 
   var queue = document.getElementById("queue-live");
   if (queue) {
+    settle(queue);
     refreshLive(queue);
   }
   var desk = document.getElementById("desk-live");
   if (desk) {
+    settle(desk);
     var changed = deskChanged(desk);
     refreshLive(desk, function () {
       notifyOffer(desk);
