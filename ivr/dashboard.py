@@ -421,6 +421,8 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
             hotline.set_available(user, False, why=AWAY_SIGNED_OUT)
     response = redirect(LOGIN_PATH)
     _drop_session(request, response)
+    # The desk's unsent notes (sessionStorage): not for whoever signs in next in this tab.
+    response.headers["Clear-Site-Data"] = '"storage"'
     return response
 
 

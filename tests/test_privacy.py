@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from lxml import html
+from sqlalchemy import Engine, select
 
+from ivr.db import users
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
@@ -116,3 +118,25 @@ def test_a_caller_verified_by_id_digits_alone_sees_the_earlier_cases_as_an_unver
         (None, None, "resolved")
     ]
     assert "owner@mail.test" not in json.dumps(strangers)
+
+
+def test_a_desks_unsent_notes_are_the_agents_own_and_forgotten_at_sign_out(
+    client: TestClient, db: Engine, phone: Phone
+) -> None:
+    """The notes an agent writes on the desk are kept in the tab until sent (they may hold
+    a new email, a date of birth): kept under their own name, so the next agent to sign in
+    in that tab is not handed them with the case, and the browser is told to forget them
+    when they sign out."""
+    phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
+    token = make_user(db, "alice", "agent", "+15005559999")
+    with db.connect() as conn:
+        alice = conn.execute(select(users.c.id).where(users.c.name == "alice")).scalar_one()
+    signed_in = client.post("/dashboard/login", data={"token": token}, follow_redirects=False)
+    assert signed_in.status_code == 303
+    assert client.post("/dashboard/desk/next", follow_redirects=False).status_code == 303
+    [case] = api(client, token, "GET", "/api/agents/cases")
+    desk = html.fromstring(client.get("/dashboard/desk").text)
+    assert desk.xpath("//textarea[@name='notes']/@data-keep") == [f"ivr-notes-{alice}-{case['id']}"]
+    out = client.post("/dashboard/logout", follow_redirects=False)
+    assert out.status_code == 303
+    assert out.headers["clear-site-data"] == '"storage"'
