@@ -31,11 +31,14 @@ from urllib.parse import urlencode, urlsplit
 import jinja2
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
+from starlette.types import Scope
 
 from ivr import api, engine, graph, oncall, recordings, stats
 from ivr.cases import (
@@ -1496,3 +1499,53 @@ def tree_page(request: Request, hotline: HotlineDep) -> Response:
     except (graph.GraphvizMissing, graph.GraphvizFailed) as exc:
         context.update(picture=None, mermaid=graph.mermaid(tree), problem=str(exc))
     return render(request, "tree.html", context, user=user)
+
+
+# -- any other address ----------------------------------------------------------------------
+
+
+class Otherwise(APIRoute):
+    """A route that matches a GET only when no other route of the app does (wherever it is
+    in the app's list: a route added after it, the static files' mount): so that a page,
+    not the JSON API's answer, says there is nothing there."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get(_LOOKING_ELSEWHERE):
+            return Match.NONE, {}
+        match, child = super().matches(scope)
+        if match is Match.FULL and _matched_elsewhere(scope):
+            return Match.NONE, {}
+        return match, child
+
+
+_LOOKING_ELSEWHERE = "ivr.dashboard.otherwise"
+
+
+def _matched_elsewhere(scope: Scope) -> bool:
+    """Whether a route of the app other than `Otherwise` takes this request (the app's
+    routes may hold the dashboard's router, `Otherwise` included, as one)."""
+    looking = {**scope, _LOOKING_ELSEWHERE: True}
+    return any(r.matches(looking)[0] is Match.FULL for r in scope["app"].router.routes)
+
+
+def no_such_page(request: Request, hotline: HotlineDep, rest: str) -> Response:
+    """An address of the dashboard with no page: an HTML page that says so (a form's
+    address opened by itself, or reloaded, included), with the way back."""
+    try:
+        user = session_user(request, hotline)
+    except Blocked:
+        user = None
+    posted = {**request.scope, "method": "POST"}
+    if _matched_elsewhere(posted):
+        context = _message(
+            "Only a form goes here",
+            "This address takes a form sent from its page, and shows nothing by itself.",
+        )
+        return render(
+            request, "error.html", context, user=user, status=405, headers={"Allow": "POST"}
+        )
+    context = _message("No such page", "There is no page at this address.")
+    return render(request, "error.html", context, user=user, status=404)
+
+
+router.add_api_route("/{rest:path}", no_such_page, methods=["GET"], route_class_override=Otherwise)

@@ -1751,6 +1751,28 @@ def test_tree_page_falls_back_to_mermaid_without_graphviz(
     assert "Graphviz" in " ".join(texts(doc, "//*[@role='status']"))
 
 
+def test_an_address_with_no_page_answers_a_page_not_json(
+    client: TestClient, supervisor: str
+) -> None:
+    """A mistyped address, or a form's address opened (or reloaded) by itself: a page with
+    a title, a language and the way back, as every other; the static files and the JSON
+    API are as they were."""
+    for path, status, heading in (
+        ("/dashboard/no-such-page", 404, "No such page"),
+        ("/dashboard/desk/1/freeze", 405, "Only a form goes here"),
+    ):
+        doc = page(client, path, status=status)
+        assert texts(doc, "//h1") == [heading]
+        assert doc.get("lang") == "en" and doc.findtext(".//title").startswith(heading)
+        assert doc.xpath("//main//a/@href") == ["/dashboard/login"]
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/desk/1/freeze", status=405)
+    assert doc.xpath("//main//a/@href") == ["/dashboard"]
+    assert client.get("/dashboard/static/dashboard.css").status_code == 200
+    assert client.get("/dashboard/static/nothing.css").status_code == 404
+    assert client.get("/api/nothing").json() == {"detail": "Not Found"}
+
+
 def test_every_page_starts_with_a_link_to_skip_to_its_content(
     client: TestClient, db: Engine, supervisor: str
 ) -> None:
@@ -1807,6 +1829,19 @@ def contrast(one: str, other: str) -> float:
 
     light, dark = sorted((luminance(one), luminance(other)), reverse=True)
     return (light + 0.05) / (dark + 0.05)
+
+
+def test_every_charts_bars_stand_out_from_the_white_chart() -> None:
+    """WCAG 1.4.11: a bar is read by its shape, 3:1 at least against the chart's white."""
+    fills = {
+        selector: re.findall(r"fill:\s*(#[0-9a-f]{6})", body)
+        for selectors, body in css_rules()
+        for selector in selectors
+        if selector.endswith(".bars rect")
+    }
+    assert {".chart .bars rect", ".abandonment-chart .bars rect"} <= set(fills)
+    for selector, colours in fills.items():
+        assert colours and all(contrast(c, "#ffffff") >= 3 for c in colours), (selector, colours)
 
 
 def test_focus_rings_and_field_borders_stand_out_from_what_they_sit_on() -> None:
@@ -2699,4 +2734,73 @@ def test_a_refused_freeze_is_said_tied_to_its_field_and_not_sent_again_by_a_relo
     desk.reload()
     expect(desk).to_have_title(re.compile("^Your desk"))
     assert posted == []
+    desk.context.close()
+
+
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+def axe_violations(tab: Any) -> list[tuple[str, list[Any]]]:
+    """What axe-core (bundled with axe-playwright-python: nothing is fetched) finds against
+    WCAG 2.2 A and AA on the page as it is, and against 2.5.3 Label in Name (a rule axe
+    ships as experimental, so run by name)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    tags = {"runOnly": {"type": "tag", "values": WCAG_TAGS}}
+    found = list(axe.run(tab, options=tags).response["violations"])
+    rule = {"runOnly": {"type": "rule", "values": ["label-content-name-mismatch"]}}
+    found += axe.run(tab, options=rule).response["violations"]
+    return [(v["id"], [n["target"] for n in v["nodes"]]) for v in found]
+
+
+def past_320_px(tab: Any) -> list[str]:
+    """WCAG 1.4.10: at 320 CSS px (a phone, or 400 % zoom) what is drawn past the right edge,
+    outside the data tables, pictures and code, which may scroll on their own."""
+    tab.set_viewport_size({"width": 320, "height": 640})
+    try:
+        wide: list[str] = tab.evaluate(
+            """() => [...document.querySelectorAll('body *')]
+            .filter(e => !e.closest('table, svg, pre, .tree-picture'))
+            .filter(e => e.getBoundingClientRect().right > 321)
+            .map(e => e.outerHTML.slice(0, 80))"""
+        )
+        return wide
+    finally:
+        tab.set_viewport_size({"width": 1280, "height": 820})
+
+
+def test_the_main_pages_pass_axe_and_reflow_at_320_px(scene: Scene) -> None:
+    """axe-core finds nothing against WCAG 2.2 AA on the sign-in page, the supervisor's
+    pages (alice available, so her "Set away" button shows), an unknown address, and the
+    agent's desk with a case; at 320 px nothing but a table or a picture spills over."""
+    alice = make_user(scene.db, "alice", "agent", AGENT_PHONE)
+    scene.calls["normal"] = scene.callers.call(list(DEPOSITS), NORMAL_CALLER)
+    scene.calls["hijack"] = scene.callers.call(list(HIJACK), VICTIM)
+    tab = scene.tab
+    tab.goto(f"{scene.base}/dashboard/login")
+    found = {"login": axe_violations(tab)}
+    sign_in(scene, make_user(scene.db, "sam", "supervisor"))
+    presence = f"{scene.base}/api/agents/presence"
+    assert scene.http.put(presence, json={"available": True}, headers=bearer(alice)).is_success
+    for path in (
+        *PAGES,
+        "/dashboard/calls?since=x",
+        "/dashboard/figures?since=x",
+        f"/dashboard/calls/{scene.calls['hijack']}",
+        "/dashboard/calls/CAnosuchcall",
+        "/dashboard/no-such-page",
+        "/dashboard/desk/1/freeze",
+    ):
+        tab.goto(scene.base + path)
+        tab.wait_for_load_state("networkidle")
+        found[path] = axe_violations(tab)
+        found[f"{path} at 320 px"] = past_320_px(tab)
+    desk = desk_of(scene, alice)
+    scene.callers.hold_music(scene.calls["hijack"])
+    desk.get_by_role("button", name="Take the next case").click()
+    scene.expect(desk.locator("section.case")).to_have_count(1)
+    found["desk"] = axe_violations(desk)
+    found["desk at 320 px"] = past_320_px(desk)
+    assert {page: v for page, v in found.items() if v} == {}
     desk.context.close()
