@@ -2804,3 +2804,36 @@ def test_the_main_pages_pass_axe_and_reflow_at_320_px(scene: Scene) -> None:
     found["desk at 320 px"] = past_320_px(desk)
     assert {page: v for page, v in found.items() if v} == {}
     desk.context.close()
+
+
+def test_the_supervisor_pauses_the_live_queue_and_still_hears_of_a_new_emergency(
+    scene: Scene, quick: None
+) -> None:
+    """WCAG 2.2.2: reading the table (a screen reader loses its place when it is swapped),
+    sam pauses it. A hijack victim calls: the table stays as it was, but the page still
+    says a new emergency waits; pressed again, the table shows them. Kept across reloads."""
+    scene.watch(scene.tab)
+    tab, expect = scene.tab, scene.expect
+    scene.calls["normal"] = scene.callers.call(list(DEPOSITS), NORMAL_CALLER)
+    sign_in(scene, make_user(scene.db, "sam", "supervisor"))
+    rows = tab.locator("table.queue tbody tr")
+    expect(rows).to_have_count(1)
+    pause = tab.get_by_role("button", name="Pause updates")
+    expect(pause).to_have_attribute("aria-pressed", "false")
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "true")
+    tab.reload()
+    expect(pause).to_have_attribute("aria-pressed", "true")
+    scene.calls["hijack"] = scene.callers.call(list(HIJACK), VICTIM)
+    expect(tab.locator("#queue-announce")).to_have_text(
+        "New emergency waiting: 1 in line", timeout=5000
+    )
+    for _ in range(2):  # two refreshes
+        with tab.expect_response(lambda r: r.url.endswith("/dashboard/queue/rows")):
+            pass
+    expect(rows).to_have_count(1)
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "false")
+    expect(rows).to_have_count(2, timeout=5000)
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bemergency\b"))
+    assert scene.problems == [], scene.problems

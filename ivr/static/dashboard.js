@@ -14,8 +14,8 @@
 
     // The live part is not itself read out (every refresh would read it all again): a screen
     // reader hears only that a new emergency is waiting, when their count goes up.
-    function tell() {
-      var now = emergencyCount(live);
+    function tell(fresh) {
+      var now = emergencyCount(fresh || live);
       if (told && now > emergencies) {
         told.textContent = "New emergency waiting: " + now + " in line";
       } else if (told && now < emergencies) {
@@ -52,6 +52,14 @@
           }
           if (html !== null && live.hasAttribute("data-stale") && told) {
             told.textContent = "";
+          }
+          if (html !== null && live.hasAttribute("data-held")) {
+            // Paused by the reader: the table stays as it is; a new emergency is still said.
+            var fresh = document.createElement("div");
+            fresh.innerHTML = html; // our own server-rendered, escaped fragment
+            live.removeAttribute("data-stale");
+            tell(fresh);
+            return;
           }
           if (html !== null && live.contains(document.activeElement)) {
             // A field or button in it has the focus (an agent's languages, Set away): swap
@@ -184,6 +192,38 @@
       signedOut(); // said again
     }
   });
+
+  // A button that stops the live part from changing under whoever reads it (a screen
+  // reader's place in the table is lost when it is swapped), until pressed again; kept
+  // for the tab, across reloads.
+  var HELD = "ivr-live-held";
+
+  function pauseControl(button, live) {
+    var storage = null;
+    try {
+      storage = window.sessionStorage;
+      storage.getItem(HELD);
+    } catch (ignored) {
+      storage = null;
+    }
+    function show(held) {
+      button.setAttribute("aria-pressed", held ? "true" : "false");
+      if (held) {
+        live.setAttribute("data-held", "true");
+      } else {
+        live.removeAttribute("data-held");
+      }
+    }
+    show(storage !== null && storage.getItem(HELD) === "true");
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var held = button.getAttribute("aria-pressed") !== "true";
+      show(held);
+      if (storage) {
+        storage.setItem(HELD, held ? "true" : "false");
+      }
+    });
+  }
 
   // The emergencies waiting, as the live part shows them ("2 emergencies"; none: nothing).
   function emergencyCount(live) {
@@ -497,6 +537,10 @@
   var queue = document.getElementById("queue-live");
   if (queue) {
     settle(queue);
+    var pause = document.getElementById("pause-live");
+    if (pause) {
+      pauseControl(pause, queue);
+    }
     refreshLive(queue);
   }
   var desk = document.getElementById("desk-live");
