@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -33,7 +34,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -154,6 +155,21 @@ def label_text(value: str | None) -> str:
     return (value or "").replace("_", " ")
 
 
+# Chinese (CJK ideographs, their punctuation, full-width forms), runs joined by the spaces
+# and ASCII punctuation typed between them: "客户确认账户被盗, 已冻结" is one run.
+CJK_RUN = re.compile(
+    r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]+"
+    r"(?:[ ,.;:!?]+[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]+)*"
+)
+
+
+def cjk_marked(text: object) -> Markup:
+    """Free text staff typed (notes, reasons), escaped, with each run of Chinese marked
+    lang="zh": a screen reader speaks it with a Chinese voice, not the page's English one."""
+    escaped = str(escape("" if text is None else text))
+    return Markup(CJK_RUN.sub(lambda m: f'<span lang="zh">{m.group(0)}</span>', escaped))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -169,6 +185,7 @@ def _environment() -> jinja2.Environment:
         pct=percent_text,
         secs=seconds_text,
         label=label_text,
+        cjk=cjk_marked,
     )
     return env
 
@@ -1479,7 +1496,9 @@ def tree_svg(tree: CompiledTree) -> str:
     cached = _SVG_CACHE.get(tree.version)
     if cached is None:
         text = graph.svg(tree)
-        cached = text[text.index("<svg") :]
+        # Hidden from screen readers: its name would be every label run together (6,000
+        # characters); the page gives the same tree as text beside it.
+        cached = '<svg aria-hidden="true"' + text[text.index("<svg") + len("<svg") :]
         if len(_SVG_CACHE) >= 8:
             _SVG_CACHE.clear()
         _SVG_CACHE[tree.version] = cached
@@ -1492,12 +1511,16 @@ def tree_page(request: Request, hotline: HotlineDep) -> Response:
     if isinstance(user, Response):
         return user
     tree = hotline.trees.current
-    context: dict[str, Any] = {"version": tree.version, "nodes": len(tree.tree.nodes)}
+    context: dict[str, Any] = {
+        "version": tree.version,
+        "nodes": len(tree.tree.nodes),
+        "mermaid": graph.mermaid(tree),  # the picture's text alternative, or its stand-in
+    }
     try:
         # Graphviz escapes every label it writes; the text comes from the operators' tree file.
-        context.update(picture=Markup(tree_svg(tree)), mermaid=None, problem=None)
+        context.update(picture=Markup(tree_svg(tree)), problem=None)
     except (graph.GraphvizMissing, graph.GraphvizFailed) as exc:
-        context.update(picture=None, mermaid=graph.mermaid(tree), problem=str(exc))
+        context.update(picture=None, problem=str(exc))
     return render(request, "tree.html", context, user=user)
 
 

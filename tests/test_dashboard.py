@@ -1733,6 +1733,12 @@ def test_tree_page_draws_the_live_tree(
     assert (figure.get("tabindex"), figure.get("role")) == ("0", "region")
     assert figure.get("aria-label").startswith("Call tree picture")
     assert any(".tree-picture:focus-visible" in selectors for selectors, _ in css_rules())
+    # Its text alternative: not the picture's every label as one name, but the tree as text,
+    # its Chinese labels marked so.
+    assert svg.get("aria-hidden") == "true"
+    [text] = doc.xpath("//details[@class='tree-text']/pre")
+    assert "main_menu" in text.text_content() and "-->" in text.text_content()
+    assert text.xpath("span[@lang='zh']")
 
 
 def test_tree_page_falls_back_to_mermaid_without_graphviz(
@@ -1771,6 +1777,25 @@ def test_an_address_with_no_page_answers_a_page_not_json(
     assert client.get("/dashboard/static/dashboard.css").status_code == 200
     assert client.get("/dashboard/static/nothing.css").status_code == 404
     assert client.get("/api/nothing").json() == {"detail": "Not Found"}
+
+
+def test_chinese_typed_by_staff_is_marked_as_chinese(
+    client: TestClient, agent: str, supervisor: str, placed: dict[str, str]
+) -> None:
+    """WCAG 3.1.2: notes in Mandarin, in a page in English, are marked lang="zh", so a
+    screen reader speaks them in Chinese; what is around them, and any markup, is as it was."""
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    notes = "客户确认账户被盗, 已冻结. Caller confirmed <b>it</b>."
+    done = act(client, f"/dashboard/desk/{held['id']}/resolve", notes=notes, reached="true")
+    assert said(done) == "resolved"
+    signed_in(client, supervisor)
+    doc = page(client, f"/dashboard/calls/{placed['hijack']}")
+    [cell] = doc.xpath("//td[span[@lang='zh']]")
+    assert [s.text for s in cell.xpath("span")] == ["客户确认账户被盗, 已冻结"]
+    assert cell.text_content() == notes  # escaped: <b> is text, not markup
+    assert not cell.xpath(".//b")
 
 
 def test_every_page_starts_with_a_link_to_skip_to_its_content(
