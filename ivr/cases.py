@@ -2555,6 +2555,21 @@ def user_by_session(conn: Connection, *, secret: str, now: datetime) -> User | N
     return User(row.id, row.name, row.role, row.phone) if row else None
 
 
+def session_ends(conn: Connection, *, secret: str) -> datetime | None:
+    """When the session of this secret ends: its own end, or its token's expiry if sooner
+    (`_SESSION_USER`). None: no such session."""
+    with reading(conn):
+        row = conn.execute(
+            select(sessions.c.expires_at, users.c.token_expires_at)
+            .join(users, users.c.id == sessions.c.user_id)
+            .where(sessions.c.secret_hash == _token_hash(secret))
+        ).first()
+    if row is None:
+        return None
+    ends: datetime = row.expires_at
+    return ends if row.token_expires_at is None else min(ends, row.token_expires_at)
+
+
 def close_session(conn: Connection, *, secret: str) -> bool:
     with writing(conn):
         gone: int = conn.execute(

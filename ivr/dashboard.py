@@ -36,7 +36,6 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import Scope
@@ -45,12 +44,12 @@ from ivr import api, engine, graph, oncall, recordings, stats
 from ivr.cases import (
     AWAY_SIGNED_OUT,
     User,
-    _token_hash,
     close_session,
     languages_typed,
+    session_ends,
     user_by_session,
 )
-from ivr.db import in_utc, sessions
+from ivr.db import in_utc
 from ivr.deps import (
     MAX_TOKEN,
     Blocked,
@@ -242,9 +241,8 @@ def session_left(request: Request) -> int | None:
     if not secret or len(secret) > MAX_TOKEN:
         return None
     hotline: Hotline = request.app.state.hotline
-    ends = select(sessions.c.expires_at).where(sessions.c.secret_hash == _token_hash(secret))
     with hotline.db.connect() as conn:
-        expires_at = conn.execute(ends).scalar()
+        expires_at = session_ends(conn, secret=secret)
     if expires_at is None:
         return None
     return max(0, int((expires_at - hotline.clock()).total_seconds()))
