@@ -2864,3 +2864,24 @@ def test_the_supervisor_pauses_the_live_queue_and_still_hears_of_a_new_emergency
     expect(rows).to_have_count(2, timeout=5000)
     expect(rows.nth(0)).to_have_class(re.compile(r"\bemergency\b"))
     assert scene.problems == [], scene.problems
+
+
+def test_the_desk_tells_the_agent_what_a_caller_id_and_verified_do_not_prove(
+    client: TestClient, db: Engine, placed: dict[str, str]
+) -> None:
+    """The takeover pattern is a caller who sounds like the owner and asks for the account's
+    keys: on every case, beside "Verified" and "Caller ID matches", the agent reads that both
+    can be faked, what never changes on the call, and, calling back, that a PIN is not to be
+    asked for on a call we placed."""
+    alice = make_user(db, "alice", "agent", AGENT_PHONE)
+    taken = client.post("/api/agents/next", headers=bearer(alice)).json()
+    assert taken["case"]["verification"]["result"] == "yes"
+    assert taken["connect"]["mode"] == "call_back"
+    signed_in(client, alice)
+    [guard] = texts(
+        page(client, "/dashboard/desk"), "//section[contains(@class,'case')]//p[@class='guard']"
+    )
+    assert "Caller ID and STIR/SHAKEN can be faked" in guard
+    assert "Verified means one keypad secret, no more." in guard
+    assert "Never change the phone, email, 2FA or withdrawal addresses, nor lift a freeze" in guard
+    assert guard.endswith("nor for the PIN or ID digits on a call we placed.")
