@@ -72,7 +72,7 @@ LOGIN_PATH = f"{PREFIX}/login"
 COOKIE = "ivr_session"
 SESSION_SECONDS = 8 * 3600
 REFRESH_SECONDS = 5
-OFFER_REFRESH_SECONDS = 1  # an available agent's desk, with 30 s to accept what comes
+OFFER_REFRESH_SECONDS = 2  # an available agent's desk, with 30 s to accept what comes (28 at worst)
 PAGE_SIZE = 50
 MAX_CURSOR = 200
 MAX_PERIOD = timedelta(days=31)
