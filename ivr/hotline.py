@@ -148,7 +148,7 @@ class Counted(Exception):
 
 def _same_number(registered: str, number: str) -> bool:
     """Whether a caller ID is the account's registered number."""
-    return last4(registered) == last4(number) and registered.lstrip("+") == number.lstrip("+")
+    return registered.lstrip("+") == number.lstrip("+")
 
 
 def _with_signals(verdict: engine.Checked, attempt: Attempt) -> engine.Checked:
