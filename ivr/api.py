@@ -1722,8 +1722,9 @@ def stats(
     ] = None,
 ) -> dict[str, Any]:
     """Offered, answered, abandoned, abandonment rate, service level, ASA, AHT, call-backs,
-    after-agent surveys, containment and top topics over [since, until) (default: the last
-    24 hours), overall and per queue; the emergencies' answers and freezes, timed from the
+    after-agent surveys, the longest wait, containment and top topics over [since, until)
+    (default: the last 24 hours), overall, per queue and per priority (`by_priority`: the
+    priority each case entered the line with); the emergencies' answers and freezes, timed from the
     victim's call; per agent, the cases they took in the period and their surveys (an
     agent sees their own only, and no tickets). Callers still in line count by how long
     they have waited by now, whatever `until`.

@@ -80,7 +80,8 @@ hung_up_on_the_way
     backs owed, not offered. Per queue, the queue they were on their way to.
 service level threshold
     By the case's priority: `Thresholds.emergency` (default 20 s) for `emergency`,
-    `Thresholds.other` (default 60 s) for `high` and `normal`.
+    `Thresholds.other` (default 60 s) for `high` and `normal` (in `by_priority`, below: the
+    priority it entered the line with).
 answered_within_threshold
     Answered cases whose wait, from joining the line (`created_at`, or `queued_at` for a
     line an agent sent them to) to the answer (above), is <= the case's threshold.
@@ -123,6 +124,22 @@ callbacks_requested
     Cases whose outcome is call back requested.
 callbacks_completed
     Of those, the ones an agent reached on the call back: `connected_at` is set.
+longest_wait_seconds
+    The longest wait in line of the cases offered (Amazon Connect's "maximum queued time"),
+    each wait as the figures above measure it: an answered case's to the answer (ASA's; the
+    lines a transfer left included), an abandoned case's to the hang-up (when known), a
+    call-back request's to the end of the call it was asked on, and a caller's still in
+    line to `now`. None when there is none.
+
+by_priority: the queue figures above per priority (`emergency`, `high`, `normal`, each
+listed even with nothing offered), over the same cases, each under the priority it entered
+the line with and judged by that priority's target: so the emergency service level a
+manager reports can be read off, whatever line the emergencies were in. A case a supervisor
+moved (`cases.set_priority`) counts under the priority it had before the move (flag
+`priority_was`; moved twice, before the last move); a line a transfer left, under the
+priority it had there. "overall" and `by_queue` judge a case by its priority when the report
+runs: when a supervisor moved a case out of (or into) the emergency line, their
+answered_within_threshold need not be these added up.
 
 emergency: how the period's emergencies were served, for whoever answers for the victims
 (the security lead's "how long from a victim's call to the freeze"). Over the cases created
@@ -242,6 +259,8 @@ SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
 COMPLETED = "completed"
 SATISFIED = 4  # of 5
+PRIORITIES = ("emergency", "high", "normal")  # by_priority's, always listed, in this order
+PRIORITY_WAS = "priority_was"  # `cases.set_priority`'s: the priority before the move
 # The audit actions of an account frozen (`ivr.hotline`): by its verified caller, by an agent.
 SELF_FREEZE, AGENT_FREEZE = "self_freeze", "freeze"
 
@@ -304,6 +323,7 @@ class QueueFigures(SurveyFigures):
     callbacks_after_threshold: int = 0
     waiting_after_threshold: int = 0
     service_level_counted: int = 0
+    longest_wait_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +371,7 @@ class Report:
     top_topics: list[tuple[str, int]]
     by_agent: dict[str, AgentFigures] = field(default_factory=dict)
     emergency: EmergencyFigures = field(default_factory=EmergencyFigures)
+    by_priority: dict[str, QueueFigures] = field(default_factory=dict)
 
     def as_dict(self, zone: tzinfo = UTC) -> dict[str, Any]:
         """Plain JSON types: ISO 8601 datetimes (the period's, in `zone`), seconds for
@@ -366,6 +387,7 @@ class Report:
             },
             "overall": self.overall.as_dict(),
             "by_queue": {name: q.as_dict() for name, q in self.by_queue.items()},
+            "by_priority": {name: q.as_dict() for name, q in self.by_priority.items()},
             "calls": self.calls,
             "completed_calls": self.completed_calls,
             "contained_calls": self.contained_calls,
@@ -398,6 +420,13 @@ class _Tally:
     scores: list[int] = field(default_factory=list)
     missed_offers: int = 0
     transfers: int = 0
+    longest_wait: float | None = None
+
+    def waited(self, seconds: float) -> None:
+        """One more wait in line, however it ended: the longest so far stays."""
+        self.longest_wait = (
+            seconds if self.longest_wait is None else max(self.longest_wait, seconds)
+        )
 
     def surveys(self) -> dict[str, Any]:
         return {
@@ -452,6 +481,7 @@ class _Tally:
             callbacks_after_threshold=self.late_callbacks,
             waiting_after_threshold=self.late_waiting,
             service_level_counted=self._past_the_target(),
+            longest_wait_seconds=self.longest_wait,
             average_speed_of_answer_seconds=_mean(self.answer_waits),
             average_handle_time_seconds=_mean(self.handle_times),
             callbacks_requested=self.callbacks_requested,
@@ -510,12 +540,14 @@ def _count_case(
     survey: str | None,
     now: datetime,
     closed_for_them: bool = False,
+    priority: str | None = None,
 ) -> None:
     """Add the last line of one case (a row of cases plus `call_ended_at`) to each tally,
     with its survey answer (None: not asked), as of `now`. `closed_for_them`: resolved by
     someone else than its agent (a supervisor): their handle time ends with their talk, no
-    wrap-up."""
-    threshold = thresholds.for_priority(case.priority).total_seconds()
+    wrap-up. `priority`: the one to judge it by, if not the case's (it entered the line with
+    another)."""
+    threshold = thresholds.for_priority(priority or case.priority).total_seconds()
     answered_at = _answered_at(case)
     ended = case.talk_ended_at if closed_for_them else case.ended_at
     handle = (
@@ -540,15 +572,18 @@ def _count_case(
     in_line = _in_line_since(case)
     answered = not callback and not abandoned and answered_at is not None
     late_abandon = short_abandon = late_callback = late_waiting = False
+    waited: float | None = None  # in line, however it ended; None: not known, or no wait
     if callback and not sent_after_hang_up:
         # The confirmation ends with Twilio hanging up: the call's end is when they asked,
         # give or take those seconds; not ended yet, they are hearing it now.
         asked = case.call_ended_at or now
         # Sent on since (a call back): they asked in the line they left.
         since = in_line if in_line < asked else case.created_at
-        late_callback = _seconds(asked, since) > threshold
+        waited = _seconds(asked, since)
+        late_callback = waited > threshold
     elif not abandoned and answered_at is None and case.status in ("waiting", "offered"):
-        late_waiting = _seconds(now, in_line) > threshold
+        waited = _seconds(now, in_line)
+        late_waiting = waited > threshold
     if abandoned:
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
         # Sent on after the hang-up (a call back): the wait was in the line they left.
@@ -557,9 +592,13 @@ def _count_case(
         late_abandon = waited is None or waited > threshold
         short_abandon = _short(waited, thresholds)
     wait = max(_seconds(answered_at, in_line), 0.0) if answered and answered_at else None
+    if wait is not None:
+        waited = wait
     score = int(survey) if survey is not None and survey.isdigit() else None
     for t in tallies:
         t.offered += 1
+        if waited is not None:
+            t.waited(max(waited, 0.0))
         if survey is not None:
             t.surveys_asked += 1
             if score is not None:
@@ -686,6 +725,18 @@ def _count_leg(tallies: Iterable[_Tally], leg: _Leg, thresholds: Thresholds) -> 
             t.answered += 1
             t.within += wait <= threshold
             t.answer_waits.append(wait)
+            t.waited(wait)
+
+
+def _entered_as(case: Any) -> str:
+    """The priority the case entered its line with: before a supervisor moved it, if one did
+    (`cases.set_priority`'s flag)."""
+    was = (case.flags or {}).get(PRIORITY_WAS)
+    return was if isinstance(was, str) and was else str(case.priority)
+
+
+def _tally(tallies: dict[str, _Tally], key: str) -> _Tally:
+    return tallies.setdefault(key, _Tally())
 
 
 def _topic(state: Any) -> str | None:
@@ -833,6 +884,7 @@ def figures(
     overall = _Tally()
     by_queue: dict[str, _Tally] = {}
     by_agent: dict[str, _Tally] = {}
+    by_priority: dict[str, _Tally] = {name: _Tally() for name in PRIORITIES}
     emergency = _Emergency()
     for case in case_rows:
         closer = closed_by.get(case.id)
@@ -841,11 +893,16 @@ def figures(
         on_the_way = bool((case.flags or {}).get(HUNG_UP_AT))
         # Loaded for its agents' work in the period, opened before it: theirs only.
         offered_here = start <= case.created_at < end
+        entered_as = _entered_as(case)
         if offered_here and case.priority == "emergency":
             emergency.add(case, on_the_way, first_freeze)
         for leg in _legs(case):
             if offered_here and not on_the_way:
-                _count_leg((overall, by_queue.setdefault(leg.queue, _Tally())), leg, thresholds)
+                lines = (
+                    by_queue.setdefault(leg.queue, _Tally()),
+                    _tally(by_priority, leg.priority),
+                )
+                _count_leg((overall, *lines), leg, thresholds)
             if leg.agent and start <= leg.taken_at < end:
                 theirs = by_agent.setdefault(leg.agent, _Tally())
                 _count_leg((theirs,), leg, thresholds)
@@ -855,11 +912,22 @@ def figures(
             # queue. Not offered; an agent who calls them back handled it.
             overall.hung_up_on_the_way += 1
             by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
+            _tally(by_priority, entered_as).hung_up_on_the_way += 1
         elif offered_here:
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
             if case.priority == "emergency":
                 tallies.append(emergency.tally)
             _count_case(tallies, case, thresholds, surveys.get(case.id), judged, closed_for_them)
+            # Judged by the target of the line it entered, whatever it was moved to since.
+            _count_case(
+                (_tally(by_priority, entered_as),),
+                case,
+                thresholds,
+                surveys.get(case.id),
+                judged,
+                closed_for_them,
+                priority=entered_as,
+            )
         if case.agent_name is not None and _taken_in(case, start, end):
             # An agent's figures are what they handled: their answers and abandons not shown.
             mine = by_agent.setdefault(case.agent_name, _Tally())
@@ -903,4 +971,5 @@ def figures(
         top_topics=sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:top],
         by_agent={name: by_agent[name].agent_figures() for name in sorted(by_agent)},
         emergency=emergency.figures(),
+        by_priority={name: tally.figures() for name, tally in by_priority.items()},
     )

@@ -2885,3 +2885,32 @@ def test_the_desk_tells_the_agent_what_a_caller_id_and_verified_do_not_prove(
     assert "Verified means one keypad secret, no more." in guard
     assert "Never change the phone, email, 2FA or withdrawal addresses, nor lift a freeze" in guard
     assert guard.endswith("nor for the PIN or ID digits on a call we placed.")
+
+
+def test_the_figures_page_gives_each_priority_and_the_longest_wait(
+    client: TestClient, db: Engine, clock: FakeClock, supervisor: str
+) -> None:
+    """A victim holding 50 s, another moved out of the emergency line after 30 s: both are
+    emergencies past their 20 s in the by-priority table, whose longest wait is 50 s."""
+    with db.begin() as conn:
+        conn.execute(
+            insert(cases).values(in_line(81, clock(), "security", "emergency", "waiting", 50))
+        )
+        moved = in_line(82, clock(), "payments", "normal", "waiting", 30)
+        moved["flags"] = {"priority_set_by": "sam", "priority_was": "emergency"}
+        conn.execute(insert(cases).values(moved))
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/figures")
+    rows = {
+        r[0]: r[1:]
+        for r in (
+            texts(tr, "./*")
+            for tr in doc.xpath("//table[contains(@class,'by-priority')]//tbody/tr")
+        )
+    }
+    assert list(rows) == ["emergency", "high", "normal"]
+    # offered ... service level, ASA, longest wait
+    assert rows["emergency"][:8] == ["2", "0", "0", "0", "n/a", "0.0 % (0 of 2)", "n/a", "50 s"]
+    assert rows["normal"][0] == "0" and rows["normal"][7] == "n/a"
+    [total] = [texts(tr, "./*") for tr in doc.xpath("//table[contains(@class,'figures')]/tfoot/tr")]
+    assert total[8] == "50 s"  # All queues: the longest wait

@@ -462,6 +462,7 @@ def test_scenario_per_queue(db: Engine) -> None:
         satisfaction_average=None,
         satisfied_rate=None,
         service_level_counted=2,
+        longest_wait_seconds=30.0,  # C2 answered at 30 s; C1 at 10
     )
     assert r.by_queue["payments"] == QueueFigures(
         offered=4,  # C3 C4 C5 C9
@@ -484,6 +485,7 @@ def test_scenario_per_queue(db: Engine) -> None:
         satisfied_rate=None,
         waiting_after_threshold=1,  # C9
         service_level_counted=3,  # C3 C4 C9
+        longest_wait_seconds=600.0,  # C9 still waiting at 11:00: 3600 - 3000
     )
     account = r.by_queue["account"]
     assert (account.offered, account.answered, account.answered_within_threshold) == (3, 0, 0)
@@ -1602,3 +1604,60 @@ def test_the_report_zone_setting_is_the_default_and_must_be_a_zone(
     )
     with pytest.raises(ValidationError, match="IANA time zone"):
         make_settings(IVR_REPORT_TZ="Singapore Time")
+
+
+def test_the_longest_wait_is_of_every_wait_however_it_ended(db: Engine) -> None:
+    scenario(db)
+    r = report(db)
+    assert r.overall.longest_wait_seconds == 600.0  # C9, still in line at 11:00: 3600 - 3000
+    assert r.by_queue["security"].longest_wait_seconds == 30.0  # C2 answered at 30 s
+    # C6 hung up at 120 s; C7 and C8 asked for a call back at 60 s
+    assert r.by_queue["account"].longest_wait_seconds == 120.0
+    with db.connect() as conn:  # before C9 joined the line (and C4 was answered, at 990)
+        early = figures(conn, start=START, end=at(900))
+    assert early.overall.longest_wait_seconds == 45.0  # C3 answered at 45 s, C1 10, C2 30
+    assert report_as_json(r)["by_queue"]["payments"]["longest_wait_seconds"] == 600.0
+
+
+def test_each_priority_is_judged_by_the_line_the_case_entered(db: Engine) -> None:
+    """C2 waited 30 s in the emergency line before a supervisor moved it to normal: it is
+    still an emergency answered late (20 s), not a normal one answered in time (60 s)."""
+    scenario(db)
+    with db.begin() as conn:
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("C2"))
+            .values(
+                priority="normal",
+                lane=1,
+                flags={"priority_set_by": "sam", "priority_was": "emergency"},
+            )
+        )
+    r = report(db)
+    assert list(r.by_priority) == ["emergency", "high", "normal"]
+    emergency = r.by_priority["emergency"]
+    assert (emergency.offered, emergency.answered, emergency.answered_within_threshold) == (2, 2, 1)
+    assert emergency.service_level == 0.5  # C1 10 <= 20; C2 30 > 20
+    assert emergency.average_speed_of_answer_seconds == 20.0  # (10 + 30) / 2
+    assert emergency.longest_wait_seconds == 30.0
+    # The queues judge C2 by its priority now: 30 <= 60, in time.
+    assert r.by_queue["security"].service_level == 1.0
+    assert r.overall.answered_within_threshold == 3  # C1 C2 C3
+    high = r.by_priority["high"]  # C6 C7
+    assert (high.offered, high.abandoned, high.callbacks_requested) == (2, 1, 1)
+    assert (high.service_level, high.service_level_counted) == (0.0, 1)  # C6 120 > 60
+    assert high.longest_wait_seconds == 120.0  # C6; C7 asked at 60 s
+    normal = r.by_priority["normal"]  # C3 C4 C5 C8 C9
+    assert (normal.offered, normal.answered, normal.answered_within_threshold) == (5, 2, 1)
+    # 1 / (C3 + C4 + C9 waiting 600 > 60): C5 a short abandon, C8 asked at 60 <= 60
+    assert normal.service_level == pytest.approx(1 / 3)
+    assert normal.longest_wait_seconds == 600.0
+    assert report_as_json(r)["by_priority"]["emergency"]["service_level"] == 0.5
+
+
+def test_every_priority_is_listed_even_with_nothing_offered(db: Engine) -> None:
+    r = report(db)
+    assert list(r.by_priority) == ["emergency", "high", "normal"]
+    assert r.by_priority["emergency"].offered == 0
+    assert r.by_priority["emergency"].service_level is None
+    assert r.by_priority["emergency"].longest_wait_seconds is None
