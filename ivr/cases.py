@@ -2249,6 +2249,10 @@ def abandon_for_call(conn: Connection, *, call_sid: str, now: datetime) -> int:
         return abandoned
 
 
+# A call back the caller settled by calling again (`on_the_line_again`): their new ticket.
+SUPERSEDED_BY = "superseded_by"
+
+
 def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
     """A caller whose number has a call back in line for `queue` (the same account, or none
     known), or offered at a desk and not accepted yet, is on the line again, and their new
@@ -2259,7 +2263,10 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
 
     A call back whose caller verified stays, unless this one verified too: caller IDs are
     spoofed at will, and a call as the victim's number, keying their UID, must not take the
-    victim's case out of line (and talk an agent into "a false alarm")."""
+    victim's case out of line (and talk an agent into "a false alarm").
+
+    Each call back that left says so in its flags (SUPERSEDED_BY, the new ticket), for the
+    figures: a request the caller settled, not one the line failed to keep."""
     with writing(conn):
         live = conn.execute(
             select(cases.c.id, cases.c.caller, cases.c.account_uid, cases.c.lane)
@@ -2307,6 +2314,14 @@ def on_the_line_again(conn: Connection, *, call_sid: str, queue: str) -> int:
             update(cases)
             .where(cases.c.id.in_([e.id for e in earlier]))
             .values(queued=0, notes=f"The caller called again: ticket {live.ticket}, on the line.")
+        )
+        # Each merged into its own flags, read above under the rows' locks.
+        conn.execute(
+            _SET_FLAGS,
+            [
+                {"case_id": e.id, "new_flags": {**(e.flags or {}), SUPERSEDED_BY: live.ticket}}
+                for e in earlier
+            ],
         )
         return len(earlier)
 

@@ -124,6 +124,13 @@ callbacks_requested
     Cases whose outcome is call back requested.
 callbacks_completed
     Of those, the ones an agent reached on the call back: `connected_at` is set.
+callbacks_superseded
+    Of those not completed, the ones the caller settled by calling again: their new call
+    reached the same queue and took the call back out of the line
+    (`cases.on_the_line_again`; flag `superseded_by`, the new case's ticket, which counts on
+    its own). Nobody owes them a call back any more: callbacks_requested - callbacks_completed
+    - callbacks_superseded are the ones still owed or given up on. (An abandoned case the
+    caller settled so carries the flag too, and stays an abandon.)
 longest_wait_seconds
     The longest wait in line of the cases offered (Amazon Connect's "maximum queued time"),
     each wait as the figures above measure it: an answered case's to the answer (ASA's; the
@@ -251,7 +258,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ivr.cases import MISSED_OFFER, RESOLVE, SENT_AFTER_HANG_UP, TRANSFER
+from ivr.cases import MISSED_OFFER, RESOLVE, SENT_AFTER_HANG_UP, SUPERSEDED_BY, TRANSFER
 from ivr.db import audit_log, call_events, calls, cases, users
 from ivr.engine import HUNG_UP_AT
 
@@ -324,6 +331,7 @@ class QueueFigures(SurveyFigures):
     waiting_after_threshold: int = 0
     service_level_counted: int = 0
     longest_wait_seconds: float | None = None
+    callbacks_superseded: int = 0
 
 
 @dataclass(frozen=True)
@@ -412,6 +420,7 @@ class _Tally:
     handled: int = 0  # an agent's
     callbacks_requested: int = 0
     callbacks_completed: int = 0
+    callbacks_superseded: int = 0
     answer_waits: list[float] = field(default_factory=list)
     answers_from_call: list[float] = field(default_factory=list)  # the emergency figures'
     handle_times: list[float] = field(default_factory=list)
@@ -486,6 +495,7 @@ class _Tally:
             average_handle_time_seconds=_mean(self.handle_times),
             callbacks_requested=self.callbacks_requested,
             callbacks_completed=self.callbacks_completed,
+            callbacks_superseded=self.callbacks_superseded,
             **self.surveys(),
         )
 
@@ -562,6 +572,7 @@ def _count_case(
         else None
     )
     sent_after_hang_up = (case.flags or {}).get(SENT_AFTER_HANG_UP) == "yes"
+    settled = case.connected_at is None and bool((case.flags or {}).get(SUPERSEDED_BY))
     callback = (
         case.status == "callback_requested"
         or case.claimed_from == "callback_requested"
@@ -610,6 +621,7 @@ def _count_case(
         if callback:
             t.callbacks_requested += 1
             t.callbacks_completed += case.connected_at is not None
+            t.callbacks_superseded += settled
             t.late_callbacks += late_callback
         elif abandoned:
             t.abandoned += 1

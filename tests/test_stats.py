@@ -27,7 +27,7 @@ from ivr.web import create_app
 from tests.conftest import HTTPS_CLIENT, FakeClock, bearer, make_settings, make_user
 from tests.support.parties import Talks
 from tests.support.twilio import on_the_line
-from tests.test_transfer import ALICE_PHONE, BEN_PHONE, PAYMENTS, TO_SECURITY, api
+from tests.test_transfer import ALICE_PHONE, BEN_PHONE, CALL_ME_BACK, PAYMENTS, TO_SECURITY, api
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # the period is [10:00, 11:00)
 START = T0
@@ -1661,3 +1661,43 @@ def test_every_priority_is_listed_even_with_nothing_offered(db: Engine) -> None:
     assert r.by_priority["emergency"].offered == 0
     assert r.by_priority["emergency"].service_level is None
     assert r.by_priority["emergency"].longest_wait_seconds is None
+
+
+def test_a_call_back_the_caller_settled_by_calling_again_is_counted_apart(db: Engine) -> None:
+    """C8's caller (a call back not taken yet) called again and the new call took it out of
+    the line: settled, not owed. C7, called back, is completed whatever its flags say."""
+    scenario(db)
+    with db.begin() as conn:
+        for name in ("C7", "C8"):
+            conn.execute(
+                update(cases)
+                .where(cases.c.call_sid == sid(name))
+                .values(queued=0, flags={"superseded_by": "T-again"})
+            )
+    r = report(db)
+    o, account = r.overall, r.by_queue["account"]
+    assert (o.callbacks_requested, o.callbacks_completed, o.callbacks_superseded) == (2, 1, 1)
+    assert (account.callbacks_completed, account.callbacks_superseded) == (1, 1)  # C7; C8
+    assert r.by_queue["payments"].callbacks_superseded == 0
+    assert r.by_priority["normal"].callbacks_superseded == 1  # C8
+    assert report_as_json(r)["overall"]["callbacks_superseded"] == 1
+
+
+def test_a_caller_who_asked_for_a_call_back_and_rang_again_settled_it(
+    phone: Phone, client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """They asked to be called back, then called again 5 minutes later and alice answered:
+    the call back left the line naming the new ticket, and the figures count it settled."""
+    alice = make_user(db, "alice", "agent", ALICE_PHONE)
+    phone.call(ScriptedParty(list(CALL_ME_BACK)), from_number="+15005550042")
+    clock.advance(minutes=5)
+    holds = taken(client, alice, {}, clock)
+    phone.call(
+        Talks(list(CALL_ME_BACK[:2]), holds, lambda number: None), from_number="+15005550042"
+    )
+    with db.connect() as conn:
+        asked, again = conn.execute(select(cases.c.flags, cases.c.ticket).order_by(cases.c.id))
+    assert asked.flags["superseded_by"] == again.ticket
+    o = journey_report(db, clock).overall
+    assert (o.offered, o.answered) == (2, 1)
+    assert (o.callbacks_requested, o.callbacks_completed, o.callbacks_superseded) == (1, 0, 1)
