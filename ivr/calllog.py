@@ -1,9 +1,10 @@
 """The call log as supervisors read it: filtered lists, one call's timeline, CSV rows.
 
 A call's outcome is derived, not stored, as the figures count it (`ivr.stats`): from its
-newest case (call back, abandoned, answered by an agent, still queued, or closed without
-anyone speaking to the caller: ended) or, with no case, from how it ended (self-service
-when the caller heard advice on their topic; otherwise ended, or still in progress).
+newest case (hung up on the way to an emergency queue, call back, abandoned, answered by an
+agent, still queued, or closed without anyone speaking to the caller: ended) or, with no
+case, from how it ended (self-service when the caller heard advice on their topic;
+otherwise ended, or still in progress).
 """
 
 from __future__ import annotations
@@ -19,14 +20,31 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select,
 from ivr import recordings
 from ivr.cases import SENT_AFTER_HANG_UP
 from ivr.db import audit_log, call_events, calls, cases, in_utc
+from ivr.engine import HUNG_UP_AT
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
 
-OUTCOMES = ("agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended")
+OUTCOMES = (
+    "agent",
+    "abandoned",
+    "hung_up_on_the_way",
+    "callback",
+    "queued",
+    "self_service",
+    "in_progress",
+    "ended",
+)
 
 
 # How a call ended, as the log says it (`_outcome_expr`), and what its verification came to.
 Outcome = Literal[
-    "agent", "abandoned", "callback", "queued", "self_service", "in_progress", "ended"
+    "agent",
+    "abandoned",
+    "hung_up_on_the_way",
+    "callback",
+    "queued",
+    "self_service",
+    "in_progress",
+    "ended",
 ]
 Verified = Literal["yes", "no", "skipped", "locked", "unavailable", "not_attempted"]
 # A caller to look for: their whole number, or its last digits (two at least).
@@ -74,7 +92,9 @@ def _entered(*kinds: str) -> ColumnElement[bool]:
 
 
 # The same classes as the figures (`stats._count_case`, and `stats` containment), of a
-# call's latest case: a call back asked for, or made, is a call back whoever closed it; an
+# call's latest case: a caller who hung up on their way to an emergency queue is counted
+# apart there (`hung_up_on_the_way`: never in line, so no abandon), whoever called them back
+# since; a call back asked for, or made, is a call back whoever closed it; an
 # abandoned case an agent took later is still abandoned; only a caller an agent spoke to is
 # `agent`. Without a case, self-service is a call that heard advice on its topic and ended
 # normally, never passed to a person. Not the figures' count itself: those count every case
@@ -82,6 +102,7 @@ def _entered(*kinds: str) -> ColumnElement[bool]:
 # per call by when it started, judged by its latest case; a caller answered, then back in
 # line from the survey and hung up, is one answer and one abandon there, "abandoned" here.
 _outcome_expr = case(
+    (_case.c.flags[HUNG_UP_AT].as_string().is_not(None), "hung_up_on_the_way"),
     (
         or_(
             _case.c.status == "callback_requested",

@@ -106,7 +106,7 @@ def test_a_victim_who_hung_up_on_the_way_is_an_emergency_in_the_log(
     page = get(client, supervisor, "/api/calls", emergency="true")
     assert sids_of(page) == [gone.call_sid]
     assert page["calls"][0]["priority"] == "emergency"
-    assert page["calls"][0]["outcome"] == "abandoned"
+    assert page["calls"][0]["outcome"] == "hung_up_on_the_way"  # as the figures count it
     assert sids_of(get(client, supervisor, "/api/calls", emergency="false")) == [menu.call_sid]
 
 
@@ -430,3 +430,28 @@ def test_the_csv_says_when_it_stopped_at_its_row_limit(
     assert len(list(csv.DictReader(io.StringIO(whole.text)))) == CSV_MAX_ROWS
     assert whole.headers["x-truncated"] == "false"
     assert whole.headers["content-disposition"] == 'attachment; filename="calls.csv"'
+
+
+def test_a_caller_who_hung_up_on_the_way_is_listed_as_the_figures_count_them(
+    phone: Phone, client: TestClient, supervisor: str, clock: FakeClock
+) -> None:
+    """A victim hangs up at the UID prompt, on the way to the security line; another caller
+    hangs up in the general line: the log lists one of each, as the figures count them, so
+    the exported rows add up to the figures."""
+    on_the_way = phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550211")
+    abandoned = phone.call(ScriptedParty([Press("1"), Press("0")]), from_number="+15005550212")
+    listed = {
+        outcome: sids_of(get(client, supervisor, "/api/calls", outcome=outcome))
+        for outcome in ("hung_up_on_the_way", "abandoned")
+    }
+    assert listed == {
+        "hung_up_on_the_way": [on_the_way.call_sid],
+        "abandoned": [abandoned.call_sid],
+    }
+    day = {"since": (clock.now - timedelta(days=1)).isoformat()}
+    day["until"] = (clock.now + timedelta(minutes=1)).isoformat()
+    overall = get(client, supervisor, "/api/stats", **day)["overall"]
+    assert (overall["hung_up_on_the_way"], overall["abandoned"]) == (1, 1)
+    rows = list(csv.DictReader(io.StringIO(get(client, supervisor, "/api/calls.csv", **day))))
+    outcomes = sorted(row["outcome"] for row in rows)
+    assert outcomes == ["abandoned", "hung_up_on_the_way"]

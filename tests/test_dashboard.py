@@ -2914,3 +2914,17 @@ def test_the_figures_page_gives_each_priority_and_the_longest_wait(
     assert rows["normal"][0] == "0" and rows["normal"][7] == "n/a"
     [total] = [texts(tr, "./*") for tr in doc.xpath("//table[contains(@class,'figures')]/tfoot/tr")]
     assert total[8] == "50 s"  # All queues: the longest wait
+
+
+def test_the_call_logs_outcome_filter_offers_the_callers_who_hung_up_on_the_way(
+    client: TestClient, phone: Phone, supervisor: str, placed: dict[str, str]
+) -> None:
+    """The figures count a victim who hung up at the UID prompt apart from the abandons: the
+    log's filter finds them by the same name, and its rows say it."""
+    gone = phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550161")
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/calls", outcome="hung_up_on_the_way")
+    options = "//select[@name='outcome']/option[@value='hung_up_on_the_way']"
+    assert texts(doc, options) == ["hung up on the way"]
+    assert call_sids(doc) == [gone.call_sid]
+    assert texts(doc, "//tr[@data-call]/td[3]") == ["hung up on the way"]

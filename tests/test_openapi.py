@@ -84,14 +84,16 @@ def app(database_url: str, hotline_tree: CompiledTree, db: Engine, clock: FakeCl
 
 @pytest.fixture
 def seeded(phone: Phone, app: FastAPI, clock: FakeClock) -> None:
-    """Calls of every shape in the log: an emergency (a case), a queued caller, a hang-up;
-    and a page of the on-call about the emergency."""
+    """Calls of every shape in the log: an emergency (a case), a queued caller, a hang-up, a
+    victim who hung up on the way; and a page of the on-call about the emergency."""
     phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]), from_number="+15005550101")
     phone.call(
         ScriptedParty([Press("1"), Press("3"), Press("1"), Press("1")], hold_polls=1),
         from_number="+15005550102",
     )
     phone.call(ScriptedParty([Press("2")]), from_number="+15005550103")
+    # A victim who hung up at the UID prompt, on the way to the emergency queue.
+    phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550104")
     # The emergency left waiting: the on-call paged (logged: no numbers here).
     clock.advance(minutes=2)
     assert app.state.hotline.page_on_call() is not None
