@@ -752,9 +752,9 @@ class Hotline:
         uid: str | None,
         caller: str | None,
         now: datetime,
-        exclude: int,
-        owner: bool,
-        budget: bool,
+        exclude: int | None = None,
+        owner: bool = False,
+        budget: bool = False,
     ) -> store.Lockout:
         s = self.settings
         return store.lockout(
@@ -789,27 +789,6 @@ class Hotline:
             window,
         )
 
-    def _locked(
-        self,
-        conn: Connection,
-        *,
-        uid: str | None,
-        caller: str | None,
-        now: datetime,
-        exclude: int | None = None,
-    ) -> bool:
-        s = self.settings
-        return store.is_locked(
-            conn,
-            uid=uid,
-            caller=caller,
-            now=now,
-            failures=s.lockout_failures,
-            window=timedelta(seconds=s.lockout_window_seconds),
-            duration=timedelta(seconds=s.lockout_seconds),
-            exclude=exclude,
-        )
-
     def _look_up_ticket(
         self, conn: Connection, row: store.CallRow, digits: str, now: datetime
     ) -> tuple[engine.TicketLookup, list[Executable]]:
@@ -830,7 +809,7 @@ class Hotline:
         their emergency to the general line; guessing the tickets of one number's own cases
         harvests nothing."""
         bucket = store.ticket_misses(row.from_number) if row.from_number else None
-        if bucket and self._locked(conn, uid=None, caller=bucket, now=now):
+        if bucket and self._lockout(conn, uid=None, caller=bucket, now=now).locked:
             own = (
                 cases.find_ticket(conn, ticket=digits, caller=row.from_number)
                 if digits.isdigit() and not withheld(row.from_number)
