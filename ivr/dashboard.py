@@ -448,6 +448,8 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
 
 
 PAGED_SHOWN = timedelta(hours=1)
+# The pages the queue page lists for the next shift: a night's, whether anyone came.
+PAGES_LISTED_OVER = timedelta(hours=12)
 
 
 TARGETS = api.QUEUE_TARGETS  # the figures' service-level targets, by default
@@ -502,6 +504,7 @@ def _queue_page(
         # Supervisors also see the cases agents have, to take back or close: outside the part
         # that refreshes itself, so a form is never swapped away while it is filled in.
         "held": api.held(user, hotline) if user.role == "supervisor" else None,
+        "pages": _pages_listed(hotline, user),
         "said": SAID.get(said, ""),
         "said_failed": said in SAID_FAILED,
         "error": error,
@@ -511,6 +514,15 @@ def _queue_page(
         "drafted": drafted or {},
     }
     return render(request, "queue.html", context, user=user, status=status)
+
+
+def _pages_listed(hotline: Hotline, user: User) -> list[api.Page] | None:
+    """The on-call pages of the last PAGES_LISTED_OVER, newest first, for a supervisor who
+    takes over: one nobody acknowledged overnight is not only in the API."""
+    if user.role != "supervisor":
+        return None
+    since = hotline.clock() - PAGES_LISTED_OVER
+    return [p for p in api.on_call_pages(user, hotline, limit=100) if p.at >= since]
 
 
 def _queue_done(said: str) -> RedirectResponse:

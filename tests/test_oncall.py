@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from lxml import html
 from pydantic import ValidationError
 from sqlalchemy import Engine, event, select
 
@@ -1372,3 +1373,33 @@ def test_a_shorter_page_repeat_still_holds_an_unacknowledged_page_only_that_long
         assert look(hotline) is None
         clock.advance(seconds=1)
         assert look(hotline) is not None
+
+
+def test_the_next_shift_finds_the_nights_pages_on_the_queue_page(
+    line: tuple[TestClient, Phone], db: Engine, clock: FakeClock
+) -> None:
+    """A victim called at night; the on-call were paged and nobody said they were coming.
+    Seven hours later the live line shows no page (an hour at most), but the supervisor who
+    takes over finds it listed, unacknowledged, with its ticket; pages older than 12 hours
+    are left to the API."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    [case] = case_rows(db)
+    clock.advance(hours=7)
+    sam = make_user(db, "sam", "supervisor")
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    shown = client.get("/dashboard/queue")
+    assert shown.status_code == 200
+    rows = html.fromstring(shown.text).xpath("//table[contains(@class,'pages')]/tbody/tr")
+    cells = [" ".join(td.text_content().split()) for td in rows[0].xpath("./td")]
+    assert len(rows) == 1 and rows[0].get("class") == "unacked"
+    assert cells[1:] == ["1", "00:05", case["ticket"], "2 numbers", "nobody said they were coming"]
+    assert "The on-call were paged at" not in client.get("/dashboard/queue/rows").text
+    clock.advance(hours=5, seconds=1)
+    assert "No page in the last 12 hours." in client.get("/dashboard/queue").text
+    alice = make_user(db, "alice", "agent")
+    client.post("/dashboard/login", data={"token": alice}, follow_redirects=False)
+    assert "Pages to the on-call" not in client.get("/dashboard/queue").text
