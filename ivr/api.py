@@ -1375,12 +1375,20 @@ class CallQuery:
         pattern=r"^[0-9]{1,32}$",
         description="the account UID of a case of the call (supervisors only)",
     )
+    agent: str | None = Query(
+        default=None,
+        max_length=64,
+        description="the name of the agent who had a case of the call (supervisors only)",
+    )
 
     def filters(self, user: User) -> CallFilter:
         """The filters as `user` may use them: `account` is supervisors' (403: agents see no
-        account UIDs in the log, and with `caller` it would tie a number to an account)."""
+        account UIDs in the log, and with `caller` it would tie a number to an account), and
+        `agent` (a colleague's calls are their supervisor's to look through)."""
         if self.account and user.role != "supervisor":
             raise HTTPException(403, "the account filter is for supervisors")
+        if self.agent and user.role != "supervisor":
+            raise HTTPException(403, "the agent filter is for supervisors")
         return CallFilter(**{f: getattr(self, f) for f in CallFilter.__dataclass_fields__})
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select,
 
 from ivr import recordings
 from ivr.cases import SENT_AFTER_HANG_UP
-from ivr.db import audit_log, call_events, calls, cases, in_utc
+from ivr.db import audit_log, call_events, calls, cases, in_utc, users
 from ivr.engine import HUNG_UP_AT
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
 
@@ -63,6 +63,7 @@ class CallFilter:
     caller: str | None = None  # a number or its last digits: matched on the last 4
     ticket: str | None = None  # a case of the call has it, or follows it up (main menu 9)
     account: str | None = None  # a case of the call is about this account UID
+    agent: str | None = None  # a case of the call is this agent's, by name (users.name)
 
 
 def _fact(name: str) -> ColumnElement[str]:
@@ -194,6 +195,14 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
             select(cases.c.call_sid).where(cases.c.id.in_(frozen_on)),
         )
         where.append(calls.c.call_sid.in_(about))
+    if f.agent:
+        # A case of the call this agent had (still has, or closed): a shift's work, by whom.
+        theirs = (
+            select(cases.c.call_sid)
+            .join(users, users.c.id == cases.c.agent_id)
+            .where(users.c.name == f.agent)
+        )
+        where.append(calls.c.call_sid.in_(theirs))
     return where
 
 

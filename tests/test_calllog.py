@@ -455,3 +455,29 @@ def test_a_caller_who_hung_up_on_the_way_is_listed_as_the_figures_count_them(
     rows = list(csv.DictReader(io.StringIO(get(client, supervisor, "/api/calls.csv", **day))))
     outcomes = sorted(row["outcome"] for row in rows)
     assert outcomes == ["abandoned", "hung_up_on_the_way"]
+
+
+def test_a_supervisor_finds_the_calls_an_agent_had(
+    client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
+) -> None:
+    """The shift's work, by whom: alice took the hijack call back and bob the next case; the
+    log's agent filter finds each one's (resolved or not), nobody's for an unknown name, and
+    is a supervisor's (an agent looks through no colleague's calls)."""
+    alice, bob = make_user(db, "alice", "agent"), make_user(db, "bob", "agent")
+    first = client.post("/api/agents/next", headers=bearer(alice)).json()["case"]
+    done = {"notes": "called back, account secured", "reached": True}
+    resolved = client.post(f"/api/cases/{first['id']}/resolve", headers=bearer(alice), json=done)
+    assert resolved.status_code == 200, resolved.text
+    second = client.post("/api/agents/next", headers=bearer(bob)).json()["case"]
+
+    def tickets(agent: str) -> list[str]:
+        listed = get(client, supervisor, "/api/calls", agent=agent)["calls"]
+        return [c["ticket"] for c in listed]
+
+    assert tickets("alice") == [first["ticket"]]
+    assert tickets("bob") == [second["ticket"]]
+    assert get(client, supervisor, "/api/calls", agent="carol")["calls"] == []
+    csv_rows = get(client, supervisor, "/api/calls.csv", agent="bob").splitlines()
+    assert len(csv_rows) == 2  # the header, bob's call
+    refused = client.get("/api/calls", headers=bearer(alice), params={"agent": "bob"})
+    assert refused.status_code == 403
