@@ -1305,6 +1305,7 @@ class CaseRecord(BaseModel):
     reason: str
     verification: Verification
     agent_id: int | None
+    agent: str | None = Field(description="the name of the agent who had it, if one did")
     created_at: datetime
     connected_at: datetime | None
     ended_at: datetime | None

@@ -282,7 +282,12 @@ def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
             .all()
         )
         call_cases = (
-            conn.execute(select(cases).where(cases.c.call_sid == call_sid).order_by(cases.c.id))
+            conn.execute(
+                select(cases, users.c.name.label("agent"))
+                .outerjoin(users, users.c.id == cases.c.agent_id)
+                .where(cases.c.call_sid == call_sid)
+                .order_by(cases.c.id)
+            )
             .mappings()
             .all()
         )

@@ -833,6 +833,13 @@ def test_an_agent_sees_the_whole_number_only_on_their_own_case(
     assert claimed.json()["case"]["priority"] == "emergency"  # the hijack is theirs now
     signed_in(client, agent)
     assert VICTIM in client.get(f"/dashboard/calls/{placed['hijack']}").text
+    # Whose case it is, and when (dated: a call back made the next day reads so).
+    timeline = page(client, f"/dashboard/calls/{placed['hijack']}")
+    [row] = timeline.xpath("//h2[starts-with(., 'Cases')]/following-sibling::table[1]/tbody/tr")
+    cells = [" ".join(td.text_content().split()) for td in row.xpath("./td")]
+    assert cells[7] == "alice" and re.fullmatch(r"\d\d-\d\d \d\d:\d\d:\d\d", cells[8])
+    [case] = client.get(f"/api/calls/{placed['hijack']}", headers=bearer(agent)).json()["cases"]
+    assert case["agent"] == "alice"
     other = client.get(f"/dashboard/calls/{placed['normal']}").text
     assert NORMAL_CALLER not in other and "***0123" in other
     queue = client.get("/dashboard/queue").text  # waiting cases are nobody's: masked
