@@ -1446,6 +1446,7 @@ def figures_context(
         report = stats.figures(conn, start=start, end=end, now=hotline.clock())
     size = bucket_size(end - start)
     shown = "%Y-%m-%d %H:%M"
+    series = buckets(hotline, start, end, size, zone)
     return {
         "errors": [],
         "form": {
@@ -1457,7 +1458,17 @@ def figures_context(
         "period_text": f"{start.astimezone(zone).strftime(shown)} to "
         f"{end.astimezone(zone).strftime(shown)} ({zone})",
         "report": report,
-        "charts": charts(buckets(hotline, start, end, size, zone), size, zone),
+        "charts": charts(series, size, zone),
+        # The charts' figures as rows, whole (offered, answered, ASA...): what a shift
+        # report copies, and what a screen reader reads instead of bars.
+        "intervals": [
+            (
+                f"{b.start.astimezone(zone).strftime('%d %b %H:%M')} to "
+                f"{b.end.astimezone(zone).strftime('%H:%M')}",
+                b.report.overall,
+            )
+            for b in series
+        ],
         "definitions": (stats.__doc__ or "").strip(),
         # None for a period in the first week there is (year 1): no week before it.
         "last_week": (

@@ -1645,7 +1645,19 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     bars = charts[0].xpath(".//g[@class='bars']/rect/title")
     assert len(bars) == 24
     assert [b.text for b in bars][-1] == "23 Nov 03:00 to 04:00: 2"
-    rows = {r[0]: r[1:] for r in (texts(tr, "./*") for tr in doc.xpath("//table//tr"))}
+    # The same periods as rows, every queue figure whole: the bars' text, and a shift report's.
+    periods = doc.xpath("//table[contains(@class,'by-interval')]/tbody/tr")
+    assert len(periods) == 24
+    last = texts(periods[-1], "./*")
+    assert last[:3] == ["23 Nov 03:00 to 04:00", "2", "1"]
+    assert last[6] == "100.0 % (1 of 1)"  # the service level, as the totals below say it
+    assert all(texts(tr, "./*")[1] == "0" for tr in periods[:-1])
+    rows = {
+        r[0]: r[1:]
+        for r in (
+            texts(tr, "./*") for tr in doc.xpath("//table[not(contains(@class,'by-interval'))]//tr")
+        )
+    }
     abandoned = [r for r in ("security", "payments") if rows[r][3].startswith("1")]
     assert len(abandoned) == 1  # the other is olga's, answered
     # offered ... abandonment: at once, by this clock, so a short abandon, said so
