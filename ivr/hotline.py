@@ -2435,7 +2435,15 @@ class Hotline:
         a hijack victim whose agent's phone dropped, or who hung up at the survey, while the
         agent went home, is called again by the next agent instead of waiting on a case only
         a supervisor's Close would end. Never while its agent is still on the call, nor when
-        the caller is back in line already (the survey's "not done yet"). Audited."""
+        the caller is back in line already (the survey's "not done yet"). A supervisor's:
+        the agent who talked to the caller resolves it with what was done, or sends it on
+        with a note for the next agent (a transfer). Audited."""
+        if user.role != "supervisor":
+            raise CaseRefused(
+                409,
+                "you talked to the caller: resolve it with what was done, or transfer it with "
+                "a note for the next agent",
+            )
         # Over as Twilio said so: the agent's leg ended, or the caller's call. Nothing else
         # tells the end of a call the fallback queued, or of a call back Twilio placed.
         over = case["talk_ended_at"] is not None

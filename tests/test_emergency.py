@@ -2691,6 +2691,9 @@ def test_a_supervisor_sends_a_victim_whose_agent_dropped_back_to_their_place(
     clock.advance(minutes=5)
     held = api(client, sam, "GET", "/api/cases/held")
     assert [(h["ticket"], h["status"]) for h in held] == [(a_case["ticket"], "connected")]
+    # alice talked to A: hers to resolve with what was done, or to send on with a note.
+    mine = client.post(f"/api/cases/{a_case['id']}/requeue", headers=bearer(alice))
+    assert mine.status_code == 409 and "transfer it with a note" in mine.json()["detail"]
     api(client, sam, "POST", f"/api/cases/{a_case['id']}/requeue", json={"reason": "phone died"})
     a_now, _ = case_rows(db)
     assert (a_now["status"], a_now["agent_id"], a_now["queued"]) == ("abandoned", None, 1)
