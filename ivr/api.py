@@ -1064,9 +1064,9 @@ def requeue(
 ) -> CaseDetail:
     """Back in its place in line, as it was before it was taken, for the next agent: the
     agent who took it giving it back, or a supervisor taking it from any agent. A case not
-    yet connected; or a connected one whose call is over, which its agent will not finish
-    (their phone dropped, they went home): back in its place as a call back, its talk still
-    counted answered. Audited."""
+    yet connected; or, for a supervisor, a connected one whose call is over, which its agent
+    will not finish (their phone dropped, they went home): back in its place as a call
+    back, its talk still counted answered. Audited."""
     try:
         hotline.requeue_case(case_id, user, body.reason if body else "")
     except CaseRefused as refused:
