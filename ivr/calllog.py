@@ -23,18 +23,6 @@ from ivr.db import audit_log, call_events, calls, cases, in_utc, users
 from ivr.engine import HUNG_UP_AT
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
 
-OUTCOMES = (
-    "agent",
-    "abandoned",
-    "hung_up_on_the_way",
-    "callback",
-    "queued",
-    "self_service",
-    "in_progress",
-    "ended",
-)
-
-
 # How a call ended, as the log says it (`_outcome_expr`), and what its verification came to.
 Outcome = Literal[
     "agent",
