@@ -1626,7 +1626,10 @@ _ASKED = ("transfer_to", "transfer_priority", "transfer_language", "transfer_age
 # A supervisor's move in line (`set_priority`) is of the line it was in; sent on, the agent
 # chose its priority there.
 _MOVED = ("priority_set_by", "priority_was", "priority_note")
-_NOT_SENT_ON = (*_ASKED, CALL_BACK_SID, *_MOVED)
+# The priority a case entered its line with, kept through every move (the figures' by
+# priority); `priority_was` says the last move's only.
+ENTERED_PRIORITY = "entered_priority"
+_NOT_SENT_ON = (*_ASKED, CALL_BACK_SID, *_MOVED, ENTERED_PRIORITY)
 
 
 @dataclass(frozen=True)
@@ -1975,7 +1978,11 @@ def set_priority(
             return None
         was: Priority = row.priority
         arrived = row.sort_at + HIGH_BOOST if was == "high" else row.sort_at
-        flags = {**(row.flags or {}), **dict(zip(_MOVED, (supervisor, was, why), strict=True))}
+        flags = {
+            ENTERED_PRIORITY: was,  # the first move's: kept by the ones after it
+            **(row.flags or {}),
+            **dict(zip(_MOVED, (supervisor, was, why), strict=True)),
+        }
         conn.execute(
             update(cases)
             .where(cases.c.id == case_id)

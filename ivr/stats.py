@@ -142,8 +142,9 @@ by_priority: the queue figures above per priority (`emergency`, `high`, `normal`
 listed even with nothing offered), over the same cases, each under the priority it entered
 the line with and judged by that priority's target: so the emergency service level a
 manager reports can be read off, whatever line the emergencies were in. A case a supervisor
-moved (`cases.set_priority`) counts under the priority it had before the move (flag
-`priority_was`; moved twice, before the last move); a line a transfer left, under the
+moved (`cases.set_priority`) counts under the priority it had before the first move (flag
+`entered_priority`; `priority_was` for a case moved before it was kept); a line a transfer
+left, under the
 priority it had there. "overall" and `by_queue` judge a case by its priority when the report
 runs: when a supervisor moved a case out of (or into) the emergency line, their
 answered_within_threshold need not be these added up.
@@ -258,7 +259,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ivr.cases import MISSED_OFFER, RESOLVE, SENT_AFTER_HANG_UP, SUPERSEDED_BY, TRANSFER
+from ivr.cases import (
+    ENTERED_PRIORITY,
+    MISSED_OFFER,
+    RESOLVE,
+    SENT_AFTER_HANG_UP,
+    SUPERSEDED_BY,
+    TRANSFER,
+)
 from ivr.db import audit_log, call_events, calls, cases, users
 from ivr.engine import HUNG_UP_AT
 
@@ -743,7 +751,8 @@ def _count_leg(tallies: Iterable[_Tally], leg: _Leg, thresholds: Thresholds) -> 
 def _entered_as(case: Any) -> str:
     """The priority the case entered its line with: before a supervisor moved it, if one did
     (`cases.set_priority`'s flag)."""
-    was = (case.flags or {}).get(PRIORITY_WAS)
+    flags = case.flags or {}
+    was = flags.get(ENTERED_PRIORITY) or flags.get(PRIORITY_WAS)
     return was if isinstance(was, str) and was else str(case.priority)
 
 

@@ -1655,6 +1655,25 @@ def test_each_priority_is_judged_by_the_line_the_case_entered(db: Engine) -> Non
     assert report_as_json(r)["by_priority"]["emergency"]["service_level"] == 0.5
 
 
+def test_a_case_moved_twice_counts_under_the_priority_it_entered_with(db: Engine) -> None:
+    """C9 entered the payments line as normal; a supervisor moved it to emergency, then to
+    high: it is a normal case in the figures by priority, not the emergency it was between
+    the two moves (the last move's "from")."""
+    scenario(db)
+    with db.connect() as conn:
+        [c9] = conn.execute(select(cases.c.id).where(cases.c.call_sid == sid("C9"))).scalars()
+    with db.connect() as conn:
+        for to in ("emergency", "high"):
+            moved = case_queue.set_priority(
+                conn, case_id=c9, priority=to, supervisor="supervisor:sam", why="test", now=END
+            )
+            assert moved is not None
+    r = report(db)
+    assert r.by_priority["normal"].offered == 5  # C3 C4 C5 C8 C9
+    assert r.by_priority["emergency"].offered == 2  # C1 C2
+    assert r.by_priority["high"].offered == 2  # C6 C7
+
+
 def test_every_priority_is_listed_even_with_nothing_offered(db: Engine) -> None:
     r = report(db)
     assert list(r.by_priority) == ["emergency", "high", "normal"]
