@@ -2026,6 +2026,12 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
         values["not_before"] = None if gone else now + HEARD_AND_HUNG_UP
     elif gone:
         values["flags"][SENT_AFTER_HANG_UP] = "yes"
+    return _leaving_agent(case, values, now)
+
+
+def _leaving_agent(case: dict[str, Any], values: dict[str, Any], now: datetime) -> list[Update]:
+    """The statements that write `values` to a case its agent no longer has, while it is
+    still theirs and connected, and free that agent for the next."""
     statements = [
         update(cases)
         .where(
@@ -2059,21 +2065,11 @@ def back_after_talk(conn: Connection, *, case: dict[str, Any], now: datetime) ->
         values["flags"][SENT_AFTER_HANG_UP] = "yes"
     else:
         values["not_before"] = None
+    first, *rest = _leaving_agent(case, values, now)
     with writing(conn):
-        moved = (
-            conn.execute(
-                update(cases)
-                .where(
-                    cases.c.id == case["id"],
-                    cases.c.status == "connected",
-                    cases.c.agent_id == case["agent_id"],
-                )
-                .values(**values)
-            ).rowcount
-            == 1
-        )
-        if moved and case["offered_at"] is not None:
-            conn.execute(_idle_from(case["agent_id"], case["offered_at"], now))
+        moved = conn.execute(first).rowcount == 1
+        for statement in rest if moved else ():
+            conn.execute(statement)
         return moved
 
 

@@ -677,30 +677,6 @@ def lockout(
     return Lockout(locked=locked, guessed=guessed, over_budget=over)
 
 
-def is_locked(
-    conn: Connection,
-    *,
-    uid: str | None,
-    caller: str | None,
-    now: datetime,
-    failures: int,
-    window: timedelta,
-    duration: timedelta,
-    exclude: int | None = None,
-) -> bool:
-    """Whether `lockout` would lock an attempt for `uid` from `caller` (of any kind)."""
-    return lockout(
-        conn,
-        uid=uid,
-        caller=caller,
-        now=now,
-        failures=failures,
-        window=window,
-        duration=duration,
-        exclude=exclude,
-    ).locked
-
-
 def activate_tree_version(conn: Connection, *, version: str, by: str, now: datetime) -> None:
     """Make a stored version the live one, for every instance."""
     with writing(conn):

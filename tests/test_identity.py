@@ -649,16 +649,7 @@ def fail(db: Engine, at: datetime, *, uid: str | None = "10000001", caller: str 
 def locked(
     db: Engine, now: datetime, *, uid: str | None = "10000001", caller: str | None = PHONE
 ) -> bool:
-    with db.connect() as conn:
-        return store.is_locked(
-            conn,
-            uid=uid,
-            caller=caller,
-            now=now,
-            failures=LIMIT,
-            window=WINDOW,
-            duration=DURATION,
-        )
+    return lockout(db, now, uid=uid, caller=caller).locked
 
 
 def test_under_the_limit_is_not_locked(db: Engine) -> None:
