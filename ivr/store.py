@@ -665,14 +665,14 @@ def lockout(
         rows = conn.execute(_LOCKOUT_READ[budget is not None], params).all()
     by_uid = sorted((r for r in rows if r.leg == "uid"), key=lambda r: r.at, reverse=True)
     by_caller = sorted((r.at for r in rows if r.leg == "caller"), reverse=True)
+    # The account is locked to all but its owner's number: someone is guessing at it.
+    uid_locked = runs([r.at for r in by_uid])
     if owner:
         own = sorted((r.at for r in rows if r.leg == "caller" and r.attested == 1), reverse=True)
         locked = runs(own)
     else:
-        locked = runs([r.at for r in by_uid]) or runs(by_caller)
-    guessed = None
-    if runs([r.at for r in by_uid]):  # the account is locked to all but its owner's number
-        guessed = (len(by_uid), len({r.caller for r in by_uid}))
+        locked = uid_locked or runs(by_caller)
+    guessed = (len(by_uid), len({r.caller for r in by_uid})) if uid_locked else None
     over = budget is not None and sum(r.leg == "budget" for r in rows) >= budget.failures
     return Lockout(locked=locked, guessed=guessed, over_budget=over)
 
