@@ -433,7 +433,9 @@ RISK_FLAGS = (
     "under_guessing",
 )
 # Factors that prove more than an ID document's digits, which leak with the ID number.
-STRONG_FACTORS = frozenset({"pin", "totp"})
+# A verification by one of these is whole; by ID digits alone, partial. A case recorded
+# before the matched factor was (`pin_or_id_last4`) is taken as whole, as it was shown then.
+STRONG_FACTORS = frozenset({"pin", "totp", "pin_or_id_last4"})
 
 
 def _verification(flags: dict[str, Any]) -> Verification:
@@ -441,8 +443,7 @@ def _verification(flags: dict[str, Any]) -> Verification:
     factors = [f for f in flags.get("factors", "").split(",") if f]
     # A case from before the factor that matched was recorded says pin_or_id_last4: taken
     # as it was then, not marked down after the fact.
-    strong = STRONG_FACTORS | {"pin_or_id_last4"}
-    partial = result == "yes" and not strong.intersection(factors)
+    partial = result == "yes" and not STRONG_FACTORS.intersection(factors)
     return Verification(result=result, factors=factors, partial=partial)
 
 
