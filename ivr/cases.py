@@ -2553,7 +2553,7 @@ def open_session(conn: Connection, *, user_id: int, now: datetime, lasts: timede
 
 _NOW = bindparam("now", type_=sessions.c.expires_at.type)
 _SESSION_USER = (
-    select(users)
+    select(users, sessions.c.expires_at.label("session_expires_at"))
     .join(sessions, sessions.c.user_id == users.c.id)
     .where(
         sessions.c.secret_hash == bindparam("hash"),
@@ -2565,27 +2565,32 @@ _SESSION_USER = (
 )
 
 
-def user_by_session(conn: Connection, *, secret: str, now: datetime) -> User | None:
-    """The user signed in with this session secret, while it lasts, their token has not
-    expired and they are not revoked."""
+@dataclass(frozen=True)
+class Session:
+    """A dashboard sign-in in force: whose, and when it ends (its own end, or its token's
+    expiry if sooner)."""
+
+    user: User
+    ends: datetime
+
+
+def session_by_secret(conn: Connection, *, secret: str, now: datetime) -> Session | None:
+    """The session of this secret, while it lasts, its token has not expired and its user is
+    not revoked."""
     with reading(conn):
         row = conn.execute(_SESSION_USER, {"hash": _token_hash(secret), "now": now}).first()
-    return User(row.id, row.name, row.role, row.phone) if row else None
-
-
-def session_ends(conn: Connection, *, secret: str) -> datetime | None:
-    """When the session of this secret ends: its own end, or its token's expiry if sooner
-    (`_SESSION_USER`). None: no such session."""
-    with reading(conn):
-        row = conn.execute(
-            select(sessions.c.expires_at, users.c.token_expires_at)
-            .join(users, users.c.id == sessions.c.user_id)
-            .where(sessions.c.secret_hash == _token_hash(secret))
-        ).first()
     if row is None:
         return None
-    ends: datetime = row.expires_at
-    return ends if row.token_expires_at is None else min(ends, row.token_expires_at)
+    ends: datetime = row.session_expires_at
+    if row.token_expires_at is not None:
+        ends = min(ends, row.token_expires_at)
+    return Session(User(row.id, row.name, row.role, row.phone), ends)
+
+
+def user_by_session(conn: Connection, *, secret: str, now: datetime) -> User | None:
+    """The user signed in with this session secret (`session_by_secret`)."""
+    found = session_by_secret(conn, secret=secret, now=now)
+    return found.user if found else None
 
 
 def close_session(conn: Connection, *, secret: str) -> bool:

@@ -46,7 +46,7 @@ from ivr.cases import (
     User,
     close_session,
     languages_typed,
-    session_ends,
+    session_by_secret,
     user_by_session,
 )
 from ivr.db import in_utc
@@ -236,16 +236,13 @@ SESSION_LEFT_HEADER = "X-Session-Left"
 
 def session_left(request: Request) -> int | None:
     """Whole seconds until the browser's sign-in ends (sessions are not extended by use):
-    the pages warn before, so nobody is surprised mid-call. None without a live session."""
-    secret = request.cookies.get(COOKIE, "")
-    if not secret or len(secret) > MAX_TOKEN:
+    the pages warn before, so nobody is surprised mid-call. As `session_user` read it for
+    this request (no second read of the session); None without a live session."""
+    ends: datetime | None = getattr(request.state, "session_ends", None)
+    if ends is None:
         return None
     hotline: Hotline = request.app.state.hotline
-    with hotline.db.connect() as conn:
-        expires_at = session_ends(conn, secret=secret)
-    if expires_at is None:
-        return None
-    return max(0, int((expires_at - hotline.clock()).total_seconds()))
+    return max(0, int((ends - hotline.clock()).total_seconds()))
 
 
 def _message(heading: str, message: str) -> dict[str, str]:
@@ -281,13 +278,15 @@ def session_user(request: Request, hotline: Hotline) -> User | None:
     secret = request.cookies.get(COOKIE, "")
     if not secret:
         return None
-    user = None
+    found = None
     if len(secret) <= MAX_TOKEN:
         with hotline.db.connect() as conn:
-            user = user_by_session(conn, secret=secret, now=hotline.clock())
-    if user is None:
+            found = session_by_secret(conn, secret=secret, now=hotline.clock())
+    if found is None:
         wrong_token(request, hotline, "dashboard")
-    return user
+        return None
+    request.state.session_ends = found.ends  # for the page's warning (`session_left`)
+    return found.user
 
 
 def signed_out(request: Request) -> RedirectResponse:
