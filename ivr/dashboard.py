@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import math
 import re
+import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -135,10 +136,18 @@ def clock_text(seconds: float | None) -> str:
     return f"{whole // 60:02d}:{whole % 60:02d}"
 
 
-def when_text(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+def when_text(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S", zone: tzinfo = UTC) -> str:
     if moment is None:
         return ""
-    return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime(fmt)
+    return (moment.astimezone(zone) if moment.tzinfo else moment).strftime(fmt)
+
+
+@jinja2.pass_context
+def when_shown(
+    context: jinja2.runtime.Context, moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S"
+) -> str:
+    """A time on the clock of the hotline's zone (`IVR_REPORT_TZ`), as every page says."""
+    return when_text(moment, fmt, context.get("clock_zone", UTC))
 
 
 def percent_text(rate: float | None) -> str:
@@ -180,7 +189,7 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         mmss=clock_text,
         minutes_said=engine.minutes_said,
-        when=when_text,
+        when=when_shown,
         pct=percent_text,
         secs=seconds_text,
         label=label_text,
@@ -215,12 +224,15 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> Response:
     left = session_left(request) if user is not None else None
+    zone = hotline_zone(request.app.state.hotline)
     page = {
         "user": user,
         "nav": _nav(user, request.url.path),
         "static": STATIC_PATH,
         "prefix": PREFIX,
         "session_left": left,
+        "clock_zone": zone,
+        "clock_zone_name": zone.key,
         **context,
     }
     sent = {**SECURITY_HEADERS, **(headers or {})}
@@ -232,6 +244,12 @@ def render(
 
 
 SESSION_LEFT_HEADER = "X-Session-Left"
+
+
+def hotline_zone(hotline: Hotline) -> zoneinfo.ZoneInfo:
+    """The zone every page shows times in, and reads the call log's times without one in:
+    the hotline's (`IVR_REPORT_TZ`, UTC unless set), where its supervisors read a clock."""
+    return zoneinfo.ZoneInfo(hotline.settings.report_tz)  # checked by Settings; cached
 
 
 def session_left(request: Request) -> int | None:
@@ -785,7 +803,7 @@ def _desk_live(
     """What the desk's live line shows: the cases agents may take now (a call back held back
     until its retry time is not one), and a version of the agent's own cases that changes
     whenever one of them does."""
-    now = hotline.clock()
+    now, zone = hotline.clock(), hotline_zone(hotline)
     counts = api.queue_counts(user, hotline)
     mine = api.my_cases(user, hotline) if held is None else held
     state = "|".join(
@@ -799,7 +817,7 @@ def _desk_live(
             "id": offered.id,
             "until": offered.accept_by.isoformat(),
             "text": f"{offered.priority.capitalize()} case, ticket {offered.ticket}: "
-            f"accept it by {offered.accept_by:%H:%M:%S} UTC",
+            f"accept it by {when_text(offered.accept_by, '%H:%M:%S', zone)} {zone.key}",
         }
         if offered and offered.accept_by
         else None,
@@ -1034,14 +1052,16 @@ def desk_transfer(
 _CALL_QUERY = TypeAdapter(api.CallQuery)
 
 
-def call_query(raw: dict[str, str]) -> api.CallQuery:
-    """The API's filters from the form; empty fields mean "any". Raises ValidationError."""
+def call_query(raw: dict[str, str], zone: tzinfo = UTC) -> api.CallQuery:
+    """The API's filters from the form; empty fields mean "any"; times without a zone (the
+    form's datetime-local) on `zone`'s clock, as the pages show them. Raises
+    ValidationError."""
     given: dict[str, Any] = {
         k: v.strip() for k, v in raw.items() if k in CALL_FILTERS and v.strip()
     }
     for key in ("since", "until"):
-        if key in given:  # the form's datetime-local has no zone: UTC, as the pages show
-            given[key] = parse_when(given[key], key)
+        if key in given:
+            given[key] = parse_when(given[key], key, zone)
     return _CALL_QUERY.validate_python(given)
 
 
@@ -1067,7 +1087,7 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     context: dict[str, Any] = {"form": raw, "calls": [], "next_link": None, "errors": []}
     context["first_link"] = page_link(raw) if cursor is not None else None
     try:
-        query = call_query(raw)
+        query = call_query(raw, hotline_zone(hotline))
     except ValidationError as exc:
         context["errors"] = problems(exc)
     except ValueError as exc:  # a time that is none (parse_when)
@@ -1098,7 +1118,7 @@ def calls_csv(request: Request, hotline: HotlineDep) -> Response:
         return user
     raw = {k: request.query_params.get(k, "") for k in CALL_FILTERS}
     try:
-        return api.calls_csv(user, hotline, call_query(raw))
+        return api.calls_csv(user, hotline, call_query(raw, hotline_zone(hotline)))
     except (ValidationError, ValueError) as exc:
         why = problems(exc) if isinstance(exc, ValidationError) else [str(exc)]
         return Response("\n".join(why), status_code=422, media_type="text/plain")

@@ -284,8 +284,9 @@ class Settings(AccountSettings):
     page_unacked_seconds: int = Field(
         default=300, ge=60, le=86400, validation_alias="IVR_PAGE_UNACKED"
     )
-    # The time zone the figures are shown in when a request names none (`tz`): an IANA name.
-    # Their hour and day bars fall on its clock; the figures are kept in UTC whatever it is.
+    # The hotline's time zone (an IANA name): the figures' when a request names none (`tz`),
+    # their hour and day bars on its clock, and the clock every dashboard page shows (the
+    # call log's since/until typed on it). What is stored, and the API, stay UTC.
     report_tz: str = Field(default="UTC", validation_alias="IVR_REPORT_TZ")
 
     @field_validator("metrics_token")

@@ -772,6 +772,46 @@ def test_calls_page_filters_like_the_api(
     assert call_sids(second) == [placed["normal"]] and not second.xpath("//a[@rel='next']")
 
 
+class TestInTheHotlinesZone:
+    """Supervisors in Shanghai read Shanghai's clock: every page shows times in
+    `IVR_REPORT_TZ`, says so, and the call log reads its since/until on that clock (the
+    API's times carry their offset, and stay so)."""
+
+    @pytest.fixture
+    def settings(self, database_url: str) -> Settings:
+        return make_settings(IVR_DATABASE_URL=database_url, IVR_REPORT_TZ="Asia/Shanghai")
+
+    def test_the_call_log_and_timeline_are_on_its_clock(
+        self, client: TestClient, supervisor: str, placed: dict[str, str]
+    ) -> None:
+        signed_in(client, supervisor)
+        # The first call began at 03:00 UTC: 11:00 in Shanghai.
+        assert call_sids(page(client, "/dashboard/calls", since="2026-11-23T11:00:10")) == [
+            placed["hijack"]
+        ]
+        assert call_sids(page(client, "/dashboard/calls", until="2026-11-23T11:00")) == []
+        listed = page(client, "/dashboard/calls")
+        assert "Times are Asia/Shanghai." in listed.text_content()
+        assert texts(listed, "//table[contains(@class,'calls')]//th")[0] == (
+            "Started (Asia/Shanghai)"
+        )
+        [started] = listed.xpath(f"//tr[@data-call='{placed['normal']}']/td[1]/a/text()")
+        assert started.startswith("2026-11-23 11:00:")
+        csv_link = page(client, "/dashboard/calls", since="2026-11-23T11:00:10").xpath(
+            "//a[@download]/@href"
+        )[0]
+        exported = list(csv.DictReader(io.StringIO(client.get(csv_link).text)))
+        assert [r["call_sid"] for r in exported] == [placed["hijack"]]
+        timeline = page(client, f"/dashboard/calls/{placed['normal']}")
+        assert "Started (Asia/Shanghai)" in timeline.text_content()
+        assert "(UTC)" not in timeline.text_content()
+
+    def test_the_queue_page_says_its_zone(self, client: TestClient, supervisor: str) -> None:
+        signed_in(client, supervisor)
+        shown = page(client, "/dashboard/queue").text_content()
+        assert "Asia/Shanghai" in shown and " UTC" not in shown
+
+
 def test_the_calls_page_exports_what_it_found_as_csv_with_the_session(
     client: TestClient, supervisor: str, placed: dict[str, str]
 ) -> None:
