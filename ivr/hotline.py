@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import requests
-from sqlalchemy import Connection, Engine, Executable, Insert, Update, select
+from sqlalchemy import Connection, Engine, Executable, Insert, Update, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
@@ -68,6 +68,7 @@ CALL_BACK_VOICEMAIL = "callback_voicemail"
 ALSO_FROZEN = "also_frozen"
 # Accounts besides the case's an agent may freeze on one case (`Hotline.freeze_case`).
 OTHER_FREEZES_AT_MOST = 2
+FREEZE_LOCK = 0x46525A  # PostgreSQL advisory lock class ("FRZ") of a case's agent freezes
 
 
 def _hang_up() -> str:
@@ -391,6 +392,7 @@ class Hotline:
         self.db = db
         self.identity = identity
         self.actions = actions
+        self._freezing = threading.Lock()
         # Freezes in this very database are written with the call's step, on the event loop
         # like it; any other account service is called once the step is stored, in a thread.
         self.local_actions = (
@@ -2148,53 +2150,72 @@ class Hotline:
                 raise CaseRefused(
                     409, "the caller gave no account UID: find the account with them, and give it"
                 )
-            frozen_here = cases.frozen_on_case(conn, case_id=case_id)
-            others = [u for u in frozen_here if u != keyed]
-            if uid != keyed and uid not in others and len(others) >= OTHER_FREEZES_AT_MOST:
-                # A victim's second account, or the right one of a mistyped UID; not a list
-                # of accounts frozen at will on one case (a stolen agent token, an insider).
-                log.warning(
-                    "case %s: agent %s refused a freeze of one more account", case_id, agent.name
+            # Two freezes on one case at once (a double click, a script) would both pass
+            # the cap below: they take turns, from the look at the case's freezes to their
+            # audit rows.
+            with self._one_freeze_at_a_time(conn, case_id):
+                frozen_here = cases.frozen_on_case(conn, case_id=case_id)
+                others = [u for u in frozen_here if u != keyed]
+                if uid != keyed and uid not in others and len(others) >= OTHER_FREEZES_AT_MOST:
+                    # A victim's second account, or the right one of a mistyped UID; not a list
+                    # of accounts frozen at will on one case (a stolen agent token, an insider).
+                    log.warning(
+                        "case %s: agent %s refused a freeze of one more account",
+                        case_id,
+                        agent.name,
+                    )
+                    raise CaseRefused(
+                        409,
+                        f"{len(others)} accounts besides the case's were frozen on it already: "
+                        "one case freezes no more; the next account's owner calls on a case of "
+                        "their own",
+                    )
+                try:
+                    done = self.actions.freeze(uid=uid, now=now)
+                except Exception:
+                    log.exception("freeze failed for case %s", case_id)
+                    done = False
+                # Done if any freeze on the case was: a later one failing does not undo it.
+                made = done or bool(frozen_here)
+                flags = {"agent_freeze": "done" if made else "failed"}
+                if done and uid != keyed:
+                    # The account frozen is found from the case (the call log's account filter):
+                    # the agent found it with a caller who keyed none, or another than theirs.
+                    # One the caller proved (verified) stays the case's; another is noted, as is
+                    # every account frozen on the case that is not its account now.
+                    proved = (case["flags"] or {}).get("verified") == "yes"
+                    account = keyed if keyed is not None and proved else uid
+                    if account != keyed:
+                        cases.set_account(conn, case_id=case_id, uid=uid, was=keyed)
+                    also = [u for u in dict.fromkeys([*frozen_here, uid]) if u != account]
+                    if also:
+                        flags[ALSO_FROZEN] = ",".join(also)
+                self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
+                cases.audit(
+                    conn,
+                    actor=f"agent:{agent.name}",
+                    action="freeze",
+                    uid=uid,
+                    case_id=case_id,
+                    reason=reason,
+                    result="ok" if done else "failed",
+                    now=now,
                 )
-                raise CaseRefused(
-                    409,
-                    f"{len(others)} accounts besides the case's were frozen on it already: "
-                    "one case freezes no more; the next account's owner calls on a case of "
-                    "their own",
-                )
-            try:
-                done = self.actions.freeze(uid=uid, now=now)
-            except Exception:
-                log.exception("freeze failed for case %s", case_id)
-                done = False
-            # Done if any freeze on the case was: a later one failing does not undo it.
-            made = done or bool(frozen_here)
-            flags = {"agent_freeze": "done" if made else "failed"}
-            if done and uid != keyed:
-                # The account frozen is found from the case (the call log's account filter):
-                # the agent found it with a caller who keyed none, or another than theirs.
-                # One the caller proved (verified) stays the case's; another is noted, as is
-                # every account frozen on the case that is not its account now.
-                proved = (case["flags"] or {}).get("verified") == "yes"
-                account = keyed if keyed is not None and proved else uid
-                if account != keyed:
-                    cases.set_account(conn, case_id=case_id, uid=uid, was=keyed)
-                also = [u for u in dict.fromkeys([*frozen_here, uid]) if u != account]
-                if also:
-                    flags[ALSO_FROZEN] = ",".join(also)
-            self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
-            cases.audit(
-                conn,
-                actor=f"agent:{agent.name}",
-                action="freeze",
-                uid=uid,
-                case_id=case_id,
-                reason=reason,
-                result="ok" if done else "failed",
-                now=now,
-            )
-            cases.add_flags(conn, case_id=case_id, flags=flags)
+                cases.add_flags(conn, case_id=case_id, flags=flags)
         return done
+
+    @contextlib.contextmanager
+    def _one_freeze_at_a_time(self, conn: Connection, case_id: int) -> Iterator[None]:
+        """A case's freezes one after the other, on every instance: on PostgreSQL under a
+        lock of the transaction's (an advisory one, so the case's row stays free for its
+        call's webhooks meanwhile); the embedded SQLite is one process's."""
+        if conn.dialect.name == "postgresql":
+            with store.writing(conn):
+                conn.execute(select(func.pg_advisory_xact_lock(FREEZE_LOCK, case_id)))
+                yield
+        else:
+            with self._freezing:
+                yield
 
     def _case_for(
         self, conn: Connection, case_id: int, user: cases.User, supervisor_may: tuple[str, ...]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,11 @@ from sqlalchemy import Connection, Engine, event, insert, select, update
 from ivr import cases, store
 from ivr.db import accounts, audit_log, calls, users
 from ivr.engine import CallState, OpenCase
-from ivr.identity import LocalDirectory
-from tests.conftest import FakeClock, bearer, make_user
+from ivr.identity import LocalAccountActions, LocalDirectory
+from ivr.settings import Settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import HTTPS_CLIENT, FakeClock, bearer, make_user
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -863,6 +867,43 @@ def test_one_case_freezes_two_accounts_besides_its_own_at_most_and_keeps_them_al
     for uid in uids[:3]:
         found = call(client, "GET", f"/api/calls?account={uid}", None, boss).json()
         assert [c["call_sid"] for c in found["calls"]] == [sid(1)], uid
+
+
+class SlowActions(LocalAccountActions):
+    """The account service taking its time over each freeze, as a remote one may."""
+
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        time.sleep(0.4)
+        return super().freeze(uid=uid, now=now)
+
+
+def test_two_freezes_at_once_on_one_case_do_not_both_pass_the_cap(
+    settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> None:
+    """A double click, or a script with a stolen agent token, posting two freezes of two
+    more accounts at the same moment: both looked at the case's freezes before either was
+    made, and both passed the cap. They take turns: one is made, the other refused."""
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock, actions=SlowActions(db))
+    token = make_user(db, "ana", "agent")
+    directory = LocalDirectory(db, None)
+    uids = ("10000001", "10000002", "10000003", "10000004")
+    for uid in uids:
+        directory.add(uid=uid, pin=None, id_last4=None, phone=None, totp_secret=None, now=T0)
+    case_id = add_case(db, 1, "emergency", T0, uid="10000001")
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == case_id
+
+        def freeze(uid: str) -> Any:
+            body = {"reason": "caller named it", "account_uid": uid}
+            return call(client, "POST", f"/api/cases/{case_id}/freeze", body, token)
+
+        assert freeze("10000002").json()["frozen"] is True  # one besides its own
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(freeze, ["10000003", "10000004"]))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    with db.connect() as conn:
+        frozen = dict(conn.execute(select(accounts.c.uid, accounts.c.frozen)).all())
+    assert sum(frozen[u] for u in uids[2:]) == 1
 
 
 def test_api_freeze_needs_a_reason(client: TestClient, db: Engine) -> None:
