@@ -1069,6 +1069,13 @@ def problems(error: ValidationError) -> list[str]:
     return [f"{'.'.join(map(str, e['loc'])) or 'filter'}: {e['msg']}" for e in error.errors()]
 
 
+def wrong_fields(errors: Sequence[str], fields: Sequence[str]) -> list[str]:
+    """The form's fields an error names (each says `field: what is wrong`, or "until must
+    be after since"): marked invalid, and tied to the errors, for a screen reader."""
+    named = {(e.split(":", 1)[0].split() or [""])[0] for e in errors}
+    return [f for f in fields if f in named]
+
+
 def page_link(raw: dict[str, str], cursor: str | None = None) -> str:
     """The calls page with the same filters, at `cursor` (or the first page)."""
     params = [(k, raw[k]) for k in CALL_FILTERS if raw.get(k)]
@@ -1102,6 +1109,7 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
         else:
             context["calls"] = found.calls
             context["next_link"] = page_link(raw, found.next_cursor) if found.next_cursor else None
+    context["wrong"] = wrong_fields(context["errors"], CALL_FILTERS)
     context["filtered"] = bool(any(raw.values()))
     context["csv_link"] = page_link(raw).replace(f"{PREFIX}/calls", f"{PREFIX}/calls.csv", 1)
     status = 422 if context["errors"] else 200
@@ -1449,7 +1457,15 @@ def figures_page(request: Request, hotline: HotlineDep) -> Response:
     except ValueError as exc:
         form = {"since": since, "until": until, "tz": asked_tz}
         shown = str(zone) if zone is not None else ""  # a zone that is none: said in errors
-        refused = {"errors": [str(exc)], "form": form, "report": None, "tz": shown, "tz_query": ""}
+        errors = [str(exc)]
+        refused = {
+            "errors": errors,
+            "wrong": wrong_fields(errors, ("since", "until", "tz")),
+            "form": form,
+            "report": None,
+            "tz": shown,
+            "tz_query": "",
+        }
         return render(request, "figures.html", refused, user=user, status=422)
     context = figures_context(hotline, start, end, zone)
     # The page's own links keep a zone asked for; the default one needs no saying.
@@ -1468,6 +1484,7 @@ def figures_context(
     series = buckets(hotline, start, end, size, zone)
     return {
         "errors": [],
+        "wrong": [],
         "form": {
             "since": local_input(start, zone),
             "until": local_input(end, zone),

@@ -762,6 +762,13 @@ def test_calls_page_filters_like_the_api(
     bad = page(client, "/dashboard/calls", status=422, caller="12ab", outcome="nope")
     problems = " ".join(texts(bad, "//*[@role='alert']//li"))
     assert "caller" in problems and "outcome" in problems
+    # Each field named is marked so, and tied to the errors, for a screen reader.
+    marked = bad.xpath("//form//*[@aria-invalid='true']")
+    assert sorted(m.get("name") for m in marked) == ["caller", "outcome"]
+    assert {m.get("aria-describedby") for m in marked} == {"form-errors"}
+    assert bad.xpath("//*[@id='form-errors']/@role") == ["alert"]
+    late = page(client, "/dashboard/calls", status=422, since="soon")
+    assert [m.get("name") for m in late.xpath("//form//*[@aria-invalid='true']")] == ["since"]
     assert "cursor" in page(client, "/dashboard/calls", status=422, cursor="nope").text_content()
     # One call a page: the next link carries the filters and reaches the older call.
     monkeypatch.setattr(dashboard, "PAGE_SIZE", 1)
@@ -1715,6 +1722,7 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     assert texts(empty, "//tfoot//td")[4] == "n/a"
     bad = page(client, "/dashboard/figures", status=422, since="2026-11-23", until="2026-11-22")
     assert "until must be after since" in bad.text_content()
+    assert bad.xpath("//input[@aria-invalid='true']/@name") == ["until"]
     too_long = page(client, "/dashboard/figures", status=422, since="2026-01-01")
     assert "at most 31 days" in too_long.text_content()
     assert (
@@ -2643,6 +2651,8 @@ def test_a_time_zone_that_is_none_is_refused(client: TestClient, supervisor: str
     doc = page(client, "/dashboard/figures", status=422, tz="Mars/Olympus_Mons")
     assert "not an IANA time zone name" in doc.text_content()
     assert doc.xpath("//input[@name='tz']/@value") == ["Mars/Olympus_Mons"]
+    [tz] = doc.xpath("//input[@aria-invalid='true']")
+    assert (tz.get("name"), tz.get("aria-describedby")) == ("tz", "f-tz-hint form-errors")
 
 
 def test_an_agent_sees_their_own_figures_and_a_supervisor_everyones(
