@@ -40,7 +40,7 @@ from sqlalchemy import case as case_when  # `case` is what this module calls a c
 from sqlalchemy.exc import IntegrityError
 
 from ivr import prompts
-from ivr.db import HELD_STATUSES, audit_log, calls, cases, sessions, users
+from ivr.db import HELD_STATUSES, audit_log, calls, cases, presence_changes, sessions, users
 from ivr.engine import CaseSummary, OpenCase
 from ivr.numbers import dialable, withheld
 from ivr.store import reading, writing
@@ -766,6 +766,8 @@ def set_available(
             .values(available_since=kept if available else None, away_reason=why)
             .returning(users.c.available_since)
         ).scalar()
+        if value is None or value == now:  # not one kept from before: nothing new then
+            conn.execute(presence_noted([agent_id], now))
     return value
 
 
@@ -824,15 +826,18 @@ def agents_to_offer(conn: Connection, *, now: datetime) -> list[User]:
     return [User(r.id, r.name, r.role, r.phone, r.languages) for r in rows]
 
 
-def _set_away(conn: Connection, agent_ids: list[int], why: AwayReason) -> None:
+def _set_away(conn: Connection, agent_ids: list[int], why: AwayReason, now: datetime) -> None:
     """Those of them who were available, away now, and why (an agent away already keeps
     their own reason)."""
     if agent_ids:
-        conn.execute(
+        gone = conn.execute(
             update(users)
             .where(users.c.id.in_(agent_ids), users.c.available_since.is_not(None))
             .values(available_since=None, away_reason=why)
-        )
+            .returning(users.c.id)
+        ).scalars()
+        if went := list(gone):
+            conn.execute(presence_noted(went, now))
 
 
 def agents_presence(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
@@ -918,6 +923,7 @@ def resolve(
         ).first()
         if done is not None and done.agent_id is not None and done.offered_at is not None:
             conn.execute(_idle_from(done.agent_id, done.offered_at, now))
+            conn.execute(presence_noted([done.agent_id], now))
         return done is not None
 
 
@@ -956,6 +962,20 @@ def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:
             ),
         )
         .values(available_since=now)
+    )
+
+
+def presence_noted(agent_ids: Sequence[int], now: datetime) -> Insert:
+    """The agents' presence as it is now (after the statement that changed it, in the same
+    transaction): a row of its history, which the figures read their time available from."""
+    return insert(presence_changes).from_select(
+        ["user_id", "at", "available_since", "away_reason"],
+        select(
+            users.c.id,
+            bindparam("noted_at", now, type_=presence_changes.c.at.type),
+            users.c.available_since,
+            users.c.away_reason,
+        ).where(users.c.id.in_(list(agent_ids)), users.c.role == "agent"),
     )
 
 
@@ -1466,6 +1486,7 @@ def requeue(
     away_why: AwayReason = AWAY_MISSED,
     not_before: datetime | None = None,
     unaccepted_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> bool:
     """An agent's phone did not answer: the case goes back to its place in line, as what it
     was (a caller who asked for a call back, or hung up, is not on the line to redirect).
@@ -1475,7 +1496,10 @@ def requeue(
     set away in the same transaction if it went back: nothing comes to them unasked until
     they say they are available again. `not_before`: nobody is offered it again until then.
     `unaccepted_at`: only an offer made at the agent's desk and not accepted by then.
+    `now`: when (the agent's presence history says so); required with `away`.
     """
+    if away is not None and now is None:
+        raise TypeError("requeue: `now` is required with `away`")
     where = [cases.c.id == case_id, cases.c.status.in_(only_from)]
     if agent_id is not None:
         where.append(cases.c.agent_id == agent_id)
@@ -1487,8 +1511,8 @@ def requeue(
         later = {} if not_before is None else {"not_before": not_before}
         update_ = update(cases).where(*where).values(**_BACK_IN_LINE, connected_at=None, **later)
         moved = conn.execute(update_).rowcount == 1
-        if moved and away is not None:
-            _set_away(conn, [away], away_why)
+        if moved and away is not None and now is not None:
+            _set_away(conn, [away], away_why, now)
         return moved
 
 
@@ -1524,6 +1548,7 @@ def missed_offer(
             away=agent_id,
             away_why=AWAY_NOT_ACCEPTED if at_desk else AWAY_MISSED,
             unaccepted_at=now if at_desk else None,
+            now=now,
         )
         if moved:
             name = conn.execute(select(users.c.name).where(users.c.id == agent_id)).scalar()
@@ -1881,6 +1906,7 @@ def send_call_back_on(
         )
         if row["offered_at"] is not None:
             conn.execute(_idle_from(agent.id, row["offered_at"], now))
+            conn.execute(presence_noted([agent.id], now))
         _audit_transfer(conn, agent=agent, case_id=case_id, to=to, result="call_back", now=now)
         tidy_call_backs(conn, call_sid=row["call_sid"])
         return "sent"
@@ -2004,7 +2030,9 @@ def higher(one: Priority, other: Priority) -> Priority:
     return one if order.index(one) <= order.index(other) else other
 
 
-def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> list[Update]:
+def transferred(
+    case: dict[str, Any], *, now: datetime, gone: bool = False
+) -> list[Update | Insert]:
     """The statements that put a case whose transfer was asked (`transfer_asked`) back in
     line where it was sent, run with its caller's call step (or their hang-up): waiting in
     the new queue, lane and language, joining its line now as any case of its priority
@@ -2029,10 +2057,12 @@ def transferred(case: dict[str, Any], *, now: datetime, gone: bool = False) -> l
     return _leaving_agent(case, values, now)
 
 
-def _leaving_agent(case: dict[str, Any], values: dict[str, Any], now: datetime) -> list[Update]:
+def _leaving_agent(
+    case: dict[str, Any], values: dict[str, Any], now: datetime
+) -> list[Update | Insert]:
     """The statements that write `values` to a case its agent no longer has, while it is
     still theirs and connected, and free that agent for the next."""
-    statements = [
+    statements: list[Update | Insert] = [
         update(cases)
         .where(
             cases.c.id == case["id"],
@@ -2043,6 +2073,7 @@ def _leaving_agent(case: dict[str, Any], values: dict[str, Any], now: datetime) 
     ]
     if case["offered_at"] is not None:
         statements.append(_idle_from(case["agent_id"], case["offered_at"], now))
+        statements.append(presence_noted([case["agent_id"]], now))
     return statements
 
 
@@ -2168,7 +2199,7 @@ def note_on_latest_case(conn: Connection, *, call_sid: str, flags: dict[str, str
         return int(row.id)
 
 
-def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
+def requeue_offers_before(conn: Connection, *, cutoff: datetime, now: datetime) -> int:
     """Offered cases no caller was connected to since `cutoff`: back to what they were. Not
     those the agent finishes by hand (a call back they dial, a withheld number): taken back
     in the middle of their call, another agent would call the customer again. (One of those
@@ -2183,7 +2214,7 @@ def requeue_offers_before(conn: Connection, *, cutoff: datetime) -> int:
     with writing(conn):
         agents = conn.execute(select(cases.c.agent_id).where(*stale).with_for_update()).scalars()
         # Their agents never reached the callers: away, as after an offer they missed.
-        _set_away(conn, [a for a in agents if a is not None], AWAY_TIMED_OUT)
+        _set_away(conn, [a for a in agents if a is not None], AWAY_TIMED_OUT, now)
         moved: int = conn.execute(update(cases).where(*stale).values(**_BACK_IN_LINE)).rowcount
         return moved
 
@@ -2690,8 +2721,10 @@ def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) 
             .where(users.c.id == found, _available_after(now))
             .values(available_since=None, away_reason=AWAY_SET)
         ).rowcount
+        if changed:
+            conn.execute(presence_noted([found], now))
         # A lapsed availability too: else the end of a case they hold would revive it.
-        _set_away(conn, [found], AWAY_SET)
+        _set_away(conn, [found], AWAY_SET, now)
         if changed == 1:
             audit(
                 conn,
@@ -2757,5 +2790,6 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
                 available_since=None,
             )
         )
+        conn.execute(presence_noted([user_id], now))
         conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
         return requeued

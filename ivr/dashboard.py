@@ -1502,6 +1502,7 @@ def figures_context(
                 f"{b.start.astimezone(zone).strftime('%d %b %H:%M')} to "
                 f"{b.end.astimezone(zone).strftime('%H:%M')}",
                 b.report.overall,
+                b.report.agents_available_average,
             )
             for b in series
         ],

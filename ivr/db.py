@@ -329,6 +329,22 @@ audit_log = Table(
     Index(None, "action", "at"),
 )
 
+# Each agent's presence as it changes (`cases.note_presence`): available (since when, as
+# `users.available_since` says then) or away (and why). The figures' time available and
+# occupancy per agent, and how many agents were at work in each of their periods.
+presence_changes = Table(
+    "presence_changes",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("available_since", UTCDateTime()),
+    Column("away_reason", String(16)),
+    Index(None, "at"),
+)
+
 # The on-call paged because an emergency waited too long (`ivr.oncall`): one row a page,
 # unique by turn, so that of two instances seeing the same wait only one pages.
 pages = Table(

@@ -2074,9 +2074,10 @@ class Hotline:
 
     def requeue_stale_offers(self) -> int:
         """Cases an agent took but never reached (no answer, no callback): back in line."""
-        cutoff = self.clock() - timedelta(seconds=self.settings.offer_timeout_seconds)
+        now = self.clock()
+        cutoff = now - timedelta(seconds=self.settings.offer_timeout_seconds)
         with self.db.connect() as conn:
-            return cases.requeue_offers_before(conn, cutoff=cutoff)
+            return cases.requeue_offers_before(conn, cutoff=cutoff, now=now)
 
     def recording_to_play(self, recording_sid: str) -> dict[str, Any]:
         """The recording a supervisor asked to play, if its audio can be fetched from Twilio
@@ -2431,6 +2432,7 @@ class Hotline:
                 away_why=cases.AWAY_GAVE_BACK
                 if case["agent_id"] == user.id
                 else cases.AWAY_TAKEN_BACK,
+                now=now,
             ):
                 raise CaseRefused(409, "only a case not yet connected goes back in line")
             cases.audit(

@@ -225,6 +225,22 @@ transfers
     to, or a call back). Counted when they asked for it (`audit_log` action `transfer`, `at`
     in the period), once per transfer, made or not (a supervisor may close a case on its
     way). An agent with transfers and no case handled is listed too.
+available_seconds
+    How long the agent was available in the period (up to now for a period not over): from
+    `presence_changes`, a row each time their presence was written (said available or away,
+    signed out, set away by a miss or a supervisor, revoked, available again from a case's
+    end): from each row that left them available to the next, or to when it lapsed
+    (AVAILABLE_AT_MOST, 8 h, after its `available_since`, as the hotline stops offering them
+    cases then). Time on a case counts: an agent on a case stays available. None when
+    nothing of their presence is known (changes before this was kept); an agent available
+    in the period with no case handled is listed too. The JSON adds, over all agents,
+    `agent_seconds_available`, and `agents_available_average` (that / the period's length:
+    the staff beside the calls offered; also per bar in the figures page's table).
+occupancy
+    The handle times of the agent's handled cases (above) / available_seconds, as call centre
+    software reports it (the part of the available time spent on callers). A case taken near
+    the period's end counts whole, so it can pass 1 now and then. None when available_seconds
+    is None or 0.
 
 containment (self-service containment)
     contained_calls / completed_calls, None when no call completed, where
@@ -260,6 +276,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from ivr.cases import (
+    AVAILABLE_AT_MOST,
     ENTERED_PRIORITY,
     MISSED_OFFER,
     RESOLVE,
@@ -267,7 +284,7 @@ from ivr.cases import (
     SUPERSEDED_BY,
     TRANSFER,
 )
-from ivr.db import audit_log, call_events, calls, cases, users
+from ivr.db import audit_log, call_events, calls, cases, presence_changes, users
 from ivr.engine import HUNG_UP_AT
 
 SELF_HELP_KINDS = ("say",)
@@ -349,6 +366,8 @@ class AgentFigures(SurveyFigures):
     average_after_call_work_seconds: float | None = None
     missed_offers: int = 0
     transfers: int = 0
+    available_seconds: float | None = None
+    occupancy: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,6 +407,16 @@ class Report:
     by_agent: dict[str, AgentFigures] = field(default_factory=dict)
     emergency: EmergencyFigures = field(default_factory=EmergencyFigures)
     by_priority: dict[str, QueueFigures] = field(default_factory=dict)
+    agent_seconds_available: float | None = None
+
+    @property
+    def agents_available_average(self) -> float | None:
+        """How many agents were available, on average over the period (staffing beside
+        the calls offered); None before any agent's presence was kept."""
+        if self.agent_seconds_available is None:
+            return None
+        length = (self.period_end - self.period_start).total_seconds()
+        return round(self.agent_seconds_available / length, 2)
 
     def as_dict(self, zone: tzinfo = UTC) -> dict[str, Any]:
         """Plain JSON types: ISO 8601 datetimes (the period's, in `zone`), seconds for
@@ -411,6 +440,8 @@ class Report:
             "top_topics": [{"topic": topic, "calls": n} for topic, n in self.top_topics],
             "by_agent": {name: a.as_dict() for name, a in self.by_agent.items()},
             "emergency": self.emergency.as_dict(),
+            "agent_seconds_available": self.agent_seconds_available,
+            "agents_available_average": self.agents_available_average,
         }
 
 
@@ -453,13 +484,16 @@ class _Tally:
             "satisfied_rate": _ratio(sum(n >= SATISFIED for n in self.scores), len(self.scores)),
         }
 
-    def agent_figures(self) -> AgentFigures:
+    def agent_figures(self, available: float | None = None) -> AgentFigures:
+        busy = sum(self.handle_times)
         return AgentFigures(
             handled=self.handled,
             average_handle_time_seconds=_mean(self.handle_times),
             average_after_call_work_seconds=_mean(self.after_call_work),
             missed_offers=self.missed_offers,
             transfers=self.transfers,
+            available_seconds=available,
+            occupancy=round(busy / available, 4) if available else None,
             **self.surveys(),
         )
 
@@ -766,6 +800,38 @@ def _topic(state: Any) -> str | None:
     return topic if isinstance(topic, str) and topic else None
 
 
+def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[str, float]:
+    """Seconds each agent (by name) was available in [start, end), from their presence's
+    history: from each change that left them available to the next change, or to when their
+    availability lapsed (AVAILABLE_AT_MOST after the `available_since` it left, as the
+    hotline stops offering them cases then). Agents with no change kept in or shortly before
+    the period are not listed: nothing is known of them."""
+    if end <= start:
+        return {}
+    # A change older than this left nobody available in the period: it had lapsed by then.
+    rows = conn.execute(
+        select(
+            presence_changes.c.user_id,
+            users.c.name,
+            presence_changes.c.at,
+            presence_changes.c.available_since,
+        )
+        .join(users, users.c.id == presence_changes.c.user_id)
+        .where(presence_changes.c.at >= start - AVAILABLE_AT_MOST, presence_changes.c.at < end)
+        .order_by(presence_changes.c.user_id, presence_changes.c.at, presence_changes.c.id)
+    ).all()
+    seconds: dict[str, float] = {}
+    for i, row in enumerate(rows):
+        later = rows[i + 1] if i + 1 < len(rows) else None
+        until = later.at if later is not None and later.user_id == row.user_id else end
+        if row.available_since is not None:
+            until = min(until, row.available_since + AVAILABLE_AT_MOST)
+        gap = (min(until, end) - max(row.at, start)).total_seconds()
+        if row.available_since is not None and gap > 0:
+            seconds[row.name] = seconds.get(row.name, 0.0) + gap
+    return seconds
+
+
 def figures(
     conn: Connection,
     *,
@@ -875,6 +941,7 @@ def figures(
             )
             .group_by(audit_log.c.actor, audit_log.c.action)
         ).all()
+        available = time_available(conn, start=start, end=min(end, judged))
         # Each emergency case's first freeze that was made, by its caller and by an agent.
         first_freeze: dict[tuple[int, str], datetime] = {
             (case_id, action): when
@@ -990,7 +1057,11 @@ def figures(
         contained_calls=contained,
         containment=_ratio(contained, completed),
         top_topics=sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:top],
-        by_agent={name: by_agent[name].agent_figures() for name in sorted(by_agent)},
+        by_agent={
+            name: by_agent.get(name, _Tally()).agent_figures(available.get(name))
+            for name in sorted(by_agent.keys() | available.keys())
+        },
         emergency=emergency.figures(),
         by_priority={name: tally.figures() for name, tally in by_priority.items()},
+        agent_seconds_available=sum(available.values()) if available else None,
     )

@@ -1069,7 +1069,12 @@ def test_the_offer_timeout_leaves_the_agent_what_they_finish_by_hand(db: Engine)
         offers = {by_hand: "call_back", no_number: "no_number", live: "redirected"}
         for case_id, offer in offers.items():
             assert cases.set_offer(conn, case_id=case_id, agent_id=agent, offer=offer)
-        assert cases.requeue_offers_before(conn, cutoff=T0 + timedelta(hours=1)) == 1
+        assert (
+            cases.requeue_offers_before(
+                conn, cutoff=T0 + timedelta(hours=1), now=T0 + timedelta(hours=1)
+            )
+            == 1
+        )
     assert [get(db, c)["status"] for c in (by_hand, no_number, live)] == [
         "offered",
         "offered",
@@ -1497,7 +1502,12 @@ def test_an_offer_at_the_desk_goes_back_unless_accepted_in_time(db: Engine) -> N
         assert not cases.missed_offer(
             conn, case_id=withheld, agent_id=bo, dial_status=cases.NOT_ACCEPTED, now=late
         )
-        assert cases.requeue_offers_before(conn, cutoff=late + timedelta(days=1)) == 0
+        assert (
+            cases.requeue_offers_before(
+                conn, cutoff=late + timedelta(days=1), now=late + timedelta(days=1)
+            )
+            == 0
+        )
         assert cases.presence(conn, agent_id=bo, now=late)[0] == T0 + MINUTE
     row = case_row(db, withheld)
     assert (row["status"], row["agent_id"], row["accept_by"]) == ("offered", bo, None)
@@ -1565,12 +1575,12 @@ def test_a_case_given_back_or_never_reached_sets_its_agent_away(db: Engine) -> N
     unasked(db, bo, T0 + MINUTE)
     with db.connect() as conn:
         assert cases.requeue(
-            conn, case_id=first, agent_id=ana, away=ana, away_why=cases.AWAY_GAVE_BACK
+            conn, case_id=first, agent_id=ana, away=ana, away_why=cases.AWAY_GAVE_BACK, now=T0
         )
-        assert not cases.requeue(conn, case_id=first, agent_id=ana, away=bo)  # not hers now
+        assert not cases.requeue(conn, case_id=first, agent_id=ana, away=bo, now=T0)  # not hers now
     assert (since(db, ana, T0 + MINUTE), since(db, bo, T0 + MINUTE)) == (None, T0)
     with db.connect() as conn:
-        assert cases.requeue_offers_before(conn, cutoff=T0 + 2 * MINUTE) == 1
+        assert cases.requeue_offers_before(conn, cutoff=T0 + 2 * MINUTE, now=T0 + 2 * MINUTE) == 1
         assert cases.presence(conn, agent_id=ana, now=T0) == (None, cases.AWAY_GAVE_BACK)
         assert cases.presence(conn, agent_id=bo, now=T0) == (None, cases.AWAY_TIMED_OUT)
     assert since(db, bo, T0 + 2 * MINUTE) is None

@@ -1653,7 +1653,10 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
 ) -> None:
     signed_in(client, supervisor)
-    assert "No agent talked to a caller" in page(client, "/dashboard/figures").text_content()
+    assert (
+        "No agent was available or talked to a caller"
+        in page(client, "/dashboard/figures").text_content()
+    )
     # One of the two cases: an agent talked to its caller, who rated them 4.
     make_user(db, "olga", "agent")
     with db.begin() as conn:

@@ -1018,6 +1018,71 @@ def test_per_agent_figures_count_the_cases_each_agent_talked_on(db: Engine) -> N
     assert (alice.missed_offers, bob.missed_offers) == (0, 0)
 
 
+def test_each_agents_time_available_and_occupancy_come_from_their_presence(db: Engine) -> None:
+    """Staffing beside the work: how long each agent was available in the period, and the
+    part of it their cases took. Written by the hotline's own presence changes: said
+    available, a case's end (available again from then), said away; an availability that
+    lapsed (8 h with no case) ends there, not at the period's end."""
+    ids: dict[str, int] = {}
+    with db.begin() as conn:
+        for name in ("alice", "bob", "carol", "dave", "erin"):
+            ids[name] = conn.execute(
+                insert(users)
+                .values(name=name, role="agent", token_hash=f"h-{name}", created_at=T0)
+                .returning(users.c.id)
+            ).scalar_one()
+    with db.connect() as conn:
+
+        def available(name: str, when: datetime, yes: bool = True) -> None:
+            case_queue.set_available(conn, agent_id=ids[name], available=yes, now=when)
+
+        available("bob", T0 - timedelta(hours=9))  # lapsed at 09:00: not in the period
+        available("erin", T0 - timedelta(hours=7, minutes=30))  # lapses at 10:30
+        available("dave", T0 - timedelta(hours=7, minutes=30))  # would too, but for a case
+        available("alice", T0)
+        available("alice", at(2400), yes=False)  # away at 10:40
+        available("carol", at(1800))  # from 10:30 to the end
+        with conn.begin():
+            add_case(
+                conn,
+                "D1",
+                queue="support",
+                priority="normal",
+                created=at(300),
+                status="connected",
+                claimed_from="waiting",
+                connected=at(600),
+            )
+            case_id = conn.execute(
+                update(cases)
+                .where(cases.c.call_sid == sid("D1"))
+                .values(agent_id=ids["dave"])
+                .returning(cases.c.id)
+            ).scalar_one()
+        # Resolved at 10:20: available again from then (the longest idle first), not lapsed.
+        assert case_queue.resolve(
+            conn, case_id=case_id, status="connected", now=at(1200), notes="ok"
+        )
+    r = report(db)
+    assert sorted(r.by_agent) == ["alice", "carol", "dave", "erin"]
+    alice, carol, dave, erin = (r.by_agent[n] for n in ("alice", "carol", "dave", "erin"))
+    assert (dave.handled, dave.average_handle_time_seconds) == (1, 600.0)
+    assert (dave.available_seconds, dave.occupancy) == (3600.0, 0.1667)
+    assert (alice.handled, alice.available_seconds, alice.occupancy) == (0, 2400.0, 0.0)
+    assert (carol.available_seconds, erin.available_seconds) == (1800.0, 1800.0)
+    assert r.agent_seconds_available == 9600.0
+    shown = report_as_json(r)
+    assert shown["agents_available_average"] == 2.67  # 9600 s of agents over 3600 s
+    assert shown["by_agent"]["dave"]["occupancy"] == 0.1667
+    with db.connect() as conn:  # the first half hour: carol not yet
+        half = figures(conn, start=START, end=T0 + timedelta(minutes=30))
+    assert {n: a.available_seconds for n, a in half.by_agent.items()} == {
+        "alice": 1800.0,
+        "dave": 1800.0,
+        "erin": 1800.0,
+    }
+
+
 def test_offers_an_agents_phone_missed_are_counted_per_agent_in_the_period(db: Engine) -> None:
     """As the hotline records them (`cases.missed_offer`): alice missed one in the period,
     dave two and talked to nobody (listed all the same), bob one before the period."""
