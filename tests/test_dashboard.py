@@ -1685,7 +1685,14 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     [olga] = [
         texts(tr, "./*") for tr in doc.xpath("//table[contains(@class,'by-agent')]//tbody/tr")
     ]
-    assert olga == ["olga", "1", "n/a", "n/a", "1 / 1", "4.0", "100.0 %", "0", "0"]
+    assert olga == ["olga", "1", "n/a", "n/a", "1 / 1", "4.0", "100.0 %", "0", "0", "n/a", "n/a"]
+    # Beside each bar's calls, the staff: no agent's presence is known here (n/a, not 0).
+    [staffed] = doc.xpath("//table[contains(@class,'by-interval')]//th[last()]")
+    assert staffed.text_content() == "Agents available (mean)"
+    assert {
+        r.xpath("./td[last()]")[0].text_content()
+        for r in doc.xpath("//table[contains(@class,'by-interval')]/tbody/tr")
+    } == {"n/a"}
     charts = doc.xpath("//figure[contains(@class,'chart')]/svg")
     assert len(charts) == 3
     titles = [c.xpath("./title")[0].text for c in charts]
