@@ -1687,7 +1687,7 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     ]
     assert olga == ["olga", "1", "n/a", "n/a", "1 / 1", "4.0", "100.0 %", "0", "0", "n/a", "n/a"]
     # Beside each bar's calls, the staff: no agent's presence is known here (n/a, not 0).
-    [staffed] = doc.xpath("//table[contains(@class,'by-interval')]//th[last()]")
+    [staffed] = doc.xpath("//table[contains(@class,'by-interval')]/thead/tr/th[last()]")
     assert staffed.text_content() == "Agents available (mean)"
     assert {
         r.xpath("./td[last()]")[0].text_content()
