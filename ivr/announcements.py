@@ -5,12 +5,18 @@ A supervisor sets one, in every language of the call tree, for a while; menus ma
 interrupts it. Kept in the database, so every instance plays the same one (each picks a new
 one up within IVR_TREE_SYNC seconds, the one it was set on at once); the hot path reads it
 from memory.
+
+Callers already holding when it goes up went through the menus before it: their hold rounds
+say it first (`for_holding`), those that begin within IVR_ANNOUNCE_ON_HOLD seconds of it going
+up. A hold round remembers nothing (one read, no write), so that window is how "once" is
+kept: a round longer than the window (a hold-music track of a few minutes) says it once, and
+shorter rounds say it again until the window has passed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -31,6 +37,25 @@ class Current:
     def live(self, now: datetime) -> Announcement | None:
         """What the engine plays now, or None once it has expired."""
         return Announcement(str(self.id), self.texts) if now < self.expires_at else None
+
+
+def for_holding(
+    current: Current | None,
+    *,
+    language: str,
+    now: datetime,
+    queue_time: int,
+    within: timedelta,
+) -> str | None:
+    """What a caller holding for `queue_time` seconds hears first this round, in `language`:
+    the live announcement if it went up after they joined the line (they never heard it on
+    the way in) and no longer than `within` ago; None otherwise."""
+    if current is None or current.live(now) is None:
+        return None
+    joined = now - timedelta(seconds=max(queue_time, 0))
+    if not joined < current.set_at <= now < current.set_at + within:
+        return None
+    return current.texts.get(language) or None
 
 
 def _current(row: Any) -> Current:

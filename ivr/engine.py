@@ -513,14 +513,17 @@ def hold_twiml(
     callback_url: str | None = None,
     offer_first: bool = False,
     news: str | None = None,
+    announcement: str | None = None,
 ) -> str:
     """The <Enqueue waitUrl> document: Twilio plays it, then asks for it again.
 
     `news` (a prompt key) first: what the caller must know about their case (the freeze
-    they were told of failed). Then the place in line (ours, by priority, not Twilio's FIFO
-    position) and an estimate, one security tip per round (they rotate), the call-back
-    offer, then music: inside the offer's <Gather>, so a caller who makes up their mind
-    while it plays is heard (keys pressed outside a <Gather> are lost).
+    they were told of failed). Then `announcement`, the supervisors' words (text, in the
+    caller's language) for callers who were holding when it went up, inside the offer's
+    <Gather> (1 for a call back heard while it plays). Then the place in line (ours, by
+    priority, not Twilio's FIFO position) and an estimate, one security tip per round (they
+    rotate), the call-back offer, then music: inside the offer's <Gather>, so a caller who
+    makes up their mind while it plays is heard (keys pressed outside a <Gather> are lost).
     """
     response = VoiceResponse()
     if news:
@@ -536,9 +539,13 @@ def hold_twiml(
             finish_on_key="",
             timeout=2,
         )
-        if offer_first:
-            # Waited past IVR_MAX_WAIT: the way out comes first, before the place in line.
-            _say(target, catalogs, "hold_callback_offer", language)
+    if announcement:
+        catalog = catalogs.catalog(language)
+        text = NOT_XML.sub("", announcement)  # refused when set; never let one break the hold
+        target.say(text, voice=catalog.voice, language=catalog.say_language)
+    if offer_first and isinstance(target, Gather):
+        # Waited past IVR_MAX_WAIT: the way out comes first, before the place in line.
+        _say(target, catalogs, "hold_callback_offer", language)
     if position is not None:
         minutes = max(1, wait_minutes or 1)
         singular = minutes == 1 and catalogs.has(ONE_MINUTE_PROMPT, language)

@@ -1091,6 +1091,14 @@ class Hotline:
             # Waited too long already, or would: told before anything else, not after a
             # quarter of an hour, that they need not wait.
             offer_first=max(queue_time, wait) >= self.settings.max_wait_seconds,
+            # Holding already when a supervisor announced the incident: told too.
+            announcement=announcements.for_holding(
+                self.current_announcement,
+                language=lang,
+                now=self.clock(),
+                queue_time=queue_time,
+                within=timedelta(seconds=self.settings.announce_on_hold_seconds),
+            ),
         )
 
     @staticmethod

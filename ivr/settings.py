@@ -284,6 +284,12 @@ class Settings(AccountSettings):
     page_unacked_seconds: int = Field(
         default=300, ge=60, le=86400, validation_alias="IVR_PAGE_UNACKED"
     )
+    # Callers already holding when an announcement goes up hear it at the start of their hold
+    # rounds that begin within this many seconds of it (a round remembers nothing: longer
+    # rounds say it once, shorter ones again until then); 0: only the menus say it.
+    announce_on_hold_seconds: int = Field(
+        default=240, ge=0, le=3600, validation_alias="IVR_ANNOUNCE_ON_HOLD"
+    )
     # The hotline's time zone (an IANA name): the figures' when a request names none (`tz`),
     # their hour and day bars on its clock, and the clock every dashboard page shows (the
     # call log's since/until typed on it). What is stored, and the API, stay UTC.

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from ivr.announcements import Current, for_holding
 from ivr.db import audit_log
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, compile_source
 from ivr.web import create_app
 from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
+from tests.test_hotpath import Line
 
 EN = "We know withdrawals are paused while we investigate. Your funds are safe."
 ZH = "我们已知晓提现暂停,正在调查。您的资产安全。"
@@ -158,3 +162,69 @@ def test_supervisors_see_where_callers_hear_it_and_when_nobody_would(
     page = client.get("/dashboard/queue").text
     assert "Callers hear this as they reach main_menu, from now on" in page
     assert "No menu of the live call tree" not in page
+
+
+def test_callers_already_holding_hear_it_at_their_next_round(
+    client: TestClient, db: Engine, clock: FakeClock, check_twiml: Callable[[str], None]
+) -> None:
+    """On the worst day most callers are holding already when the incident is announced:
+    they went through the main menu before it, so their hold round says it first, inside the
+    call-back offer's <Gather> (1 for a call back is heard while it plays), for the rounds
+    that begin within IVR_ANNOUNCE_ON_HOLD (240 s) of it. A caller who joined the line after
+    it heard it at the main menu and is not told again while holding."""
+    line = Line(client)
+    wait_url = line.into_queue().get("waitUrl", "")
+    check_twiml(ET.tostring(line.post(wait_url, QueueTime="0"), encoding="unicode"))
+    clock.advance(seconds=30)
+    assert put(client, make_user(db, "sam", "supervisor"), INCIDENT).status_code == 200
+    clock.advance(seconds=20)
+    round_ = ET.tostring(line.post(wait_url, QueueTime="50"), encoding="unicode")
+    check_twiml(round_)
+    gather = line.doc.find("Gather")
+    assert gather is not None
+    said = [say.text for say in gather.iter("Say")]
+    assert said[0] == EN and said[1].startswith("You are number 1 in line"), said
+    assert ZH not in round_
+    clock.advance(seconds=200)  # 220 s after it went up: still in the window
+    assert EN in ET.tostring(line.post(wait_url, QueueTime="250"), encoding="unicode")
+    clock.advance(seconds=30)  # 250 s: past it
+    assert EN not in ET.tostring(line.post(wait_url, QueueTime="280"), encoding="unicode")
+    # Joined after it went up: the main menu said it; holding does not say it again.
+    later = Line(client)
+    later.base["CallSid"] = "CA" + "2" * 32
+    later.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+    later.post(later.gather_action(), Digits="1")
+    assert EN in ET.tostring(later.doc, encoding="unicode")
+    enqueue = later.post(later.gather_action(), Digits="0").find("Enqueue")
+    assert enqueue is not None
+    later_wait = enqueue.get("waitUrl", "")
+    clock.advance(seconds=10)
+    assert EN not in ET.tostring(later.post(later_wait, QueueTime="10"), encoding="unicode")
+
+
+def test_what_a_holding_caller_hears_of_it() -> None:
+    """`for_holding`: in the caller's language, only if it went up after they joined the line
+    and within the window, and never once it has expired."""
+    at = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    news = Current(7, {"en": EN, "zh-CN": ZH}, "supervisor:sam", at, at + timedelta(minutes=3))
+    window = timedelta(seconds=240)
+
+    def heard(*, after: int, held: int, language: str = "en") -> str | None:
+        now = at + timedelta(seconds=after)
+        return for_holding(news, language=language, now=now, queue_time=held, within=window)
+
+    assert heard(after=10, held=60) == EN
+    assert heard(after=10, held=60, language="zh-CN") == ZH
+    assert heard(after=10, held=60, language="fr") is None
+    assert heard(after=10, held=10) is None  # joined as it went up: the menu said it
+    assert heard(after=10, held=5) is None  # joined after it
+    assert heard(after=-1, held=60) is None  # not up yet
+    assert heard(after=179, held=600) == EN
+    assert heard(after=180, held=600) is None  # expired (3 minutes)
+    long_news = Current(7, news.texts, news.set_by, at, at + timedelta(hours=2))
+    now = at + timedelta(seconds=240)
+    assert for_holding(long_news, language="en", now=now, queue_time=600, within=window) is None
+    assert for_holding(None, language="en", now=now, queue_time=600, within=window) is None
+    assert (
+        for_holding(long_news, language="en", now=now, queue_time=600, within=timedelta(0)) is None
+    )
