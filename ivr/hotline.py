@@ -2906,6 +2906,7 @@ class Hotline:
                 sending=oncall.sending_at_most(len(to)),
                 ack_code=code,
                 to=to,
+                surge=self.settings.page_surge,
             )
         if page_id is None:
             return None

@@ -22,6 +22,12 @@ text gives, or from the queue page (`acknowledge`): everyone sees who is coming,
 numbers are told, and the next page waits IVR_PAGE_REPEAT from then. It still comes if
 emergencies are waiting then: whoever said they were coming may not have got there.
 
+A surge does not wait for the hold: once the emergency lane is at least twice what the last
+page said, and IVR_PAGE_SURGE more (`surged`), everyone is paged again, acknowledged or not.
+Whoever said they were coming for two victims is not enough for forty, and the other on-call
+numbers, told to stand down, must hear of it. Doubling keeps a hack day's wave of hundreds
+to a handful of pages.
+
 Twilio taking a text is not the on-call reading it: a carrier filters it, a phone is off the
 network, a call rings out. Each text and call of a page is a row of `page_sends`, and its
 status callback says what became of it (`reported`). A page that reached none of the
@@ -149,6 +155,23 @@ def ack_code_in(body: str) -> str | None:
     return found.group() if found else None
 
 
+def surged(
+    *,
+    last_waiting: int,
+    last_at: datetime,
+    overdue: Overdue,
+    now: datetime,
+    surge: int,
+    gap: timedelta,
+) -> bool:
+    """Whether the emergency lane has surged since the last page, which said `last_waiting`
+    waited: at least twice as many wait now, and `surge` more (0: never), and the last page
+    went out `gap` ago or longer (it has been sent: one page at a time)."""
+    if surge <= 0 or now - last_at < gap:
+        return False
+    return overdue.waiting >= max(2 * last_waiting, last_waiting + surge)
+
+
 def take_turn(
     conn: Connection,
     *,
@@ -157,18 +180,20 @@ def take_turn(
     sending: timedelta,
     ack_code: str | None = None,
     to: Sequence[tuple[str, By]] = (),
+    surge: int = 0,
 ) -> int | None:
-    """The page's turn, if it is due (no page yet, or the last one's `next_at` has come) and
-    no other instance took it first: the new page's id. None otherwise. The turn holds the
-    next one back for `sending` only (the longest its texts and calls may take), and `record`
-    then for IVR_PAGE_REPEAT: an instance that stops while sending loses the page for no
-    longer than that. `ack_code`: what replying to its text with acknowledges it. `to`: the
-    texts and calls it is about to send, (number, by) each, whose reports `reported` keeps."""
+    """The page's turn, if it is due (no page yet, or the last one's `next_at` has come, or
+    the lane `surged` since it) and no other instance took it first: the new page's id.
+    None otherwise. The turn holds the next one back for `sending` only (the longest its
+    texts and calls may take), and `record` then for IVR_PAGE_REPEAT: an instance that stops
+    while sending loses the page for no longer than that. `ack_code`: what replying to its
+    text with acknowledges it. `to`: the texts and calls it is about to send, (number, by)
+    each, whose reports `reported` keeps. `surge`: IVR_PAGE_SURGE."""
     try:
         with writing(conn):
             # Locked: an acknowledgement of the last page being written meanwhile is seen.
             last = conn.execute(
-                select(pages.c.turn, pages.c.at, pages.c.next_at)
+                select(pages.c.turn, pages.c.at, pages.c.next_at, pages.c.waiting)
                 .order_by(desc(pages.c.turn))
                 .limit(1)
                 .with_for_update()
@@ -176,7 +201,20 @@ def take_turn(
             # The last page holds the next back only while it is about who waits now: a
             # victim who joined the line after it (everyone it was about answered since)
             # has nobody coming for them, and is paged for as soon as they have waited.
-            if last is not None and last.next_at > now and now - overdue.waited <= last.at:
+            # Nor does it hold back news of a surge: nobody was told of that many.
+            if (
+                last is not None
+                and last.next_at > now
+                and now - overdue.waited <= last.at
+                and not surged(
+                    last_waiting=last.waiting,
+                    last_at=last.at,
+                    overdue=overdue,
+                    now=now,
+                    surge=surge,
+                    gap=max(sending, RETRY_FAILED),
+                )
+            ):
                 return None
             page_id: int = conn.execute(
                 insert(pages)

@@ -284,6 +284,9 @@ class Settings(AccountSettings):
     page_unacked_seconds: int = Field(
         default=300, ge=60, le=86400, validation_alias="IVR_PAGE_UNACKED"
     )
+    # A surge is paged at once, whatever the last page holds back: once the emergency lane is
+    # at least twice what the last page said, and this many more (0: never).
+    page_surge: int = Field(default=10, ge=0, le=10000, validation_alias="IVR_PAGE_SURGE")
     # Callers already holding when an announcement goes up hear it at the start of their hold
     # rounds that begin within this many seconds of it (a round remembers nothing: longer
     # rounds say it once, shorter ones again until then); 0: only the menus say it.

@@ -1403,3 +1403,40 @@ def test_the_next_shift_finds_the_nights_pages_on_the_queue_page(
     alice = make_user(db, "alice", "agent")
     client.post("/dashboard/login", data={"token": alice}, follow_redirects=False)
     assert "Pages to the on-call" not in client.get("/dashboard/queue").text
+
+
+def test_a_surge_pages_everyone_again_though_someone_said_they_were_coming(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A hack goes public: the night's first victim pages the on-call, and sam says he is
+    coming, which holds the next page back IVR_PAGE_REPEAT (15 min) and tells the others
+    to stand down. Then the lane fills. Once it is twice what the page said and
+    IVR_PAGE_SURGE (10) more, everyone is paged again at once, with how many wait now;
+    not for every victim more: the next surge is twice that again."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    first = look(hotline)
+    assert first is not None
+    sam = make_user(db, "sam", "supervisor")
+    assert client.post(f"/api/oncall/pages/{first}/ack", headers=bearer(sam)).status_code == 200
+    eventually(lambda: len(texts(twilio_http)) == 2 * len(ON_CALL))
+    texted = len(texts(twilio_http))
+    for n in range(9):  # ten wait: not yet a surge
+        hijacked(phone, f"+1500555{7000 + n}")
+    clock.advance(minutes=3)
+    assert look(hotline) is None
+    hijacked(phone, "+15005557100")  # eleven: twice one, and ten more
+    surge = look(hotline)
+    assert surge is not None and surge != first
+    sent = texts(twilio_http)[texted:]
+    assert sorted(t["To"] for t in sent) == sorted(ON_CALL)
+    assert sent[0]["Body"].startswith("Hotline: 11 emergency callers waiting, the longest 3 min")
+    assert page_rows(db)[-1]["waiting"] == 11 and page_rows(db)[-1]["acked_at"] is None
+    for n in range(10):  # 21 wait: not twice eleven
+        hijacked(phone, f"+1500555{7200 + n}")
+    clock.advance(minutes=3)
+    assert look(hotline) is None
+    hijacked(phone, "+15005557300")
+    assert look(hotline) not in (None, surge)
+    assert page_rows(db)[-1]["waiting"] == 22
