@@ -15,6 +15,7 @@ shorter rounds say it again until the window has passed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy import Connection, insert, select, update
 from ivr.db import announcements
 from ivr.engine import Announcement
 from ivr.store import reading, writing
+from ivr.tree import keys_said
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,27 @@ class Current:
     def live(self, now: datetime) -> Announcement | None:
         """What the engine plays now, or None once it has expired."""
         return Announcement(str(self.id), self.texts) if now < self.expires_at else None
+
+
+def keys_named(texts: dict[str, str]) -> list[str]:
+    """Where an announcement tells callers to press a key ("press 1", 请按1), as "words" in
+    language: it is said inside a menu's <Gather>, where a key is that menu's option (1 on
+    the shipped main menu: the emergency lane, for every worried caller who was told "press
+    1 for a call back"), and while holding, where 1 asks for a call back. Such a text is
+    refused: what a key does is the menus' to say."""
+    found = []
+    for language, text in sorted(texts.items()):
+        said = [*keys_said(text).values(), *(m[0] for m in _PRESS_A_WORD.finditer(text))]
+        found += [f'"{words}" in {language}' for words in said]
+    return found
+
+
+# "press one": a key said as a word, which `keys_said` (catalogs say digits) does not read.
+_PRESS_A_WORD = re.compile(
+    r"\bpress\s+(?:the\s+)?(?:one|two|three|four|five|six|seven|eight|nine|zero)\b"
+    r"|按\s*[一二三四五六七八九零〇](?!下)",  # not 按一下, "press once"
+    re.IGNORECASE,
+)
 
 
 def for_holding(

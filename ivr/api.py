@@ -34,7 +34,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from ivr import oncall, recordings
-from ivr.announcements import Current
+from ivr.announcements import Current, keys_named
 from ivr.announcements import current as current_announcement
 from ivr.calllog import (
     CALLER_PATTERN,
@@ -1242,7 +1242,8 @@ def announce(
     unknown = sorted(set(texts) - languages)
     too_long = sorted(lang for lang, text in texts.items() if len(text) > MAX_ANNOUNCEMENT)
     unsayable = sorted(lang for lang, text in texts.items() if NOT_XML.search(text))
-    if missing or unknown or too_long or unsayable:
+    keys = keys_named(texts)
+    if missing or unknown or too_long or unsayable or keys:
         problems = []
         if missing:
             wanted = ", ".join(missing)
@@ -1253,6 +1254,12 @@ def announce(
             problems.append(f"{MAX_ANNOUNCEMENT} characters at most: {', '.join(too_long)}")
         if unsayable:
             problems.append(f"characters no call can carry: {', '.join(unsayable)}")
+        if keys:
+            problems.append(
+                f"no key to press ({', '.join(keys)}): it plays inside the menus, where a "
+                "key is the menu's option (on the shipped main menu 1 is the emergency "
+                "line), and while callers hold, where 1 asks for a call back"
+            )
         raise HTTPException(422, "; ".join(problems))
     return _announcement(hotline.announce(texts, by=user, minutes=body.minutes), hotline)
 

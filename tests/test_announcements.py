@@ -228,3 +228,24 @@ def test_what_a_holding_caller_hears_of_it() -> None:
     assert (
         for_holding(long_news, language="en", now=now, queue_time=600, within=timedelta(0)) is None
     )
+
+
+def test_an_announcement_that_names_a_key_is_refused(client: TestClient, db: Engine) -> None:
+    """It plays inside the main menu's <Gather>: "press 1 for a call back" there is main
+    menu 1, the emergency lane, for every worried caller who does as told; and while callers
+    hold, 1 asks for a call back. Refused, in any language and spelling, saying where; the
+    same words without a key go up."""
+    sam = make_user(db, "sam", "supervisor")
+    for en, zh, said in [
+        (EN + " Press 1 for a call back.", ZH, '"Press 1" in en'),
+        (EN + " To be called back, press one.", ZH, '"press one" in en'),
+        (EN, ZH + "回电请按1。", '"按1" in zh-CN'),
+        (EN, ZH + "回电请按一。", '"按一" in zh-CN'),
+        (EN + " Or press the pound key.", ZH, '"press the pound" in en'),
+    ]:
+        r = put(client, sam, {"texts": {"en": en, "zh-CN": zh}})
+        assert r.status_code == 422, r.text
+        assert f"no key to press ({said})" in r.json()["detail"], r.text
+    assert client.get("/api/announcement", headers=bearer(sam)).json() is None
+    fine = {"en": EN + " You do not need to hold: we will post updates.", "zh-CN": ZH + "请按一下"}
+    assert put(client, sam, {"texts": fine}).status_code == 200
