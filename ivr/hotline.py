@@ -2891,14 +2891,19 @@ class Hotline:
         if counted and not self.staffing.agents:
             after = timedelta(0)
         ways: tuple[oncall.By, ...] = ("sms", "call") if self.settings.page_call else ("sms",)
-        # Every text first, then the calls: the second number's text must not wait for the
-        # first number's call to be placed.
-        to = [(number, by) for by in ways for number in self.settings.page_numbers]
         code = oncall.new_ack_code()
         with self.db.connect() as conn:
             late = oncall.overdue(conn, now=now, after=after)
             if late is None:
                 return None
+            # Nobody came for the last page: the next tier is paged too.
+            escalated = bool(self.settings.page_escalate) and oncall.unacknowledged(
+                conn, now=now, overdue=late
+            )
+            numbers = self.settings.on_call_numbers if escalated else self.settings.page_numbers
+            # Every text first, then the calls: the second number's text must not wait for
+            # the first number's call to be placed.
+            to = [(number, by) for by in ways for number in numbers]
             page_id = oncall.take_turn(
                 conn,
                 now=now,
@@ -2917,6 +2922,7 @@ class Hotline:
             queue_url=self._queue_url,
             # Nobody to text it back when the page is only logged: no "Reply ..." there.
             ack_code=code if self.settings.page_numbers else None,
+            escalated=escalated,
         )
         speech = None
         if self.settings.page_call:
@@ -3091,7 +3097,7 @@ class Hotline:
         and is answered with a text. A text from any other number is not answered: replies
         to whoever texts are how SMS pumping costs an exchange, and callers are served by
         phone. The code, not the sender, is what counts: a text's sender can be forged."""
-        if number not in self.settings.page_numbers:
+        if number not in self.settings.on_call_numbers:
             return None
         try:
             code = oncall.ack_code_in(body)
@@ -3122,7 +3128,7 @@ class Hotline:
             ask = self.links.page_ack(page_id, again=True)
             return engine.page_answer_twiml("That was not 1.", ask_again=ask)
         # The number Twilio rang (signed): one of ours, or it is not named.
-        by = number if number in self.settings.page_numbers else "an on-call phone"
+        by = number if number in self.settings.on_call_numbers else "an on-call phone"
         try:
             acked = self.acknowledge_page(page_id, by, how="phone", but=number)
         except oncall.PageOver:
@@ -3137,7 +3143,7 @@ class Hotline:
         text = oncall.ack_text(acked, queue_url=self._queue_url)
         sent = 0
         try:
-            for number in self.settings.page_numbers:
+            for number in self.settings.on_call_numbers:
                 if number != but:
                     took = self._send_on_call("sms", number, text)
                     self.metrics.page_ack_texts.labels("sent" if took else "failed").inc()

@@ -140,6 +140,17 @@ def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | N
         )
 
 
+def unacknowledged(conn: Connection, *, now: datetime, overdue: Overdue) -> bool:
+    """Whether the latest page went out and nobody said they were coming, though the victim
+    first in line now was waiting then already: the next page goes to the next tier too
+    (IVR_PAGE_ESCALATE). One read, made only when a page may be due."""
+    with reading(conn):
+        last = conn.execute(
+            select(pages.c.at, pages.c.acked_at).order_by(desc(pages.c.turn)).limit(1)
+        ).first()
+    return last is not None and last.acked_at is None and now - overdue.waited <= last.at
+
+
 def new_ack_code() -> str:
     """A page's code, for its text's reply: six digits, as easy to key as a PIN."""
     return f"{secrets.randbelow(10**ACK_CODE_DIGITS):0{ACK_CODE_DIGITS}d}"
@@ -558,17 +569,27 @@ def page_speech(overdue: Overdue, *, available: int, at_work: int) -> str:
     )
 
 
+ESCALATED = " (the last page: nobody coming)"
+
+
 def page_text(
-    overdue: Overdue, *, available: int, at_work: int, queue_url: str, ack_code: str | None = None
+    overdue: Overdue,
+    *,
+    available: int,
+    at_work: int,
+    queue_url: str,
+    ack_code: str | None = None,
+    escalated: bool = False,
 ) -> str:
     """The text the on-call get: short enough for one or two SMS segments, nothing about the
     caller but the ticket and the language they chose; what to reply to say they are coming
-    (`ack_code`)."""
+    (`ack_code`); whether nobody said they were coming to the last page (`escalated`)."""
     callers = _counted(overdue.waiting, "emergency caller")
     language = f", {overdue.language}" if overdue.language else ""
     reply = f" Coming? Reply {ack_code}." if ack_code else ""
+    head = "Hotline" + (ESCALATED if escalated else "")
     return (
-        f"Hotline: {callers} waiting, the longest {wait_text(overdue.waited)} "
+        f"{head}: {callers} waiting, the longest {wait_text(overdue.waited)} "
         f"(ticket {overdue.ticket}{language}). Agents available: {available}, at work: "
         f"{at_work}.{reply} {queue_url}"
     )

@@ -272,6 +272,11 @@ class Settings(AccountSettings):
     page_from: str | None = Field(
         default=None, pattern=rf"{E164}|^MG[0-9a-fA-F]{{32}}$", validation_alias="IVR_PAGE_FROM"
     )
+    # The next tier (a lead, a manager): paged as well, from the page that follows one
+    # nobody acknowledged while the victims it was about still wait. Needs IVR_PAGE_NUMBERS.
+    page_escalate: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="IVR_PAGE_ESCALATE"
+    )
     # Ring the on-call numbers too, saying the page twice: a text may not wake anyone.
     page_call: bool = Field(default=False, validation_alias="IVR_PAGE_CALL")
     page_after_seconds: int = Field(default=60, ge=10, le=3600, validation_alias="IVR_PAGE_AFTER")
@@ -324,7 +329,7 @@ class Settings(AccountSettings):
             )
         return value
 
-    @field_validator("page_numbers", mode="before")
+    @field_validator("page_numbers", "page_escalate", mode="before")
     @classmethod
     def _page_numbers(cls, value: object) -> object:
         # A number given twice is paged once.
@@ -369,6 +374,8 @@ class Settings(AccountSettings):
     def _pages_can_be_sent(self) -> Settings:
         if self.page_call and not self.page_numbers:
             raise ValueError("IVR_PAGE_CALL needs IVR_PAGE_NUMBERS: the numbers to ring")
+        if self.page_escalate and not self.page_numbers:
+            raise ValueError("IVR_PAGE_ESCALATE needs IVR_PAGE_NUMBERS: the first tier")
         if self.page_numbers and not (
             self.twilio_account_sid and (self.caller_id or self.page_from)
         ):
@@ -382,6 +389,13 @@ class Settings(AccountSettings):
                 "Messaging Service, which sends texts only; set IVR_CALLER_ID"
             )
         return self
+
+    @property
+    def on_call_numbers(self) -> tuple[str, ...]:
+        """Every number a page may go to: the on-call, then the next tier."""
+        return self.page_numbers + tuple(
+            n for n in self.page_escalate if n not in self.page_numbers
+        )
 
     @property
     def page_caller_id(self) -> str | None:

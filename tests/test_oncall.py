@@ -1440,3 +1440,58 @@ def test_a_surge_pages_everyone_again_though_someone_said_they_were_coming(
     hijacked(phone, "+15005557300")
     assert look(hotline) not in (None, surge)
     assert page_rows(db)[-1]["waiting"] == 22
+
+
+LEAD = "+15005550102"
+
+
+def test_a_page_nobody_acknowledges_goes_to_the_next_tier_too(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """The on-call sleep through the night's first page. The next one (IVR_PAGE_UNACKED
+    later, while the victim still waits) goes to IVR_PAGE_ESCALATE too, saying nobody came
+    for the last; the lead answers it with its code, as any on-call number may, and the
+    on-call are told who is coming. A page after an acknowledged one is the on-call's
+    alone again."""
+    app = paging_app(
+        database_url,
+        hotline_tree,
+        db,
+        clock,
+        twilio_http,
+        IVR_TREE_SYNC=3600,
+        IVR_PAGE_ESCALATE=f"{LEAD},{ON_CALL[0]}",
+    )
+    with on_the_line(app, check_twiml) as (client, phone):
+        hotline = client.app.state.hotline  # type: ignore[attr-defined]
+        hijacked(phone)
+        assert look(hotline) is not None
+        assert [t["To"] for t in texts(twilio_http)] == list(ON_CALL)
+        assert texts(twilio_http)[0]["Body"].startswith("Hotline: 1 emergency caller")
+        clock.advance(seconds=300)
+        assert look(hotline) is not None
+        escalated = texts(twilio_http)[2:]
+        assert [t["To"] for t in escalated] == [*ON_CALL, LEAD]  # each number once
+        assert escalated[2]["Body"].startswith(
+            "Hotline (the last page: nobody coming): 1 emergency caller waiting"
+        )
+        second = page_rows(db)[-1]
+        [answer] = phone.text(second["ack_code"], from_number=LEAD)
+        assert answer.startswith("Hotline: thank you")
+        assert page_rows(db)[-1]["acked_by"] == LEAD
+        told = eventually(lambda: len(texts(twilio_http)) == 7 and texts(twilio_http)[5:])
+        assert sorted(t["To"] for t in told) == sorted(ON_CALL)  # the lead answered itself
+        clock.advance(seconds=900)  # acknowledged, and still waiting: the on-call again
+        assert look(hotline) is not None
+        assert [t["To"] for t in texts(twilio_http)[7:]] == list(ON_CALL)
+        assert not texts(twilio_http)[7]["Body"].startswith("Hotline (")
+
+
+def test_the_next_tier_needs_a_first() -> None:
+    with pytest.raises(ValidationError, match="IVR_PAGE_ESCALATE needs IVR_PAGE_NUMBERS"):
+        make_settings(TWILIO_ACCOUNT_SID="AC" + "0" * 32, IVR_PAGE_ESCALATE=LEAD)
