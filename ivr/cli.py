@@ -268,18 +268,48 @@ def db_purge(
     typer.echo(f"ended over {settings.retention_days} days ago, {said}: {counts.describe()}")
 
 
+class _PromptsFolder(BaseSettings):
+    """IVR_PROMPTS alone, read as the server reads it (the environment, then .env): the
+    catalogs a tree is checked, drawn or walked with when no --prompts is given."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    prompts_dir: Path = Field(default=PROJECT_ROOT / "prompts", validation_alias="IVR_PROMPTS")
+
+
+def _catalogs_folder(given: Path | None) -> Path:
+    """--prompts when given (or IVR_PROMPTS in the environment), else IVR_PROMPTS from .env,
+    else the project's prompts/: the folder the server beside this .env would load."""
+    if given is not None:
+        return given
+    try:
+        return _PromptsFolder().prompts_dir
+    except ValidationError as exc:
+        wrong = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise _fail(f"cannot read IVR_PROMPTS: {wrong}") from None
+
+
+PromptsOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="IVR_PROMPTS",
+        show_default=False,
+        help="prompt catalogs folder [default: IVR_PROMPTS from the environment or .env, "
+        "as the server reads it, else the project's prompts/]",
+    ),
+]
+
+
 @routes_app.command("check")
 def routes_check(
     file: Annotated[Path, typer.Argument(help="call tree YAML file")],
-    prompts: Annotated[
-        Path, typer.Option(envvar="IVR_PROMPTS", help="prompt catalogs folder")
-    ] = PROJECT_ROOT / "prompts",
+    prompts: PromptsOption = None,
 ) -> None:
     """Validate a call tree with the prompt catalogs: every error and warning (exit 1 on errors).
     What the server's settings in this environment (or .env) turn on is checked too: a catalog
     without `recording_notice` when IVR_RECORD_AGENT_CALLS is on, say, which reload refuses."""
     from ivr.tree import load_tree
 
+    prompts = _catalogs_folder(prompts)
     try:
         tree = load_tree(file, prompts)
         refused = _refused_with_these_settings(tree, prompts)
@@ -353,9 +383,7 @@ def _at_catalog_line(tree: CompiledTree, problem: Problem, on: dict[str, str | N
 def routes_graph(
     file: Annotated[Path, typer.Argument(help="call tree YAML file")],
     fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or svg")] = "mermaid",
-    prompts: Annotated[
-        Path, typer.Option(envvar="IVR_PROMPTS", help="prompt catalogs folder")
-    ] = PROJECT_ROOT / "prompts",
+    prompts: PromptsOption = None,
 ) -> None:
     """Draw the tree: each node with its kind and prompt, each edge with its key or keyword,
     the emergency path highlighted. Prints to standard output."""
@@ -366,7 +394,7 @@ def routes_graph(
     if draw is None:
         raise _fail("--format must be mermaid, dot or svg")
     try:
-        tree = load_tree(file, prompts)
+        tree = load_tree(file, _catalogs_folder(prompts))
     except SourceError as exc:
         raise _fail(f"the tree has errors:\n{exc}") from None
     try:
@@ -442,8 +470,14 @@ def dial(
         typer.Option(help="try this tree file in-process, no server needed (a draft)"),
     ] = None,
     prompts: Annotated[
-        Path, typer.Option(envvar="IVR_PROMPTS", help="catalogs for --routes")
-    ] = PROJECT_ROOT / "prompts",
+        Path | None,
+        typer.Option(
+            envvar="IVR_PROMPTS",
+            show_default=False,
+            help="catalogs for --routes [default: IVR_PROMPTS from the environment or .env, "
+            "else the project's prompts/]",
+        ),
+    ] = None,
     at: Annotated[
         datetime | None,
         typer.Option(
@@ -475,7 +509,8 @@ def dial(
         )
     try:
         if routes is not None:
-            record = _dial_draft(routes, prompts, party, from_number, to_number, at)
+            folder = _catalogs_folder(prompts)
+            record = _dial_draft(routes, folder, party, from_number, to_number, at)
         else:
             record = _dial_server(party, from_number, to_number, url)
     except PhoneError as exc:

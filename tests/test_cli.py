@@ -903,6 +903,31 @@ def test_routes_check_finds_prompts_through_ivr_prompts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_routes_check_graph_and_draft_walk_use_the_servers_catalogs_from_dotenv(
+    tmp_path: Path,
+) -> None:
+    """An operator beside the server's .env checks what the server would load: IVR_PROMPTS
+    there names the catalogs, as it does for `ivr serve`, not the project's prompts/ (which
+    lack the mini tree's prompts, so the check would call them missing)."""
+    tree = str(DATA / "mini.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IVR_", "TWILIO_"))}
+    (tmp_path / ".env").write_text(f"IVR_PROMPTS={DATA / 'prompts'}\n")
+    checked = run(["routes", "check", tree], env, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.rstrip().endswith(f"(catalogs: {DATA / 'prompts'})")
+    drawn = run(["routes", "graph", tree], env, tmp_path)
+    assert drawn.returncode == 0, drawn.stdout + drawn.stderr
+    assert drawn.stdout.startswith("flowchart TD")
+    walked = run(["dial", "--routes", tree, "--keys", "1", "--hold", "0"], env, tmp_path)
+    assert walked.returncode == 0, walked.stdout + walked.stderr
+    # --prompts still wins over .env: the project's catalogs lack the mini tree's prompts.
+    named = run(
+        ["routes", "check", tree, "--prompts", str(PROJECT_ROOT / "prompts")], env, tmp_path
+    )
+    assert named.returncode == 1
+    assert "is missing from the en catalog" in named.stdout
+
+
 @pytest.mark.parametrize(("trusted", "secure"), [("10.9.9.9", False), ("127.0.0.1", True)])
 def test_serve_believes_forwarded_headers_only_from_trusted_proxies(
     tmp_path: Path, trusted: str, secure: bool
