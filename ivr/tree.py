@@ -859,6 +859,7 @@ def _check_graph(
         if isinstance(node, MenuNode):
             _check_menu_keys(name, node, catalogs, at)
             _check_keys_said(name, node, catalogs, at)
+            _check_keys_offered(name, node, catalogs, at)
             spoken = spoken_options(node)
             _check_shadowed_words(name, spoken, len(node.options), at)
             _check_hint_count(name, spoken, at)
@@ -1061,6 +1062,7 @@ NO_WAY_OUT = "no way out"
 NO_EMERGENCY = "never reaches an emergency"
 NO_EMERGENCY_KEY = "no key leads straight to an emergency"
 KEY_NOT_IN_MENU = "which this menu does not have"
+KEY_NOT_OFFERED = "callers are not told of it"
 IN_A_ROW = "say/hours nodes in a row"
 FREEZE_NOT_EMERGENCY = "(self_freeze) must be priority: emergency"
 UNANSWERED_LOOP = "silence or wrong keys go round for ever"
@@ -1627,6 +1629,64 @@ def _check_keys_said(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
                 rel,
                 f"prompt '{prompt}' names {named}, {KEY_NOT_IN_MENU} (no option, repeat, back "
                 "or operator key): a caller who presses it is told it is not a valid choice",
+                "warning",
+            )
+
+
+# The rest of a list after one "press" (or 按): "Press 1 for help, 2 for more, or pound to go
+# back", "Press 1, 2 or 0", 请按1、2或0.
+_LISTED_KEY = re.compile(
+    r"(?:[,;、]\s*(?:or\s+|and\s+)?|\s+or\s+|\s*或\s*)"
+    r"([0-9](?![0-9])|star\b|pound\b|hash\b|\*|#|星号|井号)"
+    r"(?:\s+(?:for|to|if)\b|(?=\s*(?:[,;、.]|or\b|或|$)))",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[^.!?\u3002\uff01\uff1f]+")
+
+
+def keys_offered(text: str) -> dict[str, str]:
+    """The keys a prompt offers: those `keys_said` reads, and those listed after a "press"
+    in the same sentence ("Press 1 for help, 2 for more, 0 for an agent")."""
+    found = keys_said(text)
+    for sentence in _SENTENCE.findall(text):
+        if re.search(r"\bpress|按", sentence, re.IGNORECASE):
+            for m in _LISTED_KEY.finditer(sentence):
+                key = _PROMPT_KEY_WORDS.get(m[1].lower(), m[1])
+                found.setdefault(key, m[0].lstrip(",;、 "))
+    return found
+
+
+def _check_keys_offered(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> None:
+    """A keyed option the menu's prompts never tell callers to press, in a catalog whose
+    prompt tells them which keys to press ("press 1", 请按2): an option added in the tree,
+    or said in one catalog's prompt and not another's. Those callers never learn of it. Only
+    a catalog's own text is read (an untranslated prompt is warned of already); a prompt
+    that names no key at all ("Say what you need") is no list of keys."""
+    for rel, prompt in (("prompt",), node.prompt), (("short_prompt",), node.short_prompt):
+        if prompt is None:
+            continue
+        said: dict[str, dict[str, str]] = {}
+        for lang, cat in catalogs.by_language.items():
+            value = cat.prompts.get(prompt)
+            # A recording without its transcript: what it offers is not known.
+            text = value.text if value is not None and not isinstance(value, str) else value
+            if text is not None and (keys := keys_offered(text)):
+                said[lang] = keys
+        for i, option in enumerate(node.options):
+            silent = [lang for lang, keys in said.items() if option.key not in keys]
+            if option.key is None or not silent:
+                continue
+            told = [
+                f'"{k[option.key]}" in {lang}' for lang, k in said.items() if lang not in silent
+            ]
+            where = f"says {', '.join(told)} but never names it in" if told else "never names it in"
+            languages = ", ".join(silent)
+            at(
+                name,
+                ("options", i, "key"),
+                f"key {option.key} (to '{option.target}'): {rel[0]} '{prompt}' {where} "
+                f"{languages}: {languages} {KEY_NOT_OFFERED}; say it there "
+                f'("press {option.key}", 请按{option.key}), or remove the option',
                 "warning",
             )
 

@@ -22,6 +22,7 @@ from ivr.identity import SECRET_FACTORS
 from ivr.prompts import load_catalogs
 from ivr.tree import (
     KEY_NOT_IN_MENU,
+    KEY_NOT_OFFERED,
     MAX_PASS_THROUGH,
     NO_ANNOUNCEMENT,
     NO_SECRET,
@@ -35,6 +36,7 @@ from ivr.tree import (
     QueueNode,
     check_tree,
     compile_source,
+    keys_offered,
     keys_said,
     load_tree,
     match_speech,
@@ -96,8 +98,9 @@ def write(tmp_path: Path, text: str, name: str = "tree.yaml") -> Path:
 
 def check(tmp_path: Path, text: str) -> tuple[str, list[Problem]]:
     """The tree's file name and every problem `ivr routes check` would print, but the warnings
-    that no menu plays the announcement, and that a menu's prompt names a key it lacks (the
-    fragments' menus all say the test catalogs' `main`, "1, 2, 0", whatever their keys): these
+    that no menu plays the announcement, and that a menu's prompt names a key it lacks or
+    never names one it has (the fragments' menus all say the test catalogs' `main`, "1, 2,
+    0", whatever their keys): these
     trees are fragments made to show one problem each (those warnings have tests of their own)."""
     path = write(tmp_path, text)
     return str(path), fragment_problems(check_tree(path, PROMPTS))
@@ -105,7 +108,11 @@ def check(tmp_path: Path, text: str) -> tuple[str, list[Problem]]:
 
 def fragment_problems(problems: list[Problem]) -> list[Problem]:
     return [
-        p for p in problems if p.message != NO_ANNOUNCEMENT and KEY_NOT_IN_MENU not in p.message
+        p
+        for p in problems
+        if p.message != NO_ANNOUNCEMENT
+        and KEY_NOT_IN_MENU not in p.message
+        and KEY_NOT_OFFERED not in p.message
     ]
 
 
@@ -1100,7 +1107,7 @@ def test_more_than_nine_options_is_only_a_warning(tmp_path: Path) -> None:
     text = BASE.replace(BASE_OPTIONS, options)
     path = write(tmp_path, text)
     tree = load_tree(path, PROMPTS)
-    assert [str(w) for w in tree.warnings] == [
+    assert [str(w) for w in fragment_problems(tree.warnings)] == [
         f"{path}:{line_of(text, 'options:')}: warning: nodes.main.options: "
         "10 keyed options: callers cannot hold more than 9 in mind"
     ]
@@ -1565,7 +1572,11 @@ def test_a_menu_prompt_naming_a_key_the_menu_lacks_is_warned(tmp_path: Path) -> 
         f"{path}:{line_of(text, 'prompt: main')}: warning: nodes.main.prompt: prompt 'main' "
         'names key 1 ("Press 1" in en, "按1" in zh-CN); key 0 ("按0" in zh-CN), which this menu '
         "does not have (no option, repeat, back or operator key): a caller who presses it is "
-        "told it is not a valid choice"
+        "told it is not a valid choice",
+        # and the key it moved to is said nowhere: no caller learns of it
+        f"{path}:{key_line(text, '3')}: warning: nodes.main.options[0].key: key 3 (to 'notice'): "
+        "prompt 'main' never names it in en, zh-CN: en, zh-CN callers are not told of it; say "
+        'it there ("press 3", 请按3), or remove the option',
     ]
 
 
@@ -1591,6 +1602,57 @@ def test_a_menu_prompt_naming_a_key_the_menu_lacks_is_warned(tmp_path: Path) -> 
 )
 def test_the_keys_a_prompt_tells_callers_to_press(text: str, keys: dict[str, str]) -> None:
     assert keys_said(text) == keys
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def test_a_new_option_its_prompt_offers_in_one_language_only_is_warned(tmp_path: Path) -> None:
+    """An incident: option 3 added, and "3 for deposits" added to the English prompt only.
+    Mandarin callers are never told of it: warned at the option's key, naming the language
+    that lacks it; once both catalogs offer it, nothing is said."""
+    prompts = copy_prompts(tmp_path)
+    en, zh = prompts / "en.yaml", prompts / "zh-CN.yaml"
+    edit(en, "2 for more, 0 for", "2 for more, 3 for deposits, 0 for")
+    text = BASE.replace(BASE_OPTIONS, BASE_OPTIONS + '      - {key: "3", target: agent}\n')
+    path = write(tmp_path, text)
+    warned = [str(p) for p in check_tree(path, prompts) if KEY_NOT_OFFERED in p.message]
+    assert warned == [
+        f"{path}:{key_line(text, '3')}: warning: nodes.main.options[3].key: key 3 (to 'agent'): "
+        "prompt 'main' says \"3 for\" in en but never names it in zh-CN: zh-CN callers are not "
+        'told of it; say it there ("press 3", 请按3), or remove the option'
+    ]
+    edit(zh, "人工服务请按0", "充值请按3,人工服务请按0")
+    assert [str(p) for p in check_tree(path, prompts)] == []
+
+
+def test_a_prompt_that_names_no_key_is_no_list_of_keys(tmp_path: Path) -> None:
+    """A menu asked by voice ("Tell us what you need") lists no keys: its keyed options are
+    not warned of, nor a catalog whose prompt says none (an untranslated one is the English)."""
+    prompts = copy_prompts(tmp_path)
+    edit(prompts / "en.yaml", "Main menu. Press 1 for help, 2 for more, 0 for an agent.", "Hi.")
+    edit(prompts / "zh-CN.yaml", "  main: 主菜单。求助请按1,更多请按2,人工服务请按0。\n", "")
+    problems = check_tree(write(tmp_path, BASE), prompts)
+    assert not [str(p) for p in problems if KEY_NOT_OFFERED in p.message]
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        ("Press 1 for help, 2 for more, 0 for an agent.", {"1", "2", "0"}),
+        ("Press 1, 2 or 0.", {"1", "2", "0"}),
+        ("请按1、2或0。", {"1", "2", "0"}),
+        ("Press 1 to continue, or pound to go back.", {"1", "#"}),
+        ("Press 1, or stay on the line, for help, 2 if you lost it, or 0 for us.", {"1", "2", "0"}),
+        # a list is read in the sentence of its "press" only
+        ("For English, press 1. We have 2 offices, 3 for sure.", {"1"}),
+    ],
+)
+def test_the_keys_a_prompt_offers(text: str, keys: set[str]) -> None:
+    assert set(keys_offered(text)) == keys
 
 
 def test_a_self_freezing_queue_is_an_emergency_one(tmp_path: Path) -> None:
