@@ -8,6 +8,8 @@ any schema sees the data.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,10 @@ import yaml
 from ivr.exceptions import Problem, SourceError
 
 PathKey = tuple[str | int, ...]
+
+# Characters that look like a space, or like nothing, but are no YAML space: pasted from a web
+# page or a chat (no-break space), or typed in an input method's full-width mode (U+3000).
+_ODD_SPACE = re.compile("[\u00a0\u1680\u2000-\u200d\u202f\u205f\u2060\u3000\ufeff]")
 
 MAX_BYTES = 1_000_000
 # Counted with aliases expanded: what pydantic would walk. Far above any real tree.
@@ -103,13 +109,26 @@ def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         lines = text.splitlines()
         where = lines[line - 1] if line is not None and 0 < line <= len(lines) else ""
-        if "'\\t'" in reason or "\t" in where[: len(where) - len(where.lstrip(" \t"))]:
+        if "\t" in where[: len(where) - len(where.lstrip(" \t"))]:
             reason += " (a tab: indent with spaces; YAML does not take tabs for indentation)"
+        elif "'\\t'" in reason:
+            reason += " (a tab: YAML takes spaces, not tabs, after a ':' or '-'; type a space)"
         if exc.context in ("while scanning an alias", "while scanning an anchor"):
             # `key: *` and `key: &`: the star key and an ampersand need quotes.
             reason += ' (an unquoted * starts an alias and & an anchor: write "*" in quotes)'
+        hint = _indentation_hint(exc, lines) if mark is not None else None
         opened = exc.context_mark
-        if opened is not None and line is not None and opened.line + 1 != line:
+        if exc.context == "while scanning a simple key" and opened is not None:
+            # Found on the line after: the key without its ':' is on the line it began.
+            line = min(opened.line + 1, last_line)
+            hint = "a key without ':' after it: write key: value"
+        odd = _odd_indentation(lines, line)
+        if odd is not None:
+            line, hint = odd
+        if hint:
+            # The block "started" where its first key is: no help in finding this line's fault.
+            reason += f" ({hint})"
+        elif opened is not None and line is not None and opened.line + 1 != line:
             # An unclosed quote or bracket is found at the end; say where it began.
             reason += f" (started on line {opened.line + 1})"
         raise SourceError([Problem(file, line, "", f"not valid YAML: {reason}")]) from None
@@ -133,6 +152,81 @@ def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _content_indent(line: str) -> int:
+    """Where a line's key starts: after its indentation and any "- " of a list item."""
+    rest = line.lstrip(" ")
+    indent = len(line) - len(rest)
+    while rest.startswith("- "):
+        stripped = rest[2:].lstrip(" ")
+        indent += len(rest) - len(stripped)
+        rest = stripped
+    return indent
+
+
+def _line_above(lines: list[str], number: int) -> int | None:
+    """The 0-based index of the nearest line before `number` (0-based) with content."""
+    for i in range(min(number, len(lines)) - 1, -1, -1):
+        content = lines[i].strip()
+        if content and not content.startswith("#"):
+            return i
+    return None
+
+
+def _named(character: str) -> str:
+    """ "a no-break space", "an ideographic space": a character by its Unicode name."""
+    name = unicodedata.name(character, "unnamed character").lower()
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _odd_indentation(lines: list[str], line: int | None) -> tuple[int, str] | None:
+    """The nearest line up to `line` (1-based) indented with a character that looks like a
+    space but is none, and what to say of it: YAML reads it as text, so the error is found
+    lines later, where the indentation no longer adds up."""
+    for i in range(min(line or 0, len(lines)) - 1, -1, -1):
+        odd = _ODD_SPACE.match(lines[i].lstrip(" "))
+        if odd:
+            return i + 1, (
+                f"this line is indented with {_named(odd[0])} "
+                f"(U+{ord(odd[0]):04X}), which looks like a space but is none (a pasted or "
+                "full-width space?): YAML reads it as text; type plain spaces there"
+            )
+    return None
+
+
+def _indentation_hint(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
+    """What PyYAML's words for a mis-indented line mean, in the operator's: the line and the
+    one above it, and how far each is indented. None when the error is of another kind."""
+    mark = exc.problem_mark
+    if mark is None or not 0 <= mark.line < len(lines):
+        return None
+    here = lines[mark.line]
+    above = _line_above(lines, mark.line)
+    if above is None:
+        return None
+    indent, key_above = len(here) - len(here.lstrip(" ")), _content_indent(lines[above])
+    if "expected <block end>" in str(exc.problem) and str(exc.context).startswith(
+        "while parsing a block"
+    ):
+        return (
+            f"wrong indentation: this line is indented {indent} spaces, the key on line "
+            f"{above + 1} above it {key_above}, and no key above it {indent}: line it up "
+            "exactly with the other keys of its own mapping"
+        )
+    if exc.problem == "mapping values are not allowed here":
+        before = here[: mark.column]
+        if ": " in before.strip():
+            return (
+                "a second ': ' on this line: a value with ': ' in it needs quotes (key: \"a: b\")"
+            )
+        if indent > key_above and re.search(r":[ \t]+[^\s#]", lines[above]):
+            return (
+                f"wrong indentation: this line is indented {indent} spaces, deeper than the "
+                f"key on line {above + 1} ({key_above}), which already has a value: line it "
+                "up with that key"
+            )
+    return None
 
 
 def read_source(path: Path | str) -> str:
@@ -211,6 +305,18 @@ def _walk(
                 )
             seen.setdefault(key, line)
             doc.lines.setdefault((*path, key), line)
+            if not stored and isinstance(key, str) and (odd := _ODD_SPACE.search(key)):
+                problems.append(
+                    Problem(
+                        doc.file,
+                        line,
+                        dotted(path),
+                        f"the key {key.strip()!r} holds {_named(odd[0])} "
+                        f"(U+{ord(odd[0]):04X}), which looks like a space but is none: YAML "
+                        "reads it as part of the key (a pasted or full-width space?); type "
+                        "plain spaces there",
+                    )
+                )
             if not stored:
                 _lone_hash(value_node, (*path, key), doc, problems)
             size += _walk(value_node, (*path, key), doc, problems, sizes, active, stored)

@@ -131,6 +131,86 @@ def test_tab_indentation_is_a_syntax_error_on_its_line() -> None:
     assert "'\\t'" in problem.message
 
 
+def test_a_key_indented_less_than_its_mapping_says_both_indentations() -> None:
+    """PyYAML's "expected <block end>, but found '<block mapping start>'" and the line its
+    block began on (the first node's) told an operator nothing: the hint says how far this
+    line and the key above it are indented."""
+    text = "nodes:\n  main:\n    kind: menu\n   prompt: main\n"
+    problem = only(refused(text))
+    assert problem.line == 4
+    assert problem.message.endswith(
+        "(wrong indentation: this line is indented 3 spaces, the key on line 3 above it 4, and "
+        "no key above it 3: line it up exactly with the other keys of its own mapping)"
+    )
+    assert "started on line" not in problem.message
+
+
+def test_a_list_items_key_indented_off_its_item_counts_the_dash() -> None:
+    text = 'options:\n  - key: "1"\n   target: main\n'
+    problem = only(refused(text))
+    assert problem.line == 3
+    assert "indented 3 spaces, the key on line 2 above it 4," in problem.message
+
+
+def test_a_key_indented_deeper_than_a_key_with_a_value() -> None:
+    text = "main:\n  kind: say\n    prompt: hello\n"
+    problem = only(refused(text))
+    assert problem.line == 3
+    assert problem.message == (
+        "not valid YAML: mapping values are not allowed here (wrong indentation: this line is "
+        "indented 4 spaces, deeper than the key on line 2 (2), which already has a value: line "
+        "it up with that key)"
+    )
+
+
+def test_a_value_with_colon_space_in_it_needs_quotes() -> None:
+    problem = only(refused("main:\n  next: agent: now\n"))
+    assert problem.line == 2
+    assert problem.message.endswith(
+        "(a second ': ' on this line: a value with ': ' in it needs quotes (key: \"a: b\"))"
+    )
+
+
+def test_a_key_without_its_colon_is_refused_on_its_own_line() -> None:
+    text = "main:\n  kind: say\n  prompt hello\n  next: bye\n"
+    problem = only(refused(text))
+    assert problem.line == line_of(text, "prompt hello")
+    assert problem.message.endswith("(a key without ':' after it: write key: value)")
+
+
+def test_a_tab_after_a_colon_is_no_indentation() -> None:
+    problem = only(refused("main:\n  kind:\tsay\n"))
+    assert problem.line == 2
+    assert problem.message.endswith(
+        "(a tab: YAML takes spaces, not tabs, after a ':' or '-'; type a space)"
+    )
+
+
+def test_a_no_break_space_in_a_key_is_named() -> None:
+    """Pasted from a chat or a web page, a no-break space looks like indentation; YAML reads
+    it as part of the key, which the schema then called an unknown node named "  next"."""
+    text = "nodes:\n  main:\n    kind: say\n  \u00a0 next: bye\n"
+    problem = only(refused(text))
+    assert problem.line == 4
+    assert problem.message.startswith(
+        "the key 'next' holds a no-break space (U+00A0), which looks like a space but is none"
+    )
+
+
+def test_a_full_width_space_indenting_a_line_is_named_on_its_line() -> None:
+    """An input method's full-width mode types U+3000 for a space: YAML reads the line as
+    text at the margin, and the error shows lines later; it is reported where it is."""
+    text = "nodes:\n  main:\n    kind: say\n\u3000\u3000next: bye\n  other:\n    kind: hangup\n"
+    problem = only(refused(text))
+    assert problem.line == 4
+    assert "indented with an ideographic space (U+3000)" in problem.message
+
+
+def test_a_stored_tree_is_not_refused_for_an_odd_space_in_a_key() -> None:
+    """Checks added later do not stop the calls on a version accepted before."""
+    assert load_text("a\u00a0b: 1\n", "f.yaml", stored=True).data == {"a\u00a0b": 1}
+
+
 def test_unclosed_quote_points_at_where_the_quote_opens() -> None:
     text = 'start: "main\nnodes:\n  main: {kind: hangup}\n'
     problem = only(refused(text))
