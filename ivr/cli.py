@@ -386,21 +386,31 @@ def routes_graph(
     prompts: PromptsOption = None,
 ) -> None:
     """Draw the tree: each node with its kind and prompt, each edge with its key or keyword,
-    the emergency path highlighted. Prints to standard output."""
+    the emergency path highlighted. Prints to standard output. A tree whose graph has errors
+    (a loop, a dead end, an unknown target) is drawn with them marked, its errors on
+    standard error, exit 1; one whose YAML or schema is wrong is not drawn."""
     from ivr import graph
-    from ivr.tree import load_tree
+    from ivr.tree import load_tree, load_tree_to_draw
 
     draw = {"mermaid": graph.mermaid, "dot": graph.dot, "svg": graph.svg}.get(fmt)
     if draw is None:
         raise _fail("--format must be mermaid, dot or svg")
+    folder = _catalogs_folder(prompts)
+    refused: SourceError | None = None
     try:
-        tree = load_tree(file, _catalogs_folder(prompts))
+        tree = load_tree(file, folder)
     except SourceError as exc:
-        raise _fail(f"the tree has errors:\n{exc}") from None
+        refused = exc
+        try:
+            tree = load_tree_to_draw(file, folder)
+        except SourceError:
+            raise _fail(f"the tree has errors:\n{exc}") from None
     try:
         typer.echo(draw(tree), nl=False)
     except (graph.GraphvizMissing, graph.GraphvizFailed) as exc:
         raise _fail(str(exc)) from None
+    if refused is not None:
+        raise _fail(f"the tree has errors (drawn, its faults marked):\n{refused}")
 
 
 class TerminalParty:

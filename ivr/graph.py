@@ -17,6 +17,11 @@ queue without detours. So the picture shows:
   "can reach an emergency queue" would colour the whole tree. All shortest paths are drawn
   (not one chosen among equals), so the result does not depend on the order of the file.
 
+A tree with errors in its graph (`ivr.tree.load_tree_to_draw`: its YAML and schema hold) is
+drawn too, so that an operator sees where the fault is: each node an error is about is drawn
+dashed in orange with the start of its first error, and each target no node has is drawn as
+a node of its own, "unknown node". A tree that loads has none of these.
+
 Dynamic moves (the repeat and back keys, the engine's fallback queue) are not edges of the
 tree and are not drawn. The output is deterministic: the same tree gives the same text.
 Node ids are `n0`, `n1`, ... in the file's node order, so no node name has to be a valid
@@ -44,6 +49,8 @@ from ivr.tree import (
 )
 
 EMERGENCY_COLOUR = "#d00000"
+FAULT_COLOUR = "#b35c00"  # a node with an error, in a tree drawn to find it (`load_tree_to_draw`)
+FAULT_TEXT = 70  # characters of a fault's message shown in its node
 ENTRY_ID = "entry"  # the "call" marker; tree nodes are n0, n1, ...
 SVG_TIMEOUT = 30  # seconds for Graphviz to lay the tree out
 
@@ -231,7 +238,46 @@ def _edges(tree: CompiledTree) -> list[_Edge]:
 
 
 def _ids(tree: CompiledTree) -> dict[str, str]:
-    return {name: f"n{i}" for i, name in enumerate(tree.tree.nodes)}
+    """Node ids, n0, n1, ... in file order; then u0, u1, ... for targets no node has (a tree
+    drawn with its errors)."""
+    ids = {name: f"n{i}" for i, name in enumerate(tree.tree.nodes)}
+    targets = [tree.tree.start] + [t for node in tree.tree.nodes.values() for _, t in edges(node)]
+    for target in targets:
+        if target not in ids:
+            ids[target] = f"u{len(ids) - len(tree.tree.nodes)}"
+    return ids
+
+
+def faults(tree: CompiledTree) -> dict[str, str]:
+    """The nodes an error is about, each with its first error's message; and each target no
+    node has, "unknown node". Empty for a tree that loaded (its problems are warnings)."""
+    nodes = tree.tree.nodes
+    found: dict[str, str] = {}
+    for problem in tree.warnings:
+        if problem.severity != "error":
+            continue
+        named = [
+            name
+            for name in nodes
+            if problem.path == f"nodes.{name}"
+            or problem.path.startswith((f"nodes.{name}.", f"nodes.{name}["))
+        ]
+        if named:
+            found.setdefault(max(named, key=len), problem.message)
+    targets = [tree.tree.start] + [t for node in nodes.values() for _, t in edges(node)]
+    for target in targets:
+        if target not in nodes:
+            found.setdefault(target, "unknown node")
+    return found
+
+
+def _fault_line(message: str) -> str:
+    short = message if len(message) <= FAULT_TEXT else message[: FAULT_TEXT - 1] + "…"
+    return f"error: {short}"
+
+
+def _unknown_targets(tree: CompiledTree, ids: Mapping[str, str]) -> list[str]:
+    return [name for name in ids if name not in tree.tree.nodes]
 
 
 # -- Mermaid ---------------------------------------------------------------------------------
@@ -282,10 +328,16 @@ def mermaid(tree: CompiledTree) -> str:
     """The tree as a Mermaid `flowchart TD` document (ends with a newline)."""
     ids = _ids(tree)
     lit = emergency_paths(tree)
+    faulty = faults(tree)
     out = ["flowchart TD", f'    {ENTRY_ID}(("call"))']
     for name, node in tree.tree.nodes.items():
         left, right = _MERMAID_SHAPES.get(node.kind, ("[", "]"))
-        out.append(f"    {ids[name]}{left}{_mermaid_text(_node_lines(name, node))}{right}")
+        lines = _node_lines(name, node)
+        if name in faulty:
+            lines.append(_fault_line(faulty[name]))
+        out.append(f"    {ids[name]}{left}{_mermaid_text(lines)}{right}")
+    for name in _unknown_targets(tree, ids):
+        out.append(f"    {ids[name]}[{_mermaid_text([name, _fault_line(faulty[name])])}]")
     out.append(f"    {ENTRY_ID} --> {ids[tree.tree.start]}")
     lit_links: list[int] = []
     for index, edge in enumerate(_edges(tree), start=1):  # link 0 is the entry arrow
@@ -309,6 +361,12 @@ def mermaid(tree: CompiledTree) -> str:
             f"    linkStyle {','.join(map(str, lit_links))} "
             f"stroke:{EMERGENCY_COLOUR},stroke-width:3px,color:{EMERGENCY_COLOUR}"
         )
+    if faulty:
+        out.append(
+            f"    classDef fault fill:#fff1dc,stroke:{FAULT_COLOUR},stroke-width:3px,"
+            "stroke-dasharray:6,color:#5a2e00"
+        )
+        out.append(f"    class {','.join(ids[name] for name in faulty)} fault")
     return "\n".join(out) + "\n"
 
 
@@ -356,12 +414,22 @@ def dot(tree: CompiledTree) -> str:
         f'    {ENTRY_ID} [label="call", shape=circle, style=filled, fillcolor=black, '
         "fontcolor=white, fontsize=9];",
     ]
+    faulty = faults(tree)
+    fault = f'color="{FAULT_COLOUR}", fontcolor="{FAULT_COLOUR}", penwidth=3'
     for name, node in tree.tree.nodes.items():
-        attrs = [f"label={_dot_text(_node_lines(name, node))}"]
-        attrs.append(_DOT_SHAPES.get(node.kind, "shape=box"))
-        if name in lit.nodes:
+        lines = _node_lines(name, node)
+        if name in faulty:
+            lines.append(_fault_line(faulty[name]))
+        attrs = [f"label={_dot_text(lines)}", _DOT_SHAPES.get(node.kind, "shape=box")]
+        if name in faulty:  # dashed, and still rounded if its kind is
+            attrs[1] = attrs[1].replace('style="rounded"', 'style="rounded,dashed"')
+            attrs.append(fault if "dashed" in attrs[1] else f"{fault}, style=dashed")
+        elif name in lit.nodes:
             attrs.append(highlight)
         out.append(f"    {ids[name]} [{', '.join(attrs)}];")
+    for name in _unknown_targets(tree, ids):
+        label = _dot_text([name, _fault_line(faulty[name])])
+        out.append(f"    {ids[name]} [label={label}, shape=box, {fault}, style=dashed];")
     out.append(f"    {ENTRY_ID} -> {ids[tree.tree.start]};")
     for edge in _edges(tree):
         attrs = [f"label={_dot_text([edge.label])}"]

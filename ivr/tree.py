@@ -1990,13 +1990,22 @@ def version_of(source: str, catalogs: Catalogs) -> str:
 
 
 def compile_source(
-    source: str, file: str, catalogs: Catalogs, *, in_progress: bool = False
+    source: str,
+    file: str,
+    catalogs: Catalogs,
+    *,
+    in_progress: bool = False,
+    keep_errors: bool = False,
 ) -> CompiledTree:
     """Validate a tree's text against the catalogs and compile it; SourceError lists every error.
 
     `in_progress`: a version stored earlier, rebuilt for the calls still on it. What checks
     added since then refuse (`LATER_CHECKS`: how a tree should treat callers, not whether the
-    engine can run it) is only warned of: those calls end as they began."""
+    engine can run it) is only warned of: those calls end as they began.
+
+    `keep_errors`: a tree to be drawn, never served (`load_tree_to_draw`): once its YAML and
+    schema hold, what its graph gets wrong (unknown targets, loops, no way out, unreachable
+    nodes, missing prompts) is kept among its `warnings`, as errors, instead of refusing it."""
     doc = load_text(source, file, stored=in_progress)
     problems: list[Problem] = []
     prepared = _apply_menu_defaults(doc, problems)
@@ -2017,7 +2026,7 @@ def compile_source(
             else p
             for p in problems
         ]
-    if any(p.severity == "error" for p in problems):
+    if any(p.severity == "error" for p in problems) and not keep_errors:
         raise SourceError(problems)
     menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
     shortcuts = {
@@ -2210,6 +2219,16 @@ def load_tree(routes: Path | str, prompts_dir: Path | str) -> CompiledTree:
     catalogs = load_catalogs(prompts_dir)
     path = Path(routes)
     return compile_source(read_source(path), str(path), catalogs)
+
+
+def load_tree_to_draw(routes: Path | str, prompts_dir: Path | str) -> CompiledTree:
+    """A tree file for its picture only, errors and all: drawn with its faults marked, so an
+    operator sees where a loop, a dead end or an unknown target is. Its errors are among its
+    `warnings` (severity "error"). SourceError when its YAML or schema has errors: then there
+    is no graph to draw. Never served."""
+    catalogs = load_catalogs(prompts_dir)
+    path = Path(routes)
+    return compile_source(read_source(path), str(path), catalogs, keep_errors=True)
 
 
 def tree_from_stored(

@@ -762,6 +762,28 @@ def test_routes_graph_draws_each_format(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "mermaid, dot or svg" in bad.stderr
 
 
+def test_routes_graph_draws_a_tree_with_errors_and_marks_them(tmp_path: Path) -> None:
+    """The picture helps most when the tree is wrong: a typo'd target is drawn as an unknown
+    node, marked, with the errors on standard error and exit 1; a YAML error draws nothing."""
+    draft = tmp_path / "draft.yaml"
+    source = (PROJECT_ROOT / "routes" / "hotline.yaml").read_text(encoding="utf-8")
+    draft.write_text(
+        source.replace("    on_success: emergency_queue\n", "    on_success: emergency_queu\n", 1),
+        encoding="utf-8",
+    )
+    env = dict(os.environ)
+    drawn = run(["routes", "graph", str(draft)], env, tmp_path)
+    assert drawn.returncode == 1
+    assert drawn.stdout.startswith("flowchart TD")
+    assert '["emergency_queu<br/>error: unknown node"]' in drawn.stdout
+    assert "the tree has errors (drawn, its faults marked):" in drawn.stderr
+    assert "unknown node 'emergency_queu' (did you mean 'emergency_queue'?)" in drawn.stderr
+    draft.write_text(source.replace("  emergency:\n", "  emergency\n", 1), encoding="utf-8")
+    refused = run(["routes", "graph", str(draft)], env, tmp_path)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "not valid YAML" in refused.stderr
+
+
 def test_dial_routes_tries_a_draft_without_a_server_or_settings(tmp_path: Path) -> None:
     draft = tmp_path / "draft.yaml"
     # A draft in which main-menu 1 goes straight to the security queue.

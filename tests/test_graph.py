@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from ivr.exceptions import SourceError
 from ivr.graph import (
     EMERGENCY_COLOUR,
+    FAULT_COLOUR,
     GraphvizFailed,
     GraphvizMissing,
     dot,
@@ -30,7 +32,14 @@ from ivr.graph import (
     mermaid,
     svg,
 )
-from ivr.tree import CompiledTree, LanguageNode, MenuNode, compile_source, edges
+from ivr.tree import (
+    CompiledTree,
+    LanguageNode,
+    MenuNode,
+    compile_source,
+    edges,
+    load_tree_to_draw,
+)
 
 SVG_NS = {"s": "http://www.w3.org/2000/svg"}
 FORMATS = ["mermaid", "dot"]
@@ -552,3 +561,81 @@ def test_node_ids_are_safe_identifiers(hotline_tree: CompiledTree) -> None:
     ids = re.findall(r"^    (\w+)[\[({/]", mermaid(hotline_tree), re.M)
     assert ids[0] == "entry" and ids[1:] == [f"n{i}" for i in range(len(hotline_tree.tree.nodes))]
     assert Counter(ids).most_common(1)[0][1] == 1
+
+
+# -- a tree drawn to find its faults -------------------------------------------------------------
+
+# An operator's draft: a say loop behind 2, a typo'd target behind 3, a node left unlinked.
+FAULTY = """
+start: main
+nodes:
+  main:
+    kind: menu
+    prompt: main
+    on_no_input: agent
+    on_invalid: agent
+    options:
+      - {key: "1", target: emergency}
+      - {key: "2", target: a}
+      - {key: "3", target: agnet}
+  a: {kind: say, prompt: advice, next: b}
+  b: {kind: say, prompt: advice, next: a}
+  orphan: {kind: hangup, prompt: goodbye}
+  emergency: {kind: queue, prompt: connecting, queue: security, priority: emergency}
+  agent: {kind: queue, prompt: connecting, queue: general}
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty_tree(mini_tree: CompiledTree) -> CompiledTree:
+    with pytest.raises(SourceError):  # refused as ever: served nowhere
+        compile_source(FAULTY, "draft.yaml", mini_tree.catalogs)
+    return compile_source(FAULTY, "draft.yaml", mini_tree.catalogs, keep_errors=True)
+
+
+def test_a_faulty_tree_is_drawn_with_each_fault_marked_in_mermaid(
+    faulty_tree: CompiledTree,
+) -> None:
+    pic, class_defs = read_mermaid(mermaid(faulty_tree))
+    # the typo'd target is drawn as a node of its own, with the edge that leads to it
+    assert pic.nodes["agnet"] == ["agnet", "error: unknown node"]
+    assert pic.edges[("main", "agnet")] == "3"
+    assert pic.nodes["a"][-1] == "error: loop with no input or exit: a -> b -> a"
+    assert pic.nodes["orphan"][-1] == "error: unreachable: no path from the start node leads here"
+    assert pic.nodes["main"][-1].startswith("error: unknown node 'agnet'")
+    assert f"stroke:{FAULT_COLOUR}" in class_defs["fault"]
+    ids = dict(re.findall(r'^    (\w+)[\[({/\\]+"([^"<]+)', mermaid(faulty_tree), re.M))
+    marked = re.search(r"^    class ([\w,]+) fault$", mermaid(faulty_tree), re.M)
+    assert marked is not None
+    assert {ids[i] for i in marked[1].split(",")} == {"main", "a", "orphan", "agnet"}
+    assert pic.lit_nodes == {"main", "emergency"}  # the emergency path is still drawn
+
+
+def test_a_faulty_tree_is_drawn_with_each_fault_marked_by_graphviz(
+    faulty_tree: CompiledTree,
+) -> None:
+    root = etree.fromstring(graphviz(dot(faulty_tree)))
+    strokes = {}
+    for g in root.iterfind(".//s:g[@class='node']", SVG_NS):
+        texts = [t.text or "" for t in g.iterfind("s:text", SVG_NS)]
+        outline = next(e for e in g if e.tag.endswith(("polygon", "ellipse", "path")))
+        strokes[texts[0]] = (outline.get("stroke"), outline.get("stroke-dasharray"), texts)
+    for name in ("main", "a", "orphan", "agnet"):
+        stroke, dashes, _ = strokes[name]
+        assert stroke == FAULT_COLOUR and dashes, name
+    assert strokes["agnet"][2] == ["agnet", "error: unknown node"]
+    assert strokes["b"][0] != FAULT_COLOUR and not strokes["b"][1]
+    assert strokes["emergency"][0] == EMERGENCY_COLOUR
+
+
+def test_a_tree_that_loads_has_no_fault_drawn(hotline_tree: CompiledTree) -> None:
+    assert "fault" not in mermaid(hotline_tree) and "error:" not in mermaid(hotline_tree)
+    assert FAULT_COLOUR not in dot(hotline_tree)
+
+
+def test_a_tree_whose_schema_is_wrong_is_not_drawn(tmp_path: Path) -> None:
+    """Nothing to draw: a node without its kind, a YAML error."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("start: main\nnodes:\n  main: {prompt: main}\n", encoding="utf-8")
+    with pytest.raises(SourceError):
+        load_tree_to_draw(bad, Path(__file__).parent / "data" / "prompts")
