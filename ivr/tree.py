@@ -443,6 +443,26 @@ Node = Annotated[
     ],
     Field(discriminator="kind"),
 ]
+# Every setting a node of some kind has: a node named like one (`on_failure:` among the
+# nodes) is most likely that setting, indented too little.
+NODE_SETTINGS = frozenset(
+    name
+    for kind in (
+        MenuNode,
+        SayNode,
+        LanguageNode,
+        HoursNode,
+        QueueNode,
+        TransferNode,
+        HangupNode,
+        VerifyNode,
+        TicketNode,
+        NumberCheckNode,
+        SurveyNode,
+    )
+    for name in kind.model_fields
+)
+DEDENTED = "indented too little?"
 # Nodes the engine passes straight through: a cycle made only of these would never stop.
 PASS_THROUGH = (SayNode, HoursNode)
 # Nodes the engine takes a caller through in one turn: pass-through nodes, and the node
@@ -2179,6 +2199,11 @@ def _validation_problem(
         message = (
             f"a node is a mapping of settings starting with `kind`, not {_yaml_type(err['input'])}"
         )
+        if len(loc) == 2 and loc[1] in NODE_SETTINGS:
+            message += (
+                f" (`{loc[1]}` is a node's setting, here read as a node of its own: "
+                f"{DEDENTED} Indent it as the settings of the node above it)"
+            )
     elif err["type"] == "dict_type":
         message = (
             f"should be a valid dictionary (`name: value` lines), not {_yaml_type(err['input'])}"
@@ -2194,6 +2219,8 @@ def _validation_problem(
         message = f"unknown setting '{loc[-1]}'"
     elif err["type"] == "missing":
         message = f"'{field_name}' is required"
+        if loc[:1] == ("nodes",) and isinstance(nodes, dict) and field_name in nodes:
+            message += f" (a node is named '{field_name}': is that this setting, {DEDENTED})"
     return doc.problem(loc, message)
 
 

@@ -1610,6 +1610,21 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
+def test_a_setting_indented_as_a_node_is_said_to_be_indented_too_little(tmp_path: Path) -> None:
+    """A node's last setting typed two spaces short becomes a node of its own: both errors
+    (the queue lacks it, a node that is no mapping) say what most likely happened."""
+    text = BASE.replace("    queue: general\n", "  queue: general\n")
+    file, problems = check(tmp_path, text)
+    assert sorted(str(p) for p in problems) == [
+        f"{file}:{line_of(text, 'agent:')}: error: nodes.agent: 'queue' is required (a node "
+        "is named 'queue': is that this setting, indented too little?)",
+        f"{file}:{line_of(text, 'queue:')}: error: nodes.queue: a node is a mapping of "
+        "settings starting with `kind`, not the str 'general' (`queue` is a node's setting, "
+        "here read as a node of its own: indented too little? Indent it as the settings of the "
+        "node above it)",
+    ]
+
+
 def test_a_new_option_its_prompt_offers_in_one_language_only_is_warned(tmp_path: Path) -> None:
     """An incident: option 3 added, and "3 for deposits" added to the English prompt only.
     Mandarin callers are never told of it: warned at the option's key, naming the language
