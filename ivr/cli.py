@@ -1192,7 +1192,8 @@ def _dial_draft(
             IVR_PROMPTS=str(prompts),
             IVR_HOLD_MUSIC_URL=None,
         )
-        demo = LocalDirectory(_database(settings), None)
+        db = _database(settings)
+        demo = LocalDirectory(db, None)
         for account in DEMO_ACCOUNTS:
             demo.add(**account, totp_secret=None, now=utcnow())
         first = DEMO_ACCOUNTS[0]
@@ -1217,11 +1218,31 @@ def _dial_draft(
             app = create_app(settings, tree=tree, clock=clock)
             with TestClient(app, base_url=public) as client:
                 typer.echo(f"trying {routes} (version {tree.version}) in-process")
-                return Phone(client, public_url=public, auth_token=token).call(
+                record = Phone(client, public_url=public, auth_token=token).call(
                     party, from_number=from_number, to_number=to_number
                 )
+            typer.echo(f"nodes: {_node_path(db, record.call_sid)}")
+            return record
         finally:
             hotline_log.removeFilter(said_above)
+            db.dispose()
+
+
+def _node_path(db: Engine, call_sid: str) -> str:
+    """The nodes a draft walk went through, in order, from its event log: what the operator
+    checks a draft's wiring by ("1,3" reached deposits_incident, then deposits_menu). A node
+    entered again at once (a menu said again after a silence) is named once, with a count."""
+    from ivr.store import call_log
+
+    with db.connect() as conn:
+        entered = [e["node"] for e in call_log(conn, call_sid=call_sid) if e["kind"] == "entered"]
+    path: list[tuple[str, int]] = []
+    for node in entered:
+        if path and path[-1][0] == node:
+            path[-1] = (node, path[-1][1] + 1)
+        else:
+            path.append((node, 1))
+    return " > ".join(f"{node} (x{n})" if n > 1 else node for node, n in path) or "(none)"
 
 
 class _DraftSettings(Settings):

@@ -813,6 +813,17 @@ def test_dial_routes_tries_a_draft_without_a_server_or_settings(tmp_path: Path) 
     assert warned.returncode == 0 and out.count("keyword '合约单' is never heard") == 1, out
 
 
+def test_a_draft_walk_names_the_nodes_it_went_through(tmp_path: Path) -> None:
+    """What an operator checks a draft's wiring by: which nodes "2,2,1" went through, not
+    only what was heard."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    args = ["dial", "--routes", str(DATA / "mini.yaml"), "--prompts", str(DATA / "prompts")]
+    result = run([*args, "--keys", "1,2,1", "--hold", "0"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nodes: language > main > more > advice > hours > " in result.stdout
+    assert result.stdout.splitlines()[-2].startswith("nodes: ")
+
+
 def test_a_draft_walk_at_a_given_time_hears_the_trees_hours(tmp_path: Path) -> None:
     """An operator checks the products team's hours without waiting for Saturday."""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
