@@ -327,6 +327,9 @@ audit_log = Table(
     Column("result", String(32), nullable=False),
     # A period's freezes (calllog.freezes), missed offers and transfers (the figures).
     Index(None, "action", "at"),
+    # A case's entries: blanked by the purge and an erasure (`ivr.retention`), read by its
+    # call's timeline. The log is never purged: without it each of those reads all of it.
+    Index(None, "case_id"),
 )
 
 # Each agent's presence as it changes (`cases.note_presence`): available (since when, as

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Update,
     and_,
     delete,
     exists,
@@ -124,10 +125,11 @@ def _old_page(cutoff: datetime) -> ColumnElement[bool]:
     return and_(pages.c.at < cutoff, pages.c.turn < latest)
 
 
-def _blank_audit(conn: Connection, case_ids: Sequence[int]) -> int:
+def blanking(case_ids: Sequence[int]) -> Update:
     """The audit entries of cases about to go, but freezes, keep who did what and when, and
-    lose the free text and the account they may hold."""
-    blanked: int = conn.execute(
+    lose the free text and the account they may hold. Found by their case (an index: the log
+    is never purged, and grows for as long as the hotline runs)."""
+    return (
         update(audit_log)
         .where(
             audit_log.c.case_id.in_(case_ids),
@@ -135,7 +137,11 @@ def _blank_audit(conn: Connection, case_ids: Sequence[int]) -> int:
             or_(audit_log.c.reason.is_not(None), audit_log.c.account_uid.is_not(None)),
         )
         .values(reason=None, account_uid=None)
-    ).rowcount
+    )
+
+
+def _blank_audit(conn: Connection, case_ids: Sequence[int]) -> int:
+    blanked: int = conn.execute(blanking(case_ids)).rowcount
     return blanked
 
 
