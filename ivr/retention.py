@@ -15,8 +15,9 @@ The other entries of a deleted case lose what may be personal (the free text an 
 the account), and keep who did what when.
 
 `erase` deletes every call and case of one number at its owner's request, audited with the
-number's last 4 digits at most. Twilio keeps its own call logs and recordings: those are
-deleted at Twilio, not here.
+number's last 4 digits at most; in the audit entries it keeps (freezes among them) the number
+is masked wherever their free text names it. Twilio keeps its own call logs and recordings:
+those are deleted at Twilio, not here (`erase` lists them).
 """
 
 from __future__ import annotations
@@ -295,7 +296,11 @@ class Erased:
     call_events: int
     verification_failures: int
     audit_blanked: int
-    # What to delete at Twilio too, which keeps its own call logs and recordings.
+    # Audit entries kept (a freeze's, kept whole; one not of these cases) whose free text
+    # named the number: masked there.
+    audit_masked: int
+    # What to delete at Twilio too, which keeps its own call logs and recordings: the calls
+    # deleted here, and the call backs placed to the number (the recordings' calls).
     call_sids: tuple[str, ...]
     recording_sids: tuple[str, ...]
 
@@ -310,6 +315,7 @@ _ERASED_COUNTS = (
     "call_events",
     "verification_failures",
     "audit_blanked",
+    "audit_masked",
 )
 
 
@@ -327,11 +333,32 @@ def masked(number: str) -> str:
     return f"***{last4(number)}"
 
 
+def _masking(number: str, text: str) -> str:
+    """`text` with `number` masked, written with or without its +."""
+    return text.replace(number, masked(number)).replace(number[1:], masked(number))
+
+
+def _mask_in_audit(conn: Connection, number: str) -> int:
+    """Mask `number` wherever an audit entry's free text names it (with or without its +):
+    a freeze's reason, which stays otherwise whole; an unfreeze's; an entry of another
+    caller's case. Who did what, when and to which account stays. The whole log is read:
+    an erasure is rare, and the number may be anywhere in it."""
+    reason = audit_log.c.reason
+    mask = masked(number)
+    masked_rows: int = conn.execute(
+        update(audit_log)
+        .where(reason.contains(number[1:], autoescape=True))
+        .values(reason=func.replace(func.replace(reason, number, mask), number[1:], mask))
+    ).rowcount
+    return masked_rows
+
+
 def erase(conn: Connection, *, number: str, actor: str, reason: str, now: datetime) -> Erased:
     """Delete every call from `number` and every case whose caller or call-back number it is
     (with the cases of its calls), their events and recordings rows, and the verification
-    failures counted against it; audited by `actor` with the counts and the number's last 4
-    digits (in `reason` too, should it hold the number). StillOpen, deleting nothing, if one of
+    failures counted against it; the number masked in the audit entries kept that name it;
+    audited by `actor` with the counts and the number's last 4 digits (in `reason` too,
+    should it hold the number). StillOpen, deleting nothing, if one of
     those cases is open or one of those calls in progress; ValueError for a number that is not
     E.164. One transaction: a number's rows are few."""
     if not E164.match(number):
@@ -382,11 +409,16 @@ def erase(conn: Connection, *, number: str, actor: str, reason: str, now: dateti
             raise StillOpen(open_tickets, int(in_progress))
         sids = sorted(call_sids)
         of_them = or_(recordings.c.case_id.in_(case_ids), recordings.c.call_sid.in_(sids))
-        recording_sids = tuple(
-            conn.execute(select(recordings.c.recording_sid).where(of_them)).scalars()
+        recorded = list(
+            conn.execute(select(recordings.c.recording_sid, recordings.c.call_sid).where(of_them))
         )
+        recording_sids = tuple(r.recording_sid for r in recorded)
+        # A recording's call is a call back Twilio placed to the number (in no row here), or
+        # the caller's own: deleted at Twilio too, but one another number's case keeps.
+        at_twilio = sorted({*sids, *(r.call_sid for r in recorded if r.call_sid not in shared)})
         gone_recordings = conn.execute(delete(recordings).where(of_them)).rowcount
         blanked = _blank_audit(conn, case_ids)
+        audit_masked = _mask_in_audit(conn, number)
         gone_cases = conn.execute(delete(cases).where(cases.c.id.in_(case_ids))).rowcount
         gone_calls, events = _delete_calls(conn, sids)
         failures = conn.execute(
@@ -404,10 +436,11 @@ def erase(conn: Connection, *, number: str, actor: str, reason: str, now: dateti
             call_events=events,
             verification_failures=failures,
             audit_blanked=blanked,
-            call_sids=tuple(sids),
+            audit_masked=audit_masked,
+            call_sids=tuple(at_twilio),
             recording_sids=recording_sids,
         )
-        said = reason.replace(number, masked(number)).replace(number[1:], masked(number))
+        said = _masking(number, reason)
         audit(
             conn,
             actor=actor,

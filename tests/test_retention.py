@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import Engine, event, func, insert, select, update
 from typer.testing import CliRunner
 
 from ivr import retention
@@ -534,6 +534,64 @@ def test_erasure_deletes_every_call_and_case_of_the_number_and_nothing_else(db: 
         rows = {r.id: r for r in conn.execute(select(audit_log))}
     assert rows[frozen].reason is not None and rows[frozen].account_uid == "10000001"
     assert (rows[transfer].reason, rows[transfer].account_uid) == (None, None)
+
+
+def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> None:
+    """A freeze's entry is kept whole but for the number: its reason is what an agent typed,
+    and agents type the number they were called from. So are an unfreeze's (no case), and an
+    entry of another caller's case naming this one; the number written without its + too."""
+    alices = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    bobs = add_case(db, add_call(db, ended=LATELY, number=BOB), caller=BOB, ended=LATELY)
+    frozen = add_audit(db, alices, "freeze", at=LATELY)
+    unfrozen = add_audit(db, None, "unfreeze", at=LATELY)
+    on_bobs = add_audit(db, bobs, "freeze", at=LATELY)
+    about_bob = add_audit(db, bobs, "transfer", at=LATELY)
+    said = {
+        frozen: f"call from {ALICE}, says her SIM was swapped",
+        unfrozen: f"owner confirmed on {ALICE[1:]} by video",
+        on_bobs: f"her husband; her number {ALICE}",
+        about_bob: f"called from {BOB}",
+    }
+    with db.begin() as conn:
+        for audit_id, reason in said.items():
+            conn.execute(update(audit_log).where(audit_log.c.id == audit_id).values(reason=reason))
+
+    erased = erase_alice(db)
+
+    assert erased.audit_masked == 3
+    with db.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(audit_log))}
+    assert rows[frozen].reason == "call from ***8000, says her SIM was swapped"
+    assert rows[frozen].account_uid == "10000001"  # the freeze otherwise whole
+    assert rows[unfrozen].reason == "owner confirmed on ***8000 by video"
+    assert rows[on_bobs].reason == "her husband; her number ***8000"
+    assert rows[about_bob].reason == f"called from {BOB}"
+    assert not any(ALICE[1:] in (r.reason or "") for r in rows.values())
+
+
+def test_erasure_lists_the_call_backs_placed_to_the_number_for_deletion_at_twilio(
+    db: Engine,
+) -> None:
+    """A call back is Twilio's call to the number, in no row here but its recording's: Twilio
+    keeps its log (the number in it) until it is deleted there."""
+    call = add_call(db, ended=LATELY)
+    case_id = add_case(db, call, ended=LATELY)
+    call_back = f"CA{next(_ids):032d}"
+    with db.begin() as conn:
+        conn.execute(
+            insert(recordings).values(
+                case_id=case_id,
+                recording_sid=f"RE{next(_ids):032d}",
+                call_sid=call_back,
+                status="completed",
+                at=LATELY,
+            )
+        )
+
+    erased = erase_alice(db)
+
+    assert set(erased.call_sids) == {call, call_back}
+    assert erased.recordings == 2
 
 
 def test_a_call_another_numbers_case_belongs_to_stays(db: Engine) -> None:
