@@ -6,7 +6,8 @@ pages. It never deletes a case that is still open: in line (`queued`, which incl
 call back owed, however old), or held by an agent (offered, connected). It runs in batches,
 each its own short transaction, so that a first purge of years of data never holds the
 webhooks' locks for long; on PostgreSQL a batch another instance is deleting is skipped, not
-waited for, so several instances may run it at once.
+waited for, so several instances may run it at once. The daily job (`Daily`) purges for
+RUN_SECONDS at a time and goes on at the next sweep, as it holds a webhook thread meanwhile.
 
 The audit log is kept: it is the record of what staff did, and the figures count missed
 offers and transfers from it. Freezes and unfreezes are kept whole (the account, who, when,
@@ -23,6 +24,7 @@ those are deleted at Twilio, not here (`erase` lists them).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 
 # Rows of the table being purged per transaction: a batch of calls takes their events with it.
 BATCH = 1000
+# How long the daily job purges at each sweep (`Daily`): it holds a webhook thread meanwhile.
+RUN_SECONDS = 10.0
 # Shorter than this and the figures (a period of up to 31 days) and follow-ups of recent
 # tickets (main menu 9) would find nothing: refused, as IVR_RETENTION_DAYS refuses it.
 SHORTEST = timedelta(days=31)
@@ -221,8 +225,22 @@ def purge(conn: Connection, *, now: datetime, keep: timedelta, batch: int = BATC
     """Delete what ended before `now - keep` (see the module's docstring), `batch` rows of a
     table per transaction, until nothing is left; what was deleted. Cases go first, so that
     the calls they held go in the same run."""
+    return purge_for(conn, now=now, keep=keep, seconds=None, batch=batch)[0]
+
+
+def purge_for(
+    conn: Connection,
+    *,
+    now: datetime,
+    keep: timedelta,
+    seconds: float | None,
+    batch: int = BATCH,
+) -> tuple[Purged, bool]:
+    """`purge`, stopping once a batch ends `seconds` after it began (a batch at least; None:
+    never): what was deleted, and whether nothing is left. Run again, it goes on."""
     _checked(keep)
     cutoff = now - keep
+    until = None if seconds is None else time.monotonic() + seconds
     total = Purged()
     for step in (_purge_cases, _purge_calls, _purge_pages):
         while True:
@@ -230,7 +248,9 @@ def purge(conn: Connection, *, now: datetime, keep: timedelta, batch: int = BATC
             total += done
             if done.total == 0:
                 break
-    return total
+            if until is not None and time.monotonic() >= until:
+                return total, False
+    return total, True
 
 
 def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
@@ -267,10 +287,23 @@ class Daily:
     """The purge as an instance's timed job: called every sweep, it purges when
     IVR_RETENTION_DAYS is set and it has not purged for a day. Counted from this process's
     last purge, not from its start: an instance restarted more often than daily still purges.
-    Several instances purging the same day is harmless (each deletes what the others left)."""
+    Several instances purging the same day is harmless (each deletes what the others left).
 
-    def __init__(self, every: timedelta = timedelta(days=1)) -> None:
+    It runs on one of the webhooks' threads and database connections: each sweep it purges
+    for `seconds` at most (RUN_SECONDS), and a purge not done by then goes on at the next
+    sweep. A first purge of years of data (retention turned on, or lengthened then
+    shortened) then takes hours of sweeps, never a thread and a connection for an hour."""
+
+    def __init__(
+        self,
+        every: timedelta = timedelta(days=1),
+        *,
+        seconds: float = RUN_SECONDS,
+        batch: int = BATCH,
+    ) -> None:
         self.every = every
+        self.seconds = seconds
+        self.batch = batch
         self.last: datetime | None = None
 
     def __call__(self, hotline: Hotline) -> Purged | None:
@@ -279,9 +312,20 @@ class Daily:
         if not days or (self.last is not None and now - self.last < self.every):
             return None
         with hotline.db.connect() as conn:
-            purged = purge(conn, now=now, keep=timedelta(days=days))
-        self.last = now
-        log.info("purged caller data ended over %d days ago: %s", days, purged.describe())
+            purged, finished = purge_for(
+                conn, now=now, keep=timedelta(days=days), seconds=self.seconds, batch=self.batch
+            )
+        said = purged.describe()
+        if finished:
+            self.last = now
+            log.info("purged caller data ended over %d days ago: %s", days, said)
+        else:
+            log.info(
+                "purged caller data ended over %d days ago: %s; more is left, purged at the"
+                " next sweeps",
+                days,
+                said,
+            )
         return purged
 
 

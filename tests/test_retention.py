@@ -450,6 +450,35 @@ def test_the_daily_job_purges_once_a_day_and_logs_it(
     assert count(db, cases) == 0
 
 
+def test_the_daily_job_purges_a_backlog_a_little_at_each_sweep(
+    db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It runs on a webhook thread and connection: a first purge of years of data must not
+    keep them for the hour it takes. Each sweep purges for a while, the next goes on, and
+    the day is counted from when nothing was left."""
+    for _ in range(2):
+        add_case(db, add_call(db, ended=LONG_AGO))
+    clock = FakeClock(NOW)
+    hotline = fake_hotline(db, clock, 400)
+    job = retention.Daily(seconds=0, batch=1)  # one batch a sweep
+
+    with caplog.at_level(logging.INFO, logger="ivr.retention"):
+        first = job(hotline)
+    assert first == Purged(cases=1, recordings=1)
+    assert count(db, cases) == 1 and "more is left" in caplog.text
+
+    sweeps = [first]
+    while count(db, cases) + count(db, calls) and len(sweeps) < 10:
+        clock.advance(minutes=5)  # the next sweep, not the next day
+        sweeps.append(job(hotline))
+    assert len(sweeps) == 4  # 2 cases, then 2 calls, one batch each
+    clock.advance(minutes=5)
+    last = job(hotline)  # finds nothing left: done for the day
+    assert last == Purged()
+    clock.advance(minutes=5)
+    assert job(hotline) is None
+
+
 def test_the_daily_job_does_nothing_when_retention_is_0(db: Engine) -> None:
     add_case(db, add_call(db, ended=LONG_AGO))
     assert retention.Daily()(fake_hotline(db, FakeClock(NOW), 0)) is None
