@@ -12,6 +12,8 @@ RUN_SECONDS at a time and goes on at the next sweep, as it holds a webhook threa
 The audit log is kept: it is the record of what staff did, and the figures count missed
 offers and transfers from it. Freezes and unfreezes are kept whole (the account, who, when,
 why): security and legal must be able to answer for every freeze whatever became of its case.
+Only the caller's number goes from a deleted case's freezes, masked where their reason (what
+the agent typed) names the case's caller or call-back number.
 The other entries of a deleted case lose what may be personal (the free text an agent typed,
 the account), and keep who did what when.
 
@@ -35,6 +37,7 @@ from sqlalchemy import (
     Connection,
     Update,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -55,7 +58,7 @@ from ivr.db import (
     recordings,
     verification_failures,
 )
-from ivr.numbers import E164, last4, withheld
+from ivr.numbers import E164, dialable, last4, withheld
 from ivr.store import reading, ticket_misses, writing
 
 if TYPE_CHECKING:
@@ -77,7 +80,8 @@ ERASE = "erase"  # the audit action of an erasure
 @dataclass(frozen=True)
 class Purged:
     """Rows deleted (or, for a dry run, that would be), per table; `audit_blanked`: audit
-    entries of deleted cases whose reason and account were blanked."""
+    entries of deleted cases whose reason and account were blanked; `audit_masked`: their
+    freezes' whose reason had the case's numbers masked."""
 
     cases: int = 0
     recordings: int = 0
@@ -86,6 +90,9 @@ class Purged:
     pages: int = 0
     page_sends: int = 0
     audit_blanked: int = 0
+    # Freeze entries of deleted cases, kept, whose reason named the case's caller or call-back
+    # number: masked there.
+    audit_masked: int = 0
 
     def __add__(self, other: Purged) -> Purged:
         return Purged(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -150,6 +157,33 @@ def _blank_audit(conn: Connection, case_ids: Sequence[int]) -> int:
     return blanked
 
 
+_MASK_REASON = (
+    update(audit_log)
+    .where(audit_log.c.id == bindparam("b_id"))
+    .values(reason=bindparam("b_reason"))
+)
+
+
+def _freezes_to_mask(conn: Connection, of_cases: ColumnElement[bool]) -> list[dict[str, Any]]:
+    """The freeze entries, kept whole, of the cases `of_cases` picks whose reason (what an
+    agent typed) names the case's caller or call-back number: their reason with the numbers
+    masked, as `_MASK_REASON` takes it. Freezes are few."""
+    rows = conn.execute(
+        select(audit_log.c.id, audit_log.c.reason, cases.c.caller, cases.c.callback_number)
+        .join(cases, cases.c.id == audit_log.c.case_id)
+        .where(of_cases, audit_log.c.action.in_(FREEZE_ACTIONS), audit_log.c.reason.is_not(None))
+    )
+    changed = []
+    for row in rows:
+        reason = row.reason
+        for number in (row.caller, row.callback_number):
+            if number is not None and dialable(number):
+                reason = _masking(number, reason)
+        if reason != row.reason:
+            changed.append({"b_id": row.id, "b_reason": reason})
+    return changed
+
+
 def _delete_calls(conn: Connection, call_sids: Sequence[str]) -> tuple[int, int]:
     # The events explicitly, not by the foreign key's cascade: SQLite applies it only on a
     # connection with PRAGMA foreign_keys on, and one opened elsewhere (a backup tool, a
@@ -177,10 +211,15 @@ def _purge_cases(conn: Connection, cutoff: datetime, batch: int) -> Purged:
         found = recordings.c.case_id.in_(ids)
         gone = conn.execute(delete(recordings).where(found)).rowcount
         blanked = _blank_audit(conn, ids)
+        to_mask = _freezes_to_mask(conn, audit_log.c.case_id.in_(ids))
+        if to_mask:
+            conn.execute(_MASK_REASON, to_mask)
         # The condition again as they are deleted: nothing can reopen them meanwhile (locked
         # on PostgreSQL, one writer on SQLite), but a case in line is never to go by a race.
         deleted = conn.execute(delete(cases).where(cases.c.id.in_(ids), _old_case(cutoff))).rowcount
-        return Purged(cases=deleted, recordings=gone, audit_blanked=blanked)
+        return Purged(
+            cases=deleted, recordings=gone, audit_blanked=blanked, audit_masked=len(to_mask)
+        )
 
 
 def _purge_calls(conn: Connection, cutoff: datetime, batch: int) -> Purged:
@@ -280,6 +319,7 @@ def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
                 audit_log.c.action.not_in(FREEZE_ACTIONS),
                 or_(audit_log.c.reason.is_not(None), audit_log.c.account_uid.is_not(None)),
             ),
+            audit_masked=len(_freezes_to_mask(conn, audit_log.c.case_id.in_(old_cases))),
         )
 
 

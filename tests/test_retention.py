@@ -300,6 +300,40 @@ def test_freezes_are_kept_whole_and_other_entries_of_purged_cases_blanked(db: En
     assert (blanked.actor, blanked.action, blanked.at) == ("agent:ann", "transfer", LONG_AGO)
 
 
+def test_a_purged_cases_freezes_lose_the_callers_number_and_nothing_else(db: Engine) -> None:
+    """A freeze's reason is what the agent typed, and agents type the number they were
+    called from: the number outlives its case there unless masked."""
+    gone = add_case(db, add_call(db, ended=LONG_AGO), callback_number=BOB)
+    stays = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    frozen, without, recent = (
+        add_audit(db, gone, "freeze"),
+        add_audit(db, gone, "self_freeze"),
+        add_audit(db, stays, "freeze"),
+    )
+    said = {
+        frozen: f"called from {ALICE}, call back on {BOB[1:]}: SIM swapped",
+        recent: f"called from {ALICE}",
+    }
+    with db.begin() as conn:
+        for audit_id, reason in said.items():
+            conn.execute(update(audit_log).where(audit_log.c.id == audit_id).values(reason=reason))
+
+    assert retention_dry_run(db).audit_masked == 1
+    assert run_purge(db).audit_masked == 1
+
+    with db.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(audit_log))}
+    assert rows[frozen].reason == "called from ***8000, call back on ***9000: SIM swapped"
+    assert (rows[frozen].account_uid, rows[frozen].actor) == ("10000001", "agent:ann")
+    assert rows[without].reason == "the caller, Alice Wong, says her phone was stolen"
+    assert rows[recent].reason == f"called from {ALICE}"  # its case stays
+
+
+def retention_dry_run(db: Engine) -> Purged:
+    with db.connect() as conn:
+        return purgeable(conn, now=NOW, keep=KEEP)
+
+
 def plan_of(db: Engine, statement: Any) -> str:
     """How the database would run `statement` (not running it); on PostgreSQL with sequential
     scans made a last resort, as they are on a table of millions of rows."""
