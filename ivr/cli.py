@@ -258,7 +258,7 @@ def db_purge(
     if not settings.retention_days:
         raise _fail("IVR_RETENTION_DAYS is 0: caller data is never purged")
     keep = timedelta(days=settings.retention_days)
-    db = _database(settings)
+    db = _database(settings, patient=True)
     with db.connect() as conn:
         if dry_run:
             counts = purgeable(conn, now=utcnow(), keep=keep)
@@ -530,14 +530,19 @@ def dial(
     typer.echo(f"call {record.call_sid} ended by the {record.ended_by}{where}")
 
 
-def _database(settings: DatabaseSettings) -> Engine:
+def _database(settings: DatabaseSettings, *, patient: bool = False) -> Engine:
+    """The database, upgraded. `patient`: without the webhooks' time limits (PostgreSQL's
+    statement_timeout 5 s, lock_timeout 3 s), for the commands that read whole tables of a
+    hotline that ran for years: `db purge --dry-run` counts them, `calls erase` reads the
+    whole audit log for the number. Their writes are batched or few, so no webhook waits
+    on them long."""
     from ivr.db import create_db_engine, upgrade
 
     try:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:
         raise _fail(f"cannot open the database: {type(exc).__name__}: {exc}") from None
-    return create_db_engine(settings.database_url)
+    return create_db_engine(settings.database_url, webhook_timeouts=not patient)
 
 
 TokenDays = Annotated[
@@ -1071,7 +1076,7 @@ def calls_erase(
 
     if len(reason.strip()) < 3:
         raise _fail("say why the number's data is erased (--reason)")
-    db = _database(_settings(DatabaseSettings))
+    db = _database(_settings(DatabaseSettings), patient=True)
     actor = f"cli:{getpass.getuser()}"
     try:
         with db.connect() as conn:
