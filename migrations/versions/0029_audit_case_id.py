@@ -4,10 +4,8 @@ purge batch's blanking of its cases' entries, each erasure, and each call's time
 the whole log; past PostgreSQL's statement_timeout (5 s) every purge batch fails, and old
 caller data stays.
 
-(Placeholder number: renumber as the newest revision when merging.)
-
-Revision ID: 0028
-Revises: 0027
+Revision ID: 0029
+Revises: 0028
 Create Date: 2026-12-05 09:00:00.000000
 """
 
@@ -15,8 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0028"
-down_revision: str | None = "0027"
+revision: str = "0029"
+down_revision: str | None = "0028"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
