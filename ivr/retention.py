@@ -2,8 +2,9 @@
 
 `purge` deletes what ended longer ago than the retention period: closed cases, with their
 recordings rows; the calls no remaining case belongs to, with their events; the on-call's
-pages. It never deletes a case that is still open: in line (`queued`, which includes every
-call back owed, however old), or held by an agent (offered, connected). It runs in batches,
+pages; agents' presence history. It never deletes a case that is still open: in line
+(`queued`, which includes every call back owed, however old), or held by an agent (offered,
+connected). It runs in batches,
 each its own short transaction, so that a first purge of years of data never holds the
 webhooks' locks for long; on PostgreSQL a batch another instance is deleting is skipped, not
 waited for, so several instances may run it at once. The daily job (`Daily`) purges for
@@ -55,6 +56,7 @@ from ivr.db import (
     cases,
     page_sends,
     pages,
+    presence_changes,
     recordings,
     verification_failures,
 )
@@ -89,6 +91,7 @@ class Purged:
     call_events: int = 0
     pages: int = 0
     page_sends: int = 0
+    presence_changes: int = 0
     audit_blanked: int = 0
     # Freeze entries of deleted cases, kept, whose reason named the case's caller or call-back
     # number: masked there.
@@ -255,6 +258,24 @@ def _purge_pages(conn: Connection, cutoff: datetime, batch: int) -> Purged:
         return Purged(pages=deleted, page_sends=sends)
 
 
+def _purge_presence(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+    """Agents' presence older than the period: when each was available is their personal
+    data too, and the figures of a period that old are not asked for."""
+    with writing(conn):
+        ids = list(
+            conn.execute(
+                select(presence_changes.c.id)
+                .where(presence_changes.c.at < cutoff)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not ids:
+            return Purged()
+        gone = conn.execute(delete(presence_changes).where(presence_changes.c.id.in_(ids)))
+        return Purged(presence_changes=gone.rowcount)
+
+
 def _checked(keep: timedelta) -> None:
     if keep < SHORTEST:
         raise ValueError(f"keeping data {keep} is too short: {SHORTEST.days} days at least")
@@ -281,7 +302,7 @@ def purge_for(
     cutoff = now - keep
     until = None if seconds is None else time.monotonic() + seconds
     total = Purged()
-    for step in (_purge_cases, _purge_calls, _purge_pages):
+    for step in (_purge_cases, _purge_calls, _purge_pages, _purge_presence):
         while True:
             done = step(conn, cutoff, batch)
             total += done
@@ -313,6 +334,7 @@ def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
             call_events=count(call_events, call_events.c.call_sid.in_(old_calls)),
             pages=count(pages, pages.c.id.in_(old_pages)),
             page_sends=count(page_sends, page_sends.c.page_id.in_(old_pages)),
+            presence_changes=count(presence_changes, presence_changes.c.at < cutoff),
             audit_blanked=count(
                 audit_log,
                 audit_log.c.case_id.in_(old_cases),

@@ -26,7 +26,9 @@ from ivr.db import (
     cases,
     page_sends,
     pages,
+    presence_changes,
     recordings,
+    users,
     verification_failures,
 )
 from ivr.retention import Purged, StillOpen, erase, purge, purgeable
@@ -369,6 +371,27 @@ def test_old_pages_go_with_their_sends_but_the_latest_turn_stays(db: Engine) -> 
     recent = add_page(db, turn=3, at=LATELY)
     assert run_purge(db) == Purged(pages=1, page_sends=1)
     assert count(db, pages) == 1 and exists(db, pages, pages.c.id == recent)
+
+
+def test_agents_presence_older_than_the_period_goes(db: Engine) -> None:
+    """When each agent was available is their personal data: kept as long as the calls."""
+    with db.begin() as conn:
+        agent = conn.execute(
+            insert(users)
+            .values(name="ana", role="agent", token_hash="h-ana", created_at=LONG_AGO)
+            .returning(users.c.id)
+        ).scalar_one()
+        for at in (LONG_AGO, LATELY):
+            conn.execute(
+                insert(presence_changes).values(
+                    user_id=agent, at=at, available_since=at, away_reason=None
+                )
+            )
+    with db.connect() as conn:
+        assert purgeable(conn, now=NOW, keep=KEEP) == Purged(presence_changes=1)
+    assert run_purge(db) == Purged(presence_changes=1)
+    with db.connect() as conn:
+        assert list(conn.execute(select(presence_changes.c.at)).scalars()) == [LATELY]
 
 
 @pytest.fixture
