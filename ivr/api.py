@@ -57,6 +57,7 @@ from ivr.cases import (
     held_by,
     held_by_agents,
     ready_in_line,
+    repeated_callers,
     set_languages,
     spoken,
     transfer_asked,
@@ -173,6 +174,20 @@ class QueueEntry(BaseModel):
     language: str | None = Field(
         default=None, description="the language the caller chose (a prompt catalog's code)"
     )
+    same_number_on_the_line: int | None = Field(
+        default=None,
+        description="callers of this number holding on the line now, this one among them, "
+        "when more than one (a dialer flooding the line, or one caller on two phones: the "
+        "thief may spoof a victim's number, so neither is turned away); else null",
+    )
+
+
+class RepeatedNumber(BaseModel):
+    """A number holding more than one place on the line at once."""
+
+    caller: str  # masked
+    on_the_line: int
+    emergencies: int
 
 
 class LineCount(BaseModel):
@@ -209,6 +224,7 @@ class QueueCounts(BaseModel):
 class WaitingLine:
     entries: list[QueueEntry]  # the first QUEUE_LISTED in serving order
     counts: QueueCounts
+    repeated: list[RepeatedNumber]  # numbers on the line more than once, the most first
 
 
 QUEUE_LISTED = 500
@@ -665,7 +681,18 @@ def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
     with hotline.db.connect() as conn, reading(conn):
         rows = waiting_cases(conn, limit=QUEUE_LISTED)
         counts = _queue_counts(conn, now)
-    return WaitingLine(_entries(rows, now), counts)
+        repeated = repeated_callers(conn)
+    times = {r.caller: r.on_the_line for r in repeated}
+    return WaitingLine(
+        _entries(rows, now, times),
+        counts,
+        [
+            RepeatedNumber(
+                caller=mask(r.caller), on_the_line=r.on_the_line, emergencies=r.emergencies
+            )
+            for r in repeated
+        ],
+    )
 
 
 def queue_counts(user: User, hotline: Hotline) -> QueueCounts:
@@ -712,7 +739,11 @@ def _queue_counts(conn: Connection, now: datetime) -> QueueCounts:
     )
 
 
-def _entries(rows: list[dict[str, Any]], now: datetime) -> list[QueueEntry]:
+def _entries(
+    rows: list[dict[str, Any]], now: datetime, times: dict[str, int] | None = None
+) -> list[QueueEntry]:
+    """`times`: how many times each number repeated on the line holds a place there."""
+    times = times or {}
     return [
         QueueEntry(
             position=i,
@@ -727,6 +758,7 @@ def _entries(rows: list[dict[str, Any]], now: datetime) -> list[QueueEntry]:
             caller=mask(r["caller"]),
             not_before=r["not_before"] if r["not_before"] and r["not_before"] > now else None,
             language=r["language"],
+            same_number_on_the_line=times.get(r["caller"]) if r["status"] == "waiting" else None,
         )
         for i, r in enumerate(rows, start=1)
     ]

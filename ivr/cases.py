@@ -403,6 +403,41 @@ def waiting_counts(
     ]
 
 
+@dataclass(frozen=True)
+class Repeated:
+    """A number holding more than one place on the line at once."""
+
+    caller: str
+    on_the_line: int
+    emergencies: int
+
+
+def repeated_callers(conn: Connection, *, at_least: int = 2, limit: int = 20) -> list[Repeated]:
+    """Numbers with `at_least` callers holding on the line at once, the most first: a dialer
+    flooding the emergency lane, or a caller on two phones. Shown, never acted on by itself:
+    the thief may spoof the victim's own number, so the hotline turns neither call away."""
+    count = func.count().label("n")
+    statement = (
+        select(
+            cases.c.caller,
+            count,
+            func.sum(case_when((cases.c.priority == "emergency", 1), else_=0)),
+        )
+        .where(cases.c.queued == 1, cases.c.status == "waiting", cases.c.caller.is_not(None))
+        .group_by(cases.c.caller)
+        .having(func.count() >= at_least)
+        .order_by(count.desc(), cases.c.caller)
+        .limit(limit)
+    )
+    with reading(conn):
+        rows = conn.execute(statement).all()
+    return [
+        Repeated(caller, int(n), int(emergencies or 0))
+        for caller, n, emergencies in rows
+        if not withheld(caller)
+    ]
+
+
 # The next case in serving order, locked for this claim. PostgreSQL: SKIP LOCKED lets agents
 # asking at the same moment take different cases instead of queueing on one row. SQLite takes
 # one writer at a time, which serialises claims just as well.

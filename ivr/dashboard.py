@@ -488,6 +488,7 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     pages = api.on_call_pages(user, hotline, limit=1) if user.role == "supervisor" else []
     return {
         "entries": line.entries,
+        "repeated": line.repeated,
         # Counted in the database: the list stops at api.QUEUE_LISTED.
         "counts": line.counts,
         # The on-call paged in the last hour: whether help is on its way.

@@ -710,6 +710,31 @@ def test_api_queue_masks_caller_numbers(client: TestClient, db: Engine, clock: F
         assert number not in r.text
 
 
+def test_a_number_holding_several_places_on_the_line_is_marked_not_turned_away(
+    client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """A dialer flooding the emergency lane from one number, or a caller on two phones:
+    every call keeps its place (the thief may spoof the victim's own number, so turning one
+    away could be turning the victim away), and each of them says how many places the
+    number holds, for a supervisor to look at. A call back owed is not on the line."""
+    token = make_user(db, "sam", "supervisor")
+    flood = [
+        add_case(db, n, "emergency", clock.now - n * MINUTE, caller="+15005550666")
+        for n in (1, 2, 3)
+    ]
+    once = add_case(db, 4, "emergency", clock.now, caller="+15005550777")
+    owed = add_case(db, 5, "normal", clock.now, caller="+15005550777")
+    with db.connect() as conn:
+        assert cases.abandon_for_call(conn, call_sid=sid(5), now=clock.now) == 1
+        withheld_ = [add_case(db, n, "normal", clock.now, caller="+266696687") for n in (6, 7)]
+        repeated = cases.repeated_callers(conn)
+    assert repeated == [cases.Repeated("+15005550666", 3, 3)]  # not the withheld ones
+    entries = {e["case_id"]: e for e in call(client, "GET", "/api/queue", None, token).json()}
+    assert [entries[i]["same_number_on_the_line"] for i in flood] == [3, 3, 3]
+    assert [entries[i]["same_number_on_the_line"] for i in (once, owed, *withheld_)] == [None] * 4
+    assert "5005550666" not in str(entries)
+
+
 def test_api_freeze_unknown_case_is_404(client: TestClient, db: Engine) -> None:
     token = make_user(db, "ana", "agent")
     r = call(client, "POST", "/api/cases/999/freeze", {"reason": "stolen phone"}, token)

@@ -819,6 +819,25 @@ class TestInTheHotlinesZone:
         assert "Asia/Shanghai" in shown and " UTC" not in shown
 
 
+def test_the_queue_page_shows_a_number_holding_several_places(
+    client: TestClient, supervisor: str, db: Engine, clock: FakeClock
+) -> None:
+    from tests.test_cases import add_case
+
+    for n in (1, 2):
+        add_case(db, n, "emergency", clock.now - timedelta(minutes=n), caller="+15005550666")
+    add_case(db, 3, "normal", clock.now, caller="+15005550777")
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/queue")
+    [line] = doc.xpath("//p[contains(@class,'repeated')]")
+    assert "***0666 \u00d72 (2 in the emergency lane)" in " ".join(line.text_content().split())
+    marks = {
+        tr.get("data-ticket"): texts(tr, ".//*[contains(@class,'same-number')]")
+        for tr in doc.xpath("//table[contains(@class,'queue')]/tbody/tr")
+    }
+    assert marks == {"1000001": ["\u00d72"], "1000002": ["\u00d72"], "1000003": []}
+
+
 def test_the_calls_page_exports_what_it_found_as_csv_with_the_session(
     client: TestClient, supervisor: str, placed: dict[str, str]
 ) -> None:
