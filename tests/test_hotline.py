@@ -2326,3 +2326,67 @@ def test_the_pin_or_id_prompt_says_an_id_ending_in_x_takes_the_pin_in_both_langu
     assert "If your ID number ends in X, enter your PIN instead." in record.transcript
     record = call(phone, Press("2"), Press("1"), Press(VICTIM_UID), Press("*"))
     assert "证件号码末位是X的,请输入PIN码。" in record.transcript
+
+
+# -- what a Mandarin-speaking victim says ---------------------------------------------------------
+
+CALLER_IN_CHINA = "+8613912345678"
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "黑客盗取了我的资产",
+        "有人盗币",
+        "我的资产失窃了",
+        "我的账户有异常提币",  # the seed's 异常交易, said of a withdrawal
+        "收到一条异常提现的通知",
+        "账户有一笔异常转账",
+        "这笔提现不是我申请的",
+        "我的手机突然没有信号了",  # a SIM swap's first sign, said in full
+        "手机突然无服务",
+        "我的SIM卡被换了",
+        "快点冻结我的账户",
+        "赶快冻结我的账号",
+        "我把助记词告诉别人了",
+        "我刚才把验证码告诉别人了",
+    ],
+)
+def test_a_mandarin_victims_own_words_reach_the_emergency_lane(phone: Phone, words: str) -> None:
+    """Words a frightened Mandarin caller uses for a theft, a SIM swap or a secret given
+    away: heard at the first prompt (a caller from China is heard in Mandarin there) and at
+    the main menu alike, never sent to the withdrawals menu for the 提币 in them."""
+    at_once = phone.call(ScriptedParty([Speak(words), Press("*")]), from_number=CALLER_IN_CHINA)
+    assert at_once.queue == "security"
+    assert at_once.heard[4].startswith("这里是账户被盗紧急服务")
+    record = call(phone, Press("2"), Speak(words), Press("*"))
+    assert record.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("words", "target"),
+    [
+        ("为什么这么快冻结我的账户", None),  # a freeze by risk control, complained of
+        ("我的提现异常", "deposits_menu"),  # a withdrawal that failed, no theft
+        ("提现异常怎么办", "deposits_menu"),
+        # The shorter words that made room for the victims' in the main menu's 500 hints
+        # still hear what the longer ones did.
+        ("没有收到奖励", "products_rewards"),
+        ("活动奖励没有发放", "products_rewards"),
+        ("我的空投没收到", "products_rewards"),
+        ("两步验证失效了", "account_2fa"),
+        ("谷歌验证丢了", "account_2fa"),
+        ("二次验证用不了", "account_2fa"),
+        ("我转错了网络", "deposits_wrong_address"),
+        ("我填错地址了", "deposits_wrong_address"),
+        ("密码忘记了", "account_password"),
+        ("实名认证没有通过", "kyc_failed"),
+    ],
+)
+def test_words_near_a_mandarin_victims_lead_where_they_did(
+    hotline_tree: CompiledTree, words: str, target: str | None
+) -> None:
+    from ivr.tree import match_speech
+
+    option = match_speech(hotline_tree.menus["main_menu"], "zh-CN", words)
+    assert (option.target if option else None) == target
