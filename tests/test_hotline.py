@@ -2390,3 +2390,41 @@ def test_words_near_a_mandarin_victims_lead_where_they_did(
 
     option = match_speech(hotline_tree.menus["main_menu"], "zh-CN", words)
     assert (option.target if option else None) == target
+
+
+@pytest.mark.parametrize(
+    ("words", "then", "next_said", "queue"),
+    [
+        # The scam check: the number that called, checked.
+        (
+            "有人冒充客服给我打电话",
+            [Press("8613800138000#")],
+            "请输入给您打电话或发短信的号码",
+            None,
+        ),
+        # Asked once whether someone else took it; silence is the emergency lane.
+        ("我被骗了", [Silent(), Press("*")], "很抱歉您的资产不见了。", "security"),
+        ("我要转人工", [], "正在为您转接人工客服", "general"),
+        ("爆仓了 钱全没了", [], "仓位被强平,我们理解您现在的心情。", None),  # a trader, no victim
+    ],
+)
+def test_a_caller_from_china_who_says_what_happened_at_once_is_answered_in_mandarin(
+    phone: Phone, words: str, then: list[Answer], next_said: str, queue: str | None
+) -> None:
+    """A frightened caller's first words are what happened, not 中文: the main menu's answer
+    to them, in Mandarin, and never "not a valid choice" in two languages and the language
+    menu again."""
+    record = phone.call(ScriptedParty([Speak(words), *then]), from_number=CALLER_IN_CHINA)
+    assert record.heard[4].startswith(next_said), record.heard
+    assert "Sorry, that is not a valid choice." not in record.heard
+    assert "抱歉,没能识别您的选择。" not in record.heard
+    assert record.queue == queue
+    if "冒充" in words:
+        assert any("尾号为 8 0 0 0 的号码不是我们的号码" in line for line in record.heard)
+
+
+def test_an_english_caller_who_says_someone_called_them_is_asked_for_the_number_at_once(
+    phone: Phone,
+) -> None:
+    record = phone.call(ScriptedParty([Speak("someone called me pretending to be support")]))
+    assert record.heard[4].startswith("Please enter the phone number that called or texted you")
