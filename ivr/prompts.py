@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -154,6 +154,13 @@ class CatalogFile(BaseModel):
     calendar: Calendar | None = Field(
         default=None, description="how times are said; English if not given"
     )
+    digits: list[Annotated[str, Field(min_length=1, pattern=r"^[^{}\s]+$")]] | None = Field(
+        default=None,
+        min_length=10,
+        max_length=10,
+        description="how `{name:digits}` says each digit, 0 to 9, where not as its numeral: "
+        "a Chinese phone line says a lone 1 as 幺 (yao), never 一, which it blurs with 七",
+    )
     prompts: dict[str, str | AudioPrompt]
 
 
@@ -174,11 +181,21 @@ class _Blank(dict[str, Any]):
 
 
 class _Formatter(string.Formatter):
+    def __init__(self, digits: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.digits = digits  # a catalog's words for 0-9 (`CatalogFile.digits`)
+
     def format_field(self, value: Any, format_spec: str) -> str:
         if format_spec == "digits":
             # Twilio's TTS reads "1 2 3 4" digit by digit; "1234" would be "one thousand...".
-            return " ".join(str(value))
+            said = str(value)
+            if self.digits is not None:
+                return " ".join(self.digits[int(c)] if c in _NUMERALS else c for c in said)
+            return " ".join(said)
         return str(super().format_field(value, format_spec))
+
+
+_NUMERALS = frozenset("0123456789")
 
 
 _FORMATTER = _Formatter()
@@ -262,8 +279,9 @@ class Catalogs:
                 k: calendar.say(v.at, v.now) if isinstance(v, Moment) else v
                 for k, v in variables.items()
             }
+        formatter = _FORMATTER if cat.digits is None else _Formatter(cat.digits)
         try:
-            text = _FORMATTER.vformat(value, (), _Blank(variables))
+            text = formatter.vformat(value, (), _Blank(variables))
         except (IndexError, KeyError, AttributeError, ValueError):
             # Refused at load; should a stored older catalog still hold one, say it plainly.
             text = value.replace("{", "").replace("}", "")

@@ -2428,3 +2428,15 @@ def test_an_english_caller_who_says_someone_called_them_is_asked_for_the_number_
 ) -> None:
     record = phone.call(ScriptedParty([Speak("someone called me pretending to be support")]))
     assert record.heard[4].startswith("Please enter the phone number that called or texted you")
+
+
+def test_a_mandarin_caller_hears_a_lone_one_in_a_number_as_yao(phone: Phone) -> None:
+    """Digits read one by one (a number's last four, a ticket) say 1 as 幺, as a Chinese
+    phone line does: 一 is heard as 七."""
+    record = phone.call(
+        ScriptedParty([Press("2"), Press("2"), Press("4"), Press("8613800130101#")]),
+        from_number=CALLER_IN_CHINA,
+    )
+    assert any("尾号为 0 幺 0 幺 的号码不是我们的号码" in line for line in record.heard)
+    tickets = [line for line in call(phone, Press("2"), Press("0")).heard if "工单号是" in line]
+    assert tickets and all(" 1" not in line for line in tickets), tickets

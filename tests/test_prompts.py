@@ -608,3 +608,47 @@ def test_a_finding_about_a_catalog_is_said_at_its_line(catalogs: Catalogs) -> No
         assert str(problem) == f"{file}:{line_of(ZH, 'goodbye:')}: warning: prompts.goodbye: why"
         missing = cats.problem("zh-CN", ("prompts", "nope"), "why")
         assert (missing.line, missing.path) == (line_of(ZH, "prompts:"), "prompts")
+
+
+# -- digits said as a language says them alone ------------------------------------------------
+
+ZH_DIGITS = 'digits: ["0", 幺, "2", "3", "4", "5", "6", "7", "8", "9"]\n'
+
+
+def test_a_catalog_says_each_digit_its_own_way(tmp_path: Path) -> None:
+    """A Chinese phone line says a lone 1 as 幺 (yao): 一 (yi) is blurred with 七 (qi), and a
+    frightened caller writing their ticket number down gets it wrong. Other languages, and
+    a number said whole, are untouched."""
+    zh = ZH.replace("prompts:\n", ZH_DIGITS + "prompts:\n")
+    cats = load_catalogs(write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh}))
+    said = cats.render("ticket_number", "zh-CN", ticket="1071").text
+    assert said == "您的工单号是幺 0 7 幺。"
+    assert cats.render("ticket", "en", ticket="1071").text == "Your ticket is 1 0 7 1."
+    assert cats.render("hold_position", "zh-CN", position=1, minutes=11).text == (
+        "您排在第1位,约11分钟。"  # a number said whole: its numerals
+    )
+
+
+@pytest.mark.parametrize(
+    "digits",
+    [
+        '["0", 幺, "2"]',
+        '["0", "", "2", "3", "4", "5", "6", "7", "8", "9"]',
+        '["{x}", 幺, "2", "3", "4", "5", "6", "7", "8", "9"]',
+    ],
+    ids=["too-few", "empty", "a-brace"],
+)
+def test_a_catalogs_digits_must_be_ten_words(tmp_path: Path, digits: str) -> None:
+    zh = ZH.replace("prompts:\n", f"digits: {digits}\nprompts:\n")
+    problem = only(refused(write_catalogs(tmp_path / "p", {"en.yaml": EN, "zh-CN.yaml": zh})))
+    assert problem.line == line_of(zh, "digits:")
+    assert problem.path.startswith("digits")
+    assert problem.message != "unknown setting 'digits'"  # a setting, said wrong
+
+
+def test_the_shipped_mandarin_catalog_reads_a_lone_one_as_yao() -> None:
+    shipped = load_catalogs(Path(__file__).resolve().parent.parent / "prompts")
+    said = shipped.render("number_check_not_official", "zh-CN", last4="0101").text
+    assert "尾号为 0 幺 0 幺 的号码不是我们的号码" in said
+    said = shipped.render("number_check_not_official", "en", last4="0101").text
+    assert "The number ending in 0 1 0 1 is not one of our numbers" in said
