@@ -593,8 +593,18 @@ def announced_at(nodes: Mapping[str, Node]) -> list[str]:
     return [n for n, node in nodes.items() if isinstance(node, MenuNode) and node.announcement]
 
 
+# Han characters (CJK unified ideographs, extension A, compatibility ideographs).
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_BESIDE_HAN = re.compile(f"(?<=[{_HAN}]) | (?=[{_HAN}])")
+
+
 def normalise_speech(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+    """What was heard (or a keyword), as keywords are looked for in it: lower case, no
+    punctuation, one space between words, and none beside a Han character. Chinese has no
+    spaces, but some speech recognisers Twilio picks write a space between its words
+    ("我的 账户 被盗 了"), and no keyword would match that."""
+    words = " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+    return _BESIDE_HAN.sub("", words)
 
 
 # A key said instead of pressed (no keypad tones, or a caller who talks): the whole of what

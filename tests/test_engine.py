@@ -143,6 +143,8 @@ def shortcut_tree(tmp_path: Path) -> CompiledTree:
         ("+15005550006", Speech("my account was hacked", 0.9), "emergency", "en"),
         ("+8613912345678", Speech("我的账户被盗了", 0.9), "emergency", "zh-CN"),
         ("+15005550006", Speech("我的账户被盗了", 0.9), "emergency", "zh-CN"),
+        # A recogniser that writes Chinese with spaces between its words.
+        ("+8613912345678", Speech("我的 账户 被 盗 了。", 0.9), "emergency", "zh-CN"),
         ("+15005550006", Speech("Chinese, I was hacked", 0.9), "emergency", "zh-CN"),
         ("+8613912345678", Keys("0"), "agent", "zh-CN"),  # their likely language
         ("+15005550006", Keys("0"), "agent", "en"),

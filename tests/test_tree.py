@@ -40,6 +40,7 @@ from ivr.tree import (
     keys_said,
     load_tree,
     match_speech,
+    normalise_speech,
     tree_from_stored,
 )
 from ivr.yamlfile import MAX_BYTES, MAX_EXPANDED_NODES
@@ -2384,3 +2385,17 @@ def test_more_keywords_than_twilio_takes_hints_is_warned_of(tmp_path: Path) -> N
     )
     fits = speech_tree("{en: [" + ", ".join(f"w{n}x" for n in range(499)) + "]}", "{en: [bye]}")
     assert check(tmp_path, fits)[1] == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "normal"),
+    [
+        ("我的 账户 被 盗 了。", "我的账户被盗了"),
+        ("我的 U 被人 授权 转走了", "我的u被人授权转走了"),
+        ("My account  was HACKED!", "my account was hacked"),
+        ("my API 密钥 leaked", "my api密钥leaked"),
+    ],
+)
+def test_speech_is_normalised_with_no_space_beside_a_han_character(heard: str, normal: str) -> None:
+    """Some recognisers write Chinese with spaces between its words; keywords have none."""
+    assert normalise_speech(heard) == normal
