@@ -1056,6 +1056,10 @@ class Hotline:
             view = None
         if view is None:
             return self.hold_from_memory(lang)
+        if view.row["language"]:
+            # The caller's own choice, kept with their case: the URL's may be the fallback's
+            # guess from their number (a caller from +1 who chose Mandarin).
+            lang = catalogs.spoken(view.row["language"])
         if cases.transfer_asked(view.row) is not None:
             # Holding, so out of the agent's call: the webhook that was to send them on
             # failed (the fallback queued them). Sent on now, or the case stays the agent's.

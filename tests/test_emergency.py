@@ -7,6 +7,7 @@ caller holds (from the party's keep_holding, the moment a real agent would act).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import threading
@@ -1663,6 +1664,26 @@ def test_a_caller_the_fallback_queued_still_gets_a_case_and_an_agent(
     ]
     assert seen["claimed"]["connect"]["mode"] == "next_hold_poll"
     assert record.dialed == AGENT_PHONE  # and the agent reached them
+
+
+def test_a_mandarin_caller_the_fallback_queued_holds_in_mandarin(
+    served: Served, db: Engine
+) -> None:
+    """The fallback answers from memory, in the language of the caller's number: English
+    for a +1 number. A caller who chose Mandarin and has a case keeps Mandarin on hold (the
+    case says which), not English from the fallback's guess."""
+    broken = Counting(fail=True)
+    with served(identity=broken) as (_client, phone):
+        record = phone.call(
+            Caller([Press("2"), *HIJACK[1:]], lambda poll: poll < 3), from_number=VICTIM
+        )
+    assert record.queue == "general"  # the fallback answered
+    with db.connect() as conn:
+        assert conn.execute(select(cases.c.language)).scalars().all() == ["zh-CN"]
+    # After the fallback's apology, in each language, every hold round is in Mandarin.
+    rounds = record.heard[-3:]
+    assert all(re.search("[\u4e00-\u9fff]", said) for said in rounds), rounds
+    assert not any("position" in said.lower() for said in rounds), rounds
 
 
 def test_a_victim_whose_queue_is_full_is_held_and_reaches_the_agent_when_it_frees(
