@@ -118,6 +118,13 @@ class _Model(BaseModel):
 
 class _Node(_Model):
     topic: str | None = Field(default=None, description="recorded as the call's topic when entered")
+    out_of_use: bool = Field(
+        default=False,
+        description="kept for later, with no path leading here: an incident's detour around "
+        "a menu (its key sent elsewhere for a while). Neither it nor what only it leads to is "
+        "refused as unreachable; each check warns instead, and warns once a path leads here "
+        "again (the flag is then to go)",
+    )
 
 
 class Option(_Model):
@@ -966,6 +973,11 @@ def _check_graph(
     # Reachability and depth: breadth-first from start, counting menus passed through.
     # Unknown targets were reported above and are skipped here, so every check still runs.
     depth = {tree.start: 0} if tree.start in nodes else {}
+    reached = _breadth_first(nodes, meant, depth)
+    # Then from the nodes kept out of use: what only they lead to is kept with them.
+    kept = {name: 0 for name, node in nodes.items() if node.out_of_use and name not in reached}
+    if depth:
+        depth |= kept
     order = deque(depth)
     while order:
         name = order.popleft()
@@ -979,6 +991,12 @@ def _check_graph(
     for name, node in nodes.items():
         if not depth:
             break  # no start node: that error says it all
+        if node.out_of_use and name in reached:
+            message = "out_of_use, but a path from the start node leads here: callers reach it"
+            at(name, ("out_of_use",), f"{message} (take the flag away, or the path)", "warning")
+        elif node.out_of_use:
+            message = "out of use: no path from the start node leads here (nor to what only"
+            at(name, ("out_of_use",), f"{message} it leads to)", "warning")
         if name not in depth:
             at(name, (), "unreachable: no path from the start node leads here")
         elif isinstance(node, MenuNode) and depth[name] >= tree.max_menu_depth:
@@ -1117,6 +1135,21 @@ _OUTCOMES: dict[type, tuple[str, ...]] = {
     VerifyNode: ("on_success", "on_failure", "on_locked"),
     NumberCheckNode: ("on_official", "on_not_official", "on_failure"),
 }
+
+
+def _breadth_first(
+    nodes: Mapping[str, Node], meant: Mapping[str, str], seeds: Iterable[str]
+) -> set[str]:
+    """The nodes a path leads to from `seeds` (themselves included)."""
+    seen = set(seeds)
+    order = deque(seen)
+    while order:
+        for _, written in edges(nodes[order.popleft()]):
+            target = meant.get(written, written)
+            if target in nodes and target not in seen:
+                seen.add(target)
+                order.append(target)
+    return seen
 
 
 def _no_way_out(nodes: Mapping[str, Node], reachable: set[str], at: Any) -> set[str]:

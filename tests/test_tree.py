@@ -1216,6 +1216,36 @@ def test_unreachable_node(tmp_path: Path) -> None:
     )
 
 
+def test_a_branch_kept_out_of_use_is_warned_of_not_refused(tmp_path: Path) -> None:
+    """An incident's detour: the operator sends a key elsewhere for a while and keeps the
+    menu it led to for later. Said so (`out_of_use`), neither it nor what only it leads to
+    is refused; the check warns, and warns again once a path leads there (the flag is then
+    to go). Without it, still an error: a node nobody can reach is most often a mistake."""
+    kept = "    kind: say\n    prompt: welcome\n    next: later\n"
+    rest = "  later:\n    kind: say\n    prompt: welcome\n    next: bye\n"
+    text = BASE + "  orphan:\n    out_of_use: true\n" + kept + rest
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, 'out_of_use: true')}: warning: nodes.orphan.out_of_use: "
+        "out of use: no path from the start node leads here (nor to what only it leads to)"
+    ]
+    file, problems = check(tmp_path, BASE + "  orphan:\n" + kept + rest)
+    assert (
+        sorted(p.message for p in problems)
+        == ["unreachable: no path from the start node leads here"] * 2
+    )
+    reached = BASE.replace('{key: "2", target: bye}', '{key: "2", target: orphan}', 1)
+    assert reached != BASE
+    file, problems = check(tmp_path, reached + "  orphan:\n    out_of_use: true\n" + kept + rest)
+    assert [(p.severity, p.message) for p in problems] == [
+        (
+            "warning",
+            "out_of_use, but a path from the start node leads here: callers reach it "
+            "(take the flag away, or the path)",
+        )
+    ]
+
+
 def menu_chain(depth: int, limit: int) -> str:
     text = f"start: m1\nmax_menu_depth: {limit}\n"
     text += "menu_defaults: {on_no_input: agent, on_invalid: agent}\nnodes:\n"
