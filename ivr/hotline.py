@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -323,20 +324,27 @@ def prompts_refused(settings: Settings, tree: CompiledTree) -> SourceError | Non
 
 
 class TreeRegistry:
-    """The live tree plus every version a call in progress may still be on."""
+    """The live tree plus the versions calls in progress were on lately: the
+    `keep` most recently used (the live one always among them). An older one a call still
+    needs is rebuilt from the database (about a second for the shipped tree, on a thread),
+    as after a restart: a day of reloads on an incident does not grow the process."""
 
-    def __init__(self, current: CompiledTree) -> None:
+    def __init__(self, current: CompiledTree, keep: int = 32) -> None:
         self.current = current
-        self._versions = {current.version: current}
+        self.keep = keep
+        self._versions: OrderedDict[str, CompiledTree] = OrderedDict({current.version: current})
         self._lock = threading.Lock()
 
     def has(self, version: str) -> bool:
-        """Whether `version` is built already (else `get` rebuilds it: a tenth of a second)."""
+        """Whether `version` is built already (else `get` rebuilds it)."""
         return version in self._versions
 
     def get(self, version: str, db: Engine) -> CompiledTree:
         tree = self._versions.get(version)
         if tree is not None:
+            with self._lock:
+                if version in self._versions:
+                    self._versions.move_to_end(version)
             return tree
         # A call that began before a restart or reload: rebuild its tree from the stored text.
         with db.connect() as conn:
@@ -348,15 +356,22 @@ class TreeRegistry:
             tree = self.current  # and so from now on: no read, no thread, for its every step
         else:
             tree = tree_from_stored(stored.source, stored.file, stored.prompts, in_progress=True)
-        with self._lock:
-            self._versions[version] = tree
+        self._keep(version, tree)
         return tree
 
     def set_current(self, tree: CompiledTree) -> None:
         """New calls get `tree`; calls in progress keep the version they started on."""
         with self._lock:
-            self._versions[tree.version] = tree
             self.current = tree
+        self._keep(tree.version, tree)
+
+    def _keep(self, version: str, tree: CompiledTree) -> None:
+        with self._lock:
+            self._versions[version] = tree
+            self._versions.move_to_end(version)
+            while len(self._versions) > self.keep:
+                oldest = next(v for v in self._versions if v != self.current.version)
+                del self._versions[oldest]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from sqlalchemy import Engine
 from ivr.db import create_db_engine
 from ivr.phone import Answer, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
+from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import (
     HTTPS_CLIENT,
@@ -246,3 +248,28 @@ def test_every_instance_follows_the_live_version(
     finally:
         one_db.dispose()
         two_db.dispose()
+
+
+def test_the_registry_keeps_the_versions_used_lately_and_rebuilds_an_older_one(
+    db: Engine, hotline_tree: CompiledTree
+) -> None:
+    """A day of reloads on an incident must not grow the process: the live version and the
+    ones calls used lately stay built; a call on an older one gets it rebuilt from the
+    database, as after a restart."""
+    from ivr import store
+    from ivr.hotline import TreeRegistry
+
+    with db.connect() as conn:
+        store.store_tree_version(conn, tree=hotline_tree, loaded_by="test", now=FakeClock().now)
+    first = hotline_tree.version
+    registry = TreeRegistry(hotline_tree, keep=3)
+    for n in range(1, 4):
+        registry.set_current(dataclasses.replace(hotline_tree, version=f"v{n}"))
+    assert [registry.has(v) for v in (first, "v1", "v2", "v3")] == [False, True, True, True]
+    registry.get("v1", db)  # a call on v1 took a step: kept before v2
+    registry.set_current(dataclasses.replace(hotline_tree, version="v4"))
+    assert [registry.has(v) for v in ("v1", "v2", "v3", "v4")] == [True, False, True, True]
+    assert registry.current.version == "v4"
+    rebuilt = registry.get(first, db)  # from the stored text
+    assert rebuilt.version == first and rebuilt is not hotline_tree
+    assert registry.has(first) and registry.has("v4") and not registry.has("v3")
