@@ -1389,11 +1389,12 @@ def totp_phone(
         (
             "1",
             "We ask for this code only on a call you made yourself to the number in our app, and "
-            "no person will ever ask you to read it out.",
+            "none of our staff will ever ask you to read it out: anyone who does is a scammer.",
         ),
         (
             "2",
-            "只有您自己拨打App上公布的客服电话时,才需要在这里按键输入这个验证码;任何人都绝不会让您把它念出来。",
+            "只有您自己拨打App上公布的客服电话时,才需要在这里按键输入这个验证码;"
+            "我们的工作人员绝不会让您把它念出来,谁让您念,谁就是骗子。",
         ),
     ],
     ids=["en", "zh-CN"],
