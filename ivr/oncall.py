@@ -14,8 +14,8 @@ write the next turn, and one of them is refused, so the on-call get one text. A 
 the next one back until IVR_PAGE_REPEAT has passed while emergencies keep waiting (while it
 is being sent, only as long as sending may take: an instance that stops meanwhile leaves
 the page to the next); one that Twilio refused for every number is tried again after
-RETRY_FAILED. Without numbers the page is only logged, as an error: the log is the alert
-then.
+RETRY_FAILED (doubled for each such page in a row, up to RETRY_FAILED_AT_MOST). Without
+numbers the page is only logged, as an error: the log is the alert then.
 
 Someone on call acknowledges a page, by pressing 1 on its call, by texting back the code its
 text gives, or from the queue page (`acknowledge`): everyone sees who is coming, the other
@@ -52,6 +52,9 @@ from ivr.numbers import last4
 from ivr.store import reading, writing
 
 RETRY_FAILED = timedelta(minutes=1)
+# Each page in a row that reaches nobody doubles the wait before the next, up to this: a
+# carrier's filter, or numbers out of service, are not mended by a text a minute all night.
+RETRY_FAILED_AT_MOST = timedelta(minutes=8)
 # A text or call Twilio's REST API takes or refuses within its client's timeouts
 # (`ivr.web.TwilioAdapter`): three tries, each 3 s to connect and 10 s to read (a 429 is
 # retried), a second between the last two: 40 s, and some. Less, and a second instance
@@ -308,6 +311,25 @@ def _reach(conn: Connection, *, page_id: int) -> Reach:
     )
 
 
+def _retry_after(conn: Connection, *, page_id: int) -> timedelta:
+    """How long after this page, which reached nobody, the next may come: RETRY_FAILED,
+    doubled for each page before it in a row that reached nobody either, up to
+    RETRY_FAILED_AT_MOST. (Logged-only pages are another instance's to send: not counted.)"""
+    earlier = conn.execute(
+        select(pages.c.result)
+        .where(pages.c.id < page_id)
+        .order_by(desc(pages.c.turn))
+        .limit(int(RETRY_FAILED_AT_MOST / RETRY_FAILED).bit_length())
+    ).scalars()
+    in_a_row = 0
+    for result in earlier:
+        if result not in ("failed", "undelivered"):
+            break
+        in_a_row += 1
+    later: timedelta = RETRY_FAILED * (2**in_a_row)
+    return min(later, RETRY_FAILED_AT_MOST)
+
+
 def _settle(conn: Connection, *, page_id: int, now: datetime, next_at: datetime | None) -> Reach:
     """The page's counts and result from its rows, and when the next may come: `next_at`
     (None: as it was), or after RETRY_FAILED when it reached no number. Inside `writing`."""
@@ -322,7 +344,8 @@ def _settle(conn: Connection, *, page_id: int, now: datetime, next_at: datetime 
     # Logged only (this instance has no IVR_PAGE_NUMBERS: one started without them, say):
     # an instance that has them pages within a minute, not a quarter of an hour later.
     if result in ("failed", "undelivered", "logged"):
-        due: Any = literal(now + RETRY_FAILED, pages.c.next_at.type)
+        retry = RETRY_FAILED if result == "logged" else _retry_after(conn, page_id=page_id)
+        due: Any = literal(now + retry, pages.c.next_at.type)
         if next_at is None:  # reported later: never put the next page off
             due = case((pages.c.next_at < due, pages.c.next_at), else_=due)
     elif next_at is not None:

@@ -533,6 +533,32 @@ def test_a_page_twilio_refuses_is_tried_again_a_minute_later(
     assert [(p["result"], p["sent"]) for p in page_rows(db)] == [("failed", 0), ("sent", 2)]
 
 
+def test_pages_that_keep_reaching_nobody_come_less_and_less_often(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A carrier filtering the texts, numbers out of service: a text a minute all night
+    mends nothing. Each page in a row that reaches nobody doubles the wait for the next (1,
+    2, 4, then 8 minutes at most); one that reaches someone starts again at a minute."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(minutes=2)
+    twilio_http.refuse = True
+    gaps = []
+    for _ in range(5):
+        at = clock()
+        assert hotline.page_on_call() is not None
+        [*_, page] = page_rows(db)
+        gaps.append((page["next_at"] - at).total_seconds() / 60)
+        clock.advance(seconds=int((page["next_at"] - at).total_seconds()) - 1)
+        assert hotline.page_on_call() is None  # not a second early
+        clock.advance(seconds=1)
+    assert gaps == [1, 2, 4, 8, 8]
+    twilio_http.refuse = False
+    assert hotline.page_on_call() is not None
+    assert page_rows(db)[-1]["result"] == "sent"
+
+
 def test_without_numbers_the_page_is_an_error_in_the_log(
     database_url: str,
     hotline_tree: CompiledTree,
