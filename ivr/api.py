@@ -54,6 +54,7 @@ from ivr.cases import (
     agent_gone,
     agents_presence,
     earlier_transfers,
+    emergencies_by_verification,
     held_by,
     held_by_agents,
     ready_in_line,
@@ -225,6 +226,8 @@ class WaitingLine:
     entries: list[QueueEntry]  # the first QUEUE_LISTED in serving order
     counts: QueueCounts
     repeated: list[RepeatedNumber]  # numbers on the line more than once, the most first
+    # The emergency callers on the line by how their verification went (yes, no, skipped...).
+    emergency_verification: dict[str, int]
 
 
 QUEUE_LISTED = 500
@@ -682,6 +685,7 @@ def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
         rows = waiting_cases(conn, limit=QUEUE_LISTED)
         counts = _queue_counts(conn, now)
         repeated = repeated_callers(conn)
+        verification = emergencies_by_verification(conn)
     times = {r.caller: r.on_the_line for r in repeated}
     return WaitingLine(
         _entries(rows, now, times),
@@ -692,6 +696,7 @@ def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
             )
             for r in repeated
         ],
+        verification,
     )
 
 

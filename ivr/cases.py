@@ -438,6 +438,22 @@ def repeated_callers(conn: Connection, *, at_least: int = 2, limit: int = 20) ->
     ]
 
 
+def emergencies_by_verification(conn: Connection) -> dict[str, int]:
+    """The emergency callers holding on the line, by how their verification went (`yes`,
+    `no`, `skipped`, `locked`, `unavailable`, `not_attempted`): on a hack day, how many of
+    the lane are proved victims. Shown to supervisors; the lane's order does not change."""
+    verified = func.coalesce(cases.c.flags["verified"].as_string(), "not_attempted")
+    with reading(conn):
+        rows = conn.execute(
+            select(verified, func.count())
+            .where(
+                cases.c.queued == 1, cases.c.status == "waiting", cases.c.priority == "emergency"
+            )
+            .group_by(verified)
+        ).all()
+    return {str(how): int(n) for how, n in rows}
+
+
 # The next case in serving order, locked for this claim. PostgreSQL: SKIP LOCKED lets agents
 # asking at the same moment take different cases instead of queueing on one row. SQLite takes
 # one writer at a time, which serialises claims just as well.

@@ -482,6 +482,9 @@ def late(entry: api.QueueEntry) -> bool:
     return past and (entry.status == "waiting" or entry.priority == "emergency")
 
 
+VERIFICATION_ORDER = ("yes", "no", "locked", "skipped", "unavailable", "not_attempted")
+
+
 def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     line = api.waiting_line(user, hotline)
     now = hotline.clock()
@@ -489,6 +492,11 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     return {
         "entries": line.entries,
         "repeated": line.repeated,
+        # The lane's callers by verification: proved victims first in the words.
+        "emergency_verification": sorted(
+            line.emergency_verification.items(),
+            key=lambda kv: VERIFICATION_ORDER.index(kv[0]) if kv[0] in VERIFICATION_ORDER else 99,
+        ),
         # Counted in the database: the list stops at api.QUEUE_LISTED.
         "counts": line.counts,
         # The on-call paged in the last hour: whether help is on its way.

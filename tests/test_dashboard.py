@@ -836,6 +836,19 @@ def test_the_queue_page_shows_a_number_holding_several_places(
         for tr in doc.xpath("//table[contains(@class,'queue')]/tbody/tr")
     }
     assert marks == {"1000001": ["\u00d72"], "1000002": ["\u00d72"], "1000003": []}
+    # The emergency lane on the line by verification (add_case's with a UID: verified yes).
+    counts = {
+        c.get("data-verified"): texts(c, "./strong")
+        for c in doc.xpath("//*[contains(@class,'verification-count')]")
+    }
+    assert counts == {"not_attempted": ["2"]}
+    add_case(db, 4, "emergency", clock.now, uid="10000009")
+    doc = page(client, "/dashboard/queue")
+    counts = {
+        c.get("data-verified"): texts(c, "./strong")
+        for c in doc.xpath("//*[contains(@class,'verification-count')]")
+    }
+    assert list(counts.items()) == [("yes", ["1"]), ("not_attempted", ["2"])]
 
 
 def test_the_calls_page_exports_what_it_found_as_csv_with_the_session(
