@@ -408,6 +408,7 @@ class Hotline:
         self.identity = identity
         self.actions = actions
         self._freezing = threading.Lock()
+        self._freezing_cases: set[int] = set()  # the embedded SQLite's freezes being made
         # Freezes in this very database are written with the call's step, on the event loop
         # like it; any other account service is called once the step is stored, in a thread.
         self.local_actions = (
@@ -2199,7 +2200,10 @@ class Hotline:
                         "their own",
                     )
                 try:
-                    done = self.actions.freeze(uid=uid, now=now)
+                    if self.local_actions is not None:  # in this transaction: no second one
+                        done = self.local_actions.freeze_in(conn, uid=uid, now=now)
+                    else:
+                        done = self.actions.freeze(uid=uid, now=now)
                 except Exception:
                     log.exception("freeze failed for case %s", case_id)
                     done = False
@@ -2234,16 +2238,27 @@ class Hotline:
 
     @contextlib.contextmanager
     def _one_freeze_at_a_time(self, conn: Connection, case_id: int) -> Iterator[None]:
-        """A case's freezes one after the other, on every instance: on PostgreSQL under a
-        lock of the transaction's (an advisory one, so the case's row stays free for its
-        call's webhooks meanwhile); the embedded SQLite is one process's."""
+        """A case's freezes one at a time, on every instance; a second one meanwhile (a
+        double click) is refused at once (409), never left waiting on the account service.
+        On PostgreSQL under an advisory lock of the transaction's (the case's row stays free
+        for its call's webhooks); the embedded SQLite is one process's."""
+        busy = CaseRefused(409, "a freeze of this case is being made now: look again in a moment")
         if conn.dialect.name == "postgresql":
             with store.writing(conn):
-                conn.execute(select(func.pg_advisory_xact_lock(FREEZE_LOCK, case_id)))
+                got = conn.execute(select(func.pg_try_advisory_xact_lock(FREEZE_LOCK, case_id)))
+                if not got.scalar():
+                    raise busy
                 yield
-        else:
+            return
+        with self._freezing:
+            if case_id in self._freezing_cases:
+                raise busy
+            self._freezing_cases.add(case_id)
+        try:
+            yield
+        finally:
             with self._freezing:
-                yield
+                self._freezing_cases.discard(case_id)
 
     def _case_for(
         self, conn: Connection, case_id: int, user: cases.User, supervisor_may: tuple[str, ...]
