@@ -314,19 +314,28 @@ def _reach(conn: Connection, *, page_id: int) -> Reach:
 def _retry_after(conn: Connection, *, page_id: int) -> timedelta:
     """How long after this page, which reached nobody, the next may come: RETRY_FAILED,
     doubled for each page before it in a row that reached nobody either, up to
-    RETRY_FAILED_AT_MOST. (Logged-only pages are another instance's to send: not counted.)"""
+    RETRY_FAILED_AT_MOST. Only the pages of this stretch count (each at most twice that
+    long before the next): last week's outage does not put today's first retry off.
+    Logged-only pages are another instance's to send: skipped, not counted."""
+    this = select(pages.c.turn, pages.c.at).where(pages.c.id == page_id).subquery()
     earlier = conn.execute(
-        select(pages.c.result)
-        .where(pages.c.id < page_id)
+        select(pages.c.result, pages.c.at)
+        .where(pages.c.turn < this.c.turn)
         .order_by(desc(pages.c.turn))
-        .limit(int(RETRY_FAILED_AT_MOST / RETRY_FAILED).bit_length())
-    ).scalars()
+        .limit(16)
+    ).all()
+    after = conn.execute(select(this.c.at)).scalar_one()
     in_a_row = 0
-    for result in earlier:
+    for result, at in earlier:
+        if after - at > 2 * RETRY_FAILED_AT_MOST:
+            break
+        after = at
+        if result == "logged":
+            continue
         if result not in ("failed", "undelivered"):
             break
         in_a_row += 1
-    later: timedelta = RETRY_FAILED * (2**in_a_row)
+    later: timedelta = RETRY_FAILED * (2 ** min(in_a_row, 8))
     return min(later, RETRY_FAILED_AT_MOST)
 
 

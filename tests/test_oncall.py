@@ -554,6 +554,12 @@ def test_pages_that_keep_reaching_nobody_come_less_and_less_often(
         assert hotline.page_on_call() is None  # not a second early
         clock.advance(seconds=1)
     assert gaps == [1, 2, 4, 8, 8]
+    # Another outage a day later starts again at a minute: last night's does not count.
+    clock.advance(days=1)
+    assert hotline.page_on_call() is not None
+    [*_, page] = page_rows(db)
+    assert (page["result"], page["next_at"] - clock()) == ("failed", timedelta(minutes=1))
+    clock.advance(minutes=1)
     twilio_http.refuse = False
     assert hotline.page_on_call() is not None
     assert page_rows(db)[-1]["result"] == "sent"
