@@ -234,8 +234,9 @@ available_seconds
     cases then). Time on a case counts: an agent on a case stays available. None when
     nothing of their presence is known (changes before this was kept); an agent available
     in the period with no case handled is listed too. The JSON adds, over all agents,
-    `agent_seconds_available`, and `agents_available_average` (that / the period's length:
-    the staff beside the calls offered; also per bar in the figures page's table).
+    `agent_seconds_available`, and `agents_available_average` (that / the part of the
+    period that has passed: the staff beside the calls offered; also per bar in the figures
+    page's table).
 occupancy
     The handle times of the agent's handled cases (above) / available_seconds, as call centre
     software reports it (the part of the available time spent on callers). A case taken near
@@ -408,15 +409,21 @@ class Report:
     emergency: EmergencyFigures = field(default_factory=EmergencyFigures)
     by_priority: dict[str, QueueFigures] = field(default_factory=dict)
     agent_seconds_available: float | None = None
+    # How much of the period had passed when the figures were made: all of it, but for a
+    # period that ends later (the current hour's bar).
+    seconds_passed: float | None = None
 
     @property
     def agents_available_average(self) -> float | None:
-        """How many agents were available, on average over the period (staffing beside
-        the calls offered); None before any agent's presence was kept."""
+        """How many agents were available, on average over the part of the period that has
+        passed (staffing beside the calls offered); None before any agent's presence was
+        kept, or for a period not begun."""
         if self.agent_seconds_available is None:
             return None
-        length = (self.period_end - self.period_start).total_seconds()
-        return round(self.agent_seconds_available / length, 2)
+        passed = self.seconds_passed
+        if passed is None:
+            passed = (self.period_end - self.period_start).total_seconds()
+        return round(self.agent_seconds_available / passed, 2) if passed > 0 else None
 
     def as_dict(self, zone: tzinfo = UTC) -> dict[str, Any]:
         """Plain JSON types: ISO 8601 datetimes (the period's, in `zone`), seconds for
@@ -818,7 +825,9 @@ def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[
         )
         .join(users, users.c.id == presence_changes.c.user_id)
         .where(presence_changes.c.at >= start - AVAILABLE_AT_MOST, presence_changes.c.at < end)
-        .order_by(presence_changes.c.user_id, presence_changes.c.at, presence_changes.c.id)
+        # In the order they were written (under the agent's row lock): two changes of one
+        # agent at the same moment may carry their `at`s the other way round.
+        .order_by(presence_changes.c.user_id, presence_changes.c.id)
     ).all()
     seconds: dict[str, float] = {}
     for i, row in enumerate(rows):
@@ -1064,4 +1073,5 @@ def figures(
         emergency=emergency.figures(),
         by_priority={name: tally.figures() for name, tally in by_priority.items()},
         agent_seconds_available=sum(available.values()) if available else None,
+        seconds_passed=max(0.0, (min(end, judged) - start).total_seconds()),
     )

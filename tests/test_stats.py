@@ -1081,6 +1081,9 @@ def test_each_agents_time_available_and_occupancy_come_from_their_presence(db: E
         "dave": 1800.0,
         "erin": 1800.0,
     }
+    with db.connect() as conn:  # the hour, half gone: averaged over the half that passed
+        so_far = figures(conn, start=START, end=END, now=T0 + timedelta(minutes=30))
+    assert (so_far.agent_seconds_available, so_far.agents_available_average) == (5400.0, 3.0)
 
 
 def test_offers_an_agents_phone_missed_are_counted_per_agent_in_the_period(db: Engine) -> None:
