@@ -3112,12 +3112,18 @@ class Hotline:
                 now=now,
                 repeat=timedelta(seconds=self.settings.page_repeat_seconds),
             )
+            # Told who is coming: those the page went to (the next tier only once it was
+            # escalated to them), not every on-call number there is.
+            went_to = oncall.numbers_paged(conn, page_id=page_id) if acked and acked.now else []
         if acked is not None and acked.now:
             self.metrics.page_acks.labels(how).inc()
             who = f"the on-call phone ending {last4(by)}" if by.startswith("+") else by
             log.warning("the page of %s was acknowledged by %s", acked.page_at, who)
             threading.Thread(
-                target=self.tell_on_call, args=(acked,), kwargs={"but": but}, daemon=True
+                target=self.tell_on_call,
+                args=(acked,),
+                kwargs={"but": but, "to": went_to or self.settings.page_numbers},
+                daemon=True,
             ).start()
         return acked
 
@@ -3171,13 +3177,16 @@ class Hotline:
             return engine.page_answer_twiml("This page is not known. Goodbye.")
         return engine.page_answer_twiml(oncall.ack_speech(acked))
 
-    def tell_on_call(self, acked: oncall.Acked, *, but: str | None = None) -> int:
-        """Text the on-call numbers (all but `but`, the one that acknowledged) who is coming:
-        the rest may stand down. How many Twilio took."""
+    def tell_on_call(
+        self, acked: oncall.Acked, *, but: str | None = None, to: Sequence[str] = ()
+    ) -> int:
+        """Text the on-call numbers the page went to (`to`; by default the first tier), all
+        but `but` (the one that acknowledged), who is coming: the rest may stand down. How
+        many Twilio took."""
         text = oncall.ack_text(acked, queue_url=self._queue_url)
         sent = 0
         try:
-            for number in self.settings.on_call_numbers:
+            for number in to or self.settings.page_numbers:
                 if number != but:
                     took = self._send_on_call("sms", number, text)
                     self.metrics.page_ack_texts.labels("sent" if took else "failed").inc()

@@ -482,6 +482,17 @@ class Acked:
     page_at: datetime
 
 
+def numbers_paged(conn: Connection, *, page_id: int) -> list[str]:
+    """The numbers a page was texted or called on, each once, in the order sent."""
+    with reading(conn):
+        found = conn.execute(
+            select(page_sends.c.number)
+            .where(page_sends.c.page_id == page_id)
+            .order_by(page_sends.c.at)
+        ).scalars()
+        return list(dict.fromkeys(found))
+
+
 class PageOver(Exception):
     """The page is not the one in force: a later page went out, or its hold has passed (its
     emergencies were served, or the next page is due). Coming for it would hold back the

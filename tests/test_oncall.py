@@ -1522,6 +1522,13 @@ def test_a_page_nobody_acknowledges_goes_to_the_next_tier_too(
         assert look(hotline) is not None
         assert [t["To"] for t in texts(twilio_http)[7:]] == list(ON_CALL)
         assert not texts(twilio_http)[7]["Body"].startswith("Hotline (")
+        # Its acknowledgement is told to those it went to: not the lead, who never got it.
+        [answer] = phone.text(page_rows(db)[-1]["ack_code"], from_number=ON_CALL[0])
+        assert answer.startswith("Hotline: thank you")
+        told = eventually(lambda: len(texts(twilio_http)) == 10 and texts(twilio_http)[9:])
+        assert [t["To"] for t in told] == [ON_CALL[1]]
+        time.sleep(0.5)  # the thread that texts them has sent all it was to
+        assert len(texts(twilio_http)) == 10
 
 
 def test_the_next_tier_needs_a_first() -> None:
