@@ -27,6 +27,7 @@ those are deleted at Twilio, not here (`erase` lists them).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -439,23 +440,42 @@ def masked(number: str) -> str:
     return f"***{last4(number)}"
 
 
+# A phone number as people write one: digits with spaces, dots, dashes, brackets between.
+_NUMBER_LIKE = re.compile(r"\+?\(?\d[\d ().\-]{5,}\d")
+
+
 def _masking(number: str, text: str) -> str:
-    """`text` with `number` masked, written with or without its +."""
-    return text.replace(number, masked(number)).replace(number[1:], masked(number))
+    """`text` with `number` masked however it is written there: with or without its + or
+    country code, with separators ("+1 202-555-0199", "(202) 555-0199", "13912345678",
+    "0086 139 1234 5678"): any run of 7 digits or more that the number ends with, or that
+    ends with the number."""
+    whole = "".join(c for c in number if c.isdigit())
+
+    def mask(found: re.Match[str]) -> str:
+        digits = "".join(c for c in found.group() if c.isdigit())
+        if len(digits) >= 7 and (whole.endswith(digits) or digits.endswith(whole)):
+            return masked(number)
+        return found.group()
+
+    return _NUMBER_LIKE.sub(mask, text)
 
 
 def _mask_in_audit(conn: Connection, number: str) -> int:
-    """Mask `number` wherever an audit entry's free text names it (with or without its +):
-    a freeze's reason, which stays otherwise whole; an unfreeze's; an entry of another
-    caller's case. Who did what, when and to which account stays. The whole log is read:
-    an erasure is rare, and the number may be anywhere in it."""
+    """Mask `number` wherever an audit entry's free text names it, however written (see
+    `_masking`): a freeze's reason, which stays otherwise whole; an unfreeze's; an entry of
+    another caller's case. Who did what, when and to which account stays. The whole log is
+    read (the entries naming its last 4 digits): an erasure is rare, and the number may be
+    anywhere in it."""
     reason = audit_log.c.reason
-    mask = masked(number)
-    masked_rows: int = conn.execute(
-        update(audit_log)
-        .where(reason.contains(number[1:], autoescape=True))
-        .values(reason=func.replace(func.replace(reason, number, mask), number[1:], mask))
-    ).rowcount
+    rows = conn.execute(
+        select(audit_log.c.id, reason).where(reason.contains(last4(number), autoescape=True))
+    ).all()
+    masked_rows = 0
+    for row in rows:
+        kept = _masking(number, row.reason)
+        if kept != row.reason:
+            conn.execute(update(audit_log).where(audit_log.c.id == row.id).values(reason=kept))
+            masked_rows += 1
     return masked_rows
 
 

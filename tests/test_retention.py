@@ -632,11 +632,16 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
     unfrozen = add_audit(db, None, "unfreeze", at=LATELY)
     on_bobs = add_audit(db, bobs, "freeze", at=LATELY)
     about_bob = add_audit(db, bobs, "transfer", at=LATELY)
+    # As agents write a number: without the country code, with spaces, dashes, 0086.
+    written = [add_audit(db, alices, "freeze", at=LATELY) for _ in range(3)]
     said = {
         frozen: f"call from {ALICE}, says her SIM was swapped",
         unfrozen: f"owner confirmed on {ALICE[1:]} by video",
         on_bobs: f"her husband; her number {ALICE}",
         about_bob: f"called from {BOB}",
+        written[0]: "UID 10000001, caller on 13800138000",
+        written[1]: "callback to +86 138-0013-8000 asked",
+        written[2]: "her number (0086) 138 0013 8000; order 12345678",
     }
     with db.begin() as conn:
         for audit_id, reason in said.items():
@@ -644,7 +649,7 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
 
     erased = erase_alice(db)
 
-    assert erased.audit_masked == 3
+    assert erased.audit_masked == 6
     with db.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(audit_log))}
     assert rows[frozen].reason == "call from ***8000, says her SIM was swapped"
@@ -652,6 +657,11 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
     assert rows[unfrozen].reason == "owner confirmed on ***8000 by video"
     assert rows[on_bobs].reason == "her husband; her number ***8000"
     assert rows[about_bob].reason == f"called from {BOB}"
+    assert [rows[i].reason for i in written] == [
+        "UID 10000001, caller on ***8000",
+        "callback to ***8000 asked",
+        "her number ***8000; order 12345678",
+    ]
     assert not any(ALICE[1:] in (r.reason or "") for r in rows.values())
 
 
