@@ -1691,7 +1691,13 @@ class Hotline:
         return moved
 
     def status(
-        self, call_sid: str, status: str, *, duration: int | None, sequence: int | None
+        self,
+        call_sid: str,
+        status: str,
+        *,
+        duration: int | None,
+        sequence: int | None,
+        may_block: bool = True,
     ) -> bool:
         """Record a status callback; False if it was not news (unknown call, older, repeated).
 
@@ -1718,6 +1724,10 @@ class Hotline:
                     # (opened by the hold loop): abandoned on hang-up like any other.
                     cases.abandon_for_call(conn, call_sid=call_sid, now=now)
             if call is not None and call.status in store.FINAL_STATUSES:
+                if not may_block and not self.trees.has(call.tree_version):
+                    # Its tree is rebuilt from the stored text (a second, evicted after many
+                    # reloads): not on the loop. The status is written; the rest runs again.
+                    raise WouldBlock
                 self._hung_up_on_the_way(conn, call, call.state, now)
                 if "queue" in call.state.facts:  # only a caller who reached an agent's line
                     self._sent_on_after_hang_up(conn, call_sid, now)

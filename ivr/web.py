@@ -649,7 +649,9 @@ async def status(form: TwilioForm, hotline: HotlineDep) -> Response:
     try:
         await _run(
             hotline,
-            lambda _: hotline.status(sid, call_status, duration=duration, sequence=sequence),
+            lambda may_block: hotline.status(
+                sid, call_status, duration=duration, sequence=sequence, may_block=may_block
+            ),
         )
     except Exception:
         # Twilio retries nothing here and nobody is listening on the line; a call left open
