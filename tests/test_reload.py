@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from ivr.db import create_db_engine
+from ivr.hotline import TreeRegistry
 from ivr.phone import Answer, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
@@ -26,6 +28,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
+from tests.support.parties import Caller
 
 OLD = "Main menu."
 NEW = "Main menu, version two."
@@ -273,3 +276,40 @@ def test_the_registry_keeps_the_versions_used_lately_and_rebuilds_an_older_one(
     rebuilt = registry.get(first, db)  # from the stored text
     assert rebuilt.version == first and rebuilt is not hotline_tree
     assert registry.has(first) and registry.has("v4") and not registry.has("v3")
+
+
+class WatchedRegistry(TreeRegistry):
+    """The hotline's registry, noting which thread rebuilt a version it no longer held."""
+
+    def __init__(self, current: CompiledTree, keep: int) -> None:
+        super().__init__(current, keep)
+        self.rebuilt_on: list[str] = []
+
+    def get(self, version: str, db: Engine) -> CompiledTree:
+        if not self.has(version):
+            self.rebuilt_on.append(threading.current_thread().name)
+        return super().get(version, db)
+
+
+def test_a_hang_up_on_a_tree_version_no_longer_held_rebuilds_it_off_the_event_loop(
+    client: TestClient, phone: Phone, hotline_tree: CompiledTree
+) -> None:
+    """A caller holds through a morning of reloads; their version is evicted (hold rounds
+    use the live tree). The hang-up's status callback needs it again: rebuilt in a worker
+    thread (a second for the shipped tree), never on the loop every call is answered on."""
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    registry = WatchedRegistry(hotline.trees.current, keep=2)
+    hotline.trees = registry
+
+    def holds(poll: int) -> bool:
+        if poll == 1:  # two reloads meanwhile: theirs is evicted
+            for n in (1, 2):
+                registry.set_current(dataclasses.replace(hotline_tree, version=f"reloaded-{n}"))
+        return poll < 2
+
+    record = phone.call(Caller([Press("1"), Press("0"), Press("1"), Press("1")], holds))
+    assert record.queue == "general"
+    assert registry.rebuilt_on, "the hang-up did not need the caller's version"
+    assert all(name.startswith("AnyIO worker thread") for name in registry.rebuilt_on), (
+        registry.rebuilt_on
+    )
