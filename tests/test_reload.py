@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from ivr.db import create_db_engine
 from ivr.hotline import TreeRegistry
-from ivr.phone import Answer, Phone, Press, Prompt, ScriptedParty
+from ivr.phone import Answer, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -28,7 +28,6 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
-from tests.support.parties import Caller
 
 OLD = "Main menu."
 NEW = "Main menu, version two."
@@ -294,21 +293,20 @@ class WatchedRegistry(TreeRegistry):
 def test_a_hang_up_on_a_tree_version_no_longer_held_rebuilds_it_off_the_event_loop(
     client: TestClient, phone: Phone, hotline_tree: CompiledTree
 ) -> None:
-    """A caller holds through a morning of reloads; their version is evicted (hold rounds
-    use the live tree). The hang-up's status callback needs it again: rebuilt in a worker
-    thread (a second for the shipped tree), never on the loop every call is answered on."""
+    """A caller listens to the main menu through a morning of reloads, and their version is
+    evicted; they hang up there (no Gather action, only the status callback), which needs
+    it again: rebuilt in a worker thread (a second for the shipped tree), never on the loop
+    every call is answered on."""
     hotline = client.app.state.hotline  # type: ignore[attr-defined]
     registry = WatchedRegistry(hotline.trees.current, keep=2)
     hotline.trees = registry
 
-    def holds(poll: int) -> bool:
-        if poll == 1:  # two reloads meanwhile: theirs is evicted
+    def answered(choice: object) -> None:
+        if isinstance(choice, HangUp):  # two reloads meanwhile: theirs is evicted
             for n in (1, 2):
                 registry.set_current(dataclasses.replace(hotline_tree, version=f"reloaded-{n}"))
-        return poll < 2
 
-    record = phone.call(Caller([Press("1"), Press("0"), Press("1"), Press("1")], holds))
-    assert record.queue == "general"
+    phone.call(ScriptedParty([Press("1"), HangUp()], on_answer=answered))
     assert registry.rebuilt_on, "the hang-up did not need the caller's version"
     assert all(name.startswith("AnyIO worker thread") for name in registry.rebuilt_on), (
         registry.rebuilt_on
