@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from ivr import prompts
 from ivr.db import HELD_STATUSES, audit_log, calls, cases, presence_changes, sessions, users
 from ivr.engine import CaseSummary, OpenCase
-from ivr.numbers import dialable, withheld
+from ivr.numbers import WITHHELD, dialable, withheld
 from ivr.store import reading, writing
 from ivr.tree import Priority
 
@@ -423,7 +423,13 @@ def repeated_callers(conn: Connection, *, at_least: int = 2, limit: int = 20) ->
             count,
             func.sum(case_when((cases.c.priority == "emergency", 1), else_=0)),
         )
-        .where(cases.c.queued == 1, cases.c.status == "waiting", cases.c.caller.is_not(None))
+        .where(
+            cases.c.queued == 1,
+            cases.c.status == "waiting",
+            cases.c.caller.is_not(None),
+            # Withheld numbers are nobody's: not a number holding places (nor a slot below).
+            func.lower(func.trim(cases.c.caller)).not_in(sorted(WITHHELD)),
+        )
         .group_by(cases.c.caller)
         .having(func.count() >= at_least)
         .order_by(count.desc(), cases.c.caller)
@@ -431,11 +437,7 @@ def repeated_callers(conn: Connection, *, at_least: int = 2, limit: int = 20) ->
     )
     with reading(conn):
         rows = conn.execute(statement).all()
-    return [
-        Repeated(caller, int(n), int(emergencies or 0))
-        for caller, n, emergencies in rows
-        if not withheld(caller)
-    ]
+    return [Repeated(caller, int(n), int(emergencies or 0)) for caller, n, emergencies in rows]
 
 
 def emergencies_by_verification(conn: Connection) -> dict[str, int]:
