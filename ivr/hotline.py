@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+import zoneinfo
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -3138,6 +3139,11 @@ class Hotline:
         return acked
 
     @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The hotline's clock (IVR_REPORT_TZ): where its supervisors and on-call read times."""
+        return zoneinfo.ZoneInfo(self.settings.report_tz)
+
+    @property
     def _queue_url(self) -> str:
         return f"{self.settings.base_url}/dashboard/queue"
 
@@ -3165,7 +3171,7 @@ class Hotline:
             return oncall.REPLY_NOT_RECORDED
         if acked is None:
             return oncall.REPLY_HOW  # no page asked for that code
-        return oncall.ack_reply(acked, number=number, queue_url=self._queue_url)
+        return oncall.ack_reply(acked, number=number, queue_url=self._queue_url, zone=self.zone)
 
     def page_answered(self, page_id: int, digits: str, number: str, *, again: bool = False) -> str:
         """A key pressed on a page's call, rung at `number`: the TwiML to answer with. A
@@ -3185,7 +3191,7 @@ class Hotline:
             return engine.page_answer_twiml(oncall.OVER_SPEECH)
         if acked is None:
             return engine.page_answer_twiml("This page is not known. Goodbye.")
-        return engine.page_answer_twiml(oncall.ack_speech(acked))
+        return engine.page_answer_twiml(oncall.ack_speech(acked, zone=self.zone))
 
     def tell_on_call(
         self, acked: oncall.Acked, *, but: str | None = None, to: Sequence[str] = ()
@@ -3193,7 +3199,7 @@ class Hotline:
         """Text the on-call numbers the page went to (`to`; by default the first tier), all
         but `but` (the one that acknowledged), who is coming: the rest may stand down. How
         many Twilio took."""
-        text = oncall.ack_text(acked, queue_url=self._queue_url)
+        text = oncall.ack_text(acked, queue_url=self._queue_url, zone=self.zone)
         sent = 0
         try:
             for number in to or self.settings.page_numbers:

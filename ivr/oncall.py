@@ -41,7 +41,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
 from sqlalchemy import Connection, case, desc, func, insert, literal, select, update
@@ -655,7 +655,12 @@ NOT_RECORDED_SPEECH = (
 )
 
 
-def ack_speech(acked: Acked) -> str:
+def _clock(moment: datetime, zone: tzinfo) -> str:
+    """A time as the on-call read it: on the hotline's clock (IVR_REPORT_TZ), zone named."""
+    return moment.astimezone(zone).strftime("%H:%M %Z")
+
+
+def ack_speech(acked: Acked, *, zone: tzinfo = UTC) -> str:
     """What the on-call phone that pressed the key hears back."""
     if acked.now:
         return (
@@ -664,15 +669,15 @@ def ack_speech(acked: Acked) -> str:
         )
     return (
         f"This page was acknowledged already, by {_spoken_by(acked.by)}, at "
-        f"{acked.at:%H:%M} UTC. Thank you."
+        f"{_clock(acked.at, zone)}. Thank you."
     )
 
 
-def ack_text(acked: Acked, *, queue_url: str) -> str:
+def ack_text(acked: Acked, *, queue_url: str, zone: tzinfo = UTC) -> str:
     """The text the other on-call numbers get once someone acknowledged a page."""
     return (
-        f"Hotline: the page of {acked.page_at:%H:%M} UTC was acknowledged by {acked.by} at "
-        f"{acked.at:%H:%M} UTC: they are coming. {queue_url}"
+        f"Hotline: the page of {_clock(acked.page_at, zone)} was acknowledged by {acked.by} "
+        f"at {_clock(acked.at, zone)}: they are coming. {queue_url}"
     )
 
 
@@ -687,17 +692,17 @@ REPLY_NOT_RECORDED = (
 )
 
 
-def ack_reply(acked: Acked, *, number: str, queue_url: str) -> str:
+def ack_reply(acked: Acked, *, number: str, queue_url: str, zone: tzinfo = UTC) -> str:
     """The answer to the on-call number `number` that texted a page's code back."""
-    page = f"the page of {acked.page_at:%H:%M} UTC"
+    page = f"the page of {_clock(acked.page_at, zone)}"
     if acked.now:
         return (
             f"Hotline: thank you, {page} is acknowledged: the other on-call numbers are told "
             f"you are coming. {queue_url}"
         )
     if acked.by == number:
-        return f"Hotline: you said you were coming to {page} already, at {acked.at:%H:%M} UTC."
+        return f"Hotline: you said you were coming to {page} already, at {_clock(acked.at, zone)}."
     return (
-        f"Hotline: {page} was acknowledged already, by {acked.by} at {acked.at:%H:%M} UTC: "
+        f"Hotline: {page} was acknowledged already, by {acked.by} at {_clock(acked.at, zone)}: "
         f"they are coming. {queue_url}"
     )

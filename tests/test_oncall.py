@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi import FastAPI
@@ -1534,3 +1535,42 @@ def test_a_page_nobody_acknowledges_goes_to_the_next_tier_too(
 def test_the_next_tier_needs_a_first() -> None:
     with pytest.raises(ValidationError, match="IVR_PAGE_ESCALATE needs IVR_PAGE_NUMBERS"):
         make_settings(TWILIO_ACCOUNT_SID="AC" + "0" * 32, IVR_PAGE_ESCALATE=LEAD)
+
+
+def test_the_on_call_read_the_pages_times_on_the_hotlines_clock(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Woken at 3 a.m. in Shanghai, the on-call read Shanghai's clock (IVR_REPORT_TZ) in
+    the texts that say who is coming, not UTC's, and the zone is named."""
+    app = paging_app(
+        database_url,
+        hotline_tree,
+        db,
+        clock,
+        twilio_http,
+        IVR_TREE_SYNC=3600,
+        IVR_REPORT_TZ="Asia/Shanghai",
+    )
+    with on_the_line(app, check_twiml) as (client, phone):
+        hotline = client.app.state.hotline  # type: ignore[attr-defined]
+        hijacked(phone)
+        clock.advance(minutes=2)
+        assert look(hotline) is not None
+        [page] = page_rows(db)
+        [answer] = phone.text(page["ack_code"], from_number=ON_CALL[0])
+        told = eventually(lambda: texts(twilio_http)[2:])
+    shanghai = ZoneInfo("Asia/Shanghai")
+    paged_at = page["at"].astimezone(shanghai)
+    assert f"the page of {paged_at:%H:%M} CST is acknowledged" in answer
+    [to_the_other] = told
+    assert to_the_other["To"] == ON_CALL[1]
+    assert to_the_other["Body"].startswith(
+        f"Hotline: the page of {paged_at:%H:%M} CST was acknowledged by {ON_CALL[0]} at "
+        f"{clock().astimezone(shanghai):%H:%M} CST"
+    )
+    assert "UTC" not in answer + to_the_other["Body"]
