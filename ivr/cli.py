@@ -33,6 +33,7 @@ from ivr.settings import (
     AccountSettings,
     DatabaseSettings,
     Settings,
+    TwilioAccount,
     load_settings,
 )
 
@@ -251,21 +252,55 @@ def db_purge(
     ] = False,
 ) -> None:
     """Delete caller data that ended more than IVR_RETENTION_DAYS ago, as each instance does
-    daily: closed cases, calls no case holds, their events and recordings rows, old pages."""
+    daily: closed cases, calls no case holds, their events, old pages; and, with the Twilio
+    account's credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN), the recordings older than
+    IVR_RECORDING_RETENTION_DAYS at Twilio, then their rows. A case with a recording left at
+    Twilio is kept."""
     from ivr.retention import purge, purgeable
 
     settings = _settings(DatabaseSettings)
-    if not settings.retention_days:
+    days, recording_days = settings.retention_days, settings.recording_keep_days
+    if not (days or recording_days):
         raise _fail("IVR_RETENTION_DAYS is 0: caller data is never purged")
-    keep = timedelta(days=settings.retention_days)
+    keep = timedelta(days=days) if days else None
+    keep_recordings = timedelta(days=recording_days) if recording_days else None
+    account = TwilioAccount()
+    twilio = _twilio_client(account) if account.configured else None
     db = _database(settings, patient=True)
     with db.connect() as conn:
         if dry_run:
-            counts = purgeable(conn, now=utcnow(), keep=keep)
+            counts = purgeable(
+                conn, now=utcnow(), keep=keep, twilio=twilio, keep_recordings=keep_recordings
+            )
         else:
-            counts = purge(conn, now=utcnow(), keep=keep)
+            counts = purge(
+                conn, now=utcnow(), keep=keep, twilio=twilio, keep_recordings=keep_recordings
+            )
     said = "would delete" if dry_run else "deleted"
-    typer.echo(f"ended over {settings.retention_days} days ago, {said}: {counts.describe()}")
+    ended = f"ended over {days} days ago" if days else "caller data kept (IVR_RETENTION_DAYS 0)"
+    recorded = (
+        f", recordings at Twilio made over {recording_days} days ago"
+        if recording_days
+        else ", recordings never deleted (IVR_RECORDING_RETENTION_DAYS 0)"
+    )
+    typer.echo(f"{ended}{recorded}, {said}: {counts.describe()}")
+    if counts.recordings_left:
+        why = (
+            "Twilio failed, or they are a region's (see the log); tried again at the next purge"
+            if twilio is not None
+            else "no TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to delete them with"
+        )
+        typer.echo(
+            f"{counts.recordings_left} recordings old enough to go are still at Twilio ({why}):"
+            " their rows and cases are kept until they are deleted there"
+        )
+
+
+def _twilio_client(account: TwilioAccount) -> Any:
+    """The Twilio REST client the commands delete recordings with."""
+    from ivr.web import rest_client
+
+    return rest_client(account)
 
 
 class _PromptsFolder(BaseSettings):
@@ -1066,12 +1101,18 @@ def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> 
 def calls_erase(
     number: Annotated[str, typer.Argument(help="the caller's whole number, E.164 (+8613...)")],
     reason: Annotated[str, typer.Option(help="why: the caller's request, its reference")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="delete the recordings at Twilio without asking")
+    ] = False,
 ) -> None:
     """Erase a caller's data at their request: every call from the number and every case whose
     caller or call-back number it is, with their events and recordings rows. Refused while one
-    of those cases is open or a call in progress. Audited, without the number."""
+    of those cases is open or a call in progress. Audited, without the number. With the
+    Twilio account's credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN), offers to delete
+    the recordings at Twilio too; what it could not delete there is listed."""
     import getpass
 
+    from ivr.recordings import CONFIRMED, delete_at_twilio
     from ivr.retention import StillOpen, erase
 
     if len(reason.strip()) < 3:
@@ -1091,15 +1132,30 @@ def calls_erase(
             why.append(f"{exc.calls_in_progress} call(s) in progress")
         raise _fail(f"nothing erased: {'; '.join(why)}") from None
     typer.echo(f"erased: {erased.describe()}; audited as {actor}")
+    left = list(erased.recording_sids)
+    account = TwilioAccount()
+    asked = f"Delete its {len(left)} recordings at Twilio now?"
+    if left and account.configured and (yes or typer.confirm(asked, default=True)):
+        twilio = _twilio_client(account)
+        urls = erased.recording_urls or (None,) * len(left)
+        results = {
+            sid: delete_at_twilio(twilio, sid, url)
+            for sid, url in zip(erased.recording_sids, urls, strict=True)
+        }
+        left = [sid for sid, result in results.items() if result not in CONFIRMED]
+        typer.echo(
+            f"deleted at Twilio: {len(results) - len(left)} recordings"
+            + (f"; NOT deleted (Twilio failed, or a region's): {len(left)}" if left else "")
+        )
     typer.echo(
-        "Nothing was deleted at Twilio, which keeps its own logs of these calls, of calls "
-        "and texts to the number, and the recordings: delete them there too (Console, or its "
-        "REST API)."
+        "Twilio keeps its own logs of these calls, of calls and texts to the number"
+        + (", and the recordings below" if left else "")
+        + ": delete them there too (Console, or its REST API)."
     )
     if erased.call_sids:
         typer.echo(f"  calls: {' '.join(erased.call_sids)}")
-    if erased.recording_sids:
-        typer.echo(f"  recordings: {' '.join(erased.recording_sids)}")
+    if left:
+        typer.echo(f"  recordings: {' '.join(left)}")
 
 
 def _event_line(e: dict[str, Any]) -> str:

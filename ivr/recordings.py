@@ -4,10 +4,15 @@ The audio stays at Twilio, behind the account's credentials; the hotline keeps w
 and how long it lasts, for the case it belongs to, as Twilio's recording status callback
 reports it (`/twilio/recording`). Twilio may report one recording twice: its sid is unique,
 and the second report changes nothing.
+
+The row is the hotline's only record of whose call a recording is: it goes only once Twilio
+said the audio is gone (`delete_at_twilio`), by the purge (`ivr.retention`,
+IVR_RECORDING_RETENTION_DAYS) or a caller's erasure.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -17,6 +22,7 @@ from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+from twilio.base.exceptions import TwilioRestException
 
 from ivr.db import audit_log, cases, recordings
 from ivr.engine import CALL_SID
@@ -30,6 +36,14 @@ MEDIA_URL = r"^https://api(\.[a-z0-9-]+)*\.twilio\.com/2010-04-01/Accounts/AC[0-
 STATUSES = ("completed", "absent")
 
 Kept = Literal["kept", "repeated", "refused"]
+# What became of a recording asked to be deleted at Twilio: `deleted` (Twilio said 204),
+# `gone` (404: deleted before, by hand or an earlier try whose answer was lost), `failed`
+# (to try again later: Twilio unreachable, refusing, or our credentials refused), `elsewhere`
+# (kept in a region of Twilio's, whose credentials the hotline does not have: not asked).
+Unrecorded = Literal["deleted", "gone", "failed", "elsewhere"]
+CONFIRMED: tuple[Unrecorded, ...] = ("deleted", "gone")  # the audio is not at Twilio
+
+log = logging.getLogger(__name__)
 
 
 def add(
@@ -179,3 +193,29 @@ class Relay(StreamingResponse):
 def mp3_url(url: str) -> str:
     """The recording's audio as MP3 (Twilio gives WAV without an extension)."""
     return re.sub(r"\.(mp3|wav)$", "", url) + ".mp3"
+
+
+def delete_at_twilio(twilio: Any, recording_sid: str, url: str | None) -> Unrecorded:
+    """Delete the recording's audio at Twilio with `twilio` (twilio.rest.Client: DELETE of
+    the account's Recordings/{sid}, which answers 204, or 404 for one not there). A
+    recording whose URL is a region's host is not asked for: api.twilio.com would answer
+    404 for it, which would be taken for gone while its audio stays. One without a URL is
+    taken for the account's own (Twilio's callback names a region's host when it is one).
+    Nor is one of another account (a subaccount's, or before the credentials changed): its
+    404 would say nothing of it either."""
+    if url is not None and not (
+        url.startswith("https://api.twilio.com/")
+        and f"/Accounts/{getattr(twilio, 'account_sid', '')}/Recordings/" in url
+    ):
+        return "elsewhere"
+    try:
+        twilio.recordings(recording_sid).delete()
+    except TwilioRestException as exc:
+        if int(exc.status) == 404:
+            return "gone"
+        log.warning("Twilio refused to delete recording %s (%s)", recording_sid, exc.status)
+        return "failed"
+    except Exception as exc:  # unreachable, no answer in time: tried again later
+        log.warning("recording %s not deleted at Twilio (%s)", recording_sid, type(exc).__name__)
+        return "failed"
+    return "deleted"

@@ -1,8 +1,18 @@
 """How long caller data is kept (IVR_RETENTION_DAYS), and a caller's own erased on request.
 
-`purge` deletes what ended longer ago than the retention period: closed cases, with their
-recordings rows; the calls no remaining case belongs to, with their events; the on-call's
-pages; agents' presence history. It never deletes a case that is still open: in line
+`purge` deletes what ended longer ago than the retention period: closed cases; the calls no
+remaining case belongs to, with their events; the on-call's pages; agents' presence history.
+
+Recordings of agents' calls (IVR_RECORD_AGENT_CALLS) are kept at Twilio; the `recordings` row
+is the hotline's only record of whose they are. The purge first deletes at Twilio each
+recording made longer ago than IVR_RECORDING_RETENTION_DAYS (IVR_RETENTION_DAYS unless set) of
+a case no longer open, and its row once Twilio said the audio is gone (204, or 404: gone
+before); a recording Twilio failed to delete keeps its row, and is tried again at the next
+purge. A case is never deleted while a row of its recordings is left: a recording kept longer
+than the case (a regulator's years) keeps its case, and so can still be found by its caller's
+number, and erased. No transaction is held open while Twilio is asked: two instances purging
+at once may both ask Twilio to delete one recording, and the second's 404 is taken for gone,
+as it is. It never deletes a case that is still open: in line
 (`queued`, which includes every call back owed, however old), or held by an agent (offered,
 connected). It runs in batches,
 each its own short transaction, so that a first purge of years of data never holds the
@@ -21,7 +31,8 @@ the account), and keep who did what when.
 `erase` deletes every call and case of one number at its owner's request, audited with the
 number's last 4 digits at most; in the audit entries it keeps (freezes among them) the number
 is masked wherever their free text names it. Twilio keeps its own call logs and recordings:
-those are deleted at Twilio, not here (`erase` lists them).
+those are deleted at Twilio, not here (`erase` lists them; `ivr calls erase` offers to delete
+the recordings there).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -62,6 +73,7 @@ from ivr.db import (
     verification_failures,
 )
 from ivr.numbers import E164, dialable, last4, withheld
+from ivr.recordings import CONFIRMED, delete_at_twilio
 from ivr.store import reading, ticket_misses, writing
 
 if TYPE_CHECKING:
@@ -76,6 +88,9 @@ RUN_SECONDS = 10.0
 # Shorter than this and the figures (a period of up to 31 days) and follow-ups of recent
 # tickets (main menu 9) would find nothing: refused, as IVR_RETENTION_DAYS refuses it.
 SHORTEST = timedelta(days=31)
+# Failures at Twilio in a row after which the purge asks it to delete no more recordings this
+# run: Twilio is failing, or refusing the credentials, for all of them alike.
+FAILING_IN_A_ROW = 5
 FREEZE_ACTIONS = ("freeze", "self_freeze", "unfreeze")
 ERASE = "erase"  # the audit action of an erasure
 
@@ -97,13 +112,17 @@ class Purged:
     # Freeze entries of deleted cases, kept, whose reason named the case's caller or call-back
     # number: masked there.
     audit_masked: int = 0
+    # Recordings old enough to go, not deleted at Twilio (it failed, no Twilio credentials, or
+    # a region's): their rows are kept, and their cases, until a later purge deletes them.
+    # Not a deletion: not in `total`.
+    recordings_left: int = 0
 
     def __add__(self, other: Purged) -> Purged:
         return Purged(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     @property
     def total(self) -> int:
-        return sum(getattr(self, f.name) for f in fields(self))
+        return sum(getattr(self, f.name) for f in fields(self) if f.name != "recordings_left")
 
     def describe(self) -> str:
         return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in fields(self))
@@ -125,6 +144,22 @@ def _old_case(cutoff: datetime) -> ColumnElement[bool]:
             and_(cases.c.ended_at.is_(None), cases.c.created_at < cutoff),
         ),
     )
+
+
+def _no_recording_left() -> ColumnElement[bool]:
+    """A case none of whose recordings may still be at Twilio: its recordings' rows go only
+    once Twilio said their audio is gone."""
+    return not_(exists().where(recordings.c.case_id == cases.c.id))
+
+
+def _old_recording(cutoff: datetime) -> ColumnElement[bool]:
+    """A recording made before `cutoff`, of a case no longer open (or none, any more)."""
+    owner = cases.alias("owner")  # its own: not correlated with a query's of cases
+    open_case = exists().where(
+        owner.c.id == recordings.c.case_id,
+        or_(owner.c.queued != 0, owner.c.status.in_(HELD)),
+    )
+    return and_(recordings.c.at < cutoff, not_(open_case))
 
 
 def _old_call(cutoff: datetime) -> ColumnElement[bool]:
@@ -205,25 +240,23 @@ def _purge_cases(conn: Connection, cutoff: datetime, batch: int) -> Purged:
         ids = list(
             conn.execute(
                 select(cases.c.id)
-                .where(_old_case(cutoff))
+                .where(_old_case(cutoff), _no_recording_left())
                 .limit(batch)
                 .with_for_update(skip_locked=True)
             ).scalars()
         )
         if not ids:
             return Purged()
-        found = recordings.c.case_id.in_(ids)
-        gone = conn.execute(delete(recordings).where(found)).rowcount
         blanked = _blank_audit(conn, ids)
         to_mask = _freezes_to_mask(conn, audit_log.c.case_id.in_(ids))
         if to_mask:
             conn.execute(_MASK_REASON, to_mask)
         # The condition again as they are deleted: nothing can reopen them meanwhile (locked
         # on PostgreSQL, one writer on SQLite), but a case in line is never to go by a race.
-        deleted = conn.execute(delete(cases).where(cases.c.id.in_(ids), _old_case(cutoff))).rowcount
-        return Purged(
-            cases=deleted, recordings=gone, audit_blanked=blanked, audit_masked=len(to_mask)
-        )
+        deleted = conn.execute(
+            delete(cases).where(cases.c.id.in_(ids), _old_case(cutoff), _no_recording_left())
+        ).rowcount
+        return Purged(cases=deleted, audit_blanked=blanked, audit_masked=len(to_mask))
 
 
 def _purge_calls(conn: Connection, cutoff: datetime, batch: int) -> Purged:
@@ -277,50 +310,181 @@ def _purge_presence(conn: Connection, cutoff: datetime, batch: int) -> Purged:
         return Purged(presence_changes=gone.rowcount)
 
 
-def _checked(keep: timedelta) -> None:
-    if keep < SHORTEST:
+def _checked(keep: timedelta | None) -> None:
+    if keep is not None and keep < SHORTEST:
         raise ValueError(f"keeping data {keep} is too short: {SHORTEST.days} days at least")
 
 
-def purge(conn: Connection, *, now: datetime, keep: timedelta, batch: int = BATCH) -> Purged:
+def _unrecord(
+    conn: Connection,
+    twilio: Any,
+    cutoff: datetime,
+    batch: int,
+    over: Callable[[], bool],
+) -> tuple[Purged, bool]:
+    """Delete at Twilio the recordings made before `cutoff` of cases no longer open, and the
+    row of each Twilio confirmed gone, at once (one short transaction each): what was
+    deleted and left, and whether every one was asked for (False: `over()` said to stop, or
+    Twilio failed FAILING_IN_A_ROW times in a row). The rows are read a batch at a time,
+    each once a run: one that failed is asked for again at the next run, not in a loop."""
+    deleted = left = in_a_row = 0
+    elsewhere: list[str] = []
+    after = 0
+    try:
+        while True:
+            with reading(conn):
+                due = list(
+                    conn.execute(
+                        select(recordings.c.id, recordings.c.recording_sid, recordings.c.url)
+                        .where(_old_recording(cutoff), recordings.c.id > after)
+                        .order_by(recordings.c.id)
+                        .limit(batch)
+                    )
+                )
+            if not due:
+                return Purged(recordings=deleted, recordings_left=left), True
+            for row in due:
+                after = row.id
+                result = delete_at_twilio(twilio, row.recording_sid, row.url)
+                if result in CONFIRMED:
+                    with writing(conn):
+                        gone = conn.execute(delete(recordings).where(recordings.c.id == row.id))
+                    deleted += gone.rowcount  # 0: another instance's purge was first
+                    in_a_row = 0
+                else:
+                    left += 1
+                    if result == "elsewhere":
+                        elsewhere.append(row.recording_sid)
+                    else:
+                        in_a_row += 1
+                        if in_a_row >= FAILING_IN_A_ROW:
+                            log.warning(
+                                "Twilio failed to delete %d recordings in a row: the rest are"
+                                " tried at the next purge, and their cases kept until then",
+                                in_a_row,
+                            )
+                            return Purged(recordings=deleted, recordings_left=left), False
+                if over():
+                    return Purged(recordings=deleted, recordings_left=left), False
+    finally:
+        if elsewhere:
+            log.warning(
+                "%d recordings old enough to go are not the account's own at api.twilio.com"
+                " (a region's, or another account's): delete them at Twilio by hand (%s%s);"
+                " their cases are kept while their rows are",
+                len(elsewhere),
+                " ".join(elsewhere[:10]),
+                " ..." if len(elsewhere) > 10 else "",
+            )
+
+
+def _recordings_left(conn: Connection, cutoff: datetime) -> int:
+    with reading(conn):
+        return int(
+            conn.execute(
+                select(func.count()).select_from(recordings).where(_old_recording(cutoff))
+            ).scalar_one()
+        )
+
+
+def purge(
+    conn: Connection,
+    *,
+    now: datetime,
+    keep: timedelta | None,
+    batch: int = BATCH,
+    twilio: Any = None,
+    keep_recordings: timedelta | None = None,
+) -> Purged:
     """Delete what ended before `now - keep` (see the module's docstring), `batch` rows of a
-    table per transaction, until nothing is left; what was deleted. Cases go first, so that
-    the calls they held go in the same run."""
-    return purge_for(conn, now=now, keep=keep, seconds=None, batch=batch)[0]
+    table per transaction, until nothing is left; what was deleted. Recordings go first (at
+    Twilio, with `twilio`, a twilio.rest.Client, those made before `now - keep_recordings`),
+    then cases, so that the cases and the calls they held go in the same run. `keep` None:
+    no case, call, page or presence goes; `keep_recordings` None, or no `twilio`: no
+    recording goes, and no case with one (those old enough to go are `recordings_left`)."""
+    return purge_for(
+        conn,
+        now=now,
+        keep=keep,
+        seconds=None,
+        batch=batch,
+        twilio=twilio,
+        keep_recordings=keep_recordings,
+    )[0]
 
 
 def purge_for(
     conn: Connection,
     *,
     now: datetime,
-    keep: timedelta,
+    keep: timedelta | None,
     seconds: float | None,
     batch: int = BATCH,
+    twilio: Any = None,
+    keep_recordings: timedelta | None = None,
 ) -> tuple[Purged, bool]:
-    """`purge`, stopping once a batch ends `seconds` after it began (a batch at least; None:
-    never): what was deleted, and whether nothing is left. Run again, it goes on."""
+    """`purge`, stopping once a batch (or a recording) ends `seconds` after it began (one at
+    least; None: never): what was deleted, and whether nothing is left. Run again, it goes
+    on. A run whose recordings Twilio failed to delete is done all the same: they are asked
+    for at the next run (the next day's, for the daily job), not at once again."""
     _checked(keep)
-    cutoff = now - keep
+    _checked(keep_recordings)
     until = None if seconds is None else time.monotonic() + seconds
+
+    def over() -> bool:
+        return until is not None and time.monotonic() >= until
+
     total = Purged()
+    if keep_recordings is not None:
+        rec_cutoff = now - keep_recordings
+        if twilio is None:
+            total = Purged(recordings_left=_recordings_left(conn, rec_cutoff))
+        else:
+            total, finished = _unrecord(conn, twilio, rec_cutoff, batch, over)
+            if not finished and over():
+                return total, False
+    if keep is None:
+        return total, True
+    cutoff = now - keep
     for step in (_purge_cases, _purge_calls, _purge_pages, _purge_presence):
         while True:
             done = step(conn, cutoff, batch)
             total += done
             if done.total == 0:
                 break
-            if until is not None and time.monotonic() >= until:
+            if over():
                 return total, False
     return total, True
 
 
-def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
-    """What `purge` would delete now, deleting nothing (`ivr db purge --dry-run`)."""
+def purgeable(
+    conn: Connection,
+    *,
+    now: datetime,
+    keep: timedelta | None,
+    twilio: Any = None,
+    keep_recordings: timedelta | None = None,
+) -> Purged:
+    """What `purge` would delete now, deleting nothing (`ivr db purge --dry-run`), were every
+    recording old enough to go deleted at Twilio (with `twilio`): Twilio is not asked."""
     _checked(keep)
+    _checked(keep_recordings)
+    going = Purged()
+    rec_cutoff = None if keep_recordings is None else now - keep_recordings
+    if rec_cutoff is not None:
+        due = _recordings_left(conn, rec_cutoff)
+        going = Purged(recordings=due) if twilio is not None else Purged(recordings_left=due)
+    if keep is None:
+        return going
     cutoff = now - keep
-    old_cases = select(cases.c.id).where(_old_case(cutoff))
+    # A case goes once none of its recordings is left: those that go now go first.
+    staying_recording = recordings.c.case_id == cases.c.id
+    if rec_cutoff is not None and twilio is not None:
+        staying_recording = and_(staying_recording, not_(_old_recording(rec_cutoff)))
+    goes = and_(_old_case(cutoff), not_(exists().where(staying_recording)))
+    old_cases = select(cases.c.id).where(goes)
     # A call is deleted once every case of it is: those that stay keep it.
-    staying = exists().where(cases.c.call_sid == calls.c.call_sid, not_(_old_case(cutoff)))
+    staying = exists().where(cases.c.call_sid == calls.c.call_sid, not_(goes))
     old_calls = select(calls.c.call_sid).where(calls.c.ended_at < cutoff, not_(staying))
     old_pages = select(pages.c.id).where(_old_page(cutoff))
 
@@ -328,9 +492,8 @@ def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
     with reading(conn):
-        return Purged(
+        return going + Purged(
             cases=count(cases, cases.c.id.in_(old_cases)),
-            recordings=count(recordings, recordings.c.case_id.in_(old_cases)),
             calls=count(calls, calls.c.call_sid.in_(old_calls)),
             call_events=count(call_events, call_events.c.call_sid.in_(old_calls)),
             pages=count(pages, pages.c.id.in_(old_pages)),
@@ -348,11 +511,14 @@ def purgeable(conn: Connection, *, now: datetime, keep: timedelta) -> Purged:
 
 class Daily:
     """The purge as an instance's timed job: called every sweep, it purges when
-    IVR_RETENTION_DAYS is set and it has not purged for a day. Counted from this process's
-    last purge, not from its start: an instance restarted more often than daily still purges.
+    IVR_RETENTION_DAYS (or IVR_RECORDING_RETENTION_DAYS) is set and it has not purged for a
+    day. Recordings are deleted at Twilio with the hotline's REST client: without one
+    (no TWILIO_ACCOUNT_SID), none is, and their cases stay (said, as a warning). Counted
+    from this process's last purge, not from its start: an instance restarted more often
+    than daily still purges.
     Several instances purging the same day is harmless (each deletes what the others left).
 
-    It runs on one of the webhooks' threads and database connections: each sweep it purges
+    It runs on a thread and a database connection of the instance's: each sweep it purges
     for `seconds` at most (RUN_SECONDS), and a purge not done by then goes on at the next
     sweep. A first purge of years of data (retention turned on, or lengthened then
     shortened) then takes hours of sweeps, never a thread and a connection for an hour."""
@@ -371,22 +537,37 @@ class Daily:
 
     def __call__(self, hotline: Hotline) -> Purged | None:
         days = hotline.settings.retention_days
+        recording_days = hotline.settings.recording_keep_days
         now = hotline.clock()
-        if not days or (self.last is not None and now - self.last < self.every):
+        if not (days or recording_days):
+            return None
+        if self.last is not None and now - self.last < self.every:
             return None
         with hotline.db.connect() as conn:
             purged, finished = purge_for(
-                conn, now=now, keep=timedelta(days=days), seconds=self.seconds, batch=self.batch
+                conn,
+                now=now,
+                keep=timedelta(days=days) if days else None,
+                seconds=self.seconds,
+                batch=self.batch,
+                twilio=hotline.twilio,
+                keep_recordings=timedelta(days=recording_days) if recording_days else None,
+            )
+        if purged.recordings_left and hotline.twilio is None:
+            log.warning(
+                "%d recordings are older than IVR_RECORDING_RETENTION_DAYS, and nothing can"
+                " delete them at Twilio (TWILIO_ACCOUNT_SID is not set): their cases are kept",
+                purged.recordings_left,
             )
         said = purged.describe()
+        kept = f"{days} days, recordings {recording_days} days (0: for ever)"
         if finished:
             self.last = now
-            log.info("purged caller data ended over %d days ago: %s", days, said)
+            log.info("purged caller data older than %s: %s", kept, said)
         else:
             log.info(
-                "purged caller data ended over %d days ago: %s; more is left, purged at the"
-                " next sweeps",
-                days,
+                "purged caller data older than %s: %s; more is left, purged at the next sweeps",
+                kept,
                 said,
             )
         return purged
@@ -410,6 +591,9 @@ class Erased:
     # deleted here, and the call backs placed to the number (the recordings' calls).
     call_sids: tuple[str, ...]
     recording_sids: tuple[str, ...]
+    # Those recordings' Twilio media URLs (None: not known), as `recording_sids`: which of
+    # them `recordings.delete_at_twilio` can delete.
+    recording_urls: tuple[str | None, ...] = ()
 
     def describe(self) -> str:
         return ", ".join(f"{name} {getattr(self, name)}" for name in _ERASED_COUNTS)
@@ -536,7 +720,11 @@ def erase(conn: Connection, *, number: str, actor: str, reason: str, now: dateti
         sids = sorted(call_sids)
         of_them = or_(recordings.c.case_id.in_(case_ids), recordings.c.call_sid.in_(sids))
         recorded = list(
-            conn.execute(select(recordings.c.recording_sid, recordings.c.call_sid).where(of_them))
+            conn.execute(
+                select(recordings.c.recording_sid, recordings.c.call_sid, recordings.c.url)
+                .where(of_them)
+                .order_by(recordings.c.id)
+            )
         )
         recording_sids = tuple(r.recording_sid for r in recorded)
         # A recording's call is a call back Twilio placed to the number (in no row here), or
@@ -565,6 +753,7 @@ def erase(conn: Connection, *, number: str, actor: str, reason: str, now: dateti
             audit_masked=audit_masked,
             call_sids=tuple(at_twilio),
             recording_sids=recording_sids,
+            recording_urls=tuple(r.url for r in recorded),
         )
         said = _masking(number, reason)
         audit(

@@ -57,6 +57,15 @@ class DatabaseSettings(BaseSettings):
     # and by `ivr db purge`. 0: never. Less than 31 is refused: the figures (up to 31 days)
     # and follow-ups of recent tickets would find nothing.
     retention_days: int = Field(default=400, ge=0, validation_alias="IVR_RETENTION_DAYS")
+    # Days a recording of an agent's call (IVR_RECORD_AGENT_CALLS) is kept at Twilio after it
+    # was made: then the purge deletes it there, and its row here once Twilio said it is gone.
+    # Unset: IVR_RETENTION_DAYS. 0: never (a regulator that wants recordings kept for years
+    # may want that, or a number of days longer than IVR_RETENTION_DAYS). A case with a
+    # recording still at Twilio is kept as long as it is (its caller's recordings can be
+    # found by their number, and erased), whatever IVR_RETENTION_DAYS says.
+    recording_retention_days: int | None = Field(
+        default=None, ge=0, validation_alias="IVR_RECORDING_RETENTION_DAYS"
+    )
     # Days a staff API token (the dashboard sign-in too) made by `ivr users add` or `ivr users
     # token` works: one copied once (shell history, a screenshot) does not work forever.
     token_days: int = Field(default=90, ge=1, le=365, validation_alias="IVR_TOKEN_DAYS")
@@ -70,6 +79,38 @@ class DatabaseSettings(BaseSettings):
                 "recent tickets need a month"
             )
         return value
+
+    @field_validator("recording_retention_days")
+    @classmethod
+    def _recordings_long_enough(cls, value: int | None) -> int | None:
+        if value is not None and 0 < value < 31:
+            raise ValueError(
+                "must be 0 (never delete them) or at least 31: supervisors review a month's "
+                "calls, and a caller's complaint may come weeks later"
+            )
+        return value
+
+    @property
+    def recording_keep_days(self) -> int:
+        """Days recordings are kept at Twilio (IVR_RECORDING_RETENTION_DAYS, or else
+        IVR_RETENTION_DAYS); 0: never deleted."""
+        if self.recording_retention_days is None:
+            return self.retention_days
+        return self.recording_retention_days
+
+
+class TwilioAccount(BaseSettings):
+    """The Twilio account's credentials, when set, for the commands that may delete
+    recordings there (`ivr db purge`, `ivr calls erase`): both or neither."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    twilio_account_sid: str = Field(default="", validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: str = Field(default="", validation_alias="TWILIO_AUTH_TOKEN", repr=False)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
 
 
 def _loopback(host: str | None) -> bool:

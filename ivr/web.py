@@ -77,7 +77,7 @@ from ivr.identity import (
 from ivr.observe import CALL_SID as CURRENT_CALL
 from ivr.observe import Metrics
 from ivr.prompts import catalog_files
-from ivr.settings import Settings
+from ivr.settings import Settings, TwilioAccount
 from ivr.tree import CompiledTree, load_tree
 
 if TYPE_CHECKING:
@@ -747,7 +747,7 @@ class TwilioAdapter(HTTPAdapter):
         return super().send(request, stream, timeout, verify, cert, proxies)
 
 
-def rest_client(settings: Settings) -> Client:
+def rest_client(settings: Settings | TwilioAccount) -> Client:
     """Twilio's REST client for the account. With a timeout: a REST call that hangs must not
     hold up an agent's claim (or every offer to the available agents) for ever."""
     from twilio.http.http_client import TwilioHttpClient
@@ -1221,8 +1221,12 @@ class Sizing(TimedJobs):
 
 
 class Purging(TimedJobs):
-    """Delete caller data older than IVR_RETENTION_DAYS (`ivr.retention.Daily`): looked at
-    every sweep, done once a day per instance; never while the setting is 0."""
+    """Delete caller data older than IVR_RETENTION_DAYS, and recordings at Twilio older than
+    IVR_RECORDING_RETENTION_DAYS (`ivr.retention.Daily`): looked at every sweep, done once a
+    day per instance; never while both are 0. Deleting recordings waits on Twilio's REST
+    API: on the Twilio jobs' threads, not the webhooks'."""
+
+    waits_on_twilio = True
 
     def __init__(self) -> None:
         self.jobs = ((Outage("purge old caller data"), retention.Daily()),)

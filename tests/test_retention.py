@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,9 +17,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, insert, select, update
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client as TwilioClient
 from typer.testing import CliRunner
 
-from ivr import retention
+from ivr import cli, retention
 from ivr.cli import app as cli_app
 from ivr.db import (
     audit_log,
@@ -35,7 +39,7 @@ from ivr.retention import Purged, StillOpen, erase, purge, purgeable
 from ivr.settings import DatabaseSettings, load_settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
-from tests.conftest import HTTPS_CLIENT, FakeClock, make_settings
+from tests.conftest import HTTPS_CLIENT, TOKEN, FakeClock, RecordingTwilio, make_settings
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
 KEEP = timedelta(days=400)
@@ -44,7 +48,60 @@ LATELY = NOW - timedelta(days=10)
 ALICE = "+8613800138000"
 BOB = "+8613900139000"
 
+ACCOUNT = "AC" + "0" * 32
 _ids = itertools.count(1)
+
+
+def media_url(recording_sid: str, host: str = "api.twilio.com", account: str = ACCOUNT) -> str:
+    return f"https://{host}/2010-04-01/Accounts/{account}/Recordings/{recording_sid}"
+
+
+class TwilioRecordings(RecordingTwilio):
+    """Twilio's REST API as it answers a recording's DELETE: 204 while it holds the audio
+    (every recording, unless `gone`), 404 after; a 503 for those `failing`, or all with
+    `refuse`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: set[str] = set()
+        self.failing: set[str] = set()
+        self.asked: list[str] = []  # the recordings each DELETE named, in order
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: object = None,
+        data: object = None,
+        headers: object = None,
+        auth: object = None,
+        timeout: object = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        named = re.search(rf"/Accounts/{ACCOUNT}/Recordings/(RE[0-9a-f]{{32}})\.json$", url)
+        if method != "DELETE" or named is None:
+            return super().request(method, url, params, data, headers, auth, timeout)
+        sid = named[1]
+        self.asked.append(sid)
+        if self.meanwhile is not None:
+            self.meanwhile()
+        if self.refuse or sid in self.failing:
+            body = {"code": 20503, "message": "unavailable", "status": 503}
+            return TwilioResponse(503, json.dumps(body))
+        if sid in self.gone:
+            body = {"code": 20404, "message": "not found", "status": 404}
+            return TwilioResponse(404, json.dumps(body))
+        self.gone.add(sid)
+        return TwilioResponse(204, "")
+
+
+def client_on(twilio: TwilioRecordings) -> TwilioClient:
+    return TwilioClient(ACCOUNT, TOKEN, http_client=twilio)
+
+
+@pytest.fixture
+def twilio() -> TwilioRecordings:
+    return TwilioRecordings()
 
 
 def add_call(
@@ -84,6 +141,7 @@ def add_case(
     created: datetime | None = None,
     caller: str | None = ALICE,
     callback_number: str | None = None,
+    recorded: bool = True,
 ) -> int:
     created = created or (ended or NOW) - timedelta(minutes=5)
     with db.begin() as conn:
@@ -108,16 +166,28 @@ def add_case(
             )
             .returning(cases.c.id)
         ).scalar_one()
+    if recorded:
+        add_recording(db, case_id, call_sid, at=created)
+    return case_id
+
+
+def add_recording(
+    db: Engine, case_id: int, call_sid: str, *, at: datetime, url: str | None = ""
+) -> str:
+    """A recording of the case's call, at api.twilio.com unless `url` says otherwise."""
+    sid = f"RE{next(_ids):032d}"
+    with db.begin() as conn:
         conn.execute(
             insert(recordings).values(
                 case_id=case_id,
-                recording_sid=f"RE{next(_ids):032d}",
+                recording_sid=sid,
                 call_sid=call_sid,
                 status="completed",
-                at=created,
+                url=media_url(sid) if url == "" else url,
+                at=at,
             )
         )
-    return case_id
+    return sid
 
 
 def add_audit(db: Engine, case_id: int | None, action: str, *, at: datetime = LONG_AGO) -> int:
@@ -171,7 +241,16 @@ def exists(db: Engine, table: Any, *where: Any) -> bool:
     return count(db, table, *where) > 0
 
 
-def run_purge(db: Engine, **kwargs: Any) -> Purged:
+def rows(db: Engine, table: Any, *where: Any) -> list[Any]:
+    with db.connect() as conn:
+        return list(conn.execute(select(table).where(*where).order_by(*table.primary_key)))
+
+
+def run_purge(db: Engine, twilio: TwilioRecordings | None = None, **kwargs: Any) -> Purged:
+    """The purge, recordings kept as long as the rest, deleted at `twilio` (a Twilio that
+    holds every recording, if none is given)."""
+    kwargs.setdefault("keep_recordings", KEEP)
+    kwargs.setdefault("twilio", client_on(twilio or TwilioRecordings()))
     with db.connect() as conn:
         return purge(conn, now=NOW, keep=KEEP, **kwargs)
 
@@ -333,7 +412,9 @@ def test_a_purged_cases_freezes_lose_the_callers_number_and_nothing_else(db: Eng
 
 def retention_dry_run(db: Engine) -> Purged:
     with db.connect() as conn:
-        return purgeable(conn, now=NOW, keep=KEEP)
+        return purgeable(
+            conn, now=NOW, keep=KEEP, twilio=client_on(TwilioRecordings()), keep_recordings=KEEP
+        )
 
 
 def plan_of(db: Engine, statement: Any) -> str:
@@ -437,7 +518,9 @@ def test_the_dry_run_counts_what_the_purge_deletes_and_deletes_nothing(db: Engin
     before = [count(db, t) for t in (cases, calls, call_events, recordings, pages, page_sends)]
 
     with db.connect() as conn:
-        would = purgeable(conn, now=NOW, keep=KEEP)
+        would = purgeable(
+            conn, now=NOW, keep=KEEP, twilio=client_on(TwilioRecordings()), keep_recordings=KEEP
+        )
 
     after = [count(db, t) for t in (cases, calls, call_events, recordings, pages, page_sends)]
     assert after == before
@@ -477,11 +560,233 @@ def test_two_purges_at_once_delete_everything_once(db: Engine) -> None:
     assert count(db, calls) == 1
 
 
+# -- recordings at Twilio ---------------------------------------------------------------------
+
+
+def sids_of(db: Engine, *where: Any) -> list[str]:
+    return [r.recording_sid for r in rows(db, recordings, *where)]
+
+
+def test_old_recordings_are_deleted_at_twilio_before_their_rows_and_cases(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    old = add_case(db, add_call(db, ended=LONG_AGO))
+    recent = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    old_sid, recent_sid = sids_of(db, recordings.c.case_id == old)[0], sids_of(db)[1]
+    twilio.gone.add(second := add_recording(db, old, "CA-a-call-back", at=LONG_AGO))
+
+    purged = run_purge(db, twilio)
+
+    # Twilio was asked for each old one once, by the account's REST API; a 404 is gone too.
+    assert twilio.asked == [old_sid, second]
+    assert (purged.recordings, purged.recordings_left, purged.cases) == (2, 0, 1)
+    assert sids_of(db) == [recent_sid]
+    assert not exists(db, cases, cases.c.id == old) and exists(db, cases, cases.c.id == recent)
+
+
+def test_a_recording_twilio_failed_to_delete_keeps_its_row_and_case_until_a_later_purge(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    case_id = add_case(db, add_call(db, ended=LONG_AGO))
+    [sid] = sids_of(db)
+    twilio.failing.add(sid)
+
+    first = run_purge(db, twilio)
+
+    assert (first.recordings, first.recordings_left, first.cases, first.calls) == (0, 1, 0, 0)
+    assert twilio.asked == [sid]  # once a run: not in a loop
+    assert sids_of(db) == [sid] and exists(db, cases, cases.c.id == case_id)
+    assert count(db, calls) == 1
+
+    twilio.failing.clear()
+    again = run_purge(db, twilio)
+    assert (again.recordings, again.recordings_left, again.cases, again.calls) == (1, 0, 1, 1)
+    assert sids_of(db) == [] and count(db, cases) == 0
+
+
+def test_a_twilio_that_keeps_failing_is_not_asked_for_every_recording(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    for _ in range(retention.FAILING_IN_A_ROW + 3):
+        add_case(db, add_call(db, ended=LONG_AGO))
+    twilio.refuse = True
+
+    purged = run_purge(db, twilio)
+
+    assert len(twilio.asked) == retention.FAILING_IN_A_ROW
+    assert purged.recordings == purged.cases == 0
+    assert count(db, recordings) == count(db, cases) == retention.FAILING_IN_A_ROW + 3
+
+
+def test_without_a_twilio_client_no_recording_goes_nor_its_case(db: Engine) -> None:
+    recorded = add_case(db, add_call(db, ended=LONG_AGO))
+    add_case(db, add_call(db, ended=LONG_AGO), recorded=False)
+
+    with db.connect() as conn:
+        purged = purge(conn, now=NOW, keep=KEEP, twilio=None, keep_recordings=KEEP)
+
+    assert (purged.cases, purged.recordings, purged.recordings_left) == (1, 0, 1)
+    assert [c.id for c in rows(db, cases)] == [recorded] and count(db, recordings) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        media_url("{sid}", host="api.dublin.ie1.twilio.com"),  # a region's: its own credentials
+        media_url("{sid}", account="AC" + "1" * 32),  # another account's
+    ],
+)
+def test_a_recording_the_accounts_api_cannot_answer_for_is_not_asked_and_stays(
+    db: Engine, twilio: TwilioRecordings, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """api.twilio.com answers 404 for a region's recording, or another account's: that is
+    no word that it is gone, and its row is the only way to find it."""
+    case_id = add_case(db, add_call(db, ended=LONG_AGO), recorded=False)
+    sid = add_recording(db, case_id, "CA-the-call", at=LONG_AGO, url=None)
+    with db.begin() as conn:
+        conn.execute(update(recordings).values(url=url.format(sid=sid)))
+
+    with caplog.at_level(logging.WARNING, logger="ivr.retention"):
+        purged = run_purge(db, twilio)
+
+    assert twilio.asked == []
+    assert (purged.recordings, purged.recordings_left, purged.cases) == (0, 1, 0)
+    assert sids_of(db) == [sid] and exists(db, cases, cases.c.id == case_id)
+    assert sid in caplog.text and "by hand" in caplog.text
+
+
+def test_recordings_kept_longer_than_the_rest_keep_their_cases_and_calls(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    """A regulator's years for recordings: the case stays with its recording, so it is found
+    by its caller's number (and erased); unrecorded cases go at IVR_RETENTION_DAYS."""
+    call = add_call(db, ended=LONG_AGO)
+    recorded = add_case(db, call)
+    add_case(db, add_call(db, ended=LONG_AGO), recorded=False)
+
+    purged = run_purge(db, twilio, keep_recordings=timedelta(days=5 * 365))
+
+    assert twilio.asked == []
+    assert (purged.cases, purged.calls, purged.recordings, purged.recordings_left) == (1, 1, 0, 0)
+    assert [c.id for c in rows(db, cases)] == [recorded]
+    assert [c.call_sid for c in rows(db, calls)] == [call] and count(db, recordings) == 1
+
+    with db.connect() as conn:
+        later = NOW + timedelta(days=5 * 365)
+        purge(conn, now=later, keep=KEEP, twilio=client_on(twilio), keep_recordings=5 * KEEP)
+    assert len(twilio.asked) == 1 and count(db, recordings) == count(db, cases) == 0
+
+
+def test_recordings_kept_shorter_go_and_their_cases_stay_their_own_time(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    call = add_call(db, ended=LATELY)
+    case_id = add_case(db, call, ended=LATELY, created=NOW - timedelta(days=100))
+
+    purged = run_purge(db, twilio, keep_recordings=timedelta(days=90))
+
+    assert (purged.recordings, purged.cases) == (1, 0)
+    assert count(db, recordings) == 0 and exists(db, cases, cases.c.id == case_id)
+
+
+def test_the_recording_of_an_open_case_stays_however_old(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    add_case(db, add_call(db, ended=LONG_AGO), status="abandoned", queued=1)
+    assert run_purge(db, twilio) == Purged() and twilio.asked == []
+    assert count(db, recordings) == 1
+
+
+def test_recordings_only_are_purged_while_the_rest_is_kept_for_ever(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    case_id = add_case(db, add_call(db, ended=LONG_AGO))
+    with db.connect() as conn:
+        purged = purge(conn, now=NOW, keep=None, twilio=client_on(twilio), keep_recordings=KEEP)
+    assert purged == Purged(recordings=1)
+    assert count(db, recordings) == 0 and exists(db, cases, cases.c.id == case_id)
+
+
+def test_two_purges_at_once_delete_each_recording_once_and_its_row_once_twilio_said(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    """No transaction is held while Twilio is asked: both may ask for one recording, and the
+    second's 404 is gone, as it is. None is left, and no case goes before its recording."""
+    for _ in range(12):
+        add_case(db, add_call(db, ended=LONG_AGO))
+    all_sids = set(sids_of(db))
+    results: list[Purged] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+    seen_cases_without_audio: list[int] = []
+
+    def before_each_delete() -> None:
+        # Each time Twilio is asked: no case is gone whose recording Twilio still holds.
+        held = all_sids - twilio.gone
+        with db.connect() as conn:
+            owners = conn.execute(
+                select(recordings.c.case_id).where(recordings.c.recording_sid.in_(held))
+            ).scalars()
+            for case_id in owners:
+                if not conn.execute(select(cases.c.id).where(cases.c.id == case_id)).first():
+                    seen_cases_without_audio.append(case_id)
+
+    twilio.meanwhile = before_each_delete
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(run_purge(db, twilio, batch=4))
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert failures == [] and len(results) == 2
+    total = results[0] + results[1]
+    assert (total.cases, total.recordings, total.recordings_left) == (12, 12, 0)
+    assert twilio.gone == all_sids and seen_cases_without_audio == []
+    assert count(db, recordings) == count(db, cases) == 0
+
+
+@pytest.mark.parametrize(("value", "days"), [(None, 400), ("0", 0), ("3650", 3650), ("31", 31)])
+def test_recordings_are_kept_as_long_as_the_rest_unless_said(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, days: int
+) -> None:
+    monkeypatch.delenv("IVR_RETENTION_DAYS", raising=False)
+    if value is None:
+        monkeypatch.delenv("IVR_RECORDING_RETENTION_DAYS", raising=False)
+    else:
+        monkeypatch.setenv("IVR_RECORDING_RETENTION_DAYS", value)
+    assert load_settings(DatabaseSettings, _env_file=None).recording_keep_days == days
+
+
+def test_recordings_kept_shorter_than_a_month_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IVR_RECORDING_RETENTION_DAYS", "7")
+    with pytest.raises(Exception, match="IVR_RECORDING_RETENTION_DAYS"):
+        load_settings(DatabaseSettings, _env_file=None)
+
+
 # -- the daily job ----------------------------------------------------------------------------
 
 
-def fake_hotline(db: Engine, clock: FakeClock, days: int) -> Any:
-    return SimpleNamespace(db=db, clock=clock, settings=SimpleNamespace(retention_days=days))
+def fake_hotline(
+    db: Engine,
+    clock: FakeClock,
+    days: int,
+    recording_days: int | None = None,
+    twilio: TwilioRecordings | None = None,
+) -> Any:
+    settings = SimpleNamespace(
+        retention_days=days, recording_keep_days=days if recording_days is None else recording_days
+    )
+    return SimpleNamespace(
+        db=db, clock=clock, settings=settings, twilio=client_on(twilio or TwilioRecordings())
+    )
 
 
 def test_the_daily_job_purges_once_a_day_and_logs_it(
@@ -514,14 +819,14 @@ def test_the_daily_job_purges_a_backlog_a_little_at_each_sweep(
     keep them for the hour it takes. Each sweep purges for a while, the next goes on, and
     the day is counted from when nothing was left."""
     for _ in range(2):
-        add_case(db, add_call(db, ended=LONG_AGO))
+        add_case(db, add_call(db, ended=LONG_AGO), recorded=False)
     clock = FakeClock(NOW)
     hotline = fake_hotline(db, clock, 400)
     job = retention.Daily(seconds=0, batch=1)  # one batch a sweep
 
     with caplog.at_level(logging.INFO, logger="ivr.retention"):
         first = job(hotline)
-    assert first == Purged(cases=1, recordings=1)
+    assert first == Purged(cases=1)
     assert count(db, cases) == 1 and "more is left" in caplog.text
 
     sweeps = [first]
@@ -542,15 +847,41 @@ def test_the_daily_job_does_nothing_when_retention_is_0(db: Engine) -> None:
     assert count(db, cases) == 1
 
 
+def test_the_daily_job_deletes_recordings_at_twilio_with_the_hotlines_client(
+    db: Engine, twilio: TwilioRecordings, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_case(db, add_call(db, ended=LONG_AGO))
+    hotline = fake_hotline(db, FakeClock(NOW), 0, recording_days=400, twilio=twilio)
+
+    purged = retention.Daily()(hotline)
+
+    assert purged == Purged(recordings=1) and len(twilio.asked) == 1
+    assert count(db, recordings) == 0 and count(db, cases) == 1
+
+    add_case(db, add_call(db, ended=LONG_AGO))
+    hotline.twilio = None  # no TWILIO_ACCOUNT_SID
+    with caplog.at_level(logging.WARNING, logger="ivr.retention"):
+        left = retention.Daily()(hotline)
+    assert left == Purged(recordings_left=1) and "TWILIO_ACCOUNT_SID" in caplog.text
+
+
 @pytest.mark.parametrize("days", [400, 0])
 def test_each_instance_runs_the_purge_as_a_timed_job(
-    database_url: str, db: Engine, hotline_tree: CompiledTree, days: int
+    database_url: str,
+    db: Engine,
+    hotline_tree: CompiledTree,
+    days: int,
+    twilio: TwilioRecordings,
 ) -> None:
     gone = add_case(db, add_call(db, ended=LONG_AGO))
+    with db.connect() as conn:
+        recording = conn.execute(select(recordings.c.recording_sid)).scalar_one()
     settings = make_settings(
         IVR_DATABASE_URL=database_url, IVR_SWEEP_INTERVAL=0.05, IVR_RETENTION_DAYS=days
     )
-    app = create_app(settings, tree=hotline_tree, db=db, clock=FakeClock(NOW))
+    app = create_app(
+        settings, tree=hotline_tree, db=db, clock=FakeClock(NOW), twilio=client_on(twilio)
+    )
     with TestClient(app, base_url=HTTPS_CLIENT):
         deadline = time.monotonic() + 10
         while exists(db, cases, cases.c.id == gone) and time.monotonic() < deadline:
@@ -558,6 +889,7 @@ def test_each_instance_runs_the_purge_as_a_timed_job(
         if not days:
             time.sleep(0.5)  # ten sweeps: time enough for a purge that should not happen
     assert exists(db, cases, cases.c.id == gone) == (days == 0)
+    assert twilio.asked == ([recording] if days else [])
 
 
 # -- a caller's erasure -----------------------------------------------------------------------
@@ -760,36 +1092,64 @@ def test_erasure_needs_a_callers_whole_number(db: Engine, number: str) -> None:
 @pytest.fixture
 def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no .env of the checkout's
-    for name in ("IVR_RETENTION_DAYS", "IVR_MIGRATIONS"):
+    for name in ("IVR_RETENTION_DAYS", "IVR_MIGRATIONS", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IVR_DATABASE_URL", database_url)
     monkeypatch.setenv("USER", "ops")
     monkeypatch.setenv("LOGNAME", "ops")
 
 
-def ivr(*args: str) -> Any:
-    return CliRunner().invoke(cli_app, list(args))
+def ivr(*args: str, answer: str | None = None) -> Any:
+    return CliRunner().invoke(cli_app, list(args), input=answer)
+
+
+def with_twilio_account(monkeypatch: pytest.MonkeyPatch, twilio: TwilioRecordings) -> None:
+    """The commands' Twilio credentials set, their REST client on `twilio`."""
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    monkeypatch.setattr(cli, "_twilio_client", lambda account: client_on(twilio))
 
 
 def test_db_purge_prints_what_it_deletes_and_the_dry_run_deletes_nothing(
-    cli_env: None, db: Engine, monkeypatch: pytest.MonkeyPatch
+    cli_env: None, db: Engine, monkeypatch: pytest.MonkeyPatch, twilio: TwilioRecordings
 ) -> None:
+    with_twilio_account(monkeypatch, twilio)
     long_ago = datetime.now(UTC) - timedelta(days=410)
     add_case(db, add_call(db, ended=long_ago), ended=long_ago)
 
     dry = ivr("db", "purge", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "would delete" in dry.output and "cases 1" in dry.output and "calls 1" in dry.output
-    assert count(db, cases) == count(db, calls) == 1
+    assert "recordings 1" in dry.output and twilio.asked == []
+    assert count(db, cases) == count(db, calls) == count(db, recordings) == 1
 
     done = ivr("db", "purge")
     assert done.exit_code == 0, done.output
     assert "deleted" in done.output and "cases 1" in done.output and "call_events 2" in done.output
-    assert count(db, cases) == count(db, calls) == 0
+    assert "recordings 1" in done.output and len(twilio.asked) == 1
+    assert count(db, cases) == count(db, calls) == count(db, recordings) == 0
 
     monkeypatch.setenv("IVR_RETENTION_DAYS", "0")
     never = ivr("db", "purge")
     assert never.exit_code == 1 and "never purged" in never.output
+
+
+def test_db_purge_without_twilio_credentials_keeps_the_recorded_cases_and_says_so(
+    cli_env: None, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    long_ago = datetime.now(UTC) - timedelta(days=410)
+    recorded = add_case(db, add_call(db, ended=long_ago), ended=long_ago)
+    add_case(db, add_call(db, ended=long_ago), ended=long_ago, recorded=False)
+
+    done = ivr("db", "purge")
+
+    assert done.exit_code == 0, done.output
+    assert "cases 1" in done.output and "recordings_left 1" in done.output
+    assert "TWILIO_ACCOUNT_SID" in done.output
+    assert [r.case_id for r in rows(db, recordings)] == [recorded]
+    assert [r.id for r in rows(db, cases)] == [recorded]
 
 
 def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
@@ -811,6 +1171,8 @@ def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
     assert done.exit_code == 0, done.output
     assert "cases 2" in done.output and "audited as cli:ops" in done.output
     assert "Twilio" in done.output and sid in done.output
+    # No Twilio credentials: the recordings to delete there are listed.
+    assert "recordings: RE" in done.output and "Delete its" not in done.output
     assert count(db, cases) == count(db, calls) == 0
     with db.connect() as conn:
         actor = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "erase"))
@@ -818,6 +1180,35 @@ def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
 
     assert ivr("calls", "erase", "8613800138000", "--reason", "asked").exit_code == 1
     assert ivr("calls", "erase", ALICE, "--reason", "").exit_code == 1
+
+
+def test_calls_erase_offers_to_delete_the_recordings_at_twilio(
+    cli_env: None, db: Engine, monkeypatch: pytest.MonkeyPatch, twilio: TwilioRecordings
+) -> None:
+    with_twilio_account(monkeypatch, twilio)
+    case_id = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    failing = add_recording(db, case_id, "CA-a-call-back", at=LATELY)
+    twilio.failing.add(failing)
+    deleted, _ = sids_of(db)
+
+    done = ivr("calls", "erase", ALICE, "--reason", "GDPR request #42", answer="y\n")
+
+    assert done.exit_code == 0, done.output
+    assert "Delete its 2 recordings at Twilio now?" in done.output
+    assert twilio.asked == [deleted, failing] and twilio.gone == {deleted}
+    assert "deleted at Twilio: 1 recordings; NOT deleted" in done.output
+    assert f"recordings: {failing}" in done.output and f"recordings: {deleted}" not in done.output
+
+    declined_case = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    [kept] = sids_of(db, recordings.c.case_id == declined_case)
+    declined = ivr("calls", "erase", ALICE, "--reason", "GDPR request #43", answer="n\n")
+    assert declined.exit_code == 0, declined.output
+    assert twilio.asked == [deleted, failing] and f"recordings: {kept}" in declined.output
+
+    add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    unasked = ivr("calls", "erase", ALICE, "--reason", "GDPR request #44", "--yes")
+    assert unasked.exit_code == 0 and "Delete its" not in unasked.output
+    assert len(twilio.asked) == 3 and "deleted at Twilio: 1 recordings" in unasked.output
 
 
 def test_calls_erase_outlasts_the_webhooks_statement_timeout(
