@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
-from sqlalchemy import Connection, case, desc, func, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, case, desc, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ivr.db import cases, page_sends, pages
@@ -145,13 +145,25 @@ def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | N
 
 def unacknowledged(conn: Connection, *, now: datetime, overdue: Overdue) -> bool:
     """Whether the latest page went out and nobody said they were coming, though the victim
-    first in line now was waiting then already: the next page goes to the next tier too
-    (IVR_PAGE_ESCALATE). One read, made only when a page may be due."""
+    first in line now was waiting then already, and nobody said so for an earlier page about
+    them either: the next page goes to the next tier too (IVR_PAGE_ESCALATE). Made only when
+    a page may be due."""
+    since = now - overdue.waited
     with reading(conn):
         last = conn.execute(
             select(pages.c.at, pages.c.acked_at).order_by(desc(pages.c.turn)).limit(1)
         ).first()
-    return last is not None and last.acked_at is None and now - overdue.waited <= last.at
+        if last is None or last.acked_at is not None or last.at < since:
+            return False
+        # Someone said they were coming for an earlier page about this victim (the last was
+        # a surge's, which nobody need answer again): they are on their way, not asleep.
+        coming = conn.execute(
+            select(pages.c.id)
+            .where(pages.c.at >= bindparam("since", since, type_=pages.c.at.type))
+            .where(pages.c.acked_at.is_not(None))
+            .limit(1)
+        ).first()
+    return coming is None
 
 
 def new_ack_code() -> str:

@@ -1574,3 +1574,45 @@ def test_the_on_call_read_the_pages_times_on_the_hotlines_clock(
         f"{clock().astimezone(shanghai):%H:%M} CST"
     )
     assert "UTC" not in answer + to_the_other["Body"]
+
+
+def test_a_surge_nobody_answers_is_not_escalated_when_someone_is_coming_already(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """sam said he is coming for the night's first victim; the surge page after it asks
+    nothing new of him, and nobody answers it. The page after that is not the lead's to
+    get: someone is on their way, nobody slept through it."""
+    app = paging_app(
+        database_url,
+        hotline_tree,
+        db,
+        clock,
+        twilio_http,
+        IVR_TREE_SYNC=3600,
+        IVR_PAGE_ESCALATE=LEAD,
+    )
+    with on_the_line(app, check_twiml) as (client, phone):
+        hotline = client.app.state.hotline  # type: ignore[attr-defined]
+        hijacked(phone)
+        first = look(hotline)
+        assert first is not None
+        sam = make_user(db, "sam", "supervisor")
+        acked = client.post(f"/api/oncall/pages/{first}/ack", headers=bearer(sam))
+        assert acked.status_code == 200
+        eventually(lambda: len(texts(twilio_http)) == 2 * len(ON_CALL))
+        for n in range(10):  # eleven wait: a surge
+            hijacked(phone, f"+1500555{7000 + n}")
+        clock.advance(minutes=3)
+        assert look(hotline) is not None
+        assert page_rows(db)[-1]["acked_at"] is None
+        texted = len(texts(twilio_http))
+        clock.advance(minutes=16)  # past the surge's IVR_PAGE_UNACKED and sam's hold
+        assert look(hotline) is not None
+        again = texts(twilio_http)[texted:]
+        assert sorted(t["To"] for t in again) == sorted(ON_CALL)  # not the lead
+        assert not again[0]["Body"].startswith("Hotline (the last page: nobody coming)")
