@@ -102,12 +102,14 @@ def test_each_caller_is_texted_their_ticket_once_in_their_language(
         ("+8613800138000", CALLER_ID),
         ("+15005550008", CALLER_ID),
     ]
+    # Its number's owner learns of a call made in their name (a spoofed caller ID).
     assert sent[0]["Body"] == (
-        f"Exchange support: your ticket is {english['ticket']}. To follow it up, call and press "
-        "1, then 9. We never ask for passwords, 2FA codes or keys, nor to move funds."
+        f"Exchange support: ticket {english['ticket']}. Follow up: call, press 1, then 9. We "
+        "never ask for passwords, 2FA codes, keys or transfers. Not you? Call us via our app."
     )
     assert len(sent[0]["Body"]) <= 160  # one SMS
     assert f"工单号{mandarin['ticket']}。来电先按2选中文,再按9查询。" in sent[1]["Body"]
+    assert sent[1]["Body"].endswith("非本人来电请速联系客服。")
     assert len(sent[1]["Body"]) <= 70
     assert routine["ticket"] in sent[2]["Body"]
     assert [c["ticket_text"] for c in case_rows(db)] == ["sent"] * 3
