@@ -816,6 +816,10 @@ def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[
     if end <= start:
         return {}
     # A change older than this left nobody available in the period: it had lapsed by then.
+    try:
+        earliest = start - AVAILABLE_AT_MOST
+    except OverflowError:  # a period from the first days of year 1 (a crafted query)
+        earliest = datetime.min.replace(tzinfo=UTC)
     rows = conn.execute(
         select(
             presence_changes.c.user_id,
@@ -824,7 +828,7 @@ def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[
             presence_changes.c.available_since,
         )
         .join(users, users.c.id == presence_changes.c.user_id)
-        .where(presence_changes.c.at >= start - AVAILABLE_AT_MOST, presence_changes.c.at < end)
+        .where(presence_changes.c.at >= earliest, presence_changes.c.at < end)
         # In the order they were written (under the agent's row lock): two changes of one
         # agent at the same moment may carry their `at`s the other way round.
         .order_by(presence_changes.c.user_id, presence_changes.c.id)

@@ -76,7 +76,8 @@ def add_account(db: Engine, uid: str, phone: str) -> None:
     )
 
 
-TICKET = re.compile(r"\b\d( \d){6}\b")  # a 7-digit ticket number read digit by digit
+# A 7-digit ticket number read digit by digit (Mandarin says a lone 1 as 幺).
+TICKET = re.compile(r"\b[\d幺]( [\d幺]){6}\b")
 
 
 def transcript(record: CallRecord) -> list[str]:
