@@ -46,7 +46,8 @@ def keys_named(texts: dict[str, str]) -> list[str]:
     language: it is said inside a menu's <Gather>, where a key is that menu's option (1 on
     the shipped main menu: the emergency lane, for every worried caller who was told "press
     1 for a call back"), and while holding, where 1 asks for a call back. Such a text is
-    refused: what a key does is the menus' to say."""
+    refused: what a key does is the menus' to say (a menu's `incident_options`, prepared in
+    the tree, offer the worried a key of their own while an announcement is up)."""
     found = []
     for language, text in sorted(texts.items()):
         said = [*keys_said(text).values(), *(m[0] for m in _PRESS_A_WORD.finditer(text))]

@@ -1051,6 +1051,11 @@ class _Turn:
             return None
         return news.texts.get(state.lang) or None
 
+    def _incident_live(self, node: MenuNode) -> bool:
+        """Whether this menu's `incident_options` are offered now: an announcement is up, and
+        the menu is one that plays it (heard already or not)."""
+        return self.announcement is not None and node.announcement
+
     def gather_menu(
         self, menu: CompiledMenu, state: CallState, prompt_key: str, before: str | None = None
     ) -> None:
@@ -1076,6 +1081,10 @@ class _Turn:
             text = NOT_XML.sub("", before)  # refused when set; never let one break the menu
             gather.say(text, voice=catalog.voice, language=catalog.say_language)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
+        if self._incident_live(menu.node):
+            # Keys offered only while an announcement is up: after the menu's own, each time.
+            for incident in menu.node.incident_options:
+                _say(gather, self.tree.catalogs, incident.prompt, state.lang)
         self.response.append(gather)
         # If Twilio ever goes past the Gather (no actionOnEmptyResult), silence still reaches us.
         self.response.redirect(self.links.gather(self.step), method="POST")
@@ -1139,6 +1148,7 @@ class _Turn:
             return self.no_input(node, state)
         digits = event.digits if isinstance(event, Keys) else None
         option = None
+        detail: dict[str, Any] = {}
         if isinstance(event, Speech):
             option = match_speech(menu, state.lang, event.text)
             if option is None:
@@ -1159,6 +1169,12 @@ class _Turn:
                 )
                 return self.enter(node.operator, state)
             option = menu.by_key.get(digits)
+            if option is None and self._incident_live(node):
+                # An incident's key, offered (and taken) only while an announcement is up.
+                assert self.announcement is not None
+                option = menu.while_announced.get(digits)
+                if option is not None:
+                    detail["announcement"] = self.announcement.id
             if (
                 isinstance(event, Speech)
                 and option is not None
@@ -1167,11 +1183,18 @@ class _Turn:
                 option = None  # "nine" misheard in "don't hang up" never ends a call
         if option is None:
             return self.invalid(node, state, event)
-        return self.choose(name, option, state, event)
+        return self.choose(name, option, state, event, detail)
 
-    def choose(self, name: str, option: Option, state: CallState, event: Input) -> CallState:
+    def choose(
+        self,
+        name: str,
+        option: Option,
+        state: CallState,
+        event: Input,
+        detail: dict[str, Any] | None = None,
+    ) -> CallState:
         label = option.key if option.key is not None else option.target
-        detail: dict[str, Any] = {}
+        detail = dict(detail or {})
         if isinstance(event, Speech):
             detail["confidence"] = event.confidence
         self.log.append(

@@ -217,6 +217,8 @@ def _edge_label(node: Node, rel: tuple[str | int, ...]) -> str:
         return _option_label(node.options[rel[1]])
     if isinstance(node, LanguageNode) and rel[0] == "shortcuts" and isinstance(rel[1], int):
         return _option_label(node.shortcuts[rel[1]])
+    if isinstance(node, MenuNode) and rel[0] == "incident_options" and isinstance(rel[1], int):
+        return f"{node.incident_options[rel[1]].key} while announced"
     if isinstance(node, MenuNode) and rel == ("operator",):
         return f"{node.operator_key} operator"
     if rel == ("on_failure",):

@@ -5,7 +5,9 @@ happens on input, on silence (timeout) and on a wrong key, FreeSWITCH-menu style
 
     menu      prompt (short_prompt when presented again), options by DTMF key and/or spoken
               keywords per language, `timeout`, `max_no_input` -> `on_no_input`,
-              `max_invalid` -> `on_invalid`, repeat/back/operator keys
+              `max_invalid` -> `on_invalid`, repeat/back/operator keys; `incident_options`:
+              keys offered (their own prompts said after the menu's) and taken only while the
+              supervisors' announcement is up, invalid keys otherwise
     say       play a prompt, then go on to `next` (no input)
     language  choose the caller's language, then `next`; silence keeps the base language
     hours     business hours in a time zone with holiday dates -> `on_open` / `on_closed`
@@ -139,6 +141,18 @@ class Option(_Model):
         return self
 
 
+class IncidentOption(_Model):
+    """A key a menu that plays the supervisors' announcement offers only while one is up (an
+    incident): the worried whose account is fine, told where to find news and what to watch
+    out for, kept out of the emergency lane. `prompt` offers it, said after the menu's
+    prompt meanwhile; while no announcement is up the key is not said and is an invalid
+    key."""
+
+    key: Key
+    prompt: PromptKey
+    target: NodeName
+
+
 class MenuNode(_Node):
     kind: Literal["menu"]
     prompt: PromptKey
@@ -163,6 +177,12 @@ class MenuNode(_Node):
     # Plays the supervisors' current announcement (`PUT /api/announcement`) before its prompt,
     # once per call; a key or a word interrupts it.
     announcement: bool = False
+    incident_options: list[IncidentOption] = Field(
+        default=[],
+        description="keys offered, each by its own prompt after the menu's, and taken only "
+        "while the supervisors' announcement is up, on a menu that plays it; invalid keys, "
+        "never said, otherwise",
+    )
 
     @model_validator(mode="after")
     def _operator_pair(self) -> MenuNode:
@@ -504,6 +524,8 @@ class CompiledMenu:
     by_key: Mapping[str, Option]
     by_speech: BySpeech
     hints: Mapping[str, str]
+    # The menu's `incident_options` by key: taken only while an announcement is up.
+    while_announced: Mapping[str, Option] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -706,7 +728,8 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
 
 
 def _compile_menu(node: MenuNode) -> CompiledMenu:
-    return CompiledMenu(node, *_compiled(node.options, spoken_options(node)))
+    incident = {o.key: Option(key=o.key, target=o.target) for o in node.incident_options}
+    return CompiledMenu(node, *_compiled(node.options, spoken_options(node)), incident)
 
 
 def spoken_options(node: MenuNode) -> list[Option]:
@@ -768,6 +791,8 @@ def edges(node: Node) -> Iterator[tuple[PathKey, str]]:
     if isinstance(node, MenuNode):
         for i, option in enumerate(node.options):
             yield ("options", i, "target"), option.target
+        for i, incident in enumerate(node.incident_options):
+            yield ("incident_options", i, "target"), incident.target
         yield ("on_no_input",), node.on_no_input
         yield ("on_invalid",), node.on_invalid
         if node.operator:
@@ -830,6 +855,9 @@ def prompt_keys(node: Node) -> Iterator[tuple[PathKey, str]]:
     if isinstance(node, VerifyNode):
         for step in node.steps:
             yield ("step_prompts", step), node.step_prompt(step)
+    if isinstance(node, MenuNode):
+        for i, incident in enumerate(node.incident_options):
+            yield ("incident_options", i, "prompt"), incident.prompt
 
 
 Inherited = Mapping[str, set[str]]  # menu name -> settings it took from menu_defaults
@@ -846,7 +874,8 @@ def _apply_menu_defaults(
     nodes = data.get("nodes")
     if not isinstance(defaults, dict) or not isinstance(nodes, dict):
         return data, {}
-    allowed = set(MenuNode.model_fields) - {"kind", "prompt", "options"}
+    # An incident's options are one menu's, as its options are.
+    allowed = set(MenuNode.model_fields) - {"kind", "prompt", "options", "incident_options"}
     for key in defaults:
         if key not in allowed:
             problems.append(doc.problem(("menu_defaults", key), f"'{key}' is not a menu setting"))
@@ -897,6 +926,7 @@ def _check_graph(
             _check_menu_keys(name, node, catalogs, at)
             _check_keys_said(name, node, catalogs, at)
             _check_keys_offered(name, node, catalogs, at)
+            _check_incident_options(name, node, catalogs, at)
             spoken = spoken_options(node)
             _check_shadowed_words(name, spoken, len(node.options), at)
             _check_hint_count(name, spoken, at)
@@ -1677,13 +1707,16 @@ def _check_keys_said(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> 
     moved or deleted, the prompt left as it was): the caller who does is told it is not a
     valid choice. Every catalog's text is read."""
     keys = {o.key for o in node.options} | {node.repeat_key, node.back_key, node.operator_key}
+    # An incident option's prompt is said while it is offered; the menu's own prompts
+    # naming it are `_check_incident_options`'s error.
+    known = keys | {o.key for o in node.incident_options}
     for rel, prompt in prompt_keys(node):
         missing: dict[str, list[str]] = {}
         for lang, cat in catalogs.by_language.items():
             value = cat.prompts.get(prompt)
             text = value if isinstance(value, str) else value.text if value else None
             for key, words in keys_said(text or "").items():
-                if key not in keys:
+                if key not in known:
                     missing.setdefault(key, []).append(f'"{words}" in {lang}')
         if missing:
             named = "; ".join(f"key {k} ({', '.join(said)})" for k, said in missing.items())
@@ -1751,6 +1784,83 @@ def _check_keys_offered(name: str, node: MenuNode, catalogs: Catalogs, at: Any) 
                 f"{languages}: {languages} {KEY_NOT_OFFERED}; say it there "
                 f'("press {option.key}", 请按{option.key}), or remove the option',
                 "warning",
+            )
+
+
+INCIDENT_KEY_SAID = "which is offered only while an announcement is up"
+INCIDENT_NEVER_OFFERED = "never offered"
+
+
+def _prompt_text(catalog_value: object) -> str | None:
+    """A prompt's words: its text, or a recording's transcript (None: not known)."""
+    text = getattr(catalog_value, "text", catalog_value)
+    return text if isinstance(text, str) else None
+
+
+def _check_incident_options(name: str, node: MenuNode, catalogs: Catalogs, at: Any) -> None:
+    """A menu's keys for an incident (`incident_options`), offered and taken only while the
+    supervisors' announcement is up, on a menu that plays it (one that does not never offers
+    them: warned of). Each key is its own, not an option's, repeat, back or operator key (it
+    would change meaning while an announcement is up); the menu's own prompts never name
+    one (callers would be told of it when no announcement is up, then hear it is not a valid
+    choice); and each option's prompt names its key in every catalog (else which key?)."""
+    if node.incident_options and not node.announcement:
+        at(
+            name,
+            ("incident_options",),
+            f"{INCIDENT_NEVER_OFFERED}: they are offered only where the supervisors' "
+            "announcement is played, and this menu does not play it (announcement: true)",
+            "warning",
+        )
+    used: dict[str, str] = {}
+    for field_name in ("repeat_key", "back_key", "operator_key"):
+        key = getattr(node, field_name)
+        if key is not None:
+            used.setdefault(key, f"the {field_name}")
+    for i, option in enumerate(node.options):
+        if option.key is not None:
+            used.setdefault(option.key, f"options[{i}]")
+    ordinary = set(used)
+    for i, incident in enumerate(node.incident_options):
+        if incident.key in used:
+            at(
+                name,
+                ("incident_options", i, "key"),
+                f"key '{incident.key}' is already {used[incident.key]}",
+            )
+        used.setdefault(incident.key, f"incident_options[{i}]")
+        for lang, cat in catalogs.by_language.items():
+            text = _prompt_text(cat.prompts.get(incident.prompt))
+            if text is not None and incident.key not in keys_offered(text):
+                at(
+                    name,
+                    ("incident_options", i, "prompt"),
+                    f"prompt '{incident.prompt}' never names key {incident.key} in {lang}: "
+                    f'{lang} callers are not told which key to press ("press '
+                    f'{incident.key}", 请按{incident.key})',
+                    "warning",
+                )
+    # (A key the menu has anyway is refused above, not this.)
+    incident_keys: dict[str, int] = {}
+    for i, incident in enumerate(node.incident_options):
+        if incident.key not in ordinary:
+            incident_keys.setdefault(incident.key, i)
+    for rel, prompt in (("prompt",), node.prompt), (("short_prompt",), node.short_prompt):
+        if prompt is None:
+            continue
+        named: dict[str, list[str]] = {}
+        for lang, cat in catalogs.by_language.items():
+            text = _prompt_text(cat.prompts.get(prompt))
+            for key, words in keys_offered(text or "").items():
+                if key in incident_keys:
+                    named.setdefault(key, []).append(f'"{words}" in {lang}')
+        for key, said in named.items():
+            at(
+                name,
+                rel,
+                f"prompt '{prompt}' names key {key} ({', '.join(said)}), {INCIDENT_KEY_SAID} "
+                f"(incident_options[{incident_keys[key]}]): callers would be told of it when "
+                "none is, and hear it is not a valid choice; say it in the option's own prompt",
             )
 
 

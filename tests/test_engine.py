@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from ivr.engine import (
     hold_twiml,
 )
 from ivr.settings import PROJECT_ROOT
-from ivr.tree import CompiledTree, load_tree
+from ivr.tree import CompiledTree, compile_source, load_tree
 from tests.conftest import DATA
 from tests.support.catalogs import catalogs_without
 
@@ -346,6 +347,121 @@ def test_an_announcement_is_heard_once_per_call_and_only_where_the_tree_says(
     plain.send(Keys("1"))
     assert said(plain.step) == ["Main menu. Press 1 for help, 2 for more, 0 for an agent."]
     assert "announced" not in plain.state.facts
+
+
+# The mini tree's main menu with a key for the worried whose account is fine (8), offered
+# only while an announcement is up; its prompts added to a copy of the test catalogs.
+INCIDENT_OPTION = """\
+    incident_options:
+      - {key: "8", prompt: main_incident, target: worried}
+"""
+WORRIED = """\
+  worried:
+    kind: say
+    prompt: worried_advice
+    next: thanks
+"""
+INCIDENT_PROMPTS = {
+    "en": (
+        "  main_incident: About the incident, and your account is fine? Press 8.\n"
+        "  worried_advice: See our app for news. Never share a code.\n"
+    ),
+    "zh-CN": "  main_incident: 为事件来电、账户正常,请按8。\n  worried_advice: 请看App公告。\n",
+}
+
+
+@pytest.fixture
+def incident_tree(tmp_path: Path) -> CompiledTree:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(DATA / "prompts", prompts)
+    for language, lines in INCIDENT_PROMPTS.items():
+        with (prompts / f"{language}.yaml").open("a", encoding="utf-8") as catalog:
+            catalog.write(lines)
+    text = (DATA / "mini.yaml").read_text(encoding="utf-8")
+    text = text.replace("    announcement: true\n", "    announcement: true\n" + INCIDENT_OPTION, 1)
+    tree = tmp_path / "tree.yaml"
+    tree.write_text(text + WORRIED, encoding="utf-8")
+    return load_tree(tree, prompts)
+
+
+def menu_says(step: Step) -> list[str]:
+    gather = etree.fromstring(step.twiml.encode()).find("Gather")
+    assert gather is not None, step.twiml
+    return [el.text or "" for el in gather.iter("Say")]
+
+
+def test_an_incident_key_is_offered_after_the_menu_and_taken_while_an_announcement_is_up(
+    incident_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    call = announced(incident_tree, check_twiml, "1")
+    assert menu_says(call.step) == [
+        INCIDENT.texts["en"],
+        "Main menu. Press 1 for help, 2 for more, 0 for an agent.",
+        "About the incident, and your account is fine? Press 8.",
+    ]
+    # A wrong key: the short prompt, and the incident key still offered after it.
+    call = announced(incident_tree, check_twiml, "1", "9")
+    assert menu_says(call.step) == [
+        "Press 1, 2 or 0.",
+        "About the incident, and your account is fine? Press 8.",
+    ]
+    call = announced(incident_tree, check_twiml, "1", "8")
+    assert said(call.step) == ["See our app for news. Never share a code.", "Goodbye."]
+    assert call.state.ended and call.state.trail == ("main",)
+    chosen = [e for e in call.step.log if e.kind == "input"][-1]
+    assert (chosen.option, chosen.outcome) == ("8", "worried")
+    assert chosen.detail == {"announcement": "7"}
+    # In Mandarin, in Mandarin; and "eight" said is the key.
+    call = announced(incident_tree, check_twiml, "2")
+    assert menu_says(call.step)[-1] == "为事件来电、账户正常,请按8。"
+    step = advance(
+        incident_tree,
+        announced(incident_tree, check_twiml, "1").state,
+        Speech("eight"),
+        links=LINKS,
+        step=3,
+        now=MONDAY_NOON_SGT,
+        announcement=INCIDENT,
+    )
+    check_twiml(step.twiml)
+    assert step.state.ended and said(step)[0] == "See our app for news. Never share a code."
+
+
+def test_without_an_announcement_an_incident_key_is_neither_said_nor_taken(
+    incident_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    """No announcement up (none set, or cleared between the menu and the key): the key is
+    an invalid one, counted as such, and the menu never mentions it."""
+    call = Call(incident_tree, check_twiml)
+    call.send(Keys("1"))
+    assert menu_says(call.step) == ["Main menu. Press 1 for help, 2 for more, 0 for an agent."]
+    step = call.send(Keys("8"))
+    assert said(step) == ["Sorry, that is not a valid choice.", "Press 1, 2 or 0."]
+    assert (call.state.node, call.state.invalid) == ("main", 1)
+    assert [e.outcome for e in step.log] == ["invalid"]
+    # Offered while one was up, pressed once it was gone: not valid either.
+    up = announced(incident_tree, check_twiml, "1")
+    step = advance(
+        incident_tree, up.state, Keys("8"), links=LINKS, step=3, now=up.now, announcement=None
+    )
+    check_twiml(step.twiml)
+    assert (step.state.node, step.state.invalid) == ("main", 1)
+    assert "About the incident, and your account is fine? Press 8." not in said(step)
+
+
+def test_an_incident_key_is_offered_only_where_the_announcement_is_played(
+    incident_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    """A menu with the keys but no `announcement: true` (warned of) never offers them."""
+    quiet = compile_source(
+        incident_tree.source.replace("    announcement: true\n", ""),
+        incident_tree.file,
+        incident_tree.catalogs,
+    )
+    call = announced(quiet, check_twiml, "1")
+    assert menu_says(call.step) == ["Main menu. Press 1 for help, 2 for more, 0 for an agent."]
+    call = announced(quiet, check_twiml, "1", "8")
+    assert (call.state.node, call.state.invalid) == ("main", 1)
 
 
 def test_back_key_returns_to_previous_menu(call: Call) -> None:

@@ -361,7 +361,7 @@ def test_every_static_edge_is_drawn_once_with_what_takes_the_caller_along_it(
                 word |= {"on_success": "ok", "on_failure": "fail", "on_not_found": "not found"}
                 word |= {"after_agent": "after the agent"}
                 word |= {"on_official": "ours", "on_not_official": "not ours"}
-                word |= {"on_no_answer": "no answer"}
+                word |= {"on_no_answer": "no answer", "incident_options": "while announced"}
                 assert word[str(rel[0])] in label
     assert set(pic.edges) == expected
     assert pic.edge_count == len(expected)

@@ -21,6 +21,8 @@ from ivr.exceptions import Problem, SourceError
 from ivr.identity import SECRET_FACTORS
 from ivr.prompts import load_catalogs
 from ivr.tree import (
+    INCIDENT_KEY_SAID,
+    INCIDENT_NEVER_OFFERED,
     KEY_NOT_IN_MENU,
     KEY_NOT_OFFERED,
     MAX_PASS_THROUGH,
@@ -2264,6 +2266,138 @@ def test_a_broken_announcing_menu_is_not_taken_for_no_announcement(tmp_path: Pat
     text = BASE.replace("    on_invalid: agent\n", "    on_invalid: agent\n    colour: red\n", 1)
     problems = check_tree(write(tmp_path, text), PROMPTS)
     assert [(p.path, p.severity) for p in problems] == [("nodes.main.colour", "error")]
+
+
+# -- keys offered only while an announcement is up (`incident_options`) ---------------------------
+
+INCIDENT_OPTIONS = """\
+    incident_options:
+      - key: "8"
+        prompt: main_incident
+        target: worried
+"""
+WORRIED = """\
+  worried:
+    kind: say
+    prompt: worried_advice
+    next: bye
+"""
+INCIDENT_PROMPTS = {
+    "en": "  main_incident: About the incident, and your account is fine? Press 8.\n"
+    "  worried_advice: See our app for news.\n",
+    "zh-CN": "  main_incident: 为事件来电、账户正常,请按8。\n  worried_advice: 请看App公告。\n",
+}
+
+
+def incident_tree(announcement: bool = True) -> str:
+    """BASE whose main menu offers 8 (to `worried`, a say node reached no other way) while
+    an announcement is up."""
+    text = BASE.replace("    options:\n", INCIDENT_OPTIONS + "    options:\n", 1)
+    if not announcement:
+        text = text.replace("    announcement: true\n", "", 1)
+    return text + WORRIED
+
+
+def incident_prompts(tmp_path: Path, **changed: dict[str, str]) -> Path:
+    """The test catalogs with INCIDENT_PROMPTS, and `changed` prompts (by language) set."""
+    folder = copy_prompts(tmp_path)
+    for language, lines in INCIDENT_PROMPTS.items():
+        catalog = folder / f"{language}.yaml"
+        text = catalog.read_text(encoding="utf-8") + lines
+        for key, said in changed.get(language, {}).items():
+            text = re.sub(rf"(?m)^  {key}: .*$", f"  {key}: {said}", text)
+        catalog.write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_a_menus_incident_key_is_compiled_apart_and_its_branch_is_reachable(
+    tmp_path: Path,
+) -> None:
+    text = incident_tree()
+    path, prompts = write(tmp_path, text), incident_prompts(tmp_path)
+    assert check_tree(path, prompts) == []  # `worried` is reached: by the incident key
+    tree = load_tree(path, prompts)
+    menu = tree.menus["main"]
+    assert set(menu.by_key) == {"1", "2", "0"}  # never taken as an ordinary key
+    assert {k: o.target for k, o in menu.while_announced.items()} == {"8": "worried"}
+    # Its prompt is checked as every prompt is: missing from English, an error at its line.
+    bare = copy_prompts(tmp_path / "bare")
+    problems = check_tree(path, bare)
+    assert {(p.severity, p.path) for p in problems} >= {
+        ("error", "nodes.main.incident_options[0].prompt")
+    }
+    assert any(p.line == line_of(text, "prompt: main_incident") for p in problems)
+
+
+def test_an_incident_key_on_a_menu_that_plays_no_announcement_is_warned_of(
+    tmp_path: Path,
+) -> None:
+    """Never offered there (the engine offers them only where the announcement is played):
+    an operator who took `announcement: true` away is told the keys went with it."""
+    text = incident_tree(announcement=False)
+    problems = check_tree(write(tmp_path, text), incident_prompts(tmp_path))
+    problem = only([p for p in problems if p.message != NO_ANNOUNCEMENT])
+    assert (problem.severity, problem.path) == ("warning", "nodes.main.incident_options")
+    assert problem.line == line_of(text, "incident_options:")
+    assert problem.message.startswith(INCIDENT_NEVER_OFFERED)
+    assert "does not play it (announcement: true)" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("key", "taken"), [("1", "options[0]"), ("*", "the repeat_key"), ("0", "the operator_key")]
+)
+def test_an_incident_key_the_menu_has_already_is_refused(
+    tmp_path: Path, key: str, taken: str
+) -> None:
+    """While an announcement is up that key would mean something else: the emergency lane
+    (1) above all."""
+    text = incident_tree().replace('      - key: "8"\n', f'      - key: "{key}"\n', 1)
+    text = text.replace('{key: "0", target: agent}', '{key: "3", target: agent}')
+    if key == "0":
+        text = text.replace("    on_invalid: agent\n", OPERATOR, 1)
+    said = {lang: {"main_incident": f"Incident? Press {key}."} for lang in INCIDENT_PROMPTS}
+    problems = check_tree(write(tmp_path, text), incident_prompts(tmp_path, **said))
+    errors = [p for p in problems if p.severity == "error"]
+    assert [(p.path, p.message) for p in errors] == [
+        ("nodes.main.incident_options[0].key", f"key '{key}' is already {taken}")
+    ]
+
+
+OPERATOR = '    on_invalid: agent\n    operator_key: "0"\n    operator: agent\n'
+
+
+def test_a_menu_prompt_naming_its_incident_key_is_refused(tmp_path: Path) -> None:
+    """Said with no announcement up, it sends callers to a key that is then invalid."""
+    text = incident_tree()
+    named = {"zh-CN": {"main": "主菜单。求助请按1,更多请按2,人工服务请按0,事件请按8。"}}
+    problems = check_tree(write(tmp_path, text), incident_prompts(tmp_path, **named))
+    problem = only(problems)
+    assert (problem.severity, problem.path, problem.line) == (
+        "error",
+        "nodes.main.prompt",
+        text.splitlines().index("    prompt: main") + 1,
+    )
+    assert problem.message.startswith(
+        f"prompt 'main' names key 8 (\"按8\" in zh-CN), {INCIDENT_KEY_SAID} "
+        "(incident_options[0]): callers would be told of it when none is"
+    ), problem.message
+
+
+def test_an_incident_prompt_that_never_names_its_key_is_warned_of(tmp_path: Path) -> None:
+    silent = {"zh-CN": {"main_incident": "如果您为事件来电,账户正常,请继续收听。"}}
+    text = incident_tree()
+    problems = check_tree(write(tmp_path, text), incident_prompts(tmp_path, **silent))
+    problem = only(problems)
+    assert (problem.severity, problem.path) == ("warning", "nodes.main.incident_options[0].prompt")
+    assert "never names key 8 in zh-CN" in problem.message
+
+
+def test_incident_keys_are_no_menu_default(tmp_path: Path) -> None:
+    text = "menu_defaults:\n  incident_options: []\n" + BASE
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:2: error: menu_defaults.incident_options: 'incident_options' is not a menu setting"
+    ]
 
 
 # -- when business hours next begin -------------------------------------------------------------
