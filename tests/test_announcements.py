@@ -16,8 +16,16 @@ from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, compile_source
 from ivr.web import create_app
-from tests.conftest import HTTPS_CLIENT, PUBLIC_URL, TOKEN, FakeClock, bearer, make_user
-from tests.test_hotpath import Line
+from tests.conftest import (
+    HTTPS_CLIENT,
+    PUBLIC_URL,
+    TOKEN,
+    FakeClock,
+    bearer,
+    make_settings,
+    make_user,
+)
+from tests.test_hotpath import Line, counting
 
 EN = "We know withdrawals are paused while we investigate. Your funds are safe."
 ZH = "我们已知晓提现暂停,正在调查。您的资产安全。"
@@ -45,7 +53,8 @@ def test_every_caller_hears_it_first_in_their_language(
     # Told once: a caller back at the main menu does not hear it again.
     again = phone.call(ScriptedParty([Press("1"), Press("3"), Press("#")]))
     assert sum(line.startswith(MAIN_MENU) for line in again.heard) == 1  # then its reminder
-    assert again.heard[-1].startswith("Press 1 for a hacked or stolen account")
+    assert again.heard[-2].startswith("Press 1 for a hacked or stolen account")
+    assert again.heard[-1].startswith(WORRIED_OFFER)  # while it is up: after the menu
     assert again.heard.count(EN) == 1
     # Who set it, and what, is in the audit log.
     with db.connect() as conn:
@@ -249,3 +258,59 @@ def test_an_announcement_that_names_a_key_is_refused(client: TestClient, db: Eng
     assert client.get("/api/announcement", headers=bearer(sam)).json() is None
     fine = {"en": EN + " You do not need to hold: we will post updates.", "zh-CN": ZH + "请按一下"}
     assert put(client, sam, {"texts": fine}).status_code == 200
+
+
+WORRIED_OFFER = "If you are calling about the incident we just told you about"
+WORRIED_ADVICE = "Thank you for checking on your account."
+
+
+def test_the_worried_callers_key_lasts_as_long_as_the_announcement(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock
+) -> None:
+    """Main menu # (the tree's `incident_options`): offered and taken while an announcement
+    is up, on every instance that plays it; cleared or expired, # is an invalid key again and
+    nobody is told of it."""
+    sam = make_user(db, "sam", "supervisor")
+
+    def pound() -> list[str]:
+        return phone.call(ScriptedParty([Press("1"), Press("#")])).heard
+
+    put(client, sam, INCIDENT)
+    heard = pound()
+    assert any(line.startswith(WORRIED_OFFER) for line in heard)
+    assert any(line.startswith(WORRIED_ADVICE) for line in heard)
+    client.delete("/api/announcement", headers=bearer(sam))
+    heard = pound()
+    assert "Sorry, that is not a valid choice." in heard
+    assert not any(WORRIED_OFFER in line or WORRIED_ADVICE in line for line in heard)
+    put(client, sam, INCIDENT)
+    assert any(line.startswith(WORRIED_ADVICE) for line in pound())
+    clock.advance(minutes=61)  # INCIDENT is up for 60
+    heard = pound()
+    assert "Sorry, that is not a valid choice." in heard
+    assert not any(WORRIED_OFFER in line or WORRIED_ADVICE in line for line in heard)
+
+
+def test_the_worried_callers_key_is_a_menu_key_on_the_hot_path(
+    database_url: str, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> None:
+    """Whether an announcement is up is known from memory (where the menu plays it): # is
+    one read and one write, as every menu key."""
+    settings = make_settings(
+        IVR_DATABASE_URL=database_url,
+        IVR_TREE_SYNC=3600,
+        IVR_SWEEP_INTERVAL=3600,
+        IVR_DISPATCH_INTERVAL=3600,
+    )
+    app = create_app(settings, tree=hotline_tree, db=db, clock=clock)
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        assert put(client, make_user(db, "sam", "supervisor"), INCIDENT).status_code == 200
+        line = Line(client)
+        line.post(PUBLIC_URL + "/twilio/voice", CallStatus="ringing")
+        line.post(line.gather_action(), Digits="1")  # English: the main menu, and its offer
+        assert WORRIED_OFFER in ET.tostring(line.doc, encoding="unicode")
+        with counting(db) as seen:
+            line.post(line.gather_action(), Digits="#")
+        assert WORRIED_ADVICE in ET.tostring(line.doc, encoding="unicode")
+        assert len(seen.reads) == 1, seen.sql  # the call
+        assert len(seen.writes) == 2, seen.sql  # its new step, its log lines

@@ -22,6 +22,7 @@ from ivr import store
 from ivr.db import Busy, calls, cases, impatient, verification_failures
 from ivr.engine import (
     AgentDone,
+    Announcement,
     CallState,
     CaseSummary,
     Checked,
@@ -829,11 +830,16 @@ INPUTS: tuple[Input, ...] = (
 )
 
 
+# An incident announced: the main menu's incident keys are offered and taken meanwhile.
+NEWS = Announcement("1", {"en": "Logins are slow today.", "zh-CN": "今天登录较慢。"})
+
+
+@pytest.mark.parametrize("news", [None, NEWS], ids=["no announcement", "announced"])
 def test_every_node_every_key_both_languages_gives_valid_twiml_and_no_dead_end(
-    hotline_tree: CompiledTree, check_twiml: Callable[[str], None]
+    hotline_tree: CompiledTree, check_twiml: Callable[[str], None], news: Announcement | None
 ) -> None:
     links, now = Links("https://hotline.example.test"), datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
-    first = begin(hotline_tree, links=links, step=1, now=now)
+    first = begin(hotline_tree, links=links, step=1, now=now, announcement=news)
     check_twiml(first.twiml)
     seen: set[tuple[str, str, int, int]] = set()
     todo: deque[CallState] = deque([first.state])
@@ -846,7 +852,9 @@ def test_every_node_every_key_both_languages_gives_valid_twiml_and_no_dead_end(
         seen.add(key)
         visited_nodes.add(state.node)
         for event in INPUTS:
-            step = advance(hotline_tree, state, event, links=links, step=2, now=now)
+            step = advance(
+                hotline_tree, state, event, links=links, step=2, now=now, announcement=news
+            )
             check_twiml(step.twiml)
             root = etree.fromstring(step.twiml.encode())
             last = root[-1].tag if len(root) else None
@@ -864,8 +872,16 @@ def test_every_node_every_key_both_languages_gives_valid_twiml_and_no_dead_end(
                     event,
                 )
             todo.append(step.state.model_copy(update={"trail": step.state.trail[-2:]}))
+    # Without an announcement, what only main menu # leads to (its advice's menu) is out of
+    # reach; announced, it is reached and walked like any other.
+    only_announced = {"incident_next"}
+    assert (news is not None) == (only_announced <= visited_nodes)
+    if news is not None:
+        only_announced = set()
     assert visited_nodes >= {
-        n for n, node in hotline_tree.tree.nodes.items() if isinstance(node, MenuNode | QueueNode)
+        n
+        for n, node in hotline_tree.tree.nodes.items()
+        if isinstance(node, MenuNode | QueueNode) and n not in only_announced
     }
     assert {lang for _, lang, _, _ in seen} == {"en", "zh-CN"}
 
@@ -2441,3 +2457,65 @@ def test_a_mandarin_caller_hears_a_lone_one_in_a_number_as_yao(phone: Phone) -> 
     assert any("尾号为 0 幺 0 幺 的号码不是我们的号码" in line for line in record.heard)
     tickets = [line for line in call(phone, Press("2"), Press("0")).heard if "工单号是" in line]
     assert tickets and all(" 1" not in line for line in tickets), tickets
+
+
+# -- an incident: main menu # for the worried whose account is fine ---------------------------
+
+INCIDENT_NEWS = {
+    "en": "We know some customers saw failed logins today. We are investigating.",
+    "zh-CN": "我们已知晓今天部分用户登录失败,正在调查。",
+}
+WORRIED_OFFER = "If you are calling about the incident we just told you about"
+WORRIED_ADVICE = "Thank you for checking on your account."
+
+
+def test_while_an_announcement_is_up_the_worried_press_pound_for_advice_not_the_emergency_lane(
+    client: TestClient, phone: Phone, db: Engine
+) -> None:
+    """A supervisor announces the incident; the main menu then offers # to callers whose
+    account is fine: advice, and a polite goodbye, with no case opened and no line joined."""
+    sam = make_user(db, "sam", "supervisor")
+    put = client.put("/api/announcement", json={"texts": INCIDENT_NEWS}, headers=bearer(sam))
+    assert put.status_code == 200, put.text
+    record = call(phone, Press("1"), Press("#"), Press("9"))
+    news = record.heard.index(INCIDENT_NEWS["en"])
+    assert record.heard[news + 1].startswith("If your account has been hacked")  # the menu
+    offer = record.heard[news + 2]  # after the menu: this key, and only while announced
+    assert offer.startswith(WORRIED_OFFER) and offer.endswith("press pound.")
+    assert record.heard[news + 3].startswith(WORRIED_ADVICE)
+    assert "never share your password or codes" in record.heard[news + 3]
+    assert record.heard[news + 4].startswith("If you now see something wrong with your account")
+    assert record.heard[-1] == "Thank you for calling. Goodbye."
+    assert record.queue is None
+    with db.connect() as conn:
+        row = get_call(conn, call_sid=record.call_sid)
+    assert row is not None and row["state"]["facts"]["topic"] == "incident_worried"
+    with db.connect() as conn:
+        assert conn.execute(select(cases.c.id)).first() is None  # nobody waits on an agent
+    # In Mandarin, in Mandarin; 3 after the advice is still the security team.
+    mandarin = call(phone, Press("2"), Press("#"), Press("3"), Press("*"))
+    assert any(line.endswith("请按井号键。") for line in mandarin.heard)
+    assert any(line.startswith("感谢您关心账户安全") for line in mandarin.heard)
+    assert mandarin.queue == "security"
+
+
+def test_without_an_announcement_pound_at_the_main_menu_is_invalid_and_never_offered(
+    phone: Phone,
+) -> None:
+    record = call(phone, Press("1"), Press("#"), Press("3"))
+    menu = next(i for i, line in enumerate(record.heard) if line.startswith("If your account"))
+    assert record.heard[menu + 1] == "Sorry, that is not a valid choice."
+    assert record.heard[menu + 2].startswith("Press 1 for a hacked or stolen account")
+    assert not any(WORRIED_OFFER in line or WORRIED_ADVICE in line for line in record.heard)
+    assert record.heard[-1].startswith("Deposits and withdrawals.")  # 3: as ever
+
+
+def test_the_shipped_main_menu_offers_pound_only_while_announced(
+    hotline_tree: CompiledTree,
+) -> None:
+    menu = hotline_tree.menus["main_menu"]
+    assert {k: o.target for k, o in menu.while_announced.items()} == {"#": "incident_advice"}
+    assert "#" not in menu.by_key and menu.node.back_key is None
+    for language in ("en", "zh-CN"):
+        offer = hotline_tree.catalogs.catalog(language).prompts["main_menu_incident"]
+        assert isinstance(offer, str) and offer  # a prompt of its own, in every language
