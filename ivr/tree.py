@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -473,21 +473,7 @@ Node = Annotated[
 # Every setting a node of some kind has: a node named like one (`on_failure:` among the
 # nodes) is most likely that setting, indented too little.
 NODE_SETTINGS = frozenset(
-    name
-    for kind in (
-        MenuNode,
-        SayNode,
-        LanguageNode,
-        HoursNode,
-        QueueNode,
-        TransferNode,
-        HangupNode,
-        VerifyNode,
-        TicketNode,
-        NumberCheckNode,
-        SurveyNode,
-    )
-    for name in kind.model_fields
+    name for kind in get_args(get_args(Node)[0]) for name in kind.model_fields
 )
 DEDENTED = "indented too little?"
 # Nodes the engine passes straight through: a cycle made only of these would never stop.
