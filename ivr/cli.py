@@ -531,12 +531,23 @@ def dial(
             "2026-12-06T22:00+08:00), to hear business hours and holidays",
         ),
     ] = None,
+    announce: Annotated[
+        str | None,
+        typer.Option(
+            help="with --routes: call as if supervisors had announced this (in every "
+            "language), to hear the announcement and walk a menu's incident_options",
+        ),
+    ] = None,
 ) -> None:
     """Call the hotline as Twilio would, from the terminal: the running server, or with
     --routes a draft tree served in-process on a throwaway database (with the demo
     accounts, so verification can be walked too)."""
     if at is not None and routes is None:
         raise _fail("--at is for a draft (--routes): a running server keeps its own clock")
+    if announce is not None and routes is None:
+        raise _fail(
+            "--announce is for a draft (--routes): announce on a server from its queue page"
+        )
     if at is not None and not 1970 <= at.year <= 2200:
         raise _fail("--at: a time between 1970 and 2200")
     party: ScriptedParty | TerminalParty = TerminalParty()
@@ -555,7 +566,7 @@ def dial(
     try:
         if routes is not None:
             folder = _catalogs_folder(prompts)
-            record = _dial_draft(routes, folder, party, from_number, to_number, at)
+            record = _dial_draft(routes, folder, party, from_number, to_number, at, announce)
         else:
             record = _dial_server(party, from_number, to_number, url)
     except PhoneError as exc:
@@ -1219,9 +1230,11 @@ def _dial_draft(
     from_number: str,
     to_number: str,
     at: datetime | None = None,
+    announce: str | None = None,
 ) -> CallRecord:
     """The same phone, against the app in this process: nothing is loaded until it is tried.
-    `at`: the call's time, running on from there."""
+    `at`: the call's time, running on from there. `announce`: an announcement up, as
+    supervisors make one (the same words in every language)."""
     import secrets
     import tempfile
     import time
@@ -1279,6 +1292,19 @@ def _dial_draft(
             app = create_app(settings, tree=tree, clock=clock)
             with TestClient(app, base_url=public) as client:
                 typer.echo(f"trying {routes} (version {tree.version}) in-process")
+                if announce is not None:
+                    from ivr.announcements import keys_named
+                    from ivr.cases import User
+
+                    texts = dict.fromkeys(tree.catalogs.languages, announce)
+                    if keys := keys_named(texts):  # as the queue page refuses it
+                        raise _fail(
+                            f"--announce: an announcement names no key to press ({keys[0]}): "
+                            "a menu's incident_options offer the worried their own key"
+                        )
+                    draft = User(0, "draft", "operator", None)
+                    app.state.hotline.announce(texts, by=draft, minutes=60)
+                    typer.echo("as if this were announced")
                 record = Phone(client, public_url=public, auth_token=token).call(
                     party, from_number=from_number, to_number=to_number
                 )

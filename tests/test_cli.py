@@ -843,6 +843,29 @@ def test_a_draft_walk_at_a_given_time_hears_the_trees_hours(tmp_path: Path) -> N
     assert "Traceback" not in ages_ago.stderr
 
 
+def test_a_draft_walk_with_an_announcement_up_walks_the_worried_callers_key(
+    tmp_path: Path,
+) -> None:
+    """An operator prepares the incident exit before the incident: main menu #, offered only
+    while an announcement is up, walked without a phone or a server."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    shipped = ["dial", "--routes", str(PROJECT_ROOT / "routes" / "hotline.yaml")]
+    words = "Withdrawals are paused while we check a hot wallet."
+    announced = run([*shipped, "--keys", "1,#", "--announce", words], env, tmp_path)
+    assert announced.returncode == 0, announced.stderr
+    assert words in announced.stdout
+    assert "nodes: language > main_menu > incident_advice" in announced.stdout
+    quiet = run([*shipped, "--keys", "1,#"], env, tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "incident_advice" not in quiet.stdout and words not in quiet.stdout
+    pressing = run(
+        [*shipped, "--keys", "1", "--announce", "If you are fine, press 1."], env, tmp_path
+    )
+    assert pressing.returncode == 1 and "names no key to press" in pressing.stderr
+    server = run(["dial", "--keys", "1", "--announce", words], env, tmp_path)
+    assert server.returncode == 1 and "--announce is for a draft" in server.stderr
+
+
 def test_a_draft_walk_verifies_with_the_demo_accounts(tmp_path: Path) -> None:
     """Sealed from the shell it runs in: set up for production, the walk's UID and PIN still
     go to its demo accounts, not to the exchange's identity service (here, none listens)."""
