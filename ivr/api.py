@@ -41,6 +41,7 @@ from ivr.calllog import (
     CallFilter,
     Outcome,
     Verified,
+    calls_begun,
     freezes,
     list_calls,
     timeline,
@@ -228,6 +229,11 @@ class WaitingLine:
     repeated: list[RepeatedNumber]  # numbers on the line more than once, the most first
     # The emergency callers on the line by how their verification went (yes, no, skipped...).
     emergency_verification: dict[str, int]
+    # Calls that began in the last ARRIVALS_OVER, and in the same time before it: a surge.
+    arrivals: tuple[int, int] = (0, 0)
+
+
+ARRIVALS_OVER = timedelta(minutes=15)
 
 
 QUEUE_LISTED = 500
@@ -686,6 +692,7 @@ def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
         counts = _queue_counts(conn, now)
         repeated = repeated_callers(conn)
         verification = emergencies_by_verification(conn)
+        arrivals = calls_begun(conn, now=now, over=ARRIVALS_OVER)
     times = {r.caller: r.on_the_line for r in repeated}
     return WaitingLine(
         _entries(rows, now, times),
@@ -697,6 +704,7 @@ def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
             for r in repeated
         ],
         verification,
+        arrivals,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, true, union
@@ -22,6 +22,7 @@ from ivr.cases import SENT_AFTER_HANG_UP
 from ivr.db import audit_log, call_events, calls, cases, in_utc, users
 from ivr.engine import HUNG_UP_AT
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
+from ivr.store import reading
 
 # How a call ended, as the log says it (`_outcome_expr`), and what its verification came to.
 Outcome = Literal[
@@ -356,3 +357,16 @@ def freezes(
         .limit(limit)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def calls_begun(conn: Connection, *, now: datetime, over: timedelta) -> tuple[int, int]:
+    """Calls that began in the last `over`, and in the `over` before that: whether more are
+    coming than a while ago (a surge), on the calls' start index."""
+    start = calls.c.started_at
+    recent = func.sum(case((start >= now - over, 1), else_=0))
+    with reading(conn):
+        row = conn.execute(
+            select(func.count(), recent).where(start >= now - 2 * over, start <= now)
+        ).one()
+    total, last = int(row[0]), int(row[1] or 0)
+    return last, total - last

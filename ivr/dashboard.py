@@ -492,6 +492,9 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     return {
         "entries": line.entries,
         "repeated": line.repeated,
+        # Calls begun in the last 15 minutes, and in the 15 before: more coming than before?
+        "arrivals": line.arrivals,
+        "arrivals_minutes": int(api.ARRIVALS_OVER.total_seconds() // 60),
         # The lane's callers by verification: proved victims first in the words.
         "emergency_verification": sorted(
             line.emergency_verification.items(),

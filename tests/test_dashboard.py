@@ -39,6 +39,7 @@ from ivr.db import (
     accounts,
     audit_log,
     call_events,
+    calls,
     cases,
     create_db_engine,
     sessions,
@@ -849,6 +850,41 @@ def test_the_queue_page_shows_a_number_holding_several_places(
         for c in doc.xpath("//*[contains(@class,'verification-count')]")
     }
     assert list(counts.items()) == [("yes", ["1"]), ("not_attempted", ["2"])]
+
+
+def test_the_queue_page_says_how_many_calls_began_lately_and_a_surge(
+    client: TestClient, supervisor: str, db: Engine, clock: FakeClock
+) -> None:
+    """How fast they are coming: the calls begun in the last 15 minutes beside the 15
+    before, and "a surge" once twice as many and 10 more."""
+
+    def began(n: int, ago: timedelta) -> None:
+        with db.begin() as conn:
+            for i in range(n):
+                conn.execute(
+                    insert(calls).values(
+                        call_sid=f"CA{ago.seconds:08d}{i:024d}",
+                        tree_version="v1",
+                        step=1,
+                        state={"node": "main_menu", "facts": {"lang": "en"}},
+                        last_twiml="<Response/>",
+                        status="in-progress",
+                        started_at=clock.now - ago,
+                        updated_at=clock.now - ago,
+                    )
+                )
+
+    began(3, timedelta(minutes=20))
+    began(5, timedelta(minutes=5))
+    began(1, timedelta(hours=2))  # neither
+    signed_in(client, supervisor)
+    [line] = page(client, "/dashboard/queue").xpath("//*[contains(@class,'arrivals')]")
+    assert (line.get("data-last"), line.get("data-before")) == ("5", "3")
+    assert "5 calls began in the last 15 min" in line.text_content()
+    assert not page(client, "/dashboard/queue").xpath("//*[contains(@class,'surging')]")
+    began(11, timedelta(minutes=1))  # 16: twice 3, and 10 more
+    [surge] = page(client, "/dashboard/queue").xpath("//*[contains(@class,'surging')]")
+    assert surge.text_content() == "a surge: twice as many and more"
 
 
 def test_the_calls_page_exports_what_it_found_as_csv_with_the_session(
