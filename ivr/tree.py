@@ -38,6 +38,7 @@ import difflib
 import hashlib
 import json
 import re
+import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -2308,8 +2309,15 @@ def _validation_problem(
     if err["type"] == "string_pattern_mismatch" and "by_country" in loc:
         message = f"'{shown(err['input'])}' must be a country calling code like '+86' (in quotes)"
     elif err["type"] == "string_pattern_mismatch":
-        hint = _PATTERN_HINTS.get(field_name, "is not a valid name (letters, digits, _ . -)")
+        hint = _PATTERN_HINTS.get(
+            field_name, "is not a valid name (ASCII letters a-z, digits, _ . -)"
+        )
         message = f"'{shown(err['input'])}' {hint}"
+        typed = str(err["input"])
+        if any(unicodedata.east_asian_width(c) in ("F", "W") for c in typed):
+            # An input method's full-width mode (U+FF19 is not 9), or a name in Chinese.
+            message += ": a full-width or Chinese character; type it in half-width ASCII"
+            message += " (switch the input method to English)"
     elif err["type"] == "string_type" and field_name == "number" and isinstance(err["input"], int):
         message = (
             f"{_PATTERN_HINTS['number']}; unquoted, YAML reads it as the number {err['input']}"

@@ -2563,3 +2563,18 @@ def test_more_keywords_than_twilio_takes_hints_is_warned_of(tmp_path: Path) -> N
 def test_speech_is_normalised_with_no_space_beside_a_han_character(heard: str, normal: str) -> None:
     """Some recognisers write Chinese with spaces between its words; keywords have none."""
     assert normalise_speech(heard) == normal
+
+
+@pytest.mark.parametrize(
+    ("node", "key"),
+    [("紧急", "1"), ("agent", "\uff19")],  # a node named in Chinese; a full-width nine
+    ids=["chinese-name", "full-width-key"],
+)
+def test_an_input_methods_characters_are_said_to_be_so(tmp_path: Path, node: str, key: str) -> None:
+    """An operator typing in a Chinese input method: the error says why the name or key is
+    refused, not only what a valid one looks like."""
+    text = BASE.replace('{key: "1", target: agent}', f'{{key: "{key}", target: {node}}}', 1)
+    text = text.replace("  agent:\n", f"  {node}:\n", 1) if node != "agent" else text
+    _, problems = check(tmp_path, text)
+    said = " ".join(p.message for p in problems)
+    assert "a full-width or Chinese character; type it in half-width ASCII" in said, said
