@@ -68,7 +68,18 @@ def dotted(path: PathKey) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose value errors (2026-02-30, !!int x) carry the value's line."""
+    """SafeLoader whose value errors (2026-02-30, !!int x) carry the value's line, and which
+    reads a number written with a leading 0 (`key: 011`) as the text it is, not as YAML
+    1.1's octal (9): a key "011" is refused, never silently key 9. A stored version (calls
+    still on it) is read as it was accepted."""
+
+    octal = False  # YAML 1.1's octal, for a stored version
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        written = self.construct_scalar(node)
+        if not self.octal and isinstance(written, str) and _LEADING_ZERO.fullmatch(written):
+            return written
+        return super().construct_yaml_int(node)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -84,6 +95,10 @@ class _Loader(yaml.SafeLoader):
             ) from None
 
 
+_LEADING_ZERO = re.compile(r"[-+]?0[0-7_]+")
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
 def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
     """`stored`: a text accepted before (a tree version calls are still on), rebuilt as it
     was: what later checks here refuse (`_lone_hash`) does not stop those calls."""
@@ -92,6 +107,7 @@ def load_text(text: str, file: str, *, stored: bool = False) -> YamlDoc:
     loader: _Loader | None = None
     try:
         loader = _Loader(text)  # refuses control characters (NUL, ESC, ...) up front
+        loader.octal = stored
         node = loader.get_single_node()
         if node is None:
             raise SourceError([Problem(file, 1, "", "file is empty")])

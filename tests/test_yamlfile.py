@@ -451,3 +451,11 @@ def test_a_quoted_hash_an_explicit_null_or_a_real_comment_are_fine() -> None:
 def test_a_stored_text_with_a_lone_hash_is_rebuilt_as_it_was() -> None:
     """A version accepted before this check, with calls still on it, still runs."""
     assert load_text("back_key: #\n", "tree.yaml", stored=True).data == {"back_key": None}
+
+
+def test_a_number_with_a_leading_zero_is_the_text_written_not_octal() -> None:
+    """YAML 1.1 reads `011` as octal 9: an operator's `key: 011` must not become key 9 in
+    silence. A stored version (calls still on it) is read as it was accepted."""
+    text = "key: 011\ntimeout: 010\nplain: 11\n"
+    assert load_text(text, "t.yaml").data == {"key": "011", "timeout": "010", "plain": 11}
+    assert load_text(text, "t.yaml", stored=True).data == {"key": 9, "timeout": 8, "plain": 11}
