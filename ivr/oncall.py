@@ -145,9 +145,12 @@ def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | N
 
 def unacknowledged(conn: Connection, *, now: datetime, overdue: Overdue) -> bool:
     """Whether the latest page went out and nobody said they were coming, though the victim
-    first in line now was waiting then already, and nobody said so for an earlier page about
-    them either: the next page goes to the next tier too (IVR_PAGE_ESCALATE). Made only when
-    a page may be due."""
+    first in line now was waiting then already: the next page goes to the next tier too
+    (IVR_PAGE_ESCALATE). Unless someone said they were coming for an earlier page about
+    them and every page since came inside the hold that gave them (a surge's, which asked
+    nothing new of them): they are on their way, not asleep. A page after that hold passed
+    and not answered either (they never got there) escalates. Made only when a page may be
+    due."""
     since = now - overdue.waited
     with reading(conn):
         last = conn.execute(
@@ -155,15 +158,16 @@ def unacknowledged(conn: Connection, *, now: datetime, overdue: Overdue) -> bool
         ).first()
         if last is None or last.acked_at is not None or last.at < since:
             return False
-        # Someone said they were coming for an earlier page about this victim (the last was
-        # a surge's, which nobody need answer again): they are on their way, not asleep.
-        coming = conn.execute(
-            select(pages.c.id)
+        stretch = conn.execute(
+            select(pages.c.at, pages.c.next_at, pages.c.acked_at)
             .where(pages.c.at >= bindparam("since", since, type_=pages.c.at.type))
-            .where(pages.c.acked_at.is_not(None))
-            .limit(1)
-        ).first()
-    return coming is None
+            .order_by(pages.c.turn)
+        ).all()
+    acked = [i for i, page in enumerate(stretch) if page.acked_at is not None]
+    if not acked:
+        return True
+    coming = stretch[acked[-1]]
+    return any(page.at >= coming.next_at for page in stretch[acked[-1] + 1 :])
 
 
 def new_ack_code() -> str:

@@ -1616,3 +1616,41 @@ def test_a_surge_nobody_answers_is_not_escalated_when_someone_is_coming_already(
         again = texts(twilio_http)[texted:]
         assert sorted(t["To"] for t in again) == sorted(ON_CALL)  # not the lead
         assert not again[0]["Body"].startswith("Hotline (the last page: nobody coming)")
+
+
+def test_an_acknowledged_page_whose_repeat_nobody_answers_still_escalates(
+    database_url: str,
+    hotline_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    twilio_http: RecordingTwilio,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """sam says he is coming for the first page, and never comes. The repeat page
+    (IVR_PAGE_REPEAT later: 'whoever said they were coming may not have got there') is not
+    answered either. The page after that must go to the next tier: nobody is coming."""
+    app = paging_app(
+        database_url,
+        hotline_tree,
+        db,
+        clock,
+        twilio_http,
+        IVR_TREE_SYNC=3600,
+        IVR_PAGE_ESCALATE=LEAD,
+    )
+    with on_the_line(app, check_twiml) as (client, phone):
+        hotline = client.app.state.hotline  # type: ignore[attr-defined]
+        hijacked(phone)
+        first = look(hotline)
+        assert first is not None
+        sam = make_user(db, "sam", "supervisor")
+        assert client.post(f"/api/oncall/pages/{first}/ack", headers=bearer(sam)).status_code == 200
+        eventually(lambda: len(texts(twilio_http)) == 2 * len(ON_CALL))
+        clock.advance(minutes=16)  # past sam's hold: the repeat page, nobody answers
+        assert look(hotline) is not None
+        assert page_rows(db)[-1]["acked_at"] is None
+        texted = len(texts(twilio_http))
+        clock.advance(minutes=16)
+        assert look(hotline) is not None
+        again = texts(twilio_http)[texted:]
+        assert LEAD in [t["To"] for t in again]
