@@ -2212,7 +2212,15 @@ class Hotline:
                     )
                 try:
                     if self.local_actions is not None:  # in this transaction: no second one
-                        done = self.local_actions.freeze_in(conn, uid=uid, now=now)
+                        # A savepoint on PostgreSQL: a statement of it failing (a lock wait
+                        # past lock_timeout) is a failed freeze, and the audit still writes.
+                        nested = (
+                            conn.begin_nested()
+                            if conn.in_transaction()
+                            else contextlib.nullcontext()
+                        )
+                        with nested:
+                            done = self.local_actions.freeze_in(conn, uid=uid, now=now)
                     else:
                         done = self.actions.freeze(uid=uid, now=now)
                 except Exception:

@@ -2038,3 +2038,29 @@ def test_a_talk_edited_by_hand_is_left_as_it_is_by_a_late_report(
     with db.connect() as conn:
         assert not cases.date_last_leg(conn, case=case, agent_id=7, answered=T0)
     assert get(db, case_id)["legs"] == [leg]
+
+
+def test_a_failed_statement_in_the_local_freeze_is_a_failed_freeze_not_a_500(
+    client: TestClient, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local directory's freeze joins the freeze's transaction. A statement of it that
+    fails there (PostgreSQL's lock_timeout on the account's row, held by a caller's
+    self-freeze or an unfreeze; a statement_timeout) is caught as 'freeze failed', and the
+    audit is written next: on PostgreSQL the transaction is aborted by then."""
+    token = make_user(db, "ana", "agent")
+    LocalDirectory(db, None).add(
+        uid="10000002", pin=None, id_last4=None, phone=None, totp_secret=None, now=T0
+    )
+    case_id = add_case(db, 1, "emergency", T0, uid="10000002")
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == case_id
+
+    def failing(conn: Connection, *, uid: str, now: datetime) -> bool:
+        with store.writing(conn):
+            conn.exec_driver_sql("SELECT frozen FROM no_such_table")  # fails on both databases
+        return True
+
+    monkeypatch.setattr(LocalAccountActions, "freeze_in", staticmethod(failing))
+    r = call(client, "POST", f"/api/cases/{case_id}/freeze", {"reason": "stolen"}, token)
+    assert r.status_code == 200, r.text
+    with db.connect() as conn:
+        assert conn.execute(select(audit_log.c.result)).scalars().all() == ["failed"]
