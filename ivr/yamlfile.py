@@ -69,16 +69,19 @@ def dotted(path: PathKey) -> str:
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader whose value errors (2026-02-30, !!int x) carry the value's line, and which
-    reads a number written with a leading 0 (`key: 011`) as the text it is, not as YAML
-    1.1's octal (9): a key "011" is refused, never silently key 9. A stored version (calls
-    still on it) is read as it was accepted."""
+    refuses a number written with a leading 0 (`key: 011`): YAML 1.1 reads it as octal (9),
+    never what the operator meant. A stored version (calls still on it) is read as it was
+    accepted: before this, as octal (no version accepted since holds one)."""
 
     octal = False  # YAML 1.1's octal, for a stored version
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
         written = self.construct_scalar(node)
         if not self.octal and isinstance(written, str) and _LEADING_ZERO.fullmatch(written):
-            return written
+            raise ValueError(
+                f"{written} has a leading 0, which YAML reads as an octal number: write it "
+                f"in quotes ('{written}') for text, or without the 0 for a number"
+            )
         return super().construct_yaml_int(node)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:

@@ -453,9 +453,18 @@ def test_a_stored_text_with_a_lone_hash_is_rebuilt_as_it_was() -> None:
     assert load_text("back_key: #\n", "tree.yaml", stored=True).data == {"back_key": None}
 
 
-def test_a_number_with_a_leading_zero_is_the_text_written_not_octal() -> None:
+def test_a_number_with_a_leading_zero_is_refused_not_read_as_octal() -> None:
     """YAML 1.1 reads `011` as octal 9: an operator's `key: 011` must not become key 9 in
-    silence. A stored version (calls still on it) is read as it was accepted."""
-    text = "key: 011\ntimeout: 010\nplain: 11\n"
-    assert load_text(text, "t.yaml").data == {"key": "011", "timeout": "010", "plain": 11}
-    assert load_text(text, "t.yaml", stored=True).data == {"key": 9, "timeout": 8, "plain": 11}
+    silence, nor `timeout: 010` 8 s. Refused at its line; quoted, it is text. A stored
+    version (calls still on it, accepted before this) is read as it was accepted."""
+    text = "key: '011'\ntimeout: 010\nplain: 11\n"
+    with pytest.raises(SourceError) as refused:
+        load_text(text, "t.yaml")
+    [problem] = refused.value.problems
+    assert problem.line == 2 and "010 has a leading 0" in problem.message
+    assert load_text(text.replace("010", "10"), "t.yaml").data == {
+        "key": "011",
+        "timeout": 10,
+        "plain": 11,
+    }
+    assert load_text(text, "t.yaml", stored=True).data == {"key": "011", "timeout": 8, "plain": 11}
