@@ -624,24 +624,31 @@ def masked(number: str) -> str:
     return f"***{last4(number)}"
 
 
-# A phone number as people write one: digits with spaces, dots, dashes, brackets between.
-_NUMBER_LIKE = re.compile(r"\+?\(?\d[\d ().\-]{5,}\d")
+# Between the digits of a number as people write one: spaces, dots, dashes, brackets.
+_APART = r"[\s().\-]*"
+# The fewest last digits of a number that name it in free text (a national number without
+# its trunk 0 or country code is longer).
+_NAMING_DIGITS = 7
+
+
+def _number_pattern(number: str) -> re.Pattern[str]:
+    """`number` however it is written in free text: its last _NAMING_DIGITS digits, after
+    as many of its earlier ones as are written (the country code or not), maybe a + or 00,
+    with separators anywhere between (+1 202-555-0199, (202) 555-0199, 13912345678, 0086 139
+    1234 5678); not inside a longer run of digits."""
+    digits = "".join(c for c in number if c.isdigit())
+    head, tail = digits[:-_NAMING_DIGITS], digits[-_NAMING_DIGITS:]
+    written = ""
+    for digit in head:  # any last part of the head: "", "0", "20", "202"...
+        written = f"(?:{written}{digit}{_APART})?"
+    body = _APART.join(tail)
+    prefix = rf"(?:(?:\+|\(?00){_APART})?\(?"  # +86, 0086, (0086), or a bracket: (202)
+    return re.compile(rf"(?<![\d+]){prefix}{written}{body}(?!\d)")
 
 
 def _masking(number: str, text: str) -> str:
-    """`text` with `number` masked however it is written there: with or without its + or
-    country code, with separators ("+1 202-555-0199", "(202) 555-0199", "13912345678",
-    "0086 139 1234 5678"): any run of 7 digits or more that the number ends with, or that
-    ends with the number."""
-    whole = "".join(c for c in number if c.isdigit())
-
-    def mask(found: re.Match[str]) -> str:
-        digits = "".join(c for c in found.group() if c.isdigit())
-        if len(digits) >= 7 and (whole.endswith(digits) or digits.endswith(whole)):
-            return masked(number)
-        return found.group()
-
-    return _NUMBER_LIKE.sub(mask, text)
+    """`text` with `number` masked however it is written there (`_number_pattern`)."""
+    return _number_pattern(number).sub(masked(number), text)
 
 
 def _mask_in_audit(conn: Connection, number: str) -> int:

@@ -965,7 +965,7 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
     on_bobs = add_audit(db, bobs, "freeze", at=LATELY)
     about_bob = add_audit(db, bobs, "transfer", at=LATELY)
     # As agents write a number: without the country code, with spaces, dashes, 0086.
-    written = [add_audit(db, alices, "freeze", at=LATELY) for _ in range(3)]
+    written = [add_audit(db, alices, "freeze", at=LATELY) for _ in range(4)]
     said = {
         frozen: f"call from {ALICE}, says her SIM was swapped",
         unfrozen: f"owner confirmed on {ALICE[1:]} by video",
@@ -974,6 +974,7 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
         written[0]: "UID 10000001, caller on 13800138000",
         written[1]: "callback to +86 138-0013-8000 asked",
         written[2]: "her number (0086) 138 0013 8000; order 12345678",
+        written[3]: "case 12 13800138000 called 2 times",  # digits beside it, apart
     }
     with db.begin() as conn:
         for audit_id, reason in said.items():
@@ -981,7 +982,7 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
 
     erased = erase_alice(db)
 
-    assert erased.audit_masked == 6
+    assert erased.audit_masked == 7
     with db.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(audit_log))}
     assert rows[frozen].reason == "call from ***8000, says her SIM was swapped"
@@ -993,6 +994,7 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
         "UID 10000001, caller on ***8000",
         "callback to ***8000 asked",
         "her number ***8000; order 12345678",
+        "case 12 ***8000 called 2 times",
     ]
     assert not any(ALICE[1:] in (r.reason or "") for r in rows.values())
 
