@@ -1240,3 +1240,28 @@ def test_calls_erase_outlasts_the_webhooks_statement_timeout(
             conn.exec_driver_sql("DROP FUNCTION slow()")
     assert done.exit_code == 0, done.output
     assert count(db, cases) == count(db, calls) == 0
+
+
+def test_a_slow_failing_twilio_never_starves_the_case_purge(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    """Twilio unreachable: each DELETE takes longer than the run's budget (a connect that
+    times out and is retried, ~10 s, vs RUN_SECONDS 10) then fails. The daily job runs again
+    at every sweep; the old case without a recording must still go at some point."""
+    recorded = add_case(db, add_call(db, ended=LONG_AGO), ended=LONG_AGO)
+    [sid] = sids_of(db, recordings.c.case_id == recorded)
+    twilio.failing.add(sid)
+    twilio.meanwhile = lambda: time.sleep(0.05)
+    plain = add_case(db, add_call(db, ended=LONG_AGO), ended=LONG_AGO, recorded=False)
+    for _sweep in range(5):
+        with db.connect() as conn:
+            retention.purge_for(
+                conn,
+                now=NOW,
+                keep=timedelta(days=400),
+                seconds=0.01,
+                twilio=client_on(twilio),
+                keep_recordings=timedelta(days=400),
+            )
+    assert len(twilio.asked) == 5  # asked again every sweep
+    assert plain not in [r.id for r in rows(db, cases)]
