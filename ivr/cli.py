@@ -1146,7 +1146,15 @@ def calls_erase(
     left = list(erased.recording_sids)
     account = TwilioAccount()
     asked = f"Delete its {len(left)} recordings at Twilio now?"
-    if left and account.configured and (yes or typer.confirm(asked, default=True)):
+    if left and account.configured and not yes:
+        # The rows are gone: this list is the only record of the audio left at Twilio, so it
+        # is printed before asking (a script with no terminal, or Ctrl-C, ends the asking).
+        typer.echo(f"  recordings at Twilio: {' '.join(left)}")
+        try:
+            yes = typer.confirm(asked, default=True)
+        except (typer.Abort, EOFError):
+            yes = False
+    if left and account.configured and yes:
         twilio = _twilio_client(account)
         urls = erased.recording_urls or (None,) * len(left)
         results = {

@@ -1265,3 +1265,17 @@ def test_a_slow_failing_twilio_never_starves_the_case_purge(
             )
     assert len(twilio.asked) == 5  # asked again every sweep
     assert plain not in [r.id for r in rows(db, cases)]
+
+
+def test_erase_without_a_terminal_still_lists_what_is_left_at_twilio(
+    cli_env: None, db: Engine, monkeypatch: pytest.MonkeyPatch, twilio: TwilioRecordings
+) -> None:
+    """Run from a script (stdin closed) without --yes: the erasure is committed before the
+    prompt; the prompt's EOF must not lose the only list of the recordings at Twilio."""
+    with_twilio_account(monkeypatch, twilio)
+    case_id = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    [sid] = sids_of(db, recordings.c.case_id == case_id)
+    done = ivr("calls", "erase", ALICE, "--reason", "GDPR request #42", answer="")
+    assert count(db, recordings) == 0  # erased already
+    assert twilio.asked == []
+    assert sid in done.output, done.output
