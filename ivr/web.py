@@ -1138,9 +1138,10 @@ class Outage:
         self.since, self.tries = None, 0
 
 
-# One each for the jobs that wait on Twilio (offering, paging, texting, sizing queues): each
-# job's rounds run one after another, so none waits for another's thread.
-TWILIO_JOB_THREADS = 4
+# One each for the jobs that wait on Twilio (offering, paging, texting, sizing queues, the
+# purge deleting recordings): each job's rounds run one after another, so none waits for
+# another's thread (a purge asking a slow Twilio never holds a page back).
+TWILIO_JOB_THREADS = 5
 _TWILIO_JOBS: RunVar[anyio.CapacityLimiter] = RunVar("ivr_twilio_jobs")
 
 
