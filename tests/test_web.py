@@ -1029,3 +1029,13 @@ def test_a_refused_signature_logs_the_url_it_was_checked_against(
         f"(signature checked against {PUBLIC_URL}/twilio/voice?lang=en)"
     )
     assert TOKEN not in caplog.text
+
+
+def test_each_timed_job_that_waits_on_twilio_has_a_thread_of_its_own() -> None:
+    """A slow Twilio holds one job's round, never another's: a purge asking it to delete
+    recordings must not keep a page or an offer waiting for a thread."""
+    from ivr import web
+
+    waiting = [job for job in web.TimedJobs.__subclasses__() if job.waits_on_twilio]
+    assert {job.__name__ for job in waiting} >= {"Paging", "Purging"}
+    assert len(waiting) <= web.TWILIO_JOB_THREADS
