@@ -672,8 +672,15 @@ NOT_RECORDED_SPEECH = (
 
 
 def _clock(moment: datetime, zone: tzinfo) -> str:
-    """A time as the on-call read it: on the hotline's clock (IVR_REPORT_TZ), zone named."""
-    return moment.astimezone(zone).strftime("%H:%M %Z")
+    """A time as the on-call read it: on the hotline's clock (IVR_REPORT_TZ), zone named,
+    and its offset where the name could be another's (CST: China's, or US Central)."""
+    local = moment.astimezone(zone)
+    offset = local.utcoffset()
+    if not offset:
+        return local.strftime("%H:%M %Z")
+    minutes = int(offset.total_seconds()) // 60
+    sign, minutes = ("+" if minutes >= 0 else "-"), abs(minutes)
+    return f"{local:%H:%M %Z} (UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
 
 
 def ack_speech(acked: Acked, *, zone: tzinfo = UTC) -> str:

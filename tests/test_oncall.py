@@ -1566,14 +1566,14 @@ def test_the_on_call_read_the_pages_times_on_the_hotlines_clock(
         told = eventually(lambda: texts(twilio_http)[2:])
     shanghai = ZoneInfo("Asia/Shanghai")
     paged_at = page["at"].astimezone(shanghai)
-    assert f"the page of {paged_at:%H:%M} CST is acknowledged" in answer
+    assert f"the page of {paged_at:%H:%M} CST (UTC+08:00) is acknowledged" in answer
     [to_the_other] = told
     assert to_the_other["To"] == ON_CALL[1]
     assert to_the_other["Body"].startswith(
-        f"Hotline: the page of {paged_at:%H:%M} CST was acknowledged by {ON_CALL[0]} at "
-        f"{clock().astimezone(shanghai):%H:%M} CST"
+        f"Hotline: the page of {paged_at:%H:%M} CST (UTC+08:00) was acknowledged by "
+        f"{ON_CALL[0]} at {clock().astimezone(shanghai):%H:%M} CST (UTC+08:00)"
     )
-    assert "UTC" not in answer + to_the_other["Body"]
+    assert " UTC" not in answer + to_the_other["Body"]  # the offset, not UTC's clock
 
 
 def test_a_surge_nobody_answers_is_not_escalated_when_someone_is_coming_already(
