@@ -1051,10 +1051,13 @@ class _Turn:
             return None
         return news.texts.get(state.lang) or None
 
-    def _incident_live(self, node: MenuNode) -> bool:
-        """Whether this menu's `incident_options` are offered now: an announcement is up, and
-        the menu is one that plays it (heard already or not)."""
-        return self.announcement is not None and node.announcement
+    def _incident_live(self, node: MenuNode, language: str) -> bool:
+        """Whether this menu's `incident_options` are offered now: an announcement is up with
+        words in the caller's language (an option about "the incident we told you about"
+        means nothing to one who heard none), and the menu is one that plays it (heard
+        already or not)."""
+        news = self.announcement
+        return news is not None and node.announcement and bool(news.texts.get(language))
 
     def gather_menu(
         self, menu: CompiledMenu, state: CallState, prompt_key: str, before: str | None = None
@@ -1081,7 +1084,7 @@ class _Turn:
             text = NOT_XML.sub("", before)  # refused when set; never let one break the menu
             gather.say(text, voice=catalog.voice, language=catalog.say_language)
         _say(gather, self.tree.catalogs, prompt_key, state.lang)
-        if self._incident_live(menu.node):
+        if self._incident_live(menu.node, state.lang):
             # Keys offered only while an announcement is up: after the menu's own, each time.
             for incident in menu.node.incident_options:
                 _say(gather, self.tree.catalogs, incident.prompt, state.lang)
@@ -1169,7 +1172,7 @@ class _Turn:
                 )
                 return self.enter(node.operator, state)
             option = menu.by_key.get(digits)
-            if option is None and self._incident_live(node):
+            if option is None and self._incident_live(node, state.lang):
                 # An incident's key, offered (and taken) only while an announcement is up.
                 assert self.announcement is not None
                 option = menu.while_announced.get(digits)

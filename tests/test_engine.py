@@ -449,6 +449,28 @@ def test_without_an_announcement_an_incident_key_is_neither_said_nor_taken(
     assert "About the incident, and your account is fine? Press 8." not in said(step)
 
 
+def test_an_incident_key_is_not_offered_to_a_caller_the_announcement_has_no_words_for(
+    incident_tree: CompiledTree, check_twiml: Callable[[str], None]
+) -> None:
+    """An announcement set before a language was added to the tree: its callers heard no
+    incident, so "about the incident we told you of, press 8" is not theirs to hear."""
+    english_only = Announcement("8", {"en": INCIDENT.texts["en"]})
+    call = Call(incident_tree, check_twiml)
+    step = call.send(Keys("2"))  # Mandarin
+    step = advance(
+        incident_tree,
+        step.state,
+        Keys("8"),
+        links=LINKS,
+        step=3,
+        now=call.now,
+        announcement=english_only,
+    )
+    check_twiml(step.twiml)
+    assert (step.state.node, step.state.invalid) == ("main", 1)
+    assert "为事件来电、账户正常,请按8。" not in said(step)
+
+
 def test_an_incident_key_is_offered_only_where_the_announcement_is_played(
     incident_tree: CompiledTree, check_twiml: Callable[[str], None]
 ) -> None:
