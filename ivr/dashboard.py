@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import math
 import re
-import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -224,7 +223,7 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> Response:
     left = session_left(request) if user is not None else None
-    zone = hotline_zone(request.app.state.hotline)
+    zone = request.app.state.hotline.zone
     page = {
         "user": user,
         "nav": _nav(user, request.url.path),
@@ -244,12 +243,6 @@ def render(
 
 
 SESSION_LEFT_HEADER = "X-Session-Left"
-
-
-def hotline_zone(hotline: Hotline) -> zoneinfo.ZoneInfo:
-    """The zone every page shows times in, and reads the call log's times without one in:
-    the hotline's (`IVR_REPORT_TZ`, UTC unless set), where its supervisors read a clock."""
-    return zoneinfo.ZoneInfo(hotline.settings.report_tz)  # checked by Settings; cached
 
 
 def session_left(request: Request) -> int | None:
@@ -815,7 +808,7 @@ def _desk_live(
     """What the desk's live line shows: the cases agents may take now (a call back held back
     until its retry time is not one), and a version of the agent's own cases that changes
     whenever one of them does."""
-    now, zone = hotline.clock(), hotline_zone(hotline)
+    now, zone = hotline.clock(), hotline.zone
     counts = api.queue_counts(user, hotline)
     mine = api.my_cases(user, hotline) if held is None else held
     state = "|".join(
@@ -1106,7 +1099,7 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     context: dict[str, Any] = {"form": raw, "calls": [], "next_link": None, "errors": []}
     context["first_link"] = page_link(raw) if cursor is not None else None
     try:
-        query = call_query(raw, hotline_zone(hotline))
+        query = call_query(raw, hotline.zone)
     except ValidationError as exc:
         context["errors"] = problems(exc)
     except ValueError as exc:  # a time that is none (parse_when)
@@ -1138,7 +1131,7 @@ def calls_csv(request: Request, hotline: HotlineDep) -> Response:
         return user
     raw = {k: request.query_params.get(k, "") for k in CALL_FILTERS}
     try:
-        return api.calls_csv(user, hotline, call_query(raw, hotline_zone(hotline)))
+        return api.calls_csv(user, hotline, call_query(raw, hotline.zone))
     except (ValidationError, ValueError) as exc:
         why = problems(exc) if isinstance(exc, ValidationError) else [str(exc)]
         return Response("\n".join(why), status_code=422, media_type="text/plain")

@@ -3141,14 +3141,16 @@ class Hotline:
             threading.Thread(
                 target=self.tell_on_call,
                 args=(acked,),
-                kwargs={"but": but, "to": went_to or self.settings.page_numbers},
+                kwargs={"but": but, "to": went_to},
                 daemon=True,
             ).start()
         return acked
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
-        """The hotline's clock (IVR_REPORT_TZ): where its supervisors and on-call read times."""
+        """The hotline's clock (IVR_REPORT_TZ, checked by Settings): where its supervisors
+        and on-call read times, every dashboard page shows them, and the call log's form
+        reads them."""
         return zoneinfo.ZoneInfo(self.settings.report_tz)
 
     @property
