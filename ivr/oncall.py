@@ -153,16 +153,15 @@ def unacknowledged(conn: Connection, *, now: datetime, overdue: Overdue) -> bool
     due."""
     since = now - overdue.waited
     with reading(conn):
-        last = conn.execute(
-            select(pages.c.at, pages.c.acked_at).order_by(desc(pages.c.turn)).limit(1)
-        ).first()
-        if last is None or last.acked_at is not None or last.at < since:
-            return False
+        # The pages about this victim, oldest first: the latest page of all is the last of
+        # them, or none is (it went out before they waited).
         stretch = conn.execute(
             select(pages.c.at, pages.c.next_at, pages.c.acked_at)
             .where(pages.c.at >= bindparam("since", since, type_=pages.c.at.type))
             .order_by(pages.c.turn)
         ).all()
+    if not stretch or stretch[-1].acked_at is not None:
+        return False
     acked = [i for i, page in enumerate(stretch) if page.acked_at is not None]
     if not acked:
         return True
@@ -333,14 +332,14 @@ def _retry_after(conn: Connection, *, page_id: int) -> timedelta:
     RETRY_FAILED_AT_MOST. Only the pages of this stretch count (each at most twice that
     long before the next): last week's outage does not put today's first retry off.
     Logged-only pages are another instance's to send: skipped, not counted."""
-    this = select(pages.c.turn, pages.c.at).where(pages.c.id == page_id).subquery()
+    this = conn.execute(select(pages.c.turn, pages.c.at).where(pages.c.id == page_id)).one()
     earlier = conn.execute(
         select(pages.c.result, pages.c.at)
-        .where(pages.c.turn < this.c.turn)
+        .where(pages.c.turn < this.turn)
         .order_by(desc(pages.c.turn))
         .limit(16)
     ).all()
-    after = conn.execute(select(this.c.at)).scalar_one()
+    after = this.at
     in_a_row = 0
     for result, at in earlier:
         if after - at > 2 * RETRY_FAILED_AT_MOST:
