@@ -1750,9 +1750,8 @@ def _check_keys_offered(name: str, node: MenuNode, catalogs: Catalogs, at: Any) 
             continue
         said: dict[str, dict[str, str]] = {}
         for lang, cat in catalogs.by_language.items():
-            value = cat.prompts.get(prompt)
             # A recording without its transcript: what it offers is not known.
-            text = value.text if value is not None and not isinstance(value, str) else value
+            text = _prompt_text(cat.prompts.get(prompt))
             if text is not None and (keys := keys_offered(text)):
                 said[lang] = keys
         for i, option in enumerate(node.options):
