@@ -243,11 +243,15 @@ def _ids(tree: CompiledTree) -> dict[str, str]:
     """Node ids, n0, n1, ... in file order; then u0, u1, ... for targets no node has (a tree
     drawn with its errors)."""
     ids = {name: f"n{i}" for i, name in enumerate(tree.tree.nodes)}
-    targets = [tree.tree.start] + [t for node in tree.tree.nodes.values() for _, t in edges(node)]
-    for target in targets:
+    for target in _targets(tree):
         if target not in ids:
             ids[target] = f"u{len(ids) - len(tree.tree.nodes)}"
     return ids
+
+
+def _targets(tree: CompiledTree) -> list[str]:
+    """Every node the tree names as a destination, the start first, in file order."""
+    return [tree.tree.start] + [t for node in tree.tree.nodes.values() for _, t in edges(node)]
 
 
 def faults(tree: CompiledTree) -> dict[str, str]:
@@ -266,8 +270,7 @@ def faults(tree: CompiledTree) -> dict[str, str]:
         ]
         if named:
             found.setdefault(max(named, key=len), problem.message)
-    targets = [tree.tree.start] + [t for node in nodes.values() for _, t in edges(node)]
-    for target in targets:
+    for target in _targets(tree):
         if target not in nodes:
             found.setdefault(target, "unknown node")
     return found
