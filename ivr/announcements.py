@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from ivr.db import announcements
-from ivr.engine import Announcement
+from ivr.engine import NOT_XML, Announcement
 from ivr.store import reading, writing
 from ivr.tree import keys_said
 
@@ -39,6 +39,47 @@ class Current:
     def live(self, now: datetime) -> Announcement | None:
         """What the engine plays now, or None once it has expired."""
         return Announcement(str(self.id), self.texts) if now < self.expires_at else None
+
+
+MAX_TEXT = 600  # characters: about 40 seconds of speech
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line with single spaces: a line break or a control character pasted
+    from a chat window would otherwise reach speech, a log line or a CSV cell."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def tidied(texts: dict[str, str]) -> dict[str, str]:
+    return {lang: one_line(text) for lang, text in texts.items()}
+
+
+def problems(texts: dict[str, str], *, languages: set[str]) -> list[str]:
+    """Why callers cannot be given `texts` (tidied), in a supervisor's words; none if they
+    can. Shared by the queue page, the API and a draft walk's `--announce`, so a walk never
+    tries what the hotline would refuse."""
+    missing = sorted(languages - {lang for lang, text in texts.items() if text})
+    unknown = sorted(set(texts) - languages)
+    too_long = sorted(lang for lang, text in texts.items() if len(text) > MAX_TEXT)
+    unsayable = sorted(lang for lang, text in texts.items() if NOT_XML.search(text))
+    keys = keys_named(texts)
+    found = []
+    if missing:
+        found.append(f"a text is needed in every language callers choose: {', '.join(missing)}")
+    if unknown:
+        found.append(f"no caller chooses {', '.join(unknown)}")
+    if too_long:
+        found.append(f"{MAX_TEXT} characters at most: {', '.join(too_long)}")
+    if unsayable:
+        found.append(f"characters no call can carry: {', '.join(unsayable)}")
+    if keys:
+        found.append(
+            f"no key to press ({', '.join(keys)}): it plays inside the menus, where a "
+            "key is the menu's option (on the shipped main menu 1 is the emergency "
+            "line), and while callers hold, where 1 asks for a call back"
+        )
+    return found
 
 
 def keys_named(texts: dict[str, str]) -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -34,7 +33,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from ivr import oncall, recordings
-from ivr.announcements import Current, keys_named
+from ivr.announcements import Current, one_line, problems, tidied
 from ivr.announcements import current as current_announcement
 from ivr.calllog import (
     CALLER_PATTERN,
@@ -79,7 +78,6 @@ from ivr.deps import (
     TreeReader,
     off_the_webhooks,
 )
-from ivr.engine import NOT_XML
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
 from ivr.numbers import withheld
@@ -1139,7 +1137,7 @@ def set_priority(
     emergency lane, or a case opened as an emergency by mistake out of it. The caller hears
     their new place at their next hold round. A case an agent has is theirs to send on
     (409). Audited, with the reason."""
-    reason = " ".join(_CONTROL.sub(" ", body.reason).split())
+    reason = one_line(body.reason)
     if len(reason) < 3:
         raise HTTPException(422, "say why, in a few words")
     try:
@@ -1214,7 +1212,7 @@ def transfer(
         queue=body.queue,
         priority=body.priority or queues[body.queue],
         language=body.language,
-        note=" ".join(_CONTROL.sub(" ", body.note).split()),
+        note=one_line(body.note),
     )
     try:
         mode = hotline.transfer_case(case_id, user, to, keep_higher=body.priority is None)
@@ -1226,9 +1224,6 @@ def transfer(
 
 
 # -- supervisors: the announcement callers hear first ----------------------------------------
-
-MAX_ANNOUNCEMENT = 600  # characters: about 40 seconds of speech
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class AnnouncementRequest(BaseModel):
@@ -1281,31 +1276,9 @@ def announce(
     while we investigate; your funds are safe"), in their language, for `minutes`, replacing
     any other. A key or a word interrupts it, so nobody who knows what they need waits for it.
     Audited."""
-    languages = set(hotline.trees.current.catalogs.languages)
-    texts = {lang: " ".join(_CONTROL.sub(" ", text).split()) for lang, text in body.texts.items()}
-    missing = sorted(languages - {lang for lang, text in texts.items() if text})
-    unknown = sorted(set(texts) - languages)
-    too_long = sorted(lang for lang, text in texts.items() if len(text) > MAX_ANNOUNCEMENT)
-    unsayable = sorted(lang for lang, text in texts.items() if NOT_XML.search(text))
-    keys = keys_named(texts)
-    if missing or unknown or too_long or unsayable or keys:
-        problems = []
-        if missing:
-            wanted = ", ".join(missing)
-            problems.append(f"a text is needed in every language callers choose: {wanted}")
-        if unknown:
-            problems.append(f"no caller chooses {', '.join(unknown)}")
-        if too_long:
-            problems.append(f"{MAX_ANNOUNCEMENT} characters at most: {', '.join(too_long)}")
-        if unsayable:
-            problems.append(f"characters no call can carry: {', '.join(unsayable)}")
-        if keys:
-            problems.append(
-                f"no key to press ({', '.join(keys)}): it plays inside the menus, where a "
-                "key is the menu's option (on the shipped main menu 1 is the emergency "
-                "line), and while callers hold, where 1 asks for a call back"
-            )
-        raise HTTPException(422, "; ".join(problems))
+    texts = tidied(body.texts)
+    if found := problems(texts, languages=set(hotline.trees.current.catalogs.languages)):
+        raise HTTPException(422, "; ".join(found))
     return _announcement(hotline.announce(texts, by=user, minutes=body.minutes), hotline)
 
 

@@ -1301,15 +1301,13 @@ def _dial_draft(
             with TestClient(app, base_url=public) as client:
                 typer.echo(f"trying {routes} (version {tree.version}) in-process")
                 if announce is not None:
-                    from ivr.announcements import keys_named
+                    from ivr.announcements import problems, tidied
                     from ivr.cases import User
 
-                    texts = dict.fromkeys(tree.catalogs.languages, announce)
-                    if keys := keys_named(texts):  # as the queue page refuses it
-                        raise _fail(
-                            f"--announce: an announcement names no key to press ({keys[0]}): "
-                            "a menu's incident_options offer the worried their own key"
-                        )
+                    texts = tidied(dict.fromkeys(tree.catalogs.languages, announce))
+                    languages = set(tree.catalogs.languages)
+                    if found := problems(texts, languages=languages):  # as the queue refuses
+                        raise _fail(f"--announce: {'; '.join(found)}")
                     draft = User(0, "draft", "operator", None)
                     app.state.hotline.announce(texts, by=draft, minutes=60)
                     typer.echo("as if this were announced")

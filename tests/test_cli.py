@@ -861,7 +861,14 @@ def test_a_draft_walk_with_an_announcement_up_walks_the_worried_callers_key(
     pressing = run(
         [*shipped, "--keys", "1", "--announce", "If you are fine, press 1."], env, tmp_path
     )
-    assert pressing.returncode == 1 and "names no key to press" in pressing.stderr
+    assert pressing.returncode == 1 and "no key to press" in pressing.stderr
+    # What the queue page would refuse, a walk refuses too, rather than walk a call no
+    # hotline would play.
+    blank = run([*shipped, "--keys", "1", "--announce", " \n "], env, tmp_path)
+    assert blank.returncode == 1 and "a text is needed in every language" in blank.stderr
+    long = run([*shipped, "--keys", "1", "--announce", "We are checking. " * 40], env, tmp_path)
+    assert long.returncode == 1 and "600 characters at most: en, zh-CN" in long.stderr
+    assert "Traceback" not in blank.stderr + long.stderr
     server = run(["dial", "--keys", "1", "--announce", words], env, tmp_path)
     assert server.returncode == 1 and "--announce is for a draft" in server.stderr
 
