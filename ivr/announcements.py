@@ -109,15 +109,14 @@ def for_holding(
     *,
     language: str,
     now: datetime,
-    queue_time: int,
+    joined: datetime,
     within: timedelta,
 ) -> str | None:
-    """What a caller holding for `queue_time` seconds hears first this round, in `language`:
-    the live announcement if it went up after they joined the line (they never heard it on
-    the way in) and no longer than `within` ago; None otherwise."""
+    """What a caller holding since `joined` hears first this round, in `language`: the
+    live announcement if it went up after they joined the line (they never heard it on the
+    way in) and no longer than `within` ago; None otherwise."""
     if current is None or current.live(now) is None:
         return None
-    joined = now - timedelta(seconds=max(queue_time, 0))
     if not joined < current.set_at <= now < current.set_at + within:
         return None
     return current.texts.get(language) or None

@@ -1094,6 +1094,7 @@ class Hotline:
         wait = self.staffing.wait_seconds(
             view.position or 1, default_handle=self.settings.avg_handle_seconds
         )
+        now = self.clock()
         # A caller who withheld their number keys the one to call back on, where the
         # catalogs can ask for it; not offered otherwise: nobody to call.
         callable_ = view.row["status"] == "waiting" and (
@@ -1116,8 +1117,10 @@ class Hotline:
             announcement=announcements.for_holding(
                 self.current_announcement,
                 language=lang,
-                now=self.clock(),
-                queue_time=queue_time,
+                now=now,
+                # Twilio's QueueTime starts again at a new <Enqueue> (a transfer, a move):
+                # the case says when they first joined the line, past the menus that say it.
+                joined=min(now - timedelta(seconds=max(queue_time, 0)), view.row["created_at"]),
                 within=timedelta(seconds=self.settings.announce_on_hold_seconds),
             ),
         )

@@ -211,6 +211,21 @@ def test_callers_already_holding_hear_it_at_their_next_round(
     assert EN not in ET.tostring(later.post(later_wait, QueueTime="10"), encoding="unicode")
 
 
+def test_a_caller_enqueued_again_still_hears_what_went_up_while_they_held(
+    client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """Twilio's QueueTime starts again at 0 at each <Enqueue> (a transfer to another team, a
+    move): a caller who joined the line before the announcement never heard it at the main
+    menu, however short their time in this queue says they have held."""
+    line = Line(client)
+    wait_url = line.into_queue().get("waitUrl", "")
+    line.post(wait_url, QueueTime="0")
+    clock.advance(seconds=120)
+    assert put(client, make_user(db, "sam", "supervisor"), INCIDENT).status_code == 200
+    clock.advance(seconds=20)
+    assert EN in ET.tostring(line.post(wait_url, QueueTime="5"), encoding="unicode")
+
+
 def test_what_a_holding_caller_hears_of_it() -> None:
     """`for_holding`: in the caller's language, only if it went up after they joined the line
     and within the window, and never once it has expired."""
@@ -220,7 +235,8 @@ def test_what_a_holding_caller_hears_of_it() -> None:
 
     def heard(*, after: int, held: int, language: str = "en") -> str | None:
         now = at + timedelta(seconds=after)
-        return for_holding(news, language=language, now=now, queue_time=held, within=window)
+        joined = now - timedelta(seconds=held)
+        return for_holding(news, language=language, now=now, joined=joined, within=window)
 
     assert heard(after=10, held=60) == EN
     assert heard(after=10, held=60, language="zh-CN") == ZH
@@ -232,11 +248,10 @@ def test_what_a_holding_caller_hears_of_it() -> None:
     assert heard(after=180, held=600) is None  # expired (3 minutes)
     long_news = Current(7, news.texts, news.set_by, at, at + timedelta(hours=2))
     now = at + timedelta(seconds=240)
-    assert for_holding(long_news, language="en", now=now, queue_time=600, within=window) is None
-    assert for_holding(None, language="en", now=now, queue_time=600, within=window) is None
-    assert (
-        for_holding(long_news, language="en", now=now, queue_time=600, within=timedelta(0)) is None
-    )
+    joined = now - timedelta(seconds=600)
+    assert for_holding(long_news, language="en", now=now, joined=joined, within=window) is None
+    assert for_holding(None, language="en", now=now, joined=joined, within=window) is None
+    assert for_holding(long_news, language="en", now=now, joined=joined, within=timedelta()) is None
 
 
 def test_an_announcement_that_names_a_key_is_refused(client: TestClient, db: Engine) -> None:
