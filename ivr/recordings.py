@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -195,6 +195,24 @@ def mp3_url(url: str) -> str:
     return re.sub(r"\.(mp3|wav)$", "", url) + ".mp3"
 
 
+def ours(url: str | None, account_sid: str) -> bool:
+    """Whether the account's credentials delete the recording at `url` at api.twilio.com
+    (None: not known, taken for the account's own; `delete_at_twilio`)."""
+    return url is None or (
+        url.startswith("https://api.twilio.com/") and f"/Accounts/{account_sid}/Recordings/" in url
+    )
+
+
+def ours_sql(account_sid: str) -> ColumnElement[bool]:
+    """`ours` in SQL, for counting without asking Twilio (`ivr db purge --dry-run`)."""
+    path = f"Accounts/{account_sid}/Recordings/%"
+    return or_(
+        recordings.c.url.is_(None),
+        recordings.c.url.like(f"https://api.twilio.com/{path}"),
+        recordings.c.url.like(f"https://api.twilio.com/%/{path}"),
+    )
+
+
 def delete_at_twilio(twilio: Any, recording_sid: str, url: str | None) -> Unrecorded:
     """Delete the recording's audio at Twilio with `twilio` (twilio.rest.Client: DELETE of
     the account's Recordings/{sid}, which answers 204, or 404 for one not there). A
@@ -203,10 +221,7 @@ def delete_at_twilio(twilio: Any, recording_sid: str, url: str | None) -> Unreco
     taken for the account's own (Twilio's callback names a region's host when it is one).
     Nor is one of another account (a subaccount's, or before the credentials changed): its
     404 would say nothing of it either."""
-    if url is not None and not (
-        url.startswith("https://api.twilio.com/")
-        and f"/Accounts/{getattr(twilio, 'account_sid', '')}/Recordings/" in url
-    ):
+    if not ours(url, getattr(twilio, "account_sid", "")):
         return "elsewhere"
     try:
         twilio.recordings(recording_sid).delete()

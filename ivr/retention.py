@@ -73,7 +73,7 @@ from ivr.db import (
     verification_failures,
 )
 from ivr.numbers import E164, dialable, last4, withheld
-from ivr.recordings import CONFIRMED, delete_at_twilio
+from ivr.recordings import CONFIRMED, delete_at_twilio, ours_sql
 from ivr.store import reading, ticket_misses, writing
 
 if TYPE_CHECKING:
@@ -378,11 +378,11 @@ def _unrecord(
             )
 
 
-def _recordings_left(conn: Connection, cutoff: datetime) -> int:
+def _recordings_left(conn: Connection, cutoff: datetime, *where: ColumnElement[bool]) -> int:
     with reading(conn):
         return int(
             conn.execute(
-                select(func.count()).select_from(recordings).where(_old_recording(cutoff))
+                select(func.count()).select_from(recordings).where(_old_recording(cutoff), *where)
             ).scalar_one()
         )
 
@@ -475,16 +475,22 @@ def purgeable(
     _checked(keep_recordings)
     going = Purged()
     rec_cutoff = None if keep_recordings is None else now - keep_recordings
+    # A recording a region or another account holds is not asked for (`delete_at_twilio`):
+    # it stays, with its case.
+    deletable = None if twilio is None else ours_sql(getattr(twilio, "account_sid", ""))
     if rec_cutoff is not None:
         due = _recordings_left(conn, rec_cutoff)
-        going = Purged(recordings=due) if twilio is not None else Purged(recordings_left=due)
+        goes_too = 0 if deletable is None else _recordings_left(conn, rec_cutoff, deletable)
+        going = Purged(recordings=goes_too, recordings_left=due - goes_too)
     if keep is None:
         return going
     cutoff = now - keep
     # A case goes once none of its recordings is left: those that go now go first.
     staying_recording = recordings.c.case_id == cases.c.id
-    if rec_cutoff is not None and twilio is not None:
-        staying_recording = and_(staying_recording, not_(_old_recording(rec_cutoff)))
+    if rec_cutoff is not None and deletable is not None:
+        staying_recording = and_(
+            staying_recording, not_(and_(_old_recording(rec_cutoff), deletable))
+        )
     goes = and_(_old_case(cutoff), not_(exists().where(staying_recording)))
     old_cases = select(cases.c.id).where(goes)
     # A call is deleted once every case of it is: those that stay keep it.

@@ -646,11 +646,14 @@ def test_a_recording_the_accounts_api_cannot_answer_for_is_not_asked_and_stays(
     with db.begin() as conn:
         conn.execute(update(recordings).values(url=url.format(sid=sid)))
 
+    with db.connect() as conn:
+        would = purgeable(conn, now=NOW, keep=KEEP, twilio=client_on(twilio), keep_recordings=KEEP)
     with caplog.at_level(logging.WARNING, logger="ivr.retention"):
         purged = run_purge(db, twilio)
 
     assert twilio.asked == []
     assert (purged.recordings, purged.recordings_left, purged.cases) == (0, 1, 0)
+    assert would == purged  # the dry run counts it left, and its case kept, as the purge does
     assert sids_of(db) == [sid] and exists(db, cases, cases.c.id == case_id)
     assert sid in caplog.text and "by hand" in caplog.text
 
