@@ -255,7 +255,9 @@ def db_purge(
     daily: closed cases, calls no case holds, their events, old pages; and, with the Twilio
     account's credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN), the recordings older than
     IVR_RECORDING_RETENTION_DAYS at Twilio, then their rows. A case with a recording left at
-    Twilio is kept."""
+    Twilio is kept. A purge that deleted something is audited (`purge`, as `cli:<user>`)."""
+    import getpass
+
     from ivr.retention import purge, purgeable
 
     settings = _settings(DatabaseSettings)
@@ -274,7 +276,12 @@ def db_purge(
             )
         else:
             counts = purge(
-                conn, now=utcnow(), keep=keep, twilio=twilio, keep_recordings=keep_recordings
+                conn,
+                now=utcnow(),
+                keep=keep,
+                twilio=twilio,
+                keep_recordings=keep_recordings,
+                actor=f"cli:{getpass.getuser()}",
             )
     said = "would delete" if dry_run else "deleted"
     ended = f"ended over {days} days ago" if days else "caller data kept (IVR_RETENTION_DAYS 0)"
@@ -1124,7 +1131,7 @@ def calls_erase(
     import getpass
 
     from ivr.recordings import CONFIRMED, delete_at_twilio
-    from ivr.retention import StillOpen, erase
+    from ivr.retention import StillOpen, audit_erased_at_twilio, erase
 
     if len(reason.strip()) < 3:
         raise _fail("say why the number's data is erased (--reason)")
@@ -1166,6 +1173,22 @@ def calls_erase(
             f"deleted at Twilio: {len(results) - len(left)} recordings"
             + (f"; NOT deleted (Twilio failed, or a region's): {len(left)}" if left else "")
         )
+    if erased.recording_sids:
+        if not account.configured:
+            not_deleted = "no TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        elif not yes:
+            not_deleted = "not deleted when asked"
+        else:
+            not_deleted = "Twilio failed, or a region's or another account's"
+        with db.connect() as conn:
+            audit_erased_at_twilio(
+                conn,
+                actor=actor,
+                deleted=len(erased.recording_sids) - len(left),
+                left=left,
+                why=not_deleted,
+                now=utcnow(),
+            )
     typer.echo(
         "Twilio keeps its own logs of these calls, of calls and texts to the number"
         + (", and the recordings below" if left else "")

@@ -93,6 +93,10 @@ SHORTEST = timedelta(days=31)
 FAILING_IN_A_ROW = 5
 FREEZE_ACTIONS = ("freeze", "self_freeze", "unfreeze")
 ERASE = "erase"  # the audit action of an erasure
+# What an erasure's recordings became at Twilio, audited after it: the rows are gone, so this
+# entry is the lasting record of any audio left there.
+ERASE_AT_TWILIO = "erase_at_twilio"
+PURGE = "purge"  # a purge run that deleted something, or left recordings at Twilio
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,7 @@ def purge(
     batch: int = BATCH,
     twilio: Any = None,
     keep_recordings: timedelta | None = None,
+    actor: str = "system:purge",
 ) -> Purged:
     """Delete what ended before `now - keep` (see the module's docstring), `batch` rows of a
     table per transaction, until nothing is left; what was deleted. Recordings go first (at
@@ -410,6 +415,7 @@ def purge(
         batch=batch,
         twilio=twilio,
         keep_recordings=keep_recordings,
+        actor=actor,
     )[0]
 
 
@@ -422,12 +428,49 @@ def purge_for(
     batch: int = BATCH,
     twilio: Any = None,
     keep_recordings: timedelta | None = None,
+    actor: str = "system:purge",
 ) -> tuple[Purged, bool]:
     """`purge`, stopping once a batch (or a recording) ends `seconds` after it began (one at
     least of the recordings, and of each table; None: never): what was deleted, and whether
     nothing is left. Run again, it goes on. A run whose recordings Twilio failed to delete
     is done all the same: they are asked for at the next run (the next day's, for the daily
-    job), not at once again."""
+    job), not at once again. A run that deleted something, or left recordings at Twilio, is
+    audited as `actor` with its counts: the retention policy's record of being kept."""
+    purged, finished = _purge_for(
+        conn,
+        now=now,
+        keep=keep,
+        seconds=seconds,
+        batch=batch,
+        twilio=twilio,
+        keep_recordings=keep_recordings,
+    )
+    if purged.total or purged.recordings_left:
+        days = "never" if keep is None else f"{keep.days} days"
+        kept = "never" if keep_recordings is None else f"{keep_recordings.days} days"
+        audit(
+            conn,
+            actor=actor,
+            action=PURGE,
+            uid=None,
+            case_id=None,
+            reason=f"kept {days}, recordings {kept}: {purged.describe()}",
+            result="ok" if finished else "more_left",
+            now=now,
+        )
+    return purged, finished
+
+
+def _purge_for(
+    conn: Connection,
+    *,
+    now: datetime,
+    keep: timedelta | None,
+    seconds: float | None,
+    batch: int,
+    twilio: Any,
+    keep_recordings: timedelta | None,
+) -> tuple[Purged, bool]:
     _checked(keep)
     _checked(keep_recordings)
     until = None if seconds is None else time.monotonic() + seconds
@@ -584,6 +627,27 @@ class Daily:
 
 
 # -- a caller's erasure ------------------------------------------------------------------------
+
+
+def audit_erased_at_twilio(
+    conn: Connection, *, actor: str, deleted: int, left: Sequence[str], why: str, now: datetime
+) -> None:
+    """What became of an erasure's recordings at Twilio, after it: `deleted` there, and the
+    sids of those `left` (`why`: Twilio failed, a region's, not asked). The erasure deleted
+    their rows: this entry is the lasting record of the audio still to delete by hand."""
+    said = f"deleted at Twilio {deleted}"
+    if left:
+        said += f"; left at Twilio ({why}), to delete there by hand: {' '.join(left)}"
+    audit(
+        conn,
+        actor=actor,
+        action=ERASE_AT_TWILIO,
+        uid=None,
+        case_id=None,
+        reason=said,
+        result="incomplete" if left else "ok",
+        now=now,
+    )
 
 
 @dataclass(frozen=True)

@@ -1127,12 +1127,20 @@ def test_db_purge_prints_what_it_deletes_and_the_dry_run_deletes_nothing(
     assert "would delete" in dry.output and "cases 1" in dry.output and "calls 1" in dry.output
     assert "recordings 1" in dry.output and twilio.asked == []
     assert count(db, cases) == count(db, calls) == count(db, recordings) == 1
+    assert not exists(db, audit_log, audit_log.c.action == "purge")  # a dry run did nothing
 
     done = ivr("db", "purge")
     assert done.exit_code == 0, done.output
     assert "deleted" in done.output and "cases 1" in done.output and "call_events 2" in done.output
     assert "recordings 1" in done.output and len(twilio.asked) == 1
     assert count(db, cases) == count(db, calls) == count(db, recordings) == 0
+    # The retention policy's record of being kept: who purged, under which periods, what went.
+    with db.connect() as conn:
+        [entry] = conn.execute(select(audit_log).where(audit_log.c.action == "purge")).all()
+    assert (entry.actor, entry.result, entry.case_id) == ("cli:ops", "ok", None)
+    assert entry.reason.startswith("kept 400 days, recordings 400 days: cases 1, recordings 1")
+    assert ivr("db", "purge").exit_code == 0  # nothing left: nothing to audit
+    assert count(db, audit_log, audit_log.c.action == "purge") == 1
 
     monkeypatch.setenv("IVR_RETENTION_DAYS", "0")
     never = ivr("db", "purge")
@@ -1178,6 +1186,8 @@ def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
     assert "Twilio" in done.output and sid in done.output
     # No Twilio credentials: the recordings to delete there are listed.
     assert "recordings: RE" in done.output and "Delete its" not in done.output
+    assert at_twilio_audited(db)[0] == "incomplete"
+    assert "(no TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)" in at_twilio_audited(db)[1]
     assert count(db, cases) == count(db, calls) == 0
     with db.connect() as conn:
         actor = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "erase"))
@@ -1203,17 +1213,39 @@ def test_calls_erase_offers_to_delete_the_recordings_at_twilio(
     assert twilio.asked == [deleted, failing] and twilio.gone == {deleted}
     assert "deleted at Twilio: 1 recordings; NOT deleted" in done.output
     assert f"recordings: {failing}" in done.output and f"recordings: {deleted}" not in done.output
+    # The rows are gone: the audit log keeps what is left at Twilio, past the terminal.
+    assert at_twilio_audited(db) == (
+        "incomplete",
+        f"deleted at Twilio 1; left at Twilio (Twilio failed, or a region's or another "
+        f"account's), to delete there by hand: {failing}",
+    )
 
     declined_case = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
     [kept] = sids_of(db, recordings.c.case_id == declined_case)
     declined = ivr("calls", "erase", ALICE, "--reason", "GDPR request #43", answer="n\n")
     assert declined.exit_code == 0, declined.output
     assert twilio.asked == [deleted, failing] and f"recordings: {kept}" in declined.output
+    assert at_twilio_audited(db)[1].endswith(
+        f"(not deleted when asked), to delete there by hand: {kept}"
+    )
 
     add_case(db, add_call(db, ended=LATELY), ended=LATELY)
     unasked = ivr("calls", "erase", ALICE, "--reason", "GDPR request #44", "--yes")
     assert unasked.exit_code == 0 and "Delete its" not in unasked.output
     assert len(twilio.asked) == 3 and "deleted at Twilio: 1 recordings" in unasked.output
+    assert at_twilio_audited(db) == ("ok", "deleted at Twilio 1")
+
+
+def at_twilio_audited(db: Engine) -> tuple[str, str]:
+    """The latest erasure's audit of its recordings at Twilio: result and reason."""
+    with db.connect() as conn:
+        row = conn.execute(
+            select(audit_log.c.result, audit_log.c.reason)
+            .where(audit_log.c.action == "erase_at_twilio")
+            .order_by(audit_log.c.id.desc())
+            .limit(1)
+        ).one()
+    return row.result, row.reason
 
 
 def test_calls_erase_outlasts_the_webhooks_statement_timeout(
