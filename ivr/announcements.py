@@ -16,6 +16,7 @@ shorter rounds say it again until the window has passed.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,18 +89,32 @@ def keys_named(texts: dict[str, str]) -> list[str]:
     the shipped main menu: the emergency lane, for every worried caller who was told "press
     1 for a call back"), and while holding, where 1 asks for a call back. Such a text is
     refused: what a key does is the menus' to say (a menu's `incident_options`, prepared in
-    the tree, offer the worried a key of their own while an announcement is up)."""
+    the tree, offer the worried a key of their own while an announcement is up).
+
+    Read as a supervisor writes in a hurry: any verb of keying (dial, enter, select...; 拨,
+    输入, 选择...) before a digit, a digit word, * or #, a full-width digit (what a Chinese
+    input method types) as its plain one. A count after the verb ("enter 6 digits", 输入6
+    位) or a phone number ("dial 1-800-...") is no key."""
     found = []
     for language, text in sorted(texts.items()):
-        said = [*keys_said(text).values(), *(m[0] for m in _PRESS_A_WORD.finditer(text))]
-        found += [f'"{words}" in {language}' for words in said]
+        plain = unicodedata.normalize("NFKC", text)
+        said = [*keys_said(plain).values(), *(m[0] for m in _KEYED.finditer(plain))]
+        found += [f'"{words}" in {language}' for words in dict.fromkeys(said)]
     return found
 
 
-# "press one": a key said as a word, which `keys_said` (catalogs say digits) does not read.
-_PRESS_A_WORD = re.compile(
-    r"\bpress\s+(?:the\s+)?(?:one|two|three|four|five|six|seven|eight|nine|zero)\b"
-    r"|按\s*[一二三四五六七八九零〇](?!下)",  # not 按一下, "press once"
+_EN_KEY = (
+    r"(?:[0-9*#](?![0-9-])"
+    r"|(?:one|two|three|four|five|six|seven|eight|nine|zero|star|pound|hash)\b(?!\s+of\b))"
+)
+_ZH_KEY = r"(?:[0-9*#](?![0-9-])|[一二三四五六七八九零〇幺](?![下个些次点种])|星号|井号)"
+_KEYED = re.compile(
+    r"\b(?:press|dial|enter|select|choose|pick|hit|push|tap|type|key(?:\s+in)?)(?:es|s|ed|ing)?"
+    r"\s+(?:the\s+)?(?:(?:key|number|digit|option|button)\s+)?"
+    rf"{_EN_KEY}(?!\s*(?:digits?|times?|minutes?|hours?|seconds?|days?|%))"
+    r"|\boption\s+[0-9](?![0-9])"
+    r"|(?:按|拨|输入|键入|选择|选|点击)\s*(?:数字|号码)?"
+    rf"{_ZH_KEY}(?!\s*[位个次分秒小天元])",
     re.IGNORECASE,
 )
 

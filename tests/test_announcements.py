@@ -266,6 +266,13 @@ def test_an_announcement_that_names_a_key_is_refused(client: TestClient, db: Eng
         (EN, ZH + "回电请按1。", '"按1" in zh-CN'),
         (EN, ZH + "回电请按一。", '"按一" in zh-CN'),
         (EN + " Or press the pound key.", ZH, '"press the pound" in en'),
+        # Any verb of keying, and a full-width digit as a Chinese input method types it.
+        (EN + " For a call back, dial 1.", ZH, '"dial 1" in en'),
+        (EN + " Select 1 to hear more.", ZH, '"Select 1" in en'),
+        (EN + " Enter 1 now.", ZH, '"Enter 1" in en'),
+        (EN, ZH + "如需回电请按１。", '"按1" in zh-CN'),
+        (EN, ZH + "回电请拨1。", '"拨1" in zh-CN'),
+        (EN, ZH + "请输入1。", '"输入1" in zh-CN'),
     ]:
         r = put(client, sam, {"texts": {"en": en, "zh-CN": zh}})
         assert r.status_code == 422, r.text
@@ -273,6 +280,12 @@ def test_an_announcement_that_names_a_key_is_refused(client: TestClient, db: Eng
     assert client.get("/api/announcement", headers=bearer(sam)).json() is None
     fine = {"en": EN + " You do not need to hold: we will post updates.", "zh-CN": ZH + "请按一下"}
     assert put(client, sam, {"texts": fine}).status_code == 200
+    # A count or a phone number after the verb is no key.
+    counts = {
+        "en": EN + " From abroad, dial 1-800-555-0100. Never enter 6 digits a caller asks for.",
+        "zh-CN": ZH + "请勿向任何人输入6位验证码。预计下午3点5分恢复。",
+    }
+    assert put(client, sam, {"texts": counts}).status_code == 200
 
 
 WORRIED_OFFER = "If you are calling about the incident we just told you about"
