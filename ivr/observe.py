@@ -322,10 +322,19 @@ class QueryNamesOnly(logging.Filter):
         # uvicorn's access record: (client address, method, path with query, version, status)
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
             path, _, query = args[2].partition("?")
+            target = args[2]
             if query and not path.startswith("/twilio/"):
                 names = [pair.partition("=")[0] for pair in query.split("&")]
-                record.args = (args[0], args[1], f"{path}?{'&'.join(names)}", *args[3:])
+                target = f"{path}?{'&'.join(names)}"
+            # Cut short: anyone may send a URL of 60 KB, and a line is written for each.
+            if len(target) > ACCESS_TARGET_LIMIT:
+                target = target[:ACCESS_TARGET_LIMIT] + "..."
+            record.args = (args[0], args[1], target, *args[3:])
         return True
+
+
+# Longer than any URL of the hotline's own (a webhook's is under 100 characters).
+ACCESS_TARGET_LIMIT = 300
 
 
 def log_config(fmt: str) -> dict[str, Any]:

@@ -153,11 +153,15 @@ async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
         hotline.metrics.signature_failures.inc()
         # The URL checked, not only the path: every request refused at once, each checked
         # against another host or scheme than Twilio's console has, is IVR_PUBLIC_URL wrong.
-        log.warning(
-            "refused unsigned or mis-signed request to %s (signature checked against %s)",
-            request.url.path,
-            url,
-        )
+        # Once a minute at most, and cut short: anyone can send these, as many and as long
+        # as they like, and the metric counts them all.
+        if times := request.app.state.refused_said.due():
+            log.warning(
+                "refused unsigned or mis-signed request to %s (signature checked against %s)%s",
+                _cut(request.url.path),
+                _cut(url),
+                f"; {times - 1} more refused since this was last said" if times > 1 else "",
+            )
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     sid = form.get("CallSid")
     CURRENT_CALL.set(sid if isinstance(sid, str) else None)  # on every log line of this request
@@ -389,34 +393,43 @@ async def queue_exit(form: TwilioForm, hotline: HotlineDep, s: Step = None) -> R
     result = _text(form, "QueueResult", 32) or "error"
     if result == engine.QUEUE_FULL:
         hotline.metrics.queue_full.inc()
-        _queue_full.seen()
+        if times := _queue_full.due():
+            # Callers are held and tried again, their cases in line; the queue wants sizing.
+            log.error(
+                "Twilio refused %d caller(s) into a full queue (error 14207) since this was "
+                "last said; `ivr serve` makes the tree's queues hold 5,000 where it has "
+                "TWILIO_ACCOUNT_SID",
+                times,
+            )
     return await _advance(hotline, sid, s, engine.QueueExit(result))
 
 
-class _QueueFull:
-    """Logs Twilio's full queues as an error, once a minute at most: each refused caller is
-    tried again every 10 s, and a thousand of them must not drown the log."""
+class Throttled:
+    """A log line said once per `every` seconds at most, with how many times it was due
+    meanwhile: what a crowd of callers or a stranger's flood of requests makes due many
+    times a second must not drown the log (a metric counts each)."""
 
     def __init__(self, every: float = 60.0) -> None:
         self.every = every
         self.last = -math.inf
         self.since = 0
 
-    def seen(self) -> None:
+    def due(self) -> int:
+        """0 while it was said less than `every` ago; else how many times it was due since
+        (this one included), to say now."""
         self.since += 1
         now = time.monotonic()
-        if now - self.last >= self.every:
-            # Callers are held and tried again, their cases in line; the queue wants sizing.
-            log.error(
-                "Twilio refused %d caller(s) into a full queue (error 14207) since this was "
-                "last said; `ivr serve` makes the tree's queues hold 5,000 where it has "
-                "TWILIO_ACCOUNT_SID",
-                self.since,
-            )
-            self.last, self.since = now, 0
+        if now - self.last < self.every:
+            return 0
+        times, self.last, self.since = self.since, now, 0
+        return times
 
 
-_queue_full = _QueueFull()
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_queue_full = Throttled()
 
 
 Lang = Annotated[str, Query(max_length=16)]
@@ -877,6 +890,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY)  # outermost: before anything reads a body
     app.state.hotline = hotline
     app.state.validator = RequestValidator(settings.twilio_auth_token)
+    app.state.refused_said = Throttled()
     app.include_router(router)
     app.include_router(api_router)
     app.include_router(dashboard_router)

@@ -232,6 +232,11 @@ def test_access_lines_name_a_searchs_filters_without_their_values(
         assert searched.status_code == 200
         held = httpx.post(server.url + "/twilio/wait?lang=en&queue=security", data={"a": "b"})
         assert held.status_code == 403  # unsigned: logged all the same
+        # A stranger's flood of long unsigned requests: each refused and counted, the log
+        # not made a copy of it.
+        for _ in range(5):
+            flood = httpx.post(server.url + "/twilio/voice?x=" + "A" * 6000, data={"a": "b"})
+            assert flood.status_code == 403
     finally:
         server.stop()
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
@@ -239,6 +244,9 @@ def test_access_lines_name_a_searchs_filters_without_their_values(
     assert any("GET /api/calls?caller&account HTTP/1.1" in line for line in access), access
     assert any("/twilio/wait?lang=en&queue=security" in line for line in access), access
     assert "0321" not in server.log() and "10000001" not in server.log()
+    refused = [line for line in lines if line["message"].startswith("refused unsigned")]
+    assert len(refused) == 1, refused  # once a minute at most
+    assert max(len(line) for line in server.log().splitlines()) < 1000
 
 
 def test_the_gauges_say_when_the_database_could_not_be_read() -> None:
