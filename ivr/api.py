@@ -1354,7 +1354,10 @@ class RecordingRecord(BaseModel):
     """A recording of a case's call with its agent (IVR_RECORD_AGENT_CALLS), kept at Twilio."""
 
     ticket: str = Field(description="the case's")
-    recording_sid: str
+    recording_sid: str | None = Field(
+        description="to supervisors only (null to agents): with the account's SID it makes the "
+        "media URL, which plays to anyone unless the account enforces HTTP auth on media"
+    )
     status: Literal["completed", "absent"] = Field(description="`absent`: Twilio heard no audio")
     seconds: int | None
     url: str | None = Field(
@@ -1616,10 +1619,12 @@ def call_timeline(
         recordings=[
             RecordingRecord(
                 ticket=tickets[r["case_id"]],
-                **{k: r[k] for k in _RECORDING_FIELDS if k != "url"},
+                **{k: r[k] for k in _RECORDING_FIELDS if k not in ("url", "recording_sid")},
                 # Twilio serves the audio at this URL to anyone who has it unless the account
-                # enforces HTTP auth on media: only supervisors, who may play it anyway (and
-                # are audited doing so, through /api/recordings), see it.
+                # enforces HTTP auth on media, and the sid makes the URL: only supervisors, who
+                # may play it anyway (and are audited doing so, through /api/recordings), see
+                # either.
+                recording_sid=r["recording_sid"] if user.role == "supervisor" else None,
                 url=r["url"] if user.role == "supervisor" else None,
             )
             for r in found["recordings"]

@@ -422,7 +422,8 @@ def test_only_supervisors_play_recordings(
     assert client.get(f"/api/recordings/{RECORDING}", headers=bearer(alice)).status_code == 403
     client.post("/dashboard/login", data={"token": alice}, follow_redirects=False)
     page = client.get(f"/dashboard/calls/{record.call_sid}")
-    assert page.status_code == 200 and RECORDING in page.text and "<audio" not in page.text
+    assert page.status_code == 200 and "<audio" not in page.text
+    assert "Recordings" in page.text and RECORDING not in page.text  # listed, sid withheld
     assert client.get(f"/dashboard/recordings/{RECORDING}").status_code == 403
     assert media.requests == []
 
@@ -431,8 +432,9 @@ def test_only_supervisors_see_a_recordings_media_url(
     recorded: tuple[TestClient, CallRecord], media: TwilioMedia, db: Engine
 ) -> None:
     """Twilio serves the audio at its media URL to anyone who has it (unless the account
-    enforces HTTP auth on media): an agent, who may not play a recording, sees it listed
-    without its URL, the same fields, null; a supervisor sees it, and plays it audited."""
+    enforces HTTP auth on media), and the recording's sid and the account's make that URL:
+    an agent, who may not play a recording, sees it listed without either, the same fields,
+    null; a supervisor sees them, and plays it audited."""
     client, record = recorded
     alice = client.headers.pop("X-Alice")
     sam = make_user(db, "sam", "supervisor")
@@ -442,8 +444,8 @@ def test_only_supervisors_see_a_recordings_media_url(
     [seen_by_sam] = client.get(f"/api/calls/{record.call_sid}", headers=bearer(sam)).json()[
         "recordings"
     ]
-    assert seen_by_alice == {**seen_by_sam, "url": None}
-    assert seen_by_sam["url"] == MEDIA and seen_by_alice["recording_sid"] == RECORDING
+    assert seen_by_alice == {**seen_by_sam, "url": None, "recording_sid": None}
+    assert seen_by_sam["url"] == MEDIA and seen_by_sam["recording_sid"] == RECORDING
     assert media.requests == []
 
 
