@@ -1067,6 +1067,10 @@ def call_query(raw: dict[str, str], zone: tzinfo = UTC) -> api.CallQuery:
     for key in ("since", "until"):
         if key in given:
             given[key] = parse_when(given[key], key, zone)
+    if "since" in given and "until" in given and given["until"] <= given["since"]:
+        # Said, not answered with "no calls match": a night shift's times typed the wrong
+        # way round would read as a quiet night.
+        raise ValueError("until must be after since")
     return _CALL_QUERY.validate_python(given)
 
 

@@ -770,6 +770,12 @@ def test_calls_page_filters_like_the_api(
     assert bad.xpath("//*[@id='form-errors']/@role") == ["alert"]
     late = page(client, "/dashboard/calls", status=422, since="soon")
     assert [m.get("name") for m in late.xpath("//form//*[@aria-invalid='true']")] == ["since"]
+    # A night shift's times typed the wrong way round: said, not read as a quiet night.
+    backwards = {"since": "2026-11-23T04:00", "until": "2026-11-23T03:00"}
+    swapped = page(client, "/dashboard/calls", status=422, **backwards)
+    assert "until must be after since" in swapped.text_content()
+    assert swapped.xpath("//form//*[@aria-invalid='true']/@name") == ["until"]
+    assert swapped.findtext(".//title").startswith("Not done · Calls")
     assert "cursor" in page(client, "/dashboard/calls", status=422, cursor="nope").text_content()
     # One call a page: the next link carries the filters and reaches the older call.
     monkeypatch.setattr(dashboard, "PAGE_SIZE", 1)
@@ -1875,7 +1881,9 @@ def test_tree_page_draws_the_live_tree(
     assert hotline_tree.version in doc.text_content()
     # Far wider than the screen: scrolled by keyboard too, once tabbed to (and ringed).
     [figure] = doc.xpath("//figure[@id='tree-picture']")
-    assert (figure.get("tabindex"), figure.get("role")) == ("0", "region")
+    # A figure named by its label (a role of region on it is not allowed: axe's
+    # aria-allowed-role), focusable as a scrolled region must be.
+    assert (figure.get("tabindex"), figure.get("role")) == ("0", None)
     assert figure.get("aria-label").startswith("Call tree picture")
     assert any(".tree-picture:focus-visible" in selectors for selectors, _ in css_rules())
     # Its text alternative: not the picture's every label as one name, but the tree as text,
@@ -2012,6 +2020,20 @@ def test_every_charts_bars_stand_out_from_the_white_chart() -> None:
     assert {".chart .bars rect", ".abandonment-chart .bars rect"} <= set(fills)
     for selector, colours in fills.items():
         assert colours and all(contrast(c, "#ffffff") >= 3 for c in colours), (selector, colours)
+
+
+def test_a_buttons_words_never_spill_out_of_it() -> None:
+    """WCAG 1.4.4 and 1.4.12: at 200% zoom, or with wider text spacing, a button's words
+    wrap to a second line; a fixed height would leave them spilling over its edge."""
+    buttons = [
+        body
+        for selectors, body in css_rules()
+        if {"button.primary", "button.secondary"} & set(selectors)
+    ]
+    assert len(buttons) >= 2
+    for body in buttons:
+        assert not re.search(r"(?<![-\w])height\s*:", body), body
+        assert "min-height" in body
 
 
 def test_focus_rings_and_field_borders_stand_out_from_what_they_sit_on() -> None:
@@ -2587,6 +2609,20 @@ def figures_and_tree(scene: Scene) -> None:
     scene.nav("Call tree", "/dashboard/tree")
     expect(tab.locator("figure.tree-picture svg")).to_be_visible()
     scene.shot("tree")
+
+
+def test_a_refused_filter_is_said_first(scene: Scene) -> None:
+    """The figures' and the calls' filters refused: the errors have the focus and the title
+    says so, where a screen reader starts, not a form that looks as it did."""
+    sign_in(scene, make_user(scene.db, "sam", "supervisor"))
+    tab, expect = scene.tab, scene.expect
+    tab.goto(f"{scene.base}/dashboard/figures?tz=Mars/Olympus_Mons")
+    expect(tab).to_have_title(re.compile("^Not done · Figures"))
+    expect(tab.locator("#form-errors")).to_be_focused()
+    tab.goto(f"{scene.base}/dashboard/calls?since=2026-11-23T04:00&until=2026-11-23T03:00")
+    expect(tab).to_have_title(re.compile("^Not done · Calls"))
+    expect(tab.locator("#form-errors")).to_be_focused()
+    expect(tab.locator("#form-errors")).to_contain_text("until must be after since")
 
 
 def test_the_desk_sends_a_call_back_twilio_placed_on_while_the_agent_talks(
