@@ -91,9 +91,12 @@ QUEUE_FULL_PAUSE = 10
 TRANSFERRED_PROMPT = "call_transferred"
 # A customer Twilio called back, sent on by the agent: that team calls them.
 CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
-# A wait of one minute, said in the singular where the language has one: optional, a
-# catalog without it says `hold_position` with 1.
+# A wait of one minute, said in the singular where the language has one, and of two, said
+# as the language counts two (两分钟: Polly reads "2分钟" as 二分钟, which no one says):
+# optional, a catalog without one says `hold_position` with the number.
 ONE_MINUTE_PROMPT = "hold_position_one_minute"
+TWO_MINUTES_PROMPT = "hold_position_two_minutes"
+COUNTED_WAIT_PROMPTS = {1: ONE_MINUTE_PROMPT, 2: TWO_MINUTES_PROMPT}
 # What the call found out on the way that its case carries to the agent: how the caller was
 # verified, and a number they were contacted from that is not ours (a scam to look into).
 # `under_guessing`: someone keyed wrong answers for the account lately ("failures/numbers").
@@ -548,11 +551,11 @@ def hold_twiml(
         _say(target, catalogs, "hold_callback_offer", language)
     if position is not None:
         minutes = max(1, wait_minutes or 1)
-        singular = minutes == 1 and catalogs.has(ONE_MINUTE_PROMPT, language)
+        counted = COUNTED_WAIT_PROMPTS.get(minutes)
         _say(
             target,
             catalogs,
-            ONE_MINUTE_PROMPT if singular else "hold_position",
+            counted if counted and catalogs.has(counted, language) else "hold_position",
             language,
             position=position,
             minutes=minutes,

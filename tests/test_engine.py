@@ -823,8 +823,27 @@ def test_a_wait_of_a_minute_is_said_in_the_singular(hotline_tree: CompiledTree) 
         return next(etree.fromstring(twiml.encode()).iter("Say")).text or ""
 
     assert first_said("en", 1).endswith("The estimated wait is about one minute.")
-    assert first_said("en", 2).endswith("The estimated wait is about 2 minutes.")
+    assert first_said("en", 3).endswith("The estimated wait is about 3 minutes.")
     assert first_said("zh-CN", 1).endswith("预计等待约1分钟。")
+
+
+@pytest.mark.parametrize(
+    ("minutes", "said"),
+    [(2, "预计等待约两分钟。"), (3, "预计等待约 3 分钟。"), (12, "预计等待约 12 分钟。")],
+)
+def test_a_mandarin_wait_of_two_minutes_is_said_with_liang(
+    hotline_tree: CompiledTree, minutes: int, said: str
+) -> None:
+    """Polly reads "约 2 分钟" as 二分钟, which no one says of a count: 两分钟. A number said
+    whole past 2 (12 is 十二) is read right; an English two is "two minutes"."""
+
+    def first_said(language: str) -> str:
+        twiml = hold_twiml(hotline_tree.catalogs, language, None, position=2, wait_minutes=minutes)
+        return next(etree.fromstring(twiml.encode()).iter("Say")).text or ""
+
+    assert first_said("zh-CN") == f"您目前排在第 2 位,{said}"
+    english = "two" if minutes == 2 else str(minutes)
+    assert first_said("en").endswith(f"The estimated wait is about {english} minutes.")
 
 
 def test_a_caller_sent_on_hears_so_in_their_language_and_waits_in_the_new_queue(
