@@ -2440,6 +2440,128 @@ def test_a_caller_from_china_who_says_what_happened_at_once_is_answered_in_manda
         assert any("尾号为 8 0 0 0 的号码不是我们的号码" in line for line in record.heard)
 
 
+# A Mandarin caller's story, as they tell it: a scammer's script (the scam check asks for the
+# number), a pig butchering (asked once whether someone else took the funds; silence is the
+# emergency lane), the funds or the phone number taken (the emergency lane), and a freeze
+# already on the account (the account team, never the emergency lane's freeze).
+SCAM_CHECK = "请输入给您打电话或发短信的号码"
+FUNDS_QUESTION = "很抱歉您的资产不见了。"
+ACCOUNT_TEAM = "正在为您转接账户服务专员"
+A_STRANGERS_NUMBER = Press("8613800138000#")
+
+
+@pytest.mark.parametrize(
+    ("words", "next_said", "then", "queue"),
+    [
+        ("我遇到了杀猪盘", FUNDS_QUESTION, [Silent(), Press("*")], "security"),
+        ("杀猪盘", FUNDS_QUESTION, [Press("1"), Press("*")], "security"),
+        ("对方说我的账户有风险", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("他打来说账户存在风险", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("我的账号有风险要我处理", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("对方说我账号存在风险", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("客服让我下载APP", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("他让我下载一个APP", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("他叫我下载一个软件", SCAM_CHECK, [A_STRANGERS_NUMBER], None),
+        ("我的币被转到陌生地址了", EMERGENCY_NOTICE[1], [Press("*")], "security"),
+        ("币被转到陌生地址", EMERGENCY_NOTICE[1], [Press("*")], "security"),
+        ("我的手机卡突然停机了", EMERGENCY_NOTICE[1], [Press("*")], "security"),
+        ("手机卡突然停机", EMERGENCY_NOTICE[1], [Press("*")], "security"),
+        ("我的号码被过户了", EMERGENCY_NOTICE[1], [Press("*")], "security"),
+        ("我的账户被冻结了", ACCOUNT_TEAM, [], "account"),
+        ("我的账号被冻结了怎么办", ACCOUNT_TEAM, [], "account"),
+    ],
+)
+def test_a_mandarin_callers_scam_takeover_or_freeze_reaches_its_branch(
+    phone: Phone, words: str, next_said: str, then: list[Answer], queue: str | None
+) -> None:
+    """Said at the main menu: the branch for it at once, never 没能识别 and the menu again;
+    the emergency lane (a verified caller there is frozen) only for the funds or the number
+    taken, or a pig butchering confirmed."""
+    record = call(phone, Press("2"), Speak(words), *then)
+    menu = next(i for i, line in enumerate(record.heard) if line.startswith("如果您的账户被盗"))
+    assert record.heard[menu + 1].startswith(next_said), record.heard
+    assert "抱歉,没能识别您的选择。" not in record.heard
+    assert record.queue == queue
+    hijacked = any(line.startswith(EMERGENCY_NOTICE[1]) for line in record.heard)
+    assert hijacked == (queue == "security"), record.heard
+    if next_said == SCAM_CHECK:
+        assert any("尾号为 8 0 0 0 的号码不是我们的号码" in line for line in record.heard)
+    if queue == "account":
+        assert not any("冻结" in line for line in record.heard[menu + 1 :]), record.heard
+
+
+@pytest.mark.parametrize(
+    ("words", "next_said"),
+    [
+        ("我遇到杀猪盘了", FUNDS_QUESTION),
+        ("有人打电话说我的账户存在风险", SCAM_CHECK),
+        ("他让我下载一个APP", SCAM_CHECK),
+        ("我的币被转到陌生地址", EMERGENCY_NOTICE[1]),
+        ("手机卡突然停机了", EMERGENCY_NOTICE[1]),
+        ("号码被过户了", EMERGENCY_NOTICE[1]),
+    ],
+)
+def test_a_caller_from_china_who_tells_a_scam_or_a_takeover_at_once_is_answered(
+    phone: Phone, words: str, next_said: str
+) -> None:
+    """The same words as the first a caller from China says, before any language is chosen
+    (the language menu's shortcuts): the main menu's answer, in Mandarin."""
+    record = phone.call(ScriptedParty([Speak(words)]), from_number=CALLER_IN_CHINA)
+    assert record.heard[4].startswith(next_said), record.heard
+    assert "抱歉,没能识别您的选择。" not in record.heard
+
+
+@pytest.mark.parametrize(
+    ("words", "target"),
+    [
+        # Made room for the words above in the main menu's 500 Mandarin hints: each phrase
+        # merged into a shorter word still leads where it did.
+        ("我的账户被人登录了", "emergency"),
+        ("账号被人登陆了", "emergency"),
+        ("我的账户被人登了", "emergency"),
+        ("我的账户被别人登录了", "emergency"),
+        ("账号被别人登陆过", "emergency"),
+        ("我的账户被登录了", "emergency"),
+        ("账号被登录了", "emergency"),
+        ("未经我授权就提现了", "emergency"),
+        ("这笔提现未经我的授权", "emergency"),
+        ("我的手机卡被换了", "emergency"),
+        ("SIM卡被换了", "emergency"),
+        ("活动奖励未到账", "products_rewards"),
+        ("奖励未发放", "products_rewards"),
+        ("我充值转错链了", "deposits_wrong_address"),
+        ("选错链了", "deposits_wrong_address"),
+        ("API签名不对", "api_signature"),
+        ("签名不匹配", "api_signature"),
+        # Near the words added, said by callers with other questions.
+        ("合约交易有风险吗", "derivatives_menu"),
+        ("在哪里下载APP", None),
+        ("我本人登录不了", "account_menu"),
+        ("为什么要冻结账户", None),  # a freeze asked about: the main menu again, as before
+    ],
+)
+def test_words_near_the_mandarin_scam_and_freeze_words_lead_where_they_did(
+    hotline_tree: CompiledTree, words: str, target: str | None
+) -> None:
+    from ivr.tree import match_speech
+
+    option = match_speech(hotline_tree.menus["main_menu"], "zh-CN", words)
+    assert (option.target if option else None) == target
+
+
+def test_the_mandarin_scam_and_freeze_words_are_hinted_within_twilios_500(
+    hotline_tree: CompiledTree,
+) -> None:
+    """Twilio hears a word better when it is hinted, and takes 500 hints per <Gather>: the
+    main menu's Mandarin words fit, the ones added for these callers among them."""
+    menu = hotline_tree.menus["main_menu"]
+    hints = menu.hints["zh-CN"].split(", ")
+    said = dict.fromkeys(w for option, _ in menu.by_speech["zh-CN"] for w in option.speech["zh-CN"])
+    assert len(said) <= 500 and list(said) == hints  # none cut off at 500
+    for word in ("杀猪盘", "账户有风险", "账户存在风险", "让我下载", "突然停机", "被冻结"):
+        assert word in hints, word
+
+
 def test_an_english_caller_who_says_someone_called_them_is_asked_for_the_number_at_once(
     phone: Phone,
 ) -> None:
