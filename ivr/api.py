@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from defusedcsv import csv  # the stdlib's, with cells that read as formulas made text
@@ -81,7 +81,7 @@ from ivr.deps import (
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
 from ivr.numbers import withheld
-from ivr.stats import Thresholds, figures, time_zone
+from ivr.stats import Report, Thresholds, figures, intervals, time_zone
 from ivr.store import reading, tree_version_list
 
 # A time in a query: with a zone (`Z`, `+08:00`), and one that is a time in UTC too.
@@ -1803,3 +1803,154 @@ def stats(
         # An agent's handle times and survey scores are theirs and their supervisors'.
         shown["by_agent"] = {n: a for n, a in shown["by_agent"].items() if n == user.name}
     return shown
+
+
+# -- supervisors: the figures per interval, for a workforce tool ---------------------------
+
+INTERVAL_MINUTES = (15, 30, 60)
+MAX_INTERVALS = 7 * 24 * 4  # a week of 15 minutes
+INTERVAL_COLUMNS = (
+    "interval_start",
+    "interval_end",
+    "queue",
+    "offered",
+    "answered",
+    "answered_within_threshold",
+    "abandoned",
+    "short_abandoned",
+    "abandonment_rate",
+    "service_level",
+    "average_speed_of_answer_seconds",
+    "average_handle_time_seconds",
+    "longest_wait_seconds",
+    "callbacks_requested",
+    "callbacks_completed",
+    "agents_available_average",
+)
+
+
+def _interval_reports(
+    hotline: Hotline,
+    since: datetime | None,
+    until: datetime | None,
+    minutes: int,
+    tz: str | None,
+    emergency_threshold: int,
+    threshold: int,
+) -> tuple[tzinfo, list[Report]]:
+    if minutes not in INTERVAL_MINUTES:
+        raise HTTPException(422, f"minutes: one of {', '.join(map(str, INTERVAL_MINUTES))}")
+    try:
+        zone = time_zone(tz or hotline.settings.report_tz)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if since is None or until is None:
+        # Yesterday on the hotline's clock: what a workforce tool imports each morning.
+        today = hotline.clock().astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+        since = since or in_utc(today - timedelta(days=1))
+        until = until or in_utc(today)
+    size = timedelta(minutes=minutes)
+    if until <= since:
+        raise HTTPException(422, "until must be after since")
+    if (until - since) / size > MAX_INTERVALS:
+        raise HTTPException(422, f"at most {MAX_INTERVALS} intervals: narrow since/until")
+    thresholds = Thresholds(
+        emergency=timedelta(seconds=emergency_threshold), other=timedelta(seconds=threshold)
+    )
+    with hotline.db.connect() as conn:
+        found = intervals(
+            conn,
+            start=since,
+            end=until,
+            size=size,
+            zone=zone,
+            thresholds=thresholds,
+            now=hotline.clock(),
+        )
+    return zone, found
+
+
+IntervalMinutes = Annotated[
+    int, Query(description="the intervals' length: 15, 30 or 60 minutes, on the clock of `tz`")
+]
+Threshold = Annotated[int, Query(ge=1, le=3600)]
+
+
+@router.get("/stats/intervals")
+def stats_intervals(
+    user: SupervisorUser,
+    hotline: HotlineDep,
+    since: QueryTime | None = None,
+    until: QueryTime | None = None,
+    minutes: IntervalMinutes = 30,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+    emergency_threshold: Threshold = 20,
+    threshold: Threshold = 60,
+) -> dict[str, Any]:
+    """The queue figures of /api/stats per interval of `minutes` on `tz`'s clock (default
+    IVR_REPORT_TZ), overall and per queue, with the agents available on average: what a
+    workforce-management tool forecasts and schedules from. Default period: yesterday, on
+    that clock. At most a week of 15 minutes. Each interval counts as /api/stats does for
+    its own period."""
+    zone, found = _interval_reports(
+        hotline, since, until, minutes, tz, emergency_threshold, threshold
+    )
+    return {
+        "time_zone": str(zone),
+        "minutes": minutes,
+        "thresholds_seconds": {"emergency": emergency_threshold, "other": threshold},
+        "intervals": [
+            {
+                "start": r.period_start.astimezone(zone).isoformat(),
+                "end": r.period_end.astimezone(zone).isoformat(),
+                "overall": r.overall.as_dict(),
+                "by_queue": {name: q.as_dict() for name, q in r.by_queue.items()},
+                "agents_available_average": r.agents_available_average,
+            }
+            for r in found
+        ],
+    }
+
+
+@router.get(
+    "/stats/intervals.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def stats_intervals_csv(
+    user: SupervisorUser,
+    hotline: HotlineDep,
+    since: QueryTime | None = None,
+    until: QueryTime | None = None,
+    minutes: IntervalMinutes = 30,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+    emergency_threshold: Threshold = 20,
+    threshold: Threshold = 60,
+) -> CsvResponse:
+    """/api/stats/intervals as CSV: a row per interval for all queues (`queue` empty), then
+    one per queue that had a case in it; rates as fractions, times in seconds, interval
+    times in ISO 8601 with their offset."""
+    zone, found = _interval_reports(
+        hotline, since, until, minutes, tz, emergency_threshold, threshold
+    )
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=INTERVAL_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in found:
+        when = {
+            "interval_start": r.period_start.astimezone(zone).isoformat(),
+            "interval_end": r.period_end.astimezone(zone).isoformat(),
+        }
+        staffed = {"agents_available_average": r.agents_available_average}
+        writer.writerow({**when, "queue": "", **r.overall.as_dict(), **staffed})
+        for name, q in sorted(r.by_queue.items()):
+            writer.writerow({**when, "queue": name, **q.as_dict()})
+    first = found[0].period_start.astimezone(zone) if found else None
+    name = f"intervals-{first:%Y-%m-%d}.csv" if first else "intervals.csv"
+    return CsvResponse(
+        out.getvalue(),
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -1273,44 +1273,15 @@ def bucket_size(span: timedelta) -> timedelta:
     return timedelta(hours=math.ceil(span / timedelta(hours=MAX_BARS)))
 
 
-DAY = timedelta(days=1)
-
-
-def next_mark(moment: datetime, size: timedelta, zone: tzinfo) -> datetime:
-    """The first time after `moment` that `zone`'s clock shows a whole multiple of `size`
-    from its midnight (of 24 hours: its next midnight), in UTC: where a bar ends. A size
-    that is no part of a day: `size` after `moment`. Raises OverflowError past year 9999."""
-    if DAY % size:
-        return moment + size
-    local = moment.astimezone(zone)
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    # On the wall clock: a day with a DST change still has its bars on the hour.
-    count = (local.replace(tzinfo=None) - midnight.replace(tzinfo=None)) // size + 1
-    mark = in_utc(midnight + count * size)
-    while mark <= moment:  # a wall time the change skipped maps back before it
-        count += 1
-        mark = in_utc(midnight + count * size)
-    return mark
-
-
 def buckets(
     hotline: Hotline, start: datetime, end: datetime, size: timedelta, zone: tzinfo = UTC
 ) -> list[Bucket]:
-    """The period's figures, one report per bucket, the buckets on `zone`'s clock: each
-    ends at a multiple of `size` from its midnight, so the first and the last may be
-    shorter when the period does not begin or end on one."""
-    found = []
-    now = hotline.clock()
+    """The period's figures, one report per bucket on `zone`'s clock (`stats.intervals`)."""
     with hotline.db.connect() as conn:
-        at = start
-        while at < end:
-            try:
-                stop = min(end, next_mark(at, size, zone))
-            except (OverflowError, ValueError):  # the zone's clock past year 1 or 9999
-                stop = end
-            found.append(Bucket(at, stop, stats.figures(conn, start=at, end=stop, now=now)))
-            at = stop
-    return found
+        found = stats.intervals(
+            conn, start=start, end=end, size=size, zone=zone, now=hotline.clock()
+        )
+    return [Bucket(r.period_start, r.period_end, r) for r in found]
 
 
 def nice_ceiling(value: float) -> tuple[float, float]:
@@ -1482,6 +1453,27 @@ def figures_page(request: Request, hotline: HotlineDep) -> Response:
     return render(request, "figures.html", context, user=user)
 
 
+@router.get("/figures/intervals.csv")
+def figures_intervals_csv(request: Request, hotline: HotlineDep) -> Response:
+    """The figures page's period per half hour (or `minutes`: 15, 30, 60), as the API's
+    CSV, for a workforce tool: the same since, until and zone as the page."""
+    user = gate(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    q = request.query_params
+    try:
+        zone = stats.time_zone(q.get("tz", "").strip()[:64] or hotline.settings.report_tz)
+        start, end = period(q.get("since", "")[:40], q.get("until", "")[:40], hotline.clock(), zone)
+        minutes = int(q.get("minutes", "30")) if q.get("minutes", "30").isdigit() else 0
+        return api.stats_intervals_csv(
+            user, hotline, since=start, until=end, minutes=minutes, tz=str(zone)
+        )
+    except ValueError as exc:
+        return Response(str(exc), status_code=422, media_type="text/plain")
+    except HTTPException as exc:
+        return Response(str(exc.detail), status_code=exc.status_code, media_type="text/plain")
+
+
 def figures_context(
     hotline: Hotline, start: datetime, end: datetime, zone: tzinfo = UTC
 ) -> dict[str, Any]:
@@ -1516,6 +1508,10 @@ def figures_context(
             for b in series
         ],
         "definitions": (stats.__doc__ or "").strip(),
+        "intervals_csv": f"{PREFIX}/figures/intervals.csv?"
+        + urlencode(
+            {"since": local_input(start, zone), "until": local_input(end, zone), "tz": str(zone)}
+        ),
         # None for a period in the first week there is (year 1): no week before it.
         "last_week": (
             figures_link(end - timedelta(days=7), end, zone) if end > WEEK_AFTER_TIME else None

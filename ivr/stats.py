@@ -285,7 +285,7 @@ from ivr.cases import (
     SUPERSEDED_BY,
     TRANSFER,
 )
-from ivr.db import audit_log, call_events, calls, cases, presence_changes, users
+from ivr.db import audit_log, call_events, calls, cases, in_utc, presence_changes, users
 from ivr.engine import HUNG_UP_AT
 
 SELF_HELP_KINDS = ("say",)
@@ -1079,3 +1079,49 @@ def figures(
         agent_seconds_available=sum(available.values()) if available else None,
         seconds_passed=max(0.0, (min(end, judged) - start).total_seconds()),
     )
+
+
+DAY = timedelta(days=1)
+
+
+def next_mark(moment: datetime, size: timedelta, zone: tzinfo) -> datetime:
+    """The first time after `moment` that `zone`'s clock shows a whole multiple of `size`
+    from its midnight (of 24 hours: its next midnight), in UTC: where a bar ends. A size
+    that is no part of a day: `size` after `moment`. Raises OverflowError past year 9999."""
+    if DAY % size:
+        return moment + size
+    local = moment.astimezone(zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    # On the wall clock: a day with a DST change still has its bars on the hour.
+    count = (local.replace(tzinfo=None) - midnight.replace(tzinfo=None)) // size + 1
+    mark = in_utc(midnight + count * size)
+    while mark <= moment:  # a wall time the change skipped maps back before it
+        count += 1
+        mark = in_utc(midnight + count * size)
+    return mark
+
+
+def intervals(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    size: timedelta,
+    zone: tzinfo = UTC,
+    thresholds: Thresholds = Thresholds(),
+    now: datetime | None = None,
+) -> list[Report]:
+    """The period's figures, one report per interval on `zone`'s clock: each ends at a
+    multiple of `size` from its midnight, so the first and the last may be shorter when the
+    period does not begin or end on one (a workforce tool's 15 or 30 minutes, the figures
+    page's bars)."""
+    found = []
+    at = start
+    while at < end:
+        try:
+            stop = min(end, next_mark(at, size, zone))
+        except (OverflowError, ValueError):  # the zone's clock past year 1 or 9999
+            stop = end
+        found.append(figures(conn, start=at, end=stop, thresholds=thresholds, now=now))
+        at = stop
+    return found

@@ -1814,6 +1814,30 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     )
 
 
+def test_the_figures_period_downloads_per_half_hour_for_a_workforce_tool(
+    client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
+) -> None:
+    """The period on the page, on its clock, as the API's intervals CSV: to a supervisor,
+    from the page's own link; an agent is offered none and refused it."""
+    signed_in(client, supervisor)
+    shown = {"since": "2026-11-23T10:00", "until": "2026-11-23T12:00", "tz": "Asia/Shanghai"}
+    doc = page(client, "/dashboard/figures", **shown)
+    [link] = doc.xpath("//a[contains(@href, '/figures/intervals.csv')]/@href")
+    sheet = client.get(link)
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+    rows = [r for r in csv.DictReader(io.StringIO(sheet.text)) if r["queue"] == ""]
+    assert [r["interval_start"][11:16] for r in rows] == ["10:00", "10:30", "11:00", "11:30"]
+    assert rows[0]["interval_start"] == "2026-11-23T10:00:00+08:00"
+    figures_offered = texts(doc, "//tfoot//td")[0]
+    assert sum(int(r["offered"]) for r in rows) == int(figures_offered) > 0
+    assert client.get(link + "&minutes=20").status_code == 422
+    signed_in(client, make_user(db, "olga", "agent"))
+    assert not page(client, "/dashboard/figures", **shown).xpath(
+        "//a[contains(@href, '/figures/intervals.csv')]"
+    )
+    assert client.get(link, follow_redirects=False).status_code in (303, 403)
+
+
 def test_the_figures_judge_a_caller_still_holding_by_the_clock(
     client: TestClient, phone: Phone, clock: FakeClock, supervisor: str
 ) -> None:

@@ -6,6 +6,8 @@ in the comment next to it.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -1788,3 +1790,63 @@ def test_a_caller_who_asked_for_a_call_back_and_rang_again_settled_it(
     o = journey_report(db, clock).overall
     assert (o.offered, o.answered) == (2, 1)
     assert (o.callbacks_requested, o.callbacks_completed, o.callbacks_superseded) == (1, 0, 1)
+
+
+# -- the figures per interval, for a workforce tool -----------------------------------------------
+
+
+def test_the_figures_per_interval_add_up_to_the_period_on_the_hotlines_clock(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock
+) -> None:
+    """A workforce tool forecasts from offered, answered and abandoned per 15 or 30 minutes
+    and per queue: each interval counts as /api/stats counts its own period, the intervals
+    meet end to end on the asked clock's quarter hours, and the CSV holds the same rows."""
+    sam = make_user(db, "sam", "supervisor")
+    clock.advance(minutes=5)  # 03:05 UTC: a victim, then (at 03:25) a question on deposits
+    phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")]), from_number="+15005550102")
+    clock.advance(minutes=20)
+    phone.call(ScriptedParty([Press("1"), Press("3"), Press("2"), Press("1")]))
+    clock.advance(minutes=20)
+    # An hour from 10:50 in Shanghai (02:50 UTC): a first interval of 10 minutes, then
+    # quarter hours, then 5 minutes to 11:50.
+    period = {"since": "2026-11-23T10:50+08:00", "until": "2026-11-23T11:50+08:00"}
+    asked = {**period, "minutes": 15, "tz": "Asia/Shanghai"}
+    data = api(client, sam, "GET", "/api/stats/intervals", params=asked)
+    spans = [(i["start"], i["end"]) for i in data["intervals"]]
+    assert spans == [
+        ("2026-11-23T10:50:00+08:00", "2026-11-23T11:00:00+08:00"),
+        ("2026-11-23T11:00:00+08:00", "2026-11-23T11:15:00+08:00"),
+        ("2026-11-23T11:15:00+08:00", "2026-11-23T11:30:00+08:00"),
+        ("2026-11-23T11:30:00+08:00", "2026-11-23T11:45:00+08:00"),
+        ("2026-11-23T11:45:00+08:00", "2026-11-23T11:50:00+08:00"),
+    ]
+    offered = [i["overall"]["offered"] for i in data["intervals"]]
+    assert offered == [0, 1, 1, 0, 0]
+    assert data["intervals"][1]["by_queue"]["security"]["abandoned"] == 1
+    assert data["intervals"][2]["by_queue"]["payments"]["offered"] == 1
+    whole = api(client, sam, "GET", "/api/stats", params=period)["overall"]
+    assert sum(offered) == whole["offered"] == 2
+    assert sum(i["overall"]["abandoned"] for i in data["intervals"]) == whole["abandoned"]
+
+    sheet = client.get("/api/stats/intervals.csv", headers=bearer(sam), params=asked)
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+    assert 'filename="intervals-2026-11-23.csv"' in sheet.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(sheet.text)))
+    assert [r["queue"] for r in rows] == ["", "", "security", "", "payments", "", ""]
+    assert [r["offered"] for r in rows if r["queue"] == ""] == ["0", "1", "1", "0", "0"]
+    assert rows[2]["interval_start"] == "2026-11-23T11:00:00+08:00"
+
+    # Yesterday by default, on the report zone's clock (UTC here): 48 half hours.
+    yesterday = api(client, sam, "GET", "/api/stats/intervals")["intervals"]
+    assert len(yesterday) == 48 and yesterday[0]["start"] == "2026-11-22T00:00:00+00:00"
+    eight_days = {"since": "2026-11-01T00:00Z", "until": "2026-11-09T00:00Z", "minutes": 15}
+    for wrong in ({"minutes": 20}, eight_days):
+        refused = client.get("/api/stats/intervals", headers=bearer(sam), params=wrong)
+        assert refused.status_code == 422, wrong
+    backwards = {"since": period["until"], "until": period["since"]}
+    assert (
+        client.get("/api/stats/intervals", headers=bearer(sam), params=backwards).status_code == 422
+    )
+    agent = make_user(db, "alice", "agent")
+    for path in ("/api/stats/intervals", "/api/stats/intervals.csv"):
+        assert client.get(path, headers=bearer(agent)).status_code == 403
