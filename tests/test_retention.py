@@ -1002,6 +1002,120 @@ def test_erasure_masks_the_number_in_the_audit_entries_it_keeps(db: Engine) -> N
     assert not any(ALICE[1:] in (r.reason or "") for r in rows.values())
 
 
+def say(db: Engine, said: dict[int, str]) -> None:
+    """The audit entries' reasons: what agents typed."""
+    with db.begin() as conn:
+        for audit_id, reason in said.items():
+            conn.execute(update(audit_log).where(audit_log.c.id == audit_id).values(reason=reason))
+
+
+def reasons(db: Engine) -> dict[int, str | None]:
+    with db.connect() as conn:
+        return {r.id: r.reason for r in conn.execute(select(audit_log))}
+
+
+def erase_number(db: Engine, number: str) -> retention.Erased:
+    with db.connect() as conn:
+        return erase(conn, number=number, actor="cli:ops", reason="GDPR", now=NOW)
+
+
+UK = "+447700900123"
+
+
+@pytest.mark.parametrize(
+    ("number", "written"),
+    [
+        # As at home, after the trunk prefix the country dials before a national number.
+        (UK, "07700 900123"),
+        (UK, "07700900123"),
+        ("+33612345678", "06 12 34 56 78"),  # the last 4 digits apart too
+        ("+886912345678", "0912-345-678"),
+        ("+61412345678", "0412 345 678"),
+        ("+79123456789", "8 (912) 345-67-89"),
+        # With the country code and the trunk 0 kept, as in the UK.
+        (UK, "+44 (0)7700 900123"),
+        (UK, "+44 07700900123"),
+        # No trunk 0: North America's (its trunk 1 is its country code), China's mobiles.
+        ("+14155550123", "(415) 555-0123"),
+        ("+14155550123", "1-415-555-0123"),
+        (ALICE, "138 0013 8000"),
+    ],
+)
+def test_erasure_masks_the_number_as_written_at_home(db: Engine, number: str, written: str) -> None:
+    """Staff write a caller's number as they would dial it at home: the trunk 0 before the
+    national number (07700 900123 for +447700900123), in groups that split the last 4."""
+    case_id = add_case(db, add_call(db, ended=LATELY, number=number), caller=number, ended=LATELY)
+    frozen = add_audit(db, case_id, "freeze", at=LATELY)
+    unfrozen = add_audit(db, None, "unfreeze", at=LATELY)  # no case: found by its text alone
+    say(db, {frozen: f"SIM swap, call her back on {written} today", unfrozen: f"{written}: ok"})
+
+    erased = erase_number(db, number)
+
+    assert erased.audit_masked == 2
+    masked = f"***{number[-4:]}"
+    assert reasons(db)[frozen] == f"SIM swap, call her back on {masked} today"
+    assert reasons(db)[unfrozen] == f"{masked}: ok"
+
+
+def test_erasure_leaves_the_national_digits_inside_a_longer_number(db: Engine) -> None:
+    """07700900123 inside an order number, a wallet's or an account's digits is not the
+    caller's number: it stays, as every other digit in the entry does."""
+    entries = [add_audit(db, None, "unfreeze", at=LATELY) for _ in range(4)]
+    said = {
+        entries[0]: "order 107700900123 refunded",
+        entries[1]: "UID 77009001230 frozen",
+        entries[2]: "withdrawal 12 07700900123456 held",
+        entries[3]: "tx 0612345678901 (not hers)",
+    }
+    say(db, said)
+
+    assert erase_number(db, UK).audit_masked == 0
+    assert erase_number(db, "+33612345678").audit_masked == 0
+
+    assert {i: reasons(db)[i] for i in entries} == said
+
+
+def test_erasure_reads_only_the_audit_entries_naming_the_numbers_last_digits(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log is never purged: the database picks the entries that may name the
+    number, rather than every entry being read into Python at each erasure."""
+    naming = add_audit(db, None, "unfreeze", at=LATELY)
+    others = [add_audit(db, None, "unfreeze", at=LATELY) for _ in range(3)]
+    say(
+        db,
+        {
+            naming: "call back on 07700 900123",
+            others[0]: "call back on 07700 900124",
+            others[1]: "UID 10000123, amount 900.123",
+            others[2]: "her number +8613800138000",
+        },
+    )
+    texts: list[str] = []
+    masking = retention._masking
+
+    def reading(number: str, text: str) -> str:
+        texts.append(text)
+        return masking(number, text)
+
+    monkeypatch.setattr(retention, "_masking", reading)
+
+    assert erase_number(db, UK).audit_masked == 1
+
+    assert "call back on 07700 900123" in texts
+    assert not set(texts) & {reasons(db)[i] for i in others}
+
+
+def test_a_purged_cases_freezes_lose_the_number_written_as_at_home(db: Engine) -> None:
+    gone = add_case(db, add_call(db, ended=LONG_AGO, number=UK), caller=UK)
+    frozen = add_audit(db, gone, "freeze")
+    say(db, {frozen: "caller 07700900123 says SIM swapped"})
+
+    assert run_purge(db).audit_masked == 1
+
+    assert reasons(db)[frozen] == "caller ***0123 says SIM swapped"
+
+
 def test_erasure_lists_the_call_backs_placed_to_the_number_for_deletion_at_twilio(
     db: Engine,
 ) -> None:
