@@ -1228,7 +1228,26 @@ def parse_when(raw: str, what: str, zone: tzinfo = UTC) -> datetime | None:
     except ValueError:
         raise ValueError(f"{what}: not a date and time (use 2026-11-23T03:00)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
+        naive, moment = moment, moment.replace(tzinfo=zone)
+        try:
+            twice = moment.utcoffset() != moment.replace(fold=1).utcoffset()
+            skipped = twice and in_utc(moment).astimezone(zone).replace(tzinfo=None) != naive
+        except (OverflowError, ValueError):
+            twice = skipped = False  # the edge of the calendar: said below
+        # A clock change: silently taking one of the two readings (or a time that never
+        # was) would move a night shift's report by an hour.
+        if skipped:
+            raise ValueError(
+                f"{what}: {raw.strip()} never shows on the {zone} clock (it was put forward"
+                " then): give a time after the change, or its UTC offset"
+            )
+        if twice:
+            first, second = (in_utc(moment.replace(fold=f)) for f in (0, 1))
+            raise ValueError(
+                f"{what}: {raw.strip()} shows twice on the {zone} clock (it was put back"
+                f" then): ask in UTC instead, {first:%H:%M} for the first time it showed,"
+                f" {second:%H:%M} for the second"
+            )
     try:
         return in_utc(moment)
     except ValueError:

@@ -1814,6 +1814,27 @@ def test_figures_page_draws_charts_and_the_per_queue_table(
     )
 
 
+def test_a_time_the_clock_change_makes_twice_or_never_is_asked_again(
+    client: TestClient, supervisor: str
+) -> None:
+    """On a zone with summer time, 01:30 on the night the clocks go back is two moments, and
+    02:30 on the night they go forward is none: either would move the report by an hour
+    without a word. Said, with what to ask instead; a time beside the change is taken."""
+    signed_in(client, supervisor)
+    york = {"tz": "America/New_York"}
+    twice = page(client, "/dashboard/figures", status=422, since="2026-11-01T01:30", **york)
+    said = twice.text_content()
+    assert "since: 2026-11-01T01:30 shows twice on the America/New_York clock" in said
+    assert "ask in UTC instead, 05:30 for the first time it showed, 06:30 for the second" in said
+    assert twice.xpath("//input[@aria-invalid='true']/@name") == ["since"]
+    never = page(client, "/dashboard/figures", status=422, until="2026-03-08T02:30", **york)
+    assert "until: 2026-03-08T02:30 never shows on the America/New_York clock" in (
+        never.text_content()
+    )
+    page(client, "/dashboard/figures", since="2026-11-01T02:30", until="2026-11-01T05:00", **york)
+    page(client, "/dashboard/calls", since="2026-11-01T01:30")  # the hotline's clock: UTC
+
+
 def test_the_figures_period_downloads_per_half_hour_for_a_workforce_tool(
     client: TestClient, db: Engine, supervisor: str, placed: dict[str, str]
 ) -> None:
