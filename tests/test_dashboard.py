@@ -2067,6 +2067,15 @@ def test_every_charts_bars_stand_out_from_the_white_chart() -> None:
         assert colours and all(contrast(c, "#ffffff") >= 3 for c in colours), (selector, colours)
 
 
+def test_no_page_writes_a_date_month_first_without_its_year() -> None:
+    """12-05 is 5 December to some supervisors and 12 May to others: a date is written
+    with its year first (2026-12-05) or its month's name (05 Dec)."""
+    for template in sorted(dashboard.TEMPLATE_DIR.glob("*.html")):
+        found = re.findall(r'when\("([^"]*)"\)', template.read_text())
+        ambiguous = [f for f in found if re.search(r"(?<!%Y-)%m-%d|%d-%m", f)]
+        assert not ambiguous, (template.name, ambiguous)
+
+
 def test_a_buttons_words_never_spill_out_of_it() -> None:
     """WCAG 1.4.4 and 1.4.12: at 200% zoom, or with wider text spacing, a button's words
     wrap to a second line; a fixed height would leave them spilling over its edge."""
