@@ -310,6 +310,9 @@ cases = Table(
         sqlite_where=text(PARENT_TICKET_WHERE),
         postgresql_where=text(PARENT_TICKET_WHERE),
     ),
+    # An erased or purged case's id never comes back on SQLite: its audit entries, kept by
+    # case id, would be a new caller's (migration 0030).
+    sqlite_autoincrement=True,
 )
 
 audit_log = Table(

@@ -284,3 +284,54 @@ def test_every_partial_index_is_as_partial_as_the_model_says(db: Engine) -> None
                 # written on SQLite, and for the one that reads the same on both.
                 if db.dialect.name == "sqlite" or index.name == "ix_cases_parent_ticket":
                     assert norm(got) == norm(None if want is None else str(want)), index.name
+
+
+def test_an_erased_cases_id_is_never_a_new_cases(tmp_path: Path) -> None:
+    """SQLite hands the newest row's id out again once it is deleted (erasure, the purge):
+    the audit entries kept by that id would then be a new caller's. 0030 makes the id
+    AUTOINCREMENT, keeps the rows and indexes, and sets the counter past every case id the
+    database still names: one erased before the upgrade is not handed out either."""
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
+    cfg.attributes["url"] = url
+    command.upgrade(cfg, "0029")
+    engine = create_db_engine(url)
+    at = "2026-12-05 10:00:00.000000"
+    case = (
+        "INSERT INTO cases (id, ticket, call_sid, reason, queue, priority, lane, sort_at, queued,"
+        " status, flags, path, created_at) VALUES (:id, :t, 'CA1', 'hijack', 'security',"
+        " 'emergency', 0, :at, 0, 'resolved', '{}', '[]', :at)"
+    )
+    with engine.begin() as conn:
+        for n in (1, 2, 3):
+            conn.execute(text(case), {"id": n, "t": f"T{n}", "at": at})
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (at, actor, action, account_uid, case_id, reason, result)"
+                " VALUES (:at, 'agent:ann', 'freeze', '10000001', 3, 'hijack', 'ok')"
+            ),
+            {"at": at},
+        )
+        conn.execute(text("DELETE FROM cases WHERE id = 3"))  # erased before the upgrade
+    engine.dispose()
+    upgrade(url)
+    engine = create_db_engine(url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT id, ticket FROM cases ORDER BY id")).all() == [
+                (1, "T1"),
+                (2, "T2"),
+            ]
+            conn.execute(
+                text(case.replace("(id, ", "(").replace("(:id, ", "(")), {"t": "T4", "at": at}
+            )
+            conn.execute(text("DELETE FROM cases WHERE ticket = 'T4'"))  # erased after it
+            conn.execute(
+                text(case.replace("(id, ", "(").replace("(:id, ", "(")), {"t": "T5", "at": at}
+            )
+            assert conn.execute(text("SELECT id FROM cases WHERE ticket = 'T5'")).scalar() == 5
+        indexes = {i["name"] for i in inspect(engine).get_indexes("cases")}
+        assert {ix.name for ix in metadata.tables["cases"].indexes} <= indexes
+    finally:
+        engine.dispose()
