@@ -61,6 +61,7 @@ from ivr.deps import (
     wrong_token,
 )
 from ivr.hotline import Hotline
+from ivr.numbers import last4
 from ivr.tree import CompiledTree
 
 HERE = Path(__file__).resolve().parent
@@ -478,6 +479,13 @@ def late(entry: api.QueueEntry) -> bool:
 VERIFICATION_ORDER = ("yes", "no", "locked", "skipped", "unavailable", "not_attempted")
 
 
+def _opted_out(hotline: Hotline) -> list[dict[str, Any]]:
+    """The on-call numbers opted out of texts at Twilio, by their last four digits."""
+    with hotline.db.connect() as conn:
+        found = oncall.opted_out_now(conn, numbers=hotline.settings.on_call_numbers)
+    return [{**row, "number": last4(row["number"])} for row in found]
+
+
 def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
     line = api.waiting_line(user, hotline)
     now = hotline.clock()
@@ -499,6 +507,8 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
         "paged": next((p for p in pages if now - p.at < PAGED_SHOWN), None),
         # Only the latest page, while it holds the next back, can still be acknowledged.
         "page_in_force": bool(pages) and oncall.in_force(pages[0], latest=True, now=now),
+        # On-call numbers Twilio will not text (they opted out): their pages only ring them.
+        "opted_out": _opted_out(hotline) if user.role == "supervisor" else [],
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": line.counts.emergencies,

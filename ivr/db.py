@@ -401,6 +401,20 @@ page_sends = Table(
     PrimaryKeyConstraint("page_id", "number", "by"),
 )
 
+# What an on-call number's texts to the hotline did (`Hotline.page_texted`), one row a
+# number, written only when one of them texts: when it was last told how to reply (one such
+# answer per `oncall.REPLY_EVERY`: an auto-reply must not start an SMS loop), and whether it
+# opted out of texts at Twilio (STOP, or a page text refused with 21610): its pages reach it
+# only by call then, and the queue page says so until it opts in again.
+on_call_phones = Table(
+    "on_call_phones",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("told_at", UTCDateTime()),
+    Column("opted_out_at", UTCDateTime()),
+    Column("opted_out", String(16)),  # the word it texted (STOP...), or Twilio's 21610
+)
+
 # Calls with agents that Twilio recorded (IVR_RECORD_AGENT_CALLS): where the audio is (at
 # Twilio, behind the account's credentials), never the audio itself.
 recordings = Table(

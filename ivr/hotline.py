@@ -420,7 +420,12 @@ class Hotline:
         self.media = media
         self.clock = clock
         self.links = engine.Links(settings.base_url)
-        self.metrics = metrics or Metrics(db, clock=clock, at_work=self._at_work)
+        self.metrics = metrics or Metrics(
+            db,
+            clock=clock,
+            at_work=self._at_work,
+            held_after=timedelta(seconds=settings.offer_timeout_seconds),
+        )
         # SQLite answers in microseconds from this process: webhooks run on the event loop.
         self.answers_on_the_loop = db.dialect.name == "sqlite"
         # Read from memory on the hot path; refreshed as often as the tree version is checked.
@@ -2949,7 +2954,7 @@ class Hotline:
         ways: tuple[oncall.By, ...] = ("sms", "call") if self.settings.page_call else ("sms",)
         code = oncall.new_ack_code()
         with self.db.connect() as conn:
-            late = oncall.overdue(conn, now=now, after=after)
+            late = oncall.overdue(conn, now=now, after=after, held_after=self._held_after)
             if late is None:
                 return None
             # Nobody came for the last page: the next tier is paged too.
@@ -2985,6 +2990,15 @@ class Hotline:
             speech = oncall.page_speech(
                 late, available=self.staffing.available, at_work=self.staffing.agents
             )
+        # The log's copy has no code: whoever reads the log (a log pipeline, an alert's
+        # Slack channel) must not be able to acknowledge the page with a forged sender.
+        logged = oncall.page_text(
+            late,
+            available=self.staffing.available,
+            at_work=self.staffing.agents,
+            queue_url=self._queue_url,
+            escalated=escalated,
+        )
         refused = self._page(page_id, text, speech, to)
         # Until someone says they are coming; their acknowledgement holds IVR_PAGE_REPEAT. A
         # shorter IVR_PAGE_REPEAT set before IVR_PAGE_UNACKED existed still holds, too.
@@ -2997,14 +3011,21 @@ class Hotline:
             )
         result = reach.result
         if result == "logged":
-            log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", text)
+            log.error("%s (nobody paged: IVR_PAGE_NUMBERS is not set)", logged)
         elif result == "failed":
-            log.error("%s (no on-call number could be paged; trying again in a minute)", text)
+            log.error("%s (no on-call number could be paged; trying again in a minute)", logged)
         elif result == "undelivered":
-            log.error("%s (it reached no on-call number; trying again in a minute)", text)
+            log.error("%s (it reached no on-call number; trying again in a minute)", logged)
         else:
-            log.warning("%s (sent to %d on-call numbers)", text, reach.sent)
+            log.warning("%s (sent to %d on-call numbers)", logged, reach.sent)
         return page_id
+
+    @property
+    def _held_after(self) -> timedelta:
+        """How long an agent may hold an emergency they finish by hand with no talk before it
+        is paged for (`oncall.held_untalked`): IVR_OFFER_TIMEOUT, after which any other offer
+        nobody was connected to goes back in line, and is paged for there."""
+        return timedelta(seconds=self.settings.offer_timeout_seconds)
 
     def _page(
         self, page_id: int, text: str, speech: str | None, to: list[tuple[str, oncall.By]]
@@ -3015,6 +3036,7 @@ class Hotline:
         if speech:
             twiml = engine.page_call_twiml(speech, action=self.links.page_ack(page_id))
         refused = []
+        texted = []
         for number, by in to:
             content = text if by == "sms" else twiml
             if content is None:
@@ -3023,6 +3045,16 @@ class Hotline:
             self.metrics.pages.labels(by, "sent" if took else "failed").inc()
             if not took:
                 refused.append((number, by))
+            elif by == "sms":
+                texted.append(number)
+        try:
+            # Twilio took a text to them: they opted in again (maybe to another number of
+            # the Messaging Service), and the queue page stops saying otherwise.
+            if texted:
+                with self.db.connect() as conn:
+                    oncall.opted_in(conn, numbers=texted)
+        except Exception:
+            log.exception("the on-call numbers texted were not noted as reachable by text")
         return refused
 
     def _rest(self) -> TwilioRest:
@@ -3065,11 +3097,34 @@ class Hotline:
                     **reports,
                 )
         except Exception as exc:
-            log.warning(
-                "Twilio refused to reach an on-call number by %s (%s)", by, type(exc).__name__
-            )
+            code = exc.code if isinstance(exc, TwilioRestException) else None
+            what = "text" if by == "sms" else "call"
+            if code == int(oncall.OPTED_OUT):
+                log.error(
+                    "Twilio refused a %s to the on-call number ending %s (error %s: it opted out "
+                    "of texts, with STOP or the like; none reaches it until it texts START)",
+                    what,
+                    last4(number),
+                    code,
+                )
+                self._opted_out(number, oncall.OPTED_OUT)
+            else:
+                log.warning(
+                    "Twilio refused a %s to the on-call number ending %s (%s)",
+                    what,
+                    last4(number),
+                    f"error {code}" if code is not None else type(exc).__name__,
+                )
             return False
         return True
+
+    def _opted_out(self, number: str, why: str) -> None:
+        """Note for the queue page that `number` opted out of texts (`why`)."""
+        try:
+            with self.db.connect() as conn:
+                oncall.opted_out(conn, number=number, now=self.clock(), why=why)
+        except Exception:
+            log.exception("the on-call number ending %s was not noted as opted out", last4(number))
 
     def page_reported(
         self,
@@ -3133,6 +3188,7 @@ class Hotline:
                 by=by,
                 now=now,
                 repeat=timedelta(seconds=self.settings.page_repeat_seconds),
+                held_after=self._held_after,
             )
             # Told who is coming: those the page went to (the next tier only once it was
             # escalated to them), not every on-call number there is.
@@ -3165,26 +3221,61 @@ class Hotline:
         with the code its text gave says they are coming (as pressing 1 on its call does),
         and is answered with a text. A text from any other number is not answered: replies
         to whoever texts are how SMS pumping costs an exchange, and callers are served by
-        phone. The code, not the sender, is what counts: a text's sender can be forged."""
+        phone. The code, not the sender, is what counts: a text's sender can be forged.
+
+        A text that acknowledges nothing is told how to reply at most once per
+        `oncall.REPLY_EVERY` (an auto-reply would answer each answer). An opt-out word (STOP)
+        is not answered (Twilio answers it), but logged as an error and shown on the queue
+        page: Twilio will refuse that number's page texts from now on."""
         if number not in self.settings.on_call_numbers:
             return None
+        word = oncall.keyword(body)
+        if word in oncall.OPT_OUT_WORDS:
+            log.error(
+                "the on-call number ending %s texted %s: Twilio refuses every page text to it "
+                "from now on (error 21610) until it texts START",
+                last4(number),
+                word,
+            )
+            self._opted_out(number, word)
+            return None
         try:
+            if word in oncall.OPT_IN_WORDS:
+                with self.db.connect() as conn:
+                    if oncall.opted_in(conn, numbers=[number]):
+                        log.warning(
+                            "the on-call number ending %s texted %s: texts reach it again",
+                            last4(number),
+                            word,
+                        )
             code = oncall.ack_code_in(body)
             if code is None:
-                return oncall.REPLY_HOW
+                return self._tell(number, oncall.REPLY_HOW)
             with self.db.connect() as conn:
                 page_id = oncall.page_with_code(conn, code=code)
             acked = None
             if page_id is not None:
                 acked = self.acknowledge_page(page_id, number, how="sms", but=number)
         except oncall.PageOver:
-            return oncall.REPLY_OVER
+            return self._tell(number, oncall.REPLY_OVER)
         except Exception:
             log.exception("an on-call number's reply to a page was not recorded")
             return oncall.REPLY_NOT_RECORDED
         if acked is None:
-            return oncall.REPLY_HOW  # no page asked for that code
+            return self._tell(number, oncall.REPLY_HOW)  # no page asked for that code
         return oncall.ack_reply(acked, number=number, queue_url=self._queue_url, zone=self.zone)
+
+    def _tell(self, number: str, reply: str) -> str | None:
+        """`reply`, if the on-call number may be told how to reply now (`oncall.may_tell`);
+        None (no answer) otherwise, or if that could not be noted: an answer nobody can
+        count is how a loop with an auto-reply would go on."""
+        try:
+            with self.db.connect() as conn:
+                if oncall.may_tell(conn, number=number, now=self.clock()):
+                    return reply
+        except Exception:
+            log.exception("an on-call number's text was not answered: its answer went uncounted")
+        return None
 
     def page_answered(self, page_id: int, digits: str, number: str, *, again: bool = False) -> str:
         """A key pressed on a page's call, rung at `number`: the TwiML to answer with. A

@@ -41,7 +41,7 @@ import contextvars
 import json
 import logging
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -59,7 +59,12 @@ class Metrics:
     """One registry per app, so that two apps in one process (tests) do not share counts."""
 
     def __init__(
-        self, db: Engine, *, clock: Callable[[], datetime], at_work: Callable[[], AtWork]
+        self,
+        db: Engine,
+        *,
+        clock: Callable[[], datetime],
+        at_work: Callable[[], AtWork],
+        held_after: timedelta | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.webhook_seconds = Histogram(
@@ -204,7 +209,7 @@ class Metrics:
             "held and tried again, but the queue wants sizing (`ivr serve` does it at start)",
             registry=self.registry,
         )
-        self.registry.register(_FromDatabase(db, clock))
+        self.registry.register(_FromDatabase(db, clock, held_after))
         self.registry.register(_AtWork(at_work))
 
 
@@ -236,10 +241,20 @@ class _AtWork(Collector):
         )
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite gives an aggregate of times back without its zone: they are UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
 class _FromDatabase(Collector):
-    def __init__(self, db: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, db: Engine, clock: Callable[[], datetime], held_after: timedelta | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.held_after = held_after  # IVR_OFFER_TIMEOUT: as `oncall.overdue` counts it
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         in_progress = GaugeMetricFamily("ivr_calls_in_progress", "calls not yet ended")
@@ -249,7 +264,8 @@ class _FromDatabase(Collector):
         longest = GaugeMetricFamily(
             "ivr_longest_wait_seconds",
             "longest wait among them; for emergencies as the on-call are paged for it: from "
-            "the victim's place in line, leaving out a call back held for its retry time",
+            "the victim's place in line, leaving out a call back held for its retry time, "
+            "and counting one an agent has held IVR_OFFER_TIMEOUT with no talk",
             labels=["priority"],
         )
         up = GaugeMetricFamily(
@@ -273,6 +289,14 @@ class _FromDatabase(Collector):
                     .where(cases.c.queued == 1)
                     .group_by(cases.c.priority)
                 ).all()
+                held = None
+                if self.held_after is not None:
+                    # Down the partial index of the held cases: a few rows.
+                    held = conn.execute(
+                        select(func.min(oncall.joined_lane)).where(
+                            *oncall.held_untalked(now - self.held_after)
+                        )
+                    ).scalar()
         except Exception:
             up.add_metric([], 0)
             yield up
@@ -284,9 +308,9 @@ class _FromDatabase(Collector):
         for priority in ("emergency", "high", "normal"):
             row = seen.get(priority)
             depth.add_metric([priority], row[1] if row else 0)
-            oldest = row[2] if row else None
-            if oldest is not None and oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=UTC)
+            oldest = _aware(row[2] if row else None)
+            if priority == "emergency":  # and those an agent holds with no talk
+                oldest = min((t for t in (oldest, _aware(held)) if t is not None), default=None)
             longest.add_metric([priority], (now - oldest).total_seconds() if oldest else 0)
         yield in_progress
         yield depth

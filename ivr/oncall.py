@@ -33,6 +33,17 @@ network, a call rings out. Each text and call of a page is a row of `page_sends`
 status callback says what became of it (`reported`). A page that reached none of the
 numbers Twilio took it for is sent again after RETRY_FAILED, as one Twilio refused, unless
 someone acknowledged it meanwhile.
+
+An emergency an agent took and never reached is no less waiting. Most offers no caller was
+connected to go back in line after IVR_OFFER_TIMEOUT (`Hotline.requeue_stale_offers`), and are
+paged for there; but a call back the agent dials by hand, or a withheld number's case they act
+on, is theirs to finish and no timeout takes it back (taken in the middle of their own call,
+another agent would ring the victim too). Held that long with no talk recorded, such a case is
+paged for as if it were in line (`held_untalked`): the page names the agent who has it.
+
+Replies to texts from on-call numbers are answered at most once per REPLY_EVERY each, and not
+to Twilio's opt-out words (`OPT_OUT_WORDS`): Twilio answers those itself and refuses every
+later text to that number (error 21610); the queue page says so (`on_call_phones`).
 """
 
 from __future__ import annotations
@@ -44,10 +55,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, case, desc, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    cast,
+    desc,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
-from ivr.db import cases, page_sends, pages
+from ivr.cases import AGENT_FINISHES, HELD_NOW
+from ivr.db import cases, on_call_phones, page_sends, pages, users
 from ivr.numbers import last4
 from ivr.store import reading, writing
 
@@ -97,7 +122,12 @@ class Overdue:
     ticket: str
     language: str | None
     waited: timedelta
-    waiting: int  # emergency cases in line now, this one included
+    # Emergency cases in line now, this one included, and those an agent has held too long
+    # with no talk (`held_untalked`). When this one is such a case: its agent's name, and how
+    # long they have held it.
+    waiting: int
+    held_by: str | None = None
+    held_for: timedelta | None = None
 
 
 # When a case joined the emergency lane, as a page counts its wait: its place (`sort_at`; a
@@ -115,31 +145,87 @@ def _ready(now: datetime) -> Any:
     return cases.c.not_before.is_(None) | (cases.c.not_before <= now)
 
 
-def overdue(conn: Connection, *, now: datetime, after: timedelta) -> Overdue | None:
+def held_untalked(since: datetime) -> tuple[Any, ...]:
+    """An emergency an agent has held since before `since` with no talk recorded, that no
+    timeout takes back: a call back they dial by hand, or a withheld number's case they act
+    on (`cases.AGENT_FINISHES`). Any other offer that long unconnected goes back in line
+    after IVR_OFFER_TIMEOUT, where it is paged for; this one is paged for while held. Down
+    the partial index of the held cases (`cases.HELD_NOW`)."""
+    return (
+        HELD_NOW,
+        cases.c.lane == 0,
+        cases.c.status == "offered",
+        cases.c.offer.in_(AGENT_FINISHES),
+        cases.c.connected_at.is_(None),
+        cases.c.offered_at <= bindparam("held_since", since, type_=cases.c.offered_at.type),
+    )
+
+
+def overdue(
+    conn: Connection, *, now: datetime, after: timedelta, held_after: timedelta | None = None
+) -> Overdue | None:
     """The emergency case first in line if it has waited `after` or longer (one read, down
     the serving-order index), with how many emergencies wait; None while none has.
 
     A wait is counted from when the case joined the lane (`joined_lane`): when the caller did,
     or first did, for a victim who called again and took their earlier call back's place;
     or came back to it after an agent had them. The one that has waited longest is about
-    the first in line (the lane is read whole: a few thousand rows on the worst day)."""
+    the first in line (the lane is read whole: a few thousand rows on the worst day).
+
+    `held_after` (IVR_OFFER_TIMEOUT): an emergency an agent has held that long with no talk
+    (`held_untalked`) waits too, from when it joined the lane, and is read in the same
+    statement; None: not counted."""
     in_lane = (cases.c.queued == 1, cases.c.lane == 0, _ready(now))
-    with reading(conn):
-        first = conn.execute(
-            select(cases.c.id, cases.c.ticket, cases.c.language, joined_lane.label("joined"))
-            .where(*in_lane)
+    first_in_line = (
+        select(
+            cases.c.id,
+            cases.c.ticket,
+            cases.c.language,
+            joined_lane.label("joined"),
+            cast(None, users.c.name.type).label("agent"),
+            cast(None, cases.c.offered_at.type).label("offered_at"),
+        )
+        .where(*in_lane)
+        .order_by(joined_lane, cases.c.id)
+        .limit(1)
+    )
+    candidates: Any = first_in_line
+    held = held_untalked(now - held_after) if held_after is not None else None
+    if held is not None:
+        first_held = (
+            select(
+                cases.c.id,
+                cases.c.ticket,
+                cases.c.language,
+                joined_lane.label("joined"),
+                users.c.name.label("agent"),
+                cases.c.offered_at,
+            )
+            .join(users, users.c.id == cases.c.agent_id)
+            .where(*held)
             .order_by(joined_lane, cases.c.id)
             .limit(1)
-        ).first()
-        if first is None or now - first.joined < after:
+        )
+        candidates = union_all(select(first_in_line.subquery()), select(first_held.subquery()))
+    with reading(conn):
+        found = conn.execute(candidates).all()
+        if not found:
             return None
-        waiting = conn.execute(select(func.count()).select_from(cases).where(*in_lane))
+        first = min(found, key=lambda row: (row.joined, row.id))
+        if now - first.joined < after:
+            return None
+        counts = [select(func.count()).select_from(cases).where(*in_lane).scalar_subquery()]
+        if held is not None:
+            counts.append(select(func.count()).select_from(cases).where(*held).scalar_subquery())
+        waiting, *holding = conn.execute(select(*counts)).one()
         return Overdue(
             case_id=first.id,
             ticket=first.ticket,
             language=first.language,
             waited=now - first.joined,
-            waiting=int(waiting.scalar_one()),
+            waiting=int(waiting) + sum(holding),
+            held_by=first.agent,
+            held_for=None if first.offered_at is None else now - first.offered_at,
         )
 
 
@@ -520,23 +606,31 @@ def in_force(page: Any, *, latest: bool, now: datetime) -> bool:
     return latest and now < page.next_at
 
 
-def _still_waiting(conn: Connection, *, paged_at: datetime) -> bool:
+def _still_waiting(
+    conn: Connection, *, paged_at: datetime, now: datetime, held_after: timedelta | None
+) -> bool:
     """Whether an emergency in line now was in line when the page of `paged_at` went out
-    (its call back held for a retry too: nobody has helped them yet)."""
-    found = conn.execute(
-        select(cases.c.id)
-        .where(cases.c.queued == 1, cases.c.lane == 0, joined_lane <= paged_at)
-        .limit(1)
-    ).first()
+    (its call back held for a retry too: nobody has helped them yet), or one an agent has
+    held with no talk since `held_after` (`held_untalked`), which a page is about too."""
+    waits = (cases.c.queued == 1) & (cases.c.lane == 0)
+    if held_after is not None:
+        waits = waits | and_(*held_untalked(now - held_after))
+    found = conn.execute(select(cases.c.id).where(waits, joined_lane <= paged_at).limit(1)).first()
     return found is not None
 
 
 def acknowledge(
-    conn: Connection, *, page_id: int, by: str, now: datetime, repeat: timedelta
+    conn: Connection,
+    *,
+    page_id: int,
+    by: str,
+    now: datetime,
+    repeat: timedelta,
+    held_after: timedelta | None = None,
 ) -> Acked | None:
     """`by` is coming for page `page_id`: recorded unless someone acknowledged it first, and
     the next page held back until `repeat` from now. Who acknowledged it; None if there is no
-    such page. PageOver for a page not in force (`in_force`)."""
+    such page. PageOver for a page not in force (`in_force`). `held_after`: as `overdue`'s."""
     with writing(conn):
         # Locked in the order `take_turn` and `record` lock: the latest page first.
         last = conn.execute(
@@ -553,7 +647,7 @@ def acknowledge(
             return Acked(at=page.acked_at, by=page.acked_by, now=False, page_at=page.at)
         if not in_force(page, latest=last.id == page_id, now=now):
             raise PageOver(page_id)
-        if not _still_waiting(conn, paged_at=page.at):
+        if not _still_waiting(conn, paged_at=page.at, now=now, held_after=held_after):
             # Everyone it was about has been answered: coming for it would only hold back
             # the page for a victim who joins the line next.
             raise PageOver(page_id)
@@ -620,10 +714,11 @@ def page_speech(overdue: Overdue, *, available: int, at_work: int) -> str:
     if minutes:
         waited = f"{_counted(minutes, 'minute')} {waited}"
     callers = _counted(overdue.waiting, "emergency caller")
+    held = f" It is with agent {overdue.held_by}, no talk recorded." if overdue.held_by else ""
     return (
         f"Support hotline emergency. {callers} waiting, the longest {waited}. Ticket "
-        f"{' '.join(overdue.ticket)}. Agents available: {available}. At work: {at_work}. "
-        "Open the queue page."
+        f"{' '.join(overdue.ticket)}.{held} Agents available: {available}. At work: "
+        f"{at_work}. Open the queue page."
     )
 
 
@@ -640,10 +735,15 @@ def page_text(
     escalated: bool = False,
 ) -> str:
     """The text the on-call get: short enough for one or two SMS segments, nothing about the
-    caller but the ticket and the language they chose; what to reply to say they are coming
-    (`ack_code`); whether nobody said they were coming to the last page (`escalated`)."""
+    caller but the ticket and the language they chose (and the agent who holds them with no
+    talk, if one does); what to reply to say they are coming (`ack_code`: None for the
+    log's copy, whose readers must not be able to acknowledge it); whether nobody said they
+    were coming to the last page (`escalated`)."""
     callers = _counted(overdue.waiting, "emergency caller")
     language = f", {overdue.language}" if overdue.language else ""
+    if overdue.held_by and overdue.held_for is not None:
+        # Taken by an agent who has not reached them (or not said so) in all that time.
+        language += f", with agent {overdue.held_by} {wait_text(overdue.held_for)}, no talk"
     reply = f" Coming? Reply {ack_code}." if ack_code else ""
     head = "Hotline" + (ESCALATED if escalated else "")
     return (
@@ -712,6 +812,102 @@ REPLY_OVER = "Hotline: " + OVER_SPEECH.removesuffix(" Goodbye.")
 REPLY_NOT_RECORDED = (
     "Hotline: your reply could not be recorded. If you are coming, say so on the queue page."
 )
+
+# One answer that does nothing but say how to reply (REPLY_HOW, REPLY_OVER) per number per
+# this long: an auto-reply (driving mode, out of office) to it would answer again, and each
+# round costs a text each way, for ever. A page's code gets its answer every time.
+REPLY_EVERY = timedelta(minutes=10)
+# Twilio's default opt-out keywords (a text of one word, any case): Twilio answers it itself,
+# and refuses every later text from this sender (or its Messaging Service) to that number
+# with error 21610, until it texts an opt-in word (`OPT_IN_WORDS`). A Messaging Service's
+# Advanced Opt-Out may add words of its own: those are not known here.
+OPT_OUT_WORDS = frozenset(
+    ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT")
+)
+OPT_IN_WORDS = frozenset(("START", "YES", "UNSTOP"))
+OPTED_OUT = "21610"  # Twilio's error for a text to a number that opted out
+
+
+def keyword(body: str) -> str:
+    """A text as Twilio matches its keywords: one word, whatever its case and spaces."""
+    return body.strip().upper()
+
+
+def _upsert(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(on_call_phones)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(on_call_phones)
+
+
+def may_tell(conn: Connection, *, number: str, now: datetime) -> bool:
+    """Whether the on-call number may be answered how to reply now: not in the last
+    REPLY_EVERY, and not opted out (Twilio would refuse the answer). Noted as told if so:
+    one write, a row's upsert, whichever instance the texts reach."""
+    cutoff = bindparam("told_before", now - REPLY_EVERY, type_=on_call_phones.c.told_at.type)
+    upsert = _upsert(conn).values(number=number, told_at=now)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[on_call_phones.c.number],
+        set_={"told_at": upsert.excluded.told_at},
+        where=(
+            (on_call_phones.c.told_at.is_(None) | (on_call_phones.c.told_at <= cutoff))
+            & on_call_phones.c.opted_out_at.is_(None)
+        ),
+    )
+    with writing(conn):
+        # Returned only if written: inserted, or told long enough ago.
+        return conn.execute(upsert.returning(on_call_phones.c.number)).first() is not None
+
+
+def opted_out(conn: Connection, *, number: str, now: datetime, why: str) -> None:
+    """The on-call number opted out of texts at Twilio: it texted `why` (an opt-out word), or
+    a text to it was refused with OPTED_OUT."""
+    upsert = _upsert(conn).values(number=number, opted_out_at=now, opted_out=why[:16])
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[on_call_phones.c.number],
+        set_={"opted_out_at": upsert.excluded.opted_out_at, "opted_out": upsert.excluded.opted_out},
+    )
+    with writing(conn):
+        conn.execute(upsert)
+
+
+def opted_in(conn: Connection, *, numbers: Sequence[str]) -> int:
+    """The numbers texted an opt-in word, or Twilio took a text to them: no longer opted out.
+    How many were."""
+    if not numbers:
+        return 0
+    with writing(conn):
+        cleared: int = conn.execute(
+            update(on_call_phones)
+            .where(
+                on_call_phones.c.number.in_(numbers),
+                on_call_phones.c.opted_out_at.is_not(None),
+            )
+            .values(opted_out_at=None, opted_out=None)
+        ).rowcount
+        return cleared
+
+
+def opted_out_now(conn: Connection, *, numbers: Sequence[str]) -> list[dict[str, Any]]:
+    """Of the on-call `numbers`, those opted out of texts now: number, opted_out_at (when
+    learnt), opted_out (the word they texted, or OPTED_OUT), the earliest first."""
+    if not numbers:
+        return []
+    with reading(conn):
+        rows = conn.execute(
+            select(
+                on_call_phones.c.number, on_call_phones.c.opted_out_at, on_call_phones.c.opted_out
+            )
+            .where(
+                on_call_phones.c.number.in_(numbers),
+                on_call_phones.c.opted_out_at.is_not(None),
+            )
+            .order_by(on_call_phones.c.opted_out_at)
+        ).mappings()
+        return [dict(r) for r in rows]
 
 
 def ack_reply(acked: Acked, *, number: str, queue_url: str, zone: tzinfo = UTC) -> str:

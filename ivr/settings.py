@@ -244,7 +244,9 @@ class Settings(AccountSettings):
     callback_retry_seconds: int = Field(
         default=300, ge=0, le=3600, validation_alias="IVR_CALLBACK_RETRY"
     )
-    # A case an agent took but no caller was connected to within this time goes back in line.
+    # A case an agent took but no caller was connected to within this time goes back in line;
+    # one the agent finishes by hand stays theirs, and pages the on-call if an emergency
+    # (`ivr.oncall.held_untalked`).
     offer_timeout_seconds: int = Field(default=600, ge=30, validation_alias="IVR_OFFER_TIMEOUT")
     # The agent's phone must take the call with a key (1) before the caller is put through: a
     # voicemail that picks up is not an agent. Off: any answer of the agent's phone counts.

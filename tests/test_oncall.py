@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, event, select
 
 from ivr import oncall
-from ivr.db import cases, create_db_engine, pages
+from ivr.db import cases, create_db_engine, pages, users
 from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.tree import CompiledTree
 from ivr.web import Following, Paging
@@ -779,8 +779,9 @@ def test_an_on_call_number_texting_the_pages_code_back_says_they_are_coming(
     assert phone.text(second["ack_code"], from_number=stranger) == []
     assert phone.text("1", from_number=ON_CALL[0]) == [oncall.REPLY_HOW]
     wrong = f"{(int(second['ack_code']) + 1) % 10**6:06d}"
-    assert phone.text(f"coming {wrong}", from_number=ON_CALL[0]) == [oncall.REPLY_HOW]
-    assert phone.text(first["ack_code"], from_number=ON_CALL[0]) == [oncall.REPLY_OVER]
+    assert phone.text(f"coming {wrong}", from_number=ON_CALL[1]) == [oncall.REPLY_HOW]
+    # Told how to reply once per REPLY_EVERY (`test_an_auto_reply_is_answered_once...`).
+    assert phone.text(first["ack_code"], from_number=ON_CALL[0]) == []
     assert [p["acked_at"] for p in page_rows(db)] == [None, None]
     assert len(texts(twilio_http)) == texted  # nothing sent but the answers
 
@@ -1654,3 +1655,237 @@ def test_an_acknowledged_page_whose_repeat_nobody_answers_still_escalates(
         assert look(hotline) is not None
         again = texts(twilio_http)[texted:]
         assert LEAD in [t["To"] for t in again]
+
+
+HELD_AFTER = timedelta(seconds=600)  # IVR_OFFER_TIMEOUT's default
+
+
+def emergency_gauge(client: TestClient) -> float:
+    gauge = 'ivr_longest_wait_seconds{priority="emergency"} '
+    [found] = [x for x in client.get("/metrics").text.splitlines() if x.startswith(gauge)]
+    return float(found.removeprefix(gauge))
+
+
+def test_an_emergency_an_agent_holds_with_no_talk_is_paged_for(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """A victim on a number outside IVR_CALLBACK_PREFIXES hangs up in the emergency lane; bob
+    takes their call back with `next`, his to dial by hand (no timeout takes it back: in the
+    middle of his call, another agent would ring the victim too), and does nothing. Once he
+    has held it IVR_OFFER_TIMEOUT with no talk recorded, the on-call are paged as for a
+    victim in line, told who has it, and can say they are coming; the gauge counts it too.
+    Resolved with the customer reached, it pages nobody any more."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone, "+447700900123")
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    taken = client.post("/api/agents/next", headers=bearer(bob)).json()
+    assert (taken["connect"]["mode"], taken["case"]["priority"]) == ("call_back", "emergency")
+    [case] = case_rows(db)
+    clock.advance(seconds=30)
+    assert look(hotline) is None  # bob may be talking to them now
+    clock.advance(seconds=HELD_AFTER.total_seconds() - 31)
+    assert look(hotline) is None and emergency_gauge(client) == 0.0
+    clock.advance(seconds=1)
+    page_id = look(hotline)
+    assert page_id is not None
+    [page] = page_rows(db)
+    assert (page["case_id"], page["waiting"], page["waited_seconds"]) == (case["id"], 1, 600)
+    assert texts(twilio_http)[0]["Body"] == (
+        f"Hotline: 1 emergency caller waiting, the longest 10 min 0 s (ticket {case['ticket']}, "
+        f"en, with agent bob 10 min 0 s, no talk). Agents available: 0, at work: 1. Coming? "
+        f"Reply {page['ack_code']}. {PUBLIC_URL}/dashboard/queue"
+    )
+    assert emergency_gauge(client) == 600.0
+    [answer] = phone.text(page["ack_code"], from_number=ON_CALL[0])
+    assert "is acknowledged" in answer and page_rows(db)[0]["acked_by"] == ON_CALL[0]
+    resolved = client.post(
+        f"/api/cases/{case['id']}/resolve",
+        headers=bearer(bob),
+        json={"notes": "called back, froze it", "reached": True},
+    )
+    assert resolved.status_code == 200
+    clock.advance(hours=1)
+    assert look(hotline) is None and len(page_rows(db)) == 1
+    assert emergency_gauge(client) == 0.0
+
+
+def test_a_held_emergency_pages_with_the_one_in_line_and_only_that_long(db: Engine) -> None:
+    """`overdue` reads the first in line and the first held with no talk in one statement:
+    the one that has waited longest is the page's; both count. A held one that connected,
+    or was held less long, or is no emergency, is nobody's concern here."""
+    now = FakeClock()()
+    make_user(db, "bob", "agent")
+    with db.begin() as conn:
+        bob = conn.execute(select(users.c.id).where(users.c.name == "bob")).scalar_one()
+
+        def add(ticket: str, joined_ago: int, **values: object) -> None:
+            joined = now - timedelta(minutes=joined_ago)
+            emergency = {"reason": "hijack", "queue": "emergency", "priority": "emergency"}
+            conn.execute(
+                cases.insert().values(
+                    ticket=ticket,
+                    call_sid="CA" + ticket,
+                    **{"lane": 0, "queued": 0, "status": "offered", **emergency, **values},
+                    sort_at=joined,
+                    flags={},
+                    path=[],
+                    created_at=joined,
+                )
+            )
+
+        add("1000001", 5, queued=1, status="abandoned")  # in line 5 min
+        add("1000002", 30, agent_id=bob, offer="call_back", offered_at=now - HELD_AFTER)
+        add("1000003", 40, agent_id=bob, offer="call_back", offered_at=now - HELD_AFTER / 2)
+        add(
+            "1000004",
+            50,
+            agent_id=bob,
+            offer="no_number",
+            offered_at=now - 2 * HELD_AFTER,
+            connected_at=now - HELD_AFTER,
+        )
+        add("1000005", 60, agent_id=bob, offer="redirected", offered_at=now - 2 * HELD_AFTER)
+        routine = {"lane": 1, "priority": "normal", "queue": "deposits", "reason": "deposit"}
+        add(
+            "1000006",
+            70,
+            agent_id=bob,
+            offer="call_back",
+            offered_at=now - 2 * HELD_AFTER,
+            **routine,
+        )
+    with db.connect() as conn:
+        late = oncall.overdue(conn, now=now, after=timedelta(minutes=1), held_after=HELD_AFTER)
+        plain = oncall.overdue(conn, now=now, after=timedelta(minutes=1))
+    assert late is not None and plain is not None
+    assert (late.ticket, late.waited, late.waiting) == ("1000002", timedelta(minutes=30), 2)
+    assert (late.held_by, late.held_for) == ("bob", HELD_AFTER)
+    assert (plain.ticket, plain.waiting, plain.held_by) == ("1000001", 1, None)
+
+
+def test_the_log_does_not_carry_the_pages_code(
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The code a page's text asks for acknowledges it, from any sender (senders can be
+    forged): whoever reads the server's log (a log pipeline, an alert's channel) must not
+    learn it. The log still says the page, its ticket, and whom it reached."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    with caplog.at_level(logging.DEBUG, logger="ivr"):
+        assert look(hotline) is not None
+        twilio_http.refuse = True
+        clock.advance(minutes=20)
+        assert look(hotline) is not None  # refused: an error
+    first, second = page_rows(db)
+    assert first["ack_code"] in texts(twilio_http)[0]["Body"]
+    assert first["ack_code"] not in caplog.text and second["ack_code"] not in caplog.text
+    assert "Reply" not in caplog.text
+    [case] = case_rows(db)
+    assert f"(ticket {case['ticket']}, en)" in caplog.text
+    assert "(sent to 2 on-call numbers)" in caplog.text
+    assert "no on-call number could be paged" in caplog.text
+
+
+def test_an_auto_reply_is_answered_once_and_stop_is_noticed(
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A phone in driving mode answers every text: told how to reply once per REPLY_EVERY,
+    it cannot start a loop that costs a text each way for ever. STOP (any of Twilio's
+    opt-out words, in any case) is not answered: Twilio answers it and refuses every later
+    text to that number (21610). It is an error in the log, by the number's last four
+    digits, and the queue page tells supervisors, until the number texts START."""
+    client, phone = line
+    sam = make_user(db, "sam", "supervisor")
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    driving = "I'm driving, I'll reply later"
+    replies = [phone.text(driving, from_number=ON_CALL[0]) for _ in range(50)]
+    assert replies == [[oncall.REPLY_HOW]] + [[]] * 49
+    assert phone.text(driving, from_number=ON_CALL[1]) == [oncall.REPLY_HOW]  # its own
+    clock.advance(seconds=oncall.REPLY_EVERY.total_seconds() - 1)
+    assert phone.text(driving, from_number=ON_CALL[0]) == []
+    clock.advance(seconds=1)
+    assert phone.text("123456", from_number=ON_CALL[0]) == [oncall.REPLY_HOW]  # no such page
+    assert "opted-out" not in client.get("/dashboard/queue/rows").text
+
+    with caplog.at_level(logging.WARNING, logger="ivr"):
+        assert phone.text(" stop ", from_number=ON_CALL[1]) == []
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "ending 0101 texted STOP" in error and "21610" in error
+    assert ON_CALL[1] not in caplog.text
+    shown = client.get("/dashboard/queue/rows").text
+    assert "Twilio will not text the on-call phone ending" in shown
+    assert '<span class="mono">0101</span>' in shown and "it texted STOP at 03:10" in shown
+    clock.advance(hours=1)
+    assert phone.text(driving, from_number=ON_CALL[1]) == []  # Twilio would refuse it
+    assert phone.text("Cancel", from_number=ON_CALL[0]) == []
+    shown = client.get("/dashboard/queue/rows").text
+    assert shown.count("Twilio will not text the on-call phone ending") == 2
+
+    assert phone.text("START", from_number=ON_CALL[1]) == [oncall.REPLY_HOW]
+    shown = client.get("/dashboard/queue/rows").text
+    assert shown.count("Twilio will not text the on-call phone ending") == 1
+    assert '<span class="mono">0101</span>' not in shown
+    # Not an opt-out word: Twilio blocks only on a text of the word alone.
+    assert phone.text("please stop", from_number=ON_CALL[1]) == []  # told already
+    assert client.get("/dashboard/queue/rows").text.count("Twilio will not") == 1
+
+
+def test_a_page_text_refused_as_opted_out_is_an_error_naming_the_number(
+    line: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Twilio refuses a page's text with 21610 (the number opted out, maybe before this
+    hotline ever saw its STOP): an error, naming Twilio's code and the number's last four
+    digits, and the queue page says so until Twilio takes a text to it again. Another
+    refusal is a warning with its code."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    sam = make_user(db, "sam", "supervisor")
+    client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+    hijacked(phone)
+    clock.advance(seconds=5)
+    twilio_http.error = (400, 21610)
+    with caplog.at_level(logging.WARNING, logger="ivr"):
+        assert look(hotline) is not None
+    refused = [r for r in caplog.records if "Twilio refused a text" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in refused] == [
+        (
+            logging.ERROR,
+            f"Twilio refused a text to the on-call number ending {n[-4:]} (error 21610: it "
+            "opted out of texts, with STOP or the like; none reaches it until it texts START)",
+        )
+        for n in ON_CALL
+    ]
+    shown = client.get("/dashboard/queue/rows").text
+    assert shown.count("a page text was refused with error 21610") == 2
+    caplog.clear()
+    twilio_http.error = (400, 21211)
+    clock.advance(minutes=1)
+    with caplog.at_level(logging.WARNING, logger="ivr"):
+        assert look(hotline) is not None
+    refused = [r for r in caplog.records if "Twilio refused a text" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in refused] == [
+        (
+            logging.WARNING,
+            f"Twilio refused a text to the on-call number ending {n[-4:]} (error 21211)",
+        )
+        for n in ON_CALL
+    ]
+    twilio_http.error = None
+    clock.advance(minutes=2)
+    assert look(hotline) is not None
+    assert "Twilio will not text" not in client.get("/dashboard/queue/rows").text
