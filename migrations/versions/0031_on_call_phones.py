@@ -5,8 +5,8 @@ page (once per ten minutes: an auto-reply to it no longer starts an SMS loop tha
 text each way), and whether it opted out of texts at Twilio (STOP, or a page text refused
 with error 21610), which the queue page shows supervisors until it opts in again.
 
-Revision ID: 9999
-Revises: 0029
+Revision ID: 0031
+Revises: 0030
 Create Date: 2026-12-06 09:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "9999"
-down_revision: str | None = "0029"
+revision: str = "0031"
+down_revision: str | None = "0030"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
