@@ -158,6 +158,9 @@ def held_untalked(since: datetime) -> tuple[Any, ...]:
         cases.c.offer.in_(AGENT_FINISHES),
         cases.c.connected_at.is_(None),
         cases.c.offered_at <= bindparam("held_since", since, type_=cases.c.offered_at.type),
+        # The agent froze the account: they reached the victim and are at work on it (a
+        # hand-dialled talk is known only at Resolve); the on-call is not woken for it.
+        func.coalesce(cases.c.flags["agent_freeze"].as_string(), "") != "done",
     )
 
 

@@ -1713,7 +1713,8 @@ def test_an_emergency_an_agent_holds_with_no_talk_is_paged_for(
 def test_a_held_emergency_pages_with_the_one_in_line_and_only_that_long(db: Engine) -> None:
     """`overdue` reads the first in line and the first held with no talk in one statement:
     the one that has waited longest is the page's; both count. A held one that connected,
-    or was held less long, or is no emergency, is nobody's concern here."""
+    or was held less long, or is no emergency, or whose account the agent froze, is nobody's
+    concern here."""
     now = FakeClock()()
     make_user(db, "bob", "agent")
     with db.begin() as conn:
@@ -1722,13 +1723,14 @@ def test_a_held_emergency_pages_with_the_one_in_line_and_only_that_long(db: Engi
         def add(ticket: str, joined_ago: int, **values: object) -> None:
             joined = now - timedelta(minutes=joined_ago)
             emergency = {"reason": "hijack", "queue": "emergency", "priority": "emergency"}
+            flags = values.pop("flags", {})
             conn.execute(
                 cases.insert().values(
                     ticket=ticket,
                     call_sid="CA" + ticket,
                     **{"lane": 0, "queued": 0, "status": "offered", **emergency, **values},
                     sort_at=joined,
-                    flags={},
+                    flags=flags,
                     path=[],
                     created_at=joined,
                 )
@@ -1754,6 +1756,15 @@ def test_a_held_emergency_pages_with_the_one_in_line_and_only_that_long(db: Engi
             offer="call_back",
             offered_at=now - 2 * HELD_AFTER,
             **routine,
+        )
+        # Frozen by the agent: they reached the victim and are at work on it.
+        add(
+            "1000007",
+            80,
+            agent_id=bob,
+            offer="call_back",
+            offered_at=now - 2 * HELD_AFTER,
+            flags={"agent_freeze": "done"},
         )
     with db.connect() as conn:
         late = oncall.overdue(conn, now=now, after=timedelta(minutes=1), held_after=HELD_AFTER)
