@@ -166,6 +166,14 @@ def serve(
             refusal,
             tree.version,
         )
+    serve_log.info("database: %s", settings.database_named)
+    if settings.database_url.startswith("sqlite") and settings.base_url.startswith("https"):
+        # One process, one machine, no second instance: the embedded default, fine for a
+        # trial; a public hotline's cases belong in PostgreSQL (docs/production.md).
+        serve_log.warning(
+            "a public (https) hotline on the embedded SQLite database: set IVR_DATABASE_URL"
+            " to PostgreSQL for production"
+        )
     serve_log.info(
         "call tree %s version %s: %d nodes", tree.file, tree.version, len(tree.tree.nodes)
     )
@@ -242,7 +250,7 @@ def db_upgrade() -> None:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:
         raise _fail(f"cannot upgrade the database: {type(exc).__name__}: {exc}") from None
-    typer.echo("database is at the newest schema")
+    typer.echo(f"database is at the newest schema: {settings.database_named}")
 
 
 @db_app.command("purge")
@@ -591,6 +599,8 @@ def _database(settings: DatabaseSettings, *, patient: bool = False) -> Engine:
     on them long."""
     from ivr.db import create_db_engine, upgrade
 
+    # On stderr: what a script reads from stdout (a token, a listing) stays as it was.
+    typer.echo(f"database: {settings.database_named}", err=True)
     try:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:

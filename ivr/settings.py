@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from ivr import numbers
 from ivr.exceptions import ConfigError
@@ -89,6 +91,23 @@ class DatabaseSettings(BaseSettings):
                 "calls, and a caller's complaint may come weeks later"
             )
         return value
+
+    @property
+    def database_named(self) -> str:
+        """The database as whoever runs a command checks it is the right one: its URL without
+        a password, and, when IVR_DATABASE_URL is not set, that it is the embedded file and
+        where .env was looked for (a command run from another directory finds none, and
+        would act on that file as if on production's)."""
+        try:
+            shown = make_url(self.database_url).render_as_string(hide_password=True)
+        except ArgumentError:  # refused when opened, with the driver's words
+            shown = "(an IVR_DATABASE_URL that is no database URL)"
+        if "database_url" in self.model_fields_set:
+            return shown
+        return (
+            f"{shown} (IVR_DATABASE_URL is not set: the embedded SQLite file; .env is read "
+            f"from the current directory, {Path.cwd()})"
+        )
 
     @property
     def recording_keep_days(self) -> int:

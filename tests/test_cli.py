@@ -32,7 +32,7 @@ from ivr.cases import (
 from ivr.cli import DEMO_ACCOUNTS
 from ivr.db import accounts, audit_log, calls, create_db_engine, users
 from ivr.identity import LocalAccountActions, LocalDirectory
-from ivr.settings import PROJECT_ROOT
+from ivr.settings import PROJECT_ROOT, DatabaseSettings, load_settings
 from tests.conftest import DATA, SECRET_KEY, TOKEN, make_user
 
 IVR = str(Path(sys.executable).parent / "ivr")
@@ -270,6 +270,56 @@ def test_serve_logs_the_trees_warnings(tmp_path: Path) -> None:
     # In full, as Twilio's console takes them (with IVR_PUBLIC_URL's path prefix, if any).
     assert f"Twilio status callback URL: {url}/twilio/status" in said
     assert f"Twilio fallback URL (primary handler fails): {url}/twilio/fallback" in said
+    # Which database it serves from, said as it starts: run from the wrong directory, a
+    # server on the embedded file would look like production's.
+    assert f"database: sqlite:///{tmp_path}/ivr.sqlite3" in said
+    assert "embedded SQLite" not in log  # plain http on this machine: a trial
+
+
+def test_serve_warns_of_a_public_hotline_on_the_embedded_database(tmp_path: Path) -> None:
+    env = base_env(tmp_path, IVR_PUBLIC_URL="https://hotline.example.test")
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [IVR, "serve", "--port", str(free_port())],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "Twilio voice URL" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    warned = logged(log.read_text(), "a public (https) hotline on the embedded SQLite database")
+    assert warned["level"] == "warning" and "PostgreSQL" in warned["message"]
+
+
+def test_every_database_command_names_its_database_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command run from a directory without the deployment's .env acts on the embedded
+    file: it says so, and where .env was looked for, on stderr (stdout stays a script's)."""
+    env = base_env(tmp_path)
+    del env["TWILIO_AUTH_TOKEN"]
+    added = run(["users", "add", "sam", "--role", "supervisor"], env, tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert f"database: sqlite:///{tmp_path}/ivr.sqlite3" in added.stderr
+    assert "database:" not in added.stdout
+    upgraded = run(["db", "upgrade"], env, tmp_path)
+    assert f"database is at the newest schema: sqlite:///{tmp_path}" in upgraded.stdout
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IVR_DATABASE_URL", "postgresql://hotline:s3cret@db.internal/hotline")
+    assert load_settings(DatabaseSettings).database_named == (
+        "postgresql://hotline:***@db.internal/hotline"
+    )
+    monkeypatch.delenv("IVR_DATABASE_URL")
+    embedded = load_settings(DatabaseSettings).database_named
+    assert "IVR_DATABASE_URL is not set: the embedded SQLite file" in embedded
+    assert f".env is read from the current directory, {tmp_path}" in embedded
 
 
 def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
