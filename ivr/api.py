@@ -57,6 +57,7 @@ from ivr.cases import (
     emergencies_by_verification,
     held_by,
     held_by_agents,
+    ready_emergency_tickets,
     ready_in_line,
     repeated_callers,
     set_languages,
@@ -706,10 +707,12 @@ def waiting_line(user: User, hotline: Hotline) -> WaitingLine:
     )
 
 
-def queue_counts(user: User, hotline: Hotline) -> QueueCounts:
-    """The counts alone (the desk's live line): no row read to be thrown away."""
-    with hotline.db.connect() as conn:
-        return _queue_counts(conn, hotline.clock())
+def desk_line(user: User, hotline: Hotline) -> tuple[QueueCounts, list[str]]:
+    """The counts, and the tickets of the emergencies agents may take now (the first 100),
+    in one read: the desk's line, which says a new emergency by its ticket."""
+    now = hotline.clock()
+    with hotline.db.connect() as conn, reading(conn):
+        return _queue_counts(conn, now), ready_emergency_tickets(conn, now=now)
 
 
 def _queue_counts(conn: Connection, now: datetime) -> QueueCounts:

@@ -1208,6 +1208,22 @@ def ready_in_line(conn: Connection, *, now: datetime) -> tuple[int, int]:
     return counts.get(0, 0), counts.get(1, 0)
 
 
+def ready_emergency_tickets(conn: Connection, *, now: datetime, limit: int = 100) -> list[str]:
+    """The tickets of the emergencies agents may take now, in serving order (the lane's rows of
+    the serving-order index): the desk says a new one by its ticket, as one taken and another
+    come leave the count as it was."""
+    ready = (cases.c.not_before.is_(None)) | (cases.c.not_before <= now)
+    with reading(conn):
+        return list(
+            conn.execute(
+                select(cases.c.ticket)
+                .where(cases.c.queued == 1, cases.c.lane == 0, ready)
+                .order_by(cases.c.sort_at, cases.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+
+
 def find_ticket(conn: Connection, *, ticket: str, caller: str | None = None) -> CaseSummary | None:
     """The case with this ticket number (`caller`: only if it was opened for a call from
     that number). Resolved, but followed up on the same call by a case still open (its caller

@@ -512,6 +512,8 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": line.counts.emergencies,
+        # Listed first in serving order: every one of them, unless 500 and more wait.
+        "emergency_tickets": [e.ticket for e in line.entries if e.priority == "emergency"],
         "late": line.counts.late_on_the_line,
         "late_call_backs": line.counts.late_call_backs,
         "is_late": late,
@@ -819,7 +821,7 @@ def _desk_live(
     until its retry time is not one), and a version of the agent's own cases that changes
     whenever one of them does."""
     now, zone = hotline.clock(), hotline.zone
-    counts = api.queue_counts(user, hotline)
+    counts, emergency_tickets = api.desk_line(user, hotline)
     mine = api.my_cases(user, hotline) if held is None else held
     state = "|".join(
         f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}:{c.on_call}" for c in mine
@@ -838,6 +840,8 @@ def _desk_live(
         else None,
         "waiting": counts.ready,
         "emergencies": counts.ready_emergencies,
+        # Compared by the page from one refresh to the next: a new one is said by its ticket.
+        "emergency_tickets": emergency_tickets,
         "longest": clock_text(counts.ready_longest_seconds) if counts.ready else "",
         "version": hashlib.sha256(state.encode()).hexdigest()[:16],
         "updated": now,

@@ -1303,6 +1303,27 @@ def test_ready_in_line_leaves_out_the_call_backs_held_back(db: Engine) -> None:
         assert cases.ready_in_line(conn, now=T0 + 10 * MINUTE) == (2, 2)
 
 
+def test_the_ready_emergencies_tickets_in_serving_order(db: Engine) -> None:
+    """The desk's line says a new emergency by its ticket: those agents may take now, first
+    come first, neither a call back held back until its retry time nor another priority."""
+    held_back = add_case(db, 1, "emergency", T0)
+    add_case(db, 2, "emergency", T0 + MINUTE)
+    add_case(db, 3, "emergency", T0)
+    add_case(db, 4, "high", T0)
+    with db.begin() as conn:
+        conn.execute(
+            cases.cases.update()
+            .where(cases.cases.c.id == held_back)
+            .values(not_before=T0 + 10 * MINUTE)
+        )
+    with db.connect() as conn:
+        assert cases.ready_emergency_tickets(conn, now=T0) == ["1000003", "1000002"]
+        assert cases.ready_emergency_tickets(conn, now=T0 + 10 * MINUTE, limit=2) == [
+            "1000001",
+            "1000003",
+        ]
+
+
 def plans(db: Engine, run: Callable[[Connection], object]) -> list[tuple[str, str]]:
     """Each statement on the cases table that `run` makes, with its query plan as the
     database would carry it out (PostgreSQL told to use an index wherever one can serve:

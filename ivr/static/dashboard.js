@@ -4,24 +4,54 @@
   "use strict";
 
   // A live part of a page (the queue's table, the desk's line): fetch it alone every few
-  // seconds and swap it in, then `swapped()`. Without this script the queue page reloads
-  // itself (<noscript>), and an agent reloads the desk.
+  // seconds and swap it in (`swapIn`), then `swapped()`. Without this script the queue page
+  // says it does not refresh itself, with a link that does, and an agent reloads the desk.
+  // Returns what refreshes it at once (updates resumed).
   function refreshLive(live, swapped) {
     var url = live.getAttribute("data-src");
     var every = (Number(live.getAttribute("data-every")) || 5) * 1000;
     var told = document.getElementById(live.getAttribute("data-announce") || "");
+    var seen = emergencyTickets(live);
     var emergencies = emergencyCount(live);
+    var repeated = repeatedNumbers(live);
+    var timer = null;
+    var busy = false;
 
     // The live part is not itself read out (every refresh would read it all again): a screen
-    // reader hears only that a new emergency is waiting, when their count goes up.
+    // reader hears only of an emergency it was not told of, by its ticket (one taken and
+    // another come leave the count as it was), and of a number newly holding several places.
     function tell(fresh) {
-      var now = emergencyCount(fresh || live);
-      if (told && now > emergencies) {
-        told.textContent = "New emergency waiting: " + now + " in line";
-      } else if (told && now < emergencies) {
-        told.textContent = ""; // so the next one is said even if the words are the same
+      var tickets = emergencyTickets(fresh);
+      var count = emergencyCount(fresh);
+      var added = tickets.filter(function (ticket) {
+        return seen.indexOf(ticket) < 0;
+      });
+      var numbers = repeatedNumbers(fresh);
+      var again = numbers.filter(function (number) {
+        return repeated.indexOf(number) < 0;
+      });
+      var words = [];
+      if (added.length) {
+        words.push(
+          (added.length === 1
+            ? "New emergency waiting: ticket "
+            : "New emergencies waiting: tickets ") +
+            added.join(", ") + ", " + count + " in line."
+        );
+      } else if (count > emergencies) {
+        words.push("New emergency waiting: " + count + " in line."); // past the tickets listed
       }
-      emergencies = now;
+      if (again.length) {
+        words.push("The same number holds several places on the line: " + again.join(", ") + ".");
+      }
+      if (words.length) {
+        say(told, words.join(" "));
+      } else if (told && count < emergencies) {
+        told.textContent = ""; // said and answered: not there to be read again as news
+      }
+      seen = tickets;
+      emergencies = count;
+      repeated = numbers;
     }
 
     // Said once when the line stops refreshing, and unsaid when it works again.
@@ -33,6 +63,8 @@
     }
 
     function refresh() {
+      busy = true;
+      timer = null;
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (response.redirected) {
@@ -50,53 +82,58 @@
           if (html === SIGNED_OUT) {
             return;
           }
-          if (html !== null && live.hasAttribute("data-stale") && told) {
+          if (html === null) {
+            failed();
+            return;
+          }
+          if (live.hasAttribute("data-stale") && told) {
             told.textContent = "";
           }
-          if (html !== null && live.hasAttribute("data-held")) {
-            // Paused by the reader: the table stays as it is; a new emergency is still said.
-            var fresh = document.createElement("div");
-            fresh.innerHTML = html; // our own server-rendered, escaped fragment
-            live.removeAttribute("data-stale");
-            tell(fresh);
-            return;
-          }
-          if (html !== null && live.contains(document.activeElement)) {
-            // A field or button in it has the focus (an agent's languages, Set away): swap
-            // every part but the one holding it, which waits until the focus leaves. The
-            // line itself must not stop: a new emergency shows while the supervisor types.
-            if (swapAround(live, html)) {
-              live.removeAttribute("data-stale");
-              tell();
-              if (swapped) {
-                swapped();
-              }
-            } else {
-              live.setAttribute("data-paused", "true");
-            }
-            return;
-          }
-          if (html !== null) {
-            live.innerHTML = html; // our own server-rendered, escaped fragment
-            live.removeAttribute("data-stale");
-            live.removeAttribute("data-paused");
-            tell();
-            if (swapped) {
-              swapped();
-            }
-          } else {
-            failed();
+          var fresh = document.createElement("div");
+          fresh.innerHTML = html; // our own server-rendered, escaped fragment
+          live.removeAttribute("data-stale");
+          tell(fresh);
+          swapIn(live, fresh);
+          if (swapped) {
+            swapped();
           }
         })
         .catch(function () {
           failed(); // keep the last table; try again
         })
         .finally(function () {
-          window.setTimeout(refresh, every);
+          busy = false;
+          timer = window.setTimeout(refresh, every);
         });
     }
 
-    window.setTimeout(refresh, every);
+    timer = window.setTimeout(refresh, every);
+    return {
+      now: function () {
+        if (!busy) {
+          window.clearTimeout(timer);
+          refresh();
+        }
+      },
+    };
+  }
+
+  // Words for a page's status region. The same words again (an emergency's, back in line)
+  // are said again: emptied first, then put back a moment later.
+  function say(told, words) {
+    if (!told) {
+      return;
+    }
+    if (told.textContent !== words) {
+      told.textContent = words;
+      return;
+    }
+    told.textContent = "";
+    window.setTimeout(function () {
+      if (told.textContent === "") {
+        told.textContent = words;
+      }
+    }, 100);
   }
 
   var SIGNED_OUT = {};
@@ -193,91 +230,226 @@
     }
   });
 
-  // A button that stops the live part from changing under whoever reads it (a screen
-  // reader's place in the table is lost when it is swapped), until pressed again; kept
-  // for the tab, across reloads.
-  var HELD = "ivr-live-held";
-
-  function pauseControl(button, live) {
-    var storage = null;
-    try {
-      storage = window.sessionStorage;
-      storage.getItem(HELD);
-    } catch (ignored) {
-      storage = null;
-    }
+  // A button that stops the waiting table from changing under whoever reads it (a screen
+  // reader's place in the table is lost when it is swapped), until pressed again; the rest
+  // of the live part (the counts, an emergency come since) keeps refreshing. Pressed, it
+  // looks pressed and says since when the table is as it is. Not kept across a reload: a
+  // page loaded is asked for as it is now, and a pause forgotten would hide the line.
+  function pauseControl(button, live, state, refresher) {
     function show(held) {
       button.setAttribute("aria-pressed", held ? "true" : "false");
+      state.hidden = !held;
       if (held) {
+        var waiting = waitingPart(live);
         live.setAttribute("data-held", "true");
+        if (waiting) {
+          hold(waiting, updatedAt(live));
+        }
+        var asOf = waiting ? waiting.getAttribute("data-as-of") : updatedAt(live);
+        state.textContent =
+          "The waiting table is paused, as of " + asOf +
+          "; the counts still update. Press again to resume.";
+        notePaused(live);
       } else {
         live.removeAttribute("data-held");
+        state.textContent = "";
+        refresher.now();
       }
     }
-    show(storage !== null && storage.getItem(HELD) === "true");
     button.hidden = false;
+    document.getElementById("live-note").hidden = false;
     button.addEventListener("click", function () {
-      var held = button.getAttribute("aria-pressed") !== "true";
-      show(held);
-      if (storage) {
-        storage.setItem(HELD, held ? "true" : "false");
-      }
+      show(button.getAttribute("aria-pressed") !== "true");
     });
   }
 
-  // The emergencies waiting, as the live part shows them ("2 emergencies"; none: nothing).
+  // The emergencies waiting, as the live part counts them ("2 emergencies"; none: nothing).
   function emergencyCount(live) {
     var count = live.querySelector(".emergency-count");
     return count ? parseInt(count.textContent, 10) || 0 : 0;
   }
 
-  // Swap the live part's children for the fresh ones but the one holding the focus, which
-  // stays where it is (moved, it would lose the focus), marked paused; the fresh part of
-  // its kind (tag and class) is dropped. A part with none in the fresh HTML (the table
-  // whose last row was taken: "Nobody is waiting" instead) keeps its place among them,
-  // and the rest is swapped all the same. False when no part holds the focus.
-  function swapAround(live, html) {
-    var fresh = document.createElement("div");
-    fresh.innerHTML = html; // our own server-rendered, escaped fragment
-    var kept = null;
-    var place = 0; // how many parts were before it
+  // Their tickets, as the live part lists them (data-emergencies).
+  function emergencyTickets(live) {
+    var line = live.querySelector("[data-emergencies]");
+    return line ? line.getAttribute("data-emergencies").split(" ").filter(Boolean) : [];
+  }
+
+  // The numbers (masked) holding several places on the line.
+  function repeatedNumbers(live) {
+    var found = live.querySelectorAll(".repeated-number[data-caller]");
+    var numbers = [];
+    for (var i = 0; i < found.length; i += 1) {
+      numbers.push(found[i].getAttribute("data-caller"));
+    }
+    return numbers;
+  }
+
+  // When the live part was made, as it says ("11:31:32 UTC").
+  function updatedAt(live) {
+    var line = live.querySelector("[data-updated]");
+    return line ? line.getAttribute("data-updated") : "";
+  }
+
+  // The waiting cases' table, or "Nobody is waiting" in its place.
+  function waitingPart(live) {
     for (var i = 0; i < live.children.length; i += 1) {
-      if (live.children[i].contains(document.activeElement)) {
-        kept = live.children[i];
-        place = i;
+      if (live.children[i].hasAttribute("data-waiting")) {
+        return live.children[i];
       }
     }
-    if (!kept) {
-      return false;
+    return null;
+  }
+
+  // A part left as it was, and since when.
+  function hold(part, asOf) {
+    part.setAttribute("data-paused", "true");
+    if (!part.hasAttribute("data-as-of")) {
+      part.setAttribute("data-as-of", asOf);
     }
-    var counterpart = null;
-    for (var k = 0; k < fresh.children.length; k += 1) {
-      var part = fresh.children[k];
-      if (part.tagName === kept.tagName && part.className === kept.className) {
-        counterpart = part;
+  }
+
+  // Swap the live part's children for the fresh ones, but those the reader is at: one that
+  // holds the focus (moved, it would lose it), one with a field changed and not sent (a reason
+  // typed, a priority chosen, then the focus gone elsewhere: lost with it), and, paused, the
+  // waiting table. Each stays where it is, marked paused, and the fresh part of its kind
+  // (tag and class; paused, whatever stands for the waiting cases) is dropped. A part with
+  // none in the fresh HTML (the table whose last row was taken: "Nobody is waiting" instead)
+  // keeps its place among them, and the rest is swapped all the same.
+  function swapIn(live, fresh) {
+    var held = live.hasAttribute("data-held");
+    var asOf = updatedAt(live); // what the parts kept show: the time of the last swap
+    var kept = [];
+    var places = [];
+    var parts = [];
+    for (var i = 0; i < live.children.length; i += 1) {
+      var child = live.children[i];
+      if (child.hasAttribute("data-note")) {
+        continue;
+      }
+      if (
+        child.contains(document.activeElement) ||
+        unsaved(child, false) ||
+        (held && child.hasAttribute("data-waiting"))
+      ) {
+        kept.push(child);
+        places.push(parts.length);
+      }
+      parts.push(child);
+    }
+    if (!kept.length) {
+      live.textContent = "";
+      while (fresh.firstChild) {
+        live.appendChild(fresh.firstChild);
+      }
+      return;
+    }
+    var focused = document.activeElement;
+    var order = [];
+    var placed = [];
+    for (var f = 0; f < fresh.children.length; f += 1) {
+      var part = fresh.children[f];
+      var mine = null;
+      for (var k = 0; k < kept.length && !mine; k += 1) {
+        if (placed.indexOf(kept[k]) < 0 && sameKind(kept[k], part, held)) {
+          mine = kept[k];
+        }
+      }
+      if (mine) {
+        placed.push(mine);
+      }
+      order.push(mine || part);
+    }
+    for (var m = 0; m < kept.length; m += 1) {
+      if (placed.indexOf(kept[m]) < 0) {
+        order.splice(Math.min(places[m], order.length), 0, kept[m]);
       }
     }
-    for (var j = live.children.length - 1; j >= 0; j -= 1) {
-      if (live.children[j] !== kept) {
-        live.removeChild(live.children[j]);
+    for (var j = live.childNodes.length - 1; j >= 0; j -= 1) {
+      if (kept.indexOf(live.childNodes[j]) < 0) {
+        live.removeChild(live.childNodes[j]);
       }
     }
-    var before = counterpart ? fresh.children.length : place;
-    while (fresh.firstElementChild) {
-      var next = fresh.firstElementChild;
-      fresh.removeChild(next);
-      if (next === counterpart) {
-        before = 0;
-      } else if (before > 0) {
-        live.insertBefore(next, kept);
-        before -= 1;
+    var at = live.firstElementChild; // the kept parts alone now, in their order
+    for (var n = 0; n < order.length; n += 1) {
+      if (order[n] === at) {
+        at = at.nextElementSibling;
       } else {
-        live.appendChild(next);
+        live.insertBefore(order[n], at); // a kept part out of its order moves: rare
       }
     }
-    kept.setAttribute("data-paused", "true");
-    live.removeAttribute("data-paused");
-    return true;
+    if (focused && document.activeElement !== focused && live.contains(focused)) {
+      focused.focus();
+    }
+    for (var p = 0; p < kept.length; p += 1) {
+      hold(kept[p], asOf);
+    }
+    notePaused(live);
+  }
+
+  function sameKind(kept, part, held) {
+    if (held && kept.hasAttribute("data-waiting")) {
+      return part.hasAttribute("data-waiting");
+    }
+    return part.tagName === kept.tagName && part.className === kept.className;
+  }
+
+  // Beside each part left as it was, in words a sighted reader sees (a dashed outline alone
+  // says nothing): since when, what brings it back, and any emergency waiting that the
+  // waiting table left as it was does not show.
+  function notePaused(live) {
+    var old = live.querySelectorAll(":scope > [data-note]");
+    for (var i = 0; i < old.length; i += 1) {
+      live.removeChild(old[i]);
+    }
+    var held = live.hasAttribute("data-held");
+    var tickets = emergencyTickets(live);
+    for (var j = 0; j < live.children.length; j += 1) {
+      var part = live.children[j];
+      if (!part.hasAttribute("data-paused")) {
+        continue;
+      }
+      var paused = held && part.hasAttribute("data-waiting");
+      var note = document.createElement("p");
+      note.className = "paused-note";
+      note.setAttribute("data-note", "");
+      note.textContent =
+        (paused ? "Paused: this table is as of " : "Not refreshed while you edit here: as of ") +
+        part.getAttribute("data-as-of") +
+        (paused
+          ? ". Press Pause updates again to resume."
+          : ". It refreshes once what you changed is sent or undone, and the focus is elsewhere.");
+      if (part.hasAttribute("data-waiting")) {
+        var unseen = tickets.filter(function (ticket) {
+          return !part.querySelector('tr.emergency[data-ticket="' + ticket + '"]');
+        });
+        if (unseen.length) {
+          var news = document.createElement("strong");
+          news.className = "unseen-emergency";
+          news.textContent =
+            (unseen.length === 1
+              ? "New emergency waiting, not in this table: ticket "
+              : "New emergencies waiting, not in this table: tickets ") +
+            unseen.join(", ") +
+            (paused ? ". Resume updates to see it." : ". Send or undo your change here to see it.");
+          note.appendChild(document.createTextNode(" "));
+          note.appendChild(news);
+          note.className += " alert";
+        }
+      }
+      live.insertBefore(note, part);
+      j += 1; // the part itself, one further on now
+    }
+  }
+
+  // The emergencies waiting first in the tab's title ("(1 emergency) Live queue · ..."): what
+  // a tab in the background shows.
+  function retitle(live) {
+    var count = emergencyCount(live);
+    var title = document.title.replace(/^\(\d+ emergenc(?:y|ies)\) /, "");
+    document.title = count
+      ? "(" + count + " emergenc" + (count === 1 ? "y" : "ies") + ") " + title
+      : title;
   }
 
   // The tree is far wider than the screen: scroll its frame to the "call" marker.
@@ -299,20 +471,33 @@
   // survive the reload: written and left, they do not hold it up. A choice made (the queue,
   // priority or language to send the caller on with) or a box ticked is as unsaved.
   function typing() {
-    var fields = document.querySelectorAll("main input[type=text], main textarea");
+    var active = document.activeElement;
+    var main = document.querySelector("main");
+    if (active && active.matches && active.matches("main input[type=text], main textarea")) {
+      return true;
+    }
+    return main !== null && unsaved(main, true);
+  }
+
+  // A field typed in and not sent, a choice made or a box ticked, in `root`: what a swap or a
+  // reload would lose. `blank`: a field's words count however they came (the desk's refused
+  // form, shown again with them: not sent either); else only a field changed since it came.
+  // Notes the tab keeps (data-keep) survive a reload: they hold nothing up.
+  function unsaved(root, blank) {
+    var fields = root.querySelectorAll("input[type=text], textarea");
     for (var i = 0; i < fields.length; i += 1) {
-      var kept = fields[i].hasAttribute("data-keep");
-      if ((fields[i].value !== "" && !kept) || fields[i] === document.activeElement) {
+      var was = blank ? "" : fields[i].defaultValue;
+      if (!fields[i].hasAttribute("data-keep") && fields[i].value !== was) {
         return true;
       }
     }
-    var choices = document.querySelectorAll("main select");
+    var choices = root.querySelectorAll("select");
     for (var j = 0; j < choices.length; j += 1) {
       if (choices[j].selectedIndex !== firstChoice(choices[j])) {
         return true;
       }
     }
-    var boxes = document.querySelectorAll("main input[type=checkbox]");
+    var boxes = root.querySelectorAll("input[type=checkbox]");
     for (var k = 0; k < boxes.length; k += 1) {
       if (boxes[k].checked !== boxes[k].defaultChecked) {
         return true;
@@ -537,11 +722,13 @@
   var queue = document.getElementById("queue-live");
   if (queue) {
     settle(queue);
+    var refresher = refreshLive(queue, function () {
+      retitle(queue);
+    });
     var pause = document.getElementById("pause-live");
     if (pause) {
-      pauseControl(pause, queue);
+      pauseControl(pause, queue, document.getElementById("pause-state"), refresher);
     }
-    refreshLive(queue);
   }
   var desk = document.getElementById("desk-live");
   if (desk) {
