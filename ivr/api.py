@@ -258,6 +258,17 @@ class Verification(BaseModel):
     )
 
 
+class AccountFrozen(BaseModel):
+    at: datetime
+    action: Literal["self_freeze", "freeze"] = Field(
+        description="self_freeze: the verified caller's own, on the emergency path; freeze: an "
+        "agent's"
+    )
+    by: str = Field(description="caller:CallSid, or agent:name")
+    ticket: str | None = Field(description="the case it was made on")
+    this_case: bool = Field(description="made on this very case")
+
+
 class CaseDetail(BaseModel):
     id: int
     ticket: str
@@ -332,6 +343,13 @@ class CaseDetail(BaseModel):
         "`stale` (not sent: found over an hour late); none: not texted (the setting off, a "
         "withheld number, or one outside IVR_CALLBACK_PREFIXES)",
     )
+    account_frozen: AccountFrozen | None = Field(
+        default=None,
+        description="the case's account is frozen: its latest freeze that was made, by anyone "
+        "on any case, with no unfreeze (`ivr accounts unfreeze`) since; `freeze` says only "
+        "this case's. None: not frozen by the hotline (the exchange may have frozen it, or "
+        "lifted a freeze, by its own means)",
+    )
 
 
 class MovedInfo(BaseModel):
@@ -405,6 +423,19 @@ class ResolveRequest(BaseModel):
     )
 
 
+def _account_frozen(raw: dict[str, Any]) -> AccountFrozen | None:
+    made = raw.get("account_frozen")
+    if not made:
+        return None
+    return AccountFrozen(
+        at=made["at"],
+        action=made["action"],
+        by=made["actor"],
+        ticket=made["ticket"],
+        this_case=made["case_id"] == raw["id"],
+    )
+
+
 def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
     """The case as `user` may see it: whole numbers only for the agent whose case it is, once
     they accepted it if it was offered at their desk (dialled before, it could go on to the
@@ -439,6 +470,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         ticket_text=raw["ticket_text"],
         on_call=raw.get("on_call", False),
         transfer=_transfer(raw),
+        account_frozen=_account_frozen(raw),
         moved=MovedInfo(
             by=flags["priority_set_by"],
             was=flags.get("priority_was", ""),
@@ -1035,11 +1067,22 @@ CASE_REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/cases/{case_id}/freeze", responses=CASE_REFUSED)
+@router.post(
+    "/cases/{case_id}/freeze",
+    responses={
+        **CASE_REFUSED,
+        422: {
+            "model": Unprocessable,
+            "description": "the fields are wrong, or no such account: the account service "
+            "has none of that UID (audited as `no_account`; nothing frozen)",
+        },
+    },
+)
 def freeze(
     case_id: CaseIdPath, body: FreezeRequest, user: AgentUser, hotline: HotlineDep
 ) -> FreezeResult:
-    """Only the agent who took the case, while they have it."""
+    """Only the agent who took the case, while they have it. `frozen` false: the account
+    service did not confirm it (audited as failed: a supervisor's open freeze to chase)."""
     try:
         done = hotline.freeze_case(case_id, user, body.reason, uid=body.account_uid)
     except CaseRefused as refused:
@@ -1472,7 +1515,10 @@ class FreezeRecord(BaseModel):
     )
     account_uid: str | None
     by: str = Field(description="caller:CallSid, agent:name, or the operator's")
-    result: str = Field(description="ok; failed: the account service did not confirm it")
+    result: str = Field(
+        description="ok; failed: the account service did not confirm it; no_account: it has "
+        "no account of that UID (keyed or typed wrong: nothing to chase)"
+    )
     reason: str | None
     ticket: str | None = Field(description="the case it was done on")
     call_sid: str | None = Field(description="the case's call: GET /api/calls/{call_sid}")

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select, true, union
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    true,
+    union,
+)
 
 from ivr import recordings
 from ivr.cases import SENT_AFTER_HANG_UP
@@ -310,6 +321,12 @@ FREEZE_ACTIONS = ("self_freeze", "freeze", "unfreeze")
 _later = audit_log.alias("later")
 
 
+def _made(entry: FromClause) -> ColumnElement[bool]:
+    """An audit entry (of `audit_log` or an alias of it) of a freeze that was made: by the
+    caller or an agent, confirmed by the account service."""
+    return and_(entry.c.action.in_(("self_freeze", "freeze")), entry.c.result == "ok")
+
+
 def freezes(
     conn: Connection,
     *,
@@ -327,8 +344,7 @@ def freezes(
         select(func.min(_later.c.at))
         .where(
             _later.c.account_uid == audit_log.c.account_uid,
-            _later.c.action.in_(("self_freeze", "freeze")),
-            _later.c.result == "ok",
+            _made(_later),
             _later.c.at >= audit_log.c.at,
         )
         .scalar_subquery()
@@ -357,6 +373,76 @@ def freezes(
         .limit(limit)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def account_frozen(conn: Connection, *, uid: str) -> dict[str, Any] | None:
+    """The account's freeze in force, as the hotline knows it: its latest freeze that was made
+    (as `freezes` tells one, by anyone, on any case) with no unfreeze after it; its time,
+    action, actor and case's ticket. None: not frozen by the hotline (the exchange may have
+    frozen it, or lifted a freeze, by its own means)."""
+    unfrozen = (audit_log.c.action == "unfreeze") & (audit_log.c.result == "ok")
+    with reading(conn):
+        latest = (
+            conn.execute(
+                select(
+                    audit_log.c.at,
+                    audit_log.c.action,
+                    audit_log.c.actor,
+                    audit_log.c.case_id,
+                    cases.c.ticket,
+                )
+                .outerjoin(cases, cases.c.id == audit_log.c.case_id)
+                .where(audit_log.c.account_uid == uid, _made(audit_log) | unfrozen)
+                .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(latest) if latest is not None and latest["action"] != "unfreeze" else None
+
+
+def last_freeze(conn: Connection, *, case_id: int, actor: str) -> dict[str, Any] | None:
+    """`actor`'s latest freeze on the case (its account, result and reason): what the desk
+    says of the freeze just asked, from the record, not from words in its address."""
+    with reading(conn):
+        found = (
+            conn.execute(
+                select(audit_log.c.account_uid, audit_log.c.result, audit_log.c.reason)
+                .where(
+                    audit_log.c.case_id == case_id,
+                    audit_log.c.actor == actor,
+                    audit_log.c.action == "freeze",
+                )
+                .order_by(audit_log.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(found) if found is not None else None
+
+
+# What sends a case an agent had back in line, as the audit log says: a requeue (its agent
+# gave it back, a supervisor took it) or an offer missed (a phone that did not take the call,
+# one at the desk not accepted in time).
+TAKEN_BACK = ("requeue", "missed_offer")
+
+
+def last_taken_back(conn: Connection, *, case_id: int) -> dict[str, Any] | None:
+    """The case's latest requeue or missed offer: its time, action, actor and reason."""
+    with reading(conn):
+        found = (
+            conn.execute(
+                select(audit_log.c.at, audit_log.c.action, audit_log.c.actor, audit_log.c.reason)
+                .where(audit_log.c.case_id == case_id, audit_log.c.action.in_(TAKEN_BACK))
+                .order_by(audit_log.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(found) if found is not None else None
 
 
 def calls_begun(conn: Connection, *, now: datetime, over: timedelta) -> tuple[int, int]:

@@ -2503,6 +2503,9 @@ def tidy_call_backs(conn: Connection, *, call_sid: str) -> int:
 
 
 _INSERT_AUDIT = insert(audit_log)
+# A freeze's audit result besides ok (made) and failed (not confirmed: an outage, the account
+# maybe still open): the account service has no account of that UID (keyed or typed wrong).
+NO_ACCOUNT = "no_account"
 
 
 def frozen_on_case(conn: Connection, *, case_id: int) -> list[str]:

@@ -40,11 +40,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import Scope
 
-from ivr import api, engine, graph, oncall, recordings, stats
+from ivr import api, calllog, engine, graph, oncall, recordings, stats
 from ivr.cases import (
     AWAY_SIGNED_OUT,
+    HELD,
+    MISSED_OFFER,
+    NOT_ACCEPTED,
     User,
     close_session,
+    get_case,
     languages_typed,
     session_by_secret,
     user_by_session,
@@ -739,6 +743,8 @@ SAID = {
     "no_number": "The caller withheld their number, so nobody can call them back. "
     "Act on the account if they gave one, then resolve the case.",
     "nobody": "Nobody is waiting.",
+    # Said with the account, from the agent's freeze on the case (`_freeze_said`); these
+    # only when there is no record to name it from.
     "frozen": "The account is frozen.",
     "freeze_failed": "The account service did not confirm the freeze; it is audited as failed. "
     "Try again, or escalate.",
@@ -803,6 +809,7 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "said_failed": said in SAID_FAILED,
         "error": None,
         "typed": {},  # a refused form's words (`_desk_error`)
+        "kept": [],  # the words of a form whose case left the desk (`_desk_error`)
         "offers": OFFERS,
         "refresh": REFRESH_SECONDS,
         "offer_refresh": min(REFRESH_SECONDS, OFFER_REFRESH_SECONDS),
@@ -856,12 +863,83 @@ def _desk_error(
     text: str,
     *,
     typed: dict[str, Any] | None = None,
+    kept: Sequence[tuple[str, str]] = (),
 ) -> Response:
     """The desk again, saying why an action was refused; `typed`: what the agent typed in
     the refused form (`case`, `action` and its fields), shown in it again: mid-call, a
-    refused freeze or transfer must not cost them their words."""
-    context = {**_desk_context(hotline, user), "error": text, "typed": typed or {}}
+    refused freeze or transfer must not cost them their words. `kept`: the words (what, the
+    text) of a form whose case left the desk, shown with the error, to use again."""
+    context = {
+        **_desk_context(hotline, user),
+        "error": text,
+        "typed": typed or {},
+        "kept": [(what, text) for what, text in kept if text.strip()],
+    }
     return render(request, "desk.html", context, user=user, status=status)
+
+
+def _desk_refused(
+    request: Request,
+    hotline: Hotline,
+    user: User,
+    case_id: int,
+    exc: Exception,
+    invalid: str,
+    *,
+    undone: str,
+    typed: dict[str, Any] | None = None,
+    kept: Sequence[tuple[str, str]] = (),
+) -> Response:
+    """The desk saying why the API refused an action on a case: if the case is not the
+    agent's any more, what became of it, in their words (`undone`: what was not done), with
+    `kept`, their words in the form that left with it; else the API's own reason."""
+    status, error = _refusal(exc, invalid)
+    gone = _gone(hotline, user, case_id) if status == 409 else None
+    if gone is None:
+        return _desk_error(request, hotline, user, status, error, typed=typed)
+    said = f"{gone} {undone}" if undone else gone
+    return _desk_error(request, hotline, user, status, said, kept=kept)
+
+
+def _gone(hotline: Hotline, user: User, case_id: int) -> str | None:
+    """What became of a case the agent acted on that is not theirs any more: their action
+    came after it left the desk (a stale page, or a form filled while it went). None while
+    it is theirs: the refusal was about something else, which the API's words say."""
+    with hotline.db.connect() as conn:
+        case = get_case(conn, case_id=case_id)
+        if case is None or (case["agent_id"] == user.id and case["status"] in HELD):
+            return None
+        back = calllog.last_taken_back(conn, case_id=case_id)
+    ticket = case["ticket"]
+    if case["status"] == "resolved":
+        return f"Ticket {ticket} is closed already."
+    if case["status"] in HELD:
+        return f"Ticket {ticket} is with another agent now."
+    if not case["queued"]:
+        return f"Ticket {ticket} is not yours any more."
+    ended = case["ended_at"]
+    if back is not None and (ended is None or back["at"] >= ended):
+        if back["action"] == MISSED_OFFER:
+            if back["reason"] == NOT_ACCEPTED:
+                return f"Ticket {ticket} was not accepted in time: it went back in line."
+            return (
+                f"Ticket {ticket} rang your phone, which did not take the call: it went back "
+                "in line."
+            )
+        who = back["actor"].split(":", 1)[-1]
+        if back["actor"].startswith("supervisor:"):
+            return f"A supervisor ({who}) took ticket {ticket} back: it is in line again."
+        if who == user.name:
+            return f"You gave ticket {ticket} back: it is in line again."
+    if case["status"] == "abandoned" and (case["claimed_from"] or "waiting") == "waiting":
+        # Taken while its caller waited on the line, abandoned since: they hung up before
+        # anyone talked to them (`cases.abandon_for_call`).
+        return (
+            f"Ticket {ticket}'s caller hung up before being put through: the case is back in "
+            "line as a call back. Take the next case to call them back (emergencies come "
+            "first)."
+        )
+    return f"Ticket {ticket} is back in line: it is not yours any more."
 
 
 TOO_LONG_NOTES = "Notes are 5000 characters at most."
@@ -893,8 +971,40 @@ def _invalid(exc: Exception, fields: dict[str, str]) -> list[str]:
     ]
 
 
-def _done(said: str) -> RedirectResponse:
-    return redirect(f"{DESK_PATH}?{urlencode({'said': said})}")
+def _done(said: str, case_id: int | None = None) -> RedirectResponse:
+    """The desk, to say `said` (about the case `case_id`, for a freeze: `_freeze_said`)."""
+    query = {"said": said, **({"case": str(case_id)} if case_id is not None else {})}
+    return redirect(f"{DESK_PATH}?{urlencode(query)}")
+
+
+UID_TYPED = re.compile(r"[0-9]{1,32}")
+# A reason that is a number alone: most likely a UID typed into the wrong box.
+LIKE_A_UID = re.compile(r"[0-9][0-9 -]*")
+
+
+def _freeze_said(hotline: Hotline, user: User, said: str, case_id: int) -> dict[str, Any]:
+    """What the desk says of the agent's freeze on the case: the account frozen, or not
+    confirmed (its UID and reason in the form again, to try again), from their latest
+    freeze's audit record. Nothing (the plain words) without one that matches `said`."""
+    with hotline.db.connect() as conn:
+        made = calllog.last_freeze(conn, case_id=case_id, actor=f"agent:{user.name}")
+    want = "ok" if said == "frozen" else "failed"
+    if made is None or made["result"] != want or not made["account_uid"]:
+        return {}
+    uid = made["account_uid"]
+    if said == "frozen":
+        return {"said": f"Account {uid} is frozen."}
+    return {
+        "said": f"The account service did not confirm the freeze of account {uid}; it is "
+        "audited as failed. Try again, or escalate.",
+        "typed": {
+            "case": case_id,
+            "action": "freeze",
+            "uid": uid,
+            "uid_named": uid,
+            "reason": made["reason"] or "",
+        },
+    }
 
 
 def _acting(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | Response:
@@ -906,11 +1016,14 @@ def _acting(request: Request, hotline: Hotline, roles: Sequence[str]) -> User | 
 
 
 @router.get("/desk")
-def desk_page(request: Request, hotline: HotlineDep, said: str = "") -> Response:
+def desk_page(request: Request, hotline: HotlineDep, said: str = "", case: str = "") -> Response:
     user = gate(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
-    return render(request, "desk.html", _desk_context(hotline, user, said), user=user)
+    context = _desk_context(hotline, user, said)
+    if said in ("frozen", "freeze_failed") and case.isdigit() and len(case) <= 10:
+        context.update(_freeze_said(hotline, user, said, int(case)))
+    return render(request, "desk.html", context, user=user)
 
 
 @router.get("/desk/live")
@@ -953,7 +1066,7 @@ def desk_accept(request: Request, hotline: HotlineDep, case_id: api.CaseIdPath) 
     try:
         api.accept(case_id, user, hotline)
     except HTTPException as exc:
-        return _desk_error(request, hotline, user, *_refusal(exc, ""))
+        return _desk_refused(request, hotline, user, case_id, exc, "", undone="")
     return _done("accepted")
 
 
@@ -969,23 +1082,63 @@ def desk_freeze(
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
+    uid = account_uid.strip()
     typed: dict[str, Any] = {
         "case": case_id,
         "action": "freeze",
         "reason": reason,
         "uid": account_uid,
+        "uid_named": uid if UID_TYPED.fullmatch(uid) else "",
     }
+    if not uid and LIKE_A_UID.fullmatch(reason.strip()):
+        typed["invalid"] = ["reason"]
+        text = _reason_like_a_uid(hotline, case_id, reason.strip())
+        return _desk_error(request, hotline, user, 422, text, typed=typed)
     if confirm != "yes":  # the page's box is required; a post without it is no less refused
         typed["invalid"] = ["confirm"]
         return _desk_error(request, hotline, user, 422, UNCONFIRMED_FREEZE, typed=typed)
+    why = "Say why you freeze the account (3 to 500 characters); an account UID is digits."
     try:
-        body = api.FreezeRequest(reason=reason.strip(), account_uid=account_uid.strip() or None)
+        body = api.FreezeRequest(reason=reason.strip(), account_uid=uid or None)
         result = api.freeze(case_id, body, user, hotline)
-    except (ValidationError, HTTPException) as exc:
-        why = "Say why you freeze the account (3 to 500 characters); an account UID is digits."
+    except ValidationError as exc:
         typed["invalid"] = _invalid(exc, {"reason": "reason", "account_uid": "uid"})
         return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
-    return _done("frozen" if result.frozen else "freeze_failed")
+    except HTTPException as exc:
+        if exc.status_code == 422:  # no such account: the UID box is where to put it right
+            typed["invalid"] = ["uid"]
+            text = f"Not frozen: {exc.detail}."
+            return _desk_error(request, hotline, user, 422, text, typed=typed)
+        kept = [("Why you were freezing it", reason), ("The account UID you typed", account_uid)]
+        return _desk_refused(
+            request,
+            hotline,
+            user,
+            case_id,
+            exc,
+            why,
+            undone="Nothing was frozen.",
+            typed=typed,
+            kept=kept,
+        )
+    return _done("frozen" if result.frozen else "freeze_failed", case_id)
+
+
+def _reason_like_a_uid(hotline: Hotline, case_id: int, reason: str) -> str:
+    """Why a freeze whose reason is a number and whose UID box is empty is refused: the
+    agent typed the account they found into the reason, and the case's would be frozen."""
+    with hotline.db.connect() as conn:
+        case = get_case(conn, case_id=case_id)
+    keyed = case["account_uid"] if case else None
+    verified = case is not None and (case["flags"] or {}).get("verified") == "yes"
+    if keyed and verified:
+        where = f"this form freezes the verified caller's account {keyed} only"
+    else:
+        where = "an account to freeze goes in the UID box"
+    return (
+        f'Not frozen: the reason "{reason}" is only digits, like an account UID. Say why in '
+        f"words; {where}."
+    )
 
 
 @router.post("/desk/{case_id}/resolve")
@@ -1003,7 +1156,10 @@ def desk_resolve(
         body = api.ResolveRequest(notes=notes.strip(), reached=reached)
         api.resolve(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
-        return _desk_error(request, hotline, user, *_refusal(exc, TOO_LONG_NOTES))
+        kept = [("Your notes", notes)]
+        return _desk_refused(
+            request, hotline, user, case_id, exc, TOO_LONG_NOTES, undone="", kept=kept
+        )
     return _done("resolved")
 
 
@@ -1021,7 +1177,7 @@ def desk_requeue(
         api.requeue(case_id, user, hotline, api.RequeueRequest(reason=reason.strip()))
     except (ValidationError, HTTPException) as exc:
         why = "A reason is 500 characters at most."
-        return _desk_error(request, hotline, user, *_refusal(exc, why))
+        return _desk_refused(request, hotline, user, case_id, exc, why, undone="")
     return _done("requeued")
 
 
@@ -1033,7 +1189,7 @@ def desk_not_reached(request: Request, hotline: HotlineDep, case_id: api.CaseIdP
     try:
         api.not_reached(case_id, user, hotline)
     except HTTPException as exc:
-        return _desk_error(request, hotline, user, *_refusal(exc, ""))
+        return _desk_refused(request, hotline, user, case_id, exc, "", undone="")
     return _done("not_reached")
 
 
@@ -1062,7 +1218,17 @@ def desk_transfer(
         why = "Choose a queue, and say why for the next agent (3 to 500 characters)."
         typed = {"case": case_id, "action": "transfer", "note": note}
         typed["invalid"] = _invalid(exc, {"note": "note"})
-        return _desk_error(request, hotline, user, *_refusal(exc, why), typed=typed)
+        return _desk_refused(
+            request,
+            hotline,
+            user,
+            case_id,
+            exc,
+            why,
+            undone="Nobody was sent on.",
+            typed=typed,
+            kept=[("Your note for the next agent", note)],
+        )
     return _done(f"transfer_{sent.mode}")
 
 

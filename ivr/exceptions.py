@@ -6,6 +6,7 @@
      │                     carries every Problem found, each with file, line and node path
      ├── IdentityUnavailable  the exchange's identity service gave no verdict (down, slow,
      │                     an error): the caller is neither verified nor counted as wrong
+     ├── NoSuchAccount     the account service has no account of that UID: nothing to freeze
      └── PhoneError        the Twilio-like phone got something Twilio would not accept
                            (a non-2xx answer, a document that is not TwiML)
 
@@ -54,6 +55,15 @@ class SourceError(IVRError):
 
 class IdentityUnavailable(IVRError):
     """The identity service could not say whether a factor matches: not a wrong answer."""
+
+
+class NoSuchAccount(IVRError):
+    """The account service knows no account of the UID (the directory has no row of it; the
+    exchange's endpoint answered 404): a UID keyed or typed wrong, not an outage."""
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+        super().__init__(f"no such account {uid}")
 
 
 class PhoneError(IVRError):

@@ -30,9 +30,9 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from ivr import announcements, cases, engine, oncall, queues, recordings, store
+from ivr import announcements, calllog, cases, engine, oncall, queues, recordings, store
 from ivr.db import Busy, patient, users
-from ivr.exceptions import IdentityUnavailable, Problem, SourceError
+from ivr.exceptions import IdentityUnavailable, NoSuchAccount, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions, keyed_factor
 from ivr.numbers import (
     callable_by_twilio,
@@ -992,7 +992,7 @@ class Hotline:
             try:
                 with conn.begin_nested():
                     done = actions.freeze_in(conn, uid=effect.uid, now=now)
-            except SQLAlchemyError:
+            except (SQLAlchemyError, NoSuchAccount):  # the row gone since the check: failed
                 log.exception("self-freeze failed for a verified caller")
                 done = False
             self._note_freeze(conn, row, effect.uid, done, now)
@@ -2183,8 +2183,11 @@ class Hotline:
     ) -> bool:
         """Freeze the case's account, or `uid`, the one the agent found with a caller who
         keyed none (audited; a case with no account learns it). Freezing only protects;
-        never unfrozen by phone."""
+        never unfrozen by phone. False: the account service did not confirm it. An account
+        the service does not have (a UID keyed or typed wrong) is refused (422) once audited
+        as `no_account`: not an outage, and no open freeze for a supervisor to chase."""
         now = self.clock()
+        unknown = False
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())  # the agent's own only
             # Acting on an offer at the desk accepts it; unless it went back meanwhile.
@@ -2231,12 +2234,17 @@ class Hotline:
                             done = self.local_actions.freeze_in(conn, uid=uid, now=now)
                     else:
                         done = self.actions.freeze(uid=uid, now=now)
+                except NoSuchAccount:
+                    done, unknown = False, True
                 except Exception:
                     log.exception("freeze failed for case %s", case_id)
                     done = False
                 # Done if any freeze on the case was: a later one failing does not undo it.
                 made = done or bool(frozen_here)
-                flags = {"agent_freeze": "done" if made else "failed"}
+                # A UID that is no account changes nothing of the case's: it failed nowhere.
+                flags = (
+                    {} if unknown and not made else {"agent_freeze": "done" if made else "failed"}
+                )
                 if done and uid != keyed:
                     # The account frozen is found from the case (the call log's account filter):
                     # the agent found it with a caller who keyed none, or another than theirs.
@@ -2249,7 +2257,8 @@ class Hotline:
                     also = [u for u in dict.fromkeys([*frozen_here, uid]) if u != account]
                     if also:
                         flags[ALSO_FROZEN] = ",".join(also)
-                self.metrics.freezes.labels("agent", "ok" if done else "failed").inc()
+                result = "ok" if done else cases.NO_ACCOUNT if unknown else "failed"
+                self.metrics.freezes.labels("agent", result).inc()
                 cases.audit(
                     conn,
                     actor=f"agent:{agent.name}",
@@ -2257,10 +2266,17 @@ class Hotline:
                     uid=uid,
                     case_id=case_id,
                     reason=reason,
-                    result="ok" if done else "failed",
+                    result=result,
                     now=now,
                 )
-                cases.add_flags(conn, case_id=case_id, flags=flags)
+                if flags:
+                    cases.add_flags(conn, case_id=case_id, flags=flags)
+        if unknown:  # audited above, committed: then refused
+            raise CaseRefused(
+                422,
+                f"no such account {uid}: the account service does not know it, so nothing was "
+                "frozen. Check the UID with the caller",
+            )
         return done
 
     @contextlib.contextmanager
@@ -2757,7 +2773,8 @@ class Hotline:
 
     def case_detail(self, case_id: int) -> dict[str, Any] | None:
         """What an agent sees: the case, how the caller was verified (never the digits),
-        risk signals, their path through the menus, earlier cases of the account."""
+        risk signals, their path through the menus, earlier cases of the account, and its
+        freeze in force."""
         with self.db.connect() as conn:
             case = cases.get_case(conn, case_id=case_id)
             if case is None:
@@ -2767,6 +2784,12 @@ class Hotline:
                 cases.account_history(conn, uid=case["account_uid"], exclude=case_id)
                 if case["account_uid"]
                 else []
+            )
+            # Frozen by anyone, on any case: not this case's flags, which know only its own.
+            case["account_frozen"] = (
+                calllog.account_frozen(conn, uid=case["account_uid"])
+                if case["account_uid"]
+                else None
             )
             case["on_call"] = self._on_the_call(conn, case, self.clock())
         case["menu_path"] = [e["node"] for e in events if e["kind"] == "entered"]

@@ -5,8 +5,8 @@
      └── HttpIdentity      the exchange's own endpoint, HMAC-signed JSON; no verdict (down,
                            an error) raises IdentityUnavailable: never verified, never counted
     AccountActions     protective actions (freeze); unfreezing is never offered by phone
-     ├── LocalAccountActions   a flag in the accounts table
-     └── HttpAccountActions    the exchange's endpoint, HMAC-signed
+     ├── LocalAccountActions   a flag in the accounts table (no row: NoSuchAccount)
+     └── HttpAccountActions    the exchange's endpoint, HMAC-signed (404: NoSuchAccount)
     SignInThrottle     staff sign-in: failed tokens per client address, then 429 for a while
 
 The digits a caller typed reach these functions and go no further: they are not returned,
@@ -38,7 +38,7 @@ from sqlalchemy import Column, Connection, Engine, bindparam, insert, select, up
 
 from ivr.cases import audit
 from ivr.db import accounts, verification_failures
-from ivr.exceptions import ConfigError, IdentityUnavailable
+from ivr.exceptions import ConfigError, IdentityUnavailable, NoSuchAccount
 from ivr.store import writing
 
 log = logging.getLogger("ivr.identity")
@@ -105,7 +105,10 @@ class IdentityProvider(Protocol):
 
 
 class AccountActions(Protocol):
-    def freeze(self, *, uid: str, now: datetime) -> bool: ...
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        """Whether the account is frozen now (False: the service did not confirm it, an
+        outage to chase); NoSuchAccount when the service says it has no such account."""
+        ...
 
 
 def keyed_factor(factor: str, digits: str) -> str:
@@ -314,6 +317,8 @@ class LocalAccountActions:
         """The freeze on `conn`, joining a transaction open there (a verified call's step)."""
         with writing(conn):
             changed = conn.execute(_FREEZE, {"account": uid, "now": now}).rowcount
+        if changed == 0:  # the update finds the row frozen or not: none is no account
+            raise NoSuchAccount(uid)
         return changed == 1
 
 
@@ -370,7 +375,11 @@ class HttpIdentity:
 
 
 class HttpAccountActions:
-    """POST {url}/freeze {uid} -> 2xx when the exchange froze the account."""
+    """POST {url}/freeze {uid} -> 2xx when the exchange froze the account, 404 when it has no
+    account of that UID (NoSuchAccount). Any other answer is a freeze not confirmed: a 422 or
+    a 400 too, which say our request was refused, not that the account does not exist (were
+    they "no such account", a changed contract would hide every failed freeze from the
+    supervisors' list of open ones)."""
 
     def __init__(self, url: str, key: str, client: httpx.Client) -> None:
         self.url = url.rstrip("/")
@@ -380,10 +389,13 @@ class HttpAccountActions:
     def freeze(self, *, uid: str, now: datetime) -> bool:
         body, headers = signed_json(self.key, {"uid": uid, "action": "freeze"})
         try:
-            return self.client.post(f"{self.url}/freeze", content=body, headers=headers).is_success
+            response = self.client.post(f"{self.url}/freeze", content=body, headers=headers)
         except httpx.HTTPError:
             log.warning("freeze endpoint failed")
             return False
+        if response.status_code == 404:
+            raise NoSuchAccount(uid)
+        return response.is_success
 
 
 # -- staff sign-in ------------------------------------------------------------------------------

@@ -815,7 +815,7 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
     assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == proved
     assert freeze(proved, "10000001")["frozen"] is True
     assert freeze(proved, "10000001")["frozen"] is True  # again: noted once
-    assert freeze(proved, "99999999")["frozen"] is False  # no such account: nothing noted
+    assert freeze(proved, "99999999")["detail"].startswith("no such account 99999999")
     row = get(db, proved)
     assert (row["account_uid"], row["flags"]["also_frozen"]) == ("10000002", "10000001")
     held = call(client, "GET", "/api/agents/cases", None, token).json()
@@ -826,7 +826,7 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
     assert [(a["account_uid"], a["result"]) for a in timeline["audit"]] == [
         ("10000001", "ok"),
         ("10000001", "ok"),
-        ("99999999", "failed"),
+        ("99999999", "no_account"),
     ]
     # Agents see no account UIDs in the log.
     timeline = call(client, "GET", f"/api/calls/{sid(1)}", None, token).json()
@@ -840,6 +840,71 @@ def test_a_freeze_of_another_account_than_the_cases_is_found_from_the_case(
     assert sorted(c["call_sid"] for c in found.json()["calls"]) == [sid(1), sid(2)], found.text
     found = call(client, "GET", "/api/calls?account=10000002", None, boss)
     assert [c["call_sid"] for c in found.json()["calls"]] == [sid(1)], found.text
+
+
+def test_a_freeze_of_a_uid_that_is_no_account_is_told_apart_from_an_outage(
+    client: TestClient, db: Engine
+) -> None:
+    """An unverified caller keyed a UID nobody has (or the agent typed one): the freeze is
+    refused, 422, naming the UID; audited as `no_account`, the case's freeze flags untouched,
+    and nothing on the supervisors' list of open freezes (no account there is to chase)."""
+    token = make_user(db, "ana", "agent")
+    boss = make_user(db, "sam", "supervisor")
+    case_id = add_case(db, 1, "emergency", T0, uid="99999999")
+    with db.connect() as conn:
+        cases.add_flags(conn, case_id=case_id, flags={"verified": "no"})
+    assert call(client, "POST", "/api/agents/next", None, token).json()["case"]["id"] == case_id
+    path = f"/api/cases/{case_id}/freeze"
+    for body in ({"reason": "hijack"}, {"reason": "hijack", "account_uid": "99999998"}):
+        r = call(client, "POST", path, body, token)
+        uid = body.get("account_uid", "99999999")
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith(f"no such account {uid}: "), r.text
+    assert "agent_freeze" not in get(db, case_id)["flags"]
+    with db.connect() as conn:
+        audits = conn.execute(select(audit_log.c.account_uid, audit_log.c.result)).all()
+    assert sorted(tuple(a) for a in audits) == [
+        ("99999998", "no_account"),
+        ("99999999", "no_account"),
+    ]
+    assert call(client, "GET", "/api/freezes?open=true", None, boss).json() == []
+    listed = call(client, "GET", "/api/freezes", None, boss).json()
+    assert {f["result"] for f in listed} == {"no_account"}
+    assert 'ivr_freezes_total{by="agent",result="no_account"} 2.0' in client.get("/metrics").text
+
+
+def test_a_case_says_its_account_is_frozen_whoever_froze_it_on_whatever_case(
+    client: TestClient, db: Engine, clock: FakeClock
+) -> None:
+    """ana freezes the account on her case; bo's case of the same account says it is frozen
+    (when, by whom, on which ticket), though nothing was frozen on his; an audited unfreeze
+    lifts it. A case whose own freeze failed says only what the hotline knows."""
+    ana = make_user(db, "ana", "agent")
+    bo = make_user(db, "bo", "agent")
+    directory = LocalDirectory(db, None)
+    directory.add(uid="10000002", pin=None, id_last4=None, phone=None, totp_secret=None, now=T0)
+    first = add_case(db, 1, "emergency", T0, uid="10000002")
+    second = add_case(db, 2, "emergency", T0 + MINUTE, uid="10000002")
+    assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == first
+    assert call(client, "POST", "/api/agents/next", None, bo).json()["case"]["id"] == second
+    [held] = call(client, "GET", "/api/agents/cases", None, bo).json()
+    assert held["account_frozen"] is None
+    froze = call(client, "POST", f"/api/cases/{first}/freeze", {"reason": "hijack"}, ana)
+    assert froze.json()["frozen"] is True
+    [mine] = call(client, "GET", "/api/agents/cases", None, ana).json()
+    [held] = call(client, "GET", "/api/agents/cases", None, bo).json()
+    assert held["freeze"] == {}  # nothing frozen on his case
+    assert datetime.fromisoformat(held["account_frozen"].pop("at")) == clock.now
+    assert held["account_frozen"] == {
+        "action": "freeze",
+        "by": "agent:ana",
+        "ticket": "1000001",
+        "this_case": False,
+    }
+    assert mine["account_frozen"]["this_case"] is True
+    assert directory.unfreeze(uid="10000002", actor="cli:ops", reason="owner", now=clock.now)
+    [held] = call(client, "GET", "/api/agents/cases", None, bo).json()
+    assert held["account_frozen"] is None
 
 
 def test_one_case_freezes_two_accounts_besides_its_own_at_most_and_keeps_them_all(

@@ -61,7 +61,7 @@ from tests.conftest import (
     make_settings,
     make_user,
 )
-from tests.support.parties import Talks
+from tests.support.parties import Caller, Talks
 from tests.support.servers import serving_app
 from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
@@ -1017,7 +1017,7 @@ def said(response: httpx.Response) -> str:
     assert response.status_code == 303, response.text[:500]
     location = response.headers["location"]
     assert location.startswith("/dashboard/desk?said=")
-    return location.split("said=", 1)[1]
+    return location.split("said=", 1)[1].split("&", 1)[0]  # not the case it is about
 
 
 def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
@@ -1267,7 +1267,9 @@ def test_a_case_nothing_rings_for_is_offered_at_the_desk_to_accept(
     assert not doc.xpath("//*[@autofocus]")
     [section] = doc.xpath("//section[contains(@class, 'case')]")
     assert not section.xpath(".//p[contains(@class, 'to-accept')]")
-    actions = section.xpath(".//div[@class='case-actions']/form/@action")
+    # The freeze among them, folded away: the victim froze the account on the phone.
+    actions = section.xpath(".//div[@class='case-actions']//form/@action")
+    assert section.xpath(".//details[@class='freeze-again']/form[contains(@action, '/freeze')]")
     assert [a.rsplit("/", 1)[1] for a in actions] == [
         "freeze",
         "resolve",
@@ -1521,6 +1523,9 @@ def test_the_desk_freezes_resolves_and_gives_back(
     )
     frozen = act(client, f"{base}/freeze", reason="caller reports SIM swap", confirm="yes")
     assert said(frozen) == "frozen"
+    # The account frozen is named, from the record of the freeze: not from the address.
+    assert frozen.headers["location"].endswith(f"&case={held['id']}")
+    assert texts(page(client, frozen.headers["location"]), SAYS) == [f"Account {UID} is frozen."]
     assert texts(page(client, "/dashboard/desk", said="frozen"), SAYS) == [dashboard.SAID["frozen"]]
     # A freeze the account service did not confirm is an alert, not a notice like success.
     failed = page(client, "/dashboard/desk", said="freeze_failed")
@@ -1539,9 +1544,12 @@ def test_the_desk_freezes_resolves_and_gives_back(
     assert said(act(client, f"{base}/requeue", reason="needs Mandarin")) == "requeued"
     queue = client.get("/api/queue", headers=bearer(agent)).json()
     assert queue[0]["ticket"] == held["ticket"] and queue[0]["status"] == "abandoned"
-    # Not theirs any more: refused, shown, nothing changed.
+    # Not theirs any more: refused, said in the agent's words, nothing changed.
     refused = act(client, f"{base}/resolve", notes="done")
-    assert refused.status_code == 409 and "not your case" in refused.text
+    assert refused.status_code == 409
+    assert texts(html.fromstring(refused.text), "//*[@id='desk-error']") == [
+        f"You gave ticket {held['ticket']} back: it is in line again."
+    ]
     said(act(client, "/dashboard/desk/next"))
     assert said(act(client, f"{base}/resolve", notes="frozen; told to reset 2FA")) == "resolved"
     assert "You have no case now." in page(client, "/dashboard/desk").text_content()
@@ -1575,7 +1583,7 @@ def test_the_desk_freezes_the_uid_the_agent_found_when_the_caller_keyed_a_wrong_
     assert label and f"this case's account is {wrong}" in label[0]
     box = texts(desk, "//form[contains(@action, '/freeze')]//label[input[@name='confirm']]")
     assert box == [
-        f"Freeze account {wrong}, or the UID typed above now: only an operator can undo it"
+        f"Freeze account {wrong} (a UID typed above replaces it) now: only an operator can undo it"
     ]
     done = act(
         client,
@@ -1628,6 +1636,211 @@ def test_a_verified_callers_freeze_form_has_no_uid_field(
     desk = page(client, "/dashboard/desk")
     assert desk.xpath("//form[contains(@action, '/freeze')]")
     assert not desk.xpath("//form[contains(@action, '/freeze')]//input[@name='account_uid']")
+
+
+FREEZE_BOX = "//form[contains(@action, '/freeze')]//label[input[@name='confirm']]"
+
+
+def test_the_freeze_form_names_the_account_it_freezes_and_refuses_a_uid_as_a_reason(
+    client: TestClient, phone: Phone, db: Engine, settings: Settings, agent: str
+) -> None:
+    """An unverified caller keyed a stranger's UID. The box to tick names that account, and
+    says a UID typed replaces it; once one is typed (here, shown again after a refusal), it
+    names that one. The agent types the UID they found into the reason instead: refused,
+    saying so, nothing frozen. Frozen, the desk names the account frozen."""
+    add_account(db, settings)
+    stranger = "10000009"
+    LocalDirectory(db, settings.secret_key).add(
+        uid=stranger, pin=None, id_last4=None, phone=None, totp_secret=None, now=datetime.now(UTC)
+    )
+    phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press(stranger), Press(PIN)]), from_number=VICTIM
+    )
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    base = f"/dashboard/desk/{held['id']}/freeze"
+    assert texts(page(client, "/dashboard/desk"), FREEZE_BOX) == [
+        f"Freeze account {stranger} (a UID typed above replaces it) now: only an operator can "
+        "undo it"
+    ]
+    [target] = page(client, "/dashboard/desk").xpath(f"{FREEZE_BOX}//span[@data-uid-field]")
+    assert target.get("data-uid-field") == f"uid-{held['id']}"  # the script names what is typed
+    for typed in (UID, f" {UID[:4]} {UID[4:]} ", f"{UID[:4]}-{UID[4:]}"):
+        refused = act(client, base, reason=typed, confirm="yes")
+        assert refused.status_code == 422
+        doc = html.fromstring(refused.text)
+        assert texts(doc, "//*[@id='desk-error']") == [
+            f'Not frozen: the reason "{typed.strip()}" is only digits, like an account UID. '
+            "Say why in words; an account to freeze goes in the UID box."
+        ]
+        [reason] = doc.xpath("//form[contains(@action, '/freeze')]//input[@name='reason']")
+        assert (reason.get("value"), reason.get("aria-invalid")) == (typed, "true")
+    # With the UID in its box, the digits are the agent's to give as a reason.
+    unticked = act(client, base, reason="hijack", account_uid=UID)
+    assert unticked.status_code == 422
+    assert texts(html.fromstring(unticked.text), FREEZE_BOX) == [
+        f"Freeze account {UID} now: only an operator can undo it"
+    ]
+    with db.connect() as conn:
+        assert (
+            conn.execute(select(audit_log.c.id).where(audit_log.c.action == "freeze")).all() == []
+        )
+    done = client.post(
+        base, data={"reason": "hijack", "account_uid": UID, "confirm": "yes"}, follow_redirects=True
+    )
+    assert texts(html.fromstring(done.text), SAYS) == [f"Account {UID} is frozen."]
+
+
+def test_a_freeze_of_a_uid_nobody_has_says_so_and_keeps_it_in_the_form(
+    client: TestClient, phone: Phone, db: Engine, agent: str, supervisor: str
+) -> None:
+    """The agent types a UID no account has: not "the service did not confirm" (an outage),
+    but no such account, the UID still in its box, marked; no open freeze to chase."""
+    phone.call(ScriptedParty(list(DEPOSITS)), from_number=NORMAL_CALLER)
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert held["account_uid"] is None
+    refused = act(
+        client,
+        f"/dashboard/desk/{held['id']}/freeze",
+        reason="caller reports a hijack",
+        account_uid="99999999",
+        confirm="yes",
+    )
+    assert refused.status_code == 422
+    doc = html.fromstring(refused.text)
+    [error] = texts(doc, "//*[@id='desk-error']")
+    assert error.startswith("Not frozen: no such account 99999999: ")
+    assert "did not confirm" not in error
+    [uid] = doc.xpath("//input[@name='account_uid']")
+    assert (uid.get("value"), uid.get("aria-invalid")) == ("99999999", "true")
+    assert doc.xpath("//input[@name='reason']/@value") == ["caller reports a hijack"]
+    assert client.get("/api/freezes?open=true", headers=bearer(supervisor)).json() == []
+    signed_in(client, supervisor)
+    listed = page(client, "/dashboard/freezes")
+    assert listed.xpath("//p[@role='alert']") == []  # nothing "not confirmed" to chase
+    assert texts(listed, "//table[contains(@class, 'freezes')]//tbody/tr/td[5]") == [
+        "no such account: nothing to freeze"
+    ]
+
+
+class Unconfirmed:
+    """An account service that never confirms a freeze (down, say)."""
+
+    def freeze(self, *, uid: str, now: datetime) -> bool:
+        return False
+
+
+def test_a_freeze_not_confirmed_names_the_account_and_keeps_the_uid_to_try_again(
+    settings: Settings, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
+) -> None:
+    app = with_dashboard(
+        create_app(settings, tree=hotline_tree, db=db, clock=clock, actions=Unconfirmed())
+    )
+    agent = make_user(db, "alice", "agent", AGENT_PHONE)
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        Phone(client, public_url=PUBLIC_URL, auth_token=TOKEN, clock=clock).call(
+            ScriptedParty(list(DEPOSITS)), from_number=NORMAL_CALLER
+        )
+        signed_in(client, agent)
+        said(act(client, "/dashboard/desk/next"))
+        [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+        form = {"reason": "hijack", "account_uid": UID, "confirm": "yes"}
+        sent = act(client, f"/dashboard/desk/{held['id']}/freeze", **form)
+        assert said(sent) == "freeze_failed"
+        doc = page(client, sent.headers["location"])
+    assert texts(doc, "//p[@role='alert'][@class='alert']") == [
+        f"The account service did not confirm the freeze of account {UID}; it is audited as "
+        "failed. Try again, or escalate."
+    ]
+    assert doc.xpath("//input[@name='account_uid']/@value") == [UID]
+    assert doc.xpath("//input[@name='reason']/@value") == ["hijack"]
+
+
+def test_the_desk_says_the_account_is_frozen_whoever_froze_it(
+    client: TestClient, phone: Phone, db: Engine, settings: Settings, agent: str, clock: FakeClock
+) -> None:
+    """A verified victim froze their account on the phone; a second call of that account is
+    bob's. His desk says the account is frozen, by whom, when and on which ticket, though
+    nothing was frozen on his case, and does not offer "Freeze" as if it were not."""
+    add_account(db, settings)
+    phone.call(ScriptedParty(list(HIJACK)), from_number=VICTIM)
+    clock.advance(seconds=30)
+    phone.call(
+        ScriptedParty([Press("1"), Press("1"), Press(UID), Press("000000")]),
+        from_number=NORMAL_CALLER,
+    )
+    signed_in(client, agent)
+    said(act(client, "/dashboard/desk/next"))
+    [first] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    bob = make_user(db, "bob", "agent", "+15005559998")
+    signed_in(client, bob)
+    said(act(client, "/dashboard/desk/next"))
+    [second] = client.get("/api/agents/cases", headers=bearer(bob)).json()
+    assert second["account_uid"] == UID and second["freeze"] == {}
+    desk = page(client, "/dashboard/desk")
+    [case] = desk.xpath("//section[contains(@class, 'case')]")
+    facts = dict(zip(texts(case, ".//dt"), texts(case, ".//dd"), strict=True))
+    assert facts["Account frozen"].startswith("yes, since ")
+    assert facts["Account frozen"].endswith(
+        f"by the caller themselves (verified) on ticket {first['ticket']}"
+    )
+    assert facts["Freezes on this case"] == "none"
+    [notice] = texts(desk, "//p[contains(@class, 'already-frozen')]")
+    assert notice.startswith(f"Account {UID} is frozen already: since ")
+    # The form is there for another account (or again), folded away: not "Freeze" as if not.
+    [folded] = desk.xpath("//details[@class='freeze-again']")
+    assert folded.get("open") is None and folded.xpath(".//form[contains(@action, '/freeze')]")
+    assert texts(folded, "summary") == [
+        f"Freeze another account (theirs, if {UID} is not), or this one again"
+    ]
+
+
+def test_a_desk_action_after_the_caller_hung_up_says_so_and_keeps_the_words(
+    client: TestClient, phone: Phone, db: Engine, agent: str
+) -> None:
+    """alice takes a caller on hold; they hang up before being put through, while she types
+    a freeze. The desk says what happened in her words (not the API's), that nothing was
+    frozen, and shows what she typed; her notes too, on a Resolve."""
+    signed_in(client, agent)
+
+    def takes_then_hangs_up(poll: int) -> bool:
+        assert said(act(client, "/dashboard/desk/next")) == "next_hold_poll"
+        return False
+
+    phone.call(Caller(list(DEPOSITS), takes_then_hangs_up), from_number=NORMAL_CALLER)
+    [case] = client.get("/api/queue", headers=bearer(agent)).json()
+    assert case["status"] == "abandoned"
+    words = "caller says withdrawals he did not make"
+    freeze = act(
+        client,
+        f"/dashboard/desk/{case['case_id']}/freeze",
+        reason=words,
+        account_uid=UID,
+        confirm="yes",
+    )
+    assert freeze.status_code == 409
+    doc = html.fromstring(freeze.text)
+    assert texts(doc, "//*[@id='desk-error']") == [
+        f"Ticket {case['ticket']}'s caller hung up before being put through: the case is back "
+        "in line as a call back. Take the next case to call them back (emergencies come "
+        "first). Nothing was frozen."
+    ]
+    assert texts(doc, "//dd[@class='kept']") == [words, UID]
+    assert "/api/" not in doc.text_content()
+    resolve = act(client, f"/dashboard/desk/{case['case_id']}/resolve", notes="no answer yet")
+    assert resolve.status_code == 409
+    doc = html.fromstring(resolve.text)
+    assert texts(doc, "//*[@id='desk-error']")[0].startswith(
+        f"Ticket {case['ticket']}'s caller hung up before being put through"
+    )
+    assert texts(doc, "//dd[@class='kept']") == ["no answer yet"]
+    with db.connect() as conn:
+        assert (
+            conn.execute(select(audit_log.c.id).where(audit_log.c.action == "freeze")).all() == []
+        )
 
 
 def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
@@ -3029,6 +3242,8 @@ def test_a_refused_freeze_is_said_tied_to_its_field_and_not_sent_again_by_a_relo
     desk.get_by_role("button", name="Take the next case").click()
     expect(desk).to_have_title(re.compile("^Done · Your desk"))
     expect(desk.locator("p.notice[role=status]")).to_be_focused()
+    # The victim froze their account on the phone: the form is folded away, to open.
+    desk.get_by_text("Freeze it again (if the exchange lifted the freeze since)").click()
     reason = desk.get_by_label("Freeze the account: why")
     reason.evaluate("field => field.removeAttribute('minlength')")
     reason.fill("x")
@@ -3045,6 +3260,30 @@ def test_a_refused_freeze_is_said_tied_to_its_field_and_not_sent_again_by_a_relo
     desk.reload()
     expect(desk).to_have_title(re.compile("^Your desk"))
     assert posted == []
+    desk.context.close()
+
+
+def test_the_freeze_box_names_the_account_as_its_uid_is_typed(scene: Scene) -> None:
+    """An unverified caller keyed a UID: the box to tick names it, and that a UID typed
+    replaces it; as alice types the one she found, the box names that one instead."""
+    expect = scene.expect
+    keyed = [Press("1"), Press("1"), Press("10000009"), Press(PIN)]
+    scene.callers.phone.call(ScriptedParty(keyed, hold_polls=1), from_number=VICTIM)
+    desk = desk_of(scene, make_user(scene.db, "alice", "agent", AGENT_PHONE))
+    desk.get_by_role("button", name="Take the next case").click()
+    box = desk.locator("form[action$='/freeze'] label.check")
+    keyed_box = "Freeze account 10000009 (a UID typed above replaces it) now: only an operator"
+    expect(box).to_contain_text(keyed_box)
+    uid = desk.locator("form[action$='/freeze'] input[name=account_uid]")
+    uid.fill(UID)
+    expect(box).to_contain_text(f"Freeze account {UID} now: only an operator")
+    expect(
+        desk.get_by_label(f"Freeze account {UID} now: only an operator can undo it")
+    ).to_be_visible()
+    uid.fill("12ab")
+    expect(box).to_contain_text("Freeze no account yet (a UID is digits only) now")
+    uid.fill("")
+    expect(box).to_contain_text(keyed_box)
     desk.context.close()
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from ivr import store
 from ivr.db import accounts, audit_log
-from ivr.exceptions import ConfigError, IdentityUnavailable
+from ivr.exceptions import ConfigError, IdentityUnavailable, NoSuchAccount
 from ivr.identity import (
     HASHING_AT_ONCE,
     HttpAccountActions,
@@ -623,10 +623,32 @@ def test_http_freeze_true_on_2xx(exchange: FakeExchange, http: httpx.Client) -> 
 
 
 def test_http_freeze_false_when_not_done(exchange: FakeExchange, http: httpx.Client) -> None:
-    assert freeze(exchange.url + "/ok", http, uid="10000002") is False  # 404
     assert freeze(exchange.url + "/down", http) is False  # 500
     assert freeze(exchange.url + "/ok", http, key="not-the-key") is False  # 401
-    assert [s.valid for s in exchange.seen] == [True, True, False]
+    # Our request refused, not the account unknown: not confirmed, as an outage is.
+    for refused in (400, 422):
+        assert freeze(exchange.url + f"/status-{refused}", http) is False
+    assert [s.valid for s in exchange.seen] == [True, False, True, True]
+
+
+def test_an_account_the_exchange_does_not_have_is_no_such_account(
+    exchange: FakeExchange, http: httpx.Client
+) -> None:
+    """A 404: the UID was keyed or typed wrong. Told apart from a freeze not confirmed (an
+    outage, the account maybe still open to whoever took it)."""
+    with pytest.raises(NoSuchAccount) as raised:
+        freeze(exchange.url + "/ok", http, uid="10000002")
+    assert raised.value.uid == "10000002"
+    assert [s.valid for s in exchange.seen] == [True]
+
+
+def test_the_local_directory_has_no_account_of_an_unknown_uid(
+    db: Engine, directory: LocalDirectory
+) -> None:
+    with pytest.raises(NoSuchAccount):
+        LocalAccountActions(db).freeze(uid="99999999", now=NOW)
+    with db.connect() as conn:
+        assert conn.execute(select(accounts.c.uid, accounts.c.frozen)).all() == [("10000001", 0)]
 
 
 def test_http_freeze_unreachable_is_false(http: httpx.Client) -> None:

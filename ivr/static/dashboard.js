@@ -719,6 +719,35 @@
     }, 1000);
   }
 
+  // The freeze form's tick box names the account that will be frozen: the UID typed above
+  // as it is typed, else the case's (the page's own words for it, `data-unnamed`).
+  var UID = /^[0-9]{1,32}$/;
+
+  function freezeTargets() {
+    var targets = document.querySelectorAll(".freeze-target[data-uid-field]");
+    for (var i = 0; i < targets.length; i += 1) {
+      var field = document.getElementById(targets[i].getAttribute("data-uid-field"));
+      if (field) {
+        nameTarget(targets[i], field);
+      }
+    }
+  }
+
+  function nameTarget(target, field) {
+    function named() {
+      var typed = field.value.trim();
+      if (typed === "") {
+        target.textContent = target.getAttribute("data-unnamed");
+      } else if (UID.test(typed)) {
+        target.textContent = "account " + typed;
+      } else {
+        target.textContent = "no account yet (a UID is digits only)";
+      }
+    }
+    field.addEventListener("input", named);
+    named();
+  }
+
   var queue = document.getElementById("queue-live");
   if (queue) {
     settle(queue);
@@ -742,6 +771,7 @@
     sayOffer(desk);
     countDown();
     keepNotes();
+    freezeTargets();
   }
   var notify = document.getElementById("notify-offers");
   if (notify) {
