@@ -335,6 +335,13 @@ class CaseDetail(BaseModel):
         description="connected, and the agent's leg of the call has not ended yet: its agent "
         "resolves it once they have hung up",
     )
+    dropped_after_seconds: int | None = Field(
+        default=None,
+        description="connected, and the caller's talk with its agent ended this many seconds "
+        "after it began, under a minute: they dropped before much could be done. Its agent may "
+        "put it back in line to be called back (POST /api/cases/{id}/requeue); an emergency "
+        "such with nothing frozen is resolved only with a freeze or `nothing_needed`",
+    )
     ticket_text: Literal["due", "sending", "sent", "failed", "stale", "skipped"] | None = Field(
         default=None,
         description="the ticket texted to the caller (IVR_TEXT_TICKETS): `sent` (Twilio took "
@@ -421,6 +428,13 @@ class ResolveRequest(BaseModel):
         "(the hotline knows of every other call itself: refused there, 409). Resolving an "
         "emergency call back of yours needs it, or an account frozen on the case",
     )
+    nothing_needed: bool = Field(
+        default=False,
+        description="an emergency whose caller dropped (`dropped_after_seconds`) with nothing "
+        "frozen: you say it needs no freeze nor call back (not a hijack, a prank, a wrong key; "
+        "say why in the notes). Resolving such a case needs it, a freeze, or a call back "
+        "(POST /api/cases/{id}/requeue) instead (409)",
+    )
 
 
 def _account_frozen(raw: dict[str, Any]) -> AccountFrozen | None:
@@ -469,6 +483,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         language=raw["language"],
         ticket_text=raw["ticket_text"],
         on_call=raw.get("on_call", False),
+        dropped_after_seconds=raw.get("dropped_after"),
         transfer=_transfer(raw),
         account_frozen=_account_frozen(raw),
         moved=MovedInfo(
@@ -1118,7 +1133,9 @@ def resolve(
     call back nobody has taken. Never a caller waiting on the line: they are served, not
     resolved away."""
     try:
-        hotline.resolve_case(case_id, user, body.notes, reached=body.reached)
+        hotline.resolve_case(
+            case_id, user, body.notes, reached=body.reached, nothing_needed=body.nothing_needed
+        )
     except CaseRefused as refused:
         raise HTTPException(refused.status, refused.detail) from None
     detail = hotline.case_detail(case_id)
@@ -1156,7 +1173,8 @@ def requeue(
     agent who took it giving it back, or a supervisor taking it from any agent. A case not
     yet connected; or, for a supervisor, a connected one whose call is over, which its agent
     will not finish (their phone dropped, they went home): back in its place as a call
-    back, its talk still counted answered. Audited."""
+    back, its talk still counted answered; for its agent, one whose caller dropped
+    (`dropped_after_seconds`): "Call them back". Audited."""
     try:
         hotline.requeue_case(case_id, user, body.reason if body else "")
     except CaseRefused as refused:
@@ -1232,7 +1250,11 @@ class Transferred(BaseModel):
         "/cases/{case_id}/transfer",
         responses={
             **CASE_REFUSED,
-            422: {"model": ErrorMessage, "description": "no such queue or language"},
+            422: {
+                "model": ErrorMessage,
+                "description": "no such queue or language, or a transfer that changes "
+                "nothing (the case's own queue, priority and language)",
+            },
         },
     )
 )

@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import (
     Connection,
     Insert,
+    String,
     Update,
     bindparam,
     delete,
@@ -501,12 +502,26 @@ _SPOKEN = (
 )
 
 
+_AT = cases.c.created_at.type
+# A case this agent sent on (a transfer, or back in line to be called back: `_sent_on`'s
+# `transferred_agent`) within their wait (`SenderWait`): not theirs yet. The line it joined
+# then (`queued_at`) dates it, so a miss of another agent's since does not start it again.
+_SENT_BY_THEM = (
+    func.coalesce(cases.c.flags["transferred_agent"].as_string(), "")
+    == bindparam("sender", type_=String())
+) & (
+    ((cases.c.lane == 0) & (_joined_line > bindparam("emergency_back_at", type_=_AT)))
+    | ((cases.c.lane != 0) & (_joined_line > bindparam("back_at", type_=_AT)))
+)
+
+
 def _claim_first(*where: Any) -> Update:
-    """The claim of the next case in serving order (of those `where` allows), locked."""
+    """The claim of the next case in serving order (of those `where` allows), locked; never
+    one the agent sent on within their wait (`SenderWait`)."""
     return _CLAIM.where(
         cases.c.id
         == select(cases.c.id)
-        .where(*_IN_LINE, *where)
+        .where(*_IN_LINE, ~_SENT_BY_THEM, *where)
         .order_by(cases.c.lane, cases.c.sort_at, cases.c.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -554,6 +569,17 @@ _CLAIMS_OWN_FIRST: dict[tuple[bool, bool], Update] = {
 class LanguageWait:
     """How long a case waits for an agent who speaks its caller's language before any agent
     is offered it (IVR_LANGUAGE_OVERFLOW): shorter in the emergency lane."""
+
+    normal: timedelta = timedelta(0)
+    emergency: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class SenderWait:
+    """How long a case an agent sent on is not offered back to them (IVR_TRANSFER_RETURN):
+    a caller they passed to "the team who can help" must not reach them again because the
+    others are busy. Another agent gets it meanwhile; after it, they may too (shorter in the
+    emergency lane): a victim never waits for nobody while only they are free."""
 
     normal: timedelta = timedelta(0)
     emergency: timedelta = timedelta(0)
@@ -616,6 +642,7 @@ def claim_next(
     wait: LanguageWait = LanguageWait(),
     on_shift: list[str] | None = None,
     asked: bool = False,
+    sender_wait: SenderWait = SenderWait(),
 ) -> dict[str, Any] | None:
     """Hand the next case to an agent; each case goes to exactly one agent, however many ask.
     One statement (one round trip; two for an agent who speaks only some languages, whose
@@ -626,8 +653,16 @@ def claim_next(
     agent's languages; only a case in one of them, one that has waited `wait` for such an
     agent, or one in a language no agent on shift speaks (`on_shift`, as `covered` gives
     it; None: someone speaks every language). `asked`: an emergency in any language too.
-    (`speaks` None: any case.)"""
-    params: dict[str, Any] = {"agent": agent_id, "now": now, "live_offer": live_offer}
+    (`speaks` None: any case.) Never a case this agent sent on less than `sender_wait` ago:
+    the next agent's, as a contact centre keeps a transfer from its sender."""
+    params: dict[str, Any] = {
+        "agent": agent_id,
+        "now": now,
+        "live_offer": live_offer,
+        "sender": str(agent_id),
+        "back_at": now - sender_wait.normal,
+        "emergency_back_at": now - sender_wait.emergency,
+    }
     statement = _CLAIM_NEXT
     if speaks is not None:
         statement = _CLAIMS_SPOKEN[asked, on_shift is None]
@@ -667,6 +702,7 @@ def claim_if_free(
     live_offer: str | None = None,
     unasked: bool = False,
     wait: LanguageWait = LanguageWait(),
+    sender_wait: SenderWait = SenderWait(),
 ) -> tuple[dict[str, Any] | None, int | None]:
     """One case at a time, as one phone takes one call: (the next case, None) as
     `claim_next` gives it, or (None, the case the agent has) and nothing taken. `unasked`:
@@ -674,7 +710,8 @@ def claim_if_free(
     NotAvailable). An agent who speaks only some languages is offered a case in one of them,
     one that has waited `wait` for such an agent, or one no agent on shift speaks the
     language of; asking, an emergency in any language first, and the next case of all when
-    none of those waits (a caller is better served than an idle agent).
+    none of those waits (a caller is better served than an idle agent). Never, asked or
+    not, one they sent on within `sender_wait`.
 
     The check and the claim are one transaction, and two of one agent's asks (a double
     click, two tabs, two instances) take turns: on PostgreSQL by locking the agent's row, on
@@ -699,9 +736,12 @@ def claim_if_free(
             wait=wait,
             on_shift=on_shift,
             asked=not unasked,
+            sender_wait=sender_wait,
         )
         if case is None and speaks is not None and not unasked:
-            case = claim_next(conn, agent_id=agent_id, now=now, live_offer=live_offer)
+            case = claim_next(
+                conn, agent_id=agent_id, now=now, live_offer=live_offer, sender_wait=sender_wait
+            )
         return case, None
 
 
@@ -1000,6 +1040,34 @@ def on_the_call(
         ).first()
     # No call row (the fallback queued them): nothing here tells its end; as before.
     return call is not None and call.ended_at is None
+
+
+# A caller gone this soon after reaching the agent dropped before the agent could do much:
+# not the minutes a hijack victim's story, the checks and a freeze take. An emergency such,
+# with nothing frozen, is not resolved without a freeze, a call back or the agent's word.
+DROPPED_WITHIN = timedelta(seconds=60)
+
+
+def dropped_after(conn: Connection, case: dict[str, Any]) -> int | None:
+    """How many seconds a connected case's caller talked to its agent before the talk ended
+    (their call ended, or the agent's leg: whichever Twilio reported first), if under
+    DROPPED_WITHIN; from when the agent's phone answered (from when they were put through,
+    not known). None: not connected, still talking (or its end not reported yet), or a
+    longer talk."""
+    if case["status"] != "connected" or case["connected_at"] is None:
+        return None
+    ends: list[datetime] = [case["talk_ended_at"]] if case["talk_ended_at"] else []
+    if (case["claimed_from"] or "waiting") == "waiting":  # a call back's call has no row here
+        with reading(conn):
+            ended = conn.execute(
+                select(calls.c.ended_at).where(calls.c.call_sid == case["call_sid"])
+            ).scalar()
+        if ended is not None:
+            ends.append(ended)
+    if not ends:
+        return None
+    talked = max(min(ends) - (case["answered_at"] or case["connected_at"]), timedelta(0))
+    return int(talked.total_seconds()) if talked < DROPPED_WITHIN else None
 
 
 def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:
@@ -1736,6 +1804,18 @@ class Transfer:
     language: str | None = None
     note: str = ""
 
+
+def changes_nothing(case: dict[str, Any], to: Transfer) -> bool:
+    """Sending the case `to` leaves it where it is: its queue, priority and language."""
+    language = to.language or case["language"]
+    return (to.queue, to.priority, language) == (case["queue"], case["priority"], case["language"])
+
+
+NOTHING_CHANGED = (
+    "that transfer changes nothing: the case is in {queue} at {priority} priority in that "
+    "language already. Choose another queue, priority or language (a caller who hung up: "
+    '"Call them back")'
+)
 
 TransferAsked = Literal["asked", "not_yours", "call_back", "asked_already"]
 

@@ -752,6 +752,8 @@ SAID = {
     "available": "You are available: the next case comes to your phone by itself.",
     "away": "You are away: cases come only when you take them.",
     "requeued": "The case is back in its place in line.",
+    "call_back_owed": "The case is back in its place in line, a call back owed: another "
+    "agent calls the caller back, or you, if nobody else is free for a while.",
     "priority_set": "The case is in its new place in line; its caller hears it at their next "
     "hold round.",
     "not_reached": "Nobody answered: the call back is tried again later, and counted.",
@@ -1148,12 +1150,15 @@ def desk_resolve(
     case_id: api.CaseIdPath,
     notes: Annotated[str, Form()] = "",
     reached: Annotated[bool, Form()] = False,
+    nothing_needed: Annotated[bool, Form()] = False,
 ) -> Response:
     user = _acting(request, hotline, AGENTS)
     if isinstance(user, Response):
         return user
     try:
-        body = api.ResolveRequest(notes=notes.strip(), reached=reached)
+        body = api.ResolveRequest(
+            notes=notes.strip(), reached=reached, nothing_needed=nothing_needed
+        )
         api.resolve(case_id, body, user, hotline)
     except (ValidationError, HTTPException) as exc:
         kept = [("Your notes", notes)]
@@ -1179,6 +1184,26 @@ def desk_requeue(
         why = "A reason is 500 characters at most."
         return _desk_refused(request, hotline, user, case_id, exc, why, undone="")
     return _done("requeued")
+
+
+@router.post("/desk/{case_id}/call-back")
+def desk_call_back(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """A caller who dropped before the agent could act, back in line to be called back: the
+    supervisor's "Call back" (`api.requeue`), on the agent's own case."""
+    user = _acting(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.requeue(case_id, user, hotline, api.RequeueRequest(reason=reason.strip()))
+    except (ValidationError, HTTPException) as exc:
+        why = "A reason is 500 characters at most."
+        return _desk_error(request, hotline, user, *_refusal(exc, why))
+    return _done("call_back_owed")
 
 
 @router.post("/desk/{case_id}/not-reached")

@@ -1817,6 +1817,7 @@ class Hotline:
                 live_offer=live,
                 unasked=unasked,
                 wait=self.language_wait,
+                sender_wait=self.sender_wait,
             )
             if holding is not None:
                 held = cases.get_case(conn, case_id=holding)
@@ -1861,6 +1862,13 @@ class Hotline:
             emergency=timedelta(seconds=self.settings.emergency_language_overflow_seconds),
         )
 
+    @property
+    def sender_wait(self) -> cases.SenderWait:
+        return cases.SenderWait(
+            normal=timedelta(seconds=self.settings.transfer_return_seconds),
+            emergency=timedelta(seconds=self.settings.emergency_transfer_return_seconds),
+        )
+
     def dispatch(self) -> int:
         """Offer the cases in line to the available agents who have none, the longest idle
         first, each as `claim` gives it: their phone rings (screened, they take it with 1),
@@ -1880,12 +1888,9 @@ class Hotline:
             if not agents or not cases.can_offer(conn, now=now):
                 return 0
         offered = 0
-        # Agents who speak only some languages: once nothing is left for one set of them,
-        # nothing is for another agent who speaks the same.
-        nothing_for: set[str] = set()
+        # Nothing for one agent may still be something for the next, whatever languages they
+        # share: the one case in line may be one this agent sent on (`SenderWait`).
         for agent in agents:
-            if agent.languages in nothing_for:
-                continue
             try:
                 claimed = self.claim(agent, unasked=True)
             except (CaseRefused, cases.NotAvailable):
@@ -1894,9 +1899,6 @@ class Hotline:
                 log.info("case %s was not offered after all: %s", failed.case_id, failed.detail)
                 continue
             if claimed is None:
-                if cases.spoken(agent.languages) is None:
-                    break  # nothing left to offer anyone
-                nothing_for.add(agent.languages or "")
                 continue
             offered += 1
             self.metrics.offers.labels("pushed").inc()
@@ -2322,13 +2324,20 @@ class Hotline:
         raise CaseRefused(409, "not your case: take it with /api/agents/next first")
 
     def resolve_case(
-        self, case_id: int, user: cases.User, notes: str, *, reached: bool = False
+        self,
+        case_id: int,
+        user: cases.User,
+        notes: str,
+        *,
+        reached: bool = False,
+        nothing_needed: bool = False,
     ) -> None:
         """Close a case: its agent, while they have it; or a supervisor, whoever has it, and a
         call back nobody has taken (called back by other means, a prank). Never a caller
         waiting on the line: they are served, not resolved away. `reached`: a call back the
         agent dialled themselves reached the customer (no Twilio call tells the hotline so):
-        made, and handled from when they took it."""
+        made, and handled from when they took it. `nothing_needed`: the agent's word that an
+        emergency whose caller dropped (`cases.dropped_after`) needs no freeze nor call back."""
         now = self.clock()
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, user, (*cases.HELD, *cases.CALL_BACKS))
@@ -2404,6 +2413,23 @@ class Hotline:
                     'customer" if you did, freeze the account, or press "Nobody answered" '
                     "(the call back is tried again)",
                 )
+            dropped = (
+                cases.dropped_after(conn, case)
+                if case["priority"] == "emergency"
+                and case["agent_id"] == user.id
+                and not (acted or flags.get("self_freeze") == "done")
+                else None
+            )
+            if dropped is not None and not nothing_needed:
+                # Gone before the agent could act, the victim is owed more than "dropped": a
+                # freeze, a call back, or the agent's word that nothing was needed (a prank, a
+                # wrong key). A supervisor may still, as above.
+                raise CaseRefused(
+                    409,
+                    f"the caller dropped {dropped} s into the call and the account was not "
+                    'frozen: freeze the account, press "Call them back" (back in line, a call '
+                    'back owed), or tick "Nothing needed doing" if so (say why in the notes)',
+                )
             if not cases.resolve(
                 conn,
                 case_id=case_id,
@@ -2420,7 +2446,11 @@ class Hotline:
                 action=cases.RESOLVE,
                 uid=None,
                 case_id=case_id,
-                reason="reached by hand" if reached else None,
+                reason="reached by hand"
+                if reached
+                else f"caller dropped after {dropped} s: nothing needed doing"
+                if dropped is not None
+                else None,
                 result="ok",
                 now=now,
             )
@@ -2543,10 +2573,13 @@ class Hotline:
         a hijack victim whose agent's phone dropped, or who hung up at the survey, while the
         agent went home, is called again by the next agent instead of waiting on a case only
         a supervisor's Close would end. Never while its agent is still on the call, nor when
-        the caller is back in line already (the survey's "not done yet"). A supervisor's:
-        the agent who talked to the caller resolves it with what was done, or sends it on
-        with a note for the next agent (a transfer). Audited."""
-        if user.role != "supervisor":
+        the caller is back in line already (the survey's "not done yet"). A supervisor's;
+        and its agent's for a caller who dropped before they could act ("Call them back" on
+        the desk). An agent who talked to the caller resolves it with what was done, or
+        sends it on with a note for the next agent (a transfer). Audited."""
+        # Its agent's own too for a caller who dropped (`cases.dropped_after`): a call back
+        # owed, not yet talked through.
+        if user.role != "supervisor" and cases.dropped_after(conn, case) is None:
             raise CaseRefused(
                 409,
                 "you talked to the caller: resolve it with what was done, or transfer it with "
@@ -2598,6 +2631,10 @@ class Hotline:
             case = self._case_for(conn, case_id, agent, ())
             if keep_higher:
                 to = dataclasses.replace(to, priority=cases.higher(case["priority"], to.priority))
+            if cases.changes_nothing(case, to):
+                # The desk's form as it opens: a note typed and Transfer pressed would tell
+                # the caller they are passed on, and put them back in the line they were in.
+                raise CaseRefused(422, cases.NOTHING_CHANGED.format(**case))
             sent: cases.CallBackSent | None = None
             call: store.CallRow | None = None
             if (case["claimed_from"] or "waiting") != "waiting":
@@ -2792,6 +2829,7 @@ class Hotline:
                 else None
             )
             case["on_call"] = self._on_the_call(conn, case, self.clock())
+            case["dropped_after"] = cases.dropped_after(conn, case)
         case["menu_path"] = [e["node"] for e in events if e["kind"] == "entered"]
         case["earlier_cases"] = earlier
         return case

@@ -285,6 +285,17 @@ class Settings(AccountSettings):
     emergency_language_overflow_seconds: int = Field(
         default=15, ge=0, le=3600, validation_alias="IVR_EMERGENCY_LANGUAGE_OVERFLOW"
     )
+    # A case an agent sent on (a transfer; back in line to be called back) is not offered to
+    # them again for this long, as a contact centre's after-call work keeps a transfer from
+    # its sender: another agent takes it meanwhile, however busy the others are now. Then
+    # they may too (sooner in the emergency lane): a victim never waits for nobody because
+    # only the agent who sent them on is free. 0: at once.
+    transfer_return_seconds: int = Field(
+        default=120, ge=0, le=3600, validation_alias="IVR_TRANSFER_RETURN"
+    )
+    emergency_transfer_return_seconds: int = Field(
+        default=20, ge=0, le=3600, validation_alias="IVR_EMERGENCY_TRANSFER_RETURN"
+    )
     # How often each instance offers the cases in line to the agents who said they are
     # available and have none (presence): the most a case waits for a free agent's phone.
     dispatch_seconds: float = Field(

@@ -47,7 +47,7 @@ from ivr.db import (
 )
 from ivr.graph import GraphvizMissing
 from ivr.identity import LocalDirectory
-from ivr.phone import Phone, Press, ScriptedParty
+from ivr.phone import HangsUp, Phone, Press, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
 from ivr.web import create_app
@@ -1843,6 +1843,112 @@ def test_a_desk_action_after_the_caller_hung_up_says_so_and_keeps_the_words(
         )
 
 
+# English, stolen account, verification skipped: an unverified hijack caller, no account.
+UNVERIFIED_HIJACK = [Press("1"), Press("1"), Press("*")]
+
+
+def put_through_and_dropped(
+    client: TestClient, phone: Phone, clock: FakeClock, agent: str, talked: int
+) -> dict[str, Any]:
+    """An unverified hijack caller, taken at alice's desk and put through to her phone, who
+    hangs up `talked` seconds into the call: her case, as the API shows it."""
+    signed_in(client, agent)
+    taken: list[str] = []
+
+    def holds(poll: int) -> bool:
+        if not taken:
+            taken.append(said(act(client, "/dashboard/desk/next")))
+        return poll < 3
+
+    def talks(number: str) -> None:
+        clock.advance(seconds=talked)
+        raise HangsUp
+
+    record = phone.call(Talks(list(UNVERIFIED_HIJACK), holds, talks))
+    assert (taken, record.dialed, record.ended_by) == (["next_hold_poll"], AGENT_PHONE, "caller")
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    assert (held["priority"], held["status"], held["on_call"]) == ("emergency", "connected", False)
+    return dict(held)
+
+
+def test_an_emergency_whose_caller_dropped_is_not_resolved_with_nothing_done(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock, agent: str
+) -> None:
+    """The unverified victim hangs up 5 s after alice answered: nothing frozen, nothing
+    done. "Resolve" with "dropped" would close a hijack case nobody acted on: refused, as an
+    emergency call back nobody answered is. Her desk offers "Call them back": back in its
+    place in line, a call back owed, the supervisor's "Call back" on her own case."""
+    held = put_through_and_dropped(client, phone, clock, agent, talked=5)
+    assert held["dropped_after_seconds"] == 5
+    refused = client.post(
+        f"/api/cases/{held['id']}/resolve", headers=bearer(agent), json={"notes": "dropped"}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "the caller dropped 5 s into the call and the account was not frozen: freeze the "
+        'account, press "Call them back" (back in line, a call back owed), or tick "Nothing '
+        'needed doing" if so (say why in the notes)'
+    )
+    base = f"/dashboard/desk/{held['id']}"
+    desk = page(client, "/dashboard/desk")
+    assert texts(desk, "//p[contains(@class, 'dropped')]") == [
+        "The caller dropped 5 s into the call. Nothing is frozen: freeze the account, call "
+        "them back, or tick that nothing was needed."
+    ]
+    assert texts(desk, f"//form[@action='{base}/call-back']//button") == ["Call them back"]
+    assert desk.xpath(f"//form[@action='{base}/resolve']//input[@name='nothing_needed']")
+    assert said(act(client, f"{base}/call-back", reason="dropped at once")) == "call_back_owed"
+    assert client.get("/api/agents/cases", headers=bearer(agent)).json() == []
+    with db.connect() as conn:
+        row = conn.execute(select(cases).where(cases.c.id == held["id"])).mappings().one()
+        [(actor, why)] = conn.execute(
+            select(audit_log.c.actor, audit_log.c.reason).where(
+                audit_log.c.action == "requeue", audit_log.c.case_id == held["id"]
+            )
+        ).all()
+    assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
+    assert (actor, why) == ("agent:alice", "after the call, for a call back: dropped at once")
+
+
+@pytest.mark.parametrize("how", ["nothing_needed", "freeze", "talked"])
+def test_an_emergency_whose_caller_dropped_resolves_once_the_agent_acted_or_said_so(
+    client: TestClient,
+    phone: Phone,
+    db: Engine,
+    settings: Settings,
+    clock: FakeClock,
+    agent: str,
+    how: str,
+) -> None:
+    """Ticked "Nothing needed doing" (audited so), or the account frozen, the dropped case
+    resolves. A caller who talked for 90 s did not drop: resolved with notes as any
+    emergency, and no "Call them back" (alice talked to them: hers to resolve, or to send on
+    with a note)."""
+    add_account(db, settings)
+    held = put_through_and_dropped(client, phone, clock, agent, talked=90 if how == "talked" else 5)
+    base = f"/dashboard/desk/{held['id']}"
+    desk = page(client, "/dashboard/desk")
+    offered = bool(desk.xpath(f"//form[@action='{base}/call-back']"))
+    assert offered == (how != "talked")
+    form: dict[str, str] = {"notes": "a wrong key: they called about a deposit"}
+    if how == "nothing_needed":
+        form["nothing_needed"] = "true"
+    if how == "freeze":
+        froze = act(client, f"{base}/freeze", account_uid=UID, reason="hijack", confirm="yes")
+        assert said(froze) == "frozen"
+        form["notes"] = "frozen; they dropped"
+    assert said(act(client, f"{base}/resolve", **form)) == "resolved"
+    with db.connect() as conn:
+        [why] = conn.execute(
+            select(audit_log.c.reason).where(
+                audit_log.c.action == "resolve", audit_log.c.case_id == held["id"]
+            )
+        ).scalars()
+    assert why == (
+        "caller dropped after 5 s: nothing needed doing" if how == "nothing_needed" else None
+    )
+
+
 def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
     client: TestClient, db: Engine, agent: str, phone: Phone
 ) -> None:
@@ -3203,6 +3309,7 @@ def test_the_desk_warns_before_the_sign_in_ends_and_keeps_what_was_typed_after(
     expect(desk).to_have_url(re.compile(r"/dashboard/desk\?said=call_back$"))
     taken = desk.url
     field = desk.get_by_label("For the next agent")
+    desk.get_by_label("Send the call back on to").select_option("security")
     field.fill("wants the security team")
     note = desk.locator("#session-note")
     expect(note).to_be_empty()

@@ -1260,7 +1260,11 @@ def test_a_call_back_a_voicemail_answers_is_tried_again_and_rings_no_agent(
 
 
 def test_a_call_back_is_resolved_once_its_call_has_ended(
-    rest: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, agent: str
+    rest: tuple[TestClient, Phone],
+    twilio_http: RecordingTwilio,
+    db: Engine,
+    clock: FakeClock,
+    agent: str,
 ) -> None:
     """alice calls the victim back through Twilio and talks to them: not resolved while
     they talk; once the call has ended (the customer's call reported over, as when the
@@ -1271,6 +1275,7 @@ def test_a_call_back_is_resolved_once_its_call_has_ended(
     seen: list[Any] = []
 
     def talks(number: str) -> str:
+        clock.advance(minutes=2)  # they talk: not a customer who dropped at once
         [mine] = api(client, agent, "GET", "/api/agents/cases")
         seen.append(mine["on_call"])
         path = f"/api/cases/{case_id}/resolve"

@@ -33,7 +33,7 @@ from tests.conftest import (
     make_user,
 )
 from tests.support.catalogs import catalogs_without
-from tests.support.parties import Talks
+from tests.support.parties import Caller, Talks
 from tests.support.twilio import app_with_twilio, on_the_line, placed_calls
 
 ALICE_PHONE, BEN_PHONE = "+15005559999", "+15005559998"
@@ -340,7 +340,7 @@ def dial_action(documents: list[str]) -> str:
 
 
 def test_a_caller_who_hangs_up_before_the_transfer_is_called_back_where_they_were_sent(
-    client: TestClient, db: Engine, alice: str, check_twiml: Callable[[str], None]
+    client: TestClient, db: Engine, alice: str, ben: str, check_twiml: Callable[[str], None]
 ) -> None:
     """alice sent the caller on, and the caller hung up before she did: Twilio reports the
     <Dial>'s end with the call over. Nobody is lost: a call back in the emergency lane of
@@ -379,7 +379,7 @@ def test_a_caller_who_hangs_up_before_the_transfer_is_called_back_where_they_wer
     assert (row["status"], row["queued"], row["agent_id"]) == ("abandoned", 1, None)
     assert (row["queue"], row["priority"], row["lane"]) == ("security", "emergency", 0)
     assert row["flags"]["transfers"] == "1" and "transfer_to" not in row["flags"]
-    again = api(client, alice, "POST", "/api/agents/next")
+    again = api(client, ben, "POST", "/api/agents/next")
     assert again["case"]["id"] == row["id"] and again["connect"]["mode"] == "call_back"
 
 
@@ -1475,3 +1475,162 @@ def test_catalogs_from_before_the_transfer_prompt_still_send_callers_on_in_their
     assert any("感谢您的耐心等待" in line or "您目前排在第" in line for line in caller.heard), (
         caller.heard[-6:]
     )
+
+
+# -- a caller sent on does not go back to the agent who sent them ----------------------------
+
+
+def ben_busy_with_a_call_back(phone: Phone, client: TestClient, ben: str) -> None:
+    """A caller who hung up on hold, and ben dialling their call back himself: he has a case
+    (one at a time) until he resolves it."""
+    phone.call(Caller(list(PAYMENTS), lambda poll: False), from_number="+15005550111")
+    taken = api(client, ben, "POST", "/api/agents/next")
+    assert taken["connect"]["mode"] == "call_back"
+
+
+def test_a_caller_sent_on_goes_to_another_agent_not_back_to_the_one_who_sent_them(
+    phone: Phone, client: TestClient, db: Engine, alice: str, ben: str
+) -> None:
+    """alice and ben speak every language and have no teams: "security" is served by them
+    both. ben is on a call back when alice sends her caller to security: the caller hears
+    they are passed to the team who can help, and must not get alice again because she is
+    the one free. Neither the offers pushed to available agents nor her own "next" give it
+    to her; ben, once free, gets it."""
+    ben_busy_with_a_call_back(phone, client, ben)
+    for agent in (alice, ben):
+        api(client, agent, "PUT", "/api/agents/presence", json={"available": True})
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = hotline.dispatch()  # alice: ben has a case
+        elif "sent" in seen and "alice_pushed" not in seen:
+            seen["alice_pushed"] = hotline.dispatch()
+            seen["alice_asked"] = api(client, alice, "POST", "/api/agents/next")
+            [ben_case] = api(client, ben, "GET", "/api/agents/cases")
+            done = {"notes": "called back, sorted", "reached": True}
+            api(client, ben, "POST", f"/api/cases/{ben_case['id']}/resolve", json=done)
+            seen["ben_pushed"] = hotline.dispatch()
+        return poll < 3
+
+    def talks(number: str) -> str:
+        if number == ALICE_PHONE:
+            [mine] = api(client, alice, "GET", "/api/agents/cases")
+            body = {"queue": "security", "note": "a hijack: funds leaving"}
+            seen["sent"] = api(
+                client, alice, "POST", f"/api/cases/{mine['id']}/transfer", json=body
+            )
+        return "completed"
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    assert seen["first"] == 1 and seen["sent"]["mode"] == "on_hang_up"
+    assert heard(record, TRANSFERRED_EN) and record.queue == "security"
+    assert (seen["alice_pushed"], seen["alice_asked"]["case"]) == (0, None)
+    assert seen["ben_pushed"] == 1
+    assert record.dialed == BEN_PHONE
+    with db.connect() as conn:
+        ben_id = conn.execute(select(users.c.id).where(users.c.name == "ben")).scalar_one()
+        [(status, agent_id)] = conn.execute(
+            select(cases.c.status, cases.c.agent_id).where(cases.c.queue == "security")
+        ).all()
+    assert (status, agent_id) == ("connected", ben_id)
+
+
+@pytest.mark.parametrize(
+    ("queue", "wait"), [("security", 20), ("trading", 120)], ids=["emergency", "normal"]
+)
+def test_a_caller_sent_on_goes_back_to_its_sender_only_once_nobody_else_came_for_a_while(
+    phone: Phone,
+    client: TestClient,
+    db: Engine,
+    clock: FakeClock,
+    alice: str,
+    ben: str,
+    queue: str,
+    wait: int,
+) -> None:
+    """ben is busy the whole time: alice, the one free, is not offered the caller she sent
+    on until it waited IVR_EMERGENCY_TRANSFER_RETURN (20 s) in the emergency lane, or
+    IVR_TRANSFER_RETURN (120 s) in the others; then she is, asking or not: a victim never
+    waits for nobody."""
+    ben_busy_with_a_call_back(phone, client, ben)
+    api(client, alice, "PUT", "/api/agents/presence", json={"available": True})
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "first" not in seen:
+            seen["first"] = api(client, alice, "POST", "/api/agents/next")
+        elif "sent" in seen and "at_once" not in seen:
+            seen["at_once"] = (hotline.dispatch(), api(client, alice, "POST", "/api/agents/next"))
+            clock.advance(seconds=wait - 1)
+            seen["nearly"] = (hotline.dispatch(), api(client, alice, "POST", "/api/agents/next"))
+            clock.advance(seconds=1)
+            seen["then"] = hotline.dispatch()
+        return poll < 3
+
+    def talks(number: str) -> str:
+        if "sent" not in seen:
+            case_id = seen["first"]["case"]["id"]
+            body = {"queue": queue, "note": "theirs, not payments'"}
+            seen["sent"] = api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=body)
+        return "completed"
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    with db.connect() as conn:
+        lane = conn.execute(select(cases.c.lane).where(cases.c.queue == queue)).scalar_one()
+    assert lane == (0 if queue == "security" else 1)
+    assert record.queue == queue
+    assert [(n, asked["case"]) for n, asked in (seen["at_once"], seen["nearly"])] == [(0, None)] * 2
+    assert seen["then"] == 1 and record.dialed == ALICE_PHONE
+
+
+def test_a_transfer_that_changes_nothing_is_refused(
+    phone: Phone, client: TestClient, db: Engine, alice: str
+) -> None:
+    """The desk's transfer form opens on the caller's own queue and language, the priority
+    the queue's own: a note typed and Transfer pressed would tell the caller they are passed
+    on and put them back in the same line. Refused (422), by the API and at the desk, with
+    nothing changed; another language is a transfer."""
+    client.post("/dashboard/login", data={"token": alice}, follow_redirects=False)
+    seen: dict[str, Any] = {}
+    holds = taken_at_first_round(client, alice, seen)
+
+    def talks(number: str) -> str:
+        case_id = seen["first"]["case"]["id"]
+        path = f"/api/cases/{case_id}/transfer"
+        note = "same queue mistake"
+        seen["default"] = refused(client, alice, case_id, {"queue": "payments", "note": note})
+        same = {"queue": "payments", "priority": "normal", "language": "en", "note": note}
+        seen["spelled_out"] = refused(client, alice, case_id, same)
+        desk = client.post(
+            f"/dashboard/desk/{case_id}/transfer",
+            data={"queue": "payments", "priority": "", "language": "en", "note": note},
+            follow_redirects=False,
+        )
+        seen["desk"] = (desk.status_code, html.fromstring(desk.text))
+        seen["flags"] = dict(the_case(db)["flags"])
+        other = {**same, "language": "zh-CN", "note": "speaks Mandarin"}
+        seen["other"] = api(client, alice, "POST", path, json=other)
+        return "completed"
+
+    record = phone.call(Talks(PAYMENTS, holds, talks))
+    for status, detail in (seen["default"], seen["spelled_out"]):
+        assert status == 422
+        assert detail.startswith("that transfer changes nothing: the case is in payments at ")
+    status, desk = seen["desk"]
+    assert status == 422
+    [error] = desk.xpath("//p[@id='desk-error']/text()")
+    assert "changes nothing" in error
+    assert desk.xpath("//input[@name='note']/@value") == ["same queue mistake"]
+    assert "transfer_to" not in seen["flags"] and "transferred_by" not in seen["flags"]
+    assert seen["other"]["mode"] == "on_hang_up"
+    assert heard(record, TRANSFERRED_ZH)
+    with db.connect() as conn:
+        reasons = (
+            conn.execute(select(audit_log.c.reason).where(audit_log.c.action == "transfer"))
+            .scalars()
+            .all()
+        )
+    assert reasons == ["to payments (normal): speaks Mandarin"]
