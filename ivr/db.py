@@ -6,6 +6,7 @@ SQLite is the embedded default; PostgreSQL is production. Everything here works 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+
+from ivr.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from ivr.settings import Settings
@@ -594,8 +597,30 @@ def upgrade(url: str, revision: str = "head", *, migrations: Path = MIGRATIONS_D
     """Bring the schema to `revision` (what `ivr serve` and `ivr db upgrade` run)."""
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
+    if not (migrations / "env.py").is_file():
+        # Alembic's own words would advise its 'init' command: a new, empty history.
+        raise ConfigError(
+            f"no migrations at {migrations}: set IVR_MIGRATIONS to the release's migrations"
+            " folder (the checkout's, or /app/migrations in the image)"
+        )
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations))
     cfg.attributes["url"] = normalise_url(url)
-    command.upgrade(cfg, revision)
+    try:
+        command.upgrade(cfg, revision)
+    except CommandError as exc:
+        if "Can't locate revision" not in str(exc):
+            raise
+        # A release older than the one that migrated this database (a rollback of the code
+        # alone): its migrations end before the database's.
+        known = ScriptDirectory.from_config(cfg).get_current_head()
+        found = re.search(r"identified by '([^']+)'", str(exc))
+        at = f"migration {found[1]}" if found else "a migration"
+        raise ConfigError(
+            f"the database is at {at}, which this release does not have (its newest is"
+            f" {known}): a newer release migrated it. Run that release, or restore the dump"
+            " taken before the upgrade (docs/production.md, Migrations)"
+        ) from None

@@ -335,3 +335,25 @@ def test_an_erased_cases_id_is_never_a_new_cases(tmp_path: Path) -> None:
         assert {ix.name for ix in metadata.tables["cases"].indexes} <= indexes
     finally:
         engine.dispose()
+
+
+def test_an_older_release_on_a_newer_database_says_what_to_do(tmp_path: Path) -> None:
+    """A rollback of the code alone: its migrations end before the database's. Said in an
+    operator's words (which migration, which release's newest, what to do), not Alembic's
+    "Can't locate revision"; and a missing migrations folder is named as a setting, not
+    answered with Alembic's advice to start a new history ('init')."""
+    from ivr.exceptions import ConfigError
+
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    upgrade(url)
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(ConfigError) as newer:
+        upgrade(url)
+    said = str(newer.value)
+    assert said.startswith("the database is at migration 0099, which this release does not have")
+    assert "a newer release migrated it" in said and "restore the dump" in said
+    with pytest.raises(ConfigError, match=r"no migrations at .*: set IVR_MIGRATIONS"):
+        upgrade(url, migrations=tmp_path / "nowhere")
