@@ -118,13 +118,19 @@ class DatabaseSettings(BaseSettings):
         return self.recording_retention_days
 
 
+# The account's SID as Twilio's console shows it; empty: no account (no REST calls).
+ACCOUNT_SID = r"^(AC[0-9a-fA-F]{32})?$"
+
+
 class TwilioAccount(BaseSettings):
     """The Twilio account's credentials, when set, for the commands that may delete
     recordings there (`ivr db purge`, `ivr calls erase`): both or neither."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    twilio_account_sid: str = Field(default="", validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_account_sid: str = Field(
+        default="", pattern=ACCOUNT_SID, validation_alias="TWILIO_ACCOUNT_SID"
+    )
     twilio_auth_token: str = Field(default="", validation_alias="TWILIO_AUTH_TOKEN", repr=False)
 
     @property
@@ -168,7 +174,9 @@ class Settings(AccountSettings):
     """Everything `ivr serve` needs; refused whole if any of it is missing or unsafe."""
 
     twilio_auth_token: Annotated[str, Field(validation_alias="TWILIO_AUTH_TOKEN", repr=False)]
-    twilio_account_sid: str = Field(default="", validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_account_sid: str = Field(
+        default="", pattern=ACCOUNT_SID, validation_alias="TWILIO_ACCOUNT_SID"
+    )
     public_url: AnyHttpUrl = Field(validation_alias="IVR_PUBLIC_URL")
     routes: Path = Field(
         default=PROJECT_ROOT / "routes" / "hotline.yaml", validation_alias="IVR_ROUTES"
@@ -530,6 +538,16 @@ class Settings(AccountSettings):
 
 S = TypeVar("S", bound=DatabaseSettings)
 
+# What a setting refused for its form must be, as an example to copy.
+_WANTED = {
+    "IVR_PUBLIC_URL": "a whole URL, such as https://hotline.example.com",
+    "IVR_IDENTITY_URL": "a whole URL, such as https://accounts.internal.example.com",
+    "IVR_HOLD_MUSIC_URL": "a whole URL, such as https://cdn.example.com/hold.mp3",
+    "IVR_CALLER_ID": "a number in E.164, such as +15551234567",
+    "IVR_PAGE_FROM": "a number in E.164, such as +15551234567, or a Messaging Service SID (MG...)",
+    "TWILIO_ACCOUNT_SID": "the account's SID from Twilio's console: AC and 32 hexadecimal digits",
+}
+
 _ENV_NAMES = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN",
     "public_url": "IVR_PUBLIC_URL",
@@ -568,13 +586,18 @@ def load_settings(kind: type[DatabaseSettings] = Settings, **overrides: Any) -> 
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "settings"
-            name = _ENV_NAMES.get(name, name)
-            reason = (
-                "is not set"
-                if err["type"] == "missing"
-                else str(err["msg"]).removeprefix("Value error, ")
-            )
+            if not err["loc"]:  # a check of several settings: its words name them
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            name = _ENV_NAMES.get(str(err["loc"][0]), str(err["loc"][0]))
+            if err["type"] == "missing":
+                reason = "is not set"
+            elif name in _WANTED and err["type"] in ("string_pattern_mismatch", "url_parsing"):
+                # pydantic's words ("should match pattern '^\\+[1-9]...'") say what is
+                # wrong to a developer; an operator needs what to type.
+                reason = f"must be {_WANTED[name]}"
+            else:
+                reason = str(err["msg"]).removeprefix("Value error, ")
             lines.append(f"{name} {reason}")
         missing = any(err["type"] == "missing" for err in exc.errors())
         refusing = "refusing to start" if kind is Settings else "refusing to run"
