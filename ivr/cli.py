@@ -182,7 +182,13 @@ def serve(
     base = settings.base_url
     serve_log.info("Twilio voice URL (a call comes in): %s/twilio/voice", base)
     serve_log.info("Twilio status callback URL: %s/twilio/status", base)
-    serve_log.info("Twilio fallback URL (primary handler fails): %s/twilio/fallback", base)
+    # Served by these instances: it helps when one of several fails, not when the one host
+    # is down, where only a TwiML Bin at Twilio answers (docs/production.md).
+    serve_log.info(
+        "Twilio fallback URL (primary handler fails): %s/twilio/fallback with several"
+        " instances behind a balancer; on one host, a TwiML Bin (docs/production.md)",
+        base,
+    )
     if settings.page_numbers:
         serve_log.info("Twilio messaging URL (on-call replies): %s/twilio/sms", base)
     uvicorn.run(

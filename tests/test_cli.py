@@ -269,7 +269,10 @@ def test_serve_logs_the_trees_warnings(tmp_path: Path) -> None:
     said = [r["message"] for r in log_records(log) if r["level"] == "info"]
     # In full, as Twilio's console takes them (with IVR_PUBLIC_URL's path prefix, if any).
     assert f"Twilio status callback URL: {url}/twilio/status" in said
-    assert f"Twilio fallback URL (primary handler fails): {url}/twilio/fallback" in said
+    assert (
+        f"Twilio fallback URL (primary handler fails): {url}/twilio/fallback with several"
+        " instances behind a balancer; on one host, a TwiML Bin (docs/production.md)" in said
+    )
     # Which database it serves from, said as it starts: run from the wrong directory, a
     # server on the embedded file would look like production's.
     assert f"database: sqlite:///{tmp_path}/ivr.sqlite3" in said
