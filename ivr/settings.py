@@ -174,6 +174,12 @@ class Settings(AccountSettings):
     """Everything `ivr serve` needs; refused whole if any of it is missing or unsafe."""
 
     twilio_auth_token: Annotated[str, Field(validation_alias="TWILIO_AUTH_TOKEN", repr=False)]
+    # The token being rotated to (the console's secondary token): webhooks signed with it are
+    # taken too, so that promoting it in the console turns away no caller on an instance not
+    # yet given it. Only for checking signatures; REST calls use TWILIO_AUTH_TOKEN.
+    twilio_auth_token_next: str | None = Field(
+        default=None, validation_alias="TWILIO_AUTH_TOKEN_NEXT", repr=False
+    )
     twilio_account_sid: str = Field(
         default="", pattern=ACCOUNT_SID, validation_alias="TWILIO_ACCOUNT_SID"
     )
@@ -399,9 +405,16 @@ class Settings(AccountSettings):
             raise ValueError("must be an IANA time zone name, e.g. Asia/Singapore or UTC")
         return value
 
-    @field_validator("twilio_auth_token")
+    @field_validator("twilio_auth_token_next", mode="before")
     @classmethod
-    def _token_is_real(cls, value: str) -> str:
+    def _no_next_token(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("twilio_auth_token", "twilio_auth_token_next")
+    @classmethod
+    def _token_is_real(cls, value: str | None) -> str | None:
+        if value is None:  # no rotation under way
+            return None
         value = value.strip()
         if not _AUTH_TOKEN.fullmatch(value) or len(set(value.lower())) == 1:
             raise ValueError(
@@ -550,6 +563,7 @@ _WANTED = {
 
 _ENV_NAMES = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_auth_token_next": "TWILIO_AUTH_TOKEN_NEXT",
     "public_url": "IVR_PUBLIC_URL",
     "database_url": "IVR_DATABASE_URL",
     "fallback_queue": "IVR_FALLBACK_QUEUE",

@@ -143,10 +143,13 @@ async def twilio_form(request: Request, hotline: HotlineDep) -> FormData:
         url += "?" + request.url.query
     signature = request.headers.get(SIGNATURE_HEADER, "")
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
-    validator: RequestValidator = request.app.state.validator
+    validators: list[RequestValidator] = request.app.state.validators
     try:
         params = SignedParams.of(pairs)
-        valid = bool(signature) and validator.validate(url, params, signature, algorithm)
+        # The next token too while it is rotated to (TWILIO_AUTH_TOKEN_NEXT).
+        valid = bool(signature) and any(
+            v.validate(url, params, signature, algorithm) for v in validators
+        )
     except Exception:  # whatever a forged request makes the validator choke on, it is not valid
         valid = False
     if not valid:
@@ -889,7 +892,11 @@ def create_app(
     app.add_middleware(WebhookTimer, metrics=hotline.metrics)
     app.add_middleware(BodyLimit, limit=MAX_BODY)  # outermost: before anything reads a body
     app.state.hotline = hotline
-    app.state.validator = RequestValidator(settings.twilio_auth_token)
+    app.state.validators = [
+        RequestValidator(token)
+        for token in (settings.twilio_auth_token, settings.twilio_auth_token_next)
+        if token
+    ]
     app.state.refused_said = Throttled()
     app.include_router(router)
     app.include_router(api_router)

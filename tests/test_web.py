@@ -19,6 +19,7 @@ import requests
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import etree
+from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 from sqlalchemy import Engine, event, select
 from starlette.datastructures import FormData
@@ -1039,3 +1040,36 @@ def test_each_timed_job_that_waits_on_twilio_has_a_thread_of_its_own() -> None:
     waiting = [job for job in web.TimedJobs.__subclasses__() if job.waits_on_twilio]
     assert {job.__name__ for job in waiting} >= {"Paging", "Purging"}
     assert len(waiting) <= web.TWILIO_JOB_THREADS
+
+
+def test_a_webhook_signed_with_the_token_being_rotated_to_is_served(
+    database_url: str,
+    mini_tree: CompiledTree,
+    db: Engine,
+    clock: FakeClock,
+    check_twiml: Callable[[str], None],
+) -> None:
+    """Rotating the auth token: the console's secondary token is set on every instance as
+    TWILIO_AUTH_TOKEN_NEXT, then promoted; from that moment Twilio signs with it. Both are
+    taken meanwhile, so no caller is turned away on an instance not yet swapped; any other
+    token still is, and without the setting the secondary one is."""
+    rotated = "fedcba9876543210fedcba9876543210"
+    settings = make_settings(IVR_DATABASE_URL=database_url, TWILIO_AUTH_TOKEN_NEXT=rotated)
+    app = create_app(settings, tree=mini_tree, db=db, clock=clock)
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        for token in (TOKEN, rotated):
+            phone = Phone(client, public_url=PUBLIC_URL, auth_token=token, check_twiml=check_twiml)
+            assert phone.call(ScriptedParty([HangUp()])).heard, token
+        params = first_request("CA" + "9" * 32)
+        stranger = RequestValidator("0123456789abcdef0123456789abcdee")
+        signed = {"X-Twilio-Signature": stranger.compute_signature(VOICE, params)}
+        assert client.post("/twilio/voice", data=params, headers=signed).status_code == 403
+    plain = create_app(
+        make_settings(IVR_DATABASE_URL=database_url), tree=mini_tree, db=db, clock=clock
+    )
+    with TestClient(plain, base_url=HTTPS_CLIENT) as client:
+        early = {"X-Twilio-Signature": RequestValidator(rotated).compute_signature(VOICE, params)}
+        assert client.post("/twilio/voice", data=params, headers=early).status_code == 403
+    with pytest.raises(ValidationError, match="32 hexadecimal digits"):
+        make_settings(TWILIO_AUTH_TOKEN_NEXT="x" * 32)
+    assert make_settings(TWILIO_AUTH_TOKEN_NEXT=" ").twilio_auth_token_next is None
