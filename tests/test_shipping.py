@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from ivr.db import upgrade
-from ivr.settings import PROJECT_ROOT, Settings
+from ivr.settings import PROJECT_ROOT, DatabaseSettings, Settings
 from ivr.tree import load_tree
 from ivr.web import TWILIO_PATHS
 from tests.conftest import make_settings
@@ -424,12 +424,18 @@ def _services(compose: dict[str, object]) -> dict[str, dict[str, object]]:
     return services
 
 
-def _environment(service: dict[str, object]) -> dict[str, str]:
+def _raw_environment(service: dict[str, object]) -> dict[str, str | None]:
+    """A service's `environment` as written: None for a name given no value, which Compose
+    takes from the shell or .env at run time (or leaves unset)."""
     env = service.get("environment") or {}
     if isinstance(env, list):
-        env = dict(item.partition("=")[::2] for item in env)
+        env = {k: (v if eq else None) for k, eq, v in (str(i).partition("=") for i in env)}
     assert isinstance(env, dict)
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): None if v is None else str(v) for k, v in env.items()}
+
+
+def _environment(service: dict[str, object]) -> dict[str, str]:
+    return {k: str(v) for k, v in _raw_environment(service).items()}
 
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}: what the file uses.
@@ -450,6 +456,18 @@ def interpolate(value: str, env: dict[str, str]) -> str:
         return given or ""
 
     return COMPOSE_VARIABLE.sub(one, value)
+
+
+def container_environment(service: dict[str, object], env: dict[str, str]) -> dict[str, str]:
+    """What the container's process finds: each value interpolated from the shell and .env
+    (`env`); a name without a value takes theirs, or is left out when they have none."""
+    found = {}
+    for key, value in _raw_environment(service).items():
+        if value is not None:
+            found[key] = interpolate(value, env)
+        elif key in env:
+            found[key] = env[key]
+    return found
 
 
 def test_interpolate_follows_compose() -> None:
@@ -536,12 +554,52 @@ def test_compose_postgres_is_pinned_checked_and_kept(compose: dict[str, object])
     assert name in (compose.get("volumes") or {}), "a named volume, not a host folder"
 
 
+DATABASE_SETTINGS = {
+    str(f.validation_alias) for f in DatabaseSettings.model_fields.values() if f.validation_alias
+}
+
+
 def test_compose_gives_the_migration_job_the_database_alone(compose: dict[str, object]) -> None:
+    """The database commands' settings and libpq's password, nothing else: no env_file, so
+    no Twilio token."""
     migrate = _services(compose)["migrate"]
     assert "env_file" not in migrate
-    assert set(_environment(migrate)) == {"IVR_DATABASE_URL", "PGPASSWORD"}
+    assert set(_environment(migrate)) == DATABASE_SETTINGS | {"PGPASSWORD"}
     app = _environment(_services(compose)["app"])
     assert {"IVR_DATABASE_URL", "PGPASSWORD", "TWILIO_AUTH_TOKEN", "IVR_PUBLIC_URL"} <= set(app)
+
+
+def test_compose_gives_the_migration_job_every_setting_the_database_commands_read(
+    compose: dict[str, object], stages: list[Stage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/production.md runs `users add`, `users token`, `db purge` and `calls ...` in the
+    migrate job, which reads no env_file: a DatabaseSettings variable that .env sets but the
+    job is not given is silently its default there (a 30-day IVR_TOKEN_DAYS makes 90-day
+    tokens; IVR_RETENTION_DAYS=0, keep for ever, purges at 400 days)."""
+    migrate = _services(compose)["migrate"]
+    required = {"POSTGRES_PASSWORD": "pw", "TWILIO_AUTH_TOKEN": "t", "IVR_PUBLIC_URL": "https://h"}
+    dotenv = {
+        "IVR_DATABASE_URL": "postgresql://ivr@10.0.0.5:5432/ivr",
+        "IVR_MIGRATIONS": "/srv/migrations",
+        "IVR_TOKEN_DAYS": "30",
+        "IVR_RETENTION_DAYS": "0",
+        "IVR_RECORDING_RETENTION_DAYS": "3650",
+    }
+    assert set(dotenv) == DATABASE_SETTINGS, "give each DatabaseSettings variable a value here"
+    given = container_environment(migrate, {**required, **dotenv})
+    for name, value in dotenv.items():
+        assert given.get(name) == value, f"migrate: {name} in .env does not reach the job"
+    # With none of them in .env, the job must still start: the code's defaults (or the image's
+    # folder), never an empty value, which the settings refuse.
+    for name in DATABASE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    bare = container_environment(migrate, required)
+    settings = DatabaseSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{k: v for k, v in bare.items() if k in DATABASE_SETTINGS},
+    )
+    assert settings.token_days == DatabaseSettings.model_fields["token_days"].default
+    assert str(settings.migrations_dir) == stages[-1].env()["IVR_MIGRATIONS"]
 
 
 def test_compose_believes_forwarded_headers_from_its_gateway_alone(
@@ -566,6 +624,8 @@ def test_compose_holds_no_secret(compose: dict[str, object]) -> None:
         env_file = service.get("env_file")
         assert env_file in (None, ".env", [".env"]), f"{name}: env_file {env_file}"
         for key, value in _environment(service).items():
+            if _raw_environment(service)[key] is None:
+                continue  # from .env or the shell at run time: nothing written here
             if SECRET_NAME.search(key):
                 assert REQUIRED_VAR.fullmatch(value), f"{name}: {key} must be ${{VAR:?...}}"
             if key.endswith("DATABASE_URL"):
