@@ -18,6 +18,7 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 import yaml
@@ -594,10 +595,8 @@ def test_compose_gives_the_migration_job_every_setting_the_database_commands_rea
     for name in DATABASE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     bare = container_environment(migrate, required)
-    settings = DatabaseSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        **{k: v for k, v in bare.items() if k in DATABASE_SETTINGS},
-    )
+    values: dict[str, Any] = {k: v for k, v in bare.items() if k in DATABASE_SETTINGS}
+    settings = DatabaseSettings(_env_file=None, **values)
     assert settings.token_days == DatabaseSettings.model_fields["token_days"].default
     assert str(settings.migrations_dir) == stages[-1].env()["IVR_MIGRATIONS"]
 
@@ -642,3 +641,61 @@ def test_compose_and_docs_name_only_real_settings_and_paths() -> None:
             assert variable in known, f"{path.name}: {variable} is not a setting"
         for route in set(re.findall(r"/twilio/[a-z-]+", text)):
             assert route in TWILIO_PATHS, f"{path.name}: {route} is not served"
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under a Markdown heading, up to the next heading of its level or higher."""
+    level = heading.split(" ", 1)[0]
+    start = text.index(f"\n{heading}\n") + len(heading) + 2
+    ends = [m.start() for m in re.finditer(rf"\n#{{1,{len(level)}}} ", text[start:])]
+    return text[start : start + ends[0]] if ends else text[start:]
+
+
+def test_scaling_lists_every_setting_once_as_shared_or_per_instance() -> None:
+    """docs/scaling.md says which settings must match across instances and which may differ:
+    a setting in neither list (or in both) leaves an operator of several instances guessing,
+    and one added to Settings later must be placed in one of them."""
+    text = (ROOT / "docs" / "scaling.md").read_text()
+    shared_part = _section(text, "## What must be the same on every instance")
+    differ = _section(text, "### What may differ")
+    shared_part = shared_part[: shared_part.index("\n### What may differ\n")]
+    name = re.compile(r"`((?:IVR|TWILIO)_[A-Z_]+)`")
+    shared, own = set(name.findall(shared_part)), set(name.findall(differ))
+    known = {str(f.validation_alias) for f in Settings.model_fields.values() if f.validation_alias}
+    assert shared & own == set(), "listed as both shared and per instance"
+    assert (shared | own) - known == set(), "not settings"
+    assert known - (shared | own) == set(), "settings docs/scaling.md does not place"
+
+
+# -- scripts/dev -----------------------------------------------------------------------
+
+
+def test_dev_script_writes_env_for_its_user_alone(tmp_path: Path) -> None:
+    """scripts/dev writes .env with the auth token (a real one, once a number is connected)
+    and IVR_SECRET_KEY: under the usual umask 022 it would be readable by every user of the
+    machine. Run on a copy of the script, with stand-ins for the venv's python (pip, the token)
+    and `ivr` (keygen, serve), so nothing is installed or served."""
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "dev", checkout / "scripts" / "dev")
+    venv = checkout / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    stand_ins = {
+        "python": 'case "$1" in -c) echo 0123456789abcdef0123456789abcdef;; esac',
+        "ivr": 'case "$1" in keygen) echo a-fernet-key;; esac',
+    }
+    for name, body in stand_ins.items():
+        (venv / name).write_text(f"#!/bin/sh\n{body}\nexit 0\n")
+        (venv / name).chmod(0o755)
+    ran = subprocess.run(
+        ["bash", "-c", "umask 022 && exec scripts/dev"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    env = checkout / ".env"
+    assert "TWILIO_AUTH_TOKEN=0123456789abcdef0123456789abcdef" in env.read_text()
+    assert "IVR_SECRET_KEY=a-fernet-key" in env.read_text()
+    assert oct(env.stat().st_mode & 0o777) == oct(0o600)
