@@ -1,14 +1,23 @@
-# The hotline as an image: `ivr serve` on 0.0.0.0:8000 as an unprivileged user.
+# The hotline as an image: `ivr serve` on 0.0.0.0:8000 as an unprivileged user (0.0.0.0 of
+# the container's own network: the host's -p decides who reaches it).
 #
 #   docker build -t hotline .
-#   docker run --rm -p 8000:8000 --env-file .env -v hotline-data:/data hotline
+#   docker run --rm -p 127.0.0.1:8000:8000 --env-file .env -e IVR_TRUSTED_PROXIES=172.17.0.1 \
+#     -v hotline-data:/data hotline
 #
+# Published on the host's loopback only: the port is plain http (the dashboard's token is
+# posted in clear over it), for a TLS proxy on this host. That proxy reaches the container from
+# the default bridge's gateway (172.17.0.1; `docker network inspect bridge` says which), the one
+# peer whose X-Forwarded-For is believed: with the default 127.0.0.1 every user would share the
+# gateway's address in the sign-in throttle (`-e` beats a value in `--env-file`).
 # Nothing secret is in the image: TWILIO_AUTH_TOKEN, IVR_PUBLIC_URL, IVR_SECRET_KEY and
 # IVR_DATABASE_URL come from the environment at run time. Without IVR_DATABASE_URL the
 # hotline uses SQLite in the /data volume (one instance only); production is PostgreSQL:
-# see docker-compose.yml and docs/production.md. Other commands run the same way:
-#   docker run --rm --env-file .env hotline db upgrade
-#   docker run --rm hotline routes check /app/routes/hotline.yaml --prompts /app/prompts
+# see docker-compose.yml and docs/production.md. Other commands run the same way, given only
+# what they need (the migration reads the database's URL and password, not the Twilio token;
+# here both from the shell's environment):
+#   docker run --rm -e IVR_DATABASE_URL -e PGPASSWORD hotline db upgrade
+#   docker run --rm hotline routes check /app/routes/hotline.yaml
 
 # One pinned base for both stages (tests/test_shipping.py checks they match): the venv built in
 # the first runs on the second's Python at the same path. Bump both lines together.
