@@ -515,6 +515,28 @@ _SENT_BY_THEM = (
 )
 
 
+def senders_kept_waiting(conn: Connection, *, now: datetime, wait: SenderWait) -> set[str]:
+    """The agents (ids, as `transferred_agent` keeps them) kept from a case in line that they
+    sent on, within their wait: nothing offered to one of them is not nothing for the next
+    agent who speaks their languages (`Hotline.dispatch`). Read once a dispatch round, only
+    when an agent was offered nothing."""
+    sender = cases.c.flags["transferred_agent"].as_string()
+    since = now - max(wait.normal, wait.emergency)
+    with reading(conn):
+        return set(
+            conn.execute(
+                select(sender)
+                .where(
+                    *_IN_LINE,
+                    sender.is_not(None),
+                    _joined_line > bindparam("since", since, type_=_AT),
+                )
+                .distinct(),
+                {"now": now},
+            ).scalars()
+        )
+
+
 def _claim_first(*where: Any) -> Update:
     """The claim of the next case in serving order (of those `where` allows), locked; never
     one the agent sent on within their wait (`SenderWait`)."""

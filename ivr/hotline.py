@@ -1888,9 +1888,14 @@ class Hotline:
             if not agents or not cases.can_offer(conn, now=now):
                 return 0
         offered = 0
-        # Nothing for one agent may still be something for the next, whatever languages they
-        # share: the one case in line may be one this agent sent on (`SenderWait`).
+        # Agents who speak only some languages: once nothing is left for one set of them,
+        # nothing is for another agent who speaks the same; unless the one offered nothing
+        # is kept from a case they sent on (`SenderWait`), which the next may take.
+        nothing_for: set[str] = set()
+        kept_waiting: set[str] | None = None
         for agent in agents:
+            if agent.languages in nothing_for:
+                continue
             try:
                 claimed = self.claim(agent, unasked=True)
             except (CaseRefused, cases.NotAvailable):
@@ -1899,6 +1904,15 @@ class Hotline:
                 log.info("case %s was not offered after all: %s", failed.case_id, failed.detail)
                 continue
             if claimed is None:
+                if kept_waiting is None:
+                    with self.db.connect() as conn:
+                        kept_waiting = cases.senders_kept_waiting(
+                            conn, now=now, wait=self.sender_wait
+                        )
+                if str(agent.id) not in kept_waiting:
+                    if cases.spoken(agent.languages) is None:
+                        break  # nothing left to offer anyone
+                    nothing_for.add(agent.languages or "")
                 continue
             offered += 1
             self.metrics.offers.labels("pushed").inc()

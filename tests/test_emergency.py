@@ -3624,6 +3624,42 @@ def test_cases_go_to_available_agents_one_each_the_longest_idle_first(
     assert staffing["agents_available"] == 2  # alice and bob; carol away, dave revoked
 
 
+def test_offering_asks_once_for_agents_of_the_same_languages_when_nothing_is_theirs(
+    rest: tuple[TestClient, Phone], db: Engine, clock: FakeClock
+) -> None:
+    """Every instance offers the line to the available agents every second: a Mandarin
+    caller within their language wait is nobody's among three English speakers, and that is
+    learnt by one claim, not one per agent (each a write to the cases), as long as none of
+    them is kept from a case they sent on."""
+    client, phone = rest
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    sam = make_user(db, "sam", "supervisor")
+    mei = make_user(db, "mei", "agent", "+15005559800")
+    api(client, sam, "PUT", "/api/agents/mei/languages", json={"languages": ["zh-CN"]})
+    phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number="+15005550201")
+    api(client, mei, "POST", "/api/agents/next")  # mei, on shift, holds a case
+    phone.call(Caller([Press("2"), Press("0")], lambda poll: False), from_number="+8613912340000")
+    for i, name in enumerate(("alice", "bob", "carl")):
+        token = make_user(db, name, "agent", f"+1500555990{i}")
+        api(client, sam, "PUT", f"/api/agents/{name}/languages", json={"languages": ["en"]})
+        presence(client, token, True)
+        clock.advance(seconds=1)
+    claims: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CASES"):
+            claims.append(statement)
+
+    event.listen(db, "before_cursor_execute", seen)
+    try:
+        assert hotline.dispatch() == 0
+    finally:
+        event.remove(db, "before_cursor_execute", seen)
+    assert len(claims) == 2  # one claim: its own languages first, then what else it may take
+    clock.advance(seconds=60)  # past the language wait: the longest idle English speaker's
+    assert hotline.dispatch() == 1
+
+
 def test_a_call_back_to_dial_by_hand_is_offered_at_the_desk_and_moves_on_unless_accepted(
     client: TestClient,
     app: FastAPI,
