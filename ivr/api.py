@@ -1761,7 +1761,14 @@ class TreeVersion(BaseModel):
     loaded_by: str
     activated_at: datetime | None
     activated_by: str | None
-    live: bool
+    live: bool = Field(
+        description="the version made live last, as the database says: every instance serves "
+        "it new calls within IVR_TREE_SYNC"
+    )
+    served_here: bool = Field(
+        description="the version the instance that answered serves new calls now (false for "
+        "a moment after a reload on another instance)"
+    )
 
 
 class Loaded(BaseModel):
@@ -1795,10 +1802,15 @@ def routes_reload(user: OperatorUser, hotline: HotlineDep) -> Loaded:
 
 @router.get("/routes/versions")
 def routes_versions(user: TreeReader, hotline: HotlineDep) -> list[TreeVersion]:
-    live = hotline.trees.current.version
+    here = hotline.trees.current.version
     with hotline.db.connect() as conn:
         rows = tree_version_list(conn)
-    return [TreeVersion(**r, live=r["version"] == live) for r in rows]
+    # The newest activation is the live one (`tree_version_list` lists by load, not by it).
+    activated = [r for r in rows if r["activated_at"] is not None]
+    live = max(activated, key=lambda r: r["activated_at"])["version"] if activated else here
+    return [
+        TreeVersion(**r, live=r["version"] == live, served_here=r["version"] == here) for r in rows
+    ]
 
 
 @router.post("/routes/rollback", responses=not_found("version"))
