@@ -330,6 +330,11 @@ class JsonFormatter(logging.Formatter):
         call_sid = CALL_SID.get()
         if call_sid:
             line["call_sid"] = call_sid
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            # Fields a log pipeline filters on (5xx, one path) without parsing the message;
+            # the target as QueryNamesOnly left it.
+            line["method"], line["path"], line["status"] = args[1], args[2], args[4]
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

@@ -242,6 +242,8 @@ def test_access_lines_name_a_searchs_filters_without_their_values(
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     access = [line["message"] for line in lines if line["logger"] == "uvicorn.access"]
     assert any("GET /api/calls?caller&account HTTP/1.1" in line for line in access), access
+    searched_line = next(line for line in lines if line.get("path") == "/api/calls?caller&account")
+    assert (searched_line["method"], searched_line["status"]) == ("GET", 200)
     assert any("/twilio/wait?lang=en&queue=security" in line for line in access), access
     assert "0321" not in server.log() and "10000001" not in server.log()
     refused = [line for line in lines if line["message"].startswith("refused unsigned")]
