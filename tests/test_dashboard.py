@@ -1025,7 +1025,11 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
 ) -> None:
     response = login(client, agent)
     assert response.headers["location"] == "/dashboard/desk"
-    assert "You have no case now." in page(client, "/dashboard/desk").text_content()
+    first = page(client, "/dashboard/desk")
+    assert "You have no case now." in first.text_content()
+    # Without the script no offer ever shows: said, where a browser without it reads it.
+    [unscripted] = first.xpath("//noscript")
+    assert "a case offered to you shows only when you reload it" in unscripted.text_content()
     # Both callers hung up waiting: each case is a call back; the emergency comes first.
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     doc = page(client, "/dashboard/desk", said="call_back")

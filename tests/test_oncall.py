@@ -861,6 +861,9 @@ def test_a_supervisor_says_they_are_coming_from_the_queue_page(
     shown = client.get("/dashboard/queue/rows").text
     assert "Nobody has said they are coming." in shown
     assert f'action="/dashboard/oncall/pages/{page_id}/ack"' in shown
+    # The 3 a.m. control: a full-size button, not the browser's smallest default.
+    [coming] = html.fromstring(shown).xpath("//button[normalize-space()='I am coming']")
+    assert "primary" in coming.get("class", "").split()
     clock.advance(minutes=2)
     acked = client.post(
         f"/dashboard/oncall/pages/{page_id}/ack",
