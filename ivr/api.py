@@ -272,6 +272,7 @@ class AccountFrozen(BaseModel):
 class CaseDetail(BaseModel):
     id: int
     ticket: str
+    call_sid: str = Field(description="the call it was opened on: its timeline in the call log")
     status: str
     priority: str
     reason: str
@@ -461,6 +462,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
     return CaseDetail(
         id=raw["id"],
         ticket=raw["ticket"],
+        call_sid=raw["call_sid"],
         status=raw["status"],
         priority=raw["priority"],
         reason=raw["reason"],

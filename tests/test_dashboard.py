@@ -1040,6 +1040,11 @@ def test_an_agent_lands_on_their_desk_and_takes_the_emergency_first(
     assert facts["Verified"].startswith("yes") and facts["Account UID"] == UID
     assert facts["Caller"] == VICTIM  # their own case: unmasked
     assert facts["Caller ID matches account"] == "yes"
+    # What the caller did, and their other calls, a click away.
+    timeline, history = case.xpath(".//dd[@class='call-links']/a/@href")
+    assert placed["hijack"] in timeline and "Call timeline" in page(client, timeline).text_content()
+    assert f"every call from {VICTIM}" in texts(case, ".//dd[@class='call-links']")[0]
+    assert call_sids(page(client, history)) == [placed["hijack"]]
     assert "emergency_verify" in texts(case, ".//p[@class='path']")[0]
     # The API's view of the same desk.
     [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
