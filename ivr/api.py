@@ -1956,7 +1956,11 @@ def _interval_reports(
 
 
 IntervalMinutes = Annotated[
-    int, Query(description="the intervals' length: 15, 30 or 60 minutes, on the clock of `tz`")
+    int,
+    Query(
+        description="the intervals' length in minutes, on the clock of `tz`",
+        json_schema_extra={"enum": list(INTERVAL_MINUTES)},
+    ),
 ]
 Threshold = Annotated[int, Query(ge=1, le=3600)]
 

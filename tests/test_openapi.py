@@ -56,6 +56,8 @@ ROLE = {
     "/api/routes/versions": "supervisor",
     "/api/routes/rollback": "operator",
     "/api/stats": "agent",
+    "/api/stats/intervals": "supervisor",
+    "/api/stats/intervals.csv": "supervisor",
     "/api/oncall/pages": "supervisor",
     "/api/oncall/pages/{page_id}/ack": "supervisor",
     "/api/recordings/{recording_sid}": "supervisor",
@@ -63,10 +65,13 @@ ROLE = {
 # Values that are schema-valid but cannot go together, refused with 422 on purpose: a cursor
 # this API did not make, `since` after `until`, an announcement missing a language the live
 # call tree offers, an agent's language no prompt catalog speaks, a transfer to a queue the
-# live tree does not have. The schema cannot say so; every other check still runs for these.
+# live tree does not have, a period of more intervals than one answer holds. The schema cannot
+# say so; every other check still runs for these.
 SEMANTIC_422 = {
     "/api/calls",
     "/api/stats",
+    "/api/stats/intervals",
+    "/api/stats/intervals.csv",
     "/api/announcement",
     "/api/agents/{name}/languages",
     "/api/cases/{case_id}/transfer",
