@@ -37,12 +37,16 @@ from ivr.announcements import Current, one_line, problems, tidied
 from ivr.announcements import current as current_announcement
 from ivr.calllog import (
     CALLER_PATTERN,
+    EXPORT_CALLS,
+    SEARCH_CALLS,
     CallFilter,
     Outcome,
     Verified,
+    audit_lookup,
     calls_begun,
     freezes,
     list_calls,
+    searches_someone,
     timeline,
 )
 from ivr.cases import (
@@ -1025,7 +1029,13 @@ def set_agent_languages(
         raise HTTPException(422, why_not)
     try:
         with hotline.db.connect() as conn:
-            found = set_languages(conn, name=name, languages=body.languages)
+            found = set_languages(
+                conn,
+                name=name,
+                languages=body.languages,
+                actor=f"{user.role}:{user.name}",
+                now=hotline.clock(),
+            )
     except ValueError as exc:  # more than the column holds
         raise HTTPException(422, str(exc)) from None
     if not found:
@@ -1523,9 +1533,19 @@ def calls_list(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> CallPage:
     """Calls newest first, filtered; `next_cursor` fetches the next page."""
+    filters = query.filters(user)
     try:
         with hotline.db.connect() as conn:
-            rows, after = list_calls(conn, filters=query.filters(user), limit=limit, cursor=cursor)
+            rows, after = list_calls(conn, filters=filters, limit=limit, cursor=cursor)
+            if searches_someone(filters):
+                audit_lookup(
+                    conn,
+                    actor=f"{user.role}:{user.name}",
+                    action=SEARCH_CALLS,
+                    filters=filters,
+                    rows=len(rows),
+                    now=hotline.clock(),
+                )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return CallPage(calls=[_summary(r, user) for r in rows], next_cursor=after)
@@ -1633,15 +1653,26 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
     writer.writeheader()
     cursor = None
     filters = query.filters(user)
+    written = 0
     with hotline.db.connect() as conn:
         for _ in range(CSV_PAGES):
             rows, cursor = list_calls(conn, filters=filters, limit=CSV_PAGE, cursor=cursor)
             for row in rows:
                 writer.writerow(_summary(row, user).model_dump(mode="json"))
+            written += len(rows)
             if cursor is None:
                 break
-    # A cursor left: calls after the last page read (list_calls looked one row further).
-    cut = cursor is not None
+        # A cursor left: calls after the last page read (list_calls looked one row further).
+        cut = cursor is not None
+        audit_lookup(
+            conn,
+            actor=f"{user.role}:{user.name}",
+            action=EXPORT_CALLS,
+            filters=filters,
+            rows=written,
+            now=hotline.clock(),
+            cut=cut,
+        )
     return CsvResponse(
         out.getvalue(),
         headers={

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -29,9 +29,10 @@ from sqlalchemy import (
 )
 
 from ivr import recordings
-from ivr.cases import SENT_AFTER_HANG_UP
+from ivr.cases import SENT_AFTER_HANG_UP, audit
 from ivr.db import audit_log, call_events, calls, cases, in_utc, users
 from ivr.engine import HUNG_UP_AT
+from ivr.retention import masked
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
 from ivr.store import reading
 
@@ -64,6 +65,60 @@ class CallFilter:
     ticket: str | None = None  # a case of the call has it, or follows it up (main menu 9)
     account: str | None = None  # a case of the call is about this account UID
     agent: str | None = None  # a case of the call is this agent's, by name (users.name)
+
+
+# The audit actions of reading callers' data in bulk: a CSV export (any filters), and a list
+# looked up by a caller's number or an account UID (`audit_lookup`).
+EXPORT_CALLS = "export_calls"
+SEARCH_CALLS = "search_calls"
+
+
+def searches_someone(f: CallFilter) -> bool:
+    """Whether the filters look for one person's calls: by their number, or their account."""
+    return bool(f.caller or f.account)
+
+
+def filters_said(f: CallFilter) -> str:
+    """The filters used, as an audit entry says them: a caller's number masked as the log
+    shows numbers (the audit log outlives an erasure of the number), an account by name only
+    (its UID is the entry's `account_uid`)."""
+    said = []
+    for field in fields(f):
+        value = getattr(f, field.name)
+        if value is None:
+            continue
+        if field.name == "caller":
+            said.append(f"caller={masked(value)}")
+        elif field.name == "account":
+            said.append("account")
+        else:
+            shown = value.isoformat() if isinstance(value, datetime) else value
+            said.append(f"{field.name}={shown}")
+    return " ".join(said) or "no filters"
+
+
+def audit_lookup(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    filters: CallFilter,
+    rows: int,
+    now: datetime,
+    cut: bool = False,
+) -> None:
+    """Who read which calls (`EXPORT_CALLS`, `SEARCH_CALLS`): the filters (`filters_said`)
+    and how many rows they got. One insert, off the webhooks."""
+    audit(
+        conn,
+        actor=actor,
+        action=action,
+        uid=filters.account,
+        case_id=None,
+        reason=f"{filters_said(filters)}; {rows} row(s)" + ("; more left out" if cut else ""),
+        result="ok",
+        now=now,
+    )
 
 
 def _fact(name: str) -> ColumnElement[str]:

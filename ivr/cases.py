@@ -2672,6 +2672,32 @@ def _token_hash(token: str) -> str:
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
+# The audit actions of staff administration (`ivr users`, the languages API). The user acted
+# on is named in `reason` as `role:name`, as `set_away` names the agent; never a token.
+USER_ADD = "user_add"
+TOKEN_ISSUED = "token_issued"
+USER_REVOKED = "user_revoked"
+LANGUAGES_SET = "languages_set"
+
+
+def _expiry_said(expires_at: datetime | None) -> str:
+    return f"token expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else "token never expires"
+
+
+def _audit_staff(
+    conn: Connection, actor: str, action: str, role: str, name: str, said: str, now: datetime
+) -> None:
+    audit(
+        conn,
+        actor=actor,
+        action=action,
+        uid=None,
+        case_id=None,
+        reason=f"{role}:{name}, {said}",
+        result="ok",
+        now=now,
+    )
+
 
 def create_user(
     conn: Connection,
@@ -2681,9 +2707,11 @@ def create_user(
     phone: str | None,
     now: datetime,
     expires_at: datetime | None = None,
+    actor: str | None = None,
 ) -> str:
     """Create a user and return their API token, which works until `expires_at` (None:
-    never); only its hash is stored."""
+    never); only its hash is stored. Audited as `actor`'s (`USER_ADD`) in the same
+    transaction; None: not audited (tests' and the benchmark's staff only)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not USER_NAME.match(name):
@@ -2705,6 +2733,8 @@ def create_user(
                     token_expires_at=expires_at,
                 )
             )
+            if actor is not None:
+                _audit_staff(conn, actor, USER_ADD, role, name, _expiry_said(expires_at), now)
     except IntegrityError:
         raise ValueError(f"a user named {name!r} exists already") from None
     return token
@@ -2858,10 +2888,18 @@ def list_users(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(select(*columns).order_by(users.c.id)).mappings()]
 
 
-def set_languages(conn: Connection, *, name: str, languages: list[str] | None) -> bool:
+def set_languages(
+    conn: Connection,
+    *,
+    name: str,
+    languages: list[str] | None,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> bool:
     """The languages agent `name` speaks (catalog codes); None: every language. Callers in
-    them are offered to this agent first. False if there is no such agent (or revoked);
-    ValueError for a code that is no language code."""
+    them are offered to this agent first: audited as `actor`'s (`LANGUAGES_SET`, at `now`)
+    in the same transaction; None: not audited (tests only). False if there is no such
+    agent (or revoked); ValueError for a code that is no language code."""
     stored = None
     if languages is not None:
         bad = [code for code in languages if not LANGUAGE_CODE.match(code)]
@@ -2872,7 +2910,11 @@ def set_languages(conn: Connection, *, name: str, languages: list[str] | None) -
             raise ValueError("too many languages for one agent")
     agent = (users.c.name == name) & (users.c.role == "agent") & users.c.revoked_at.is_(None)
     with writing(conn):
-        return conn.execute(update(users).where(agent).values(languages=stored)).rowcount == 1
+        found = conn.execute(update(users).where(agent).values(languages=stored)).rowcount == 1
+        if found and actor is not None:
+            said = f"speaks {stored}" if stored else "speaks every language"
+            _audit_staff(conn, actor, LANGUAGES_SET, "agent", name, said, now or datetime.now(UTC))
+    return found
 
 
 SET_AWAY = "set_away"  # the audit action of a supervisor setting an agent away
@@ -2913,12 +2955,25 @@ def set_away_by_name(conn: Connection, *, name: str, actor: str, now: datetime) 
     return True
 
 
-def reissue_token(conn: Connection, *, name: str, expires_at: datetime | None = None) -> str:
+def reissue_token(
+    conn: Connection,
+    *,
+    name: str,
+    expires_at: datetime | None = None,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> str:
     """A new API token for `name` (shown once), working until `expires_at` (None: never): the
     old one, and every dashboard session signed in with it, stop working at once, on every
-    instance. Lifts a revocation."""
+    instance. Lifts a revocation. Audited as `actor`'s (`TOKEN_ISSUED`, at `now`) in the same
+    transaction, saying "reinstated" when it lifted a revocation; None: not audited (tests
+    only)."""
     token = secrets.token_urlsafe(32)
     with writing(conn):
+        # Read before the update clears it: a lifted revocation would leave no trace at all.
+        before = conn.execute(
+            select(users.c.role, users.c.revoked_at).where(users.c.name == name)
+        ).first()
         changed = conn.execute(
             update(users)
             .where(users.c.name == name)
@@ -2930,22 +2985,31 @@ def reissue_token(conn: Connection, *, name: str, expires_at: datetime | None = 
                 sessions.c.user_id.in_(select(users.c.id).where(users.c.name == name))
             )
         )
+        if changed == 1 and before is not None and actor is not None:
+            said = _expiry_said(expires_at)
+            if before.revoked_at is not None:
+                said = f"reinstated (revoked {before.revoked_at:%Y-%m-%d %H:%M} UTC), {said}"
+            _audit_staff(
+                conn, actor, TOKEN_ISSUED, before.role, name, said, now or datetime.now(UTC)
+            )
     if changed != 1:
         raise ValueError(f"no user named {name!r}")
     return token
 
 
-def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
+def revoke_user(conn: Connection, *, name: str, now: datetime, actor: str | None = None) -> int:
     """Someone left, or their token leaked: their token and sessions stop working at once, on
     every instance, and the cases offered to them and not connected yet go back in line now
     rather than after IVR_OFFER_TIMEOUT. A live call they are on goes on (its case stays
     theirs). A claim already past its token check as this commits still offers them its case,
-    which goes back after IVR_OFFER_TIMEOUT. How many cases went back; ValueError if there is
-    no such user."""
+    which goes back after IVR_OFFER_TIMEOUT. Audited as `actor`'s (`USER_REVOKED`) in the same
+    transaction; None: not audited (tests only). How many cases went back; ValueError if
+    there is no such user."""
     with writing(conn):
-        user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
-        if user_id is None:
+        found = conn.execute(select(users.c.id, users.c.role).where(users.c.name == name)).first()
+        if found is None:
             raise ValueError(f"no user named {name!r}")
+        user_id = found.id
         # The cases first, then the user's row: the order every other writer of both takes
         # (a requeue that sets its agent away), so that two of them never wait on each other.
         requeued: int = conn.execute(
@@ -2966,4 +3030,7 @@ def revoke_user(conn: Connection, *, name: str, now: datetime) -> int:
         )
         conn.execute(presence_noted([user_id], now))
         conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+        if actor is not None:
+            said = f"{requeued} offered case(s) back in line"
+            _audit_staff(conn, actor, USER_REVOKED, found.role, name, said, now)
         return requeued

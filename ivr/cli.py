@@ -70,6 +70,13 @@ calls_app = typer.Typer(
 app.add_typer(calls_app, name="calls")
 
 
+def _cli_actor() -> str:
+    """Who ran a command, as the audit log names them (the login the shell says)."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(message, err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
@@ -650,7 +657,13 @@ def users_add(
     try:
         with db.connect() as conn:
             token = create_user(
-                conn, name=name, role=role, phone=phone, now=utcnow(), expires_at=expires_at
+                conn,
+                name=name,
+                role=role,
+                phone=phone,
+                now=utcnow(),
+                expires_at=expires_at,
+                actor=_cli_actor(),
             )
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -734,7 +747,9 @@ def users_languages(
     db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
-            found = set_languages(conn, name=name, languages=codes)
+            found = set_languages(
+                conn, name=name, languages=codes, actor=_cli_actor(), now=utcnow()
+            )
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if not found:
@@ -751,7 +766,7 @@ def users_revoke(name: Annotated[str, typer.Argument(help="login name")]) -> Non
     db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
-            requeued = revoke_user(conn, name=name, now=utcnow())
+            requeued = revoke_user(conn, name=name, now=utcnow(), actor=_cli_actor())
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{name} revoked: their token no longer works.")
@@ -772,7 +787,9 @@ def users_token(
     expires_at = _token_expiry(settings, days)
     try:
         with db.connect() as conn:
-            token = reissue_token(conn, name=name, expires_at=expires_at)
+            token = reissue_token(
+                conn, name=name, expires_at=expires_at, actor=_cli_actor(), now=utcnow()
+            )
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(
@@ -872,10 +889,13 @@ def accounts_add(
     else:
         raise _fail("stdin is not a terminal to ask the secrets at: pass --secrets-stdin")
     try:
-        directory.add(uid=uid, phone=phone, now=utcnow(), **secrets)
+        changed = directory.add(
+            uid=uid, phone=phone, now=utcnow(), actor=_cli_actor(), via="accounts add", **secrets
+        )
     except (ValueError, ConfigError) as exc:
         raise _fail(f"account {uid}: {exc}") from None
-    typer.echo(f"account {uid} saved")
+    said = f"changed: {', '.join(changed)}; audited" if changed else "nothing changed"
+    typer.echo(f"account {uid} saved ({said})")
 
 
 @accounts_app.command("unfreeze")
@@ -923,6 +943,7 @@ def accounts_import(
                 problems.append(f"{file}:{n}: {column} must be {what}")
     if problems:
         raise _fail("\n".join(problems))
+    actor = _cli_actor()
     for n, row in enumerate(rows, start=2):
         try:
             directory.add(
@@ -932,6 +953,8 @@ def accounts_import(
                 phone=row.get("phone") or None,
                 totp_secret=row.get("totp_secret") or None,
                 now=utcnow(),
+                actor=actor,
+                via=f"accounts import {file.name}:{n}",
             )
         except (ValueError, ConfigError) as exc:
             raise _fail(f"{file}:{n}: {exc} (rows before it were saved)") from None
@@ -1000,7 +1023,13 @@ def demo(
         )
     typer.echo("demo accounts (call with ivr dial; the emergency path asks for UID and PIN):")
     for account in DEMO_ACCOUNTS:
-        directory.add(**account, totp_secret=None, now=utcnow())
+        directory.add(
+            **account,
+            totp_secret=None,
+            now=utcnow(),
+            actor=_cli_actor(),
+            via="ivr demo --force" if force else "ivr demo",
+        )
         typer.echo(
             f"  uid {account['uid']}  pin {account['pin']}  id-last4 {account['id_last4']}"
             f"  phone {account['phone']}"
@@ -1019,6 +1048,7 @@ def demo(
                 phone=None,
                 now=utcnow(),
                 expires_at=expires_at,
+                actor=_cli_actor(),
             )
         typer.echo(f"demo agent 'demo-agent', API token: {token}")
         typer.echo(f"  (the token {_expires_text(expires_at)})")
@@ -1077,7 +1107,16 @@ def calls_list(
     cursor: Annotated[str | None, typer.Option(help="the next page, as the last one said")] = None,
 ) -> None:
     """Calls, newest first, with the same filters as GET /api/calls."""
-    from ivr.calllog import CALLER_PATTERN, CallFilter, Outcome, Verified, list_calls
+    from ivr.calllog import (
+        CALLER_PATTERN,
+        SEARCH_CALLS,
+        CallFilter,
+        Outcome,
+        Verified,
+        audit_lookup,
+        list_calls,
+        searches_someone,
+    )
 
     # Checked here rather than typed as Literal: the choices live with the call log, and
     # importing it (SQLAlchemy) for every command would slow down all of them.
@@ -1101,6 +1140,15 @@ def calls_list(
     try:
         with db.connect() as conn:
             rows, after = list_calls(conn, filters=filters, limit=limit, cursor=cursor)
+            if searches_someone(filters):
+                audit_lookup(
+                    conn,
+                    actor=_cli_actor(),
+                    action=SEARCH_CALLS,
+                    filters=filters,
+                    rows=len(rows),
+                    now=utcnow(),
+                )
     except ValueError as exc:  # a cursor this command did not print
         raise _fail(f"--cursor: {exc}") from None
     for row in rows:

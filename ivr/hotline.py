@@ -280,6 +280,18 @@ def never_sent(exc: BaseException) -> bool:
     return False
 
 
+# The audit actions of the call tree: a version made live (tree_versions keeps only each
+# version's last activation), and a reload or rollback refused (the old tree stayed live).
+TREE_ACTIVATED = "tree_activated"
+TREE_REFUSED = "tree_refused"
+
+
+def _system_actor(by: str) -> str:
+    """Who loaded a tree, as the audit log names actors: `operator:name` as it is; what the
+    process did by itself (startup, SIGHUP, file change) as `system:`'s."""
+    return by if ":" in by else f"system:{by}"
+
+
 def prompts_refused(settings: Settings, tree: CompiledTree) -> SourceError | None:
     """Catalogs that cannot say what the settings turned on are refused: calls with agents are
     recorded (IVR_RECORD_AGENT_CALLS) only after callers are told (`recording_notice`), and
@@ -2901,16 +2913,36 @@ class Hotline:
 
     # -- call trees: reload, rollback, every instance on the same version -------------------
 
-    def activate(self, tree: CompiledTree, *, by: str) -> CompiledTree:
+    def activate(
+        self, tree: CompiledTree, *, by: str, how: str = "reload", at_start: bool = False
+    ) -> CompiledTree:
         """Store `tree` as a version, make it the live one everywhere, and use it here now.
-        SourceError (and the old tree stays) if it cannot serve these settings."""
+        SourceError (and the old tree stays) if it cannot serve these settings. Audited
+        (`TREE_ACTIVATED`, `how`: reload, rollback, start; `TREE_REFUSED`): tree_versions
+        keeps only each version's last activation. `at_start`: audited only when it replaces
+        another live version (the first of a new database is its loaded_at, kept; an
+        instance started on the live one changes nothing)."""
         refused = prompts_refused(self.settings, tree)
         if refused is not None:
+            self._audit_tree_refused(refused, by=by, how=how)
             raise refused
         now = self.clock()
         with self.db.connect() as conn:
             store.store_tree_version(conn, tree=tree, loaded_by=by, now=now)
-            store.activate_tree_version(conn, version=tree.version, by=by, now=now)
+            with store.writing(conn):  # with its audit, or not at all
+                live = store.active_tree_version(conn)
+                store.activate_tree_version(conn, version=tree.version, by=by, now=now)
+                if not at_start or live not in (None, tree.version):
+                    cases.audit(
+                        conn,
+                        actor=_system_actor(by),
+                        action=TREE_ACTIVATED,
+                        uid=None,
+                        case_id=None,
+                        reason=f"{how}: version {tree.version} ({tree.file}), was {live or 'none'}",
+                        result="ok",
+                        now=now,
+                    )
         self.trees.set_current(tree)
         log.info("call tree version %s is live (%s)", tree.version, by)
         for warning in tree.warnings:  # however it was loaded: watch, SIGHUP, API, start
@@ -2918,8 +2950,28 @@ class Hotline:
         return tree
 
     def reload(self, *, by: str) -> CompiledTree:
-        """Load the tree file and catalogs again. SourceError (and the old tree stays) if bad."""
-        return self.activate(load_tree(self.settings.routes, self.settings.prompts_dir), by=by)
+        """Load the tree file and catalogs again. SourceError (and the old tree stays) if bad:
+        audited, as a refused reload."""
+        try:
+            tree = load_tree(self.settings.routes, self.settings.prompts_dir)
+        except SourceError as exc:
+            self._audit_tree_refused(exc, by=by, how="reload")
+            raise
+        return self.activate(tree, by=by)
+
+    def _audit_tree_refused(self, error: SourceError, *, by: str, how: str) -> None:
+        first = (str(error).splitlines() or ["(no message)"])[0]
+        with self.db.connect() as conn:
+            cases.audit(
+                conn,
+                actor=_system_actor(by),
+                action=TREE_REFUSED,
+                uid=None,
+                case_id=None,
+                reason=f"{how}: {first[:300]}",
+                result="refused",
+                now=self.clock(),
+            )
 
     def size_queues(self) -> list[str]:
         """The live tree's queues, and the fallback's, made to hold Twilio's most callers
@@ -2943,7 +2995,8 @@ class Hotline:
             stored = store.load_tree_version(conn, version=version)
         if stored is None:
             return None
-        return self.activate(tree_from_stored(stored.source, stored.file, stored.prompts), by=by)
+        tree = tree_from_stored(stored.source, stored.file, stored.prompts)
+        return self.activate(tree, by=by, how="rollback")
 
     # -- announcements ----------------------------------------------------------------------
 
@@ -3415,7 +3468,7 @@ class Hotline:
                 f"{live.activated_at:%Y-%m-%d %H:%M} UTC",
                 live.activated_by,
             )
-        self.activate(file, by=loaded_by)
+        self.activate(file, by=loaded_by, how="start", at_start=True)
 
     def warm_trees(self) -> None:
         """At start-up: build the tree versions calls in progress are on (after a restart onto

@@ -124,6 +124,16 @@ def _digits(value: str) -> str:
     return "".join(c for c in value if c.isdigit())
 
 
+# An account's factors as an audit entry names them when they change (`LocalDirectory.add`):
+# by name, never a value, with the column each is kept in.
+ACCOUNT_FIELDS = {
+    "pin": "pin_hash",
+    "id_last4": "id_last4_hash",
+    "totp": "totp_secret",
+    "phone": "phone",
+}
+ACCOUNT_SET = "account_set"  # the audit action of an account added or replaced
+
 # Built once: a PIN check runs these on every attempt.
 _ACCOUNT = select(accounts).where(accounts.c.uid == bindparam("uid"))
 _PHONE_OF = select(accounts.c.phone).where(accounts.c.uid == bindparam("uid"))
@@ -160,36 +170,85 @@ class LocalDirectory:
         phone: str | None,
         totp_secret: str | None,
         now: datetime,
-    ) -> None:
-        """Create or replace an account; secrets are hashed or encrypted before they are stored."""
+        actor: str | None = None,
+        via: str | None = None,
+    ) -> list[str]:
+        """Create or replace an account; secrets are hashed or encrypted before they are stored.
+        The factors that changed, by name (`ACCOUNT_FIELDS`; every one given, for a new
+        account): audited as `actor`'s (`ACCOUNT_SET`; `via`, what did it, in the reason) in
+        the same transaction, by name only, never a value; nothing changed, nothing audited.
+        `actor` None: not audited (tests' and drafts' made-up accounts only)."""
         if pin is not None and not (pin.isdigit() and len(pin) == 6):
             raise ValueError("the phone PIN is 6 digits")
         if id_last4 is not None and not (id_last4.isdigit() and len(id_last4) == 4):
             raise ValueError("the ID document's last 4 are 4 digits")
-        sealed = None
         if totp_secret:
             if self.fernet is None:
                 raise ConfigError("IVR_SECRET_KEY is not set: it encrypts TOTP secrets at rest")
             pyotp.TOTP(totp_secret).now()  # refuses a seed that is not base32
-            sealed = self.fernet.encrypt(totp_secret.encode()).decode()
+        # Hashed and sealed before the write (slow: not with the database's writer held). A
+        # secret that is the stored one keeps its stored hash or seal (each made anew would
+        # differ): what the write finds different then is what changed.
+        with self.db.connect() as conn:
+            before = conn.execute(_ACCOUNT, {"uid": uid}).first()
         row = {
             "phone": phone,
-            "pin_hash": self.hasher.hash(pin) if pin else None,
-            "id_last4_hash": self.hasher.hash(id_last4) if id_last4 else None,
-            "totp_secret": sealed,
+            "pin_hash": self._hashed(before.pin_hash if before else None, pin),
+            "id_last4_hash": self._hashed(before.id_last4_hash if before else None, id_last4),
+            "totp_secret": self._sealed(before.totp_secret if before else None, totp_secret),
             "totp_last_step": None,
         }
         with self.db.connect() as conn, writing(conn):
-            if conn.execute(select(accounts.c.uid).where(accounts.c.uid == uid)).first():
+            stored = conn.execute(_ACCOUNT, {"uid": uid}).first()
+            if stored is not None:
                 # A freeze outlives new secrets (a victim's new PIN, a nightly import): only
                 # `unfreeze`, audited, lifts it.
                 conn.execute(update(accounts).where(accounts.c.uid == uid).values(**row))
+                changed = [
+                    name
+                    for name, column in ACCOUNT_FIELDS.items()
+                    if stored._mapping[column] != row[column]
+                ]
             else:
                 conn.execute(
                     insert(accounts).values(
                         uid=uid, created_at=now, frozen=0, frozen_at=None, **row
                     )
                 )
+                changed = [name for name, column in ACCOUNT_FIELDS.items() if row[column]]
+            if actor is not None and (changed or stored is None):
+                said = f"{', '.join(changed) or 'nothing'} {'changed' if stored else 'set'}"
+                audit(
+                    conn,
+                    actor=actor,
+                    action=ACCOUNT_SET,
+                    uid=uid,
+                    case_id=None,
+                    reason=f"{'' if stored else 'new account: '}{said}"
+                    + (f" ({via})" if via else ""),
+                    result="ok",
+                    now=now,
+                )
+        return changed
+
+    def _hashed(self, stored: str | None, secret: str | None) -> str | None:
+        if not secret:
+            return None
+        if stored and self._verify(stored, secret):
+            return stored
+        return self.hasher.hash(secret)
+
+    def _sealed(self, stored: str | None, seed: str | None) -> str | None:
+        if not seed:
+            return None
+        assert self.fernet is not None  # `add` checked
+        if stored:
+            try:
+                if hmac.compare_digest(self.fernet.decrypt(stored.encode()), seed.encode()):
+                    return stored
+            except InvalidToken:  # sealed with another key: sealed anew with this one
+                pass
+        return self.fernet.encrypt(seed.encode()).decode()
 
     def unfreeze(self, *, uid: str, actor: str, reason: str, now: datetime) -> bool:
         """Lift a freeze (the owner proved who they are, by the exchange's own process), with

@@ -71,7 +71,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ivr.cases import AGENT_FINISHES, HELD_NOW
+from ivr.cases import AGENT_FINISHES, HELD_NOW, USER_NAME, audit
 from ivr.db import cases, on_call_phones, page_sends, pages, users
 from ivr.numbers import last4
 from ivr.store import reading, writing
@@ -622,6 +622,18 @@ def _still_waiting(
     return found is not None
 
 
+PAGE_ACK = "page_ack"  # the audit action of someone saying they are coming for a page
+
+
+def acker(by: str) -> str:
+    """Who acknowledged a page, as the audit log names actors: an on-call number masked as
+    the log shows callers' (***1234), a name as the supervisor's it is (the API's and the
+    dashboard's acknowledgements are supervisors'), anything else as it was said."""
+    if by.startswith("+"):
+        return f"oncall:***{last4(by)}"
+    return f"supervisor:{by}" if USER_NAME.match(by) else f"oncall:{by}"
+
+
 def acknowledge(
     conn: Connection,
     *,
@@ -658,6 +670,17 @@ def acknowledge(
             update(pages)
             .where(pages.c.id == page_id)
             .values(acked_at=now, acked_by=by, next_at=max(page.next_at, now + repeat))
+        )
+        # The pages table goes at retention: the audit log keeps who came.
+        audit(
+            conn,
+            actor=acker(by),
+            action=PAGE_ACK,
+            uid=None,
+            case_id=None,
+            reason=f"page {page_id}",
+            result="ok",
+            now=now,
         )
         return Acked(at=now, by=by, now=True, page_at=page.at)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from ivr.api import CSV_MAX_ROWS
-from ivr.db import calls
+from ivr.db import audit_log, calls
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.settings import Settings
@@ -481,3 +481,42 @@ def test_a_supervisor_finds_the_calls_an_agent_had(
     assert len(csv_rows) == 2  # the header, bob's call
     refused = client.get("/api/calls", headers=bearer(alice), params={"agent": "bob"})
     assert refused.status_code == 403
+
+
+def test_exports_and_lookups_of_callers_calls_are_audited_with_numbers_masked(
+    client: TestClient, supervisor: str, placed: dict[str, str], db: Engine, settings: Settings
+) -> None:
+    """A CSV of the calls (the API's, the dashboard's) is caller data in bulk, and a list by
+    a caller's number or an account UID is a look at one person: each is audited once, by
+    whom, with the filters and the rows found, a number as the log shows it (***0103). A
+    list without either is the log browsed: not audited."""
+    add_account(db, settings)
+    get(client, supervisor, "/api/calls")
+    get(client, supervisor, "/api/calls", topic="deposits_withdrawals")
+    get(client, supervisor, "/api/calls", caller="+15005550103")
+    get(client, supervisor, "/api/calls", account="10000001", limit=2)
+    get(client, supervisor, "/api/calls.csv", topic="deposits_withdrawals", caller="0103")
+    get(client, supervisor, "/api/calls.csv")
+    client.post("/dashboard/login", data={"token": supervisor}, follow_redirects=False)
+    dashboard = client.get("/dashboard/calls.csv", params={"caller": "0105"})
+    assert dashboard.status_code == 200
+    with db.connect() as conn:
+        rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()
+    said = [
+        (r["actor"], r["action"], r["account_uid"], r["reason"])
+        for r in rows
+        if r["action"] != "sign_in"
+    ]
+    assert said == [
+        ("supervisor:sam", "search_calls", None, "caller=***0103; 1 row(s)"),
+        ("supervisor:sam", "search_calls", "10000001", "account; 0 row(s)"),
+        (
+            "supervisor:sam",
+            "export_calls",
+            None,
+            "topic=deposits_withdrawals caller=***0103; 1 row(s)",
+        ),
+        ("supervisor:sam", "export_calls", None, "no filters; 5 row(s)"),
+        ("supervisor:sam", "export_calls", None, "caller=***0105; 1 row(s)"),
+    ]
+    assert not any("5005550103" in str(v) for r in rows for v in r.values())

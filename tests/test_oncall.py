@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from lxml import html
 from pydantic import ValidationError
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, delete, event, select
 
 from ivr import oncall
-from ivr.db import cases, create_db_engine, pages, users
+from ivr.db import audit_log, cases, create_db_engine, pages, users
 from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.tree import CompiledTree
 from ivr.web import Following, Paging
@@ -1903,3 +1903,36 @@ def test_a_page_text_refused_as_opted_out_is_an_error_naming_the_number(
     clock.advance(minutes=2)
     assert look(hotline) is not None
     assert "Twilio will not text" not in client.get("/dashboard/queue/rows").text
+
+
+def test_each_acknowledgement_is_audited_and_outlives_the_pages(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """Who said they were coming is in the pages table, which the purge deletes: the audit
+    log keeps each acknowledgement (the on-call number masked as the log shows numbers, a
+    supervisor by name) with the page. One saying it again is no new acknowledgement."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    first = look(hotline)
+    assert first is not None
+    [page] = page_rows(db)
+    phone.text(page["ack_code"], from_number=ON_CALL[0])
+    phone.text(page["ack_code"], from_number=ON_CALL[0])  # again: acknowledged already
+    eventually(lambda: texts(twilio_http))
+    clock.advance(minutes=16)  # nobody came: paged again, and a supervisor is coming
+    second = look(hotline)
+    assert second is not None
+    sam = make_user(db, "sam", "supervisor")
+    assert client.post(f"/api/oncall/pages/{second}/ack", headers=bearer(sam)).status_code == 200
+    with db.connect() as conn:
+        conn.execute(delete(pages))  # as retention does
+        conn.commit()
+        rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()
+    acks = [(r["actor"], r["action"], r["reason"]) for r in rows if r["action"] == "page_ack"]
+    assert acks == [
+        ("oncall:***0100", "page_ack", f"page {first}"),
+        ("supervisor:sam", "page_ack", f"page {second}"),
+    ]
+    assert not any(ON_CALL[0][1:] in str(v) for r in rows for v in r.values())

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from ivr.db import create_db_engine
+from ivr.db import audit_log, create_db_engine
 from ivr.hotline import TreeRegistry
 from ivr.phone import Answer, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
@@ -324,4 +324,70 @@ def test_a_hang_up_on_a_tree_version_no_longer_held_rebuilds_it_off_the_event_lo
     assert registry.rebuilt_on, "the hang-up did not need the caller's version"
     assert all(name.startswith("AnyIO worker thread") for name in registry.rebuilt_on), (
         registry.rebuilt_on
+    )
+
+
+def tree_audit(db: Engine) -> list[tuple[str, str, str, str]]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason, audit_log.c.result)
+            .where(audit_log.c.action.in_(("tree_activated", "tree_refused")))
+            .order_by(audit_log.c.id)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_every_activation_and_refusal_is_audited_though_versions_keep_only_the_last(
+    reload_client: TestClient,
+    operator: str,
+    settings: Settings,
+    db: Engine,
+    files: tuple[Path, Path],
+    clock: FakeClock,
+) -> None:
+    """tree_versions keeps each version's last activation only: a reload, a rollback and a
+    restart onto the file leave the first version's reload-time activation overwritten. The
+    audit log keeps each, and each reload refused. The first start on a new database is the
+    first version's loaded_at, and not audited."""
+    routes, prompts = files
+    first = reload_client.get("/healthz").json()["tree"]
+    assert tree_audit(db) == []
+    clock.advance(minutes=1)
+    retitle(prompts)
+    second = reload_client.post("/api/routes/reload", headers=bearer(operator)).json()["version"]
+    clock.advance(minutes=1)
+    back = reload_client.post(
+        "/api/routes/rollback", headers=bearer(operator), json={"version": first}
+    )
+    assert back.status_code == 200
+    text = routes.read_text()
+    routes.write_text(text.replace("target: emergency\n", "target: emergensy\n", 1))
+    assert reload_client.post("/api/routes/reload", headers=bearer(operator)).status_code == 422
+    routes.write_text(text)  # mended; a restart makes the file (the second version) live
+    with TestClient(create_app(settings, db=db, clock=clock), base_url=HTTPS_CLIENT):
+        pass
+    with TestClient(create_app(settings, db=db, clock=clock), base_url=HTTPS_CLIENT):
+        pass  # a restart onto the live version changes nothing: not audited
+    file = str(routes)
+    [reload, rollback, refused, start] = tree_audit(db)
+    assert reload == (
+        "operator:olga",
+        "tree_activated",
+        f"reload: version {second} ({file}), was {first}",
+        "ok",
+    )
+    assert rollback == (
+        "operator:olga",
+        "tree_activated",
+        f"rollback: version {first} ({file}), was {second}",
+        "ok",
+    )
+    assert refused[:2] == ("operator:olga", "tree_refused") and refused[3] == "refused"
+    assert refused[2].startswith(f"reload: {routes}:") and "unknown node 'emergensy'" in refused[2]
+    assert "\n" not in refused[2]
+    assert start == (
+        "system:startup",
+        "tree_activated",
+        f"start: version {second} ({file}), was {first}",
+        "ok",
     )

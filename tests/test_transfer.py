@@ -190,7 +190,8 @@ def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_call
             select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason)
         ).all()
     assert [tuple(a) for a in audits] == [
-        ("agent:alice", "transfer", f"to security (emergency): {TO_SECURITY['note']}")
+        ("supervisor:sam", "languages_set", "agent:ben, speaks zh-CN"),
+        ("agent:alice", "transfer", f"to security (emergency): {TO_SECURITY['note']}"),
     ]
 
 
