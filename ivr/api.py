@@ -1945,33 +1945,48 @@ INTERVAL_COLUMNS = (
 )
 
 
-def _interval_reports(
-    hotline: Hotline,
-    since: datetime | None,
-    until: datetime | None,
-    minutes: int,
-    tz: str | None,
-    emergency_threshold: int,
-    threshold: int,
-) -> tuple[tzinfo, list[Report]]:
-    if minutes not in INTERVAL_MINUTES:
+@dataclass
+class IntervalQuery:
+    """What the intervals routes take (JSON and CSV alike)."""
+
+    since: QueryTime | None = None
+    until: QueryTime | None = None
+    # Annotated, not `= Query(...)`: the defaults stay plain for a page that makes one.
+    minutes: Annotated[
+        int,
+        Query(
+            description="the intervals' length in minutes, on the clock of `tz`",
+            json_schema_extra={"enum": list(INTERVAL_MINUTES)},
+        ),
+    ] = 30
+    tz: Annotated[str | None, Query(max_length=64)] = None
+    emergency_threshold: Annotated[int, Query(ge=1, le=3600)] = 20
+    threshold: Annotated[int, Query(ge=1, le=3600)] = 60
+
+
+IntervalQueryDep = Annotated[IntervalQuery, Depends()]
+
+
+def _interval_reports(hotline: Hotline, q: IntervalQuery) -> tuple[tzinfo, list[Report]]:
+    if q.minutes not in INTERVAL_MINUTES:
         raise HTTPException(422, f"minutes: one of {', '.join(map(str, INTERVAL_MINUTES))}")
     try:
-        zone = time_zone(tz or hotline.settings.report_tz)
+        zone = time_zone(q.tz or hotline.settings.report_tz)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    since, until = q.since, q.until
     if since is None or until is None:
         # Yesterday on the hotline's clock: what a workforce tool imports each morning.
         today = hotline.clock().astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
         since = since or in_utc(today - timedelta(days=1))
         until = until or in_utc(today)
-    size = timedelta(minutes=minutes)
+    size = timedelta(minutes=q.minutes)
     if until <= since:
         raise HTTPException(422, "until must be after since")
     if (until - since) / size > MAX_INTERVALS:
         raise HTTPException(422, f"at most {MAX_INTERVALS} intervals: narrow since/until")
     thresholds = Thresholds(
-        emergency=timedelta(seconds=emergency_threshold), other=timedelta(seconds=threshold)
+        emergency=timedelta(seconds=q.emergency_threshold), other=timedelta(seconds=q.threshold)
     )
     with hotline.db.connect() as conn:
         found = intervals(
@@ -1986,39 +2001,20 @@ def _interval_reports(
     return zone, found
 
 
-IntervalMinutes = Annotated[
-    int,
-    Query(
-        description="the intervals' length in minutes, on the clock of `tz`",
-        json_schema_extra={"enum": list(INTERVAL_MINUTES)},
-    ),
-]
-Threshold = Annotated[int, Query(ge=1, le=3600)]
-
-
 @router.get("/stats/intervals")
 def stats_intervals(
-    user: SupervisorUser,
-    hotline: HotlineDep,
-    since: QueryTime | None = None,
-    until: QueryTime | None = None,
-    minutes: IntervalMinutes = 30,
-    tz: Annotated[str | None, Query(max_length=64)] = None,
-    emergency_threshold: Threshold = 20,
-    threshold: Threshold = 60,
+    user: SupervisorUser, hotline: HotlineDep, q: IntervalQueryDep
 ) -> dict[str, Any]:
     """The queue figures of /api/stats per interval of `minutes` on `tz`'s clock (default
     IVR_REPORT_TZ), overall and per queue, with the agents available on average: what a
     workforce-management tool forecasts and schedules from. Default period: yesterday, on
     that clock. At most a week of 15 minutes. Each interval counts as /api/stats does for
     its own period."""
-    zone, found = _interval_reports(
-        hotline, since, until, minutes, tz, emergency_threshold, threshold
-    )
+    zone, found = _interval_reports(hotline, q)
     return {
         "time_zone": str(zone),
-        "minutes": minutes,
-        "thresholds_seconds": {"emergency": emergency_threshold, "other": threshold},
+        "minutes": q.minutes,
+        "thresholds_seconds": {"emergency": q.emergency_threshold, "other": q.threshold},
         "intervals": [
             {
                 "start": r.period_start.astimezone(zone).isoformat(),
@@ -2038,21 +2034,12 @@ def stats_intervals(
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 def stats_intervals_csv(
-    user: SupervisorUser,
-    hotline: HotlineDep,
-    since: QueryTime | None = None,
-    until: QueryTime | None = None,
-    minutes: IntervalMinutes = 30,
-    tz: Annotated[str | None, Query(max_length=64)] = None,
-    emergency_threshold: Threshold = 20,
-    threshold: Threshold = 60,
+    user: SupervisorUser, hotline: HotlineDep, q: IntervalQueryDep
 ) -> CsvResponse:
     """/api/stats/intervals as CSV: a row per interval for all queues (`queue` empty), then
     one per queue that had a case in it; rates as fractions, times in seconds, interval
     times in ISO 8601 with their offset."""
-    zone, found = _interval_reports(
-        hotline, since, until, minutes, tz, emergency_threshold, threshold
-    )
+    zone, found = _interval_reports(hotline, q)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=INTERVAL_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -2063,8 +2050,8 @@ def stats_intervals_csv(
         }
         staffed = {"agents_available_average": r.agents_available_average}
         writer.writerow({**when, "queue": "", **r.overall.as_dict(), **staffed})
-        for name, q in sorted(r.by_queue.items()):
-            writer.writerow({**when, "queue": name, **q.as_dict()})
+        for name, queue in sorted(r.by_queue.items()):
+            writer.writerow({**when, "queue": name, **queue.as_dict()})
     first = found[0].period_start.astimezone(zone) if found else None
     name = f"intervals-{first:%Y-%m-%d}.csv" if first else "intervals.csv"
     return CsvResponse(

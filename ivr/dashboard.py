@@ -1689,9 +1689,8 @@ def figures_intervals_csv(request: Request, hotline: HotlineDep) -> Response:
         zone = stats.time_zone(q.get("tz", "").strip()[:64] or hotline.settings.report_tz)
         start, end = period(q.get("since", "")[:40], q.get("until", "")[:40], hotline.clock(), zone)
         minutes = int(q.get("minutes", "30")) if q.get("minutes", "30").isdigit() else 0
-        return api.stats_intervals_csv(
-            user, hotline, since=start, until=end, minutes=minutes, tz=str(zone)
-        )
+        asked = api.IntervalQuery(since=start, until=end, minutes=minutes, tz=str(zone))
+        return api.stats_intervals_csv(user, hotline, asked)
     except ValueError as exc:
         return Response(str(exc), status_code=422, media_type="text/plain")
     except HTTPException as exc:
