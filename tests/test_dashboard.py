@@ -991,7 +991,7 @@ def test_an_agent_sees_the_whole_number_only_on_their_own_case(
     timeline = page(client, f"/dashboard/calls/{placed['hijack']}")
     [row] = timeline.xpath("//h2[starts-with(., 'Cases')]/following-sibling::table[1]/tbody/tr")
     cells = [" ".join(td.text_content().split()) for td in row.xpath("./td")]
-    assert cells[7] == "alice" and re.fullmatch(r"\d\d-\d\d \d\d:\d\d:\d\d", cells[8])
+    assert cells[7] == "alice" and re.fullmatch(r"\d\d [A-Z][a-z]{2} \d\d:\d\d:\d\d", cells[8])
     [case] = client.get(f"/api/calls/{placed['hijack']}", headers=bearer(agent)).json()["cases"]
     assert case["agent"] == "alice"
     other = client.get(f"/dashboard/calls/{placed['normal']}").text
