@@ -1497,17 +1497,6 @@ def bucket_size(span: timedelta) -> timedelta:
     return timedelta(hours=math.ceil(span / timedelta(hours=MAX_BARS)))
 
 
-def buckets(
-    hotline: Hotline, start: datetime, end: datetime, size: timedelta, zone: tzinfo = UTC
-) -> list[Bucket]:
-    """The period's figures, one report per bucket on `zone`'s clock (`stats.intervals`)."""
-    with hotline.db.connect() as conn:
-        found = stats.intervals(
-            conn, start=start, end=end, size=size, zone=zone, now=hotline.clock()
-        )
-    return [Bucket(r.period_start, r.period_end, r) for r in found]
-
-
 def nice_ceiling(value: float) -> tuple[float, float]:
     """An axis maximum >= value and its step, from steps of 1, 2 or 5 times a power of 10."""
     if value <= 0:
@@ -1701,11 +1690,14 @@ def figures_context(
     hotline: Hotline, start: datetime, end: datetime, zone: tzinfo = UTC
 ) -> dict[str, Any]:
     """The figures page's report over [start, end), shown on `zone`'s clock."""
-    with hotline.db.connect() as conn:
-        report = stats.figures(conn, start=start, end=end, now=hotline.clock())
     size = bucket_size(end - start)
+    with hotline.db.connect() as conn:
+        # The period's report and its bars', from one read of it.
+        report, found = stats.figures_and_intervals(
+            conn, start=start, end=end, size=size, zone=zone, now=hotline.clock()
+        )
     shown = "%Y-%m-%d %H:%M"
-    series = buckets(hotline, start, end, size, zone)
+    series = [Bucket(r.period_start, r.period_end, r) for r in found]
     return {
         "errors": [],
         "wrong": [],

@@ -264,17 +264,18 @@ top_topics
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import statistics
 import zoneinfo
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ARRAY, ColumnElement, Connection, any_, bindparam, func, select
 
 from ivr.cases import (
     AVAILABLE_AT_MOST,
@@ -285,9 +286,21 @@ from ivr.cases import (
     SUPERSEDED_BY,
     TRANSFER,
 )
-from ivr.db import audit_log, call_events, calls, cases, in_utc, presence_changes, users
+from ivr.db import (
+    ENTERED_WHERE,
+    SURVEY_EVENTS_WHERE,
+    audit_log,
+    call_events,
+    calls,
+    cases,
+    figures_events,
+    in_utc,
+    presence_changes,
+    users,
+)
 from ivr.engine import HUNG_UP_AT
 
+K = TypeVar("K")
 SELF_HELP_KINDS = ("say",)
 AGENT_KINDS = ("queue", "transfer")  # nodes that hand a caller to a person
 COMPLETED = "completed"
@@ -807,6 +820,49 @@ def _topic(state: Any) -> str | None:
     return topic if isinstance(topic, str) and topic else None
 
 
+def _lookback(start: datetime) -> datetime:
+    """The earliest presence change that can have left anybody available at `start`: one
+    older had lapsed by then."""
+    try:
+        return start - AVAILABLE_AT_MOST
+    except OverflowError:  # a period from the first days of year 1 (a crafted query)
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def _presence(conn: Connection, *, start: datetime, end: datetime) -> list[Any]:
+    """The presence changes that tell who was available in [start, end): (user_id, name, at,
+    available_since), each agent's in the order they were written (under the agent's row
+    lock: two changes of one agent at the same moment may carry their `at`s the other way
+    round)."""
+    return list(
+        conn.execute(
+            select(
+                presence_changes.c.user_id,
+                users.c.name,
+                presence_changes.c.at,
+                presence_changes.c.available_since,
+            )
+            .join(users, users.c.id == presence_changes.c.user_id)
+            .where(presence_changes.c.at >= _lookback(start), presence_changes.c.at < end)
+            .order_by(presence_changes.c.user_id, presence_changes.c.id)
+        )
+    )
+
+
+def _available(changes: Sequence[Any], start: datetime, end: datetime) -> dict[str, float]:
+    """`time_available` from the changes `_presence` reads for [start, end)."""
+    seconds: dict[str, float] = {}
+    for i, (user_id, name, at, since) in enumerate(changes):
+        if since is None:
+            continue
+        later = changes[i + 1] if i + 1 < len(changes) else None
+        until = later[2] if later is not None and later[0] == user_id else end
+        gap = (min(until, since + AVAILABLE_AT_MOST, end) - max(at, start)).total_seconds()
+        if gap > 0:
+            seconds[name] = seconds.get(name, 0.0) + gap
+    return seconds
+
+
 def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[str, float]:
     """Seconds each agent (by name) was available in [start, end), from their presence's
     history: from each change that left them available to the next change, or to when their
@@ -815,34 +871,211 @@ def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[
     the period are not listed: nothing is known of them."""
     if end <= start:
         return {}
-    # A change older than this left nobody available in the period: it had lapsed by then.
-    try:
-        earliest = start - AVAILABLE_AT_MOST
-    except OverflowError:  # a period from the first days of year 1 (a crafted query)
-        earliest = datetime.min.replace(tzinfo=UTC)
-    rows = conn.execute(
+    return _available(_presence(conn, start=start, end=end), start, end)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The rows a period's figures are counted from, read once (`_read`): the figures of the
+    period, and those of each interval of it (`intervals`), are counted from them alone."""
+
+    cases: list[Any]  # opened, taken or sent on in the period, with their call and agent
+    calls: list[Any]  # started in the period
+    with_case: set[str]  # of those calls, the ones a case was opened on
+    # Per call of those cases, its survey events (id, kind, case asked about, answer).
+    asked: dict[str, list[tuple[int, str, int | None, str | None]]]
+    closed_by: dict[int, str]  # who closed each case last (its agent, or a supervisor)
+    agents_did: list[Any]  # (actor, action, at): the agents' missed offers and transfers
+    first_freeze: dict[tuple[int, str], datetime]
+    kinds_entered: dict[str, set[str]]  # per call started in the period
+
+
+# Rows of the period's cases and calls are looked up by their keys, so many at a time: few
+# enough for PostgreSQL to find each in an index, and for SQLite's limit on parameters.
+# Asked for all at once (`IN (SELECT ... the period's cases)`), PostgreSQL reckons a month
+# of them many enough to read all of call_events instead: millions of rows, past the
+# statement timeout. On PostgreSQL the keys go as one array: a thousand parameters cost
+# more to send than to look up.
+LOOKUP_BATCH = {"postgresql": 5000, "sqlite": 500}
+
+
+def _batches(keys: Iterable[K], dialect: str) -> Iterator[list[K]]:
+    """`keys`, each once, as many at a time as `dialect` looks up at once."""
+    unique = list(dict.fromkeys(keys))
+    size = LOOKUP_BATCH.get(dialect, min(LOOKUP_BATCH.values()))
+    for at in range(0, len(unique), size):
+        yield unique[at : at + size]
+
+
+def _among(column: ColumnElement[Any], keys: list[Any], dialect: str) -> ColumnElement[bool]:
+    """`column` is one of `keys` (a batch of `_batches`)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, keys, type_=ARRAY(column.type)))
+    return column.in_(keys)
+
+
+def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
+    """What the figures of [start, end) and of any interval of it are counted from."""
+    opened = (cases.c.created_at >= start) & (cases.c.created_at < end)
+    taken = (
+        cases.c.agent_id.is_not(None)
+        & (cases.c.connected_at >= start)
+        & (cases.c.connected_at < end)
+    )
+    # A transfer dates the line the case joined (queued_at): a talk it ended in the period
+    # leaves queued_at in or after the period. Which talks are in it: `_Leg.taken_at`.
+    sent_on = (cases.c.queued_at >= start) & (cases.c.created_at < end)
+    case_rows = conn.execute(
         select(
-            presence_changes.c.user_id,
-            users.c.name,
-            presence_changes.c.at,
-            presence_changes.c.available_since,
+            cases.c.id,
+            cases.c.call_sid,
+            cases.c.agent_id,
+            cases.c.queue,
+            cases.c.priority,
+            cases.c.status,
+            cases.c.claimed_from,
+            cases.c.callback_number,
+            cases.c.created_at,
+            cases.c.flags,
+            cases.c.queued_at,
+            cases.c.connected_at,
+            cases.c.ended_at,
+            cases.c.talk_ended_at,
+            cases.c.answered_at,
+            cases.c.legs,
+            cases.c.ticket,
+            calls.c.started_at.label("call_started_at"),
+            calls.c.ended_at.label("call_ended_at"),
+            users.c.name.label("agent_name"),
         )
-        .join(users, users.c.id == presence_changes.c.user_id)
-        .where(presence_changes.c.at >= earliest, presence_changes.c.at < end)
-        # In the order they were written (under the agent's row lock): two changes of one
-        # agent at the same moment may carry their `at`s the other way round.
-        .order_by(presence_changes.c.user_id, presence_changes.c.id)
+        .select_from(
+            cases.outerjoin(calls, calls.c.call_sid == cases.c.call_sid).outerjoin(
+                users, users.c.id == cases.c.agent_id
+            )
+        )
+        .where(opened | taken | sent_on)
     ).all()
-    seconds: dict[str, float] = {}
-    for i, row in enumerate(rows):
-        later = rows[i + 1] if i + 1 < len(rows) else None
-        until = later.at if later is not None and later.user_id == row.user_id else end
-        if row.available_since is not None:
-            until = min(until, row.available_since + AVAILABLE_AT_MOST)
-        gap = (min(until, end) - max(row.at, start)).total_seconds()
-        if row.available_since is not None and gap > 0:
-            seconds[row.name] = seconds.get(row.name, 0.0) + gap
-    return seconds
+    call_rows = conn.execute(
+        select(calls.c.call_sid, calls.c.status, calls.c.state, calls.c.started_at).where(
+            calls.c.started_at >= start, calls.c.started_at < end
+        )
+    ).all()
+    # The rows of those cases and calls, looked up by their keys (`_batches`).
+    dialect = conn.dialect.name
+    case_sids = [case.call_sid for case in case_rows]
+    call_sids = [call.call_sid for call in call_rows]
+    case_ids = [case.id for case in case_rows]
+    with_case: set[str] = set()
+    for batch in _batches(call_sids, dialect):
+        with_case.update(
+            conn.execute(
+                select(cases.c.call_sid).where(_among(cases.c.call_sid, batch, dialect)).distinct()
+            ).scalars()
+        )
+    surveyed = call_events.c.detail["case"].as_integer()
+    asked: dict[str, list[tuple[int, str, int | None, str | None]]] = {}
+    for batch in _batches(case_sids, dialect):
+        for event_id, sid, kind, case_id, outcome in conn.execute(
+            select(
+                call_events.c.id,
+                call_events.c.call_sid,
+                call_events.c.kind,
+                surveyed,
+                call_events.c.outcome,
+            ).where(
+                figures_events(dialect, SURVEY_EVENTS_WHERE),
+                _among(call_events.c.call_sid, batch, dialect),
+            )
+        ):
+            asked.setdefault(sid, []).append((event_id, kind, case_id, outcome))
+    # Who closed each case last: its agent, or someone for them (a supervisor).
+    closed_by: dict[int, str] = {}
+    for batch in _batches(case_ids, dialect):
+        for case_id, actor in conn.execute(
+            select(audit_log.c.case_id, audit_log.c.actor)
+            .where(audit_log.c.action == RESOLVE, _among(audit_log.c.case_id, batch, dialect))
+            .order_by(audit_log.c.id)
+        ):
+            closed_by[case_id] = actor
+    agents_did = list(
+        conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.at).where(
+                audit_log.c.action.in_((MISSED_OFFER, TRANSFER)),
+                audit_log.c.actor.like("agent:%"),
+                audit_log.c.at >= start,
+                audit_log.c.at < end,
+            )
+        )
+    )
+    # Each emergency case's first freeze that was made, by its caller and by an agent.
+    emergencies = [
+        case.id
+        for case in case_rows
+        if start <= case.created_at < end and case.priority == "emergency"
+    ]
+    first_freeze: dict[tuple[int, str], datetime] = {}
+    for batch in _batches(emergencies, dialect):
+        for case_id, action, when in conn.execute(
+            select(audit_log.c.case_id, audit_log.c.action, func.min(audit_log.c.at))
+            .where(
+                audit_log.c.action.in_((SELF_FREEZE, AGENT_FREEZE)),
+                audit_log.c.result == "ok",
+                _among(audit_log.c.case_id, batch, dialect),
+            )
+            .group_by(audit_log.c.case_id, audit_log.c.action)
+        ):
+            first_freeze[case_id, action] = when
+    kinds_entered: dict[str, set[str]] = {}
+    for batch in _batches(call_sids, dialect):
+        for sid, kind in conn.execute(
+            select(call_events.c.call_sid, call_events.c.detail["node_kind"].as_string())
+            .where(
+                figures_events(dialect, ENTERED_WHERE),
+                _among(call_events.c.call_sid, batch, dialect),
+            )
+            .distinct()
+        ):
+            kinds_entered.setdefault(sid, set()).add(kind)
+    return _Read(
+        cases=list(case_rows),
+        calls=list(call_rows),
+        with_case=with_case,
+        asked=asked,
+        closed_by=closed_by,
+        agents_did=agents_did,
+        first_freeze=first_freeze,
+        kinds_entered=kinds_entered,
+    )
+
+
+def _surveys(read: _Read, case_rows: Iterable[Any]) -> dict[int, str | None]:
+    """Per case asked, its latest answer ("" when none yet), from the survey events of these
+    cases' calls in the order they were written."""
+    events = sorted(
+        (
+            event
+            for sid in {case.call_sid for case in case_rows}
+            for event in read.asked.get(sid, ())
+        ),
+        key=lambda event: event[0],
+    )
+    surveys: dict[int, str | None] = {}
+    for _, kind, case_id, outcome in events:
+        if case_id is not None:
+            surveys[case_id] = outcome if kind == "survey" else surveys.get(case_id, "")
+    return surveys
+
+
+def _checked(start: datetime, end: datetime, now: datetime | None, top: int = 0) -> datetime:
+    """When a report over [start, end) judges its callers still waiting; ValueError for
+    arguments it cannot be made of."""
+    if start.tzinfo is None or end.tzinfo is None or (now is not None and now.tzinfo is None):
+        raise ValueError("start, end and now must be aware datetimes")
+    if end <= start:
+        raise ValueError("end must be after start")
+    if top < 0:
+        raise ValueError("top must be 0 or more")
+    return end if now is None else now
 
 
 def figures(
@@ -856,132 +1089,42 @@ def figures(
 ) -> Report:
     """The figures for cases created and calls started in [start, end), and for the work
     agents took in it (see the module), as of `now` (by default the period's end)."""
-    if start.tzinfo is None or end.tzinfo is None or (now is not None and now.tzinfo is None):
-        raise ValueError("start, end and now must be aware datetimes")
-    judged = end if now is None else now
-    if end <= start:
-        raise ValueError("end must be after start")
-    if top < 0:
-        raise ValueError("top must be 0 or more")
-    period_calls = select(calls.c.call_sid).where(
-        calls.c.started_at >= start, calls.c.started_at < end
-    )
-    node_kind = call_events.c.detail["node_kind"].as_string()
-    opened = (cases.c.created_at >= start) & (cases.c.created_at < end)
-    taken = (
-        cases.c.agent_id.is_not(None)
-        & (cases.c.connected_at >= start)
-        & (cases.c.connected_at < end)
-    )
-    # A transfer dates the line the case joined (queued_at): a talk it ended in the period
-    # leaves queued_at in or after the period. Which talks are in it: `_Leg.taken_at`.
-    sent_on = (cases.c.queued_at >= start) & (cases.c.created_at < end)
-    counted = select(cases.c.id).where(opened | taken | sent_on)
+    judged = _checked(start, end, now, top)
     with conn.begin():
-        case_rows = conn.execute(
-            select(
-                cases.c.id,
-                cases.c.queue,
-                cases.c.priority,
-                cases.c.status,
-                cases.c.claimed_from,
-                cases.c.callback_number,
-                cases.c.created_at,
-                cases.c.flags,
-                cases.c.queued_at,
-                cases.c.connected_at,
-                cases.c.ended_at,
-                cases.c.talk_ended_at,
-                cases.c.answered_at,
-                cases.c.legs,
-                cases.c.ticket,
-                calls.c.started_at.label("call_started_at"),
-                calls.c.ended_at.label("call_ended_at"),
-                users.c.name.label("agent_name"),
-            )
-            .select_from(
-                cases.outerjoin(calls, calls.c.call_sid == cases.c.call_sid).outerjoin(
-                    users, users.c.id == cases.c.agent_id
-                )
-            )
-            .where(opened | taken | sent_on)
-        ).all()
-        call_rows = conn.execute(
-            select(calls.c.call_sid, calls.c.status, calls.c.state).where(
-                calls.c.started_at >= start, calls.c.started_at < end
-            )
-        ).all()
-        with_case = set(
-            conn.execute(
-                select(cases.c.call_sid).where(cases.c.call_sid.in_(period_calls)).distinct()
-            ).scalars()
-        )
-        # Per case asked, its latest answer ("" when none yet): the period's cases' calls.
-        surveyed = call_events.c.detail["case"].as_integer()
-        surveys: dict[int, str] = {}
-        for kind, case_id, outcome in conn.execute(
-            select(call_events.c.kind, surveyed, call_events.c.outcome)
-            .where(
-                (call_events.c.kind == "survey")
-                | ((call_events.c.kind == "entered") & (node_kind == "survey")),
-                call_events.c.call_sid.in_(
-                    select(cases.c.call_sid).where(opened | taken | sent_on)
-                ),
-            )
-            .order_by(call_events.c.id)
-        ):
-            if case_id is not None:
-                surveys[case_id] = outcome if kind == "survey" else surveys.get(case_id, "")
-        # Who closed each case last: its agent, or someone for them (a supervisor).
-        closed_by = {
-            case_id: actor
-            for case_id, actor in conn.execute(
-                select(audit_log.c.case_id, audit_log.c.actor)
-                .where(
-                    audit_log.c.action == RESOLVE,
-                    audit_log.c.case_id.in_(counted),
-                )
-                .order_by(audit_log.c.id)
-            )
-        }
-        agents_did = conn.execute(
-            select(audit_log.c.actor, audit_log.c.action, func.count())
-            .where(
-                audit_log.c.action.in_((MISSED_OFFER, TRANSFER)),
-                audit_log.c.actor.like("agent:%"),
-                audit_log.c.at >= start,
-                audit_log.c.at < end,
-            )
-            .group_by(audit_log.c.actor, audit_log.c.action)
-        ).all()
+        read = _read(conn, start=start, end=end)
         available = time_available(conn, start=start, end=min(end, judged))
-        # Each emergency case's first freeze that was made, by its caller and by an agent.
-        first_freeze: dict[tuple[int, str], datetime] = {
-            (case_id, action): when
-            for case_id, action, when in conn.execute(
-                select(audit_log.c.case_id, audit_log.c.action, func.min(audit_log.c.at))
-                .where(
-                    audit_log.c.action.in_((SELF_FREEZE, AGENT_FREEZE)),
-                    audit_log.c.result == "ok",
-                    audit_log.c.case_id.in_(
-                        select(cases.c.id).where(opened, cases.c.priority == "emergency")
-                    ),
-                )
-                .group_by(audit_log.c.case_id, audit_log.c.action)
-            )
-        }
-        kinds_entered: dict[str, set[str]] = {}
-        for sid, kind in conn.execute(
-            select(call_events.c.call_sid, node_kind)
-            .where(
-                call_events.c.kind == "entered",
-                call_events.c.call_sid.in_(period_calls),
-                node_kind.in_(SELF_HELP_KINDS + AGENT_KINDS),
-            )
-            .distinct()
-        ):
-            kinds_entered.setdefault(sid, set()).add(kind)
+    return _count(
+        read,
+        start=start,
+        end=end,
+        judged=judged,
+        thresholds=thresholds,
+        top=top,
+        case_rows=read.cases,
+        call_rows=read.calls,
+        agents_did=read.agents_did,
+        available=available,
+    )
 
+
+def _count(
+    read: _Read,
+    *,
+    start: datetime,
+    end: datetime,
+    judged: datetime,
+    thresholds: Thresholds,
+    top: int,
+    case_rows: list[Any],
+    call_rows: list[Any],
+    agents_did: Iterable[Any],
+    available: dict[str, float],
+) -> Report:
+    """The report over [start, end) from the rows of it (`_Read`'s, of this period or of one
+    it is part of: the cases opened, taken or sent on in it, the calls started in it, the
+    agents' missed offers and transfers in it) and its agents' time available."""
+    surveys = _surveys(read, case_rows)
+    closed_by, first_freeze = read.closed_by, read.first_freeze
     overall = _Tally()
     by_queue: dict[str, _Tally] = {}
     by_agent: dict[str, _Tally] = {}
@@ -1034,7 +1177,7 @@ def figures(
             mine = by_agent.setdefault(case.agent_name, _Tally())
             _count_case((mine,), case, thresholds, surveys.get(case.id), judged, closed_for_them)
             mine.handled += 1
-    for actor, action, count in agents_did:
+    for (actor, action), count in sorted(Counter((a, b) for a, b, _ in agents_did).items()):
         tally = by_agent.setdefault(actor.removeprefix("agent:"), _Tally())
         if action == MISSED_OFFER:
             tally.missed_offers += count
@@ -1050,9 +1193,9 @@ def figures(
         if call.status != COMPLETED:
             continue
         completed += 1
-        entered = kinds_entered.get(call.call_sid, set())
+        entered = read.kinds_entered.get(call.call_sid, set())
         if (
-            call.call_sid not in with_case
+            call.call_sid not in read.with_case
             and not entered.intersection(AGENT_KINDS)
             and entered.intersection(SELF_HELP_KINDS)
             and topic is not None
@@ -1101,6 +1244,18 @@ def next_mark(moment: datetime, size: timedelta, zone: tzinfo) -> datetime:
     return mark
 
 
+def _bounds(start: datetime, end: datetime, size: timedelta, zone: tzinfo) -> list[datetime]:
+    """Where the intervals of [start, end) begin (`intervals`), and `end`."""
+    bounds = [start]
+    while bounds[-1] < end:
+        try:
+            stop = min(end, next_mark(bounds[-1], size, zone))
+        except (OverflowError, ValueError):  # the zone's clock past year 1 or 9999
+            stop = end
+        bounds.append(stop)
+    return bounds
+
+
 def intervals(
     conn: Connection,
     *,
@@ -1114,14 +1269,121 @@ def intervals(
     """The period's figures, one report per interval on `zone`'s clock: each ends at a
     multiple of `size` from its midnight, so the first and the last may be shorter when the
     period does not begin or end on one (a workforce tool's 15 or 30 minutes, the figures
-    page's bars)."""
-    found = []
-    at = start
-    while at < end:
-        try:
-            stop = min(end, next_mark(at, size, zone))
-        except (OverflowError, ValueError):  # the zone's clock past year 1 or 9999
-            stop = end
-        found.append(figures(conn, start=at, end=stop, thresholds=thresholds, now=now))
-        at = stop
-    return found
+    page's bars). Each is the report `figures` makes of its interval, counted from one read
+    of the period."""
+    return _period(
+        conn, start=start, end=end, size=size, zone=zone, thresholds=thresholds, now=now
+    )[1]
+
+
+def figures_and_intervals(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    size: timedelta,
+    zone: tzinfo = UTC,
+    thresholds: Thresholds = Thresholds(),
+    now: datetime | None = None,
+) -> tuple[Report, list[Report]]:
+    """`figures` of [start, end) and `intervals` of it, from one read: the figures page's."""
+    _checked(start, end, now)
+    whole, parts = _period(
+        conn,
+        start=start,
+        end=end,
+        size=size,
+        zone=zone,
+        thresholds=thresholds,
+        now=now,
+        whole=True,
+    )
+    assert whole is not None  # a period that is not empty has its report
+    return whole, parts
+
+
+def _period(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    size: timedelta,
+    zone: tzinfo,
+    thresholds: Thresholds,
+    now: datetime | None,
+    whole: bool = False,
+) -> tuple[Report | None, list[Report]]:
+    if end <= start:
+        return None, []
+    judged = _checked(start, end, now)
+    bounds = _bounds(start, end, size, zone)
+    starts = bounds[:-1]
+    with conn.begin():
+        read = _read(conn, start=start, end=end)
+        passed = min(end, judged)
+        changes = _presence(conn, start=start, end=passed) if passed > start else []
+
+    def part(moment: datetime) -> int:
+        """The interval `moment` is in, -1 for none."""
+        return bisect.bisect_right(starts, moment) - 1 if start <= moment < end else -1
+
+    case_rows: list[list[Any]] = [[] for _ in starts]
+    for case in read.cases:
+        # Which intervals load it, as `_read` loads a period's: opened, taken or sent on then.
+        parts = {part(case.created_at)}
+        if case.agent_id is not None and case.connected_at is not None:
+            parts.add(part(case.connected_at))
+        if case.queued_at is not None and case.created_at < end:
+            first = max(bisect.bisect_right(starts, case.created_at) - 1, 0)
+            parts.update(range(first, bisect.bisect_right(starts, case.queued_at)))
+        for i in sorted(parts - {-1}):
+            case_rows[i].append(case)
+    # Started, made in the period: in one interval each.
+    call_rows: list[list[Any]] = [[] for _ in starts]
+    for call in read.calls:
+        call_rows[part(call.started_at)].append(call)
+    agents_did: list[list[Any]] = [[] for _ in starts]
+    for did in read.agents_did:
+        agents_did[part(did.at)].append(did)
+    # Each interval's agents' time from the changes of it and of its lookback, as
+    # `time_available` reads them: by when they were made, each in the order written.
+    by_time = sorted(range(len(changes)), key=lambda k: changes[k].at)
+    times = [changes[k].at for k in by_time]
+
+    def available(begin: datetime, stop: datetime) -> dict[str, float]:
+        if stop <= begin:
+            return {}
+        window = by_time[
+            bisect.bisect_left(times, _lookback(begin)) : bisect.bisect_left(times, stop)
+        ]
+        return _available([changes[k] for k in sorted(window)], begin, stop)
+
+    def count(begin: datetime, stop: datetime, **rows: Any) -> Report:
+        # As `figures` of the interval alone: by default, judged at its end.
+        judged = stop if now is None else now
+        return _count(
+            read,
+            start=begin,
+            end=stop,
+            judged=judged,
+            thresholds=thresholds,
+            top=5,
+            available=available(begin, min(stop, judged)),
+            **rows,
+        )
+
+    overall = (
+        count(start, end, case_rows=read.cases, call_rows=read.calls, agents_did=read.agents_did)
+        if whole
+        else None
+    )
+    return overall, [
+        count(
+            begin,
+            stop,
+            case_rows=case_rows[i],
+            call_rows=call_rows[i],
+            agents_did=agents_did[i],
+        )
+        for i, (begin, stop) in enumerate(zip(starts, bounds[1:], strict=True))
+    ]

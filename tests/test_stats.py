@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,13 +18,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, event, insert, select, update
 
 from ivr import cases as case_queue
-from ivr.db import call_events, calls, cases, users
+from ivr import stats
+from ivr.db import ENTERED_NODE_KINDS, call_events, calls, cases, presence_changes, users
 from ivr.engine import HUNG_UP_AT
 from ivr.phone import Phone, Press, ScriptedParty
-from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures
+from ivr.stats import AgentFigures, QueueFigures, Report, Thresholds, figures, time_zone
 from ivr.tree import CompiledTree
 from ivr.web import create_app
 from tests.conftest import HTTPS_CLIENT, FakeClock, bearer, make_settings, make_user
@@ -1850,3 +1852,259 @@ def test_the_figures_per_interval_add_up_to_the_period_on_the_hotlines_clock(
     agent = make_user(db, "alice", "agent")
     for path in ("/api/stats/intervals", "/api/stats/intervals.csv"):
         assert client.get(path, headers=bearer(agent)).status_code == 403
+
+
+def busy_hours(db: Engine) -> None:
+    """Every kind of row the figures count, around 10:00-11:00 (`scenario`, `hack_day`): the
+    agents' cases, one closed by a supervisor, a talk sent on, a call back of the hour
+    before, a case taken the hour after, a caller who hung up on the way, a case moved into
+    the emergency line, surveys, freezes, missed offers, transfers, and presence changes
+    at odd fractions of a second (one older than the lookback, one lapsing)."""
+    scenario(db)
+    hack_day(db)
+    with db.begin() as conn:
+        alice, bob, dave = (add_agent(conn, name) for name in ("alice", "bob", "dave"))
+        for agent, names in ((alice, ["C1", "C2"]), (bob, ["C3", "C4", "C5"]), (dave, ["C7"])):
+            conn.execute(
+                update(cases)
+                .where(cases.c.call_sid.in_([sid(n) for n in names]))
+                .values(agent_id=agent, talk_ended_at=at(2300), answered_at=None)
+            )
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid.in_([sid(f"A{n}") for n in range(3)]))
+            .values(agent_id=dave)
+        )
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("C9"))
+            .values(flags={"priority_was": "normal"}, priority="emergency", lane=0)
+        )
+        add_call(conn, "P1", started=at(-900), ended=at(-880))
+        add_case(
+            conn,
+            "P1",
+            queue="payments",
+            priority="normal",
+            created=at(-890),
+            status="resolved",
+            claimed_from="abandoned",
+            connected=at(600),
+            ended=at(900),
+        )
+        add_call(conn, "P2", started=at(2990), ended=at(3800))
+        add_case(
+            conn,
+            "P2",
+            queue="payments",
+            priority="normal",
+            created=at(3000),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(3900),
+            ended=at(4000),
+        )
+        conn.execute(
+            update(cases).where(cases.c.call_sid.in_([sid("P1"), sid("P2")])).values(agent_id=bob)
+        )
+        leg = {
+            "queue": "payments",
+            "priority": "normal",
+            "from": "waiting",
+            "agent": "alice",
+            "entered_at": at(-1200).isoformat(),
+            "connected_at": at(300).isoformat(),
+            "answered_at": at(310.25).isoformat(),
+            "ended_at": at(1900.5).isoformat(),
+        }
+        add_call(conn, "Q1", started=at(-1230), status="in-progress")
+        add_case(conn, "Q1", queue="security", priority="high", created=at(-1200), status="waiting")
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("Q1"))
+            .values(legs=[leg], queued_at=at(1900.5))
+        )
+        # Opened before the period, taken and sent on in its first minutes.
+        add_call(conn, "Q2", started=at(-3030), status="in-progress")
+        add_case(conn, "Q2", queue="security", priority="high", created=at(-3000), status="waiting")
+        early = {**leg, "connected_at": at(-1900).isoformat(), "answered_at": at(-1890).isoformat()}
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("Q2"))
+            .values(legs=[{**early, "ended_at": at(-1000).isoformat()}], queued_at=at(-1000))
+        )
+        add_call(conn, "E4", started=at(1300), ended=at(1330))
+        add_case(
+            conn,
+            "E4",
+            queue="security",
+            priority="emergency",
+            created=at(1310),
+            status="callback_requested",
+        )
+        conn.execute(
+            update(cases)
+            .where(cases.c.call_sid == sid("E4"))
+            .values(flags={HUNG_UP_AT: at(1330).isoformat()})
+        )
+        add_survey(conn, "C1", "C1", "5", after=320)
+        add_survey(conn, "C2", "C2", "none", after=760)
+        add_survey(conn, "C2", "C2", "2", after=770)
+        add_survey(conn, "C3", "C3", "4", after=890)
+        add_survey(conn, "C4", "C4", None, after=1000)
+        # Asked on another case's call (C6, in another interval): counted with the cases of
+        # the call it was asked on, as `figures` of that interval alone counts it.
+        add_survey(conn, "C6", "C1", "1", after=1600)
+        for user_id, when, since in (
+            (alice, -40000.5, -40000.5),  # older than the lookback of every interval
+            (alice, -3600.125, -3600.125),
+            (alice, 1234.5, None),
+            (bob, -27000.75, -27000.75),  # lapses 8 h later, at 10:30:00.25
+            # Available since after the change itself (a clock put back): left out once
+            # older than the lookback, as of every change.
+            (dave, -29000, 3000),
+            (dave, 100.333333, 100.333333),
+            (dave, 2000.000001, 1500.5),  # a case's end: available from then on
+            (dave, 4000.2, None),
+        ):
+            conn.execute(
+                insert(presence_changes).values(
+                    user_id=user_id,
+                    at=at(when),
+                    available_since=None if since is None else at(since),
+                )
+            )
+    for name, action, result, after in (
+        ("C1", "self_freeze", "ok", 5),
+        ("C2", "freeze", "failed", 340),
+        ("C2", "freeze", "ok", 365),
+    ):
+        add_freeze(db, name, action, result, after)
+    with db.connect() as conn:
+        [c3] = conn.execute(select(cases.c.id).where(cases.c.call_sid == sid("C3"))).scalars()
+    with db.connect() as conn:
+        for actor, action, case_id, minutes in (
+            ("supervisor:sam", case_queue.RESOLVE, c3, 15),
+            ("agent:alice", case_queue.MISSED_OFFER, None, 5),
+            ("agent:dave", case_queue.MISSED_OFFER, None, 50),
+            ("agent:dave", case_queue.MISSED_OFFER, None, 65),
+            ("agent:alice", case_queue.TRANSFER, None, 20),
+            ("agent:erin", case_queue.TRANSFER, None, -5),
+        ):
+            case_queue.audit(
+                conn,
+                actor=actor,
+                action=action,
+                uid=None,
+                case_id=case_id,
+                reason="test",
+                result="ok",
+                now=T0 + timedelta(minutes=minutes),
+            )
+
+
+@pytest.mark.parametrize(
+    ("size", "zone", "now"),
+    [
+        (timedelta(minutes=15), "Asia/Kathmandu", None),
+        (timedelta(minutes=5), "UTC", at(1500.5)),  # some intervals not begun, one half gone
+        (timedelta(hours=1), "Asia/Kolkata", at(7200)),
+    ],
+)
+def test_the_figures_per_interval_are_those_of_each_interval_on_its_own(
+    db: Engine, size: timedelta, zone: str, now: datetime | None
+) -> None:
+    """`intervals` reads the period once and counts each interval from those rows: each of
+    its reports is the one `figures` makes of that interval alone, every field of it, and
+    the whole period's beside them (the figures page's) is `figures`' of the period."""
+    busy_hours(db)
+    start, end = at(-2000), at(5000.5)  # 09:26:40 to 11:23:20.5: both ends off the marks
+    thresholds = Thresholds(emergency=timedelta(seconds=15), other=timedelta(seconds=45))
+    with db.connect() as conn:
+        whole, found = stats.figures_and_intervals(
+            conn,
+            start=start,
+            end=end,
+            size=size,
+            zone=time_zone(zone),
+            thresholds=thresholds,
+            now=now,
+        )
+        alone = [
+            figures(conn, start=r.period_start, end=r.period_end, thresholds=thresholds, now=now)
+            for r in found
+        ]
+        assert whole == figures(conn, start=start, end=end, thresholds=thresholds, now=now)
+        assert (
+            stats.intervals(
+                conn,
+                start=start,
+                end=end,
+                size=size,
+                zone=time_zone(zone),
+                thresholds=thresholds,
+                now=now,
+            )
+            == found
+        )
+    assert (found[0].period_start, found[-1].period_end) == (start, end) and len(found) > 2
+    assert all(a.period_end == b.period_start for a, b in itertools.pairwise(found))
+    for mine, theirs in zip(found, alone, strict=True):
+        assert mine == theirs, (mine.period_start, mine.period_end)
+    # Not vacuous: the intervals between them hold every kind of figure.
+    assert sum(r.overall.offered for r in found) == whole.overall.offered > 60
+    assert sum(r.overall.surveys_asked for r in found) == 4
+    assert any(r.agent_seconds_available for r in found)
+    assert any(a.missed_offers for r in found for a in r.by_agent.values())
+    assert any(a.transfers for r in found for a in r.by_agent.values())
+    assert any(r.emergency.frozen_by_agent for r in found)
+    assert any(r.overall.hung_up_on_the_way for r in found)
+    assert any(r.by_agent["alice"].handled for r in found if "alice" in r.by_agent)
+
+
+def test_the_figures_look_their_rows_up_by_index(db: Engine) -> None:
+    """At a year's volume (2 M calls, 16 M call events) a read of every case or event passes
+    PostgreSQL's statement timeout: the period's cases are found by the indexes of when they
+    were opened, taken and sent on, and their calls' survey events and the nodes a contained
+    call entered by partial indexes, which a query uses only if its condition is theirs."""
+    busy_hours(db)
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
+        sent.append((stmt, params))
+
+    with db.connect() as conn:
+        event.listen(db, "before_cursor_execute", capture)
+        try:
+            figures(conn, start=START, end=END)
+        finally:
+            event.remove(db, "before_cursor_execute", capture)
+        wanted = {
+            "FROM cases LEFT OUTER JOIN calls": (
+                "ix_cases_created_at",
+                "ix_cases_connected_at",
+                "ix_cases_queued_at",
+            ),
+            "FROM call_events WHERE (kind = 'survey'": ("ix_call_events_surveys",),
+            "FROM call_events WHERE (kind = 'entered'": ("ix_call_events_entered",),
+        }
+        for stmt, params in sent:
+            flat = " ".join(stmt.split())
+            for marker, indexes in list(wanted.items()):
+                if marker not in flat:
+                    continue
+                if db.dialect.name == "sqlite":
+                    found = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params)
+                    plan = "\n".join(r[3] for r in found)
+                else:  # on a few rows a scan is cheaper: asked to do without one
+                    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                    plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
+                for index in indexes:
+                    assert index in plan, (index, flat, plan)
+                del wanted[marker]
+        conn.rollback()
+    assert wanted == {}  # each statement was seen
+
+
+def test_the_partial_indexes_hold_every_node_kind_the_containment_reads() -> None:
+    assert set(stats.SELF_HELP_KINDS + stats.AGENT_KINDS) == set(ENTERED_NODE_KINDS)
