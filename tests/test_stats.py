@@ -1090,6 +1090,24 @@ def test_each_agents_time_available_and_occupancy_come_from_their_presence(db: E
     assert (so_far.agent_seconds_available, so_far.agents_available_average) == (5400.0, 3.0)
 
 
+def test_an_agents_presence_counts_in_the_order_it_was_written(db: Engine) -> None:
+    """Two changes of one agent at the same moment may carry their `at`s the other way round
+    (written under the agent's row lock, timed before it): alice said available, then was
+    set away, a microsecond "earlier". She was never available, by the report or its bars."""
+    with db.begin() as conn:
+        alice = add_agent(conn, "alice")
+        for when, since in ((at(600.000002), at(600.000002)), (at(600.000001), None)):
+            conn.execute(
+                insert(presence_changes).values(user_id=alice, at=when, available_since=since)
+            )
+    with db.connect() as conn:
+        assert stats.time_available(conn, start=START, end=END) == {}
+    with db.connect() as conn:
+        bars = stats.intervals(conn, start=START, end=END, size=timedelta(minutes=15))
+    assert [bar.agent_seconds_available for bar in bars] == [None] * 4
+    assert report(db).by_agent == {}
+
+
 def test_offers_an_agents_phone_missed_are_counted_per_agent_in_the_period(db: Engine) -> None:
     """As the hotline records them (`cases.missed_offer`): alice missed one in the period,
     dave two and talked to nobody (listed all the same), bob one before the period."""
