@@ -24,13 +24,14 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     true,
     union,
 )
 
 from ivr import recordings
 from ivr.cases import SENT_AFTER_HANG_UP, audit
-from ivr.db import audit_log, call_events, calls, cases, in_utc, users
+from ivr.db import CALLER_ACTOR_WHERE, audit_log, call_events, calls, cases, in_utc, users
 from ivr.engine import HUNG_UP_AT
 from ivr.retention import masked
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
@@ -352,7 +353,9 @@ def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
                 .where(
                     or_(
                         audit_log.c.case_id.in_([c["id"] for c in call_cases] or [-1]),
-                        audit_log.c.actor == f"caller:{call_sid}",
+                        # The partial index's condition (which this actor meets), so that
+                        # both arms are looked up, not the whole log read.
+                        and_(text(CALLER_ACTOR_WHERE), audit_log.c.actor == f"caller:{call_sid}"),
                     )
                 )
                 .order_by(audit_log.c.id)

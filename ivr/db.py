@@ -98,6 +98,8 @@ ENTERED_WHERE = {
 }
 # A case an agent sent on to another line (a transfer): few of all.
 QUEUED_WHERE = "queued_at IS NOT NULL"
+# What a caller did (a verified caller's self-freeze, `Hotline._note_freeze`): few of all.
+CALLER_ACTOR_WHERE = "actor LIKE 'caller:%'"
 
 metadata = MetaData(
     naming_convention={
@@ -388,6 +390,15 @@ audit_log = Table(
     # A case's entries: blanked by the purge and an erasure (`ivr.retention`), read by its
     # call's timeline. The log is never purged: without it each of those reads all of it.
     Index(None, "case_id"),
+    # What a call's caller did, for its timeline (`calllog.timeline`): beside its cases'
+    # entries, without reading the whole log. Partial: used by a query whose condition
+    # is this one, literally.
+    Index(
+        "ix_audit_log_caller_actor",
+        "actor",
+        sqlite_where=text(CALLER_ACTOR_WHERE),
+        postgresql_where=text(CALLER_ACTOR_WHERE),
+    ),
 )
 
 # Each agent's presence as it changes (`cases.note_presence`): available (since when, as

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, event, insert, select
 
 from ivr.api import CSV_MAX_ROWS
-from ivr.db import audit_log, calls
+from ivr.calllog import timeline
+from ivr.cases import audit
+from ivr.db import audit_log, calls, cases
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty, Silent
 from ivr.settings import Settings
@@ -520,3 +522,89 @@ def test_exports_and_lookups_of_callers_calls_are_audited_with_numbers_masked(
         ("supervisor:sam", "export_calls", None, "caller=***0105; 1 row(s)"),
     ]
     assert not any("5005550103" in str(v) for r in rows for v in r.values())
+
+
+def test_a_calls_timeline_finds_its_audit_entries_by_index(db: Engine) -> None:
+    """The timeline's audit: its cases' entries, and what its caller did before a case was
+    opened (a self-freeze of a caller who hung up on the way): none of another call's. Both
+    looked up by index: at a year's volume (5 M entries) a read of the whole log took over a
+    second a timeline."""
+    t0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    mine, other = f"CA{'1' * 32}", f"CA{'2' * 32}"
+    with db.begin() as conn:
+        for sid in (mine, other):
+            conn.execute(
+                insert(calls).values(
+                    call_sid=sid,
+                    tree_version="v1",
+                    step=1,
+                    state={"facts": {}},
+                    last_twiml="<Response/>",
+                    status="completed",
+                    started_at=t0,
+                    updated_at=t0,
+                )
+            )
+            conn.execute(
+                insert(cases).values(
+                    ticket=f"T-{sid[-1]}",
+                    call_sid=sid,
+                    reason="test",
+                    queue="security",
+                    priority="emergency",
+                    lane=0,
+                    sort_at=t0,
+                    queued=1,
+                    status="waiting",
+                    flags={},
+                    path=[],
+                    created_at=t0,
+                )
+            )
+        ids = {sid: case_id for sid, case_id in conn.execute(select(cases.c.call_sid, cases.c.id))}
+    entries = [
+        (f"caller:{mine}", None, "before its case"),
+        (f"caller:{mine}", ids[mine], "on its case"),
+        ("agent:alice", ids[mine], "an agent on its case"),
+        (f"caller:{other}", None, "another caller"),
+        ("agent:alice", ids[other], "another case"),
+    ]
+    with db.connect() as conn:
+        for actor, case_id, reason in entries:
+            audit(
+                conn,
+                actor=actor,
+                action="self_freeze",
+                uid="10000001",
+                case_id=case_id,
+                reason=reason,
+                result="ok",
+                now=t0,
+            )
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
+        sent.append((stmt, params))
+
+    with db.connect() as conn:
+        event.listen(db, "before_cursor_execute", capture)
+        try:
+            found = timeline(conn, call_sid=mine)
+        finally:
+            event.remove(db, "before_cursor_execute", capture)
+        assert found is not None
+        assert [a["reason"] for a in found["audit"]] == [
+            "before its case",
+            "on its case",
+            "an agent on its case",
+        ]
+        [(stmt, params)] = [(s, p) for s, p in sent if "FROM audit_log" in s]
+        if db.dialect.name == "sqlite":
+            plan = "\n".join(
+                r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params)
+            )
+        else:  # on a few rows a scan is cheaper: asked to do without one
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
+        assert "ix_audit_log_case_id" in plan and "ix_audit_log_caller_actor" in plan, plan
+        conn.rollback()
