@@ -98,6 +98,8 @@ ENTERED_WHERE = {
 }
 # A case an agent sent on to another line (a transfer): few of all.
 QUEUED_WHERE = "queued_at IS NOT NULL"
+# An entry about an account (a freeze, an unfreeze, a transfer that names one).
+ACCOUNT_WHERE = "account_uid IS NOT NULL"
 # What a caller did (a verified caller's self-freeze, `Hotline._note_freeze`): few of all.
 CALLER_ACTOR_WHERE = "actor LIKE 'caller:%'"
 
@@ -390,6 +392,16 @@ audit_log = Table(
     # A case's entries: blanked by the purge and an erasure (`ivr.retention`), read by its
     # call's timeline. The log is never purged: without it each of those reads all of it.
     Index(None, "case_id"),
+    # An account's freezes in time: whether a failed one was made since (`calllog.freezes`:
+    # once per freeze listed), and the call log's account filter. Partial: most entries
+    # name no account.
+    Index(
+        "ix_audit_log_account_uid_at",
+        "account_uid",
+        "at",
+        sqlite_where=text(ACCOUNT_WHERE),
+        postgresql_where=text(ACCOUNT_WHERE),
+    ),
     # What a call's caller did, for its timeline (`calllog.timeline`): beside its cases'
     # entries, without reading the whole log. Partial: used by a query whose condition
     # is this one, literally.

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, insert, select
 
 from ivr.api import CSV_MAX_ROWS
-from ivr.calllog import timeline
+from ivr.calllog import freezes, timeline
 from ivr.cases import audit
 from ivr.db import audit_log, calls, cases
 from ivr.identity import LocalDirectory
@@ -607,4 +607,57 @@ def test_a_calls_timeline_finds_its_audit_entries_by_index(db: Engine) -> None:
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
         assert "ix_audit_log_case_id" in plan and "ix_audit_log_caller_actor" in plan, plan
+        conn.rollback()
+
+
+def test_the_failed_freezes_nobody_made_since_are_found_by_the_accounts_index(db: Engine) -> None:
+    """The freezes page's first list: failed freezes whose account nobody froze since. Each
+    one's "since" is looked up in the account's entries by time: read from all the freezes
+    ever made, once per failed one, a week of them passed the statement timeout."""
+    t0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    with db.connect() as conn:
+        for uid, action, result, minutes in (
+            ("10000001", "freeze", "failed", 0),
+            ("10000001", "freeze", "ok", 5),  # made since: not open
+            ("10000002", "self_freeze", "failed", 10),
+            ("10000002", "freeze", "ok", -5),  # made before it: still open
+            ("10000003", "freeze", "failed", 20),
+            ("10000003", "unfreeze", "ok", 25),  # no freeze
+        ):
+            audit(
+                conn,
+                actor="agent:alice",
+                action=action,
+                uid=uid,
+                case_id=None,
+                reason="test",
+                result=result,
+                now=t0 + timedelta(minutes=minutes),
+            )
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
+        sent.append((stmt, params))
+
+    with db.connect() as conn:
+        event.listen(db, "before_cursor_execute", capture)
+        try:
+            found = freezes(
+                conn, since=t0 - timedelta(hours=1), until=None, limit=50, open_only=True
+            )
+        finally:
+            event.remove(db, "before_cursor_execute", capture)
+        assert [(f["account_uid"], f["frozen_after"]) for f in found] == [
+            ("10000003", None),
+            ("10000002", None),
+        ]
+        [(stmt, params)] = sent
+        if db.dialect.name == "sqlite":
+            plan = "\n".join(
+                r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params)
+            )
+        else:  # on a few rows a scan is cheaper: asked to do without one
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
+        assert "ix_audit_log_account_uid_at" in plan, plan
         conn.rollback()
