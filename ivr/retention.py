@@ -37,6 +37,7 @@ the recordings there).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -58,6 +59,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     update,
 )
 
@@ -220,8 +222,11 @@ def _freezes_to_mask(conn: Connection, of_cases: ColumnElement[bool]) -> list[di
     changed = []
     for row in rows:
         reason = row.reason
+        digits = "".join(c for c in reason if c.isdigit())
         for number in (row.caller, row.callback_number):
-            if number is not None and dialable(number):
+            # Only a reason that may name it is searched (`_naming`'s test): a pattern is
+            # long to build, and most freezes' reasons name no number.
+            if number is not None and dialable(number) and _tail(number) in digits:
                 reason = _masking(number, reason)
         if reason != row.reason:
             changed.append({"b_id": row.id, "b_reason": reason})
@@ -239,19 +244,32 @@ def _delete_calls(conn: Connection, call_sids: Sequence[str]) -> tuple[int, int]
     return deleted, events
 
 
-def _purge_cases(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+@dataclass
+class _Scan:
+    """Where a run's purge of cases and calls has read to, in the order it reads them:
+    each batch goes on from the last, not again past the old rows kept (a case whose
+    recording is still at Twilio, a call whose case is kept), which at a year's volume
+    cost seconds a batch, every batch."""
+
+    case_id: int = 0
+    call: tuple[datetime, str] | None = None  # (ended_at, call_sid) of the last call read
+
+
+def _purge_cases(conn: Connection, cutoff: datetime, batch: int, scan: _Scan) -> Purged:
     with writing(conn):
         # Skipped, not waited for, when another instance's purge has them.
         ids = list(
             conn.execute(
                 select(cases.c.id)
-                .where(_old_case(cutoff), _no_recording_left())
+                .where(_old_case(cutoff), _no_recording_left(), cases.c.id > scan.case_id)
+                .order_by(cases.c.id)
                 .limit(batch)
                 .with_for_update(skip_locked=True)
             ).scalars()
         )
         if not ids:
             return Purged()
+        scan.case_id = ids[-1]
         blanked = _blank_audit(conn, ids)
         to_mask = _freezes_to_mask(conn, audit_log.c.case_id.in_(ids))
         if to_mask:
@@ -264,23 +282,30 @@ def _purge_cases(conn: Connection, cutoff: datetime, batch: int) -> Purged:
         return Purged(cases=deleted, audit_blanked=blanked, audit_masked=len(to_mask))
 
 
-def _purge_calls(conn: Connection, cutoff: datetime, batch: int) -> Purged:
-    with writing(conn):
-        sids = list(
-            conn.execute(
-                select(calls.c.call_sid)
-                .where(_old_call(cutoff))
-                .limit(batch)
-                .with_for_update(skip_locked=True)
-            ).scalars()
+def _purge_calls(conn: Connection, cutoff: datetime, batch: int, scan: _Scan) -> Purged:
+    after: ColumnElement[bool] = true()
+    if scan.call is not None:
+        ended, sid = scan.call
+        after = and_(
+            calls.c.ended_at >= ended,
+            or_(calls.c.ended_at > ended, calls.c.call_sid > sid),
         )
-        if not sids:
+    with writing(conn):
+        found = conn.execute(
+            select(calls.c.call_sid, calls.c.ended_at)
+            .where(_old_call(cutoff), after)
+            .order_by(calls.c.ended_at, calls.c.call_sid)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not found:
             return Purged()
-        deleted, events = _delete_calls(conn, sids)
+        scan.call = (found[-1].ended_at, found[-1].call_sid)
+        deleted, events = _delete_calls(conn, [row.call_sid for row in found])
         return Purged(calls=deleted, call_events=events)
 
 
-def _purge_pages(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+def _purge_pages(conn: Connection, cutoff: datetime, batch: int, scan: _Scan) -> Purged:
     with writing(conn):
         ids = list(
             conn.execute(
@@ -297,7 +322,7 @@ def _purge_pages(conn: Connection, cutoff: datetime, batch: int) -> Purged:
         return Purged(pages=deleted, page_sends=sends)
 
 
-def _purge_presence(conn: Connection, cutoff: datetime, batch: int) -> Purged:
+def _purge_presence(conn: Connection, cutoff: datetime, batch: int, scan: _Scan) -> Purged:
     """Agents' presence older than the period: when each was available is their personal
     data too, and the figures of a period that old are not asked for."""
     with writing(conn):
@@ -494,9 +519,10 @@ def _purge_for(
     if keep is None:
         return total, recordings_done
     cutoff = now - keep
+    scan = _Scan()
     for step in (_purge_cases, _purge_calls, _purge_pages, _purge_presence):
         while True:
-            done = step(conn, cutoff, batch)  # one batch at least, even out of time
+            done = step(conn, cutoff, batch, scan)  # one batch at least, even out of time
             total += done
             if done.total == 0:
                 break
@@ -728,6 +754,15 @@ def _apart(digits: str) -> str:
     return _APART.join(digits)
 
 
+def _tail(number: str) -> str:
+    """The last _NAMING_DIGITS digits of `number`: in a text that names it, in this order
+    with no other digit between (whatever else `_number_pattern` finds around them)."""
+    return "".join(c for c in number if c.isdigit())[-_NAMING_DIGITS:]
+
+
+# A purge batch masks the numbers of a thousand cases' freezes: a caller's pattern is built
+# once for all their cases.
+@functools.lru_cache(maxsize=1024)
 def _number_pattern(number: str) -> re.Pattern[str]:
     """`number` however it is written in free text: with its country code (maybe a + or 00
     before, maybe its trunk 0 after: +44 (0)7700 900123), or as at home, its trunk prefix
@@ -764,7 +799,7 @@ def _naming(number: str) -> ColumnElement[bool]:
     separators are left to `_masking`; ASCII classes only, alike in PostgreSQL's and
     Python's dialects); a LIKE first, which reads a row in a third of a regular
     expression's time and leaves it few."""
-    tail = "".join(c for c in number if c.isdigit())[-_NAMING_DIGITS:]
+    tail = _tail(number)
     reason = audit_log.c.reason
     return and_(reason.like(f"%{'%'.join(tail)}%"), reason.regexp_match("[^0-9]*".join(tail)))
 

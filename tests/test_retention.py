@@ -501,6 +501,46 @@ def test_the_purge_deletes_in_batches(db: Engine, statements: list[tuple[str, in
     assert count(db, cases) == count(db, calls) == 0
 
 
+def test_each_batch_of_a_run_reads_on_from_where_the_last_stopped(
+    db: Engine, twilio: TwilioRecordings
+) -> None:
+    """Old cases kept for their recordings (a regulator's years) and the calls they hold are
+    read past once a run, not again at every batch: at a year's volume each pass cost
+    seconds, and a run spent its time on them. Cases in the order of their ids, calls of
+    when they ended."""
+    for n in range(3):  # kept, and their calls, first in both orders
+        add_case(db, add_call(db, ended=LONG_AGO - timedelta(days=1, minutes=n)))
+    going = [
+        add_case(db, add_call(db, ended=LONG_AGO - timedelta(minutes=n)), recorded=False)
+        for n in range(5)
+    ]
+    ends = sorted(
+        (c.ended_at, c.call_sid)
+        for c in rows(db, calls)
+        if c.call_sid not in {k.call_sid for k in rows(db, cases, cases.c.id.not_in(going))}
+    )
+    after: dict[str, list[Any]] = {"cases": [], "calls": []}
+
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+        flat = " ".join(statement.split())
+        bound = context.compiled_parameters[0]
+        if flat.startswith("SELECT cases.id FROM cases"):
+            after["cases"].append(next((v for k, v in bound.items() if k.startswith("id_")), 0))
+        elif flat.startswith("SELECT calls.call_sid, calls.ended_at FROM calls"):
+            sids = [v for k, v in bound.items() if k.startswith("call_sid_")]
+            after["calls"].append(sids[0] if sids else None)
+
+    event.listen(db, "before_cursor_execute", before)
+    try:
+        purged = run_purge(db, twilio, batch=2, keep_recordings=timedelta(days=5 * 365))
+    finally:
+        event.remove(db, "before_cursor_execute", before)
+    assert (purged.cases, purged.calls) == (5, 5)
+    assert count(db, cases) == count(db, calls) == 3
+    assert after["cases"] == [0, going[1], going[3], going[4]]
+    assert after["calls"] == [None, ends[1][1], ends[3][1], ends[4][1]]
+
+
 def test_the_purge_is_idempotent(db: Engine) -> None:
     add_case(db, add_call(db, ended=LONG_AGO))
     assert run_purge(db).total > 0
@@ -1114,6 +1154,44 @@ def test_a_purged_cases_freezes_lose_the_number_written_as_at_home(db: Engine) -
     assert run_purge(db).audit_masked == 1
 
     assert reasons(db)[frozen] == "caller ***0123 says SIM swapped"
+
+
+def test_a_purge_searches_only_the_freezes_that_may_name_the_callers_number(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge batch masks the numbers in its cases' freezes: a number's pattern is long to
+    build (in a backlog, 4 s of a batch's 6, its cases locked meanwhile). Only a reason with
+    the number's last digits is searched, and a caller's pattern is built once for all
+    their cases."""
+    gone = [add_case(db, add_call(db, ended=LONG_AGO), recorded=False) for _ in range(4)]
+    entries = [add_audit(db, case_id, "freeze") for case_id in gone]
+    said = {
+        entries[0]: f"called from {ALICE}",
+        entries[1]: "called from 138 0013 8000, SIM swapped",
+        entries[2]: "UID 10000123, amount 900.123",
+        entries[3]: "called from +8613800138001",
+    }
+    say(db, said)
+    texts: list[str] = []
+    masking = retention._masking
+
+    def reading(number: str, text: str) -> str:
+        texts.append(text)
+        return masking(number, text)
+
+    monkeypatch.setattr(retention, "_masking", reading)
+    retention._number_pattern.cache_clear()
+
+    assert run_purge(db).audit_masked == 2
+
+    assert sorted(texts) == sorted([said[entries[0]], said[entries[1]]])
+    built = retention._number_pattern.cache_info()
+    assert (built.misses, built.hits) == (1, 1)
+    assert [reasons(db)[i] for i in entries] == [
+        "called from ***8000",
+        "called from ***8000, SIM swapped",
+        *(said[i] for i in entries[2:]),
+    ]
 
 
 def test_erasure_lists_the_call_backs_placed_to_the_number_for_deletion_at_twilio(
