@@ -7,7 +7,7 @@ which each call's timeline read from the whole log (5 M rows), and each account'
 in time (audit_log, partial), which the failed freezes nobody made since read once per
 freeze listed (past the statement timeout for a week of them).
 
-Revision ID: 9998
+Revision ID: 0032
 Revises: 0031
 Create Date: 2026-12-06 12:00:00.000000
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "9998"
+revision: str = "0032"
 down_revision: str | None = "0031"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
