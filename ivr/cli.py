@@ -237,7 +237,8 @@ def _live_tree(settings: Settings) -> CompiledTree | None:
     from ivr.store import active_tree_version, load_tree_version
     from ivr.tree import tree_from_stored
 
-    engine = create_db_engine(settings.database_url)  # upgraded already, by `serve`
+    # Upgraded already, by `serve`.
+    engine = create_db_engine(settings.database_url, pooler=settings.database_pooler)
     try:
         with engine.connect() as conn:
             version = active_tree_version(conn)
@@ -618,7 +619,9 @@ def _database(settings: DatabaseSettings, *, patient: bool = False) -> Engine:
         upgrade(settings.database_url, migrations=settings.migrations_dir)
     except Exception as exc:
         raise _fail(f"cannot open the database: {type(exc).__name__}: {exc}") from None
-    return create_db_engine(settings.database_url, webhook_timeouts=not patient)
+    return create_db_engine(
+        settings.database_url, webhook_timeouts=not patient, pooler=settings.database_pooler
+    )
 
 
 TokenDays = Annotated[

@@ -553,6 +553,7 @@ def create_db_engine(
     webhook_timeouts: bool = True,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    pooler: str = "none",
     **kwargs: Any,
 ) -> Engine:
     """The engine. With webhook_timeouts, nothing waits long: Twilio gives up on a webhook after
@@ -567,7 +568,9 @@ def create_db_engine(
     call's step, and Twilio's time limit leaves no room for waiting out an outage.
 
     `pool_size` and `max_overflow` (IVR_DB_POOL_SIZE, IVR_DB_MAX_OVERFLOW) size the pool of a
-    PostgreSQL engine; an instance opens at most their sum."""
+    PostgreSQL engine; an instance opens at most their sum. `pooler` (IVR_DATABASE_POOLER):
+    "transaction" behind a pooler in transaction mode, whose server connections serve
+    another client between transactions: no statement is prepared."""
     url = normalise_url(url)
     connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
     if url.startswith("sqlite"):
@@ -592,6 +595,10 @@ def create_db_engine(
         for name, value in TCP_DEAD_PEER.items():
             connect_args.setdefault(name, value)
         kwargs.setdefault("pool_timeout", 3)
+    if pooler == "transaction":
+        # psycopg prepares a statement run 5 times, by a name that lives on one server
+        # connection: the pooler's next one may lack it or hold another by that name.
+        connect_args.setdefault("prepare_threshold", None)
     # hide_parameters: a failed statement's message never carries call data into a log.
     return create_engine(
         url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
@@ -600,11 +607,12 @@ def create_db_engine(
 
 def engine_from_settings(settings: Settings) -> Engine:
     """The app's engine: IVR_DATABASE_URL with the pool sized by IVR_DB_POOL_SIZE and
-    IVR_DB_MAX_OVERFLOW."""
+    IVR_DB_MAX_OVERFLOW, made for IVR_DATABASE_POOLER."""
     return create_db_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pooler=settings.database_pooler,
     )
 
 

@@ -55,6 +55,16 @@ class DatabaseSettings(BaseSettings):
     migrations_dir: Path = Field(
         default=PROJECT_ROOT / "migrations", validation_alias="IVR_MIGRATIONS"
     )
+    # A pooler between the hotline and PostgreSQL (docs/scaling.md): "transaction" for one in
+    # transaction mode (PgBouncer's pool_mode = transaction), which hands each transaction
+    # whichever server connection is free. psycopg prepares a statement by itself once it
+    # has run it a few times, under a name that holds on one server connection only: the
+    # next transaction's may lack it, or hold another statement by that name. "transaction"
+    # prepares none. "none" (direct) and "session" (a server connection per client) need
+    # nothing.
+    database_pooler: Literal["none", "session", "transaction"] = Field(
+        default="none", validation_alias="IVR_DATABASE_POOLER"
+    )
     # Days caller data is kept after it ended (`ivr.retention`): purged daily by each instance
     # and by `ivr db purge`. 0: never. Less than 31 is refused: the figures (up to 31 days)
     # and follow-ups of recent tickets would find nothing.
@@ -566,6 +576,7 @@ _ENV_NAMES = {
     "twilio_auth_token_next": "TWILIO_AUTH_TOKEN_NEXT",
     "public_url": "IVR_PUBLIC_URL",
     "database_url": "IVR_DATABASE_URL",
+    "database_pooler": "IVR_DATABASE_POOLER",
     "fallback_queue": "IVR_FALLBACK_QUEUE",
     "hold_music_url": "IVR_HOLD_MUSIC_URL",
     "secret_key": "IVR_SECRET_KEY",

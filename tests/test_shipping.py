@@ -585,6 +585,7 @@ def test_compose_gives_the_migration_job_every_setting_the_database_commands_rea
         "IVR_TOKEN_DAYS": "30",
         "IVR_RETENTION_DAYS": "0",
         "IVR_RECORDING_RETENTION_DAYS": "3650",
+        "IVR_DATABASE_POOLER": "transaction",
     }
     assert set(dotenv) == DATABASE_SETTINGS, "give each DatabaseSettings variable a value here"
     given = container_environment(migrate, {**required, **dotenv})
