@@ -442,16 +442,21 @@ class ResolveRequest(BaseModel):
     )
 
 
-def _account_frozen(raw: dict[str, Any]) -> AccountFrozen | None:
+def _account_frozen(
+    raw: dict[str, Any], user: User, verification: Verification
+) -> AccountFrozen | None:
+    """The account's freeze as `user` may see it: another case's ticket only as `_earlier`
+    shows one (what main menu 9 takes to be put through as that case's caller)."""
     made = raw.get("account_frozen")
     if not made:
         return None
+    this_case = made["case_id"] == raw["id"]
     return AccountFrozen(
         at=made["at"],
         action=made["action"],
         by=made["actor"],
-        ticket=made["ticket"],
-        this_case=made["case_id"] == raw["id"],
+        ticket=made["ticket"] if this_case or _sees_owners_cases(user, verification) else None,
+        this_case=this_case,
     )
 
 
@@ -491,7 +496,7 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         on_call=raw.get("on_call", False),
         dropped_after_seconds=raw.get("dropped_after"),
         transfer=_transfer(raw),
-        account_frozen=_account_frozen(raw),
+        account_frozen=_account_frozen(raw, user, verification),
         moved=MovedInfo(
             by=flags["priority_set_by"],
             was=flags.get("priority_was", ""),
@@ -539,9 +544,14 @@ def _earlier(
     leak with the ID number. Notes say what the owner told us (a new email, a date of
     birth); a ticket is what main menu 9 takes to hear the case's status and be put through
     to its team as its owner; a reason says what the owner called about."""
-    if user.role != "agent" or (verification.result == "yes" and not verification.partial):
+    if _sees_owners_cases(user, verification):
         return earlier
     return [{k: v if k in _UNVERIFIED_SEES else None for k, v in case.items()} for case in earlier]
+
+
+def _sees_owners_cases(user: User, verification: Verification) -> bool:
+    """Whether `user` sees the account's other cases whole for a caller verified so."""
+    return user.role != "agent" or (verification.result == "yes" and not verification.partial)
 
 
 def _transfer(raw: dict[str, Any]) -> TransferInfo | None:
