@@ -451,11 +451,14 @@ def _account_frozen(
     if not made:
         return None
     this_case = made["case_id"] == raw["id"]
+    whole = this_case or _sees_owners_cases(user, verification)
     return AccountFrozen(
         at=made["at"],
         action=made["action"],
-        by=made["actor"],
-        ticket=made["ticket"] if this_case or _sees_owners_cases(user, verification) else None,
+        # A caller's own freeze is by `caller:<CallSid>`, and that call's timeline names its
+        # ticket: to an agent who may not see it, the kind of actor only.
+        by=made["actor"] if whole else made["actor"].split(":", 1)[0],
+        ticket=made["ticket"] if whole else None,
         this_case=this_case,
     )
 
@@ -1934,7 +1937,8 @@ def stats(
 # -- supervisors: the figures per interval, for a workforce tool ---------------------------
 
 INTERVAL_MINUTES = (15, 30, 60)
-MAX_INTERVALS = 7 * 24 * 4  # a week of 15 minutes
+# A month of hours (the figures page's longest period), a week of 15 minutes.
+MAX_INTERVALS = 31 * 24
 INTERVAL_COLUMNS = (
     "interval_start",
     "interval_end",
@@ -2018,8 +2022,8 @@ def stats_intervals(
     """The queue figures of /api/stats per interval of `minutes` on `tz`'s clock (default
     IVR_REPORT_TZ), overall and per queue, with the agents available on average: what a
     workforce-management tool forecasts and schedules from. Default period: yesterday, on
-    that clock. At most a week of 15 minutes. Each interval counts as /api/stats does for
-    its own period."""
+    that clock. At most 744 intervals (a month of hours, a week of 15 minutes). Each
+    interval counts as /api/stats does for its own period."""
     zone, found = _interval_reports(hotline, q)
     return {
         "time_zone": str(zone),

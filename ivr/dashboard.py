@@ -1723,9 +1723,15 @@ def figures_context(
             for b in series
         ],
         "definitions": (stats.__doc__ or "").strip(),
+        # The shortest intervals one answer holds for the period (a month: hours).
         "intervals_csv": f"{PREFIX}/figures/intervals.csv?"
         + urlencode(
-            {"since": local_input(start, zone), "until": local_input(end, zone), "tz": str(zone)}
+            {
+                "since": local_input(start, zone),
+                "until": local_input(end, zone),
+                "tz": str(zone),
+                "minutes": 30 if end - start <= api.MAX_INTERVALS * timedelta(minutes=30) else 60,
+            }
         ),
         # None for a period in the first week there is (year 1): no week before it.
         "last_week": (

@@ -2961,17 +2961,20 @@ class Hotline:
 
     def _audit_tree_refused(self, error: SourceError, *, by: str, how: str) -> None:
         first = (str(error).splitlines() or ["(no message)"])[0]
-        with self.db.connect() as conn:
-            cases.audit(
-                conn,
-                actor=_system_actor(by),
-                action=TREE_REFUSED,
-                uid=None,
-                case_id=None,
-                reason=f"{how}: {first[:300]}",
-                result="refused",
-                now=self.clock(),
-            )
+        try:
+            with self.db.connect() as conn:
+                cases.audit(
+                    conn,
+                    actor=_system_actor(by),
+                    action=TREE_REFUSED,
+                    uid=None,
+                    case_id=None,
+                    reason=f"{how}: {first[:300]}",
+                    result="refused",
+                    now=self.clock(),
+                )
+        except Exception:  # the tree's own error is what the operator must see, not this
+            log.exception("the refused call tree could not be audited")
 
     def size_queues(self) -> list[str]:
         """The live tree's queues, and the fallback's, made to hold Twilio's most callers

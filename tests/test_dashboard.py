@@ -1798,6 +1798,8 @@ def test_the_desk_says_the_account_is_frozen_whoever_froze_it(
     # bob's caller keyed a wrong PIN: the victim's ticket (main menu 9's key to their case)
     # is not shown to him, as the account's earlier cases' are not.
     assert first["ticket"] not in html.tostring(desk, encoding="unicode")
+    # Nor the victim's CallSid, whose timeline names the ticket: the kind of actor only.
+    assert second["account_frozen"]["by"] == "caller" and second["account_frozen"]["ticket"] is None
     assert facts["Freezes on this case"] == "none"
     [notice] = texts(desk, "//p[contains(@class, 'already-frozen')]")
     assert notice.startswith(f"Account {UID} is frozen already: since ")
@@ -2220,6 +2222,12 @@ def test_the_figures_period_downloads_per_half_hour_for_a_workforce_tool(
     figures_offered = texts(doc, "//tfoot//td")[0]
     assert sum(int(r["offered"]) for r in rows) == int(figures_offered) > 0
     assert client.get(link + "&minutes=20").status_code == 422
+    # A month's period: per hour, which one answer holds (half hours would not).
+    month = {"since": "2026-11-01T00:00", "until": "2026-11-30T00:00", "tz": "Asia/Shanghai"}
+    [longer] = page(client, "/dashboard/figures", **month).xpath(
+        "//a[contains(@href, '/figures/intervals.csv')]/@href"
+    )
+    assert "minutes=60" in longer and client.get(longer).status_code == 200
     signed_in(client, make_user(db, "olga", "agent"))
     assert not page(client, "/dashboard/figures", **shown).xpath(
         "//a[contains(@href, '/figures/intervals.csv')]"

@@ -123,6 +123,25 @@ def test_a_broken_tree_is_refused_and_the_old_one_stays_live(
     assert phone.call(ScriptedParty([Press("1"), Press("1"), Press("*")])).queue == "security"
 
 
+def test_a_refused_tree_is_said_even_when_its_audit_cannot_be_written(
+    reload_client: TestClient, operator: str, files: tuple[Path, Path], db: Engine
+) -> None:
+    """The refusal's audit entry is written before the tree's error is answered: an audit
+    log that cannot be written (a lock past its timeout, here a table gone) must not put a
+    database error in the place of the file, line and node the operator needs."""
+    routes, _ = files
+    routes.write_text(routes.read_text().replace("target: emergency\n", "target: emergensy\n", 1))
+    with db.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE audit_log RENAME TO audit_log_away")
+    try:
+        response = reload_client.post("/api/routes/reload", headers=bearer(operator))
+    finally:
+        with db.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE audit_log_away RENAME TO audit_log")
+    assert response.status_code == 422
+    assert any("unknown node 'emergensy'" in p for p in response.json()["detail"]["problems"])
+
+
 def test_a_reload_logs_the_new_trees_warnings(
     reload_client: TestClient,
     operator: str,

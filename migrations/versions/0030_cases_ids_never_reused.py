@@ -55,7 +55,10 @@ def upgrade() -> None:
         ).scalars()
     )
     highest = bind.exec_driver_sql(HIGHEST_NAMED).scalar() or 0
-    bind.exec_driver_sql(made.replace("CREATE TABLE cases", "CREATE TABLE cases_0030", 1))
+    made, named = re.subn(r'^CREATE TABLE "?cases"?', "CREATE TABLE cases_0030", made, count=1)
+    if not named:
+        raise RuntimeError(f"cases is not the table this migration knows: {table}")
+    bind.exec_driver_sql(made)
     bind.exec_driver_sql("INSERT INTO cases_0030 SELECT * FROM cases")
     bind.exec_driver_sql("DROP TABLE cases")
     bind.exec_driver_sql("ALTER TABLE cases_0030 RENAME TO cases")
