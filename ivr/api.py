@@ -456,8 +456,8 @@ def _account_frozen(
         at=made["at"],
         action=made["action"],
         # A caller's own freeze is by `caller:<CallSid>`, and that call's timeline names its
-        # ticket: to an agent who may not see it, the kind of actor only.
-        by=made["actor"] if whole else made["actor"].split(":", 1)[0],
+        # ticket: to an agent who may not see it, "caller" only (staff are named).
+        by="caller" if not whole and made["actor"].startswith("caller:") else made["actor"],
         ticket=made["ticket"] if whole else None,
         this_case=this_case,
     )
