@@ -267,8 +267,20 @@ ACK_CODE_DIGITS = 6
 _ACK_CODE = re.compile(rf"(?<!\d)\d{{{ACK_CODE_DIGITS}}}(?!\d)")
 
 
+# What only the page's own text says around its code: a reply that has it quotes the page
+# (an auto-responder or a mail gateway sending the message back), and says nobody is coming.
+_QUOTED_PAGE = re.compile(
+    rf"reply\s*:?\s*\d{{{ACK_CODE_DIGITS}}}|agents available|emergency callers? waiting",
+    re.IGNORECASE,
+)
+
+
 def ack_code_in(body: str) -> str | None:
-    """The code in a text an on-call number sent ("123456", "coming 123456"), if any."""
+    """The code in a text an on-call number sent ("123456", "coming 123456"), if any; none
+    in a text that quotes the page back (what an auto-responder does), whose code is the
+    page's, not someone's word that they are coming."""
+    if _QUOTED_PAGE.search(body):
+        return None
     found = _ACK_CODE.search(body)
     return found.group() if found else None
 

@@ -808,6 +808,31 @@ def test_an_on_call_number_texting_the_pages_code_back_says_they_are_coming(
     assert look(hotline) is None
 
 
+def test_a_reply_that_quotes_the_page_back_acknowledges_nothing(
+    line: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
+) -> None:
+    """An auto-responder (or a mail gateway) that sends the page's own text back has the
+    page's code in it: nobody said they were coming, so the page stands, and the next one
+    goes out on time. The same number keying the code in its own words still does."""
+    client, phone = line
+    hotline = client.app.state.hotline  # type: ignore[attr-defined]
+    hijacked(phone)
+    clock.advance(seconds=5)
+    assert look(hotline) is not None
+    [page] = page_rows(db)
+    [sent, *_] = [t["Body"] for t in texts(twilio_http) if t["To"] == ON_CALL[0]]
+    assert phone.text(f"Auto-reply: I am away.\n> {sent}", from_number=ON_CALL[0]) == [
+        oncall.REPLY_HOW
+    ]
+    assert phone.text(sent.lower(), from_number=ON_CALL[1]) == [oncall.REPLY_HOW]
+    assert page_rows(db)[0]["acked_at"] is None
+    clock.advance(seconds=900)
+    assert look(hotline) is not None  # paged again: nobody is coming
+    [_, second] = page_rows(db)
+    [answer] = phone.text(f"on my way {second['ack_code']}", from_number=ON_CALL[0])
+    assert "is acknowledged" in answer and page_rows(db)[1]["acked_by"] == ON_CALL[0]
+
+
 def test_a_page_call_acknowledges_only_with_1(
     ringing: tuple[TestClient, Phone], twilio_http: RecordingTwilio, db: Engine, clock: FakeClock
 ) -> None:
