@@ -513,6 +513,9 @@ def _queue_context(hotline: Hotline, user: User) -> dict[str, Any]:
         "page_in_force": bool(pages) and oncall.in_force(pages[0], latest=True, now=now),
         # On-call numbers Twilio will not text (they opted out): their pages only ring them.
         "opted_out": _opted_out(hotline) if user.role == "supervisor" else [],
+        # Settings that must match, set otherwise on another instance alive (`ivr.instances`).
+        "disagreements": hotline.disagreements if user.role == "supervisor" else [],
+        "instance_name": hotline.me.name if hotline.me else "",
         "staffing": api.staffing(user, hotline),
         "agents": api.agents(user, hotline),
         "emergencies": line.counts.emergencies,

@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -491,6 +492,20 @@ on_call_phones = Table(
     Column("told_at", UTCDateTime()),
     Column("opted_out_at", UTCDateTime()),
     Column("opted_out", String(16)),  # the word it texted (STOP...), or Twilio's 21610
+)
+
+# The instances serving the hotline (`ivr.instances`): each rewrites its row every
+# IVR_TREE_SYNC seconds, with a digest of each setting that must be the same on all of them.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(32), primary_key=True),  # a process's, made as it starts
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("seen_at", UTCDateTime(), nullable=False),
+    Column("every_seconds", Float, nullable=False),
+    Column("digests", JSON, nullable=False),
 )
 
 # Calls with agents that Twilio recorded (IVR_RECORD_AGENT_CALLS): where the audio is (at

@@ -30,7 +30,17 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from ivr import announcements, calllog, cases, engine, oncall, queues, recordings, store
+from ivr import (
+    announcements,
+    calllog,
+    cases,
+    engine,
+    instances,
+    oncall,
+    queues,
+    recordings,
+    store,
+)
 from ivr.db import Busy, patient, users
 from ivr.exceptions import IdentityUnavailable, NoSuchAccount, Problem, SourceError
 from ivr.identity import AccountActions, IdentityProvider, LocalAccountActions, keyed_factor
@@ -449,6 +459,10 @@ class Hotline:
         self.sized_queues: set[str] = set()
         # Until when this instance says no more of verification being over its shared budget.
         self.budget_warned_until: datetime | None = None
+        # This process as the other instances see it (made at its first comparison: reading
+        # the tree and prompts files once), and the settings they set otherwise.
+        self.me: instances.Me | None = None
+        self.disagreements: list[instances.Disagreement] = []
 
     # -- the call flow ---------------------------------------------------------------------------
 
@@ -3066,6 +3080,31 @@ class Hotline:
             self.staffing = cases.staffing(conn, now=now)
         self.staffing_at = now
         return self.staffing
+
+    def compare_instances(self) -> list[instances.Disagreement]:
+        """Write this instance's row, and read whether the other instances alive set any
+        setting that must match otherwise (`ivr.instances`): an error in the log when what
+        differs changes, the queue page's warning while it does."""
+        if self.me is None:
+            self.me = instances.Me(
+                digests=instances.digests(self.settings),
+                every=self.settings.tree_sync_seconds,
+                started_at=self.clock(),
+            )
+        with self.db.connect() as conn:
+            found = instances.compare(conn, me=self.me, now=self.clock())
+        if found != self.disagreements:
+            if found:
+                log.error(
+                    "instances disagree on settings that must be the same on every instance "
+                    "(docs/scaling.md), seen from %s: %s",
+                    self.me.name,
+                    instances.said(found),
+                )
+            else:
+                log.info("the instances' settings agree again, seen from %s", self.me.name)
+        self.disagreements = found
+        return found
 
     def page_on_call(self) -> int | None:
         """Page the on-call numbers if the emergency case first in line has waited

@@ -1190,7 +1190,8 @@ class TimedJobs:
 
 class Following(TimedJobs):
     """What every instance follows from the database every IVR_TREE_SYNC seconds: the live
-    tree version, the announcement, the agents at work. A job that fails keeps what it had
+    tree version, the announcement, the agents at work, whether the other instances' settings
+    agree with its own. A job that fails keeps what it had
     (the tree, the announcement until it expires, the last figures)."""
 
     def __init__(self) -> None:
@@ -1198,6 +1199,7 @@ class Following(TimedJobs):
             (Outage("check the live call-tree version"), Hotline.follow_active_version),
             (Outage("check the announcement"), Hotline.refresh_announcement),
             (Outage("count the agents at work"), Hotline.refresh_staffing),
+            (Outage("compare the instances' settings"), Hotline.compare_instances),
         )
 
 

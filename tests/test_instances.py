@@ -8,27 +8,45 @@ instance add up to one lockout.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text, update
 
 from ivr import cases as case_queue
+from ivr import instances as instances_module
 from ivr.db import accounts, call_events, calls, cases, create_db_engine, engine_from_settings
+from ivr.db import instances as db_instances
 from ivr.engine import OpenCase
 from ivr.exceptions import ConfigError
 from ivr.identity import LocalDirectory
 from ivr.phone import Answer, CallRecord, Phone, Press, ScriptedParty, Silent, Speak
-from ivr.settings import load_settings
-from tests.conftest import PUBLIC_URL, SECRET_KEY, TOKEN, bearer, make_settings, make_user
+from ivr.settings import PROJECT_ROOT, load_settings
+from ivr.tree import CompiledTree
+from ivr.web import create_app
+from tests.conftest import (
+    HTTPS_CLIENT,
+    PUBLIC_URL,
+    SECRET_KEY,
+    TOKEN,
+    FakeClock,
+    bearer,
+    eventually,
+    make_settings,
+    make_user,
+)
 from tests.support.pg import truncate_all
 from tests.support.servers import Balancer, ServerProcess, server_env, serving
 
@@ -421,6 +439,125 @@ def test_the_same_webhook_delivered_to_both_instances_at_once_counts_once(
     assert (step, opened) == (3, 1)
     assert max(e.step for e in events) == 3
     assert len(events) == len(set(events))
+
+
+# -- settings that must match, compared between instances --------------------------------------
+
+
+def test_an_instance_started_with_another_setting_is_named_by_every_instance(
+    instances: tuple[ServerProcess, ServerProcess],
+    pg_database_url: str,
+    tmp_path: Path,
+) -> None:
+    """Behind a balancer, an instance with another IVR_OFFER_TIMEOUT gives every caller a
+    different rule on some of their requests, and nothing else would say why. The new one and
+    those already serving name the setting (never its value) in their logs as an error, once;
+    one that may differ (IVR_TREE_SYNC) is not named; once it stops, the others say they
+    agree again."""
+    a, b = instances
+    env = {**a.env, "IVR_OFFER_TIMEOUT": "900", "IVR_TREE_SYNC": "0.5"}
+    c = ServerProcess("c", env, tmp_path)
+    with serving(c):
+        said = eventually(lambda: _disagree_lines(c.log()))
+        [line] = said
+        assert "IVR_OFFER_TIMEOUT differs on" in line and "IVR_TREE_SYNC" not in line
+        assert f"(pid {a.proc.pid})" in line and f"(pid {b.proc.pid})" in line  # type: ignore[union-attr]
+        assert "900" not in line.split("differs on", 1)[1] and "600" not in line
+        for instance in (a, b):  # within its IVR_TREE_SYNC (5 s)
+            [seen] = eventually(lambda i=instance: _disagree_lines(i.log()))
+            assert f"IVR_OFFER_TIMEOUT differs on {socket.gethostname()} (pid {c.proc.pid})" in seen  # type: ignore[union-attr]
+            assert "ERROR" in seen
+    for instance in (a, b):  # C's row is of a stopped instance after 3 of its IVR_TREE_SYNC
+        eventually(lambda i=instance: "the instances' settings agree again" in i.log())
+    assert len(_disagree_lines(a.log())) == 1  # said once, not every IVR_TREE_SYNC
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "ivr.sqlite3"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def test_digests_change_with_what_must_match_and_only_that(tmp_path: Path) -> None:
+    """A digest per setting that must match: another value of one changes its digest alone;
+    one that may differ, the database's URL, or the same files at another path changes
+    none; the prompts' files changed do. No value is in them, secrets least of all."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROJECT_ROOT / "prompts", prompts)
+    base = instances_module.digests(make_settings(IVR_PROMPTS=str(PROJECT_ROOT / "prompts")))
+    assert set(base) & instances_module.MAY_DIFFER == set()
+    assert "IVR_DATABASE_URL" not in base and {"TWILIO_AUTH_TOKEN", "IVR_PROMPTS"} <= set(base)
+    assert not {TOKEN, SECRET_KEY, "600"} & set(base.values())
+    assert all(len(d) == instances_module.DIGEST_CHARS for d in base.values())
+
+    def changed(**overrides: object) -> set[str]:
+        found = instances_module.digests(make_settings(**overrides))
+        return {k for k in base.keys() | found.keys() if base.get(k) != found.get(k)}
+
+    assert changed(IVR_PROMPTS=str(PROJECT_ROOT / "prompts")) == set()
+    assert changed(IVR_OFFER_TIMEOUT=900) == {"IVR_OFFER_TIMEOUT"}
+    assert changed(TWILIO_AUTH_TOKEN="f" * 31 + "e") == {"TWILIO_AUTH_TOKEN"}
+    assert changed(IVR_TREE_SYNC=0.5, IVR_LOG_FORMAT="text", IVR_DB_POOL_SIZE=9) == set()
+    assert changed(IVR_DATABASE_URL="sqlite:////elsewhere.sqlite3") == set()
+    assert changed(IVR_PROMPTS=str(prompts)) == set()  # the same files elsewhere
+    catalog = next(p for p in sorted(prompts.rglob("*")) if p.is_file())
+    catalog.write_text(catalog.read_text() + "\n# edited on this instance only\n")
+    assert changed(IVR_PROMPTS=str(prompts)) == {"IVR_PROMPTS"}
+    assert changed(IVR_PROMPTS=str(tmp_path / "nowhere")) == {"IVR_PROMPTS"}
+
+
+def test_the_queue_page_tells_supervisors_which_settings_differ(
+    sqlite_url: str, hotline_tree: CompiledTree, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another instance alive with another IVR_MAX_WAIT: the supervisor's queue page names the
+    setting and the instance, an agent's does not; an instance that stopped writing its row
+    (three of its IVR_TREE_SYNC) no longer counts, and a day later its row is gone."""
+    clock = FakeClock()
+    settings = make_settings(IVR_DATABASE_URL=sqlite_url)
+    app = create_app(settings, tree=hotline_tree, clock=clock)
+    hotline = app.state.hotline
+    other = instances_module.Me(
+        digests={**instances_module.digests(settings), "IVR_MAX_WAIT": "0" * 16},
+        every=10.0,
+        started_at=clock(),
+        host="web-2",
+        pid=4242,
+    )
+    with TestClient(app, base_url=HTTPS_CLIENT) as client:
+        assert hotline.compare_instances() == []
+        with hotline.db.connect() as conn:
+            instances_module.compare(conn, me=other, now=clock())
+        sam = make_user(hotline.db, "sam", "supervisor")
+        ann = make_user(hotline.db, "ann", "agent")
+        with caplog.at_level(logging.INFO, logger="ivr"):
+            [found] = hotline.compare_instances()
+            assert hotline.compare_instances() == [found]
+        assert (found.setting, found.instances) == ("IVR_MAX_WAIT", ("web-2 (pid 4242)",))
+        [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert error.endswith("IVR_MAX_WAIT differs on web-2 (pid 4242)")
+        client.post("/dashboard/login", data={"token": sam}, follow_redirects=False)
+        shown = client.get("/dashboard/queue/rows").text
+        assert "The instances' settings disagree" in shown
+        assert '<span class="mono">IVR_MAX_WAIT</span> differs on web-2 (pid 4242)' in shown
+        client.post("/dashboard/login", data={"token": ann}, follow_redirects=False)
+        assert "settings disagree" not in client.get("/dashboard/queue/rows").text
+
+        clock.advance(seconds=30)  # web-2 writes every 10 s: alive until 30 s after
+        assert hotline.compare_instances() == [found]
+        clock.advance(seconds=1)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ivr"):
+            assert hotline.compare_instances() == []
+        assert "the instances' settings agree again" in caplog.text
+        clock.advance(days=1)
+        hotline.compare_instances()
+    with hotline.db.connect() as conn:
+        assert conn.execute(select(db_instances.c.host)).scalars().all() == [socket.gethostname()]
+
+
+def _disagree_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "instances disagree on settings" in line]
 
 
 # -- the pool settings that matter with several instances ----------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ivr import instances
 from ivr.db import upgrade
 from ivr.settings import PROJECT_ROOT, DatabaseSettings, Settings
 from ivr.tree import load_tree
@@ -666,6 +667,8 @@ def test_scaling_lists_every_setting_once_as_shared_or_per_instance() -> None:
     assert shared & own == set(), "listed as both shared and per instance"
     assert (shared | own) - known == set(), "not settings"
     assert known - (shared | own) == set(), "settings docs/scaling.md does not place"
+    # What the instances compare (`ivr.instances`) is what the page says must match.
+    assert own == instances.MAY_DIFFER, "ivr.instances.MAY_DIFFER is not the page's list"
 
 
 # -- scripts/dev -----------------------------------------------------------------------
