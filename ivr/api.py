@@ -82,6 +82,7 @@ from ivr.deps import (
     SupervisorUser,
     TreeReader,
     off_the_webhooks,
+    reporting,
 )
 from ivr.exceptions import SourceError
 from ivr.hotline import CaseRefused, ConnectFailed, Hotline
@@ -1638,24 +1639,26 @@ class CsvResponse(PlainTextResponse):
     media_type = "text/csv"
 
 
-@router.get(
-    "/calls.csv",
-    # Not `response_class=CsvResponse`: the errors (403, 422, ...) are JSON, and documented so.
-    response_class=Response,
-    responses={
-        200: {
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "the calls",
-            "headers": {
-                "X-Truncated": {
-                    "description": "`true`: more calls matched than the file holds (the"
-                    f" newest {CSV_MAX_ROWS}; the file is then named {CSV_CUT_NAME}):"
-                    " narrow since/until for the rest",
-                    "schema": {"type": "string", "enum": ["true", "false"]},
-                }
-            },
-        }
-    },
+@reporting(
+    router.get(
+        "/calls.csv",
+        # Not `response_class=CsvResponse`: the errors (403, 422, ...) are JSON, and documented so.
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "the calls",
+                "headers": {
+                    "X-Truncated": {
+                        "description": "`true`: more calls matched than the file holds (the"
+                        f" newest {CSV_MAX_ROWS}; the file is then named {CSV_CUT_NAME}):"
+                        " narrow since/until for the rest",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    }
+                },
+            }
+        },
+    )
 )
 def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvResponse:
     """The same calls as /api/calls, all pages up to 10,000 rows, as CSV for spreadsheets.
@@ -1872,8 +1875,12 @@ def routes_rollback(body: Rollback, user: OperatorUser, hotline: HotlineDep) -> 
 
 # -- supervisors: figures ------------------------------------------------------------------------
 
+# The longest period one report counts (the figures page's too): a month at a year's volume is
+# half a minute of a worker thread; a year would be minutes, which no caller's webhook waits for.
+MAX_PERIOD = timedelta(days=31)
 
-@router.get("/stats")
+
+@reporting(router.get("/stats"))
 def stats(
     user: StaffUser,
     hotline: HotlineDep,
@@ -1909,6 +1916,10 @@ def stats(
         start = since or end - timedelta(days=1)
     except OverflowError:
         raise HTTPException(422, "until: no day before it to start from") from None
+    if end - start > MAX_PERIOD:
+        raise HTTPException(
+            422, f"the period can be at most {MAX_PERIOD.days} days: ask for it a month at a time"
+        )
     try:
         with hotline.db.connect() as conn:
             report = figures(
@@ -2015,7 +2026,7 @@ def _interval_reports(hotline: Hotline, q: IntervalQuery) -> tuple[tzinfo, list[
     return zone, found
 
 
-@router.get("/stats/intervals")
+@reporting(router.get("/stats/intervals"))
 def stats_intervals(
     user: SupervisorUser, hotline: HotlineDep, q: IntervalQueryDep
 ) -> dict[str, Any]:
@@ -2042,10 +2053,12 @@ def stats_intervals(
     }
 
 
-@router.get(
-    "/stats/intervals.csv",
-    response_class=Response,
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+@reporting(
+    router.get(
+        "/stats/intervals.csv",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    )
 )
 def stats_intervals_csv(
     user: SupervisorUser, hotline: HotlineDep, q: IntervalQueryDep

@@ -61,6 +61,7 @@ from ivr.deps import (
     TokenExpired,
     dashboard_sign_in,
     off_the_webhooks,
+    reporting,
     staff_user,
     wrong_token,
 )
@@ -80,7 +81,7 @@ REFRESH_SECONDS = 5
 OFFER_REFRESH_SECONDS = 2  # an available agent's desk, with 30 s to accept what comes (28 at worst)
 PAGE_SIZE = 50
 MAX_CURSOR = 200
-MAX_PERIOD = timedelta(days=31)
+MAX_PERIOD = api.MAX_PERIOD
 WEEK_AFTER_TIME = datetime.min.replace(tzinfo=UTC) + timedelta(days=7)  # "last 7 days" from here
 MAX_BARS = 48
 BUCKET_HOURS = (1, 2, 3, 4, 6, 12, 24)
@@ -1333,7 +1334,7 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     return render(request, "calls.html", context, user=user, status=status)
 
 
-@router.get("/calls.csv")
+@reporting(router.get("/calls.csv"))
 def calls_csv(request: Request, hotline: HotlineDep) -> Response:
     """The calls the page's filters find, all of them (up to 10,000; more: the newest, in a
     file named so), as the API's CSV: for the signed-in user, with no API token to find
@@ -1635,7 +1636,7 @@ def figures_link(start: datetime, end: datetime, zone: tzinfo = UTC) -> str:
     return f"{PREFIX}/figures?{query}"
 
 
-@router.get("/figures")
+@reporting(router.get("/figures"))
 def figures_page(request: Request, hotline: HotlineDep) -> Response:
     user = gate(request, hotline, STAFF)
     if isinstance(user, Response):
@@ -1669,7 +1670,7 @@ def figures_page(request: Request, hotline: HotlineDep) -> Response:
     return render(request, "figures.html", context, user=user)
 
 
-@router.get("/figures/intervals.csv")
+@reporting(router.get("/figures/intervals.csv"))
 def figures_intervals_csv(request: Request, hotline: HotlineDep) -> Response:
     """The figures page's period per half hour (or `minutes`: 15, 30, 60), as the API's
     CSV, for a workforce tool: the same since, until and zone as the page."""

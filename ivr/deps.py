@@ -31,6 +31,14 @@ MAX_TOKEN = 200  # ours are 43 characters; nothing longer is looked up
 REST_THREADS = 4
 _REST: RunVar[anyio.CapacityLimiter] = RunVar("ivr_rest")
 
+# Reports (the figures and their intervals, the calls' CSV) read a period's rows into Python:
+# a month at a year's volume holds a thread and a connection for half a minute. They take
+# the threads the webhooks share (the pool is sized for those: `ivr.web.worker_threads`), but
+# no more than these at once per instance: a burst of reports, or of one user's requests for
+# them, never leaves a caller's webhook waiting for a thread until Twilio plays the fallback.
+REPORTS_AT_ONCE = 2
+_REPORTS: RunVar[anyio.CapacityLimiter] = RunVar("ivr_reports")
+
 P = ParamSpec("P")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., object])
@@ -60,6 +68,19 @@ def calls_twilio(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
         work = functools.partial(route, *args, **kwargs)
         return await anyio.to_thread.run_sync(work, limiter=rest_limiter())
+
+    return run
+
+
+def a_report(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """A sync route that reads much (a report): run in the webhooks' threads as any sync
+    route is, once one of this event loop's REPORTS_AT_ONCE turns is free (a request waits
+    for one without holding a thread). FastAPI reads its parameters from `route`."""
+
+    @functools.wraps(route)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        async with loop_limiter(_REPORTS, REPORTS_AT_ONCE):
+            return await anyio.to_thread.run_sync(functools.partial(route, *args, **kwargs))
 
     return run
 
@@ -220,6 +241,17 @@ def off_the_webhooks(register: Callable[[Callable[..., Any]], object]) -> Callab
 
     def decorate(route: F) -> F:
         register(calls_twilio(route))
+        return route
+
+    return decorate
+
+
+def reporting(register: Callable[[Callable[..., Any]], object]) -> Callable[[F], F]:
+    """Register a sync route (`register`: `router.get(...)`) to run as `a_report` says; the
+    function itself stays as written, for the dashboard to call in its own routes."""
+
+    def decorate(route: F) -> F:
+        register(a_report(route))
         return route
 
     return decorate

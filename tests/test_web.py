@@ -27,7 +27,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 
 from ivr.db import call_events, calls, cases, create_db_engine, upgrade
-from ivr.deps import REST_THREADS
+from ivr.deps import REPORTS_AT_ONCE, REST_THREADS
 from ivr.hotline import Hotline, never_sent
 from ivr.identity import LocalDirectory
 from ivr.phone import CallRecord, HangUp, Phone, Press, Prompt, ScriptedParty, Silent
@@ -832,6 +832,55 @@ def test_agents_waiting_on_a_slow_twilio_hold_up_no_call(
             for agent in asking:
                 agent.join(timeout=30)
     assert gate.waiting == wave  # every agent's call back was placed in the end
+
+
+def test_reports_asked_for_at_once_hold_up_no_call(
+    app: FastAPI, db: Engine, check_twiml: Callable[[str], None]
+) -> None:
+    """More requests for the figures than there are webhook threads (supervisors opening the
+    figures page on a bad day, or one token asking again and again), each a slow read: a
+    caller's menus are answered meanwhile. REPORTS_AT_ONCE of them read at a time; the others
+    wait for a turn holding no thread; every one is answered in the end."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("on SQLite a webhook is answered on the event loop: no thread to wait for")
+    wave = worker_threads(db) + 1
+    assert wave > REPORTS_AT_ONCE
+    gate = Gate()
+
+    @event.listens_for(db, "before_cursor_execute")
+    def slow_report(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "presence_changes" in statement and not statement.lstrip().upper().startswith("INSERT"):
+            with gate.lock:
+                gate.waiting += 1
+            gate.opened.wait(timeout=30)
+
+    sam = make_user(db, "sam", "supervisor")
+    with on_the_line(app, check_twiml) as (client, phone):
+        answers: list[int] = []
+        asking = [
+            threading.Thread(
+                target=lambda: answers.append(
+                    client.get("/api/stats", headers=bearer(sam)).status_code
+                )
+            )
+            for _ in range(wave)
+        ]
+        try:
+            for report in asking:
+                report.start()
+            for _ in range(300):
+                if gate.waiting == REPORTS_AT_ONCE:
+                    break
+                threading.Event().wait(0.05)
+            threading.Event().wait(0.5)  # none more comes in
+            assert gate.waiting == REPORTS_AT_ONCE
+            a_menu_is_answered_meanwhile(phone, "the figures")
+        finally:
+            gate.opened.set()
+            for report in asking:
+                report.join(timeout=30)
+            event.remove(db, "before_cursor_execute", slow_report)
+    assert answers == [200] * wave
 
 
 def test_a_database_down_is_logged_once_per_timed_job_then_its_recovery(
