@@ -1674,6 +1674,28 @@ def test_the_api_gives_the_period_back_in_the_zone_asked(
         assert "not an IANA time zone name" in refused.json()["detail"]
 
 
+def test_the_api_counts_a_month_at_most(client: TestClient, db: Engine) -> None:
+    """A period of 31 days is counted, a longer one refused (422, saying how to ask), as the
+    figures page does: a year's rows would hold a thread that callers' webhooks need for
+    minutes. Any agent may ask for the figures."""
+    agent = make_user(db, "ann", "agent")
+    month = {"since": "2026-10-01T00:00Z", "until": "2026-11-01T00:00Z"}
+    assert api(client, agent, "GET", "/api/stats", params=month)["period_end"].startswith(
+        "2026-11-01"
+    )
+    for since, until in (
+        ("2026-10-01T00:00Z", "2026-11-01T00:00:01Z"),
+        ("0001-01-02T00:00Z", "9999-12-30T00:00Z"),
+    ):
+        refused = client.get(
+            "/api/stats", headers=bearer(agent), params={"since": since, "until": until}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == (
+            "the period can be at most 31 days: ask for it a month at a time"
+        )
+
+
 def test_the_report_zone_setting_is_the_default_and_must_be_a_zone(
     database_url: str, hotline_tree: CompiledTree, db: Engine, clock: FakeClock
 ) -> None:
