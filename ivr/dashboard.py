@@ -910,42 +910,45 @@ def _desk_refused(
 def _gone(hotline: Hotline, user: User, case_id: int) -> str | None:
     """What became of a case the agent acted on that is not theirs any more: their action
     came after it left the desk (a stale page, or a form filled while it went). None while
-    it is theirs: the refusal was about something else, which the API's words say."""
+    it is theirs: the refusal was about something else, which the API's words say. Its
+    ticket is named only if it is in line (the queue shows it to every agent) or was theirs:
+    any agent may post to any case id, and a ticket is what main menu 9 puts a caller
+    through with."""
     with hotline.db.connect() as conn:
         case = get_case(conn, case_id=case_id)
         if case is None or (case["agent_id"] == user.id and case["status"] in HELD):
             return None
         back = calllog.last_taken_back(conn, case_id=case_id)
-    ticket = case["ticket"]
+    theirs = case["agent_id"] == user.id or (
+        back is not None and back["actor"] == f"agent:{user.name}"
+    )
+    # In line from here on but for the first three: those name it only if it was theirs.
+    name = f"Ticket {case['ticket']}" if case["queued"] or theirs else "That case"
     if case["status"] == "resolved":
-        return f"Ticket {ticket} is closed already."
+        return f"{name} is closed already."
     if case["status"] in HELD:
-        return f"Ticket {ticket} is with another agent now."
+        return f"{name} is with another agent now."
     if not case["queued"]:
-        return f"Ticket {ticket} is not yours any more."
+        return f"{name} is not yours any more."
     ended = case["ended_at"]
     if back is not None and (ended is None or back["at"] >= ended):
         if back["action"] == MISSED_OFFER:
             if back["reason"] == NOT_ACCEPTED:
-                return f"Ticket {ticket} was not accepted in time: it went back in line."
-            return (
-                f"Ticket {ticket} rang your phone, which did not take the call: it went back "
-                "in line."
-            )
+                return f"{name} was not accepted in time: it went back in line."
+            return f"{name} rang your phone, which did not take the call: it went back in line."
         who = back["actor"].split(":", 1)[-1]
         if back["actor"].startswith("supervisor:"):
-            return f"A supervisor ({who}) took ticket {ticket} back: it is in line again."
+            return f"A supervisor ({who}) took ticket {case['ticket']} back: it is in line again."
         if who == user.name:
-            return f"You gave ticket {ticket} back: it is in line again."
+            return f"You gave ticket {case['ticket']} back: it is in line again."
     if case["status"] == "abandoned" and (case["claimed_from"] or "waiting") == "waiting":
         # Taken while its caller waited on the line, abandoned since: they hung up before
         # anyone talked to them (`cases.abandon_for_call`).
         return (
-            f"Ticket {ticket}'s caller hung up before being put through: the case is back in "
-            "line as a call back. Take the next case to call them back (emergencies come "
-            "first)."
+            f"{name}'s caller hung up before being put through: the case is back in line as "
+            "a call back. Take the next case to call them back (emergencies come first)."
         )
-    return f"Ticket {ticket} is back in line: it is not yours any more."
+    return f"{name} is back in line: it is not yours any more."
 
 
 TOO_LONG_NOTES = "Notes are 5000 characters at most."
@@ -1098,7 +1101,7 @@ def desk_freeze(
     }
     if not uid and LIKE_A_UID.fullmatch(reason.strip()):
         typed["invalid"] = ["reason"]
-        text = _reason_like_a_uid(hotline, case_id, reason.strip())
+        text = _reason_like_a_uid(hotline, user, case_id, reason.strip())
         return _desk_error(request, hotline, user, 422, text, typed=typed)
     if confirm != "yes":  # the page's box is required; a post without it is no less refused
         typed["invalid"] = ["confirm"]
@@ -1130,12 +1133,15 @@ def desk_freeze(
     return _done("frozen" if result.frozen else "freeze_failed", case_id)
 
 
-def _reason_like_a_uid(hotline: Hotline, case_id: int, reason: str) -> str:
+def _reason_like_a_uid(hotline: Hotline, user: User, case_id: int, reason: str) -> str:
     """Why a freeze whose reason is a number and whose UID box is empty is refused: the
-    agent typed the account they found into the reason, and the case's would be frozen."""
+    agent typed the account they found into the reason, and the case's would be frozen. The
+    case's account is named only to the agent who has the case: any agent may post this
+    form for any case id, and an account UID is not theirs to read from another's."""
     with hotline.db.connect() as conn:
         case = get_case(conn, case_id=case_id)
-    keyed = case["account_uid"] if case else None
+    theirs = case is not None and case["agent_id"] == user.id and case["status"] in HELD
+    keyed = case["account_uid"] if case and theirs else None
     verified = case is not None and (case["flags"] or {}).get("verified") == "yes"
     if keyed and verified:
         where = f"this form freezes the verified caller's account {keyed} only"

@@ -140,3 +140,42 @@ def test_a_desks_unsent_notes_are_the_agents_own_and_forgotten_at_sign_out(
     out = client.post("/dashboard/logout", follow_redirects=False)
     assert out.status_code == 303
     assert out.headers["clear-site-data"] == '"storage"'
+
+
+def test_another_agents_case_id_tells_an_agent_neither_its_account_nor_its_ticket(
+    client: TestClient, db: Engine, phone: Phone
+) -> None:
+    """Any agent may post a desk form to any case id. A freeze refused for a reason that is
+    only digits names the verified caller's account only to the agent who has the case; an
+    action on a case that is closed names its ticket only to the agent whose it was (a
+    ticket is what main menu 9 puts a caller through with)."""
+    phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    bob = make_user(db, "bob", "agent", "+15005559998")
+    case = api(client, alice, "POST", "/api/agents/next")["case"]
+    freeze = f"/dashboard/desk/{case['id']}/freeze"
+
+    def desk_error(token: str, path: str, status: int, **form: str) -> str:
+        client.post("/dashboard/login", data={"token": token}, follow_redirects=False)
+        refused = client.post(path, data=form, follow_redirects=False)
+        assert refused.status_code == status, refused.text
+        [said] = html.fromstring(refused.text).xpath("//*[@id='desk-error']")
+        return " ".join(said.text_content().split())
+
+    said = desk_error(bob, freeze, 422, reason="1", account_uid="", confirm="yes")
+    assert UID not in said and "an account to freeze goes in the UID box" in said
+    said = desk_error(alice, freeze, 422, reason="1", account_uid="", confirm="yes")
+    assert f"this form freezes the verified caller's account {UID} only" in said
+
+    api(
+        client,
+        alice,
+        "POST",
+        f"/api/cases/{case['id']}/resolve",
+        json={"notes": "froze it by phone", "reached": True},
+    )
+    resolve = f"/dashboard/desk/{case['id']}/resolve"
+    said = desk_error(bob, resolve, 409, notes="")
+    assert said.startswith("That case is closed already.") and case["ticket"] not in said
+    said = desk_error(alice, resolve, 409, notes="")
+    assert said.startswith(f"Ticket {case['ticket']} is closed already.")
