@@ -682,13 +682,19 @@ def spoken_key(said: str) -> str | None:
 
 
 # The politeness around a Mandarin "again" (能再说一遍吗, 请再说一遍吧).
-_ASKING_POLITELY = re.compile(r"^(?:你|请|麻烦|麻烦你|能|可以|能不能)+|(?:吗|吧|好吗|可以吗)+$")
+# The longer of two words that begin alike first: 能 first would leave 不能 of 能不能 behind.
+_ASKING_POLITELY = re.compile(r"^(?:能不能|麻烦你|麻烦|可以|你|请|能)+|(?:可以吗|好吗|吗|吧)+$")
+_POLITE_AT_MOST = 40  # characters: 麻烦你能不能再说一遍好吗 is 12
 
 
 def asks_again(said: str) -> bool:
     """Whether all the caller said is to hear it again ("repeat", 再说一遍)."""
     heard = normalise_speech(said)
-    return heard in _AGAIN or _ASKING_POLITELY.sub("", heard) in _AGAIN
+    if heard in _AGAIN:
+        return True
+    # Only a short request can be one: the politeness pattern's tail is tried at every place,
+    # which on a long transcript (up to MAX_SPEECH) is quadratic, on the event loop.
+    return len(heard) <= _POLITE_AT_MOST and _ASKING_POLITELY.sub("", heard) in _AGAIN
 
 
 def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:

@@ -680,6 +680,7 @@ def test_what_a_mandarin_caller_answers_after_the_safety_advice(
     [
         (["2", "3", "1"], "再说一遍", "充值需要达到足够的区块确认数"),  # no repeat key: * replays
         (["2"], "能再说一遍吗", "如果您的账户被盗"),
+        (["2"], "麻烦你能不能再说一遍好吗", "如果您的账户被盗"),
         (["2"], "好的,按三", "充值和提现服务"),
     ],
 )
