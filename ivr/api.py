@@ -1418,7 +1418,10 @@ class Event(BaseModel):
 
 class CaseRecord(BaseModel):
     id: int
-    ticket: str
+    ticket: str | None = Field(
+        description="null to an agent for a case not theirs and not in line (main menu 9 "
+        "puts a caller through with a ticket)"
+    )
     status: str
     priority: str
     queue: str
@@ -1447,7 +1450,7 @@ class AuditRecord(BaseModel):
 class RecordingRecord(BaseModel):
     """A recording of a case's call with its agent (IVR_RECORD_AGENT_CALLS), kept at Twilio."""
 
-    ticket: str = Field(description="the case's")
+    ticket: str | None = Field(description="the case's (null to an agent, as in `cases`)")
     recording_sid: str | None = Field(
         description="to supervisors only (null to agents): with the account's SID it makes the "
         "media URL, which plays to anyone unless the account enforces HTTP auth on media"
@@ -1519,9 +1522,22 @@ class CallQuery:
 CallQueryDep = Annotated[CallQuery, Depends()]
 
 
-def _summary(row: dict[str, Any], user: User) -> CallSummary:
+def _sees_ticket(user: User, *, agent_id: int | None, queued: bool = False) -> bool:
+    """Whether `user` is shown a case's ticket in the call log: staff but agents are; an agent
+    only their own cases' (and those in line, which the queue shows every agent). A ticket is
+    what main menu 9 puts a caller through with as its case's caller, and the log is open to
+    every agent: joined with a time the desk shows, anyone's would be found."""
+    return user.role != "agent" or agent_id == user.id or queued
+
+
+def _summary(row: dict[str, Any], user: User, *, searched: str | None = None) -> CallSummary:
+    """A call as `user` may see it; `searched`: the ticket they searched by (shown: they
+    have it)."""
     facts = (row["state"] or {}).get("facts", {})
     own = user.role == "agent" and row["agent_id"] == user.id and row["case_accept_by"] is None
+    ticket = row["ticket"]
+    if ticket != searched and not _sees_ticket(user, agent_id=row["agent_id"]):
+        ticket = None
     return CallSummary(
         call_sid=row["call_sid"],
         started_at=row["started_at"],
@@ -1534,7 +1550,7 @@ def _summary(row: dict[str, Any], user: User) -> CallSummary:
         priority=row["case_priority"] or facts.get("priority"),
         verified=facts.get("verified", "not_attempted"),
         caller=(row["from_number"] or "") if own else mask(row["from_number"]),
-        ticket=row["ticket"],
+        ticket=ticket,
     )
 
 
@@ -1562,7 +1578,9 @@ def calls_list(
                 )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return CallPage(calls=[_summary(r, user) for r in rows], next_cursor=after)
+    return CallPage(
+        calls=[_summary(r, user, searched=filters.ticket) for r in rows], next_cursor=after
+    )
 
 
 class FreezeRecord(BaseModel):
@@ -1674,7 +1692,8 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
         for _ in range(CSV_PAGES):
             rows, cursor = list_calls(conn, filters=filters, limit=CSV_PAGE, cursor=cursor)
             for row in rows:
-                writer.writerow(_summary(row, user).model_dump(mode="json"))
+                summary = _summary(row, user, searched=filters.ticket)
+                writer.writerow(summary.model_dump(mode="json"))
             written += len(rows)
             if cursor is None:
                 break
@@ -1699,6 +1718,14 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
     )
 
 
+def _event(row: dict[str, Any], hidden: set[str]) -> Event:
+    """A call's event, without a ticket in its detail that its reader may not see."""
+    detail = row["detail"]
+    if detail and detail.get("ticket") in hidden:
+        detail = {k: v for k, v in detail.items() if k != "ticket"}
+    return Event(**{k: row[k] for k in Event.model_fields if k != "detail"}, detail=detail)
+
+
 @router.get("/calls/{call_sid}", responses=not_found("call"))
 def call_timeline(
     call_sid: Annotated[str, Path(pattern=r"^CA[0-9a-fA-F]{32}$")],
@@ -1714,15 +1741,25 @@ def call_timeline(
         found = timeline(conn, call_sid=call_sid)
     if found is None:
         raise HTTPException(404, "no such call")
-    tickets = {c["id"]: c["ticket"] for c in found["cases"]}
+    tickets = {
+        c["id"]: c["ticket"]
+        for c in found["cases"]
+        if _sees_ticket(user, agent_id=c["agent_id"], queued=bool(c["queued"]))
+    }
+    hidden = {c["ticket"] for c in found["cases"]} - set(tickets.values())
     agent = user.role == "agent"
     me = f"agent:{user.name}"
     return CallTimeline(
         call=_summary(found["call"], user),
-        events=[Event(**{k: e[k] for k in Event.model_fields}) for e in found["events"]],
+        events=[_event(e, hidden) for e in found["events"]],
         cases=[
             CaseRecord(
-                **{k: c[k] for k in CaseRecord.model_fields if k not in ("verification", "notes")},
+                **{
+                    k: c[k]
+                    for k in CaseRecord.model_fields
+                    if k not in ("verification", "notes", "ticket")
+                },
+                ticket=tickets.get(c["id"]),
                 notes=None if agent and c["agent_id"] != user.id else c["notes"],
                 verification=_verification(c["flags"] or {}),
             )
@@ -1738,7 +1775,7 @@ def call_timeline(
         ],
         recordings=[
             RecordingRecord(
-                ticket=tickets[r["case_id"]],
+                ticket=tickets.get(r["case_id"]),
                 **{k: r[k] for k in _RECORDING_FIELDS if k not in ("url", "recording_sid")},
                 # Twilio serves the audio at this URL to anyone who has it unless the account
                 # enforces HTTP auth on media, and the sid makes the URL: only supervisors, who

@@ -179,3 +179,45 @@ def test_another_agents_case_id_tells_an_agent_neither_its_account_nor_its_ticke
     assert said.startswith("That case is closed already.") and case["ticket"] not in said
     said = desk_error(alice, resolve, 409, notes="")
     assert said.startswith(f"Ticket {case['ticket']} is closed already.")
+
+
+def test_an_agent_reads_in_the_call_log_only_their_own_cases_tickets(
+    client: TestClient, db: Engine, phone: Phone
+) -> None:
+    """The call log is open to every agent; a ticket is what main menu 9 puts a caller
+    through with. Another agent's case's ticket is in no list, CSV, timeline, event or
+    recording row an agent reads, unless they searched by it (they have it then); the agent
+    who had the case and supervisors read it, and a case still in line shows its ticket to
+    any agent (as the queue does)."""
+    record = phone.call(ScriptedParty(list(OWNERS_CALL)), from_number=OWNER)
+    alice = make_user(db, "alice", "agent", "+15005559999")
+    bob = make_user(db, "bob", "agent", "+15005559998")
+    sam = make_user(db, "sam", "supervisor")
+    sid = record.call_sid
+    timeline = api(client, bob, "GET", f"/api/calls/{sid}")
+    [in_line] = timeline["cases"]
+    assert in_line["ticket"] is not None  # in line: on every agent's queue already
+    case = api(client, alice, "POST", "/api/agents/next")["case"]
+    ticket = case["ticket"]
+    notes = {"notes": "froze it by phone", "reached": True}
+    api(client, alice, "POST", f"/api/cases/{case['id']}/resolve", json=notes)
+
+    listed = api(client, bob, "GET", "/api/calls")["calls"]
+    assert [c["ticket"] for c in listed if c["call_sid"] == sid] == [None]
+    timeline = api(client, bob, "GET", f"/api/calls/{sid}")
+    assert [c["ticket"] for c in timeline["cases"]] == [None]
+    assert ticket not in json.dumps(timeline)  # the case's event detail too
+    csv = client.get("/api/calls.csv", headers=bearer(bob))
+    assert csv.status_code == 200 and ticket not in csv.text
+    page = client.post("/dashboard/login", data={"token": bob}, follow_redirects=False)
+    assert page.status_code == 303
+    for path in (f"/dashboard/calls/{sid}", "/dashboard/calls"):
+        shown = client.get(path)
+        assert shown.status_code == 200 and sid in shown.text and ticket not in shown.text
+
+    searched = api(client, bob, "GET", "/api/calls", params={"ticket": ticket})["calls"]
+    assert [c["ticket"] for c in searched] == [ticket]
+    for reader in (alice, sam):
+        assert ticket in json.dumps(api(client, reader, "GET", f"/api/calls/{sid}"))
+        listed = api(client, reader, "GET", "/api/calls")["calls"]
+        assert [c["ticket"] for c in listed if c["call_sid"] == sid] == [ticket]
