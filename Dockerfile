@@ -23,14 +23,15 @@
 # the first runs on the second's Python at the same path. Bump both lines together.
 FROM python:3.11.13-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, in their own layer: reused until pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && python -m venv /venv \
- && /venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt
+# Dependencies first, in their own layer: reused until the lock changes. Exactly the versions
+# in requirements.lock (scripts/lock writes it; the suite runs them): a rebuild of this
+# release, a rollback's, gets the same ones.
+COPY requirements.lock ./
+RUN python -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.lock
 # Then the project itself, as a wheel (templates and static files are package data; the
 # README is the package's long description).
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY ivr ./ivr
 RUN /venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels . \
  && /venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /wheels/ivr-*.whl \

@@ -15,13 +15,17 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ivr import instances
 from ivr.db import upgrade
@@ -401,6 +405,57 @@ def test_the_builder_stage_builds_a_complete_wheel(
     assert expected - names == set(), "in ivr/ but not in the wheel (package-data?)"
     assert any(n.startswith("ivr/templates/") for n in names)
     assert any(n.startswith("ivr/static/") for n in names)
+
+
+# -- requirements.lock -----------------------------------------------------------------
+
+LOCK = ROOT / "requirements.lock"
+
+
+def _locked() -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", LOCK.read_text(), re.MULTILINE)
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_the_lock_pins_every_dependency_within_pyproject() -> None:
+    """requirements.lock (scripts/lock) pins each of pyproject's dependencies to a release it
+    allows, and the image installs exactly it: a dependency added or narrowed in pyproject
+    without running scripts/lock fails here, not in a build."""
+    locked = _locked()
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for line in declared:
+        wanted = Requirement(line)
+        name = canonicalize_name(wanted.name)
+        assert name in locked, f"{wanted.name} is not in requirements.lock: run scripts/lock"
+        assert wanted.specifier.contains(locked[name], prereleases=True), (
+            f"requirements.lock pins {wanted.name}=={locked[name]}, outside {wanted.specifier}: "
+            "run scripts/lock"
+        )
+        for extra in wanted.extras:  # uvicorn[standard]: its extra's packages pinned too
+            for needed in metadata.requires(wanted.name) or []:
+                more = Requirement(needed)
+                if more.marker and more.marker.evaluate({"extra": extra}):
+                    assert canonicalize_name(more.name) in locked, f"{more.name} ({line})"
+    [install] = [c for c in _builder_runs() if "requirements.lock" in c]
+    assert "-r requirements.lock" in install
+
+
+def test_the_suite_runs_the_versions_the_image_ships() -> None:
+    """scripts/test installs within the lock: every locked package installed here is of the
+    locked version (what the tests passed on is what the image has)."""
+    for name, version in _locked().items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # a platform's alone (not this one's)
+        assert installed == version, f"{name} {installed} installed, {version} locked"
+    assert "-c requirements.lock" in (ROOT / "scripts" / "test").read_text()
+    assert "-c requirements.lock" in (ROOT / "scripts" / "dev").read_text()
+
+
+def _builder_runs() -> list[str]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    return [line for line in text.splitlines() if line.startswith("RUN ")]
 
 
 def test_lint_docker_passes() -> None:
