@@ -97,6 +97,8 @@ CALL_BACK_SENT_ON_PROMPT = "callback_sent_on"
 ONE_MINUTE_PROMPT = "hold_position_one_minute"
 TWO_MINUTES_PROMPT = "hold_position_two_minutes"
 COUNTED_WAIT_PROMPTS = {1: ONE_MINUTE_PROMPT, 2: TWO_MINUTES_PROMPT}
+# The place in line with no estimate, nobody being at work; optional (else `hold`).
+NO_ESTIMATE_PROMPT = "hold_position_no_estimate"
 # What the call found out on the way that its case carries to the agent: how the caller was
 # verified, and a number they were contacted from that is not ours (a scam to look into).
 # `under_guessing`: someone keyed wrong answers for the account lately ("failures/numbers").
@@ -549,7 +551,12 @@ def hold_twiml(
     if offer_first and isinstance(target, Gather):
         # Waited past IVR_MAX_WAIT: the way out comes first, before the place in line.
         _say(target, catalogs, "hold_callback_offer", language)
-    if position is not None:
+    if position is not None and wait_minutes is None:
+        if catalogs.has(NO_ESTIMATE_PROMPT, language):
+            _say(target, catalogs, NO_ESTIMATE_PROMPT, language, position=position)
+        else:
+            _say(target, catalogs, "hold", language)
+    elif position is not None:
         minutes = max(1, wait_minutes or 1)
         counted = COUNTED_WAIT_PROMPTS.get(minutes)
         _say(

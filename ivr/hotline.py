@@ -1122,9 +1122,13 @@ class Hotline:
             self.twilio is None or view.row["offer"] == cases.OFFER_HOLD_LOOP
         ):
             return engine.leave_twiml()  # an agent took it: out of the queue, to the agent
-        wait = self.staffing.wait_seconds(
-            view.position or 1, default_handle=self.settings.avg_handle_seconds
-        )
+        # Nobody at work (as counted lately): no minutes said, which nothing would keep.
+        nobody = self.staffing_at is not None and self.staffing.agents == 0
+        wait = None
+        if not nobody:
+            wait = self.staffing.wait_seconds(
+                view.position or 1, default_handle=self.settings.avg_handle_seconds
+            )
         now = self.clock()
         # A caller who withheld their number keys the one to call back on, where the
         # catalogs can ask for it; not offered otherwise: nobody to call.
@@ -1138,12 +1142,15 @@ class Hotline:
             self.settings.hold_music_url_str,
             news=self._freeze_news(catalogs, view.row, queue_time),
             position=view.position,
-            wait_minutes=engine.minutes_said(wait),
+            wait_minutes=None if wait is None else engine.minutes_said(wait),
             tip=queue_time // 30,
             callback_url=offer,
-            # Waited too long already, or would: told before anything else, not after a
-            # quarter of an hour, that they need not wait.
-            offer_first=max(queue_time, wait) >= self.settings.max_wait_seconds,
+            # Waited too long already, or would, or nobody is at work: told before anything
+            # else, not after a quarter of an hour, that they need not wait. Not a victim in
+            # the emergency lane, whom the on-call are paged for: staying on the line is how
+            # they are helped soonest, and 1 is the key they have pressed all along.
+            offer_first=view.row["priority"] != "emergency"
+            and (nobody or max(queue_time, wait or 0) >= self.settings.max_wait_seconds),
             # Holding already when a supervisor announced the incident: told too.
             announcement=announcements.for_holding(
                 self.current_announcement,

@@ -7,6 +7,7 @@ caller holds (from the party's keep_holding, the moment a real agent would act).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import shutil
 import socket
@@ -3363,9 +3364,9 @@ def test_the_wait_a_caller_hears_is_shared_among_the_agents_at_work(
     phone: Phone, client: TestClient, app: FastAPI, db: Engine, settings: Settings
 ) -> None:
     """Four callers hung up waiting: four call backs in line ahead of the next caller. With
-    nobody at work the estimate is theirs alone, 5 x IVR_AVG_HANDLE_SECONDS (240 s), past
-    IVR_MAX_WAIT, so the call-back offer comes first. Two agents take a case each while the
-    caller holds: the next round says the 3 cases left shared between two agents."""
+    nobody at work no minutes are said (nothing would keep them), and the call-back offer
+    comes first. Two agents take a case each while the caller holds: the next round says
+    the 3 cases left shared between two agents, 3 x IVR_AVG_HANDLE_SECONDS (240 s) / 2."""
     assert (settings.avg_handle_seconds, settings.max_wait_seconds) == (240, 900)
     for n in range(4):
         gone = phone.call(Caller(list(DEPOSITS), lambda poll: False), from_number=f"+1500555020{n}")
@@ -3385,13 +3386,40 @@ def test_the_wait_a_caller_hears_is_shared_among_the_agents_at_work(
 
     record = phone.call(Caller(list(DEPOSITS), holds), from_number="+15005550299")
     offer = "To have us call you back instead of waiting, press 1. You keep your place in line."
-    first = "You are number 5 in line. The estimated wait is about 20 minutes."
+    first = (
+        "You are number 5 in line. No agent is free yet, so we cannot say how long the wait "
+        "will be."
+    )
     second = "You are number 3 in line. The estimated wait is about 6 minutes."
     assert first in record.heard and second in record.heard
     rounds = record.heard.index(first), record.heard.index(second)
     # Round one: the way out before the long wait. Round two: the wait, then the offer.
     assert record.heard[rounds[0] - 1] == offer
     assert record.heard[rounds[1] - 1] != offer and offer in record.heard[rounds[1] :]
+
+
+def test_a_victim_holding_with_nobody_at_work_is_promised_no_minutes_nor_sent_away_first(
+    phone: Phone, app: FastAPI
+) -> None:
+    """Nobody at work (the on-call are paged for the emergency lane): a hijack victim hears
+    their place in line and no estimate, and the call-back offer after it, not before: on the
+    line is how they are helped soonest, and they have pressed 1 twice already. Once agents
+    are at work, a wait past IVR_MAX_WAIT does not put the offer first in their lane either."""
+    hotline = app.state.hotline
+    assert hotline.refresh_staffing().agents == 0
+    offer = "To have us call you back instead of waiting, press 1. You keep your place in line."
+    record = phone.call(ScriptedParty(list(HIJACK), hold_polls=2), from_number=VICTIM)
+    assert record.queue == "security"
+    place = "You are number 1 in line. No agent is free yet, so we cannot say how long the wait "
+    rounds = [i for i, line in enumerate(record.heard) if line.startswith(place)]
+    assert len(rounds) == 2 and not any("estimated wait" in line for line in record.heard)
+    # Each round: the place, a tip, then the offer (never before the place).
+    assert all(record.heard[i + 2] == offer and record.heard[i - 1] != offer for i in rounds[:1])
+    assert all(record.heard[i + 2] == offer for i in rounds)
+    hotline.staffing = dataclasses.replace(hotline.staffing, agents=1, handle_seconds=3600)
+    record = phone.call(ScriptedParty(list(HIJACK), hold_polls=1), from_number=VICTIM)
+    [at] = [i for i, line in enumerate(record.heard) if "estimated wait is about 60" in line]
+    assert record.heard[at - 1] != offer and record.heard[at + 2] == offer
 
 
 def test_a_supervisor_moves_a_holding_victim_to_the_emergency_lane(
