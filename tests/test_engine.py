@@ -815,6 +815,25 @@ def test_a_key_pressed_while_the_hold_music_plays_is_heard(
     assert [el.tag for el in etree.fromstring(plain.encode())] == ["Say", "Say", "Play"]
 
 
+def test_a_place_in_line_with_no_estimate(
+    hotline_tree: CompiledTree, mini_tree: CompiledTree
+) -> None:
+    """No minutes (nobody at work): the place and that no agent is free, in each language; a
+    catalog without the prompt says the plain hold prompt rather than a made-up estimate."""
+
+    def said(tree: CompiledTree, language: str) -> list[str]:
+        twiml = hold_twiml(tree.catalogs, language, None, position=4)
+        return [el.text or "" for el in etree.fromstring(twiml.encode()).iter("Say")]
+
+    assert said(hotline_tree, "en")[0] == (
+        "You are number 4 in line. No agent is free yet, so we cannot say how long the wait "
+        "will be."
+    )
+    assert said(hotline_tree, "zh-CN")[0].startswith("您目前排在第 4 位。暂时没有空闲的客服人员")
+    assert not mini_tree.catalogs.has("hold_position_no_estimate", "en")
+    assert said(mini_tree, "en")[0] == mini_tree.catalogs.render("hold", "en").text
+
+
 def test_a_wait_of_a_minute_is_said_in_the_singular(hotline_tree: CompiledTree) -> None:
     """ "About 1 minutes" is wrong English; Mandarin has no plural, and says the number."""
 
