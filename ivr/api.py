@@ -868,11 +868,12 @@ class Staffing(BaseModel):
     )
     ready_emergencies: int = Field(description="emergencies in line that agents may take now")
     ready_others: int = Field(description="the other cases in line that agents may take now")
-    new_caller_wait_seconds: int = Field(
-        description="the estimate a caller joining the line now at normal priority hears"
+    new_caller_wait_seconds: int | None = Field(
+        description="the estimate a caller joining the line now at normal priority hears; "
+        "null with nobody at work: no minutes are said"
     )
-    new_emergency_wait_seconds: int = Field(
-        description="the estimate a hijack victim joining the line now hears"
+    new_emergency_wait_seconds: int | None = Field(
+        description="the estimate a hijack victim joining the line now hears (null as above)"
     )
 
 
@@ -883,6 +884,7 @@ def staffing(user: StaffUser, hotline: HotlineDep) -> Staffing:
     with hotline.db.connect() as conn:
         emergencies, others = ready_in_line(conn, now=now)
     default = hotline.settings.avg_handle_seconds
+    nobody = figures_now.agents == 0  # as the hold loop says it: no minutes
     return Staffing(
         agents_at_work=figures_now.agents,
         agents_available=figures_now.available,
@@ -891,12 +893,12 @@ def staffing(user: StaffUser, hotline: HotlineDep) -> Staffing:
         handle_source="setting" if figures_now.handle_seconds is None else "measured",
         ready_emergencies=emergencies,
         ready_others=others,
-        new_caller_wait_seconds=round(
-            figures_now.wait_seconds(emergencies + others + 1, default_handle=default)
-        ),
-        new_emergency_wait_seconds=round(
-            figures_now.wait_seconds(emergencies + 1, default_handle=default)
-        ),
+        new_caller_wait_seconds=None
+        if nobody
+        else round(figures_now.wait_seconds(emergencies + others + 1, default_handle=default)),
+        new_emergency_wait_seconds=None
+        if nobody
+        else round(figures_now.wait_seconds(emergencies + 1, default_handle=default)),
     )
 
 

@@ -599,7 +599,16 @@ def test_a_supervisor_sees_who_is_at_work_and_the_wait_a_new_caller_hears(
 ) -> None:
     """Two call backs in line, and one agent takes the emergency: one agent at work, no
     handle time measured yet (IVR_AVG_HANDLE_SECONDS, 240 s), a normal case in line. A caller
-    joining now is second in line, 2 x 240 s; a hijack victim first, 240 s."""
+    joining now is second in line, 2 x 240 s; a hijack victim first, 240 s. Before, with
+    nobody at work, no minutes: as the hold loop says it."""
+    before = client.get("/api/staffing", headers=bearer(supervisor)).json()
+    assert before["agents_at_work"] == 0
+    assert (before["new_caller_wait_seconds"], before["new_emergency_wait_seconds"]) == (None, None)
+    signed_in(client, supervisor)
+    [line] = texts(page(client, "/dashboard/queue"), "//p[contains(@class,'staffing')]")
+    assert line.endswith(
+        "nobody is at work: a caller joining now hears their place in line and no minutes"
+    )
     alice = make_user(db, "alice", "agent", AGENT_PHONE)
     assert client.post("/api/agents/next", headers=bearer(alice)).json()["case"]["priority"] == (
         "emergency"
