@@ -7,6 +7,7 @@ POST /api/agents/next           claim the next case and connect its caller
 GET|PUT /api/agents/presence    available (cases come as they come) or away
 GET  /api/agents                every agent: on a case, available, or away
 POST /api/cases/{id}/freeze     freeze the account (audited); never unfreeze by phone
+POST /api/cases/{id}/notes      a working note, kept with the case for the next agent
 POST /api/cases/{id}/resolve    close the case with notes
 POST /api/cases/{id}/not-reached a call back dialled by hand that nobody answered: tried later
 POST /api/cases/{id}/priority   a supervisor moves a waiting case (a victim to the emergency lane)
@@ -51,6 +52,7 @@ from ivr.calllog import (
 )
 from ivr.cases import (
     LANGUAGE_CODE,
+    NOTE_AT_MOST,
     USER_NAME,
     AwayReason,
     Transfer,
@@ -70,6 +72,7 @@ from ivr.cases import (
     unspoken,
     waiting_cases,
     waiting_counts,
+    working_notes,
 )
 from ivr.db import in_utc
 from ivr.deps import (
@@ -363,6 +366,47 @@ class CaseDetail(BaseModel):
         "this case's. None: not frozen by the hotline (the exchange may have frozen it, or "
         "lifted a freeze, by its own means)",
     )
+    working_notes: list[CaseNote] = Field(
+        default=[],
+        description="what the agents who had the case wrote on it while they worked it "
+        "(POST /api/cases/{id}/notes), earliest first: the next agent after a transfer or a "
+        "give-back reads them. To an agent, once the case is theirs (accepted, if offered at "
+        "their desk)",
+    )
+    talk_started_at: datetime | None = Field(
+        default=None,
+        description="connected: when the agent's phone answered (or, not known, when the "
+        "caller was put through to it); the talk timer counts from it",
+    )
+    talk_ended_at: datetime | None = Field(
+        default=None,
+        description="connected: when the talk ended, the agent's leg or the caller's call, "
+        "whichever ended first; the after-call (wrap-up) timer counts from it. Null while "
+        "they talk",
+    )
+    caller_left_at: datetime | None = Field(
+        default=None,
+        description="connected, and the caller's call is over (they hung up, or it dropped): "
+        "call them back (POST /api/cases/{id}/requeue) or wrap up. Null while they are on the "
+        "line, and for a call back (Twilio's call to them is not in the log: its end is "
+        "`talk_ended_at`)",
+    )
+
+
+class CaseNote(BaseModel):
+    by: str = Field(description="who wrote it, as the audit names staff (`agent:alice`)")
+    at: datetime
+    text: str
+
+
+class NoteRequest(BaseModel):
+    text: str = Field(
+        min_length=1,
+        max_length=NOTE_AT_MOST,
+        description="what you want the next agent (and supervisors) to know. Never a "
+        "caller's PIN, authenticator code or ID document digits: a run of 4 or 6 digits is "
+        "refused (422), nothing kept",
+    )
 
 
 class MovedInfo(BaseModel):
@@ -501,6 +545,8 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         dropped_after_seconds=raw.get("dropped_after"),
         transfer=_transfer(raw),
         account_frozen=_account_frozen(raw, user, verification),
+        working_notes=_notes(raw) if user.role != "agent" or theirs else [],
+        **_talk(raw),
         moved=MovedInfo(
             by=flags["priority_set_by"],
             was=flags.get("priority_was", ""),
@@ -509,6 +555,25 @@ def _detail(raw: dict[str, Any], user: User) -> CaseDetail:
         if flags.get("priority_set_by")
         else None,
     )
+
+
+def _notes(raw: dict[str, Any]) -> list[CaseNote]:
+    return [CaseNote.model_validate(n) for n in working_notes(raw)]
+
+
+def _talk(raw: dict[str, Any]) -> dict[str, datetime | None]:
+    """A connected case's talk, for the desk's timers: from the agent's phone answering (or
+    being put through to it), to the first end reported, the agent's leg or the caller's
+    call; and that end of the caller's."""
+    if raw["status"] != "connected":
+        return {"talk_started_at": None, "talk_ended_at": None, "caller_left_at": None}
+    left = raw.get("caller_left_at")
+    ends = [e for e in (raw["talk_ended_at"], left) if e is not None]
+    return {
+        "talk_started_at": raw["answered_at"] or raw["connected_at"],
+        "talk_ended_at": min(ends) if ends else None,
+        "caller_left_at": left,
+    }
 
 
 RISK_FLAGS = (
@@ -1171,6 +1236,30 @@ def resolve(
     return _detail(detail, user)
 
 
+@router.post(
+    "/cases/{case_id}/notes",
+    responses={
+        **CASE_REFUSED,
+        422: {
+            "model": Unprocessable,
+            "description": "empty, too long, or holding a run of 4 or 6 digits (a caller's "
+            "PIN, authenticator code or ID digits never go in notes): nothing kept",
+        },
+    },
+)
+def add_note(
+    case_id: CaseIdPath, body: NoteRequest, user: AgentUser, hotline: HotlineDep
+) -> list[CaseNote]:
+    """Write a note on the case you have now (accepted), kept with it, audited: the next
+    agent after a transfer or a give-back reads it (`working_notes`), and supervisors on
+    the call's timeline. The case's notes after it, earliest first."""
+    try:
+        noted = hotline.add_case_note(case_id, user, body.text)
+    except CaseRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    return [CaseNote.model_validate(n) for n in noted]
+
+
 @router.post("/cases/{case_id}/not-reached", responses=CASE_REFUSED)
 def not_reached(case_id: CaseIdPath, user: AgentUser, hotline: HotlineDep) -> CaseDetail:
     """A call back you dialled yourself (`offer` call_back) that nobody answered: the attempt
@@ -1435,6 +1524,11 @@ class CaseRecord(BaseModel):
     connected_at: datetime | None
     ended_at: datetime | None
     notes: str | None
+    working_notes: list[CaseNote] | None = Field(
+        default=None,
+        description="what its agents wrote on it while they worked it, earliest first; to an "
+        "agent, only on a case of theirs, as its closing `notes`",
+    )
 
 
 class AuditRecord(BaseModel):
@@ -1720,6 +1814,9 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
     )
 
 
+_CASE_RECORD_OWN = ("verification", "notes", "working_notes", "ticket")
+
+
 def _event(row: dict[str, Any], hidden: set[str]) -> Event:
     """A call's event, without a ticket in its detail that its reader may not see."""
     detail = row["detail"]
@@ -1756,13 +1853,10 @@ def call_timeline(
         events=[_event(e, hidden) for e in found["events"]],
         cases=[
             CaseRecord(
-                **{
-                    k: c[k]
-                    for k in CaseRecord.model_fields
-                    if k not in ("verification", "notes", "ticket")
-                },
+                **{k: c[k] for k in CaseRecord.model_fields if k not in _CASE_RECORD_OWN},
                 ticket=tickets.get(c["id"]),
                 notes=None if agent and c["agent_id"] != user.id else c["notes"],
+                working_notes=None if agent and c["agent_id"] != user.id else _notes(c),
                 verification=_verification(c["flags"] or {}),
             )
             for c in found["cases"]

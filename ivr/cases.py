@@ -1092,6 +1092,103 @@ def dropped_after(conn: Connection, case: dict[str, Any]) -> int | None:
     return int(talked.total_seconds()) if talked < DROPPED_WITHIN else None
 
 
+def caller_left(conn: Connection, case: dict[str, Any]) -> datetime | None:
+    """When a connected case's caller left the call (their call's end, as its status
+    callback or the stale-call sweep recorded it), while the case still reads connected:
+    the agent calls them back or wraps up. None: not connected, still on the line, or a
+    call back (the customer's call is Twilio's outbound one: no row here tells its end;
+    the agent's own leg ending, `talk_ended_at`, does)."""
+    if case["status"] != "connected" or (case["claimed_from"] or "waiting") != "waiting":
+        return None
+    with reading(conn):
+        ended: datetime | None = conn.execute(
+            select(calls.c.ended_at).where(calls.c.call_sid == case["call_sid"])
+        ).scalar()
+    return ended
+
+
+# -- the notes agents write on a case while they work it --------------------------------------
+
+NOTE = "note"  # the audit action of a working note written on a case
+NOTE_AT_MOST = 2000  # characters in one note
+NOTES_AT_MOST = 100  # notes on one case: a case's row is read at every desk refresh
+# A caller's secrets are digits (`ivr.identity`): the PIN and an authenticator's code are 6,
+# an ID document's last 4 are 4. A run of digits joined by single spaces or hyphens is one
+# number as it is read out ("739 182", "73-91-82"): of 4 or 6 digits in all, or holding a
+# group of 6, it may be one of them. A ticket (7), a UID or a phone number is longer; an
+# amount is written with a comma (2,500), a date with its day and month (2026-05-01).
+_DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
+_DIGIT_GROUP = re.compile(r"\d+")
+SECRET_LENGTHS = frozenset({4, 6})
+SECRET_LIKE = (
+    "not saved: a run of 4 or 6 digits reads like a caller's PIN, authenticator code or ID "
+    "document digits, which never go in notes. If it is none of those, write it otherwise: "
+    "an amount with a comma (2,500), a year with its date (2026-05-01)"
+)
+
+
+def secret_like(text: str) -> bool:
+    """Whether staff's free text holds digits that may be a caller's secret (`_DIGIT_RUN`):
+    refused, never stored, since notes are read by every agent the case goes to next."""
+    for run in _DIGIT_RUN.finditer(text):
+        groups = [len(g) for g in _DIGIT_GROUP.findall(run.group())]
+        if sum(groups) in SECRET_LENGTHS or max(groups) == 6:
+            return True
+    return False
+
+
+def working_notes(case: dict[str, Any]) -> list[dict[str, str]]:
+    """A case's working notes, earliest first: each its author (`by`, as the audit names
+    staff: `agent:alice`), time (`at`, ISO 8601 UTC) and `text`."""
+    found = case.get("working_notes") or []
+    return [n for n in found if isinstance(n, dict)] if isinstance(found, list) else []
+
+
+NoteAdded = Literal["added", "not_yours", "full"]
+
+
+def add_note(
+    conn: Connection, *, case_id: int, agent_id: int, by: str, text: str, now: datetime
+) -> NoteAdded:
+    """A note on the case `agent_id` has now (and accepted, if it was offered at their
+    desk), audited: "added"; "not_yours" once it is not theirs (read under the row's lock,
+    as a transfer or a supervisor's take-back writes it); "full" at NOTES_AT_MOST. `text`
+    is checked by the caller (`secret_like`, NOTE_AT_MOST)."""
+    with writing(conn):
+        row = conn.execute(
+            select(cases.c.working_notes, cases.c.status, cases.c.agent_id, cases.c.accept_by)
+            .where(cases.c.id == case_id)
+            .with_for_update()
+        ).first()
+        if (
+            row is None
+            or row.agent_id != agent_id
+            or row.status not in HELD
+            or row.accept_by is not None
+        ):
+            return "not_yours"
+        noted = working_notes({"working_notes": row.working_notes})
+        if len(noted) >= NOTES_AT_MOST:
+            return "full"
+        note = {"by": by, "at": now.astimezone(UTC).isoformat(), "text": text}
+        conn.execute(
+            update(cases).where(cases.c.id == case_id).values(working_notes=[*noted, note])
+        )
+        # Who wrote on the case and when; the words are the case's (purged and erased with
+        # it), not the log's, which outlives it.
+        audit(
+            conn,
+            actor=by,
+            action=NOTE,
+            uid=None,
+            case_id=case_id,
+            reason=None,
+            result="ok",
+            now=now,
+        )
+    return "added"
+
+
 def _idle_from(agent_id: int, offered_at: datetime, now: datetime) -> Update:
     """The agent's case ended: one available when it came to them waits for the next from
     now (the longest idle first); one whose availability had lapsed stays away."""

@@ -46,6 +46,7 @@ from ivr.cases import (
     HELD,
     MISSED_OFFER,
     NOT_ACCEPTED,
+    NOTE_AT_MOST,
     User,
     close_session,
     get_case,
@@ -440,7 +441,7 @@ def login(request: Request, hotline: HotlineDep, token: Annotated[str, Form()] =
 
 
 @router.post("/logout")
-def logout(request: Request, hotline: HotlineDep) -> Response:
+def logout(request: Request, hotline: HotlineDep, anyway: Annotated[str, Form()] = "") -> Response:
     if not same_origin(request, hotline):
         return render(
             request, "error.html", _message("Refused", "Sign out from this site."), status=403
@@ -449,6 +450,13 @@ def logout(request: Request, hotline: HotlineDep) -> Response:
     if secret and len(secret) <= MAX_TOKEN:
         with hotline.db.connect() as conn:
             user = user_by_session(conn, secret=secret, now=hotline.clock())
+        if user is not None and user.role in AGENTS and anyway != "yes":
+            # An agent with a case (a caller on the phone, a victim's emergency) is asked
+            # first, told what becomes of it: not signed out by a stray click mid-call.
+            holding = [c for c in api.my_cases(user, hotline) if c.accept_by is None]
+            if holding:
+                return render(request, "signout.html", {"holding": holding}, user=user, status=409)
+        with hotline.db.connect() as conn:
             close_session(conn, secret=secret)  # on the server: a copy of the cookie is void
         if user is not None and user.role in AGENTS:
             # Gone from the desk: no case may ring their phone until they are back.
@@ -772,6 +780,7 @@ SAID = {
     "announced": "Every caller hears the announcement first now.",
     "announcement_cleared": "Callers hear no announcement any more.",
     "page_acked": "The page says you are coming; the other on-call numbers are texted so.",
+    "noted": "Your note is saved with the case.",
 }
 # Those that say an action failed: shown as an alert (read out at once), not a notice.
 SAID_FAILED = frozenset({"freeze_failed"})
@@ -821,6 +830,7 @@ def _desk_context(hotline: Hotline, user: User, said: str = "") -> dict[str, Any
         "offer_refresh": min(REFRESH_SECONDS, OFFER_REFRESH_SECONDS),
         "now": hotline.clock(),
         "accept_seconds": hotline.settings.accept_timeout_seconds,
+        "note_at_most": NOTE_AT_MOST,
         # Where a caller may be sent on (the live tree's queues) and in which language.
         "queues": hotline.trees.current.queues,
         "languages": hotline.trees.current.catalogs.languages,
@@ -837,7 +847,9 @@ def _desk_live(
     counts, emergency_tickets = api.desk_line(user, hotline)
     mine = api.my_cases(user, hotline) if held is None else held
     state = "|".join(
-        f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}:{c.on_call}" for c in mine
+        f"{c.id}:{c.status}:{c.offer or ''}:{c.accept_by or ''}:{c.on_call}:"
+        f"{c.caller_left_at or ''}"
+        for c in mine
     )
     offered = next((c for c in mine if c.accept_by), None)
     return {
@@ -952,6 +964,7 @@ def _gone(hotline: Hotline, user: User, case_id: int) -> str | None:
 
 
 TOO_LONG_NOTES = "Notes are 5000 characters at most."
+NOTE_WORDS = f"Write the note first: 1 to {NOTE_AT_MOST} characters."
 # Refused posts of the forms whose effect cannot be taken back by who sent them: each has a
 # required box, so only a post made without the page gets these.
 UNCONFIRMED_FREEZE = (
@@ -1176,6 +1189,42 @@ def desk_resolve(
             request, hotline, user, case_id, exc, TOO_LONG_NOTES, undone="", kept=kept
         )
     return _done("resolved")
+
+
+@router.post("/desk/{case_id}/note")
+def desk_note(
+    request: Request,
+    hotline: HotlineDep,
+    case_id: api.CaseIdPath,
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """A working note, saved with the case (`api.add_note`): the next agent after a
+    transfer, and supervisors, read it; a sign-out does not lose it."""
+    user = _acting(request, hotline, AGENTS)
+    if isinstance(user, Response):
+        return user
+    try:
+        api.add_note(case_id, api.NoteRequest(text=note.strip()), user, hotline)
+    except (ValidationError, HTTPException) as exc:
+        status, error = _refusal(exc, NOTE_WORDS)
+        typed: dict[str, Any] = {"case": case_id, "action": "note", "note": note}
+        if status == 422:  # the note itself: said at its field, kept in it to put right
+            typed["invalid"] = ["note"]
+            return _desk_error(
+                request, hotline, user, 422, error[:1].upper() + error[1:], typed=typed
+            )
+        return _desk_refused(
+            request,
+            hotline,
+            user,
+            case_id,
+            exc,
+            NOTE_WORDS,
+            undone="Your note was not saved.",
+            typed=typed,
+            kept=[("Your note", note)],
+        )
+    return _done("noted")
 
 
 @router.post("/desk/{case_id}/requeue")

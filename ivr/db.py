@@ -306,6 +306,10 @@ cases = Table(
     Column("answered_at", UTCDateTime()),
     # The talks an agent ended by sending the caller on (`ivr.cases.Leg`), earliest first.
     Column("legs", JSON),
+    # What the agents who had it wrote while they worked it (`ivr.cases.add_note`): each
+    # note's author, time and text, earliest first; none: nobody wrote one. The resolving
+    # agent's closing words are `notes`.
+    Column("working_notes", JSON),
     # How the current offer reaches its caller (`ivr.cases.OFFER_*`; for a call back Twilio is
     # placing, with the outbound call's sid); none while the case is in line.
     Column("offer", String(80)),

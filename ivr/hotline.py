@@ -2370,6 +2370,42 @@ class Hotline:
             raise CaseRefused(409, f"not while the case is {case['status']}")
         raise CaseRefused(409, "not your case: take it with /api/agents/next first")
 
+    def add_case_note(self, case_id: int, user: cases.User, text: str) -> list[dict[str, str]]:
+        """A working note on the case `user` has now (accepted), kept with it: the next agent
+        after a transfer or a give-back reads it, and supervisors on the call's timeline.
+        Never digits that may be a caller's secret (`cases.secret_like`: 422, nothing kept).
+        The case's notes after it, earliest first."""
+        text = text.strip()
+        if not text:
+            raise CaseRefused(422, "not saved: the note is empty")
+        if len(text) > cases.NOTE_AT_MOST:
+            raise CaseRefused(422, f"not saved: a note is {cases.NOTE_AT_MOST} characters at most")
+        if cases.secret_like(text):
+            raise CaseRefused(422, cases.SECRET_LIKE)
+        now = self.clock()
+        with self.db.connect() as conn:
+            case = self._case_for(conn, case_id, user, ())
+            if case["accept_by"] is not None:
+                raise CaseRefused(409, "accept the case first")
+            added = cases.add_note(
+                conn,
+                case_id=case_id,
+                agent_id=user.id,
+                by=f"{user.role}:{user.name}",
+                text=text,
+                now=now,
+            )
+            if added == "full":
+                raise CaseRefused(
+                    409,
+                    f"the case has {cases.NOTES_AT_MOST} notes already: put the rest in the "
+                    "closing notes",
+                )
+            if added == "not_yours":
+                raise CaseRefused(409, "the case changed meanwhile; look at it again")
+            after = cases.get_case(conn, case_id=case_id)
+        return cases.working_notes(after or {})
+
     def resolve_case(
         self,
         case_id: int,
@@ -2877,6 +2913,7 @@ class Hotline:
             )
             case["on_call"] = self._on_the_call(conn, case, self.clock())
             case["dropped_after"] = cases.dropped_after(conn, case)
+            case["caller_left_at"] = cases.caller_left(conn, case)
         case["menu_path"] = [e["node"] for e in events if e["kind"] == "entered"]
         case["earlier_cases"] = earlier
         return case

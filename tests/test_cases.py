@@ -2152,3 +2152,78 @@ def test_a_failed_statement_in_the_local_freeze_is_a_failed_freeze_not_a_500(
     assert r.status_code == 200, r.text
     with db.connect() as conn:
         assert conn.execute(select(audit_log.c.result)).scalars().all() == ["failed"]
+
+
+# -- working notes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "PIN 739182",
+        "she read me 739 182",
+        "code was 73-91-82, told her never again",
+        "ID ends 5064",
+        "totp \uff11\uff12\uff13\uff14\uff15\uff16",  # a Chinese input method's digits
+        "number 07700 900123",  # a group of 6 among others
+        "5064",
+    ],
+)
+def test_a_note_holding_what_may_be_a_callers_secret_is_refused(text: str) -> None:
+    assert cases.secret_like(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "follows ticket 1234567",
+        "uid 10000001 owner confirmed",
+        "withdrew 2,500 USDT and 0.5 BTC",
+        "called at 14:30, again 2026-05-01",
+        "call back on +1 415 555 0199",
+        "客户确认账户被盗, 已冻结",
+        "",
+    ],
+)
+def test_a_note_with_tickets_uids_amounts_and_dates_is_kept(text: str) -> None:
+    assert not cases.secret_like(text)
+
+
+def test_api_notes_go_with_the_case_to_the_next_agent_audited_and_never_a_secret(
+    client: TestClient, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ana writes on the case she has; nobody else may. Refused, a note is not kept: one
+    that may hold a caller's PIN or code, an empty one, one too long. She gives the case
+    back; ben, who takes it next, reads her note, by her, when she wrote it."""
+    ana = make_user(db, "ana", "agent")
+    ben = make_user(db, "ben", "agent")
+    case_id = add_case(db, 1, "emergency", T0)
+    url = f"/api/cases/{case_id}/notes"
+    assert call(client, "POST", url, {"text": "before taking it"}, ana).status_code == 409
+    assert call(client, "POST", "/api/agents/next", None, ana).json()["case"]["id"] == case_id
+    assert call(client, "POST", url, {"text": "not mine"}, ben).status_code == 409
+    words = "says the email changed yesterday, not by her"
+    noted = call(client, "POST", url, {"text": f"  {words} "}, ana)
+    assert noted.status_code == 200
+    [note] = noted.json()
+    assert (note["by"], note["text"]) == ("agent:ana", words)
+    secret = call(client, "POST", url, {"text": "she keyed 739182 twice"}, ana)
+    assert (secret.status_code, secret.json()["detail"]) == (422, cases.SECRET_LIKE)
+    assert call(client, "POST", url, {"text": "   "}, ana).status_code == 422
+    long = "x" * (cases.NOTE_AT_MOST + 1)
+    assert call(client, "POST", url, {"text": long}, ana).status_code == 422
+    monkeypatch.setattr(cases, "NOTES_AT_MOST", 2)
+    assert call(client, "POST", url, {"text": "second"}, ana).status_code == 200
+    full = call(client, "POST", url, {"text": "third"}, ana)
+    assert full.status_code == 409 and "2 notes already" in full.json()["detail"]
+    # Audited as written, by whom: the words are the case's (purged with it), not the log's.
+    assert [r for r in audit_rows(db) if r[1] == "note"] == [("agent:ana", "note", None)] * 2
+    assert call(client, "POST", f"/api/cases/{case_id}/requeue", {}, ana).status_code == 200
+    assert call(client, "POST", "/api/agents/next", None, ben).json()["case"]["id"] == case_id
+    [held] = call(client, "GET", "/api/agents/cases", None, ben).json()
+    assert [(n["by"], n["text"]) for n in held["working_notes"]] == [
+        ("agent:ana", words),
+        ("agent:ana", "second"),
+    ]
+    assert held["working_notes"][0]["at"] == "2026-11-23T03:00:00Z"  # the app's clock
+    assert "739182" not in str(get(db, case_id))

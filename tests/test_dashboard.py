@@ -1126,7 +1126,9 @@ def test_an_agent_makes_themselves_available_at_the_desk_and_cases_come_by_thems
     assert (gone["available"], gone["away_reason"]) == (False, None)  # her own say
     assert not page(client, "/dashboard/desk").xpath("//span[@class='away-reason']")
     act(client, "/dashboard/desk/presence", available="true")
-    client.post("/dashboard/logout", follow_redirects=False)
+    # She still has the victim's case: asked first, then signed out anyway.
+    assert client.post("/dashboard/logout", follow_redirects=False).status_code == 409
+    act(client, "/dashboard/logout", anyway="yes")
     gone = client.get("/api/agents/presence", headers=bearer(agent)).json()
     assert (gone["available"], gone["away_reason"]) == (False, "signed_out")
     signed_in(client, agent)
@@ -1157,14 +1159,17 @@ def test_signing_out_gives_back_the_caller_offered_and_not_yet_put_through(
                 seen.append(hotline.dispatch())
                 [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
                 seen.append(held["status"])
-                client.post("/dashboard/logout", follow_redirects=False)
+                # Asked first, told the caller goes back in line; then signed out anyway.
+                asked = client.post("/dashboard/logout", follow_redirects=False)
+                seen.append((asked.status_code, "they go back in line" in asked.text))
+                act(client, "/dashboard/logout", anyway="yes")
                 seen.append(client.get("/api/agents/cases", headers=bearer(agent)).json())
                 queue = client.get("/api/queue", headers=bearer(agent)).json()
                 seen.append([(e["priority"], e["status"]) for e in queue])
             return polls < 3
 
     record = phone.call(Victim(list(HIJACK)), from_number=VICTIM)
-    assert seen == [1, "offered", [], [("emergency", "waiting")]]
+    assert seen == [1, "offered", (409, True), [], [("emergency", "waiting")]]
     assert record.dialed is None and record.hold_polls == 3
 
 
@@ -1179,7 +1184,9 @@ def test_signing_out_gives_back_an_emergency_call_back_not_resolved(
     taken = client.post("/api/agents/next", headers=bearer(agent)).json()
     assert (taken["connect"]["mode"], taken["case"]["priority"]) == ("call_back", "emergency")
     signed_in(client, agent)
-    client.post("/dashboard/logout", follow_redirects=False)
+    asked = client.post("/dashboard/logout", follow_redirects=False)
+    assert asked.status_code == 409 and "the call back owed" in asked.text
+    act(client, "/dashboard/logout", anyway="yes")
     clock.advance(minutes=1)
     sam = make_user(db, "sam", "supervisor")
     [back] = client.get("/api/queue", headers=bearer(sam)).json()
@@ -2037,6 +2044,139 @@ def test_the_desk_sends_the_caller_on_while_the_agent_talks_to_them(
     said(act(client, "/dashboard/desk/next"))
     desk = " ".join(page(client, "/dashboard/desk").text_content().split())
     assert "from payments by alice: funds leaving the account now" in desk
+
+
+def test_the_desk_keeps_notes_with_the_case_for_the_next_agent_and_supervisors(
+    client: TestClient, phone: Phone, db: Engine, supervisor: str, agent: str
+) -> None:
+    """alice writes notes on an emergency call back as she works it: saved with the case
+    (not the tab), by her and when. One that may hold the caller's PIN is refused at its
+    field, kept there to put right, and never stored. She sends the case on; bob, who takes
+    it next, reads her notes; so does the supervisor on the call's timeline, and no other
+    agent."""
+    record = phone.call(ScriptedParty([Press("1"), Press("1")]), from_number="+15005550101")
+    signed_in(client, agent)
+    assert said(act(client, "/dashboard/desk/next")) == "call_back"
+    [held] = client.get("/api/agents/cases", headers=bearer(agent)).json()
+    base = f"/dashboard/desk/{held['id']}"
+    desk = page(client, "/dashboard/desk")
+    assert texts(desk, "//div[@class='working-notes']/p") == ["None yet."]
+    [label] = texts(desk, f"//label[@for='note-{held['id']}']")
+    assert label.startswith("Add a note, saved with the case")
+    words = "says her phone was swapped on Friday; 客户确认账户被盗"
+    assert said(act(client, f"{base}/note", note=words)) == "noted"
+    refused = act(client, f"{base}/note", note="she read me 739 182 by mistake")
+    assert refused.status_code == 422
+    doc = html.fromstring(refused.text)
+    [error] = texts(doc, "//*[@id='desk-error']")
+    assert error.startswith("Not saved: a run of 4 or 6 digits reads like a caller's PIN")
+    [field] = doc.xpath(f"//textarea[@id='note-{held['id']}']")
+    assert (field.get("aria-invalid"), field.get("aria-describedby")) == ("true", "desk-error")
+    assert field.text == "she read me 739 182 by mistake"  # to put right, not type again
+    desk = page(client, "/dashboard/desk")
+    assert texts(desk, "//div[@class='working-notes']//li") == [f"you, 23 Nov 03:00: {words}"]
+    [stamp] = desk.xpath("//div[@class='working-notes']//li//time/@datetime")
+    assert stamp.startswith("2026-11-23T03:00:")
+    with db.connect() as conn:
+        row = conn.execute(select(cases).where(cases.c.id == held["id"])).mappings().one()
+    assert [n["text"] for n in row["working_notes"]] == [words]
+    assert "739 182" not in str(row)
+    sent = act(client, f"{base}/transfer", queue="payments", note="owed a call back on funds")
+    assert said(sent) == "transfer_call_back"
+    bob = make_user(db, "bob", "agent", "+15005558888")
+    with TestClient(client.app, base_url=HTTPS_CLIENT) as bobs:
+        signed_in(bobs, bob)
+        said(act(bobs, "/dashboard/desk/next"))
+        notes = texts(page(bobs, "/dashboard/desk"), "//div[@class='working-notes']//li")
+        assert notes == [f"alice, 23 Nov 03:00: {words}"]
+        carol = make_user(db, "carol", "agent", "+15005557777")
+        signed_in(bobs, carol)  # another agent's view of the call: not hers to read
+        assert words not in page(bobs, f"/dashboard/calls/{record.call_sid}").text_content()
+        signed_in(bobs, supervisor)
+        timeline = page(bobs, f"/dashboard/calls/{record.call_sid}")
+        [listed] = texts(timeline, "//ol[@class='working-notes-list']/li")
+        assert listed == f"agent:alice, 23 Nov 03:00: {words}"
+        assert timeline.xpath("//ol[@class='working-notes-list']//span[@lang='zh']")
+
+
+def test_signing_out_with_a_case_asks_first_and_says_what_becomes_of_it(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock, agent: str
+) -> None:
+    """alice, with a connected emergency whose caller left, presses Sign out: nothing is
+    signed out, and a page says the case stays hers for a supervisor to take back or close,
+    with "Sign out anyway" (no script needed). Pressed, she is signed out, and the case
+    waits for a supervisor as the case of an agent gone."""
+    held = put_through_and_dropped(client, phone, clock, agent, talked=5)
+    asked = client.post("/dashboard/logout", follow_redirects=False)
+    assert asked.status_code == 409
+    assert "set-cookie" not in asked.headers and "clear-site-data" not in asked.headers
+    doc = html.fromstring(asked.text)
+    assert doc.findtext(".//title").startswith("Sign out? You have a case · ")
+    [case] = texts(doc, "//ul[@class='held-at-signout']/li")
+    assert case.startswith(f"Ticket {held['ticket']} Emergency: the caller has left the call.")
+    assert "It stays yours, listed to supervisors as the case of an agent gone" in case
+    [anyway] = doc.xpath("//form[@action='/dashboard/logout'][.//input[@name='anyway']]")
+    assert anyway.xpath(".//input[@name='anyway']/@value") == ["yes"]
+    assert texts(anyway, ".//button") == ["Sign out anyway"]
+    assert doc.xpath("//a[@href='/dashboard/desk']")
+    # Still signed in, and as she was: the desk, her presence, her case.
+    page(client, "/dashboard/desk")
+    presence = client.get("/api/agents/presence", headers=bearer(agent)).json()
+    assert presence["away_reason"] != "signed_out"
+    out = act(client, "/dashboard/logout", anyway="yes")
+    assert (out.status_code, out.headers["location"]) == (303, "/dashboard/login")
+    assert client.get("/dashboard/desk", follow_redirects=False).status_code == 303
+    sam = make_user(db, "sam", "supervisor")
+    [left] = client.get("/api/cases/held", headers=bearer(sam)).json()
+    assert (left["case_id"], left["agent_gone"]) == (held["id"], "signed_out")
+
+
+def test_the_desk_times_the_talk_and_the_wrap_up_and_says_the_caller_left(
+    client: TestClient, phone: Phone, db: Engine, clock: FakeClock, agent: str
+) -> None:
+    """While alice talks, her desk says since when (a <time>; the script counts on from
+    the server's seconds); once the caller hangs up, the case still reads connected for her
+    to finish, and says the caller has left, and the wrap-up's start."""
+    signed_in(client, agent)
+    seen: dict[str, Any] = {}
+
+    def holds(poll: int) -> bool:
+        if "took" not in seen:
+            seen["took"] = said(act(client, "/dashboard/desk/next"))
+        return poll < 3
+
+    def talks(number: str) -> None:
+        clock.advance(seconds=90)
+        seen["talking"] = page(client, "/dashboard/desk")
+        with db.connect() as conn:
+            seen["row"] = conn.execute(select(cases)).mappings().one()
+        raise HangsUp
+
+    phone.call(Talks(list(UNVERIFIED_HIJACK), holds, talks))
+    talking = seen["talking"]
+    with db.connect() as conn:
+        row = conn.execute(select(cases)).mappings().one()
+        ended = conn.execute(select(calls.c.ended_at)).scalar_one()
+    [timer] = talking.xpath("//p[contains(@class, 'talk-timer')]")
+    started = seen["row"]["answered_at"] or seen["row"]["connected_at"]
+    assert timer.xpath(".//time/@datetime") == [started.isoformat()]
+    # Without the script: since when, on the page's clock; the script shows how long.
+    assert " ".join(timer.text_content().split()) == f"Talking since {started:%H:%M} UTC"
+    [elapsed] = timer.xpath(".//span[@class='elapsed']")
+    assert elapsed.get("data-elapsed") == "90" and elapsed.get("hidden") is not None
+    assert not talking.xpath("//p[contains(@class, 'caller-left')]")
+    clock.advance(seconds=30)
+    desk = page(client, "/dashboard/desk")
+    [state] = texts(desk, "//span[contains(@class, 'case-state')]")
+    assert state == "· connected: the caller has left"
+    [left] = texts(desk, "//p[contains(@class, 'caller-left')]")
+    assert left.startswith(f"The caller left the call at {ended:%H:%M:%S} UTC.")
+    [wrap] = desk.xpath("//p[contains(@class, 'after-call-timer')]")
+    end = min(e for e in (row["talk_ended_at"], ended) if e is not None)
+    assert wrap.xpath(".//time/@datetime") == [end.isoformat()]
+    assert wrap.xpath(".//span[@class='elapsed']/@data-elapsed") == ["30"]
+    assert "After the call (wrap-up) since" in " ".join(wrap.text_content().split())
+    assert not desk.xpath("//p[contains(@class, 'talk-timer')]")
 
 
 def test_the_desk_asks_for_the_account_when_the_caller_keyed_none(
@@ -3006,6 +3146,10 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     expect(desk).to_have_url(f"{scene.base}/dashboard/desk")
     # On the call, the agent writes their notes; the case is resolved once they hang up.
     expect(case.locator(".on-call")).to_be_visible()
+    # How long they have talked, counted on by the script (the page alone says since when).
+    talked = case.locator(".talk-timer .elapsed")
+    expect(talked).to_have_text(re.compile(r"^for \d\d:\d\d \(mm:ss\), $"))
+    expect(talked).not_to_have_text(talked.text_content() or "", timeout=3000)
     resolve = case.get_by_role("button", name="Resolve")
     expect(resolve).to_be_disabled()  # aria-disabled: still found by Tab, saying why
     resolve.focus()
@@ -3020,6 +3164,7 @@ def agent_takes_the_emergency(scene: Scene) -> None:
     expect(case.locator(".on-call")).to_have_count(0, timeout=9000)
     expect(desk.locator(".stale-desk")).to_be_hidden()
     expect(case.get_by_label("Notes")).to_have_value(notes)
+    expect(case.locator(".after-call-timer .elapsed")).to_have_text(re.compile(r"^for \d\d:"))
     case.get_by_role("button", name="Resolve").click()
     expect(says).to_have_text(dashboard.SAID["resolved"])
     expect(desk.locator(".empty")).to_have_text("You have no case now.")
@@ -3487,6 +3632,15 @@ def test_the_main_pages_pass_axe_and_reflow_at_320_px(scene: Scene) -> None:
     scene.expect(desk.locator("section.case")).to_have_count(1)
     found["desk"] = axe_violations(desk)
     found["desk at 320 px"] = past_320_px(desk)
+    desk.get_by_label("Add a note").fill("says the email changed yesterday, not by her")
+    desk.get_by_role("button", name="Save note").click()
+    scene.expect(desk.locator(".working-notes li")).to_have_count(1)
+    found["desk with a note"] = axe_violations(desk)
+    # Signing out with the case: asked first, told what becomes of it.
+    desk.get_by_role("button", name="Sign out").click()
+    scene.expect(desk.get_by_role("button", name="Sign out anyway")).to_be_visible()
+    found["sign out with a case"] = axe_violations(desk)
+    found["sign out with a case at 320 px"] = past_320_px(desk)
     assert {page: v for page, v in found.items() if v} == {}
     desk.context.close()
 

@@ -44,6 +44,7 @@ ROLE = {
     "/api/cases/{case_id}/accept": "agent",
     "/api/cases/{case_id}/freeze": "agent",
     "/api/cases/{case_id}/resolve": "agent",
+    "/api/cases/{case_id}/notes": "agent",
     "/api/cases/{case_id}/requeue": "agent",
     "/api/cases/{case_id}/not-reached": "agent",
     "/api/cases/{case_id}/transfer": "agent",
@@ -65,7 +66,8 @@ ROLE = {
 # Values that are schema-valid but cannot go together, refused with 422 on purpose: a cursor
 # this API did not make, `since` after `until`, an announcement missing a language the live
 # call tree offers, an agent's language no prompt catalog speaks, a transfer to a queue the
-# live tree does not have, a period of more intervals than one answer holds. The schema cannot
+# live tree does not have, a period of more intervals than one answer holds, a note holding a
+# run of digits that may be a caller's PIN or code, or only spaces. The schema cannot
 # say so; every other check still runs for these.
 SEMANTIC_422 = {
     "/api/calls",
@@ -76,6 +78,7 @@ SEMANTIC_422 = {
     "/api/agents/{name}/languages",
     "/api/cases/{case_id}/transfer",
     "/api/cases/{case_id}/priority",
+    "/api/cases/{case_id}/notes",
     "/api/freezes",
 }
 

@@ -137,7 +137,9 @@ def test_a_desks_unsent_notes_are_the_agents_own_and_forgotten_at_sign_out(
     [case] = api(client, token, "GET", "/api/agents/cases")
     desk = html.fromstring(client.get("/dashboard/desk").text)
     assert desk.xpath("//textarea[@name='notes']/@data-keep") == [f"ivr-notes-{alice}-{case['id']}"]
-    out = client.post("/dashboard/logout", follow_redirects=False)
+    # Holding the case, she is asked first (`test_dashboard`); she signs out anyway.
+    assert client.post("/dashboard/logout", follow_redirects=False).status_code == 409
+    out = client.post("/dashboard/logout", data={"anyway": "yes"}, follow_redirects=False)
     assert out.status_code == 303
     assert out.headers["clear-site-data"] == '"storage"'
 

@@ -719,6 +719,35 @@
     }, 1000);
   }
 
+  // The talk and wrap-up timers: how long since the start the page gives (a <time>, which
+  // is all a page without this script says), counted from the server's reckoning of it when
+  // the page was made (`data-elapsed`), so a computer's wrong clock does not skew it. No live
+  // region: it would be read out every second; a screen reader finds it where it is.
+  function timers() {
+    var shown = document.querySelectorAll(".timer .elapsed[data-elapsed]");
+    if (!shown.length) {
+      return;
+    }
+    var start = Date.now();
+    function tick() {
+      var gone = Math.floor((Date.now() - start) / 1000);
+      for (var i = 0; i < shown.length; i += 1) {
+        var seconds = Math.max(0, Number(shown[i].getAttribute("data-elapsed")) + gone);
+        shown[i].textContent = "for " + clock(seconds) + " (mm:ss), ";
+        shown[i].hidden = false;
+      }
+    }
+    tick();
+    window.setInterval(tick, 1000);
+  }
+
+  // mm:ss, minutes not wrapped into hours (75:03), as the server's pages write a wait.
+  function clock(seconds) {
+    var minutes = Math.floor(seconds / 60);
+    var rest = seconds % 60;
+    return (minutes < 10 ? "0" : "") + minutes + ":" + (rest < 10 ? "0" : "") + rest;
+  }
+
   // The freeze form's tick box names the account that will be frozen: the UID typed above
   // as it is typed, else the case's (the page's own words for it, `data-unnamed`).
   var UID = /^[0-9]{1,32}$/;
@@ -770,6 +799,7 @@
     notifyOffer(desk);
     sayOffer(desk);
     countDown();
+    timers();
     keepNotes();
     freezeTargets();
   }
