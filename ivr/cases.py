@@ -1114,25 +1114,34 @@ NOTE_AT_MOST = 2000  # characters in one note
 NOTES_AT_MOST = 100  # notes on one case: a case's row is read at every desk refresh
 # A caller's secrets are digits (`ivr.identity`): the PIN and an authenticator's code are 6,
 # an ID document's last 4 are 4. A run of digits joined by single spaces or hyphens is one
-# number as it is read out ("739 182", "73-91-82"): of 4 or 6 digits in all, or holding a
-# group of 6, it may be one of them. A ticket (7), a UID or a phone number is longer; an
-# amount is written with a comma (2,500), a date with its day and month (2026-05-01).
+# number as it is read out ("739 182", "73-91-82"): of 6 digits in all, or holding a group of
+# 6, it may be a PIN or a code. Four digits are also a year, an amount or a time ("lost 5000
+# USDT at 1430"), which an agent's notes are full of: a run of 4 is refused where the note
+# speaks of an ID document, a PIN or a code, or is all the note says. A ticket (7), a UID or
+# a phone number is longer.
 _DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
 _DIGIT_GROUP = re.compile(r"\d+")
-SECRET_LENGTHS = frozenset({4, 6})
+_SECRET_WORDS = re.compile(
+    r"\b(?:id|identity|passport|document|pin|code|digits)\b|证件|身份证|护照|密码|验证码|后四位",
+    re.IGNORECASE,
+)
 SECRET_LIKE = (
-    "not saved: a run of 4 or 6 digits reads like a caller's PIN, authenticator code or ID "
-    "document digits, which never go in notes. If it is none of those, write it otherwise: "
-    "an amount with a comma (2,500), a year with its date (2026-05-01)"
+    "not saved: a run of 6 digits (or of 4, in a note about an ID document, a PIN or a code) "
+    "reads like a caller's PIN, authenticator code or ID document digits, which never go in "
+    "notes. If it is none of those, write it otherwise: an amount with a comma (2,500), a "
+    "date whole (2026-05-01)"
 )
 
 
 def secret_like(text: str) -> bool:
     """Whether staff's free text holds digits that may be a caller's secret (`_DIGIT_RUN`):
     refused, never stored, since notes are read by every agent the case goes to next."""
+    speaks_of_secrets = _SECRET_WORDS.search(text) is not None
     for run in _DIGIT_RUN.finditer(text):
         groups = [len(g) for g in _DIGIT_GROUP.findall(run.group())]
-        if sum(groups) in SECRET_LENGTHS or max(groups) == 6:
+        if sum(groups) == 6 or max(groups) == 6:
+            return True
+        if sum(groups) == 4 and (speaks_of_secrets or run.group() == text.strip()):
             return True
     return False
 

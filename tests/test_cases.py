@@ -2164,6 +2164,8 @@ def test_a_failed_statement_in_the_local_freeze_is_a_failed_freeze_not_a_500(
         "she read me 739 182",
         "code was 73-91-82, told her never again",
         "ID ends 5064",
+        "身份证后四位 5064",
+        "his pin is 7391?",  # a half-remembered one: 4 digits where a PIN is spoken of
         "totp \uff11\uff12\uff13\uff14\uff15\uff16",  # a Chinese input method's digits
         "number 07700 900123",  # a group of 6 among others
         "5064",
@@ -2179,6 +2181,8 @@ def test_a_note_holding_what_may_be_a_callers_secret_is_refused(text: str) -> No
         "follows ticket 1234567",
         "uid 10000001 owner confirmed",
         "withdrew 2,500 USDT and 0.5 BTC",
+        "lost 5000 USDT at 1430, first noticed in 2026",
+        "客户称损失 3000 USDT",
         "called at 14:30, again 2026-05-01",
         "call back on +1 415 555 0199",
         "客户确认账户被盗, 已冻结",
