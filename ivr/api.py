@@ -404,8 +404,8 @@ class NoteRequest(BaseModel):
         min_length=1,
         max_length=NOTE_AT_MOST,
         description="what you want the next agent (and supervisors) to know. Never a "
-        "caller's PIN, authenticator code or ID document digits: a run of 4 or 6 digits is "
-        "refused (422), nothing kept",
+        "caller's PIN, authenticator code or ID document digits: a run of 6 digits, or of 4 in "
+        "a note about an ID document, a PIN or a code, is refused (422), nothing kept",
     )
 
 
@@ -1242,8 +1242,8 @@ def resolve(
         **CASE_REFUSED,
         422: {
             "model": Unprocessable,
-            "description": "empty, too long, or holding a run of 4 or 6 digits (a caller's "
-            "PIN, authenticator code or ID digits never go in notes): nothing kept",
+            "description": "empty, too long, or holding a run of 6 digits, or of 4 about an ID "
+            "document, a PIN or a code (a caller's secrets never go in notes): nothing kept",
         },
     },
 )

@@ -2069,7 +2069,7 @@ def test_the_desk_keeps_notes_with_the_case_for_the_next_agent_and_supervisors(
     assert refused.status_code == 422
     doc = html.fromstring(refused.text)
     [error] = texts(doc, "//*[@id='desk-error']")
-    assert error.startswith("Not saved: a run of 4 or 6 digits reads like a caller's PIN")
+    assert error.startswith("Not saved: a run of 6 digits (or of 4, in a note about an ID")
     [field] = doc.xpath(f"//textarea[@id='note-{held['id']}']")
     assert (field.get("aria-invalid"), field.get("aria-describedby")) == ("true", "desk-error")
     assert field.text == "she read me 739 182 by mistake"  # to put right, not type again
