@@ -130,9 +130,12 @@ class _Node(_Model):
     )
 
 
+Keyword = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class Option(_Model):
     key: Key | None = None
-    speech: dict[str, list[Annotated[str, Field(min_length=1, max_length=100)]]] = {}
+    speech: dict[str, list[Keyword]] = {}
     target: NodeName
 
     @model_validator(mode="after")
@@ -495,14 +498,36 @@ class TreeFile(_Model):
     # The numbers the exchange calls or texts customers from (a number_check node tells a
     # caller whether one is ours): E.164, or short codes.
     official_numbers: list[OfficialNumber] = []
+    not_heard_with: dict[str, dict[Keyword, Annotated[list[Keyword], Field(min_length=1)]]] = Field(
+        default={},
+        description="per language, keywords that are not heard when one of these words is "
+        "said with them, in any menu (突然停机, a SIM swap's sign, is no victim's when said "
+        "with 欠费: a line cut for an unpaid bill); the option's other keywords still are",
+    )
     nodes: dict[NodeName, Node] = Field(min_length=1)
 
 
 # -- compiled form --------------------------------------------------------------------------
 
 
-# language -> [(option, pattern of its keywords)], in the operator's option order
-BySpeech = Mapping[str, list[tuple[Option, re.Pattern[str]]]]
+@dataclass(frozen=True)
+class Keywords:
+    """An option's keywords in one language, as looked for in what was heard."""
+
+    anywhere: re.Pattern[str] | None
+    # Each keyword the tree's `not_heard_with` names, and its words: heard without them only.
+    unless: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = ()
+
+    def search(self, heard: str) -> bool:
+        if self.anywhere is not None and self.anywhere.search(heard):
+            return True
+        return any(word.search(heard) and not but.search(heard) for word, but in self.unless)
+
+
+# language -> [(option, its keywords)], in the operator's option order
+BySpeech = Mapping[str, list[tuple[Option, Keywords]]]
+# language -> keyword -> the words said with which it is not heard (both as normalised)
+Exceptions = Mapping[str, Mapping[str, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -537,8 +562,8 @@ def _first_heard(
     if not heard:
         return None
     for lang in languages:
-        for option, pattern in by_speech.get(lang, ()):
-            if pattern.search(heard):
+        for option, keywords in by_speech.get(lang, ()):
+            if keywords.search(heard):
                 return option, lang
     return None
 
@@ -720,9 +745,9 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
     return re.compile("|".join(parts))
 
 
-def _compile_menu(node: MenuNode) -> CompiledMenu:
+def _compile_menu(node: MenuNode, exceptions: Exceptions) -> CompiledMenu:
     incident = {o.key: Option(key=o.key, target=o.target) for o in node.incident_options}
-    return CompiledMenu(node, *_compiled(node.options, spoken_options(node)), incident)
+    return CompiledMenu(node, *_compiled(node.options, spoken_options(node), exceptions), incident)
 
 
 def spoken_options(node: MenuNode) -> list[Option]:
@@ -736,25 +761,47 @@ def spoken_options(node: MenuNode) -> list[Option]:
     return spoken
 
 
-def _compile_shortcuts(node: LanguageNode) -> Shortcuts:
+def _compile_shortcuts(node: LanguageNode, exceptions: Exceptions) -> Shortcuts:
     # Their hints join the language menu's own when it is said (`gather_language`).
-    by_key, by_speech, _ = _compiled(node.shortcuts, node.shortcuts)
+    by_key, by_speech, _ = _compiled(node.shortcuts, node.shortcuts, exceptions)
     return Shortcuts(by_key, by_speech)
 
 
+def exceptions_of(tree: TreeFile) -> dict[str, dict[str, list[str]]]:
+    """The tree's `not_heard_with`, keywords and words as they are looked for (normalised)."""
+    return {
+        lang: {
+            normalise_speech(word): [n for w in unless if (n := normalise_speech(w))]
+            for word, unless in by_word.items()
+        }
+        for lang, by_word in tree.not_heard_with.items()
+    }
+
+
 def _compiled(
-    keyed: list[Option], spoken: list[Option]
-) -> tuple[dict[str, Option], dict[str, list[tuple[Option, re.Pattern[str]]]], dict[str, str]]:
+    keyed: list[Option], spoken: list[Option], exceptions: Exceptions
+) -> tuple[dict[str, Option], dict[str, list[tuple[Option, Keywords]]], dict[str, str]]:
     """Options by key, by the keywords of each language (in the operator's order), and the
-    recogniser's hints per language."""
+    recogniser's hints per language (a keyword's exceptions are no hints: the words it is
+    heard by are)."""
     by_key = {o.key: o for o in keyed if o.key is not None}
-    by_speech: dict[str, list[tuple[Option, re.Pattern[str]]]] = {}
+    by_speech: dict[str, list[tuple[Option, Keywords]]] = {}
     words_by_lang: dict[str, list[str]] = {}
     for option in spoken:
         for lang, words in option.speech.items():
             keywords = [k for k in (normalise_speech(w) for w in words) if k]
             if keywords:
-                by_speech.setdefault(lang, []).append((option, _keyword_pattern(keywords)))
+                unless = exceptions.get(lang, {})
+                anywhere = [k for k in keywords if not unless.get(k)]
+                compiled = Keywords(
+                    _keyword_pattern(anywhere) if anywhere else None,
+                    tuple(
+                        (_keyword_pattern([k]), _keyword_pattern(unless[k]))
+                        for k in keywords
+                        if unless.get(k)
+                    ),
+                )
+                by_speech.setdefault(lang, []).append((option, compiled))
                 words_by_lang.setdefault(lang, []).extend(words)
     hints = {lang: hints_of(words) for lang, words in words_by_lang.items()}
     return by_key, by_speech, hints
@@ -1098,6 +1145,7 @@ def _check_graph(
                 f"the tree {NO_OFFICIAL_NUMBERS}: every number a caller checks but "
                 "IVR_CALLER_ID would be called not ours, the exchange's other numbers included",
             )
+    problems += _check_not_heard_with(doc, tree, catalogs)
     seen_numbers: dict[str, int] = {}
     for i, number in enumerate(tree.official_numbers):
         if number in seen_numbers:
@@ -1119,6 +1167,50 @@ def _check_graph(
                     "warning",
                 )
             )
+    return problems
+
+
+def _check_not_heard_with(doc: YamlDoc, tree: TreeFile, catalogs: Catalogs) -> list[Problem]:
+    """A keyword's exceptions (`not_heard_with`) are for a keyword an option has, in a
+    language there is a catalog for; one misspelt would leave the keyword heard as before,
+    and one that is in the keyword it is said with would leave it never heard."""
+    problems: list[Problem] = []
+    said: dict[str, set[str]] = {}
+    for node in tree.nodes.values():
+        spoken = [
+            *(spoken_options(node) if isinstance(node, MenuNode) else ()),
+            *(node.shortcuts if isinstance(node, LanguageNode) else ()),
+        ]
+        for option in spoken:
+            for lang, words in option.speech.items():
+                said.setdefault(lang, set()).update(normalise_speech(w) for w in words)
+    for lang, by_word in tree.not_heard_with.items():
+        if lang not in catalogs.by_language:
+            problems.append(
+                doc.problem(("not_heard_with", lang), f"no prompt catalog for language '{lang}'")
+            )
+        for word, unless in by_word.items():
+            heard = normalise_speech(word)
+            if heard not in said.get(lang, set()):
+                problems.append(
+                    doc.problem(
+                        ("not_heard_with", lang, word),
+                        f"'{word}' is no option's {lang} keyword: its exceptions change nothing"
+                        f"{_did_you_mean(heard, said.get(lang, set()))}",
+                    )
+                )
+            for i, but in enumerate(unless):
+                if not (norm := normalise_speech(but)):
+                    problems.append(
+                        doc.problem(("not_heard_with", lang, word, i), f"'{but}' has no letters")
+                    )
+                elif _keyword_pattern([norm]).search(heard):
+                    problems.append(
+                        doc.problem(
+                            ("not_heard_with", lang, word, i),
+                            f"'{but}' is in '{word}' itself: the keyword would never be heard",
+                        )
+                    )
     return problems
 
 
@@ -2193,9 +2285,14 @@ def compile_source(
         ]
     if any(p.severity == "error" for p in problems) and not keep_errors:
         raise SourceError(problems)
-    menus = {n: _compile_menu(node) for n, node in tree.nodes.items() if isinstance(node, MenuNode)}
+    exceptions = exceptions_of(tree)
+    menus = {
+        n: _compile_menu(node, exceptions)
+        for n, node in tree.nodes.items()
+        if isinstance(node, MenuNode)
+    }
     shortcuts = {
-        n: _compile_shortcuts(node)
+        n: _compile_shortcuts(node, exceptions)
         for n, node in tree.nodes.items()
         if isinstance(node, LanguageNode) and node.shortcuts
     }

@@ -2513,6 +2513,25 @@ def test_a_caller_from_china_who_tells_a_scam_or_a_takeover_at_once_is_answered(
 
 
 @pytest.mark.parametrize(
+    "words", ["我的手机突然停机了,是不是欠费了", "话费用完了突然停机", "手机突然停机了,我去缴费了"]
+)
+def test_a_mandarin_callers_line_cut_for_an_unpaid_bill_is_not_the_emergency_lane(
+    phone: Phone, words: str
+) -> None:
+    """突然停机 is a SIM swap's sign (the thief's SIM takes the number), but said with 欠费,
+    话费 or 缴费 it is a line cut for an unpaid bill: the emergency lane would take a
+    victim's place and freeze a verified caller's account. Not understood, the caller hears
+    the main menu again and chooses; said at once, the language menu again."""
+    record = call(phone, Press("2"), Speak(words), Press("0"))
+    assert not any(line.startswith(EMERGENCY_NOTICE[1]) for line in record.heard), record.heard
+    assert "抱歉,没能识别您的选择。" in record.heard
+    assert record.queue == "general"
+    at_once = phone.call(ScriptedParty([Speak(words), Press("0")]), from_number=CALLER_IN_CHINA)
+    assert not any(line.startswith(EMERGENCY_NOTICE[1]) for line in at_once.heard)
+    assert at_once.queue == "general", at_once.heard
+
+
+@pytest.mark.parametrize(
     ("words", "target"),
     [
         # Made room for the words above in the main menu's 500 Mandarin hints: each phrase
@@ -2539,6 +2558,15 @@ def test_a_caller_from_china_who_tells_a_scam_or_a_takeover_at_once_is_answered(
         ("在哪里下载APP", None),
         ("我本人登录不了", "account_menu"),
         ("为什么要冻结账户", None),  # a freeze asked about: the main menu again, as before
+        # 突然停机 with an unpaid bill (`not_heard_with`): no victim; the victim's other
+        # words still are one's.
+        ("我的手机欠费停机了", None),
+        ("手机突然停机了,原来是欠费", None),
+        ("因为没交话费手机突然停机了", None),
+        ("手机突然停机了 话费 也 充了", None),
+        ("月租没交突然停机", None),
+        ("手机突然停机了,账户被盗了,不是欠费", "emergency"),
+        ("突然停机了,突然没信号,话费是够的", "emergency"),
     ],
 )
 def test_words_near_the_mandarin_scam_and_freeze_words_lead_where_they_did(

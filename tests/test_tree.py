@@ -852,6 +852,53 @@ def test_a_keyword_inside_another_is_fine_the_other_way_round_or_to_the_same_pla
     assert [p for p in problems if "never heard" in p.message] == []
 
 
+def not_heard_with(text: str, exceptions: str) -> str:
+    """`text` with the tree's `not_heard_with` (its YAML, indented as under the key)."""
+    return text.replace("nodes:\n", f"not_heard_with:\n{exceptions}nodes:\n", 1)
+
+
+def test_a_keyword_said_with_one_of_its_exceptions_is_not_heard(tmp_path: Path) -> None:
+    """突然停机 is a SIM swap's sign, but not said with 欠费 (a line cut for an unpaid bill):
+    the option's other keywords are still heard with it, and the keyword in every menu."""
+    text = not_heard_with(
+        speech_tree("{zh-CN: [突然停机, 被盗]}", "{zh-CN: [停机]}"),
+        "  zh-CN:\n    突然停机: [欠费, 话费]\n",
+    )
+    _, problems = check(tmp_path, text)
+    assert problems == []
+    menu = load_tree(write(tmp_path, text), PROMPTS).menus["main"]
+
+    def target(said: str) -> str | None:
+        option = match_speech(menu, "zh-CN", said)
+        return option.target if option else None
+
+    assert target("我的手机突然停机了") == "agent"
+    assert target("手机 突然 停机 了") == "agent"  # as normalised
+    assert target("手机突然停机了,是不是欠费了") == "bye"  # the next option's 停机
+    assert target("因为没交话费突然停机") == "bye"
+    assert target("突然停机了,账户也被盗了,不是欠费") == "agent"  # 被盗 is heard still
+
+
+def test_exceptions_for_no_keyword_or_in_the_keyword_itself_are_refused(tmp_path: Path) -> None:
+    """A misspelt keyword would leave it heard as before; an exception that is in the keyword
+    would leave it never heard; a language with no catalog is no caller's."""
+    text = not_heard_with(
+        speech_tree("{zh-CN: [突然停机]}", "{en: [bill]}"),
+        "  zh-CN:\n    突然停几: [欠费]\n    突然停机: [停机]\n  fr:\n    facture: [payer]\n",
+    )
+    file, problems = check(tmp_path, text)
+    assert [str(p) for p in problems] == [
+        f"{file}:{line_of(text, '突然停几:')}: error: not_heard_with.zh-CN.突然停几: '突然停几' "
+        "is no option's zh-CN keyword: its exceptions change nothing (did you mean '突然停机'?)",
+        f"{file}:{line_of(text, '突然停机:')}: error: not_heard_with.zh-CN.突然停机[0]: '停机' "
+        "is in '突然停机' itself: the keyword would never be heard",
+        f"{file}:{line_of(text, 'fr:')}: error: not_heard_with.fr: no prompt catalog for "
+        "language 'fr'",
+        f"{file}:{line_of(text, 'facture:')}: error: not_heard_with.fr.facture: 'facture' is "
+        "no option's fr keyword: its exceptions change nothing",
+    ]
+
+
 def test_same_keyword_in_two_languages_is_fine(tmp_path: Path) -> None:
     text = speech_tree("{en: [OK]}", "{zh-CN: [OK]}")
     menu = load_tree(write(tmp_path, text), PROMPTS).menus["main"]
