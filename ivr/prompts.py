@@ -79,6 +79,12 @@ class Calendar(BaseModel):
     pm: str = "PM"
     noon: str | None = Field(default=None, description="12:00-12:59, if said apart (中午)")
     evening: str | None = Field(default=None, description="from 18:00, if said apart (晚上)")
+    hours: dict[Annotated[int, Field(ge=0, le=23)], Annotated[str, Field(min_length=1)]] = Field(
+        default={},
+        description="an hour said as a word, not as its numeral, by the hour the clock says "
+        "(1-12 on a 12-hour clock): 2 is 两 in Chinese, 两点 as Chinese says it, never 二点 "
+        "(spelled out, as 两分钟 is, for the voice to read no numeral)",
+    )
     time: str = "{hour}:{minute} {period}"
     time_on_the_hour: str = Field(default="{hour} {period}", description="9 AM, not 9:00 AM")
     day_time: str = "{day} at {time}"
@@ -117,7 +123,11 @@ class Calendar(BaseModel):
             else:
                 period = self.pm
             hour = hour % 12 or 12
-        fields = {"hour": hour, "minute": f"{at.minute:02d}", "period": period}
+        fields = {
+            "hour": self.hours.get(hour, hour),
+            "minute": f"{at.minute:02d}",
+            "period": period,
+        }
         template = self.time_on_the_hour if at.minute == 0 else self.time
         said = _FORMATTER.format(template, **fields).strip()
         return _FORMATTER.format(self.day_time, day=day, time=said)

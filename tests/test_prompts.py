@@ -435,6 +435,7 @@ ZH_CALENDAR = """calendar:
   pm: 下午
   noon: 中午
   evening: 晚上
+  hours: {2: 两}
   time: "{period}{hour}点{minute}分"
   time_on_the_hour: "{period}{hour}点"
   day_time: "{day}{time}"
@@ -456,6 +457,10 @@ def with_calendar(catalog: str, calendar: str) -> str:
         (datetime(2026, 12, 2, 12, 5, tzinfo=SGT), "Wednesday at 12:05 PM", "周三中午12点05分"),
         (datetime(2026, 12, 2, 13, 30, tzinfo=SGT), "Wednesday at 1:30 PM", "周三下午1点30分"),
         (datetime(2026, 12, 3, 0, 0, tzinfo=SGT), "Thursday at 12 AM", "周四上午12点"),
+        # 2 is 两 (`hours`), as Chinese says the hour: 两点, never 二点; 12 stays 12.
+        (datetime(2026, 12, 2, 14, 0, tzinfo=SGT), "Wednesday at 2 PM", "周三下午两点"),
+        (datetime(2026, 11, 29, 2, 30, tzinfo=SGT), "tomorrow at 2:30 AM", "明天上午两点30分"),
+        (datetime(2026, 12, 2, 12, 0, tzinfo=SGT), "Wednesday at 12 PM", "周三中午12点"),
     ],
 )
 def test_a_time_is_said_in_the_callers_language(
@@ -469,6 +474,26 @@ def test_a_time_is_said_in_the_callers_language(
     assert (
         cats.render("closed_until", "zh-CN", opens=moment).text == f"现在休息,{mandarin}开始服务。"
     )
+
+
+def test_the_shipped_mandarin_catalog_says_two_oclock_as_liang_dian() -> None:
+    """两点, as Chinese says the hour (两分钟 likewise): a team opening at 2 or 14:00."""
+    shipped = load_catalogs(Path(__file__).resolve().parent.parent / "prompts")
+    said = [
+        shipped.render("products_closed", "zh-CN", opens=Moment(at, SATURDAY_NIGHT)).text
+        for at in (
+            datetime(2026, 11, 30, 14, 0, tzinfo=SGT),
+            datetime(2026, 11, 29, 2, 30, tzinfo=SGT),
+            datetime(2026, 11, 30, 12, 0, tzinfo=SGT),
+            datetime(2026, 11, 30, 20, 0, tzinfo=SGT),
+        )
+    ]
+    assert [s.split("新加坡时间")[1].split("恢复")[0] for s in said] == [
+        "周一下午两点",
+        "明天上午两点30分",
+        "周一中午12点",
+        "周一晚上8点",
+    ]
 
 
 def test_a_calendar_may_read_the_hour_digit_by_digit() -> None:
@@ -506,6 +531,7 @@ def test_a_catalog_saying_a_time_without_a_calendar_is_refused_with_its_line(
         ('calendar:\n  time: "{hour:>3}"\n', "unknown format"),
         ("calendar:\n  weekdays: [Mon, Tue]\n", "List should have at least 7 items"),
         ("calendar:\n  clock: 13\n", "Input should be 12 or 24"),
+        ("calendar:\n  hours: {24: 两}\n", "less than or equal to 23"),  # no such hour
     ],
 )
 def test_a_bad_calendar_is_refused_with_its_line(
