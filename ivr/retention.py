@@ -41,6 +41,7 @@ import functools
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -222,7 +223,7 @@ def _freezes_to_mask(conn: Connection, of_cases: ColumnElement[bool]) -> list[di
     changed = []
     for row in rows:
         reason = row.reason
-        digits = "".join(c for c in reason if c.isdigit())
+        digits = "".join(c for c in _folded(reason) if c.isdigit())
         for number in (row.caller, row.callback_number):
             # Only a reason that may name it is searched (`_naming`'s test): a pattern is
             # long to build, and most freezes' reasons name no number.
@@ -787,21 +788,48 @@ def _number_pattern(number: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\d+])(?:{abroad}|{at_home})(?!\d)")
 
 
+def _folded(text: str) -> str:
+    """`text` with each character that NFKC makes one other as that one: full-width digits,
+    + and brackets (what a Chinese input method types in its full-width mode, U+FF10 to
+    U+FF19 for 0 to 9) and the ideographic space as their plain ones. Character for
+    character, so that a number found in it is at the same place in `text`."""
+    return "".join(
+        folded if len(folded := unicodedata.normalize("NFKC", c)) == 1 else c for c in text
+    )
+
+
 def _masking(number: str, text: str) -> str:
-    """`text` with `number` masked however it is written there (`_number_pattern`)."""
-    return _number_pattern(number).sub(masked(number), text)
+    """`text` with `number` masked however it is written there (`_number_pattern`), in
+    full-width digits too (`_folded`): the text around it stays as written."""
+    found = list(_number_pattern(number).finditer(_folded(text)))
+    for match in reversed(found):
+        text = text[: match.start()] + masked(number) + text[match.end() :]
+    return text
 
 
 def _naming(number: str) -> ColumnElement[bool]:
     """Whether an audit entry's reason may name `number`: true of every text in which
     `_number_pattern` finds it, and of few others, for the database to pick the entries
     to read. Its last _NAMING_DIGITS digits in order, with no other digit between (the
-    separators are left to `_masking`; ASCII classes only, alike in PostgreSQL's and
-    Python's dialects); a LIKE first, which reads a row in a third of a regular
-    expression's time and leaves it few."""
-    tail = _tail(number)
+    separators are left to `_masking`; classes of listed characters only, alike in
+    PostgreSQL's and Python's dialects); a LIKE first, which reads a row in a third of a
+    regular expression's time and leaves it few. Written in plain digits or in full-width
+    ones (a Chinese input method's), each throughout: a number typed half in each is found
+    only where the text is read anyway (`_freezes_to_mask`)."""
     reason = audit_log.c.reason
-    return and_(reason.like(f"%{'%'.join(tail)}%"), reason.regexp_match("[^0-9]*".join(tail)))
+    return or_(
+        *(
+            and_(
+                reason.like(f"%{'%'.join(tail)}%"), reason.regexp_match(f"[^{_DIGITS}]*".join(tail))
+            )
+            for tail in (_tail(number), _tail(number).translate(_FULL_WIDTH))
+        )
+    )
+
+
+# Digits as a Chinese input method types them (U+FF10-FF19), which `_folded` reads as digits.
+_FULL_WIDTH = {ord(digit): 0xFF10 + int(digit) for digit in "0123456789"}
+_DIGITS = "0-9" + "".join(map(chr, _FULL_WIDTH.values()))  # each listed: no range of them
 
 
 def _mask_in_audit(conn: Connection, number: str) -> int:

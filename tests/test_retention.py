@@ -1097,6 +1097,59 @@ def test_erasure_masks_the_number_as_written_at_home(db: Engine, number: str, wr
     assert reasons(db)[unfrozen] == f"{masked}: ok"
 
 
+def full_width(text: str) -> str:
+    """`text` as a Chinese input method's full-width mode types it: its digits, +, brackets
+    and dashes (U+FF01 to U+FF5E for ! to ~), and spaces (the ideographic one)."""
+    return text.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789+()-"} | {32: 0x3000})
+
+
+def test_erasure_masks_the_number_written_in_full_width_digits(db: Engine) -> None:
+    """A Chinese input method types full-width digits (+86 138... each character wide): the
+    number is masked however wide its characters, and the rest of the text stays as the agent
+    typed it."""
+    case_id = add_case(db, add_call(db, ended=LATELY), ended=LATELY)
+    entries = [add_audit(db, case_id, "freeze", at=LATELY) for _ in range(2)]
+    entries += [add_audit(db, None, "unfreeze", at=LATELY) for _ in range(3)]
+    uid = full_width("UID 10000001")
+    said = {
+        entries[0]: f"来电号码{full_width('+86 138-0013-8000')},{uid}",
+        entries[1]: f"回拨{full_width('(0086)138 0013 8000')}",
+        entries[2]: f"本人视频确认:{full_width('13800138000')}",
+        entries[3]: f"订单 {full_width('138001380001')} 已退款",  # inside a longer number
+        entries[4]: f"号码 {full_width('13800138001')}",  # another number
+    }
+    say(db, said)
+
+    erased = erase_alice(db, reason=f"用户来信要求删除{full_width(ALICE)}")
+
+    assert erased.audit_masked == 3
+    assert [reasons(db)[i] for i in entries] == [
+        f"来电号码***8000,{uid}",
+        "回拨***8000",
+        "本人视频确认:***8000",
+        said[entries[3]],
+        said[entries[4]],
+    ]
+    with db.connect() as conn:
+        entry = conn.execute(select(audit_log.c.reason).where(audit_log.c.action == "erase"))
+    assert entry.scalar_one().startswith("用户来信要求删除***8000 (number ***8000: ")
+
+
+def test_a_purged_cases_freezes_lose_the_number_written_in_full_width_digits(
+    db: Engine,
+) -> None:
+    """Read whole (a purge reads its cases' freezes), a reason masks the number typed half in
+    full-width digits too."""
+    gone = add_case(db, add_call(db, ended=LONG_AGO))
+    frozen = [add_audit(db, gone, "freeze") for _ in range(2)]
+    halves = f"138 {full_width('0013')} 8000"
+    say(db, {frozen[0]: f"来电 {full_width('13800138000')} 称被盗", frozen[1]: f"来电 {halves}"})
+
+    assert run_purge(db).audit_masked == 2
+
+    assert [reasons(db)[i] for i in frozen] == ["来电 ***8000 称被盗", "来电 ***8000"]
+
+
 def test_erasure_leaves_the_national_digits_inside_a_longer_number(db: Engine) -> None:
     """07700900123 inside an order number, a wallet's or an account's digits is not the
     caller's number: it stays, as every other digit in the entry does."""
