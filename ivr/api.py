@@ -12,6 +12,7 @@ POST /api/cases/{id}/resolve    close the case with notes
 POST /api/cases/{id}/not-reached a call back dialled by hand that nobody answered: tried later
 POST /api/cases/{id}/priority   a supervisor moves a waiting case (a victim to the emergency lane)
 GET  /api/freezes               every freeze in a period; those not confirmed and not made since
+GET  /api/audit                 the audit log, newest first, filtered (supervisors; .csv too)
 GET  /api/oncall/pages          the on-call paged about emergencies left waiting
 POST /api/oncall/pages/{id}/ack say you are coming: the other on-call numbers are told
 GET  /api/recordings/{sid}      a call with an agent, as Twilio recorded it (MP3; audited)
@@ -37,15 +38,21 @@ from ivr import oncall, recordings
 from ivr.announcements import Current, one_line, problems, tidied
 from ivr.announcements import current as current_announcement
 from ivr.calllog import (
+    ACTION_PATTERN,
     CALLER_PATTERN,
+    EXPORT_AUDIT,
     EXPORT_CALLS,
+    SEARCH_AUDIT,
     SEARCH_CALLS,
+    AuditFilter,
     CallFilter,
     Outcome,
     Verified,
     audit_lookup,
+    audit_read,
     calls_begun,
     freezes,
+    list_audit,
     list_calls,
     searches_someone,
     timeline,
@@ -1823,6 +1830,151 @@ def _event(row: dict[str, Any], hidden: set[str]) -> Event:
     if detail and detail.get("ticket") in hidden:
         detail = {k: v for k, v in detail.items() if k != "ticket"}
     return Event(**{k: row[k] for k in Event.model_fields if k != "detail"}, detail=detail)
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(
+        description="who: `role:name` (staff), `caller:CallSid`, `cli:LOGIN` (or `cli:LOGIN "
+        "via sudo as USER`), `system:...`, `client:DIGEST` (a failed sign-in's source)"
+    )
+    action: str
+    result: str
+    account_uid: str | None
+    reason: str | None = Field(
+        description="as stored: free text an agent typed, callers' numbers in it masked "
+        "(`***1234`) by an erasure, blanked with its case by the purge; never a token or a "
+        "verification factor's digits"
+    )
+    ticket: str | None = Field(description="the case it names, while the case is kept")
+    call_sid: str | None = Field(description="that case's call: GET /api/calls/{call_sid}")
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    next_cursor: str | None
+
+
+@dataclass
+class AuditQuery:
+    """The filters of the audit log's routes."""
+
+    since: QueryTime | None = None
+    until: QueryTime | None = None
+    actor: str | None = Query(
+        default=None,
+        min_length=2,
+        max_length=80,
+        description="who, exactly as the entries name them (`agent:alice`, `cli:alice via "
+        "sudo as root`), or a kind of actor, ending in a colon (`cli:`, `supervisor:`: on a "
+        "long log, give since and until with it)",
+    )
+    action: str | None = Query(default=None, pattern=ACTION_PATTERN)
+    account_uid: str | None = Query(default=None, pattern=r"^[0-9]{1,32}$")
+
+    def filters(self) -> AuditFilter:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise HTTPException(422, "since must be before until")
+        return AuditFilter(**{f: getattr(self, f) for f in AuditFilter.__dataclass_fields__})
+
+
+AuditQueryDep = Annotated[AuditQuery, Depends()]
+
+
+def _entry(row: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(**{k: row[k] for k in AuditEntry.model_fields})
+
+
+@router.get("/audit")
+def audit_list(
+    user: SupervisorUser,
+    hotline: HotlineDep,
+    query: AuditQueryDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditPage:
+    """Who did what, when: every staff action, account change, export, search, tree
+    activation, freeze, sign-in (and failed one) in the audit log, newest first, filtered;
+    `next_cursor` fetches the next page. Supervisors': they see all of it already, entry by
+    entry (the freezes, the calls' timelines, account UIDs and staff's reasons). A look by
+    account is audited (`search_audit`), as a look through the call log by one is."""
+    filters = query.filters()
+    try:
+        with hotline.db.connect() as conn:
+            rows, after = list_audit(conn, filters=filters, limit=limit, cursor=cursor)
+            if filters.account_uid:
+                audit_read(
+                    conn,
+                    actor=f"{user.role}:{user.name}",
+                    action=SEARCH_AUDIT,
+                    filters=filters,
+                    rows=len(rows),
+                    now=hotline.clock(),
+                )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return AuditPage(entries=[_entry(r) for r in rows], next_cursor=after)
+
+
+AUDIT_CSV_COLUMNS = list(AuditEntry.model_fields)
+AUDIT_CSV_CUT_NAME = f"audit-newest-{CSV_MAX_ROWS}-more-left-out.csv"
+
+
+@router.get(
+    "/audit.csv",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "the audit entries",
+            "headers": {
+                "X-Truncated": {
+                    "description": "`true`: more entries matched than the file holds (the"
+                    f" newest {CSV_MAX_ROWS}; the file is then named {AUDIT_CSV_CUT_NAME}): narrow"
+                    " since/until for the rest",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                }
+            },
+        }
+    },
+)
+def audit_csv(user: SupervisorUser, hotline: HotlineDep, query: AuditQueryDep) -> CsvResponse:
+    """The same entries as /api/audit, all pages up to 10,000 rows, as CSV; more: the
+    newest 10,000, `X-Truncated: true` and a file name that says so. Audited
+    (`export_audit`: the filters and the row count), as a calls export is."""
+    filters = query.filters()
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=AUDIT_CSV_COLUMNS)
+    writer.writeheader()
+    cursor, written = None, 0
+    with hotline.db.connect() as conn:
+        for _ in range(CSV_PAGES):
+            rows, cursor = list_audit(conn, filters=filters, limit=CSV_PAGE, cursor=cursor)
+            for row in rows:
+                writer.writerow(_entry(row).model_dump(mode="json"))
+            written += len(rows)
+            if cursor is None:
+                break
+        cut = cursor is not None
+        audit_read(
+            conn,
+            actor=f"{user.role}:{user.name}",
+            action=EXPORT_AUDIT,
+            filters=filters,
+            rows=written,
+            now=hotline.clock(),
+            cut=cut,
+        )
+    name = AUDIT_CSV_CUT_NAME if cut else "audit.csv"
+    return CsvResponse(
+        out.getvalue(),
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Truncated": "true" if cut else "false",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.get("/calls/{call_sid}", responses=not_found("call"))

@@ -24,14 +24,13 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     true,
     union,
 )
 
 from ivr import recordings
 from ivr.cases import SENT_AFTER_HANG_UP, audit
-from ivr.db import CALLER_ACTOR_WHERE, audit_log, call_events, calls, cases, in_utc, users
+from ivr.db import audit_log, call_events, calls, cases, in_utc, users
 from ivr.engine import HUNG_UP_AT
 from ivr.retention import masked
 from ivr.stats import AGENT_KINDS, SELF_HELP_KINDS
@@ -72,6 +71,10 @@ class CallFilter:
 # looked up by a caller's number or an account UID (`audit_lookup`).
 EXPORT_CALLS = "export_calls"
 SEARCH_CALLS = "search_calls"
+# And from a terminal: one call's timeline (`ivr calls show`, its CallSid the reason), and
+# every call's events as they come (`ivr calls tail`, audited as it starts).
+SHOW_CALL = "show_call"
+TAIL_CALLS = "tail_calls"
 
 
 def searches_someone(f: CallFilter) -> bool:
@@ -353,9 +356,8 @@ def timeline(conn: Connection, *, call_sid: str) -> dict[str, Any] | None:
                 .where(
                     or_(
                         audit_log.c.case_id.in_([c["id"] for c in call_cases] or [-1]),
-                        # The partial index's condition (which this actor meets), so that
-                        # both arms are looked up, not the whole log read.
-                        and_(text(CALLER_ACTOR_WHERE), audit_log.c.actor == f"caller:{call_sid}"),
+                        # Both arms looked up (ix_audit_log_actor_at), not the whole log read.
+                        audit_log.c.actor == f"caller:{call_sid}",
                     )
                 )
                 .order_by(audit_log.c.id)
@@ -514,3 +516,125 @@ def calls_begun(conn: Connection, *, now: datetime, over: timedelta) -> tuple[in
         ).one()
     total, last = int(row[0]), int(row[1] or 0)
     return last, total - last
+
+
+# -- the audit log, as supervisors read it ------------------------------------------------
+
+# The audit actions of reading the audit log itself: a CSV export (any filters), and a list
+# looked up by an account UID (as `SEARCH_CALLS`).
+EXPORT_AUDIT = "export_audit"
+SEARCH_AUDIT = "search_audit"
+ACTION_PATTERN = r"^[a-z_]{1,32}$"
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    # Who, as the entries name them (`agent:alice`, `cli:alice via sudo as root`), or every
+    # actor of a kind (`cli:`, `caller:`: a value ending in a colon).
+    actor: str | None = None
+    action: str | None = None
+    account_uid: str | None = None
+
+
+def audit_filters_said(f: AuditFilter) -> str:
+    """The filters used, as the audit entry of a read says them: the account by name only
+    (its UID is the entry's `account_uid`)."""
+    said = []
+    for field in fields(f):
+        value = getattr(f, field.name)
+        if value is None:
+            continue
+        if field.name == "account_uid":
+            said.append("account")
+        else:
+            shown = value.isoformat() if isinstance(value, datetime) else value
+            said.append(f"{field.name}={shown}")
+    return " ".join(said) or "no filters"
+
+
+def _audit_where(f: AuditFilter) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if f.since:
+        where.append(audit_log.c.at >= f.since)
+    if f.until:
+        where.append(audit_log.c.at < f.until)
+    if f.actor and f.actor.endswith(":"):
+        # A kind: no index range for a LIKE under most collations; the period's entries
+        # are read (newest first, from ix_audit_log_at_id) until the page is full.
+        where.append(audit_log.c.actor.startswith(f.actor, autoescape=True))
+    elif f.actor:
+        where.append(audit_log.c.actor == f.actor)  # ix_audit_log_actor_at
+    if f.action:
+        where.append(audit_log.c.action == f.action)
+    if f.account_uid:
+        where.append(audit_log.c.account_uid == f.account_uid)
+    return where
+
+
+def encode_audit_cursor(row: dict[str, Any]) -> str:
+    raw = f"{row['at'].isoformat()}|{row['id']}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_audit_cursor(cursor: str) -> tuple[datetime, int]:
+    """Raises ValueError for a cursor this module did not make."""
+    try:
+        at, entry = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None or not entry.isdigit() or len(entry) > 18:
+            raise ValueError(at)
+        return in_utc(moment), int(entry)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise ValueError("not a cursor from this API") from None
+
+
+def list_audit(
+    conn: Connection, *, filters: AuditFilter, limit: int = 50, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Audit entries newest first, each with its case's ticket and call (if it names a case
+    still kept); the cursor for the next page, if there is one. Rows as stored: their free
+    text was masked or blanked as the purge and erasures do, and no entry ever holds a
+    verification factor's digits or a token."""
+    where = _audit_where(filters)
+    if cursor:
+        at, entry = decode_audit_cursor(cursor)
+        # As `list_calls`: the first term is the index range, the OR its edge.
+        where.append(audit_log.c.at <= at)
+        where.append(or_(audit_log.c.at < at, and_(audit_log.c.at == at, audit_log.c.id < entry)))
+    query = (
+        select(audit_log, cases.c.ticket, cases.c.call_sid)
+        .outerjoin(cases, cases.c.id == audit_log.c.case_id)
+        .where(*where)
+        .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
+        .limit(limit + 1)
+    )
+    with reading(conn):
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_audit_cursor(rows[-1]) if more and rows else None
+
+
+def audit_read(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    filters: AuditFilter,
+    rows: int,
+    now: datetime,
+    cut: bool = False,
+) -> None:
+    """Who read which audit entries (`EXPORT_AUDIT`, `SEARCH_AUDIT`), as `audit_lookup`."""
+    audit(
+        conn,
+        actor=actor,
+        action=action,
+        uid=filters.account_uid,
+        case_id=None,
+        reason=f"{audit_filters_said(filters)}; {rows} row(s)" + ("; more left out" if cut else ""),
+        result="ok",
+        now=now,
+    )

@@ -725,6 +725,7 @@ def claim_if_free(
     unasked: bool = False,
     wait: LanguageWait = LanguageWait(),
     sender_wait: SenderWait = SenderWait(),
+    actor: str | None = None,
 ) -> tuple[dict[str, Any] | None, int | None]:
     """One case at a time, as one phone takes one call: (the next case, None) as
     `claim_next` gives it, or (None, the case the agent has) and nothing taken. `unasked`:
@@ -737,7 +738,9 @@ def claim_if_free(
 
     The check and the claim are one transaction, and two of one agent's asks (a double
     click, two tabs, two instances) take turns: on PostgreSQL by locking the agent's row, on
-    SQLite by its one writer."""
+    SQLite by its one writer. A case taken when asked is audited as `actor`'s (`TAKE`, in
+    the same transaction; None: not audited, tests only); one offered unasked is the
+    dispatcher's doing, not theirs (its miss, or its acceptance at the desk, is audited)."""
     with writing(conn):
         agent = conn.execute(_AGENT_TURN, {"agent": agent_id}).first()
         if unasked and (
@@ -763,6 +766,17 @@ def claim_if_free(
         if case is None and speaks is not None and not unasked:
             case = claim_next(
                 conn, agent_id=agent_id, now=now, live_offer=live_offer, sender_wait=sender_wait
+            )
+        if case is not None and not unasked and actor is not None:
+            audit(
+                conn,
+                actor=actor,
+                action=TAKE,
+                uid=None,
+                case_id=case["id"],
+                reason=None,
+                result="ok",
+                now=now,
             )
         return case, None
 
@@ -1590,19 +1604,45 @@ def offer_at_desk(
         return "away"
 
 
-def accept_offer(conn: Connection, *, case_id: int, agent_id: int) -> bool:
+# The audit actions of an agent's desk: a case taken when they asked for the next one, an
+# offer at their desk accepted (by Accept, or by acting on it), and a dashboard sign-out.
+TAKE = "take"
+ACCEPT = "accept"
+SIGN_OUT = "sign_out"
+
+
+def accept_offer(
+    conn: Connection,
+    *,
+    case_id: int,
+    agent_id: int,
+    actor: str | None = None,
+    now: datetime | None = None,
+    how: str | None = None,
+) -> bool:
     """The agent accepts the case offered at their desk: theirs to finish from now on, as if
     they had asked for it. True while it is still theirs (accepted already, or never made
-    to be accepted); False once it went back in line, or to someone else."""
+    to be accepted); False once it went back in line, or to someone else. The acceptance
+    itself (not one again) is audited as `actor`'s (`ACCEPT`, at `now`; `how`: the reason,
+    when it was by acting on the case) in the same transaction; None: not audited."""
+    theirs = (cases.c.id == case_id, cases.c.agent_id == agent_id, HELD_NOW)
     with writing(conn):
-        return (
-            conn.execute(
-                update(cases)
-                .where(cases.c.id == case_id, cases.c.agent_id == agent_id, HELD_NOW)
-                .values(accept_by=None)
-            ).rowcount
-            == 1
-        )
+        accepted = conn.execute(
+            update(cases).where(*theirs, cases.c.accept_by.is_not(None)).values(accept_by=None)
+        ).rowcount
+        if accepted == 1 and actor is not None:
+            audit(
+                conn,
+                actor=actor,
+                action=ACCEPT,
+                uid=None,
+                case_id=case_id,
+                reason=how,
+                result="ok",
+                now=now or datetime.now(UTC),
+            )
+            return True
+        return conn.execute(select(cases.c.id).where(*theirs)).first() is not None
 
 
 def unaccepted(conn: Connection, *, now: datetime) -> list[tuple[int, int]]:
@@ -2943,6 +2983,27 @@ def close_session(conn: Connection, *, secret: str) -> bool:
 
 
 SIGN_IN = "sign_in"  # the audit action of a dashboard sign-in
+
+
+def sign_out(conn: Connection, *, secret: str, now: datetime) -> User | None:
+    """End the dashboard session of `secret` on the server (a copy of its cookie is void):
+    its user, audited (`SIGN_OUT`, in the same transaction); None for no live session (signed
+    out already, expired: nothing to audit)."""
+    with writing(conn):
+        user = user_by_session(conn, secret=secret, now=now)
+        close_session(conn, secret=secret)
+        if user is not None:
+            audit(
+                conn,
+                actor=f"{user.role}:{user.name}",
+                action=SIGN_OUT,
+                uid=None,
+                case_id=None,
+                reason=None,
+                result="ok",
+                now=now,
+            )
+    return user
 
 
 def sign_in(

@@ -70,11 +70,29 @@ calls_app = typer.Typer(
 app.add_typer(calls_app, name="calls")
 
 
-def _cli_actor() -> str:
-    """Who ran a command, as the audit log names them (the login the shell says)."""
-    import getpass
+# A name as the audit log takes it from the environment (SUDO_USER): a login name's
+# characters, the rest replaced; as long as a login name may be.
+_NOT_IN_A_LOGIN = re.compile(r"[^A-Za-z0-9._@$-]")
 
-    return f"cli:{getpass.getuser()}"
+
+def cli_actor() -> str:
+    """Who ran a command, as the audit log names them: `cli:` and the process's effective
+    user as the system knows it (its password entry; `uid:1000` in a container whose uid has
+    none), never $USER or $LOGNAME, which anyone sets. Run with sudo, the login that ran sudo
+    first, as sudo says it (SUDO_USER): `cli:alice via sudo as root`. SUDO_USER is sudo's
+    word, unchecked: whoever already runs as the effective user can set it, which is why
+    that user is named too. At most 80 characters (the column)."""
+    import os
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name or f"uid:{uid}"
+    except KeyError:
+        name = f"uid:{uid}"
+    sudo = _NOT_IN_A_LOGIN.sub("?", os.environ.get("SUDO_USER", "").strip())[:32]
+    said = f"{sudo} via sudo as {name}" if sudo and sudo != name else name
+    return f"cli:{said}"[:80]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -278,7 +296,6 @@ def db_purge(
     account's credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN), the recordings older than
     IVR_RECORDING_RETENTION_DAYS at Twilio, then their rows. A case with a recording left at
     Twilio is kept. A purge that deleted something is audited (`purge`, as `cli:<user>`)."""
-    import getpass
 
     from ivr.retention import purge, purgeable
 
@@ -303,7 +320,7 @@ def db_purge(
                 keep=keep,
                 twilio=twilio,
                 keep_recordings=keep_recordings,
-                actor=f"cli:{getpass.getuser()}",
+                actor=cli_actor(),
             )
     said = "would delete" if dry_run else "deleted"
     ended = f"ended over {days} days ago" if days else "caller data kept (IVR_RETENTION_DAYS 0)"
@@ -666,7 +683,7 @@ def users_add(
                 phone=phone,
                 now=utcnow(),
                 expires_at=expires_at,
-                actor=_cli_actor(),
+                actor=cli_actor(),
             )
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -711,13 +728,12 @@ def users_list() -> None:
 def users_away(name: Annotated[str, typer.Argument(help="the agent's login name")]) -> None:
     """Set an agent away (gone without saying so): no case comes to them unasked until they
     say they are available again. They can still take cases by asking."""
-    import getpass
 
     from ivr.cases import set_away_by_name
 
     db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
-        found = set_away_by_name(conn, name=name, actor=f"cli:{getpass.getuser()}", now=utcnow())
+        found = set_away_by_name(conn, name=name, actor=cli_actor(), now=utcnow())
     if not found:
         raise _fail(f"no agent named {name!r}")
     typer.echo(f"{name} is away: no case comes to them until they say they are available.")
@@ -750,9 +766,7 @@ def users_languages(
     db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
-            found = set_languages(
-                conn, name=name, languages=codes, actor=_cli_actor(), now=utcnow()
-            )
+            found = set_languages(conn, name=name, languages=codes, actor=cli_actor(), now=utcnow())
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if not found:
@@ -769,7 +783,7 @@ def users_revoke(name: Annotated[str, typer.Argument(help="login name")]) -> Non
     db = _database(_settings(DatabaseSettings))
     try:
         with db.connect() as conn:
-            requeued = revoke_user(conn, name=name, now=utcnow(), actor=_cli_actor())
+            requeued = revoke_user(conn, name=name, now=utcnow(), actor=cli_actor())
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{name} revoked: their token no longer works.")
@@ -791,7 +805,7 @@ def users_token(
     try:
         with db.connect() as conn:
             token = reissue_token(
-                conn, name=name, expires_at=expires_at, actor=_cli_actor(), now=utcnow()
+                conn, name=name, expires_at=expires_at, actor=cli_actor(), now=utcnow()
             )
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -893,7 +907,7 @@ def accounts_add(
         raise _fail("stdin is not a terminal to ask the secrets at: pass --secrets-stdin")
     try:
         changed = directory.add(
-            uid=uid, phone=phone, now=utcnow(), actor=_cli_actor(), via="accounts add", **secrets
+            uid=uid, phone=phone, now=utcnow(), actor=cli_actor(), via="accounts add", **secrets
         )
     except (ValueError, ConfigError) as exc:
         raise _fail(f"account {uid}: {exc}") from None
@@ -907,12 +921,11 @@ def accounts_unfreeze(
     reason: Annotated[str, typer.Option(help="why: who checked the owner, and how")],
 ) -> None:
     """Lift an emergency freeze, audited. Adding or importing an account again never does."""
-    import getpass
 
     if len(reason.strip()) < 3:
         raise _fail("say why the freeze is lifted (--reason)")
     directory = _directory(_settings(AccountSettings))
-    actor = f"cli:{getpass.getuser()}"
+    actor = cli_actor()
     if not directory.unfreeze(uid=uid, actor=actor, reason=reason.strip(), now=utcnow()):
         raise _fail(f"account {uid} is not frozen (or does not exist)")
     typer.echo(f"account {uid} unfrozen; audited as {actor}")
@@ -946,7 +959,7 @@ def accounts_import(
                 problems.append(f"{file}:{n}: {column} must be {what}")
     if problems:
         raise _fail("\n".join(problems))
-    actor = _cli_actor()
+    actor = cli_actor()
     for n, row in enumerate(rows, start=2):
         try:
             directory.add(
@@ -1030,7 +1043,7 @@ def demo(
             **account,
             totp_secret=None,
             now=utcnow(),
-            actor=_cli_actor(),
+            actor=cli_actor(),
             via="ivr demo --force" if force else "ivr demo",
         )
         typer.echo(
@@ -1051,7 +1064,7 @@ def demo(
                 phone=None,
                 now=utcnow(),
                 expires_at=expires_at,
-                actor=_cli_actor(),
+                actor=cli_actor(),
             )
         typer.echo(f"demo agent 'demo-agent', API token: {token}")
         typer.echo(f"  (the token {_expires_text(expires_at)})")
@@ -1146,7 +1159,7 @@ def calls_list(
             if searches_someone(filters):
                 audit_lookup(
                     conn,
-                    actor=_cli_actor(),
+                    actor=cli_actor(),
                     action=SEARCH_CALLS,
                     filters=filters,
                     rows=len(rows),
@@ -1162,12 +1175,25 @@ def calls_list(
 
 @calls_app.command("show")
 def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> None:
-    """One call's timeline: every node, input, case, agent action and the hang-up."""
-    from ivr.calllog import timeline
+    """One call's timeline: every node, input, case, agent action and the hang-up. Audited
+    (`show_call`: who read which call), as the API audits a search for a caller's calls."""
+    from ivr.calllog import SHOW_CALL, timeline
+    from ivr.cases import audit
 
     db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
+        if found is not None:
+            audit(
+                conn,
+                actor=cli_actor(),
+                action=SHOW_CALL,
+                uid=None,
+                case_id=None,
+                reason=call_sid[:64],
+                result="ok",
+                now=utcnow(),
+            )
     if found is None:
         raise _fail(f"no call {call_sid}")
     typer.echo(_call_line(found["call"]))
@@ -1195,7 +1221,6 @@ def calls_erase(
     of those cases is open or a call in progress. Audited, without the number. With the
     Twilio account's credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN), offers to delete
     the recordings at Twilio too; what it could not delete there is listed."""
-    import getpass
 
     from ivr.recordings import CONFIRMED, delete_at_twilio
     from ivr.retention import StillOpen, audit_erased_at_twilio, erase
@@ -1203,7 +1228,7 @@ def calls_erase(
     if len(reason.strip()) < 3:
         raise _fail("say why the number's data is erased (--reason)")
     db = _database(_settings(DatabaseSettings), patient=True)
-    actor = f"cli:{getpass.getuser()}"
+    actor = cli_actor()
     try:
         with db.connect() as conn:
             erased = erase(conn, number=number, actor=actor, reason=reason.strip(), now=utcnow())
@@ -1277,15 +1302,28 @@ def _event_line(e: dict[str, Any]) -> str:
 def calls_tail(
     seconds: Annotated[float, typer.Option(help="stop after this long (0: until Ctrl-C)")] = 0,
 ) -> None:
-    """Follow every call's events as they happen."""
+    """Follow every call's events as they happen. Audited as it starts (`tail_calls`)."""
     import time
 
     from sqlalchemy import select
 
+    from ivr.calllog import TAIL_CALLS
+    from ivr.cases import audit
     from ivr.db import call_events
 
     db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
+        # Before anything is shown: a tail stopped with Ctrl-C (its usual end) is audited too.
+        audit(
+            conn,
+            actor=cli_actor(),
+            action=TAIL_CALLS,
+            uid=None,
+            case_id=None,
+            reason=f"for {seconds:g} s" if seconds else "until stopped",
+            result="ok",
+            now=utcnow(),
+        )
         last = (
             conn.execute(select(call_events.c.id).order_by(call_events.c.id.desc())).scalar() or 0
         )

@@ -48,10 +48,10 @@ from ivr.cases import (
     NOT_ACCEPTED,
     NOTE_AT_MOST,
     User,
-    close_session,
     get_case,
     languages_typed,
     session_by_secret,
+    sign_out,
     user_by_session,
 )
 from ivr.db import in_utc
@@ -99,9 +99,11 @@ PAGES = (
     ("Calls", f"{PREFIX}/calls", STAFF),
     ("Figures", f"{PREFIX}/figures", STAFF),
     ("Freezes", f"{PREFIX}/freezes", SUPERVISORS),
+    ("Audit", f"{PREFIX}/audit", SUPERVISORS),
     ("Call tree", f"{PREFIX}/tree", TREE_ROLES),
 )
 CALL_FILTERS = tuple(f.name for f in dataclasses.fields(api.CallQuery))
+AUDIT_FILTERS = tuple(f.name for f in dataclasses.fields(api.AuditQuery))
 
 CSP = "; ".join(
     (
@@ -457,7 +459,8 @@ def logout(request: Request, hotline: HotlineDep, anyway: Annotated[str, Form()]
             if holding:
                 return render(request, "signout.html", {"holding": holding}, user=user, status=409)
         with hotline.db.connect() as conn:
-            close_session(conn, secret=secret)  # on the server: a copy of the cookie is void
+            # On the server: a copy of the cookie is void. Audited (`sign_out`).
+            user = sign_out(conn, secret=secret, now=hotline.clock())
         if user is not None and user.role in AGENTS:
             # Gone from the desk: no case may ring their phone until they are back.
             hotline.set_available(user, False, why=AWAY_SIGNED_OUT)
@@ -1827,6 +1830,85 @@ def freezes_page(request: Request, hotline: HotlineDep) -> Response:
         "limit": 500,
     }
     return render(request, "freezes.html", context, user=user)
+
+
+# -- the audit log --------------------------------------------------------------------------
+
+_AUDIT_QUERY = TypeAdapter(api.AuditQuery)
+
+
+def audit_query(raw: dict[str, str], zone: tzinfo = UTC) -> api.AuditQuery:
+    """The API's audit filters from the form, as `call_query` reads the calls'. Raises
+    ValidationError, or ValueError for a time that is none or until not after since."""
+    given: dict[str, Any] = {
+        k: v.strip() for k, v in raw.items() if k in AUDIT_FILTERS and v.strip()
+    }
+    for key in ("since", "until"):
+        if key in given:
+            given[key] = parse_when(given[key], key, zone)
+    if "since" in given and "until" in given and given["until"] <= given["since"]:
+        raise ValueError("until must be after since")
+    return _AUDIT_QUERY.validate_python(given)
+
+
+def audit_link(raw: dict[str, str], cursor: str | None = None, path: str = "/audit") -> str:
+    """The audit page (or its CSV, `path`) with the same filters, at `cursor`."""
+    params = [(k, raw[k]) for k in AUDIT_FILTERS if raw.get(k)]
+    if cursor:
+        params.append(("cursor", cursor))
+    return f"{PREFIX}{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+@router.get("/audit")
+def audit_page(request: Request, hotline: HotlineDep) -> Response:
+    """The audit log, newest first, with the API's filters: who did what, when. The API's
+    own route, so the same entries, the same paging, and a look by account audited."""
+    user = gate(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    raw = {k: request.query_params.get(k, "") for k in AUDIT_FILTERS}
+    cursor = request.query_params.get("cursor") or None
+    context: dict[str, Any] = {"form": raw, "entries": [], "next_link": None, "errors": []}
+    context["first_link"] = audit_link(raw) if cursor is not None else None
+    try:
+        query = audit_query(raw, hotline.zone)
+    except ValidationError as exc:
+        context["errors"] = problems(exc)
+    except ValueError as exc:  # a time that is none (parse_when), or until before since
+        context["errors"] = [str(exc)]
+    else:
+        try:
+            if cursor is not None and len(cursor) > MAX_CURSOR:
+                raise HTTPException(422, "not a cursor from this page")
+            found = api.audit_list(user, hotline, query, PAGE_SIZE, cursor)
+        except HTTPException as exc:
+            context["errors"] = [str(exc.detail)]
+        else:
+            context["entries"] = found.entries
+            if found.next_cursor:
+                context["next_link"] = audit_link(raw, found.next_cursor)
+    context["wrong"] = wrong_fields(context["errors"], AUDIT_FILTERS)
+    context["filtered"] = bool(any(raw.values()))
+    context["csv_link"] = audit_link(raw, path="/audit.csv")
+    context["csv_name"] = api.AUDIT_CSV_CUT_NAME
+    status = 422 if context["errors"] else 200
+    return render(request, "audit.html", context, user=user, status=status)
+
+
+@router.get("/audit.csv")
+def audit_csv(request: Request, hotline: HotlineDep) -> Response:
+    """The entries the page's filters find, as the API's CSV (audited as `export_audit`)."""
+    user = gate(request, hotline, SUPERVISORS)
+    if isinstance(user, Response):
+        return user
+    raw = {k: request.query_params.get(k, "") for k in AUDIT_FILTERS}
+    try:
+        return api.audit_csv(user, hotline, audit_query(raw, hotline.zone))
+    except (ValidationError, ValueError) as exc:
+        why = problems(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        return Response("\n".join(why), status_code=422, media_type="text/plain")
+    except HTTPException as exc:
+        return Response(str(exc.detail), status_code=exc.status_code, media_type="text/plain")
 
 
 # -- the call tree --------------------------------------------------------------------------

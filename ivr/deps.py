@@ -155,18 +155,24 @@ def wrong_token(
     if wait is not None:
         hotline.metrics.staff_auth_blocked.labels(where).inc()
         raise Blocked(wait)
-    throttle.failed(client, where, now)
-    # Only while not blocked: a flood of them writes a few lines an address, the metrics the rest.
+    said = None if expired is None else f"{expired.role}:{expired.name}"
+    throttle.failed(client, where, now, expired=said)  # audited (`sign_in_failed`)
+    # Only while not blocked: a flood of them writes a few lines an address, the metrics the
+    # rest. `source` names the client as the audit log does (never its address).
+    source = throttle.source(client)
     if expired is None:
-        log.warning("wrong staff token or session where=%s client=%s", where, client)
+        log.warning(
+            "wrong staff token or session where=%s client=%s source=%s", where, client, source
+        )
     else:
         log.warning(
-            "expired staff token user=%s role=%s where=%s client=%s: `ivr users token %s` "
-            "issues a new one",
+            "expired staff token user=%s role=%s where=%s client=%s source=%s: "
+            "`ivr users token %s` issues a new one",
             expired.name,
             expired.role,
             where,
             client,
+            source,
             expired.name,
         )
 

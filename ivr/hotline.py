@@ -1851,6 +1851,7 @@ class Hotline:
                 unasked=unasked,
                 wait=self.language_wait,
                 sender_wait=self.sender_wait,
+                actor=f"{agent.role}:{agent.name}",  # audited when asked for (`take`)
             )
             if holding is not None:
                 held = cases.get_case(conn, case_id=holding)
@@ -1956,7 +1957,13 @@ class Hotline:
         """The agent accepts the case offered at their desk: theirs to finish now. CaseRefused
         once it is not theirs (not accepted in time: it went back, and maybe to another)."""
         with self.db.connect() as conn:
-            if not cases.accept_offer(conn, case_id=case_id, agent_id=agent.id):
+            if not cases.accept_offer(
+                conn,
+                case_id=case_id,
+                agent_id=agent.id,
+                actor=f"{agent.role}:{agent.name}",
+                now=self.clock(),
+            ):
                 if cases.get_case(conn, case_id=case_id) is None:
                     raise CaseRefused(404, "no such case")
                 raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
@@ -2241,7 +2248,12 @@ class Hotline:
             case = self._case_for(conn, case_id, agent, ())  # the agent's own only
             # Acting on an offer at the desk accepts it; unless it went back meanwhile.
             if case["accept_by"] is not None and not cases.accept_offer(
-                conn, case_id=case_id, agent_id=agent.id
+                conn,
+                case_id=case_id,
+                agent_id=agent.id,
+                actor=f"{agent.role}:{agent.name}",
+                now=now,
+                how="by freezing",
             ):
                 raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
             keyed = case["account_uid"]
@@ -2548,7 +2560,12 @@ class Hotline:
         with self.db.connect() as conn:
             case = self._case_for(conn, case_id, agent, ())  # the agent's own only
             if case["accept_by"] is not None and not cases.accept_offer(
-                conn, case_id=case_id, agent_id=agent.id
+                conn,
+                case_id=case_id,
+                agent_id=agent.id,
+                actor=f"{agent.role}:{agent.name}",
+                now=now,
+                how="by saying nobody answered",
             ):
                 raise CaseRefused(409, NOT_ACCEPTED_IN_TIME)
             if not cases.not_reached(

@@ -37,7 +37,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, Connection, Engine, bindparam, insert, select, update
 
 from ivr.cases import audit
-from ivr.db import accounts, verification_failures
+from ivr.db import accounts, audit_log, verification_failures
 from ivr.exceptions import ConfigError, IdentityUnavailable, NoSuchAccount
 from ivr.store import writing
 
@@ -461,6 +461,10 @@ class HttpAccountActions:
 
 SIGN_IN_FAILURES = 10
 SIGN_IN_WINDOW = timedelta(minutes=5)
+# The audit action of wrong staff tokens (`SignInThrottle.failed`), and how its reason names
+# the users whose expired tokens were among them.
+SIGN_IN_FAILED = "sign_in_failed"
+EXPIRED_SAID = "; expired: "
 
 
 def _network_of(client: str) -> str:
@@ -532,11 +536,69 @@ class SignInThrottle:
         wait: float = (until - now).total_seconds()
         return max(1, math.ceil(wait))
 
-    def failed(self, client: str, where: str, now: datetime) -> None:
-        """Count one wrong token from `client` at `where` (dashboard, api)."""
+    @classmethod
+    def source(cls, client: str) -> str:
+        """`client` as a failed sign-in's audit entry names it (`client:` and the digest of
+        its network the failures are counted under): never the address itself, which the
+        warning logged with it says."""
+        return "client:" + cls.key(client).removeprefix("auth:")
+
+    def failed(self, client: str, where: str, now: datetime, *, expired: str | None = None) -> None:
+        """Count one wrong token from `client` at `where` (dashboard, api); `expired`: the
+        token was the expired one of this `role:name`. Audited as `SIGN_IN_FAILED` by the
+        client's `source`, one entry per source and minute: its reason counts the minute's
+        failures (from the rows counted here) and names the users whose expired tokens were
+        tried. A failure is counted only while the address is not blocked, so a burst from
+        one address writes at most `failures` of them a `window`, in a few entries; the
+        attempts refused while blocked are the metrics' alone."""
+        key, source = self.key(client), self.source(client)
+        minute = now.replace(second=0, microsecond=0)
+        in_minute = (minute, minute + timedelta(minutes=1))
+        f, a = verification_failures.c, audit_log.c
         with self.db.connect() as conn, writing(conn):
             conn.execute(
                 insert(verification_failures).values(
-                    uid=None, caller=self.key(client), call_sid=f"sign-in:{where}"[:64], at=now
+                    uid=None, caller=key, call_sid=f"sign-in:{where}"[:64], at=now
                 )
             )
+            tried = (
+                conn.execute(
+                    select(f.call_sid).where(
+                        f.caller == key, f.uid.is_(None), f.at >= in_minute[0], f.at < in_minute[1]
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            entry = conn.execute(
+                select(a.id, a.reason)
+                .where(
+                    a.action == SIGN_IN_FAILED,
+                    a.at >= in_minute[0],
+                    a.at < in_minute[1],
+                    a.actor == source,
+                )
+                .order_by(a.id)
+                .limit(1)
+            ).first()
+            before = (entry.reason if entry is not None else None) or ""
+            named = set(before.partition(EXPIRED_SAID)[2].split(", ")) - {""}
+            if expired:
+                named.add(expired)
+            wheres = sorted({t.removeprefix("sign-in:") for t in tried} | {where})
+            reason = f"{len(tried)} wrong or expired token(s) this minute ({', '.join(wheres)})" + (
+                f"{EXPIRED_SAID}{', '.join(sorted(named))}" if named else ""
+            )
+            if entry is None:
+                audit(
+                    conn,
+                    actor=source,
+                    action=SIGN_IN_FAILED,
+                    uid=None,
+                    case_id=None,
+                    reason=reason,
+                    result="refused",
+                    now=now,
+                )
+            else:
+                conn.execute(update(audit_log).where(a.id == entry.id).values(reason=reason))

@@ -606,7 +606,7 @@ def test_a_calls_timeline_finds_its_audit_entries_by_index(db: Engine) -> None:
         else:  # on a few rows a scan is cheaper: asked to do without one
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
-        assert "ix_audit_log_case_id" in plan and "ix_audit_log_caller_actor" in plan, plan
+        assert "ix_audit_log_case_id" in plan and "ix_audit_log_actor_at" in plan, plan
         conn.rollback()
 
 
@@ -661,3 +661,192 @@ def test_the_failed_freezes_nobody_made_since_are_found_by_the_accounts_index(db
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
         assert "ix_audit_log_account_uid_at" in plan, plan
         conn.rollback()
+
+
+# -- the audit log ------------------------------------------------------------------------
+
+
+AUDIT_T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+# (minutes after AUDIT_T0, actor, action, account)
+AUDITED = [
+    (0, "agent:alice", "freeze", "10000001"),
+    (1, "cli:alice via sudo as root", "unfreeze", "10000001"),
+    (2, "cli:alicea", "user_add", None),
+    (3, "supervisor:sam", "priority", None),
+    (3, "agent:alice", "resolve", None),  # the same minute: its id orders them
+    (4, "caller:CA" + "0" * 32, "self_freeze", "10000002"),
+]
+
+
+def add_audit(db: Engine) -> None:
+    with db.connect() as conn:
+        for minutes, actor, action, uid in AUDITED:
+            at = AUDIT_T0 + timedelta(minutes=minutes)
+            audit(
+                conn,
+                actor=actor,
+                action=action,
+                uid=uid,
+                case_id=None,
+                reason=f"{action} by {actor}",
+                result="ok",
+                now=at,
+            )
+
+
+def actions_of(page: dict[str, Any]) -> list[str]:
+    return [e["action"] for e in page["entries"]]
+
+
+def test_supervisors_read_the_audit_log_filtered_and_paged(
+    client: TestClient, supervisor: str, db: Engine
+) -> None:
+    """Newest first (one time: the later entry first); by who (as the entries name them,
+    never a longer name; a kind of actor by its prefix), by action, by account and in a
+    period; page by page with no entry twice or left out. A look by account is audited;
+    the other looks are not (the log browsed)."""
+    add_audit(db)
+    every = get(client, supervisor, "/api/audit")
+    assert actions_of(every) == [
+        "self_freeze",
+        "resolve",
+        "priority",
+        "user_add",
+        "unfreeze",
+        "freeze",
+    ]
+    assert every["entries"][0]["account_uid"] == "10000002"
+    assert every["entries"][0]["reason"] == "self_freeze by caller:CA" + "0" * 32
+    assert every["next_cursor"] is None
+    looks = {
+        "agent:alice": ["resolve", "freeze"],
+        "cli:alice via sudo as root": ["unfreeze"],
+        "cli:alice": [],
+        "cli:": ["user_add", "unfreeze"],
+        "caller:": ["self_freeze"],
+        "agent:ali": [],
+    }
+    for actor, expected in looks.items():
+        assert actions_of(get(client, supervisor, "/api/audit", actor=actor)) == expected, actor
+    assert actions_of(get(client, supervisor, "/api/audit", action="freeze")) == ["freeze"]
+    period = {"since": "2026-11-24T09:01:00Z", "until": "2026-11-24T09:03:00Z"}
+    assert actions_of(get(client, supervisor, "/api/audit", **period)) == ["user_add", "unfreeze"]
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = get(
+            client, supervisor, "/api/audit", limit=2, **({"cursor": cursor} if cursor else {})
+        )
+        seen += [e["id"] for e in page["entries"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [e["id"] for e in every["entries"]]
+    by_account = get(client, supervisor, "/api/audit", account_uid="10000001")
+    assert actions_of(by_account) == ["unfreeze", "freeze"]
+    with db.connect() as conn:
+        reads = conn.execute(
+            select(audit_log.c.actor, audit_log.c.account_uid, audit_log.c.reason).where(
+                audit_log.c.action.in_(("search_audit", "export_audit"))
+            )
+        ).all()
+    assert [tuple(r) for r in reads] == [("supervisor:sam", "10000001", "account; 2 row(s)")]
+
+
+def test_the_audit_log_is_for_supervisors_and_says_what_it_cannot_do(
+    client: TestClient, supervisor: str, db: Engine
+) -> None:
+    """Agents and operators are refused (it holds account UIDs and what staff typed about
+    callers, which only supervisors see); a period the wrong way round, or a cursor the API
+    did not make, is said so, as the call log says it."""
+    for role in ("agent", "operator"):
+        token = make_user(db, f"no-{role}", role)
+        for path in ("/api/audit", "/api/audit.csv"):
+            refused = client.get(path, headers=bearer(token))
+            assert refused.status_code == 403, (role, path)
+    backwards = {"since": "2026-11-24T10:00:00Z", "until": "2026-11-24T09:00:00Z"}
+    wrong = client.get("/api/audit", headers=bearer(supervisor), params=backwards)
+    assert (wrong.status_code, wrong.json()) == (422, {"detail": "since must be before until"})
+    made_up = client.get("/api/audit", headers=bearer(supervisor), params={"cursor": "bm9wZQ=="})
+    assert (made_up.status_code, made_up.json()) == (422, {"detail": "not a cursor from this API"})
+    assert (
+        client.get("/api/audit", headers=bearer(supervisor), params={"action": "Drop;"}).status_code
+        == 422
+    )
+
+
+def test_exports_of_the_audit_log_are_audited(
+    client: TestClient, supervisor: str, db: Engine
+) -> None:
+    """The audit log as CSV (the API's, the dashboard's): the same entries, and each export
+    an entry of its own, with its filters and row count, as a calls export is."""
+    add_audit(db)
+    text = get(client, supervisor, "/api/audit.csv", actor="agent:alice")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["action"] for r in rows] == ["resolve", "freeze"]
+    assert rows[1]["account_uid"] == "10000001" and rows[1]["reason"] == "freeze by agent:alice"
+    client.post("/dashboard/login", data={"token": supervisor}, follow_redirects=False)
+    dashboard = client.get("/dashboard/audit.csv", params={"action": "unfreeze"})
+    assert dashboard.status_code == 200
+    assert dashboard.headers["content-disposition"] == 'attachment; filename="audit.csv"'
+    assert [r["actor"] for r in csv.DictReader(io.StringIO(dashboard.text))] == [
+        "cli:alice via sudo as root"
+    ]
+    with db.connect() as conn:
+        exports = conn.execute(
+            select(audit_log.c.actor, audit_log.c.reason)
+            .where(audit_log.c.action == "export_audit")
+            .order_by(audit_log.c.id)
+        ).all()
+    assert [tuple(r) for r in exports] == [
+        ("supervisor:sam", "actor=agent:alice; 2 row(s)"),
+        ("supervisor:sam", "action=unfreeze; 1 row(s)"),
+    ]
+
+
+def test_the_audit_log_is_read_from_its_indexes(db: Engine) -> None:
+    """A page after the first starts from its place in the (at, id) index, and a look by
+    who from the (actor, at) one: the log is never purged (5 M entries a year), and sorting
+    all of it for each page would pass the statement timeout."""
+    from ivr.calllog import AuditFilter, list_audit
+
+    rows = [
+        {
+            "at": AUDIT_T0 - timedelta(seconds=n // 2),
+            "actor": f"agent:a{n % 50}",
+            "action": "resolve",
+            "result": "ok",
+        }
+        for n in range(2000)
+    ]
+    with db.begin() as conn:
+        conn.execute(insert(audit_log), rows)
+        if db.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE audit_log")
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
+        sent.append((stmt, params))
+
+    def plan_of(conn: Any, stmt: str, params: Any) -> str:
+        if db.dialect.name == "sqlite":
+            return "\n".join(
+                r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params)
+            )
+        return "\n".join(conn.exec_driver_sql("EXPLAIN " + stmt, params).scalars())
+
+    with db.connect() as conn:
+        first, cursor = list_audit(conn, filters=AuditFilter(), limit=51)
+        event.listen(db, "before_cursor_execute", capture)
+        try:
+            second, _ = list_audit(conn, filters=AuditFilter(), limit=51, cursor=cursor)
+            by_who, _ = list_audit(conn, filters=AuditFilter(actor="agent:a7"), limit=10)
+        finally:
+            event.remove(db, "before_cursor_execute", capture)
+        paged, who = (plan_of(conn, *sent[n]) for n in (0, 1))
+        conn.rollback()
+    assert "ix_audit_log_at_id" in paged, paged
+    assert "ix_audit_log_actor_at" in who, who
+    listed = [(r["at"], r["id"]) for r in first + second]
+    assert listed == sorted(listed, reverse=True) and len(set(listed)) == 102
+    assert {r["actor"] for r in by_who} == {"agent:a7"} and len(by_who) == 10

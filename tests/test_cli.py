@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -30,7 +31,7 @@ from ivr.cases import (
     set_available,
     user_by_token,
 )
-from ivr.cli import DEMO_ACCOUNTS
+from ivr.cli import DEMO_ACCOUNTS, cli_actor
 from ivr.db import accounts, audit_log, calls, create_db_engine, users
 from ivr.identity import LocalAccountActions, LocalDirectory
 from ivr.settings import PROJECT_ROOT, DatabaseSettings, load_settings
@@ -60,8 +61,17 @@ def run(
     )
 
 
+# Who runs these tests, as the system knows them: what the audit log names a command's
+# actor (`cli_actor`), whatever $USER says.
+OS_ACTOR = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
+
+
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IVR_", "TWILIO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IVR_", "TWILIO_")) and k != "SUDO_USER"
+    }
     env.update(
         {"TWILIO_AUTH_TOKEN": TOKEN, "IVR_DATABASE_URL": f"sqlite:///{tmp_path}/ivr.sqlite3"}
     )
@@ -753,7 +763,8 @@ def audit_rows(env: dict[str, str]) -> list[dict[str, Any]]:
 def test_staff_administration_is_audited_a_lifted_revocation_too(tmp_path: Path) -> None:
     """Who made a user, issued a token, revoked one and said which languages an agent
     speaks: each an entry naming the user, never the token. A token issued again to a
-    revoked user lifts the revocation, which must not go without a trace."""
+    revoked user lifts the revocation, which must not go without a trace. Who is the
+    system's user running the command: not the $USER anyone may export."""
     env = base_env(tmp_path)
     del env["TWILIO_AUTH_TOKEN"]
     env["USER"] = env["LOGNAME"] = "opal"
@@ -766,12 +777,13 @@ def test_staff_administration_is_audited_a_lifted_revocation_too(tmp_path: Path)
     assert run(["users", "languages", "nobody", "en"], env, tmp_path).returncode == 1
     rows = audit_rows(env)
     said = [(r["actor"], r["action"], r["reason"].split(",")[0]) for r in rows]
+    assert OS_ACTOR != "cli:opal"
     assert said == [
-        ("cli:opal", "user_add", "agent:mallory"),
-        ("cli:opal", "languages_set", "agent:mallory"),
-        ("cli:opal", "token_issued", "agent:mallory"),
-        ("cli:opal", "user_revoked", "agent:mallory"),
-        ("cli:opal", "token_issued", "agent:mallory"),
+        (OS_ACTOR, "user_add", "agent:mallory"),
+        (OS_ACTOR, "languages_set", "agent:mallory"),
+        (OS_ACTOR, "token_issued", "agent:mallory"),
+        (OS_ACTOR, "user_revoked", "agent:mallory"),
+        (OS_ACTOR, "token_issued", "agent:mallory"),
     ]
     assert rows[1]["reason"] == "agent:mallory, speaks en"
     assert "reinstated" not in rows[2]["reason"]
@@ -809,12 +821,12 @@ def test_identity_records_changed_are_audited_by_field_name_never_value(tmp_path
         (r["actor"], r["account_uid"], r["reason"]) for r in rows if r["action"] == "account_set"
     ]
     assert accounts_set == [
-        ("cli:opal", "10000001", "new account: pin, id_last4, totp, phone set (accounts add)"),
-        ("cli:opal", "10000001", "pin changed (accounts add)"),
-        ("cli:opal", "10000001", "phone changed (accounts import accounts.csv:2)"),
-        ("cli:opal", "20000002", "new account: pin, id_last4 set (accounts import accounts.csv:3)"),
-        ("cli:opal", "10000001", "pin, id_last4, totp, phone changed (ivr demo --force)"),
-        ("cli:opal", "10000002", "new account: pin, id_last4, phone set (ivr demo --force)"),
+        (OS_ACTOR, "10000001", "new account: pin, id_last4, totp, phone set (accounts add)"),
+        (OS_ACTOR, "10000001", "pin changed (accounts add)"),
+        (OS_ACTOR, "10000001", "phone changed (accounts import accounts.csv:2)"),
+        (OS_ACTOR, "20000002", "new account: pin, id_last4 set (accounts import accounts.csv:3)"),
+        (OS_ACTOR, "10000001", "pin, id_last4, totp, phone changed (ivr demo --force)"),
+        (OS_ACTOR, "10000002", "new account: pin, id_last4, phone set (ivr demo --force)"),
     ]
     assert [r["reason"].split(",")[0] for r in rows if r["action"] == "user_add"] == [
         "agent:demo-agent"
@@ -1052,6 +1064,10 @@ def test_calls_list_and_show_in_a_terminal(server: Server, tmp_path: Path) -> No
     assert "emergency_verify" in shown.stdout and "case " in shown.stdout
     missing = run(["calls", "show", "CA" + "0" * 32], server.env, tmp_path)
     assert missing.returncode == 1
+    # Reading a caller's call from a terminal is audited, as a search through the API is:
+    # who, and which call (the one there was; a CallSid of no call read nothing).
+    shows = [r for r in audit_rows(server.env) if r["action"] == "show_call"]
+    assert [(r["actor"], r["reason"], r["account_uid"]) for r in shows] == [(OS_ACTOR, sid, None)]
 
 
 def test_calls_list_takes_the_api_filters_and_pages(server: Server, tmp_path: Path) -> None:
@@ -1101,6 +1117,36 @@ def test_calls_tail_follows_a_call_as_it_happens(server: Server, tmp_path: Path)
     lines = [line for line in out.splitlines() if line.startswith(sid)]
     assert any("entered main_menu" in line for line in lines)
     assert any("queued agent_general" in line and "outcome=general" in line for line in lines)
+    # Every caller's calls as they come, to a terminal: audited as it started.
+    tails = [r for r in audit_rows(server.env) if r["action"] == "tail_calls"]
+    assert [(r["actor"], r["reason"]) for r in tails] == [(OS_ACTOR, "for 8 s")]
+
+
+def test_the_cli_actor_is_the_systems_user_and_whoever_ran_sudo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$USER and $LOGNAME say nothing (anyone exports them); the effective uid's password
+    entry does, or the uid itself in a container that has none. Run with sudo: the login
+    that ran it, then the user it runs as; odd characters in SUDO_USER are not written."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert cli_actor() == f"cli:{me}"
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert cli_actor() == f"cli:alice via sudo as {me}"
+    monkeypatch.setenv("SUDO_USER", me)  # sudo to oneself: said once
+    assert cli_actor() == f"cli:{me}"
+    monkeypatch.setenv("SUDO_USER", "al ice\nroot" + "x" * 80)
+    said = cli_actor()
+    assert said.startswith("cli:al?ice?root") and "\n" not in said and len(said) <= 80
+
+    def no_entry(uid: int) -> Any:
+        raise KeyError(uid)
+
+    monkeypatch.delenv("SUDO_USER")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert cli_actor() == f"cli:uid:{os.geteuid()}"
 
 
 def test_routes_check_finds_prompts_through_ivr_prompts(tmp_path: Path) -> None:

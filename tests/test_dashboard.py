@@ -46,7 +46,7 @@ from ivr.db import (
     users,
 )
 from ivr.graph import GraphvizMissing
-from ivr.identity import LocalDirectory
+from ivr.identity import LocalDirectory, SignInThrottle
 from ivr.phone import HangsUp, Phone, Press, ScriptedParty
 from ivr.settings import PROJECT_ROOT, Settings
 from ivr.tree import CompiledTree
@@ -78,6 +78,7 @@ PAGES = (
     "/dashboard/calls",
     "/dashboard/figures",
     "/dashboard/freezes",
+    "/dashboard/audit",
     "/dashboard/tree",
 )
 
@@ -325,6 +326,7 @@ def test_each_page_needs_the_right_role(
         doc = page(client, path, status=403)
         assert "Not for your role" in doc.text_content()
     page(client, "/dashboard/tree")
+    assert "Not for your role" in page(client, "/dashboard/audit", status=403).text_content()
     signed_in(client, make_user(db, "alice", "agent", AGENT_PHONE))
     assert "Not for your role" in page(client, "/dashboard/tree", status=403).text_content()
     for path in staff_pages:
@@ -332,11 +334,12 @@ def test_each_page_needs_the_right_role(
     # The navigation offers only what the role may open.
     nav = texts(page(client, "/dashboard/queue"), "//nav//a")
     assert nav == ["Desk", "Queue", "Calls", "Figures"]
-    assert "Not for your role" in page(client, "/dashboard/freezes", status=403).text_content()
+    for path in ("/dashboard/freezes", "/dashboard/audit", "/dashboard/audit.csv"):
+        assert "Not for your role" in page(client, path, status=403).text_content()
     signed_in(client, make_user(db, "sam", "supervisor"))
     assert "Not for your role" in page(client, "/dashboard/desk", status=403).text_content()
     nav = texts(page(client, "/dashboard/freezes"), "//nav[@aria-label='Dashboard']//a")
-    assert nav == ["Queue", "Calls", "Figures", "Freezes", "Call tree"]
+    assert nav == ["Queue", "Calls", "Figures", "Freezes", "Audit", "Call tree"]
 
 
 # -- the pages ------------------------------------------------------------------------------
@@ -1194,7 +1197,8 @@ def test_signing_out_gives_back_an_emergency_call_back_not_resolved(
     with db.connect() as conn:
         [(actor, action, reason)] = conn.execute(
             select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason).where(
-                audit_log.c.case_id == taken["case"]["id"]
+                audit_log.c.case_id == taken["case"]["id"],
+                audit_log.c.action != cases_module.TAKE,
             )
         ).all()
     assert (actor, action) == ("agent:alice", "requeue")
@@ -1338,6 +1342,75 @@ def test_a_supervisor_moves_a_waiting_case_to_the_emergency_lane_on_the_queue_pa
     assert said(act(client, "/dashboard/desk/next")) == "call_back"
     [moved] = texts(page(client, "/dashboard/desk"), "//dd[@class='moved-note']")
     assert moved == "from normal to emergency by supervisor:sam: second hijack report"
+
+
+def test_a_sign_out_is_audited_once(client: TestClient, db: Engine, supervisor: str) -> None:
+    """Signing out is audited as signing in is (`sign_out`, by who): the end of a session
+    in the log, not only its start. A sign-out with a cookie of no session (signed out
+    already) has nobody to audit."""
+    signed_in(client, supervisor)
+    stale = client.cookies[dashboard.COOKIE]
+    assert client.post("/dashboard/logout", follow_redirects=False).status_code == 303
+    client.cookies.set(dashboard.COOKIE, stale, path="/dashboard")
+    assert client.post("/dashboard/logout", follow_redirects=False).status_code == 303
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action).order_by(audit_log.c.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("supervisor:sam", "sign_in"),
+        ("supervisor:sam", cases_module.SIGN_OUT),
+    ]
+
+
+def test_the_audit_page_lists_who_did_what_with_the_apis_filters(
+    client: TestClient, db: Engine, clock: FakeClock, agent: str, supervisor: str
+) -> None:
+    """The supervisors' Audit page: the log newest first, by who, what and when; the API's
+    filters, their errors said and tied to the field; a page at a time; a CSV of the same
+    entries. Not for agents."""
+    with db.connect() as conn:
+        for n in range(dashboard.PAGE_SIZE + 1):
+            cases_module.audit(
+                conn,
+                actor="cli:opal" if n == dashboard.PAGE_SIZE else "agent:alice",
+                action="user_add" if n == dashboard.PAGE_SIZE else "resolve",
+                uid=None,
+                case_id=None,
+                reason=f"entry {n}",
+                result="ok",
+                now=clock() + timedelta(minutes=n),
+            )
+    page(signed_in(client, agent), "/dashboard/audit", status=403)
+    client.cookies.clear()
+    signed_in(client, supervisor)
+    doc = page(client, "/dashboard/audit")
+    assert doc.xpath("//nav//a[@href='/dashboard/audit']")
+    rows = doc.xpath("//table[contains(@class, 'audit')]/tbody/tr")
+    assert len(rows) == dashboard.PAGE_SIZE
+    first = [" ".join(td.text_content().split()) for td in rows[0].xpath("td")]
+    assert first[1:4] == ["cli:opal", "user add", "ok"] and first[-1] == "entry 50"
+    [more] = doc.xpath("//a[@rel='next']/@href")
+    rest = page(client, more)
+    # The first entry, and the two sign-ins at its time (theirs later: newer ids first).
+    said = zip(texts(rest, "//tbody/tr/td[2]"), texts(rest, "//tbody/tr/td[last()]"), strict=True)
+    assert list(said) == [("supervisor:sam", ""), ("agent:alice", ""), ("agent:alice", "entry 0")]
+    mine = page(client, "/dashboard/audit", actor="cli:opal")
+    assert texts(mine, "//table/tbody/tr/td[2]") == ["cli:opal"]
+    [csv_link] = mine.xpath("//a[contains(@class, 'export')]/@href")
+    assert csv_link == "/dashboard/audit.csv?actor=cli%3Aopal"
+    exported = client.get(csv_link)
+    assert [r["reason"] for r in csv.DictReader(io.StringIO(exported.text))] == ["entry 50"]
+    wrong = page(client, "/dashboard/audit", status=422, since="yesterday", action="resolve")
+    assert texts(wrong, "//*[@id='form-errors']//li") == [
+        "since: not a date and time (use 2026-11-23T03:00)"
+    ]
+    assert wrong.xpath("//input[@id='f-since']/@aria-invalid") == ["true"]
+    assert wrong.xpath("//input[@id='f-action']/@value") == ["resolve"]
+    backwards = page(
+        client, "/dashboard/audit", status=422, since="2026-11-24T00:00", until="2026-11-23T00:00"
+    )
+    assert texts(backwards, "//*[@id='form-errors']//li") == ["until must be after since"]
 
 
 def test_the_freezes_page_puts_the_unconfirmed_ones_nobody_made_since_first(
@@ -3440,7 +3513,13 @@ def test_a_sign_in_is_logged_and_audited_without_the_token(
     assert not any(supervisor in line for line in lines)
     with db.connect() as conn:
         rows = conn.execute(select(audit_log.c.actor, audit_log.c.action)).all()
-    assert [tuple(r) for r in rows] == [("supervisor:sam", "sign_in")]
+    # The wrong token: by a digest of where it came from, never the address, nor a token.
+    wrong_from = SignInThrottle.source("testclient")
+    assert [tuple(r) for r in rows] == [
+        ("supervisor:sam", "sign_in"),
+        (wrong_from, "sign_in_failed"),
+    ]
+    assert f"source={wrong_from}" in wrong.getMessage()
 
 
 def test_the_session_cookie_is_forgotten_with_the_browser(

@@ -26,9 +26,10 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
 from ivr import cli
-from ivr.db import calls, cases, verification_failures
+from ivr.cases import create_user
+from ivr.db import audit_log, calls, cases, verification_failures
 from ivr.exceptions import Problem, SourceError
-from ivr.identity import SIGN_IN_FAILURES, SIGN_IN_WINDOW
+from ivr.identity import SIGN_IN_FAILED, SIGN_IN_FAILURES, SIGN_IN_WINDOW, SignInThrottle
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
 from ivr.tree import CompiledTree, load_tree
@@ -442,6 +443,58 @@ def test_wrong_bearer_tokens_are_throttled_across_instances(
             assert client.get("/api/queue").status_code == 401
         clock.advance(seconds=max(waits))
         assert second.get("/api/queue", headers=bearer("late-" + "z" * 30)).status_code == 401
+
+
+def failed_sign_ins(db: Engine) -> list[tuple[str, str, str]]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(audit_log.c.actor, audit_log.c.reason, audit_log.c.result)
+            .where(audit_log.c.action == SIGN_IN_FAILED)
+            .order_by(audit_log.c.id)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_failed_sign_ins_are_audited_one_entry_per_source_and_minute(
+    client: TestClient, app: FastAPI, db: Engine, clock: FakeClock
+) -> None:
+    """Wrong tokens at the dashboard and the API, and an expired one (whose user is named),
+    from one address in one minute: one audit entry counting them, by a digest of the
+    address's network, never the address. The next minute, another entry; another address,
+    its own. A password-spraying burst writes no more than the throttle counts: the tries
+    refused while the address is blocked are the metrics' alone."""
+    with db.connect() as conn:
+        expired = create_user(
+            conn, name="ana", role="agent", phone=None, now=clock(), expires_at=clock()
+        )
+    clock.advance(seconds=1)
+    for token in guesses(2):
+        assert sign_in(client, token).status_code == 401
+    assert client.get("/api/queue", headers=bearer("wrong-" + "z" * 30)).status_code == 401
+    assert sign_in(client, expired).status_code == 401
+    source = SignInThrottle.source("testclient")
+    assert failed_sign_ins(db) == [
+        (
+            source,
+            "4 wrong or expired token(s) this minute (api, dashboard); expired: agent:ana",
+            "refused",
+        )
+    ]
+    clock.advance(minutes=1)
+    with TestClient(app, client=("192.0.2.7", 40000), base_url=HTTPS_CLIENT) as other:
+        assert sign_in(other, "a-first-guess-" + "y" * 30).status_code == 401
+    for token in guesses(3 * LIMIT):  # past the limit: blocked after LIMIT in the window
+        assert sign_in(client, token).status_code in (401, 429)
+    entries = failed_sign_ins(db)
+    assert entries[1:] == [
+        (
+            SignInThrottle.source("192.0.2.7"),
+            "1 wrong or expired token(s) this minute (dashboard)",
+            "refused",
+        ),
+        (source, f"{LIMIT - 4} wrong or expired token(s) this minute (dashboard)", "refused"),
+    ]
+    assert not any("testclient" in str(e) or "192.0.2.7" in str(e) for e in entries)
 
 
 def test_missing_tokens_are_not_counted(client: TestClient, staff: str) -> None:

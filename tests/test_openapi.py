@@ -50,6 +50,8 @@ ROLE = {
     "/api/cases/{case_id}/transfer": "agent",
     "/api/cases/{case_id}/priority": "supervisor",
     "/api/freezes": "supervisor",
+    "/api/audit": "supervisor",
+    "/api/audit.csv": "supervisor",
     "/api/calls": "supervisor",
     "/api/calls.csv": "agent",
     "/api/calls/{call_sid}": "supervisor",
@@ -80,6 +82,8 @@ SEMANTIC_422 = {
     "/api/cases/{case_id}/priority",
     "/api/cases/{case_id}/notes",
     "/api/freezes",
+    "/api/audit",
+    "/api/audit.csv",
 }
 
 

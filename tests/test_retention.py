@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import pwd
 import re
 import threading
 import time
@@ -1345,8 +1347,11 @@ def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for name in ("IVR_RETENTION_DAYS", "IVR_MIGRATIONS", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IVR_DATABASE_URL", database_url)
-    monkeypatch.setenv("USER", "ops")
-    monkeypatch.setenv("LOGNAME", "ops")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+
+
+# Who the commands audit: the system's user running them (`ivr.cli.cli_actor`).
+OS_ACTOR = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
 
 
 def ivr(*args: str, answer: str | None = None) -> Any:
@@ -1382,7 +1387,7 @@ def test_db_purge_prints_what_it_deletes_and_the_dry_run_deletes_nothing(
     # The retention policy's record of being kept: who purged, under which periods, what went.
     with db.connect() as conn:
         [entry] = conn.execute(select(audit_log).where(audit_log.c.action == "purge")).all()
-    assert (entry.actor, entry.result, entry.case_id) == ("cli:ops", "ok", None)
+    assert (entry.actor, entry.result, entry.case_id) == (OS_ACTOR, "ok", None)
     assert entry.reason.startswith("kept 400 days, recordings 400 days: cases 1, recordings 1")
     assert ivr("db", "purge").exit_code == 0  # nothing left: nothing to audit
     assert count(db, audit_log, audit_log.c.action == "purge") == 1
@@ -1427,7 +1432,7 @@ def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
         )
     done = ivr("calls", "erase", ALICE, "--reason", "GDPR request #42")
     assert done.exit_code == 0, done.output
-    assert "cases 2" in done.output and "audited as cli:ops" in done.output
+    assert "cases 2" in done.output and f"audited as {OS_ACTOR}" in done.output
     assert "Twilio" in done.output and sid in done.output
     # No Twilio credentials: the recordings to delete there are listed.
     assert "recordings: RE" in done.output and "Delete its" not in done.output
@@ -1436,7 +1441,7 @@ def test_calls_erase_from_the_command_line(cli_env: None, db: Engine) -> None:
     assert count(db, cases) == count(db, calls) == 0
     with db.connect() as conn:
         actor = conn.execute(select(audit_log.c.actor).where(audit_log.c.action == "erase"))
-        assert actor.scalar() == "cli:ops"
+        assert actor.scalar() == OS_ACTOR
 
     assert ivr("calls", "erase", "8613800138000", "--reason", "asked").exit_code == 1
     assert ivr("calls", "erase", ALICE, "--reason", "").exit_code == 1

@@ -50,6 +50,10 @@ TO_SECURITY = {
     "note": "funds leaving the account now: a hijack",
 }
 
+# Asking for the next case and accepting one: the desk's own entries, left out where a test
+# reads what was done to a case.
+not_desk = audit_log.c.action.not_in((cases_module.TAKE, cases_module.ACCEPT))
+
 
 def api(client: TestClient, token: str, method: str, path: str, **kw: Any) -> Any:
     response = client.request(method, path, headers=bearer(token), **kw)
@@ -187,7 +191,7 @@ def test_a_hijack_found_on_a_deposit_call_goes_to_the_emergency_lane_in_the_call
     assert api(client, alice, "GET", "/api/agents/cases") == []
     with db.connect() as conn:
         audits = conn.execute(
-            select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason)
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.reason).where(not_desk)
         ).all()
     assert [tuple(a) for a in audits] == [
         ("supervisor:sam", "languages_set", "agent:ben, speaks zh-CN"),
@@ -435,7 +439,8 @@ def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_t
     assert seen["twice"][0] == 409 and "already" in seen["twice"][1]
     assert record.queue == "security"  # the first transfer stands
     with db.connect() as conn:
-        assert [a.action for a in conn.execute(select(audit_log.c.action))] == ["transfer"]
+        done = conn.execute(select(audit_log.c.action).where(not_desk))
+        assert [a.action for a in done] == ["transfer"]
 
 
 TO_SECURITY_EN = {"queue": "security", "note": "a SIM swap: security calls"}
@@ -579,7 +584,7 @@ def test_a_call_back_twilio_placed_is_sent_on_while_the_customer_talks(
     in_securitys_line(db, not_before=clock() + cases_module.HEARD_AND_HUNG_UP)
     assert api(client, alice, "GET", "/api/agents/cases") == []
     with db.connect() as conn:
-        logged = conn.execute(select(audit_log.c.action, audit_log.c.result)).all()
+        logged = conn.execute(select(audit_log.c.action, audit_log.c.result).where(not_desk)).all()
     assert [tuple(r) for r in logged] == [("transfer", "asked")]  # no missed offer of hers
     assert api(client, ben, "POST", "/api/agents/next")["case"] is None  # still listening
     clock.advance(seconds=31)
@@ -756,7 +761,9 @@ def test_a_late_report_of_an_earlier_call_back_leaves_the_next_one_alone(
             conn.execute(select(users.c.away_reason).where(users.c.name == "alice")).scalar()
             is None
         )
-        assert [a for (a,) in conn.execute(select(audit_log.c.action))] == ["transfer"]
+        assert [a for (a,) in conn.execute(select(audit_log.c.action).where(not_desk))] == [
+            "transfer"
+        ]
 
 
 def test_a_call_back_to_dial_by_hand_is_sent_on_before_it_is_dialled(
