@@ -1921,23 +1921,25 @@ AUDIT_CSV_COLUMNS = list(AuditEntry.model_fields)
 AUDIT_CSV_CUT_NAME = f"audit-newest-{CSV_MAX_ROWS}-more-left-out.csv"
 
 
-@router.get(
-    "/audit.csv",
-    response_class=Response,
-    responses={
-        200: {
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "the audit entries",
-            "headers": {
-                "X-Truncated": {
-                    "description": "`true`: more entries matched than the file holds (the"
-                    f" newest {CSV_MAX_ROWS}; the file is then named {AUDIT_CSV_CUT_NAME}): narrow"
-                    " since/until for the rest",
-                    "schema": {"type": "string", "enum": ["true", "false"]},
-                }
-            },
-        }
-    },
+@reporting(
+    router.get(
+        "/audit.csv",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "the audit entries",
+                "headers": {
+                    "X-Truncated": {
+                        "description": "`true`: more entries matched than the file holds (the"
+                        f" newest {CSV_MAX_ROWS}; the file is then named"
+                        f" {AUDIT_CSV_CUT_NAME}): narrow since/until for the rest",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    }
+                },
+            }
+        },
+    )
 )
 def audit_csv(user: SupervisorUser, hotline: HotlineDep, query: AuditQueryDep) -> CsvResponse:
     """The same entries as /api/audit, all pages up to 10,000 rows, as CSV; more: the

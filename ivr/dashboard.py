@@ -1895,7 +1895,7 @@ def audit_page(request: Request, hotline: HotlineDep) -> Response:
     return render(request, "audit.html", context, user=user, status=status)
 
 
-@router.get("/audit.csv")
+@reporting(router.get("/audit.csv"))
 def audit_csv(request: Request, hotline: HotlineDep) -> Response:
     """The entries the page's filters find, as the API's CSV (audited as `export_audit`)."""
     user = gate(request, hotline, SUPERVISORS)
