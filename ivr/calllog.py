@@ -151,7 +151,7 @@ def _entered(*kinds: str) -> ColumnElement[bool]:
     )
 
 
-# The same classes as the figures (`stats._count_case`, and `stats` containment), of a
+# The same classes as the figures (`stats._judge`, and `stats` containment), of a
 # call's latest case: a caller who hung up on their way to an emergency queue is counted
 # apart there (`hung_up_on_the_way`: never in line, so no abandon), whoever called them back
 # since; a call back asked for, or made, is a call back whoever closed it; an

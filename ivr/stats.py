@@ -286,7 +286,9 @@ from sqlalchemy import (
     extract,
     func,
     select,
+    type_coerce,
 )
+from sqlalchemy import case as sql_case
 
 from ivr.cases import (
     AVAILABLE_AT_MOST,
@@ -581,8 +583,10 @@ def _mean(values: list[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def _seconds(later: datetime, earlier: datetime) -> float:
-    return (later - earlier).total_seconds()
+def _seconds(later: int, earlier: int) -> float:
+    """Seconds from `earlier` to `later`, both in microseconds since 1970 (`_micros`): the
+    very float `timedelta.total_seconds()` gives of the datetimes they are."""
+    return (later - earlier) / 1_000_000
 
 
 def _median(values: list[float]) -> float | None:
@@ -594,120 +598,302 @@ def _p90(values: list[float]) -> float | None:
     return sorted(values)[math.ceil(0.9 * len(values)) - 1] if values else None
 
 
-def _in_line_since(case: Any) -> datetime:
-    """When the case joined the line it is counted in: created, or sent there by an agent."""
-    since: datetime = case.queued_at or case.created_at
-    return since
+@dataclass(frozen=True)
+class _Limits:
+    """A report's thresholds in seconds, as its waits are counted."""
+
+    emergency: float
+    other: float
+    short_abandon: float
+
+    @classmethod
+    def of(cls, thresholds: Thresholds) -> _Limits:
+        return cls(
+            thresholds.emergency.total_seconds(),
+            thresholds.other.total_seconds(),
+            thresholds.short_abandon.total_seconds(),
+        )
+
+    def for_priority(self, priority: str) -> float:
+        return self.emergency if priority == "emergency" else self.other
 
 
-def _answered_at(case: Any) -> datetime | None:
-    """When the agent answered: their phone picked up, or, not known, the caller reached the
-    <Dial> (connected_at)."""
-    at: datetime | None = case.answered_at or case.connected_at
-    return at
+@dataclass(frozen=True)
+class _Leg:
+    """A talk an agent ended by sending the caller on (`cases.legs`); its times in
+    microseconds since 1970 (`_micros`)."""
+
+    queue: str
+    priority: str
+    waiting: bool  # a caller in line (not a call back) when the agent took it
+    agent: str
+    entered_at: int
+    taken_at: int  # the caller reached the agent: whose period the talk is in
+    answered_at: int
+    ended_at: int
+
+    @classmethod
+    def parse(cls, leg: Any) -> _Leg | None:
+        """None for a talk nobody knows the customer was reached on (a call back dialled by
+        hand, sent on), and for what is not a leg this module wrote (a hand-edited row)."""
+
+        def at(value: Any) -> int:
+            when = datetime.fromisoformat(value)
+            return _micros(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+
+        try:
+            return cls(
+                queue=str(leg["queue"]),
+                priority=str(leg["priority"]),
+                waiting=leg.get("from", "waiting") == "waiting",
+                agent=str(leg.get("agent") or ""),
+                entered_at=at(leg["entered_at"]),
+                taken_at=at(leg.get("connected_at") or leg["answered_at"]),
+                answered_at=at(leg.get("answered_at") or leg["connected_at"]),
+                ended_at=at(leg["ended_at"]),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
 
 
-def _short(wait: float | None, thresholds: Thresholds) -> bool:
-    return wait is not None and wait <= thresholds.short_abandon.total_seconds()
+def _legs(legs: Any) -> list[_Leg]:
+    return [leg for leg in map(_Leg.parse, legs) if leg] if isinstance(legs, list) else []
 
 
-def _taken_in(case: Any, start: datetime, end: datetime) -> bool:
-    """Whether the case's agent took it in [start, end): the caller reached them then."""
-    return case.connected_at is not None and start <= case.connected_at < end
+# The flags the figures read (`_Case`), each read alone: a case's flags whole (its caller's
+# verification, risk signals...) cost more to parse than all the rest of its row.
+_FLAGS_READ = (HUNG_UP_AT, SENT_AFTER_HANG_UP, SUPERSEDED_BY, ENTERED_PRIORITY, PRIORITY_WAS)
 
 
-def _count_case(
-    tallies: Iterable[_Tally],
-    case: Any,
-    thresholds: Thresholds,
-    survey: str | None,
-    now: datetime,
-    closed_for_them: bool = False,
-    priority: str | None = None,
-) -> None:
-    """Add the last line of one case (a row of cases plus `call_ended_at`) to each tally,
-    with its survey answer (None: not asked), as of `now`. `closed_for_them`: resolved by
-    someone else than its agent (a supervisor): their handle time ends with their talk, no
-    wrap-up. `priority`: the one to judge it by, if not the case's (it entered the line with
-    another)."""
-    threshold = thresholds.for_priority(priority or case.priority).total_seconds()
-    answered_at = _answered_at(case)
-    ended = case.talk_ended_at if closed_for_them else case.ended_at
+@dataclass(slots=True)
+class _Case:
+    """A case as the figures count it, made once from its row (`_read`): its times (and its
+    call's) in microseconds since 1970 (`_micros`; None: not set), what its flags say, its
+    legs parsed."""
+
+    id: int
+    ticket: str
+    call_sid: str
+    agent_id: int | None
+    agent_name: str | None
+    queue: str
+    priority: str
+    status: str
+    claimed_from: str | None
+    callback_number: str | None
+    created_at: int
+    queued_at: int | None
+    connected_at: int | None
+    ended_at: int | None
+    talk_ended_at: int | None
+    answered_at: int | None
+    call_started_at: int | None
+    call_ended_at: int | None
+    on_the_way: bool  # hung up on their way to an emergency queue (flag HUNG_UP_AT)
+    sent_after_hang_up: bool  # a call back an agent sent on after its caller hung up
+    superseded: bool  # flag SUPERSEDED_BY: the caller settled it by calling again
+    entered_as: str  # the priority it entered its line with (`_entered_as`)
+    legs: list[_Leg]
+    # Resolved by someone else than its agent (a supervisor): their handle time ends with
+    # their talk, no wrap-up.
+    closed_for_them: bool
+
+    @classmethod
+    def of(cls, row: Any, closer: str | None) -> _Case:
+        """From a row of `_read`'s cases query (the fields above from `id` to
+        `call_ended_at`, in their order, then the legs and the flags of _FLAGS_READ), and who
+        closed the case last (None: nobody)."""
+        (
+            id_,
+            ticket,
+            call_sid,
+            agent_id,
+            agent_name,
+            queue,
+            priority,
+            status,
+            claimed_from,
+            callback_number,
+            created_at,
+            queued_at,
+            connected_at,
+            ended_at,
+            talk_ended_at,
+            answered_at,
+            call_started_at,
+            call_ended_at,
+            legs,
+            hung_up_at,
+            sent_after_hang_up,
+            superseded_by,
+            entered,
+            was,
+        ) = row
+        return cls(
+            id_,
+            ticket,
+            call_sid,
+            agent_id,
+            agent_name,
+            queue,
+            priority,
+            status,
+            claimed_from,
+            callback_number,
+            created_at,
+            queued_at,
+            connected_at,
+            ended_at,
+            talk_ended_at,
+            answered_at,
+            call_started_at,
+            call_ended_at,
+            on_the_way=bool(hung_up_at),
+            sent_after_hang_up=sent_after_hang_up == "yes",
+            superseded=bool(superseded_by),
+            entered_as=_entered_as(entered, was, priority),
+            legs=_legs(legs),
+            # By name: an agent made supervisor since still closed their own case.
+            closed_for_them=closer is not None and closer.partition(":")[2] != agent_name,
+        )
+
+
+def _entered_as(entered: Any, was: Any, priority: str) -> str:
+    """The priority the case entered its line with: before a supervisor moved it, if one did
+    (`cases.set_priority`'s flags: ENTERED_PRIORITY, PRIORITY_WAS for a case moved before it
+    was kept)."""
+    first = entered or was
+    return first if isinstance(first, str) and first else str(priority)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one case's last line came to as of when the report runs, whatever threshold it
+    is judged by (`_judge`); `_count_case` adds it to tallies by one."""
+
+    case: _Case
+    callback: bool  # a call back requested
+    abandoned: bool
+    waited: float | None  # in line, however it ended; None: not known, or no wait
+    wait: float | None  # to the answer: an answered case's
+    from_call: float | None  # from the call's start to the answer, when both are known
+    handle: float | None
+    wrap_up: float | None
+    short_abandon: bool
+    asked: bool  # the survey
+    score: int | None  # the survey's answer, 1 to 5
+
+
+def _judge(case: _Case, survey: str | None, now: int, limits: _Limits) -> _Outcome:
+    """The last line of one case (`_Case`), with its survey answer (None: not asked), as of
+    `now` (microseconds since 1970)."""
+    # When the agent answered: their phone picked up, or, not known, the caller reached the
+    # <Dial> (connected_at).
+    answered_at = case.answered_at if case.answered_at is not None else case.connected_at
+    ended = case.talk_ended_at if case.closed_for_them else case.ended_at
     handle = (
         max(_seconds(ended, answered_at), 0.0)
         if case.status == "resolved" and answered_at is not None and ended is not None
         else None
     )
-    handled = handle is not None
     wrap_up = (
         _seconds(case.ended_at, case.talk_ended_at)
-        if handled and case.talk_ended_at is not None and not closed_for_them
+        if handle is not None
+        and case.ended_at is not None
+        and case.talk_ended_at is not None
+        and not case.closed_for_them
         else None
     )
-    sent_after_hang_up = (case.flags or {}).get(SENT_AFTER_HANG_UP) == "yes"
-    settled = case.connected_at is None and bool((case.flags or {}).get(SUPERSEDED_BY))
     callback = (
         case.status == "callback_requested"
         or case.claimed_from == "callback_requested"
         or case.callback_number is not None
-        or sent_after_hang_up
+        or case.sent_after_hang_up
     )
     abandoned = not callback and (case.status == "abandoned" or case.claimed_from == "abandoned")
-    in_line = _in_line_since(case)
+    # When the case joined the line it is counted in: created, or sent there by an agent.
+    in_line = case.queued_at if case.queued_at is not None else case.created_at
     answered = not callback and not abandoned and answered_at is not None
-    late_abandon = short_abandon = late_callback = late_waiting = False
-    waited: float | None = None  # in line, however it ended; None: not known, or no wait
-    if callback and not sent_after_hang_up:
+    short_abandon = False
+    waited: float | None = None
+    if callback and not case.sent_after_hang_up:
         # The confirmation ends with Twilio hanging up: the call's end is when they asked,
         # give or take those seconds; not ended yet, they are hearing it now.
-        asked = case.call_ended_at or now
+        asked = case.call_ended_at if case.call_ended_at is not None else now
         # Sent on since (a call back): they asked in the line they left.
         since = in_line if in_line < asked else case.created_at
         waited = _seconds(asked, since)
-        late_callback = waited > threshold
     elif not abandoned and answered_at is None and case.status in ("waiting", "offered"):
         waited = _seconds(now, in_line)
-        late_waiting = waited > threshold
     if abandoned:
         hung_up = case.ended_at if case.status == "abandoned" else case.call_ended_at
         # Sent on after the hang-up (a call back): the wait was in the line they left.
         since = in_line if hung_up is None or in_line < hung_up else case.created_at
         waited = _seconds(hung_up, since) if hung_up is not None else None
-        late_abandon = waited is None or waited > threshold
-        short_abandon = _short(waited, thresholds)
-    wait = max(_seconds(answered_at, in_line), 0.0) if answered and answered_at else None
+        short_abandon = waited is not None and waited <= limits.short_abandon
+    wait = (
+        max(_seconds(answered_at, in_line), 0.0) if answered and answered_at is not None else None
+    )
+    from_call = None
     if wait is not None:
         waited = wait
-    score = int(survey) if survey is not None and survey.isdigit() else None
+        if answered_at is not None and case.call_started_at is not None:
+            from_call = max(_seconds(answered_at, case.call_started_at), 0.0)
+    return _Outcome(
+        case=case,
+        callback=callback,
+        abandoned=abandoned,
+        waited=waited,
+        wait=wait,
+        from_call=from_call,
+        handle=handle,
+        wrap_up=wrap_up,
+        short_abandon=short_abandon,
+        asked=survey is not None,
+        score=int(survey) if survey is not None and survey.isdigit() else None,
+    )
+
+
+def _count_case(tallies: Iterable[_Tally], outcome: _Outcome, threshold: float) -> None:
+    """Add one case's last line (`_judge`) to each tally, judged by `threshold` (seconds: its
+    priority's target, or that of the priority it entered the line with)."""
+    case, waited, wait = outcome.case, outcome.waited, outcome.wait
+    if outcome.callback:
+        # A call back an agent sent on after its caller hung up was no request: never late.
+        late = not case.sent_after_hang_up and waited is not None and waited > threshold
+    elif outcome.abandoned:
+        late = waited is None or waited > threshold  # a wait not known: past any threshold
+    else:  # still in line (an answer is judged by `wait`)
+        late = waited is not None and waited > threshold
     for t in tallies:
         t.offered += 1
         if waited is not None:
             t.waited(max(waited, 0.0))
-        if survey is not None:
+        if outcome.asked:
             t.surveys_asked += 1
-            if score is not None:
-                t.scores.append(score)
-        if handle is not None:
-            t.handle_times.append(handle)
-        if wrap_up is not None:
-            t.after_call_work.append(max(wrap_up, 0.0))
-        if callback:
+            if outcome.score is not None:
+                t.scores.append(outcome.score)
+        if outcome.handle is not None:
+            t.handle_times.append(outcome.handle)
+        if outcome.wrap_up is not None:
+            t.after_call_work.append(max(outcome.wrap_up, 0.0))
+        if outcome.callback:
             t.callbacks_requested += 1
             t.callbacks_completed += case.connected_at is not None
-            t.callbacks_superseded += settled
-            t.late_callbacks += late_callback
-        elif abandoned:
+            t.callbacks_superseded += case.connected_at is None and case.superseded
+            t.late_callbacks += late
+        elif outcome.abandoned:
             t.abandoned += 1
-            t.late_abandons += late_abandon
-            t.short_abandons += short_abandon
+            t.late_abandons += late
+            t.short_abandons += outcome.short_abandon
         elif wait is not None:
             t.answered += 1
             t.within += wait <= threshold
             t.answer_waits.append(wait)
-            if answered_at is not None and case.call_started_at is not None:
-                t.answers_from_call.append(max(_seconds(answered_at, case.call_started_at), 0.0))
+            if outcome.from_call is not None:
+                t.answers_from_call.append(outcome.from_call)
         else:
-            t.late_waiting += late_waiting
+            t.late_waiting += late
 
 
 @dataclass
@@ -722,11 +908,9 @@ class _Emergency:
     to_agent_freeze: list[float] = field(default_factory=list)
     not_frozen: list[str] = field(default_factory=list)  # the tickets of those closed so
 
-    def add(
-        self, case: Any, on_the_way: bool, first_freeze: dict[tuple[int, str], datetime]
-    ) -> None:
+    def add(self, case: _Case, first_freeze: dict[tuple[int, str], int]) -> None:
         """One emergency case's freezes (its answer is counted by `_count_case`)."""
-        self.hung_up_on_the_way += on_the_way
+        self.hung_up_on_the_way += case.on_the_way
         agent_froze = first_freeze.get((case.id, AGENT_FREEZE))
         if (case.id, SELF_FREEZE) in first_freeze:
             self.by_caller += 1
@@ -757,54 +941,14 @@ class _Emergency:
         )
 
 
-@dataclass(frozen=True)
-class _Leg:
-    """A talk an agent ended by sending the caller on (`cases.legs`)."""
-
-    queue: str
-    priority: str
-    waiting: bool  # a caller in line (not a call back) when the agent took it
-    agent: str
-    entered_at: datetime
-    taken_at: datetime  # the caller reached the agent: whose period the talk is in
-    answered_at: datetime
-    ended_at: datetime
-
-    @classmethod
-    def parse(cls, leg: Any) -> _Leg | None:
-        """None for a talk nobody knows the customer was reached on (a call back dialled by
-        hand, sent on), and for what is not a leg this module wrote (a hand-edited row)."""
-
-        def at(value: Any) -> datetime:
-            when = datetime.fromisoformat(value)
-            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-        try:
-            return cls(
-                queue=str(leg["queue"]),
-                priority=str(leg["priority"]),
-                waiting=leg.get("from", "waiting") == "waiting",
-                agent=str(leg.get("agent") or ""),
-                entered_at=at(leg["entered_at"]),
-                taken_at=at(leg.get("connected_at") or leg["answered_at"]),
-                answered_at=at(leg.get("answered_at") or leg["connected_at"]),
-                ended_at=at(leg["ended_at"]),
-            )
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return None
-
-
-def _legs(case: Any) -> list[_Leg]:
-    return [leg for leg in map(_Leg.parse, case.legs) if leg] if isinstance(case.legs, list) else []
-
-
-def _count_leg(tallies: Iterable[_Tally], leg: _Leg, thresholds: Thresholds) -> None:
+def _count_leg(tallies: Iterable[_Tally], leg: _Leg, limits: _Limits) -> None:
     """Add one line a case went through before it was sent on: answered there (a caller
     waiting) or a call back made (counted where the case is now), handled until sent on."""
-    threshold = thresholds.for_priority(leg.priority).total_seconds()
+    threshold = limits.for_priority(leg.priority)
     wait = max(_seconds(leg.answered_at, leg.entered_at), 0.0)
+    handle = max(_seconds(leg.ended_at, leg.answered_at), 0.0)
     for t in tallies:
-        t.handle_times.append(max(_seconds(leg.ended_at, leg.answered_at), 0.0))
+        t.handle_times.append(handle)
         if leg.waiting:
             t.offered += 1
             t.answered += 1
@@ -813,22 +957,8 @@ def _count_leg(tallies: Iterable[_Tally], leg: _Leg, thresholds: Thresholds) -> 
             t.waited(wait)
 
 
-def _entered_as(case: Any) -> str:
-    """The priority the case entered its line with: before a supervisor moved it, if one did
-    (`cases.set_priority`'s flag)."""
-    flags = case.flags or {}
-    was = flags.get(ENTERED_PRIORITY) or flags.get(PRIORITY_WAS)
-    return was if isinstance(was, str) and was else str(case.priority)
-
-
 def _tally(tallies: dict[str, _Tally], key: str) -> _Tally:
     return tallies.setdefault(key, _Tally())
-
-
-def _topic(state: Any) -> str | None:
-    facts = state.get("facts") if isinstance(state, dict) else None
-    topic = facts.get("topic") if isinstance(facts, dict) else None
-    return topic if isinstance(topic, str) and topic else None
 
 
 def _lookback(start: datetime) -> datetime:
@@ -887,12 +1017,37 @@ def _available(changes: Sequence[Any], start: datetime, end: datetime) -> dict[s
 
 def _epoch_micros(column: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
     """A UTCDateTime column's microseconds since 1970, exactly: PostgreSQL's epoch, or
-    SQLite's text (SQLAlchemy's '2026-11-23 10:00:00.000000', in UTC) read in two parts."""
+    SQLite's text (SQLAlchemy's '2026-11-23 10:00:00.000000', in UTC) read in two parts: its
+    whole seconds alone, as SQLite's strftime rounds a time to the millisecond first (10:59:
+    59.9996 would be 11:00:00)."""
     if dialect == "postgresql":
         return cast(extract("epoch", column) * 1_000_000, BigInteger)
-    return cast(func.strftime("%s", column), BigInteger) * 1_000_000 + cast(
+    return cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger) * 1_000_000 + cast(
         func.substr(column, 21, 6), BigInteger
     )
+
+
+def _json_string(
+    column: ColumnElement[Any], path: tuple[str, ...], dialect: str
+) -> ColumnElement[str | None]:
+    """The string at `path` in a JSON `column`, as text (nothing to parse); NULL where there
+    is none, or what is there is no string (a number, an object)."""
+    value = column[path]
+    if dialect == "postgresql":
+        is_string = func.json_typeof(value) == "string"
+    else:
+        where = "$" + "".join(f'."{key}"' for key in path)
+        is_string = func.json_type(column, where) == "text"
+    return sql_case((is_string, value.as_string()), else_=None)
+
+
+def _json_array(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A JSON `column` where it holds an array, else NULL: nothing to parse of the JSON
+    nulls (a case never sent on) and hand-made values `_legs` would leave out anyway."""
+    json_type = func.json_typeof if dialect == "postgresql" else func.json_type
+    return type_coerce(
+        sql_case((json_type(column) == "array", column), else_=None), column.type
+    ).label(column.name)
 
 
 def time_available(conn: Connection, *, start: datetime, end: datetime) -> dict[str, float]:
@@ -944,15 +1099,15 @@ class _Read:
     """The rows a period's figures are counted from, read once (`_read`): the figures of the
     period, and those of each interval of it (`intervals`), are counted from them alone."""
 
-    cases: list[Any]  # opened, taken or sent on in the period, with their call and agent
-    calls: list[Any]  # started in the period
-    with_case: set[str]  # of those calls, the ones a case was opened on
+    cases: list[_Case]  # opened, taken or sent on in the period, with their call and agent
+    # Started in the period: (call_sid, status, topic, started_at), its topic its state's
+    # facts.topic if a string not empty (else None), its start in microseconds since 1970.
+    calls: Sequence[Any]
+    contained: set[str]  # of those calls, the ones self-service contained (see the module)
     # Per call of those cases, its survey events (id, kind, case asked about, answer).
     asked: dict[str, list[tuple[int, str, int | None, str | None]]]
-    closed_by: dict[int, str]  # who closed each case last (its agent, or a supervisor)
-    agents_did: list[Any]  # (actor, action, at): the agents' missed offers and transfers
-    first_freeze: dict[tuple[int, str], datetime]
-    kinds_entered: dict[str, set[str]]  # per call started in the period
+    agents_did: Sequence[Any]  # (actor, action, at in microseconds): missed offers, transfers
+    first_freeze: dict[tuple[int, str], int]  # (case, action): in microseconds since 1970
 
 
 # Rows of the period's cases and calls are looked up by their keys, so many at a time: few
@@ -980,7 +1135,14 @@ def _among(column: ColumnElement[Any], keys: list[Any], dialect: str) -> ColumnE
 
 
 def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
-    """What the figures of [start, end) and of any interval of it are counted from."""
+    """What the figures of [start, end) and of any interval of it are counted from. Only
+    what they count is read: times as microseconds since 1970 (no datetimes to make of a
+    million values), the few flags they read, a call's topic rather than its state."""
+    dialect = conn.dialect.name
+
+    def micros(column: ColumnElement[Any], label: str) -> ColumnElement[int]:
+        return _epoch_micros(column, dialect).label(label)
+
     opened = (cases.c.created_at >= start) & (cases.c.created_at < end)
     taken = (
         cases.c.agent_id.is_not(None)
@@ -991,27 +1153,27 @@ def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
     # leaves queued_at in or after the period. Which talks are in it: `_Leg.taken_at`.
     sent_on = (cases.c.queued_at >= start) & (cases.c.created_at < end)
     case_rows = conn.execute(
-        select(
+        select(  # in the order of `_Case.of`
             cases.c.id,
+            cases.c.ticket,
             cases.c.call_sid,
             cases.c.agent_id,
+            users.c.name.label("agent_name"),
             cases.c.queue,
             cases.c.priority,
             cases.c.status,
             cases.c.claimed_from,
             cases.c.callback_number,
-            cases.c.created_at,
-            cases.c.flags,
-            cases.c.queued_at,
-            cases.c.connected_at,
-            cases.c.ended_at,
-            cases.c.talk_ended_at,
-            cases.c.answered_at,
-            cases.c.legs,
-            cases.c.ticket,
-            calls.c.started_at.label("call_started_at"),
-            calls.c.ended_at.label("call_ended_at"),
-            users.c.name.label("agent_name"),
+            micros(cases.c.created_at, "created_at"),
+            micros(cases.c.queued_at, "queued_at"),
+            micros(cases.c.connected_at, "connected_at"),
+            micros(cases.c.ended_at, "ended_at"),
+            micros(cases.c.talk_ended_at, "talk_ended_at"),
+            micros(cases.c.answered_at, "answered_at"),
+            micros(calls.c.started_at, "call_started_at"),
+            micros(calls.c.ended_at, "call_ended_at"),
+            _json_array(cases.c.legs, dialect),
+            *(cases.c.flags[key].label(f"flag_{key}") for key in _FLAGS_READ),
         )
         .select_from(
             cases.outerjoin(calls, calls.c.call_sid == cases.c.call_sid).outerjoin(
@@ -1021,25 +1183,29 @@ def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
         .where(opened | taken | sent_on)
     ).all()
     call_rows = conn.execute(
-        select(calls.c.call_sid, calls.c.status, calls.c.state, calls.c.started_at).where(
-            calls.c.started_at >= start, calls.c.started_at < end
-        )
+        select(
+            calls.c.call_sid,
+            calls.c.status,
+            func.nullif(_json_string(calls.c.state, ("facts", "topic"), dialect), "").label(
+                "topic"
+            ),
+            micros(calls.c.started_at, "started_at"),
+        ).where(calls.c.started_at >= start, calls.c.started_at < end)
     ).all()
     # The rows of those cases and calls, looked up by their keys (`_batches`).
-    dialect = conn.dialect.name
-    case_sids = [case.call_sid for case in case_rows]
-    call_sids = [call.call_sid for call in call_rows]
-    case_ids = [case.id for case in case_rows]
-    with_case: set[str] = set()
-    for batch in _batches(call_sids, dialect):
-        with_case.update(
-            conn.execute(
-                select(cases.c.call_sid).where(_among(cases.c.call_sid, batch, dialect)).distinct()
-            ).scalars()
-        )
+    # Who closed each case last: its agent, or someone for them (a supervisor).
+    closed_by: dict[int, str] = {}
+    for batch in _batches((case.id for case in case_rows), dialect):
+        for case_id, actor in conn.execute(
+            select(audit_log.c.case_id, audit_log.c.actor)
+            .where(audit_log.c.action == RESOLVE, _among(audit_log.c.case_id, batch, dialect))
+            .order_by(audit_log.c.id)
+        ).all():
+            closed_by[case_id] = actor
+    case_list = [_Case.of(row, closed_by.get(row.id)) for row in case_rows]
     surveyed = call_events.c.detail["case"].as_integer()
     asked: dict[str, list[tuple[int, str, int | None, str | None]]] = {}
-    for batch in _batches(case_sids, dialect):
+    for batch in _batches((case.call_sid for case in case_list), dialect):
         for event_id, sid, kind, case_id, outcome in conn.execute(
             select(
                 call_events.c.id,
@@ -1051,34 +1217,24 @@ def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
                 figures_events(dialect, SURVEY_EVENTS_WHERE),
                 _among(call_events.c.call_sid, batch, dialect),
             )
-        ):
+        ).all():
             asked.setdefault(sid, []).append((event_id, kind, case_id, outcome))
-    # Who closed each case last: its agent, or someone for them (a supervisor).
-    closed_by: dict[int, str] = {}
-    for batch in _batches(case_ids, dialect):
-        for case_id, actor in conn.execute(
-            select(audit_log.c.case_id, audit_log.c.actor)
-            .where(audit_log.c.action == RESOLVE, _among(audit_log.c.case_id, batch, dialect))
-            .order_by(audit_log.c.id)
-        ):
-            closed_by[case_id] = actor
-    agents_did = list(
-        conn.execute(
-            select(audit_log.c.actor, audit_log.c.action, audit_log.c.at).where(
-                audit_log.c.action.in_((MISSED_OFFER, TRANSFER)),
-                audit_log.c.actor.like("agent:%"),
-                audit_log.c.at >= start,
-                audit_log.c.at < end,
-            )
+    agents_did = conn.execute(
+        select(audit_log.c.actor, audit_log.c.action, micros(audit_log.c.at, "at")).where(
+            audit_log.c.action.in_((MISSED_OFFER, TRANSFER)),
+            audit_log.c.actor.like("agent:%"),
+            audit_log.c.at >= start,
+            audit_log.c.at < end,
         )
-    )
+    ).all()
     # Each emergency case's first freeze that was made, by its caller and by an agent.
+    start_us, end_us = _micros(start), _micros(end)
     emergencies = [
         case.id
-        for case in case_rows
-        if start <= case.created_at < end and case.priority == "emergency"
+        for case in case_list
+        if start_us <= case.created_at < end_us and case.priority == "emergency"
     ]
-    first_freeze: dict[tuple[int, str], datetime] = {}
+    first_freeze: dict[tuple[int, str], int] = {}
     for batch in _batches(emergencies, dialect):
         for case_id, action, when in conn.execute(
             select(audit_log.c.case_id, audit_log.c.action, func.min(audit_log.c.at))
@@ -1088,10 +1244,31 @@ def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
                 _among(audit_log.c.case_id, batch, dialect),
             )
             .group_by(audit_log.c.case_id, audit_log.c.action)
-        ):
-            first_freeze[case_id, action] = when
+        ).all():
+            first_freeze[case_id, action] = _micros(when)
+    return _Read(
+        cases=case_list,
+        calls=call_rows,
+        contained=_contained(conn, call_rows, {case.call_sid for case in case_list}),
+        asked=asked,
+        agents_did=agents_did,
+        first_freeze=first_freeze,
+    )
+
+
+def _contained(conn: Connection, call_rows: Sequence[Any], with_case: set[str]) -> set[str]:
+    """Of these calls, the ones self-service contained (see the module); `with_case`: some of
+    the calls a case was opened on. Only the calls that may be are looked up: completed,
+    with a topic and no case known, and of those, the ones that entered no agent's node and
+    a self-help one."""
+    dialect = conn.dialect.name
+    maybe = [
+        call.call_sid
+        for call in call_rows
+        if call.status == COMPLETED and call.topic is not None and call.call_sid not in with_case
+    ]
     kinds_entered: dict[str, set[str]] = {}
-    for batch in _batches(call_sids, dialect):
+    for batch in _batches(maybe, dialect):
         for sid, kind in conn.execute(
             select(call_events.c.call_sid, call_events.c.detail["node_kind"].as_string())
             .where(
@@ -1099,18 +1276,21 @@ def _read(conn: Connection, *, start: datetime, end: datetime) -> _Read:
                 _among(call_events.c.call_sid, batch, dialect),
             )
             .distinct()
-        ):
+        ).all():
             kinds_entered.setdefault(sid, set()).add(kind)
-    return _Read(
-        cases=list(case_rows),
-        calls=list(call_rows),
-        with_case=with_case,
-        asked=asked,
-        closed_by=closed_by,
-        agents_did=agents_did,
-        first_freeze=first_freeze,
-        kinds_entered=kinds_entered,
-    )
+    self_helped = [
+        sid
+        for sid, entered in kinds_entered.items()
+        if entered.intersection(SELF_HELP_KINDS) and not entered.intersection(AGENT_KINDS)
+    ]
+    found: set[str] = set()
+    for batch in _batches(self_helped, dialect):
+        found.update(
+            conn.execute(
+                select(cases.c.call_sid).where(_among(cases.c.call_sid, batch, dialect)).distinct()
+            ).scalars()
+        )
+    return set(self_helped) - found
 
 
 def _surveys(read: _Read, case_rows: Iterable[Any]) -> dict[int, str | None]:
@@ -1180,8 +1360,8 @@ def _count(
     judged: datetime,
     thresholds: Thresholds,
     top: int,
-    case_rows: list[Any],
-    call_rows: list[Any],
+    case_rows: list[_Case],
+    call_rows: Sequence[Any],
     agents_did: Iterable[Any],
     available: dict[str, float],
 ) -> Report:
@@ -1189,58 +1369,62 @@ def _count(
     it is part of: the cases opened, taken or sent on in it, the calls started in it, the
     agents' missed offers and transfers in it) and its agents' time available."""
     surveys = _surveys(read, case_rows)
-    closed_by, first_freeze = read.closed_by, read.first_freeze
+    first_freeze = read.first_freeze
+    limits = _Limits.of(thresholds)
+    begin, stop, now = _micros(start), _micros(end), _micros(judged)
     overall = _Tally()
     by_queue: dict[str, _Tally] = {}
     by_agent: dict[str, _Tally] = {}
     by_priority: dict[str, _Tally] = {name: _Tally() for name in PRIORITIES}
     emergency = _Emergency()
     for case in case_rows:
-        closer = closed_by.get(case.id)
-        # By name: an agent made supervisor since still closed their own case.
-        closed_for_them = closer is not None and closer.partition(":")[2] != case.agent_name
-        on_the_way = bool((case.flags or {}).get(HUNG_UP_AT))
         # Loaded for its agents' work in the period, opened before it: theirs only.
-        offered_here = start <= case.created_at < end
-        entered_as = _entered_as(case)
+        offered_here = begin <= case.created_at < stop
         if offered_here and case.priority == "emergency":
-            emergency.add(case, on_the_way, first_freeze)
-        for leg in _legs(case):
-            if offered_here and not on_the_way:
+            emergency.add(case, first_freeze)
+        for leg in case.legs:
+            if offered_here and not case.on_the_way:
                 lines = (
                     by_queue.setdefault(leg.queue, _Tally()),
                     _tally(by_priority, leg.priority),
                 )
-                _count_leg((overall, *lines), leg, thresholds)
-            if leg.agent and start <= leg.taken_at < end:
+                _count_leg((overall, *lines), leg, limits)
+            if leg.agent and begin <= leg.taken_at < stop:
                 theirs = by_agent.setdefault(leg.agent, _Tally())
-                _count_leg((theirs,), leg, thresholds)
+                _count_leg((theirs,), leg, limits)
                 theirs.handled += 1
-        if offered_here and on_the_way:
+        # Whether the case's agent took it in the period: the caller reached them then.
+        taken_here = (
+            case.agent_name is not None
+            and case.connected_at is not None
+            and begin <= case.connected_at < stop
+        )
+        outcome = (
+            _judge(case, surveys.get(case.id), now, limits)
+            if taken_here or (offered_here and not case.on_the_way)
+            else None
+        )
+        if offered_here and case.on_the_way:
             # Never in line: the call back owed to a caller on their way to an emergency
             # queue. Not offered; an agent who calls them back handled it.
             overall.hung_up_on_the_way += 1
             by_queue.setdefault(case.queue, _Tally()).hung_up_on_the_way += 1
-            _tally(by_priority, entered_as).hung_up_on_the_way += 1
-        elif offered_here:
+            _tally(by_priority, case.entered_as).hung_up_on_the_way += 1
+        elif offered_here and outcome is not None:
             tallies = [overall, by_queue.setdefault(case.queue, _Tally())]
             if case.priority == "emergency":
                 tallies.append(emergency.tally)
-            _count_case(tallies, case, thresholds, surveys.get(case.id), judged, closed_for_them)
+            _count_case(tallies, outcome, limits.for_priority(case.priority))
             # Judged by the target of the line it entered, whatever it was moved to since.
             _count_case(
-                (_tally(by_priority, entered_as),),
-                case,
-                thresholds,
-                surveys.get(case.id),
-                judged,
-                closed_for_them,
-                priority=entered_as,
+                (_tally(by_priority, case.entered_as),),
+                outcome,
+                limits.for_priority(case.entered_as),
             )
-        if case.agent_name is not None and _taken_in(case, start, end):
+        if taken_here and outcome is not None and case.agent_name is not None:
             # An agent's figures are what they handled: their answers and abandons not shown.
             mine = by_agent.setdefault(case.agent_name, _Tally())
-            _count_case((mine,), case, thresholds, surveys.get(case.id), judged, closed_for_them)
+            _count_case((mine,), outcome, limits.for_priority(case.priority))
             mine.handled += 1
     for (actor, action), count in sorted(Counter((a, b) for a, b, _ in agents_did).items()):
         tally = by_agent.setdefault(actor.removeprefix("agent:"), _Tally())
@@ -1252,20 +1436,12 @@ def _count(
     completed = contained = 0
     topics: Counter[str] = Counter()
     for call in call_rows:
-        topic = _topic(call.state)
-        if topic is not None:
-            topics[topic] += 1
+        if call.topic is not None:
+            topics[call.topic] += 1
         if call.status != COMPLETED:
             continue
         completed += 1
-        entered = read.kinds_entered.get(call.call_sid, set())
-        if (
-            call.call_sid not in read.with_case
-            and not entered.intersection(AGENT_KINDS)
-            and entered.intersection(SELF_HELP_KINDS)
-            and topic is not None
-        ):
-            contained += 1
+        contained += call.call_sid in read.contained
 
     return Report(
         period_start=start,
@@ -1388,19 +1564,23 @@ def _period(
         passed = min(end, judged)
         changes = _presence(conn, start=start, end=passed) if passed > start else []
 
-    def part(moment: datetime) -> int:
-        """The interval `moment` is in, -1 for none."""
-        return bisect.bisect_right(starts, moment) - 1 if start <= moment < end else -1
+    # The rows' times are microseconds since 1970 (`_read`).
+    begin_us, end_us = _micros(start), _micros(end)
+    starts_us = [_micros(moment) for moment in starts]
 
-    case_rows: list[list[Any]] = [[] for _ in starts]
+    def part(moment: int) -> int:
+        """The interval `moment` is in, -1 for none."""
+        return bisect.bisect_right(starts_us, moment) - 1 if begin_us <= moment < end_us else -1
+
+    case_rows: list[list[_Case]] = [[] for _ in starts]
     for case in read.cases:
         # Which intervals load it, as `_read` loads a period's: opened, taken or sent on then.
         parts = {part(case.created_at)}
         if case.agent_id is not None and case.connected_at is not None:
             parts.add(part(case.connected_at))
-        if case.queued_at is not None and case.created_at < end:
-            first = max(bisect.bisect_right(starts, case.created_at) - 1, 0)
-            parts.update(range(first, bisect.bisect_right(starts, case.queued_at)))
+        if case.queued_at is not None and case.created_at < end_us:
+            first = max(bisect.bisect_right(starts_us, case.created_at) - 1, 0)
+            parts.update(range(first, bisect.bisect_right(starts_us, case.queued_at)))
         for i in sorted(parts - {-1}):
             case_rows[i].append(case)
     # Started, made in the period: in one interval each.

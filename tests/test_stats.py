@@ -2148,3 +2148,110 @@ def test_the_figures_look_their_rows_up_by_index(db: Engine) -> None:
 
 def test_the_partial_indexes_hold_every_node_kind_the_containment_reads() -> None:
     assert set(stats.SELF_HELP_KINDS + stats.AGENT_KINDS) == set(ENTERED_NODE_KINDS)
+
+
+# -- what the figures read alone of a row (`stats._read`) ---------------------------------------
+
+
+ADVICE = [*MENU, ("advice", "say")]  # self-help heard: contained, if nothing else
+
+
+def test_a_topic_that_is_no_string_is_no_topic(db: Engine) -> None:
+    """The figures read a call's facts.topic alone, not its state: a state mended by hand
+    whose topic is a number, empty, or whose facts are no object has no topic, as before."""
+    with db.begin() as conn:
+        add_call(conn, "fees", started=at(0), ended=at(60), topic="fees", entered=ADVICE)
+        for name, facts in (("number", {"topic": 5}), ("empty", {"topic": ""}), ("list", [1])):
+            add_call(conn, name, started=at(0), ended=at(60), entered=ADVICE)
+            conn.execute(
+                update(calls)
+                .where(calls.c.call_sid == sid(name))
+                .values(state={"node": "advice", "facts": facts})
+            )
+    r = report(db)
+    assert r.top_topics == [("fees", 1)]
+    assert (r.calls, r.completed_calls, r.contained_calls) == (4, 4, 1)  # a topic is asked
+
+
+def test_a_call_whose_case_was_opened_after_the_period_was_not_contained(db: Engine) -> None:
+    """Its case is not among the period's, and still it reached a person: looked up."""
+    with db.begin() as conn:
+        add_call(
+            conn,
+            "late",
+            started=END - SECOND,
+            ended=END + 60 * SECOND,
+            topic="fees",
+            entered=ADVICE,
+        )
+        add_case(
+            conn,
+            "late",
+            queue="payments",
+            priority="normal",
+            created=END + SECOND,
+            status="waiting",
+        )
+        add_call(conn, "kept", started=at(0), ended=at(60), topic="fees", entered=ADVICE)
+    r = report(db)
+    assert (r.completed_calls, r.contained_calls) == (2, 1)  # kept only
+
+
+def test_times_a_hair_before_a_whole_second_count_to_the_microsecond(db: Engine) -> None:
+    """SQLite's strftime rounds a time to the millisecond: 10:09:59.999999 read whole would
+    be 10:10:00.999999. The figures read their times as microseconds, on both databases."""
+    hair = timedelta(microseconds=999_999)
+    with db.begin() as conn:
+        alice = add_agent(conn, "alice")
+        for when, since in ((at(599) + hair, at(599) + hair), (at(601), None)):
+            conn.execute(
+                insert(presence_changes).values(user_id=alice, at=when, available_since=since)
+            )
+        add_call(conn, "A", started=at(0), ended=at(900))
+        add_case(
+            conn,
+            "A",
+            queue="payments",
+            priority="normal",
+            created=at(59) + hair,
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(119) + hair,
+            ended=at(400),
+        )
+    with db.connect() as conn:
+        assert stats.time_available(conn, start=START, end=END) == {"alice": 1.000001}
+    r = report(db)
+    assert r.overall.average_speed_of_answer_seconds == 60.0
+    assert r.overall.average_handle_time_seconds == 280.000001  # 400 - 119.999999
+
+
+def test_a_talk_without_its_end_is_no_talk(db: Engine) -> None:
+    """A leg missing when it ended (a row mended by hand) is left out, as one that is no
+    leg: its line is not offered, its agent handled nothing."""
+    unended = {
+        "queue": "payments",
+        "priority": "normal",
+        "from": "waiting",
+        "agent": "alice",
+        "entered_at": at(0).isoformat(),
+        "connected_at": at(30).isoformat(),
+        "answered_at": at(35).isoformat(),
+    }
+    with db.begin() as conn:
+        add_case(
+            conn,
+            "E1",
+            queue="security",
+            priority="normal",
+            created=at(0),
+            status="resolved",
+            claimed_from="waiting",
+            connected=at(400),
+            ended=at(500),
+        )
+        conn.execute(update(cases).where(cases.c.call_sid == sid("E1")).values(legs=[unended]))
+    r = report(db)
+    assert list(r.by_queue) == ["security"]
+    assert (r.overall.offered, r.overall.answered) == (1, 1)
+    assert "alice" not in r.by_agent
