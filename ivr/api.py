@@ -44,6 +44,7 @@ from ivr.calllog import (
     EXPORT_CALLS,
     SEARCH_AUDIT,
     SEARCH_CALLS,
+    SHOW_CALL,
     AuditFilter,
     CallFilter,
     Outcome,
@@ -66,6 +67,7 @@ from ivr.cases import (
     User,
     agent_gone,
     agents_presence,
+    audit,
     earlier_transfers,
     emergencies_by_verification,
     held_by,
@@ -1992,6 +1994,19 @@ def call_timeline(
     is supervisors', through the audited /api/recordings."""
     with hotline.db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
+        if found is not None:
+            # Who read which caller's call (as `ivr calls show` is): the log is open to every
+            # agent, and a look at a call that was never theirs leaves a trace.
+            audit(
+                conn,
+                actor=f"{user.role}:{user.name}",
+                action=SHOW_CALL,
+                uid=None,
+                case_id=None,
+                reason=call_sid,
+                result="ok",
+                now=hotline.clock(),
+            )
     if found is None:
         raise HTTPException(404, "no such call")
     tickets = {

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from lxml import html
 from sqlalchemy import Engine, select
 
-from ivr.db import users
+from ivr.db import audit_log, users
 from ivr.identity import LocalDirectory
 from ivr.phone import Phone, Press, ScriptedParty
 from ivr.settings import Settings
@@ -223,3 +223,17 @@ def test_an_agent_reads_in_the_call_log_only_their_own_cases_tickets(
         assert ticket in json.dumps(api(client, reader, "GET", f"/api/calls/{sid}"))
         listed = api(client, reader, "GET", "/api/calls")["calls"]
         assert [c["ticket"] for c in listed if c["call_sid"] == sid] == [ticket]
+    # Every look at the call's timeline is audited, by whom (the API's and the page's).
+    with db.connect() as conn:
+        looked = conn.execute(
+            select(audit_log.c.actor, audit_log.c.reason)
+            .where(audit_log.c.action == "show_call")
+            .order_by(audit_log.c.id)
+        ).all()
+    assert [tuple(r) for r in looked] == [
+        ("agent:bob", sid),
+        ("agent:bob", sid),
+        ("agent:bob", sid),
+        ("agent:alice", sid),
+        ("supervisor:sam", sid),
+    ]
