@@ -192,7 +192,9 @@ def test_callers_already_holding_hear_it_at_their_next_round(
     gather = line.doc.find("Gather")
     assert gather is not None
     said = [say.text for say in gather.iter("Say")]
-    assert said[0] == EN and said[1].startswith("You are number 1 in line"), said
+    # Nobody is at work here: the call-back offer comes next, then the place in line.
+    assert said[0] == EN and said[1].startswith("To have us call you back"), said
+    assert said[2].startswith("You are number 1 in line"), said
     assert ZH not in round_
     clock.advance(seconds=200)  # 220 s after it went up: still in the window
     assert EN in ET.tostring(line.post(wait_url, QueueTime="250"), encoding="unicode")
