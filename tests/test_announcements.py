@@ -31,7 +31,7 @@ EN = "We know withdrawals are paused while we investigate. Your funds are safe."
 ZH = "我们已知晓提现暂停,正在调查。您的资产安全。"
 INCIDENT = {"texts": {"en": EN, "zh-CN": ZH}, "minutes": 60}
 MAIN_MENU = "If your account has been hacked or stolen"
-EMERGENCY = "You have reached our emergency service"
+EMERGENCY = "Emergency service for hacked accounts"
 
 
 def put(client: TestClient, token: str, body: dict[str, Any]) -> Any:

@@ -92,10 +92,10 @@ def test_a_key_stops_the_verify_intro_but_not_the_emergency_notice(phone: Phone)
     at a key). The notice before it is heard whole: a key there (* to hear the menu again,
     a repeated 1) would be taken for an answer to a prompt not yet heard."""
     record = call(phone, Press("1"), Press("1"), Press("*"))
-    [asking] = [d for d in record.documents if "emergency service for stolen" in d]
+    [asking] = [d for d in record.documents if "Emergency service for hacked" in d]
     doc = etree.fromstring(asking.encode())
     assert [child.tag for child in doc] == ["Say", "Gather", "Redirect"]
-    assert (doc[0].text or "").startswith("You have reached our emergency service")
+    assert (doc[0].text or "").startswith("Emergency service for hacked accounts")
     said = [say.text or "" for say in doc.find("Gather").iter("Say")]
     assert said[0].startswith("To freeze your account we first need to find it.")
     assert said[-1] == "Please enter your account U I D, then press pound."
@@ -600,14 +600,14 @@ def test_a_sim_swap_victim_in_their_own_words_reaches_the_emergency_lane(
     [
         (
             "1",
-            "Press 3 too if your phone suddenly lost service, or your number moved to another "
-            "SIM: someone may have taken your number.",
+            "If your phone suddenly lost service, or your number moved to another SIM, someone "
+            "may have taken your number: press 3 now for our security team.",
             Press("3"),
         ),
-        ("1", "Press 3 too if your phone suddenly lost service", Speak("my phone has no service")),
+        ("1", "If your phone suddenly lost service", Speak("my phone has no service")),
         (
             "2",
-            "如果手机突然没信号,或者号码被转到了别的SIM卡上,可能是有人盗用了您的号码,也请按3",
+            "如果手机突然没信号,或者号码被转到了别的SIM卡上,可能是有人盗用了您的号码,请立即按3",
             Press("3"),
         ),
         ("2", "如果手机突然没信号", Speak("手机没有信号了")),
@@ -652,7 +652,7 @@ def test_an_everyday_question_is_no_emergency(phone: Phone, language_key: str, w
     freeze their account, which no phone call undoes. (A review's 74 everyday phrasings.)"""
     record = call(phone, Press(language_key), Speak(words), Press("9"))
     assert record.queue != "security"
-    notice = ("You have reached our emergency service", "这里是账户被盗紧急服务")
+    notice = ("Emergency service for hacked accounts", "这里是账户被盗紧急服务")
     assert not any(line.startswith(notice) for line in record.heard), record.heard
 
 
@@ -913,8 +913,11 @@ def test_main_menu_follows_the_contract(hotline_tree: CompiledTree) -> None:
     assert targets["1"] == "emergency"
     assert set(targets) == set("123456789")
     assert (menu.node.operator_key, menu.node.repeat_key) == ("0", "*")
-    first_option = menu.node.options[0]
-    assert first_option.key == "1"
+    # 1 is the first key; the only option before it is spoken only, a freeze to lift
+    # (解除冻结我的账户 holds 冻结我的, a strong word), and never leads to a freeze.
+    first = next(i for i, o in enumerate(menu.node.options) if o.key is not None)
+    assert menu.node.options[first].key == "1"
+    assert [o.target for o in menu.node.options[:first]] == ["agent_account"]
     emergency_queue = hotline_tree.node("emergency_queue")
     assert isinstance(emergency_queue, QueueNode) and emergency_queue.priority == "emergency"
 
@@ -978,7 +981,7 @@ def test_latin_keywords_match_whole_word_starts_only(hotline_tree: CompiledTree)
     from ivr.tree import match_speech
 
     menu = hotline_tree.menus["main_menu"]
-    assert match_speech(menu, "en", "my capital is gone") is None  # not "api"
+    assert match_speech(menu, "en", "what about my capital") is None  # not "api"
     option = match_speech(menu, "en", "API keys")
     assert option is not None and option.target == "api_menu"
     option = match_speech(menu, "zh-CN", "我的API接口连不上")  # Chinese: anywhere in the phrase
@@ -1216,7 +1219,7 @@ def test_every_menu_after_the_main_menu_hears_a_victims_strong_words_first(
     ("keys", "asked"),
     [
         (("1", "2", "1"), "If someone else changed your password, press 3 now"),
-        (("1", "2", "2"), "If someone else changed your two-factor settings"),
+        (("1", "2", "2"), "someone else changed your two-factor settings"),
         (("1", "3", "2"), "If you did not make this withdrawal yourself, press 3 now"),
         (("2", "3", "2"), "如果这笔提现不是您本人操作的,请立即按3"),
     ],
@@ -1344,38 +1347,36 @@ def test_a_mandarin_number_check_leads_with_it_was_not_us(phone: Phone) -> None:
 
 
 @pytest.mark.parametrize(
-    ("language_key", "never_charged", "never_called", "put_through", "untrue"),
+    ("language_key", "never_charged", "put_through", "untrue"),
     [
         (
             "1",
-            "we never charge anything to unfreeze an account",
-            "We never call you to ask for these details",
+            "We never ask for your password or two-factor code, or charge to unfreeze.",
             "We are putting you through to our security team. Please stay on the line.",
             "Connecting you to our security team now.",
         ),
         (
             "2",
-            "解冻账户也绝不收取任何费用",
-            "我们绝不会主动打电话向您索要这些信息",
+            "我们绝不索要密码或两步验证码,解冻也绝不收费。",
             "我们正在为您转接安全团队,请不要挂机。",
             "正在为您转接安全团队,请稍候。",
         ),
     ],
 )
-def test_the_emergency_lane_says_we_never_charge_to_unfreeze_nor_call_for_the_details(
+def test_the_emergency_lane_says_we_never_ask_for_codes_nor_charge_to_unfreeze(
     phone: Phone,
     language_key: str,
     never_charged: str,
-    never_called: str,
     put_through: str,
     untrue: str,
 ) -> None:
-    """A victim about to key their details hears that we never charge to unfreeze and never
-    call to ask for them; then that they are being put through and should stay on the line
+    """A victim about to key their details hears that we never ask for their password or
+    code and never charge to unfreeze (once: the notice; the UID prompt's introduction does
+    not say it again); then that they are being put through and should stay on the line
     (a ticket, their place in line and a wait follow), not that they are connected now."""
     record = call(phone, Press(language_key), Press("1"), Press("*"))
     assert record.queue == "security"
-    assert never_charged in record.transcript and never_called in record.transcript
+    assert never_charged in record.transcript
     assert put_through in record.heard and untrue not in record.heard
 
 
@@ -1452,7 +1453,7 @@ def test_a_caller_who_only_says_their_money_is_gone_is_asked_once_then_the_emerg
         if line.startswith(("We are sorry your funds are missing.", "很抱歉您的资产不见了。"))
     )
     assert record.heard[asked + 1].startswith(
-        ("You have reached our emergency service", "这里是账户被盗紧急服务")
+        ("Emergency service for hacked accounts", "这里是账户被盗紧急服务")
     )
 
 
@@ -1471,7 +1472,7 @@ def test_a_caller_whose_money_went_in_a_trade_says_so_and_reaches_derivatives(
     (or says so) and reaches the derivatives team, never the freeze."""
     record = call(phone, Press(language_key), Speak(words), answer, Press("1"), Press("1"))
     assert record.queue == "derivatives"
-    assert "emergency service for stolen" not in record.transcript
+    assert "Emergency service for hacked" not in record.transcript
     assert "紧急冻结" not in record.transcript
 
 
@@ -1492,7 +1493,7 @@ def test_a_victim_who_says_what_happened_at_the_first_prompt_reaches_the_emergen
     in (a caller from China is heard by the Mandarin recogniser there)."""
     record = phone.call(ScriptedParty([Speak(words), Press("*")]), from_number=caller)
     assert record.queue == "security"
-    notice = ("You have reached our emergency service", "这里是账户被盗紧急服务")
+    notice = ("Emergency service for hacked accounts", "这里是账户被盗紧急服务")
     assert any(line.startswith(notice[language != "en"]) for line in record.heard)
 
 
@@ -1535,7 +1536,7 @@ def test_an_english_speaker_silent_at_the_first_prompt_still_gets_english(phone:
     )
     assert record.queue == "security"
     assert record.heard.count("For English, press 1.") == 2
-    assert any(line.startswith("You have reached our emergency service") for line in record.heard)
+    assert any(line.startswith("Emergency service for hacked accounts") for line in record.heard)
     listened = [re.findall(r'<Gather [^>]*language="([^"]+)"', d) for d in record.documents[:2]]
     assert listened == [["en-US"], ["cmn-Hans-CN"]]
 
@@ -1572,7 +1573,12 @@ def test_zero_at_the_first_prompt_reaches_a_person(phone: Phone) -> None:
     assert not any(line.startswith("如果您的账户被盗") for line in record.heard)
 
 
-EMERGENCY_NOTICE = ("You have reached our emergency service", "这里是账户被盗紧急服务")
+EMERGENCY_NOTICE = ("Emergency service for hacked accounts", "这里是账户被盗紧急服务")
+# The DeFi follow-up's first words: the security team offered before any advice.
+DEFI_FIRST = (
+    "If funds left your wallet without you, or you approved or signed something you now doubt",
+    "如果钱包里的资产不是您本人转出的,或者您授权、签名了现在觉得可疑的内容",
+)
 
 
 @pytest.mark.parametrize(
@@ -1680,8 +1686,9 @@ TOPIC_MENUS = (
         ("2", "我要重置两步验证", "如果验证器App或手机丢失"),
         ("1", "I forgot my password", "To reset your password, open our official app"),
         ("2", "我忘记密码了", "重置密码,请打开官方App或官网"),
-        ("1", "I got a suspicious login alert", "If you did not sign in yourself, act now"),
-        ("2", "我收到了异常登录提醒", "如果这次登录不是您本人操作,请马上用可信的设备修改密码"),
+        # A login alert: its menu first (1 freezes the account), the advice its star.
+        ("1", "I got a suspicious login alert", "If this sign-in was not you, press 1 now"),
+        ("2", "我收到了异常登录提醒", "如果这次登录不是您本人操作,请立即按1"),
         ("1", "my KYC was rejected", "Verification usually fails when a photo is blurred"),
         ("1", "my identity verification failed", "Verification usually fails when a photo"),
         ("2", "我的实名认证没通过", "认证未通过,通常是因为照片模糊"),
@@ -1855,15 +1862,16 @@ def test_a_mandarin_victim_in_their_own_words_reaches_the_emergency_lane(
         ("2", "怎样防止账户被入侵", MAIN_MENU_AGAIN[1]),
         ("2", "你们可以远程协助我操作吗", MAIN_MENU_AGAIN[1]),
         ("2", "为什么要冻结账户", MAIN_MENU_AGAIN[1]),
-        ("2", "冻结账户之后怎么解冻", MAIN_MENU_AGAIN[1]),
-        ("2", "怎么申请解除冻结账户", MAIN_MENU_AGAIN[1]),
+        # A freeze to lift (解冻, 解除冻结): the account team, never the emergency lane.
+        ("2", "冻结账户之后怎么解冻", "正在为您转接账户服务专员"),
+        ("2", "怎么申请解除冻结账户", "正在为您转接账户服务专员"),
         ("2", "手机号不是我本人的能注册吗", MAIN_MENU_AGAIN[1]),
         ("2", "APP让我转移资产到资金账户", MAIN_MENU_AGAIN[1]),
         ("2", "我想设置安全账户", MAIN_MENU_AGAIN[1]),
         # A hacker who did nothing yet: the account's safety advice (main menu, said).
         ("1", "how do I protect my account from hackers", "To keep your account safe"),
         # Near the words added for victims (我要冻结账, 有人在用我的账, 有人用我的API, 密码泄露了).
-        ("2", "我要冻结多久才能解冻", MAIN_MENU_AGAIN[1]),
+        ("2", "我要冻结多久才能解冻", "正在为您转接账户服务专员"),
         ("2", "我在用我的账户买币的时候提示错误", MAIN_MENU_AGAIN[1]),
         # A topic named: its menu.
         ("2", "我的API请求一直返回未经授权", "API技术支持。"),
@@ -2084,12 +2092,13 @@ SEED_ADVICE = [
         "payments",
         id="zh-networks",
     ),
+    # DeFi's advice is its follow-up's star: the security team is offered first.
     pytest.param(
-        ("1", "8", "6"),
+        ("1", "8", "6", "*"),
         "For DeFi, press 6.",
-        "DeFi products run on smart contracts, and you use them at your own risk",
+        "If you approved or signed something you doubt, revoke that approval now",
         (
-            "check every token's contract address",
+            "check each token's contract address",
             "never through a link someone sends",
             "to pay gas fees",
         ),
@@ -2097,10 +2106,10 @@ SEED_ADVICE = [
         id="en-defi",
     ),
     pytest.param(
-        ("2", "8", "6"),
+        ("2", "8", "6", "*"),
         "DeFi,请按6",
-        "DeFi产品运行在智能合约上,风险由您自行承担",
-        ("核对每个代币的合约地址", "不要点别人发来的取消授权链接", "用来支付Gas费"),
+        "如果您授权或签名了现在觉得可疑的内容,请立即",
+        ("核对代币的合约地址", "不要点别人发来的链接", "用来支付Gas费"),
         "products",
         id="zh-defi",
     ),
@@ -2190,10 +2199,11 @@ def test_the_seed_articles_advice_the_tree_lacked_is_offered_in_its_topics_menu(
         ("2", "充值问题", "充值要用哪个网络", "充值或提现前,请先在App里确认"),
         # DeFi: a smart contract, no futures contract either, is its advice at once; DeFi
         # itself the products menu, which hears it too.
-        ("1", "is this smart contract safe", None, "DeFi products run on smart contracts"),
-        ("2", "这个智能合约靠谱吗", None, "DeFi产品运行在智能合约上"),
-        ("1", "I have a question about DeFi", "DeFi", "DeFi products run on smart contracts"),
-        ("2", "去中心化金融的问题", "DeFi", "DeFi产品运行在智能合约上"),
+        ("1", "is this smart contract safe", None, "If you approved or signed something"),
+        ("2", "这个智能合约靠谱吗", None, "如果您授权或签名了现在觉得可疑的内容"),
+        # DeFi named at the products menu: its follow-up, the security team offered first.
+        ("1", "I have a question about DeFi", "DeFi", DEFI_FIRST[0]),
+        ("2", "去中心化金融的问题", "DeFi", DEFI_FIRST[1]),
         # A KYC detail entered wrongly: not the documents' advice, though it names one.
         ("1", "identity verification", "I entered my passport number wrong", "If you entered"),
         ("2", "实名认证", "身份证号填错了", "如果您填错了信息,而认证还在审核中"),
@@ -2670,3 +2680,387 @@ def test_the_shipped_main_menu_offers_pound_only_while_announced(
     for language in ("en", "zh-CN"):
         offer = hotline_tree.catalogs.catalog(language).prompts["main_menu_incident"]
         assert isinstance(offer, str) and offer  # a prompt of its own, in every language
+
+
+# -- a frightened caller's review: approvals, phishing, takeovers said their way -----------------
+
+EN_NOTICE, ZH_NOTICE = EMERGENCY_NOTICE
+MAIN_MENU_SAID = ("If your account has been hacked or stolen", "如果您的账户被盗")
+NUMBER_PROMPT = "Please enter the phone number that called or texted you"
+
+
+def after_the_main_menu(record) -> str:  # type: ignore[no-untyped-def]
+    """What the caller heard right after the main menu, the first time."""
+    menu = next(i for i, line in enumerate(record.heard) if line.startswith(MAIN_MENU_SAID))
+    return str(record.heard[menu + 1])
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "I approved a contract and my tokens are gone"),  # not the futures' "contract"
+        ("1", "I signed a malicious approval"),
+        ("1", "it was an approval scam"),
+        ("1", "a wallet drainer took my tokens"),
+        ("1", "I connected my wallet to a fake site"),
+        ("2", "我的钱包授权给了一个网站"),
+        ("2", "授权诈骗"),  # not the scam check's 诈骗
+        ("2", "我签了授权,现在币少了"),
+    ],
+)
+def test_a_token_approval_is_offered_the_security_team_before_any_advice(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """A token approval signed on a drainer's site: the DeFi follow-up at once, whose first
+    words offer the security team (3), never the futures menu or the scam check's number."""
+    record = call(phone, Press(language_key), Speak(words), Press("3"), Press("*"))
+    assert after_the_main_menu(record).startswith(DEFI_FIRST), record.heard
+    assert record.queue == "security"
+    assert (
+        "Futures and derivatives." not in record.heard and "合约交易服务" not in record.transcript
+    )
+    assert "enter the phone number" not in record.transcript
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "I clicked a phishing link and entered my password"),
+        ("1", "I typed my password on a fake website"),
+        ("1", "I entered my seed phrase on a website"),
+        ("1", "I shared my screen with someone from support"),
+        ("1", "they wanted screen sharing"),
+        ("1", "I was told to move my crypto to a new wallet for safety"),
+        ("2", "客服让我把币转到新钱包"),
+        ("2", "他让我屏幕分享"),
+        ("2", "我给他分享屏幕了"),
+        # A takeover, said in words the review heard missed.
+        ("1", "someone is hijacking my account"),
+        ("1", "I think this is an account takeover"),
+        ("1", "my account got taken over"),
+        ("1", "my SIM was swapped"),
+        ("1", "my SIM card was swapped yesterday"),
+        ("1", "someone swapped my SIM"),
+        ("1", "my phone suddenly has no service"),
+        ("1", "my number was transferred to another phone"),
+        ("1", "my account was locked by hackers"),
+        ("1", "it was taken by a hacker"),
+        ("2", "黑客把我的币转走了"),
+        ("2", "手机没服务了"),
+        ("2", "手机号码被人过户了"),
+        ("2", "我的账户被到了"),  # 被盗, as a recogniser may write it
+        ("2", "账户被道了"),
+        # "Freeze my account", asked for (解除冻结 is the account team's: below).
+        ("2", "冻结我的账户"),
+        ("2", "能不能冻结我的账户"),
+        ("2", "把我的账户冻结"),
+        ("2", "立刻冻结我的账户"),
+        ("2", "先冻结账户"),
+        ("2", "冻结账号"),
+        # Merged words still heard as the longer ones were.
+        ("2", "有人转走了我的USDT"),
+        ("2", "我的币被别人提走了"),
+        ("2", "我把验证码告诉他了"),
+        ("2", "我的密码告诉别人了"),
+        ("2", "验证码发给了客服"),
+        ("2", "账户有未授权的提现"),
+        ("1", "there was an unauthorized transfer"),
+        ("1", "an unauthorized log in on my account"),
+        ("1", "I gave someone my password"),
+        ("1", "they told me to send my coins to a safe wallet"),
+        ("1", "someone is using my account"),
+    ],
+)
+def test_a_victim_in_words_the_review_found_missed_reaches_the_emergency_lane_at_once(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """Said at the main menu: the emergency notice next, not a retry, the number check or the
+    futures menu; and at once, from the first prompt, in the language of the words."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert after_the_main_menu(record).startswith(EMERGENCY_NOTICE), record.heard
+    assert record.queue == "security"
+    country = CALLER_IN_CHINA if language_key == "2" else "+15005550006"
+    at_once = phone.call(ScriptedParty([Speak(words), Press("*")]), from_number=country)
+    assert at_once.heard[4].startswith(EMERGENCY_NOTICE), at_once.heard
+    assert at_once.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "my funds are missing"),
+        ("1", "my bitcoin is gone"),
+        ("1", "all my tokens are gone"),
+        ("1", "my USDT is gone"),
+        ("2", "我的钱没有了"),
+        ("2", "我的USDT没有了"),
+        ("2", "我的以太坊不见了"),
+        ("2", "我的币都没有了"),
+        ("2", "我被诈骗了"),  # not the scam check's 诈骗: the money is gone
+        ("2", "被诈骗了怎么办"),
+    ],
+)
+def test_money_gone_or_scammed_in_other_words_is_asked_once_who_took_it(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """The weak words' question ("did someone else take it?"), never a number asked for
+    first; silence there is the emergency lane."""
+    record = call(phone, Press(language_key), Speak(words), Silent(), Press("*"))
+    assert after_the_main_menu(record).startswith(
+        ("We are sorry your funds are missing.", "很抱歉您的资产不见了。")
+    ), record.heard
+    assert record.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "said"),
+    [
+        ("1", "I clicked a phishing link", "To keep your account safe"),
+        ("1", "is this a phishing website", "To keep your account safe"),
+        ("1", "customer support called me and asked for my code", NUMBER_PROMPT),
+        ("1", "a guy from customer service called me", NUMBER_PROMPT),
+    ],
+)
+def test_phishing_is_the_safety_advice_and_support_that_called_is_the_number_check(
+    phone: Phone, language_key: str, words: str, said: str
+) -> None:
+    """A phishing link: the safety advice, whose 3 is the security team, not a number asked
+    for twice; "support called me" is the number check, not the operator's "customer
+    service"."""
+    record = call(phone, Press(language_key), Speak(words), Press("3"), Press("*"))
+    assert after_the_main_menu(record).startswith(said), record.heard
+    if said != NUMBER_PROMPT:
+        assert "enter the phone number" not in record.transcript
+        assert record.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("words", "at_once"),
+    [
+        ("解除冻结我的账户", True),  # holds 冻结我的: the account team all the same
+        ("我的账户怎么解冻", True),
+        ("能不能取消冻结", True),
+        ("我的账户被冻结了", False),  # the account team's, as before
+    ],
+)
+def test_a_freeze_to_lift_is_the_account_teams_a_freeze_asked_for_the_emergency_lanes(
+    phone: Phone, words: str, at_once: bool
+) -> None:
+    """解除冻结我的账户 holds 冻结我的, a freeze asked for: the first option in file order
+    wins, so the one to lift it is heard first, and the caller reaches the account team, at
+    the main menu and (for these) said at once from China, never the emergency lane's
+    freeze."""
+    record = call(phone, Press("2"), Speak(words))
+    assert after_the_main_menu(record).startswith(ACCOUNT_TEAM), record.heard
+    assert record.queue == "account"
+    assert not any(line.startswith(ZH_NOTICE) for line in record.heard)
+    if at_once:
+        first = phone.call(ScriptedParty([Speak(words)]), from_number=CALLER_IN_CHINA)
+        assert first.heard[4].startswith(ACCOUNT_TEAM), first.heard
+        assert first.queue == "account"
+
+
+@pytest.mark.parametrize(
+    ("keys", "words"),
+    [
+        (["2"], "为什么冻结我的账户"),  # a freeze complained of (`not_heard_with`)
+        (["2"], "你们凭什么立刻冻结账号"),
+        (["2", "2"], "解除冻结我的账户"),  # a submenu: not the strong words either
+        (["2"], "我的手机没服务了,是不是欠费了"),
+        (["2"], "是我本人转走的"),
+        (["2"], "怎么把币转到新钱包"),
+        (["2"], "不要把验证码告诉任何人"),
+        (["2"], "验证码发给了我的手机但收不到"),
+        (["1"], "I entered my password wrong too many times"),
+        (["1"], "I typed my password again and it is not working"),
+        (["1"], "I entered my seed phrase to restore my wallet"),
+        (["1"], "my sim stopped working because I forgot to pay the bill"),
+        (["1"], "my phone has no service, I need to top up"),
+        (["1"], "why did you freeze my account"),
+        (["1"], "how long does kyc approval take"),
+        (["1"], "my withdrawal is waiting for approval"),
+        (["1"], "I gave someone my UID for a referral"),
+        (["1"], "support told me to send my ID again"),
+    ],
+)
+def test_words_near_the_new_victims_words_are_no_emergency(
+    phone: Phone, keys: list[str], words: str
+) -> None:
+    """Near the words added for victims, but not theirs: never the emergency lane, which
+    freezes a verified caller's account."""
+    record = call(phone, *(Press(k) for k in keys), Speak(words), Press("0"))
+    assert record.queue != "security"
+    assert not any(line.startswith(EMERGENCY_NOTICE) for line in record.heard), record.heard
+
+
+@pytest.mark.parametrize("language_key", ["1", "2"])
+def test_the_emergency_notice_is_short_and_says_never_ask_once_before_the_uid(
+    phone: Phone, language_key: str
+) -> None:
+    """Said whole, outside the UID prompt's <Gather> (a key there is lost): about 10 seconds
+    (15 characters a second in English, 4.5 Han characters in Mandarin), with what a victim
+    must hear: stay on the line, the freeze comes first, we never ask for the password or the
+    two-factor code, nor charge to unfreeze. Said once before the UID prompt, not again in
+    its introduction."""
+    record = call(phone, Press(language_key), Press("1"), Press("*"))
+    [notice] = [line for line in record.heard if line.startswith(EMERGENCY_NOTICE)]
+    if language_key == "1":
+        assert len(notice) / 15 <= 11.5, len(notice)
+        for words in (
+            "Stay on the line",
+            "freeze your account first",
+            "never ask for your password or two-factor code",
+            "charge to unfreeze",
+        ):
+            assert words in notice, words
+    else:
+        han = len(re.findall("[\u4e00-\u9fff]", notice))
+        assert han / 4.5 <= 11.5, han
+        for words in ("请不要挂机", "先冻结您的账户", "绝不索要密码或两步验证码", "解冻也绝不收费"):
+            assert words in notice, words
+    uid = next(i for i, line in enumerate(record.heard) if "UID" in line or "U I D" in line)
+    before = record.heard[: uid + 1]
+    never = ("never ask", "never call", "绝不索要", "绝不会")
+    assert sum(any(w in line for w in never) for line in before) == 1, before
+
+
+@pytest.mark.parametrize(
+    ("language_key", "menu_first", "advice"),
+    [
+        ("1", "If this sign-in was not you, press 1 now", "If you did not sign in yourself"),
+        ("2", "如果这次登录不是您本人操作,请立即按1", "如果这次登录不是您本人操作,请马上"),
+    ],
+)
+def test_a_login_alert_is_offered_the_freeze_before_the_advice_which_is_its_star(
+    phone: Phone, language_key: str, menu_first: str, advice: str
+) -> None:
+    """A login not theirs may be a takeover in progress: the freeze first (1), the advice on
+    star, then the freeze again; and by words at the main menu too."""
+    frozen = call(phone, Press(language_key), Press("2"), Press("3"), Press("1"), Press("*"))
+    menu = next(i for i, line in enumerate(frozen.heard) if line.startswith(menu_first))
+    assert not any(line.startswith(advice) for line in frozen.heard[:menu]), frozen.heard
+    assert not any(line.startswith(advice) for line in frozen.heard)
+    assert frozen.queue == "security"
+    starred = call(
+        phone, Press(language_key), Press("2"), Press("3"), Press("*"), Press("1"), Press("*")
+    )
+    said = [line for line in starred.heard if line.startswith(advice)]
+    assert len(said) == 1 and starred.queue == "security", starred.heard
+    words = "I got a suspicious login alert" if language_key == "1" else "收到异常登录提醒"
+    spoken = call(phone, Press(language_key), Speak(words), Press("1"), Press("*"))
+    assert after_the_main_menu(spoken).startswith(menu_first), spoken.heard
+    assert spoken.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "revoke"),
+    [
+        (
+            "1",
+            "If you approved or signed something you doubt, revoke that approval now, in your "
+            "wallet or on the block explorer's official page, never through a link someone sends "
+            "you, and move what is left to a new wallet.",
+        ),
+        (
+            "2",
+            "如果您授权或签名了现在觉得可疑的内容,请立即在钱包里或区块浏览器的官方页面取消这个授权,"
+            "不要点别人发来的链接,并把剩余资产转到新钱包。",
+        ),
+    ],
+)
+def test_defi_offers_the_security_team_first_and_its_advice_begins_revoke_it_now(
+    phone: Phone, language_key: str, revoke: str
+) -> None:
+    """8, 6: the security team (3) is offered before any advice; the advice (star) begins
+    with the one urgent line for a victim, then the menu again, whose 3 is the security
+    team."""
+    record = call(
+        phone, Press(language_key), Press("8"), Press("6"), Press("*"), Press("3"), Press("*")
+    )
+    after = record.heard.index(next(line for line in record.heard if line.startswith(DEFI_FIRST)))
+    assert record.heard[after + 1].startswith(revoke), record.heard
+    assert record.queue == "security"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "words", "queue"),
+    [
+        ("2", "对", "security"),
+        ("2", "对的", "security"),
+        ("2", "我不知道", "security"),
+        ("1", "it was a scam", "security"),
+        ("1", "I think someone took it", "security"),
+        ("1", "I'm not sure", "security"),
+        ("2", "对,是合约爆仓", "derivatives"),  # a trade named: 2's, though it says 对
+        ("2", "不对", "derivatives"),  # a plain no: not stolen, as 不是被盗
+        ("2", "不是的", "derivatives"),  # holds 1's 是的
+    ],
+)
+def test_the_funds_question_hears_yes_and_no_in_the_callers_own_words(
+    phone: Phone, language_key: str, words: str, queue: str
+) -> None:
+    """Asked whether someone else took the money: a plain yes, "it was a scam", or not
+    knowing is the emergency lane at once, never "not a valid choice"; a plain no is a
+    trade loss (2)."""
+    money_gone = "all my money is gone" if language_key == "1" else "我的钱全没了"
+    record = call(
+        phone, Press(language_key), Speak(money_gone), Speak(words), Press("*"), Press("0")
+    )
+    assert record.queue == queue, record.heard
+    assert "Sorry, that is not a valid choice." not in record.heard
+    assert "抱歉,没能识别您的选择。" not in record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "keyed", "words"),
+    [
+        ("1", "12025550143", "no"),  # a number of ours
+        ("1", SCAMMER, "no"),
+        ("1", SCAMMER, "nope"),
+        ("2", "12025550143", "没有"),
+        ("2", "8613800138000", "没有"),
+        ("2", "8613800138000", "不是"),
+    ],
+)
+def test_a_plain_no_after_a_number_check_is_an_account_agent_not_a_retry(
+    phone: Phone, language_key: str, keyed: str, words: str
+) -> None:
+    """ "Did you give them a code or move funds?": a plain no is an account agent, as
+    silence, never "not a valid choice"; a no with a theft in it is still the emergency
+    lane (test_a_plain_no_that_says_given_or_gone_is_not_taken_for_a_theft)."""
+    record = call(phone, Press(language_key), Press("2"), Press("4"), Press(keyed), Speak(words))
+    assert record.queue == "account", record.heard
+    assert "Sorry, that is not a valid choice." not in record.heard
+    assert "抱歉,没能识别您的选择。" not in record.heard
+
+
+@pytest.mark.parametrize(
+    ("language_key", "told"),
+    [
+        ("1", "If you don't have it, press star, then pound."),
+        ("2", "如果没有号码,请先按星号键,再按井号键。"),
+    ],
+)
+def test_the_number_prompt_says_star_for_no_number(
+    phone: Phone, language_key: str, told: str
+) -> None:
+    record = call(phone, Press(language_key), Press("2"), Press("4"), Press("*"), Press("0"))
+    assert any(told in line for line in record.heard), record.heard
+    assert record.queue == "account"
+
+
+@pytest.mark.parametrize(
+    ("language_key", "told"),
+    [
+        ("1", "If you cannot, press star, then pound."),
+        ("2", "如果无法查看,请先按星号键,再按井号键。"),
+    ],
+)
+def test_a_pin_keyed_for_a_uid_is_told_star_skips(
+    phone: Phone, language_key: str, told: str
+) -> None:
+    """A victim locked out of the app cannot look up their UID: one who keys their PIN at the
+    UID prompt is told star skips, and star puts them through all the same."""
+    record = call(phone, Press(language_key), Press("1"), Press("123456"), Press("*"))
+    assert any(told in line for line in record.heard), record.heard
+    assert record.queue == "security"

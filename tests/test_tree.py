@@ -1860,7 +1860,7 @@ def test_the_totp_warning_names_the_shipped_prompts_that_promise_never_to_ask_fo
     )
     assert TOTP_ASKED in problem.message
     named = problem.message.split("which ")[1].split(" promise we never ask for")[0].split(", ")
-    assert {"'emergency_notice'", "'account_2fa_advice'", "'hold_tip_1'"} <= set(named)
+    assert {"'emergency_notice'", "'account_2fa_advice'", "'hold_tip_4'"} <= set(named)
     assert "'verify_totp'" not in named  # which says why it asks
     assert "say in 'verify_totp' why this call differs" in problem.message
 
