@@ -99,6 +99,13 @@ TWO_MINUTES_PROMPT = "hold_position_two_minutes"
 COUNTED_WAIT_PROMPTS = {1: ONE_MINUTE_PROMPT, 2: TWO_MINUTES_PROMPT}
 # The place in line with no estimate, nobody being at work; optional (else `hold`).
 NO_ESTIMATE_PROMPT = "hold_position_no_estimate"
+# A caller whose number's country names a language, who keyed another at the language menu:
+# asked once, in their likely language, for its key (`language_check`, optional: without it,
+# no question), then told in the one keyed that the call goes on in it (`language_stay`).
+LANGUAGE_CHECK_PROMPT = "language_check"
+LANGUAGE_STAY_PROMPT = "language_stay"
+LANGUAGE_PICKED = "language_picked"  # a fact while the question waits: the language keyed
+LANGUAGE_CHECK_SECONDS = 4
 # What the call found out on the way that its case carries to the agent: how the caller was
 # verified, and a number they were contacted from that is not ours (a scam to look into).
 # `under_guessing`: someone keyed wrong answers for the account lately ("failures/numbers").
@@ -1108,6 +1115,10 @@ class _Turn:
         each language before the options again."""
         catalogs = self.tree.catalogs
         likely = node.likely(state.facts.get("country"))
+        picked = state.facts.get(LANGUAGE_PICKED)
+        if picked and likely is not None:
+            self.gather_language_check(node, likely, picked)
+            return
         languages = sorted(catalogs.languages, key=lambda lang: lang != likely)
         options = sorted(node.options, key=lambda o: o.language != likely)
         shortcuts = self.tree.shortcuts.get(state.node)
@@ -1149,6 +1160,26 @@ class _Turn:
                     _say(gather, catalogs, missed, language)
         for option in options:
             _say(gather, catalogs, node.option_prompt, option.language, key=option.key)
+        self.response.append(gather)
+        self.response.redirect(self.links.gather(self.step), method="POST")
+
+    def gather_language_check(self, node: LanguageNode, likely: str, picked: str) -> None:
+        """A caller whose number's country names a language keyed another one (a caller
+        from China used to 中文请按1, where 1 is English here): one line in the likely
+        language with its key, then that the call goes on in the one keyed. Keys only."""
+        theirs = next(o for o in node.options if o.language == likely)  # as on_language saw
+        gather = Gather(
+            action=self.links.gather(self.step),
+            method="POST",
+            num_digits=1,
+            finish_on_key="",
+            timeout=LANGUAGE_CHECK_SECONDS,
+            action_on_empty_result=True,
+            input="dtmf",
+        )
+        _say(gather, self.tree.catalogs, LANGUAGE_CHECK_PROMPT, likely, key=theirs.key)
+        if self.tree.catalogs.has(LANGUAGE_STAY_PROMPT, picked):
+            _say(gather, self.tree.catalogs, LANGUAGE_STAY_PROMPT, picked)
         self.response.append(gather)
         self.response.redirect(self.links.gather(self.step), method="POST")
 
@@ -1275,6 +1306,18 @@ class _Turn:
         shortcut: tuple[Option, str | None] | None = None
         shortcuts = self.tree.shortcuts.get(state.node)
         likely = node.likely(state.facts.get("country"))
+        picked = state.facts.get(LANGUAGE_PICKED)
+        if picked:
+            # The answer to `gather_language_check`: their likely language's key, or on in
+            # the one they keyed (silence, or any other key: never asked again).
+            facts = {k: v for k, v in state.facts.items() if k != LANGUAGE_PICKED}
+            theirs = next((o for o in node.options if o.language == likely), None)
+            keyed = isinstance(event, Keys) and theirs is not None and event.digits == theirs.key
+            lang = likely if keyed and likely else picked
+            self.log.append(
+                LogEntry(state.node, "input", input_kind(event), outcome=f"checked:{lang}")
+            )
+            return self.enter(node.next, state.model_copy(update={"lang": lang, "facts": facts}))
         if isinstance(event, Keys):
             chosen = next((o for o in node.options if o.key == event.digits), None)
             if shortcuts and event.digits in shortcuts.by_key:
@@ -1320,6 +1363,18 @@ class _Turn:
                     outcome=chosen.language,
                 )
             )
+            if (
+                isinstance(event, Keys)
+                and likely is not None
+                and chosen.language != likely
+                and any(o.language == likely for o in node.options)
+                and self.tree.catalogs.has(LANGUAGE_CHECK_PROMPT, likely)
+            ):
+                # Keyed, not said: a habit's key (中文请按1) may be the wrong one. Asked once.
+                facts = {**state.facts, LANGUAGE_PICKED: chosen.language}
+                return self.present(
+                    state.model_copy(update={"facts": facts, "lang": chosen.language})
+                )
             return self.enter(node.next, state.model_copy(update={"lang": chosen.language}))
         attempts = state.no_input + state.invalid + 1
         outcome = "silence" if isinstance(event, Silence) else "invalid"

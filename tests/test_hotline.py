@@ -240,9 +240,49 @@ def test_a_caller_from_elsewhere_choosing_nothing_gets_english(phone: Phone) -> 
     assert record.heard[-1].startswith("Main menu") or "press 1" in record.heard[-1]
 
 
-def test_a_caller_from_china_may_still_choose_english(phone: Phone) -> None:
-    record = phone.call(ScriptedParty([Press("1")]), from_number="+8613912345678")
-    assert "press 1" in record.heard[-1]
+CHECKED = ["如需普通话服务,请现在按2。", "Otherwise, we continue in English."]
+
+
+def test_a_caller_from_china_may_still_choose_english(phone: Phone, db: Engine) -> None:
+    """1 is English here, and 中文请按1 a habit of Chinese hotlines: a caller from China who
+    keys 1 is asked once, in Mandarin, for 2; silence (or any other key) and the call goes
+    on in English, with the case in English."""
+    for answer in (Silent(), Press("1")):
+        record = phone.call(
+            ScriptedParty([Press("1"), answer, Press("0")]), from_number="+8613912345678"
+        )
+        at = record.heard.index(CHECKED[0])
+        assert record.heard[at : at + 2] == CHECKED and record.heard.count(CHECKED[0]) == 1
+        assert record.heard[at + 2].startswith("If your account has been hacked")
+        assert record.queue == "general"
+    assert [c["language"] for c in cases_of(db)] == ["en", "en"]
+
+
+def test_a_caller_from_china_who_keyed_1_by_habit_gets_mandarin_with_2(
+    phone: Phone, db: Engine
+) -> None:
+    record = phone.call(
+        ScriptedParty([Press("1"), Press("2"), Press("0")]), from_number="+8613912345678"
+    )
+    at = record.heard.index(CHECKED[0])
+    assert record.heard[at + 2].startswith("如果您的账户被盗")
+    assert record.queue == "general" and cases_of(db)[0]["language"] == "zh-CN"
+
+
+@pytest.mark.parametrize(
+    ("answers", "caller"),
+    [
+        ([Press("1")], "+15005550006"),  # English, from a country with no language of its own
+        ([Press("2")], "+8613912345678"),  # the likely language
+        ([Speak("English")], "+8613912345678"),  # said, not a key pressed by habit
+    ],
+)
+def test_no_question_for_a_language_chosen_as_expected_or_said(
+    phone: Phone, answers: list[Answer], caller: str
+) -> None:
+    record = phone.call(ScriptedParty([*answers, Press("0")]), from_number=caller)
+    assert CHECKED[0] not in record.heard and CHECKED[1] not in record.heard
+    assert record.queue == "general"
 
 
 # -- is the number that contacted me really yours? (account menu, 4) ---------------------------
