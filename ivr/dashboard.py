@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -1352,12 +1352,19 @@ def wrong_fields(errors: Sequence[str], fields: Sequence[str]) -> list[str]:
     return [f for f in fields if f in named]
 
 
-def page_link(raw: dict[str, str], cursor: str | None = None) -> str:
-    """The calls page with the same filters, at `cursor` (or the first page)."""
-    params = [(k, raw[k]) for k in CALL_FILTERS if raw.get(k)]
+def filtered_link(
+    path: str, names: Iterable[str], raw: dict[str, str], cursor: str | None = None
+) -> str:
+    """A filtered page (`path`) with the filters `names` of `raw` that are set, at `cursor`."""
+    params = [(k, raw[k]) for k in names if raw.get(k)]
     if cursor:
         params.append(("cursor", cursor))
-    return f"{PREFIX}/calls" + (f"?{urlencode(params)}" if params else "")
+    return f"{PREFIX}{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+def page_link(raw: dict[str, str], cursor: str | None = None) -> str:
+    """The calls page with the same filters, at `cursor` (or the first page)."""
+    return filtered_link("/calls", CALL_FILTERS, raw, cursor)
 
 
 @router.get("/calls")
@@ -1387,7 +1394,7 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
             context["next_link"] = page_link(raw, found.next_cursor) if found.next_cursor else None
     context["wrong"] = wrong_fields(context["errors"], CALL_FILTERS)
     context["filtered"] = bool(any(raw.values()))
-    context["csv_link"] = page_link(raw).replace(f"{PREFIX}/calls", f"{PREFIX}/calls.csv", 1)
+    context["csv_link"] = filtered_link("/calls.csv", CALL_FILTERS, raw)
     status = 422 if context["errors"] else 200
     return render(request, "calls.html", context, user=user, status=status)
 
@@ -1853,10 +1860,7 @@ def audit_query(raw: dict[str, str], zone: tzinfo = UTC) -> api.AuditQuery:
 
 def audit_link(raw: dict[str, str], cursor: str | None = None, path: str = "/audit") -> str:
     """The audit page (or its CSV, `path`) with the same filters, at `cursor`."""
-    params = [(k, raw[k]) for k in AUDIT_FILTERS if raw.get(k)]
-    if cursor:
-        params.append(("cursor", cursor))
-    return f"{PREFIX}{path}" + (f"?{urlencode(params)}" if params else "")
+    return filtered_link(path, AUDIT_FILTERS, raw, cursor)
 
 
 @router.get("/audit")
