@@ -501,8 +501,10 @@ class TreeFile(_Model):
     not_heard_with: dict[str, dict[Keyword, Annotated[list[Keyword], Field(min_length=1)]]] = Field(
         default={},
         description="per language, keywords that are not heard when one of these words is "
-        "said with them, in any menu (突然停机, a SIM swap's sign, is no victim's when said "
-        "with 欠费: a line cut for an unpaid bill); the option's other keywords still are",
+        "said right beside them (within 6 characters in Chinese, 12 in English; a word that "
+        "holds the keyword, where it overlaps it), in any menu (突然停机, a SIM swap's sign, "
+        "is no victim's in 是不是欠费了: a line cut for an unpaid bill); said further away it "
+        "takes nothing back; the option's other keywords are heard as ever",
     )
     nodes: dict[NodeName, Node] = Field(min_length=1)
 
@@ -511,17 +513,62 @@ class TreeFile(_Model):
 
 
 @dataclass(frozen=True)
+class Unless:
+    """A keyword the tree's `not_heard_with` names, and its words: a word that holds the
+    keyword (本人转走 of 人转走) takes back the keyword where it overlaps it; any other (欠费
+    of 突然停机) where it is said within `near` characters of it. Said elsewhere in what was
+    heard, a word takes nothing back: a victim's story holds 不要, "why is" or "address" too
+    (骗子告诉我不要告诉任何人,我把验证码告诉了他)."""
+
+    keyword: re.Pattern[str]
+    inside: re.Pattern[str] | None
+    beside: re.Pattern[str] | None
+    near: int
+
+    def heard_in(self, heard: str) -> bool:
+        for found in self.keyword.finditer(heard):
+            start, end = found.span()
+            if self.inside is not None and any(
+                w.start() <= start and w.end() >= end for w in self.inside.finditer(heard)
+            ):
+                continue
+            if self.beside is not None and any(
+                w.start() < end + self.near and w.end() > start - self.near
+                for w in self.beside.finditer(heard)
+            ):
+                continue
+            return True
+        return False
+
+
+@dataclass(frozen=True)
 class Keywords:
     """An option's keywords in one language, as looked for in what was heard."""
 
     anywhere: re.Pattern[str] | None
-    # Each keyword the tree's `not_heard_with` names, and its words: heard without them only.
-    unless: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = ()
+    unless: tuple[Unless, ...] = ()
 
     def search(self, heard: str) -> bool:
         if self.anywhere is not None and self.anywhere.search(heard):
             return True
-        return any(word.search(heard) and not but.search(heard) for word, but in self.unless)
+        return any(u.heard_in(heard) for u in self.unless)
+
+
+# How near a `not_heard_with` word must be said to a keyword to take it back, in characters
+# of what was heard: a few Chinese characters (突然停机了,是不是欠费了), about two English words
+# ("why did you freeze my account", "told me to send my ID").
+NEAR_CJK, NEAR_LATIN = 6, 12
+
+
+def _unless(keyword: str, words: list[str], language: str) -> Unless:
+    inside = [w for w in words if keyword in w]
+    beside = [w for w in words if keyword not in w]
+    return Unless(
+        _keyword_pattern([keyword]),
+        _keyword_pattern(inside, whole=True) if inside else None,
+        _keyword_pattern(beside, whole=True) if beside else None,
+        NEAR_CJK if language.startswith(("zh", "ja", "ko")) else NEAR_LATIN,
+    )
 
 
 # language -> [(option, its keywords)], in the operator's option order
@@ -733,15 +780,18 @@ def match_speech(menu: CompiledMenu, language: str, said: str) -> Option | None:
     return found[0] if found else None
 
 
-def _keyword_pattern(keywords: list[str]) -> re.Pattern[str]:
+def _keyword_pattern(keywords: list[str], *, whole: bool = False) -> re.Pattern[str]:
     """Latin keywords match at the start of a word ("api" not in "capital", "deposit" in
-    "deposits"); others (Chinese has no spaces) anywhere in what was heard."""
+    "deposits"); `whole`: as whole words ("id", not "idiot"). Others (Chinese has no spaces)
+    anywhere in what was heard."""
     parts = []
     for word in keywords:
         escaped = re.escape(word)
-        parts.append(
-            f"(?<![a-z0-9]){escaped}" if word[0].isascii() and word[0].isalnum() else escaped
-        )
+        if word[0].isascii() and word[0].isalnum():
+            escaped = f"(?<![a-z0-9]){escaped}"
+        if whole and word[-1].isascii() and word[-1].isalnum():
+            escaped = f"{escaped}(?![a-z0-9])"
+        parts.append(escaped)
     return re.compile("|".join(parts))
 
 
@@ -795,11 +845,7 @@ def _compiled(
                 anywhere = [k for k in keywords if not unless.get(k)]
                 compiled = Keywords(
                     _keyword_pattern(anywhere) if anywhere else None,
-                    tuple(
-                        (_keyword_pattern([k]), _keyword_pattern(unless[k]))
-                        for k in keywords
-                        if unless.get(k)
-                    ),
+                    tuple(_unless(k, unless[k], lang) for k in keywords if unless.get(k)),
                 )
                 by_speech.setdefault(lang, []).append((option, compiled))
                 words_by_lang.setdefault(lang, []).extend(words)

@@ -2563,6 +2563,28 @@ def test_a_caller_from_china_who_tells_a_scam_or_a_takeover_at_once_is_answered(
 
 
 @pytest.mark.parametrize(
+    ("language_key", "words"),
+    [
+        ("1", "they told me to send my coins to their wallet address"),
+        ("1", "I gave someone my password, what an idiot I am"),
+        ("1", "why is my balance zero, someone got in, freeze my account"),
+        ("2", "被人转走了,不是本人转走的"),
+        ("2", "骗子告诉我不要告诉任何人,我把验证码告诉了他"),
+        ("2", "我把验证码告诉了客服,他告诉我账户安全"),
+        ("2", "为什么有人在转我的钱,快冻结我的账户"),
+    ],
+)
+def test_a_victims_story_with_an_exceptions_word_in_it_still_reaches_the_emergency_lane(
+    phone: Phone, language_key: str, words: str
+) -> None:
+    """`not_heard_with`'s words take a keyword back only said right beside it: a victim's
+    story holds 不要, "address" or "why is" elsewhere (found by a review of the change that
+    made them take it back anywhere in the sentence)."""
+    record = call(phone, Press(language_key), Speak(words), Press("*"))
+    assert record.queue == "security", record.heard
+
+
+@pytest.mark.parametrize(
     "words", ["我的手机突然停机了,是不是欠费了", "话费用完了突然停机", "手机突然停机了,我去缴费了"]
 )
 def test_a_mandarin_callers_line_cut_for_an_unpaid_bill_is_not_the_emergency_lane(

@@ -879,6 +879,34 @@ def test_a_keyword_said_with_one_of_its_exceptions_is_not_heard(tmp_path: Path) 
     assert target("突然停机了,账户也被盗了,不是欠费") == "agent"  # 被盗 is heard still
 
 
+def test_an_exception_takes_a_keyword_back_only_where_it_is_said_beside_it(
+    tmp_path: Path,
+) -> None:
+    """A victim's story holds the exceptions' words too (不要, "why is", "address"): said
+    away from the keyword they take nothing back. A word that holds the keyword takes back
+    only the place it overlaps; English exceptions are whole words ("id", not "idiot")."""
+    text = not_heard_with(
+        speech_tree("{zh-CN: [人转走, 码告诉], en: [told me to send my, gave someone my]}", "{}"),
+        "  zh-CN:\n    人转走: [本人转走]\n    码告诉: [码告诉任何人, 不要]\n"
+        "  en:\n    told me to send my: [id, address]\n    gave someone my: [id]\n",
+    )
+    _, problems = check(tmp_path, text)
+    assert problems == []
+    menu = load_tree(write(tmp_path, text), PROMPTS).menus["main"]
+
+    def heard(said: str, lang: str = "zh-CN") -> bool:
+        return match_speech(menu, lang, said) is not None
+
+    assert not heard("是我本人转走的")
+    assert heard("被人转走了,不是本人转走的")  # the first 人转走 is no 本人转走
+    assert not heard("千万不要把验证码告诉任何人")
+    assert heard("骗子让我不要声张,后来我把验证码告诉了他")  # 不要, far from 码告诉
+    assert not heard("support told me to send my id", "en")
+    assert heard("they told me to send my coins to their wallet address", "en")
+    assert heard("i gave someone my password what an idiot i am", "en")
+    assert not heard("i gave someone my id", "en")
+
+
 def test_exceptions_for_no_keyword_or_in_the_keyword_itself_are_refused(tmp_path: Path) -> None:
     """A misspelt keyword would leave it heard as before; an exception that is in the keyword
     would leave it never heard; a language with no catalog is no caller's."""
