@@ -905,6 +905,7 @@ def test_an_exception_takes_a_keyword_back_only_where_it_is_said_beside_it(
     assert heard("they told me to send my coins to their wallet address", "en")
     assert heard("i gave someone my password what an idiot i am", "en")
     assert not heard("i gave someone my id", "en")
+    assert heard("i gave someone my idle wallet's keys", "en")  # "idle" is no "id"
 
 
 def test_exceptions_for_no_keyword_or_in_the_keyword_itself_are_refused(tmp_path: Path) -> None:
