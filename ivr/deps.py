@@ -147,7 +147,7 @@ def wrong_token(
     """Count a wrong token or session cookie (or the token of `expired`, past its expiry)
     against the client address, and in the metrics; Blocked while the address has sent too
     many lately. Logged as a warning, never the token itself."""
-    throttle = SignInThrottle(hotline.db)
+    throttle = SignInThrottle(hotline.db, pepper=hotline.settings.twilio_auth_token)
     client, now = client_address(request), hotline.clock()
     failures = hotline.metrics.staff_auth_failures
     failures.labels(where, "wrong" if expired is None else "expired").inc()

@@ -24,7 +24,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -498,10 +498,14 @@ class SignInThrottle:
     db: Engine
     failures: int = SIGN_IN_FAILURES
     window: timedelta = SIGN_IN_WINDOW
+    # The key of the addresses' digests (the hotline's auth token: a secret every instance
+    # has): an unkeyed digest of an IPv4 address is undone by trying all 2^32 of them, and
+    # the failed sign-ins' audit entries name the digest for good.
+    pepper: str = field(default="", repr=False)
 
-    @staticmethod
-    def key(client: str) -> str:
-        digest = hashlib.sha256(_network_of(client).encode("utf-8", "replace")).hexdigest()
+    def key(self, client: str) -> str:
+        network = _network_of(client).encode("utf-8", "replace")
+        digest = hmac.new(self.pepper.encode(), network, hashlib.sha256).hexdigest()
         return "auth:" + digest[:27]  # fits the caller column (32)
 
     def retry_after(self, client: str, now: datetime) -> int | None:
@@ -536,12 +540,11 @@ class SignInThrottle:
         wait: float = (until - now).total_seconds()
         return max(1, math.ceil(wait))
 
-    @classmethod
-    def source(cls, client: str) -> str:
-        """`client` as a failed sign-in's audit entry names it (`client:` and the digest of
-        its network the failures are counted under): never the address itself, which the
+    def source(self, client: str) -> str:
+        """`client` as a failed sign-in's audit entry names it (`client:` and the keyed digest
+        of its network the failures are counted under): never the address itself, which the
         warning logged with it says."""
-        return "client:" + cls.key(client).removeprefix("auth:")
+        return "client:" + self.key(client).removeprefix("auth:")
 
     def failed(self, client: str, where: str, now: datetime, *, expired: str | None = None) -> None:
         """Count one wrong token from `client` at `where` (dashboard, api); `expired`: the

@@ -3514,7 +3514,7 @@ def test_a_sign_in_is_logged_and_audited_without_the_token(
     with db.connect() as conn:
         rows = conn.execute(select(audit_log.c.actor, audit_log.c.action)).all()
     # The wrong token: by a digest of where it came from, never the address, nor a token.
-    wrong_from = SignInThrottle.source("testclient")
+    wrong_from = SignInThrottle(db, pepper=TOKEN).source("testclient")
     assert [tuple(r) for r in rows] == [
         ("supervisor:sam", "sign_in"),
         (wrong_from, "sign_in_failed"),

@@ -11,6 +11,7 @@ rate limits    a caller cycling through UIDs from one number is locked out; wron
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import shutil
 from collections.abc import Callable, Iterator
@@ -445,6 +446,18 @@ def test_wrong_bearer_tokens_are_throttled_across_instances(
         assert second.get("/api/queue", headers=bearer("late-" + "z" * 30)).status_code == 401
 
 
+def test_a_failed_sign_ins_source_is_a_keyed_digest_of_its_network(db: Engine) -> None:
+    """The audit log keeps failed sign-ins' sources for good: an unkeyed digest of an IPv4
+    address is undone by trying all of them, so the digest is keyed with the auth token.
+    The same network gives the same source (its failures add up); another key, another."""
+    throttle = SignInThrottle(db, pepper=TOKEN)
+    source = throttle.source("192.0.2.7")
+    bare = hashlib.sha256(b"192.0.2.7").hexdigest()[:27]
+    assert source.startswith("client:") and bare not in source and "192.0.2.7" not in source
+    assert throttle.source("::ffff:192.0.2.7") == source  # the same IPv4 address
+    assert SignInThrottle(db, pepper="f" * 32).source("192.0.2.7") != source
+
+
 def failed_sign_ins(db: Engine) -> list[tuple[str, str, str]]:
     with db.connect() as conn:
         rows = conn.execute(
@@ -472,7 +485,7 @@ def test_failed_sign_ins_are_audited_one_entry_per_source_and_minute(
         assert sign_in(client, token).status_code == 401
     assert client.get("/api/queue", headers=bearer("wrong-" + "z" * 30)).status_code == 401
     assert sign_in(client, expired).status_code == 401
-    source = SignInThrottle.source("testclient")
+    source = SignInThrottle(db, pepper=TOKEN).source("testclient")
     assert failed_sign_ins(db) == [
         (
             source,
@@ -488,7 +501,7 @@ def test_failed_sign_ins_are_audited_one_entry_per_source_and_minute(
     entries = failed_sign_ins(db)
     assert entries[1:] == [
         (
-            SignInThrottle.source("192.0.2.7"),
+            SignInThrottle(db, pepper=TOKEN).source("192.0.2.7"),
             "1 wrong or expired token(s) this minute (dashboard)",
             "refused",
         ),
