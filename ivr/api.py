@@ -1826,10 +1826,12 @@ def calls_csv(user: StaffUser, hotline: HotlineDep, query: CallQueryDep) -> CsvR
 _CASE_RECORD_OWN = ("verification", "notes", "working_notes", "ticket")
 
 
-def _event(row: dict[str, Any], hidden: set[str]) -> Event:
-    """A call's event, without a ticket in its detail that its reader may not see."""
+def _event(row: dict[str, Any], shown: set[str] | None) -> Event:
+    """A call's event, without a ticket in its detail that its reader may not see (`shown`:
+    the tickets they may; None: all). Not only the call's own cases': a follow-up's ticket
+    look-up (main menu 9) names the case it followed up."""
     detail = row["detail"]
-    if detail and detail.get("ticket") in hidden:
+    if shown is not None and detail and "ticket" in detail and detail["ticket"] not in shown:
         detail = {k: v for k, v in detail.items() if k != "ticket"}
     return Event(**{k: row[k] for k in Event.model_fields if k != "detail"}, detail=detail)
 
@@ -2014,12 +2016,12 @@ def call_timeline(
         for c in found["cases"]
         if _sees_ticket(user, agent_id=c["agent_id"], queued=bool(c["queued"]))
     }
-    hidden = {c["ticket"] for c in found["cases"]} - set(tickets.values())
     agent = user.role == "agent"
+    shown = set(tickets.values()) if agent else None
     me = f"agent:{user.name}"
     return CallTimeline(
         call=_summary(found["call"], user),
-        events=[_event(e, hidden) for e in found["events"]],
+        events=[_event(e, shown) for e in found["events"]],
         cases=[
             CaseRecord(
                 **{k: c[k] for k in CaseRecord.model_fields if k not in _CASE_RECORD_OWN},
