@@ -5,9 +5,11 @@ setting must be the same on all of them (docs/scaling.md): an instance with anot
 IVR_OFFER_TIMEOUT or TWILIO_AUTH_TOKEN breaks some of every caller's requests, and nothing
 else would say why. Each instance writes a row every IVR_TREE_SYNC seconds (a timed job,
 never a webhook): who it is, and a digest of each setting that must match (`digests`:
-sha-256 of the value, cut short; a tree, prompts or migrations folder by its files, not its
-path). Comparing the rows of the instances alive names the settings that differ, never a
-value: the log says so as an error and the queue page shows supervisors.
+sha-256 of the value, cut short, PBKDF2 for a secret; a tree, prompts or migrations folder
+by its files, not its path). Comparing the rows of the instances alive names the settings
+that differ, never a value: the log says so as an error and the queue page shows
+supervisors. Instances compare each other's rows by their own clocks: keep them in time
+(NTP); one ahead by more than three tree syncs would see the others as stopped.
 
 A row not written again for three of its instance's own IVR_TREE_SYNC is of an instance that
 stopped; rows are deleted a day after that.
@@ -15,6 +17,7 @@ stopped; rows are deleted a day after that.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,7 +36,7 @@ from ivr.db import instances
 from ivr.settings import Settings
 from ivr.store import writing
 
-# docs/scaling.md's "What may differ" (tests/test_instances_settings.py holds them equal).
+# docs/scaling.md's "What may differ" (tests/test_shipping.py holds them equal).
 MAY_DIFFER = frozenset(
     {
         "IVR_TRUSTED_PROXIES",
@@ -58,6 +61,7 @@ BY_FILES = frozenset({"IVR_ROUTES", "IVR_PROMPTS", "IVR_MIGRATIONS"})
 # 64 bits: a secret of the forms Settings asks for cannot be worked back from it.
 DIGEST_CHARS = 16
 KEPT_AFTER_STOP = timedelta(days=1)
+SECRET_ROUNDS = 200_000  # PBKDF2 rounds for a secret's digest: once per process, in a job
 
 
 def _files(path: Path) -> bytes:
@@ -89,10 +93,24 @@ def digests(settings: Settings) -> dict[str, str]:
             data = _files(Path(value))
         else:
             data = json.dumps(value, default=str, sort_keys=True).encode()
-        found[variable] = hashlib.sha256(variable.encode() + b"\0" + data).hexdigest()[
-            :DIGEST_CHARS
-        ]
+        if info.repr:
+            digest = hashlib.sha256(_salt(variable) + b"\0" + data).hexdigest()
+        else:
+            digest = _secret_digest(variable, data)
+        found[variable] = digest[:DIGEST_CHARS]
     return found
+
+
+def _salt(variable: str) -> bytes:
+    return b"ivr.instances:" + variable.encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _secret_digest(variable: str, data: bytes) -> str:
+    """A secret's digest (kept out of repr): a person may have chosen it, and whoever reads
+    the table must not be able to try a list of words against a plain digest of it. Slow on
+    purpose, so made once per value and process."""
+    return hashlib.pbkdf2_hmac("sha256", data, _salt(variable), SECRET_ROUNDS).hex()
 
 
 @dataclass(frozen=True)

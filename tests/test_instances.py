@@ -8,6 +8,8 @@ instance add up to one lockout.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -489,6 +491,9 @@ def test_digests_change_with_what_must_match_and_only_that(tmp_path: Path) -> No
     assert set(base) & instances_module.MAY_DIFFER == set()
     assert "IVR_DATABASE_URL" not in base and {"TWILIO_AUTH_TOKEN", "IVR_PROMPTS"} <= set(base)
     assert not {TOKEN, SECRET_KEY, "600"} & set(base.values())
+    # A secret's is slow to try words against (PBKDF2), not a plain SHA-256 of it.
+    plain = hashlib.sha256(b"ivr.instances:TWILIO_AUTH_TOKEN\0" + json.dumps(TOKEN).encode())
+    assert base["TWILIO_AUTH_TOKEN"] != plain.hexdigest()[: instances_module.DIGEST_CHARS]
     assert all(len(d) == instances_module.DIGEST_CHARS for d in base.values())
 
     def changed(**overrides: object) -> set[str]:
