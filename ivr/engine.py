@@ -1167,7 +1167,8 @@ class _Turn:
         """A caller whose number's country names a language keyed another one (a caller
         from China used to 中文请按1, where 1 is English here): one line in the likely
         language with its key, then that the call goes on in the one keyed. Keys only."""
-        theirs = next(o for o in node.options if o.language == likely)  # as on_language saw
+        # None: a tree made live between the two turns dropped it; then only the second line.
+        theirs = next((o for o in node.options if o.language == likely), None)
         gather = Gather(
             action=self.links.gather(self.step),
             method="POST",
@@ -1177,7 +1178,8 @@ class _Turn:
             action_on_empty_result=True,
             input="dtmf",
         )
-        _say(gather, self.tree.catalogs, LANGUAGE_CHECK_PROMPT, likely, key=theirs.key)
+        if theirs is not None:
+            _say(gather, self.tree.catalogs, LANGUAGE_CHECK_PROMPT, likely, key=theirs.key)
         if self.tree.catalogs.has(LANGUAGE_STAY_PROMPT, picked):
             _say(gather, self.tree.catalogs, LANGUAGE_STAY_PROMPT, picked)
         self.response.append(gather)
