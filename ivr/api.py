@@ -61,6 +61,7 @@ from ivr.calllog import (
 from ivr.cases import (
     LANGUAGE_CODE,
     NOTE_AT_MOST,
+    SECRET_LIKE,
     USER_NAME,
     AwayReason,
     Transfer,
@@ -75,6 +76,7 @@ from ivr.cases import (
     ready_emergency_tickets,
     ready_in_line,
     repeated_callers,
+    secret_like,
     set_languages,
     spoken,
     transfer_asked,
@@ -1402,6 +1404,8 @@ def transfer(
         raise HTTPException(
             422, f"no catalog speaks {body.language} (have: {', '.join(languages)})"
         )
+    if secret_like(body.note):  # the next agent reads it, as a working note
+        raise HTTPException(422, SECRET_LIKE)
     to = Transfer(
         queue=body.queue,
         priority=body.priority or queues[body.queue],

@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import statistics
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1135,8 +1136,11 @@ NOTES_AT_MOST = 100  # notes on one case: a case's row is read at every desk ref
 # a phone number is longer.
 _DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
 _DIGIT_GROUP = re.compile(r"\d+")
+# Letters either side, not \b: "ID1234" and "PIN是1234" name one too (a digit and a Han
+# character are word characters).
 _SECRET_WORDS = re.compile(
-    r"\b(?:id|identity|passport|document|pin|code|digits)\b|证件|身份证|护照|密码|验证码|后四位",
+    r"(?<![a-z])(?:id|identity|passport|document|pin|code|digits)(?![a-z])"
+    r"|证件|身份证|护照|密码|验证码|后四位",
     re.IGNORECASE,
 )
 SECRET_LIKE = (
@@ -1150,6 +1154,7 @@ SECRET_LIKE = (
 def secret_like(text: str) -> bool:
     """Whether staff's free text holds digits that may be a caller's secret (`_DIGIT_RUN`):
     refused, never stored, since notes are read by every agent the case goes to next."""
+    text = unicodedata.normalize("NFKC", text)  # an input method's full-width digits, spaces
     speaks_of_secrets = _SECRET_WORDS.search(text) is not None
     for run in _DIGIT_RUN.finditer(text):
         groups = [len(g) for g in _DIGIT_GROUP.findall(run.group())]

@@ -2177,6 +2177,9 @@ def test_a_failed_statement_in_the_local_freeze_is_a_failed_freeze_not_a_500(
         "code was 73-91-82, told her never again",
         "ID ends 5064",
         "身份证后四位 5064",
+        "ID5064",  # no space: letters either side, not a word boundary
+        "PIN是5064",
+        "pin 739\u3000182",  # an ideographic space between the groups
         "his pin is 7391?",  # a half-remembered one: 4 digits where a PIN is spoken of
         "totp \uff11\uff12\uff13\uff14\uff15\uff16",  # a Chinese input method's digits
         "number 07700 900123",  # a group of 6 among others

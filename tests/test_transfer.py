@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 
 from ivr import cases as cases_module
 from ivr import oncall, stats
+from ivr.cases import SECRET_LIKE
 from ivr.db import audit_log, call_events, cases, users
 from ivr.phone import Answer, CallRecord, HangsUp, HangUp, Phone, Press, Prompt, ScriptedParty
 from ivr.settings import PROJECT_ROOT
@@ -420,6 +421,10 @@ def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_t
             headers=bearer(alice),
         ).status_code
         seen["none"] = refused(client, alice, 999_999, TO_SECURITY)
+        # The next agent reads the note: never what may be the caller's PIN.
+        seen["secret"] = refused(
+            client, alice, case_id, {**TO_SECURITY, "note": "she read me her PIN 739 182"}
+        )
         seen["untouched"] = the_case(db)
         api(client, alice, "POST", f"/api/cases/{case_id}/transfer", json=TO_SECURITY)
         seen["twice"] = refused(client, alice, case_id, {**TO_SECURITY, "queue": "kyc"})
@@ -433,6 +438,7 @@ def test_only_the_agent_talking_to_the_caller_sends_them_on_and_only_where_the_t
     assert seen["no_language"][0] == 422 and "zh-CN" in seen["no_language"][1]
     assert seen["no_note"] == 422
     assert seen["none"][0] == 404
+    assert seen["secret"] == (422, SECRET_LIKE)
     untouched = seen["untouched"]
     assert (untouched["status"], untouched["queue"]) == ("connected", "payments")
     assert not any(k.startswith("transfer") for k in untouched["flags"])
