@@ -459,8 +459,8 @@ class Hotline:
         self.sized_queues: set[str] = set()
         # Until when this instance says no more of verification being over its shared budget.
         self.budget_warned_until: datetime | None = None
-        # This process as the other instances see it (made at its first comparison: reading
-        # the tree and prompts files once), and the settings they set otherwise.
+        # This process as the other instances see it (made at its first comparison), and the
+        # settings they set otherwise.
         self.me: instances.Me | None = None
         self.disagreements: list[instances.Disagreement] = []
 
@@ -3146,12 +3146,15 @@ class Hotline:
         """Write this instance's row, and read whether the other instances alive set any
         setting that must match otherwise (`ivr.instances`): an error in the log when what
         differs changes, the queue page's warning while it does."""
+        # The files' digests read again each time (a few small files): a tree file edited and
+        # reloaded here must not read as another instance's difference until a restart.
+        digests = instances.digests(self.settings)
         if self.me is None:
             self.me = instances.Me(
-                digests=instances.digests(self.settings),
-                every=self.settings.tree_sync_seconds,
-                started_at=self.clock(),
+                digests=digests, every=self.settings.tree_sync_seconds, started_at=self.clock()
             )
+        elif digests != self.me.digests:
+            self.me = dataclasses.replace(self.me, digests=digests)
         with self.db.connect() as conn:
             found = instances.compare(conn, me=self.me, now=self.clock())
         if found != self.disagreements:

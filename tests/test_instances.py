@@ -513,7 +513,10 @@ def test_digests_change_with_what_must_match_and_only_that(tmp_path: Path) -> No
 
 
 def test_the_queue_page_tells_supervisors_which_settings_differ(
-    sqlite_url: str, hotline_tree: CompiledTree, caplog: pytest.LogCaptureFixture
+    sqlite_url: str,
+    hotline_tree: CompiledTree,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     """Another instance alive with another IVR_MAX_WAIT: the supervisor's queue page names the
     setting and the instance, an agent's does not; an instance that stopped writing its row
@@ -548,6 +551,13 @@ def test_the_queue_page_tells_supervisors_which_settings_differ(
         client.post("/dashboard/login", data={"token": ann}, follow_redirects=False)
         assert "settings disagree" not in client.get("/dashboard/queue/rows").text
 
+        # A prompts file edited here (and reloaded): this instance's row says so at once.
+        before = hotline.me.digests["IVR_PROMPTS"]
+        hotline.settings = hotline.settings.model_copy(update={"prompts_dir": tmp_path})
+        assert [d.setting for d in hotline.compare_instances()] == ["IVR_MAX_WAIT", "IVR_PROMPTS"]
+        assert hotline.me.digests["IVR_PROMPTS"] != before
+        hotline.settings = settings
+        assert hotline.compare_instances() == [found]
         clock.advance(seconds=30)  # web-2 writes every 10 s: alive until 30 s after
         assert hotline.compare_instances() == [found]
         clock.advance(seconds=1)
