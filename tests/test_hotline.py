@@ -2936,7 +2936,9 @@ def test_a_freeze_to_lift_is_the_account_teams_a_freeze_asked_for_the_emergency_
         (["1"], "I entered my password wrong too many times"),
         (["1"], "I typed my password again and it is not working"),
         (["1"], "I entered my seed phrase to restore my wallet"),
-        (["1"], "my sim stopped working because I forgot to pay the bill"),
+        # Said beside it: "the bill" far off ("because I forgot to pay the bill") takes
+        # nothing back, and errs toward the emergency lane.
+        (["1"], "my sim stopped, the bill was not paid"),
         (["1"], "my phone has no service, I need to top up"),
         (["1"], "why did you freeze my account"),
         (["1"], "how long does kyc approval take"),
