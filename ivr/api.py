@@ -44,13 +44,13 @@ from ivr.calllog import (
     EXPORT_CALLS,
     SEARCH_AUDIT,
     SEARCH_CALLS,
-    SHOW_CALL,
     AuditFilter,
     CallFilter,
     Outcome,
     Verified,
     audit_lookup,
     audit_read,
+    audit_shown,
     calls_begun,
     freezes,
     list_audit,
@@ -68,7 +68,6 @@ from ivr.cases import (
     User,
     agent_gone,
     agents_presence,
-    audit,
     earlier_transfers,
     emergencies_by_verification,
     held_by,
@@ -2003,15 +2002,8 @@ def call_timeline(
         if found is not None:
             # Who read which caller's call (as `ivr calls show` is): the log is open to every
             # agent, and a look at a call that was never theirs leaves a trace.
-            audit(
-                conn,
-                actor=f"{user.role}:{user.name}",
-                action=SHOW_CALL,
-                uid=None,
-                case_id=None,
-                reason=call_sid,
-                result="ok",
-                now=hotline.clock(),
+            audit_shown(
+                conn, actor=f"{user.role}:{user.name}", call_sid=call_sid, now=hotline.clock()
             )
     if found is None:
         raise HTTPException(404, "no such call")

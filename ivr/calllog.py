@@ -101,6 +101,21 @@ def filters_said(f: CallFilter) -> str:
     return " ".join(said) or "no filters"
 
 
+def audit_shown(conn: Connection, *, actor: str, call_sid: str, now: datetime) -> None:
+    """Who read which call's timeline (`SHOW_CALL`: the API, the dashboard, `ivr calls
+    show`). One insert, off the webhooks."""
+    audit(
+        conn,
+        actor=actor,
+        action=SHOW_CALL,
+        uid=None,
+        case_id=None,
+        reason=call_sid[:64],
+        result="ok",
+        now=now,
+    )
+
+
 def audit_lookup(
     conn: Connection,
     *,

@@ -1177,23 +1177,13 @@ def calls_list(
 def calls_show(call_sid: Annotated[str, typer.Argument(help="the CallSid")]) -> None:
     """One call's timeline: every node, input, case, agent action and the hang-up. Audited
     (`show_call`: who read which call), as the API audits a search for a caller's calls."""
-    from ivr.calllog import SHOW_CALL, timeline
-    from ivr.cases import audit
+    from ivr.calllog import audit_shown, timeline
 
     db = _database(_settings(DatabaseSettings))
     with db.connect() as conn:
         found = timeline(conn, call_sid=call_sid)
         if found is not None:
-            audit(
-                conn,
-                actor=cli_actor(),
-                action=SHOW_CALL,
-                uid=None,
-                case_id=None,
-                reason=call_sid[:64],
-                result="ok",
-                now=utcnow(),
-            )
+            audit_shown(conn, actor=cli_actor(), call_sid=call_sid, now=utcnow())
     if found is None:
         raise _fail(f"no call {call_sid}")
     typer.echo(_call_line(found["call"]))
