@@ -1362,9 +1362,44 @@ def filtered_link(
     return f"{PREFIX}{path}" + (f"?{urlencode(params)}" if params else "")
 
 
-def page_link(raw: dict[str, str], cursor: str | None = None) -> str:
-    """The calls page with the same filters, at `cursor` (or the first page)."""
-    return filtered_link("/calls", CALL_FILTERS, raw, cursor)
+def _filtered_page(
+    request: Request,
+    hotline: Hotline,
+    *,
+    path: str,
+    names: tuple[str, ...],
+    query_of: Callable[[dict[str, str], tzinfo], Any],
+    listed: Callable[[Any, str | None], tuple[list[Any], str | None]],
+    items: str,
+) -> dict[str, Any]:
+    """A page of a filtered, paged list (the calls, the audit log): the form's filters
+    (`names`) read into the API's query (`query_of`), a page of `listed`'s rows at the
+    request's cursor under `items`, links to the first and next pages and to the CSV
+    (`path` + ".csv"), and the errors, each marked at its field."""
+    raw = {k: request.query_params.get(k, "") for k in names}
+    cursor = request.query_params.get("cursor") or None
+    context: dict[str, Any] = {"form": raw, items: [], "next_link": None, "errors": []}
+    context["first_link"] = filtered_link(path, names, raw) if cursor is not None else None
+    try:
+        query = query_of(raw, hotline.zone)
+    except ValidationError as exc:
+        context["errors"] = problems(exc)
+    except ValueError as exc:  # a time that is none (parse_when), or until before since
+        context["errors"] = [str(exc)]
+    else:
+        try:
+            if cursor is not None and len(cursor) > MAX_CURSOR:
+                raise HTTPException(422, "not a cursor from this page")
+            rows, after = listed(query, cursor)
+        except HTTPException as exc:
+            context["errors"] = [str(exc.detail)]
+        else:
+            context[items] = rows
+            context["next_link"] = filtered_link(path, names, raw, after) if after else None
+    context["wrong"] = wrong_fields(context["errors"], names)
+    context["filtered"] = bool(any(raw.values()))
+    context["csv_link"] = filtered_link(f"{path}.csv", names, raw)
+    return context
 
 
 @router.get("/calls")
@@ -1372,29 +1407,20 @@ def calls_page(request: Request, hotline: HotlineDep) -> Response:
     user = gate(request, hotline, STAFF)
     if isinstance(user, Response):
         return user
-    raw = {k: request.query_params.get(k, "") for k in CALL_FILTERS}
-    cursor = request.query_params.get("cursor") or None
-    context: dict[str, Any] = {"form": raw, "calls": [], "next_link": None, "errors": []}
-    context["first_link"] = page_link(raw) if cursor is not None else None
-    try:
-        query = call_query(raw, hotline.zone)
-    except ValidationError as exc:
-        context["errors"] = problems(exc)
-    except ValueError as exc:  # a time that is none (parse_when)
-        context["errors"] = [str(exc)]
-    else:
-        try:
-            if cursor is not None and len(cursor) > MAX_CURSOR:
-                raise HTTPException(422, "not a cursor from this page")
-            found = api.calls_list(user, hotline, query, PAGE_SIZE, cursor)
-        except HTTPException as exc:
-            context["errors"] = [str(exc.detail)]
-        else:
-            context["calls"] = found.calls
-            context["next_link"] = page_link(raw, found.next_cursor) if found.next_cursor else None
-    context["wrong"] = wrong_fields(context["errors"], CALL_FILTERS)
-    context["filtered"] = bool(any(raw.values()))
-    context["csv_link"] = filtered_link("/calls.csv", CALL_FILTERS, raw)
+
+    def listed(query: api.CallQuery, cursor: str | None) -> tuple[list[Any], str | None]:
+        found = api.calls_list(user, hotline, query, PAGE_SIZE, cursor)
+        return list(found.calls), found.next_cursor
+
+    context = _filtered_page(
+        request,
+        hotline,
+        path="/calls",
+        names=CALL_FILTERS,
+        query_of=call_query,
+        listed=listed,
+        items="calls",
+    )
     status = 422 if context["errors"] else 200
     return render(request, "calls.html", context, user=user, status=status)
 
@@ -1858,11 +1884,6 @@ def audit_query(raw: dict[str, str], zone: tzinfo = UTC) -> api.AuditQuery:
     return _AUDIT_QUERY.validate_python(given)
 
 
-def audit_link(raw: dict[str, str], cursor: str | None = None, path: str = "/audit") -> str:
-    """The audit page (or its CSV, `path`) with the same filters, at `cursor`."""
-    return filtered_link(path, AUDIT_FILTERS, raw, cursor)
-
-
 @router.get("/audit")
 def audit_page(request: Request, hotline: HotlineDep) -> Response:
     """The audit log, newest first, with the API's filters: who did what, when. The API's
@@ -1870,30 +1891,20 @@ def audit_page(request: Request, hotline: HotlineDep) -> Response:
     user = gate(request, hotline, SUPERVISORS)
     if isinstance(user, Response):
         return user
-    raw = {k: request.query_params.get(k, "") for k in AUDIT_FILTERS}
-    cursor = request.query_params.get("cursor") or None
-    context: dict[str, Any] = {"form": raw, "entries": [], "next_link": None, "errors": []}
-    context["first_link"] = audit_link(raw) if cursor is not None else None
-    try:
-        query = audit_query(raw, hotline.zone)
-    except ValidationError as exc:
-        context["errors"] = problems(exc)
-    except ValueError as exc:  # a time that is none (parse_when), or until before since
-        context["errors"] = [str(exc)]
-    else:
-        try:
-            if cursor is not None and len(cursor) > MAX_CURSOR:
-                raise HTTPException(422, "not a cursor from this page")
-            found = api.audit_list(user, hotline, query, PAGE_SIZE, cursor)
-        except HTTPException as exc:
-            context["errors"] = [str(exc.detail)]
-        else:
-            context["entries"] = found.entries
-            if found.next_cursor:
-                context["next_link"] = audit_link(raw, found.next_cursor)
-    context["wrong"] = wrong_fields(context["errors"], AUDIT_FILTERS)
-    context["filtered"] = bool(any(raw.values()))
-    context["csv_link"] = audit_link(raw, path="/audit.csv")
+
+    def listed(query: api.AuditQuery, cursor: str | None) -> tuple[list[Any], str | None]:
+        found = api.audit_list(user, hotline, query, PAGE_SIZE, cursor)
+        return list(found.entries), found.next_cursor
+
+    context = _filtered_page(
+        request,
+        hotline,
+        path="/audit",
+        names=AUDIT_FILTERS,
+        query_of=audit_query,
+        listed=listed,
+        items="entries",
+    )
     context["csv_name"] = api.AUDIT_CSV_CUT_NAME
     status = 422 if context["errors"] else 200
     return render(request, "audit.html", context, user=user, status=status)
